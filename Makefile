@@ -1,0 +1,34 @@
+# voipsec — the two commands in the README: `make run` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+DATA ?= ./voipsec-data
+
+.PHONY: run test venv test-deps peers lint unit integration bench clean
+
+$(BIN)/voipsec: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+venv: $(BIN)/voipsec
+
+run: venv
+	$(BIN)/voipsec serve --dir $(DATA)
+
+peers:
+	bash scripts/install-peers.sh
+
+lint: venv
+	$(BIN)/ruff check src tests bench
+	$(BIN)/mypy
+
+test: venv peers lint
+	$(BIN)/pytest -q -p no:cacheprovider tests
+
+bench: venv peers
+	$(BIN)/python bench/register_bench.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache

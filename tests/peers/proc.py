@@ -1,0 +1,100 @@
+"""Process and socket helpers for real-peer tests: start, wait with a deadline, stop."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+DEFAULT_DEADLINE = 20.0
+
+
+class DeadlineExceeded(AssertionError):
+    """A condition did not become true before its deadline."""
+
+
+def wait_for(
+    condition: Callable[[], object], *, deadline: float = DEFAULT_DEADLINE, what: str = ""
+) -> object:
+    """Poll ``condition`` until it returns a truthy value or ``deadline`` seconds pass."""
+    end = time.monotonic() + deadline
+    delay = 0.01
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() >= end:
+            raise DeadlineExceeded(f"timed out after {deadline}s waiting for {what or condition}")
+        time.sleep(delay)
+        delay = min(delay * 2, 0.2)
+
+
+def port_open(host: str, port: int) -> bool:
+    """True when a TCP connect to host:port succeeds."""
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def wait_port(host: str, port: int, *, deadline: float = DEFAULT_DEADLINE) -> None:
+    wait_for(lambda: port_open(host, port), deadline=deadline, what=f"{host}:{port} to accept")
+
+
+def free_port(host: str = "127.0.0.1", kind: int = socket.SOCK_STREAM) -> int:
+    """A port that is free right now on host (TCP by default)."""
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def require(program: str) -> str:
+    """Path of a peer program; fails (not skips) when it is missing."""
+    path = shutil.which(program)
+    if path is None:
+        raise AssertionError(f"{program} is not installed: run `make peers`")
+    return path
+
+
+def stop(proc: subprocess.Popen[bytes], *, deadline: float = 10.0) -> int:
+    """SIGTERM, then SIGKILL after ``deadline``; returns the exit code."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=deadline)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=deadline)
+    return int(proc.returncode)
+
+
+@contextlib.contextmanager
+def running(
+    argv: Sequence[str],
+    *,
+    cwd: Path | None = None,
+    log: Path | None = None,
+    env: dict[str, str] | None = None,
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Run argv for the duration of a with-block, output to ``log`` (or discarded)."""
+    out = open(log, "ab") if log is not None else subprocess.DEVNULL  # noqa: SIM115
+    full_env = dict(os.environ)
+    if env:
+        full_env.update(env)
+    proc = subprocess.Popen(
+        list(argv), cwd=cwd, stdout=out, stderr=subprocess.STDOUT, env=full_env
+    )
+    try:
+        yield proc
+    finally:
+        stop(proc)
+        if log is not None:
+            out.close()  # type: ignore[union-attr]
