@@ -1,0 +1,288 @@
+"""The ``voipsec`` command. Errors are one clear line and a non-zero exit."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import secrets
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from . import __version__
+from .config import CONFIG_NAME, DEFAULT_TOML, Config, ConfigError, get_key, load, set_key
+from .pki.ca import CaPaths, ServerPaths, create_ca, create_server_certificate, write_private
+from .store import DB_NAME, Store, StoreError
+
+app = typer.Typer(
+    help="voipsec: a secure-by-default VoIP edge (SIP over TLS, digest auth, SRTP).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+user_app = typer.Typer(help="Manage SIP users.", no_args_is_help=True)
+config_app = typer.Typer(help="Read and change voipsec.toml.", no_args_is_help=True)
+app.add_typer(user_app, name="user")
+app.add_typer(config_app, name="config")
+
+DirOption = Annotated[Path, typer.Option("--dir", help="Data directory.", show_default=True)]
+DEFAULT_DIR = Path("./voipsec-data")
+DEMO_FILE = "demo-user.txt"
+
+
+class CliError(Exception):
+    """A user-facing failure: printed as one line, exit status 1."""
+
+
+def _fail(message: str) -> None:
+    raise CliError(message)
+
+
+# -- init ---------------------------------------------------------------------------
+
+
+def initialise(data_dir: Path, domain: str | None = None) -> bool:
+    """Create config, CA, server certificate, database and demo user if missing.
+
+    Returns True when something was created. Never overwrites existing files.
+    """
+    created = False
+    data_dir.mkdir(parents=True, exist_ok=True)
+    os.chmod(data_dir, 0o700)
+    config_path = data_dir / CONFIG_NAME
+    if not config_path.exists():
+        text = DEFAULT_TOML
+        if domain:
+            text = text.replace('domain = "localhost"', f'domain = "{domain}"', 1)
+        config_path.write_text(text, encoding="utf-8")
+        created = True
+    config = load(config_path)
+    ca = CaPaths.in_dir(data_dir)
+    if not ca.cert.exists():
+        create_ca(ca, f"voipsec CA {config.sip.domain}")
+        created = True
+    server = ServerPaths.in_dir(data_dir)
+    if not server.cert.exists():
+        names = tuple(dict.fromkeys([config.sip.domain, "localhost", *config.sip.aliases]))
+        names = tuple(n for n in names if not _is_ip(n))
+        addrs = {"127.0.0.1", *(x.host for x in config.sip.listeners())}
+        addrs.update(a for a in config.sip.aliases if _is_ip(a))
+        create_server_certificate(ca, server, names=names, addresses=tuple(sorted(addrs)))
+        created = True
+    store = Store(data_dir / DB_NAME)
+    try:
+        if not (data_dir / DEMO_FILE).exists() and "demo" not in store.users():
+            password = secrets.token_urlsafe(12)
+            store.add_user("demo", password, config.sip.domain)
+            write_private(data_dir / DEMO_FILE, f"user=demo\npassword={password}\n".encode())
+            created = True
+    finally:
+        store.close()
+    return created
+
+
+def _is_ip(text: str) -> bool:
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+@app.command()
+def init(
+    dir: DirOption = DEFAULT_DIR,
+    domain: Annotated[str | None, typer.Option(help="SIP domain (default localhost).")] = None,
+) -> None:
+    """Create the config, CA, server certificate, database and a demo user."""
+    if (dir / CONFIG_NAME).exists() and domain:
+        _fail(f"{dir / CONFIG_NAME} exists: change the domain with `voipsec config set`")
+    created = initialise(dir, domain)
+    typer.echo(f"{'initialised' if created else 'already initialised'}: {dir}")
+
+
+# -- serve --------------------------------------------------------------------------
+
+
+def _banner(config: Config, data_dir: Path) -> str:
+    lines = ["voipsec is running. Point a softphone at:"]
+    for listen in config.sip.listeners():
+        lines.append(f"  SIP {listen.transport.upper()}  {listen.host}:{listen.port}")
+    lines.append(f"  domain / realm  {config.sip.domain}")
+    lines.append(f"  CA certificate  {CaPaths.in_dir(data_dir).cert.resolve()}")
+    demo = data_dir / DEMO_FILE
+    if demo.exists():
+        fields = dict(line.split("=", 1) for line in demo.read_text().splitlines() if "=" in line)
+        lines.append(f"  demo user       {fields.get('user')}  password {fields.get('password')}")
+    lines.append(f"  digest          {', '.join(config.auth.algorithms)}; SRTP {config.media.srtp}")
+    lines.append("Stop with Ctrl-C.")
+    return "\n".join(lines)
+
+
+def _use_uvloop() -> None:
+    try:
+        import uvloop
+    except ImportError:
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+@app.command()
+def serve(dir: DirOption = DEFAULT_DIR) -> None:
+    """Run every service; initialises DIR on first run."""
+    from .server import Server
+
+    initialise(dir)
+    config = load(dir / CONFIG_NAME)
+    logging.basicConfig(
+        level=config.log.level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    _use_uvloop()
+
+    async def main() -> None:
+        server = Server(config=config, data_dir=dir)
+        await server.start()
+        typer.echo(_banner(config, dir), err=False)
+        sys.stdout.flush()
+        await server.run_started()
+
+    try:
+        asyncio.run(main())
+    except OSError as err:
+        _fail(f"cannot listen: {err.strerror or err}")
+
+
+# -- users --------------------------------------------------------------------------
+
+
+def _open(dir: Path) -> tuple[Config, Store]:
+    config = load(dir / CONFIG_NAME)
+    return config, Store(dir / DB_NAME)
+
+
+@user_app.command("add")
+def user_add(
+    name: str,
+    password: Annotated[
+        str | None, typer.Option(help="Password; a random one is generated and printed if absent.")
+    ] = None,
+    dir: DirOption = DEFAULT_DIR,
+) -> None:
+    """Add a SIP user (stores only HA1 digests of the password)."""
+    config, store = _open(dir)
+    generated = password is None
+    secret = password if password is not None else secrets.token_urlsafe(12)
+    if len(secret) < 8:
+        _fail("password must be at least 8 characters")
+    try:
+        store.add_user(name, secret, config.sip.domain)
+    finally:
+        store.close()
+    typer.echo(f"added {name}@{config.sip.domain}")
+    if generated:
+        typer.echo(f"password: {secret}")
+
+
+@user_app.command("remove")
+def user_remove(name: str, dir: DirOption = DEFAULT_DIR) -> None:
+    """Remove a SIP user."""
+    _, store = _open(dir)
+    try:
+        store.remove_user(name)
+    finally:
+        store.close()
+    typer.echo(f"removed {name}")
+
+
+@user_app.command("list")
+def user_list(
+    dir: DirOption = DEFAULT_DIR,
+    format: Annotated[str, typer.Option(help="table or json")] = "table",
+) -> None:
+    """Users and their current registrations."""
+    config, store = _open(dir)
+    try:
+        now = time.time()
+        users = store.users()
+        bindings = store.bindings(now)
+    finally:
+        store.close()
+    by_aor: dict[str, list[dict[str, object]]] = {}
+    for b in bindings:
+        by_aor.setdefault(b.aor, []).append(
+            {
+                "contact": b.contact,
+                "expires_in": int(b.expires_at - now),
+                "source": b.source,
+                "user_agent": b.user_agent,
+            }
+        )
+    rows = [
+        {
+            "user": u,
+            "aor": f"{u}@{config.sip.domain}",
+            "bindings": by_aor.get(f"{u}@{config.sip.domain}", []),
+        }
+        for u in users
+    ]
+    if format == "json":
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    if format != "table":
+        _fail("--format must be table or json")
+    for row in rows:
+        blist = row["bindings"]
+        assert isinstance(blist, list)
+        typer.echo(f"{row['aor']}  {len(blist)} binding(s)")
+        for b in blist:
+            typer.echo(
+                f"    {b['contact']}  expires in {b['expires_in']} s  via {b['source']}"
+                f"  {b['user_agent']}"
+            )
+
+
+# -- config -------------------------------------------------------------------------
+
+
+@config_app.command("get")
+def config_get(key: str, dir: DirOption = DEFAULT_DIR) -> None:
+    """Print the effective value of SECTION.KEY."""
+    value = get_key(dir / CONFIG_NAME, key)
+    typer.echo(json.dumps(value) if not isinstance(value, str) else value)
+
+
+@config_app.command("set")
+def config_set(key: str, value: str, dir: DirOption = DEFAULT_DIR) -> None:
+    """Set SECTION.KEY to a TOML literal (validated before it is written)."""
+    set_key(dir / CONFIG_NAME, key, value)
+    typer.echo(f"{key} = {value}")
+
+
+@app.command()
+def version() -> None:
+    """Print the version."""
+    typer.echo(__version__)
+
+
+def main() -> None:
+    """Entry point: run the app, turning known errors into one line and exit 1."""
+    try:
+        app(standalone_mode=True)
+    except (CliError, StoreError, FileExistsError) as err:
+        typer.echo(f"voipsec: error: {err}", err=True)
+        sys.exit(1)
+    except ConfigError as err:
+        for problem in err.problems:
+            typer.echo(f"voipsec: config error: {problem}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)

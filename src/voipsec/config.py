@@ -1,0 +1,283 @@
+"""voipsec's one typed configuration: loaded from TOML, validated with clear errors.
+
+Every key has a default (the secure one) and a comment in the file ``voipsec init``
+writes. A bad file gives one line per problem — file, key, why — and
+:class:`ConfigError`; the CLI turns that into a non-zero exit.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import tomlkit
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+CONFIG_NAME = "voipsec.toml"
+
+TRANSPORTS = ("tls", "tcp", "udp")
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; ``problems`` has one line per problem."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+class Listen(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    transport: str
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.transport}:{host}:{self.port}"
+
+
+def parse_listen(text: str) -> Listen:
+    """``tls:127.0.0.1:5061`` or ``udp:[::1]:5060``."""
+    transport, sep, rest = text.partition(":")
+    if not sep or transport not in TRANSPORTS:
+        raise ValueError(f"{text!r}: transport must be one of {', '.join(TRANSPORTS)}")
+    if rest.startswith("["):
+        host, _, port_text = rest[1:].partition("]:")
+    else:
+        host, _, port_text = rest.rpartition(":")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(f"{text!r}: host must be an IP address") from None
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ValueError(f"{text!r}: port must be 1-65535")
+    return Listen(transport=transport, host=host, port=int(port_text))
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SipSection(_Section):
+    domain: str = "localhost"
+    listen: list[str] = Field(default_factory=lambda: ["tls:127.0.0.1:5061"])
+    #: Other names and addresses that mean "this server" in a Request-URI or AOR.
+    aliases: list[str] = Field(default_factory=list)
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("at least one listen address is required")
+        for item in value:
+            parse_listen(item)
+        return value
+
+    @field_validator("domain")
+    @classmethod
+    def _domain(cls, value: str) -> str:
+        if not value or any(c in value for c in ' @:;<>"/'):
+            raise ValueError(f"{value!r} is not a host name")
+        return value.lower()
+
+    def listeners(self) -> list[Listen]:
+        return [parse_listen(x) for x in self.listen]
+
+
+class TlsSection(_Section):
+    client_cert: Literal["required", "optional", "off"] = "optional"
+    min_version: Literal["1.2", "1.3"] = "1.2"
+    handshake_timeout: Annotated[float, Field(gt=0, le=120)] = 10.0
+    idle_timeout: Annotated[float, Field(gt=0, le=86_400)] = 900.0
+    max_connections_per_ip: Annotated[int, Field(ge=1, le=100_000)] = 256
+    max_connections: Annotated[int, Field(ge=1, le=1_000_000)] = 20_000
+
+
+class AuthSection(_Section):
+    algorithms: list[Literal["SHA-256", "MD5"]] = Field(
+        default_factory=lambda: list[Literal["SHA-256", "MD5"]](["SHA-256"])
+    )
+    nonce_lifetime: Annotated[int, Field(ge=10, le=3600)] = 300
+
+    @field_validator("algorithms")
+    @classmethod
+    def _algorithms(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("at least one algorithm is required")
+        return value
+
+
+class RegistrarSection(_Section):
+    min_expires: Annotated[int, Field(ge=1, le=86_400)] = 60
+    max_expires: Annotated[int, Field(ge=1, le=86_400)] = 7200
+    default_expires: Annotated[int, Field(ge=1, le=86_400)] = 3600
+    max_contacts_per_aor: Annotated[int, Field(ge=1, le=100)] = 10
+
+
+class MediaSection(_Section):
+    srtp: Literal["required", "optional", "off"] = "required"
+    ports: str = "20000-20999"
+
+    @field_validator("ports")
+    @classmethod
+    def _ports(cls, value: str) -> str:
+        low, sep, high = value.partition("-")
+        if not (sep and low.isdigit() and high.isdigit() and 1024 <= int(low) < int(high) < 65536):
+            raise ValueError(f"{value!r}: expected LOW-HIGH with 1024 <= LOW < HIGH <= 65535")
+        return value
+
+
+class TurnSection(_Section):
+    listen: list[str] = Field(default_factory=lambda: ["udp:127.0.0.1:3478", "tcp:127.0.0.1:3478"])
+    allowed_peers: list[str] = Field(default_factory=list)
+
+    @field_validator("allowed_peers")
+    @classmethod
+    def _peers(cls, value: list[str]) -> list[str]:
+        for item in value:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"{item!r} is not a CIDR") from None
+        return value
+
+
+class LogSection(_Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class Config(_Section):
+    sip: SipSection = Field(default_factory=SipSection)
+    tls: TlsSection = Field(default_factory=TlsSection)
+    auth: AuthSection = Field(default_factory=AuthSection)
+    registrar: RegistrarSection = Field(default_factory=RegistrarSection)
+    media: MediaSection = Field(default_factory=MediaSection)
+    turn: TurnSection = Field(default_factory=TurnSection)
+    log: LogSection = Field(default_factory=LogSection)
+
+
+DEFAULT_TOML = """\
+# voipsec configuration. Every key has a secure default; delete a key to get it back.
+# Change with `voipsec config set KEY VALUE` (VALUE is a TOML literal) or by hand.
+
+[sip]
+# The SIP domain: AORs are user@domain and it is the digest realm.
+# Changing it invalidates stored password digests (set passwords again).
+domain = "localhost"
+# Where SIP listens. Only TLS by default; add "udp:127.0.0.1:5060" or
+# "tcp:127.0.0.1:5060" to open plaintext SIP (for a trusted zone only).
+listen = ["tls:127.0.0.1:5061"]
+# Other host names or addresses that mean this server in Request-URIs and AORs.
+aliases = []
+
+[tls]
+# Client certificates: "required" | "optional" | "off"; checked against voipsec's CA.
+client_cert = "optional"
+# Lowest TLS version accepted: "1.2" or "1.3". Only ECDHE with AEAD ciphers are offered.
+min_version = "1.2"
+# Seconds a client has to finish the TLS handshake.
+handshake_timeout = 10.0
+# Seconds a connection may stay silent before it is closed (phones send keep-alives).
+idle_timeout = 900.0
+# Connections from one IP address, and in all.
+max_connections_per_ip = 256
+max_connections = 20000
+
+[auth]
+# Digest algorithms offered, strongest first. MD5 is for legacy phones only:
+# set ["SHA-256", "MD5"] to let them in.
+algorithms = ["SHA-256"]
+# Seconds a nonce is valid before the client is asked again with stale=true.
+nonce_lifetime = 300
+
+[registrar]
+# Registrations shorter than min_expires get 423 Interval Too Brief; longer than
+# max_expires are shortened; default_expires applies when the phone gives none.
+min_expires = 60
+max_expires = 7200
+default_expires = 3600
+max_contacts_per_aor = 10
+
+[media]
+# SRTP: "required" (RTP/AVP offers get 488) | "optional" | "off".
+srtp = "required"
+ports = "20000-20999"
+
+[turn]
+listen = ["udp:127.0.0.1:3478", "tcp:127.0.0.1:3478"]
+# CIDRs a TURN client may relay to even though they are internal addresses.
+allowed_peers = []
+
+[log]
+level = "info"
+"""
+
+
+def _format_errors(path: Path, err: ValidationError) -> list[str]:
+    lines = []
+    for item in err.errors():
+        key = ".".join(str(p) for p in item["loc"]) or "(top level)"
+        msg = item["msg"]
+        if item["type"] == "extra_forbidden":
+            msg = "unknown key"
+        elif msg.startswith("Value error, "):
+            msg = msg[len("Value error, ") :]
+        lines.append(f"{path}: {key}: {msg}")
+    return lines
+
+
+def validate(data: dict[str, Any], path: Path) -> Config:
+    try:
+        return Config.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format_errors(path, err)) from None
+
+
+def load(path: Path) -> Config:
+    """Read and validate a config file; ConfigError with one line per problem."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError([f"{path}: file not found (run `voipsec init`)"]) from None
+    except OSError as err:
+        raise ConfigError([f"{path}: cannot read: {err.strerror}"]) from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError([f"{path}: not valid TOML: {err}"]) from None
+    return validate(data, path)
+
+
+def get_key(path: Path, key: str) -> Any:
+    """The effective value of ``section.name`` (the default when the file omits it)."""
+    config = load(path)
+    node: Any = config.model_dump()
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            raise ConfigError([f"{path}: {key}: unknown key"])
+        node = node[part]
+    return node
+
+
+def set_key(path: Path, key: str, literal: str) -> None:
+    """Set ``section.name`` to a TOML literal, keeping comments; validates before writing."""
+    section, dot, name = key.partition(".")
+    if not dot or not name or "." in name:
+        raise ConfigError([f"{path}: {key}: expected SECTION.KEY"])
+    try:
+        value = tomllib.loads(f"v = {literal}")["v"]
+    except tomllib.TOMLDecodeError:
+        raise ConfigError(
+            [f"{path}: {key}: {literal!r} is not a TOML literal (quote strings)"]
+        ) from None
+    doc = tomlkit.parse(path.read_text(encoding="utf-8"))
+    table = doc.get(section)
+    if table is None:
+        table = tomlkit.table()
+        doc[section] = table
+    table[name] = value
+    validate(tomllib.loads(tomlkit.dumps(doc)), path)
+    path.write_text(tomlkit.dumps(doc), encoding="utf-8")

@@ -1,0 +1,164 @@
+"""voipsec's built-in certificate authority (ECDSA P-256), with ``cryptography``.
+
+``voipsec init`` creates the root and a server certificate; the device-certificate
+issue builds on :func:`issue_certificate`. Private keys are written 0600.
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+#: Root lifetime: ten years, like most private PKIs for phones.
+CA_DAYS = 3650
+#: Leaf lifetime: 825 days, the CA/Browser Forum's old maximum, kept for phones
+#: that cannot renew often.
+LEAF_DAYS = 825
+
+
+@dataclass(frozen=True, slots=True)
+class CaPaths:
+    cert: Path
+    key: Path
+
+    @classmethod
+    def in_dir(cls, data_dir: Path) -> CaPaths:
+        return cls(cert=data_dir / "ca" / "ca.crt", key=data_dir / "ca" / "ca.key")
+
+
+@dataclass(frozen=True, slots=True)
+class ServerPaths:
+    cert: Path
+    key: Path
+
+    @classmethod
+    def in_dir(cls, data_dir: Path) -> ServerPaths:
+        return cls(cert=data_dir / "tls" / "server.crt", key=data_dir / "tls" / "server.key")
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Write a secret file created 0600 (never world-readable, not even briefly)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.chmod(path, 0o600)
+
+
+def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
+def create_ca(paths: CaPaths, common_name: str) -> None:
+    """A new self-signed root for ``common_name``; refuses to overwrite one."""
+    if paths.cert.exists() or paths.key.exists():
+        raise FileExistsError(f"a CA already exists at {paths.cert.parent}")
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    now = _now()
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=CA_DAYS))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
+        .sign(key, hashes.SHA256())
+    )
+    write_private(paths.key, _key_pem(key))
+    paths.cert.parent.mkdir(parents=True, exist_ok=True)
+    paths.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+
+
+def load_ca(paths: CaPaths) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    cert = x509.load_pem_x509_certificate(paths.cert.read_bytes())
+    key = serialization.load_pem_private_key(paths.key.read_bytes(), password=None)
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise ValueError("CA key is not an EC key")
+    return cert, key
+
+
+def issue_certificate(
+    ca: CaPaths,
+    *,
+    common_name: str,
+    dns_names: tuple[str, ...] = (),
+    ip_addresses: tuple[str, ...] = (),
+    uris: tuple[str, ...] = (),
+    server: bool,
+) -> tuple[bytes, bytes]:
+    """A leaf certificate signed by the CA: (certificate PEM, private key PEM)."""
+    ca_cert, ca_key = load_ca(ca)
+    key = ec.generate_private_key(ec.SECP256R1())
+    sans: list[x509.GeneralName] = [x509.DNSName(n) for n in dns_names]
+    sans += [x509.IPAddress(ipaddress.ip_address(a)) for a in ip_addresses]
+    sans += [x509.UniformResourceIdentifier(u) for u in uris]
+    usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
+    now = _now()
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=LEAF_DAYS))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False
+        )
+    )
+    if sans:
+        builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+    cert = builder.sign(ca_key, hashes.SHA256())
+    return cert.public_bytes(serialization.Encoding.PEM), _key_pem(key)
+
+
+def create_server_certificate(
+    ca: CaPaths, server: ServerPaths, *, names: tuple[str, ...], addresses: tuple[str, ...]
+) -> None:
+    """The SIP/TLS server certificate, SANs for the domain, aliases and listen addresses."""
+    cert, key = issue_certificate(
+        ca,
+        common_name=names[0] if names else addresses[0],
+        dns_names=names,
+        ip_addresses=addresses,
+        server=True,
+    )
+    write_private(server.key, key)
+    server.cert.parent.mkdir(parents=True, exist_ok=True)
+    server.cert.write_bytes(cert)

@@ -1,0 +1,40 @@
+"""The TLS policy every voipsec listener uses (RFC 7525 / BCP 195 recommendations).
+
+TLS 1.2 minimum (1.3 preferred by OpenSSL's negotiation), ECDHE key exchange with
+AEAD ciphers only, no compression, no renegotiation, server cipher preference.
+"""
+
+from __future__ import annotations
+
+import ssl
+from pathlib import Path
+
+#: TLS 1.2 suites: forward secrecy and AEAD only (no CBC, no RSA key exchange).
+TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
+
+_CLIENT_CERT_MODES = {
+    "required": ssl.CERT_REQUIRED,
+    "optional": ssl.CERT_OPTIONAL,
+    "off": ssl.CERT_NONE,
+}
+
+
+def server_context(
+    *,
+    cert: Path,
+    key: Path,
+    client_ca: Path | None,
+    client_cert: str = "optional",
+    min_version: str = "1.2",
+) -> ssl.SSLContext:
+    """A server-side SSLContext that enforces voipsec's TLS policy."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3 if min_version == "1.3" else ssl.TLSVersion.TLSv1_2
+    ctx.set_ciphers(TLS12_CIPHERS)
+    ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE
+    ctx.options |= getattr(ssl, "OP_NO_RENEGOTIATION", 0)
+    ctx.load_cert_chain(cert, key)
+    ctx.verify_mode = _CLIENT_CERT_MODES[client_cert]
+    if client_ca is not None and client_cert != "off":
+        ctx.load_verify_locations(cafile=client_ca)
+    return ctx

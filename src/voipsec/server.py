@@ -1,0 +1,511 @@
+"""Wires the parts together: listeners, the SIP service, storage and timers.
+
+The SIP service is the thin shell around the sans-IO cores: it parses what the
+transports hand it, runs the transaction layer, asks the digest authenticator and
+the registrar for decisions, and carries out the returned actions (send, timers).
+Malformed input is answered when possible, otherwise dropped, and always counted;
+it never escapes into the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import email.utils
+import logging
+import secrets
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .config import Config, Listen
+from .core.registrar import Registrar, RegistrarPolicy
+from .pki.ca import CaPaths, ServerPaths
+from .pki.tls import server_context
+from .sip.digest import DigestAuthenticator, Verdict, parse_authorization
+from .sip.errors import FramingError, SipParseError
+from .sip.layer import KeyedAction, TransactionLayer, TxKey
+from .sip.message import (
+    Request,
+    Response,
+    error_response_bytes,
+    parse_message,
+    response_to,
+    top_via_with_received,
+)
+from .sip.transaction import CancelTimer, Send, StartTimer, Terminated
+from .sip.uri import SipUri
+from .store import Binding, Store
+from .transport.connections import ConnectionLimits, ConnectionTable, Flow
+from .transport.stream import StreamProtocol
+from .transport.udp import DatagramProtocol, UdpFlow
+
+log = logging.getLogger("voipsec.sip")
+
+ALLOW = "REGISTER, OPTIONS"
+#: Option tags we support (RFC 3261 §8.2.2.3); a Require with others gets 420.
+SUPPORTED: frozenset[str] = frozenset({"path", "outbound"})
+_KNOWN_METHODS = frozenset(
+    {
+        "INVITE",
+        "ACK",
+        "BYE",
+        "CANCEL",
+        "INFO",
+        "UPDATE",
+        "PRACK",
+        "SUBSCRIBE",
+        "NOTIFY",
+        "MESSAGE",
+        "REFER",
+        "PUBLISH",
+    }
+)
+#: How often the registrar's changes are written to SQLite (a batch per interval).
+FLUSH_INTERVAL = 0.2
+#: Least seconds between two re-reads of the user table on an unknown user name.
+USER_RELOAD_INTERVAL = 1.0
+#: How often expired bindings and idle connections are swept.
+SWEEP_INTERVAL = 1.0
+
+
+@dataclass(slots=True)
+class SipCounters:
+    requests: int = 0
+    responses: int = 0
+    parse_errors: int = 0
+    answered_errors: int = 0
+    dropped: int = 0
+    auth_challenges: int = 0
+    auth_failures: int = 0
+    overloaded: int = 0
+    by_status: dict[int, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SipStatistics:
+    requests: int
+    responses: int
+    parse_errors: int
+    answered_errors: int
+    dropped: int
+    auth_challenges: int
+    auth_failures: int
+    overloaded: int
+
+
+class SipService:
+    """Handles every SIP message that reaches the server."""
+
+    def __init__(
+        self,
+        *,
+        config: Config,
+        store: Store,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.clock = clock
+        domains = {config.sip.domain, *(a.lower() for a in config.sip.aliases)}
+        domains.update(listen.host for listen in config.sip.listeners())
+        self.domains = frozenset(domains)
+        self._digests = store.user_digests(config.sip.domain)
+        self._digests_loaded = clock()
+        self.auth = DigestAuthenticator(
+            realm=config.sip.domain,
+            algorithms=config.auth.algorithms,
+            lookup=self._lookup_digest,
+            nonce_lifetime=config.auth.nonce_lifetime,
+        )
+        reg = config.registrar
+        self.registrar = Registrar(
+            RegistrarPolicy(
+                domain=config.sip.domain,
+                domains=self.domains,
+                min_expires=reg.min_expires,
+                max_expires=reg.max_expires,
+                default_expires=reg.default_expires,
+                max_contacts_per_aor=reg.max_contacts_per_aor,
+            )
+        )
+        self.registrar.load(store.bindings(clock()))
+        self.layer = TransactionLayer()
+        self.counters = SipCounters()
+        self._pending_upserts: dict[tuple[str, str], Binding] = {}
+        self._pending_removals: set[tuple[str, str]] = set()
+        self._timers: dict[tuple[TxKey, str], asyncio.TimerHandle] = {}
+        self._tx_flows: dict[TxKey, Flow] = {}
+
+    # -- entry points from the transports ---------------------------------------------
+
+    def on_stream_message(self, flow: StreamProtocol, data: bytes) -> None:
+        self._on_bytes(flow, data, datagram=False)
+
+    def on_datagram(self, flow: UdpFlow, data: bytes) -> None:
+        if data.strip(b"\r\n") == b"":
+            return  # RFC 5626 keep-alive on UDP
+        self._on_bytes(flow, data, datagram=True)
+
+    def on_framing_error(self, flow: StreamProtocol, data: bytes, err: FramingError) -> None:
+        self.counters.parse_errors += 1
+        log.debug("framing error from %s:%d: %s", *flow.peer, err.reason)
+        self._answer_unparsed(flow, data, err)
+
+    def reload_users(self) -> None:
+        """Re-read password digests (after `voipsec user add` while serving)."""
+        self._digests = self.store.user_digests(self.config.sip.domain)
+        self._digests_loaded = self.clock()
+
+    def _lookup_digest(self, user: str, algorithm: str) -> str | None:
+        found = self._digests.get((user, algorithm))
+        # A user added by the CLI while we serve: re-read, at most once per interval
+        # so unknown-user floods cost one query a second, not one per request.
+        if found is None and self.clock() - self._digests_loaded >= USER_RELOAD_INTERVAL:
+            self.reload_users()
+            found = self._digests.get((user, algorithm))
+        return found
+
+    # -- parsing --------------------------------------------------------------------
+
+    def _on_bytes(self, flow: Flow, data: bytes, *, datagram: bool) -> None:
+        try:
+            message = parse_message(data, datagram=datagram)
+        except SipParseError as err:
+            self.counters.parse_errors += 1
+            log.debug("unparsable message from %s:%d: %s", *flow.peer, err.reason)
+            self._answer_unparsed(flow, data, err)
+            return
+        try:
+            if isinstance(message, Request):
+                self.counters.requests += 1
+                self._on_request(flow, message, reliable=not datagram)
+            else:
+                self.counters.responses += 1
+                self._do(flow, self.layer.receive_response(message, self.clock()))
+        except SipParseError as err:
+            # A lazily parsed header body was malformed: same treatment.
+            self.counters.parse_errors += 1
+            log.debug("malformed header from %s:%d: %s", *flow.peer, err.reason)
+            self._answer_unparsed(flow, data, err)
+
+    def _answer_unparsed(self, flow: Flow, data: bytes, err: SipParseError) -> None:
+        answer = error_response_bytes(data, err.status, err.phrase)
+        if answer is None:
+            self.counters.dropped += 1
+            return
+        self.counters.answered_errors += 1
+        flow.send(answer)
+
+    # -- requests -------------------------------------------------------------------
+
+    def _on_request(self, flow: Flow, request: Request, *, reliable: bool) -> None:
+        now = self.clock()
+        if request.method != "ACK" and self.layer.full:
+            self.counters.overloaded += 1
+            flow.send(
+                response_to(
+                    request, 503, "Service Unavailable", extra=(("Retry-After", "5"),)
+                ).to_bytes()
+            )
+            return
+        key, actions = self.layer.receive_request(request, now, reliable=reliable)
+        self._do(flow, actions)
+        if key is None or request.method == "ACK":
+            return
+        self._tx_flows[key] = flow
+        request = self._stamp_via(request, flow)
+        response = self._decide(flow, request, now)
+        self._count_status(response.status)
+        self._do(flow, self.layer.send_response(key, response, now))
+
+    def _stamp_via(self, request: Request, flow: Flow) -> Request:
+        via = request.top_via
+        if via.host == flow.peer[0] and via.param("rport") != "":
+            return request
+        return top_via_with_received(request, *flow.peer)
+
+    def _decide(self, flow: Flow, request: Request, now: float) -> Response:
+        unsupported = self._unsupported_requires(request)
+        if unsupported:
+            return response_to(
+                request,
+                420,
+                "Bad Extension",
+                to_tag=_tag(),
+                extra=(("Unsupported", ", ".join(unsupported)),),
+            )
+        if not isinstance(request.uri, SipUri):
+            return response_to(request, 416, "Unsupported URI Scheme", to_tag=_tag())
+        if request.method == "REGISTER":
+            return self._register(flow, request, now)
+        if request.method == "OPTIONS":
+            return response_to(
+                request,
+                200,
+                "OK",
+                to_tag=_tag(),
+                extra=(
+                    ("Allow", ALLOW),
+                    ("Accept", "application/sdp"),
+                    ("Supported", ", ".join(sorted(SUPPORTED))),
+                ),
+            )
+        if request.method == "CANCEL":
+            return response_to(request, 481, "Call/Transaction Does Not Exist", to_tag=_tag())
+        if request.method in _KNOWN_METHODS:
+            return response_to(
+                request, 405, "Method Not Allowed", to_tag=_tag(), extra=(("Allow", ALLOW),)
+            )
+        return response_to(
+            request, 501, "Not Implemented", to_tag=_tag(), extra=(("Allow", ALLOW),)
+        )
+
+    def _unsupported_requires(self, request: Request) -> list[str]:
+        if request.method in ("ACK", "CANCEL") or "require" not in request.headers:
+            return []
+        return [t for t in request.headers.values("require") if t.lower() not in SUPPORTED]
+
+    def _register(self, flow: Flow, request: Request, now: float) -> Response:
+        if not isinstance(request.uri, SipUri) or request.uri.host.lower() not in self.domains:
+            return response_to(request, 404, "Domain Not Served", to_tag=_tag())
+        source = flow.peer[0]
+        header = self._our_authorization(request)
+        if header is None:
+            return self._challenge(request, now, source, stale=False)
+        creds = parse_authorization(header)
+        if creds.uri != request.raw_uri:
+            return response_to(request, 400, "Digest URI Mismatch", to_tag=_tag())
+        result = self.auth.verify(creds, method=request.method, now=now, source=source)
+        if result.verdict is Verdict.OK and result.username is not None:
+            return self._apply_registration(flow, request, result.username, now)
+        if result.verdict is Verdict.FAILED:
+            self.counters.auth_failures += 1
+            log.info(
+                "authentication failed for %r from %s: %s",
+                creds.username[:64],
+                source,
+                result.detail,
+            )
+            return response_to(request, 403, "Forbidden", to_tag=_tag())
+        return self._challenge(request, now, source, stale=result.verdict is Verdict.STALE)
+
+    def _our_authorization(self, request: Request) -> str | None:
+        lines = request.headers.lines("authorization")
+        realm = f'realm="{self.auth.realm}"'
+        for line in lines:
+            if realm in line:
+                return line
+        return lines[0] if lines else None
+
+    def _challenge(self, request: Request, now: float, source: str, *, stale: bool) -> Response:
+        self.counters.auth_challenges += 1
+        challenges = self.auth.challenge(now, source, stale=stale)
+        return response_to(
+            request,
+            401,
+            "Unauthorized",
+            to_tag=_tag(),
+            extra=tuple(("WWW-Authenticate", c) for c in challenges),
+        )
+
+    def _apply_registration(self, flow: Flow, request: Request, user: str, now: float) -> Response:
+        source = f"{flow.transport}:{flow.peer[0]}:{flow.peer[1]}"
+        outcome = self.registrar.register(request, user=user, now=now, source=source)
+        for b in outcome.upserts:
+            self._pending_upserts[(b.aor, b.contact)] = b
+            self._pending_removals.discard((b.aor, b.contact))
+        for r in outcome.removals:
+            self._pending_upserts.pop(r, None)
+            self._pending_removals.add(r)
+        extra = outcome.headers
+        if outcome.status == 200:
+            extra = (*extra, ("Date", email.utils.formatdate(now, usegmt=True)))
+        return response_to(request, outcome.status, outcome.reason, to_tag=_tag(), extra=extra)
+
+    def _count_status(self, status: int) -> None:
+        by = self.counters.by_status
+        by[status] = by.get(status, 0) + 1
+
+    # -- actions ----------------------------------------------------------------------
+
+    def _do(self, flow: Flow, actions: list[KeyedAction]) -> None:
+        for item in actions:
+            action = item.action
+            if isinstance(action, Send):
+                self._tx_flows.get(item.key, flow).send(action.data)
+            elif isinstance(action, StartTimer):
+                self._start_timer(item.key, action)
+            elif isinstance(action, CancelTimer):
+                handle = self._timers.pop((item.key, action.name), None)
+                if handle is not None:
+                    handle.cancel()
+            elif isinstance(action, Terminated):
+                self._tx_flows.pop(item.key, None)
+                for name in "ABDEFGHIJKLM":
+                    handle = self._timers.pop((item.key, name), None)
+                    if handle is not None:
+                        handle.cancel()
+
+    def _start_timer(self, key: TxKey, action: StartTimer) -> None:
+        loop = asyncio.get_running_loop()
+        old = self._timers.pop((key, action.name), None)
+        if old is not None:
+            old.cancel()
+        delay = max(0.0, action.at - self.clock())
+        self._timers[(key, action.name)] = loop.call_later(
+            delay, self._fire_timer, key, action.name
+        )
+
+    def _fire_timer(self, key: TxKey, name: str) -> None:
+        self._timers.pop((key, name), None)
+        flow = self._tx_flows.get(key)
+        actions = self.layer.timer_fired(key, name, self.clock())
+        if flow is not None:
+            self._do(flow, actions)
+
+    # -- housekeeping -------------------------------------------------------------------
+
+    def flush(self) -> None:
+        """Write pending binding changes in one transaction."""
+        if not self._pending_upserts and not self._pending_removals:
+            return
+        upserts = list(self._pending_upserts.values())
+        removals = list(self._pending_removals)
+        self._pending_upserts.clear()
+        self._pending_removals.clear()
+        self.store.save_bindings(upserts, removals)
+
+    def sweep(self) -> None:
+        for gone in self.registrar.expire(self.clock()):
+            self._pending_upserts.pop(gone, None)
+            self._pending_removals.add(gone)
+
+    def statistics(self) -> SipStatistics:
+        c = self.counters
+        return SipStatistics(
+            requests=c.requests,
+            responses=c.responses,
+            parse_errors=c.parse_errors,
+            answered_errors=c.answered_errors,
+            dropped=c.dropped,
+            auth_challenges=c.auth_challenges,
+            auth_failures=c.auth_failures,
+            overloaded=c.overloaded,
+        )
+
+
+def _tag() -> str:
+    return secrets.token_hex(6)
+
+
+class Server:
+    """Every listener and periodic task of ``voipsec serve``."""
+
+    def __init__(self, *, config: Config, data_dir: Path) -> None:
+        self.config = config
+        self.data_dir = data_dir
+        self.store = Store(data_dir / "voipsec.db")
+        self.service = SipService(config=config, store=self.store)
+        tls = config.tls
+        self.connections = ConnectionTable(
+            ConnectionLimits(
+                max_per_ip=tls.max_connections_per_ip,
+                max_total=tls.max_connections,
+                idle_timeout=tls.idle_timeout,
+            )
+        )
+        self._servers: list[asyncio.AbstractServer] = []
+        self._udp: list[asyncio.DatagramTransport] = []
+        self._stopping = asyncio.Event()
+        self.bound: list[Listen] = []
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        for listen in self.config.sip.listeners():
+            if listen.transport == "udp":
+                tx, _ = await loop.create_datagram_endpoint(
+                    lambda: DatagramProtocol(self.service), local_addr=(listen.host, listen.port)
+                )
+                self._udp.append(tx)
+            else:
+                await self._start_stream(listen)
+            self.bound.append(listen)
+            log.info("listening on %s", listen)
+
+    async def _start_stream(self, listen: Listen) -> None:
+        loop = asyncio.get_running_loop()
+        ssl_ctx = None
+        if listen.transport == "tls":
+            server_paths = ServerPaths.in_dir(self.data_dir)
+            ssl_ctx = server_context(
+                cert=server_paths.cert,
+                key=server_paths.key,
+                client_ca=CaPaths.in_dir(self.data_dir).cert,
+                client_cert=self.config.tls.client_cert,
+                min_version=self.config.tls.min_version,
+            )
+        name = listen.transport
+
+        def factory() -> StreamProtocol:
+            return StreamProtocol(self.service, self.connections, name)
+
+        server = await loop.create_server(
+            factory,
+            host=listen.host,
+            port=listen.port,
+            ssl=ssl_ctx,
+            ssl_handshake_timeout=self.config.tls.handshake_timeout if ssl_ctx else None,
+            backlog=1024,
+            reuse_address=True,
+        )
+        self._servers.append(server)
+
+    async def run(self) -> None:
+        """Start, serve until SIGINT/SIGTERM, then flush and close everything."""
+        await self.start()
+        await self.run_started()
+
+    async def run_started(self) -> None:
+        """Serve (after :meth:`start`) until SIGINT/SIGTERM."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self._stopping.set)
+        loop.add_signal_handler(signal.SIGHUP, self.service.reload_users)
+        housekeeping = asyncio.create_task(self._housekeeping())
+        try:
+            await self._stopping.wait()
+        finally:
+            housekeeping.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await housekeeping
+            await self.stop()
+
+    async def _housekeeping(self) -> None:
+        last_sweep = 0.0
+        while True:
+            await asyncio.sleep(FLUSH_INTERVAL)
+            now = time.monotonic()
+            if now - last_sweep >= SWEEP_INTERVAL:
+                last_sweep = now
+                self.service.sweep()
+                self.connections.sweep(now)
+            try:
+                self.service.flush()
+            except Exception:
+                log.exception("could not write bindings; will retry")
+
+    async def stop(self) -> None:
+        for server in self._servers:
+            server.close()
+        for tx in self._udp:
+            tx.close()
+        self.connections.close_all()
+        for server in self._servers:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(server.wait_closed(), 2.0)
+        self.service.flush()
+        self.store.close()
+        log.info("stopped")

@@ -1,0 +1,357 @@
+"""HTTP Digest authentication for SIP (RFC 7616, RFC 8760, RFC 3261 §22).
+
+How this works: a challenge carries a *stateless* nonce — a timestamp, random bytes
+and an HMAC over both plus the client's address, keyed by a server secret — so the
+server keeps no state per challenge and a nonce stolen from one address is useless
+from another. A credential is checked by recomputing the response from the stored
+HA1 (the password itself is never stored) and comparing in constant time. A user
+who does not exist is checked against a dummy HA1 so that unknown and known users
+take the same path and get the same answer (no enumeration). The nonce-count of
+every accepted nonce is remembered for the nonce's lifetime so a replayed
+Authorization header is refused.
+
+Nothing here reads the clock: ``now`` is an argument.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from enum import Enum
+
+from .errors import SipParseError
+
+#: Algorithms we implement, in the order challenges offer them (RFC 8760 §2.4:
+#: the server lists its preferred algorithm first).
+ALGORITHMS = ("SHA-256", "MD5")
+
+#: Seconds a nonce stays valid; past this the client gets ``stale=true`` and simply
+#: retries (RFC 7616 §3.3). Five minutes covers slow phones and clock-free servers.
+NONCE_LIFETIME = 300
+
+#: Nonces whose nonce-count we track for replay detection. Entries are only added
+#: after a credential verified, so only authenticated users fill it; oldest first out.
+MAX_TRACKED_NONCES = 200_000
+
+#: Longest Authorization header value we look at; real ones are ~300 bytes.
+MAX_AUTH_HEADER = 4_096
+
+_HASHES: dict[str, Callable[[bytes], hashlib._Hash]] = {
+    "SHA-256": hashlib.sha256,
+    "MD5": hashlib.md5,
+}
+_NONCE_RANDOM = 12
+_NONCE_MAC = 16
+
+
+def _h(algorithm: str, text: str) -> str:
+    return _HASHES[algorithm](text.encode()).hexdigest()
+
+
+def ha1(algorithm: str, username: str, realm: str, password: str) -> str:
+    """H(username:realm:password), the only form in which passwords are stored."""
+    return _h(algorithm, f"{username}:{realm}:{password}")
+
+
+class Verdict(Enum):
+    OK = "ok"
+    #: Nonce expired (or its count was forgotten): re-challenge with stale=true.
+    STALE = "stale"
+    #: Wrong credentials, unknown user, bad nonce, replay: refuse.
+    FAILED = "failed"
+    #: Header unusable (wrong realm, unsupported algorithm or qop): re-challenge.
+    MALFORMED = "malformed"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Credentials:
+    """The parameters of an Authorization header (RFC 7616 §3.4)."""
+
+    username: str
+    realm: str
+    nonce: str
+    uri: str
+    response: str
+    algorithm: str
+    qop: str | None
+    nc: str | None
+    cnonce: str | None
+    opaque: str | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuthResult:
+    verdict: Verdict
+    username: str | None = None
+    #: Why, for logs and counters: never contains a secret.
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DigestStatistics:
+    challenges: int
+    accepted: int
+    failed: int
+    stale: int
+    replays: int
+    tracked_nonces: int
+
+
+def parse_authorization(value: str) -> Credentials:
+    """Parse ``Digest k=v, k="v", ...``; raises SipParseError(400) if unusable."""
+    if len(value) > MAX_AUTH_HEADER:
+        raise SipParseError(400, "Authorization header too long")
+    scheme, _, rest = value.strip().partition(" ")
+    if scheme.lower() != "digest":
+        raise SipParseError(400, "unsupported authorization scheme")
+    params = _parse_auth_params(rest)
+    try:
+        return Credentials(
+            username=params["username"],
+            realm=params["realm"],
+            nonce=params["nonce"],
+            uri=params["uri"],
+            response=params["response"],
+            algorithm=params.get("algorithm", "MD5"),
+            qop=params.get("qop"),
+            nc=params.get("nc"),
+            cnonce=params.get("cnonce"),
+            opaque=params.get("opaque"),
+        )
+    except KeyError as missing:
+        raise SipParseError(400, f"Authorization lacks {missing.args[0]}") from None
+
+
+def _parse_auth_params(text: str) -> dict[str, str]:
+    params: dict[str, str] = {}
+    i, n = 0, len(text)
+    while i < n:
+        while i < n and text[i] in " \t,":
+            i += 1
+        if i >= n:
+            break
+        eq = text.find("=", i)
+        if eq < 0:
+            raise SipParseError(400, "malformed Authorization parameter")
+        name = text[i:eq].strip().lower()
+        i = eq + 1
+        while i < n and text[i] in " \t":
+            i += 1
+        if i < n and text[i] == '"':
+            value, i = _quoted(text, i)
+        else:
+            end = text.find(",", i)
+            end = n if end < 0 else end
+            value, i = text[i:end].strip(), end
+        if not name or name in params:
+            raise SipParseError(400, "malformed Authorization parameter")
+        params[name] = value
+    return params
+
+
+def _quoted(text: str, i: int) -> tuple[str, int]:
+    out: list[str] = []
+    i += 1
+    while i < len(text):
+        ch = text[i]
+        if ch == "\\" and i + 1 < len(text):
+            out.append(text[i + 1])
+            i += 2
+            continue
+        if ch == '"':
+            return "".join(out), i + 1
+        out.append(ch)
+        i += 1
+    raise SipParseError(400, "unbalanced quotes in Authorization")
+
+
+class DigestAuthenticator:
+    """Issues challenges and verifies credentials for one realm.
+
+    ``lookup(username, algorithm)`` returns the stored HA1 or None; it is the only
+    access to the user store.
+    """
+
+    def __init__(
+        self,
+        *,
+        realm: str,
+        algorithms: Sequence[str],
+        lookup: Callable[[str, str], str | None],
+        secret: bytes | None = None,
+        nonce_lifetime: int = NONCE_LIFETIME,
+        max_tracked_nonces: int = MAX_TRACKED_NONCES,
+    ) -> None:
+        unknown = [a for a in algorithms if a not in _HASHES]
+        if unknown or not algorithms:
+            raise ValueError(f"unsupported digest algorithms: {unknown or 'none given'}")
+        self.realm = realm
+        self.algorithms = tuple(a for a in ALGORITHMS if a in algorithms)
+        self._lookup = lookup
+        self._secret = secret if secret is not None else os.urandom(32)
+        self._lifetime = nonce_lifetime
+        self._max_tracked = max_tracked_nonces
+        self._nc_seen: OrderedDict[str, tuple[int, float]] = OrderedDict()
+        self._dummy_ha1 = {a: _h(a, os.urandom(16).hex()) for a in ALGORITHMS}
+        self._opaque = base64.urlsafe_b64encode(os.urandom(9)).decode()
+        self._counts = {"challenges": 0, "accepted": 0, "failed": 0, "stale": 0, "replays": 0}
+
+    # -- challenges ---------------------------------------------------------------
+
+    def make_nonce(self, now: float, source: str) -> str:
+        stamp = int(now).to_bytes(8, "big")
+        rand = os.urandom(_NONCE_RANDOM)
+        mac = self._mac(stamp + rand, source)
+        return base64.urlsafe_b64encode(stamp + rand + mac).decode().rstrip("=")
+
+    def challenge(self, now: float, source: str, *, stale: bool = False) -> list[str]:
+        """WWW-Authenticate values, one per enabled algorithm, SHA-256 first (RFC 8760 §2.4)."""
+        self._counts["challenges"] += 1
+        nonce = self.make_nonce(now, source)
+        tail = ", stale=true" if stale else ""
+        return [
+            f'Digest realm="{self.realm}", nonce="{nonce}", opaque="{self._opaque}", '
+            f'algorithm={alg}, qop="auth"{tail}'
+            for alg in self.algorithms
+        ]
+
+    # -- verification -------------------------------------------------------------
+
+    def verify(self, creds: Credentials, *, method: str, now: float, source: str) -> AuthResult:
+        """Check one Authorization against a request's method from ``source``."""
+        if creds.realm != self.realm:
+            return AuthResult(verdict=Verdict.MALFORMED, detail="wrong realm")
+        algorithm = _canonical_algorithm(creds.algorithm)
+        if algorithm not in self.algorithms:
+            return AuthResult(verdict=Verdict.MALFORMED, detail="algorithm not offered")
+        if creds.qop != "auth" or creds.nc is None or creds.cnonce is None:
+            return AuthResult(verdict=Verdict.MALFORMED, detail="qop=auth required")
+        nc = _parse_nc(creds.nc)
+        if nc is None:
+            return AuthResult(verdict=Verdict.MALFORMED, detail="malformed nc")
+        issued = self._nonce_time(creds.nonce, source)
+        if issued is None:
+            # Not ours, from before a restart, or bound to another address: a fresh
+            # challenge costs nothing and a forged nonce gains nothing from it.
+            self._counts["stale"] += 1
+            return AuthResult(verdict=Verdict.STALE, detail="nonce not ours or wrong source")
+        stored = self._lookup(creds.username, algorithm)
+        expected = self._response(
+            stored if stored is not None else self._dummy_ha1[algorithm],
+            algorithm,
+            creds,
+            method,
+        )
+        good = hmac.compare_digest(expected, creds.response.lower()) and stored is not None
+        if not good:
+            self._counts["failed"] += 1
+            return AuthResult(verdict=Verdict.FAILED, detail="bad credentials")
+        if now - issued > self._lifetime:
+            self._counts["stale"] += 1
+            return AuthResult(verdict=Verdict.STALE, detail="nonce expired")
+        return self._check_count(creds.nonce, nc, issued, now, creds.username)
+
+    def _check_count(
+        self, nonce: str, nc: int, issued: float, now: float, username: str
+    ) -> AuthResult:
+        """RFC 7616 §3.4: the nonce-count must grow; a repeat is a replay."""
+        self._expire_counts(now)
+        seen = self._nc_seen.get(nonce)
+        if seen is None and nc != 1:
+            # The count was evicted (or never seen): fail safe with a fresh nonce.
+            self._counts["stale"] += 1
+            return AuthResult(verdict=Verdict.STALE, detail="nonce count unknown")
+        if seen is not None and nc <= seen[0]:
+            self._counts["replays"] += 1
+            self._counts["failed"] += 1
+            return AuthResult(verdict=Verdict.FAILED, detail="nonce count replayed")
+        self._nc_seen[nonce] = (nc, issued)
+        self._nc_seen.move_to_end(nonce)
+        while len(self._nc_seen) > self._max_tracked:
+            self._nc_seen.popitem(last=False)
+        self._counts["accepted"] += 1
+        return AuthResult(verdict=Verdict.OK, username=username)
+
+    def _expire_counts(self, now: float) -> None:
+        while self._nc_seen:
+            nonce, (_, issued) = next(iter(self._nc_seen.items()))
+            if now - issued <= self._lifetime:
+                break
+            del self._nc_seen[nonce]
+
+    def _response(self, stored_ha1: str, algorithm: str, c: Credentials, method: str) -> str:
+        ha2 = _h(algorithm, f"{method}:{c.uri}")
+        return _h(algorithm, f"{stored_ha1}:{c.nonce}:{c.nc}:{c.cnonce}:{c.qop}:{ha2}")
+
+    def _mac(self, payload: bytes, source: str) -> bytes:
+        return hmac.new(self._secret, payload + source.encode(), hashlib.sha256).digest()[
+            :_NONCE_MAC
+        ]
+
+    def _nonce_time(self, nonce: str, source: str) -> float | None:
+        try:
+            raw = base64.urlsafe_b64decode(nonce + "=" * (-len(nonce) % 4))
+        except ValueError:
+            return None
+        if len(raw) != 8 + _NONCE_RANDOM + _NONCE_MAC:
+            return None
+        body, mac = raw[: 8 + _NONCE_RANDOM], raw[8 + _NONCE_RANDOM :]
+        if not hmac.compare_digest(mac, self._mac(body, source)):
+            return None
+        return float(int.from_bytes(body[:8], "big"))
+
+    def statistics(self) -> DigestStatistics:
+        return DigestStatistics(tracked_nonces=len(self._nc_seen), **self._counts)
+
+
+def _canonical_algorithm(name: str) -> str:
+    upper = name.strip('"').upper()
+    return "SHA-256" if upper in ("SHA-256", "SHA256") else upper
+
+
+def _parse_nc(text: str) -> int | None:
+    if len(text) != 8:
+        return None
+    try:
+        return int(text, 16)
+    except ValueError:
+        return None
+
+
+def client_response(
+    *,
+    username: str,
+    password: str,
+    realm: str,
+    nonce: str,
+    method: str,
+    uri: str,
+    algorithm: str = "SHA-256",
+    nc: int = 1,
+    cnonce: str = "0a4f113b",
+    opaque: str | None = None,
+) -> str:
+    """An Authorization value as a client computes it (for tests and outbound trunks)."""
+    h1 = ha1(algorithm, username, realm, password)
+    ha2 = _h(algorithm, f"{method}:{uri}")
+    nc_text = f"{nc:08x}"
+    resp = _h(algorithm, f"{h1}:{nonce}:{nc_text}:{cnonce}:auth:{ha2}")
+    op = f', opaque="{opaque}"' if opaque is not None else ""
+    return (
+        f'Digest username="{username}", realm="{realm}", nonce="{nonce}", uri="{uri}", '
+        f'response="{resp}", algorithm={algorithm}, qop=auth, nc={nc_text}, '
+        f'cnonce="{cnonce}"{op}'
+    )
+
+
+def parse_challenge(value: str) -> dict[str, str]:
+    """Parameters of a WWW-Authenticate value (for clients and tests)."""
+    scheme, _, rest = value.strip().partition(" ")
+    if scheme.lower() != "digest":
+        raise SipParseError(400, "unsupported challenge scheme")
+    return _parse_auth_params(rest)

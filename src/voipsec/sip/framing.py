@@ -1,0 +1,129 @@
+"""Content-Length framing of SIP over stream transports (RFC 3261 §18.3).
+
+:class:`StreamFramer` is sans-IO: feed it bytes as they arrive, in chunks of any size
+(one byte at a time included), and it returns complete messages as bytes plus
+keep-alive pings (RFC 5626 §4.4.1 double CRLF). After a :class:`FramingError` the
+stream cannot be resynchronised and the connection must be closed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from . import limits
+from .errors import FramingError, SipParseError
+from .headers import canonical_name
+from .message import parse_delta
+
+
+@dataclass(frozen=True, slots=True)
+class KeepAlivePing:
+    """A CRLFCRLF keep-alive; the answer is a single CRLF (RFC 5626 §4.4.1)."""
+
+
+@dataclass(frozen=True, slots=True)
+class FramedMessage:
+    data: bytes
+
+
+Framed = FramedMessage | KeepAlivePing
+
+
+class StreamFramer:
+    """Cuts a byte stream into whole SIP messages by their Content-Length."""
+
+    __slots__ = ("_buf", "_crlf_run", "_need")
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+        self._need: int | None = None  # total bytes of the message being read
+        self._crlf_run = 0
+
+    def pending(self) -> bytes:
+        """The bytes not yet framed (to answer a request that broke framing)."""
+        return bytes(self._buf[: limits.MAX_HEADER_BYTES])
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received but not yet returned as a message."""
+        return len(self._buf)
+
+    def feed(self, data: bytes) -> list[Framed]:
+        """Add bytes; return every message (and ping) they complete."""
+        self._buf += data
+        out: list[Framed] = []
+        while True:
+            if self._need is None:
+                if not self._skip_keepalives(out):
+                    return out
+                need = self._measure()
+                if need is None:
+                    return out
+                self._need = need
+            if len(self._buf) < self._need:
+                return out
+            message = bytes(self._buf[: self._need])
+            del self._buf[: self._need]
+            self._need = None
+            out.append(FramedMessage(message))
+
+    def _skip_keepalives(self, out: list[Framed]) -> bool:
+        """Drop CRLFs between messages; report each double CRLF. False if buffer empty."""
+        i = 0
+        buf = self._buf
+        while i < len(buf) and buf[i] in (13, 10):
+            if buf[i] == 10:
+                self._crlf_run += 1
+                if self._crlf_run == 2:
+                    out.append(KeepAlivePing())
+                    self._crlf_run = 0
+            i += 1
+        if i:
+            del buf[:i]
+        if buf:
+            self._crlf_run = 0
+            return True
+        return False
+
+    def _measure(self) -> int | None:
+        """Total length of the message at the head of the buffer, if its headers are in."""
+        buf = self._buf
+        end = buf.find(b"\r\n\r\n")
+        sep = 4
+        if end < 0:
+            end = buf.find(b"\n\n")
+            sep = 2
+        if end < 0:
+            if len(buf) > limits.MAX_HEADER_BYTES:
+                raise FramingError(513, "header section too large")
+            return None
+        if end > limits.MAX_HEADER_BYTES:
+            raise FramingError(513, "header section too large")
+        length = self._content_length(bytes(buf[:end]))
+        if length > limits.MAX_BODY_SIZE:
+            raise FramingError(413, "body too large")
+        return end + sep + length
+
+    @staticmethod
+    def _content_length(head: bytes) -> int:
+        found: int | None = None
+        for raw in head.split(b"\n"):
+            name, colon, value = raw.partition(b":")
+            if not colon or name[:1] in (b" ", b"\t"):
+                continue
+            try:
+                key = canonical_name(name.decode("ascii").strip())
+            except UnicodeDecodeError:
+                continue
+            if key != "content-length":
+                continue
+            if found is not None:
+                raise FramingError(400, "multiple Content-Length headers")
+            try:
+                found = parse_delta(value.decode("ascii").strip(), "Content-Length")
+            except (UnicodeDecodeError, SipParseError):
+                raise FramingError(400, "malformed Content-Length") from None
+        if found is None:
+            # RFC 3261 §18.3: Content-Length MUST be present on a stream transport.
+            raise FramingError(400, "missing Content-Length on stream transport")
+        return found

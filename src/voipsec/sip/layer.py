@@ -1,0 +1,198 @@
+"""Transaction matching and bookkeeping (RFC 3261 §17.1.3, §17.2.3), sans-IO.
+
+The layer keeps the live transactions, matches incoming messages to them, absorbs
+retransmissions, and turns the machines' actions into keyed actions for the shell.
+Timers due at or before ``now`` (the zero-length timers of reliable transports) are
+fired at once instead of being handed to the shell.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .message import Request, Response, is_rfc3261_branch
+from .transaction import (
+    Action,
+    Kind,
+    StartTimer,
+    Terminated,
+    Transaction,
+    response_event,
+    tu_event,
+)
+
+#: Live server transactions at once. At the 5,000 requests/s we aim for and Timer J's
+#: 32 s on UDP that is 160k; a bigger number means a flood, answered 503 by the caller.
+MAX_SERVER_TRANSACTIONS = 200_000
+
+TxKey = tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class KeyedAction:
+    """An action of one transaction, so the shell knows whose timer or socket it is."""
+
+    key: TxKey
+    action: Action
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LayerStatistics:
+    server_transactions: int
+    client_transactions: int
+    retransmissions_absorbed: int
+    overloaded: int
+
+
+def server_key(request: Request) -> TxKey:
+    """§17.2.3: branch + sent-by + method (ACK matches its INVITE)."""
+    via = request.top_via
+    method = "INVITE" if request.method == "ACK" else request.method
+    branch = via.branch
+    if branch is not None and is_rfc3261_branch(branch):
+        return ("s", branch, via.host.lower(), str(via.port or ""), method)
+    # RFC 2543 fallback: Request-URI, To tag, From tag, Call-ID, CSeq and top Via.
+    to_tag = request.to.tag or "" if request.method != "ACK" else ""
+    return (
+        "s2543",
+        request.raw_uri,
+        to_tag,
+        request.from_.tag or "",
+        request.call_id,
+        str(request.cseq.seq),
+        method,
+        request.headers.values("via")[0],
+    )
+
+
+def client_key(branch: str, method: str) -> TxKey:
+    """§17.1.3: the branch of the top Via and the CSeq method."""
+    return ("c", branch, "INVITE" if method == "ACK" else method)
+
+
+class TransactionLayer:
+    """All live transactions of one SIP element."""
+
+    def __init__(self, *, max_server_transactions: int = MAX_SERVER_TRANSACTIONS) -> None:
+        self._server: dict[TxKey, Transaction] = {}
+        self._client: dict[TxKey, Transaction] = {}
+        self._max_server = max_server_transactions
+        self._absorbed = 0
+        self._overloaded = 0
+
+    # -- server side --------------------------------------------------------------
+
+    @property
+    def full(self) -> bool:
+        """True when a new server transaction would exceed the limit."""
+        return len(self._server) >= self._max_server
+
+    def receive_request(
+        self, request: Request, now: float, *, reliable: bool
+    ) -> tuple[TxKey | None, list[KeyedAction]]:
+        """Match a request. Returns (key of a *new* transaction or None, actions).
+
+        A retransmission returns (None, actions that resend the last response);
+        an ACK for a non-2xx final goes into its INVITE transaction. A new request
+        over the transaction limit returns ``(None, [])`` and counts as overloaded:
+        the caller answers 503 statelessly.
+        """
+        key = server_key(request)
+        tx = self._server.get(key)
+        if tx is not None:
+            event = "ack" if request.method == "ACK" else "request"
+            if event == "request":
+                self._absorbed += 1
+            return None, self._run(self._server, key, tx, event, now, request)
+        if request.method == "ACK":
+            # An ACK for a 2xx is its own transaction-less request (§17.2.3): the TU's.
+            return key, []
+        if len(self._server) >= self._max_server:
+            self._overloaded += 1
+            return None, []
+        kind = Kind.INVITE_SERVER if request.method == "INVITE" else Kind.NON_INVITE_SERVER
+        self._server[key] = Transaction(kind, reliable=reliable)
+        return key, []
+
+    def send_response(self, key: TxKey, response: Response, now: float) -> list[KeyedAction]:
+        """The TU answers a server transaction."""
+        tx = self._server.get(key)
+        if tx is None:
+            return []
+        return self._run(self._server, key, tx, tu_event(response.status), now, response)
+
+    # -- client side --------------------------------------------------------------
+
+    def send_request(
+        self, request: Request, now: float, *, reliable: bool
+    ) -> tuple[TxKey, list[KeyedAction]]:
+        branch = request.top_via.branch or ""
+        key = client_key(branch, request.method)
+        kind = Kind.INVITE_CLIENT if request.method == "INVITE" else Kind.NON_INVITE_CLIENT
+        tx = Transaction(kind, reliable=reliable)
+        self._client[key] = tx
+        actions = tx.start(now, request.to_bytes())
+        return key, self._expand(self._client, key, tx, actions, now)
+
+    def receive_response(self, response: Response, now: float) -> list[KeyedAction]:
+        """Match a response to its client transaction; an unmatched one goes nowhere."""
+        key = client_key(response.top_via.branch or "", response.cseq.method)
+        tx = self._client.get(key)
+        if tx is None:
+            self._absorbed += 1
+            return []
+        return self._run(self._client, key, tx, response_event(response.status), now, response)
+
+    # -- timers and errors ----------------------------------------------------------
+
+    def timer_fired(self, key: TxKey, name: str, now: float) -> list[KeyedAction]:
+        table = self._server if key[0].startswith("s") else self._client
+        tx = table.get(key)
+        if tx is None:
+            return []
+        return self._run(table, key, tx, f"timer_{name}", now, None)
+
+    def transport_error(self, key: TxKey, now: float) -> list[KeyedAction]:
+        table = self._server if key[0].startswith("s") else self._client
+        tx = table.get(key)
+        if tx is None:
+            return []
+        return self._run(table, key, tx, "transport_error", now, None)
+
+    def _run(
+        self,
+        table: dict[TxKey, Transaction],
+        key: TxKey,
+        tx: Transaction,
+        event: str,
+        now: float,
+        payload: object,
+    ) -> list[KeyedAction]:
+        actions = tx.process(event, now, payload)
+        return self._expand(table, key, tx, actions, now)
+
+    def _expand(
+        self,
+        table: dict[TxKey, Transaction],
+        key: TxKey,
+        tx: Transaction,
+        actions: list[Action],
+        now: float,
+    ) -> list[KeyedAction]:
+        out: list[KeyedAction] = []
+        for action in actions:
+            if isinstance(action, StartTimer) and action.at <= now:
+                out.extend(self._run(table, key, tx, f"timer_{action.name}", now, None))
+                continue
+            if isinstance(action, Terminated):
+                table.pop(key, None)
+            out.append(KeyedAction(key=key, action=action))
+        return out
+
+    def statistics(self) -> LayerStatistics:
+        return LayerStatistics(
+            server_transactions=len(self._server),
+            client_transactions=len(self._client),
+            retransmissions_absorbed=self._absorbed,
+            overloaded=self._overloaded,
+        )

@@ -1,0 +1,493 @@
+"""SIP requests and responses over bytes (RFC 3261 §7), parsed and serialized.
+
+How this works: :func:`parse_message` splits the start line and the header fields,
+checks the named limits and the few headers every request must carry, and keeps
+every header value as text. Header *bodies* (Via, CSeq, From/To, Contact) are parsed
+on first use through cached properties, so a message whose decision needs only the
+Call-ID and CSeq never parses its Contact. Every failure raises
+:class:`~voipsec.sip.errors.SipParseError` with the status to answer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+from . import limits
+from .errors import SipParseError
+from .headers import Header, Headers, canonical_name, is_token, split_list
+from .uri import NameAddr, SipUri, Uri, parse_name_addr, parse_uri
+
+SIP_VERSION = "SIP/2.0"
+#: RFC 3261 §20.42: the magic cookie that marks an RFC 3261 branch.
+BRANCH_COOKIE = "z9hG4bK"
+
+_REQUIRED_REQUEST_HEADERS = ("call-id", "cseq", "from", "to", "via")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Via:
+    """One Via value (RFC 3261 §20.42)."""
+
+    transport: str
+    host: str
+    port: int | None
+    params: tuple[tuple[str, str | None], ...]
+
+    def param(self, name: str) -> str | None:
+        for k, v in self.params:
+            if k.lower() == name:
+                return "" if v is None else v
+        return None
+
+    @property
+    def branch(self) -> str | None:
+        return self.param("branch")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CSeq:
+    """RFC 3261 §20.16."""
+
+    seq: int
+    method: str
+
+
+class _Message:
+    """Shared behaviour of requests and responses: lazy header bodies and bytes."""
+
+    headers: Headers
+    body: bytes
+
+    @property
+    def call_id(self) -> str:
+        value = self.headers.get("call-id")
+        if value is None:
+            raise SipParseError(400, "missing Call-ID")
+        return value
+
+    @cached_property
+    def cseq(self) -> CSeq:
+        return parse_cseq(self._required("cseq"))
+
+    @cached_property
+    def vias(self) -> tuple[Via, ...]:
+        values = self.headers.values("via")
+        if len(values) > limits.MAX_VIA:
+            raise SipParseError(483, "too many Via headers")
+        return tuple(parse_via(v) for v in values)
+
+    @property
+    def top_via(self) -> Via:
+        vias = self.vias
+        if not vias:
+            raise SipParseError(400, "missing Via")
+        return vias[0]
+
+    @cached_property
+    def from_(self) -> NameAddr:
+        return parse_name_addr(self._required("from"))
+
+    @cached_property
+    def to(self) -> NameAddr:
+        return parse_name_addr(self._required("to"))
+
+    @cached_property
+    def contacts(self) -> tuple[NameAddr, ...]:
+        """Contact values; a wildcard ``*`` contact is reported by :attr:`wildcard_contact`."""
+        return tuple(parse_name_addr(v) for v in self.headers.values("contact") if v != "*")
+
+    @property
+    def wildcard_contact(self) -> bool:
+        return "*" in self.headers.values("contact")
+
+    def int_header(self, name: str) -> int | None:
+        """A delta-seconds style header (Expires, Max-Forwards, Min-Expires) as int."""
+        value = self.headers.get(name)
+        if value is None:
+            return None
+        return parse_delta(value, name)
+
+    def _required(self, key: str) -> str:
+        value = self.headers.get(key)
+        if value is None:
+            raise SipParseError(400, f"missing {key} header")
+        return value
+
+    def _head_lines(self) -> list[str]:
+        raise NotImplementedError
+
+    def to_bytes(self) -> bytes:
+        """Serialize with headers in their stored order and names."""
+        lines = self._head_lines()
+        lines.extend(f"{h.name}: {h.value}" for h in self.headers)
+        return ("\r\n".join(lines) + "\r\n\r\n").encode() + self.body
+
+
+@dataclass(frozen=True, kw_only=True, eq=True)
+class Request(_Message):
+    """A SIP request. ``uri`` is parsed; ``raw_uri`` is the text as received."""
+
+    method: str
+    raw_uri: str
+    uri: Uri
+    headers: Headers
+    body: bytes = b""
+    version: str = SIP_VERSION
+
+    def _head_lines(self) -> list[str]:
+        return [f"{self.method} {self.raw_uri} {self.version}"]
+
+    def with_headers(self, headers: Headers) -> Request:
+        return Request(
+            method=self.method,
+            raw_uri=self.raw_uri,
+            uri=self.uri,
+            headers=headers,
+            body=self.body,
+            version=self.version,
+        )
+
+
+@dataclass(frozen=True, kw_only=True, eq=True)
+class Response(_Message):
+    """A SIP response."""
+
+    status: int
+    reason: str
+    headers: Headers
+    body: bytes = b""
+    version: str = SIP_VERSION
+
+    def _head_lines(self) -> list[str]:
+        return [f"{self.version} {self.status} {self.reason}"]
+
+
+Message = Request | Response
+
+
+def parse_cseq(value: str) -> CSeq:
+    parts = value.split()
+    if len(parts) != 2 or not parts[0].isdigit() or not parts[0].isascii():
+        raise SipParseError(400, "malformed CSeq")
+    seq = int(parts[0])
+    if seq > limits.MAX_CSEQ:
+        raise SipParseError(400, "CSeq number too large")
+    if not is_token(parts[1]):
+        raise SipParseError(400, "malformed CSeq method")
+    return CSeq(seq=seq, method=parts[1])
+
+
+def parse_delta(value: str, name: str = "header") -> int:
+    text = value.strip()
+    if not text.isdigit() or not text.isascii():
+        raise SipParseError(400, f"malformed {name}")
+    number = int(text)
+    if number > limits.MAX_DELTA_SECONDS:
+        raise SipParseError(400, f"{name} out of range")
+    return number
+
+
+def parse_via(value: str) -> Via:
+    """RFC 3261 §20.42: ``SIP / 2.0 / transport sent-by *(; via-params)``."""
+    proto, _, rest = value.strip().partition(" ")
+    # Linear white space may surround the slashes (RFC 4475 §3.1.1.1 "wsinv").
+    if rest and proto.count("/") < 2:
+        proto, rest = _join_spaced_protocol(value.strip())
+    pieces = [p.strip() for p in proto.split("/")]
+    if len(pieces) != 3 or pieces[0].upper() != "SIP" or pieces[1] != "2.0" or not pieces[2]:
+        raise SipParseError(400, "malformed Via protocol")
+    sent_by, _, params_text = rest.strip().partition(";")
+    sent_by = sent_by.strip()
+    if not sent_by:
+        raise SipParseError(400, "malformed Via sent-by")
+    host, port = _via_hostport(sent_by)
+    params: list[tuple[str, str | None]] = []
+    if params_text:
+        for part in params_text.split(";"):
+            name, eq, val = part.partition("=")
+            name = name.strip()
+            if not name:
+                raise SipParseError(400, "empty Via parameter")
+            params.append((name.lower(), val.strip() if eq else None))
+    return Via(transport=pieces[2].upper(), host=host, port=port, params=tuple(params))
+
+
+def _join_spaced_protocol(text: str) -> tuple[str, str]:
+    tokens = text.split()
+    proto = ""
+    i = 0
+    while i < len(tokens) and (proto.count("/") < 2 or proto.endswith("/")):
+        proto += tokens[i]
+        i += 1
+    return proto, " ".join(tokens[i:])
+
+
+def _via_hostport(text: str) -> tuple[str, int | None]:
+    host, colon, port = text.rpartition(":") if not text.endswith("]") else (text, "", "")
+    if not colon:
+        host, port = text, ""
+    host, port = host.strip(), port.strip()
+    if not host or any(c in host for c in ' \t,<>"'):
+        raise SipParseError(400, "malformed Via host")
+    if not port:
+        return host, None
+    if not port.isdigit() or not port.isascii() or int(port) > 65535:
+        raise SipParseError(400, "malformed Via port")
+    return host, int(port)
+
+
+def _decode(data: bytes) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise SipParseError(400, "header section is not UTF-8") from None
+
+
+def split_head(data: bytes) -> tuple[bytes, bytes]:
+    """Split a complete message into header section and everything after it."""
+    end = data.find(b"\r\n\r\n")
+    if end >= 0:
+        return data[:end], data[end + 4 :]
+    end = data.find(b"\n\n")
+    if end >= 0:
+        return data[:end], data[end + 2 :]
+    return data, b""
+
+
+def parse_message(data: bytes, *, datagram: bool = True) -> Message:
+    """Parse one complete SIP message.
+
+    ``datagram`` selects RFC 3261 §18.3 body handling: in a datagram, bytes past
+    Content-Length are discarded and a missing Content-Length means "to the end";
+    from a stream framer the body is exactly what the framer cut.
+    """
+    if len(data) > limits.MAX_MESSAGE_SIZE:
+        raise SipParseError(513, "message too large")
+    head, body = split_head(data.lstrip(b"\r\n"))
+    if len(head) > limits.MAX_HEADER_BYTES:
+        raise SipParseError(513, "header section too large")
+    lines = _decode(head).replace("\r\n", "\n").split("\n")
+    start = lines[0]
+    fields = _parse_fields(lines[1:])
+    headers = Headers(fields)
+    body = _frame_body(headers, body, datagram)
+    if start.startswith("SIP/"):
+        return _parse_response(start, headers, body)
+    return _parse_request(start, headers, body)
+
+
+def _parse_fields(lines: list[str]) -> tuple[Header, ...]:
+    unfolded: list[str] = []
+    for line in lines:
+        if line[:1] in (" ", "\t"):
+            # RFC 3261 §7.3.1: a continuation line folds into the previous field.
+            if not unfolded:
+                raise SipParseError(400, "continuation line before first header")
+            unfolded[-1] = unfolded[-1].rstrip() + " " + line.strip()
+        elif line:
+            unfolded.append(line)
+        else:
+            raise SipParseError(400, "empty line inside headers")
+        if len(unfolded) > limits.MAX_HEADERS:
+            raise SipParseError(400, "too many headers")
+        if len(unfolded[-1]) > limits.MAX_HEADER_LENGTH:
+            raise SipParseError(400, "header too long")
+    fields: list[Header] = []
+    via_count = 0
+    for line in unfolded:
+        name, colon, value = line.partition(":")
+        name = name.rstrip(" \t")
+        if not colon or not is_token(name):
+            raise SipParseError(400, "malformed header line")
+        key = canonical_name(name)
+        value = value.strip(" \t")
+        if key == "via":
+            via_count += len(split_list(value))
+            if via_count > limits.MAX_VIA:
+                raise SipParseError(483, "too many Via headers")
+        fields.append(Header(name=name, key=key, value=value))
+    return tuple(fields)
+
+
+def _frame_body(headers: Headers, rest: bytes, datagram: bool) -> bytes:
+    cl_lines = headers.lines("content-length")
+    if len(cl_lines) > 1:
+        raise SipParseError(400, "multiple Content-Length headers")
+    if not cl_lines:
+        if len(rest) > limits.MAX_BODY_SIZE:
+            raise SipParseError(413, "body too large")
+        return rest if datagram else b""
+    length = parse_delta(cl_lines[0], "Content-Length")
+    if length > limits.MAX_BODY_SIZE:
+        raise SipParseError(413, "body too large")
+    if length > len(rest):
+        raise SipParseError(400, "Content-Length larger than body")
+    return rest[:length]
+
+
+def _parse_request(start: str, headers: Headers, body: bytes) -> Request:
+    parts = start.split(" ")
+    # RFC 3261 §7.1: exactly one SP between the three elements (RFC 4475 §3.1.2.8-9).
+    if len(parts) != 3 or not all(parts):
+        raise SipParseError(400, "malformed Request-Line")
+    method, raw_uri, version = parts
+    if not is_token(method):
+        raise SipParseError(400, "malformed method")
+    if version.upper() != SIP_VERSION:
+        if version.upper().startswith("SIP/"):
+            raise SipParseError(505, "SIP version not supported")
+        raise SipParseError(400, "malformed Request-Line")
+    uri = parse_uri(raw_uri)
+    for key in _REQUIRED_REQUEST_HEADERS:
+        if key not in headers:
+            raise SipParseError(400, f"missing {key} header")
+    request = Request(method=method, raw_uri=raw_uri, uri=uri, headers=headers, body=body)
+    _check_request_headers(request)
+    return request
+
+
+def _check_request_headers(request: Request) -> None:
+    """The few header checks every request gets before any decision is made."""
+    for key in ("call-id", "cseq", "from", "to", "max-forwards"):
+        if request.headers.count(key) > 1:
+            raise SipParseError(400, f"multiple {key} headers")
+    if not request.call_id:
+        raise SipParseError(400, "empty Call-ID")
+    # RFC 3261 §8.1.1.5: the CSeq method MUST match the request (RFC 4475 mismatch01).
+    if request.cseq.method != request.method:
+        raise SipParseError(400, "CSeq method does not match Request-Line")
+    if request.int_header("max-forwards") is not None:
+        mf = request.int_header("max-forwards")
+        if mf is not None and mf > 255:
+            raise SipParseError(400, "Max-Forwards out of range")
+    if "expires" in request.headers:
+        request.int_header("expires")
+    request.top_via  # noqa: B018 - parses and validates the top Via now
+    request.from_  # noqa: B018
+    request.to  # noqa: B018
+
+
+def _parse_response(start: str, headers: Headers, body: bytes) -> Response:
+    version, _, rest = start.partition(" ")
+    code, _, reason = rest.partition(" ")
+    if version.upper() != SIP_VERSION:
+        raise SipParseError(505, "SIP version not supported")
+    if len(code) != 3 or not code.isdigit() or not code.isascii() or not 100 <= int(code) <= 699:
+        raise SipParseError(400, "malformed status code")
+    return Response(status=int(code), reason=reason, headers=headers, body=body)
+
+
+def is_rfc3261_branch(branch: str | None) -> bool:
+    return branch is not None and branch.startswith(BRANCH_COOKIE)
+
+
+def sip_uri(uri: Uri) -> SipUri:
+    """The URI as a SipUri, or 416 when it is of another scheme."""
+    if not isinstance(uri, SipUri):
+        raise SipParseError(416, "unsupported URI scheme")
+    return uri
+
+
+def response_to(
+    request: Request,
+    status: int,
+    reason: str,
+    *,
+    to_tag: str | None = None,
+    extra: tuple[tuple[str, str], ...] = (),
+    body: bytes = b"",
+) -> Response:
+    """Build a response that copies Via, From, To, Call-ID and CSeq (RFC 3261 §8.2.6.2)."""
+    fields: list[Header] = []
+    for f in request.headers:
+        if f.key in ("via", "from", "call-id", "cseq"):
+            fields.append(Header(name=f.name, key=f.key, value=f.value))
+        elif f.key == "to":
+            value = f.value
+            if to_tag is not None and status > 100 and request.to.tag is None:
+                value = f"{value};tag={to_tag}"
+            fields.append(Header(name=f.name, key=f.key, value=value))
+    fields.extend(Header(name=n, key=canonical_name(n), value=v) for n, v in extra)
+    fields.append(Header(name="Content-Length", key="content-length", value=str(len(body))))
+    return Response(status=status, reason=reason, headers=Headers(tuple(fields)), body=body)
+
+
+def top_via_with_received(request: Request, host: str, port: int) -> Request:
+    """RFC 3261 §18.2.1 and RFC 3581 §4: add received (and fill rport) to the top Via."""
+    first = True
+    fields: list[Header] = []
+    for f in request.headers:
+        if f.key == "via" and first:
+            first = False
+            values = split_list(f.value)
+            values[0] = _stamp_via(values[0], request.top_via, host, port)
+            fields.append(Header(name=f.name, key=f.key, value=", ".join(values)))
+        else:
+            fields.append(f)
+    return request.with_headers(Headers(tuple(fields)))
+
+
+def _stamp_via(value: str, via: Via, host: str, port: int) -> str:
+    parts = [p for p in value.split(";")]
+    out = [parts[0]]
+    for p in parts[1:]:
+        name = p.split("=", 1)[0].strip().lower()
+        if name == "rport" and "=" not in p:
+            out.append(f"rport={port}")
+        elif name == "received":
+            continue
+        else:
+            out.append(p)
+    if via.host != host:
+        out.append(f"received={host}")
+    return ";".join(out)
+
+
+__all__ = [
+    "BRANCH_COOKIE",
+    "SIP_VERSION",
+    "CSeq",
+    "Message",
+    "NameAddr",
+    "Request",
+    "Response",
+    "SipUri",
+    "Via",
+    "parse_message",
+    "response_to",
+]
+
+
+_ECHO_HEADERS = frozenset({"via", "from", "to", "call-id", "cseq"})
+
+
+def error_response_bytes(data: bytes, status: int, phrase: str) -> bytes | None:
+    """Best-effort answer to a request that failed to parse (RFC 3261 §8.2: 400 etc.).
+
+    Scans the raw bytes tolerantly for the start line and the five headers a
+    response must echo. Returns None when the bytes are a response, or too broken to
+    answer (then the caller drops and counts them).
+    """
+    head, _ = split_head(data[: limits.MAX_HEADER_BYTES + 4])
+    text = head.decode("utf-8", errors="replace").replace("\r\n", "\n")
+    lines = text.split("\n")
+    start = lines[0].split(" ")
+    if len(start) < 3 or lines[0].startswith("SIP/") or not is_token(start[0]):
+        return None
+    echoed: list[str] = []
+    seen: set[str] = set()
+    for line in lines[1 : limits.MAX_HEADERS + 1]:
+        name, colon, value = line.partition(":")
+        if not colon or not is_token(name.strip()):
+            continue
+        key = canonical_name(name.strip())
+        if key in _ECHO_HEADERS and len(line) <= limits.MAX_HEADER_LENGTH:
+            if any(c in value for c in "\r\x00"):
+                continue
+            echoed.append(f"{name.strip()}: {value.strip()}")
+            seen.add(key)
+    if seen != _ECHO_HEADERS:
+        return None
+    lines_out = [f"{SIP_VERSION} {status} {phrase}", *echoed, "Content-Length: 0", "", ""]
+    return "\r\n".join(lines_out).encode()

@@ -1,0 +1,118 @@
+"""The table of live connections: per-address limits, reuse, idle and slow sweeps."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Protocol
+
+log = logging.getLogger("voipsec.transport")
+
+#: A connection must finish each message within this many seconds of its first byte;
+#: a byte-at-a-time sender (slowloris) is cut off here, its neighbours never wait.
+INCOMPLETE_MESSAGE_TIMEOUT = 30.0
+
+
+class Flow(Protocol):
+    """Where a message came from and how to answer on the same path."""
+
+    transport: str
+    peer: tuple[str, int]
+    local: tuple[str, int]
+
+    def send(self, data: bytes) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class SweptFlow(Flow, Protocol):
+    last_activity: float
+    partial_since: float | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConnectionLimits:
+    max_per_ip: int
+    max_total: int
+    idle_timeout: float
+    incomplete_timeout: float = INCOMPLETE_MESSAGE_TIMEOUT
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConnectionStatistics:
+    open: int
+    accepted: int
+    refused_per_ip: int
+    refused_total: int
+    closed_idle: int
+    closed_slow: int
+
+
+class ConnectionTable:
+    """Live stream connections keyed by peer address, for limits and reuse.
+
+    RFC 3261 §18.2.2 / RFC 5923: responses and later requests to a peer reuse the
+    connection it opened, so phones behind NAT stay reachable.
+    """
+
+    def __init__(self, limits: ConnectionLimits) -> None:
+        self.limits = limits
+        self._by_peer: dict[tuple[str, str, int], SweptFlow] = {}
+        self._per_ip: dict[str, int] = {}
+        self._counts = {
+            "accepted": 0,
+            "refused_per_ip": 0,
+            "refused_total": 0,
+            "closed_idle": 0,
+            "closed_slow": 0,
+        }
+
+    def admit(self, flow: SweptFlow) -> bool:
+        """Register a new connection; False when a limit refuses it."""
+        ip = flow.peer[0]
+        if len(self._by_peer) >= self.limits.max_total:
+            self._counts["refused_total"] += 1
+            return False
+        if self._per_ip.get(ip, 0) >= self.limits.max_per_ip:
+            self._counts["refused_per_ip"] += 1
+            return False
+        self._by_peer[(flow.transport, *flow.peer)] = flow
+        self._per_ip[ip] = self._per_ip.get(ip, 0) + 1
+        self._counts["accepted"] += 1
+        return True
+
+    def forget(self, flow: SweptFlow) -> None:
+        key = (flow.transport, *flow.peer)
+        if self._by_peer.get(key) is flow:
+            del self._by_peer[key]
+            ip = flow.peer[0]
+            left = self._per_ip.get(ip, 1) - 1
+            if left:
+                self._per_ip[ip] = left
+            else:
+                self._per_ip.pop(ip, None)
+
+    def find(self, transport: str, host: str, port: int) -> Flow | None:
+        """An open connection to reuse for a request to host:port."""
+        return self._by_peer.get((transport, host, port))
+
+    def sweep(self, now: float) -> None:
+        """Close idle connections and ones stuck mid-message."""
+        for flow in list(self._by_peer.values()):
+            if flow.partial_since is not None and (
+                now - flow.partial_since > self.limits.incomplete_timeout
+            ):
+                self._counts["closed_slow"] += 1
+                log.info("closing %s:%d: message incomplete too long", *flow.peer)
+                flow.close()
+            elif now - flow.last_activity > self.limits.idle_timeout:
+                self._counts["closed_idle"] += 1
+                log.debug("closing idle %s:%d", *flow.peer)
+                flow.close()
+
+    def close_all(self) -> None:
+        for flow in list(self._by_peer.values()):
+            flow.close()
+
+    def statistics(self) -> ConnectionStatistics:
+        return ConnectionStatistics(open=len(self._by_peer), **self._counts)
