@@ -1,0 +1,34 @@
+"""Shared fixtures: a prepared voipsec data directory and a running server."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.peers.voipsec import VoipsecServer, prepare, serving
+
+ALICE = ("alice", "alice-secret-1")
+BOB = ("bob", "bob-secret-22")
+
+
+@pytest.fixture
+def server_dir(tmp_path: Path) -> VoipsecServer:
+    """An initialised data directory with alice and bob, not yet serving."""
+    return prepare(tmp_path / "data", users=[ALICE, BOB])
+
+
+@pytest.fixture
+def server(server_dir: VoipsecServer) -> Iterator[VoipsecServer]:
+    """``voipsec serve`` on a free TLS port of 127.0.0.1 with alice and bob."""
+    with serving(server_dir) as running_server:
+        yield running_server
+
+
+@pytest.fixture(scope="module")
+def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VoipsecServer]:
+    """One server for a whole module of tests that do not change its state."""
+    prepared = prepare(tmp_path_factory.mktemp("shared") / "data", users=[ALICE, BOB])
+    with serving(prepared) as running_server:
+        yield running_server

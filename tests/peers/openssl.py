@@ -1,0 +1,55 @@
+"""``openssl s_client`` as a TLS peer: what it negotiated, or that it was refused."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from .proc import require
+
+
+@dataclass(frozen=True)
+class Handshake:
+    returncode: int
+    protocol: str | None
+    cipher: str | None
+    verified: bool
+    output: str
+
+    @property
+    def established(self) -> bool:
+        return self.cipher is not None and self.cipher not in ("(NONE)", "0000")
+
+
+def s_client(
+    host: str,
+    port: int,
+    *,
+    options: Sequence[str] = (),
+    ca: Path | None = None,
+    send: bytes = b"",
+    timeout: float = 15.0,
+) -> Handshake:
+    """Run one ``openssl s_client`` handshake and report what was negotiated."""
+    argv = [require("openssl"), "s_client", "-connect", f"{host}:{port}"]
+    if ca is not None:
+        argv += ["-CAfile", str(ca), "-verify_return_error"]
+    argv += list(options)
+    proc = subprocess.run(argv, input=send, capture_output=True, timeout=timeout, check=False)
+    out = proc.stdout.decode(errors="replace") + proc.stderr.decode(errors="replace")
+    cipher = _first(r"Cipher is (\S+)", out)
+    return Handshake(
+        returncode=proc.returncode,
+        protocol=_first(r"Protocol\s*:\s*(\S+)", out),
+        cipher=cipher,
+        verified="Verify return code: 0 (ok)" in out,
+        output=out,
+    )
+
+
+def _first(pattern: str, text: str) -> str | None:
+    match = re.search(pattern, text)
+    return match.group(1) if match else None
