@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
 import json
 import logging
 import os
@@ -16,7 +17,15 @@ import typer
 
 from . import __version__
 from .config import CONFIG_NAME, DEFAULT_TOML, Config, ConfigError, get_key, load, set_key
-from .pki.ca import CaPaths, ServerPaths, create_ca, create_server_certificate, write_private
+from .pki.ca import (
+    CaPaths,
+    ServerPaths,
+    create_ca,
+    create_server_certificate,
+    issue_device,
+    write_crl,
+    write_private,
+)
 from .store import DB_NAME, Store, StoreError
 
 app = typer.Typer(
@@ -27,8 +36,10 @@ app = typer.Typer(
 )
 user_app = typer.Typer(help="Manage SIP users.", no_args_is_help=True)
 config_app = typer.Typer(help="Read and change voipsec.toml.", no_args_is_help=True)
+ca_app = typer.Typer(help="The built-in CA: device certificates.", no_args_is_help=True)
 app.add_typer(user_app, name="user")
 app.add_typer(config_app, name="config")
+app.add_typer(ca_app, name="ca")
 
 DirOption = Annotated[Path, typer.Option("--dir", help="Data directory.", show_default=True)]
 DEFAULT_DIR = Path("./voipsec-data")
@@ -175,6 +186,8 @@ def user_add(
     password: Annotated[
         str | None, typer.Option(help="Password; a random one is generated and printed if absent.")
     ] = None,
+    cert: Annotated[bool, typer.Option("--cert", help="Also issue a device certificate.")] = False,
+    out: Annotated[Path | None, typer.Option(help="Where --cert writes its files.")] = None,
     dir: DirOption = DEFAULT_DIR,
 ) -> None:
     """Add a SIP user (stores only HA1 digests of the password)."""
@@ -185,11 +198,13 @@ def user_add(
         _fail("password must be at least 8 characters")
     try:
         store.add_user(name, secret, config.sip.domain)
+        typer.echo(f"added {name}@{config.sip.domain}")
+        if generated:
+            typer.echo(f"password: {secret}")
+        if cert:
+            _issue(dir, config, store, name, out, None)
     finally:
         store.close()
-    typer.echo(f"added {name}@{config.sip.domain}")
-    if generated:
-        typer.echo(f"password: {secret}")
 
 
 @user_app.command("remove")
@@ -248,6 +263,87 @@ def user_list(
                 f"    {b['contact']}  expires in {b['expires_in']} s  via {b['source']}"
                 f"  {b['user_agent']}"
             )
+
+
+# -- ca -----------------------------------------------------------------------------
+
+
+def _issue(
+    dir: Path, config: Config, store: Store, name: str, out: Path | None, p12_password: str | None
+) -> None:
+    if name not in store.users():
+        _fail(f"no user {name!r} (add it with `voipsec user add {name}`)")
+    target = out if out is not None else dir / "devices" / name
+    password = p12_password or secrets.token_urlsafe(12)
+    aor = f"{name}@{config.sip.domain}"
+    bundle = issue_device(
+        CaPaths.in_dir(dir), name=name, aor=aor, out_dir=target, p12_password=password
+    )
+    store.add_certificate(
+        serial=bundle.serial, name=name, aor=aor, not_after=bundle.not_after.timestamp()
+    )
+    typer.echo(f"issued certificate for sip:{aor} (serial {bundle.serial:x})")
+    typer.echo(f"  {bundle.cert}\n  {bundle.key}\n  {bundle.p12}\n  {bundle.ca}")
+    if p12_password is None:
+        typer.echo(f"PKCS#12 password: {password}")
+
+
+@ca_app.command("issue")
+def ca_issue(
+    name: str,
+    out: Annotated[
+        Path | None, typer.Option(help="Directory for NAME.crt/.key/.p12, ca.crt.")
+    ] = None,
+    p12_password: Annotated[
+        str | None, typer.Option(help="PKCS#12 password; random and printed if absent.")
+    ] = None,
+    dir: DirOption = DEFAULT_DIR,
+) -> None:
+    """Issue a device certificate for user NAME (SAN sip:NAME@domain)."""
+    config, store = _open(dir)
+    try:
+        _issue(dir, config, store, name, out, p12_password)
+    finally:
+        store.close()
+
+
+@ca_app.command("revoke")
+def ca_revoke(name: str, dir: DirOption = DEFAULT_DIR) -> None:
+    """Revoke NAME's certificates; a running server drops their connections."""
+    _, store = _open(dir)
+    try:
+        serials = store.revoke_certificates(name)
+        revoked = store.revoked_certificates()
+    finally:
+        store.close()
+    write_crl(
+        CaPaths.in_dir(dir),
+        crl_path(dir),
+        [(s, datetime.datetime.fromtimestamp(t, datetime.UTC)) for s, t in revoked],
+    )
+    for serial in serials:
+        typer.echo(f"revoked {name} (serial {serial:x})")
+
+
+@ca_app.command("list")
+def ca_list(dir: DirOption = DEFAULT_DIR) -> None:
+    """Issued device certificates and their state."""
+    _, store = _open(dir)
+    try:
+        records = store.certificates()
+    finally:
+        store.close()
+    now = time.time()
+    for r in records:
+        state = (
+            "revoked" if r.revoked is not None else ("expired" if r.not_after < now else "valid")
+        )
+        until = datetime.datetime.fromtimestamp(r.not_after, datetime.UTC).date().isoformat()
+        typer.echo(f"{r.name}  sip:{r.aor}  serial {r.serial:x}  {state}  until {until}")
+
+
+def crl_path(dir: Path) -> Path:
+    return dir / "ca" / "crl.pem"
 
 
 # -- config -------------------------------------------------------------------------

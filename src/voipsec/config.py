@@ -28,19 +28,34 @@ class ConfigError(Exception):
         self.problems = problems
 
 
+CLIENT_CERT_MODES = ("required", "optional", "off")
+
+
 class Listen(BaseModel):
     model_config = ConfigDict(frozen=True)
     transport: str
     host: str
     port: int
+    #: Per-listener override of ``tls.client_cert`` (a zone of certificate-only phones).
+    client_cert: str | None = None
 
     def __str__(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{self.transport}:{host}:{self.port}"
+        tail = f";client_cert={self.client_cert}" if self.client_cert else ""
+        return f"{self.transport}:{host}:{self.port}{tail}"
 
 
 def parse_listen(text: str) -> Listen:
-    """``tls:127.0.0.1:5061`` or ``udp:[::1]:5060``."""
+    """``tls:127.0.0.1:5061``, ``udp:[::1]:5060``, ``tls:127.0.0.1:5062;client_cert=required``."""
+    text, _, options = text.partition(";")
+    client_cert: str | None = None
+    if options:
+        name, eq, value = options.partition("=")
+        if name != "client_cert" or not eq or value not in CLIENT_CERT_MODES:
+            raise ValueError(
+                f"{options!r}: the only listener option is client_cert=required|optional|off"
+            )
+        client_cert = value
     transport, sep, rest = text.partition(":")
     if not sep or transport not in TRANSPORTS:
         raise ValueError(f"{text!r}: transport must be one of {', '.join(TRANSPORTS)}")
@@ -54,7 +69,9 @@ def parse_listen(text: str) -> Listen:
         raise ValueError(f"{text!r}: host must be an IP address") from None
     if not port_text.isdigit() or not 0 < int(port_text) < 65536:
         raise ValueError(f"{text!r}: port must be 1-65535")
-    return Listen(transport=transport, host=host, port=int(port_text))
+    if client_cert is not None and transport != "tls":
+        raise ValueError(f"{text!r}: client_cert applies to tls listeners only")
+    return Listen(transport=transport, host=host, port=int(port_text), client_cert=client_cert)
 
 
 class _Section(BaseModel):
@@ -97,6 +114,10 @@ class TlsSection(_Section):
 
 
 class AuthSection(_Section):
+    #: "digest": always digest (a presented certificate must still match the AOR);
+    #: "cert_or_digest": a valid device certificate for the AOR replaces digest;
+    #: "cert_and_digest": both factors.
+    policy: Literal["digest", "cert_or_digest", "cert_and_digest"] = "digest"
     algorithms: list[Literal["SHA-256", "MD5"]] = Field(
         default_factory=lambda: list[Literal["SHA-256", "MD5"]](["SHA-256"])
     )
@@ -169,6 +190,7 @@ DEFAULT_TOML = """\
 domain = "localhost"
 # Where SIP listens. Only TLS by default; add "udp:127.0.0.1:5060" or
 # "tcp:127.0.0.1:5060" to open plaintext SIP (for a trusted zone only).
+# A TLS listener may override tls.client_cert: "tls:127.0.0.1:5062;client_cert=required".
 listen = ["tls:127.0.0.1:5061"]
 # Other host names or addresses that mean this server in Request-URIs and AORs.
 aliases = []
@@ -187,6 +209,10 @@ max_connections_per_ip = 256
 max_connections = 20000
 
 [auth]
+# "digest" (always ask for the password; a device certificate, when presented, must
+# match the AOR), "cert_or_digest" (a device certificate for the AOR is enough) or
+# "cert_and_digest" (both factors).
+policy = "digest"
 # Digest algorithms offered, strongest first. MD5 is for legacy phones only:
 # set ["SHA-256", "MD5"] to let them in.
 algorithms = ["SHA-256"]

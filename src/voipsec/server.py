@@ -15,6 +15,7 @@ import email.utils
 import logging
 import secrets
 import signal
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,7 +23,7 @@ from pathlib import Path
 
 from .config import Config, Listen
 from .core.registrar import Registrar, RegistrarPolicy
-from .pki.ca import CaPaths, ServerPaths
+from .pki.ca import CaPaths, ServerPaths, read_crl_serials, warn_if_expiring
 from .pki.tls import server_context
 from .sip.digest import DigestAuthenticator, Verdict, parse_authorization
 from .sip.errors import FramingError, SipParseError
@@ -272,6 +273,13 @@ class SipService:
         if not isinstance(request.uri, SipUri) or request.uri.host.lower() not in self.domains:
             return response_to(request, 404, "Domain Not Served", to_tag=_tag())
         source = flow.peer[0]
+        refusal = self._certificate_refusal(flow, request)
+        if refusal is not None:
+            return refusal
+        if self.config.auth.policy == "cert_or_digest" and flow.identity is not None:
+            user = request.to.uri.user if isinstance(request.to.uri, SipUri) else None
+            if user is not None:
+                return self._apply_registration(flow, request, user, now)
         header = self._our_authorization(request)
         if header is None:
             return self._challenge(request, now, source, stale=False)
@@ -291,6 +299,26 @@ class SipService:
             )
             return response_to(request, 403, "Forbidden", to_tag=_tag())
         return self._challenge(request, now, source, stale=result.verdict is Verdict.STALE)
+
+    def _certificate_refusal(self, flow: Flow, request: Request) -> Response | None:
+        """A device certificate binds its connection to one AOR (the SAN's SIP URI)."""
+        identity = flow.identity
+        if identity is None:
+            if self.config.auth.policy == "cert_and_digest":
+                return response_to(request, 403, "Certificate Required", to_tag=_tag())
+            return None
+        to_uri = request.to.uri
+        aor = self.registrar.aor_for(to_uri) if isinstance(to_uri, SipUri) else None
+        if identity.aor is None or aor is None or identity.aor.lower() != aor.lower():
+            log.info(
+                "certificate %x (%s) used for %s from %s: refused",
+                identity.serial,
+                identity.aor,
+                aor,
+                flow.peer[0],
+            )
+            return response_to(request, 403, "Certificate Does Not Match AOR", to_tag=_tag())
+        return None
 
     def _our_authorization(self, request: Request) -> str | None:
         lines = request.headers.lines("authorization")
@@ -417,6 +445,8 @@ class Server:
                 idle_timeout=tls.idle_timeout,
             )
         )
+        self._contexts: list[ssl.SSLContext] = []
+        self._crl_mtime: float | None = None
         self._servers: list[asyncio.AbstractServer] = []
         self._udp: list[asyncio.DatagramTransport] = []
         self._stopping = asyncio.Event()
@@ -424,6 +454,8 @@ class Server:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
+        self.check_revocations()
+        warn_if_expiring(ServerPaths.in_dir(self.data_dir).cert, time.time())
         for listen in self.config.sip.listeners():
             if listen.transport == "udp":
                 tx, _ = await loop.create_datagram_endpoint(
@@ -444,9 +476,10 @@ class Server:
                 cert=server_paths.cert,
                 key=server_paths.key,
                 client_ca=CaPaths.in_dir(self.data_dir).cert,
-                client_cert=self.config.tls.client_cert,
+                client_cert=listen.client_cert or self.config.tls.client_cert,
                 min_version=self.config.tls.min_version,
             )
+            self._contexts.append(ssl_ctx)
         name = listen.transport
 
         def factory() -> StreamProtocol:
@@ -473,7 +506,7 @@ class Server:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self._stopping.set)
-        loop.add_signal_handler(signal.SIGHUP, self.service.reload_users)
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
         housekeeping = asyncio.create_task(self._housekeeping())
         try:
             await self._stopping.wait()
@@ -492,10 +525,50 @@ class Server:
                 last_sweep = now
                 self.service.sweep()
                 self.connections.sweep(now)
+                self.check_revocations()
             try:
                 self.service.flush()
             except Exception:
                 log.exception("could not write bindings; will retry")
+
+    def reload(self) -> None:
+        """SIGHUP: new server certificate and key for new connections; users re-read.
+
+        Established connections (and so calls) keep the certificate they started with.
+        A certificate that does not load is reported and the old one stays.
+        """
+        paths = ServerPaths.in_dir(self.data_dir)
+        try:
+            scratch = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            scratch.load_cert_chain(paths.cert, paths.key)
+        except (OSError, ssl.SSLError) as err:
+            log.error("SIGHUP: keeping the old server certificate: %s", err)
+        else:
+            for ctx in self._contexts:
+                ctx.load_cert_chain(paths.cert, paths.key)
+            log.info("SIGHUP: server certificate reloaded from %s", paths.cert)
+            warn_if_expiring(paths.cert, time.time())
+        self.service.reload_users()
+
+    def check_revocations(self) -> None:
+        """Adopt the CA's CRL when it changed; drop connections it revokes."""
+        path = self.data_dir / "ca" / "crl.pem"
+        try:
+            mtime: float | None = path.stat().st_mtime
+        except FileNotFoundError:
+            mtime = None
+        if mtime == self._crl_mtime:
+            return
+        self._crl_mtime = mtime
+        try:
+            serials = read_crl_serials(path, CaPaths.in_dir(self.data_dir))
+        except ValueError as err:
+            log.error("ignoring CRL: %s", err)
+            return
+        closed = self.connections.set_revoked(serials)
+        log.info(
+            "CRL loaded: %d revoked certificate(s), %d connection(s) closed", len(serials), closed
+        )
 
     async def stop(self) -> None:
         for server in self._servers:

@@ -36,6 +36,14 @@ CREATE TABLE IF NOT EXISTS bindings (
     updated REAL NOT NULL,
     PRIMARY KEY (aor, contact)
 );
+CREATE TABLE IF NOT EXISTS certificates (
+    serial TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    aor TEXT NOT NULL,
+    not_after REAL NOT NULL,
+    issued REAL NOT NULL,
+    revoked REAL
+);
 """
 
 #: A user name is the user part of an AOR; keep it to characters phones can type.
@@ -56,6 +64,15 @@ class Binding:
     cseq: int
     source: str
     user_agent: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CertificateRecord:
+    serial: int
+    name: str
+    aor: str
+    not_after: float
+    revoked: float | None
 
 
 def check_user_name(name: str) -> None:
@@ -118,6 +135,47 @@ class Store:
             out[(name, "SHA-256")] = sha
             out[(name, "MD5")] = md5
         return out
+
+    # -- device certificates ----------------------------------------------------------
+
+    def add_certificate(self, *, serial: int, name: str, aor: str, not_after: float) -> None:
+        self.db.execute(
+            "INSERT INTO certificates (serial, name, aor, not_after, issued, revoked) "
+            "VALUES (?, ?, ?, ?, ?, NULL)",
+            (str(serial), name, aor, not_after, time.time()),
+        )
+
+    def revoke_certificates(self, name: str) -> list[int]:
+        """Revoke every unrevoked certificate of ``name``; returns their serials."""
+        rows = self.db.execute(
+            "SELECT serial FROM certificates WHERE name = ? AND revoked IS NULL", (name,)
+        ).fetchall()
+        if not rows:
+            raise StoreError(f"no valid certificate for {name!r}")
+        self.db.execute(
+            "UPDATE certificates SET revoked = ? WHERE name = ? AND revoked IS NULL",
+            (time.time(), name),
+        )
+        return [int(r[0]) for r in rows]
+
+    def revoked_certificates(self) -> list[tuple[int, float]]:
+        return [
+            (int(serial), float(when))
+            for serial, when in self.db.execute(
+                "SELECT serial, revoked FROM certificates WHERE revoked IS NOT NULL"
+            )
+        ]
+
+    def certificates(self) -> list[CertificateRecord]:
+        return [
+            CertificateRecord(
+                serial=int(serial), name=name, aor=aor, not_after=not_after, revoked=revoked
+            )
+            for serial, name, aor, not_after, revoked in self.db.execute(
+                "SELECT serial, name, aor, not_after, revoked FROM certificates "
+                "ORDER BY name, issued"
+            )
+        ]
 
     # -- bindings -----------------------------------------------------------------
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,9 +20,16 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 #: Root lifetime: ten years, like most private PKIs for phones.
 CA_DAYS = 3650
+#: Days before the server certificate expires from which every start and reload
+#: logs a warning.
+EXPIRY_WARNING_DAYS = 30
+
 #: Leaf lifetime: 825 days, the CA/Browser Forum's old maximum, kept for phones
 #: that cannot renew often.
 LEAF_DAYS = 825
+
+
+log = logging.getLogger("voipsec.pki")
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,3 +170,101 @@ def create_server_certificate(
     write_private(server.key, key)
     server.cert.parent.mkdir(parents=True, exist_ok=True)
     server.cert.write_bytes(cert)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeviceBundle:
+    """Files written for one device by ``voipsec ca issue``."""
+
+    cert: Path
+    key: Path
+    p12: Path
+    ca: Path
+    serial: int
+    not_after: datetime.datetime
+
+
+def issue_device(
+    ca: CaPaths, *, name: str, aor: str, out_dir: Path, p12_password: str
+) -> DeviceBundle:
+    """A client certificate whose SAN is the user's SIP URI, plus a PKCS#12 bundle.
+
+    Writes NAME.crt, NAME.key (0600), NAME.p12 (0600, password-protected) and ca.crt.
+    """
+    from cryptography.hazmat.primitives.serialization import pkcs12
+
+    cert_pem, key_pem = issue_certificate(ca, common_name=name, uris=(f"sip:{aor}",), server=False)
+    cert = x509.load_pem_x509_certificate(cert_pem)
+    key = serialization.load_pem_private_key(key_pem, password=None)
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise ValueError("device key is not an EC key")
+    ca_cert, _ = load_ca(ca)
+    p12 = pkcs12.serialize_key_and_certificates(
+        name.encode(),
+        key,
+        cert,
+        [ca_cert],
+        serialization.BestAvailableEncryption(p12_password.encode()),
+    )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    bundle = DeviceBundle(
+        cert=out_dir / f"{name}.crt",
+        key=out_dir / f"{name}.key",
+        p12=out_dir / f"{name}.p12",
+        ca=out_dir / "ca.crt",
+        serial=cert.serial_number,
+        not_after=cert.not_valid_after_utc,
+    )
+    bundle.cert.write_bytes(cert_pem)
+    write_private(bundle.key, key_pem)
+    write_private(bundle.p12, p12)
+    bundle.ca.write_bytes(ca.cert.read_bytes())
+    return bundle
+
+
+def write_crl(ca: CaPaths, crl_path: Path, revoked: list[tuple[int, datetime.datetime]]) -> None:
+    """Sign a CRL listing ``(serial, revoked_at)``; valid for a week, rewritten on change."""
+    ca_cert, ca_key = load_ca(ca)
+    now = _now()
+    builder = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(ca_cert.subject)
+        .last_update(now - datetime.timedelta(minutes=5))
+        .next_update(now + datetime.timedelta(days=7))
+    )
+    for serial, when in revoked:
+        builder = builder.add_revoked_certificate(
+            x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(when).build()
+        )
+    crl = builder.sign(ca_key, hashes.SHA256())
+    crl_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = crl_path.with_suffix(".tmp")
+    tmp.write_bytes(crl.public_bytes(serialization.Encoding.PEM))
+    tmp.replace(crl_path)
+
+
+def read_crl_serials(crl_path: Path, ca: CaPaths) -> frozenset[int]:
+    """Serials revoked by a CRL that our CA signed; empty when there is no CRL."""
+    try:
+        data = crl_path.read_bytes()
+    except FileNotFoundError:
+        return frozenset()
+    crl = x509.load_pem_x509_crl(data)
+    ca_cert, _ = load_ca(ca)
+    if not crl.is_signature_valid(ca_cert.public_key()):  # type: ignore[arg-type]
+        raise ValueError(f"{crl_path}: CRL not signed by voipsec's CA")
+    return frozenset(r.serial_number for r in crl)
+
+
+def warn_if_expiring(cert_path: Path, now: float) -> float:
+    """Log a warning when the certificate expires within EXPIRY_WARNING_DAYS; days left."""
+    cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+    days = (cert.not_valid_after_utc.timestamp() - now) / 86400
+    if days < EXPIRY_WARNING_DAYS:
+        log.warning(
+            "server certificate %s expires in %.0f days (%s): renew it and send SIGHUP",
+            cert_path,
+            days,
+            cert.not_valid_after_utc.isoformat(),
+        )
+    return days

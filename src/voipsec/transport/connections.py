@@ -6,6 +6,8 @@ import logging
 from dataclasses import dataclass
 from typing import Protocol
 
+from ..pki.identity import PeerIdentity
+
 log = logging.getLogger("voipsec.transport")
 
 #: A connection must finish each message within this many seconds of its first byte;
@@ -19,6 +21,8 @@ class Flow(Protocol):
     transport: str
     peer: tuple[str, int]
     local: tuple[str, int]
+    #: The verified client certificate of a TLS connection, if one was presented.
+    identity: PeerIdentity | None
 
     def send(self, data: bytes) -> None: ...
 
@@ -44,8 +48,10 @@ class ConnectionStatistics:
     accepted: int
     refused_per_ip: int
     refused_total: int
+    refused_revoked: int
     closed_idle: int
     closed_slow: int
+    closed_revoked: int
 
 
 class ConnectionTable:
@@ -63,13 +69,25 @@ class ConnectionTable:
             "accepted": 0,
             "refused_per_ip": 0,
             "refused_total": 0,
+            "refused_revoked": 0,
             "closed_idle": 0,
             "closed_slow": 0,
+            "closed_revoked": 0,
         }
+        #: Serials of revoked device certificates (from the CA's CRL).
+        self.revoked: frozenset[int] = frozenset()
 
     def admit(self, flow: SweptFlow) -> bool:
         """Register a new connection; False when a limit refuses it."""
         ip = flow.peer[0]
+        if flow.identity is not None and flow.identity.serial in self.revoked:
+            self._counts["refused_revoked"] += 1
+            log.info(
+                "refusing connection from %s:%d: certificate %x is revoked",
+                *flow.peer,
+                flow.identity.serial,
+            )
+            return False
         if len(self._by_peer) >= self.limits.max_total:
             self._counts["refused_total"] += 1
             return False
@@ -109,6 +127,20 @@ class ConnectionTable:
                 self._counts["closed_idle"] += 1
                 log.debug("closing idle %s:%d", *flow.peer)
                 flow.close()
+
+    def set_revoked(self, serials: frozenset[int]) -> int:
+        """Adopt a new revocation list and close the open connections it revokes."""
+        self.revoked = serials
+        closed = 0
+        for flow in list(self._by_peer.values()):
+            if flow.identity is not None and flow.identity.serial in serials:
+                log.info(
+                    "closing %s:%d: certificate %x was revoked", *flow.peer, flow.identity.serial
+                )
+                flow.close()
+                closed += 1
+        self._counts["closed_revoked"] += closed
+        return closed
 
     def close_all(self) -> None:
         for flow in list(self._by_peer.values()):

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import ssl
 import time
-from typing import Any, Protocol, cast
+from typing import Protocol, cast
 
+from ..pki.identity import PeerIdentity, peer_identity
 from ..sip.errors import FramingError
 from ..sip.framing import FramedMessage, StreamFramer
 from .connections import ConnectionTable
@@ -42,7 +42,7 @@ class StreamProtocol(asyncio.Protocol):
         self.local: tuple[str, int] = ("", 0)
         self.last_activity = time.monotonic()
         self.partial_since: float | None = None
-        self.peer_certificate: dict[str, Any] | None = None
+        self.identity: PeerIdentity | None = None
         self._admitted = False
         self._closing = False
 
@@ -58,10 +58,10 @@ class StreamProtocol(asyncio.Protocol):
         self.local = (str(local[0]), int(local[1]))
         transport.set_write_buffer_limits(high=MAX_WRITE_BUFFER)
         ssl_object = transport.get_extra_info("ssl_object")
-        if isinstance(ssl_object, ssl.SSLObject):
-            self.peer_certificate = ssl_object.getpeercert() or None
+        if ssl_object is not None:
+            self.identity = peer_identity(ssl_object.getpeercert())
         if not self._table.admit(self):
-            log.info("refusing connection from %s:%d: connection limit", *self.peer)
+            log.info("refused connection from %s:%d", *self.peer)
             transport.abort()
             return
         self._admitted = True

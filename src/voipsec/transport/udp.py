@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from typing import Protocol, cast
 
+from ..pki.identity import PeerIdentity
+
 
 class DatagramSink(Protocol):
     def on_datagram(self, flow: UdpFlow, data: bytes) -> None: ...
@@ -13,12 +15,13 @@ class DatagramSink(Protocol):
 class UdpFlow:
     """The path back to one UDP peer (RFC 3581: answer to the source address)."""
 
-    __slots__ = ("_tx", "local", "peer", "transport")
+    __slots__ = ("_tx", "identity", "local", "peer", "transport")
 
     def __init__(
         self, tx: asyncio.DatagramTransport, peer: tuple[str, int], local: tuple[str, int]
     ) -> None:
         self.transport = "udp"
+        self.identity: PeerIdentity | None = None
         self.peer = peer
         self.local = local
         self._tx = tx
