@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,11 +39,15 @@ def s_client(
     if ca is not None:
         argv += ["-CAfile", str(ca), "-verify_return_error"]
     argv += list(options)
-    proc = subprocess.run(argv, input=send, capture_output=True, timeout=timeout, check=False)
-    out = proc.stdout.decode(errors="replace") + proc.stderr.decode(errors="replace")
+    if send:
+        returncode, out = _exchange(argv, send, timeout)
+    else:
+        proc = subprocess.run(argv, input=b"", capture_output=True, timeout=timeout, check=False)
+        returncode = proc.returncode
+        out = proc.stdout.decode(errors="replace") + proc.stderr.decode(errors="replace")
     cipher = _first(r"Cipher is (\S+)", out)
     return Handshake(
-        returncode=proc.returncode,
+        returncode=returncode,
         protocol=_first(r"Protocol\s*:\s*(\S+)", out),
         cipher=cipher,
         verified="Verify return code: 0 (ok)" in out,
@@ -53,3 +58,37 @@ def s_client(
 def _first(pattern: str, text: str) -> str | None:
     match = re.search(pattern, text)
     return match.group(1) if match else None
+
+
+def _exchange(argv: list[str], send: bytes, timeout: float) -> tuple[int, str]:
+    """Send ``send`` after the handshake; stop at the first SIP status line or EOF."""
+    proc = subprocess.Popen(
+        [*argv, "-ign_eof"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    proc.stdin.write(send)
+    proc.stdin.flush()
+    lines: list[str] = []
+    done = threading.Event()
+
+    def reader() -> None:
+        assert proc.stdout is not None
+        for raw in proc.stdout:
+            lines.append(raw.decode(errors="replace"))
+            if raw.startswith(b"SIP/2.0 "):
+                break
+        done.set()
+
+    thread = threading.Thread(target=reader, daemon=True)
+    thread.start()
+    done.wait(timeout)
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait(timeout=5)
+    thread.join(timeout=5)
+    proc.stdin.close()
+    proc.stdout.close()
+    return proc.returncode, "".join(lines)

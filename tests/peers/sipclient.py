@@ -18,8 +18,19 @@ from voipsec.sip.framing import FramedMessage
 
 
 class TlsSipClient:
-    def __init__(self, host: str, port: int, ca: Path, *, timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        ca: Path,
+        *,
+        timeout: float = 10.0,
+        cert: Path | None = None,
+        key: Path | None = None,
+    ) -> None:
         ctx = ssl.create_default_context(cafile=str(ca))
+        if cert is not None:
+            ctx.load_cert_chain(str(cert), str(key) if key else None)
         raw = socket.create_connection((host, port), timeout=timeout)
         self.sock = ctx.wrap_socket(raw, server_hostname="localhost")
         self.local = self.sock.getsockname()
@@ -37,6 +48,11 @@ class TlsSipClient:
 
     def send(self, data: bytes) -> None:
         self.sock.sendall(data)
+
+    def ping(self) -> bytes:
+        """RFC 5626 keep-alive: send CRLFCRLF, return what came back (CRLF when alive)."""
+        self.sock.sendall(b"\r\n\r\n")
+        return self.sock.recv(2)
 
     def receive(self) -> Response:
         """The next whole message from the server (raises on timeout or close)."""

@@ -127,6 +127,7 @@ def issue_certificate(
     ip_addresses: tuple[str, ...] = (),
     uris: tuple[str, ...] = (),
     server: bool,
+    days: int = LEAF_DAYS,
 ) -> tuple[bytes, bytes]:
     """A leaf certificate signed by the CA: (certificate PEM, private key PEM)."""
     ca_cert, ca_key = load_ca(ca)
@@ -143,7 +144,7 @@ def issue_certificate(
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=LEAF_DAYS))
+        .not_valid_after(now + datetime.timedelta(days=days))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
         .add_extension(

@@ -1,0 +1,257 @@
+"""Device identity: voipsec's CA, mutual TLS, revocation, AOR binding, reload.
+
+Real peers: openssl s_client (handshakes, resumption, certificates) and the voipsec
+command itself (`ca issue`, `ca revoke`); baresip with a device certificate is in
+test_baresip_mtls.py.
+"""
+
+from __future__ import annotations
+
+import signal
+import ssl
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+
+from tests.conftest import ALICE, BOB
+from tests.peers.openssl import s_client
+from tests.peers.proc import wait_for
+from tests.peers.sipclient import TlsSipClient
+from tests.peers.voipsec import VoipsecServer, prepare, serving, voipsec
+from voipsec.pki.ca import CaPaths, create_ca, issue_certificate
+
+pytestmark = pytest.mark.peers
+
+OPTIONS = (
+    b"OPTIONS sip:localhost SIP/2.0\r\nVia: SIP/2.0/TLS 127.0.0.1:9;branch=z9hG4bKm1\r\n"
+    b"From: <sip:x@localhost>;tag=1\r\nTo: <sip:localhost>\r\nCall-ID: mtls\r\n"
+    b"CSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+)
+
+
+def _mtls_server(
+    tmp_path: Path, *, policy: str = "digest", mode: str = "required"
+) -> VoipsecServer:
+    prepared = prepare(
+        tmp_path / "data", users=[ALICE, BOB], settings=[("auth.policy", f'"{policy}"')]
+    )
+    voipsec(
+        "config",
+        "set",
+        "sip.listen",
+        f'["tls:127.0.0.1:{prepared.port};client_cert={mode}"]',
+        data_dir=prepared.data_dir,
+    )
+    for name in ("alice", "bob"):
+        voipsec(
+            "ca",
+            "issue",
+            name,
+            "--out",
+            str(tmp_path / name),
+            "--p12-password",
+            "p12-secret",
+            data_dir=prepared.data_dir,
+        )
+    return prepared
+
+
+def _cert(tmp_path: Path, name: str) -> list[str]:
+    return [
+        "-cert",
+        str(tmp_path / name / f"{name}.crt"),
+        "-key",
+        str(tmp_path / name / f"{name}.key"),
+    ]
+
+
+def _answered(result_output: str) -> bool:
+    return "SIP/2.0 200 OK" in result_output
+
+
+def test_mtls_ca_issue_writes_bundle(tmp_path: Path) -> None:
+    server = _mtls_server(tmp_path)
+    out = tmp_path / "alice"
+    assert sorted(p.name for p in out.iterdir()) == [
+        "alice.crt",
+        "alice.key",
+        "alice.p12",
+        "ca.crt",
+    ]
+    assert (out / "alice.key").stat().st_mode & 0o777 == 0o600
+    cert = x509.load_pem_x509_certificate((out / "alice.crt").read_bytes())
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert san.get_values_for_type(x509.UniformResourceIdentifier) == ["sip:alice@localhost"]
+    from cryptography.hazmat.primitives.serialization import pkcs12
+
+    bundle = pkcs12.load_pkcs12((out / "alice.p12").read_bytes(), b"p12-secret")
+    assert bundle.cert is not None and bundle.cert.certificate == cert
+    listing = voipsec("ca", "list", data_dir=server.data_dir).stdout.splitlines()
+    assert [line.split()[0] for line in listing] == ["alice", "bob"]
+    assert all(" valid " in line for line in listing)
+
+
+def test_mtls_required_without_certificate_never_reaches_sip(tmp_path: Path) -> None:
+    with serving(_mtls_server(tmp_path)) as server:
+        result = s_client(server.host, server.port, ca=server.ca, send=OPTIONS)
+        assert not _answered(result.output)
+        with_cert = s_client(
+            server.host, server.port, ca=server.ca, send=OPTIONS, options=_cert(tmp_path, "alice")
+        )
+        assert _answered(with_cert.output)
+
+
+def test_mtls_certificate_from_another_ca_refused(tmp_path: Path) -> None:
+    other = CaPaths(cert=tmp_path / "other" / "ca.crt", key=tmp_path / "other" / "ca.key")
+    create_ca(other, "someone else's CA")
+    cert_pem, key_pem = issue_certificate(
+        other, common_name="alice", uris=("sip:alice@localhost",), server=False
+    )
+    (tmp_path / "other" / "alice.crt").write_bytes(cert_pem)
+    (tmp_path / "other" / "alice.key").write_bytes(key_pem)
+    with serving(_mtls_server(tmp_path)) as server:
+        result = s_client(
+            server.host,
+            server.port,
+            ca=server.ca,
+            send=OPTIONS,
+            options=[
+                "-cert",
+                str(tmp_path / "other" / "alice.crt"),
+                "-key",
+                str(tmp_path / "other" / "alice.key"),
+            ],
+        )
+        assert not _answered(result.output)
+
+
+def test_mtls_revoked_certificate_refused_and_open_connection_closed(tmp_path: Path) -> None:
+    with serving(_mtls_server(tmp_path)) as server:
+        alice = tmp_path / "alice"
+        client = TlsSipClient(
+            server.host, server.port, server.ca, cert=alice / "alice.crt", key=alice / "alice.key"
+        )
+        assert client.ping() == b"\r\n"
+        revoked = voipsec("ca", "revoke", "alice", data_dir=server.data_dir)
+        assert revoked.stdout.startswith("revoked alice (serial ")
+        client.sock.settimeout(10)
+        # The server closes the open connection of the revoked device within seconds.
+        assert client.sock.recv(10) == b""
+        client.close()
+        again = s_client(
+            server.host, server.port, ca=server.ca, send=OPTIONS, options=_cert(tmp_path, "alice")
+        )
+        assert not _answered(again.output)
+        bob = s_client(
+            server.host, server.port, ca=server.ca, send=OPTIONS, options=_cert(tmp_path, "bob")
+        )
+        assert _answered(bob.output)
+        wait_for(
+            lambda: "certificate" in server.log_text() and "was revoked" in server.log_text(),
+            what="revocation logged",
+        )
+
+
+def test_mtls_alice_certificate_cannot_register_bob(tmp_path: Path) -> None:
+    with serving(_mtls_server(tmp_path)) as server:
+        alice = tmp_path / "alice"
+        with TlsSipClient(
+            server.host, server.port, server.ca, cert=alice / "alice.crt", key=alice / "alice.key"
+        ) as client:
+            refused = client.register(*BOB)
+            assert (refused.status, refused.reason) == (403, "Certificate Does Not Match AOR")
+            assert client.register(*ALICE).status == 200
+        server.wait_bindings("alice", 1)
+        assert server.bindings("bob") == []
+
+
+def test_mtls_cert_or_digest_registers_without_password(tmp_path: Path) -> None:
+    with serving(_mtls_server(tmp_path, policy="cert_or_digest")) as server:
+        alice = tmp_path / "alice"
+        with TlsSipClient(
+            server.host, server.port, server.ca, cert=alice / "alice.crt", key=alice / "alice.key"
+        ) as client:
+            assert client.register("alice", None).status == 200
+
+
+def test_mtls_cert_and_digest_demands_both(tmp_path: Path) -> None:
+    with serving(_mtls_server(tmp_path, policy="cert_and_digest", mode="optional")) as server:
+        with TlsSipClient(server.host, server.port, server.ca) as no_cert:
+            refused = no_cert.register(*ALICE)
+            assert (refused.status, refused.reason) == (403, "Certificate Required")
+        alice = tmp_path / "alice"
+        with TlsSipClient(
+            server.host, server.port, server.ca, cert=alice / "alice.crt", key=alice / "alice.key"
+        ) as client:
+            assert client.register("alice", None).status == 401
+            assert client.register(*ALICE).status == 200
+
+
+def test_mtls_session_resumption_reported_as_reused(
+    tmp_path: Path, shared_server: VoipsecServer
+) -> None:
+    session = tmp_path / "session.pem"
+    first = s_client(
+        shared_server.host,
+        shared_server.port,
+        ca=shared_server.ca,
+        options=["-tls1_3", "-sess_out", str(session)],
+        send=OPTIONS,
+    )
+    assert _answered(first.output)
+    second = s_client(
+        shared_server.host,
+        shared_server.port,
+        ca=shared_server.ca,
+        options=["-tls1_3", "-sess_in", str(session)],
+    )
+    assert "Reused, TLSv1.3" in second.output
+
+
+def test_mtls_sighup_new_certificate_for_new_connections_old_ones_continue(tmp_path: Path) -> None:
+    prepared = prepare(tmp_path / "data", users=[ALICE])
+    with serving(prepared) as server:
+        established = TlsSipClient(server.host, server.port, server.ca)
+        assert established.register(*ALICE).status == 200
+        old_serial = established.sock.getpeercert()["serialNumber"]  # type: ignore[index]
+        ca = CaPaths.in_dir(server.data_dir)
+        cert_pem, key_pem = issue_certificate(
+            ca,
+            common_name="localhost",
+            dns_names=("localhost",),
+            ip_addresses=("127.0.0.1",),
+            server=True,
+        )
+        (server.data_dir / "tls" / "server.crt").write_bytes(cert_pem)
+        (server.data_dir / "tls" / "server.key").write_bytes(key_pem)
+        assert server.proc is not None
+        server.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: "server certificate reloaded" in server.log_text(), what="reload")
+        new_pem = ssl.get_server_certificate((server.host, server.port))
+        assert x509.load_pem_x509_certificate(new_pem.encode()) == (
+            x509.load_pem_x509_certificate(cert_pem)
+        )
+        # The connection established before the reload still works.
+        assert established.ping() == b"\r\n"
+        assert established.register(*ALICE).status == 200
+        assert established.sock.getpeercert()["serialNumber"] == old_serial  # type: ignore[index]
+        established.close()
+
+
+def test_mtls_expiring_server_certificate_warns(tmp_path: Path) -> None:
+    prepared = prepare(tmp_path / "data")
+    ca = CaPaths.in_dir(prepared.data_dir)
+    cert_pem, key_pem = issue_certificate(
+        ca,
+        common_name="localhost",
+        dns_names=("localhost",),
+        ip_addresses=("127.0.0.1",),
+        server=True,
+        days=10,
+    )
+    (prepared.data_dir / "tls" / "server.crt").write_bytes(cert_pem)
+    (prepared.data_dir / "tls" / "server.key").write_bytes(key_pem)
+    with serving(prepared) as server:
+        wait_for(lambda: "expires in 10 days" in server.log_text(), what="expiry warning")
+        assert "WARNING voipsec.pki: server certificate" in server.log_text()
