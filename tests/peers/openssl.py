@@ -48,7 +48,7 @@ def s_client(
     cipher = _first(r"Cipher is (\S+)", out)
     return Handshake(
         returncode=returncode,
-        protocol=_first(r"Protocol\s*:\s*(\S+)", out),
+        protocol=_first(r"New, (TLSv[\d.]+), Cipher is", out),
         cipher=cipher,
         verified="Verify return code: 0 (ok)" in out,
         output=out,

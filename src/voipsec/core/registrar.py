@@ -100,10 +100,12 @@ class Registrar:
         if isinstance(changes, RegisterOutcome):
             return changes
         upserts, removals = changes
-        for b in upserts:
-            old = current.get(b.contact)
-            if old is not None and old.call_id == b.call_id and b.cseq <= old.cseq:
-                # §10.3 step 7: an out-of-order REGISTER must not undo a newer one.
+        touched = [b.contact for b in upserts] + [contact for _, contact in removals]
+        for contact in touched:
+            old = current.get(contact)
+            if old is not None and old.call_id == request.call_id and request.cseq.seq <= old.cseq:
+                # §10.3 step 7: an out-of-order REGISTER must neither update nor
+                # remove a binding a newer one made.
                 return RegisterOutcome(status=500, reason="Out of Order CSeq")
         after = {c: b for c, b in current.items() if b.expires_at > now}
         for aor_contact in removals:
@@ -111,6 +113,11 @@ class Registrar:
         after.update({b.contact: b for b in upserts})
         if len(after) > self.policy.max_contacts_per_aor:
             return RegisterOutcome(status=403, reason="Too Many Contacts")
+        # Bindings that lapsed since the last sweep leave memory here, so the store
+        # must forget them too (a contact registered again is an upsert instead).
+        lapsed = [(aor, c) for c, b in current.items() if b.expires_at <= now and c not in after]
+        self._counts.expired += len(lapsed)
+        removals = [*removals, *(r for r in lapsed if r not in removals)]
         self._aors[aor] = after
         if not after:
             self._aors.pop(aor, None)

@@ -50,7 +50,7 @@ class Dialog:
     def accept_remote_cseq(self, seq: int) -> Dialog:
         """§12.2.2: a request with a lower CSeq than the last one is out of order (500)."""
         if self.remote_seq is not None and seq < self.remote_seq:
-            raise SipParseError(400, "CSeq lower than the dialog's")
+            raise SipParseError(500, "CSeq lower than the dialog's")
         return replace(self, remote_seq=seq)
 
 

@@ -314,13 +314,15 @@ def _canonical_algorithm(name: str) -> str:
     return "SHA-256" if upper in ("SHA-256", "SHA256") else upper
 
 
+_HEX = frozenset("0123456789abcdefABCDEF")
+
+
 def _parse_nc(text: str) -> int | None:
-    if len(text) != 8:
+    # RFC 7616 §3.4: nc-value = 8LHEX. int(text, 16) alone would also take "0x000001",
+    # "+0000001" or "0000_001".
+    if len(text) != 8 or not set(text) <= _HEX:
         return None
-    try:
-        return int(text, 16)
-    except ValueError:
-        return None
+    return int(text, 16)
 
 
 def client_response(

@@ -13,6 +13,7 @@ REASONS: dict[int, str] = {
     416: "Unsupported URI Scheme",
     420: "Bad Extension",
     483: "Too Many Hops",
+    500: "Server Internal Error",
     505: "Version Not Supported",
     513: "Message Too Large",
 }

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from . import limits
 from .errors import FramingError, SipParseError
 from .headers import canonical_name
-from .message import parse_delta
+from .message import find_head_end, parse_delta
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,12 +32,15 @@ Framed = FramedMessage | KeepAlivePing
 class StreamFramer:
     """Cuts a byte stream into whole SIP messages by their Content-Length."""
 
-    __slots__ = ("_buf", "_crlf_run", "_need")
+    __slots__ = ("_buf", "_crlf_run", "_need", "_searched")
 
     def __init__(self) -> None:
         self._buf = bytearray()
         self._need: int | None = None  # total bytes of the message being read
         self._crlf_run = 0
+        # Bytes of the buffer already searched for the end of the headers, so that a
+        # header section arriving one byte at a time is not rescanned from its start.
+        self._searched = 0
 
     def pending(self) -> bytes:
         """The bytes not yet framed (to answer a request that broke framing)."""
@@ -65,6 +68,7 @@ class StreamFramer:
             message = bytes(self._buf[: self._need])
             del self._buf[: self._need]
             self._need = None
+            self._searched = 0
             out.append(FramedMessage(message))
 
     def _skip_keepalives(self, out: list[Framed]) -> bool:
@@ -80,6 +84,7 @@ class StreamFramer:
             i += 1
         if i:
             del buf[:i]
+            self._searched = 0
         if buf:
             self._crlf_run = 0
             return True
@@ -88,15 +93,15 @@ class StreamFramer:
     def _measure(self) -> int | None:
         """Total length of the message at the head of the buffer, if its headers are in."""
         buf = self._buf
-        end = buf.find(b"\r\n\r\n")
-        sep = 4
-        if end < 0:
-            end = buf.find(b"\n\n")
-            sep = 2
-        if end < 0:
-            if len(buf) > limits.MAX_HEADER_BYTES:
+        found = find_head_end(buf, max(0, self._searched - 3))
+        if found is None:
+            self._searched = len(buf)
+            # Up to three bytes of an incomplete CRLFCRLF may follow a header section
+            # of exactly MAX_HEADER_BYTES, which parse_message accepts.
+            if len(buf) > limits.MAX_HEADER_BYTES + 3:
                 raise FramingError(513, "header section too large")
             return None
+        end, sep = found
         if end > limits.MAX_HEADER_BYTES:
             raise FramingError(513, "header section too large")
         length = self._content_length(bytes(buf[:end]))

@@ -61,12 +61,12 @@ LIST_HEADERS = frozenset(
     }
 )
 
-_TOKEN_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.!%*_+`'~")
+TOKEN_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.!%*_+`'~")
 
 
 def is_token(text: str) -> bool:
     """RFC 3261 §25.1 ``token``."""
-    return bool(text) and all(c in _TOKEN_CHARS for c in text)
+    return bool(text) and all(c in TOKEN_CHARS for c in text)
 
 
 def canonical_name(name: str) -> str:

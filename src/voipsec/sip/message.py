@@ -22,7 +22,7 @@ SIP_VERSION = "SIP/2.0"
 #: RFC 3261 §20.42: the magic cookie that marks an RFC 3261 branch.
 BRANCH_COOKIE = "z9hG4bK"
 
-_REQUIRED_REQUEST_HEADERS = ("call-id", "cseq", "from", "to", "via")
+_REQUIRED_HEADERS = ("call-id", "cseq", "from", "to", "via")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -244,15 +244,30 @@ def _decode(data: bytes) -> str:
         raise SipParseError(400, "header section is not UTF-8") from None
 
 
+def find_head_end(data: bytes | bytearray, start: int = 0) -> tuple[int, int] | None:
+    """Where the header section ends: (offset of the empty line, its length), or None.
+
+    CRLF CRLF or, tolerated, LF LF — whichever comes first, so that the stream framer
+    cuts a message at the same place however its bytes were chunked, and the parser
+    splits what the framer cut at that same place. ``start`` skips bytes already
+    searched (less three, which may begin a terminator).
+    """
+    crlf = data.find(b"\r\n\r\n", start)
+    lf = data.find(b"\n\n", start)
+    if lf >= 0 and (crlf < 0 or lf < crlf):
+        return lf, 2
+    if crlf >= 0:
+        return crlf, 4
+    return None
+
+
 def split_head(data: bytes) -> tuple[bytes, bytes]:
     """Split a complete message into header section and everything after it."""
-    end = data.find(b"\r\n\r\n")
-    if end >= 0:
-        return data[:end], data[end + 4 :]
-    end = data.find(b"\n\n")
-    if end >= 0:
-        return data[:end], data[end + 2 :]
-    return data, b""
+    found = find_head_end(data)
+    if found is None:
+        return data, b""
+    end, sep = found
+    return data[:end], data[end + sep :]
 
 
 def parse_message(data: bytes, *, datagram: bool = True) -> Message:
@@ -264,9 +279,14 @@ def parse_message(data: bytes, *, datagram: bool = True) -> Message:
     """
     if len(data) > limits.MAX_MESSAGE_SIZE:
         raise SipParseError(513, "message too large")
-    head, body = split_head(data.lstrip(b"\r\n"))
+    data = data.lstrip(b"\r\n")
+    head, body = split_head(data)
     if len(head) > limits.MAX_HEADER_BYTES:
         raise SipParseError(513, "header section too large")
+    if len(head) == len(data):
+        # RFC 3261 §7: the empty line MUST be present even when there is no body
+        # (RFC 4475 §3.1.2.15: the archived "baddn" ends without it).
+        raise SipParseError(400, "header section not terminated by an empty line")
     lines = _decode(head).replace("\r\n", "\n").split("\n")
     start = lines[0]
     fields = _parse_fields(lines[1:])
@@ -339,7 +359,7 @@ def _parse_request(start: str, headers: Headers, body: bytes) -> Request:
             raise SipParseError(505, "SIP version not supported")
         raise SipParseError(400, "malformed Request-Line")
     uri = parse_uri(raw_uri)
-    for key in _REQUIRED_REQUEST_HEADERS:
+    for key in _REQUIRED_HEADERS:
         if key not in headers:
             raise SipParseError(400, f"missing {key} header")
     request = Request(method=method, raw_uri=raw_uri, uri=uri, headers=headers, body=body)
@@ -347,13 +367,22 @@ def _parse_request(start: str, headers: Headers, body: bytes) -> Request:
     return request
 
 
+def _check_common_headers(message: Request | Response) -> None:
+    """Checks of the headers every request and response carries (RFC 3261 §8.1.1)."""
+    for key in ("call-id", "cseq", "from", "to", "max-forwards"):
+        if message.headers.count(key) > 1:
+            raise SipParseError(400, f"multiple {key} headers")
+    if not message.call_id:
+        raise SipParseError(400, "empty Call-ID")
+    message.cseq  # noqa: B018 - parses and validates the CSeq now
+    message.top_via  # noqa: B018 - parses and validates the top Via now
+    message.from_  # noqa: B018
+    message.to  # noqa: B018
+
+
 def _check_request_headers(request: Request) -> None:
     """The few header checks every request gets before any decision is made."""
-    for key in ("call-id", "cseq", "from", "to", "max-forwards"):
-        if request.headers.count(key) > 1:
-            raise SipParseError(400, f"multiple {key} headers")
-    if not request.call_id:
-        raise SipParseError(400, "empty Call-ID")
+    _check_common_headers(request)
     # RFC 3261 §8.1.1.5: the CSeq method MUST match the request (RFC 4475 mismatch01).
     if request.cseq.method != request.method:
         raise SipParseError(400, "CSeq method does not match Request-Line")
@@ -363,9 +392,6 @@ def _check_request_headers(request: Request) -> None:
             raise SipParseError(400, "Max-Forwards out of range")
     if "expires" in request.headers:
         request.int_header("expires")
-    request.top_via  # noqa: B018 - parses and validates the top Via now
-    request.from_  # noqa: B018
-    request.to  # noqa: B018
 
 
 def _parse_response(start: str, headers: Headers, body: bytes) -> Response:
@@ -375,11 +401,25 @@ def _parse_response(start: str, headers: Headers, body: bytes) -> Response:
         raise SipParseError(505, "SIP version not supported")
     if len(code) != 3 or not code.isdigit() or not code.isascii() or not 100 <= int(code) <= 699:
         raise SipParseError(400, "malformed status code")
-    return Response(status=int(code), reason=reason, headers=headers, body=body)
+    for key in _REQUIRED_HEADERS:
+        if key not in headers:
+            raise SipParseError(400, f"missing {key} header")
+    response = Response(status=int(code), reason=reason, headers=headers, body=body)
+    # A response whose Via or CSeq cannot be read cannot be matched to a transaction;
+    # refusing it here means it is dropped (RFC 4475 §3.1.2.5 "scalarlg").
+    _check_common_headers(response)
+    return response
 
 
 def is_rfc3261_branch(branch: str | None) -> bool:
-    return branch is not None and branch.startswith(BRANCH_COOKIE)
+    """True for a branch that is an RFC 3261 transaction id (§17.2.3).
+
+    The magic cookie alone identifies nothing (RFC 4475 §3.2.1 "badbranch"): such a
+    request falls back to RFC 2543 matching.
+    """
+    return (
+        branch is not None and branch.startswith(BRANCH_COOKIE) and len(branch) > len(BRANCH_COOKIE)
+    )
 
 
 def sip_uri(uri: Uri) -> SipUri:
@@ -439,7 +479,8 @@ def _stamp_via(value: str, via: Via, host: str, port: int) -> str:
             continue
         else:
             out.append(p)
-    if via.host != host:
+    # RFC 3581 §4: with rport, received is added even when it equals the sent-by.
+    if via.host != host or via.param("rport") is not None:
         out.append(f"received={host}")
     return ";".join(out)
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from urllib.parse import unquote
 
 from .errors import SipParseError
+from .headers import TOKEN_CHARS
 from .limits import MAX_URI_LENGTH
 
 _SCHEME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+-.")
@@ -106,10 +107,13 @@ def parse_uri(text: str) -> Uri:
 
 
 def _parse_sip_uri(scheme: str, rest: str) -> SipUri:
-    rest, qmark, headers = rest.partition("?")
     user: str | None = None
     password: str | None = None
-    at = rest.rfind("@")
+    # RFC 3261 §25.1: "?", ";" and "," are user-unreserved, so the userinfo is cut at
+    # its "@" before headers and parameters are looked for (RFC 4475 §3.1.1.2
+    # "intmeth"). "@" is not allowed in user or password, so it is the first one; a
+    # raw "@" in a header value (Replaces=id@host, seen in the wild) stays there.
+    at = rest.find("@")
     if at >= 0:
         userinfo, rest = rest[:at], rest[at + 1 :]
         if not userinfo:
@@ -119,6 +123,7 @@ def _parse_sip_uri(scheme: str, rest: str) -> SipUri:
         if not user:
             raise SipParseError(400, "empty user in URI")
         _check_escapes(user)
+    rest, qmark, headers = rest.partition("?")
     hostport, _, paramtext = rest.partition(";")
     host, port = _parse_hostport(hostport)
     params = _parse_params(paramtext) if paramtext else ()
@@ -225,9 +230,9 @@ def parse_name_addr(value: str) -> NameAddr:
     if lt >= 0:
         if display is None and lt > 0:
             display = text[:lt].strip() or None
-            if display is not None and not all(
-                part and all(c not in '<>"' for c in part) for part in display.split()
-            ):
+            if display is not None and not all(_display_word(w) for w in display.split()):
+                # RFC 3261 §25.1: an unquoted display-name is *(token LWS); a comma
+                # would make To/From ambiguous (RFC 4475 §3.1.2.15 "baddn").
                 raise SipParseError(400, "malformed display name")
         gt = text.find(">", lt)
         if gt < 0:
@@ -241,6 +246,11 @@ def parse_name_addr(value: str) -> NameAddr:
             raise SipParseError(400, "addr-spec with reserved characters must use <URI>")
     uri = parse_uri(uri_text)
     return NameAddr(display=display, uri=uri, params=_parse_header_params(tail))
+
+
+def _display_word(word: str) -> bool:
+    """A token, liberally also allowing non-ASCII letters (unquoted UTF-8 names)."""
+    return all(c in TOKEN_CHARS or ord(c) > 127 for c in word)
 
 
 def _closing_quote(text: str) -> int:

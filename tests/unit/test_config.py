@@ -1,0 +1,250 @@
+"""voipsec's TOML configuration (voipsec.config)."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from voipsec.config import (
+    DEFAULT_TOML,
+    Config,
+    ConfigError,
+    Listen,
+    get_key,
+    load,
+    parse_listen,
+    set_key,
+    validate,
+)
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "voipsec.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def _problems(path: Path) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        load(path)
+    assert str(info.value) == "\n".join(info.value.problems)
+    return info.value.problems
+
+
+# -- defaults -------------------------------------------------------------------------
+
+
+def test_config_defaults_are_secure() -> None:
+    config = Config()
+    assert config.sip.listen == ["tls:127.0.0.1:5061"]
+    assert config.sip.listeners() == [Listen(transport="tls", host="127.0.0.1", port=5061)]
+    assert config.auth.algorithms == ["SHA-256"]
+    assert config.media.srtp == "required"
+    assert config.tls.min_version == "1.2"
+    assert config.turn.listen == ["udp:127.0.0.1:3478", "tcp:127.0.0.1:3478"]
+    assert config.turn.allowed_peers == []
+
+
+def test_config_default_file_equals_defaults(tmp_path: Path) -> None:
+    assert load(_write(tmp_path, DEFAULT_TOML)) == Config()
+
+
+def test_config_empty_file_gives_defaults(tmp_path: Path) -> None:
+    assert load(_write(tmp_path, "")) == Config()
+
+
+def test_config_values_are_read(tmp_path: Path) -> None:
+    config = load(
+        _write(
+            tmp_path,
+            '[sip]\ndomain = "PBX.Example.ORG"\nlisten = ["udp:[::1]:5060"]\n'
+            '[auth]\nalgorithms = ["SHA-256", "MD5"]\n',
+        )
+    )
+    assert config.sip.domain == "pbx.example.org"
+    assert config.sip.listeners() == [Listen(transport="udp", host="::1", port=5060)]
+    assert config.auth.algorithms == ["SHA-256", "MD5"]
+
+
+# -- problems -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("listen", "problem"),
+    [
+        ("tcp:localhost:5060", "'tcp:localhost:5060': host must be an IP address"),
+        ("tls:127.0.0.1:0", "'tls:127.0.0.1:0': port must be 1-65535"),
+        ("tls:127.0.0.1:65536", "'tls:127.0.0.1:65536': port must be 1-65535"),
+        ("tls:127.0.0.1", "'tls:127.0.0.1': host must be an IP address"),
+        ("sctp:127.0.0.1:5060", "'sctp:127.0.0.1:5060': transport must be one of tls, tcp, udp"),
+    ],
+)
+def test_config_bad_listen_is_one_exact_line(tmp_path: Path, listen: str, problem: str) -> None:
+    path = _write(tmp_path, f'[sip]\nlisten = ["{listen}"]\n')
+    # The whole list is validated at once, so the line names sip.listen (not
+    # sip.listen.0): see the report on config.py.
+    assert _problems(path) == [f"{path}: sip.listen: {problem}"]
+
+
+def test_config_empty_listen(tmp_path: Path) -> None:
+    path = _write(tmp_path, "[sip]\nlisten = []\n")
+    assert _problems(path) == [f"{path}: sip.listen: at least one listen address is required"]
+
+
+def test_config_every_problem_is_reported(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path,
+        '[sip]\ndomain = "a b"\n[tls]\nmin_version = "1.1"\n'
+        '[auth]\nalgorithms = ["SHA-1"]\n[media]\nports = "10-5"\n',
+    )
+    assert _problems(path) == [
+        f"{path}: sip.domain: 'a b' is not a host name",
+        f"{path}: tls.min_version: Input should be '1.2' or '1.3'",
+        f"{path}: auth.algorithms.0: Input should be 'SHA-256' or 'MD5'",
+        f"{path}: media.ports: '10-5': expected LOW-HIGH with 1024 <= LOW < HIGH <= 65535",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        (
+            '[media]\nsrtp = "maybe"\n',
+            "media.srtp: Input should be 'required', 'optional' or 'off'",
+        ),
+        ("[tls]\nhandshake_timeout = 0\n", "tls.handshake_timeout: Input should be greater than 0"),
+        ("[auth]\nalgorithms = []\n", "auth.algorithms: at least one algorithm is required"),
+        (
+            "[auth]\nnonce_lifetime = 5\n",
+            ("auth.nonce_lifetime: Input should be greater than or equal to 10"),
+        ),
+        ('[turn]\nallowed_peers = ["x"]\n', "turn.allowed_peers: 'x' is not a CIDR"),
+        (
+            '[registrar]\nmin_expires = "a"\n',
+            (
+                "registrar.min_expires: Input should be a valid integer, unable to parse string as "
+                "an integer"
+            ),
+        ),
+        (
+            '[log]\nlevel = "trace"\n',
+            ("log.level: Input should be 'debug', 'info', 'warning' or 'error'"),
+        ),
+    ],
+)
+def test_config_bad_value_is_one_exact_line(tmp_path: Path, text: str, problem: str) -> None:
+    path = _write(tmp_path, text)
+    assert _problems(path) == [f"{path}: {problem}"]
+
+
+def test_config_unknown_key(tmp_path: Path) -> None:
+    path = _write(tmp_path, "[sip]\nbogus = 1\n")
+    assert _problems(path) == [f"{path}: sip.bogus: unknown key"]
+
+
+def test_config_unknown_section(tmp_path: Path) -> None:
+    path = _write(tmp_path, "[nonsense]\nx = 1\n")
+    assert _problems(path) == [f"{path}: nonsense: unknown key"]
+
+
+def test_config_invalid_toml(tmp_path: Path) -> None:
+    path = _write(tmp_path, "[sip\n")
+    assert _problems(path) == [
+        f"{path}: not valid TOML: Expected ']' at the end of a table declaration "
+        "(at line 1, column 5)"
+    ]
+
+
+def test_config_missing_file(tmp_path: Path) -> None:
+    path = tmp_path / "absent.toml"
+    assert _problems(path) == [f"{path}: file not found (run `voipsec init`)"]
+
+
+def test_config_unreadable_file(tmp_path: Path) -> None:
+    assert _problems(tmp_path) == [f"{tmp_path}: cannot read: Is a directory"]
+
+
+def test_config_validate_names_the_path() -> None:
+    with pytest.raises(ConfigError) as info:
+        validate({"sip": {"listen": "tls:127.0.0.1:5061"}}, Path("x.toml"))
+    assert info.value.problems == ["x.toml: sip.listen: Input should be a valid list"]
+
+
+# -- parse_listen ---------------------------------------------------------------------
+
+
+def test_config_parse_listen_ipv6_round_trip() -> None:
+    listen = parse_listen("udp:[::1]:5060")
+    assert listen == Listen(transport="udp", host="::1", port=5060)
+    assert str(listen) == "udp:[::1]:5060"
+    assert str(parse_listen("tls:192.0.2.1:5061")) == "tls:192.0.2.1:5061"
+
+
+# -- get_key / set_key ----------------------------------------------------------------
+
+
+def test_config_get_key_returns_effective_value(tmp_path: Path) -> None:
+    path = _write(tmp_path, '[sip]\ndomain = "example.org"\n')
+    assert get_key(path, "sip.domain") == "example.org"
+    assert get_key(path, "registrar.max_contacts_per_aor") == 10  # default, not in file
+
+
+def test_config_get_key_unknown(tmp_path: Path) -> None:
+    path = _write(tmp_path, DEFAULT_TOML)
+    with pytest.raises(ConfigError) as info:
+        get_key(path, "sip.nope")
+    assert info.value.problems == [f"{path}: sip.nope: unknown key"]
+
+
+def test_config_set_key_keeps_comments(tmp_path: Path) -> None:
+    path = _write(tmp_path, DEFAULT_TOML)
+    set_key(path, "sip.domain", '"example.org"')
+    text = path.read_text(encoding="utf-8")
+    assert text == DEFAULT_TOML.replace('domain = "localhost"', 'domain = "example.org"')
+    assert load(path).sip.domain == "example.org"
+
+
+def test_config_set_key_list_value(tmp_path: Path) -> None:
+    path = _write(tmp_path, DEFAULT_TOML)
+    set_key(path, "sip.listen", '["tls:127.0.0.1:5061", "udp:127.0.0.1:5060"]')
+    assert load(path).sip.listen == ["tls:127.0.0.1:5061", "udp:127.0.0.1:5060"]
+    assert "# Where SIP listens." in path.read_text(encoding="utf-8")
+
+
+def test_config_set_key_adds_missing_section(tmp_path: Path) -> None:
+    path = _write(tmp_path, "# mine\n")
+    set_key(path, "log.level", '"debug"')
+    assert load(path).log.level == "debug"
+    assert path.read_text(encoding="utf-8").startswith("# mine\n")
+    assert tomllib.loads(path.read_text(encoding="utf-8")) == {"log": {"level": "debug"}}
+
+
+@pytest.mark.parametrize(
+    ("key", "literal", "problem"),
+    [
+        ("media.srtp", '"maybe"', "media.srtp: Input should be 'required', 'optional' or 'off'"),
+        (
+            "sip.listen",
+            '["tcp:localhost:5060"]',
+            ("sip.listen: 'tcp:localhost:5060': host must be an IP address"),
+        ),
+        ("sip.nope", "1", "sip.nope: unknown key"),
+        (
+            "sip.domain",
+            "example.org",
+            ("sip.domain: 'example.org' is not a TOML literal (quote strings)"),
+        ),
+        ("sip", "1", "sip: expected SECTION.KEY"),
+        ("a.b.c", "1", "a.b.c: expected SECTION.KEY"),
+    ],
+)
+def test_config_set_key_refuses_without_writing(
+    tmp_path: Path, key: str, literal: str, problem: str
+) -> None:
+    path = _write(tmp_path, DEFAULT_TOML)
+    with pytest.raises(ConfigError) as info:
+        set_key(path, key, literal)
+    assert info.value.problems == [f"{path}: {problem}"]
+    assert path.read_text(encoding="utf-8") == DEFAULT_TOML
