@@ -24,6 +24,7 @@ class Flow:
     transport = "tls"
     peer = ("127.0.0.1", 40000)
     local = ("127.0.0.1", 5061)
+    identity = None
 
     def __init__(self) -> None:
         self.sent: list[bytes] = []
@@ -62,14 +63,30 @@ def main() -> None:
     service = SipService(config=Config(), store=store)
     flow = Flow()
 
+    server_time = [0.0]
+    clock = time.perf_counter
+
     def run() -> None:
         for i in range(n):
-            service._on_bytes(flow, register(i, 1, None), datagram=False)
+            first = register(i, 1, None)
+            t0 = clock()
+            service._on_bytes(flow, first, datagram=False)
+            server_time[0] += clock() - t0
             ch = parse_challenge(parse_message(flow.sent[-1]).headers.get("www-authenticate") or "")
-            auth = client_response(username=f"user{i % 100:04d}", password=f"pw{i % 100:04d}xxxx",
-                                   realm="localhost", nonce=ch["nonce"], method="REGISTER",
-                                   uri="sip:localhost", opaque=ch["opaque"], cnonce=str(i))
-            service._on_bytes(flow, register(i, 2, auth), datagram=False)
+            auth = client_response(
+                username=f"user{i % 100:04d}",
+                password=f"pw{i % 100:04d}xxxx",
+                realm="localhost",
+                nonce=ch["nonce"],
+                method="REGISTER",
+                uri="sip:localhost",
+                opaque=ch["opaque"],
+                cnonce=str(i),
+            )
+            second = register(i, 2, auth)
+            t0 = clock()
+            service._on_bytes(flow, second, datagram=False)
+            server_time[0] += clock() - t0
             if not flow.sent[-1].startswith(b"SIP/2.0 200"):
                 raise SystemExit(flow.sent[-1].decode())
 
@@ -80,8 +97,11 @@ def main() -> None:
     else:
         run()
     took = time.perf_counter() - start
-    print(f"{n} REGISTER pairs in {took:.2f}s: {n / took:.0f} pairs/s "
-          "(includes the client-side digest work of this script)")
+    print(
+        f"{n} REGISTER pairs: server side {server_time[0]:.2f}s, "
+        f"{server_time[0] / n * 1e6:.0f} us per pair (401 + 200), "
+        f"{n / server_time[0]:.0f} pairs/s on one core; whole script {took:.2f}s"
+    )
 
 
 if __name__ == "__main__":

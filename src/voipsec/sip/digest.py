@@ -19,6 +19,7 @@ import base64
 import hashlib
 import hmac
 import os
+import re
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -127,47 +128,35 @@ def parse_authorization(value: str) -> Credentials:
         raise SipParseError(400, f"Authorization lacks {missing.args[0]}") from None
 
 
+#: One ``name=value`` or ``name="quoted value"`` of an auth header (RFC 7616 §3.4).
+_AUTH_PARAM = re.compile(
+    r'[ \t,]*([^=\s,"]*)[ \t]*=[ \t]*(?:"((?:[^"\\]|\\.)*)"|([^,"]*))[ \t]*(?:,|$)', re.S
+)
+_ESCAPE = re.compile(r"\\(.)", re.S)
+
+
 def _parse_auth_params(text: str) -> dict[str, str]:
     params: dict[str, str] = {}
-    i, n = 0, len(text)
-    while i < n:
-        while i < n and text[i] in " \t,":
-            i += 1
-        if i >= n:
+    pos, n = 0, len(text)
+    while pos < n:
+        if not text[pos:].strip(" \t,"):
             break
-        eq = text.find("=", i)
-        if eq < 0:
+        match = _AUTH_PARAM.match(text, pos)
+        if match is None or match.end() == pos:
+            if '"' in text[pos:]:
+                raise SipParseError(400, "unbalanced quotes in Authorization")
             raise SipParseError(400, "malformed Authorization parameter")
-        name = text[i:eq].strip().lower()
-        i = eq + 1
-        while i < n and text[i] in " \t":
-            i += 1
-        if i < n and text[i] == '"':
-            value, i = _quoted(text, i)
+        name = match.group(1).lower()
+        quoted = match.group(2)
+        if quoted is not None:
+            value = _ESCAPE.sub(r"\1", quoted) if "\\" in quoted else quoted
         else:
-            end = text.find(",", i)
-            end = n if end < 0 else end
-            value, i = text[i:end].strip(), end
+            value = match.group(3).strip()
         if not name or name in params:
             raise SipParseError(400, "malformed Authorization parameter")
         params[name] = value
+        pos = match.end()
     return params
-
-
-def _quoted(text: str, i: int) -> tuple[str, int]:
-    out: list[str] = []
-    i += 1
-    while i < len(text):
-        ch = text[i]
-        if ch == "\\" and i + 1 < len(text):
-            out.append(text[i + 1])
-            i += 2
-            continue
-        if ch == '"':
-            return "".join(out), i + 1
-        out.append(ch)
-        i += 1
-    raise SipParseError(400, "unbalanced quotes in Authorization")
 
 
 class DigestAuthenticator:

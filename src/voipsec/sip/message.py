@@ -10,6 +10,7 @@ Call-ID and CSeq never parses its Contact. Every failure raises
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -297,37 +298,52 @@ def parse_message(data: bytes, *, datagram: bool = True) -> Message:
     return _parse_request(start, headers, body)
 
 
+#: ``name: value`` with a token name (RFC 3261 §7.3.1); surrounding blanks dropped.
+_FIELD = re.compile(r"([A-Za-z0-9\-.!%*_+`'~]+)[ \t]*:[ \t]*(.*?)[ \t]*")
+
+
 def _parse_fields(lines: list[str]) -> tuple[Header, ...]:
-    unfolded: list[str] = []
-    for line in lines:
-        if line[:1] in (" ", "\t"):
-            # RFC 3261 §7.3.1: a continuation line folds into the previous field.
-            if not unfolded:
-                raise SipParseError(400, "continuation line before first header")
-            unfolded[-1] = unfolded[-1].rstrip() + " " + line.strip()
-        elif line:
-            unfolded.append(line)
-        else:
-            raise SipParseError(400, "empty line inside headers")
-        if len(unfolded) > limits.MAX_HEADERS:
-            raise SipParseError(400, "too many headers")
-        if len(unfolded[-1]) > limits.MAX_HEADER_LENGTH:
-            raise SipParseError(400, "header too long")
+    if any(line[:1] in (" ", "\t") for line in lines):
+        lines = _unfold(lines)
+    if len(lines) > limits.MAX_HEADERS:
+        raise SipParseError(400, "too many headers")
     fields: list[Header] = []
+    append = fields.append
     via_count = 0
-    for line in unfolded:
-        name, colon, value = line.partition(":")
-        name = name.rstrip(" \t")
-        if not colon or not is_token(name):
+    match = _FIELD.fullmatch
+    for line in lines:
+        if len(line) > limits.MAX_HEADER_LENGTH:
+            raise SipParseError(400, "header too long")
+        found = match(line)
+        if found is None:
+            if not line:
+                raise SipParseError(400, "empty line inside headers")
             raise SipParseError(400, "malformed header line")
+        name, value = found.groups()
         key = canonical_name(name)
-        value = value.strip(" \t")
         if key == "via":
             via_count += len(split_list(value))
             if via_count > limits.MAX_VIA:
                 raise SipParseError(483, "too many Via headers")
-        fields.append(Header(name=name, key=key, value=value))
+        append(Header(name, key, value))
     return tuple(fields)
+
+
+def _unfold(lines: list[str]) -> list[str]:
+    """RFC 3261 §7.3.1: a continuation line folds into the previous field."""
+    unfolded: list[str] = []
+    for line in lines:
+        if line[:1] in (" ", "\t"):
+            if not unfolded:
+                raise SipParseError(400, "continuation line before first header")
+            unfolded[-1] = unfolded[-1].rstrip() + " " + line.strip()
+            if len(unfolded[-1]) > limits.MAX_HEADER_LENGTH:
+                raise SipParseError(400, "header too long")
+        else:
+            unfolded.append(line)
+        if len(unfolded) > limits.MAX_HEADERS:
+            raise SipParseError(400, "too many headers")
+    return unfolded
 
 
 def _frame_body(headers: Headers, rest: bytes, datagram: bool) -> bytes:

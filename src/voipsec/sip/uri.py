@@ -6,7 +6,9 @@ answer 416 instead of 400 when it cannot route them.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
+import re
 from dataclasses import dataclass, field
 from urllib.parse import unquote
 
@@ -15,8 +17,8 @@ from .headers import TOKEN_CHARS
 from .limits import MAX_URI_LENGTH
 
 _SCHEME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+-.")
-_HOST_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.")
-_FORBIDDEN_IN_URI = frozenset(' \t\r\n<>"')
+_HOST_RE = re.compile(r"[A-Za-z0-9\-.]+")
+_FORBIDDEN_RE = re.compile(r'[ \t\r\n<>"]')
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -89,11 +91,18 @@ class AbsoluteUri:
 Uri = SipUri | AbsoluteUri
 
 
+#: Parsed URIs and name-addrs remembered: phones repeat the same To, Contact and
+#: Request-URI in every request. Results are immutable, so sharing them is safe; a
+#: peer sending ever-new URIs only makes entries fall out (least recently used).
+PARSE_CACHE_SIZE = 4096
+
+
+@functools.lru_cache(maxsize=PARSE_CACHE_SIZE)
 def parse_uri(text: str) -> Uri:
     """Parse a Request-URI or the URI inside a name-addr."""
     if len(text) > MAX_URI_LENGTH:
         raise SipParseError(414, "URI too long")
-    if not text or any(c in _FORBIDDEN_IN_URI for c in text):
+    if not text or _FORBIDDEN_RE.search(text) is not None:
         raise SipParseError(400, "malformed URI")
     scheme, sep, rest = text.partition(":")
     if not sep or not scheme or not scheme[0].isalpha() or not set(scheme) <= _SCHEME_CHARS:
@@ -161,7 +170,7 @@ def _parse_hostport(text: str) -> tuple[str, int | None]:
     else:
         host, colon, port_text = text.partition(":")
         tail = colon + port_text
-        if not host or not set(host) <= _HOST_CHARS or host.startswith((".", "-")):
+        if _HOST_RE.fullmatch(host) is None or host.startswith((".", "-")):
             raise SipParseError(400, "malformed host in URI")
     if not tail:
         return host, None
@@ -213,6 +222,7 @@ class NameAddr:
         return f"{disp}<{self.uri}>{params}"
 
 
+@functools.lru_cache(maxsize=PARSE_CACHE_SIZE)
 def parse_name_addr(value: str) -> NameAddr:
     """Parse ``name-addr`` or ``addr-spec`` with header parameters (RFC 3261 §20.10).
 
