@@ -68,6 +68,8 @@ _KNOWN_METHODS = frozenset(
 FLUSH_INTERVAL = 0.2
 #: Least seconds between two re-reads of the user table on an unknown user name.
 USER_RELOAD_INTERVAL = 1.0
+#: Seconds a graceful TLS close waits for the peer's close_notify before dropping.
+TLS_SHUTDOWN_TIMEOUT = 5.0
 #: How often expired bindings and idle connections are swept.
 SWEEP_INTERVAL = 1.0
 
@@ -491,6 +493,8 @@ class Server:
             port=listen.port,
             ssl=ssl_ctx,
             ssl_handshake_timeout=self.config.tls.handshake_timeout if ssl_ctx else None,
+            # A peer that never answers our close_notify must not hold the socket long.
+            ssl_shutdown_timeout=TLS_SHUTDOWN_TIMEOUT if ssl_ctx else None,
             backlog=1024,
             reuse_address=True,
         )

@@ -27,7 +27,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from tests.peers.baresip import Baresip, Event, account_line, free_sip_ports
 from tests.peers.proc import wait_for
-from tests.peers.voipsec import VoipsecServer, prepare, serving
+from tests.peers.voipsec import VoipsecServer, prepare, serving, voipsec
 
 pytestmark = pytest.mark.peers
 
@@ -308,20 +308,40 @@ def test_server_requiring_client_certs_drops_untrusted_client(
         assert server.proc is not None and server.proc.poll() is None
 
 
-def test_server_requiring_client_certs_accepts_its_own_ca(tmp_path: Path) -> None:
+def test_device_certificate_from_voipsec_ca_registers_with_client_cert_required(
+    tmp_path: Path,
+) -> None:
+    """A device certificate from `voipsec ca issue` lets baresip in where
+    ``tls.client_cert = "required"``; after `voipsec ca revoke` the same baresip is cut off."""
     prepared = prepare(
         tmp_path / "data",
         users=[ALICE],
         settings=[MD5_ONLY, ("tls.client_cert", '"required"')],
     )
-    cert_file = client_certificate(
-        prepared.ca, prepared.data_dir / "ca" / "ca.key", tmp_path / "alice.pem", "alice"
+    out = tmp_path / "device"
+    voipsec(
+        "ca",
+        "issue",
+        "alice",
+        "--out",
+        str(out),
+        "--p12-password",
+        "p12-secret-1",
+        data_dir=prepared.data_dir,
     )
+    bundle = tmp_path / "alice-bundle.pem"  # baresip's sip_certificate: certificate + key
+    bundle.write_bytes((out / "alice.crt").read_bytes() + (out / "alice.key").read_bytes())
     with (
         serving(prepared) as server,
-        start_baresip(tmp_path / "baresip", server, cert_file=cert_file) as ua,
+        start_baresip(tmp_path / "baresip", server, cert_file=bundle) as ua,
     ):
         event = register_result(ua)
         assert event["type"] == "REGISTER_OK", (event, ua.log_text()[-3000:])
         (binding,) = server.wait_bindings("alice", 1, deadline=DEADLINE)
         assert str(binding["contact"]).endswith(";transport=tls")
+        voipsec("ca", "revoke", "alice", data_dir=server.data_dir)
+        wait_for(
+            lambda: ua.dropped_by(server_address(server)),
+            deadline=DEADLINE,
+            what="voipsec to close the revoked device's connection",
+        )

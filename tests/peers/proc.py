@@ -89,9 +89,7 @@ def running(
     full_env = dict(os.environ)
     if env:
         full_env.update(env)
-    proc = subprocess.Popen(
-        list(argv), cwd=cwd, stdout=out, stderr=subprocess.STDOUT, env=full_env
-    )
+    proc = subprocess.Popen(list(argv), cwd=cwd, stdout=out, stderr=subprocess.STDOUT, env=full_env)
     try:
         yield proc
     finally:

@@ -28,6 +28,8 @@ class Flow(Protocol):
 
     def close(self) -> None: ...
 
+    def abort(self) -> None: ...
+
 
 class SweptFlow(Flow, Protocol):
     last_activity: float
@@ -122,7 +124,7 @@ class ConnectionTable:
             ):
                 self._counts["closed_slow"] += 1
                 log.info("closing %s:%d: message incomplete too long", *flow.peer)
-                flow.close()
+                flow.abort()
             elif now - flow.last_activity > self.limits.idle_timeout:
                 self._counts["closed_idle"] += 1
                 log.debug("closing idle %s:%d", *flow.peer)
@@ -137,7 +139,7 @@ class ConnectionTable:
                 log.info(
                     "closing %s:%d: certificate %x was revoked", *flow.peer, flow.identity.serial
                 )
-                flow.close()
+                flow.abort()
                 closed += 1
         self._counts["closed_revoked"] += closed
         return closed

@@ -113,6 +113,13 @@ class StreamProtocol(asyncio.Protocol):
         tx.write(data)
 
     def close(self) -> None:
+        """Close gracefully (TLS close_notify, then TCP FIN once the peer answers)."""
         self._closing = True
         if self._tx is not None and not self._tx.is_closing():
             self._tx.close()
+
+    def abort(self) -> None:
+        """Drop at once, without waiting for the peer's close_notify (revoked devices)."""
+        self._closing = True
+        if self._tx is not None:
+            self._tx.abort()

@@ -33,6 +33,9 @@ class UdpFlow:
     def close(self) -> None:
         """Nothing to close for one datagram peer."""
 
+    def abort(self) -> None:
+        """Nothing to abort for one datagram peer."""
+
 
 class DatagramProtocol(asyncio.DatagramProtocol):
     def __init__(self, sink: DatagramSink) -> None:
