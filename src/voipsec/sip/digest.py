@@ -130,8 +130,9 @@ def parse_authorization(value: str) -> Credentials:
 
 #: One ``name=value`` or ``name="quoted value"`` of an auth header (RFC 7616 §3.4).
 _AUTH_PARAM = re.compile(
-    r'[ \t,]*([^=\s,"]*)[ \t]*=[ \t]*(?:"((?:[^"\\]|\\.)*)"|([^,"]*))[ \t]*(?:,|$)', re.S
+    r'[ \t,]*([^=\s,"]*)[ \t]*=[ \t]*(?:"([^"\\]*(?:\\.[^"\\]*)*)"|([^,"]*))[ \t]*(?:,|$)', re.S
 )
+_BLANK_TAIL = re.compile(r"[ \t,]*")
 _ESCAPE = re.compile(r"\\(.)", re.S)
 
 
@@ -139,7 +140,7 @@ def _parse_auth_params(text: str) -> dict[str, str]:
     params: dict[str, str] = {}
     pos, n = 0, len(text)
     while pos < n:
-        if not text[pos:].strip(" \t,"):
+        if _BLANK_TAIL.fullmatch(text, pos) is not None:
             break
         match = _AUTH_PARAM.match(text, pos)
         if match is None or match.end() == pos:

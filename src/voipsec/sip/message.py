@@ -245,16 +245,22 @@ def _decode(data: bytes) -> str:
         raise SipParseError(400, "header section is not UTF-8") from None
 
 
-def find_head_end(data: bytes | bytearray, start: int = 0) -> tuple[int, int] | None:
+def find_head_end(
+    data: bytes | bytearray, start: int = 0, stop: int | None = None
+) -> tuple[int, int] | None:
     """Where the header section ends: (offset of the empty line, its length), or None.
 
     CRLF CRLF or, tolerated, LF LF — whichever comes first, so that the stream framer
     cuts a message at the same place however its bytes were chunked, and the parser
     splits what the framer cut at that same place. ``start`` skips bytes already
-    searched (less three, which may begin a terminator).
+    searched (less three, which may begin a terminator); nothing at or past ``stop``
+    is searched, so a buffer holding many pipelined messages is not scanned to its end
+    for each of them.
     """
-    crlf = data.find(b"\r\n\r\n", start)
-    lf = data.find(b"\n\n", start)
+    end = len(data) if stop is None else min(stop, len(data))
+    crlf = data.find(b"\r\n\r\n", start, end)
+    # An LF LF terminator counts only if it comes before the first CRLF CRLF.
+    lf = data.find(b"\n\n", start, end if crlf < 0 else crlf + 2)
     if lf >= 0 and (crlf < 0 or lf < crlf):
         return lf, 2
     if crlf >= 0:
@@ -299,7 +305,11 @@ def parse_message(data: bytes, *, datagram: bool = True) -> Message:
 
 
 #: ``name: value`` with a token name (RFC 3261 §7.3.1); surrounding blanks dropped.
-_FIELD = re.compile(r"([A-Za-z0-9\-.!%*_+`'~]+)[ \t]*:[ \t]*(.*?)[ \t]*")
+_FIELD = re.compile(r"([A-Za-z0-9\-.!%*_+`'~]+)[ \t]*:[ \t]*(.*)")
+
+
+#: Builds a Header without the generated keyword __new__ (hot loop).
+_new_header = tuple.__new__
 
 
 def _parse_fields(lines: list[str]) -> tuple[Header, ...]:
@@ -320,12 +330,13 @@ def _parse_fields(lines: list[str]) -> tuple[Header, ...]:
                 raise SipParseError(400, "empty line inside headers")
             raise SipParseError(400, "malformed header line")
         name, value = found.groups()
+        value = value.rstrip(" \t")
         key = canonical_name(name)
         if key == "via":
             via_count += len(split_list(value))
             if via_count > limits.MAX_VIA:
                 raise SipParseError(483, "too many Via headers")
-        append(Header(name, key, value))
+        append(_new_header(Header, (name, key, value)))
     return tuple(fields)
 
 

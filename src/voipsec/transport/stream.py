@@ -45,6 +45,8 @@ class StreamProtocol(asyncio.Protocol):
         self.identity: PeerIdentity | None = None
         self._admitted = False
         self._closing = False
+        #: While a read is being handled, what it answers collects here.
+        self._outbox: list[bytes] | None = None
 
     # -- asyncio.Protocol ---------------------------------------------------------
 
@@ -78,13 +80,21 @@ class StreamProtocol(asyncio.Protocol):
             self._sink.on_framing_error(self, self._framer.pending(), err)
             self.close()
             return
-        for item in framed:
-            if isinstance(item, FramedMessage):
-                self._sink.on_stream_message(self, item.data)
-            else:
-                self.send(_KEEPALIVE_PONG)
-            if self._closing:
-                return
+        # Answers to the messages of one read leave in one write: one TLS record and
+        # one send() instead of one per message when a peer pipelines its requests.
+        self._outbox = []
+        try:
+            for item in framed:
+                if isinstance(item, FramedMessage):
+                    self._sink.on_stream_message(self, item.data)
+                else:
+                    self.send(_KEEPALIVE_PONG)
+                if self._closing:
+                    return
+        finally:
+            outbox, self._outbox = self._outbox, None
+            if outbox:
+                self._write(b"".join(outbox))
         self.partial_since = (self.partial_since or now) if self._framer.buffered else None
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -103,6 +113,12 @@ class StreamProtocol(asyncio.Protocol):
     # -- Flow -----------------------------------------------------------------------
 
     def send(self, data: bytes) -> None:
+        if self._outbox is not None:
+            self._outbox.append(data)
+            return
+        self._write(data)
+
+    def _write(self, data: bytes) -> None:
         tx = self._tx
         if tx is None or tx.is_closing():
             return
