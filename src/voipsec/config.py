@@ -214,7 +214,8 @@ max_connections = 20000
 # "cert_and_digest" (both factors).
 policy = "digest"
 # Digest algorithms offered, strongest first. MD5 is for legacy phones only:
-# set ["SHA-256", "MD5"] to let them in.
+# ["SHA-256", "MD5"] lets in those that pick the MD5 challenge; phones that read
+# only the first challenge and know only MD5 (baresip 1.0, SIPp 3.6) need ["MD5"].
 algorithms = ["SHA-256"]
 # Seconds a nonce is valid before the client is asked again with stale=true.
 nonce_lifetime = 300
