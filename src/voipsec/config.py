@@ -109,6 +109,7 @@ class TlsSection(_Section):
     min_version: Literal["1.2", "1.3"] = "1.2"
     handshake_timeout: Annotated[float, Field(gt=0, le=120)] = 10.0
     idle_timeout: Annotated[float, Field(gt=0, le=86_400)] = 900.0
+    message_timeout: Annotated[float, Field(gt=0, le=600)] = 30.0
     max_connections_per_ip: Annotated[int, Field(ge=1, le=100_000)] = 256
     max_connections: Annotated[int, Field(ge=1, le=1_000_000)] = 20_000
 
@@ -204,6 +205,8 @@ min_version = "1.2"
 handshake_timeout = 10.0
 # Seconds a connection may stay silent before it is closed (phones send keep-alives).
 idle_timeout = 900.0
+# Seconds a message may take from its first byte to its last (byte-at-a-time senders).
+message_timeout = 30.0
 # Connections from one IP address, and in all.
 max_connections_per_ip = 256
 max_connections = 20000

@@ -445,6 +445,7 @@ class Server:
                 max_per_ip=tls.max_connections_per_ip,
                 max_total=tls.max_connections,
                 idle_timeout=tls.idle_timeout,
+                incomplete_timeout=tls.message_timeout,
             )
         )
         self._contexts: list[ssl.SSLContext] = []
