@@ -15,19 +15,15 @@ test's ``baresip.log``):
 
 from __future__ import annotations
 
-import datetime
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from tests.peers.baresip import Baresip, Event, account_line, free_sip_ports
 from tests.peers.proc import wait_for
 from tests.peers.voipsec import VoipsecServer, prepare, serving, voipsec
+from voipsec.pki.ca import CaPaths, create_ca, issue_certificate
 
 pytestmark = pytest.mark.peers
 
@@ -75,84 +71,23 @@ def challenges(ua: Baresip) -> list[str]:
     return unauthorized[0].headers("WWW-Authenticate")
 
 
-def _name(common_name: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-
-
 def make_ca(directory: Path, common_name: str) -> tuple[Path, Path]:
-    """A self-signed CA unrelated to voipsec's: (certificate, key) PEM files."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(_name(common_name))
-        .issuer_name(_name(common_name))
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .sign(key, hashes.SHA256())
-    )
-    directory.mkdir(parents=True, exist_ok=True)
-    cert_path, key_path = directory / "ca.crt", directory / "ca.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_path, key_path
+    """A CA unrelated to the server's (its own key): (certificate, key) PEM files."""
+    paths = CaPaths(cert=directory / "ca.crt", key=directory / "ca.key")
+    create_ca(paths, common_name)
+    return paths.cert, paths.key
 
 
 def client_certificate(ca_cert: Path, ca_key: Path, out: Path, user: str) -> Path:
     """A TLS client certificate for ``user`` signed by the given CA, certificate and key in
     one PEM file (what baresip's ``sip_certificate`` wants)."""
-    issuer = x509.load_pem_x509_certificate(ca_cert.read_bytes())
-    signer = serialization.load_pem_private_key(ca_key.read_bytes(), password=None)
-    assert isinstance(signer, ec.EllipticCurvePrivateKey)
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(_name(user))
-        .issuer_name(issuer.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-        .add_extension(
-            x509.SubjectAlternativeName([x509.UniformResourceIdentifier(f"sip:{user}@localhost")]),
-            critical=False,
-        )
-        .sign(signer, hashes.SHA256())
+    cert_pem, key_pem = issue_certificate(
+        CaPaths(cert=ca_cert, key=ca_key),
+        common_name=user,
+        uris=(f"sip:{user}@localhost",),
+        server=False,
     )
-    out.write_bytes(
-        cert.public_bytes(serialization.Encoding.PEM)
-        + key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
+    out.write_bytes(cert_pem + key_pem)
     return out
 
 

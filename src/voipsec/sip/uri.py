@@ -21,6 +21,15 @@ _HOST_RE = re.compile(r"[A-Za-z0-9\-.]+")
 _FORBIDDEN_RE = re.compile(r'[ \t\r\n<>"]')
 
 
+def find_param(params: tuple[tuple[str, str | None], ...], name: str) -> str | None:
+    """A parameter's value by case-insensitive name; '' for a flag, None when absent."""
+    lname = name.lower()
+    for k, v in params:
+        if k.lower() == lname:
+            return "" if v is None else v
+    return None
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SipUri:
     """A parsed sip: or sips: URI."""
@@ -39,11 +48,7 @@ class SipUri:
 
     def param(self, name: str) -> str | None:
         """Value of a URI parameter (case-insensitive name); '' for a flag param."""
-        lname = name.lower()
-        for k, v in self.params:
-            if k.lower() == lname:
-                return "" if v is None else v
-        return None
+        return find_param(self.params, name)
 
     @property
     def transport(self) -> str | None:
@@ -206,11 +211,8 @@ class NameAddr:
     params: tuple[tuple[str, str | None], ...] = ()
 
     def param(self, name: str) -> str | None:
-        lname = name.lower()
-        for k, v in self.params:
-            if k.lower() == lname:
-                return "" if v is None else v
-        return None
+        """Value of a header parameter (case-insensitive name); '' for a flag param."""
+        return find_param(self.params, name)
 
     @property
     def tag(self) -> str | None:
