@@ -10,6 +10,8 @@ have baresip || need+=(baresip-core)
 have openssl || need+=(openssl)
 have kamailio || need+=(kamailio kamailio-tls-modules)
 have svmap || need+=(sipvicious)
+have turnutils_uclient || need+=(coturn)
+have stun || need+=(stun-client)
 if [ ${#need[@]} -eq 0 ]; then
     exit 0
 fi
