@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import ipaddress
 import json
 import logging
 import os
@@ -40,6 +41,10 @@ ca_app = typer.Typer(help="The built-in CA: device certificates.", no_args_is_he
 app.add_typer(user_app, name="user")
 app.add_typer(config_app, name="config")
 app.add_typer(ca_app, name="ca")
+bans_app = typer.Typer(help="Banned source addresses.", no_args_is_help=True)
+alerts_app = typer.Typer(help="Security alerts.", no_args_is_help=True)
+app.add_typer(bans_app, name="bans")
+app.add_typer(alerts_app, name="alerts")
 
 DirOption = Annotated[Path, typer.Option("--dir", help="Data directory.", show_default=True)]
 DEFAULT_DIR = Path("./voipsec-data")
@@ -98,8 +103,6 @@ def initialise(data_dir: Path, domain: str | None = None) -> bool:
 
 
 def _is_ip(text: str) -> bool:
-    import ipaddress
-
     try:
         ipaddress.ip_address(text)
     except ValueError:
@@ -344,6 +347,74 @@ def ca_list(dir: DirOption = DEFAULT_DIR) -> None:
 
 def crl_path(dir: Path) -> Path:
     return dir / "ca" / "crl.pem"
+
+
+# -- bans and alerts ----------------------------------------------------------------
+
+
+def _check_ip(text: str) -> str:
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        raise CliError(f"{text!r} is not an IP address") from None
+
+
+@bans_app.command("list")
+def bans_list(dir: DirOption = DEFAULT_DIR) -> None:
+    """Bans in force: address, seconds left, reason."""
+    _, store = _open(dir)
+    try:
+        now = time.time()
+        for ban in store.bans(now):
+            typer.echo(f"{ban.source}  {int(ban.until - now)} s left  {ban.reason}")
+    finally:
+        store.close()
+
+
+@bans_app.command("add")
+def bans_add(
+    ip: str,
+    seconds: Annotated[int, typer.Option(help="Ban length.")] = 3600,
+    reason: Annotated[str, typer.Option(help="Why (shown in lists and alerts).")] = "manual",
+    dir: DirOption = DEFAULT_DIR,
+) -> None:
+    """Ban an address; a running server drops it within a second."""
+    address = _check_ip(ip)
+    _, store = _open(dir)
+    try:
+        store.add_ban(address, time.time() + seconds, reason)
+    finally:
+        store.close()
+    typer.echo(f"banned {address} for {seconds} s")
+
+
+@bans_app.command("remove")
+def bans_remove(ip: str, dir: DirOption = DEFAULT_DIR) -> None:
+    """Lift a ban; a running server accepts the address again within a second."""
+    address = _check_ip(ip)
+    _, store = _open(dir)
+    try:
+        store.remove_ban(address)
+    finally:
+        store.close()
+    typer.echo(f"unbanned {address}")
+
+
+@alerts_app.command("list")
+def alerts_list(
+    since: Annotated[float, typer.Option(help="Unix time of the oldest alert shown.")] = 0.0,
+    dir: DirOption = DEFAULT_DIR,
+) -> None:
+    """Alerts raised by the IDS and the guard."""
+    _, store = _open(dir)
+    try:
+        for a in store.alerts(since):
+            when = datetime.datetime.fromtimestamp(a.time, datetime.UTC).isoformat(
+                timespec="seconds"
+            )
+            typer.echo(f"{when}  {a.rule}  {a.source}  {a.detail}")
+    finally:
+        store.close()
 
 
 # -- config -------------------------------------------------------------------------

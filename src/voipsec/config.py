@@ -167,6 +167,48 @@ class TurnSection(_Section):
         return value
 
 
+class ZoneSection(_Section):
+    name: str
+    cidrs: list[str]
+    trust: Literal["trusted", "untrusted"] = "untrusted"
+    rate_requests: Annotated[int, Field(ge=1, le=1_000_000)] = 16
+    rate_window: Annotated[float, Field(gt=0, le=3600)] = 2.0
+    rate_ban: Annotated[int, Field(ge=1, le=31_536_000)] = 300
+    methods: list[str] = Field(default_factory=list)
+    may_register: bool = True
+    transports: list[Literal["tls", "tcp", "udp"]] = Field(
+        default_factory=lambda: list[Literal["tls", "tcp", "udp"]](["tls", "tcp", "udp"])
+    )
+
+    @field_validator("cidrs")
+    @classmethod
+    def _cidrs(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("a zone needs at least one CIDR")
+        for item in value:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"{item!r} is not a CIDR") from None
+        return value
+
+
+def _default_zones() -> list[ZoneSection]:
+    return [
+        ZoneSection(name="loopback", cidrs=["127.0.0.0/8", "::1/128"], trust="trusted"),
+        ZoneSection(name="internet", cidrs=["0.0.0.0/0", "::/0"]),
+    ]
+
+
+class IdsSection(_Section):
+    enabled: bool = True
+    #: Extra rule files (*.yaml) in this directory, relative to the data directory;
+    #: re-read when they change.
+    rules_dir: str = "rules"
+    #: Server header value; empty sends none (no software version revealed).
+    server_header: str = ""
+
+
 class LogSection(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
 
@@ -179,6 +221,16 @@ class Config(_Section):
     media: MediaSection = Field(default_factory=MediaSection)
     turn: TurnSection = Field(default_factory=TurnSection)
     log: LogSection = Field(default_factory=LogSection)
+    ids: IdsSection = Field(default_factory=IdsSection)
+    zones: list[ZoneSection] = Field(default_factory=_default_zones)
+
+    @field_validator("zones")
+    @classmethod
+    def _zones(cls, value: list[ZoneSection]) -> list[ZoneSection]:
+        names = [z.name for z in value]
+        if len(set(names)) != len(names):
+            raise ValueError("zone names must be unique")
+        return value
 
 
 DEFAULT_TOML = """\
@@ -243,6 +295,33 @@ allowed_peers = []
 
 [log]
 level = "info"
+
+[ids]
+# The VoIP IDS: the shipped rules plus *.yaml files in this directory (relative to
+# the data directory), re-read when they change.
+enabled = true
+rules_dir = "rules"
+# A Server header for responses; empty (the default) reveals no software version.
+server_header = ""
+
+# Network zones: the most specific CIDR match applies. Trusted zones are never rate
+# limited or banned. Untrusted zones get a per-source token bucket (rate_requests per
+# rate_window seconds, then a ban of rate_ban seconds: Kamailio pike's 16 per 2 s).
+[[zones]]
+name = "loopback"
+cidrs = ["127.0.0.0/8", "::1/128"]
+trust = "trusted"
+
+[[zones]]
+name = "internet"
+cidrs = ["0.0.0.0/0", "::/0"]
+trust = "untrusted"
+rate_requests = 16
+rate_window = 2.0
+rate_ban = 300
+methods = []          # empty: every method
+may_register = true
+transports = ["tls", "tcp", "udp"]
 """
 
 

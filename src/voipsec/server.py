@@ -12,9 +12,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import email.utils
+import ipaddress
 import logging
 import secrets
 import signal
+import sqlite3
 import ssl
 import time
 from collections.abc import Callable
@@ -23,6 +25,9 @@ from pathlib import Path
 
 from .config import Config, Listen
 from .core.registrar import Registrar, RegistrarPolicy
+from .edge.guard import Ban, BanAdded, Guard
+from .edge.guard import Verdict as GuardVerdict
+from .edge.zones import Zone, ZoneMap
 from .pki.ca import CaPaths, ServerPaths, read_crl_serials, warn_if_expiring
 from .pki.tls import server_context
 from .sip.digest import DigestAuthenticator, Verdict, parse_authorization
@@ -136,6 +141,13 @@ class SipService:
         )
         self.registrar.load(store.bindings(clock()))
         self.layer = TransactionLayer()
+        self.guard = Guard(build_zone_map(config))
+        self.guard.replace_bans(
+            [Ban(source=b.source, until=b.until, reason=b.reason) for b in store.bans(clock())]
+        )
+        #: Called with a source address when a new ban is added (the server drops
+        #: that source's connections).
+        self.on_ban: Callable[[str], object] | None = None
         self.counters = SipCounters()
         self._pending_upserts: dict[tuple[str, str], Binding] = {}
         self._pending_removals: set[tuple[str, str]] = set()
@@ -145,12 +157,50 @@ class SipService:
     # -- entry points from the transports ---------------------------------------------
 
     def on_stream_message(self, flow: StreamProtocol, data: bytes) -> None:
-        self._on_bytes(flow, data, datagram=False)
+        if self._guarded(flow):
+            self._on_bytes(flow, data, datagram=False)
 
     def on_datagram(self, flow: UdpFlow, data: bytes) -> None:
         if data.strip(b"\r\n") == b"":
             return  # RFC 5626 keep-alive on UDP
-        self._on_bytes(flow, data, datagram=True)
+        if self._guarded(flow):
+            self._on_bytes(flow, data, datagram=True)
+
+    def _guarded(self, flow: Flow) -> bool:
+        """The guard, before any parsing: banned or over-rate sources are dropped."""
+        verdict, added = self.guard.check(flow.peer[0], self.clock())
+        if added is not None:
+            self.record_ban(added)
+        if verdict is not GuardVerdict.ALLOW:
+            return False
+        if flow.transport not in self.guard.zones.zone_for(flow.peer[0]).transports:
+            self.counters.dropped += 1
+            return False
+        return True
+
+    def record_ban(self, added: BanAdded) -> None:
+        """Store, log and alert on a new ban; drop the source's connections."""
+        ban = added.ban
+        log.warning("banned %s for %d s: %s", ban.source, added.seconds, ban.reason)
+        try:
+            self.store.add_ban(ban.source, ban.until, ban.reason)
+            self.store.add_alert(
+                "ban", ban.source, f"{int(added.seconds)} s: {ban.reason}", self.clock()
+            )
+        except sqlite3.Error:
+            log.exception("could not store the ban of %s (it holds in memory)", ban.source)
+        if self.on_ban is not None:
+            self.on_ban(ban.source)
+
+    def is_banned(self, ip: str) -> bool:
+        return self.guard.is_banned(ip, self.clock())
+
+    def reload_bans(self) -> None:
+        """Adopt the stored bans (the CLI adds and removes them in the database)."""
+        now = self.clock()
+        self.guard.replace_bans(
+            [Ban(source=b.source, until=b.until, reason=b.reason) for b in self.store.bans(now)]
+        )
 
     def on_framing_error(self, flow: StreamProtocol, data: bytes, err: FramingError) -> None:
         self.counters.parse_errors += 1
@@ -242,6 +292,11 @@ class SipService:
             )
         if not isinstance(request.uri, SipUri):
             return response_to(request, 416, "Unsupported URI Scheme", to_tag=_tag())
+        zone = self.guard.zones.zone_for(flow.peer[0])
+        if (zone.methods and request.method not in zone.methods) or (
+            request.method == "REGISTER" and not zone.may_register
+        ):
+            return response_to(request, 403, "Not Allowed From This Zone", to_tag=_tag())
         if request.method == "REGISTER":
             return self._register(flow, request, now)
         if request.method == "OPTIONS":
@@ -409,6 +464,7 @@ class SipService:
         self.store.save_bindings(upserts, removals)
 
     def sweep(self) -> None:
+        self.reload_bans()
         for gone in self.registrar.expire(self.clock()):
             self._pending_upserts.pop(gone, None)
             self._pending_removals.add(gone)
@@ -425,6 +481,26 @@ class SipService:
             auth_failures=c.auth_failures,
             overloaded=c.overloaded,
         )
+
+
+def build_zone_map(config: Config) -> ZoneMap:
+    """Zones from the config; addresses in none of them get the "internet" zone."""
+    zones = [
+        Zone(
+            name=z.name,
+            networks=tuple(ipaddress.ip_network(c, strict=False) for c in z.cidrs),
+            trusted=z.trust == "trusted",
+            rate_requests=z.rate_requests,
+            rate_window=z.rate_window,
+            rate_ban=z.rate_ban,
+            methods=frozenset(m.upper() for m in z.methods),
+            may_register=z.may_register,
+            transports=frozenset(z.transports),
+        )
+        for z in config.zones
+    ]
+    default = next((z for z in zones if z.name == "internet"), Zone(name="internet", networks=()))
+    return ZoneMap(zones, default)
 
 
 def _tag() -> str:
@@ -448,6 +524,8 @@ class Server:
                 incomplete_timeout=tls.message_timeout,
             )
         )
+        self.connections.banned = self.service.is_banned
+        self.service.on_ban = self.connections.abort_source
         self._contexts: list[ssl.SSLContext] = []
         self._crl_mtime: float | None = None
         self._servers: list[asyncio.AbstractServer] = []

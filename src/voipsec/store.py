@@ -36,6 +36,19 @@ CREATE TABLE IF NOT EXISTS bindings (
     updated REAL NOT NULL,
     PRIMARY KEY (aor, contact)
 );
+CREATE TABLE IF NOT EXISTS bans (
+    source TEXT PRIMARY KEY,
+    until REAL NOT NULL,
+    reason TEXT NOT NULL,
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS alerts (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    time REAL NOT NULL,
+    rule TEXT NOT NULL,
+    source TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS certificates (
     serial TEXT PRIMARY KEY,
     name TEXT NOT NULL,
@@ -64,6 +77,26 @@ class Binding:
     cseq: int
     source: str
     user_agent: str
+
+
+#: Alerts kept in the database; older ones are deleted as new ones arrive.
+MAX_ALERTS = 100_000
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BanRecord:
+    source: str
+    until: float
+    reason: str
+    created: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AlertRecord:
+    time: float
+    rule: str
+    source: str
+    detail: str
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -135,6 +168,48 @@ class Store:
             out[(name, "SHA-256")] = sha
             out[(name, "MD5")] = md5
         return out
+
+    # -- bans and alerts ----------------------------------------------------------------
+
+    def add_ban(self, source: str, until: float, reason: str) -> None:
+        self.db.execute(
+            "INSERT OR REPLACE INTO bans (source, until, reason, created) VALUES (?, ?, ?, ?)",
+            (source, until, reason[:200], time.time()),
+        )
+
+    def remove_ban(self, source: str) -> None:
+        cur = self.db.execute("DELETE FROM bans WHERE source = ?", (source,))
+        if cur.rowcount == 0:
+            raise StoreError(f"{source} is not banned")
+
+    def bans(self, now: float) -> list[BanRecord]:
+        """Bans still in force at ``now``."""
+        return [
+            BanRecord(source=src, until=until, reason=reason, created=created)
+            for src, until, reason, created in self.db.execute(
+                "SELECT source, until, reason, created FROM bans WHERE until > ? ORDER BY source",
+                (now,),
+            )
+        ]
+
+    def add_alert(self, rule: str, source: str, detail: str, when: float) -> None:
+        self.db.execute(
+            "INSERT INTO alerts (time, rule, source, detail) VALUES (?, ?, ?, ?)",
+            (when, rule[:100], source[:64], detail[:500]),
+        )
+        # Alerts are bounded: the oldest go first past MAX_ALERTS.
+        self.db.execute(
+            "DELETE FROM alerts WHERE id <= (SELECT MAX(id) FROM alerts) - ?", (MAX_ALERTS,)
+        )
+
+    def alerts(self, since: float = 0.0) -> list[AlertRecord]:
+        return [
+            AlertRecord(time=t, rule=rule, source=src, detail=detail)
+            for t, rule, src, detail in self.db.execute(
+                "SELECT time, rule, source, detail FROM alerts WHERE time >= ? ORDER BY id",
+                (since,),
+            )
+        ]
 
     # -- device certificates ----------------------------------------------------------
 

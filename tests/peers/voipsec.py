@@ -112,3 +112,13 @@ def _accepting(server: VoipsecServer) -> bool:
     except AssertionError:
         return False
     return True
+
+
+def set_zones(data_dir: Path, zones_toml: str) -> None:
+    """Replace the ``[[zones]]`` tables of DIR/voipsec.toml (set_key cannot edit arrays)."""
+    path = data_dir / "voipsec.toml"
+    text = path.read_text()
+    cut = text.find("[[zones]]")
+    head = text if cut < 0 else text[:cut]
+    path.write_text(head + zones_toml)
+    voipsec("config", "get", "sip.domain", data_dir=data_dir)  # validates the new file

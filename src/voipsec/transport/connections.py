@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -51,6 +52,7 @@ class ConnectionStatistics:
     refused_per_ip: int
     refused_total: int
     refused_revoked: int
+    refused_banned: int
     closed_idle: int
     closed_slow: int
     closed_revoked: int
@@ -72,16 +74,22 @@ class ConnectionTable:
             "refused_per_ip": 0,
             "refused_total": 0,
             "refused_revoked": 0,
+            "refused_banned": 0,
             "closed_idle": 0,
             "closed_slow": 0,
             "closed_revoked": 0,
         }
         #: Serials of revoked device certificates (from the CA's CRL).
         self.revoked: frozenset[int] = frozenset()
+        #: Asks the guard whether a source is banned (connections from it are refused).
+        self.banned: Callable[[str], bool] | None = None
 
     def admit(self, flow: SweptFlow) -> bool:
         """Register a new connection; False when a limit refuses it."""
         ip = flow.peer[0]
+        if self.banned is not None and self.banned(ip):
+            self._counts["refused_banned"] += 1
+            return False
         if flow.identity is not None and flow.identity.serial in self.revoked:
             self._counts["refused_revoked"] += 1
             log.info(
@@ -143,6 +151,13 @@ class ConnectionTable:
                 closed += 1
         self._counts["closed_revoked"] += closed
         return closed
+
+    def abort_source(self, ip: str) -> int:
+        """Drop every connection from ``ip`` (it was just banned)."""
+        flows = [f for f in self._by_peer.values() if f.peer[0] == ip]
+        for flow in flows:
+            flow.abort()
+        return len(flows)
 
     def close_all(self) -> None:
         for flow in list(self._by_peer.values()):

@@ -1,0 +1,132 @@
+"""The guard before the parser: bans, token buckets, zones (fake clock)."""
+
+from __future__ import annotations
+
+import ipaddress
+
+import pytest
+
+from voipsec.edge import guard as guard_module
+from voipsec.edge import zones as zones_module
+from voipsec.edge.guard import Ban, Guard, Verdict
+from voipsec.edge.zones import Zone, ZoneMap
+
+
+def _net(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    return ipaddress.ip_network(text)
+
+
+INTERNET = Zone(name="internet", networks=(_net("0.0.0.0/0"),), rate_requests=16, rate_window=2.0)
+OFFICE = Zone(name="office", networks=(_net("10.0.0.0/8"),), rate_requests=100)
+VOICE = Zone(name="voice", networks=(_net("10.1.0.0/16"),), trusted=True)
+LOOP6 = Zone(name="loop6", networks=(_net("::1/128"),), trusted=True)
+
+
+def _guard() -> Guard:
+    return Guard(ZoneMap([INTERNET, OFFICE, VOICE, LOOP6], INTERNET))
+
+
+def test_zone_most_specific_wins() -> None:
+    zones = ZoneMap([INTERNET, OFFICE, VOICE], INTERNET)
+    assert zones.zone_for("10.1.2.3").name == "voice"
+    assert zones.zone_for("10.2.0.1").name == "office"
+    assert zones.zone_for("192.0.2.1").name == "internet"
+
+
+def test_zone_ipv4_mapped_ipv6_is_its_ipv4_zone() -> None:
+    zones = ZoneMap([INTERNET, VOICE], INTERNET)
+    assert zones.zone_for("::ffff:10.1.0.9").name == "voice"
+
+
+def test_zone_unknown_and_garbage_get_default() -> None:
+    zones = ZoneMap([VOICE], INTERNET)
+    assert zones.zone_for("2001:db8::1").name == "internet"
+    assert zones.zone_for("not-an-ip").name == "internet"
+
+
+def test_zone_cache_limit_exceeded_clears(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(zones_module, "MAX_ZONE_CACHE", 3)
+    zones = ZoneMap([INTERNET], INTERNET)
+    for i in range(10):
+        assert zones.zone_for(f"192.0.2.{i}").name == "internet"
+    assert len(zones._cache) <= 3
+
+
+def test_guard_rate_under_limit_passes() -> None:
+    guard = _guard()
+    assert all(guard.check("192.0.2.1", 0.0)[0] is Verdict.ALLOW for _ in range(16))
+
+
+def test_guard_rate_exceeded_bans_with_zone_ban_time() -> None:
+    guard = _guard()
+    for _ in range(16):
+        guard.check("192.0.2.1", 0.0)
+    verdict, added = guard.check("192.0.2.1", 0.0)
+    assert verdict is Verdict.RATE
+    assert added is not None
+    assert added.ban == Ban(source="192.0.2.1", until=300.0, reason="rate limit of zone internet")
+    assert guard.check("192.0.2.1", 299.0) == (Verdict.BANNED, None)
+    assert guard.check("192.0.2.2", 0.0) == (Verdict.ALLOW, None)  # others unaffected
+
+
+def test_guard_ban_expires_then_accepted() -> None:
+    guard = _guard()
+    guard.ban("192.0.2.9", 10, "test", now=0.0)
+    assert guard.check("192.0.2.9", 9.9)[0] is Verdict.BANNED
+    assert guard.check("192.0.2.9", 10.0)[0] is Verdict.ALLOW
+    assert guard.bans() == []
+
+
+def test_guard_tokens_refill_over_time() -> None:
+    guard = _guard()
+    for _ in range(16):
+        guard.check("192.0.2.1", 0.0)
+    # 16 per 2 s: after 1 s, 8 more are allowed.
+    assert [guard.check("192.0.2.1", 1.0)[0] for _ in range(8)] == [Verdict.ALLOW] * 8
+    assert guard.check("192.0.2.1", 1.0)[0] is Verdict.RATE
+
+
+def test_guard_trusted_zone_never_limited_or_banned() -> None:
+    guard = _guard()
+    assert all(guard.check("10.1.0.5", 0.0)[0] is Verdict.ALLOW for _ in range(1000))
+    assert guard.ban("10.1.0.5", 60, "ids", now=0.0) is None
+    assert guard.ban("::1", 60, "ids", now=0.0) is None
+    assert guard.check("10.1.0.5", 0.0)[0] is Verdict.ALLOW
+
+
+def test_guard_longer_ban_replaces_shorter_only() -> None:
+    guard = _guard()
+    assert guard.ban("192.0.2.3", 100, "first", now=0.0) is not None
+    assert guard.ban("192.0.2.3", 10, "shorter", now=0.0) is None
+    added = guard.ban("192.0.2.3", 1000, "longer", now=0.0)
+    assert added is not None and added.ban.until == 1000.0
+
+
+def test_guard_replace_bans_adopts_stored_list() -> None:
+    guard = _guard()
+    guard.ban("192.0.2.3", 100, "x", now=0.0)
+    guard.replace_bans([Ban(source="192.0.2.4", until=50.0, reason="manual")])
+    assert guard.check("192.0.2.3", 1.0)[0] is Verdict.ALLOW
+    assert guard.check("192.0.2.4", 1.0)[0] is Verdict.BANNED
+
+
+def test_guard_bucket_limit_exceeded_forgets_oldest(monkeypatch: pytest.MonkeyPatch) -> None:
+    guard = Guard(ZoneMap([INTERNET], INTERNET), max_buckets=4)
+    for i in range(10):
+        guard.check(f"192.0.2.{i}", float(i))
+    assert guard.statistics().buckets <= 4
+    assert guard_module.MAX_BUCKETS == 100_000
+
+
+def test_guard_statistics_count_each_outcome() -> None:
+    guard = _guard()
+    for _ in range(17):
+        guard.check("192.0.2.1", 0.0)
+    guard.check("192.0.2.1", 0.0)
+    stats = guard.statistics()
+    assert (stats.passed, stats.dropped_rate, stats.dropped_banned, stats.bans_added) == (
+        16,
+        1,
+        1,
+        1,
+    )
