@@ -1,0 +1,149 @@
+"""Edge protection against a real flood (SIPp) and its bans, on UDP and TLS.
+
+voipsec listens on UDP and TLS on loopback with loopback *untrusted* (the "internet"
+zone) for these tests; the probe that checks whether a source is dropped is a plain
+UDP socket bound to that source address.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ALICE
+from tests.peers.proc import free_port, wait_for
+from tests.peers.sipclient import TlsSipClient
+from tests.peers.sipp import run_sipp
+from tests.peers.voipsec import VoipsecServer, prepare, serving, set_zones, voipsec
+
+pytestmark = pytest.mark.peers
+
+BENCH = Path(__file__).resolve().parents[2] / "bench" / "sipp"
+FLOODER = "127.0.0.2"
+
+
+def _edge_server(tmp_path: Path, *, ban: int = 300) -> tuple[VoipsecServer, int]:
+    prepared = prepare(tmp_path / "data", users=[ALICE])
+    udp = free_port(kind=socket.SOCK_DGRAM)
+    voipsec(
+        "config",
+        "set",
+        "sip.listen",
+        f'["tls:127.0.0.1:{prepared.port}", "udp:127.0.0.1:{udp}"]',
+        data_dir=prepared.data_dir,
+    )
+    set_zones(
+        prepared.data_dir,
+        '[[zones]]\nname = "lab"\ncidrs = ["127.0.0.3/32"]\nrate_requests = 2000\n\n'
+        f'[[zones]]\nname = "internet"\ncidrs = ["0.0.0.0/0", "::/0"]\nrate_ban = {ban}\n',
+    )
+    return prepared, udp
+
+
+def _options(source: str, port: int, tag: str) -> bytes | None:
+    """One OPTIONS from ``source`` over UDP; the response, or None after 1 s of silence."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind((source, 0))
+        sock.settimeout(1.0)
+        local = sock.getsockname()
+        sock.sendto(
+            (
+                f"OPTIONS sip:localhost SIP/2.0\r\n"
+                f"Via: SIP/2.0/UDP {local[0]}:{local[1]};branch=z9hG4bK{tag};rport\r\n"
+                f"From: <sip:probe@localhost>;tag={tag}\r\nTo: <sip:localhost>\r\n"
+                f"Call-ID: {tag}\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\n"
+                "Content-Length: 0\r\n\r\n"
+            ).encode(),
+            ("127.0.0.1", port),
+        )
+        try:
+            return sock.recv(65535)
+        except TimeoutError:
+            return None
+
+
+def _flood(tmp_path: Path, udp: int) -> None:
+    run_sipp(
+        BENCH / "invite_flood.xml",
+        f"127.0.0.1:{udp}",
+        workdir=tmp_path / "flood",
+        rate=300,
+        calls=300,
+        transport="u1",
+        extra=["-i", FLOODER],
+        timeout=20,
+    )
+
+
+def test_edge_invite_flood_banned_dropped_until_expiry(tmp_path: Path) -> None:
+    prepared, udp = _edge_server(tmp_path, ban=4)
+    with serving(prepared) as server:
+        assert _options(FLOODER, udp, "before1").startswith(b"SIP/2.0 200 OK")  # type: ignore[union-attr]
+        _flood(tmp_path, udp)
+        listing = voipsec("bans", "list", data_dir=server.data_dir).stdout
+        assert f"{FLOODER}  " in listing
+        assert "rate limit of zone internet" in listing
+        assert _options(FLOODER, udp, "during1") is None  # dropped silently
+        # Others are still served while the flooder is banned.
+        assert _options("127.0.0.3", udp, "other1").startswith(b"SIP/2.0 200 OK")  # type: ignore[union-attr]
+        banned_at = time.monotonic()
+        wait_for(
+            lambda: _options(FLOODER, udp, f"after{int(time.monotonic() * 1000)}") is not None,
+            deadline=15,
+            what="the ban to expire",
+        )
+        assert time.monotonic() - banned_at > 1.5
+        alerts = voipsec("alerts", "list", data_dir=server.data_dir).stdout
+        assert f"ban  {FLOODER}  4 s: rate limit of zone internet" in alerts
+
+
+def test_edge_bans_survive_restart_and_remove_lifts_at_once(tmp_path: Path) -> None:
+    prepared, udp = _edge_server(tmp_path)
+    with serving(prepared):
+        _flood(tmp_path, udp)
+        assert _options(FLOODER, udp, "x1") is None
+    with serving(prepared) as server:
+        assert _options(FLOODER, udp, "x2") is None  # still banned after the restart
+        assert voipsec("bans", "remove", FLOODER, data_dir=server.data_dir).stdout == (
+            f"unbanned {FLOODER}\n"
+        )
+        wait_for(
+            lambda: _options(FLOODER, udp, f"x3{time.monotonic()}") is not None,
+            deadline=5,
+            what="the ban to be lifted",
+        )
+
+
+def test_edge_manual_ban_drops_tls_connections_of_that_source(tmp_path: Path) -> None:
+    prepared, udp = _edge_server(tmp_path)
+    with serving(prepared) as server:
+        assert (
+            voipsec("bans", "add", "127.0.0.3", "--seconds", "60", data_dir=server.data_dir).stdout
+            == "banned 127.0.0.3 for 60 s\n"
+        )
+        wait_for(
+            lambda: _options("127.0.0.3", udp, f"m{time.monotonic()}") is None,
+            deadline=5,
+            what="the manual ban to apply",
+        )
+        with TlsSipClient(server.host, server.port, server.ca) as client:  # 127.0.0.1: fine
+            assert client.register(*ALICE).status == 200
+        bad = voipsec("bans", "add", "not-an-ip", data_dir=server.data_dir, check=False)
+        assert (bad.returncode, bad.stderr) == (
+            1,
+            "voipsec: error: 'not-an-ip' is not an IP address\n",
+        )
+
+
+def test_edge_responses_hide_topology_and_version(tmp_path: Path) -> None:
+    prepared, udp = _edge_server(tmp_path)
+    with serving(prepared):
+        answer = _options("127.0.0.3", udp, "topo1")
+        assert answer is not None and answer.startswith(b"SIP/2.0 200 OK")
+        lowered = answer.lower()
+        assert b"\r\nserver:" not in lowered
+        assert b"voipsec" not in lowered
+        assert b"user-agent" not in lowered
