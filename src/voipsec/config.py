@@ -200,6 +200,17 @@ def _default_zones() -> list[ZoneSection]:
     ]
 
 
+SANITY_CHECKS = ("max_forwards", "from_tag", "via_branch", "uri_scheme", "lengths")
+
+
+class SanitySection(_Section):
+    checks: list[Literal["max_forwards", "from_tag", "via_branch", "uri_scheme", "lengths"]] = (
+        Field(default_factory=lambda: list(SANITY_CHECKS))  # type: ignore[arg-type]
+    )
+    #: "reply" answers the failure's status (400/483/416); "drop" stays silent.
+    action: Literal["reply", "drop"] = "reply"
+
+
 class IdsSection(_Section):
     enabled: bool = True
     #: Extra rule files (*.yaml) in this directory, relative to the data directory;
@@ -222,6 +233,7 @@ class Config(_Section):
     turn: TurnSection = Field(default_factory=TurnSection)
     log: LogSection = Field(default_factory=LogSection)
     ids: IdsSection = Field(default_factory=IdsSection)
+    sanity: SanitySection = Field(default_factory=SanitySection)
     zones: list[ZoneSection] = Field(default_factory=_default_zones)
 
     @field_validator("zones")
@@ -295,6 +307,12 @@ allowed_peers = []
 
 [log]
 level = "info"
+
+[sanity]
+# Checks on every request beyond what the parser refuses; remove one to let a peer
+# that needs it through. action: "reply" (400/483/416) or "drop" (silent).
+checks = ["max_forwards", "from_tag", "via_branch", "uri_scheme", "lengths"]
+action = "reply"
 
 [ids]
 # The VoIP IDS: the shipped rules plus *.yaml files in this directory (relative to

@@ -27,6 +27,7 @@ from .config import Config, Listen
 from .core.registrar import Registrar, RegistrarPolicy
 from .edge.guard import Ban, BanAdded, Guard
 from .edge.guard import Verdict as GuardVerdict
+from .edge.sanity import Sanity
 from .edge.zones import Zone, ZoneMap
 from .pki.ca import CaPaths, ServerPaths, read_crl_serials, warn_if_expiring
 from .pki.tls import server_context
@@ -142,6 +143,7 @@ class SipService:
         self.registrar.load(store.bindings(clock()))
         self.layer = TransactionLayer()
         self.guard = Guard(build_zone_map(config))
+        self.sanity = Sanity(config.sanity.checks)
         self.guard.replace_bans(
             [Ban(source=b.source, until=b.until, reason=b.reason) for b in store.bans(clock())]
         )
@@ -270,7 +272,16 @@ class SipService:
             return
         self._tx_flows[key] = flow
         request = self._stamp_via(request, flow)
-        response = self._decide(flow, request, now)
+        failure = self.sanity.check(request)
+        if failure is not None and self.config.sanity.action == "drop":
+            self.counters.dropped += 1
+            self.layer.discard(key)
+            self._tx_flows.pop(key, None)
+            return
+        if failure is not None:
+            response = response_to(request, failure.status, failure.reason, to_tag=_tag())
+        else:
+            response = self._decide(flow, request, now)
         self._count_status(response.status)
         self._do(flow, self.layer.send_response(key, response, now))
 

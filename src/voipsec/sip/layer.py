@@ -121,6 +121,10 @@ class TransactionLayer:
             return []
         return self._run(self._server, key, tx, tu_event(response.status), now, response)
 
+    def discard(self, key: TxKey) -> None:
+        """Forget a server transaction the TU will never answer (a dropped request)."""
+        self._server.pop(key, None)
+
     # -- client side --------------------------------------------------------------
 
     def send_request(
