@@ -358,13 +358,30 @@ def add_voipsec_users(data: Path, users: Sequence[tuple[str, str]]) -> None:
 
 
 @contextlib.contextmanager
-def voipsec_server(workdir: Path, users: Sequence[tuple[str, str]]) -> Iterator[Server]:
-    """``voipsec serve`` on a free TLS port, MD5 digest only (what SIPp 3.6.1 can do)."""
+def voipsec_server(
+    workdir: Path, users: Sequence[tuple[str, str]], edge: str = "trusted"
+) -> Iterator[Server]:
+    """``voipsec serve`` on a free TLS port, MD5 digest only (what SIPp 3.6.1 can do).
+
+    ``edge``: "trusted" keeps the default trusted loopback zone (no guard buckets, no
+    IDS); "ids" makes loopback an untrusted zone with a rate limit above the load, so
+    the guard and the default IDS ruleset see every message; "off" also disables the
+    IDS in that zone setting, to measure the IDS alone.
+    """
     port = free_port()
     data = workdir / "voipsec-data"
     _voipsec("init", data=data)
     _voipsec("config", "set", "sip.listen", f'["tls:127.0.0.1:{port}"]', data=data)
     _voipsec("config", "set", "auth.algorithms", '["MD5"]', data=data)
+    if edge in ("ids", "off"):
+        config = data / "voipsec.toml"
+        text = config.read_text()
+        config.write_text(
+            text[: text.index("[[zones]]")]
+            + '[[zones]]\nname = "internet"\ncidrs = ["0.0.0.0/0", "::/0"]\n'
+            + "rate_requests = 1000000\nrate_window = 1.0\n"
+        )
+        _voipsec("config", "set", "ids.enabled", "true" if edge == "ids" else "false", data=data)
     add_voipsec_users(data, users)
     log = workdir / "voipsec.log"
     with running([*voipsec_argv(), "serve", "--dir", str(data)], cwd=workdir, log=log) as proc:
@@ -475,7 +492,7 @@ def start_server(
         with kamailio_server(work, users, args.children) as server:
             yield server
     else:
-        with voipsec_server(work, users) as server:
+        with voipsec_server(work, users, args.edge) as server:
             yield server
 
 
@@ -652,6 +669,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         type=int,
         default=1,
         help="repeat a failed step this often when other processes were busy meanwhile",
+    )
+    parser.add_argument(
+        "--edge",
+        choices=("trusted", "ids", "off"),
+        default="trusted",
+        help="voipsec only: loopback trusted (default), untrusted with the IDS, or "
+        "untrusted without the IDS",
     )
     parser.add_argument("--json", type=Path, help="write the results to this file")
     parser.add_argument("--keep", action="store_true", help="keep the working directory")

@@ -151,6 +151,7 @@ def _use_uvloop() -> None:
 @app.command()
 def serve(dir: DirOption = DEFAULT_DIR) -> None:
     """Run every service; initialises DIR on first run."""
+    from .edge.ids import RuleError
     from .server import Server
 
     initialise(dir)
@@ -173,6 +174,8 @@ def serve(dir: DirOption = DEFAULT_DIR) -> None:
         asyncio.run(main())
     except OSError as err:
         _fail(f"cannot listen: {err.strerror or err}")
+    except RuleError as err:
+        _fail(f"IDS rules: {err}")
 
 
 # -- users --------------------------------------------------------------------------

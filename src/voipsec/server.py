@@ -14,6 +14,7 @@ import contextlib
 import email.utils
 import ipaddress
 import logging
+import re
 import secrets
 import signal
 import sqlite3
@@ -27,6 +28,19 @@ from .config import Config, Listen
 from .core.registrar import Registrar, RegistrarPolicy
 from .edge.guard import Ban, BanAdded, Guard
 from .edge.guard import Verdict as GuardVerdict
+from .edge.ids import (
+    Alert,
+    Drop,
+    IdsAction,
+    IdsEngine,
+    Observation,
+    Reply,
+    Rule,
+    RuleError,
+    default_rules_path,
+    load_rules,
+)
+from .edge.ids import Ban as IdsBan
 from .edge.sanity import Sanity
 from .edge.zones import Zone, ZoneMap
 from .pki.ca import CaPaths, ServerPaths, read_crl_serials, warn_if_expiring
@@ -114,6 +128,7 @@ class SipService:
         config: Config,
         store: Store,
         clock: Callable[[], float] = time.time,
+        ids_rules: list[Rule] | None = None,
     ) -> None:
         self.config = config
         self.store = store
@@ -144,6 +159,9 @@ class SipService:
         self.layer = TransactionLayer()
         self.guard = Guard(build_zone_map(config))
         self.sanity = Sanity(config.sanity.checks)
+        self.ids: IdsEngine | None = (
+            IdsEngine(ids_rules) if config.ids.enabled and ids_rules is not None else None
+        )
         self.guard.replace_bans(
             [Ban(source=b.source, until=b.until, reason=b.reason) for b in store.bans(clock())]
         )
@@ -247,6 +265,9 @@ class SipService:
             self._answer_unparsed(flow, data, err)
 
     def _answer_unparsed(self, flow: Flow, data: bytes, err: SipParseError) -> None:
+        self._observe_malformed(flow)
+        if self.guard.is_banned(flow.peer[0], self.clock()):
+            return
         answer = error_response_bytes(data, err.status, err.phrase)
         if answer is None:
             self.counters.dropped += 1
@@ -270,6 +291,11 @@ class SipService:
         self._do(flow, actions)
         if key is None or request.method == "ACK":
             return
+        zone = self.guard.zones.zone_for(flow.peer[0])
+        verdict = self._inspect(flow, request, zone, now)
+        if verdict is not None and verdict.status == 0:
+            self.layer.discard(key)
+            return
         self._tx_flows[key] = flow
         request = self._stamp_via(request, flow)
         failure = self.sanity.check(request)
@@ -278,12 +304,96 @@ class SipService:
             self.layer.discard(key)
             self._tx_flows.pop(key, None)
             return
-        if failure is not None:
+        if verdict is not None:
+            response = response_to(request, verdict.status, "Forbidden", to_tag=_tag())
+        elif failure is not None:
             response = response_to(request, failure.status, failure.reason, to_tag=_tag())
         else:
             response = self._decide(flow, request, now)
+        if self.ids is not None and not zone.trusted:
+            self._observe_answer(flow, request, response, zone, now)
         self._count_status(response.status)
         self._do(flow, self.layer.send_response(key, response, now))
+
+    # -- IDS ----------------------------------------------------------------------------
+
+    def _inspect(self, flow: Flow, request: Request, zone: Zone, now: float) -> IdsVerdict | None:
+        """Report a request to the IDS (untrusted zones) and carry out its actions."""
+        if self.ids is None or zone.trusted:
+            return None
+        headers = request.headers
+        to_uri = request.to.uri
+        observation = Observation(
+            source=flow.peer[0],
+            zone=zone.name,
+            kind="request",
+            method=request.method,
+            user_agent=headers.get("user-agent"),
+            from_tag=request.from_.tag,
+            call_id=request.call_id,
+            branch=request.top_via.branch,
+            to_user=to_uri.user if isinstance(to_uri, SipUri) else None,
+            auth_user=_auth_user(headers.get("authorization")),
+            headers={h.key: h.value for h in reversed(headers.fields)},
+            compact=any(len(h.name) == 1 for h in headers.fields),
+        )
+        return self._apply_ids(self.ids.observe(observation, now), flow.peer[0], now)
+
+    def _observe_answer(
+        self, flow: Flow, request: Request, response: Response, zone: Zone, now: float
+    ) -> None:
+        if self.ids is None:
+            return
+        to_uri = request.to.uri
+        user = to_uri.user if isinstance(to_uri, SipUri) else None
+        observation = Observation(
+            source=flow.peer[0],
+            zone=zone.name,
+            kind="response_sent",
+            method=request.method,
+            status=response.status,
+            to_user=user,
+            target_known=user is not None and (user, "SHA-256") in self._digests,
+            auth_user=_auth_user(request.headers.get("authorization")),
+        )
+        self._apply_ids(self.ids.observe(observation, now), flow.peer[0], now)
+
+    def _observe_malformed(self, flow: Flow) -> None:
+        zone = self.guard.zones.zone_for(flow.peer[0])
+        if self.ids is None or zone.trusted:
+            return
+        now = self.clock()
+        observation = Observation(source=flow.peer[0], zone=zone.name, kind="malformed")
+        self._apply_ids(self.ids.observe(observation, now), flow.peer[0], now)
+
+    def _apply_ids(self, actions: list[IdsAction], source: str, now: float) -> IdsVerdict | None:
+        """Alerts are stored, bans applied; returns how to treat the request itself."""
+        verdict: IdsVerdict | None = None
+        for action in actions:
+            if isinstance(action, IdsBan):
+                added = self.guard.ban(action.source, action.seconds, f"ids: {action.rule}", now)
+                if added is not None:
+                    self.record_ban(added)
+                verdict = IdsVerdict(rule=action.rule, status=0)
+            elif isinstance(action, Drop):
+                verdict = IdsVerdict(rule=action.rule, status=0)
+            elif isinstance(action, Reply) and verdict is None:
+                verdict = IdsVerdict(rule=action.rule, status=action.status)
+            elif isinstance(action, Alert):
+                self._alert(action)
+        return verdict
+
+    def _alert(self, alert: Alert) -> None:
+        log.warning("ids alert %s from %s: %s", alert.rule, alert.source, alert.detail)
+        try:
+            self.store.add_alert(alert.rule, alert.source, alert.detail, self.clock())
+        except sqlite3.Error:
+            log.exception("could not store an alert")
+
+    def reload_rules(self, rules: list[Rule]) -> None:
+        """New rule set from the rule files; counters start again."""
+        if self.config.ids.enabled:
+            self.ids = IdsEngine(rules)
 
     def _stamp_via(self, request: Request, flow: Flow) -> Request:
         via = request.top_via
@@ -514,6 +624,25 @@ def build_zone_map(config: Config) -> ZoneMap:
     return ZoneMap(zones, default)
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IdsVerdict:
+    """What the IDS decided for one request: status 0 drops it, else answer it."""
+
+    rule: str
+    status: int
+
+
+_AUTH_USER = re.compile(r'username\s*=\s*"([^"]{0,128})"')
+
+
+def _auth_user(header: str | None) -> str | None:
+    """The user name of an Authorization header, cheaply, for the IDS."""
+    if header is None:
+        return None
+    match = _AUTH_USER.search(header)
+    return match.group(1) if match else None
+
+
 def _tag() -> str:
     return secrets.token_hex(6)
 
@@ -525,7 +654,8 @@ class Server:
         self.config = config
         self.data_dir = data_dir
         self.store = Store(data_dir / "voipsec.db")
-        self.service = SipService(config=config, store=self.store)
+        self._rules_stamp = self._rule_files_stamp()
+        self.service = SipService(config=config, store=self.store, ids_rules=self._load_rules())
         tls = config.tls
         self.connections = ConnectionTable(
             ConnectionLimits(
@@ -620,6 +750,7 @@ class Server:
                 self.service.sweep()
                 self.connections.sweep(now)
                 self.check_revocations()
+                self.check_rules()
             try:
                 self.service.flush()
             except Exception:
@@ -643,6 +774,40 @@ class Server:
             log.info("SIGHUP: server certificate reloaded from %s", paths.cert)
             warn_if_expiring(paths.cert, time.time())
         self.service.reload_users()
+
+    def _rule_files(self) -> list[Path]:
+        user_dir = self.data_dir / self.config.ids.rules_dir
+        user_files = sorted(user_dir.glob("*.yaml")) if user_dir.is_dir() else []
+        return [default_rules_path(), *user_files]
+
+    def _rule_files_stamp(self) -> tuple[tuple[str, float], ...]:
+        stamp = []
+        for path in self._rule_files():
+            try:
+                stamp.append((str(path), path.stat().st_mtime))
+            except FileNotFoundError:
+                continue
+        return tuple(stamp)
+
+    def _load_rules(self) -> list[Rule] | None:
+        if not self.config.ids.enabled:
+            return None
+        return load_rules(self._rule_files())
+
+    def check_rules(self) -> None:
+        """Re-read the IDS rule files when one changed; a bad file keeps the old rules."""
+        stamp = self._rule_files_stamp()
+        if stamp == self._rules_stamp:
+            return
+        self._rules_stamp = stamp
+        try:
+            rules = self._load_rules()
+        except RuleError as err:
+            log.error("IDS rules not reloaded: %s", err)
+            return
+        if rules is not None:
+            self.service.reload_rules(rules)
+            log.info("IDS rules reloaded: %d rules", len(rules))
 
     def check_revocations(self) -> None:
         """Adopt the CA's CRL when it changed; drop connections it revokes."""

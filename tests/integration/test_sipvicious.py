@@ -1,0 +1,163 @@
+"""Real attacks with sipvicious (svmap, svwar, svcrack) against voipsec's UDP listener.
+
+Loopback is the untrusted "internet" zone here; a "lab" zone (127.0.0.3) with a
+higher rate limit carries legitimate SIPp registrations while the attacks run.
+svwar and svcrack send from 127.0.0.1:5061 whatever -b says (PEERS.md).
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.peers.proc import free_port, require, wait_for
+from tests.peers.sipp import SippResult, run_sipp, write_users_csv
+from tests.peers.voipsec import VoipsecServer, prepare, serving, set_zones, voipsec
+from voipsec.store import Store
+
+pytestmark = pytest.mark.peers
+
+BENCH = Path(__file__).resolve().parents[2] / "bench" / "sipp"
+USERS = [(f"user{i:03d}", f"pw{i:03d}-legit") for i in range(100)]
+LEGIT = "127.0.0.3"
+
+
+def _attack_server(tmp_path: Path) -> tuple[VoipsecServer, int]:
+    prepared = prepare(
+        tmp_path / "data",
+        users=[("alice", "alice-secret-1")],
+        settings=[("auth.algorithms", '["MD5"]')],  # SIPp 3.6.1, the legitimate load
+    )
+    udp = free_port(kind=socket.SOCK_DGRAM)
+    voipsec(
+        "config",
+        "set",
+        "sip.listen",
+        f'["tls:127.0.0.1:{prepared.port}", "udp:127.0.0.1:{udp}"]',
+        data_dir=prepared.data_dir,
+    )
+    set_zones(
+        prepared.data_dir,
+        f'[[zones]]\nname = "lab"\ncidrs = ["{LEGIT}/32"]\nrate_requests = 2000\n',
+    )
+    store = Store(prepared.data_dir / "voipsec.db")
+    try:
+        for name, password in USERS:
+            store.add_user(name, password, "localhost")
+    finally:
+        store.close()
+    return prepared, udp
+
+
+def _sv(tool: str, *args: str, timeout: float = 60) -> tuple[float, str]:
+    """Run a sipvicious tool; returns (start time, its output)."""
+    started = time.time()
+    proc = subprocess.run(
+        [require(tool), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        stdin=subprocess.DEVNULL,
+    )
+    return started, proc.stdout + proc.stderr
+
+
+def _ban_of(server: VoipsecServer, source: str) -> tuple[float, str] | None:
+    store = Store(server.data_dir / "voipsec.db")
+    try:
+        for ban in store.bans(time.time()):
+            if ban.source == source:
+                return ban.created, ban.reason
+    finally:
+        store.close()
+    return None
+
+
+def _banned_within(server: VoipsecServer, source: str, started: float, seconds: float) -> str:
+    found = _ban_of(server, source)
+    assert found is not None, f"{source} was not banned: {server.log_text()[-2000:]}"
+    created, reason = found
+    assert created - started <= seconds, (created - started, reason)
+    return reason
+
+
+def test_svmap_detected_and_banned_within_2s(tmp_path: Path) -> None:
+    prepared, udp = _attack_server(tmp_path)
+    with serving(prepared) as server:
+        started, _ = _sv("svmap", "-p", str(udp), "127.0.0.1", "-b", "127.0.0.2")
+        assert _banned_within(server, "127.0.0.2", started, 2.0) == "ids: scanner-user-agent"
+        alerts = voipsec("alerts", "list", data_dir=server.data_dir).stdout
+        assert "scanner-user-agent  127.0.0.2  user agent 'friendly-scanner'" in alerts
+
+
+def test_svmap_compact_without_user_agent_caught_by_fingerprint(tmp_path: Path) -> None:
+    prepared, udp = _attack_server(tmp_path)
+    with serving(prepared) as server:
+        started, _ = _sv("svmap", "-c", "-p", str(udp), "127.0.0.1", "-b", "127.0.0.4")
+        reason = _banned_within(server, "127.0.0.4", started, 2.0)
+        assert reason == "ids: sipvicious-from-tag"
+        alerts = voipsec("alerts", "list", data_dir=server.data_dir).stdout
+        assert "user agent" not in alerts  # no User-Agent was sent: the fingerprint caught it
+
+
+def test_svwar_banned_and_finds_no_extension(tmp_path: Path) -> None:
+    prepared, udp = _attack_server(tmp_path)
+    with serving(prepared) as server:
+        started, out = _sv("svwar", "-e100-300", "-p", str(udp), "127.0.0.1")
+        _banned_within(server, "127.0.0.1", started, 2.0)
+        assert "found nothing" in out
+        assert "alice" not in out and "user0" not in out
+
+
+def test_svcrack_banned_and_finds_no_password(tmp_path: Path) -> None:
+    prepared, udp = _attack_server(tmp_path)
+    with serving(prepared) as server:
+        started, out = _sv("svcrack", "-u", "alice", "-r", "1-3000", "-p", str(udp), "127.0.0.1")
+        _banned_within(server, "127.0.0.1", started, 2.0)
+        assert "found nothing" in out
+        assert "alice-secret-1" not in out
+        assert server.bindings("alice") == []
+
+
+def test_legitimate_load_unharmed_while_attacks_run(tmp_path: Path) -> None:
+    prepared, udp = _attack_server(tmp_path)
+    csv = write_users_csv(tmp_path / "users.csv", USERS, "localhost")
+    result: list[SippResult] = []
+    with serving(prepared) as server:
+
+        def legit() -> None:
+            result.append(
+                run_sipp(
+                    BENCH / "register_digest.xml",
+                    f"127.0.0.1:{udp}",
+                    workdir=tmp_path / "legit",
+                    inf_csv=csv,
+                    rate=100,
+                    calls=600,
+                    transport="u1",
+                    extra=["-i", LEGIT, "-auth_uri", "localhost"],
+                    timeout=60,
+                )
+            )
+
+        load = threading.Thread(target=legit)
+        load.start()
+        try:
+            # The attacks, one after the other, while the 6 s of legitimate load run.
+            _sv("svmap", "-p", str(udp), "127.0.0.1", "-b", "127.0.0.2")
+            _sv("svwar", "-e100-200", "-p", str(udp), "127.0.0.1")
+            _sv("svmap", "-c", "-p", str(udp), "127.0.0.1", "-b", "127.0.0.4")
+        finally:
+            load.join(timeout=90)
+        assert result, "SIPp did not finish"
+        assert (result[0].successful, result[0].failed) == (600, 0), result[0].error_tail()
+        wait_for(lambda: _ban_of(server, "127.0.0.2") is not None, what="the scanner's ban")
+        assert _ban_of(server, LEGIT) is None
+        assert _ban_of(server, "127.0.0.1") is not None
+        assert _ban_of(server, "127.0.0.4") is not None
