@@ -218,9 +218,15 @@ class SipService:
     def reload_bans(self) -> None:
         """Adopt the stored bans (the CLI adds and removes them in the database)."""
         now = self.clock()
-        self.guard.replace_bans(
-            [Ban(source=b.source, until=b.until, reason=b.reason) for b in self.store.bans(now)]
-        )
+        before = {b.source for b in self.guard.bans() if b.until > now}
+        stored = [
+            Ban(source=b.source, until=b.until, reason=b.reason) for b in self.store.bans(now)
+        ]
+        self.guard.replace_bans(stored)
+        if self.ids is not None:
+            # A ban lifted by hand: the IDS may ban that source again at once.
+            for source in before - {b.source for b in stored}:
+                self.ids.lift(source)
 
     def on_framing_error(self, flow: StreamProtocol, data: bytes, err: FramingError) -> None:
         self.counters.parse_errors += 1
@@ -310,7 +316,8 @@ class SipService:
             response = response_to(request, failure.status, failure.reason, to_tag=_tag())
         else:
             response = self._decide(flow, request, now)
-        if self.ids is not None and not zone.trusted:
+        if self.ids is not None and not zone.trusted and verdict is None:
+            # Answers the IDS itself chose are not evidence of anything new.
             self._observe_answer(flow, request, response, zone, now)
         self._count_status(response.status)
         self._do(flow, self.layer.send_response(key, response, now))
@@ -392,7 +399,10 @@ class SipService:
 
     def reload_rules(self, rules: list[Rule]) -> None:
         """New rule set from the rule files; counters start again."""
-        if self.config.ids.enabled:
+        if self.ids is not None:
+            # Keeps the counting windows, ban history (recidive) and statistics.
+            self.ids.replace_rules(rules)
+        elif self.config.ids.enabled:
             self.ids = IdsEngine(rules)
 
     def _stamp_via(self, request: Request, flow: Flow) -> Request:
