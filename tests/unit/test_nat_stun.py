@@ -245,8 +245,8 @@ def test_stun_classic_rfc3489_binding_request_keeps_its_128_bit_transaction_id()
     assert encode(response)[4:20] == bytes(range(16, 32))
 
 
-def test_stun_classic_message_other_than_binding_request_is_refused_without_header() -> None:
-    data = struct.pack("!HH16s", 0x0101, 0, bytes(16))
+def test_stun_classic_message_other_than_binding_is_refused_without_header() -> None:
+    data = struct.pack("!HH16s", 0x0003, 0, bytes(16))
     error = error_of(data)
     assert (error.code, error.reason, error.header) == (400, "no magic cookie", None)
 
@@ -435,13 +435,14 @@ def test_stun_channel_data_round_trip_and_udp_padding() -> None:
     assert data == b"\x40\x01\x00\x05abcde\x00\x00\x00"
     assert parse_channel_data(data) == stun.ChannelData(channel=0x4001, data=b"abcde")
     assert stun.encode_channel_data(0x4FFF, b"ab") == b"\x4f\xff\x00\x02ab"
+    assert parse_channel_data(b"\x7f\xfe\x00\x00").channel == 0x7FFE  # RFC 5766 range
 
 
 @pytest.mark.parametrize(
     ("data", "reason"),
     [
         (b"\x40\x00\x00", "shorter than a ChannelData header"),
-        (b"\x50\x00\x00\x00", "channel number out of range"),
+        (b"\x7f\xff\x00\x00", "channel number out of range"),
         (b"\x3f\xff\x00\x00", "channel number out of range"),
         (b"\x40\x00\x00\x05abcd", "ChannelData truncated"),
     ],

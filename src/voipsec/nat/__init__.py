@@ -1,7 +1,55 @@
-"""STUN and TURN server (RFC 8489, RFC 8656): sans-IO codec and core, asyncio shell."""
+"""STUN and TURN server (RFC 8489, RFC 8656) for phones and softphones behind NAT.
+
+Two layers: :mod:`.stun` (message codec) and :mod:`.turn` (the TURN state machine) are
+sans-IO; :mod:`.service` is the asyncio shell with the UDP/TCP listeners and relay
+sockets. :mod:`.peerfilter` keeps the relay out of internal networks and
+:mod:`.credentials` makes and checks TURN REST credentials.
+"""
 
 from __future__ import annotations
 
-from .stun import Message, StunParseError, parse_message
+from .credentials import long_term_key, parse_rest_username, rest_credentials, rest_password
+from .peerfilter import PeerDecision, PeerFilter, normalise
+from .service import TurnService, TurnServiceStatistics
+from .stun import (
+    Attr,
+    FramingError,
+    Integrity,
+    Message,
+    MessageClass,
+    Method,
+    StreamFramer,
+    StunParseError,
+    encode,
+    parse_channel_data,
+    parse_message,
+    verify_integrity,
+)
+from .turn import FiveTuple, TurnServer, TurnStatistics
 
-__all__ = ["Message", "StunParseError", "parse_message"]
+__all__ = [
+    "Attr",
+    "FiveTuple",
+    "FramingError",
+    "Integrity",
+    "Message",
+    "MessageClass",
+    "Method",
+    "PeerDecision",
+    "PeerFilter",
+    "StreamFramer",
+    "StunParseError",
+    "TurnServer",
+    "TurnService",
+    "TurnServiceStatistics",
+    "TurnStatistics",
+    "encode",
+    "long_term_key",
+    "normalise",
+    "parse_channel_data",
+    "parse_message",
+    "parse_rest_username",
+    "rest_credentials",
+    "rest_password",
+    "verify_integrity",
+]

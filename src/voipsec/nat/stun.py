@@ -10,7 +10,7 @@ MESSAGE-INTEGRITY-SHA256 can be checked over exactly what was received (§14.5, 
 a FINGERPRINT is checked while parsing (§14.7).
 
 A header without the magic cookie is a classic RFC 3489 message: only a Binding
-request is accepted in that form, and the cookie field is kept as the first 32 bits of
+request or response is accepted in that form, and the cookie field is kept as the first 32 bits of
 its 128-bit transaction ID so the answer echoes it (RFC 8489 §12).
 
 Untrusted bytes either parse or raise :class:`StunParseError`, which carries the error
@@ -57,9 +57,12 @@ TRANSACTION_ID_SIZE = 12
 _COOKIE_BYTES = MAGIC_COOKIE.to_bytes(4, "big")
 #: FINGERPRINT is the CRC-32 of the message XOR 0x5354554e (RFC 8489 §14.7).
 FINGERPRINT_XOR = 0x5354554E
-#: ChannelData numbers (RFC 8656 §12): 0x4000-0x4FFF; 0x5000-0xFFFF are reserved.
+#: ChannelData numbers. RFC 8656 §12 narrowed them to 0x4000-0x4FFF, but RFC 5766 §11
+#: allowed 0x4000-0x7FFE and clients still use that range (coturn's turnutils_uclient
+#: binds e.g. 0x6a3c). The first byte of such a frame (0x40-0x7F) still cannot be
+#: STUN (0x00-0x03), DTLS (20-63) or RTP/RTCP (128-191) (RFC 7983), so we accept it.
 CHANNEL_MIN = 0x4000
-CHANNEL_MAX = 0x4FFF
+CHANNEL_MAX = 0x7FFE
 CHANNEL_HEADER_SIZE = 4
 #: REQUESTED-TRANSPORT protocol number for UDP (RFC 8656 §18.7, IANA protocol 17).
 TRANSPORT_UDP = 17
@@ -441,8 +444,8 @@ def parse_message(data: bytes) -> Message:
         raise StunParseError(400, "not a STUN message (first two bits)")
     method, cls = split_type(kind)
     header = Header(method=method, cls=cls, transaction_id=tid, cookie=cookie)
-    if cookie != MAGIC_COOKIE and not (method == Method.BINDING and cls == MessageClass.REQUEST):
-        # RFC 8489 §12: only a classic Binding request is answered.
+    if cookie != MAGIC_COOKIE and (method != Method.BINDING or cls == MessageClass.INDICATION):
+        # RFC 8489 §12: only classic Binding requests (and their answers) exist.
         raise StunParseError(400, "no magic cookie")
     if length % 4:
         raise StunParseError(400, "length not a multiple of 4", header=header)
