@@ -45,6 +45,8 @@ bans_app = typer.Typer(help="Banned source addresses.", no_args_is_help=True)
 alerts_app = typer.Typer(help="Security alerts.", no_args_is_help=True)
 app.add_typer(bans_app, name="bans")
 app.add_typer(alerts_app, name="alerts")
+turn_app = typer.Typer(help="STUN/TURN relay.", no_args_is_help=True)
+app.add_typer(turn_app, name="turn")
 
 DirOption = Annotated[Path, typer.Option("--dir", help="Data directory.", show_default=True)]
 DEFAULT_DIR = Path("./voipsec-data")
@@ -418,6 +420,33 @@ def alerts_list(
             typer.echo(f"{when}  {a.rule}  {a.source}  {a.detail}")
     finally:
         store.close()
+
+
+# -- turn -----------------------------------------------------------------------------
+
+
+@turn_app.command("credentials")
+def turn_credentials(
+    name: str,
+    ttl: Annotated[int, typer.Option(help="Seconds the pair stays valid.")] = 86_400,
+    dir: DirOption = DEFAULT_DIR,
+) -> None:
+    """A time-limited TURN username/password for NAME (coturn's REST scheme)."""
+    from .nat.__main__ import SECRET_NAME, read_or_create_secret
+    from .nat.credentials import rest_credentials
+
+    if ttl <= 0 or ttl > 30 * 86_400:
+        _fail("--ttl must be between 1 and 2592000 seconds")
+    _, store = _open(dir)
+    try:
+        if name not in store.users():
+            _fail(f"no user {name!r}")
+    finally:
+        store.close()
+    secret = read_or_create_secret(dir / SECRET_NAME)
+    username, password = rest_credentials(secret, name, ttl, time.time())
+    typer.echo(f"username: {username}")
+    typer.echo(f"password: {password}")
 
 
 # -- config -------------------------------------------------------------------------

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import Config, Listen
+from .config import Config, Listen, parse_listen
 from .core.registrar import Registrar, RegistrarPolicy
 from .edge.guard import Ban, BanAdded, Guard
 from .edge.guard import Verdict as GuardVerdict
@@ -43,6 +43,8 @@ from .edge.ids import (
 from .edge.ids import Ban as IdsBan
 from .edge.sanity import Sanity
 from .edge.zones import Zone, ZoneMap
+from .nat.__main__ import SECRET_NAME, UserKeys, read_or_create_secret
+from .nat.service import TurnService
 from .pki.ca import CaPaths, ServerPaths, read_crl_serials, warn_if_expiring
 from .pki.tls import server_context
 from .sip.digest import DigestAuthenticator, Verdict, parse_authorization
@@ -681,6 +683,7 @@ class Server:
         self._crl_mtime: float | None = None
         self._servers: list[asyncio.AbstractServer] = []
         self._udp: list[asyncio.DatagramTransport] = []
+        self.turn: TurnService | None = None
         self._stopping = asyncio.Event()
         self.bound: list[Listen] = []
 
@@ -698,6 +701,23 @@ class Server:
                 await self._start_stream(listen)
             self.bound.append(listen)
             log.info("listening on %s", listen)
+        await self._start_turn()
+
+    async def _start_turn(self) -> None:
+        """STUN/TURN on [turn] listen (default 127.0.0.1:3478, UDP and TCP)."""
+        turn = self.config.turn
+        if not turn.listen:
+            return
+        self.turn = TurnService(
+            listen=turn.listen,
+            realm=self.config.sip.domain,
+            lookup_key=UserKeys(self.store, self.config.sip.domain),
+            rest_secret=read_or_create_secret(self.data_dir / SECRET_NAME),
+            allowed_peers=turn.allowed_peers,
+            relay_host=parse_listen(turn.listen[0]).host,
+        )
+        await self.turn.start()
+        log.info("STUN/TURN listening on %s", ", ".join(turn.listen))
 
     async def _start_stream(self, listen: Listen) -> None:
         loop = asyncio.get_running_loop()
@@ -840,6 +860,8 @@ class Server:
         )
 
     async def stop(self) -> None:
+        if self.turn is not None:
+            await self.turn.stop()
         for server in self._servers:
             server.close()
         for tx in self._udp:

@@ -81,6 +81,8 @@ def prepare(
     voipsec("init", data_dir=data_dir)
     port = port or free_port(host)
     voipsec("config", "set", "sip.listen", f'["tls:{host}:{port}"]', data_dir=data_dir)
+    # Tests run several servers: none binds the default STUN/TURN port unless asked.
+    voipsec("config", "set", "turn.listen", "[]", data_dir=data_dir)
     for key, value in settings:
         voipsec("config", "set", key, value, data_dir=data_dir)
     for name, password in users:
