@@ -44,6 +44,7 @@ from .edge.ids import Ban as IdsBan
 from .edge.sanity import Sanity
 from .edge.zones import Zone, ZoneMap
 from .nat.__main__ import SECRET_NAME, UserKeys, read_or_create_secret
+from .nat.keepalive import answer_binding, looks_like_stun
 from .nat.service import TurnService
 from .pki.ca import CaPaths, ServerPaths, read_crl_serials, warn_if_expiring
 from .pki.tls import server_context
@@ -185,8 +186,14 @@ class SipService:
     def on_datagram(self, flow: UdpFlow, data: bytes) -> None:
         if data.strip(b"\r\n") == b"":
             return  # RFC 5626 keep-alive on UDP
-        if self._guarded(flow):
-            self._on_bytes(flow, data, datagram=True)
+        if not self._guarded(flow):
+            return
+        if looks_like_stun(data):
+            answer = answer_binding(data, flow.peer)
+            if answer is not None:
+                flow.send(answer)
+            return
+        self._on_bytes(flow, data, datagram=True)
 
     def _guarded(self, flow: Flow) -> bool:
         """The guard, before any parsing: banned or over-rate sources are dropped."""
