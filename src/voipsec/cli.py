@@ -137,7 +137,9 @@ def _banner(config: Config, data_dir: Path) -> str:
     if demo.exists():
         fields = dict(line.split("=", 1) for line in demo.read_text().splitlines() if "=" in line)
         lines.append(f"  demo user       {fields.get('user')}  password {fields.get('password')}")
-    lines.append(f"  digest          {', '.join(config.auth.algorithms)}; SRTP {config.media.srtp}")
+    lines.append(f"  digest          {', '.join(config.auth.algorithms)}")
+    if config.turn.listen:
+        lines.append(f"  STUN/TURN       {', '.join(config.turn.listen)}")
     lines.append("Stop with Ctrl-C.")
     return "\n".join(lines)
 
