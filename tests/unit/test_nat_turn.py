@@ -1056,9 +1056,11 @@ def test_turn_limit_max_auth_failures_silences_the_source_for_the_window() -> No
     assert code(reply(good.raw(T0 + 2, message, sign=False))) == 401
     assert success(Client(server, five(host="203.0.113.77")).allocate(T0 + 2))
     assert server.statistics().auth_rate_limited == 2
-    server.expire(T0 + turn.AUTH_FAILURE_WINDOW)
+    # The window ends by itself (the sweep in expire() only frees memory).
     good.nonce = None
     assert success(good.allocate(T0 + turn.AUTH_FAILURE_WINDOW))
+    server.expire(T0 + turn.AUTH_FAILURE_WINDOW)
+    assert server.next_deadline() == T0 + 2 + 600  # the allocation made at T0 + 2
 
 
 def test_turn_limit_max_tracked_sources_forgets_the_oldest() -> None:

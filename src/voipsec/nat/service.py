@@ -71,9 +71,13 @@ TLS_HANDSHAKE_TIMEOUT = 10.0
 MAX_WRITE_BUFFER = 256 * 1024
 #: Attempts to bind a relay port (random in ``relay_ports``, or an even one).
 MAX_BIND_ATTEMPTS = 64
-#: Socket buffer asked for on listeners and relay sockets (the kernel caps it at
-#: net.core.rmem_max / wmem_max); bursts of media packets need more than the default.
-SOCKET_BUFFER = 1 << 20
+#: Receive and send buffer asked for on UDP listeners (the kernel caps it at
+#: net.core.rmem_max / wmem_max). Every client's media arrives on the one listener
+#: socket, and the event loop reads at most 32 datagrams from it per turn while also
+#: serving every relay socket: under load it needs room for ~100 ms of packets. Relay
+#: sockets keep the kernel default (each carries one media stream, and there may be
+#: thousands of them).
+LISTENER_BUFFER = 4 << 20
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -155,7 +159,7 @@ class TurnService:
                         reuse_port=False,
                     )
                     udp = transport
-                    _grow_buffers(udp.get_extra_info("socket"))
+                    _grow_buffers(udp.get_extra_info("socket"), LISTENER_BUFFER)
                     local = _address(udp.get_extra_info("sockname"))
                     self._udp[local] = udp
                     self._addresses.append(f"udp:{_show(local)}")
@@ -229,9 +233,6 @@ class TurnService:
     def _client(self, five: FiveTuple, data: bytes) -> None:
         self._run(self.core.handle(self._clock(), five, data))
 
-    def _peer(self, allocation: int, peer: Address, data: bytes) -> None:
-        self._run(self.core.handle_peer(self._clock(), allocation, peer, data))
-
     def _run(self, actions: list[Action]) -> None:
         for action in actions:
             if isinstance(action, ToPeer):
@@ -301,6 +302,8 @@ class TurnService:
                     port &= ~1
                     if port < low:
                         port += 2
+                    if port > high:
+                        continue  # a range without an even port: 508 in the end
             try:
                 sock = self._socket(port, action.dont_fragment)
             except OSError as err:
@@ -325,7 +328,6 @@ class TurnService:
             sock.setblocking(False)
             if dont_fragment:
                 _set_dont_fragment(sock)
-            _grow_buffers(sock)
             sock.bind((self._relay_host, port))
         except OSError:
             sock.close()
@@ -402,8 +404,17 @@ class _ClientDatagrams(asyncio.DatagramProtocol):
         self._local = _address(transport.get_extra_info("sockname"))
 
     def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
-        five = FiveTuple("udp", (str(addr[0]), cast(int, addr[1])), self._local)
-        self._service._client(five, data)
+        client = (str(addr[0]), cast(int, addr[1]))
+        service = self._service
+        actions = service.core.handle(service._clock(), FiveTuple("udp", client, self._local), data)
+        # The media path (one ChannelData or Send to one peer) without the dispatcher.
+        if len(actions) == 1 and type(actions[0]) is ToPeer:
+            allocation, peer, payload = actions[0]
+            relay = service._relays.get(allocation)
+            if relay is not None:
+                relay.sendto(payload, peer)
+            return
+        service._run(actions)
 
     def error_received(self, exc: Exception) -> None:
         # ICMP errors from clients that went away: nothing to do.
@@ -418,7 +429,18 @@ class _RelayDatagrams(asyncio.DatagramProtocol):
         self._allocation = allocation
 
     def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
-        self._service._peer(self._allocation, (str(addr[0]), cast(int, addr[1])), data)
+        service = self._service
+        peer = (str(addr[0]), cast(int, addr[1]))
+        actions = service.core.handle_peer(service._clock(), self._allocation, peer, data)
+        # The media path (one datagram to one UDP client) without the dispatcher.
+        if len(actions) == 1 and type(actions[0]) is ToClient:
+            five, payload = actions[0]
+            if five.protocol == "udp":
+                udp = service._udp.get(five.server)
+                if udp is not None:
+                    udp.sendto(payload, five.client)
+                return
+        service._run(actions)
 
     def error_received(self, exc: Exception) -> None:
         # ICMP port unreachable from a peer: the client's media simply stops.
@@ -539,12 +561,12 @@ def _show(addr: Address) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def _grow_buffers(sock: socket.socket | None) -> None:
+def _grow_buffers(sock: socket.socket | None, size: int) -> None:
     if sock is None:
         return
     for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
         with contextlib.suppress(OSError):
-            sock.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER)
+            sock.setsockopt(socket.SOL_SOCKET, option, size)
 
 
 def _set_dont_fragment(sock: socket.socket) -> None:

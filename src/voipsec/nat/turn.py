@@ -910,7 +910,11 @@ class TurnServer:
             self._counts["challenges"] += 1
             return self._challenge(now, five, message, 401)
         failures = self._failures.get(ip)
-        if failures is not None and failures.count >= self._max_failures:
+        if (
+            failures is not None
+            and failures.count >= self._max_failures
+            and failures.start + AUTH_FAILURE_WINDOW > now
+        ):
             # Over the limit: no answer at all, not even a check of the password.
             self._counts["auth_rate_limited"] += 1
             if not failures.reported:
