@@ -42,8 +42,6 @@ def answer_binding(data: bytes, client: tuple[str, int]) -> bytes | None:
         cls=MessageClass.SUCCESS,
         transaction_id=message.transaction_id,
         cookie=message.cookie,
-        attributes=(
-            (Attr.XOR_MAPPED_ADDRESS, encode_xor_address(client, message.transaction_id)),
-        ),
+        attributes=((Attr.XOR_MAPPED_ADDRESS, encode_xor_address(client, message.transaction_id)),),
     )
     return encode(response, fingerprint=message.has(Attr.FINGERPRINT))
