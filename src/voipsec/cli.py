@@ -434,8 +434,7 @@ def turn_credentials(
     dir: DirOption = DEFAULT_DIR,
 ) -> None:
     """A time-limited TURN username/password for NAME (coturn's REST scheme)."""
-    from .nat.__main__ import SECRET_NAME, read_or_create_secret
-    from .nat.credentials import rest_credentials
+    from .nat.credentials import SECRET_NAME, read_or_create_secret, rest_credentials
 
     if ttl <= 0 or ttl > 30 * 86_400:
         _fail("--ttl must be between 1 and 2592000 seconds")

@@ -43,7 +43,7 @@ from .edge.ids import (
 from .edge.ids import Ban as IdsBan
 from .edge.sanity import Sanity
 from .edge.zones import Zone, ZoneMap
-from .nat.__main__ import SECRET_NAME, UserKeys, read_or_create_secret
+from .nat.credentials import SECRET_NAME, UserKeys, read_or_create_secret
 from .nat.keepalive import answer_binding, looks_like_stun
 from .nat.service import TurnService
 from .pki.ca import CaPaths, ServerPaths, read_crl_serials, warn_if_expiring
