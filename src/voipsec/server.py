@@ -165,9 +165,6 @@ class SipService:
         self.ids: IdsEngine | None = (
             IdsEngine(ids_rules) if config.ids.enabled and ids_rules is not None else None
         )
-        self.guard.replace_bans(
-            [Ban(source=b.source, until=b.until, reason=b.reason) for b in store.bans(clock())]
-        )
         #: Called with a source address when a new ban is added (the server drops
         #: that source's connections).
         self.on_ban: Callable[[str], object] | None = None
@@ -176,6 +173,7 @@ class SipService:
         self._pending_removals: set[tuple[str, str]] = set()
         self._timers: dict[tuple[TxKey, str], asyncio.TimerHandle] = {}
         self._tx_flows: dict[TxKey, Flow] = {}
+        self.reload_bans()
 
     # -- entry points from the transports ---------------------------------------------
 
@@ -757,13 +755,8 @@ class Server:
         )
         self._servers.append(server)
 
-    async def run(self) -> None:
-        """Start, serve until SIGINT/SIGTERM, then flush and close everything."""
-        await self.start()
-        await self.run_started()
-
     async def run_started(self) -> None:
-        """Serve (after :meth:`start`) until SIGINT/SIGTERM."""
+        """Serve (after :meth:`start`) until SIGINT/SIGTERM; then flush and close."""
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self._stopping.set)
