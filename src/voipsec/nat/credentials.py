@@ -11,13 +11,13 @@ Nothing here reads the clock: ``now`` is an argument.
 from __future__ import annotations
 
 import base64
-import hashlib
 import hmac
 import os
 import secrets
 import time
 from pathlib import Path
 
+from ..sip.digest import ha1
 from ..store import Store
 
 #: Separator between expiry and user, coturn's default ``rest-api-separator``.
@@ -30,8 +30,7 @@ def long_term_key(username: str, realm: str, password: str) -> bytes:
     This is exactly the digest HA1 of RFC 2617 for the same realm, which is why a
     voipsec user's stored MD5 HA1 is their TURN key.
     """
-    text = f"{username}:{realm}:{password}".encode()
-    return hashlib.md5(text, usedforsecurity=False).digest()
+    return bytes.fromhex(ha1("MD5", username, realm, password))
 
 
 def rest_password(secret: bytes, username: str) -> str:
