@@ -8,6 +8,7 @@ writes. A bad file gives one line per problem — file, key, why — and
 from __future__ import annotations
 
 import ipaddress
+import re
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -224,6 +225,92 @@ class LogSection(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
 
 
+CLASSES_OF_SERVICE = ("internal", "national", "international", "premium-rate")
+ClassOfService = Literal["internal", "national", "international", "premium-rate"]
+
+
+class CallsSection(_Section):
+    #: Calls at once (both legs count as one call); more get 503.
+    max_calls: Annotated[int, Field(ge=1, le=1_000_000)] = 10_000
+    #: Seconds a call may ring before the caller gets 408 and the callee a CANCEL.
+    ring_timeout: Annotated[int, Field(ge=5, le=600)] = 60
+    #: Seconds any call may last; at the limit both legs get a BYE.
+    max_duration: Annotated[int, Field(ge=60, le=604_800)] = 14_400
+    #: Seconds between in-dialog OPTIONS probes on both legs of an answered call; a
+    #: leg answering 408/481 or nothing ends the call (the far end vanished). 0: off.
+    probe_interval: Annotated[int, Field(ge=0, le=86_400)] = 300
+
+
+class DialplanSection(_Section):
+    #: Country calling code of this site; national numbers become +<cc><number>.
+    country_code: Annotated[str, Field(pattern=r"^[1-9][0-9]{0,2}$")] = "44"
+    national_prefix: Annotated[str, Field(pattern=r"^[0-9]{0,3}$")] = "0"
+    international_prefix: Annotated[str, Field(pattern=r"^[0-9]{1,4}$")] = "00"
+    #: Class of service of users added without one.
+    default_class: ClassOfService = "national"
+    #: Directory (relative to the data directory) whose prefix files replace the
+    #: shipped ones of the same name (premium-rate.txt).
+    prefixes_dir: str = "dialplan"
+
+
+class TrunkSection(_Section):
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
+    #: Where calls to this trunk go: "tls:HOST:PORT" (TLS only).
+    address: str
+    #: Host of the Request-URI and To of calls sent to the trunk.
+    domain: str
+    #: Digest credentials voipsec answers the trunk's 401/407 with.
+    username: str = ""
+    password: str = ""
+    #: Register to the trunk with the credentials (for trunks that want it).
+    registration: bool = False
+    #: E.164 prefixes routed to this trunk; the longest matching prefix wins.
+    prefixes: list[str] = Field(default_factory=list)
+    #: Source CIDRs the trunk's calls come from (calls are never trusted by From).
+    sources: list[str] = Field(default_factory=list)
+    #: Inbound DID (E.164) to user name.
+    dids: dict[str, str] = Field(default_factory=dict)
+    #: CA file to verify the trunk's certificate; empty: voipsec's own CA.
+    ca: str = ""
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        listen = parse_listen(value)
+        if listen.transport != "tls":
+            raise ValueError(f"{value!r}: trunks are reached over TLS only")
+        return value
+
+    @field_validator("prefixes")
+    @classmethod
+    def _prefixes(cls, value: list[str]) -> list[str]:
+        for item in value:
+            if not re.fullmatch(r"\+[0-9]*", item):
+                raise ValueError(f"{item!r} is not an E.164 prefix (+ and digits)")
+        return value
+
+    @field_validator("sources")
+    @classmethod
+    def _sources(cls, value: list[str]) -> list[str]:
+        for item in value:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"{item!r} is not a CIDR") from None
+        return value
+
+    @field_validator("dids")
+    @classmethod
+    def _dids(cls, value: dict[str, str]) -> dict[str, str]:
+        for did in value:
+            if not re.fullmatch(r"\+[1-9][0-9]{1,14}", did):
+                raise ValueError(f"{did!r} is not an E.164 number")
+        return value
+
+    def listen(self) -> Listen:
+        return parse_listen(self.address)
+
+
 class Config(_Section):
     sip: SipSection = Field(default_factory=SipSection)
     tls: TlsSection = Field(default_factory=TlsSection)
@@ -235,6 +322,9 @@ class Config(_Section):
     ids: IdsSection = Field(default_factory=IdsSection)
     sanity: SanitySection = Field(default_factory=SanitySection)
     zones: list[ZoneSection] = Field(default_factory=_default_zones)
+    calls: CallsSection = Field(default_factory=CallsSection)
+    dialplan: DialplanSection = Field(default_factory=DialplanSection)
+    trunks: list[TrunkSection] = Field(default_factory=list)
 
     @field_validator("zones")
     @classmethod
@@ -242,6 +332,14 @@ class Config(_Section):
         names = [z.name for z in value]
         if len(set(names)) != len(names):
             raise ValueError("zone names must be unique")
+        return value
+
+    @field_validator("trunks")
+    @classmethod
+    def _trunks(cls, value: list[TrunkSection]) -> list[TrunkSection]:
+        names = [t.name for t in value]
+        if len(set(names)) != len(names):
+            raise ValueError("trunk names must be unique")
         return value
 
 
@@ -340,6 +438,43 @@ rate_ban = 300
 methods = []          # empty: every method
 may_register = true
 transports = ["tls", "tcp", "udp"]
+
+[calls]
+# Calls at once; more get 503 Service Unavailable.
+max_calls = 10000
+# Seconds a call may ring before the caller gets 408 and the callee a CANCEL.
+ring_timeout = 60
+# Seconds any call may last; then both legs get a BYE (a safeguard, not billing).
+max_duration = 14400
+# Seconds between in-dialog OPTIONS probes to both legs of an answered call; a leg
+# that answers 408/481 or nothing ends the call and closes its CDR. 0 turns it off.
+probe_interval = 300
+
+[dialplan]
+# Dialled numbers become E.164: "+..." stays, the international prefix becomes "+",
+# the national prefix becomes "+<country_code>", other digit strings are national.
+country_code = "44"
+national_prefix = "0"
+international_prefix = "00"
+# Class of service of users added without --class: "internal" | "national" |
+# "international" | "premium-rate" (each allows the ones before it).
+default_class = "national"
+# Prefix files here (relative to the data directory) replace the shipped ones.
+prefixes_dir = "dialplan"
+
+# SIP trunks (none by default). Calls whose E.164 number starts with one of a trunk's
+# prefixes go to it over TLS; calls from its source CIDRs are mapped by DID to users.
+# [[trunks]]
+# name = "carrier"
+# address = "tls:198.51.100.10:5061"
+# domain = "sip.carrier.example"
+# username = "account"
+# password = "secret"
+# registration = false
+# prefixes = ["+"]
+# sources = ["198.51.100.10/32"]
+# dids = { "+442071234567" = "alice" }
+# ca = ""              # CA file for the trunk's certificate; empty: voipsec's CA
 """
 
 
