@@ -1,0 +1,119 @@
+"""The internal event stream: what signaling tells everything else.
+
+The call path publishes typed, frozen events (DESIGN.md "Shape of the code"); the CDR
+writer, fraud detector, metrics and dashboard subscribe. Fan-out is synchronous and
+in order of subscription, so a subscriber sees a call's events in the order they
+happened, and a subscriber must be quick (hand slow work to a queue of its own).
+
+Failure mode: fails open for the publisher. A subscriber that raises is logged and
+counted; the remaining subscribers still get the event and ``publish`` returns
+normally, so a broken listener never takes a call down with it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+__all__ = [
+    "CallAnswered",
+    "CallEnded",
+    "CallStarted",
+    "Event",
+    "EventBus",
+    "EventBusStatistics",
+    "Subscriber",
+]
+
+logger = logging.getLogger("voipsec.events")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CallStarted:
+    """An INVITE was accepted for routing and a CDR row opened (``cdr_id``)."""
+
+    call_id: str
+    cdr_id: int
+    caller: str
+    callee: str
+    #: The authenticated user placing the call; None for calls from a trunk.
+    user: str | None
+    #: "ip:port" the INVITE came from.
+    source: str
+    #: Trunk the call came from or goes to; None for user-to-user calls.
+    trunk: str | None
+    time: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CallAnswered:
+    """The callee answered (2xx to the INVITE)."""
+
+    call_id: str
+    cdr_id: int
+    time: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CallEnded:
+    """The call is over; the fields match the closed CDR row (see store.CdrRecord)."""
+
+    call_id: str
+    cdr_id: int
+    time: float
+    #: "answered", "no_answer", "busy", "failed" or "rejected".
+    disposition: str
+    #: Final SIP status of the INVITE (200 for an answered call).
+    status: int
+    reason: str
+    #: "caller", "callee", "system", or "" when the call was never answered.
+    hangup_by: str
+    #: Seconds from start to end.
+    duration: float
+    #: Seconds from answer to end; 0.0 when not answered.
+    billable: float
+
+
+Event = CallStarted | CallAnswered | CallEnded
+Subscriber = Callable[[Event], None]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EventBusStatistics:
+    #: Events handed to ``publish``.
+    published: int
+    #: Subscriber calls that raised.
+    subscriber_errors: int
+
+
+class EventBus:
+    """Synchronous fan-out of events to subscribers, isolated from their failures."""
+
+    def __init__(self) -> None:
+        self._subscribers: tuple[Subscriber, ...] = ()
+        self._published = 0
+        self._subscriber_errors = 0
+
+    def subscribe(self, callback: Subscriber) -> None:
+        """Call ``callback`` with every event published from now on."""
+        # A new tuple, so a subscription made during publish takes effect next event.
+        self._subscribers = (*self._subscribers, callback)
+
+    def publish(self, event: Event) -> None:
+        """Hand ``event`` to every subscriber in order; never raises for them."""
+        self._published += 1
+        for callback in self._subscribers:
+            self._deliver(callback, event)
+
+    def _deliver(self, callback: Subscriber, event: Event) -> None:
+        try:
+            callback(event)
+        except Exception:
+            self._subscriber_errors += 1
+            logger.exception("event subscriber %r failed on %s", callback, type(event).__name__)
+
+    def statistics(self) -> EventBusStatistics:
+        return EventBusStatistics(
+            published=self._published, subscriber_errors=self._subscriber_errors
+        )
