@@ -1,0 +1,350 @@
+"""SQLite store (voipsec.store): CDRs, classes of service, migration, file mode."""
+
+from __future__ import annotations
+
+import dataclasses
+import sqlite3
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from voipsec.config import CLASSES_OF_SERVICE
+from voipsec.store import (
+    CDR_FIELDS,
+    DB_NAME,
+    DEFAULT_CLASS,
+    MAX_CDR_FIELD,
+    CdrRecord,
+    CdrStart,
+    Store,
+    StoreError,
+)
+
+T0 = 1_800_000_000.0
+REALM = "example.test"
+
+# The users table as created by voipsec before classes of service.
+OLD_USERS_SCHEMA = """
+CREATE TABLE users (
+    name TEXT PRIMARY KEY,
+    ha1_sha256 TEXT NOT NULL,
+    ha1_md5 TEXT NOT NULL,
+    realm TEXT NOT NULL,
+    created REAL NOT NULL
+);
+INSERT INTO users VALUES ('olduser', 'x', 'y', 'example.test', 1.0);
+"""
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    opened = Store(tmp_path / DB_NAME)
+    yield opened
+    opened.close()
+
+
+def _start(start: float = T0, **changes: str) -> CdrStart:
+    fields: dict[str, str] = {
+        "call_id": "a84b4c76e66710@pc33.example.test",
+        "caller": "alice",
+        "callee_dialled": "02071234567",
+        "callee": "+442071234567",
+        "user": "alice",
+        "source": "192.0.2.1:40000",
+        "transport": "tls",
+        "tls_identity": "sip:alice@example.test",
+        "trunk": "carrier",
+        "user_agent": "baresip v3.10.1",
+    }
+    fields.update(changes)
+    return CdrStart(start=start, **fields)
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+# -- file ---------------------------------------------------------------------------
+
+
+def test_store_file_created_0600_and_kept_0600(tmp_path: Path) -> None:
+    path = tmp_path / DB_NAME
+    store = Store(path)
+    store.cdr_start(_start())
+    assert _mode(path) == 0o600
+    store.close()
+    path.chmod(0o644)
+    reopened = Store(path)
+    try:
+        assert _mode(path) == 0o600
+        for suffix in ("-wal", "-shm"):
+            side = Path(f"{path}{suffix}")
+            if side.exists():
+                assert _mode(side) == 0o600
+    finally:
+        reopened.close()
+
+
+# -- CDRs ---------------------------------------------------------------------------
+
+
+def test_store_cdr_table_columns_are_the_record_fields(store: Store) -> None:
+    columns = tuple(row[1] for row in store.db.execute("PRAGMA table_info(cdrs)"))
+    assert columns == CDR_FIELDS
+    assert tuple(f.name for f in dataclasses.fields(CdrRecord)) == CDR_FIELDS
+
+
+def test_store_cdr_answered_call_round_trip(store: Store) -> None:
+    cdr_id = store.cdr_start(_start())
+    store.cdr_answer(cdr_id, T0 + 4.0)
+    store.cdr_end(
+        cdr_id,
+        end=T0 + 64.5,
+        disposition="answered",
+        status=200,
+        reason="OK",
+        hangup_by="caller",
+    )
+    assert store.cdrs() == [
+        CdrRecord(
+            id=cdr_id,
+            call_id="a84b4c76e66710@pc33.example.test",
+            caller="alice",
+            callee_dialled="02071234567",
+            callee="+442071234567",
+            user="alice",
+            source="192.0.2.1:40000",
+            transport="tls",
+            tls_identity="sip:alice@example.test",
+            trunk="carrier",
+            user_agent="baresip v3.10.1",
+            start=T0,
+            answer=T0 + 4.0,
+            end=T0 + 64.5,
+            duration=64.5,
+            billable=60.5,
+            disposition="answered",
+            status=200,
+            reason="OK",
+            hangup_by="caller",
+        )
+    ]
+    assert store.cdr(cdr_id) == store.cdrs()[0]
+
+
+def test_store_cdr_in_progress_row_has_empty_disposition(store: Store) -> None:
+    cdr_id = store.cdr_start(_start(user_agent="", tls_identity=""))
+    record = store.cdr(cdr_id)
+    assert (record.answer, record.end, record.duration, record.billable) == (
+        None,
+        None,
+        None,
+        None,
+    )
+    assert (record.disposition, record.status, record.reason, record.hangup_by) == (
+        "",
+        None,
+        "",
+        "",
+    )
+    assert (record.user_agent, record.tls_identity) == ("", "")
+
+
+def test_store_cdr_unanswered_call_bills_nothing(store: Store) -> None:
+    cdr_id = store.cdr_start(_start())
+    store.cdr_end(
+        cdr_id, end=T0 + 30.0, disposition="no_answer", status=408, reason="", hangup_by=""
+    )
+    record = store.cdr(cdr_id)
+    assert (record.duration, record.billable, record.status) == (30.0, 0.0, 408)
+    assert (record.disposition, record.hangup_by) == ("no_answer", "")
+
+
+def test_store_cdr_start_is_committed_at_once(store: Store, tmp_path: Path) -> None:
+    cdr_id = store.cdr_start(_start())
+    other = sqlite3.connect(tmp_path / DB_NAME)
+    try:
+        rows = other.execute("SELECT id, disposition FROM cdrs").fetchall()
+    finally:
+        other.close()
+    assert rows == [(cdr_id, "")]
+
+
+def test_store_cdr_first_answer_and_first_end_win(store: Store) -> None:
+    cdr_id = store.cdr_start(_start())
+    store.cdr_answer(cdr_id, T0 + 1.0)
+    store.cdr_answer(cdr_id, T0 + 2.0)
+    store.cdr_end(
+        cdr_id, end=T0 + 10.0, disposition="answered", status=200, reason="", hangup_by="callee"
+    )
+    store.cdr_end(
+        cdr_id, end=T0 + 20.0, disposition="failed", status=500, reason="", hangup_by="system"
+    )
+    store.cdr_answer(cdr_id, T0 + 3.0)
+    record = store.cdr(cdr_id)
+    assert (record.answer, record.end, record.billable) == (T0 + 1.0, T0 + 10.0, 9.0)
+    assert (record.disposition, record.hangup_by) == ("answered", "callee")
+
+
+def test_store_cdr_clock_stepping_back_gives_zero_not_negative(store: Store) -> None:
+    cdr_id = store.cdr_start(_start())
+    store.cdr_answer(cdr_id, T0 + 5.0)
+    store.cdr_end(
+        cdr_id, end=T0 - 1.0, disposition="answered", status=200, reason="", hangup_by="caller"
+    )
+    record = store.cdr(cdr_id)
+    assert (record.duration, record.billable) == (0.0, 0.0)
+
+
+def test_store_cdr_unknown_id(store: Store) -> None:
+    with pytest.raises(StoreError, match=r"^no CDR 99$"):
+        store.cdr_answer(99, T0)
+    with pytest.raises(StoreError, match=r"^no CDR 99$"):
+        store.cdr_end(99, end=T0, disposition="failed", status=500, reason="", hangup_by="")
+    with pytest.raises(StoreError, match=r"^no CDR 99$"):
+        store.cdr(99)
+
+
+def test_store_cdr_end_refuses_unknown_disposition_and_hangup_by(store: Store) -> None:
+    cdr_id = store.cdr_start(_start())
+    with pytest.raises(StoreError, match=r"^invalid CDR disposition ''$"):
+        store.cdr_end(cdr_id, end=T0, disposition="", status=500, reason="", hangup_by="")
+    with pytest.raises(StoreError, match=r"^invalid CDR hangup_by 'nobody'$"):
+        store.cdr_end(
+            cdr_id, end=T0, disposition="failed", status=500, reason="", hangup_by="nobody"
+        )
+    assert store.cdr(cdr_id).disposition == ""
+
+
+def test_store_cdr_text_over_limit_is_truncated(store: Store) -> None:
+    at_limit = "a" * MAX_CDR_FIELD
+    hostile = "Friendly-Scanner/" + "x" * (MAX_CDR_FIELD * 40)
+    cdr_id = store.cdr_start(_start(user_agent=hostile, caller=at_limit, callee="b" * 10_000))
+    store.cdr_end(
+        cdr_id, end=T0, disposition="rejected", status=403, reason="r" * 5_000, hangup_by=""
+    )
+    record = store.cdr(cdr_id)
+    assert record.user_agent == hostile[:MAX_CDR_FIELD]
+    assert record.caller == at_limit
+    assert record.callee == "b" * MAX_CDR_FIELD
+    assert record.reason == "r" * MAX_CDR_FIELD
+
+
+def test_store_cdr_control_format_and_surrogate_characters_replaced(store: Store) -> None:
+    cdr_id = store.cdr_start(
+        _start(user_agent="evil\x1b[2J\u202ephone\udcff", caller="al\x00ice", callee="bö")
+    )
+    record = store.cdr(cdr_id)
+    assert record.user_agent == "evil?[2J?phone?"
+    assert record.caller == "al?ice"
+    assert record.callee == "bö"
+
+
+def test_store_cdrs_since_and_limit(store: Store) -> None:
+    ids = [store.cdr_start(_start(start=T0 + offset)) for offset in (30.0, 10.0, 20.0, 20.0)]
+    assert [r.id for r in store.cdrs()] == [ids[1], ids[2], ids[3], ids[0]]
+    assert [r.id for r in store.cdrs(since=T0 + 20.0)] == [ids[2], ids[3], ids[0]]
+    assert [r.id for r in store.cdrs(limit=2)] == [ids[3], ids[0]]
+    assert [r.id for r in store.cdrs(since=T0 + 25.0, limit=10)] == [ids[0]]
+    assert store.cdrs(limit=0) == []
+    with pytest.raises(StoreError, match=r"^limit must not be negative$"):
+        store.cdrs(limit=-1)
+
+
+def test_store_close_open_cdrs_after_a_crash(tmp_path: Path) -> None:
+    crashed = Store(tmp_path / DB_NAME)
+    ringing = crashed.cdr_start(_start(start=T0))
+    talking = crashed.cdr_start(_start(start=T0 + 1.0))
+    crashed.cdr_answer(talking, T0 + 3.0)
+    done = crashed.cdr_start(_start(start=T0 + 2.0))
+    crashed.cdr_end(
+        done, end=T0 + 9.0, disposition="busy", status=486, reason="Busy Here", hangup_by=""
+    )
+    crashed.close()  # the process died: nothing ended the first two calls
+
+    restarted = Store(tmp_path / DB_NAME)
+    try:
+        assert restarted.close_open_cdrs(T0 + 100.0) == 2
+        assert restarted.close_open_cdrs(T0 + 200.0) == 0
+        by_id = {r.id: r for r in restarted.cdrs()}
+    finally:
+        restarted.close()
+    for cdr_id in (ringing, talking):
+        record = by_id[cdr_id]
+        assert (record.disposition, record.reason, record.hangup_by) == (
+            "failed",
+            "server restarted",
+            "system",
+        )
+        assert (record.end, record.status) == (T0 + 100.0, None)
+    assert (by_id[ringing].duration, by_id[ringing].billable) == (100.0, 0.0)
+    assert (by_id[talking].duration, by_id[talking].billable) == (99.0, 97.0)
+    assert (by_id[done].disposition, by_id[done].end, by_id[done].reason) == (
+        "busy",
+        T0 + 9.0,
+        "Busy Here",
+    )
+
+
+# -- users and classes of service ---------------------------------------------------
+
+
+def test_store_add_user_default_and_explicit_class(store: Store) -> None:
+    store.add_user("alice", "alice-secret-1", REALM)
+    store.add_user("bob", "bob-secret-22", REALM, "premium-rate")
+    store.add_user("carol", "carol-secret-3", REALM, cos="internal")
+    assert store.user_classes() == {
+        "alice": DEFAULT_CLASS,
+        "bob": "premium-rate",
+        "carol": "internal",
+    }
+    assert DEFAULT_CLASS in CLASSES_OF_SERVICE
+
+
+def test_store_add_user_bad_class_is_refused(store: Store) -> None:
+    with pytest.raises(StoreError) as info:
+        store.add_user("alice", "alice-secret-1", REALM, "gold")
+    assert str(info.value) == (
+        "invalid class of service 'gold': use one of "
+        "internal, national, international, premium-rate"
+    )
+    assert store.users() == []
+
+
+def test_store_set_user_class(store: Store) -> None:
+    store.add_user("alice", "alice-secret-1", REALM)
+    store.set_user_class("alice", "international")
+    assert store.user_classes() == {"alice": "international"}
+    with pytest.raises(StoreError, match=r"^invalid class of service 'world'"):
+        store.set_user_class("alice", "world")
+    with pytest.raises(StoreError, match=r"^no user 'zed'$"):
+        store.set_user_class("zed", "national")
+    assert store.user_classes() == {"alice": "international"}
+
+
+def test_store_migrates_users_table_without_class(tmp_path: Path) -> None:
+    path = tmp_path / DB_NAME
+    old = sqlite3.connect(path)
+    old.executescript(OLD_USERS_SCHEMA)
+    old.close()
+    path.chmod(0o644)
+
+    store = Store(path)
+    try:
+        assert store.user_classes() == {"olduser": "national"}
+        store.add_user("alice", "alice-secret-1", REALM, "internal")
+        assert store.users() == ["alice", "olduser"]
+        assert store.cdrs() == []
+    finally:
+        store.close()
+    assert _mode(path) == 0o600
+
+    again = Store(path)  # a second open finds nothing to migrate
+    try:
+        assert again.user_classes() == {"alice": "internal", "olduser": "national"}
+        columns = [row[1] for row in again.db.execute("PRAGMA table_info(users)")]
+    finally:
+        again.close()
+    assert columns.count("class") == 1
