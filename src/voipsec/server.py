@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .calls import CallService
 from .config import Config, Listen, parse_listen
 from .core.registrar import Registrar, RegistrarPolicy
 from .edge.guard import Ban, BanAdded, Guard
@@ -59,7 +60,7 @@ from .sip.message import (
     response_to,
     top_via_with_received,
 )
-from .sip.transaction import CancelTimer, Send, StartTimer, Terminated
+from .sip.transaction import CancelTimer, PassUp, Send, StartTimer, Terminated
 from .sip.uri import SipUri
 from .store import Binding, Store
 from .transport.connections import ConnectionLimits, ConnectionTable, Flow
@@ -68,7 +69,7 @@ from .transport.udp import DatagramProtocol, UdpFlow
 
 log = logging.getLogger("voipsec.sip")
 
-ALLOW = "REGISTER, OPTIONS"
+ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS, REGISTER, UPDATE, INFO"
 #: Option tags we support (RFC 3261 §8.2.2.3); a Require with others gets 420.
 SUPPORTED: frozenset[str] = frozenset({"path", "outbound"})
 _KNOWN_METHODS = frozenset(
@@ -132,6 +133,8 @@ class SipService:
         store: Store,
         clock: Callable[[], float] = time.time,
         ids_rules: list[Rule] | None = None,
+        connections: ConnectionTable | None = None,
+        data_dir: Path | None = None,
     ) -> None:
         self.config = config
         self.store = store
@@ -173,6 +176,15 @@ class SipService:
         self._pending_removals: set[tuple[str, str]] = set()
         self._timers: dict[tuple[TxKey, str], asyncio.TimerHandle] = {}
         self._tx_flows: dict[TxKey, Flow] = {}
+        self.connections = connections or ConnectionTable(
+            ConnectionLimits(
+                max_per_ip=config.tls.max_connections_per_ip,
+                max_total=config.tls.max_connections,
+                idle_timeout=config.tls.idle_timeout,
+                incomplete_timeout=config.tls.message_timeout,
+            )
+        )
+        self.calls = CallService(self, config, data_dir)
         self.reload_bans()
 
     # -- entry points from the transports ---------------------------------------------
@@ -244,6 +256,7 @@ class SipService:
         """Re-read password digests (after `voipsec user add` while serving)."""
         self._digests = self.store.user_digests(self.config.sip.domain)
         self._digests_loaded = self.clock()
+        self.calls.reload_users()
 
     def _lookup_digest(self, user: str, algorithm: str) -> str | None:
         found = self._digests.get((user, algorithm))
@@ -302,7 +315,10 @@ class SipService:
             return
         key, actions = self.layer.receive_request(request, now, reliable=reliable)
         self._do(flow, actions)
-        if key is None or request.method == "ACK":
+        if key is None:
+            return
+        if request.method == "ACK":
+            self.calls.ack(request, now)
             return
         zone = self.guard.zones.zone_for(flow.peer[0])
         verdict = self._inspect(flow, request, zone, now)
@@ -322,7 +338,10 @@ class SipService:
         elif failure is not None:
             response = response_to(request, failure.status, failure.reason, to_tag=_tag())
         else:
-            response = self._decide(flow, request, now)
+            decided = self._decide(flow, key, request, now)
+            if decided is None:
+                return  # the call layer answers (and counts) on its own
+            response = decided
         if self.ids is not None and not zone.trusted and verdict is None:
             # Answers the IDS itself chose are not evidence of anything new.
             self._observe_answer(flow, request, response, zone, now)
@@ -418,7 +437,7 @@ class SipService:
             return request
         return top_via_with_received(request, *flow.peer)
 
-    def _decide(self, flow: Flow, request: Request, now: float) -> Response:
+    def _decide(self, flow: Flow, key: TxKey, request: Request, now: float) -> Response | None:
         unsupported = self._unsupported_requires(request)
         if unsupported:
             return response_to(
@@ -437,6 +456,14 @@ class SipService:
             return response_to(request, 403, "Not Allowed From This Zone", to_tag=_tag())
         if request.method == "REGISTER":
             return self._register(flow, request, now)
+        if request.method == "CANCEL":
+            self.calls.cancel(key, request, now)
+            return None
+        if request.to.tag is not None and request.method != "OPTIONS":
+            # Inside a dialog: routed by Call-ID and our tag, never by the Request-URI.
+            return self.calls.in_dialog(flow, key, request, now)
+        if request.method == "INVITE":
+            return self.calls.invite(flow, key, request, now)
         if request.method == "OPTIONS":
             return response_to(
                 request,
@@ -449,7 +476,7 @@ class SipService:
                     ("Supported", ", ".join(sorted(SUPPORTED))),
                 ),
             )
-        if request.method == "CANCEL":
+        if request.method in ("BYE", "UPDATE", "INFO", "PRACK"):
             return response_to(request, 481, "Call/Transaction Does Not Exist", to_tag=_tag())
         if request.method in _KNOWN_METHODS:
             return response_to(
@@ -559,6 +586,8 @@ class SipService:
             action = item.action
             if isinstance(action, Send):
                 self._tx_flows.get(item.key, flow).send(action.data)
+            elif isinstance(action, PassUp):
+                self._pass_up(item.key, action.message)
             elif isinstance(action, StartTimer):
                 self._start_timer(item.key, action)
             elif isinstance(action, CancelTimer):
@@ -567,10 +596,40 @@ class SipService:
                     handle.cancel()
             elif isinstance(action, Terminated):
                 self._tx_flows.pop(item.key, None)
+                if item.key[0] == "c":
+                    self.calls.client_done(item.key)
                 for name in "ABDEFGHIJKLM":
                     handle = self._timers.pop((item.key, name), None)
                     if handle is not None:
                         handle.cancel()
+
+    def _pass_up(self, key: TxKey, message: object) -> None:
+        """What a transaction hands its user: responses and failures of client ones."""
+        if key[0] != "c":
+            return  # server side: an ACK in Accepted (absorbed) or Timer H (no ACK)
+        if isinstance(message, Response):
+            self.calls.on_response(key, message)
+        elif message in ("timeout", "transport_error"):
+            self.calls.on_client_failure(key)
+
+    def respond(self, key: TxKey, response: Response) -> None:
+        """Answer a server transaction (the call layer's responses)."""
+        flow = self._tx_flows.get(key)
+        if flow is None:
+            return
+        self._count_status(response.status)
+        self._do(flow, self.layer.send_response(key, response, self.clock()))
+
+    def send_request(self, flow: Flow, request: Request) -> None:
+        """Send a request on ``flow``: an ACK as is, anything else in a client transaction."""
+        if request.method == "ACK":
+            flow.send(request.to_bytes())
+            return
+        key, actions = self.layer.send_request(
+            request, self.clock(), reliable=flow.transport != "udp"
+        )
+        self._tx_flows[key] = flow
+        self._do(flow, actions)
 
     def _start_timer(self, key: TxKey, action: StartTimer) -> None:
         loop = asyncio.get_running_loop()
@@ -664,6 +723,15 @@ def _tag() -> str:
     return secrets.token_hex(6)
 
 
+def _udp_sender(
+    tx: asyncio.DatagramTransport, local: tuple[str, int]
+) -> Callable[[tuple[str, int]], Flow | None]:
+    def sender(peer: tuple[str, int]) -> Flow | None:
+        return UdpFlow(tx, peer, local)
+
+    return sender
+
+
 class Server:
     """Every listener and periodic task of ``voipsec serve``."""
 
@@ -672,7 +740,6 @@ class Server:
         self.data_dir = data_dir
         self.store = Store(data_dir / "voipsec.db")
         self._rules_stamp = self._rule_files_stamp()
-        self.service = SipService(config=config, store=self.store, ids_rules=self._load_rules())
         tls = config.tls
         self.connections = ConnectionTable(
             ConnectionLimits(
@@ -681,6 +748,16 @@ class Server:
                 idle_timeout=tls.idle_timeout,
                 incomplete_timeout=tls.message_timeout,
             )
+        )
+        closed = self.store.close_open_cdrs(time.time())
+        if closed:
+            log.warning("closed %d CDR(s) left open by an earlier stop", closed)
+        self.service = SipService(
+            config=config,
+            store=self.store,
+            ids_rules=self._load_rules(),
+            connections=self.connections,
+            data_dir=data_dir,
         )
         self.connections.banned = self.service.is_banned
         self.service.on_ban = self.connections.abort_source
@@ -702,6 +779,8 @@ class Server:
                     lambda: DatagramProtocol(self.service), local_addr=(listen.host, listen.port)
                 )
                 self._udp.append(tx)
+                if self.service.calls.udp_sender is None:
+                    self.service.calls.udp_sender = _udp_sender(tx, (listen.host, listen.port))
             else:
                 await self._start_stream(listen)
             self.bound.append(listen)
@@ -860,6 +939,7 @@ class Server:
         )
 
     async def stop(self) -> None:
+        self.service.calls.hang_up_all("server shutdown")
         if self.turn is not None:
             await self.turn.stop()
         for server in self._servers:

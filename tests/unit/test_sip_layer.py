@@ -268,9 +268,21 @@ def test_layer_client_reliable_final_ends_inline() -> None:
     key, actions = layer.send_request(request, 0.0, reliable=True)
     assert _actions(actions) == [Send(request.to_bytes()), StartTimer("B", 32.0)]
     busy = _response(request, 486, "Busy Here")
+    # §17.1.1.3: the transaction ACKs a non-2xx itself, with the INVITE's top Via.
+    ack = (
+        "ACK sip:bob@example.com SIP/2.0\r\n"
+        f"Via: {request.headers.values('via')[0]}\r\n"
+        "Max-Forwards: 70\r\n"
+        f"From: {request.headers.get('from')}\r\n"
+        f"To: {busy.headers.get('to')}\r\n"
+        f"Call-ID: {request.call_id}\r\n"
+        f"CSeq: {request.cseq.seq} ACK\r\n"
+        "Content-Length: 0\r\n\r\n"
+    ).encode()
     assert _actions(layer.receive_response(busy, 1.0)) == [
         CancelTimer("A"),
         CancelTimer("B"),
+        Send(ack),
         PassUp(busy),
         Terminated("completed, timer D"),
     ]

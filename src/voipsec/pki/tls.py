@@ -38,3 +38,20 @@ def server_context(
     if client_ca is not None and client_cert != "off":
         ctx.load_verify_locations(cafile=client_ca)
     return ctx
+
+
+def client_context(*, ca: Path, min_version: str = "1.2") -> ssl.SSLContext:
+    """A client-side SSLContext for connections voipsec opens (SIP trunks).
+
+    The peer's certificate must chain to ``ca`` and name the host we connect to
+    (RFC 5922 §7: a SIP server is identified by its certificate's SAN).
+    """
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3 if min_version == "1.3" else ssl.TLSVersion.TLSv1_2
+    ctx.set_ciphers(TLS12_CIPHERS)
+    ctx.options |= ssl.OP_NO_COMPRESSION
+    ctx.options |= getattr(ssl, "OP_NO_RENEGOTIATION", 0)
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    ctx.check_hostname = True
+    ctx.load_verify_locations(cafile=ca)
+    return ctx

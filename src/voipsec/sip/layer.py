@@ -20,6 +20,7 @@ from .transaction import (
     response_event,
     tu_event,
 )
+from .uac import ack_for_failure
 
 #: Live server transactions at once. At the 5,000 requests/s we aim for and Timer J's
 #: 32 s on UDP that is 160k; a bigger number means a flood, answered 503 by the caller.
@@ -44,10 +45,14 @@ class LayerStatistics:
     overloaded: int
 
 
-def server_key(request: Request) -> TxKey:
-    """§17.2.3: branch + sent-by + method (ACK matches its INVITE)."""
+def server_key(request: Request, *, method: str | None = None) -> TxKey:
+    """§17.2.3: branch + sent-by + method (ACK matches its INVITE).
+
+    ``method="INVITE"`` gives, for a CANCEL, the key of the INVITE it cancels (§9.2).
+    """
     via = request.top_via
-    method = "INVITE" if request.method == "ACK" else request.method
+    if method is None:
+        method = "INVITE" if request.method == "ACK" else request.method
     branch = via.branch
     if branch is not None and is_rfc3261_branch(branch):
         return ("s", branch, via.host.lower(), str(via.port or ""), method)
@@ -76,6 +81,8 @@ class TransactionLayer:
     def __init__(self, *, max_server_transactions: int = MAX_SERVER_TRANSACTIONS) -> None:
         self._server: dict[TxKey, Transaction] = {}
         self._client: dict[TxKey, Transaction] = {}
+        #: The INVITE of each INVITE client transaction: its non-2xx ACK is built from it.
+        self._invites: dict[TxKey, Request] = {}
         self._max_server = max_server_transactions
         self._absorbed = 0
         self._overloaded = 0
@@ -135,6 +142,8 @@ class TransactionLayer:
         kind = Kind.INVITE_CLIENT if request.method == "INVITE" else Kind.NON_INVITE_CLIENT
         tx = Transaction(kind, reliable=reliable)
         self._client[key] = tx
+        if kind is Kind.INVITE_CLIENT:
+            self._invites[key] = request
         actions = tx.start(now, request.to_bytes())
         return key, self._expand(self._client, key, tx, actions, now)
 
@@ -145,7 +154,12 @@ class TransactionLayer:
         if tx is None:
             self._absorbed += 1
             return []
-        return self._run(self._client, key, tx, response_event(response.status), now, response)
+        event = response_event(response.status)
+        payload: object = response
+        invite = self._invites.get(key)
+        if event == "final" and invite is not None:
+            payload = (response, ack_for_failure(invite, response).to_bytes())
+        return self._run(self._client, key, tx, event, now, payload)
 
     # -- timers and errors ----------------------------------------------------------
 
@@ -190,6 +204,7 @@ class TransactionLayer:
                 continue
             if isinstance(action, Terminated):
                 table.pop(key, None)
+                self._invites.pop(key, None)
             out.append(KeyedAction(key=key, action=action))
         return out
 

@@ -1,0 +1,704 @@
+"""The call shell: authorizes INVITEs, routes them, and carries out the B2BUA's actions.
+
+The decisions live in sans-IO cores: :mod:`voipsec.core.b2bua` (signalling of both
+legs), :mod:`voipsec.core.dialplan` (numbers, class of service, routes) and the
+digest authenticator. This module owns what they cannot: the connections a leg is
+reached on (the caller's own connection, the callee's registration connection, or a
+TLS connection we open to a trunk), the client transactions, the call timers, and
+the CDR rows and events.
+
+Order of checks for a new INVITE (DESIGN.md "How a request flows"): trunk source →
+authentication (digest, device certificate) → caller identity (From and
+P-Asserted-Identity must be the authenticated user) → dial plan and class of
+service → route (registered contacts of a user, or a trunk) → B2BUA.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .config import ClassOfService, Config, TrunkSection
+from .core.b2bua import (
+    Answered,
+    B2bua,
+    CallAction,
+    CallPolicy,
+    CancelCallTimer,
+    Ended,
+    Fork,
+    Origin,
+    Respond,
+    SendRequest,
+    StartCallTimer,
+    Target,
+    disposition_of,
+)
+from .core.dialplan import Destination, Dialplan, DialplanError, refusal_reason
+from .events import CallAnswered, CallEnded, CallStarted, EventBus
+from .pki.tls import client_context
+from .sip.digest import Verdict, parse_authorization
+from .sip.errors import SipParseError
+from .sip.layer import TxKey, client_key, server_key
+from .sip.message import Request, Response, response_to
+from .sip.uac import LocalAddress
+from .sip.uri import SipUri, parse_name_addr, parse_uri
+from .store import CdrStart, StoreError
+from .transport.connections import Flow
+from .transport.stream import StreamProtocol
+from .transport.udp import UdpFlow
+
+if TYPE_CHECKING:
+    from .server import SipService
+
+log = logging.getLogger("voipsec.calls")
+
+#: Seconds to open a TLS connection to a trunk before its calls fail with 408.
+TRUNK_CONNECT_TIMEOUT = 10.0
+#: Requests waiting for one trunk connection to open; more fail at once (503).
+MAX_QUEUED_PER_TRUNK = 1000
+
+
+@dataclass(slots=True)
+class _CallInfo:
+    """The shell's side of a call: its CDR row."""
+
+    cdr_id: int
+    a_call_id: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Caller:
+    """Who places a call: an authenticated user, or a trunk identified by source."""
+
+    user: str | None
+    trunk: TrunkSection | None
+    uri: str
+
+
+class CallService:
+    """Calls of one ``voipsec serve``: INVITE in, two legs out, CDRs written."""
+
+    def __init__(self, sip: SipService, config: Config, data_dir: Path | None) -> None:
+        self.sip = sip
+        self.config = config
+        calls = config.calls
+        self.b2bua = B2bua(
+            CallPolicy(
+                ring_timeout=calls.ring_timeout,
+                max_duration=calls.max_duration,
+                probe_interval=calls.probe_interval,
+            )
+        )
+        self.dialplan = Dialplan.from_config(config, data_dir or Path("/nonexistent"))
+        self.events = EventBus()
+        self.trunks = {t.name: t for t in config.trunks}
+        self._trunk_sources = [
+            (ipaddress.ip_network(c, strict=False), t) for t in config.trunks for c in t.sources
+        ]
+        self._data_dir = data_dir
+        self._classes: dict[str, str] = sip.store.user_classes()
+        self._info: dict[str, _CallInfo] = {}
+        self._timers: dict[tuple[str, str], asyncio.TimerHandle] = {}
+        self._connecting: dict[tuple[str, int], list[SendRequest]] = {}
+        self._tls_client: dict[str, object] = {}
+        #: UDP listener transport, for legs reached over UDP (set by the server).
+        self.udp_sender: Callable[[tuple[str, int]], Flow | None] | None = None
+
+    # -- a new INVITE ------------------------------------------------------------------
+
+    def invite(self, flow: Flow, tx: TxKey, request: Request, now: float) -> Response | None:
+        """A dialog-creating INVITE: a final refusal, or None when the B2BUA took it."""
+        if len(self.b2bua) >= self.config.calls.max_calls:
+            return response_to(
+                request, 503, "Too Many Calls", to_tag=_tag(), extra=(("Retry-After", "10"),)
+            )
+        caller = self._caller(flow, request, now)
+        if isinstance(caller, Response):
+            return caller
+        user_part = request.uri.user if isinstance(request.uri, SipUri) else None
+        if not user_part:
+            return response_to(request, 404, "Not Found", to_tag=_tag())
+        if caller.trunk is not None:
+            return self._from_trunk(flow, tx, request, caller, user_part, now)
+        return self._from_user(flow, tx, request, caller, user_part, now)
+
+    def _caller(self, flow: Flow, request: Request, now: float) -> _Caller | Response:
+        trunk = self._trunk_for(flow.peer[0])
+        if trunk is not None:
+            # Calls from a trunk are identified by their source, never by From.
+            return _Caller(user=None, trunk=trunk, uri=str(request.from_.uri))
+        user = self._authenticate(flow, request, now)
+        if isinstance(user, Response):
+            return user
+        caller = _Caller(user=user, trunk=None, uri=f"sip:{user}@{self.config.sip.domain}")
+        claimed = self._claimed_identity(request, user)
+        if claimed is not None:
+            log.info(
+                "refused call from %s: authenticated as %r, claims %s", flow.peer[0], user, claimed
+            )
+            dialled = request.uri.user if isinstance(request.uri, SipUri) else None
+            return self._reject(
+                flow, request, caller, dialled or "", "", 403, "Caller Identity Does Not Match", now
+            )
+        return _Caller(user=user, trunk=None, uri=f"sip:{user}@{self.config.sip.domain}")
+
+    def _trunk_for(self, ip: str) -> TrunkSection | None:
+        if not self._trunk_sources:
+            return None
+        address = ipaddress.ip_address(ip)
+        for network, trunk in self._trunk_sources:
+            if address in network:
+                return trunk
+        return None
+
+    def _authenticate(self, flow: Flow, request: Request, now: float) -> str | Response:
+        """Digest (407, RFC 3261 §22.3) and the device certificate, per [auth] policy."""
+        sip = self.sip
+        policy = self.config.auth.policy
+        identity = flow.identity
+        if identity is None and policy == "cert_and_digest":
+            return response_to(request, 403, "Certificate Required", to_tag=_tag())
+        cert_user = _aor_user(identity.aor, self.config.sip.domain) if identity else None
+        if identity is not None and cert_user is None:
+            return response_to(request, 403, "Certificate Has No AOR Here", to_tag=_tag())
+        if policy == "cert_or_digest" and cert_user is not None:
+            return cert_user
+        header = _our_credentials(request, sip.auth.realm)
+        if header is None:
+            return self._challenge(request, now, flow.peer[0], stale=False)
+        try:
+            creds = parse_authorization(header)
+        except SipParseError:
+            return response_to(request, 400, "Malformed Proxy-Authorization", to_tag=_tag())
+        if creds.uri != request.raw_uri:
+            return response_to(request, 400, "Digest URI Mismatch", to_tag=_tag())
+        result = sip.auth.verify(creds, method="INVITE", now=now, source=flow.peer[0])
+        if result.verdict is Verdict.OK and result.username is not None:
+            if cert_user is not None and cert_user != result.username:
+                return response_to(request, 403, "Certificate Does Not Match User", to_tag=_tag())
+            return result.username
+        if result.verdict is Verdict.FAILED:
+            sip.counters.auth_failures += 1
+            log.info(
+                "call authentication failed for %r from %s: %s",
+                creds.username[:64],
+                flow.peer[0],
+                result.detail,
+            )
+            return response_to(request, 403, "Forbidden", to_tag=_tag())
+        return self._challenge(request, now, flow.peer[0], stale=result.verdict is Verdict.STALE)
+
+    def _challenge(self, request: Request, now: float, source: str, *, stale: bool) -> Response:
+        self.sip.counters.auth_challenges += 1
+        challenges = self.sip.auth.challenge(now, source, stale=stale)
+        return response_to(
+            request,
+            407,
+            "Proxy Authentication Required",
+            to_tag=_tag(),
+            extra=tuple(("Proxy-Authenticate", c) for c in challenges),
+        )
+
+    def _claimed_identity(self, request: Request, user: str) -> str | None:
+        """From and P-Asserted-Identity must name the authenticated user (RFC 3325 §5).
+
+        Returns the first identity claimed that is not ``user`` at one of our domains.
+        """
+        claimed: list[str] = [str(request.from_.uri)]
+        pai = request.headers.get("p-asserted-identity")
+        if pai is not None:
+            try:
+                claimed.append(str(parse_name_addr(pai).uri))
+            except SipParseError:
+                return pai[:128]
+        for text in claimed:
+            try:
+                uri = parse_uri(text)
+            except SipParseError:
+                return text[:128]
+            if not (
+                isinstance(uri, SipUri)
+                and uri.user == user
+                and uri.host.lower() in self.sip.domains
+            ):
+                return text[:128]
+        return None
+
+    def _from_user(
+        self,
+        flow: Flow,
+        tx: TxKey,
+        request: Request,
+        caller: _Caller,
+        dialled: str,
+        now: float,
+    ) -> Response | None:
+        assert caller.user is not None
+        try:
+            destination = self.dialplan.classify(dialled, is_user=self._is_user)
+        except DialplanError as err:
+            return self._reject(flow, request, caller, dialled, "", err.status, err.reason, now)
+        user_class = self._class_of(caller.user)
+        reason = refusal_reason(user_class, destination)
+        if reason is not None:
+            log.info("refused call %s -> %s: %s", caller.user, dialled, reason)
+            return self._reject(
+                flow, request, caller, dialled, _callee(destination), 403, reason, now
+            )
+        if destination.user is not None:
+            forks = self._user_forks(destination.user, now)
+            if not forks:
+                return self._reject(
+                    flow,
+                    request,
+                    caller,
+                    dialled,
+                    destination.user,
+                    480,
+                    "Temporarily Unavailable",
+                    now,
+                    disposition="no_answer",
+                )
+            return self._start(
+                flow, tx, request, caller, dialled, destination.user, None, forks, now
+            )
+        trunk = self.trunks.get(destination.trunk or "")
+        if trunk is None or destination.e164 is None:
+            return self._reject(
+                flow, request, caller, dialled, _callee(destination), 404, "No Route", now
+            )
+        fork = self._trunk_fork(trunk, destination.e164)
+        return self._start(
+            flow, tx, request, caller, dialled, destination.e164, trunk.name, [fork], now
+        )
+
+    def _from_trunk(
+        self,
+        flow: Flow,
+        tx: TxKey,
+        request: Request,
+        caller: _Caller,
+        dialled: str,
+        now: float,
+    ) -> Response | None:
+        assert caller.trunk is not None
+        try:
+            user = self.dialplan.inbound_user(dialled)
+        except DialplanError as err:
+            return self._reject(flow, request, caller, dialled, "", err.status, err.reason, now)
+        if user is None:
+            return self._reject(flow, request, caller, dialled, "", 404, "Unknown DID", now)
+        forks = self._user_forks(user, now)
+        if not forks:
+            return self._reject(
+                flow,
+                request,
+                caller,
+                dialled,
+                user,
+                480,
+                "Temporarily Unavailable",
+                now,
+                disposition="no_answer",
+            )
+        return self._start(flow, tx, request, caller, dialled, user, caller.trunk.name, forks, now)
+
+    def _is_user(self, name: str) -> bool:
+        return name in self._classes or self._reload_classes(name)
+
+    def _reload_classes(self, name: str) -> bool:
+        self._classes = self.sip.store.user_classes()
+        return name in self._classes
+
+    def _class_of(self, user: str) -> ClassOfService:
+        cos = self._classes.get(user)
+        if cos is None:
+            self._reload_classes(user)
+            cos = self._classes.get(user, self.config.dialplan.default_class)
+        return cos  # type: ignore[return-value]
+
+    def reload_users(self) -> None:
+        self._classes = self.sip.store.user_classes()
+
+    def _user_forks(self, user: str, now: float) -> list[Fork]:
+        """One fork per registered contact, reached on its registration connection."""
+        aor = f"{user}@{self.config.sip.domain}"
+        forks = []
+        for binding in self.sip.registrar.lookup(aor, now):
+            transport, _, rest = binding.source.partition(":")
+            host, _, port = rest.rpartition(":")
+            target = Target(transport=transport, host=host, port=int(port))
+            flow = self._flow_for(target)
+            if flow is None:
+                continue  # the phone's connection is gone: it cannot be reached (RFC 5626)
+            contact = binding.contact  # the registrar stores the bare URI, params and all
+            forks.append(
+                Fork(
+                    request_uri=contact,
+                    to_uri=f"sip:{user}@{self.config.sip.domain}",
+                    target=target,
+                    local=LocalAddress(transport=transport, host=flow.local[0], port=flow.local[1]),
+                )
+            )
+        return forks
+
+    def _trunk_fork(self, trunk: TrunkSection, e164: str) -> Fork:
+        address = trunk.listen()
+        uri = f"sip:{e164}@{trunk.domain}"
+        credentials = (trunk.username, trunk.password) if trunk.username else None
+        return Fork(
+            request_uri=uri,
+            to_uri=uri,
+            target=Target(transport="tls", host=address.host, port=address.port, trunk=trunk.name),
+            local=self._tls_local(),
+            credentials=credentials,
+        )
+
+    def _tls_local(self) -> LocalAddress:
+        for listen in self.config.sip.listeners():
+            if listen.transport == "tls":
+                return LocalAddress(transport="tls", host=listen.host, port=listen.port)
+        first = self.config.sip.listeners()[0]
+        return LocalAddress(transport=first.transport, host=first.host, port=first.port)
+
+    def _reject(
+        self,
+        flow: Flow,
+        request: Request,
+        caller: _Caller,
+        dialled: str,
+        callee: str,
+        status: int,
+        reason: str,
+        now: float,
+        *,
+        disposition: str = "rejected",
+    ) -> Response:
+        """A call refused before routing: one CDR row, opened and closed at once."""
+        cdr_id = self._cdr_start(flow, request, caller, dialled, callee, None, now)
+        if cdr_id is not None:
+            self._cdr_end(cdr_id, request.call_id, now, disposition, status, reason, "")
+        extra: tuple[tuple[str, str], ...] = ()
+        if status == 403:
+            # RFC 3261 §20.43: the reason in words, with no address in it.
+            extra = (("Warning", f'399 {self.config.sip.domain} "{reason}"'),)
+        return response_to(request, status, _phrase(status, reason), to_tag=_tag(), extra=extra)
+
+    def _start(
+        self,
+        flow: Flow,
+        tx: TxKey,
+        request: Request,
+        caller: _Caller,
+        dialled: str,
+        callee: str,
+        trunk: str | None,
+        forks: list[Fork],
+        now: float,
+    ) -> Response | None:
+        """Hand the call to the B2BUA; None: it answers the caller itself."""
+        display = request.from_.display if caller.user is not None else None
+        origin = Origin(
+            target=Target(transport=flow.transport, host=flow.peer[0], port=flow.peer[1]),
+            local=LocalAddress(transport=flow.transport, host=flow.local[0], port=flow.local[1]),
+            caller_uri=caller.uri,
+            caller_display=display,
+        )
+        call, actions = self.b2bua.start(tx=tx, invite=request, origin=origin, forks=forks, now=now)
+        cdr_id = self._cdr_start(flow, request, caller, dialled, callee, trunk, now)
+        self._info[call.id] = _CallInfo(cdr_id=cdr_id or 0, a_call_id=request.call_id)
+        self.events.publish(
+            CallStarted(
+                call_id=request.call_id,
+                cdr_id=cdr_id or 0,
+                caller=caller.uri,
+                callee=callee,
+                user=caller.user,
+                source=f"{flow.peer[0]}:{flow.peer[1]}",
+                trunk=trunk,
+                time=now,
+            )
+        )
+        self.run(actions)
+        return None
+
+    # -- requests in a dialog, CANCEL, ACK ------------------------------------------
+
+    def in_dialog(self, flow: Flow, tx: TxKey, request: Request, now: float) -> Response | None:
+        found = self.b2bua.find(request)
+        if found is None:
+            return response_to(request, 481, "Call/Transaction Does Not Exist")
+        call, side = found
+        self.run(self.b2bua.in_dialog(tx, request, call, side, now))
+        return None
+
+    def cancel(self, tx: TxKey, request: Request, now: float) -> None:
+        invite_tx = server_key(request, method="INVITE")
+        self.run(self.b2bua.cancel(tx, request, invite_tx, now))
+
+    def ack(self, request: Request, now: float) -> None:
+        self.run(self.b2bua.ack(request, now))
+
+    # -- client transactions --------------------------------------------------------
+
+    def on_response(self, key: TxKey, response: Response) -> None:
+        self.run(self.b2bua.on_response(key, response, self.sip.clock()))
+
+    def on_client_failure(self, key: TxKey) -> None:
+        self.run(self.b2bua.on_client_failure(key, self.sip.clock()))
+
+    def client_done(self, key: TxKey) -> None:
+        self.b2bua.client_done(key)
+
+    # -- carrying out actions -------------------------------------------------------
+
+    def run(self, actions: list[CallAction]) -> None:
+        for action in actions:
+            if isinstance(action, Respond):
+                self.sip.respond(action.tx, action.response)
+            elif isinstance(action, SendRequest):
+                self._send(action)
+            elif isinstance(action, StartCallTimer):
+                self._start_timer(action)
+            elif isinstance(action, CancelCallTimer):
+                handle = self._timers.pop((action.call, action.name), None)
+                if handle is not None:
+                    handle.cancel()
+            elif isinstance(action, Answered):
+                self._answered(action)
+            elif isinstance(action, Ended):
+                self._ended(action)
+
+    def _send(self, action: SendRequest) -> None:
+        target = action.target
+        flow = self._flow_for(target)
+        if flow is None and target.trunk is not None:
+            self._queue_for_trunk(action)
+            return
+        if flow is None:
+            self._unreachable(action.request)
+            return
+        self.sip.send_request(flow, action.request)
+
+    def _unreachable(self, request: Request) -> None:
+        if request.method != "ACK":
+            self.on_client_failure(client_key(request.top_via.branch or "", request.method))
+
+    def _flow_for(self, target: Target) -> Flow | None:
+        if target.transport == "udp":
+            return self.udp_sender((target.host, target.port)) if self.udp_sender else None
+        return self.sip.connections.find(target.transport, target.host, target.port)
+
+    def _queue_for_trunk(self, action: SendRequest) -> None:
+        target = action.target
+        key = (target.host, target.port)
+        queue = self._connecting.get(key)
+        if queue is not None:
+            if len(queue) >= MAX_QUEUED_PER_TRUNK:
+                self._unreachable(action.request)
+            else:
+                queue.append(action)
+            return
+        self._connecting[key] = [action]
+        asyncio.get_running_loop().create_task(self._connect(target))
+
+    async def _connect(self, target: Target) -> None:
+        key = (target.host, target.port)
+        trunk = self.trunks.get(target.trunk or "")
+        flow: StreamProtocol | None = None
+        try:
+            if trunk is None:
+                raise OSError("unknown trunk")
+            ctx = client_context(ca=self._trunk_ca(trunk), min_version=self.config.tls.min_version)
+            loop = asyncio.get_running_loop()
+            connections = self.sip.connections
+            _, proto = await asyncio.wait_for(
+                loop.create_connection(
+                    lambda: StreamProtocol(self.sip, connections, "tls"),
+                    host=target.host,
+                    port=target.port,
+                    ssl=ctx,
+                    server_hostname=target.host,
+                ),
+                TRUNK_CONNECT_TIMEOUT,
+            )
+            flow = proto
+            log.info("connected to trunk %s at %s:%d", target.trunk, target.host, target.port)
+        except (OSError, TimeoutError, ValueError) as err:
+            log.warning(
+                "cannot reach trunk %s at %s:%d: %s", target.trunk, target.host, target.port, err
+            )
+        queued = self._connecting.pop(key, [])
+        for action in queued:
+            if flow is None:
+                self._unreachable(action.request)
+            else:
+                self.sip.send_request(flow, action.request)
+
+    def _trunk_ca(self, trunk: TrunkSection) -> Path:
+        if trunk.ca:
+            return Path(trunk.ca)
+        assert self._data_dir is not None
+        return self._data_dir / "ca" / "ca.crt"
+
+    def _start_timer(self, action: StartCallTimer) -> None:
+        loop = asyncio.get_running_loop()
+        old = self._timers.pop((action.call, action.name), None)
+        if old is not None:
+            old.cancel()
+        delay = max(0.0, action.at - self.sip.clock())
+        self._timers[(action.call, action.name)] = loop.call_later(
+            delay, self._fire, action.call, action.name
+        )
+
+    def _fire(self, call: str, name: str) -> None:
+        self._timers.pop((call, name), None)
+        self.run(self.b2bua.on_timer(call, name, self.sip.clock()))
+
+    # -- CDRs and events -------------------------------------------------------------
+
+    def _cdr_start(
+        self,
+        flow: Flow,
+        request: Request,
+        caller: _Caller,
+        dialled: str,
+        callee: str,
+        trunk: str | None,
+        now: float,
+    ) -> int | None:
+        identity = flow.identity
+        try:
+            return self.sip.store.cdr_start(
+                CdrStart(
+                    call_id=request.call_id,
+                    caller=caller.uri,
+                    callee_dialled=dialled,
+                    callee=callee,
+                    user=caller.user or "",
+                    source=f"{flow.peer[0]}:{flow.peer[1]}",
+                    transport=flow.transport,
+                    tls_identity=(identity.aor or identity.subject) if identity else "",
+                    trunk=trunk or (caller.trunk.name if caller.trunk else ""),
+                    user_agent=request.headers.get("user-agent") or "",
+                    start=now,
+                )
+            )
+        except sqlite3.Error:
+            log.exception("could not write the CDR of call %s", request.call_id[:64])
+            return None
+
+    def _cdr_end(
+        self,
+        cdr_id: int,
+        call_id: str,
+        now: float,
+        disposition: str,
+        status: int,
+        reason: str,
+        hangup_by: str,
+    ) -> None:
+        try:
+            self.sip.store.cdr_end(
+                cdr_id,
+                end=now,
+                disposition=disposition,
+                status=status,
+                reason=reason,
+                hangup_by=hangup_by,
+            )
+        except sqlite3.Error:
+            log.exception("could not close the CDR of call %s", call_id[:64])
+
+    def _answered(self, action: Answered) -> None:
+        info = self._info.get(action.call)
+        if info is None:
+            return
+        try:
+            self.sip.store.cdr_answer(info.cdr_id, action.time)
+        except sqlite3.Error:
+            log.exception("could not write the answer of call %s", info.a_call_id[:64])
+        self.events.publish(
+            CallAnswered(call_id=info.a_call_id, cdr_id=info.cdr_id, time=action.time)
+        )
+
+    def _ended(self, action: Ended) -> None:
+        info = self._info.pop(action.call, None)
+        if info is None:
+            return
+        self._cdr_end(
+            info.cdr_id,
+            info.a_call_id,
+            action.time,
+            action.disposition,
+            action.status,
+            action.reason,
+            action.hangup_by,
+        )
+        record = None
+        with contextlib.suppress(sqlite3.Error, StoreError):
+            record = self.sip.store.cdr(info.cdr_id)
+        self.events.publish(
+            CallEnded(
+                call_id=info.a_call_id,
+                cdr_id=info.cdr_id,
+                time=action.time,
+                disposition=action.disposition,
+                status=action.status,
+                reason=action.reason,
+                hangup_by=action.hangup_by,
+                duration=(record.duration or 0.0) if record else 0.0,
+                billable=(record.billable or 0.0) if record else 0.0,
+            )
+        )
+
+    def hang_up_all(self, reason: str) -> None:
+        """Shutdown: BYE both legs of every answered call, close every CDR."""
+        now = self.sip.clock()
+        for call_id in list(self._info):
+            self.run(self.b2bua.hang_up(call_id, now, reason))
+
+
+# -- helpers --------------------------------------------------------------------------
+
+
+def _tag() -> str:
+    from .sip.dialog import new_tag
+
+    return new_tag()
+
+
+def _aor_user(aor: str | None, domain: str) -> str | None:
+    if aor is None:
+        return None
+    user, at, host = aor.rpartition("@")
+    return user if at and host.lower() == domain else None
+
+
+def _our_credentials(request: Request, realm: str) -> str | None:
+    lines = request.headers.lines("proxy-authorization")
+    marker = f'realm="{realm}"'
+    for line in lines:
+        if marker in line:
+            return line
+    return lines[0] if lines else None
+
+
+def _callee(destination: Destination) -> str:
+    return destination.user or destination.e164 or destination.dialled
+
+
+def _phrase(status: int, reason: str) -> str:
+    """A reason phrase: our words, kept to safe characters."""
+    return "".join(c for c in reason if c.isprintable() and c not in "\r\n")[:96]
+
+
+__all__ = ["CallService", "UdpFlow", "disposition_of"]

@@ -1,0 +1,809 @@
+"""Back-to-back user agent call control (sans-IO).
+
+Every call has an A-leg (the caller's dialog, where voipsec is the UAS) and a B-leg
+(voipsec's own dialog towards the callee, where it is the UAC). The legs share
+nothing on the wire: the B-leg has its own Call-ID, tags, CSeq, Via and Contact, and
+only the headers in :data:`REQUEST_HEADERS_CROSSING` / :data:`RESPONSE_HEADERS_CROSSING`
+are copied from one leg to the other (topology hiding by construction). SDP passes
+through unchanged for now.
+
+The shell (server.py) authenticates and authorizes a call, decides where it goes and
+then calls :meth:`B2bua.start`; afterwards it feeds the B2BUA the responses of the
+B-leg client transactions, the requests arriving inside the call's dialogs, the
+ACKs, and the call timers it asked for. Each entry point returns actions: responses
+to send on a server transaction, requests to send to a target (the shell opens a
+client transaction, or sends an ACK for a 2xx directly), call timers, and the call's
+answer and end (for CDRs and the events stream). Time comes in as ``now``.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from enum import Enum
+
+from ..sip.dialog import Dialog, new_branch, new_tag, uac_dialog, uas_dialog
+from ..sip.digest import client_response, parse_challenge
+from ..sip.errors import SipParseError
+from ..sip.layer import TxKey, client_key
+from ..sip.message import Request, Response, response_to
+from ..sip.uac import LocalAddress, cancel_for, in_dialog, make_request
+
+#: Headers of a request copied onto the other leg; everything else (Via, Contact,
+#: Record-Route, User-Agent, P-* headers, Call-Info...) stays on its own leg.
+REQUEST_HEADERS_CROSSING = (
+    "content-type",
+    "content-disposition",
+    "allow",
+    "accept",
+    "subject",
+    "priority",
+)
+#: Headers of a response copied onto the other leg.
+RESPONSE_HEADERS_CROSSING = (
+    "content-type",
+    "content-disposition",
+    "allow",
+    "accept",
+    "retry-after",
+)
+#: Methods relayed to the other leg inside a call; others are answered here.
+RELAYED_METHODS = frozenset({"INVITE", "UPDATE", "INFO"})
+#: Max-Forwards of a B-leg INVITE never exceeds this (RFC 3261 §8.1.1.6), and is one
+#: less than the A-leg's so a loop through B2BUAs still ends (§16.6 step 3 in spirit).
+MAX_FORWARDS = 70
+
+
+class Side(Enum):
+    A = "a"
+    B = "b"
+
+    @property
+    def other(self) -> Side:
+        return Side.B if self is Side.A else Side.A
+
+
+class Phase(Enum):
+    ROUTING = "routing"
+    EARLY = "early"
+    CONFIRMED = "confirmed"
+    ENDED = "ended"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Target:
+    """Where a leg's requests go: an existing connection, or a trunk to connect to."""
+
+    transport: str
+    host: str
+    port: int
+    #: The trunk's name when the shell may open a new TLS connection to it.
+    trunk: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Origin:
+    """The caller side, as authorized by the shell."""
+
+    target: Target
+    local: LocalAddress
+    #: The From URI of the B-leg: ``sip:alice@domain`` (never the caller's own From).
+    caller_uri: str
+    caller_display: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Fork:
+    """One B-leg destination: a registered contact of the callee, or a trunk."""
+
+    request_uri: str
+    to_uri: str
+    target: Target
+    local: LocalAddress
+    #: Digest credentials for a trunk's 401/407 (user name, password).
+    credentials: tuple[str, str] | None = None
+
+
+# -- actions ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Respond:
+    """Answer the server transaction ``tx``."""
+
+    tx: TxKey
+    response: Response
+
+
+@dataclass(frozen=True, slots=True)
+class SendRequest:
+    """Send a request to ``target``: an ACK directly, anything else in a transaction."""
+
+    request: Request
+    target: Target
+
+
+@dataclass(frozen=True, slots=True)
+class StartCallTimer:
+    call: str
+    name: str
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class CancelCallTimer:
+    call: str
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class Answered:
+    call: str
+    time: float
+
+
+@dataclass(frozen=True, slots=True)
+class Ended:
+    call: str
+    time: float
+    disposition: str
+    status: int
+    reason: str
+    hangup_by: str
+
+
+CallAction = Respond | SendRequest | StartCallTimer | CancelCallTimer | Answered | Ended
+
+#: The call timers, their names as the shell sees them.
+RING, DURATION, PROBE = "ring", "duration", "probe"
+
+
+# -- state -------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _ForkLeg:
+    fork: Fork
+    invite: Request
+    provisional: bool = False
+    done: bool = False
+    cancel_when_provisional: bool = False
+    authenticated: bool = False
+
+
+@dataclass(slots=True)
+class _Relay:
+    """A request relayed from one leg; its answer goes back to ``tx`` on ``side``."""
+
+    side: Side
+    tx: TxKey
+    request: Request
+
+    @property
+    def method(self) -> str:
+        return self.request.method
+
+
+@dataclass(slots=True)
+class _Probe:
+    side: Side
+
+
+@dataclass(slots=True)
+class _Ignore:
+    """BYE, CANCEL and stray-dialog clean-up: the answer changes nothing."""
+
+
+_Purpose = _ForkLeg | _Relay | _Probe | _Ignore
+
+
+@dataclass(slots=True)
+class Call:
+    id: str
+    a_tx: TxKey
+    a_invite: Request
+    a_tag: str
+    a_dialog: Dialog
+    origin: Origin
+    b_call_id: str
+    b_tag: str
+    started: float
+    phase: Phase = Phase.ROUTING
+    b_cseq: int = 1
+    forks: list[_ForkLeg] = field(default_factory=list)
+    b_dialog: Dialog | None = None
+    b_leg: _ForkLeg | None = None
+    answered: float | None = None
+    failures: list[Response] = field(default_factory=list)
+    relaying: bool = False
+
+    def dialog(self, side: Side) -> Dialog | None:
+        return self.a_dialog if side is Side.A else self.b_dialog
+
+    def set_dialog(self, side: Side, dialog: Dialog) -> None:
+        if side is Side.A:
+            self.a_dialog = dialog
+        else:
+            self.b_dialog = dialog
+
+    def target(self, side: Side) -> Target:
+        if side is Side.A:
+            return self.origin.target
+        assert self.b_leg is not None
+        return self.b_leg.fork.target
+
+    def local(self, side: Side) -> LocalAddress:
+        if side is Side.A:
+            return self.origin.local
+        assert self.b_leg is not None
+        return self.b_leg.fork.local
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CallPolicy:
+    ring_timeout: float = 60.0
+    max_duration: float = 14_400.0
+    #: Seconds between in-dialog OPTIONS probes of an answered call; 0 turns them off.
+    probe_interval: float = 300.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class B2buaStatistics:
+    active_calls: int
+    started: int
+    answered: int
+    ended: int
+    relayed_requests: int
+    stray_responses: int
+
+
+@dataclass(slots=True)
+class _Counters:
+    started: int = 0
+    answered: int = 0
+    ended: int = 0
+    relayed: int = 0
+    stray: int = 0
+
+
+class B2bua:
+    """All calls of the edge."""
+
+    def __init__(self, policy: CallPolicy) -> None:
+        self.policy = policy
+        self._calls: dict[str, Call] = {}
+        self._by_a_tx: dict[TxKey, Call] = {}
+        self._by_dialog: dict[tuple[str, str], tuple[Call, Side]] = {}
+        self._client: dict[TxKey, tuple[Call, _Purpose]] = {}
+        self._counters = _Counters()
+
+    def __len__(self) -> int:
+        return len(self._calls)
+
+    def call(self, call_id: str) -> Call | None:
+        return self._calls.get(call_id)
+
+    # -- a new call ---------------------------------------------------------------
+
+    def start(
+        self, *, tx: TxKey, invite: Request, origin: Origin, forks: Iterable[Fork], now: float
+    ) -> tuple[Call, list[CallAction]]:
+        """A new authorized INVITE: 100 Trying to the caller, an INVITE to each fork."""
+        a_tag = new_tag()
+        call = Call(
+            id=secrets.token_hex(8),
+            a_tx=tx,
+            a_invite=invite,
+            a_tag=a_tag,
+            a_dialog=uas_dialog(invite, a_tag),
+            origin=origin,
+            b_call_id=secrets.token_hex(16),
+            b_tag=new_tag(),
+            started=now,
+        )
+        self._calls[call.id] = call
+        self._by_a_tx[tx] = call
+        self._by_dialog[(invite.call_id, a_tag)] = (call, Side.A)
+        self._by_dialog[(call.b_call_id, call.b_tag)] = (call, Side.B)
+        self._counters.started += 1
+        actions: list[CallAction] = [Respond(tx, response_to(invite, 100, "Trying"))]
+        for fork in forks:
+            actions.append(self._send_fork(call, fork, now))
+        actions.append(StartCallTimer(call.id, RING, now + self.policy.ring_timeout))
+        return call, actions
+
+    def _send_fork(
+        self, call: Call, fork: Fork, now: float, authorization: tuple[str, str] | None = None
+    ) -> SendRequest:
+        branch = new_branch()
+        mf = call.a_invite.int_header("max-forwards")
+        max_forwards = MAX_FORWARDS if mf is None else max(0, min(MAX_FORWARDS, mf - 1))
+        display = f"{call.origin.caller_display} " if call.origin.caller_display else ""
+        headers: list[tuple[str, str]] = [
+            ("Via", fork.local.via(branch)),
+            ("Max-Forwards", str(max_forwards)),
+            ("From", f"{display}<{call.origin.caller_uri}>;tag={call.b_tag}"),
+            ("To", f"<{fork.to_uri}>"),
+            ("Call-ID", call.b_call_id),
+            ("CSeq", f"{call.b_cseq} INVITE"),
+            ("Contact", fork.local.contact()),
+        ]
+        if authorization is not None:
+            headers.append(authorization)
+        headers += _crossing(call.a_invite, REQUEST_HEADERS_CROSSING)
+        request = make_request("INVITE", fork.request_uri, headers, call.a_invite.body)
+        leg = _ForkLeg(fork=fork, invite=request, authenticated=authorization is not None)
+        call.forks.append(leg)
+        self._client[client_key(branch, "INVITE")] = (call, leg)
+        return SendRequest(request, fork.target)
+
+    # -- responses of B-leg (and relayed) client transactions ----------------------
+
+    def on_response(self, key: TxKey, response: Response, now: float) -> list[CallAction]:
+        entry = self._client.get(key)
+        if entry is None:
+            self._counters.stray += 1
+            return []
+        call, purpose = entry
+        if isinstance(purpose, _ForkLeg):
+            return self._fork_response(call, purpose, response, now)
+        if isinstance(purpose, _Relay):
+            return self._relay_response(call, purpose, response, now)
+        probe_failed = response.status in (408, 481) and call.phase is Phase.CONFIRMED
+        if isinstance(purpose, _Probe) and probe_failed:
+            return self._hang_up(call, now, reason="far end vanished", by="system")
+        return []
+
+    def on_client_failure(self, key: TxKey, now: float) -> list[CallAction]:
+        """A client transaction timed out or its transport failed: a 408 (§8.1.3.1)."""
+        entry = self._client.pop(key, None)
+        if entry is None:
+            return []
+        call, purpose = entry
+        if isinstance(purpose, _ForkLeg):
+            fake = response_to(purpose.invite, 408, "Request Timeout")
+            return self._fork_failure(call, purpose, fake, now)
+        if isinstance(purpose, _Relay):
+            return self._relay_response(
+                call, purpose, response_to(purpose.request, 408, "Request Timeout"), now
+            )
+        if isinstance(purpose, _Probe) and call.phase is Phase.CONFIRMED:
+            return self._hang_up(call, now, reason="far end vanished", by="system")
+        return []
+
+    def client_done(self, key: TxKey) -> None:
+        """The client transaction is over (the layer terminated it): forget its purpose.
+
+        Responses are not enough to forget it: a 2xx to an INVITE is retransmitted
+        until our ACK arrives (RFC 6026), and each copy is ACKed again.
+        """
+        self._client.pop(key, None)
+
+    def _fork_response(
+        self, call: Call, leg: _ForkLeg, response: Response, now: float
+    ) -> list[CallAction]:
+        status = response.status
+        if status < 200:
+            return self._fork_provisional(call, leg, response)
+        if status < 300:
+            return self._fork_answered(call, leg, response, now)
+        if status in (401, 407) and leg.fork.credentials and not leg.authenticated:
+            retry = self._authenticated_retry(call, leg, response, now)
+            if retry is not None:
+                leg.done = True
+                return [retry]
+        return self._fork_failure(call, leg, response, now)
+
+    def _fork_provisional(self, call: Call, leg: _ForkLeg, response: Response) -> list[CallAction]:
+        leg.provisional = True
+        if leg.cancel_when_provisional:
+            leg.cancel_when_provisional = False
+            return [self._cancel_leg(call, leg)]
+        if response.status == 100 or call.phase not in (Phase.ROUTING, Phase.EARLY):
+            return []
+        call.phase = Phase.EARLY
+        return [Respond(call.a_tx, self._a_response(call, response))]
+
+    def _fork_answered(
+        self, call: Call, leg: _ForkLeg, response: Response, now: float
+    ) -> list[CallAction]:
+        try:
+            dialog = uac_dialog(leg.invite, response)
+        except SipParseError:
+            dialog = None
+        if dialog is None:
+            return []  # a 2xx without tag or Contact: nothing to ACK; timer ends the call
+        ack, _ = in_dialog(dialog, "ACK", leg.fork.local, seq=leg.invite.cseq.seq)
+        actions: list[CallAction] = [SendRequest(ack, leg.fork.target)]
+        winner = call.b_dialog
+        if winner is not None and winner.id == dialog.id:
+            return actions  # a retransmitted 2xx: ACK it again
+        if winner is not None or call.phase is Phase.ENDED:
+            # Another fork answered first, or the call is over: this dialog is unwanted.
+            bye, _ = in_dialog(dialog, "BYE", leg.fork.local)
+            self._client[client_key(bye.top_via.branch or "", "BYE")] = (call, _Ignore())
+            return [*actions, SendRequest(bye, leg.fork.target)]
+        leg.done = True
+        call.b_dialog = dialog
+        call.b_leg = leg
+        call.phase = Phase.CONFIRMED
+        call.answered = now
+        self._counters.answered += 1
+        actions.append(Respond(call.a_tx, self._a_response(call, response)))
+        actions += self._cancel_other_forks(call, leg)
+        actions += [
+            CancelCallTimer(call.id, RING),
+            Answered(call.id, now),
+            StartCallTimer(call.id, DURATION, now + self.policy.max_duration),
+        ]
+        if self.policy.probe_interval > 0:
+            actions.append(StartCallTimer(call.id, PROBE, now + self.policy.probe_interval))
+        return actions
+
+    def _fork_failure(
+        self, call: Call, leg: _ForkLeg, response: Response, now: float
+    ) -> list[CallAction]:
+        leg.done = True
+        call.failures.append(response)
+        if call.phase in (Phase.CONFIRMED, Phase.ENDED):
+            return []
+        if any(not f.done for f in call.forks):
+            return []
+        final = best_failure(call.failures)
+        status, reason = map_failure(final.status, final.reason)
+        response_out = response_to(
+            call.a_invite,
+            status,
+            reason,
+            to_tag=call.a_tag,
+            extra=_crossing(final, RESPONSE_HEADERS_CROSSING) if status == final.status else (),
+        )
+        actions: list[CallAction] = [Respond(call.a_tx, response_out)]
+        return actions + self._finish(
+            call, now, disposition_of(status), status, reason, hangup_by=""
+        )
+
+    def _authenticated_retry(
+        self, call: Call, leg: _ForkLeg, response: Response, now: float
+    ) -> SendRequest | None:
+        """Answer a trunk's 401/407 once with the configured credentials (RFC 3261 §22.2)."""
+        assert leg.fork.credentials is not None
+        header = "www-authenticate" if response.status == 401 else "proxy-authenticate"
+        reply = "Authorization" if response.status == 401 else "Proxy-Authorization"
+        challenge = response.headers.get(header)
+        if challenge is None:
+            return None
+        try:
+            params = parse_challenge(challenge)
+        except SipParseError:
+            return None
+        algorithm = params.get("algorithm", "MD5").upper()
+        if algorithm not in ("MD5", "SHA-256") or "nonce" not in params:
+            return None
+        user, password = leg.fork.credentials
+        value = client_response(
+            username=user,
+            password=password,
+            realm=params.get("realm", ""),
+            nonce=params["nonce"],
+            method="INVITE",
+            uri=leg.fork.request_uri,
+            algorithm=algorithm,
+            cnonce=secrets.token_hex(8),
+            opaque=params.get("opaque"),
+        )
+        call.b_cseq += 1
+        return self._send_fork(call, leg.fork, now, authorization=(reply, value))
+
+    def _cancel_other_forks(self, call: Call, winner: _ForkLeg | None) -> list[CallAction]:
+        actions: list[CallAction] = []
+        for leg in call.forks:
+            if leg is winner or leg.done:
+                continue
+            leg.done = True
+            if leg.provisional:
+                actions.append(self._cancel_leg(call, leg))
+            else:
+                # §9.1: no CANCEL before a provisional response; send it when one comes.
+                leg.cancel_when_provisional = True
+        return actions
+
+    def _cancel_leg(self, call: Call, leg: _ForkLeg) -> SendRequest:
+        cancel = cancel_for(leg.invite)
+        self._client[client_key(cancel.top_via.branch or "", "CANCEL")] = (call, _Ignore())
+        return SendRequest(cancel, leg.fork.target)
+
+    # -- requests from the caller that are not in a dialog yet ----------------------
+
+    def cancel(self, tx: TxKey, request: Request, invite_tx: TxKey, now: float) -> list[CallAction]:
+        """CANCEL of the INVITE whose server transaction is ``invite_tx`` (§9.2)."""
+        call = self._by_a_tx.get(invite_tx)
+        if call is None:
+            return [Respond(tx, response_to(request, 481, "Call/Transaction Does Not Exist"))]
+        actions: list[CallAction] = [Respond(tx, response_to(request, 200, "OK"))]
+        if call.phase not in (Phase.ROUTING, Phase.EARLY):
+            return actions  # already answered: the CANCEL changes nothing
+        actions.append(
+            Respond(
+                call.a_tx,
+                response_to(call.a_invite, 487, "Request Terminated", to_tag=call.a_tag),
+            )
+        )
+        actions += self._cancel_other_forks(call, winner=None)
+        return actions + self._finish(
+            call, now, "no_answer", 487, "cancelled by caller", hangup_by="caller"
+        )
+
+    # -- requests inside a call's dialogs ---------------------------------------------
+
+    def find(self, request: Request) -> tuple[Call, Side] | None:
+        """The call and leg a request belongs to, by Call-ID and our tag (never the URI)."""
+        tag = request.to.tag
+        if tag is None:
+            return None
+        return self._by_dialog.get((request.call_id, tag))
+
+    def in_dialog(
+        self, tx: TxKey, request: Request, call: Call, side: Side, now: float
+    ) -> list[CallAction]:
+        dialog = call.dialog(side)
+        if dialog is None or call.phase is Phase.ENDED:
+            return [Respond(tx, response_to(request, 481, "Call/Transaction Does Not Exist"))]
+        try:
+            call.set_dialog(side, _accept_remote(dialog, request, side))
+        except SipParseError as err:
+            return [Respond(tx, response_to(request, err.status, err.reason))]
+        method = request.method
+        if method == "BYE":
+            return self._bye(tx, request, call, side, now)
+        if method == "OPTIONS":
+            return [Respond(tx, response_to(request, 200, "OK"))]
+        if method in RELAYED_METHODS:
+            return self._relay(tx, request, call, side)
+        return [
+            Respond(
+                tx,
+                response_to(
+                    request,
+                    405,
+                    "Method Not Allowed",
+                    extra=(("Allow", "INVITE, ACK, BYE, CANCEL, OPTIONS, UPDATE, INFO"),),
+                ),
+            )
+        ]
+
+    def ack(self, request: Request, now: float) -> list[CallAction]:
+        """An ACK for a 2xx we sent. The B-leg's 2xx were ACKed when they arrived."""
+        return []
+
+    def _bye(
+        self, tx: TxKey, request: Request, call: Call, side: Side, now: float
+    ) -> list[CallAction]:
+        actions: list[CallAction] = [Respond(tx, response_to(request, 200, "OK"))]
+        by = "caller" if side is Side.A else "callee"
+        if call.phase is not Phase.CONFIRMED:
+            # A BYE of an early dialog from the caller (§15): like a CANCEL.
+            actions.append(
+                Respond(
+                    call.a_tx,
+                    response_to(call.a_invite, 487, "Request Terminated", to_tag=call.a_tag),
+                )
+            )
+            actions += self._cancel_other_forks(call, winner=None)
+            return actions + self._finish(call, now, "no_answer", 487, "BYE before answer", by)
+        actions += self._send_bye(call, side.other)
+        return actions + self._finish(call, now, "answered", 200, "normal clearing", by)
+
+    def _relay(self, tx: TxKey, request: Request, call: Call, side: Side) -> list[CallAction]:
+        if call.phase is not Phase.CONFIRMED:
+            return [Respond(tx, response_to(request, 491, "Request Pending"))]
+        if call.relaying:
+            # §14.1: one offer/answer at a time; the other side retries after a pause.
+            return [Respond(tx, response_to(request, 491, "Request Pending"))]
+        other = side.other
+        dialog = call.dialog(other)
+        assert dialog is not None
+        out, dialog = in_dialog(
+            dialog,
+            request.method,
+            call.local(other),
+            extra=_crossing(request, REQUEST_HEADERS_CROSSING),
+            body=request.body,
+        )
+        call.set_dialog(other, dialog)
+        call.relaying = True
+        self._counters.relayed += 1
+        key = client_key(out.top_via.branch or "", out.method)
+        self._client[key] = (call, _Relay(side=side, tx=tx, request=request))
+        return [SendRequest(out, call.target(other))]
+
+    def _relay_response(
+        self, call: Call, relay: _Relay, response: Response, now: float
+    ) -> list[CallAction]:
+        actions: list[CallAction] = []
+        if response.status >= 200:
+            call.relaying = False
+        if relay.method == "INVITE" and 200 <= response.status < 300:
+            # ACK the re-INVITE's 2xx at once; the ACK from the other side is absorbed.
+            dialog = call.dialog(relay.side.other)
+            if dialog is not None:
+                ack, _ = in_dialog(
+                    dialog, "ACK", call.local(relay.side.other), seq=response.cseq.seq
+                )
+                actions.append(SendRequest(ack, call.target(relay.side.other)))
+        if response.status == 100:
+            return actions
+        out = response_to(
+            relay.request,
+            response.status,
+            response.reason,
+            extra=(
+                *_contact(call, relay.side, relay.method),
+                *_crossing(response, RESPONSE_HEADERS_CROSSING),
+            ),
+            body=response.body,
+        )
+        actions.append(Respond(relay.tx, out))
+        return actions
+
+    # -- timers -------------------------------------------------------------------
+
+    def on_timer(self, call_id: str, name: str, now: float) -> list[CallAction]:
+        call = self._calls.get(call_id)
+        if call is None or call.phase is Phase.ENDED:
+            return []
+        if name == RING and call.phase in (Phase.ROUTING, Phase.EARLY):
+            actions: list[CallAction] = [
+                Respond(
+                    call.a_tx,
+                    response_to(call.a_invite, 408, "Request Timeout", to_tag=call.a_tag),
+                )
+            ]
+            actions += self._cancel_other_forks(call, winner=None)
+            return actions + self._finish(call, now, "no_answer", 408, "ring timeout", "system")
+        if name == DURATION and call.phase is Phase.CONFIRMED:
+            return self._hang_up(call, now, reason="maximum call duration", by="system")
+        if name == PROBE and call.phase is Phase.CONFIRMED:
+            return [
+                *self._probe(call, Side.A),
+                *self._probe(call, Side.B),
+                StartCallTimer(call.id, PROBE, now + self.policy.probe_interval),
+            ]
+        return []
+
+    def _probe(self, call: Call, side: Side) -> list[CallAction]:
+        dialog = call.dialog(side)
+        if dialog is None:
+            return []
+        options, dialog = in_dialog(dialog, "OPTIONS", call.local(side))
+        call.set_dialog(side, dialog)
+        self._client[client_key(options.top_via.branch or "", "OPTIONS")] = (call, _Probe(side))
+        return [SendRequest(options, call.target(side))]
+
+    def hang_up(self, call_id: str, now: float, reason: str) -> list[CallAction]:
+        """End an answered call from the edge (fraud limit, media timeout, shutdown)."""
+        call = self._calls.get(call_id)
+        if call is None or call.phase is not Phase.CONFIRMED:
+            return []
+        return self._hang_up(call, now, reason=reason, by="system")
+
+    def _hang_up(self, call: Call, now: float, *, reason: str, by: str) -> list[CallAction]:
+        actions = [*self._send_bye(call, Side.A), *self._send_bye(call, Side.B)]
+        return actions + self._finish(call, now, "answered", 200, reason, by)
+
+    def _send_bye(self, call: Call, side: Side) -> list[CallAction]:
+        dialog = call.dialog(side)
+        if dialog is None:
+            return []
+        bye, dialog = in_dialog(dialog, "BYE", call.local(side))
+        call.set_dialog(side, dialog)
+        self._client[client_key(bye.top_via.branch or "", "BYE")] = (call, _Ignore())
+        return [SendRequest(bye, call.target(side))]
+
+    def _finish(
+        self,
+        call: Call,
+        now: float,
+        disposition: str,
+        status: int,
+        reason: str,
+        hangup_by: str,
+    ) -> list[CallAction]:
+        call.phase = Phase.ENDED
+        self._calls.pop(call.id, None)
+        self._by_a_tx.pop(call.a_tx, None)
+        self._by_dialog.pop((call.a_invite.call_id, call.a_tag), None)
+        self._by_dialog.pop((call.b_call_id, call.b_tag), None)
+        self._counters.ended += 1
+        return [
+            CancelCallTimer(call.id, RING),
+            CancelCallTimer(call.id, DURATION),
+            CancelCallTimer(call.id, PROBE),
+            Ended(call.id, now, disposition, status, reason, hangup_by),
+        ]
+
+    def _a_response(self, call: Call, response: Response) -> Response:
+        """A B-leg response (1xx/2xx) as the caller sees it: our tag, our Contact."""
+        return response_to(
+            call.a_invite,
+            response.status,
+            response.reason,
+            to_tag=call.a_tag,
+            extra=(
+                ("Contact", call.origin.local.contact()),
+                *_crossing(response, RESPONSE_HEADERS_CROSSING),
+            ),
+            body=response.body,
+        )
+
+    def statistics(self) -> B2buaStatistics:
+        c = self._counters
+        return B2buaStatistics(
+            active_calls=len(self._calls),
+            started=c.started,
+            answered=c.answered,
+            ended=c.ended,
+            relayed_requests=c.relayed,
+            stray_responses=c.stray,
+        )
+
+
+# -- pure helpers --------------------------------------------------------------------
+
+
+def _crossing(message: Request | Response, allowed: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    """The headers of ``message`` allowed onto the other leg, in their order."""
+    return tuple((h.name, h.value) for h in message.headers if h.key in allowed)
+
+
+def _accept_remote(dialog: Dialog, request: Request, side: Side) -> Dialog:
+    if request.method in ("ACK", "CANCEL"):
+        return dialog
+    return dialog.accept_remote_cseq(request.cseq.seq)
+
+
+def _contact(call: Call, side: Side, method: str) -> tuple[tuple[str, str], ...]:
+    if method in ("INVITE", "UPDATE"):
+        return (("Contact", call.local(side).contact()),)
+    return ()
+
+
+#: §16.7 step 6 in spirit: which failure the caller hears when every fork failed.
+def best_failure(failures: list[Response]) -> Response:
+    def rank(r: Response) -> tuple[int, int]:
+        s = r.status
+        if s >= 600:
+            return (0, s)
+        if s in (486, 487):
+            return (1, s)
+        if 400 <= s < 500 and s != 408:
+            return (2, s)
+        if 500 <= s < 600:
+            return (3, s)
+        return (4, s)
+
+    return min(failures, key=rank)
+
+
+#: A callee-side status the caller should not see as such. 503 means "this server is
+#: overloaded, try another" to the caller's phone (RFC 3261 §21.5.4, RFC 3263), which
+#: is false of voipsec when the callee side failed; 401/407 are the far end's
+#: challenges that we could not answer.
+_MAPPED: dict[int, tuple[int, str]] = {
+    503: (480, "Temporarily Unavailable"),
+    401: (403, "Forbidden"),
+    407: (403, "Forbidden"),
+}
+
+
+def map_failure(status: int, reason: str) -> tuple[int, str]:
+    return _MAPPED.get(status, (status, reason))
+
+
+def disposition_of(status: int) -> str:
+    if status in (486, 600, 603):
+        return "busy"
+    if status in (408, 480, 487):
+        return "no_answer"
+    return "failed"
