@@ -3,21 +3,39 @@
 from __future__ import annotations
 
 import asyncio
+import csv
+import dataclasses
 import datetime
+import io
 import ipaddress
 import json
 import logging
 import os
+import re
 import secrets
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich import box
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
 
 from . import __version__
-from .config import CONFIG_NAME, DEFAULT_TOML, Config, ConfigError, get_key, load, set_key
+from .config import (
+    CLASSES_OF_SERVICE,
+    CONFIG_NAME,
+    DEFAULT_TOML,
+    Config,
+    ConfigError,
+    get_key,
+    load,
+    set_key,
+)
 from .pki.ca import (
     CaPaths,
     ServerPaths,
@@ -27,7 +45,7 @@ from .pki.ca import (
     write_crl,
     write_private,
 )
-from .store import DB_NAME, Store, StoreError
+from .store import CDR_FIELDS, DB_NAME, CdrRecord, Store, StoreError
 
 app = typer.Typer(
     help="voipsec: a secure-by-default VoIP edge (SIP over TLS, digest auth, SRTP).",
@@ -47,6 +65,8 @@ app.add_typer(bans_app, name="bans")
 app.add_typer(alerts_app, name="alerts")
 turn_app = typer.Typer(help="STUN/TURN relay.", no_args_is_help=True)
 app.add_typer(turn_app, name="turn")
+cdr_app = typer.Typer(help="Call detail records.", no_args_is_help=True)
+app.add_typer(cdr_app, name="cdr")
 
 DirOption = Annotated[Path, typer.Option("--dir", help="Data directory.", show_default=True)]
 DEFAULT_DIR = Path("./voipsec-data")
@@ -96,7 +116,7 @@ def initialise(data_dir: Path, domain: str | None = None) -> bool:
     try:
         if not (data_dir / DEMO_FILE).exists() and "demo" not in store.users():
             password = secrets.token_urlsafe(12)
-            store.add_user("demo", password, config.sip.domain)
+            store.add_user("demo", password, config.sip.domain, config.dialplan.default_class)
             write_private(data_dir / DEMO_FILE, f"user=demo\npassword={password}\n".encode())
             created = True
     finally:
@@ -198,6 +218,15 @@ def user_add(
     ] = None,
     cert: Annotated[bool, typer.Option("--cert", help="Also issue a device certificate.")] = False,
     out: Annotated[Path | None, typer.Option(help="Where --cert writes its files.")] = None,
+    cos: Annotated[
+        str | None,
+        typer.Option(
+            "--class",
+            metavar="CLASS",
+            help=f"Class of service: {', '.join(CLASSES_OF_SERVICE)} "
+            "(default: dialplan.default_class).",
+        ),
+    ] = None,
     dir: DirOption = DEFAULT_DIR,
 ) -> None:
     """Add a SIP user (stores only HA1 digests of the password)."""
@@ -207,7 +236,12 @@ def user_add(
     if len(secret) < 8:
         _fail("password must be at least 8 characters")
     try:
-        store.add_user(name, secret, config.sip.domain)
+        store.add_user(
+            name,
+            secret,
+            config.sip.domain,
+            cos if cos is not None else config.dialplan.default_class,
+        )
         typer.echo(f"added {name}@{config.sip.domain}")
         if generated:
             typer.echo(f"password: {secret}")
@@ -228,6 +262,23 @@ def user_remove(name: str, dir: DirOption = DEFAULT_DIR) -> None:
     typer.echo(f"removed {name}")
 
 
+@user_app.command("class")
+def user_class(
+    name: str,
+    cos: Annotated[
+        str, typer.Argument(metavar="CLASS", help=f"One of {', '.join(CLASSES_OF_SERVICE)}.")
+    ],
+    dir: DirOption = DEFAULT_DIR,
+) -> None:
+    """Change the class of service of user NAME (what numbers they may call)."""
+    _, store = _open(dir)
+    try:
+        store.set_user_class(name, cos)
+    finally:
+        store.close()
+    typer.echo(f"{name}: class {cos}")
+
+
 @user_app.command("list")
 def user_list(
     dir: DirOption = DEFAULT_DIR,
@@ -237,7 +288,7 @@ def user_list(
     config, store = _open(dir)
     try:
         now = time.time()
-        users = store.users()
+        classes = store.user_classes()
         bindings = store.bindings(now)
     finally:
         store.close()
@@ -255,9 +306,10 @@ def user_list(
         {
             "user": u,
             "aor": f"{u}@{config.sip.domain}",
+            "class": cos,
             "bindings": by_aor.get(f"{u}@{config.sip.domain}", []),
         }
-        for u in users
+        for u, cos in classes.items()
     ]
     if format == "json":
         typer.echo(json.dumps(rows, indent=2))
@@ -267,7 +319,7 @@ def user_list(
     for row in rows:
         blist = row["bindings"]
         assert isinstance(blist, list)
-        typer.echo(f"{row['aor']}  {len(blist)} binding(s)")
+        typer.echo(f"{row['aor']}  class {row['class']}  {len(blist)} binding(s)")
         for b in blist:
             typer.echo(
                 f"    {b['contact']}  expires in {b['expires_in']} s  via {b['source']}"
@@ -422,6 +474,132 @@ def alerts_list(
             typer.echo(f"{when}  {a.rule}  {a.source}  {a.detail}")
     finally:
         store.close()
+
+
+# -- cdr ------------------------------------------------------------------------------
+
+#: Seconds per unit of a relative --since ("15m", "2h", "1d", "1w").
+SINCE_UNITS = {"s": 1, "m": 60, "h": 3_600, "d": 86_400, "w": 604_800}
+# At most 9 digits: more than 30 years in seconds, and int() never sees a huge string.
+_RELATIVE = re.compile(r"(\d{1,9})([smhdw])")
+#: Longest --since text considered for an ISO-8601 parse (and echoed in the error).
+MAX_SINCE_TEXT = 64
+CDR_FORMATS = ("table", "csv", "json")
+CDR_TABLE_TIME = "%Y-%m-%d %H:%M:%S"
+#: Caller and callee columns keep at least this many characters: a national E.164
+#: number with its "+" (+442071234567) is 13; longer ones fold onto a second line.
+CDR_TABLE_PARTY_WIDTH = 13
+#: Width of tables written to a pipe or file (rich would assume 80 and cut columns).
+PIPED_TABLE_WIDTH = 160
+
+
+def parse_since(text: str, now: float) -> float:
+    """Epoch seconds for --since: ISO-8601 date/time (UTC when it has no offset) or a
+    duration before ``now`` such as 15m, 2h, 1d."""
+    stripped = text.strip()
+    relative = _RELATIVE.fullmatch(stripped)
+    if relative is not None:
+        return now - int(relative.group(1)) * SINCE_UNITS[relative.group(2)]
+    when = _parse_iso(stripped)
+    if when is None:
+        raise CliError(
+            f"--since {text[:MAX_SINCE_TEXT]!r}: expected an ISO-8601 date/time such as "
+            "2026-11-27 or 2026-11-27T10:00:00, or a duration such as 15m, 2h, 1d"
+        )
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=datetime.UTC)
+    return when.timestamp()
+
+
+def _parse_iso(text: str) -> datetime.datetime | None:
+    if len(text) > MAX_SINCE_TEXT:
+        return None
+    try:
+        return datetime.datetime.fromisoformat(text)
+    except ValueError:
+        return None
+
+
+def _cdrs_json(records: Sequence[CdrRecord]) -> str:
+    return json.dumps([dataclasses.asdict(r) for r in records], indent=2)
+
+
+def _cdrs_csv(records: Sequence[CdrRecord]) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(CDR_FIELDS)
+    for r in records:
+        writer.writerow(["" if v is None else v for v in dataclasses.astuple(r)])
+    return out.getvalue()
+
+
+def _cdrs_table(records: Sequence[CdrRecord]) -> Table:
+    # Short headers and one space between columns (the box's blank separator, no
+    # padding) leave caller and callee room in an 80-column terminal.
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, padding=0)
+    table.add_column("start (UTC)", no_wrap=True)
+    table.add_column("caller", overflow="fold", min_width=CDR_TABLE_PARTY_WIDTH)
+    table.add_column("callee", overflow="fold", min_width=CDR_TABLE_PARTY_WIDTH)
+    table.add_column("disposition", no_wrap=True)
+    table.add_column("secs", justify="right", no_wrap=True)
+    table.add_column("SIP", justify="right", no_wrap=True)
+    table.add_column("hangup", no_wrap=True)
+    for r in records:
+        # Text(), not str: a caller named "[bold]" must not be read as rich markup.
+        table.add_row(
+            datetime.datetime.fromtimestamp(r.start, datetime.UTC).strftime(CDR_TABLE_TIME),
+            Text(r.caller),
+            Text(r.callee),
+            r.disposition or _in_progress(r),
+            "" if r.duration is None else f"{r.duration:.1f}",
+            "" if r.status is None else str(r.status),
+            r.hangup_by,
+        )
+    return table
+
+
+def _in_progress(record: CdrRecord) -> str:
+    return "talking" if record.answer is not None else "ringing"
+
+
+def _print_table(table: Table) -> None:
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=PIPED_TABLE_WIDTH)
+    console.print(table)
+
+
+@cdr_app.command("list")
+def cdr_list(
+    since: Annotated[
+        str | None,
+        typer.Option(
+            metavar="T", help="Calls started since T: 2026-11-27, 2026-11-27T10:00:00, 15m, 2h, 1d."
+        ),
+    ] = None,
+    format: Annotated[str, typer.Option(help="table, csv or json.")] = "table",
+    limit: Annotated[
+        int | None, typer.Option(metavar="N", help="Only the N most recent calls.")
+    ] = None,
+    dir: DirOption = DEFAULT_DIR,
+) -> None:
+    """Call detail records, oldest first (json/csv keys are the CDR field names)."""
+    if format not in CDR_FORMATS:
+        _fail(f"--format must be {', '.join(CDR_FORMATS[:-1])} or {CDR_FORMATS[-1]}")
+    if limit is not None and limit < 1:
+        _fail("--limit must be at least 1")
+    start = 0.0 if since is None else parse_since(since, time.time())
+    _, store = _open(dir)
+    try:
+        records = store.cdrs(since=start, limit=limit)
+    finally:
+        store.close()
+    if format == "json":
+        typer.echo(_cdrs_json(records))
+    elif format == "csv":
+        typer.echo(_cdrs_csv(records), nl=False)
+    else:
+        _print_table(_cdrs_table(records))
 
 
 # -- turn -----------------------------------------------------------------------------

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import csv
+import datetime
+import io
 import json
 import signal
 import stat
+import time
 from pathlib import Path
 
 from tests.peers.proc import running, wait_for
 from tests.peers.voipsec import VOIPSEC, prepare, serving, voipsec
+from voipsec.store import CDR_FIELDS, DB_NAME, CdrStart, Store
 
 
 def test_cli_init_creates_private_files(tmp_path: Path) -> None:
@@ -30,7 +35,12 @@ def test_cli_user_add_list_remove(tmp_path: Path) -> None:
     assert added.stdout == "added carol@localhost\n"
     rows = json.loads(voipsec("user", "list", "--format", "json", data_dir=data).stdout)
     assert [r["user"] for r in rows] == ["carol", "demo"]
-    assert rows[0] == {"user": "carol", "aor": "carol@localhost", "bindings": []}
+    assert rows[0] == {
+        "user": "carol",
+        "aor": "carol@localhost",
+        "class": "national",
+        "bindings": [],
+    }
     assert voipsec("user", "remove", "carol", data_dir=data).stdout == "removed carol\n"
     missing = voipsec("user", "remove", "carol", data_dir=data, check=False)
     assert (missing.returncode, missing.stderr) == (1, "voipsec: error: no user 'carol'\n")
@@ -173,3 +183,242 @@ def test_cli_serve_port_in_use_is_one_line(tmp_path: Path) -> None:
         assert "Traceback" not in text
     finally:
         blocker.close()
+
+
+# -- classes of service -------------------------------------------------------------
+
+
+def test_cli_user_add_with_class_list_and_change(tmp_path: Path) -> None:
+    data = tmp_path / "d"
+    voipsec("init", data_dir=data)
+    voipsec(
+        "user", "add", "gina", "--password", "gina-pass-1", "--class", "internal", data_dir=data
+    )
+    voipsec("user", "add", "hank", "--password", "hank-pass-1", data_dir=data)
+    voipsec("config", "set", "dialplan.default_class", '"international"', data_dir=data)
+    voipsec("user", "add", "ivy", "--password", "ivy-pass-12", data_dir=data)
+    rows = json.loads(voipsec("user", "list", "--format", "json", data_dir=data).stdout)
+    assert {r["user"]: r["class"] for r in rows} == {
+        "demo": "national",
+        "gina": "internal",
+        "hank": "national",
+        "ivy": "international",
+    }
+    changed = voipsec("user", "class", "hank", "premium-rate", data_dir=data)
+    assert changed.stdout == "hank: class premium-rate\n"
+    table = voipsec("user", "list", data_dir=data).stdout
+    assert "hank@localhost  class premium-rate  0 binding(s)\n" in table
+    assert "gina@localhost  class internal  0 binding(s)\n" in table
+
+
+def test_cli_user_bad_class_one_line_error(tmp_path: Path) -> None:
+    data = tmp_path / "d"
+    voipsec("init", data_dir=data)
+    expected = (
+        "voipsec: error: invalid class of service 'gold': use one of "
+        "internal, national, international, premium-rate\n"
+    )
+    bad = voipsec(
+        "user",
+        "add",
+        "jack",
+        "--password",
+        "jack-pass-1",
+        "--class",
+        "gold",
+        data_dir=data,
+        check=False,
+    )
+    assert (bad.returncode, bad.stdout, bad.stderr) == (1, "", expected)
+    assert "jack" not in voipsec("user", "list", data_dir=data).stdout
+    bad_change = voipsec("user", "class", "demo", "gold", data_dir=data, check=False)
+    assert (bad_change.returncode, bad_change.stderr) == (1, expected)
+    nobody = voipsec("user", "class", "kim", "national", data_dir=data, check=False)
+    assert (nobody.returncode, nobody.stderr) == (1, "voipsec: error: no user 'kim'\n")
+
+
+# -- cdr list -----------------------------------------------------------------------
+
+CDR_T0 = datetime.datetime(2025, 3, 14, 9, 26, 53, tzinfo=datetime.UTC).timestamp()
+
+
+def _cdr(
+    start: float, call_id: str, caller: str = "alice", callee: str = "+442071234567"
+) -> CdrStart:
+    return CdrStart(
+        call_id=call_id,
+        caller=caller,
+        callee_dialled="02071234567",
+        callee=callee,
+        user=caller,
+        source="127.0.0.1:40000",
+        transport="tls",
+        tls_identity="",
+        trunk="carrier",
+        user_agent='baresip "v3", test',
+        start=start,
+    )
+
+
+def _with_cdrs(data: Path) -> list[int]:
+    """An answered call, a busy one and one still ringing, a minute apart from CDR_T0."""
+    voipsec("init", data_dir=data)
+    store = Store(data / DB_NAME)
+    try:
+        answered = store.cdr_start(_cdr(CDR_T0, "call-1"))
+        store.cdr_answer(answered, CDR_T0 + 2.0)
+        store.cdr_end(
+            answered,
+            end=CDR_T0 + 62.5,
+            disposition="answered",
+            status=200,
+            reason="OK",
+            hangup_by="callee",
+        )
+        busy = store.cdr_start(_cdr(CDR_T0 + 60.0, "call-2", caller="bob", callee="alice"))
+        store.cdr_end(
+            busy,
+            end=CDR_T0 + 61.0,
+            disposition="busy",
+            status=486,
+            reason="Busy Here",
+            hangup_by="",
+        )
+        ringing = store.cdr_start(_cdr(CDR_T0 + 120.0, "call-3", caller="[bold]mallory"))
+    finally:
+        store.close()
+    return [answered, busy, ringing]
+
+
+def test_cli_cdr_list_json_keys_are_the_record_fields(tmp_path: Path) -> None:
+    data = tmp_path / "d"
+    answered, busy, ringing = _with_cdrs(data)
+    rows = json.loads(voipsec("cdr", "list", "--format", "json", data_dir=data).stdout)
+    assert [list(r) for r in rows] == [list(CDR_FIELDS)] * 3
+    assert [r["id"] for r in rows] == [answered, busy, ringing]
+    assert rows[0] == {
+        "id": answered,
+        "call_id": "call-1",
+        "caller": "alice",
+        "callee_dialled": "02071234567",
+        "callee": "+442071234567",
+        "user": "alice",
+        "source": "127.0.0.1:40000",
+        "transport": "tls",
+        "tls_identity": "",
+        "trunk": "carrier",
+        "user_agent": 'baresip "v3", test',
+        "start": CDR_T0,
+        "answer": CDR_T0 + 2.0,
+        "end": CDR_T0 + 62.5,
+        "duration": 62.5,
+        "billable": 60.5,
+        "disposition": "answered",
+        "status": 200,
+        "reason": "OK",
+        "hangup_by": "callee",
+    }
+    assert (rows[2]["disposition"], rows[2]["end"], rows[2]["status"]) == ("", None, None)
+    limited = json.loads(
+        voipsec("cdr", "list", "--format", "json", "--limit", "2", data_dir=data).stdout
+    )
+    assert [r["id"] for r in limited] == [busy, ringing]
+
+
+def test_cli_cdr_list_csv_has_a_header_of_field_names(tmp_path: Path) -> None:
+    data = tmp_path / "d"
+    answered, busy, ringing = _with_cdrs(data)
+    text = voipsec("cdr", "list", "--format", "csv", data_dir=data).stdout
+    assert text.splitlines()[0] == ",".join(CDR_FIELDS)
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert [r["id"] for r in rows] == [str(answered), str(busy), str(ringing)]
+    assert rows[0]["user_agent"] == 'baresip "v3", test'
+    assert (rows[0]["start"], rows[0]["billable"], rows[0]["status"]) == (
+        repr(CDR_T0),
+        "60.5",
+        "200",
+    )
+    assert (rows[1]["disposition"], rows[1]["reason"], rows[1]["billable"]) == (
+        "busy",
+        "Busy Here",
+        "0.0",
+    )
+    assert (rows[2]["end"], rows[2]["status"], rows[2]["disposition"]) == ("", "", "")
+
+
+def test_cli_cdr_list_table(tmp_path: Path) -> None:
+    data = tmp_path / "d"
+    _with_cdrs(data)
+    lines = voipsec("cdr", "list", data_dir=data).stdout.splitlines()
+    assert [line.rstrip() for line in lines] == [
+        "start (UTC)         caller        callee        disposition secs SIP hangup",
+        "─" * 75,
+        "2025-03-14 09:26:53 alice         +442071234567 answered    62.5 200 callee",
+        "2025-03-14 09:27:53 bob           alice         busy         1.0 486",
+        "2025-03-14 09:28:53 [bold]mallory +442071234567 ringing",
+    ]
+
+
+def test_cli_cdr_list_since_iso_date_and_time(tmp_path: Path) -> None:
+    data = tmp_path / "d"
+    answered, busy, ringing = _with_cdrs(data)
+
+    def ids(since: str) -> list[int]:
+        out = voipsec("cdr", "list", "--format", "json", "--since", since, data_dir=data).stdout
+        return [r["id"] for r in json.loads(out)]
+
+    assert ids("2025-03-14") == [answered, busy, ringing]
+    assert ids("2025-03-15") == []
+    assert ids("2025-03-14T09:27:53") == [busy, ringing]  # no offset: UTC
+    assert ids("2025-03-14T09:27:54Z") == [ringing]
+    assert ids("2025-03-14T10:27:53+01:00") == [busy, ringing]
+
+
+def test_cli_cdr_list_since_relative_duration(tmp_path: Path) -> None:
+    data = tmp_path / "d"
+    voipsec("init", data_dir=data)
+    now = time.time()
+    store = Store(data / DB_NAME)
+    try:
+        two_days = store.cdr_start(_cdr(now - 2 * 86_400, "old"))
+        three_hours = store.cdr_start(_cdr(now - 3 * 3_600, "earlier"))
+        ten_minutes = store.cdr_start(_cdr(now - 600, "recent"))
+    finally:
+        store.close()
+
+    def ids(since: str) -> list[int]:
+        out = voipsec("cdr", "list", "--format", "json", "--since", since, data_dir=data).stdout
+        return [r["id"] for r in json.loads(out)]
+
+    assert ids("15m") == [ten_minutes]
+    assert ids("4h") == [three_hours, ten_minutes]
+    assert ids("1d") == [three_hours, ten_minutes]
+    assert ids("3d") == [two_days, three_hours, ten_minutes]
+
+
+def test_cli_cdr_list_bad_arguments_one_line_error(tmp_path: Path) -> None:
+    data = tmp_path / "d"
+    _with_cdrs(data)
+    for since in ("yesterday", "15x", "-2h", "2026-13-01", "9" * 20 + "d"):
+        bad = voipsec("cdr", "list", "--since", since, data_dir=data, check=False)
+        assert (bad.returncode, bad.stdout) == (1, ""), since
+        assert bad.stderr == (
+            f"voipsec: error: --since {since!r}: expected an ISO-8601 date/time such as "
+            "2026-11-27 or 2026-11-27T10:00:00, or a duration such as 15m, 2h, 1d\n"
+        )
+    fmt = voipsec("cdr", "list", "--format", "xml", data_dir=data, check=False)
+    assert (fmt.returncode, fmt.stderr) == (
+        1,
+        "voipsec: error: --format must be table, csv or json\n",
+    )
+    limit = voipsec("cdr", "list", "--limit", "0", data_dir=data, check=False)
+    assert (limit.returncode, limit.stderr) == (1, "voipsec: error: --limit must be at least 1\n")
+
+
+def test_cli_help_for_cdr_and_class_commands() -> None:
+    import subprocess
+
+    for args in (["cdr", "--help"], ["cdr", "list", "--help"], ["user", "class", "--help"]):
+        proc = subprocess.run([*VOIPSEC, *args], capture_output=True, text=True, check=False)
+        assert proc.returncode == 0, args
+        assert "Usage:" in proc.stdout
