@@ -42,6 +42,7 @@ from .core.b2bua import (
     disposition_of,
 )
 from .core.dialplan import Destination, Dialplan, DialplanError, refusal_reason
+from .core.trunkreg import Step, TrunkRegistration, TrunkRegistrationStatus
 from .events import CallAnswered, CallEnded, CallStarted, EventBus
 from .pki.tls import client_context
 from .sip.digest import Verdict, parse_authorization
@@ -111,6 +112,9 @@ class CallService:
         self._tls_client: dict[str, object] = {}
         #: UDP listener transport, for legs reached over UDP (set by the server).
         self.udp_sender: Callable[[tuple[str, int]], Flow | None] | None = None
+        self._registrations: dict[str, TrunkRegistration] = {}
+        self._registering: dict[TxKey, str] = {}
+        self._registration_timers: dict[str, asyncio.TimerHandle] = {}
 
     # -- a new INVITE ------------------------------------------------------------------
 
@@ -450,10 +454,72 @@ class CallService:
     # -- client transactions --------------------------------------------------------
 
     def on_response(self, key: TxKey, response: Response) -> None:
+        if response.status >= 200 and key in self._registering:
+            name = self._registering.pop(key)
+            self._registration_step(
+                name, self._registrations[name].on_response(response, self.sip.clock())
+            )
+            return
         self.run(self.b2bua.on_response(key, response, self.sip.clock()))
 
     def on_client_failure(self, key: TxKey) -> None:
+        name = self._registering.pop(key, None)
+        if name is not None:
+            self._registration_step(name, self._registrations[name].on_failure(self.sip.clock()))
+            return
         self.run(self.b2bua.on_client_failure(key, self.sip.clock()))
+
+    # -- registering to trunks --------------------------------------------------------
+
+    def start_trunk_registrations(self) -> None:
+        """Register to every trunk with ``registration = true`` (and keep it fresh)."""
+        now = self.sip.clock()
+        for trunk in self.config.trunks:
+            if not trunk.registration:
+                continue
+            self._registrations[trunk.name] = TrunkRegistration(
+                domain=trunk.domain,
+                username=trunk.username,
+                password=trunk.password,
+                local=self._tls_local(),
+            )
+            self._registration_step(trunk.name, self._registrations[trunk.name].start(now))
+
+    def _registration_step(self, name: str, step: Step) -> None:
+        registration = self._registrations[name]
+        if step.request is not None:
+            key = client_key(step.request.top_via.branch or "", "REGISTER")
+            self._registering[key] = name
+            address = self.trunks[name].listen()
+            target = Target(transport="tls", host=address.host, port=address.port, trunk=name)
+            self._send(SendRequest(step.request, target))
+        status = registration.status(self.sip.clock())
+        if registration.last_status is not None and step.request is None:
+            if status.registered:
+                log.info("registered to trunk %s", name)
+            else:
+                log.warning("registration to trunk %s failed (%s)", name, status.last_status)
+        old = self._registration_timers.pop(name, None)
+        if old is not None:
+            old.cancel()
+        delay = max(0.0, step.at - self.sip.clock())
+        self._registration_timers[name] = asyncio.get_running_loop().call_later(
+            delay, self._refresh_registration, name
+        )
+
+    def _refresh_registration(self, name: str) -> None:
+        self._registration_timers.pop(name, None)
+        self._registration_step(name, self._registrations[name].start(self.sip.clock()))
+
+    def trunk_status(self) -> dict[str, TrunkRegistrationStatus]:
+        now = self.sip.clock()
+        return {name: r.status(now) for name, r in self._registrations.items()}
+
+    def stop(self) -> None:
+        for handle in [*self._registration_timers.values(), *self._timers.values()]:
+            handle.cancel()
+        self._registration_timers.clear()
+        self._timers.clear()
 
     def client_done(self, key: TxKey) -> None:
         self.b2bua.client_done(key)

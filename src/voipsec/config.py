@@ -261,7 +261,7 @@ class TrunkSection(_Section):
     domain: str
     #: Digest credentials voipsec answers the trunk's 401/407 with.
     username: str = ""
-    password: str = ""
+    password: str = Field(default="", repr=False)
     #: Register to the trunk with the credentials (for trunks that want it).
     registration: bool = False
     #: E.164 prefixes routed to this trunk; the longest matching prefix wins.

@@ -786,6 +786,7 @@ class Server:
             self.bound.append(listen)
             log.info("listening on %s", listen)
         await self._start_turn()
+        self.service.calls.start_trunk_registrations()
 
     async def _start_turn(self) -> None:
         """STUN/TURN on [turn] listen (default 127.0.0.1:3478, UDP and TCP)."""
@@ -940,6 +941,7 @@ class Server:
 
     async def stop(self) -> None:
         self.service.calls.hang_up_all("server shutdown")
+        self.service.calls.stop()
         if self.turn is not None:
             await self.turn.stop()
         for server in self._servers:
