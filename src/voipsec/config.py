@@ -510,7 +510,23 @@ def load(path: Path) -> Config:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         raise ConfigError([f"{path}: not valid TOML: {err}"]) from None
-    return validate(data, path)
+    config = validate(data, path)
+    _check_secrets_private(path, config)
+    return config
+
+
+def _check_secrets_private(path: Path, config: Config) -> None:
+    """Trunk passwords live in the file: refuse it when others can read it (fail closed)."""
+    if not any(t.password for t in config.trunks):
+        return
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return
+    if mode & 0o077:
+        raise ConfigError(
+            [f"{path}: holds trunk passwords but others may read it (run: chmod 600 {path})"]
+        )
 
 
 def get_key(path: Path, key: str) -> Any:
@@ -543,3 +559,5 @@ def set_key(path: Path, key: str, literal: str) -> None:
     table[name] = value
     validate(tomllib.loads(tomlkit.dumps(doc)), path)
     path.write_text(tomlkit.dumps(doc), encoding="utf-8")
+    # The file may hold trunk passwords: only its owner reads it.
+    path.chmod(0o600)

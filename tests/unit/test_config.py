@@ -248,3 +248,44 @@ def test_config_set_key_refuses_without_writing(
         set_key(path, key, literal)
     assert info.value.problems == [f"{path}: {problem}"]
     assert path.read_text(encoding="utf-8") == DEFAULT_TOML
+
+
+_TRUNK = """
+[[trunks]]
+name = "carrier"
+address = "tls:127.0.0.1:5071"
+domain = "trunk.test"
+username = "acct"
+password = "trunk-secret"
+prefixes = ["+"]
+"""
+
+
+def test_a_config_with_trunk_passwords_must_be_private(tmp_path: Path) -> None:
+    path = _write(tmp_path, _TRUNK)
+    path.chmod(0o644)
+    assert _problems(path) == [
+        f"{path}: holds trunk passwords but others may read it (run: chmod 600 {path})"
+    ]
+    path.chmod(0o600)
+    assert load(path).trunks[0].name == "carrier"
+
+
+def test_trunk_password_never_appears_in_the_config_repr(tmp_path: Path) -> None:
+    path = _write(tmp_path, _TRUNK)
+    path.chmod(0o600)
+    assert "trunk-secret" not in repr(load(path))
+
+
+def test_trunks_must_be_reached_over_tls(tmp_path: Path) -> None:
+    path = _write(tmp_path, _TRUNK.replace("tls:127.0.0.1:5071", "udp:127.0.0.1:5071"))
+    path.chmod(0o600)
+    (problem,) = _problems(path)
+    assert "trunks are reached over TLS only" in problem
+
+
+def test_set_key_leaves_the_file_readable_by_its_owner_only(tmp_path: Path) -> None:
+    path = _write(tmp_path, "")
+    path.chmod(0o644)
+    set_key(path, "calls.ring_timeout", "30")
+    assert path.stat().st_mode & 0o777 == 0o600
