@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .config import ClassOfService, Config, TrunkSection
+from .config import ClassOfService, Config, ConfigError, TrunkSection
 from .core.b2bua import (
     Answered,
     B2bua,
@@ -41,7 +41,13 @@ from .core.b2bua import (
     Target,
     disposition_of,
 )
-from .core.dialplan import Destination, Dialplan, DialplanError, refusal_reason
+from .core.dialplan import (
+    Destination,
+    Dialplan,
+    DialplanConfigError,
+    DialplanError,
+    refusal_reason,
+)
 from .core.trunkreg import Step, TrunkRegistration, TrunkRegistrationStatus
 from .events import CallAnswered, CallEnded, CallStarted, EventBus
 from .pki.tls import client_context
@@ -98,7 +104,10 @@ class CallService:
                 probe_interval=calls.probe_interval,
             )
         )
-        self.dialplan = Dialplan.from_config(config, data_dir or Path("/nonexistent"))
+        try:
+            self.dialplan = Dialplan.from_config(config, data_dir or Path("/nonexistent"))
+        except DialplanConfigError as err:
+            raise ConfigError([str(err)]) from None
         self.events = EventBus()
         self.trunks = {t.name: t for t in config.trunks}
         self._trunk_sources = [
@@ -658,7 +667,7 @@ class CallService:
                     start=now,
                 )
             )
-        except sqlite3.Error:
+        except (sqlite3.Error, StoreError):
             log.exception("could not write the CDR of call %s", request.call_id[:64])
             return None
 
@@ -681,7 +690,7 @@ class CallService:
                 reason=reason,
                 hangup_by=hangup_by,
             )
-        except sqlite3.Error:
+        except (sqlite3.Error, StoreError):
             log.exception("could not close the CDR of call %s", call_id[:64])
 
     def _answered(self, action: Answered) -> None:
@@ -690,7 +699,7 @@ class CallService:
             return
         try:
             self.sip.store.cdr_answer(info.cdr_id, action.time)
-        except sqlite3.Error:
+        except (sqlite3.Error, StoreError):
             log.exception("could not write the answer of call %s", info.a_call_id[:64])
         self.events.publish(
             CallAnswered(call_id=info.a_call_id, cdr_id=info.cdr_id, time=action.time)
