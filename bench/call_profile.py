@@ -25,7 +25,10 @@ from voipsec.sip.framing import FramedMessage, StreamFramer
 from voipsec.sip.message import Request, Response
 from voipsec.store import Store
 
-SDP = b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/SAVP 0\r\n"
+SDP = (
+    b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+    b"m=audio 4000 RTP/SAVP 0\r\n"
+)
 
 
 class Flow:
