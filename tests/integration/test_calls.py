@@ -1,0 +1,345 @@
+"""Call control details driven by a scripted TLS SIP client: exact bytes on each leg.
+
+The SIPp and baresip tests show whole calls with real peers; these pin down what
+each leg carries (topology hiding), identity and class-of-service refusals, and the
+safeguards that end calls whose far end vanished or never answered.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.peers.proc import wait_for
+from tests.peers.sipclient import TlsSipClient
+from tests.peers.voipsec import VoipsecServer, prepare, serving, voipsec
+from voipsec.sip.digest import client_response, parse_challenge
+from voipsec.sip.framing import FramedMessage
+from voipsec.sip.message import Request, Response, parse_message
+
+pytestmark = pytest.mark.peers
+
+ALICE = ("alice", "alice-password")
+BOB = ("bob", "bob-password")
+SDP = (
+    b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+    b"m=audio 4000 RTP/SAVP 0\r\n"
+)
+SECRET_HEADERS = (
+    "User-Agent: alice-phone/9.9 internal-build",
+    "X-Internal-Route: pbx-7.corp.example",
+    "Record-Route: <sip:10.1.2.3;lr>",
+)
+
+
+class Phone:
+    """A scripted SIP phone on one TLS connection (requests and responses both ways)."""
+
+    def __init__(self, server: VoipsecServer, user: str, password: str) -> None:
+        self.user = user
+        self.password = password
+        self.client = TlsSipClient(server.host, server.port, server.ca)
+        self.host, self.port = self.client.local[0], self.client.local[1]
+
+    def close(self) -> None:
+        self.client.close()
+
+    def register(self) -> None:
+        assert self.client.register(self.user, self.password, algorithm="SHA-256").status == 200
+
+    def next(self) -> Request | Response:
+        c = self.client
+        while not c._pending:
+            chunk = c.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("server closed the connection")
+            for item in c._framer.feed(chunk):
+                if isinstance(item, FramedMessage):
+                    c._pending.append(item.data)
+        message = parse_message(c._pending.pop(0), datagram=False)
+        assert isinstance(message, Request | Response)
+        return message
+
+    def response(self) -> Response:
+        message = self.next()
+        assert isinstance(message, Response), message
+        return message
+
+    def request(self) -> Request:
+        message = self.next()
+        assert isinstance(message, Request), message
+        return message
+
+    def invite(
+        self,
+        target: str,
+        call_id: str,
+        *,
+        from_user: str | None = None,
+        extra: tuple[str, ...] = (),
+    ) -> Response:
+        """INVITE, 407, ACK, INVITE with credentials; returns the first response after."""
+        first = self._send_invite(target, call_id, 1, None, from_user, extra)
+        challenge = self.response()
+        assert challenge.status == 407, challenge
+        self.send_raw(
+            f"ACK sip:{target}@localhost SIP/2.0\r\n"
+            f"Via: {challenge.headers.values('via')[0]}\r\nMax-Forwards: 70\r\n"
+            f"From: {challenge.headers.get('from')}\r\nTo: {challenge.headers.get('to')}\r\n"
+            f"Call-ID: {call_id}\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n"
+        )
+        params = parse_challenge(challenge.headers.get("proxy-authenticate") or "")
+        auth = client_response(
+            username=self.user,
+            password=self.password,
+            realm=params["realm"],
+            nonce=params["nonce"],
+            method="INVITE",
+            uri=f"sip:{target}@localhost",
+            opaque=params.get("opaque"),
+        )
+        del first
+        self._send_invite(target, call_id, 2, auth, from_user, extra)
+        return self.response()
+
+    def _send_invite(
+        self,
+        target: str,
+        call_id: str,
+        cseq: int,
+        auth: str | None,
+        from_user: str | None,
+        extra: tuple[str, ...],
+    ) -> None:
+        lines = [
+            f"INVITE sip:{target}@localhost SIP/2.0",
+            f"Via: SIP/2.0/TLS {self.host}:{self.port};branch=z9hG4bK{secrets.token_hex(8)};rport",
+            "Max-Forwards: 70",
+            f"From: <sip:{from_user or self.user}@localhost>;tag=caller-tag",
+            f"To: <sip:{target}@localhost>",
+            f"Call-ID: {call_id}",
+            f"CSeq: {cseq} INVITE",
+            f"Contact: <sip:{self.user}@{self.host}:{self.port};transport=tls>",
+            "Content-Type: application/sdp",
+            *extra,
+        ]
+        if auth:
+            lines.append(f"Proxy-Authorization: {auth}")
+        lines.append(f"Content-Length: {len(SDP)}")
+        self.client.send(("\r\n".join([*lines, "", ""])).encode() + SDP)
+
+    def answer(self, request: Request, status: int, reason: str, body: bytes = b"") -> None:
+        h = request.headers
+        to = h.get("to") or ""
+        lines = [
+            f"SIP/2.0 {status} {reason}",
+            *(f"Via: {v}" for v in h.values("via")),
+            f"From: {h.get('from')}",
+            f"To: {to}" + ("" if "tag=" in to else ";tag=callee-tag"),
+            f"Call-ID: {request.call_id}",
+            f"CSeq: {h.get('cseq')}",
+            f"Contact: <sip:{self.user}@{self.host}:{self.port};transport=tls>",
+        ]
+        if body:
+            lines.append("Content-Type: application/sdp")
+        lines.append(f"Content-Length: {len(body)}")
+        self.client.send(("\r\n".join([*lines, "", ""])).encode() + body)
+
+    def send_raw(self, text: str) -> None:
+        self.client.send(text.encode())
+
+
+def _cdrs(server: VoipsecServer) -> list[dict[str, object]]:
+    out = voipsec("cdr", "list", "--format", "json", data_dir=server.data_dir).stdout
+    rows = json.loads(out)
+    assert isinstance(rows, list)
+    return rows
+
+
+def _wait_cdr(
+    server: VoipsecServer, count: int, *, deadline: float = 15.0
+) -> list[dict[str, object]]:
+    found: list[dict[str, object]] = []
+
+    def closed() -> bool:
+        found[:] = _cdrs(server)
+        return len(found) == count and all(r["disposition"] for r in found)
+
+    wait_for(closed, deadline=deadline, what=f"{count} closed CDR(s)")
+    return found
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[VoipsecServer]:
+    prepared = prepare(
+        tmp_path / "data",
+        users=[ALICE, BOB],
+        settings=[("calls.probe_interval", "1"), ("calls.ring_timeout", "5")],
+    )
+    with serving(prepared) as running:
+        yield running
+
+
+def _answered_call(server: VoipsecServer) -> tuple[Phone, Phone, Request, Response]:
+    bob = Phone(server, *BOB)
+    bob.register()
+    alice = Phone(server, *ALICE)
+    trying = alice.invite("bob", "call-topology@10.9.8.7", extra=SECRET_HEADERS)
+    assert trying.status == 100
+    b_invite = bob.request()
+    bob.answer(b_invite, 200, "OK", SDP)
+    ok = alice.response()
+    assert ok.status == 200
+    assert bob.request().method == "ACK"
+    return alice, bob, b_invite, ok
+
+
+def test_the_b_leg_carries_nothing_of_the_a_leg(server: VoipsecServer) -> None:
+    alice, bob, b_invite, ok = _answered_call(server)
+    wire = b_invite.to_bytes().decode()
+    for secret in (
+        "call-topology@10.9.8.7",
+        "caller-tag",
+        "10.9.8.7",
+        "10.1.2.3",
+        "alice-phone",
+        "pbx-7.corp.example",
+        f":{alice.port}",
+    ):
+        assert secret not in wire, f"{secret!r} leaked onto the B-leg:\n{wire}"
+    assert len(b_invite.vias) == 1
+    assert b_invite.top_via.host == server.host and b_invite.top_via.port == server.port
+    assert b_invite.body == SDP
+    assert str(b_invite.from_.uri) == "sip:alice@localhost"
+    # And the caller sees nothing of the callee's leg.
+    a_wire = ok.to_bytes().decode()
+    assert b_invite.call_id not in a_wire and "callee-tag" not in a_wire
+    assert f":{bob.port}" not in a_wire
+    assert ok.call_id == "call-topology@10.9.8.7"
+    alice.close()
+    bob.close()
+
+
+def test_spoofed_from_is_refused_with_403(server: VoipsecServer) -> None:
+    alice = Phone(server, *ALICE)
+    refused = alice.invite("bob", "spoof-1", from_user="bob")
+    assert (refused.status, refused.reason) == (403, "Caller Identity Does Not Match")
+    pai = alice.invite("bob", "spoof-2", extra=("P-Asserted-Identity: <sip:bob@localhost>",))
+    assert (pai.status, pai.reason) == (403, "Caller Identity Does Not Match")
+    rows = _wait_cdr(server, 2)
+    assert [(r["call_id"], r["disposition"], r["status"]) for r in rows] == [
+        ("spoof-1", "rejected", 403),
+        ("spoof-2", "rejected", 403),
+    ]
+    alice.close()
+
+
+def test_a_call_beyond_the_class_of_service_is_refused(server: VoipsecServer) -> None:
+    alice = Phone(server, *ALICE)
+    refused = alice.invite("0049301234567", "intl-1")
+    assert refused.status == 403
+    assert refused.reason == "international calls not allowed for class national"
+    assert refused.headers.get("warning") == (
+        '399 localhost "international calls not allowed for class national"'
+    )
+    premium = alice.invite("09001234567", "premium-1")
+    assert premium.reason == "premium-rate calls not allowed for class national"
+    rows = _wait_cdr(server, 2)
+    assert [(r["callee_dialled"], r["callee"], r["disposition"], r["status"]) for r in rows] == [
+        ("0049301234567", "+49301234567", "rejected", 403),
+        ("09001234567", "+449001234567", "rejected", 403),
+    ]
+    # The same number is allowed once the class allows it (no trunk: 404 No Route).
+    voipsec("user", "class", "alice", "international", data_dir=server.data_dir)
+    routed = alice.invite("0049301234567", "intl-2")
+    assert (routed.status, routed.reason) == (404, "No Route")
+    alice.close()
+
+
+def test_a_call_whose_callee_vanished_is_ended_by_the_probe(server: VoipsecServer) -> None:
+    alice, bob, _, ok = _answered_call(server)
+    started = time.monotonic()
+    bob.close()  # bob's phone is gone: no BYE, no connection
+    probes = 0
+    bye = alice.request()
+    while bye.method == "OPTIONS":  # alice is alive and answers the probes
+        probes += 1
+        alice.answer(bye, 200, "OK")
+        bye = alice.request()
+    assert bye.method == "BYE"
+    assert probes <= 2
+    assert bye.to.tag == "caller-tag" and bye.call_id == ok.call_id
+    alice.answer(bye, 200, "OK")
+    assert time.monotonic() - started < 10
+    (row,) = _wait_cdr(server, 1)
+    assert (row["disposition"], row["reason"], row["hangup_by"]) == (
+        "answered",
+        "far end vanished",
+        "system",
+    )
+    alice.close()
+
+
+def test_an_unanswered_call_ends_at_the_ring_timeout(server: VoipsecServer) -> None:
+    bob = Phone(server, *BOB)
+    bob.register()
+    alice = Phone(server, *ALICE)
+    assert alice.invite("bob", "ring-1").status == 100
+    b_invite = bob.request()
+    bob.answer(b_invite, 180, "Ringing")
+    assert alice.response().status == 180
+    timeout = alice.response()
+    assert (timeout.status, timeout.reason) == (408, "Request Timeout")
+    cancel = bob.request()
+    assert cancel.method == "CANCEL" and cancel.call_id == b_invite.call_id
+    (row,) = _wait_cdr(server, 1)
+    assert (row["disposition"], row["status"], row["reason"], row["hangup_by"]) == (
+        "no_answer",
+        408,
+        "ring timeout",
+        "system",
+    )
+    alice.close()
+    bob.close()
+
+
+def test_an_offline_callee_gets_480_and_a_cdr(server: VoipsecServer) -> None:
+    alice = Phone(server, *ALICE)
+    offline = alice.invite("bob", "offline-1")
+    assert (offline.status, offline.reason) == (480, "Temporarily Unavailable")
+    unknown = alice.invite("nobody", "unknown-1")
+    assert unknown.status == 404
+    alice.close()
+
+
+def test_requests_in_a_dialog_are_routed_by_the_dialog_not_the_uri(
+    server: VoipsecServer,
+) -> None:
+    alice, bob, _, ok = _answered_call(server)
+    tag = ok.to.tag
+    # A BYE whose Request-URI names someone else still ends *this* call ...
+    alice.send_raw(
+        "BYE sip:mallory@192.0.2.66 SIP/2.0\r\n"
+        f"Via: SIP/2.0/TLS {alice.host}:{alice.port};branch=z9hG4bK{secrets.token_hex(6)}\r\n"
+        "Max-Forwards: 70\r\nFrom: <sip:alice@localhost>;tag=caller-tag\r\n"
+        f"To: <sip:bob@localhost>;tag={tag}\r\nCall-ID: {ok.call_id}\r\n"
+        "CSeq: 3 BYE\r\nContent-Length: 0\r\n\r\n"
+    )
+    assert alice.response().status == 200
+    assert bob.request().method == "BYE"
+    # ... and one with a made-up tag matches nothing.
+    alice.send_raw(
+        "BYE sip:bob@localhost SIP/2.0\r\n"
+        f"Via: SIP/2.0/TLS {alice.host}:{alice.port};branch=z9hG4bK{secrets.token_hex(6)}\r\n"
+        "Max-Forwards: 70\r\nFrom: <sip:alice@localhost>;tag=caller-tag\r\n"
+        "To: <sip:bob@localhost>;tag=not-ours\r\nCall-ID: other\r\n"
+        "CSeq: 4 BYE\r\nContent-Length: 0\r\n\r\n"
+    )
+    assert alice.response().status == 481
+    alice.close()
+    bob.close()
