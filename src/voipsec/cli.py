@@ -156,7 +156,12 @@ def _banner(config: Config, data_dir: Path) -> str:
     demo = data_dir / DEMO_FILE
     if demo.exists():
         fields = dict(line.split("=", 1) for line in demo.read_text().splitlines() if "=" in line)
-        lines.append(f"  demo user       {fields.get('user')}  password {fields.get('password')}")
+        if sys.stdout.isatty():
+            secret = f"password {fields.get('password')}"
+        else:
+            # Not a terminal (a service manager's journal, a log file): no secrets in logs.
+            secret = f"password in {demo.resolve()}"
+        lines.append(f"  demo user       {fields.get('user')}  {secret}")
     lines.append(f"  digest          {', '.join(config.auth.algorithms)}")
     if config.turn.listen:
         lines.append(f"  STUN/TURN       {', '.join(config.turn.listen)}")
