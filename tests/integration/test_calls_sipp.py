@@ -417,3 +417,31 @@ def test_national_number_to_trunk_with_default_class(tmp_path: Path) -> None:
             _assert_b_leg(invite, a_leg_ids, ruri, f"<sip:{e164}@{TRUNK_DOMAIN}>")
         rows = _wait_cdrs(server, calls)
     _assert_cdrs(rows, flow, a_leg_ids, dialled=dialled, callee=e164, trunk=TRUNK)
+
+
+REFUSALS = {
+    # alice keeps the default class "national" and dials an international number.
+    "class_of_service": (
+        Flow("call_uac_forbidden.xml", "", "FORBIDDEN", "", "rejected", 403, ""),
+        INTERNATIONAL,
+    ),
+    # bob exists but has no registered contact.
+    "unregistered_callee": (
+        Flow("call_uac_unavailable.xml", "", "UNAVAILABLE", "", "no_answer", 480, ""),
+        (BOB[0], BOB[0]),
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(REFUSALS))
+def test_calls_voipsec_refuses_itself(tmp_path: Path, name: str) -> None:
+    """Calls voipsec answers itself: nothing is sent on (the trunk's port has no
+    listener, so a call wrongly routed there would fail differently), one CDR each."""
+    flow, (dialled, callee) = REFUSALS[name]
+    calls = 3
+    with serving(_server(tmp_path, trunk_port=free_port())) as server:
+        caller = _place_calls(server, tmp_path, flow, dialled, calls)
+        _assert_sipp_clean(caller, calls, "caller", server)
+        a_leg_ids = _caller_call_ids(caller, flow, calls)
+        rows = _wait_cdrs(server, calls)
+    _assert_cdrs(rows, flow, a_leg_ids, dialled=dialled, callee=callee, trunk="")
