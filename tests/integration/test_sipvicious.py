@@ -7,16 +7,26 @@ svwar and svcrack send from 127.0.0.1:5061 whatever -b says (PEERS.md).
 
 from __future__ import annotations
 
+import contextlib
+import json
 import socket
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.peers.proc import free_port, require, wait_for
-from tests.peers.sipp import SippResult, run_sipp, write_users_csv
+from tests.peers.sipp import (
+    SippProcess,
+    SippResult,
+    run_sipp,
+    start_sipp,
+    write_csv,
+    write_users_csv,
+)
 from tests.peers.voipsec import VoipsecServer, prepare, serving, set_zones, voipsec
 from voipsec.store import Store
 
@@ -25,12 +35,17 @@ pytestmark = pytest.mark.peers
 BENCH = Path(__file__).resolve().parents[2] / "bench" / "sipp"
 USERS = [(f"user{i:03d}", f"pw{i:03d}-legit") for i in range(100)]
 LEGIT = "127.0.0.3"
+CALLER = ("caller", "caller-secret")
+CALLEE = ("bob", "bob-secret-22")
+#: Legitimate operations a second (half registrations, half calls) and how many of each.
+LEGIT_RATE = 100.0
+LEGIT_CALLS = 300
 
 
 def _attack_server(tmp_path: Path) -> tuple[VoipsecServer, int]:
     prepared = prepare(
         tmp_path / "data",
-        users=[("alice", "alice-secret-1")],
+        users=[("alice", "alice-secret-1"), CALLER, CALLEE],
         settings=[("auth.algorithms", '["MD5"]')],  # SIPp 3.6.1, the legitimate load
     )
     udp = free_port(kind=socket.SOCK_DGRAM)
@@ -126,38 +141,115 @@ def test_svcrack_banned_and_finds_no_password(tmp_path: Path) -> None:
 
 
 def test_legitimate_load_unharmed_while_attacks_run(tmp_path: Path) -> None:
-    prepared, udp = _attack_server(tmp_path)
-    csv = write_users_csv(tmp_path / "users.csv", USERS, "localhost")
-    result: list[SippResult] = []
-    with serving(prepared) as server:
+    """REGISTER and calls, 100 a second between them, from the lab zone during attacks.
 
-        def legit() -> None:
-            result.append(
+    The lab zone fronts a PBX's worth of phones, so its admin retunes the INVITE-flood
+    rule for it in a user rule file (the shipped 30 INVITE per 2 s suits one phone, not
+    50 calls a second); the internet zone keeps the shipped rule.
+    """
+    prepared, udp = _attack_server(tmp_path)
+    _retune_invite_flood_for_lab(prepared.data_dir)
+    csv = write_users_csv(tmp_path / "users.csv", USERS, "localhost")
+    registrations: list[SippResult] = []
+    calls: list[SippResult] = []
+    with serving(prepared) as server, _lab_callee(server, tmp_path, udp) as callee:
+
+        def register_load() -> None:
+            registrations.append(
                 run_sipp(
                     BENCH / "register_digest.xml",
                     f"127.0.0.1:{udp}",
                     workdir=tmp_path / "legit",
                     inf_csv=csv,
-                    rate=100,
-                    calls=600,
+                    rate=LEGIT_RATE / 2,
+                    calls=LEGIT_CALLS,
                     transport="u1",
                     extra=["-i", LEGIT, "-auth_uri", "localhost"],
                     timeout=60,
                 )
             )
 
-        load = threading.Thread(target=legit)
-        load.start()
+        def call_load() -> None:
+            calls.append(
+                run_sipp(
+                    BENCH / "call_uac.xml",
+                    f"127.0.0.1:{udp}",
+                    workdir=tmp_path / "legit-calls",
+                    inf_csv=write_csv(tmp_path / "caller.csv", [(*CALLER, "localhost", "bob")]),
+                    rate=LEGIT_RATE / 2,
+                    calls=LEGIT_CALLS,
+                    transport="u1",
+                    extra=["-i", LEGIT, "-auth_uri", "bob@localhost"],
+                    call_length_ms=100,
+                    timeout=60,
+                )
+            )
+
+        loads = [threading.Thread(target=register_load), threading.Thread(target=call_load)]
+        for load in loads:
+            load.start()
         try:
             # The attacks, one after the other, while the 6 s of legitimate load run.
             _sv("svmap", "-p", str(udp), "127.0.0.1", "-b", "127.0.0.2")
             _sv("svwar", "-e100-200", "-p", str(udp), "127.0.0.1")
             _sv("svmap", "-c", "-p", str(udp), "127.0.0.1", "-b", "127.0.0.4")
         finally:
-            load.join(timeout=90)
-        assert result, "SIPp did not finish"
-        assert (result[0].successful, result[0].failed) == (600, 0), result[0].error_tail()
+            for load in loads:
+                load.join(timeout=90)
+        assert registrations and calls, "SIPp did not finish"
+        reg, placed = registrations[0], calls[0]
+        assert (reg.successful, reg.failed) == (LEGIT_CALLS, 0), reg.error_tail()
+        assert (placed.successful, placed.failed) == (LEGIT_CALLS, 0), placed.error_tail()
+        answered = callee.wait(60)
+        assert (answered.successful, answered.failed) == (1, 0), answered.error_tail()
         wait_for(lambda: _ban_of(server, "127.0.0.2") is not None, what="the scanner's ban")
         assert _ban_of(server, LEGIT) is None
         assert _ban_of(server, "127.0.0.1") is not None
         assert _ban_of(server, "127.0.0.4") is not None
+        rows = json.loads(
+            voipsec("cdr", "list", "--format", "json", data_dir=server.data_dir).stdout
+        )
+        assert [r["disposition"] for r in rows] == ["answered"] * LEGIT_CALLS
+
+
+def _retune_invite_flood_for_lab(data_dir: Path) -> None:
+    rules = data_dir / "rules"
+    rules.mkdir(exist_ok=True)
+    (rules / "lab.yaml").write_text(
+        "rules:\n"
+        "  - name: invite-flood\n"
+        "    description: More than 30 INVITE from one source in 2 s (not the lab PBX)\n"
+        "    zones: [internet]\n"
+        "    match: {kind: request, methods: [INVITE]}\n"
+        "    threshold: {count: 31, window: 2, key: source}\n"
+        "    actions: [alert, drop, {ban: 60}]\n"
+        "  - name: invite-flood-lab\n"
+        "    description: More than 400 INVITE from the lab PBX in 2 s\n"
+        "    zones: [lab]\n"
+        "    match: {kind: request, methods: [INVITE]}\n"
+        "    threshold: {count: 401, window: 2, key: source}\n"
+        "    actions: [alert, drop, {ban: 60}]\n",
+        encoding="utf-8",
+    )
+
+
+@contextlib.contextmanager
+def _lab_callee(server: VoipsecServer, tmp_path: Path, udp: int) -> Iterator[SippProcess]:
+    """bob, registered over UDP from the lab address, answers every call."""
+    port = free_port(LEGIT, kind=socket.SOCK_DGRAM)
+    inf = write_csv(tmp_path / "callee.csv", [(*CALLEE, "localhost", str(LEGIT_CALLS))])
+    with start_sipp(
+        BENCH / "call_uas_register.xml",
+        f"127.0.0.1:{udp}",
+        workdir=tmp_path / "legit-callee",
+        inf_csv=inf,
+        calls=1,
+        transport="u1",
+        local_port=port,
+        ooc_scenario=BENCH / "call_uas_answer.xml",
+        keys={"uas_contact": f"sip:{CALLEE[0]}@{LEGIT}:{port}"},
+        extra=["-i", LEGIT, "-auth_uri", "localhost"],
+        timeout=90,
+    ) as callee:
+        server.wait_bindings(CALLEE[0], 1)
+        yield callee
