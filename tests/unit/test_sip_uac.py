@@ -424,12 +424,6 @@ def test_uac_in_dialog_strict_routing_single_route() -> None:
     assert bye.headers.values("route") == ["<sip:bob@192.0.2.4:5061;transport=tls>"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: the lr test is a case-sensitive substring search (';lr' in route); "
-    "RFC 3261 §19.1.1/§25 lr-param is case-insensitive, so <sip:p1;LR> is a loose router "
-    "but in_dialog treats it as strict and rewrites the Request-URI",
-)
 def test_uac_in_dialog_lr_parameter_is_case_insensitive() -> None:
     routes = ("<sip:p1.example.com;LR>",)
     bye, _ = in_dialog(_dialog(route_set=routes), "BYE", LOCAL)

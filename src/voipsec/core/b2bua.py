@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 
 from ..sip.dialog import Dialog, new_branch, new_tag, uac_dialog, uas_dialog
@@ -48,6 +48,8 @@ RESPONSE_HEADERS_CROSSING = (
     "accept",
     "retry-after",
 )
+#: Credentials an ACK for a 2xx repeats from its INVITE (§13.2.2.4, §22.3).
+_CREDENTIALS = frozenset({"authorization", "proxy-authorization"})
 #: Methods relayed to the other leg inside a call; others are answered here.
 RELAYED_METHODS = frozenset({"INVITE", "UPDATE", "INFO"})
 #: Max-Forwards of a B-leg INVITE never exceeds this (RFC 3261 §8.1.1.6), and is one
@@ -216,7 +218,11 @@ class Call:
     b_leg: _ForkLeg | None = None
     answered: float | None = None
     failures: list[Response] = field(default_factory=list)
-    relaying: bool = False
+    #: The side whose re-INVITE/UPDATE is being relayed, if any (§14: one at a time).
+    relaying: Side | None = None
+    #: Late offer (§13.2.2.4): the ACK towards this side waits for the other side's
+    #: ACK, which carries the SDP answer. Value: the CSeq number the ACK must carry.
+    deferred_ack: dict[Side, int] = field(default_factory=dict)
 
     def dialog(self, side: Side) -> Dialog | None:
         return self.a_dialog if side is Side.A else self.b_dialog
@@ -327,7 +333,7 @@ class B2bua:
             ("To", f"<{fork.to_uri}>"),
             ("Call-ID", call.b_call_id),
             ("CSeq", f"{call.b_cseq} INVITE"),
-            ("Contact", fork.local.contact()),
+            ("Contact", fork.local.contact(secure=fork.request_uri.startswith("sips:"))),
         ]
         if authorization is not None:
             headers.append(authorization)
@@ -388,7 +394,9 @@ class B2bua:
             return self._fork_provisional(call, leg, response)
         if status < 300:
             return self._fork_answered(call, leg, response, now)
-        if status in (401, 407) and leg.fork.credentials and not leg.authenticated:
+        challenged = status in (401, 407) and leg.fork.credentials and not leg.authenticated
+        if challenged and not leg.done and call.phase in (Phase.ROUTING, Phase.EARLY):
+            # Never ring a trunk again for a call that is over or answered elsewhere.
             retry = self._authenticated_retry(call, leg, response, now)
             if retry is not None:
                 leg.done = True
@@ -414,11 +422,17 @@ class B2bua:
             dialog = None
         if dialog is None:
             return []  # a 2xx without tag or Contact: nothing to ACK; timer ends the call
-        ack, _ = in_dialog(dialog, "ACK", leg.fork.local, seq=leg.invite.cseq.seq)
-        actions: list[CallAction] = [SendRequest(ack, leg.fork.target)]
         winner = call.b_dialog
+        late_offer = not call.a_invite.body and response.body
         if winner is not None and winner.id == dialog.id:
-            return actions  # a retransmitted 2xx: ACK it again
+            if Side.B in call.deferred_ack:
+                return []  # the caller's ACK (with the answer) is still to come
+            return [self._ack(dialog, leg)]  # a retransmitted 2xx: ACK it again
+        if winner is None and call.phase is not Phase.ENDED and late_offer:
+            actions: list[CallAction] = []
+            call.deferred_ack[Side.B] = leg.invite.cseq.seq
+        else:
+            actions = [self._ack(dialog, leg)]
         if winner is not None or call.phase is Phase.ENDED:
             # Another fork answered first, or the call is over: this dialog is unwanted.
             bye, _ = in_dialog(dialog, "BYE", leg.fork.local)
@@ -427,6 +441,8 @@ class B2bua:
         leg.done = True
         call.b_dialog = dialog
         call.b_leg = leg
+        if Side.B in call.deferred_ack:
+            call.deferred_ack[Side.B] = leg.invite.cseq.seq
         call.phase = Phase.CONFIRMED
         call.answered = now
         self._counters.answered += 1
@@ -441,6 +457,18 @@ class B2bua:
             actions.append(StartCallTimer(call.id, PROBE, now + self.policy.probe_interval))
         return actions
 
+    def _ack(
+        self, dialog: Dialog, leg: _ForkLeg, body: bytes = b"", content_type: str = ""
+    ) -> SendRequest:
+        """§13.2.2.4: the ACK of a 2xx, with the INVITE's credentials."""
+        extra = [(h.name, h.value) for h in leg.invite.headers if h.key in _CREDENTIALS]
+        if body:
+            extra.append(("Content-Type", content_type or "application/sdp"))
+        ack, _ = in_dialog(
+            dialog, "ACK", leg.fork.local, seq=leg.invite.cseq.seq, extra=extra, body=body
+        )
+        return SendRequest(ack, leg.fork.target)
+
     def _fork_failure(
         self, call: Call, leg: _ForkLeg, response: Response, now: float
     ) -> list[CallAction]:
@@ -448,7 +476,11 @@ class B2bua:
         call.failures.append(response)
         if call.phase in (Phase.CONFIRMED, Phase.ENDED):
             return []
-        if any(not f.done for f in call.forks):
+        cancels: list[CallAction] = []
+        if response.status >= 600:
+            # §16.7 step 5: a global failure ends the search; CANCEL the other forks.
+            cancels = self._cancel_other_forks(call, winner=None)
+        elif any(not f.done for f in call.forks):
             return []
         final = best_failure(call.failures)
         status, reason = map_failure(final.status, final.reason)
@@ -459,7 +491,7 @@ class B2bua:
             to_tag=call.a_tag,
             extra=_crossing(final, RESPONSE_HEADERS_CROSSING) if status == final.status else (),
         )
-        actions: list[CallAction] = [Respond(call.a_tx, response_out)]
+        actions: list[CallAction] = [*cancels, Respond(call.a_tx, response_out)]
         return actions + self._finish(
             call, now, disposition_of(status), status, reason, hangup_by=""
         )
@@ -521,7 +553,8 @@ class B2bua:
         call = self._by_a_tx.get(invite_tx)
         if call is None:
             return [Respond(tx, response_to(request, 481, "Call/Transaction Does Not Exist"))]
-        actions: list[CallAction] = [Respond(tx, response_to(request, 200, "OK"))]
+        ok = response_to(request, 200, "OK", to_tag=call.a_tag)
+        actions: list[CallAction] = [Respond(tx, ok)]
         if call.phase not in (Phase.ROUTING, Phase.EARLY):
             return actions  # already answered: the CANCEL changes nothing
         actions.append(
@@ -542,7 +575,16 @@ class B2bua:
         tag = request.to.tag
         if tag is None:
             return None
-        return self._by_dialog.get((request.call_id, tag))
+        found = self._by_dialog.get((request.call_id, tag))
+        if found is None:
+            return None
+        call, side = found
+        dialog = call.dialog(side)
+        # §12.2.2: the dialog is Call-ID, local *and* remote tag; another fork's dialog
+        # (same Call-ID and our tag, another remote tag) is not this call's.
+        if dialog is not None and request.from_.tag != dialog.id.remote_tag:
+            return None
+        return found
 
     def in_dialog(
         self, tx: TxKey, request: Request, call: Call, side: Side, now: float
@@ -574,8 +616,26 @@ class B2bua:
         ]
 
     def ack(self, request: Request, now: float) -> list[CallAction]:
-        """An ACK for a 2xx we sent. The B-leg's 2xx were ACKed when they arrived."""
-        return []
+        """An ACK for a 2xx we sent: it releases a deferred ACK (late offer) if any.
+
+        Otherwise the other leg's 2xx was ACKed when it arrived and this ACK is absorbed.
+        """
+        found = self.find(request)
+        if found is None:
+            return []
+        call, side = found
+        seq = call.deferred_ack.pop(side.other, None)
+        dialog = call.dialog(side.other)
+        if seq is None or dialog is None:
+            return []
+        content_type = request.headers.get("content-type") or ""
+        if side.other is Side.B and call.b_leg is not None:
+            return [self._ack(dialog, call.b_leg, request.body, content_type)]
+        extra = [("Content-Type", content_type)] if request.body and content_type else []
+        ack, _ = in_dialog(
+            dialog, "ACK", call.local(side.other), seq=seq, extra=extra, body=request.body
+        )
+        return [SendRequest(ack, call.target(side.other))]
 
     def _bye(
         self, tx: TxKey, request: Request, call: Call, side: Side, now: float
@@ -598,9 +658,24 @@ class B2bua:
     def _relay(self, tx: TxKey, request: Request, call: Call, side: Side) -> list[CallAction]:
         if call.phase is not Phase.CONFIRMED:
             return [Respond(tx, response_to(request, 491, "Request Pending"))]
-        if call.relaying:
-            # §14.1: one offer/answer at a time; the other side retries after a pause.
+        if call.relaying is side:
+            # §14.2: a second INVITE from the same side while one is pending.
+            return [
+                Respond(
+                    tx,
+                    response_to(
+                        request, 500, "Server Internal Error", extra=(("Retry-After", "2"),)
+                    ),
+                )
+            ]
+        if call.relaying is not None:
+            # §14.1: requests crossed (glare); the other side retries after a pause.
             return [Respond(tx, response_to(request, 491, "Request Pending"))]
+        if request.method in ("INVITE", "UPDATE") and request.contacts:
+            # §12.2.2: a target refresh request updates the remote target.
+            dialog_here = call.dialog(side)
+            assert dialog_here is not None
+            call.set_dialog(side, replace(dialog_here, remote_target=str(request.contacts[0].uri)))
         other = side.other
         dialog = call.dialog(other)
         assert dialog is not None
@@ -612,7 +687,7 @@ class B2bua:
             body=request.body,
         )
         call.set_dialog(other, dialog)
-        call.relaying = True
+        call.relaying = side
         self._counters.relayed += 1
         key = client_key(out.top_via.branch or "", out.method)
         self._client[key] = (call, _Relay(side=side, tx=tx, request=request))
@@ -622,16 +697,23 @@ class B2bua:
         self, call: Call, relay: _Relay, response: Response, now: float
     ) -> list[CallAction]:
         actions: list[CallAction] = []
+        far = relay.side.other
         if response.status >= 200:
-            call.relaying = False
-        if relay.method == "INVITE" and 200 <= response.status < 300:
-            # ACK the re-INVITE's 2xx at once; the ACK from the other side is absorbed.
-            dialog = call.dialog(relay.side.other)
-            if dialog is not None:
-                ack, _ = in_dialog(
-                    dialog, "ACK", call.local(relay.side.other), seq=response.cseq.seq
-                )
-                actions.append(SendRequest(ack, call.target(relay.side.other)))
+            call.relaying = None
+        dialog = call.dialog(far)
+        success = 200 <= response.status < 300
+        if success and relay.method in ("INVITE", "UPDATE") and response.contacts and dialog:
+            # §12.2.1.2: a 2xx to a target refresh updates the remote target.
+            dialog = replace(dialog, remote_target=str(response.contacts[0].uri))
+            call.set_dialog(far, dialog)
+        if relay.method == "INVITE" and success and dialog is not None:
+            if not relay.request.body and response.body:
+                # Late offer: the ACK carries the answer; wait for it (§13.2.2.4).
+                call.deferred_ack[far] = response.cseq.seq
+            else:
+                # ACK the re-INVITE's 2xx at once; the other side's ACK is absorbed.
+                ack, _ = in_dialog(dialog, "ACK", call.local(far), seq=response.cseq.seq)
+                actions.append(SendRequest(ack, call.target(far)))
         if response.status == 100:
             return actions
         out = response_to(
@@ -725,13 +807,19 @@ class B2bua:
 
     def _a_response(self, call: Call, response: Response) -> Response:
         """A B-leg response (1xx/2xx) as the caller sees it: our tag, our Contact."""
+        secure = call.a_dialog.secure
+        # §12.1.1: a UAS copies the Record-Route of the request into its responses.
+        record_route = tuple(
+            ("Record-Route", r) for r in call.a_invite.headers.values("record-route")
+        )
         return response_to(
             call.a_invite,
             response.status,
             response.reason,
             to_tag=call.a_tag,
             extra=(
-                ("Contact", call.origin.local.contact()),
+                *record_route,
+                ("Contact", call.origin.local.contact(secure=secure)),
                 *_crossing(response, RESPONSE_HEADERS_CROSSING),
             ),
             body=response.body,
@@ -765,7 +853,9 @@ def _accept_remote(dialog: Dialog, request: Request, side: Side) -> Dialog:
 
 def _contact(call: Call, side: Side, method: str) -> tuple[tuple[str, str], ...]:
     if method in ("INVITE", "UPDATE"):
-        return (("Contact", call.local(side).contact()),)
+        dialog = call.dialog(side)
+        secure = dialog.secure if dialog is not None else False
+        return (("Contact", call.local(side).contact(secure=secure)),)
     return ()
 
 

@@ -33,8 +33,11 @@ class LocalAddress:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"SIP/2.0/{self.transport.upper()} {host}:{self.port};branch={branch};rport"
 
-    def contact(self, user: str = "voipsec") -> str:
+    def contact(self, user: str = "voipsec", *, secure: bool = False) -> str:
+        """Our Contact; a SIPS URI when the dialog is secure (§8.1.1.8, §12.1.1)."""
         host = f"[{self.host}]" if ":" in self.host else self.host
+        if secure:
+            return f"<sips:{user}@{host}:{self.port}>"
         return f"<sip:{user}@{host}:{self.port};transport={self.transport}>"
 
 
@@ -100,7 +103,7 @@ def in_dialog(
     cseq_method = method
     uri = dialog.remote_target
     routes = list(dialog.route_set)
-    if routes and ";lr" not in routes[0]:
+    if routes and not _loose(routes[0]):
         # §12.2.1.1 strict routing: the first route becomes the Request-URI.
         routes = [*routes[1:], f"<{uri}>"]
         uri = routes_first_uri(dialog.route_set[0])
@@ -114,7 +117,7 @@ def in_dialog(
         ("CSeq", f"{seq} {cseq_method}"),
     ]
     if method not in ("ACK", "BYE", "CANCEL"):
-        headers.append(("Contact", local.contact()))
+        headers.append(("Contact", local.contact(secure=dialog.secure)))
     headers += list(extra)
     return make_request(method, uri, headers, body), dialog
 
@@ -123,3 +126,9 @@ def routes_first_uri(route: str) -> str:
     """The URI inside a Route value ``<uri>;params``."""
     start, end = route.find("<"), route.find(">")
     return route[start + 1 : end] if 0 <= start < end else route.strip()
+
+
+def _loose(route: str) -> bool:
+    """§19.1.1: the ``lr`` URI parameter (names are case-insensitive, §25)."""
+    uri = routes_first_uri(route)
+    return any(p.split("=", 1)[0].strip().lower() == "lr" for p in uri.split(";")[1:])
