@@ -543,6 +543,9 @@ def get_key(path: Path, key: str) -> Any:
 def set_key(path: Path, key: str, literal: str) -> None:
     """Set ``section.name`` to a TOML literal, keeping comments; validates before writing."""
     section, dot, name = key.partition(".")
+    if not dot and key in _TABLE_ARRAYS:
+        _set_table_array(path, key, literal)
+        return
     if not dot or not name or "." in name:
         raise ConfigError([f"{path}: {key}: expected SECTION.KEY"])
     try:
@@ -560,4 +563,29 @@ def set_key(path: Path, key: str, literal: str) -> None:
     validate(tomllib.loads(tomlkit.dumps(doc)), path)
     path.write_text(tomlkit.dumps(doc), encoding="utf-8")
     # The file may hold trunk passwords: only its owner reads it.
+    path.chmod(0o600)
+
+
+#: Top-level keys that are arrays of tables, set whole: `config set trunks '[{...}]'`.
+_TABLE_ARRAYS = ("zones", "trunks")
+
+
+def _set_table_array(path: Path, key: str, literal: str) -> None:
+    try:
+        value = tomllib.loads(f"v = {literal}")["v"]
+    except tomllib.TOMLDecodeError:
+        raise ConfigError(
+            [f"{path}: {key}: {literal!r} is not a TOML literal (an array of tables)"]
+        ) from None
+    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+        raise ConfigError([f"{path}: {key}: expected an array of tables, e.g. [{{name = ...}}]"])
+    doc = tomlkit.parse(path.read_text(encoding="utf-8"))
+    tables = tomlkit.aot()
+    for item in value:
+        table = tomlkit.table()
+        table.update(item)
+        tables.append(table)
+    doc[key] = tables
+    validate(tomllib.loads(tomlkit.dumps(doc)), path)
+    path.write_text(tomlkit.dumps(doc), encoding="utf-8")
     path.chmod(0o600)

@@ -289,3 +289,29 @@ def test_set_key_leaves_the_file_readable_by_its_owner_only(tmp_path: Path) -> N
     path.chmod(0o644)
     set_key(path, "calls.ring_timeout", "30")
     assert path.stat().st_mode & 0o777 == 0o600
+
+
+def test_set_key_replaces_a_whole_array_of_tables(tmp_path: Path) -> None:
+    path = _write(tmp_path, DEFAULT_TOML)
+    set_key(
+        path,
+        "trunks",
+        '[{name = "carrier", address = "tls:127.0.0.1:5071", domain = "trunk.test", '
+        'prefixes = ["+44"]}]',
+    )
+    config = load(path)
+    assert [(t.name, t.prefixes) for t in config.trunks] == [("carrier", ["+44"])]
+    set_key(path, "trunks", "[]")
+    assert load(path).trunks == []
+    assert [z.name for z in load(path).zones] == ["loopback", "internet"]
+
+
+def test_set_key_array_of_tables_is_validated(tmp_path: Path) -> None:
+    path = _write(tmp_path, DEFAULT_TOML)
+    with pytest.raises(ConfigError) as info:
+        set_key(path, "trunks", '[{name = "x", address = "udp:127.0.0.1:5", domain = "d"}]')
+    assert "trunks are reached over TLS only" in str(info.value)
+    with pytest.raises(ConfigError) as info:
+        set_key(path, "zones", '"internet"')
+    assert str(info.value) == (f"{path}: zones: expected an array of tables, e.g. [{{name = ...}}]")
+    assert load(path).trunks == []
