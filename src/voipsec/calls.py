@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import re
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -146,8 +147,10 @@ class CallService:
     def _caller(self, flow: Flow, request: Request, now: float) -> _Caller | Response:
         trunk = self._trunk_for(flow.peer[0])
         if trunk is not None:
-            # Calls from a trunk are identified by their source, never by From.
-            return _Caller(user=None, trunk=trunk, uri=str(request.from_.uri))
+            # Calls from a trunk are identified by their source, never by From. The
+            # caller's number is kept (caller ID); the carrier's host is not.
+            number = _caller_number(request)
+            return _Caller(user=None, trunk=trunk, uri=f"sip:{number}@{self.config.sip.domain}")
         user = self._authenticate(flow, request, now)
         if isinstance(user, Response):
             return user
@@ -765,6 +768,19 @@ def _our_credentials(request: Request, realm: str) -> str | None:
         if marker in line:
             return line
     return lines[0] if lines else None
+
+
+#: Characters a caller ID from a trunk may keep; anything else makes it "anonymous".
+_CALLER_ID = re.compile(r"\+?[0-9A-Za-z._-]{1,32}")
+
+
+def _caller_number(request: Request) -> str:
+    """The user part of a trunk call's From, if it is a plausible caller ID."""
+    uri = request.from_.uri
+    user = uri.user if isinstance(uri, SipUri) else None
+    if user is None or not _CALLER_ID.fullmatch(user):
+        return "anonymous"
+    return user
 
 
 def _callee(destination: Destination) -> str:

@@ -57,7 +57,12 @@ def _peer_check(host: str) -> str:
 
 
 def client_config(
-    accept_port: int, connect_host: str, connect_port: int, ca_file: Path, log: Path
+    accept_port: int,
+    connect_host: str,
+    connect_port: int,
+    ca_file: Path,
+    log: Path,
+    local: str | None = None,
 ) -> str:
     """stunnel.conf text for a TLS client hop 127.0.0.1:accept_port -> host:port."""
     lines = _global_section(log)
@@ -73,6 +78,8 @@ def client_config(
         "delay = no",
         "TIMEOUTclose = 0",
     ]
+    if local is not None:
+        lines.append(f"local = {local}")  # the source address of the TLS connection
     return "\n".join(lines) + "\n"
 
 
@@ -120,7 +127,13 @@ def _check_alive(proc: subprocess.Popen[bytes], *logs: Path) -> None:
 
 @contextlib.contextmanager
 def stunnel_client(
-    accept_port: int, connect_host: str, connect_port: int, ca_file: Path, workdir: Path
+    accept_port: int,
+    connect_host: str,
+    connect_port: int,
+    ca_file: Path,
+    workdir: Path,
+    *,
+    local: str | None = None,
 ) -> Iterator[subprocess.Popen[bytes]]:
     """TLS client hop: plain TCP on 127.0.0.1:accept_port, TLS to connect_host:port.
 
@@ -129,7 +142,7 @@ def stunnel_client(
     (its config is ``workdir/stunnel-client.conf``, its log ``workdir/stunnel-client.log``).
     """
     log = workdir / "stunnel-client.log"
-    text = client_config(accept_port, connect_host, connect_port, ca_file, log)
+    text = client_config(accept_port, connect_host, connect_port, ca_file, log, local)
     with _run(text, "stunnel-client", accept_port, workdir) as proc:
         yield proc
 
