@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.peers.proc import free_port, wait_for
-from tests.peers.sipp import SippProcess, run_sipp, start_sipp, write_csv
+from tests.peers.sipp import SippProcess, SippResult, run_sipp, start_sipp, write_csv
 from tests.peers.stunnel import stunnel_client, stunnel_server
 from tests.peers.voipsec import VoipsecServer, prepare, serving, voipsec
 from voipsec.store import Store
@@ -88,7 +88,7 @@ def _registered_bob(server: VoipsecServer, tmp_path: Path) -> Iterator[SippProce
         yield bob
 
 
-def _carrier_calls(server: VoipsecServer, tmp_path: Path, source: str, name: str) -> object:
+def _carrier_calls(server: VoipsecServer, tmp_path: Path, source: str, name: str) -> SippResult:
     hop = free_port()
     inf = write_csv(tmp_path / f"{name}.csv", [(DID, "localhost")])
     with stunnel_client(
@@ -110,7 +110,7 @@ def test_inbound_calls_from_the_trunk_reach_the_did_user(tmp_path: Path) -> None
     server = _server(tmp_path, free_port())
     with serving(server), _registered_bob(server, tmp_path) as bob:
         result = _carrier_calls(server, tmp_path, CARRIER, "carrier")
-        assert (result.successful, result.failed) == (CALLS, 0), result.error_tail()  # type: ignore[attr-defined]
+        assert (result.successful, result.failed) == (CALLS, 0), result.error_tail()
         answered = bob.wait(45)
         assert (answered.successful, answered.failed) == (1, 0), answered.error_tail()
         invites = answered.log_lines("INVITE ")
