@@ -12,6 +12,7 @@ have kamailio || need+=(kamailio kamailio-tls-modules)
 have svmap || need+=(sipvicious)
 have turnutils_uclient || need+=(coturn)
 have stun || need+=(stun-client)
+have tshark || need+=(tshark)
 if [ ${#need[@]} -eq 0 ]; then
     exit 0
 fi
