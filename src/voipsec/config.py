@@ -84,6 +84,8 @@ class SipSection(_Section):
     listen: list[str] = Field(default_factory=lambda: ["tls:127.0.0.1:5061"])
     #: Other names and addresses that mean "this server" in a Request-URI or AOR.
     aliases: list[str] = Field(default_factory=list)
+    #: DSCP of SIP packets (24 = CS3, RFC 4594 signaling); 0 leaves the default.
+    dscp: Annotated[int, Field(ge=0, le=63)] = 24
 
     @field_validator("listen")
     @classmethod
@@ -140,9 +142,48 @@ class RegistrarSection(_Section):
     max_contacts_per_aor: Annotated[int, Field(ge=1, le=100)] = 10
 
 
+SRTP_SUITES = (
+    "AEAD_AES_256_GCM",
+    "AEAD_AES_128_GCM",
+    "AES_CM_128_HMAC_SHA1_80",
+    "AES_CM_128_HMAC_SHA1_32",
+)
+SrtpSuite = Literal[
+    "AEAD_AES_256_GCM", "AEAD_AES_128_GCM", "AES_CM_128_HMAC_SHA1_80", "AES_CM_128_HMAC_SHA1_32"
+]
+
+
 class MediaSection(_Section):
     srtp: Literal["required", "optional", "off"] = "required"
     ports: str = "20000-20999"
+    #: Address the relay binds and writes into SDP (c=, o=).
+    address: str = "127.0.0.1"
+    #: SDES suites voipsec accepts and offers, most preferred first.
+    suites: list[SrtpSuite] = Field(default_factory=lambda: list[SrtpSuite](SRTP_SUITES))
+    #: Seconds without one valid media packet before an answered call is ended.
+    timeout: Annotated[float, Field(ge=1, le=3600)] = 30.0
+    #: DSCP of media packets (46 = EF, RFC 3246); 0 leaves the default.
+    dscp: Annotated[int, Field(ge=0, le=63)] = 46
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            raise ValueError(f"{value!r} is not an IP address") from None
+        return value
+
+    @field_validator("suites")
+    @classmethod
+    def _suites(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("at least one SRTP suite is required")
+        return value
+
+    def port_range(self) -> tuple[int, int]:
+        low, _, high = self.ports.partition("-")
+        return int(low), int(high)
 
     @field_validator("ports")
     @classmethod
@@ -357,6 +398,8 @@ domain = "localhost"
 listen = ["tls:127.0.0.1:5061"]
 # Other host names or addresses that mean this server in Request-URIs and AORs.
 aliases = []
+# DSCP on SIP packets: 24 = CS3 (signaling). 0 leaves the default.
+dscp = 24
 
 [tls]
 # Client certificates: "required" | "optional" | "off"; checked against voipsec's CA.
@@ -394,9 +437,24 @@ default_expires = 3600
 max_contacts_per_aor = 10
 
 [media]
-# SRTP: "required" (RTP/AVP offers get 488) | "optional" | "off".
+# SRTP: "required" (RTP/AVP offers get 488 with a Warning) | "optional" (an RTP leg is
+# bridged to an SRTP leg) | "off" (plain RTP on both legs, still relayed).
 srtp = "required"
+# UDP ports of the media relay (a pair per call leg: RTP even, RTCP odd).
 ports = "20000-20999"
+# Address the relay binds and writes into SDP.
+address = "127.0.0.1"
+# SDES suites accepted and offered, most preferred first.
+suites = [
+    "AEAD_AES_256_GCM",
+    "AEAD_AES_128_GCM",
+    "AES_CM_128_HMAC_SHA1_80",
+    "AES_CM_128_HMAC_SHA1_32",
+]
+# Seconds without a valid media packet before an answered call is ended (BYE both legs).
+timeout = 30.0
+# DSCP on media packets: 46 = EF (expedited forwarding). 0 leaves the default.
+dscp = 46
 
 [turn]
 listen = ["udp:127.0.0.1:3478", "tcp:127.0.0.1:3478"]
