@@ -22,7 +22,9 @@ import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from enum import Enum
+from typing import Protocol
 
+from ..media.errors import MediaRefused
 from ..sip.dialog import Dialog, new_branch, new_tag, uac_dialog, uas_dialog
 from ..sip.digest import client_response, parse_challenge
 from ..sip.errors import SipParseError
@@ -55,6 +57,22 @@ RELAYED_METHODS = frozenset({"INVITE", "UPDATE", "INFO"})
 #: Max-Forwards of a B-leg INVITE never exceeds this (RFC 3261 §8.1.1.6), and is one
 #: less than the A-leg's so a loop through B2BUAs still ends (§16.6 step 3 in spirit).
 MAX_FORWARDS = 70
+
+
+class MediaHandler(Protocol):
+    """The media relay, as the B2BUA sees it: SDP in, rewritten SDP out.
+
+    ``side`` is "a" or "b": the leg the SDP came from. ``offer``/``answer`` raise
+    :class:`MediaRefused` for an SDP that cannot be carried (488 with a Warning).
+    """
+
+    def offer(self, call: str, side: str, body: bytes) -> bytes: ...
+
+    def answer(self, call: str, side: str, body: bytes) -> bytes: ...
+
+    def answered(self, call: str) -> None: ...
+
+    def release(self, call: str) -> None: ...
 
 
 class Side(Enum):
@@ -218,6 +236,8 @@ class Call:
     b_leg: _ForkLeg | None = None
     answered: float | None = None
     failures: list[Response] = field(default_factory=list)
+    #: The SDP of the B-leg INVITE (the caller's offer, rewritten by the media relay).
+    b_offer: bytes = b""
     #: The side whose re-INVITE/UPDATE is being relayed, if any (§14: one at a time).
     relaying: Side | None = None
     #: Late offer (§13.2.2.4): the ACK towards this side waits for the other side's
@@ -252,6 +272,8 @@ class CallPolicy:
     max_duration: float = 14_400.0
     #: Seconds between in-dialog OPTIONS probes of an answered call; 0 turns them off.
     probe_interval: float = 300.0
+    #: The warn-agent of Warning headers (RFC 3261 §20.43): our domain.
+    warn_agent: str = "voipsec"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -276,8 +298,9 @@ class _Counters:
 class B2bua:
     """All calls of the edge."""
 
-    def __init__(self, policy: CallPolicy) -> None:
+    def __init__(self, policy: CallPolicy, media: MediaHandler | None = None) -> None:
         self.policy = policy
+        self.media = media
         self._calls: dict[str, Call] = {}
         self._by_a_tx: dict[TxKey, Call] = {}
         self._by_dialog: dict[tuple[str, str], tuple[Call, Side]] = {}
@@ -313,6 +336,16 @@ class B2bua:
         self._by_dialog[(invite.call_id, a_tag)] = (call, Side.A)
         self._by_dialog[(call.b_call_id, call.b_tag)] = (call, Side.B)
         self._counters.started += 1
+        call.b_offer = invite.body
+        if self.media is not None and invite.body:
+            try:
+                call.b_offer = self.media.offer(call.id, "a", invite.body)
+            except MediaRefused as err:
+                refusal = self._refusal(invite, err, call.a_tag)
+                return call, [
+                    Respond(tx, refusal),
+                    *self._finish(call, now, "rejected", err.status, err.warning, ""),
+                ]
         actions: list[CallAction] = [Respond(tx, response_to(invite, 100, "Trying"))]
         for fork in forks:
             actions.append(self._send_fork(call, fork, now))
@@ -338,7 +371,7 @@ class B2bua:
         if authorization is not None:
             headers.append(authorization)
         headers += _crossing(call.a_invite, REQUEST_HEADERS_CROSSING)
-        request = make_request("INVITE", fork.request_uri, headers, call.a_invite.body)
+        request = make_request("INVITE", fork.request_uri, headers, call.b_offer)
         leg = _ForkLeg(fork=fork, invite=request, authenticated=authorization is not None)
         call.forks.append(leg)
         self._client[client_key(branch, "INVITE")] = (call, leg)
@@ -410,8 +443,12 @@ class B2bua:
             return [self._cancel_leg(call, leg)]
         if response.status == 100 or call.phase not in (Phase.ROUTING, Phase.EARLY):
             return []
+        try:
+            body = self._b_body_to_a(call, response)
+        except MediaRefused:
+            body = b""  # early media we cannot carry: the ringing still goes through
         call.phase = Phase.EARLY
-        return [Respond(call.a_tx, self._a_response(call, response))]
+        return [Respond(call.a_tx, self._a_response(call, response, body))]
 
     def _fork_answered(
         self, call: Call, leg: _ForkLeg, response: Response, now: float
@@ -438,15 +475,21 @@ class B2bua:
             bye, _ = in_dialog(dialog, "BYE", leg.fork.local)
             self._client[client_key(bye.top_via.branch or "", "BYE")] = (call, _Ignore())
             return [*actions, SendRequest(bye, leg.fork.target)]
+        try:
+            body = self._b_body_to_a(call, response)
+        except MediaRefused as err:
+            return self._media_failed(call, leg, dialog, err, now)
         leg.done = True
         call.b_dialog = dialog
         call.b_leg = leg
+        if self.media is not None:
+            self.media.answered(call.id)
         if Side.B in call.deferred_ack:
             call.deferred_ack[Side.B] = leg.invite.cseq.seq
         call.phase = Phase.CONFIRMED
         call.answered = now
         self._counters.answered += 1
-        actions.append(Respond(call.a_tx, self._a_response(call, response)))
+        actions.append(Respond(call.a_tx, self._a_response(call, response, body)))
         actions += self._cancel_other_forks(call, leg)
         actions += [
             CancelCallTimer(call.id, RING),
@@ -456,6 +499,37 @@ class B2bua:
         if self.policy.probe_interval > 0:
             actions.append(StartCallTimer(call.id, PROBE, now + self.policy.probe_interval))
         return actions
+
+    def _b_body_to_a(self, call: Call, response: Response) -> bytes:
+        """The callee's SDP as the caller gets it: through the media relay, if any."""
+        if not response.body or self.media is None:
+            return response.body
+        if call.a_invite.body:
+            return self.media.answer(call.id, "b", response.body)
+        return self.media.offer(call.id, "b", response.body)  # late offer in the 2xx
+
+    def _media_failed(
+        self, call: Call, leg: _ForkLeg, dialog: Dialog, err: MediaRefused, now: float
+    ) -> list[CallAction]:
+        """The callee answered with media we cannot carry: end its dialog, 488 the caller."""
+        call.deferred_ack.pop(Side.B, None)
+        leg.done = True
+        bye, _ = in_dialog(dialog, "BYE", leg.fork.local)
+        self._client[client_key(bye.top_via.branch or "", "BYE")] = (call, _Ignore())
+        actions: list[CallAction] = [self._ack(dialog, leg), SendRequest(bye, leg.fork.target)]
+        actions += self._cancel_other_forks(call, winner=None)
+        actions.append(Respond(call.a_tx, self._refusal(call.a_invite, err, call.a_tag)))
+        return actions + self._finish(call, now, "failed", err.status, err.warning, "")
+
+    def _refusal(self, request: Request, err: MediaRefused, to_tag: str | None) -> Response:
+        warning = err.warning.replace('"', "'")
+        return response_to(
+            request,
+            err.status,
+            "Not Acceptable Here" if err.status == 488 else "Service Unavailable",
+            to_tag=to_tag,
+            extra=(("Warning", f'399 {self.policy.warn_agent} "{warning}"'),),
+        )
 
     def _ack(
         self, dialog: Dialog, leg: _ForkLeg, body: bytes = b"", content_type: str = ""
@@ -629,13 +703,24 @@ class B2bua:
         if seq is None or dialog is None:
             return []
         content_type = request.headers.get("content-type") or ""
+        body = request.body
+        refused: MediaRefused | None = None
+        if body and self.media is not None:
+            try:
+                body = self.media.answer(call.id, side.value, body)
+            except MediaRefused as err:
+                body, refused = b"", err
         if side.other is Side.B and call.b_leg is not None:
-            return [self._ack(dialog, call.b_leg, request.body, content_type)]
-        extra = [("Content-Type", content_type)] if request.body and content_type else []
-        ack, _ = in_dialog(
-            dialog, "ACK", call.local(side.other), seq=seq, extra=extra, body=request.body
-        )
-        return [SendRequest(ack, call.target(side.other))]
+            actions: list[CallAction] = [self._ack(dialog, call.b_leg, body, content_type)]
+        else:
+            extra = [("Content-Type", content_type)] if body and content_type else []
+            ack, _ = in_dialog(
+                dialog, "ACK", call.local(side.other), seq=seq, extra=extra, body=body
+            )
+            actions = [SendRequest(ack, call.target(side.other))]
+        if refused is not None:
+            actions += self._hang_up(call, now, reason=refused.warning, by="system")
+        return actions
 
     def _bye(
         self, tx: TxKey, request: Request, call: Call, side: Side, now: float
@@ -679,12 +764,18 @@ class B2bua:
         other = side.other
         dialog = call.dialog(other)
         assert dialog is not None
+        body = request.body
+        if body and self.media is not None and request.method in ("INVITE", "UPDATE"):
+            try:
+                body = self.media.offer(call.id, side.value, body)
+            except MediaRefused as err:
+                return [Respond(tx, self._refusal(request, err, None))]
         out, dialog = in_dialog(
             dialog,
             request.method,
             call.local(other),
             extra=_crossing(request, REQUEST_HEADERS_CROSSING),
-            body=request.body,
+            body=body,
         )
         call.set_dialog(other, dialog)
         call.relaying = side
@@ -716,6 +807,16 @@ class B2bua:
                 actions.append(SendRequest(ack, call.target(far)))
         if response.status == 100:
             return actions
+        body = response.body
+        if body and self.media is not None and relay.method in ("INVITE", "UPDATE"):
+            try:
+                if relay.request.body:
+                    body = self.media.answer(call.id, far.value, body)
+                else:
+                    body = self.media.offer(call.id, far.value, body)
+            except MediaRefused as err:
+                actions.append(Respond(relay.tx, self._refusal(relay.request, err, None)))
+                return actions
         out = response_to(
             relay.request,
             response.status,
@@ -724,7 +825,7 @@ class B2bua:
                 *_contact(call, relay.side, relay.method),
                 *_crossing(response, RESPONSE_HEADERS_CROSSING),
             ),
-            body=response.body,
+            body=body,
         )
         actions.append(Respond(relay.tx, out))
         return actions
@@ -793,6 +894,8 @@ class B2bua:
         hangup_by: str,
     ) -> list[CallAction]:
         call.phase = Phase.ENDED
+        if self.media is not None:
+            self.media.release(call.id)
         self._calls.pop(call.id, None)
         self._by_a_tx.pop(call.a_tx, None)
         self._by_dialog.pop((call.a_invite.call_id, call.a_tag), None)
@@ -805,7 +908,7 @@ class B2bua:
             Ended(call.id, now, disposition, status, reason, hangup_by),
         ]
 
-    def _a_response(self, call: Call, response: Response) -> Response:
+    def _a_response(self, call: Call, response: Response, body: bytes) -> Response:
         """A B-leg response (1xx/2xx) as the caller sees it: our tag, our Contact."""
         secure = call.a_dialog.secure
         # §12.1.1: a UAS copies the Record-Route of the request into its responses.
@@ -822,7 +925,7 @@ class B2bua:
                 ("Contact", call.origin.local.contact(secure=secure)),
                 *_crossing(response, RESPONSE_HEADERS_CROSSING),
             ),
-            body=response.body,
+            body=body,
         )
 
     def statistics(self) -> B2buaStatistics:
