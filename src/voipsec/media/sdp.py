@@ -1,0 +1,486 @@
+"""SDP session descriptions (RFC 8866) as the B2BUA's media relay needs them.
+
+How this works: :func:`parse_sdp` checks the size limits on the raw bytes, splits the
+body into ``<type>=<value>`` lines (CRLF or bare LF), and groups them into the session
+part and one :class:`Media` per ``m=`` line. Every line is kept in order, so
+:func:`rewrite` can re-serialize a description changing only what the relay must
+change: the origin and every connection address (topology hiding), each ``m=`` port
+and protocol, the ``a=crypto`` keys (RFC 4568) and ``a=rtcp-mux`` (RFC 5761). Lines
+that name an endpoint's addresses (``a=rtcp``, ICE) or carry keys in clear (``k=``)
+are dropped; everything else (codecs, direction, bandwidth, timing) passes through.
+
+Untrusted bytes either parse or raise :class:`SdpError`; its ``reason`` names the
+offending element and never echoes a value (a=crypto lines carry master keys).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+#: Whole body. Real offers are 0.5-3 KiB (audio+video with a dozen codecs and a few
+#: crypto lines); 8 KiB is generous and half the SIP body limit (MAX_BODY_SIZE).
+MAX_SDP_BYTES = 8_192
+
+#: Lines in one description. A video offer with ICE candidates has ~80 lines.
+MAX_SDP_LINES = 256
+
+#: m= sections. A call uses audio, maybe video and a BFCP/T.140 stream; 8 bounds the
+#: relay ports one offer can make us allocate.
+MAX_MEDIA_SECTIONS = 8
+
+#: One line without its line ending. The longest real lines are a=fingerprint
+#: (~110 chars for SHA-512), a=candidate and long a=fmtp lines (H.264, ~200 chars).
+MAX_LINE_LENGTH = 1_024
+
+#: RFC 8866 §5: the field types we understand. "A session description that contains a
+#: type letter it does not understand" MUST be ignored or rejected; we reject.
+_KNOWN_TYPES = frozenset("vosiuepcbtrzkam")
+
+#: RFC 8866 §9 token (attribute names, crypto suites, media types, protocols).
+_TOKEN_RE = re.compile(r"[!#$%&'*+\-.0-9A-Z^_`a-z{|}~]+")
+_PROTO_RE = re.compile(r"[!#$%&'*+\-.0-9A-Z^_`a-z{|}~]+(?:/[!#$%&'*+\-.0-9A-Z^_`a-z{|}~]+)*")
+_DIGITS_RE = re.compile(r"[0-9]{1,20}")
+_PORT_RE = re.compile(r"([0-9]{1,5})(?:/([0-9]{1,5}))?")
+#: RFC 4568 §9.1: tag = 1*9DIGIT; the rest are whitespace-free fields.
+_CRYPTO_RE = re.compile(r"([0-9]{1,9}) ([^ ]+) ([^ ]+)(?: (.*))?")
+
+#: Attributes that name an endpoint's internal addresses or transport candidates:
+#: RFC 3605 a=rtcp and the RFC 8839 ICE attributes. The relay terminates media, so
+#: the other leg must never see them.
+_ADDRESS_ATTRIBUTES = frozenset({"rtcp", "candidate", "remote-candidates", "end-of-candidates"})
+
+_DIRECTIONS = frozenset({"sendrecv", "sendonly", "recvonly", "inactive"})
+
+Attributes = tuple[tuple[str, str | None], ...]
+Lines = tuple[tuple[str, str], ...]
+
+
+class SdpError(Exception):
+    """Untrusted bytes did not form an acceptable session description.
+
+    ``reason`` is safe to log and to send to the peer: it names the offending
+    element, never its value (a=crypto carries master keys).
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Crypto:
+    """One RFC 4568 §9.1 ``a=crypto:<tag> <crypto-suite> <key-params> [<session-params>]``."""
+
+    tag: int
+    suite: str
+    #: The secret: "inline:<base64 key||salt>[|lifetime][|MKI:len]". Not in repr.
+    key_params: str = field(repr=False)
+    session_params: str = ""
+
+    def __str__(self) -> str:
+        """The attribute value (after "crypto:"); contains the key, never log it."""
+        tail = f" {self.session_params}" if self.session_params else ""
+        return f"{self.tag} {self.suite} {self.key_params}{tail}"
+
+
+def parse_crypto(value: str) -> Crypto:
+    """Parse the value of an a=crypto attribute (RFC 4568 §9.1 grammar, loosely)."""
+    m = _CRYPTO_RE.fullmatch(value)
+    if m is None:
+        raise SdpError("malformed a=crypto")
+    tag, suite, key_params, session_params = m.groups()
+    if _TOKEN_RE.fullmatch(suite) is None:
+        raise SdpError("malformed crypto-suite in a=crypto")
+    return Crypto(
+        tag=int(tag), suite=suite, key_params=key_params, session_params=session_params or ""
+    )
+
+
+def _find(attributes: Attributes, name: str) -> bool:
+    return any(k == name for k, _ in attributes)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Media:
+    """One ``m=`` section."""
+
+    kind: str
+    port: int
+    proto: str
+    formats: tuple[str, ...]
+    #: The address of this section's c= line, None without one.
+    connection: str | None = None
+    #: (name, value) of every a= line in order; value None for a flag attribute.
+    #: Includes a=crypto, so it is kept out of repr.
+    attributes: Attributes = field(default=(), repr=False)
+    #: Every line after the m= line, in order, as (type, value): what rewrite re-emits.
+    lines: Lines = field(default=(), repr=False)
+
+    @property
+    def crypto(self) -> tuple[Crypto, ...]:
+        """The a=crypto attributes in offer order (RFC 4568 §5.1: preferred first)."""
+        return tuple(parse_crypto(v or "") for k, v in self.attributes if k == "crypto")
+
+    @property
+    def rtcp_mux(self) -> bool:
+        """RFC 5761 §5.1.1: RTP and RTCP share the port."""
+        return _find(self.attributes, "rtcp-mux")
+
+    @property
+    def direction(self) -> str:
+        """RFC 8866 §6.7: media-level direction; sendrecv when absent."""
+        for k, _ in self.attributes:
+            if k in _DIRECTIONS:
+                return k
+        return "sendrecv"
+
+    @property
+    def secure(self) -> bool:
+        """An SRTP profile (RTP/SAVP, RTP/SAVPF, UDP/TLS/RTP/SAVP...)."""
+        return "SAVP" in self.proto.upper()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Sdp:
+    """A parsed session description."""
+
+    #: The o= value as received.
+    origin: str
+    session_name: str
+    #: The address of the session-level c= line, None without one.
+    connection: str | None = None
+    session_attributes: Attributes = ()
+    media: tuple[Media, ...] = ()
+    #: Every session-level line in order (v=, o=, s=, c=, b=, t=, a=...), as
+    #: (type, value): what rewrite re-emits.
+    lines: Lines = field(default=(), repr=False)
+
+    @property
+    def session_id(self) -> str:
+        """o= sess-id (RFC 8866 §5.2), a numeric string."""
+        return self.origin.split(" ")[1]
+
+    @property
+    def version(self) -> int:
+        """o= sess-version: changes whenever the description changes (RFC 3264 §8)."""
+        return int(self.origin.split(" ")[2])
+
+    @property
+    def direction(self) -> str:
+        """Session-level direction (RFC 8866 §6.7); sendrecv when absent."""
+        for k, _ in self.session_attributes:
+            if k in _DIRECTIONS:
+                return k
+        return "sendrecv"
+
+    def address(self, media: Media) -> str | None:
+        """Where ``media`` is to be sent: its c= address, else the session's.
+
+        Only IP literals (c=IN IP4 / IN IP6) count: the relay never resolves names a
+        peer gives it. None when there is no usable address.
+        """
+        line = _connection_line(media.lines) or _connection_line(self.lines)
+        if line is None:
+            return None
+        parts = line.split(" ")
+        if len(parts) != 3 or parts[0] != "IN":
+            return None
+        _, addrtype, addr = parts
+        if addrtype not in ("IP4", "IP6"):
+            return None
+        addr = addr.split("/")[0]  # RFC 8866 §5.7: multicast "/ttl/count"
+        try:
+            ip = ipaddress.ip_address(addr)
+        except ValueError:
+            return None
+        if (addrtype == "IP4") != (ip.version == 4):
+            return None
+        return addr
+
+
+def _connection_line(lines: Lines) -> str | None:
+    for t, v in lines:
+        if t == "c":
+            return v
+    return None
+
+
+def _split_lines(body: bytes) -> list[str]:
+    if len(body) > MAX_SDP_BYTES:
+        raise SdpError("SDP body too large")
+    raw = body.split(b"\n")
+    if raw and raw[-1] == b"":
+        raw.pop()  # the final line ending
+    if len(raw) > MAX_SDP_LINES:
+        raise SdpError("too many SDP lines")
+    out: list[str] = []
+    for item in raw:
+        line = item[:-1] if item.endswith(b"\r") else item
+        if len(line) > MAX_LINE_LENGTH:
+            raise SdpError("SDP line too long")
+        if b"\r" in line or b"\x00" in line:
+            raise SdpError("control character in SDP line")  # RFC 8866 §9: no NUL/CR/LF
+        try:
+            out.append(line.decode("utf-8"))
+        except UnicodeDecodeError:
+            raise SdpError("SDP line is not UTF-8") from None
+    return out
+
+
+def _parse_attribute(value: str) -> tuple[str, str | None]:
+    name, colon, rest = value.partition(":")
+    if _TOKEN_RE.fullmatch(name) is None:
+        raise SdpError("malformed attribute name")
+    return name, rest if colon else None
+
+
+def _parse_connection(value: str) -> str:
+    # RFC 8866 §5.7: c=<nettype> <addrtype> <connection-address>
+    parts = value.split(" ")
+    if len(parts) != 3 or not all(parts):
+        raise SdpError("malformed c= line")
+    return parts[2].split("/")[0]
+
+
+def _parse_origin(value: str) -> None:
+    # RFC 8866 §5.2: o=<username> <sess-id> <sess-version> <nettype> <addrtype> <addr>
+    parts = value.split(" ")
+    if len(parts) != 6 or not all(parts):
+        raise SdpError("malformed o= line")
+    if _DIGITS_RE.fullmatch(parts[1]) is None or _DIGITS_RE.fullmatch(parts[2]) is None:
+        raise SdpError("malformed o= session id or version")
+
+
+def _parse_media_line(value: str) -> tuple[str, int, str, tuple[str, ...]]:
+    # RFC 8866 §5.14: m=<media> <port>[/<number of ports>] <proto> <fmt> ...
+    parts = value.split(" ")
+    if len(parts) < 4 or not all(parts):
+        raise SdpError("malformed m= line")
+    kind, port_text, proto, *formats = parts
+    if _TOKEN_RE.fullmatch(kind) is None:
+        raise SdpError("malformed media type in m= line")
+    pm = _PORT_RE.fullmatch(port_text)
+    if pm is None:
+        raise SdpError("malformed port in m= line")
+    port = int(pm.group(1))
+    if port > 65535:
+        raise SdpError("port out of range in m= line")
+    if _PROTO_RE.fullmatch(proto) is None:
+        raise SdpError("malformed proto in m= line")
+    if any(_TOKEN_RE.fullmatch(f) is None for f in formats):
+        raise SdpError("malformed format in m= line")
+    return kind, port, proto, tuple(formats)
+
+
+def _build_media(
+    head: tuple[str, int, str, tuple[str, ...]], lines: list[tuple[str, str]]
+) -> Media:
+    kind, port, proto, formats = head
+    connection: str | None = None
+    attributes: list[tuple[str, str | None]] = []
+    tags: set[int] = set()
+    for t, v in lines:
+        if t == "c":
+            if connection is not None:
+                # RFC 8866 §5.7 allows several for layered multicast; a unicast call never
+                # needs two, and two would make "the" address ambiguous.
+                raise SdpError("more than one c= line in a media section")
+            connection = _parse_connection(v)
+        elif t == "a":
+            name, value = _parse_attribute(v)
+            if name == "crypto":
+                crypto = parse_crypto(value or "")
+                if crypto.tag in tags:
+                    raise SdpError("duplicate a=crypto tag")  # RFC 4568 §9.1: unique per m=
+                tags.add(crypto.tag)
+            attributes.append((name, value))
+        elif t in "vosueptrz":
+            raise SdpError(f"{t}= line in a media section")
+    return Media(
+        kind=kind,
+        port=port,
+        proto=proto,
+        formats=formats,
+        connection=connection,
+        attributes=tuple(attributes),
+        lines=tuple(lines),
+    )
+
+
+def parse_sdp(body: bytes) -> Sdp:
+    """Parse an SDP body (CRLF or LF line endings); raise :class:`SdpError` otherwise."""
+    lines = _split_lines(body)
+    parsed: list[tuple[str, str]] = []
+    for line in lines:
+        if len(line) < 2 or line[1] != "=":
+            raise SdpError("malformed SDP line")
+        t = line[0]
+        if t not in _KNOWN_TYPES:
+            raise SdpError("unknown SDP line type")
+        parsed.append((t, line[2:]))
+    # RFC 8866 §5: v= first, then o= and s=, in that order.
+    if not parsed or parsed[0] != ("v", "0"):
+        raise SdpError("SDP must start with v=0")
+    if len(parsed) < 3 or parsed[1][0] != "o":
+        raise SdpError("missing o= line")
+    if parsed[2][0] != "s":
+        raise SdpError("missing s= line")
+    origin = parsed[1][1]
+    _parse_origin(origin)
+    session_name = parsed[2][1]
+
+    first_m = next((i for i, (t, _) in enumerate(parsed) if t == "m"), len(parsed))
+    session_lines = parsed[:first_m]
+    connection: str | None = None
+    session_attributes: list[tuple[str, str | None]] = []
+    for t, v in session_lines[3:]:
+        if t in "vos":
+            raise SdpError(f"duplicate {t}= line")
+        if t == "c":
+            if connection is not None:
+                raise SdpError("more than one session-level c= line")
+            connection = _parse_connection(v)
+        elif t == "a":
+            session_attributes.append(_parse_attribute(v))
+
+    sections: list[tuple[tuple[str, int, str, tuple[str, ...]], list[tuple[str, str]]]] = []
+    for t, v in parsed[first_m:]:
+        if t == "m":
+            if len(sections) == MAX_MEDIA_SECTIONS:
+                raise SdpError("too many media sections")
+            sections.append((_parse_media_line(v), []))
+        else:
+            sections[-1][1].append((t, v))
+    media = tuple(_build_media(head, body_lines) for head, body_lines in sections)
+    return Sdp(
+        origin=origin,
+        session_name=session_name,
+        connection=connection,
+        session_attributes=tuple(session_attributes),
+        media=media,
+        lines=tuple(session_lines),
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MediaAnswer:
+    """How one m= section must look after rewriting."""
+
+    port: int
+    proto: str
+    #: Replaces every a=crypto line of the section; () removes them all.
+    crypto: tuple[Crypto, ...] = ()
+    #: Whether a=rtcp-mux is present (RFC 5761 §5.1.1).
+    rtcp_mux: bool = False
+
+
+def _hidden(name: str) -> bool:
+    """Attributes never passed to the other leg (addresses, ICE credentials)."""
+    return name in _ADDRESS_ATTRIBUTES or name.startswith("ice-")
+
+
+def _addr_line(address: str) -> str:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        raise ValueError("rewrite address must be an IP literal") from None
+    return f"IN IP{ip.version} {ip}"
+
+
+def rewrite(
+    sdp: Sdp,
+    *,
+    address: str,
+    session_id: int,
+    version: int,
+    media: Sequence[MediaAnswer | None],
+) -> bytes:
+    """Re-serialize ``sdp`` so all media flows through the relay at ``address``.
+
+    - o= becomes ``- <session_id> <version> IN IP4|IP6 <address>``: the endpoint's
+      origin would leak its address and user name (topology hiding).
+    - Every c= (session and media) becomes ``address``; a session-level c= is added
+      when there was none, so every section has an address (RFC 8866 §5.7).
+    - Each m= gets the port and proto of its :class:`MediaAnswer`; None refuses the
+      stream with port 0 (RFC 3264 §6) and strips its keys.
+    - a=crypto lines are replaced by the answer's (at the first one's position, else at
+      the end of the section); a=rtcp-mux is kept, added or removed.
+    - a=rtcp (RFC 3605), ICE attributes (RFC 8839), session-level a=crypto and k=
+      (RFC 8866 §5.12, obsolete, keys in clear) are dropped; everything else is kept.
+
+    Raises ValueError (a programming error, not peer input) when ``media`` does not
+    have one entry per m= section or ``address`` is not an IP literal.
+    """
+    if len(media) != len(sdp.media):
+        raise ValueError("one MediaAnswer (or None) per m= section is required")
+    if session_id < 0 or version < 0:
+        raise ValueError("session_id and version must be non-negative")
+    conn = _addr_line(address)
+    out: list[str] = []
+    has_session_c = any(t == "c" for t, _ in sdp.lines)
+    for t, v in sdp.lines:
+        if not has_session_c and t in "btrzka":
+            # RFC 8866 §5: c= goes after s=/i=/u=/e=/p= and before b=/t=.
+            out.append(f"c={conn}")
+            has_session_c = True
+        if t == "o":
+            out.append(f"o=- {session_id} {version} {conn}")
+        elif t == "c":
+            out.append(f"c={conn}")
+        elif t == "k":
+            continue
+        elif t == "a":
+            name = v.partition(":")[0]
+            if name == "crypto" or _hidden(name):
+                continue
+            out.append(f"a={v}")
+        else:
+            out.append(f"{t}={v}")
+    if not has_session_c:
+        out.append(f"c={conn}")
+    for section, answer in zip(sdp.media, media, strict=True):
+        out.extend(_rewrite_media(section, answer, conn))
+    return ("\r\n".join(out) + "\r\n").encode("utf-8")
+
+
+def _rewrite_media(section: Media, answer: MediaAnswer | None, conn: str) -> list[str]:
+    cryptos: tuple[Crypto, ...]
+    if answer is None:
+        port, proto, cryptos, mux = 0, section.proto, (), False
+    else:
+        port, proto, cryptos, mux = answer.port, answer.proto, answer.crypto, answer.rtcp_mux
+    if not 0 <= port <= 65535:
+        raise ValueError("port out of range")
+    out = [f"m={section.kind} {port} {proto} {' '.join(section.formats)}"]
+    crypto_done = False
+    mux_done = False
+    for t, v in section.lines:
+        if t == "c":
+            out.append(f"c={conn}")
+        elif t == "k":
+            continue
+        elif t == "a":
+            name = v.partition(":")[0]
+            if name == "crypto":
+                if not crypto_done:
+                    out.extend(f"a=crypto:{c}" for c in cryptos)
+                    crypto_done = True
+            elif name in ("rtcp-mux", "rtcp-mux-only"):
+                # RFC 8858 rtcp-mux-only demands what rtcp_mux=False refuses.
+                if mux and not mux_done and name == "rtcp-mux":
+                    out.append("a=rtcp-mux")
+                    mux_done = True
+                elif mux and name == "rtcp-mux-only":
+                    out.append(f"a={v}")
+            elif not _hidden(name):
+                out.append(f"a={v}")
+        else:
+            out.append(f"{t}={v}")
+    if not crypto_done:
+        out.extend(f"a=crypto:{c}" for c in cryptos)
+    if mux and not mux_done:
+        out.append("a=rtcp-mux")
+    return out
