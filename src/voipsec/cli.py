@@ -526,7 +526,13 @@ def _parse_iso(text: str) -> datetime.datetime | None:
 
 
 def _cdrs_json(records: Sequence[CdrRecord]) -> str:
-    return json.dumps([dataclasses.asdict(r) for r in records], indent=2)
+    rows = []
+    for r in records:
+        row: dict[str, object] = dataclasses.asdict(r)
+        # The media report is JSON itself: nest it rather than quote it.
+        row["media"] = json.loads(r.media) if r.media else None
+        rows.append(row)
+    return json.dumps(rows, indent=2)
 
 
 def _cdrs_csv(records: Sequence[CdrRecord]) -> str:

@@ -86,7 +86,8 @@ CREATE TABLE IF NOT EXISTS cdrs (
     disposition TEXT NOT NULL DEFAULT '',
     status INTEGER,
     reason TEXT NOT NULL DEFAULT '',
-    hangup_by TEXT NOT NULL DEFAULT ''
+    hangup_by TEXT NOT NULL DEFAULT '',
+    media TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS cdrs_start ON cdrs ("start");
 -- Only calls in progress (or left open by a crash): keeps close_open_cdrs cheap.
@@ -213,7 +214,12 @@ class CdrRecord:
     status: int | None
     reason: str
     hangup_by: str
+    #: Media quality per leg as JSON (docs/media.md), '' when no media was relayed.
+    media: str = ""
 
+
+#: Longest media report (JSON) stored with a CDR.
+MAX_CDR_MEDIA = 4096
 
 #: CdrRecord's field names: the keys of `voipsec cdr list --format json` and the csv header.
 CDR_FIELDS = tuple(f.name for f in fields(CdrRecord))
@@ -221,7 +227,7 @@ CDR_FIELDS = tuple(f.name for f in fields(CdrRecord))
 _CDR_SELECT = (
     'SELECT id, call_id, caller, callee_dialled, callee, "user", source, transport, '
     'tls_identity, trunk, user_agent, "start", answer, "end", duration, billable, '
-    "disposition, status, reason, hangup_by FROM cdrs "
+    "disposition, status, reason, hangup_by, media FROM cdrs "
 )
 
 
@@ -294,7 +300,7 @@ class Store:
         command opening the same old file at once do not both add the column; an
         up-to-date file takes no write lock.
         """
-        if self._has_user_class():
+        if self._has_user_class() and self._has_cdr_media():
             return
         with self.db:
             self.db.execute("BEGIN IMMEDIATE")
@@ -303,6 +309,11 @@ class Store:
                     'ALTER TABLE users ADD COLUMN "class" TEXT NOT NULL '
                     f"DEFAULT '{DEFAULT_CLASS}'"
                 )
+            if not self._has_cdr_media():
+                self.db.execute("ALTER TABLE cdrs ADD COLUMN media TEXT NOT NULL DEFAULT ''")
+
+    def _has_cdr_media(self) -> bool:
+        return any(row[1] == "media" for row in self.db.execute("PRAGMA table_info(cdrs)"))
 
     def _has_user_class(self) -> bool:
         return any(row[1] == "class" for row in self.db.execute("PRAGMA table_info(users)"))
@@ -533,6 +544,14 @@ class Store:
             _CDR_CLOSE + "WHERE id = ? AND disposition = ''",
             (end, end, end, disposition, status, cdr_text(reason), hangup_by, cdr_id),
         )
+        if cur.rowcount == 0:
+            self._check_cdr_exists(cdr_id)
+
+    def cdr_media(self, cdr_id: int, report: str) -> None:
+        """Attach the media quality report (JSON text, at most MAX_CDR_MEDIA characters)."""
+        if len(report) > MAX_CDR_MEDIA:
+            raise StoreError(f"media report of {len(report)} characters is too long")
+        cur = self.db.execute("UPDATE cdrs SET media = ? WHERE id = ?", (report, cdr_id))
         if cur.rowcount == 0:
             self._check_cdr_exists(cdr_id)
 

@@ -320,6 +320,7 @@ def test_cli_cdr_list_json_keys_are_the_record_fields(tmp_path: Path) -> None:
         "status": 200,
         "reason": "OK",
         "hangup_by": "callee",
+        "media": None,
     }
     assert (rows[2]["disposition"], rows[2]["end"], rows[2]["status"]) == ("", None, None)
     limited = json.loads(
