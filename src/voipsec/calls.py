@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import json
 import logging
 import re
 import sqlite3
@@ -50,7 +51,8 @@ from .core.dialplan import (
     refusal_reason,
 )
 from .core.trunkreg import Step, TrunkRegistration, TrunkRegistrationStatus
-from .events import CallAnswered, CallEnded, CallStarted, EventBus
+from .events import CallAnswered, CallEnded, CallStarted, EventBus, MediaStats
+from .media.relay import LegReport, MediaRelay
 from .pki.tls import client_context
 from .sip.digest import Verdict, parse_authorization
 from .sip.errors import SipParseError
@@ -98,12 +100,23 @@ class CallService:
         self.sip = sip
         self.config = config
         calls = config.calls
+        media = config.media
+        self.media = MediaRelay(
+            address=media.address,
+            ports=media.port_range(),
+            srtp=media.srtp,
+            suites=media.suites,
+            timeout=media.timeout,
+            dscp=media.dscp,
+        )
         self.b2bua = B2bua(
             CallPolicy(
                 ring_timeout=calls.ring_timeout,
                 max_duration=calls.max_duration,
                 probe_interval=calls.probe_interval,
-            )
+                warn_agent=config.sip.domain,
+            ),
+            media=self.media,
         )
         try:
             self.dialplan = Dialplan.from_config(config, data_dir or Path("/nonexistent"))
@@ -528,6 +541,7 @@ class CallService:
         return {name: r.status(now) for name, r in self._registrations.items()}
 
     def stop(self) -> None:
+        self.media.close()
         for handle in [*self._registration_timers.values(), *self._timers.values()]:
             handle.cancel()
         self._registration_timers.clear()
@@ -712,6 +726,7 @@ class CallService:
         info = self._info.pop(action.call, None)
         if info is None:
             return
+        self._media_report(info, action.call, action.time)
         self._cdr_end(
             info.cdr_id,
             info.a_call_id,
@@ -737,6 +752,43 @@ class CallService:
                 billable=(record.billable or 0.0) if record else 0.0,
             )
         )
+
+    def _media_report(self, info: _CallInfo, call: str, now: float) -> None:
+        """The relay's statistics of both legs: into the CDR and onto the events stream."""
+        legs = self.media.report(call)
+        if not legs:
+            return
+        report = [_leg_json(leg) for leg in legs]
+        try:
+            self.sip.store.cdr_media(info.cdr_id, json.dumps(report, separators=(",", ":")))
+        except (sqlite3.Error, StoreError):
+            log.exception("could not store the media report of call %s", info.a_call_id[:64])
+        for leg in legs:
+            r = leg.received
+            self.events.publish(
+                MediaStats(
+                    call_id=info.a_call_id,
+                    cdr_id=info.cdr_id,
+                    time=now,
+                    leg=leg.leg,
+                    suite=leg.suite,
+                    packets=r.packets,
+                    lost=r.lost,
+                    jitter_ms=r.jitter_ms,
+                    auth_failures=r.auth_failures,
+                    replays=r.replays,
+                    wrong_source=r.wrong_source,
+                    malformed=r.malformed,
+                    mos=r.mos,
+                )
+            )
+
+    def check_media(self) -> None:
+        """End answered calls whose media stopped (housekeeping, once a second)."""
+        now = self.sip.clock()
+        for call in self.media.sweep():
+            log.info("call %s: no media for %.0f s, ending it", call[:8], self.media.timeout)
+            self.run(self.b2bua.hang_up(call, now, "media timeout"))
 
     def hang_up_all(self, reason: str) -> None:
         """Shutdown: BYE both legs of every answered call, close every CDR."""
@@ -781,6 +833,25 @@ def _caller_number(request: Request) -> str:
     if user is None or not _CALLER_ID.fullmatch(user):
         return "anonymous"
     return user
+
+
+def _leg_json(leg: LegReport) -> dict[str, object]:
+    r = leg.received
+    return {
+        "leg": leg.leg,
+        "suite": leg.suite,
+        "packets": r.packets,
+        "bytes": r.bytes,
+        "lost": r.lost,
+        "out_of_order": r.out_of_order,
+        "jitter_ms": round(r.jitter_ms, 2),
+        "auth_failures": r.auth_failures,
+        "replays": r.replays,
+        "wrong_source": r.wrong_source,
+        "malformed": r.malformed,
+        "rtcp_packets": leg.rtcp_packets,
+        "mos": round(r.mos, 2),
+    }
 
 
 def _callee(destination: Destination) -> str:

@@ -142,15 +142,15 @@ class RegistrarSection(_Section):
     max_contacts_per_aor: Annotated[int, Field(ge=1, le=100)] = 10
 
 
-SRTP_SUITES = (
+SrtpSuite = Literal[
+    "AEAD_AES_256_GCM", "AEAD_AES_128_GCM", "AES_CM_128_HMAC_SHA1_80", "AES_CM_128_HMAC_SHA1_32"
+]
+SRTP_SUITES: tuple[SrtpSuite, ...] = (
     "AEAD_AES_256_GCM",
     "AEAD_AES_128_GCM",
     "AES_CM_128_HMAC_SHA1_80",
     "AES_CM_128_HMAC_SHA1_32",
 )
-SrtpSuite = Literal[
-    "AEAD_AES_256_GCM", "AEAD_AES_128_GCM", "AES_CM_128_HMAC_SHA1_80", "AES_CM_128_HMAC_SHA1_32"
-]
 
 
 class MediaSection(_Section):

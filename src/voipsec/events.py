@@ -75,7 +75,28 @@ class CallEnded:
     billable: float
 
 
-Event = CallStarted | CallAnswered | CallEnded
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MediaStats:
+    """What the relay received from one leg of a call, sent when the call ends."""
+
+    call_id: str
+    cdr_id: int
+    time: float
+    #: "a" (the caller's leg) or "b" (the callee's).
+    leg: str
+    #: SRTP suite of the leg, or "RTP".
+    suite: str
+    packets: int
+    lost: int
+    jitter_ms: float
+    auth_failures: int
+    replays: int
+    wrong_source: int
+    malformed: int
+    mos: float
+
+
+Event = CallStarted | CallAnswered | CallEnded | MediaStats
 Subscriber = Callable[[Event], None]
 
 

@@ -858,6 +858,7 @@ class Server:
             if now - last_sweep >= SWEEP_INTERVAL:
                 last_sweep = now
                 self.service.sweep()
+                self.service.calls.check_media()
                 self.connections.sweep(now)
                 self.check_revocations()
                 self.check_rules()

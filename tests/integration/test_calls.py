@@ -18,6 +18,8 @@ import pytest
 from tests.peers.proc import wait_for
 from tests.peers.sipclient import TlsSipClient
 from tests.peers.voipsec import VoipsecServer, prepare, serving, voipsec
+from voipsec.media.sdes import master_of
+from voipsec.media.sdp import parse_sdp
 from voipsec.sip.digest import client_response, parse_challenge
 from voipsec.sip.framing import FramedMessage
 from voipsec.sip.message import Request, Response, parse_message
@@ -28,7 +30,8 @@ ALICE = ("alice", "alice-password")
 BOB = ("bob", "bob-password")
 SDP = (
     b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
-    b"m=audio 4000 RTP/SAVP 0\r\n"
+    b"m=audio 4000 RTP/SAVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
+    b"a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:PS1uQCVeeCFCanVmcjkpPywjNWhcYD0mXXtxaVBR\r\n"
 )
 SECRET_HEADERS = (
     "User-Agent: alice-phone/9.9 internal-build",
@@ -214,7 +217,18 @@ def test_the_b_leg_carries_nothing_of_the_a_leg(server: VoipsecServer) -> None:
         assert secret not in wire, f"{secret!r} leaked onto the B-leg:\n{wire}"
     assert len(b_invite.vias) == 1
     assert b_invite.top_via.host == server.host and b_invite.top_via.port == server.port
-    assert b_invite.body == SDP
+    # The SDP is the relay's: its address and port, and a key of its own for bob.
+    b_sdp = parse_sdp(b_invite.body)
+    (b_audio,) = b_sdp.media
+    assert b_sdp.address(b_audio) == "127.0.0.1"
+    assert 20000 <= b_audio.port <= 20999 and b_audio.port != 4000
+    assert b_audio.crypto[0].suite == "AES_CM_128_HMAC_SHA1_80"
+    assert b"PS1uQCVeeCFCanVmcjkpPywjNWhcYD0mXXtxaVBR" not in b_invite.body
+    a_sdp = parse_sdp(ok.body)
+    (a_audio,) = a_sdp.media
+    assert 20000 <= a_audio.port <= 20999 and a_audio.port != b_audio.port
+    assert [c.tag for c in a_audio.crypto] == [1]
+    assert master_of(a_audio.crypto[0]) != master_of(b_audio.crypto[0])
     assert str(b_invite.from_.uri) == "sip:alice@localhost"
     # And the caller sees nothing of the callee's leg.
     a_wire = ok.to_bytes().decode()

@@ -1,0 +1,599 @@
+"""The SRTP media relay: every call's media passes through voipsec, re-keyed per leg.
+
+Each call leg gets a UDP port pair from ``[media] ports`` (RTP on the even port, RTCP
+on the odd one; RTCP may also arrive on the RTP port with rtcp-mux, RFC 5761 §4).
+voipsec rewrites each SDP so that both endpoints send to it, and gives each leg and
+each direction its own fresh SDES master key (RFC 4568). A packet from the caller is
+authenticated and decrypted with the caller's key, encrypted with voipsec's key for
+the callee, and sent from the callee leg's own port. Nothing of one leg's keys or
+addresses reaches the other.
+
+Hardening (lessons of rtpengine CVE-2025-53399 and FreeSWITCH CVE-2021-41105):
+
+- A leg latches the far end's address only after a packet from it authenticates.
+  From then on, packets from any other source are dropped (strict source).
+- Unauthenticated, replayed and malformed packets are dropped and counted, never
+  relayed, and never end a call. Their log lines are rate-limited.
+- An answered call with no valid packet for ``[media] timeout`` seconds is reported
+  by :meth:`MediaRelay.sweep`; the call layer then ends it.
+
+Crypto is libsrtp's, through pylibsrtp; nothing here touches AES or HMAC.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import secrets
+import socket
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import pylibsrtp
+
+from .errors import MediaRefused
+from .quality import StreamReport, StreamStats
+from .sdes import (
+    SUITES,
+    Suite,
+    choose,
+    crypto_line,
+    inbound_policy,
+    master_of,
+    new_master,
+    outbound_policy,
+)
+from .sdp import Crypto, Media, MediaAnswer, Sdp, SdpError, parse_sdp, rewrite
+
+log = logging.getLogger("voipsec.media")
+
+#: Largest datagram read; RTP over UDP stays well under the Ethernet MTU.
+MAX_PACKET = 2048
+#: Datagrams read per readiness callback before yielding to the event loop.
+READ_BATCH = 64
+#: Smallest valid RTP packet: the fixed header (RFC 3550 §5.1).
+RTP_HEADER = 12
+#: Final reports of released calls kept for the call layer to collect.
+MAX_FINAL_REPORTS = 10_000
+#: Least seconds between two log lines about dropped packets of one leg.
+DROP_LOG_INTERVAL = 10.0
+
+
+@dataclass(slots=True)
+class PortPool:
+    """Free RTP/RTCP port pairs (even RTP port) of a range, handed out at random."""
+
+    low: int
+    high: int
+    _free: list[int] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        start = self.low + (self.low % 2)
+        self._free = list(range(start, self.high, 2))
+        secrets.SystemRandom().shuffle(self._free)
+
+    def take(self) -> int | None:
+        return self._free.pop() if self._free else None
+
+    def give_back(self, port: int) -> None:
+        self._free.append(port)
+
+    @property
+    def free(self) -> int:
+        return len(self._free)
+
+
+class _Drops:
+    """Rate-limited logging of dropped packets for one leg."""
+
+    __slots__ = ("_last", "_pending")
+
+    def __init__(self) -> None:
+        self._last = 0.0
+        self._pending = 0
+
+    def note(self, what: str, leg: str, now: float) -> None:
+        self._pending += 1
+        if now - self._last >= DROP_LOG_INTERVAL:
+            log.info("media %s: dropped %d packet(s), last: %s", leg, self._pending, what)
+            self._last = now
+            self._pending = 0
+
+
+@dataclass(eq=False)
+class Leg:
+    """One call leg's end of the relay: a port pair, keys, the latched peer."""
+
+    name: str
+    call: str
+    side: str
+    port: int
+    rtp: socket.socket
+    rtcp: socket.socket
+    #: Where the SDP says this leg's peer receives (RTP, RTCP); used until latched.
+    remote_rtp: tuple[str, int] | None = None
+    remote_rtcp: tuple[str, int] | None = None
+    latched_rtp: tuple[str, int] | None = None
+    latched_rtcp: tuple[str, int] | None = None
+    rtcp_mux: bool = False
+    plain: bool = False
+    suite: Suite | None = None
+    #: Decrypts what the peer sends (its key) / encrypts what we send it (our key).
+    rx: pylibsrtp.Session | None = None
+    tx: pylibsrtp.Session | None = None
+    rx_master: bytes = field(default=b"", repr=False)
+    tx_master: bytes = field(default=b"", repr=False)
+    #: The crypto tag of the peer's offer (our answer must carry it) or of our offer.
+    tag: int = 1
+    proto: str = "RTP/SAVP"
+    #: Our offered keys by tag, while our offer to this leg awaits its answer.
+    offered: dict[int, tuple[Suite, bytes]] = field(default_factory=dict, repr=False)
+    stats: StreamStats = field(default_factory=StreamStats)
+    rtcp_packets: int = 0
+    drops: _Drops = field(default_factory=_Drops)
+
+
+@dataclass(eq=False)
+class CallMedia:
+    """Both legs of one call, and when a valid packet last passed."""
+
+    call: str
+    legs: dict[str, Leg]
+    session_id: int
+    version: int = 0
+    answered_at: float | None = None
+    last_valid: float = 0.0
+    #: The SDP last offered, by side, to build the rewritten answer on.
+    offers: dict[str, Sdp] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MediaStatistics:
+    active_calls: int
+    free_port_pairs: int
+    relayed_packets: int
+    refused_offers: int
+    timeouts: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LegReport:
+    """What one direction of a call's media did, for CDRs and events."""
+
+    leg: str
+    suite: str
+    rtcp_packets: int
+    received: StreamReport
+
+
+def other(side: str) -> str:
+    return "b" if side == "a" else "a"
+
+
+class MediaRelay:
+    """The relay of every call: SDP rewriting on the signalling path, packets on the loop."""
+
+    def __init__(
+        self,
+        *,
+        address: str,
+        ports: tuple[int, int],
+        srtp: str,
+        suites: Sequence[str],
+        timeout: float,
+        dscp: int = 46,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.address = address
+        self.pool = PortPool(*ports)
+        self.srtp = srtp
+        self.preference = tuple(suites)
+        self.timeout = timeout
+        self.dscp = dscp
+        self.clock = clock
+        self._calls: dict[str, CallMedia] = {}
+        self._relayed = 0
+        self._refused = 0
+        self._timeouts = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        #: Reports of released calls, until the call layer collects them.
+        self._final: dict[str, list[LegReport]] = {}
+
+    # -- signalling: offers and answers -------------------------------------------
+
+    def offer(self, call: str, side: str, body: bytes) -> bytes:
+        """An SDP offer from ``side`` ("a" or "b"): returns the offer for the other side.
+
+        Raises :class:`MediaRefused` (488) when the offer cannot be carried under the
+        SRTP policy, or when no port pair is free (503).
+        """
+        sdp = self._parse(body)
+        audio = _first_audio(sdp)
+        media = self._call(call)
+        here = media.legs[side]
+        there = media.legs[other(side)]
+        self._take_offer(here, sdp, audio)
+        media.offers[side] = sdp
+        answer = self._offer_to(there, audio, first=here.suite)
+        media.version += 1
+        return rewrite(
+            sdp,
+            address=self.address,
+            session_id=media.session_id,
+            version=media.version,
+            media=[answer if m is audio else None for m in sdp.media],
+        )
+
+    def answer(self, call: str, side: str, body: bytes) -> bytes:
+        """The SDP answer from ``side`` to our offer: returns the answer for the offerer."""
+        media = self._calls.get(call)
+        if media is None:
+            raise MediaRefused(488, "no offer for this answer")
+        sdp = self._parse(body)
+        audio = _first_audio(sdp)
+        here = media.legs[side]
+        there = media.legs[other(side)]
+        self._take_answer(here, sdp, audio)
+        reply = MediaAnswer(
+            port=there.port,
+            proto=there.proto,
+            crypto=()
+            if there.plain or there.suite is None
+            else (crypto_line(there.tag, there.suite, there.tx_master),),
+            rtcp_mux=there.rtcp_mux,
+        )
+        media.version += 1
+        return rewrite(
+            sdp,
+            address=self.address,
+            session_id=media.session_id,
+            version=media.version,
+            media=[reply if m is audio else None for m in sdp.media],
+        )
+
+    def answered(self, call: str) -> None:
+        """The call was answered: the media timeout starts counting."""
+        media = self._calls.get(call)
+        if media is not None:
+            now = self.clock()
+            media.answered_at = now
+            media.last_valid = max(media.last_valid, now)
+
+    def release(self, call: str) -> None:
+        """The call is over: close its sockets, return its ports to the pool."""
+        media = self._calls.pop(call, None)
+        if media is None:
+            return
+        if len(self._final) >= MAX_FINAL_REPORTS:
+            self._final.pop(next(iter(self._final)))
+        self._final[call] = self._reports(media)
+        for leg in media.legs.values():
+            self._close(leg)
+
+    def _parse(self, body: bytes) -> Sdp:
+        try:
+            return parse_sdp(body)
+        except SdpError as err:
+            self._refused += 1
+            raise MediaRefused(488, f"unusable SDP: {err.reason}") from None
+
+    def _call(self, call: str) -> CallMedia:
+        media = self._calls.get(call)
+        if media is not None:
+            return media
+        legs: dict[str, Leg] = {}
+        try:
+            for side in ("a", "b"):
+                legs[side] = self._open_leg(call, side)
+        except MediaRefused:
+            for leg in legs.values():
+                self._close(leg)
+            raise
+        media = CallMedia(call=call, legs=legs, session_id=secrets.randbelow(2**62))
+        self._calls[call] = media
+        return media
+
+    def _take_offer(self, leg: Leg, sdp: Sdp, audio: Media) -> None:
+        """The peer's offer: where it receives, and the key it sends with."""
+        _set_remote(leg, sdp, audio)
+        leg.proto = audio.proto
+        leg.rtcp_mux = audio.rtcp_mux  # our answer accepts the offered rtcp-mux
+        if not audio.secure:
+            if self.srtp == "required":
+                self._refused += 1
+                raise MediaRefused(488, "SRTP required: offer RTP/SAVP with a=crypto")
+            leg.plain = True
+            return
+        if self.srtp == "off":
+            self._refused += 1
+            raise MediaRefused(488, "SRTP is switched off here: offer RTP/AVP")
+        chosen = choose(audio.crypto, self.preference)
+        if chosen is None:
+            self._refused += 1
+            raise MediaRefused(488, "no acceptable SRTP crypto suite offered")
+        suite = SUITES[chosen.suite]
+        master = master_of(chosen)
+        leg.plain = False
+        leg.tag = chosen.tag
+        if leg.suite is not suite or leg.rx_master != master:
+            leg.rx = pylibsrtp.Session(policy=inbound_policy(suite, master))
+            leg.rx_master = master
+        if leg.suite is not suite or leg.tx is None:
+            leg.suite = suite
+            leg.tx_master = new_master(suite)
+            leg.tx = pylibsrtp.Session(policy=outbound_policy(suite, leg.tx_master))
+
+    def _offer_to(self, leg: Leg, audio: Media, first: Suite | None) -> MediaAnswer:
+        """Our offer to the other leg: SRTP with fresh keys per suite, unless "off".
+
+        The suite the offerer's leg uses comes first (tag 1), so that both legs use
+        the same strength when the far end can; the others follow in preference order.
+        """
+        leg.rtcp_mux = audio.rtcp_mux
+        if self.srtp == "off":
+            leg.plain = True
+            leg.proto = "RTP/AVP"
+            return MediaAnswer(port=leg.port, proto="RTP/AVP", crypto=(), rtcp_mux=audio.rtcp_mux)
+        leg.proto = "RTP/SAVP"
+        if leg.suite is not None and leg.tx is not None:
+            # A re-offer keeps the suite and key the leg already uses.
+            leg.offered = {leg.tag: (leg.suite, leg.tx_master)}
+        else:
+            names = list(self.preference)
+            if first is not None and first.name in names:
+                names.remove(first.name)
+                names.insert(0, first.name)
+            leg.offered = {
+                tag: (SUITES[name], new_master(SUITES[name]))
+                for tag, name in enumerate(names, start=1)
+            }
+        crypto = tuple(
+            crypto_line(tag, suite, master) for tag, (suite, master) in leg.offered.items()
+        )
+        return MediaAnswer(port=leg.port, proto="RTP/SAVP", crypto=crypto, rtcp_mux=audio.rtcp_mux)
+
+    def _take_answer(self, leg: Leg, sdp: Sdp, audio: Media) -> None:
+        if audio.port == 0:
+            self._refused += 1
+            raise MediaRefused(488, "the callee refused the audio stream")
+        _set_remote(leg, sdp, audio)
+        leg.rtcp_mux = leg.rtcp_mux and audio.rtcp_mux
+        if leg.plain:
+            return
+        if not audio.secure:
+            self._refused += 1
+            raise MediaRefused(488, "the callee answered without SRTP")
+        picked = next((c for c in audio.crypto if c.tag in leg.offered), None)
+        if picked is None:
+            self._refused += 1
+            raise MediaRefused(488, "the callee's crypto answer matches none offered")
+        suite, ours = leg.offered[picked.tag]
+        if picked.suite != suite.name:
+            self._refused += 1
+            raise MediaRefused(488, "the callee's crypto answer changed the suite")
+        theirs = master_of(picked)
+        leg.tag = picked.tag
+        if leg.suite is not suite or leg.tx_master != ours:
+            leg.suite = suite
+            leg.tx_master = ours
+            leg.tx = pylibsrtp.Session(policy=outbound_policy(suite, ours))
+        if leg.rx_master != theirs:
+            leg.rx_master = theirs
+            leg.rx = pylibsrtp.Session(policy=inbound_policy(suite, theirs))
+
+    # -- sockets ------------------------------------------------------------------
+
+    def _open_leg(self, call: str, side: str) -> Leg:
+        for _ in range(16):
+            port = self.pool.take()
+            if port is None:
+                raise MediaRefused(503, "no media ports free")
+            try:
+                rtp = self._socket(port)
+            except OSError:
+                continue  # taken by someone else: it stays out of the pool
+            try:
+                rtcp = self._socket(port + 1)
+            except OSError:
+                rtp.close()
+                continue
+            leg = Leg(
+                name=f"{call[:8]}/{side}", call=call, side=side, port=port, rtp=rtp, rtcp=rtcp
+            )
+            loop = self._event_loop()
+            loop.add_reader(rtp.fileno(), self._readable, leg, rtp, False)
+            loop.add_reader(rtcp.fileno(), self._readable, leg, rtcp, True)
+            return leg
+        raise MediaRefused(503, "no media ports free")
+
+    def _socket(self, port: int) -> socket.socket:
+        family = socket.AF_INET6 if ":" in self.address else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            sock.setblocking(False)
+            if self.dscp:
+                if family == socket.AF_INET:
+                    sock.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, self.dscp << 2)
+                else:
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_TCLASS, self.dscp << 2)
+            sock.bind((self.address, port))
+        except OSError:
+            sock.close()
+            raise
+        return sock
+
+    def _event_loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        return self._loop
+
+    def _close(self, leg: Leg) -> None:
+        loop = self._loop
+        for sock in (leg.rtp, leg.rtcp):
+            if sock.fileno() >= 0:
+                if loop is not None:
+                    loop.remove_reader(sock.fileno())
+                sock.close()
+        self.pool.give_back(leg.port)
+
+    # -- packets ------------------------------------------------------------------
+
+    def _readable(self, leg: Leg, sock: socket.socket, rtcp_port: bool) -> None:
+        for _ in range(READ_BATCH):
+            try:
+                data, source = sock.recvfrom(MAX_PACKET)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as err:
+                if err.errno not in (errno.ECONNREFUSED, errno.EHOSTUNREACH):
+                    log.debug("media %s: recv failed: %s", leg.name, err)
+                return
+            try:
+                self.packet(leg, data, (str(source[0]), int(source[1])), rtcp_port)
+            except Exception:  # one bad packet never ends the relay of a call
+                log.exception("media %s: packet handling failed", leg.name)
+
+    def packet(self, leg: Leg, data: bytes, source: tuple[str, int], rtcp_port: bool) -> None:
+        """One datagram that arrived on ``leg``: check, decrypt, re-encrypt, forward."""
+        now = self.clock()
+        if len(data) < RTP_HEADER or data[0] >> 6 != 2:
+            leg.stats.malformed()
+            leg.drops.note("malformed", leg.name, now)
+            return
+        rtcp = rtcp_port or (leg.rtcp_mux and 192 <= data[1] <= 223)
+        latched = leg.latched_rtcp if rtcp else leg.latched_rtp
+        if latched is not None and latched != source:
+            leg.stats.wrong_source()
+            leg.drops.note(f"from {source[0]}:{source[1]}, not the latched peer", leg.name, now)
+            return
+        clear = self._decrypt(leg, data, rtcp, now)
+        if clear is None:
+            return
+        if latched is None:
+            if rtcp:
+                leg.latched_rtcp = source
+            else:
+                leg.latched_rtp = source
+        media = self._calls.get(leg.call)
+        if media is None:
+            return
+        media.last_valid = now
+        if rtcp:
+            leg.rtcp_packets += 1
+        else:
+            seq = int.from_bytes(clear[2:4], "big")
+            timestamp = int.from_bytes(clear[4:8], "big")
+            leg.stats.packet(seq=seq, timestamp=timestamp, size=len(clear), arrival=now)
+        self._forward(media.legs[other(leg.side)], clear, rtcp)
+
+    def _decrypt(self, leg: Leg, data: bytes, rtcp: bool, now: float) -> bytes | None:
+        if leg.plain:
+            return data
+        if leg.rx is None:
+            leg.stats.auth_failure()
+            leg.drops.note("no key yet", leg.name, now)
+            return None
+        try:
+            return leg.rx.unprotect_rtcp(data) if rtcp else leg.rx.unprotect(data)
+        except pylibsrtp.Error as err:
+            if "replay" in str(err):
+                leg.stats.replay()
+                leg.drops.note("replayed", leg.name, now)
+            else:
+                leg.stats.auth_failure()
+                leg.drops.note("failed authentication", leg.name, now)
+            return None
+
+    def _forward(self, out: Leg, clear: bytes, rtcp: bool) -> None:
+        if rtcp:
+            target = out.latched_rtcp or out.remote_rtcp
+            if out.rtcp_mux:
+                target = out.latched_rtp or out.remote_rtp
+        else:
+            target = out.latched_rtp or out.remote_rtp
+        if target is None:
+            return  # the other side's address is not known yet (no answer)
+        if out.plain:
+            packet = clear
+        elif out.tx is None:
+            return
+        else:
+            try:
+                packet = out.tx.protect_rtcp(clear) if rtcp else out.tx.protect(clear)
+            except pylibsrtp.Error:
+                return  # libsrtp refuses to send a sequence number twice
+        sock = out.rtp if (not rtcp or out.rtcp_mux) else out.rtcp
+        try:
+            sock.sendto(packet, target)
+        except OSError:
+            return
+        self._relayed += 1
+
+    # -- timeouts and reports -------------------------------------------------------
+
+    def sweep(self) -> list[str]:
+        """Answered calls whose media stopped for longer than the timeout."""
+        now = self.clock()
+        stopped = [
+            media.call
+            for media in self._calls.values()
+            if media.answered_at is not None and now - media.last_valid > self.timeout
+        ]
+        self._timeouts += len(stopped)
+        return stopped
+
+    def report(self, call: str) -> list[LegReport]:
+        """The call's per-leg statistics; after ``release``, the final ones (once)."""
+        media = self._calls.get(call)
+        if media is None:
+            return self._final.pop(call, [])
+        return self._reports(media)
+
+    def _reports(self, media: CallMedia) -> list[LegReport]:
+        return [
+            LegReport(
+                leg=side,
+                suite="RTP" if leg.plain or leg.suite is None else leg.suite.name,
+                rtcp_packets=leg.rtcp_packets,
+                received=leg.stats.snapshot(),
+            )
+            for side, leg in media.legs.items()
+        ]
+
+    def ports_of(self, call: str) -> dict[str, int]:
+        media = self._calls.get(call)
+        return {} if media is None else {side: leg.port for side, leg in media.legs.items()}
+
+    def statistics(self) -> MediaStatistics:
+        return MediaStatistics(
+            active_calls=len(self._calls),
+            free_port_pairs=self.pool.free,
+            relayed_packets=self._relayed,
+            refused_offers=self._refused,
+            timeouts=self._timeouts,
+        )
+
+    def close(self) -> None:
+        for call in list(self._calls):
+            self.release(call)
+
+
+def _first_audio(sdp: Sdp) -> Media:
+    for media in sdp.media:
+        if media.kind == "audio" and media.port != 0:
+            return media
+    raise MediaRefused(488, "no audio stream in the SDP")
+
+
+def _set_remote(leg: Leg, sdp: Sdp, audio: Media) -> None:
+    address = sdp.address(audio)
+    if address is None or audio.port == 0:
+        raise MediaRefused(488, "no connection address for the audio stream")
+    leg.remote_rtp = (address, audio.port)
+    rtcp_port = audio.port if audio.rtcp_mux else audio.port + 1
+    leg.remote_rtcp = (address, rtcp_port)
+
+
+__all__ = ["Crypto", "MediaRefused", "MediaRelay", "PortPool"]
