@@ -54,6 +54,7 @@ from .core.trunkreg import Step, TrunkRegistration, TrunkRegistrationStatus
 from .events import CallAnswered, CallEnded, CallStarted, EventBus, MediaStats
 from .media.relay import LegReport, MediaRelay
 from .pki.tls import client_context
+from .qos import set_dscp
 from .sip.digest import Verdict, parse_authorization
 from .sip.errors import SipParseError
 from .sip.layer import TxKey, client_key, server_key
@@ -612,7 +613,7 @@ class CallService:
             ctx = client_context(ca=self._trunk_ca(trunk), min_version=self.config.tls.min_version)
             loop = asyncio.get_running_loop()
             connections = self.sip.connections
-            _, proto = await asyncio.wait_for(
+            transport, proto = await asyncio.wait_for(
                 loop.create_connection(
                     lambda: StreamProtocol(self.sip, connections, "tls"),
                     host=target.host,
@@ -623,6 +624,7 @@ class CallService:
                 TRUNK_CONNECT_TIMEOUT,
             )
             flow = proto
+            set_dscp(transport.get_extra_info("socket"), self.config.sip.dscp)
             log.info("connected to trunk %s at %s:%d", target.trunk, target.host, target.port)
         except (OSError, TimeoutError, ValueError) as err:
             log.warning(

@@ -49,6 +49,7 @@ from .nat.keepalive import answer_binding, looks_like_stun
 from .nat.service import TurnService
 from .pki.ca import CaPaths, ServerPaths, read_crl_serials, warn_if_expiring
 from .pki.tls import server_context
+from .qos import set_dscp
 from .sip.digest import DigestAuthenticator, Verdict, parse_authorization
 from .sip.errors import FramingError, SipParseError
 from .sip.layer import KeyedAction, TransactionLayer, TxKey
@@ -779,6 +780,7 @@ class Server:
                     lambda: DatagramProtocol(self.service), local_addr=(listen.host, listen.port)
                 )
                 self._udp.append(tx)
+                set_dscp(tx.get_extra_info("socket"), self.config.sip.dscp)
                 if self.service.calls.udp_sender is None:
                     self.service.calls.udp_sender = _udp_sender(tx, (listen.host, listen.port))
             else:
@@ -834,6 +836,9 @@ class Server:
             reuse_address=True,
         )
         self._servers.append(server)
+        for sock in server.sockets:
+            # Accepted connections inherit the listening socket's TOS byte on Linux.
+            set_dscp(sock, self.config.sip.dscp)
 
     async def run_started(self) -> None:
         """Serve (after :meth:`start`) until SIGINT/SIGTERM; then flush and close."""

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 
 import pylibsrtp
 
+from ..qos import set_dscp
 from .errors import MediaRefused
 from .quality import StreamReport, StreamStats
 from .sdes import (
@@ -413,11 +414,7 @@ class MediaRelay:
         sock = socket.socket(family, socket.SOCK_DGRAM)
         try:
             sock.setblocking(False)
-            if self.dscp:
-                if family == socket.AF_INET:
-                    sock.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, self.dscp << 2)
-                else:
-                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_TCLASS, self.dscp << 2)
+            set_dscp(sock, self.dscp)
             sock.bind((self.address, port))
         except OSError:
             sock.close()
