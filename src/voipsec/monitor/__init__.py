@@ -1,0 +1,1 @@
+"""Monitoring: SIP message log, HEP export, alert delivery and Prometheus metrics."""
