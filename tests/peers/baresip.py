@@ -41,6 +41,9 @@ MODULE_PATH = Path("/usr/lib/baresip/modules")
 #: Loaded in this order; enough to register, call and carry SRTP audio headless.
 MODULES = ("ausine.so", "aubridge.so", "g711.so", "srtp.so")
 APP_MODULES = ("menu.so", "ctrl_tcp.so")
+#: An audio filter that writes what is sent (``dump-PEER-enc.wav``) and what is
+#: received and decoded (``dump-PEER-dec.wav``) into ``snd_path`` (``record_dir``).
+RECORD_MODULE = "sndfile.so"
 
 Event = dict[str, Any]
 #: Seconds baresip may spend unregistering on SIGTERM before it is told again.
@@ -194,6 +197,8 @@ class Baresip:
         ctrl_port: int,
         cert_file: Path | None = None,
         sip_trace: bool = True,
+        audio_source: str = "ausine,440",
+        record_dir: Path | None = None,
     ) -> None:
         self.workdir = workdir
         self.account_line = account_line
@@ -202,6 +207,8 @@ class Baresip:
         self.ctrl_port = ctrl_port
         self.cert_file = cert_file
         self.sip_trace_enabled = sip_trace
+        self.audio_source = audio_source
+        self.record_dir = record_dir
         self.log = workdir / "baresip.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self._sock: socket.socket | None = None
@@ -225,7 +232,7 @@ class Baresip:
             "poll_method\t\tepoll",
             f"sip_listen\t\t127.0.0.1:{self.sip_port}",
             "net_interface\t\t127.0.0.1",
-            "audio_source\t\tausine,440",
+            f"audio_source\t\t{self.audio_source}",
             "ausrc_srate\t\t48000",
             "ausrc_channels\t\t2",
             "audio_player\t\taubridge,baresip",
@@ -238,13 +245,21 @@ class Baresip:
             lines.append(f"sip_cafile\t\t{self.ca_file}")
         if self.cert_file is not None:
             lines.append(f"sip_certificate\t\t{self.cert_file}")
-        lines += [f"module\t\t\t{m}" for m in MODULES]
+        modules: tuple[str, ...] = MODULES
+        if self.record_dir is not None:
+            lines.append(f"snd_path\t\t{self.record_dir}")
+            modules = (*MODULES, RECORD_MODULE)
+        lines += [f"module\t\t\t{m}" for m in modules]
         lines += [f"module_app\t\t{m}" for m in APP_MODULES]
         return "\n".join(lines) + "\n"
 
     def write_config(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        for module in (*MODULES, *APP_MODULES):
+        extra: tuple[str, ...] = ()
+        if self.record_dir is not None:
+            self.record_dir.mkdir(parents=True, exist_ok=True)
+            extra = (RECORD_MODULE,)
+        for module in (*MODULES, *extra, *APP_MODULES):
             if not (MODULE_PATH / module).exists():
                 raise AssertionError(f"baresip module {module} missing in {MODULE_PATH}")
         (self.workdir / "config").write_text(self.config_text())
@@ -434,6 +449,13 @@ class Baresip:
             TraceEntry(m["transport"], m["src"], m["dst"], m["message"].replace("\r\n", "\n"))
             for m in _TRACE.finditer(self.log_text())
         ]
+
+    def recordings(self, kind: str = "dec") -> list[Path]:
+        """The sndfile module's wav files of ``kind``: "dec" (received audio, decoded)
+        or "enc" (audio sent); empty without ``record_dir``."""
+        if self.record_dir is None or not self.record_dir.exists():
+            return []
+        return sorted(self.record_dir.glob(f"dump-*-{kind}.wav"))
 
     def requests(self, method: str) -> list[TraceEntry]:
         return [e for e in self.sip_trace() if e.start_line.startswith(f"{method} ")]
