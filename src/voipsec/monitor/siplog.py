@@ -1,0 +1,363 @@
+"""The SIP message log: every message voipsec sends or receives, as JSON lines.
+
+How this works: :func:`redact` is the sans-IO core. It takes one SIP message as bytes
+and returns it with its secrets replaced by ``<redacted>``:
+
+* in ``Authorization`` and ``Proxy-Authorization`` headers, the values of ``response``,
+  ``cnonce`` and ``nonce`` (RFC 3261 §22.4, RFC 7616 §3.4); username, realm, uri, qop,
+  nc and algorithm stay, since they say who tried what. The header is read with a
+  small auth-param scanner (``scheme param=value, ...``, quoted strings with escapes,
+  folded lines), not a regular expression, so a quote inside another value cannot hide
+  a response from it. A header the scanner cannot read loses its whole value: the
+  log fails closed.
+* in any body, the key of every SDES key parameter (``a=crypto:... inline:KEY|...``,
+  RFC 4568 §6.1: the lifetime and MKI after the key stay), ``k=`` lines (RFC 4566
+  §5.12) and the data of ``a=key-mgmt`` (RFC 4567). Every body line is checked, so
+  SDP inside a multipart body is covered too.
+
+The redacted message changes length, so its Content-Length no longer matches: the log
+is for reading, not for replay.
+
+:class:`SipLog` is the shell: it writes one JSON object per line to a file of mode
+0600, rotates it by size (``log``, ``log.1`` ... ``log.N``) and never raises into the
+call path. Failure mode: fails open — when the file cannot be written (disk full, a
+bad path), the message is not logged, the error is logged once and counted, and
+signaling goes on.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+__all__ = [
+    "DEFAULT_BACKUPS",
+    "DEFAULT_MAX_BYTES",
+    "FILE_MODE",
+    "MAX_BACKUPS",
+    "MAX_LOGGED_MESSAGE",
+    "REDACTED",
+    "SipLog",
+    "SipLogStatistics",
+    "redact",
+]
+
+log = logging.getLogger("voipsec.siplog")
+
+#: What a secret is replaced with.
+REDACTED = "<redacted>"
+_REDACTED = REDACTED.encode()
+
+#: Size at which the log is rotated, by default: 10 MiB is some 10,000 messages and
+#: opens in any editor.
+DEFAULT_MAX_BYTES = 10 * 1024 * 1024
+#: Rotated files kept by default (``log.1`` ... ``log.5``).
+DEFAULT_BACKUPS = 5
+#: Most rotated files that can be configured; renaming more on every rotation is slow
+#: and a log that long belongs in a log collector.
+MAX_BACKUPS = 100
+#: Bytes of one message that are logged; the rest is cut and the line says
+#: ``"truncated": true``. Equal to voipsec.sip.limits.MAX_MESSAGE_SIZE: nothing larger
+#: is accepted, so only a message voipsec builds itself could reach it.
+MAX_LOGGED_MESSAGE = 65_535
+#: Mode of the log and its rotated files: they hold user names, addresses and calls.
+FILE_MODE = 0o600
+
+# -- redaction (sans-IO) ----------------------------------------------------------------
+
+_AUTH_HEADERS = frozenset({b"authorization", b"proxy-authorization"})
+_SECRET_PARAMS = frozenset({b"response", b"cnonce", b"nonce"})
+_WHITESPACE = b" \t\r\n"
+#: RFC 3261 §25.1 token characters.
+_TOKEN = re.compile(rb"[A-Za-z0-9\-.!%*_+`'~]+")
+#: An unquoted auth-param value: up to whitespace, a comma or a quote.
+_BARE_VALUE = re.compile(rb'[^\s,"]+')
+#: The key-salt of an SDES inline key parameter, up to its lifetime or MKI.
+_INLINE_KEY = re.compile(rb"(inline:)[^|;\s]*", re.IGNORECASE)
+
+
+class _Unreadable(Exception):
+    """The auth header does not follow ``scheme param=value, ...``."""
+
+
+def _skip(data: bytes, pos: int, chars: bytes) -> int:
+    while pos < len(data) and data[pos] in chars:
+        pos += 1
+    return pos
+
+
+def _token(data: bytes, pos: int) -> int:
+    match = _TOKEN.match(data, pos)
+    if match is None:
+        raise _Unreadable
+    return match.end()
+
+
+def _quoted_end(data: bytes, pos: int) -> int:
+    """End (after the closing quote) of the quoted string opening at ``pos``."""
+    pos += 1
+    while pos < len(data):
+        char = data[pos]
+        if char == 0x5C:  # backslash: quoted-pair
+            pos += 2
+        elif char == 0x22:
+            return pos + 1
+        else:
+            pos += 1
+    raise _Unreadable
+
+
+def _redact_credentials(value: bytes) -> bytes:
+    """``value`` (after the header's colon) with the secret auth-params replaced."""
+    pos = _skip(value, 0, _WHITESPACE)
+    scheme_end = _token(value, pos)
+    spans: list[tuple[int, int, bool]] = []
+    pos = scheme_end
+    try:
+        while True:
+            pos = _skip(value, pos, _WHITESPACE + b",")
+            if pos == len(value):
+                break
+            name_start, pos = pos, _token(value, pos)
+            name = value[name_start:pos].lower()
+            pos = _skip(value, pos, _WHITESPACE)
+            if value[pos : pos + 1] != b"=":
+                raise _Unreadable
+            pos = _skip(value, pos + 1, _WHITESPACE)
+            start = pos
+            if value[pos : pos + 1] == b'"':
+                pos = _quoted_end(value, pos)
+                quoted = True
+            else:
+                match = _BARE_VALUE.match(value, pos)
+                if match is None:
+                    raise _Unreadable
+                pos, quoted = match.end(), False
+            if name in _SECRET_PARAMS:
+                spans.append((start, pos, quoted))
+            pos = _skip(value, pos, _WHITESPACE)
+            if pos < len(value) and value[pos] != 0x2C:
+                raise _Unreadable
+    except _Unreadable:
+        # Fail closed: keep only the scheme.
+        return value[:scheme_end] + b" " + _REDACTED
+    out = bytearray()
+    last = 0
+    for start, end, quoted in spans:
+        out += value[last:start]
+        out += b'"' + _REDACTED + b'"' if quoted else _REDACTED
+        last = end
+    out += value[last:]
+    return bytes(out)
+
+
+def _redact_header(field: bytes) -> bytes:
+    name, colon, value = field.partition(b":")
+    if not colon or name.strip().lower() not in _AUTH_HEADERS:
+        return field
+    try:
+        return name + colon + _redact_credentials(value)
+    except _Unreadable:
+        # Not even a scheme: nothing of the value is kept.
+        return name + colon + b" " + _REDACTED
+
+
+def _redact_body_line(line: bytes) -> bytes:
+    lower = line.lower()
+    if lower.startswith(b"k="):
+        return b"k=" + _REDACTED + (b"\r" if line.endswith(b"\r") else b"")
+    if lower.startswith(b"a=crypto:"):
+        # a=crypto:<tag> <suite> <key-params> [<session-params>] (RFC 4568 §9.1)
+        parts = line.split(b" ", 2)
+        if len(parts) < 3:
+            return line
+        if b"inline:" in parts[2].lower():
+            return parts[0] + b" " + parts[1] + b" " + _INLINE_KEY.sub(rb"\1" + _REDACTED, parts[2])
+        cr = b"\r" if line.endswith(b"\r") else b""
+        return parts[0] + b" " + parts[1] + b" " + _REDACTED + cr
+    if lower.startswith(b"a=key-mgmt:"):
+        # a=key-mgmt:<prtcl-id> <keymgmt-data> (RFC 4567 §3.1)
+        protocol, space, _ = line.partition(b" ")
+        cr = b"\r" if line.endswith(b"\r") else b""
+        return protocol + b" " + _REDACTED + cr if space else line
+    return line
+
+
+def redact(message: bytes) -> bytes:
+    """``message`` with digest responses, nonces and SDP keys replaced by ``<redacted>``.
+
+    Accepts any bytes (a log sees malformed messages too) and never raises.
+    """
+    head, sep, body = message.partition(b"\r\n\r\n")
+    if not sep:
+        head, sep, body = message.partition(b"\n\n")
+    lines = head.split(b"\n")
+    # Group physical lines into fields: a line starting with SP/HT continues the
+    # previous one (RFC 3261 §7.3.1 folding).
+    fields: list[list[bytes]] = []
+    for line in lines:
+        if fields and line[:1] in (b" ", b"\t"):
+            fields[-1].append(line)
+        else:
+            fields.append([line])
+    # The start line goes through the same check: on a malformed message it may be
+    # a header, and a request or status line never has an auth header's name.
+    out_head = [_redact_header(b"\n".join(field)) for field in fields]
+    out_body = b"\n".join(_redact_body_line(line) for line in body.split(b"\n"))
+    return b"\n".join(out_head) + sep + out_body
+
+
+# -- the log file -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SipLogStatistics:
+    #: Lines written.
+    written: int
+    #: Bytes written to the current and rotated files since start.
+    bytes_written: int
+    rotations: int
+    #: Messages longer than :data:`MAX_LOGGED_MESSAGE`, logged cut.
+    truncated: int
+    #: Messages not logged because the file could not be written.
+    errors: int
+
+
+def _address(address: tuple[str, int]) -> str:
+    host, port = address
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class SipLog:
+    """Appends redacted SIP messages as JSON lines to ``path``, rotated by size.
+
+    When a line would take the file past ``max_bytes``, the file becomes ``path.1``,
+    ``path.1`` becomes ``path.2`` and so on; ``path.<backups>`` is deleted. With
+    ``backups=0`` the file is simply started again.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        backups: int = DEFAULT_BACKUPS,
+    ) -> None:
+        if max_bytes <= 0:
+            raise ValueError(f"max_bytes must be positive, not {max_bytes}")
+        if not 0 <= backups <= MAX_BACKUPS:
+            raise ValueError(f"backups must be 0-{MAX_BACKUPS}, not {backups}")
+        self.path = os.fspath(path)
+        self.max_bytes = max_bytes
+        self.backups = backups
+        self._fd: int | None = None
+        self._size = 0
+        self._error_logged = False
+        self._written = 0
+        self._bytes_written = 0
+        self._rotations = 0
+        self._truncated = 0
+        self._errors = 0
+
+    def write(
+        self,
+        *,
+        direction: Literal["in", "out"],
+        local: tuple[str, int],
+        remote: tuple[str, int],
+        transport: str,
+        tls_identity: str | None,
+        call_id: str | None,
+        message: bytes,
+        time: float,
+    ) -> None:
+        """Log one message; ``direction`` is "in" (received) or "out" (sent).
+
+        Never raises: a failed write is counted in :meth:`statistics` and logged once.
+        """
+        truncated = len(message) > MAX_LOGGED_MESSAGE
+        if truncated:
+            self._truncated += 1
+        record = {
+            "time": time,
+            "direction": direction,
+            "local": _address(local),
+            "remote": _address(remote),
+            "transport": transport,
+            "tls_identity": tls_identity,
+            "call_id": call_id,
+            "size": len(message),
+            "truncated": truncated,
+            "message": redact(message[:MAX_LOGGED_MESSAGE]).decode("utf-8", "backslashreplace"),
+        }
+        line = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8", "backslashreplace")
+        try:
+            self._append(line)
+        except OSError as exc:
+            self._errors += 1
+            self._close_fd()
+            if not self._error_logged:
+                self._error_logged = True
+                log.warning("SIP log %s: %s; later errors are only counted", self.path, exc)
+            else:
+                log.debug("SIP log %s: %s", self.path, exc)
+
+    def _append(self, line: bytes) -> None:
+        if self._fd is None:
+            self._open()
+        if self._size > 0 and self._size + len(line) > self.max_bytes:
+            self._rotate()
+        assert self._fd is not None
+        written = os.write(self._fd, line)
+        self._size += written
+        self._bytes_written += written
+        self._written += 1
+
+    def _open(self) -> None:
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
+        try:
+            # A file that existed before keeps its mode on open: tighten it.
+            os.fchmod(fd, FILE_MODE)
+            self._size = os.fstat(fd).st_size
+        except OSError:
+            os.close(fd)
+            raise
+        self._fd = fd
+
+    def _rotate(self) -> None:
+        self._close_fd()
+        if self.backups == 0:
+            os.unlink(self.path)
+        else:
+            for n in range(self.backups - 1, 0, -1):
+                older = f"{self.path}.{n}"
+                if os.path.exists(older):
+                    os.replace(older, f"{self.path}.{n + 1}")
+            os.replace(self.path, f"{self.path}.1")
+        self._rotations += 1
+        self._open()
+
+    def _close_fd(self) -> None:
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            try:
+                os.close(fd)
+            except OSError as exc:
+                log.debug("SIP log %s: close: %s", self.path, exc)
+
+    def close(self) -> None:
+        """Close the file; a later :meth:`write` opens it again."""
+        self._close_fd()
+
+    def statistics(self) -> SipLogStatistics:
+        return SipLogStatistics(
+            written=self._written,
+            bytes_written=self._bytes_written,
+            rotations=self._rotations,
+            truncated=self._truncated,
+            errors=self._errors,
+        )
