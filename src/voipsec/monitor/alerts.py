@@ -206,13 +206,14 @@ class _Webhook:
 
 
 def _parse_webhook(url: str) -> _Webhook:
+    # Errors never repeat the URL: it may carry a password or a token in its path.
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"{url!r}: a webhook URL is http(s)://HOST[:PORT]/PATH")
+        raise ValueError("webhook URL: must be http(s)://HOST[:PORT]/PATH")
     try:
         port = parts.port
     except ValueError:
-        raise ValueError(f"{url!r}: bad port") from None
+        raise ValueError("webhook URL: bad port") from None
     tls = parts.scheme == "https"
     host = parts.hostname
     default_port = 443 if tls else 80
@@ -226,7 +227,7 @@ def _parse_webhook(url: str) -> _Webhook:
     if parts.query:
         target += "?" + parts.query
     if any(c in target for c in "\r\n "):
-        raise ValueError(f"{url!r}: the path must not contain spaces or line breaks")
+        raise ValueError("webhook URL: the path must not contain spaces or line breaks")
     return _Webhook(
         tls=tls,
         host=host,
