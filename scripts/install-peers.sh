@@ -13,6 +13,7 @@ have svmap || need+=(sipvicious)
 have turnutils_uclient || need+=(coturn)
 have stun || need+=(stun-client)
 have tshark || need+=(tshark)
+have sngrep || need+=(sngrep)
 if [ ${#need[@]} -eq 0 ]; then
     exit 0
 fi
