@@ -669,8 +669,10 @@ class _Compiled:
         "evaluate",
         "except_lengths",
         "excepts",
+        "gated",
         "id",
         "kinds",
+        "lowest",
         "order",
         "rule",
         "scope",
@@ -691,16 +693,20 @@ class _Compiled:
         self.excepts = frozenset(rule.except_prefixes)
         self.except_lengths = tuple(sorted({len(p) for p in self.excepts}))
         self.timed = rule.days is not None or rule.hours is not None
+        #: Whether anything but the index decides if the rule applies to an attempt.
+        self.gated = self.timed or bool(self.excepts)
         self.clock = _Clock(_zone(rule.timezone))  # replaced by the engine's shared one
         #: The check's evaluator, bound by the engine.
         self.evaluate: _Evaluator | None = None
         self.window = _RATE_WINDOWS.get(rule.check, rule.window)
         self.scope = _scope_text(rule)
-        #: Seconds at which a call is cut: the least duration threshold that blocks.
-        self.stop_at: float | None = None
-        if rule.check == "duration":
-            stops = [lv.threshold for lv in (rule.warning, rule.critical) if _stops(lv)]
-            self.stop_at = min(stops) if stops else None
+        levels = [lv for lv in (rule.warning, rule.critical) if lv is not None]
+        #: A value at or below this violates nothing (the hot path's first test).
+        self.lowest = min(lv.threshold for lv in levels)
+        #: The least threshold whose action stops a call: for duration, the seconds at
+        #: which it is cut; for spend, the budget it may use up.
+        stops = [lv.threshold for lv in levels if _stops(lv)]
+        self.stop_at: float | None = min(stops) if stops else None
 
     def grade(self, value: float) -> tuple[str, Level] | None:
         critical = self.critical
@@ -791,7 +797,7 @@ class _Index:
                     break
                 bucket = by_prefix.get(e164[:n])
                 if bucket:
-                    out.extend(bucket)
+                    out.extend(c for c in bucket if c.kinds is None or kind in c.kinds)
 
 
 def _outermost(prefixes: Iterable[str]) -> list[str]:
@@ -865,7 +871,8 @@ class FraudEngine:
         self._rules = tuple(rules)
         self._rates = rates
         self._high_risk = frozenset(high_risk)
-        self._high_risk_lengths = tuple(sorted({len(p) for p in self._high_risk}))
+        # Longest first: a violation names the most specific listed range.
+        self._high_risk_lengths = tuple(sorted({len(p) for p in self._high_risk}, reverse=True))
         self._compiled = tuple(_Compiled(r, i) for i, r in enumerate(rules))
         self._by_id = {c.id: c for c in self._compiled}
         group_members = {g: tuple(members) for g, members in (groups or {}).items()}
@@ -910,6 +917,8 @@ class FraudEngine:
         wangiri = [r.ring_seconds for r in rules if r.check == "wangiri_callback"]
         #: Inbound calls shorter than this are remembered (the longest rule's limit).
         self._wangiri_ring = max(wangiri, default=0.0)
+        #: The least max_duration the rules of the current check asked for.
+        self._limit: float | None = None
         self._reset()
 
     def _reset(self) -> None:
@@ -955,6 +964,10 @@ class FraudEngine:
     def check(self, attempt: Attempt) -> Decision:
         """Decide about an outgoing call before it is routed; see the module docstring."""
         self._checks += 1
+        if self._calls:
+            old = self._calls.pop(attempt.call_id, None)
+            if old is not None:
+                self._close(old)  # the same Call-ID checked again: the first try is over
         user = attempt.user
         e164 = attempt.e164
         kind = attempt.kind
@@ -966,15 +979,15 @@ class FraudEngine:
         state = self._user(user)
         number = e164 if e164 is not None else attempt.dialled
         now = attempt.time
+        self._limit = None
         attach: _Attached = []
         hit_list: list[_Hit] | None = None
         for c in candidates:
-            if c.kinds is not None and kind not in c.kinds:
-                continue
-            if c.excepts and e164 is not None and c.excluded(e164):
-                continue
-            if c.timed and not c.in_window(now):
-                continue
+            if c.gated:
+                if c.excepts and e164 is not None and c.excluded(e164):
+                    continue
+                if c.timed and not c.in_window(now):
+                    continue
             hit = c.evaluate(c, attempt, number, state, attach)  # type: ignore[misc]
             if hit is not None:
                 if hit_list is None:
@@ -983,7 +996,10 @@ class FraudEngine:
         suspension = self._suspended.get(user)
         if hit_list is None and suspension is None:
             self._allow(attempt, number, state, attach, ())
-            return self._max_duration(attach) if attach else _ALLOWED
+            limit = self._limit
+            if limit is None:
+                return _ALLOWED
+            return Decision(allowed=True, status=None, reason="", violations=(), max_duration=limit)
         return self._decide(attempt, number, state, attach, hit_list or [], suspension)
 
     def _decide(
@@ -1023,6 +1039,9 @@ class FraudEngine:
         if suspension is not None:
             refusal = (4, f"user suspended by fraud rule {suspension.rule}")
         if refusal is not None:
+            for _, st, _ in attach:
+                if isinstance(st, _Active):
+                    st.count -= 1  # a refused attempt never becomes a call
             self._blocked += 1
             if throttled and refusal[0] == _SEVERITY["throttle"]:
                 self._throttled += 1
@@ -1037,13 +1056,12 @@ class FraudEngine:
             if level.action == "throttle":
                 state.throttled[violation.rule] = now
         self._allow(attempt, number, state, attach, violations)
-        decision = self._max_duration(attach)
         return Decision(
             allowed=True,
             status=None,
             reason="",
             violations=violations,
-            max_duration=decision.max_duration,
+            max_duration=self._limit,
         )
 
     def _allow(
@@ -1060,36 +1078,19 @@ class FraudEngine:
             if cc is not None and len(state.countries) < MAX_COUNTRIES_PER_USER:
                 state.countries.add(cc)
         calls = self._calls
-        old = calls.pop(attempt.call_id, None)
-        if old is not None:
-            self._close(old)  # the same Call-ID checked again: the first try is over
         call = _Call(attempt.user, number, attempt.kind, attempt.time)
         call.rules = attach
-        for _, st, _ in attach:
-            if isinstance(st, _Active):
-                st.count += 1
         calls[attempt.call_id] = call
         if len(calls) > MAX_ACTIVE_CALLS:
             _, oldest = calls.popitem(last=False)
             self._close(oldest)
             self._evicted_calls += 1
 
-    @staticmethod
-    def _max_duration(attach: list[tuple[_Compiled, _State | None, float]]) -> Decision:
-        limit: float | None = None
-        for c, st, rate in attach:
-            stop: float | None = None
-            if c.check == "duration":
-                stop = c.stop_at
-            elif isinstance(st, _Spend) and rate > 0:
-                stops = [lv.threshold for lv in (c.warning, c.critical) if _stops(lv)]
-                if stops:
-                    stop = max(0.0, (min(stops) - st.amount) / rate * 60.0)
-            if stop is not None and (limit is None or stop < limit):
-                limit = stop
-        if limit is None:
-            return _ALLOWED
-        return Decision(allowed=True, status=None, reason="", violations=(), max_duration=limit)
+    def _stop_at(self, seconds: float) -> None:
+        """A rule wants the call cut after ``seconds``; the least such limit wins."""
+        limit = self._limit
+        if limit is None or seconds < limit:
+            self._limit = seconds
 
     def _hit_order(self, hit: _Hit) -> int:
         return self._by_id[hit[0].rule].order
@@ -1107,10 +1108,8 @@ class FraudEngine:
         return state
 
     @staticmethod
-    def _state(c: _Compiled, user: _User) -> _State:
-        st = user.states.get(c.id)
-        if st is None:
-            st = user.states[c.id] = _STATE_OF[c.check]()
+    def _new_state(c: _Compiled, user: _User) -> _State:
+        st = user.states[c.id] = _STATE_OF[c.check]()
         return st
 
     def _violation(
@@ -1121,8 +1120,8 @@ class FraudEngine:
             Violation(
                 rule=c.id,
                 check=c.check,
-                value=value,
-                threshold=threshold,
+                value=float(value),
+                threshold=float(threshold),
                 level=name,
                 action=level.action,
                 detail=detail,
@@ -1140,8 +1139,10 @@ class FraudEngine:
         user: _User,
         attach: _Attached,
     ) -> _Hit | None:
-        st = cast(_Times, self._state(c, user))
+        st = cast(_Times, user.states.get(c.id) or self._new_state(c, user))
         value = st.add(a.time, c.window)
+        if value <= c.lowest:
+            return None
         graded = c.grade(value)
         if graded is None:
             return None
@@ -1161,9 +1162,12 @@ class FraudEngine:
         user: _User,
         attach: _Attached,
     ) -> _Hit | None:
-        st = cast(_Active, self._state(c, user))
+        st = cast(_Active, user.states.get(c.id) or self._new_state(c, user))
         attach.append((c, st, 0.0))
-        value = st.count + 1
+        st.count += 1  # this call; taken back if the attempt is refused
+        value = st.count
+        if value <= c.lowest:
+            return None
         graded = c.grade(value)
         if graded is None:
             return None
@@ -1181,7 +1185,9 @@ class FraudEngine:
         attach: _Attached,
     ) -> _Hit | None:
         attach.append((c, None, 0.0))
-        return None  # judged when the call ends; its limit goes into max_duration
+        if c.stop_at is not None:
+            self._stop_at(c.stop_at)
+        return None  # judged when the call ends
 
     def _repeated(
         self,
@@ -1191,8 +1197,10 @@ class FraudEngine:
         user: _User,
         attach: _Attached,
     ) -> _Hit | None:
-        st = cast(_Repeat, self._state(c, user))
+        st = cast(_Repeat, user.states.get(c.id) or self._new_state(c, user))
         value = st.add(a.time, number, c.window)
+        if value <= c.lowest:
+            return None
         graded = c.grade(value)
         if graded is None:
             return None
@@ -1211,8 +1219,10 @@ class FraudEngine:
         digits = number[1:] if number.startswith("+") else number
         if _DIGITS.fullmatch(digits) is None:
             return None  # a user name: no number to step through
-        st = cast(_Run, self._state(c, user))
+        st = cast(_Run, user.states.get(c.id) or self._new_state(c, user))
         value = st.add(a.time, digits, c.window)
+        if value <= c.lowest:
+            return None
         graded = c.grade(value)
         if graded is None:
             return None
@@ -1237,10 +1247,15 @@ class FraudEngine:
         rate = self._rates.lookup(a.e164)
         if rate is None or rate.per_minute <= 0:
             return None
-        st = cast(_Spend, self._state(c, user))
+        st = cast(_Spend, user.states.get(c.id) or self._new_state(c, user))
         spent = st.today(c.clock.sync(a.time).ordinal)
         attach.append((c, st, rate.per_minute))
+        if c.stop_at is not None:
+            # The call may use what is left of the budget, then it is cut.
+            self._stop_at(max(0.0, (c.stop_at - spent) / rate.per_minute * 60.0))
         value = spent + rate.per_minute * c.rule.projected_minutes
+        if value <= c.lowest:
+            return None
         graded = c.grade(value)
         if graded is None:
             return None
@@ -1263,7 +1278,10 @@ class FraudEngine:
         if e164 is None:
             return None
         listed = self._high_risk
-        prefix = next((e164[:n] for n in self._high_risk_lengths if e164[:n] in listed), None)
+        prefix = next(
+            (e164[:n] for n in self._high_risk_lengths if n <= len(e164) and e164[:n] in listed),
+            None,
+        )
         if prefix is None:
             return None
         graded = c.grade(1.0)
@@ -1346,10 +1364,11 @@ class FraudEngine:
         user: _User,
         attach: _Attached,
     ) -> _Hit | None:
-        st = cast(_Baseline, self._state(c, user))
+        st = cast(_Baseline, user.states.get(c.id) or self._new_state(c, user))
         rule = c.rule
         key = c.clock.sync(a.time).hour_key
-        st.roll(key, rule.alpha)
+        if key > st.hour:
+            st.roll(key, rule.alpha)
         if rule.metric == "calls":
             st.current += 1
         elif rule.metric == "destinations":
@@ -1359,6 +1378,8 @@ class FraudEngine:
         else:
             attach.append((c, st, 0.0))
             return None  # minutes are known when calls end
+        if st.seen[((key // 24 - 1) % 7) * 24 + key % 24] < rule.warmup:
+            return None  # still learning this hour of the week (the slot as in _slot)
         return self._baseline_hit(c, a.user, st, key)
 
     def _baseline_hit(self, c: _Compiled, user: str, st: _Baseline, key: int) -> _Hit | None:
@@ -1690,7 +1711,7 @@ class FraudEngine:
                 if c is None:
                     continue
                 if c.check in ("concurrent_calls", "spend", "unusual_pattern"):
-                    st: _State | None = self._state(c, user)
+                    st: _State | None = user.states.get(c.id) or self._new_state(c, user)
                 else:
                     st = None
                 rate = 0.0
