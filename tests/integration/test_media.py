@@ -165,9 +165,13 @@ class Capture:
 
 @contextlib.contextmanager
 def capturing(workdir: Path) -> Iterator[Capture]:
-    """tshark on lo, UDP to or from the relay's port range, until the block ends."""
+    """tshark on lo, UDP to or from the relay's port range, written to a file until the
+    block ends. tshark's "Capturing on" line can come before packets are really being
+    captured, so the block starts only once a probe packet (sent to a port of the
+    range, repeatedly) shows up in tshark's live output (``-P -l``)."""
     workdir.mkdir(parents=True, exist_ok=True)
     capture = Capture(workdir / "media.pcapng", workdir / "tshark.log")
+    live = workdir / "live.txt"
     low, high = RELAY_PORTS
     argv = [
         require("tshark"),
@@ -179,16 +183,33 @@ def capturing(workdir: Path) -> Iterator[Capture]:
         str(capture.path),
         "-a",
         "duration:120",  # a hard bound, whatever happens to the test
+        "-P",
+        "-l",
+        "-T",
+        "fields",
+        "-e",
+        "udp.payload",
+        "-d",
+        "udp.port==1-65535,data",
     ]
-    with capture.log.open("wb") as log:
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+    with capture.log.open("wb") as log, live.open("wb") as out:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=log)
     capture.proc = proc
+    probe = b"tshark-probe-" + secrets.token_hex(8).encode()
     try:
-        wait_for(
-            lambda: proc.poll() is not None or "Capturing on" in capture.log.read_text(),
-            deadline=DEADLINE,
-            what="tshark to start capturing",
-        )
+        with (
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sink,
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender,
+        ):
+            sink.bind(("127.0.0.1", free_relay_range_port()))
+
+            def seen() -> bool:
+                if proc.poll() is not None:
+                    return True
+                sender.sendto(probe, sink.getsockname())
+                return probe.hex() in live.read_text()
+
+            wait_for(seen, deadline=DEADLINE, what="tshark to capture a probe packet")
         assert proc.poll() is None, capture.log.read_text()
         yield capture
     finally:
@@ -197,6 +218,15 @@ def capturing(workdir: Path) -> Iterator[Capture]:
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=10)
         stop(proc)
+
+
+def free_relay_range_port() -> int:
+    """An even port of the relay's range that we can bind now (the top end first,
+    while the relay hands its ports out at random)."""
+    for port in range(RELAY_PORTS[1] - 1, RELAY_PORTS[0], -2):
+        if bindable(port):
+            return port
+    raise AssertionError("no free port in the relay range")
 
 
 # -- a scripted phone: SIP over TLS, SRTP with pylibsrtp ----------------------------------
@@ -528,7 +558,7 @@ def test_relay_re_encrypts_a_known_payload_never_in_clear(
             socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sink,
             socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as control,
         ):
-            control_port = next(p for p in range(20998, 20000, -2) if bindable(p))
+            control_port = free_relay_range_port()
             sink.bind(("127.0.0.1", control_port))
             control.sendto(ALICE_PAYLOAD + BOB_PAYLOAD, ("127.0.0.1", control_port))
             assert sink.recv(4096) == ALICE_PAYLOAD + BOB_PAYLOAD
@@ -675,8 +705,9 @@ def test_media_timeout_ends_the_call_and_frees_its_ports(tmp_path: Path) -> None
         for waiter in waiters:
             waiter.join(timeout=timeout + DEADLINE)
         assert set(byes) == {"alice", "bob"}, byes
-        # Timeout, plus the once-a-second sweep, plus slack.
-        assert all(timeout <= t <= timeout + 3.0 for t in byes.values()), byes
+        # The timeout counts from the last valid packet (at most a packet interval
+        # before we stopped), plus up to a second for the once-a-second sweep, plus slack.
+        assert all(timeout - 0.25 <= t <= timeout + 3.0 for t in byes.values()), byes
         wait_for(
             lambda: all(bindable(p) and bindable(p + 1) for p in ports),
             deadline=5.0,
