@@ -629,6 +629,24 @@ def test_fraud_spend_budget_from_billable_seconds(tmp_path: Path) -> None:
     assert e.check(call("+88212345678", t + 600, user="bob")).allowed
 
 
+def test_fraud_spend_reported_at_the_end_of_the_call_that_crosses(tmp_path: Path) -> None:
+    e = engine(
+        tmp_path,
+        """
+        rules:
+          - id: budget
+            check: spend
+            warning: {threshold: 5, action: alert}
+        """,
+        rates=RATES,
+    )
+    ends = []
+    for i, seconds in enumerate((120.0, 60.0, 60.0, 60.0)):  # 4.00, 6.00, 8.00, 10.00
+        e.check(call("+88212345678", MONDAY_NOON + i * 300, call_id=f"c{i}"))
+        ends.append([v.value for v in e.ended(f"c{i}", MONDAY_NOON + i * 300 + 200, seconds)])
+    assert ends == [[], [6.0], [], []]
+
+
 def test_fraud_spend_day_is_the_rules_time_zone(tmp_path: Path) -> None:
     e = engine(tmp_path, BUDGET, rates=RATES)
     t = at(2024, 1, 1, 22, 0, tz="America/New_York")  # 03:00 UTC on the 2nd

@@ -29,6 +29,30 @@ becomes an active call (concurrency, duration, spend) only when it is allowed. W
 are exact sliding windows over the times of the attempts (no reset at a minute or at
 midnight); the daily budget is per calendar day in the rule's time zone.
 
+The checks (``FraudRule.check``), each with the value its thresholds apply to:
+
+* ``calls_per_minute`` / ``calls_per_hour`` / ``calls_per_day``: attempts in the last
+  60 s / 3600 s / 86400 s, this one included;
+* ``concurrent_calls``: allowed calls not yet ended, this one included;
+* ``duration``: answered seconds, judged at ended(); the least threshold whose action
+  is block or suspend is the call's ``max_duration``;
+* ``repeated_number``: attempts to this same number within ``window`` seconds;
+* ``incrementing_numbers``: numbers dialled in a row, each the previous plus one
+  (...001, ...002, ...003), within ``window`` seconds;
+* ``spend``: today's spend plus ``projected_minutes`` of this call at its rate; at
+  ended() the day's spend (reported by the call that crosses a level); a blocking
+  budget also cuts the call where the budget runs out (``max_duration``);
+* ``high_risk`` (destination on the high-risk list), ``new_country`` (a country code
+  this user was never allowed to call), ``destination`` (any call in the rule's
+  scope): 1, with threshold 0;
+* ``wangiri_callback``: short (< ``ring_seconds``) unanswered inbound calls from this
+  number within ``window`` seconds; "international" is the rule's ``kinds`` of the
+  call-back, which is the same number;
+* ``unusual_pattern``: this hour's calls, distinct destinations or minutes (``metric``)
+  against an EWMA per hour-of-week slot (168 slots, weight ``alpha``); thresholds are
+  factors over ``max(baseline, floor)``, and a slot alerts only after ``warmup``
+  observations (weeks).
+
 Rules are indexed when the engine is built: by user scope (everyone, each named
 user, each group) and, within each, by destination prefix (longest-prefix look-ups,
 at most 15 per index) and by kind, so a check only touches the rules that apply.
@@ -697,7 +721,7 @@ class _Compiled:
         self.gated = self.timed or bool(self.excepts)
         self.clock = _Clock(_zone(rule.timezone))  # replaced by the engine's shared one
         #: The check's evaluator, bound by the engine.
-        self.evaluate: _Evaluator | None = None
+        self.evaluate: _Evaluator = _unbound
         self.window = _RATE_WINDOWS.get(rule.check, rule.window)
         self.scope = _scope_text(rule)
         levels = [lv for lv in (rule.warning, rule.critical) if lv is not None]
@@ -733,6 +757,10 @@ class _Compiled:
             if (start <= minute < end) if start < end else (minute >= start or minute < end):
                 return True
         return False
+
+
+def _unbound(c: _Compiled, a: Attempt, number: str, user: _User, attach: _Attached) -> _Hit | None:
+    raise RuntimeError(f"fraud rule {c.id} was compiled outside an engine")
 
 
 def _stops(level: Level | None) -> TypeGuard[Level]:
@@ -988,14 +1016,14 @@ class FraudEngine:
                     continue
                 if c.timed and not c.in_window(now):
                     continue
-            hit = c.evaluate(c, attempt, number, state, attach)  # type: ignore[misc]
+            hit = c.evaluate(c, attempt, number, state, attach)
             if hit is not None:
                 if hit_list is None:
                     hit_list = []
                 hit_list.append(hit)
         suspension = self._suspended.get(user)
         if hit_list is None and suspension is None:
-            self._allow(attempt, number, state, attach, ())
+            self._allow(attempt, number, attach, state)
             limit = self._limit
             if limit is None:
                 return _ALLOWED
@@ -1055,7 +1083,7 @@ class FraudEngine:
         for violation, level in hits:
             if level.action == "throttle":
                 state.throttled[violation.rule] = now
-        self._allow(attempt, number, state, attach, violations)
+        self._allow(attempt, number, attach, state)
         return Decision(
             allowed=True,
             status=None,
@@ -1064,14 +1092,8 @@ class FraudEngine:
             max_duration=self._limit,
         )
 
-    def _allow(
-        self,
-        attempt: Attempt,
-        number: str,
-        state: _User,
-        attach: list[tuple[_Compiled, _State | None, float]],
-        violations: tuple[Violation, ...],
-    ) -> None:
+    def _allow(self, attempt: Attempt, number: str, attach: _Attached, state: _User) -> None:
+        """Count an allowed attempt and track it as a call until ended()."""
         self._allowed += 1
         if self._learn_countries and attempt.e164 is not None:
             cc = country_code(attempt.e164)
@@ -1217,7 +1239,8 @@ class FraudEngine:
         attach: _Attached,
     ) -> _Hit | None:
         digits = number[1:] if number.startswith("+") else number
-        if _DIGITS.fullmatch(digits) is None:
+        # Not str.isdigit alone: it also accepts "²" and "٣"; 15 digits is E.164's most.
+        if not (digits.isascii() and digits.isdigit()) or len(digits) > 15:
             return None  # a user name: no number to step through
         st = cast(_Run, user.states.get(c.id) or self._new_state(c, user))
         value = st.add(a.time, digits, c.window)
@@ -1432,7 +1455,8 @@ class FraudEngine:
                 cost = rate * billable / 60.0
                 st.amount = spent + cost
                 graded = c.grade(st.amount)
-                if graded is not None:
+                # Report the call that crosses a level, not every call after it.
+                if graded is not None and graded != c.grade(spent):
                     detail = (
                         f"{call.user}: spend today {st.amount:.2f} after {billable:g} s to "
                         f"{call.number} ({cost:.2f}) > {graded[1].threshold:g}"
