@@ -53,6 +53,7 @@ from .core.dialplan import (
 from .core.trunkreg import Step, TrunkRegistration, TrunkRegistrationStatus
 from .events import CallAnswered, CallEnded, CallStarted, EventBus, MediaStats
 from .media.relay import LegReport, MediaRelay
+from .monitor.alerts import Alert
 from .pki.tls import client_context
 from .qos import set_dscp
 from .sip.digest import Verdict, parse_authorization
@@ -139,6 +140,8 @@ class CallService:
         self._registrations: dict[str, TrunkRegistration] = {}
         self._registering: dict[TxKey, str] = {}
         self._registration_timers: dict[str, asyncio.TimerHandle] = {}
+        #: Where alerts go (the monitor; set by the server).
+        self.on_alert: Callable[[Alert], None] | None = None
 
     # -- a new INVITE ------------------------------------------------------------------
 

@@ -352,6 +352,41 @@ class TrunkSection(_Section):
         return parse_listen(self.address)
 
 
+class FraudSection(_Section):
+    enabled: bool = True
+    #: Extra rule files (*.yaml) here replace shipped rules of the same id.
+    rules_dir: str = "fraud"
+
+
+class AlertsSection(_Section):
+    #: HTTP(S) URL alerts are POSTed to as JSON (retried); empty: none.
+    webhook: str = ""
+    #: Syslog target, "udp:HOST:PORT" or "unix:/dev/log"; empty: none.
+    syslog: str = ""
+
+
+class SipLogSection(_Section):
+    #: JSON-lines log of every SIP message (secrets redacted); off by default.
+    enabled: bool = False
+    path: str = "sip.log"
+    max_bytes: Annotated[int, Field(ge=4096, le=10_000_000_000)] = 50_000_000
+    backups: Annotated[int, Field(ge=0, le=100)] = 5
+
+
+class HepSection(_Section):
+    #: Homer collector, "udp:HOST:PORT" or "tcp:HOST:PORT"; empty: no HEP export.
+    target: str = ""
+    capture_id: Annotated[int, Field(ge=0, le=2**32 - 1)] = 2001
+    auth_key: str = Field(default="", repr=False)
+
+
+class MetricsSection(_Section):
+    #: HTTPS address of /metrics (the web port); empty: no metrics server.
+    listen: str = "127.0.0.1:8443"
+    #: Bearer token /metrics requires; empty: none (loopback only by default).
+    token: str = Field(default="", repr=False)
+
+
 class Config(_Section):
     sip: SipSection = Field(default_factory=SipSection)
     tls: TlsSection = Field(default_factory=TlsSection)
@@ -366,6 +401,11 @@ class Config(_Section):
     calls: CallsSection = Field(default_factory=CallsSection)
     dialplan: DialplanSection = Field(default_factory=DialplanSection)
     trunks: list[TrunkSection] = Field(default_factory=list)
+    fraud: FraudSection = Field(default_factory=FraudSection)
+    alerts: AlertsSection = Field(default_factory=AlertsSection)
+    siplog: SipLogSection = Field(default_factory=SipLogSection)
+    hep: HepSection = Field(default_factory=HepSection)
+    metrics: MetricsSection = Field(default_factory=MetricsSection)
 
     @field_validator("zones")
     @classmethod

@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from .calls import CallService
 from .config import Config, Listen, parse_listen
@@ -44,6 +45,8 @@ from .edge.ids import (
 from .edge.ids import Ban as IdsBan
 from .edge.sanity import Sanity
 from .edge.zones import Zone, ZoneMap
+from .monitor.alerts import Alert as MonitorAlert
+from .monitor.service import MonitorService
 from .nat.credentials import SECRET_NAME, UserKeys, read_or_create_secret
 from .nat.keepalive import answer_binding, looks_like_stun
 from .nat.service import TurnService
@@ -186,6 +189,10 @@ class SipService:
             )
         )
         self.calls = CallService(self, config, data_dir)
+        #: Monitoring hooks (set by the server): every message, every alert.
+        self.tap: Callable[[Literal["in", "out"], Flow, bytes], None] | None = None
+        self.on_alert: Callable[[MonitorAlert], None] | None = None
+        self.on_auth_failure: Callable[[], None] | None = None
         self.reload_bans()
 
     # -- entry points from the transports ---------------------------------------------
@@ -224,11 +231,24 @@ class SipService:
         log.warning("banned %s for %d s: %s", ban.source, added.seconds, ban.reason)
         try:
             self.store.add_ban(ban.source, ban.until, ban.reason)
-            self.store.add_alert(
-                "ban", ban.source, f"{int(added.seconds)} s: {ban.reason}", self.clock()
-            )
+            if self.on_alert is None:
+                self.store.add_alert(
+                    "ban", ban.source, f"{int(added.seconds)} s: {ban.reason}", self.clock()
+                )
         except sqlite3.Error:
             log.exception("could not store the ban of %s (it holds in memory)", ban.source)
+        if self.on_alert is not None:
+            self.on_alert(
+                MonitorAlert(
+                    what="source banned",
+                    who=ban.source,
+                    why=ban.reason,
+                    action=f"banned for {int(added.seconds)} s",
+                    rule="ban",
+                    time=self.clock(),
+                    source=ban.source,
+                )
+            )
         if self.on_ban is not None:
             self.on_ban(ban.source)
 
@@ -271,6 +291,8 @@ class SipService:
     # -- parsing --------------------------------------------------------------------
 
     def _on_bytes(self, flow: Flow, data: bytes, *, datagram: bool) -> None:
+        if self.tap is not None:
+            self.tap("in", flow, data)
         try:
             message = parse_message(data, datagram=datagram)
         except SipParseError as err:
@@ -418,6 +440,19 @@ class SipService:
         return verdict
 
     def _alert(self, alert: Alert) -> None:
+        if self.on_alert is not None:
+            self.on_alert(
+                MonitorAlert(
+                    what="IDS rule matched",
+                    who=alert.source,
+                    why=alert.detail,
+                    action="alerted",
+                    rule=alert.rule,
+                    time=self.clock(),
+                    source=alert.source,
+                )
+            )
+            return
         log.warning("ids alert %s from %s: %s", alert.rule, alert.source, alert.detail)
         try:
             self.store.add_alert(alert.rule, alert.source, alert.detail, self.clock())
@@ -514,6 +549,8 @@ class SipService:
             return self._apply_registration(flow, request, result.username, now)
         if result.verdict is Verdict.FAILED:
             self.counters.auth_failures += 1
+            if self.on_auth_failure is not None:
+                self.on_auth_failure()
             log.info(
                 "authentication failed for %r from %s: %s",
                 creds.username[:64],
@@ -586,7 +623,10 @@ class SipService:
         for item in actions:
             action = item.action
             if isinstance(action, Send):
-                self._tx_flows.get(item.key, flow).send(action.data)
+                target = self._tx_flows.get(item.key, flow)
+                if self.tap is not None:
+                    self.tap("out", target, action.data)
+                target.send(action.data)
             elif isinstance(action, PassUp):
                 self._pass_up(item.key, action.message)
             elif isinstance(action, StartTimer):
@@ -624,7 +664,10 @@ class SipService:
     def send_request(self, flow: Flow, request: Request) -> None:
         """Send a request on ``flow``: an ACK as is, anything else in a client transaction."""
         if request.method == "ACK":
-            flow.send(request.to_bytes())
+            data = request.to_bytes()
+            if self.tap is not None:
+                self.tap("out", flow, data)
+            flow.send(data)
             return
         key, actions = self.layer.send_request(
             request, self.clock(), reliable=flow.transport != "udp"
@@ -762,6 +805,14 @@ class Server:
         )
         self.connections.banned = self.service.is_banned
         self.service.on_ban = self.connections.abort_source
+        self.monitor = MonitorService(
+            config=config, data_dir=data_dir, store=self.store, events=self.service.calls.events
+        )
+        self.service.on_alert = self.monitor.alert
+        self.service.calls.on_alert = self.monitor.alert
+        self.service.on_auth_failure = self.monitor.metrics.on_auth_failure
+        if self.monitor.tapping:
+            self.service.tap = self.monitor.message
         self._contexts: list[ssl.SSLContext] = []
         self._crl_mtime: float | None = None
         self._servers: list[asyncio.AbstractServer] = []
@@ -788,6 +839,7 @@ class Server:
             self.bound.append(listen)
             log.info("listening on %s", listen)
         await self._start_turn()
+        await self.monitor.start()
         self.service.calls.start_trunk_registrations()
 
     async def _start_turn(self) -> None:
@@ -864,6 +916,7 @@ class Server:
                 last_sweep = now
                 self.service.sweep()
                 self.service.calls.check_media()
+                self._update_gauges()
                 self.connections.sweep(now)
                 self.check_revocations()
                 self.check_rules()
@@ -871,6 +924,14 @@ class Server:
                 self.service.flush()
             except Exception:
                 log.exception("could not write bindings; will retry")
+
+    def _update_gauges(self) -> None:
+        metrics = self.monitor.metrics
+        metrics.set_gauge("active_calls", len(self.service.calls.b2bua))
+        metrics.set_gauge("registered_contacts", self.service.registrar.statistics().bindings)
+        metrics.set_gauge("active_bans", len(self.service.guard.bans()))
+        metrics.set_gauge("tls_connections", self.connections.statistics().open)
+        metrics.set_gauge("media_sessions", self.service.calls.media.statistics().active_calls)
 
     def reload(self) -> None:
         """SIGHUP: new server certificate and key for new connections; users re-read.
@@ -959,5 +1020,6 @@ class Server:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(server.wait_closed(), 2.0)
         self.service.flush()
+        await self.monitor.stop()
         self.store.close()
         log.info("stopped")

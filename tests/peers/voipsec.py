@@ -83,6 +83,8 @@ def prepare(
     voipsec("config", "set", "sip.listen", f'["tls:{host}:{port}"]', data_dir=data_dir)
     # Tests run several servers: none binds the default STUN/TURN port unless asked.
     voipsec("config", "set", "turn.listen", "[]", data_dir=data_dir)
+    # ... nor the metrics port (a test that wants /metrics sets metrics.listen).
+    voipsec("config", "set", "metrics.listen", '""', data_dir=data_dir)
     for key, value in settings:
         voipsec("config", "set", key, value, data_dir=data_dir)
     for name, password in users:

@@ -1,0 +1,150 @@
+"""The monitoring shell: SIP log, HEP export, alert delivery and /metrics, wired together.
+
+The cores (redaction, HEP encoding, alert formatting, metrics) live in their own
+modules. This one owns their lifetimes and gives the SIP service three small hooks:
+:meth:`MonitorService.message` for every SIP message in or out (after TLS), and
+:meth:`MonitorService.alert` for every alert (IDS, bans, fraud). Metrics follow the
+events stream, plus gauges refreshed once a second.
+
+Monitoring fails open: a log file that cannot be written, a collector that is down or
+a webhook that does not answer is counted and logged, and never slows a call.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sqlite3
+import time
+from pathlib import Path
+from typing import Literal
+
+from ..config import Config, parse_listen
+from ..events import EventBus
+from ..pki.ca import ServerPaths
+from ..pki.tls import server_context
+from ..store import Store, StoreError
+from ..transport.connections import Flow
+from .alerts import Alert, AlertDispatcher
+from .hep import HepExporter
+from .metrics import Metrics, MetricsServer
+from .siplog import SipLog
+
+log = logging.getLogger("voipsec.monitor")
+
+_CALL_ID = re.compile(rb"\r\n(?:call-id|i)[ \t]*:[ \t]*([^\r\n]{1,256})", re.IGNORECASE)
+
+
+def call_id_of(data: bytes) -> str | None:
+    """The Call-ID of a raw SIP message, cheaply (no full parse)."""
+    match = _CALL_ID.search(data, 0, 8192)
+    return match.group(1).strip().decode("utf-8", "replace") if match else None
+
+
+class MonitorService:
+    """SIP log, HEP, alerts and metrics of one ``voipsec serve``."""
+
+    def __init__(self, *, config: Config, data_dir: Path, store: Store, events: EventBus) -> None:
+        self.config = config
+        self.data_dir = data_dir
+        self.store = store
+        self.metrics = Metrics()
+        events.subscribe(self.metrics.on_event)
+        section = config.siplog
+        self.siplog = (
+            SipLog(data_dir / section.path, max_bytes=section.max_bytes, backups=section.backups)
+            if section.enabled
+            else None
+        )
+        hep = config.hep
+        self.hep = (
+            HepExporter(hep.target, capture_id=hep.capture_id, auth_key=hep.auth_key or None)
+            if hep.target
+            else None
+        )
+        alerts = config.alerts
+        self.dispatcher = (
+            AlertDispatcher(webhook_url=alerts.webhook or None, syslog=alerts.syslog or None)
+            if alerts.webhook or alerts.syslog
+            else None
+        )
+        self.metrics_server: MetricsServer | None = None
+        #: True when a message hook has anything to do (checked per message).
+        self.tapping = self.siplog is not None or self.hep is not None
+
+    async def start(self) -> None:
+        if self.hep is not None:
+            await self.hep.start()
+        if self.dispatcher is not None:
+            await self.dispatcher.start()
+        listen = self.config.metrics.listen
+        if listen:
+            address = parse_listen(f"tls:{listen}")
+            paths = ServerPaths.in_dir(self.data_dir)
+            context = server_context(
+                cert=paths.cert,
+                key=paths.key,
+                client_ca=None,
+                client_cert="off",
+                min_version=self.config.tls.min_version,
+            )
+            self.metrics_server = MetricsServer(
+                self.metrics,
+                host=address.host,
+                port=address.port,
+                ssl_context=context,
+                token=self.config.metrics.token or None,
+            )
+            await self.metrics_server.start()
+            log.info("metrics on https://%s:%d/metrics", address.host, address.port)
+
+    async def stop(self) -> None:
+        if self.metrics_server is not None:
+            await self.metrics_server.stop()
+        if self.dispatcher is not None:
+            await self.dispatcher.stop()
+        if self.hep is not None:
+            await self.hep.stop()
+        if self.siplog is not None:
+            self.siplog.close()
+
+    # -- hooks ------------------------------------------------------------------------
+
+    def message(self, direction: Literal["in", "out"], flow: Flow, data: bytes) -> None:
+        """One SIP message received or sent on ``flow`` (decrypted bytes)."""
+        call_id = call_id_of(data)
+        now = time.time()
+        if self.siplog is not None:
+            identity = flow.identity
+            self.siplog.write(
+                direction=direction,
+                local=flow.local,
+                remote=flow.peer,
+                transport=flow.transport,
+                tls_identity=(identity.aor or identity.subject) if identity else None,
+                call_id=call_id,
+                message=data,
+                time=now,
+            )
+        if self.hep is not None:
+            src, dst = (flow.peer, flow.local) if direction == "in" else (flow.local, flow.peer)
+            self.hep.send(
+                direction=direction,
+                src=src,
+                dst=dst,
+                transport=flow.transport,
+                payload=data,
+                call_id=call_id,
+                time=now,
+            )
+
+    def alert(self, alert: Alert) -> None:
+        """Store, deliver and count one alert."""
+        log.warning("alert %s: %s", alert.rule, alert.detail())
+        try:
+            self.store.add_alert(alert.rule, alert.source or alert.who, alert.detail(), alert.time)
+        except (sqlite3.Error, StoreError):
+            log.exception("could not store an alert")
+        if self.dispatcher is not None:
+            self.dispatcher.dispatch(alert)
+        self.metrics.on_alert(alert.rule)
