@@ -108,7 +108,10 @@ def test_svmap_detected_and_banned_within_2s(tmp_path: Path) -> None:
         started, _ = _sv("svmap", "-p", str(udp), "127.0.0.1", "-b", "127.0.0.2")
         assert _banned_within(server, "127.0.0.2", started, 2.0) == "ids: scanner-user-agent"
         alerts = voipsec("alerts", "list", data_dir=server.data_dir).stdout
-        assert "scanner-user-agent  127.0.0.2  user agent 'friendly-scanner'" in alerts
+        assert (
+            "scanner-user-agent  127.0.0.2  IDS rule matched: 127.0.0.2: "
+            "user agent 'friendly-scanner'; alerted"
+        ) in alerts, alerts
 
 
 def test_svmap_compact_without_user_agent_caught_by_fingerprint(tmp_path: Path) -> None:
