@@ -1660,6 +1660,24 @@ def test_fraud_limit_window_timestamps(tmp_path: Path) -> None:
     assert len(state) == MAX_WINDOW_TIMESTAMPS
 
 
+def test_fraud_limit_window_timestamps_of_a_run() -> None:
+    rule = FraudRule(
+        id="run",
+        check="incrementing_numbers",
+        window=86400,
+        warning=Level(threshold=MAX_WINDOW_TIMESTAMPS - 1, action="alert"),
+    )
+    e = FraudEngine([rule], rates=RateTable(), high_risk=[])
+    for i in range(MAX_WINDOW_TIMESTAMPS + 2):
+        decision = e.check(call(f"+44207{i:06d}", MONDAY_NOON + i, call_id="x"))
+    [v] = decision.violations
+    assert v.value == MAX_WINDOW_TIMESTAMPS
+    assert v.detail == (
+        f"alice: {MAX_WINDOW_TIMESTAMPS} incrementing numbers in a row (+44207000002 .. "
+        f"+44207010001) within 86400 s > {MAX_WINDOW_TIMESTAMPS - 1}"
+    )
+
+
 def test_fraud_limit_active_calls() -> None:
     e = FraudEngine([], rates=RateTable(), high_risk=[])
     for i in range(MAX_ACTIVE_CALLS + 1):

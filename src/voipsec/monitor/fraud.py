@@ -53,9 +53,10 @@ The checks (``FraudRule.check``), each with the value its thresholds apply to:
   factors over ``max(baseline, floor)``, and a slot alerts only after ``warmup``
   observations (weeks).
 
-Rules are indexed when the engine is built: by user scope (everyone, each named
-user, each group) and, within each, by destination prefix (longest-prefix look-ups,
-at most 15 per index) and by kind, so a check only touches the rules that apply.
+Rules are indexed when the engine is built: one index for the rules of everyone and
+one per user for the rules that name the user or a group of theirs, each by call kind
+and by destination prefix (a look-up per distinct prefix length, at most 15), so a
+check touches only the rules that apply to its user and number, each once.
 
 Failure mode: fails open on memory pressure and closed on suspension. At most
 :data:`MAX_TRACKED_USERS` users' counters are kept (the least recently seen are
@@ -502,15 +503,14 @@ class _Run:
             pass  # a retry of the same number neither extends nor breaks a run
         elif times and len(digits) == len(last) and int(digits) == int(last) + 1:
             times.append(now)
-            if len(times) > MAX_WINDOW_TIMESTAMPS:
-                times.popleft()
         else:
             times.clear()
             times.append(now)
             self.first = digits
         self.last = digits
         cut = now - window
-        while len(times) > 1 and times[0] <= cut:
+        # Steps older than the window (or past the limit) leave the run from its start.
+        while len(times) > 1 and (times[0] <= cut or len(times) > MAX_WINDOW_TIMESTAMPS):
             times.popleft()
             self.first = str(int(self.first) + 1).zfill(len(digits))
         return len(times)
