@@ -20,9 +20,10 @@ import contextlib
 import ipaddress
 import json
 import logging
+import os
 import re
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -54,6 +55,16 @@ from .core.trunkreg import Step, TrunkRegistration, TrunkRegistrationStatus
 from .events import CallAnswered, CallEnded, CallStarted, EventBus, MediaStats
 from .media.relay import LegReport, MediaRelay
 from .monitor.alerts import Alert
+from .monitor.fraud import (
+    Attempt,
+    FraudEngine,
+    FraudRuleError,
+    Violation,
+    default_data_dir,
+    load_prefixes,
+    load_rates,
+    load_rules,
+)
 from .pki.tls import client_context
 from .qos import set_dscp
 from .sip.digest import Verdict, parse_authorization
@@ -62,7 +73,7 @@ from .sip.layer import TxKey, client_key, server_key
 from .sip.message import Request, Response, response_to
 from .sip.uac import LocalAddress
 from .sip.uri import SipUri, parse_name_addr, parse_uri
-from .store import CdrStart, StoreError
+from .store import CdrRecord, CdrStart, StoreError
 from .transport.connections import Flow
 from .transport.stream import StreamProtocol
 from .transport.udp import UdpFlow
@@ -72,6 +83,15 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("voipsec.calls")
 
+#: The fraud engine's counters, saved in the data directory (0600).
+FRAUD_STATE = "fraud-state.json"
+#: How an alert names what was done for each graded action.
+_ACTION_DONE = {
+    "alert": "alerted",
+    "throttle": "throttled",
+    "block": "blocked",
+    "suspend": "user suspended",
+}
 #: Seconds to open a TLS connection to a trunk before its calls fail with 408.
 TRUNK_CONNECT_TIMEOUT = 10.0
 #: Requests waiting for one trunk connection to open; more fail at once (503).
@@ -80,10 +100,12 @@ MAX_QUEUED_PER_TRUNK = 1000
 
 @dataclass(slots=True)
 class _CallInfo:
-    """The shell's side of a call: its CDR row."""
+    """The shell's side of a call: its CDR row, and what the fraud engine tracks."""
 
     cdr_id: int
     a_call_id: str
+    #: "out" (a user's call the engine checked), "in" (from a trunk) or "".
+    fraud: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -140,6 +162,7 @@ class CallService:
         self._registrations: dict[str, TrunkRegistration] = {}
         self._registering: dict[TxKey, str] = {}
         self._registration_timers: dict[str, asyncio.TimerHandle] = {}
+        self.fraud = self._load_fraud(config, data_dir)
         #: Where alerts go (the monitor; set by the server).
         self.on_alert: Callable[[Alert], None] | None = None
 
@@ -301,7 +324,7 @@ class CallService:
                     disposition="no_answer",
                 )
             return self._start(
-                flow, tx, request, caller, dialled, destination.user, None, forks, now
+                flow, tx, request, caller, dialled, destination.user, None, forks, now, destination
             )
         trunk = self.trunks.get(destination.trunk or "")
         if trunk is None or destination.e164 is None:
@@ -310,7 +333,16 @@ class CallService:
             )
         fork = self._trunk_fork(trunk, destination.e164)
         return self._start(
-            flow, tx, request, caller, dialled, destination.e164, trunk.name, [fork], now
+            flow,
+            tx,
+            request,
+            caller,
+            dialled,
+            destination.e164,
+            trunk.name,
+            [fork],
+            now,
+            destination,
         )
 
     def _from_trunk(
@@ -436,8 +468,35 @@ class CallService:
         trunk: str | None,
         forks: list[Fork],
         now: float,
+        destination: Destination | None = None,
     ) -> Response | None:
-        """Hand the call to the B2BUA; None: it answers the caller itself."""
+        """Fraud pre-check, then hand the call to the B2BUA; None: it answers the caller."""
+        max_duration: float | None = None
+        tracked = ""
+        if self.fraud is not None and caller.user is not None and destination is not None:
+            decision = self.fraud.check(
+                Attempt(
+                    call_id=request.call_id,
+                    user=caller.user,
+                    dialled=dialled,
+                    e164=destination.e164,
+                    kind=destination.kind,
+                    time=now,
+                )
+            )
+            self._fraud_alerts(decision.violations, caller.user, flow.peer[0], now)
+            if not decision.allowed:
+                status = decision.status or 403
+                return self._reject(
+                    flow, request, caller, dialled, callee, status, decision.reason, now
+                )
+            max_duration = decision.max_duration
+            tracked = "out"
+        elif self.fraud is not None and caller.trunk is not None:
+            number = request.from_.uri.user if isinstance(request.from_.uri, SipUri) else None
+            e164 = number if number and number.startswith("+") and number[1:].isdigit() else None
+            self.fraud.inbound(call_id=request.call_id, caller_e164=e164, user=callee, time=now)
+            tracked = "in"
         display = request.from_.display if caller.user is not None else None
         origin = Origin(
             target=Target(transport=flow.transport, host=flow.peer[0], port=flow.peer[1]),
@@ -445,9 +504,13 @@ class CallService:
             caller_uri=caller.uri,
             caller_display=display,
         )
-        call, actions = self.b2bua.start(tx=tx, invite=request, origin=origin, forks=forks, now=now)
+        call, actions = self.b2bua.start(
+            tx=tx, invite=request, origin=origin, forks=forks, now=now, max_duration=max_duration
+        )
         cdr_id = self._cdr_start(flow, request, caller, dialled, callee, trunk, now)
-        self._info[call.id] = _CallInfo(cdr_id=cdr_id or 0, a_call_id=request.call_id)
+        self._info[call.id] = _CallInfo(
+            cdr_id=cdr_id or 0, a_call_id=request.call_id, fraud=tracked
+        )
         self.events.publish(
             CallStarted(
                 call_id=request.call_id,
@@ -719,6 +782,8 @@ class CallService:
         info = self._info.get(action.call)
         if info is None:
             return
+        if self.fraud is not None and info.fraud == "out":
+            self.fraud.answered(info.a_call_id, action.time)
         try:
             self.sip.store.cdr_answer(info.cdr_id, action.time)
         except (sqlite3.Error, StoreError):
@@ -744,6 +809,7 @@ class CallService:
         record = None
         with contextlib.suppress(sqlite3.Error, StoreError):
             record = self.sip.store.cdr(info.cdr_id)
+        self._fraud_ended(info, action, record)
         self.events.publish(
             CallEnded(
                 call_id=info.a_call_id,
@@ -794,6 +860,80 @@ class CallService:
         for call in self.media.sweep():
             log.info("call %s: no media for %.0f s, ending it", call[:8], self.media.timeout)
             self.run(self.b2bua.hang_up(call, now, "media timeout"))
+
+    # -- fraud ----------------------------------------------------------------------
+
+    def _fraud_ended(self, info: _CallInfo, action: Ended, record: CdrRecord | None) -> None:
+        if self.fraud is None or not info.fraud:
+            return
+        billable = (record.billable or 0.0) if record is not None else 0.0
+        if info.fraud == "out":
+            user = record.user if record is not None else ""
+            source = record.source if record is not None else ""
+            violations = self.fraud.ended(info.a_call_id, action.time, billable)
+            self._fraud_alerts(violations, user, source, action.time)
+        else:
+            duration = (record.duration or 0.0) if record is not None else 0.0
+            self.fraud.inbound_ended(
+                info.a_call_id, action.time, answered=billable > 0, duration=duration
+            )
+
+    def _fraud_alerts(
+        self, violations: Sequence[Violation], user: str, source: str, now: float
+    ) -> None:
+        for v in violations:
+            alert = Alert(
+                what=f"fraud check {v.check} ({v.level})",
+                who=user,
+                why=v.detail,
+                action=_ACTION_DONE.get(v.action, v.action),
+                rule=v.rule,
+                time=now,
+                source=source,
+            )
+            if self.on_alert is not None:
+                self.on_alert(alert)
+            else:
+                log.warning("fraud alert %s: %s", v.rule, alert.detail())
+
+    def save_fraud_state(self) -> None:
+        """Write the engine's counters (they persist across restarts), atomically, 0600."""
+        if self.fraud is None or self._data_dir is None:
+            return
+        path = self._data_dir / FRAUD_STATE
+        tmp = path.with_suffix(".tmp")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                json.dump(self.fraud.snapshot(), handle, separators=(",", ":"))
+            os.replace(tmp, path)
+        except OSError as err:
+            log.error("could not save the fraud state: %s", err)
+
+    def _load_fraud(self, config: Config, data_dir: Path | None) -> FraudEngine | None:
+        if not config.fraud.enabled:
+            return None
+        shipped = default_data_dir()
+        files = [shipped / "fraud.yaml"]
+        if data_dir is not None:
+            user_dir = data_dir / config.fraud.rules_dir
+            if user_dir.is_dir():
+                files += sorted(user_dir.glob("*.yaml"))
+        try:
+            engine = FraudEngine(
+                load_rules(files),
+                rates=load_rates(shipped / "rates.csv"),
+                high_risk=load_prefixes(shipped / "high-risk.txt"),
+            )
+        except (FraudRuleError, ValueError) as err:
+            raise ConfigError([f"fraud rules: {err}"]) from None
+        state = data_dir / FRAUD_STATE if data_dir is not None else None
+        if state is not None and state.exists():
+            try:
+                engine.load_state(json.loads(state.read_text(encoding="utf-8")))
+            except (OSError, ValueError) as err:
+                log.error("fraud state %s not loaded, counters start again: %s", state, err)
+        return engine
 
     def hang_up_all(self, reason: str) -> None:
         """Shutdown: BYE both legs of every answered call, close every CDR."""

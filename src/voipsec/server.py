@@ -916,6 +916,7 @@ class Server:
                 last_sweep = now
                 self.service.sweep()
                 self.service.calls.check_media()
+                self.service.calls.save_fraud_state()
                 self._update_gauges()
                 self.connections.sweep(now)
                 self.check_revocations()

@@ -238,6 +238,8 @@ class Call:
     failures: list[Response] = field(default_factory=list)
     #: The SDP of the B-leg INVITE (the caller's offer, rewritten by the media relay).
     b_offer: bytes = b""
+    #: A limit on this call's duration stricter than the policy's (a fraud rule's).
+    max_duration: float | None = None
     #: The side whose re-INVITE/UPDATE is being relayed, if any (§14: one at a time).
     relaying: Side | None = None
     #: Late offer (§13.2.2.4): the ACK towards this side waits for the other side's
@@ -316,7 +318,14 @@ class B2bua:
     # -- a new call ---------------------------------------------------------------
 
     def start(
-        self, *, tx: TxKey, invite: Request, origin: Origin, forks: Iterable[Fork], now: float
+        self,
+        *,
+        tx: TxKey,
+        invite: Request,
+        origin: Origin,
+        forks: Iterable[Fork],
+        now: float,
+        max_duration: float | None = None,
     ) -> tuple[Call, list[CallAction]]:
         """A new authorized INVITE: 100 Trying to the caller, an INVITE to each fork."""
         a_tag = new_tag()
@@ -330,6 +339,7 @@ class B2bua:
             b_call_id=secrets.token_hex(16),
             b_tag=new_tag(),
             started=now,
+            max_duration=max_duration,
         )
         self._calls[call.id] = call
         self._by_a_tx[tx] = call
@@ -494,11 +504,16 @@ class B2bua:
         actions += [
             CancelCallTimer(call.id, RING),
             Answered(call.id, now),
-            StartCallTimer(call.id, DURATION, now + self.policy.max_duration),
+            StartCallTimer(call.id, DURATION, now + self._duration_of(call)),
         ]
         if self.policy.probe_interval > 0:
             actions.append(StartCallTimer(call.id, PROBE, now + self.policy.probe_interval))
         return actions
+
+    def _duration_of(self, call: Call) -> float:
+        if call.max_duration is None:
+            return self.policy.max_duration
+        return min(self.policy.max_duration, call.max_duration)
 
     def _b_body_to_a(self, call: Call, response: Response) -> bytes:
         """The callee's SDP as the caller gets it: through the media relay, if any."""
@@ -846,7 +861,9 @@ class B2bua:
             actions += self._cancel_other_forks(call, winner=None)
             return actions + self._finish(call, now, "no_answer", 408, "ring timeout", "system")
         if name == DURATION and call.phase is Phase.CONFIRMED:
-            return self._hang_up(call, now, reason="maximum call duration", by="system")
+            limited = call.max_duration is not None and call.max_duration < self.policy.max_duration
+            reason = "duration limit of a fraud rule" if limited else "maximum call duration"
+            return self._hang_up(call, now, reason=reason, by="system")
         if name == PROBE and call.phase is Phase.CONFIRMED:
             return [
                 *self._probe(call, Side.A),
