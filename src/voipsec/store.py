@@ -112,12 +112,12 @@ DEFAULT_CLASS = "national"
 MAX_CDR_FIELD = 256
 
 #: Final states of a CDR row; '' (not listed) marks a call still in progress.
-DISPOSITIONS = frozenset({"answered", "no_answer", "busy", "failed", "rejected"})
+DISPOSITIONS = frozenset({"answered", "no_answer", "busy", "failed", "rejected", "incomplete"})
 #: Who ended the call; '' when it was never answered.
 HANGUP_BY = frozenset({"caller", "callee", "system", ""})
 
 #: What close_open_cdrs writes into rows a crash left open.
-RESTART_DISPOSITION = "failed"
+RESTART_DISPOSITION = "incomplete"
 RESTART_REASON = "server restarted"
 RESTART_HANGUP_BY = "system"
 
@@ -558,7 +558,7 @@ class Store:
     def close_open_cdrs(self, now: float) -> int:
         """Close the rows a crash left open (call server start before taking calls).
 
-        They become failed / "server restarted" / hangup by system, ending at ``now``;
+        They become incomplete / "server restarted" / hangup by system, ending at ``now``;
         their status stays NULL. Returns how many were closed.
         """
         cur = self.db.execute(

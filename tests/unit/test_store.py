@@ -274,7 +274,7 @@ def test_store_close_open_cdrs_after_a_crash(tmp_path: Path) -> None:
     for cdr_id in (ringing, talking):
         record = by_id[cdr_id]
         assert (record.disposition, record.reason, record.hangup_by) == (
-            "failed",
+            "incomplete",
             "server restarted",
             "system",
         )
