@@ -379,12 +379,28 @@ class HepSection(_Section):
     capture_id: Annotated[int, Field(ge=0, le=2**32 - 1)] = 2001
     auth_key: str = Field(default="", repr=False)
 
+    @field_validator("target")
+    @classmethod
+    def _target(cls, value: str) -> str:
+        if value:
+            listen = parse_listen(value)
+            if listen.transport not in ("udp", "tcp"):
+                raise ValueError(f"{value!r}: expected udp:HOST:PORT or tcp:HOST:PORT")
+        return value
+
 
 class MetricsSection(_Section):
     #: HTTPS address of /metrics (the web port); empty: no metrics server.
     listen: str = "127.0.0.1:8443"
     #: Bearer token /metrics requires; empty: none (loopback only by default).
     token: str = Field(default="", repr=False)
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        if value:
+            parse_listen(f"tls:{value}")
+        return value
 
 
 class Config(_Section):
@@ -559,6 +575,40 @@ international_prefix = "00"
 default_class = "national"
 # Prefix files here (relative to the data directory) replace the shipped ones.
 prefixes_dir = "dialplan"
+
+[fraud]
+# The fraud engine checks every user's call before it is routed (rates, concurrency,
+# duration, sequential dialling, spend, high-risk and new destinations, Wangiri,
+# unusual patterns). Rule files (*.yaml) here, relative to the data directory,
+# replace shipped rules of the same id (docs/monitor.md).
+enabled = true
+rules_dir = "fraud"
+
+[alerts]
+# Alerts are stored (`voipsec alerts list`) and, when set, POSTed as JSON to this
+# URL (retried) and sent to syslog ("udp:HOST:PORT" or "unix:/dev/log").
+webhook = ""
+syslog = ""
+
+[siplog]
+# A JSON-lines log of every SIP message, secrets redacted, size-rotated, 0600.
+enabled = false
+path = "sip.log"
+max_bytes = 50000000
+backups = 5
+
+[hep]
+# HEPv3 export of the decrypted SIP to a Homer collector: "udp:HOST:PORT" or
+# "tcp:HOST:PORT". Empty: off.
+target = ""
+capture_id = 2001
+auth_key = ""
+
+[metrics]
+# Prometheus metrics at https://LISTEN/metrics (voipsec's server certificate).
+# Empty: off. A token, when set, is required as "Authorization: Bearer TOKEN".
+listen = "127.0.0.1:8443"
+token = ""
 
 # SIP trunks (none by default). Calls whose E.164 number starts with one of a trunk's
 # prefixes go to it over TLS; calls from its source CIDRs are mapped by DID to users.
