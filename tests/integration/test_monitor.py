@@ -1,0 +1,315 @@
+"""Monitoring against real peers: fraud rules, alerts, webhook, HEP, /metrics, SIP log.
+
+Every call is a SIPp UAC (plain TCP to a stunnel client hop, TLS to voipsec, MD5
+digest), as in test_calls_sipp.py. Calls to numbers go to a trunk: a SIPp UAS behind a
+stunnel server hop that presents voipsec's own certificate, configured for prefix
+"+". The fraud engine is never called directly: rules are written to DATA/fraud/*.yaml
+(a rule with a shipped id replaces it, ``enabled: false`` removes it) and what voipsec
+did is read from SIPp's own logs (403 or answered, BYE received), the CDRs,
+``voipsec alerts list``, a webhook receiver, a sngrep HEP collector (tshark reads the
+SIP it writes), ``/metrics`` and DATA/sip.log.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pytest
+
+from tests.peers.proc import free_port, wait_for
+from tests.peers.sipp import SippProcess, SippResult, start_sipp, write_csv
+from tests.peers.stunnel import stunnel_client, stunnel_server
+from tests.peers.voipsec import VoipsecServer, prepare, serving, voipsec
+from voipsec.store import Store
+
+pytestmark = pytest.mark.peers
+
+BENCH = Path(__file__).resolve().parents[2] / "bench" / "sipp"
+DOMAIN = "localhost"
+ALICE = ("alice", "alice-secret-1")
+MD5_ONLY = ("auth.algorithms", '["MD5"]')
+TRUNK = "carrier"
+TRUNK_DOMAIN = "trunk.test"
+#: Dialled as national numbers (country code 44, the config default), E.164 after.
+NATIONAL = ("02071234567", "+442071234567")
+#: UK 09 is premium rate (voipsec/core/data/premium-rate.txt).
+PREMIUM = ("09012345678", "+449012345678")
+GERMANY = ("00493012345678", "+493012345678")
+FRANCE = ("0033142345678", "+33142345678")
+
+#: The caller: answered -> hang up after the call length; 403 -> ACK. Logs which.
+ANSWER_OR_403 = "monitor_uac_answer_or_403.xml"
+#: How long an answered call lasts before the caller hangs up (SIPp ``-d``), ms.
+CALL_MS = 300
+#: Each SIPp's own -timeout (seconds); the test fails rather than waits beyond it.
+SIPP_TIMEOUT = 30.0
+
+_LOG_LINE = re.compile(r"^(?P<what>[A-Z]+) call_id=(?P<call_id>\S+)")
+_B_LEG = re.compile(r"^INVITE call_id=(?P<call_id>\S+) ")
+
+
+# -- voipsec --------------------------------------------------------------------------
+
+
+def _prepare(
+    tmp_path: Path,
+    *,
+    alice_class: str = "national",
+    trunk_port: int | None = None,
+    rules: str | None = None,
+    settings: Sequence[tuple[str, str]] = (),
+) -> VoipsecServer:
+    """A data directory with alice (of ``alice_class``), the trunk for "+" when
+    ``trunk_port`` is given, and ``rules`` as the site's fraud rule file."""
+    prepared = prepare(tmp_path / "data", settings=[MD5_ONLY, *settings])
+    data_dir = prepared.data_dir
+    if rules is not None:
+        (data_dir / "fraud").mkdir(exist_ok=True)
+        (data_dir / "fraud" / "test.yaml").write_text(rules, encoding="utf-8")
+    if trunk_port is not None:
+        with (data_dir / "voipsec.toml").open("a", encoding="utf-8") as handle:
+            handle.write(
+                f'\n[[trunks]]\nname = "{TRUNK}"\naddress = "tls:127.0.0.1:{trunk_port}"\n'
+                f'domain = "{TRUNK_DOMAIN}"\nprefixes = ["+"]\n'
+            )
+        voipsec("config", "get", "sip.domain", data_dir=data_dir)  # validates the file
+    store = Store(data_dir / "voipsec.db")
+    try:
+        store.add_user(*ALICE, DOMAIN)
+        if alice_class != "national":
+            store.set_user_class(ALICE[0], alice_class)
+    finally:
+        store.close()
+    return prepared
+
+
+def _cdrs(server: VoipsecServer) -> list[dict[str, object]]:
+    out = voipsec("cdr", "list", "--format", "json", data_dir=server.data_dir).stdout
+    rows = json.loads(out)
+    assert isinstance(rows, list)
+    return rows
+
+
+def _wait_cdrs(
+    server: VoipsecServer, count: int, deadline: float = 15.0
+) -> dict[str, dict[str, object]]:
+    """The CDR rows by Call-ID once ``count`` of them exist and every one is closed."""
+    rows: list[dict[str, object]] = []
+
+    def closed() -> bool:
+        rows[:] = _cdrs(server)
+        return len(rows) >= count and all(row["disposition"] for row in rows)
+
+    try:
+        wait_for(closed, deadline=deadline, what=f"{count} closed CDRs")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}: {json.dumps(rows, indent=1)}") from None
+    assert len(rows) == count, rows
+    return {str(row["call_id"]): row for row in rows}
+
+
+def _alerts(server: VoipsecServer) -> list[str]:
+    """``voipsec alerts list``: one line per alert (time, rule, source, detail)."""
+    return voipsec("alerts", "list", data_dir=server.data_dir).stdout.splitlines()
+
+
+def _alert_rules(server: VoipsecServer) -> list[str]:
+    return [line.split()[1] for line in _alerts(server) if len(line.split()) > 1]
+
+
+# -- SIPp peers -----------------------------------------------------------------------
+
+
+def _listening(port: int) -> bool:
+    """True when something listens on TCP 127.0.0.1:port (from /proc: no probe
+    connection reaches the listener)."""
+    wanted = f"0100007F:{port:04X}"
+    with open("/proc/net/tcp", encoding="ascii") as handle:
+        for line in handle.readlines()[1:]:
+            parts = line.split()
+            if parts[1] == wanted and parts[3] == "0A":  # 0A: LISTEN
+                return True
+    return False
+
+
+@contextlib.contextmanager
+def _trunk(
+    server: VoipsecServer,
+    workdir: Path,
+    tls_port: int,
+    *,
+    calls: int,
+    scenario: str = "call_uas_answer.xml",
+) -> Iterator[SippProcess]:
+    """A SIPp server running ``scenario`` for ``calls`` calls behind a stunnel server
+    hop on ``tls_port`` (voipsec's certificate and key), as the trunk."""
+    port = free_port()
+    tls = server.data_dir / "tls"
+    with start_sipp(
+        BENCH / scenario,
+        "",
+        workdir=workdir / "sipp-trunk",
+        calls=calls,
+        local_port=port,
+        keys={"uas_contact": f"sip:{TRUNK}@127.0.0.1:{tls_port};transport=tls"},
+        call_length_ms=CALL_MS,
+        timeout=SIPP_TIMEOUT,
+        trace_logs=True,
+    ) as callee:
+        wait_for(
+            lambda: not callee.running() or _listening(port),
+            deadline=10,
+            what=f"SIPp trunk to listen on {port}",
+        )
+        assert callee.running(), callee.wait(0).error_tail()
+        with stunnel_server(
+            tls_port, port, tls / "server.crt", tls / "server.key", workdir / "stunnel-trunk"
+        ):
+            yield callee
+
+
+@contextlib.contextmanager
+def _calling(
+    server: VoipsecServer,
+    workdir: Path,
+    dialled: str,
+    *,
+    scenario: str = ANSWER_OR_403,
+    calls: int = 1,
+    rate: float = 5.0,
+    call_length_ms: int = CALL_MS,
+    extra: Sequence[str] = (),
+) -> Iterator[SippProcess]:
+    """alice calls ``dialled`` ``calls`` times over TLS, SIPp in the background."""
+    hop = free_port()
+    user, password = ALICE
+    workdir.mkdir(parents=True, exist_ok=True)
+    inf = write_csv(workdir / "caller.csv", [(user, password, DOMAIN, dialled)])
+    with (
+        stunnel_client(hop, server.host, server.port, server.ca, workdir / "stunnel-caller"),
+        start_sipp(
+            BENCH / scenario,
+            f"127.0.0.1:{hop}",
+            workdir=workdir / "sipp-caller",
+            inf_csv=inf,
+            rate=rate,
+            calls=calls,
+            # The digest uri must be the Request-URI (SIPp puts "sip:" + -auth_uri).
+            extra=["-auth_uri", f"{dialled}@{DOMAIN}", "-trace_msg", *extra],
+            call_length_ms=call_length_ms,
+            timeout=SIPP_TIMEOUT,
+            trace_logs=True,
+        ) as caller,
+    ):
+        yield caller
+
+
+def _call(
+    server: VoipsecServer,
+    workdir: Path,
+    dialled: str,
+    *,
+    scenario: str = ANSWER_OR_403,
+    calls: int = 1,
+    rate: float = 5.0,
+    call_length_ms: int = CALL_MS,
+    extra: Sequence[str] = (),
+) -> SippResult:
+    """alice calls ``dialled`` ``calls`` times over TLS; SIPp's result once it ends."""
+    with _calling(
+        server,
+        workdir,
+        dialled,
+        scenario=scenario,
+        calls=calls,
+        rate=rate,
+        call_length_ms=call_length_ms,
+        extra=extra,
+    ) as caller:
+        return caller.wait(SIPP_TIMEOUT + 15)
+
+
+def _assert_clean(result: SippResult, calls: int, who: str, server: VoipsecServer) -> None:
+    """Every SIPp call went as its scenario says: no failure, nothing unexpected."""
+    detail = f"{who}:\n{result.error_tail()}\n--- voipsec\n{server.log_text()[-3000:]}"
+    assert (result.successful, result.failed, result.returncode) == (calls, 0, 0), detail
+    assert result.unexpected() == dict.fromkeys(result.unexpected(), 0), detail
+    assert result.error_events() == [], detail
+
+
+def _outcomes(result: SippResult) -> dict[str, list[str]]:
+    """Per Call-ID, the caller's <log> words in order (ANSWERED, HANGUP, FORBIDDEN)."""
+    found: dict[str, list[str]] = {}
+    for line in result.log_lines():
+        match = _LOG_LINE.match(line)
+        if match is not None:
+            found.setdefault(match["call_id"], []).append(match["what"])
+    return found
+
+
+def _call_number(call_id: str) -> int:
+    """SIPp's call number, the N of its Call-ID "N-PID@IP"."""
+    return int(call_id.split("-", 1)[0])
+
+
+def _b_leg_call_ids(callee: SippResult) -> list[str]:
+    return [m["call_id"] for line in callee.log_lines("INVITE ") if (m := _B_LEG.match(line))]
+
+
+# -- fraud scenarios ------------------------------------------------------------------
+
+PREMIUM_BURST_RULES = """\
+rules:
+  # The shipped rule blocks every premium-rate call: off, so that the burst rule decides.
+  - id: premium-rate
+    check: destination
+    critical: {action: block}
+    enabled: false
+  - id: test-premium-burst
+    description: More than 2 calls a minute to UK premium rate
+    check: calls_per_minute
+    prefixes: ["+449"]
+    critical: {threshold: 2, action: block}
+"""
+
+
+def test_premium_rate_burst_blocked_from_the_third_call(tmp_path: Path) -> None:
+    """Four calls in a row to a premium-rate number: two are routed and answered, the
+    third and fourth get 403 naming the rule, and the alert names it too."""
+    dialled, e164 = PREMIUM
+    tls_port = free_port()
+    prepared = _prepare(
+        tmp_path, alice_class="premium-rate", trunk_port=tls_port, rules=PREMIUM_BURST_RULES
+    )
+    with serving(prepared) as server, _trunk(server, tmp_path, tls_port, calls=2) as trunk_run:
+        # -l 1: one call at a time, so "the third" is the third attempt voipsec sees.
+        caller = _call(server, tmp_path / "burst", dialled, calls=4, rate=5, extra=["-l", "1"])
+        trunk = trunk_run.wait(SIPP_TIMEOUT)
+        _assert_clean(caller, 4, "caller", server)
+        _assert_clean(trunk, 2, "trunk", server)
+        outcomes = _outcomes(caller)
+        rows = _wait_cdrs(server, 4)
+        alerts = _alerts(server)
+    by_number = {_call_number(call_id): words for call_id, words in outcomes.items()}
+    assert by_number == {
+        1: ["ANSWERED", "HANGUP"],
+        2: ["ANSWERED", "HANGUP"],
+        3: ["FORBIDDEN"],
+        4: ["FORBIDDEN"],
+    }, outcomes
+    assert set(rows) == set(outcomes)
+    for call_id, row in rows.items():
+        assert row["callee"] == e164, row
+        if _call_number(call_id) <= 2:
+            assert (row["disposition"], row["status"], row["trunk"]) == ("answered", 200, TRUNK)
+        else:
+            assert (row["disposition"], row["status"], row["trunk"]) == ("rejected", 403, "")
+            assert "test-premium-burst" in str(row["reason"]), row
+    burst = [line for line in alerts if " test-premium-burst " in line]
+    # One alert per violating attempt (the third and the fourth), each saying blocked.
+    assert len(burst) == 2, alerts
+    assert all("blocked" in line and "alice" in line for line in burst), burst
