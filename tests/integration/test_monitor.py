@@ -313,3 +313,160 @@ def test_premium_rate_burst_blocked_from_the_third_call(tmp_path: Path) -> None:
     # One alert per violating attempt (the third and the fourth), each saying blocked.
     assert len(burst) == 2, alerts
     assert all("blocked" in line and "alice" in line for line in burst), burst
+
+
+DURATION_RULES = """\
+rules:
+  - id: test-duration
+    description: Calls are cut at 3 s
+    check: duration
+    critical: {threshold: 3, action: block}
+"""
+#: The fraud rule's duration limit (s), and slack for the BYE's trip and timers.
+DURATION_LIMIT = 3.0
+DURATION_SLACK = 1.5
+
+
+def _long_call(tmp_path: Path) -> tuple[dict[str, object], list[str]]:
+    """One call nobody hangs up, under DURATION_RULES: its CDR row and the alerts."""
+    dialled, e164 = NATIONAL
+    tls_port = free_port()
+    prepared = _prepare(tmp_path, trunk_port=tls_port, rules=DURATION_RULES)
+    with serving(prepared) as server, _trunk(server, tmp_path, tls_port, calls=1) as trunk_run:
+        caller = _call(server, tmp_path / "long", dialled, scenario="call_uac_wait_bye.xml")
+        trunk = trunk_run.wait(SIPP_TIMEOUT)
+        # Both scenarios end only after a BYE came in and was answered 200.
+        _assert_clean(caller, 1, "caller", server)
+        _assert_clean(trunk, 1, "trunk", server)
+        assert len(trunk.log_lines("DONE answered ")) == 1, trunk.error_tail()
+        outcomes = _outcomes(caller)
+        rows = _wait_cdrs(server, 1)
+        alerts = _alerts(server)
+    assert list(outcomes.values()) == [["ANSWERED", "HANGUP"]], outcomes
+    assert set(rows) == set(outcomes)
+    (row,) = rows.values()
+    assert (row["callee"], row["trunk"]) == (e164, TRUNK), row
+    return row, alerts
+
+
+def test_long_call_cut_at_the_duration_limit_both_sides_get_bye(tmp_path: Path) -> None:
+    """A call that nobody hangs up: at the rule's limit voipsec sends BYE on both legs
+    (each SIPp waits for it and answers 200), and the CDR says why."""
+    row, _ = _long_call(tmp_path)
+    expected = {
+        "disposition": "answered",
+        "status": 200,
+        "reason": "duration limit of a fraud rule",
+        "hangup_by": "system",
+    }
+    assert {key: row[key] for key in expected} == expected, row
+    billable = float(str(row["billable"]))
+    # The limit is kept to within a few ms (the BYE is sent by a timer at the limit).
+    assert DURATION_LIMIT - 0.01 <= billable <= DURATION_LIMIT + DURATION_SLACK, row
+
+
+@pytest.mark.xfail(
+    strict=False,
+    reason=(
+        "voipsec bug, intermittent (3 of 5 runs here): the call cut by the duration rule "
+        "raises no alert when its billable time falls a fraction of a millisecond short "
+        "of the threshold (CDR billable 2.99984 / 2.99976 / 2.99934 s for a 3 s limit): "
+        "FraudEngine.ended judges billable >= threshold, while the B2BUA's duration "
+        "timer (uvloop call_later, relative to the loop's cached time) can fire just "
+        "before answer + limit. strict=False only because the failure is not "
+        "deterministic."
+    ),
+)
+def test_call_cut_by_a_duration_rule_raises_its_alert(tmp_path: Path) -> None:
+    """Every violation is an alert (fraud.yaml): the rule that cut the call says so."""
+    row, alerts = _long_call(tmp_path)
+    assert row["reason"] == "duration limit of a fraud rule", row
+    assert any(" test-duration " in line for line in alerts), (row["billable"], alerts)
+
+
+def test_incrementing_numbers_flagged(tmp_path: Path) -> None:
+    """Calls to ...001, ...002, ...003 (the shipped incrementing-numbers rule: more
+    than 2 in a row): all are routed (the rule alerts), the third raises the alert."""
+    numbers = ["02071234001", "02071234002", "02071234003"]
+    tls_port = free_port()
+    prepared = _prepare(tmp_path, trunk_port=tls_port)
+    with serving(prepared) as server, _trunk(server, tmp_path, tls_port, calls=3) as trunk_run:
+        counts = []
+        for index, dialled in enumerate(numbers):
+            # One SIPp per number: the digest uri (-auth_uri) must be its Request-URI.
+            caller = _call(server, tmp_path / f"call-{index}", dialled)
+            _assert_clean(caller, 1, f"caller of {dialled}", server)
+            assert [w for ws in _outcomes(caller).values() for w in ws] == ["ANSWERED", "HANGUP"]
+            _wait_cdrs(server, index + 1)
+            counts.append(_alert_rules(server).count("incrementing-numbers"))
+        trunk = trunk_run.wait(SIPP_TIMEOUT)
+        _assert_clean(trunk, 3, "trunk", server)
+        alerts = _alerts(server)
+    assert counts == [0, 0, 1], alerts
+    (line,) = [line for line in alerts if " incrementing-numbers " in line]
+    assert "alice" in line and "alerted" in line, line
+
+
+def test_first_call_to_a_new_country_alerts(tmp_path: Path) -> None:
+    """The shipped new-country rule: alice's first call to Germany alerts, her second
+    does not; her first call to France alerts again."""
+    tls_port = free_port()
+    prepared = _prepare(tmp_path, alice_class="international", trunk_port=tls_port)
+    with serving(prepared) as server, _trunk(server, tmp_path, tls_port, calls=3) as trunk_run:
+        germany = _call(server, tmp_path / "germany", GERMANY[0], calls=2, extra=["-l", "1"])
+        _assert_clean(germany, 2, "caller (Germany)", server)
+        _wait_cdrs(server, 2)
+        after_germany = [line for line in _alerts(server) if " new-country " in line]
+        france = _call(server, tmp_path / "france", FRANCE[0])
+        _assert_clean(france, 1, "caller (France)", server)
+        rows = _wait_cdrs(server, 3)
+        trunk = trunk_run.wait(SIPP_TIMEOUT)
+        _assert_clean(trunk, 3, "trunk", server)
+        after_france = [line for line in _alerts(server) if " new-country " in line]
+    assert all(row["disposition"] == "answered" for row in rows.values()), rows
+    assert len(after_germany) == 1, after_germany
+    assert "first call to country code +49" in after_germany[0], after_germany
+    assert len(after_france) == 2, after_france
+    assert "first call to country code +33" in after_france[1], after_france
+
+
+CONCURRENT_RULES = """\
+rules:
+  - id: test-concurrent
+    description: More than 2 calls at once
+    check: concurrent_calls
+    critical: {threshold: 2, action: block}
+"""
+#: How long the concurrent calls are held (ms): all three overlap.
+HOLD_MS = 3000
+
+
+def test_concurrent_call_limit_holds(tmp_path: Path) -> None:
+    """Three calls placed 0.2 s apart and held 3 s: two are answered, the third (two
+    already open) gets 403 naming the rule."""
+    dialled, _ = NATIONAL
+    tls_port = free_port()
+    prepared = _prepare(tmp_path, trunk_port=tls_port, rules=CONCURRENT_RULES)
+    with serving(prepared) as server, _trunk(server, tmp_path, tls_port, calls=2) as trunk_run:
+        caller = _call(server, tmp_path / "held", dialled, calls=3, call_length_ms=HOLD_MS)
+        trunk = trunk_run.wait(SIPP_TIMEOUT)
+        _assert_clean(caller, 3, "caller", server)
+        _assert_clean(trunk, 2, "trunk", server)
+        outcomes = _outcomes(caller)
+        rows = _wait_cdrs(server, 3)
+        alerts = _alerts(server)
+    by_number = {_call_number(call_id): words for call_id, words in outcomes.items()}
+    assert by_number == {
+        1: ["ANSWERED", "HANGUP"],
+        2: ["ANSWERED", "HANGUP"],
+        3: ["FORBIDDEN"],
+    }, outcomes
+    # The answered calls overlapped the refused one (it was refused, not just late).
+    third = next(row for cid, row in rows.items() if _call_number(cid) == 3)
+    for call_id, row in rows.items():
+        if _call_number(call_id) != 3:
+            assert float(str(row["start"])) < float(str(third["start"])), rows
+            assert float(str(row["end"])) > float(str(third["start"])), rows
+    assert (third["disposition"], third["status"]) == ("rejected", 403), third
+    assert "test-concurrent" in str(third["reason"]), third
+    assert [line for line in alerts if " test-concurrent " in line], alerts
