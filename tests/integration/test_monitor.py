@@ -13,14 +13,19 @@ SIP it writes), ``/metrics`` and DATA/sip.log.
 from __future__ import annotations
 
 import contextlib
+import http.server
 import json
 import re
+import socket
+import subprocess
+import threading
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
 
-from tests.peers.proc import free_port, wait_for
+from tests.peers.proc import free_port, require, running, wait_for
 from tests.peers.sipp import SippProcess, SippResult, start_sipp, write_csv
 from tests.peers.stunnel import stunnel_client, stunnel_server
 from tests.peers.voipsec import VoipsecServer, prepare, serving, voipsec
@@ -470,3 +475,158 @@ def test_concurrent_call_limit_holds(tmp_path: Path) -> None:
     assert (third["disposition"], third["status"]) == ("rejected", 403), third
     assert "test-concurrent" in str(third["reason"]), third
     assert [line for line in alerts if " test-concurrent " in line], alerts
+
+
+# -- alerts by webhook ----------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _webhook_receiver() -> Iterator[tuple[str, list[tuple[str, str, bytes]]]]:
+    """An HTTP server on 127.0.0.1 in a thread; yields its URL and the POSTs it got
+    as (path, content type, body), answering each 204."""
+    received: list[tuple[str, str, bytes]] = []
+
+    class Hook(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length)
+            received.append((self.path, self.headers.get("Content-Type") or "", body))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/hook", received
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+def test_webhook_receives_the_alert_json(tmp_path: Path) -> None:
+    """alice's first call to Germany: the new-country alert is POSTed as JSON."""
+    tls_port = free_port()
+    with _webhook_receiver() as (url, received):
+        prepared = _prepare(
+            tmp_path,
+            alice_class="international",
+            trunk_port=tls_port,
+            settings=[("alerts.webhook", json.dumps(url))],
+        )
+        with (
+            serving(prepared) as server,
+            _trunk(server, tmp_path, tls_port, calls=1) as trunk_run,
+        ):
+            before = time.time()
+            caller = _call(server, tmp_path / "germany", GERMANY[0])
+            _assert_clean(caller, 1, "caller", server)
+            _assert_clean(trunk_run.wait(SIPP_TIMEOUT), 1, "trunk", server)
+            _wait_cdrs(server, 1)
+
+            def new_country() -> list[dict[str, object]]:
+                alerts = [json.loads(body) for _, _, body in received]
+                return [a for a in alerts if a.get("rule") == "new-country"]
+
+            wait_for(new_country, deadline=15, what="the new-country alert at the webhook")
+    (alert,) = new_country()
+    path, content_type, _ = received[0]
+    assert path == "/hook"
+    assert content_type.startswith("application/json"), content_type
+    assert {"rule", "what", "who", "why", "action", "source", "time"} <= set(alert), alert
+    assert (alert["who"], alert["action"], alert["source"]) == ("alice", "alerted", "127.0.0.1")
+    assert "first call to country code +49" in str(alert["why"]), alert
+    assert "new_country" in str(alert["what"]), alert
+    assert before - 1 <= float(str(alert["time"])) <= time.time(), alert
+
+
+# -- HEP to a sngrep collector --------------------------------------------------------
+
+HEP_KEY = "homer-pw"
+
+
+def _udp_port_bound(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+        return False
+
+
+def _udp_unread(port: int) -> int:
+    """Bytes waiting in the receive queue of the UDP socket bound to 127.0.0.1:port."""
+    local = f"0100007F:{port:04X}"
+    for line in Path("/proc/net/udp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[1] == local:
+            return int(fields[4].split(":")[1], 16)
+    return 0
+
+
+@contextlib.contextmanager
+def _sngrep_collector(workdir: Path, password: str) -> Iterator[tuple[int, Path]]:
+    """sngrep as a HEP collector (it checks the auth key) on a free UDP port, writing
+    the SIP it unwraps to a pcap (flushed when it is stopped with SIGTERM)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    (workdir / "sngreprc").write_text(f"set eep.listen.pass {password}\n")
+    out = workdir / "collected.pcap"
+    argv = [require("sngrep"), "-F", "-f", str(workdir / "sngreprc"), "-N", "-q"]
+    argv += ["-L", f"udp:127.0.0.1:{port}", "-O", str(out)]
+    with running(argv, log=workdir / "sngrep.log") as proc:
+        wait_for(lambda: _udp_port_bound(port) or proc.poll() is not None, what="sngrep")
+        assert proc.poll() is None, (workdir / "sngrep.log").read_text()
+        yield port, out
+
+
+def _tshark_sip(pcap: Path) -> list[tuple[str, str]]:
+    """(Call-ID, method or status) of each SIP message tshark finds in ``pcap``."""
+    argv = [require("tshark"), "-r", str(pcap), "-Y", "sip", "-T", "fields"]
+    argv += ["-e", "sip.Call-ID", "-e", "sip.Method", "-e", "sip.Status-Code"]
+    out = subprocess.run(argv, capture_output=True, check=True, timeout=60).stdout.decode()
+    rows = []
+    for line in out.splitlines():
+        call_id, method, status = [*line.split("\t"), "", "", ""][:3]
+        rows.append((call_id, method or status))
+    return rows
+
+
+def test_hep_export_to_sngrep_tshark_reads_both_legs(tmp_path: Path) -> None:
+    """One call with hep.target set: sngrep (checking the auth key) unwraps voipsec's
+    HEP packets, and tshark finds the SIP of both legs by their Call-IDs."""
+    dialled, _ = NATIONAL
+    tls_port = free_port()
+    with _sngrep_collector(tmp_path / "sngrep", HEP_KEY) as (hep_port, pcap):
+        settings = [
+            ("hep.target", f'"udp:127.0.0.1:{hep_port}"'),
+            ("hep.auth_key", json.dumps(HEP_KEY)),
+        ]
+        prepared = _prepare(tmp_path, trunk_port=tls_port, settings=settings)
+        with (
+            serving(prepared) as server,
+            _trunk(server, tmp_path, tls_port, calls=1) as trunk_run,
+        ):
+            caller = _call(server, tmp_path / "call", dialled)
+            trunk = trunk_run.wait(SIPP_TIMEOUT)
+            _assert_clean(caller, 1, "caller", server)
+            _assert_clean(trunk, 1, "trunk", server)
+            _wait_cdrs(server, 1)
+        # voipsec has stopped (its last packets are sent); sngrep has read them all.
+        wait_for(lambda: _udp_unread(hep_port) == 0, what="sngrep to read its socket")
+    (a_leg,) = _outcomes(caller)
+    (b_leg,) = _b_leg_call_ids(trunk)
+    rows = _tshark_sip(pcap)
+    by_call: dict[str, set[str]] = {}
+    for call_id, what in rows:
+        by_call.setdefault(call_id, set()).add(what)
+    assert set(by_call) == {a_leg, b_leg}, rows
+    # The A-leg: the challenge and the call (INVITE 407 ACK, INVITE 200, BYE 200).
+    assert {"INVITE", "407", "ACK", "200", "BYE"} <= by_call[a_leg], rows
+    assert {"INVITE", "200", "ACK", "BYE"} <= by_call[b_leg], rows
