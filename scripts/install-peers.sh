@@ -14,6 +14,8 @@ have turnutils_uclient || need+=(coturn)
 have stun || need+=(stun-client)
 have tshark || need+=(tshark)
 have sngrep || need+=(sngrep)
+# The CDR tests start their own PostgreSQL cluster from Debian's server binaries.
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql)
 if [ ${#need[@]} -eq 0 ]; then
     exit 0
 fi

@@ -600,7 +600,8 @@ def cdr_list(
     if limit is not None and limit < 1:
         _fail("--limit must be at least 1")
     start = 0.0 if since is None else parse_since(since, time.time())
-    _, store = _open(dir)
+    config = load(dir / CONFIG_NAME)
+    store = Store(dir / DB_NAME, cdr_url=config.cdr.url)
     try:
         records = store.cdrs(since=start, limit=limit)
     finally:

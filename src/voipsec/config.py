@@ -16,6 +16,8 @@ from typing import Annotated, Any, Literal
 import tomlkit
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from .cdrdb import check_url
+
 CONFIG_NAME = "voipsec.toml"
 
 TRANSPORTS = ("tls", "tcp", "udp")
@@ -403,6 +405,18 @@ class MetricsSection(_Section):
         return value
 
 
+class CdrSection(_Section):
+    #: Where call detail records go: "" is voipsec.db in the data directory;
+    #: "postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE" a PostgreSQL server.
+    url: str = Field(default="", repr=False)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        check_url(value)  # its messages never repeat the URL (it may hold a password)
+        return value
+
+
 class Config(_Section):
     sip: SipSection = Field(default_factory=SipSection)
     tls: TlsSection = Field(default_factory=TlsSection)
@@ -422,6 +436,7 @@ class Config(_Section):
     siplog: SipLogSection = Field(default_factory=SipLogSection)
     hep: HepSection = Field(default_factory=HepSection)
     metrics: MetricsSection = Field(default_factory=MetricsSection)
+    cdr: CdrSection = Field(default_factory=CdrSection)
 
     @field_validator("zones")
     @classmethod
@@ -609,6 +624,13 @@ auth_key = ""
 # Empty: off. A token, when set, is required as "Authorization: Bearer TOKEN".
 listen = "127.0.0.1:8443"
 token = ""
+
+[cdr]
+# Where call detail records are stored. "" (the default): voipsec.db in the data
+# directory. "postgresql://USER@HOST:PORT/DATABASE": a PostgreSQL server (the same
+# table and behaviour; `voipsec cdr list` reads it too). A password is better kept in
+# ~/.pgpass or PGPASSWORD than here; if it is in the URL, keep this file 0600.
+url = ""
 
 # SIP trunks (none by default). Calls whose E.164 number starts with one of a trunk's
 # prefixes go to it over TLS; calls from its source CIDRs are mapped by DID to users.

@@ -782,7 +782,8 @@ class Server:
     def __init__(self, *, config: Config, data_dir: Path) -> None:
         self.config = config
         self.data_dir = data_dir
-        self.store = Store(data_dir / "voipsec.db")
+        # CDRs go to config.cdr.url (PostgreSQL) when set; StoreError if unreachable.
+        self.store = Store(data_dir / "voipsec.db", cdr_url=config.cdr.url)
         self._rules_stamp = self._rule_files_stamp()
         tls = config.tls
         self.connections = ConnectionTable(

@@ -1,8 +1,10 @@
 """SQLite storage: users (password digests only), registrar bindings, bans, alerts,
-device certificates and call detail records.
+device certificates, and the call detail records unless they go elsewhere.
 
 One file, ``DIR/voipsec.db``, created 0600, in WAL mode so the CLI can read while
-``serve`` writes. The registrar's writes arrive in batches (see server.py). A CDR row
+``serve`` writes. The registrar's writes arrive in batches (see server.py). CDRs live
+in the same file by default, or in PostgreSQL when ``[cdr] url`` names a server; the
+``cdr_*`` methods delegate to :mod:`voipsec.cdrdb`, one code path for both. A CDR row
 is written when a call starts and completed when it ends, each in its own commit, so a
 crash of the process never loses a call: rows it left open are closed at the next
 start (``close_open_cdrs``). Databases made by older versions are migrated in place
@@ -14,14 +16,52 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
-import unicodedata
 from collections.abc import Iterable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+from .cdrdb import (
+    CDR_FIELDS,
+    DISPOSITIONS,
+    HANGUP_BY,
+    MAX_CDR_FIELD,
+    MAX_CDR_MEDIA,
+    RESTART_DISPOSITION,
+    RESTART_HANGUP_BY,
+    RESTART_REASON,
+    CdrDatabase,
+    CdrRecord,
+    CdrStart,
+    StoreError,
+    cdr_text,
+    open_cdr_database,
+)
 from .config import CLASSES_OF_SERVICE
 from .sip.digest import ALGORITHMS, ha1
+
+__all__ = [
+    "CDR_FIELDS",
+    "DB_NAME",
+    "DEFAULT_CLASS",
+    "DISPOSITIONS",
+    "HANGUP_BY",
+    "MAX_CDR_FIELD",
+    "MAX_CDR_MEDIA",
+    "RESTART_DISPOSITION",
+    "RESTART_HANGUP_BY",
+    "RESTART_REASON",
+    "AlertRecord",
+    "BanRecord",
+    "Binding",
+    "CdrRecord",
+    "CdrStart",
+    "CertificateRecord",
+    "Store",
+    "StoreError",
+    "cdr_text",
+    "check_class",
+    "check_user_name",
+]
 
 DB_NAME = "voipsec.db"
 
@@ -66,32 +106,6 @@ CREATE TABLE IF NOT EXISTS certificates (
     issued REAL NOT NULL,
     revoked REAL
 );
-CREATE TABLE IF NOT EXISTS cdrs (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    call_id TEXT NOT NULL,
-    caller TEXT NOT NULL,
-    callee_dialled TEXT NOT NULL,
-    callee TEXT NOT NULL,
-    "user" TEXT NOT NULL,
-    source TEXT NOT NULL,
-    transport TEXT NOT NULL,
-    tls_identity TEXT NOT NULL,
-    trunk TEXT NOT NULL,
-    user_agent TEXT NOT NULL,
-    "start" REAL NOT NULL,
-    answer REAL,
-    "end" REAL,
-    duration REAL,
-    billable REAL,
-    disposition TEXT NOT NULL DEFAULT '',
-    status INTEGER,
-    reason TEXT NOT NULL DEFAULT '',
-    hangup_by TEXT NOT NULL DEFAULT '',
-    media TEXT NOT NULL DEFAULT ''
-);
-CREATE INDEX IF NOT EXISTS cdrs_start ON cdrs ("start");
--- Only calls in progress (or left open by a crash): keeps close_open_cdrs cheap.
-CREATE INDEX IF NOT EXISTS cdrs_open ON cdrs (id) WHERE disposition = '';
 """
 
 #: A user name is the user part of an AOR; keep it to characters phones can type.
@@ -99,32 +113,8 @@ MAX_USER_NAME = 64
 _USER_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-+")
 
 
-class StoreError(Exception):
-    """A store operation was refused; the message is safe to show."""
-
-
 #: Class of service of a user added without one (the users table's column default).
 DEFAULT_CLASS = "national"
-
-#: Longest text kept in any CDR field. Caller, callee, User-Agent and reason come from
-#: peers; 256 is well past any real SIP URI user part or product token, and bounds
-#: what one hostile INVITE can add to the database.
-MAX_CDR_FIELD = 256
-
-#: Final states of a CDR row; '' (not listed) marks a call still in progress.
-DISPOSITIONS = frozenset({"answered", "no_answer", "busy", "failed", "rejected", "incomplete"})
-#: Who ended the call; '' when it was never answered.
-HANGUP_BY = frozenset({"caller", "callee", "system", ""})
-
-#: What close_open_cdrs writes into rows a crash left open.
-RESTART_DISPOSITION = "incomplete"
-RESTART_REASON = "server restarted"
-RESTART_HANGUP_BY = "system"
-
-#: Unicode categories replaced in CDR text: controls (terminal escapes), format
-#: characters (bidi overrides) and lone surrogates (not encodable for SQLite).
-_UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Cs"})
-_REPLACEMENT = "?"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -167,95 +157,6 @@ class CertificateRecord:
     revoked: float | None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class CdrStart:
-    """What is known of a call when it starts; text fields are '' when unknown."""
-
-    call_id: str
-    caller: str
-    #: The number or name as the caller dialled it.
-    callee_dialled: str
-    #: After the dial plan (E.164 for trunk calls, a user name for internal ones).
-    callee: str
-    #: Authenticated user placing the call; '' for calls from a trunk.
-    user: str
-    #: "ip:port" the INVITE came from.
-    source: str
-    transport: str
-    #: Subject of the client certificate the call came over, if any.
-    tls_identity: str
-    trunk: str
-    user_agent: str
-    start: float
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class CdrRecord:
-    """One row of the ``cdrs`` table (see docs/cdr.md)."""
-
-    id: int
-    call_id: str
-    caller: str
-    callee_dialled: str
-    callee: str
-    user: str
-    source: str
-    transport: str
-    tls_identity: str
-    trunk: str
-    user_agent: str
-    start: float
-    answer: float | None
-    end: float | None
-    duration: float | None
-    billable: float | None
-    #: One of DISPOSITIONS, or '' while the call is in progress.
-    disposition: str
-    status: int | None
-    reason: str
-    hangup_by: str
-    #: Media quality per leg as JSON (docs/media.md), '' when no media was relayed.
-    media: str = ""
-
-
-#: Longest media report (JSON) stored with a CDR.
-MAX_CDR_MEDIA = 4096
-
-#: CdrRecord's field names: the keys of `voipsec cdr list --format json` and the csv header.
-CDR_FIELDS = tuple(f.name for f in fields(CdrRecord))
-
-_CDR_SELECT = (
-    'SELECT id, call_id, caller, callee_dialled, callee, "user", source, transport, '
-    'tls_identity, trunk, user_agent, "start", answer, "end", duration, billable, '
-    "disposition, status, reason, hangup_by, media FROM cdrs "
-)
-
-
-# Parameters: end, end (for duration), end (for billable), disposition, status, reason,
-# hangup_by; the caller appends the WHERE clause.
-_CDR_CLOSE = (
-    'UPDATE cdrs SET "end" = ?, duration = MAX(? - "start", 0.0), '
-    "billable = CASE WHEN answer IS NULL THEN 0.0 ELSE MAX(? - answer, 0.0) END, "
-    "disposition = ?, status = ?, reason = ?, hangup_by = ? "
-)
-
-
-def _cdr_record(row: tuple[Any, ...]) -> CdrRecord:
-    # _CDR_SELECT lists the columns in CdrRecord's field order (a unit test checks).
-    return CdrRecord(**dict(zip(CDR_FIELDS, row, strict=True)))
-
-
-def cdr_text(text: str) -> str:
-    """``text`` as stored in a CDR: at most MAX_CDR_FIELD characters, with control,
-    format and surrogate characters replaced by '?' (peers choose these strings)."""
-    text = text[:MAX_CDR_FIELD]
-    if text.isprintable():
-        return text
-    return "".join(
-        _REPLACEMENT if unicodedata.category(ch) in _UNSAFE_CATEGORIES else ch for ch in text
-    )
-
-
 def check_class(cos: str) -> None:
     """Refuse a class of service not in config.CLASSES_OF_SERVICE."""
     if cos not in CLASSES_OF_SERVICE:
@@ -274,7 +175,13 @@ def check_user_name(name: str) -> None:
 
 
 class Store:
-    def __init__(self, path: Path) -> None:
+    """voipsec.db, and the CDR database of ``cdr_url`` ('' keeps CDRs in voipsec.db).
+
+    Opening a PostgreSQL CDR database that cannot be reached raises StoreError (one
+    line, the URL's password masked).
+    """
+
+    def __init__(self, path: Path, cdr_url: str = "") -> None:
         new = not path.exists()
         if new:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
@@ -282,11 +189,16 @@ class Store:
         os.chmod(path, 0o600)
         self.path = path
         self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.execute("PRAGMA busy_timeout=5000")
-        self.db.executescript(_SCHEMA)
-        self._migrate()
+        try:
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.execute("PRAGMA busy_timeout=5000")
+            self.db.executescript(_SCHEMA)
+            self._migrate()
+            self.cdr_db: CdrDatabase = open_cdr_database(cdr_url, self.db)
+        except BaseException:
+            self.db.close()
+            raise
         for suffix in ("-wal", "-shm"):
             side = Path(f"{path}{suffix}")
             if side.exists():
@@ -296,11 +208,11 @@ class Store:
         """Bring a database made by an older version up to _SCHEMA.
 
         CREATE TABLE IF NOT EXISTS adds missing tables; missing columns are added
-        here. The check runs again under BEGIN IMMEDIATE so that a ``serve`` and a CLI
-        command opening the same old file at once do not both add the column; an
-        up-to-date file takes no write lock.
+        here (those of the cdrs table by voipsec.cdrdb). The check runs again under
+        BEGIN IMMEDIATE so that a ``serve`` and a CLI command opening the same old file
+        at once do not both add the column; an up-to-date file takes no write lock.
         """
-        if self._has_user_class() and self._has_cdr_media():
+        if self._has_user_class():
             return
         with self.db:
             self.db.execute("BEGIN IMMEDIATE")
@@ -309,16 +221,12 @@ class Store:
                     'ALTER TABLE users ADD COLUMN "class" TEXT NOT NULL '
                     f"DEFAULT '{DEFAULT_CLASS}'"
                 )
-            if not self._has_cdr_media():
-                self.db.execute("ALTER TABLE cdrs ADD COLUMN media TEXT NOT NULL DEFAULT ''")
-
-    def _has_cdr_media(self) -> bool:
-        return any(row[1] == "media" for row in self.db.execute("PRAGMA table_info(cdrs)"))
 
     def _has_user_class(self) -> bool:
         return any(row[1] == "class" for row in self.db.execute("PRAGMA table_info(users)"))
 
     def close(self) -> None:
+        self.cdr_db.close()
         self.db.close()
 
     # -- users --------------------------------------------------------------------
@@ -481,45 +389,19 @@ class Store:
             for a, c, e, i, s, src, ua in rows
         ]
 
-    # -- call detail records ------------------------------------------------------
+    # -- call detail records (voipsec.cdrdb: SQLite or PostgreSQL) ------------------
 
     def cdr_start(self, start: CdrStart) -> int:
         """Open a CDR row for a call that starts now; returns its id.
 
-        Committed before returning (autocommit), so the call is on disk even if the
+        Committed before returning (autocommit), so the call is stored even if the
         process dies before it ends.
         """
-        cur = self.db.execute(
-            'INSERT INTO cdrs (call_id, caller, callee_dialled, callee, "user", source, '
-            'transport, tls_identity, trunk, user_agent, "start") '
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                cdr_text(start.call_id),
-                cdr_text(start.caller),
-                cdr_text(start.callee_dialled),
-                cdr_text(start.callee),
-                cdr_text(start.user),
-                cdr_text(start.source),
-                cdr_text(start.transport),
-                cdr_text(start.tls_identity),
-                cdr_text(start.trunk),
-                cdr_text(start.user_agent),
-                start.start,
-            ),
-        )
-        row_id = cur.lastrowid
-        if row_id is None:  # pragma: no cover - sqlite always sets it after INSERT
-            raise StoreError("CDR insert returned no id")
-        return row_id
+        return self.cdr_db.start(start)
 
     def cdr_answer(self, cdr_id: int, when: float) -> None:
         """Record when the call was answered; the first answer of an open call counts."""
-        cur = self.db.execute(
-            "UPDATE cdrs SET answer = ? WHERE id = ? AND answer IS NULL AND disposition = ''",
-            (when, cdr_id),
-        )
-        if cur.rowcount == 0:
-            self._check_cdr_exists(cdr_id)
+        self.cdr_db.answer(cdr_id, when)
 
     def cdr_end(
         self,
@@ -536,24 +418,18 @@ class Store:
         duration = end - start and billable = end - answer (0.0 when unanswered), both
         clamped at 0 in case the wall clock stepped back during the call.
         """
-        if disposition not in DISPOSITIONS:
-            raise StoreError(f"invalid CDR disposition {disposition[:MAX_USER_NAME]!r}")
-        if hangup_by not in HANGUP_BY:
-            raise StoreError(f"invalid CDR hangup_by {hangup_by[:MAX_USER_NAME]!r}")
-        cur = self.db.execute(
-            _CDR_CLOSE + "WHERE id = ? AND disposition = ''",
-            (end, end, end, disposition, status, cdr_text(reason), hangup_by, cdr_id),
+        self.cdr_db.end(
+            cdr_id,
+            end=end,
+            disposition=disposition,
+            status=status,
+            reason=reason,
+            hangup_by=hangup_by,
         )
-        if cur.rowcount == 0:
-            self._check_cdr_exists(cdr_id)
 
     def cdr_media(self, cdr_id: int, report: str) -> None:
         """Attach the media quality report (JSON text, at most MAX_CDR_MEDIA characters)."""
-        if len(report) > MAX_CDR_MEDIA:
-            raise StoreError(f"media report of {len(report)} characters is too long")
-        cur = self.db.execute("UPDATE cdrs SET media = ? WHERE id = ?", (report, cdr_id))
-        if cur.rowcount == 0:
-            self._check_cdr_exists(cdr_id)
+        self.cdr_db.media(cdr_id, report)
 
     def close_open_cdrs(self, now: float) -> int:
         """Close the rows a crash left open (call server start before taking calls).
@@ -561,37 +437,15 @@ class Store:
         They become incomplete / "server restarted" / hangup by system, ending at ``now``;
         their status stays NULL. Returns how many were closed.
         """
-        cur = self.db.execute(
-            _CDR_CLOSE + "WHERE disposition = ''",
-            (now, now, now, RESTART_DISPOSITION, None, RESTART_REASON, RESTART_HANGUP_BY),
-        )
-        return cur.rowcount
+        return self.cdr_db.close_open(now)
 
     def cdr(self, cdr_id: int) -> CdrRecord:
         """One CDR row by id."""
-        row = self.db.execute(_CDR_SELECT + "WHERE id = ?", (cdr_id,)).fetchone()
-        if row is None:
-            raise StoreError(f"no CDR {cdr_id}")
-        return _cdr_record(row)
+        return self.cdr_db.get(cdr_id)
 
     def cdrs(self, since: float = 0.0, limit: int | None = None) -> list[CdrRecord]:
         """CDRs of calls started at or after ``since``, ordered by start then id.
 
         With ``limit``, the most recent ``limit`` of them (still oldest first).
         """
-        if limit is None:
-            rows = self.db.execute(
-                _CDR_SELECT + 'WHERE "start" >= ? ORDER BY "start", id', (since,)
-            )
-            return [_cdr_record(r) for r in rows]
-        if limit < 0:
-            raise StoreError("limit must not be negative")
-        rows = self.db.execute(
-            _CDR_SELECT + 'WHERE "start" >= ? ORDER BY "start" DESC, id DESC LIMIT ?',
-            (since, limit),
-        )
-        return [_cdr_record(r) for r in reversed(rows.fetchall())]
-
-    def _check_cdr_exists(self, cdr_id: int) -> None:
-        if self.db.execute("SELECT 1 FROM cdrs WHERE id = ?", (cdr_id,)).fetchone() is None:
-            raise StoreError(f"no CDR {cdr_id}")
+        return self.cdr_db.since(since, limit)

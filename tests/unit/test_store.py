@@ -1,4 +1,8 @@
-"""SQLite store (voipsec.store): CDRs, classes of service, migration, file mode."""
+"""The store (voipsec.store, voipsec.cdrdb): CDRs, classes of service, migration, file mode.
+
+Every CDR test runs twice: with CDRs in voipsec.db (SQLite) and in a real PostgreSQL
+server (tests/peers/postgres.py), through the same Store methods.
+"""
 
 from __future__ import annotations
 
@@ -8,19 +12,29 @@ import stat
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 
+from tests.peers import postgres
+from tests.peers.postgres import PASSWORD, PostgresServer
+from voipsec import cdrdb
+from voipsec.cdrdb import check_url, redact_url
 from voipsec.config import CLASSES_OF_SERVICE
 from voipsec.store import (
     CDR_FIELDS,
     DB_NAME,
     DEFAULT_CLASS,
     MAX_CDR_FIELD,
+    MAX_CDR_MEDIA,
     CdrRecord,
     CdrStart,
     Store,
     StoreError,
 )
+
+# The PostgreSQL fixtures, by name (pytest finds fixtures in the test module).
+postgres_server = postgres.postgres_server
+postgres_url = postgres.postgres_url
 
 T0 = 1_800_000_000.0
 REALM = "example.test"
@@ -38,11 +52,41 @@ INSERT INTO users VALUES ('olduser', 'x', 'y', 'example.test', 1.0);
 """
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def cdr_url(request: pytest.FixtureRequest) -> str:
+    """'' (CDRs in voipsec.db) or the URL of a new PostgreSQL database."""
+    if request.param == "sqlite":
+        return ""
+    url = request.getfixturevalue("postgres_url")
+    assert isinstance(url, str)
+    return url
+
+
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
+def store(tmp_path: Path, cdr_url: str) -> Iterator[Store]:
+    opened = Store(tmp_path / DB_NAME, cdr_url=cdr_url)
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
+def local_store(tmp_path: Path) -> Iterator[Store]:
+    """A store with everything in voipsec.db (for the tests that are not about CDRs)."""
     opened = Store(tmp_path / DB_NAME)
     yield opened
     opened.close()
+
+
+def _read_cdrs(tmp_path: Path, cdr_url: str, query: str) -> list[tuple[object, ...]]:
+    """``query`` run on a connection of its own (another process's view)."""
+    if not cdr_url:
+        other = sqlite3.connect(tmp_path / DB_NAME)
+        try:
+            return other.execute(query).fetchall()
+        finally:
+            other.close()
+    with psycopg.connect(cdr_url) as conn:
+        return conn.execute(query).fetchall()
 
 
 def _start(start: float = T0, **changes: str) -> CdrStart:
@@ -91,8 +135,7 @@ def test_store_file_created_0600_and_kept_0600(tmp_path: Path) -> None:
 
 
 def test_store_cdr_table_columns_are_the_record_fields(store: Store) -> None:
-    columns = tuple(row[1] for row in store.db.execute("PRAGMA table_info(cdrs)"))
-    assert columns == CDR_FIELDS
+    assert tuple(store.cdr_db.columns()) == CDR_FIELDS
     assert tuple(f.name for f in dataclasses.fields(CdrRecord)) == CDR_FIELDS
 
 
@@ -162,14 +205,9 @@ def test_store_cdr_unanswered_call_bills_nothing(store: Store) -> None:
     assert (record.disposition, record.hangup_by) == ("no_answer", "")
 
 
-def test_store_cdr_start_is_committed_at_once(store: Store, tmp_path: Path) -> None:
+def test_store_cdr_start_is_committed_at_once(store: Store, tmp_path: Path, cdr_url: str) -> None:
     cdr_id = store.cdr_start(_start())
-    other = sqlite3.connect(tmp_path / DB_NAME)
-    try:
-        rows = other.execute("SELECT id, disposition FROM cdrs").fetchall()
-    finally:
-        other.close()
-    assert rows == [(cdr_id, "")]
+    assert _read_cdrs(tmp_path, cdr_url, "SELECT id, disposition FROM cdrs") == [(cdr_id, "")]
 
 
 def test_store_cdr_first_answer_and_first_end_win(store: Store) -> None:
@@ -253,8 +291,8 @@ def test_store_cdrs_since_and_limit(store: Store) -> None:
         store.cdrs(limit=-1)
 
 
-def test_store_close_open_cdrs_after_a_crash(tmp_path: Path) -> None:
-    crashed = Store(tmp_path / DB_NAME)
+def test_store_close_open_cdrs_after_a_crash(tmp_path: Path, cdr_url: str) -> None:
+    crashed = Store(tmp_path / DB_NAME, cdr_url=cdr_url)
     ringing = crashed.cdr_start(_start(start=T0))
     talking = crashed.cdr_start(_start(start=T0 + 1.0))
     crashed.cdr_answer(talking, T0 + 3.0)
@@ -264,7 +302,7 @@ def test_store_close_open_cdrs_after_a_crash(tmp_path: Path) -> None:
     )
     crashed.close()  # the process died: nothing ended the first two calls
 
-    restarted = Store(tmp_path / DB_NAME)
+    restarted = Store(tmp_path / DB_NAME, cdr_url=cdr_url)
     try:
         assert restarted.close_open_cdrs(T0 + 100.0) == 2
         assert restarted.close_open_cdrs(T0 + 200.0) == 0
@@ -288,14 +326,202 @@ def test_store_close_open_cdrs_after_a_crash(tmp_path: Path) -> None:
     )
 
 
+def test_store_cdr_media_report_round_trip_and_limit(store: Store) -> None:
+    cdr_id = store.cdr_start(_start())
+    report = '[{"leg":"a","suite":"AES_CM_128_HMAC_SHA1_80","packets":1500}]'
+    store.cdr_media(cdr_id, report)
+    assert store.cdr(cdr_id).media == report
+    with pytest.raises(StoreError, match=r"^media report of 4097 characters is too long$"):
+        store.cdr_media(cdr_id, "x" * (MAX_CDR_MEDIA + 1))
+    with pytest.raises(StoreError, match=r"^no CDR 99$"):
+        store.cdr_media(99, report)
+    assert store.cdr(cdr_id).media == report
+
+
+def test_store_cdr_times_keep_microseconds(store: Store) -> None:
+    # Epoch seconds need 8-byte floats: PostgreSQL's REAL (4 bytes) would round them
+    # to 128 s.
+    start = T0 + 0.123456
+    cdr_id = store.cdr_start(_start(start=start))
+    store.cdr_answer(cdr_id, start + 1.000001)
+    store.cdr_end(
+        cdr_id, end=start + 2.5, disposition="answered", status=200, reason="", hangup_by="callee"
+    )
+    record = store.cdr(cdr_id)
+    assert (record.start, record.answer, record.end) == (start, start + 1.000001, start + 2.5)
+    assert record.duration == pytest.approx(2.5, abs=1e-6)
+
+
+def test_store_cdr_ids_increase_across_reopen(tmp_path: Path, cdr_url: str) -> None:
+    first = Store(tmp_path / DB_NAME, cdr_url=cdr_url)
+    ids = [first.cdr_start(_start()) for _ in range(3)]
+    first.close()
+    again = Store(tmp_path / DB_NAME, cdr_url=cdr_url)
+    try:
+        ids.append(again.cdr_start(_start()))
+        assert [r.id for r in again.cdrs()] == ids
+    finally:
+        again.close()
+    assert ids == sorted(set(ids))
+
+
+def test_store_migrates_cdr_table_without_media(tmp_path: Path) -> None:
+    path = tmp_path / DB_NAME
+    old = sqlite3.connect(path)
+    old.execute(
+        "CREATE TABLE cdrs (id INTEGER PRIMARY KEY AUTOINCREMENT, call_id TEXT NOT NULL, "
+        "caller TEXT NOT NULL, callee_dialled TEXT NOT NULL, callee TEXT NOT NULL, "
+        '"user" TEXT NOT NULL, source TEXT NOT NULL, transport TEXT NOT NULL, '
+        "tls_identity TEXT NOT NULL, trunk TEXT NOT NULL, user_agent TEXT NOT NULL, "
+        '"start" REAL NOT NULL, answer REAL, "end" REAL, duration REAL, billable REAL, '
+        "disposition TEXT NOT NULL DEFAULT '', status INTEGER, "
+        "reason TEXT NOT NULL DEFAULT '', hangup_by TEXT NOT NULL DEFAULT '')"
+    )
+    old.execute(
+        'INSERT INTO cdrs (call_id, caller, callee_dialled, callee, "user", source, '
+        'transport, tls_identity, trunk, user_agent, "start") '
+        "VALUES ('old', 'a', 'b', 'b', 'a', 's', 'tls', '', '', '', 1.0)"
+    )
+    old.commit()
+    old.close()
+    store = Store(path)
+    try:
+        assert tuple(store.cdr_db.columns()) == CDR_FIELDS
+        (record,) = store.cdrs()
+        assert (record.call_id, record.media) == ("old", "")
+    finally:
+        store.close()
+
+
+# -- CDR database URLs --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "",
+        "postgresql://voipsec@db.example.test:5432/voipsec",
+        "postgres://voipsec:secret@127.0.0.1/cdrs?sslmode=verify-full",
+        "postgresql:///voipsec",
+        "postgresql://h1:5432,h2:5433/voipsec",
+    ],
+)
+def test_store_cdr_url_accepted(url: str) -> None:
+    check_url(url)
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        (
+            "mysql://root:hunter2@db/cdrs",
+            'expected "" (SQLite in the data directory) or postgresql://USER@HOST:PORT/DATABASE',
+        ),
+        (
+            "sqlite:///var/lib/voipsec/cdr.db",
+            'expected "" (SQLite in the data directory) or postgresql://USER@HOST:PORT/DATABASE',
+        ),
+        (
+            "postgresql://u:hunter2@db:70000/cdrs",
+            "the port of the CDR URL must be a number 1-65535",
+        ),
+        (
+            "postgresql://u:hunter2@db/cdrs x",
+            "the URL must not contain spaces or control characters",
+        ),
+    ],
+)
+def test_store_cdr_url_refused_without_repeating_it(url: str, message: str) -> None:
+    with pytest.raises(ValueError) as info:
+        check_url(url)
+    assert str(info.value) == message
+    with pytest.raises(StoreError) as opened:
+        cdrdb.open_cdr_database(url, sqlite3.connect(":memory:"))
+    assert str(opened.value) == f"CDR URL: {message}"
+    assert "hunter2" not in str(opened.value)
+
+
+def test_store_redact_url_masks_passwords() -> None:
+    assert redact_url("postgresql://cdr:s3cr%40t@db:5432/voipsec") == (
+        "postgresql://cdr:***@db:5432/voipsec"
+    )
+    assert redact_url("postgresql://db/voipsec?user=cdr&password=s3cret&sslmode=require") == (
+        "postgresql://db/voipsec?user=cdr&password=***&sslmode=require"
+    )
+    assert redact_url("postgresql://cdr@db/voipsec") == "postgresql://cdr@db/voipsec"
+
+
+# -- PostgreSQL failures ------------------------------------------------------------
+
+
+def test_store_postgres_wrong_password_is_one_line_without_it(
+    tmp_path: Path, postgres_server: PostgresServer
+) -> None:
+    url = postgres_server.url("postgres", password="Wrong-Pa55word")
+    with pytest.raises(StoreError) as info:
+        Store(tmp_path / DB_NAME, cdr_url=url)
+    text = str(info.value)
+    assert text.startswith(
+        f"cannot connect to the CDR database postgresql://voipsec:***@127.0.0.1:"
+        f"{postgres_server.port}/postgres: "
+    )
+    assert 'password authentication failed for user "voipsec"' in text
+    assert "\n" not in text and "Wrong-Pa55word" not in text
+
+
+def test_store_postgres_unreachable_is_one_line_without_password(tmp_path: Path) -> None:
+    from tests.peers.proc import free_port
+
+    port = free_port()
+    with pytest.raises(StoreError) as info:
+        Store(tmp_path / DB_NAME, cdr_url=f"postgresql://voipsec:{PASSWORD}@127.0.0.1:{port}/x")
+    text = str(info.value)
+    assert text.startswith(
+        f"cannot connect to the CDR database postgresql://voipsec:***@127.0.0.1:{port}/x: "
+    )
+    assert "Connection refused" in text
+    assert "\n" not in text and PASSWORD not in text
+
+
+def test_store_postgres_broken_connection_fails_one_write_then_reconnects(
+    tmp_path: Path,
+    postgres_server: PostgresServer,
+    postgres_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    store = Store(tmp_path / DB_NAME, cdr_url=postgres_url)
+    try:
+        first = store.cdr_start(_start())
+        dbname = postgres_url.rsplit("/", 1)[1]
+        with postgres_server.admin() as admin:
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+                (dbname,),
+            )
+        with pytest.raises(StoreError) as info:
+            store.cdr_answer(first, T0 + 1.0)
+        assert str(info.value).startswith("CDR database postgresql://voipsec:***@")
+        assert PASSWORD not in str(info.value)
+        # Within RECONNECT_INTERVAL of the last attempt, writes fail at once ...
+        with pytest.raises(StoreError, match=r"is unavailable \(retrying\)$"):
+            store.cdr_start(_start())
+        # ... after it, the next write opens the connection again.
+        monkeypatch.setattr(cdrdb, "RECONNECT_INTERVAL", 0.0)
+        store.cdr_db._conn._next_attempt = 0.0  # type: ignore[attr-defined]
+        second = store.cdr_start(_start())
+        assert [r.id for r in store.cdrs()] == [first, second]
+    finally:
+        store.close()
+
+
 # -- users and classes of service ---------------------------------------------------
 
 
-def test_store_add_user_default_and_explicit_class(store: Store) -> None:
-    store.add_user("alice", "alice-secret-1", REALM)
-    store.add_user("bob", "bob-secret-22", REALM, "premium-rate")
-    store.add_user("carol", "carol-secret-3", REALM, cos="internal")
-    assert store.user_classes() == {
+def test_store_add_user_default_and_explicit_class(local_store: Store) -> None:
+    local_store.add_user("alice", "alice-secret-1", REALM)
+    local_store.add_user("bob", "bob-secret-22", REALM, "premium-rate")
+    local_store.add_user("carol", "carol-secret-3", REALM, cos="internal")
+    assert local_store.user_classes() == {
         "alice": DEFAULT_CLASS,
         "bob": "premium-rate",
         "carol": "internal",
@@ -303,25 +529,25 @@ def test_store_add_user_default_and_explicit_class(store: Store) -> None:
     assert DEFAULT_CLASS in CLASSES_OF_SERVICE
 
 
-def test_store_add_user_bad_class_is_refused(store: Store) -> None:
+def test_store_add_user_bad_class_is_refused(local_store: Store) -> None:
     with pytest.raises(StoreError) as info:
-        store.add_user("alice", "alice-secret-1", REALM, "gold")
+        local_store.add_user("alice", "alice-secret-1", REALM, "gold")
     assert str(info.value) == (
         "invalid class of service 'gold': use one of "
         "internal, national, international, premium-rate"
     )
-    assert store.users() == []
+    assert local_store.users() == []
 
 
-def test_store_set_user_class(store: Store) -> None:
-    store.add_user("alice", "alice-secret-1", REALM)
-    store.set_user_class("alice", "international")
-    assert store.user_classes() == {"alice": "international"}
+def test_store_set_user_class(local_store: Store) -> None:
+    local_store.add_user("alice", "alice-secret-1", REALM)
+    local_store.set_user_class("alice", "international")
+    assert local_store.user_classes() == {"alice": "international"}
     with pytest.raises(StoreError, match=r"^invalid class of service 'world'"):
-        store.set_user_class("alice", "world")
+        local_store.set_user_class("alice", "world")
     with pytest.raises(StoreError, match=r"^no user 'zed'$"):
-        store.set_user_class("zed", "national")
-    assert store.user_classes() == {"alice": "international"}
+        local_store.set_user_class("zed", "national")
+    assert local_store.user_classes() == {"alice": "international"}
 
 
 def test_store_migrates_users_table_without_class(tmp_path: Path) -> None:
