@@ -12,6 +12,7 @@ import re
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import tomlkit
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -685,18 +686,32 @@ def load(path: Path) -> Config:
     return config
 
 
+def _secrets_in(config: Config) -> list[str]:
+    """What secret the file holds, in words (never the secret itself)."""
+    found = []
+    if any(t.password for t in config.trunks):
+        found.append("trunk passwords")
+    if urlsplit(config.cdr.url).password:
+        found.append("a CDR database password")
+    if config.hep.auth_key:
+        found.append("a HEP auth key")
+    if config.metrics.token:
+        found.append("a metrics token")
+    return found
+
+
 def _check_secrets_private(path: Path, config: Config) -> None:
-    """Trunk passwords live in the file: refuse it when others can read it (fail closed)."""
-    if not any(t.password for t in config.trunks):
+    """Secrets live in the file: refuse it when others can read it (fail closed)."""
+    secrets = _secrets_in(config)
+    if not secrets:
         return
     try:
         mode = path.stat().st_mode
     except OSError:
         return
     if mode & 0o077:
-        raise ConfigError(
-            [f"{path}: holds trunk passwords but others may read it (run: chmod 600 {path})"]
-        )
+        what = " and ".join(secrets)
+        raise ConfigError([f"{path}: holds {what} but others may read it (run: chmod 600 {path})"])
 
 
 def get_key(path: Path, key: str) -> Any:

@@ -315,3 +315,24 @@ def test_set_key_array_of_tables_is_validated(tmp_path: Path) -> None:
         set_key(path, "zones", '"internet"')
     assert str(info.value) == (f"{path}: zones: expected an array of tables, e.g. [{{name = ...}}]")
     assert load(path).trunks == []
+
+
+@pytest.mark.parametrize(
+    ("text", "what"),
+    [
+        (
+            '[cdr]\nurl = "postgresql://voipsec:s3cret@127.0.0.1:5432/cdr"\n',
+            "a CDR database password",
+        ),
+        ('[hep]\ntarget = "udp:127.0.0.1:9060"\nauth_key = "hep-key"\n', "a HEP auth key"),
+        ('[metrics]\ntoken = "metrics-token"\n', "a metrics token"),
+    ],
+)
+def test_other_secrets_also_require_a_private_file(tmp_path: Path, text: str, what: str) -> None:
+    path = _write(tmp_path, text)
+    path.chmod(0o640)
+    assert _problems(path) == [
+        f"{path}: holds {what} but others may read it (run: chmod 600 {path})"
+    ]
+    path.chmod(0o600)
+    load(path)
