@@ -83,6 +83,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("voipsec.calls")
 
+#: Seconds added to every call timer (uvloop's may fire up to a millisecond early).
+TIMER_SLACK = 0.005
 #: The fraud engine's counters, saved in the data directory (0600).
 FRAUD_STATE = "fraud-state.json"
 #: How an alert names what was done for each graded action.
@@ -243,6 +245,8 @@ class CallService:
             return result.username
         if result.verdict is Verdict.FAILED:
             sip.counters.auth_failures += 1
+            if sip.on_auth_failure is not None:
+                sip.on_auth_failure()
             log.info(
                 "call authentication failed for %r from %s: %s",
                 creds.username[:64],
@@ -714,7 +718,8 @@ class CallService:
         old = self._timers.pop((action.call, action.name), None)
         if old is not None:
             old.cancel()
-        delay = max(0.0, action.at - self.sip.clock())
+        # Event-loop timers may fire a little early; a limit must never end a call early.
+        delay = max(0.0, action.at - self.sip.clock()) + TIMER_SLACK
         self._timers[(action.call, action.name)] = loop.call_later(
             delay, self._fire, action.call, action.name
         )
@@ -885,7 +890,7 @@ class CallService:
             alert = Alert(
                 what=f"fraud check {v.check} ({v.level})",
                 who=user,
-                why=v.detail,
+                why=v.detail.removeprefix(f"{user}: "),
                 action=_ACTION_DONE.get(v.action, v.action),
                 rule=v.rule,
                 time=now,
@@ -933,7 +938,26 @@ class CallService:
                 engine.load_state(json.loads(state.read_text(encoding="utf-8")))
             except (OSError, ValueError) as err:
                 log.error("fraud state %s not loaded, counters start again: %s", state, err)
+        self._end_calls_of_a_crash(engine)
         return engine
+
+    def _end_calls_of_a_crash(self, engine: FraudEngine) -> None:
+        """Calls the saved state still holds died with the last process: end them.
+
+        Their CDRs were closed as incomplete at start; their billable time (an upper
+        bound: until the restart) is booked, so no spend is lost either.
+        """
+        pending = engine.pending_calls()
+        if not pending:
+            return
+        now = self.sip.clock()
+        billable: dict[str, float] = {}
+        with contextlib.suppress(sqlite3.Error, StoreError):
+            for record in self.sip.store.cdrs(since=now - 7 * 86400):
+                billable[record.call_id] = record.billable or 0.0
+        for call_id in pending:
+            engine.ended(call_id, now, billable.get(call_id, 0.0))
+        log.warning("fraud: %d call(s) of the previous run ended at restart", len(pending))
 
     def hang_up_all(self, reason: str) -> None:
         """Shutdown: BYE both legs of every answered call, close every CDR."""

@@ -193,6 +193,9 @@ class SipService:
         self.tap: Callable[[Literal["in", "out"], Flow, bytes], None] | None = None
         self.on_alert: Callable[[MonitorAlert], None] | None = None
         self.on_auth_failure: Callable[[], None] | None = None
+        self.on_registration: Callable[[bool], None] | None = None
+        self.on_banned: Callable[[], None] | None = None
+        self.on_request_handled: Callable[[float, str], None] | None = None
         self.reload_bans()
 
     # -- entry points from the transports ---------------------------------------------
@@ -237,6 +240,8 @@ class SipService:
                 )
         except sqlite3.Error:
             log.exception("could not store the ban of %s (it holds in memory)", ban.source)
+        if self.on_banned is not None:
+            self.on_banned()
         if self.on_alert is not None:
             self.on_alert(
                 MonitorAlert(
@@ -327,6 +332,14 @@ class SipService:
     # -- requests -------------------------------------------------------------------
 
     def _on_request(self, flow: Flow, request: Request, *, reliable: bool) -> None:
+        if self.on_request_handled is None:
+            self._handle_request(flow, request, reliable=reliable)
+            return
+        started = time.perf_counter()
+        self._handle_request(flow, request, reliable=reliable)
+        self.on_request_handled(time.perf_counter() - started, request.method)
+
+    def _handle_request(self, flow: Flow, request: Request, *, reliable: bool) -> None:
         now = self.clock()
         if request.method != "ACK" and self.layer.full:
             self.counters.overloaded += 1
@@ -551,6 +564,8 @@ class SipService:
             self.counters.auth_failures += 1
             if self.on_auth_failure is not None:
                 self.on_auth_failure()
+            if self.on_registration is not None:
+                self.on_registration(False)
             log.info(
                 "authentication failed for %r from %s: %s",
                 creds.username[:64],
@@ -602,6 +617,8 @@ class SipService:
     def _apply_registration(self, flow: Flow, request: Request, user: str, now: float) -> Response:
         source = f"{flow.transport}:{flow.peer[0]}:{flow.peer[1]}"
         outcome = self.registrar.register(request, user=user, now=now, source=source)
+        if self.on_registration is not None:
+            self.on_registration(outcome.status == 200)
         for b in outcome.upserts:
             self._pending_upserts[(b.aor, b.contact)] = b
             self._pending_removals.discard((b.aor, b.contact))
@@ -811,7 +828,14 @@ class Server:
         )
         self.service.on_alert = self.monitor.alert
         self.service.calls.on_alert = self.monitor.alert
-        self.service.on_auth_failure = self.monitor.metrics.on_auth_failure
+        metrics = self.monitor.metrics
+        self.service.on_auth_failure = metrics.on_auth_failure
+        self.service.on_banned = metrics.on_ban
+        self.service.on_registration = lambda accepted: metrics.on_registration(accepted=accepted)
+        self.service.on_request_handled = metrics.observe_request
+        self.connections.on_admit = lambda flow: (
+            metrics.on_tls_handshake(ok=True) if flow.transport == "tls" else None
+        )
         if self.monitor.tapping:
             self.service.tap = self.monitor.message
         self._contexts: list[ssl.SSLContext] = []

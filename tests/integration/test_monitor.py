@@ -373,18 +373,6 @@ def test_long_call_cut_at_the_duration_limit_both_sides_get_bye(tmp_path: Path) 
     assert DURATION_LIMIT - 0.01 <= billable <= DURATION_LIMIT + DURATION_SLACK, row
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason=(
-        "voipsec bug, intermittent (3 of 5 runs here): the call cut by the duration rule "
-        "raises no alert when its billable time falls a fraction of a millisecond short "
-        "of the threshold (CDR billable 2.99984 / 2.99976 / 2.99934 s for a 3 s limit): "
-        "FraudEngine.ended judges billable >= threshold, while the B2BUA's duration "
-        "timer (uvloop call_later, relative to the loop's cached time) can fire just "
-        "before answer + limit. strict=False only because the failure is not "
-        "deterministic."
-    ),
-)
 def test_call_cut_by_a_duration_rule_raises_its_alert(tmp_path: Path) -> None:
     """Every violation is an alert (fraud.yaml): the rule that cut the call says so."""
     row, alerts = _long_call(tmp_path)
@@ -743,16 +731,6 @@ UNWIRED_METRICS = {
 }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "voipsec bug: Metrics.on_registration, on_tls_handshake and observe_request "
-        "are never called (grep: no caller in src/voipsec outside metrics.py; "
-        "server.py wires only on_auth_failure and on_alert), so "
-        "voipsec_registrations_total, voipsec_tls_handshakes_total and "
-        "voipsec_request_duration_seconds stay at 0 after a REGISTER over TLS"
-    ),
-)
 @pytest.mark.parametrize("name", list(UNWIRED_METRICS))
 def test_metrics_count_registrations_handshakes_and_request_latency(
     tmp_path: Path, name: str
@@ -868,17 +846,6 @@ rules:
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "voipsec bug: the fraud state saved before kill -9 keeps the call among the "
-        "engine's active calls (fraud-state.json 'calls' still holds its Call-ID after "
-        "the restart) and nothing ends it when close_open_cdrs marks its CDR "
-        "incomplete, so the user's next call is refused: CDR 'rejected 403 blocked by "
-        "fraud rule test-one-at-a-time', alert 'alice: 2 concurrent calls > 1' with "
-        "only one call up; the ghost never expires"
-    ),
-)
 def test_call_killed_with_voipsec_no_longer_counts_as_concurrent(tmp_path: Path) -> None:
     """The call cut by kill -9 is over (its CDR says incomplete): after the restart
     it must not keep a place in the concurrent-call count, or a user limited to one

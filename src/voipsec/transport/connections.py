@@ -83,6 +83,8 @@ class ConnectionTable:
         self.revoked: frozenset[int] = frozenset()
         #: Asks the guard whether a source is banned (connections from it are refused).
         self.banned: Callable[[str], bool] | None = None
+        #: Called with each admitted connection (TLS: its handshake completed).
+        self.on_admit: Callable[[SweptFlow], object] | None = None
 
     def admit(self, flow: SweptFlow) -> bool:
         """Register a new connection; False when a limit refuses it."""
@@ -107,6 +109,8 @@ class ConnectionTable:
         self._by_peer[(flow.transport, *flow.peer)] = flow
         self._per_ip[ip] = self._per_ip.get(ip, 0) + 1
         self._counts["accepted"] += 1
+        if self.on_admit is not None:
+            self.on_admit(flow)
         return True
 
     def forget(self, flow: SweptFlow) -> None:
