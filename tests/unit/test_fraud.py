@@ -1296,6 +1296,25 @@ def test_fraud_later_file_replaces_and_disables(tmp_path: Path) -> None:
     assert rules[0].critical == Level(threshold=9.0, action="alert")
 
 
+def test_fraud_rule_switched_off_by_id_alone(tmp_path: Path) -> None:
+    base = rules_file(
+        tmp_path,
+        """
+        rules:
+          - id: premium-rate
+            check: destination
+            kinds: [premium-rate]
+            critical: {action: block}
+          - id: c
+            check: high_risk
+            critical: {action: block}
+        """,
+        "base.yaml",
+    )
+    site = rules_file(tmp_path, "rules:\n  - {id: premium-rate, enabled: false}\n", "site.yaml")
+    assert [r.id for r in load_rules([base, site])] == ["c"]
+
+
 def test_fraud_rule_defaults(tmp_path: Path) -> None:
     [rule] = load_rules(
         [

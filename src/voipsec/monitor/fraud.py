@@ -1921,6 +1921,8 @@ class _RuleReader:
                 "id", f"must be 1 to {MAX_RULE_ID_LENGTH} letters, digits, '.', '_' or '-'"
             )
         self.label = f"rule {rule_id!r}"
+        if item.get("enabled") is False and set(item) <= {"id", "enabled", "description"}:
+            return rule_id, None  # "- {id: premium-rate, enabled: false}" switches one off
         check = item.get("check")
         if check not in CHECKS:
             raise self.fail("check", f"must be one of {', '.join(CHECKS)}")
