@@ -56,6 +56,8 @@ MAX_PACKET = 2048
 READ_BATCH = 64
 #: Smallest valid RTP packet: the fixed header (RFC 3550 §5.1).
 RTP_HEADER = 12
+#: Packets kept per leg while its peer's key is not known yet (early media).
+MAX_EARLY_PACKETS = 32
 #: Final reports of released calls kept for the call layer to collect.
 MAX_FINAL_REPORTS = 10_000
 #: Least seconds between two log lines about dropped packets of one leg.
@@ -133,6 +135,8 @@ class Leg:
     offered: dict[int, tuple[Suite, bytes]] = field(default_factory=dict, repr=False)
     stats: StreamStats = field(default_factory=StreamStats)
     rtcp_packets: int = 0
+    #: Packets that came before the peer's key (its answer still on the way).
+    early: list[tuple[bytes, tuple[str, int], bool]] = field(default_factory=list, repr=False)
     drops: _Drops = field(default_factory=_Drops)
 
 
@@ -237,6 +241,9 @@ class MediaRelay:
         here = media.legs[side]
         there = media.legs[other(side)]
         self._take_answer(here, sdp, audio)
+        if here.early:
+            # After the answer has gone on to the offerer, who then knows our key too.
+            self._event_loop().call_soon(self._replay_early, here)
         reply = MediaAnswer(
             port=there.port,
             proto=there.proto,
@@ -465,7 +472,7 @@ class MediaRelay:
             leg.stats.wrong_source()
             leg.drops.note(f"from {source[0]}:{source[1]}, not the latched peer", leg.name, now)
             return
-        clear = self._decrypt(leg, data, rtcp, now)
+        clear = self._decrypt(leg, data, rtcp, now, source)
         if clear is None:
             return
         if latched is None:
@@ -485,12 +492,27 @@ class MediaRelay:
             leg.stats.packet(seq=seq, timestamp=timestamp, size=len(clear), arrival=now)
         self._forward(media.legs[other(leg.side)], clear, rtcp)
 
-    def _decrypt(self, leg: Leg, data: bytes, rtcp: bool, now: float) -> bytes | None:
+    def _replay_early(self, leg: Leg) -> None:
+        """The leg's key is known now: its early packets go through the normal path."""
+        early, leg.early = leg.early, []
+        for data, source, rtcp in early:
+            if leg.rx is None or leg.rtp.fileno() < 0:
+                return
+            self.packet(leg, data, source, rtcp)
+
+    def _decrypt(
+        self, leg: Leg, data: bytes, rtcp: bool, now: float, source: tuple[str, int]
+    ) -> bytes | None:
         if leg.plain:
             return data
         if leg.rx is None:
-            leg.stats.auth_failure()
-            leg.drops.note("no key yet", leg.name, now)
+            # SDES: the callee may send media before its answer (with its key) reaches
+            # us. Keep a few packets and check them once the key is known.
+            if len(leg.early) < MAX_EARLY_PACKETS:
+                leg.early.append((data, source, rtcp))
+            else:
+                leg.stats.auth_failure()
+                leg.drops.note("no key yet", leg.name, now)
             return None
         try:
             return leg.rx.unprotect_rtcp(data) if rtcp else leg.rx.unprotect(data)
