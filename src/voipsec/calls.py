@@ -67,6 +67,7 @@ from .monitor.fraud import (
 )
 from .pki.tls import client_context
 from .qos import set_dscp
+from .sip.dialog import new_tag
 from .sip.digest import Verdict, parse_authorization
 from .sip.errors import SipParseError
 from .sip.layer import TxKey, client_key, server_key
@@ -174,14 +175,14 @@ class CallService:
         """A dialog-creating INVITE: a final refusal, or None when the B2BUA took it."""
         if len(self.b2bua) >= self.config.calls.max_calls:
             return response_to(
-                request, 503, "Too Many Calls", to_tag=_tag(), extra=(("Retry-After", "10"),)
+                request, 503, "Too Many Calls", to_tag=new_tag(), extra=(("Retry-After", "10"),)
             )
         caller = self._caller(flow, request, now)
         if isinstance(caller, Response):
             return caller
         user_part = request.uri.user if isinstance(request.uri, SipUri) else None
         if not user_part:
-            return response_to(request, 404, "Not Found", to_tag=_tag())
+            return response_to(request, 404, "Not Found", to_tag=new_tag())
         if caller.trunk is not None:
             return self._from_trunk(flow, tx, request, caller, user_part, now)
         return self._from_user(flow, tx, request, caller, user_part, now)
@@ -223,10 +224,10 @@ class CallService:
         policy = self.config.auth.policy
         identity = flow.identity
         if identity is None and policy == "cert_and_digest":
-            return response_to(request, 403, "Certificate Required", to_tag=_tag())
+            return response_to(request, 403, "Certificate Required", to_tag=new_tag())
         cert_user = _aor_user(identity.aor, self.config.sip.domain) if identity else None
         if identity is not None and cert_user is None:
-            return response_to(request, 403, "Certificate Has No AOR Here", to_tag=_tag())
+            return response_to(request, 403, "Certificate Has No AOR Here", to_tag=new_tag())
         if policy == "cert_or_digest" and cert_user is not None:
             return cert_user
         header = _our_credentials(request, sip.auth.realm)
@@ -235,13 +236,15 @@ class CallService:
         try:
             creds = parse_authorization(header)
         except SipParseError:
-            return response_to(request, 400, "Malformed Proxy-Authorization", to_tag=_tag())
+            return response_to(request, 400, "Malformed Proxy-Authorization", to_tag=new_tag())
         if creds.uri != request.raw_uri:
-            return response_to(request, 400, "Digest URI Mismatch", to_tag=_tag())
+            return response_to(request, 400, "Digest URI Mismatch", to_tag=new_tag())
         result = sip.auth.verify(creds, method="INVITE", now=now, source=flow.peer[0])
         if result.verdict is Verdict.OK and result.username is not None:
             if cert_user is not None and cert_user != result.username:
-                return response_to(request, 403, "Certificate Does Not Match User", to_tag=_tag())
+                return response_to(
+                    request, 403, "Certificate Does Not Match User", to_tag=new_tag()
+                )
             return result.username
         if result.verdict is Verdict.FAILED:
             sip.counters.auth_failures += 1
@@ -253,7 +256,7 @@ class CallService:
                 flow.peer[0],
                 result.detail,
             )
-            return response_to(request, 403, "Forbidden", to_tag=_tag())
+            return response_to(request, 403, "Forbidden", to_tag=new_tag())
         return self._challenge(request, now, flow.peer[0], stale=result.verdict is Verdict.STALE)
 
     def _challenge(self, request: Request, now: float, source: str, *, stale: bool) -> Response:
@@ -263,7 +266,7 @@ class CallService:
             request,
             407,
             "Proxy Authentication Required",
-            to_tag=_tag(),
+            to_tag=new_tag(),
             extra=tuple(("Proxy-Authenticate", c) for c in challenges),
         )
 
@@ -459,7 +462,7 @@ class CallService:
         if status == 403:
             # RFC 3261 §20.43: the reason in words, with no address in it.
             extra = (("Warning", f'399 {self.config.sip.domain} "{reason}"'),)
-        return response_to(request, status, _phrase(status, reason), to_tag=_tag(), extra=extra)
+        return response_to(request, status, _phrase(status, reason), to_tag=new_tag(), extra=extra)
 
     def _start(
         self,
@@ -967,12 +970,6 @@ class CallService:
 
 
 # -- helpers --------------------------------------------------------------------------
-
-
-def _tag() -> str:
-    from .sip.dialog import new_tag
-
-    return new_tag()
 
 
 def _aor_user(aor: str | None, domain: str) -> str | None:

@@ -26,7 +26,7 @@ from typing import Protocol
 
 from ..media.errors import MediaRefused
 from ..sip.dialog import Dialog, new_branch, new_tag, uac_dialog, uas_dialog
-from ..sip.digest import client_response, parse_challenge
+from ..sip.digest import answer_challenge
 from ..sip.errors import SipParseError
 from ..sip.layer import TxKey, client_key
 from ..sip.message import Request, Response, response_to
@@ -590,32 +590,14 @@ class B2bua:
     ) -> SendRequest | None:
         """Answer a trunk's 401/407 once with the configured credentials (RFC 3261 §22.2)."""
         assert leg.fork.credentials is not None
-        header = "www-authenticate" if response.status == 401 else "proxy-authenticate"
-        reply = "Authorization" if response.status == 401 else "Proxy-Authorization"
-        challenge = response.headers.get(header)
-        if challenge is None:
-            return None
-        try:
-            params = parse_challenge(challenge)
-        except SipParseError:
-            return None
-        algorithm = params.get("algorithm", "MD5").upper()
-        if algorithm not in ("MD5", "SHA-256") or "nonce" not in params:
-            return None
         user, password = leg.fork.credentials
-        value = client_response(
-            username=user,
-            password=password,
-            realm=params.get("realm", ""),
-            nonce=params["nonce"],
-            method="INVITE",
-            uri=leg.fork.request_uri,
-            algorithm=algorithm,
-            cnonce=secrets.token_hex(8),
-            opaque=params.get("opaque"),
+        authorization = answer_challenge(
+            response, username=user, password=password, method="INVITE", uri=leg.fork.request_uri
         )
+        if authorization is None:
+            return None
         call.b_cseq += 1
-        return self._send_fork(call, leg.fork, now, authorization=(reply, value))
+        return self._send_fork(call, leg.fork, now, authorization=authorization)
 
     def _cancel_other_forks(self, call: Call, winner: _ForkLeg | None) -> list[CallAction]:
         actions: list[CallAction] = []

@@ -14,8 +14,7 @@ import secrets
 from dataclasses import dataclass
 
 from ..sip.dialog import new_branch, new_tag
-from ..sip.digest import client_response, parse_challenge
-from ..sip.errors import SipParseError
+from ..sip.digest import answer_challenge
 from ..sip.message import Request, Response
 from ..sip.uac import LocalAddress, make_request
 
@@ -71,7 +70,13 @@ class TrunkRegistration:
             self.expires_at = now + granted
             return Step(request=None, at=now + max(MIN_REFRESH, granted / 2))
         if response.status in (401, 407) and not self._answered_challenge:
-            authorization = self._authorization(response)
+            authorization = answer_challenge(
+                response,
+                username=self.username,
+                password=self._password,
+                method="REGISTER",
+                uri=f"sip:{self.domain}",
+            )
             if authorization is not None:
                 self._answered_challenge = True
                 return Step(request=self._register(authorization), at=now + RETRY_AFTER_FAILURE)
@@ -111,32 +116,6 @@ class TrunkRegistration:
         if authorization is not None:
             headers.append(authorization)
         return make_request("REGISTER", f"sip:{self.domain}", headers)
-
-    def _authorization(self, response: Response) -> tuple[str, str] | None:
-        header = "www-authenticate" if response.status == 401 else "proxy-authenticate"
-        name = "Authorization" if response.status == 401 else "Proxy-Authorization"
-        challenge = response.headers.get(header)
-        if challenge is None:
-            return None
-        try:
-            params = parse_challenge(challenge)
-        except SipParseError:
-            return None
-        algorithm = params.get("algorithm", "MD5").upper()
-        if algorithm not in ("MD5", "SHA-256") or "nonce" not in params:
-            return None
-        value = client_response(
-            username=self.username,
-            password=self._password,
-            realm=params.get("realm", ""),
-            nonce=params["nonce"],
-            method="REGISTER",
-            uri=f"sip:{self.domain}",
-            algorithm=algorithm,
-            cnonce=secrets.token_hex(8),
-            opaque=params.get("opaque"),
-        )
-        return name, value
 
 
 def _granted_expires(response: Response) -> float:

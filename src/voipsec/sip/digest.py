@@ -20,12 +20,14 @@ import hashlib
 import hmac
 import os
 import re
+import secrets
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 
 from .errors import SipParseError
+from .message import Response
 
 #: Algorithms we implement, in the order challenges offer them (RFC 8760 §2.4:
 #: the server lists its preferred algorithm first).
@@ -347,3 +349,38 @@ def parse_challenge(value: str) -> dict[str, str]:
     if scheme.lower() != "digest":
         raise SipParseError(400, "unsupported challenge scheme")
     return _parse_auth_params(rest)
+
+
+def answer_challenge(
+    response: Response, *, username: str, password: str, method: str, uri: str
+) -> tuple[str, str] | None:
+    """The credentials header answering a 401/407 as a client (RFC 3261 §22.2, §22.3).
+
+    Returns ``(name, value)``: Authorization for a 401, Proxy-Authorization for a
+    407, with a random cnonce. None when the challenge is missing, malformed, has no
+    nonce or asks for an algorithm other than MD5 or SHA-256.
+    """
+    header = "www-authenticate" if response.status == 401 else "proxy-authenticate"
+    name = "Authorization" if response.status == 401 else "Proxy-Authorization"
+    challenge = response.headers.get(header)
+    if challenge is None:
+        return None
+    try:
+        params = parse_challenge(challenge)
+    except SipParseError:
+        return None
+    algorithm = params.get("algorithm", "MD5").upper()
+    if algorithm not in ("MD5", "SHA-256") or "nonce" not in params:
+        return None
+    value = client_response(
+        username=username,
+        password=password,
+        realm=params.get("realm", ""),
+        nonce=params["nonce"],
+        method=method,
+        uri=uri,
+        algorithm=algorithm,
+        cnonce=secrets.token_hex(8),
+        opaque=params.get("opaque"),
+    )
+    return name, value
