@@ -16,13 +16,12 @@ from pathlib import Path
 import pytest
 
 from tests.peers.proc import wait_for
-from tests.peers.sipclient import TlsSipClient
+from tests.peers.sipclient import TlsSipClient, response_bytes
 from tests.peers.voipsec import VoipsecServer, prepare, serving, voipsec
 from voipsec.media.sdes import master_of
 from voipsec.media.sdp import parse_sdp
 from voipsec.sip.digest import client_response, parse_challenge
-from voipsec.sip.framing import FramedMessage
-from voipsec.sip.message import Request, Response, parse_message
+from voipsec.sip.message import Request, Response
 
 pytestmark = pytest.mark.peers
 
@@ -56,17 +55,7 @@ class Phone:
         assert self.client.register(self.user, self.password, algorithm="SHA-256").status == 200
 
     def next(self) -> Request | Response:
-        c = self.client
-        while not c._pending:
-            chunk = c.sock.recv(65536)
-            if not chunk:
-                raise ConnectionError("server closed the connection")
-            for item in c._framer.feed(chunk):
-                if isinstance(item, FramedMessage):
-                    c._pending.append(item.data)
-        message = parse_message(c._pending.pop(0), datagram=False)
-        assert isinstance(message, Request | Response)
-        return message
+        return self.client.receive_message()
 
     def response(self) -> Response:
         message = self.next()
@@ -87,7 +76,7 @@ class Phone:
         extra: tuple[str, ...] = (),
     ) -> Response:
         """INVITE, 407, ACK, INVITE with credentials; returns the first response after."""
-        first = self._send_invite(target, call_id, 1, None, from_user, extra)
+        self._send_invite(target, call_id, 1, None, from_user, extra)
         challenge = self.response()
         assert challenge.status == 407, challenge
         self.send_raw(
@@ -106,7 +95,6 @@ class Phone:
             uri=f"sip:{target}@localhost",
             opaque=params.get("opaque"),
         )
-        del first
         self._send_invite(target, call_id, 2, auth, from_user, extra)
         return self.response()
 
@@ -137,21 +125,8 @@ class Phone:
         self.client.send(("\r\n".join([*lines, "", ""])).encode() + SDP)
 
     def answer(self, request: Request, status: int, reason: str, body: bytes = b"") -> None:
-        h = request.headers
-        to = h.get("to") or ""
-        lines = [
-            f"SIP/2.0 {status} {reason}",
-            *(f"Via: {v}" for v in h.values("via")),
-            f"From: {h.get('from')}",
-            f"To: {to}" + ("" if "tag=" in to else ";tag=callee-tag"),
-            f"Call-ID: {request.call_id}",
-            f"CSeq: {h.get('cseq')}",
-            f"Contact: <sip:{self.user}@{self.host}:{self.port};transport=tls>",
-        ]
-        if body:
-            lines.append("Content-Type: application/sdp")
-        lines.append(f"Content-Length: {len(body)}")
-        self.client.send(("\r\n".join([*lines, "", ""])).encode() + body)
+        contact = f"<sip:{self.user}@{self.host}:{self.port};transport=tls>"
+        self.client.send(response_bytes(request, status, reason, contact=contact, body=body))
 
     def send_raw(self, text: str) -> None:
         self.client.send(text.encode())

@@ -42,7 +42,7 @@ import pytest
 from tests.conftest import ALICE, BOB
 from tests.peers.baresip import Baresip, account_line, free_sip_ports
 from tests.peers.proc import require, stop, wait_for
-from tests.peers.sipclient import TlsSipClient
+from tests.peers.sipclient import TlsSipClient, response_bytes
 from tests.peers.sipp import run_sipp, write_csv
 from tests.peers.stunnel import stunnel_client
 from tests.peers.voipsec import VoipsecServer, prepare, serving, voipsec
@@ -56,8 +56,7 @@ from voipsec.media.sdes import (
 )
 from voipsec.media.sdp import Sdp, parse_sdp
 from voipsec.sip.digest import client_response, parse_challenge
-from voipsec.sip.framing import FramedMessage
-from voipsec.sip.message import Request, Response, parse_message
+from voipsec.sip.message import Request, Response
 
 pytestmark = pytest.mark.peers
 
@@ -385,17 +384,7 @@ class Phone:
         assert self.client.register(self.user, self.password).status == 200
 
     def next(self) -> Request | Response:
-        c = self.client
-        while not c._pending:
-            chunk = c.sock.recv(65536)
-            if not chunk:
-                raise ConnectionError("server closed the connection")
-            for item in c._framer.feed(chunk):
-                if isinstance(item, FramedMessage):
-                    c._pending.append(item.data)
-        message = parse_message(c._pending.pop(0), datagram=False)
-        assert isinstance(message, Request | Response)
-        return message
+        return self.client.receive_message()
 
     def final_response(self, method: str) -> Response:
         """The next final response to ``method`` (provisional ones are skipped)."""
@@ -492,21 +481,8 @@ class Phone:
         return invite
 
     def answer(self, request: Request, status: int, reason: str, body: bytes = b"") -> None:
-        h = request.headers
-        to = h.get("to") or ""
-        lines = [
-            f"SIP/2.0 {status} {reason}",
-            *(f"Via: {v}" for v in h.values("via")),
-            f"From: {h.get('from')}",
-            f"To: {to}" + ("" if "tag=" in to else ";tag=callee-tag"),
-            f"Call-ID: {request.call_id}",
-            f"CSeq: {h.get('cseq')}",
-            f"Contact: <sip:{self.user}@{self.host}:{self.port};transport=tls>",
-        ]
-        if body:
-            lines.append("Content-Type: application/sdp")
-        lines.append(f"Content-Length: {len(body)}")
-        self.client.send(("\r\n".join([*lines, "", ""])).encode() + body)
+        contact = f"<sip:{self.user}@{self.host}:{self.port};transport=tls>"
+        self.client.send(response_bytes(request, status, reason, contact=contact, body=body))
 
     def wait_bye(self) -> Request:
         """The next request, which must be a BYE (answered 200)."""

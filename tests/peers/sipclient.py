@@ -12,7 +12,7 @@ import socket
 import ssl
 from pathlib import Path
 
-from voipsec.sip import Response, StreamFramer, parse_message
+from voipsec.sip import Request, Response, StreamFramer, parse_message
 from voipsec.sip.digest import client_response, parse_challenge
 from voipsec.sip.framing import FramedMessage
 
@@ -54,7 +54,7 @@ class TlsSipClient:
         self.sock.sendall(b"\r\n\r\n")
         return self.sock.recv(2)
 
-    def receive(self) -> Response:
+    def receive_message(self) -> Request | Response:
         """The next whole message from the server (raises on timeout or close)."""
         while not self._pending:
             chunk = self.sock.recv(65536)
@@ -64,6 +64,12 @@ class TlsSipClient:
                 if isinstance(item, FramedMessage):
                     self._pending.append(item.data)
         message = parse_message(self._pending.pop(0), datagram=False)
+        assert isinstance(message, Request | Response)
+        return message
+
+    def receive(self) -> Response:
+        """The next whole message, which must be a response."""
+        message = self.receive_message()
         if not isinstance(message, Response):
             raise AssertionError(f"expected a response, got {message!r}")
         return message
@@ -117,3 +123,24 @@ class TlsSipClient:
         lines += ["Content-Length: 0", "", ""]
         self.send("\r\n".join(lines).encode())
         return self.receive()
+
+
+def response_bytes(
+    request: Request, status: int, reason: str, *, contact: str, body: bytes = b""
+) -> bytes:
+    """A phone's answer to ``request``: its Via/From/To/Call-ID/CSeq, a To tag if none."""
+    h = request.headers
+    to = h.get("to") or ""
+    lines = [
+        f"SIP/2.0 {status} {reason}",
+        *(f"Via: {v}" for v in h.values("via")),
+        f"From: {h.get('from')}",
+        f"To: {to}" + ("" if "tag=" in to else ";tag=callee-tag"),
+        f"Call-ID: {request.call_id}",
+        f"CSeq: {h.get('cseq')}",
+        f"Contact: {contact}",
+    ]
+    if body:
+        lines.append("Content-Type: application/sdp")
+    lines.append(f"Content-Length: {len(body)}")
+    return ("\r\n".join([*lines, "", ""])).encode() + body
