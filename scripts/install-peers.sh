@@ -16,14 +16,26 @@ have tshark || need+=(tshark)
 have sngrep || need+=(sngrep)
 # The CDR tests start their own PostgreSQL cluster from Debian's server binaries.
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql)
-if [ ${#need[@]} -eq 0 ]; then
-    exit 0
+# Node.js runs sipcapture's HEP decoder (hep-js, below).
+have node || need+=(nodejs)
+have npm || need+=(npm)
+if [ ${#need[@]} -gt 0 ]; then
+    echo "installing peers: ${need[*]}"
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "install-peers: need root to apt-get install ${need[*]}" >&2
+        exit 1
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
-echo "installing peers: ${need[*]}"
-if [ "$(id -u)" -ne 0 ]; then
-    echo "install-peers: need root to apt-get install ${need[*]}" >&2
-    exit 1
+
+# hep-js, the Homer project's own HEP3 decoder, from the npm registry: the HEP tests
+# decode voipsec's packets with it (tests/peers/hepjs.py). Cached in .cache/ (ignored).
+HEP_JS_VERSION=1.0.22
+hep_js=.cache/hep-js
+if ! grep -qs "\"version\": \"$HEP_JS_VERSION\"" "$hep_js/node_modules/hep-js/package.json"; then
+    echo "installing hep-js $HEP_JS_VERSION into $hep_js"
+    mkdir -p "$hep_js"
+    npm install --prefix "$hep_js" --no-audit --no-fund --silent "hep-js@$HEP_JS_VERSION"
 fi
-export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq
-apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null

@@ -859,6 +859,8 @@ class CallService:
                     wrong_source=r.wrong_source,
                     malformed=r.malformed,
                     mos=r.mos,
+                    local=leg.local,
+                    remote=leg.remote,
                 )
             )
 

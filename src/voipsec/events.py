@@ -94,6 +94,9 @@ class MediaStats:
     wrong_source: int
     malformed: int
     mos: float
+    #: The relay's RTP address for this leg and the peer's (None when never known).
+    local: tuple[str, int]
+    remote: tuple[str, int] | None
 
 
 Event = CallStarted | CallAnswered | CallEnded | MediaStats

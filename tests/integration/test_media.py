@@ -41,6 +41,7 @@ import pytest
 
 from tests.conftest import ALICE, BOB
 from tests.peers.baresip import Baresip, account_line, free_sip_ports
+from tests.peers.hepjs import hep_js_collector
 from tests.peers.proc import require, stop, wait_for
 from tests.peers.sipclient import TlsSipClient, response_bytes
 from tests.peers.sipp import run_sipp, write_csv
@@ -580,6 +581,82 @@ def test_relay_re_encrypts_a_known_payload_never_in_clear(
         assert leg["bytes"] == leg["packets"] * (12 + PAYLOAD_SIZE), leg
         for counter in ("auth_failures", "replays", "wrong_source", "malformed"):
             assert leg[counter] == 0, leg
+
+
+# -- HEP: the call's SIP and its quality reports, read by sipcapture's hep-js -----------
+
+HEP_KEY = "homer-pw"
+HEP_CAPTURE_ID = 2407
+
+
+def test_hep_quality_reports_and_sip_decoded_by_hep_js(tmp_path: Path) -> None:
+    """hep.target set: sipcapture's hep-js decodes every packet. Each SIP packet has its
+    Call-ID as correlation id; each leg's quality report (payload type 0x22, JSON) has
+    the A-leg Call-ID, the phone's and the relay's media addresses, the CDR's counters
+    and the MOS chunk."""
+    with hep_js_collector(tmp_path / "hep") as collector:
+        settings = [
+            ("hep.target", f'"udp:127.0.0.1:{collector.port}"'),
+            ("hep.auth_key", json.dumps(HEP_KEY)),
+            ("hep.capture_id", str(HEP_CAPTURE_ID)),
+        ]
+        prepared = prepare(tmp_path / "data", users=[ALICE, BOB], settings=settings)
+        with serving(prepared) as server:
+            with scripted_call(server) as (alice, bob):
+                a_relay, b_relay = alice.media.target, bob.media.target
+                assert a_relay is not None and b_relay is not None
+                phones = {"a": ("127.0.0.1", alice.media.port), "b": ("127.0.0.1", bob.media.port)}
+                for phone in (alice, bob):
+                    phone.media.start()
+                bob.media.wait_received(50)
+                alice.media.wait_received(50)
+                alice.media.stop_sending()
+                bob.media.stop_sending()
+                assert alice.hang_up().status == 200
+                bye = bob.wait_bye()
+            (row,) = ended_cdrs(server)
+        legs = media_legs(row)
+
+        def reports() -> list[dict[str, Any]]:
+            return [p for p in collector.packets() if _rcinfo(p).get("payloadType") == 0x22]
+
+        wait_for(lambda: len(reports()) == 2, what="both legs' HEP quality reports")
+        packets = collector.packets()
+
+    assert [p for p in packets if "undecodable" in p] == []
+    for packet in packets:
+        info = _rcinfo(packet)
+        assert (info["captureId"], info["capturePass"]) == (HEP_CAPTURE_ID, HEP_KEY), info
+    sip = [p for p in packets if _rcinfo(p)["payloadType"] == 1]
+    b_call_id = bye.headers.get("call-id")
+    # The call's two legs, and bob's REGISTER before it.
+    correlations = {_rcinfo(p)["correlation_id"] for p in sip}
+    assert len(correlations) == 3 and {alice.call_id, b_call_id} <= correlations, correlations
+    for packet in sip:
+        payload = str(packet["payload"])
+        assert f"\r\nCall-ID: {_rcinfo(packet)['correlation_id']}\r\n" in payload, payload
+        assert _rcinfo(packet)["protocol"] == 6  # TLS: over TCP
+    by_leg = {json.loads(str(p["payload"]))["leg"]: p for p in reports()}
+    assert set(by_leg) == {"a", "b"}
+    for name, relay in (("a", a_relay), ("b", b_relay)):
+        packet = by_leg[name]
+        info, report = _rcinfo(packet), json.loads(str(packet["payload"]))
+        assert info["correlation_id"] == alice.call_id, info
+        assert (info["srcIp"], info["srcPort"]) == phones[name], info
+        assert (info["dstIp"], info["dstPort"]) == relay, info
+        assert info["protocol"] == 17, info
+        cdr = legs[name]
+        assert report["call_id"] == alice.call_id, report
+        for key in ("suite", "packets", "lost", "jitter_ms", "mos", "auth_failures"):
+            assert report[key] == cdr[key], (key, report, cdr)
+        assert report["packets"] >= 50, report
+        assert info["mos"] == round(report["mos"] * 100), (info, report)
+
+
+def _rcinfo(packet: dict[str, object]) -> dict[str, Any]:
+    info = packet.get("rcinfo", {})
+    assert isinstance(info, dict), packet
+    return info
 
 
 # -- 4: a flood of junk changes nothing the callee hears -----------------------------------

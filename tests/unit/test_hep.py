@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import ipaddress
+import json
 import socket
 import struct
 import subprocess
@@ -23,16 +25,20 @@ from pathlib import Path
 import pytest
 
 from tests.peers.proc import require, running, wait_for
+from voipsec.events import MediaStats
 from voipsec.monitor.hep import (
     MAX_AUTH_KEY,
     MAX_CORRELATION_ID,
     MAX_PAYLOAD,
     MAX_QUEUE,
+    MOS,
+    PAYLOAD_TYPE_QOS_JSON,
     HepError,
     HepExporter,
     encode_hep3,
     parse_target,
 )
+from voipsec.monitor.service import quality_report
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "ids"
 #: A real INVITE as SIPp 3.6.1 sent it (tests/data/ids/SOURCE.md).
@@ -147,6 +153,43 @@ def test_hep_encode_vendor_and_payload_type_are_written() -> None:
     assert dict((kind, value) for _, kind, value in chunks)[0x000B] == b"\x05"
 
 
+def test_hep_encode_mos_chunk_is_mos_times_100_after_the_correlation_id() -> None:
+    chunks = parse_hep3(encode(payload_type=PAYLOAD_TYPE_QOS_JSON, mos=4.376))
+    assert chunks[-1] == (0, MOS, struct.pack("!H", 438))
+    assert chunks[-2][1] == 0x0011
+    assert dict((kind, value) for _, kind, value in chunks)[0x000B] == b"\x22"
+
+
+@pytest.mark.parametrize("mos", [-0.01, 5.01])
+def test_hep_encode_mos_out_of_range_is_refused(mos: float) -> None:
+    with pytest.raises(HepError, match=f"^MOS {mos} is outside 0-5$"):
+        encode(mos=mos)
+
+
+def test_hep_quality_report_json_names_the_leg_and_its_counters() -> None:
+    stats = MediaStats(call_id="c-1@x", cdr_id=7, time=9.0, leg="b", suite="AEAD_AES_256_GCM",
+                       packets=500, lost=3, jitter_ms=1.234, auth_failures=1, replays=2,
+                       wrong_source=4, malformed=5, mos=4.3911, local=("127.0.0.1", 30002),
+                       remote=("127.0.0.5", 4000))  # fmt: skip
+    assert json.loads(quality_report(stats)) == {
+        "type": "voipsec.media",
+        "call_id": "c-1@x",
+        "cdr_id": 7,
+        "leg": "b",
+        "suite": "AEAD_AES_256_GCM",
+        "packets": 500,
+        "lost": 3,
+        "jitter_ms": 1.23,
+        "mos": 4.39,
+        "auth_failures": 1,
+        "replays": 2,
+        "wrong_source": 4,
+        "malformed": 5,
+    }
+    silent = dataclasses.replace(stats, packets=0)
+    assert json.loads(quality_report(silent))["mos"] is None
+
+
 def test_hep_encode_microseconds_round_up_into_next_second() -> None:
     chunks = dict((kind, value) for _, kind, value in parse_hep3(encode(timestamp=41.9999997)))
     assert chunks[0x0009] == struct.pack("!I", 42)
@@ -254,6 +297,37 @@ async def test_hep_exporter_udp_sends_each_message() -> None:
     assert chunks[0x0011] == INVITE_CALL_ID.encode()
     stats = exporter.statistics()
     assert (stats.sent, stats.sent_bytes, stats.dropped_invalid) == (1, len(packet), 0)
+
+
+async def test_hep_exporter_report_is_udp_qos_json_with_mos() -> None:
+    loop = asyncio.get_running_loop()
+    transport, collector = await loop.create_datagram_endpoint(
+        _Collector, local_addr=("127.0.0.1", 0)
+    )
+    port = transport.get_extra_info("sockname")[1]
+    exporter = HepExporter(f"udp:127.0.0.1:{port}", capture_id=77)
+    await exporter.start()
+    try:
+        exporter.send_report(
+            src=("192.0.2.10", 4000),
+            dst=("127.0.0.1", 30000),
+            report=b'{"leg":"a"}',
+            call_id=INVITE_CALL_ID,
+            mos=4.41,
+            time=1_700_000_002.0,
+        )
+        packet = await asyncio.wait_for(collector.packets.get(), 5)
+    finally:
+        await exporter.stop()
+        transport.close()
+    chunks = dict((kind, value) for _, kind, value in parse_hep3(packet))
+    assert chunks[0x0002] == b"\x11"
+    assert chunks[0x000B] == bytes([PAYLOAD_TYPE_QOS_JSON])
+    assert chunks[0x0003] == bytes([192, 0, 2, 10])
+    assert chunks[0x0007] == struct.pack("!H", 4000)
+    assert chunks[0x000F] == b'{"leg":"a"}'
+    assert chunks[0x0011] == INVITE_CALL_ID.encode()
+    assert chunks[MOS] == struct.pack("!H", 441)
 
 
 async def test_hep_exporter_tls_is_exported_as_tcp_and_bad_input_is_counted() -> None:

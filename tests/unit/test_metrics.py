@@ -66,7 +66,8 @@ def ended(call_id: str, disposition: str) -> CallEnded:
 def media(packets: int, lost: int, mos: float) -> MediaStats:
     return MediaStats(call_id="c1", cdr_id=1, time=9.0, leg="a", suite="AES_CM_128_HMAC_SHA1_80",
                       packets=packets, lost=lost, jitter_ms=3.5, auth_failures=2, replays=0,
-                      wrong_source=0, malformed=0, mos=mos)  # fmt: skip
+                      wrong_source=0, malformed=0, mos=mos, local=("127.0.0.1", 30000),
+                      remote=("127.0.0.1", 4000))  # fmt: skip
 
 
 # -- the metrics ------------------------------------------------------------------------

@@ -171,6 +171,10 @@ class LegReport:
     suite: str
     rtcp_packets: int
     received: StreamReport
+    #: The relay's RTP address for this leg, and the peer's (latched, else from its
+    #: SDP; None when neither is known): what a HEP quality report names.
+    local: tuple[str, int]
+    remote: tuple[str, int] | None
 
 
 def other(side: str) -> str:
@@ -577,6 +581,8 @@ class MediaRelay:
                 suite="RTP" if leg.plain or leg.suite is None else leg.suite.name,
                 rtcp_packets=leg.rtcp_packets,
                 received=leg.stats.snapshot(),
+                local=(self.address, leg.port),
+                remote=leg.latched_rtp or leg.remote_rtp,
             )
             for side, leg in media.legs.items()
         ]

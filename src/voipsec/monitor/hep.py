@@ -1,4 +1,4 @@
-"""HEPv3 export of SIP messages to a Homer (sipcapture) collector.
+"""HEPv3 export of SIP messages and call-quality reports to a Homer (sipcapture) collector.
 
 How this works: :func:`encode_hep3` is the sans-IO core. It turns one captured message
 and what is known about it (addresses, transport, time, capture agent, Call-ID) into
@@ -7,6 +7,12 @@ one HEPv3 packet: the ASCII id ``HEP3``, a 16-bit total length, then chunks of
 network byte order (HEP3 Network Protocol Specification, sipcapture/HEP, "HEP3
 packet structure" and the chunk type table). :class:`HepExporter` is the thin asyncio
 shell: it encodes, queues and sends to the collector over UDP or TCP.
+
+Call-quality reports. At the end of each call the relay's statistics of each leg go out
+as one HEP packet of payload type 0x22 ("MOS full report", JSON) with the Call-ID as
+correlation id, so Homer shows them beside the call's SIP, and the estimated MOS in
+the MOS chunk (0x0020, MOS x 100). The source and destination are the phone's media
+address and the relay's: the report says what the relay received on that leg.
 
 Chunk order. Receivers that walk the chunks accept any order, but the first HEP3
 receivers (hep-c, and tools built on it such as sngrep 1.x) read a fixed layout: the
@@ -48,8 +54,10 @@ __all__ = [
     "MAX_PACKET",
     "MAX_PAYLOAD",
     "MAX_QUEUE",
+    "MOS",
     "PAYLOAD",
     "PAYLOAD_TYPE",
+    "PAYLOAD_TYPE_QOS_JSON",
     "PAYLOAD_TYPE_SIP",
     "SRC_IPV4",
     "SRC_IPV6",
@@ -91,12 +99,15 @@ CAPTURE_ID = 0x000C  # uint32: the capture agent (node) id
 AUTH_KEY = 0x000E  # octet string: the collector's password
 PAYLOAD = 0x000F  # octet string: the captured message
 CORRELATION_ID = 0x0011  # octet string: Homer groups packets by it (the Call-ID)
+MOS = 0x0020  # uint16: mean opinion score x 100
 
 #: Vendor id of the chunks defined by the specification itself; a receiver reads a
 #: chunk with another vendor id as that vendor's extension.
 GENERIC_VENDOR = 0x0000
 #: HEP payload type of a SIP message.
 PAYLOAD_TYPE_SIP = 1
+#: HEP payload type of a call-quality report in JSON ("MOS full report").
+PAYLOAD_TYPE_QOS_JSON = 0x22
 #: The port Homer collectors listen on by default (heplify-server, captagent).
 HEP_PORT = 9060
 
@@ -151,6 +162,7 @@ def encode_hep3(
     capture_id: int,
     auth_key: str | None = None,
     correlation_id: str | None = None,
+    mos: float | None = None,
     vendor: int = GENERIC_VENDOR,
 ) -> bytes:
     """One HEPv3 packet for ``payload`` sent from ``src`` to ``dst``.
@@ -159,6 +171,7 @@ def encode_hep3(
     for TLS: HEP carries the decrypted message). ``timestamp`` is seconds since the
     epoch, split into the seconds and microseconds chunks. ``vendor`` is written in
     every chunk; leave it at :data:`GENERIC_VENDOR` unless a collector wants another.
+    ``mos`` (1.0-5.0, for a quality report) goes in the MOS chunk as an integer x 100.
     Raises :class:`HepError` for a value that does not fit its chunk or a limit.
     """
     src_ip = _address(src[0], "source")
@@ -181,6 +194,12 @@ def encode_hep3(
     correlation = correlation_id.encode() if correlation_id is not None else None
     if correlation is not None and len(correlation) > MAX_CORRELATION_ID:
         raise HepError(f"correlation id of {len(correlation)} bytes exceeds {MAX_CORRELATION_ID}")
+
+    mos_value = None
+    if mos is not None:
+        if not 0.0 <= mos <= 5.0:
+            raise HepError(f"MOS {mos} is outside 0-5")
+        mos_value = round(mos * 100)
 
     seconds = int(timestamp)
     micros = round((timestamp - seconds) * 1_000_000)
@@ -210,6 +229,8 @@ def encode_hep3(
     if correlation is not None:
         # After the payload: see "Chunk order" in the module docstring.
         chunks.append(_chunk(vendor, CORRELATION_ID, correlation))
+    if mos_value is not None:
+        chunks.append(_chunk(vendor, MOS, struct.pack("!H", mos_value)))
     body = b"".join(chunks)
     total = HEADER_SIZE + len(body)
     # Cannot happen within the limits above; kept as the format's own rule.
@@ -304,7 +325,8 @@ class _UdpProtocol(asyncio.DatagramProtocol):
 
 
 class HepExporter:
-    """Sends SIP messages as HEPv3 to one collector, never blocking the caller.
+    """Sends SIP messages and quality reports as HEPv3 to one collector, never blocking
+    the caller.
 
     ``target`` is ``udp:HOST:PORT`` or ``tcp:HOST:PORT``. Over TCP the exporter keeps
     one connection and reconnects with backoff; messages sent while it is down are
@@ -376,6 +398,53 @@ class HepExporter:
             self._dropped_invalid += 1
             log.debug("HEP: not exported: direction %r, transport %r", direction, transport)
             return
+        self._enqueue(
+            src=src,
+            dst=dst,
+            proto=proto,
+            payload=payload,
+            payload_type=PAYLOAD_TYPE_SIP,
+            call_id=call_id,
+            mos=None,
+            time=time,
+        )
+
+    def send_report(
+        self,
+        *,
+        src: tuple[str, int],
+        dst: tuple[str, int],
+        report: bytes,
+        call_id: str,
+        mos: float | None,
+        time: float | None = None,
+    ) -> None:
+        """Queue a call-quality report (JSON) of the media from ``src`` to ``dst``, sent
+        as payload type :data:`PAYLOAD_TYPE_QOS_JSON` over UDP (the media's transport);
+        never blocks or raises."""
+        self._enqueue(
+            src=src,
+            dst=dst,
+            proto=_PROTOCOLS["udp"],
+            payload=report,
+            payload_type=PAYLOAD_TYPE_QOS_JSON,
+            call_id=call_id,
+            mos=mos,
+            time=time,
+        )
+
+    def _enqueue(
+        self,
+        *,
+        src: tuple[str, int],
+        dst: tuple[str, int],
+        proto: int,
+        payload: bytes,
+        payload_type: int,
+        call_id: str | None,
+        mos: float | None,
+        time: float | None,
+    ) -> None:
         if self.target.transport == "tcp" and self._writer is None:
             self._dropped_disconnected += 1
             return
@@ -389,9 +458,11 @@ class HepExporter:
                 proto=proto,
                 timestamp=_time.time() if time is None else time,
                 payload=payload,
+                payload_type=payload_type,
                 capture_id=self._capture_id,
                 auth_key=self._auth_key,
                 correlation_id=call_id,
+                mos=mos,
             )
         except HepError as exc:
             self._dropped_invalid += 1

@@ -1,10 +1,11 @@
 """The monitoring shell: SIP log, HEP export, alert delivery and /metrics, wired together.
 
 The cores (redaction, HEP encoding, alert formatting, metrics) live in their own
-modules. This one owns their lifetimes and gives the SIP service three small hooks:
+modules. This one owns their lifetimes and gives the SIP service two small hooks:
 :meth:`MonitorService.message` for every SIP message in or out (after TLS), and
 :meth:`MonitorService.alert` for every alert (IDS, bans, fraud). Metrics follow the
-events stream, plus gauges refreshed once a second.
+events stream, plus gauges refreshed once a second; so do the HEP call-quality
+reports (one per leg of each call, from its ``MediaStats``).
 
 Monitoring fails open: a log file that cannot be written, a collector that is down or
 a webhook that does not answer is counted and logged, and never slows a call.
@@ -12,6 +13,7 @@ a webhook that does not answer is counted and logged, and never slows a call.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import sqlite3
@@ -20,12 +22,12 @@ from pathlib import Path
 from typing import Literal
 
 from ..config import Config, parse_listen
-from ..events import EventBus
+from ..events import Event, EventBus, MediaStats
 from ..pki.ca import ServerPaths
 from ..pki.tls import server_context
 from ..store import Store, StoreError
 from ..transport.connections import Flow
-from .alerts import Alert, AlertDispatcher
+from .alerts import Alert, AlertDispatcher, EmailSettings
 from .hep import HepExporter
 from .metrics import Metrics, MetricsServer
 from .siplog import SipLog
@@ -39,6 +41,31 @@ def call_id_of(data: bytes) -> str | None:
     """The Call-ID of a raw SIP message, cheaply (no full parse)."""
     match = _CALL_ID.search(data, 0, 8192)
     return match.group(1).strip().decode("utf-8", "replace") if match else None
+
+
+def quality_report(stats: MediaStats) -> bytes:
+    """The JSON of a HEP call-quality report: what the relay received on one leg."""
+    report = {
+        "type": "voipsec.media",
+        "call_id": stats.call_id,
+        "cdr_id": stats.cdr_id,
+        "leg": stats.leg,
+        "suite": stats.suite,
+        "packets": stats.packets,
+        "lost": stats.lost,
+        "jitter_ms": round(stats.jitter_ms, 2),
+        "mos": round(stats.mos, 2) if stats.packets else None,
+        "auth_failures": stats.auth_failures,
+        "replays": stats.replays,
+        "wrong_source": stats.wrong_source,
+        "malformed": stats.malformed,
+    }
+    return json.dumps(report, separators=(",", ":")).encode()
+
+
+def _unknown_peer(local_host: str) -> tuple[str, int]:
+    """The "any" address of ``local_host``'s family: a leg whose peer was never known."""
+    return ("::", 0) if ":" in local_host else ("0.0.0.0", 0)  # noqa: S104 (not a bind)
 
 
 class MonitorService:
@@ -62,10 +89,27 @@ class MonitorService:
             if hep.target
             else None
         )
+        if self.hep is not None:
+            events.subscribe(self._on_event)
         alerts = config.alerts
+        email = (
+            EmailSettings(
+                sender=alerts.email_from,
+                recipients=tuple(alerts.email_to),
+                smtp=alerts.smtp,
+                tls=alerts.smtp_tls,
+                ca=data_dir / alerts.smtp_ca if alerts.smtp_ca else None,
+                user=alerts.smtp_user,
+                password=alerts.smtp_password,
+            )
+            if alerts.email_to
+            else None
+        )
         self.dispatcher = (
-            AlertDispatcher(webhook_url=alerts.webhook or None, syslog=alerts.syslog or None)
-            if alerts.webhook or alerts.syslog
+            AlertDispatcher(
+                webhook_url=alerts.webhook or None, syslog=alerts.syslog or None, email=email
+            )
+            if alerts.webhook or alerts.syslog or email is not None
             else None
         )
         self.metrics_server: MetricsServer | None = None
@@ -136,6 +180,17 @@ class MonitorService:
                 payload=data,
                 call_id=call_id,
                 time=now,
+            )
+
+    def _on_event(self, event: Event) -> None:
+        if isinstance(event, MediaStats) and self.hep is not None:
+            self.hep.send_report(
+                src=event.remote or _unknown_peer(event.local[0]),
+                dst=event.local,
+                report=quality_report(event),
+                call_id=event.call_id,
+                mos=event.mos if event.packets else None,
+                time=event.time,
             )
 
     def alert(self, alert: Alert) -> None:
