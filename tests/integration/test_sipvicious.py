@@ -152,6 +152,7 @@ def test_legitimate_load_unharmed_while_attacks_run(tmp_path: Path) -> None:
     """
     prepared, udp = _attack_server(tmp_path)
     _retune_invite_flood_for_lab(prepared.data_dir)
+    _retune_concurrent_calls_for_lab(prepared.data_dir)
     csv = write_users_csv(tmp_path / "users.csv", USERS, "localhost")
     registrations: list[SippResult] = []
     calls: list[SippResult] = []
@@ -232,6 +233,22 @@ def _retune_invite_flood_for_lab(data_dir: Path) -> None:
         "    match: {kind: request, methods: [INVITE]}\n"
         "    threshold: {count: 401, window: 2, key: source}\n"
         "    actions: [alert, drop, {ban: 60}]\n",
+        encoding="utf-8",
+    )
+
+
+def _retune_concurrent_calls_for_lab(data_dir: Path) -> None:
+    """The lab's load generator is one user placing 50 calls/s: when the machine is
+    busy, more than the shipped 10 of its calls overlap. An admin would raise the limit
+    for such a user; the shipped rule is replaced by id (fraud.rules_dir)."""
+    fraud = data_dir / "fraud"
+    fraud.mkdir(exist_ok=True)
+    (fraud / "lab.yaml").write_text(
+        "rules:\n"
+        "  - id: concurrent-calls\n"
+        "    description: More than 300 calls at once per user (the lab load generator)\n"
+        "    check: concurrent_calls\n"
+        "    critical: {threshold: 300, action: block}\n",
         encoding="utf-8",
     )
 
