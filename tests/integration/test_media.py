@@ -516,6 +516,20 @@ def scripted_call(server: VoipsecServer) -> Iterator[tuple[Phone, Phone]]:
         yield alice, bob
 
 
+def talk_then_hang_up(alice: Phone, bob: Phone, packets: int) -> Request:
+    """Both phones send until each has received ``packets``; alice hangs up. Returns
+    the BYE bob received."""
+    for phone in (alice, bob):
+        phone.media.start()
+    bob.media.wait_received(packets)
+    alice.media.wait_received(packets)
+    alice.media.stop_sending()
+    bob.media.stop_sending()
+    bye = alice.hang_up()
+    assert bye.status == 200, bye
+    return bob.wait_bye()
+
+
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[VoipsecServer]:
     with serving(prepare(tmp_path / "data", users=[ALICE, BOB])) as running:
@@ -543,15 +557,7 @@ def test_relay_re_encrypts_a_known_payload_never_in_clear(
         with scripted_call(server) as (alice, bob):
             a_relay, b_relay = alice.media.target, bob.media.target
             assert a_relay is not None and b_relay is not None and a_relay != b_relay
-            for phone in (alice, bob):
-                phone.media.start()
-            bob.media.wait_received(100)
-            alice.media.wait_received(100)
-            alice.media.stop_sending()
-            bob.media.stop_sending()
-            bye = alice.hang_up()
-            assert bye.status == 200, bye
-            bob.wait_bye()
+            talk_then_hang_up(alice, bob, 100)
             a_sent, b_sent = len(alice.media.sent), len(bob.media.sent)
 
         # Each side decrypted, with the key voipsec gave it, exactly what the other sent.
@@ -606,14 +612,7 @@ def test_hep_quality_reports_and_sip_decoded_by_hep_js(tmp_path: Path) -> None:
                 a_relay, b_relay = alice.media.target, bob.media.target
                 assert a_relay is not None and b_relay is not None
                 phones = {"a": ("127.0.0.1", alice.media.port), "b": ("127.0.0.1", bob.media.port)}
-                for phone in (alice, bob):
-                    phone.media.start()
-                bob.media.wait_received(50)
-                alice.media.wait_received(50)
-                alice.media.stop_sending()
-                bob.media.stop_sending()
-                assert alice.hang_up().status == 200
-                bye = bob.wait_bye()
+                bye = talk_then_hang_up(alice, bob, 50)
             (row,) = ended_cdrs(server)
         legs = media_legs(row)
 

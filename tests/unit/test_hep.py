@@ -19,7 +19,7 @@ import socket
 import struct
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -265,15 +265,27 @@ class _Collector(asyncio.DatagramProtocol):
         self.packets.put_nowait(data)
 
 
-async def test_hep_exporter_udp_sends_each_message() -> None:
+@contextlib.asynccontextmanager
+async def udp_exporter(
+    capture_id: int, auth_key: str | None = None
+) -> AsyncIterator[tuple[HepExporter, _Collector]]:
+    """A started exporter sending to a UDP collector on loopback; both closed after."""
     loop = asyncio.get_running_loop()
     transport, collector = await loop.create_datagram_endpoint(
         _Collector, local_addr=("127.0.0.1", 0)
     )
     port = transport.get_extra_info("sockname")[1]
-    exporter = HepExporter(f"udp:127.0.0.1:{port}", capture_id=77, auth_key="pw")
+    exporter = HepExporter(f"udp:127.0.0.1:{port}", capture_id=capture_id, auth_key=auth_key)
     await exporter.start()
     try:
+        yield exporter, collector
+    finally:
+        await exporter.stop()
+        transport.close()
+
+
+async def test_hep_exporter_udp_sends_each_message() -> None:
+    async with udp_exporter(77, auth_key="pw") as (exporter, collector):
         exporter.send(
             direction="in",
             src=("192.0.2.10", 5060),
@@ -284,9 +296,6 @@ async def test_hep_exporter_udp_sends_each_message() -> None:
             time=1_700_000_002.5,
         )
         packet = await asyncio.wait_for(collector.packets.get(), 5)
-    finally:
-        await exporter.stop()
-        transport.close()
     chunks = dict((kind, value) for _, kind, value in parse_hep3(packet))
     assert chunks[0x0002] == b"\x11"
     assert chunks[0x000C] == struct.pack("!I", 77)
@@ -300,14 +309,7 @@ async def test_hep_exporter_udp_sends_each_message() -> None:
 
 
 async def test_hep_exporter_report_is_udp_qos_json_with_mos() -> None:
-    loop = asyncio.get_running_loop()
-    transport, collector = await loop.create_datagram_endpoint(
-        _Collector, local_addr=("127.0.0.1", 0)
-    )
-    port = transport.get_extra_info("sockname")[1]
-    exporter = HepExporter(f"udp:127.0.0.1:{port}", capture_id=77)
-    await exporter.start()
-    try:
+    async with udp_exporter(77) as (exporter, collector):
         exporter.send_report(
             src=("192.0.2.10", 4000),
             dst=("127.0.0.1", 30000),
@@ -317,9 +319,6 @@ async def test_hep_exporter_report_is_udp_qos_json_with_mos() -> None:
             time=1_700_000_002.0,
         )
         packet = await asyncio.wait_for(collector.packets.get(), 5)
-    finally:
-        await exporter.stop()
-        transport.close()
     chunks = dict((kind, value) for _, kind, value in parse_hep3(packet))
     assert chunks[0x0002] == b"\x11"
     assert chunks[0x000B] == bytes([PAYLOAD_TYPE_QOS_JSON])
@@ -331,23 +330,13 @@ async def test_hep_exporter_report_is_udp_qos_json_with_mos() -> None:
 
 
 async def test_hep_exporter_tls_is_exported_as_tcp_and_bad_input_is_counted() -> None:
-    loop = asyncio.get_running_loop()
-    transport, collector = await loop.create_datagram_endpoint(
-        _Collector, local_addr=("127.0.0.1", 0)
-    )
-    port = transport.get_extra_info("sockname")[1]
-    exporter = HepExporter(f"udp:127.0.0.1:{port}", capture_id=1)
-    await exporter.start()
     common = {"src": ("192.0.2.10", 5061), "dst": ("127.0.0.1", 5061), "call_id": "c"}
-    try:
+    async with udp_exporter(1) as (exporter, collector):
         exporter.send(direction="out", transport="tls", payload=b"SIP", **common)  # type: ignore[arg-type]
         exporter.send(direction="out", transport="carrier-pigeon", payload=b"SIP", **common)  # type: ignore[arg-type]
         exporter.send(direction="sideways", transport="udp", payload=b"SIP", **common)  # type: ignore[arg-type]
         exporter.send(direction="in", transport="udp", payload=b"a" * (MAX_PAYLOAD + 1), **common)  # type: ignore[arg-type]
         packet = await asyncio.wait_for(collector.packets.get(), 5)
-    finally:
-        await exporter.stop()
-        transport.close()
     assert dict((kind, value) for _, kind, value in parse_hep3(packet))[0x0002] == b"\x06"
     assert exporter.statistics().dropped_invalid == 3
 
