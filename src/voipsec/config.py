@@ -15,9 +15,17 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import tomlkit
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 from .cdrdb import check_url
+from .monitor.alerts import MAX_EMAIL_RECIPIENTS, check_email_address, parse_smtp_server
 
 CONFIG_NAME = "voipsec.toml"
 
@@ -366,6 +374,69 @@ class AlertsSection(_Section):
     webhook: str = ""
     #: Syslog target, "udp:HOST:PORT" or "unix:/dev/log"; empty: none.
     syslog: str = ""
+    #: Addresses alerts are e-mailed to (retried); empty: no e-mail. The keys after it
+    #: are checked against it, so it comes first (pydantic validates in this order).
+    email_to: list[str] = Field(default_factory=list)
+    email_from: str = Field(default="", validate_default=True)
+    #: The SMTP server, "HOST[:PORT]"; the port defaults to 587 (starttls) or 465.
+    smtp: str = Field(default="", validate_default=True)
+    #: "starttls" (required, never plaintext) or "implicit" (TLS from the first byte).
+    smtp_tls: Literal["starttls", "implicit"] = "starttls"
+    #: CA file (relative to the data directory) for the server's certificate; empty:
+    #: the system CAs.
+    smtp_ca: str = ""
+    #: SMTP AUTH (only ever over TLS) when both are set.
+    smtp_user: str = ""
+    smtp_password: str = Field(default="", repr=False)
+
+    @field_validator("email_to")
+    @classmethod
+    def _email_to(cls, value: list[str]) -> list[str]:
+        if len(value) > MAX_EMAIL_RECIPIENTS:
+            raise ValueError(f"at most {MAX_EMAIL_RECIPIENTS} addresses")
+        for item in value:
+            check_email_address(item)
+        if len(set(value)) != len(value):
+            raise ValueError("an address is listed twice")
+        return value
+
+    @field_validator("email_from")
+    @classmethod
+    def _email_from(cls, value: str, info: ValidationInfo) -> str:
+        if value:
+            return check_email_address(value)
+        if info.data.get("email_to"):
+            raise ValueError("required when email_to is set")
+        return value
+
+    @field_validator("smtp")
+    @classmethod
+    def _smtp(cls, value: str, info: ValidationInfo) -> str:
+        if value:
+            parse_smtp_server(value)
+        elif info.data.get("email_to"):
+            raise ValueError("required when email_to is set (HOST[:PORT])")
+        return value
+
+    @field_validator("smtp_user")
+    @classmethod
+    def _smtp_user(cls, value: str) -> str:
+        # smtplib sends credentials as ASCII; a line break would end the command.
+        if not all(33 <= ord(c) <= 126 for c in value):
+            raise ValueError("must be printable ASCII without spaces")
+        return value
+
+    @field_validator("smtp_password")
+    @classmethod
+    def _smtp_password(cls, value: str, info: ValidationInfo) -> str:
+        # Messages never repeat the password.
+        if not all(32 <= ord(c) <= 126 for c in value):
+            raise ValueError("must be printable ASCII")
+        # A user without a password is accepted (so that `config set` can set the user
+        # first); the dispatcher then sends without AUTH and says so at start.
+        if value and not info.data.get("smtp_user"):
+            raise ValueError("needs smtp_user")
+        return value
 
 
 class SipLogSection(_Section):
@@ -605,6 +676,19 @@ rules_dir = "fraud"
 # URL (retried) and sent to syslog ("udp:HOST:PORT" or "unix:/dev/log").
 webhook = ""
 syslog = ""
+# E-mail (retried): to these addresses, from email_from, through the SMTP server
+# "HOST[:PORT]" (587 with starttls, 465 with implicit by default). Never plaintext:
+# smtp_tls = "starttls" (required; a server without it gets no mail) or "implicit".
+# The server's certificate must chain to the system CAs, or to smtp_ca (a CA file,
+# relative to the data directory), and name the host. With smtp_password set, keep
+# this file 0600.
+email_to = []
+email_from = ""
+smtp = ""
+smtp_tls = "starttls"
+smtp_ca = ""
+smtp_user = ""
+smtp_password = ""
 
 [siplog]
 # A JSON-lines log of every SIP message, secrets redacted, size-rotated, 0600.
@@ -697,6 +781,8 @@ def _secrets_in(config: Config) -> list[str]:
         found.append("a HEP auth key")
     if config.metrics.token:
         found.append("a metrics token")
+    if config.alerts.smtp_password:
+        found.append("an SMTP password")
     return found
 
 

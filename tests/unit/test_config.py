@@ -9,6 +9,7 @@ import pytest
 
 from voipsec.config import (
     DEFAULT_TOML,
+    AlertsSection,
     Config,
     ConfigError,
     Listen,
@@ -18,6 +19,7 @@ from voipsec.config import (
     set_key,
     validate,
 )
+from voipsec.monitor.alerts import MAX_EMAIL_RECIPIENTS
 
 
 def _write(tmp_path: Path, text: str) -> Path:
@@ -326,6 +328,11 @@ def test_set_key_array_of_tables_is_validated(tmp_path: Path) -> None:
         ),
         ('[hep]\ntarget = "udp:127.0.0.1:9060"\nauth_key = "hep-key"\n', "a HEP auth key"),
         ('[metrics]\ntoken = "metrics-token"\n', "a metrics token"),
+        (
+            '[alerts]\nemail_to = ["soc@example.org"]\nemail_from = "v@example.org"\n'
+            'smtp = "mail.example.org"\nsmtp_user = "v"\nsmtp_password = "smtp-pw"\n',
+            "an SMTP password",
+        ),
     ],
 )
 def test_other_secrets_also_require_a_private_file(tmp_path: Path, text: str, what: str) -> None:
@@ -336,3 +343,154 @@ def test_other_secrets_also_require_a_private_file(tmp_path: Path, text: str, wh
     ]
     path.chmod(0o600)
     load(path)
+
+
+# -- [alerts] e-mail ----------------------------------------------------------------
+
+_EMAIL = (
+    '[alerts]\nemail_to = ["soc@example.org", "oncall@example.org"]\n'
+    'email_from = "voipsec@pbx.example.org"\nsmtp = "mail.example.org"\n'
+)
+
+
+def test_config_alert_email_is_off_by_default_and_starttls() -> None:
+    alerts = Config().alerts
+    assert (alerts.email_to, alerts.email_from, alerts.smtp) == ([], "", "")
+    assert (alerts.smtp_tls, alerts.smtp_ca, alerts.smtp_user, alerts.smtp_password) == (
+        "starttls",
+        "",
+        "",
+        "",
+    )
+
+
+def test_config_alert_email_is_read(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path,
+        _EMAIL + 'smtp_tls = "implicit"\nsmtp_ca = "smtp-ca.crt"\n'
+        'smtp_user = "voipsec"\nsmtp_password = "pw-1"\n',
+    )
+    path.chmod(0o600)
+    alerts = load(path).alerts
+    assert alerts == AlertsSection(
+        email_to=["soc@example.org", "oncall@example.org"],
+        email_from="voipsec@pbx.example.org",
+        smtp="mail.example.org",
+        smtp_tls="implicit",
+        smtp_ca="smtp-ca.crt",
+        smtp_user="voipsec",
+        smtp_password="pw-1",
+    )
+    assert "pw-1" not in repr(load(path))
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        (
+            '[alerts]\nemail_to = ["soc"]\n',
+            "alerts.email_to: 'soc' is not an e-mail address (local@domain)",
+        ),
+        (
+            '[alerts]\nemail_to = "soc@example.org"\n',
+            "alerts.email_to: Input should be a valid list",
+        ),
+        (
+            _EMAIL.replace('"oncall@example.org"', '"soc@example.org"'),
+            "alerts.email_to: an address is listed twice",
+        ),
+        (
+            _EMAIL.replace('email_from = "voipsec@pbx.example.org"', 'email_from = "Voipsec"'),
+            "alerts.email_from: 'Voipsec' is not an e-mail address (local@domain)",
+        ),
+        (
+            _EMAIL.replace('email_from = "voipsec@pbx.example.org"\n', ""),
+            "alerts.email_from: required when email_to is set",
+        ),
+        (
+            _EMAIL.replace('smtp = "mail.example.org"\n', ""),
+            "alerts.smtp: required when email_to is set (HOST[:PORT])",
+        ),
+        (
+            _EMAIL.replace("mail.example.org", "smtps://mail.example.org"),
+            "alerts.smtp: 'smtps://mail.example.org': expected HOST[:PORT]",
+        ),
+        (
+            _EMAIL.replace("mail.example.org", "mail.example.org:99999"),
+            "alerts.smtp: 'mail.example.org:99999': port must be 1-65535",
+        ),
+        (
+            _EMAIL + 'smtp_tls = "none"\n',
+            "alerts.smtp_tls: Input should be 'starttls' or 'implicit'",
+        ),
+        (
+            _EMAIL + 'smtp_tls = "plain"\n',
+            "alerts.smtp_tls: Input should be 'starttls' or 'implicit'",
+        ),
+        (
+            _EMAIL + 'smtp_user = "a b"\n',
+            "alerts.smtp_user: must be printable ASCII without spaces",
+        ),
+    ],
+)
+def test_config_bad_alert_email_is_one_exact_line(tmp_path: Path, text: str, problem: str) -> None:
+    path = _write(tmp_path, text)
+    assert _problems(path) == [f"{path}: {problem}"]
+
+
+@pytest.mark.parametrize(
+    ("password", "problem"),
+    [
+        ("secret-Pw1", "needs smtp_user"),
+        ("secr\u00e9t-Pw1", "must be printable ASCII"),
+        ("secret\\nPw1", "must be printable ASCII"),
+    ],
+)
+def test_config_bad_smtp_password_is_never_repeated(
+    tmp_path: Path, password: str, problem: str
+) -> None:
+    path = _write(tmp_path, _EMAIL + f'smtp_password = "{password}"\n')
+    path.chmod(0o600)
+    problems = _problems(path)
+    assert problems == [f"{path}: alerts.smtp_password: {problem}"]
+    assert "secr" not in "".join(problems)
+
+
+def test_config_alert_email_over_max_recipients(tmp_path: Path) -> None:
+    def recipients(count: int) -> str:
+        return ", ".join(f'"u{i}@example.org"' for i in range(count))
+
+    fits = _write(tmp_path, _EMAIL.replace(
+        '"soc@example.org", "oncall@example.org"', recipients(MAX_EMAIL_RECIPIENTS)
+    ))  # fmt: skip
+    assert len(load(fits).alerts.email_to) == MAX_EMAIL_RECIPIENTS
+    over = _write(tmp_path, _EMAIL.replace(
+        '"soc@example.org", "oncall@example.org"', recipients(MAX_EMAIL_RECIPIENTS + 1)
+    ))  # fmt: skip
+    assert _problems(over) == [f"{over}: alerts.email_to: at most {MAX_EMAIL_RECIPIENTS} addresses"]
+
+
+def test_config_set_alert_email_keys_one_at_a_time(tmp_path: Path) -> None:
+    """email_to last: before email_from and smtp are set it is refused, file unchanged."""
+    path = _write(tmp_path, DEFAULT_TOML)
+    with pytest.raises(ConfigError) as info:
+        set_key(path, "alerts.email_to", '["soc@example.org"]')
+    assert info.value.problems == [
+        f"{path}: alerts.email_from: required when email_to is set",
+        f"{path}: alerts.smtp: required when email_to is set (HOST[:PORT])",
+    ]
+    assert path.read_text() == DEFAULT_TOML
+    for key, value in [
+        ("alerts.email_from", '"voipsec@pbx.example.org"'),
+        ("alerts.smtp", '"mail.example.org:587"'),
+        ("alerts.smtp_user", '"voipsec"'),
+        ("alerts.smtp_password", '"pw-2"'),
+        ("alerts.email_to", '["soc@example.org"]'),
+    ]:
+        set_key(path, key, value)
+    alerts = load(path).alerts
+    assert (alerts.email_to, alerts.smtp, alerts.smtp_password) == (
+        ["soc@example.org"],
+        "mail.example.org:587",
+        "pw-2",
+    )

@@ -1,4 +1,4 @@
-"""Alert delivery: a webhook (HTTP POST of JSON, retried) and syslog (RFC 5424).
+"""Alert delivery: a webhook (HTTP POST of JSON, retried), syslog (RFC 5424) and e-mail.
 
 How this works: an :class:`Alert` says what happened, to or by whom, why (values and
 thresholds) and what voipsec did about it; :meth:`Alert.to_json` is its one wire form,
@@ -11,7 +11,17 @@ only formats and enqueues:
 * webhook: the alert joins a bounded queue that one task empties, POSTing each alert
   with its own timeout and retrying failures (connection errors, timeouts, 408, 425,
   429 and 5xx) with exponential backoff up to :data:`MAX_ATTEMPTS` times. Other 4xx
-  are the receiver refusing the alert for good and are not retried.
+  are the receiver refusing the alert for good and are not retried;
+* e-mail: the alert joins a second bounded queue that one task empties, sending each
+  alert as one message (:func:`format_email`, a pure function) with ``smtplib`` in a
+  thread of the dispatcher's own, so that the blocking client never runs on the loop.
+  Never over plaintext: STARTTLS (RFC 3207) is required, or TLS from the first byte
+  (RFC 8314 §3.3); the server's certificate must chain to the system CAs or to the
+  configured CA file and name the configured host. Failures that another try may cure
+  (connection errors, timeouts, 4xx replies) are retried like the webhook's; a server
+  without STARTTLS, an untrusted certificate, refused credentials and 5xx replies are
+  not. The SMTP password is never logged: server replies to AUTH are not repeated and
+  any reply text is scrubbed of it.
 
 The HTTP client is deliberately small (HTTP/1.1, ``Connection: close``, only the
 status line is read): no proxy from the environment, no redirects, nothing that
@@ -21,7 +31,7 @@ Storing alerts (``store.add_alert``) stays with the caller; :meth:`Alert.detail`
 the text for the store's detail column.
 
 Failure mode: fails open — delivery is best effort. A full queue drops the alert, a
-receiver that stays down makes it fail after the last attempt; each is counted in
+receiver (or mail server) that stays down makes it fail after the last attempt; each is counted in
 :meth:`~AlertDispatcher.statistics` and logged, and the alert is still in the store.
 """
 
@@ -29,15 +39,24 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import concurrent.futures
 import contextlib
 import ipaddress
 import json
 import logging
 import os
+import re
+import smtplib
 import socket
 import ssl
-from dataclasses import dataclass
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from email.message import EmailMessage
+from email.utils import formatdate, make_msgid
+from pathlib import Path
+from typing import Literal
 from urllib.parse import unquote, urlsplit
 
 from .. import __version__
@@ -45,7 +64,12 @@ from .. import __version__
 __all__ = [
     "DEFAULT_FACILITY",
     "DEFAULT_SEVERITY",
+    "EMAIL_TIMEOUT",
     "MAX_ATTEMPTS",
+    "MAX_EMAIL_ADDRESS",
+    "MAX_EMAIL_FIELD",
+    "MAX_EMAIL_RECIPIENTS",
+    "MAX_EMAIL_SUBJECT",
     "MAX_QUEUE",
     "MAX_STATUS_LINE",
     "MAX_SYSLOG_MESSAGE",
@@ -55,8 +79,12 @@ __all__ = [
     "Alert",
     "AlertDispatcher",
     "AlertDispatcherStatistics",
+    "EmailSettings",
     "SinkStatistics",
+    "check_email_address",
+    "format_email",
     "format_syslog",
+    "parse_smtp_server",
 ]
 
 log = logging.getLogger("voipsec.alerts")
@@ -81,6 +109,25 @@ MAX_SYSLOG_MESSAGE = 2_048
 DEFAULT_FACILITY = 4
 #: RFC 5424 §6.2.1 severity 4, "warning": something needs a look, the edge acted.
 DEFAULT_SEVERITY = 4
+#: Longest e-mail address: RFC 5321 §4.5.3.1.3 limits a path to 256 octets, the
+#: angle brackets included.
+MAX_EMAIL_ADDRESS = 254
+#: Longest local part (RFC 5321 §4.5.3.1.1).
+_MAX_LOCAL_PART = 64
+#: Recipients of one alert e-mail: RFC 5321 §4.5.3.1.8 makes servers accept at least
+#: 100 RCPT commands per message; more may be refused.
+MAX_EMAIL_RECIPIENTS = 100
+#: Longest Subject (characters): mail clients show some 60-80; a longer one is cut
+#: with "…" (the body has every field in full, up to MAX_EMAIL_FIELD).
+MAX_EMAIL_SUBJECT = 200
+#: Longest value of one field in an e-mail body (characters). A "why" is ~100; IDS
+#: details quoting a peer's bytes are the long ones. A longer value is cut with "…".
+MAX_EMAIL_FIELD = 1_000
+#: Seconds each SMTP step (connect, TLS handshake, each command) may take.
+EMAIL_TIMEOUT = 30.0
+#: Default SMTP ports: 587 message submission with STARTTLS (RFC 6409 §3.1), 465
+#: submission over implicit TLS (RFC 8314 §7.3).
+_SMTP_PORTS = {"starttls": 587, "implicit": 465}
 
 #: Statuses worth another try: the receiver is busy or broken, not refusing the alert.
 _RETRY_STATUSES = frozenset({408, 425, 429})
@@ -167,6 +214,151 @@ def format_syslog(
     return message
 
 
+# -- e-mail (sans-IO) ------------------------------------------------------------------
+
+#: RFC 5321 §4.1.2 Dot-string atoms (ASCII only: no SMTPUTF8) @ an RFC 1035 host name.
+_ADDRESS = re.compile(
+    r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
+    r"@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
+)
+_HOST_NAME = re.compile(
+    r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
+)
+
+
+def check_email_address(text: str) -> str:
+    """``text`` if it is a plain ``local@domain`` address; ValueError (one line) if not.
+
+    Only what goes into a header and an SMTP command unquoted: no display name, no
+    quoted local part, no spaces or line breaks (nothing can inject a header).
+    """
+    if len(text) > MAX_EMAIL_ADDRESS:
+        raise ValueError(f"an e-mail address is at most {MAX_EMAIL_ADDRESS} characters")
+    if not _ADDRESS.fullmatch(text) or len(text.partition("@")[0]) > _MAX_LOCAL_PART:
+        raise ValueError(f"{text!r} is not an e-mail address (local@domain)")
+    return text
+
+
+def parse_smtp_server(text: str) -> tuple[str, int | None]:
+    """``HOST[:PORT]`` (IPv6 as ``[ADDR]:PORT``) as (host, port or None); ValueError if bad."""
+    problem = f"{text!r}: expected HOST[:PORT]"
+    if text.startswith("["):
+        host, close, rest = text[1:].partition("]")
+        if not close or (rest and not rest.startswith(":")):
+            raise ValueError(problem)
+        port_text = rest[1:] if rest else None
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ValueError(problem) from None
+    else:
+        host, colon, port_text_or_empty = text.partition(":")
+        port_text = port_text_or_empty if colon else None
+        if not _HOST_NAME.fullmatch(host) or len(host) > 253:
+            raise ValueError(problem)
+    if port_text is None:
+        return host, None
+    if not port_text.isdigit():
+        raise ValueError(problem)
+    if not 0 < int(port_text) < 65536:
+        raise ValueError(f"{text!r}: port must be 1-65535")
+    return host, int(port_text)
+
+
+def _one_line(text: str, limit: int) -> str:
+    """``text`` on one line (control and line-separator characters become spaces: a
+    peer's bytes quoted in an alert cannot add a line or a header), at most ``limit``."""
+    flat = "".join(" " if unicodedata.category(c) in ("Cc", "Zl", "Zp") else c for c in text)
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def format_email(
+    alert: Alert, *, sender: str, recipients: Sequence[str], hostname: str
+) -> EmailMessage:
+    """The e-mail of ``alert``: a plain-text message, without a Message-ID (random: the
+    sender adds it). The body has the webhook JSON's fields, one per line, in its order.
+
+    Subject ``[voipsec] RULE: WHAT: WHO`` (like :meth:`Alert.detail`), at most
+    :data:`MAX_EMAIL_SUBJECT` characters. ``Auto-Submitted: auto-generated`` (RFC 3834
+    §5) keeps vacation responders from answering.
+    """
+    message = EmailMessage()
+    message["From"] = sender
+    message["To"] = ", ".join(recipients)
+    message["Subject"] = _one_line(
+        f"[voipsec] {alert.rule}: {alert.what}: {alert.who}", MAX_EMAIL_SUBJECT
+    )
+    message["Date"] = formatdate(alert.time, usegmt=True)
+    message["Auto-Submitted"] = "auto-generated"
+    fields = [
+        ("rule", alert.rule),
+        ("what", alert.what),
+        ("who", alert.who),
+        ("why", alert.why),
+        ("action", alert.action),
+        ("source", alert.source or "-"),
+        ("time", json.dumps(alert.time)),
+        ("time_utc", _rfc3339(alert.time)),
+    ]
+    lines = [f"voipsec on {_one_line(hostname, 255)} raised an alert.", ""]
+    lines += [f"{name}: {_one_line(value, MAX_EMAIL_FIELD)}" for name, value in fields]
+    message.set_content("\n".join(lines) + "\n")
+    return message
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EmailSettings:
+    """Where alert e-mail goes and how. ``smtp`` is ``HOST[:PORT]``; the port defaults
+    to 587 for ``starttls`` and 465 for ``implicit``. ``ca`` is a CA file to verify the
+    server's certificate with instead of the system CAs."""
+
+    sender: str
+    recipients: tuple[str, ...]
+    smtp: str
+    tls: Literal["starttls", "implicit"] = "starttls"
+    ca: Path | None = None
+    user: str = ""
+    password: str = field(default="", repr=False)
+
+
+class _Permanent(Exception):
+    """An SMTP failure another attempt will not cure (configuration or refusal)."""
+
+
+def _redact(text: str, secret: str) -> str:
+    if secret:
+        for form in (secret, base64.b64encode(secret.encode()).decode()):
+            text = text.replace(form, "***")
+    return text
+
+
+def _smtp_outcome(exc: BaseException, password: str) -> tuple[str, bool]:
+    """What a failed SMTP attempt says for the log (no secret in it), and whether to retry."""
+    if isinstance(exc, _Permanent):
+        return str(exc), False
+    if isinstance(exc, smtplib.SMTPAuthenticationError):
+        # The reply to AUTH is not repeated: a server may echo what it was sent.
+        return f"SMTP {exc.smtp_code}: authentication refused", False
+    if isinstance(exc, smtplib.SMTPNotSupportedError):
+        return f"SMTP server: {exc}", False
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"TLS: certificate not trusted: {exc.verify_message}", False
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):
+        codes = sorted({code for code, _ in exc.recipients.values()})
+        return f"SMTP: every recipient refused ({', '.join(map(str, codes))})", any(
+            400 <= code < 500 for code in codes
+        )
+    if isinstance(exc, smtplib.SMTPResponseException):
+        reply = exc.smtp_error
+        text = reply.decode("utf-8", "replace") if isinstance(reply, bytes) else str(reply)
+        shown = _redact(_one_line(text, 200), password)
+        return f"SMTP {exc.smtp_code}: {shown}", 400 <= exc.smtp_code < 500
+    if isinstance(exc, OSError) and not isinstance(exc, smtplib.SMTPException):
+        return f"{type(exc).__name__}: {exc.strerror or exc}", True
+    return _redact(_one_line(f"{type(exc).__name__}: {exc}", 300), password), True
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SinkStatistics:
     #: Alerts the receiver accepted (webhook: a 2xx; syslog: the datagram was sent).
@@ -188,6 +380,8 @@ class AlertDispatcherStatistics:
     #: None when that channel is not configured.
     webhook: SinkStatistics | None
     syslog: SinkStatistics | None
+    #: E-mail: delivered is a message the server accepted for at least one recipient.
+    email: SinkStatistics | None
 
 
 class _HttpError(Exception):
@@ -260,11 +454,12 @@ def _syslog_address(text: str) -> tuple[int, str | tuple[str, int]]:
 
 
 class AlertDispatcher:
-    """Delivers alerts to a webhook and/or syslog without ever blocking the caller.
+    """Delivers alerts to a webhook, syslog and/or e-mail without ever blocking the caller.
 
     ``webhook_url`` is an ``http://`` or ``https://`` URL (user:password in it becomes
     Basic authentication); ``syslog`` is ``udp:HOST:PORT`` or ``unix:/dev/log``.
     ``webhook_ssl_context`` replaces the default (system CAs, hostname checked).
+    ``email`` says where e-mail goes (addresses and server checked here: ValueError).
     """
 
     def __init__(
@@ -273,18 +468,34 @@ class AlertDispatcher:
         webhook_url: str | None = None,
         syslog: str | None = None,
         webhook_ssl_context: ssl.SSLContext | None = None,
+        email: EmailSettings | None = None,
         hostname: str | None = None,
         facility: int = DEFAULT_FACILITY,
         severity: int = DEFAULT_SEVERITY,
         max_queue: int = MAX_QUEUE,
         webhook_timeout: float = WEBHOOK_TIMEOUT,
         retry_base_delay: float = RETRY_BASE_DELAY,
+        email_timeout: float = EMAIL_TIMEOUT,
     ) -> None:
         self._webhook = _parse_webhook(webhook_url) if webhook_url is not None else None
         self._ssl: ssl.SSLContext | None = None
         if self._webhook is not None and self._webhook.tls:
             self._ssl = webhook_ssl_context or ssl.create_default_context()
         self._syslog = _syslog_address(syslog) if syslog is not None else None
+        self._email = email
+        self._smtp: tuple[str, int] | None = None
+        if email is not None:
+            check_email_address(email.sender)
+            if not email.recipients:
+                raise ValueError("e-mail: at least one recipient is required")
+            if len(email.recipients) > MAX_EMAIL_RECIPIENTS:
+                raise ValueError(f"e-mail: at most {MAX_EMAIL_RECIPIENTS} recipients")
+            for address in email.recipients:
+                check_email_address(address)
+            if email.tls not in _SMTP_PORTS:
+                raise ValueError(f"e-mail: {email.tls!r}: TLS is starttls or implicit")
+            host, port = parse_smtp_server(email.smtp)
+            self._smtp = (host, port or _SMTP_PORTS[email.tls])
         if not 0 <= facility <= 23 or not 0 <= severity <= 7:
             raise ValueError(f"facility {facility} / severity {severity} out of range")
         self._hostname = hostname or socket.gethostname()
@@ -294,6 +505,10 @@ class AlertDispatcher:
         self._retry_base_delay = retry_base_delay
         self._queue: asyncio.Queue[Alert] = asyncio.Queue(max_queue)
         self._task: asyncio.Task[None] | None = None
+        self._email_timeout = email_timeout
+        self._email_queue: asyncio.Queue[Alert] = asyncio.Queue(max_queue)
+        self._email_task: asyncio.Task[None] | None = None
+        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._sock: socket.socket | None = None
         self._sock_address: str | tuple[str, int] | None = None
         self._dispatched = 0
@@ -303,9 +518,14 @@ class AlertDispatcher:
         self._webhook_retries = 0
         self._syslog_sent = 0
         self._syslog_failed = 0
+        self._email_sent = 0
+        self._email_failed = 0
+        self._email_dropped = 0
+        self._email_retries = 0
 
     async def start(self) -> None:
-        """Open the syslog socket (resolving its host now) and start the webhook task."""
+        """Open the syslog socket (resolving its host now), start the webhook and e-mail
+        tasks."""
         if self._syslog is not None and self._sock is None:
             family, address = self._syslog
             if family == socket.AF_UNSPEC:
@@ -322,9 +542,20 @@ class AlertDispatcher:
                 log.warning("alert webhook %s is plain HTTP: alerts cross the network "
                             "unencrypted", self._webhook.authority)  # fmt: skip
             self._task = asyncio.create_task(self._webhook_loop())
+        if self._email is not None and self._smtp is not None and self._email_task is None:
+            # One thread: messages go out one at a time, in order, off the loop.
+            self._executor = concurrent.futures.ThreadPoolExecutor(
+                max_workers=1, thread_name_prefix="voipsec-smtp"
+            )
+            self._email_task = asyncio.create_task(self._email_loop())
+            log.info("alert e-mail to %d recipient(s) through %s:%d (%s)",
+                     len(self._email.recipients), *self._smtp, self._email.tls)  # fmt: skip
+            if self._email.user and not self._email.password:
+                log.warning("alert e-mail: smtp_user without smtp_password: sent without AUTH")
 
     def dispatch(self, alert: Alert) -> None:
-        """Send ``alert`` to syslog now and queue it for the webhook; never blocks or raises."""
+        """Send ``alert`` to syslog now, queue it for the webhook and e-mail; never blocks
+        or raises."""
         self._dispatched += 1
         if self._syslog is not None:
             self._send_syslog(alert)
@@ -334,6 +565,12 @@ class AlertDispatcher:
             except asyncio.QueueFull:
                 self._webhook_dropped += 1
                 log.warning("alert webhook queue full: alert %s dropped", alert.rule)
+        if self._email is not None:
+            try:
+                self._email_queue.put_nowait(alert)
+            except asyncio.QueueFull:
+                self._email_dropped += 1
+                log.warning("alert e-mail queue full: alert %s dropped", alert.rule)
 
     # -- syslog ------------------------------------------------------------------------
 
@@ -425,6 +662,88 @@ class AlertDispatcher:
             raise _HttpError(f"not an HTTP status line: {line[:60]!r}")
         return int(code)
 
+    # -- e-mail ------------------------------------------------------------------------
+
+    async def _email_loop(self) -> None:
+        while True:
+            alert = await self._email_queue.get()
+            try:
+                await self._deliver_email(alert)
+            except Exception:  # a bug here must not end alert e-mail for good
+                self._email_failed += 1
+                log.exception("alert %s not e-mailed", alert.rule)
+
+    async def _deliver_email(self, alert: Alert) -> None:
+        settings = self._email
+        assert settings is not None and self._executor is not None
+        message = format_email(
+            alert, sender=settings.sender, recipients=settings.recipients, hostname=self._hostname
+        )
+        message["Message-ID"] = make_msgid(domain=settings.sender.partition("@")[2])
+        loop = asyncio.get_running_loop()
+        delay = self._retry_base_delay
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            try:
+                refused = await loop.run_in_executor(self._executor, self._send_email, message)
+            except (OSError, ValueError, _Permanent) as exc:
+                # smtplib.SMTPException and ssl.SSLError are OSErrors.
+                outcome, retry = _smtp_outcome(exc, settings.password)
+            else:
+                self._email_sent += 1
+                if refused:
+                    log.warning("alert %s e-mail refused for %s", alert.rule,
+                                ", ".join(sorted(refused)))  # fmt: skip
+                return
+            if not retry or attempt == MAX_ATTEMPTS:
+                self._email_failed += 1
+                log.warning("alert %s not e-mailed after %d attempt(s): %s",
+                            alert.rule, attempt, outcome)  # fmt: skip
+                return
+            self._email_retries += 1
+            log.debug("alert %s e-mail attempt %d: %s", alert.rule, attempt, outcome)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RETRY_MAX_DELAY)
+
+    def _email_context(self) -> ssl.SSLContext:
+        """Verifying client context, built for each attempt so that a replaced CA file
+        is used without a restart."""
+        settings = self._email
+        assert settings is not None
+        try:
+            if settings.ca is None:
+                context = ssl.create_default_context()
+            else:
+                context = ssl.create_default_context(cafile=str(settings.ca))
+        except (OSError, ValueError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+            raise _Permanent(f"CA file {settings.ca}: {reason}") from None
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        # create_default_context: CERT_REQUIRED and check_hostname (RFC 8314 §4.1 / RFC 6125).
+        return context
+
+    def _send_email(self, message: EmailMessage) -> dict[str, tuple[int, bytes]]:
+        """One SMTP session (blocking; runs in the dispatcher's thread). Returns the
+        recipients the server refused when it accepted others."""
+        settings, target = self._email, self._smtp
+        assert settings is not None and target is not None
+        context = self._email_context()
+        host, port = target
+        client: smtplib.SMTP
+        if settings.tls == "implicit":
+            client = smtplib.SMTP_SSL(host, port, timeout=self._email_timeout, context=context)
+        else:
+            client = smtplib.SMTP(host, port, timeout=self._email_timeout)
+        with client:
+            if settings.tls == "starttls":
+                # Raises SMTPNotSupportedError when the server does not offer STARTTLS:
+                # never fall back to plaintext (RFC 3207 §4: a MITM can strip the offer).
+                code, reply = client.starttls(context=context)
+                if code != 220:
+                    raise smtplib.SMTPResponseException(code, reply)
+            if settings.user and settings.password:
+                client.login(settings.user, settings.password)
+            return client.send_message(message)
+
     # -- lifecycle ---------------------------------------------------------------------
 
     def statistics(self) -> AlertDispatcherStatistics:
@@ -443,17 +762,32 @@ class AlertDispatcher:
                 delivered=self._syslog_sent, failed=self._syslog_failed, dropped=0, retries=0,
                 queued=0,
             )  # fmt: skip
+        email = None
+        if self._email is not None:
+            email = SinkStatistics(
+                delivered=self._email_sent,
+                failed=self._email_failed,
+                dropped=self._email_dropped,
+                retries=self._email_retries,
+                queued=self._email_queue.qsize(),
+            )
         return AlertDispatcherStatistics(
-            dispatched=self._dispatched, webhook=webhook, syslog=syslog
+            dispatched=self._dispatched, webhook=webhook, syslog=syslog, email=email
         )
 
     async def stop(self) -> None:
-        """Stop the webhook task (alerts still queued are not delivered) and close syslog."""
-        if self._task is not None:
-            task, self._task = self._task, None
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        """Stop the webhook and e-mail tasks (alerts still queued are not delivered) and
+        close syslog. An SMTP session under way ends by itself (EMAIL_TIMEOUT per step)."""
+        for name in ("_task", "_email_task"):
+            task = getattr(self, name)
+            if task is not None:
+                setattr(self, name, None)
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
         if self._sock is not None:
             self._sock.close()
             self._sock = None
