@@ -681,7 +681,7 @@ syslog = ""
 # smtp_tls = "starttls" (required; a server without it gets no mail) or "implicit".
 # The server's certificate must chain to the system CAs, or to smtp_ca (a CA file,
 # relative to the data directory), and name the host. With smtp_password set, keep
-# this file 0600.
+# this file 0600. With `config set`: email_from and smtp before email_to.
 email_to = []
 email_from = ""
 smtp = ""

@@ -473,3 +473,15 @@ def test_alert_email_queue_over_max_queue_drops() -> None:
 async def test_alert_email_stop_without_start() -> None:
     dispatcher = AlertDispatcher(email=_settings(9, Path("ca.crt")))
     await dispatcher.stop()
+
+
+async def test_alert_email_user_without_password_sends_without_auth(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    ca = make_ca(tmp_path / "ca")
+    with smtp_server(tmp_path / "smtp", ca=ca) as server:
+        stats = await _deliver(_settings(server.port, ca.cert, user=SMTP_USER))
+    assert stats.delivered == 1
+    (received,) = server.messages
+    assert (received.starttls, received.login) == (True, None)
+    assert _logged(caplog) == ["alert e-mail: smtp_user without smtp_password: sent without AUTH"]

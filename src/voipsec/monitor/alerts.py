@@ -778,13 +778,12 @@ class AlertDispatcher:
     async def stop(self) -> None:
         """Stop the webhook and e-mail tasks (alerts still queued are not delivered) and
         close syslog. An SMTP session under way ends by itself (EMAIL_TIMEOUT per step)."""
-        for name in ("_task", "_email_task"):
-            task = getattr(self, name)
-            if task is not None:
-                setattr(self, name, None)
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        tasks = [t for t in (self._task, self._email_task) if t is not None]
+        self._task = self._email_task = None
+        for task in tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = None
