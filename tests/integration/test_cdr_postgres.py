@@ -1,6 +1,7 @@
 """CDRs in a real PostgreSQL server: `voipsec serve` with ``cdr.url`` set, a call from a
-scripted TLS phone, and `voipsec cdr list` reading the row back; bad URLs and an
-unreachable server are one error line and exit 1, never showing the password."""
+scripted TLS phone, and `voipsec cdr list` reading the row back; a call cut by kill -9
+is closed as incomplete in PostgreSQL at the restart; bad URLs and an unreachable server
+are one error line and exit 1, never showing the password."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import psycopg
 import pytest
 
 from tests.integration.test_calls import SDP, Phone
+from tests.integration.test_monitor import NATIONAL, _killed_during_a_call, _prepare
 from tests.peers import postgres
 from tests.peers.postgres import PASSWORD
 from tests.peers.proc import free_port, wait_for
@@ -54,6 +56,16 @@ def _final(phone: Phone, method: str) -> Response:
         response = phone.response()
         if response.headers.get("cseq", "").endswith(method):
             return response
+
+
+def _sqlite_cdr_count(data_dir: Path) -> int:
+    """Rows in the cdrs table of voipsec.db (0 when CDRs go to PostgreSQL)."""
+    local = sqlite3.connect(data_dir / "voipsec.db")
+    try:
+        (count,) = local.execute("SELECT COUNT(*) FROM cdrs").fetchone()
+    finally:
+        local.close()
+    return int(count)
 
 
 def _one_error_line(proc: subprocess.CompletedProcess[str]) -> str:
@@ -116,11 +128,58 @@ def test_cdr_postgres_a_call_is_listed_from_postgres(
     with psycopg.connect(postgres_url) as conn:
         in_pg = conn.execute('SELECT id, call_id, disposition, "user" FROM cdrs').fetchall()
     assert in_pg == [(row["id"], "pg-call-1", "answered", "alice")]
-    local = sqlite3.connect(server.data_dir / "voipsec.db")
-    try:
-        assert local.execute("SELECT COUNT(*) FROM cdrs").fetchone() == (0,)
-    finally:
-        local.close()
+    assert _sqlite_cdr_count(server.data_dir) == 0
+
+
+def test_cdr_postgres_kill_9_during_a_call_cdr_incomplete(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    """kill -9 with an answered call up (a SIPp caller and trunk, as in test_monitor):
+    the restarted server closes its open row in PostgreSQL as incomplete, keeping its
+    start and answer times; voipsec.db never holds a CDR."""
+    dialled, e164 = NATIONAL
+    tls_port = free_port()
+    prepared = _prepare(
+        tmp_path, trunk_port=tls_port, settings=[("cdr.url", json.dumps(postgres_url))]
+    )
+    with _killed_during_a_call(prepared, tmp_path, dialled, tls_port) as before:
+        pass
+    with psycopg.connect(postgres_url) as conn:
+        left_open = conn.execute('SELECT id, disposition, "end" FROM cdrs').fetchall()
+    assert left_open == [(before["id"], "", None)]
+    with serving(prepared) as server:
+        (row,) = _cdrs(server.data_dir)
+    expected = {
+        "id": before["id"],
+        "call_id": before["call_id"],
+        "callee": e164,
+        "start": before["start"],
+        "answer": before["answer"],
+        "disposition": "incomplete",
+        "status": None,
+        "reason": "server restarted",
+        "hangup_by": "system",
+    }
+    assert {key: row[key] for key in expected} == expected, row
+    assert float(str(row["end"])) >= float(str(before["answer"])), row
+    # What the CLI listed is the row in PostgreSQL, and not in voipsec.db.
+    with psycopg.connect(postgres_url) as conn:
+        in_pg = conn.execute(
+            'SELECT id, call_id, "start", answer, "end", disposition, reason, hangup_by FROM cdrs'
+        ).fetchall()
+    assert in_pg == [
+        (
+            before["id"],
+            before["call_id"],
+            before["start"],
+            before["answer"],
+            row["end"],
+            "incomplete",
+            "server restarted",
+            "system",
+        )
+    ]
+    assert _sqlite_cdr_count(prepared.data_dir) == 0
 
 
 def test_cdr_postgres_bad_scheme_is_refused_without_the_password(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""The voipsec command: init, user and config subcommands, and its error contract."""
+"""The voipsec command: init, user, config and cdr subcommands, and its error contract."""
 
 from __future__ import annotations
 
@@ -7,10 +7,16 @@ import datetime
 import io
 import json
 import signal
+import sqlite3
 import stat
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
+import psycopg
+import pytest
+
+from tests.peers import postgres
 from tests.peers.proc import running, wait_for
 from tests.peers.voipsec import VOIPSEC, prepare, serving, voipsec
 from voipsec.store import CDR_FIELDS, DB_NAME, CdrStart, Store
@@ -241,8 +247,58 @@ def test_cli_user_bad_class_one_line_error(tmp_path: Path) -> None:
 
 
 # -- cdr list -----------------------------------------------------------------------
+# Every test runs twice: CDRs in voipsec.db (SQLite) and in a real PostgreSQL server
+# named by ``[cdr] url`` (tests/peers/postgres.py), listed by the same CLI command.
+
+# The PostgreSQL fixtures, by name (pytest finds fixtures in the test module).
+postgres_server = postgres.postgres_server
+postgres_url = postgres.postgres_url
 
 CDR_T0 = datetime.datetime(2025, 3, 14, 9, 26, 53, tzinfo=datetime.UTC).timestamp()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CdrDir:
+    """An initialised data directory and its ``[cdr] url`` ('' keeps CDRs in voipsec.db)."""
+
+    path: Path
+    url: str
+
+    def store(self) -> Store:
+        """The store as `voipsec serve` would open it (CDRs where the config says)."""
+        return Store(self.path / DB_NAME, cdr_url=self.url)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.peers)])
+def cdr_dir(tmp_path: Path, request: pytest.FixtureRequest) -> CdrDir:
+    """``voipsec init``; for postgresql, ``cdr.url`` set to a new PostgreSQL database."""
+    data = tmp_path / "d"
+    voipsec("init", data_dir=data)
+    if request.param == "sqlite":
+        return CdrDir(path=data, url="")
+    url = request.getfixturevalue("postgres_url")
+    assert isinstance(url, str)
+    voipsec("config", "set", "cdr.url", json.dumps(url), data_dir=data)
+    # The URL holds the password: the CLI refuses a config file others may read.
+    assert stat.S_IMODE((data / "voipsec.toml").stat().st_mode) == 0o600
+    assert voipsec("config", "get", "cdr.url", data_dir=data).stdout == f"{url}\n"
+    return CdrDir(path=data, url=url)
+
+
+def _assert_stored_in(cdr_dir: CdrDir, ids: list[int]) -> None:
+    """The rows ``ids`` are in the configured database only: with PostgreSQL the cdrs
+    table of voipsec.db stays empty, so a CLI that lists them read PostgreSQL."""
+    local = sqlite3.connect(cdr_dir.path / DB_NAME)
+    try:
+        in_sqlite = [row[0] for row in local.execute("SELECT id FROM cdrs ORDER BY id")]
+    finally:
+        local.close()
+    if not cdr_dir.url:
+        assert in_sqlite == ids
+        return
+    with psycopg.connect(cdr_dir.url) as conn:
+        in_postgres = [row[0] for row in conn.execute("SELECT id FROM cdrs ORDER BY id")]
+    assert (in_sqlite, in_postgres) == ([], ids)
 
 
 def _cdr(
@@ -263,10 +319,9 @@ def _cdr(
     )
 
 
-def _with_cdrs(data: Path) -> list[int]:
+def _with_cdrs(cdr_dir: CdrDir) -> list[int]:
     """An answered call, a busy one and one still ringing, a minute apart from CDR_T0."""
-    voipsec("init", data_dir=data)
-    store = Store(data / DB_NAME)
+    store = cdr_dir.store()
     try:
         answered = store.cdr_start(_cdr(CDR_T0, "call-1"))
         store.cdr_answer(answered, CDR_T0 + 2.0)
@@ -290,12 +345,13 @@ def _with_cdrs(data: Path) -> list[int]:
         ringing = store.cdr_start(_cdr(CDR_T0 + 120.0, "call-3", caller="[bold]mallory"))
     finally:
         store.close()
+    _assert_stored_in(cdr_dir, [answered, busy, ringing])
     return [answered, busy, ringing]
 
 
-def test_cli_cdr_list_json_keys_are_the_record_fields(tmp_path: Path) -> None:
-    data = tmp_path / "d"
-    answered, busy, ringing = _with_cdrs(data)
+def test_cli_cdr_list_json_keys_are_the_record_fields(cdr_dir: CdrDir) -> None:
+    data = cdr_dir.path
+    answered, busy, ringing = _with_cdrs(cdr_dir)
     rows = json.loads(voipsec("cdr", "list", "--format", "json", data_dir=data).stdout)
     assert [list(r) for r in rows] == [list(CDR_FIELDS)] * 3
     assert [r["id"] for r in rows] == [answered, busy, ringing]
@@ -329,9 +385,9 @@ def test_cli_cdr_list_json_keys_are_the_record_fields(tmp_path: Path) -> None:
     assert [r["id"] for r in limited] == [busy, ringing]
 
 
-def test_cli_cdr_list_csv_has_a_header_of_field_names(tmp_path: Path) -> None:
-    data = tmp_path / "d"
-    answered, busy, ringing = _with_cdrs(data)
+def test_cli_cdr_list_csv_has_a_header_of_field_names(cdr_dir: CdrDir) -> None:
+    data = cdr_dir.path
+    answered, busy, ringing = _with_cdrs(cdr_dir)
     text = voipsec("cdr", "list", "--format", "csv", data_dir=data).stdout
     assert text.splitlines()[0] == ",".join(CDR_FIELDS)
     rows = list(csv.DictReader(io.StringIO(text)))
@@ -350,9 +406,9 @@ def test_cli_cdr_list_csv_has_a_header_of_field_names(tmp_path: Path) -> None:
     assert (rows[2]["end"], rows[2]["status"], rows[2]["disposition"]) == ("", "", "")
 
 
-def test_cli_cdr_list_table(tmp_path: Path) -> None:
-    data = tmp_path / "d"
-    _with_cdrs(data)
+def test_cli_cdr_list_table(cdr_dir: CdrDir) -> None:
+    data = cdr_dir.path
+    _with_cdrs(cdr_dir)
     lines = voipsec("cdr", "list", data_dir=data).stdout.splitlines()
     assert [line.rstrip() for line in lines] == [
         "start (UTC)         caller        callee        disposition secs SIP hangup",
@@ -363,9 +419,9 @@ def test_cli_cdr_list_table(tmp_path: Path) -> None:
     ]
 
 
-def test_cli_cdr_list_since_iso_date_and_time(tmp_path: Path) -> None:
-    data = tmp_path / "d"
-    answered, busy, ringing = _with_cdrs(data)
+def test_cli_cdr_list_since_iso_date_and_time(cdr_dir: CdrDir) -> None:
+    data = cdr_dir.path
+    answered, busy, ringing = _with_cdrs(cdr_dir)
 
     def ids(since: str) -> list[int]:
         out = voipsec("cdr", "list", "--format", "json", "--since", since, data_dir=data).stdout
@@ -378,17 +434,17 @@ def test_cli_cdr_list_since_iso_date_and_time(tmp_path: Path) -> None:
     assert ids("2025-03-14T10:27:53+01:00") == [busy, ringing]
 
 
-def test_cli_cdr_list_since_relative_duration(tmp_path: Path) -> None:
-    data = tmp_path / "d"
-    voipsec("init", data_dir=data)
+def test_cli_cdr_list_since_relative_duration(cdr_dir: CdrDir) -> None:
+    data = cdr_dir.path
     now = time.time()
-    store = Store(data / DB_NAME)
+    store = cdr_dir.store()
     try:
         two_days = store.cdr_start(_cdr(now - 2 * 86_400, "old"))
         three_hours = store.cdr_start(_cdr(now - 3 * 3_600, "earlier"))
         ten_minutes = store.cdr_start(_cdr(now - 600, "recent"))
     finally:
         store.close()
+    _assert_stored_in(cdr_dir, [two_days, three_hours, ten_minutes])
 
     def ids(since: str) -> list[int]:
         out = voipsec("cdr", "list", "--format", "json", "--since", since, data_dir=data).stdout
@@ -400,9 +456,9 @@ def test_cli_cdr_list_since_relative_duration(tmp_path: Path) -> None:
     assert ids("3d") == [two_days, three_hours, ten_minutes]
 
 
-def test_cli_cdr_list_bad_arguments_one_line_error(tmp_path: Path) -> None:
-    data = tmp_path / "d"
-    _with_cdrs(data)
+def test_cli_cdr_list_bad_arguments_one_line_error(cdr_dir: CdrDir) -> None:
+    data = cdr_dir.path
+    _with_cdrs(cdr_dir)
     for since in ("yesterday", "15x", "-2h", "2026-13-01", "9" * 20 + "d"):
         bad = voipsec("cdr", "list", "--since", since, data_dir=data, check=False)
         assert (bad.returncode, bad.stdout) == (1, ""), since
