@@ -19,7 +19,7 @@ INVITE → 407 → ACK → INVITE with MD5 credentials → 100/180 → 200 → A
 defaults otherwise: the media relay (its port range widened to ``MEDIA_PORTS``: the
 default holds 250 calls), the fraud engine (its ``concurrent-calls`` rule retuned above
 the load in DATA/fraud/bench.yaml: a few callers place every call), CDRs, and metrics
-(on a free port).
+(on a free port) -- unless ``--monitor`` says otherwise.
 
 The rate is stepped upward (``--rates``); every step is bounded in calls
 (``rate * --duration``, capped by ``--max-calls``) and in time (SIPp ``-timeout``, then
@@ -45,12 +45,24 @@ load and the default IDS ruleset on, with ``invite-flood`` retuned above the loa
 user rule file (DATA/rules/bench.yaml; it is still evaluated for every INVITE); "off"
 is the same untrusted zone with the IDS disabled, to isolate the IDS cost.
 
+``--monitor`` (voipsec only): "default" is a fresh install's monitoring (metrics
+listener and fraud engine on, SIP log and HEP export off); "off" also turns the metrics
+listener and the fraud engine off (alerts cannot be turned off: they are stored when
+raised, and this load raises none); "full" is the default plus the SIP log
+(DATA/sip.log, default rotation) and HEP export over UDP to a sink in the bench process
+(a thread drains and counts the datagrams). Wherever the metrics listener is on,
+/metrics is scraped once after the last step: the run fails unless the answered-calls
+counter equals the calls SIPp completed (check calls included). "full" also reports the
+HEP datagrams and SIP log lines per call.
+
     .venv/bin/python bench/call_bench.py --target voipsec --edge trusted \\
         --rates 25,50,75,100,125,150,175,200 --duration 10 --retries 1
     .venv/bin/python bench/call_bench.py --target kamailio \\
         --rates 500,1000,1250,1500,1750,2000,2250,2500,3000 --duration 10 --retries 1
     .venv/bin/python bench/call_bench.py --target voipsec --rates 60 --duration 20 \\
         --hold-ms 25000      # memory per concurrent call (hold < media.timeout, 30 s)
+    .venv/bin/python bench/call_bench.py --target voipsec --monitor full \\
+        --rates 100 --duration 20 --retries 1      # CPU per call with all monitoring on
 """
 
 from __future__ import annotations
@@ -59,9 +71,12 @@ import argparse
 import contextlib
 import csv
 import functools
+import http.client
 import json
 import os
 import shutil
+import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -116,6 +131,8 @@ SAMPLE_INTERVAL = 0.2
 REGISTRATION_SECONDS = 600
 #: The callee SIPp waits for this many calls, i.e. runs until it is stopped.
 NEVER = "1000000000"
+#: The /metrics sample that counts completed calls.
+ANSWERED_CALLS = 'voipsec_calls_total{disposition="answered"}'
 
 
 # -- data ----------------------------------------------------------------------------
@@ -179,15 +196,61 @@ class Step:
 
 
 @dataclass
+class MonitorCheck:
+    """What voipsec's monitoring outputs saw over a whole run (check calls included)."""
+
+    #: Calls SIPp completed.
+    calls: int
+    #: ANSWERED_CALLS at the end; None without a metrics listener.
+    metrics_answered: int | None = None
+    #: Datagrams the HEP sink received; None without HEP export.
+    hep_datagrams: int | None = None
+    #: Lines of DATA/sip.log and its rotations; None without the SIP log.
+    siplog_lines: int | None = None
+
+    @property
+    def ok(self) -> bool:
+        return (
+            self.metrics_answered in (None, self.calls)
+            and self.hep_datagrams != 0
+            and self.siplog_lines != 0
+        )
+
+    def describe(self) -> str:
+        def per_call(n: int) -> str:
+            return f"{n:,} ({n / self.calls:.1f} per call)" if self.calls else f"{n:,}"
+
+        parts = [f"{self.calls:,} calls completed"]
+        if self.metrics_answered is not None:
+            parts.append(f"/metrics answered calls {self.metrics_answered:,}")
+        if self.hep_datagrams is not None:
+            parts.append(f"HEP datagrams {per_call(self.hep_datagrams)}")
+        if self.siplog_lines is not None:
+            parts.append(f"SIP log lines {per_call(self.siplog_lines)}")
+        return ", ".join(parts)
+
+
+@dataclass
 class TargetReport:
     target: str
     edge: str
+    monitor: str = "default"
     check_ok: bool = False
     steps: list[Step] = field(default_factory=list)
+    monitor_check: MonitorCheck | None = None
+
+    @classmethod
+    def of(cls, args: argparse.Namespace) -> TargetReport:
+        if args.target == "voipsec":
+            return cls(args.target, args.edge, args.monitor)
+        return cls(args.target, "-", "-")
 
     @property
     def name(self) -> str:
-        return f"{self.target}/{self.edge}" if self.target == "voipsec" else self.target
+        if self.target != "voipsec":
+            return self.target
+        monitor = "" if self.monitor == "default" else f"/mon-{self.monitor}"
+        return f"{self.target}/{self.edge}{monitor}"
 
     @property
     def best(self) -> Step | None:
@@ -202,6 +265,10 @@ class Server:
     proc: subprocess.Popen[bytes]
     port: int
     ca_file: Path
+    #: voipsec's /metrics port, when its listener is on.
+    metrics_port: int | None = None
+    #: voipsec's SIP log, when it is on.
+    siplog: Path | None = None
 
 
 # -- memory and stats ------------------------------------------------------------------
@@ -371,9 +438,16 @@ rules:
 
 
 @contextlib.contextmanager
-def voipsec_server(workdir: Path, users: Sequence[tuple[str, str]], edge: str) -> Iterator[Server]:
+def voipsec_server(
+    workdir: Path,
+    users: Sequence[tuple[str, str]],
+    edge: str,
+    monitor: str = "default",
+    hep_port: int | None = None,
+) -> Iterator[Server]:
     """``voipsec serve`` on a free TLS port, MD5 digest only, no TURN listener; users
-    through ``Store.add_user``; loopback trusted or an untrusted zone (see the doc)."""
+    through ``Store.add_user``; loopback trusted or an untrusted zone, and monitoring
+    as ``monitor`` says, HEP to ``hep_port`` for "full" (see the doc)."""
     from voipsec.store import DB_NAME, Store
 
     port = free_port()
@@ -385,14 +459,25 @@ def voipsec_server(workdir: Path, users: Sequence[tuple[str, str]], edge: str) -
     # The media relay takes two port pairs per call: the default 1,000 ports hold 250
     # calls, fewer than this bench has at once. Stay below the ephemeral port range.
     rb._voipsec("config", "set", "media.ports", f'"{MEDIA_PORTS}"', data=data)
-    # The metrics server stays on, on a free port (its default, 8443, may be taken).
-    metrics = f'"127.0.0.1:{free_port()}"'
+    # The metrics server stays on (unless --monitor off), on a free port (its default,
+    # 8443, may be taken).
+    metrics_port = None if monitor == "off" else free_port()
+    metrics = f'"127.0.0.1:{metrics_port}"' if metrics_port else '""'
     rb._voipsec("config", "set", "metrics.listen", metrics, data=data)
     # The fraud engine stays on with its shipped rules; only the one the load breaks by
     # design (a few callers placing every call) is retuned above it, still evaluated.
     fraud = data / "fraud"
     fraud.mkdir(exist_ok=True)
     (fraud / "bench.yaml").write_text(BENCH_FRAUD_RULES, encoding="utf-8")
+    siplog = None
+    if monitor == "off":
+        rb._voipsec("config", "set", "fraud.enabled", "false", data=data)
+    elif monitor == "full":
+        if hep_port is None:
+            raise ValueError("--monitor full needs a HEP sink")
+        rb._voipsec("config", "set", "siplog.enabled", "true", data=data)
+        rb._voipsec("config", "set", "hep.target", f'"udp:127.0.0.1:{hep_port}"', data=data)
+        siplog = data / "sip.log"
     if edge in ("ids", "off"):
         config = data / "voipsec.toml"
         text = config.read_text()
@@ -417,19 +502,97 @@ def voipsec_server(workdir: Path, users: Sequence[tuple[str, str]], edge: str) -
     log = workdir / "voipsec.log"
     with running([*rb.voipsec_argv(), "serve", "--dir", str(data)], cwd=workdir, log=log) as proc:
         rb._wait_listening(proc, port, log, "voipsec")
-        yield Server("voipsec", proc, port, data / "ca" / "ca.crt")
+        yield Server("voipsec", proc, port, data / "ca" / "ca.crt", metrics_port, siplog)
 
 
 @contextlib.contextmanager
 def start_server(
-    args: argparse.Namespace, work: Path, users: Sequence[tuple[str, str]]
+    args: argparse.Namespace, work: Path, users: Sequence[tuple[str, str]], hep_port: int | None
 ) -> Iterator[Server]:
     if args.target == "kamailio":
         with kamailio_server(work, users, args.children) as server:
             yield server
     else:
-        with voipsec_server(work, users, args.edge) as server:
+        with voipsec_server(work, users, args.edge, args.monitor, hep_port) as server:
             yield server
+
+
+# -- monitoring outputs ----------------------------------------------------------------------
+
+
+class DatagramSink:
+    """A UDP socket on loopback that a thread drains, counting the datagrams: the HEP
+    collector of ``--monitor full`` (voipsec's export costs the same whoever reads it)."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        with contextlib.suppress(OSError):  # capped by net.core.rmem_max
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(SAMPLE_INTERVAL)
+        self.port: int = self.sock.getsockname()[1]
+        self.datagrams = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        buffer = bytearray(65536)
+        while not self._stop.is_set():
+            try:
+                self.sock.recv_into(buffer)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            self.datagrams += 1
+
+    def __enter__(self) -> DatagramSink:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self.sock.close()
+
+
+def scrape_metrics(server: Server) -> dict[str, float]:
+    """GET /metrics once over TLS, trusting voipsec's CA: ``name{labels}`` -> value."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    port = server.metrics_port
+    assert port is not None
+    context = ssl.create_default_context(cafile=str(server.ca_file))
+    conn = http.client.HTTPSConnection("127.0.0.1", port, context=context, timeout=10)
+    try:
+        conn.request("GET", "/metrics")
+        response = conn.getresponse()
+        body = response.read().decode("utf-8")
+    finally:
+        conn.close()
+    if response.status != 200:
+        raise RuntimeError(f"/metrics: HTTP {response.status}: {body[:300]}")
+    samples: dict[str, float] = {}
+    for family in text_string_to_metric_families(body):
+        for sample in family.samples:
+            labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
+            samples[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
+    return samples
+
+
+def check_monitoring(server: Server, calls: int, sink: DatagramSink | None) -> MonitorCheck:
+    """What /metrics, the HEP sink and the SIP log saw, after the calls have settled."""
+    time.sleep(1.0)
+    check = MonitorCheck(calls)
+    if server.metrics_port is not None:
+        check.metrics_answered = int(scrape_metrics(server).get(ANSWERED_CALLS, 0))
+    if sink is not None:
+        check.hep_datagrams = sink.datagrams
+    if server.siplog is not None:
+        check.siplog_lines = sum(
+            path.read_bytes().count(b"\n") for path in server.siplog.parent.glob("sip.log*")
+        )
+    return check
 
 
 # -- the load ------------------------------------------------------------------------------
@@ -585,13 +748,18 @@ def first_errors(results: Sequence[SippResult], limit: int = 3) -> list[str]:
 
 
 def bench(args: argparse.Namespace, root: Path) -> TargetReport:
-    """Start the server, register the callees, check a few calls, step the rate."""
-    report = TargetReport(args.target, args.edge if args.target == "voipsec" else "-")
+    """Start the server, register the callees, check a few calls, step the rate, check
+    what the monitoring saw."""
+    report = TargetReport.of(args)
     work = root / report.name.replace("/", "-")
     work.mkdir()
     callers, callees = bench_users(args.callers, args.callees)
     budget = REGISTRATION_SECONDS - 30
-    with start_server(args, work, [*callers, *callees]) as server:
+    with contextlib.ExitStack() as stack:
+        sink = stack.enter_context(DatagramSink()) if report.monitor == "full" else None
+        server = stack.enter_context(
+            start_server(args, work, [*callers, *callees], sink.port if sink else None)
+        )
         hop = free_port()
         with (
             stunnel_client(hop, "127.0.0.1", server.port, server.ca_file, work / "stunnel-caller")
@@ -625,6 +793,9 @@ def bench(args: argparse.Namespace, root: Path) -> TargetReport:
                     break
                 if not step_rate(report, pids, load, rate, args, work, mem_idle):
                     break
+            if report.target == "voipsec" and report.monitor != "off":
+                completed = CHECK_CALLS + sum(s.successful for s in report.steps)
+                report.monitor_check = check_monitoring(server, completed, sink)
     return report
 
 
@@ -655,7 +826,7 @@ def step_rate(
 # -- output ------------------------------------------------------------------------------
 
 HEADER = (
-    f"{'target':<16} {'rate/s':>6} {'calls':>6} {'ok':>6} {'failed':>6} {'rc':>3} "
+    f"{'target':<24} {'rate/s':>6} {'calls':>6} {'ok':>6} {'failed':>6} {'rc':>3} "
     f"{'achvd/s':>7} {'srv CPU%':>8} {'us/call':>7} {'hops%':>6} {'sipp%':>6} "
     f"{'other%':>6} {'load1':>5} {'conc':>6} {'mem MiB':>7} {'KiB/call':>8} {'len ms':>7}"
 )
@@ -666,7 +837,7 @@ def print_step(name: str, s: Step) -> None:
         return 100 * cpu / s.elapsed if s.elapsed else 0.0
 
     print(
-        f"{name:<16} {s.rate:>6} {s.calls:>6} {s.successful:>6} {s.failed:>6} "
+        f"{name:<24} {s.rate:>6} {s.calls:>6} {s.successful:>6} {s.failed:>6} "
         f"{s.returncode:>3} {s.achieved:>7.0f} {s.cpu_percent:>8.0f} {s.cpu_us_per_call:>7.0f} "
         f"{pct(s.stunnel_cpu):>6.0f} {pct(s.sipp_cpu):>6.0f} {pct(s.other_cpu):>6.0f} "
         f"{s.load1:>5.2f} {s.concurrent_peak:>6} {s.mem_peak_kib / 1024:>7.1f} "
@@ -676,10 +847,14 @@ def print_step(name: str, s: Step) -> None:
 
 
 def summary(report: TargetReport) -> list[str]:
+    lines: list[str] = []
+    if report.monitor_check is not None:
+        verdict = "ok" if report.monitor_check.ok else "FAILED"
+        lines.append(f"{report.name}: monitoring {verdict}: {report.monitor_check.describe()}")
     best = report.best
     if best is None:
-        return [f"{report.name}: no step passed (check calls ok: {report.check_ok})"]
-    lines = [
+        return [*lines, f"{report.name}: no step passed (check calls ok: {report.check_ok})"]
+    lines += [
         f"{report.name}: highest rate with 0 failed calls: {best.achieved:.0f}/s "
         f"(step {best.rate}/s), server CPU {best.cpu_percent:.0f}% of a core, "
         f"{best.cpu_us_per_call:.0f} us per call",
@@ -733,11 +908,13 @@ def to_json(report: TargetReport, args: argparse.Namespace) -> dict[str, object]
             "kib_per_concurrent_call": round(s.kib_per_concurrent_call, 3),
         }
 
-    names = "target edge rates duration hold_ms callers callees children max_calls retries"
+    names = "target edge monitor rates duration hold_ms callers callees children max_calls retries"
+    monitor = report.monitor_check
     return {
         "revision": revision(),
         "settings": {name: getattr(args, name) for name in names.split()},
         "check_ok": report.check_ok,
+        "monitor_check": {**asdict(monitor), "ok": monitor.ok} if monitor else None,
         "steps": [step_json(s) for s in report.steps],
         "best": step_json(report.best) if report.best else None,
         "summary": summary(report),
@@ -778,6 +955,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="voipsec only: loopback trusted, untrusted with the IDS, or untrusted without",
     )  # fmt: skip
     parser.add_argument(
+        "--monitor", choices=("off", "default", "full"), default="default",
+        help="voipsec only: metrics and fraud off; a fresh install's (metrics, fraud); "
+        "or those plus the SIP log and HEP export to a UDP sink",
+    )  # fmt: skip
+    parser.add_argument(
         "--retries", type=int, default=0,
         help="repeat a failed step this often when other processes were busy meanwhile",
     )  # fmt: skip
@@ -790,10 +972,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the bench; 0 when the check calls worked and at least one step passed."""
+    """Run the bench; 0 when the check calls worked, at least one step passed and the
+    monitoring saw the calls."""
     args = parse_args(argv)
     root = Path(tempfile.mkdtemp(prefix="call-bench-"))
-    report = TargetReport(args.target, args.edge if args.target == "voipsec" else "-")
+    report = TargetReport.of(args)
     print(f"revision {revision()}; load average {os.getloadavg()[0]:.2f}", flush=True)
     print(HEADER, flush=True)
     try:
@@ -812,7 +995,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(line)
     if args.json:
         args.json.write_text(json.dumps(to_json(report, args), indent=2) + "\n")
-    return 0 if report.check_ok and report.best else 1
+    monitor_ok = report.monitor_check is None or report.monitor_check.ok
+    return 0 if report.check_ok and report.best and monitor_ok else 1
 
 
 if __name__ == "__main__":
