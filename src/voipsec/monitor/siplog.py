@@ -71,80 +71,48 @@ FILE_MODE = 0o600
 
 _AUTH_HEADERS = frozenset({b"authorization", b"proxy-authorization"})
 _SECRET_PARAMS = frozenset({b"response", b"cnonce", b"nonce"})
-_WHITESPACE = b" \t\r\n"
-#: RFC 3261 §25.1 token characters.
-_TOKEN = re.compile(rb"[A-Za-z0-9\-.!%*_+`'~]+")
-#: An unquoted auth-param value: up to whitespace, a comma or a quote.
-_BARE_VALUE = re.compile(rb'[^\s,"]+')
+#: The auth scheme: an RFC 3261 §25.1 token after optional whitespace.
+_SCHEME = re.compile(rb"[ \t\r\n]*[A-Za-z0-9\-.!%*_+`'~]+")
+#: One auth-param (RFC 3261 §25.1): token = (quoted string, quoted-pairs included, or a
+#: bare value up to whitespace, a comma or a quote), then a comma or the end.
+_AUTH_PARAM = re.compile(
+    rb"([A-Za-z0-9\-.!%*_+`'~]+)[ \t\r\n]*=[ \t\r\n]*"
+    rb'("(?:[^"\\]|\\.)*"|[^\s,"]+)[ \t\r\n]*(?=,|\Z)',
+    re.DOTALL,
+)
 #: The key-salt of an SDES inline key parameter, up to its lifetime or MKI.
 _INLINE_KEY = re.compile(rb"(inline:)[^|;\s]*", re.IGNORECASE)
+#: Whitespace and commas between auth-params.
+_SEPARATORS = re.compile(rb"[ \t\r\n,]*")
+#: Lowercased markers of what redaction changes: a message with none of them is
+#: logged as it is, without being split into lines (most messages: responses, ACK, BYE).
+_HEAD_MARKER = b"authorization"
+_BODY_MARKERS = (b"k=", b"a=crypto:", b"a=key-mgmt:")
 
 
 class _Unreadable(Exception):
     """The auth header does not follow ``scheme param=value, ...``."""
 
 
-def _skip(data: bytes, pos: int, chars: bytes) -> int:
-    while pos < len(data) and data[pos] in chars:
-        pos += 1
-    return pos
-
-
-def _token(data: bytes, pos: int) -> int:
-    match = _TOKEN.match(data, pos)
-    if match is None:
-        raise _Unreadable
-    return match.end()
-
-
-def _quoted_end(data: bytes, pos: int) -> int:
-    """End (after the closing quote) of the quoted string opening at ``pos``."""
-    pos += 1
-    while pos < len(data):
-        char = data[pos]
-        if char == 0x5C:  # backslash: quoted-pair
-            pos += 2
-        elif char == 0x22:
-            return pos + 1
-        else:
-            pos += 1
-    raise _Unreadable
-
-
 def _redact_credentials(value: bytes) -> bytes:
     """``value`` (after the header's colon) with the secret auth-params replaced."""
-    pos = _skip(value, 0, _WHITESPACE)
-    scheme_end = _token(value, pos)
+    scheme = _SCHEME.match(value)
+    if scheme is None:
+        raise _Unreadable
+    pos = scheme_end = scheme.end()
     spans: list[tuple[int, int, bool]] = []
-    pos = scheme_end
-    try:
-        while True:
-            pos = _skip(value, pos, _WHITESPACE + b",")
-            if pos == len(value):
-                break
-            name_start, pos = pos, _token(value, pos)
-            name = value[name_start:pos].lower()
-            pos = _skip(value, pos, _WHITESPACE)
-            if value[pos : pos + 1] != b"=":
-                raise _Unreadable
-            pos = _skip(value, pos + 1, _WHITESPACE)
-            start = pos
-            if value[pos : pos + 1] == b'"':
-                pos = _quoted_end(value, pos)
-                quoted = True
-            else:
-                match = _BARE_VALUE.match(value, pos)
-                if match is None:
-                    raise _Unreadable
-                pos, quoted = match.end(), False
-            if name in _SECRET_PARAMS:
-                spans.append((start, pos, quoted))
-            pos = _skip(value, pos, _WHITESPACE)
-            if pos < len(value) and value[pos] != 0x2C:
-                raise _Unreadable
-    except _Unreadable:
-        # Fail closed: keep only the scheme.
-        return value[:scheme_end] + b" " + _REDACTED
+    while True:
+        pos = _SEPARATORS.match(value, pos).end()  # type: ignore[union-attr]
+        if pos == len(value):
+            break
+        param = _AUTH_PARAM.match(value, pos)
+        if param is None:
+            # Fail closed: keep only the scheme.
+            return value[:scheme_end] + b" " + _REDACTED
+        if param[1].lower() in _SECRET_PARAMS:
+            start, end = param.span(2)
+            spans.append((start, end, value[start] == 0x22))
+        pos = param.end()
     out = bytearray()
     last = 0
     for start, end, quoted in spans:
@@ -195,6 +163,12 @@ def redact(message: bytes) -> bytes:
     head, sep, body = message.partition(b"\r\n\r\n")
     if not sep:
         head, sep, body = message.partition(b"\n\n")
+    return _redact_head(head) + sep + _redact_body(body)
+
+
+def _redact_head(head: bytes) -> bytes:
+    if _HEAD_MARKER not in head.lower():
+        return head
     lines = head.split(b"\n")
     # Group physical lines into fields: a line starting with SP/HT continues the
     # previous one (RFC 3261 §7.3.1 folding).
@@ -206,9 +180,14 @@ def redact(message: bytes) -> bytes:
             fields.append([line])
     # The start line goes through the same check: on a malformed message it may be
     # a header, and a request or status line never has an auth header's name.
-    out_head = [_redact_header(b"\n".join(field)) for field in fields]
-    out_body = b"\n".join(_redact_body_line(line) for line in body.split(b"\n"))
-    return b"\n".join(out_head) + sep + out_body
+    return b"\n".join(_redact_header(b"\n".join(field)) for field in fields)
+
+
+def _redact_body(body: bytes) -> bytes:
+    lower = body.lower()
+    if not any(marker in lower for marker in _BODY_MARKERS):
+        return body
+    return b"\n".join(_redact_body_line(line) for line in body.split(b"\n"))
 
 
 # -- the log file -------------------------------------------------------------------------
