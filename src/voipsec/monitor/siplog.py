@@ -69,7 +69,6 @@ FILE_MODE = 0o600
 
 # -- redaction (sans-IO) ----------------------------------------------------------------
 
-_AUTH_HEADERS = frozenset({b"authorization", b"proxy-authorization"})
 _SECRET_PARAMS = frozenset({b"response", b"cnonce", b"nonce"})
 #: The auth scheme: an RFC 3261 §25.1 token after optional whitespace.
 _SCHEME = re.compile(rb"[ \t\r\n]*[A-Za-z0-9\-.!%*_+`'~]+")
@@ -84,10 +83,15 @@ _AUTH_PARAM = re.compile(
 _INLINE_KEY = re.compile(rb"(inline:)[^|;\s]*", re.IGNORECASE)
 #: Whitespace and commas between auth-params.
 _SEPARATORS = re.compile(rb"[ \t\r\n,]*")
-#: Lowercased markers of what redaction changes: a message with none of them is
-#: logged as it is, without being split into lines (most messages: responses, ACK, BYE).
-_HEAD_MARKER = b"authorization"
-_BODY_MARKERS = (b"k=", b"a=crypto:", b"a=key-mgmt:")
+#: An Authorization or Proxy-Authorization field: its name and colon, then its value
+#: with any folded continuation lines (RFC 3261 §7.3.1). Only these fields are
+#: rewritten; the rest of the head is copied as it is.
+_AUTH_FIELD = re.compile(
+    rb"^([ \t]*(?:proxy-)?authorization[ \t]*:)(.*(?:\n[ \t].*)*)", re.IGNORECASE | re.MULTILINE
+)
+#: A body line that carries a key: k= (RFC 4566 §5.12), a=crypto (RFC 4568), a=key-mgmt
+#: (RFC 4567).
+_KEY_LINE = re.compile(rb"^(?:k=|a=crypto:|a=key-mgmt:).*", re.IGNORECASE | re.MULTILINE)
 
 
 class _Unreadable(Exception):
@@ -123,17 +127,6 @@ def _redact_credentials(value: bytes) -> bytes:
     return bytes(out)
 
 
-def _redact_header(field: bytes) -> bytes:
-    name, colon, value = field.partition(b":")
-    if not colon or name.strip().lower() not in _AUTH_HEADERS:
-        return field
-    try:
-        return name + colon + _redact_credentials(value)
-    except _Unreadable:
-        # Not even a scheme: nothing of the value is kept.
-        return name + colon + b" " + _REDACTED
-
-
 def _redact_body_line(line: bytes) -> bytes:
     lower = line.lower()
     if lower.startswith(b"k="):
@@ -167,27 +160,21 @@ def redact(message: bytes) -> bytes:
 
 
 def _redact_head(head: bytes) -> bytes:
-    if _HEAD_MARKER not in head.lower():
-        return head
-    lines = head.split(b"\n")
-    # Group physical lines into fields: a line starting with SP/HT continues the
-    # previous one (RFC 3261 §7.3.1 folding).
-    fields: list[list[bytes]] = []
-    for line in lines:
-        if fields and line[:1] in (b" ", b"\t"):
-            fields[-1].append(line)
-        else:
-            fields.append([line])
-    # The start line goes through the same check: on a malformed message it may be
-    # a header, and a request or status line never has an auth header's name.
-    return b"\n".join(_redact_header(b"\n".join(field)) for field in fields)
+    # The start line is checked too: on a malformed message it may be a header, and a
+    # request or status line never starts with an auth header's name.
+    return _AUTH_FIELD.sub(_redact_auth_field, head)
+
+
+def _redact_auth_field(match: re.Match[bytes]) -> bytes:
+    try:
+        return match[1] + _redact_credentials(match[2])
+    except _Unreadable:
+        # Not even a scheme: nothing of the value is kept.
+        return match[1] + b" " + _REDACTED
 
 
 def _redact_body(body: bytes) -> bytes:
-    lower = body.lower()
-    if not any(marker in lower for marker in _BODY_MARKERS):
-        return body
-    return b"\n".join(_redact_body_line(line) for line in body.split(b"\n"))
+    return _KEY_LINE.sub(lambda match: _redact_body_line(match[0]), body)
 
 
 # -- the log file -------------------------------------------------------------------------
