@@ -15,6 +15,7 @@ import pytest
 
 from tests.peers.proc import free_port
 from tests.peers.smtpd import make_ca, smtp_server
+from tests.unit.test_alerts import ALERT
 from voipsec.monitor.alerts import (
     MAX_ATTEMPTS,
     MAX_EMAIL_ADDRESS,
@@ -31,15 +32,6 @@ from voipsec.monitor.alerts import (
     parse_smtp_server,
 )
 
-ALERT = Alert(
-    what="calls to a high-risk destination",
-    who="alice",
-    why="4 calls in 60 s to +88213 (critical at 3)",
-    action="blocked",
-    rule="irsf-premium",
-    time=1_764_288_000.25,
-    source="203.0.113.9:5061",
-)
 SENDER = "voipsec@pbx.example.org"
 RECIPIENTS = ("soc@example.org", "oncall@example.org")
 SUBJECT = "[voipsec] irsf-premium: calls to a high-risk destination: alice"

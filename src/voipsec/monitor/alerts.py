@@ -50,7 +50,7 @@ import smtplib
 import socket
 import ssl
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.message import EmailMessage
@@ -333,7 +333,11 @@ def _redact(text: str, secret: str) -> str:
     return text
 
 
-def _smtp_outcome(exc: BaseException, password: str) -> tuple[str, bool]:
+#: What a failed delivery attempt says for the log, and whether to try again.
+_Outcome = tuple[str, bool]
+
+
+def _smtp_outcome(exc: BaseException, password: str) -> _Outcome:
     """What a failed SMTP attempt says for the log (no secret in it), and whether to retry."""
     if isinstance(exc, _Permanent):
         return str(exc), False
@@ -603,29 +607,51 @@ class AlertDispatcher:
 
     async def _deliver(self, alert: Alert) -> None:
         body = alert.to_json().encode()
-        delay = self._retry_base_delay
-        for attempt in range(1, MAX_ATTEMPTS + 1):
+
+        async def once() -> _Outcome | None:
             try:
                 async with asyncio.timeout(self._timeout):
                     status = await self._post(body)
             except (OSError, TimeoutError, ValueError, _HttpError) as exc:
                 # ValueError: a status line over MAX_STATUS_LINE (StreamReader's limit).
-                outcome, retry = f"{type(exc).__name__}: {exc}", True
-            else:
-                if 200 <= status < 300:
-                    self._webhook_delivered += 1
-                    return
-                outcome = f"HTTP {status}"
-                retry = status >= 500 or status in _RETRY_STATUSES
+                return f"{type(exc).__name__}: {exc}", True
+            if 200 <= status < 300:
+                return None
+            return f"HTTP {status}", status >= 500 or status in _RETRY_STATUSES
+
+        delivered, retries = await self._with_retries(
+            alert, once, channel="webhook", failure="not delivered to the webhook"
+        )
+        self._webhook_retries += retries
+        if delivered:
+            self._webhook_delivered += 1
+        else:
+            self._webhook_failed += 1
+
+    async def _with_retries(
+        self,
+        alert: Alert,
+        once: Callable[[], Awaitable[_Outcome | None]],
+        *,
+        channel: str,
+        failure: str,
+    ) -> tuple[bool, int]:
+        """Run ``once`` (None: delivered; else what happened and whether to try again)
+        up to MAX_ATTEMPTS times with backoff: (delivered, retries made)."""
+        delay = self._retry_base_delay
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            result = await once()
+            if result is None:
+                return True, attempt - 1
+            outcome, retry = result
             if not retry or attempt == MAX_ATTEMPTS:
-                self._webhook_failed += 1
-                log.warning("alert %s not delivered to the webhook after %d attempt(s): %s",
-                            alert.rule, attempt, outcome)  # fmt: skip
-                return
-            self._webhook_retries += 1
-            log.debug("alert %s webhook attempt %d: %s", alert.rule, attempt, outcome)
+                log.warning("alert %s %s after %d attempt(s): %s",
+                            alert.rule, failure, attempt, outcome)  # fmt: skip
+                return False, attempt - 1
+            log.debug("alert %s %s attempt %d: %s", alert.rule, channel, attempt, outcome)
             await asyncio.sleep(delay)
             delay = min(delay * 2, RETRY_MAX_DELAY)
+        raise AssertionError("unreachable: the last attempt returns")
 
     async def _post(self, body: bytes) -> int:
         """POST ``body`` and return the status code of the answer."""
@@ -681,28 +707,26 @@ class AlertDispatcher:
         )
         message["Message-ID"] = make_msgid(domain=settings.sender.partition("@")[2])
         loop = asyncio.get_running_loop()
-        delay = self._retry_base_delay
-        for attempt in range(1, MAX_ATTEMPTS + 1):
+        refused: list[str] = []
+
+        async def once() -> _Outcome | None:
             try:
-                refused = await loop.run_in_executor(self._executor, self._send_email, message)
+                refused[:] = await loop.run_in_executor(self._executor, self._send_email, message)
             except (OSError, ValueError, _Permanent) as exc:
                 # smtplib.SMTPException and ssl.SSLError are OSErrors.
-                outcome, retry = _smtp_outcome(exc, settings.password)
-            else:
-                self._email_sent += 1
-                if refused:
-                    log.warning("alert %s e-mail refused for %s", alert.rule,
-                                ", ".join(sorted(refused)))  # fmt: skip
-                return
-            if not retry or attempt == MAX_ATTEMPTS:
-                self._email_failed += 1
-                log.warning("alert %s not e-mailed after %d attempt(s): %s",
-                            alert.rule, attempt, outcome)  # fmt: skip
-                return
-            self._email_retries += 1
-            log.debug("alert %s e-mail attempt %d: %s", alert.rule, attempt, outcome)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, RETRY_MAX_DELAY)
+                return _smtp_outcome(exc, settings.password)
+            return None
+
+        delivered, retries = await self._with_retries(
+            alert, once, channel="e-mail", failure="not e-mailed"
+        )
+        self._email_retries += retries
+        if not delivered:
+            self._email_failed += 1
+            return
+        self._email_sent += 1
+        if refused:
+            log.warning("alert %s e-mail refused for %s", alert.rule, ", ".join(sorted(refused)))
 
     def _email_context(self) -> ssl.SSLContext:
         """Verifying client context, built for each attempt so that a replaced CA file
