@@ -7,6 +7,9 @@ from pathlib import Path
 
 import pytest
 
+# One PostgreSQL test cluster for the whole run (session scope), shared by every module
+# that asks for these fixtures by name.
+from tests.peers.postgres import postgres_server, postgres_url  # noqa: F401
 from tests.peers.voipsec import VoipsecServer, prepare, serving
 
 ALICE = ("alice", "alice-secret-1")

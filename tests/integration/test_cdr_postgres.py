@@ -25,9 +25,6 @@ from voipsec.sip.message import Response
 
 pytestmark = pytest.mark.peers
 
-# The PostgreSQL fixtures, by name (pytest finds fixtures in the test module).
-postgres_server = postgres.postgres_server
-postgres_url = postgres.postgres_url
 
 ALICE = ("alice", "alice-password")
 BOB = ("bob", "bob-password")

@@ -16,7 +16,6 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.peers import postgres
 from tests.peers.proc import running, wait_for
 from tests.peers.voipsec import VOIPSEC, prepare, serving, voipsec
 from voipsec.store import CDR_FIELDS, DB_NAME, CdrStart, Store
@@ -250,9 +249,6 @@ def test_cli_user_bad_class_one_line_error(tmp_path: Path) -> None:
 # Every test runs twice: CDRs in voipsec.db (SQLite) and in a real PostgreSQL server
 # named by ``[cdr] url`` (tests/peers/postgres.py), listed by the same CLI command.
 
-# The PostgreSQL fixtures, by name (pytest finds fixtures in the test module).
-postgres_server = postgres.postgres_server
-postgres_url = postgres.postgres_url
 
 CDR_T0 = datetime.datetime(2025, 3, 14, 9, 26, 53, tzinfo=datetime.UTC).timestamp()
 

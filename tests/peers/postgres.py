@@ -5,9 +5,8 @@ the server on a free 127.0.0.1 port, its unix socket in that directory, password
 (SCRAM) authentication over TCP. PostgreSQL refuses to run as root: as root, the
 programs run as the ``postgres`` user the Debian package creates. A cluster Debian
 may have created and started itself is never touched. ``postgres_url`` gives each test
-a database of its own. Import the fixtures into the test module that uses them::
-
-    from tests.peers.postgres import postgres_server, postgres_url  # noqa: F401
+a database of its own. tests/conftest.py imports both, so one cluster serves the
+whole run: a test only names the fixture.
 """
 
 from __future__ import annotations

@@ -15,7 +15,6 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.peers import postgres
 from tests.peers.postgres import PASSWORD, PostgresServer
 from voipsec import cdrdb
 from voipsec.cdrdb import check_url, redact_url
@@ -31,10 +30,6 @@ from voipsec.store import (
     Store,
     StoreError,
 )
-
-# The PostgreSQL fixtures, by name (pytest finds fixtures in the test module).
-postgres_server = postgres.postgres_server
-postgres_url = postgres.postgres_url
 
 T0 = 1_800_000_000.0
 REALM = "example.test"
