@@ -93,6 +93,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(BENCH))
 
 import register_bench as rb  # noqa: E402
+from register_bench import BUSY_SHARE, CHECK_CALLS, DOMAIN, RATE_TOLERANCE  # noqa: E402
 from tests.peers.proc import free_port, require, running, wait_for  # noqa: E402
 from tests.peers.sipp import (  # noqa: E402
     LOG_FILE,
@@ -111,7 +112,6 @@ UAS_REGISTER_XML = SIPP_DIR / "call_uas_register.xml"
 UAS_ANSWER_XML = SIPP_DIR / "bench_call_uas_answer.xml"
 KAMAILIO_CFG = BENCH / "kamailio" / "kamailio-calls.cfg"
 KAMAILIO_TLS_CFG = BENCH / "kamailio" / "tls.cfg"
-DOMAIN = "localhost"
 #: Kamailio's memory manager for shared and private memory. Its default here, q_malloc
 #: (the debugging one), spent 44 % of Kamailio's CPU in qm_malloc under this load
 #: (perf); TLSF is one of its allocators without the debugging bookkeeping.
@@ -122,9 +122,6 @@ SHM_MB = 1024
 #: voipsec's relay port range for the bench (4 ports per call: 3,192 calls at once).
 MEDIA_PORTS = "20000-32767"
 DEFAULT_RATES = (50, 100, 200, 300, 400, 500, 600, 800, 1000, 1250, 1500, 1750, 2000, 2500, 3000)
-CHECK_CALLS = 20
-RATE_TOLERANCE = 0.9
-BUSY_SHARE = 0.2
 SAMPLE_INTERVAL = 0.2
 #: The callees register for this long (call_uas_register.xml: Expires 600); the bench
 #: must end well before.

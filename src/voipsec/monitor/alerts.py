@@ -31,8 +31,9 @@ Storing alerts (``store.add_alert``) stays with the caller; :meth:`Alert.detail`
 the text for the store's detail column.
 
 Failure mode: fails open — delivery is best effort. A full queue drops the alert, a
-receiver (or mail server) that stays down makes it fail after the last attempt; each is counted in
-:meth:`~AlertDispatcher.statistics` and logged, and the alert is still in the store.
+receiver (or mail server) that stays down makes it fail after the last attempt; each
+is counted in :meth:`~AlertDispatcher.statistics` and logged, and the alert is still
+in the store.
 """
 
 from __future__ import annotations
