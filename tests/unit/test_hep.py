@@ -27,6 +27,7 @@ import pytest
 from tests.peers.proc import require, running, wait_for
 from voipsec.events import MediaStats
 from voipsec.monitor.hep import (
+    ADDRESS_CACHE,
     MAX_AUTH_KEY,
     MAX_CORRELATION_ID,
     MAX_PAYLOAD,
@@ -188,6 +189,16 @@ def test_hep_quality_report_json_names_the_leg_and_its_counters() -> None:
     }
     silent = dataclasses.replace(stats, packets=0)
     assert json.loads(quality_report(silent))["mos"] is None
+
+
+def test_hep_encode_more_addresses_than_the_cache_holds_stay_exact() -> None:
+    """ADDRESS_CACHE parsed addresses are kept; one more evicts the oldest, which is
+    then parsed again, not mixed up."""
+    first = dict((kind, value) for _, kind, value in parse_hep3(encode(src=("10.0.0.1", 5060))))
+    for n in range(ADDRESS_CACHE + 1):
+        encode(src=(str(ipaddress.IPv4Address(0x0A010000 + n)), 5060))
+    again = dict((kind, value) for _, kind, value in parse_hep3(encode(src=("10.0.0.1", 5060))))
+    assert first[0x0003] == again[0x0003] == bytes([10, 0, 0, 1])
 
 
 def test_hep_encode_microseconds_round_up_into_next_second() -> None:
