@@ -9,7 +9,6 @@ import datetime
 import io
 import ipaddress
 import json
-import logging
 import os
 import re
 import secrets
@@ -25,7 +24,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from . import __version__
+from . import __version__, logfmt
 from .config import (
     CLASSES_OF_SERVICE,
     CONFIG_NAME,
@@ -185,11 +184,7 @@ def serve(dir: DirOption = DEFAULT_DIR) -> None:
 
     initialise(dir)
     config = load(dir / CONFIG_NAME)
-    logging.basicConfig(
-        level=config.log.level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    logfmt.configure(config.log.level)
     _use_uvloop()
 
     async def main() -> None:

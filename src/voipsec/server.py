@@ -65,7 +65,7 @@ from .sip.message import (
     top_via_with_received,
 )
 from .sip.transaction import CancelTimer, PassUp, Send, StartTimer, Terminated
-from .sip.uri import SipUri
+from .sip.uri import SipUri, same_aor
 from .store import Binding, Store
 from .transport.connections import ConnectionLimits, ConnectionTable, Flow
 from .transport.stream import StreamProtocol
@@ -356,18 +356,28 @@ class SipService:
         if request.method == "ACK":
             self.calls.ack(request, now)
             return
+        try:
+            self._serve(flow, key, request, now)
+        except BaseException:
+            # Whatever fails from here on (a header parsed on first use, say) is answered
+            # by the caller without the transaction: forget it, or it holds a slot of
+            # MAX_SERVER_TRANSACTIONS until the expiry sweep.
+            self._forget(key)
+            raise
+
+    def _serve(self, flow: Flow, key: TxKey, request: Request, now: float) -> None:
+        """A new server transaction: IDS, sanity, the decision, and the answer."""
         zone = self.guard.zones.zone_for(flow.peer[0])
         verdict = self._inspect(flow, request, zone, now)
         if verdict is not None and verdict.status == 0:
-            self.layer.discard(key)
+            self._forget(key)
             return
         self._tx_flows[key] = flow
         request = self._stamp_via(request, flow)
         failure = self.sanity.check(request)
         if failure is not None and self.config.sanity.action == "drop":
             self.counters.dropped += 1
-            self.layer.discard(key)
-            self._tx_flows.pop(key, None)
+            self._forget(key)
             return
         if verdict is not None:
             response = response_to(request, verdict.status, "Forbidden", to_tag=_tag())
@@ -584,7 +594,7 @@ class SipService:
             return None
         to_uri = request.to.uri
         aor = self.registrar.aor_for(to_uri) if isinstance(to_uri, SipUri) else None
-        if identity.aor is None or aor is None or identity.aor.lower() != aor.lower():
+        if identity.aor is None or aor is None or not same_aor(identity.aor, aor):
             log.info(
                 "certificate %x (%s) used for %s from %s: refused",
                 identity.serial,
@@ -653,13 +663,27 @@ class SipService:
                 if handle is not None:
                     handle.cancel()
             elif isinstance(action, Terminated):
-                self._tx_flows.pop(item.key, None)
-                if item.key[0] == "c":
-                    self.calls.client_done(item.key)
-                for name in "ABDEFGHIJKLM":
-                    handle = self._timers.pop((item.key, name), None)
-                    if handle is not None:
-                        handle.cancel()
+                self._terminated(item.key)
+
+    def _terminated(self, key: TxKey) -> None:
+        self._tx_flows.pop(key, None)
+        if key[0] == "c":
+            self.calls.client_done(key)
+        for name in "ABDEFGHIJKLM":
+            handle = self._timers.pop((key, name), None)
+            if handle is not None:
+                handle.cancel()
+
+    def _forget(self, key: TxKey) -> None:
+        """Drop a server transaction that will never be answered through the layer."""
+        self.layer.discard(key)
+        self._terminated(key)
+
+    def expire_transactions(self) -> None:
+        """Forget server transactions nobody answered in time (the layer's backstop)."""
+        for item in self.layer.expire(self.clock()):
+            log.warning("server transaction %s expired unanswered", item.key[1][:32])
+            self._terminated(item.key)
 
     def _pass_up(self, key: TxKey, message: object) -> None:
         """What a transaction hands its user: responses and failures of client ones."""
@@ -723,6 +747,7 @@ class SipService:
 
     def sweep(self) -> None:
         self.reload_bans()
+        self.expire_transactions()
         for gone in self.registrar.expire(self.clock()):
             self._pending_upserts.pop(gone, None)
             self._pending_removals.add(gone)
@@ -954,6 +979,7 @@ class Server:
     def _update_gauges(self) -> None:
         metrics = self.monitor.metrics
         metrics.set_gauge("active_calls", len(self.service.calls.b2bua))
+        metrics.set_gauge("sip_transactions", len(self.service.layer))
         metrics.set_gauge("registered_contacts", self.service.registrar.statistics().bindings)
         metrics.set_gauge("active_bans", len(self.service.guard.bans()))
         metrics.set_gauge("tls_connections", self.connections.statistics().open)

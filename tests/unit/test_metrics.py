@@ -166,7 +166,7 @@ def test_metrics_unknown_gauge_is_a_value_error() -> None:
         Metrics(process=False).set_gauge("calls", 1)
     assert str(error.value) == (
         "unknown gauge 'calls'; known: active_bans, active_calls, media_sessions, "
-        "registered_contacts, tls_connections"
+        "registered_contacts, sip_transactions, tls_connections"
     )
 
 

@@ -352,9 +352,9 @@ def test_digest_tracked_counts_expire_with_their_nonce() -> None:
 def test_digest_parse_authorization_quoted_and_token_values() -> None:
     creds = parse_authorization(
         'Digest username="a\\"b", realm="r", nonce="n,1", uri="sip:x", '
-        "response=abc, algorithm=SHA-256, qop=auth, nc=00000001, cnonce=c"
+        f"response={'ab' * 32}, algorithm=SHA-256, qop=auth, nc=00000001, cnonce=c"
     )
-    assert (creds.username, creds.nonce, creds.response) == ('a"b', "n,1", "abc")
+    assert (creds.username, creds.nonce, creds.response) == ('a"b', "n,1", "ab" * 32)
     assert (creds.qop, creds.nc, creds.cnonce, creds.opaque) == ("auth", "00000001", "c", None)
 
 
@@ -366,6 +366,20 @@ def test_digest_parse_authorization_quoted_and_token_values() -> None:
         ("Digest", "Authorization lacks username"),
         ('Digest username="a", realm="r", nonce="n", response="x"', "Authorization lacks uri"),
         ('Digest username="a", username="b"', "malformed Authorization parameter"),
+        # A request-digest is 32 or 64 hex digits (RFC 3261 §25.1, RFC 8760 §2.6); a
+        # non-ASCII one made hmac.compare_digest raise TypeError (issue 13, finding 9).
+        (
+            'Digest username="a", realm="r", nonce="n", uri="u", response="x"',
+            "malformed digest response",
+        ),
+        (
+            'Digest username="a", realm="r", nonce="n", uri="u", response="' + "é" * 64 + '"',
+            "malformed digest response",
+        ),
+        (
+            'Digest username="a", realm="r", nonce="n", uri="u", response="' + "a" * 48 + '"',
+            "malformed digest response",
+        ),
         ('Digest username="a", realm', "malformed Authorization parameter"),
         ('Digest ="a"', "malformed Authorization parameter"),
         ('Digest username="a', "unbalanced quotes in Authorization"),

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from voipsec.sip.layer import (
+    MAX_INVITE_TU_WAIT,
+    MAX_NON_INVITE_TU_WAIT,
     KeyedAction,
     LayerStatistics,
     TransactionLayer,
@@ -116,7 +118,11 @@ def test_layer_new_request_creates_transaction() -> None:
     assert key == server_key(_request())
     assert actions == []
     assert layer.statistics() == LayerStatistics(
-        server_transactions=1, client_transactions=0, retransmissions_absorbed=0, overloaded=0
+        server_transactions=1,
+        client_transactions=0,
+        retransmissions_absorbed=0,
+        overloaded=0,
+        expired=0,
     )
 
 
@@ -315,3 +321,52 @@ def test_layer_client_transport_error() -> None:
         PassUp("transport_error"),
         Terminated("transport error"),
     ]
+
+
+# -- the TU-answer backstop (issue 13, finding 2) ----------------------------------------
+
+
+def test_layer_unanswered_non_invite_expires_after_its_wait() -> None:
+    layer = TransactionLayer()
+    key, _ = layer.receive_request(_request("REGISTER"), 0.0, reliable=False)
+    assert key is not None
+    assert layer.expire(MAX_NON_INVITE_TU_WAIT - 0.001) == []
+    assert layer.expire(MAX_NON_INVITE_TU_WAIT) == [
+        KeyedAction(key=key, action=Terminated("no answer from the TU"))
+    ]
+    assert (len(layer), layer.statistics().expired) == (0, 1)
+
+
+def test_layer_unanswered_invite_expires_after_the_longer_wait() -> None:
+    layer = TransactionLayer()
+    key, _ = layer.receive_request(_request("INVITE"), 0.0, reliable=True)
+    layer.send_response(key or (), _response(_request("INVITE"), 180, "Ringing"), 1.0)
+    assert layer.expire(MAX_INVITE_TU_WAIT - 0.001) == []
+    assert _actions(layer.expire(MAX_INVITE_TU_WAIT)) == [Terminated("no answer from the TU")]
+    assert len(layer) == 0
+
+
+def test_layer_answered_transaction_is_not_expired() -> None:
+    layer = TransactionLayer()
+    request = _request("REGISTER")
+    key, _ = layer.receive_request(request, 0.0, reliable=False)
+    assert key is not None
+    layer.send_response(key, _response(request, 200, "OK"), 1.0)
+    # Completed on UDP: Timer J holds it 64*T1 for retransmissions; expiry leaves it be.
+    assert layer.expire(MAX_NON_INVITE_TU_WAIT + 1) == []
+    assert len(layer) == 1
+    layer.timer_fired(key, "J", 1.0 + MAX_NON_INVITE_TU_WAIT)
+    assert len(layer) == 0
+
+
+def test_layer_expiry_spares_a_newer_transaction_with_the_same_key() -> None:
+    layer = TransactionLayer()
+    request = _request("OPTIONS")
+    key, _ = layer.receive_request(request, 0.0, reliable=True)
+    assert key is not None
+    layer.discard(key)
+    again, _ = layer.receive_request(request, 10.0, reliable=True)
+    assert again == key
+    assert layer.expire(MAX_NON_INVITE_TU_WAIT) == []
+    assert len(layer) == 1
+    assert len(layer.expire(10.0 + MAX_NON_INVITE_TU_WAIT)) == 1

@@ -685,3 +685,17 @@ def test_message_split_head() -> None:
     assert split_head(b"A\r\nB\r\n\r\nbody") == (b"A\r\nB", b"body")
     assert split_head(b"A\nB\n\nbody\r\n\r\n") == (b"A\nB", b"body\r\n\r\n")
     assert split_head(b"A\r\nB") == (b"A\r\nB", b"")
+
+
+def test_message_empty_via_header_line_is_400() -> None:
+    # RFC 3261 §20.42 Via = 1#via-parm: an empty line above a good one used to reach the
+    # Via stamping as an IndexError (issue 13, finding 9).
+    data = (
+        b"OPTIONS sip:example.test SIP/2.0\r\nVia: \r\n"
+        b"Via: SIP/2.0/TLS 192.0.2.1;branch=z9hG4bKe1\r\n"
+        b"From: <sip:a@example.test>;tag=1\r\nTo: <sip:example.test>\r\nCall-ID: e\r\n"
+        b"CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+    )
+    with pytest.raises(SipParseError) as info:
+        parse_message(data).top_via  # noqa: B018
+    assert (info.value.status, info.value.reason) == (400, "empty Via header")

@@ -229,3 +229,12 @@ def test_uri_name_addr_malformed_is_400(value: str, reason: str) -> None:
 
 def test_uri_name_addr_uri_too_long_is_414() -> None:
     assert _name_addr_error("<sip:" + "a" * 2048 + "@example.com>") == (414, "URI too long")
+
+
+def test_uri_same_aor_user_exact_host_case_insensitive() -> None:
+    from voipsec.sip.uri import same_aor
+
+    assert same_aor("alice@Example.TEST", "alice@example.test")
+    assert not same_aor("alice@example.test", "ALICE@example.test")
+    assert not same_aor("alice", "alice")  # not an AOR at all
+    assert not same_aor("alice@example.test", "alice@example.org")

@@ -74,6 +74,7 @@ GAUGES = {
     "active_bans": "Source addresses banned right now.",
     "tls_connections": "Open TLS connections.",
     "media_sessions": "Media relay sessions (port pairs) in use.",
+    "sip_transactions": "Live SIP transactions, server and client.",
 }
 
 

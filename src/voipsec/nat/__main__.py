@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import signal
 import sys
 from pathlib import Path
 
+from .. import logfmt
 from ..config import CONFIG_NAME, ConfigError, load, parse_listen
 from ..pki.ca import ServerPaths
 from ..pki.tls import server_context
@@ -66,11 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=(args.log_level or config.log.level).upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    logfmt.configure(args.log_level or config.log.level)
     realm = config.sip.domain
     listen = args.listen or list(config.turn.listen)
     try:

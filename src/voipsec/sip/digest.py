@@ -114,7 +114,7 @@ def parse_authorization(value: str) -> Credentials:
         raise SipParseError(400, "unsupported authorization scheme")
     params = _parse_auth_params(rest)
     try:
-        return Credentials(
+        creds = Credentials(
             username=params["username"],
             realm=params["realm"],
             nonce=params["nonce"],
@@ -128,7 +128,15 @@ def parse_authorization(value: str) -> Credentials:
         )
     except KeyError as missing:
         raise SipParseError(400, f"Authorization lacks {missing.args[0]}") from None
+    if _HEX_DIGEST.fullmatch(creds.response) is None:
+        # RFC 3261 §25.1 request-digest = 32LHEX; RFC 8760 §2.6: 64 for SHA-256 and
+        # SHA-512-256. Anything else (non-ASCII included) can never verify.
+        raise SipParseError(400, "malformed digest response")
+    return creds
 
+
+#: A request-digest: 32 (MD5) or 64 (SHA-256, SHA-512-256) hex digits.
+_HEX_DIGEST = re.compile(r"[0-9a-fA-F]{32}(?:[0-9a-fA-F]{32})?")
 
 #: One ``name=value`` or ``name="quoted value"`` of an auth header (RFC 7616 §3.4).
 _AUTH_PARAM = re.compile(
@@ -239,7 +247,10 @@ class DigestAuthenticator:
             creds,
             method,
         )
-        good = hmac.compare_digest(expected, creds.response.lower()) and stored is not None
+        good = (
+            hmac.compare_digest(expected.encode(), creds.response.lower().encode("utf-8"))
+            and stored is not None
+        )
         if not good:
             self._counts["failed"] += 1
             return AuthResult(verdict=Verdict.FAILED, detail="bad credentials")

@@ -8,13 +8,16 @@ fired at once instead of being handed to the shell.
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 
 from .message import Request, Response, is_rfc3261_branch
 from .transaction import (
+    T1,
     Action,
     Kind,
     StartTimer,
+    State,
     Terminated,
     Transaction,
     response_event,
@@ -25,6 +28,20 @@ from .uac import ack_for_failure
 #: Live server transactions at once. At the 5,000 requests/s we aim for and Timer J's
 #: 32 s on UDP that is 160k; a bigger number means a flood, answered 503 by the caller.
 MAX_SERVER_TRANSACTIONS = 200_000
+
+#: Seconds a non-INVITE server transaction may wait for its TU's final response. The
+#: client's Timer F gives up after 64*T1 (RFC 3261 §17.1.2.2), so an answer after that
+#: reaches nobody; a request an error path never answered is forgotten then.
+MAX_NON_INVITE_TU_WAIT = 64 * T1
+
+#: Seconds an INVITE server transaction may wait for its TU's final response. The call
+#: layer answers within [calls] ring_timeout (at most 600 s) plus a trunk connection
+#: (10 s) and the B-leg's Timer B (32 s); past that nothing will answer it. RFC 3261
+#: §16.6 gives proxies Timer C (> 3 min) for the same purpose.
+MAX_INVITE_TU_WAIT = 660.0
+
+#: The phases in which a server transaction waits for its TU (§17.2.1, §17.2.2).
+_WAITING_FOR_TU = frozenset({State.TRYING, State.PROCEEDING})
 
 TxKey = tuple[str, ...]
 
@@ -43,6 +60,7 @@ class LayerStatistics:
     client_transactions: int
     retransmissions_absorbed: int
     overloaded: int
+    expired: int
 
 
 def server_key(request: Request, *, method: str | None = None) -> TxKey:
@@ -86,6 +104,14 @@ class TransactionLayer:
         self._max_server = max_server_transactions
         self._absorbed = 0
         self._overloaded = 0
+        self._expired = 0
+        #: Each server transaction's deadline for a TU answer, and the same deadlines
+        #: in the order they fall due (one queue per wait, so each stays sorted).
+        self._tu_deadline: dict[TxKey, float] = {}
+        self._due: dict[Kind, deque[tuple[float, TxKey]]] = {
+            Kind.INVITE_SERVER: deque(),
+            Kind.NON_INVITE_SERVER: deque(),
+        }
 
     # -- server side --------------------------------------------------------------
 
@@ -119,6 +145,9 @@ class TransactionLayer:
             return None, []
         kind = Kind.INVITE_SERVER if request.method == "INVITE" else Kind.NON_INVITE_SERVER
         self._server[key] = Transaction(kind, reliable=reliable)
+        wait = MAX_INVITE_TU_WAIT if kind is Kind.INVITE_SERVER else MAX_NON_INVITE_TU_WAIT
+        self._tu_deadline[key] = now + wait
+        self._due[kind].append((now + wait, key))
         return key, []
 
     def send_response(self, key: TxKey, response: Response, now: float) -> list[KeyedAction]:
@@ -126,11 +155,36 @@ class TransactionLayer:
         tx = self._server.get(key)
         if tx is None:
             return []
+        if response.status >= 200:
+            self._tu_deadline.pop(key, None)
         return self._run(self._server, key, tx, tu_event(response.status), now, response)
 
     def discard(self, key: TxKey) -> None:
         """Forget a server transaction the TU will never answer (a dropped request)."""
         self._server.pop(key, None)
+        self._tu_deadline.pop(key, None)
+
+    def expire(self, now: float) -> list[KeyedAction]:
+        """Terminate server transactions whose TU never answered in time.
+
+        Every path that creates a server transaction must answer or discard it; this
+        is the backstop that keeps a forgotten one (a bug, an error path) from holding
+        a slot of :data:`MAX_SERVER_TRANSACTIONS` forever. Call it periodically.
+        """
+        out: list[KeyedAction] = []
+        for due in self._due.values():
+            while due and due[0][0] <= now:
+                deadline, key = due.popleft()
+                if self._tu_deadline.get(key) != deadline:
+                    continue  # answered, discarded, or a newer transaction with this key
+                del self._tu_deadline[key]
+                tx = self._server.get(key)
+                if tx is None or tx.state not in _WAITING_FOR_TU:
+                    continue
+                del self._server[key]
+                self._expired += 1
+                out.append(KeyedAction(key=key, action=Terminated("no answer from the TU")))
+        return out
 
     # -- client side --------------------------------------------------------------
 
@@ -205,6 +259,8 @@ class TransactionLayer:
             if isinstance(action, Terminated):
                 table.pop(key, None)
                 self._invites.pop(key, None)
+                if table is self._server:
+                    self._tu_deadline.pop(key, None)
             out.append(KeyedAction(key=key, action=action))
         return out
 
@@ -214,4 +270,9 @@ class TransactionLayer:
             client_transactions=len(self._client),
             retransmissions_absorbed=self._absorbed,
             overloaded=self._overloaded,
+            expired=self._expired,
         )
+
+    def __len__(self) -> int:
+        """Live transactions, server and client (the ``sip_transactions`` gauge)."""
+        return len(self._server) + len(self._client)

@@ -73,6 +73,9 @@ class _Message:
 
     @cached_property
     def vias(self) -> tuple[Via, ...]:
+        if any(not line.strip() for line in self.headers.lines("via")):
+            # RFC 3261 §20.42: Via = 1#via-parm, so an empty Via header is malformed.
+            raise SipParseError(400, "empty Via header")
         values = self.headers.values("via")
         if len(values) > limits.MAX_VIA:
             raise SipParseError(483, "too many Via headers")
@@ -482,13 +485,14 @@ def response_to(
 
 def top_via_with_received(request: Request, host: str, port: int) -> Request:
     """RFC 3261 §18.2.1 and RFC 3581 §4: add received (and fill rport) to the top Via."""
+    top = request.top_via  # parses and validates every Via first (no empty header line)
     first = True
     fields: list[Header] = []
     for f in request.headers:
         if f.key == "via" and first:
             first = False
             values = split_list(f.value)
-            values[0] = _stamp_via(values[0], request.top_via, host, port)
+            values[0] = _stamp_via(values[0], top, host, port)
             fields.append(Header(name=f.name, key=f.key, value=", ".join(values)))
         else:
             fields.append(f)

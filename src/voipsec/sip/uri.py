@@ -291,3 +291,15 @@ def _parse_header_params(text: str) -> tuple[tuple[str, str | None], ...]:
             raise SipParseError(400, "empty header parameter")
         out.append((name, val.strip() if eq else None))
     return tuple(out)
+
+
+def same_aor(a: str, b: str) -> bool:
+    """Whether two ``user@host`` AORs name the same user: voipsec's one identity rule.
+
+    RFC 3261 §19.1.4: the user part compares case-sensitively, the host part
+    case-insensitively. "alice" and "ALICE" are two users; a certificate for one is
+    never accepted for the other.
+    """
+    user_a, at_a, host_a = a.rpartition("@")
+    user_b, at_b, host_b = b.rpartition("@")
+    return bool(at_a and at_b) and user_a == user_b and host_a.lower() == host_b.lower()
