@@ -83,6 +83,17 @@ def _fail(message: str) -> None:
 # -- init ---------------------------------------------------------------------------
 
 
+def _write_private(path: Path, text: str) -> None:
+    """Create ``path`` readable by its owner only (0600) from the first byte.
+
+    The config file can come to hold secrets (trunk and SMTP passwords, the metrics
+    token); a file created 0644 and tightened later is readable in between.
+    """
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        out.write(text)
+
+
 def initialise(data_dir: Path, domain: str | None = None) -> bool:
     """Create config, CA, server certificate, database and demo user if missing.
 
@@ -96,7 +107,7 @@ def initialise(data_dir: Path, domain: str | None = None) -> bool:
         text = DEFAULT_TOML
         if domain:
             text = text.replace('domain = "localhost"', f'domain = "{domain}"', 1)
-        config_path.write_text(text, encoding="utf-8")
+        _write_private(config_path, text)
         created = True
     config = load(config_path)
     ca = CaPaths.in_dir(data_dir)

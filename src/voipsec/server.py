@@ -379,18 +379,21 @@ class SipService:
             self.counters.dropped += 1
             self._forget(key)
             return
+        auth_failed = False
         if verdict is not None:
             response = response_to(request, verdict.status, "Forbidden", to_tag=_tag())
         elif failure is not None:
             response = response_to(request, failure.status, failure.reason, to_tag=_tag())
         else:
+            failures = self.counters.auth_failures
             decided = self._decide(flow, key, request, now)
             if decided is None:
                 return  # the call layer answers (and counts) on its own
             response = decided
+            auth_failed = self.counters.auth_failures > failures
         if self.ids is not None and not zone.trusted and verdict is None:
             # Answers the IDS itself chose are not evidence of anything new.
-            self._observe_answer(flow, request, response, zone, now)
+            self._observe_answer(flow, request, response, zone, now, auth_failed=auth_failed)
         self._count_status(response.status)
         self._do(flow, self.layer.send_response(key, response, now))
 
@@ -419,7 +422,14 @@ class SipService:
         return self._apply_ids(self.ids.observe(observation, now), flow.peer[0], now)
 
     def _observe_answer(
-        self, flow: Flow, request: Request, response: Response, zone: Zone, now: float
+        self,
+        flow: Flow,
+        request: Request,
+        response: Response,
+        zone: Zone,
+        now: float,
+        *,
+        auth_failed: bool,
     ) -> None:
         if self.ids is None:
             return
@@ -433,6 +443,7 @@ class SipService:
             status=response.status,
             to_user=user,
             target_known=user is not None and (user, "SHA-256") in self._digests,
+            auth_failed=auth_failed,
             auth_user=_auth_user(request.headers.get("authorization")),
         )
         self._apply_ids(self.ids.observe(observation, now), flow.peer[0], now)

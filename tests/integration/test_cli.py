@@ -28,6 +28,9 @@ def test_cli_init_creates_private_files(tmp_path: Path) -> None:
     )
     assert stat.S_IMODE(data.stat().st_mode) == 0o700
     assert stat.S_IMODE((data / "ca" / "ca.key").stat().st_mode) == 0o600
+    # The config can come to hold trunk and SMTP passwords: 0600 from the start, even
+    # under a permissive umask (issue 13, finding 15: init wrote it 0644).
+    assert stat.S_IMODE((data / "voipsec.toml").stat().st_mode) == 0o600
     assert voipsec("config", "get", "sip.domain", data_dir=data).stdout == "example.test\n"
     again = voipsec("init", data_dir=data)
     assert again.stdout == f"already initialised: {data}\n"

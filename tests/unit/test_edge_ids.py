@@ -85,7 +85,9 @@ def response(
     to_user: str = "alice",
     target_known: bool = True,
     auth_user: str | None = None,
+    auth_failed: bool | None = None,
 ) -> Observation:
+    """An answer we sent; a 403 is a failed credential check unless told otherwise."""
     return Observation(
         source=source,
         zone=zone,
@@ -95,6 +97,7 @@ def response(
         to_user=to_user,
         target_known=target_known,
         auth_user=auth_user,
+        auth_failed=status == 403 if auth_failed is None else auth_failed,
     )
 
 
@@ -433,6 +436,23 @@ def test_ids_password_guessing_counts_only_403_to_register_or_invite(
     status: int, method: str
 ) -> None:
     feed(engine(), response(status, method, source=ATTACKER), 30)
+
+
+def test_ids_password_guessing_ignores_403_that_is_no_credential_check() -> None:
+    # "403 Too Many Contacts" from a real phone's REGISTER refreshes (issue 13, 15).
+    feed(engine(), response(403, "REGISTER", source=PHONE, auth_failed=False), 30)
+
+
+def test_ids_rule_auth_failed_only_for_response_sent(tmp_path: Path) -> None:
+    text = (
+        "rules:\n  - name: x\n    match: {kind: request, auth_failed: true}\n"
+        "    actions: [alert]\n"
+    )
+    with pytest.raises(RuleError) as info:
+        rules_from(tmp_path, text)
+    assert str(info.value) == (
+        f"{tmp_path / 'rules.yaml'}: rule 'x': match.auth_failed: only for kind response_sent"
+    )
 
 
 def test_ids_password_guessing_per_target_alerts_without_banning() -> None:

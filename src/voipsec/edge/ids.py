@@ -124,6 +124,10 @@ class Observation:
     to_user: str | None = None
     #: For ``response_sent``: did ``to_user`` exist?
     target_known: bool | None = None
+    #: For ``response_sent``: was the answer a failed credential check (a wrong
+    #: password), as opposed to another refusal with the same status (a 403 "Too Many
+    #: Contacts" or "Not Allowed From This Zone" is no evidence of guessing)?
+    auth_failed: bool | None = None
     #: User name of an Authorization header.
     auth_user: str | None = None
     #: Lower-case header name -> first value, for header rules.
@@ -200,6 +204,8 @@ class Match:
     #: Statuses answered (``response_sent`` only); None: any final status.
     status: frozenset[int] | None = None
     target_known: bool | None = None
+    #: The answer was a failed credential check (``response_sent`` only).
+    auth_failed: bool | None = None
     #: Searched in the User-Agent, case-insensitively; no User-Agent never matches.
     user_agent: re.Pattern[str] | None = None
     #: (lower-case header name, pattern) searched in that header's first value.
@@ -330,6 +336,9 @@ def _predicates(rule: Rule) -> list[Callable[[Observation], bool]]:
     if m.target_known is not None:
         known = m.target_known
         tests.append(lambda obs: obs.target_known is known)
+    if m.auth_failed is not None:
+        failed = m.auth_failed
+        tests.append(lambda obs: obs.auth_failed is failed)
     tests.extend(_FINGERPRINT_CHECKS[f] for f in m.fingerprints)
     if m.user_agent is not None:
         tests.append(_user_agent_test(m.user_agent))
@@ -715,7 +724,16 @@ _RULE_KEYS = frozenset(
     {"name", "description", "enabled", "zones", "match", "threshold", "actions", "escalation"}
 )
 _MATCH_KEYS = frozenset(
-    {"kind", "methods", "status", "target_known", "user_agent", "headers", "fingerprints"}
+    {
+        "kind",
+        "methods",
+        "status",
+        "target_known",
+        "auth_failed",
+        "user_agent",
+        "headers",
+        "fingerprints",
+    }
 )
 _THRESHOLD_KEYS = frozenset({"count", "window", "key"})
 _ESCALATION_KEYS = frozenset({"count", "window", "ban_seconds"})
@@ -871,6 +889,12 @@ class _RuleReader:
                 raise self.fail("match.target_known", "only for kind response_sent")
             if not isinstance(target_known, bool):
                 raise self.fail("match.target_known", "must be true or false")
+        auth_failed = value.get("auth_failed")
+        if auth_failed is not None:
+            if kind != "response_sent":
+                raise self.fail("match.auth_failed", "only for kind response_sent")
+            if not isinstance(auth_failed, bool):
+                raise self.fail("match.auth_failed", "must be true or false")
         user_agent = value.get("user_agent")
         ua_pattern = None
         if user_agent is not None:
@@ -891,6 +915,7 @@ class _RuleReader:
             methods=methods,
             status=status,
             target_known=target_known,
+            auth_failed=auth_failed,
             user_agent=ua_pattern,
             headers=tuple(headers),
             fingerprints=tuple(prints),
