@@ -175,6 +175,23 @@ def test_mtls_cert_or_digest_registers_without_password(tmp_path: Path) -> None:
             assert client.register("alice", None).status == 200
 
 
+def test_mtls_cert_or_digest_certificate_does_not_register_another_case(
+    tmp_path: Path,
+) -> None:
+    """User parts compare exactly (RFC 3261 §19.1.4): alice's certificate registered a
+    separate, password-less user "ALICE" (issue 13, finding 11)."""
+    with serving(_mtls_server(tmp_path, policy="cert_or_digest")) as server:
+        alice = tmp_path / "alice"
+        with TlsSipClient(
+            server.host, server.port, server.ca, cert=alice / "alice.crt", key=alice / "alice.key"
+        ) as client:
+            refused = client.register("ALICE", None)
+            assert (refused.status, refused.reason) == (403, "Certificate Does Not Match AOR")
+            assert client.register("alice", None).status == 200
+        users = voipsec("user", "list", "--format", "json", data_dir=server.data_dir).stdout
+        assert "ALICE" not in users
+
+
 def test_mtls_cert_and_digest_demands_both(tmp_path: Path) -> None:
     with serving(_mtls_server(tmp_path, policy="cert_and_digest", mode="optional")) as server:
         with TlsSipClient(server.host, server.port, server.ca) as no_cert:

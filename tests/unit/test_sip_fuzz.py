@@ -13,9 +13,11 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from voipsec.sip.digest import parse_authorization
 from voipsec.sip.errors import SipParseError
 from voipsec.sip.framing import FramedMessage, StreamFramer
-from voipsec.sip.message import Message, Request, parse_message
+from voipsec.sip.message import Message, Request, parse_message, top_via_with_received
+from voipsec.sip.uri import parse_name_addr
 
 RFC4475 = Path(__file__).parent.parent / "data" / "rfc4475"
 
@@ -66,10 +68,36 @@ RESPONSE = (
 #: Torture messages that carry a Content-Length and a terminated header section, so
 #: they can be framed on a stream too.
 STREAMABLE = [INVITE, REGISTER, RESPONSE]
+
+
+def _register_with(header: bytes) -> bytes:
+    return REGISTER.replace(b"Expires: 7200\r\n", b"Expires: 7200\r\n" + header)
+
+
+#: The inputs of the external review (issue 13) that made the server leak a transaction
+#: or raise something other than SipParseError: Basic auth, a non-ASCII digest response,
+#: an empty first Via, an unparsable Contact, control characters in identity headers.
+REVIEW_SEEDS = [
+    _register_with(b"Authorization: Basic YWxpY2U6c2VjcmV0\r\n"),
+    _register_with(
+        'Authorization: Digest username="alice", realm="example.com", nonce="n", '
+        'uri="sip:example.com", response="\u00e9\u00e9\u00e9\u00e9"\r\n'.encode()
+    ),
+    REGISTER.replace(b"v: SIP/2.0", b"v: \r\nv: SIP/2.0", 1),
+    REGISTER.replace(b"m: <sip:alice@192.0.2.1>", b"m: <sip:", 1),
+    INVITE.replace(
+        b"Max-Forwards: 70\r\n",
+        b"Max-Forwards: 70\r\nP-Asserted-Identity: <sip:\x1b[2K\rx@y\r\n",
+        1,
+    ),
+    INVITE.replace(b"To: ", b'To: "\x1b]0;pwned\x07\r" ', 1),
+]
+
 SEEDS = [
     INVITE,
     REGISTER,
     RESPONSE,
+    *REVIEW_SEEDS,
     *(p.read_bytes() for p in sorted(RFC4475.glob("*.dat"))),
 ]
 
@@ -97,6 +125,16 @@ def _touch(message: Message) -> None:
             access()
     if isinstance(message, Request):
         str(message.uri)
+        for access in (
+            lambda: top_via_with_received(message, "192.0.2.99", 5060),
+            *(lambda v=v: parse_authorization(v) for v in message.headers.lines("authorization")),
+            *(
+                lambda v=v: parse_name_addr(v)
+                for v in message.headers.values("p-asserted-identity")
+            ),
+        ):
+            with contextlib.suppress(SipParseError):
+                access()
 
 
 def _parse_everything(data: bytes) -> None:
