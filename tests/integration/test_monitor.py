@@ -18,7 +18,6 @@ import http.server
 import json
 import re
 import socket
-import ssl
 import subprocess
 import threading
 import time
@@ -26,8 +25,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
+from tests.peers.metrics import Samples, get_metrics, scrape
 from tests.peers.proc import free_port, require, running, wait_for
 from tests.peers.sipp import SippProcess, SippResult, run_sipp, start_sipp, write_csv
 from tests.peers.stunnel import stunnel_client, stunnel_server
@@ -626,31 +625,11 @@ def test_hep_export_to_sngrep_tshark_reads_both_legs(tmp_path: Path) -> None:
 # -- /metrics -------------------------------------------------------------------------
 
 METRICS_TOKEN = "metrics-token-7f3a9c"
-Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
-
-
-def _get_metrics(server: VoipsecServer, port: int, token: str | None) -> tuple[int, bytes]:
-    """GET /metrics over TLS, trusting voipsec's CA: (status, body)."""
-    context = ssl.create_default_context(cafile=str(server.ca))
-    conn = http.client.HTTPSConnection("127.0.0.1", port, context=context, timeout=10)
-    try:
-        headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
-        conn.request("GET", "/metrics", headers=headers)
-        response = conn.getresponse()
-        return response.status, response.read()
-    finally:
-        conn.close()
 
 
 def _scrape(server: VoipsecServer, port: int) -> Samples:
     """Every sample of /metrics (with the token), parsed by prometheus_client."""
-    status, body = _get_metrics(server, port, METRICS_TOKEN)
-    assert status == 200, body[:500]
-    samples: Samples = {}
-    for family in text_string_to_metric_families(body.decode("utf-8")):
-        for sample in family.samples:
-            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
-    return samples
+    return scrape(port, server.ca, METRICS_TOKEN)
 
 
 def _value(samples: Samples, name: str, **labels: str) -> float:
@@ -697,8 +676,8 @@ def test_metrics_parse_and_counters_move_with_the_calls(tmp_path: Path) -> None:
         _trunk(server, tmp_path, tls_port, calls=calls) as trunk_run,
     ):
         wait_for(lambda: _listening(port), deadline=10, what="the metrics port")
-        assert _get_metrics(server, port, None)[0] == 401
-        assert _get_metrics(server, port, "not-the-token")[0] == 401
+        assert get_metrics(port, server.ca, None)[0] == 401
+        assert get_metrics(port, server.ca, "not-the-token")[0] == 401
         before = _scrape(server, port)
         caller = _call(server, tmp_path / "calls", dialled, calls=calls)
         _assert_clean(caller, calls, "caller", server)

@@ -56,9 +56,7 @@ class Edge:
 def edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Edge]:
     udp = free_port(kind=socket.SOCK_DGRAM)
     metrics = free_port()
-    prepared = prepare(
-        tmp_path_factory.mktemp("security") / "data", users=[ALICE, BOB, CAROL]
-    )
+    prepared = prepare(tmp_path_factory.mktemp("security") / "data", users=[ALICE, BOB, CAROL])
     # set_zones rewrites the file from [[zones]] on: the settings after it.
     set_zones(
         prepared.data_dir,
