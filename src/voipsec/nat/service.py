@@ -18,14 +18,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import random
 import socket
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import cast
+
+import ifaddr
 
 from ..config import parse_listen
 from .peerfilter import PeerFilter
@@ -119,7 +122,7 @@ class TurnService:
             raise ValueError(f"relay_ports {relay_ports}: expected LOW <= HIGH in 1-65535")
         self._relay_host = relay_host
         self._relay_family = socket.AF_INET6 if ":" in relay_host else socket.AF_INET
-        own = [entry.host for entry in self._listen] + [relay_host]
+        own = own_addresses([entry.host for entry in self._listen] + [relay_host])
         self.core = TurnServer(
             realm=realm,
             lookup_key=lookup_key,
@@ -497,6 +500,37 @@ class _ClientStream(asyncio.Protocol):
     def abort(self) -> None:
         if self._transport is not None:
             self._transport.abort()
+
+
+def interface_addresses() -> list[str]:
+    """Every address of every local interface; a loopback interface's whole network
+    (Linux delivers all of 127.0.0.0/8 to the host, not only 127.0.0.1)."""
+    found = []
+    for adapter in ifaddr.get_adapters():
+        for entry in adapter.ips:
+            host = entry.ip[0] if isinstance(entry.ip, tuple) else entry.ip
+            address = ipaddress.ip_address(host.split("%", 1)[0])
+            if address.is_loopback:
+                found.append(
+                    str(ipaddress.ip_interface(f"{address}/{entry.network_prefix}").network)
+                )
+            else:
+                found.append(str(address))
+    return found
+
+
+def own_addresses(
+    hosts: Iterable[str], interfaces: Callable[[], list[str]] = interface_addresses
+) -> list[str]:
+    """What the peer filter must treat as this host: ``hosts`` (listener and relay
+    addresses) and, when one of them is a wildcard (0.0.0.0 or ::), every local
+    interface address and 0.0.0.0/8 (RFC 1122 §3.2.1.3: "this host"). Interfaces
+    are read once, at start: an address added later is protected only by the
+    special-purpose ranges until a restart."""
+    own = list(hosts)
+    if any(ipaddress.ip_address(host).is_unspecified for host in own):
+        own += ["0.0.0.0/8", *interfaces()]
+    return own
 
 
 def _log_event(event: Action) -> None:
