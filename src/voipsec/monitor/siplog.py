@@ -240,12 +240,17 @@ class SipLog:
         call_id: str | None,
         message: bytes,
         time: float,
+        redacted: bytes | None = None,
     ) -> None:
         """Log one message; ``direction`` is "in" (received) or "out" (sent).
 
+        ``redacted`` is ``redact(message)`` when the caller already has it (the monitor
+        redacts once for the SIP log and HEP); otherwise it is computed here.
         Never raises: a failed write is counted in :meth:`statistics` and logged once.
         """
         truncated = len(message) > MAX_LOGGED_MESSAGE
+        if redacted is None:
+            redacted = redact(message[:MAX_LOGGED_MESSAGE])
         if truncated:
             self._truncated += 1
         record = {
@@ -258,7 +263,7 @@ class SipLog:
             "call_id": call_id,
             "size": len(message),
             "truncated": truncated,
-            "message": redact(message[:MAX_LOGGED_MESSAGE]).decode("utf-8", "backslashreplace"),
+            "message": redacted[:MAX_LOGGED_MESSAGE].decode("utf-8", "backslashreplace"),
         }
         line = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8", "backslashreplace")
         try:
