@@ -61,7 +61,7 @@ def turn_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Voip
         tmp_path_factory.mktemp("turnsec") / "data",
         users=[ALICE],
         settings=[
-            ("turn.listen", f'["udp:0.0.0.0:{turn_port}"]'),
+            ("turn.listen", f'["udp:0.0.0.0:{turn_port}", "tcp:0.0.0.0:{turn_port}"]'),
             ("turn.allowed_peers", ALLOWED_PEERS),
             ("metrics.listen", f'"127.0.0.1:{metrics_port}"'),
         ],
@@ -86,6 +86,23 @@ def _binding_answered(bind: str, port: int, timeout: float) -> bool:
         except TimeoutError:
             return False
     return True
+
+
+def _tcp_binding_answered(bind: str, port: int) -> bool:
+    """Whether a STUN Binding request over a TCP connection from ``bind`` is answered
+    (False when the server closes or resets the connection)."""
+    request = Message(
+        method=Method.BINDING, cls=MessageClass.REQUEST, transaction_id=os.urandom(12)
+    )
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((bind, 0))
+        sock.settimeout(10)
+        sock.connect(("127.0.0.1", port))
+        try:
+            sock.sendall(stun.encode(request))
+            return len(sock.recv(2048)) > 0
+        except (ConnectionResetError, BrokenPipeError):
+            return False
 
 
 def _turn_failures(server: VoipsecServer) -> float:
@@ -165,6 +182,9 @@ def test_turn_password_guessing_is_banned_alerted_and_counted(
     # and both get their allocation with the right password.
     assert _binding_answered(BYSTANDER, port, SILENCE)
     assert not _binding_answered(GUESSER, port, SILENCE)
+    # Over TCP the banned source's connection is closed at once (no timeout needed).
+    assert _tcp_binding_answered(BYSTANDER, port)
+    assert not _tcp_binding_answered(GUESSER, port)
     for source in (BYSTANDER, "127.0.0.1"):
         with TurnClient(target, *ALICE, bind=source) as client:
             allocated = client.allocate()
