@@ -3,10 +3,10 @@
 One server for the module: TURN on the UDP wildcard 0.0.0.0 (so the own-address check
 must list every local interface), ``allowed_peers`` opening loopback as an operator
 might open a LAN, /metrics on, and the trusted zone narrowed to 127.0.0.1 so that the
-other loopback addresses get the internet zone's IDS and bans. The requests are built
-with voipsec's own STUN codec (tests/peers/turn.py): the exact error code and the
-exact number of failures matter here, which coturn's uclient does not let a test
-choose.
+other loopback addresses get the internet zone's IDS and bans. coturn's
+turnutils_uclient guesses a password as a tool would; the other requests are built with
+voipsec's own STUN codec (tests/peers/turn.py), where the exact error code of each
+answer or a forged nonce matters.
 """
 
 from __future__ import annotations
@@ -16,11 +16,12 @@ import os
 import socket
 import ssl
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.peers.proc import free_port, wait_for
+from tests.peers.proc import free_port, require, running, wait_for
 from tests.peers.turn import TurnClient, error_code, free_udp_tcp_port
 from tests.peers.voipsec import VoipsecServer, prepare, serving, set_zones, voipsec
 from voipsec.nat import stun
@@ -32,6 +33,8 @@ ALICE = ("alice", "alice-secret-1")
 #: The password guesser, and another untrusted source that must not suffer for it.
 GUESSER = "127.0.0.4"
 BYSTANDER = "127.0.0.5"
+#: coturn's client as the guesser (it retries a refused password at once, as a tool would).
+UCLIENT_GUESSER = "127.0.0.7"
 #: turn-password-guessing-source fires on the 6th failure within 60 s.
 GUESSES = 6
 #: How long a banned source is watched for an answer that must not come; the bystander's
@@ -191,6 +194,37 @@ def test_turn_password_guessing_is_banned_alerted_and_counted(
         assert allocated.cls == MessageClass.SUCCESS, (source, allocated.error_code())
     assert "TURN authentication failed for 'alice' from 127.0.0.4:" in server.log_text()
     assert "guess-123" not in server.log_text()
+
+
+def _banned(server: VoipsecServer) -> list[str]:
+    """``voipsec bans list``: one line per ban (address, seconds left, reason)."""
+    return voipsec("bans", "list", data_dir=server.data_dir).stdout.splitlines()
+
+
+def test_turn_coturn_uclient_guessing_a_password_is_banned_after_6_failures(
+    turn_server: tuple[VoipsecServer, int], tmp_path: Path
+) -> None:
+    """coturn's turnutils_uclient with a wrong password retries the Allocate at once,
+    again and again: the 6th failure bans it, and from then on nothing it sends is
+    handled, so exactly 6 failures are counted however long it goes on."""
+    server, port = turn_server
+    before = _turn_failures(server)
+    argv = [
+        require("turnutils_uclient"), "-L", UCLIENT_GUESSER, "-n", "1", "-m", "1",
+        "-e", "127.0.0.9", "-r", "3480", "-X", "-u", ALICE[0], "-w", "guess-789",
+        "-p", str(port), "127.0.0.1",
+    ]  # fmt: skip
+    with running(argv, log=tmp_path / "uclient.log"):
+        wait_for(
+            lambda: any(line.startswith(f"{UCLIENT_GUESSER} ") for line in _banned(server)),
+            what=f"a ban of {UCLIENT_GUESSER}",
+        )
+    (ban,) = [line for line in _banned(server) if line.startswith(f"{UCLIENT_GUESSER} ")]
+    assert ban.endswith("ids: turn-password-guessing-source"), ban
+    assert _turn_failures(server) - before == GUESSES
+    failures = f"TURN authentication failed for 'alice' from {UCLIENT_GUESSER}:"
+    assert server.log_text().count(failures) == GUESSES
+    assert not _binding_answered(UCLIENT_GUESSER, port, SILENCE)
 
 
 def test_turn_password_guessing_from_a_trusted_source_is_never_banned(
