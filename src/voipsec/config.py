@@ -452,6 +452,9 @@ class HepSection(_Section):
     target: str = ""
     capture_id: Annotated[int, Field(ge=0, le=2**32 - 1)] = 2001
     auth_key: str = Field(default="", repr=False)
+    #: Digest responses, nonces and SDP keys replaced by "<redacted>" as in the SIP
+    #: log. False exports them in clear (logged as a warning at start): labs only.
+    redact: bool = True
 
     @field_validator("target")
     @classmethod
@@ -703,6 +706,9 @@ backups = 5
 target = ""
 capture_id = 2001
 auth_key = ""
+# Digest responses and nonces and SDP keys (a=crypto inline:, k=) are replaced by
+# "<redacted>", as in the SIP log. false exports them in clear: for labs only.
+redact = true
 
 [metrics]
 # Prometheus metrics at https://LISTEN/metrics (voipsec's server certificate).

@@ -20,6 +20,7 @@ __all__ = [
     "CallAnswered",
     "CallEnded",
     "CallStarted",
+    "CredentialsRejected",
     "Event",
     "EventBus",
     "EventBusStatistics",
@@ -99,7 +100,29 @@ class MediaStats:
     remote: tuple[str, int] | None
 
 
-Event = CallStarted | CallAnswered | CallEnded | MediaStats
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CredentialsRejected:
+    """A request's credentials were refused: wrong password, unknown or expired user.
+
+    Published by services whose failures the IDS, the alerts and the
+    ``auth_failures`` metric must see (TURN, RFC 8489 §9.2.4 401). Never carries a
+    password, key, nonce or digest.
+    """
+
+    #: "turn" (the label of the ``auth_failures`` metric).
+    service: str
+    #: IP address the request came from.
+    source: str
+    #: The user name the request claimed (cut to 64 characters by the service).
+    user: str
+    reason: str
+    #: The request proved it came from ``source`` (it echoed a fresh nonce issued to
+    #: that address): not a spoofed UDP source. Only such failures may lead to a ban.
+    verified_source: bool
+    time: float
+
+
+Event = CallStarted | CallAnswered | CallEnded | MediaStats | CredentialsRejected
 Subscriber = Callable[[Event], None]
 
 

@@ -45,6 +45,7 @@ from .edge.ids import (
 from .edge.ids import Ban as IdsBan
 from .edge.sanity import Sanity
 from .edge.zones import Zone, ZoneMap
+from .events import CredentialsRejected, Event
 from .monitor.alerts import Alert as MonitorAlert
 from .monitor.service import MonitorService
 from .nat.credentials import SECRET_NAME, UserKeys, read_or_create_secret
@@ -455,6 +456,27 @@ class SipService:
         now = self.clock()
         observation = Observation(source=flow.peer[0], zone=zone.name, kind="malformed")
         self._apply_ids(self.ids.observe(observation, now), flow.peer[0], now)
+
+    def observe_rejected_credentials(self, event: Event) -> None:
+        """Credentials another service refused (TURN, RFC 8489 §9.2.4): for the IDS an
+        answer 401 to the pseudo-method "TURN", so rules count password guessing on that
+        channel too. Only a verified source counts: spoofed UDP must not ban a victim."""
+        if not isinstance(event, CredentialsRejected) or not event.verified_source:
+            return
+        zone = self.guard.zones.zone_for(event.source)
+        if self.ids is None or zone.trusted:
+            return
+        now = self.clock()
+        observation = Observation(
+            source=event.source,
+            zone=zone.name,
+            kind="response_sent",
+            method=event.service.upper(),
+            status=401,
+            to_user=event.user,
+            auth_user=event.user,
+        )
+        self._apply_ids(self.ids.observe(observation, now), event.source, now)
 
     def _apply_ids(self, actions: list[IdsAction], source: str, now: float) -> IdsVerdict | None:
         """Alerts are stored, bans applied; returns how to treat the request itself."""
@@ -915,7 +937,11 @@ class Server:
             rest_secret=read_or_create_secret(self.data_dir / SECRET_NAME),
             allowed_peers=turn.allowed_peers,
             relay_host=parse_listen(turn.listen[0]).host,
+            # The guard's bans hold for TURN too; its failures go to the IDS and metrics.
+            banned=self.service.is_banned,
+            events=self.service.calls.events,
         )
+        self.service.calls.events.subscribe(self.service.observe_rejected_credentials)
         await self.turn.start()
         log.info("STUN/TURN listening on %s", ", ".join(turn.listen))
 

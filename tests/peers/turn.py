@@ -122,14 +122,17 @@ def turn_running(
 class TurnClient:
     """A blocking UDP TURN client with long-term credentials (one 5-tuple)."""
 
-    def __init__(self, server: tuple[str, int], username: str, password: str) -> None:
+    def __init__(
+        self, server: tuple[str, int], username: str, password: str, *, bind: str = HOST
+    ) -> None:
+        """``bind``: the loopback address to send from (another source than 127.0.0.1)."""
         self.server = server
         self.username = username
         self.password = password
         self.realm: str | None = None
         self.nonce: str | None = None
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind((HOST, 0))
+        self.sock.bind((bind, 0))
         self.sock.settimeout(REQUEST_TIMEOUT)
 
     def close(self) -> None:

@@ -173,6 +173,8 @@ def test_ids_default_rules_names_in_order() -> None:
         "invite-flood",
         "register-flood",
         "malformed-burst",
+        "turn-password-guessing-source",
+        "turn-password-guessing-target",
     ]
 
 
@@ -1211,3 +1213,62 @@ def test_ids_observe_never_raises(
 
 
 ENGINE_FOR_FUZZ = engine()
+
+
+# -- TURN credentials (issue 13, finding 7) ----------------------------------------------
+
+
+def turn_failure(source: str = ATTACKER, user: str = "alice") -> Observation:
+    """What voipsec serve reports for a refused TURN credential (server.py
+    ``observe_rejected_credentials``)."""
+    return Observation(
+        source=source,
+        zone=ZONE,
+        kind="response_sent",
+        method="TURN",
+        status=401,
+        to_user=user,
+        auth_user=user,
+    )
+
+
+def test_ids_turn_password_guessing_bans_the_source_past_5_in_60_s() -> None:
+    e = engine()
+    feed(e, turn_failure(), 5, step=10.0)
+    assert e.observe(turn_failure(), 59.5) == [
+        Alert(
+            rule="turn-password-guessing-source",
+            key=ATTACKER,
+            source=ATTACKER,
+            detail="answered 401 to TURN; 6 within 60 s per source",
+        ),
+        Ban(rule="turn-password-guessing-source", source=ATTACKER, seconds=900),
+    ]
+
+
+def test_ids_turn_password_guessing_window_slides() -> None:
+    e = engine()
+    feed(e, turn_failure(), 5, step=12.0)  # 0, 12, ... 48
+    assert e.observe(turn_failure(), 60.0) == []  # the first fell out of the window
+
+
+def test_ids_turn_password_guessing_per_target_alerts_without_banning() -> None:
+    e = engine()
+    for i in range(20):
+        assert e.observe(turn_failure(source=f"192.0.2.{i}"), i * 10.0) == []
+    assert e.observe(turn_failure(source="192.0.2.200"), 299.0) == [
+        Alert(
+            rule="turn-password-guessing-target",
+            key="alice",
+            source="192.0.2.200",
+            detail="answered 401 to TURN; 21 within 300 s per target user",
+        )
+    ]
+
+
+def test_ids_sip_challenges_are_not_turn_failures() -> None:
+    """A SIP 401 (a challenge, the normal first answer to REGISTER) counts for no
+    password-guessing rule; a TURN 401 (a refused credential) does."""
+    e = engine()
+    feed(e, response(401, "REGISTER", source=ATTACKER, target_known=True), 30)
+    assert e.statistics().rule_matches["turn-password-guessing-source"] == 0

@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 
 from tests.peers.proc import require, running, wait_for
+from tests.unit.test_siplog import BARESIP_INVITE, SECRETS
 from voipsec.events import MediaStats
 from voipsec.monitor.hep import (
     ADDRESS_CACHE,
@@ -40,6 +41,7 @@ from voipsec.monitor.hep import (
     parse_target,
 )
 from voipsec.monitor.service import quality_report
+from voipsec.monitor.siplog import redact
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "ids"
 #: A real INVITE as SIPp 3.6.1 sent it (tests/data/ids/SOURCE.md).
@@ -278,7 +280,7 @@ class _Collector(asyncio.DatagramProtocol):
 
 @contextlib.asynccontextmanager
 async def udp_exporter(
-    capture_id: int, auth_key: str | None = None
+    capture_id: int, auth_key: str | None = None, *, redact: bool = True
 ) -> AsyncIterator[tuple[HepExporter, _Collector]]:
     """A started exporter sending to a UDP collector on loopback; both closed after."""
     loop = asyncio.get_running_loop()
@@ -286,7 +288,9 @@ async def udp_exporter(
         _Collector, local_addr=("127.0.0.1", 0)
     )
     port = transport.get_extra_info("sockname")[1]
-    exporter = HepExporter(f"udp:127.0.0.1:{port}", capture_id=capture_id, auth_key=auth_key)
+    exporter = HepExporter(
+        f"udp:127.0.0.1:{port}", capture_id=capture_id, auth_key=auth_key, redact=redact
+    )
     await exporter.start()
     try:
         yield exporter, collector
@@ -317,6 +321,46 @@ async def test_hep_exporter_udp_sends_each_message() -> None:
     assert chunks[0x0011] == INVITE_CALL_ID.encode()
     stats = exporter.statistics()
     assert (stats.sent, stats.sent_bytes, stats.dropped_invalid) == (1, len(packet), 0)
+
+
+async def _exported_payload(message: bytes, *, redact: bool, **extra: object) -> bytes:
+    """The payload chunk of the packet ``message`` became."""
+    async with udp_exporter(77, redact=redact) as (exporter, collector):
+        exporter.send(
+            direction="in",
+            src=("192.0.2.10", 5061),
+            dst=("127.0.0.1", 5061),
+            transport="TLS",
+            payload=message,
+            call_id="c",
+            time=1_700_000_002.0,
+            **extra,  # type: ignore[arg-type]
+        )
+        packet = await asyncio.wait_for(collector.packets.get(), 5)
+    return dict((kind, value) for _, kind, value in parse_hep3(packet))[0x000F]
+
+
+async def test_hep_exporter_redacts_digest_and_sdp_keys_by_default() -> None:
+    """Issue 13, finding 4: the SIP log's redaction, applied to HEP."""
+    payload = await _exported_payload(BARESIP_INVITE, redact=True)
+    assert payload == redact(BARESIP_INVITE)
+    assert b'response="<redacted>"' in payload
+    assert b"inline:<redacted>" in payload
+    for secret in SECRETS:
+        assert secret not in payload, secret
+    assert b"\r\nCall-ID: 395dc802343e4e5c\r\n" in payload  # the rest is intact
+
+
+async def test_hep_exporter_redact_false_exports_secrets_in_clear() -> None:
+    assert await _exported_payload(BARESIP_INVITE, redact=False) == BARESIP_INVITE
+
+
+async def test_hep_exporter_uses_the_callers_redaction_instead_of_redacting_again() -> None:
+    """The monitor redacts once for the SIP log and HEP: what it passes is exported."""
+    assert await _exported_payload(BARESIP_INVITE, redact=True, redacted=b"done") == b"done"
+    # ...and it is ignored when redaction is off.
+    off = await _exported_payload(BARESIP_INVITE, redact=False, redacted=b"done")
+    assert off == BARESIP_INVITE
 
 
 async def test_hep_exporter_report_is_udp_qos_json_with_mos() -> None:

@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from prometheus_client.parser import text_string_to_metric_families
 
-from voipsec.events import CallAnswered, CallEnded, CallStarted, MediaStats
+from voipsec.events import CallAnswered, CallEnded, CallStarted, CredentialsRejected, MediaStats
 from voipsec.monitor.metrics import (
     GAUGES,
     MAX_CONNECTIONS,
@@ -132,6 +132,25 @@ def test_metrics_other_counters() -> None:
     assert value(metrics, "voipsec_alerts_total", rule="irsf-premium") == 1
     assert value(metrics, "voipsec_tls_handshakes_total", result="ok") == 1
     assert value(metrics, "voipsec_tls_handshakes_total", result="failed") == 1
+
+
+def test_metrics_count_rejected_credentials_events_by_service() -> None:
+    """TURN's refused credentials arrive on the event stream (issue 13, finding 7),
+    spoofable or not: the metric counts every one."""
+    metrics = Metrics(process=False)
+    for verified in (True, False, True):
+        metrics.on_event(
+            CredentialsRejected(
+                service="turn",
+                source="192.0.2.4",
+                user="alice",
+                reason="wrong credentials",
+                verified_source=verified,
+                time=1.0,
+            )
+        )
+    assert value(metrics, "voipsec_auth_failures_total", service="turn") == 3
+    assert value(metrics, "voipsec_auth_failures_total", service="sip") == 0
 
 
 def test_metrics_request_latency_histogram() -> None:

@@ -87,3 +87,76 @@ def test_peerfilter_allowed_peers_exempt_normalised_and_raw_forms() -> None:
     assert peer_filter.allows("fd12::1")
     assert not peer_filter.allows("127.0.0.2")
     assert peer_filter.check("::ffff:127.0.0.1").checked == "127.0.0.1"
+
+
+# -- issue 13, finding 15: special-purpose ranges that were missing -------------------------
+
+
+@pytest.mark.parametrize(
+    ("host", "reason"),
+    [
+        ("3fff::1", "3fff::/20 documentation (RFC 9637)"),
+        ("3fff:fff:ffff::1", "3fff::/20 documentation (RFC 9637)"),
+        ("5f00::1", "5f00::/16 SRv6 SIDs (RFC 9602)"),
+        ("5f00:ffff::1", "5f00::/16 SRv6 SIDs (RFC 9602)"),
+        ("100:0:0:1::1", "100:0:0:1::/64 dummy prefix (RFC 9780)"),
+    ],
+)
+def test_peerfilter_refuses_the_newer_special_purpose_ranges(host: str, reason: str) -> None:
+    decision = PeerFilter().check(host)
+    assert (decision.allowed, decision.reason) == (False, reason)
+
+
+@pytest.mark.parametrize("host", ["3fff:1000::1", "5f01::1", "100:0:0:2::1"])
+def test_peerfilter_allows_the_neighbours_of_the_newer_ranges(host: str) -> None:
+    assert PeerFilter().allows(host)
+
+
+@pytest.mark.parametrize(
+    "cidr",
+    [
+        # Every IANA special-purpose entry that is not globally reachable (IPv4 and IPv6
+        # registries, checked 2026-12) is covered by a denied range.
+        "0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16",
+        "172.16.0.0/12", "192.0.0.0/24", "192.0.0.0/29", "192.0.0.8/32", "192.0.0.170/31",
+        "192.0.2.0/24", "192.88.99.0/24", "192.168.0.0/16", "198.18.0.0/15",
+        "198.51.100.0/24", "203.0.113.0/24", "240.0.0.0/4", "255.255.255.255/32",
+        "::1/128", "::/128", "64:ff9b:1::/48", "100::/64", "100:0:0:1::/64", "2001::/23",
+        "2001:2::/48", "2001:10::/28", "2001:20::/28", "2001:db8::/32", "3fff::/20",
+        "5f00::/16", "fc00::/7", "fe80::/10",
+    ],
+)  # fmt: skip
+def test_peerfilter_covers_the_iana_special_purpose_registries(cidr: str) -> None:
+    network = ipaddress.ip_network(cidr)
+    peer_filter = PeerFilter()
+    for address in (network.network_address, network.broadcast_address):
+        assert not peer_filter.allows(str(address)), address
+
+
+# -- own addresses come before allowed_peers ------------------------------------------------
+
+
+def test_peerfilter_own_address_inside_an_allowed_cidr_is_still_refused() -> None:
+    peer_filter = PeerFilter(allowed=["192.0.2.0/24"], own=["192.0.2.2"])
+    assert peer_filter.check("192.0.2.2").reason == "voipsec's own address"
+    assert not peer_filter.allows("::ffff:192.0.2.2")
+    assert peer_filter.allows("192.0.2.7")
+
+
+def test_peerfilter_own_address_named_exactly_in_allowed_peers_is_allowed() -> None:
+    peer_filter = PeerFilter(allowed=["192.0.2.2/32", "fd00::2/128"], own=["192.0.2.2", "fd00::2"])
+    assert peer_filter.allows("192.0.2.2")
+    assert peer_filter.allows("::ffff:192.0.2.2")
+    assert peer_filter.allows("fd00::2")
+
+
+def test_peerfilter_own_networks_cover_every_address_in_them() -> None:
+    peer_filter = PeerFilter(allowed=["127.0.0.0/8", "127.0.0.9/32"], own=["127.0.0.0/8"])
+    assert peer_filter.check("127.0.0.1").reason == "voipsec's own address"
+    assert peer_filter.check("127.255.0.3").reason == "voipsec's own address"
+    assert peer_filter.allows("127.0.0.9")
+
+
+def test_peerfilter_unspecified_own_entries_are_ignored() -> None:
+    peer_filter = PeerFilter(allowed=["8.8.8.0/24"], own=["0.0.0.0", "::"])
+    assert peer_filter.allows("8.8.8.8")

@@ -904,7 +904,12 @@ def test_turn_wrong_password_gets_401_with_a_new_challenge_and_an_event() -> Non
     assert response.text(Attr.REALM) == REALM
     assert response.integrity() is None
     assert (
-        AuthFailed(client=client.five.client, user="alice", reason="wrong credentials")
+        AuthFailed(
+            client=client.five.client,
+            user="alice",
+            reason="wrong credentials",
+            verified_source=True,
+        )
         in client.log
     )
     assert server.statistics().auth_failures == 1
@@ -915,8 +920,47 @@ def test_turn_unknown_user_gets_the_same_401_as_a_wrong_password() -> None:
     client = Client(server, five(), username="mallory", password="x")
     assert code(client.allocate(T0)) == 401
     assert (
-        AuthFailed(client=client.five.client, user="mallory", reason="unknown user or expired")
+        AuthFailed(
+            client=client.five.client,
+            user="mallory",
+            reason="unknown user or expired",
+            verified_source=True,
+        )
         in client.log
+    )
+
+
+@pytest.mark.parametrize(
+    ("nonce", "now"),
+    [
+        ("zzzzzzzzzz" + "0" * 24, T0),  # forged: never issued
+        (None, T0 + turn.NONCE_LIFETIME),  # issued, but stale by the time it is used
+    ],
+)
+def test_turn_wrong_password_with_an_unverified_nonce_is_an_unverified_source(
+    nonce: str | None, now: float
+) -> None:
+    """A failure whose nonce this server did not issue to that address (or no longer
+    honours) may come from a spoofed UDP source: the event says so, and the answer is
+    the same 401 (RFC 8489 §9.2.4 checks the password before the nonce)."""
+    server = make_server()
+    client = Client(server, five(), password="wrong")
+    if nonce is None:
+        client.allocate(T0)  # learns a nonce, which goes stale
+        client.log.clear()
+    else:
+        client.nonce = nonce
+    message = Message(
+        method=Method.ALLOCATE,
+        cls=MessageClass.REQUEST,
+        transaction_id=tid(),
+        attributes=((Attr.REQUESTED_TRANSPORT, stun.encode_requested_transport()),),
+    )
+    actions = client.raw(now, message)
+    assert code(reply(actions)) == 401
+    (failed,) = [a for a in actions if isinstance(a, AuthFailed)]
+    assert failed == AuthFailed(
+        client=client.five.client, user="alice", reason="wrong credentials", verified_source=False
     )
 
 

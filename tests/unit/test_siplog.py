@@ -87,9 +87,12 @@ def test_siplog_redact_baresip_invite_exactly() -> None:
         .replace(b'response="d7591d8b31830680c1592a47ce54a4d1"', b'response="<redacted>"')
         .replace(b'cnonce="ccfeb123b67b4df8"', b'cnonce="<redacted>"')
         .replace(b"inline:tE3BkffSk5qXHmHF8w21VK0JdvR1V8x1NVPvlPtT", b"inline:<redacted>")
+        # The 40-character key became 10: the body is 30 bytes shorter.
+        .replace(b"Content-Length: 427", b"Content-Length: 397")
     )
     redacted = redact(BARESIP_INVITE)
     assert redacted == expected
+    assert len(redacted.partition(b"\r\n\r\n")[2]) == 397
     assert b'Proxy-Authorization: Digest username="alice", realm="example.test", ' in redacted
     assert b'uri="sip:bob@example.test;transport=udp"' in redacted
     assert not any(secret in redacted for secret in SECRETS)
@@ -195,6 +198,37 @@ def test_siplog_redact_sdp_inside_multipart_body() -> None:
     )
     assert redact(message).count(b"inline:<redacted>\r\n") == 1
     assert b"S2V5" not in redact(message)
+
+
+_KEYED_BODY = b"v=0\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:" + b"K" * 40 + b"\r\n"
+_CLEAN_BODY = b"v=0\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:<redacted>\r\n"
+
+
+@pytest.mark.parametrize(
+    ("field", "expected"),
+    [
+        (b"Content-Length: 89", b"Content-Length: 59"),
+        (b"l:89", b"l:59"),  # compact form (RFC 3261 §7.3.3)
+        (b"content-length :  89 ", b"content-length :  59 "),
+        (b"Content-Length: 99", b"Content-Length: 99"),  # was wrong: left as it was
+        (b"Content-Length: 89\r\nContent-Length: 89", b"Content-Length: 89\r\nContent-Length: 89"),
+    ],
+)
+def test_siplog_redact_content_length_follows_the_redacted_body(
+    field: bytes, expected: bytes
+) -> None:
+    head = b"INVITE sip:x SIP/2.0\r\nCall-ID: c\r\n"
+    assert len(_KEYED_BODY) == 89 and len(_CLEAN_BODY) == 59
+    assert redact(head + field + b"\r\n\r\n" + _KEYED_BODY) == (
+        head + expected + b"\r\n\r\n" + _CLEAN_BODY
+    )
+
+
+def test_siplog_redact_without_content_length_or_keys_keeps_the_head() -> None:
+    head = b"INVITE sip:x SIP/2.0\r\nCall-ID: c\r\n\r\n"
+    assert redact(head + _KEYED_BODY) == head + _CLEAN_BODY
+    plain = head.replace(b"\r\n\r\n", b"\r\nContent-Length: 4\r\n\r\n") + b"v=0\n"
+    assert redact(plain) == plain
 
 
 @given(st.binary(max_size=2_000))

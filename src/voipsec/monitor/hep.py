@@ -21,6 +21,14 @@ ports, time, payload type, capture id), then the two addresses, the auth key, th
 the payload. So we write that order and put the correlation id *after* the payload,
 as OpenSIPS does, where a fixed-layout reader never looks.
 
+Secrets. By default every SIP payload goes through :func:`voipsec.monitor.siplog.redact`
+(the SIP log's redaction: digest ``response``, ``nonce`` and ``cnonce``, SDP
+``a=crypto`` keys, ``k=`` and ``a=key-mgmt``) before it is encoded: a HEP capture is
+copied to collectors, dashboards and files that must not hold what decrypts a call or
+lets a password be guessed offline. ``redact=False`` sends them as they were, for a lab.
+The redacted message is no longer the right length for its Content-Length: HEP is for
+reading, not for replay.
+
 Failure mode: fails open for the caller. :meth:`HepExporter.send` never blocks and
 never raises for the network: a full queue, a TCP collector that is down, or a packet
 that cannot be encoded drops the message and counts it. Export is a copy for
@@ -38,6 +46,8 @@ import struct
 import time as _time
 from dataclasses import dataclass
 from typing import Literal, cast
+
+from .siplog import redact as redact_secrets
 
 __all__ = [
     "AUTH_KEY",
@@ -347,7 +357,8 @@ class HepExporter:
 
     ``target`` is ``udp:HOST:PORT`` or ``tcp:HOST:PORT``. Over TCP the exporter keeps
     one connection and reconnects with backoff; messages sent while it is down are
-    dropped and counted rather than stored.
+    dropped and counted rather than stored. ``redact`` (the default) removes secrets
+    from SIP payloads; see "Secrets" in the module docstring.
     """
 
     def __init__(
@@ -357,8 +368,10 @@ class HepExporter:
         capture_id: int,
         auth_key: str | None = None,
         max_queue: int = MAX_QUEUE,
+        redact: bool = True,
     ) -> None:
         self.target = parse_target(target)
+        self.redact = redact
         _check_range(capture_id, 32, "capture id")
         if auth_key is not None and len(auth_key.encode()) > MAX_AUTH_KEY:
             raise HepError(f"auth key exceeds {MAX_AUTH_KEY} bytes")
@@ -403,18 +416,23 @@ class HepExporter:
         payload: bytes,
         call_id: str | None,
         time: float | None = None,
+        redacted: bytes | None = None,
     ) -> None:
         """Queue ``payload`` (a SIP message, decrypted) for export; never blocks or raises.
 
         HEP has no direction chunk: ``src`` and ``dst`` say which way the message went,
         ``direction`` ("in" received by voipsec, "out" sent) only has to agree with them.
-        ``call_id`` becomes the correlation id; ``time`` defaults to now.
+        ``call_id`` becomes the correlation id; ``time`` defaults to now. ``redacted``
+        is ``redact(payload)`` when the caller already has it (it is then exported
+        instead of ``payload`` when :attr:`redact` is on); otherwise it is computed here.
         """
         proto = _PROTOCOLS.get(transport.lower())
         if proto is None or direction not in ("in", "out"):
             self._dropped_invalid += 1
             log.debug("HEP: not exported: direction %r, transport %r", direction, transport)
             return
+        if self.redact:
+            payload = redacted if redacted is not None else redact_secrets(payload)
         self._enqueue(
             src=src,
             dst=dst,

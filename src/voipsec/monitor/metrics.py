@@ -32,7 +32,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 from prometheus_client.process_collector import ProcessCollector
 
-from ..events import CallAnswered, CallEnded, CallStarted, Event, MediaStats
+from ..events import CallAnswered, CallEnded, CallStarted, CredentialsRejected, Event, MediaStats
 
 __all__ = [
     "DISPOSITIONS",
@@ -171,6 +171,8 @@ class Metrics:
             self.media_srtp_auth_failures.inc(max(0, event.auth_failures))
             if event.packets > 0:
                 self.media_mos.observe(event.mos)
+        elif isinstance(event, CredentialsRejected):
+            self.on_auth_failure(event.service)
 
     # -- calls from the other parts --------------------------------------------------------
 

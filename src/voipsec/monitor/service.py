@@ -30,7 +30,7 @@ from ..transport.connections import Flow
 from .alerts import Alert, AlertDispatcher, EmailSettings
 from .hep import HepExporter
 from .metrics import Metrics, MetricsServer
-from .siplog import SipLog
+from .siplog import SipLog, redact
 
 log = logging.getLogger("voipsec.monitor")
 
@@ -85,7 +85,12 @@ class MonitorService:
         )
         hep = config.hep
         self.hep = (
-            HepExporter(hep.target, capture_id=hep.capture_id, auth_key=hep.auth_key or None)
+            HepExporter(
+                hep.target,
+                capture_id=hep.capture_id,
+                auth_key=hep.auth_key or None,
+                redact=hep.redact,
+            )
             if hep.target
             else None
         )
@@ -115,9 +120,16 @@ class MonitorService:
         self.metrics_server: MetricsServer | None = None
         #: True when a message hook has anything to do (checked per message).
         self.tapping = self.siplog is not None or self.hep is not None
+        #: True when a message must be redacted (for the SIP log, HEP or both: once).
+        self._redacting = self.siplog is not None or (self.hep is not None and self.hep.redact)
 
     async def start(self) -> None:
         if self.hep is not None:
+            if not self.hep.redact:
+                log.warning(
+                    "HEP export carries secrets (digest responses, nonces, SDP keys) in"
+                    " clear: hep.redact = false is for labs only"
+                )
             await self.hep.start()
         if self.dispatcher is not None:
             await self.dispatcher.start()
@@ -158,6 +170,8 @@ class MonitorService:
         """One SIP message received or sent on ``flow`` (decrypted bytes)."""
         call_id = call_id_of(data)
         now = time.time()
+        # One redaction for both outputs: the hot path does it at most once.
+        redacted = redact(data) if self._redacting else None
         if self.siplog is not None:
             identity = flow.identity
             self.siplog.write(
@@ -169,6 +183,7 @@ class MonitorService:
                 call_id=call_id,
                 message=data,
                 time=now,
+                redacted=redacted,
             )
         if self.hep is not None:
             src, dst = (flow.peer, flow.local) if direction == "in" else (flow.local, flow.peer)
@@ -180,6 +195,7 @@ class MonitorService:
                 payload=data,
                 call_id=call_id,
                 time=now,
+                redacted=redacted,
             )
 
     def _on_event(self, event: Event) -> None:

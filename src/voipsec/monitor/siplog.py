@@ -15,8 +15,10 @@ and returns it with its secrets replaced by ``<redacted>``:
   §5.12) and the data of ``a=key-mgmt`` (RFC 4567). Every body line is checked, so
   SDP inside a multipart body is covered too.
 
-The redacted message changes length, so its Content-Length no longer matches: the log
-is for reading, not for replay.
+A redacted body is shorter or longer than the original: when the message had one
+Content-Length that matched its body (RFC 3261 §20.14), it is rewritten to the
+redacted body's length, so that a reader that frames by it (sngrep, Homer, tshark) sees
+the message whole. The copy is for reading, not for replay.
 
 :class:`SipLog` is the shell: it writes one JSON object per line to a file of mode
 0600, rotates it by size (``log``, ``log.1`` ... ``log.N``) and never raises into the
@@ -91,6 +93,10 @@ _AUTH_FIELD = re.compile(
 )
 #: A body line that carries a key: k= (RFC 4566 §5.12), a=crypto (RFC 4568), a=key-mgmt
 #: (RFC 4567).
+#: A Content-Length field, long or compact form (RFC 3261 §7.3.3, §20.14), and its value.
+_CONTENT_LENGTH = re.compile(
+    rb"^((?:content-length|l)[ \t]*:[ \t]*)([0-9]{1,9})(?=[ \t]*\r?$)", re.IGNORECASE | re.MULTILINE
+)
 _KEY_LINE = re.compile(rb"^(?:k=|a=crypto:|a=key-mgmt:).*", re.IGNORECASE | re.MULTILINE)
 
 
@@ -149,14 +155,18 @@ def _redact_body_line(line: bytes) -> bytes:
 
 
 def redact(message: bytes) -> bytes:
-    """``message`` with digest responses, nonces and SDP keys replaced by ``<redacted>``.
+    """``message`` with digest responses, nonces and SDP keys replaced by ``<redacted>``
+    (and its Content-Length following the body, see the module docstring).
 
     Accepts any bytes (a log sees malformed messages too) and never raises.
     """
     head, sep, body = message.partition(b"\r\n\r\n")
     if not sep:
         head, sep, body = message.partition(b"\n\n")
-    return _redact_head(head) + sep + _redact_body(body)
+    clean_head, clean_body = _redact_head(head), _redact_body(body)
+    if len(clean_body) != len(body):
+        clean_head = _follow_body(clean_head, len(body), len(clean_body))
+    return clean_head + sep + clean_body
 
 
 def _redact_head(head: bytes) -> bytes:
@@ -171,6 +181,15 @@ def _redact_auth_field(match: re.Match[bytes]) -> bytes:
     except _Unreadable:
         # Not even a scheme: nothing of the value is kept.
         return match[1] + b" " + _REDACTED
+
+
+def _follow_body(head: bytes, old_length: int, new_length: int) -> bytes:
+    """``head`` with its Content-Length set to ``new_length`` when it has exactly one and
+    it said ``old_length``; anything else (none, several, a wrong one) stays as it was."""
+    fields = _CONTENT_LENGTH.findall(head)
+    if len(fields) != 1 or int(fields[0][1]) != old_length:
+        return head
+    return _CONTENT_LENGTH.sub(lambda m: m[1] + str(new_length).encode(), head)
 
 
 def _redact_body(body: bytes) -> bytes:
@@ -240,12 +259,17 @@ class SipLog:
         call_id: str | None,
         message: bytes,
         time: float,
+        redacted: bytes | None = None,
     ) -> None:
         """Log one message; ``direction`` is "in" (received) or "out" (sent).
 
+        ``redacted`` is ``redact(message)`` when the caller already has it (the monitor
+        redacts once for the SIP log and HEP); otherwise it is computed here.
         Never raises: a failed write is counted in :meth:`statistics` and logged once.
         """
         truncated = len(message) > MAX_LOGGED_MESSAGE
+        if redacted is None:
+            redacted = redact(message[:MAX_LOGGED_MESSAGE])
         if truncated:
             self._truncated += 1
         record = {
@@ -258,7 +282,7 @@ class SipLog:
             "call_id": call_id,
             "size": len(message),
             "truncated": truncated,
-            "message": redact(message[:MAX_LOGGED_MESSAGE]).decode("utf-8", "backslashreplace"),
+            "message": redacted[:MAX_LOGGED_MESSAGE].decode("utf-8", "backslashreplace"),
         }
         line = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8", "backslashreplace")
         try:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from .credentials import long_term_key, parse_rest_username, rest_credentials, rest_password
 from .peerfilter import PeerDecision, PeerFilter, normalise
-from .service import TurnService, TurnServiceStatistics
+from .service import TurnService, TurnServiceStatistics, interface_addresses, own_addresses
 from .stun import (
     Attr,
     FramingError,
@@ -44,8 +44,10 @@ __all__ = [
     "TurnServiceStatistics",
     "TurnStatistics",
     "encode",
+    "interface_addresses",
     "long_term_key",
     "normalise",
+    "own_addresses",
     "parse_channel_data",
     "parse_message",
     "parse_rest_username",

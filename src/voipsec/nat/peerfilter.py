@@ -6,9 +6,15 @@ deliver to that IPv4 address is turned into it: IPv4-mapped (``::ffff:a.b.c.d``)
 IPv4-compatible (``::a.b.c.d``, RFC 4291 §2.5.5.1), SIIT IPv4-translated
 (``::ffff:0:a.b.c.d``, RFC 2765), NAT64 with the well-known prefix
 (``64:ff9b::a.b.c.d``, RFC 6052) and 6to4 (``2002:AABB:CCDD::``, RFC 3056). The result
-is then refused when it falls in a special-purpose range (RFC 6890: loopback, RFC 1918,
-CGNAT, link-local, ULA, unspecified, multicast, documentation, benchmarking, ...) or is
-one of voipsec's own addresses — unless an ``allowed_peers`` CIDR names it.
+is then refused when it is one of voipsec's own addresses, unless an ``allowed_peers``
+entry names exactly that address (a /32 or /128: a wider CIDR that merely contains it
+does not, so allowing the office LAN does not open the relay towards the host itself);
+and refused when it falls in a special-purpose range (the IANA IPv4 and IPv6
+Special-Purpose Address Registries, RFC 6890: loopback, RFC 1918, CGNAT, link-local,
+ULA, unspecified, multicast, documentation, benchmarking, SRv6 SIDs, ...) unless an
+``allowed_peers`` CIDR covers it. The shell decides what "own" means: the addresses it
+listens and relays on, and every local interface address when one of them is a
+wildcard (see :func:`voipsec.nat.service.own_addresses`).
 
 coturn CVE-2020-26262 (0.0.0.0 and ``::`` reached loopback) and CVE-2026-27624
 (IPv4-mapped and similar forms slipped past the loopback check) were bypasses of
@@ -53,8 +59,11 @@ DENIED_IPV6: tuple[tuple[str, str], ...] = (
     ("::1/128", "loopback (RFC 4291)"),
     ("64:ff9b:1::/48", "local-use NAT64 (RFC 8215)"),
     ("100::/64", "discard-only (RFC 6666)"),
+    ("100:0:0:1::/64", "dummy prefix (RFC 9780)"),
     ("2001::/23", "IETF protocol assignments incl. Teredo (RFC 2928, RFC 4380)"),
     ("2001:db8::/32", "documentation (RFC 3849)"),
+    ("3fff::/20", "documentation (RFC 9637)"),
+    ("5f00::/16", "SRv6 SIDs (RFC 9602)"),
     ("fc00::/7", "unique local (RFC 4193)"),
     ("fe80::/10", "link-local (RFC 4291)"),
     ("fec0::/10", "site-local (RFC 3879)"),
@@ -91,14 +100,22 @@ class PeerDecision:
 
 
 class PeerFilter:
-    """Decides whether the relay may send to, and accept from, a peer IP address."""
+    """Decides whether the relay may send to, and accept from, a peer IP address.
+
+    ``own`` holds addresses or CIDRs (a loopback interface's whole network, say) that
+    are the host itself; unspecified addresses in it are ignored, since they stand for
+    "every local address" and the caller lists those.
+    """
 
     def __init__(self, *, allowed: Iterable[str] = (), own: Iterable[str] = ()) -> None:
         self._allowed: tuple[IPNetwork, ...] = tuple(
             ipaddress.ip_network(cidr, strict=False) for cidr in allowed
         )
-        own_addresses = {normalise(ipaddress.ip_address(a)) for a in own}
-        self._own = frozenset(a for a in own_addresses if not a.is_unspecified)
+        #: Single addresses allowed_peers names: the only way to relay to an own address.
+        self._named = frozenset(
+            normalise(net.network_address) for net in self._allowed if net.num_addresses == 1
+        )
+        self._own = tuple(net for net in (_own_network(entry) for entry in own) if net is not None)
         self._denied: tuple[tuple[IPNetwork, str], ...] = tuple(
             (ipaddress.ip_network(cidr), why) for cidr, why in (*DENIED_IPV4, *DENIED_IPV6)
         )
@@ -110,13 +127,14 @@ class PeerFilter:
             return PeerDecision(allowed=False, checked=host, reason="not an IP address")
         address = normalise(raw)
         checked = str(address)
+        if address not in self._named and _within(address, self._own):
+            # RFC 8656 §21: the relay must not become a way into the host it runs on.
+            return PeerDecision(allowed=False, checked=checked, reason="voipsec's own address")
         for net in self._allowed:
             if (address.version == net.version and address in net) or (
                 raw.version == net.version and raw in net
             ):
                 return PeerDecision(allowed=True, checked=checked)
-        if address in self._own:
-            return PeerDecision(allowed=False, checked=checked, reason="voipsec's own address")
         for net, why in self._denied:
             if address.version == net.version and address in net:
                 return PeerDecision(allowed=False, checked=checked, reason=f"{net} {why}")
@@ -124,3 +142,19 @@ class PeerFilter:
 
     def allows(self, host: str) -> bool:
         return self.check(host).allowed
+
+
+def _own_network(entry: str) -> IPNetwork | None:
+    """``entry`` (an address or CIDR) as a network, an embedded IPv4 address normalised;
+    None for an unspecified address (a wildcard listener, not a peer)."""
+    net = ipaddress.ip_network(entry.split("%", 1)[0], strict=False)
+    if net.num_addresses > 1:
+        return net
+    address = normalise(net.network_address)
+    if address.is_unspecified:
+        return None
+    return ipaddress.ip_network(address)
+
+
+def _within(address: IPAddress, networks: tuple[IPNetwork, ...]) -> bool:
+    return any(address.version == net.version and address in net for net in networks)

@@ -8,6 +8,13 @@ come back: it writes to clients and peers, opens relay sockets (in a task the se
 owns, answering the core with ``relay_opened``/``relay_failed``), closes them and logs
 events. One ticker task calls :meth:`TurnServer.expire` every :data:`TICK` seconds.
 
+Bans and the IDS: before the core sees anything, a client's address is checked with
+``banned`` (voipsec serve passes the edge guard's ban list, so a source banned for SIP
+gets no TURN answer either, and the other way round). Every authentication failure
+the core reports is published on ``events`` as a
+:class:`~voipsec.events.CredentialsRejected`; voipsec serve turns it into an IDS
+observation (alerts, bans) and the ``auth_failures{service="turn"}`` metric.
+
 Bad network input is counted by the core, logged at debug level and dropped; it never
 ends a task. Failure mode: closed — a relay socket that cannot be opened fails its
 Allocate with 508, a TCP connection that cannot be framed is closed, a client whose
@@ -18,16 +25,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import random
 import socket
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import cast
 
+import ifaddr
+
 from ..config import parse_listen
+from ..events import CredentialsRejected, EventBus
 from .peerfilter import PeerFilter
 from .stun import FAMILY_IPV4, FAMILY_IPV6, FramingError, StreamFramer
 from .turn import (
@@ -90,6 +101,8 @@ class TurnServiceStatistics:
     tcp_refused: int
     dropped_writes: int
     send_errors: int
+    #: Datagrams, TCP connections and TCP reads dropped because the source is banned.
+    dropped_banned: int
 
 
 class TurnService:
@@ -110,7 +123,11 @@ class TurnService:
         relay_ports: tuple[int, int] | None = None,
         ssl_context: ssl.SSLContext | None = None,
         clock: Callable[[], float] = time.time,
+        banned: Callable[[str], bool] | None = None,
+        events: EventBus | None = None,
     ) -> None:
+        """``banned(ip)`` says whether a client address is banned (checked before any
+        parsing); ``events`` receives a CredentialsRejected per failed authentication."""
         self._listen = [parse_listen(entry) for entry in listen]
         for entry in self._listen:
             if entry.transport == "tls" and ssl_context is None:
@@ -119,7 +136,7 @@ class TurnService:
             raise ValueError(f"relay_ports {relay_ports}: expected LOW <= HIGH in 1-65535")
         self._relay_host = relay_host
         self._relay_family = socket.AF_INET6 if ":" in relay_host else socket.AF_INET
-        own = [entry.host for entry in self._listen] + [relay_host]
+        own = own_addresses([entry.host for entry in self._listen] + [relay_host])
         self.core = TurnServer(
             realm=realm,
             lookup_key=lookup_key,
@@ -142,7 +159,14 @@ class TurnService:
         self._tasks: set[asyncio.Task[None]] = set()
         self._ticker: asyncio.Task[None] | None = None
         self._addresses: list[str] = []
-        self._counts = {"tcp_refused": 0, "dropped_writes": 0, "send_errors": 0}
+        self._counts = {
+            "tcp_refused": 0,
+            "dropped_writes": 0,
+            "send_errors": 0,
+            "dropped_banned": 0,
+        }
+        self._banned = banned
+        self._events = events
         self._random = random.SystemRandom()
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -253,6 +277,29 @@ class TurnService:
                     sock.close()
             else:
                 _log_event(action)
+                if isinstance(action, AuthFailed):
+                    self._publish_failure(action)
+
+    def _publish_failure(self, failed: AuthFailed) -> None:
+        if self._events is None:
+            return
+        self._events.publish(
+            CredentialsRejected(
+                service="turn",
+                source=failed.client[0],
+                user=failed.user,
+                reason=failed.reason,
+                verified_source=failed.verified_source,
+                time=self._clock(),
+            )
+        )
+
+    def is_banned(self, ip: str) -> bool:
+        """True (and counted) when ``ip`` is banned: nothing from it is handled."""
+        if self._banned is None or not self._banned(ip):
+            return False
+        self._counts["dropped_banned"] += 1
+        return True
 
     def _to_client(self, five: FiveTuple, data: bytes) -> None:
         if five.protocol == "udp":
@@ -355,6 +402,8 @@ class TurnService:
 
     def _accept(self, stream: _ClientStream) -> bool:
         ip = stream.five.client[0]
+        if self.is_banned(ip):
+            return False
         if (
             len(self._streams) >= MAX_TCP_CONNECTIONS
             or self._per_ip.get(ip, 0) >= MAX_TCP_CONNECTIONS_PER_IP
@@ -406,6 +455,8 @@ class _ClientDatagrams(asyncio.DatagramProtocol):
     def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
         client = (str(addr[0]), cast(int, addr[1]))
         service = self._service
+        if service._banned is not None and service.is_banned(client[0]):
+            return
         actions = service.core.handle(service._clock(), FiveTuple("udp", client, self._local), data)
         # The media path (one ChannelData or Send to one peer) without the dispatcher.
         if len(actions) == 1 and type(actions[0]) is ToPeer:
@@ -472,6 +523,10 @@ class _ClientStream(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._transport is None:
             return
+        if self._service.is_banned(self.five.client[0]):
+            # Banned while connected (by the IDS, or by hand): no more of its input.
+            self.abort()
+            return
         self.last_active = time.monotonic()
         try:
             frames = self._framer.feed(data)
@@ -497,6 +552,37 @@ class _ClientStream(asyncio.Protocol):
     def abort(self) -> None:
         if self._transport is not None:
             self._transport.abort()
+
+
+def interface_addresses() -> list[str]:
+    """Every address of every local interface; a loopback interface's whole network
+    (Linux delivers all of 127.0.0.0/8 to the host, not only 127.0.0.1)."""
+    found = []
+    for adapter in ifaddr.get_adapters():
+        for entry in adapter.ips:
+            host = entry.ip[0] if isinstance(entry.ip, tuple) else entry.ip
+            address = ipaddress.ip_address(host.split("%", 1)[0])
+            if address.is_loopback:
+                found.append(
+                    str(ipaddress.ip_interface(f"{address}/{entry.network_prefix}").network)
+                )
+            else:
+                found.append(str(address))
+    return found
+
+
+def own_addresses(
+    hosts: Iterable[str], interfaces: Callable[[], list[str]] = interface_addresses
+) -> list[str]:
+    """What the peer filter must treat as this host: ``hosts`` (listener and relay
+    addresses) and, when one of them is a wildcard (0.0.0.0 or ::), every local
+    interface address and 0.0.0.0/8 (RFC 1122 §3.2.1.3: "this host"). Interfaces
+    are read once, at start: an address added later is protected only by the
+    special-purpose ranges until a restart."""
+    own = list(hosts)
+    if any(ipaddress.ip_address(host).is_unspecified for host in own):
+        own += ["0.0.0.0/8", *interfaces()]
+    return own
 
 
 def _log_event(event: Action) -> None:

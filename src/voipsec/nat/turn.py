@@ -216,11 +216,18 @@ class AllocationEnded:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AuthFailed:
-    """A request with credentials was refused (401). Never carries secrets."""
+    """A request with credentials was refused (401). Never carries secrets.
+
+    ``verified_source``: the request carried a nonce this server issued to the
+    client's IP address and that is still fresh, so the client received our challenge
+    at that address: the source is not a spoofed UDP address. Only such failures may
+    count towards a ban (issue 13, finding 6: spoofed UDP must not get a victim banned).
+    """
 
     client: Address
     user: str
     reason: str
+    verified_source: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -931,7 +938,8 @@ class TurnServer:
         valid = verify_integrity(message, key)
         if found is None or not valid or realm != self.realm:
             why = "unknown user or expired" if found is None else "wrong credentials"
-            return self._fail(now, five, message, username, why)
+            verified = self._nonce_valid(nonce, ip, now)
+            return self._fail(now, five, message, username, why, verified=verified)
         if not self._nonce_valid(nonce, ip, now):
             return self._challenge(now, five, message, 438)
         if alloc is not None and alloc.username != username:
@@ -975,7 +983,14 @@ class TurnServer:
         )
 
     def _fail(
-        self, now: float, five: FiveTuple, message: Message, username: str, why: str
+        self,
+        now: float,
+        five: FiveTuple,
+        message: Message,
+        username: str,
+        why: str,
+        *,
+        verified: bool,
     ) -> list[Action]:
         ip = five.client[0]
         self._counts["auth_failures"] += 1
@@ -989,7 +1004,7 @@ class TurnServer:
         entry.count += 1
         shown = username if len(username) <= 64 else username[:64] + "..."
         return [
-            AuthFailed(client=five.client, user=shown, reason=why),
+            AuthFailed(client=five.client, user=shown, reason=why, verified_source=verified),
             *self._challenge(now, five, message, 401),
         ]
 
