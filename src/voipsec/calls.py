@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .config import ClassOfService, Config, ConfigError, TrunkSection
+from .config import ClassOfService, Config, ConfigError, TrunkSection, parse_listen
 from .core.b2bua import (
     Answered,
     B2bua,
@@ -53,6 +53,7 @@ from .core.dialplan import (
 )
 from .core.trunkreg import Step, TrunkRegistration, TrunkRegistrationStatus
 from .events import CallAnswered, CallEnded, CallStarted, EventBus, MediaStats
+from .media.destinations import MediaPeer
 from .media.relay import LegReport, MediaRelay
 from .monitor.alerts import Alert
 from .monitor.fraud import (
@@ -128,6 +129,7 @@ class CallService:
         self.config = config
         calls = config.calls
         media = config.media
+        own_addresses, own_ports = _own_endpoints(config)
         self.media = MediaRelay(
             address=media.address,
             ports=media.port_range(),
@@ -135,7 +137,12 @@ class CallService:
             suites=media.suites,
             timeout=media.timeout,
             dscp=media.dscp,
+            own_addresses=own_addresses,
+            own_ports=own_ports,
+            allowed_peers=media.allowed_peers,
         )
+        #: Zones whose phones' SDP may name any address of the zone (media_in_zone).
+        self._media_zones = {z.name: tuple(z.cidrs) for z in config.zones if z.media_in_zone}
         self.b2bua = B2bua(
             CallPolicy(
                 ring_timeout=calls.ring_timeout,
@@ -418,6 +425,7 @@ class CallService:
                     to_uri=f"sip:{user}@{self.config.sip.domain}",
                     target=target,
                     local=LocalAddress(transport=transport, host=flow.local[0], port=flow.local[1]),
+                    media_peer=self._media_peer(host),
                 )
             )
         return forks
@@ -432,7 +440,16 @@ class CallService:
             target=Target(transport="tls", host=address.host, port=address.port, trunk=trunk.name),
             local=self._tls_local(),
             credentials=credentials,
+            media_peer=self._media_peer(address.host, trunk),
         )
+
+    def _media_peer(self, source: str, trunk: TrunkSection | None = None) -> MediaPeer:
+        """A leg's signalling source, and the networks its SDP may name besides it:
+        a trunk's sources, or the phone's zone when it sets media_in_zone."""
+        if trunk is not None:
+            return MediaPeer(source=source, networks=tuple(trunk.sources))
+        zone = self.sip.guard.zones.zone_for(source).name
+        return MediaPeer(source=source, networks=self._media_zones.get(zone, ()))
 
     def _tls_local(self) -> LocalAddress:
         for listen in self.config.sip.listeners():
@@ -510,6 +527,7 @@ class CallService:
             local=LocalAddress(transport=flow.transport, host=flow.local[0], port=flow.local[1]),
             caller_uri=caller.uri,
             caller_display=display,
+            media_peer=self._media_peer(flow.peer[0], caller.trunk),
         )
         call, actions = self.b2bua.start(
             tx=tx, invite=request, origin=origin, forks=forks, now=now, max_duration=max_duration
@@ -1020,6 +1038,12 @@ def _leg_json(leg: LegReport) -> dict[str, object]:
         "rtcp_packets": leg.rtcp_packets,
         "mos": round(r.mos, 2),
     }
+
+
+def _own_endpoints(config: Config) -> tuple[tuple[str, ...], tuple[int, ...]]:
+    """The SIP and TURN listeners: media never goes to them (nor to the relay's ports)."""
+    listens = [*config.sip.listeners(), *(parse_listen(x) for x in config.turn.listen)]
+    return tuple(sorted({x.host for x in listens})), tuple(sorted({x.port for x in listens}))
 
 
 def _callee(destination: Destination) -> str:

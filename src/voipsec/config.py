@@ -175,6 +175,18 @@ class MediaSection(_Section):
     timeout: Annotated[float, Field(ge=1, le=3600)] = 30.0
     #: DSCP of media packets (46 = EF, RFC 3246); 0 leaves the default.
     dscp: Annotated[int, Field(ge=0, le=63)] = 46
+    #: CIDRs exempt from the deny list for media sent to a zone's or trunk's networks.
+    allowed_peers: list[str] = Field(default_factory=list)
+
+    @field_validator("allowed_peers")
+    @classmethod
+    def _peers(cls, value: list[str]) -> list[str]:
+        for item in value:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"{item!r} is not a CIDR") from None
+        return value
 
     @field_validator("address")
     @classmethod
@@ -232,6 +244,8 @@ class ZoneSection(_Section):
     transports: list[Literal["tls", "tcp", "udp"]] = Field(
         default_factory=lambda: list[Literal["tls", "tcp", "udp"]](["tls", "tcp", "udp"])
     )
+    #: Phones of this zone may name any address of its CIDRs in SDP, not only their own.
+    media_in_zone: bool = False
 
     @field_validator("cidrs")
     @classmethod
@@ -601,6 +615,10 @@ suites = [
 timeout = 30.0
 # DSCP on media packets: 46 = EF (expedited forwarding). 0 leaves the default.
 dscp = 46
+# Before a leg latches, media goes only to the address its SIP came from (docs/media.md
+# "Media relay destinations"), or into a zone's networks (zones: media_in_zone = true)
+# or a trunk's sources, where these deny-listed (internal) CIDRs are still allowed.
+allowed_peers = []
 
 [turn]
 listen = ["udp:127.0.0.1:3478", "tcp:127.0.0.1:3478"]
@@ -642,6 +660,7 @@ rate_ban = 300
 methods = []          # empty: every method
 may_register = true
 transports = ["tls", "tcp", "udp"]
+media_in_zone = false  # true: SDP may name any address of the zone, not only the phone's
 
 [calls]
 # Calls at once; more get 503 Service Unavailable.

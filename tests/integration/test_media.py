@@ -421,11 +421,12 @@ class Phone:
         lines.append(f"Content-Length: {len(body)}")
         return ("\r\n".join([*lines, "", ""])).encode() + body
 
-    def call(self, target: str) -> Response:
+    def call(self, target: str, offer: bytes | None = None) -> Response:
         """INVITE with our SDP offer, 407, ACK, INVITE with credentials; the final
-        response (200 is ACKed and its SDP keys our media)."""
+        response (200 is ACKed and, unless ``offer`` replaced ours, its SDP keys our
+        media)."""
         self.call_id = f"media-{secrets.token_hex(6)}"
-        body = sdp_offer(self.media.port, self.media.master)
+        body = sdp_offer(self.media.port, self.media.master) if offer is None else offer
         self.client.send(self._invite_text(target, 1, body, None))
         challenge = self.final_response("INVITE")
         assert challenge.status == 407, challenge
@@ -453,8 +454,9 @@ class Phone:
             (contact,) = final.contacts
             self.remote_contact = str(contact.uri)
             self.send_in_dialog("ACK", 2)
-            port, _tag, master = relay_side(parse_sdp(final.body))
-            self.media.keyed(port, master)
+            if offer is None:
+                port, _tag, master = relay_side(parse_sdp(final.body))
+                self.media.keyed(port, master)
         return final
 
     def send_in_dialog(self, method: str, cseq: int) -> None:

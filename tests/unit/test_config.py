@@ -228,6 +228,11 @@ def test_config_set_key_adds_missing_section(tmp_path: Path) -> None:
     [
         ("media.srtp", '"maybe"', "media.srtp: Input should be 'required', 'optional' or 'off'"),
         (
+            "media.allowed_peers",
+            '["10.0.0.0/33"]',
+            "media.allowed_peers: '10.0.0.0/33' is not a CIDR",
+        ),
+        (
             "sip.listen",
             '["tcp:localhost:5060"]',
             ("sip.listen: 'tcp:localhost:5060': host must be an IP address"),
@@ -494,3 +499,12 @@ def test_config_set_alert_email_keys_one_at_a_time(tmp_path: Path) -> None:
         "mail.example.org:587",
         "pw-2",
     )
+
+
+def test_config_media_destinations_default_closed(tmp_path: Path) -> None:
+    config = load(_write(tmp_path, DEFAULT_TOML))
+    assert config.media.allowed_peers == []
+    assert [z.media_in_zone for z in config.zones] == [False, False]
+    path = _write(tmp_path, DEFAULT_TOML)
+    set_key(path, "media.allowed_peers", '["10.1.0.0/16"]')
+    assert load(path).media.allowed_peers == ["10.1.0.0/16"]

@@ -5,11 +5,14 @@ once the key is known; beyond the limit they count as authentication failures.""
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 from collections.abc import Callable
 
 import pylibsrtp
+import pytest
 
+from voipsec.media.destinations import MediaPeer
 from voipsec.media.relay import MAX_EARLY_PACKETS, MediaRelay
 from voipsec.media.sdes import SUITES, crypto_line, new_master, outbound_policy
 from voipsec.media.sdp import parse_sdp
@@ -90,3 +93,147 @@ def test_early_media_is_kept_up_to_the_limit_and_checked_once_the_key_arrives() 
     packets, failures, free = asyncio.run(_early_media())
     assert (packets, failures) == (MAX_EARLY_PACKETS, EXTRA)
     assert free == 2  # both legs' port pairs are back in the pool
+
+
+# -- where media goes before latching, and who may latch (issue 13) -----------------------
+
+ALICE_PEER = MediaPeer(source="127.0.0.1")
+
+
+def _relay(srtp: str = "required") -> MediaRelay:
+    low = _free_pair()
+    return MediaRelay(
+        address="127.0.0.1",
+        ports=(low, low + 4),
+        srtp=srtp,
+        suites=["AES_CM_128_HMAC_SHA1_80"],
+        timeout=30,
+        dscp=0,
+    )
+
+
+def _plain_sdp(host: str, port: int) -> bytes:
+    return (
+        f"v=0\r\no=- 7 1 IN IP4 {host}\r\ns=-\r\nc=IN IP4 {host}\r\nt=0 0\r\n"
+        f"m=audio {port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
+    ).encode()
+
+
+def _udp(host: str = "127.0.0.1") -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind((host, 0))
+    sock.setblocking(False)
+    return sock
+
+
+def _rtp(seq: int) -> bytes:
+    return bytes([0x80, 0]) + seq.to_bytes(2, "big") + (seq * 160).to_bytes(4, "big") + bytes(172)
+
+
+def _pending(sock: socket.socket) -> int:
+    count = 0
+    while True:
+        try:
+            sock.recv(4096)
+        except BlockingIOError:
+            return count
+        count += 1
+
+
+async def _ssrf() -> tuple[int, int, int, int]:
+    relay = _relay()
+    bob_master = new_master(SUITE)
+    sender = pylibsrtp.Session(policy=outbound_policy(SUITE, bob_master))
+    with _udp("127.0.0.9") as victim, _udp() as bob:
+        target = _sdp(victim.getsockname()[1], new_master(SUITE)).replace(
+            b"127.0.0.1", b"127.0.0.9"
+        )
+        relay.offer("c1", "a", target, ALICE_PEER)
+        relay.answer("c1", "b", _sdp(bob.getsockname()[1], bob_master), ALICE_PEER)
+        relay.offer("c1", "a", target, ALICE_PEER)  # a re-INVITE: refused again, logged once
+        b_port = relay.ports_of("c1")["b"]
+        for seq in range(20):
+            bob.sendto(sender.protect(_rtp(seq)), ("127.0.0.1", b_port))
+
+        def b_packets() -> int:
+            return relay.report("c1")[1].received.packets
+
+        await _until(lambda: b_packets() == 20)
+        remote = relay.report("c1")[0].remote
+        assert remote is None, remote
+        stats = relay.statistics()
+        relay.close()
+        return _pending(victim), stats.refused_destinations, stats.relayed_packets, b_packets()
+
+
+def test_relay_sends_nothing_to_an_sdp_address_other_than_the_signalling_source(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="voipsec.media")
+    got, refused, relayed, packets = asyncio.run(_ssrf())
+    assert (got, refused, relayed, packets) == (0, 4, 0, 20)  # RTP and RTCP, offer twice
+    lines = [r.getMessage() for r in caplog.records if "from its SDP" in r.getMessage()]
+    assert len(lines) == 1, lines
+    assert "127.0.0.9" in lines[0] and "not the leg's signalling address" in lines[0]
+    assert "inline:" not in caplog.text
+
+
+Remote = tuple[str, int] | None
+
+
+async def _plain_latch() -> tuple[list[tuple[Remote, int]], dict[str, Remote]]:
+    """Leg a's (remote, wrong-source drops) after each step of the attack, and the
+    addresses of alice's sockets."""
+    relay = _relay("optional")
+    steps: list[tuple[Remote, int]] = []
+    with (
+        _udp() as rx,
+        _udp() as tx,
+        _udp() as moved,
+        _udp("127.0.0.7") as attacker,
+        _udp() as bob,
+    ):
+        names: dict[str, Remote] = {
+            "sdp": rx.getsockname(),
+            "tx": tx.getsockname(),
+            "moved": moved.getsockname(),
+        }
+        sdp = _plain_sdp("127.0.0.1", rx.getsockname()[1])
+        offered = parse_sdp(relay.offer("c1", "a", sdp, ALICE_PEER))
+        tag = offered.media[0].crypto[0].tag
+        answer = _sdp(bob.getsockname()[1], new_master(SUITE)).replace(
+            b"a=crypto:1", f"a=crypto:{tag}".encode()
+        )
+        relay.answer("c1", "b", answer, ALICE_PEER)
+        a_port = relay.ports_of("c1")["a"]
+
+        def leg_a() -> tuple[Remote, int, int]:
+            received = relay.report("c1")[0].received
+            return relay.report("c1")[0].remote, received.wrong_source, received.packets
+
+        async def send(sock: socket.socket, seq: int, drops: int, packets: int) -> None:
+            sock.sendto(_rtp(seq), ("127.0.0.1", a_port))
+            await _until(lambda: leg_a()[1:] == (drops, packets))
+            steps.append(leg_a()[:2])
+
+        await send(attacker, 1, 1, 0)  # another address: dropped, no latch
+        await send(tx, 2, 1, 1)  # the phone's address: latches
+        await send(moved, 3, 2, 1)  # the same IP, another port: no re-latch
+        relay.offer("c1", "a", sdp, ALICE_PEER)  # a re-INVITE: the latch is undone
+        steps.append(leg_a()[:2])
+        await send(moved, 4, 2, 2)  # now the phone's new port latches
+        await send(attacker, 5, 3, 2)  # and the attacker still gets nowhere
+        relay.close()
+    return steps, names
+
+
+def test_relay_plain_leg_latches_only_the_signalling_source_and_only_after_new_sdp() -> None:
+    steps, at = asyncio.run(_plain_latch())
+    assert steps == [
+        (at["sdp"], 1),
+        (at["tx"], 1),
+        (at["tx"], 2),
+        (at["sdp"], 2),
+        (at["moved"], 2),
+        (at["moved"], 3),
+    ]

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Protocol
 
+from ..media.destinations import MediaPeer
 from ..media.errors import MediaRefused
 from ..sip.dialog import Dialog, new_branch, new_tag, uac_dialog, uas_dialog
 from ..sip.digest import answer_challenge
@@ -62,13 +63,14 @@ MAX_FORWARDS = 70
 class MediaHandler(Protocol):
     """The media relay, as the B2BUA sees it: SDP in, rewritten SDP out.
 
-    ``side`` is "a" or "b": the leg the SDP came from. ``offer``/``answer`` raise
-    :class:`MediaRefused` for an SDP that cannot be carried (488 with a Warning).
+    ``side`` is "a" or "b": the leg the SDP came from; ``peer`` is where that leg's SIP
+    comes from, the only address its SDP may name (SSRF, issue 13). ``offer``/``answer``
+    raise :class:`MediaRefused` for an SDP that cannot be carried (488 with a Warning).
     """
 
-    def offer(self, call: str, side: str, body: bytes) -> bytes: ...
+    def offer(self, call: str, side: str, body: bytes, peer: MediaPeer) -> bytes: ...
 
-    def answer(self, call: str, side: str, body: bytes) -> bytes: ...
+    def answer(self, call: str, side: str, body: bytes, peer: MediaPeer) -> bytes: ...
 
     def answered(self, call: str) -> None: ...
 
@@ -111,6 +113,8 @@ class Origin:
     #: The From URI of the B-leg: ``sip:alice@domain`` (never the caller's own From).
     caller_uri: str
     caller_display: str | None = None
+    #: Where the caller's media may go before it latches; None: ``target.host``.
+    media_peer: MediaPeer | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -123,6 +127,8 @@ class Fork:
     local: LocalAddress
     #: Digest credentials for a trunk's 401/407 (user name, password).
     credentials: tuple[str, str] | None = None
+    #: Where the callee's media may go before it latches; None: ``target.host``.
+    media_peer: MediaPeer | None = None
 
 
 # -- actions ---------------------------------------------------------------------
@@ -267,6 +273,15 @@ class Call:
         assert self.b_leg is not None
         return self.b_leg.fork.local
 
+    def media_peer(self, side: Side, leg: _ForkLeg | None = None) -> MediaPeer:
+        """The signalling source of ``side`` (of ``leg``, for a B-leg not yet chosen)."""
+        if side is Side.A:
+            return self.origin.media_peer or MediaPeer(source=self.origin.target.host)
+        chosen = leg or self.b_leg
+        if chosen is None:
+            return MediaPeer(source="")
+        return chosen.fork.media_peer or MediaPeer(source=chosen.fork.target.host)
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CallPolicy:
@@ -349,7 +364,7 @@ class B2bua:
         call.b_offer = invite.body
         if self.media is not None and invite.body:
             try:
-                call.b_offer = self.media.offer(call.id, "a", invite.body)
+                call.b_offer = self.media.offer(call.id, "a", invite.body, call.media_peer(Side.A))
             except MediaRefused as err:
                 refusal = self._refusal(invite, err, call.a_tag)
                 return call, [
@@ -454,7 +469,7 @@ class B2bua:
         if response.status == 100 or call.phase not in (Phase.ROUTING, Phase.EARLY):
             return []
         try:
-            body = self._b_body_to_a(call, response)
+            body = self._b_body_to_a(call, response, leg)
         except MediaRefused:
             body = b""  # early media we cannot carry: the ringing still goes through
         call.phase = Phase.EARLY
@@ -486,7 +501,7 @@ class B2bua:
             self._client[client_key(bye.top_via.branch or "", "BYE")] = (call, _Ignore())
             return [*actions, SendRequest(bye, leg.fork.target)]
         try:
-            body = self._b_body_to_a(call, response)
+            body = self._b_body_to_a(call, response, leg)
         except MediaRefused as err:
             return self._media_failed(call, leg, dialog, err, now)
         leg.done = True
@@ -515,13 +530,14 @@ class B2bua:
             return self.policy.max_duration
         return min(self.policy.max_duration, call.max_duration)
 
-    def _b_body_to_a(self, call: Call, response: Response) -> bytes:
+    def _b_body_to_a(self, call: Call, response: Response, leg: _ForkLeg) -> bytes:
         """The callee's SDP as the caller gets it: through the media relay, if any."""
         if not response.body or self.media is None:
             return response.body
+        peer = call.media_peer(Side.B, leg)
         if call.a_invite.body:
-            return self.media.answer(call.id, "b", response.body)
-        return self.media.offer(call.id, "b", response.body)  # late offer in the 2xx
+            return self.media.answer(call.id, "b", response.body, peer)
+        return self.media.offer(call.id, "b", response.body, peer)  # late offer in the 2xx
 
     def _media_failed(
         self, call: Call, leg: _ForkLeg, dialog: Dialog, err: MediaRefused, now: float
@@ -704,7 +720,7 @@ class B2bua:
         refused: MediaRefused | None = None
         if body and self.media is not None:
             try:
-                body = self.media.answer(call.id, side.value, body)
+                body = self.media.answer(call.id, side.value, body, call.media_peer(side))
             except MediaRefused as err:
                 body, refused = b"", err
         if side.other is Side.B and call.b_leg is not None:
@@ -764,7 +780,7 @@ class B2bua:
         body = request.body
         if body and self.media is not None and request.method in ("INVITE", "UPDATE"):
             try:
-                body = self.media.offer(call.id, side.value, body)
+                body = self.media.offer(call.id, side.value, body, call.media_peer(side))
             except MediaRefused as err:
                 return [Respond(tx, self._refusal(request, err, None))]
         out, dialog = in_dialog(
@@ -807,10 +823,11 @@ class B2bua:
         body = response.body
         if body and self.media is not None and relay.method in ("INVITE", "UPDATE"):
             try:
+                peer = call.media_peer(far)
                 if relay.request.body:
-                    body = self.media.answer(call.id, far.value, body)
+                    body = self.media.answer(call.id, far.value, body, peer)
                 else:
-                    body = self.media.offer(call.id, far.value, body)
+                    body = self.media.offer(call.id, far.value, body, peer)
             except MediaRefused as err:
                 actions.append(Respond(relay.tx, self._refusal(relay.request, err, None)))
                 return actions

@@ -10,7 +10,13 @@ addresses reaches the other.
 
 Hardening (lessons of rtpengine CVE-2025-53399 and FreeSWITCH CVE-2021-41105):
 
-- A leg latches the far end's address only after a packet from it authenticates.
+- Before a leg latches, its media goes only where :mod:`.destinations` allows: the
+  address the leg's SIP came from (or a network the operator named for it), never
+  "this host", multicast, broadcast or the relay's own ports. Elsewhere (an SDP
+  naming a third party: SSRF), nothing is sent until the phone's packets latch.
+- A leg latches the far end's address only after a packet from it authenticates;
+  a plain RTP leg (``srtp = "optional"``/``"off"``) only on a packet from an address
+  the destination rule allows, and again only after a new SDP from its phone.
   From then on, packets from any other source are dropped (strict source).
 - Unauthenticated, replayed and malformed packets are dropped and counted, never
   relayed, and never end a call. Their log lines are rate-limited.
@@ -34,6 +40,7 @@ from dataclasses import dataclass, field
 import pylibsrtp
 
 from ..qos import set_dscp
+from .destinations import MediaPeer, MediaPolicy
 from .errors import MediaRefused
 from .quality import StreamReport, StreamStats
 from .sdes import (
@@ -62,6 +69,8 @@ MAX_EARLY_PACKETS = 32
 MAX_FINAL_REPORTS = 10_000
 #: Least seconds between two log lines about dropped packets of one leg.
 DROP_LOG_INTERVAL = 10.0
+#: The peer of a leg whose signalling source is not known: only latching can open it.
+UNKNOWN_PEER = MediaPeer(source="")
 
 
 @dataclass(slots=True)
@@ -138,6 +147,8 @@ class Leg:
     #: Packets that came before the peer's key (its answer still on the way).
     early: list[tuple[bytes, tuple[str, int], bool]] = field(default_factory=list, repr=False)
     drops: _Drops = field(default_factory=_Drops)
+    #: Where the leg's SIP came from: what its SDP may name and who may latch it.
+    peer: MediaPeer = UNKNOWN_PEER
 
 
 @dataclass(eq=False)
@@ -152,6 +163,8 @@ class CallMedia:
     last_valid: float = 0.0
     #: The SDP last offered, by side, to build the rewritten answer on.
     offers: dict[str, Sdp] = field(default_factory=dict)
+    #: A refused SDP destination was logged for this call (once per call).
+    refusal_logged: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -161,6 +174,8 @@ class MediaStatistics:
     relayed_packets: int
     refused_offers: int
     timeouts: int
+    #: SDP addresses (RTP and RTCP apart) the relay refused to send to before latching.
+    refused_destinations: int = 0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -194,6 +209,9 @@ class MediaRelay:
         timeout: float,
         dscp: int = 46,
         clock: Callable[[], float] = time.monotonic,
+        own_addresses: Sequence[str] = (),
+        own_ports: Sequence[int] = (),
+        allowed_peers: Sequence[str] = (),
     ) -> None:
         self.address = address
         self.pool = PortPool(*ports)
@@ -202,6 +220,14 @@ class MediaRelay:
         self.timeout = timeout
         self.dscp = dscp
         self.clock = clock
+        #: Where media may go before latching (SSRF, issue 13): never our own ports.
+        self.policy = MediaPolicy(
+            own_addresses=(address, *own_addresses),
+            own_ports=own_ports,
+            own_port_ranges=(ports,),
+            allowed_peers=allowed_peers,
+        )
+        self._refused_destinations = 0
         self._calls: dict[str, CallMedia] = {}
         self._relayed = 0
         self._refused = 0
@@ -212,8 +238,11 @@ class MediaRelay:
 
     # -- signalling: offers and answers -------------------------------------------
 
-    def offer(self, call: str, side: str, body: bytes) -> bytes:
+    def offer(self, call: str, side: str, body: bytes, peer: MediaPeer = UNKNOWN_PEER) -> bytes:
         """An SDP offer from ``side`` ("a" or "b"): returns the offer for the other side.
+
+        ``peer`` is where the offer's SIP came from: the SDP may name only its address
+        (see :mod:`.destinations`); the default allows nothing before latching.
 
         Raises :class:`MediaRefused` (488) when the offer cannot be carried under the
         SRTP policy, or when no port pair is free (503).
@@ -224,6 +253,7 @@ class MediaRelay:
         here = media.legs[side]
         there = media.legs[other(side)]
         self._take_offer(here, sdp, audio)
+        self._set_remote(media, here, sdp, audio, peer)
         media.offers[side] = sdp
         answer = self._offer_to(there, audio, first=here.suite)
         media.version += 1
@@ -235,7 +265,7 @@ class MediaRelay:
             media=[answer if m is audio else None for m in sdp.media],
         )
 
-    def answer(self, call: str, side: str, body: bytes) -> bytes:
+    def answer(self, call: str, side: str, body: bytes, peer: MediaPeer = UNKNOWN_PEER) -> bytes:
         """The SDP answer from ``side`` to our offer: returns the answer for the offerer."""
         media = self._calls.get(call)
         if media is None:
@@ -245,6 +275,7 @@ class MediaRelay:
         here = media.legs[side]
         there = media.legs[other(side)]
         self._take_answer(here, sdp, audio)
+        self._set_remote(media, here, sdp, audio, peer)
         if here.early:
             # After the answer has gone on to the offerer, who then knows our key too.
             self._event_loop().call_soon(self._replay_early, here)
@@ -309,7 +340,7 @@ class MediaRelay:
 
     def _take_offer(self, leg: Leg, sdp: Sdp, audio: Media) -> None:
         """The peer's offer: where it receives, and the key it sends with."""
-        _set_remote(leg, sdp, audio)
+        _check_remote(sdp, audio)
         leg.proto = audio.proto
         leg.rtcp_mux = audio.rtcp_mux  # our answer accepts the offered rtcp-mux
         if not audio.secure:
@@ -370,7 +401,7 @@ class MediaRelay:
         if audio.port == 0:
             self._refused += 1
             raise MediaRefused(488, "the callee refused the audio stream")
-        _set_remote(leg, sdp, audio)
+        _check_remote(sdp, audio)
         leg.rtcp_mux = leg.rtcp_mux and audio.rtcp_mux
         if leg.plain:
             return
@@ -394,6 +425,41 @@ class MediaRelay:
         if leg.rx_master != theirs:
             leg.rx_master = theirs
             leg.rx = pylibsrtp.Session(policy=inbound_policy(suite, theirs))
+
+    def _set_remote(
+        self, media: CallMedia, leg: Leg, sdp: Sdp, audio: Media, peer: MediaPeer
+    ) -> None:
+        """Where the leg's media goes until it latches: the SDP's address, if allowed.
+
+        A plain leg's latch is undone by every new SDP from its phone (a re-INVITE may
+        move it), and only then: it never re-latches on packets alone.
+        """
+        leg.peer = peer
+        if leg.plain:
+            leg.latched_rtp = leg.latched_rtcp = None
+        address = sdp.address(audio) or ""
+        rtcp_port = audio.port if audio.rtcp_mux else audio.port + 1
+        leg.remote_rtp = self._destination(media, leg, address, audio.port)
+        leg.remote_rtcp = self._destination(media, leg, address, rtcp_port)
+
+    def _destination(
+        self, media: CallMedia, leg: Leg, host: str, port: int
+    ) -> tuple[str, int] | None:
+        decision = self.policy.destination(host, port, leg.peer)
+        if decision.allowed:
+            return (host, port)
+        self._refused_destinations += 1
+        if not media.refusal_logged:
+            media.refusal_logged = True
+            log.info(
+                "media %s: not sending to %s:%d from its SDP (%s); waiting for the phone's "
+                "packets to latch the leg",
+                leg.name,
+                host,
+                port,
+                decision.reason,
+            )
+        return None
 
     # -- sockets ------------------------------------------------------------------
 
@@ -480,6 +546,11 @@ class MediaRelay:
         if clear is None:
             return
         if latched is None:
+            decision = self.policy.latch(*source, leg.peer, authenticated=not leg.plain)
+            if not decision.allowed:
+                leg.stats.wrong_source()
+                leg.drops.note(f"from {source[0]}:{source[1]}: {decision.reason}", leg.name, now)
+                return
             if rtcp:
                 leg.latched_rtcp = source
             else:
@@ -598,6 +669,7 @@ class MediaRelay:
             relayed_packets=self._relayed,
             refused_offers=self._refused,
             timeouts=self._timeouts,
+            refused_destinations=self._refused_destinations,
         )
 
     def close(self) -> None:
@@ -612,13 +684,9 @@ def _first_audio(sdp: Sdp) -> Media:
     raise MediaRefused(488, "no audio stream in the SDP")
 
 
-def _set_remote(leg: Leg, sdp: Sdp, audio: Media) -> None:
-    address = sdp.address(audio)
-    if address is None or audio.port == 0:
+def _check_remote(sdp: Sdp, audio: Media) -> None:
+    if sdp.address(audio) is None or audio.port == 0:
         raise MediaRefused(488, "no connection address for the audio stream")
-    leg.remote_rtp = (address, audio.port)
-    rtcp_port = audio.port if audio.rtcp_mux else audio.port + 1
-    leg.remote_rtcp = (address, rtcp_port)
 
 
-__all__ = ["Crypto", "MediaRefused", "MediaRelay", "PortPool"]
+__all__ = ["Crypto", "MediaPeer", "MediaRefused", "MediaRelay", "PortPool"]
