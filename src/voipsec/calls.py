@@ -308,7 +308,9 @@ class CallService:
         try:
             destination = self.dialplan.classify(dialled, is_user=self._is_user)
         except DialplanError as err:
-            return self._reject(flow, request, caller, dialled, "", err.status, err.reason, now)
+            return self._reject(
+                flow, request, caller, dialled, "", err.status, err.reason, now, warning=err.detail
+            )
         user_class = self._class_of(caller.user)
         reason = refusal_reason(user_class, destination)
         if reason is not None:
@@ -453,15 +455,19 @@ class CallService:
         now: float,
         *,
         disposition: str = "rejected",
+        warning: str | None = None,
     ) -> Response:
         """A call refused before routing: one CDR row, opened and closed at once."""
         cdr_id = self._cdr_start(flow, request, caller, dialled, callee, None, now)
         if cdr_id is not None:
             self._cdr_end(cdr_id, request.call_id, now, disposition, status, reason, "")
+        if warning is None and status == 403:
+            warning = reason
         extra: tuple[tuple[str, str], ...] = ()
-        if status == 403:
+        if warning is not None:
             # RFC 3261 §20.43: the reason in words, with no address in it.
-            extra = (("Warning", f'399 {self.config.sip.domain} "{reason}"'),)
+            text = _phrase(status, warning).replace('"', "'")
+            extra = (("Warning", f'399 {self.config.sip.domain} "{text}"'),)
         return response_to(request, status, _phrase(status, reason), to_tag=new_tag(), extra=extra)
 
     def _start(
