@@ -225,9 +225,7 @@ class Dialplan:
             raise DialplanError(404, "Not A Number", "no country code starts with 0")
         if len(number) > MAX_E164_DIGITS:
             raise DialplanError(404, "Number Too Long")
-        if self._national_prefix and number.startswith(
-            self._country_code + self._national_prefix
-        ):
+        if self._national_prefix and number.startswith(self._country_code + self._national_prefix):
             raise DialplanError(404, "Not A Number", "national prefix after the country code")
         return "+" + number
 
