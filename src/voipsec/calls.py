@@ -42,6 +42,7 @@ from .core.b2bua import (
     SendRequest,
     StartCallTimer,
     Target,
+    check_invite,
     disposition_of,
 )
 from .core.dialplan import (
@@ -181,6 +182,12 @@ class CallService:
         if isinstance(caller, Response):
             return caller
         user_part = request.uri.user if isinstance(request.uri, SipUri) else None
+        try:
+            # Before the fraud engine counts the call: a header the B2BUA cannot parse
+            # fails here, with a CDR row (the attempt passed authentication).
+            check_invite(request)
+        except SipParseError as err:
+            return self._reject(flow, request, caller, user_part or "", "", *_bad(err), now)
         if not user_part:
             return response_to(request, 404, "Not Found", to_tag=new_tag())
         if caller.trunk is not None:
@@ -517,9 +524,23 @@ class CallService:
             caller_uri=caller.uri,
             caller_display=display,
         )
-        call, actions = self.b2bua.start(
-            tx=tx, invite=request, origin=origin, forks=forks, now=now, max_duration=max_duration
-        )
+        try:
+            call, actions = self.b2bua.start(
+                tx=tx,
+                invite=request,
+                origin=origin,
+                forks=forks,
+                now=now,
+                max_duration=max_duration,
+            )
+        except SipParseError as err:
+            # check_invite() in invite() should have caught it; in any case the call
+            # must not stay "in progress" with the fraud engine (it would count forever).
+            self._fraud_discard(request.call_id)
+            return self._reject(flow, request, caller, dialled, callee, *_bad(err), now)
+        except Exception:
+            self._fraud_discard(request.call_id)
+            raise
         cdr_id = self._cdr_start(flow, request, caller, dialled, callee, trunk, now)
         self._info[call.id] = _CallInfo(
             cdr_id=cdr_id or 0, a_call_id=request.call_id, fraud=tracked
@@ -538,6 +559,10 @@ class CallService:
         )
         self.run(actions)
         return None
+
+    def _fraud_discard(self, call_id: str) -> None:
+        if self.fraud is not None:
+            self.fraud.discard(call_id)
 
     # -- requests in a dialog, CANCEL, ACK ------------------------------------------
 
@@ -1030,6 +1055,11 @@ def _leg_json(leg: LegReport) -> dict[str, object]:
 
 def _callee(destination: Destination) -> str:
     return destination.user or destination.e164 or destination.dialled
+
+
+def _bad(err: SipParseError) -> tuple[int, str]:
+    """Status and reason of a refusal for a header that does not parse (peer-safe)."""
+    return err.status, f"{err.phrase} ({err.reason})"
 
 
 def _phrase(status: int, reason: str) -> str:
