@@ -23,7 +23,7 @@ import logging
 import os
 import re
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -66,11 +66,13 @@ from .monitor.fraud import (
     load_rates,
     load_rules,
 )
+from .netaddr import canonical_ip
 from .pki.tls import client_context
 from .qos import set_dscp
 from .sip.dialog import new_tag
 from .sip.digest import Verdict, parse_authorization
 from .sip.errors import SipParseError
+from .sip.headers import split_list
 from .sip.layer import TxKey, client_key, server_key
 from .sip.message import Request, Response, response_to
 from .sip.uac import LocalAddress
@@ -85,6 +87,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("voipsec.calls")
 
+#: A trunk's source network, as configured.
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+#: RFC 3325 §9.1: at most two P-Asserted-Identity values (one sip/sips, one tel); a
+#: request with more is refused whatever they say.
+MAX_ASSERTED_IDENTITIES = 2
 #: Seconds added to every call timer (uvloop's may fire up to a millisecond early).
 TIMER_SLACK = 0.005
 #: The fraud engine's counters, saved in the data directory (0600).
@@ -217,13 +224,7 @@ class CallService:
         return _Caller(user=user, trunk=None, uri=f"sip:{user}@{self.config.sip.domain}")
 
     def _trunk_for(self, ip: str) -> TrunkSection | None:
-        if not self._trunk_sources:
-            return None
-        address = ipaddress.ip_address(ip)
-        for network, trunk in self._trunk_sources:
-            if address in network:
-                return trunk
-        return None
+        return trunk_for(self._trunk_sources, ip)
 
     def _authenticate(self, flow: Flow, request: Request, now: float) -> str | Response:
         """Digest (407, RFC 3261 §22.3) and the device certificate, per [auth] policy."""
@@ -278,29 +279,7 @@ class CallService:
         )
 
     def _claimed_identity(self, request: Request, user: str) -> str | None:
-        """From and P-Asserted-Identity must name the authenticated user (RFC 3325 §5).
-
-        Returns the first identity claimed that is not ``user`` at one of our domains.
-        """
-        claimed: list[str] = [str(request.from_.uri)]
-        pai = request.headers.get("p-asserted-identity")
-        if pai is not None:
-            try:
-                claimed.append(str(parse_name_addr(pai).uri))
-            except SipParseError:
-                return pai[:128]
-        for text in claimed:
-            try:
-                uri = parse_uri(text)
-            except SipParseError:
-                return text[:128]
-            if not (
-                isinstance(uri, SipUri)
-                and uri.user == user
-                and uri.host.lower() in self.sip.domains
-            ):
-                return text[:128]
-        return None
+        return identity_mismatch(request, user, self.sip.domains)
 
     def _from_user(
         self,
@@ -1012,6 +991,50 @@ def _aor_user(aor: str | None, domain: str) -> str | None:
     return user if at and host.lower() == domain else None
 
 
+def identity_mismatch(request: Request, user: str, domains: Collection[str]) -> str | None:
+    """The first identity ``request`` claims that is not ``user`` at one of ``domains``
+    (lower case), ``None`` when every claim names ``user`` (RFC 3325 §5).
+
+    The claims are the From URI and every P-Asserted-Identity value, on one line or
+    several (RFC 3325 §9.1); more than :data:`MAX_ASSERTED_IDENTITIES` of them is a
+    mismatch in itself. A tel URI never names a user here.
+    """
+    claimed: list[str] = [str(request.from_.uri)]
+    asserted = [
+        value for line in request.headers.lines("p-asserted-identity") for value in split_list(line)
+    ]
+    if len(asserted) > MAX_ASSERTED_IDENTITIES:
+        return f"{len(asserted)} P-Asserted-Identity values"
+    for pai in asserted:
+        try:
+            claimed.append(str(parse_name_addr(pai).uri))
+        except SipParseError:
+            return pai[:128]
+    for text in claimed:
+        try:
+            uri = parse_uri(text)
+        except SipParseError:
+            return text[:128]
+        if not (isinstance(uri, SipUri) and uri.user == user and uri.host.lower() in domains):
+            return text[:128]
+    return None
+
+
+def trunk_for(
+    sources: Sequence[tuple[IPNetwork, TrunkSection]], address: str
+) -> TrunkSection | None:
+    """The first trunk whose source networks hold ``address``; an IPv4-mapped IPv6
+    source (``::ffff:192.0.2.7``, a dual-stack listener's view of an IPv4 peer) is
+    matched as its IPv4 address (RFC 4291 §2.5.5.2)."""
+    if not sources:
+        return None
+    ip = ipaddress.ip_address(canonical_ip(address))
+    for network, trunk in sources:
+        if ip in network:
+            return trunk
+    return None
+
+
 def _our_credentials(request: Request, realm: str) -> str | None:
     lines = request.headers.lines("proxy-authorization")
     marker = f'realm="{realm}"'
@@ -1067,4 +1090,11 @@ def _phrase(status: int, reason: str) -> str:
     return "".join(c for c in reason if c.isprintable() and c not in "\r\n")[:96]
 
 
-__all__ = ["CallService", "UdpFlow", "disposition_of"]
+__all__ = [
+    "MAX_ASSERTED_IDENTITIES",
+    "CallService",
+    "UdpFlow",
+    "disposition_of",
+    "identity_mismatch",
+    "trunk_for",
+]
