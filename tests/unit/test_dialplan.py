@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import itertools
+import re
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from voipsec.config import CLASSES_OF_SERVICE, ClassOfService, Config, validate
 from voipsec.core.dialplan import (
@@ -169,6 +172,18 @@ def test_dialplan_normalise_refuses_what_it_cannot_classify(dialled: str, detail
         "Not A Number",
         detail,
     )
+
+
+@given(st.text(alphabet="0123456789+()-. %2BCx(0)\u0660\r", max_size=40))
+def test_dialplan_normalise_is_e164_or_refused(dialled: str) -> None:
+    # Any string: an E.164 number the premium check can see, or a DialplanError.
+    try:
+        e164 = _plan().normalise(dialled)
+    except DialplanError as err:
+        assert err.status in (404, 484)
+        return
+    assert re.fullmatch(r"\+[1-9][0-9]{0,14}", e164) is not None
+    assert not e164.startswith("+440")
 
 
 def test_dialplan_normalise_national_prefix_rule_follows_the_settings() -> None:
