@@ -23,7 +23,7 @@ import logging
 import os
 import re
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -42,6 +42,7 @@ from .core.b2bua import (
     SendRequest,
     StartCallTimer,
     Target,
+    check_invite,
     disposition_of,
 )
 from .core.dialplan import (
@@ -66,11 +67,13 @@ from .monitor.fraud import (
     load_rates,
     load_rules,
 )
+from .netaddr import canonical_ip
 from .pki.tls import client_context
 from .qos import set_dscp
 from .sip.dialog import new_tag
 from .sip.digest import Verdict, parse_authorization
 from .sip.errors import SipParseError
+from .sip.headers import split_list
 from .sip.layer import TxKey, client_key, server_key
 from .sip.message import Request, Response, response_to
 from .sip.uac import LocalAddress
@@ -85,6 +88,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("voipsec.calls")
 
+#: A trunk's source network, as configured.
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+#: RFC 3325 §9.1: at most two P-Asserted-Identity values (one sip/sips, one tel); a
+#: request with more is refused whatever they say.
+MAX_ASSERTED_IDENTITIES = 2
 #: Seconds added to every call timer (uvloop's may fire up to a millisecond early).
 TIMER_SLACK = 0.005
 #: The fraud engine's counters, saved in the data directory (0600).
@@ -188,6 +196,12 @@ class CallService:
         if isinstance(caller, Response):
             return caller
         user_part = request.uri.user if isinstance(request.uri, SipUri) else None
+        try:
+            # Before the fraud engine counts the call: a header the B2BUA cannot parse
+            # fails here, with a CDR row (the attempt passed authentication).
+            check_invite(request)
+        except SipParseError as err:
+            return self._reject(flow, request, caller, user_part or "", "", *_bad(err), now)
         if not user_part:
             return response_to(request, 404, "Not Found", to_tag=new_tag())
         if caller.trunk is not None:
@@ -217,13 +231,7 @@ class CallService:
         return _Caller(user=user, trunk=None, uri=f"sip:{user}@{self.config.sip.domain}")
 
     def _trunk_for(self, ip: str) -> TrunkSection | None:
-        if not self._trunk_sources:
-            return None
-        address = ipaddress.ip_address(ip)
-        for network, trunk in self._trunk_sources:
-            if address in network:
-                return trunk
-        return None
+        return trunk_for(self._trunk_sources, ip)
 
     def _authenticate(self, flow: Flow, request: Request, now: float) -> str | Response:
         """Digest (407, RFC 3261 §22.3) and the device certificate, per [auth] policy."""
@@ -278,29 +286,7 @@ class CallService:
         )
 
     def _claimed_identity(self, request: Request, user: str) -> str | None:
-        """From and P-Asserted-Identity must name the authenticated user (RFC 3325 §5).
-
-        Returns the first identity claimed that is not ``user`` at one of our domains.
-        """
-        claimed: list[str] = [str(request.from_.uri)]
-        pai = request.headers.get("p-asserted-identity")
-        if pai is not None:
-            try:
-                claimed.append(str(parse_name_addr(pai).uri))
-            except SipParseError:
-                return pai[:128]
-        for text in claimed:
-            try:
-                uri = parse_uri(text)
-            except SipParseError:
-                return text[:128]
-            if not (
-                isinstance(uri, SipUri)
-                and uri.user == user
-                and uri.host.lower() in self.sip.domains
-            ):
-                return text[:128]
-        return None
+        return identity_mismatch(request, user, self.sip.domains)
 
     def _from_user(
         self,
@@ -315,7 +301,9 @@ class CallService:
         try:
             destination = self.dialplan.classify(dialled, is_user=self._is_user)
         except DialplanError as err:
-            return self._reject(flow, request, caller, dialled, "", err.status, err.reason, now)
+            return self._reject(
+                flow, request, caller, dialled, "", err.status, err.reason, now, warning=err.detail
+            )
         user_class = self._class_of(caller.user)
         reason = refusal_reason(user_class, destination)
         if reason is not None:
@@ -470,15 +458,19 @@ class CallService:
         now: float,
         *,
         disposition: str = "rejected",
+        warning: str | None = None,
     ) -> Response:
         """A call refused before routing: one CDR row, opened and closed at once."""
         cdr_id = self._cdr_start(flow, request, caller, dialled, callee, None, now)
         if cdr_id is not None:
             self._cdr_end(cdr_id, request.call_id, now, disposition, status, reason, "")
+        if warning is None and status == 403:
+            warning = reason
         extra: tuple[tuple[str, str], ...] = ()
-        if status == 403:
+        if warning is not None:
             # RFC 3261 §20.43: the reason in words, with no address in it.
-            extra = (("Warning", f'399 {self.config.sip.domain} "{reason}"'),)
+            text = _phrase(status, warning).replace('"', "'")
+            extra = (("Warning", f'399 {self.config.sip.domain} "{text}"'),)
         return response_to(request, status, _phrase(status, reason), to_tag=new_tag(), extra=extra)
 
     def _start(
@@ -529,9 +521,23 @@ class CallService:
             caller_display=display,
             media_peer=self._media_peer(flow.peer[0], caller.trunk),
         )
-        call, actions = self.b2bua.start(
-            tx=tx, invite=request, origin=origin, forks=forks, now=now, max_duration=max_duration
-        )
+        try:
+            call, actions = self.b2bua.start(
+                tx=tx,
+                invite=request,
+                origin=origin,
+                forks=forks,
+                now=now,
+                max_duration=max_duration,
+            )
+        except SipParseError as err:
+            # check_invite() in invite() should have caught it; in any case the call
+            # must not stay "in progress" with the fraud engine (it would count forever).
+            self._fraud_discard(request.call_id)
+            return self._reject(flow, request, caller, dialled, callee, *_bad(err), now)
+        except Exception:
+            self._fraud_discard(request.call_id)
+            raise
         cdr_id = self._cdr_start(flow, request, caller, dialled, callee, trunk, now)
         self._info[call.id] = _CallInfo(
             cdr_id=cdr_id or 0, a_call_id=request.call_id, fraud=tracked
@@ -550,6 +556,10 @@ class CallService:
         )
         self.run(actions)
         return None
+
+    def _fraud_discard(self, call_id: str) -> None:
+        if self.fraud is not None:
+            self.fraud.discard(call_id)
 
     # -- requests in a dialog, CANCEL, ACK ------------------------------------------
 
@@ -999,6 +1009,50 @@ def _aor_user(aor: str | None, domain: str) -> str | None:
     return user if at and host.lower() == domain else None
 
 
+def identity_mismatch(request: Request, user: str, domains: Collection[str]) -> str | None:
+    """The first identity ``request`` claims that is not ``user`` at one of ``domains``
+    (lower case), ``None`` when every claim names ``user`` (RFC 3325 §5).
+
+    The claims are the From URI and every P-Asserted-Identity value, on one line or
+    several (RFC 3325 §9.1); more than :data:`MAX_ASSERTED_IDENTITIES` of them is a
+    mismatch in itself. A tel URI never names a user here.
+    """
+    claimed: list[str] = [str(request.from_.uri)]
+    asserted = [
+        value for line in request.headers.lines("p-asserted-identity") for value in split_list(line)
+    ]
+    if len(asserted) > MAX_ASSERTED_IDENTITIES:
+        return f"{len(asserted)} P-Asserted-Identity values"
+    for pai in asserted:
+        try:
+            claimed.append(str(parse_name_addr(pai).uri))
+        except SipParseError:
+            return pai[:128]
+    for text in claimed:
+        try:
+            uri = parse_uri(text)
+        except SipParseError:
+            return text[:128]
+        if not (isinstance(uri, SipUri) and uri.user == user and uri.host.lower() in domains):
+            return text[:128]
+    return None
+
+
+def trunk_for(
+    sources: Sequence[tuple[IPNetwork, TrunkSection]], address: str
+) -> TrunkSection | None:
+    """The first trunk whose source networks hold ``address``; an IPv4-mapped IPv6
+    source (``::ffff:192.0.2.7``, a dual-stack listener's view of an IPv4 peer) is
+    matched as its IPv4 address (RFC 4291 §2.5.5.2)."""
+    if not sources:
+        return None
+    ip = ipaddress.ip_address(canonical_ip(address))
+    for network, trunk in sources:
+        if ip in network:
+            return trunk
+    return None
+
+
 def _our_credentials(request: Request, realm: str) -> str | None:
     lines = request.headers.lines("proxy-authorization")
     marker = f'realm="{realm}"'
@@ -1050,9 +1104,21 @@ def _callee(destination: Destination) -> str:
     return destination.user or destination.e164 or destination.dialled
 
 
+def _bad(err: SipParseError) -> tuple[int, str]:
+    """Status and reason of a refusal for a header that does not parse (peer-safe)."""
+    return err.status, f"{err.phrase} ({err.reason})"
+
+
 def _phrase(status: int, reason: str) -> str:
     """A reason phrase: our words, kept to safe characters."""
     return "".join(c for c in reason if c.isprintable() and c not in "\r\n")[:96]
 
 
-__all__ = ["CallService", "UdpFlow", "disposition_of"]
+__all__ = [
+    "MAX_ASSERTED_IDENTITIES",
+    "CallService",
+    "UdpFlow",
+    "disposition_of",
+    "identity_mismatch",
+    "trunk_for",
+]

@@ -13,6 +13,7 @@ import pytest
 
 from voipsec.core.b2bua import (
     DURATION,
+    MAX_CROSSING_VALUE,
     MAX_FORWARDS,
     PROBE,
     RING,
@@ -33,6 +34,8 @@ from voipsec.core.b2bua import (
     StartCallTimer,
     Target,
     best_failure,
+    check_invite,
+    crossing_value,
     disposition_of,
     map_failure,
 )
@@ -44,6 +47,7 @@ from voipsec.sip.digest import (
     parse_authorization,
     parse_challenge,
 )
+from voipsec.sip.errors import SipParseError
 from voipsec.sip.layer import TxKey, client_key, server_key
 from voipsec.sip.message import Request, Response, parse_message
 from voipsec.sip.uac import LocalAddress
@@ -447,6 +451,113 @@ def test_b2bua_start_topology_hiding() -> None:
     ]
     assert sent[0].headers.get("allow") == "INVITE, ACK, BYE, CANCEL, OPTIONS"
     assert sent[0].headers.get("subject") == "lunch"
+
+
+@pytest.mark.parametrize(
+    ("value", "crossed"),
+    [
+        ("lunch", "lunch"),
+        ("caf\u00e9 \u263a", "caf\u00e9 \u263a"),  # UTF-8 text crosses (RFC 3261 TEXT-UTF8)
+        ("a\tb", "a\tb"),  # HTAB is linear white space
+        ("hi\rthere", "hi there"),  # a bare CR
+        ("hi\nthere", "hi there"),
+        ("\x1b[31mred\x1b[0m", " [31mred [0m"),  # ANSI escape
+        ("nul\x00byte", "nul byte"),
+        ("del\x7f", "del "),
+        ("csi\x9b31m", "csi 31m"),  # C1 CSI: an escape on its own for some terminals
+        ('"Al\\\x00"', '"Al\\ "'),  # a quoted-pair stays a quoted-pair
+        ("".join(map(chr, range(32))), " " * 9 + "\t" + " " * 22),  # all of C0
+    ],
+)
+def test_b2bua_crossing_value_replaces_control_characters(value: str, crossed: str) -> None:
+    assert crossing_value(value) == crossed
+
+
+def test_b2bua_crossing_value_at_and_over_max_length() -> None:
+    assert crossing_value("s" * MAX_CROSSING_VALUE) == "s" * MAX_CROSSING_VALUE
+    assert crossing_value("s" * (MAX_CROSSING_VALUE + 1)) is None
+
+
+def test_b2bua_start_sanitises_what_crosses_to_the_callee() -> None:
+    invite = _a_invite(
+        extra=("Subject: hi\rthere\x1b[31m\x00x", "Priority: urgent\x1b", "Accept: a/b\x00")
+    )
+    origin = Origin(
+        target=A_TARGET,
+        local=A_LOCAL,
+        caller_uri="sip:alice@example.com",
+        caller_display='"Al\rice\x1b[31m\x00"',
+    )
+    _, call, sent = _start(invite=invite, origin=origin)
+    (b_invite,) = sent
+    display = '"Al ice [31m "'
+    assert b_invite.headers.get("from") == f"{display} <sip:alice@example.com>;tag={call.b_tag}"
+    assert b_invite.headers.get("subject") == "hi there [31m x"
+    assert b_invite.headers.get("priority") == "urgent "
+    assert b_invite.headers.get("accept") == "a/b "
+    wire = b_invite.to_bytes()
+    assert not any(b < 0x20 and b not in b"\t\r\n" for b in wire)
+    assert wire.count(b"\r") == wire.count(b"\r\n")
+
+
+def test_b2bua_start_over_long_values_stay_behind() -> None:
+    long_subject = "x" * (MAX_CROSSING_VALUE + 1)
+    invite = _a_invite(extra=(f"Subject: {long_subject}", "Priority: urgent"))
+    origin = Origin(
+        target=A_TARGET,
+        local=A_LOCAL,
+        caller_uri="sip:alice@example.com",
+        caller_display='"' + "A" * MAX_CROSSING_VALUE + '"',
+    )
+    _, call, sent = _start(invite=invite, origin=origin)
+    assert "subject" not in sent[0].headers
+    assert sent[0].headers.get("priority") == "urgent"
+    assert sent[0].headers.get("from") == f"<sip:alice@example.com>;tag={call.b_tag}"
+
+
+def test_b2bua_callee_reason_phrase_and_headers_are_sanitised_for_the_caller() -> None:
+    b2b, call, sent = _start()
+    ringing = _reply(sent[0], 180, "Ring\x1b[2Jing", extra=("Allow: BYE\x00",))
+    (respond,) = b2b.on_response(_key(sent[0]), ringing, NOW + 1)
+    assert _only_respond(respond).response.to_bytes() == _a_response(
+        180, "Ring [2Jing", f"Contact: {A_OUR_CONTACT}", "Allow: BYE ", tag=call.a_tag
+    )
+    busy = _reply(sent[0], 486, "B" * (MAX_CROSSING_VALUE + 1))
+    actions = b2b.on_response(_key(sent[0]), busy, NOW + 2)
+    assert _only_respond(actions[0]).response.status == 486
+    assert _only_respond(actions[0]).response.reason == "Client Error"
+
+
+def test_b2bua_check_invite_accepts_a_good_invite() -> None:
+    check_invite(_a_invite())
+    check_invite(_a_invite(max_forwards=None))
+
+
+@pytest.mark.parametrize(
+    ("lines", "reason"),
+    [
+        ((f"From: {A_FROM}", "Contact: <sip:alice@"), "unterminated <URI>"),
+        ((f"From: {A_FROM}", "Contact: <sip:>"), "malformed host in URI"),
+        ((f"From: {A_FROM}",), "dialog-creating request without Contact"),
+        (("From: <sip:alice@example.com>", f"Contact: {A_CONTACT}"), "From tag missing"),
+    ],
+)
+def test_b2bua_check_invite_raises_what_start_would(lines: tuple[str, ...], reason: str) -> None:
+    request = _parse_request(
+        [
+            "INVITE sip:bob@example.com SIP/2.0",
+            f"Via: {A_VIA}",
+            "To: <sip:bob@example.com>",
+            f"Call-ID: {A_CALL_ID}",
+            "CSeq: 101 INVITE",
+            *lines,
+        ]
+    )
+    with pytest.raises(SipParseError) as info:
+        check_invite(request)
+    assert (info.value.status, info.value.reason) == (400, reason)
+    with pytest.raises(SipParseError):
+        B2bua(POLICY).start(tx=A_TX, invite=request, origin=ORIGIN, forks=[BOB1], now=NOW)
 
 
 @pytest.mark.parametrize(

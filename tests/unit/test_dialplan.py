@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import itertools
+import re
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from voipsec.config import CLASSES_OF_SERVICE, ClassOfService, Config, validate
 from voipsec.core.dialplan import (
@@ -101,6 +104,110 @@ def test_dialplan_normalise_strips_visual_separators(dialled: str, e164: str) ->
     assert _plan().normalise(dialled) == e164
 
 
+@pytest.mark.parametrize(
+    ("dialled", "e164"),
+    [
+        # E.123 "(0)": the trunk prefix after a country code is not dialled from abroad.
+        ("+44(0)9012345678", "+449012345678"),
+        ("+44 (0)20 7123 4567", "+442071234567"),
+        ("+44 ( 0 ) 20 7123 4567", "+442071234567"),
+        ("+44-(0)90-1234-5678", "+449012345678"),  # RFC 3966 visual separators
+        ("+44.(0)90.1234.5678", "+449012345678"),
+        ("+49 (0)30 1234567", "+49301234567"),
+        ("+1(0)2125550100", "+12125550100"),
+        ("+352 (0)26 123", "+35226123"),  # a 3-digit country code
+        # Escapes (RFC 3261 §19.1.2): a space is %20 in a URI, "+" may be %2B.
+        ("%2B44%20(0)%209012345678", "+449012345678"),
+        ("+44%2090%201234%205678", "+449012345678"),
+        ("020%207123%204567", "+442071234567"),
+        # Groups that are not a trunk prefix keep their digits.
+        ("+44 (20) 7123 4567", "+442071234567"),
+        ("(020) 7123-4567", "+442071234567"),
+        ("(0)20 7123 4567", "+442071234567"),  # a national number: (0) is its prefix
+        ("()020 7123 4567", "+442071234567"),
+    ],
+)
+def test_dialplan_normalise_notations(dialled: str, e164: str) -> None:
+    assert _plan().normalise(dialled) == e164
+
+
+@pytest.mark.parametrize(
+    ("dialled", "detail"),
+    [
+        ("+4409012345678", "national prefix after the country code"),
+        ("004409012345678", "national prefix after the country code"),
+        ("+44 0 90 1234 5678", "national prefix after the country code"),
+        ("+44 (020) 7123 4567", "malformed number: trunk prefix inside an international number"),
+        ("+44 20 (0)7123 4567", "malformed number: trunk prefix inside an international number"),
+        ("+4420(0)71234567", "malformed number: trunk prefix inside an international number"),
+        ("+(0)449012345678", "malformed number: trunk prefix inside an international number"),
+        ("+44(00)9012345678", "malformed number: trunk prefix inside an international number"),
+        ("+44(0)(0)9012345678", "malformed number: trunk prefix inside an international number"),
+        ("+44 (0 9012345678", "malformed number: '(' not closed"),
+        ("+44 0) 9012345678", "malformed number: ')' without '('"),
+        ("+44 ((0)) 9012345678", "malformed number: nested '('"),
+        ("(+44) 9012345678", "malformed number: '+' after the start"),
+        ("+44+9012345678", "malformed number: '+' after the start"),
+        ("++449012345678", "malformed number: '+' after the start"),
+        ("%2B%2B449012345678", "malformed number: '+' after the start"),
+        ("+44 90 I234 5678", "not a telephone number"),  # a letter I for a 1
+        ("+44 90 l234 5678", "not a telephone number"),
+        ("+44/90/1234/5678", "not a telephone number"),
+        ("+44_9012345678", "not a telephone number"),
+        ("+449012345678;ext=1", "not a telephone number"),
+        ("+449012345678;phone-context=+44", "not a telephone number"),
+        ("tel:+449012345678", "not a telephone number"),
+        ("+44%0D9012345678", "not a telephone number"),  # an escaped CR
+        ("+44%C2%A09012345678", "not a telephone number"),  # an escaped no-break space
+        ("+44%FF9012345678", "not a telephone number"),  # not UTF-8
+        ("+44\u00a09012345678", "not a telephone number"),
+        ("+0442071234567", "no country code starts with 0"),
+    ],
+)
+def test_dialplan_normalise_refuses_what_it_cannot_classify(dialled: str, detail: str) -> None:
+    with pytest.raises(DialplanError) as info:
+        _plan().normalise(dialled)
+    assert (info.value.status, info.value.reason, info.value.detail) == (
+        404,
+        "Not A Number",
+        detail,
+    )
+
+
+@given(st.text(alphabet="0123456789+()-. %2BCx(0)\u0660\r", max_size=40))
+def test_dialplan_normalise_is_e164_or_refused(dialled: str) -> None:
+    # Any string: an E.164 number the premium check can see, or a DialplanError.
+    try:
+        e164 = _plan().normalise(dialled)
+    except DialplanError as err:
+        assert err.status in (404, 484)
+        return
+    assert re.fullmatch(r"\+[1-9][0-9]{0,14}", e164) is not None
+    assert not e164.startswith("+440")
+
+
+def test_dialplan_normalise_national_prefix_rule_follows_the_settings() -> None:
+    # NANP: the national prefix is 1; no area code starts with 1 either.
+    nanp = _plan(country_code="1", national_prefix="1", international_prefix="011")
+    assert _error(nanp, "+11234567890") == (404, "Not A Number")
+    # Without a national prefix (Italy), a 0 after the country code is the number's own.
+    assert _plan(country_code="39", national_prefix="").normalise("+39 06 1234") == "+39061234"
+
+
+@pytest.mark.parametrize(
+    "dialled",
+    ["+44(0)9012345678", "+44 (0)90 1234 5678", "+44-(0)90-1234-5678", "%2B44%20(0)9012345678"],
+)
+def test_dialplan_classify_trunk_prefix_notation_is_premium_rate(dialled: str) -> None:
+    assert _plan().classify(dialled, is_user=_is_user) == Destination(
+        dialled=dialled,
+        e164="+449012345678",
+        kind="premium-rate",
+        user=None,
+        trunk="carrier",
+    )
+
+
 def test_dialplan_normalise_nanp_prefixes() -> None:
     plan = _plan(country_code="1", national_prefix="1", international_prefix="011")
     assert plan.normalise("011442071234567") == "+442071234567"
@@ -175,6 +282,14 @@ def test_dialplan_error_reason_does_not_repeat_the_input() -> None:
     with pytest.raises(DialplanError) as info:
         _plan().normalise("<script>")
     assert "script" not in str(info.value)
+    assert "script" not in info.value.detail
+
+
+def test_dialplan_normalise_over_max_dialled_length_with_escapes() -> None:
+    # The limit applies to the string as received, escapes included.
+    dialled = "+44" + "%20" * 10
+    assert _error(_plan(), dialled + "9012345678") == (404, "Number Too Long")
+    assert _plan().normalise("+44" + "%20" * 6 + "9012345678") == "+449012345678"
 
 
 # -- classify -------------------------------------------------------------------------

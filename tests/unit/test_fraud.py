@@ -367,6 +367,39 @@ def test_fraud_same_call_id_checked_twice_counts_once(tmp_path: Path) -> None:
     assert e.pending_calls() == ("c1",)
 
 
+def test_fraud_discard_frees_the_place_of_a_call_that_never_started(tmp_path: Path) -> None:
+    e = engine(
+        tmp_path,
+        """
+        rules:
+          - id: concurrent
+            check: concurrent_calls
+            critical: {threshold: 2, action: block}
+        """,
+    )
+    for n in range(12):
+        # Allowed, then refused by the B2BUA (e.g. a Contact it cannot parse): discarded.
+        assert e.check(call("+33123", MONDAY_NOON + n, call_id=f"bad-{n}")).allowed
+        e.discard(f"bad-{n}")
+    assert e.pending_calls() == ()
+    assert e.statistics().active_calls == 0
+    assert e.check(call("+33123", MONDAY_NOON + 20, call_id="good-1")).allowed
+    assert e.check(call("+33123", MONDAY_NOON + 21, call_id="good-2")).allowed
+    assert not e.check(call("+33123", MONDAY_NOON + 22, call_id="good-3")).allowed
+    # Discarding an unknown or refused call changes nothing.
+    e.discard("good-3")
+    e.discard("never-seen")
+    assert e.pending_calls() == ("good-1", "good-2")
+
+
+def test_fraud_discard_books_nothing_for_wangiri(tmp_path: Path) -> None:
+    e = engine(tmp_path, WANGIRI)
+    e.inbound(call_id="in1", caller_e164="+23761234567", user="bob", time=MONDAY_NOON)
+    e.discard("in1")
+    e.inbound_ended("in1", MONDAY_NOON + 4, answered=False, duration=4.0)
+    assert e.statistics().wangiri_numbers == 0
+
+
 # -- calls in a rolling hour and day -----------------------------------------------------
 
 

@@ -4,8 +4,11 @@ Every call has an A-leg (the caller's dialog, where voipsec is the UAS) and a B-
 (voipsec's own dialog towards the callee, where it is the UAC). The legs share
 nothing on the wire: the B-leg has its own Call-ID, tags, CSeq, Via and Contact, and
 only the headers in :data:`REQUEST_HEADERS_CROSSING` / :data:`RESPONSE_HEADERS_CROSSING`
-are copied from one leg to the other (topology hiding by construction). SDP passes
-through unchanged for now.
+are copied from one leg to the other (topology hiding by construction). Every text that
+crosses (those headers, the caller's display name, a response's reason phrase) goes
+through :func:`crossing_value`: control characters become spaces and an over-long value
+is left behind, so one leg cannot inject bytes into the other leg's phone or logs. SDP
+passes through the media relay.
 
 The shell (server.py) authenticates and authorizes a call, decides where it goes and
 then calls :meth:`B2bua.start`; afterwards it feeds the B2BUA the responses of the
@@ -51,6 +54,10 @@ RESPONSE_HEADERS_CROSSING = (
     "accept",
     "retry-after",
 )
+#: The longest header value, display name or reason phrase copied onto the other leg.
+#: Subjects, display names and content types of real phones are far shorter; a longer
+#: value is dropped (not cut: a cut quoted string or parameter may mean something else).
+MAX_CROSSING_VALUE = 256
 #: Credentials an ACK for a 2xx repeats from its INVITE (§13.2.2.4, §22.3).
 _CREDENTIALS = frozenset({"authorization", "proxy-authorization"})
 #: Methods relayed to the other leg inside a call; others are answered here.
@@ -383,7 +390,8 @@ class B2bua:
         branch = new_branch()
         mf = call.a_invite.int_header("max-forwards")
         max_forwards = MAX_FORWARDS if mf is None else max(0, min(MAX_FORWARDS, mf - 1))
-        display = f"{call.origin.caller_display} " if call.origin.caller_display else ""
+        caller_display = crossing_value(call.origin.caller_display or "")
+        display = f"{caller_display} " if caller_display else ""
         headers: list[tuple[str, str]] = [
             ("Via", fork.local.via(branch)),
             ("Max-Forwards", str(max_forwards)),
@@ -588,7 +596,7 @@ class B2bua:
         elif any(not f.done for f in call.forks):
             return []
         final = best_failure(call.failures)
-        status, reason = map_failure(final.status, final.reason)
+        status, reason = map_failure(final.status, _reason(final))
         response_out = response_to(
             call.a_invite,
             status,
@@ -715,7 +723,7 @@ class B2bua:
         dialog = call.dialog(side.other)
         if seq is None or dialog is None:
             return []
-        content_type = request.headers.get("content-type") or ""
+        content_type = crossing_value(request.headers.get("content-type") or "") or ""
         body = request.body
         refused: MediaRefused | None = None
         if body and self.media is not None:
@@ -834,7 +842,7 @@ class B2bua:
         out = response_to(
             relay.request,
             response.status,
-            response.reason,
+            _reason(response),
             extra=(
                 *_contact(call, relay.side, relay.method),
                 *_crossing(response, RESPONSE_HEADERS_CROSSING),
@@ -934,7 +942,7 @@ class B2bua:
         return response_to(
             call.a_invite,
             response.status,
-            response.reason,
+            _reason(response),
             to_tag=call.a_tag,
             extra=(
                 *record_route,
@@ -959,9 +967,59 @@ class B2bua:
 # -- pure helpers --------------------------------------------------------------------
 
 
+def check_invite(invite: Request) -> None:
+    """Raise :class:`SipParseError` now for anything of ``invite`` that :meth:`B2bua.start`
+    parses: the From tag and Contact of the dialog (RFC 3261 §12.1.1, §8.1.1.8), the
+    To/From URIs, the CSeq and Max-Forwards. Header bodies are parsed on first use, so
+    the shell calls this before it books the call anywhere (fraud engine, CDR)."""
+    uas_dialog(invite, "check")
+    invite.int_header("max-forwards")
+
+
+def crossing_value(value: str) -> str | None:
+    """``value`` as it may be copied onto the other leg: every C0 control character but
+    HTAB, DEL and every C1 control (ESC, bare CR or LF, NUL, CSI...) replaced by a space,
+    or ``None`` when it is longer than :data:`MAX_CROSSING_VALUE`.
+
+    A space keeps a quoted string valid (RFC 3261 §25.1: qdtext and quoted-pair take
+    SP but never CR or LF) and words apart; dropping the character could join ``\\``
+    to the closing quote. Terminals and log viewers act on ESC and C1 codes."""
+    if len(value) > MAX_CROSSING_VALUE:
+        return None
+    return value.translate(_CONTROLS)
+
+
+#: C0 (HTAB kept), DEL and C1 to a space; see crossing_value.
+_CONTROLS = {c: " " for c in [*range(0x09), *range(0x0A, 0x20), *range(0x7F, 0xA0)]}
+
+
 def _crossing(message: Request | Response, allowed: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
-    """The headers of ``message`` allowed onto the other leg, in their order."""
-    return tuple((h.name, h.value) for h in message.headers if h.key in allowed)
+    """The headers of ``message`` allowed onto the other leg, in their order, each value
+    through :func:`crossing_value` (one that is too long stays behind)."""
+    out: list[tuple[str, str]] = []
+    for h in message.headers:
+        if h.key in allowed:
+            value = crossing_value(h.value)
+            if value is not None:
+                out.append((h.name, value))
+    return tuple(out)
+
+
+def _reason(response: Response) -> str:
+    """The reason phrase of ``response`` for the other leg: its own when it may cross,
+    else its class's name (RFC 3261 §7.2: the phrase is for humans only)."""
+    reason = crossing_value(response.reason)
+    return reason if reason is not None else _CLASS_PHRASES.get(response.status // 100, "")
+
+
+_CLASS_PHRASES = {
+    1: "Provisional",
+    2: "Success",
+    3: "Redirection",
+    4: "Client Error",
+    5: "Server Error",
+    6: "Global Failure",
+}
 
 
 def _accept_remote(dialog: Dialog, request: Request, side: Side) -> Dialog:

@@ -12,23 +12,38 @@ mapped to users by their DID with :meth:`Dialplan.inbound_user`.
 Normalisation (:meth:`Dialplan.normalise`), in this order:
 
 1. A dialled string longer than :data:`MAX_DIALLED_LENGTH` characters is refused.
-2. The visual separators space, ``-``, ``.``, ``(`` and ``)`` are removed
-   (ITU-T E.123; RFC 3966 §5.1.1): ``"020 7123-4567"`` is ``"02071234567"``.
-3. ``+digits`` is already international and stays: ``"+33 1 23"`` -> ``"+33123"``.
-4. A leading international prefix becomes ``+``: ``"0033123"`` -> ``"+33123"``.
-5. A leading national prefix becomes ``+<country code>``:
+2. Escapes are decoded: a URI user part carries a space as ``%20`` and may carry
+   ``+`` as ``%2B`` (RFC 3261 §19.1.2; §19.1.4: escaped and plain are equal).
+3. Only ASCII digits, one leading ``+`` and the visual separators space, ``-``,
+   ``.``, ``(`` and ``)`` (ITU-T E.123; RFC 3966 §5.1.1) may appear. The separators
+   are removed: ``"020 7123-4567"`` is ``"02071234567"``. Parentheses must pair up
+   and not nest.
+4. In a ``+`` number, the E.123 trunk-prefix notation ``(0)`` right after the
+   country code (1 to 3 digits) is dropped: ``"+44 (0)20 7123 4567"`` is
+   ``"+442071234567"``. Any other parenthesised group starting with 0 in a ``+``
+   number (``"+44 (020) ..."``, ``"+44 20 (0)7123"``) is refused: where the trunk
+   prefix ends cannot be known for certain.
+5. ``+digits`` is already international and stays: ``"+33 1 23"`` -> ``"+33123"``.
+6. A leading international prefix becomes ``+``: ``"0033123"`` -> ``"+33123"``.
+7. A leading national prefix becomes ``+<country code>``:
    ``"02071234567"`` -> ``"+442071234567"``.
-6. Any other digit string is a national subscriber number:
+8. Any other digit string is a national subscriber number:
    ``"2071234567"`` -> ``"+442071234567"``.
 
 The result must be ``+`` and ASCII digits, start with 1-9 (no E.164 country code
-starts with 0) and hold at most :data:`MAX_E164_DIGITS` digits. An empty string,
-other characters, or a leading 0 after the rules is 404 *Not A Number*; a prefix
-with nothing after it (``"+"``, ``"00"``, ``"0"``) is 484 *Address Incomplete*
-(RFC 3261 §21.4.22); too many digits or characters is 404 *Number Too Long*.
+starts with 0), hold at most :data:`MAX_E164_DIGITS` digits, and not carry our own
+national prefix after our own country code (``+4409...``: no E.164 number of ours
+starts so, and a carrier that strips the 0 would connect ``+449...``, a premium
+range the classification never saw). What fails these rules cannot be classified
+with certainty and is refused, never guessed: anything that is not a number (a
+letter, ``*``, ``#``, ``;``, a second or inner ``+``, a lone or nested
+parenthesis, non-ASCII digits, a leading 0 after the rules) is 404 *Not A Number*
+(RFC 3261 §21.4.4: no such user here, and no number we could route); a prefix with
+nothing after it (``"+"``, ``"00"``, ``"0"``) is 484 *Address Incomplete* (RFC 3261
+§21.4.22); too many digits or characters is 404 *Number Too Long*. The error's
+``detail`` says which rule failed, for the Warning header (RFC 3261 §20.43).
 ``tel:`` URI parameters (``;phone-context``) are the caller's business: only the
-user part arrives here. The E.123 habit ``"+44 (0)20 ..."`` is not undone: it
-becomes ``+44020...``, which no trunk will connect.
+user part arrives here, and a ``;`` in it is refused like any other character.
 
 Failure mode: fails closed. A string that is not a number is refused, a class of
 service it does not know allows nothing, and a prefix file that cannot be read or
@@ -42,6 +57,7 @@ national users in the premium-rate file.
 from __future__ import annotations
 
 import re
+import urllib.parse
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib.resources import files
@@ -75,6 +91,11 @@ PREMIUM_RATE_FILE = "premium-rate.txt"
 # ITU-T E.123 visual separators (space, hyphen, full stop, parentheses); RFC 3966
 # §5.1.1 has the same minus the space. They carry no digits and are dropped.
 _SEPARATORS = str.maketrans("", "", " -.()")
+_ASCII_DIGITS = frozenset("0123456789")
+# The separators other than parentheses, which must pair up (normalisation rule 3).
+_PLAIN_SEPARATORS = frozenset(" -.")
+#: The E.123 trunk-prefix notation "(0)" may follow a country code of 1 to 3 digits.
+_MAX_COUNTRY_CODE_DIGITS = 3
 _DIGITS = re.compile(r"[0-9]+")  # not str.isdigit: that also accepts "²" and "٣"
 _COUNTRY_CODE = re.compile(r"[1-9][0-9]{0,2}")
 _NATIONAL_PREFIX = re.compile(r"[0-9]{0,3}")
@@ -91,16 +112,19 @@ class DialplanError(Exception):
     """A dialled string that is not a callable number.
 
     ``status`` is the SIP response to answer with (404 or 484); ``reason`` is a short,
-    peer-safe reason phrase that never repeats the dialled string.
+    peer-safe reason phrase and ``detail`` the rule that failed (for a Warning); neither
+    repeats the dialled string.
     """
 
     status: int
     reason: str
+    detail: str
 
-    def __init__(self, status: int, reason: str) -> None:
+    def __init__(self, status: int, reason: str, detail: str = "") -> None:
         super().__init__(f"{status} {reason}")
         self.status = status
         self.reason = reason
+        self.detail = detail or reason.lower()
 
 
 class DialplanConfigError(ValueError):
@@ -189,20 +213,20 @@ class Dialplan:
         docstring. Raises :class:`DialplanError` for anything that is not a number."""
         if len(dialled) > MAX_DIALLED_LENGTH:
             raise DialplanError(404, "Number Too Long")
-        text = dialled.translate(_SEPARATORS)
+        text = _plain_number(urllib.parse.unquote(dialled))
         if not text:
             raise DialplanError(404, "Not A Number")
         country, rest = self._split_prefix(text)
         if not rest:
             # Only a prefix was dialled: the number is still to come.
             raise DialplanError(484, "Address Incomplete")
-        if _DIGITS.fullmatch(rest) is None:
-            raise DialplanError(404, "Not A Number")
         number = country + rest
         if number[0] == "0":
-            raise DialplanError(404, "Not A Number")
+            raise DialplanError(404, "Not A Number", "no country code starts with 0")
         if len(number) > MAX_E164_DIGITS:
             raise DialplanError(404, "Number Too Long")
+        if self._national_prefix and number.startswith(self._country_code + self._national_prefix):
+            raise DialplanError(404, "Not A Number", "national prefix after the country code")
         return "+" + number
 
     def _split_prefix(self, text: str) -> tuple[str, str]:
@@ -260,6 +284,56 @@ class Dialplan:
             if _DIGITS.fullmatch(digits) is not None:
                 user = self._dids.get("+" + digits)
         return user
+
+
+def _plain_number(text: str) -> str:
+    """``text`` without its notation: ``+`` (if any) and ASCII digits (normalisation
+    rules 3 and 4). Raises :class:`DialplanError` for any other character, a misplaced
+    ``+``, unpaired or nested parentheses and a trunk prefix that cannot be placed."""
+    out: list[str] = []
+    group: list[str] | None = None  # the digits of an open "(" group
+    dropped = False  # a "(0)" was dropped: a second one is not a notation
+    for ch in text:
+        if ch in _ASCII_DIGITS:
+            (out if group is None else group).append(ch)
+        elif ch in _PLAIN_SEPARATORS:
+            continue
+        elif ch == "+":
+            if out or group is not None:
+                raise _malformed("'+' after the start")
+            out.append(ch)
+        elif ch == "(":
+            if group is not None:
+                raise _malformed("nested '('")
+            group = []
+        elif ch == ")":
+            if group is None:
+                raise _malformed("')' without '('")
+            digits = _group_digits(out, group, dropped=dropped)
+            if group and not digits:
+                dropped = True
+            out += digits
+            group = None
+        else:
+            raise DialplanError(404, "Not A Number", "not a telephone number")
+    if group is not None:
+        raise _malformed("'(' not closed")
+    return "".join(out)
+
+
+def _group_digits(before: list[str], group: list[str], *, dropped: bool) -> list[str]:
+    """The digits a parenthesised group adds (rule 4): none for the E.123 "(0)" right
+    after a ``+`` number's country code, its own digits when they are not a trunk
+    prefix; a trunk prefix anywhere else (or a second one) is refused."""
+    if not before or before[0] != "+" or not group or group[0] != "0":
+        return group
+    if group == ["0"] and not dropped and 1 <= len(before) - 1 <= _MAX_COUNTRY_CODE_DIGITS:
+        return []
+    raise _malformed("trunk prefix inside an international number")
+
+
+def _malformed(detail: str) -> DialplanError:
+    return DialplanError(404, "Not A Number", f"malformed number: {detail}")
 
 
 def _check(what: str, value: str, pattern: re.Pattern[str]) -> None:

@@ -1501,6 +1501,14 @@ class FraudEngine:
             if isinstance(st, _Active) and st.count > 0:
                 st.count -= 1
 
+    def discard(self, call_id: str) -> None:
+        """A call allowed by :meth:`check` (or announced by :meth:`inbound`) that never
+        started: frees its place in the concurrency counts and books nothing."""
+        call = self._calls.pop(call_id, None)
+        if call is not None:
+            self._close(call)
+        self._inbound.pop(call_id, None)
+
     def pending_calls(self) -> tuple[str, ...]:
         """Call-IDs allowed and not yet ended (after a restart: the calls the snapshot
         held, for the shell to end from their CDRs so their cost is booked)."""
