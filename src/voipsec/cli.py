@@ -425,12 +425,14 @@ def _check_ip(text: str) -> str:
 
 @bans_app.command("list")
 def bans_list(dir: DirOption = DEFAULT_DIR) -> None:
-    """Bans in force: address, seconds left, reason."""
+    """Bans in force: address, seconds left, reason ("(UDP only)": blocks UDP only)."""
     _, store = _open(dir)
     try:
         now = time.time()
         for ban in store.bans(now):
-            typer.echo(f"{ban.source}  {int(ban.until - now)} s left  {ban.reason}")
+            # UDP-only bans (evidence over UDP) are marked; other lines are as they were.
+            scope = "  (UDP only)" if ban.scope == "udp" else ""
+            typer.echo(f"{ban.source}  {int(ban.until - now)} s left  {ban.reason}{scope}")
     finally:
         store.close()
 
