@@ -27,11 +27,15 @@ class TlsSipClient:
         timeout: float = 10.0,
         cert: Path | None = None,
         key: Path | None = None,
+        source: str | None = None,
     ) -> None:
+        """``source``: the local address to connect from (another 127.0.0.x)."""
         ctx = ssl.create_default_context(cafile=str(ca))
         if cert is not None:
             ctx.load_cert_chain(str(cert), str(key) if key else None)
-        raw = socket.create_connection((host, port), timeout=timeout)
+        raw = socket.create_connection(
+            (host, port), timeout=timeout, source_address=(source, 0) if source else None
+        )
         self.sock = ctx.wrap_socket(raw, server_hostname="localhost")
         self.local = self.sock.getsockname()
         self._framer = StreamFramer()
