@@ -262,7 +262,7 @@ class StreamListener:
             raise
         except Exception as exc:  # a failed handshake must never escape
             self.handshakes_failed += 1
-            log.debug("TLS handshake failed: %s", exc)
+            log.debug("TLS handshake failed: %r", exc)
             slot.release()
             conn.close()
 
