@@ -265,3 +265,35 @@ def test_edge_ban_from_tls_evidence_cuts_the_connection(
     listing = voipsec("bans", "list", data_dir=server.data_dir).stdout
     assert f"{attacker}  " in listing and "ids: scanner-user-agent\n" in listing
     assert _options(attacker, udp, "tlsban") is None
+
+
+# -- issue 13, finding 15: a dual-stack listener must not bypass IPv4 bans ---------------
+
+
+def test_edge_ipv4_ban_holds_on_a_dual_stack_listener(tmp_path: Path) -> None:
+    """An IPv6 UDP socket bound to ::ffff:127.0.0.1 takes IPv4 datagrams, whose sources
+    it reports as ::ffff:127.0.0.x (RFC 4291 §2.5.5.2); a ban of 127.0.0.x holds."""
+    prepared = prepare(tmp_path / "data", users=[ALICE])
+    udp = free_port(kind=socket.SOCK_DGRAM)
+    voipsec(
+        "config",
+        "set",
+        "sip.listen",
+        f'["tls:127.0.0.1:{prepared.port}", "udp:[::ffff:127.0.0.1]:{udp}"]',
+        data_dir=prepared.data_dir,
+    )
+    with serving(prepared) as server:
+        wait_for(
+            lambda: _options("127.0.0.2", udp, f"d{time.monotonic()}") is not None,
+            deadline=10,
+            what="the dual-stack UDP listener",
+        )
+        assert voipsec("bans", "add", "127.0.0.2", data_dir=server.data_dir).stdout == (
+            "banned 127.0.0.2 for 3600 s\n"
+        )
+        wait_for(
+            lambda: _options("127.0.0.2", udp, f"b{time.monotonic()}") is None,
+            deadline=5,
+            what="the ban to hold for ::ffff:127.0.0.2",
+        )
+        assert _options("127.0.0.3", udp, "dual3") is not None  # others still answered
