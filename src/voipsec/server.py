@@ -294,8 +294,9 @@ class SipService:
         ]
         self.guard.replace_bans(stored)
         if self.ids is not None:
-            # A ban lifted by hand: the IDS may ban that source again at once.
-            for source in before - {b.source for b in stored}:
+            # A ban lifted by hand: the IDS may ban that source again at once. (The
+            # guard's list, not the stored one: the guard holds canonical addresses.)
+            for source in before - {b.source for b in self.guard.bans()}:
                 self.ids.lift(source)
 
     def on_framing_error(self, flow: StreamProtocol, data: bytes, err: FramingError) -> None:
