@@ -35,6 +35,7 @@ from .config import (
     load,
     set_key,
 )
+from .netaddr import IPV6_RATE_PREFIX
 from .pki.ca import (
     CaPaths,
     ServerPaths,
@@ -429,14 +430,29 @@ def _check_ip(text: str) -> str:
         raise CliError(f"{text!r} is not an IP address") from None
 
 
+def _check_ban_source(text: str) -> str:
+    """An IP address, or an IPv6 /64 as rate bans of IPv6 sources are stored."""
+    if "/" not in text:
+        return _check_ip(text)
+    try:
+        network = ipaddress.IPv6Network(text)
+    except ValueError:
+        network = None
+    if network is None or network.prefixlen != IPV6_RATE_PREFIX:
+        raise CliError(f"{text!r} is not an IP address or an IPv6 /{IPV6_RATE_PREFIX}")
+    return str(network)
+
+
 @bans_app.command("list")
 def bans_list(dir: DirOption = DEFAULT_DIR) -> None:
-    """Bans in force: address, seconds left, reason."""
+    """Bans in force: address, seconds left, reason ("(UDP only)": blocks UDP only)."""
     _, store = _open(dir)
     try:
         now = time.time()
         for ban in store.bans(now):
-            typer.echo(f"{ban.source}  {int(ban.until - now)} s left  {ban.reason}")
+            # UDP-only bans (evidence over UDP) are marked; other lines are as they were.
+            scope = "  (UDP only)" if ban.scope == "udp" else ""
+            typer.echo(f"{ban.source}  {int(ban.until - now)} s left  {ban.reason}{scope}")
     finally:
         store.close()
 
@@ -460,8 +476,9 @@ def bans_add(
 
 @bans_app.command("remove")
 def bans_remove(ip: str, dir: DirOption = DEFAULT_DIR) -> None:
-    """Lift a ban; a running server accepts the address again within a second."""
-    address = _check_ip(ip)
+    """Lift a ban (of an address or an IPv6 /64); a running server accepts it again
+    within a second."""
+    address = _check_ban_source(ip)
     _, store = _open(dir)
     try:
         store.remove_ban(address)

@@ -485,12 +485,32 @@ class MetricsSection(_Section):
     listen: str = "127.0.0.1:8443"
     #: Bearer token /metrics requires; empty: none (loopback only by default).
     token: str = Field(default="", repr=False)
+    #: Serve /metrics without a token on an address that is not loopback (logs a
+    #: warning); off, such a configuration is refused (fails closed).
+    allow_no_token: bool = Field(default=False, validate_default=True)
 
     @field_validator("listen")
     @classmethod
     def _listen(cls, value: str) -> str:
         if value:
             parse_listen(f"tls:{value}")
+        return value
+
+    @field_validator("allow_no_token")
+    @classmethod
+    def _token_beyond_loopback(cls, value: bool, info: ValidationInfo) -> bool:
+        # Runs after listen and token (declared before it); a bad listen is reported there.
+        listen, token = info.data.get("listen"), info.data.get("token")
+        if value or token or not listen:
+            return value
+        address = ipaddress.ip_address(parse_listen(f"tls:{listen}").host)
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        if not address.is_loopback:
+            raise ValueError(
+                f"metrics.listen {listen} is not loopback: set metrics.token "
+                "(or metrics.allow_no_token = true)"
+            )
         return value
 
 
@@ -732,8 +752,10 @@ redact = true
 [metrics]
 # Prometheus metrics at https://LISTEN/metrics (voipsec's server certificate).
 # Empty: off. A token, when set, is required as "Authorization: Bearer TOKEN".
+# An address that is not loopback needs a token, or allow_no_token = true (warned).
 listen = "127.0.0.1:8443"
 token = ""
+allow_no_token = false
 
 [cdr]
 # Where call detail records are stored. "" (the default): voipsec.db in the data

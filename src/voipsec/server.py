@@ -28,7 +28,7 @@ from typing import Literal
 from .calls import CallService
 from .config import Config, Listen, parse_listen
 from .core.registrar import Registrar, RegistrarPolicy
-from .edge.guard import Ban, BanAdded, Guard
+from .edge.guard import Ban, BanAdded, BanScope, Guard, scope_of
 from .edge.guard import Verdict as GuardVerdict
 from .edge.ids import (
     Alert,
@@ -68,8 +68,13 @@ from .sip.message import (
 from .sip.transaction import CancelTimer, PassUp, Send, StartTimer, Terminated
 from .sip.uri import SipUri, same_aor
 from .store import Binding, Store
-from .transport.connections import ConnectionLimits, ConnectionTable, Flow
-from .transport.stream import StreamProtocol
+from .transport.connections import (
+    ConnectionLimits,
+    ConnectionTable,
+    Flow,
+    raise_open_file_limit,
+)
+from .transport.stream import StreamListener, StreamProtocol
 from .transport.udp import DatagramProtocol, UdpFlow
 
 log = logging.getLogger("voipsec.sip")
@@ -219,7 +224,7 @@ class SipService:
 
     def _guarded(self, flow: Flow) -> bool:
         """The guard, before any parsing: banned or over-rate sources are dropped."""
-        verdict, added = self.guard.check(flow.peer[0], self.clock())
+        verdict, added = self.guard.check(flow.peer[0], self.clock(), flow.transport)
         if added is not None:
             self.record_ban(added)
         if verdict is not GuardVerdict.ALLOW:
@@ -230,11 +235,22 @@ class SipService:
         return True
 
     def record_ban(self, added: BanAdded) -> None:
-        """Store, log and alert on a new ban; drop the source's connections."""
+        """Store, log and alert on a new ban; drop the source's connections.
+
+        A ban from UDP evidence only (BanScope.UDP) leaves the source's TCP/TLS
+        connections alone: a datagram's source address proves nothing (guard.py).
+        """
         ban = added.ban
-        log.warning("banned %s for %d s: %s", ban.source, added.seconds, ban.reason)
+        udp_only = ban.scope is BanScope.UDP
+        log.warning(
+            "banned %s for %d s%s: %s",
+            ban.source,
+            added.seconds,
+            " (UDP only)" if udp_only else "",
+            ban.reason,
+        )
         try:
-            self.store.add_ban(ban.source, ban.until, ban.reason)
+            self.store.add_ban(ban.source, ban.until, ban.reason, ban.scope.value)
             if self.on_alert is None:
                 self.store.add_alert(
                     "ban", ban.source, f"{int(added.seconds)} s: {ban.reason}", self.clock()
@@ -249,29 +265,39 @@ class SipService:
                     what="source banned",
                     who=ban.source,
                     why=ban.reason,
-                    action=f"banned for {int(added.seconds)} s",
+                    action=f"banned for {int(added.seconds)} s{' (UDP only)' if udp_only else ''}",
                     rule="ban",
                     time=self.clock(),
                     source=ban.source,
                 )
             )
-        if self.on_ban is not None:
+        if self.on_ban is not None and not udp_only:
             self.on_ban(ban.source)
 
     def is_banned(self, ip: str) -> bool:
+        """True when a ban of ``ip`` refuses its TCP/TLS connections."""
         return self.guard.is_banned(ip, self.clock())
+
+    def admit_connection(self, ip: str) -> bool:
+        """A new TCP connection from ``ip``, before its handshake: banned or too fast?"""
+        verdict, added = self.guard.connect(ip, self.clock())
+        if added is not None:
+            self.record_ban(added)
+        return verdict is GuardVerdict.ALLOW
 
     def reload_bans(self) -> None:
         """Adopt the stored bans (the CLI adds and removes them in the database)."""
         now = self.clock()
         before = {b.source for b in self.guard.bans() if b.until > now}
         stored = [
-            Ban(source=b.source, until=b.until, reason=b.reason) for b in self.store.bans(now)
+            Ban(source=b.source, until=b.until, reason=b.reason, scope=_ban_scope(b.scope))
+            for b in self.store.bans(now)
         ]
         self.guard.replace_bans(stored)
         if self.ids is not None:
-            # A ban lifted by hand: the IDS may ban that source again at once.
-            for source in before - {b.source for b in stored}:
+            # A ban lifted by hand: the IDS may ban that source again at once. (The
+            # guard's list, not the stored one: the guard holds canonical addresses.)
+            for source in before - {b.source for b in self.guard.bans()}:
                 self.ids.lift(source)
 
     def on_framing_error(self, flow: StreamProtocol, data: bytes, err: FramingError) -> None:
@@ -321,7 +347,7 @@ class SipService:
 
     def _answer_unparsed(self, flow: Flow, data: bytes, err: SipParseError) -> None:
         self._observe_malformed(flow)
-        if self.guard.is_banned(flow.peer[0], self.clock()):
+        if self.guard.is_banned(flow.peer[0], self.clock(), flow.transport):
             return
         answer = error_response_bytes(data, err.status, err.phrase)
         if answer is None:
@@ -420,7 +446,7 @@ class SipService:
             headers={h.key: h.value for h in reversed(headers.fields)},
             compact=any(len(h.name) == 1 for h in headers.fields),
         )
-        return self._apply_ids(self.ids.observe(observation, now), flow.peer[0], now)
+        return self._apply_ids(self.ids.observe(observation, now), flow.transport, now)
 
     def _observe_answer(
         self,
@@ -447,7 +473,7 @@ class SipService:
             auth_failed=auth_failed,
             auth_user=_auth_user(request.headers.get("authorization")),
         )
-        self._apply_ids(self.ids.observe(observation, now), flow.peer[0], now)
+        self._apply_ids(self.ids.observe(observation, now), flow.transport, now)
 
     def _observe_malformed(self, flow: Flow) -> None:
         zone = self.guard.zones.zone_for(flow.peer[0])
@@ -455,7 +481,7 @@ class SipService:
             return
         now = self.clock()
         observation = Observation(source=flow.peer[0], zone=zone.name, kind="malformed")
-        self._apply_ids(self.ids.observe(observation, now), flow.peer[0], now)
+        self._apply_ids(self.ids.observe(observation, now), flow.transport, now)
 
     def observe_rejected_credentials(self, event: Event) -> None:
         """Credentials another service refused (TURN, RFC 8489 §9.2.4): for the IDS an
@@ -475,15 +501,28 @@ class SipService:
             status=401,
             to_user=event.user,
             auth_user=event.user,
+            auth_failed=True,
         )
-        self._apply_ids(self.ids.observe(observation, now), event.source, now)
+        # The source echoed a nonce issued to its address: evidence as good as a
+        # connection's, so a ban it triggers covers every transport.
+        self._apply_ids(self.ids.observe(observation, now), event.service, now)
 
-    def _apply_ids(self, actions: list[IdsAction], source: str, now: float) -> IdsVerdict | None:
-        """Alerts are stored, bans applied; returns how to treat the request itself."""
+    def _apply_ids(self, actions: list[IdsAction], transport: str, now: float) -> IdsVerdict | None:
+        """Alerts are stored, bans applied; returns how to treat the request itself.
+
+        A ban's scope is the transport of the observation that triggered it: UDP
+        evidence bans UDP only (guard.py).
+        """
         verdict: IdsVerdict | None = None
         for action in actions:
             if isinstance(action, IdsBan):
-                added = self.guard.ban(action.source, action.seconds, f"ids: {action.rule}", now)
+                added = self.guard.ban(
+                    action.source,
+                    action.seconds,
+                    f"ids: {action.rule}",
+                    now,
+                    scope=scope_of(transport),
+                )
                 if added is not None:
                     self.record_ban(added)
                 verdict = IdsVerdict(rule=action.rule, status=0)
@@ -838,6 +877,11 @@ def _auth_user(header: str | None) -> str | None:
     return match.group(1) if match else None
 
 
+def _ban_scope(stored: str) -> BanScope:
+    """The scope of a stored ban; an unknown value blocks everything (fails closed)."""
+    return BanScope.UDP if stored == BanScope.UDP.value else BanScope.ALL
+
+
 def _tag() -> str:
     return secrets.token_hex(6)
 
@@ -880,6 +924,7 @@ class Server:
             data_dir=data_dir,
         )
         self.connections.banned = self.service.is_banned
+        self.connections.screen = self.service.admit_connection
         self.service.on_ban = self.connections.abort_source
         self.monitor = MonitorService(
             config=config, data_dir=data_dir, store=self.store, events=self.service.calls.events
@@ -898,7 +943,7 @@ class Server:
             self.service.tap = self.monitor.message
         self._contexts: list[ssl.SSLContext] = []
         self._crl_mtime: float | None = None
-        self._servers: list[asyncio.AbstractServer] = []
+        self._listeners: list[StreamListener] = []
         self._udp: list[asyncio.DatagramTransport] = []
         self.turn: TurnService | None = None
         self._stopping = asyncio.Event()
@@ -906,6 +951,7 @@ class Server:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
+        self._raise_open_file_limit()
         self.check_revocations()
         warn_if_expiring(ServerPaths.in_dir(self.data_dir).cert, time.time())
         for listen in self.config.sip.listeners():
@@ -945,8 +991,22 @@ class Server:
         await self.turn.start()
         log.info("STUN/TURN listening on %s", ", ".join(turn.listen))
 
+    def _raise_open_file_limit(self) -> None:
+        """Every connection holds a file descriptor: use all the hard limit allows."""
+        before, after = raise_open_file_limit()
+        if after != before:
+            log.info("open-file limit raised from %d to %d", before, after)
+        else:
+            log.info("open-file limit %d", after)
+        if after < self.config.tls.max_connections:
+            log.warning(
+                "tls.max_connections %d exceeds the open-file limit %d: raise the hard "
+                "limit (LimitNOFILE= in a systemd unit)",
+                self.config.tls.max_connections,
+                after,
+            )
+
     async def _start_stream(self, listen: Listen) -> None:
-        loop = asyncio.get_running_loop()
         ssl_ctx = None
         if listen.transport == "tls":
             server_paths = ServerPaths.in_dir(self.data_dir)
@@ -958,26 +1018,22 @@ class Server:
                 min_version=self.config.tls.min_version,
             )
             self._contexts.append(ssl_ctx)
-        name = listen.transport
-
-        def factory() -> StreamProtocol:
-            return StreamProtocol(self.service, self.connections, name)
-
-        server = await loop.create_server(
-            factory,
-            host=listen.host,
-            port=listen.port,
-            ssl=ssl_ctx,
-            ssl_handshake_timeout=self.config.tls.handshake_timeout if ssl_ctx else None,
+        # TCP is accepted plain and counted per source before the TLS handshake, which
+        # the listener runs itself (transport/stream.py).
+        listener = StreamListener(
+            self.service,
+            self.connections,
+            listen.transport,
+            ssl_context=ssl_ctx,
+            handshake_timeout=self.config.tls.handshake_timeout,
             # A peer that never answers our close_notify must not hold the socket long.
-            ssl_shutdown_timeout=TLS_SHUTDOWN_TIMEOUT if ssl_ctx else None,
-            backlog=1024,
-            reuse_address=True,
+            shutdown_timeout=TLS_SHUTDOWN_TIMEOUT,
         )
-        self._servers.append(server)
-        for sock in server.sockets:
+        listener.start(listen.host, listen.port, backlog=1024)
+        self._listeners.append(listener)
+        if listener.listening_socket is not None:
             # Accepted connections inherit the listening socket's TOS byte on Linux.
-            set_dscp(sock, self.config.sip.dscp)
+            set_dscp(listener.listening_socket, self.config.sip.dscp)
 
     async def run_started(self) -> None:
         """Serve (after :meth:`start`) until SIGINT/SIGTERM; then flush and close."""
@@ -1100,14 +1156,11 @@ class Server:
         self.service.calls.stop()
         if self.turn is not None:
             await self.turn.stop()
-        for server in self._servers:
-            server.close()
+        for listener in self._listeners:
+            await listener.close()
         for tx in self._udp:
             tx.close()
         self.connections.close_all()
-        for server in self._servers:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(server.wait_closed(), 2.0)
         self.service.flush()
         await self.monitor.stop()
         self.store.close()

@@ -40,6 +40,7 @@ from .config import CLASSES_OF_SERVICE
 from .sip.digest import ALGORITHMS, ha1
 
 __all__ = [
+    "BAN_SCOPES",
     "CDR_FIELDS",
     "DB_NAME",
     "DEFAULT_CLASS",
@@ -89,7 +90,8 @@ CREATE TABLE IF NOT EXISTS bans (
     source TEXT PRIMARY KEY,
     until REAL NOT NULL,
     reason TEXT NOT NULL,
-    created REAL NOT NULL
+    created REAL NOT NULL,
+    scope TEXT NOT NULL DEFAULT 'all'
 );
 CREATE TABLE IF NOT EXISTS alerts (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -132,12 +134,18 @@ class Binding:
 MAX_ALERTS = 100_000
 
 
+#: What a ban blocks (edge.guard.BanScope): "all", or "udp" when its only evidence came
+#: over UDP, whose source addresses can be forged.
+BAN_SCOPES = ("all", "udp")
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BanRecord:
     source: str
     until: float
     reason: str
     created: float
+    scope: str = "all"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -212,18 +220,21 @@ class Store:
         BEGIN IMMEDIATE so that a ``serve`` and a CLI command opening the same old file
         at once do not both add the column; an up-to-date file takes no write lock.
         """
-        if self._has_user_class():
+        if self._has_column("users", "class") and self._has_column("bans", "scope"):
             return
         with self.db:
             self.db.execute("BEGIN IMMEDIATE")
-            if not self._has_user_class():
+            if not self._has_column("users", "class"):
                 self.db.execute(
                     'ALTER TABLE users ADD COLUMN "class" TEXT NOT NULL '
                     f"DEFAULT '{DEFAULT_CLASS}'"
                 )
+            if not self._has_column("bans", "scope"):
+                # Bans stored before scopes existed keep blocking everything.
+                self.db.execute("ALTER TABLE bans ADD COLUMN scope TEXT NOT NULL DEFAULT 'all'")
 
-    def _has_user_class(self) -> bool:
-        return any(row[1] == "class" for row in self.db.execute("PRAGMA table_info(users)"))
+    def _has_column(self, table: str, column: str) -> bool:
+        return any(row[1] == column for row in self.db.execute(f"PRAGMA table_info({table})"))
 
     def close(self) -> None:
         self.cdr_db.close()
@@ -276,10 +287,16 @@ class Store:
 
     # -- bans and alerts ----------------------------------------------------------------
 
-    def add_ban(self, source: str, until: float, reason: str) -> None:
+    def add_ban(self, source: str, until: float, reason: str, scope: str = "all") -> None:
+        """Store (or replace) the ban of ``source``; ``scope`` is one of BAN_SCOPES."""
+        if scope not in BAN_SCOPES:
+            raise StoreError(
+                f"invalid ban scope {scope[:16]!r}: use one of {', '.join(BAN_SCOPES)}"
+            )
         self.db.execute(
-            "INSERT OR REPLACE INTO bans (source, until, reason, created) VALUES (?, ?, ?, ?)",
-            (source, until, reason[:200], time.time()),
+            "INSERT OR REPLACE INTO bans (source, until, reason, created, scope) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (source, until, reason[:200], time.time(), scope),
         )
 
     def remove_ban(self, source: str) -> None:
@@ -290,9 +307,10 @@ class Store:
     def bans(self, now: float) -> list[BanRecord]:
         """Bans still in force at ``now``."""
         return [
-            BanRecord(source=src, until=until, reason=reason, created=created)
-            for src, until, reason, created in self.db.execute(
-                "SELECT source, until, reason, created FROM bans WHERE until > ? ORDER BY source",
+            BanRecord(source=src, until=until, reason=reason, created=created, scope=scope)
+            for src, until, reason, created, scope in self.db.execute(
+                "SELECT source, until, reason, created, scope FROM bans WHERE until > ? "
+                "ORDER BY source",
                 (now,),
             )
         ]

@@ -481,3 +481,32 @@ def test_cli_help_for_cdr_and_class_commands() -> None:
         proc = subprocess.run([*VOIPSEC, *args], capture_output=True, text=True, check=False)
         assert proc.returncode == 0, args
         assert "Usage:" in proc.stdout
+
+
+def test_cli_bans_list_marks_udp_only_and_remove_takes_an_ipv6_64(tmp_path: Path) -> None:
+    """Issue 13 (6, 15): UDP-only bans are marked, other lines are as they were; the rate
+    ban of an IPv6 source is its /64, and `bans remove` lifts it."""
+    data = tmp_path / "data"
+    voipsec("init", data_dir=data)
+    until = time.time() + 600
+    store = Store(data / DB_NAME)
+    try:
+        store.add_ban("192.0.2.5", until, "rate limit of zone internet", "udp")
+        store.add_ban("2001:db8:1:2::/64", until, "rate limit of zone internet")
+    finally:
+        store.close()
+    lines = voipsec("bans", "list", data_dir=data).stdout.splitlines()
+    assert [(line.split("  ")[0], line.split("  ")[2:]) for line in lines] == [
+        ("192.0.2.5", ["rate limit of zone internet", "(UDP only)"]),
+        ("2001:db8:1:2::/64", ["rate limit of zone internet"]),
+    ]
+    removed = voipsec("bans", "remove", "2001:db8:1:2::/64", data_dir=data)
+    assert removed.stdout == "unbanned 2001:db8:1:2::/64\n"
+    wrong = voipsec("bans", "remove", "2001:db8::/48", data_dir=data, check=False)
+    assert (wrong.returncode, wrong.stderr) == (
+        1,
+        "voipsec: error: '2001:db8::/48' is not an IP address or an IPv6 /64\n",
+    )
+    assert [
+        line.split("  ")[0] for line in voipsec("bans", "list", data_dir=data).stdout.splitlines()
+    ] == ["192.0.2.5"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import select
 import socket
 import ssl
 import time
@@ -12,7 +13,7 @@ import pytest
 from tests.conftest import ALICE
 from tests.peers.proc import wait_for
 from tests.peers.sipclient import TlsSipClient
-from tests.peers.voipsec import VoipsecServer, prepare, serving
+from tests.peers.voipsec import VoipsecServer, prepare, serving, set_zones, voipsec
 
 pytestmark = pytest.mark.peers
 
@@ -45,7 +46,8 @@ def test_limit_connections_per_ip_refuses_the_extra_one_only(tmp_path: Path) -> 
         for sock in (first, second):
             sock.sendall(b"\r\n\r\n")
             assert sock.recv(2) == b"\r\n"
-        third = _tls(server)
+        # Counted when accepted: the extra one is closed before any TLS handshake.
+        third = socket.create_connection((server.host, server.port), timeout=10)
         assert _closed_by_server(third)
         # Another source address has its own allowance.
         other = _tls(server, source="127.0.0.2")
@@ -120,3 +122,100 @@ def test_limit_write_buffer_peer_that_never_reads_does_not_hurt_others(
     with TlsSipClient(server.host, server.port, server.ca) as client:
         assert client.register(*ALICE).status == 200
     hog.close()
+
+
+# -- issue 13, finding 8: counted at accept, before the TLS handshake ---------------------
+
+
+def _closed_count(socks: list[socket.socket], want: int, deadline: float) -> int:
+    """How many of ``socks`` the server closed (EOF or reset), waiting until ``want``
+    are or ``deadline`` seconds pass."""
+    closed: set[int] = set()
+    end = time.monotonic() + deadline
+    while len(closed) < want and time.monotonic() < end:
+        waiting = [s for i, s in enumerate(socks) if i not in closed]
+        readable, _, _ = select.select(waiting, [], [], max(0.0, end - time.monotonic()))
+        for sock in readable:
+            try:
+                data = sock.recv(1)
+            except ConnectionError:
+                data = b""
+            assert data == b"", "the server sent bytes before any ClientHello"
+            closed.add(socks.index(sock))
+    return len(closed)
+
+
+def _soft_hard_nofile(pid: int) -> tuple[str, str]:
+    for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
+        if line.startswith("Max open files"):
+            soft, hard = line.split()[3:5]
+            return soft, hard
+    raise AssertionError("no open-file limit in /proc")
+
+
+def test_limit_half_open_connections_per_ip_closed_at_accept(tmp_path: Path) -> None:
+    # The handshake timeout is long: what closes the excess is the count at accept.
+    prepared = _limited(tmp_path, max_connections_per_ip="5", handshake_timeout="60")
+    with serving(prepared) as server:
+        assert server.proc is not None
+        soft, hard = _soft_hard_nofile(server.proc.pid)
+        assert soft == hard, "serve did not raise its open-file limit to the hard limit"
+        half_open = [
+            socket.create_connection(
+                (server.host, server.port), timeout=10, source_address=("127.0.0.6", 0)
+            )
+            for _ in range(20)
+        ]
+        try:
+            assert _closed_count(half_open, 15, deadline=5.0) == 15
+            # Exactly the five allowed ones are still open, waiting for a ClientHello.
+            still_open = 0
+            for sock in half_open:
+                sock.setblocking(False)
+                try:
+                    sock.recv(1)
+                except BlockingIOError:
+                    still_open += 1
+                except (ConnectionError, OSError):
+                    pass
+            assert still_open == 5
+            with TlsSipClient(server.host, server.port, server.ca) as client:
+                assert client.register(*ALICE).status == 200
+        finally:
+            for sock in half_open:
+                sock.close()
+        assert "refused connection from 127.0.0.6" in server.log_text()
+        assert "open-file limit" in server.log_text()
+
+
+def test_limit_handshake_flood_from_one_address_is_banned(tmp_path: Path) -> None:
+    prepared = _limited(tmp_path)
+    # Loopback untrusted, with a slow refill (4 per 10 s) so that the flood outruns it
+    # however slow the handshakes are; 127.0.0.1 (the readiness probe) has room.
+    set_zones(
+        prepared.data_dir,
+        '[[zones]]\nname = "lab"\ncidrs = ["127.0.0.1/32"]\nrate_requests = 2000\n\n'
+        '[[zones]]\nname = "internet"\ncidrs = ["0.0.0.0/0", "::/0"]\n'
+        "rate_requests = 4\nrate_window = 10.0\nrate_ban = 600\n",
+    )
+    flooder = "127.0.0.7"
+    with serving(prepared) as server:
+        ctx = ssl.create_default_context(cafile=str(server.ca))
+        completed = 0
+        for _ in range(200):  # bounded: 200 connections, each closed after its handshake
+            try:
+                raw = socket.create_connection(
+                    (server.host, server.port), timeout=5, source_address=(flooder, 0)
+                )
+                with ctx.wrap_socket(raw, server_hostname="localhost"):
+                    completed += 1
+            except (ConnectionError, ssl.SSLError, TimeoutError):
+                continue
+        # The zone allows 4 new connections per 10 s; the rest were refused.
+        assert 4 <= completed <= 6, completed
+        listing = voipsec("bans", "list", data_dir=server.data_dir).stdout
+        line = next(line for line in listing.splitlines() if line.startswith(f"{flooder}  "))
+        assert line.endswith("  connection rate limit of zone internet"), line
+        # Another address is fine.
+        with TlsSipClient(server.host, server.port, server.ca) as client:
+            assert client.register(*ALICE).status == 200

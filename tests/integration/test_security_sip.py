@@ -57,7 +57,7 @@ def edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Edge]:
     udp = free_port(kind=socket.SOCK_DGRAM)
     metrics = free_port()
     prepared = prepare(tmp_path_factory.mktemp("security") / "data", users=[ALICE, BOB, CAROL])
-    # set_zones rewrites the file from [[zones]] on: the settings after it.
+    # Zones first, then the settings (set_key cannot edit the [[zones]] array).
     set_zones(
         prepared.data_dir,
         '[[zones]]\nname = "lab"\ncidrs = ["127.0.0.1/32"]\ntrust = "trusted"\n\n'

@@ -119,10 +119,18 @@ def _accepting(server: VoipsecServer) -> bool:
 
 
 def set_zones(data_dir: Path, zones_toml: str) -> None:
-    """Replace the ``[[zones]]`` tables of DIR/voipsec.toml (set_key cannot edit arrays)."""
+    """Replace the ``[[zones]]`` tables of DIR/voipsec.toml (set_key cannot edit arrays).
+
+    The sections after the zones ([calls] ... [metrics]) are kept: cutting them would
+    put the metrics server back on its default port, shared by every test server.
+    """
     path = data_dir / "voipsec.toml"
-    text = path.read_text()
-    cut = text.find("[[zones]]")
-    head = text if cut < 0 else text[:cut]
-    path.write_text(head + zones_toml)
+    kept: list[str] = []
+    in_zone = False
+    for line in path.read_text().splitlines(keepends=True):
+        if line.startswith("["):
+            in_zone = line.startswith("[[zones]]")
+        if not in_zone:
+            kept.append(line)
+    path.write_text("".join(kept) + "\n" + zones_toml)
     voipsec("config", "get", "sip.domain", data_dir=data_dir)  # validates the new file

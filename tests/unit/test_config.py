@@ -508,3 +508,39 @@ def test_config_media_destinations_default_closed(tmp_path: Path) -> None:
     path = _write(tmp_path, DEFAULT_TOML)
     set_key(path, "media.allowed_peers", '["10.1.0.0/16"]')
     assert load(path).media.allowed_peers == ["10.1.0.0/16"]
+
+
+# -- /metrics beyond loopback (issue 13, finding 14) --------------------------------------
+
+
+@pytest.mark.parametrize("listen", ["0.0.0.0:8443", "[::]:8443", "192.0.2.10:9443"])
+def test_config_metrics_beyond_loopback_without_token_is_one_exact_line(
+    tmp_path: Path, listen: str
+) -> None:
+    path = _write(tmp_path, f'[metrics]\nlisten = "{listen}"\n')
+    assert _problems(path) == [
+        f"{path}: metrics.allow_no_token: metrics.listen {listen} is not loopback: "
+        "set metrics.token (or metrics.allow_no_token = true)"
+    ]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '[metrics]\nlisten = "0.0.0.0:8443"\ntoken = "metrics-token"\n',
+        '[metrics]\nlisten = "0.0.0.0:8443"\nallow_no_token = true\n',
+        '[metrics]\nlisten = "127.0.0.2:8443"\n',
+        '[metrics]\nlisten = "[::1]:8443"\n',
+        '[metrics]\nlisten = ""\n',
+    ],
+)
+def test_config_metrics_token_or_loopback_or_explicit_opt_out_accepted(
+    tmp_path: Path, text: str
+) -> None:
+    path = _write(tmp_path, text)
+    path.chmod(0o600)  # the token is a secret
+    assert load(path).metrics.listen in ("0.0.0.0:8443", "127.0.0.2:8443", "[::1]:8443", "")
+
+
+def test_config_metrics_allow_no_token_default_off() -> None:
+    assert Config().metrics.allow_no_token is False

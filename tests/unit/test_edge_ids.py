@@ -447,8 +447,7 @@ def test_ids_password_guessing_ignores_403_that_is_no_credential_check() -> None
 
 def test_ids_rule_auth_failed_only_for_response_sent(tmp_path: Path) -> None:
     text = (
-        "rules:\n  - name: x\n    match: {kind: request, auth_failed: true}\n"
-        "    actions: [alert]\n"
+        "rules:\n  - name: x\n    match: {kind: request, auth_failed: true}\n    actions: [alert]\n"
     )
     with pytest.raises(RuleError) as info:
         rules_from(tmp_path, text)
@@ -1229,6 +1228,7 @@ def turn_failure(source: str = ATTACKER, user: str = "alice") -> Observation:
         status=401,
         to_user=user,
         auth_user=user,
+        auth_failed=True,
     )
 
 

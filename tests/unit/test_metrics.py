@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
+import logging
 import socket
 import ssl
 import urllib.error
@@ -27,11 +28,14 @@ from prometheus_client.parser import text_string_to_metric_families
 from voipsec.events import CallAnswered, CallEnded, CallStarted, CredentialsRejected, MediaStats
 from voipsec.monitor.metrics import (
     GAUGES,
+    IDLE_TIMEOUT,
     MAX_CONNECTIONS,
+    MAX_CONNECTIONS_PER_SOURCE,
     MAX_HEADER_BYTES,
     MAX_HEADERS,
     Metrics,
     MetricsServer,
+    is_loopback,
 )
 
 TOKEN = "scrape-token-7f3a"
@@ -417,9 +421,14 @@ async def test_metrics_server_slow_head_times_out(tmp_path: Path) -> None:
 
 async def test_metrics_server_connections_over_max_get_503(tmp_path: Path) -> None:
     async with serving(tmp_path, Metrics(process=False), tls=False) as endpoint:
+        # From as many sources as it takes: one source gets MAX_CONNECTIONS_PER_SOURCE.
         idle = [
-            await asyncio.open_connection("127.0.0.1", endpoint.server.port)
-            for _ in range(MAX_CONNECTIONS)
+            await asyncio.open_connection(
+                "127.0.0.1",
+                endpoint.server.port,
+                local_addr=(f"127.0.1.{i // MAX_CONNECTIONS_PER_SOURCE + 1}", 0),
+            )
+            for i in range(MAX_CONNECTIONS)
         ]
         try:
             for _, writer in idle:
@@ -454,3 +463,85 @@ async def test_metrics_server_plain_tcp_to_tls_port_is_dropped(tmp_path: Path) -
 def test_metrics_server_empty_token_is_refused() -> None:
     with pytest.raises(ValueError, match=r"^the metrics token must not be empty$"):
         MetricsServer(Metrics(process=False), ssl_context=None, token="")
+
+
+# -- exposure (issue 13, finding 14) -------------------------------------------------------
+
+
+async def test_metrics_server_connections_per_source_over_max_closed_at_once(
+    tmp_path: Path,
+) -> None:
+    async with serving(tmp_path, Metrics(process=False), tls=False) as endpoint:
+        port = endpoint.server.port
+        idle = [
+            await asyncio.open_connection("127.0.0.1", port, local_addr=("127.0.0.8", 0))
+            for _ in range(MAX_CONNECTIONS_PER_SOURCE + 1)
+        ]
+        try:
+            for _, writer in idle:
+                writer.write(b"GET /metrics HTTP/1.1\r\n")  # and no more
+                await writer.drain()
+            # The extra one is closed without an answer; the others wait for their head.
+            extra_reader = idle[-1][0]
+            try:
+                closed = await asyncio.wait_for(extra_reader.read(), 5)
+            except ConnectionResetError:
+                closed = b""  # aborted with our request unread: a reset
+            assert closed == b""
+            stats = endpoint.server.statistics()
+            assert (stats.connections, stats.refused_per_source) == (
+                MAX_CONNECTIONS_PER_SOURCE,
+                1,
+            )
+            answer = await endpoint.raw(  # from 127.0.0.1
+                f"GET /metrics HTTP/1.1\r\nAuthorization: Bearer {TOKEN}\r\n\r\n".encode()
+            )
+        finally:
+            for _, writer in idle:
+                writer.close()
+    assert answer.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert MAX_CONNECTIONS_PER_SOURCE == 4
+
+
+async def test_metrics_server_idle_connection_closed_after_idle_timeout(tmp_path: Path) -> None:
+    async with serving(
+        tmp_path, Metrics(process=False), tls=False, idle_timeout=0.2, header_timeout=30
+    ) as endpoint:
+        reader, writer = await asyncio.open_connection("127.0.0.1", endpoint.server.port)
+        try:
+            answer = await asyncio.wait_for(reader.read(), 10)  # well before header_timeout
+        finally:
+            writer.close()
+    assert answer.startswith(b"HTTP/1.1 408 Request Timeout\r\n")
+    assert IDLE_TIMEOUT == 3.0
+
+
+async def test_metrics_server_beyond_loopback_without_token_warns(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = MetricsServer(
+        Metrics(process=False), host="192.0.2.1", port=0, ssl_context=None, token=None
+    )
+    with caplog.at_level(logging.WARNING, logger="voipsec.metrics"), pytest.raises(OSError):
+        await server.start()  # 192.0.2.1 is not ours: the bind fails after the warning
+    assert (
+        "metrics on 192.0.2.1:0 without a token (metrics.allow_no_token): anyone who "
+        "reaches this address reads them"
+    ) in caplog.messages
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [
+        ("127.0.0.1", True),
+        ("127.9.9.9", True),
+        ("::1", True),
+        ("::ffff:127.0.0.1", True),
+        ("0.0.0.0", False),
+        ("::", False),
+        ("192.0.2.1", False),
+        ("localhost", False),
+    ],
+)
+def test_metrics_is_loopback(host: str, loopback: bool) -> None:
+    assert is_loopback(host) is loopback

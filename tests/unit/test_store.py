@@ -569,3 +569,50 @@ def test_store_migrates_users_table_without_class(tmp_path: Path) -> None:
     finally:
         again.close()
     assert columns.count("class") == 1
+
+
+# The bans table as created by voipsec before ban scopes (issue 13, finding 6).
+OLD_BANS_SCHEMA = """
+CREATE TABLE bans (
+    source TEXT PRIMARY KEY,
+    until REAL NOT NULL,
+    reason TEXT NOT NULL,
+    created REAL NOT NULL
+);
+INSERT INTO bans VALUES ('192.0.2.1', 1900000000.0, 'manual', 1800000000.0);
+"""
+
+
+def test_store_migrates_bans_table_without_scope(tmp_path: Path) -> None:
+    path = tmp_path / DB_NAME
+    old = sqlite3.connect(path)
+    old.executescript(OLD_BANS_SCHEMA)
+    old.close()
+
+    store = Store(path)
+    try:
+        # A ban stored before scopes existed keeps blocking everything.
+        assert [(b.source, b.scope) for b in store.bans(T0)] == [("192.0.2.1", "all")]
+        store.add_ban("192.0.2.2", T0 + 60, "rate limit of zone internet", "udp")
+        assert [(b.source, b.scope) for b in store.bans(T0)] == [
+            ("192.0.2.1", "all"),
+            ("192.0.2.2", "udp"),
+        ]
+    finally:
+        store.close()
+    again = Store(path)  # a second open finds nothing to migrate
+    try:
+        columns = [row[1] for row in again.db.execute("PRAGMA table_info(bans)")]
+    finally:
+        again.close()
+    assert columns.count("scope") == 1
+
+
+def test_store_ban_scope_defaults_to_all_and_unknown_is_refused(local_store: Store) -> None:
+    local_store.add_ban("192.0.2.3", T0 + 60, "manual")
+    assert [(b.source, b.reason, b.scope) for b in local_store.bans(T0)] == [
+        ("192.0.2.3", "manual", "all")
+    ]
+    with pytest.raises(StoreError, match=r"^invalid ban scope 'tcp': use one of all, udp$"):
+        local_store.add_ban("192.0.2.4", T0 + 60, "x", "tcp")
+    assert [b.source for b in local_store.bans(T0)] == ["192.0.2.3"]

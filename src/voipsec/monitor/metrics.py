@@ -10,8 +10,11 @@ SIP methods, results), so a peer cannot grow the number of series.
 :class:`MetricsServer` answers ``GET /metrics`` with the Prometheus text format
 (version 0.0.4, which every Prometheus reads) over TLS. It is minimal on purpose: one
 request per connection, the request head read with a byte limit and a deadline,
-a cap on concurrent connections, an optional bearer token compared in constant time.
-A client certificate can be required through the ``ssl_context`` the caller passes.
+a cap on concurrent connections and a smaller one per source address (one address
+holding idle connections must not starve the scrapes of others), an optional bearer
+token compared in constant time. A client certificate can be required through the
+``ssl_context`` the caller passes. The configuration refuses a non-loopback address
+without a token unless ``metrics.allow_no_token`` says so (config.MetricsSection).
 
 Failure mode: fails closed for access (a wrong or missing token gets 401, anything
 unparseable 400, an oversized head 431) and open for voipsec: a broken or hostile
@@ -24,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import ipaddress
 import logging
 import ssl
 from dataclasses import dataclass
@@ -39,13 +43,16 @@ __all__ = [
     "GAUGES",
     "HANDSHAKE_TIMEOUT",
     "HEADER_TIMEOUT",
+    "IDLE_TIMEOUT",
     "MAX_CONNECTIONS",
+    "MAX_CONNECTIONS_PER_SOURCE",
     "MAX_HEADERS",
     "MAX_HEADER_BYTES",
     "REQUEST_BUCKETS",
     "Metrics",
     "MetricsServer",
     "MetricsServerStatistics",
+    "is_loopback",
 ]
 
 log = logging.getLogger("voipsec.metrics")
@@ -233,6 +240,13 @@ LINGER_BYTES = 65_536
 #: Connections served at once; more are answered 503 and closed. A few scrapers and
 #: an admin's curl need a handful.
 MAX_CONNECTIONS = 32
+#: Connections served at once from one source address; more are closed at once, before
+#: they count against MAX_CONNECTIONS. A Prometheus server holds one per scrape and
+#: scrapes once per interval; two of them behind one NAT and a curl fit in four.
+MAX_CONNECTIONS_PER_SOURCE = 4
+#: Seconds after the TLS handshake for the first byte of the request: Prometheus sends
+#: its request at once, an idle connection is closed here, long before HEADER_TIMEOUT.
+IDLE_TIMEOUT = 3.0
 
 _REASONS = {
     200: "OK",
@@ -254,6 +268,8 @@ class MetricsServerStatistics:
     connections: int
     #: Connections closed without an answer (reset, TLS error, silent client).
     aborted: int
+    #: Connections closed at once: their source already had MAX_CONNECTIONS_PER_SOURCE.
+    refused_per_source: int = 0
 
 
 class MetricsServer:
@@ -273,6 +289,8 @@ class MetricsServer:
         token: str | None = None,
         header_timeout: float = HEADER_TIMEOUT,
         max_connections: int = MAX_CONNECTIONS,
+        max_per_source: int = MAX_CONNECTIONS_PER_SOURCE,
+        idle_timeout: float = IDLE_TIMEOUT,
     ) -> None:
         if token is not None and not token:
             raise ValueError("the metrics token must not be empty")
@@ -283,8 +301,12 @@ class MetricsServer:
         self._token = token.encode() if token is not None else None
         self._header_timeout = header_timeout
         self._max_connections = max_connections
+        self._max_per_source = max_per_source
+        self._idle_timeout = idle_timeout
         self._server: asyncio.Server | None = None
         self._connections = 0
+        self._per_source: dict[str, int] = {}
+        self._refused_per_source = 0
         self._responses: dict[int, int] = {}
         self._aborted = 0
         self._handlers: set[asyncio.Task[None]] = set()
@@ -300,6 +322,13 @@ class MetricsServer:
     async def start(self) -> None:
         if self._ssl is None:
             log.warning("metrics on http://%s:%d without TLS", self._host, self._port)
+        if self._token is None and not is_loopback(self._host):
+            log.warning(
+                "metrics on %s:%d without a token (metrics.allow_no_token): anyone who "
+                "reaches this address reads them",
+                self._host,
+                self._port,
+            )
         self._server = await asyncio.start_server(
             self._handle,
             self._host,
@@ -325,6 +354,7 @@ class MetricsServer:
             responses=dict(self._responses),
             connections=self._connections,
             aborted=self._aborted,
+            refused_per_source=self._refused_per_source,
         )
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -332,14 +362,28 @@ class MetricsServer:
         assert task is not None
         self._handlers.add(task)
         self._writers.add(writer)
+        peer = writer.get_extra_info("peername")
+        source = str(peer[0]) if peer else ""
+        if self._per_source.get(source, 0) >= self._max_per_source:
+            self._refused_per_source += 1
+            self._writers.discard(writer)
+            self._handlers.discard(task)
+            writer.transport.abort()
+            return
+        self._per_source[source] = self._per_source.get(source, 0) + 1
         self._connections += 1
         try:
             if self._connections > self._max_connections:
                 await self._respond(reader, writer, 503, b"too many connections\n")
                 return
             try:
+                async with asyncio.timeout(self._idle_timeout):
+                    first = await reader.read(1)
+                if not first:
+                    self._aborted += 1
+                    return
                 async with asyncio.timeout(self._header_timeout):
-                    head = await reader.readuntil(b"\r\n\r\n")
+                    head = first + await reader.readuntil(b"\r\n\r\n")
             except asyncio.LimitOverrunError:
                 await self._respond(reader, writer, 431, b"request head too large\n")
                 return
@@ -356,11 +400,19 @@ class MetricsServer:
             log.debug("metrics connection: %s", exc)
         finally:
             self._connections -= 1
+            self._release(source)
             self._writers.discard(writer)
             self._handlers.discard(task)
             writer.close()
             with contextlib.suppress(OSError, ssl.SSLError):
                 await writer.wait_closed()
+
+    def _release(self, source: str) -> None:
+        left = self._per_source.get(source, 1) - 1
+        if left:
+            self._per_source[source] = left
+        else:
+            self._per_source.pop(source, None)
 
     def _route(self, head: bytes) -> tuple[int, list[str], bytes]:
         """(status, extra header lines, body) for one request head."""
@@ -439,3 +491,14 @@ class MetricsServer:
                     if not chunk:
                         break
                     drained += len(chunk)
+
+
+def is_loopback(host: str) -> bool:
+    """True for 127.0.0.0/8, ::1 and ::ffff:127.x (IP text only; a name is not)."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped.is_loopback
+    return address.is_loopback

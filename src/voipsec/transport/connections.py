@@ -1,12 +1,23 @@
-"""The table of live connections: per-address limits, reuse, idle and slow sweeps."""
+"""The table of live connections: per-address limits, reuse, idle and slow sweeps.
+
+How this works: a TCP connection takes a :class:`Slot` when it is accepted, before any
+TLS handshake (:meth:`ConnectionTable.claim`), so half-open and handshaking connections
+count against ``max_per_ip`` and ``max_total`` like established ones, and the excess is
+closed at once instead of holding a file descriptor until the handshake times out. The
+slot is given back exactly once, when the connection ends however it ends. After the
+handshake the connection is admitted (:meth:`ConnectionTable.admit`): checked against
+the revoked certificates and registered for reuse and the sweeps.
+"""
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from ..netaddr import canonical_ip
 from ..pki.identity import PeerIdentity
 
 log = logging.getLogger("voipsec.transport")
@@ -58,6 +69,22 @@ class ConnectionStatistics:
     closed_revoked: int
 
 
+class Slot:
+    """One accepted connection's place in the per-address and total counts."""
+
+    __slots__ = ("_table", "ip")
+
+    def __init__(self, table: ConnectionTable, ip: str) -> None:
+        self._table: ConnectionTable | None = table
+        self.ip = ip
+
+    def release(self) -> None:
+        """Give the place back; later calls do nothing."""
+        table, self._table = self._table, None
+        if table is not None:
+            table._release(self.ip)
+
+
 class ConnectionTable:
     """Live stream connections keyed by peer address, for limits and reuse.
 
@@ -68,7 +95,9 @@ class ConnectionTable:
     def __init__(self, limits: ConnectionLimits) -> None:
         self.limits = limits
         self._by_peer: dict[tuple[str, str, int], SweptFlow] = {}
+        #: Accepted connections (handshaking or admitted) per canonical address.
         self._per_ip: dict[str, int] = {}
+        self._open = 0
         self._counts = {
             "accepted": 0,
             "refused_per_ip": 0,
@@ -83,13 +112,40 @@ class ConnectionTable:
         self.revoked: frozenset[int] = frozenset()
         #: Asks the guard whether a source is banned (connections from it are refused).
         self.banned: Callable[[str], bool] | None = None
+        #: Asks the guard, at accept, whether a source may open one more connection
+        #: (not banned, under its zone's connection rate); None: no guard.
+        self.screen: Callable[[str], bool] | None = None
         #: Called with each admitted connection (TLS: its handshake completed).
         self.on_admit: Callable[[SweptFlow], object] | None = None
 
+    def claim(self, ip: str) -> Slot | None:
+        """A TCP connection from ``ip`` was just accepted: its slot, or None to close it."""
+        ip = canonical_ip(ip)
+        if self.screen is not None and not self.screen(ip):
+            self._counts["refused_banned"] += 1
+            return None
+        if self._open >= self.limits.max_total:
+            self._counts["refused_total"] += 1
+            return None
+        if self._per_ip.get(ip, 0) >= self.limits.max_per_ip:
+            self._counts["refused_per_ip"] += 1
+            return None
+        self._per_ip[ip] = self._per_ip.get(ip, 0) + 1
+        self._open += 1
+        return Slot(self, ip)
+
+    def _release(self, ip: str) -> None:
+        self._open -= 1
+        left = self._per_ip.get(ip, 1) - 1
+        if left:
+            self._per_ip[ip] = left
+        else:
+            self._per_ip.pop(ip, None)
+
     def admit(self, flow: SweptFlow) -> bool:
-        """Register a new connection; False when a limit refuses it."""
-        ip = flow.peer[0]
-        if self.banned is not None and self.banned(ip):
+        """Register a connection that holds a slot (TLS: its handshake completed);
+        False when it must be closed (banned meanwhile, certificate revoked)."""
+        if self.banned is not None and self.banned(flow.peer[0]):
             self._counts["refused_banned"] += 1
             return False
         if flow.identity is not None and flow.identity.serial in self.revoked:
@@ -100,14 +156,7 @@ class ConnectionTable:
                 flow.identity.serial,
             )
             return False
-        if len(self._by_peer) >= self.limits.max_total:
-            self._counts["refused_total"] += 1
-            return False
-        if self._per_ip.get(ip, 0) >= self.limits.max_per_ip:
-            self._counts["refused_per_ip"] += 1
-            return False
         self._by_peer[(flow.transport, *flow.peer)] = flow
-        self._per_ip[ip] = self._per_ip.get(ip, 0) + 1
         self._counts["accepted"] += 1
         if self.on_admit is not None:
             self.on_admit(flow)
@@ -117,12 +166,6 @@ class ConnectionTable:
         key = (flow.transport, *flow.peer)
         if self._by_peer.get(key) is flow:
             del self._by_peer[key]
-            ip = flow.peer[0]
-            left = self._per_ip.get(ip, 1) - 1
-            if left:
-                self._per_ip[ip] = left
-            else:
-                self._per_ip.pop(ip, None)
 
     def find(self, transport: str, host: str, port: int) -> Flow | None:
         """An open connection to reuse for a request to host:port."""
@@ -157,8 +200,13 @@ class ConnectionTable:
         return closed
 
     def abort_source(self, ip: str) -> int:
-        """Drop every connection from ``ip`` (it was just banned)."""
-        flows = [f for f in self._by_peer.values() if f.peer[0] == ip]
+        """Drop every connection from ``ip`` (it was just banned; an IPv6 /64 too)."""
+        if "/" in ip:
+            network = ipaddress.ip_network(ip, strict=False)
+            flows = [f for f in self._by_peer.values() if _in(f.peer[0], network)]
+        else:
+            ip = canonical_ip(ip)
+            flows = [f for f in self._by_peer.values() if canonical_ip(f.peer[0]) == ip]
         for flow in flows:
             flow.abort()
         return len(flows)
@@ -169,3 +217,31 @@ class ConnectionTable:
 
     def statistics(self) -> ConnectionStatistics:
         return ConnectionStatistics(open=len(self._by_peer), **self._counts)
+
+
+def _in(address: str, network: ipaddress.IPv4Network | ipaddress.IPv6Network) -> bool:
+    try:
+        return ipaddress.ip_address(address) in network
+    except ValueError:
+        return False
+
+
+def raise_open_file_limit() -> tuple[int, int]:
+    """Raise this process's soft RLIMIT_NOFILE to its hard limit; (before, after).
+
+    Every connection, handshaking or not, holds a file descriptor; distributions start
+    services with a soft limit of 1024 while the hard limit is far higher. Where the
+    hard limit is unlimited the soft one is left as it is (Linux refuses "unlimited"
+    for open files). Failure leaves the limit unchanged: it is reported, not fatal.
+    """
+    import resource  # POSIX only; imported here so the module imports everywhere
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft == hard:
+        return soft, soft
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ValueError, OSError) as err:
+        log.warning("cannot raise the open-file limit from %d to %d: %s", soft, hard, err)
+        return soft, soft
+    return soft, hard

@@ -1,16 +1,33 @@
-"""TLS and TCP connections: framing, limits and hand-off to the SIP service."""
+"""TLS and TCP connections: framing, limits and hand-off to the SIP service.
+
+How this works: a listener accepts the TCP sockets itself (:class:`StreamListener`,
+``loop.sock_accept``), so each accepted connection is counted against its source's
+limits at once, before any TLS work, and the excess is closed there. With
+``create_server(ssl=...)`` the protocol learns of a connection only after its
+handshake, so a thousand half-open connections from one address would each hold a
+file descriptor for the whole handshake timeout without being counted. An admitted
+socket goes to ``loop.connect_accepted_socket`` (the handshake, with its timeout; one
+task per handshaking connection, owned by the listener), which hands the TLS
+transport to a :class:`StreamProtocol`. Accepting ourselves rather than wrapping a
+plain transport in ``start_tls`` later keeps the ClientHello in the kernel until the
+TLS layer reads it (uvloop starts reading a new transport even when its protocol
+paused it in ``connection_made``).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import socket
+import ssl
 import time
 from typing import Protocol, cast
 
 from ..pki.identity import PeerIdentity, peer_identity
 from ..sip.errors import FramingError
 from ..sip.framing import FramedMessage, StreamFramer
-from .connections import ConnectionTable
+from .connections import ConnectionTable, Slot
 
 log = logging.getLogger("voipsec.transport")
 
@@ -30,11 +47,22 @@ class MessageSink(Protocol):
 
 
 class StreamProtocol(asyncio.Protocol):
-    """One TLS or TCP connection."""
+    """One TLS or TCP connection.
 
-    def __init__(self, sink: MessageSink, table: ConnectionTable, transport_name: str) -> None:
+    ``slot``: its place in the per-address counts, taken when it was accepted (see
+    :class:`StreamListener`); None for connections we open ourselves (to trunks).
+    """
+
+    def __init__(
+        self,
+        sink: MessageSink,
+        table: ConnectionTable,
+        transport_name: str,
+        slot: Slot | None = None,
+    ) -> None:
         self._sink = sink
         self._table = table
+        self._slot = slot
         self.transport = transport_name
         self._tx: asyncio.Transport | None = None
         self._framer = StreamFramer()
@@ -64,6 +92,9 @@ class StreamProtocol(asyncio.Protocol):
             self.identity = peer_identity(ssl_object.getpeercert())
         if not self._table.admit(self):
             log.info("refused connection from %s:%d", *self.peer)
+            self._closing = True
+            if self._slot is not None:
+                self._slot.release()
             transport.abort()
             return
         self._admitted = True
@@ -99,6 +130,8 @@ class StreamProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closing = True
+        if self._slot is not None:
+            self._slot.release()
         if self._admitted:
             self._table.forget(self)
 
@@ -139,3 +172,108 @@ class StreamProtocol(asyncio.Protocol):
         self._closing = True
         if self._tx is not None:
             self._tx.abort()
+
+
+#: Seconds the accept loop waits after the kernel refused to accept (out of file
+#: descriptors), like asyncio's own ACCEPT_RETRY_DELAY.
+ACCEPT_RETRY_DELAY = 1.0
+
+
+class StreamListener:
+    """Accepts the TCP connections of one TLS or TCP listener.
+
+    Each connection claims its slot when accepted (a refused one is closed at once),
+    then, for TLS, has ``handshake_timeout`` seconds to finish its handshake.
+    """
+
+    def __init__(
+        self,
+        sink: MessageSink,
+        table: ConnectionTable,
+        transport_name: str,
+        *,
+        ssl_context: ssl.SSLContext | None,
+        handshake_timeout: float,
+        shutdown_timeout: float,
+    ) -> None:
+        self._sink = sink
+        self._table = table
+        self._name = transport_name
+        self._ssl = ssl_context
+        self._handshake_timeout = handshake_timeout
+        self._shutdown_timeout = shutdown_timeout
+        self._sock: socket.socket | None = None
+        self._accepting: asyncio.Task[None] | None = None
+        self._handshakes: set[asyncio.Task[None]] = set()
+        #: Handshakes that failed, timed out or were abandoned by the peer.
+        self.handshakes_failed = 0
+
+    @property
+    def listening_socket(self) -> socket.socket | None:
+        return self._sock
+
+    def start(self, host: str, port: int, *, backlog: int = 1024) -> None:
+        """Listen on host:port (reuse_address; IPv6 sockets are IPv6 only)."""
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.create_server((host, port), family=family, backlog=backlog)
+        sock.setblocking(False)
+        self._sock = sock
+        self._accepting = asyncio.get_running_loop().create_task(self._accept_loop(sock))
+
+    async def _accept_loop(self, sock: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                conn, addr = await loop.sock_accept(sock)
+            except OSError as err:  # EMFILE, ENFILE, ENOBUFS...: wait, do not spin
+                log.warning("cannot accept on %s: %s", sock.getsockname(), err)
+                await asyncio.sleep(ACCEPT_RETRY_DELAY)
+                continue
+            self._accepted(conn, str(addr[0]), int(addr[1]))
+
+    def _accepted(self, conn: socket.socket, ip: str, port: int) -> None:
+        slot = self._table.claim(ip)
+        if slot is None:
+            log.info("refused connection from %s:%d", ip, port)
+            conn.close()
+            return
+        task = asyncio.get_running_loop().create_task(self._connect(conn, slot))
+        self._handshakes.add(task)
+        task.add_done_callback(self._handshakes.discard)
+
+    async def _connect(self, conn: socket.socket, slot: Slot) -> None:
+        loop = asyncio.get_running_loop()
+        ssl_options: dict[str, float] = {}
+        if self._ssl is not None:
+            ssl_options = {
+                "ssl_handshake_timeout": self._handshake_timeout,
+                "ssl_shutdown_timeout": self._shutdown_timeout,
+            }
+        try:
+            await loop.connect_accepted_socket(
+                lambda: StreamProtocol(self._sink, self._table, self._name, slot),
+                conn,
+                ssl=self._ssl,
+                **ssl_options,
+            )
+        except asyncio.CancelledError:
+            slot.release()
+            conn.close()
+            raise
+        except Exception as exc:  # a failed handshake must never escape
+            self.handshakes_failed += 1
+            log.debug("TLS handshake failed: %r", exc)
+            slot.release()
+            conn.close()
+
+    async def close(self) -> None:
+        """Stop accepting and abandon the handshakes still running."""
+        tasks = list(self._handshakes)
+        if self._accepting is not None:
+            tasks.append(self._accepting)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._sock is not None:
+            with contextlib.suppress(OSError):
+                self._sock.close()

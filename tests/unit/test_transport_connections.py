@@ -1,0 +1,119 @@
+"""The connection table: slots claimed at accept, before any handshake (issue 13, 8)."""
+
+from __future__ import annotations
+
+import resource
+from dataclasses import dataclass, field
+
+import pytest
+
+from voipsec.pki.identity import PeerIdentity
+from voipsec.transport.connections import (
+    ConnectionLimits,
+    ConnectionTable,
+    raise_open_file_limit,
+)
+
+
+@dataclass
+class FakeFlow:
+    peer: tuple[str, int]
+    transport: str = "tls"
+    local: tuple[str, int] = ("127.0.0.1", 5061)
+    identity: PeerIdentity | None = None
+    last_activity: float = 0.0
+    partial_since: float | None = None
+    aborted: list[bool] = field(default_factory=list)
+
+    def send(self, data: bytes) -> None: ...
+
+    def close(self) -> None: ...
+
+    def abort(self) -> None:
+        self.aborted.append(True)
+
+
+def _table(per_ip: int = 2, total: int = 100) -> ConnectionTable:
+    return ConnectionTable(ConnectionLimits(max_per_ip=per_ip, max_total=total, idle_timeout=60))
+
+
+def test_connections_per_ip_limit_exceeded_at_claim() -> None:
+    table = _table(per_ip=2)
+    first, second = table.claim("192.0.2.1"), table.claim("192.0.2.1")
+    assert first is not None and second is not None
+    assert table.claim("192.0.2.1") is None  # no handshake, no admit: counted already
+    assert table.claim("192.0.2.2") is not None  # another source has its own allowance
+    assert table.statistics().refused_per_ip == 1
+    first.release()
+    first.release()  # a second release gives back nothing more
+    assert table.claim("192.0.2.1") is not None
+    assert table.claim("192.0.2.1") is None
+
+
+def test_connections_total_limit_exceeded_counts_handshaking_ones() -> None:
+    table = _table(per_ip=10, total=3)
+    slots = [table.claim(f"192.0.2.{i}") for i in range(3)]
+    assert all(s is not None for s in slots)
+    assert table.claim("192.0.2.9") is None
+    assert table.statistics().refused_total == 1
+
+
+def test_connections_mapped_ipv4_counts_as_ipv4() -> None:
+    table = _table(per_ip=1)
+    assert table.claim("192.0.2.1") is not None
+    assert table.claim("::ffff:192.0.2.1") is None
+
+
+def test_connections_screen_refuses_at_claim() -> None:
+    table = _table()
+    table.screen = lambda ip: ip != "192.0.2.66"
+    assert table.claim("192.0.2.66") is None
+    assert table.claim("192.0.2.1") is not None
+    assert table.statistics().refused_banned == 1
+
+
+def test_connections_admit_then_release_frees_the_slot() -> None:
+    table = _table(per_ip=1)
+    slot = table.claim("192.0.2.1")
+    assert slot is not None
+    flow = FakeFlow(peer=("192.0.2.1", 40000))
+    assert table.admit(flow) is True
+    assert table.statistics().open == 1
+    table.forget(flow)
+    slot.release()
+    assert table.statistics().open == 0
+    assert table.claim("192.0.2.1") is not None
+
+
+def test_connections_abort_source_matches_mapped_form_and_ipv6_prefix() -> None:
+    table = _table()
+    mapped = FakeFlow(peer=("::ffff:192.0.2.1", 1))
+    six = FakeFlow(peer=("2001:db8:1:2::9", 2))
+    other = FakeFlow(peer=("2001:db8:1:3::9", 3))
+    for flow in (mapped, six, other):
+        table.admit(flow)
+    assert table.abort_source("192.0.2.1") == 1
+    assert table.abort_source("2001:db8:1:2::/64") == 1
+    assert (mapped.aborted, six.aborted, other.aborted) == ([True], [True], [])
+
+
+def test_open_file_limit_raised_to_hard(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[tuple[int, tuple[int, int]]] = []
+    monkeypatch.setattr(resource, "getrlimit", lambda what: (1024, 524288))
+    monkeypatch.setattr(resource, "setrlimit", lambda what, limits: calls.append((what, limits)))
+    assert raise_open_file_limit() == (1024, 524288)
+    assert calls == [(resource.RLIMIT_NOFILE, (524288, 524288))]
+
+
+def test_open_file_limit_unlimited_hard_or_refused_left_alone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(resource, "getrlimit", lambda what: (1024, resource.RLIM_INFINITY))
+    assert raise_open_file_limit() == (1024, 1024)
+
+    def refuse(what: int, limits: tuple[int, int]) -> None:
+        raise ValueError("not allowed")
+
+    monkeypatch.setattr(resource, "getrlimit", lambda what: (1024, 4096))
+    monkeypatch.setattr(resource, "setrlimit", refuse)
+    assert raise_open_file_limit() == (1024, 1024)
