@@ -86,6 +86,16 @@ def parse_listen(text: str) -> Listen:
     return Listen(transport=transport, host=host, port=int(port_text), client_cert=client_cert)
 
 
+def check_cidrs(value: list[str]) -> list[str]:
+    """The one CIDR validator of every setting that lists networks."""
+    for item in value:
+        try:
+            ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            raise ValueError(f"{item!r} is not a CIDR") from None
+    return value
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -181,12 +191,7 @@ class MediaSection(_Section):
     @field_validator("allowed_peers")
     @classmethod
     def _peers(cls, value: list[str]) -> list[str]:
-        for item in value:
-            try:
-                ipaddress.ip_network(item, strict=False)
-            except ValueError:
-                raise ValueError(f"{item!r} is not a CIDR") from None
-        return value
+        return check_cidrs(value)
 
     @field_validator("address")
     @classmethod
@@ -224,12 +229,7 @@ class TurnSection(_Section):
     @field_validator("allowed_peers")
     @classmethod
     def _peers(cls, value: list[str]) -> list[str]:
-        for item in value:
-            try:
-                ipaddress.ip_network(item, strict=False)
-            except ValueError:
-                raise ValueError(f"{item!r} is not a CIDR") from None
-        return value
+        return check_cidrs(value)
 
 
 class ZoneSection(_Section):
@@ -252,12 +252,7 @@ class ZoneSection(_Section):
     def _cidrs(cls, value: list[str]) -> list[str]:
         if not value:
             raise ValueError("a zone needs at least one CIDR")
-        for item in value:
-            try:
-                ipaddress.ip_network(item, strict=False)
-            except ValueError:
-                raise ValueError(f"{item!r} is not a CIDR") from None
-        return value
+        return check_cidrs(value)
 
 
 def _default_zones() -> list[ZoneSection]:
@@ -358,12 +353,7 @@ class TrunkSection(_Section):
     @field_validator("sources")
     @classmethod
     def _sources(cls, value: list[str]) -> list[str]:
-        for item in value:
-            try:
-                ipaddress.ip_network(item, strict=False)
-            except ValueError:
-                raise ValueError(f"{item!r} is not a CIDR") from None
-        return value
+        return check_cidrs(value)
 
     @field_validator("dids")
     @classmethod

@@ -51,6 +51,7 @@ from .monitor.service import MonitorService
 from .nat.credentials import SECRET_NAME, UserKeys, read_or_create_secret
 from .nat.keepalive import answer_binding, looks_like_stun
 from .nat.service import TurnService
+from .netaddr import rate_key
 from .pki.ca import CaPaths, ServerPaths, read_crl_serials, warn_if_expiring
 from .pki.tls import server_context
 from .qos import set_dscp
@@ -433,7 +434,7 @@ class SipService:
         headers = request.headers
         to_uri = request.to.uri
         observation = Observation(
-            source=flow.peer[0],
+            source=rate_key(flow.peer[0]),
             zone=zone.name,
             kind="request",
             method=request.method,
@@ -463,7 +464,7 @@ class SipService:
         to_uri = request.to.uri
         user = to_uri.user if isinstance(to_uri, SipUri) else None
         observation = Observation(
-            source=flow.peer[0],
+            source=rate_key(flow.peer[0]),
             zone=zone.name,
             kind="response_sent",
             method=request.method,
@@ -480,7 +481,7 @@ class SipService:
         if self.ids is None or zone.trusted:
             return
         now = self.clock()
-        observation = Observation(source=flow.peer[0], zone=zone.name, kind="malformed")
+        observation = Observation(source=rate_key(flow.peer[0]), zone=zone.name, kind="malformed")
         self._apply_ids(self.ids.observe(observation, now), flow.transport, now)
 
     def observe_rejected_credentials(self, event: Event) -> None:
@@ -494,7 +495,7 @@ class SipService:
             return
         now = self.clock()
         observation = Observation(
-            source=event.source,
+            source=rate_key(event.source),
             zone=zone.name,
             kind="response_sent",
             method=event.service.upper(),

@@ -14,6 +14,8 @@ from pathlib import Path
 from .proc import free_port, running, wait_for, wait_port
 
 VOIPSEC = [sys.executable, "-m", "voipsec"]
+#: The first line ``voipsec serve`` prints when it has started every listener.
+BANNER = "voipsec is running."
 
 
 def voipsec(*args: str, data_dir: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -100,8 +102,11 @@ def serving(server: VoipsecServer) -> Iterator[VoipsecServer]:
         [*VOIPSEC, "serve", "--dir", str(server.data_dir)], log=server.log, env=env
     ) as proc:
         server.proc = proc
+        # The banner is printed once every listener is bound (TLS, UDP, TURN...):
+        # the TLS port alone can accept before a UDP listener exists.
         wait_for(
-            lambda: proc.poll() is not None or _accepting(server),
+            lambda: proc.poll() is not None
+            or (BANNER in server.log_text() and _accepting(server)),
             what="voipsec serve to listen",
         )
         if proc.poll() is not None:
