@@ -105,8 +105,7 @@ def serving(server: VoipsecServer) -> Iterator[VoipsecServer]:
         # The banner is printed once every listener is bound (TLS, UDP, TURN...):
         # the TLS port alone can accept before a UDP listener exists.
         wait_for(
-            lambda: proc.poll() is not None
-            or (BANNER in server.log_text() and _accepting(server)),
+            lambda: proc.poll() is not None or (BANNER in server.log_text() and _accepting(server)),
             what="voipsec serve to listen",
         )
         if proc.poll() is not None:
