@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from voipsec.config import Config  # noqa: E402
-from voipsec.events import EventBus  # noqa: E402
+from voipsec.events import EventBus, MessageSeen  # noqa: E402
 from voipsec.monitor.hep import encode_hep3  # noqa: E402
 from voipsec.monitor.service import MonitorService  # noqa: E402
 from voipsec.monitor.siplog import SipLog, redact  # noqa: E402
@@ -120,8 +120,9 @@ def _hook_us(message: bytes, count: int, repeat: int, tmp: Path) -> float:
     )
 
     async def run() -> float:
+        events = EventBus()
         monitor = MonitorService(
-            config=config, data_dir=tmp, store=Store(tmp / "voipsec.db"), events=EventBus()
+            config=config, data_dir=tmp, store=Store(tmp / "voipsec.db"), events=events
         )
         await monitor.start()
         flow = _Flow()
@@ -130,7 +131,17 @@ def _hook_us(message: bytes, count: int, repeat: int, tmp: Path) -> float:
             for _ in range(repeat):
                 start = time.perf_counter()
                 for done in range(count):
-                    monitor.message("in", flow, message)  # type: ignore[arg-type]
+                    # What the SIP service does per message: build the event, publish it.
+                    events.publish(
+                        MessageSeen(
+                            direction="in",
+                            transport=flow.transport,
+                            local=flow.local,
+                            peer=flow.peer,
+                            tls_identity=None,
+                            data=message,
+                        )
+                    )
                     if done % _BATCH == _BATCH - 1:
                         await asyncio.sleep(0)
                 await asyncio.sleep(0)

@@ -53,10 +53,9 @@ from .core.dialplan import (
     refusal_reason,
 )
 from .core.trunkreg import Step, TrunkRegistration, TrunkRegistrationStatus
-from .events import CallAnswered, CallEnded, CallStarted, EventBus, MediaStats
+from .events import AlertRaised, CallAnswered, CallEnded, CallStarted, MediaStats
 from .media.destinations import MediaPeer
 from .media.relay import LegReport, MediaRelay
-from .monitor.alerts import Alert
 from .monitor.fraud import (
     Attempt,
     FraudEngine,
@@ -71,7 +70,6 @@ from .netaddr import canonical_ip
 from .pki.tls import client_context
 from .qos import set_dscp
 from .sip.dialog import new_tag
-from .sip.digest import Verdict, parse_authorization
 from .sip.errors import SipParseError
 from .sip.headers import split_list
 from .sip.layer import TxKey, client_key, server_key
@@ -164,7 +162,7 @@ class CallService:
             self.dialplan = Dialplan.from_config(config, data_dir or Path("/nonexistent"))
         except DialplanConfigError as err:
             raise ConfigError([str(err)]) from None
-        self.events = EventBus()
+        self.events = sip.events
         self.trunks = {t.name: t for t in config.trunks}
         self._trunk_sources = [
             (ipaddress.ip_network(c, strict=False), t) for t in config.trunks for c in t.sources
@@ -182,7 +180,6 @@ class CallService:
         self._registration_timers: dict[str, asyncio.TimerHandle] = {}
         self.fraud = self._load_fraud(config, data_dir)
         #: Where alerts go (the monitor; set by the server).
-        self.on_alert: Callable[[Alert], None] | None = None
 
     # -- a new INVITE ------------------------------------------------------------------
 
@@ -215,7 +212,7 @@ class CallService:
             # caller's number is kept (caller ID); the carrier's host is not.
             number = _caller_number(request)
             return _Caller(user=None, trunk=trunk, uri=f"sip:{number}@{self.config.sip.domain}")
-        user = self._authenticate(flow, request, now)
+        user = self.sip.authenticate(flow, request, "proxy", now)
         if isinstance(user, Response):
             return user
         caller = _Caller(user=user, trunk=None, uri=f"sip:{user}@{self.config.sip.domain}")
@@ -232,58 +229,6 @@ class CallService:
 
     def _trunk_for(self, ip: str) -> TrunkSection | None:
         return trunk_for(self._trunk_sources, ip)
-
-    def _authenticate(self, flow: Flow, request: Request, now: float) -> str | Response:
-        """Digest (407, RFC 3261 §22.3) and the device certificate, per [auth] policy."""
-        sip = self.sip
-        policy = self.config.auth.policy
-        identity = flow.identity
-        if identity is None and policy == "cert_and_digest":
-            return response_to(request, 403, "Certificate Required", to_tag=new_tag())
-        cert_user = _aor_user(identity.aor, self.config.sip.domain) if identity else None
-        if identity is not None and cert_user is None:
-            return response_to(request, 403, "Certificate Has No AOR Here", to_tag=new_tag())
-        if policy == "cert_or_digest" and cert_user is not None:
-            return cert_user
-        header = _our_credentials(request, sip.auth.realm)
-        if header is None:
-            return self._challenge(request, now, flow.peer[0], stale=False)
-        try:
-            creds = parse_authorization(header)
-        except SipParseError:
-            return response_to(request, 400, "Malformed Proxy-Authorization", to_tag=new_tag())
-        if creds.uri != request.raw_uri:
-            return response_to(request, 400, "Digest URI Mismatch", to_tag=new_tag())
-        result = sip.auth.verify(creds, method="INVITE", now=now, source=flow.peer[0])
-        if result.verdict is Verdict.OK and result.username is not None:
-            if cert_user is not None and cert_user != result.username:
-                return response_to(
-                    request, 403, "Certificate Does Not Match User", to_tag=new_tag()
-                )
-            return result.username
-        if result.verdict is Verdict.FAILED:
-            sip.counters.auth_failures += 1
-            if sip.on_auth_failure is not None:
-                sip.on_auth_failure()
-            log.info(
-                "call authentication failed for %r from %s: %s",
-                creds.username[:64],
-                flow.peer[0],
-                result.detail,
-            )
-            return response_to(request, 403, "Forbidden", to_tag=new_tag())
-        return self._challenge(request, now, flow.peer[0], stale=result.verdict is Verdict.STALE)
-
-    def _challenge(self, request: Request, now: float, source: str, *, stale: bool) -> Response:
-        self.sip.counters.auth_challenges += 1
-        challenges = self.sip.auth.challenge(now, source, stale=stale)
-        return response_to(
-            request,
-            407,
-            "Proxy Authentication Required",
-            to_tag=new_tag(),
-            extra=tuple(("Proxy-Authenticate", c) for c in challenges),
-        )
 
     def _claimed_identity(self, request: Request, user: str) -> str | None:
         return identity_mismatch(request, user, self.sip.domains)
@@ -920,19 +865,17 @@ class CallService:
         self, violations: Sequence[Violation], user: str, source: str, now: float
     ) -> None:
         for v in violations:
-            alert = Alert(
-                what=f"fraud check {v.check} ({v.level})",
-                who=user,
-                why=v.detail.removeprefix(f"{user}: "),
-                action=_ACTION_DONE.get(v.action, v.action),
-                rule=v.rule,
-                time=now,
-                source=source,
+            self.events.publish(
+                AlertRaised(
+                    what=f"fraud check {v.check} ({v.level})",
+                    who=user,
+                    why=v.detail.removeprefix(f"{user}: "),
+                    action=_ACTION_DONE.get(v.action, v.action),
+                    rule=v.rule,
+                    time=now,
+                    source=source,
+                )
             )
-            if self.on_alert is not None:
-                self.on_alert(alert)
-            else:
-                log.warning("fraud alert %s: %s", v.rule, alert.detail())
 
     def save_fraud_state(self) -> None:
         """Write the engine's counters (they persist across restarts), atomically, 0600."""
@@ -1002,13 +945,6 @@ class CallService:
 # -- helpers --------------------------------------------------------------------------
 
 
-def _aor_user(aor: str | None, domain: str) -> str | None:
-    if aor is None:
-        return None
-    user, at, host = aor.rpartition("@")
-    return user if at and host.lower() == domain else None
-
-
 def identity_mismatch(request: Request, user: str, domains: Collection[str]) -> str | None:
     """The first identity ``request`` claims that is not ``user`` at one of ``domains``
     (lower case), ``None`` when every claim names ``user`` (RFC 3325 §5).
@@ -1051,15 +987,6 @@ def trunk_for(
         if ip in network:
             return trunk
     return None
-
-
-def _our_credentials(request: Request, realm: str) -> str | None:
-    lines = request.headers.lines("proxy-authorization")
-    marker = f'realm="{realm}"'
-    for line in lines:
-        if marker in line:
-            return line
-    return lines[0] if lines else None
 
 
 #: Characters a caller ID from a trunk may keep; anything else makes it "anonymous".

@@ -5,6 +5,11 @@ writer, fraud detector, metrics and dashboard subscribe. Fan-out is synchronous 
 in order of subscription, so a subscriber sees a call's events in the order they
 happened, and a subscriber must be quick (hand slow work to a queue of its own).
 
+A subscriber names the event types it wants (``subscribe(callback, CallEnded)``), or
+gets every event when it names none; a publisher on a hot path asks
+:meth:`EventBus.wanted` before it builds an event nobody would receive (one per SIP
+message, say).
+
 Failure mode: fails open for the publisher. A subscriber that raises is logged and
 counted; the remaining subscribers still get the event and ``publish`` returns
 normally, so a broken listener never takes a call down with it.
@@ -15,8 +20,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 __all__ = [
+    "AlertRaised",
+    "BanImposed",
+    "BanLifted",
     "CallAnswered",
     "CallEnded",
     "CallStarted",
@@ -24,6 +33,10 @@ __all__ = [
     "Event",
     "EventBus",
     "EventBusStatistics",
+    "MediaStats",
+    "MessageSeen",
+    "RegistrationChanged",
+    "RequestHandled",
     "Subscriber",
 ]
 
@@ -122,8 +135,102 @@ class CredentialsRejected:
     time: float
 
 
-Event = CallStarted | CallAnswered | CallEnded | MediaStats | CredentialsRejected
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RegistrationChanged:
+    """A REGISTER that passed authentication was applied (or refused by the registrar)."""
+
+    user: str
+    #: The registrar accepted it (200); False for 403 Too Many Contacts, 423, ...
+    accepted: bool
+    #: "transport:ip:port" the REGISTER came from.
+    source: str
+    time: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BanImposed:
+    """A source was banned (by the guard's rate limit, an IDS rule or a connection flood)."""
+
+    source: str
+    until: float
+    seconds: float
+    reason: str
+    #: "all" transports, or "udp" only (a ban on spoofable evidence).
+    scope: str
+    time: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BanLifted:
+    """A ban was removed before it ran out (``voipsec bans remove``)."""
+
+    source: str
+    time: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AlertRaised:
+    """Something an administrator must hear about; the monitor stores and delivers it.
+
+    The fields are those of an alert (``voipsec.monitor.alerts``): every alert is
+    recorded the same way whether or not a webhook, syslog or e-mail sink is set.
+    """
+
+    #: Short description: "call to a high-risk destination".
+    what: str
+    #: The user, trunk or address responsible.
+    who: str
+    #: Values against thresholds.
+    why: str
+    #: What voipsec did: "alerted", "blocked", "banned for 300 s"...
+    action: str
+    #: Id of the rule that fired.
+    rule: str
+    time: float
+    #: Address the traffic came from, or "" when not from the net.
+    source: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MessageSeen:
+    """One SIP message received or sent (decrypted bytes), for the SIP log and HEP.
+
+    Built only when someone subscribed (:meth:`EventBus.wanted`): one per message.
+    """
+
+    direction: Literal["in", "out"]
+    transport: str
+    local: tuple[str, int]
+    peer: tuple[str, int]
+    #: The TLS client certificate's AOR or subject, if one was presented.
+    tls_identity: str | None
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RequestHandled:
+    """How long the SIP service took to handle one request (the latency histogram)."""
+
+    method: str
+    seconds: float
+
+
+Event = (
+    CallStarted
+    | CallAnswered
+    | CallEnded
+    | MediaStats
+    | CredentialsRejected
+    | RegistrationChanged
+    | BanImposed
+    | BanLifted
+    | AlertRaised
+    | MessageSeen
+    | RequestHandled
+)
 Subscriber = Callable[[Event], None]
+#: Every event type, for subscribers that want them all.
+EVENT_TYPES: tuple[type, ...] = get_args(Event)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -138,19 +245,26 @@ class EventBus:
     """Synchronous fan-out of events to subscribers, isolated from their failures."""
 
     def __init__(self) -> None:
-        self._subscribers: tuple[Subscriber, ...] = ()
+        self._subscribers: dict[type, tuple[Subscriber, ...]] = {}
         self._published = 0
         self._subscriber_errors = 0
 
-    def subscribe(self, callback: Subscriber) -> None:
-        """Call ``callback`` with every event published from now on."""
-        # A new tuple, so a subscription made during publish takes effect next event.
-        self._subscribers = (*self._subscribers, callback)
+    def subscribe(self, callback: Subscriber, *types: type) -> None:
+        """Call ``callback`` with every event of ``types`` (all events when none)."""
+        for kind in types or EVENT_TYPES:
+            if kind not in EVENT_TYPES:
+                raise TypeError(f"{kind.__name__} is not an event type")
+            # A new tuple, so a subscription made during publish takes effect next event.
+            self._subscribers[kind] = (*self._subscribers.get(kind, ()), callback)
+
+    def wanted(self, kind: type) -> bool:
+        """Whether anyone subscribed to ``kind`` (so it is worth building)."""
+        return kind in self._subscribers
 
     def publish(self, event: Event) -> None:
-        """Hand ``event`` to every subscriber in order; never raises for them."""
+        """Hand ``event`` to its subscribers in order; never raises for them."""
         self._published += 1
-        for callback in self._subscribers:
+        for callback in self._subscribers.get(type(event), ()):
             self._deliver(callback, event)
 
     def _deliver(self, callback: Subscriber, event: Event) -> None:

@@ -27,6 +27,7 @@ from typing import Literal
 
 from .calls import CallService
 from .config import Config, Listen, parse_listen
+from .core.auth import Authenticated, Refused, RequestAuthenticator, Role
 from .core.registrar import Registrar, RegistrarPolicy
 from .edge.guard import Ban, BanAdded, BanScope, Guard, scope_of
 from .edge.guard import Verdict as GuardVerdict
@@ -45,8 +46,17 @@ from .edge.ids import (
 from .edge.ids import Ban as IdsBan
 from .edge.sanity import Sanity
 from .edge.zones import Zone, ZoneMap
-from .events import CredentialsRejected, Event
-from .monitor.alerts import Alert as MonitorAlert
+from .events import (
+    AlertRaised,
+    BanImposed,
+    BanLifted,
+    CredentialsRejected,
+    Event,
+    EventBus,
+    MessageSeen,
+    RegistrationChanged,
+    RequestHandled,
+)
 from .monitor.service import MonitorService
 from .nat.credentials import SECRET_NAME, UserKeys, read_or_create_secret
 from .nat.keepalive import answer_binding, looks_like_stun
@@ -55,7 +65,7 @@ from .netaddr import rate_key
 from .pki.ca import CaPaths, ServerPaths, read_crl_serials, warn_if_expiring
 from .pki.tls import server_context
 from .qos import set_dscp
-from .sip.digest import DigestAuthenticator, Verdict, parse_authorization
+from .sip.digest import DigestAuthenticator
 from .sip.errors import FramingError, SipParseError
 from .sip.layer import KeyedAction, TransactionLayer, TxKey
 from .sip.message import (
@@ -67,7 +77,7 @@ from .sip.message import (
     top_via_with_received,
 )
 from .sip.transaction import CancelTimer, PassUp, Send, StartTimer, Terminated
-from .sip.uri import SipUri, same_aor
+from .sip.uri import SipUri
 from .store import Binding, Store
 from .transport.connections import (
     ConnectionLimits,
@@ -146,8 +156,12 @@ class SipService:
         ids_rules: list[Rule] | None = None,
         connections: ConnectionTable | None = None,
         data_dir: Path | None = None,
+        events: EventBus | None = None,
     ) -> None:
         self.config = config
+        #: Where the service tells everything else what happened (metrics, alerts, the
+        #: SIP log and HEP, the IDS's TURN feed subscribe); one bus per server.
+        self.events = events if events is not None else EventBus()
         self.store = store
         self.clock = clock
         domains = {config.sip.domain, *(a.lower() for a in config.sip.aliases)}
@@ -173,15 +187,18 @@ class SipService:
             )
         )
         self.registrar.load(store.bindings(clock()))
+        self.authenticator = RequestAuthenticator(
+            digest=self.auth,
+            policy=config.auth.policy,
+            domain=config.sip.domain,
+            aor_for=self.registrar.aor_for,
+        )
         self.layer = TransactionLayer()
         self.guard = Guard(build_zone_map(config))
         self.sanity = Sanity(config.sanity.checks)
         self.ids: IdsEngine | None = (
             IdsEngine(ids_rules) if config.ids.enabled and ids_rules is not None else None
         )
-        #: Called with a source address when a new ban is added (the server drops
-        #: that source's connections).
-        self.on_ban: Callable[[str], object] | None = None
         self.counters = SipCounters()
         self._pending_upserts: dict[tuple[str, str], Binding] = {}
         self._pending_removals: set[tuple[str, str]] = set()
@@ -196,13 +213,6 @@ class SipService:
             )
         )
         self.calls = CallService(self, config, data_dir)
-        #: Monitoring hooks (set by the server): every message, every alert.
-        self.tap: Callable[[Literal["in", "out"], Flow, bytes], None] | None = None
-        self.on_alert: Callable[[MonitorAlert], None] | None = None
-        self.on_auth_failure: Callable[[], None] | None = None
-        self.on_registration: Callable[[bool], None] | None = None
-        self.on_banned: Callable[[], None] | None = None
-        self.on_request_handled: Callable[[float, str], None] | None = None
         self.reload_bans()
 
     # -- entry points from the transports ---------------------------------------------
@@ -252,28 +262,31 @@ class SipService:
         )
         try:
             self.store.add_ban(ban.source, ban.until, ban.reason, ban.scope.value)
-            if self.on_alert is None:
-                self.store.add_alert(
-                    "ban", ban.source, f"{int(added.seconds)} s: {ban.reason}", self.clock()
-                )
         except sqlite3.Error:
             log.exception("could not store the ban of %s (it holds in memory)", ban.source)
-        if self.on_banned is not None:
-            self.on_banned()
-        if self.on_alert is not None:
-            self.on_alert(
-                MonitorAlert(
-                    what="source banned",
-                    who=ban.source,
-                    why=ban.reason,
-                    action=f"banned for {int(added.seconds)} s{' (UDP only)' if udp_only else ''}",
-                    rule="ban",
-                    time=self.clock(),
-                    source=ban.source,
-                )
+        now = self.clock()
+        # The server cuts the source's connections on a ban of every transport.
+        self.events.publish(
+            BanImposed(
+                source=ban.source,
+                until=ban.until,
+                seconds=added.seconds,
+                reason=ban.reason,
+                scope=ban.scope.value,
+                time=now,
             )
-        if self.on_ban is not None and not udp_only:
-            self.on_ban(ban.source)
+        )
+        self.events.publish(
+            AlertRaised(
+                what="source banned",
+                who=ban.source,
+                why=ban.reason,
+                action=f"banned for {int(added.seconds)} s{' (UDP only)' if udp_only else ''}",
+                rule="ban",
+                time=now,
+                source=ban.source,
+            )
+        )
 
     def is_banned(self, ip: str) -> bool:
         """True when a ban of ``ip`` refuses its TCP/TLS connections."""
@@ -295,11 +308,12 @@ class SipService:
             for b in self.store.bans(now)
         ]
         self.guard.replace_bans(stored)
-        if self.ids is not None:
-            # A ban lifted by hand: the IDS may ban that source again at once. (The
-            # guard's list, not the stored one: the guard holds canonical addresses.)
-            for source in before - {b.source for b in self.guard.bans()}:
+        # A ban lifted by hand: the IDS may ban that source again at once. (The
+        # guard's list, not the stored one: the guard holds canonical addresses.)
+        for source in sorted(before - {b.source for b in self.guard.bans()}):
+            if self.ids is not None:
                 self.ids.lift(source)
+            self.events.publish(BanLifted(source=source, time=now))
 
     def on_framing_error(self, flow: StreamProtocol, data: bytes, err: FramingError) -> None:
         self.counters.parse_errors += 1
@@ -324,8 +338,8 @@ class SipService:
     # -- parsing --------------------------------------------------------------------
 
     def _on_bytes(self, flow: Flow, data: bytes, *, datagram: bool) -> None:
-        if self.tap is not None:
-            self.tap("in", flow, data)
+        if self.events.wanted(MessageSeen):
+            self._publish_message("in", flow, data)
         try:
             message = parse_message(data, datagram=datagram)
         except SipParseError as err:
@@ -360,12 +374,27 @@ class SipService:
     # -- requests -------------------------------------------------------------------
 
     def _on_request(self, flow: Flow, request: Request, *, reliable: bool) -> None:
-        if self.on_request_handled is None:
+        if not self.events.wanted(RequestHandled):
             self._handle_request(flow, request, reliable=reliable)
             return
         started = time.perf_counter()
         self._handle_request(flow, request, reliable=reliable)
-        self.on_request_handled(time.perf_counter() - started, request.method)
+        self.events.publish(
+            RequestHandled(method=request.method, seconds=time.perf_counter() - started)
+        )
+
+    def _publish_message(self, direction: Literal["in", "out"], flow: Flow, data: bytes) -> None:
+        identity = flow.identity
+        self.events.publish(
+            MessageSeen(
+                direction=direction,
+                transport=flow.transport,
+                local=flow.local,
+                peer=flow.peer,
+                tls_identity=(identity.aor or identity.subject) if identity else None,
+                data=data,
+            )
+        )
 
     def _handle_request(self, flow: Flow, request: Request, *, reliable: bool) -> None:
         now = self.clock()
@@ -490,6 +519,8 @@ class SipService:
         channel too. Only a verified source counts: spoofed UDP must not ban a victim."""
         if not isinstance(event, CredentialsRejected) or not event.verified_source:
             return
+        if event.service == "sip":
+            return  # the IDS already saw the 403 this service answered (_observe_answer)
         zone = self.guard.zones.zone_for(event.source)
         if self.ids is None or zone.trusted:
             return
@@ -536,24 +567,17 @@ class SipService:
         return verdict
 
     def _alert(self, alert: Alert) -> None:
-        if self.on_alert is not None:
-            self.on_alert(
-                MonitorAlert(
-                    what="IDS rule matched",
-                    who=alert.source,
-                    why=alert.detail,
-                    action="alerted",
-                    rule=alert.rule,
-                    time=self.clock(),
-                    source=alert.source,
-                )
+        self.events.publish(
+            AlertRaised(
+                what="IDS rule matched",
+                who=alert.source,
+                why=alert.detail,
+                action="alerted",
+                rule=alert.rule,
+                time=self.clock(),
+                source=alert.source,
             )
-            return
-        log.warning("ids alert %s from %s: %s", alert.rule, alert.source, alert.detail)
-        try:
-            self.store.add_alert(alert.rule, alert.source, alert.detail, self.clock())
-        except sqlite3.Error:
-            log.exception("could not store an alert")
+        )
 
     def reload_rules(self, rules: list[Rule]) -> None:
         """New rule set from the rule files; counters start again."""
@@ -626,82 +650,67 @@ class SipService:
     def _register(self, flow: Flow, request: Request, now: float) -> Response:
         if not isinstance(request.uri, SipUri) or request.uri.host.lower() not in self.domains:
             return response_to(request, 404, "Domain Not Served", to_tag=_tag())
+        user = self.authenticate(flow, request, "registrar", now)
+        if isinstance(user, Response):
+            return user
+        return self._apply_registration(flow, request, user, now)
+
+    def authenticate(self, flow: Flow, request: Request, role: Role, now: float) -> str | Response:
+        """Who sent ``request`` (core/auth.py decides), or the response refusing it.
+
+        Carries out what the decision implies: counts challenges and failures, logs a
+        wrong password and publishes it (the metric; the IDS sees the 403 it answers).
+        """
         source = flow.peer[0]
-        refusal = self._certificate_refusal(flow, request)
-        if refusal is not None:
-            return refusal
-        if self.config.auth.policy == "cert_or_digest" and flow.identity is not None:
-            user = request.to.uri.user if isinstance(request.to.uri, SipUri) else None
-            if user is not None:
-                return self._apply_registration(flow, request, user, now)
-        header = self._our_authorization(request)
-        if header is None:
-            return self._challenge(request, now, source, stale=False)
-        creds = parse_authorization(header)
-        if creds.uri != request.raw_uri:
-            return response_to(request, 400, "Digest URI Mismatch", to_tag=_tag())
-        result = self.auth.verify(creds, method=request.method, now=now, source=source)
-        if result.verdict is Verdict.OK and result.username is not None:
-            return self._apply_registration(flow, request, result.username, now)
-        if result.verdict is Verdict.FAILED:
-            self.counters.auth_failures += 1
-            if self.on_auth_failure is not None:
-                self.on_auth_failure()
-            if self.on_registration is not None:
-                self.on_registration(False)
-            log.info(
-                "authentication failed for %r from %s: %s",
-                creds.username[:64],
-                source,
-                result.detail,
-            )
-            return response_to(request, 403, "Forbidden", to_tag=_tag())
-        return self._challenge(request, now, source, stale=result.verdict is Verdict.STALE)
-
-    def _certificate_refusal(self, flow: Flow, request: Request) -> Response | None:
-        """A device certificate binds its connection to one AOR (the SAN's SIP URI)."""
-        identity = flow.identity
-        if identity is None:
-            if self.config.auth.policy == "cert_and_digest":
-                return response_to(request, 403, "Certificate Required", to_tag=_tag())
-            return None
-        to_uri = request.to.uri
-        aor = self.registrar.aor_for(to_uri) if isinstance(to_uri, SipUri) else None
-        if identity.aor is None or aor is None or not same_aor(identity.aor, aor):
-            log.info(
-                "certificate %x (%s) used for %s from %s: refused",
-                identity.serial,
-                identity.aor,
-                aor,
-                flow.peer[0],
-            )
-            return response_to(request, 403, "Certificate Does Not Match AOR", to_tag=_tag())
-        return None
-
-    def _our_authorization(self, request: Request) -> str | None:
-        lines = request.headers.lines("authorization")
-        realm = f'realm="{self.auth.realm}"'
-        for line in lines:
-            if realm in line:
-                return line
-        return lines[0] if lines else None
-
-    def _challenge(self, request: Request, now: float, source: str, *, stale: bool) -> Response:
-        self.counters.auth_challenges += 1
-        challenges = self.auth.challenge(now, source, stale=stale)
+        decision = self.authenticator.authenticate(
+            request, role=role, identity=flow.identity, source=source, now=now
+        )
+        if isinstance(decision, Authenticated):
+            return decision.user
+        if decision.challenge:
+            self.counters.auth_challenges += 1
+        elif decision.credentials_failed:
+            self._credentials_failed(flow, request, decision, now)
+        elif decision.detail:
+            log.info("%s from %s refused: %s", request.method, source, decision.detail)
         return response_to(
-            request,
-            401,
-            "Unauthorized",
-            to_tag=_tag(),
-            extra=tuple(("WWW-Authenticate", c) for c in challenges),
+            request, decision.status, decision.reason, to_tag=_tag(), extra=decision.headers
         )
 
+    def _credentials_failed(
+        self, flow: Flow, request: Request, refused: Refused, now: float
+    ) -> None:
+        self.counters.auth_failures += 1
+        user = refused.claimed_user or ""
+        log.info(
+            "%s authentication failed for %r from %s: %s",
+            request.method,
+            user,
+            flow.peer[0],
+            refused.detail,
+        )
+        self.events.publish(
+            CredentialsRejected(
+                service="sip",
+                source=flow.peer[0],
+                user=user,
+                reason=refused.detail,
+                # A connection's source answered our SYN-ACK; a datagram's proves nothing.
+                verified_source=flow.transport != "udp",
+                time=now,
+            )
+        )
+        if request.method == "REGISTER":
+            self.events.publish(
+                RegistrationChanged(user=user, accepted=False, source=_flow_text(flow), time=now)
+            )
+
     def _apply_registration(self, flow: Flow, request: Request, user: str, now: float) -> Response:
-        source = f"{flow.transport}:{flow.peer[0]}:{flow.peer[1]}"
+        source = _flow_text(flow)
         outcome = self.registrar.register(request, user=user, now=now, source=source)
-        if self.on_registration is not None:
-            self.on_registration(outcome.status == 200)
+        self.events.publish(
+            RegistrationChanged(user=user, accepted=outcome.status == 200, source=source, time=now)
+        )
         for b in outcome.upserts:
             self._pending_upserts[(b.aor, b.contact)] = b
             self._pending_removals.discard((b.aor, b.contact))
@@ -724,8 +733,8 @@ class SipService:
             action = item.action
             if isinstance(action, Send):
                 target = self._tx_flows.get(item.key, flow)
-                if self.tap is not None:
-                    self.tap("out", target, action.data)
+                if self.events.wanted(MessageSeen):
+                    self._publish_message("out", target, action.data)
                 target.send(action.data)
             elif isinstance(action, PassUp):
                 self._pass_up(item.key, action.message)
@@ -779,8 +788,8 @@ class SipService:
         """Send a request on ``flow``: an ACK as is, anything else in a client transaction."""
         if request.method == "ACK":
             data = request.to_bytes()
-            if self.tap is not None:
-                self.tap("out", flow, data)
+            if self.events.wanted(MessageSeen):
+                self._publish_message("out", flow, data)
             flow.send(data)
             return
         key, actions = self.layer.send_request(
@@ -887,6 +896,11 @@ def _tag() -> str:
     return secrets.token_hex(6)
 
 
+def _flow_text(flow: Flow) -> str:
+    """``transport:ip:port`` of a flow, as bindings and events record it."""
+    return f"{flow.transport}:{flow.peer[0]}:{flow.peer[1]}"
+
+
 def _udp_sender(
     tx: asyncio.DatagramTransport, local: tuple[str, int]
 ) -> Callable[[tuple[str, int]], Flow | None]:
@@ -917,31 +931,28 @@ class Server:
         closed = self.store.close_open_cdrs(time.time())
         if closed:
             log.warning("closed %d CDR(s) left open by an earlier stop", closed)
+        #: The one event stream of this server (events.py): signaling, calls and TURN
+        #: publish; the monitor (metrics, alerts, SIP log, HEP), the connection table
+        #: and the IDS's TURN feed subscribe.
+        self.events = EventBus()
         self.service = SipService(
             config=config,
             store=self.store,
             ids_rules=self._load_rules(),
             connections=self.connections,
             data_dir=data_dir,
+            events=self.events,
         )
         self.connections.banned = self.service.is_banned
         self.connections.screen = self.service.admit_connection
-        self.service.on_ban = self.connections.abort_source
+        self.events.subscribe(self._cut_banned_connections, BanImposed)
         self.monitor = MonitorService(
-            config=config, data_dir=data_dir, store=self.store, events=self.service.calls.events
+            config=config, data_dir=data_dir, store=self.store, events=self.events
         )
-        self.service.on_alert = self.monitor.alert
-        self.service.calls.on_alert = self.monitor.alert
         metrics = self.monitor.metrics
-        self.service.on_auth_failure = metrics.on_auth_failure
-        self.service.on_banned = metrics.on_ban
-        self.service.on_registration = lambda accepted: metrics.on_registration(accepted=accepted)
-        self.service.on_request_handled = metrics.observe_request
         self.connections.on_admit = lambda flow: (
             metrics.on_tls_handshake(ok=True) if flow.transport == "tls" else None
         )
-        if self.monitor.tapping:
-            self.service.tap = self.monitor.message
         self._contexts: list[ssl.SSLContext] = []
         self._crl_mtime: float | None = None
         self._listeners: list[StreamListener] = []
@@ -986,11 +997,17 @@ class Server:
             relay_host=parse_listen(turn.listen[0]).host,
             # The guard's bans hold for TURN too; its failures go to the IDS and metrics.
             banned=self.service.is_banned,
-            events=self.service.calls.events,
+            events=self.events,
         )
-        self.service.calls.events.subscribe(self.service.observe_rejected_credentials)
+        self.events.subscribe(self.service.observe_rejected_credentials, CredentialsRejected)
         await self.turn.start()
         log.info("STUN/TURN listening on %s", ", ".join(turn.listen))
+
+    def _cut_banned_connections(self, event: Event) -> None:
+        """A ban of every transport drops the source's open connections at once; a
+        UDP-only ban (spoofable evidence) leaves them be (guard.py)."""
+        if isinstance(event, BanImposed) and event.scope == BanScope.ALL.value:
+            self.connections.abort_source(event.source)
 
     def _raise_open_file_limit(self) -> None:
         """Every connection holds a file descriptor: use all the hard limit allows."""

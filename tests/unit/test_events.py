@@ -107,3 +107,33 @@ def test_events_bus_subscription_during_publish_starts_with_next_event() -> None
     bus.publish(STARTED)
     bus.publish(ANSWERED)
     assert late == [ANSWERED]
+
+
+def test_events_bus_typed_subscription_and_wanted() -> None:
+    from voipsec.events import BanLifted, MessageSeen
+
+    bus = EventBus()
+    lifted: list[object] = []
+    assert not bus.wanted(BanLifted)
+    bus.subscribe(lifted.append, BanLifted)
+    assert bus.wanted(BanLifted) and not bus.wanted(MessageSeen)
+    bus.publish(BanLifted(source="192.0.2.1", time=1.0))
+    bus.publish(
+        MessageSeen(
+            direction="in",
+            transport="tls",
+            local=("127.0.0.1", 5061),
+            peer=("192.0.2.1", 4000),
+            tls_identity=None,
+            data=b"OPTIONS",
+        )
+    )
+    assert lifted == [BanLifted(source="192.0.2.1", time=1.0)]
+    assert bus.statistics() == EventBusStatistics(published=2, subscriber_errors=0)
+
+
+def test_events_bus_refuses_a_type_that_is_no_event() -> None:
+    bus = EventBus()
+    with pytest.raises(TypeError) as info:
+        bus.subscribe(print, int)
+    assert str(info.value) == "int is not an event type"

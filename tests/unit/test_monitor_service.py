@@ -10,24 +10,29 @@ import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Literal
 
 import pytest
 
 from tests.unit.test_hep import parse_hep3
 from tests.unit.test_siplog import BARESIP_INVITE, SECRETS
 from voipsec.config import Config
-from voipsec.events import EventBus
+from voipsec.events import EventBus, MessageSeen
 from voipsec.monitor import service as monitor_service
 from voipsec.monitor.service import MonitorService
 from voipsec.monitor.siplog import redact
 from voipsec.store import Store
 
 
-class _Flow:
-    transport = "tls"
-    peer = ("127.0.0.1", 40000)
-    local = ("127.0.0.1", 5061)
-    identity = None
+def _seen(direction: Literal["in", "out"]) -> MessageSeen:
+    return MessageSeen(
+        direction=direction,
+        transport="tls",
+        local=("127.0.0.1", 5061),
+        peer=("127.0.0.1", 40000),
+        tls_identity=None,
+        data=BARESIP_INVITE,
+    )
 
 
 @asynccontextmanager
@@ -78,7 +83,7 @@ async def test_monitor_redacts_once_for_the_sip_log_and_hep(
 ) -> None:
     calls = _counting(monkeypatch)
     async with monitoring(tmp_path, siplog=True, hep_redact=True) as (monitor, sink):
-        monitor.message("in", _Flow(), BARESIP_INVITE)  # type: ignore[arg-type]
+        monitor.message(_seen("in"))
         payload = await _hep_payload(sink)
     assert calls == [BARESIP_INVITE]
     logged = json.loads((tmp_path / "sip.log").read_text())["message"]
@@ -93,7 +98,7 @@ async def test_monitor_hep_alone_is_redacted_by_default(
 ) -> None:
     calls = _counting(monkeypatch)
     async with monitoring(tmp_path, siplog=False, hep_redact=True) as (monitor, sink):
-        monitor.message("out", _Flow(), BARESIP_INVITE)  # type: ignore[arg-type]
+        monitor.message(_seen("out"))
         payload = await _hep_payload(sink)
     assert (len(calls), payload) == (1, redact(BARESIP_INVITE))
 
@@ -104,7 +109,7 @@ async def test_monitor_hep_redact_false_sends_secrets_and_warns(
     calls = _counting(monkeypatch)
     caplog.set_level(logging.WARNING, logger="voipsec.monitor")
     async with monitoring(tmp_path, siplog=False, hep_redact=False) as (monitor, sink):
-        monitor.message("in", _Flow(), BARESIP_INVITE)  # type: ignore[arg-type]
+        monitor.message(_seen("in"))
         payload = await _hep_payload(sink)
     assert (calls, payload) == ([], BARESIP_INVITE)
     assert [r.getMessage() for r in caplog.records if r.name == "voipsec.monitor"] == [
@@ -118,7 +123,7 @@ async def test_monitor_sip_log_stays_redacted_when_hep_is_not(
 ) -> None:
     calls = _counting(monkeypatch)
     async with monitoring(tmp_path, siplog=True, hep_redact=False) as (monitor, sink):
-        monitor.message("in", _Flow(), BARESIP_INVITE)  # type: ignore[arg-type]
+        monitor.message(_seen("in"))
         payload = await _hep_payload(sink)
     logged = json.loads((tmp_path / "sip.log").read_text())["message"]
     assert (len(calls), payload) == (1, BARESIP_INVITE)

@@ -36,7 +36,17 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 from prometheus_client.process_collector import ProcessCollector
 
-from ..events import CallAnswered, CallEnded, CallStarted, CredentialsRejected, Event, MediaStats
+from ..events import (
+    BanImposed,
+    CallAnswered,
+    CallEnded,
+    CallStarted,
+    CredentialsRejected,
+    Event,
+    MediaStats,
+    RegistrationChanged,
+    RequestHandled,
+)
 
 __all__ = [
     "DISPOSITIONS",
@@ -48,6 +58,7 @@ __all__ = [
     "MAX_CONNECTIONS_PER_SOURCE",
     "MAX_HEADERS",
     "MAX_HEADER_BYTES",
+    "METRIC_EVENTS",
     "REQUEST_BUCKETS",
     "Metrics",
     "MetricsServer",
@@ -73,6 +84,18 @@ _AUTH_SERVICES = frozenset({"sip", "turn", "web"})
 REQUEST_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 #: MOS runs from 1 (bad) to 4.5 (G.711 at its best, ITU-T G.107).
 _MOS_BUCKETS = (1.0, 2.0, 2.5, 3.0, 3.5, 3.8, 4.0, 4.2, 4.4, 4.5)
+
+#: The events :meth:`Metrics.on_event` counts (what it subscribes to).
+METRIC_EVENTS: tuple[type, ...] = (
+    CallStarted,
+    CallAnswered,
+    CallEnded,
+    MediaStats,
+    CredentialsRejected,
+    RegistrationChanged,
+    BanImposed,
+    RequestHandled,
+)
 
 #: The gauges :meth:`Metrics.set_gauge` sets, with their help text.
 GAUGES = {
@@ -180,6 +203,12 @@ class Metrics:
                 self.media_mos.observe(event.mos)
         elif isinstance(event, CredentialsRejected):
             self.on_auth_failure(event.service)
+        elif isinstance(event, RegistrationChanged):
+            self.on_registration(accepted=event.accepted)
+        elif isinstance(event, BanImposed):
+            self.on_ban()
+        elif isinstance(event, RequestHandled):
+            self.observe_request(event.seconds, event.method)
 
     # -- calls from the other parts --------------------------------------------------------
 

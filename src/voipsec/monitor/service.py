@@ -19,17 +19,15 @@ import re
 import sqlite3
 import time
 from pathlib import Path
-from typing import Literal
 
 from ..config import Config, parse_listen
-from ..events import Event, EventBus, MediaStats
+from ..events import AlertRaised, Event, EventBus, MediaStats, MessageSeen
 from ..pki.ca import ServerPaths
 from ..pki.tls import server_context
 from ..store import Store, StoreError
-from ..transport.connections import Flow
 from .alerts import Alert, AlertDispatcher, EmailSettings
 from .hep import HepExporter
-from .metrics import Metrics, MetricsServer
+from .metrics import METRIC_EVENTS, Metrics, MetricsServer
 from .siplog import SipLog, redact
 
 log = logging.getLogger("voipsec.monitor")
@@ -76,7 +74,9 @@ class MonitorService:
         self.data_dir = data_dir
         self.store = store
         self.metrics = Metrics()
-        events.subscribe(self.metrics.on_event)
+        events.subscribe(self.metrics.on_event, *METRIC_EVENTS)
+        # Every alert is stored and counted, delivered where a sink is configured.
+        events.subscribe(self._on_alert, AlertRaised)
         section = config.siplog
         self.siplog = (
             SipLog(data_dir / section.path, max_bytes=section.max_bytes, backups=section.backups)
@@ -95,7 +95,7 @@ class MonitorService:
             else None
         )
         if self.hep is not None:
-            events.subscribe(self._on_event)
+            events.subscribe(self._on_event, MediaStats)
         alerts = config.alerts
         email = (
             EmailSettings(
@@ -118,8 +118,11 @@ class MonitorService:
             else None
         )
         self.metrics_server: MetricsServer | None = None
-        #: True when a message hook has anything to do (checked per message).
+        #: True when there is something to do with each SIP message (checked once:
+        #: without it nobody subscribes to MessageSeen and none is ever built).
         self.tapping = self.siplog is not None or self.hep is not None
+        if self.tapping:
+            events.subscribe(self._on_message, MessageSeen)
         #: True when a message must be redacted (for the SIP log, HEP or both: once).
         self._redacting = self.siplog is not None or (self.hep is not None and self.hep.redact)
 
@@ -166,36 +169,54 @@ class MonitorService:
 
     # -- hooks ------------------------------------------------------------------------
 
-    def message(self, direction: Literal["in", "out"], flow: Flow, data: bytes) -> None:
-        """One SIP message received or sent on ``flow`` (decrypted bytes)."""
+    def message(self, seen: MessageSeen) -> None:
+        """One SIP message received or sent (decrypted bytes): SIP log and HEP."""
+        data = seen.data
         call_id = call_id_of(data)
         now = time.time()
         # One redaction for both outputs: the hot path does it at most once.
         redacted = redact(data) if self._redacting else None
         if self.siplog is not None:
-            identity = flow.identity
             self.siplog.write(
-                direction=direction,
-                local=flow.local,
-                remote=flow.peer,
-                transport=flow.transport,
-                tls_identity=(identity.aor or identity.subject) if identity else None,
+                direction=seen.direction,
+                local=seen.local,
+                remote=seen.peer,
+                transport=seen.transport,
+                tls_identity=seen.tls_identity,
                 call_id=call_id,
                 message=data,
                 time=now,
                 redacted=redacted,
             )
         if self.hep is not None:
-            src, dst = (flow.peer, flow.local) if direction == "in" else (flow.local, flow.peer)
+            inbound = seen.direction == "in"
             self.hep.send(
-                direction=direction,
-                src=src,
-                dst=dst,
-                transport=flow.transport,
+                direction=seen.direction,
+                src=seen.peer if inbound else seen.local,
+                dst=seen.local if inbound else seen.peer,
+                transport=seen.transport,
                 payload=data,
                 call_id=call_id,
                 time=now,
                 redacted=redacted,
+            )
+
+    def _on_message(self, event: Event) -> None:
+        if isinstance(event, MessageSeen):
+            self.message(event)
+
+    def _on_alert(self, event: Event) -> None:
+        if isinstance(event, AlertRaised):
+            self.alert(
+                Alert(
+                    what=event.what,
+                    who=event.who,
+                    why=event.why,
+                    action=event.action,
+                    rule=event.rule,
+                    time=event.time,
+                    source=event.source,
+                )
             )
 
     def _on_event(self, event: Event) -> None:
