@@ -647,7 +647,8 @@ def turn_credentials(
     dir: DirOption = DEFAULT_DIR,
 ) -> None:
     """A time-limited TURN username/password for NAME (coturn's REST scheme)."""
-    from .nat.credentials import SECRET_NAME, read_or_create_secret, rest_credentials
+    from .nat.credentials import rest_credentials
+    from .nat.keystore import SECRET_NAME, read_or_create_secret
 
     if ttl <= 0 or ttl > 30 * 86_400:
         _fail("--ttl must be between 1 and 2592000 seconds")

@@ -58,8 +58,8 @@ from .events import (
     RequestHandled,
 )
 from .monitor.service import MonitorService
-from .nat.credentials import SECRET_NAME, UserKeys, read_or_create_secret
 from .nat.keepalive import answer_binding, looks_like_stun
+from .nat.keystore import SECRET_NAME, UserKeys, read_or_create_secret
 from .nat.service import TurnService
 from .netaddr import rate_key
 from .pki.ca import CaPaths, ServerPaths, read_crl_serials, warn_if_expiring

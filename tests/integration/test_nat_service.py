@@ -20,7 +20,8 @@ import pytest
 
 from tests.peers.turn import TurnClient, binding, error_code, free_udp_tcp_port
 from voipsec.nat import service as service_module
-from voipsec.nat.credentials import UserKeys, long_term_key, read_or_create_secret
+from voipsec.nat.credentials import long_term_key
+from voipsec.nat.keystore import UserKeys, read_or_create_secret
 from voipsec.nat.service import TurnService
 from voipsec.nat.stun import MessageClass
 from voipsec.pki.ca import CaPaths, ServerPaths, create_ca, create_server_certificate

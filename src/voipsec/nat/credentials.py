@@ -12,13 +12,8 @@ from __future__ import annotations
 
 import base64
 import hmac
-import os
-import secrets
-import time
-from pathlib import Path
 
 from ..sip.digest import ha1
-from ..store import Store
 
 #: Separator between expiry and user, coturn's default ``rest-api-separator``.
 REST_SEPARATOR = ":"
@@ -55,46 +50,3 @@ def parse_rest_username(username: str) -> tuple[int, str] | None:
     if not sep or not user or not expiry.isascii() or not expiry.isdigit() or len(expiry) > 12:
         return None
     return int(expiry), user
-
-
-SECRET_NAME = "turn-secret"  # noqa: S105 - a file name, not a secret
-#: Seconds the user table is cached between reads (user changes reach TURN this fast).
-USER_CACHE_SECONDS = 2.0
-
-
-def read_or_create_secret(path: Path) -> bytes:
-    """The REST shared secret: the file's text, stripped (coturn's static-auth-secret
-    is a string too, so the same value can be given to ``turnutils_uclient -W``)."""
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        pass
-    else:
-        with os.fdopen(fd, "w") as out:
-            out.write(secrets.token_hex(32) + "\n")
-    secret = path.read_bytes().strip()
-    if not secret:
-        raise ValueError(f"{path} is empty")
-    return secret
-
-
-class UserKeys:
-    """lookup_key backed by the store: user -> MD5 HA1 for the realm, cached briefly."""
-
-    def __init__(self, store: Store, realm: str) -> None:
-        self._store = store
-        self._realm = realm
-        self._keys: dict[str, bytes] = {}
-        self._read_at = float("-inf")
-
-    def __call__(self, user: str) -> bytes | None:
-        now = time.monotonic()
-        if now - self._read_at > USER_CACHE_SECONDS:
-            digests = self._store.user_digests(self._realm)
-            self._keys = {
-                name: bytes.fromhex(value)
-                for (name, algorithm), value in digests.items()
-                if algorithm == "MD5"
-            }
-            self._read_at = now
-        return self._keys.get(user)
