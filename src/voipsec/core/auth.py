@@ -31,7 +31,6 @@ from typing import Literal
 
 from ..pki.identity import PeerIdentity
 from ..sip.digest import DigestAuthenticator, Verdict, parse_authorization
-from ..sip.errors import SipParseError
 from ..sip.message import Request
 from ..sip.uri import SipUri, same_aor
 
@@ -53,21 +52,13 @@ class _RoleHeaders:
     reason: str
     challenge: str
     credentials: str
-    #: The 400 reason when the credentials header cannot be parsed.
-    malformed: str
 
 
 #: RFC 3261 §22.2 (registrar, a UAS) and §22.3 (proxy).
 _ROLES: dict[Role, _RoleHeaders] = {
-    "registrar": _RoleHeaders(
-        401, "Unauthorized", "WWW-Authenticate", "authorization", "Bad Request"
-    ),
+    "registrar": _RoleHeaders(401, "Unauthorized", "WWW-Authenticate", "authorization"),
     "proxy": _RoleHeaders(
-        407,
-        "Proxy Authentication Required",
-        "Proxy-Authenticate",
-        "proxy-authorization",
-        "Malformed Proxy-Authorization",
+        407, "Proxy Authentication Required", "Proxy-Authenticate", "proxy-authorization"
     ),
 }
 
@@ -128,7 +119,11 @@ class RequestAuthenticator:
         source: str,
         now: float,
     ) -> AuthDecision:
-        """Decide who sent ``request`` (or how to refuse it)."""
+        """Decide who sent ``request`` (or how to refuse it).
+
+        Raises :class:`~voipsec.sip.errors.SipParseError` (400) for credentials that
+        do not parse (another scheme, a request-digest that is not hex...).
+        """
         if identity is None and self.policy == "cert_and_digest":
             return Refused(status=403, reason="Certificate Required")
         cert_user: str | None = None
@@ -178,10 +173,9 @@ class RequestAuthenticator:
         header = _our_credentials(request, headers.credentials, self.digest.realm)
         if header is None:
             return self.challenge(role, source, now, stale=False)
-        try:
-            creds = parse_authorization(header)
-        except SipParseError as err:
-            return Refused(status=400, reason=headers.malformed, detail=err.reason)
+        # Unusable credentials raise SipParseError(400): the shell answers them
+        # statelessly and keeps no transaction for input nobody authenticated.
+        creds = parse_authorization(header)
         if creds.uri != request.raw_uri:
             return Refused(status=400, reason="Digest URI Mismatch")
         result = self.digest.verify(creds, method=request.method, now=now, source=source)
