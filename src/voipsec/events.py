@@ -170,10 +170,9 @@ class BanLifted:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AlertRaised:
-    """Something an administrator must hear about; the monitor stores and delivers it.
-
-    The fields are those of an alert (``voipsec.monitor.alerts``): every alert is
-    recorded the same way whether or not a webhook, syslog or e-mail sink is set.
+    """Something an administrator must hear about: an alert (``monitor.alerts.Alert``
+    is this type). The monitor stores and counts every one, and delivers it where a
+    webhook, syslog or e-mail sink is set: what is recorded never depends on the sinks.
     """
 
     #: Short description: "call to a high-risk destination".
@@ -189,6 +188,10 @@ class AlertRaised:
     time: float
     #: Address the traffic came from, or "" when not from the net.
     source: str
+
+    def detail(self) -> str:
+        """What the store's detail column and a log line say."""
+        return f"{self.what}: {self.who}: {self.why}; {self.action}"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

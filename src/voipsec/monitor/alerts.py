@@ -61,6 +61,7 @@ from typing import Literal
 from urllib.parse import unquote, urlsplit
 
 from .. import __version__
+from ..events import AlertRaised
 
 __all__ = [
     "DEFAULT_FACILITY",
@@ -82,6 +83,7 @@ __all__ = [
     "AlertDispatcherStatistics",
     "EmailSettings",
     "SinkStatistics",
+    "alert_json",
     "check_email_address",
     "format_email",
     "format_syslog",
@@ -136,45 +138,26 @@ _RETRY_STATUSES = frozenset({408, 425, 429})
 _BOM = b"\xef\xbb\xbf"
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Alert:
-    """One alert: what happened, who did it, why it fired and what voipsec did."""
+#: An alert is the event that raised it: one type from the call path to every sink.
+Alert = AlertRaised
 
-    #: Short description: "call to a high-risk destination".
-    what: str
-    #: The user, trunk or address responsible: "alice", "203.0.113.9".
-    who: str
-    #: Values against thresholds: "4 calls in 60 s to +882 (critical at 3)".
-    why: str
-    #: What voipsec did: "alerted", "throttled", "blocked", "suspended", "banned".
-    action: str
-    #: Id of the rule that fired.
-    rule: str
-    #: Seconds since the epoch.
-    time: float
-    #: Address the traffic came from ("ip" or "ip:port"), or "" when not from the net.
-    source: str
 
-    def to_json(self) -> str:
-        """The alert as one JSON object (keys in a fixed order, UTC time added)."""
-        return json.dumps(
-            {
-                "rule": self.rule,
-                "what": self.what,
-                "who": self.who,
-                "why": self.why,
-                "action": self.action,
-                "source": self.source,
-                "time": self.time,
-                "time_utc": _rfc3339(self.time),
-            },
-            ensure_ascii=False,
-            separators=(",", ":"),
-        )
-
-    def detail(self) -> str:
-        """What the store's detail column and a log line say."""
-        return f"{self.what}: {self.who}: {self.why}; {self.action}"
+def alert_json(alert: Alert) -> str:
+    """The alert as one JSON object (keys in a fixed order, UTC time added)."""
+    return json.dumps(
+        {
+            "rule": alert.rule,
+            "what": alert.what,
+            "who": alert.who,
+            "why": alert.why,
+            "action": alert.action,
+            "source": alert.source,
+            "time": alert.time,
+            "time_utc": _rfc3339(alert.time),
+        },
+        ensure_ascii=False,
+        separators=(",", ":"),
+    )
 
 
 def _rfc3339(when: float) -> str:
@@ -208,7 +191,7 @@ def format_syslog(
         f"<{facility * 8 + severity}>1 {_rfc3339(alert.time)} {_printable(hostname, 255)} "
         f"voipsec {_printable(str(procid), 128)} {_printable(alert.rule, 32)} - "
     )
-    message = header.encode("ascii") + _BOM + alert.to_json().encode()
+    message = header.encode("ascii") + _BOM + alert_json(alert).encode()
     if len(message) > MAX_SYSLOG_MESSAGE:
         # Cut on a character boundary.
         message = message[:MAX_SYSLOG_MESSAGE].decode("utf-8", "ignore").encode()
@@ -607,7 +590,7 @@ class AlertDispatcher:
             await self._deliver(alert)
 
     async def _deliver(self, alert: Alert) -> None:
-        body = alert.to_json().encode()
+        body = alert_json(alert).encode()
 
         async def once() -> _Outcome | None:
             try:

@@ -207,17 +207,7 @@ class MonitorService:
 
     def _on_alert(self, event: Event) -> None:
         if isinstance(event, AlertRaised):
-            self.alert(
-                Alert(
-                    what=event.what,
-                    who=event.who,
-                    why=event.why,
-                    action=event.action,
-                    rule=event.rule,
-                    time=event.time,
-                    source=event.source,
-                )
-            )
+            self.alert(event)
 
     def _on_event(self, event: Event) -> None:
         if isinstance(event, MediaStats) and self.hep is not None:
