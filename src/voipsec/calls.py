@@ -71,7 +71,7 @@ from .netaddr import canonical_ip
 from .pki.tls import client_context
 from .qos import set_dscp
 from .sip.dialog import new_tag
-from .sip.digest import Verdict, parse_authorization
+from .sip.digest import DigestVerdict, parse_authorization
 from .sip.errors import SipParseError
 from .sip.headers import split_list
 from .sip.layer import TxKey, client_key, server_key
@@ -255,13 +255,13 @@ class CallService:
         if creds.uri != request.raw_uri:
             return response_to(request, 400, "Digest URI Mismatch", to_tag=new_tag())
         result = sip.auth.verify(creds, method="INVITE", now=now, source=flow.peer[0])
-        if result.verdict is Verdict.OK and result.username is not None:
+        if result.verdict is DigestVerdict.OK and result.username is not None:
             if cert_user is not None and cert_user != result.username:
                 return response_to(
                     request, 403, "Certificate Does Not Match User", to_tag=new_tag()
                 )
             return result.username
-        if result.verdict is Verdict.FAILED:
+        if result.verdict is DigestVerdict.FAILED:
             sip.counters.auth_failures += 1
             if sip.on_auth_failure is not None:
                 sip.on_auth_failure()
@@ -272,7 +272,9 @@ class CallService:
                 result.detail,
             )
             return response_to(request, 403, "Forbidden", to_tag=new_tag())
-        return self._challenge(request, now, flow.peer[0], stale=result.verdict is Verdict.STALE)
+        return self._challenge(
+            request, now, flow.peer[0], stale=result.verdict is DigestVerdict.STALE
+        )
 
     def _challenge(self, request: Request, now: float, source: str, *, stale: bool) -> Response:
         self.sip.counters.auth_challenges += 1

@@ -28,21 +28,18 @@ from typing import Literal
 from .calls import CallService
 from .config import Config, Listen, parse_listen
 from .core.registrar import Registrar, RegistrarPolicy
-from .edge.guard import Ban, BanAdded, BanScope, Guard, scope_of
-from .edge.guard import Verdict as GuardVerdict
+from .edge.guard import Ban, BanAdded, BanScope, Guard, GuardVerdict, scope_of
 from .edge.ids import (
-    Alert,
+    AlertAction,
+    BanAction,
     Drop,
     IdsAction,
     IdsEngine,
     Observation,
     Reply,
     Rule,
-    RuleError,
-    default_rules_path,
-    load_rules,
 )
-from .edge.ids import Ban as IdsBan
+from .edge.ids_loader import RuleError, default_rules_path, load_rules
 from .edge.sanity import Sanity
 from .edge.zones import Zone, ZoneMap
 from .events import CredentialsRejected, Event
@@ -55,7 +52,7 @@ from .netaddr import rate_key
 from .pki.ca import CaPaths, ServerPaths, read_crl_serials, warn_if_expiring
 from .pki.tls import server_context
 from .qos import set_dscp
-from .sip.digest import DigestAuthenticator, Verdict, parse_authorization
+from .sip.digest import DigestAuthenticator, DigestVerdict, parse_authorization
 from .sip.errors import FramingError, SipParseError
 from .sip.layer import KeyedAction, TransactionLayer, TxKey
 from .sip.message import (
@@ -516,7 +513,7 @@ class SipService:
         """
         verdict: IdsVerdict | None = None
         for action in actions:
-            if isinstance(action, IdsBan):
+            if isinstance(action, BanAction):
                 added = self.guard.ban(
                     action.source,
                     action.seconds,
@@ -531,11 +528,11 @@ class SipService:
                 verdict = IdsVerdict(rule=action.rule, status=0)
             elif isinstance(action, Reply) and verdict is None:
                 verdict = IdsVerdict(rule=action.rule, status=action.status)
-            elif isinstance(action, Alert):
+            elif isinstance(action, AlertAction):
                 self._alert(action)
         return verdict
 
-    def _alert(self, alert: Alert) -> None:
+    def _alert(self, alert: AlertAction) -> None:
         if self.on_alert is not None:
             self.on_alert(
                 MonitorAlert(
@@ -641,9 +638,9 @@ class SipService:
         if creds.uri != request.raw_uri:
             return response_to(request, 400, "Digest URI Mismatch", to_tag=_tag())
         result = self.auth.verify(creds, method=request.method, now=now, source=source)
-        if result.verdict is Verdict.OK and result.username is not None:
+        if result.verdict is DigestVerdict.OK and result.username is not None:
             return self._apply_registration(flow, request, result.username, now)
-        if result.verdict is Verdict.FAILED:
+        if result.verdict is DigestVerdict.FAILED:
             self.counters.auth_failures += 1
             if self.on_auth_failure is not None:
                 self.on_auth_failure()
@@ -656,7 +653,7 @@ class SipService:
                 result.detail,
             )
             return response_to(request, 403, "Forbidden", to_tag=_tag())
-        return self._challenge(request, now, source, stale=result.verdict is Verdict.STALE)
+        return self._challenge(request, now, source, stale=result.verdict is DigestVerdict.STALE)
 
     def _certificate_refusal(self, flow: Flow, request: Request) -> Response | None:
         """A device certificate binds its connection to one AOR (the SAN's SIP URI)."""

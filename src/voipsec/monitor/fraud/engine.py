@@ -46,7 +46,7 @@ from .rules import (
     _Attached,
     _Call,
     _Clock,
-    _Compiled,
+    _CompiledRule,
     _Evaluator,
     _Hit,
     _Index,
@@ -86,13 +86,13 @@ class FraudEngine(_Persistence):
         self._high_risk = frozenset(high_risk)
         # Longest first: a violation names the most specific listed range.
         self._high_risk_lengths = tuple(sorted({len(p) for p in self._high_risk}, reverse=True))
-        self._compiled = tuple(_Compiled(r, i) for i, r in enumerate(rules))
+        self._compiled = tuple(_CompiledRule(r, i) for i, r in enumerate(rules))
         self._by_id = {c.id: c for c in self._compiled}
         group_members = {g: tuple(members) for g, members in (groups or {}).items()}
         # One index for the rules of everyone, one per user for the rules naming the user
         # or a group of theirs: disjoint, so a check collects each rule at most once.
         self._everyone = _Index()
-        scoped: dict[str, dict[int, _Compiled]] = {}
+        scoped: dict[str, dict[int, _CompiledRule]] = {}
         clocks: dict[str, _Clock] = {}
         evaluators: dict[str, _Evaluator] = {
             "calls_per_minute": self._rate,
@@ -184,7 +184,7 @@ class FraudEngine(_Persistence):
         user = attempt.user
         e164 = attempt.e164
         kind = attempt.kind
-        candidates: list[_Compiled] = []
+        candidates: list[_CompiledRule] = []
         self._everyone.lookup(e164, kind, candidates)
         index = self._scoped.get(user)
         if index is not None:
@@ -220,7 +220,7 @@ class FraudEngine(_Persistence):
         attempt: Attempt,
         number: str,
         state: _User,
-        attach: list[tuple[_Compiled, _State | None, float]],
+        attach: list[tuple[_CompiledRule, _State | None, float]],
         hits: list[_Hit],
         suspension: _Suspension | None,
     ) -> Decision:
@@ -315,7 +315,12 @@ class FraudEngine(_Persistence):
         return state
 
     def _violation(
-        self, c: _Compiled, graded: tuple[str, Level], value: float, threshold: float, detail: str
+        self,
+        c: _CompiledRule,
+        graded: tuple[str, Level],
+        value: float,
+        threshold: float,
+        detail: str,
     ) -> _Hit:
         name, level = graded
         return (
@@ -335,7 +340,7 @@ class FraudEngine(_Persistence):
 
     def _rate(
         self,
-        c: _Compiled,
+        c: _CompiledRule,
         a: Attempt,
         number: str,
         user: _User,
@@ -358,7 +363,7 @@ class FraudEngine(_Persistence):
 
     def _concurrent(
         self,
-        c: _Compiled,
+        c: _CompiledRule,
         a: Attempt,
         number: str,
         user: _User,
@@ -380,7 +385,7 @@ class FraudEngine(_Persistence):
 
     def _duration(
         self,
-        c: _Compiled,
+        c: _CompiledRule,
         a: Attempt,
         number: str,
         user: _User,
@@ -393,7 +398,7 @@ class FraudEngine(_Persistence):
 
     def _repeated(
         self,
-        c: _Compiled,
+        c: _CompiledRule,
         a: Attempt,
         number: str,
         user: _User,
@@ -412,7 +417,7 @@ class FraudEngine(_Persistence):
 
     def _incrementing(
         self,
-        c: _Compiled,
+        c: _CompiledRule,
         a: Attempt,
         number: str,
         user: _User,
@@ -439,7 +444,7 @@ class FraudEngine(_Persistence):
 
     def _spend(
         self,
-        c: _Compiled,
+        c: _CompiledRule,
         a: Attempt,
         number: str,
         user: _User,
@@ -471,7 +476,7 @@ class FraudEngine(_Persistence):
 
     def _high_risk_check(
         self,
-        c: _Compiled,
+        c: _CompiledRule,
         a: Attempt,
         number: str,
         user: _User,
@@ -495,7 +500,7 @@ class FraudEngine(_Persistence):
 
     def _new_country(
         self,
-        c: _Compiled,
+        c: _CompiledRule,
         a: Attempt,
         number: str,
         user: _User,
@@ -514,7 +519,7 @@ class FraudEngine(_Persistence):
 
     def _destination(
         self,
-        c: _Compiled,
+        c: _CompiledRule,
         a: Attempt,
         number: str,
         user: _User,
@@ -530,7 +535,7 @@ class FraudEngine(_Persistence):
 
     def _wangiri_check(
         self,
-        c: _Compiled,
+        c: _CompiledRule,
         a: Attempt,
         number: str,
         user: _User,
@@ -561,7 +566,7 @@ class FraudEngine(_Persistence):
 
     def _unusual(
         self,
-        c: _Compiled,
+        c: _CompiledRule,
         a: Attempt,
         number: str,
         user: _User,
@@ -585,7 +590,7 @@ class FraudEngine(_Persistence):
             return None  # still learning this hour of the week (the slot as in _slot)
         return self._baseline_hit(c, a.user, st, key)
 
-    def _baseline_hit(self, c: _Compiled, user: str, st: _Baseline, key: int) -> _Hit | None:
+    def _baseline_hit(self, c: _CompiledRule, user: str, st: _Baseline, key: int) -> _Hit | None:
         rule = c.rule
         slot = _slot(key)
         if st.seen[slot] < rule.warmup:
@@ -659,7 +664,7 @@ class FraudEngine(_Persistence):
                 self._suspend(call.user, violation, now)
         return violations
 
-    def _duration_hit(self, c: _Compiled, call: _Call, billable: float) -> _Hit | None:
+    def _duration_hit(self, c: _CompiledRule, call: _Call, billable: float) -> _Hit | None:
         graded: tuple[str, Level] | None = None
         for name, level in (("critical", c.critical), ("warning", c.warning)):
             if level is not None and billable >= level.threshold:

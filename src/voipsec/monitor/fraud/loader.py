@@ -119,7 +119,7 @@ def _load_file(path: Path) -> list[tuple[str, FraudRule | None]]:
     out: list[tuple[str, FraudRule | None]] = []
     seen: set[str] = set()
     for index, item in enumerate(items, start=1):
-        rule_id, rule = _RuleReader(path, index, item).read()
+        rule_id, rule = _FraudRuleReader(path, index, item).read()
         if rule_id in seen:
             raise FraudRuleError(f"{path}: rule {rule_id!r}: id: defined twice in this file")
         seen.add(rule_id)
@@ -127,7 +127,7 @@ def _load_file(path: Path) -> list[tuple[str, FraudRule | None]]:
     return out
 
 
-class _RuleReader:
+class _FraudRuleReader:
     """Validates one rule mapping; every error names file, rule and field."""
 
     def __init__(self, path: Path, index: int, item: object) -> None:

@@ -1,7 +1,7 @@
 """Fraud rules prepared for the hot path: compiled rules, their index by user scope,
 call kind and destination prefix, and the per-zone clock they share.
 
-How this works: a :class:`~voipsec.monitor.fraud.FraudRule` becomes a ``_Compiled``
+How this works: a :class:`~voipsec.monitor.fraud.FraudRule` becomes a ``_CompiledRule``
 rule once, when the engine is built: its thresholds, window and scope text computed,
 its check's evaluator bound. An ``_Index`` keeps the rules of one user scope by call
 kind and by outermost prefix, so a check finds the rules of its number with one dict
@@ -23,7 +23,7 @@ from .model import _RATE_WINDOWS, _SEVERITY, CALL_KINDS, Attempt, FraudRule, Lev
 _ZONE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_+\-]*(?:/[A-Za-z0-9_+\-]+)*")
 
 
-class _Compiled:
+class _CompiledRule:
     """A rule prepared for the hot path."""
 
     __slots__ = (
@@ -99,7 +99,9 @@ class _Compiled:
         return False
 
 
-def _unbound(c: _Compiled, a: Attempt, number: str, user: _User, attach: _Attached) -> _Hit | None:
+def _unbound(
+    c: _CompiledRule, a: Attempt, number: str, user: _User, attach: _Attached
+) -> _Hit | None:
     raise RuntimeError(f"fraud rule {c.id} was compiled outside an engine")
 
 
@@ -138,11 +140,11 @@ class _Index:
 
     def __init__(self) -> None:
         #: Rules without a prefix list, per call kind they accept (all kinds: each).
-        self.by_kind: dict[str, list[_Compiled]] = {}
-        self.by_prefix: dict[str, list[_Compiled]] = {}
+        self.by_kind: dict[str, list[_CompiledRule]] = {}
+        self.by_prefix: dict[str, list[_CompiledRule]] = {}
         self.lengths: tuple[int, ...] = ()
 
-    def add(self, c: _Compiled) -> None:
+    def add(self, c: _CompiledRule) -> None:
         prefixes = c.rule.prefixes
         if prefixes is None:
             for kind in CALL_KINDS if c.kinds is None else c.kinds:
@@ -152,7 +154,7 @@ class _Index:
                 self.by_prefix.setdefault(prefix, []).append(c)
             self.lengths = tuple(sorted({len(p) for p in self.by_prefix}))
 
-    def lookup(self, e164: str | None, kind: str, out: list[_Compiled]) -> None:
+    def lookup(self, e164: str | None, kind: str, out: list[_CompiledRule]) -> None:
         """Append the rules for this destination to ``out``, each once (a rule's
         prefixes are outermost only, so one number matches at most one of them)."""
         bucket = self.by_kind.get(kind)
@@ -207,8 +209,8 @@ class _Clock:
 
 
 _Hit = tuple[Violation, Level]
-_Attached = list[tuple["_Compiled", _State | None, float]]
-_Evaluator = Callable[["_Compiled", Attempt, str, _User, _Attached], "_Hit | None"]
+_Attached = list[tuple["_CompiledRule", _State | None, float]]
+_Evaluator = Callable[["_CompiledRule", Attempt, str, _User, _Attached], "_Hit | None"]
 
 
 class _Call:
@@ -223,10 +225,10 @@ class _Call:
         self.time = time
         self.answered: float | None = None
         #: (rule, its state for this user, rate per minute for spend rules)
-        self.rules: list[tuple[_Compiled, _State | None, float]] = []
+        self.rules: list[tuple[_CompiledRule, _State | None, float]] = []
 
 
-def _state_for(c: _Compiled, user: _User) -> _State:
+def _state_for(c: _CompiledRule, user: _User) -> _State:
     """The user's counter for rule ``c``, made on first use."""
     st = user.states.get(c.id)
     if st is None:

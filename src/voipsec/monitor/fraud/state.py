@@ -32,7 +32,7 @@ from .model import (
     FraudStateError,
 )
 from .rates import RateTable
-from .rules import _Call, _Compiled, _state_for
+from .rules import _Call, _CompiledRule, _state_for
 
 __all__ = ["COUNTERS"]
 
@@ -60,7 +60,7 @@ class _Persistence:
     _wangiri: OrderedDict[str, deque[tuple[float, float, str]]]
     _suspended: dict[str, _Suspension]
     _rule_violations: dict[str, int]
-    _by_id: dict[str, _Compiled]
+    _by_id: dict[str, _CompiledRule]
     _rates: RateTable
 
     def _reset(self) -> None:
