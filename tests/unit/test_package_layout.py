@@ -58,3 +58,26 @@ def test_package_layout_allow_list_is_real() -> None:
     # A module split below the limit leaves the list in the same change.
     lengths = {_name(p): len(p.read_text(encoding="utf-8").splitlines()) for p in _modules()}
     assert {name for name in TOO_LONG_FOR_NOW if lengths.get(name, 0) <= MAX_MODULE_LINES} == set()
+
+
+def _voipsec_imports(path: Path) -> set[str]:
+    """The voipsec modules ``path`` imports (relative imports resolved), any level."""
+    module = ("voipsec/" + _name(path)).removesuffix(".py").removesuffix("/__init__")
+    package = module.split("/") if path.name == "__init__.py" else module.split("/")[:-1]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom):
+            base = package[: len(package) - node.level + 1] if node.level else []
+            name = ".".join([*base, *([node.module] if node.module else [])])
+            found.add(name)
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+    return {name for name in found if name == "voipsec" or name.startswith("voipsec.")}
+
+
+def test_package_layout_config_imports_no_feature_module() -> None:
+    # Configuration sits below every feature: it may import only itself.
+    modules = sorted((PACKAGE / "config").glob("*.py"))
+    assert [m.name for m in modules] == ["__init__.py", "checks.py"]
+    imported = set().union(*(_voipsec_imports(m) for m in modules))
+    assert imported <= {"voipsec.config", "voipsec.config.checks"}
