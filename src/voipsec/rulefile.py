@@ -20,8 +20,9 @@ part of a ruleset.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import yaml
 
@@ -31,7 +32,9 @@ __all__ = [
     "MAX_RULE_FILE_BYTES",
     "SAFE_YAML_LOADER",
     "RuleFileError",
+    "RuleReader",
     "load_prefix_file",
+    "load_rule_files",
     "load_rule_items",
     "read_text",
     "rule_error",
@@ -50,6 +53,9 @@ SAFE_YAML_LOADER: type[yaml.SafeLoader] = yaml.SafeLoader
 #: libyaml's safe loader when PyYAML was built with it (ten times faster on big files,
 #: such as a fraud ruleset of thousands of rules).
 FAST_YAML_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+#: A rule as its engine takes it (an IDS ``Rule``, a ``FraudRule``).
+R = TypeVar("R")
 
 #: An E.164 prefix: "+" and 1 to 15 digits, no leading zero.
 _PREFIX = re.compile(r"\+[1-9][0-9]{0,14}")
@@ -103,6 +109,72 @@ def load_rule_items(
     if max_rules is not None and len(items) > max_rules:
         raise RuleFileError(f"{path}: more than {max_rules} rules")
     return items
+
+
+class RuleReader(Generic[R]):
+    """Validates one item of a rule file; subclasses read the fields of their engine's
+    rules. Every error names the file and the rule: ``rule #3`` until the rule's name
+    is known, ``rule 'x'`` after (subclasses set :attr:`label`)."""
+
+    def __init__(self, path: Path, index: int, item: object) -> None:
+        self.path = path
+        self.label = f"rule #{index}"
+        self.item = item
+
+    def fail(self, key: str, why: str) -> RuleFileError:
+        return rule_error(self.path, self.label, key, why)
+
+    def mapping(self) -> dict[Any, Any]:
+        """The item, which must be a mapping."""
+        if not isinstance(self.item, dict):
+            raise RuleFileError(f"{self.path}: {self.label}: must be a mapping")
+        return self.item
+
+    def read(self) -> tuple[str, R | None]:
+        """(the rule's name, the rule or None when it is switched off)."""
+        raise NotImplementedError
+
+
+def load_rule_files(
+    paths: Sequence[Path],
+    reader: type[RuleReader[R]],
+    *,
+    name_key: str,
+    loader: type[yaml.SafeLoader] = FAST_YAML_LOADER,
+    max_rules: int | None = None,
+) -> list[R]:
+    """The rules of ``paths`` read in order, each item validated by ``reader``. A rule
+    named like an earlier one replaces it in the earlier one's place, so a site file
+    can retune a shipped rule or switch it off (``enabled: false``); switched-off rules
+    are left out. Raises :class:`RuleFileError` for the first problem: a name twice in
+    one file (``name_key`` says which field names a rule), more than ``max_rules``."""
+    merged: dict[str, R | None] = {}
+    for path in map(Path, paths):
+        for name, rule in _read_rules(path, reader, name_key, loader, max_rules):
+            merged[name] = rule
+            if max_rules is not None and len(merged) > max_rules:
+                raise RuleFileError(f"{path}: more than {max_rules} rules")
+    return [r for r in merged.values() if r is not None]
+
+
+def _read_rules(
+    path: Path,
+    reader: type[RuleReader[R]],
+    name_key: str,
+    loader: type[yaml.SafeLoader],
+    max_rules: int | None,
+) -> list[tuple[str, R | None]]:
+    """Every rule of one file, validated whole before any is merged."""
+    out: list[tuple[str, R | None]] = []
+    seen: set[str] = set()
+    items = load_rule_items(path, loader=loader, max_rules=max_rules)
+    for index, item in enumerate(items, start=1):
+        name, rule = reader(path, index, item).read()
+        if name in seen:
+            raise RuleFileError(f"{path}: rule {name!r}: {name_key}: defined twice in this file")
+        seen.add(name)
+        out.append((name, rule))
+    return out
 
 
 def load_prefix_file(path: Path, limit: int = MAX_PREFIXES) -> list[str]:

@@ -15,7 +15,7 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
-from ..rulefile import SAFE_YAML_LOADER, RuleFileError, load_rule_items, rule_error
+from ..rulefile import SAFE_YAML_LOADER, RuleFileError, RuleReader, load_rule_files
 from .ids import (
     FINGERPRINTS,
     KEY_KINDS,
@@ -64,42 +64,15 @@ def load_rules(paths: Sequence[Path]) -> list[Rule]:
     """Read rule files in order. A rule named like an earlier one replaces it (so a user
     file can retune or, with ``enabled: false``, switch off a default rule); disabled
     rules are left out. Raises :class:`RuleError` for the first problem found."""
-    merged: dict[str, Rule | None] = {}
-    for path in paths:
-        for name, rule in _load_file(Path(path)):
-            merged[name] = rule  # a replacement keeps the original's place in the order
-    return [r for r in merged.values() if r is not None]
+    # The pure-Python YAML loader: its messages say what it expected, for small files.
+    return load_rule_files(paths, _IdsRuleReader, name_key="name", loader=SAFE_YAML_LOADER)
 
 
-def _load_file(path: Path) -> list[tuple[str, Rule | None]]:
-    # The pure-Python loader: its messages say what it expected, for small files.
-    items = load_rule_items(path, loader=SAFE_YAML_LOADER)
-    out: list[tuple[str, Rule | None]] = []
-    seen: set[str] = set()
-    for index, item in enumerate(items, start=1):
-        name, rule = _IdsRuleReader(path, index, item).read()
-        if name in seen:
-            raise RuleError(f"{path}: rule {name!r}: name: defined twice in this file")
-        seen.add(name)
-        out.append((name, rule))
-    return out
-
-
-class _IdsRuleReader:
+class _IdsRuleReader(RuleReader[Rule]):
     """Validates one rule mapping; every error names file, rule and key."""
 
-    def __init__(self, path: Path, index: int, item: object) -> None:
-        self.path = path
-        self.label = f"rule #{index}"
-        self.item = item
-
-    def fail(self, key: str, why: str) -> RuleError:
-        return rule_error(self.path, self.label, key, why)
-
     def read(self) -> tuple[str, Rule | None]:
-        item = self.item
-        if not isinstance(item, dict):
-            raise RuleError(f"{self.path}: {self.label}: must be a mapping")
+        item = self.mapping()
         name = item.get("name")
         if not isinstance(name, str) or _NAME.fullmatch(name) is None:
             raise self.fail("name", "must be letters, digits, '.', '_' or '-'")

@@ -21,10 +21,10 @@ from ...rulefile import (
     FAST_YAML_LOADER,
     MAX_PREFIXES,
     MAX_RULE_FILE_BYTES,
+    RuleReader,
     load_prefix_file,
-    load_rule_items,
+    load_rule_files,
     read_text,
-    rule_error,
 )
 from .model import (
     _COUNT_CHECKS,
@@ -105,43 +105,16 @@ def load_rules(paths: Sequence[Path]) -> list[FraudRule]:
     """Read rule files in order. A rule with the id of an earlier one replaces it (in
     the earlier one's place), so a site file can retune a shipped rule or switch it off
     with ``enabled: false``. Raises :class:`FraudRuleError` for the first problem."""
-    merged: dict[str, FraudRule | None] = {}
-    for path in paths:
-        for rule_id, rule in _load_file(Path(path)):
-            merged[rule_id] = rule
-            if len(merged) > MAX_RULES:
-                raise FraudRuleError(f"{path}: more than {MAX_RULES} rules")
-    return [r for r in merged.values() if r is not None]
+    return load_rule_files(
+        paths, _FraudRuleReader, name_key="id", loader=FAST_YAML_LOADER, max_rules=MAX_RULES
+    )
 
 
-def _load_file(path: Path) -> list[tuple[str, FraudRule | None]]:
-    items = load_rule_items(path, loader=FAST_YAML_LOADER, max_rules=MAX_RULES)
-    out: list[tuple[str, FraudRule | None]] = []
-    seen: set[str] = set()
-    for index, item in enumerate(items, start=1):
-        rule_id, rule = _FraudRuleReader(path, index, item).read()
-        if rule_id in seen:
-            raise FraudRuleError(f"{path}: rule {rule_id!r}: id: defined twice in this file")
-        seen.add(rule_id)
-        out.append((rule_id, rule))
-    return out
-
-
-class _FraudRuleReader:
+class _FraudRuleReader(RuleReader[FraudRule]):
     """Validates one rule mapping; every error names file, rule and field."""
 
-    def __init__(self, path: Path, index: int, item: object) -> None:
-        self.path = path
-        self.label = f"rule #{index}"
-        self.item = item
-
-    def fail(self, key: str, why: str) -> FraudRuleError:
-        return rule_error(self.path, self.label, key, why)
-
     def read(self) -> tuple[str, FraudRule | None]:
-        item = self.item
-        if not isinstance(item, dict):
-            raise FraudRuleError(f"{self.path}: {self.label}: must be a mapping")
+        item = self.mapping()
         rule_id = item.get("id")
         if (
             not isinstance(rule_id, str)
