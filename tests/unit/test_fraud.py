@@ -1809,6 +1809,7 @@ def test_fraud_is_sans_io() -> None:
     modules = sorted(package.glob("*.py"))
     assert [m.name for m in modules] == [
         "__init__.py",
+        "checks.py",
         "counters.py",
         "engine.py",
         "loader.py",

@@ -210,7 +210,7 @@ class _Clock:
 
 _Hit = tuple[Violation, Level]
 _Attached = list[tuple["_CompiledRule", _State | None, float]]
-_Evaluator = Callable[["_CompiledRule", Attempt, str, _User, _Attached], "_Hit | None"]
+_Evaluator = Callable[["_CompiledRule", Attempt, str, _User, "_Attached"], "_Hit | None"]
 
 
 class _Call:
@@ -228,9 +228,26 @@ class _Call:
         self.rules: list[tuple[_CompiledRule, _State | None, float]] = []
 
 
-def _state_for(c: _CompiledRule, user: _User) -> _State:
-    """The user's counter for rule ``c``, made on first use."""
-    st = user.states.get(c.id)
-    if st is None:
-        st = user.states[c.id] = _STATE_OF[c.check]()
+def _new_state(c: _CompiledRule, user: _User) -> _State:
+    """A new counter of the user for rule ``c`` (callers look it up inline first: the
+    hot path makes no call when it exists)."""
+    st = user.states[c.id] = _STATE_OF[c.check]()
     return st
+
+
+def _violation(
+    c: _CompiledRule, graded: tuple[str, Level], value: float, threshold: float, detail: str
+) -> _Hit:
+    """A hit of rule ``c``: its violation (value, threshold, level, action, detail) and
+    the level whose action applies."""
+    name, level = graded
+    violation = Violation(
+        rule=c.id,
+        check=c.check,
+        value=float(value),
+        threshold=float(threshold),
+        level=name,
+        action=level.action,
+        detail=detail,
+    )
+    return violation, level

@@ -32,7 +32,7 @@ from .model import (
     FraudStateError,
 )
 from .rates import RateTable
-from .rules import _Call, _CompiledRule, _state_for
+from .rules import _Call, _CompiledRule, _new_state
 
 __all__ = ["COUNTERS"]
 
@@ -201,7 +201,7 @@ class _Persistence:
                 if c is None:
                     continue
                 if c.check in ("concurrent_calls", "spend", "unusual_pattern"):
-                    st: _State | None = _state_for(c, user)
+                    st: _State | None = user.states.get(c.id) or _new_state(c, user)
                 else:
                     st = None
                 rate = 0.0
