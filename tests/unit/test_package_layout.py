@@ -81,3 +81,34 @@ def test_package_layout_config_imports_no_feature_module() -> None:
     assert [m.name for m in modules] == ["__init__.py", "checks.py"]
     imported = set().union(*(_voipsec_imports(m) for m in modules))
     assert imported <= {"voipsec.config", "voipsec.config.checks"}
+
+
+#: The sans-IO cores (DESIGN.md): they take parsed data and read no file.
+SANS_IO = ("core/", "sip/", "edge/", "monitor/fraud/", "nat/stun.py", "nat/turn.py", "media/sdp.py")
+#: The shell's loaders that live beside their cores: they are the ones that read.
+LOADERS = frozenset({"core/dialplan_loader.py", "edge/ids_loader.py", "monitor/fraud/loader.py"})
+_READS = frozenset({"open", "read_text", "read_bytes", "files"})
+
+
+def _reads(path: Path) -> set[str]:
+    """Calls and imports in ``path`` that read files."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Call):
+            func = node.func
+            name = func.id if isinstance(func, ast.Name) else getattr(func, "attr", "")
+            if name in _READS:
+                found.add(name)
+        elif isinstance(node, ast.ImportFrom) and node.module in ("importlib.resources", "yaml"):
+            found.add(node.module)
+        elif isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name in ("yaml", "csv"))
+    return found
+
+
+def test_package_layout_cores_read_no_files() -> None:
+    cores = [p for p in _modules() if _name(p).startswith(SANS_IO)]
+    assert len(cores) > 20
+    reading = {_name(p): _reads(p) for p in cores if _name(p) not in LOADERS}
+    assert {name: calls for name, calls in reading.items() if calls} == {}
+    assert all(_reads(PACKAGE / name) for name in LOADERS)  # the check sees real reads
