@@ -17,7 +17,7 @@ from typing import cast
 from .counters import _Active, _Baseline, _Repeat, _Run, _slot, _Spend, _Times, _User
 from .model import _WINDOW_TEXT, DAYS, MAX_DESTINATIONS_PER_HOUR, Attempt, Level
 from .rates import RateTable, country_code
-from .rules import _Attached, _Call, _CompiledRule, _Hit, _new_state, _stops, _violation
+from .rules import _Attached, _Call, _CompiledRule, _Evaluator, _Hit, _new_state, _stops, _violation
 
 __all__: list[str] = []
 
@@ -31,6 +31,24 @@ class _FraudChecks:
     _wangiri: OrderedDict[str, deque[tuple[float, float, str]]]
     #: The least max_duration the rules of the current check asked for.
     _limit: float | None
+
+    def _evaluators(self) -> dict[str, _Evaluator]:
+        """The evaluator of each check, bound to this engine (one per compiled rule)."""
+        return {
+            "calls_per_minute": self._rate,
+            "calls_per_hour": self._rate,
+            "calls_per_day": self._rate,
+            "concurrent_calls": self._concurrent,
+            "duration": self._duration,
+            "repeated_number": self._repeated,
+            "incrementing_numbers": self._incrementing,
+            "spend": self._spend,
+            "high_risk": self._high_risk_check,
+            "new_country": self._new_country,
+            "destination": self._destination,
+            "wangiri_callback": self._wangiri_check,
+            "unusual_pattern": self._unusual,
+        }
 
     def _rate(
         self,

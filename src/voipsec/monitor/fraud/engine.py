@@ -39,7 +39,6 @@ from .rules import (
     _Call,
     _Clock,
     _CompiledRule,
-    _Evaluator,
     _Hit,
     _Index,
     _violation,
@@ -85,21 +84,7 @@ class FraudEngine(_FraudChecks, _Persistence):
         self._everyone = _Index()
         scoped: dict[str, dict[int, _CompiledRule]] = {}
         clocks: dict[str, _Clock] = {}
-        evaluators: dict[str, _Evaluator] = {
-            "calls_per_minute": self._rate,
-            "calls_per_hour": self._rate,
-            "calls_per_day": self._rate,
-            "concurrent_calls": self._concurrent,
-            "duration": self._duration,
-            "repeated_number": self._repeated,
-            "incrementing_numbers": self._incrementing,
-            "spend": self._spend,
-            "high_risk": self._high_risk_check,
-            "new_country": self._new_country,
-            "destination": self._destination,
-            "wangiri_callback": self._wangiri_check,
-            "unusual_pattern": self._unusual,
-        }
+        evaluators = self._evaluators()
         for c in self._compiled:
             r = c.rule
             c.evaluate = evaluators[r.check]
