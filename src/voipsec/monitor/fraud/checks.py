@@ -15,7 +15,7 @@ from collections import OrderedDict, deque
 from typing import cast
 
 from .counters import _Active, _Baseline, _Repeat, _Run, _slot, _Spend, _Times, _User
-from .model import _WINDOW_TEXT, DAYS, MAX_DESTINATIONS_PER_HOUR, Attempt, Level
+from .model import _WINDOW_TEXT, DAYS, MAX_DESTINATIONS_PER_HOUR, Attempt
 from .rates import RateTable, country_code
 from .rules import _Attached, _Call, _CompiledRule, _Evaluator, _Hit, _new_state, _stops, _violation
 
@@ -309,11 +309,7 @@ class _FraudChecks:
             return None
         base = max(st.ewma[slot], rule.floor)
         value = st.current
-        graded: tuple[str, Level] | None = None
-        for name, level in (("critical", c.critical), ("warning", c.warning)):
-            if level is not None and value > base * level.threshold:
-                graded = (name, level)
-                break
+        graded = c.first_level(lambda level: value > base * level.threshold)
         if graded is None:
             return None
         threshold = base * graded[1].threshold
@@ -326,11 +322,7 @@ class _FraudChecks:
         return _violation(c, graded, value, threshold, detail)
 
     def _duration_hit(self, c: _CompiledRule, call: _Call, billable: float) -> _Hit | None:
-        graded: tuple[str, Level] | None = None
-        for name, level in (("critical", c.critical), ("warning", c.warning)):
-            if level is not None and billable >= level.threshold:
-                graded = (name, level)
-                break
+        graded = c.first_level(lambda level: billable >= level.threshold)
         if graded is None:
             return None
         adjective, _ = c.scope

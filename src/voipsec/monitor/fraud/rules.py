@@ -81,6 +81,14 @@ class _CompiledRule:
             return "warning", warning
         return None
 
+    def first_level(self, passes: Callable[[Level], bool]) -> tuple[str, Level] | None:
+        """The gravest level (critical first) that ``passes``: for the checks whose test
+        is not "value above the threshold" (a duration reaching it, a baseline factor)."""
+        for name, level in (("critical", self.critical), ("warning", self.warning)):
+            if level is not None and passes(level):
+                return name, level
+        return None
+
     def excluded(self, e164: str) -> bool:
         excepts = self.excepts
         return any(e164[:n] in excepts for n in self.except_lengths)
