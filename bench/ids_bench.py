@@ -30,7 +30,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from voipsec.edge.ids import IdsEngine, Observation, default_rules_path, load_rules  # noqa: E402
+from voipsec.edge.ids import IdsEngine, Observation  # noqa: E402
+from voipsec.edge.ids_loader import default_rules_path, load_rules  # noqa: E402
 from voipsec.sip import Request, SipUri, parse_message  # noqa: E402
 
 DATA = ROOT / "tests" / "data" / "ids"

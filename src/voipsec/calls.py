@@ -47,11 +47,11 @@ from .core.b2bua import (
 )
 from .core.dialplan import (
     Destination,
-    Dialplan,
     DialplanConfigError,
     DialplanError,
     refusal_reason,
 )
+from .core.dialplan_loader import load_dialplan
 from .core.trunkreg import Step, TrunkRegistration, TrunkRegistrationStatus
 from .events import AlertRaised, CallAnswered, CallEnded, CallStarted, MediaStats
 from .media.destinations import MediaPeer
@@ -159,7 +159,7 @@ class CallService:
             media=self.media,
         )
         try:
-            self.dialplan = Dialplan.from_config(config, data_dir or Path("/nonexistent"))
+            self.dialplan = load_dialplan(config, data_dir or Path("/nonexistent"))
         except DialplanConfigError as err:
             raise ConfigError([str(err)]) from None
         self.events = sip.events

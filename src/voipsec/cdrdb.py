@@ -36,6 +36,8 @@ from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import unquote, urlsplit, urlunsplit
 
+from .config.checks import check_url
+
 if TYPE_CHECKING:
     import psycopg
 
@@ -146,28 +148,6 @@ def _cdr_record(row: Sequence[Any]) -> CdrRecord:
 
 
 # -- URLs ---------------------------------------------------------------------------
-
-#: URL schemes of PostgreSQL (libpq accepts both).
-POSTGRES_SCHEMES = ("postgresql", "postgres")
-
-_URL_HELP = '"" (SQLite in the data directory) or postgresql://USER@HOST:PORT/DATABASE'
-
-
-def check_url(url: str) -> None:
-    """Refuse a CDR URL voipsec cannot use; the message never repeats the URL."""
-    if not url:
-        return
-    scheme, sep, _ = url.partition("://")
-    if not sep or scheme.lower() not in POSTGRES_SCHEMES:
-        raise ValueError(f"expected {_URL_HELP}")
-    if any(ch.isspace() or not ch.isprintable() for ch in url):
-        raise ValueError("the URL must not contain spaces or control characters")
-    parts = urlsplit(url)
-    if "," not in parts.netloc:  # libpq's host1:port1,host2:port2 is not urlsplit's
-        try:
-            parts.port  # noqa: B018 - parsing it is the check
-        except ValueError:
-            raise ValueError("the port of the CDR URL must be a number 1-65535") from None
 
 
 def redact_url(url: str) -> str:

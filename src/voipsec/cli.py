@@ -191,7 +191,7 @@ def _use_uvloop() -> None:
 @app.command()
 def serve(dir: DirOption = DEFAULT_DIR) -> None:
     """Run every service; initialises DIR on first run."""
-    from .edge.ids import RuleError
+    from .edge.ids_loader import RuleError
     from .server import Server
 
     initialise(dir)

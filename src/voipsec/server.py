@@ -29,21 +29,18 @@ from .calls import CallService
 from .config import Config, Listen, parse_listen
 from .core.auth import Authenticated, Refused, RequestAuthenticator, Role
 from .core.registrar import Registrar, RegistrarPolicy
-from .edge.guard import Ban, BanAdded, BanScope, Guard, scope_of
-from .edge.guard import Verdict as GuardVerdict
+from .edge.guard import Ban, BanAdded, BanScope, Guard, GuardVerdict, scope_of
 from .edge.ids import (
-    Alert,
+    AlertAction,
+    BanAction,
     Drop,
     IdsAction,
     IdsEngine,
     Observation,
     Reply,
     Rule,
-    RuleError,
-    default_rules_path,
-    load_rules,
 )
-from .edge.ids import Ban as IdsBan
+from .edge.ids_loader import RuleError, default_rules_path, load_rules
 from .edge.sanity import Sanity
 from .edge.zones import Zone, ZoneMap
 from .events import (
@@ -547,7 +544,7 @@ class SipService:
         """
         verdict: IdsVerdict | None = None
         for action in actions:
-            if isinstance(action, IdsBan):
+            if isinstance(action, BanAction):
                 added = self.guard.ban(
                     action.source,
                     action.seconds,
@@ -562,11 +559,11 @@ class SipService:
                 verdict = IdsVerdict(rule=action.rule, status=0)
             elif isinstance(action, Reply) and verdict is None:
                 verdict = IdsVerdict(rule=action.rule, status=action.status)
-            elif isinstance(action, Alert):
+            elif isinstance(action, AlertAction):
                 self._alert(action)
         return verdict
 
-    def _alert(self, alert: Alert) -> None:
+    def _alert(self, alert: AlertAction) -> None:
         self.events.publish(
             AlertRaised(
                 what="IDS rule matched",

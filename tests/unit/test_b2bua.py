@@ -42,7 +42,7 @@ from voipsec.core.b2bua import (
 from voipsec.media.destinations import MediaPeer
 from voipsec.sip.digest import (
     DigestAuthenticator,
-    Verdict,
+    DigestVerdict,
     ha1,
     parse_authorization,
     parse_challenge,
@@ -1092,7 +1092,7 @@ def test_b2bua_trunk_challenge_is_answered_once(
     assert (creds.qop, creds.nc) == ("auth", "00000001")
     assert creds.opaque == parse_challenge(challenge)["opaque"]
     result = auth.verify(creds, method="INVITE", now=NOW + 1, source="trunk")
-    assert result.verdict is Verdict.OK
+    assert result.verdict is DigestVerdict.OK
     assert result.username == TRUNK_USER
     assert call.phase is Phase.ROUTING
 

@@ -19,7 +19,7 @@ from voipsec.config import (
     set_key,
     validate,
 )
-from voipsec.monitor.alerts import MAX_EMAIL_RECIPIENTS
+from voipsec.config.checks import MAX_EMAIL_RECIPIENTS
 
 
 def _write(tmp_path: Path, text: str) -> Path:

@@ -19,10 +19,10 @@ from voipsec.core.dialplan import (
     DialplanConfigError,
     DialplanError,
     allows,
-    default_premium_rate_path,
-    load_prefix_file,
     refusal_reason,
 )
+from voipsec.core.dialplan_loader import default_premium_rate_path, load_dialplan
+from voipsec.rulefile import MAX_PREFIXES, RuleFileError, load_prefix_file
 
 USERS = frozenset({"alice", "bob", "1001"})
 
@@ -501,7 +501,7 @@ def test_dialplan_load_prefix_file_comments_and_blanks(tmp_path: Path) -> None:
 def test_dialplan_load_prefix_file_bad_line(tmp_path: Path, line: str, shown: str) -> None:
     path = tmp_path / "premium-rate.txt"
     path.write_text(f"# premium\n+4490\n\n{line}  # bad\n+4491\n", encoding="utf-8")
-    with pytest.raises(DialplanConfigError) as info:
+    with pytest.raises(RuleFileError) as info:
         load_prefix_file(path)
     assert str(info.value) == (f"{path}:4: {shown} is not an E.164 prefix ('+' and 1 to 15 digits)")
     assert isinstance(info.value, ValueError)
@@ -509,7 +509,7 @@ def test_dialplan_load_prefix_file_bad_line(tmp_path: Path, line: str, shown: st
 
 def test_dialplan_load_prefix_file_missing(tmp_path: Path) -> None:
     path = tmp_path / "nothing.txt"
-    with pytest.raises(DialplanConfigError) as info:
+    with pytest.raises(RuleFileError) as info:
         load_prefix_file(path)
     assert str(info.value) == f"{path}: cannot read: No such file or directory"
 
@@ -517,9 +517,17 @@ def test_dialplan_load_prefix_file_missing(tmp_path: Path) -> None:
 def test_dialplan_load_prefix_file_not_utf8(tmp_path: Path) -> None:
     path = tmp_path / "premium-rate.txt"
     path.write_bytes(b"+4490\n\xff\n")
-    with pytest.raises(DialplanConfigError) as info:
+    with pytest.raises(RuleFileError) as info:
         load_prefix_file(path)
-    assert str(info.value).startswith(f"{path}: cannot read: 'utf-8' codec can't decode")
+    assert str(info.value) == f"{path}: not UTF-8: invalid start byte at byte 6"
+
+
+def test_dialplan_load_prefix_file_limit(tmp_path: Path) -> None:
+    path = tmp_path / "premium-rate.txt"
+    path.write_text("".join(f"+1{i:06d}\n" for i in range(MAX_PREFIXES + 1)), encoding="utf-8")
+    with pytest.raises(RuleFileError) as info:
+        load_prefix_file(path)
+    assert str(info.value) == f"{path}:{MAX_PREFIXES + 1}: more than {MAX_PREFIXES} prefixes"
 
 
 def test_dialplan_shipped_premium_rate_file() -> None:
@@ -564,7 +572,7 @@ def test_dialplan_constructor_refuses_bad_settings(
 
 
 def test_dialplan_from_config_defaults_use_shipped_list(tmp_path: Path) -> None:
-    plan = Dialplan.from_config(Config(), tmp_path)
+    plan = load_dialplan(Config(), tmp_path)
     assert plan.classify("09061234567", is_user=_is_user) == Destination(
         dialled="09061234567", e164="+449061234567", kind="premium-rate", user=None, trunk=None
     )
@@ -582,7 +590,7 @@ def test_dialplan_from_config_trunks_and_dids(tmp_path: Path) -> None:
             _trunk("also-us", ["+1"]),
         ],
     )
-    plan = Dialplan.from_config(config, tmp_path)
+    plan = load_dialplan(config, tmp_path)
     assert plan.classify("2125550199", is_user=_is_user) == Destination(
         dialled="2125550199", e164="+12125550199", kind="national", user=None, trunk="us"
     )
@@ -594,7 +602,7 @@ def test_dialplan_from_config_trunks_and_dids(tmp_path: Path) -> None:
 def test_dialplan_from_config_same_did_same_user_on_two_trunks(tmp_path: Path) -> None:
     did = {"+442071234567": "alice"}
     config = _config(tmp_path, trunks=[_trunk("a", ["+"], did), _trunk("b", ["+44"], did)])
-    assert Dialplan.from_config(config, tmp_path).inbound_user("02071234567") == "alice"
+    assert load_dialplan(config, tmp_path).inbound_user("02071234567") == "alice"
 
 
 def test_dialplan_from_config_conflicting_did(tmp_path: Path) -> None:
@@ -606,14 +614,14 @@ def test_dialplan_from_config_conflicting_did(tmp_path: Path) -> None:
         ],
     )
     with pytest.raises(DialplanConfigError) as info:
-        Dialplan.from_config(config, tmp_path)
+        load_dialplan(config, tmp_path)
     assert str(info.value) == "DID +442071234567 is 'alice' on trunk 'a' but 'bob' on trunk 'b'"
 
 
 def test_dialplan_from_config_user_file_replaces_shipped(tmp_path: Path) -> None:
     (tmp_path / "dialplan").mkdir()
     (tmp_path / "dialplan" / "premium-rate.txt").write_text("+4420\n", encoding="utf-8")
-    plan = Dialplan.from_config(Config(), tmp_path)
+    plan = load_dialplan(Config(), tmp_path)
     assert plan.classify("02071234567", is_user=_is_user).kind == "premium-rate"
     # Replaced whole: the shipped +449 is gone.
     assert plan.classify("09061234567", is_user=_is_user).kind == "national"
@@ -623,7 +631,7 @@ def test_dialplan_from_config_user_file_in_configured_dir(tmp_path: Path) -> Non
     (tmp_path / "numbers").mkdir()
     (tmp_path / "numbers" / "premium-rate.txt").write_text("# none\n", encoding="utf-8")
     config = _config(tmp_path, dialplan={"prefixes_dir": "numbers"})
-    plan = Dialplan.from_config(config, tmp_path)
+    plan = load_dialplan(config, tmp_path)
     assert plan.classify("09061234567", is_user=_is_user).kind == "national"
 
 
@@ -632,7 +640,7 @@ def test_dialplan_from_config_bad_user_file_does_not_fall_back(tmp_path: Path) -
     path = tmp_path / "dialplan" / "premium-rate.txt"
     path.write_text("+449\nnine\n", encoding="utf-8")
     with pytest.raises(DialplanConfigError) as info:
-        Dialplan.from_config(Config(), tmp_path)
+        load_dialplan(Config(), tmp_path)
     assert str(info.value) == (f"{path}:2: 'nine' is not an E.164 prefix ('+' and 1 to 15 digits)")
 
 
@@ -640,5 +648,12 @@ def test_dialplan_from_config_directory_in_place_of_user_file(tmp_path: Path) ->
     path = tmp_path / "dialplan" / "premium-rate.txt"
     path.mkdir(parents=True)
     with pytest.raises(DialplanConfigError) as info:
-        Dialplan.from_config(Config(), tmp_path)
+        load_dialplan(Config(), tmp_path)
     assert str(info.value) == f"{path}: cannot read: Is a directory"
+
+
+def test_dialplan_from_config_takes_parsed_prefixes() -> None:
+    # The core reads no file: the prefixes come in as data.
+    plan = Dialplan.from_config(Config(), premium_prefixes=["+4420"])
+    assert plan.classify("02071234567", is_user=_is_user).kind == "premium-rate"
+    assert plan.classify("09061234567", is_user=_is_user).kind == "national"

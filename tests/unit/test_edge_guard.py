@@ -8,7 +8,7 @@ import pytest
 
 from voipsec.edge import guard as guard_module
 from voipsec.edge import zones as zones_module
-from voipsec.edge.guard import Ban, BanScope, Guard, Verdict, scope_of
+from voipsec.edge.guard import Ban, BanScope, Guard, GuardVerdict, scope_of
 from voipsec.edge.zones import Zone, ZoneMap
 
 
@@ -54,7 +54,7 @@ def test_zone_cache_limit_exceeded_clears(monkeypatch: pytest.MonkeyPatch) -> No
 
 def test_guard_rate_under_limit_passes() -> None:
     guard = _guard()
-    assert all(guard.check("192.0.2.1", 0.0)[0] is Verdict.ALLOW for _ in range(16))
+    assert all(guard.check("192.0.2.1", 0.0)[0] is GuardVerdict.ALLOW for _ in range(16))
 
 
 def test_guard_rate_exceeded_bans_with_zone_ban_time() -> None:
@@ -62,18 +62,18 @@ def test_guard_rate_exceeded_bans_with_zone_ban_time() -> None:
     for _ in range(16):
         guard.check("192.0.2.1", 0.0)
     verdict, added = guard.check("192.0.2.1", 0.0)
-    assert verdict is Verdict.RATE
+    assert verdict is GuardVerdict.RATE
     assert added is not None
     assert added.ban == Ban(source="192.0.2.1", until=300.0, reason="rate limit of zone internet")
-    assert guard.check("192.0.2.1", 299.0) == (Verdict.BANNED, None)
-    assert guard.check("192.0.2.2", 0.0) == (Verdict.ALLOW, None)  # others unaffected
+    assert guard.check("192.0.2.1", 299.0) == (GuardVerdict.BANNED, None)
+    assert guard.check("192.0.2.2", 0.0) == (GuardVerdict.ALLOW, None)  # others unaffected
 
 
 def test_guard_ban_expires_then_accepted() -> None:
     guard = _guard()
     guard.ban("192.0.2.9", 10, "test", now=0.0)
-    assert guard.check("192.0.2.9", 9.9)[0] is Verdict.BANNED
-    assert guard.check("192.0.2.9", 10.0)[0] is Verdict.ALLOW
+    assert guard.check("192.0.2.9", 9.9)[0] is GuardVerdict.BANNED
+    assert guard.check("192.0.2.9", 10.0)[0] is GuardVerdict.ALLOW
     assert guard.bans() == []
 
 
@@ -82,16 +82,16 @@ def test_guard_tokens_refill_over_time() -> None:
     for _ in range(16):
         guard.check("192.0.2.1", 0.0)
     # 16 per 2 s: after 1 s, 8 more are allowed.
-    assert [guard.check("192.0.2.1", 1.0)[0] for _ in range(8)] == [Verdict.ALLOW] * 8
-    assert guard.check("192.0.2.1", 1.0)[0] is Verdict.RATE
+    assert [guard.check("192.0.2.1", 1.0)[0] for _ in range(8)] == [GuardVerdict.ALLOW] * 8
+    assert guard.check("192.0.2.1", 1.0)[0] is GuardVerdict.RATE
 
 
 def test_guard_trusted_zone_never_limited_or_banned() -> None:
     guard = _guard()
-    assert all(guard.check("10.1.0.5", 0.0)[0] is Verdict.ALLOW for _ in range(1000))
+    assert all(guard.check("10.1.0.5", 0.0)[0] is GuardVerdict.ALLOW for _ in range(1000))
     assert guard.ban("10.1.0.5", 60, "ids", now=0.0) is None
     assert guard.ban("::1", 60, "ids", now=0.0) is None
-    assert guard.check("10.1.0.5", 0.0)[0] is Verdict.ALLOW
+    assert guard.check("10.1.0.5", 0.0)[0] is GuardVerdict.ALLOW
 
 
 def test_guard_longer_ban_replaces_shorter_only() -> None:
@@ -106,8 +106,8 @@ def test_guard_replace_bans_adopts_stored_list() -> None:
     guard = _guard()
     guard.ban("192.0.2.3", 100, "x", now=0.0)
     guard.replace_bans([Ban(source="192.0.2.4", until=50.0, reason="manual")])
-    assert guard.check("192.0.2.3", 1.0)[0] is Verdict.ALLOW
-    assert guard.check("192.0.2.4", 1.0)[0] is Verdict.BANNED
+    assert guard.check("192.0.2.3", 1.0)[0] is GuardVerdict.ALLOW
+    assert guard.check("192.0.2.4", 1.0)[0] is GuardVerdict.BANNED
 
 
 def test_guard_bucket_limit_exceeded_forgets_oldest(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -139,10 +139,10 @@ def test_guard_udp_ban_blocks_udp_only() -> None:
     guard = _guard()
     added = guard.ban("192.0.2.5", 3600, "ids: scanner-user-agent", now=0.0, scope=BanScope.UDP)
     assert added is not None and added.ban.scope is BanScope.UDP
-    assert guard.check("192.0.2.5", 1.0, "udp") == (Verdict.BANNED, None)
-    assert guard.check("192.0.2.5", 1.0, "tls") == (Verdict.ALLOW, None)
-    assert guard.check("192.0.2.5", 1.0, "tcp") == (Verdict.ALLOW, None)
-    assert guard.connect("192.0.2.5", 1.0) == (Verdict.ALLOW, None)
+    assert guard.check("192.0.2.5", 1.0, "udp") == (GuardVerdict.BANNED, None)
+    assert guard.check("192.0.2.5", 1.0, "tls") == (GuardVerdict.ALLOW, None)
+    assert guard.check("192.0.2.5", 1.0, "tcp") == (GuardVerdict.ALLOW, None)
+    assert guard.connect("192.0.2.5", 1.0) == (GuardVerdict.ALLOW, None)
     assert guard.is_banned("192.0.2.5", 1.0, "udp") is True
     assert guard.is_banned("192.0.2.5", 1.0) is False
 
@@ -150,15 +150,15 @@ def test_guard_udp_ban_blocks_udp_only() -> None:
 def test_guard_udp_flood_bans_udp_only_and_leaves_the_tls_bucket_full() -> None:
     guard = _guard()
     for _ in range(16):
-        assert guard.check("192.0.2.5", 0.0, "udp")[0] is Verdict.ALLOW
+        assert guard.check("192.0.2.5", 0.0, "udp")[0] is GuardVerdict.ALLOW
     verdict, added = guard.check("192.0.2.5", 0.0, "udp")
-    assert verdict is Verdict.RATE
+    assert verdict is GuardVerdict.RATE
     assert added is not None
     assert added.ban == Ban(
         source="192.0.2.5", until=300.0, reason="rate limit of zone internet", scope=BanScope.UDP
     )
     # The phone's own TLS requests have a bucket of their own, still full.
-    assert [guard.check("192.0.2.5", 0.0, "tls")[0] for _ in range(16)] == [Verdict.ALLOW] * 16
+    assert [guard.check("192.0.2.5", 0.0, "tls")[0] for _ in range(16)] == [GuardVerdict.ALLOW] * 16
 
 
 def test_guard_tls_flood_bans_everything() -> None:
@@ -166,10 +166,10 @@ def test_guard_tls_flood_bans_everything() -> None:
     for _ in range(16):
         guard.check("192.0.2.6", 0.0, "tls")
     verdict, added = guard.check("192.0.2.6", 0.0, "tls")
-    assert verdict is Verdict.RATE and added is not None
+    assert verdict is GuardVerdict.RATE and added is not None
     assert added.ban.scope is BanScope.ALL
-    assert guard.check("192.0.2.6", 1.0, "udp")[0] is Verdict.BANNED
-    assert guard.check("192.0.2.6", 1.0, "tls")[0] is Verdict.BANNED
+    assert guard.check("192.0.2.6", 1.0, "udp")[0] is GuardVerdict.BANNED
+    assert guard.check("192.0.2.6", 1.0, "tls")[0] is GuardVerdict.BANNED
 
 
 def test_guard_tls_evidence_widens_a_udp_ban_and_keeps_the_later_end() -> None:
@@ -179,7 +179,7 @@ def test_guard_tls_evidence_widens_a_udp_ban_and_keeps_the_later_end() -> None:
     assert added is not None
     assert added.ban == Ban(source="192.0.2.7", until=1000.0, reason="ids over tls")
     assert added.seconds == 1000.0
-    assert guard.check("192.0.2.7", 500.0, "tls")[0] is Verdict.BANNED
+    assert guard.check("192.0.2.7", 500.0, "tls")[0] is GuardVerdict.BANNED
 
 
 def test_guard_udp_evidence_never_narrows_a_ban() -> None:
@@ -204,16 +204,16 @@ def test_guard_scope_of_transport() -> None:
 
 def test_guard_connection_rate_exceeded_bans_everywhere() -> None:
     guard = _guard()
-    assert [guard.connect("192.0.2.9", 0.0)[0] for _ in range(16)] == [Verdict.ALLOW] * 16
+    assert [guard.connect("192.0.2.9", 0.0)[0] for _ in range(16)] == [GuardVerdict.ALLOW] * 16
     verdict, added = guard.connect("192.0.2.9", 0.0)
-    assert verdict is Verdict.RATE
+    assert verdict is GuardVerdict.RATE
     assert added is not None
     assert added.ban == Ban(
         source="192.0.2.9", until=300.0, reason="connection rate limit of zone internet"
     )
-    assert guard.connect("192.0.2.9", 1.0) == (Verdict.BANNED, None)
-    assert guard.check("192.0.2.9", 1.0, "udp")[0] is Verdict.BANNED
-    assert guard.connect("192.0.2.10", 0.0) == (Verdict.ALLOW, None)
+    assert guard.connect("192.0.2.9", 1.0) == (GuardVerdict.BANNED, None)
+    assert guard.check("192.0.2.9", 1.0, "udp")[0] is GuardVerdict.BANNED
+    assert guard.connect("192.0.2.10", 0.0) == (GuardVerdict.ALLOW, None)
     stats = guard.statistics()
     assert (stats.refused_connection_rate, stats.dropped_banned) == (1, 2)
 
@@ -222,12 +222,12 @@ def test_guard_connection_rate_not_charged_by_requests() -> None:
     guard = _guard()
     for _ in range(16):
         guard.check("192.0.2.11", 0.0, "tls")
-    assert guard.connect("192.0.2.11", 0.0)[0] is Verdict.ALLOW
+    assert guard.connect("192.0.2.11", 0.0)[0] is GuardVerdict.ALLOW
 
 
 def test_guard_connection_rate_trusted_zone_unlimited() -> None:
     guard = _guard()
-    assert all(guard.connect("10.1.0.5", 0.0)[0] is Verdict.ALLOW for _ in range(1000))
+    assert all(guard.connect("10.1.0.5", 0.0)[0] is GuardVerdict.ALLOW for _ in range(1000))
 
 
 # -- address forms (issue 13, finding 15) -------------------------------------------------
@@ -236,14 +236,14 @@ def test_guard_connection_rate_trusted_zone_unlimited() -> None:
 def test_guard_ipv4_ban_applies_to_the_mapped_ipv6_form() -> None:
     guard = _guard()
     guard.ban("192.0.2.12", 60, "manual", now=0.0)
-    assert guard.check("::ffff:192.0.2.12", 1.0)[0] is Verdict.BANNED
-    assert guard.connect("::ffff:192.0.2.12", 1.0)[0] is Verdict.BANNED
+    assert guard.check("::ffff:192.0.2.12", 1.0)[0] is GuardVerdict.BANNED
+    assert guard.connect("::ffff:192.0.2.12", 1.0)[0] is GuardVerdict.BANNED
 
 
 def test_guard_stored_mapped_ban_applies_to_the_ipv4_form() -> None:
     guard = _guard()
     guard.replace_bans([Ban(source="::ffff:c000:20d", until=50.0, reason="manual")])
-    assert guard.check("192.0.2.13", 1.0)[0] is Verdict.BANNED
+    assert guard.check("192.0.2.13", 1.0)[0] is GuardVerdict.BANNED
     assert [b.source for b in guard.bans()] == ["192.0.2.13"]
 
 
@@ -251,28 +251,28 @@ def test_guard_mapped_source_shares_the_ipv4_bucket() -> None:
     guard = _guard()
     for i in range(16):
         source = "192.0.2.14" if i % 2 else "::ffff:192.0.2.14"
-        assert guard.check(source, 0.0)[0] is Verdict.ALLOW
+        assert guard.check(source, 0.0)[0] is GuardVerdict.ALLOW
     verdict, added = guard.check("::ffff:192.0.2.14", 0.0)
-    assert verdict is Verdict.RATE
+    assert verdict is GuardVerdict.RATE
     assert added is not None and added.ban.source == "192.0.2.14"
 
 
 def test_guard_ipv6_rate_limit_counts_the_64_and_bans_it() -> None:
     guard = _guard()
     for i in range(16):
-        assert guard.check(f"2001:db8:1:2::{i + 1:x}", 0.0)[0] is Verdict.ALLOW
+        assert guard.check(f"2001:db8:1:2::{i + 1:x}", 0.0)[0] is GuardVerdict.ALLOW
     verdict, added = guard.check("2001:db8:1:2::ffff", 0.0)
-    assert verdict is Verdict.RATE
+    assert verdict is GuardVerdict.RATE
     assert added is not None
     assert added.ban.source == "2001:db8:1:2::/64"
     # Another address of the same /64 is banned; the next /64 is not.
-    assert guard.check("2001:db8:1:2:abcd::1", 1.0) == (Verdict.BANNED, None)
+    assert guard.check("2001:db8:1:2:abcd::1", 1.0) == (GuardVerdict.BANNED, None)
     assert guard.is_banned("2001:db8:1:2::77", 1.0) is True
-    assert guard.check("2001:db8:1:3::1", 1.0) == (Verdict.ALLOW, None)
+    assert guard.check("2001:db8:1:3::1", 1.0) == (GuardVerdict.ALLOW, None)
 
 
 def test_guard_ipv6_ban_of_a_single_address_stays_single() -> None:
     guard = _guard()
     guard.ban("2001:db8::5", 60, "ids", now=0.0)
-    assert guard.check("2001:db8::5", 1.0)[0] is Verdict.BANNED
-    assert guard.check("2001:db8::6", 1.0)[0] is Verdict.ALLOW
+    assert guard.check("2001:db8::5", 1.0)[0] is GuardVerdict.BANNED
+    assert guard.check("2001:db8::6", 1.0)[0] is GuardVerdict.ALLOW

@@ -18,22 +18,20 @@ from voipsec.edge.ids import (
     MAX_THRESHOLD_COUNT,
     MAX_TRACKED_KEYS,
     MAX_USER_AGENT_MEMO,
-    Alert,
-    Ban,
+    AlertAction,
+    BanAction,
     Drop,
     IdsAction,
     IdsEngine,
     Observation,
     Reply,
     Rule,
-    RuleError,
     Threshold,
-    default_rules_path,
     is_numeric_call_id,
     is_sipvicious_branch,
     is_sipvicious_from_tag,
-    load_rules,
 )
+from voipsec.edge.ids_loader import RuleError, default_rules_path, load_rules
 from voipsec.sip import Request, SipUri, parse_message
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "ids"
@@ -151,8 +149,8 @@ def without_user_agent(data: bytes, replacement: bytes | None = None) -> bytes:
 
 def scanner_ban(rule: str, detail: str, source: str = ATTACKER) -> list[IdsAction]:
     return [
-        Alert(rule=rule, key=source, source=source, detail=detail),
-        Ban(rule=rule, source=source, seconds=3600),
+        AlertAction(rule=rule, key=source, source=source, detail=detail),
+        BanAction(rule=rule, source=source, seconds=3600),
         Drop(rule=rule),
     ]
 
@@ -368,13 +366,13 @@ def test_ids_options_sweep_fires_past_20_in_10_s() -> None:
     obs = request("OPTIONS", source=ATTACKER)
     feed(e, obs, 20, step=0.45)
     assert e.observe(obs, 9.9) == [
-        Alert(
+        AlertAction(
             rule="options-sweep",
             key=ATTACKER,
             source=ATTACKER,
             detail="OPTIONS; 21 within 10 s per source",
         ),
-        Ban(rule="options-sweep", source=ATTACKER, seconds=3600),
+        BanAction(rule="options-sweep", source=ATTACKER, seconds=3600),
         Drop(rule="options-sweep"),
     ]
 
@@ -395,13 +393,13 @@ def test_ids_extension_enumeration_fires_past_10_unknown_users_in_60_s() -> None
         assert e.observe(obs, i * 5.0) == []
     obs = response(401, source=ATTACKER, to_user="1234", target_known=False)
     assert e.observe(obs, 59.0) == [
-        Alert(
+        AlertAction(
             rule="extension-enumeration",
             key=ATTACKER,
             source=ATTACKER,
             detail="unknown target '1234'; 11 within 60 s per source",
         ),
-        Ban(rule="extension-enumeration", source=ATTACKER, seconds=3600),
+        BanAction(rule="extension-enumeration", source=ATTACKER, seconds=3600),
     ]
 
 
@@ -421,13 +419,13 @@ def test_ids_password_guessing_per_source_fires_past_5_in_60_s() -> None:
         obs = response(403, "REGISTER" if i % 2 else "INVITE", source=ATTACKER)
         assert e.observe(obs, i * 10.0) == []
     assert e.observe(response(403, source=ATTACKER), 59.5) == [
-        Alert(
+        AlertAction(
             rule="password-guessing-source",
             key=ATTACKER,
             source=ATTACKER,
             detail="answered 403 to REGISTER; 6 within 60 s per source",
         ),
-        Ban(rule="password-guessing-source", source=ATTACKER, seconds=900),
+        BanAction(rule="password-guessing-source", source=ATTACKER, seconds=900),
     ]
 
 
@@ -461,7 +459,7 @@ def test_ids_password_guessing_per_target_alerts_without_banning() -> None:
     for i in range(20):
         assert e.observe(response(403, source=f"192.0.2.{i}", to_user="alice"), i * 10.0) == []
     assert e.observe(response(403, source="192.0.2.200", to_user="alice"), 299.0) == [
-        Alert(
+        AlertAction(
             rule="password-guessing-target",
             key="alice",
             source="192.0.2.200",
@@ -487,13 +485,13 @@ def test_ids_invite_flood_fires_past_30_in_2_s() -> None:
     obs = request("INVITE", source=ATTACKER)
     feed(e, obs, 30, step=0.06)
     assert e.observe(obs, 1.99) == [
-        Alert(
+        AlertAction(
             rule="invite-flood",
             key=ATTACKER,
             source=ATTACKER,
             detail="INVITE; 31 within 2 s per source",
         ),
-        Ban(rule="invite-flood", source=ATTACKER, seconds=60),
+        BanAction(rule="invite-flood", source=ATTACKER, seconds=60),
         Drop(rule="invite-flood"),
     ]
 
@@ -510,13 +508,13 @@ def test_ids_register_flood_fires_past_600_in_2_s() -> None:
     obs = request(source=ATTACKER)
     feed(e, obs, 600, step=0.003)
     assert e.observe(obs, 1.9) == [
-        Alert(
+        AlertAction(
             rule="register-flood",
             key=ATTACKER,
             source=ATTACKER,
             detail="REGISTER; 601 within 2 s per source",
         ),
-        Ban(rule="register-flood", source=ATTACKER, seconds=60),
+        BanAction(rule="register-flood", source=ATTACKER, seconds=60),
         Drop(rule="register-flood"),
     ]
 
@@ -539,13 +537,13 @@ def test_ids_malformed_burst_fires_past_10_in_10_s() -> None:
     e = engine()
     feed(e, malformed(), 10, step=0.9)
     assert e.observe(malformed(), 9.5) == [
-        Alert(
+        AlertAction(
             rule="malformed-burst",
             key=ATTACKER,
             source=ATTACKER,
             detail="malformed message; 11 within 10 s per source",
         ),
-        Ban(rule="malformed-burst", source=ATTACKER, seconds=300),
+        BanAction(rule="malformed-burst", source=ATTACKER, seconds=300),
         Drop(rule="malformed-burst"),
     ]
 
@@ -561,22 +559,22 @@ def flood(e: IdsEngine, start: float) -> list[IdsAction]:
 
 def test_ids_recidive_third_ban_within_an_hour_lasts_a_day() -> None:
     e = engine()
-    assert flood(e, 0.0)[1] == Ban(rule="invite-flood", source=ATTACKER, seconds=60)
-    assert flood(e, 100.0)[1] == Ban(rule="invite-flood", source=ATTACKER, seconds=60)
+    assert flood(e, 0.0)[1] == BanAction(rule="invite-flood", source=ATTACKER, seconds=60)
+    assert flood(e, 100.0)[1] == BanAction(rule="invite-flood", source=ATTACKER, seconds=60)
     assert flood(e, 3599.0) == [
-        Alert(
+        AlertAction(
             rule="invite-flood",
             key=ATTACKER,
             source=ATTACKER,
             detail="INVITE; 31 within 2 s per source",
         ),
-        Alert(
+        AlertAction(
             rule="invite-flood",
             key=ATTACKER,
             source=ATTACKER,
             detail="recidive: 3 bans within 3600 s, banned 86400 s",
         ),
-        Ban(rule="invite-flood", source=ATTACKER, seconds=86400),
+        BanAction(rule="invite-flood", source=ATTACKER, seconds=86400),
         Drop(rule="invite-flood"),
     ]
     assert e.statistics().escalations == 1
@@ -586,30 +584,32 @@ def test_ids_recidive_counts_bans_of_any_rule() -> None:
     e = engine()
     assert flood(e, 0.0)[1].rule == "invite-flood"
     feed(e, malformed(), 10, start=100.0)
-    assert e.observe(malformed(), 100.0)[1] == Ban(
+    assert e.observe(malformed(), 100.0)[1] == BanAction(
         rule="malformed-burst", source=ATTACKER, seconds=300
     )
-    assert flood(e, 500.0)[2] == Ban(rule="invite-flood", source=ATTACKER, seconds=86400)
+    assert flood(e, 500.0)[2] == BanAction(rule="invite-flood", source=ATTACKER, seconds=86400)
 
 
 def test_ids_recidive_ignores_bans_older_than_its_window() -> None:
     e = engine()
     for start in (0.0, 1800.0, 3601.0):
-        assert flood(e, start)[1] == Ban(rule="invite-flood", source=ATTACKER, seconds=60)
+        assert flood(e, start)[1] == BanAction(rule="invite-flood", source=ATTACKER, seconds=60)
 
 
 def test_ids_source_already_banned_gets_no_second_ban() -> None:
     e = engine()
-    # The svmap packet matches two rules: one Ban, the rule of the longest (first) ban.
+    # The svmap packet matches two rules: one BanAction, the rule of the longest (first) ban.
     obs = observation_of(capture("svmap-options.sip"))
     first = e.observe(obs, 0.0)
-    assert [type(a).__name__ for a in first] == ["Alert", "Alert", "Ban", "Drop"]
+    assert [type(a).__name__ for a in first] == ["AlertAction", "AlertAction", "BanAction", "Drop"]
     # A packet the guard let through before it learnt the ban: alerts and drop, no ban.
     second = e.observe(obs, 0.1)
-    assert [type(a).__name__ for a in second] == ["Alert", "Alert", "Drop"]
+    assert [type(a).__name__ for a in second] == ["AlertAction", "AlertAction", "Drop"]
     assert e.statistics().bans == 1
     # Once the ban has run out, the next packet is banned again.
-    assert Ban(rule="scanner-user-agent", source=ATTACKER, seconds=3600) in e.observe(obs, 3600.0)
+    assert BanAction(rule="scanner-user-agent", source=ATTACKER, seconds=3600) in e.observe(
+        obs, 3600.0
+    )
 
 
 def test_ids_lift_forgets_a_ban() -> None:
@@ -667,7 +667,7 @@ rules:
     hit = request("INVITE", headers={"to": "<sip:+19005550100@example.com>"})
     miss = request("INVITE", headers={"to": "<sip:+15550100@example.com>"})
     assert e.observe(hit, 0.0) == [
-        Alert(rule="premium-numbers", key=PHONE, source=PHONE, detail="INVITE"),
+        AlertAction(rule="premium-numbers", key=PHONE, source=PHONE, detail="INVITE"),
         Reply(rule="premium-numbers", status=403),
     ]
     assert e.observe(miss, 0.0) == []
@@ -694,8 +694,10 @@ rules:
     )
     assert e.observe(request("MESSAGE"), 0.0) == [Drop(rule="silence")]
     assert e.observe(response(486, "INVITE"), 0.0) == [
-        Alert(rule="watch-responses", key=PHONE, source=PHONE, detail="answered 486 to INVITE"),
-        Ban(rule="watch-responses", source=PHONE, seconds=5),
+        AlertAction(
+            rule="watch-responses", key=PHONE, source=PHONE, detail="answered 486 to INVITE"
+        ),
+        BanAction(rule="watch-responses", source=PHONE, seconds=5),
     ]
 
 
@@ -723,7 +725,7 @@ rules:
     )
     obs = response(403, source="192.0.2.1", to_user="carol", auth_user="bob")
     assert e.observe(obs, 0.0) == []
-    assert [a.key for a in e.observe(obs, 1.0) if isinstance(a, Alert)] == expected_keys
+    assert [a.key for a in e.observe(obs, 1.0) if isinstance(a, AlertAction)] == expected_keys
 
 
 def test_ids_threshold_key_missing_does_not_count(tmp_path: Path) -> None:
@@ -760,7 +762,9 @@ rules:
     prefix = "u" * MAX_KEY_LENGTH
     assert e.observe(response(403, to_user=prefix + "a"), 0.0) == []
     assert e.observe(response(403, to_user=prefix + "b"), 1.0) == [
-        Alert(rule="per-target", key=prefix, source=PHONE, detail="2 within 10 s per target user")
+        AlertAction(
+            rule="per-target", key=prefix, source=PHONE, detail="2 within 10 s per target user"
+        )
     ]
 
 
@@ -826,7 +830,7 @@ rules:
     )
     # The oldest record is gone: its source, still sending, is banned again.
     assert e.observe(request("OPTIONS", source="10.0.0.0"), 1.0) == [
-        Ban(rule="ban-all", source="10.0.0.0", seconds=100000)
+        BanAction(rule="ban-all", source="10.0.0.0", seconds=100000)
     ]
     # (Its new record pushed out the next oldest, 10.0.0.1; 10.0.0.2 is still banned.)
     assert e.observe(request("OPTIONS", source="10.0.0.2"), 1.0) == []
@@ -1049,19 +1053,19 @@ def test_ids_statistics(tmp_path: Path) -> None:
 def test_ids_replay_svmap_default_banned_at_first_packet() -> None:
     obs = observation_of(capture("svmap-options.sip"))
     assert engine().observe(obs, 0.0) == [
-        Alert(
+        AlertAction(
             rule="scanner-user-agent",
             key=ATTACKER,
             source=ATTACKER,
             detail="user agent 'friendly-scanner'",
         ),
-        Alert(
+        AlertAction(
             rule="sipvicious-from-tag",
             key=ATTACKER,
             source=ATTACKER,
             detail="fingerprint sipvicious_from_tag",
         ),
-        Ban(rule="scanner-user-agent", source=ATTACKER, seconds=3600),
+        BanAction(rule="scanner-user-agent", source=ATTACKER, seconds=3600),
         Drop(rule="scanner-user-agent"),
     ]
 
@@ -1070,19 +1074,19 @@ def test_ids_replay_svmap_compact_banned_at_first_packet() -> None:
     obs = observation_of(capture("svmap-compact-options.sip"))
     assert (obs.user_agent, obs.compact) == (None, True)
     assert engine().observe(obs, 0.0) == [
-        Alert(
+        AlertAction(
             rule="sipvicious-from-tag",
             key=ATTACKER,
             source=ATTACKER,
             detail="fingerprint sipvicious_from_tag",
         ),
-        Alert(
+        AlertAction(
             rule="sipvicious-compact",
             key=ATTACKER,
             source=ATTACKER,
             detail="fingerprint compact_no_user_agent+numeric_call_id+sipvicious_branch",
         ),
-        Ban(rule="sipvicious-from-tag", source=ATTACKER, seconds=3600),
+        BanAction(rule="sipvicious-from-tag", source=ATTACKER, seconds=3600),
         Drop(rule="sipvicious-from-tag"),
     ]
 
@@ -1099,8 +1103,8 @@ def test_ids_replay_svmap_compact_banned_at_first_packet() -> None:
 )
 def test_ids_replay_first_packet_of_each_tool_is_banned(name: str) -> None:
     actions = engine().observe(observation_of(capture(name)), 0.0)
-    assert [a for a in actions if isinstance(a, Ban)] == [
-        Ban(rule=actions[0].rule, source=ATTACKER, seconds=3600)
+    assert [a for a in actions if isinstance(a, BanAction)] == [
+        BanAction(rule=actions[0].rule, source=ATTACKER, seconds=3600)
     ]
 
 
@@ -1122,7 +1126,7 @@ def test_ids_replay_with_user_agent_changed_or_removed_still_banned(
     assert all(p.user_agent == (user_agent.decode() if user_agent else None) for p in packets)
     # By the from-tag fingerprint at the first packet (svcrack's first REGISTER has
     # its fixed tag).
-    assert e.observe(packets[0], 0.0)[-2] == Ban(
+    assert e.observe(packets[0], 0.0)[-2] == BanAction(
         rule="sipvicious-from-tag", source=ATTACKER, seconds=3600
     )
 
@@ -1208,7 +1212,7 @@ def test_ids_observe_never_raises(
     )
     for t in times:
         for action in e.observe(obs, t):
-            assert isinstance(action, Alert | Drop | Reply | Ban)
+            assert isinstance(action, AlertAction | Drop | Reply | BanAction)
 
 
 ENGINE_FOR_FUZZ = engine()
@@ -1236,13 +1240,13 @@ def test_ids_turn_password_guessing_bans_the_source_past_5_in_60_s() -> None:
     e = engine()
     feed(e, turn_failure(), 5, step=10.0)
     assert e.observe(turn_failure(), 59.5) == [
-        Alert(
+        AlertAction(
             rule="turn-password-guessing-source",
             key=ATTACKER,
             source=ATTACKER,
             detail="answered 401 to TURN; 6 within 60 s per source",
         ),
-        Ban(rule="turn-password-guessing-source", source=ATTACKER, seconds=900),
+        BanAction(rule="turn-password-guessing-source", source=ATTACKER, seconds=900),
     ]
 
 
@@ -1257,7 +1261,7 @@ def test_ids_turn_password_guessing_per_target_alerts_without_banning() -> None:
     for i in range(20):
         assert e.observe(turn_failure(source=f"192.0.2.{i}"), i * 10.0) == []
     assert e.observe(turn_failure(source="192.0.2.200"), 299.0) == [
-        Alert(
+        AlertAction(
             rule="turn-password-guessing-target",
             key="alice",
             source="192.0.2.200",

@@ -23,13 +23,13 @@ from voipsec.nat.stun import (
     MAX_TEXT_CHARS,
     MAX_USERNAME_BYTES,
     Attr,
-    FramingError,
     Integrity,
     Message,
     MessageClass,
     Method,
-    StreamFramer,
+    StunFramingError,
     StunParseError,
+    StunStreamFramer,
     encode,
     parse_channel_data,
     parse_message,
@@ -420,10 +420,10 @@ def test_stun_limit_error_reason_chars() -> None:
 
 
 def test_stun_limit_stream_frame_size() -> None:
-    framer = StreamFramer()
+    framer = StunStreamFramer()
     framer.feed(struct.pack("!HHI12s", 1, MAX_MESSAGE_SIZE - 20 - 3, MAGIC_COOKIE, TID))
-    with pytest.raises(FramingError, match=f"frame larger than {MAX_MESSAGE_SIZE} bytes"):
-        StreamFramer().feed(struct.pack("!HHI12s", 1, 0xFFFC, MAGIC_COOKIE, TID))
+    with pytest.raises(StunFramingError, match=f"frame larger than {MAX_MESSAGE_SIZE} bytes"):
+        StunStreamFramer().feed(struct.pack("!HHI12s", 1, 0xFFFC, MAGIC_COOKIE, TID))
     assert framer.buffered == 20
 
 
@@ -458,18 +458,18 @@ def test_stun_stream_framer_splits_stun_and_padded_channel_data_bytewise() -> No
     second = stun.encode_channel_data(0x4000, b"xyz", pad=True)
     third = encode(request(method=Method.REFRESH))
     stream = first + second + third
-    framer = StreamFramer()
+    framer = StunStreamFramer()
     frames: list[bytes] = []
     for i in range(len(stream)):
         frames.extend(framer.feed(stream[i : i + 1]))
     assert frames == [first, b"\x40\x00\x00\x03xyz", third]
     assert framer.buffered == 0
-    assert StreamFramer().feed(stream) == frames
+    assert StunStreamFramer().feed(stream) == frames
 
 
 def test_stun_stream_framer_refuses_bytes_that_are_neither_stun_nor_channel_data() -> None:
-    with pytest.raises(FramingError, match="neither STUN nor ChannelData"):
-        StreamFramer().feed(b"\x80\x00\x00\x00")
+    with pytest.raises(StunFramingError, match="neither STUN nor ChannelData"):
+        StunStreamFramer().feed(b"\x80\x00\x00\x00")
 
 
 # -- fuzzing ------------------------------------------------------------------------------
@@ -525,7 +525,7 @@ def _parse_everything(data: bytes) -> None:
 
 
 def _frame(chunks: list[bytes]) -> list[bytes] | None:
-    framer = StreamFramer()
+    framer = StunStreamFramer()
     out: list[bytes] = []
     try:
         for chunk in chunks:

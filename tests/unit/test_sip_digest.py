@@ -13,7 +13,7 @@ from voipsec.sip.digest import (
     Credentials,
     DigestAuthenticator,
     DigestStatistics,
-    Verdict,
+    DigestVerdict,
     client_response,
     ha1,
     parse_authorization,
@@ -174,28 +174,28 @@ def test_digest_parse_challenge_other_scheme_is_400() -> None:
 def test_digest_valid_credentials_ok() -> None:
     auth = _auth()
     result = _verify(auth, _creds(_nonce(auth)))
-    assert result == AuthResult(verdict=Verdict.OK, username="alice")
+    assert result == AuthResult(verdict=DigestVerdict.OK, username="alice")
 
 
 def test_digest_md5_ok_when_enabled() -> None:
     auth = _auth(("SHA-256", "MD5"))
     result = _verify(auth, _creds(_nonce(auth), algorithm="MD5"))
-    assert result == AuthResult(verdict=Verdict.OK, username="alice")
+    assert result == AuthResult(verdict=DigestVerdict.OK, username="alice")
 
 
 def test_digest_response_compared_case_insensitively() -> None:
     auth = _auth()
     creds = _creds(_nonce(auth))
     upper = replace(creds, response=creds.response.upper())
-    assert _verify(auth, upper).verdict is Verdict.OK
+    assert _verify(auth, upper).verdict is DigestVerdict.OK
 
 
 def test_digest_nonce_at_lifetime_ok_after_lifetime_stale() -> None:
     auth = _auth()
     nonce = _nonce(auth, now=T0)
-    assert _verify(auth, _creds(nonce), now=T0 + NONCE_LIFETIME).verdict is Verdict.OK
+    assert _verify(auth, _creds(nonce), now=T0 + NONCE_LIFETIME).verdict is DigestVerdict.OK
     assert _verify(auth, _creds(nonce, nc=2), now=T0 + NONCE_LIFETIME + 1) == AuthResult(
-        verdict=Verdict.STALE, detail="nonce expired"
+        verdict=DigestVerdict.STALE, detail="nonce expired"
     )
 
 
@@ -209,14 +209,14 @@ def test_digest_nonce_from_other_source_is_stale() -> None:
     auth = _auth()
     nonce = _nonce(auth, source="tls:192.0.2.10:40000")
     assert _verify(auth, _creds(nonce), source="tls:198.51.100.1:40000") == AuthResult(
-        verdict=Verdict.STALE, detail="nonce not ours or wrong source"
+        verdict=DigestVerdict.STALE, detail="nonce not ours or wrong source"
     )
 
 
 @pytest.mark.parametrize("nonce", ["", "garbage", "é", "AAAA" * 12, "!!!!"])
 def test_digest_foreign_or_forged_nonce_is_stale(nonce: str) -> None:
     assert _verify(_auth(), _creds(nonce)) == AuthResult(
-        verdict=Verdict.STALE, detail="nonce not ours or wrong source"
+        verdict=DigestVerdict.STALE, detail="nonce not ours or wrong source"
     )
 
 
@@ -224,14 +224,14 @@ def test_digest_nonce_from_other_secret_is_stale() -> None:
     other = DigestAuthenticator(
         realm=REALM, algorithms=("SHA-256",), lookup=_lookup, secret=b"t" * 32
     )
-    assert _verify(_auth(), _creds(_nonce(other))).verdict is Verdict.STALE
+    assert _verify(_auth(), _creds(_nonce(other))).verdict is DigestVerdict.STALE
 
 
 def test_digest_wrong_password_and_unknown_user_fail_alike() -> None:
     auth = _auth()
     wrong = _verify(auth, _creds(_nonce(auth), password="guess"))
     unknown = _verify(auth, _creds(_nonce(auth), user="mallory", password="guess"))
-    assert wrong == AuthResult(verdict=Verdict.FAILED, detail="bad credentials")
+    assert wrong == AuthResult(verdict=DigestVerdict.FAILED, detail="bad credentials")
     # No user enumeration: an unknown user gets exactly the same answer.
     assert unknown == wrong
 
@@ -239,14 +239,16 @@ def test_digest_wrong_password_and_unknown_user_fail_alike() -> None:
 def test_digest_wrong_method_fails() -> None:
     auth = _auth()
     creds = _creds(_nonce(auth), method="INVITE")
-    assert _verify(auth, creds).verdict is Verdict.FAILED
+    assert _verify(auth, creds).verdict is DigestVerdict.FAILED
 
 
 def test_digest_replayed_nonce_count_fails() -> None:
     auth = _auth()
     creds = _creds(_nonce(auth))
-    assert _verify(auth, creds).verdict is Verdict.OK
-    assert _verify(auth, creds) == AuthResult(verdict=Verdict.FAILED, detail="nonce count replayed")
+    assert _verify(auth, creds).verdict is DigestVerdict.OK
+    assert _verify(auth, creds) == AuthResult(
+        verdict=DigestVerdict.FAILED, detail="nonce count replayed"
+    )
     assert auth.statistics().replays == 1
 
 
@@ -254,22 +256,22 @@ def test_digest_increasing_nonce_count_ok() -> None:
     auth = _auth()
     nonce = _nonce(auth)
     for nc in (1, 2, 5, 6):
-        assert _verify(auth, _creds(nonce, nc=nc), now=T0 + nc).verdict is Verdict.OK
+        assert _verify(auth, _creds(nonce, nc=nc), now=T0 + nc).verdict is DigestVerdict.OK
     assert _verify(auth, _creds(nonce, nc=4)).detail == "nonce count replayed"
 
 
 def test_digest_first_use_with_count_above_one_is_stale() -> None:
     auth = _auth()
     assert _verify(auth, _creds(_nonce(auth), nc=2)) == AuthResult(
-        verdict=Verdict.STALE, detail="nonce count unknown"
+        verdict=DigestVerdict.STALE, detail="nonce count unknown"
     )
 
 
 def test_digest_evicted_nonce_count_is_stale() -> None:
     auth = _auth(max_tracked_nonces=1)
     first, second = _nonce(auth), _nonce(auth)
-    assert _verify(auth, _creds(first)).verdict is Verdict.OK
-    assert _verify(auth, _creds(second)).verdict is Verdict.OK
+    assert _verify(auth, _creds(first)).verdict is DigestVerdict.OK
+    assert _verify(auth, _creds(second)).verdict is DigestVerdict.OK
     assert auth.statistics().tracked_nonces == 1
     assert _verify(auth, _creds(first, nc=2)).detail == "nonce count unknown"
 
@@ -277,7 +279,7 @@ def test_digest_evicted_nonce_count_is_stale() -> None:
 def test_digest_md5_refused_when_only_sha256_enabled() -> None:
     auth = _auth(("SHA-256",))
     assert _verify(auth, _creds(_nonce(auth), algorithm="MD5")) == AuthResult(
-        verdict=Verdict.MALFORMED, detail="algorithm not offered"
+        verdict=DigestVerdict.MALFORMED, detail="algorithm not offered"
     )
 
 
@@ -295,7 +297,7 @@ def test_digest_algorithm_spelling_tolerated() -> None:
     auth = _auth()
     creds = _creds(_nonce(auth))
     sha256 = replace(creds, algorithm='"sha256"')
-    assert _verify(auth, sha256).verdict is Verdict.OK
+    assert _verify(auth, sha256).verdict is DigestVerdict.OK
 
 
 def test_digest_missing_qop_is_malformed() -> None:
@@ -310,20 +312,24 @@ def test_digest_missing_qop_is_malformed() -> None:
     ).replace(" qop=auth,", "")
     creds = parse_authorization(value)
     assert creds.qop is None
-    assert _verify(auth, creds) == AuthResult(verdict=Verdict.MALFORMED, detail="qop=auth required")
+    assert _verify(auth, creds) == AuthResult(
+        verdict=DigestVerdict.MALFORMED, detail="qop=auth required"
+    )
 
 
 def test_digest_wrong_realm_is_malformed() -> None:
     auth = _auth()
     creds = replace(_creds(_nonce(auth)), realm="other.example")
-    assert _verify(auth, creds) == AuthResult(verdict=Verdict.MALFORMED, detail="wrong realm")
+    assert _verify(auth, creds) == AuthResult(verdict=DigestVerdict.MALFORMED, detail="wrong realm")
 
 
 @pytest.mark.parametrize("nc", ["1", "000000001", "0x000001", "+0000001", "0000_001", "0000000g"])
 def test_digest_malformed_nonce_count_is_malformed(nc: str) -> None:
     auth = _auth()
     creds = replace(_creds(_nonce(auth)), nc=nc)
-    assert _verify(auth, creds) == AuthResult(verdict=Verdict.MALFORMED, detail="malformed nc")
+    assert _verify(auth, creds) == AuthResult(
+        verdict=DigestVerdict.MALFORMED, detail="malformed nc"
+    )
 
 
 def test_digest_statistics() -> None:

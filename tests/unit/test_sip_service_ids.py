@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from voipsec.config import Config
-from voipsec.edge.ids import default_rules_path, load_rules
+from voipsec.edge.ids_loader import default_rules_path, load_rules
 from voipsec.server import SipService
 from voipsec.store import Store
 

@@ -17,8 +17,9 @@ import pytest
 
 from tests.peers.postgres import PASSWORD, PostgresServer
 from voipsec import cdrdb
-from voipsec.cdrdb import check_url, redact_url
+from voipsec.cdrdb import redact_url
 from voipsec.config import CLASSES_OF_SERVICE
+from voipsec.config.checks import check_url
 from voipsec.store import (
     CDR_FIELDS,
     DB_NAME,

@@ -8,7 +8,7 @@ from voipsec.core.trunkreg import (
     RETRY_AFTER_FAILURE,
     TrunkRegistration,
 )
-from voipsec.sip.digest import DigestAuthenticator, Verdict, ha1, parse_authorization
+from voipsec.sip.digest import DigestAuthenticator, DigestVerdict, ha1, parse_authorization
 from voipsec.sip.message import Request, Response, parse_message
 from voipsec.sip.uac import LocalAddress
 
@@ -75,7 +75,7 @@ def test_a_challenge_is_answered_with_credentials_the_trunk_verifies() -> None:
     assert second.cseq.seq == first.cseq.seq + 1
     creds = parse_authorization(second.headers.get("authorization") or "")
     result = auth.verify(creds, method="REGISTER", now=1.0, source="127.0.0.1")
-    assert result.verdict is Verdict.OK
+    assert result.verdict is DigestVerdict.OK
     assert result.username == "acct"
 
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from ..pki.identity import PeerIdentity
-from ..sip.digest import DigestAuthenticator, Verdict, parse_authorization
+from ..sip.digest import DigestAuthenticator, DigestVerdict, parse_authorization
 from ..sip.message import Request
 from ..sip.uri import SipUri, same_aor
 
@@ -179,11 +179,11 @@ class RequestAuthenticator:
         if creds.uri != request.raw_uri:
             return Refused(status=400, reason="Digest URI Mismatch")
         result = self.digest.verify(creds, method=request.method, now=now, source=source)
-        if result.verdict is Verdict.OK and result.username is not None:
+        if result.verdict is DigestVerdict.OK and result.username is not None:
             if cert_user is not None and cert_user != result.username:
                 return Refused(status=403, reason="Certificate Does Not Match User")
             return Authenticated(user=result.username, by="digest")
-        if result.verdict is Verdict.FAILED:
+        if result.verdict is DigestVerdict.FAILED:
             return Refused(
                 status=403,
                 reason="Forbidden",
@@ -191,7 +191,7 @@ class RequestAuthenticator:
                 claimed_user=creds.username[:64],
                 detail=result.detail,
             )
-        return self.challenge(role, source, now, stale=result.verdict is Verdict.STALE)
+        return self.challenge(role, source, now, stale=result.verdict is DigestVerdict.STALE)
 
 
 def _user_of_domain(aor: str | None, domain: str) -> str | None:

@@ -60,8 +60,6 @@ import re
 import urllib.parse
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from importlib.resources import files
-from pathlib import Path
 
 from ..config import CLASSES_OF_SERVICE, ClassOfService, Config
 
@@ -74,8 +72,6 @@ __all__ = [
     "DialplanConfigError",
     "DialplanError",
     "allows",
-    "default_premium_rate_path",
-    "load_prefix_file",
     "refusal_reason",
 ]
 
@@ -186,24 +182,20 @@ class Dialplan:
         self._dids = dict(dids)
 
     @classmethod
-    def from_config(cls, config: Config, data_dir: Path) -> Dialplan:
+    def from_config(cls, config: Config, *, premium_prefixes: Sequence[str]) -> Dialplan:
         """The dial plan of ``config``: ``[dialplan]``, every trunk's prefixes and DIDs,
-        and the premium-rate prefixes from ``data_dir/<prefixes_dir>/premium-rate.txt``
-        when that file exists (it replaces the shipped list), else the shipped list.
+        and ``premium_prefixes`` (read by the shell:
+        :func:`voipsec.core.dialplan_loader.load_dialplan`).
 
-        Raises :class:`DialplanConfigError` for an unreadable or bad prefix file and
-        for a DID that two trunks give to different users.
+        Raises :class:`DialplanConfigError` for a DID that two trunks give to
+        different users.
         """
         section = config.dialplan
-        override = data_dir / section.prefixes_dir / PREMIUM_RATE_FILE
-        # exists(), not is_file(): a directory or unreadable file in the way is an
-        # error to report, not a reason to fall back to the shipped list silently.
-        premium_path = override if override.exists() else default_premium_rate_path()
         return cls(
             country_code=section.country_code,
             national_prefix=section.national_prefix,
             international_prefix=section.international_prefix,
-            premium_prefixes=load_prefix_file(premium_path),
+            premium_prefixes=premium_prefixes,
             trunk_prefixes={t.name: t.prefixes for t in config.trunks},
             dids=_merge_dids((t.name, t.dids) for t in config.trunks),
         )
@@ -368,35 +360,6 @@ def _merge_dids(
             merged.setdefault(did, user)
             owner.setdefault(did, trunk)
     return merged
-
-
-def default_premium_rate_path() -> Path:
-    """The shipped list, ``voipsec/core/data/premium-rate.txt``."""
-    resource = files("voipsec").joinpath("core").joinpath("data").joinpath(PREMIUM_RATE_FILE)
-    return resource if isinstance(resource, Path) else Path(str(resource))
-
-
-def load_prefix_file(path: Path) -> list[str]:
-    """The E.164 prefixes in ``path`` in file order, duplicates dropped: one prefix
-    (``+`` and 1 to 15 digits, e.g. ``+4490``) per line; ``#`` starts a comment;
-    blank lines are skipped. Raises :class:`DialplanConfigError` naming ``file:line``.
-    """
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise DialplanConfigError(f"{path}: cannot read: {reason}") from None
-    prefixes: dict[str, None] = {}
-    for number, line in enumerate(text.splitlines(), start=1):
-        item = line.partition("#")[0].strip()
-        if not item:
-            continue
-        if _PREMIUM_PREFIX.fullmatch(item) is None:
-            raise DialplanConfigError(
-                f"{path}:{number}: {item!r} is not an E.164 prefix ('+' and 1 to 15 digits)"
-            )
-        prefixes[item] = None
-    return list(prefixes)
 
 
 def allows(user_class: ClassOfService, kind: ClassOfService) -> bool:

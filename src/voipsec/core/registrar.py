@@ -49,7 +49,7 @@ class RegistrarStatistics:
 
 
 @dataclass(slots=True)
-class _Counters:
+class _RegistrarCounters:
     registrations: int = 0
     refusals: int = 0
     expired: int = 0
@@ -59,7 +59,7 @@ class _Counters:
 class Registrar:
     policy: RegistrarPolicy
     _aors: dict[str, dict[str, Binding]] = field(default_factory=dict)
-    _counts: _Counters = field(default_factory=_Counters)
+    _counts: _RegistrarCounters = field(default_factory=_RegistrarCounters)
 
     def load(self, bindings: Iterable[Binding]) -> None:
         for b in bindings:

@@ -34,7 +34,7 @@ from .zones import ZoneMap
 MAX_BUCKETS = 100_000
 
 
-class Verdict(Enum):
+class GuardVerdict(Enum):
     ALLOW = "allow"
     BANNED = "banned"
     RATE = "rate"
@@ -103,19 +103,19 @@ class Guard:
 
     def check(
         self, source: str, now: float, transport: str = "tls"
-    ) -> tuple[Verdict, BanAdded | None]:
+    ) -> tuple[GuardVerdict, BanAdded | None]:
         """Decide for one message from ``source`` that arrived over ``transport``."""
         source = canonical_ip(source) if ":" in source else source
         if self._banned(source, now, transport):
             self._dropped_banned += 1
-            return Verdict.BANNED, None
+            return GuardVerdict.BANNED, None
         scope = scope_of(transport)
         verdict, added = self._charge(source, now, scope.value, scope, "rate limit")
-        if verdict is Verdict.RATE:
+        if verdict is GuardVerdict.RATE:
             self._dropped_rate += 1
         return verdict, added
 
-    def connect(self, source: str, now: float) -> tuple[Verdict, BanAdded | None]:
+    def connect(self, source: str, now: float) -> tuple[GuardVerdict, BanAdded | None]:
         """Decide for one new TCP connection from ``source``, before its handshake.
 
         New connections have a bucket of their own, of the zone's request rate
@@ -126,9 +126,9 @@ class Guard:
         source = canonical_ip(source) if ":" in source else source
         if self._banned(source, now, "tcp"):
             self._dropped_banned += 1
-            return Verdict.BANNED, None
+            return GuardVerdict.BANNED, None
         verdict, added = self._charge(source, now, "conn", BanScope.ALL, "connection rate limit")
-        if verdict is Verdict.RATE:
+        if verdict is GuardVerdict.RATE:
             self._refused_connection_rate += 1
         return verdict, added
 
@@ -149,12 +149,12 @@ class Guard:
 
     def _charge(
         self, source: str, now: float, kind: str, scope: BanScope, what: str
-    ) -> tuple[Verdict, BanAdded | None]:
+    ) -> tuple[GuardVerdict, BanAdded | None]:
         """Take one token from ``source``'s bucket of ``kind``; ban when it is empty."""
         zone = self.zones.zone_for(source)
         if zone.trusted:
             self._passed += 1
-            return Verdict.ALLOW, None
+            return GuardVerdict.ALLOW, None
         key = rate_key(source) if ":" in source else source
         bucket = f"{kind}|{key}"
         tokens, last = self._buckets.get(bucket, (float(zone.rate_requests), now))
@@ -165,12 +165,12 @@ class Guard:
             # finds it empty too.
             self._buckets[bucket] = (tokens, now)
             added = self.ban(key, zone.rate_ban, f"{what} of zone {zone.name}", now, scope=scope)
-            return Verdict.RATE, added
+            return GuardVerdict.RATE, added
         if bucket not in self._buckets and len(self._buckets) >= self._max_buckets:
             self._forget_oldest_buckets()
         self._buckets[bucket] = (tokens - 1.0, now)
         self._passed += 1
-        return Verdict.ALLOW, None
+        return GuardVerdict.ALLOW, None
 
     # -- bans -------------------------------------------------------------------------
 

@@ -2,8 +2,8 @@
 
 How this works: the server reports each request it accepted for processing, each
 final response it sent and each message it could not parse as an :class:`Observation`;
-:meth:`IdsEngine.observe` returns what to do about it (:class:`Alert`, :class:`Drop`,
-:class:`Reply`, :class:`Ban`). The engine owns no socket and no clock: ``now`` is an
+:meth:`IdsEngine.observe` returns what to do about it (:class:`AlertAction`, :class:`Drop`,
+:class:`Reply`, :class:`BanAction`). The engine owns no socket and no clock: ``now`` is an
 argument, so tests drive a fake clock.
 
 A rule says what it matches (kind, methods, response status, target known or not, a
@@ -16,19 +16,21 @@ request (user agent, fingerprints) and the REGISTER flood counter.
 
 Windows are exact: per (rule, key) the engine keeps the times of the last ``count``
 matches, so a rule fires on the ``count``-th match within ``window`` seconds and keeps
-firing (Drop, Reply) while the key stays at or over its threshold; its Alert is sent at
+firing (Drop, Reply) while the key stays at or over its threshold; its AlertAction is sent at
 most once per ``window`` per key. Memory is bounded: at most :data:`MAX_TRACKED_KEYS`
 windows (least recently used evicted), at most ``count`` times each
 (:data:`MAX_THRESHOLD_COUNT`), keys cut to :data:`MAX_KEY_LENGTH`.
 
 Bans are deduplicated per source (the engine remembers until when it banned whom: a
-source it has banned gets no new Ban until that ban has run out), and every ban is recorded for
-escalation: a rule's ``escalation`` (fail2ban's *recidive*) turns its ban into
+source it has banned gets no new BanAction until that ban has run out), and every ban is
+recorded for escalation: a rule's ``escalation`` (fail2ban's *recidive*) turns its ban into
 ``ban_seconds`` when the source has been banned ``count`` times within ``window``.
 
 Failure mode: fails open. When more keys are tracked than :data:`MAX_TRACKED_KEYS`
 (a flood of spoofed sources) the least recently seen windows are forgotten, so their
 counts restart; nothing grows without bound and ``observe`` never raises on peer data.
+
+Rules come in parsed: :mod:`voipsec.edge.ids_loader` reads the rule files.
 """
 
 from __future__ import annotations
@@ -39,19 +41,15 @@ from bisect import bisect_right, insort
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from importlib.resources import files
-from pathlib import Path
-from typing import Any, Literal, get_args
-
-import yaml
+from typing import Literal, get_args
 
 __all__ = [
     "MAX_KEY_LENGTH",
     "MAX_THRESHOLD_COUNT",
     "MAX_TRACKED_KEYS",
     "MAX_USER_AGENT_MEMO",
-    "Alert",
-    "Ban",
+    "AlertAction",
+    "BanAction",
     "Drop",
     "Escalation",
     "IdsAction",
@@ -61,13 +59,10 @@ __all__ = [
     "Observation",
     "Reply",
     "Rule",
-    "RuleError",
     "Threshold",
-    "default_rules_path",
     "is_numeric_call_id",
     "is_sipvicious_branch",
     "is_sipvicious_from_tag",
-    "load_rules",
 ]
 
 #: (rule, key) windows and per-source ban records kept, each table on its own; past
@@ -84,7 +79,7 @@ MAX_KEY_LENGTH = 128
 #: Verdicts of a user-agent rule remembered per distinct User-Agent string; peers
 #: choose the text, so past this the memo is cleared (a fleet has a handful).
 MAX_USER_AGENT_MEMO = 1024
-#: User-agent text quoted in an Alert's detail is cut to this many characters.
+#: User-agent text quoted in an AlertAction's detail is cut to this many characters.
 MAX_DETAIL_TEXT = 80
 
 Kind = Literal["request", "response_sent", "malformed"]
@@ -96,10 +91,6 @@ Fingerprint = Literal[
 KINDS: tuple[Kind, ...] = get_args(Kind)
 KEY_KINDS: tuple[KeyKind, ...] = get_args(KeyKind)
 FINGERPRINTS: tuple[Fingerprint, ...] = get_args(Fingerprint)
-
-
-class RuleError(ValueError):
-    """A rule file that cannot be used; the message is one line: file, rule, key, why."""
 
 
 # -- events in and actions out ---------------------------------------------------------
@@ -137,7 +128,7 @@ class Observation:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Alert:
+class AlertAction:
     rule: str
     #: The threshold key that fired (source address, user name...).
     key: str
@@ -161,13 +152,13 @@ class Reply:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Ban:
+class BanAction:
     rule: str
     source: str
     seconds: int
 
 
-IdsAction = Alert | Drop | Reply | Ban
+IdsAction = AlertAction | Drop | Reply | BanAction
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -603,7 +594,7 @@ class IdsEngine:
             r = rule.rule
             if r.alert and send:
                 actions.append(
-                    Alert(rule=r.name, key=key, source=obs.source, detail=_detail(r, obs))
+                    AlertAction(rule=r.name, key=key, source=obs.source, detail=_detail(r, obs))
                 )
             if r.drop and drop is None:
                 drop = Drop(rule=r.name)
@@ -623,7 +614,7 @@ class IdsEngine:
         elif reply is not None and obs.kind == "request":
             actions.append(reply)
             self._replies += 1
-        self._alerts += sum(1 for a in actions if isinstance(a, Alert))
+        self._alerts += sum(1 for a in actions if isinstance(a, AlertAction))
         return actions
 
     def _ban(
@@ -634,7 +625,7 @@ class IdsEngine:
         seconds: int,
         now: float,
         actions: list[IdsAction],
-    ) -> Ban | None:
+    ) -> BanAction | None:
         source = obs.source
         record = self._sources.get(source)
         if record is None:
@@ -666,7 +657,7 @@ class IdsEngine:
             name, seconds = candidate.name, esc.ban_seconds
             self._escalations += 1
             actions.append(
-                Alert(
+                AlertAction(
                     rule=name,
                     key=source,
                     source=source,
@@ -675,7 +666,7 @@ class IdsEngine:
             )
         record.banned_until = now + seconds
         self._bans += 1
-        return Ban(rule=name, source=source, seconds=seconds)
+        return BanAction(rule=name, source=source, seconds=seconds)
 
     def statistics(self) -> IdsStatistics:
         return IdsStatistics(
@@ -714,285 +705,3 @@ def _detail(rule: Rule, obs: Observation) -> str:
     if t.count > 1:
         parts.append(f"{t.count} within {t.window:g} s per {t.key.replace('_', ' ')}")
     return "; ".join(parts) if parts else rule.description or rule.name
-
-
-# -- loading ---------------------------------------------------------------------------
-
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]*")
-_TOKEN = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
-_RULE_KEYS = frozenset(
-    {"name", "description", "enabled", "zones", "match", "threshold", "actions", "escalation"}
-)
-_MATCH_KEYS = frozenset(
-    {
-        "kind",
-        "methods",
-        "status",
-        "target_known",
-        "auth_failed",
-        "user_agent",
-        "headers",
-        "fingerprints",
-    }
-)
-_THRESHOLD_KEYS = frozenset({"count", "window", "key"})
-_ESCALATION_KEYS = frozenset({"count", "window", "ban_seconds"})
-
-
-def default_rules_path() -> Path:
-    """The shipped ruleset, ``voipsec/edge/rules/default.yaml``."""
-    resource = files("voipsec.edge").joinpath("rules").joinpath("default.yaml")
-    return resource if isinstance(resource, Path) else Path(str(resource))
-
-
-def load_rules(paths: Sequence[Path]) -> list[Rule]:
-    """Read rule files in order. A rule named like an earlier one replaces it (so a user
-    file can retune or, with ``enabled: false``, switch off a default rule); disabled
-    rules are left out. Raises :class:`RuleError` for the first problem found."""
-    merged: dict[str, Rule | None] = {}
-    for path in paths:
-        for name, rule in _load_file(Path(path)):
-            merged[name] = rule  # a replacement keeps the original's place in the order
-    return [r for r in merged.values() if r is not None]
-
-
-def _load_file(path: Path) -> list[tuple[str, Rule | None]]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise RuleError(f"{path}: cannot read: {reason}") from None
-    try:
-        document = yaml.safe_load(text)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark
-        where = f"line {mark.line + 1}: " if mark is not None else ""
-        raise RuleError(f"{path}: {where}invalid YAML: {exc.problem}") from None
-    except yaml.YAMLError as exc:
-        raise RuleError(f"{path}: invalid YAML: {exc}") from None
-    if not isinstance(document, dict) or set(document) != {"rules"}:
-        raise RuleError(f"{path}: the file must be a mapping with one key, 'rules'")
-    items = document["rules"]
-    if not isinstance(items, list):
-        raise RuleError(f"{path}: rules: must be a list")
-    out: list[tuple[str, Rule | None]] = []
-    seen: set[str] = set()
-    for index, item in enumerate(items, start=1):
-        name, rule = _RuleReader(path, index, item).read()
-        if name in seen:
-            raise RuleError(f"{path}: rule {name!r}: name: defined twice in this file")
-        seen.add(name)
-        out.append((name, rule))
-    return out
-
-
-class _RuleReader:
-    """Validates one rule mapping; every error names file, rule and key."""
-
-    def __init__(self, path: Path, index: int, item: object) -> None:
-        self.path = path
-        self.label = f"rule #{index}"
-        self.item = item
-
-    def fail(self, key: str, why: str) -> RuleError:
-        return RuleError(f"{self.path}: {self.label}: {key}: {why}")
-
-    def read(self) -> tuple[str, Rule | None]:
-        item = self.item
-        if not isinstance(item, dict):
-            raise RuleError(f"{self.path}: {self.label}: must be a mapping")
-        name = item.get("name")
-        if not isinstance(name, str) or _NAME.fullmatch(name) is None:
-            raise self.fail("name", "must be letters, digits, '.', '_' or '-'")
-        self.label = f"rule {name!r}"
-        self._keys(item, _RULE_KEYS, "")
-        description = item.get("description", "")
-        if not isinstance(description, str):
-            raise self.fail("description", "must be a string")
-        enabled = item.get("enabled", True)
-        if not isinstance(enabled, bool):
-            raise self.fail("enabled", "must be true or false")
-        zones = self._zones(item.get("zones"))
-        if "match" not in item:
-            raise self.fail("match", "is required")
-        match = self._match(item["match"])
-        threshold = self._threshold(item.get("threshold", {}))
-        alert, drop, reply, ban = self._actions(item.get("actions"), match.kind)
-        escalation = self._escalation(item.get("escalation"), ban)
-        rule = Rule(
-            name=name,
-            description=description,
-            match=match,
-            threshold=threshold,
-            alert=alert,
-            drop=drop,
-            reply_403=reply,
-            ban_seconds=ban,
-            escalation=escalation,
-            zones=zones,
-            origin=str(self.path),
-        )
-        return name, rule if enabled else None
-
-    def _keys(self, mapping: dict[Any, Any], allowed: frozenset[str], prefix: str) -> None:
-        for key in mapping:
-            if key not in allowed:
-                raise self.fail(
-                    f"{prefix}{key}", f"unknown key (known: {', '.join(sorted(allowed))})"
-                )
-
-    def _zones(self, value: object) -> frozenset[str] | None:
-        if value is None:
-            return None
-        if (
-            not isinstance(value, list)
-            or not value
-            or not all(isinstance(z, str) and z for z in value)
-        ):
-            raise self.fail("zones", "must be a non-empty list of zone names")
-        return frozenset(value)
-
-    def _match(self, value: object) -> Match:
-        if not isinstance(value, dict):
-            raise self.fail("match", "must be a mapping")
-        self._keys(value, _MATCH_KEYS, "match.")
-        kind = value.get("kind", "request")
-        if kind not in KINDS:
-            raise self.fail("match.kind", f"must be one of {', '.join(KINDS)}")
-        methods = value.get("methods")
-        if methods is not None:
-            if (
-                not isinstance(methods, list)
-                or not methods
-                or not all(isinstance(m, str) and _TOKEN.fullmatch(m) for m in methods)
-            ):
-                raise self.fail("match.methods", "must be a non-empty list of SIP methods")
-            if kind == "malformed":
-                raise self.fail("match.methods", "a malformed message has no method")
-            methods = frozenset(methods)
-        status = value.get("status")
-        if status is not None:
-            if kind != "response_sent":
-                raise self.fail("match.status", "only for kind response_sent")
-            if (
-                not isinstance(status, list)
-                or not status
-                or not all(type(s) is int and 200 <= s <= 699 for s in status)
-            ):
-                raise self.fail(
-                    "match.status", "must be a non-empty list of final statuses (200-699)"
-                )
-            status = frozenset(status)
-        target_known = value.get("target_known")
-        if target_known is not None:
-            if kind != "response_sent":
-                raise self.fail("match.target_known", "only for kind response_sent")
-            if not isinstance(target_known, bool):
-                raise self.fail("match.target_known", "must be true or false")
-        auth_failed = value.get("auth_failed")
-        if auth_failed is not None:
-            if kind != "response_sent":
-                raise self.fail("match.auth_failed", "only for kind response_sent")
-            if not isinstance(auth_failed, bool):
-                raise self.fail("match.auth_failed", "must be true or false")
-        user_agent = value.get("user_agent")
-        ua_pattern = None
-        if user_agent is not None:
-            ua_pattern = self._regex("match.user_agent", user_agent, re.IGNORECASE)
-        headers_value = value.get("headers", {})
-        if not isinstance(headers_value, dict):
-            raise self.fail("match.headers", "must be a mapping of header name to regex")
-        headers: list[tuple[str, re.Pattern[str]]] = []
-        for hname, regex in headers_value.items():
-            if not isinstance(hname, str) or _TOKEN.fullmatch(hname) is None:
-                raise self.fail("match.headers", f"{hname!r} is not a header name")
-            headers.append((hname.lower(), self._regex(f"match.headers.{hname}", regex, 0)))
-        prints = value.get("fingerprints", [])
-        if not isinstance(prints, list) or not all(p in FINGERPRINTS for p in prints):
-            raise self.fail("match.fingerprints", f"must be a list of: {', '.join(FINGERPRINTS)}")
-        return Match(
-            kind=kind,
-            methods=methods,
-            status=status,
-            target_known=target_known,
-            auth_failed=auth_failed,
-            user_agent=ua_pattern,
-            headers=tuple(headers),
-            fingerprints=tuple(prints),
-        )
-
-    def _regex(self, key: str, value: object, flags: int) -> re.Pattern[str]:
-        if not isinstance(value, str) or not value:
-            raise self.fail(key, "must be a non-empty regular expression")
-        try:
-            return re.compile(value, flags)
-        except re.error as exc:
-            raise self.fail(key, f"invalid regular expression: {exc}") from None
-
-    def _threshold(self, value: object) -> Threshold:
-        if not isinstance(value, dict):
-            raise self.fail("threshold", "must be a mapping")
-        self._keys(value, _THRESHOLD_KEYS, "threshold.")
-        count = value.get("count", 1)
-        if type(count) is not int or not 1 <= count <= MAX_THRESHOLD_COUNT:
-            raise self.fail(
-                "threshold.count", f"must be an integer from 1 to {MAX_THRESHOLD_COUNT}"
-            )
-        window = value.get("window", 0)
-        if type(window) not in (int, float) or window < 0:
-            raise self.fail("threshold.window", "must be a number of seconds")
-        if count > 1 and window <= 0:
-            raise self.fail("threshold.window", "is required (seconds > 0) when count > 1")
-        key = value.get("key", "source")
-        if key not in KEY_KINDS:
-            raise self.fail("threshold.key", f"must be one of {', '.join(KEY_KINDS)}")
-        return Threshold(count=count, window=float(window), key=key)
-
-    def _actions(self, value: object, kind: Kind) -> tuple[bool, bool, bool, int | None]:
-        if not isinstance(value, list) or not value:
-            raise self.fail("actions", "must be a non-empty list")
-        alert = drop = reply = False
-        ban: int | None = None
-        for action in value:
-            if action == "alert":
-                alert = True
-            elif action == "drop":
-                drop = True
-            elif action == "reply_403":
-                if kind != "request":
-                    raise self.fail("actions", "reply_403 only for kind request")
-                reply = True
-            elif isinstance(action, dict) and set(action) == {"ban"}:
-                seconds = action["ban"]
-                if type(seconds) is not int or seconds <= 0:
-                    raise self.fail("actions.ban", "must be a whole number of seconds > 0")
-                ban = seconds
-            else:
-                raise self.fail(
-                    "actions", f"unknown action {action!r} (alert, drop, reply_403, ban: SECONDS)"
-                )
-        if drop and kind == "response_sent":
-            raise self.fail("actions", "drop does not apply to kind response_sent")
-        return alert, drop, reply, ban
-
-    def _escalation(self, value: object, ban: int | None) -> Escalation | None:
-        if value is None:
-            return None
-        if not isinstance(value, dict):
-            raise self.fail("escalation", "must be a mapping")
-        self._keys(value, _ESCALATION_KEYS, "escalation.")
-        if ban is None:
-            raise self.fail("escalation", "needs a ban action")
-        for key in ("count", "window", "ban_seconds"):
-            if key not in value:
-                raise self.fail(f"escalation.{key}", "is required")
-        count, window, seconds = value["count"], value["window"], value["ban_seconds"]
-        if type(count) is not int or not 2 <= count <= MAX_THRESHOLD_COUNT:
-            raise self.fail(
-                "escalation.count", f"must be an integer from 2 to {MAX_THRESHOLD_COUNT}"
-            )
-        if type(window) not in (int, float) or window <= 0:
-            raise self.fail("escalation.window", "must be a number of seconds > 0")
-        if type(seconds) is not int or seconds <= ban:
-            raise self.fail("escalation.ban_seconds", f"must be whole seconds > the ban ({ban})")
-        return Escalation(count=count, window=float(window), ban_seconds=seconds)

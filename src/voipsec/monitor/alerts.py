@@ -46,7 +46,6 @@ import ipaddress
 import json
 import logging
 import os
-import re
 import smtplib
 import socket
 import ssl
@@ -61,6 +60,12 @@ from typing import Literal
 from urllib.parse import unquote, urlsplit
 
 from .. import __version__
+from ..config.checks import (
+    MAX_EMAIL_ADDRESS,
+    MAX_EMAIL_RECIPIENTS,
+    check_email_address,
+    parse_smtp_server,
+)
 from ..events import AlertRaised
 
 __all__ = [
@@ -112,14 +117,6 @@ MAX_SYSLOG_MESSAGE = 2_048
 DEFAULT_FACILITY = 4
 #: RFC 5424 §6.2.1 severity 4, "warning": something needs a look, the edge acted.
 DEFAULT_SEVERITY = 4
-#: Longest e-mail address: RFC 5321 §4.5.3.1.3 limits a path to 256 octets, the
-#: angle brackets included.
-MAX_EMAIL_ADDRESS = 254
-#: Longest local part (RFC 5321 §4.5.3.1.1).
-_MAX_LOCAL_PART = 64
-#: Recipients of one alert e-mail: RFC 5321 §4.5.3.1.8 makes servers accept at least
-#: 100 RCPT commands per message; more may be refused.
-MAX_EMAIL_RECIPIENTS = 100
 #: Longest Subject (characters): mail clients show some 60-80; a longer one is cut
 #: with "…" (the body has every field in full, up to MAX_EMAIL_FIELD).
 MAX_EMAIL_SUBJECT = 200
@@ -199,55 +196,6 @@ def format_syslog(
 
 
 # -- e-mail (sans-IO) ------------------------------------------------------------------
-
-#: RFC 5321 §4.1.2 Dot-string atoms (ASCII only: no SMTPUTF8) @ an RFC 1035 host name.
-_ADDRESS = re.compile(
-    r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
-    r"@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
-)
-_HOST_NAME = re.compile(
-    r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
-)
-
-
-def check_email_address(text: str) -> str:
-    """``text`` if it is a plain ``local@domain`` address; ValueError (one line) if not.
-
-    Only what goes into a header and an SMTP command unquoted: no display name, no
-    quoted local part, no spaces or line breaks (nothing can inject a header).
-    """
-    if len(text) > MAX_EMAIL_ADDRESS:
-        raise ValueError(f"an e-mail address is at most {MAX_EMAIL_ADDRESS} characters")
-    if not _ADDRESS.fullmatch(text) or len(text.partition("@")[0]) > _MAX_LOCAL_PART:
-        raise ValueError(f"{text!r} is not an e-mail address (local@domain)")
-    return text
-
-
-def parse_smtp_server(text: str) -> tuple[str, int | None]:
-    """``HOST[:PORT]`` (IPv6 as ``[ADDR]:PORT``) as (host, port or None); ValueError if bad."""
-    problem = f"{text!r}: expected HOST[:PORT]"
-    if text.startswith("["):
-        host, close, rest = text[1:].partition("]")
-        if not close or (rest and not rest.startswith(":")):
-            raise ValueError(problem)
-        port_text = rest[1:] if rest else None
-        try:
-            ipaddress.IPv6Address(host)
-        except ValueError:
-            raise ValueError(problem) from None
-    else:
-        host, colon, port_text_or_empty = text.partition(":")
-        port_text = port_text_or_empty if colon else None
-        if not _HOST_NAME.fullmatch(host) or len(host) > 253:
-            raise ValueError(problem)
-    if port_text is None:
-        return host, None
-    if not port_text.isdigit():
-        raise ValueError(problem)
-    if not 0 < int(port_text) < 65536:
-        raise ValueError(f"{text!r}: port must be 1-65535")
-    return host, int(port_text)
 
 
 def _one_line(text: str, limit: int) -> str:

@@ -40,7 +40,7 @@ import ifaddr
 from ..config import parse_listen
 from ..events import CredentialsRejected, EventBus
 from .peerfilter import PeerFilter
-from .stun import FAMILY_IPV4, FAMILY_IPV6, FramingError, StreamFramer
+from .stun import FAMILY_IPV4, FAMILY_IPV6, StunFramingError, StunStreamFramer
 from .turn import (
     DEFAULT_BANDWIDTH,
     DEFAULT_TOTAL_QUOTA,
@@ -505,7 +505,7 @@ class _ClientStream(asyncio.Protocol):
     def __init__(self, service: TurnService) -> None:
         self._service = service
         self._transport: asyncio.Transport | None = None
-        self._framer = StreamFramer()
+        self._framer = StunStreamFramer()
         self.five = FiveTuple("tcp", ("", 0), ("", 0))
         self.last_active = time.monotonic()
 
@@ -530,7 +530,7 @@ class _ClientStream(asyncio.Protocol):
         self.last_active = time.monotonic()
         try:
             frames = self._framer.feed(data)
-        except FramingError as err:
+        except StunFramingError as err:
             log.debug("TURN %s from %s closed: %s", self.five.protocol, self.five.client, err)
             self.abort()
             return

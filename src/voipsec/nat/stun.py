@@ -169,7 +169,7 @@ _MIN_SHA256_MAC = 16
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Header:
+class StunHeader:
     """Enough of a message to answer it: method, class, cookie and transaction ID."""
 
     method: int
@@ -197,7 +197,7 @@ class StunParseError(Exception):
         code: int,
         reason: str,
         *,
-        header: Header | None = None,
+        header: StunHeader | None = None,
         unknown: tuple[int, ...] = (),
     ) -> None:
         super().__init__(f"{code} {reason}")
@@ -233,8 +233,8 @@ class Message:
         return self.cookie != MAGIC_COOKIE
 
     @property
-    def header(self) -> Header:
-        return Header(
+    def header(self) -> StunHeader:
+        return StunHeader(
             method=self.method,
             cls=self.cls,
             transaction_id=self.transaction_id,
@@ -383,7 +383,7 @@ def _name(attr: int) -> str:
         return f"attribute 0x{attr:04x}"
 
 
-def _decode_text(value: bytes, attr: int, header: Header) -> str:
+def _decode_text(value: bytes, attr: int, header: StunHeader) -> str:
     limit = MAX_USERNAME_BYTES if attr == Attr.USERNAME else MAX_TEXT_BYTES
     if len(value) > limit:
         raise StunParseError(400, f"{_name(attr)} longer than {limit} bytes", header=header)
@@ -443,7 +443,7 @@ def parse_message(data: bytes) -> Message:
     if kind & 0xC000:
         raise StunParseError(400, "not a STUN message (first two bits)")
     method, cls = split_type(kind)
-    header = Header(method=method, cls=cls, transaction_id=tid, cookie=cookie)
+    header = StunHeader(method=method, cls=cls, transaction_id=tid, cookie=cookie)
     if cookie != MAGIC_COOKIE and (method != Method.BINDING or cls == MessageClass.INDICATION):
         # RFC 8489 §12: only classic Binding requests (and their answers) exist.
         raise StunParseError(400, "no magic cookie")
@@ -593,7 +593,7 @@ def encode_xor_address(
     return struct.pack("!BBH", 0, family, addr[1] ^ (cookie >> 16)) + xored
 
 
-def _address_from(family: int, packed: bytes, header: Header | None) -> str:
+def _address_from(family: int, packed: bytes, header: StunHeader | None) -> str:
     if family == FAMILY_IPV4 and len(packed) == 4:
         return str(ipaddress.IPv4Address(packed))
     if family == FAMILY_IPV6 and len(packed) == 16:
@@ -601,7 +601,7 @@ def _address_from(family: int, packed: bytes, header: Header | None) -> str:
     raise StunParseError(400, "bad address family or length", header=header)
 
 
-def decode_address(value: bytes, *, header: Header | None = None) -> tuple[str, int]:
+def decode_address(value: bytes, *, header: StunHeader | None = None) -> tuple[str, int]:
     if len(value) < 4:
         raise StunParseError(400, "address attribute too short", header=header)
     family, port = value[1], int.from_bytes(value[2:4], "big")
@@ -613,7 +613,7 @@ def decode_xor_address(
     transaction_id: bytes,
     cookie: int = MAGIC_COOKIE,
     *,
-    header: Header | None = None,
+    header: StunHeader | None = None,
 ) -> tuple[str, int]:
     if len(value) not in (8, 20):
         raise StunParseError(400, "bad address family or length", header=header)
@@ -683,11 +683,11 @@ def encode_channel_data(channel: int, data: bytes, *, pad: bool = False) -> byte
 # -- TCP framing (RFC 8656 §12.5, RFC 8489 §6.2.2) --------------------------------------
 
 
-class FramingError(StunParseError):
+class StunFramingError(StunParseError):
     """The stream can no longer be framed: the connection must be closed."""
 
 
-class StreamFramer:
+class StunStreamFramer:
     """Splits a TCP byte stream into STUN messages and (padded) ChannelData frames.
 
     The buffer never holds more than one frame of at most :data:`MAX_MESSAGE_SIZE`
@@ -721,10 +721,10 @@ class StreamFramer:
                 size = keep + (-length % 4)
             else:
                 del buf[:]
-                raise FramingError(400, "neither STUN nor ChannelData on the stream")
+                raise StunFramingError(400, "neither STUN nor ChannelData on the stream")
             if size > MAX_MESSAGE_SIZE + 3:
                 del buf[:]
-                raise FramingError(400, f"frame larger than {MAX_MESSAGE_SIZE} bytes")
+                raise StunFramingError(400, f"frame larger than {MAX_MESSAGE_SIZE} bytes")
             if end - start < size:
                 break
             frames.append(bytes(buf[start : start + keep]))

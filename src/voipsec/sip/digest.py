@@ -61,7 +61,7 @@ def ha1(algorithm: str, username: str, realm: str, password: str) -> str:
     return _h(algorithm, f"{username}:{realm}:{password}")
 
 
-class Verdict(Enum):
+class DigestVerdict(Enum):
     OK = "ok"
     #: Nonce expired (or its count was forgotten): re-challenge with stale=true.
     STALE = "stale"
@@ -89,7 +89,7 @@ class Credentials:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AuthResult:
-    verdict: Verdict
+    verdict: DigestVerdict
     username: str | None = None
     #: Why, for logs and counters: never contains a secret.
     detail: str = ""
@@ -225,21 +225,21 @@ class DigestAuthenticator:
     def verify(self, creds: Credentials, *, method: str, now: float, source: str) -> AuthResult:
         """Check one Authorization against a request's method from ``source``."""
         if creds.realm != self.realm:
-            return AuthResult(verdict=Verdict.MALFORMED, detail="wrong realm")
+            return AuthResult(verdict=DigestVerdict.MALFORMED, detail="wrong realm")
         algorithm = _canonical_algorithm(creds.algorithm)
         if algorithm not in self.algorithms:
-            return AuthResult(verdict=Verdict.MALFORMED, detail="algorithm not offered")
+            return AuthResult(verdict=DigestVerdict.MALFORMED, detail="algorithm not offered")
         if creds.qop != "auth" or creds.nc is None or creds.cnonce is None:
-            return AuthResult(verdict=Verdict.MALFORMED, detail="qop=auth required")
+            return AuthResult(verdict=DigestVerdict.MALFORMED, detail="qop=auth required")
         nc = _parse_nc(creds.nc)
         if nc is None:
-            return AuthResult(verdict=Verdict.MALFORMED, detail="malformed nc")
+            return AuthResult(verdict=DigestVerdict.MALFORMED, detail="malformed nc")
         issued = self._nonce_time(creds.nonce, source)
         if issued is None:
             # Not ours, from before a restart, or bound to another address: a fresh
             # challenge costs nothing and a forged nonce gains nothing from it.
             self._counts["stale"] += 1
-            return AuthResult(verdict=Verdict.STALE, detail="nonce not ours or wrong source")
+            return AuthResult(verdict=DigestVerdict.STALE, detail="nonce not ours or wrong source")
         stored = self._lookup(creds.username, algorithm)
         expected = self._response(
             stored if stored is not None else self._dummy_ha1[algorithm],
@@ -253,10 +253,10 @@ class DigestAuthenticator:
         )
         if not good:
             self._counts["failed"] += 1
-            return AuthResult(verdict=Verdict.FAILED, detail="bad credentials")
+            return AuthResult(verdict=DigestVerdict.FAILED, detail="bad credentials")
         if now - issued > self._lifetime:
             self._counts["stale"] += 1
-            return AuthResult(verdict=Verdict.STALE, detail="nonce expired")
+            return AuthResult(verdict=DigestVerdict.STALE, detail="nonce expired")
         return self._check_count(creds.nonce, nc, issued, now, creds.username)
 
     def _check_count(
@@ -268,17 +268,17 @@ class DigestAuthenticator:
         if seen is None and nc != 1:
             # The count was evicted (or never seen): fail safe with a fresh nonce.
             self._counts["stale"] += 1
-            return AuthResult(verdict=Verdict.STALE, detail="nonce count unknown")
+            return AuthResult(verdict=DigestVerdict.STALE, detail="nonce count unknown")
         if seen is not None and nc <= seen[0]:
             self._counts["replays"] += 1
             self._counts["failed"] += 1
-            return AuthResult(verdict=Verdict.FAILED, detail="nonce count replayed")
+            return AuthResult(verdict=DigestVerdict.FAILED, detail="nonce count replayed")
         self._nc_seen[nonce] = (nc, issued)
         self._nc_seen.move_to_end(nonce)
         while len(self._nc_seen) > self._max_tracked:
             self._nc_seen.popitem(last=False)
         self._counts["accepted"] += 1
-        return AuthResult(verdict=Verdict.OK, username=username)
+        return AuthResult(verdict=DigestVerdict.OK, username=username)
 
     def _expire_counts(self, now: float) -> None:
         while self._nc_seen:

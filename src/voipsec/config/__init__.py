@@ -24,8 +24,7 @@ from pydantic import (
     field_validator,
 )
 
-from .cdrdb import check_url
-from .monitor.alerts import MAX_EMAIL_RECIPIENTS, check_email_address, parse_smtp_server
+from .checks import MAX_EMAIL_RECIPIENTS, check_email_address, check_url, parse_smtp_server
 
 CONFIG_NAME = "voipsec.toml"
 

@@ -1,0 +1,108 @@
+"""Value checks shared by the configuration and the features that use the values.
+
+Why here: ``voipsec.config`` validates every key when the file is loaded, and must
+import no feature module (it sits below them all); the CDR store and the alert
+dispatcher check the same values again when they are handed them directly. So the
+checks live once, below both. Every check raises ValueError with one line that never
+repeats a secret (a CDR URL may hold a password).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from urllib.parse import urlsplit
+
+__all__ = [
+    "MAX_EMAIL_ADDRESS",
+    "MAX_EMAIL_RECIPIENTS",
+    "POSTGRES_SCHEMES",
+    "check_email_address",
+    "check_url",
+    "parse_smtp_server",
+]
+
+# -- CDR database URL ------------------------------------------------------------------
+
+#: URL schemes of PostgreSQL (libpq accepts both).
+POSTGRES_SCHEMES = ("postgresql", "postgres")
+
+_URL_HELP = '"" (SQLite in the data directory) or postgresql://USER@HOST:PORT/DATABASE'
+
+
+def check_url(url: str) -> None:
+    """Refuse a CDR URL voipsec cannot use; the message never repeats the URL."""
+    if not url:
+        return
+    scheme, sep, _ = url.partition("://")
+    if not sep or scheme.lower() not in POSTGRES_SCHEMES:
+        raise ValueError(f"expected {_URL_HELP}")
+    if any(ch.isspace() or not ch.isprintable() for ch in url):
+        raise ValueError("the URL must not contain spaces or control characters")
+    parts = urlsplit(url)
+    if "," not in parts.netloc:  # libpq's host1:port1,host2:port2 is not urlsplit's
+        try:
+            parts.port  # noqa: B018 - parsing it is the check
+        except ValueError:
+            raise ValueError("the port of the CDR URL must be a number 1-65535") from None
+
+
+# -- e-mail ----------------------------------------------------------------------------
+
+#: Longest e-mail address: RFC 5321 §4.5.3.1.3 limits a path to 256 octets, the
+#: angle brackets included.
+MAX_EMAIL_ADDRESS = 254
+#: Longest local part (RFC 5321 §4.5.3.1.1).
+_MAX_LOCAL_PART = 64
+#: Recipients of one alert e-mail: RFC 5321 §4.5.3.1.8 makes servers accept at least
+#: 100 RCPT commands per message; more may be refused.
+MAX_EMAIL_RECIPIENTS = 100
+
+#: RFC 5321 §4.1.2 Dot-string atoms (ASCII only: no SMTPUTF8) @ an RFC 1035 host name.
+_ADDRESS = re.compile(
+    r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
+    r"@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
+)
+_HOST_NAME = re.compile(
+    r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
+)
+
+
+def check_email_address(text: str) -> str:
+    """``text`` if it is a plain ``local@domain`` address; ValueError (one line) if not.
+
+    Only what goes into a header and an SMTP command unquoted: no display name, no
+    quoted local part, no spaces or line breaks (nothing can inject a header).
+    """
+    if len(text) > MAX_EMAIL_ADDRESS:
+        raise ValueError(f"an e-mail address is at most {MAX_EMAIL_ADDRESS} characters")
+    if not _ADDRESS.fullmatch(text) or len(text.partition("@")[0]) > _MAX_LOCAL_PART:
+        raise ValueError(f"{text!r} is not an e-mail address (local@domain)")
+    return text
+
+
+def parse_smtp_server(text: str) -> tuple[str, int | None]:
+    """``HOST[:PORT]`` (IPv6 as ``[ADDR]:PORT``) as (host, port or None); ValueError if bad."""
+    problem = f"{text!r}: expected HOST[:PORT]"
+    if text.startswith("["):
+        host, close, rest = text[1:].partition("]")
+        if not close or (rest and not rest.startswith(":")):
+            raise ValueError(problem)
+        port_text = rest[1:] if rest else None
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ValueError(problem) from None
+    else:
+        host, colon, port_text_or_empty = text.partition(":")
+        port_text = port_text_or_empty if colon else None
+        if not _HOST_NAME.fullmatch(host) or len(host) > 253:
+            raise ValueError(problem)
+    if port_text is None:
+        return host, None
+    if not port_text.isdigit():
+        raise ValueError(problem)
+    if not 0 < int(port_text) < 65536:
+        raise ValueError(f"{text!r}: port must be 1-65535")
+    return host, int(port_text)
