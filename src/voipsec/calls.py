@@ -78,7 +78,7 @@ from .sip.layer import TxKey, client_key, server_key
 from .sip.message import Request, Response, response_to
 from .sip.uac import LocalAddress
 from .sip.uri import SipUri, parse_name_addr, parse_uri
-from .store import CdrRecord, CdrStart, StoreError
+from .storage import CdrRecord, CdrStart, StoreError
 from .transport.connections import Flow
 from .transport.stream import StreamProtocol
 from .transport.udp import UdpFlow

@@ -24,7 +24,6 @@ from pydantic import (
     field_validator,
 )
 
-from .cdrdb import check_url
 from .monitor.alerts import MAX_EMAIL_RECIPIENTS, check_email_address, parse_smtp_server
 
 CONFIG_NAME = "voipsec.toml"
@@ -504,6 +503,31 @@ class MetricsSection(_Section):
         return value
 
 
+# -- CDR database URL (voipsec.storage.cdr opens it) ---------------------------
+
+#: URL schemes of PostgreSQL (libpq accepts both).
+POSTGRES_SCHEMES = ("postgresql", "postgres")
+
+_URL_HELP = '"" (SQLite in the data directory) or postgresql://USER@HOST:PORT/DATABASE'
+
+
+def check_cdr_url(url: str) -> None:
+    """Refuse a CDR URL voipsec cannot use; the message never repeats the URL."""
+    if not url:
+        return
+    scheme, sep, _ = url.partition("://")
+    if not sep or scheme.lower() not in POSTGRES_SCHEMES:
+        raise ValueError(f"expected {_URL_HELP}")
+    if any(ch.isspace() or not ch.isprintable() for ch in url):
+        raise ValueError("the URL must not contain spaces or control characters")
+    parts = urlsplit(url)
+    if "," not in parts.netloc:  # libpq's host1:port1,host2:port2 is not urlsplit's
+        try:
+            parts.port  # noqa: B018 - parsing it is the check
+        except ValueError:
+            raise ValueError("the port of the CDR URL must be a number 1-65535") from None
+
+
 class CdrSection(_Section):
     #: Where call detail records go: "" is voipsec.db in the data directory;
     #: "postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE" a PostgreSQL server.
@@ -512,7 +536,7 @@ class CdrSection(_Section):
     @field_validator("url")
     @classmethod
     def _url(cls, value: str) -> str:
-        check_url(value)  # its messages never repeat the URL (it may hold a password)
+        check_cdr_url(value)  # its messages never repeat the URL (it may hold a password)
         return value
 
 

@@ -68,7 +68,7 @@ from .sip.message import (
 )
 from .sip.transaction import CancelTimer, PassUp, Send, StartTimer, Terminated
 from .sip.uri import SipUri, same_aor
-from .store import Binding, Store
+from .storage import Binding, Store
 from .transport.connections import (
     ConnectionLimits,
     ConnectionTable,

@@ -24,7 +24,7 @@ from voipsec.nat.credentials import UserKeys, long_term_key, read_or_create_secr
 from voipsec.nat.service import TurnService
 from voipsec.nat.stun import MessageClass
 from voipsec.pki.ca import CaPaths, ServerPaths, create_ca, create_server_certificate
-from voipsec.store import Store
+from voipsec.storage import Store
 
 REALM = "example.test"
 USER, PASSWORD = "alice", "alice-secret-1"

@@ -20,7 +20,7 @@ from voipsec.events import EventBus
 from voipsec.monitor import service as monitor_service
 from voipsec.monitor.service import MonitorService
 from voipsec.monitor.siplog import redact
-from voipsec.store import Store
+from voipsec.storage import Store
 
 
 class _Flow:

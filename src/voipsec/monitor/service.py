@@ -25,7 +25,7 @@ from ..config import Config, parse_listen
 from ..events import Event, EventBus, MediaStats
 from ..pki.ca import ServerPaths
 from ..pki.tls import server_context
-from ..store import Store, StoreError
+from ..storage import Store, StoreError
 from ..transport.connections import Flow
 from .alerts import Alert, AlertDispatcher, EmailSettings
 from .hep import HepExporter

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from ..sip.digest import ha1
-from ..store import Store
+from ..storage import Store
 
 #: Separator between expiry and user, coturn's default ``rest-api-separator``.
 REST_SEPARATOR = ":"

@@ -10,7 +10,7 @@ two-argument maximum (``MAX`` or ``GREATEST``). New ids come back with ``RETURNI
 in both (SQLite 3.35 and later; ``lastrowid`` before that). Two small connection
 adapters run a statement and turn the driver's errors into :class:`StoreError`.
 
-The SQLite backend shares the ``voipsec.db`` connection of :class:`voipsec.store.Store`;
+The SQLite backend shares the ``voipsec.db`` connection of :class:`voipsec.storage.store.Store`;
 the PostgreSQL one has its own connection (psycopg 3, autocommit: each write is its own
 commit, as in SQLite).
 
@@ -30,114 +30,41 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import time
-import unicodedata
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import unquote, urlsplit, urlunsplit
+
+from ..config import check_cdr_url as check_url
+from .records import (
+    CDR_FIELDS,
+    DISPOSITIONS,
+    HANGUP_BY,
+    MAX_CDR_MEDIA,
+    RESTART_DISPOSITION,
+    RESTART_HANGUP_BY,
+    RESTART_REASON,
+    CdrRecord,
+    CdrStart,
+    StoreError,
+    cdr_text,
+)
 
 if TYPE_CHECKING:
     import psycopg
 
+__all__ = [
+    "POSTGRESQL",
+    "SQLITE",
+    "CdrDatabase",
+    "Dialect",
+    "check_url",
+    "open_cdr_database",
+    "redact_url",
+]
 
-class StoreError(Exception):
-    """A store operation was refused or failed; the message is safe to show."""
-
-
-# -- records ------------------------------------------------------------------------
-
-#: Longest text kept in any CDR field. Caller, callee, User-Agent and reason come from
-#: peers; 256 is well past any real SIP URI user part or product token, and bounds
-#: what one hostile INVITE can add to the database.
-MAX_CDR_FIELD = 256
-
-#: Longest media report (JSON) stored with a CDR.
-MAX_CDR_MEDIA = 4096
-
-#: Final states of a CDR row; '' (not listed) marks a call still in progress.
-DISPOSITIONS = frozenset({"answered", "no_answer", "busy", "failed", "rejected", "incomplete"})
-#: Who ended the call; '' when it was never answered.
-HANGUP_BY = frozenset({"caller", "callee", "system", ""})
-
-#: What close_open_cdrs writes into rows a crash left open.
-RESTART_DISPOSITION = "incomplete"
-RESTART_REASON = "server restarted"
-RESTART_HANGUP_BY = "system"
-
-#: Error texts cut to this many characters (user names, dispositions echoed back).
+#: Error texts cut to this many characters (dispositions echoed back).
 _ECHO = 64
-
-#: Unicode categories replaced in CDR text: controls (terminal escapes), format
-#: characters (bidi overrides) and lone surrogates (not encodable for SQLite). NUL is a
-#: control character: PostgreSQL refuses it in text, so it must never reach a query.
-_UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Cs"})
-_REPLACEMENT = "?"
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class CdrStart:
-    """What is known of a call when it starts; text fields are '' when unknown."""
-
-    call_id: str
-    caller: str
-    #: The number or name as the caller dialled it.
-    callee_dialled: str
-    #: After the dial plan (E.164 for trunk calls, a user name for internal ones).
-    callee: str
-    #: Authenticated user placing the call; '' for calls from a trunk.
-    user: str
-    #: "ip:port" the INVITE came from.
-    source: str
-    transport: str
-    #: Subject of the client certificate the call came over, if any.
-    tls_identity: str
-    trunk: str
-    user_agent: str
-    start: float
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class CdrRecord:
-    """One row of the ``cdrs`` table (see docs/cdr.md)."""
-
-    id: int
-    call_id: str
-    caller: str
-    callee_dialled: str
-    callee: str
-    user: str
-    source: str
-    transport: str
-    tls_identity: str
-    trunk: str
-    user_agent: str
-    start: float
-    answer: float | None
-    end: float | None
-    duration: float | None
-    billable: float | None
-    #: One of DISPOSITIONS, or '' while the call is in progress.
-    disposition: str
-    status: int | None
-    reason: str
-    hangup_by: str
-    #: Media quality per leg as JSON (docs/media.md), '' when no media was relayed.
-    media: str = ""
-
-
-#: CdrRecord's field names: the keys of `voipsec cdr list --format json` and the csv header.
-CDR_FIELDS = tuple(f.name for f in fields(CdrRecord))
-
-
-def cdr_text(text: str) -> str:
-    """``text`` as stored in a CDR: at most MAX_CDR_FIELD characters, with control,
-    format and surrogate characters replaced by '?' (peers choose these strings)."""
-    text = text[:MAX_CDR_FIELD]
-    if text.isprintable():
-        return text
-    return "".join(
-        _REPLACEMENT if unicodedata.category(ch) in _UNSAFE_CATEGORIES else ch for ch in text
-    )
 
 
 def _cdr_record(row: Sequence[Any]) -> CdrRecord:
@@ -146,28 +73,6 @@ def _cdr_record(row: Sequence[Any]) -> CdrRecord:
 
 
 # -- URLs ---------------------------------------------------------------------------
-
-#: URL schemes of PostgreSQL (libpq accepts both).
-POSTGRES_SCHEMES = ("postgresql", "postgres")
-
-_URL_HELP = '"" (SQLite in the data directory) or postgresql://USER@HOST:PORT/DATABASE'
-
-
-def check_url(url: str) -> None:
-    """Refuse a CDR URL voipsec cannot use; the message never repeats the URL."""
-    if not url:
-        return
-    scheme, sep, _ = url.partition("://")
-    if not sep or scheme.lower() not in POSTGRES_SCHEMES:
-        raise ValueError(f"expected {_URL_HELP}")
-    if any(ch.isspace() or not ch.isprintable() for ch in url):
-        raise ValueError("the URL must not contain spaces or control characters")
-    parts = urlsplit(url)
-    if "," not in parts.netloc:  # libpq's host1:port1,host2:port2 is not urlsplit's
-        try:
-            parts.port  # noqa: B018 - parsing it is the check
-        except ValueError:
-            raise ValueError("the port of the CDR URL must be a number 1-65535") from None
 
 
 def redact_url(url: str) -> str:
