@@ -26,12 +26,21 @@ __all__ = [
     "CdrStart",
     "CertificateRecord",
     "StoreError",
+    "StoreUnavailable",
     "cdr_text",
 ]
 
 
 class StoreError(Exception):
     """A store operation was refused or failed; the message is safe to show."""
+
+
+class StoreUnavailable(StoreError):
+    """The database could not be used right now (locked, busy, unreachable, timed out).
+
+    The writer keeps what it was writing and tries again; any other StoreError is a
+    refusal that trying again would repeat.
+    """
 
 
 # -- records ------------------------------------------------------------------------
