@@ -952,6 +952,7 @@ class Server:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
+        self.service.calls.cdr.start()
         self._raise_open_file_limit()
         self.check_revocations()
         warn_if_expiring(ServerPaths.in_dir(self.data_dir).cert, time.time())
@@ -1164,5 +1165,7 @@ class Server:
         self.connections.close_all()
         self.service.flush()
         await self.monitor.stop()
+        # Queued CDR writes: drained in a thread, with a bounded wait (docs/storage.md).
+        await asyncio.to_thread(self.service.calls.cdr.stop)
         self.store.close()
         log.info("stopped")

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from ..config import CLASSES_OF_SERVICE
 from ..sip.digest import ALGORITHMS, ha1
-from .cdr import CdrDatabase, open_cdr_database
+from .cdr import CdrDatabase, open_cdr_database, open_writer_database
 from .records import (
     BAN_SCOPES,
     CDR_FIELDS,
@@ -157,6 +157,7 @@ class Store:
             os.close(fd)
         os.chmod(path, 0o600)
         self.path = path
+        self._cdr_url = cdr_url
         self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         try:
             self.db.execute("PRAGMA journal_mode=WAL")
@@ -200,6 +201,11 @@ class Store:
     def close(self) -> None:
         self.cdr_db.close()
         self.db.close()
+
+    def open_writer_database(self) -> CdrDatabase:
+        """The CDR database on a new connection, for the writer thread (StoreError
+        when it cannot be opened now)."""
+        return open_writer_database(self._cdr_url, self.path)
 
     # -- users --------------------------------------------------------------------
 

@@ -35,6 +35,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ..config import CDR_MAX_PENDING
 from .cdr import CdrDatabase
 from .records import DISPOSITIONS, HANGUP_BY, MAX_CDR_MEDIA, CdrStart, StoreError, StoreUnavailable
 
@@ -49,10 +50,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: Operations queued while the database is slow or gone, by default ([cdr] max_pending).
-#: A call makes 3-4 (open, answer, media, end) of about 1 KB each: 100,000 is ~25,000
-#: calls, ~100 MB at worst, about an hour of a busy small system's calls.
-DEFAULT_MAX_PENDING = 100_000
+#: Operations queued while the database is slow or gone, by default (config.py says why).
+DEFAULT_MAX_PENDING = CDR_MAX_PENDING
 #: Operations per transaction: large enough that a backlog drains in few commits, small
 #: enough that one transaction holds SQLite's write lock for milliseconds.
 MAX_BATCH = 500
