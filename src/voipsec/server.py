@@ -1079,6 +1079,9 @@ class Server:
         metrics.set_gauge("active_bans", len(self.service.guard.bans()))
         metrics.set_gauge("tls_connections", self.connections.statistics().open)
         metrics.set_gauge("media_sessions", self.service.calls.media.statistics().active_calls)
+        cdr = self.service.calls.cdr.statistics()
+        metrics.set_gauge("cdr_writes_pending", cdr.pending)
+        metrics.set_gauge("cdr_writes_dropped", cdr.overflowed)
 
     def reload(self) -> None:
         """SIGHUP: new server certificate and key for new connections; users re-read.
