@@ -586,7 +586,14 @@ class CallService:
             trunk=trunk,
             time=now,
         )
-        opening = _Opening(call=call.id, actions=actions, started=started, deferred=[])
+        # The 100 Trying goes out at once: it routes nothing, and stops the caller's
+        # retransmissions while the call waits for its CDR row.
+        trying: list[CallAction] = [
+            a for a in actions if isinstance(a, Respond) and a.response.status < 200
+        ]
+        rest = [a for a in actions if not any(a is t for t in trying)]
+        self.run(trying)
+        opening = _Opening(call=call.id, actions=rest, started=started, deferred=[])
         on_written = self._hold(tx, opening)
         ticket = self._cdr_start(flow, request, caller, dialled, callee, trunk, now, on_written)
         self._info[call.id] = _CallInfo(
