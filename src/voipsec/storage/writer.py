@@ -306,6 +306,11 @@ class CdrWriter:
         except StoreError as err:
             self._refused_batch(db, str(err))
             return db
+        except Exception as err:  # a driver error not mapped, a bug: keep the thread
+            log.exception("CDR writer: unexpected error")
+            self._failed(f"unexpected error: {type(err).__name__}")
+            self._pause()
+            return db
         self._done(opened, ended)
         return db
 
@@ -355,7 +360,10 @@ class CdrWriter:
             log.warning("CDR database available again; %d operation(s) queued", self.pending)
         for op in batch:
             if isinstance(op, _Open) and op.on_written is not None:
-                op.on_written(opened[op.ticket])
+                try:
+                    op.on_written(opened[op.ticket])
+                except Exception:  # e.g. the event loop already closed
+                    log.exception("CDR writer: on_written failed")
 
     def _failed(self, error: str) -> None:
         with self._cond:
