@@ -10,9 +10,8 @@ from pathlib import Path
 import pytest
 
 from tests.peers.proc import wait_for
-from voipsec.storage import CdrStart, Store, StoreError
+from voipsec.storage import CdrStart, CdrWriter, Store, StoreError, WriterStatistics
 from voipsec.storage.cdr import open_writer_database
-from voipsec.storage.writer import CdrWriter, WriterStatistics
 
 
 def _start(call_id: str, when: float = 100.0) -> CdrStart:

@@ -6,7 +6,7 @@ bindings, bans, alerts, certificates), ``cdr`` the ``cdrs`` table in either data
 and ``writer`` one bounded queue drained by a thread (docs/storage.md).
 """
 
-from .cdr import CdrDatabase, check_url, open_cdr_database, redact_url
+from .cdr import CdrDatabase, check_url, open_cdr_database, open_writer_database, redact_url
 from .records import (
     BAN_SCOPES,
     CDR_FIELDS,
@@ -24,9 +24,11 @@ from .records import (
     CdrStart,
     CertificateRecord,
     StoreError,
+    StoreUnavailable,
     cdr_text,
 )
 from .store import DB_NAME, DEFAULT_CLASS, MAX_ALERTS, Store, check_class, check_user_name
+from .writer import CdrWriter, WriterStatistics
 
 __all__ = [
     "BAN_SCOPES",
@@ -47,13 +49,17 @@ __all__ = [
     "CdrDatabase",
     "CdrRecord",
     "CdrStart",
+    "CdrWriter",
     "CertificateRecord",
     "Store",
     "StoreError",
+    "StoreUnavailable",
+    "WriterStatistics",
     "cdr_text",
     "check_class",
     "check_url",
     "check_user_name",
     "open_cdr_database",
+    "open_writer_database",
     "redact_url",
 ]
