@@ -156,3 +156,16 @@ def test_storage_writer_drops_a_refused_operation_and_writes_the_rest(store: Sto
     [row] = store.cdrs()
     assert (row.call_id, row.answer) == ("kept", 102.0)
     assert gone != kept
+
+
+def test_storage_writer_drops_writes_on_a_row_whose_open_was_dropped(store: Store) -> None:
+    writer = _writer(store, max_pending=1)
+    writer.open(_start("kept"))
+    dropped = writer.open(_start("dropped"))  # the queue is full: dropped
+    writer.start()
+    wait_for(lambda: writer.statistics().pending == 0, what="the queue written")
+    writer.answer(dropped, 101.0)  # names a row that was never opened
+    assert writer.stop() == 0
+    stats = writer.statistics()
+    assert (stats.written, stats.overflowed, stats.refused) == (1, 1, 1)
+    assert [(r.call_id, r.answer) for r in store.cdrs()] == [("kept", None)]

@@ -278,12 +278,12 @@ class CdrWriter:
         size = 1 if self._singles else min(len(self._queue), MAX_BATCH)
         self._singles = max(0, self._singles - size)
         batch = [self._queue.popleft() for _ in range(size)]
-        known = set(self._rows)
+        opening: set[int] = set()
         self._batch = []
         for op in batch:
             if isinstance(op, _Open):
-                known.add(op.ticket)
-            if op.ticket in known:
+                opening.add(op.ticket)
+            if op.ticket in opening or op.ticket in self._rows:
                 self._batch.append(op)
             else:
                 self._refused += 1
