@@ -24,7 +24,7 @@ import os
 import re
 import sqlite3
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -76,7 +76,8 @@ from .sip.layer import TxKey, client_key, server_key
 from .sip.message import Request, Response, response_to
 from .sip.uac import LocalAddress
 from .sip.uri import SipUri, parse_name_addr, parse_uri
-from .store import CdrRecord, CdrStart, StoreError
+from .storage import CdrStart, StoreError
+from .storage.writer import CdrWriter
 from .transport.connections import Flow
 from .transport.stream import StreamProtocol
 from .transport.udp import UdpFlow
@@ -106,16 +107,45 @@ _ACTION_DONE = {
 TRUNK_CONNECT_TIMEOUT = 10.0
 #: Requests waiting for one trunk connection to open; more fail at once (503).
 MAX_QUEUED_PER_TRUNK = 1000
+#: Seconds a routed call waits for its open CDR row to be committed before it goes on
+#: anyway (the row stays queued): a healthy database commits in milliseconds, and a
+#: caller's phone retransmits the INVITE after 0.5 s (RFC 3261 T1), answered by 100.
+CDR_OPEN_WAIT = 0.5
+#: Seconds between two alerts about CDR writes dropped on a full queue.
+CDR_OVERFLOW_ALERT_INTERVAL = 60.0
 
 
 @dataclass(slots=True)
 class _CallInfo:
-    """The shell's side of a call: its CDR row, and what the fraud engine tracks."""
+    """The shell's side of a call: its CDR row, and what the fraud engine tracks.
 
-    cdr_id: int
+    What the row holds that the end of the call needs is kept here: it is never read
+    back from the database.
+    """
+
+    #: The writer's ticket of the call's CDR row.
+    ticket: int
     a_call_id: str
+    start: float
+    user: str
+    source: str
     #: "out" (a user's call the engine checked), "in" (from a trunk) or "".
     fraud: str = ""
+    #: The row's database id once the writer reported it (0 until then), for events.
+    cdr_id: int = 0
+    answer: float | None = None
+
+
+@dataclass(slots=True)
+class _Opening:
+    """A routed call held until its open CDR row is committed (or CDR_OPEN_WAIT passes):
+    what the B2BUA asked for, and requests for the call that arrived meanwhile."""
+
+    call: str
+    actions: list[CallAction]
+    started: CallStarted
+    deferred: list[Callable[[], None]]
+    timer: asyncio.TimerHandle | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -179,7 +209,14 @@ class CallService:
         self._registering: dict[TxKey, str] = {}
         self._registration_timers: dict[str, asyncio.TimerHandle] = {}
         self.fraud = self._load_fraud(config, data_dir)
-        #: Where alerts go (the monitor; set by the server).
+        #: CDR rows leave the event loop through this writer (the server starts it).
+        self.cdr = CdrWriter(
+            sip.store.open_writer_database,
+            max_pending=config.cdr.max_pending,
+            on_overflow=self._cdr_overflow,
+        )
+        self._opening: dict[TxKey, _Opening] = {}
+        self._overflow_alerted = -CDR_OVERFLOW_ALERT_INTERVAL
 
     # -- a new INVITE ------------------------------------------------------------------
 
@@ -406,9 +443,8 @@ class CallService:
         warning: str | None = None,
     ) -> Response:
         """A call refused before routing: one CDR row, opened and closed at once."""
-        cdr_id = self._cdr_start(flow, request, caller, dialled, callee, None, now)
-        if cdr_id is not None:
-            self._cdr_end(cdr_id, request.call_id, now, disposition, status, reason, "")
+        ticket = self._cdr_start(flow, request, caller, dialled, callee, None, now)
+        self._cdr_end(ticket, request.call_id, now, disposition, status, reason, "")
         if warning is None and status == 403:
             warning = reason
         extra: tuple[tuple[str, str], ...] = ()
@@ -483,24 +519,79 @@ class CallService:
         except Exception:
             self._fraud_discard(request.call_id)
             raise
-        cdr_id = self._cdr_start(flow, request, caller, dialled, callee, trunk, now)
+        source = f"{flow.peer[0]}:{flow.peer[1]}"
+        started = CallStarted(
+            call_id=request.call_id,
+            cdr_id=0,
+            caller=caller.uri,
+            callee=callee,
+            user=caller.user,
+            source=source,
+            trunk=trunk,
+            time=now,
+        )
+        # The 100 Trying goes out at once: it routes nothing, and stops the caller's
+        # retransmissions while the call waits for its CDR row.
+        trying: list[CallAction] = [
+            a for a in actions if isinstance(a, Respond) and a.response.status < 200
+        ]
+        rest = [a for a in actions if not any(a is t for t in trying)]
+        self.run(trying)
+        opening = _Opening(call=call.id, actions=rest, started=started, deferred=[])
+        on_written = self._hold(tx, opening)
+        ticket = self._cdr_start(flow, request, caller, dialled, callee, trunk, now, on_written)
         self._info[call.id] = _CallInfo(
-            cdr_id=cdr_id or 0, a_call_id=request.call_id, fraud=tracked
+            ticket=ticket,
+            a_call_id=request.call_id,
+            start=now,
+            user=caller.user or "",
+            source=source,
+            fraud=tracked,
         )
-        self.events.publish(
-            CallStarted(
-                call_id=request.call_id,
-                cdr_id=cdr_id or 0,
-                caller=caller.uri,
-                callee=callee,
-                user=caller.user,
-                source=f"{flow.peer[0]}:{flow.peer[1]}",
-                trunk=trunk,
-                time=now,
-            )
-        )
-        self.run(actions)
+        if on_written is None:
+            self._row_written(tx, call.id, 0)
         return None
+
+    def _hold(self, tx: TxKey, opening: _Opening) -> Callable[[int], None] | None:
+        """Hold a routed call until its open CDR row is committed: the row of a call
+        exists before the call is routed, so a ``kill -9`` loses no call. The writer
+        thread reports the commit through the loop; after CDR_OPEN_WAIT the call goes
+        on anyway (the row stays queued: a database that is down must not stop calls).
+        None when no writer runs (nothing to wait for)."""
+        if not self.cdr.running:
+            self._opening[tx] = opening
+            return None
+        loop = asyncio.get_running_loop()
+        self._opening[tx] = opening
+        opening.timer = loop.call_later(CDR_OPEN_WAIT, self._row_written, tx, opening.call, 0)
+
+        def written(row_id: int) -> None:  # in the writer thread
+            loop.call_soon_threadsafe(self._row_written, tx, opening.call, row_id)
+
+        return written
+
+    def _row_written(self, tx: TxKey, call: str, row_id: int) -> None:
+        """The open row of ``call`` is committed (``row_id``), or the wait is over (0):
+        route the call and run what arrived for it meanwhile."""
+        info = self._info.get(call)
+        if info is not None and row_id:
+            info.cdr_id = row_id
+        opening = self._opening.get(tx)
+        if opening is None or opening.call != call:
+            return  # released already; row_id only fills in the id for later events
+        del self._opening[tx]
+        if opening.timer is not None:
+            opening.timer.cancel()
+        if not row_id and self.cdr.running:
+            log.warning(
+                "call %s routed before its CDR row was written (%d CDR write(s) queued)",
+                opening.started.call_id[:64],
+                self.cdr.statistics().pending,
+            )
+        self.events.publish(replace(opening.started, cdr_id=row_id))
+        self.run(opening.actions)
+        for deferred in opening.deferred:
+            deferred()
 
     def _fraud_discard(self, call_id: str) -> None:
         if self.fraud is not None:
@@ -518,6 +609,12 @@ class CallService:
 
     def cancel(self, tx: TxKey, request: Request, now: float) -> None:
         invite_tx = server_key(request, method="INVITE")
+        opening = self._opening.get(invite_tx)
+        if opening is not None:  # the INVITE is not routed yet: cancel it after that
+            opening.deferred.append(
+                lambda: self.run(self.b2bua.cancel(tx, request, invite_tx, now))
+            )
+            return
         self.run(self.b2bua.cancel(tx, request, invite_tx, now))
 
     def ack(self, request: Request, now: float) -> None:
@@ -588,6 +685,10 @@ class CallService:
         return {name: r.status(now) for name, r in self._registrations.items()}
 
     def stop(self) -> None:
+        for opening in self._opening.values():
+            if opening.timer is not None:
+                opening.timer.cancel()
+        self._opening.clear()
         self.media.close()
         for handle in [*self._registration_timers.values(), *self._timers.values()]:
             handle.cancel()
@@ -715,31 +816,30 @@ class CallService:
         callee: str,
         trunk: str | None,
         now: float,
-    ) -> int | None:
+        on_written: Callable[[int], None] | None = None,
+    ) -> int:
+        """Queue the open row of a call; returns the writer's ticket."""
         identity = flow.identity
-        try:
-            return self.sip.store.cdr_start(
-                CdrStart(
-                    call_id=request.call_id,
-                    caller=caller.uri,
-                    callee_dialled=dialled,
-                    callee=callee,
-                    user=caller.user or "",
-                    source=f"{flow.peer[0]}:{flow.peer[1]}",
-                    transport=flow.transport,
-                    tls_identity=(identity.aor or identity.subject) if identity else "",
-                    trunk=trunk or (caller.trunk.name if caller.trunk else ""),
-                    user_agent=request.headers.get("user-agent") or "",
-                    start=now,
-                )
-            )
-        except (sqlite3.Error, StoreError):
-            log.exception("could not write the CDR of call %s", request.call_id[:64])
-            return None
+        return self.cdr.open(
+            CdrStart(
+                call_id=request.call_id,
+                caller=caller.uri,
+                callee_dialled=dialled,
+                callee=callee,
+                user=caller.user or "",
+                source=f"{flow.peer[0]}:{flow.peer[1]}",
+                transport=flow.transport,
+                tls_identity=(identity.aor or identity.subject) if identity else "",
+                trunk=trunk or (caller.trunk.name if caller.trunk else ""),
+                user_agent=request.headers.get("user-agent") or "",
+                start=now,
+            ),
+            on_written,
+        )
 
     def _cdr_end(
         self,
-        cdr_id: int,
+        ticket: int,
         call_id: str,
         now: float,
         disposition: str,
@@ -748,15 +848,15 @@ class CallService:
         hangup_by: str,
     ) -> None:
         try:
-            self.sip.store.cdr_end(
-                cdr_id,
+            self.cdr.end(
+                ticket,
                 end=now,
                 disposition=disposition,
                 status=status,
                 reason=reason,
                 hangup_by=hangup_by,
             )
-        except (sqlite3.Error, StoreError):
+        except StoreError:
             log.exception("could not close the CDR of call %s", call_id[:64])
 
     def _answered(self, action: Answered) -> None:
@@ -765,10 +865,9 @@ class CallService:
             return
         if self.fraud is not None and info.fraud == "out":
             self.fraud.answered(info.a_call_id, action.time)
-        try:
-            self.sip.store.cdr_answer(info.cdr_id, action.time)
-        except (sqlite3.Error, StoreError):
-            log.exception("could not write the answer of call %s", info.a_call_id[:64])
+        if info.answer is None:  # the first answer counts, as in the table
+            info.answer = action.time
+        self.cdr.answer(info.ticket, action.time)
         self.events.publish(
             CallAnswered(call_id=info.a_call_id, cdr_id=info.cdr_id, time=action.time)
         )
@@ -779,7 +878,7 @@ class CallService:
             return
         self._media_report(info, action.call, action.time)
         self._cdr_end(
-            info.cdr_id,
+            info.ticket,
             info.a_call_id,
             action.time,
             action.disposition,
@@ -787,10 +886,10 @@ class CallService:
             action.reason,
             action.hangup_by,
         )
-        record = None
-        with contextlib.suppress(sqlite3.Error, StoreError):
-            record = self.sip.store.cdr(info.cdr_id)
-        self._fraud_ended(info, action, record)
+        # As the table computes them: clamped at 0 if the wall clock stepped back.
+        duration = max(action.time - info.start, 0.0)
+        billable = max(action.time - info.answer, 0.0) if info.answer is not None else 0.0
+        self._fraud_ended(info, action, duration, billable)
         self.events.publish(
             CallEnded(
                 call_id=info.a_call_id,
@@ -800,8 +899,8 @@ class CallService:
                 status=action.status,
                 reason=action.reason,
                 hangup_by=action.hangup_by,
-                duration=(record.duration or 0.0) if record else 0.0,
-                billable=(record.billable or 0.0) if record else 0.0,
+                duration=duration,
+                billable=billable,
             )
         )
 
@@ -812,8 +911,8 @@ class CallService:
             return
         report = [_leg_json(leg) for leg in legs]
         try:
-            self.sip.store.cdr_media(info.cdr_id, json.dumps(report, separators=(",", ":")))
-        except (sqlite3.Error, StoreError):
+            self.cdr.media(info.ticket, json.dumps(report, separators=(",", ":")))
+        except StoreError:
             log.exception("could not store the media report of call %s", info.a_call_id[:64])
         for leg in legs:
             r = leg.received
@@ -846,17 +945,36 @@ class CallService:
 
     # -- fraud ----------------------------------------------------------------------
 
-    def _fraud_ended(self, info: _CallInfo, action: Ended, record: CdrRecord | None) -> None:
+    def _cdr_overflow(self, total: int) -> None:
+        """The writer dropped a CDR write (its queue is full): alert, at most once per
+        CDR_OVERFLOW_ALERT_INTERVAL, through the same path as every other alert."""
+        now = self.sip.clock()
+        if now - self._overflow_alerted < CDR_OVERFLOW_ALERT_INTERVAL:
+            return
+        self._overflow_alerted = now
+        alert = AlertRaised(
+            what="CDR writes dropped",
+            who="cdr",
+            why=(
+                f"{total} CDR write(s) dropped so far: the CDR database is unavailable "
+                f"and {self.cdr.max_pending} writes are queued ([cdr] max_pending)"
+            ),
+            action="dropped",
+            rule="cdr_overflow",
+            time=now,
+            source="",
+        )
+        self.events.publish(alert)
+
+    def _fraud_ended(
+        self, info: _CallInfo, action: Ended, duration: float, billable: float
+    ) -> None:
         if self.fraud is None or not info.fraud:
             return
-        billable = (record.billable or 0.0) if record is not None else 0.0
         if info.fraud == "out":
-            user = record.user if record is not None else ""
-            source = record.source if record is not None else ""
             violations = self.fraud.ended(info.a_call_id, action.time, billable)
-            self._fraud_alerts(violations, user, source, action.time)
+            self._fraud_alerts(violations, info.user, info.source, action.time)
         else:
-            duration = (record.duration or 0.0) if record is not None else 0.0
             self.fraud.inbound_ended(
                 info.a_call_id, action.time, answered=billable > 0, duration=duration
             )
@@ -937,6 +1055,8 @@ class CallService:
 
     def hang_up_all(self, reason: str) -> None:
         """Shutdown: BYE both legs of every answered call, close every CDR."""
+        for tx, opening in list(self._opening.items()):
+            self._row_written(tx, opening.call, 0)
         now = self.sip.clock()
         for call_id in list(self._info):
             self.run(self.b2bua.hang_up(call_id, now, reason))

@@ -45,7 +45,7 @@ from .pki.ca import (
     write_crl,
     write_private,
 )
-from .store import CDR_FIELDS, DB_NAME, CdrRecord, Store, StoreError
+from .storage import CDR_FIELDS, DB_NAME, CdrRecord, Store, StoreError
 
 app = typer.Typer(
     help="voipsec: a secure-by-default VoIP edge (SIP over TLS, digest auth, SRTP).",

@@ -75,7 +75,7 @@ from .sip.message import (
 )
 from .sip.transaction import CancelTimer, PassUp, Send, StartTimer, Terminated
 from .sip.uri import SipUri
-from .store import Binding, Store
+from .storage import Binding, Store
 from .transport.connections import (
     ConnectionLimits,
     ConnectionTable,
@@ -960,6 +960,7 @@ class Server:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
+        self.service.calls.cdr.start()
         self._raise_open_file_limit()
         self.check_revocations()
         warn_if_expiring(ServerPaths.in_dir(self.data_dir).cert, time.time())
@@ -1092,6 +1093,9 @@ class Server:
         metrics.set_gauge("active_bans", len(self.service.guard.bans()))
         metrics.set_gauge("tls_connections", self.connections.statistics().open)
         metrics.set_gauge("media_sessions", self.service.calls.media.statistics().active_calls)
+        cdr = self.service.calls.cdr.statistics()
+        metrics.set_gauge("cdr_writes_pending", cdr.pending)
+        metrics.set_gauge("cdr_writes_dropped", cdr.overflowed)
 
     def reload(self) -> None:
         """SIGHUP: new server certificate and key for new connections; users re-read.
@@ -1178,5 +1182,7 @@ class Server:
         self.connections.close_all()
         self.service.flush()
         await self.monitor.stop()
+        # Queued CDR writes: drained in a thread, with a bounded wait (docs/storage.md).
+        await asyncio.to_thread(self.service.calls.cdr.stop)
         self.store.close()
         log.info("stopped")

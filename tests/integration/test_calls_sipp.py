@@ -41,7 +41,7 @@ from tests.peers.proc import free_port, wait_for
 from tests.peers.sipp import SippProcess, SippResult, run_sipp, start_sipp, write_csv
 from tests.peers.stunnel import stunnel_client, stunnel_server
 from tests.peers.voipsec import VoipsecServer, prepare, serving, voipsec
-from voipsec.store import Store
+from voipsec.storage import Store
 
 pytestmark = pytest.mark.peers
 

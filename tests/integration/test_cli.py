@@ -18,7 +18,7 @@ import pytest
 
 from tests.peers.proc import running, wait_for
 from tests.peers.voipsec import VOIPSEC, prepare, serving, voipsec
-from voipsec.store import CDR_FIELDS, DB_NAME, CdrStart, Store
+from voipsec.storage import CDR_FIELDS, DB_NAME, CdrStart, Store
 
 
 def test_cli_init_creates_private_files(tmp_path: Path) -> None:

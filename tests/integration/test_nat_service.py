@@ -25,7 +25,7 @@ from voipsec.nat.keystore import UserKeys, read_or_create_secret
 from voipsec.nat.service import TurnService
 from voipsec.nat.stun import MessageClass
 from voipsec.pki.ca import CaPaths, ServerPaths, create_ca, create_server_certificate
-from voipsec.store import Store
+from voipsec.storage import Store
 
 REALM = "example.test"
 USER, PASSWORD = "alice", "alice-secret-1"

@@ -15,7 +15,7 @@ from tests.peers.proc import free_port
 from tests.peers.sipp import run_sipp, write_users_csv
 from tests.peers.stunnel import stunnel_client
 from tests.peers.voipsec import VoipsecServer, prepare, serving, voipsec
-from voipsec.store import Store
+from voipsec.storage import Store
 
 pytestmark = pytest.mark.peers
 

@@ -28,7 +28,7 @@ from tests.peers.sipp import (
     write_users_csv,
 )
 from tests.peers.voipsec import VoipsecServer, prepare, serving, set_zones, voipsec
-from voipsec.store import Store
+from voipsec.storage import Store
 
 pytestmark = pytest.mark.peers
 

@@ -78,12 +78,43 @@ class PostgresServer:
     def url(self, dbname: str, *, password: str = PASSWORD) -> str:
         return f"postgresql://{USER}:{password}@{self.host}:{self.port}/{dbname}"
 
+    def stop(self) -> None:
+        """Stop the server (fast: open connections are cut), keeping its data."""
+        _pg_ctl(self, "-m", "fast", "stop")
+
+    def start(self) -> None:
+        """Start the stopped server again on the same port and data directory."""
+        _pg_ctl(
+            self,
+            "-l",
+            str(self.root / "postgres.log"),
+            "-o",
+            _options(self),
+            "-w",
+            "-t",
+            str(int(DEADLINE)),
+            "start",
+        )
+        wait_for(lambda: _accepting(self), deadline=DEADLINE, what="PostgreSQL to accept")
+
     def create_database(self) -> str:
         """A new empty database owned by USER; returns its URL."""
         name = f"cdr_{secrets.token_hex(6)}"
         with self.admin() as conn:
             conn.execute(f'CREATE DATABASE "{name}" OWNER {USER}')
         return self.url(name)
+
+
+def _options(server: PostgresServer) -> str:
+    return (
+        f"-c listen_addresses={server.host} -p {server.port} -k {server.socket_dir} "
+        "-c fsync=off -c full_page_writes=off -c synchronous_commit=off"
+    )
+
+
+def _pg_ctl(server: PostgresServer, *args: str) -> None:
+    pg_ctl = str(bin_dir() / "pg_ctl")
+    _run([*_as_owner(), pg_ctl, "-D", str(server.root / "data"), *args], f"pg_ctl {args[-1]}")
 
 
 def _run(argv: list[str], what: str) -> None:
@@ -123,10 +154,7 @@ def running_postgres() -> Iterator[PostgresServer]:
             ],
             "initdb",
         )
-        options = (
-            f"-c listen_addresses=127.0.0.1 -p {port} -k {run} "
-            "-c fsync=off -c full_page_writes=off -c synchronous_commit=off"
-        )
+        options = _options(server)
         started = True
         _run(
             [

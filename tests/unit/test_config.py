@@ -134,6 +134,11 @@ def test_config_every_problem_is_reported(tmp_path: Path) -> None:
             '[log]\nlevel = "trace"\n',
             ("log.level: Input should be 'debug', 'info', 'warning' or 'error'"),
         ),
+        ("[cdr]\nmax_pending = 0\n", "cdr.max_pending: Input should be greater than or equal to 1"),
+        (
+            "[cdr]\nmax_pending = 10000001\n",
+            "cdr.max_pending: Input should be less than or equal to 10000000",
+        ),
     ],
 )
 def test_config_bad_value_is_one_exact_line(tmp_path: Path, text: str, problem: str) -> None:

@@ -188,8 +188,9 @@ def test_metrics_unknown_gauge_is_a_value_error() -> None:
     with pytest.raises(ValueError) as error:
         Metrics(process=False).set_gauge("calls", 1)
     assert str(error.value) == (
-        "unknown gauge 'calls'; known: active_bans, active_calls, media_sessions, "
-        "registered_contacts, sip_transactions, tls_connections"
+        "unknown gauge 'calls'; known: active_bans, active_calls, cdr_writes_dropped, "
+        "cdr_writes_pending, media_sessions, registered_contacts, sip_transactions, "
+        "tls_connections"
     )
 
 

@@ -21,7 +21,7 @@ from voipsec.events import EventBus, MessageSeen
 from voipsec.monitor import service as monitor_service
 from voipsec.monitor.service import MonitorService
 from voipsec.monitor.siplog import redact
-from voipsec.store import Store
+from voipsec.storage import Store
 
 
 def _seen(direction: Literal["in", "out"]) -> MessageSeen:

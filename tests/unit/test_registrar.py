@@ -13,7 +13,7 @@ from voipsec.core.registrar import (
 from voipsec.sip.errors import SipParseError
 from voipsec.sip.message import Request, parse_message
 from voipsec.sip.uri import parse_uri
-from voipsec.store import Binding
+from voipsec.storage import Binding
 
 NOW = 1_000.0
 SOURCE = "tls:192.0.2.1:40000"

@@ -11,7 +11,7 @@ from pathlib import Path
 from voipsec.config import Config
 from voipsec.edge.ids_loader import default_rules_path, load_rules
 from voipsec.server import SipService
-from voipsec.store import Store
+from voipsec.storage import Store
 
 from .fakes import FakeClock, FakeFlow
 

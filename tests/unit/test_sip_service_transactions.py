@@ -20,7 +20,7 @@ from voipsec.config import Config
 from voipsec.server import SipService
 from voipsec.sip.layer import MAX_INVITE_TU_WAIT
 from voipsec.sip.message import parse_message
-from voipsec.store import Store
+from voipsec.storage import Store
 
 from .fakes import FakeClock, FakeFlow
 

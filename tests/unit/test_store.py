@@ -1,4 +1,4 @@
-"""The store (voipsec.store, voipsec.cdrdb): CDRs, classes of service, migration, file mode.
+"""The store (voipsec.storage: store, cdr): CDRs, classes of service, migration, file mode.
 
 Every CDR test runs twice: with CDRs in voipsec.db (SQLite) and in a real PostgreSQL
 server (tests/peers/postgres.py), through the same Store methods.
@@ -16,11 +16,8 @@ import psycopg
 import pytest
 
 from tests.peers.postgres import PASSWORD, PostgresServer
-from voipsec import cdrdb
-from voipsec.cdrdb import redact_url
 from voipsec.config import CLASSES_OF_SERVICE
-from voipsec.config.checks import check_url
-from voipsec.store import (
+from voipsec.storage import (
     CDR_FIELDS,
     DB_NAME,
     DEFAULT_CLASS,
@@ -30,7 +27,10 @@ from voipsec.store import (
     CdrStart,
     Store,
     StoreError,
+    check_url,
+    redact_url,
 )
+from voipsec.storage import cdr as cdrdb
 
 T0 = 1_800_000_000.0
 REALM = "example.test"

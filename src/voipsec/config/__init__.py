@@ -503,10 +503,19 @@ class MetricsSection(_Section):
         return value
 
 
+#: CDR operations queued while the database is slow or gone ([cdr] max_pending). A call
+#: makes 3-4 (open, answer, media, end) of about 1 KB each: 100,000 is ~25,000 calls and
+#: ~100 MB at worst, about an hour of a busy small system's calls.
+CDR_MAX_PENDING = 100_000
+
+
 class CdrSection(_Section):
     #: Where call detail records go: "" is voipsec.db in the data directory;
     #: "postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE" a PostgreSQL server.
     url: str = Field(default="", repr=False)
+    #: Operations the CDR writer queues while the database is unavailable; past it they
+    #: are dropped, counted and alerted (docs/storage.md).
+    max_pending: Annotated[int, Field(ge=1, le=10_000_000)] = CDR_MAX_PENDING
 
     @field_validator("url")
     @classmethod
@@ -752,6 +761,10 @@ allow_no_token = false
 # table and behaviour; `voipsec cdr list` reads it too). A password is better kept in
 # ~/.pgpass or PGPASSWORD than here; if it is in the URL, keep this file 0600.
 url = ""
+# CDR rows are written by a background thread. While the database is locked or down,
+# calls go on and up to this many writes wait in memory; more are dropped, counted and
+# alerted (docs/storage.md).
+max_pending = 100000
 
 # SIP trunks (none by default). Calls whose E.164 number starts with one of a trunk's
 # prefixes go to it over TLS; calls from its source CIDRs are mapped by DID to users.

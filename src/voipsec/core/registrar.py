@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from ..sip.errors import SipParseError
 from ..sip.message import Request
 from ..sip.uri import SipUri
-from ..store import Binding
+from ..storage import Binding
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -105,6 +105,8 @@ GAUGES = {
     "tls_connections": "Open TLS connections.",
     "media_sessions": "Media relay sessions (port pairs) in use.",
     "sip_transactions": "Live SIP transactions, server and client.",
+    "cdr_writes_pending": "CDR writes queued for the database (docs/storage.md).",
+    "cdr_writes_dropped": "CDR writes dropped since start: queue full ([cdr] max_pending).",
 }
 
 

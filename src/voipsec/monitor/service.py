@@ -24,7 +24,7 @@ from ..config import Config, parse_listen
 from ..events import AlertRaised, Event, EventBus, MediaStats, MessageSeen
 from ..pki.ca import ServerPaths
 from ..pki.tls import server_context
-from ..store import Store, StoreError
+from ..storage import Store, StoreError
 from .alerts import Alert, AlertDispatcher, EmailSettings
 from .hep import HepExporter
 from .metrics import METRIC_EVENTS, Metrics, MetricsServer

@@ -20,7 +20,7 @@ from .. import logfmt
 from ..config import CONFIG_NAME, ConfigError, load, parse_listen
 from ..pki.ca import ServerPaths
 from ..pki.tls import server_context
-from ..store import DB_NAME, Store
+from ..storage import DB_NAME, Store
 from .keystore import SECRET_NAME, UserKeys, read_or_create_secret
 from .service import TurnService
 from .turn import DEFAULT_BANDWIDTH, DEFAULT_TOTAL_QUOTA, DEFAULT_USER_QUOTA

@@ -12,7 +12,7 @@ import secrets
 import time
 from pathlib import Path
 
-from ..store import Store
+from ..storage import Store
 
 __all__ = ["SECRET_NAME", "USER_CACHE_SECONDS", "UserKeys", "read_or_create_secret"]
 

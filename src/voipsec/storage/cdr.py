@@ -10,7 +10,7 @@ two-argument maximum (``MAX`` or ``GREATEST``). New ids come back with ``RETURNI
 in both (SQLite 3.35 and later; ``lastrowid`` before that). Two small connection
 adapters run a statement and turn the driver's errors into :class:`StoreError`.
 
-The SQLite backend shares the ``voipsec.db`` connection of :class:`voipsec.store.Store`;
+The SQLite backend shares the ``voipsec.db`` connection of :class:`voipsec.storage.store.Store`;
 the PostgreSQL one has its own connection (psycopg 3, autocommit: each write is its own
 commit, as in SQLite).
 
@@ -30,116 +30,44 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import time
-import unicodedata
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-from .config.checks import check_url
+from ..config.checks import check_url
+from .records import (
+    CDR_FIELDS,
+    DISPOSITIONS,
+    HANGUP_BY,
+    MAX_CDR_MEDIA,
+    RESTART_DISPOSITION,
+    RESTART_HANGUP_BY,
+    RESTART_REASON,
+    CdrRecord,
+    CdrStart,
+    StoreError,
+    StoreUnavailable,
+    cdr_text,
+)
 
 if TYPE_CHECKING:
     import psycopg
 
+__all__ = [
+    "POSTGRESQL",
+    "SQLITE",
+    "CdrDatabase",
+    "Dialect",
+    "check_url",
+    "open_cdr_database",
+    "open_writer_database",
+    "redact_url",
+]
 
-class StoreError(Exception):
-    """A store operation was refused or failed; the message is safe to show."""
-
-
-# -- records ------------------------------------------------------------------------
-
-#: Longest text kept in any CDR field. Caller, callee, User-Agent and reason come from
-#: peers; 256 is well past any real SIP URI user part or product token, and bounds
-#: what one hostile INVITE can add to the database.
-MAX_CDR_FIELD = 256
-
-#: Longest media report (JSON) stored with a CDR.
-MAX_CDR_MEDIA = 4096
-
-#: Final states of a CDR row; '' (not listed) marks a call still in progress.
-DISPOSITIONS = frozenset({"answered", "no_answer", "busy", "failed", "rejected", "incomplete"})
-#: Who ended the call; '' when it was never answered.
-HANGUP_BY = frozenset({"caller", "callee", "system", ""})
-
-#: What close_open_cdrs writes into rows a crash left open.
-RESTART_DISPOSITION = "incomplete"
-RESTART_REASON = "server restarted"
-RESTART_HANGUP_BY = "system"
-
-#: Error texts cut to this many characters (user names, dispositions echoed back).
+#: Error texts cut to this many characters (dispositions echoed back).
 _ECHO = 64
-
-#: Unicode categories replaced in CDR text: controls (terminal escapes), format
-#: characters (bidi overrides) and lone surrogates (not encodable for SQLite). NUL is a
-#: control character: PostgreSQL refuses it in text, so it must never reach a query.
-_UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Cs"})
-_REPLACEMENT = "?"
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class CdrStart:
-    """What is known of a call when it starts; text fields are '' when unknown."""
-
-    call_id: str
-    caller: str
-    #: The number or name as the caller dialled it.
-    callee_dialled: str
-    #: After the dial plan (E.164 for trunk calls, a user name for internal ones).
-    callee: str
-    #: Authenticated user placing the call; '' for calls from a trunk.
-    user: str
-    #: "ip:port" the INVITE came from.
-    source: str
-    transport: str
-    #: Subject of the client certificate the call came over, if any.
-    tls_identity: str
-    trunk: str
-    user_agent: str
-    start: float
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class CdrRecord:
-    """One row of the ``cdrs`` table (see docs/cdr.md)."""
-
-    id: int
-    call_id: str
-    caller: str
-    callee_dialled: str
-    callee: str
-    user: str
-    source: str
-    transport: str
-    tls_identity: str
-    trunk: str
-    user_agent: str
-    start: float
-    answer: float | None
-    end: float | None
-    duration: float | None
-    billable: float | None
-    #: One of DISPOSITIONS, or '' while the call is in progress.
-    disposition: str
-    status: int | None
-    reason: str
-    hangup_by: str
-    #: Media quality per leg as JSON (docs/media.md), '' when no media was relayed.
-    media: str = ""
-
-
-#: CdrRecord's field names: the keys of `voipsec cdr list --format json` and the csv header.
-CDR_FIELDS = tuple(f.name for f in fields(CdrRecord))
-
-
-def cdr_text(text: str) -> str:
-    """``text`` as stored in a CDR: at most MAX_CDR_FIELD characters, with control,
-    format and surrogate characters replaced by '?' (peers choose these strings)."""
-    text = text[:MAX_CDR_FIELD]
-    if text.isprintable():
-        return text
-    return "".join(
-        _REPLACEMENT if unicodedata.category(ch) in _UNSAFE_CATEGORIES else ch for ch in text
-    )
 
 
 def _cdr_record(row: Sequence[Any]) -> CdrRecord:
@@ -309,22 +237,45 @@ class _Connection(Protocol):
         """A transaction that one opener at a time holds while it changes the schema."""
         ...
 
+    def transaction(self) -> contextlib.AbstractContextManager[None]:
+        """One transaction around several statements (the writer's batch)."""
+        ...
+
     def close(self) -> None: ...
 
 
-class _SqliteConnection:
-    """The Store's own sqlite3 connection (autocommit, WAL); not closed here."""
+def _sqlite_error(err: sqlite3.Error) -> StoreError:
+    # OperationalError: locked, busy, disk I/O: the same statement may work later.
+    kind = StoreUnavailable if isinstance(err, sqlite3.OperationalError) else StoreError
+    return kind(f"CDR database: {err}")
 
-    def __init__(self, db: sqlite3.Connection) -> None:
+
+class _SqliteConnection:
+    """A sqlite3 connection in autocommit mode (WAL): the Store's own, which the Store
+    closes, or one the writer thread opened for itself (``owned``), closed here."""
+
+    def __init__(self, db: sqlite3.Connection, *, owned: bool = False) -> None:
         self.db = db
+        self._owned = owned
 
     def run(self, sql: str, params: Sequence[object] = ()) -> _Result:
         try:
             cur = self.db.execute(sql, tuple(params))
             rows = cur.fetchall()
         except sqlite3.Error as err:
-            raise StoreError(f"CDR database: {err}") from None
+            raise _sqlite_error(err) from None
         return _Result(cur.rowcount, rows, cur.lastrowid)
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        self.run("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                self.db.execute("ROLLBACK")
+            raise
+        self.run("COMMIT")
 
     def columns(self) -> list[str]:
         return [row[1] for row in self.run("PRAGMA table_info(cdrs)").rows]
@@ -338,7 +289,8 @@ class _SqliteConnection:
             yield
 
     def close(self) -> None:
-        """The Store closes the connection."""
+        if self._owned:
+            self.db.close()
 
 
 #: Seconds to wait for a PostgreSQL server to accept a connection (libpq's minimum is 2).
@@ -363,7 +315,13 @@ class _PostgresConnection:
         self._conn = self._connect()
 
     def _fail(self, what: str, err: Exception) -> StoreError:
-        return StoreError(f"{what} {self._shown}: {_one_line(str(err), self._secrets)}")
+        import psycopg
+
+        # A lost or refused connection, or a statement cancelled by statement_timeout:
+        # the same statement may work later.
+        transient = isinstance(err, psycopg.OperationalError | psycopg.InterfaceError)
+        kind = StoreUnavailable if transient else StoreError
+        return kind(f"{what} {self._shown}: {_one_line(str(err), self._secrets)}")
 
     def _connect(self) -> psycopg.Connection[tuple[Any, ...]]:
         try:
@@ -376,7 +334,8 @@ class _PostgresConnection:
         try:
             conn = psycopg.connect(self._url, autocommit=True, connect_timeout=CONNECT_TIMEOUT)
         except psycopg.Error as err:
-            raise self._fail("cannot connect to the CDR database", err) from None
+            fail = self._fail("cannot connect to the CDR database", err)
+            raise StoreUnavailable(str(fail)) from None
         except ValueError as err:  # a malformed URL (psycopg's own check)
             raise self._fail("bad CDR database URL", err) from None
         try:
@@ -389,7 +348,7 @@ class _PostgresConnection:
     def _connection(self) -> psycopg.Connection[tuple[Any, ...]]:
         if self._conn.closed or self._conn.broken:
             if time.monotonic() < self._next_attempt:
-                raise StoreError(f"CDR database {self._shown} is unavailable (retrying)")
+                raise StoreUnavailable(f"CDR database {self._shown} is unavailable (retrying)")
             self._conn = self._connect()
         return self._conn
 
@@ -425,6 +384,17 @@ class _PostgresConnection:
                 yield
         except psycopg.Error as err:
             raise self._fail("cannot create the CDR table in", err) from None
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        import psycopg
+
+        conn = self._connection()
+        try:
+            with conn.transaction():
+                yield
+        except psycopg.Error as err:  # COMMIT itself failed
+            raise self._fail("CDR database", err) from None
 
     def close(self) -> None:
         self._conn.close()
@@ -474,6 +444,10 @@ class CdrDatabase:
 
     def close(self) -> None:
         self._conn.close()
+
+    def transaction(self) -> contextlib.AbstractContextManager[None]:
+        """One commit for several statements (the writer's batches); all or none."""
+        return self._conn.transaction()
 
     def start(self, start: CdrStart) -> int:
         """Open a row for a call that starts now; returns its id (committed)."""
@@ -565,9 +539,38 @@ def open_cdr_database(url: str, sqlite: sqlite3.Connection) -> CdrDatabase:
         raise StoreError(f"CDR URL: {err}") from None
     if not url:
         return CdrDatabase(_SqliteConnection(sqlite), SQLITE)
+    return _open_postgres(url)
+
+
+def _open_postgres(url: str) -> CdrDatabase:
     conn = _PostgresConnection(url)
     try:
         return CdrDatabase(conn, POSTGRESQL)
     except BaseException:
         conn.close()
+        raise
+
+
+#: Milliseconds the writer's own SQLite connection waits for a lock: in its thread, a
+#: wait stalls no call; 5 s also bounds how long a stop can wait on one statement.
+WRITER_BUSY_TIMEOUT_MS = 5000
+
+
+def open_writer_database(
+    url: str, sqlite_path: Path, *, busy_timeout_ms: int = WRITER_BUSY_TIMEOUT_MS
+) -> CdrDatabase:
+    """A CDR database on a connection of its own, for the writer thread: a second
+    sqlite3 connection to ``sqlite_path`` (voipsec.db) or a second PostgreSQL one."""
+    if url:
+        return _open_postgres(url)  # the URL was checked when the Store opened it
+    try:
+        db = sqlite3.connect(sqlite_path, isolation_level=None, check_same_thread=False)
+        db.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+        db.execute("PRAGMA synchronous=NORMAL")
+    except sqlite3.Error as err:
+        raise _sqlite_error(err) from None
+    try:
+        return CdrDatabase(_SqliteConnection(db, owned=True), SQLITE)
+    except BaseException:
+        db.close()
         raise

@@ -4,7 +4,7 @@ device certificates, and the call detail records unless they go elsewhere.
 One file, ``DIR/voipsec.db``, created 0600, in WAL mode so the CLI can read while
 ``serve`` writes. The registrar's writes arrive in batches (see server.py). CDRs live
 in the same file by default, or in PostgreSQL when ``[cdr] url`` names a server; the
-``cdr_*`` methods delegate to :mod:`voipsec.cdrdb`, one code path for both. A CDR row
+``cdr_*`` methods delegate to :mod:`voipsec.storage.cdr`, one code path for both. A CDR row
 is written when a call starts and completed when it ends, each in its own commit, so a
 crash of the process never loses a call: rows it left open are closed at the next
 start (``close_open_cdrs``). Databases made by older versions are migrated in place
@@ -17,10 +17,13 @@ import os
 import sqlite3
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 
-from .cdrdb import (
+from ..config import CLASSES_OF_SERVICE
+from ..sip.digest import ALGORITHMS, ha1
+from .cdr import CdrDatabase, open_cdr_database, open_writer_database
+from .records import (
+    BAN_SCOPES,
     CDR_FIELDS,
     DISPOSITIONS,
     HANGUP_BY,
@@ -29,15 +32,15 @@ from .cdrdb import (
     RESTART_DISPOSITION,
     RESTART_HANGUP_BY,
     RESTART_REASON,
-    CdrDatabase,
+    AlertRecord,
+    BanRecord,
+    Binding,
     CdrRecord,
     CdrStart,
+    CertificateRecord,
     StoreError,
     cdr_text,
-    open_cdr_database,
 )
-from .config import CLASSES_OF_SERVICE
-from .sip.digest import ALGORITHMS, ha1
 
 __all__ = [
     "BAN_SCOPES",
@@ -119,50 +122,8 @@ _USER_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ012
 DEFAULT_CLASS = "national"
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Binding:
-    aor: str
-    contact: str
-    expires_at: float
-    call_id: str
-    cseq: int
-    source: str
-    user_agent: str
-
-
 #: Alerts kept in the database; older ones are deleted as new ones arrive.
 MAX_ALERTS = 100_000
-
-
-#: What a ban blocks (edge.guard.BanScope): "all", or "udp" when its only evidence came
-#: over UDP, whose source addresses can be forged.
-BAN_SCOPES = ("all", "udp")
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class BanRecord:
-    source: str
-    until: float
-    reason: str
-    created: float
-    scope: str = "all"
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class AlertRecord:
-    time: float
-    rule: str
-    source: str
-    detail: str
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class CertificateRecord:
-    serial: int
-    name: str
-    aor: str
-    not_after: float
-    revoked: float | None
 
 
 def check_class(cos: str) -> None:
@@ -196,6 +157,7 @@ class Store:
             os.close(fd)
         os.chmod(path, 0o600)
         self.path = path
+        self._cdr_url = cdr_url
         self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         try:
             self.db.execute("PRAGMA journal_mode=WAL")
@@ -216,7 +178,7 @@ class Store:
         """Bring a database made by an older version up to _SCHEMA.
 
         CREATE TABLE IF NOT EXISTS adds missing tables; missing columns are added
-        here (those of the cdrs table by voipsec.cdrdb). The check runs again under
+        here (those of the cdrs table by voipsec.storage.cdr). The check runs again under
         BEGIN IMMEDIATE so that a ``serve`` and a CLI command opening the same old file
         at once do not both add the column; an up-to-date file takes no write lock.
         """
@@ -239,6 +201,11 @@ class Store:
     def close(self) -> None:
         self.cdr_db.close()
         self.db.close()
+
+    def open_writer_database(self) -> CdrDatabase:
+        """The CDR database on a new connection, for the writer thread (StoreError
+        when it cannot be opened now)."""
+        return open_writer_database(self._cdr_url, self.path)
 
     # -- users --------------------------------------------------------------------
 
@@ -407,7 +374,7 @@ class Store:
             for a, c, e, i, s, src, ua in rows
         ]
 
-    # -- call detail records (voipsec.cdrdb: SQLite or PostgreSQL) ------------------
+    # -- call detail records (voipsec.storage.cdr: SQLite or PostgreSQL) ------------------
 
     def cdr_start(self, start: CdrStart) -> int:
         """Open a CDR row for a call that starts now; returns its id.

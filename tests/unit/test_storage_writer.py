@@ -1,0 +1,171 @@
+"""The CDR writer (voipsec.storage.writer): batches, a bounded queue, drain on stop, and a
+database that is locked (another connection's BEGIN EXCLUSIVE) and then comes back."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.peers.proc import wait_for
+from voipsec.storage import CdrStart, CdrWriter, Store, StoreError, WriterStatistics
+from voipsec.storage.cdr import open_writer_database
+
+
+def _start(call_id: str, when: float = 100.0) -> CdrStart:
+    return CdrStart(
+        call_id=call_id,
+        caller="sip:alice@example.test",
+        callee_dialled="bob",
+        callee="bob",
+        user="alice",
+        source="127.0.0.1:5061",
+        transport="tls",
+        tls_identity="",
+        trunk="",
+        user_agent="test",
+        start=when,
+    )
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    s = Store(tmp_path / "voipsec.db")
+    yield s
+    s.close()
+
+
+def _writer(store: Store, **kwargs: object) -> CdrWriter:
+    return CdrWriter(
+        lambda: open_writer_database("", store.path, busy_timeout_ms=20),
+        retry_interval=0.02,
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+def _call(writer: CdrWriter, call_id: str) -> int:
+    ticket = writer.open(_start(call_id))
+    writer.answer(ticket, 101.0)
+    writer.media(ticket, "[]")
+    writer.end(
+        ticket,
+        end=111.0,
+        disposition="answered",
+        status=200,
+        reason="BYE",
+        hangup_by="caller",
+    )
+    return ticket
+
+
+def test_storage_writer_batches_queued_rows_in_one_commit(store: Store) -> None:
+    writer = _writer(store)
+    for n in range(3):
+        _call(writer, f"call-{n}")
+    writer.start()
+    wait_for(lambda: writer.statistics().pending == 0, what="the queue written")
+    assert writer.stop() == 0
+    stats = writer.statistics()
+    assert (stats.written, stats.batches, stats.overflowed, stats.lost) == (12, 1, 0, 0)
+    rows = store.cdrs()
+    assert [r.call_id for r in rows] == ["call-0", "call-1", "call-2"]
+    assert {(r.answer, r.end, r.duration, r.billable, r.disposition, r.media) for r in rows} == {
+        (101.0, 111.0, 11.0, 10.0, "answered", "[]")
+    }
+
+
+def test_storage_writer_open_reports_the_row_id(store: Store) -> None:
+    writer = _writer(store)
+    written: list[int] = []
+    writer.start()
+    writer.open(_start("one"), written.append)
+    wait_for(lambda: written, what="on_written")
+    writer.stop()
+    assert written == [store.cdrs()[0].id]
+
+
+def test_storage_writer_overflow_beyond_max_pending_is_counted(store: Store) -> None:
+    overflows: list[int] = []
+    writer = _writer(store, max_pending=2, on_overflow=overflows.append)
+    _call(writer, "first")  # 4 operations: 2 queued, 2 dropped
+    assert overflows == [1, 2]
+    assert writer.statistics() == WriterStatistics(
+        pending=2, written=0, batches=0, overflowed=2, refused=0, lost=0, retries=0, last_error=""
+    )
+    writer.start()
+    assert writer.stop() == 0
+    [row] = store.cdrs()
+    assert (row.call_id, row.answer, row.disposition) == ("first", 101.0, "")
+
+
+def test_storage_writer_refuses_a_bad_end_in_the_caller(store: Store) -> None:
+    writer = _writer(store)
+    with pytest.raises(StoreError, match="invalid CDR end 'lost'/'caller'"):
+        writer.end(1, end=1.0, disposition="lost", status=0, reason="", hangup_by="caller")
+    assert writer.statistics().pending == 0
+
+
+def test_storage_writer_locked_database_queues_then_writes(store: Store) -> None:
+    locker = sqlite3.connect(store.path, isolation_level=None)
+    locker.execute("BEGIN EXCLUSIVE")
+    writer = _writer(store)
+    writer.start()
+    for n in range(5):
+        _call(writer, f"call-{n}")
+    wait_for(lambda: writer.statistics().retries >= 2, what="failed attempts")
+    stats = writer.statistics()
+    assert (stats.pending, stats.written) == (20, 0)
+    assert stats.last_error == "CDR database: database is locked"
+    locker.execute("COMMIT")
+    locker.close()
+    wait_for(lambda: writer.statistics().pending == 0, what="the backlog written")
+    assert writer.stop() == 0
+    assert [r.call_id for r in store.cdrs()] == [f"call-{n}" for n in range(5)]
+    assert {r.disposition for r in store.cdrs()} == {"answered"}
+
+
+def test_storage_writer_stop_waits_for_the_database_then_counts_the_lost(store: Store) -> None:
+    locker = sqlite3.connect(store.path, isolation_level=None)
+    locker.execute("BEGIN EXCLUSIVE")
+    writer = _writer(store)
+    writer.start()
+    _call(writer, "never")
+    wait_for(lambda: writer.statistics().retries >= 1, what="a failed attempt")
+    assert writer.stop(timeout=0.2) == 4
+    assert (writer.statistics().lost, writer.statistics().pending) == (4, 0)
+    locker.execute("COMMIT")
+    locker.close()
+    assert store.cdrs() == []
+
+
+def test_storage_writer_drops_a_refused_operation_and_writes_the_rest(store: Store) -> None:
+    writer = _writer(store)
+    written: list[int] = []
+    writer.start()
+    gone = writer.open(_start("gone"), written.append)
+    kept = writer.open(_start("kept"), written.append)
+    wait_for(lambda: len(written) == 2, what="both rows opened")
+    store.db.execute("DELETE FROM cdrs WHERE call_id = 'gone'")
+    writer.answer(gone, 101.0)
+    writer.answer(kept, 102.0)
+    assert writer.stop() == 0
+    stats = writer.statistics()
+    assert (stats.refused, stats.written, stats.lost) == (1, 3, 0)
+    [row] = store.cdrs()
+    assert (row.call_id, row.answer) == ("kept", 102.0)
+    assert gone != kept
+
+
+def test_storage_writer_drops_writes_on_a_row_whose_open_was_dropped(store: Store) -> None:
+    writer = _writer(store, max_pending=1)
+    writer.open(_start("kept"))
+    dropped = writer.open(_start("dropped"))  # the queue is full: dropped
+    writer.start()
+    wait_for(lambda: writer.statistics().pending == 0, what="the queue written")
+    writer.answer(dropped, 101.0)  # names a row that was never opened
+    assert writer.stop() == 0
+    stats = writer.statistics()
+    assert (stats.written, stats.overflowed, stats.refused) == (1, 1, 1)
+    assert [(r.call_id, r.answer) for r in store.cdrs()] == [("kept", None)]
