@@ -23,6 +23,7 @@ peers:
 lint: venv
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 test: venv peers lint
 	$(BIN)/pytest -q -p no:cacheprovider tests

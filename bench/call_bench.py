@@ -445,7 +445,7 @@ def voipsec_server(
     """``voipsec serve`` on a free TLS port, MD5 digest only, no TURN listener; users
     through ``Store.add_user``; loopback trusted or an untrusted zone, and monitoring
     as ``monitor`` says, HEP to ``hep_port`` for "full" (see the doc)."""
-    from voipsec.store import DB_NAME, Store
+    from voipsec.storage import DB_NAME, Store
 
     port = free_port()
     data = workdir / "voipsec-data"

@@ -23,7 +23,7 @@ from voipsec.sip import parse_message
 from voipsec.sip.digest import client_response, parse_challenge
 from voipsec.sip.framing import FramedMessage, StreamFramer
 from voipsec.sip.message import Request, Response
-from voipsec.store import Store
+from voipsec.storage import Store
 
 SDP = (
     b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
@@ -162,7 +162,7 @@ async def run(n: int, profile: bool) -> None:
     service.connections._by_peer[("tls", *bob.peer)] = bob  # type: ignore[assignment]
     # bob registers through the registrar (as he would over his connection).
     service.registrar.load([])
-    from voipsec.store import Binding
+    from voipsec.storage import Binding
 
     service.registrar.load(
         [

@@ -28,7 +28,7 @@ from tests.peers.voipsec import prepare, serving, set_zones, voipsec  # noqa: E4
 
 from voipsec.config import Config  # noqa: E402
 from voipsec.server import SipService  # noqa: E402
-from voipsec.store import Store  # noqa: E402
+from voipsec.storage import Store  # noqa: E402
 
 OPTIONS = (
     b"OPTIONS sip:localhost SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.5:9;branch=z9hG4bKf1\r\n"

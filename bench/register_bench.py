@@ -344,7 +344,7 @@ def add_voipsec_users(data: Path, users: Sequence[tuple[str, str]]) -> None:
     first, rest = users[0], users[1:]
     _voipsec("user", "add", first[0], "--password", first[1], data=data)
     try:
-        from voipsec.store import DB_NAME, Store
+        from voipsec.storage import DB_NAME, Store
     except ImportError:
         for name, password in rest:
             _voipsec("user", "add", name, "--password", password, data=data)

@@ -17,7 +17,7 @@ from voipsec.config import Config
 from voipsec.server import SipService
 from voipsec.sip import parse_message
 from voipsec.sip.digest import client_response, parse_challenge
-from voipsec.store import Store
+from voipsec.storage import Store
 
 
 class Flow:

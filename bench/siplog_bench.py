@@ -38,7 +38,7 @@ from voipsec.events import EventBus, MessageSeen  # noqa: E402
 from voipsec.monitor.hep import encode_hep3  # noqa: E402
 from voipsec.monitor.service import MonitorService  # noqa: E402
 from voipsec.monitor.siplog import SipLog, redact  # noqa: E402
-from voipsec.store import Store  # noqa: E402
+from voipsec.storage import Store  # noqa: E402
 
 _SDP = (
     b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"

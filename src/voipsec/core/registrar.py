@@ -11,10 +11,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from ..records import Binding
 from ..sip.errors import SipParseError
 from ..sip.message import Request
 from ..sip.uri import SipUri
-from ..storage import Binding
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -6,8 +6,7 @@ bindings, bans, alerts, certificates), ``cdr`` the ``cdrs`` table in either data
 and ``writer`` one bounded queue drained by a thread (docs/storage.md).
 """
 
-from .cdr import CdrDatabase, check_url, open_cdr_database, open_writer_database, redact_url
-from .records import (
+from ..records import (
     BAN_SCOPES,
     CDR_FIELDS,
     DISPOSITIONS,
@@ -27,6 +26,7 @@ from .records import (
     StoreUnavailable,
     cdr_text,
 )
+from .cdr import CdrDatabase, check_url, open_cdr_database, open_writer_database, redact_url
 from .store import DB_NAME, DEFAULT_CLASS, MAX_ALERTS, Store, check_class, check_user_name
 from .writer import CdrWriter, WriterStatistics
 

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from ..config.checks import check_url
-from .records import (
+from ..records import (
     CDR_FIELDS,
     DISPOSITIONS,
     HANGUP_BY,

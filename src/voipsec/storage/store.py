@@ -20,9 +20,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from ..config import CLASSES_OF_SERVICE
-from ..sip.digest import ALGORITHMS, ha1
-from .cdr import CdrDatabase, open_cdr_database, open_writer_database
-from .records import (
+from ..records import (
     BAN_SCOPES,
     CDR_FIELDS,
     DISPOSITIONS,
@@ -41,6 +39,8 @@ from .records import (
     StoreError,
     cdr_text,
 )
+from ..sip.digest import ALGORITHMS, ha1
+from .cdr import CdrDatabase, open_cdr_database, open_writer_database
 
 __all__ = [
     "BAN_SCOPES",

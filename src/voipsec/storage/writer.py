@@ -36,8 +36,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..config import CDR_MAX_PENDING
+from ..records import DISPOSITIONS, HANGUP_BY, MAX_CDR_MEDIA, CdrStart, StoreError, StoreUnavailable
 from .cdr import CdrDatabase
-from .records import DISPOSITIONS, HANGUP_BY, MAX_CDR_MEDIA, CdrStart, StoreError, StoreUnavailable
 
 __all__ = [
     "DEFAULT_MAX_PENDING",
