@@ -22,14 +22,6 @@ from pathlib import Path
 from ..config import CLASSES_OF_SERVICE
 from ..records import (
     BAN_SCOPES,
-    CDR_FIELDS,
-    DISPOSITIONS,
-    HANGUP_BY,
-    MAX_CDR_FIELD,
-    MAX_CDR_MEDIA,
-    RESTART_DISPOSITION,
-    RESTART_HANGUP_BY,
-    RESTART_REASON,
     AlertRecord,
     BanRecord,
     Binding,
@@ -37,35 +29,11 @@ from ..records import (
     CdrStart,
     CertificateRecord,
     StoreError,
-    cdr_text,
 )
 from ..sip.digest import ALGORITHMS, ha1
 from .cdr import CdrDatabase, open_cdr_database, open_writer_database
 
-__all__ = [
-    "BAN_SCOPES",
-    "CDR_FIELDS",
-    "DB_NAME",
-    "DEFAULT_CLASS",
-    "DISPOSITIONS",
-    "HANGUP_BY",
-    "MAX_CDR_FIELD",
-    "MAX_CDR_MEDIA",
-    "RESTART_DISPOSITION",
-    "RESTART_HANGUP_BY",
-    "RESTART_REASON",
-    "AlertRecord",
-    "BanRecord",
-    "Binding",
-    "CdrRecord",
-    "CdrStart",
-    "CertificateRecord",
-    "Store",
-    "StoreError",
-    "cdr_text",
-    "check_class",
-    "check_user_name",
-]
+__all__ = ["DB_NAME", "DEFAULT_CLASS", "MAX_ALERTS", "Store", "check_class", "check_user_name"]
 
 DB_NAME = "voipsec.db"
 
