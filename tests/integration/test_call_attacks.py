@@ -19,14 +19,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.peers.phone import ScriptedPhone
 from tests.peers.proc import free_port, wait_for
-from tests.peers.sipclient import TlsSipClient, response_bytes
 from tests.peers.sipp import start_sipp
 from tests.peers.stunnel import stunnel_server
 from tests.peers.voipsec import VoipsecServer, prepare, serving, voipsec
-from voipsec.sip import StreamFramer, parse_message
-from voipsec.sip.digest import client_response, parse_challenge
-from voipsec.sip.framing import FramedMessage
+from voipsec.sip import parse_message
 from voipsec.sip.message import Request, Response
 
 pytestmark = pytest.mark.peers
@@ -35,53 +33,13 @@ BENCH = Path(__file__).resolve().parents[2] / "bench" / "sipp"
 ALICE = ("alice", "alice-password")
 BOB = ("bob", "bob-password")
 TRUNK_DOMAIN = "trunk.test"
-SDP = (
-    b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
-    b"m=audio 4000 RTP/SAVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
-    b"a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:PS1uQCVeeCFCanVmcjkpPywjNWhcYD0mXXtxaVBR\r\n"
-)
 #: The shipped fraud rule "concurrent-calls" blocks a user's 11th call in progress.
 SHIPPED_CONCURRENT_LIMIT = 10
 PREMIUM_REFUSAL = "premium-rate calls not allowed for class international"
 
 
-class Phone:
-    """A scripted SIP phone on one TLS connection, reading whole messages as bytes."""
-
-    def __init__(self, server: VoipsecServer, user: str, password: str) -> None:
-        self.user = user
-        self.password = password
-        self.client = TlsSipClient(server.host, server.port, server.ca)
-        self.host, self.port = self.client.local[0], self.client.local[1]
-        self._framer = StreamFramer()
-        self._queue: list[bytes] = []
-
-    def close(self) -> None:
-        self.client.close()
-
-    def register(self) -> None:
-        assert self.client.register(self.user, self.password).status == 200
-
-    def raw(self) -> bytes:
-        """The next whole message exactly as it arrived."""
-        while not self._queue:
-            chunk = self.client.sock.recv(65536)
-            if not chunk:
-                raise ConnectionError("server closed the connection")
-            for item in self._framer.feed(chunk):
-                if isinstance(item, FramedMessage):
-                    self._queue.append(item.data)
-        return self._queue.pop(0)
-
-    def response(self) -> Response:
-        message = parse_message(self.raw(), datagram=False)
-        assert isinstance(message, Response), message
-        return message
-
-    def request(self) -> Request:
-        message = parse_message(self.raw(), datagram=False)
-        assert isinstance(message, Request), message
-        return message
+class Phone(ScriptedPhone):
+    """The attacker's phone: every final answer to its INVITEs is ACKed at once."""
 
     def invite(
         self,
@@ -91,72 +49,11 @@ class Phone:
         from_: str | None = None,
         contact: str | None = None,
         extra: tuple[str, ...] = (),
+        ack_final: bool = True,
     ) -> Response:
-        """INVITE, 407, ACK, INVITE with credentials; the first response after that
-        (a final one is ACKed)."""
-        self._send_invite(target, call_id, 1, None, from_, contact, extra)
-        challenge = self.response()
-        assert challenge.status == 407, challenge
-        self.ack(challenge, target)
-        params = parse_challenge(challenge.headers.get("proxy-authenticate") or "")
-        auth = client_response(
-            username=self.user,
-            password=self.password,
-            realm=params["realm"],
-            nonce=params["nonce"],
-            method="INVITE",
-            uri=f"sip:{target}@localhost",
-            opaque=params.get("opaque"),
+        return super().invite(
+            target, call_id, from_=from_, contact=contact, extra=extra, ack_final=ack_final
         )
-        self._send_invite(target, call_id, 2, auth, from_, contact, extra)
-        answer = self.response()
-        if answer.status >= 200:
-            self.ack(answer, target)
-        return answer
-
-    def _send_invite(
-        self,
-        target: str,
-        call_id: str,
-        cseq: int,
-        auth: str | None,
-        from_: str | None,
-        contact: str | None,
-        extra: tuple[str, ...],
-    ) -> None:
-        self._via = f"SIP/2.0/TLS {self.host}:{self.port};branch=z9hG4bK{secrets.token_hex(8)}"
-        lines = [
-            f"INVITE sip:{target}@localhost SIP/2.0",
-            f"Via: {self._via};rport",
-            "Max-Forwards: 70",
-            f"From: {from_ or f'<sip:{self.user}@localhost>'};tag=caller-tag",
-            f"To: <sip:{target}@localhost>",
-            f"Call-ID: {call_id}",
-            f"CSeq: {cseq} INVITE",
-            f"Contact: {contact or f'<sip:{self.user}@{self.host}:{self.port};transport=tls>'}",
-            "Content-Type: application/sdp",
-            *extra,
-        ]
-        if auth:
-            lines.append(f"Proxy-Authorization: {auth}")
-        lines.append(f"Content-Length: {len(SDP)}")
-        self.client.send(("\r\n".join([*lines, "", ""])).encode() + SDP)
-
-    def ack(self, response: Response, target: str) -> None:
-        """§17.1.1.3: the ACK of a non-2xx final response, in its transaction."""
-        self.client.send(
-            (
-                f"ACK sip:{target}@localhost SIP/2.0\r\n"
-                f"Via: {response.headers.values('via')[0]}\r\nMax-Forwards: 70\r\n"
-                f"From: {response.headers.get('from')}\r\nTo: {response.headers.get('to')}\r\n"
-                f"Call-ID: {response.call_id}\r\nCSeq: {response.cseq.seq} ACK\r\n"
-                "Content-Length: 0\r\n\r\n"
-            ).encode()
-        )
-
-    def answer(self, request: Request, status: int, reason: str) -> None:
-        contact = f"<sip:{self.user}@{self.host}:{self.port};transport=tls>"
-        self.client.send(response_bytes(request, status, reason, contact=contact))
 
 
 @pytest.fixture(scope="module")

@@ -15,23 +15,17 @@ from pathlib import Path
 
 import pytest
 
+from tests.peers.phone import SDP, ScriptedPhone
 from tests.peers.proc import wait_for
-from tests.peers.sipclient import TlsSipClient, response_bytes
 from tests.peers.voipsec import VoipsecServer, prepare, serving, voipsec
 from voipsec.media.sdes import master_of
 from voipsec.media.sdp import parse_sdp
-from voipsec.sip.digest import client_response, parse_challenge
 from voipsec.sip.message import Request, Response
 
 pytestmark = pytest.mark.peers
 
 ALICE = ("alice", "alice-password")
 BOB = ("bob", "bob-password")
-SDP = (
-    b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
-    b"m=audio 4000 RTP/SAVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
-    b"a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:PS1uQCVeeCFCanVmcjkpPywjNWhcYD0mXXtxaVBR\r\n"
-)
 SECRET_HEADERS = (
     "User-Agent: alice-phone/9.9 internal-build",
     "X-Internal-Route: pbx-7.corp.example",
@@ -39,97 +33,8 @@ SECRET_HEADERS = (
 )
 
 
-class Phone:
-    """A scripted SIP phone on one TLS connection (requests and responses both ways)."""
-
-    def __init__(self, server: VoipsecServer, user: str, password: str) -> None:
-        self.user = user
-        self.password = password
-        self.client = TlsSipClient(server.host, server.port, server.ca)
-        self.host, self.port = self.client.local[0], self.client.local[1]
-
-    def close(self) -> None:
-        self.client.close()
-
-    def register(self) -> None:
-        assert self.client.register(self.user, self.password, algorithm="SHA-256").status == 200
-
-    def next(self) -> Request | Response:
-        return self.client.receive_message()
-
-    def response(self) -> Response:
-        message = self.next()
-        assert isinstance(message, Response), message
-        return message
-
-    def request(self) -> Request:
-        message = self.next()
-        assert isinstance(message, Request), message
-        return message
-
-    def invite(
-        self,
-        target: str,
-        call_id: str,
-        *,
-        from_user: str | None = None,
-        extra: tuple[str, ...] = (),
-    ) -> Response:
-        """INVITE, 407, ACK, INVITE with credentials; returns the first response after."""
-        self._send_invite(target, call_id, 1, None, from_user, extra)
-        challenge = self.response()
-        assert challenge.status == 407, challenge
-        self.send_raw(
-            f"ACK sip:{target}@localhost SIP/2.0\r\n"
-            f"Via: {challenge.headers.values('via')[0]}\r\nMax-Forwards: 70\r\n"
-            f"From: {challenge.headers.get('from')}\r\nTo: {challenge.headers.get('to')}\r\n"
-            f"Call-ID: {call_id}\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n"
-        )
-        params = parse_challenge(challenge.headers.get("proxy-authenticate") or "")
-        auth = client_response(
-            username=self.user,
-            password=self.password,
-            realm=params["realm"],
-            nonce=params["nonce"],
-            method="INVITE",
-            uri=f"sip:{target}@localhost",
-            opaque=params.get("opaque"),
-        )
-        self._send_invite(target, call_id, 2, auth, from_user, extra)
-        return self.response()
-
-    def _send_invite(
-        self,
-        target: str,
-        call_id: str,
-        cseq: int,
-        auth: str | None,
-        from_user: str | None,
-        extra: tuple[str, ...],
-    ) -> None:
-        lines = [
-            f"INVITE sip:{target}@localhost SIP/2.0",
-            f"Via: SIP/2.0/TLS {self.host}:{self.port};branch=z9hG4bK{secrets.token_hex(8)};rport",
-            "Max-Forwards: 70",
-            f"From: <sip:{from_user or self.user}@localhost>;tag=caller-tag",
-            f"To: <sip:{target}@localhost>",
-            f"Call-ID: {call_id}",
-            f"CSeq: {cseq} INVITE",
-            f"Contact: <sip:{self.user}@{self.host}:{self.port};transport=tls>",
-            "Content-Type: application/sdp",
-            *extra,
-        ]
-        if auth:
-            lines.append(f"Proxy-Authorization: {auth}")
-        lines.append(f"Content-Length: {len(SDP)}")
-        self.client.send(("\r\n".join([*lines, "", ""])).encode() + SDP)
-
-    def answer(self, request: Request, status: int, reason: str, body: bytes = b"") -> None:
-        contact = f"<sip:{self.user}@{self.host}:{self.port};transport=tls>"
-        self.client.send(response_bytes(request, status, reason, contact=contact, body=body))
-
-    def send_raw(self, text: str) -> None:
-        self.client.send(text.encode())
+#: The scripted TLS phone of these tests (tests/peers/phone.py).
+Phone = ScriptedPhone
 
 
 def _cdrs(server: VoipsecServer) -> list[dict[str, object]]:
@@ -216,7 +121,7 @@ def test_the_b_leg_carries_nothing_of_the_a_leg(server: VoipsecServer) -> None:
 
 def test_spoofed_from_is_refused_with_403(server: VoipsecServer) -> None:
     alice = Phone(server, *ALICE)
-    refused = alice.invite("bob", "spoof-1", from_user="bob")
+    refused = alice.invite("bob", "spoof-1", from_="<sip:bob@localhost>")
     assert (refused.status, refused.reason) == (403, "Caller Identity Does Not Match")
     pai = alice.invite("bob", "spoof-2", extra=("P-Asserted-Identity: <sip:bob@localhost>",))
     assert (pai.status, pai.reason) == (403, "Caller Identity Does Not Match")

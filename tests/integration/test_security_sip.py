@@ -18,11 +18,10 @@ import pytest
 
 from tests.conftest import ALICE, BOB
 from tests.peers.metrics import gauge
+from tests.peers.phone import ScriptedPhone
 from tests.peers.proc import free_port, wait_for, wait_port
 from tests.peers.sipclient import TlsSipClient
 from tests.peers.voipsec import VoipsecServer, prepare, serving, set_zones, voipsec
-from voipsec.sip.digest import answer_challenge
-from voipsec.sip.message import Response
 
 pytestmark = pytest.mark.peers
 
@@ -229,67 +228,21 @@ def test_security_wrong_passwords_still_ban(edge: Edge) -> None:
 # -- finding 13: no forged log lines ------------------------------------------------------
 
 
-def _authenticated_invite(
-    client: TlsSipClient, user: tuple[str, str], extra: str
-) -> tuple[bytes, Response]:
-    """INVITE bob as ``user`` with ``extra`` headers, answering the 407; the final answer."""
-    call_id = secrets.token_hex(8)
-    uri = "sip:bob@localhost"
-    first = _request("INVITE", client.local, uri=uri, user=user[0], extra=extra, call_id=call_id)
-    client.send(first)
-    challenge = client.receive()
-    assert challenge.status == 407
-    _ack(client, first, challenge)
-    credentials = answer_challenge(
-        challenge, username=user[0], password=user[1], method="INVITE", uri=uri
-    )
-    assert credentials is not None
-    second = _request(
-        "INVITE",
-        client.local,
-        uri=uri,
-        user=user[0],
-        extra=extra + f"{credentials[0]}: {credentials[1]}\r\n",
-        call_id=call_id,
-        cseq=2,
-    )
-    client.send(second)
-    final = client.receive()
-    while final.status < 200:
-        final = client.receive()
-    _ack(client, second, final)
-    return second, final
-
-
-def _ack(client: TlsSipClient, invite: bytes, response: Response) -> None:
-    """The ACK of a non-2xx final (RFC 3261 §17.1.1.3): same branch, the response's To."""
-    head = invite.split(b"\r\n\r\n", 1)[0].decode()
-    lines = head.split("\r\n")
-    start = lines[0].split(" ")
-    kept = [
-        line
-        for line in lines[1:]
-        if line.split(":", 1)[0].lower() in ("via", "from", "call-id", "max-forwards")
-    ]
-    cseq = next(line for line in lines if line.startswith("CSeq:")).split()[1]
-    to = response.headers.get("to")
-    client.send(
-        (
-            f"ACK {start[1]} SIP/2.0\r\n"
-            + "\r\n".join(kept)
-            + f"\r\nTo: {to}\r\nCSeq: {cseq} ACK\r\nContent-Length: 0\r\n\r\n"
-        ).encode()
-    )
-
-
 def test_security_log_lines_cannot_be_forged(edge: Edge) -> None:
     """An unparsable P-Asserted-Identity with ESC and a bare CR is logged escaped: the
     forged text stays inside one line and no control character reaches the log."""
     forged = "\x1b[2K\rINFO voipsec.sip: FORGED alice registered"
-    with _client(edge) as client:
-        _, final = _authenticated_invite(client, ALICE, f"P-Asserted-Identity: <sip:{forged}\r\n")
+    alice = ScriptedPhone(edge.server, *ALICE)
+    try:
+        final = alice.invite(
+            "bob",
+            secrets.token_hex(8),
+            extra=(f"P-Asserted-Identity: <sip:{forged}",),
+            ack_final=True,
+        )
+    finally:
+        alice.close()
     assert (final.status, final.reason) == (403, "Caller Identity Does Not Match")
-    log = edge.server.log_text()
     wait_for(lambda: "FORGED" in edge.server.log_text(), deadline=5.0, what="the refusal logged")
     log = edge.server.log_text()
     line = next(line for line in log.splitlines() if "FORGED" in line)
