@@ -15,9 +15,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.integration.test_calls import SDP, Phone
 from tests.integration.test_monitor import NATIONAL, _killed_during_a_call, _prepare
 from tests.peers import postgres
+from tests.peers.phone import SDP, ScriptedPhone
 from tests.peers.postgres import PASSWORD
 from tests.peers.proc import free_port, wait_for
 from tests.peers.voipsec import VOIPSEC, VoipsecServer, prepare, serving, voipsec
@@ -47,7 +47,7 @@ def _cdrs(data_dir: Path) -> list[dict[str, object]]:
     return rows
 
 
-def _final(phone: Phone, method: str) -> Response:
+def _final(phone: ScriptedPhone, method: str) -> Response:
     """The next response to ``method`` (2xx retransmissions of the INVITE skipped)."""
     while True:
         response = phone.response()
@@ -76,9 +76,9 @@ def _one_error_line(proc: subprocess.CompletedProcess[str]) -> str:
 def test_cdr_postgres_a_call_is_listed_from_postgres(
     server: VoipsecServer, postgres_url: str
 ) -> None:
-    bob = Phone(server, *BOB)
+    bob = ScriptedPhone(server, *BOB)
     bob.register()
-    alice = Phone(server, *ALICE)
+    alice = ScriptedPhone(server, *ALICE)
     assert alice.invite("bob", "pg-call-1").status == 100
     b_invite = bob.request()
     bob.answer(b_invite, 200, "OK", SDP)
