@@ -30,7 +30,9 @@ from typing import TYPE_CHECKING
 
 from .config import ClassOfService, Config, ConfigError, TrunkSection, parse_listen
 from .core.b2bua import (
+    AllocateMedia,
     Answered,
+    AnswerMedia,
     B2bua,
     CallAction,
     CallPolicy,
@@ -55,6 +57,7 @@ from .core.dialplan_loader import load_dialplan
 from .core.trunkreg import Step, TrunkRegistration, TrunkRegistrationStatus
 from .events import AlertRaised, CallAnswered, CallEnded, CallStarted, MediaStats
 from .media.destinations import MediaPeer
+from .media.performer import MediaAction, perform
 from .media.relay import LegReport, MediaRelay
 from .monitor.fraud import (
     Attempt,
@@ -186,7 +189,7 @@ class CallService:
                 probe_interval=calls.probe_interval,
                 warn_agent=config.sip.domain,
             ),
-            media=self.media,
+            relay_media=True,
         )
         try:
             self.dialplan = load_dialplan(config, data_dir or Path("/nonexistent"))
@@ -716,6 +719,15 @@ class CallService:
                 self._answered(action)
             elif isinstance(action, Ended):
                 self._ended(action)
+            else:
+                self._media_action(action)
+
+    def _media_action(self, action: MediaAction) -> None:
+        """The relay runs in this process: a request's result goes back to the B2BUA
+        at once (it puts a media request last among its actions)."""
+        result = perform(self.media, action)
+        if result is not None and isinstance(action, AllocateMedia | AnswerMedia):
+            self.run(self.b2bua.on_media(action.key, result, self.sip.clock()))
 
     def _send(self, action: SendRequest) -> None:
         target = action.target

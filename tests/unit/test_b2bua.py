@@ -1950,64 +1950,7 @@ def test_b2bua_statistics() -> None:
     assert _only_send(send).request.method == "INVITE"
 
 
-# -- the media relay learns each leg's signalling source (issue 13) -------------------------
-
-
-class _RecordingMedia:
-    """A media handler that passes SDP through and records whose SIP brought it."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, str, MediaPeer]] = []
-
-    def offer(self, call: str, side: str, body: bytes, peer: MediaPeer) -> bytes:
-        self.calls.append(("offer", side, peer))
-        return body
-
-    def answer(self, call: str, side: str, body: bytes, peer: MediaPeer) -> bytes:
-        self.calls.append(("answer", side, peer))
-        return body
-
-    def answered(self, call: str) -> None:
-        pass
-
-    def release(self, call: str) -> None:
-        pass
-
-
-def test_b2bua_media_offer_and_answer_carry_each_legs_signalling_source() -> None:
-    media = _RecordingMedia()
-    b2b = B2bua(POLICY, media=media)
-    office = MediaPeer(source="10.1.0.5", networks=("10.1.0.0/16",))
-    trunk_peer = MediaPeer(source="203.0.113.9", networks=("203.0.113.0/24",))
-    trunk = Fork(
-        request_uri="sip:+15550001111@trunk.example.net",
-        to_uri="sip:+15550001111@trunk.example.net",
-        target=Target(transport="tls", host="203.0.113.9", port=5061, trunk="carrier"),
-        local=B_LOCAL,
-        media_peer=trunk_peer,
-    )
-    origin = Origin(
-        target=A_TARGET, local=A_LOCAL, caller_uri="sip:alice@example.com", media_peer=office
-    )
-    call, actions = b2b.start(
-        tx=A_TX, invite=_a_invite(), origin=origin, forks=(BOB1, trunk), now=NOW
-    )
-    bob_invite, trunk_invite = (s.request for s in _sends(actions))
-    # An early answer from bob (no media_peer: his target's host), then the trunk's 200.
-    b2b.on_response(_key(bob_invite), _reply(bob_invite, 183, "Progress", body=ANSWER), NOW)
-    ok = _reply(trunk_invite, 200, "OK", to_tag="trunktag", body=ANSWER)
-    b2b.on_response(_key(trunk_invite), ok, NOW + 1)
-    # A re-INVITE from each side: the offer carries that side's peer, the answer the other's.
-    reinvite = _from_a(call, "INVITE", 102, body=OFFER)
-    (sent,) = _sends(b2b.in_dialog(server_key(reinvite), reinvite, call, Side.A, NOW + 2))
-    b2b.on_response(_key(sent.request), _reply(sent.request, 200, "OK", body=ANSWER), NOW + 3)
-    assert media.calls == [
-        ("offer", "a", office),
-        ("answer", "b", MediaPeer(source="192.0.2.21")),
-        ("answer", "b", trunk_peer),
-        ("offer", "a", office),
-        ("answer", "b", trunk_peer),
-    ]
+# -- the signalling source of each leg (issue 13; the media requests: test_b2bua_media.py) --
 
 
 def test_b2bua_media_peer_defaults_to_the_target_host() -> None:

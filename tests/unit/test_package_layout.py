@@ -20,7 +20,6 @@ TOO_LONG_FOR_NOW = frozenset(
     {
         "server.py",
         "calls.py",
-        "core/b2bua.py",
         "nat/turn.py",
     }
 )

@@ -7,8 +7,7 @@ only the headers in :data:`REQUEST_HEADERS_CROSSING` / :data:`RESPONSE_HEADERS_C
 are copied from one leg to the other (topology hiding by construction). Every text that
 crosses (those headers, the caller's display name, a response's reason phrase) goes
 through :func:`crossing_value`: control characters become spaces and an over-long value
-is left behind, so one leg cannot inject bytes into the other leg's phone or logs. SDP
-passes through the media relay.
+is left behind, so one leg cannot inject bytes into the other leg's phone or logs.
 
 The shell (server.py) authenticates and authorizes a call, decides where it goes and
 then calls :meth:`B2bua.start`; afterwards it feeds the B2BUA the responses of the
@@ -17,47 +16,110 @@ ACKs, and the call timers it asked for. Each entry point returns actions: respon
 to send on a server transaction, requests to send to a target (the shell opens a
 client transaction, or sends an ACK for a 2xx directly), call timers, and the call's
 answer and end (for CDRs and the events stream). Time comes in as ``now``.
+
+SDP passes through the media relay, which the B2BUA never calls: a step that needs a
+rewritten SDP (routing the INVITE, an early or final answer, a late-offer ACK, a
+relayed re-INVITE/UPDATE or its answer) returns :class:`AllocateMedia` or
+:class:`AnswerMedia` *last* in its actions and is parked under the request's key; it
+goes on when the shell calls :meth:`B2bua.on_media` with the result. A call that ends
+while steps are parked settles them (:meth:`B2bua._abandon`) and releases its media,
+so no parked step outlives its call; a late result is then dropped.
 """
 
 from __future__ import annotations
 
 import secrets
 from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
-from enum import Enum
-from typing import Protocol
+from dataclasses import dataclass, replace
 
-from ..media.destinations import MediaPeer
 from ..media.errors import MediaRefused
 from ..sip.dialog import Dialog, new_branch, new_tag, uac_dialog, uas_dialog
 from ..sip.digest import answer_challenge
 from ..sip.errors import SipParseError
 from ..sip.layer import TxKey, client_key
 from ..sip.message import Request, Response, response_to
-from ..sip.uac import LocalAddress, cancel_for, in_dialog, make_request
+from ..sip.uac import cancel_for, in_dialog, make_request
+from .callmodel import (
+    DURATION,
+    MAX_CROSSING_VALUE,
+    PROBE,
+    REQUEST_HEADERS_CROSSING,
+    RESPONSE_HEADERS_CROSSING,
+    RING,
+    AllocateMedia,
+    Answered,
+    AnswerMedia,
+    B2buaStatistics,
+    Call,
+    CallAction,
+    CallPolicy,
+    CancelCallTimer,
+    Ended,
+    Fork,
+    ForkLeg,
+    Ignored,
+    MediaAnswered,
+    MediaRequest,
+    MediaResult,
+    Origin,
+    Phase,
+    ProbeSent,
+    Purpose,
+    Relayed,
+    ReleaseMedia,
+    Respond,
+    SendRequest,
+    Side,
+    StartCallTimer,
+    Target,
+    best_failure,
+    check_invite,
+    crossing_headers,
+    crossing_value,
+    disposition_of,
+    map_failure,
+    reason_of,
+)
 
-#: Headers of a request copied onto the other leg; everything else (Via, Contact,
-#: Record-Route, User-Agent, P-* headers, Call-Info...) stays on its own leg.
-REQUEST_HEADERS_CROSSING = (
-    "content-type",
-    "content-disposition",
-    "allow",
-    "accept",
-    "subject",
-    "priority",
-)
-#: Headers of a response copied onto the other leg.
-RESPONSE_HEADERS_CROSSING = (
-    "content-type",
-    "content-disposition",
-    "allow",
-    "accept",
-    "retry-after",
-)
-#: The longest header value, display name or reason phrase copied onto the other leg.
-#: Subjects, display names and content types of real phones are far shorter; a longer
-#: value is dropped (not cut: a cut quoted string or parameter may mean something else).
-MAX_CROSSING_VALUE = 256
+#: The call model is part of this module's interface (the shell and tests import it here).
+__all__ = [
+    "DURATION",
+    "MAX_CROSSING_VALUE",
+    "MAX_FORWARDS",
+    "PROBE",
+    "RELAYED_METHODS",
+    "REQUEST_HEADERS_CROSSING",
+    "RESPONSE_HEADERS_CROSSING",
+    "RING",
+    "AllocateMedia",
+    "AnswerMedia",
+    "Answered",
+    "B2bua",
+    "B2buaStatistics",
+    "Call",
+    "CallAction",
+    "CallPolicy",
+    "CancelCallTimer",
+    "Ended",
+    "Fork",
+    "MediaAnswered",
+    "MediaRequest",
+    "MediaResult",
+    "Origin",
+    "Phase",
+    "ReleaseMedia",
+    "Respond",
+    "SendRequest",
+    "Side",
+    "StartCallTimer",
+    "Target",
+    "best_failure",
+    "check_invite",
+    "crossing_value",
+    "disposition_of",
+    "map_failure",
+]
+
 #: Credentials an ACK for a 2xx repeats from its INVITE (§13.2.2.4, §22.3).
 _CREDENTIALS = frozenset({"authorization", "proxy-authorization"})
 #: Methods relayed to the other leg inside a call; others are answered here.
@@ -65,249 +127,6 @@ RELAYED_METHODS = frozenset({"INVITE", "UPDATE", "INFO"})
 #: Max-Forwards of a B-leg INVITE never exceeds this (RFC 3261 §8.1.1.6), and is one
 #: less than the A-leg's so a loop through B2BUAs still ends (§16.6 step 3 in spirit).
 MAX_FORWARDS = 70
-
-
-class MediaHandler(Protocol):
-    """The media relay, as the B2BUA sees it: SDP in, rewritten SDP out.
-
-    ``side`` is "a" or "b": the leg the SDP came from; ``peer`` is where that leg's SIP
-    comes from, the only address its SDP may name (SSRF, issue 13). ``offer``/``answer``
-    raise :class:`MediaRefused` for an SDP that cannot be carried (488 with a Warning).
-    """
-
-    def offer(self, call: str, side: str, body: bytes, peer: MediaPeer) -> bytes: ...
-
-    def answer(self, call: str, side: str, body: bytes, peer: MediaPeer) -> bytes: ...
-
-    def answered(self, call: str) -> None: ...
-
-    def release(self, call: str) -> None: ...
-
-
-class Side(Enum):
-    A = "a"
-    B = "b"
-
-    @property
-    def other(self) -> Side:
-        return Side.B if self is Side.A else Side.A
-
-
-class Phase(Enum):
-    ROUTING = "routing"
-    EARLY = "early"
-    CONFIRMED = "confirmed"
-    ENDED = "ended"
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Target:
-    """Where a leg's requests go: an existing connection, or a trunk to connect to."""
-
-    transport: str
-    host: str
-    port: int
-    #: The trunk's name when the shell may open a new TLS connection to it.
-    trunk: str | None = None
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Origin:
-    """The caller side, as authorized by the shell."""
-
-    target: Target
-    local: LocalAddress
-    #: The From URI of the B-leg: ``sip:alice@domain`` (never the caller's own From).
-    caller_uri: str
-    caller_display: str | None = None
-    #: Where the caller's media may go before it latches; None: ``target.host``.
-    media_peer: MediaPeer | None = None
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Fork:
-    """One B-leg destination: a registered contact of the callee, or a trunk."""
-
-    request_uri: str
-    to_uri: str
-    target: Target
-    local: LocalAddress
-    #: Digest credentials for a trunk's 401/407 (user name, password).
-    credentials: tuple[str, str] | None = None
-    #: Where the callee's media may go before it latches; None: ``target.host``.
-    media_peer: MediaPeer | None = None
-
-
-# -- actions ---------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Respond:
-    """Answer the server transaction ``tx``."""
-
-    tx: TxKey
-    response: Response
-
-
-@dataclass(frozen=True, slots=True)
-class SendRequest:
-    """Send a request to ``target``: an ACK directly, anything else in a transaction."""
-
-    request: Request
-    target: Target
-
-
-@dataclass(frozen=True, slots=True)
-class StartCallTimer:
-    call: str
-    name: str
-    at: float
-
-
-@dataclass(frozen=True, slots=True)
-class CancelCallTimer:
-    call: str
-    name: str
-
-
-@dataclass(frozen=True, slots=True)
-class Answered:
-    call: str
-    time: float
-
-
-@dataclass(frozen=True, slots=True)
-class Ended:
-    call: str
-    time: float
-    disposition: str
-    status: int
-    reason: str
-    hangup_by: str
-
-
-CallAction = Respond | SendRequest | StartCallTimer | CancelCallTimer | Answered | Ended
-
-#: The call timers, their names as the shell sees them.
-RING, DURATION, PROBE = "ring", "duration", "probe"
-
-
-# -- state -------------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class _ForkLeg:
-    fork: Fork
-    invite: Request
-    provisional: bool = False
-    done: bool = False
-    cancel_when_provisional: bool = False
-    authenticated: bool = False
-
-
-@dataclass(slots=True)
-class _Relay:
-    """A request relayed from one leg; its answer goes back to ``tx`` on ``side``."""
-
-    side: Side
-    tx: TxKey
-    request: Request
-
-    @property
-    def method(self) -> str:
-        return self.request.method
-
-
-@dataclass(slots=True)
-class _Probe:
-    side: Side
-
-
-@dataclass(slots=True)
-class _Ignore:
-    """BYE, CANCEL and stray-dialog clean-up: the answer changes nothing."""
-
-
-_Purpose = _ForkLeg | _Relay | _Probe | _Ignore
-
-
-@dataclass(slots=True)
-class Call:
-    id: str
-    a_tx: TxKey
-    a_invite: Request
-    a_tag: str
-    a_dialog: Dialog
-    origin: Origin
-    b_call_id: str
-    b_tag: str
-    started: float
-    phase: Phase = Phase.ROUTING
-    b_cseq: int = 1
-    forks: list[_ForkLeg] = field(default_factory=list)
-    b_dialog: Dialog | None = None
-    b_leg: _ForkLeg | None = None
-    answered: float | None = None
-    failures: list[Response] = field(default_factory=list)
-    #: The SDP of the B-leg INVITE (the caller's offer, rewritten by the media relay).
-    b_offer: bytes = b""
-    #: A limit on this call's duration stricter than the policy's (a fraud rule's).
-    max_duration: float | None = None
-    #: The side whose re-INVITE/UPDATE is being relayed, if any (§14: one at a time).
-    relaying: Side | None = None
-    #: Late offer (§13.2.2.4): the ACK towards this side waits for the other side's
-    #: ACK, which carries the SDP answer. Value: the CSeq number the ACK must carry.
-    deferred_ack: dict[Side, int] = field(default_factory=dict)
-
-    def dialog(self, side: Side) -> Dialog | None:
-        return self.a_dialog if side is Side.A else self.b_dialog
-
-    def set_dialog(self, side: Side, dialog: Dialog) -> None:
-        if side is Side.A:
-            self.a_dialog = dialog
-        else:
-            self.b_dialog = dialog
-
-    def target(self, side: Side) -> Target:
-        if side is Side.A:
-            return self.origin.target
-        assert self.b_leg is not None
-        return self.b_leg.fork.target
-
-    def local(self, side: Side) -> LocalAddress:
-        if side is Side.A:
-            return self.origin.local
-        assert self.b_leg is not None
-        return self.b_leg.fork.local
-
-    def media_peer(self, side: Side, leg: _ForkLeg | None = None) -> MediaPeer:
-        """The signalling source of ``side`` (of ``leg``, for a B-leg not yet chosen)."""
-        if side is Side.A:
-            return self.origin.media_peer or MediaPeer(source=self.origin.target.host)
-        chosen = leg or self.b_leg
-        if chosen is None:
-            return MediaPeer(source="")
-        return chosen.fork.media_peer or MediaPeer(source=chosen.fork.target.host)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class CallPolicy:
-    ring_timeout: float = 60.0
-    max_duration: float = 14_400.0
-    #: Seconds between in-dialog OPTIONS probes of an answered call; 0 turns them off.
-    probe_interval: float = 300.0
-    #: The warn-agent of Warning headers (RFC 3261 §20.43): our domain.
-    warn_agent: str = "voipsec"
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class B2buaStatistics:
-    active_calls: int
-    started: int
-    answered: int
-    ended: int
-    relayed_requests: int
-    stray_responses: int
 
 
 @dataclass(slots=True)
@@ -319,16 +138,75 @@ class _Counters:
     stray: int = 0
 
 
-class B2bua:
-    """All calls of the edge."""
+# -- steps parked until their media result comes (on_media) -------------------------
 
-    def __init__(self, policy: CallPolicy, media: MediaHandler | None = None) -> None:
+
+@dataclass(slots=True)
+class _Routing:
+    """The caller's offer is being rewritten; then the forks are sent."""
+
+    forks: tuple[Fork, ...]
+
+
+@dataclass(slots=True)
+class _Ringing:
+    """A callee's provisional response with (early) SDP."""
+
+    response: Response
+
+
+@dataclass(slots=True)
+class _Answering:
+    """The 2xx of the fork that won (``call.b_leg``): the caller gets it with our SDP."""
+
+    response: Response
+
+
+@dataclass(slots=True)
+class _Acking:
+    """The caller's (or callee's) ACK carrying a late-offer answer (§13.2.2.4)."""
+
+    side: Side
+    seq: int
+    content_type: str
+
+
+@dataclass(slots=True)
+class _Relaying:
+    """A re-INVITE/UPDATE whose offer is rewritten before it crosses."""
+
+    tx: TxKey
+    request: Request
+    side: Side
+
+
+@dataclass(slots=True)
+class _Replying:
+    """The answer to a relayed re-INVITE/UPDATE, rewritten before it goes back."""
+
+    relay: Relayed
+    response: Response
+
+
+_Step = _Routing | _Ringing | _Answering | _Acking | _Relaying | _Replying
+
+
+class B2bua:
+    """All calls of the edge.
+
+    With ``relay_media`` every SDP goes through the media actions; without it (a
+    signalling-only B2BUA, most unit tests) SDP crosses unchanged.
+    """
+
+    def __init__(self, policy: CallPolicy, *, relay_media: bool = False) -> None:
         self.policy = policy
-        self.media = media
+        self.relay_media = relay_media
         self._calls: dict[str, Call] = {}
         self._by_a_tx: dict[TxKey, Call] = {}
         self._by_dialog: dict[tuple[str, str], tuple[Call, Side]] = {}
-        self._client: dict[TxKey, tuple[Call, _Purpose]] = {}
+        self._client: dict[TxKey, tuple[Call, Purpose]] = {}
+        self._parked: dict[int, tuple[Call, _Step]] = {}
+        self._last_key = 0
         self._counters = _Counters()
 
     def __len__(self) -> int:
@@ -349,7 +227,10 @@ class B2bua:
         now: float,
         max_duration: float | None = None,
     ) -> tuple[Call, list[CallAction]]:
-        """A new authorized INVITE: 100 Trying to the caller, an INVITE to each fork."""
+        """A new authorized INVITE: 100 Trying to the caller, an INVITE to each fork.
+
+        The 100 Trying goes first, before the caller's offer is rewritten: the relay may
+        take longer than the 200 ms after which §17.2.1 wants it sent."""
         a_tag = new_tag()
         call = Call(
             id=secrets.token_hex(8),
@@ -369,20 +250,94 @@ class B2bua:
         self._by_dialog[(call.b_call_id, call.b_tag)] = (call, Side.B)
         self._counters.started += 1
         call.b_offer = invite.body
-        if self.media is not None and invite.body:
-            try:
-                call.b_offer = self.media.offer(call.id, "a", invite.body, call.media_peer(Side.A))
-            except MediaRefused as err:
-                refusal = self._refusal(invite, err, call.a_tag)
-                return call, [
-                    Respond(tx, refusal),
-                    *self._finish(call, now, "rejected", err.status, err.warning, ""),
-                ]
-        actions: list[CallAction] = [Respond(tx, response_to(invite, 100, "Trying"))]
-        for fork in forks:
-            actions.append(self._send_fork(call, fork, now))
+        trying = Respond(tx, response_to(invite, 100, "Trying"))
+        if self.relay_media and invite.body:
+            step = _Routing(forks=tuple(forks))
+            return call, [trying, self._request(call, step, Side.A, invite.body, offer=True)]
+        return call, [trying, *self._route(call, forks, now)]
+
+    def _route(self, call: Call, forks: Iterable[Fork], now: float) -> list[CallAction]:
+        actions: list[CallAction] = [self._send_fork(call, fork, now) for fork in forks]
         actions.append(StartCallTimer(call.id, RING, now + self.policy.ring_timeout))
-        return call, actions
+        return actions
+
+    def _routed(
+        self, call: Call, step: _Routing, result: MediaResult, now: float
+    ) -> list[CallAction]:
+        if isinstance(result, MediaRefused):
+            refusal = self._refusal(call.a_invite, result, call.a_tag)
+            ended = self._finish(call, now, "rejected", result.status, result.warning, "")
+            return [Respond(call.a_tx, refusal), *ended]
+        call.b_offer = result
+        return self._route(call, step.forks, now)
+
+    # -- media requests and their results ----------------------------------------------
+
+    def _request(
+        self,
+        call: Call,
+        step: _Step,
+        side: Side,
+        sdp: bytes,
+        *,
+        offer: bool,
+        leg: ForkLeg | None = None,
+    ) -> MediaRequest:
+        """Park ``step`` until the relay has rewritten ``sdp`` from ``side``."""
+        self._last_key += 1
+        key = self._last_key
+        self._parked[key] = (call, step)
+        call.parked.append(key)
+        peer = call.media_peer(side, leg)
+        if offer:
+            return AllocateMedia(key, call.id, side, sdp, peer)
+        return AnswerMedia(key, call.id, side, sdp, peer)
+
+    def on_media(self, key: int, result: MediaResult, now: float) -> list[CallAction]:
+        """The result of the media request ``key``: its parked step goes on.
+
+        A key that is not parked belongs to a call that ended meanwhile (its media was
+        released then) or to no request at all: nothing happens."""
+        entry = self._parked.pop(key, None)
+        if entry is None:
+            return []
+        call, step = entry
+        call.parked.remove(key)
+        if isinstance(step, _Routing):
+            return self._routed(call, step, result, now)
+        if isinstance(step, _Ringing):
+            # Early media we cannot carry: the ringing still goes through.
+            body = b"" if isinstance(result, MediaRefused) else result
+            return self._ringing(call, step.response, body)
+        if isinstance(step, _Answering):
+            return self._answered(call, step.response, result, now)
+        if isinstance(step, _Acking):
+            return self._acked(call, step, result, now)
+        if isinstance(step, _Relaying):
+            return self._relayed(call, step, result)
+        return self._replied(call, step, result)
+
+    def _abandon(self, call: Call) -> list[CallAction]:
+        """Settle the steps still parked when ``call`` ends, so none outlives it.
+
+        A relayed request still waiting gets 487 (RFC 3261 §15.1.2); a callee whose 2xx
+        waited for its SDP is ACKed if it was not yet (§13.2.2.4) and sent a BYE; a
+        late-offer ACK goes without its SDP; the rest needs nothing."""
+        actions: list[CallAction] = []
+        for key in call.parked:
+            _, step = self._parked.pop(key)
+            if isinstance(step, _Relaying):
+                terminated = response_to(step.request, 487, "Request Terminated")
+                actions.append(Respond(step.tx, terminated))
+            elif isinstance(step, _Replying):
+                terminated = response_to(step.relay.request, 487, "Request Terminated")
+                actions.append(Respond(step.relay.tx, terminated))
+            elif isinstance(step, _Answering):
+                actions += self._drop_answer(call)
+            elif isinstance(step, _Acking):
+                actions.append(self._ack_to(call, step, b""))
+        call.parked.clear()
+        return actions
 
     def _send_fork(
         self, call: Call, fork: Fork, now: float, authorization: tuple[str, str] | None = None
@@ -403,9 +358,9 @@ class B2bua:
         ]
         if authorization is not None:
             headers.append(authorization)
-        headers += _crossing(call.a_invite, REQUEST_HEADERS_CROSSING)
+        headers += crossing_headers(call.a_invite, REQUEST_HEADERS_CROSSING)
         request = make_request("INVITE", fork.request_uri, headers, call.b_offer)
-        leg = _ForkLeg(fork=fork, invite=request, authenticated=authorization is not None)
+        leg = ForkLeg(fork=fork, invite=request, authenticated=authorization is not None)
         call.forks.append(leg)
         self._client[client_key(branch, "INVITE")] = (call, leg)
         return SendRequest(request, fork.target)
@@ -418,12 +373,12 @@ class B2bua:
             self._counters.stray += 1
             return []
         call, purpose = entry
-        if isinstance(purpose, _ForkLeg):
+        if isinstance(purpose, ForkLeg):
             return self._fork_response(call, purpose, response, now)
-        if isinstance(purpose, _Relay):
+        if isinstance(purpose, Relayed):
             return self._relay_response(call, purpose, response, now)
         probe_failed = response.status in (408, 481) and call.phase is Phase.CONFIRMED
-        if isinstance(purpose, _Probe) and probe_failed:
+        if isinstance(purpose, ProbeSent) and probe_failed:
             return self._hang_up(call, now, reason="far end vanished", by="system")
         return []
 
@@ -433,14 +388,14 @@ class B2bua:
         if entry is None:
             return []
         call, purpose = entry
-        if isinstance(purpose, _ForkLeg):
+        if isinstance(purpose, ForkLeg):
             fake = response_to(purpose.invite, 408, "Request Timeout")
             return self._fork_failure(call, purpose, fake, now)
-        if isinstance(purpose, _Relay):
+        if isinstance(purpose, Relayed):
             return self._relay_response(
                 call, purpose, response_to(purpose.request, 408, "Request Timeout"), now
             )
-        if isinstance(purpose, _Probe) and call.phase is Phase.CONFIRMED:
+        if isinstance(purpose, ProbeSent) and call.phase is Phase.CONFIRMED:
             return self._hang_up(call, now, reason="far end vanished", by="system")
         return []
 
@@ -453,7 +408,7 @@ class B2bua:
         self._client.pop(key, None)
 
     def _fork_response(
-        self, call: Call, leg: _ForkLeg, response: Response, now: float
+        self, call: Call, leg: ForkLeg, response: Response, now: float
     ) -> list[CallAction]:
         status = response.status
         if status < 200:
@@ -461,7 +416,7 @@ class B2bua:
         if status < 300:
             return self._fork_answered(call, leg, response, now)
         challenged = status in (401, 407) and leg.fork.credentials and not leg.authenticated
-        if challenged and not leg.done and call.phase in (Phase.ROUTING, Phase.EARLY):
+        if challenged and not leg.done and _searching(call):
             # Never ring a trunk again for a call that is over or answered elsewhere.
             retry = self._authenticated_retry(call, leg, response, now)
             if retry is not None:
@@ -469,22 +424,27 @@ class B2bua:
                 return [retry]
         return self._fork_failure(call, leg, response, now)
 
-    def _fork_provisional(self, call: Call, leg: _ForkLeg, response: Response) -> list[CallAction]:
+    def _fork_provisional(self, call: Call, leg: ForkLeg, response: Response) -> list[CallAction]:
         leg.provisional = True
         if leg.cancel_when_provisional:
             leg.cancel_when_provisional = False
             return [self._cancel_leg(call, leg)]
-        if response.status == 100 or call.phase not in (Phase.ROUTING, Phase.EARLY):
+        if response.status == 100 or not _searching(call):
             return []
-        try:
-            body = self._b_body_to_a(call, response, leg)
-        except MediaRefused:
-            body = b""  # early media we cannot carry: the ringing still goes through
+        if self.relay_media and response.body:
+            offer = not call.a_invite.body  # a late offer may come in a reliable 18x
+            step = _Ringing(response=response)
+            return [self._request(call, step, Side.B, response.body, offer=offer, leg=leg)]
+        return self._ringing(call, response, response.body)
+
+    def _ringing(self, call: Call, response: Response, body: bytes) -> list[CallAction]:
+        if not _searching(call):
+            return []  # answered (or being answered) meanwhile
         call.phase = Phase.EARLY
         return [Respond(call.a_tx, self._a_response(call, response, body))]
 
     def _fork_answered(
-        self, call: Call, leg: _ForkLeg, response: Response, now: float
+        self, call: Call, leg: ForkLeg, response: Response, now: float
     ) -> list[CallAction]:
         try:
             dialog = uac_dialog(leg.invite, response)
@@ -506,23 +466,32 @@ class B2bua:
         if winner is not None or call.phase is Phase.ENDED:
             # Another fork answered first, or the call is over: this dialog is unwanted.
             bye, _ = in_dialog(dialog, "BYE", leg.fork.local)
-            self._client[client_key(bye.top_via.branch or "", "BYE")] = (call, _Ignore())
+            self._client[client_key(bye.top_via.branch or "", "BYE")] = (call, Ignored())
             return [*actions, SendRequest(bye, leg.fork.target)]
-        try:
-            body = self._b_body_to_a(call, response, leg)
-        except MediaRefused as err:
-            return self._media_failed(call, leg, dialog, err, now)
+        # This fork wins now, before its SDP is rewritten: another fork's 2xx meanwhile
+        # gets a BYE, and no failure of the others ends the call.
         leg.done = True
         call.b_dialog = dialog
         call.b_leg = leg
-        if self.media is not None:
-            self.media.answered(call.id)
-        if Side.B in call.deferred_ack:
-            call.deferred_ack[Side.B] = leg.invite.cseq.seq
+        if self.relay_media and response.body:
+            step = _Answering(response=response)
+            offer = not call.a_invite.body  # late offer: the 2xx carries it
+            return [*actions, self._request(call, step, Side.B, response.body, offer=offer)]
+        return actions + self._answered(call, response, response.body, now)
+
+    def _answered(
+        self, call: Call, response: Response, result: MediaResult, now: float
+    ) -> list[CallAction]:
+        """The winning 2xx goes to the caller: the call is answered."""
+        leg = call.b_leg
+        assert leg is not None
+        if isinstance(result, MediaRefused):
+            return self._media_failed(call, leg, result, now)
+        actions: list[CallAction] = [MediaAnswered(call.id)] if self.relay_media else []
         call.phase = Phase.CONFIRMED
         call.answered = now
         self._counters.answered += 1
-        actions.append(Respond(call.a_tx, self._a_response(call, response, body)))
+        actions.append(Respond(call.a_tx, self._a_response(call, response, result)))
         actions += self._cancel_other_forks(call, leg)
         actions += [
             CancelCallTimer(call.id, RING),
@@ -538,27 +507,26 @@ class B2bua:
             return self.policy.max_duration
         return min(self.policy.max_duration, call.max_duration)
 
-    def _b_body_to_a(self, call: Call, response: Response, leg: _ForkLeg) -> bytes:
-        """The callee's SDP as the caller gets it: through the media relay, if any."""
-        if not response.body or self.media is None:
-            return response.body
-        peer = call.media_peer(Side.B, leg)
-        if call.a_invite.body:
-            return self.media.answer(call.id, "b", response.body, peer)
-        return self.media.offer(call.id, "b", response.body, peer)  # late offer in the 2xx
-
     def _media_failed(
-        self, call: Call, leg: _ForkLeg, dialog: Dialog, err: MediaRefused, now: float
+        self, call: Call, leg: ForkLeg, err: MediaRefused, now: float
     ) -> list[CallAction]:
         """The callee answered with media we cannot carry: end its dialog, 488 the caller."""
-        call.deferred_ack.pop(Side.B, None)
-        leg.done = True
-        bye, _ = in_dialog(dialog, "BYE", leg.fork.local)
-        self._client[client_key(bye.top_via.branch or "", "BYE")] = (call, _Ignore())
-        actions: list[CallAction] = [self._ack(dialog, leg), SendRequest(bye, leg.fork.target)]
+        actions = self._drop_answer(call)
         actions += self._cancel_other_forks(call, winner=None)
         actions.append(Respond(call.a_tx, self._refusal(call.a_invite, err, call.a_tag)))
         return actions + self._finish(call, now, "failed", err.status, err.warning, "")
+
+    def _drop_answer(self, call: Call) -> list[CallAction]:
+        """End the dialog of a 2xx the caller will not get: ACK it if that still waits
+        for the caller's answer (§13.2.2.4), then BYE. Nothing when the callee's own BYE
+        ended it (see :meth:`_bye`)."""
+        dialog, leg = call.b_dialog, call.b_leg
+        if dialog is None or leg is None:
+            return []
+        actions: list[CallAction] = []
+        if call.deferred_ack.pop(Side.B, None) is not None:
+            actions.append(self._ack(dialog, leg))
+        return actions + self._send_bye(call, Side.B)
 
     def _refusal(self, request: Request, err: MediaRefused, to_tag: str | None) -> Response:
         warning = err.warning.replace('"', "'")
@@ -571,7 +539,7 @@ class B2bua:
         )
 
     def _ack(
-        self, dialog: Dialog, leg: _ForkLeg, body: bytes = b"", content_type: str = ""
+        self, dialog: Dialog, leg: ForkLeg, body: bytes = b"", content_type: str = ""
     ) -> SendRequest:
         """§13.2.2.4: the ACK of a 2xx, with the INVITE's credentials."""
         extra = [(h.name, h.value) for h in leg.invite.headers if h.key in _CREDENTIALS]
@@ -583,12 +551,12 @@ class B2bua:
         return SendRequest(ack, leg.fork.target)
 
     def _fork_failure(
-        self, call: Call, leg: _ForkLeg, response: Response, now: float
+        self, call: Call, leg: ForkLeg, response: Response, now: float
     ) -> list[CallAction]:
         leg.done = True
         call.failures.append(response)
-        if call.phase in (Phase.CONFIRMED, Phase.ENDED):
-            return []
+        if not _searching(call):
+            return []  # answered (or being answered) elsewhere, or over
         cancels: list[CallAction] = []
         if response.status >= 600:
             # §16.7 step 5: a global failure ends the search; CANCEL the other forks.
@@ -596,13 +564,15 @@ class B2bua:
         elif any(not f.done for f in call.forks):
             return []
         final = best_failure(call.failures)
-        status, reason = map_failure(final.status, _reason(final))
+        status, reason = map_failure(final.status, reason_of(final))
         response_out = response_to(
             call.a_invite,
             status,
             reason,
             to_tag=call.a_tag,
-            extra=_crossing(final, RESPONSE_HEADERS_CROSSING) if status == final.status else (),
+            extra=crossing_headers(final, RESPONSE_HEADERS_CROSSING)
+            if status == final.status
+            else (),
         )
         actions: list[CallAction] = [*cancels, Respond(call.a_tx, response_out)]
         return actions + self._finish(
@@ -610,7 +580,7 @@ class B2bua:
         )
 
     def _authenticated_retry(
-        self, call: Call, leg: _ForkLeg, response: Response, now: float
+        self, call: Call, leg: ForkLeg, response: Response, now: float
     ) -> SendRequest | None:
         """Answer a trunk's 401/407 once with the configured credentials (RFC 3261 §22.2)."""
         assert leg.fork.credentials is not None
@@ -623,7 +593,7 @@ class B2bua:
         call.b_cseq += 1
         return self._send_fork(call, leg.fork, now, authorization=authorization)
 
-    def _cancel_other_forks(self, call: Call, winner: _ForkLeg | None) -> list[CallAction]:
+    def _cancel_other_forks(self, call: Call, winner: ForkLeg | None) -> list[CallAction]:
         actions: list[CallAction] = []
         for leg in call.forks:
             if leg is winner or leg.done:
@@ -636,9 +606,9 @@ class B2bua:
                 leg.cancel_when_provisional = True
         return actions
 
-    def _cancel_leg(self, call: Call, leg: _ForkLeg) -> SendRequest:
+    def _cancel_leg(self, call: Call, leg: ForkLeg) -> SendRequest:
         cancel = cancel_for(leg.invite)
-        self._client[client_key(cancel.top_via.branch or "", "CANCEL")] = (call, _Ignore())
+        self._client[client_key(cancel.top_via.branch or "", "CANCEL")] = (call, Ignored())
         return SendRequest(cancel, leg.fork.target)
 
     # -- requests from the caller that are not in a dialog yet ----------------------
@@ -724,24 +694,30 @@ class B2bua:
         if seq is None or dialog is None:
             return []
         content_type = crossing_value(request.headers.get("content-type") or "") or ""
-        body = request.body
-        refused: MediaRefused | None = None
-        if body and self.media is not None:
-            try:
-                body = self.media.answer(call.id, side.value, body, call.media_peer(side))
-            except MediaRefused as err:
-                body, refused = b"", err
-        if side.other is Side.B and call.b_leg is not None:
-            actions: list[CallAction] = [self._ack(dialog, call.b_leg, body, content_type)]
-        else:
-            extra = [("Content-Type", content_type)] if body and content_type else []
-            ack, _ = in_dialog(
-                dialog, "ACK", call.local(side.other), seq=seq, extra=extra, body=body
-            )
-            actions = [SendRequest(ack, call.target(side.other))]
-        if refused is not None:
-            actions += self._hang_up(call, now, reason=refused.warning, by="system")
-        return actions
+        step = _Acking(side=side, seq=seq, content_type=content_type)
+        if self.relay_media and request.body:
+            return [self._request(call, step, side, request.body, offer=False)]
+        return [self._ack_to(call, step, request.body)]
+
+    def _acked(
+        self, call: Call, step: _Acking, result: MediaResult, now: float
+    ) -> list[CallAction]:
+        if isinstance(result, MediaRefused):
+            # The 2xx is ACKed all the same (§13.2.2.4), then the call ends.
+            actions: list[CallAction] = [self._ack_to(call, step, b"")]
+            return actions + self._hang_up(call, now, reason=result.warning, by="system")
+        return [self._ack_to(call, step, result)]
+
+    def _ack_to(self, call: Call, step: _Acking, body: bytes) -> SendRequest:
+        """The deferred ACK towards the side opposite ``step.side``, carrying ``body``."""
+        far = step.side.other
+        dialog = call.dialog(far)
+        assert dialog is not None
+        if far is Side.B and call.b_leg is not None:
+            return self._ack(dialog, call.b_leg, body, step.content_type)
+        extra = [("Content-Type", step.content_type)] if body and step.content_type else []
+        ack, _ = in_dialog(dialog, "ACK", call.local(far), seq=step.seq, extra=extra, body=body)
+        return SendRequest(ack, call.target(far))
 
     def _bye(
         self, tx: TxKey, request: Request, call: Call, side: Side, now: float
@@ -749,7 +725,10 @@ class B2bua:
         actions: list[CallAction] = [Respond(tx, response_to(request, 200, "OK"))]
         by = "caller" if side is Side.A else "callee"
         if call.phase is not Phase.CONFIRMED:
-            # A BYE of an early dialog from the caller (§15): like a CANCEL.
+            # A BYE of an early dialog from the caller (§15): like a CANCEL. From the
+            # callee whose 2xx waits for its SDP: its dialog is over, nothing to BYE.
+            if side is Side.B:
+                call.b_dialog = None
             actions.append(
                 Respond(
                     call.a_tx,
@@ -782,31 +761,40 @@ class B2bua:
             dialog_here = call.dialog(side)
             assert dialog_here is not None
             call.set_dialog(side, replace(dialog_here, remote_target=str(request.contacts[0].uri)))
+        if self.relay_media and request.body and request.method in ("INVITE", "UPDATE"):
+            call.relaying = side  # from now on, as if it had crossed (glare, §14)
+            step = _Relaying(tx=tx, request=request, side=side)
+            return [self._request(call, step, side, request.body, offer=True)]
+        return self._relay_out(call, tx, request, side, request.body)
+
+    def _relayed(self, call: Call, step: _Relaying, result: MediaResult) -> list[CallAction]:
+        if isinstance(result, MediaRefused):
+            call.relaying = None
+            return [Respond(step.tx, self._refusal(step.request, result, None))]
+        return self._relay_out(call, step.tx, step.request, step.side, result)
+
+    def _relay_out(
+        self, call: Call, tx: TxKey, request: Request, side: Side, body: bytes
+    ) -> list[CallAction]:
         other = side.other
         dialog = call.dialog(other)
         assert dialog is not None
-        body = request.body
-        if body and self.media is not None and request.method in ("INVITE", "UPDATE"):
-            try:
-                body = self.media.offer(call.id, side.value, body, call.media_peer(side))
-            except MediaRefused as err:
-                return [Respond(tx, self._refusal(request, err, None))]
         out, dialog = in_dialog(
             dialog,
             request.method,
             call.local(other),
-            extra=_crossing(request, REQUEST_HEADERS_CROSSING),
+            extra=crossing_headers(request, REQUEST_HEADERS_CROSSING),
             body=body,
         )
         call.set_dialog(other, dialog)
         call.relaying = side
         self._counters.relayed += 1
         key = client_key(out.top_via.branch or "", out.method)
-        self._client[key] = (call, _Relay(side=side, tx=tx, request=request))
+        self._client[key] = (call, Relayed(side=side, tx=tx, request=request))
         return [SendRequest(out, call.target(other))]
 
     def _relay_response(
-        self, call: Call, relay: _Relay, response: Response, now: float
+        self, call: Call, relay: Relayed, response: Response, now: float
     ) -> list[CallAction]:
         actions: list[CallAction] = []
         far = relay.side.other
@@ -828,29 +816,33 @@ class B2bua:
                 actions.append(SendRequest(ack, call.target(far)))
         if response.status == 100:
             return actions
-        body = response.body
-        if body and self.media is not None and relay.method in ("INVITE", "UPDATE"):
-            try:
-                peer = call.media_peer(far)
-                if relay.request.body:
-                    body = self.media.answer(call.id, far.value, body, peer)
-                else:
-                    body = self.media.offer(call.id, far.value, body, peer)
-            except MediaRefused as err:
-                actions.append(Respond(relay.tx, self._refusal(relay.request, err, None)))
-                return actions
+        if self.relay_media and response.body and relay.method in ("INVITE", "UPDATE"):
+            offer = not relay.request.body  # late offer: the 2xx carries it
+            step = _Replying(relay=relay, response=response)
+            actions.append(self._request(call, step, far, response.body, offer=offer))
+            return actions
+        actions.append(self._reply(call, relay, response, response.body))
+        return actions
+
+    def _replied(self, call: Call, step: _Replying, result: MediaResult) -> list[CallAction]:
+        relay = step.relay
+        if isinstance(result, MediaRefused):
+            return [Respond(relay.tx, self._refusal(relay.request, result, None))]
+        return [self._reply(call, relay, step.response, result)]
+
+    def _reply(self, call: Call, relay: Relayed, response: Response, body: bytes) -> Respond:
+        """The far side's answer to a relayed request, as the side that sent it gets it."""
         out = response_to(
             relay.request,
             response.status,
-            _reason(response),
+            reason_of(response),
             extra=(
                 *_contact(call, relay.side, relay.method),
-                *_crossing(response, RESPONSE_HEADERS_CROSSING),
+                *crossing_headers(response, RESPONSE_HEADERS_CROSSING),
             ),
             body=body,
         )
-        actions.append(Respond(relay.tx, out))
-        return actions
+        return Respond(relay.tx, out)
 
     # -- timers -------------------------------------------------------------------
 
@@ -885,7 +877,7 @@ class B2bua:
             return []
         options, dialog = in_dialog(dialog, "OPTIONS", call.local(side))
         call.set_dialog(side, dialog)
-        self._client[client_key(options.top_via.branch or "", "OPTIONS")] = (call, _Probe(side))
+        self._client[client_key(options.top_via.branch or "", "OPTIONS")] = (call, ProbeSent(side))
         return [SendRequest(options, call.target(side))]
 
     def hang_up(self, call_id: str, now: float, reason: str) -> list[CallAction]:
@@ -905,7 +897,7 @@ class B2bua:
             return []
         bye, dialog = in_dialog(dialog, "BYE", call.local(side))
         call.set_dialog(side, dialog)
-        self._client[client_key(bye.top_via.branch or "", "BYE")] = (call, _Ignore())
+        self._client[client_key(bye.top_via.branch or "", "BYE")] = (call, Ignored())
         return [SendRequest(bye, call.target(side))]
 
     def _finish(
@@ -917,15 +909,17 @@ class B2bua:
         reason: str,
         hangup_by: str,
     ) -> list[CallAction]:
+        settled = self._abandon(call)
         call.phase = Phase.ENDED
-        if self.media is not None:
-            self.media.release(call.id)
         self._calls.pop(call.id, None)
         self._by_a_tx.pop(call.a_tx, None)
         self._by_dialog.pop((call.a_invite.call_id, call.a_tag), None)
         self._by_dialog.pop((call.b_call_id, call.b_tag), None)
         self._counters.ended += 1
+        released: list[CallAction] = [ReleaseMedia(call.id)] if self.relay_media else []
         return [
+            *settled,
+            *released,
             CancelCallTimer(call.id, RING),
             CancelCallTimer(call.id, DURATION),
             CancelCallTimer(call.id, PROBE),
@@ -942,12 +936,12 @@ class B2bua:
         return response_to(
             call.a_invite,
             response.status,
-            _reason(response),
+            reason_of(response),
             to_tag=call.a_tag,
             extra=(
                 *record_route,
                 ("Contact", call.origin.local.contact(secure=secure)),
-                *_crossing(response, RESPONSE_HEADERS_CROSSING),
+                *crossing_headers(response, RESPONSE_HEADERS_CROSSING),
             ),
             body=body,
         )
@@ -961,65 +955,11 @@ class B2bua:
             ended=c.ended,
             relayed_requests=c.relayed,
             stray_responses=c.stray,
+            pending_media=len(self._parked),
         )
 
 
 # -- pure helpers --------------------------------------------------------------------
-
-
-def check_invite(invite: Request) -> None:
-    """Raise :class:`SipParseError` now for anything of ``invite`` that :meth:`B2bua.start`
-    parses: the From tag and Contact of the dialog (RFC 3261 §12.1.1, §8.1.1.8), the
-    To/From URIs, the CSeq and Max-Forwards. Header bodies are parsed on first use, so
-    the shell calls this before it books the call anywhere (fraud engine, CDR)."""
-    uas_dialog(invite, "check")
-    invite.int_header("max-forwards")
-
-
-def crossing_value(value: str) -> str | None:
-    """``value`` as it may be copied onto the other leg: every C0 control character but
-    HTAB, DEL and every C1 control (ESC, bare CR or LF, NUL, CSI...) replaced by a space,
-    or ``None`` when it is longer than :data:`MAX_CROSSING_VALUE`.
-
-    A space keeps a quoted string valid (RFC 3261 §25.1: qdtext and quoted-pair take
-    SP but never CR or LF) and words apart; dropping the character could join ``\\``
-    to the closing quote. Terminals and log viewers act on ESC and C1 codes."""
-    if len(value) > MAX_CROSSING_VALUE:
-        return None
-    return value.translate(_CONTROLS)
-
-
-#: C0 (HTAB kept), DEL and C1 to a space; see crossing_value.
-_CONTROLS = {c: " " for c in [*range(0x09), *range(0x0A, 0x20), *range(0x7F, 0xA0)]}
-
-
-def _crossing(message: Request | Response, allowed: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
-    """The headers of ``message`` allowed onto the other leg, in their order, each value
-    through :func:`crossing_value` (one that is too long stays behind)."""
-    out: list[tuple[str, str]] = []
-    for h in message.headers:
-        if h.key in allowed:
-            value = crossing_value(h.value)
-            if value is not None:
-                out.append((h.name, value))
-    return tuple(out)
-
-
-def _reason(response: Response) -> str:
-    """The reason phrase of ``response`` for the other leg: its own when it may cross,
-    else its class's name (RFC 3261 §7.2: the phrase is for humans only)."""
-    reason = crossing_value(response.reason)
-    return reason if reason is not None else _CLASS_PHRASES.get(response.status // 100, "")
-
-
-_CLASS_PHRASES = {
-    1: "Provisional",
-    2: "Success",
-    3: "Redirection",
-    4: "Client Error",
-    5: "Server Error",
-    6: "Global Failure",
-}
 
 
 def _accept_remote(dialog: Dialog, request: Request, side: Side) -> Dialog:
@@ -1036,41 +976,6 @@ def _contact(call: Call, side: Side, method: str) -> tuple[tuple[str, str], ...]
     return ()
 
 
-#: §16.7 step 6 in spirit: which failure the caller hears when every fork failed.
-def best_failure(failures: list[Response]) -> Response:
-    def rank(r: Response) -> tuple[int, int]:
-        s = r.status
-        if s >= 600:
-            return (0, s)
-        if s in (486, 487):
-            return (1, s)
-        if 400 <= s < 500 and s != 408:
-            return (2, s)
-        if 500 <= s < 600:
-            return (3, s)
-        return (4, s)
-
-    return min(failures, key=rank)
-
-
-#: A callee-side status the caller should not see as such. 503 means "this server is
-#: overloaded, try another" to the caller's phone (RFC 3261 §21.5.4, RFC 3263), which
-#: is false of voipsec when the callee side failed; 401/407 are the far end's
-#: challenges that we could not answer.
-_MAPPED: dict[int, tuple[int, str]] = {
-    503: (480, "Temporarily Unavailable"),
-    401: (403, "Forbidden"),
-    407: (403, "Forbidden"),
-}
-
-
-def map_failure(status: int, reason: str) -> tuple[int, str]:
-    return _MAPPED.get(status, (status, reason))
-
-
-def disposition_of(status: int) -> str:
-    if status in (486, 600, 603):
-        return "busy"
-    if status in (408, 480, 487):
-        return "no_answer"
-    return "failed"
+def _searching(call: Call) -> bool:
+    """Whether the call still looks for its callee: not over, and no fork has won."""
+    return call.phase in (Phase.ROUTING, Phase.EARLY) and call.b_leg is None

@@ -1,0 +1,435 @@
+"""The call model of the B2BUA (sans-IO): legs, targets, actions, call state, and the
+pure rules of what crosses from one leg to the other.
+
+:mod:`.b2bua` decides; this module holds what it decides about and what it returns,
+so that the shell (``calls.py``) and the tests can name the actions without reading
+the state machine. Media is a request/result pair like any other I/O: the B2BUA
+returns :class:`AllocateMedia` (an SDP offer) or :class:`AnswerMedia` (an SDP answer)
+with a ``key``, parks the step that needs the rewritten SDP, and continues when the
+shell feeds the outcome back with :meth:`.b2bua.B2bua.on_media`: the rewritten SDP,
+or :class:`MediaRefused` with the status and Warning the request gets.
+:class:`MediaAnswered` and :class:`ReleaseMedia` expect no result.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+from ..media.destinations import MediaPeer
+from ..media.errors import MediaRefused
+from ..sip.dialog import Dialog, uas_dialog
+from ..sip.layer import TxKey
+from ..sip.message import Request, Response
+from ..sip.uac import LocalAddress
+
+#: Headers of a request copied onto the other leg; everything else (Via, Contact,
+#: Record-Route, User-Agent, P-* headers, Call-Info...) stays on its own leg.
+REQUEST_HEADERS_CROSSING = (
+    "content-type",
+    "content-disposition",
+    "allow",
+    "accept",
+    "subject",
+    "priority",
+)
+#: Headers of a response copied onto the other leg.
+RESPONSE_HEADERS_CROSSING = (
+    "content-type",
+    "content-disposition",
+    "allow",
+    "accept",
+    "retry-after",
+)
+#: The longest header value, display name or reason phrase copied onto the other leg.
+#: Subjects, display names and content types of real phones are far shorter; a longer
+#: value is dropped (not cut: a cut quoted string or parameter may mean something else).
+MAX_CROSSING_VALUE = 256
+
+
+class Side(Enum):
+    A = "a"
+    B = "b"
+
+    @property
+    def other(self) -> Side:
+        return Side.B if self is Side.A else Side.A
+
+
+class Phase(Enum):
+    ROUTING = "routing"
+    EARLY = "early"
+    CONFIRMED = "confirmed"
+    ENDED = "ended"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Target:
+    """Where a leg's requests go: an existing connection, or a trunk to connect to."""
+
+    transport: str
+    host: str
+    port: int
+    #: The trunk's name when the shell may open a new TLS connection to it.
+    trunk: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Origin:
+    """The caller side, as authorized by the shell."""
+
+    target: Target
+    local: LocalAddress
+    #: The From URI of the B-leg: ``sip:alice@domain`` (never the caller's own From).
+    caller_uri: str
+    caller_display: str | None = None
+    #: Where the caller's media may go before it latches; None: ``target.host``.
+    media_peer: MediaPeer | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Fork:
+    """One B-leg destination: a registered contact of the callee, or a trunk."""
+
+    request_uri: str
+    to_uri: str
+    target: Target
+    local: LocalAddress
+    #: Digest credentials for a trunk's 401/407 (user name, password).
+    credentials: tuple[str, str] | None = None
+    #: Where the callee's media may go before it latches; None: ``target.host``.
+    media_peer: MediaPeer | None = None
+
+
+# -- actions ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Respond:
+    """Answer the server transaction ``tx``."""
+
+    tx: TxKey
+    response: Response
+
+
+@dataclass(frozen=True, slots=True)
+class SendRequest:
+    """Send a request to ``target``: an ACK directly, anything else in a transaction."""
+
+    request: Request
+    target: Target
+
+
+@dataclass(frozen=True, slots=True)
+class StartCallTimer:
+    call: str
+    name: str
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class CancelCallTimer:
+    call: str
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class Answered:
+    call: str
+    time: float
+
+
+@dataclass(frozen=True, slots=True)
+class Ended:
+    call: str
+    time: float
+    disposition: str
+    status: int
+    reason: str
+    hangup_by: str
+
+
+@dataclass(frozen=True, slots=True)
+class AllocateMedia:
+    """Rewrite the SDP offer ``sdp`` from ``side`` for the other side; the relay opens
+    the call's port pairs on its first offer. The result comes back under ``key``.
+
+    ``peer`` is where that side's SIP comes from, the only address its SDP may name
+    (SSRF, issue 13)."""
+
+    key: int
+    call: str
+    side: Side
+    sdp: bytes
+    peer: MediaPeer
+
+
+@dataclass(frozen=True, slots=True)
+class AnswerMedia:
+    """Rewrite the SDP answer ``sdp`` from ``side`` to the relay's offer, for the offerer."""
+
+    key: int
+    call: str
+    side: Side
+    sdp: bytes
+    peer: MediaPeer
+
+
+@dataclass(frozen=True, slots=True)
+class MediaAnswered:
+    """The call was answered: its media timeout starts counting (no result)."""
+
+    call: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseMedia:
+    """The call is over: its ports go back to the pool (no result). Comes before
+    :class:`Ended`, so the media report is final when the call's end is recorded."""
+
+    call: str
+
+
+#: A media request: the B2BUA waits for its result (:meth:`.b2bua.B2bua.on_media`).
+MediaRequest = AllocateMedia | AnswerMedia
+#: What a media request gives back: the rewritten SDP, or why it cannot be carried.
+MediaResult = bytes | MediaRefused
+
+
+CallAction = (
+    Respond
+    | SendRequest
+    | StartCallTimer
+    | CancelCallTimer
+    | Answered
+    | Ended
+    | AllocateMedia
+    | AnswerMedia
+    | MediaAnswered
+    | ReleaseMedia
+)
+
+#: The call timers, their names as the shell sees them.
+RING, DURATION, PROBE = "ring", "duration", "probe"
+
+
+# -- state -------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class ForkLeg:
+    fork: Fork
+    invite: Request
+    provisional: bool = False
+    done: bool = False
+    cancel_when_provisional: bool = False
+    authenticated: bool = False
+
+
+@dataclass(slots=True)
+class Relayed:
+    """A request relayed from one leg; its answer goes back to ``tx`` on ``side``."""
+
+    side: Side
+    tx: TxKey
+    request: Request
+
+    @property
+    def method(self) -> str:
+        return self.request.method
+
+
+@dataclass(slots=True)
+class ProbeSent:
+    side: Side
+
+
+@dataclass(slots=True)
+class Ignored:
+    """BYE, CANCEL and stray-dialog clean-up: the answer changes nothing."""
+
+
+Purpose = ForkLeg | Relayed | ProbeSent | Ignored
+
+
+@dataclass(slots=True)
+class Call:
+    id: str
+    a_tx: TxKey
+    a_invite: Request
+    a_tag: str
+    a_dialog: Dialog
+    origin: Origin
+    b_call_id: str
+    b_tag: str
+    started: float
+    phase: Phase = Phase.ROUTING
+    b_cseq: int = 1
+    forks: list[ForkLeg] = field(default_factory=list)
+    b_dialog: Dialog | None = None
+    b_leg: ForkLeg | None = None
+    answered: float | None = None
+    failures: list[Response] = field(default_factory=list)
+    #: The SDP of the B-leg INVITE (the caller's offer, rewritten by the media relay).
+    b_offer: bytes = b""
+    #: A limit on this call's duration stricter than the policy's (a fraud rule's).
+    max_duration: float | None = None
+    #: The side whose re-INVITE/UPDATE is being relayed, if any (§14: one at a time).
+    relaying: Side | None = None
+    #: Late offer (§13.2.2.4): the ACK towards this side waits for the other side's
+    #: ACK, which carries the SDP answer. Value: the CSeq number the ACK must carry.
+    deferred_ack: dict[Side, int] = field(default_factory=dict)
+    #: Keys of the media requests whose results this call waits for (B2bua.on_media).
+    parked: list[int] = field(default_factory=list)
+
+    def dialog(self, side: Side) -> Dialog | None:
+        return self.a_dialog if side is Side.A else self.b_dialog
+
+    def set_dialog(self, side: Side, dialog: Dialog) -> None:
+        if side is Side.A:
+            self.a_dialog = dialog
+        else:
+            self.b_dialog = dialog
+
+    def target(self, side: Side) -> Target:
+        if side is Side.A:
+            return self.origin.target
+        assert self.b_leg is not None
+        return self.b_leg.fork.target
+
+    def local(self, side: Side) -> LocalAddress:
+        if side is Side.A:
+            return self.origin.local
+        assert self.b_leg is not None
+        return self.b_leg.fork.local
+
+    def media_peer(self, side: Side, leg: ForkLeg | None = None) -> MediaPeer:
+        """The signalling source of ``side`` (of ``leg``, for a B-leg not yet chosen)."""
+        if side is Side.A:
+            return self.origin.media_peer or MediaPeer(source=self.origin.target.host)
+        chosen = leg or self.b_leg
+        if chosen is None:
+            return MediaPeer(source="")
+        return chosen.fork.media_peer or MediaPeer(source=chosen.fork.target.host)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CallPolicy:
+    ring_timeout: float = 60.0
+    max_duration: float = 14_400.0
+    #: Seconds between in-dialog OPTIONS probes of an answered call; 0 turns them off.
+    probe_interval: float = 300.0
+    #: The warn-agent of Warning headers (RFC 3261 §20.43): our domain.
+    warn_agent: str = "voipsec"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class B2buaStatistics:
+    active_calls: int
+    started: int
+    answered: int
+    ended: int
+    relayed_requests: int
+    stray_responses: int
+    #: Media requests whose results have not come back yet.
+    pending_media: int = 0
+
+
+# -- pure helpers --------------------------------------------------------------------
+
+
+def check_invite(invite: Request) -> None:
+    """Raise :class:`SipParseError` now for anything of ``invite`` that :meth:`B2bua.start`
+    parses: the From tag and Contact of the dialog (RFC 3261 §12.1.1, §8.1.1.8), the
+    To/From URIs, the CSeq and Max-Forwards. Header bodies are parsed on first use, so
+    the shell calls this before it books the call anywhere (fraud engine, CDR)."""
+    uas_dialog(invite, "check")
+    invite.int_header("max-forwards")
+
+
+def crossing_value(value: str) -> str | None:
+    """``value`` as it may be copied onto the other leg: every C0 control character but
+    HTAB, DEL and every C1 control (ESC, bare CR or LF, NUL, CSI...) replaced by a space,
+    or ``None`` when it is longer than :data:`MAX_CROSSING_VALUE`.
+
+    A space keeps a quoted string valid (RFC 3261 §25.1: qdtext and quoted-pair take
+    SP but never CR or LF) and words apart; dropping the character could join ``\\``
+    to the closing quote. Terminals and log viewers act on ESC and C1 codes."""
+    if len(value) > MAX_CROSSING_VALUE:
+        return None
+    return value.translate(_CONTROLS)
+
+
+#: C0 (HTAB kept), DEL and C1 to a space; see crossing_value.
+_CONTROLS = {c: " " for c in [*range(0x09), *range(0x0A, 0x20), *range(0x7F, 0xA0)]}
+
+
+def crossing_headers(
+    message: Request | Response, allowed: tuple[str, ...]
+) -> tuple[tuple[str, str], ...]:
+    """The headers of ``message`` allowed onto the other leg, in their order, each value
+    through :func:`crossing_value` (one that is too long stays behind)."""
+    out: list[tuple[str, str]] = []
+    for h in message.headers:
+        if h.key in allowed:
+            value = crossing_value(h.value)
+            if value is not None:
+                out.append((h.name, value))
+    return tuple(out)
+
+
+def reason_of(response: Response) -> str:
+    """The reason phrase of ``response`` for the other leg: its own when it may cross,
+    else its class's name (RFC 3261 §7.2: the phrase is for humans only)."""
+    reason = crossing_value(response.reason)
+    return reason if reason is not None else _CLASS_PHRASES.get(response.status // 100, "")
+
+
+_CLASS_PHRASES = {
+    1: "Provisional",
+    2: "Success",
+    3: "Redirection",
+    4: "Client Error",
+    5: "Server Error",
+    6: "Global Failure",
+}
+
+
+#: §16.7 step 6 in spirit: which failure the caller hears when every fork failed.
+def best_failure(failures: list[Response]) -> Response:
+    def rank(r: Response) -> tuple[int, int]:
+        s = r.status
+        if s >= 600:
+            return (0, s)
+        if s in (486, 487):
+            return (1, s)
+        if 400 <= s < 500 and s != 408:
+            return (2, s)
+        if 500 <= s < 600:
+            return (3, s)
+        return (4, s)
+
+    return min(failures, key=rank)
+
+
+#: A callee-side status the caller should not see as such. 503 means "this server is
+#: overloaded, try another" to the caller's phone (RFC 3261 §21.5.4, RFC 3263), which
+#: is false of voipsec when the callee side failed; 401/407 are the far end's
+#: challenges that we could not answer.
+_MAPPED: dict[int, tuple[int, str]] = {
+    503: (480, "Temporarily Unavailable"),
+    401: (403, "Forbidden"),
+    407: (403, "Forbidden"),
+}
+
+
+def map_failure(status: int, reason: str) -> tuple[int, str]:
+    return _MAPPED.get(status, (status, reason))
+
+
+def disposition_of(status: int) -> str:
+    if status in (486, 600, 603):
+        return "busy"
+    if status in (408, 480, 487):
+        return "no_answer"
+    return "failed"
