@@ -1957,3 +1957,20 @@ def test_b2bua_media_peer_defaults_to_the_target_host() -> None:
     _, call, _ = _start()
     assert call.media_peer(Side.A) == MediaPeer(source=A_TARGET.host)
     assert call.media_peer(Side.B) == MediaPeer(source="")  # no B-leg chosen yet
+
+
+def test_b2bua_late_offer_reinvite_ack_carries_the_reinvites_cseq() -> None:
+    # §13.2.2.4: the ACK of a re-INVITE's 2xx has the re-INVITE's CSeq number (2 on
+    # the B-leg), not the first INVITE's (1), also when it waits for the caller's answer.
+    b2b, call, _, _ = _answered()
+    reinvite = _from_a(call, "INVITE", 102)
+    (send,) = b2b.in_dialog(server_key(reinvite), reinvite, call, Side.A, NOW + 10)
+    out = _only_send(send).request
+    assert (out.method, out.cseq.seq, out.body) == ("INVITE", 2, b"")
+    ok = _reply(out, 200, "OK", body=OFFER)
+    (respond,) = b2b.on_response(_key(out), ok, NOW + 11)
+    assert _only_respond(respond).response.status == 200
+    (ack,) = b2b.ack(_from_a(call, "ACK", 102, contact=None, body=ANSWER), NOW + 12)
+    sent = _only_send(ack)
+    assert sent.target == BOB1.target
+    assert (sent.request.method, sent.request.cseq.seq, sent.request.body) == ("ACK", 2, ANSWER)

@@ -539,15 +539,23 @@ class B2bua:
         )
 
     def _ack(
-        self, dialog: Dialog, leg: ForkLeg, body: bytes = b"", content_type: str = ""
+        self,
+        dialog: Dialog,
+        leg: ForkLeg,
+        body: bytes = b"",
+        content_type: str = "",
+        seq: int | None = None,
     ) -> SendRequest:
-        """§13.2.2.4: the ACK of a 2xx, with the INVITE's credentials."""
+        """§13.2.2.4: the ACK of a 2xx, with the INVITE's credentials.
+
+        §13.2.2.4: the ACK's CSeq number is the INVITE's being acknowledged: ``seq``
+        for a re-INVITE's 2xx, the B-leg's first INVITE otherwise.
+        """
         extra = [(h.name, h.value) for h in leg.invite.headers if h.key in _CREDENTIALS]
         if body:
             extra.append(("Content-Type", content_type or "application/sdp"))
-        ack, _ = in_dialog(
-            dialog, "ACK", leg.fork.local, seq=leg.invite.cseq.seq, extra=extra, body=body
-        )
+        cseq = leg.invite.cseq.seq if seq is None else seq
+        ack, _ = in_dialog(dialog, "ACK", leg.fork.local, seq=cseq, extra=extra, body=body)
         return SendRequest(ack, leg.fork.target)
 
     def _fork_failure(
@@ -714,7 +722,7 @@ class B2bua:
         dialog = call.dialog(far)
         assert dialog is not None
         if far is Side.B and call.b_leg is not None:
-            return self._ack(dialog, call.b_leg, body, step.content_type)
+            return self._ack(dialog, call.b_leg, body, step.content_type, seq=step.seq)
         extra = [("Content-Type", step.content_type)] if body and step.content_type else []
         ack, _ = in_dialog(dialog, "ACK", call.local(far), seq=step.seq, extra=extra, body=body)
         return SendRequest(ack, call.target(far))
