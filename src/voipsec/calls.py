@@ -26,7 +26,6 @@ import sqlite3
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from .config import ClassOfService, Config, ConfigError, TrunkSection, parse_listen
 from .core.b2bua import (
@@ -53,7 +52,7 @@ from .core.dialplan import (
 )
 from .core.dialplan_loader import load_dialplan
 from .core.trunkreg import Step, TrunkRegistration, TrunkRegistrationStatus
-from .events import AlertRaised, CallAnswered, CallEnded, CallStarted, MediaStats
+from .events import AlertRaised, CallAnswered, CallEnded, CallStarted, EventBus, MediaStats
 from .media.destinations import MediaPeer
 from .media.relay import LegReport, MediaRelay
 from .monitor.fraud import (
@@ -68,6 +67,7 @@ from .monitor.fraud import (
 )
 from .netaddr import canonical_ip
 from .pki.tls import client_context
+from .ports import Authenticate, Bindings, CallStore, Clock, Signaling, Zones
 from .qos import set_dscp
 from .sip.dialog import new_tag
 from .sip.errors import SipParseError
@@ -78,12 +78,9 @@ from .sip.uac import LocalAddress
 from .sip.uri import SipUri, parse_name_addr, parse_uri
 from .storage import CdrStart, StoreError
 from .storage.writer import CdrWriter
-from .transport.connections import Flow
+from .transport.connections import ConnectionTable, Flow
 from .transport.stream import StreamProtocol
 from .transport.udp import UdpFlow
-
-if TYPE_CHECKING:
-    from .server import SipService
 
 log = logging.getLogger("voipsec.calls")
 
@@ -158,10 +155,36 @@ class _Caller:
 
 
 class CallService:
-    """Calls of one ``voipsec serve``: INVITE in, two legs out, CDRs written."""
+    """Calls of one ``voipsec serve``: INVITE in, two legs out, CDRs written.
 
-    def __init__(self, sip: SipService, config: Config, data_dir: Path | None) -> None:
-        self.sip = sip
+    Its collaborators are ports (voipsec.ports) that ``Server`` hands in: the SIP
+    service's transactions (``signaling``), the connection table, the authenticator,
+    the registrar's bindings, the zones, the store and the clock.
+    """
+
+    def __init__(
+        self,
+        *,
+        config: Config,
+        data_dir: Path | None,
+        signaling: Signaling,
+        connections: ConnectionTable,
+        authenticate: Authenticate,
+        domains: frozenset[str],
+        bindings: Bindings,
+        zones: Zones,
+        store: CallStore,
+        events: EventBus,
+        clock: Clock,
+    ) -> None:
+        self.signaling = signaling
+        self.connections = connections
+        self._authenticate = authenticate
+        self.domains = domains
+        self._bindings = bindings
+        self._zones = zones
+        self._store = store
+        self.clock = clock
         self.config = config
         calls = config.calls
         media = config.media
@@ -192,13 +215,13 @@ class CallService:
             self.dialplan = load_dialplan(config, data_dir or Path("/nonexistent"))
         except DialplanConfigError as err:
             raise ConfigError([str(err)]) from None
-        self.events = sip.events
+        self.events = events
         self.trunks = {t.name: t for t in config.trunks}
         self._trunk_sources = [
             (ipaddress.ip_network(c, strict=False), t) for t in config.trunks for c in t.sources
         ]
         self._data_dir = data_dir
-        self._classes: dict[str, str] = sip.store.user_classes()
+        self._classes: dict[str, str] = store.user_classes()
         self._info: dict[str, _CallInfo] = {}
         self._timers: dict[tuple[str, str], asyncio.TimerHandle] = {}
         self._connecting: dict[tuple[str, int], list[SendRequest]] = {}
@@ -211,7 +234,7 @@ class CallService:
         self.fraud = self._load_fraud(config, data_dir)
         #: CDR rows leave the event loop through this writer (the server starts it).
         self.cdr = CdrWriter(
-            sip.store.open_writer_database,
+            store.open_writer_database,
             max_pending=config.cdr.max_pending,
             on_overflow=self._cdr_overflow,
         )
@@ -249,7 +272,7 @@ class CallService:
             # caller's number is kept (caller ID); the carrier's host is not.
             number = _caller_number(request)
             return _Caller(user=None, trunk=trunk, uri=f"sip:{number}@{self.config.sip.domain}")
-        user = self.sip.authenticate(flow, request, "proxy", now)
+        user = self._authenticate(flow, request, "proxy", now)
         if isinstance(user, Response):
             return user
         caller = _Caller(user=user, trunk=None, uri=f"sip:{user}@{self.config.sip.domain}")
@@ -268,7 +291,7 @@ class CallService:
         return trunk_for(self._trunk_sources, ip)
 
     def _claimed_identity(self, request: Request, user: str) -> str | None:
-        return identity_mismatch(request, user, self.sip.domains)
+        return identity_mismatch(request, user, self.domains)
 
     def _from_user(
         self,
@@ -364,7 +387,7 @@ class CallService:
         return name in self._classes or self._reload_classes(name)
 
     def _reload_classes(self, name: str) -> bool:
-        self._classes = self.sip.store.user_classes()
+        self._classes = self._store.user_classes()
         return name in self._classes
 
     def _class_of(self, user: str) -> ClassOfService:
@@ -375,13 +398,13 @@ class CallService:
         return cos  # type: ignore[return-value]
 
     def reload_users(self) -> None:
-        self._classes = self.sip.store.user_classes()
+        self._classes = self._store.user_classes()
 
     def _user_forks(self, user: str, now: float) -> list[Fork]:
         """One fork per registered contact, reached on its registration connection."""
         aor = f"{user}@{self.config.sip.domain}"
         forks = []
-        for binding in self.sip.registrar.lookup(aor, now):
+        for binding in self._bindings.lookup(aor, now):
             transport, _, rest = binding.source.partition(":")
             host, _, port = rest.rpartition(":")
             target = Target(transport=transport, host=host, port=int(port))
@@ -418,7 +441,7 @@ class CallService:
         a trunk's sources, or the phone's zone when it sets media_in_zone."""
         if trunk is not None:
             return MediaPeer(source=source, networks=tuple(trunk.sources))
-        zone = self.sip.guard.zones.zone_for(source).name
+        zone = self._zones.zone_for(source).name
         return MediaPeer(source=source, networks=self._media_zones.get(zone, ()))
 
     def _tls_local(self) -> LocalAddress:
@@ -626,23 +649,23 @@ class CallService:
         if response.status >= 200 and key in self._registering:
             name = self._registering.pop(key)
             self._registration_step(
-                name, self._registrations[name].on_response(response, self.sip.clock())
+                name, self._registrations[name].on_response(response, self.clock())
             )
             return
-        self.run(self.b2bua.on_response(key, response, self.sip.clock()))
+        self.run(self.b2bua.on_response(key, response, self.clock()))
 
     def on_client_failure(self, key: TxKey) -> None:
         name = self._registering.pop(key, None)
         if name is not None:
-            self._registration_step(name, self._registrations[name].on_failure(self.sip.clock()))
+            self._registration_step(name, self._registrations[name].on_failure(self.clock()))
             return
-        self.run(self.b2bua.on_client_failure(key, self.sip.clock()))
+        self.run(self.b2bua.on_client_failure(key, self.clock()))
 
     # -- registering to trunks --------------------------------------------------------
 
     def start_trunk_registrations(self) -> None:
         """Register to every trunk with ``registration = true`` (and keep it fresh)."""
-        now = self.sip.clock()
+        now = self.clock()
         for trunk in self.config.trunks:
             if not trunk.registration:
                 continue
@@ -662,7 +685,7 @@ class CallService:
             address = self.trunks[name].listen()
             target = Target(transport="tls", host=address.host, port=address.port, trunk=name)
             self._send(SendRequest(step.request, target))
-        status = registration.status(self.sip.clock())
+        status = registration.status(self.clock())
         if registration.last_status is not None and step.request is None:
             if status.registered:
                 log.info("registered to trunk %s", name)
@@ -671,17 +694,17 @@ class CallService:
         old = self._registration_timers.pop(name, None)
         if old is not None:
             old.cancel()
-        delay = max(0.0, step.at - self.sip.clock())
+        delay = max(0.0, step.at - self.clock())
         self._registration_timers[name] = asyncio.get_running_loop().call_later(
             delay, self._refresh_registration, name
         )
 
     def _refresh_registration(self, name: str) -> None:
         self._registration_timers.pop(name, None)
-        self._registration_step(name, self._registrations[name].start(self.sip.clock()))
+        self._registration_step(name, self._registrations[name].start(self.clock()))
 
     def trunk_status(self) -> dict[str, TrunkRegistrationStatus]:
-        now = self.sip.clock()
+        now = self.clock()
         return {name: r.status(now) for name, r in self._registrations.items()}
 
     def stop(self) -> None:
@@ -703,7 +726,7 @@ class CallService:
     def run(self, actions: list[CallAction]) -> None:
         for action in actions:
             if isinstance(action, Respond):
-                self.sip.respond(action.tx, action.response)
+                self.signaling.respond(action.tx, action.response)
             elif isinstance(action, SendRequest):
                 self._send(action)
             elif isinstance(action, StartCallTimer):
@@ -726,7 +749,7 @@ class CallService:
         if flow is None:
             self._unreachable(action.request)
             return
-        self.sip.send_request(flow, action.request)
+        self.signaling.send_request(flow, action.request)
 
     def _unreachable(self, request: Request) -> None:
         if request.method != "ACK":
@@ -735,7 +758,7 @@ class CallService:
     def _flow_for(self, target: Target) -> Flow | None:
         if target.transport == "udp":
             return self.udp_sender((target.host, target.port)) if self.udp_sender else None
-        return self.sip.connections.find(target.transport, target.host, target.port)
+        return self.connections.find(target.transport, target.host, target.port)
 
     def _queue_for_trunk(self, action: SendRequest) -> None:
         target = action.target
@@ -759,10 +782,10 @@ class CallService:
                 raise OSError("unknown trunk")
             ctx = client_context(ca=self._trunk_ca(trunk), min_version=self.config.tls.min_version)
             loop = asyncio.get_running_loop()
-            connections = self.sip.connections
+            connections = self.connections
             transport, proto = await asyncio.wait_for(
                 loop.create_connection(
-                    lambda: StreamProtocol(self.sip, connections, "tls"),
+                    lambda: StreamProtocol(self.signaling, connections, "tls"),
                     host=target.host,
                     port=target.port,
                     ssl=ctx,
@@ -782,7 +805,7 @@ class CallService:
             if flow is None:
                 self._unreachable(action.request)
             else:
-                self.sip.send_request(flow, action.request)
+                self.signaling.send_request(flow, action.request)
 
     def _trunk_ca(self, trunk: TrunkSection) -> Path:
         if trunk.ca:
@@ -796,14 +819,14 @@ class CallService:
         if old is not None:
             old.cancel()
         # Event-loop timers may fire a little early; a limit must never end a call early.
-        delay = max(0.0, action.at - self.sip.clock()) + TIMER_SLACK
+        delay = max(0.0, action.at - self.clock()) + TIMER_SLACK
         self._timers[(action.call, action.name)] = loop.call_later(
             delay, self._fire, action.call, action.name
         )
 
     def _fire(self, call: str, name: str) -> None:
         self._timers.pop((call, name), None)
-        self.run(self.b2bua.on_timer(call, name, self.sip.clock()))
+        self.run(self.b2bua.on_timer(call, name, self.clock()))
 
     # -- CDRs and events -------------------------------------------------------------
 
@@ -938,7 +961,7 @@ class CallService:
 
     def check_media(self) -> None:
         """End answered calls whose media stopped (housekeeping, once a second)."""
-        now = self.sip.clock()
+        now = self.clock()
         for call in self.media.sweep():
             log.info("call %s: no media for %.0f s, ending it", call[:8], self.media.timeout)
             self.run(self.b2bua.hang_up(call, now, "media timeout"))
@@ -948,7 +971,7 @@ class CallService:
     def _cdr_overflow(self, total: int) -> None:
         """The writer dropped a CDR write (its queue is full): alert, at most once per
         CDR_OVERFLOW_ALERT_INTERVAL, through the same path as every other alert."""
-        now = self.sip.clock()
+        now = self.clock()
         if now - self._overflow_alerted < CDR_OVERFLOW_ALERT_INTERVAL:
             return
         self._overflow_alerted = now
@@ -1044,10 +1067,10 @@ class CallService:
         pending = engine.pending_calls()
         if not pending:
             return
-        now = self.sip.clock()
+        now = self.clock()
         billable: dict[str, float] = {}
         with contextlib.suppress(sqlite3.Error, StoreError):
-            for record in self.sip.store.cdrs(since=now - 7 * 86400):
+            for record in self._store.cdrs(since=now - 7 * 86400):
                 billable[record.call_id] = record.billable or 0.0
         for call_id in pending:
             engine.ended(call_id, now, billable.get(call_id, 0.0))
@@ -1057,7 +1080,7 @@ class CallService:
         """Shutdown: BYE both legs of every answered call, close every CDR."""
         for tx, opening in list(self._opening.items()):
             self._row_written(tx, opening.call, 0)
-        now = self.sip.clock()
+        now = self.clock()
         for call_id in list(self._info):
             self.run(self.b2bua.hang_up(call_id, now, reason))
 
