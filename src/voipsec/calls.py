@@ -1,8 +1,10 @@
 """The call shell: authorizes INVITEs, routes them, and carries out the B2BUA's actions.
 
-The decisions live in sans-IO cores: :mod:`voipsec.core.b2bua` (signalling of both
-legs), :mod:`voipsec.core.dialplan` (numbers, class of service, routes) and the
-digest authenticator. This module owns what they cannot: the connections a leg is
+The decisions live in sans-IO cores: :mod:`voipsec.core.routing` (caller identity,
+class of service, a route or a refusal), :mod:`voipsec.core.dialplan` (numbers),
+:mod:`voipsec.core.b2bua` (signalling of both legs) and :mod:`voipsec.core.auth`.
+This module reads what they need (the user table, bindings, connections, zones) and
+carries out what they decide. It owns what they cannot: the connections a leg is
 reached on (the caller's own connection, the callee's registration connection, or a
 TLS connection we open to a trunk), the client transactions, the call timers, and
 the CDR rows and events.
@@ -17,17 +19,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import json
 import logging
 import os
-import re
 import sqlite3
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from .config import ClassOfService, Config, ConfigError, TrunkSection, parse_listen
+from .config import Config, ConfigError, TrunkSection, parse_listen
 from .core.b2bua import (
     Answered,
     B2bua,
@@ -35,7 +35,6 @@ from .core.b2bua import (
     CallPolicy,
     CancelCallTimer,
     Ended,
-    Fork,
     Origin,
     Respond,
     SendRequest,
@@ -45,12 +44,25 @@ from .core.b2bua import (
     disposition_of,
 )
 from .core.dialplan import (
-    Destination,
     DialplanConfigError,
-    DialplanError,
-    refusal_reason,
 )
 from .core.dialplan_loader import load_dialplan
+from .core.routing import (
+    MAX_ASSERTED_IDENTITIES,
+    Caller,
+    Lookups,
+    Refusal,
+    Route,
+    RoutingPolicy,
+    identity_mismatch,
+    identity_refusal,
+    media_peer,
+    refusal_response,
+    route,
+    trunk_caller,
+    trunk_for,
+    user_caller,
+)
 from .core.trunkreg import Step, TrunkRegistration, TrunkRegistrationStatus
 from .events import AlertRaised, CallAnswered, CallEnded, CallStarted, EventBus, MediaStats
 from .media.destinations import MediaPeer
@@ -65,17 +77,15 @@ from .monitor.fraud import (
     load_rates,
     load_rules,
 )
-from .netaddr import canonical_ip
 from .pki.tls import client_context
 from .ports import Authenticate, Bindings, CallStore, Clock, Signaling, Zones
 from .qos import set_dscp
 from .sip.dialog import new_tag
 from .sip.errors import SipParseError
-from .sip.headers import split_list
 from .sip.layer import TxKey, client_key, server_key
 from .sip.message import Request, Response, response_to
 from .sip.uac import LocalAddress
-from .sip.uri import SipUri, parse_name_addr, parse_uri
+from .sip.uri import SipUri
 from .storage import CdrStart, StoreError
 from .storage.writer import CdrWriter
 from .transport.connections import ConnectionTable, Flow
@@ -84,11 +94,6 @@ from .transport.udp import UdpFlow
 
 log = logging.getLogger("voipsec.calls")
 
-#: A trunk's source network, as configured.
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-#: RFC 3325 §9.1: at most two P-Asserted-Identity values (one sip/sips, one tel); a
-#: request with more is refused whatever they say.
-MAX_ASSERTED_IDENTITIES = 2
 #: Seconds added to every call timer (uvloop's may fire up to a millisecond early).
 TIMER_SLACK = 0.005
 #: The fraud engine's counters, saved in the data directory (0600).
@@ -145,15 +150,6 @@ class _Opening:
     timer: asyncio.TimerHandle | None = None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class _Caller:
-    """Who places a call: an authenticated user, or a trunk identified by source."""
-
-    user: str | None
-    trunk: TrunkSection | None
-    uri: str
-
-
 class CallService:
     """Calls of one ``voipsec serve``: INVITE in, two legs out, CDRs written.
 
@@ -200,8 +196,6 @@ class CallService:
             own_ports=own_ports,
             allowed_peers=media.allowed_peers,
         )
-        #: Zones whose phones' SDP may name any address of the zone (media_in_zone).
-        self._media_zones = {z.name: tuple(z.cidrs) for z in config.zones if z.media_in_zone}
         self.b2bua = B2bua(
             CallPolicy(
                 ring_timeout=calls.ring_timeout,
@@ -217,9 +211,7 @@ class CallService:
             raise ConfigError([str(err)]) from None
         self.events = events
         self.trunks = {t.name: t for t in config.trunks}
-        self._trunk_sources = [
-            (ipaddress.ip_network(c, strict=False), t) for t in config.trunks for c in t.sources
-        ]
+        self.routing = RoutingPolicy.from_config(config, domains)
         self._data_dir = data_dir
         self._classes: dict[str, str] = store.user_classes()
         self._info: dict[str, _CallInfo] = {}
@@ -258,130 +250,51 @@ class CallService:
             # fails here, with a CDR row (the attempt passed authentication).
             check_invite(request)
         except SipParseError as err:
-            return self._reject(flow, request, caller, user_part or "", "", *_bad(err), now)
+            return self._refuse(flow, request, caller, user_part or "", _bad(err), now)
         if not user_part:
             return response_to(request, 404, "Not Found", to_tag=new_tag())
-        if caller.trunk is not None:
-            return self._from_trunk(flow, tx, request, caller, user_part, now)
-        return self._from_user(flow, tx, request, caller, user_part, now)
+        routed = route(
+            caller,
+            user_part,
+            policy=self.routing,
+            dialplan=self.dialplan,
+            lookups=self._lookups(now),
+        )
+        if isinstance(routed, Refusal):
+            if routed.detail:
+                log.info("refused call: %s", routed.detail)
+            return self._refuse(flow, request, caller, user_part, routed, now)
+        return self._start(flow, tx, request, caller, user_part, routed, now)
 
-    def _caller(self, flow: Flow, request: Request, now: float) -> _Caller | Response:
-        trunk = self._trunk_for(flow.peer[0])
+    def _caller(self, flow: Flow, request: Request, now: float) -> Caller | Response:
+        trunk = trunk_for(self.routing.trunk_sources, flow.peer[0])
         if trunk is not None:
-            # Calls from a trunk are identified by their source, never by From. The
-            # caller's number is kept (caller ID); the carrier's host is not.
-            number = _caller_number(request)
-            return _Caller(user=None, trunk=trunk, uri=f"sip:{number}@{self.config.sip.domain}")
+            return trunk_caller(request, trunk, self.routing.domain)
         user = self._authenticate(flow, request, "proxy", now)
         if isinstance(user, Response):
             return user
-        caller = _Caller(user=user, trunk=None, uri=f"sip:{user}@{self.config.sip.domain}")
-        claimed = self._claimed_identity(request, user)
-        if claimed is not None:
-            log.info(
-                "refused call from %s: authenticated as %r, claims %s", flow.peer[0], user, claimed
-            )
+        caller = user_caller(user, self.routing.domain)
+        refusal = identity_refusal(request, user, self.domains)
+        if refusal is not None:
+            log.info("refused call from %s: %s", flow.peer[0], refusal.detail)
             dialled = request.uri.user if isinstance(request.uri, SipUri) else None
-            return self._reject(
-                flow, request, caller, dialled or "", "", 403, "Caller Identity Does Not Match", now
-            )
-        return _Caller(user=user, trunk=None, uri=f"sip:{user}@{self.config.sip.domain}")
+            return self._refuse(flow, request, caller, dialled or "", refusal, now)
+        return caller
 
-    def _trunk_for(self, ip: str) -> TrunkSection | None:
-        return trunk_for(self._trunk_sources, ip)
+    def _lookups(self, now: float) -> Lookups:
+        """What routing may ask while it decides, answered from our tables."""
 
-    def _claimed_identity(self, request: Request, user: str) -> str | None:
-        return identity_mismatch(request, user, self.domains)
+        def local_of(target: Target) -> tuple[str, int] | None:
+            flow = self._flow_for(target)
+            return None if flow is None else flow.local
 
-    def _from_user(
-        self,
-        flow: Flow,
-        tx: TxKey,
-        request: Request,
-        caller: _Caller,
-        dialled: str,
-        now: float,
-    ) -> Response | None:
-        assert caller.user is not None
-        try:
-            destination = self.dialplan.classify(dialled, is_user=self._is_user)
-        except DialplanError as err:
-            return self._reject(
-                flow, request, caller, dialled, "", err.status, err.reason, now, warning=err.detail
-            )
-        user_class = self._class_of(caller.user)
-        reason = refusal_reason(user_class, destination)
-        if reason is not None:
-            log.info("refused call %s -> %s: %s", caller.user, dialled, reason)
-            return self._reject(
-                flow, request, caller, dialled, _callee(destination), 403, reason, now
-            )
-        if destination.user is not None:
-            forks = self._user_forks(destination.user, now)
-            if not forks:
-                return self._reject(
-                    flow,
-                    request,
-                    caller,
-                    dialled,
-                    destination.user,
-                    480,
-                    "Temporarily Unavailable",
-                    now,
-                    disposition="no_answer",
-                )
-            return self._start(
-                flow, tx, request, caller, dialled, destination.user, None, forks, now, destination
-            )
-        trunk = self.trunks.get(destination.trunk or "")
-        if trunk is None or destination.e164 is None:
-            return self._reject(
-                flow, request, caller, dialled, _callee(destination), 404, "No Route", now
-            )
-        fork = self._trunk_fork(trunk, destination.e164)
-        return self._start(
-            flow,
-            tx,
-            request,
-            caller,
-            dialled,
-            destination.e164,
-            trunk.name,
-            [fork],
-            now,
-            destination,
+        return Lookups(
+            is_user=self._is_user,
+            bindings=lambda aor: self._bindings.lookup(aor, now),
+            local_of=local_of,
+            zone_of=lambda ip: self._zones.zone_for(ip).name,
+            stored_class=self._stored_class,
         )
-
-    def _from_trunk(
-        self,
-        flow: Flow,
-        tx: TxKey,
-        request: Request,
-        caller: _Caller,
-        dialled: str,
-        now: float,
-    ) -> Response | None:
-        assert caller.trunk is not None
-        try:
-            user = self.dialplan.inbound_user(dialled)
-        except DialplanError as err:
-            return self._reject(flow, request, caller, dialled, "", err.status, err.reason, now)
-        if user is None:
-            return self._reject(flow, request, caller, dialled, "", 404, "Unknown DID", now)
-        forks = self._user_forks(user, now)
-        if not forks:
-            return self._reject(
-                flow,
-                request,
-                caller,
-                dialled,
-                user,
-                480,
-                "Temporarily Unavailable",
-                now,
-                disposition="no_answer",
-            )
-        return self._start(flow, tx, request, caller, dialled, user, caller.trunk.name, forks, now)
 
     def _is_user(self, name: str) -> bool:
         return name in self._classes or self._reload_classes(name)
@@ -390,107 +303,53 @@ class CallService:
         self._classes = self._store.user_classes()
         return name in self._classes
 
-    def _class_of(self, user: str) -> ClassOfService:
-        cos = self._classes.get(user)
-        if cos is None:
+    def _stored_class(self, user: str) -> str | None:
+        """A user's stored class of service (re-read once for a user added while we
+        serve); None for a user with none."""
+        if user not in self._classes:
             self._reload_classes(user)
-            cos = self._classes.get(user, self.config.dialplan.default_class)
-        return cos  # type: ignore[return-value]
+        return self._classes.get(user)
 
     def reload_users(self) -> None:
         self._classes = self._store.user_classes()
 
-    def _user_forks(self, user: str, now: float) -> list[Fork]:
-        """One fork per registered contact, reached on its registration connection."""
-        aor = f"{user}@{self.config.sip.domain}"
-        forks = []
-        for binding in self._bindings.lookup(aor, now):
-            transport, _, rest = binding.source.partition(":")
-            host, _, port = rest.rpartition(":")
-            target = Target(transport=transport, host=host, port=int(port))
-            flow = self._flow_for(target)
-            if flow is None:
-                continue  # the phone's connection is gone: it cannot be reached (RFC 5626)
-            contact = binding.contact  # the registrar stores the bare URI, params and all
-            forks.append(
-                Fork(
-                    request_uri=contact,
-                    to_uri=f"sip:{user}@{self.config.sip.domain}",
-                    target=target,
-                    local=LocalAddress(transport=transport, host=flow.local[0], port=flow.local[1]),
-                    media_peer=self._media_peer(host),
-                )
-            )
-        return forks
+    def _media_peer(self, source: str, trunk: TrunkSection | None) -> MediaPeer:
+        return media_peer(source, self.routing, self._zones.zone_for(source).name, trunk)
 
-    def _trunk_fork(self, trunk: TrunkSection, e164: str) -> Fork:
-        address = trunk.listen()
-        uri = f"sip:{e164}@{trunk.domain}"
-        credentials = (trunk.username, trunk.password) if trunk.username else None
-        return Fork(
-            request_uri=uri,
-            to_uri=uri,
-            target=Target(transport="tls", host=address.host, port=address.port, trunk=trunk.name),
-            local=self._tls_local(),
-            credentials=credentials,
-            media_peer=self._media_peer(address.host, trunk),
-        )
-
-    def _media_peer(self, source: str, trunk: TrunkSection | None = None) -> MediaPeer:
-        """A leg's signalling source, and the networks its SDP may name besides it:
-        a trunk's sources, or the phone's zone when it sets media_in_zone."""
-        if trunk is not None:
-            return MediaPeer(source=source, networks=tuple(trunk.sources))
-        zone = self._zones.zone_for(source).name
-        return MediaPeer(source=source, networks=self._media_zones.get(zone, ()))
-
-    def _tls_local(self) -> LocalAddress:
-        for listen in self.config.sip.listeners():
-            if listen.transport == "tls":
-                return LocalAddress(transport="tls", host=listen.host, port=listen.port)
-        first = self.config.sip.listeners()[0]
-        return LocalAddress(transport=first.transport, host=first.host, port=first.port)
-
-    def _reject(
+    def _refuse(
         self,
         flow: Flow,
         request: Request,
-        caller: _Caller,
+        caller: Caller,
         dialled: str,
-        callee: str,
-        status: int,
-        reason: str,
+        refusal: Refusal,
         now: float,
-        *,
-        disposition: str = "rejected",
-        warning: str | None = None,
     ) -> Response:
         """A call refused before routing: one CDR row, opened and closed at once."""
-        ticket = self._cdr_start(flow, request, caller, dialled, callee, None, now)
-        self._cdr_end(ticket, request.call_id, now, disposition, status, reason, "")
-        if warning is None and status == 403:
-            warning = reason
-        extra: tuple[tuple[str, str], ...] = ()
-        if warning is not None:
-            # RFC 3261 §20.43: the reason in words, with no address in it.
-            text = _phrase(status, warning).replace('"', "'")
-            extra = (("Warning", f'399 {self.config.sip.domain} "{text}"'),)
-        return response_to(request, status, _phrase(status, reason), to_tag=new_tag(), extra=extra)
+        ticket = self._cdr_start(flow, request, caller, dialled, refusal.callee, None, now)
+        self._cdr_end(
+            ticket,
+            request.call_id,
+            now,
+            refusal.disposition,
+            refusal.status,
+            refusal.reason,
+            "",
+        )
+        return refusal_response(request, refusal, self.routing.domain)
 
     def _start(
         self,
         flow: Flow,
         tx: TxKey,
         request: Request,
-        caller: _Caller,
+        caller: Caller,
         dialled: str,
-        callee: str,
-        trunk: str | None,
-        forks: list[Fork],
+        routed: Route,
         now: float,
-        destination: Destination | None = None,
     ) -> Response | None:
         """Fraud pre-check, then hand the call to the B2BUA; None: it answers the caller."""
+        callee, trunk, destination = routed.callee, routed.trunk, routed.destination
         max_duration: float | None = None
         tracked = ""
         if self.fraud is not None and caller.user is not None and destination is not None:
@@ -506,10 +365,10 @@ class CallService:
             )
             self._fraud_alerts(decision.violations, caller.user, flow.peer[0], now)
             if not decision.allowed:
-                status = decision.status or 403
-                return self._reject(
-                    flow, request, caller, dialled, callee, status, decision.reason, now
+                refusal = Refusal(
+                    status=decision.status or 403, reason=decision.reason, callee=callee
                 )
+                return self._refuse(flow, request, caller, dialled, refusal, now)
             max_duration = decision.max_duration
             tracked = "out"
         elif self.fraud is not None and caller.trunk is not None:
@@ -530,7 +389,7 @@ class CallService:
                 tx=tx,
                 invite=request,
                 origin=origin,
-                forks=forks,
+                forks=list(routed.forks),
                 now=now,
                 max_duration=max_duration,
             )
@@ -538,7 +397,7 @@ class CallService:
             # check_invite() in invite() should have caught it; in any case the call
             # must not stay "in progress" with the fraud engine (it would count forever).
             self._fraud_discard(request.call_id)
-            return self._reject(flow, request, caller, dialled, callee, *_bad(err), now)
+            return self._refuse(flow, request, caller, dialled, _bad(err, callee), now)
         except Exception:
             self._fraud_discard(request.call_id)
             raise
@@ -673,7 +532,7 @@ class CallService:
                 domain=trunk.domain,
                 username=trunk.username,
                 password=trunk.password,
-                local=self._tls_local(),
+                local=self.routing.tls_local,
             )
             self._registration_step(trunk.name, self._registrations[trunk.name].start(now))
 
@@ -834,7 +693,7 @@ class CallService:
         self,
         flow: Flow,
         request: Request,
-        caller: _Caller,
+        caller: Caller,
         dialled: str,
         callee: str,
         trunk: str | None,
@@ -1088,63 +947,6 @@ class CallService:
 # -- helpers --------------------------------------------------------------------------
 
 
-def identity_mismatch(request: Request, user: str, domains: Collection[str]) -> str | None:
-    """The first identity ``request`` claims that is not ``user`` at one of ``domains``
-    (lower case), ``None`` when every claim names ``user`` (RFC 3325 §5).
-
-    The claims are the From URI and every P-Asserted-Identity value, on one line or
-    several (RFC 3325 §9.1); more than :data:`MAX_ASSERTED_IDENTITIES` of them is a
-    mismatch in itself. A tel URI never names a user here.
-    """
-    claimed: list[str] = [str(request.from_.uri)]
-    asserted = [
-        value for line in request.headers.lines("p-asserted-identity") for value in split_list(line)
-    ]
-    if len(asserted) > MAX_ASSERTED_IDENTITIES:
-        return f"{len(asserted)} P-Asserted-Identity values"
-    for pai in asserted:
-        try:
-            claimed.append(str(parse_name_addr(pai).uri))
-        except SipParseError:
-            return pai[:128]
-    for text in claimed:
-        try:
-            uri = parse_uri(text)
-        except SipParseError:
-            return text[:128]
-        if not (isinstance(uri, SipUri) and uri.user == user and uri.host.lower() in domains):
-            return text[:128]
-    return None
-
-
-def trunk_for(
-    sources: Sequence[tuple[IPNetwork, TrunkSection]], address: str
-) -> TrunkSection | None:
-    """The first trunk whose source networks hold ``address``; an IPv4-mapped IPv6
-    source (``::ffff:192.0.2.7``, a dual-stack listener's view of an IPv4 peer) is
-    matched as its IPv4 address (RFC 4291 §2.5.5.2)."""
-    if not sources:
-        return None
-    ip = ipaddress.ip_address(canonical_ip(address))
-    for network, trunk in sources:
-        if ip in network:
-            return trunk
-    return None
-
-
-#: Characters a caller ID from a trunk may keep; anything else makes it "anonymous".
-_CALLER_ID = re.compile(r"\+?[0-9A-Za-z._-]{1,32}")
-
-
-def _caller_number(request: Request) -> str:
-    """The user part of a trunk call's From, if it is a plausible caller ID."""
-    uri = request.from_.uri
-    user = uri.user if isinstance(uri, SipUri) else None
-    if user is None or not _CALLER_ID.fullmatch(user):
-        return "anonymous"
-    return user
-
-
 def _leg_json(leg: LegReport) -> dict[str, object]:
     r = leg.received
     return {
@@ -1170,18 +972,9 @@ def _own_endpoints(config: Config) -> tuple[tuple[str, ...], tuple[int, ...]]:
     return tuple(sorted({x.host for x in listens})), tuple(sorted({x.port for x in listens}))
 
 
-def _callee(destination: Destination) -> str:
-    return destination.user or destination.e164 or destination.dialled
-
-
-def _bad(err: SipParseError) -> tuple[int, str]:
-    """Status and reason of a refusal for a header that does not parse (peer-safe)."""
-    return err.status, f"{err.phrase} ({err.reason})"
-
-
-def _phrase(status: int, reason: str) -> str:
-    """A reason phrase: our words, kept to safe characters."""
-    return "".join(c for c in reason if c.isprintable() and c not in "\r\n")[:96]
+def _bad(err: SipParseError, callee: str = "") -> Refusal:
+    """The refusal of a request with a header that does not parse (peer-safe words)."""
+    return Refusal(status=err.status, reason=f"{err.phrase} ({err.reason})", callee=callee)
 
 
 __all__ = [
