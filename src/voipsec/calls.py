@@ -4,10 +4,11 @@ The decisions live in sans-IO cores: :mod:`voipsec.core.routing` (caller identit
 class of service, a route or a refusal), :mod:`voipsec.core.dialplan` (numbers),
 :mod:`voipsec.core.b2bua` (signalling of both legs) and :mod:`voipsec.core.auth`.
 This module reads what they need (the user table, bindings, connections, zones) and
-carries out what they decide. It owns what they cannot: the connections a leg is
-reached on (the caller's own connection, the callee's registration connection, or a
-TLS connection we open to a trunk), the client transactions, the call timers, and
-the CDR rows and events.
+carries out what they decide: it owns the connections a leg is reached on (the
+caller's own connection or the callee's registration connection), the call timers,
+and the hold of a routed call until its CDR row is committed. Two shell modules do
+the rest: :mod:`voipsec.call_trunks` (TLS connections and registrations to trunks)
+and :mod:`voipsec.call_records` (CDR rows, media reports, the fraud engine).
 
 Order of checks for a new INVITE (DESIGN.md "How a request flows"): trunk source →
 authentication (digest, device certificate) → caller identity (From and
@@ -18,15 +19,13 @@ service → route (registered contacts of a user, or a trunk) → B2BUA.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
 import logging
-import os
-import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from .call_records import CallRecord, CallRecords
+from .call_trunks import TrunkConnector
 from .config import Config, ConfigError, TrunkSection, parse_listen
 from .core.b2bua import (
     Answered,
@@ -43,9 +42,7 @@ from .core.b2bua import (
     check_invite,
     disposition_of,
 )
-from .core.dialplan import (
-    DialplanConfigError,
-)
+from .core.dialplan import DialplanConfigError
 from .core.dialplan_loader import load_dialplan
 from .core.routing import (
     MAX_ASSERTED_IDENTITIES,
@@ -63,79 +60,27 @@ from .core.routing import (
     trunk_for,
     user_caller,
 )
-from .core.trunkreg import Step, TrunkRegistration, TrunkRegistrationStatus
-from .events import AlertRaised, CallAnswered, CallEnded, CallStarted, EventBus, MediaStats
+from .events import CallStarted, EventBus
 from .media.destinations import MediaPeer
-from .media.relay import LegReport, MediaRelay
-from .monitor.fraud import (
-    Attempt,
-    FraudEngine,
-    FraudRuleError,
-    Violation,
-    default_data_dir,
-    load_prefixes,
-    load_rates,
-    load_rules,
-)
-from .pki.tls import client_context
+from .media.relay import MediaRelay
 from .ports import Authenticate, Bindings, CallStore, Clock, Signaling, Zones
-from .qos import set_dscp
 from .sip.dialog import new_tag
 from .sip.errors import SipParseError
 from .sip.layer import TxKey, client_key, server_key
 from .sip.message import Request, Response, response_to
 from .sip.uac import LocalAddress
 from .sip.uri import SipUri
-from .storage import CdrStart, StoreError
-from .storage.writer import CdrWriter
 from .transport.connections import ConnectionTable, Flow
-from .transport.stream import StreamProtocol
 from .transport.udp import UdpFlow
 
 log = logging.getLogger("voipsec.calls")
 
 #: Seconds added to every call timer (uvloop's may fire up to a millisecond early).
 TIMER_SLACK = 0.005
-#: The fraud engine's counters, saved in the data directory (0600).
-FRAUD_STATE = "fraud-state.json"
-#: How an alert names what was done for each graded action.
-_ACTION_DONE = {
-    "alert": "alerted",
-    "throttle": "throttled",
-    "block": "blocked",
-    "suspend": "user suspended",
-}
-#: Seconds to open a TLS connection to a trunk before its calls fail with 408.
-TRUNK_CONNECT_TIMEOUT = 10.0
-#: Requests waiting for one trunk connection to open; more fail at once (503).
-MAX_QUEUED_PER_TRUNK = 1000
 #: Seconds a routed call waits for its open CDR row to be committed before it goes on
 #: anyway (the row stays queued): a healthy database commits in milliseconds, and a
 #: caller's phone retransmits the INVITE after 0.5 s (RFC 3261 T1), answered by 100.
 CDR_OPEN_WAIT = 0.5
-#: Seconds between two alerts about CDR writes dropped on a full queue.
-CDR_OVERFLOW_ALERT_INTERVAL = 60.0
-
-
-@dataclass(slots=True)
-class _CallInfo:
-    """The shell's side of a call: its CDR row, and what the fraud engine tracks.
-
-    What the row holds that the end of the call needs is kept here: it is never read
-    back from the database.
-    """
-
-    #: The writer's ticket of the call's CDR row.
-    ticket: int
-    a_call_id: str
-    start: float
-    user: str
-    source: str
-    #: "out" (a user's call the engine checked), "in" (from a trunk) or "".
-    fraud: str = ""
-    #: The row's database id once the writer reported it (0 until then), for events.
-    cdr_id: int = 0
-    answer: float | None = None
 
 
 @dataclass(slots=True)
@@ -210,28 +155,34 @@ class CallService:
         except DialplanConfigError as err:
             raise ConfigError([str(err)]) from None
         self.events = events
-        self.trunks = {t.name: t for t in config.trunks}
         self.routing = RoutingPolicy.from_config(config, domains)
-        self._data_dir = data_dir
         self._classes: dict[str, str] = store.user_classes()
-        self._info: dict[str, _CallInfo] = {}
         self._timers: dict[tuple[str, str], asyncio.TimerHandle] = {}
-        self._connecting: dict[tuple[str, int], list[SendRequest]] = {}
-        self._tls_client: dict[str, object] = {}
         #: UDP listener transport, for legs reached over UDP (set by the server).
         self.udp_sender: Callable[[tuple[str, int]], Flow | None] | None = None
-        self._registrations: dict[str, TrunkRegistration] = {}
-        self._registering: dict[TxKey, str] = {}
-        self._registration_timers: dict[str, asyncio.TimerHandle] = {}
-        self.fraud = self._load_fraud(config, data_dir)
-        #: CDR rows leave the event loop through this writer (the server starts it).
-        self.cdr = CdrWriter(
-            store.open_writer_database,
-            max_pending=config.cdr.max_pending,
-            on_overflow=self._cdr_overflow,
+        #: CDR rows and the fraud engine (call_records.py).
+        self.records = CallRecords(
+            config=config,
+            data_dir=data_dir,
+            store=store,
+            events=events,
+            clock=clock,
+            media_report=self.media.report,
+        )
+        #: The CDR writer (the server starts and stops it) and the fraud engine.
+        self.cdr = self.records.cdr
+        self.fraud = self.records.fraud
+        #: Connections and registrations to trunks (call_trunks.py).
+        self.trunks = TrunkConnector(
+            config=config,
+            data_dir=data_dir,
+            signaling=signaling,
+            connections=connections,
+            clock=clock,
+            local=self.routing.tls_local,
+            unreachable=self._unreachable,
         )
         self._opening: dict[TxKey, _Opening] = {}
-        self._overflow_alerted = -CDR_OVERFLOW_ALERT_INTERVAL
 
     # -- a new INVITE ------------------------------------------------------------------
 
@@ -326,16 +277,7 @@ class CallService:
         now: float,
     ) -> Response:
         """A call refused before routing: one CDR row, opened and closed at once."""
-        ticket = self._cdr_start(flow, request, caller, dialled, refusal.callee, None, now)
-        self._cdr_end(
-            ticket,
-            request.call_id,
-            now,
-            refusal.disposition,
-            refusal.status,
-            refusal.reason,
-            "",
-        )
+        self.records.refused(flow, request, caller, dialled, refusal, now)
         return refusal_response(request, refusal, self.routing.domain)
 
     def _start(
@@ -349,33 +291,10 @@ class CallService:
         now: float,
     ) -> Response | None:
         """Fraud pre-check, then hand the call to the B2BUA; None: it answers the caller."""
-        callee, trunk, destination = routed.callee, routed.trunk, routed.destination
-        max_duration: float | None = None
-        tracked = ""
-        if self.fraud is not None and caller.user is not None and destination is not None:
-            decision = self.fraud.check(
-                Attempt(
-                    call_id=request.call_id,
-                    user=caller.user,
-                    dialled=dialled,
-                    e164=destination.e164,
-                    kind=destination.kind,
-                    time=now,
-                )
-            )
-            self._fraud_alerts(decision.violations, caller.user, flow.peer[0], now)
-            if not decision.allowed:
-                refusal = Refusal(
-                    status=decision.status or 403, reason=decision.reason, callee=callee
-                )
-                return self._refuse(flow, request, caller, dialled, refusal, now)
-            max_duration = decision.max_duration
-            tracked = "out"
-        elif self.fraud is not None and caller.trunk is not None:
-            number = request.from_.uri.user if isinstance(request.from_.uri, SipUri) else None
-            e164 = number if number and number.startswith("+") and number[1:].isdigit() else None
-            self.fraud.inbound(call_id=request.call_id, caller_e164=e164, user=callee, time=now)
-            tracked = "in"
+        callee, trunk = routed.callee, routed.trunk
+        admission = self.records.admit(request, caller, dialled, routed, flow.peer[0], now)
+        if admission.refusal is not None:
+            return self._refuse(flow, request, caller, dialled, admission.refusal, now)
         display = request.from_.display if caller.user is not None else None
         origin = Origin(
             target=Target(transport=flow.transport, host=flow.peer[0], port=flow.peer[1]),
@@ -391,15 +310,15 @@ class CallService:
                 origin=origin,
                 forks=list(routed.forks),
                 now=now,
-                max_duration=max_duration,
+                max_duration=admission.max_duration,
             )
         except SipParseError as err:
             # check_invite() in invite() should have caught it; in any case the call
             # must not stay "in progress" with the fraud engine (it would count forever).
-            self._fraud_discard(request.call_id)
+            self.records.discard(request.call_id)
             return self._refuse(flow, request, caller, dialled, _bad(err, callee), now)
         except Exception:
-            self._fraud_discard(request.call_id)
+            self.records.discard(request.call_id)
             raise
         source = f"{flow.peer[0]}:{flow.peer[1]}"
         started = CallStarted(
@@ -421,14 +340,17 @@ class CallService:
         self.run(trying)
         opening = _Opening(call=call.id, actions=rest, started=started, deferred=[])
         on_written = self._hold(tx, opening)
-        ticket = self._cdr_start(flow, request, caller, dialled, callee, trunk, now, on_written)
-        self._info[call.id] = _CallInfo(
-            ticket=ticket,
-            a_call_id=request.call_id,
-            start=now,
-            user=caller.user or "",
-            source=source,
-            fraud=tracked,
+        ticket = self.records.open(flow, request, caller, dialled, callee, trunk, now, on_written)
+        self.records.track(
+            call.id,
+            CallRecord(
+                ticket=ticket,
+                a_call_id=request.call_id,
+                start=now,
+                user=caller.user or "",
+                source=source,
+                fraud=admission.tracked,
+            ),
         )
         if on_written is None:
             self._row_written(tx, call.id, 0)
@@ -455,9 +377,7 @@ class CallService:
     def _row_written(self, tx: TxKey, call: str, row_id: int) -> None:
         """The open row of ``call`` is committed (``row_id``), or the wait is over (0):
         route the call and run what arrived for it meanwhile."""
-        info = self._info.get(call)
-        if info is not None and row_id:
-            info.cdr_id = row_id
+        self.records.row_written(call, row_id)
         opening = self._opening.get(tx)
         if opening is None or opening.call != call:
             return  # released already; row_id only fills in the id for later events
@@ -474,10 +394,6 @@ class CallService:
         self.run(opening.actions)
         for deferred in opening.deferred:
             deferred()
-
-    def _fraud_discard(self, call_id: str) -> None:
-        if self.fraud is not None:
-            self.fraud.discard(call_id)
 
     # -- requests in a dialog, CANCEL, ACK ------------------------------------------
 
@@ -505,66 +421,18 @@ class CallService:
     # -- client transactions --------------------------------------------------------
 
     def on_response(self, key: TxKey, response: Response) -> None:
-        if response.status >= 200 and key in self._registering:
-            name = self._registering.pop(key)
-            self._registration_step(
-                name, self._registrations[name].on_response(response, self.clock())
-            )
+        if self.trunks.on_response(key, response):
             return
         self.run(self.b2bua.on_response(key, response, self.clock()))
 
     def on_client_failure(self, key: TxKey) -> None:
-        name = self._registering.pop(key, None)
-        if name is not None:
-            self._registration_step(name, self._registrations[name].on_failure(self.clock()))
+        if self.trunks.on_failure(key):
             return
         self.run(self.b2bua.on_client_failure(key, self.clock()))
 
-    # -- registering to trunks --------------------------------------------------------
-
     def start_trunk_registrations(self) -> None:
         """Register to every trunk with ``registration = true`` (and keep it fresh)."""
-        now = self.clock()
-        for trunk in self.config.trunks:
-            if not trunk.registration:
-                continue
-            self._registrations[trunk.name] = TrunkRegistration(
-                domain=trunk.domain,
-                username=trunk.username,
-                password=trunk.password,
-                local=self.routing.tls_local,
-            )
-            self._registration_step(trunk.name, self._registrations[trunk.name].start(now))
-
-    def _registration_step(self, name: str, step: Step) -> None:
-        registration = self._registrations[name]
-        if step.request is not None:
-            key = client_key(step.request.top_via.branch or "", "REGISTER")
-            self._registering[key] = name
-            address = self.trunks[name].listen()
-            target = Target(transport="tls", host=address.host, port=address.port, trunk=name)
-            self._send(SendRequest(step.request, target))
-        status = registration.status(self.clock())
-        if registration.last_status is not None and step.request is None:
-            if status.registered:
-                log.info("registered to trunk %s", name)
-            else:
-                log.warning("registration to trunk %s failed (%s)", name, status.last_status)
-        old = self._registration_timers.pop(name, None)
-        if old is not None:
-            old.cancel()
-        delay = max(0.0, step.at - self.clock())
-        self._registration_timers[name] = asyncio.get_running_loop().call_later(
-            delay, self._refresh_registration, name
-        )
-
-    def _refresh_registration(self, name: str) -> None:
-        self._registration_timers.pop(name, None)
-        self._registration_step(name, self._registrations[name].start(self.clock()))
-
-    def trunk_status(self) -> dict[str, TrunkRegistrationStatus]:
-        now = self.clock()
-        return {name: r.status(now) for name, r in self._registrations.items()}
+        self.trunks.start_registrations()
 
     def stop(self) -> None:
         for opening in self._opening.values():
@@ -572,9 +440,9 @@ class CallService:
                 opening.timer.cancel()
         self._opening.clear()
         self.media.close()
-        for handle in [*self._registration_timers.values(), *self._timers.values()]:
+        self.trunks.stop()
+        for handle in self._timers.values():
             handle.cancel()
-        self._registration_timers.clear()
         self._timers.clear()
 
     def client_done(self, key: TxKey) -> None:
@@ -595,15 +463,15 @@ class CallService:
                 if handle is not None:
                     handle.cancel()
             elif isinstance(action, Answered):
-                self._answered(action)
+                self.records.answered(action)
             elif isinstance(action, Ended):
-                self._ended(action)
+                self.records.ended(action)
 
     def _send(self, action: SendRequest) -> None:
         target = action.target
         flow = self._flow_for(target)
         if flow is None and target.trunk is not None:
-            self._queue_for_trunk(action)
+            self.trunks.queue(action)
             return
         if flow is None:
             self._unreachable(action.request)
@@ -618,59 +486,6 @@ class CallService:
         if target.transport == "udp":
             return self.udp_sender((target.host, target.port)) if self.udp_sender else None
         return self.connections.find(target.transport, target.host, target.port)
-
-    def _queue_for_trunk(self, action: SendRequest) -> None:
-        target = action.target
-        key = (target.host, target.port)
-        queue = self._connecting.get(key)
-        if queue is not None:
-            if len(queue) >= MAX_QUEUED_PER_TRUNK:
-                self._unreachable(action.request)
-            else:
-                queue.append(action)
-            return
-        self._connecting[key] = [action]
-        asyncio.get_running_loop().create_task(self._connect(target))
-
-    async def _connect(self, target: Target) -> None:
-        key = (target.host, target.port)
-        trunk = self.trunks.get(target.trunk or "")
-        flow: StreamProtocol | None = None
-        try:
-            if trunk is None:
-                raise OSError("unknown trunk")
-            ctx = client_context(ca=self._trunk_ca(trunk), min_version=self.config.tls.min_version)
-            loop = asyncio.get_running_loop()
-            connections = self.connections
-            transport, proto = await asyncio.wait_for(
-                loop.create_connection(
-                    lambda: StreamProtocol(self.signaling, connections, "tls"),
-                    host=target.host,
-                    port=target.port,
-                    ssl=ctx,
-                    server_hostname=target.host,
-                ),
-                TRUNK_CONNECT_TIMEOUT,
-            )
-            flow = proto
-            set_dscp(transport.get_extra_info("socket"), self.config.sip.dscp)
-            log.info("connected to trunk %s at %s:%d", target.trunk, target.host, target.port)
-        except (OSError, TimeoutError, ValueError) as err:
-            log.warning(
-                "cannot reach trunk %s at %s:%d: %s", target.trunk, target.host, target.port, err
-            )
-        queued = self._connecting.pop(key, [])
-        for action in queued:
-            if flow is None:
-                self._unreachable(action.request)
-            else:
-                self.signaling.send_request(flow, action.request)
-
-    def _trunk_ca(self, trunk: TrunkSection) -> Path:
-        if trunk.ca:
-            return Path(trunk.ca)
-        assert self._data_dir is not None
-        return self._data_dir / "ca" / "ca.crt"
 
     def _start_timer(self, action: StartCallTimer) -> None:
         loop = asyncio.get_running_loop()
@@ -687,136 +502,7 @@ class CallService:
         self._timers.pop((call, name), None)
         self.run(self.b2bua.on_timer(call, name, self.clock()))
 
-    # -- CDRs and events -------------------------------------------------------------
-
-    def _cdr_start(
-        self,
-        flow: Flow,
-        request: Request,
-        caller: Caller,
-        dialled: str,
-        callee: str,
-        trunk: str | None,
-        now: float,
-        on_written: Callable[[int], None] | None = None,
-    ) -> int:
-        """Queue the open row of a call; returns the writer's ticket."""
-        identity = flow.identity
-        return self.cdr.open(
-            CdrStart(
-                call_id=request.call_id,
-                caller=caller.uri,
-                callee_dialled=dialled,
-                callee=callee,
-                user=caller.user or "",
-                source=f"{flow.peer[0]}:{flow.peer[1]}",
-                transport=flow.transport,
-                tls_identity=(identity.aor or identity.subject) if identity else "",
-                trunk=trunk or (caller.trunk.name if caller.trunk else ""),
-                user_agent=request.headers.get("user-agent") or "",
-                start=now,
-            ),
-            on_written,
-        )
-
-    def _cdr_end(
-        self,
-        ticket: int,
-        call_id: str,
-        now: float,
-        disposition: str,
-        status: int,
-        reason: str,
-        hangup_by: str,
-    ) -> None:
-        try:
-            self.cdr.end(
-                ticket,
-                end=now,
-                disposition=disposition,
-                status=status,
-                reason=reason,
-                hangup_by=hangup_by,
-            )
-        except StoreError:
-            log.exception("could not close the CDR of call %s", call_id[:64])
-
-    def _answered(self, action: Answered) -> None:
-        info = self._info.get(action.call)
-        if info is None:
-            return
-        if self.fraud is not None and info.fraud == "out":
-            self.fraud.answered(info.a_call_id, action.time)
-        if info.answer is None:  # the first answer counts, as in the table
-            info.answer = action.time
-        self.cdr.answer(info.ticket, action.time)
-        self.events.publish(
-            CallAnswered(call_id=info.a_call_id, cdr_id=info.cdr_id, time=action.time)
-        )
-
-    def _ended(self, action: Ended) -> None:
-        info = self._info.pop(action.call, None)
-        if info is None:
-            return
-        self._media_report(info, action.call, action.time)
-        self._cdr_end(
-            info.ticket,
-            info.a_call_id,
-            action.time,
-            action.disposition,
-            action.status,
-            action.reason,
-            action.hangup_by,
-        )
-        # As the table computes them: clamped at 0 if the wall clock stepped back.
-        duration = max(action.time - info.start, 0.0)
-        billable = max(action.time - info.answer, 0.0) if info.answer is not None else 0.0
-        self._fraud_ended(info, action, duration, billable)
-        self.events.publish(
-            CallEnded(
-                call_id=info.a_call_id,
-                cdr_id=info.cdr_id,
-                time=action.time,
-                disposition=action.disposition,
-                status=action.status,
-                reason=action.reason,
-                hangup_by=action.hangup_by,
-                duration=duration,
-                billable=billable,
-            )
-        )
-
-    def _media_report(self, info: _CallInfo, call: str, now: float) -> None:
-        """The relay's statistics of both legs: into the CDR and onto the events stream."""
-        legs = self.media.report(call)
-        if not legs:
-            return
-        report = [_leg_json(leg) for leg in legs]
-        try:
-            self.cdr.media(info.ticket, json.dumps(report, separators=(",", ":")))
-        except StoreError:
-            log.exception("could not store the media report of call %s", info.a_call_id[:64])
-        for leg in legs:
-            r = leg.received
-            self.events.publish(
-                MediaStats(
-                    call_id=info.a_call_id,
-                    cdr_id=info.cdr_id,
-                    time=now,
-                    leg=leg.leg,
-                    suite=leg.suite,
-                    packets=r.packets,
-                    lost=r.lost,
-                    jitter_ms=r.jitter_ms,
-                    auth_failures=r.auth_failures,
-                    replays=r.replays,
-                    wrong_source=r.wrong_source,
-                    malformed=r.malformed,
-                    mos=r.mos,
-                    local=leg.local,
-                    remote=leg.remote,
-                )
-            )
+    # -- housekeeping -----------------------------------------------------------------
 
     def check_media(self) -> None:
         """End answered calls whose media stopped (housekeeping, once a second)."""
@@ -825,145 +511,20 @@ class CallService:
             log.info("call %s: no media for %.0f s, ending it", call[:8], self.media.timeout)
             self.run(self.b2bua.hang_up(call, now, "media timeout"))
 
-    # -- fraud ----------------------------------------------------------------------
-
-    def _cdr_overflow(self, total: int) -> None:
-        """The writer dropped a CDR write (its queue is full): alert, at most once per
-        CDR_OVERFLOW_ALERT_INTERVAL, through the same path as every other alert."""
-        now = self.clock()
-        if now - self._overflow_alerted < CDR_OVERFLOW_ALERT_INTERVAL:
-            return
-        self._overflow_alerted = now
-        alert = AlertRaised(
-            what="CDR writes dropped",
-            who="cdr",
-            why=(
-                f"{total} CDR write(s) dropped so far: the CDR database is unavailable "
-                f"and {self.cdr.max_pending} writes are queued ([cdr] max_pending)"
-            ),
-            action="dropped",
-            rule="cdr_overflow",
-            time=now,
-            source="",
-        )
-        self.events.publish(alert)
-
-    def _fraud_ended(
-        self, info: _CallInfo, action: Ended, duration: float, billable: float
-    ) -> None:
-        if self.fraud is None or not info.fraud:
-            return
-        if info.fraud == "out":
-            violations = self.fraud.ended(info.a_call_id, action.time, billable)
-            self._fraud_alerts(violations, info.user, info.source, action.time)
-        else:
-            self.fraud.inbound_ended(
-                info.a_call_id, action.time, answered=billable > 0, duration=duration
-            )
-
-    def _fraud_alerts(
-        self, violations: Sequence[Violation], user: str, source: str, now: float
-    ) -> None:
-        for v in violations:
-            self.events.publish(
-                AlertRaised(
-                    what=f"fraud check {v.check} ({v.level})",
-                    who=user,
-                    why=v.detail.removeprefix(f"{user}: "),
-                    action=_ACTION_DONE.get(v.action, v.action),
-                    rule=v.rule,
-                    time=now,
-                    source=source,
-                )
-            )
-
     def save_fraud_state(self) -> None:
-        """Write the engine's counters (they persist across restarts), atomically, 0600."""
-        if self.fraud is None or self._data_dir is None:
-            return
-        path = self._data_dir / FRAUD_STATE
-        tmp = path.with_suffix(".tmp")
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                json.dump(self.fraud.snapshot(), handle, separators=(",", ":"))
-            os.replace(tmp, path)
-        except OSError as err:
-            log.error("could not save the fraud state: %s", err)
-
-    def _load_fraud(self, config: Config, data_dir: Path | None) -> FraudEngine | None:
-        if not config.fraud.enabled:
-            return None
-        shipped = default_data_dir()
-        files = [shipped / "fraud.yaml"]
-        if data_dir is not None:
-            user_dir = data_dir / config.fraud.rules_dir
-            if user_dir.is_dir():
-                files += sorted(user_dir.glob("*.yaml"))
-        try:
-            engine = FraudEngine(
-                load_rules(files),
-                rates=load_rates(shipped / "rates.csv"),
-                high_risk=load_prefixes(shipped / "high-risk.txt"),
-            )
-        except (FraudRuleError, ValueError) as err:
-            raise ConfigError([f"fraud rules: {err}"]) from None
-        state = data_dir / FRAUD_STATE if data_dir is not None else None
-        if state is not None and state.exists():
-            try:
-                engine.load_state(json.loads(state.read_text(encoding="utf-8")))
-            except (OSError, ValueError) as err:
-                log.error("fraud state %s not loaded, counters start again: %s", state, err)
-        self._end_calls_of_a_crash(engine)
-        return engine
-
-    def _end_calls_of_a_crash(self, engine: FraudEngine) -> None:
-        """Calls the saved state still holds died with the last process: end them.
-
-        Their CDRs were closed as incomplete at start; their billable time (an upper
-        bound: until the restart) is booked, so no spend is lost either.
-        """
-        pending = engine.pending_calls()
-        if not pending:
-            return
-        now = self.clock()
-        billable: dict[str, float] = {}
-        with contextlib.suppress(sqlite3.Error, StoreError):
-            for record in self._store.cdrs(since=now - 7 * 86400):
-                billable[record.call_id] = record.billable or 0.0
-        for call_id in pending:
-            engine.ended(call_id, now, billable.get(call_id, 0.0))
-        log.warning("fraud: %d call(s) of the previous run ended at restart", len(pending))
+        """Write the fraud engine's counters (they persist across restarts)."""
+        self.records.save_fraud_state()
 
     def hang_up_all(self, reason: str) -> None:
         """Shutdown: BYE both legs of every answered call, close every CDR."""
         for tx, opening in list(self._opening.items()):
             self._row_written(tx, opening.call, 0)
         now = self.clock()
-        for call_id in list(self._info):
+        for call_id in self.records.calls():
             self.run(self.b2bua.hang_up(call_id, now, reason))
 
 
 # -- helpers --------------------------------------------------------------------------
-
-
-def _leg_json(leg: LegReport) -> dict[str, object]:
-    r = leg.received
-    return {
-        "leg": leg.leg,
-        "suite": leg.suite,
-        "packets": r.packets,
-        "bytes": r.bytes,
-        "lost": r.lost,
-        "out_of_order": r.out_of_order,
-        "jitter_ms": round(r.jitter_ms, 2),
-        "auth_failures": r.auth_failures,
-        "replays": r.replays,
-        "wrong_source": r.wrong_source,
-        "malformed": r.malformed,
-        "rtcp_packets": leg.rtcp_packets,
-        "mos": round(r.mos, 2),
-    }
 
 
 def _own_endpoints(config: Config) -> tuple[tuple[str, ...], tuple[int, ...]]:
