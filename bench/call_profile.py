@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from voipsec.config import Config, validate
-from voipsec.server import SipService
+from voipsec.server import SipService, build_sip_service
 from voipsec.sip import parse_message
 from voipsec.sip.digest import client_response, parse_challenge
 from voipsec.sip.framing import FramedMessage, StreamFramer
@@ -157,7 +157,7 @@ async def run(n: int, profile: bool) -> None:
     store.add_user("alice", "alice-password", "localhost")
     store.add_user("bob", "bob-password", "localhost")
     config: Config = validate({"calls": {"probe_interval": 0}}, tmp / "voipsec.toml")
-    service = SipService(config=config, store=store, ids_rules=[], data_dir=tmp)
+    service, _ = build_sip_service(config=config, store=store, ids_rules=[], data_dir=tmp)
     alice, bob = Flow(40000), Flow(40001)
     service.connections._by_peer[("tls", *bob.peer)] = bob  # type: ignore[assignment]
     # bob registers through the registrar (as he would over his connection).

@@ -27,7 +27,7 @@ from tests.peers.proc import free_port, wait_for  # noqa: E402
 from tests.peers.voipsec import prepare, serving, set_zones, voipsec  # noqa: E402
 
 from voipsec.config import Config  # noqa: E402
-from voipsec.server import SipService  # noqa: E402
+from voipsec.server import build_sip_service  # noqa: E402
 from voipsec.storage import Store  # noqa: E402
 
 OPTIONS = (
@@ -60,7 +60,7 @@ def cpu_seconds(pid: int) -> float:
 
 def in_process(count: int) -> None:
     store = Store(Path(tempfile.mkdtemp()) / "db")
-    service = SipService(config=Config(), store=store)
+    service, _ = build_sip_service(config=Config(), store=store)
     service.guard.ban("192.0.2.66", 3600, "bench", time.time())
     now = time.time()
     start = time.perf_counter()

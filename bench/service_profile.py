@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from voipsec.config import Config
-from voipsec.server import SipService
+from voipsec.server import build_sip_service
 from voipsec.sip import parse_message
 from voipsec.sip.digest import client_response, parse_challenge
 from voipsec.storage import Store
@@ -60,7 +60,7 @@ def main() -> None:
     store = Store(tmp / "db")
     for u in range(100):
         store.add_user(f"user{u:04d}", f"pw{u:04d}xxxx", "localhost")
-    service = SipService(config=Config(), store=store)
+    service, _ = build_sip_service(config=Config(), store=store)
     flow = Flow()
 
     server_time = [0.0]

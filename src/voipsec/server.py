@@ -61,6 +61,7 @@ from .nat.service import TurnService
 from .netaddr import rate_key
 from .pki.ca import CaPaths, ServerPaths, read_crl_serials, warn_if_expiring
 from .pki.tls import server_context
+from .ports import CallHandler
 from .qos import set_dscp
 from .sip.digest import DigestAuthenticator
 from .sip.errors import FramingError, SipParseError
@@ -152,7 +153,6 @@ class SipService:
         clock: Callable[[], float] = time.time,
         ids_rules: list[Rule] | None = None,
         connections: ConnectionTable | None = None,
-        data_dir: Path | None = None,
         events: EventBus | None = None,
     ) -> None:
         self.config = config
@@ -209,7 +209,9 @@ class SipService:
                 incomplete_timeout=config.tls.message_timeout,
             )
         )
-        self.calls = CallService(self, config, data_dir)
+        #: Call control: INVITE, CANCEL, ACK, in-dialog requests and the client
+        #: transactions it started. Set by build_sip_service (it is handed no self).
+        self.calls: CallHandler
         self.reload_bans()
 
     # -- entry points from the transports ---------------------------------------------
@@ -907,6 +909,43 @@ def _udp_sender(
     return sender
 
 
+def build_sip_service(
+    *,
+    config: Config,
+    store: Store,
+    clock: Callable[[], float] = time.time,
+    ids_rules: list[Rule] | None = None,
+    connections: ConnectionTable | None = None,
+    data_dir: Path | None = None,
+    events: EventBus | None = None,
+) -> tuple[SipService, CallService]:
+    """The SIP service and its call control, each handed the other's parts as ports
+    (voipsec.ports), never ``self``: what ``Server`` runs, and what tests drive."""
+    service = SipService(
+        config=config,
+        store=store,
+        clock=clock,
+        ids_rules=ids_rules,
+        connections=connections,
+        events=events,
+    )
+    calls = CallService(
+        config=config,
+        data_dir=data_dir,
+        signaling=service,
+        connections=service.connections,
+        authenticate=service.authenticate,
+        domains=service.domains,
+        bindings=service.registrar,
+        zones=service.guard.zones,
+        store=store,
+        events=service.events,
+        clock=clock,
+    )
+    service.calls = calls
+    return service, calls
+
+
 class Server:
     """Every listener and periodic task of ``voipsec serve``."""
 
@@ -932,7 +971,7 @@ class Server:
         #: publish; the monitor (metrics, alerts, SIP log, HEP), the connection table
         #: and the IDS's TURN feed subscribe.
         self.events = EventBus()
-        self.service = SipService(
+        self.service, self.calls = build_sip_service(
             config=config,
             store=self.store,
             ids_rules=self._load_rules(),
@@ -960,7 +999,7 @@ class Server:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        self.service.calls.cdr.start()
+        self.calls.cdr.start()
         self._raise_open_file_limit()
         self.check_revocations()
         warn_if_expiring(ServerPaths.in_dir(self.data_dir).cert, time.time())
@@ -971,15 +1010,15 @@ class Server:
                 )
                 self._udp.append(tx)
                 set_dscp(tx.get_extra_info("socket"), self.config.sip.dscp)
-                if self.service.calls.udp_sender is None:
-                    self.service.calls.udp_sender = _udp_sender(tx, (listen.host, listen.port))
+                if self.calls.udp_sender is None:
+                    self.calls.udp_sender = _udp_sender(tx, (listen.host, listen.port))
             else:
                 await self._start_stream(listen)
             self.bound.append(listen)
             log.info("listening on %s", listen)
         await self._start_turn()
         await self.monitor.start()
-        self.service.calls.start_trunk_registrations()
+        self.calls.start_trunk_registrations()
 
     async def _start_turn(self) -> None:
         """STUN/TURN on [turn] listen (default 127.0.0.1:3478, UDP and TCP)."""
@@ -1074,8 +1113,8 @@ class Server:
             if now - last_sweep >= SWEEP_INTERVAL:
                 last_sweep = now
                 self.service.sweep()
-                self.service.calls.check_media()
-                self.service.calls.save_fraud_state()
+                self.calls.check_media()
+                self.calls.save_fraud_state()
                 self._update_gauges()
                 self.connections.sweep(now)
                 self.check_revocations()
@@ -1087,13 +1126,13 @@ class Server:
 
     def _update_gauges(self) -> None:
         metrics = self.monitor.metrics
-        metrics.set_gauge("active_calls", len(self.service.calls.b2bua))
+        metrics.set_gauge("active_calls", len(self.calls.b2bua))
         metrics.set_gauge("sip_transactions", len(self.service.layer))
         metrics.set_gauge("registered_contacts", self.service.registrar.statistics().bindings)
         metrics.set_gauge("active_bans", len(self.service.guard.bans()))
         metrics.set_gauge("tls_connections", self.connections.statistics().open)
-        metrics.set_gauge("media_sessions", self.service.calls.media.statistics().active_calls)
-        cdr = self.service.calls.cdr.statistics()
+        metrics.set_gauge("media_sessions", self.calls.media.statistics().active_calls)
+        cdr = self.calls.cdr.statistics()
         metrics.set_gauge("cdr_writes_pending", cdr.pending)
         metrics.set_gauge("cdr_writes_dropped", cdr.overflowed)
 
@@ -1171,8 +1210,8 @@ class Server:
         )
 
     async def stop(self) -> None:
-        self.service.calls.hang_up_all("server shutdown")
-        self.service.calls.stop()
+        self.calls.hang_up_all("server shutdown")
+        self.calls.stop()
         if self.turn is not None:
             await self.turn.stop()
         for listener in self._listeners:
@@ -1183,6 +1222,6 @@ class Server:
         self.service.flush()
         await self.monitor.stop()
         # Queued CDR writes: drained in a thread, with a bounded wait (docs/storage.md).
-        await asyncio.to_thread(self.service.calls.cdr.stop)
+        await asyncio.to_thread(self.calls.cdr.stop)
         self.store.close()
         log.info("stopped")

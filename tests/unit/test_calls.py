@@ -1,4 +1,4 @@
-"""The call shell's pure decisions (voipsec.calls): caller identity, trunk by source."""
+"""Caller identity and trunk by source (voipsec.core.routing, re-exported by voipsec.calls)."""
 
 from __future__ import annotations
 

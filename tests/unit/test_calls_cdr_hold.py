@@ -21,7 +21,7 @@ import pytest
 from voipsec.calls import CDR_OPEN_WAIT
 from voipsec.config import Config
 from voipsec.events import CallStarted, Event
-from voipsec.server import SipService
+from voipsec.server import SipService, build_sip_service
 from voipsec.sip.digest import answer_challenge
 from voipsec.sip.message import Response, parse_message
 from voipsec.storage import Binding, Store
@@ -88,7 +88,7 @@ async def _until(condition: object, what: str) -> None:
 
 async def _call(store: Store) -> tuple[SipService, FakeFlow, FakeFlow, list[Event]]:
     """alice's INVITE, challenged and sent again with credentials."""
-    service = SipService(
+    service, _ = build_sip_service(
         config=Config.model_validate({"sip": {"domain": DOMAIN}}),
         store=store,
         clock=FakeClock(),

@@ -16,9 +16,10 @@ from pathlib import Path
 
 import pytest
 
+from voipsec.calls import CallService
 from voipsec.config import Config
 from voipsec.media.sdes import SUITES, crypto_line, new_master
-from voipsec.server import SipService
+from voipsec.server import SipService, build_sip_service
 from voipsec.sip.digest import answer_challenge
 from voipsec.sip.message import Request, Response, parse_message
 from voipsec.storage import Binding, Store
@@ -110,16 +111,16 @@ def _responses(flow: FakeFlow) -> list[Response]:
     return out
 
 
-def _call(store: Store, body: bytes) -> tuple[SipService, FakeFlow, FakeFlow, int]:
+def _call(store: Store, body: bytes) -> tuple[SipService, CallService, FakeFlow, FakeFlow, int]:
     """alice's INVITE with ``body``, challenged and sent again with credentials."""
     low = _free_low_port()
     config = {"sip": {"domain": DOMAIN}, "media": {"ports": f"{low}-{low + PORTS}"}}
-    service = SipService(
+    service, calls = build_sip_service(
         config=Config.model_validate(config), store=store, clock=FakeClock(), ids_rules=[]
     )
     bob = FakeFlow(peer=("192.0.2.20", 5060))
     bob.transport = "udp"
-    service.calls.udp_sender = lambda _address: bob  # type: ignore[assignment,return-value]
+    calls.udp_sender = lambda _address: bob  # type: ignore[assignment,return-value]
     flow = FakeFlow()
     service.on_stream_message(flow, _request("INVITE", 1, "z9hG4bKm1", body))  # type: ignore[arg-type]
     (challenge,) = _responses(flow)
@@ -131,11 +132,11 @@ def _call(store: Store, body: bytes) -> tuple[SipService, FakeFlow, FakeFlow, in
     flow.sent.clear()
     invite = _request("INVITE", 2, "z9hG4bKm2", body, f"{auth[0]}: {auth[1]}")
     service.on_stream_message(flow, invite)  # type: ignore[arg-type]
-    return service, flow, bob, low
+    return service, calls, flow, bob, low
 
 
 async def test_calls_media_offer_is_rewritten_by_the_relay_before_the_b_leg(store: Store) -> None:
-    service, flow, bob, low = _call(store, _offer())
+    service, calls, flow, bob, low = _call(store, _offer())
     try:
         assert [r.status for r in _responses(flow)] == [100]
         (sent,) = bob.sent
@@ -145,8 +146,8 @@ async def test_calls_media_offer_is_rewritten_by_the_relay_before_the_b_leg(stor
         assert "c=IN IP4 127.0.0.1\r\n" in body and "192.0.2.10" not in body
         port = int(body.split("m=audio ", 1)[1].split(" ", 1)[0])
         assert low <= port < low + PORTS
-        assert service.calls.media.statistics().active_calls == 1
-        assert service.calls.b2bua.statistics().pending_media == 0
+        assert calls.media.statistics().active_calls == 1
+        assert calls.b2bua.statistics().pending_media == 0
         # The CANCEL of that INVITE (same branch and CSeq number, no Contact: §9.1).
         cancel = _request("CANCEL", 2, "z9hG4bKm2", b"").replace(
             b"Contact: <sip:alice@192.0.2.10:40000;transport=tls>\r\n", b""
@@ -154,21 +155,21 @@ async def test_calls_media_offer_is_rewritten_by_the_relay_before_the_b_leg(stor
         service.on_stream_message(flow, cancel)  # type: ignore[arg-type]
         assert [r.status for r in _responses(flow)] == [100, 200, 487]
         # The call's end released its ports.
-        assert service.calls.media.statistics().active_calls == 0
-        assert len(service.calls.b2bua) == 0
+        assert calls.media.statistics().active_calls == 0
+        assert len(calls.b2bua) == 0
     finally:
-        service.calls.media.close()
+        calls.media.close()
 
 
 async def test_calls_media_refused_offer_gets_488_with_the_relays_warning(store: Store) -> None:
-    service, flow, bob, _ = _call(store, _offer("RTP/AVP"))
+    _service, calls, flow, bob, _ = _call(store, _offer("RTP/AVP"))
     try:
         trying, refusal = _responses(flow)
         assert (trying.status, refusal.status, refusal.reason) == (100, 488, "Not Acceptable Here")
         warning = refusal.headers.get("warning") or ""
         assert warning.startswith(f'399 {DOMAIN} "SRTP required'), warning
         assert bob.sent == []
-        assert service.calls.media.statistics().active_calls == 0
-        assert (len(service.calls.b2bua), service.calls.b2bua.statistics().pending_media) == (0, 0)
+        assert calls.media.statistics().active_calls == 0
+        assert (len(calls.b2bua), calls.b2bua.statistics().pending_media) == (0, 0)
     finally:
-        service.calls.media.close()
+        calls.media.close()

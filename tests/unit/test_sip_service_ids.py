@@ -10,7 +10,7 @@ from pathlib import Path
 
 from voipsec.config import Config
 from voipsec.edge.ids_loader import default_rules_path, load_rules
-from voipsec.server import SipService
+from voipsec.server import build_sip_service
 from voipsec.storage import Store
 
 from .fakes import FakeClock, FakeFlow
@@ -21,7 +21,7 @@ MALFORMED_BURST = 11
 
 def test_sip_service_ids_counts_ipv6_sources_per_64_and_bans_the_64(tmp_path: Path) -> None:
     clock = FakeClock()
-    service = SipService(
+    service, _ = build_sip_service(
         config=Config.model_validate({"sip": {"domain": "example.test"}}),
         store=Store(tmp_path / "voipsec.db"),
         clock=clock,

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from voipsec.config import Config
-from voipsec.server import SipService
+from voipsec.server import SipService, build_sip_service
 from voipsec.sip.layer import MAX_INVITE_TU_WAIT
 from voipsec.sip.message import parse_message
 from voipsec.storage import Store
@@ -31,7 +31,7 @@ def _service(tmp_path: Path, clock: FakeClock) -> SipService:
     config = Config.model_validate({"sip": {"domain": DOMAIN}})
     store = Store(tmp_path / "voipsec.db")
     store.add_user("alice", "alice-secret-1", DOMAIN)
-    return SipService(config=config, store=store, clock=clock, ids_rules=[])
+    return build_sip_service(config=config, store=store, clock=clock, ids_rules=[])[0]
 
 
 def _request(

@@ -1,0 +1,481 @@
+"""Call records: the CDR row of every call, its media report, and the fraud engine's view.
+
+Call control tells this module what happened to a call (refused, routed, answered,
+ended); it writes the CDR row through the writer thread (storage/writer.py, so the
+event loop never waits on a database), publishes ``CallAnswered``, ``CallEnded``,
+``MediaStats`` and ``AlertRaised`` on the event stream, and keeps the fraud engine's
+counters (checked before a call is routed, booked when it ends, saved across
+restarts).
+
+Failure mode: a CDR database that is slow or gone never stops calls. Writes queue up
+to ``[cdr] max_pending``; beyond that they are dropped, counted and alerted (at most
+once per CDR_OVERFLOW_ALERT_INTERVAL). A fraud state file that cannot be read starts
+the counters again (logged); bad fraud rules refuse to start the server.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import sqlite3
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import Config, ConfigError
+from .core.b2bua import Answered, Ended
+from .core.routing import Caller, Refusal, Route
+from .events import AlertRaised, CallAnswered, CallEnded, EventBus, MediaStats
+from .media.relay import LegReport
+from .monitor.fraud import (
+    Attempt,
+    FraudEngine,
+    FraudRuleError,
+    Violation,
+    default_data_dir,
+    load_prefixes,
+    load_rates,
+    load_rules,
+)
+from .ports import CallStore, Clock
+from .sip.message import Request
+from .sip.uri import SipUri
+from .storage import CdrStart, StoreError
+from .storage.writer import CdrWriter
+from .transport.connections import Flow
+
+log = logging.getLogger("voipsec.calls")
+
+#: The fraud engine's counters, saved in the data directory (0600).
+FRAUD_STATE = "fraud-state.json"
+#: How an alert names what was done for each graded action.
+_ACTION_DONE = {
+    "alert": "alerted",
+    "throttle": "throttled",
+    "block": "blocked",
+    "suspend": "user suspended",
+}
+#: Seconds between two alerts about CDR writes dropped on a full queue.
+CDR_OVERFLOW_ALERT_INTERVAL = 60.0
+#: Days of CDRs read at start to book the calls a crash left in the fraud state.
+CRASH_LOOKBACK_DAYS = 7
+
+
+@dataclass(slots=True)
+class CallRecord:
+    """The shell's side of a call: its CDR row, and what the fraud engine tracks.
+
+    What the row holds that the end of the call needs is kept here: it is never read
+    back from the database.
+    """
+
+    #: The writer's ticket of the call's CDR row.
+    ticket: int
+    a_call_id: str
+    start: float
+    user: str
+    source: str
+    #: "out" (a user's call the engine checked), "in" (from a trunk) or "".
+    fraud: str = ""
+    #: The row's database id once the writer reported it (0 until then), for events.
+    cdr_id: int = 0
+    answer: float | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Admission:
+    """The fraud engine's word on a routed call before the B2BUA gets it."""
+
+    #: Set when the engine refuses the call.
+    refusal: Refusal | None = None
+    #: The longest the call may last (a throttle), None: the configured maximum.
+    max_duration: float | None = None
+    #: What the engine tracks: "out", "in" or "" (see CallRecord.fraud).
+    tracked: str = ""
+
+
+class CallRecords:
+    """The CDR rows and fraud counters of the calls of one server.
+
+    ``media_report`` gives the relay's statistics of a call's legs when it ends.
+    """
+
+    def __init__(
+        self,
+        *,
+        config: Config,
+        data_dir: Path | None,
+        store: CallStore,
+        events: EventBus,
+        clock: Clock,
+        media_report: Callable[[str], Sequence[LegReport]],
+    ) -> None:
+        self._store = store
+        self._data_dir = data_dir
+        self._clock = clock
+        self._media_report_of = media_report
+        self.events = events
+        self._calls: dict[str, CallRecord] = {}
+        self.fraud = self._load_fraud(config, data_dir)
+        #: CDR rows leave the event loop through this writer (the server starts it).
+        self.cdr = CdrWriter(
+            store.open_writer_database,
+            max_pending=config.cdr.max_pending,
+            on_overflow=self._overflow,
+        )
+        self._overflow_alerted = -CDR_OVERFLOW_ALERT_INTERVAL
+
+    # -- the calls ----------------------------------------------------------------------
+
+    def refused(
+        self,
+        flow: Flow,
+        request: Request,
+        caller: Caller,
+        dialled: str,
+        refusal: Refusal,
+        now: float,
+    ) -> None:
+        """A call refused before routing: one CDR row, opened and closed at once."""
+        ticket = self.open(flow, request, caller, dialled, refusal.callee, None, now)
+        self.close(
+            ticket,
+            request.call_id,
+            now,
+            refusal.disposition,
+            refusal.status,
+            refusal.reason,
+            "",
+        )
+
+    def track(self, call: str, record: CallRecord) -> None:
+        """``call`` (the B2BUA's id) is routed; its row is ``record.ticket``."""
+        self._calls[call] = record
+
+    def row_written(self, call: str, row_id: int) -> None:
+        """The writer committed the open row of ``call``: later events carry its id."""
+        record = self._calls.get(call)
+        if record is not None and row_id:
+            record.cdr_id = row_id
+
+    def calls(self) -> list[str]:
+        """The calls routed and not ended yet (the B2BUA's ids)."""
+        return list(self._calls)
+
+    def admit(
+        self,
+        request: Request,
+        caller: Caller,
+        dialled: str,
+        routed: Route,
+        source: str,
+        now: float,
+    ) -> Admission:
+        """Ask the fraud engine about a routed call (a user's call is checked before
+        it goes anywhere; a trunk's call is only counted) and alert on what it found;
+        ``source`` is the caller's address, for the alerts."""
+        if self.fraud is None:
+            return Admission()
+        destination = routed.destination
+        if caller.user is not None and destination is not None:
+            decision = self.fraud.check(
+                Attempt(
+                    call_id=request.call_id,
+                    user=caller.user,
+                    dialled=dialled,
+                    e164=destination.e164,
+                    kind=destination.kind,
+                    time=now,
+                )
+            )
+            self._fraud_alerts(decision.violations, caller.user, source, now)
+            if not decision.allowed:
+                refusal = Refusal(
+                    status=decision.status or 403, reason=decision.reason, callee=routed.callee
+                )
+                return Admission(refusal=refusal)
+            return Admission(max_duration=decision.max_duration, tracked="out")
+        if caller.trunk is not None:
+            number = request.from_.uri.user if isinstance(request.from_.uri, SipUri) else None
+            e164 = number if number and number.startswith("+") and number[1:].isdigit() else None
+            self.fraud.inbound(
+                call_id=request.call_id, caller_e164=e164, user=routed.callee, time=now
+            )
+            return Admission(tracked="in")
+        return Admission()
+
+    def discard(self, call_id: str) -> None:
+        """A call the engine counted never started: forget it (it would count forever)."""
+        if self.fraud is not None:
+            self.fraud.discard(call_id)
+
+    def open(
+        self,
+        flow: Flow,
+        request: Request,
+        caller: Caller,
+        dialled: str,
+        callee: str,
+        trunk: str | None,
+        now: float,
+        on_written: Callable[[int], None] | None = None,
+    ) -> int:
+        """Queue the open row of a call; returns the writer's ticket."""
+        identity = flow.identity
+        return self.cdr.open(
+            CdrStart(
+                call_id=request.call_id,
+                caller=caller.uri,
+                callee_dialled=dialled,
+                callee=callee,
+                user=caller.user or "",
+                source=f"{flow.peer[0]}:{flow.peer[1]}",
+                transport=flow.transport,
+                tls_identity=(identity.aor or identity.subject) if identity else "",
+                trunk=trunk or (caller.trunk.name if caller.trunk else ""),
+                user_agent=request.headers.get("user-agent") or "",
+                start=now,
+            ),
+            on_written,
+        )
+
+    def close(
+        self,
+        ticket: int,
+        call_id: str,
+        now: float,
+        disposition: str,
+        status: int,
+        reason: str,
+        hangup_by: str,
+    ) -> None:
+        try:
+            self.cdr.end(
+                ticket,
+                end=now,
+                disposition=disposition,
+                status=status,
+                reason=reason,
+                hangup_by=hangup_by,
+            )
+        except StoreError:
+            log.exception("could not close the CDR of call %s", call_id[:64])
+
+    def answered(self, action: Answered) -> None:
+        """The call was answered: the row, the fraud engine and the event."""
+        info = self._calls.get(action.call)
+        if info is None:
+            return
+        if self.fraud is not None and info.fraud == "out":
+            self.fraud.answered(info.a_call_id, action.time)
+        if info.answer is None:  # the first answer counts, as in the table
+            info.answer = action.time
+        self.cdr.answer(info.ticket, action.time)
+        self.events.publish(
+            CallAnswered(call_id=info.a_call_id, cdr_id=info.cdr_id, time=action.time)
+        )
+
+    def ended(self, action: Ended) -> None:
+        """The call is over: close its row, book it with the fraud engine, publish it."""
+        info = self._calls.pop(action.call, None)
+        if info is None:
+            return
+        self._media_report(info, action.call, action.time)
+        self.close(
+            info.ticket,
+            info.a_call_id,
+            action.time,
+            action.disposition,
+            action.status,
+            action.reason,
+            action.hangup_by,
+        )
+        # As the table computes them: clamped at 0 if the wall clock stepped back.
+        duration = max(action.time - info.start, 0.0)
+        billable = max(action.time - info.answer, 0.0) if info.answer is not None else 0.0
+        self._fraud_ended(info, action, duration, billable)
+        self.events.publish(
+            CallEnded(
+                call_id=info.a_call_id,
+                cdr_id=info.cdr_id,
+                time=action.time,
+                disposition=action.disposition,
+                status=action.status,
+                reason=action.reason,
+                hangup_by=action.hangup_by,
+                duration=duration,
+                billable=billable,
+            )
+        )
+
+    def _media_report(self, info: CallRecord, call: str, now: float) -> None:
+        """The relay's statistics of both legs: into the CDR and onto the events stream."""
+        legs = self._media_report_of(call)
+        if not legs:
+            return
+        report = [_leg_json(leg) for leg in legs]
+        try:
+            self.cdr.media(info.ticket, json.dumps(report, separators=(",", ":")))
+        except StoreError:
+            log.exception("could not store the media report of call %s", info.a_call_id[:64])
+        for leg in legs:
+            r = leg.received
+            self.events.publish(
+                MediaStats(
+                    call_id=info.a_call_id,
+                    cdr_id=info.cdr_id,
+                    time=now,
+                    leg=leg.leg,
+                    suite=leg.suite,
+                    packets=r.packets,
+                    lost=r.lost,
+                    jitter_ms=r.jitter_ms,
+                    auth_failures=r.auth_failures,
+                    replays=r.replays,
+                    wrong_source=r.wrong_source,
+                    malformed=r.malformed,
+                    mos=r.mos,
+                    local=leg.local,
+                    remote=leg.remote,
+                )
+            )
+
+    # -- fraud ----------------------------------------------------------------------
+
+    def _overflow(self, total: int) -> None:
+        """The writer dropped a CDR write (its queue is full): alert, at most once per
+        CDR_OVERFLOW_ALERT_INTERVAL, through the same path as every other alert."""
+        now = self._clock()
+        if now - self._overflow_alerted < CDR_OVERFLOW_ALERT_INTERVAL:
+            return
+        self._overflow_alerted = now
+        alert = AlertRaised(
+            what="CDR writes dropped",
+            who="cdr",
+            why=(
+                f"{total} CDR write(s) dropped so far: the CDR database is unavailable "
+                f"and {self.cdr.max_pending} writes are queued ([cdr] max_pending)"
+            ),
+            action="dropped",
+            rule="cdr_overflow",
+            time=now,
+            source="",
+        )
+        self.events.publish(alert)
+
+    def _fraud_ended(
+        self, info: CallRecord, action: Ended, duration: float, billable: float
+    ) -> None:
+        if self.fraud is None or not info.fraud:
+            return
+        if info.fraud == "out":
+            violations = self.fraud.ended(info.a_call_id, action.time, billable)
+            self._fraud_alerts(violations, info.user, info.source, action.time)
+        else:
+            self.fraud.inbound_ended(
+                info.a_call_id, action.time, answered=billable > 0, duration=duration
+            )
+
+    def _fraud_alerts(
+        self, violations: Sequence[Violation], user: str, source: str, now: float
+    ) -> None:
+        for v in violations:
+            self.events.publish(
+                AlertRaised(
+                    what=f"fraud check {v.check} ({v.level})",
+                    who=user,
+                    why=v.detail.removeprefix(f"{user}: "),
+                    action=_ACTION_DONE.get(v.action, v.action),
+                    rule=v.rule,
+                    time=now,
+                    source=source,
+                )
+            )
+
+    def save_fraud_state(self) -> None:
+        """Write the engine's counters (they persist across restarts), atomically, 0600."""
+        if self.fraud is None or self._data_dir is None:
+            return
+        path = self._data_dir / FRAUD_STATE
+        tmp = path.with_suffix(".tmp")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                json.dump(self.fraud.snapshot(), handle, separators=(",", ":"))
+            os.replace(tmp, path)
+        except OSError as err:
+            log.error("could not save the fraud state: %s", err)
+
+    def _load_fraud(self, config: Config, data_dir: Path | None) -> FraudEngine | None:
+        if not config.fraud.enabled:
+            return None
+        shipped = default_data_dir()
+        files = [shipped / "fraud.yaml"]
+        if data_dir is not None:
+            user_dir = data_dir / config.fraud.rules_dir
+            if user_dir.is_dir():
+                files += sorted(user_dir.glob("*.yaml"))
+        try:
+            engine = FraudEngine(
+                load_rules(files),
+                rates=load_rates(shipped / "rates.csv"),
+                high_risk=load_prefixes(shipped / "high-risk.txt"),
+            )
+        except (FraudRuleError, ValueError) as err:
+            raise ConfigError([f"fraud rules: {err}"]) from None
+        state = data_dir / FRAUD_STATE if data_dir is not None else None
+        if state is not None and state.exists():
+            try:
+                engine.load_state(json.loads(state.read_text(encoding="utf-8")))
+            except (OSError, ValueError) as err:
+                log.error("fraud state %s not loaded, counters start again: %s", state, err)
+        self._end_calls_of_a_crash(engine)
+        return engine
+
+    def _end_calls_of_a_crash(self, engine: FraudEngine) -> None:
+        """Calls the saved state still holds died with the last process: end them.
+
+        Their CDRs were closed as incomplete at start; their billable time (an upper
+        bound: until the restart) is booked, so no spend is lost either.
+        """
+        pending = engine.pending_calls()
+        if not pending:
+            return
+        now = self._clock()
+        billable: dict[str, float] = {}
+        with contextlib.suppress(sqlite3.Error, StoreError):
+            for record in self._store.cdrs(since=now - CRASH_LOOKBACK_DAYS * 86400):
+                billable[record.call_id] = record.billable or 0.0
+        for call_id in pending:
+            engine.ended(call_id, now, billable.get(call_id, 0.0))
+        log.warning("fraud: %d call(s) of the previous run ended at restart", len(pending))
+
+
+def _leg_json(leg: LegReport) -> dict[str, object]:
+    r = leg.received
+    return {
+        "leg": leg.leg,
+        "suite": leg.suite,
+        "packets": r.packets,
+        "bytes": r.bytes,
+        "lost": r.lost,
+        "out_of_order": r.out_of_order,
+        "jitter_ms": round(r.jitter_ms, 2),
+        "auth_failures": r.auth_failures,
+        "replays": r.replays,
+        "wrong_source": r.wrong_source,
+        "malformed": r.malformed,
+        "rtcp_packets": leg.rtcp_packets,
+        "mos": round(r.mos, 2),
+    }
+
+
+__all__ = [
+    "CDR_OVERFLOW_ALERT_INTERVAL",
+    "FRAUD_STATE",
+    "Admission",
+    "CallRecord",
+    "CallRecords",
+]
