@@ -198,6 +198,7 @@ class CallService:
             (ipaddress.ip_network(c, strict=False), t) for t in config.trunks for c in t.sources
         ]
         self._data_dir = data_dir
+        self._classes_version = sip.store.version()  # first: a change meanwhile re-reads
         self._classes: dict[str, str] = sip.store.user_classes()
         self._info: dict[str, _CallInfo] = {}
         self._timers: dict[tuple[str, str], asyncio.TimerHandle] = {}
@@ -364,7 +365,11 @@ class CallService:
         return name in self._classes or self._reload_classes(name)
 
     def _reload_classes(self, name: str) -> bool:
-        self._classes = self.sip.store.user_classes()
+        # Every call to a number asks about a name that is no user: the table is read
+        # again only when the database changed (`voipsec user class` applies to the
+        # next call), not once per call on the event loop.
+        if self.sip.store.version() != self._classes_version:
+            self.reload_users()
         return name in self._classes
 
     def _class_of(self, user: str) -> ClassOfService:
@@ -375,6 +380,7 @@ class CallService:
         return cos  # type: ignore[return-value]
 
     def reload_users(self) -> None:
+        self._classes_version = self.sip.store.version()
         self._classes = self.sip.store.user_classes()
 
     def _user_forks(self, user: str, now: float) -> list[Fork]:

@@ -258,6 +258,14 @@ class Store:
         """User name -> class of service, in name order."""
         return dict(self.db.execute('SELECT name, "class" FROM users ORDER BY name').fetchall())
 
+    def version(self) -> tuple[int, int]:
+        """Changes as far as this connection can tell: another connection's commits
+        (``PRAGMA data_version``, no table read) and this one's own (total_changes).
+        Equal values mean the tables read before are still what they were, so a cache of
+        the users can skip re-reading them."""
+        (other,) = self.db.execute("PRAGMA data_version").fetchone()
+        return int(other), self.db.total_changes
+
     def remove_user(self, name: str) -> None:
         cur = self.db.execute("DELETE FROM users WHERE name = ?", (name,))
         if cur.rowcount == 0:
