@@ -14,7 +14,8 @@ import pytest
 from tests.peers.proc import wait_for
 from voipsec.config import Config
 from voipsec.edge.guard import Ban, BanAdded
-from voipsec.server import SipService
+from voipsec.events import AlertRaised
+from voipsec.server import Server, SipService
 from voipsec.storage import (
     STORE_MAX_PENDING,
     Binding,
@@ -188,3 +189,35 @@ def test_storage_storewriter_queued_ban_holds_when_the_service_rereads_bans(
     assert [b.source for b in store.bans(clock())] == ["192.0.2.7"]
     service.reload_bans()
     assert [b.source for b in service.guard.bans()] == ["192.0.2.7"]
+
+
+def test_storage_storewriter_overflow_is_alerted_once_per_interval(tmp_path: Path) -> None:
+    # The server turns the writer's overflow into one store_overflow alert (then at most
+    # one a minute); the alert's own write overflows too and must not alert again.
+    server = Server(
+        config=Config.model_validate({"metrics": {"listen": ""}, "turn": {"listen": []}}),
+        data_dir=tmp_path,
+    )
+    seen: list[AlertRaised] = []
+    server.events.subscribe(
+        lambda e: seen.append(e) if isinstance(e, AlertRaised) else None, AlertRaised
+    )
+    writer = server.store_writer
+    writer.max_pending = 1  # not started: the first write fills the queue
+    writer.add_alert("first", "192.0.2.1", "queued", T0)
+    writer.add_alert("second", "192.0.2.2", "dropped", T0)
+    writer.add_alert("third", "192.0.2.3", "dropped", T0)
+    assert [(a.rule, a.who, a.why) for a in seen] == [
+        (
+            "store_overflow",
+            "store",
+            "1 write(s) to voipsec.db dropped so far: the database is unavailable and "
+            "1 writes are queued",
+        )
+    ]
+    # Dropped: the second and third alerts and the overflow alert's own row.
+    assert (writer.statistics().overflowed, writer.statistics().pending) == (3, 1)
+    writer.start()
+    assert writer.stop() == 0
+    assert [a.rule for a in server.store.alerts()] == ["first"]
+    server.store.close()
