@@ -159,6 +159,7 @@ class CallService:
             raise ConfigError([str(err)]) from None
         self.events = events
         self.routing = RoutingPolicy.from_config(config, domains)
+        self._classes_version = store.version()  # first: a change meanwhile re-reads
         self._classes: dict[str, str] = store.user_classes()
         self._timers: dict[tuple[str, str], asyncio.TimerHandle] = {}
         #: UDP listener transport, for legs reached over UDP (set by the server).
@@ -254,7 +255,11 @@ class CallService:
         return name in self._classes or self._reload_classes(name)
 
     def _reload_classes(self, name: str) -> bool:
-        self._classes = self._store.user_classes()
+        # Every call to a number asks about a name that is no user: the table is read
+        # again only when the database changed (`voipsec user class` applies to the
+        # next call), not once per call on the event loop.
+        if self._store.version() != self._classes_version:
+            self.reload_users()
         return name in self._classes
 
     def _stored_class(self, user: str) -> str | None:
@@ -265,6 +270,7 @@ class CallService:
         return self._classes.get(user)
 
     def reload_users(self) -> None:
+        self._classes_version = self._store.version()
         self._classes = self._store.user_classes()
 
     def _media_peer(self, source: str, trunk: TrunkSection | None) -> MediaPeer:

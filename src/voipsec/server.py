@@ -76,7 +76,7 @@ from .sip.message import (
 )
 from .sip.transaction import CancelTimer, PassUp, Send, StartTimer, Terminated
 from .sip.uri import SipUri
-from .storage import Binding, Store
+from .storage import Binding, Store, StoreError, StoreWriter, StoreWrites
 from .transport.connections import (
     ConnectionLimits,
     ConnectionTable,
@@ -115,6 +115,8 @@ USER_RELOAD_INTERVAL = 1.0
 TLS_SHUTDOWN_TIMEOUT = 5.0
 #: How often expired bindings and idle connections are swept.
 SWEEP_INTERVAL = 1.0
+#: Least seconds between two alerts on dropped store writes (as for CDR writes).
+STORE_OVERFLOW_ALERT_INTERVAL = 60.0
 
 
 @dataclass(slots=True)
@@ -154,12 +156,16 @@ class SipService:
         ids_rules: list[Rule] | None = None,
         connections: ConnectionTable | None = None,
         events: EventBus | None = None,
+        writes: StoreWrites | None = None,
     ) -> None:
         self.config = config
         #: Where the service tells everything else what happened (metrics, alerts, the
         #: SIP log and HEP, the IDS's TURN feed subscribe); one bus per server.
         self.events = events if events is not None else EventBus()
         self.store = store
+        #: Where bans and bindings are written: the server's StoreWriter (off the event
+        #: loop), or the Store itself when none is given (tests, tools).
+        self.writes: StoreWrites = writes if writes is not None else store
         self.clock = clock
         domains = {config.sip.domain, *(a.lower() for a in config.sip.aliases)}
         domains.update(listen.host for listen in config.sip.listeners())
@@ -260,8 +266,8 @@ class SipService:
             ban.reason,
         )
         try:
-            self.store.add_ban(ban.source, ban.until, ban.reason, ban.scope.value)
-        except sqlite3.Error:
+            self.writes.add_ban(ban.source, ban.until, ban.reason, ban.scope.value)
+        except (sqlite3.Error, StoreError):
             log.exception("could not store the ban of %s (it holds in memory)", ban.source)
         now = self.clock()
         # The server cuts the source's connections on a ban of every transport.
@@ -302,9 +308,11 @@ class SipService:
         """Adopt the stored bans (the CLI adds and removes them in the database)."""
         now = self.clock()
         before = {b.source for b in self.guard.bans() if b.until > now}
+        queued = self.writes.queued_bans()  # before the read: none is missed
         stored = [
             Ban(source=b.source, until=b.until, reason=b.reason, scope=_ban_scope(b.scope))
-            for b in self.store.bans(now)
+            for b in [*self.store.bans(now), *queued]
+            if b.until > now
         ]
         self.guard.replace_bans(stored)
         # A ban lifted by hand: the IDS may ban that source again at once. (The
@@ -824,7 +832,7 @@ class SipService:
         removals = list(self._pending_removals)
         self._pending_upserts.clear()
         self._pending_removals.clear()
-        self.store.save_bindings(upserts, removals)
+        self.writes.save_bindings(upserts, removals)
 
     def sweep(self) -> None:
         self.reload_bans()
@@ -918,6 +926,7 @@ def build_sip_service(
     connections: ConnectionTable | None = None,
     data_dir: Path | None = None,
     events: EventBus | None = None,
+    writes: StoreWrites | None = None,
 ) -> tuple[SipService, CallService]:
     """The SIP service and its call control, each handed the other's parts as ports
     (voipsec.ports), never ``self``: what ``Server`` runs, and what tests drive."""
@@ -928,6 +937,7 @@ def build_sip_service(
         ids_rules=ids_rules,
         connections=connections,
         events=events,
+        writes=writes,
     )
     calls = CallService(
         config=config,
@@ -971,6 +981,11 @@ class Server:
         #: publish; the monitor (metrics, alerts, SIP log, HEP), the connection table
         #: and the IDS's TURN feed subscribe.
         self.events = EventBus()
+        #: Bans, bindings and alerts leave the event loop through this writer.
+        self.store_writer = StoreWriter(
+            self.store.path, on_overflow=self._store_overflow, clock=time.time
+        )
+        self._store_overflow_alerted = -STORE_OVERFLOW_ALERT_INTERVAL
         self.service, self.calls = build_sip_service(
             config=config,
             store=self.store,
@@ -978,12 +993,17 @@ class Server:
             connections=self.connections,
             data_dir=data_dir,
             events=self.events,
+            writes=self.store_writer,
         )
         self.connections.banned = self.service.is_banned
         self.connections.screen = self.service.admit_connection
         self.events.subscribe(self._cut_banned_connections, BanImposed)
         self.monitor = MonitorService(
-            config=config, data_dir=data_dir, store=self.store, events=self.events
+            config=config,
+            data_dir=data_dir,
+            store=self.store,
+            events=self.events,
+            writes=self.store_writer,
         )
         metrics = self.monitor.metrics
         self.connections.on_admit = lambda flow: (
@@ -1000,6 +1020,7 @@ class Server:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         self.calls.cdr.start()
+        self.store_writer.start()
         self._raise_open_file_limit()
         self.check_revocations()
         warn_if_expiring(ServerPaths.in_dir(self.data_dir).cert, time.time())
@@ -1039,6 +1060,28 @@ class Server:
         self.events.subscribe(self.service.observe_rejected_credentials, CredentialsRejected)
         await self.turn.start()
         log.info("STUN/TURN listening on %s", ", ".join(turn.listen))
+
+    def _store_overflow(self, total: int) -> None:
+        """The store writer dropped a write (its queue is full): alert, at most once per
+        STORE_OVERFLOW_ALERT_INTERVAL, through the same path as every other alert (the
+        alert's own row is dropped too while the queue is full; it is still delivered)."""
+        now = time.time()
+        if now - self._store_overflow_alerted < STORE_OVERFLOW_ALERT_INTERVAL:
+            return
+        self._store_overflow_alerted = now  # first: the alert's own write overflows
+        alert = AlertRaised(
+            what="store writes dropped",
+            who="store",
+            why=(
+                f"{total} write(s) to voipsec.db dropped so far: the database is "
+                f"unavailable and {self.store_writer.max_pending} writes are queued"
+            ),
+            action="dropped",
+            rule="store_overflow",
+            time=now,
+            source="",
+        )
+        self.events.publish(alert)
 
     def _cut_banned_connections(self, event: Event) -> None:
         """A ban of every transport drops the source's open connections at once; a
@@ -1223,5 +1266,6 @@ class Server:
         await self.monitor.stop()
         # Queued CDR writes: drained in a thread, with a bounded wait (docs/storage.md).
         await asyncio.to_thread(self.calls.cdr.stop)
+        await asyncio.to_thread(self.store_writer.stop)
         self.store.close()
         log.info("stopped")

@@ -7,17 +7,24 @@ is held by another connection's BEGIN EXCLUSIVE: the same, no row is written whi
 lock is held. (c) With ``[cdr] max_pending = 2`` and PostgreSQL stopped, the writes past
 the limit are dropped and alerted once (`voipsec alerts list`, with the count), while
 the calls still go through; the writes queued before the limit arrive once it is back.
+(d) The store writer (bans, bindings, alerts): with voipsec.db locked, a phone's REGISTER
+is answered 200 and a flooder is banned and stays banned (the once-a-second re-read of
+the stored bans keeps the queued one); once the lock is released the binding, the ban
+and its alert are in voipsec.db.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import ALICE
+from tests.integration.test_edge import FLOODER, _edge_server, _flood, _options
 from tests.integration.test_monitor import (
     NATIONAL,
     _alerts,
@@ -30,7 +37,8 @@ from tests.integration.test_monitor import (
 )
 from tests.peers.postgres import PostgresServer, running_postgres
 from tests.peers.proc import free_port, wait_for
-from tests.peers.voipsec import VoipsecServer, serving
+from tests.peers.sipclient import TlsSipClient
+from tests.peers.voipsec import VoipsecServer, serving, voipsec
 
 pytestmark = pytest.mark.peers
 
@@ -121,7 +129,14 @@ def test_storage_overflow_past_max_pending_is_counted_and_alerted(
         # the queue with its open row and its answer, everything after is dropped.
         down = _call(server, tmp_path / "down", dialled, calls=DOWN_CALLS, rate=0.5)
         _assert_clean(down, DOWN_CALLS, "caller, PostgreSQL stopped, queue full", server)
-        overflow = [line for line in _alerts(server) if "  cdr_overflow  " in line]
+        # The alert is written by the store writer: poll for it.
+        overflow: list[str] = []
+
+        def alerted() -> bool:
+            overflow[:] = [line for line in _alerts(server) if "  cdr_overflow  " in line]
+            return bool(overflow)
+
+        wait_for(alerted, what="the cdr_overflow alert")
         assert len(overflow) == 1, _alerts(server)
         assert overflow[0].split("  ", 3)[2:] == [
             "cdr",
@@ -142,3 +157,55 @@ def test_storage_overflow_past_max_pending_is_counted_and_alerted(
         except AssertionError as exc:
             raise AssertionError(f"{exc}: {rows}\n{server.log_text()[-3000:]}") from None
         assert [row["disposition"] for row in rows] == ["answered", ""]
+
+
+#: Rows the server writes through the store writer, counted by the locking connection.
+_COUNTS = (
+    "SELECT COUNT(*) FROM bindings",
+    "SELECT COUNT(*) FROM bans",
+    "SELECT COUNT(*) FROM alerts",
+)
+
+
+def test_storage_sqlite_locked_register_answered_ban_held_rows_written_when_released(
+    tmp_path: Path,
+) -> None:
+    prepared, udp = _edge_server(tmp_path, ban=3600)
+    with serving(prepared) as server:
+        locker = sqlite3.connect(server.data_dir / "voipsec.db", isolation_level=None)
+        try:
+            locker.execute("BEGIN EXCLUSIVE")
+            with TlsSipClient(server.host, server.port, server.ca) as client:
+                assert client.register(*ALICE, expires=600).status == 200
+            _flood(tmp_path, udp)
+            wait_for(
+                lambda: "store database unavailable" in server.log_text(),
+                deadline=15,
+                what="the store writer to log the outage",
+            )
+            # Several re-reads of the stored bans later, the queued ban still holds.
+            assert _options(FLOODER, udp, "locked") is None
+            # Nothing was written past the lock: the writes wait in the writer's queue.
+            assert [locker.execute(q).fetchone()[0] for q in _COUNTS] == [0, 0, 0]
+            locker.execute("COMMIT")
+        finally:
+            locker.close()
+        [binding] = server.wait_bindings("alice", 1)
+        assert str(binding["contact"]).startswith("sip:alice@127.0.0.1:"), binding
+        assert str(binding["source"]).startswith("tls:127.0.0.1:"), binding
+
+        def listed() -> str:
+            return voipsec("bans", "list", data_dir=server.data_dir).stdout
+
+        listing = str(wait_for(lambda: FLOODER in listed() and listed(), what="the ban"))
+        # The rate limit or an IDS rule, whichever the flood tripped first: as logged.
+        logged = re.search(rf"banned {FLOODER} for 3600 s \(UDP only\): (.+)", server.log_text())
+        assert logged is not None, server.log_text()[-3000:]
+        assert f"  {logged.group(1)}  (UDP only)" in listing, listing
+        alerts = [line for line in _alerts(server) if f"  ban  {FLOODER}  " in line]
+        assert len(alerts) == 1, _alerts(server)
+        wait_for(
+            lambda: "store database available again" in server.log_text(),
+            what="the store writer to log the recovery",
+        )
+        assert _options(FLOODER, udp, "released") is None

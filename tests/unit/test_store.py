@@ -546,6 +546,20 @@ def test_store_set_user_class(local_store: Store) -> None:
     assert local_store.user_classes() == {"alice": "international"}
 
 
+def test_store_version_moves_on_every_commit_and_not_on_reads(local_store: Store) -> None:
+    # The call service re-reads the users only when this changed (not once per call).
+    before = local_store.version()
+    local_store.user_classes()
+    assert local_store.version() == before
+    local_store.add_user("ann", "pw", REALM)  # this connection's own write
+    mine = local_store.version()
+    assert mine != before
+    other = sqlite3.connect(local_store.path, isolation_level=None)
+    other.execute("UPDATE users SET \"class\" = 'international' WHERE name = 'ann'")
+    other.close()  # `voipsec user class` in another process
+    assert local_store.version() not in (before, mine)
+
+
 def test_store_migrates_users_table_without_class(tmp_path: Path) -> None:
     path = tmp_path / DB_NAME
     old = sqlite3.connect(path)

@@ -24,7 +24,7 @@ from ..config import Config, parse_listen
 from ..events import AlertRaised, Event, EventBus, MediaStats, MessageSeen
 from ..pki.ca import ServerPaths
 from ..pki.tls import server_context
-from ..storage import Store, StoreError
+from ..storage import Store, StoreError, StoreWrites
 from .alerts import Alert, AlertDispatcher, EmailSettings
 from .hep import HepExporter
 from .metrics import METRIC_EVENTS, Metrics, MetricsServer
@@ -69,10 +69,20 @@ def _unknown_peer(local_host: str) -> tuple[str, int]:
 class MonitorService:
     """SIP log, HEP, alerts and metrics of one ``voipsec serve``."""
 
-    def __init__(self, *, config: Config, data_dir: Path, store: Store, events: EventBus) -> None:
+    def __init__(
+        self,
+        *,
+        config: Config,
+        data_dir: Path,
+        store: Store,
+        events: EventBus,
+        writes: StoreWrites | None = None,
+    ) -> None:
         self.config = config
         self.data_dir = data_dir
         self.store = store
+        #: Where alerts are written: the server's StoreWriter, or the Store itself.
+        self.writes: StoreWrites = writes if writes is not None else store
         self.metrics = Metrics()
         events.subscribe(self.metrics.on_event, *METRIC_EVENTS)
         # Every alert is stored and counted, delivered where a sink is configured.
@@ -224,7 +234,7 @@ class MonitorService:
         """Store, deliver and count one alert."""
         log.warning("alert %s: %s", alert.rule, alert.detail())
         try:
-            self.store.add_alert(alert.rule, alert.source or alert.who, alert.detail(), alert.time)
+            self.writes.add_alert(alert.rule, alert.source or alert.who, alert.detail(), alert.time)
         except (sqlite3.Error, StoreError):
             log.exception("could not store an alert")
         if self.dispatcher is not None:

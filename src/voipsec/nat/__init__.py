@@ -1,9 +1,10 @@
 """STUN and TURN server (RFC 8489, RFC 8656) for phones and softphones behind NAT.
 
-Two layers: :mod:`.stun` (message codec) and :mod:`.turn` (the TURN state machine) are
-sans-IO; :mod:`.service` is the asyncio shell with the UDP/TCP listeners and relay
-sockets. :mod:`.peerfilter` keeps the relay out of internal networks and
-:mod:`.credentials` makes and checks TURN REST credentials.
+Two layers: :mod:`.stun` (message codec), :mod:`.turn` (the TURN state machine) and
+:mod:`.turnmodel` (its limits, actions, events and state records) are sans-IO;
+:mod:`.service` is the asyncio shell with the UDP/TCP listeners and relay sockets.
+:mod:`.peerfilter` keeps the relay out of internal networks and :mod:`.credentials`
+makes and checks TURN REST credentials.
 """
 
 from __future__ import annotations

@@ -31,8 +31,6 @@ import hmac
 import os
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import NamedTuple
 
 from . import credentials
 from .peerfilter import PeerFilter
@@ -59,48 +57,46 @@ from .stun import (
     parse_message,
     verify_integrity,
 )
-
-# -- limits and timers (each named, each with a test that exceeds it) ---------------------
-
-#: Allocation lifetime when the client asks for none or for less (RFC 8656 §7.2: "the
-#: default lifetime of 10 minutes").
-DEFAULT_LIFETIME = 600
-#: Longest lifetime granted: RFC 8656 §7.2 recommends one hour.
-MAX_LIFETIME = 3600
-#: Permission lifetime, fixed by RFC 8656 §9 ("300 seconds (5 minutes)").
-PERMISSION_LIFETIME = 300
-#: Channel binding lifetime, fixed by RFC 8656 §12 ("10 minutes").
-CHANNEL_LIFETIME = 600
-#: After a binding expires its number and peer stay reserved for 5 minutes so that
-#: late packets are not delivered to a new peer (RFC 8656 §12).
-CHANNEL_COOLDOWN = 300
-#: A RESERVATION-TOKEN is held about 30 seconds (RFC 8656 §7.2).
-RESERVATION_LIFETIME = 30
-#: A nonce stays valid this long; then 438 and the client retries with a new one.
-#: coturn's default ``stale-nonce`` is the same 600 s.
-NONCE_LIFETIME = 600
-#: Allocations one user may hold. A softphone holds 1-2 per media stream (RTP, RTCP);
-#: 20 allows several calls with audio and video per user.
-DEFAULT_USER_QUOTA = 20
-#: Allocations in total: each holds a UDP socket, so this bounds file descriptors.
-DEFAULT_TOTAL_QUOTA = 2000
-#: Permissions per allocation: a call needs 1-2 peers, ICE a handful of candidates.
-MAX_PERMISSIONS = 64
-#: Channels per allocation (the protocol allows 4096); same reasoning as permissions.
-MAX_CHANNELS = 64
-#: Failed authentications (401 to a request that carried credentials) per source IP
-#: and window before the source is ignored for the rest of the window: stops password
-#: guessing at 10 per minute.
-MAX_AUTH_FAILURES = 10
-AUTH_FAILURE_WINDOW = 60.0
-#: Sources whose failures are tracked; the oldest is forgotten first (fails open for
-#: that source only when an attacker cycles through more addresses than this).
-MAX_TRACKED_SOURCES = 10_000
-#: Bytes per second each allocation may relay (both directions together). HD video is
-#: about 300 kB/s; 1 MB/s leaves room and stops one user from saturating the uplink.
-DEFAULT_BANDWIDTH = 1_000_000
-#: The bandwidth bucket holds this many seconds' worth, absorbing bursts of packets.
-BANDWIDTH_BURST_SECONDS = 1.0
+from .turnmodel import (
+    AUTH_FAILURE_WINDOW,
+    BANDWIDTH_BURST_SECONDS,
+    CHANNEL_COOLDOWN,
+    CHANNEL_LIFETIME,
+    DEFAULT_BANDWIDTH,
+    DEFAULT_LIFETIME,
+    DEFAULT_TOTAL_QUOTA,
+    DEFAULT_USER_QUOTA,
+    MAX_AUTH_FAILURES,
+    MAX_CHANNELS,
+    MAX_LIFETIME,
+    MAX_PERMISSIONS,
+    MAX_TRACKED_SOURCES,
+    NONCE_LIFETIME,
+    PERMISSION_LIFETIME,
+    RESERVATION_LIFETIME,
+    Action,
+    Address,
+    Allocation,
+    AllocationCreated,
+    AllocationEnded,
+    AuthFailed,
+    AuthRateLimited,
+    Channel,
+    CloseRelay,
+    DropReservation,
+    FiveTuple,
+    Malformed,
+    OpenRelay,
+    PeerRefused,
+    QuotaReached,
+    Reservation,
+    SourceFailures,
+    ToClient,
+    ToPeer,
+    TurnAuth,
+    TurnEvent,
+    TurnStatistics,
+)
 
 #: Attributes understood in requests (the comprehension-required ones matter, §6.3.1).
 _AUTH_ATTRS = frozenset(
@@ -131,219 +127,6 @@ _SEND_KNOWN = frozenset({Attr.XOR_PEER_ADDRESS, Attr.DATA, Attr.DONT_FRAGMENT})
 #: Classic RFC 3489 Binding attributes. RESPONSE-ADDRESS is *refused* (never send to a
 #: third address: that is a reflection attack), CHANGE-REQUEST only with no change.
 _CLASSIC_KNOWN = frozenset({Attr.CHANGE_REQUEST, Attr.USERNAME, Attr.MESSAGE_INTEGRITY})
-
-Address = tuple[str, int]
-
-
-# FiveTuple, ToClient and ToPeer are NamedTuples rather than frozen dataclasses: they
-# are made for every relayed packet, and there a frozen slotted dataclass costs five
-# times as much (measured on CPython 3.11: 1.65 µs against 0.3 µs, and a dataclass key
-# hashes in Python). They are just as immutable and typed.
-
-
-class FiveTuple(NamedTuple):
-    """The client side of an allocation (RFC 8656 §2): transport, client, server."""
-
-    protocol: str  # "udp" | "tcp" | "tls"
-    client: Address
-    server: Address
-
-
-# -- actions --------------------------------------------------------------------------
-
-
-class ToClient(NamedTuple):
-    """Send ``data`` to the client on ``five`` (a datagram, or bytes on its stream)."""
-
-    five: FiveTuple
-    data: bytes
-
-
-class ToPeer(NamedTuple):
-    """Send ``data`` from ``allocation``'s relay socket to ``peer``."""
-
-    allocation: int
-    peer: Address
-    data: bytes
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class OpenRelay:
-    """Open a UDP relay socket for ``allocation`` and report with relay_opened/failed.
-
-    ``even_port``: the port must be even (EVEN-PORT); ``reserve``: also hold port+1
-    under that token (EVEN-PORT R bit); ``use_reservation``: take the socket held
-    under that token instead of opening one.
-    """
-
-    allocation: int
-    family: int
-    dont_fragment: bool = False
-    even_port: bool = False
-    reserve: bytes | None = None
-    use_reservation: bytes | None = None
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class CloseRelay:
-    allocation: int
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class DropReservation:
-    """Close the socket held for a RESERVATION-TOKEN that was never used."""
-
-    token: bytes
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class AllocationCreated:
-    allocation: int
-    user: str
-    client: Address
-    protocol: str
-    relayed: Address
-    lifetime: int
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class AllocationEnded:
-    allocation: int
-    user: str
-    client: Address
-    reason: str  # "refresh", "expired", "connection closed", "relay failed"
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class AuthFailed:
-    """A request with credentials was refused (401). Never carries secrets.
-
-    ``verified_source``: the request carried a nonce this server issued to the
-    client's IP address and that is still fresh, so the client received our challenge
-    at that address: the source is not a spoofed UDP address. Only such failures may
-    count towards a ban (issue 13, finding 6: spoofed UDP must not get a victim banned).
-    """
-
-    client: Address
-    user: str
-    reason: str
-    verified_source: bool = False
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class AuthRateLimited:
-    """A source passed MAX_AUTH_FAILURES; reported once per window."""
-
-    client: Address
-    failures: int
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class QuotaReached:
-    client: Address
-    user: str
-    scope: str  # "user" | "total"
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class PeerRefused:
-    client: Address
-    user: str
-    peer: str
-    reason: str
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Malformed:
-    client: Address
-    reason: str
-
-
-TurnEvent = (AllocationCreated | AllocationEnded | AuthFailed | AuthRateLimited | QuotaReached) | (
-    PeerRefused | Malformed
-)
-Action = ToClient | ToPeer | OpenRelay | CloseRelay | DropReservation | TurnEvent
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class TurnStatistics:
-    allocations: int
-    allocations_created: int
-    permissions: int
-    channels: int
-    binding_requests: int
-    challenges: int
-    auth_failures: int
-    auth_rate_limited: int
-    quota_refusals: int
-    peer_refusals: int
-    malformed: int
-    packets_to_peers: int
-    bytes_to_peers: int
-    packets_from_peers: int
-    bytes_from_peers: int
-    dropped_no_permission: int
-    dropped_bandwidth: int
-
-
-# -- state ----------------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class _Channel:
-    peer: Address
-    expires: float
-
-
-@dataclass(slots=True)
-class _Allocation:
-    id: int
-    five: FiveTuple
-    username: str
-    user: str  # the quota owner: the username, or USER of a REST "EXPIRY:USER"
-    key: bytes
-    credential_expiry: float | None
-    family: int
-    expires: float
-    dont_fragment: bool
-    allocate_tid: bytes
-    integrity: Integrity
-    fingerprint: bool
-    lifetime: int
-    reservation: bytes | None = None
-    relayed: Address | None = None
-    response: bytes = b""
-    permissions: dict[str, float] = field(default_factory=dict)
-    channels: dict[int, _Channel] = field(default_factory=dict)
-    peer_channels: dict[Address, int] = field(default_factory=dict)
-    cooldown: dict[int, tuple[Address, float]] = field(default_factory=dict)
-    tokens: float = 0.0
-    tokens_at: float = 0.0
-
-
-@dataclass(slots=True)
-class _Reservation:
-    expires: float
-    family: int
-    user: str
-
-
-@dataclass(slots=True)
-class _Credentials:
-    username: str
-    user: str
-    key: bytes
-    expiry: float | None
-    integrity: Integrity
-
-
-class _Failures:
-    __slots__ = ("count", "reported", "start")
-
-    def __init__(self, start: float) -> None:
-        self.start = start
-        self.count = 0
-        self.reported = False
 
 
 class TurnServer:
@@ -381,11 +164,11 @@ class TurnServer:
         # take the same path as known ones.
         self._dummy_key = hashlib.sha256(self._nonce_secret + b"dummy").digest()[:16]
         self._next_id = 1
-        self._by_five: dict[FiveTuple, _Allocation] = {}
-        self._by_id: dict[int, _Allocation] = {}
+        self._by_five: dict[FiveTuple, Allocation] = {}
+        self._by_id: dict[int, Allocation] = {}
         self._per_user: dict[str, int] = {}
-        self._reservations: dict[bytes, _Reservation] = {}
-        self._failures: OrderedDict[str, _Failures] = OrderedDict()
+        self._reservations: dict[bytes, Reservation] = {}
+        self._failures: OrderedDict[str, SourceFailures] = OrderedDict()
         self._counts: dict[str, int] = dict.fromkeys(
             (
                 "allocations_created",
@@ -481,7 +264,7 @@ class TurnServer:
         if alloc.reservation is not None:
             if reserved:
                 attributes.append((Attr.RESERVATION_TOKEN, alloc.reservation))
-                self._reservations[alloc.reservation] = _Reservation(
+                self._reservations[alloc.reservation] = Reservation(
                     expires=now + RESERVATION_LIFETIME, family=alloc.family, user=alloc.user
                 )
             else:
@@ -634,7 +417,7 @@ class TurnServer:
             return []
         return self._to_peer(now, alloc, peer, data)
 
-    def _to_peer(self, now: float, alloc: _Allocation, peer: Address, data: bytes) -> list[Action]:
+    def _to_peer(self, now: float, alloc: Allocation, peer: Address, data: bytes) -> list[Action]:
         expiry = alloc.permissions.get(peer[0])
         if expiry is None or expiry <= now:
             self._counts["dropped_no_permission"] += 1
@@ -645,7 +428,7 @@ class TurnServer:
         self._counts["bytes_to_peers"] += len(data)
         return [ToPeer(alloc.id, peer, data)]
 
-    def _spend(self, alloc: _Allocation, now: float, size: int) -> bool:
+    def _spend(self, alloc: Allocation, now: float, size: int) -> bool:
         """Token bucket of :data:`DEFAULT_BANDWIDTH` bytes/s per allocation."""
         tokens = alloc.tokens + (now - alloc.tokens_at) * self._bandwidth
         if tokens > self._burst:
@@ -685,7 +468,7 @@ class TurnServer:
             return self._error(five, message, 400, reason="Unknown method")
         alloc = self._by_five.get(five)
         auth = self._authenticate(now, five, message, alloc)
-        if not isinstance(auth, _Credentials):
+        if not isinstance(auth, TurnAuth):
             return auth
         unknown = message.unknown_required(_KNOWN[method])
         if unknown:
@@ -737,8 +520,8 @@ class TurnServer:
         now: float,
         five: FiveTuple,
         message: Message,
-        auth: _Credentials,
-        alloc: _Allocation | None,
+        auth: TurnAuth,
+        alloc: Allocation | None,
     ) -> list[Action]:
         """Allocate (RFC 8656 §7.2), checks in the RFC's order."""
         if alloc is not None:
@@ -764,7 +547,7 @@ class TurnServer:
         family = self._family
         if requested_family is not None and requested_family != family:
             return self._error(five, message, 440, auth)  # also for unknown families
-        reservation: _Reservation | None = None
+        reservation: Reservation | None = None
         if token is not None:
             reservation = self._reservations.get(token)
             if reservation is None or reservation.expires <= now or reservation.user != auth.user:
@@ -783,7 +566,7 @@ class TurnServer:
             ]
         requested = message.uint32(Attr.LIFETIME)
         lifetime = _lifetime(requested)
-        alloc = _Allocation(
+        alloc = Allocation(
             id=self._next_id,
             five=five,
             username=auth.username,
@@ -821,7 +604,7 @@ class TurnServer:
         ]
 
     def _refresh(
-        self, now: float, five: FiveTuple, message: Message, auth: _Credentials, alloc: _Allocation
+        self, now: float, five: FiveTuple, message: Message, auth: TurnAuth, alloc: Allocation
     ) -> list[Action]:
         """Refresh (RFC 8656 §7.3): a new lifetime, or deletion with LIFETIME 0."""
         family = message.requested_family()
@@ -841,7 +624,7 @@ class TurnServer:
         ]
 
     def _check_peers(
-        self, five: FiveTuple, message: Message, auth: _Credentials, alloc: _Allocation
+        self, five: FiveTuple, message: Message, auth: TurnAuth, alloc: Allocation
     ) -> tuple[list[Address], list[Action]]:
         """Every XOR-PEER-ADDRESS, or the error: 400 none, 403 refused, 443 wrong family."""
         peers = message.xor_addresses(Attr.XOR_PEER_ADDRESS)
@@ -861,7 +644,7 @@ class TurnServer:
         return peers, []
 
     def _create_permission(
-        self, now: float, five: FiveTuple, message: Message, auth: _Credentials, alloc: _Allocation
+        self, now: float, five: FiveTuple, message: Message, auth: TurnAuth, alloc: Allocation
     ) -> list[Action]:
         """CreatePermission (RFC 8656 §10.2): all peers installed, or none."""
         peers, refused = self._check_peers(five, message, auth, alloc)
@@ -875,7 +658,7 @@ class TurnServer:
         return self._success(five, message, auth, ())
 
     def _channel_bind(
-        self, now: float, five: FiveTuple, message: Message, auth: _Credentials, alloc: _Allocation
+        self, now: float, five: FiveTuple, message: Message, auth: TurnAuth, alloc: Allocation
     ) -> list[Action]:
         """ChannelBind (RFC 8656 §12.2): binds or refreshes, and refreshes the permission."""
         number = message.channel_number()
@@ -901,7 +684,7 @@ class TurnServer:
         if peer[0] not in alloc.permissions and len(alloc.permissions) >= MAX_PERMISSIONS:
             return self._error(five, message, 508, auth)
         alloc.cooldown.pop(number, None)
-        alloc.channels[number] = _Channel(peer=peer, expires=now + CHANNEL_LIFETIME)
+        alloc.channels[number] = Channel(peer=peer, expires=now + CHANNEL_LIFETIME)
         alloc.peer_channels[peer] = number
         alloc.permissions[peer[0]] = now + PERMISSION_LIFETIME
         return self._success(five, message, auth, ())
@@ -909,8 +692,8 @@ class TurnServer:
     # -- authentication (RFC 8489 §9.2.4) -----------------------------------------------
 
     def _authenticate(
-        self, now: float, five: FiveTuple, message: Message, alloc: _Allocation | None
-    ) -> _Credentials | list[Action]:
+        self, now: float, five: FiveTuple, message: Message, alloc: Allocation | None
+    ) -> TurnAuth | list[Action]:
         ip = five.client[0]
         integrity = message.integrity()
         if integrity is None:
@@ -948,13 +731,11 @@ class TurnServer:
         found.integrity = integrity
         return found
 
-    def _credentials(
-        self, now: float, username: str, alloc: _Allocation | None
-    ) -> _Credentials | None:
+    def _credentials(self, now: float, username: str, alloc: Allocation | None) -> TurnAuth | None:
         if alloc is not None and alloc.username == username:
             if alloc.credential_expiry is not None and alloc.credential_expiry < now:
                 return None
-            return _Credentials(
+            return TurnAuth(
                 username=username,
                 user=alloc.user,
                 key=alloc.key,
@@ -968,7 +749,7 @@ class TurnServer:
             key = credentials.long_term_key(username, self.realm, password)
             if expiry < now:
                 return None
-            return _Credentials(
+            return TurnAuth(
                 username=username,
                 user=user,
                 key=key,
@@ -978,7 +759,7 @@ class TurnServer:
         key_or_none = self._lookup_key(username)
         if key_or_none is None:
             return None
-        return _Credentials(
+        return TurnAuth(
             username=username, user=username, key=key_or_none, expiry=None, integrity=Integrity.SHA1
         )
 
@@ -996,7 +777,7 @@ class TurnServer:
         self._counts["auth_failures"] += 1
         entry = self._failures.get(ip)
         if entry is None or entry.start + AUTH_FAILURE_WINDOW <= now:
-            entry = _Failures(now)
+            entry = SourceFailures(now)
             self._failures[ip] = entry
             self._failures.move_to_end(ip)
             while len(self._failures) > MAX_TRACKED_SOURCES:
@@ -1045,7 +826,7 @@ class TurnServer:
         self,
         five: FiveTuple,
         message: Message,
-        auth: _Credentials,
+        auth: TurnAuth,
         attributes: tuple[tuple[int, bytes], ...],
     ) -> list[Action]:
         response = Message(
@@ -1067,7 +848,7 @@ class TurnServer:
         five: FiveTuple,
         message: Message,
         code: int,
-        auth: _Credentials | None = None,
+        auth: TurnAuth | None = None,
         *,
         reason: str | None = None,
         unknown: tuple[int, ...] = (),
@@ -1091,7 +872,7 @@ class TurnServer:
         )
         return [ToClient(five=five, data=data)]
 
-    def _remove(self, alloc: _Allocation) -> None:
+    def _remove(self, alloc: Allocation) -> None:
         self._by_id.pop(alloc.id, None)
         if self._by_five.get(alloc.five) is alloc:
             del self._by_five[alloc.five]
@@ -1101,7 +882,7 @@ class TurnServer:
         else:
             self._per_user.pop(alloc.user, None)
 
-    def _delete(self, alloc: _Allocation, reason: str) -> list[Action]:
+    def _delete(self, alloc: Allocation, reason: str) -> list[Action]:
         self._remove(alloc)
         return [
             CloseRelay(allocation=alloc.id),
@@ -1123,6 +904,22 @@ def _family(host: str) -> int:
 
 
 __all__ = [
+    "AUTH_FAILURE_WINDOW",
+    "BANDWIDTH_BURST_SECONDS",
+    "CHANNEL_COOLDOWN",
+    "CHANNEL_LIFETIME",
+    "DEFAULT_BANDWIDTH",
+    "DEFAULT_LIFETIME",
+    "DEFAULT_TOTAL_QUOTA",
+    "DEFAULT_USER_QUOTA",
+    "MAX_AUTH_FAILURES",
+    "MAX_CHANNELS",
+    "MAX_LIFETIME",
+    "MAX_PERMISSIONS",
+    "MAX_TRACKED_SOURCES",
+    "NONCE_LIFETIME",
+    "PERMISSION_LIFETIME",
+    "RESERVATION_LIFETIME",
     "Action",
     "AllocationCreated",
     "AllocationEnded",

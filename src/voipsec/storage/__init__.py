@@ -1,9 +1,10 @@
 """Durable records: the SQLite store, the CDR database (SQLite or PostgreSQL) and the
-writer that keeps CDR writes off the event loop.
+writers that keep database writes off the event loop.
 
 ``records`` holds the frozen dataclasses, ``store`` the ``voipsec.db`` file (users,
 bindings, bans, alerts, certificates), ``cdr`` the ``cdrs`` table in either database,
-and ``writer`` one bounded queue drained by a thread (docs/storage.md).
+``writer`` the CDR writer and ``storewriter`` the writer of bans, bindings and alerts:
+each one bounded queue drained by a thread (``batchwriter``, docs/storage.md).
 """
 
 from ..records import (
@@ -28,6 +29,7 @@ from ..records import (
 )
 from .cdr import CdrDatabase, check_url, open_cdr_database, open_writer_database, redact_url
 from .store import DB_NAME, DEFAULT_CLASS, MAX_ALERTS, Store, check_class, check_user_name
+from .storewriter import STORE_MAX_PENDING, StoreWriter, StoreWrites
 from .writer import CdrWriter, WriterStatistics
 
 __all__ = [
@@ -43,6 +45,7 @@ __all__ = [
     "RESTART_DISPOSITION",
     "RESTART_HANGUP_BY",
     "RESTART_REASON",
+    "STORE_MAX_PENDING",
     "AlertRecord",
     "BanRecord",
     "Binding",
@@ -54,6 +57,8 @@ __all__ = [
     "Store",
     "StoreError",
     "StoreUnavailable",
+    "StoreWriter",
+    "StoreWrites",
     "WriterStatistics",
     "cdr_text",
     "check_class",

@@ -33,7 +33,18 @@ from ..records import (
 from ..sip.digest import ALGORITHMS, ha1
 from .cdr import CdrDatabase, open_cdr_database, open_writer_database
 
-__all__ = ["DB_NAME", "DEFAULT_CLASS", "MAX_ALERTS", "Store", "check_class", "check_user_name"]
+__all__ = [
+    "DB_NAME",
+    "DEFAULT_CLASS",
+    "MAX_ALERTS",
+    "Store",
+    "check_ban_scope",
+    "check_class",
+    "check_user_name",
+    "write_alert",
+    "write_ban",
+    "write_bindings",
+]
 
 DB_NAME = "voipsec.db"
 
@@ -109,6 +120,51 @@ def check_user_name(name: str) -> None:
             f"invalid user name {name[:MAX_USER_NAME]!r}: use 1-{MAX_USER_NAME} of "
             "letters, digits and . _ - +"
         )
+
+
+def check_ban_scope(scope: str) -> None:
+    """Refuse a ban scope not in BAN_SCOPES."""
+    if scope not in BAN_SCOPES:
+        raise StoreError(f"invalid ban scope {scope[:16]!r}: use one of {', '.join(BAN_SCOPES)}")
+
+
+# The writes of a running server, on any connection to voipsec.db: the Store's own
+# (CLI, tests) and the StoreWriter thread's (storewriter.py), one copy of the SQL.
+
+
+def write_ban(db: sqlite3.Connection, ban: BanRecord) -> None:
+    """Store (or replace) the ban of ``ban.source`` (scope checked by the caller)."""
+    db.execute(
+        "INSERT OR REPLACE INTO bans (source, until, reason, created, scope) "
+        "VALUES (?, ?, ?, ?, ?)",
+        (ban.source, ban.until, ban.reason[:200], ban.created, ban.scope),
+    )
+
+
+def write_alert(db: sqlite3.Connection, alert: AlertRecord) -> None:
+    """Store one alert; past MAX_ALERTS the oldest go first."""
+    db.execute(
+        "INSERT INTO alerts (time, rule, source, detail) VALUES (?, ?, ?, ?)",
+        (alert.time, alert.rule[:100], alert.source[:64], alert.detail[:500]),
+    )
+    db.execute("DELETE FROM alerts WHERE id <= (SELECT MAX(id) FROM alerts) - ?", (MAX_ALERTS,))
+
+
+def write_bindings(
+    db: sqlite3.Connection,
+    upserts: Iterable[Binding],
+    removals: Iterable[tuple[str, str]],
+    now: float,
+) -> None:
+    """Apply one batch of registrar changes (inside the caller's transaction)."""
+    db.executemany("DELETE FROM bindings WHERE aor = ? AND contact = ?", list(removals))
+    db.executemany(
+        "INSERT OR REPLACE INTO bindings VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            (b.aor, b.contact, b.expires_at, b.call_id, b.cseq, b.source, b.user_agent, now)
+            for b in upserts
+        ],
+    )
 
 
 class Store:
@@ -202,6 +258,14 @@ class Store:
         """User name -> class of service, in name order."""
         return dict(self.db.execute('SELECT name, "class" FROM users ORDER BY name').fetchall())
 
+    def version(self) -> tuple[int, int]:
+        """Changes as far as this connection can tell: another connection's commits
+        (``PRAGMA data_version``, no table read) and this one's own (total_changes).
+        Equal values mean the tables read before are still what they were, so a cache of
+        the users can skip re-reading them."""
+        (other,) = self.db.execute("PRAGMA data_version").fetchone()
+        return int(other), self.db.total_changes
+
     def remove_user(self, name: str) -> None:
         cur = self.db.execute("DELETE FROM users WHERE name = ?", (name,))
         if cur.rowcount == 0:
@@ -224,15 +288,15 @@ class Store:
 
     def add_ban(self, source: str, until: float, reason: str, scope: str = "all") -> None:
         """Store (or replace) the ban of ``source``; ``scope`` is one of BAN_SCOPES."""
-        if scope not in BAN_SCOPES:
-            raise StoreError(
-                f"invalid ban scope {scope[:16]!r}: use one of {', '.join(BAN_SCOPES)}"
-            )
-        self.db.execute(
-            "INSERT OR REPLACE INTO bans (source, until, reason, created, scope) "
-            "VALUES (?, ?, ?, ?, ?)",
-            (source, until, reason[:200], time.time(), scope),
+        check_ban_scope(scope)
+        write_ban(
+            self.db,
+            BanRecord(source=source, until=until, reason=reason, created=time.time(), scope=scope),
         )
+
+    def queued_bans(self) -> list[BanRecord]:
+        """None: the Store writes at once (a StoreWriter may hold some; StoreWrites)."""
+        return []
 
     def remove_ban(self, source: str) -> None:
         cur = self.db.execute("DELETE FROM bans WHERE source = ?", (source,))
@@ -251,14 +315,7 @@ class Store:
         ]
 
     def add_alert(self, rule: str, source: str, detail: str, when: float) -> None:
-        self.db.execute(
-            "INSERT INTO alerts (time, rule, source, detail) VALUES (?, ?, ?, ?)",
-            (when, rule[:100], source[:64], detail[:500]),
-        )
-        # Alerts are bounded: the oldest go first past MAX_ALERTS.
-        self.db.execute(
-            "DELETE FROM alerts WHERE id <= (SELECT MAX(id) FROM alerts) - ?", (MAX_ALERTS,)
-        )
+        write_alert(self.db, AlertRecord(time=when, rule=rule, source=source, detail=detail))
 
     def alerts(self, since: float = 0.0) -> list[AlertRecord]:
         return [
@@ -316,19 +373,9 @@ class Store:
         self, upserts: Iterable[Binding], removals: Iterable[tuple[str, str]]
     ) -> None:
         """Apply one batch of registrar changes in one transaction."""
-        now = time.time()
         with self.db:
             self.db.execute("BEGIN")
-            self.db.executemany(
-                "DELETE FROM bindings WHERE aor = ? AND contact = ?", list(removals)
-            )
-            self.db.executemany(
-                "INSERT OR REPLACE INTO bindings VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (b.aor, b.contact, b.expires_at, b.call_id, b.cseq, b.source, b.user_agent, now)
-                    for b in upserts
-                ],
-            )
+            write_bindings(self.db, upserts, removals, time.time())
 
     def bindings(self, now: float | None = None) -> list[Binding]:
         """Stored bindings not yet expired at ``now`` (all when None)."""

@@ -21,22 +21,21 @@ back; what is still queued then is logged and counted as ``lost``. A ``kill -9``
 the queue: the call service therefore waits (boundedly) for a call's open row before
 routing it (docs/storage.md).
 
-The queue is a deque guarded by one condition variable; callbacks (``on_written``)
-run in the writer thread and must hand over to the event loop themselves
+The queue, the thread, the retries and the overflow accounting are
+:class:`~voipsec.storage.batchwriter.BatchWriter`'s; callbacks (``on_written``) run in
+the writer thread and must hand over to the event loop themselves
 (``loop.call_soon_threadsafe``).
 """
 
 from __future__ import annotations
 
-import collections
 import logging
-import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..config import CDR_MAX_PENDING
-from ..records import DISPOSITIONS, HANGUP_BY, MAX_CDR_MEDIA, CdrStart, StoreError, StoreUnavailable
+from ..records import DISPOSITIONS, HANGUP_BY, MAX_CDR_MEDIA, CdrStart, StoreError
+from .batchwriter import MAX_BATCH, RETRY_INTERVAL, STOP_TIMEOUT, BatchWriter, WriterStatistics
 from .cdr import CdrDatabase
 
 __all__ = [
@@ -52,35 +51,6 @@ log = logging.getLogger(__name__)
 
 #: Operations queued while the database is slow or gone, by default (config.py says why).
 DEFAULT_MAX_PENDING = CDR_MAX_PENDING
-#: Operations per transaction: large enough that a backlog drains in few commits, small
-#: enough that one transaction holds SQLite's write lock for milliseconds.
-MAX_BATCH = 500
-#: Seconds between attempts while the database is unavailable.
-RETRY_INTERVAL = 0.5
-#: Seconds ``stop`` waits for the queue to be written (and a database to come back).
-STOP_TIMEOUT = 10.0
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class WriterStatistics:
-    """What the writer did since it was made (the CLI, metrics and tests read this)."""
-
-    #: Operations queued and not yet written.
-    pending: int
-    #: Operations written (committed).
-    written: int
-    #: Transactions committed.
-    batches: int
-    #: Operations dropped because the queue held max_pending already.
-    overflowed: int
-    #: Operations the database refused for good (logged and dropped).
-    refused: int
-    #: Operations still queued when stop gave up (logged).
-    lost: int
-    #: Batches that failed because the database was unavailable (each retried).
-    retries: int
-    #: The last error, '' after a successful batch.
-    last_error: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,9 +83,11 @@ class _Media:
 
 
 _Op = _Open | _Answer | _End | _Media
+#: What a committed batch did: row ids it opened by ticket, tickets whose rows it ended.
+_Result = tuple[dict[int, int], list[int]]
 
 
-class CdrWriter:
+class CdrWriter(BatchWriter[_Op, CdrDatabase, _Result]):
     """One bounded queue of CDR operations and the thread that writes it."""
 
     def __init__(
@@ -129,37 +101,22 @@ class CdrWriter:
         """``connect`` opens the database in the writer thread (and again after it
         failed); ``on_overflow(total)`` runs in the caller's thread when an operation
         is dropped."""
-        if max_pending < 1:
-            raise ValueError("max_pending must be at least 1")
-        self._connect = connect
-        self.max_pending = max_pending
-        self._on_overflow = on_overflow
-        self._retry_interval = retry_interval
-        self._cond = threading.Condition()
-        self._queue: collections.deque[_Op] = collections.deque()
-        self._batch: list[_Op] = []
-        #: Operations still to write one at a time, after a refused batch.
-        self._singles = 0
+        super().__init__(
+            what="CDR",
+            logger=log,
+            max_pending=max_pending,
+            on_overflow=on_overflow,
+            retry_interval=retry_interval,
+        )
+        self._connect_db = connect
         self._rows: dict[int, int] = {}
         self._next_ticket = 1
-        self._thread: threading.Thread | None = None
-        self._stopping = False
-        self._deadline = 0.0
-        self._written = self._batches = self._overflowed = 0
-        self._refused = self._lost = self._retries = 0
-        self._last_error = ""
 
     # -- the event loop's side --------------------------------------------------------
 
-    @property
-    def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
-
-    def start(self) -> None:
+    def start(self, name: str = "cdr-writer") -> None:
         """Start the thread (once)."""
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="cdr-writer", daemon=True)
-            self._thread.start()
+        super().start(name)
 
     def open(self, start: CdrStart, on_written: Callable[[int], None] | None = None) -> int:
         """Queue a new row; returns its ticket. ``on_written(row_id)`` runs in the
@@ -204,117 +161,29 @@ class CdrWriter:
             raise StoreError(f"media report of {len(report)} characters is too long")
         self._put(_Media(ticket, report))
 
-    def _put(self, op: _Op) -> None:
-        with self._cond:
-            if len(self._queue) + len(self._batch) >= self.max_pending:
-                self._overflowed += 1
-                total = self._overflowed
-            else:
-                self._queue.append(op)
-                self._cond.notify()
-                return
-        if total == 1 or total % 1000 == 0:
-            log.error("CDR queue full (%d operations): %d dropped so far", self.max_pending, total)
-        if self._on_overflow is not None:
-            self._on_overflow(total)
-
-    def statistics(self) -> WriterStatistics:
-        with self._cond:
-            return WriterStatistics(
-                pending=len(self._queue) + len(self._batch),
-                written=self._written,
-                batches=self._batches,
-                overflowed=self._overflowed,
-                refused=self._refused,
-                lost=self._lost,
-                retries=self._retries,
-                last_error=self._last_error,
-            )
-
-    def stop(self, timeout: float = STOP_TIMEOUT) -> int:
-        """Write what is queued, waiting at most ``timeout`` seconds; returns how many
-        operations were lost (logged). Blocks: call it from a thread at shutdown."""
-        with self._cond:
-            self._stopping = True
-            self._deadline = time.monotonic() + timeout
-            self._cond.notify_all()
-        if self._thread is not None:
-            # A statement already running may finish its own timeout (5 s) first.
-            self._thread.join(timeout + 6.0)
-        with self._cond:
-            lost = len(self._queue) + len(self._batch)
-            self._queue.clear()
-            self._batch.clear()
-            self._lost += lost
-        if lost:
-            log.error(
-                "CDR writer stopped with %d operation(s) not written (%s)",
-                lost,
-                self._last_error or "not started",
-            )
-        return lost
-
     # -- the writer thread ------------------------------------------------------------
 
-    def _run(self) -> None:
-        db: CdrDatabase | None = None
-        while True:
-            with self._cond:
-                if not self._batch:
-                    self._wait_for_work()
-                    if not self._queue:
-                        break  # stopping, and everything is written
-                    self._take()
-                if self._stopping and time.monotonic() > self._deadline:
-                    break
-            if self._batch:
-                db = self._write_batch(db)
-        if db is not None:
-            db.close()
+    def _connect(self) -> CdrDatabase:
+        return self._connect_db()
 
-    def _take(self) -> None:
-        """Move the next batch from the queue (one operation at a time after a refusal),
-        dropping operations on rows whose open was never written (overflow, refusal)."""
-        size = 1 if self._singles else min(len(self._queue), MAX_BATCH)
-        self._singles = max(0, self._singles - size)
-        batch = [self._queue.popleft() for _ in range(size)]
+    def _close(self, db: CdrDatabase) -> None:
+        db.close()
+
+    def _select(self, batch: list[_Op]) -> list[_Op]:
+        """Drop operations on rows whose open was never written (overflow, refusal)."""
         opening: set[int] = set()
-        self._batch = []
+        kept: list[_Op] = []
         for op in batch:
             if isinstance(op, _Open):
                 opening.add(op.ticket)
             if op.ticket in opening or op.ticket in self._rows:
-                self._batch.append(op)
+                kept.append(op)
             else:
                 self._refused += 1
                 log.debug("CDR operation on ticket %d dropped: its row was never opened", op.ticket)
+        return kept
 
-    def _wait_for_work(self) -> None:
-        while not self._queue and not self._stopping:
-            self._cond.wait()
-
-    def _write_batch(self, db: CdrDatabase | None) -> CdrDatabase | None:
-        """Write self._batch; on failure keep it (unavailable) or split it (refused)."""
-        try:
-            if db is None:
-                db = self._connect()
-            opened, ended = self._commit(db, self._batch)
-        except StoreUnavailable as err:
-            self._failed(str(err))
-            self._pause()
-            return db
-        except StoreError as err:
-            self._refused_batch(db, str(err))
-            return db
-        except Exception as err:  # a driver error not mapped, a bug: keep the thread
-            log.exception("CDR writer: unexpected error")
-            self._failed(f"unexpected error: {type(err).__name__}")
-            self._pause()
-            return db
-        self._done(opened, ended)
-        return db
-
-    def _commit(self, db: CdrDatabase, batch: list[_Op]) -> tuple[dict[int, int], list[int]]:
+    def _commit(self, db: CdrDatabase, batch: list[_Op]) -> _Result:
         """Run ``batch`` in one transaction: the row ids it opened by ticket, and the
         tickets whose rows it completed."""
         opened: dict[int, int] = {}
@@ -345,57 +214,17 @@ class CdrWriter:
             hangup_by=op.hangup_by,
         )
 
-    def _done(self, opened: dict[int, int], ended: list[int]) -> None:
-        batch = self._batch
-        with self._cond:
-            self._rows.update(opened)
-            for ticket in ended:  # complete: nothing names these tickets any more
-                self._rows.pop(ticket, None)
-            recovered = bool(self._last_error)
-            self._written += len(batch)
-            self._batches += 1
-            self._last_error = ""
-            self._batch = []
-        if recovered:
-            log.warning("CDR database available again; %d operation(s) queued", self.pending)
+    def _settle(self, result: _Result) -> None:
+        opened, ended = result
+        self._rows.update(opened)
+        for ticket in ended:  # complete: nothing names these tickets any more
+            self._rows.pop(ticket, None)
+
+    def _after(self, batch: list[_Op], result: _Result) -> None:
+        opened, _ = result
         for op in batch:
             if isinstance(op, _Open) and op.on_written is not None:
                 try:
                     op.on_written(opened[op.ticket])
                 except Exception:  # e.g. the event loop already closed
                     log.exception("CDR writer: on_written failed")
-
-    def _failed(self, error: str) -> None:
-        with self._cond:
-            first = not self._last_error
-            self._retries += 1
-            self._last_error = error
-        if first:
-            log.error("CDR database unavailable, %d operation(s) queued: %s", self.pending, error)
-
-    def _pause(self) -> None:
-        with self._cond:
-            if not self._stopping:
-                self._cond.wait(self._retry_interval)
-            elif time.monotonic() < self._deadline:
-                self._cond.wait(min(self._retry_interval, self._deadline - time.monotonic()))
-
-    def _refused_batch(self, db: CdrDatabase | None, error: str) -> None:
-        """A refusal in a batch: write its operations one by one, dropping the refused."""
-        batch = self._batch
-        if len(batch) == 1 or db is None:
-            log.error("CDR operation dropped: %s", error)
-            with self._cond:
-                self._refused += len(batch)
-                self._batch = []
-            return
-        with self._cond:
-            # Back to the head of the queue, then taken one at a time.
-            self._queue.extendleft(reversed(batch))
-            self._batch = []
-            self._singles = len(batch)
-
-    @property
-    def pending(self) -> int:
-        with self._cond:
-            return len(self._queue) + len(self._batch)
