@@ -28,6 +28,19 @@ from typing import Literal
 from .calls import CallService
 from .config import Config, Listen, parse_listen
 from .core.auth import Authenticated, Refused, RequestAuthenticator, Role
+from .core.dispatch import (
+    Answer,
+    Discard,
+    DiscardReason,
+    DispatchPolicy,
+    Handler,
+    IdsVerdict,
+    RequestFacts,
+    ToHandler,
+    admit,
+    dispatch,
+    inspects,
+)
 from .core.registrar import Registrar, RegistrarPolicy
 from .edge.guard import Ban, BanAdded, BanScope, Guard, GuardVerdict, scope_of
 from .edge.ids import (
@@ -41,7 +54,7 @@ from .edge.ids import (
     Rule,
 )
 from .edge.ids_loader import RuleError, default_rules_path, load_rules
-from .edge.sanity import Sanity
+from .edge.sanity import Sanity, SanityFailure
 from .edge.zones import Zone, ZoneMap
 from .events import (
     AlertRaised,
@@ -87,25 +100,6 @@ from .transport.udp import DatagramProtocol, UdpFlow
 
 log = logging.getLogger("voipsec.sip")
 
-ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS, REGISTER, UPDATE, INFO"
-#: Option tags we support (RFC 3261 §8.2.2.3); a Require with others gets 420.
-SUPPORTED: frozenset[str] = frozenset({"path", "outbound"})
-_KNOWN_METHODS = frozenset(
-    {
-        "INVITE",
-        "ACK",
-        "BYE",
-        "CANCEL",
-        "INFO",
-        "UPDATE",
-        "PRACK",
-        "SUBSCRIBE",
-        "NOTIFY",
-        "MESSAGE",
-        "REFER",
-        "PUBLISH",
-    }
-)
 #: How often the registrar's changes are written to SQLite (a batch per interval).
 FLUSH_INTERVAL = 0.2
 #: Least seconds between two re-reads of the user table on an unknown user name.
@@ -193,6 +187,9 @@ class SipService:
         self.layer = TransactionLayer()
         self.guard = Guard(build_zone_map(config))
         self.sanity = Sanity(config.sanity.checks)
+        self._dispatch_policy = DispatchPolicy(
+            domains=self.domains, sanity_drops=config.sanity.action == "drop"
+        )
         self.ids: IdsEngine | None = (
             IdsEngine(ids_rules) if config.ids.enabled and ids_rules is not None else None
         )
@@ -395,20 +392,14 @@ class SipService:
 
     def _handle_request(self, flow: Flow, request: Request, *, reliable: bool) -> None:
         now = self.clock()
-        if request.method != "ACK" and self.layer.full:
+        refused = admit(request.method, table_full=self.layer.full)
+        if refused is not None:
             self.counters.overloaded += 1
-            flow.send(
-                response_to(
-                    request, 503, "Service Unavailable", extra=(("Retry-After", "5"),)
-                ).to_bytes()
-            )
+            flow.send(self._response(request, refused).to_bytes())
             return
         key, actions = self.layer.receive_request(request, now, reliable=reliable)
         self._do(flow, actions)
         if key is None:
-            return
-        if request.method == "ACK":
-            self.calls.ack(request, now)
             return
         try:
             self._serve(flow, key, request, now)
@@ -420,36 +411,62 @@ class SipService:
             raise
 
     def _serve(self, flow: Flow, key: TxKey, request: Request, now: float) -> None:
-        """A new server transaction: IDS, sanity, the decision, and the answer."""
+        """A new server transaction: IDS, sanity, the dispatch decision, carried out."""
         zone = self.guard.zones.zone_for(flow.peer[0])
-        verdict = self._inspect(flow, request, zone, now)
-        if verdict is not None and verdict.status == 0:
+        verdict: IdsVerdict | None = None
+        failure: SanityFailure | None = None
+        if inspects(request.method):
+            verdict = self._inspect(flow, request, zone, now)
+            if verdict is None or verdict.status != 0:
+                request = self._stamp_via(request, flow)
+                failure = self.sanity.check(request)
+        decision = dispatch(_facts(request, zone, verdict, failure), self._dispatch_policy)
+        if isinstance(decision, Discard):
+            if decision.reason is DiscardReason.SANITY:
+                self.counters.dropped += 1
             self._forget(key)
+            return
+        if isinstance(decision, ToHandler) and decision.handler is Handler.ACK:
+            self.calls.ack(request, now)
             return
         self._tx_flows[key] = flow
-        request = self._stamp_via(request, flow)
-        failure = self.sanity.check(request)
-        if failure is not None and self.config.sanity.action == "drop":
-            self.counters.dropped += 1
-            self._forget(key)
-            return
-        auth_failed = False
-        if verdict is not None:
-            response = response_to(request, verdict.status, "Forbidden", to_tag=_tag())
-        elif failure is not None:
-            response = response_to(request, failure.status, failure.reason, to_tag=_tag())
+        failures = self.counters.auth_failures
+        if isinstance(decision, Answer):
+            response = self._response(request, decision)
         else:
-            failures = self.counters.auth_failures
-            decided = self._decide(flow, key, request, now)
-            if decided is None:
+            routed = self._route(flow, key, request, decision.handler, now)
+            if routed is None:
                 return  # the call layer answers (and counts) on its own
-            response = decided
-            auth_failed = self.counters.auth_failures > failures
+            response = routed
         if self.ids is not None and not zone.trusted and verdict is None:
             # Answers the IDS itself chose are not evidence of anything new.
+            auth_failed = self.counters.auth_failures > failures
             self._observe_answer(flow, request, response, zone, now, auth_failed=auth_failed)
         self._count_status(response.status)
         self._do(flow, self.layer.send_response(key, response, now))
+
+    def _route(
+        self, flow: Flow, key: TxKey, request: Request, handler: Handler, now: float
+    ) -> Response | None:
+        """Carry out a :class:`ToHandler`: the handler's answer, or None when it answers later."""
+        if handler is Handler.REGISTRAR:
+            return self._register(flow, request, now)
+        if handler is Handler.CANCEL:
+            self.calls.cancel(key, request, now)
+            return None
+        if handler is Handler.IN_DIALOG:
+            return self.calls.in_dialog(flow, key, request, now)
+        return self.calls.invite(flow, key, request, now)
+
+    @staticmethod
+    def _response(request: Request, decision: Answer) -> Response:
+        return response_to(
+            request,
+            decision.status,
+            decision.reason,
+            to_tag=_tag() if decision.to_tag else None,
+            extra=decision.headers,
+        )
 
     # -- IDS ----------------------------------------------------------------------------
 
@@ -590,63 +607,7 @@ class SipService:
             return request
         return top_via_with_received(request, *flow.peer)
 
-    def _decide(self, flow: Flow, key: TxKey, request: Request, now: float) -> Response | None:
-        unsupported = self._unsupported_requires(request)
-        if unsupported:
-            return response_to(
-                request,
-                420,
-                "Bad Extension",
-                to_tag=_tag(),
-                extra=(("Unsupported", ", ".join(unsupported)),),
-            )
-        if not isinstance(request.uri, SipUri):
-            return response_to(request, 416, "Unsupported URI Scheme", to_tag=_tag())
-        zone = self.guard.zones.zone_for(flow.peer[0])
-        if (zone.methods and request.method not in zone.methods) or (
-            request.method == "REGISTER" and not zone.may_register
-        ):
-            return response_to(request, 403, "Not Allowed From This Zone", to_tag=_tag())
-        if request.method == "REGISTER":
-            return self._register(flow, request, now)
-        if request.method == "CANCEL":
-            self.calls.cancel(key, request, now)
-            return None
-        if request.to.tag is not None and request.method != "OPTIONS":
-            # Inside a dialog: routed by Call-ID and our tag, never by the Request-URI.
-            return self.calls.in_dialog(flow, key, request, now)
-        if request.method == "INVITE":
-            return self.calls.invite(flow, key, request, now)
-        if request.method == "OPTIONS":
-            return response_to(
-                request,
-                200,
-                "OK",
-                to_tag=_tag(),
-                extra=(
-                    ("Allow", ALLOW),
-                    ("Accept", "application/sdp"),
-                    ("Supported", ", ".join(sorted(SUPPORTED))),
-                ),
-            )
-        if request.method in ("BYE", "UPDATE", "INFO", "PRACK"):
-            return response_to(request, 481, "Call/Transaction Does Not Exist", to_tag=_tag())
-        if request.method in _KNOWN_METHODS:
-            return response_to(
-                request, 405, "Method Not Allowed", to_tag=_tag(), extra=(("Allow", ALLOW),)
-            )
-        return response_to(
-            request, 501, "Not Implemented", to_tag=_tag(), extra=(("Allow", ALLOW),)
-        )
-
-    def _unsupported_requires(self, request: Request) -> list[str]:
-        if request.method in ("ACK", "CANCEL") or "require" not in request.headers:
-            return []
-        return [t for t in request.headers.values("require") if t.lower() not in SUPPORTED]
-
     def _register(self, flow: Flow, request: Request, now: float) -> Response:
-        if not isinstance(request.uri, SipUri) or request.uri.host.lower() not in self.domains:
-            return response_to(request, 404, "Domain Not Served", to_tag=_tag())
         user = self.authenticate(flow, request, "registrar", now)
         if isinstance(user, Response):
             return user
@@ -865,12 +826,22 @@ def build_zone_map(config: Config) -> ZoneMap:
     return ZoneMap(zones, default)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class IdsVerdict:
-    """What the IDS decided for one request: status 0 drops it, else answer it."""
-
-    rule: str
-    status: int
+def _facts(
+    request: Request, zone: Zone, ids: IdsVerdict | None, sanity: SanityFailure | None
+) -> RequestFacts:
+    """What core/dispatch.py decides a request by."""
+    uri = request.uri
+    headers = request.headers
+    return RequestFacts(
+        method=request.method,
+        in_dialog=request.to.tag is not None,
+        uri_host=uri.host.lower() if isinstance(uri, SipUri) else None,
+        requires=tuple(headers.values("require")) if "require" in headers else (),
+        zone_methods=zone.methods,
+        zone_may_register=zone.may_register,
+        ids=ids,
+        sanity=sanity,
+    )
 
 
 _AUTH_USER = re.compile(r'username\s*=\s*"([^"]{0,128})"')
