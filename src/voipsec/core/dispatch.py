@@ -231,24 +231,31 @@ def _route(facts: RequestFacts, policy: DispatchPolicy) -> Decision:
     return _answer_method(method)
 
 
+#: Out-of-dialog methods we answer ourselves: the answers are immutable, built once.
+#: RFC 3261 §11.2: OPTIONS says what we allow, accept and support.
+_OPTIONS = Answer(
+    status=200,
+    reason="OK",
+    headers=(
+        ("Allow", ALLOW),
+        ("Accept", "application/sdp"),
+        ("Supported", ", ".join(sorted(SUPPORTED))),
+    ),
+)
+#: RFC 3261 §15.1.2, §12.2.2: no dialog matches.
+_NO_DIALOG = Answer(status=481, reason="Call/Transaction Does Not Exist")
+#: RFC 3261 §8.2.1: a method we know but do not serve; Allow says what we do.
+_NOT_ALLOWED = Answer(status=405, reason="Method Not Allowed", headers=(("Allow", ALLOW),))
+#: RFC 3261 §21.5.2: a method we do not know at all.
+_NOT_IMPLEMENTED = Answer(status=501, reason="Not Implemented", headers=(("Allow", ALLOW),))
+
+
 def _answer_method(method: str) -> Answer:
     """Out-of-dialog methods we answer ourselves."""
     if method == "OPTIONS":
-        # RFC 3261 §11.2: what we allow, accept and support.
-        return Answer(
-            status=200,
-            reason="OK",
-            headers=(
-                ("Allow", ALLOW),
-                ("Accept", "application/sdp"),
-                ("Supported", ", ".join(sorted(SUPPORTED))),
-            ),
-        )
+        return _OPTIONS
     if method in DIALOG_ONLY:
-        # RFC 3261 §15.1.2, §12.2.2: no dialog matches.
-        return Answer(status=481, reason="Call/Transaction Does Not Exist")
+        return _NO_DIALOG
     if method in KNOWN_METHODS:
-        # RFC 3261 §8.2.1: a method we know but do not serve; Allow says what we do.
-        return Answer(status=405, reason="Method Not Allowed", headers=(("Allow", ALLOW),))
-    # RFC 3261 §21.5.2: a method we do not know at all.
-    return Answer(status=501, reason="Not Implemented", headers=(("Allow", ALLOW),))
+        return _NOT_ALLOWED
+    return _NOT_IMPLEMENTED
