@@ -82,15 +82,15 @@ def _run_every_timer(service: SipService, clock: FakeClock) -> None:
     """Advance the fake clock past every timer the service started and fire them."""
     clock.now += MAX_INVITE_TU_WAIT + 1
     for _ in range(100):
-        pending = list(service._timers)
+        pending = list(service.transactions._timers)
         if not pending:
             break
         for key, name in pending:
-            handle = service._timers.get((key, name))
+            handle = service.transactions._timers.get((key, name))
             if handle is not None:
                 handle.cancel()
-                service._fire_timer(key, name)
-    service.expire_transactions()
+                service.transactions._fire_timer(key, name)
+    service.transactions.expire()
 
 
 async def _feed(service: SipService, clock: FakeClock, messages: list[bytes]) -> FakeFlow:
@@ -116,7 +116,7 @@ async def test_sip_service_every_error_path_answers_and_frees_its_transaction(
         assert len(service.layer) == 0, name
     _run_every_timer(service, clock)
     assert len(service.layer) == 0
-    assert service._tx_flows == {}
+    assert service.transactions._tx_flows == {}
 
 
 async def test_sip_service_empty_first_via_is_400_not_an_index_error(tmp_path: Path) -> None:
@@ -187,5 +187,5 @@ def test_sip_service_no_input_sequence_leaves_transactions_behind(
     ]
     asyncio.run(_feed(service, clock, messages))
     assert len(service.layer) == 0
-    assert service._tx_flows == {}
+    assert service.transactions._tx_flows == {}
     service.store.close()

@@ -180,14 +180,14 @@ def test_storage_storewriter_queued_ban_holds_when_the_service_rereads_bans(
         writes=writer,
     )
     ban = Ban(source="192.0.2.7", until=clock() + 600, reason="rate")
-    service.record_ban(BanAdded(ban=ban, seconds=600))
-    service.reload_bans()
+    service.bans.record_ban(BanAdded(ban=ban, seconds=600))
+    service.bans.reload()
     assert [b.source for b in service.guard.bans()] == ["192.0.2.7"]
     assert store.bans(clock()) == []  # not written yet: queued
     writer.start()
     assert writer.stop() == 0
     assert [b.source for b in store.bans(clock())] == ["192.0.2.7"]
-    service.reload_bans()
+    service.bans.reload()
     assert [b.source for b in service.guard.bans()] == ["192.0.2.7"]
 
 

@@ -1,0 +1,174 @@
+"""The listeners of ``voipsec serve``: SIP on UDP, TCP and TLS, and STUN/TURN.
+
+Opens every ``[sip]`` listener with its DSCP marking and TLS context, hands what they
+receive to the SIP service (the transports' ``MessageSink``/``DatagramSink``), starts
+the TURN service on ``[turn] listen``, reloads the server certificate on SIGHUP and
+closes everything on stop.
+
+Failure mode: a port that cannot be bound raises at start (``voipsec serve`` exits
+with the error); a certificate that does not reload leaves the old one in use.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol
+
+from ..config import Config, Listen, parse_listen
+from ..events import EventBus
+from ..nat.keystore import SECRET_NAME, UserKeys, read_or_create_secret
+from ..nat.service import TurnService
+from ..pki.ca import CaPaths, ServerPaths, warn_if_expiring
+from ..pki.tls import server_context
+from ..qos import set_dscp
+from ..storage import Store
+from ..transport.connections import ConnectionTable, Flow
+from ..transport.stream import MessageSink, StreamListener
+from ..transport.udp import DatagramProtocol, DatagramSink, UdpFlow
+
+log = logging.getLogger("voipsec.sip")
+
+#: Seconds a graceful TLS close waits for the peer's close_notify before dropping.
+TLS_SHUTDOWN_TIMEOUT = 5.0
+
+
+class SipSink(MessageSink, DatagramSink, Protocol):
+    """What every SIP listener hands its messages to (the SIP service)."""
+
+
+UdpSender = Callable[[tuple[str, int]], Flow | None]
+
+
+class Listeners:
+    """Every listening socket of the server, opened in :meth:`start`, closed in :meth:`stop`."""
+
+    def __init__(
+        self,
+        *,
+        config: Config,
+        data_dir: Path,
+        sink: SipSink,
+        connections: ConnectionTable,
+        store: Store,
+        events: EventBus,
+        banned: Callable[[str], bool],
+    ) -> None:
+        self.config = config
+        self.data_dir = data_dir
+        self.sink = sink
+        self.connections = connections
+        self.store = store
+        self.events = events
+        self.banned = banned
+        self.bound: list[Listen] = []
+        self.turn: TurnService | None = None
+        #: Sends from the first UDP listener's port (the call layer's UDP requests).
+        self.udp_sender: UdpSender | None = None
+        self._contexts: list[ssl.SSLContext] = []
+        self._streams: list[StreamListener] = []
+        self._udp: list[asyncio.DatagramTransport] = []
+
+    async def start(self) -> None:
+        """Bind every SIP listener, then STUN/TURN."""
+        loop = asyncio.get_running_loop()
+        for listen in self.config.sip.listeners():
+            if listen.transport == "udp":
+                tx, _ = await loop.create_datagram_endpoint(
+                    lambda: DatagramProtocol(self.sink), local_addr=(listen.host, listen.port)
+                )
+                self._udp.append(tx)
+                set_dscp(tx.get_extra_info("socket"), self.config.sip.dscp)
+                if self.udp_sender is None:
+                    self.udp_sender = _udp_sender(tx, (listen.host, listen.port))
+            else:
+                await self._start_stream(listen)
+            self.bound.append(listen)
+            log.info("listening on %s", listen)
+        await self._start_turn()
+
+    async def _start_stream(self, listen: Listen) -> None:
+        ssl_ctx = None
+        if listen.transport == "tls":
+            server_paths = ServerPaths.in_dir(self.data_dir)
+            ssl_ctx = server_context(
+                cert=server_paths.cert,
+                key=server_paths.key,
+                client_ca=CaPaths.in_dir(self.data_dir).cert,
+                client_cert=listen.client_cert or self.config.tls.client_cert,
+                min_version=self.config.tls.min_version,
+            )
+            self._contexts.append(ssl_ctx)
+        # TCP is accepted plain and counted per source before the TLS handshake, which
+        # the listener runs itself (transport/stream.py).
+        listener = StreamListener(
+            self.sink,
+            self.connections,
+            listen.transport,
+            ssl_context=ssl_ctx,
+            handshake_timeout=self.config.tls.handshake_timeout,
+            # A peer that never answers our close_notify must not hold the socket long.
+            shutdown_timeout=TLS_SHUTDOWN_TIMEOUT,
+        )
+        listener.start(listen.host, listen.port, backlog=1024)
+        self._streams.append(listener)
+        if listener.listening_socket is not None:
+            # Accepted connections inherit the listening socket's TOS byte on Linux.
+            set_dscp(listener.listening_socket, self.config.sip.dscp)
+
+    async def _start_turn(self) -> None:
+        """STUN/TURN on [turn] listen (default 127.0.0.1:3478, UDP and TCP)."""
+        turn = self.config.turn
+        if not turn.listen:
+            return
+        self.turn = TurnService(
+            listen=turn.listen,
+            realm=self.config.sip.domain,
+            lookup_key=UserKeys(self.store, self.config.sip.domain),
+            rest_secret=read_or_create_secret(self.data_dir / SECRET_NAME),
+            allowed_peers=turn.allowed_peers,
+            relay_host=parse_listen(turn.listen[0]).host,
+            # The guard's bans hold for TURN too; its failures go to the IDS and metrics.
+            banned=self.banned,
+            events=self.events,
+        )
+        await self.turn.start()
+        log.info("STUN/TURN listening on %s", ", ".join(turn.listen))
+
+    def reload_certificate(self) -> None:
+        """SIGHUP: new server certificate and key for new connections.
+
+        Established connections (and so calls) keep the certificate they started with.
+        A certificate that does not load is reported and the old one stays.
+        """
+        paths = ServerPaths.in_dir(self.data_dir)
+        try:
+            scratch = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            scratch.load_cert_chain(paths.cert, paths.key)
+        except (OSError, ssl.SSLError) as err:
+            log.error("SIGHUP: keeping the old server certificate: %s", err)
+            return
+        for ctx in self._contexts:
+            ctx.load_cert_chain(paths.cert, paths.key)
+        log.info("SIGHUP: server certificate reloaded from %s", paths.cert)
+        warn_if_expiring(paths.cert, time.time())
+
+    async def stop(self) -> None:
+        """Close TURN, then every SIP listener."""
+        if self.turn is not None:
+            await self.turn.stop()
+        for listener in self._streams:
+            await listener.close()
+        for tx in self._udp:
+            tx.close()
+
+
+def _udp_sender(tx: asyncio.DatagramTransport, local: tuple[str, int]) -> UdpSender:
+    def sender(peer: tuple[str, int]) -> Flow | None:
+        return UdpFlow(tx, peer, local)
+
+    return sender

@@ -1,0 +1,101 @@
+"""The registrar shell: REGISTER authenticated, applied, published and persisted.
+
+core/registrar.py decides (RFC 3261 §10.3); this shell authenticates the request
+through :class:`~voipsec.app.authn.AuthShell`, publishes
+:class:`~voipsec.events.RegistrationChanged`, and queues the binding changes that
+:meth:`RegistrationShell.flush` writes in one transaction per interval.
+
+Failure mode: a batch that cannot be written is lost from the queue but the bindings
+hold in memory (the server logs and serves on); a restart then reloads the last
+written state.
+"""
+
+from __future__ import annotations
+
+import email.utils
+from collections.abc import Iterable
+from typing import Protocol
+
+from ..core.auth import Role
+from ..core.registrar import Registrar
+from ..events import EventBus, RegistrationChanged
+from ..records import Binding
+from ..sip.message import Request, Response, response_to
+from ..transport.connections import Flow
+from .replies import flow_text, new_tag
+
+
+class Authenticates(Protocol):
+    """Who sent a request, or the response refusing it (app/authn.py)."""
+
+    def authenticate(
+        self, flow: Flow, request: Request, role: Role, now: float
+    ) -> str | Response: ...
+
+
+class BindingStore(Protocol):
+    """Where bindings are kept between runs (storage/store.py)."""
+
+    def save_bindings(
+        self, upserts: Iterable[Binding], removals: Iterable[tuple[str, str]]
+    ) -> None: ...
+
+
+class RegistrationShell:
+    """Carries out REGISTER: authentication, the registrar's outcome, persistence."""
+
+    def __init__(
+        self,
+        *,
+        registrar: Registrar,
+        auth: Authenticates,
+        store: BindingStore,
+        events: EventBus,
+    ) -> None:
+        self.registrar = registrar
+        self.auth = auth
+        self.store = store
+        self.events = events
+        self._pending_upserts: dict[tuple[str, str], Binding] = {}
+        self._pending_removals: set[tuple[str, str]] = set()
+
+    def register(self, flow: Flow, request: Request, now: float) -> Response:
+        """The answer to a REGISTER core/dispatch.py routed to the registrar."""
+        user = self.auth.authenticate(flow, request, "registrar", now)
+        if isinstance(user, Response):
+            return user
+        return self._apply(flow, request, user, now)
+
+    def _apply(self, flow: Flow, request: Request, user: str, now: float) -> Response:
+        source = flow_text(flow)
+        outcome = self.registrar.register(request, user=user, now=now, source=source)
+        self.events.publish(
+            RegistrationChanged(user=user, accepted=outcome.status == 200, source=source, time=now)
+        )
+        for b in outcome.upserts:
+            self._pending_upserts[(b.aor, b.contact)] = b
+            self._pending_removals.discard((b.aor, b.contact))
+        for r in outcome.removals:
+            self._pending_upserts.pop(r, None)
+            self._pending_removals.add(r)
+        extra = outcome.headers
+        if outcome.status == 200:
+            # RFC 3261 §10.3 step 8: a 200 OK SHOULD carry a Date header.
+            extra = (*extra, ("Date", email.utils.formatdate(now, usegmt=True)))
+        return response_to(request, outcome.status, outcome.reason, to_tag=new_tag(), extra=extra)
+
+    def expire(self, now: float) -> None:
+        """Forget expired bindings, and queue their removal from storage."""
+        for gone in self.registrar.expire(now):
+            self._pending_upserts.pop(gone, None)
+            self._pending_removals.add(gone)
+
+    def flush(self) -> None:
+        """Write pending binding changes in one transaction."""
+        if not self._pending_upserts and not self._pending_removals:
+            return
+        upserts = list(self._pending_upserts.values())
+        removals = list(self._pending_removals)
+        self._pending_upserts.clear()
+        self._pending_removals.clear()
+        self.store.save_bindings(upserts, removals)
