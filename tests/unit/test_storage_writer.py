@@ -169,3 +169,40 @@ def test_storage_writer_drops_writes_on_a_row_whose_open_was_dropped(store: Stor
     stats = writer.statistics()
     assert (stats.written, stats.overflowed, stats.refused) == (1, 1, 1)
     assert [(r.call_id, r.answer) for r in store.cdrs()] == [("kept", None)]
+
+
+def test_storage_writer_lingers_so_a_calls_later_rows_share_one_commit(store: Store) -> None:
+    # Operations nobody waits for (answer, media, end, and an open without on_written)
+    # wake the thread once; what follows within WRITE_LINGER joins the same commit.
+    writer = _writer(store, linger=0.5)
+    writer.start()
+    try:
+        _call(writer, "c-linger")
+        wait_for(lambda: writer.statistics().written == 4, deadline=5, what="the rows")
+        assert (writer.statistics().batches, writer.statistics().pending) == (1, 0)
+    finally:
+        writer.stop()
+
+
+def test_storage_writer_an_awaited_open_ends_the_linger(store: Store) -> None:
+    # A call waits for its row (CDR_OPEN_WAIT): an open with on_written commits at once,
+    # not after the linger (here 60 s, far beyond the deadline below).
+    writer = _writer(store, linger=60.0)
+    writer.start()
+    written: list[int] = []
+    try:
+        writer.answer(writer.open(_start("c-lazy")), 101.0)  # lingering now
+        writer.open(_start("c-waits"), on_written=written.append)
+        wait_for(lambda: len(written) == 1, deadline=5, what="the awaited row")
+        assert writer.statistics().written == 3  # the lingering ones came along
+    finally:
+        assert writer.stop() == 0
+
+
+def test_storage_writer_stop_ends_the_linger_and_writes_everything(store: Store) -> None:
+    writer = _writer(store, linger=60.0)
+    writer.start()
+    _call(writer, "c-stop")
+    assert writer.stop(timeout=5.0) == 0
+    assert (writer.statistics().written, writer.statistics().batches) == (4, 1)
+    assert [r.call_id for r in store.cdrs()] == ["c-stop"]

@@ -35,7 +35,14 @@ from dataclasses import dataclass
 
 from ..config import CDR_MAX_PENDING
 from ..records import DISPOSITIONS, HANGUP_BY, MAX_CDR_MEDIA, CdrStart, StoreError
-from .batchwriter import MAX_BATCH, RETRY_INTERVAL, STOP_TIMEOUT, BatchWriter, WriterStatistics
+from .batchwriter import (
+    MAX_BATCH,
+    RETRY_INTERVAL,
+    STOP_TIMEOUT,
+    WRITE_LINGER,
+    BatchWriter,
+    WriterStatistics,
+)
 from .cdr import CdrDatabase
 
 __all__ = [
@@ -97,6 +104,7 @@ class CdrWriter(BatchWriter[_Op, CdrDatabase, _Result]):
         max_pending: int = DEFAULT_MAX_PENDING,
         on_overflow: Callable[[int], None] | None = None,
         retry_interval: float = RETRY_INTERVAL,
+        linger: float = WRITE_LINGER,
     ) -> None:
         """``connect`` opens the database in the writer thread (and again after it
         failed); ``on_overflow(total)`` runs in the caller's thread when an operation
@@ -107,6 +115,7 @@ class CdrWriter(BatchWriter[_Op, CdrDatabase, _Result]):
             max_pending=max_pending,
             on_overflow=on_overflow,
             retry_interval=retry_interval,
+            linger=linger,
         )
         self._connect_db = connect
         self._rows: dict[int, int] = {}
@@ -124,7 +133,8 @@ class CdrWriter(BatchWriter[_Op, CdrDatabase, _Result]):
         with self._cond:
             ticket = self._next_ticket
             self._next_ticket += 1
-        self._put(_Open(ticket, start, on_written))
+        # A call waits for this commit (CDR_OPEN_WAIT): it ends the writer's linger.
+        self._put(_Open(ticket, start, on_written), urgent=on_written is not None)
         return ticket
 
     def answer(self, ticket: int, when: float) -> None:
