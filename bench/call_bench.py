@@ -67,7 +67,9 @@ HEP datagrams and SIP log lines per call.
 ``--loop-lag`` (voipsec only) runs the server with the event-loop lag probe
 (``bench/looplag/sitecustomize.py``, first on the server's PYTHONPATH; src/ is not
 changed): a callback every 5 ms records how late it ran, and each step reports the
-longest lag and its 99th and 99.9th percentiles over the step (``bench/loop_lag.py``).
+longest lag and its 99th and 99.9th percentiles over the step, and the most CPU the loop
+thread used between a tick's scheduling and its run (its own work, not time it waited for
+a core) (``bench/loop_lag.py``).
 ``--src DIR`` runs voipsec -- the server, ``voipsec init``/``config`` and the user store
 -- from another source tree (e.g. a worktree of an older revision), so this script
 measures any revision the same way; the revision printed is that tree's:
@@ -862,7 +864,10 @@ HEADER = (
     f"{'achvd/s':>7} {'srv CPU%':>8} {'us/call':>7} {'hops%':>6} {'sipp%':>6} "
     f"{'other%':>6} {'load1':>5} {'conc':>6} {'mem MiB':>7} {'KiB/call':>8} {'len ms':>7}"
 )
-LAG_HEADER = f" {'lag max ms':>10} {'p99.9 ms':>8} {'p99 ms':>6} {'ticks':>6}"
+LAG_HEADER = (
+    f" {'lag max ms':>10} {'p99.9 ms':>8} {'p99 ms':>6} {'ticks':>6}"
+    f" {'loopCPU max':>11} {'p99 ms':>6}"
+)
 
 
 def print_step(name: str, s: Step) -> None:
@@ -884,7 +889,7 @@ def _lag_columns(lag: LoopLag | None) -> str:
         return ""
     return (
         f" {lag.max_us / 1000:>10.1f} {lag.p999_us / 1000:>8.1f} {lag.p99_us / 1000:>6.1f}"
-        f" {lag.count:>6}"
+        f" {lag.count:>6} {lag.cpu_max_us / 1000:>11.1f} {lag.cpu_p99_us / 1000:>6.1f}"
     )
 
 
@@ -913,7 +918,9 @@ def summary(report: TargetReport) -> list[str]:
         lag = best.loop_lag
         lines.append(
             f"{report.name}: event-loop lag at {best.rate}/s: longest {lag.max_us / 1000:.1f} ms, "
-            f"p99.9 {lag.p999_us / 1000:.1f} ms, p99 {lag.p99_us / 1000:.1f} ms ({lag.count} ticks)"
+            f"p99.9 {lag.p999_us / 1000:.1f} ms, p99 {lag.p99_us / 1000:.1f} ms "
+            f"({lag.count} ticks); the loop's CPU between a tick's scheduling and run: "
+            f"longest {lag.cpu_max_us / 1000:.1f} ms, p99 {lag.cpu_p99_us / 1000:.1f} ms"
         )
     steps = report.steps
     worst = max((s.other_cpu / s.elapsed for s in steps if s.elapsed), default=0.0)

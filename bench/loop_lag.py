@@ -27,6 +27,10 @@ class LoopLag:
     max_us: int
     p99_us: int
     p999_us: int
+    #: The most CPU the loop's thread used between scheduling a tick and running it,
+    #: and its 99th percentile: the loop's own work, whatever else ran on the machine.
+    cpu_max_us: int = 0
+    cpu_p99_us: int = 0
 
 
 def python_path(*first: str) -> str:
@@ -40,17 +44,18 @@ def server_env(lag_file: Path) -> dict[str, str]:
     return {"PYTHONPATH": python_path(str(PROBE_DIR)), ENV: str(lag_file)}
 
 
-def _samples(path: Path) -> list[tuple[float, int]]:
+def _samples(path: Path) -> list[tuple[float, int, int]]:
+    """(time, lag µs, loop CPU µs) per tick written so far."""
     if not path.exists():
         return []
-    found: list[tuple[float, int]] = []
+    found: list[tuple[float, int, int]] = []
     for line in path.read_text(encoding="ascii", errors="replace").splitlines():
         try:
             record = json.loads(line)
         except ValueError:  # a line cut short by a kill
             continue
         if "t" in record:
-            found.extend(zip(record["t"], record["lag_us"], strict=True))
+            found.extend(zip(record["t"], record["lag_us"], record["cpu_us"], strict=True))
     return found
 
 
@@ -58,8 +63,13 @@ def step_lag(path: Path, start: float, end: float) -> LoopLag:
     """The ticks in [start, end], once the probe flushed one past ``end`` (or gave up)."""
     deadline = time.monotonic() + 4 * FLUSH_SECONDS + 2
     samples = _samples(path)
-    while not any(t >= end for t, _ in samples) and time.monotonic() < deadline:
+    while not any(s[0] >= end for s in samples) and time.monotonic() < deadline:
         time.sleep(FLUSH_SECONDS / 2)
         samples = _samples(path)
-    lags = [lag for t, lag in samples if start <= t <= end]
-    return LoopLag(len(lags), max(lags, default=0), percentile(lags, 0.99), percentile(lags, 0.999))
+    inside = [s for s in samples if start <= s[0] <= end]
+    lags = [s[1] for s in inside]
+    cpus = [s[2] for s in inside]
+    return LoopLag(
+        len(lags), max(lags, default=0), percentile(lags, 0.99), percentile(lags, 0.999),
+        max(cpus, default=0), percentile(cpus, 0.99),
+    )  # fmt: skip

@@ -13,13 +13,18 @@ Each tick records how late it ran: the time since it was due (its scheduling tim
 ``INTERVAL``), which is how long a ready callback waited for whatever the loop was busy
 with (a CDR commit on the loop shows here). uvloop's timers have millisecond resolution
 and may fire up to a millisecond early, so lags under ~1 ms are noise and early ticks
-count as 0.
+count as 0. Each tick also records the CPU time the loop's own thread used between
+scheduling it and running it (``time.thread_time``): work the loop did without yielding
+shows there, time the process waited for a core while other processes ran does not, so
+on a busy shared machine it separates a stall the server causes (a CDR commit) from one
+it suffers. (A thread of the server holding the GIL, or a wait for the disk, shows in
+the lag only.)
 
 A daemon thread appends the samples to the file every ``FLUSH_SECONDS`` as JSON lines
-``{"t": [monotonic seconds...], "lag_us": [...]}`` (``time.monotonic`` is the same
+``{"t": [monotonic seconds...], "lag_us": [...], "cpu_us": [...]}`` (``time.monotonic`` is the same
 clock in every process on Linux, so the bench can cut out a step's window), and at exit
-a ``{"summary": {"count", "max_us", "p99_us", "p999_us"}}`` line over the whole run. A
-killed server leaves everything up to its last flush.
+a ``{"summary": {"count", "max_us", "p99_us", "p999_us", "cpu_max_us"}}`` line over the
+whole run. A killed server leaves everything up to its last flush.
 """
 
 from __future__ import annotations
@@ -58,9 +63,12 @@ class Probe:
         self.path = path
         self._times: list[float] = []
         self._lags: list[int] = []
+        self._cpus: list[int] = []
+        self._all_cpu: list[int] = []
         self._all: list[int] = []
         self._lock = threading.Lock()
         self._due = 0.0
+        self._cpu_at = 0.0
         self._done = threading.Event()
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -70,14 +78,17 @@ class Probe:
 
     def _schedule(self, loop: asyncio.AbstractEventLoop, now: float) -> None:
         self._due = now + INTERVAL
+        self._cpu_at = time.thread_time()
         loop.call_later(INTERVAL, self._tick, loop)
 
     def _tick(self, loop: asyncio.AbstractEventLoop) -> None:
         now = time.monotonic()
         lag = max(0, round(1e6 * (now - self._due)))
+        cpu = round(1e6 * (time.thread_time() - self._cpu_at))
         with self._lock:
             self._times.append(round(now, 4))
             self._lags.append(lag)
+            self._cpus.append(cpu)
         self._schedule(loop, now)
 
     def _flusher(self) -> None:
@@ -86,12 +97,13 @@ class Probe:
 
     def flush(self) -> None:
         with self._lock:
-            times, lags = self._times, self._lags
-            self._times, self._lags = [], []
+            times, lags, cpus = self._times, self._lags, self._cpus
+            self._times, self._lags, self._cpus = [], [], []
         if not times:
             return
         self._all.extend(lags)
-        self._append({"t": times, "lag_us": lags})
+        self._all_cpu.extend(cpus)
+        self._append({"t": times, "lag_us": lags, "cpu_us": cpus})
 
     def close(self) -> None:
         self._done.set()
@@ -102,6 +114,7 @@ class Probe:
             "max_us": max(lags, default=0),
             "p99_us": percentile(lags, 0.99),
             "p999_us": percentile(lags, 0.999),
+            "cpu_max_us": max(self._all_cpu, default=0),
         }
         self._append({"summary": summary})
 
