@@ -108,7 +108,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(BENCH))
 
 import register_bench as rb  # noqa: E402
-from loop_lag import LoopLag, python_path, server_env, step_lag  # noqa: E402
+from loop_lag import LoopLag, main_thread_cpu, python_path, server_env, step_lag  # noqa: E402
 from register_bench import BUSY_SHARE, CHECK_CALLS, DOMAIN, RATE_TOLERANCE  # noqa: E402
 from tests.peers.proc import free_port, require, running, wait_for  # noqa: E402
 from tests.peers.sipp import (  # noqa: E402
@@ -179,6 +179,9 @@ class Step:
     errors: list[str] = field(default_factory=list)
     #: How late the server's event loop ran its callbacks (``--loop-lag``).
     loop_lag: LoopLag | None = None
+    #: The part of server_cpu spent by the server process's main thread (voipsec: the
+    #: event loop; the rest is its other threads).
+    server_main_cpu: float = 0.0
 
     @property
     def achieved(self) -> float:
@@ -743,10 +746,10 @@ def run_step(
     timeout = 2 * calls / rate + args.hold_ms / 1000 + 20
     load1 = os.getloadavg()[0]
     before = cpu_snapshot(pids)
-    start = time.monotonic()
+    start, main_before = time.monotonic(), main_thread_cpu(pids.server)
     with MemorySampler(pids.server) as memory:
         results = run_callers(load, rate, calls, args.hold_ms, timeout, work)
-    end = time.monotonic()
+    end, main_cpu = time.monotonic(), main_thread_cpu(pids.server) - main_before
     after = cpu_snapshot(pids)
     lag = step_lag(pids.lag_file, start, end) if pids.lag_file else None
     server_cpu, stunnel_cpu, sipp_cpu, busy = (a - b for a, b in zip(after, before, strict=True))
@@ -763,7 +766,7 @@ def run_step(
         mem_idle_kib=mem_idle, mem_peak_kib=memory.peak,
         call_length_ms=round(mean_call_length_ms(results), 1),
         unexpected=sum(sum(r.unexpected().values()) for r in results),
-        errors=first_errors(results), loop_lag=lag,
+        errors=first_errors(results), loop_lag=lag, server_main_cpu=round(main_cpu, 2),
     )  # fmt: skip
 
 
@@ -866,7 +869,7 @@ HEADER = (
 )
 LAG_HEADER = (
     f" {'lag max ms':>10} {'p99.9 ms':>8} {'p99 ms':>6} {'ticks':>6}"
-    f" {'loopCPU max':>11} {'p99 ms':>6}"
+    f" {'loopCPU max':>11} {'p99 ms':>6} {'main us/call':>12}"
 )
 
 
@@ -879,17 +882,21 @@ def print_step(name: str, s: Step) -> None:
         f"{s.returncode:>3} {s.achieved:>7.0f} {s.cpu_percent:>8.0f} {s.cpu_us_per_call:>7.0f} "
         f"{pct(s.stunnel_cpu):>6.0f} {pct(s.sipp_cpu):>6.0f} {pct(s.other_cpu):>6.0f} "
         f"{s.load1:>5.2f} {s.concurrent_peak:>6} {s.mem_peak_kib / 1024:>7.1f} "
-        f"{s.kib_per_concurrent_call:>8.2f} {s.call_length_ms:>7.1f}" + _lag_columns(s.loop_lag),
+        f"{s.kib_per_concurrent_call:>8.2f} {s.call_length_ms:>7.1f}" + _lag_columns(s),
         flush=True,
     )
 
 
-def _lag_columns(lag: LoopLag | None) -> str:
+def _lag_columns(s: Step) -> str:
+    """The --loop-lag columns: the lag, the loop's CPU per tick, main-thread CPU per call."""
+    lag = s.loop_lag
     if lag is None:
         return ""
+    main_us = 1e6 * s.server_main_cpu / s.successful if s.successful else 0.0
     return (
         f" {lag.max_us / 1000:>10.1f} {lag.p999_us / 1000:>8.1f} {lag.p99_us / 1000:>6.1f}"
         f" {lag.count:>6} {lag.cpu_max_us / 1000:>11.1f} {lag.cpu_p99_us / 1000:>6.1f}"
+        f" {main_us:>12.0f}"
     )
 
 

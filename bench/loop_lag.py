@@ -33,6 +33,17 @@ class LoopLag:
     cpu_p99_us: int = 0
 
 
+def main_thread_cpu(pid: int) -> float:
+    """CPU seconds of ``pid``'s first thread -- voipsec's event loop (``asyncio.run`` in
+    the main thread); the rest of the process is its other threads (the CDR writer)."""
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    fields = text[text.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def python_path(*first: str) -> str:
     """``first`` ahead of the current PYTHONPATH."""
     rest = os.environ.get("PYTHONPATH", "")
