@@ -82,7 +82,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
 import functools
 import http.client
 import importlib
@@ -107,13 +106,13 @@ BENCH = REPO / "bench"
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(BENCH))
 
+import call_stats as cs  # noqa: E402
 import register_bench as rb  # noqa: E402
 from loop_lag import LoopLag, main_thread_cpu, python_path, server_env, step_lag  # noqa: E402
 from register_bench import BUSY_SHARE, CHECK_CALLS, DOMAIN, RATE_TOLERANCE  # noqa: E402
 from tests.peers.proc import free_port, require, running, wait_for  # noqa: E402
 from tests.peers.sipp import (  # noqa: E402
     LOG_FILE,
-    STATS_FILE,
     SippProcess,
     SippResult,
     run_sipp,
@@ -138,7 +137,6 @@ SHM_MB = 1024
 #: voipsec's relay port range for the bench (4 ports per call: 3,192 calls at once).
 MEDIA_PORTS = "20000-32767"
 DEFAULT_RATES = (50, 100, 200, 300, 400, 500, 600, 800, 1000, 1250, 1500, 1750, 2000, 2500, 3000)
-SAMPLE_INTERVAL = 0.2
 #: The callees register for this long (call_uas_register.xml: Expires 600); the bench
 #: must end well before.
 REGISTRATION_SECONDS = 600
@@ -289,106 +287,6 @@ class Server:
     metrics_port: int | None = None
     #: voipsec's SIP log, when it is on.
     siplog: Path | None = None
-
-
-# -- memory and stats ------------------------------------------------------------------
-
-
-def _proc_kib(path: str, key: str) -> int:
-    """A ``key: N kB`` value from a /proc file, 0 when gone."""
-    try:
-        with open(path, encoding="ascii") as handle:
-            for line in handle:
-                if line.startswith(key):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
-def tree_pss_kib(root: int) -> int:
-    """Proportional set size of ``root``'s process tree (Kamailio's workers share their
-    shared memory; for one process PSS grows exactly as its RSS when it allocates)."""
-    return sum(_proc_kib(f"/proc/{pid}/smaps_rollup", "Pss:") for pid in rb.process_tree(root))
-
-
-class MemorySampler:
-    """The peak PSS of a process tree, sampled in a thread while a step runs."""
-
-    def __init__(self, root: int) -> None:
-        self.root = root
-        self.peak = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, tree_pss_kib(self.root))
-            self._stop.wait(SAMPLE_INTERVAL)
-
-    def __enter__(self) -> MemorySampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-        self.peak = max(self.peak, tree_pss_kib(self.root))
-
-
-def stats_rows(workdir: Path | None) -> list[dict[str, str]]:
-    """Every row of a SIPp statistics CSV (one per ``-fd`` second, then the final one)."""
-    path = (workdir or Path("/nonexistent")) / STATS_FILE
-    if not path.exists():
-        return []
-    with path.open(newline="", encoding="ascii", errors="replace") as handle:
-        rows = [row for row in csv.reader(handle, delimiter=";") if row]
-    if len(rows) < 2:
-        return []
-    header = rows[0]
-    return [dict(zip(header, row, strict=False)) for row in rows[1:]]
-
-
-def concurrent_peak(results: Sequence[SippResult]) -> int:
-    """Peak of the callers' ``CurrentCall`` summed row by row (they start together)."""
-    columns = [[_int(r.get("CurrentCall")) for r in stats_rows(res.workdir)] for res in results]
-    width = max((len(c) for c in columns), default=0)
-    return max(
-        (sum(c[i] for c in columns if i < len(c)) for i in range(width)),
-        default=0,
-    )
-
-
-def mean_call_length_ms(results: Sequence[SippResult]) -> float:
-    """SIPp's cumulative mean call length (``CallLength(C)``), weighted by calls."""
-    total = weight = 0.0
-    for res in results:
-        text = res.stats.get("CallLength(C)", "")
-        seconds = _hms(text)
-        if seconds is not None and res.successful:
-            total += seconds * res.successful
-            weight += res.successful
-    return 1000 * total / weight if weight else 0.0
-
-
-def _hms(text: str) -> float | None:
-    """SIPp's ``HH:MM:SS:ffffff`` (or ``HH:MM:SS``) as seconds."""
-    parts = text.strip().split(":")
-    if len(parts) < 3:
-        return None
-    try:
-        h, m, s = (int(p) for p in parts[:3])
-        frac = int(parts[3]) / 10 ** len(parts[3]) if len(parts) > 3 and parts[3] else 0.0
-    except ValueError:
-        return None
-    return h * 3600 + m * 60 + s + frac
-
-
-def _int(text: str | None) -> int:
-    try:
-        return int(text or 0)
-    except ValueError:
-        return 0
 
 
 # -- servers -----------------------------------------------------------------------------
@@ -560,7 +458,7 @@ class DatagramSink:
         with contextlib.suppress(OSError):  # capped by net.core.rmem_max
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
         self.sock.bind(("127.0.0.1", 0))
-        self.sock.settimeout(SAMPLE_INTERVAL)
+        self.sock.settimeout(cs.SAMPLE_INTERVAL)
         self.port: int = self.sock.getsockname()[1]
         self.datagrams = 0
         self._stop = threading.Event()
@@ -747,7 +645,7 @@ def run_step(
     load1 = os.getloadavg()[0]
     before = cpu_snapshot(pids)
     start, main_before = time.monotonic(), main_thread_cpu(pids.server)
-    with MemorySampler(pids.server) as memory:
+    with cs.MemorySampler(pids.server) as memory:
         results = run_callers(load, rate, calls, args.hold_ms, timeout, work)
     end, main_cpu = time.monotonic(), main_thread_cpu(pids.server) - main_before
     after = cpu_snapshot(pids)
@@ -762,9 +660,9 @@ def run_step(
         server_cpu=round(server_cpu, 2), stunnel_cpu=round(stunnel_cpu, 2),
         sipp_cpu=round(sipp_cpu, 2),
         other_cpu=round(max(0.0, busy - server_cpu - stunnel_cpu - sipp_cpu), 2),
-        load1=round(load1, 2), concurrent_peak=concurrent_peak(results),
+        load1=round(load1, 2), concurrent_peak=cs.concurrent_peak(results),
         mem_idle_kib=mem_idle, mem_peak_kib=memory.peak,
-        call_length_ms=round(mean_call_length_ms(results), 1),
+        call_length_ms=round(cs.mean_call_length_ms(results), 1),
         unexpected=sum(sum(r.unexpected().values()) for r in results),
         errors=first_errors(results), loop_lag=lag, server_main_cpu=round(main_cpu, 2),
     )  # fmt: skip
@@ -823,7 +721,7 @@ def bench(args: argparse.Namespace, root: Path) -> TargetReport:
                 tails = "\n".join(r.error_tail() for r in check)
                 raise RuntimeError(f"{report.name}: calls do not work\n{tails}")
             time.sleep(1.0)
-            mem_idle = tree_pss_kib(server.proc.pid)
+            mem_idle = cs.tree_pss_kib(server.proc.pid)
             for rate in args.rates:
                 if time.monotonic() - started + args.duration + args.hold_ms / 1000 > budget:
                     print(f"{report.name}: stopping: the callees' registration would expire")
