@@ -63,15 +63,28 @@ HEP datagrams and SIP log lines per call.
         --hold-ms 25000      # memory per concurrent call (hold < media.timeout, 30 s)
     .venv/bin/python bench/call_bench.py --target voipsec --monitor full \\
         --rates 100 --duration 20 --retries 1      # CPU per call with all monitoring on
+
+``--loop-lag`` (voipsec only) runs the server with the event-loop lag probe
+(``bench/looplag/sitecustomize.py``, first on the server's PYTHONPATH; src/ is not
+changed): a callback every 5 ms records how late it ran, and each step reports the
+longest lag and its 99th and 99.9th percentiles over the step, and the most CPU the loop
+thread used between a tick's scheduling and its run (its own work, not time it waited for
+a core) (``bench/loop_lag.py``).
+``--src DIR`` runs voipsec -- the server, ``voipsec init``/``config`` and the user store
+-- from another source tree (e.g. a worktree of an older revision), so this script
+measures any revision the same way; the revision printed is that tree's:
+
+    .venv/bin/python bench/call_bench.py --target voipsec --rates 100 --duration 30 \\
+        --loop-lag --src /path/to/old-worktree/src      # CDR writes and the event loop
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
 import functools
 import http.client
+import importlib
 import json
 import os
 import shutil
@@ -86,18 +99,20 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from types import ModuleType
 
 REPO = Path(__file__).resolve().parent.parent
 BENCH = REPO / "bench"
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(BENCH))
 
+import call_stats as cs  # noqa: E402
 import register_bench as rb  # noqa: E402
+from loop_lag import LoopLag, main_thread_cpu, python_path, server_env, step_lag  # noqa: E402
 from register_bench import BUSY_SHARE, CHECK_CALLS, DOMAIN, RATE_TOLERANCE  # noqa: E402
 from tests.peers.proc import free_port, require, running, wait_for  # noqa: E402
 from tests.peers.sipp import (  # noqa: E402
     LOG_FILE,
-    STATS_FILE,
     SippProcess,
     SippResult,
     run_sipp,
@@ -122,12 +137,13 @@ SHM_MB = 1024
 #: voipsec's relay port range for the bench (4 ports per call: 3,192 calls at once).
 MEDIA_PORTS = "20000-32767"
 DEFAULT_RATES = (50, 100, 200, 300, 400, 500, 600, 800, 1000, 1250, 1500, 1750, 2000, 2500, 3000)
-SAMPLE_INTERVAL = 0.2
 #: The callees register for this long (call_uas_register.xml: Expires 600); the bench
 #: must end well before.
 REGISTRATION_SECONDS = 600
 #: The callee SIPp waits for this many calls, i.e. runs until it is stopped.
 NEVER = "1000000000"
+#: The loop-lag probe's output, in the target's working directory (``--loop-lag``).
+LAG_FILE = "loop-lag.jsonl"
 #: The /metrics sample that counts completed calls.
 ANSWERED_CALLS = 'voipsec_calls_total{disposition="answered"}'
 
@@ -159,6 +175,11 @@ class Step:
     unexpected: int = 0
     #: The first distinct SIPp error events of the callers (why calls failed).
     errors: list[str] = field(default_factory=list)
+    #: How late the server's event loop ran its callbacks (``--loop-lag``).
+    loop_lag: LoopLag | None = None
+    #: The part of server_cpu spent by the server process's main thread (voipsec: the
+    #: event loop; the rest is its other threads).
+    server_main_cpu: float = 0.0
 
     @property
     def achieved(self) -> float:
@@ -268,106 +289,6 @@ class Server:
     siplog: Path | None = None
 
 
-# -- memory and stats ------------------------------------------------------------------
-
-
-def _proc_kib(path: str, key: str) -> int:
-    """A ``key: N kB`` value from a /proc file, 0 when gone."""
-    try:
-        with open(path, encoding="ascii") as handle:
-            for line in handle:
-                if line.startswith(key):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
-def tree_pss_kib(root: int) -> int:
-    """Proportional set size of ``root``'s process tree (Kamailio's workers share their
-    shared memory; for one process PSS grows exactly as its RSS when it allocates)."""
-    return sum(_proc_kib(f"/proc/{pid}/smaps_rollup", "Pss:") for pid in rb.process_tree(root))
-
-
-class MemorySampler:
-    """The peak PSS of a process tree, sampled in a thread while a step runs."""
-
-    def __init__(self, root: int) -> None:
-        self.root = root
-        self.peak = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, tree_pss_kib(self.root))
-            self._stop.wait(SAMPLE_INTERVAL)
-
-    def __enter__(self) -> MemorySampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-        self.peak = max(self.peak, tree_pss_kib(self.root))
-
-
-def stats_rows(workdir: Path | None) -> list[dict[str, str]]:
-    """Every row of a SIPp statistics CSV (one per ``-fd`` second, then the final one)."""
-    path = (workdir or Path("/nonexistent")) / STATS_FILE
-    if not path.exists():
-        return []
-    with path.open(newline="", encoding="ascii", errors="replace") as handle:
-        rows = [row for row in csv.reader(handle, delimiter=";") if row]
-    if len(rows) < 2:
-        return []
-    header = rows[0]
-    return [dict(zip(header, row, strict=False)) for row in rows[1:]]
-
-
-def concurrent_peak(results: Sequence[SippResult]) -> int:
-    """Peak of the callers' ``CurrentCall`` summed row by row (they start together)."""
-    columns = [[_int(r.get("CurrentCall")) for r in stats_rows(res.workdir)] for res in results]
-    width = max((len(c) for c in columns), default=0)
-    return max(
-        (sum(c[i] for c in columns if i < len(c)) for i in range(width)),
-        default=0,
-    )
-
-
-def mean_call_length_ms(results: Sequence[SippResult]) -> float:
-    """SIPp's cumulative mean call length (``CallLength(C)``), weighted by calls."""
-    total = weight = 0.0
-    for res in results:
-        text = res.stats.get("CallLength(C)", "")
-        seconds = _hms(text)
-        if seconds is not None and res.successful:
-            total += seconds * res.successful
-            weight += res.successful
-    return 1000 * total / weight if weight else 0.0
-
-
-def _hms(text: str) -> float | None:
-    """SIPp's ``HH:MM:SS:ffffff`` (or ``HH:MM:SS``) as seconds."""
-    parts = text.strip().split(":")
-    if len(parts) < 3:
-        return None
-    try:
-        h, m, s = (int(p) for p in parts[:3])
-        frac = int(parts[3]) / 10 ** len(parts[3]) if len(parts) > 3 and parts[3] else 0.0
-    except ValueError:
-        return None
-    return h * 3600 + m * 60 + s + frac
-
-
-def _int(text: str | None) -> int:
-    try:
-        return int(text or 0)
-    except ValueError:
-        return 0
-
-
 # -- servers -----------------------------------------------------------------------------
 
 
@@ -441,12 +362,13 @@ def voipsec_server(
     edge: str,
     monitor: str = "default",
     hep_port: int | None = None,
+    env: dict[str, str] | None = None,
 ) -> Iterator[Server]:
     """``voipsec serve`` on a free TLS port, MD5 digest only, no TURN listener; users
     through ``Store.add_user``; loopback trusted or an untrusted zone, and monitoring
-    as ``monitor`` says, HEP to ``hep_port`` for "full" (see the doc)."""
-    from voipsec.storage import DB_NAME, Store
-
+    as ``monitor`` says, HEP to ``hep_port`` for "full" (see the doc); ``env`` is added
+    to the server's environment only."""
+    storage = _storage()
     port = free_port()
     data = workdir / "voipsec-data"
     rb._voipsec("init", data=data)
@@ -490,16 +412,25 @@ def voipsec_server(
         rules = data / "rules"
         rules.mkdir(exist_ok=True)
         (rules / "bench.yaml").write_text(BENCH_RULES, encoding="utf-8")
-    store = Store(data / DB_NAME)
+    store = storage.Store(data / storage.DB_NAME)
     try:
         for name, password in users:
             store.add_user(name, password, DOMAIN)
     finally:
         store.close()
     log = workdir / "voipsec.log"
-    with running([*rb.voipsec_argv(), "serve", "--dir", str(data)], cwd=workdir, log=log) as proc:
+    argv = [*rb.voipsec_argv(), "serve", "--dir", str(data)]
+    with running(argv, cwd=workdir, log=log, env=env) as proc:
         rb._wait_listening(proc, port, log, "voipsec")
         yield Server("voipsec", proc, port, data / "ca" / "ca.crt", metrics_port, siplog)
+
+
+def _storage() -> ModuleType:
+    """voipsec.storage, or voipsec.store in a ``--src`` tree from before issue 14 moved it."""
+    try:
+        return importlib.import_module("voipsec.storage")
+    except ModuleNotFoundError:
+        return importlib.import_module("voipsec.store")
 
 
 @contextlib.contextmanager
@@ -510,7 +441,8 @@ def start_server(
         with kamailio_server(work, users, args.children) as server:
             yield server
     else:
-        with voipsec_server(work, users, args.edge, args.monitor, hep_port) as server:
+        env = server_env(work / LAG_FILE) if args.loop_lag else None
+        with voipsec_server(work, users, args.edge, args.monitor, hep_port, env) as server:
             yield server
 
 
@@ -526,7 +458,7 @@ class DatagramSink:
         with contextlib.suppress(OSError):  # capped by net.core.rmem_max
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
         self.sock.bind(("127.0.0.1", 0))
-        self.sock.settimeout(SAMPLE_INTERVAL)
+        self.sock.settimeout(cs.SAMPLE_INTERVAL)
         self.port: int = self.sock.getsockname()[1]
         self.datagrams = 0
         self._stop = threading.Event()
@@ -691,6 +623,8 @@ class Pids:
     server: int
     stunnels: tuple[int, ...]
     callees: tuple[int, ...]
+    #: The loop-lag probe's output (``--loop-lag``).
+    lag_file: Path | None = None
 
 
 def cpu_snapshot(pids: Pids) -> tuple[float, float, float, float]:
@@ -710,9 +644,12 @@ def run_step(
     timeout = 2 * calls / rate + args.hold_ms / 1000 + 20
     load1 = os.getloadavg()[0]
     before = cpu_snapshot(pids)
-    with MemorySampler(pids.server) as memory:
+    start, main_before = time.monotonic(), main_thread_cpu(pids.server)
+    with cs.MemorySampler(pids.server) as memory:
         results = run_callers(load, rate, calls, args.hold_ms, timeout, work)
+    end, main_cpu = time.monotonic(), main_thread_cpu(pids.server) - main_before
     after = cpu_snapshot(pids)
+    lag = step_lag(pids.lag_file, start, end) if pids.lag_file else None
     server_cpu, stunnel_cpu, sipp_cpu, busy = (a - b for a, b in zip(after, before, strict=True))
     codes = [r.returncode for r in results]
     return Step(
@@ -723,11 +660,11 @@ def run_step(
         server_cpu=round(server_cpu, 2), stunnel_cpu=round(stunnel_cpu, 2),
         sipp_cpu=round(sipp_cpu, 2),
         other_cpu=round(max(0.0, busy - server_cpu - stunnel_cpu - sipp_cpu), 2),
-        load1=round(load1, 2), concurrent_peak=concurrent_peak(results),
+        load1=round(load1, 2), concurrent_peak=cs.concurrent_peak(results),
         mem_idle_kib=mem_idle, mem_peak_kib=memory.peak,
-        call_length_ms=round(mean_call_length_ms(results), 1),
+        call_length_ms=round(cs.mean_call_length_ms(results), 1),
         unexpected=sum(sum(r.unexpected().values()) for r in results),
-        errors=first_errors(results),
+        errors=first_errors(results), loop_lag=lag, server_main_cpu=round(main_cpu, 2),
     )  # fmt: skip
 
 
@@ -774,6 +711,7 @@ def bench(args: argparse.Namespace, root: Path) -> TargetReport:
                 server.proc.pid,
                 (caller_hop.pid, callee_hop.pid),
                 tuple(p.proc.pid for p in callee_procs),
+                work / LAG_FILE if args.loop_lag else None,
             )
             check = run_callers(load, 20, CHECK_CALLS, 0, 30, work / "check")
             report.check_ok = sum(r.successful for r in check) == CHECK_CALLS and not any(
@@ -783,7 +721,7 @@ def bench(args: argparse.Namespace, root: Path) -> TargetReport:
                 tails = "\n".join(r.error_tail() for r in check)
                 raise RuntimeError(f"{report.name}: calls do not work\n{tails}")
             time.sleep(1.0)
-            mem_idle = tree_pss_kib(server.proc.pid)
+            mem_idle = cs.tree_pss_kib(server.proc.pid)
             for rate in args.rates:
                 if time.monotonic() - started + args.duration + args.hold_ms / 1000 > budget:
                     print(f"{report.name}: stopping: the callees' registration would expire")
@@ -827,6 +765,10 @@ HEADER = (
     f"{'achvd/s':>7} {'srv CPU%':>8} {'us/call':>7} {'hops%':>6} {'sipp%':>6} "
     f"{'other%':>6} {'load1':>5} {'conc':>6} {'mem MiB':>7} {'KiB/call':>8} {'len ms':>7}"
 )
+LAG_HEADER = (
+    f" {'lag max ms':>10} {'p99.9 ms':>8} {'p99 ms':>6} {'ticks':>6}"
+    f" {'loopCPU max':>11} {'p99 ms':>6} {'main us/call':>12}"
+)
 
 
 def print_step(name: str, s: Step) -> None:
@@ -838,8 +780,21 @@ def print_step(name: str, s: Step) -> None:
         f"{s.returncode:>3} {s.achieved:>7.0f} {s.cpu_percent:>8.0f} {s.cpu_us_per_call:>7.0f} "
         f"{pct(s.stunnel_cpu):>6.0f} {pct(s.sipp_cpu):>6.0f} {pct(s.other_cpu):>6.0f} "
         f"{s.load1:>5.2f} {s.concurrent_peak:>6} {s.mem_peak_kib / 1024:>7.1f} "
-        f"{s.kib_per_concurrent_call:>8.2f} {s.call_length_ms:>7.1f}",
+        f"{s.kib_per_concurrent_call:>8.2f} {s.call_length_ms:>7.1f}" + _lag_columns(s),
         flush=True,
+    )
+
+
+def _lag_columns(s: Step) -> str:
+    """The --loop-lag columns: the lag, the loop's CPU per tick, main-thread CPU per call."""
+    lag = s.loop_lag
+    if lag is None:
+        return ""
+    main_us = 1e6 * s.server_main_cpu / s.successful if s.successful else 0.0
+    return (
+        f" {lag.max_us / 1000:>10.1f} {lag.p999_us / 1000:>8.1f} {lag.p99_us / 1000:>6.1f}"
+        f" {lag.count:>6} {lag.cpu_max_us / 1000:>11.1f} {lag.cpu_p99_us / 1000:>6.1f}"
+        f" {main_us:>12.0f}"
     )
 
 
@@ -864,6 +819,14 @@ def summary(report: TargetReport) -> list[str]:
             else " (run with a long --hold-ms for the memory per concurrent call)"
         ),
     ]
+    if best.loop_lag is not None:
+        lag = best.loop_lag
+        lines.append(
+            f"{report.name}: event-loop lag at {best.rate}/s: longest {lag.max_us / 1000:.1f} ms, "
+            f"p99.9 {lag.p999_us / 1000:.1f} ms, p99 {lag.p99_us / 1000:.1f} ms "
+            f"({lag.count} ticks); the loop's CPU between a tick's scheduling and run: "
+            f"longest {lag.cpu_max_us / 1000:.1f} ms, p99 {lag.cpu_p99_us / 1000:.1f} ms"
+        )
     steps = report.steps
     worst = max((s.other_cpu / s.elapsed for s in steps if s.elapsed), default=0.0)
     if worst >= BUSY_SHARE:
@@ -874,17 +837,18 @@ def summary(report: TargetReport) -> list[str]:
     return lines
 
 
-def revision() -> str:
-    """The commit measured, and whether src/ differs from it (other work in progress)."""
+def revision(tree: Path = REPO) -> str:
+    """The commit measured (``tree``: this checkout, or the one ``--src`` is in), and
+    whether its src/ differs from it (other work in progress)."""
     try:
         head = subprocess.run(
-            ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+            ["git", "-C", str(tree), "rev-parse", "--short", "HEAD"],
             capture_output=True,
             text=True,
             check=True,
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "-C", str(REPO), "status", "--porcelain", "--", "src"],
+            ["git", "-C", str(tree), "status", "--porcelain", "--", "src"],
             capture_output=True,
             text=True,
             check=True,
@@ -905,11 +869,17 @@ def to_json(report: TargetReport, args: argparse.Namespace) -> dict[str, object]
             "kib_per_concurrent_call": round(s.kib_per_concurrent_call, 3),
         }
 
-    names = "target edge monitor rates duration hold_ms callers callees children max_calls retries"
+    names = (
+        "target edge monitor rates duration hold_ms callers callees children max_calls retries "
+        "loop_lag"
+    )
     monitor = report.monitor_check
     return {
-        "revision": revision(),
-        "settings": {name: getattr(args, name) for name in names.split()},
+        "revision": revision(_tree(args)),
+        "settings": {
+            **{name: getattr(args, name) for name in names.split()},
+            "src": str(args.src) if args.src else None,
+        },
         "check_ok": report.check_ok,
         "monitor_check": {**asdict(monitor), "ok": monitor.ok} if monitor else None,
         "steps": [step_json(s) for s in report.steps],
@@ -960,22 +930,49 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--retries", type=int, default=0,
         help="repeat a failed step this often when other processes were busy meanwhile",
     )  # fmt: skip
+    parser.add_argument(
+        "--loop-lag", action="store_true",
+        help="voipsec only: measure the server's event-loop lag per step (bench/looplag)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--src", type=Path,
+        help="voipsec only: run voipsec from this source tree (another revision's src/)",
+    )  # fmt: skip
     parser.add_argument("--json", type=Path, help="write the results to this file")
     parser.add_argument("--keep", action="store_true", help="keep the working directory")
     args = parser.parse_args(argv)
     if args.callers < 1 or args.callees < 1 or args.duration <= 0 or args.hold_ms < 0:
         parser.error("--callers, --callees and --duration must be positive, --hold-ms >= 0")
+    if args.target != "voipsec" and (args.loop_lag or args.src):
+        parser.error("--loop-lag and --src are for --target voipsec")
+    if args.src and not (args.src / "voipsec" / "__init__.py").is_file():
+        parser.error(f"--src {args.src}: no voipsec package there")
     return args
+
+
+def _tree(args: argparse.Namespace) -> Path:
+    """The checkout whose revision is measured."""
+    return args.src.resolve().parent if args.src else REPO
+
+
+def use_src(src: Path) -> None:
+    """Import voipsec from ``src`` here and in every child (before the first import)."""
+    if "voipsec" in sys.modules:
+        raise RuntimeError("--src: voipsec was imported before the source tree was chosen")
+    sys.path.insert(0, str(src.resolve()))
+    os.environ["PYTHONPATH"] = python_path(str(src.resolve()))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the bench; 0 when the check calls worked, at least one step passed and the
     monitoring saw the calls."""
     args = parse_args(argv)
+    if args.src:
+        use_src(args.src)
     root = Path(tempfile.mkdtemp(prefix="call-bench-"))
     report = TargetReport.of(args)
-    print(f"revision {revision()}; load average {os.getloadavg()[0]:.2f}", flush=True)
-    print(HEADER, flush=True)
+    print(f"revision {revision(_tree(args))}; load average {os.getloadavg()[0]:.2f}", flush=True)
+    print(HEADER + (LAG_HEADER if args.loop_lag else ""), flush=True)
     try:
         report = bench(args, root)
     except (RuntimeError, AssertionError, subprocess.CalledProcessError) as err:
