@@ -25,8 +25,15 @@ lint: venv
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
+# Test processes: the suite waits on real peers as much as it computes, so more
+# workers than cores pay; --dist loadfile keeps a module's tests (and its
+# module-scoped server) on one worker. `make test WORKERS=0` runs serially. Tests
+# marked `alone` (legitimate load at a fixed rate) run afterwards, by themselves.
+WORKERS ?= 4
+
 test: venv peers lint
-	$(BIN)/pytest -q -p no:cacheprovider tests
+	$(BIN)/pytest -q -p no:cacheprovider -n $(WORKERS) --dist loadfile -m "not alone" tests
+	$(BIN)/pytest -q -p no:cacheprovider -m alone tests/integration
 
 bench: venv peers
 	$(BIN)/python bench/register_bench.py

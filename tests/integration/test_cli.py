@@ -17,13 +17,13 @@ import psycopg
 import pytest
 
 from tests.peers.proc import running, wait_for
-from tests.peers.voipsec import VOIPSEC, prepare, serving, voipsec
+from tests.peers.voipsec import VOIPSEC, prepare, serving, voipsec_cli
 from voipsec.storage import CDR_FIELDS, DB_NAME, CdrStart, Store
 
 
 def test_cli_init_creates_private_files(tmp_path: Path) -> None:
     data = tmp_path / "d"
-    assert voipsec("init", "--domain", "example.test", data_dir=data).stdout == (
+    assert voipsec_cli("init", "--domain", "example.test", data_dir=data).stdout == (
         f"initialised: {data}\n"
     )
     assert stat.S_IMODE(data.stat().st_mode) == 0o700
@@ -31,17 +31,17 @@ def test_cli_init_creates_private_files(tmp_path: Path) -> None:
     # The config can come to hold trunk and SMTP passwords: 0600 from the start, even
     # under a permissive umask (issue 13, finding 15: init wrote it 0644).
     assert stat.S_IMODE((data / "voipsec.toml").stat().st_mode) == 0o600
-    assert voipsec("config", "get", "sip.domain", data_dir=data).stdout == "example.test\n"
-    again = voipsec("init", data_dir=data)
+    assert voipsec_cli("config", "get", "sip.domain", data_dir=data).stdout == "example.test\n"
+    again = voipsec_cli("init", data_dir=data)
     assert again.stdout == f"already initialised: {data}\n"
 
 
 def test_cli_user_add_list_remove(tmp_path: Path) -> None:
     data = tmp_path / "d"
-    voipsec("init", data_dir=data)
-    added = voipsec("user", "add", "carol", "--password", "carol-pass-1", data_dir=data)
+    voipsec_cli("init", data_dir=data)
+    added = voipsec_cli("user", "add", "carol", "--password", "carol-pass-1", data_dir=data)
     assert added.stdout == "added carol@localhost\n"
-    rows = json.loads(voipsec("user", "list", "--format", "json", data_dir=data).stdout)
+    rows = json.loads(voipsec_cli("user", "list", "--format", "json", data_dir=data).stdout)
     assert [r["user"] for r in rows] == ["carol", "demo"]
     assert rows[0] == {
         "user": "carol",
@@ -49,60 +49,64 @@ def test_cli_user_add_list_remove(tmp_path: Path) -> None:
         "class": "national",
         "bindings": [],
     }
-    assert voipsec("user", "remove", "carol", data_dir=data).stdout == "removed carol\n"
-    missing = voipsec("user", "remove", "carol", data_dir=data, check=False)
+    assert voipsec_cli("user", "remove", "carol", data_dir=data).stdout == "removed carol\n"
+    missing = voipsec_cli("user", "remove", "carol", data_dir=data, check=False)
     assert (missing.returncode, missing.stderr) == (1, "voipsec: error: no user 'carol'\n")
 
 
 def test_cli_user_add_duplicate_and_bad_names(tmp_path: Path) -> None:
     data = tmp_path / "d"
-    voipsec("init", data_dir=data)
-    voipsec("user", "add", "dave", "--password", "dave-pass-1", data_dir=data)
-    dup = voipsec("user", "add", "dave", "--password", "dave-pass-1", data_dir=data, check=False)
+    voipsec_cli("init", data_dir=data)
+    voipsec_cli("user", "add", "dave", "--password", "dave-pass-1", data_dir=data)
+    dup = voipsec_cli(
+        "user", "add", "dave", "--password", "dave-pass-1", data_dir=data, check=False
+    )
     assert (dup.returncode, dup.stderr) == (1, "voipsec: error: user 'dave' already exists\n")
-    bad = voipsec("user", "add", "d@ve", "--password", "dave-pass-1", data_dir=data, check=False)
+    bad = voipsec_cli(
+        "user", "add", "d@ve", "--password", "dave-pass-1", data_dir=data, check=False
+    )
     assert bad.returncode == 1
     assert bad.stderr.startswith("voipsec: error: invalid user name 'd@ve'")
-    short = voipsec("user", "add", "erin", "--password", "short", data_dir=data, check=False)
+    short = voipsec_cli("user", "add", "erin", "--password", "short", data_dir=data, check=False)
     assert short.stderr == "voipsec: error: password must be at least 8 characters\n"
 
 
 def test_cli_password_never_stored_in_clear(tmp_path: Path) -> None:
     data = tmp_path / "d"
-    voipsec("init", data_dir=data)
-    voipsec("user", "add", "frank", "--password", "very-distinct-password", data_dir=data)
+    voipsec_cli("init", data_dir=data)
+    voipsec_cli("user", "add", "frank", "--password", "very-distinct-password", data_dir=data)
     assert b"very-distinct-password" not in (data / "voipsec.db").read_bytes()
 
 
 def test_cli_config_set_validates_and_keeps_comments(tmp_path: Path) -> None:
     data = tmp_path / "d"
-    voipsec("init", data_dir=data)
-    ok = voipsec("config", "set", "auth.algorithms", '["SHA-256", "MD5"]', data_dir=data)
+    voipsec_cli("init", data_dir=data)
+    ok = voipsec_cli("config", "set", "auth.algorithms", '["SHA-256", "MD5"]', data_dir=data)
     assert ok.returncode == 0
-    assert voipsec("config", "get", "auth.algorithms", data_dir=data).stdout == (
+    assert voipsec_cli("config", "get", "auth.algorithms", data_dir=data).stdout == (
         '["SHA-256", "MD5"]\n'
     )
     text = (data / "voipsec.toml").read_text()
     assert "# Digest algorithms offered, strongest first." in text
-    bad = voipsec("config", "set", "tls.client_cert", '"sometimes"', data_dir=data, check=False)
+    bad = voipsec_cli("config", "set", "tls.client_cert", '"sometimes"', data_dir=data, check=False)
     assert bad.returncode == 1
     assert bad.stderr == (
         f"voipsec: config error: {data / 'voipsec.toml'}: tls.client_cert: "
         "Input should be 'required', 'optional' or 'off'\n"
     )
-    assert voipsec("config", "get", "tls.client_cert", data_dir=data).stdout == "optional\n"
+    assert voipsec_cli("config", "get", "tls.client_cert", data_dir=data).stdout == "optional\n"
 
 
 def test_cli_bad_config_line_one_clear_error_nonzero_exit(tmp_path: Path) -> None:
     data = tmp_path / "d"
-    voipsec("init", data_dir=data)
+    voipsec_cli("init", data_dir=data)
     path = data / "voipsec.toml"
     path.write_text(
         path.read_text().replace(
             'listen = ["tls:127.0.0.1:5061"]', 'listen = ["tls:localhost:99999"]'
         )
     )
-    result = voipsec("serve", data_dir=data, check=False)
+    result = voipsec_cli("serve", data_dir=data, check=False)
     assert result.returncode == 1
     assert result.stderr == (
         f"voipsec: config error: {path}: sip.listen: "
@@ -113,20 +117,20 @@ def test_cli_bad_config_line_one_clear_error_nonzero_exit(tmp_path: Path) -> Non
 
 def test_cli_unknown_key_and_bad_toml(tmp_path: Path) -> None:
     data = tmp_path / "d"
-    voipsec("init", data_dir=data)
+    voipsec_cli("init", data_dir=data)
     path = data / "voipsec.toml"
     path.write_text(path.read_text() + "\n[sip2]\nx = 1\n")
-    unknown = voipsec("serve", data_dir=data, check=False)
+    unknown = voipsec_cli("serve", data_dir=data, check=False)
     assert unknown.stderr == f"voipsec: config error: {path}: sip2: unknown key\n"
     path.write_text("[sip\n")
-    broken = voipsec("user", "list", data_dir=data, check=False)
+    broken = voipsec_cli("user", "list", data_dir=data, check=False)
     assert broken.returncode == 1
     assert broken.stderr.startswith(f"voipsec: config error: {path}: not valid TOML: ")
 
 
 def test_cli_serve_on_empty_directory_initialises_and_stops_on_ctrl_c(tmp_path: Path) -> None:
     data = tmp_path / "new"
-    prepared = prepare(data)  # init + a free port, so the test does not need 5061
+    prepared = prepare(data, cli=True)  # init + a free port, so the test does not need 5061
     (data / "voipsec.db").unlink()
     with serving(prepared) as server:
         assert (data / "voipsec.db").exists()
@@ -160,7 +164,7 @@ def test_cli_help_for_every_subcommand() -> None:
 
 def test_cli_serve_prints_what_a_softphone_needs(tmp_path: Path) -> None:
     serve_dir = "x"
-    prepared = prepare(tmp_path / serve_dir)
+    prepared = prepare(tmp_path / serve_dir, cli=True)
     with serving(prepared) as server:
         wait_for(lambda: "Stop with Ctrl-C." in server.log_text(), what="banner")
         log = server.log_text()
@@ -201,35 +205,35 @@ def test_cli_serve_port_in_use_is_one_line(tmp_path: Path) -> None:
 
 def test_cli_user_add_with_class_list_and_change(tmp_path: Path) -> None:
     data = tmp_path / "d"
-    voipsec("init", data_dir=data)
-    voipsec(
+    voipsec_cli("init", data_dir=data)
+    voipsec_cli(
         "user", "add", "gina", "--password", "gina-pass-1", "--class", "internal", data_dir=data
     )
-    voipsec("user", "add", "hank", "--password", "hank-pass-1", data_dir=data)
-    voipsec("config", "set", "dialplan.default_class", '"international"', data_dir=data)
-    voipsec("user", "add", "ivy", "--password", "ivy-pass-12", data_dir=data)
-    rows = json.loads(voipsec("user", "list", "--format", "json", data_dir=data).stdout)
+    voipsec_cli("user", "add", "hank", "--password", "hank-pass-1", data_dir=data)
+    voipsec_cli("config", "set", "dialplan.default_class", '"international"', data_dir=data)
+    voipsec_cli("user", "add", "ivy", "--password", "ivy-pass-12", data_dir=data)
+    rows = json.loads(voipsec_cli("user", "list", "--format", "json", data_dir=data).stdout)
     assert {r["user"]: r["class"] for r in rows} == {
         "demo": "national",
         "gina": "internal",
         "hank": "national",
         "ivy": "international",
     }
-    changed = voipsec("user", "class", "hank", "premium-rate", data_dir=data)
+    changed = voipsec_cli("user", "class", "hank", "premium-rate", data_dir=data)
     assert changed.stdout == "hank: class premium-rate\n"
-    table = voipsec("user", "list", data_dir=data).stdout
+    table = voipsec_cli("user", "list", data_dir=data).stdout
     assert "hank@localhost  class premium-rate  0 binding(s)\n" in table
     assert "gina@localhost  class internal  0 binding(s)\n" in table
 
 
 def test_cli_user_bad_class_one_line_error(tmp_path: Path) -> None:
     data = tmp_path / "d"
-    voipsec("init", data_dir=data)
+    voipsec_cli("init", data_dir=data)
     expected = (
         "voipsec: error: invalid class of service 'gold': use one of "
         "internal, national, international, premium-rate\n"
     )
-    bad = voipsec(
+    bad = voipsec_cli(
         "user",
         "add",
         "jack",
@@ -241,10 +245,10 @@ def test_cli_user_bad_class_one_line_error(tmp_path: Path) -> None:
         check=False,
     )
     assert (bad.returncode, bad.stdout, bad.stderr) == (1, "", expected)
-    assert "jack" not in voipsec("user", "list", data_dir=data).stdout
-    bad_change = voipsec("user", "class", "demo", "gold", data_dir=data, check=False)
+    assert "jack" not in voipsec_cli("user", "list", data_dir=data).stdout
+    bad_change = voipsec_cli("user", "class", "demo", "gold", data_dir=data, check=False)
     assert (bad_change.returncode, bad_change.stderr) == (1, expected)
-    nobody = voipsec("user", "class", "kim", "national", data_dir=data, check=False)
+    nobody = voipsec_cli("user", "class", "kim", "national", data_dir=data, check=False)
     assert (nobody.returncode, nobody.stderr) == (1, "voipsec: error: no user 'kim'\n")
 
 
@@ -272,15 +276,15 @@ class CdrDir:
 def cdr_dir(tmp_path: Path, request: pytest.FixtureRequest) -> CdrDir:
     """``voipsec init``; for postgresql, ``cdr.url`` set to a new PostgreSQL database."""
     data = tmp_path / "d"
-    voipsec("init", data_dir=data)
+    voipsec_cli("init", data_dir=data)
     if request.param == "sqlite":
         return CdrDir(path=data, url="")
     url = request.getfixturevalue("postgres_url")
     assert isinstance(url, str)
-    voipsec("config", "set", "cdr.url", json.dumps(url), data_dir=data)
+    voipsec_cli("config", "set", "cdr.url", json.dumps(url), data_dir=data)
     # The URL holds the password: the CLI refuses a config file others may read.
     assert stat.S_IMODE((data / "voipsec.toml").stat().st_mode) == 0o600
-    assert voipsec("config", "get", "cdr.url", data_dir=data).stdout == f"{url}\n"
+    assert voipsec_cli("config", "get", "cdr.url", data_dir=data).stdout == f"{url}\n"
     return CdrDir(path=data, url=url)
 
 
@@ -351,7 +355,7 @@ def _with_cdrs(cdr_dir: CdrDir) -> list[int]:
 def test_cli_cdr_list_json_keys_are_the_record_fields(cdr_dir: CdrDir) -> None:
     data = cdr_dir.path
     answered, busy, ringing = _with_cdrs(cdr_dir)
-    rows = json.loads(voipsec("cdr", "list", "--format", "json", data_dir=data).stdout)
+    rows = json.loads(voipsec_cli("cdr", "list", "--format", "json", data_dir=data).stdout)
     assert [list(r) for r in rows] == [list(CDR_FIELDS)] * 3
     assert [r["id"] for r in rows] == [answered, busy, ringing]
     assert rows[0] == {
@@ -379,7 +383,7 @@ def test_cli_cdr_list_json_keys_are_the_record_fields(cdr_dir: CdrDir) -> None:
     }
     assert (rows[2]["disposition"], rows[2]["end"], rows[2]["status"]) == ("", None, None)
     limited = json.loads(
-        voipsec("cdr", "list", "--format", "json", "--limit", "2", data_dir=data).stdout
+        voipsec_cli("cdr", "list", "--format", "json", "--limit", "2", data_dir=data).stdout
     )
     assert [r["id"] for r in limited] == [busy, ringing]
 
@@ -387,7 +391,7 @@ def test_cli_cdr_list_json_keys_are_the_record_fields(cdr_dir: CdrDir) -> None:
 def test_cli_cdr_list_csv_has_a_header_of_field_names(cdr_dir: CdrDir) -> None:
     data = cdr_dir.path
     answered, busy, ringing = _with_cdrs(cdr_dir)
-    text = voipsec("cdr", "list", "--format", "csv", data_dir=data).stdout
+    text = voipsec_cli("cdr", "list", "--format", "csv", data_dir=data).stdout
     assert text.splitlines()[0] == ",".join(CDR_FIELDS)
     rows = list(csv.DictReader(io.StringIO(text)))
     assert [r["id"] for r in rows] == [str(answered), str(busy), str(ringing)]
@@ -408,7 +412,7 @@ def test_cli_cdr_list_csv_has_a_header_of_field_names(cdr_dir: CdrDir) -> None:
 def test_cli_cdr_list_table(cdr_dir: CdrDir) -> None:
     data = cdr_dir.path
     _with_cdrs(cdr_dir)
-    lines = voipsec("cdr", "list", data_dir=data).stdout.splitlines()
+    lines = voipsec_cli("cdr", "list", data_dir=data).stdout.splitlines()
     assert [line.rstrip() for line in lines] == [
         "start (UTC)         caller        callee        disposition secs SIP hangup",
         "─" * 75,
@@ -423,7 +427,7 @@ def test_cli_cdr_list_since_iso_date_and_time(cdr_dir: CdrDir) -> None:
     answered, busy, ringing = _with_cdrs(cdr_dir)
 
     def ids(since: str) -> list[int]:
-        out = voipsec("cdr", "list", "--format", "json", "--since", since, data_dir=data).stdout
+        out = voipsec_cli("cdr", "list", "--format", "json", "--since", since, data_dir=data).stdout
         return [r["id"] for r in json.loads(out)]
 
     assert ids("2025-03-14") == [answered, busy, ringing]
@@ -446,7 +450,7 @@ def test_cli_cdr_list_since_relative_duration(cdr_dir: CdrDir) -> None:
     _assert_stored_in(cdr_dir, [two_days, three_hours, ten_minutes])
 
     def ids(since: str) -> list[int]:
-        out = voipsec("cdr", "list", "--format", "json", "--since", since, data_dir=data).stdout
+        out = voipsec_cli("cdr", "list", "--format", "json", "--since", since, data_dir=data).stdout
         return [r["id"] for r in json.loads(out)]
 
     assert ids("15m") == [ten_minutes]
@@ -459,18 +463,18 @@ def test_cli_cdr_list_bad_arguments_one_line_error(cdr_dir: CdrDir) -> None:
     data = cdr_dir.path
     _with_cdrs(cdr_dir)
     for since in ("yesterday", "15x", "-2h", "2026-13-01", "9" * 20 + "d"):
-        bad = voipsec("cdr", "list", "--since", since, data_dir=data, check=False)
+        bad = voipsec_cli("cdr", "list", "--since", since, data_dir=data, check=False)
         assert (bad.returncode, bad.stdout) == (1, ""), since
         assert bad.stderr == (
             f"voipsec: error: --since {since!r}: expected an ISO-8601 date/time such as "
             "2026-11-27 or 2026-11-27T10:00:00, or a duration such as 15m, 2h, 1d\n"
         )
-    fmt = voipsec("cdr", "list", "--format", "xml", data_dir=data, check=False)
+    fmt = voipsec_cli("cdr", "list", "--format", "xml", data_dir=data, check=False)
     assert (fmt.returncode, fmt.stderr) == (
         1,
         "voipsec: error: --format must be table, csv or json\n",
     )
-    limit = voipsec("cdr", "list", "--limit", "0", data_dir=data, check=False)
+    limit = voipsec_cli("cdr", "list", "--limit", "0", data_dir=data, check=False)
     assert (limit.returncode, limit.stderr) == (1, "voipsec: error: --limit must be at least 1\n")
 
 
@@ -487,7 +491,7 @@ def test_cli_bans_list_marks_udp_only_and_remove_takes_an_ipv6_64(tmp_path: Path
     """Issue 13 (6, 15): UDP-only bans are marked, other lines are as they were; the rate
     ban of an IPv6 source is its /64, and `bans remove` lifts it."""
     data = tmp_path / "data"
-    voipsec("init", data_dir=data)
+    voipsec_cli("init", data_dir=data)
     until = time.time() + 600
     store = Store(data / DB_NAME)
     try:
@@ -495,18 +499,19 @@ def test_cli_bans_list_marks_udp_only_and_remove_takes_an_ipv6_64(tmp_path: Path
         store.add_ban("2001:db8:1:2::/64", until, "rate limit of zone internet")
     finally:
         store.close()
-    lines = voipsec("bans", "list", data_dir=data).stdout.splitlines()
+    lines = voipsec_cli("bans", "list", data_dir=data).stdout.splitlines()
     assert [(line.split("  ")[0], line.split("  ")[2:]) for line in lines] == [
         ("192.0.2.5", ["rate limit of zone internet", "(UDP only)"]),
         ("2001:db8:1:2::/64", ["rate limit of zone internet"]),
     ]
-    removed = voipsec("bans", "remove", "2001:db8:1:2::/64", data_dir=data)
+    removed = voipsec_cli("bans", "remove", "2001:db8:1:2::/64", data_dir=data)
     assert removed.stdout == "unbanned 2001:db8:1:2::/64\n"
-    wrong = voipsec("bans", "remove", "2001:db8::/48", data_dir=data, check=False)
+    wrong = voipsec_cli("bans", "remove", "2001:db8::/48", data_dir=data, check=False)
     assert (wrong.returncode, wrong.stderr) == (
         1,
         "voipsec: error: '2001:db8::/48' is not an IP address or an IPv6 /64\n",
     )
     assert [
-        line.split("  ")[0] for line in voipsec("bans", "list", data_dir=data).stdout.splitlines()
+        line.split("  ")[0]
+        for line in voipsec_cli("bans", "list", data_dir=data).stdout.splitlines()
     ] == ["192.0.2.5"]

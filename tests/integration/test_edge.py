@@ -28,7 +28,7 @@ BENCH = Path(__file__).resolve().parents[2] / "bench" / "sipp"
 FLOODER = "127.0.0.2"
 
 
-def _edge_server(tmp_path: Path, *, ban: int = 300) -> tuple[VoipsecServer, int]:
+def _edge_server(tmp_path: Path, *, ban: int = 300, rate: str = "") -> tuple[VoipsecServer, int]:
     prepared = prepare(tmp_path / "data", users=[ALICE])
     udp = free_port(kind=socket.SOCK_DGRAM)
     voipsec(
@@ -41,7 +41,7 @@ def _edge_server(tmp_path: Path, *, ban: int = 300) -> tuple[VoipsecServer, int]
     set_zones(
         prepared.data_dir,
         '[[zones]]\nname = "lab"\ncidrs = ["127.0.0.3/32"]\nrate_requests = 2000\n\n'
-        f'[[zones]]\nname = "internet"\ncidrs = ["0.0.0.0/0", "::/0"]\nrate_ban = {ban}\n',
+        f'[[zones]]\nname = "internet"\ncidrs = ["0.0.0.0/0", "::/0"]\nrate_ban = {ban}\n{rate}',
     )
     return prepared, udp
 
@@ -83,7 +83,10 @@ def _flood(tmp_path: Path, udp: int) -> None:
 
 def test_edge_invite_flood_banned_dropped_until_expiry(tmp_path: Path) -> None:
     # Long enough that the flood run and the checks below end well inside the ban.
-    prepared, udp = _edge_server(tmp_path, ban=10)
+    # 5 requests per 5 s: the rate limit bans the flooder by its 6th INVITE even when
+    # a busy machine slows SIPp to a few a second; at the default 16 per 2 s a starved
+    # SIPp never empties the bucket and the 11th 404 bans it for extension enumeration.
+    prepared, udp = _edge_server(tmp_path, ban=10, rate="rate_requests = 5\nrate_window = 5.0\n")
     with serving(prepared) as server:
         assert _options(FLOODER, udp, "before1").startswith(b"SIP/2.0 200 OK")  # type: ignore[union-attr]
         _flood(tmp_path, udp)

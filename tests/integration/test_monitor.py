@@ -334,8 +334,14 @@ DURATION_LIMIT = 3.0
 DURATION_SLACK = 1.5
 
 
-def _long_call(tmp_path: Path) -> tuple[dict[str, object], list[str]]:
-    """One call nobody hangs up, under DURATION_RULES: its CDR row and the alerts."""
+@pytest.fixture(scope="module")
+def long_call(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, object], list[str]]:
+    """One call nobody hangs up, under DURATION_RULES: its CDR row and the alerts.
+
+    Module scope: the two tests below read different parts of the same call's outcome,
+    one server, trunk and caller serve both.
+    """
+    tmp_path = tmp_path_factory.mktemp("long_call")
     dialled, e164 = NATIONAL
     tls_port = free_port()
     prepared = _prepare(tmp_path, trunk_port=tls_port, rules=DURATION_RULES)
@@ -356,10 +362,12 @@ def _long_call(tmp_path: Path) -> tuple[dict[str, object], list[str]]:
     return row, alerts
 
 
-def test_long_call_cut_at_the_duration_limit_both_sides_get_bye(tmp_path: Path) -> None:
+def test_long_call_cut_at_the_duration_limit_both_sides_get_bye(
+    long_call: tuple[dict[str, object], list[str]],
+) -> None:
     """A call that nobody hangs up: at the rule's limit voipsec sends BYE on both legs
     (each SIPp waits for it and answers 200), and the CDR says why."""
-    row, _ = _long_call(tmp_path)
+    row, _ = long_call
     expected = {
         "disposition": "answered",
         "status": 200,
@@ -372,9 +380,11 @@ def test_long_call_cut_at_the_duration_limit_both_sides_get_bye(tmp_path: Path) 
     assert DURATION_LIMIT - 0.01 <= billable <= DURATION_LIMIT + DURATION_SLACK, row
 
 
-def test_call_cut_by_a_duration_rule_raises_its_alert(tmp_path: Path) -> None:
+def test_call_cut_by_a_duration_rule_raises_its_alert(
+    long_call: tuple[dict[str, object], list[str]],
+) -> None:
     """Every violation is an alert (fraud.yaml): the rule that cut the call says so."""
-    row, alerts = _long_call(tmp_path)
+    row, alerts = long_call
     assert row["reason"] == "duration limit of a fraud rule", row
     assert any(" test-duration " in line for line in alerts), (row["billable"], alerts)
 

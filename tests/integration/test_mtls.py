@@ -7,8 +7,11 @@ test_baresip_mtls.py.
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import ssl
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -57,6 +60,35 @@ def _mtls_server(
     return prepared
 
 
+@dataclass(frozen=True)
+class Running:
+    """A serving mTLS server and the directory its device certificates were issued to."""
+
+    server: VoipsecServer
+    certs: Path
+
+
+@contextlib.contextmanager
+def _running(tmp_path: Path, *, policy: str = "digest") -> Iterator[Running]:
+    with serving(_mtls_server(tmp_path, policy=policy)) as server:
+        yield Running(server, tmp_path)
+
+
+@pytest.fixture(scope="module")
+def required(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
+    """client_cert=required, auth.policy digest: shared by the tests that only connect
+    and register (none revokes a certificate or changes the configuration)."""
+    with _running(tmp_path_factory.mktemp("required")) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def cert_or_digest(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
+    """client_cert=required, auth.policy cert_or_digest, shared like ``required``."""
+    with _running(tmp_path_factory.mktemp("cert_or_digest"), policy="cert_or_digest") as running:
+        yield running
+
+
 def _cert(tmp_path: Path, name: str) -> list[str]:
     return [
         "-cert",
@@ -70,9 +102,9 @@ def _answered(result_output: str) -> bool:
     return "SIP/2.0 200 OK" in result_output
 
 
-def test_mtls_ca_issue_writes_bundle(tmp_path: Path) -> None:
-    server = _mtls_server(tmp_path)
-    out = tmp_path / "alice"
+def test_mtls_ca_issue_writes_bundle(required: Running) -> None:
+    server = required.server
+    out = required.certs / "alice"
     assert sorted(p.name for p in out.iterdir()) == [
         "alice.crt",
         "alice.key",
@@ -92,17 +124,17 @@ def test_mtls_ca_issue_writes_bundle(tmp_path: Path) -> None:
     assert all(" valid " in line for line in listing)
 
 
-def test_mtls_required_without_certificate_never_reaches_sip(tmp_path: Path) -> None:
-    with serving(_mtls_server(tmp_path)) as server:
-        result = s_client(server.host, server.port, ca=server.ca, send=OPTIONS)
-        assert not _answered(result.output)
-        with_cert = s_client(
-            server.host, server.port, ca=server.ca, send=OPTIONS, options=_cert(tmp_path, "alice")
-        )
-        assert _answered(with_cert.output)
+def test_mtls_required_without_certificate_never_reaches_sip(required: Running) -> None:
+    server = required.server
+    result = s_client(server.host, server.port, ca=server.ca, send=OPTIONS)
+    assert not _answered(result.output)
+    with_cert = s_client(
+        server.host, server.port, ca=server.ca, send=OPTIONS, options=_cert(required.certs, "alice")
+    )
+    assert _answered(with_cert.output)
 
 
-def test_mtls_certificate_from_another_ca_refused(tmp_path: Path) -> None:
+def test_mtls_certificate_from_another_ca_refused(tmp_path: Path, required: Running) -> None:
     other = CaPaths(cert=tmp_path / "other" / "ca.crt", key=tmp_path / "other" / "ca.key")
     create_ca(other, "someone else's CA")
     cert_pem, key_pem = issue_certificate(
@@ -110,20 +142,20 @@ def test_mtls_certificate_from_another_ca_refused(tmp_path: Path) -> None:
     )
     (tmp_path / "other" / "alice.crt").write_bytes(cert_pem)
     (tmp_path / "other" / "alice.key").write_bytes(key_pem)
-    with serving(_mtls_server(tmp_path)) as server:
-        result = s_client(
-            server.host,
-            server.port,
-            ca=server.ca,
-            send=OPTIONS,
-            options=[
-                "-cert",
-                str(tmp_path / "other" / "alice.crt"),
-                "-key",
-                str(tmp_path / "other" / "alice.key"),
-            ],
-        )
-        assert not _answered(result.output)
+    server = required.server
+    result = s_client(
+        server.host,
+        server.port,
+        ca=server.ca,
+        send=OPTIONS,
+        options=[
+            "-cert",
+            str(tmp_path / "other" / "alice.crt"),
+            "-key",
+            str(tmp_path / "other" / "alice.key"),
+        ],
+    )
+    assert not _answered(result.output)
 
 
 def test_mtls_revoked_certificate_refused_and_open_connection_closed(tmp_path: Path) -> None:
@@ -153,43 +185,43 @@ def test_mtls_revoked_certificate_refused_and_open_connection_closed(tmp_path: P
         )
 
 
-def test_mtls_alice_certificate_cannot_register_bob(tmp_path: Path) -> None:
-    with serving(_mtls_server(tmp_path)) as server:
-        alice = tmp_path / "alice"
-        with TlsSipClient(
-            server.host, server.port, server.ca, cert=alice / "alice.crt", key=alice / "alice.key"
-        ) as client:
-            refused = client.register(*BOB)
-            assert (refused.status, refused.reason) == (403, "Certificate Does Not Match AOR")
-            assert client.register(*ALICE).status == 200
-        server.wait_bindings("alice", 1)
-        assert server.bindings("bob") == []
+def test_mtls_alice_certificate_cannot_register_bob(required: Running) -> None:
+    server = required.server
+    alice = required.certs / "alice"
+    with TlsSipClient(
+        server.host, server.port, server.ca, cert=alice / "alice.crt", key=alice / "alice.key"
+    ) as client:
+        refused = client.register(*BOB)
+        assert (refused.status, refused.reason) == (403, "Certificate Does Not Match AOR")
+        assert client.register(*ALICE).status == 200
+    server.wait_bindings("alice", 1)
+    assert server.bindings("bob") == []
 
 
-def test_mtls_cert_or_digest_registers_without_password(tmp_path: Path) -> None:
-    with serving(_mtls_server(tmp_path, policy="cert_or_digest")) as server:
-        alice = tmp_path / "alice"
-        with TlsSipClient(
-            server.host, server.port, server.ca, cert=alice / "alice.crt", key=alice / "alice.key"
-        ) as client:
-            assert client.register("alice", None).status == 200
+def test_mtls_cert_or_digest_registers_without_password(cert_or_digest: Running) -> None:
+    server = cert_or_digest.server
+    alice = cert_or_digest.certs / "alice"
+    with TlsSipClient(
+        server.host, server.port, server.ca, cert=alice / "alice.crt", key=alice / "alice.key"
+    ) as client:
+        assert client.register("alice", None).status == 200
 
 
 def test_mtls_cert_or_digest_certificate_does_not_register_another_case(
-    tmp_path: Path,
+    cert_or_digest: Running,
 ) -> None:
     """User parts compare exactly (RFC 3261 §19.1.4): alice's certificate registered a
     separate, password-less user "ALICE" (issue 13, finding 11)."""
-    with serving(_mtls_server(tmp_path, policy="cert_or_digest")) as server:
-        alice = tmp_path / "alice"
-        with TlsSipClient(
-            server.host, server.port, server.ca, cert=alice / "alice.crt", key=alice / "alice.key"
-        ) as client:
-            refused = client.register("ALICE", None)
-            assert (refused.status, refused.reason) == (403, "Certificate Does Not Match AOR")
-            assert client.register("alice", None).status == 200
-        users = voipsec("user", "list", "--format", "json", data_dir=server.data_dir).stdout
-        assert "ALICE" not in users
+    server = cert_or_digest.server
+    alice = cert_or_digest.certs / "alice"
+    with TlsSipClient(
+        server.host, server.port, server.ca, cert=alice / "alice.crt", key=alice / "alice.key"
+    ) as client:
+        refused = client.register("ALICE", None)
+        assert (refused.status, refused.reason) == (403, "Certificate Does Not Match AOR")
+        assert client.register("alice", None).status == 200
+    users = voipsec("user", "list", "--format", "json", data_dir=server.data_dir).stdout
+    assert "ALICE" not in users
 
 
 def test_mtls_cert_and_digest_demands_both(tmp_path: Path) -> None:

@@ -19,6 +19,13 @@ from voipsec.sip.limits import MAX_BODY_SIZE, MAX_HEADER_BYTES
 pytestmark = pytest.mark.peers
 
 
+@pytest.fixture(scope="module")
+def server(shared_server: VoipsecServer) -> VoipsecServer:
+    """One server takes every attack of this module in turn: each test proves it still
+    serves a well-behaved client after its own attack (and after the ones before)."""
+    return shared_server
+
+
 def _tls(server: VoipsecServer) -> ssl.SSLSocket:
     ctx = ssl.create_default_context(cafile=str(server.ca))
     raw = socket.create_connection((server.host, server.port), timeout=10)

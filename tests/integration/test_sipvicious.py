@@ -143,6 +143,7 @@ def test_svcrack_banned_and_finds_no_password(tmp_path: Path) -> None:
         assert server.bindings("alice") == []
 
 
+@pytest.mark.alone
 def test_legitimate_load_unharmed_while_attacks_run(tmp_path: Path) -> None:
     """REGISTER and calls, 100 a second between them, from the lab zone during attacks.
 
