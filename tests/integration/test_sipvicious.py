@@ -27,7 +27,14 @@ from tests.peers.sipp import (
     write_csv,
     write_users_csv,
 )
-from tests.peers.voipsec import VoipsecServer, prepare, serving, set_zones, voipsec
+from tests.peers.voipsec import (
+    VoipsecServer,
+    prepare,
+    serving,
+    set_zones,
+    stored_listing,
+    voipsec,
+)
 from voipsec.storage import Store
 
 pytestmark = pytest.mark.peers
@@ -107,11 +114,12 @@ def test_svmap_detected_and_banned_within_2s(tmp_path: Path) -> None:
     with serving(prepared) as server:
         started, _ = _sv("svmap", "-p", str(udp), "127.0.0.1", "-b", "127.0.0.2")
         assert _banned_within(server, "127.0.0.2", started, 2.0) == "ids: scanner-user-agent"
-        alerts = voipsec("alerts", "list", data_dir=server.data_dir).stdout
-        assert (
+        expected = (
             "scanner-user-agent  127.0.0.2  IDS rule matched: 127.0.0.2: "
             "user agent 'friendly-scanner'; alerted"
-        ) in alerts, alerts
+        )
+        alerts = stored_listing(server.data_dir, "alerts", lambda out: expected in out)
+        assert expected in alerts, alerts
 
 
 def test_svmap_compact_without_user_agent_caught_by_fingerprint(tmp_path: Path) -> None:

@@ -23,7 +23,14 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.peers.proc import free_port, require, running, wait_for
 from tests.peers.turn import TurnClient, error_code, free_udp_tcp_port
-from tests.peers.voipsec import VoipsecServer, prepare, serving, set_zones, voipsec
+from tests.peers.voipsec import (
+    VoipsecServer,
+    prepare,
+    serving,
+    set_zones,
+    stored_listing,
+    voipsec,
+)
 from voipsec.nat import stun
 from voipsec.nat.stun import Message, MessageClass, Method
 
@@ -172,11 +179,21 @@ def test_turn_password_guessing_is_banned_alerted_and_counted(
         answers = [error_code(guesser.allocate()) for _ in range(GUESSES)]
     assert answers == [401] * GUESSES
 
-    bans = voipsec("bans", "list", data_dir=server.data_dir).stdout.splitlines()
+    bans = stored_listing(server.data_dir, "bans", lambda out: GUESSER in out).splitlines()
     assert [line.split()[0] for line in bans] == [GUESSER], bans
     assert bans[0].endswith("ids: turn-password-guessing-source"), bans
-    alerts = voipsec("alerts", "list", data_dir=server.data_dir).stdout.splitlines()
-    rules = [(line.split()[1], line.split()[2]) for line in alerts]
+
+    def rules_of(out: str) -> list[tuple[str, str]]:
+        return [(line.split()[1], line.split()[2]) for line in out.splitlines()]
+
+    alerts = stored_listing(
+        server.data_dir,
+        "alerts",
+        lambda out: (
+            {("turn-password-guessing-source", GUESSER), ("ban", GUESSER)} <= set(rules_of(out))
+        ),
+    ).splitlines()
+    rules = rules_of("\n".join(alerts))
     assert ("turn-password-guessing-source", GUESSER) in rules, alerts
     assert ("ban", GUESSER) in rules, alerts
     assert _turn_failures(server) - before == GUESSES

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import shutil
 import signal
 import socket
@@ -48,8 +49,45 @@ def wait_port(host: str, port: int, *, deadline: float = DEFAULT_DEADLINE) -> No
     wait_for(lambda: port_open(host, port), deadline=deadline, what=f"{host}:{port} to accept")
 
 
+#: Test ports come from below the kernel's ephemeral range (32768-60999 here), so no
+#: outgoing connection of another process can take one between free_port() and the
+#: bind of the program it is for; and above voipsec's default media ports
+#: (20000-20999). Each xdist worker has its own slice, so workers never meet.
+TEST_PORTS_FIRST = 21000
+TEST_PORTS_PER_WORKER = 1500
+TEST_PORTS_WORKERS = 7
+_handed_out: set[tuple[int, int]] = set()
+
+
+def _worker_slice() -> range | None:
+    """This xdist worker's ports (gw0 → the first slice), None outside xdist."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if not worker.startswith("gw") or not worker[2:].isdigit():
+        return None
+    index = int(worker[2:])
+    if index >= TEST_PORTS_WORKERS:
+        return None
+    first = TEST_PORTS_FIRST + index * TEST_PORTS_PER_WORKER
+    return range(first, first + TEST_PORTS_PER_WORKER)
+
+
 def free_port(host: str = "127.0.0.1", kind: int = socket.SOCK_STREAM) -> int:
-    """A port that is free right now on host (TCP by default)."""
+    """A port that is free right now on host (TCP by default), never handed out twice
+    by this process while its slice lasts."""
+    ports = _worker_slice()
+    if ports is not None:
+        for _ in range(200):
+            port = random.choice(ports)
+            if (kind, port) in _handed_out:
+                continue
+            with socket.socket(socket.AF_INET, kind) as s:
+                try:
+                    s.bind((host, port))
+                except OSError:
+                    continue
+            _handed_out.add((kind, port))
+            return port
+        _handed_out.clear()  # the slice is used up: start over
     with socket.socket(socket.AF_INET, kind) as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])

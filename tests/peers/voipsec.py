@@ -16,7 +16,7 @@ import os
 import subprocess
 import sys
 import traceback
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -197,3 +197,22 @@ def set_zones(data_dir: Path, zones_toml: str) -> None:
             kept.append(line)
     path.write_text("".join(kept) + "\n" + zones_toml)
     voipsec("config", "get", "sip.domain", data_dir=data_dir)  # validates the new file
+
+
+def stored_listing(
+    data_dir: Path, kind: str, shows: Callable[[str], bool], *, deadline: float = 10.0
+) -> str:
+    """``voipsec KIND list`` once its output ``shows`` what the test waits for.
+
+    Bans and alerts reach voipsec.db through the server's store writer thread, a moment
+    after the event (storage/storewriter.py): read them with a deadline, not at once.
+    """
+    out = ""
+
+    def ready() -> bool:
+        nonlocal out
+        out = voipsec(kind, "list", data_dir=data_dir).stdout
+        return shows(out)
+
+    wait_for(ready, deadline=deadline, what=f"`voipsec {kind} list` to show it")
+    return out
