@@ -1,6 +1,12 @@
-"""Fakes for what no real program provides in a unit test: a clock and a flow."""
+"""Fakes for what no real program provides in a unit test: a clock and a flow; and the
+store the in-process call tests share (alice, and bob registered over UDP)."""
 
 from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from voipsec.storage import Binding, Store
 
 #: An internet-zone source: the IDS and every guard apply to it.
 PEER = ("192.0.2.10", 40000)
@@ -32,3 +38,21 @@ class FakeFlow:
 
     def abort(self) -> None:
         """Nothing to abort."""
+
+
+def call_store(path: Path, domain: str, alice: tuple[str, str]) -> Store:
+    """A store with ``alice`` and bob, bob registered from 192.0.2.20 over UDP."""
+    store = Store(path)
+    store.add_user(*alice, domain)
+    store.add_user("bob", "bob-secret-1", domain)
+    bob = Binding(
+        aor=f"bob@{domain}",
+        contact="sip:bob@192.0.2.20:5060",
+        expires_at=time.time() + 3600,
+        call_id="reg-1",
+        cseq=1,
+        source="udp:192.0.2.20:5060",
+        user_agent="test",
+    )
+    store.save_bindings([bob], [])
+    return store

@@ -24,9 +24,9 @@ from voipsec.events import CallStarted, Event
 from voipsec.server import SipService, build_sip_service
 from voipsec.sip.digest import answer_challenge
 from voipsec.sip.message import Response, parse_message
-from voipsec.storage import Binding, Store
+from voipsec.storage import Store
 
-from .fakes import FakeClock, FakeFlow
+from .fakes import FakeClock, FakeFlow, call_store
 
 DOMAIN = "example.test"
 ALICE = ("alice", "alice-secret-1")
@@ -36,19 +36,7 @@ DEADLINE = 10.0
 
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[Store]:
-    s = Store(tmp_path / "voipsec.db")
-    s.add_user(*ALICE, DOMAIN)
-    s.add_user("bob", "bob-secret-1", DOMAIN)
-    bob = Binding(
-        aor=f"bob@{DOMAIN}",
-        contact="sip:bob@192.0.2.20:5060",
-        expires_at=time.time() + 3600,
-        call_id="reg-1",
-        cseq=1,
-        source="udp:192.0.2.20:5060",
-        user_agent="test",
-    )
-    s.save_bindings([bob], [])
+    s = call_store(tmp_path / "voipsec.db", DOMAIN, ALICE)
     yield s
     s.close()
 

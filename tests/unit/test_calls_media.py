@@ -10,7 +10,6 @@ gets 488 with its Warning; every end leaves the relay with no call.
 from __future__ import annotations
 
 import socket
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,9 +21,9 @@ from voipsec.media.sdes import SUITES, crypto_line, new_master
 from voipsec.server import SipService, build_sip_service
 from voipsec.sip.digest import answer_challenge
 from voipsec.sip.message import Request, Response, parse_message
-from voipsec.storage import Binding, Store
+from voipsec.storage import Store
 
-from .fakes import FakeClock, FakeFlow
+from .fakes import FakeClock, FakeFlow, call_store
 
 DOMAIN = "example.test"
 ALICE = ("alice", "alice-secret-1")
@@ -34,19 +33,7 @@ PORTS = 32
 
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[Store]:
-    s = Store(tmp_path / "voipsec.db")
-    s.add_user(*ALICE, DOMAIN)
-    s.add_user("bob", "bob-secret-1", DOMAIN)
-    bob = Binding(
-        aor=f"bob@{DOMAIN}",
-        contact="sip:bob@192.0.2.20:5060",
-        expires_at=time.time() + 3600,
-        call_id="reg-1",
-        cseq=1,
-        source="udp:192.0.2.20:5060",
-        user_agent="test",
-    )
-    s.save_bindings([bob], [])
+    s = call_store(tmp_path / "voipsec.db", DOMAIN, ALICE)
     yield s
     s.close()
 
