@@ -124,6 +124,7 @@ class CallRecords:
             store.open_writer_database,
             max_pending=config.cdr.max_pending,
             on_overflow=self._overflow,
+            fast=store.open_fast_cdr_database,
         )
         self._overflow_alerted = -CDR_OVERFLOW_ALERT_INTERVAL
 

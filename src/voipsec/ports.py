@@ -70,6 +70,8 @@ class CallStore(Protocol):
 
     def open_writer_database(self) -> CdrDatabase: ...
 
+    def open_fast_cdr_database(self) -> CdrDatabase | None: ...
+
 
 class CallHandler(Protocol):
     """What the SIP service hands call control: the requests of calls and the

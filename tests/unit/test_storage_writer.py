@@ -206,3 +206,59 @@ def test_storage_writer_stop_ends_the_linger_and_writes_everything(store: Store)
     assert writer.stop(timeout=5.0) == 0
     assert (writer.statistics().written, writer.statistics().batches) == (4, 1)
     assert [r.call_id for r in store.cdrs()] == ["c-stop"]
+
+
+def _fast_writer(store: Store, **kwargs: object) -> CdrWriter:
+    return _writer(store, fast=store.open_fast_cdr_database, **kwargs)
+
+
+def test_storage_writer_fast_open_is_committed_before_open_returns(store: Store) -> None:
+    # The row a call waits for is written by the caller on its own connection: committed
+    # (and on_written called) before open() returns, with no thread hand-off; the
+    # call's later writes go through the thread and complete that same row.
+    writer = _fast_writer(store, linger=60.0)
+    writer.start()
+    written: list[int] = []
+    try:
+        ticket = writer.open(_start("c-fast"), on_written=written.append)
+        assert len(written) == 1
+        assert [(r.id, r.call_id, r.disposition) for r in store.cdrs()] == [
+            (written[0], "c-fast", "")
+        ]
+        assert (writer.fast_written, writer.fast_deferred) == (1, 0)
+        writer.answer(ticket, 101.0)
+        writer.end(
+            ticket, end=111.0, disposition="answered", status=200, reason="BYE", hangup_by="caller"
+        )
+    finally:
+        assert writer.stop() == 0
+    (row,) = store.cdrs()
+    assert (row.id, row.disposition, row.answer) == (written[0], "answered", 101.0)
+    assert writer.statistics().written == 3
+
+
+def test_storage_writer_fast_open_on_a_locked_database_goes_to_the_thread(store: Store) -> None:
+    # A locked file fails the caller's write at once (busy_timeout 0: the event loop
+    # never waits); the row is queued, and written with on_written once it is free.
+    locker = sqlite3.connect(store.path, isolation_level=None)
+    locker.execute("BEGIN EXCLUSIVE")
+    writer = _fast_writer(store)
+    writer.start()
+    written: list[int] = []
+    try:
+        writer.open(_start("c-locked"), on_written=written.append)
+        assert (written, writer.fast_written, writer.fast_deferred) == ([], 0, 1)
+        locker.execute("COMMIT")
+        wait_for(lambda: len(written) == 1, deadline=10, what="the row from the thread")
+    finally:
+        locker.close()
+        assert writer.stop() == 0
+    assert [r.call_id for r in store.cdrs()] == ["c-locked"]
+
+
+def test_storage_writer_no_fast_open_before_the_thread_runs(store: Store) -> None:
+    # Not started: nothing commits opens (the server starts the writer before calls).
+    idle = _fast_writer(store)
+    idle.open(_start("c-idle"), on_written=lambda _row: None)
+    assert (idle.fast_written, idle.pending) == (0, 1)
+    assert idle.stop(timeout=0.1) == 1

@@ -31,7 +31,7 @@ from ..records import (
     StoreError,
 )
 from ..sip.digest import ALGORITHMS, ha1
-from .cdr import CdrDatabase, open_cdr_database, open_writer_database
+from .cdr import CdrDatabase, open_cdr_database, open_fast_database, open_writer_database
 
 __all__ = [
     "DB_NAME",
@@ -230,6 +230,11 @@ class Store:
         """The CDR database on a new connection, for the writer thread (StoreError
         when it cannot be opened now)."""
         return open_writer_database(self._cdr_url, self.path)
+
+    def open_fast_cdr_database(self) -> CdrDatabase | None:
+        """The CDR database on a new connection for the event loop's open rows, or None
+        when CDRs go to PostgreSQL (a network round trip never runs on the loop)."""
+        return None if self._cdr_url else open_fast_database(self.path)
 
     # -- users --------------------------------------------------------------------
 

@@ -105,10 +105,12 @@ class CdrWriter(BatchWriter[_Op, CdrDatabase, _Result]):
         on_overflow: Callable[[int], None] | None = None,
         retry_interval: float = RETRY_INTERVAL,
         linger: float = WRITE_LINGER,
+        fast: Callable[[], CdrDatabase | None] | None = None,
     ) -> None:
         """``connect`` opens the database in the writer thread (and again after it
         failed); ``on_overflow(total)`` runs in the caller's thread when an operation
-        is dropped."""
+        is dropped; ``fast`` opens the caller's own connection for open rows a call
+        waits for (:meth:`open`), None when there is none (PostgreSQL)."""
         super().__init__(
             what="CDR",
             logger=log,
@@ -120,6 +122,11 @@ class CdrWriter(BatchWriter[_Op, CdrDatabase, _Result]):
         self._connect_db = connect
         self._rows: dict[int, int] = {}
         self._next_ticket = 1
+        self._open_fast = fast
+        self._fast: CdrDatabase | None = None
+        #: Open rows written at once by the caller, and those that went to the thread
+        #: because the database was busy (or the fast path failed).
+        self.fast_written = self.fast_deferred = 0
 
     # -- the event loop's side --------------------------------------------------------
 
@@ -133,9 +140,36 @@ class CdrWriter(BatchWriter[_Op, CdrDatabase, _Result]):
         with self._cond:
             ticket = self._next_ticket
             self._next_ticket += 1
+        if on_written is not None and self._write_now(ticket, start, on_written):
+            return ticket
         # A call waits for this commit (CDR_OPEN_WAIT): it ends the writer's linger.
         self._put(_Open(ticket, start, on_written), urgent=on_written is not None)
         return ticket
+
+    def _write_now(self, ticket: int, start: CdrStart, on_written: Callable[[int], None]) -> bool:
+        """The open row a call waits for, written by the caller on its own connection,
+        when the database takes it at once: one INSERT, no thread hand-off (which cost
+        more CPU than the write: docs/performance.md). A busy or locked database, or
+        anything else, leaves the row to the thread (False): the caller never waits."""
+        if self._open_fast is None or not self.running:
+            return False
+        try:
+            if self._fast is None:
+                self._fast = self._open_fast()
+            if self._fast is None:
+                self._open_fast = None  # no such connection (PostgreSQL)
+                return False
+            row = self._fast.start(start)
+        except StoreError as err:
+            self.fast_deferred += 1
+            log.debug("CDR open row left to the writer thread: %s", err)
+            return False
+        with self._cond:
+            self._rows[ticket] = row
+            self._written += 1
+        self.fast_written += 1
+        on_written(row)
+        return True
 
     def answer(self, ticket: int, when: float) -> None:
         """Queue the answer time of the row of ``ticket``."""
@@ -175,6 +209,14 @@ class CdrWriter(BatchWriter[_Op, CdrDatabase, _Result]):
 
     def _connect(self) -> CdrDatabase:
         return self._connect_db()
+
+    def stop(self, timeout: float = STOP_TIMEOUT) -> int:
+        """Write what is queued (BatchWriter.stop), then close the caller's connection."""
+        lost = super().stop(timeout)
+        fast, self._fast, self._open_fast = self._fast, None, None
+        if fast is not None:
+            fast.close()
+        return lost
 
     def _close(self, db: CdrDatabase) -> None:
         db.close()
