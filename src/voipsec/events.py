@@ -218,6 +218,15 @@ class RequestHandled:
     seconds: float
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConnectionAdmitted:
+    """A TCP or TLS connection was admitted (TLS: its handshake completed, the client
+    certificate, if any, verified and not revoked); metrics count TLS handshakes."""
+
+    transport: str
+    peer: tuple[str, int]
+
+
 Event = (
     CallStarted
     | CallAnswered
@@ -230,6 +239,7 @@ Event = (
     | AlertRaised
     | MessageSeen
     | RequestHandled
+    | ConnectionAdmitted
 )
 Subscriber = Callable[[Event], None]
 #: Every event type, for subscribers that want them all.

@@ -522,6 +522,10 @@ class Server:
         self.rule_files = RuleFiles(
             data_dir=data_dir, rules_dir=config.ids.rules_dir, enabled=config.ids.enabled
         )
+        #: The one event stream of this server (events.py): signaling, calls, TURN and
+        #: the connection table publish; the monitor (metrics, alerts, SIP log, HEP),
+        #: the server and the IDS's TURN feed subscribe.
+        self.events = EventBus()
         tls = config.tls
         self.connections = ConnectionTable(
             ConnectionLimits(
@@ -529,15 +533,12 @@ class Server:
                 max_total=tls.max_connections,
                 idle_timeout=tls.idle_timeout,
                 incomplete_timeout=tls.message_timeout,
-            )
+            ),
+            events=self.events,
         )
         closed = self.store.close_open_cdrs(time.time())
         if closed:
             log.warning("closed %d CDR(s) left open by an earlier stop", closed)
-        #: The one event stream of this server (events.py): signaling, calls and TURN
-        #: publish; the monitor (metrics, alerts, SIP log, HEP), the connection table
-        #: and the IDS's TURN feed subscribe.
-        self.events = EventBus()
         #: Bans, bindings and alerts leave the event loop through this writer.
         self.store_writer = StoreWriter(
             self.store.path, on_overflow=self._store_overflow, clock=time.time
@@ -562,10 +563,6 @@ class Server:
             store=self.store,
             events=self.events,
             writes=self.store_writer,
-        )
-        metrics = self.monitor.metrics
-        self.connections.on_admit = lambda flow: (
-            metrics.on_tls_handshake(ok=True) if flow.transport == "tls" else None
         )
         self.listeners = Listeners(
             config=config,

@@ -25,7 +25,14 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from prometheus_client.parser import text_string_to_metric_families
 
-from voipsec.events import CallAnswered, CallEnded, CallStarted, CredentialsRejected, MediaStats
+from voipsec.events import (
+    CallAnswered,
+    CallEnded,
+    CallStarted,
+    ConnectionAdmitted,
+    CredentialsRejected,
+    MediaStats,
+)
 from voipsec.monitor.metrics import (
     GAUGES,
     IDLE_TIMEOUT,
@@ -546,3 +553,10 @@ async def test_metrics_server_beyond_loopback_without_token_warns(
 )
 def test_metrics_is_loopback(host: str, loopback: bool) -> None:
     assert is_loopback(host) is loopback
+
+
+def test_metrics_count_tls_handshakes_from_admitted_connections() -> None:
+    metrics = Metrics(process=False)
+    metrics.on_event(ConnectionAdmitted(transport="tls", peer=("192.0.2.1", 40000)))
+    metrics.on_event(ConnectionAdmitted(transport="tcp", peer=("192.0.2.2", 40001)))
+    assert value(metrics, "voipsec_tls_handshakes_total", result="ok") == 1

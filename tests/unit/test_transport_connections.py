@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from voipsec.events import ConnectionAdmitted, Event, EventBus
 from voipsec.pki.identity import PeerIdentity
 from voipsec.transport.connections import (
     ConnectionLimits,
@@ -117,3 +118,21 @@ def test_open_file_limit_unlimited_hard_or_refused_left_alone(
     monkeypatch.setattr(resource, "getrlimit", lambda what: (1024, 4096))
     monkeypatch.setattr(resource, "setrlimit", refuse)
     assert raise_open_file_limit() == (1024, 1024)
+
+
+def test_connections_admitted_ones_are_published_refused_ones_not() -> None:
+    # The metrics count TLS handshakes from these events (no hook on the table).
+    events = EventBus()
+    seen: list[Event] = []
+    events.subscribe(seen.append, ConnectionAdmitted)
+    table = ConnectionTable(
+        ConnectionLimits(max_per_ip=2, max_total=100, idle_timeout=60), events=events
+    )
+    table.banned = lambda ip: ip == "192.0.2.9"
+    assert table.admit(FakeFlow(peer=("192.0.2.1", 40000)))  # type: ignore[arg-type]
+    assert table.admit(FakeFlow(peer=("192.0.2.2", 40001), transport="tcp"))  # type: ignore[arg-type]
+    assert not table.admit(FakeFlow(peer=("192.0.2.9", 40002)))  # type: ignore[arg-type]
+    assert seen == [
+        ConnectionAdmitted(transport="tls", peer=("192.0.2.1", 40000)),
+        ConnectionAdmitted(transport="tcp", peer=("192.0.2.2", 40001)),
+    ]

@@ -41,6 +41,7 @@ from ..events import (
     CallAnswered,
     CallEnded,
     CallStarted,
+    ConnectionAdmitted,
     CredentialsRejected,
     Event,
     MediaStats,
@@ -87,6 +88,7 @@ _MOS_BUCKETS = (1.0, 2.0, 2.5, 3.0, 3.5, 3.8, 4.0, 4.2, 4.4, 4.5)
 
 #: The events :meth:`Metrics.on_event` counts (what it subscribes to).
 METRIC_EVENTS: tuple[type, ...] = (
+    ConnectionAdmitted,
     CallStarted,
     CallAnswered,
     CallEnded,
@@ -211,6 +213,8 @@ class Metrics:
             self.on_ban()
         elif isinstance(event, RequestHandled):
             self.observe_request(event.seconds, event.method)
+        elif isinstance(event, ConnectionAdmitted) and event.transport == "tls":
+            self.on_tls_handshake(ok=True)
 
     # -- calls from the other parts --------------------------------------------------------
 

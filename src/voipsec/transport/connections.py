@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from ..events import ConnectionAdmitted, EventBus
 from ..netaddr import canonical_ip
 from ..pki.identity import PeerIdentity
 
@@ -92,8 +93,10 @@ class ConnectionTable:
     connection it opened, so phones behind NAT stay reachable.
     """
 
-    def __init__(self, limits: ConnectionLimits) -> None:
+    def __init__(self, limits: ConnectionLimits, events: EventBus | None = None) -> None:
         self.limits = limits
+        #: Where each admitted connection is published (ConnectionAdmitted); None: nowhere.
+        self._events = events
         self._by_peer: dict[tuple[str, str, int], SweptFlow] = {}
         #: Accepted connections (handshaking or admitted) per canonical address.
         self._per_ip: dict[str, int] = {}
@@ -115,8 +118,6 @@ class ConnectionTable:
         #: Asks the guard, at accept, whether a source may open one more connection
         #: (not banned, under its zone's connection rate); None: no guard.
         self.screen: Callable[[str], bool] | None = None
-        #: Called with each admitted connection (TLS: its handshake completed).
-        self.on_admit: Callable[[SweptFlow], object] | None = None
 
     def claim(self, ip: str) -> Slot | None:
         """A TCP connection from ``ip`` was just accepted: its slot, or None to close it."""
@@ -158,8 +159,8 @@ class ConnectionTable:
             return False
         self._by_peer[(flow.transport, *flow.peer)] = flow
         self._counts["accepted"] += 1
-        if self.on_admit is not None:
-            self.on_admit(flow)
+        if self._events is not None:
+            self._events.publish(ConnectionAdmitted(transport=flow.transport, peer=flow.peer))
         return True
 
     def forget(self, flow: SweptFlow) -> None:
