@@ -196,13 +196,18 @@ class SipService:
         self.events.subscribe(self.intrusion.lift, BanLifted)
         self.events.subscribe(self.intrusion.observe_rejected_credentials, CredentialsRejected)
         self.counters = SipCounters()
+        #: TCP/TLS connections: the guard screens each at accept and bans refuse them;
+        #: each admitted one is published (ConnectionAdmitted).
         self.connections = connections or ConnectionTable(
             ConnectionLimits(
                 max_per_ip=config.tls.max_connections_per_ip,
                 max_total=config.tls.max_connections,
                 idle_timeout=config.tls.idle_timeout,
                 incomplete_timeout=config.tls.message_timeout,
-            )
+            ),
+            events=self.events,
+            banned=self.bans.is_banned,
+            screen=self.bans.admit_connection,
         )
         #: Call control: INVITE, CANCEL, ACK, in-dialog requests and the client
         #: transactions it started; and the driver of those transactions. Both set by
@@ -526,16 +531,6 @@ class Server:
         #: the connection table publish; the monitor (metrics, alerts, SIP log, HEP),
         #: the server and the IDS's TURN feed subscribe.
         self.events = EventBus()
-        tls = config.tls
-        self.connections = ConnectionTable(
-            ConnectionLimits(
-                max_per_ip=tls.max_connections_per_ip,
-                max_total=tls.max_connections,
-                idle_timeout=tls.idle_timeout,
-                incomplete_timeout=tls.message_timeout,
-            ),
-            events=self.events,
-        )
         closed = self.store.close_open_cdrs(time.time())
         if closed:
             log.warning("closed %d CDR(s) left open by an earlier stop", closed)
@@ -548,14 +543,14 @@ class Server:
             config=config,
             store=self.store,
             ids_rules=self.rule_files.load(),
-            connections=self.connections,
             data_dir=data_dir,
             events=self.events,
             writes=self.store_writer,
         )
+        #: The SIP service's connection table (the guard screens it); the listeners,
+        #: the CRL check and the sweep use it too.
+        self.connections = self.service.connections
         bans = self.service.bans
-        self.connections.banned = bans.is_banned
-        self.connections.screen = bans.admit_connection
         self.events.subscribe(self._cut_banned_connections, BanImposed)
         self.monitor = MonitorService(
             config=config,

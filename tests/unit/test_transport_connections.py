@@ -66,8 +66,10 @@ def test_connections_mapped_ipv4_counts_as_ipv4() -> None:
 
 
 def test_connections_screen_refuses_at_claim() -> None:
-    table = _table()
-    table.screen = lambda ip: ip != "192.0.2.66"
+    table = ConnectionTable(
+        ConnectionLimits(max_per_ip=2, max_total=100, idle_timeout=60),
+        screen=lambda ip: ip != "192.0.2.66",
+    )
     assert table.claim("192.0.2.66") is None
     assert table.claim("192.0.2.1") is not None
     assert table.statistics().refused_banned == 1
@@ -126,9 +128,10 @@ def test_connections_admitted_ones_are_published_refused_ones_not() -> None:
     seen: list[Event] = []
     events.subscribe(seen.append, ConnectionAdmitted)
     table = ConnectionTable(
-        ConnectionLimits(max_per_ip=2, max_total=100, idle_timeout=60), events=events
+        ConnectionLimits(max_per_ip=2, max_total=100, idle_timeout=60),
+        events=events,
+        banned=lambda ip: ip == "192.0.2.9",
     )
-    table.banned = lambda ip: ip == "192.0.2.9"
     assert table.admit(FakeFlow(peer=("192.0.2.1", 40000)))  # type: ignore[arg-type]
     assert table.admit(FakeFlow(peer=("192.0.2.2", 40001), transport="tcp"))  # type: ignore[arg-type]
     assert not table.admit(FakeFlow(peer=("192.0.2.9", 40002)))  # type: ignore[arg-type]

@@ -93,7 +93,14 @@ class ConnectionTable:
     connection it opened, so phones behind NAT stay reachable.
     """
 
-    def __init__(self, limits: ConnectionLimits, events: EventBus | None = None) -> None:
+    def __init__(
+        self,
+        limits: ConnectionLimits,
+        *,
+        events: EventBus | None = None,
+        banned: Callable[[str], bool] | None = None,
+        screen: Callable[[str], bool] | None = None,
+    ) -> None:
         self.limits = limits
         #: Where each admitted connection is published (ConnectionAdmitted); None: nowhere.
         self._events = events
@@ -114,10 +121,10 @@ class ConnectionTable:
         #: Serials of revoked device certificates (from the CA's CRL).
         self.revoked: frozenset[int] = frozenset()
         #: Asks the guard whether a source is banned (connections from it are refused).
-        self.banned: Callable[[str], bool] | None = None
+        self.banned = banned
         #: Asks the guard, at accept, whether a source may open one more connection
         #: (not banned, under its zone's connection rate); None: no guard.
-        self.screen: Callable[[str], bool] | None = None
+        self.screen = screen
 
     def claim(self, ip: str) -> Slot | None:
         """A TCP connection from ``ip`` was just accepted: its slot, or None to close it."""
