@@ -573,9 +573,7 @@ def _sngrep_collector(workdir: Path, password: str) -> Iterator[tuple[int, Path]
     """sngrep as a HEP collector (it checks the auth key) on a free UDP port, writing
     the SIP it unwraps to a pcap (flushed when it is stopped with SIGTERM)."""
     workdir.mkdir(parents=True, exist_ok=True)
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
+    port = free_port(kind=socket.SOCK_DGRAM)
     (workdir / "sngreprc").write_text(f"set eep.listen.pass {password}\n")
     out = workdir / "collected.pcap"
     argv = [require("sngrep"), "-F", "-f", str(workdir / "sngreprc"), "-N", "-q"]
