@@ -60,8 +60,6 @@ class _FraudChecks:
     ) -> _Hit | None:
         st = cast(_Times, user.states.get(c.id) or _new_state(c, user))
         value = st.add(a.time, c.window)
-        if value <= c.lowest:
-            return None
         graded = c.grade(value)
         if graded is None:
             return None
@@ -85,8 +83,6 @@ class _FraudChecks:
         attach.append((c, st, 0.0))
         st.count += 1  # this call; taken back if the attempt is refused
         value = st.count
-        if value <= c.lowest:
-            return None
         graded = c.grade(value)
         if graded is None:
             return None
@@ -118,8 +114,6 @@ class _FraudChecks:
     ) -> _Hit | None:
         st = cast(_Repeat, user.states.get(c.id) or _new_state(c, user))
         value = st.add(a.time, number, c.window)
-        if value <= c.lowest:
-            return None
         graded = c.grade(value)
         if graded is None:
             return None
@@ -141,8 +135,6 @@ class _FraudChecks:
             return None  # a user name: no number to step through
         st = cast(_Run, user.states.get(c.id) or _new_state(c, user))
         value = st.add(a.time, digits, c.window)
-        if value <= c.lowest:
-            return None
         graded = c.grade(value)
         if graded is None:
             return None
@@ -174,8 +166,6 @@ class _FraudChecks:
             # The call may use what is left of the budget, then it is cut.
             self._stop_at(max(0.0, (c.stop_at - spent) / rate.per_minute * 60.0))
         value = spent + rate.per_minute * c.rule.projected_minutes
-        if value <= c.lowest:
-            return None
         graded = c.grade(value)
         if graded is None:
             return None

@@ -73,6 +73,10 @@ class _CompiledRule:
         self.stop_at: float | None = min(stops) if stops else None
 
     def grade(self, value: float) -> tuple[str, Level] | None:
+        """The gravest level ``value`` exceeds, or None (at or below ``lowest`` first:
+        the hot path's common case)."""
+        if value <= self.lowest:
+            return None
         critical = self.critical
         if critical is not None and value > critical.threshold:
             return "critical", critical
