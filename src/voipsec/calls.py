@@ -378,8 +378,15 @@ class CallService:
         self._opening[tx] = opening
         opening.timer = loop.call_later(CDR_OPEN_WAIT, self._row_written, tx, opening.call, 0)
 
-        def written(row_id: int) -> None:  # in the writer thread
-            loop.call_soon_threadsafe(self._row_written, tx, opening.call, row_id)
+        def written(row_id: int) -> None:
+            # In the writer thread, or on the loop itself when the row was written at
+            # once (storage/writer.py's fast path): no self-wake-up needed then.
+            try:
+                here = asyncio.get_running_loop()
+            except RuntimeError:
+                here = None
+            schedule = loop.call_soon if here is loop else loop.call_soon_threadsafe
+            schedule(self._row_written, tx, opening.call, row_id)
 
         return written
 
