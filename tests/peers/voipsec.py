@@ -125,6 +125,18 @@ class VoipsecServer:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
 
+#: The suite's process mode: unset = the defaults; "1" = sip.workers = media.workers = 1.
+WORKERS_ENV = "VOIPSEC_TEST_WORKERS"
+
+
+def worker_settings() -> list[tuple[str, str]]:
+    """The config settings of the process mode the suite runs in (WORKERS_ENV)."""
+    count = os.environ.get(WORKERS_ENV, "")
+    if not count:
+        return []
+    return [("sip.workers", count), ("media.workers", count)]
+
+
 def prepare(
     data_dir: Path,
     *,
@@ -146,6 +158,10 @@ def prepare(
     run("config", "set", "turn.listen", "[]", data_dir=data_dir)
     # ... nor the metrics port (a test that wants /metrics sets metrics.listen).
     run("config", "set", "metrics.listen", '""', data_dir=data_dir)
+    # make test runs the integration suite twice: with the defaults (a process per core)
+    # and with VOIPSEC_TEST_WORKERS=1 (one signaling process, one relay process).
+    for key, value in worker_settings():
+        run("config", "set", key, value, data_dir=data_dir)
     for key, value in settings:
         run("config", "set", key, value, data_dir=data_dir)
     for name, password in users:

@@ -8,6 +8,7 @@ writes. A bad file gives one line per problem — file, key, why — and
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 import tomllib
 from pathlib import Path
@@ -29,6 +30,17 @@ from .checks import MAX_EMAIL_RECIPIENTS, check_email_address, check_url, parse_
 CONFIG_NAME = "voipsec.toml"
 
 TRANSPORTS = ("tls", "tcp", "udp")
+
+
+#: At most this many signaling or relay processes (sip.workers, media.workers).
+MAX_WORKERS = 64
+
+
+def resolve_workers(setting: int) -> int:
+    """0 means one process per core (at most MAX_WORKERS)."""
+    if setting:
+        return setting
+    return max(1, min(MAX_WORKERS, os.cpu_count() or 1))
 
 
 class ConfigError(Exception):
@@ -106,6 +118,12 @@ class SipSection(_Section):
     aliases: list[str] = Field(default_factory=list)
     #: DSCP of SIP packets (24 = CS3, RFC 4594 signaling); 0 leaves the default.
     dscp: Annotated[int, Field(ge=0, le=63)] = 24
+    #: Signaling processes sharing the listeners; 0 = one per core, 1 = one process.
+    workers: Annotated[int, Field(ge=0, le=MAX_WORKERS)] = 0
+
+    def worker_count(self) -> int:
+        """How many signaling processes ``serve`` runs (0 resolved to the cores)."""
+        return resolve_workers(self.workers)
 
     @field_validator("listen")
     @classmethod
@@ -186,6 +204,12 @@ class MediaSection(_Section):
     dscp: Annotated[int, Field(ge=0, le=63)] = 46
     #: CIDRs exempt from the deny list for media sent to a zone's or trunk's networks.
     allowed_peers: list[str] = Field(default_factory=list)
+    #: Relay processes; 0 = one per core.
+    workers: Annotated[int, Field(ge=0, le=MAX_WORKERS)] = 0
+
+    def worker_count(self) -> int:
+        """How many relay processes ``serve`` runs (0 resolved to the cores)."""
+        return resolve_workers(self.workers)
 
     @field_validator("allowed_peers")
     @classmethod
@@ -578,6 +602,8 @@ listen = ["tls:127.0.0.1:5061"]
 aliases = []
 # DSCP on SIP packets: 24 = CS3 (signaling). 0 leaves the default.
 dscp = 24
+# Signaling processes sharing the listeners: 0 = one per core, 1 = a single process.
+workers = 0
 
 [tls]
 # Client certificates: "required" | "optional" | "off"; checked against voipsec's CA.
@@ -637,6 +663,8 @@ dscp = 46
 # "Media relay destinations"), or into a zone's networks (zones: media_in_zone = true)
 # or a trunk's sources, where these deny-listed (internal) CIDRs are still allowed.
 allowed_peers = []
+# Media relay processes (each takes an equal share of the ports): 0 = one per core.
+workers = 0
 
 [turn]
 listen = ["udp:127.0.0.1:3478", "tcp:127.0.0.1:3478"]
