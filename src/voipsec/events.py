@@ -36,6 +36,7 @@ __all__ = [
     "MediaStats",
     "MessageSeen",
     "RegistrationChanged",
+    "RemoteEvent",
     "RequestHandled",
     "Subscriber",
 ]
@@ -227,6 +228,17 @@ class ConnectionAdmitted:
     peer: tuple[str, int]
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RemoteEvent:
+    """An event another signaling worker published (sip.workers > 1), as it arrives on
+    this worker's bus: replicas (bans, bindings, counters) subscribe to it; the stores
+    and alert sinks do not, so a remote event is never stored or delivered twice."""
+
+    #: The index of the worker that published it.
+    origin: int
+    event: Event
+
+
 Event = (
     CallStarted
     | CallAnswered
@@ -240,6 +252,7 @@ Event = (
     | MessageSeen
     | RequestHandled
     | ConnectionAdmitted
+    | RemoteEvent
 )
 Subscriber = Callable[[Event], None]
 #: Every event type, for subscribers that want them all.

@@ -25,7 +25,7 @@ import struct
 from dataclasses import dataclass, field
 from typing import Any
 
-from .events import EVENT_TYPES, Event
+from .events import EVENT_TYPES, Event, RemoteEvent
 
 #: Largest frame (header and payload) either side accepts: a SIP message is at most
 #: 64 KiB (sip/limits.py), an SDP less; the rest is headroom for a header.
@@ -97,7 +97,10 @@ def _decode(body: bytes) -> Frame:
     return Frame(kind=kind, header=header, payload=body[2 + head_length :])
 
 
-_EVENTS_BY_NAME: dict[str, type] = {kind.__name__: kind for kind in EVENT_TYPES}
+#: The events that cross the channel: a RemoteEvent is made on arrival, never sent.
+_EVENTS_BY_NAME: dict[str, type] = {
+    kind.__name__: kind for kind in EVENT_TYPES if kind is not RemoteEvent
+}
 
 
 def encode_event(event: Event) -> dict[str, Any]:

@@ -83,5 +83,7 @@ def test_events_round_trip_with_their_tuples() -> None:
 def test_unknown_events_and_fields_are_refused() -> None:
     with pytest.raises(ChannelError, match="not an event"):
         decode_event({"type": "Popen", "fields": {}})
+    with pytest.raises(ChannelError, match="not an event"):
+        decode_event({"type": "RemoteEvent", "fields": {"origin": 1, "event": {}}})
     with pytest.raises(ChannelError, match="bad BanImposed"):
         decode_event({"type": "BanImposed", "fields": {"source": "x", "evil": 1}})
