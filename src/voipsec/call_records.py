@@ -23,6 +23,7 @@ import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from .config import Config, ConfigError
 from .core.b2bua import Answered, Ended
@@ -96,6 +97,23 @@ class Admission:
     tracked: str = ""
 
 
+class FraudFeedPort(Protocol):
+    """Where this worker's fraud decisions and call outcomes go for the other signaling
+    workers' engines (app/shared/fraud.py); None with one worker."""
+
+    def checked(self, attempt: Attempt, *, allowed: bool) -> None: ...
+
+    def answered(self, call_id: str, now: float) -> None: ...
+
+    def ended(self, call_id: str, now: float, billable: float, user: str) -> None: ...
+
+    def discarded(self, call_id: str) -> None: ...
+
+    def inbound(self, call_id: str, caller_e164: str | None, user: str, now: float) -> None: ...
+
+    def inbound_ended(self, call_id: str, now: float, answered: bool, duration: float) -> None: ...
+
+
 class CallRecords:
     """The CDR rows and fraud counters of the calls of one server.
 
@@ -127,6 +145,11 @@ class CallRecords:
             fast=store.open_fast_cdr_database,
         )
         self._overflow_alerted = -CDR_OVERFLOW_ALERT_INTERVAL
+        #: The other signaling workers' engines (app/shared/fraud.py); None: one worker.
+        self.fraud_feed: FraudFeedPort | None = None
+        #: Whether this worker writes fraud-state.json (with several, worker 0 only:
+        #: every engine holds every worker's calls).
+        self.saves_fraud_state = True
 
     # -- the calls ----------------------------------------------------------------------
 
@@ -181,16 +204,17 @@ class CallRecords:
             return Admission()
         destination = routed.destination
         if caller.user is not None and destination is not None:
-            decision = self.fraud.check(
-                Attempt(
-                    call_id=request.call_id,
-                    user=caller.user,
-                    dialled=dialled,
-                    e164=destination.e164,
-                    kind=destination.kind,
-                    time=now,
-                )
+            attempt = Attempt(
+                call_id=request.call_id,
+                user=caller.user,
+                dialled=dialled,
+                e164=destination.e164,
+                kind=destination.kind,
+                time=now,
             )
+            decision = self.fraud.check(attempt)
+            if self.fraud_feed is not None:
+                self.fraud_feed.checked(attempt, allowed=decision.allowed)
             self._fraud_alerts(decision.violations, caller.user, source, now)
             if not decision.allowed:
                 refusal = Refusal(
@@ -204,6 +228,8 @@ class CallRecords:
             self.fraud.inbound(
                 call_id=request.call_id, caller_e164=e164, user=routed.callee, time=now
             )
+            if self.fraud_feed is not None:
+                self.fraud_feed.inbound(request.call_id, e164, routed.callee, now)
             return Admission(tracked="in")
         return Admission()
 
@@ -211,6 +237,8 @@ class CallRecords:
         """A call the engine counted never started: forget it (it would count forever)."""
         if self.fraud is not None:
             self.fraud.discard(call_id)
+            if self.fraud_feed is not None:
+                self.fraud_feed.discarded(call_id)
 
     def open(
         self,
@@ -271,6 +299,8 @@ class CallRecords:
             return
         if self.fraud is not None and info.fraud == "out":
             self.fraud.answered(info.a_call_id, action.time)
+            if self.fraud_feed is not None:
+                self.fraud_feed.answered(info.a_call_id, action.time)
         if info.answer is None:  # the first answer counts, as in the table
             info.answer = action.time
         self.cdr.answer(info.ticket, action.time)
@@ -373,11 +403,15 @@ class CallRecords:
             return
         if info.fraud == "out":
             violations = self.fraud.ended(info.a_call_id, action.time, billable)
+            if self.fraud_feed is not None:
+                self.fraud_feed.ended(info.a_call_id, action.time, billable, info.user)
             self._fraud_alerts(violations, info.user, info.source, action.time)
         else:
             self.fraud.inbound_ended(
                 info.a_call_id, action.time, answered=billable > 0, duration=duration
             )
+            if self.fraud_feed is not None:
+                self.fraud_feed.inbound_ended(info.a_call_id, action.time, billable > 0, duration)
 
     def _fraud_alerts(
         self, violations: Sequence[Violation], user: str, source: str, now: float
@@ -397,7 +431,7 @@ class CallRecords:
 
     def save_fraud_state(self) -> None:
         """Write the engine's counters (they persist across restarts), atomically, 0600."""
-        if self.fraud is None or self._data_dir is None:
+        if self.fraud is None or self._data_dir is None or not self.saves_fraud_state:
             return
         path = self._data_dir / FRAUD_STATE
         tmp = path.with_suffix(".tmp")
@@ -479,4 +513,5 @@ __all__ = [
     "Admission",
     "CallRecord",
     "CallRecords",
+    "FraudFeedPort",
 ]

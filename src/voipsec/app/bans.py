@@ -2,7 +2,10 @@
 
 The guard (edge/guard.py) decides who is banned; this shell stores a new ban, logs it,
 publishes :class:`~voipsec.events.BanImposed` and an alert, and adopts the bans the CLI
-adds or lifts in the database (:meth:`BanKeeper.reload`).
+adds or lifts in the database (:meth:`BanKeeper.reload`). With several signaling
+workers, a ban another worker imposed is adopted here (:meth:`BanKeeper.adopt`) without
+being stored, logged as new or alerted again; it holds through reloads until the
+database has it (the other worker's writer stores it a moment later) or it runs out.
 
 Failure mode: a ban that cannot be stored still holds in memory (fails closed for the
 running server); a stored ban of an unknown scope blocks every transport.
@@ -55,6 +58,26 @@ class BanKeeper:
         self.writes = writes
         self.events = events
         self.clock = clock
+        #: Bans other workers imposed, held until the stored list has them.
+        self._remote: dict[str, Ban] = {}
+
+    def adopt(self, imposed: BanImposed) -> bool:
+        """A ban another worker imposed takes effect here; True when it is new or wider
+        here (its connections are then cut), False when a ban as long and wide holds."""
+        now = self.clock()
+        if imposed.until <= now:
+            return False
+        added = self.guard.ban(
+            imposed.source,
+            imposed.until - now,
+            imposed.reason,
+            now,
+            scope=ban_scope(imposed.scope),
+        )
+        if added is None:
+            return False
+        self._remote[added.ban.source] = added.ban
+        return True
 
     def record_ban(self, added: BanAdded) -> None:
         """Store, log and alert on a new ban; :class:`BanImposed` drops the source's
@@ -125,10 +148,19 @@ class BanKeeper:
             for b in [*self.store.bans(now), *queued]
             if b.until > now
         ]
-        self.guard.replace_bans(stored)
+        self.guard.replace_bans([*stored, *self._pending_remote(stored, now)])
         # The guard's list, not the stored one: the guard holds canonical addresses.
         for source in sorted(before - {b.source for b in self.guard.bans()}):
             self.events.publish(BanLifted(source=source, time=now))
+
+    def _pending_remote(self, stored: list[Ban], now: float) -> list[Ban]:
+        """Other workers' bans the stored list does not have yet (and still running)."""
+        if not self._remote:
+            return []
+        have = {b.source for b in stored}
+        for source in [s for s, b in self._remote.items() if s in have or b.until <= now]:
+            del self._remote[source]
+        return list(self._remote.values())
 
 
 def ban_scope(stored: str) -> BanScope:

@@ -19,10 +19,18 @@ neither refuses its TCP/TLS connections nor cuts the ones it holds: otherwise an
 could get a phone's TLS flow cut by sending a few datagrams with its address. Bans from
 TCP/TLS evidence and bans made by hand have :attr:`BanScope.ALL` and block everything.
 Request buckets are kept per scope too, so spoofed UDP cannot drain a TLS flow's bucket.
+
+With several signaling workers (sip.workers > 1) each worker's guard keeps its own
+buckets, and the workers share what they took: :meth:`Guard.share_consumption` makes
+the guard note the tokens each bucket gave since the last :meth:`Guard.take_consumption`,
+and :meth:`Guard.apply_consumption` takes the tokens another worker reported from the
+same bucket here, so a source spread over workers is limited by its total rate
+(app/shared/counters.py carries the batches; docs/workers.md "Global state").
 """
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 from enum import Enum
 
@@ -32,6 +40,8 @@ from .zones import ZoneMap
 #: Sources with a live token bucket; past this the oldest half is forgotten (a flood of
 #: spoofed sources resets buckets rather than exhausting memory).
 MAX_BUCKETS = 100_000
+#: The bucket kinds: per ban scope for requests, and new TCP connections.
+BUCKET_KINDS = frozenset({"udp", "all", "conn"})
 
 
 class GuardVerdict(Enum):
@@ -98,6 +108,8 @@ class Guard:
         self._dropped_rate = 0
         self._bans_added = 0
         self._refused_connection_rate = 0
+        #: Tokens each bucket gave since the last take_consumption (None: not shared).
+        self._spent: dict[str, int] | None = None
 
     # -- the hot path -----------------------------------------------------------------
 
@@ -170,7 +182,50 @@ class Guard:
             self._forget_oldest_buckets()
         self._buckets[bucket] = (tokens - 1.0, now)
         self._passed += 1
+        spent = self._spent
+        if spent is not None and (bucket in spent or len(spent) < self._max_buckets):
+            spent[bucket] = spent.get(bucket, 0) + 1
         return GuardVerdict.ALLOW, None
+
+    # -- buckets shared between workers ----------------------------------------------------
+
+    def share_consumption(self) -> None:
+        """Note the tokens each bucket gives from now on, for :meth:`take_consumption`."""
+        if self._spent is None:
+            self._spent = {}
+
+    def take_consumption(self, limit: int) -> list[tuple[str, int]]:
+        """The tokens taken per bucket since the last call, most first, at most ``limit``
+        buckets (the rest are forgotten: their sources are the slowest)."""
+        spent = self._spent
+        if not spent:
+            return []
+        self._spent = {}
+        if len(spent) <= limit:
+            return list(spent.items())
+        return sorted(spent.items(), key=lambda item: item[1], reverse=True)[:limit]
+
+    def apply_consumption(self, bucket: str, tokens: int, now: float) -> bool:
+        """Take ``tokens`` another worker took from ``bucket`` (``"<kind>|<rate key>"``).
+
+        The bucket is refilled to ``now`` first and never drops below zero: the next
+        request of the source here finds it empty and bans as usual. False (nothing
+        done) for a bucket this guard would not keep: unknown kind, trusted zone.
+        """
+        kind, _, key = bucket.partition("|")
+        if kind not in BUCKET_KINDS or tokens <= 0 or not _is_address(key):
+            return False
+        zone = self.zones.zone_for(key.partition("/")[0])
+        if zone.trusted:
+            return False
+        current = self._buckets.get(bucket)
+        if current is None and len(self._buckets) >= self._max_buckets:
+            self._forget_oldest_buckets()
+        have, last = current if current is not None else (float(zone.rate_requests), now)
+        refill = zone.rate_requests / zone.rate_window
+        have = min(float(zone.rate_requests), have + max(0.0, now - last) * refill)
+        self._buckets[bucket] = (max(0.0, have - tokens), max(now, last))
+        return True
 
     # -- bans -------------------------------------------------------------------------
 
@@ -235,3 +290,12 @@ class Guard:
             buckets=len(self._buckets),
             refused_connection_rate=self._refused_connection_rate,
         )
+
+
+def _is_address(key: str) -> bool:
+    """An address or an IPv6 /64 (what :func:`rate_key` makes), nothing else."""
+    try:
+        ipaddress.ip_network(key, strict=False)
+    except ValueError:
+        return False
+    return True

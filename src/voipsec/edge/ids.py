@@ -30,6 +30,12 @@ Failure mode: fails open. When more keys are tracked than :data:`MAX_TRACKED_KEY
 (a flood of spoofed sources) the least recently seen windows are forgotten, so their
 counts restart; nothing grows without bound and ``observe`` never raises on peer data.
 
+With several signaling workers the windows are shared: :meth:`IdsEngine.share_matches`
+makes the engine note every counted match (rule, key, time), :meth:`IdsEngine.take_matches`
+hands them over in batches and :meth:`IdsEngine.merge_match` counts another worker's
+match in the same window here. A merged match never fires by itself: the next match
+observed here sees the global count and acts on it (app/shared/counters.py).
+
 Rules come in parsed: :mod:`voipsec.edge.ids_loader` reads the rule files.
 """
 
@@ -463,6 +469,9 @@ class IdsEngine:
         self._replies = 0
         self._evicted = 0
         self._compiled: tuple[_Compiled, ...] = ()
+        self._by_name: dict[str, _Compiled] = {}
+        #: Counted matches not yet taken by take_matches (None: not shared).
+        self._shared: list[tuple[str, str, float]] | None = None
         self._install(rules)
 
     @property
@@ -481,6 +490,7 @@ class IdsEngine:
             if old is not None:
                 c.matched, c.fired = old.matched, old.fired
         self._compiled = tuple(compiled)
+        self._by_name = {c.name: c for c in compiled}
         # Index: (kind, method) -> rules in file order. A method no rule names falls back
         # to the rules without a method list, so peers cannot grow this table.
         self._any_method: dict[str, tuple[_Compiled, ...]] = {}
@@ -515,6 +525,31 @@ class IdsEngine:
         """Forget the bans of ``source`` (an operator removed its ban by hand)."""
         self._sources.pop(source, None)
 
+    # -- windows shared between workers -------------------------------------------------
+
+    def share_matches(self) -> None:
+        """Note every counted match from now on, for :meth:`take_matches`."""
+        if self._shared is None:
+            self._shared = []
+
+    def take_matches(self) -> list[tuple[str, str, float]]:
+        """The (rule, key, time) of the matches counted since the last call."""
+        shared = self._shared
+        if not shared:
+            return []
+        self._shared = []
+        return shared
+
+    def merge_match(self, rule: str, key: str, time: float) -> bool:
+        """Count another worker's match of ``rule`` for ``key`` at ``time`` in the window
+        here (it fires nothing by itself); False for a rule this engine has not or that
+        keeps no window."""
+        compiled = self._by_name.get(rule)
+        if compiled is None or compiled.stateless:
+            return False
+        self._count(self._window(rule, key[:MAX_KEY_LENGTH]), compiled, time)
+        return True
+
     # -- the hot path -------------------------------------------------------------------
 
     def observe(self, obs: Observation, now: float) -> list[IdsAction]:
@@ -541,6 +576,9 @@ class IdsEngine:
                 rule.fired += 1
                 continue
             window = self._window(rule.name, key)
+            shared = self._shared
+            if shared is not None and len(shared) < MAX_TRACKED_KEYS:
+                shared.append((rule.name, key, now))
             if self._count(window, rule, now):
                 rule.fired += 1
                 send = now >= window.alert_after

@@ -7,6 +7,13 @@ The call path's events arrive through :meth:`Metrics.on_event` (subscribe it to 
 and :meth:`Metrics.observe_request`. Label values come from closed sets (dispositions,
 SIP methods, results), so a peer cannot grow the number of series.
 
+With several signaling workers, /metrics is served by worker 0 and shows the sum over
+the workers: each other worker sends its samples every second (:meth:`Metrics.snapshot`,
+app/shared/monitor.py), worker 0 keeps the latest of each (:meth:`Metrics.merge_remote`)
+and adds them up when it renders. The process's own metrics (CPU, memory, files) are
+worker 0's; the gauges of state every worker holds whole (:data:`GLOBAL_GAUGES`) are not
+added up.
+
 :class:`MetricsServer` answers ``GET /metrics`` with the Prometheus text format
 (version 0.0.4, which every Prometheus reads) over TLS. It is minimal on purpose: one
 request per connection, the request head read with a byte limit and a deadline,
@@ -30,10 +37,12 @@ import hmac
 import ipaddress
 import logging
 import ssl
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
+from prometheus_client.metrics_core import Metric
 from prometheus_client.process_collector import ProcessCollector
 
 from ..events import (
@@ -52,6 +61,7 @@ from ..events import (
 __all__ = [
     "DISPOSITIONS",
     "GAUGES",
+    "GLOBAL_GAUGES",
     "HANDSHAKE_TIMEOUT",
     "HEADER_TIMEOUT",
     "IDLE_TIMEOUT",
@@ -111,6 +121,15 @@ GAUGES = {
     "cdr_writes_dropped": "CDR writes dropped since start: queue full ([cdr] max_pending).",
 }
 
+#: Gauges of state every signaling worker holds whole (bans are replicated): worker 0's
+#: value is the server's, a sum over workers would count each ban once per worker.
+GLOBAL_GAUGES = frozenset({"active_bans"})
+#: Sample name endings of a metric family (counters, histograms); "_created" samples are
+#: each process's own start times and are never added up.
+_SUFFIXES = ("_total", "_bucket", "_count", "_sum", "")
+
+Sample = tuple[str, tuple[tuple[str, str], ...], float]
+
 
 class Metrics:
     """voipsec's Prometheus metrics, in a registry of their own."""
@@ -169,6 +188,8 @@ class Metrics:
             name: Gauge(name, text, namespace=ns, registry=r) for name, text in GAUGES.items()
         }
         self._active_calls = 0
+        #: Other workers' latest samples, by worker index (worker 0 only).
+        self._remote: dict[int, dict[tuple[str, tuple[tuple[str, str], ...]], float]] = {}
         # Known label values start at 0, so rate() and alerts see a series from the
         # first scrape instead of from the first event.
         for result in ("accepted", "rejected"):
@@ -248,8 +269,72 @@ class Metrics:
         gauge.set(value)
 
     def render(self) -> bytes:
-        """The Prometheus text format (0.0.4) of every metric."""
-        return generate_latest(self.registry)
+        """The Prometheus text format (0.0.4) of every metric, other workers' added."""
+        if not self._remote:
+            return generate_latest(self.registry)
+        return generate_latest(_Summed(self.registry, list(self._remote.values())))
+
+    # -- several workers -------------------------------------------------------------------
+
+    def snapshot(self) -> list[Sample]:
+        """This worker's samples that worker 0 adds up (not the process's, not the
+        global gauges', not the start times)."""
+        samples: list[Sample] = []
+        for family in self.registry.collect():
+            if not _summed(family):
+                continue
+            for sample in family.samples:
+                if not sample.name.endswith("_created"):
+                    samples.append(
+                        (sample.name, tuple(sorted(sample.labels.items())), sample.value)
+                    )
+        return samples
+
+    def merge_remote(self, origin: int, samples: list[Sample]) -> None:
+        """Worker ``origin``'s latest samples (they replace its previous ones)."""
+        self._remote[origin] = {(name, labels): value for name, labels, value in samples}
+
+
+def _summed(family: Metric) -> bool:
+    """Whether a family is added up over workers."""
+    if family.name.startswith("process_"):
+        return False
+    return family.name.removeprefix(f"{NAMESPACE}_") not in GLOBAL_GAUGES
+
+
+class _Summed:
+    """A registry's families with other workers' samples added (a prometheus_client
+    collector: generate_latest calls ``collect``)."""
+
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        remotes: list[dict[tuple[str, tuple[tuple[str, str], ...]], float]],
+    ) -> None:
+        self._registry = registry
+        self._totals: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+        for remote in remotes:
+            for key, value in remote.items():
+                self._totals[key] = self._totals.get(key, 0.0) + value
+
+    def collect(self) -> Iterator[Metric]:
+        for family in self._registry.collect():
+            if _summed(family):
+                self._add(family)
+            yield family
+
+    def _add(self, family: Metric) -> None:
+        names = {family.name + suffix for suffix in _SUFFIXES}
+        seen: set[tuple[str, tuple[tuple[str, str], ...]]] = set()
+        for i, sample in enumerate(family.samples):
+            key = (sample.name, tuple(sorted(sample.labels.items())))
+            seen.add(key)
+            extra = self._totals.get(key)
+            if extra is not None:
+                family.samples[i] = sample._replace(value=sample.value + extra)
+        for (name, labels), value in self._totals.items():
+            if name in names and (name, labels) not in seen:
+                family.add_sample(name, dict(labels), value)
 
 
 # -- the HTTPS endpoint ------------------------------------------------------------------

@@ -7,6 +7,11 @@ modules. This one owns their lifetimes and gives the SIP service two small hooks
 events stream, plus gauges refreshed once a second; so do the HEP call-quality
 reports (one per leg of each call, from its ``MediaStats``).
 
+With several signaling workers, worker 0's monitor stores, counts and delivers every
+worker's alerts and serves /metrics with the sum over the workers; the others' only
+forward (app/shared/monitor.py sets :attr:`MonitorService.delivers_alerts` and
+:attr:`MonitorService.serves_metrics`).
+
 Monitoring fails open: a log file that cannot be written, a collector that is down or
 a webhook that does not answer is counted and logged, and never slows a call.
 """
@@ -128,6 +133,10 @@ class MonitorService:
             else None
         )
         self.metrics_server: MetricsServer | None = None
+        #: False on a signaling worker other than 0: its alerts go to worker 0, which
+        #: stores and delivers them (once), and worker 0 serves /metrics.
+        self.delivers_alerts = True
+        self.serves_metrics = True
         #: True when there is something to do with each SIP message (checked once:
         #: without it nobody subscribes to MessageSeen and none is ever built).
         self.tapping = self.siplog is not None or self.hep is not None
@@ -147,7 +156,7 @@ class MonitorService:
         if self.dispatcher is not None:
             await self.dispatcher.start()
         listen = self.config.metrics.listen
-        if listen:
+        if listen and self.serves_metrics:
             address = parse_listen(f"tls:{listen}")
             paths = ServerPaths.in_dir(self.data_dir)
             context = server_context(
@@ -216,7 +225,7 @@ class MonitorService:
             self.message(event)
 
     def _on_alert(self, event: Event) -> None:
-        if isinstance(event, AlertRaised):
+        if isinstance(event, AlertRaised) and self.delivers_alerts:
             self.alert(event)
 
     def _on_event(self, event: Event) -> None:

@@ -2,6 +2,11 @@
 became of them, and remembers suspensions. How it works is the package docstring's
 subject (:mod:`voipsec.monitor.fraud`); this module holds the decisions and the
 evaluator of each check. Sans-IO: every time is an argument, nothing is read.
+
+With several signaling workers every worker's engine sees every call: the worker that
+decided a call reports it, and the others replay it with :meth:`FraudEngine.mirror`
+(the same counters move, the origin's decision is taken as is, nothing is alerted) and
+the usual answered/ended/discard calls (app/shared/fraud.py).
 """
 
 from __future__ import annotations
@@ -253,9 +258,56 @@ class FraudEngine(_FraudChecks, _Persistence):
             max_duration=self._limit,
         )
 
-    def _allow(self, attempt: Attempt, number: str, attach: _Attached, state: _User) -> None:
-        """Count an allowed attempt and track it as a call until ended()."""
-        self._allowed += 1
+    def mirror(self, attempt: Attempt, *, allowed: bool) -> None:
+        """Another worker decided ``attempt`` (``allowed`` or not): count it here as that
+        worker did, so this engine's windows, concurrency and spend hold every worker's
+        calls. Its violations were alerted there; none is counted or returned here."""
+        if self._calls:
+            old = self._calls.pop(attempt.call_id, None)
+            if old is not None:
+                self._close(old)
+        candidates: list[_CompiledRule] = []
+        self._everyone.lookup(attempt.e164, attempt.kind, candidates)
+        index = self._scoped.get(attempt.user)
+        if index is not None:
+            index.lookup(attempt.e164, attempt.kind, candidates)
+        state = self._user(attempt.user)
+        number = attempt.e164 if attempt.e164 is not None else attempt.dialled
+        now = attempt.time
+        attach: _Attached = []
+        for c in candidates:
+            if c.gated and (
+                (c.excepts and attempt.e164 is not None and c.excluded(attempt.e164))
+                or (c.timed and not c.in_window(now))
+            ):
+                continue
+            hit = c.evaluate(c, attempt, number, state, attach)
+            if allowed and hit is not None and hit[1].action == "throttle":
+                state.throttled[hit[0].rule] = now
+        self._limit = None
+        if allowed:
+            self._allow(attempt, number, attach, state, counted=False)
+            return
+        for _, st, _ in attach:
+            if isinstance(st, _Active):
+                st.count -= 1
+
+    def mirror_suspension(self, user: str, rule: str, time: float, detail: str) -> None:
+        """Another worker suspended ``user``: every worker refuses the user's calls."""
+        if user not in self._suspended:
+            self._suspended[user] = _Suspension(rule=rule, time=time, detail=detail)
+
+    def _allow(
+        self,
+        attempt: Attempt,
+        number: str,
+        attach: _Attached,
+        state: _User,
+        *,
+        counted: bool = True,
+    ) -> None:
+        """Track an allowed attempt as a call until ended(); ``counted``: in statistics."""
+        self._allowed += int(counted)
         if self._learn_countries and attempt.e164 is not None:
             cc = country_code(attempt.e164)
             if cc is not None and len(state.countries) < MAX_COUNTRIES_PER_USER:

@@ -1,0 +1,110 @@
+"""Metrics and alerts of every signaling worker, shown and delivered once, by worker 0.
+
+How this works: /metrics is served by worker 0 alone. Every :data:`METRICS_INTERVAL`
+each other worker sends it a snapshot of its counters, gauges and histograms
+(``Metrics.snapshot``); worker 0 keeps the latest per worker and adds them to its own
+when scraped (``Metrics.merge_remote``), so a counter is the server's total, at most one
+interval old. An alert raised on any worker (IDS, bans, fraud, overflow) is replicated;
+worker 0's monitor stores, counts and delivers it (webhook, syslog, e-mail), and the
+other workers' monitors do none of that for their own: each alert is stored and
+delivered once.
+
+Failure mode: fails open. A snapshot that does not parse is ignored and counted (the
+worker's previous one stays); with worker 0 gone, alerts are not delivered until the
+supervisor restarts it (they are still logged where they were raised).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Protocol
+
+from ...events import AlertRaised, Event, EventBus, RemoteEvent
+from ...ipc import Frame
+from ...monitor.metrics import Metrics, Sample
+from .port import METRICS, BadPayload, ClusterPort, SharedCounters, dump, load_list, number, text
+
+log = logging.getLogger("voipsec.shared")
+
+#: Seconds between two metrics snapshots a worker sends worker 0 (the gauges' refresh).
+METRICS_INTERVAL = 1.0
+#: Samples one snapshot may carry: voipsec exports a few hundred (histograms by method).
+MAX_SAMPLES = 4_096
+#: Longest sample or label text accepted.
+MAX_SAMPLE_TEXT = 128
+
+
+class AlertMonitor(Protocol):
+    """The monitor (monitor/service.py ``MonitorService``)."""
+
+    metrics: Metrics
+    delivers_alerts: bool
+    serves_metrics: bool
+
+    def alert(self, alert: AlertRaised) -> None: ...
+
+
+class MonitorRelay:
+    """Sends this worker's metrics and alerts to worker 0; on worker 0, takes them in."""
+
+    def __init__(
+        self,
+        *,
+        cluster: ClusterPort,
+        monitor: AlertMonitor,
+        events: EventBus,
+        counters: SharedCounters,
+    ) -> None:
+        self._cluster = cluster
+        self._monitor = monitor
+        self._counters = counters
+        if cluster.index == 0:
+            cluster.on(METRICS, self.on_metrics)
+            events.subscribe(self.on_remote, RemoteEvent)
+        else:
+            monitor.delivers_alerts = False
+            monitor.serves_metrics = False
+            cluster.replicate(AlertRaised)
+
+    def tick(self) -> None:
+        """A worker other than 0: send worker 0 the latest metrics."""
+        if self._cluster.index == 0:
+            return
+        samples = [
+            [name, dict(labels), value] for name, labels, value in self._monitor.metrics.snapshot()
+        ]
+        self._cluster.send(0, METRICS, {}, dump(samples[:MAX_SAMPLES]))
+        self._counters.frames_sent += 1
+
+    def on_remote(self, event: Event) -> None:
+        """Worker 0: another worker's alert, stored, counted and delivered here."""
+        if isinstance(event, RemoteEvent) and isinstance(event.event, AlertRaised):
+            self._counters.frames_received += 1
+            self._monitor.alert(event.event)
+
+    def on_metrics(self, origin: int, frame: Frame) -> None:
+        """Worker 0: another worker's latest samples."""
+        self._counters.frames_received += 1
+        try:
+            samples = _samples(frame)
+        except BadPayload as err:
+            self._counters.rejected += 1
+            log.debug("metrics from worker %d ignored: %s", origin, err)
+            return
+        self._monitor.metrics.merge_remote(origin, samples)
+
+
+def _samples(frame: Frame) -> list[Sample]:
+    entries = load_list(frame)
+    if len(entries) > MAX_SAMPLES:
+        raise BadPayload(f"{len(entries)} samples exceed {MAX_SAMPLES}")
+    samples: list[Sample] = []
+    for entry in entries:
+        if not isinstance(entry, list) or len(entry) != 3 or not isinstance(entry[1], dict):
+            raise BadPayload("a sample is not [name, labels, value]")
+        name, labels, value = entry
+        pairs = tuple(
+            sorted((text(k, MAX_SAMPLE_TEXT), text(v, MAX_SAMPLE_TEXT)) for k, v in labels.items())
+        )
+        samples.append((text(name, MAX_SAMPLE_TEXT), pairs, number(value)))
+    return samples
