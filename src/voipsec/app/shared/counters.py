@@ -89,6 +89,9 @@ class CounterSync:
         self._counters = counters
         self._clock = clock
         guard.share_consumption()
+        engine = ids()
+        if engine is not None:
+            engine.share_matches()
         cluster.on(BUCKETS, self.on_buckets)
         cluster.on(IDS_MATCHES, self.on_matches)
 
@@ -103,7 +106,7 @@ class CounterSync:
         engine = self._ids()
         if engine is None:
             return
-        engine.share_matches()
+        engine.share_matches()  # a new engine (rules enabled while serving)
         matches = engine.take_matches()
         if len(matches) > MAX_MATCHES_PER_BATCH:
             self._counters.dropped += len(matches) - MAX_MATCHES_PER_BATCH
