@@ -24,7 +24,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
+import stat
 import sys
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -55,6 +57,24 @@ class ChildSpec:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class WorkerArgs:
+    """What the supervisor told a worker: its role, data directory, index and options."""
+
+    role: str
+    data_dir: Path
+    index: int
+    extra: tuple[str, ...] = ()
+
+    @property
+    def name(self) -> str:
+        return f"{self.role}-{self.index}"
+
+
+class RunDirError(Exception):
+    """The run directory (the local channels' sockets) is not ours alone."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class SupervisorStatistics:
     children: int
     running: int
@@ -77,6 +97,23 @@ def worker_spec(role: str, data_dir: Path, index: int, extra: Sequence[str] = ()
     argv = [sys.executable, "-m", WORKER_MODULE, role, "--dir", str(data_dir)]
     argv += ["--index", str(index), *extra]
     return ChildSpec(name=f"{role}-{index}", argv=argv)
+
+
+def secure_run_dir(data_dir: Path) -> Path:
+    """``DIR/run``, where the local channels' sockets live: created 0700; RunDirError
+    when it exists but another user owns it or group/others may enter it (anyone who
+    can reach a socket there could drive the media relay or a signaling worker)."""
+    run = data_dir / "run"
+    with contextlib.suppress(FileExistsError):
+        run.mkdir(mode=0o700)
+    info = run.lstat()
+    if not stat.S_ISDIR(info.st_mode):
+        raise RunDirError(f"{run} is not a directory")
+    if info.st_uid != os.getuid():
+        raise RunDirError(f"{run} is owned by uid {info.st_uid}, not by us")
+    if info.st_mode & 0o077:
+        raise RunDirError(f"{run} is accessible to group or others (mode {info.st_mode & 0o777:o})")
+    return run
 
 
 class Supervisor:
@@ -209,4 +246,12 @@ def _terminate(process: asyncio.subprocess.Process) -> None:
             process.send_signal(signal.SIGTERM)
 
 
-__all__ = ["ChildSpec", "Supervisor", "SupervisorStatistics", "worker_spec"]
+__all__ = [
+    "ChildSpec",
+    "RunDirError",
+    "Supervisor",
+    "SupervisorStatistics",
+    "WorkerArgs",
+    "secure_run_dir",
+    "worker_spec",
+]
