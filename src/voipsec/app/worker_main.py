@@ -37,8 +37,14 @@ def _media() -> RoleMain:
     return run
 
 
+def _sip() -> RoleMain:
+    from .sipworker import run
+
+    return run
+
+
 #: The roles a worker can take; each imports its module only when chosen.
-ROLES: dict[str, Callable[[], RoleMain]] = {"media": _media}
+ROLES: dict[str, Callable[[], RoleMain]] = {"media": _media, "sip": _sip}
 
 
 def parse_args(argv: Sequence[str]) -> WorkerArgs:
