@@ -191,6 +191,8 @@ def _use_uvloop() -> None:
 @app.command()
 def serve(dir: DirOption = DEFAULT_DIR) -> None:
     """Run every service; initialises DIR on first run."""
+    from .app.cluster import ClusterStartError
+    from .app.supervisor import RunDirError
     from .edge.ids_loader import RuleError
     from .server import Server
 
@@ -201,7 +203,13 @@ def serve(dir: DirOption = DEFAULT_DIR) -> None:
 
     async def main() -> None:
         server = Server(config=config, data_dir=dir)
-        await server.start()
+        try:
+            # With sip.workers > 1 this returns once every worker is listening.
+            await server.start()
+        except BaseException:
+            if server.workers is not None:
+                await server.workers.stop()  # no child outlives a failed start
+            raise
         typer.echo(_banner(config, dir), err=False)
         sys.stdout.flush()
         await server.run_started()
@@ -212,6 +220,8 @@ def serve(dir: DirOption = DEFAULT_DIR) -> None:
         _fail(f"cannot listen: {err.strerror or err}")
     except RuleError as err:
         _fail(f"IDS rules: {err}")
+    except (ClusterStartError, RunDirError) as err:
+        _fail(f"signaling workers: {err}")
 
 
 # -- users --------------------------------------------------------------------------

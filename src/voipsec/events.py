@@ -26,9 +26,11 @@ __all__ = [
     "AlertRaised",
     "BanImposed",
     "BanLifted",
+    "BindingsChanged",
     "CallAnswered",
     "CallEnded",
     "CallStarted",
+    "ConnectionClosed",
     "CredentialsRejected",
     "Event",
     "EventBus",
@@ -229,6 +231,30 @@ class ConnectionAdmitted:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ConnectionClosed:
+    """An admitted TCP or TLS connection ended (with sip.workers > 1, the other workers
+    forget which worker owned it: app/handoff.py)."""
+
+    transport: str
+    peer: tuple[str, int]
+
+
+#: A binding as it crosses between workers: aor, contact, expires_at, call_id, cseq,
+#: source, user_agent (records.Binding's fields, in order).
+BindingFields = tuple[str, str, float, str, int, str, str]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BindingsChanged:
+    """The registrar applied a REGISTER: the bindings it added or refreshed and the
+    (aor, contact) pairs it removed; replicated so every worker's registrar finds every
+    callee (sip.workers > 1). Expiry is not an event: each worker expires by the clock."""
+
+    upserts: tuple[BindingFields, ...]
+    removals: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RemoteEvent:
     """An event another signaling worker published (sip.workers > 1), as it arrives on
     this worker's bus: replicas (bans, bindings, counters) subscribe to it; the stores
@@ -252,6 +278,8 @@ Event = (
     | MessageSeen
     | RequestHandled
     | ConnectionAdmitted
+    | ConnectionClosed
+    | BindingsChanged
     | RemoteEvent
 )
 Subscriber = Callable[[Event], None]

@@ -22,6 +22,8 @@ from pathlib import Path
 
 from .app.authn import AuthShell, UserDigests
 from .app.bans import BanKeeper
+from .app.cluster import Cluster, SignalingWorkers, WorkerLink, socket_path
+from .app.handoff import Handoff
 from .app.intrusion import IntrusionShell
 from .app.listeners import Listeners
 from .app.periodic import Periodic
@@ -64,6 +66,7 @@ from .monitor.service import MonitorService
 from .nat.keepalive import answer_binding, looks_like_stun
 from .pki.ca import ServerPaths, warn_if_expiring
 from .ports import CallHandler
+from .sip import ownership
 from .sip.digest import DigestAuthenticator
 from .sip.errors import FramingError, SipParseError
 from .sip.layer import TransactionLayer, TxKey
@@ -150,6 +153,8 @@ class SipService:
             algorithms=config.auth.algorithms,
             lookup=self.users.lookup,
             nonce_lifetime=config.auth.nonce_lifetime,
+            # Each signaling worker marks its nonces: their counts live with it.
+            worker=ownership.this_worker(),
         )
         reg = config.registrar
         self.registrar = Registrar(
@@ -214,6 +219,9 @@ class SipService:
         #: attach_calls (build_sip_service): no object is handed this service's self.
         self.calls: CallHandler
         self.transactions: TransactionDriver
+        #: sip.workers > 1: hands a message that belongs to another worker over
+        #: (app/handoff.py); None in one process.
+        self.handoff: Handoff | None = None
         self.bans.reload()
 
     def attach_calls(self, calls: CallHandler) -> None:
@@ -284,6 +292,8 @@ class SipService:
             self._answer_unparsed(flow, data, err)
             return
         try:
+            if self.handoff is not None and self.handoff.route(flow, message, data, datagram):
+                return
             if isinstance(message, Request):
                 self.counters.requests += 1
                 self._on_request(flow, message, reliable=not datagram)
@@ -295,6 +305,10 @@ class SipService:
             self.counters.parse_errors += 1
             log.debug("malformed header from %s:%d: %s", *flow.peer, err.reason)
             self._answer_unparsed(flow, data, err)
+
+    def on_handed_over(self, flow: Flow, data: bytes, datagram: bool) -> None:
+        """A message another signaling worker received for us (its guard admitted it)."""
+        self._on_bytes(flow, data, datagram=datagram)
 
     def _answer_unparsed(self, flow: Flow, data: bytes, err: SipParseError) -> None:
         self.intrusion.observe_malformed(flow)
@@ -519,9 +533,14 @@ def build_sip_service(
 class Server:
     """Every listener and periodic job of ``voipsec serve``."""
 
-    def __init__(self, *, config: Config, data_dir: Path) -> None:
+    def __init__(self, *, config: Config, data_dir: Path, index: int = 0) -> None:
         self.config = config
         self.data_dir = data_dir
+        #: This process is signaling worker ``index`` of sip.workers (0: the parent of
+        #: ``serve``, which also runs the hub, the children and the singletons).
+        self.index = index
+        self.size = config.sip.worker_count()
+        ownership.set_worker(index)
         # CDRs go to config.cdr.url (PostgreSQL) when set; StoreError if unreachable.
         self.store = Store(data_dir / "voipsec.db", cdr_url=config.cdr.url)
         self.rule_files = RuleFiles(
@@ -531,9 +550,13 @@ class Server:
         #: the connection table publish; the monitor (metrics, alerts, SIP log, HEP),
         #: the server and the IDS's TURN feed subscribe.
         self.events = EventBus()
-        closed = self.store.close_open_cdrs(time.time())
-        if closed:
-            log.warning("closed %d CDR(s) left open by an earlier stop", closed)
+        #: The signaling workers' channel (app/cluster.py): a no-op in one process.
+        self.cluster = Cluster(index=index, size=self.size, events=self.events)
+        if index == 0:
+            # A restarted child must not close the rows of the other workers' live calls.
+            closed = self.store.close_open_cdrs(time.time())
+            if closed:
+                log.warning("closed %d CDR(s) left open by an earlier stop", closed)
         #: Bans, bindings and alerts leave the event loop through this writer.
         self.store_writer = StoreWriter(
             self.store.path, on_overflow=self._store_overflow, clock=time.time
@@ -567,7 +590,24 @@ class Server:
             store=self.store,
             events=self.events,
             banned=bans.is_banned,
+            shared=self.size > 1,
+            singletons=index == 0,
         )
+        self.handoff = Handoff(
+            cluster=self.cluster,
+            connections=self.connections,
+            registration=self.service.registration,
+            local_flow=self._local_flow,
+            local_address=self._local_address,
+            close_rows=self._close_lost_rows,
+        )
+        if self.size > 1:
+            self.service.handoff = self.handoff
+            self.handoff.attach(self.service.on_handed_over)
+        #: Worker 0 with sip.workers > 1: the hub and the other workers (children).
+        self.workers: SignalingWorkers | None = None
+        #: Workers 1..N-1: their link to the hub.
+        self.link: WorkerLink | None = None
         self.revocations = Revocations(data_dir=data_dir, connections=self.connections)
         #: The one owner of every periodic job (app/periodic.py).
         self.periodic = Periodic(tick=FLUSH_INTERVAL)
@@ -601,8 +641,43 @@ class Server:
         await self.listeners.start()
         if self.calls.udp_sender is None:
             self.calls.udp_sender = self.listeners.udp_sender
-        await self.monitor.start()
-        self.calls.start_trunk_registrations()
+        if self.index == 0:
+            # The singletons: metrics/HTTP, alert delivery, HEP, trunk registrations.
+            await self.monitor.start()
+            self.calls.start_trunk_registrations()
+        await self._start_cluster()
+
+    async def _start_cluster(self) -> None:
+        """sip.workers > 1: worker 0 starts the hub and the children and returns once
+        every one is listening; a child says hello once its own listeners are bound."""
+        if self.size <= 1:
+            return
+        if self.index == 0:
+            self.workers = SignalingWorkers(self.cluster, self.data_dir)
+            await self.workers.start()
+        else:
+            self.link = WorkerLink(
+                self.cluster, socket_path(self.data_dir), on_closed=self._stopping.set
+            )
+            await self.link.start()
+
+    def _local_flow(self, transport: str, peer: tuple[str, int]) -> Flow | None:
+        """A flow this worker writes on for another worker (app/handoff.py)."""
+        if transport == "udp":
+            sender = self.listeners.udp_sender
+            return sender(peer) if sender is not None else None
+        return self.connections.find_local(transport, *peer)
+
+    def _local_address(self, transport: str) -> tuple[str, int]:
+        """Our listener's address for ``transport`` (every worker binds the same)."""
+        for listen in self.config.sip.listeners():
+            if listen.transport == transport:
+                return (listen.host, listen.port)
+        return ("", 0)
+
+    def _close_lost_rows(self, cdr_ids: list[int], reason: str) -> int:
+        """Worker 0: close the CDR rows of a lost worker's calls (a rare, small UPDATE)."""
+        return self.store.cdr_db.close_lost(cdr_ids, time.time(), reason)
 
     def _store_overflow(self, total: int) -> None:
         """The store writer dropped a write (its queue is full): alert, at most once per
@@ -660,6 +735,22 @@ class Server:
             await self.periodic.stop()
             await self.stop()
 
+    async def run_until(self, stopping: asyncio.Event) -> None:
+        """A child signaling worker (after :meth:`start`): serve until ``stopping`` (its
+        SIGTERM or the parent gone) or the hub link closes; then flush and close."""
+        self.periodic.start()
+        waits = [
+            asyncio.ensure_future(stopping.wait()),
+            asyncio.ensure_future(self._stopping.wait()),
+        ]
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for wait in waits:
+                wait.cancel()
+            await self.periodic.stop()
+            await self.stop()
+
     def _sweep_connections(self) -> None:
         self.connections.sweep(time.monotonic())
 
@@ -694,6 +785,10 @@ class Server:
             log.info("IDS rules reloaded: %d rules", len(rules))
 
     async def stop(self) -> None:
+        if self.workers is not None:
+            await self.workers.stop()  # the children first: no orphan, ever
+        if self.link is not None:
+            await self.link.stop()
         self.calls.hang_up_all("server shutdown")
         self.calls.stop()
         await self.listeners.stop()

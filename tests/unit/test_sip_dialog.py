@@ -170,7 +170,8 @@ def test_dialog_uac_requires_contact() -> None:
 
 
 def test_dialog_new_tag_and_branch() -> None:
-    assert re.fullmatch(r"[0-9a-f]{16}", new_tag())
-    assert re.fullmatch(r"z9hG4bK[0-9a-f]{20}", new_branch())
+    # Each ends with this signaling worker's mark (sip/ownership.py; worker 0 here).
+    assert re.fullmatch(r"[0-9a-f]{16}\.w0", new_tag())
+    assert re.fullmatch(r"z9hG4bK[0-9a-f]{20}\.w0", new_branch())
     assert new_tag() != new_tag()
     assert new_branch() != new_branch()

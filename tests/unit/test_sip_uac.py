@@ -52,7 +52,7 @@ BUSY = (
     b"\r\n"
 )
 
-BRANCH = re.compile(r"z9hG4bK[0-9a-f]{20}")
+BRANCH = re.compile(r"z9hG4bK[0-9a-f]{20}\.w0")  # marked: sip/ownership.py
 
 
 def _request(data: bytes = INVITE) -> Request:

@@ -35,12 +35,15 @@ from typing import Any
 
 from ..events import Event, EventBus, RemoteEvent
 from ..ipc import ChannelError, Frame, FrameDecoder, decode_event, encode_event, encode_frame
+from .supervisor import Supervisor, secure_run_dir, worker_spec
 
 __all__ = [
     "Cluster",
+    "ClusterStartError",
     "ClusterStatistics",
     "FrameHandler",
     "Hub",
+    "SignalingWorkers",
     "WorkerLink",
     "run_dir",
     "socket_path",
@@ -62,11 +65,9 @@ PeerHandler = Callable[[int], None]
 
 
 def run_dir(data_dir: Path) -> Path:
-    """``DIR/run`` (0700): the local channels' sockets live here, nowhere else."""
-    path = data_dir / "run"
-    path.mkdir(mode=0o700, exist_ok=True)
-    os.chmod(path, 0o700)
-    return path
+    """``DIR/run`` (0700): the local channels' sockets live here, nowhere else
+    (RunDirError when another user owns it or others may enter it)."""
+    return secure_run_dir(data_dir)
 
 
 def socket_path(data_dir: Path) -> Path:
@@ -250,6 +251,8 @@ class Hub:
         self._server: asyncio.AbstractServer | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._complete = asyncio.Event()
+        #: Set while serve stops its children: their links closing is no loss then.
+        self.stopping = False
         cluster.attach(self._write)
 
     async def start(self) -> None:
@@ -262,6 +265,11 @@ class Hub:
         finally:
             os.umask(old)
         os.chmod(self.path, 0o600)
+
+    @property
+    def complete(self) -> bool:
+        """Every worker said hello once (they may have restarted since)."""
+        return self._complete.is_set()
 
     async def wait_complete(self) -> None:
         """Until every worker has said hello (they do once their listeners are bound)."""
@@ -336,6 +344,8 @@ class Hub:
         if index is None or self._links.get(index) is not link:
             return
         del self._links[index]
+        if self.stopping:
+            return
         log.warning("signaling worker %d left", index)
         for other in self._links.values():
             other.writer.write(encode_frame("lost", {FROM: 0, "worker": index}))
@@ -419,3 +429,49 @@ def _bare(frame: Frame) -> Frame:
     """A frame without the channel's own header fields, as handlers get it."""
     header = {k: v for k, v in frame.header.items() if k not in (TO, FROM)}
     return Frame(kind=frame.kind, header=header, payload=frame.payload)
+
+
+class ClusterStartError(Exception):
+    """A signaling worker exited before it had bound its listeners and said hello."""
+
+
+class SignalingWorkers:
+    """Worker 0's side of ``sip.workers = N > 1``: the hub, and workers 1..N-1 started
+    as children (app/supervisor.py restarts one that dies; it binds again and says
+    hello again, and the others send it their snapshot)."""
+
+    def __init__(self, cluster: Cluster, data_dir: Path) -> None:
+        self.cluster = cluster
+        self.data_dir = data_dir
+        self.hub = Hub(cluster, socket_path(data_dir))
+        self.supervisor = Supervisor(on_exit=self._exited)
+        self._failed: asyncio.Future[str] | None = None
+
+    async def start(self) -> None:
+        """Start the hub and every child; return once all said hello (their listeners
+        are bound), or raise ClusterStartError when one exits first."""
+        self._failed = asyncio.get_running_loop().create_future()
+        await self.hub.start()
+        for index in range(1, self.cluster.size):
+            await self.supervisor.start(worker_spec("sip", self.data_dir, index))
+        failed = self._failed
+        complete: asyncio.Future[None] = asyncio.ensure_future(self.hub.wait_complete())
+        waiting: list[asyncio.Future[Any]] = [complete, failed]
+        await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+        if not complete.done():
+            complete.cancel()
+            raise ClusterStartError(f"{failed.result()} exited before it was listening")
+
+    def _exited(self, name: str, status: int) -> None:
+        if self._failed is not None and not self._failed.done() and not self.hub.complete:
+            self._failed.set_result(name)
+
+    def pid(self, index: int) -> int | None:
+        """The process id of signaling worker ``index`` (> 0), None between lives."""
+        return self.supervisor.pid(f"sip-{index}")
+
+    async def stop(self) -> None:
+        """Every child stopped (SIGTERM, then SIGKILL), then the hub closed."""
+        self.hub.stopping = True
+        await self.supervisor.stop()
+        await self.hub.stop()

@@ -57,8 +57,14 @@ class Listeners:
         store: Store,
         events: EventBus,
         banned: Callable[[str], bool],
+        shared: bool = False,
+        singletons: bool = True,
     ) -> None:
         self.config = config
+        #: sip.workers > 1: the SIP listeners are bound with SO_REUSEPORT by every
+        #: signaling worker; only worker 0 (``singletons``) runs STUN/TURN.
+        self.shared = shared
+        self.singletons = singletons
         self.data_dir = data_dir
         self.sink = sink
         self.connections = connections
@@ -79,7 +85,9 @@ class Listeners:
         for listen in self.config.sip.listeners():
             if listen.transport == "udp":
                 tx, _ = await loop.create_datagram_endpoint(
-                    lambda: DatagramProtocol(self.sink), local_addr=(listen.host, listen.port)
+                    lambda: DatagramProtocol(self.sink),
+                    local_addr=(listen.host, listen.port),
+                    reuse_port=self.shared or None,
                 )
                 self._udp.append(tx)
                 set_dscp(tx.get_extra_info("socket"), self.config.sip.dscp)
@@ -114,7 +122,7 @@ class Listeners:
             # A peer that never answers our close_notify must not hold the socket long.
             shutdown_timeout=TLS_SHUTDOWN_TIMEOUT,
         )
-        listener.start(listen.host, listen.port, backlog=1024)
+        listener.start(listen.host, listen.port, backlog=1024, reuse_port=self.shared)
         self._streams.append(listener)
         if listener.listening_socket is not None:
             # Accepted connections inherit the listening socket's TOS byte on Linux.
@@ -123,7 +131,7 @@ class Listeners:
     async def _start_turn(self) -> None:
         """STUN/TURN on [turn] listen (default 127.0.0.1:3478, UDP and TCP)."""
         turn = self.config.turn
-        if not turn.listen:
+        if not turn.listen or not self.singletons:
             return
         self.turn = TurnService(
             listen=turn.listen,

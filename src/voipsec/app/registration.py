@@ -18,7 +18,14 @@ from typing import Protocol
 
 from ..core.auth import Role
 from ..core.registrar import Registrar
-from ..events import EventBus, RegistrationChanged
+from ..events import (
+    BindingFields,
+    BindingsChanged,
+    Event,
+    EventBus,
+    RegistrationChanged,
+    RemoteEvent,
+)
 from ..records import Binding
 from ..sip.message import Request, Response, response_to
 from ..transport.connections import Flow
@@ -72,6 +79,8 @@ class RegistrationShell:
         self.events.publish(
             RegistrationChanged(user=user, accepted=outcome.status == 200, source=source, time=now)
         )
+        if (outcome.upserts or outcome.removals) and self.events.wanted(BindingsChanged):
+            self.events.publish(_changed(outcome.upserts, outcome.removals))
         for b in outcome.upserts:
             self._pending_upserts[(b.aor, b.contact)] = b
             self._pending_removals.discard((b.aor, b.contact))
@@ -83,6 +92,25 @@ class RegistrationShell:
             # RFC 3261 §10.3 step 8: a 200 OK SHOULD carry a Date header.
             extra = (*extra, ("Date", email.utils.formatdate(now, usegmt=True)))
         return response_to(request, outcome.status, outcome.reason, to_tag=new_tag(), extra=extra)
+
+    def adopt(self, event: Event) -> None:
+        """Another signaling worker's registrar changed bindings: hold them here too
+        (sip.workers > 1; it persists them itself)."""
+        if isinstance(event, RemoteEvent) and isinstance(event.event, BindingsChanged):
+            changed = event.event
+            self.registrar.replicate(
+                (_binding(fields) for fields in changed.upserts), changed.removals
+            )
+
+    def drop_sources(self, sources: frozenset[str], *, persist: bool) -> int:
+        """Forget bindings made over connections of a worker that is gone; ``persist``:
+        queue their removal from storage too (worker 0 does, once). Returns how many."""
+        gone = self.registrar.drop_sources(sources)
+        if persist:
+            for pair in gone:
+                self._pending_upserts.pop(pair, None)
+                self._pending_removals.add(pair)
+        return len(gone)
 
     def expire(self, now: float) -> None:
         """Forget expired bindings, and queue their removal from storage."""
@@ -99,3 +127,26 @@ class RegistrationShell:
         self._pending_upserts.clear()
         self._pending_removals.clear()
         self.store.save_bindings(upserts, removals)
+
+
+def _changed(upserts: Iterable[Binding], removals: Iterable[tuple[str, str]]) -> BindingsChanged:
+    return BindingsChanged(
+        upserts=tuple(
+            (b.aor, b.contact, b.expires_at, b.call_id, b.cseq, b.source, b.user_agent)
+            for b in upserts
+        ),
+        removals=tuple(removals),
+    )
+
+
+def _binding(fields: BindingFields) -> Binding:
+    aor, contact, expires_at, call_id, cseq, source, user_agent = fields
+    return Binding(
+        aor=aor,
+        contact=contact,
+        expires_at=float(expires_at),
+        call_id=call_id,
+        cseq=int(cseq),
+        source=source,
+        user_agent=user_agent,
+    )

@@ -6,12 +6,14 @@ import secrets
 
 from ..core.dispatch import Answer
 from ..sip.message import Request, Response, response_to
+from ..sip.ownership import mark
 from ..transport.connections import Flow
 
 
 def new_tag() -> str:
-    """A fresh To tag for our answers (RFC 3261 §19.3: at least 32 random bits)."""
-    return secrets.token_hex(6)
+    """A fresh To tag for our answers (RFC 3261 §19.3: at least 32 random bits), marked
+    with this signaling worker (sip/ownership.py)."""
+    return mark(secrets.token_hex(6))
 
 
 def flow_text(flow: Flow) -> str:

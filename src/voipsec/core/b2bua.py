@@ -38,6 +38,7 @@ from ..sip.digest import answer_challenge
 from ..sip.errors import SipParseError
 from ..sip.layer import TxKey, client_key
 from ..sip.message import Request, Response, response_to
+from ..sip.ownership import mark
 from ..sip.uac import cancel_for, in_dialog, make_request
 from .callmodel import (
     DURATION,
@@ -239,7 +240,7 @@ class B2bua:
             a_tag=a_tag,
             a_dialog=uas_dialog(invite, a_tag),
             origin=origin,
-            b_call_id=secrets.token_hex(16),
+            b_call_id=mark(secrets.token_hex(16)),
             b_tag=new_tag(),
             started=now,
             max_duration=max_duration,

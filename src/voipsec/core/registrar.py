@@ -207,6 +207,36 @@ class Registrar:
         self._counts.expired += len(gone)
         return gone
 
+    def bindings(self) -> list[Binding]:
+        """Every binding held (a snapshot for a signaling worker that joins)."""
+        return [b for contacts in self._aors.values() for b in contacts.values()]
+
+    def replicate(self, upserts: Iterable[Binding], removals: Iterable[tuple[str, str]]) -> None:
+        """Apply what another signaling worker's registrar decided (sip.workers > 1):
+        every worker holds every binding, so a call from any worker finds the callee."""
+        for aor, contact in removals:
+            contacts = self._aors.get(aor)
+            if contacts is not None:
+                contacts.pop(contact, None)
+                if not contacts:
+                    del self._aors[aor]
+        self.load(upserts)
+
+    def drop_sources(self, sources: frozenset[str]) -> list[tuple[str, str]]:
+        """Forget the bindings whose REGISTER came over one of ``sources``
+        ("transport:ip:port"): connections of a worker that is gone, never reachable
+        again (the phones register anew). Returns the (aor, contact) pairs dropped."""
+        gone: list[tuple[str, str]] = []
+        for aor in list(self._aors):
+            contacts = self._aors[aor]
+            for contact, b in list(contacts.items()):
+                if b.source in sources:
+                    del contacts[contact]
+                    gone.append((aor, contact))
+            if not contacts:
+                del self._aors[aor]
+        return gone
+
     def statistics(self) -> RegistrarStatistics:
         return RegistrarStatistics(
             aors=len(self._aors),

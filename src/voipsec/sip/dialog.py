@@ -12,16 +12,19 @@ from dataclasses import dataclass, replace
 
 from .errors import SipParseError
 from .message import Request, Response
+from .ownership import mark
 
 
 def new_tag() -> str:
-    """A From/To tag with 64 bits of randomness (RFC 3261 §19.3 asks for 32)."""
-    return secrets.token_hex(8)
+    """A From/To tag with 64 bits of randomness (RFC 3261 §19.3 asks for 32), marked
+    with this signaling worker (sip/ownership.py: in-dialog requests find their owner)."""
+    return mark(secrets.token_hex(8))
 
 
 def new_branch() -> str:
-    """A Via branch with the RFC 3261 magic cookie (§8.1.1.7)."""
-    return "z9hG4bK" + secrets.token_hex(10)
+    """A Via branch with the RFC 3261 magic cookie (§8.1.1.7), marked with this
+    signaling worker (sip/ownership.py: responses find their client transaction)."""
+    return mark("z9hG4bK" + secrets.token_hex(10))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -50,6 +50,10 @@ _HASHES: dict[str, Callable[[bytes], hashlib._Hash]] = {
 }
 _NONCE_RANDOM = 12
 _NONCE_MAC = 16
+#: A nonce is stamp (8) | issuing worker (1) | random | MAC over all of them: the worker
+#: byte says which signaling worker keeps its nonce-count (sip/ownership.py), and the
+#: MAC covers it, so a forged byte only sends the nonce to a worker that refuses it.
+_NONCE_BODY = 8 + 1 + _NONCE_RANDOM
 
 
 def _h(algorithm: str, text: str) -> str:
@@ -103,6 +107,24 @@ class DigestStatistics:
     stale: int
     replays: int
     tracked_nonces: int
+
+
+def _nonce_bytes(nonce: str) -> bytes | None:
+    """A nonce's bytes when it has our format's length, else None (never raises)."""
+    if len(nonce) > 64:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(nonce + "=" * (-len(nonce) % 4))
+    except ValueError:
+        return None
+    return raw if len(raw) == _NONCE_BODY + _NONCE_MAC else None
+
+
+def nonce_worker(nonce: str) -> int | None:
+    """The signaling worker a nonce claims to come from (unverified: only its issuer
+    can check the MAC), or None when it is not one of ours."""
+    raw = _nonce_bytes(nonce)
+    return None if raw is None else raw[8]
 
 
 def parse_authorization(value: str) -> Credentials:
@@ -186,6 +208,7 @@ class DigestAuthenticator:
         secret: bytes | None = None,
         nonce_lifetime: int = NONCE_LIFETIME,
         max_tracked_nonces: int = MAX_TRACKED_NONCES,
+        worker: int = 0,
     ) -> None:
         unknown = [a for a in algorithms if a not in _HASHES]
         if unknown or not algorithms:
@@ -196,6 +219,8 @@ class DigestAuthenticator:
         self._secret = secret if secret is not None else os.urandom(32)
         self._lifetime = nonce_lifetime
         self._max_tracked = max_tracked_nonces
+        #: This signaling worker's index, marked in every nonce it issues (0..255).
+        self._worker = worker.to_bytes(1, "big")
         self._nc_seen: OrderedDict[str, tuple[int, float]] = OrderedDict()
         self._dummy_ha1 = {a: _h(a, os.urandom(16).hex()) for a in ALGORITHMS}
         self._opaque = base64.urlsafe_b64encode(os.urandom(9)).decode()
@@ -204,10 +229,9 @@ class DigestAuthenticator:
     # -- challenges ---------------------------------------------------------------
 
     def make_nonce(self, now: float, source: str) -> str:
-        stamp = int(now).to_bytes(8, "big")
-        rand = os.urandom(_NONCE_RANDOM)
-        mac = self._mac(stamp + rand, source)
-        return base64.urlsafe_b64encode(stamp + rand + mac).decode().rstrip("=")
+        body = int(now).to_bytes(8, "big") + self._worker + os.urandom(_NONCE_RANDOM)
+        mac = self._mac(body, source)
+        return base64.urlsafe_b64encode(body + mac).decode().rstrip("=")
 
     def challenge(self, now: float, source: str, *, stale: bool = False) -> list[str]:
         """WWW-Authenticate values, one per enabled algorithm, SHA-256 first (RFC 8760 §2.4)."""
@@ -297,13 +321,10 @@ class DigestAuthenticator:
         ]
 
     def _nonce_time(self, nonce: str, source: str) -> float | None:
-        try:
-            raw = base64.urlsafe_b64decode(nonce + "=" * (-len(nonce) % 4))
-        except ValueError:
+        raw = _nonce_bytes(nonce)
+        if raw is None:
             return None
-        if len(raw) != 8 + _NONCE_RANDOM + _NONCE_MAC:
-            return None
-        body, mac = raw[: 8 + _NONCE_RANDOM], raw[8 + _NONCE_RANDOM :]
+        body, mac = raw[:_NONCE_BODY], raw[_NONCE_BODY:]
         if not hmac.compare_digest(mac, self._mac(body, source)):
             return None
         return float(int.from_bytes(body[:8], "big"))

@@ -508,6 +508,12 @@ class CdrDatabase:
         params = (now, now, now, RESTART_DISPOSITION, None, RESTART_REASON, RESTART_HANGUP_BY)
         return self._conn.run(self._close_open, params).rowcount
 
+    def close_lost(self, cdr_ids: Sequence[int], now: float, reason: str) -> int:
+        """Close the rows of calls a lost process held (a signaling worker killed):
+        incomplete, hung up by the system, with ``reason``; rows already ended stay."""
+        params = (now, now, now, RESTART_DISPOSITION, None, cdr_text(reason), RESTART_HANGUP_BY)
+        return sum(self._conn.run(self._end, (*params, cdr_id)).rowcount for cdr_id in cdr_ids)
+
     def get(self, cdr_id: int) -> CdrRecord:
         """One row by id."""
         rows = self._conn.run(self._by_id, (cdr_id,)).rows

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from ..events import ConnectionAdmitted, EventBus
+from ..events import ConnectionAdmitted, ConnectionClosed, EventBus
 from ..netaddr import canonical_ip
 from ..pki.identity import PeerIdentity
 
@@ -118,6 +118,11 @@ class ConnectionTable:
             "closed_slow": 0,
             "closed_revoked": 0,
         }
+        #: sip.workers > 1: connections other workers hold, (transport, ip, port) ->
+        #: owner (app/handoff.py keeps it from their ConnectionAdmitted/Closed), and how
+        #: to send on one of them (a RemoteFlow); empty in one process.
+        self._remote: dict[tuple[str, str, int], int] = {}
+        self.remote_flow: Callable[[int, str, tuple[str, int]], Flow] | None = None
         #: Serials of revoked device certificates (from the CA's CRL).
         self.revoked: frozenset[int] = frozenset()
         #: Asks the guard whether a source is banned (connections from it are refused).
@@ -174,10 +179,44 @@ class ConnectionTable:
         key = (flow.transport, *flow.peer)
         if self._by_peer.get(key) is flow:
             del self._by_peer[key]
+            if self._events is not None:
+                self._events.publish(ConnectionClosed(transport=flow.transport, peer=flow.peer))
 
     def find(self, transport: str, host: str, port: int) -> Flow | None:
-        """An open connection to reuse for a request to host:port."""
+        """An open connection to reuse for a request to host:port: ours, or one another
+        signaling worker holds (a RemoteFlow to it)."""
+        local = self._by_peer.get((transport, host, port))
+        if local is not None or not self._remote:
+            return local
+        owner = self._remote.get((transport, host, port))
+        if owner is None or self.remote_flow is None:
+            return None
+        return self.remote_flow(owner, transport, (host, port))
+
+    def find_local(self, transport: str, host: str, port: int) -> Flow | None:
+        """A connection this worker holds (a frame from another worker writes on it)."""
         return self._by_peer.get((transport, host, port))
+
+    def local_keys(self) -> list[tuple[str, str, int]]:
+        """(transport, ip, port) of every connection this worker holds (a snapshot)."""
+        return list(self._by_peer)
+
+    def adopt_remote(self, owner: int, transport: str, peer: tuple[str, int]) -> None:
+        """Worker ``owner`` holds a connection to ``peer`` (its ConnectionAdmitted)."""
+        self._remote[(transport, *peer)] = owner
+
+    def forget_remote(self, owner: int, transport: str, peer: tuple[str, int]) -> None:
+        """Worker ``owner``'s connection to ``peer`` ended (its ConnectionClosed)."""
+        key = (transport, *peer)
+        if self._remote.get(key) == owner:
+            del self._remote[key]
+
+    def drop_owner(self, owner: int) -> list[tuple[str, str, int]]:
+        """Worker ``owner`` is gone: forget its connections; returns them."""
+        gone = [key for key, held in self._remote.items() if held == owner]
+        for key in gone:
+            del self._remote[key]
+        return gone
 
     def sweep(self, now: float) -> None:
         """Close idle connections and ones stuck mid-message."""

@@ -212,10 +212,17 @@ class StreamListener:
     def listening_socket(self) -> socket.socket | None:
         return self._sock
 
-    def start(self, host: str, port: int, *, backlog: int = 1024) -> None:
-        """Listen on host:port (reuse_address; IPv6 sockets are IPv6 only)."""
+    def start(self, host: str, port: int, *, backlog: int = 1024, reuse_port: bool = False) -> None:
+        """Listen on host:port (reuse_address; IPv6 sockets are IPv6 only).
+
+        ``reuse_port``: SO_REUSEPORT, so every signaling worker binds the same port and
+        the kernel spreads new connections over them (sip.workers > 1 only: a single
+        process keeps an exclusive bind, so a second server on the port fails loudly).
+        """
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        sock = socket.create_server((host, port), family=family, backlog=backlog)
+        sock = socket.create_server(
+            (host, port), family=family, backlog=backlog, reuse_port=reuse_port
+        )
         sock.setblocking(False)
         self._sock = sock
         self._accepting = asyncio.get_running_loop().create_task(self._accept_loop(sock))
