@@ -29,6 +29,7 @@ from .app.listeners import Listeners
 from .app.periodic import Periodic
 from .app.registration import RegistrationShell
 from .app.replies import answer_to
+from .app.shared import SharedState
 from .app.transactions import TransactionDriver, publish_message
 from .app.watch import Revocations, RuleFiles
 from .calls import CallService
@@ -604,6 +605,19 @@ class Server:
         if self.size > 1:
             self.service.handoff = self.handoff
             self.handoff.attach(self.service.on_handed_over)
+        #: Bans, fraud counters, rate/IDS counts, metrics and alerts kept global across
+        #: the signaling workers (app/shared/; nothing with one worker).
+        self.shared = SharedState(
+            cluster=self.cluster,
+            guard=self.service.guard,
+            bans=bans,
+            ids=lambda: self.service.intrusion.engine,
+            connections=self.connections,
+            monitor=self.monitor,
+            records=self.calls.records,
+            events=self.events,
+            clock=time.time,
+        )
         #: Worker 0 with sip.workers > 1: the hub and the other workers (children).
         self.workers: SignalingWorkers | None = None
         #: Workers 1..N-1: their link to the hub.
@@ -631,6 +645,8 @@ class Server:
         every(SWEEP_INTERVAL, "CRL", self.revocations.check)
         every(SWEEP_INTERVAL, "IDS rules", self.check_rules)
         every(FLUSH_INTERVAL, "bindings", self._flush_bindings)
+        every(FLUSH_INTERVAL, "shared counters", self.shared.tick)
+        every(SWEEP_INTERVAL, "shared metrics", self.shared.report)
 
     async def start(self) -> None:
         self.calls.cdr.start()

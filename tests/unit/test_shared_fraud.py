@@ -11,6 +11,7 @@ from voipsec.app.shared.port import FRAUD, SharedCounters
 from voipsec.monitor.fraud import FraudEngine
 
 from .cluster_pair import ClusterPair
+from .fakes import FakeClock
 from .test_fraud import MONDAY_NOON, call, engine
 
 CONCURRENT = """
@@ -31,7 +32,11 @@ class Worker:
     def __init__(self, pair: ClusterPair, index: int, fraud: FraudEngine) -> None:
         self.fraud = fraud
         self.counters = SharedCounters()
-        self.feed = FraudFeed(cluster=pair.clusters[index], engine=fraud, counters=self.counters)
+        self.clock = FakeClock()
+        self.clock.now = MONDAY_NOON + 100
+        self.feed = FraudFeed(
+            cluster=pair.clusters[index], engine=fraud, counters=self.counters, clock=self.clock
+        )
 
     def place(self, number: str, t: float, call_id: str, user: str = "alice") -> bool:
         """What call_records.py does: check, then report."""
@@ -147,3 +152,20 @@ def test_shared_fraud_malformed_reports_are_ignored_and_counted(tmp_path: Path) 
     assert w1.counters.rejected == len(bad)
     pair.inject(1, FRAUD, json.dumps(good).encode())
     assert w1.fraud.pending_calls() == ("c1",)
+
+
+def test_shared_fraud_a_lost_workers_calls_end_on_the_others(tmp_path: Path) -> None:
+    pair, w0, w1 = _workers(tmp_path, CONCURRENT)
+    w0.place("+33123", MONDAY_NOON, "c1")
+    w0.fraud.answered("c1", MONDAY_NOON + 40)
+    w0.feed.answered("c1", MONDAY_NOON + 40)
+    w0.place("+33124", MONDAY_NOON + 1, "c2")
+    w1.place("+33125", MONDAY_NOON + 2, "own")
+    w0.place("+33126", MONDAY_NOON + 3, "gone")
+    w0.fraud.discard("gone")
+    w0.feed.discarded("gone")
+    pair.flush()
+    assert w1.fraud.pending_calls() == ("own", "c1", "c2")
+    pair.clusters[1].lost(0)  # worker 0's process died (w1's clock: MONDAY_NOON + 100)
+    assert w1.fraud.pending_calls() == ("own",)
+    assert w1.place("+33127", MONDAY_NOON + 101, "next")

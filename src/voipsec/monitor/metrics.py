@@ -121,9 +121,9 @@ GAUGES = {
     "cdr_writes_dropped": "CDR writes dropped since start: queue full ([cdr] max_pending).",
 }
 
-#: Gauges of state every signaling worker holds whole (bans are replicated): worker 0's
-#: value is the server's, a sum over workers would count each ban once per worker.
-GLOBAL_GAUGES = frozenset({"active_bans"})
+#: Gauges of state every signaling worker holds whole (bans and bindings are
+#: replicated): worker 0's value is the server's; a sum would count each once per worker.
+GLOBAL_GAUGES = frozenset({"active_bans", "registered_contacts"})
 #: Sample name endings of a metric family (counters, histograms); "_created" samples are
 #: each process's own start times and are never added up.
 _SUFFIXES = ("_total", "_bucket", "_count", "_sum", "")

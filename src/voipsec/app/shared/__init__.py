@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
+from ...call_records import FraudFeedPort
 from ...edge.guard import Guard
 from ...events import EventBus
 from ...monitor.fraud import FraudEngine
@@ -54,7 +55,7 @@ class FraudRecords(Protocol):
     """The call records' fraud side (call_records.py ``CallRecords``)."""
 
     fraud: FraudEngine | None
-    fraud_feed: FraudFeed | None
+    fraud_feed: FraudFeedPort | None
     saves_fraud_state: bool
 
 
@@ -90,7 +91,9 @@ class SharedState:
             cluster=cluster, monitor=monitor, events=events, counters=counters
         )
         if records.fraud is not None:
-            records.fraud_feed = FraudFeed(cluster=cluster, engine=records.fraud, counters=counters)
+            records.fraud_feed = FraudFeed(
+                cluster=cluster, engine=records.fraud, counters=counters, clock=clock
+            )
             records.saves_fraud_state = cluster.index == 0
 
     def tick(self) -> None:

@@ -18,15 +18,22 @@ the call path); the window is small enough to be documented instead
 report that is lost or malformed is counted and ignored; the worker's own calls are
 still limited by its own counters. The saved counters (fraud-state.json) are written by
 worker 0 only: every engine holds the same calls.
+
+A worker that dies takes its calls with it (the supervisor restarts it; worker 0 closes
+their CDR rows): the others end their copies of its calls then, booking the answered
+time until that moment (an upper bound, as after a restart), so its calls do not hold
+places in the concurrent-call counts forever.
 """
 
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from ...ipc import Frame
-from ...monitor.fraud import Attempt
+from ...monitor.fraud import MAX_ACTIVE_CALLS, Attempt
 from ...monitor.fraud.model import CALL_KINDS
 from .port import FRAUD, BadPayload, ClusterPort, SharedCounters, dump, load_object, number, text
 
@@ -64,12 +71,22 @@ class FraudFeed:
     """
 
     def __init__(
-        self, *, cluster: ClusterPort, engine: MirroredEngine, counters: SharedCounters
+        self,
+        *,
+        cluster: ClusterPort,
+        engine: MirroredEngine,
+        counters: SharedCounters,
+        clock: Callable[[], float],
     ) -> None:
         self._cluster = cluster
         self._engine = engine
         self._counters = counters
+        self._clock = clock
+        #: Other workers' calls replayed here and not ended: Call-ID -> (worker, answer
+        #: time or None); at most MAX_ACTIVE_CALLS, as in the engine.
+        self._remote: OrderedDict[str, tuple[int, float | None]] = OrderedDict()
         cluster.on(FRAUD, self.on_frame)
+        cluster.on_lost(self.on_lost)
 
     # -- this worker's calls -------------------------------------------------------------
 
@@ -137,26 +154,47 @@ class FraudFeed:
         """Another worker's call, replayed on the engine here."""
         self._counters.frames_received += 1
         try:
-            self._replay(load_object(frame))
+            self._replay(origin, load_object(frame))
         except BadPayload as err:
             self._counters.rejected += 1
             log.debug("fraud report from worker %d ignored: %s", origin, err)
 
-    def _replay(self, report: dict[str, Any]) -> None:
+    def on_lost(self, worker: int) -> None:
+        """Worker ``worker`` is gone: its calls end here, answered time booked to now."""
+        now = self._clock()
+        lost = [(c, answer) for c, (w, answer) in self._remote.items() if w == worker]
+        for call_id, answer in lost:
+            del self._remote[call_id]
+            self._engine.ended(call_id, now, now - answer if answer is not None else 0.0)
+        if lost:
+            log.warning("fraud: %d call(s) of lost worker %d ended", len(lost), worker)
+
+    def _replay(self, origin: int, report: dict[str, Any]) -> None:
         op = report.get("op")
         call_id = text(report.get("call_id"), MAX_FIELD)
         engine = self._engine
+        remote = self._remote
         if op == "check":
-            engine.mirror(_attempt(call_id, report), allowed=report.get("allowed") is True)
+            allowed = report.get("allowed") is True
+            engine.mirror(_attempt(call_id, report), allowed=allowed)
+            if allowed:
+                remote[call_id] = (origin, None)
+                if len(remote) > MAX_ACTIVE_CALLS:
+                    remote.popitem(last=False)
             self._suspend(report, text(report.get("user"), MAX_FIELD))
         elif op == "answered":
-            engine.answered(call_id, number(report.get("time")))
+            time = number(report.get("time"))
+            engine.answered(call_id, time)
+            if call_id in remote and remote[call_id][1] is None:
+                remote[call_id] = (origin, time)
         elif op == "ended":
             time = number(report.get("time"))
             engine.ended(call_id, time, number(report.get("billable")))
+            remote.pop(call_id, None)
             self._suspend(report, text(report.get("user"), MAX_FIELD))
         elif op == "discard":
             engine.discard(call_id)
+            remote.pop(call_id, None)
         elif op == "inbound":
             engine.inbound(
                 call_id=call_id,

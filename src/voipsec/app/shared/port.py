@@ -46,6 +46,8 @@ class ClusterPort(Protocol):
 
     def on(self, kind: str, handler: FrameHandler) -> None: ...
 
+    def on_lost(self, handler: Callable[[int], None]) -> None: ...
+
 
 class BadPayload(ValueError):
     """A replica frame whose payload does not have the shape its kind needs."""
