@@ -612,6 +612,7 @@ class Server:
             guard=self.service.guard,
             bans=bans,
             ids=lambda: self.service.intrusion.engine,
+            ids_merged=self.service.intrusion.merged,
             connections=self.connections,
             monitor=self.monitor,
             records=self.calls.records,

@@ -6,6 +6,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
+from voipsec.app.intrusion import IntrusionShell
 from voipsec.app.shared.counters import (
     MAX_BUCKET_NAME,
     MAX_BUCKETS_PER_BATCH,
@@ -13,10 +16,11 @@ from voipsec.app.shared.counters import (
     CounterSync,
 )
 from voipsec.app.shared.port import BUCKETS, IDS_MATCHES, SharedCounters
-from voipsec.edge.guard import Guard, GuardVerdict
+from voipsec.edge.guard import BanAdded, BanScope, Guard, GuardVerdict
 from voipsec.edge.ids import BanAction, IdsEngine, Observation
 from voipsec.edge.ids_loader import load_rules
 from voipsec.edge.zones import Zone, ZoneMap
+from voipsec.events import AlertRaised, Event, EventBus
 
 from .cluster_pair import ClusterPair
 from .fakes import FakeClock
@@ -26,7 +30,7 @@ rules:
   - name: guessing
     match: {kind: response_sent, methods: [REGISTER], status: [403], auth_failed: true}
     threshold: {count: 6, window: 60, key: source}
-    actions: [{ban: 900}]
+    actions: [alert, {ban: 900}]
 """
 
 
@@ -38,12 +42,15 @@ class Worker:
         self.guard = Guard(ZoneMap([], zone), max_buckets=4 * MAX_BUCKETS_PER_BATCH)
         self.ids = ids
         self.counters = SharedCounters()
+        #: (rule, key, transport) of the windows a batch touched (worker 0 acts on them).
+        self.merged: list[tuple[str, str, str]] = []
         self.sync = CounterSync(
             cluster=pair.clusters[index],
             guard=self.guard,
             ids=lambda: self.ids,
             counters=self.counters,
             clock=clock,
+            merged=(lambda *args: self.merged.append(args)) if index == 0 else None,
         )
 
 
@@ -151,7 +158,7 @@ def test_shared_counters_trusted_sources_are_not_shared() -> None:
     assert w1.guard.check("192.0.2.7", clock.now)[0] is GuardVerdict.ALLOW
 
 
-def _failure(source: str = "192.0.2.7") -> Observation:
+def _failure(source: str = "192.0.2.7", transport: str = "tls") -> Observation:
     return Observation(
         source=source,
         zone="internet",
@@ -159,6 +166,7 @@ def _failure(source: str = "192.0.2.7") -> Observation:
         method="REGISTER",
         status=403,
         auth_failed=True,
+        transport=transport,
     )
 
 
@@ -173,9 +181,51 @@ def test_shared_counters_ids_failures_spread_over_workers_count_once(tmp_path: P
     w1.sync.tick()
     assert pair.flush() == 2
     # Each worker now counts six: the next failure on either bans.
-    ban = [BanAction(rule="guessing", source="192.0.2.7", seconds=900)]
-    assert w1.ids.observe(_failure(), clock.now + 4) == ban
-    assert w0.ids.observe(_failure(), clock.now + 4) == ban
+    ban = BanAction(rule="guessing", source="192.0.2.7", seconds=900)
+    assert w1.ids.observe(_failure(), clock.now + 4)[-1] == ban
+    assert w0.ids.observe(_failure(), clock.now + 4)[-1] == ban
+
+
+def test_shared_counters_worker_0_acts_on_a_threshold_reached_over_workers(
+    tmp_path: Path,
+) -> None:
+    pair, w0, w1, clock = _workers(tmp_path)
+    assert w0.ids is not None and w1.ids is not None
+    for n in range(3):
+        w0.ids.observe(_failure(), clock.now + n)
+        w1.ids.observe(_failure(), clock.now + n)
+    w1.ids.observe(_failure("192.0.2.8", "udp"), clock.now)
+    w1.ids.observe(_failure("192.0.2.9", "tls"), clock.now)
+    w1.ids.observe(_failure("192.0.2.9", "udp"), clock.now)
+    w0.sync.tick()
+    w1.sync.tick()
+    pair.flush()
+    # Only worker 0 acts; a window is "tls" only when every merged match was.
+    assert w0.merged == [
+        ("guessing", "192.0.2.7", "tls"),
+        ("guessing", "192.0.2.8", "udp"),
+        ("guessing", "192.0.2.9", "udp"),
+    ]
+    assert w1.merged == []
+    clock.now += 3
+    actions = w0.ids.check_merged("guessing", "192.0.2.7", clock.now)
+    assert [type(a).__name__ for a in actions] == ["AlertAction", "BanAction"]
+    assert actions[0].detail == (  # type: ignore[union-attr]
+        "guessing; 6 within 60 s per source, counted over every signaling worker"
+    )
+    assert actions[1] == ban_of("192.0.2.7")
+    # Once: the source is banned and alerted for this window.
+    assert w0.ids.check_merged("guessing", "192.0.2.7", clock.now) == []
+    # Under the threshold, an unknown rule or key: nothing.
+    assert w0.ids.check_merged("guessing", "192.0.2.8", clock.now) == []
+    assert w0.ids.check_merged("nope", "192.0.2.7", clock.now) == []
+    assert w0.ids.check_merged("guessing", "203.0.113.1", clock.now) == []
+    # Out of the window: nothing either.
+    assert w1.ids.check_merged("guessing", "192.0.2.7", clock.now + 61) == []
+
+
+def ban_of(source: str) -> BanAction:
+    return BanAction(rule="guessing", source=source, seconds=900)
 
 
 def test_shared_counters_ids_merged_matches_fire_nothing_by_themselves(tmp_path: Path) -> None:
@@ -203,16 +253,61 @@ def test_shared_counters_ids_a_batch_carries_at_most_max_matches(tmp_path: Path)
 def test_shared_counters_ids_malformed_or_unknown_matches_are_ignored(tmp_path: Path) -> None:
     pair, _, w1, clock = _workers(tmp_path)
     assert w1.ids is not None
-    too_many = [["guessing", "192.0.2.7", clock.now]] * (MAX_MATCHES_PER_BATCH + 1)
+    too_many = [["guessing", "192.0.2.7", clock.now, "tls"]] * (MAX_MATCHES_PER_BATCH + 1)
     for payload in (
         b"not json",
         json.dumps(too_many).encode(),
-        b'[["guessing", "192.0.2.7"]]',
-        b'[["guessing", 5, 1.0]]',
-        json.dumps([["x" * 129, "192.0.2.7", 1.0]]).encode(),
-        b'[["guessing", "192.0.2.7", true]]',
+        b'[["guessing", "192.0.2.7", 1.0]]',
+        b'[["guessing", 5, 1.0, "tls"]]',
+        json.dumps([["x" * 129, "192.0.2.7", 1.0, "tls"]]).encode(),
+        b'[["guessing", "192.0.2.7", true, "tls"]]',
     ):
         pair.inject(1, IDS_MATCHES, payload)
-    pair.inject(1, IDS_MATCHES, json.dumps([["no-such-rule", "192.0.2.7", 1.0]]).encode())
+    pair.inject(1, IDS_MATCHES, json.dumps([["no-such-rule", "192.0.2.7", 1.0, "tls"]]).encode())
     assert w1.counters.rejected == 7
     assert w1.ids.statistics().tracked_keys == 0
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.bans: list[BanAdded] = []
+
+    def record_ban(self, added: BanAdded) -> None:
+        self.bans.append(added)
+
+
+class NoUsers:
+    def knows(self, user: str) -> bool:
+        return False
+
+
+@pytest.mark.parametrize(("transport", "scope"), [("tls", BanScope.ALL), ("udp", BanScope.UDP)])
+def test_shared_counters_the_ids_shell_bans_a_merged_source_with_the_evidence_scope(
+    tmp_path: Path, transport: str, scope: BanScope
+) -> None:
+    _, w0, w1, clock = _workers(tmp_path)
+    assert w0.ids is not None and w1.ids is not None
+    for n in range(6):
+        w1.ids.observe(_failure(), clock.now + n)
+    for rule, key, time, _ in w1.ids.take_matches():
+        w0.ids.merge_match(rule, key, time)
+    recorder = Recorder()
+    events = EventBus()
+    alerts: list[Event] = []
+    events.subscribe(alerts.append, AlertRaised)
+    shell = IntrusionShell(
+        engine=w0.ids,
+        enabled=True,
+        guard=w0.guard,
+        bans=recorder,
+        users=NoUsers(),
+        events=events,
+        clock=lambda: clock.now + 6,
+    )
+    shell.merged("guessing", "192.0.2.7", transport)
+    assert [(b.ban.source, b.ban.scope, b.seconds) for b in recorder.bans] == [
+        ("192.0.2.7", scope, 900)
+    ]
+    assert [a.rule for a in alerts if isinstance(a, AlertRaised)] == ["guessing"]
+    shell.merged("guessing", "192.0.2.7", transport)  # once
+    assert len(recorder.bans) == 1

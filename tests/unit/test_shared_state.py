@@ -43,6 +43,7 @@ def _state(
         guard=guard,
         bans=BanKeeper(guard=guard, store=store, writes=store, events=events, clock=clock),
         ids=lambda: None,
+        ids_merged=lambda rule, key, transport: None,
         connections=FakeConnections(),
         monitor=monitor,
         records=records,

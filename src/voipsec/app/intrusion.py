@@ -85,6 +85,7 @@ class IntrusionShell:
             auth_user=auth_user(headers.get("authorization")),
             headers={h.key: h.value for h in reversed(headers.fields)},
             compact=any(len(h.name) == 1 for h in headers.fields),
+            transport=flow.transport,
         )
         return self._apply(self.engine.observe(observation, now), flow.transport, now)
 
@@ -113,6 +114,7 @@ class IntrusionShell:
             target_known=user is not None and self.users.knows(user),
             auth_failed=auth_failed,
             auth_user=auth_user(request.headers.get("authorization")),
+            transport=flow.transport,
         )
         self._apply(self.engine.observe(observation, now), flow.transport, now)
 
@@ -122,7 +124,12 @@ class IntrusionShell:
         if self.engine is None or zone.trusted:
             return
         now = self.clock()
-        observation = Observation(source=rate_key(flow.peer[0]), zone=zone.name, kind="malformed")
+        observation = Observation(
+            source=rate_key(flow.peer[0]),
+            zone=zone.name,
+            kind="malformed",
+            transport=flow.transport,
+        )
         self._apply(self.engine.observe(observation, now), flow.transport, now)
 
     def observe_rejected_credentials(self, event: Event) -> None:
@@ -146,6 +153,7 @@ class IntrusionShell:
             to_user=event.user,
             auth_user=event.user,
             auth_failed=True,
+            transport=event.service,
         )
         # The source echoed a nonce issued to its address: evidence as good as a
         # connection's, so a ban it triggers covers every transport.
@@ -156,6 +164,15 @@ class IntrusionShell:
         at once."""
         if isinstance(event, BanLifted) and self.engine is not None:
             self.engine.lift(event.source)
+
+    def merged(self, rule: str, key: str, transport: str) -> None:
+        """Other workers' matches of ``rule`` for ``key`` were merged: carry out what
+        the IDS decides over every worker's count (app/shared/counters.py, worker 0).
+        ``transport`` is "udp" unless every merged match came over TCP/TLS, so spoofed
+        datagrams never widen a ban (guard.py)."""
+        if self.engine is not None:
+            now = self.clock()
+            self._apply(self.engine.check_merged(rule, key, now), transport, now)
 
     def reload_rules(self, rules: list[Rule]) -> None:
         """New rule set from the rule files; counters start again."""

@@ -34,7 +34,10 @@ With several signaling workers the windows are shared: :meth:`IdsEngine.share_ma
 makes the engine note every counted match (rule, key, time), :meth:`IdsEngine.take_matches`
 hands them over in batches and :meth:`IdsEngine.merge_match` counts another worker's
 match in the same window here. A merged match never fires by itself: the next match
-observed here sees the global count and acts on it (app/shared/counters.py).
+observed here sees the global count and acts on it (app/shared/counters.py); and one
+worker (worker 0) asks :meth:`IdsEngine.check_merged` after each batch, so a source that
+stays under the threshold on every worker but reaches it over all of them is alerted on
+and banned without waiting for its next attempt.
 
 Rules come in parsed: :mod:`voipsec.edge.ids_loader` reads the rule files.
 """
@@ -131,6 +134,9 @@ class Observation:
     headers: Mapping[str, str] = field(default_factory=dict)
     #: The message used compact header names (``v``, ``f``, ``i``...).
     compact: bool = False
+    #: The transport it came over ("udp", "tls"...), for the scope of a ban decided
+    #: from matches other workers counted ("" when unknown: treated as UDP).
+    transport: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -471,7 +477,7 @@ class IdsEngine:
         self._compiled: tuple[_Compiled, ...] = ()
         self._by_name: dict[str, _Compiled] = {}
         #: Counted matches not yet taken by take_matches (None: not shared).
-        self._shared: list[tuple[str, str, float]] | None = None
+        self._shared: list[tuple[str, str, float, str]] | None = None
         self._install(rules)
 
     @property
@@ -532,8 +538,8 @@ class IdsEngine:
         if self._shared is None:
             self._shared = []
 
-    def take_matches(self) -> list[tuple[str, str, float]]:
-        """The (rule, key, time) of the matches counted since the last call."""
+    def take_matches(self) -> list[tuple[str, str, float, str]]:
+        """The (rule, key, time, transport) of the matches counted since the last call."""
         shared = self._shared
         if not shared:
             return []
@@ -549,6 +555,36 @@ class IdsEngine:
             return False
         self._count(self._window(rule, key[:MAX_KEY_LENGTH]), compiled, time)
         return True
+
+    def check_merged(self, rule: str, key: str, now: float) -> list[IdsAction]:
+        """After merging other workers' matches: the alert and ban of a source-keyed
+        ``rule`` whose window for ``key`` holds its threshold at ``now``. No request is
+        at hand, so no Drop or Reply; a source already banned gets no second ban, and
+        the alert keeps its once-per-window limit."""
+        compiled = self._by_name.get(rule)
+        window = self._windows.get((rule, key))
+        if compiled is None or window is None or compiled.key != "source":
+            return []
+        times = window.times
+        if len(times) - bisect_right(times, now - compiled.window) < compiled.count:
+            return []
+        compiled.fired += 1
+        r = compiled.rule
+        actions: list[IdsAction] = []
+        if r.alert and now >= window.alert_after:
+            window.alert_after = now + compiled.window
+            detail = (
+                f"{r.description or r.name}; {compiled.count} within {compiled.window:g} s "
+                "per source, counted over every signaling worker"
+            )
+            actions.append(AlertAction(rule=r.name, key=key, source=key, detail=detail))
+            self._alerts += 1
+        if r.ban_seconds is not None:
+            obs = Observation(source=key, zone="", kind=r.match.kind)
+            ban = self._ban(obs, [(compiled, key, True)], compiled, r.ban_seconds, now, actions)
+            if ban is not None:
+                actions.append(ban)
+        return actions
 
     # -- the hot path -------------------------------------------------------------------
 
@@ -578,7 +614,7 @@ class IdsEngine:
             window = self._window(rule.name, key)
             shared = self._shared
             if shared is not None and len(shared) < MAX_TRACKED_KEYS:
-                shared.append((rule.name, key, now))
+                shared.append((rule.name, key, now, obs.transport))
             if self._count(window, rule, now):
                 rule.fired += 1
                 send = now >= window.alert_after

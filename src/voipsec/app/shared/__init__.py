@@ -69,6 +69,7 @@ class SharedState:
         guard: Guard,
         bans: BanAdopter,
         ids: Callable[[], SharedIds | None],
+        ids_merged: Callable[[str, str, str], None],
         connections: ConnectionCutter,
         monitor: AlertMonitor,
         records: FraudRecords,
@@ -85,7 +86,12 @@ class SharedState:
             cluster=cluster, keeper=bans, connections=connections, events=events, counters=counters
         )
         self._sync = CounterSync(
-            cluster=cluster, guard=guard, ids=ids, counters=counters, clock=clock
+            cluster=cluster,
+            guard=guard,
+            ids=ids,
+            counters=counters,
+            clock=clock,
+            merged=ids_merged if cluster.index == 0 else None,
         )
         self._relay = MonitorRelay(
             cluster=cluster, monitor=monitor, events=events, counters=counters

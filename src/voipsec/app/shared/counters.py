@@ -9,9 +9,14 @@ windows and decides alone, on the hot path, with no round trip; every
 * the tokens each guard bucket gave (``Guard.take_consumption``), which the others take
   from the same bucket (``Guard.apply_consumption``): a bucket refills at the zone's
   rate once, whatever the number of workers;
-* the IDS matches it counted (rule, key, time; ``IdsEngine.take_matches``), which the
-  others add to the same window (``IdsEngine.merge_match``): a rule's threshold counts
-  the matches of every worker, and the next match seen anywhere acts on the total.
+* the IDS matches it counted (rule, key, time, transport; ``IdsEngine.take_matches``),
+  which the others add to the same window (``IdsEngine.merge_match``): a rule's
+  threshold counts the matches of every worker, and the next match seen anywhere acts
+  on the total. Worker 0 also asks the IDS about each window a batch touched
+  (``IntrusionShell.merged``): a source that stays under a threshold on each worker but
+  reaches it over all of them is alerted on and banned at once, by worker 0 only (one
+  ban, one alert; the ban is replicated). Such a ban covers every transport only when
+  every merged match came over TCP/TLS: spoofed datagrams never widen a ban.
 
 Staleness: at most one interval (0.2 s) plus a channel hop. In that time a source can
 get at most one interval's worth of its rate through each worker above the limit; the
@@ -65,7 +70,7 @@ class SharedIds(Protocol):
 
     def share_matches(self) -> None: ...
 
-    def take_matches(self) -> list[tuple[str, str, float]]: ...
+    def take_matches(self) -> list[tuple[str, str, float, str]]: ...
 
     def merge_match(self, rule: str, key: str, time: float) -> bool: ...
 
@@ -81,11 +86,14 @@ class CounterSync:
         ids: Callable[[], SharedIds | None],
         counters: SharedCounters,
         clock: Callable[[], float],
+        merged: Callable[[str, str, str], None] | None = None,
     ) -> None:
-        """``ids`` returns the IDS engine of the moment (rules reloaded, or none)."""
+        """``ids`` returns the IDS engine of the moment (rules reloaded, or none);
+        ``merged(rule, key, transport)`` acts on a window a batch touched (worker 0)."""
         self._cluster = cluster
         self._guard = guard
         self._ids = ids
+        self._merged = merged
         self._counters = counters
         self._clock = clock
         guard.share_consumption()
@@ -138,15 +146,23 @@ class CounterSync:
         self._counters.frames_received += 1
         engine = self._ids()
         try:
-            entries = _entries(frame, MAX_MATCHES_PER_BATCH, 3)
+            entries = _entries(frame, MAX_MATCHES_PER_BATCH, 4)
             if engine is None:
                 return
-            for rule, key, time in entries:
-                name = text(rule, MAX_RULE_NAME)
-                if not engine.merge_match(name, text(key, MAX_KEY_LENGTH), number(time)):
+            touched: dict[tuple[str, str], bool] = {}  # (rule, key) -> all over TCP/TLS
+            for rule, key, time, transport in entries:
+                name, value = text(rule, MAX_RULE_NAME), text(key, MAX_KEY_LENGTH)
+                if not engine.merge_match(name, value, number(time)):
                     self._counters.rejected += 1
+                    continue
+                stream = text(transport, MAX_RULE_NAME) not in ("", "udp")
+                touched[(name, value)] = touched.get((name, value), True) and stream
         except BadPayload as err:
             self._reject(origin, err)
+            return
+        if self._merged is not None:
+            for (name, value), stream in touched.items():
+                self._merged(name, value, "tls" if stream else "udp")
 
     def _reject(self, origin: int, err: BadPayload) -> None:
         self._counters.rejected += 1
