@@ -311,3 +311,28 @@ def test_shared_counters_the_ids_shell_bans_a_merged_source_with_the_evidence_sc
     assert [a.rule for a in alerts if isinstance(a, AlertRaised)] == ["guessing"]
     shell.merged("guessing", "192.0.2.7", transport)  # once
     assert len(recorder.bans) == 1
+
+
+def test_shared_counters_a_source_banned_already_is_not_banned_again_on_merge(
+    tmp_path: Path,
+) -> None:
+    _, w0, w1, clock = _workers(tmp_path)
+    assert w0.ids is not None and w1.ids is not None
+    for n in range(6):
+        w1.ids.observe(_failure(), clock.now + n)
+    for rule, key, time, _ in w1.ids.take_matches():
+        w0.ids.merge_match(rule, key, time)
+    assert w0.guard.ban("192.0.2.7", 900, "ids: guessing", clock.now) is not None  # adopted
+    recorder = Recorder()
+    shell = IntrusionShell(
+        engine=w0.ids,
+        enabled=True,
+        guard=w0.guard,
+        bans=recorder,
+        users=NoUsers(),
+        events=EventBus(),
+        clock=lambda: clock.now + 6,
+    )
+    shell.merged("guessing", "192.0.2.7", "tls")
+    assert recorder.bans == []
+    assert w0.ids.statistics().bans == 0

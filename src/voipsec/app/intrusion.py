@@ -170,9 +170,11 @@ class IntrusionShell:
         the IDS decides over every worker's count (app/shared/counters.py, worker 0).
         ``transport`` is "udp" unless every merged match came over TCP/TLS, so spoofed
         datagrams never widen a ban (guard.py)."""
-        if self.engine is not None:
-            now = self.clock()
-            self._apply(self.engine.check_merged(rule, key, now), transport, now)
+        now = self.clock()
+        # A source another worker banned already (its ban replicated here) is done with.
+        if self.engine is None or self.guard.is_banned(key.partition("/")[0], now, transport):
+            return
+        self._apply(self.engine.check_merged(rule, key, now), transport, now)
 
     def reload_rules(self, rules: list[Rule]) -> None:
         """New rule set from the rule files; counters start again."""
