@@ -143,7 +143,11 @@ def test_workers_call_between_connections_of_two_processes(
         call(alice, bob)
     wait_for(lambda: [r["disposition"] for r in cdrs(server)] == ["answered"], what="the CDR")
     (row,) = cdrs(server)
-    assert (row["caller"], row["user"], row["hangup_by"]) == ("sip:alice@localhost", "alice", "caller")
+    assert (row["caller"], row["user"], row["hangup_by"]) == (
+        "sip:alice@localhost",
+        "alice",
+        "caller",
+    )
 
 
 # -- 2: a nonce issued by one worker, replayed on the other's connection ------------------
