@@ -363,6 +363,7 @@ def voipsec_server(
     monitor: str = "default",
     hep_port: int | None = None,
     env: dict[str, str] | None = None,
+    sip_workers: int | None = None,
 ) -> Iterator[Server]:
     """``voipsec serve`` on a free TLS port, MD5 digest only, no TURN listener; users
     through ``Store.add_user``; loopback trusted or an untrusted zone, and monitoring
@@ -375,6 +376,8 @@ def voipsec_server(
     rb._voipsec("config", "set", "sip.listen", f'["tls:127.0.0.1:{port}"]', data=data)
     rb._voipsec("config", "set", "auth.algorithms", '["MD5"]', data=data)
     rb._voipsec("config", "set", "turn.listen", "[]", data=data)
+    if sip_workers is not None:  # signaling processes (default: one per core)
+        rb._voipsec("config", "set", "sip.workers", str(sip_workers), data=data)
     # The media relay takes two port pairs per call: the default 1,000 ports hold 250
     # calls, fewer than this bench has at once. Stay below the ephemeral port range.
     rb._voipsec("config", "set", "media.ports", f'"{MEDIA_PORTS}"', data=data)
@@ -442,7 +445,9 @@ def start_server(
             yield server
     else:
         env = server_env(work / LAG_FILE) if args.loop_lag else None
-        with voipsec_server(work, users, args.edge, args.monitor, hep_port, env) as server:
+        with voipsec_server(
+            work, users, args.edge, args.monitor, hep_port, env, args.sip_workers
+        ) as server:
             yield server
 
 
@@ -937,6 +942,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--src", type=Path,
         help="voipsec only: run voipsec from this source tree (another revision's src/)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--sip-workers", type=int,
+        help="voipsec only: sip.workers (signaling processes; default: the config's, one per core)",
     )  # fmt: skip
     parser.add_argument("--json", type=Path, help="write the results to this file")
     parser.add_argument("--keep", action="store_true", help="keep the working directory")

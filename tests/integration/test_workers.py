@@ -24,9 +24,9 @@ import pytest
 
 from tests.conftest import ALICE, BOB
 from tests.integration.test_media import ALICE_PAYLOAD, BOB_PAYLOAD, DEADLINE, Phone
-from tests.peers.proc import wait_for
+from tests.peers.proc import running, wait_for
 from tests.peers.sipclient import TlsSipClient
-from tests.peers.voipsec import VoipsecServer, prepare, serving, voipsec
+from tests.peers.voipsec import VOIPSEC, VoipsecServer, prepare, serving, voipsec
 from voipsec.sip.digest import client_response, parse_challenge
 
 pytestmark = pytest.mark.peers
@@ -262,3 +262,17 @@ def test_workers_serve_stopped_leaves_no_child(tmp_path: Path) -> None:
     assert proc.returncode == 0
     wait_for(lambda: not alive(pid), what="signaling worker 1 to be gone")
     assert not (prepared.data_dir / "run" / "sip.sock").exists()
+
+
+def test_workers_second_serve_on_the_same_port_fails_loudly(tmp_path: Path) -> None:
+    """SO_REUSEPORT is shared only within one serve: another one on the port still fails."""
+    first = prepare(tmp_path / "first", settings=[("sip.workers", "2")])
+    second = prepare(tmp_path / "second", settings=[("sip.workers", "2")], port=first.port)
+    with serving(first):
+        with running(
+            [*VOIPSEC, "serve", "--dir", str(second.data_dir)], log=tmp_path / "log"
+        ) as proc:
+            wait_for(lambda: proc.poll() is not None, what="the second serve to fail")
+        assert proc.returncode == 1
+        text = (tmp_path / "log").read_text()
+        assert "voipsec: error: cannot listen: " in text and "Traceback" not in text

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import resource
 from dataclasses import dataclass, field
 
@@ -139,3 +140,86 @@ def test_connections_admitted_ones_are_published_refused_ones_not() -> None:
         ConnectionAdmitted(transport="tls", peer=("192.0.2.1", 40000)),
         ConnectionAdmitted(transport="tcp", peer=("192.0.2.2", 40001)),
     ]
+
+
+# -- sip.workers > 1: the limits hold across workers; the directory of their connections --
+
+
+def test_connections_worker0_counts_other_workers_places_per_ip() -> None:
+    table = _table(per_ip=2, total=100)
+    assert table.claim("192.0.2.1") is not None  # worker 0's own connection
+    assert table.claim_for(1, "192.0.2.1") is True  # worker 1's
+    assert table.claim_for(2, "192.0.2.1") is False  # over max_per_ip for the server
+    assert table.claim("192.0.2.1") is None
+    assert table.statistics().refused_per_ip == 2
+    table.release_for(1, "192.0.2.1")
+    table.release_for(1, "192.0.2.1")  # nothing more to give back
+    assert table.claim_for(2, "192.0.2.1") is True
+
+
+def test_connections_worker0_total_limit_and_lost_worker() -> None:
+    table = _table(per_ip=10, total=3)
+    assert all(table.claim_for(1, f"192.0.2.{i}") for i in range(3))
+    assert table.claim("192.0.2.9") is None
+    table.drop_claims(1)  # worker 1 is gone, and its connections with it
+    assert table.claim("192.0.2.9") is not None
+
+
+def test_connections_worker0_screens_other_workers_accepts() -> None:
+    table = ConnectionTable(
+        ConnectionLimits(max_per_ip=5, max_total=10, idle_timeout=60),
+        screen=lambda ip: ip != "192.0.2.66",
+    )
+    assert table.claim_for(1, "192.0.2.66") is False
+    assert table.statistics().refused_banned == 1
+
+
+def test_connections_claim_shared_refused_releases_the_slot() -> None:
+    table = _table(per_ip=1)
+    released: list[str] = []
+
+    async def refuse(ip: str) -> bool:
+        return False
+
+    async def allow(ip: str) -> bool:
+        return True
+
+    table.global_release = released.append
+    slot = table.claim("192.0.2.1")
+    assert slot is not None
+    table.global_claim = refuse
+    assert asyncio.run(table.claim_shared(slot)) is False
+    assert released == []  # never counted at worker 0: nothing to give back there
+    table.global_claim = allow
+    again = table.claim("192.0.2.1")
+    assert again is not None and asyncio.run(table.claim_shared(again)) is True
+    again.release()
+    assert released == ["192.0.2.1"]
+
+
+def test_connections_directory_finds_other_workers_connections() -> None:
+    events = EventBus()
+    seen: list[Event] = []
+    events.subscribe(seen.append)
+    table = ConnectionTable(
+        ConnectionLimits(max_per_ip=5, max_total=10, idle_timeout=60), events=events
+    )
+    made: list[tuple[int, str, tuple[str, int]]] = []
+
+    def remote(owner: int, transport: str, peer: tuple[str, int]) -> FakeFlow:
+        made.append((owner, transport, peer))
+        return FakeFlow(peer=peer)
+
+    table.remote_flow = remote
+    table.adopt_remote(1, "tls", ("192.0.2.5", 5000))
+    assert table.find("tls", "192.0.2.5", 5000) is not None
+    assert table.find_local("tls", "192.0.2.5", 5000) is None
+    assert made == [(1, "tls", ("192.0.2.5", 5000))]
+    table.forget_remote(2, "tls", ("192.0.2.5", 5000))  # not worker 2's: kept
+    assert table.find("tls", "192.0.2.5", 5000) is not None
+    assert table.drop_owner(1) == [("tls", "192.0.2.5", 5000)]
+    assert table.find("tls", "192.0.2.5", 5000) is None
+    flow = FakeFlow(peer=("192.0.2.7", 6000))
+    assert table.admit(flow)
+    table.forget(flow)
+    assert [type(e).__name__ for e in seen] == ["ConnectionAdmitted", "ConnectionClosed"]

@@ -25,6 +25,8 @@ retransmits or gives up), never queued.
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -56,6 +58,13 @@ LOST_REASON = "signaling worker lost"
 #: Connections or bindings per snapshot frame: a binding is ~300 bytes of JSON, so a
 #: frame stays far below ipc.MAX_FRAME (256 KiB).
 SNAPSHOT_BATCH = 200
+
+#: Seconds a worker waits for worker 0's answer on a new connection's place in the
+#: global limits; no answer refuses the connection (fails closed).
+CLAIM_TIMEOUT = 2.0
+#: Claims waiting for worker 0's answer at once; more are refused (a flood is refused
+#: by the limits anyway, and this bounds the memory it takes here).
+MAX_PENDING_CLAIMS = 4096
 
 #: Writes bytes on a flow this worker holds: (transport, peer) -> flow or None.
 LocalFlow = Callable[[str, tuple[str, int]], Flow | None]
@@ -99,6 +108,8 @@ class Handoff:
         #: Worker 0: the open CDR rows of each other worker's calls.
         self._open_rows: dict[int, set[int]] = {}
         self._counts = {"forwarded": 0, "received": 0, "refused": 0, "dropped": 0}
+        self._claims: dict[int, asyncio.Future[bool]] = {}
+        self._claim_ids = itertools.count(1)
         if cluster.size > 1:
             self._wire()
 
@@ -112,11 +123,16 @@ class Handoff:
         cluster.on("out", self._on_out)
         cluster.on("snapshot", self._on_snapshot)
         cluster.on("cdr", self._on_cdr)
+        cluster.on("claim", self._on_claim)
+        cluster.on("claimed", self._on_claimed)
+        cluster.on("release", self._on_release)
         cluster.on_joined(self._send_snapshot)
         cluster.on_lost(self._lost)
         self.connections.remote_flow = self._remote_flow
         if cluster.index != 0:
             events.subscribe(self._call_event, CallStarted, CallEnded)
+            self.connections.global_claim = self._claim
+            self.connections.global_release = self._release
 
     def attach(self, process: Process) -> None:
         """How a handed-over message is handled here (the SIP service, after its guard)."""
@@ -236,6 +252,7 @@ class Handoff:
         )
 
     def _lost(self, index: int) -> None:
+        self.connections.drop_claims(index)
         gone = self.connections.drop_owner(index)
         sources = frozenset(f"{t}:{h}:{p}" for t, h, p in gone)
         dropped = self.registration.drop_sources(sources, persist=self.cluster.index == 0)
@@ -249,6 +266,47 @@ class Handoff:
         if rows:
             closed = self._close_rows(rows, LOST_REASON)
             log.warning("closed %d CDR(s) of signaling worker %d: %s", closed, index, LOST_REASON)
+
+    # -- the connection limits hold for the server: worker 0 counts every place ---------
+
+    async def _claim(self, ip: str) -> bool:
+        """Workers k > 0: does one more connection from ``ip`` fit (worker 0 decides)?"""
+        if len(self._claims) >= MAX_PENDING_CLAIMS:
+            return False
+        claim = next(self._claim_ids)
+        answer: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._claims[claim] = answer
+        try:
+            if not self.cluster.send(0, "claim", {"id": claim, "ip": ip}):
+                return False
+            return await asyncio.wait_for(answer, CLAIM_TIMEOUT)
+        except TimeoutError:
+            log.warning("no answer from signaling worker 0 on a connection from %s", ip)
+            return False
+        finally:
+            self._claims.pop(claim, None)
+
+    def _release(self, ip: str) -> None:
+        self.cluster.send(0, "release", {"ip": ip})
+
+    def _on_claim(self, origin: int, frame: Frame) -> None:
+        claim, ip = frame.header.get("id"), frame.header.get("ip")
+        if not isinstance(claim, int) or not isinstance(ip, str):
+            self._counts["dropped"] += 1
+            return
+        ok = self.connections.claim_for(origin, ip)
+        self.cluster.send(origin, "claimed", {"id": claim, "ok": ok})
+
+    def _on_claimed(self, origin: int, frame: Frame) -> None:
+        claim = frame.header.get("id")
+        answer = self._claims.get(claim) if isinstance(claim, int) else None
+        if answer is not None and not answer.done():
+            answer.set_result(frame.header.get("ok") is True)
+
+    def _on_release(self, origin: int, frame: Frame) -> None:
+        ip = frame.header.get("ip")
+        if isinstance(ip, str):
+            self.connections.release_for(origin, ip)
 
     # -- worker 0 keeps the open rows of every worker's calls ----------------------------
 

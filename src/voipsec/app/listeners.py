@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import ssl
 import time
 from collections.abc import Callable
@@ -82,6 +83,9 @@ class Listeners:
     async def start(self) -> None:
         """Bind every SIP listener, then STUN/TURN."""
         loop = asyncio.get_running_loop()
+        if self.shared and self.singletons:
+            for listen in self.config.sip.listeners():
+                _probe_exclusive(listen)
         for listen in self.config.sip.listeners():
             if listen.transport == "udp":
                 tx, _ = await loop.create_datagram_endpoint(
@@ -180,3 +184,15 @@ def _udp_sender(tx: asyncio.DatagramTransport, local: tuple[str, int]) -> UdpSen
         return UdpFlow(tx, peer, local)
 
     return sender
+
+
+def _probe_exclusive(listen: Listen) -> None:
+    """Worker 0, before the shared (SO_REUSEPORT) binds: an exclusive bind of the same
+    address, closed at once, so a port another program or another ``serve`` holds
+    still fails loudly (OSError) instead of being shared with it."""
+    family = socket.AF_INET6 if ":" in listen.host else socket.AF_INET
+    kind = socket.SOCK_DGRAM if listen.transport == "udp" else socket.SOCK_STREAM
+    with socket.socket(family, kind) as probe:
+        if kind == socket.SOCK_STREAM:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is fine
+        probe.bind((listen.host, listen.port))

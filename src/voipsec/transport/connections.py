@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -73,17 +73,19 @@ class ConnectionStatistics:
 class Slot:
     """One accepted connection's place in the per-address and total counts."""
 
-    __slots__ = ("_table", "ip")
+    __slots__ = ("_table", "ip", "shared")
 
     def __init__(self, table: ConnectionTable, ip: str) -> None:
         self._table: ConnectionTable | None = table
         self.ip = ip
+        #: Also counted by signaling worker 0 (sip.workers > 1: the limits are global).
+        self.shared = False
 
     def release(self) -> None:
         """Give the place back; later calls do nothing."""
         table, self._table = self._table, None
         if table is not None:
-            table._release(self.ip)
+            table._release(self.ip, shared=self.shared)
 
 
 class ConnectionTable:
@@ -123,6 +125,14 @@ class ConnectionTable:
         #: to send on one of them (a RemoteFlow); empty in one process.
         self._remote: dict[tuple[str, str, int], int] = {}
         self.remote_flow: Callable[[int, str, tuple[str, int]], Flow] | None = None
+        #: Workers k > 0: asks worker 0 whether a connection from ``ip`` fits the global
+        #: limits, and gives its place back there (app/handoff.py); None: limits local.
+        self.global_claim: Callable[[str], Awaitable[bool]] | None = None
+        self.global_release: Callable[[str], None] | None = None
+        #: Worker 0: the places other workers' connections hold, per worker and address.
+        self._claims: dict[int, dict[str, int]] = {}
+        self._claimed_per_ip: dict[str, int] = {}
+        self._claimed = 0
         #: Serials of revoked device certificates (from the CA's CRL).
         self.revoked: frozenset[int] = frozenset()
         #: Asks the guard whether a source is banned (connections from it are refused).
@@ -137,17 +147,70 @@ class ConnectionTable:
         if self.screen is not None and not self.screen(ip):
             self._counts["refused_banned"] += 1
             return None
-        if self._open >= self.limits.max_total:
-            self._counts["refused_total"] += 1
-            return None
-        if self._per_ip.get(ip, 0) >= self.limits.max_per_ip:
-            self._counts["refused_per_ip"] += 1
+        if not self._fits(ip):
             return None
         self._per_ip[ip] = self._per_ip.get(ip, 0) + 1
         self._open += 1
         return Slot(self, ip)
 
-    def _release(self, ip: str) -> None:
+    def _fits(self, ip: str) -> bool:
+        """Room for one more connection from ``ip``: ours plus, on worker 0, the places
+        the other workers claimed here."""
+        if self._open + self._claimed >= self.limits.max_total:
+            self._counts["refused_total"] += 1
+            return False
+        if self._per_ip.get(ip, 0) + self._claimed_per_ip.get(ip, 0) >= self.limits.max_per_ip:
+            self._counts["refused_per_ip"] += 1
+            return False
+        return True
+
+    async def claim_shared(self, slot: Slot) -> bool:
+        """Workers k > 0: the global limits, checked by worker 0, for a slot claimed
+        here; False: the connection must be closed (its slot is released)."""
+        if self.global_claim is None:
+            return True
+        if not await self.global_claim(slot.ip):
+            slot.release()
+            return False
+        slot.shared = True
+        return True
+
+    def claim_for(self, worker: int, ip: str) -> bool:
+        """Worker 0: worker ``worker`` accepted a connection from ``ip``; True when it
+        fits the limits (it is counted until :meth:`release_for`)."""
+        ip = canonical_ip(ip)
+        # The guard's connection rate and bans, counted here for every worker's accepts.
+        if self.screen is not None and not self.screen(ip):
+            self._counts["refused_banned"] += 1
+            return False
+        if not self._fits(ip):
+            return False
+        claims = self._claims.setdefault(worker, {})
+        claims[ip] = claims.get(ip, 0) + 1
+        self._claimed_per_ip[ip] = self._claimed_per_ip.get(ip, 0) + 1
+        self._claimed += 1
+        return True
+
+    def release_for(self, worker: int, ip: str, count: int = 1) -> None:
+        """Worker 0: ``count`` of worker ``worker``'s places for ``ip`` given back."""
+        ip = canonical_ip(ip)
+        claims = self._claims.get(worker, {})
+        count = min(count, claims.get(ip, 0))
+        if count <= 0:
+            return
+        _decrement(claims, ip, count)
+        _decrement(self._claimed_per_ip, ip, count)
+        self._claimed -= count
+
+    def drop_claims(self, worker: int) -> None:
+        """Worker 0: worker ``worker`` is gone, and so are its connections."""
+        for ip, count in list(self._claims.get(worker, {}).items()):
+            self.release_for(worker, ip, count)
+        self._claims.pop(worker, None)
+
+    def _release(self, ip: str, *, shared: bool = False) -> None:
+        if shared and self.global_release is not None:
+            self.global_release(ip)
         self._open -= 1
         left = self._per_ip.get(ip, 1) - 1
         if left:
@@ -264,6 +327,14 @@ class ConnectionTable:
 
     def statistics(self) -> ConnectionStatistics:
         return ConnectionStatistics(open=len(self._by_peer), **self._counts)
+
+
+def _decrement(counts: dict[str, int], key: str, by: int) -> None:
+    left = counts.get(key, 0) - by
+    if left > 0:
+        counts[key] = left
+    else:
+        counts.pop(key, None)
 
 
 def _in(address: str, network: ipaddress.IPv4Network | ipaddress.IPv6Network) -> bool:

@@ -250,6 +250,17 @@ class StreamListener:
 
     async def _connect(self, conn: socket.socket, slot: Slot) -> None:
         loop = asyncio.get_running_loop()
+        try:
+            # sip.workers > 1: the per-address and total limits hold for the server.
+            shared = await self._table.claim_shared(slot)
+        except BaseException:
+            slot.release()
+            conn.close()
+            raise
+        if not shared:
+            log.info("refused connection from %s (over the limits of all workers)", slot.ip)
+            conn.close()
+            return
         ssl_options: dict[str, float] = {}
         if self._ssl is not None:
             ssl_options = {
