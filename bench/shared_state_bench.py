@@ -9,13 +9,16 @@ the machine spends, sender and receiver together), median of ``--runs``:
 1. **channel, one event per frame**: a BanImposed through ``encode_event`` +
    ``encode_frame``, a Unix socketpair, ``FrameDecoder.feed`` + ``decode_event`` (what
    app/cluster.py does for a replicated event; the hub's relay adds one more hop).
-2. **channel, batched**: rate-bucket consumption, 2,000 buckets a frame
+2. **channel, one fraud report per frame**: a call's check report as app/shared/fraud.py
+   sends it (a JSON payload, no dataclass conversion); a call sends three (check,
+   answer, end).
+3. **channel, batched**: rate-bucket consumption, 2,000 buckets a frame
    (app/shared/counters.py), per bucket.
-3. **SQLite WAL, one upsert per event**: ``INSERT ... ON CONFLICT DO UPDATE`` in its own
+4. **SQLite WAL, one upsert per event**: ``INSERT ... ON CONFLICT DO UPDATE`` in its own
    transaction (synchronous=NORMAL) on a file two connections share, as processes would.
-4. **SQLite WAL, one read per check**: what a worker pays on its hot path to see another
+5. **SQLite WAL, one read per check**: what a worker pays on its hot path to see another
    worker's writes without a replica (a SELECT by primary key per message).
-5. **the guard's check**, in memory, alone and with consumption noted for sharing (the
+6. **the guard's check**, in memory, alone and with consumption noted for sharing (the
    hot-path price of the batched buckets).
 """
 
@@ -69,6 +72,29 @@ def channel_events(n: int) -> None:
                 while received <= i:
                     for frame in decoder.feed(b.recv(1 << 20)):
                         decode_event(frame.header["event"])
+                        received += 1
+    finally:
+        a.close()
+        b.close()
+
+
+def channel_fraud_reports(n: int) -> None:
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    decoder = FrameDecoder()
+    received = 0
+    try:
+        for i in range(n):
+            report = {
+                "op": "check", "call_id": f"call-{i}@10.0.0.1", "user": "alice",
+                "dialled": "+33123456789", "e164": "+33123456789", "kind": "international",
+                "time": 1e9 + i, "allowed": True, "suspended": None,
+            }  # fmt: skip
+            payload = json.dumps(report, separators=(",", ":")).encode()
+            a.sendall(encode_frame("state.fraud", {"_to": "*"}, payload))
+            if i % 64 == 63 or i == n - 1:
+                while received <= i:
+                    for frame in decoder.feed(b.recv(1 << 20)):
+                        json.loads(frame.payload)
                         received += 1
     finally:
         a.close()
@@ -162,6 +188,10 @@ def main() -> None:
         path = Path(tmp) / "shared.db"
         rows = [
             ("channel: one event per frame (µs/event)", cpu(channel_events, n, runs)),
+            (
+                "channel: one fraud report per frame (µs/report)",
+                cpu(channel_fraud_reports, n, runs),
+            ),
             ("channel: batched buckets (µs/bucket)", cpu(channel_batched, n * 5, runs)),
             ("SQLite WAL: one upsert per event (µs/event)", cpu(sqlite_upserts(path), n, runs)),
             ("SQLite WAL: one read per check (µs/check)", cpu(sqlite_reads(path), n * 5, runs)),
