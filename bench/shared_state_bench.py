@@ -1,6 +1,8 @@
 """What keeping state global across signaling workers costs, per mechanism.
 
     PYTHONPATH=src .venv/bin/python bench/shared_state_bench.py [--events 20000] [--runs 5]
+    PYTHONPATH=src valgrind --tool=callgrind .venv/bin/python \
+        bench/shared_state_bench.py --guard-only {plain,shared} --events {0,20000}
 
 The candidates (issue 15, "choose the mechanism by measurement"), each timed in CPU
 seconds (``time.process_time``: both ends run in this process, so the figure is what
@@ -182,8 +184,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=20_000)
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument(
+        "--guard-only",
+        choices=["plain", "shared"],
+        help="only --events guard checks, once (for callgrind: run 0 and N, subtract)",
+    )
     args = parser.parse_args()
     n, runs = args.events, args.runs
+    if args.guard_only is not None:
+        guard_checks(args.guard_only == "shared")(n)
+        return
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "shared.db"
         rows = [
