@@ -150,8 +150,29 @@ class Headers:
         self._fields = fields
         index: dict[str, list[int]] = {}
         for i, f in enumerate(fields):
-            index.setdefault(f.key, []).append(i)
+            found = index.get(f.key)
+            if found is None:
+                index[f.key] = [i]
+            else:
+                found.append(i)
         self._index = index
+
+    @classmethod
+    def indexed(cls, fields: tuple[Header, ...], index: dict[str, list[int]]) -> Headers:
+        """Headers whose index the parser built while reading the fields (no second pass).
+
+        ``index`` maps each key to the positions of its fields, in order; the caller
+        hands it over and does not change it afterwards.
+        """
+        headers = cls.__new__(cls)
+        headers._fields = fields
+        headers._index = index
+        return headers
+
+    def count_key(self, key: str) -> int:
+        """:meth:`count` for a name already in canonical form (no name mapping)."""
+        found = self._index.get(key)
+        return len(found) if found else 0
 
     def __iter__(self) -> Iterator[Header]:
         return iter(self._fields)
