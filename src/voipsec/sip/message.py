@@ -164,14 +164,14 @@ class _Message:
             raise SipParseError(400, f"missing {key} header")
         return value
 
-    def _head_lines(self) -> list[str]:
+    def _start_line(self) -> str:
         raise NotImplementedError
 
     def to_bytes(self) -> bytes:
         """Serialize with headers in their stored order and names."""
-        lines = self._head_lines()
-        lines.extend(f"{h.name}: {h.value}" for h in self.headers)
-        return ("\r\n".join(lines) + "\r\n\r\n").encode() + self.body
+        lines = [f"{name}: {value}" for name, _, value in self.headers.fields]
+        head = "\r\n".join([self._start_line(), *lines, "", ""])
+        return head.encode() + self.body if self.body else head.encode()
 
 
 @dataclass(frozen=True, kw_only=True, eq=True)
@@ -185,8 +185,8 @@ class Request(_Message):
     body: bytes = b""
     version: str = SIP_VERSION
 
-    def _head_lines(self) -> list[str]:
-        return [f"{self.method} {self.raw_uri} {self.version}"]
+    def _start_line(self) -> str:
+        return f"{self.method} {self.raw_uri} {self.version}"
 
     def with_headers(self, headers: Headers) -> Request:
         return Request(
@@ -209,8 +209,8 @@ class Response(_Message):
     body: bytes = b""
     version: str = SIP_VERSION
 
-    def _head_lines(self) -> list[str]:
-        return [f"{self.version} {self.status} {self.reason}"]
+    def _start_line(self) -> str:
+        return f"{self.version} {self.status} {self.reason}"
 
 
 Message = Request | Response
@@ -400,7 +400,10 @@ def _parse_fields(lines: list[str], *, folded: bool) -> Headers:
         value = value.rstrip(" \t")
         key = memo.get(name) or canonical_name(name)
         if key == "via":
-            via_count += len(split_list(value)) if "," in value or '"' in value else 1
+            if "," in value or '"' in value:
+                via_count += len(split_list(value))
+            elif value:
+                via_count += 1
             if via_count > limits.MAX_VIA:
                 raise SipParseError(483, "too many Via headers")
         append(_new_header(Header, (name, key, value)))
