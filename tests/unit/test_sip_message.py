@@ -775,7 +775,9 @@ def test_message_via_cache_never_caches_an_error() -> None:
 
 
 def test_message_too_many_vias_counted_in_one_pass() -> None:
-    vias = b"".join(b"Via: SIP/2.0/UDP h%d;branch=z9hG4bK%d\r\n" % (i, i) for i in range(limits.MAX_VIA + 1))
+    vias = b"".join(
+        b"Via: SIP/2.0/UDP h%d;branch=z9hG4bK%d\r\n" % (i, i) for i in range(limits.MAX_VIA + 1)
+    )
     data = _with(REGISTER, b"Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKnashds7\r\n", vias)
     with pytest.raises(SipParseError) as info:
         parse_message(data)

@@ -146,15 +146,18 @@ class Headers:
 
     __slots__ = ("_fields", "_index")
 
-    def __init__(self, fields: tuple[Header, ...]) -> None:
+    def __init__(
+        self, fields: tuple[Header, ...], index: dict[str, list[int]] | None = None
+    ) -> None:
         self._fields = fields
-        index: dict[str, list[int]] = {}
-        for i, f in enumerate(fields):
-            found = index.get(f.key)
-            if found is None:
-                index[f.key] = [i]
-            else:
-                found.append(i)
+        if index is None:
+            index = {}
+            for i, f in enumerate(fields):
+                found = index.get(f.key)
+                if found is None:
+                    index[f.key] = [i]
+                else:
+                    found.append(i)
         self._index = index
 
     @classmethod
@@ -164,10 +167,7 @@ class Headers:
         ``index`` maps each key to the positions of its fields, in order; the caller
         hands it over and does not change it afterwards.
         """
-        headers = cls.__new__(cls)
-        headers._fields = fields
-        headers._index = index
-        return headers
+        return cls(fields, index)
 
     def count_key(self, key: str) -> int:
         """:meth:`count` for a name already in canonical form (no name mapping)."""

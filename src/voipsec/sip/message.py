@@ -415,7 +415,6 @@ def _parse_fields(lines: list[str], *, folded: bool) -> Headers:
     return Headers.indexed(tuple(fields), index)
 
 
-
 def _unfold(lines: list[str]) -> list[str]:
     """RFC 3261 §7.3.1: a continuation line folds into the previous field."""
     unfolded: list[str] = []
