@@ -3,20 +3,22 @@
 How this works: :func:`parse_message` splits the start line and the header fields,
 checks the named limits and the few headers every request must carry, and keeps
 every header value as text. Header *bodies* (Via, CSeq, From/To, Contact) are parsed
-on first use through cached properties, so a message whose decision needs only the
-Call-ID and CSeq never parses its Contact. Every failure raises
-:class:`~voipsec.sip.errors.SipParseError` with the status to answer.
+on first use and remembered on the message (:class:`_Parsed`), so a message whose
+decision needs only the Call-ID and CSeq never parses its Contact, and none is parsed
+twice. A message built from another (a response, a request with a stamped Via)
+inherits the bodies it shares with it instead of parsing them again. Every failure
+raises :class:`~voipsec.sip.errors.SipParseError` with the status to answer.
 """
 
 from __future__ import annotations
 
+import functools
 import re
-from dataclasses import dataclass
-from functools import cached_property
+from dataclasses import dataclass, field
 
 from . import limits
 from .errors import SipParseError
-from .headers import Header, Headers, canonical_name, is_token, split_list
+from .headers import Header, Headers, _canonical_memo, canonical_name, is_token, split_list
 from .uri import NameAddr, SipUri, Uri, parse_name_addr, parse_uri
 
 SIP_VERSION = "SIP/2.0"
@@ -24,6 +26,8 @@ SIP_VERSION = "SIP/2.0"
 BRANCH_COOKIE = "z9hG4bK"
 
 _REQUIRED_HEADERS = ("call-id", "cseq", "from", "to", "via")
+#: Headers a message carries at most once (RFC 3261 §20: not lists).
+_SINGLE_HEADERS = ("call-id", "cseq", "from", "to", "max-forwards")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -54,11 +58,30 @@ class CSeq:
     method: str
 
 
+class _Parsed:
+    """The header bodies of one message parsed so far (None: not yet).
+
+    Plain attributes rather than :func:`functools.cached_property`: Python 3.11's
+    takes an RLock on every first access (82 per call), and a class compiled with
+    mypyc has no instance ``__dict__`` to cache in. A message is used by one thread.
+    """
+
+    __slots__ = ("contacts", "cseq", "from_", "to", "vias")
+
+    def __init__(self) -> None:
+        self.cseq: CSeq | None = None
+        self.vias: tuple[Via, ...] | None = None
+        self.from_: NameAddr | None = None
+        self.to: NameAddr | None = None
+        self.contacts: tuple[NameAddr, ...] | None = None
+
+
 class _Message:
     """Shared behaviour of requests and responses: lazy header bodies and bytes."""
 
     headers: Headers
     body: bytes
+    _parsed: _Parsed
 
     @property
     def call_id(self) -> str:
@@ -67,19 +90,19 @@ class _Message:
             raise SipParseError(400, "missing Call-ID")
         return value
 
-    @cached_property
+    @property
     def cseq(self) -> CSeq:
-        return parse_cseq(self._required("cseq"))
+        parsed = self._parsed
+        if parsed.cseq is None:
+            parsed.cseq = parse_cseq(self._required("cseq"))
+        return parsed.cseq
 
-    @cached_property
+    @property
     def vias(self) -> tuple[Via, ...]:
-        if any(not line.strip() for line in self.headers.lines("via")):
-            # RFC 3261 §20.42: Via = 1#via-parm, so an empty Via header is malformed.
-            raise SipParseError(400, "empty Via header")
-        values = self.headers.values("via")
-        if len(values) > limits.MAX_VIA:
-            raise SipParseError(483, "too many Via headers")
-        return tuple(parse_via(v) for v in values)
+        parsed = self._parsed
+        if parsed.vias is None:
+            parsed.vias = _parse_vias(self.headers.lines("via"))
+        return parsed.vias
 
     @property
     def top_via(self) -> Via:
@@ -88,18 +111,28 @@ class _Message:
             raise SipParseError(400, "missing Via")
         return vias[0]
 
-    @cached_property
+    @property
     def from_(self) -> NameAddr:
-        return parse_name_addr(self._required("from"))
+        parsed = self._parsed
+        if parsed.from_ is None:
+            parsed.from_ = parse_name_addr(self._required("from"))
+        return parsed.from_
 
-    @cached_property
+    @property
     def to(self) -> NameAddr:
-        return parse_name_addr(self._required("to"))
+        parsed = self._parsed
+        if parsed.to is None:
+            parsed.to = parse_name_addr(self._required("to"))
+        return parsed.to
 
-    @cached_property
+    @property
     def contacts(self) -> tuple[NameAddr, ...]:
         """Contact values; a wildcard ``*`` contact is reported by :attr:`wildcard_contact`."""
-        return tuple(parse_name_addr(v) for v in self.headers.values("contact") if v != "*")
+        parsed = self._parsed
+        if parsed.contacts is None:
+            values = self.headers.values("contact")
+            parsed.contacts = tuple(parse_name_addr(v) for v in values if v != "*")
+        return parsed.contacts
 
     @property
     def wildcard_contact(self) -> bool:
@@ -118,14 +151,14 @@ class _Message:
             raise SipParseError(400, f"missing {key} header")
         return value
 
-    def _head_lines(self) -> list[str]:
+    def _start_line(self) -> str:
         raise NotImplementedError
 
     def to_bytes(self) -> bytes:
         """Serialize with headers in their stored order and names."""
-        lines = self._head_lines()
-        lines.extend(f"{h.name}: {h.value}" for h in self.headers)
-        return ("\r\n".join(lines) + "\r\n\r\n").encode() + self.body
+        lines = [f"{name}: {value}" for name, _, value in self.headers.fields]
+        head = "\r\n".join([self._start_line(), *lines, "", ""])
+        return head.encode() + self.body if self.body else head.encode()
 
 
 @dataclass(frozen=True, kw_only=True, eq=True)
@@ -138,9 +171,10 @@ class Request(_Message):
     headers: Headers
     body: bytes = b""
     version: str = SIP_VERSION
+    _parsed: _Parsed = field(default_factory=_Parsed, init=False, repr=False, compare=False)
 
-    def _head_lines(self) -> list[str]:
-        return [f"{self.method} {self.raw_uri} {self.version}"]
+    def _start_line(self) -> str:
+        return f"{self.method} {self.raw_uri} {self.version}"
 
     def with_headers(self, headers: Headers) -> Request:
         return Request(
@@ -162,12 +196,30 @@ class Response(_Message):
     headers: Headers
     body: bytes = b""
     version: str = SIP_VERSION
+    _parsed: _Parsed = field(default_factory=_Parsed, init=False, repr=False, compare=False)
 
-    def _head_lines(self) -> list[str]:
-        return [f"{self.version} {self.status} {self.reason}"]
+    def _start_line(self) -> str:
+        return f"{self.version} {self.status} {self.reason}"
 
 
 Message = Request | Response
+
+
+def _parse_vias(lines: list[str]) -> tuple[Via, ...]:
+    """Every Via value of a message's Via lines, top first (RFC 3261 §20.42)."""
+    values: list[str] = []
+    for line in lines:
+        single = line.strip()
+        if not single:
+            # RFC 3261 §20.42: Via = 1#via-parm, so an empty Via header is malformed.
+            raise SipParseError(400, "empty Via header")
+        if "," in single or '"' in single:
+            values.extend(split_list(single))
+        else:
+            values.append(single)
+    if len(values) > limits.MAX_VIA:
+        raise SipParseError(483, "too many Via headers")
+    return tuple(map(parse_via, values))
 
 
 def parse_cseq(value: str) -> CSeq:
@@ -192,6 +244,14 @@ def parse_delta(value: str, name: str = "header") -> int:
     return number
 
 
+#: Parsed Via values remembered: within a call the same Via text arrives in the
+#: request, its retransmissions, and every response and ACK of the transaction. Via
+#: is immutable, so sharing is safe; a peer sending ever-new values only makes
+#: entries fall out (least recently used).
+VIA_CACHE_SIZE = 4096
+
+
+@functools.lru_cache(maxsize=VIA_CACHE_SIZE)
 def parse_via(value: str) -> Via:
     """RFC 3261 §20.42: ``SIP / 2.0 / transport sent-by *(; via-params)``."""
     proto, _, rest = value.strip().partition(" ")
@@ -227,12 +287,17 @@ def _join_spaced_protocol(text: str) -> tuple[str, str]:
     return proto, " ".join(tokens[i:])
 
 
+#: Characters a Via host never holds (RFC 3261 §25.1 ``host``); seen, they mean the
+#: sent-by swallowed a neighbouring element.
+_BAD_VIA_HOST = re.compile(r'[ \t,<>"]')
+
+
 def _via_hostport(text: str) -> tuple[str, int | None]:
     host, colon, port = text.rpartition(":") if not text.endswith("]") else (text, "", "")
     if not colon:
         host, port = text, ""
     host, port = host.strip(), port.strip()
-    if not host or any(c in host for c in ' \t,<>"'):
+    if not host or _BAD_VIA_HOST.search(host) is not None:
         raise SipParseError(400, "malformed Via host")
     if not port:
         return host, None
@@ -297,10 +362,11 @@ def parse_message(data: bytes, *, datagram: bool = True) -> Message:
         # RFC 3261 §7: the empty line MUST be present even when there is no body
         # (RFC 4475 §3.1.2.15: the archived "baddn" ends without it).
         raise SipParseError(400, "header section not terminated by an empty line")
-    lines = _decode(head).replace("\r\n", "\n").split("\n")
+    text = _decode(head).replace("\r\n", "\n")
+    lines = text.split("\n")
     start = lines[0]
-    fields = _parse_fields(lines[1:])
-    headers = Headers(fields)
+    # RFC 3261 §7.3.1: a line starting with blanks continues the previous field.
+    headers = _parse_fields(lines[1:], folded="\n " in text or "\n\t" in text)
     body = _frame_body(headers, body, datagram)
     if start.startswith("SIP/"):
         return _parse_response(start, headers, body)
@@ -315,17 +381,21 @@ _FIELD = re.compile(r"([A-Za-z0-9\-.!%*_+`'~]+)[ \t]*:[ \t]*(.*)")
 _new_header = tuple.__new__
 
 
-def _parse_fields(lines: list[str]) -> tuple[Header, ...]:
-    if any(line[:1] in (" ", "\t") for line in lines):
+def _parse_fields(lines: list[str], *, folded: bool) -> Headers:
+    """The header fields in wire order, indexed by canonical name in the same pass."""
+    if folded:
         lines = _unfold(lines)
     if len(lines) > limits.MAX_HEADERS:
         raise SipParseError(400, "too many headers")
     fields: list[Header] = []
     append = fields.append
+    index: dict[str, list[int]] = {}
     via_count = 0
     match = _FIELD.fullmatch
-    for line in lines:
-        if len(line) > limits.MAX_HEADER_LENGTH:
+    memo = _canonical_memo
+    max_length = limits.MAX_HEADER_LENGTH
+    for position, line in enumerate(lines):
+        if len(line) > max_length:
             raise SipParseError(400, "header too long")
         found = match(line)
         if found is None:
@@ -334,13 +404,21 @@ def _parse_fields(lines: list[str]) -> tuple[Header, ...]:
             raise SipParseError(400, "malformed header line")
         name, value = found.groups()
         value = value.rstrip(" \t")
-        key = canonical_name(name)
+        key = memo.get(name) or canonical_name(name)
         if key == "via":
-            via_count += len(split_list(value))
+            if "," in value or '"' in value:
+                via_count += len(split_list(value))
+            elif value:
+                via_count += 1
             if via_count > limits.MAX_VIA:
                 raise SipParseError(483, "too many Via headers")
         append(_new_header(Header, (name, key, value)))
-    return tuple(fields)
+        positions = index.get(key)
+        if positions is None:
+            index[key] = [position]
+        else:
+            positions.append(position)
+    return Headers.indexed(tuple(fields), index)
 
 
 def _unfold(lines: list[str]) -> list[str]:
@@ -399,8 +477,9 @@ def _parse_request(start: str, headers: Headers, body: bytes) -> Request:
 
 def _check_common_headers(message: Request | Response) -> None:
     """Checks of the headers every request and response carries (RFC 3261 §8.1.1)."""
-    for key in ("call-id", "cseq", "from", "to", "max-forwards"):
-        if message.headers.count(key) > 1:
+    count = message.headers.count_key
+    for key in _SINGLE_HEADERS:
+        if count(key) > 1:
             raise SipParseError(400, f"multiple {key} headers")
     if not message.call_id:
         raise SipParseError(400, "empty Call-ID")
@@ -416,10 +495,9 @@ def _check_request_headers(request: Request) -> None:
     # RFC 3261 §8.1.1.5: the CSeq method MUST match the request (RFC 4475 mismatch01).
     if request.cseq.method != request.method:
         raise SipParseError(400, "CSeq method does not match Request-Line")
-    if request.int_header("max-forwards") is not None:
-        mf = request.int_header("max-forwards")
-        if mf is not None and mf > 255:
-            raise SipParseError(400, "Max-Forwards out of range")
+    mf = request.int_header("max-forwards")
+    if mf is not None and mf > 255:
+        raise SipParseError(400, "Max-Forwards out of range")
     if "expires" in request.headers:
         request.int_header("expires")
 
@@ -470,33 +548,73 @@ def response_to(
 ) -> Response:
     """Build a response that copies Via, From, To, Call-ID and CSeq (RFC 3261 §8.2.6.2)."""
     fields: list[Header] = []
+    append = fields.append
+    index: dict[str, list[int]] = {}
+    tagged = False
     for f in request.headers:
-        if f.key in ("via", "from", "call-id", "cseq"):
-            fields.append(Header(name=f.name, key=f.key, value=f.value))
-        elif f.key == "to":
-            value = f.value
-            if to_tag is not None and status > 100 and request.to.tag is None:
-                value = f"{value};tag={to_tag}"
-            fields.append(Header(name=f.name, key=f.key, value=value))
-    fields.extend(Header(name=n, key=canonical_name(n), value=v) for n, v in extra)
-    fields.append(Header(name="Content-Length", key="content-length", value=str(len(body))))
-    return Response(status=status, reason=reason, headers=Headers(tuple(fields)), body=body)
+        key = f.key
+        if key in _ECHOED:
+            if key == "to" and to_tag is not None and status > 100 and request.to.tag is None:
+                f = _new_header(Header, (f.name, key, f"{f.value};tag={to_tag}"))
+                tagged = True
+            _index_add(index, key, len(fields))
+            append(f)
+    for n, v in extra:
+        key = canonical_name(n)
+        _index_add(index, key, len(fields))
+        append(_new_header(Header, (n, key, v)))
+    _index_add(index, "content-length", len(fields))
+    append(_new_header(Header, ("Content-Length", "content-length", str(len(body)))))
+    headers = Headers.indexed(tuple(fields), index)
+    response = Response(status=status, reason=reason, headers=headers, body=body)
+    _inherit(response._parsed, request._parsed, to=not tagged)
+    return response
+
+
+#: The headers a response copies from its request (RFC 3261 §8.2.6.2).
+_ECHOED = frozenset({"via", "from", "to", "call-id", "cseq"})
+
+
+def _index_add(index: dict[str, list[int]], key: str, position: int) -> None:
+    positions = index.get(key)
+    if positions is None:
+        index[key] = [position]
+    else:
+        positions.append(position)
+
+
+def _inherit(target: _Parsed, source: _Parsed, *, to: bool, contacts: bool = False) -> None:
+    """Give a message built from another the bodies of the headers it copied unchanged.
+
+    Via, CSeq and From always are (§8.2.6.2); To unless a tag was added; Contact only
+    when the whole header section but the top Via was kept.
+    """
+    target.vias = source.vias
+    target.cseq = source.cseq
+    target.from_ = source.from_
+    if to:
+        target.to = source.to
+    if contacts:
+        target.contacts = source.contacts
 
 
 def top_via_with_received(request: Request, host: str, port: int) -> Request:
     """RFC 3261 §18.2.1 and RFC 3581 §4: add received (and fill rport) to the top Via."""
     top = request.top_via  # parses and validates every Via first (no empty header line)
-    first = True
+    new_top = ""
     fields: list[Header] = []
     for f in request.headers:
-        if f.key == "via" and first:
-            first = False
+        if f.key == "via" and not new_top:
             values = split_list(f.value)
-            values[0] = _stamp_via(values[0], top, host, port)
+            values[0] = new_top = _stamp_via(values[0], top, host, port)
             fields.append(Header(name=f.name, key=f.key, value=", ".join(values)))
         else:
             fields.append(f)
-    return request.with_headers(Headers(tuple(fields)))
+    stamped = request.with_headers(Headers(tuple(fields)))
+    # Only the top Via changed: every other parsed body stays valid.
+    _inherit(stamped._parsed, request._parsed, to=True, contacts=True)
+    stamped._parsed.vias = (parse_via(new_top), *request.vias[1:])
+    return stamped
 
 
 def _stamp_via(value: str, via: Via, host: str, port: int) -> str:
