@@ -24,6 +24,12 @@ Hardening (lessons of rtpengine CVE-2025-53399 and FreeSWITCH CVE-2021-41105):
   by :meth:`MediaRelay.sweep`; the call layer then ends it.
 
 Crypto is libsrtp's, through pylibsrtp; nothing here touches AES or HMAC.
+
+The packet path is kept cheap (issue 15): each datagram is read with ``recvfrom_into``
+into the relay's one :class:`~.srtpsession.PacketBuffer`, unprotected and protected in
+place there (:mod:`.srtpsession`), and sent from a view of the same memory, so no bytes
+object is made per packet. A readiness callback reads at most ``READ_BATCH`` datagrams
+and reads the clock once.
 """
 
 from __future__ import annotations
@@ -33,11 +39,10 @@ import errno
 import logging
 import secrets
 import socket
+import struct
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-
-import pylibsrtp
 
 from ..qos import set_dscp
 from .destinations import MediaPeer, MediaPolicy
@@ -54,13 +59,17 @@ from .sdes import (
     outbound_policy,
 )
 from .sdp import Crypto, Media, MediaAnswer, Sdp, SdpError, parse_sdp, rewrite
+from .srtpsession import PacketBuffer, SrtpSession, is_replay
 
 log = logging.getLogger("voipsec.media")
 
 #: Largest datagram read; RTP over UDP stays well under the Ethernet MTU.
 MAX_PACKET = 2048
-#: Datagrams read per readiness callback before yielding to the event loop.
-READ_BATCH = 64
+#: Datagrams read per readiness callback before yielding to the event loop. The loop's
+#: readers are level-triggered, so a socket with more waiting is called again at once;
+#: reading on until EAGAIN costs a failed ``recvfrom`` per event at ordinary rates
+#: (docs/performance.md, "Cheap relay (issue 15)").
+READ_BATCH = 1
 #: Smallest valid RTP packet: the fixed header (RFC 3550 §5.1).
 RTP_HEADER = 12
 #: Packets kept per leg while its peer's key is not known yet (early media).
@@ -71,6 +80,8 @@ MAX_FINAL_REPORTS = 10_000
 DROP_LOG_INTERVAL = 10.0
 #: The peer of a leg whose signalling source is not known: only latching can open it.
 UNKNOWN_PEER = MediaPeer(source="")
+#: The RTP sequence number and timestamp, after the first two octets (RFC 3550 §5.1).
+_SEQ_TIMESTAMP = struct.Struct("!HI")
 
 
 @dataclass(slots=True)
@@ -133,8 +144,8 @@ class Leg:
     plain: bool = False
     suite: Suite | None = None
     #: Decrypts what the peer sends (its key) / encrypts what we send it (our key).
-    rx: pylibsrtp.Session | None = None
-    tx: pylibsrtp.Session | None = None
+    rx: SrtpSession | None = None
+    tx: SrtpSession | None = None
     rx_master: bytes = field(default=b"", repr=False)
     tx_master: bytes = field(default=b"", repr=False)
     #: The crypto tag of the peer's offer (our answer must carry it) or of our offer.
@@ -233,6 +244,8 @@ class MediaRelay:
         self._refused = 0
         self._timeouts = 0
         self._loop: asyncio.AbstractEventLoop | None = None
+        #: Where every datagram is read, decrypted, encrypted and sent from.
+        self._buffer = PacketBuffer(MAX_PACKET)
         #: Reports of released calls, until the call layer collects them.
         self._final: dict[str, list[LegReport]] = {}
 
@@ -361,12 +374,12 @@ class MediaRelay:
         leg.plain = False
         leg.tag = chosen.tag
         if leg.suite is not suite or leg.rx_master != master:
-            leg.rx = pylibsrtp.Session(policy=inbound_policy(suite, master))
+            leg.rx = SrtpSession(inbound_policy(suite, master), self._buffer)
             leg.rx_master = master
         if leg.suite is not suite or leg.tx is None:
             leg.suite = suite
             leg.tx_master = new_master(suite)
-            leg.tx = pylibsrtp.Session(policy=outbound_policy(suite, leg.tx_master))
+            leg.tx = SrtpSession(outbound_policy(suite, leg.tx_master), self._buffer)
 
     def _offer_to(self, leg: Leg, audio: Media, first: Suite | None) -> MediaAnswer:
         """Our offer to the other leg: SRTP with fresh keys per suite, unless "off".
@@ -421,10 +434,10 @@ class MediaRelay:
         if leg.suite is not suite or leg.tx_master != ours:
             leg.suite = suite
             leg.tx_master = ours
-            leg.tx = pylibsrtp.Session(policy=outbound_policy(suite, ours))
+            leg.tx = SrtpSession(outbound_policy(suite, ours), self._buffer)
         if leg.rx_master != theirs:
             leg.rx_master = theirs
-            leg.rx = pylibsrtp.Session(policy=inbound_policy(suite, theirs))
+            leg.rx = SrtpSession(inbound_policy(suite, theirs), self._buffer)
 
     def _set_remote(
         self, media: CallMedia, leg: Leg, sdp: Sdp, audio: Media, peer: MediaPeer
@@ -515,24 +528,40 @@ class MediaRelay:
     # -- packets ------------------------------------------------------------------
 
     def _readable(self, leg: Leg, sock: socket.socket, rtcp_port: bool) -> None:
+        data = self._buffer.data
+        now = self.clock()
         for _ in range(READ_BATCH):
             try:
-                data, source = sock.recvfrom(MAX_PACKET)
+                size, source = sock.recvfrom_into(data, MAX_PACKET)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as err:
                 if err.errno not in (errno.ECONNREFUSED, errno.EHOSTUNREACH):
                     log.debug("media %s: recv failed: %s", leg.name, err)
                 return
+            if len(source) != 2:  # IPv6: (host, port, flowinfo, scope id)
+                source = (source[0], source[1])
             try:
-                self.packet(leg, data, (str(source[0]), int(source[1])), rtcp_port)
+                self._relay(leg, size, source, rtcp_port, now)
             except Exception:  # one bad packet never ends the relay of a call
                 log.exception("media %s: packet handling failed", leg.name)
 
     def packet(self, leg: Leg, data: bytes, source: tuple[str, int], rtcp_port: bool) -> None:
         """One datagram that arrived on ``leg``: check, decrypt, re-encrypt, forward."""
         now = self.clock()
-        if len(data) < RTP_HEADER or data[0] >> 6 != 2:
+        if len(data) > MAX_PACKET:
+            leg.stats.malformed()
+            leg.drops.note("too long", leg.name, now)
+            return
+        self._buffer.view[: len(data)] = data
+        self._relay(leg, len(data), source, rtcp_port, now)
+
+    def _relay(
+        self, leg: Leg, size: int, source: tuple[str, int], rtcp_port: bool, now: float
+    ) -> None:
+        """The datagram of ``size`` bytes in the buffer: check, decrypt, re-encrypt, forward."""
+        data = self._buffer.data
+        if size < RTP_HEADER or data[0] >> 6 != 2:
             leg.stats.malformed()
             leg.drops.note("malformed", leg.name, now)
             return
@@ -542,8 +571,8 @@ class MediaRelay:
             leg.stats.wrong_source()
             leg.drops.note(f"from {source[0]}:{source[1]}, not the latched peer", leg.name, now)
             return
-        clear = self._decrypt(leg, data, rtcp, now, source)
-        if clear is None:
+        clear = self._decrypt(leg, size, rtcp, now, source)
+        if clear < 0:
             return
         if latched is None:
             decision = self.policy.latch(*source, leg.peer, authenticated=not leg.plain)
@@ -562,9 +591,8 @@ class MediaRelay:
         if rtcp:
             leg.rtcp_packets += 1
         else:
-            seq = int.from_bytes(clear[2:4], "big")
-            timestamp = int.from_bytes(clear[4:8], "big")
-            leg.stats.packet(seq=seq, timestamp=timestamp, size=len(clear), arrival=now)
+            seq, timestamp = _SEQ_TIMESTAMP.unpack_from(data, 2)
+            leg.stats.rtp(seq, timestamp, clear, now)
         self._forward(media.legs[other(leg.side)], clear, rtcp)
 
     def _replay_early(self, leg: Leg) -> None:
@@ -575,32 +603,32 @@ class MediaRelay:
                 return
             self.packet(leg, data, source, rtcp)
 
-    def _decrypt(
-        self, leg: Leg, data: bytes, rtcp: bool, now: float, source: tuple[str, int]
-    ) -> bytes | None:
+    def _decrypt(self, leg: Leg, size: int, rtcp: bool, now: float, source: tuple[str, int]) -> int:
+        """The clear packet's length in the buffer, or -1 when it was dropped or kept."""
         if leg.plain:
-            return data
-        if leg.rx is None:
+            return size
+        rx = leg.rx
+        if rx is None:
             # SDES: the callee may send media before its answer (with its key) reaches
             # us. Keep a few packets and check them once the key is known.
             if len(leg.early) < MAX_EARLY_PACKETS:
-                leg.early.append((data, source, rtcp))
+                leg.early.append((bytes(self._buffer.view[:size]), source, rtcp))
             else:
                 leg.stats.auth_failure()
                 leg.drops.note("no key yet", leg.name, now)
-            return None
-        try:
-            return leg.rx.unprotect_rtcp(data) if rtcp else leg.rx.unprotect(data)
-        except pylibsrtp.Error as err:
-            if "replay" in str(err):
-                leg.stats.replay()
-                leg.drops.note("replayed", leg.name, now)
-            else:
-                leg.stats.auth_failure()
-                leg.drops.note("failed authentication", leg.name, now)
-            return None
+            return -1
+        clear = rx.unprotect_rtcp(size) if rtcp else rx.unprotect(size)
+        if clear >= 0:
+            return clear
+        if is_replay(clear):
+            leg.stats.replay()
+            leg.drops.note("replayed", leg.name, now)
+        else:
+            leg.stats.auth_failure()
+            leg.drops.note("failed authentication", leg.name, now)
+        return -1
 
-    def _forward(self, out: Leg, clear: bytes, rtcp: bool) -> None:
+    def _forward(self, out: Leg, clear: int, rtcp: bool) -> None:
         if rtcp:
             target = out.latched_rtcp or out.remote_rtcp
             if out.rtcp_mux:
@@ -610,17 +638,16 @@ class MediaRelay:
         if target is None:
             return  # the other side's address is not known yet (no answer)
         if out.plain:
-            packet = clear
+            size = clear
         elif out.tx is None:
             return
         else:
-            try:
-                packet = out.tx.protect_rtcp(clear) if rtcp else out.tx.protect(clear)
-            except pylibsrtp.Error:
+            size = out.tx.protect_rtcp(clear) if rtcp else out.tx.protect(clear)
+            if size < 0:
                 return  # libsrtp refuses to send a sequence number twice
         sock = out.rtp if (not rtcp or out.rtcp_mux) else out.rtcp
         try:
-            sock.sendto(packet, target)
+            sock.sendto(self._buffer.view[:size], target)
         except OSError:
             return
         self._relayed += 1
