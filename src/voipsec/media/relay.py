@@ -44,7 +44,6 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from ..qos import set_dscp
 from .destinations import MediaPeer, MediaPolicy
 from .errors import MediaRefused
 from .quality import StreamReport, StreamStats
@@ -59,6 +58,7 @@ from .sdes import (
     outbound_policy,
 )
 from .sdp import Crypto, Media, MediaAnswer, Sdp, SdpError, parse_sdp, rewrite
+from .sockets import SPARE_PAIRS, PortPool, SocketPool
 from .srtpsession import PacketBuffer, SrtpSession, is_replay
 
 log = logging.getLogger("voipsec.media")
@@ -82,30 +82,6 @@ DROP_LOG_INTERVAL = 10.0
 UNKNOWN_PEER = MediaPeer(source="")
 #: The RTP sequence number and timestamp, after the first two octets (RFC 3550 §5.1).
 _SEQ_TIMESTAMP = struct.Struct("!HI")
-
-
-@dataclass(slots=True)
-class PortPool:
-    """Free RTP/RTCP port pairs (even RTP port) of a range, handed out at random."""
-
-    low: int
-    high: int
-    _free: list[int] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        start = self.low + (self.low % 2)
-        self._free = list(range(start, self.high, 2))
-        secrets.SystemRandom().shuffle(self._free)
-
-    def take(self) -> int | None:
-        return self._free.pop() if self._free else None
-
-    def give_back(self, port: int) -> None:
-        self._free.append(port)
-
-    @property
-    def free(self) -> int:
-        return len(self._free)
 
 
 class _Drops:
@@ -160,6 +136,8 @@ class Leg:
     drops: _Drops = field(default_factory=_Drops)
     #: Where the leg's SIP came from: what its SDP may name and who may latch it.
     peer: MediaPeer = UNKNOWN_PEER
+    #: The call is over: the sockets went back to the pool (perhaps to another call).
+    closed: bool = False
 
 
 @dataclass(eq=False)
@@ -223,9 +201,11 @@ class MediaRelay:
         own_addresses: Sequence[str] = (),
         own_ports: Sequence[int] = (),
         allowed_peers: Sequence[str] = (),
+        spare_pairs: int = SPARE_PAIRS,
     ) -> None:
         self.address = address
-        self.pool = PortPool(*ports)
+        #: Port pairs, ``spare_pairs`` of them bound ahead of the calls (issue 15).
+        self.pool = SocketPool(PortPool(*ports), address=address, dscp=dscp, spare=spare_pairs)
         self.srtp = srtp
         self.preference = tuple(suites)
         self.timeout = timeout
@@ -349,6 +329,9 @@ class MediaRelay:
             raise
         media = CallMedia(call=call, legs=legs, session_id=secrets.randbelow(2**62))
         self._calls[call] = media
+        if self.pool.ready < self.pool.spare:
+            # Bind the next calls' sockets after this offer, not on its path.
+            self._event_loop().call_soon(self.pool.fill)
         return media
 
     def _take_offer(self, leg: Leg, sdp: Sdp, audio: Media) -> None:
@@ -477,39 +460,12 @@ class MediaRelay:
     # -- sockets ------------------------------------------------------------------
 
     def _open_leg(self, call: str, side: str) -> Leg:
-        for _ in range(16):
-            port = self.pool.take()
-            if port is None:
-                raise MediaRefused(503, "no media ports free")
-            try:
-                rtp = self._socket(port)
-            except OSError:
-                continue  # taken by someone else: it stays out of the pool
-            try:
-                rtcp = self._socket(port + 1)
-            except OSError:
-                rtp.close()
-                continue
-            leg = Leg(
-                name=f"{call[:8]}/{side}", call=call, side=side, port=port, rtp=rtp, rtcp=rtcp
-            )
-            loop = self._event_loop()
-            loop.add_reader(rtp.fileno(), self._readable, leg, rtp, False)
-            loop.add_reader(rtcp.fileno(), self._readable, leg, rtcp, True)
-            return leg
-        raise MediaRefused(503, "no media ports free")
-
-    def _socket(self, port: int) -> socket.socket:
-        family = socket.AF_INET6 if ":" in self.address else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_DGRAM)
-        try:
-            sock.setblocking(False)
-            set_dscp(sock, self.dscp)
-            sock.bind((self.address, port))
-        except OSError:
-            sock.close()
-            raise
-        return sock
+        port, rtp, rtcp = self.pool.take()
+        leg = Leg(name=f"{call[:8]}/{side}", call=call, side=side, port=port, rtp=rtp, rtcp=rtcp)
+        loop = self._event_loop()
+        loop.add_reader(rtp.fileno(), self._readable, leg, rtp, False)
+        loop.add_reader(rtcp.fileno(), self._readable, leg, rtcp, True)
+        return leg
 
     def _event_loop(self) -> asyncio.AbstractEventLoop:
         if self._loop is None:
@@ -517,13 +473,15 @@ class MediaRelay:
         return self._loop
 
     def _close(self, leg: Leg) -> None:
+        """The leg is over: its sockets go back to the pool, no longer read."""
+        if leg.closed:
+            return
+        leg.closed = True
         loop = self._loop
-        for sock in (leg.rtp, leg.rtcp):
-            if sock.fileno() >= 0:
-                if loop is not None:
-                    loop.remove_reader(sock.fileno())
-                sock.close()
-        self.pool.give_back(leg.port)
+        if loop is not None:
+            loop.remove_reader(leg.rtp.fileno())
+            loop.remove_reader(leg.rtcp.fileno())
+        self.pool.give_back((leg.port, leg.rtp, leg.rtcp))
 
     # -- packets ------------------------------------------------------------------
 
@@ -599,7 +557,7 @@ class MediaRelay:
         """The leg's key is known now: its early packets go through the normal path."""
         early, leg.early = leg.early, []
         for data, source, rtcp in early:
-            if leg.rx is None or leg.rtp.fileno() < 0:
+            if leg.rx is None or leg.closed:
                 return
             self.packet(leg, data, source, rtcp)
 
@@ -702,6 +660,7 @@ class MediaRelay:
     def close(self) -> None:
         for call in list(self._calls):
             self.release(call)
+        self.pool.close()
 
 
 def _first_audio(sdp: Sdp) -> Media:
