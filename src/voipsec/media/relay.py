@@ -101,7 +101,7 @@ class _Drops:
             self._pending = 0
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Leg:
     """One call leg's end of the relay: a port pair, keys, the latched peer."""
 
@@ -138,6 +138,9 @@ class Leg:
     peer: MediaPeer = UNKNOWN_PEER
     #: The call is over: the sockets went back to the pool (perhaps to another call).
     closed: bool = False
+    #: The call's other leg, where this leg's packets go, and the call (set together).
+    partner: Leg | None = field(default=None, repr=False)
+    media: CallMedia | None = field(default=None, repr=False)
 
 
 @dataclass(eq=False)
@@ -328,6 +331,8 @@ class MediaRelay:
                 self._close(leg)
             raise
         media = CallMedia(call=call, legs=legs, session_id=secrets.randbelow(2**62))
+        legs["a"].partner, legs["b"].partner = legs["b"], legs["a"]
+        legs["a"].media = legs["b"].media = media
         self._calls[call] = media
         if self.pool.ready < self.pool.spare:
             # Bind the next calls' sockets after this offer, not on its path.
@@ -542,8 +547,8 @@ class MediaRelay:
                 leg.latched_rtcp = source
             else:
                 leg.latched_rtp = source
-        media = self._calls.get(leg.call)
-        if media is None:
+        media, partner = leg.media, leg.partner
+        if media is None or partner is None or leg.closed:
             return
         media.last_valid = now
         if rtcp:
@@ -551,7 +556,7 @@ class MediaRelay:
         else:
             seq, timestamp = _SEQ_TIMESTAMP.unpack_from(data, 2)
             leg.stats.rtp(seq, timestamp, clear, now)
-        self._forward(media.legs[other(leg.side)], clear, rtcp)
+        self._forward(partner, clear, rtcp)
 
     def _replay_early(self, leg: Leg) -> None:
         """The leg's key is known now: its early packets go through the normal path."""
