@@ -369,9 +369,10 @@ def cost_main(args: argparse.Namespace) -> None:
 
     For deterministic comparisons on a noisy machine: run it under ``valgrind
     --tool=callgrind`` with ``--packets 0`` and ``--packets N``; the difference of the
-    two instruction counts over N is the relay's user-space cost of one packet, one
-    readiness event each (the low-load case), sending and receiving included. Every
-    packet is checked on the far side, as in the bench.
+    two instruction counts over N is the cost of one packet, one readiness event each
+    (the low-load case), the harness's own sends, receives and checks included;
+    ``--no-relay`` measures the harness alone. Every packet is checked on the far
+    side, as in the bench.
     """
     import asyncio
 
@@ -433,6 +434,8 @@ def cost_main(args: argparse.Namespace) -> None:
         a.recv(2048)
         readable = relay._readable
         target = (HOST, port_a)
+        if args.no_relay:  # the harness alone: A sends straight to B, B checks A's key
+            readable, target, b_rx = _nothing, b.getsockname(), a_master
         got = []
         started = time.process_time()
         for packet in packets:
@@ -456,6 +459,10 @@ def cost_main(args: argparse.Namespace) -> None:
             raise SystemExit("packets lost or corrupted")
 
     asyncio.run(run())
+
+
+def _nothing(*_: object) -> None:
+    """The relay's readiness callback, left out (``cost --no-relay``)."""
 
 
 # -- rtpengine, through its ng protocol ----------------------------------------------------
@@ -1269,6 +1276,7 @@ def main() -> None:
     cost.add_argument("--packets", type=int, default=2000)
     cost.add_argument("--suite", default=DEFAULT_SUITE)
     cost.add_argument("--read-batch", type=int, default=0)
+    cost.add_argument("--no-relay", action="store_true", help="the harness alone")
     parser.add_argument(
         "--target",
         choices=("voipsec", "rtpengine", "rtpengine-passthrough", "both", "all"),
