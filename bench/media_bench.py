@@ -45,6 +45,7 @@ are reported for that reason.
     python bench/media_bench.py                                  # voipsec, default steps
     python bench/media_bench.py --target both --json /tmp/media.json
     python bench/media_bench.py --calls 50,100 --seconds 5 --no-direct --profile-calls 0
+    python bench/media_bench.py --workers 2 --calls 400,500 --no-direct --profile-calls 0
 """
 
 from __future__ import annotations
@@ -164,6 +165,14 @@ def cpu_times(pid: int) -> tuple[float, float]:
     return int(fields[11]) / tick, int(fields[12]) / tick
 
 
+def relay_times(relay: Relay | None) -> tuple[float, float]:
+    """utime and stime of every relay process together (zero without a relay)."""
+    if relay is None:
+        return (0.0, 0.0)
+    times = [cpu_times(pid) for pid in relay.pids]
+    return (sum(t[0] for t in times), sum(t[1] for t in times))
+
+
 def cpu_seconds(pid: int) -> float:
     """utime + stime of a process and its threads, in seconds."""
     return sum(cpu_times(pid))
@@ -249,7 +258,11 @@ def relay_main(args: argparse.Namespace) -> None:
     except ImportError:
         loop_name = "asyncio"
 
+    from voipsec.media import relay as relay_module
     from voipsec.media.relay import MediaRelay
+
+    if args.read_batch:
+        relay_module.READ_BATCH = args.read_batch
     from voipsec.media.sdes import DEFAULT_PREFERENCE
 
     low, high = (int(p) for p in args.ports.split("-"))
@@ -346,6 +359,110 @@ def relay_main(args: argparse.Namespace) -> None:
         relay.close()
 
     asyncio.run(serve())
+
+
+# -- the relay's own cost per packet, for callgrind ----------------------------------------
+
+
+def cost_main(args: argparse.Namespace) -> None:
+    """One call through a MediaRelay, its readiness callback driven by hand.
+
+    For deterministic comparisons on a noisy machine: run it under ``valgrind
+    --tool=callgrind`` with ``--packets 0`` and ``--packets N``; the difference of the
+    two instruction counts over N is the cost of one packet, one readiness event each
+    (the low-load case), the harness's own sends, receives and checks included;
+    ``--no-relay`` measures the harness alone. Every packet is checked on the far
+    side, as in the bench.
+    """
+    import asyncio
+
+    import pylibsrtp
+
+    from voipsec.media import relay as relay_module
+    from voipsec.media.relay import MediaRelay
+    from voipsec.media.sdes import SUITES, inbound_policy, outbound_policy
+
+    if args.read_batch:
+        relay_module.READ_BATCH = args.read_batch
+    suite = SUITES[args.suite]
+
+    async def run() -> None:
+        relay = MediaRelay(
+            address=HOST,
+            ports=VOIPSEC_PORTS,
+            srtp="required",
+            suites=(args.suite,),
+            timeout=3600.0,
+            dscp=0,
+        )
+        a = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        b = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        a.bind((HOST, 0))
+        b.bind((HOST, 0))
+        a_master, b_master = os.urandom(30), os.urandom(30)
+        offer = relay.offer(
+            "cost", "a", endpoint_sdp(a.getsockname()[1], args.suite, 1, a_master, 1)
+        )
+        _, tag, b_rx = relay_side(offer, args.suite)
+        answer = relay.answer(
+            "cost", "b", endpoint_sdp(b.getsockname()[1], args.suite, tag, b_master, 2)
+        )
+        port_a, _, _ = relay_side(answer, args.suite)
+        relay.answered("cost")
+        leg = relay._calls["cost"].legs["a"]
+        sender = pylibsrtp.Session(outbound_policy(suite, a_master))
+        header = bytes([0x80, 0])
+        a.settimeout(5.0)
+        b.settimeout(5.0)
+        clear = [
+            header
+            + seq.to_bytes(2, "big")
+            + (seq * PAYLOAD).to_bytes(4, "big")
+            + b"\x11" * 4
+            + seq.to_bytes(4, "big") * (PAYLOAD // 4)
+            for seq in range(1, args.packets + 1)
+        ]
+        packets = [sender.protect(p) for p in clear]
+        # Both legs latch first: before that, nothing goes to an address taken from an
+        # SDP that names this host (see voipsec.media.destinations).
+        a.sendto(sender.protect(header + bytes(6) + bytes(PAYLOAD)), (HOST, port_a))
+        relay._readable(leg, leg.rtp, False)
+        latch = relay._calls["cost"].legs["b"]
+        b_tx = pylibsrtp.Session(outbound_policy(suite, b_master))
+        b.sendto(b_tx.protect(header + bytes(6) + bytes(PAYLOAD)), (HOST, latch.port))
+        relay._readable(latch, latch.rtp, False)
+        a.recv(2048)
+        readable = relay._readable
+        target = (HOST, port_a)
+        if args.no_relay:  # the harness alone: A sends straight to B, B checks A's key
+            readable, target, b_rx = _nothing, b.getsockname(), a_master
+        got = []
+        started = time.process_time()
+        for packet in packets:
+            a.sendto(packet, target)
+            readable(leg, leg.rtp, False)
+            got.append(b.recv(2048))
+        spent = time.process_time() - started
+        receiver = pylibsrtp.Session(inbound_policy(suite, b_rx))
+        ok = sum(receiver.unprotect(g) == c for g, c in zip(got, clear, strict=True))
+        relay.close()
+        print(
+            json.dumps(
+                {
+                    "packets": args.packets,
+                    "verified": ok,
+                    "cpu_us_per_packet": 1e6 * spent / max(1, args.packets),
+                }
+            )
+        )
+        if ok != args.packets:
+            raise SystemExit("packets lost or corrupted")
+
+    asyncio.run(run())
+
+
+def _nothing(*_: object) -> None:
+    """The relay's readiness callback, left out (``cost --no-relay``)."""
 
 
 # -- rtpengine, through its ng protocol ----------------------------------------------------
@@ -702,6 +819,8 @@ class Step:
     calls: int
     seconds: float
     asked_pps: int
+    #: Relay processes (voipsec --workers); each must stay below its own core.
+    workers: int = 1
     sent: int = 0
     received: int = 0
     lost: int = 0
@@ -736,7 +855,7 @@ class Step:
             and self.mismatch == 0
             and self.duplicate == 0
             and self.sent >= RATE_TOLERANCE * self.asked_pps * self.seconds
-            and (self.target == "direct" or self.relay_cpu < 1.0)
+            and (self.target == "direct" or self.relay_cpu < self.workers)
         )
 
     @property
@@ -762,54 +881,90 @@ def percentile(hist: Counter[int], q: float) -> float:
     return float(max(hist))
 
 
-class Relay:
-    """The relay under test, whichever it is: offer/answer/release and its pid."""
+def port_slices(low: int, high: int, workers: int) -> list[tuple[int, int]]:
+    """``workers`` disjoint port ranges covering ``low``-``high``, each starting even."""
+    width = (high - low) // workers
+    width -= width % 2
+    return [(low + i * width, low + (i + 1) * width - 1) for i in range(workers)]
 
-    def __init__(self, target: str, workdir: Path, threads: int) -> None:
+
+class Relay:
+    """The relay under test, whichever it is: offer/answer/release and its pids.
+
+    voipsec may run as ``workers`` independent relay processes (``--workers``), each
+    with its own slice of the port range and of the calls (call i goes to process
+    i mod workers), as a media worker per core would. Process i is pinned to CPU
+    (1 + i) mod cores, so with two workers on two cores the second shares CPU 0 with
+    the load generator.
+    """
+
+    def __init__(
+        self, target: str, workdir: Path, threads: int, workers: int = 1, read_batch: int = 0
+    ) -> None:
         self.target = target
-        self.voipsec: Child | None = None
+        self.voipsec: list[Child] = []
         self.rtpengine: Rtpengine | None = None
         self.loop = ""
+        self.workers = workers if target == "voipsec" else 1
         if target == "voipsec":
-            ports = f"{VOIPSEC_PORTS[0]}-{VOIPSEC_PORTS[1]}"
-            self.voipsec = Child(
-                PIN["relay"] + [sys.executable, __file__, "relay", "--ports", ports],
-                stderr=workdir / "relay.log",
-            )
-            self.loop = self.voipsec.request({"op": "hello"})["loop"]
-            self.pid = self.voipsec.pid
+            cores = os.cpu_count() or 1
+            argv = [sys.executable, __file__, "relay", "--read-batch", str(read_batch)]
+            for i, (low, high) in enumerate(port_slices(*VOIPSEC_PORTS, self.workers)):
+                pin = ["taskset", "-c", str((1 + i) % cores)] if PIN["relay"] else []
+                self.voipsec.append(
+                    Child(
+                        [*pin, *argv, "--ports", f"{low}-{high}"],
+                        stderr=workdir / f"relay-{i}.log",
+                    )
+                )
+            self.loop = self.voipsec[0].request({"op": "hello"})["loop"]
+            self.pids = [child.pid for child in self.voipsec]
         else:
             self.rtpengine = Rtpengine(
                 workdir, RTPENGINE_PORTS, threads, recrypt=target == "rtpengine"
             )
-            self.pid = self.rtpengine.pid
+            self.pids = [self.rtpengine.pid]
+
+    def _spread(self, op: str, calls: list[tuple[str, str]]) -> dict[str, str]:
+        """``op`` for each call on its worker; the workers work on their shares at once."""
+        shares = [calls[i :: self.workers] for i in range(self.workers)]
+        for child, share in zip(self.voipsec, shares, strict=True):
+            child.send({"op": op, "calls": share})
+        out: dict[str, str] = {}
+        for child in self.voipsec:
+            out.update(child.read()["sdp"])
+        return out
 
     def offer(self, calls: list[tuple[str, str]]) -> dict[str, str]:
         if self.voipsec:
-            return self.voipsec.request({"op": "offer", "calls": calls})["sdp"]
+            return self._spread("offer", calls)
         assert self.rtpengine
         return self.rtpengine.offer(calls)
 
     def answer(self, calls: list[tuple[str, str]]) -> dict[str, str]:
         if self.voipsec:
-            return self.voipsec.request({"op": "answer", "calls": calls})["sdp"]
+            return self._spread("answer", calls)
         assert self.rtpengine
         return self.rtpengine.answer(calls)
 
     def release(self) -> dict:
         if self.voipsec:
-            return self.voipsec.request({"op": "release"})["legs"]
+            totals: Counter[str] = Counter()
+            for child in self.voipsec:
+                totals.update(child.request({"op": "release"})["legs"])
+            return dict(totals)
         assert self.rtpengine
         self.rtpengine.release()
         return {}
 
     def profile(self, start: bool) -> dict:
+        """cProfile of the first worker (the others carry the same kind of load)."""
         assert self.voipsec
-        return self.voipsec.request({"op": "profile_start" if start else "profile_stop"})
+        return self.voipsec[0].request({"op": "profile_start" if start else "profile_stop"})
 
     def close(self) -> None:
-        if self.voipsec:
-            self.voipsec.close()
+        for child in self.voipsec:
+            child.close()
         if self.rtpengine:
             self.rtpengine.close()
 
@@ -830,7 +985,13 @@ def run_step(
     its end (call setup excluded); the report lands in ``step.profile``.
     """
     target = relay.target if relay else "direct"
-    step = Step(target=target, calls=calls, seconds=seconds, asked_pps=calls * 2 * PPS)
+    step = Step(
+        target=target,
+        calls=calls,
+        seconds=seconds,
+        asked_pps=calls * 2 * PPS,
+        workers=relay.workers if relay else 1,
+    )
     shares = [calls // generators + (1 if g < calls % generators else 0) for g in range(generators)]
     shares = [s for s in shares if s]
     gens = [
@@ -913,13 +1074,13 @@ def run_step(
 
         sleep_until(t0 + int(WARMUP * 1e9))
         w0 = time.monotonic()
-        r0 = cpu_times(relay.pid) if relay else (0.0, 0.0)
+        r0 = relay_times(relay)
         g0 = sum(cpu_seconds(g.pid) for g in gens)
         m0 = machine_busy()
         u0 = udp_errors()
         sleep_until(t0 + int(seconds * 1e9))
         w1 = time.monotonic()
-        r1 = cpu_times(relay.pid) if relay else (0.0, 0.0)
+        r1 = relay_times(relay)
         g1 = sum(cpu_seconds(g.pid) for g in gens)
         m1 = machine_busy()
         results = [gen.read(timeout=seconds + 60) for gen in gens]
@@ -984,8 +1145,10 @@ def show(step: Step, direct: Step | None) -> str:
 
 
 @contextlib.contextmanager
-def relay_for(target: str, workdir: Path, threads: int) -> Iterator[Relay]:
-    relay = Relay(target, workdir, threads)
+def relay_for(
+    target: str, workdir: Path, threads: int, workers: int = 1, read_batch: int = 0
+) -> Iterator[Relay]:
+    relay = Relay(target, workdir, threads, workers, read_batch)
     try:
         yield relay
     finally:
@@ -1005,6 +1168,7 @@ def main_orchestrate(args: argparse.Namespace) -> None:
         "suite": args.suite,
         "seconds": args.seconds,
         "generators": args.generators,
+        "workers": args.workers,
         "pinned": bool(PIN["relay"]),
         "load_before": os.getloadavg(),
         "steps": [],
@@ -1035,9 +1199,12 @@ def main_orchestrate(args: argparse.Namespace) -> None:
         directs: dict[int, Step] = {}
         for target in targets:
             failed = 0
-            with relay_for(target, workdir, args.rtpengine_threads) as relay:
+            with relay_for(
+                target, workdir, args.rtpengine_threads, args.workers, args.read_batch
+            ) as relay:
                 print(
-                    f"== {target} (pid {relay.pid}{', ' + relay.loop if relay.loop else ''}), "
+                    f"== {target} (pids {relay.pids}{', ' + relay.loop if relay.loop else ''}), "
+                    f"{relay.workers} relay process(es), "
                     f"suite {args.suite}, {args.seconds:g} s per step"
                     f"{', relay pinned to CPU 1, generators to CPU 0' if PIN['relay'] else ''}",
                     flush=True,
@@ -1103,7 +1270,13 @@ def main() -> None:
     sub = parser.add_subparsers(dest="mode")
     relay = sub.add_parser("relay", help="(internal) the voipsec relay process")
     relay.add_argument("--ports", required=True)
+    relay.add_argument("--read-batch", type=int, default=0)
     sub.add_parser("generate", help="(internal) a load generator process")
+    cost = sub.add_parser("cost", help="one call, callbacks driven by hand (for callgrind)")
+    cost.add_argument("--packets", type=int, default=2000)
+    cost.add_argument("--suite", default=DEFAULT_SUITE)
+    cost.add_argument("--read-batch", type=int, default=0)
+    cost.add_argument("--no-relay", action="store_true", help="the harness alone")
     parser.add_argument(
         "--target",
         choices=("voipsec", "rtpengine", "rtpengine-passthrough", "both", "all"),
@@ -1134,6 +1307,18 @@ def main() -> None:
     parser.add_argument("--profile-seconds", type=float, default=5.0)
     parser.add_argument("--rtpengine-threads", type=int, default=1)
     parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="voipsec relay processes, each with its own slice of calls and ports",
+    )
+    parser.add_argument(
+        "--read-batch",
+        type=int,
+        default=0,
+        help="datagrams the voipsec relay reads per readiness event (0: its READ_BATCH)",
+    )
+    parser.add_argument(
         "--pin",
         action=argparse.BooleanOptionalAction,
         default=True,
@@ -1154,6 +1339,8 @@ def main() -> None:
         relay_main(args)
     elif args.mode == "generate":
         generate_main(args)
+    elif args.mode == "cost":
+        cost_main(args)
     else:
         main_orchestrate(args)
 

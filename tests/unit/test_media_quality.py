@@ -383,3 +383,13 @@ def test_stats_snapshot_mos_reflects_loss() -> None:
     report = stats.snapshot()
     assert report.loss_percent == pytest.approx(5.0)
     assert report.mos == pytest.approx(mos(loss_percent=5.0, jitter_ms=report.jitter_ms))
+
+
+def test_stats_rtp_counts_like_packet() -> None:
+    """The relay's unchecked path keeps the same accounting as the checked one."""
+    checked, fast = StreamStats(), StreamStats()
+    arrivals = [(1, 160, 0.0), (2, 320, 0.021), (4, 640, 0.060), (3, 480, 0.065), (4, 640, 0.07)]
+    for seq, ts, at in arrivals:
+        checked.packet(seq=seq, timestamp=ts, size=172, arrival=at)
+        fast.rtp(seq, ts, 172, at)
+    assert fast.snapshot() == checked.snapshot()

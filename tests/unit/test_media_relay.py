@@ -237,3 +237,37 @@ def test_relay_plain_leg_latches_only_the_signalling_source_and_only_after_new_s
         (at["moved"], 2),
         (at["moved"], 3),
     ]
+
+
+# -- sockets reused from the pool (issue 15) ------------------------------------------------
+
+
+async def _reused() -> tuple[bool, tuple[int, int, int], int]:
+    relay = _relay()  # two port pairs: the second call must reuse the first one's sockets
+    relay.offer("c1", "a", _sdp(4000, new_master(SUITE)))
+    first = relay.ports_of("c1")
+    relay.release("c1")
+    relay.report("c1")
+    with _udp() as old_peer:
+        for port in first.values():  # the old call's media, still coming
+            for seq in range(3):
+                old_peer.sendto(_rtp(seq), ("127.0.0.1", port))
+        relay.offer("c2", "a", _sdp(4000, new_master(SUITE)))
+        second = relay.ports_of("c2")
+        old_peer.sendto(b"end", ("127.0.0.1", second["a"]))  # malformed: a marker
+
+        def leg_a() -> tuple[int, int, int]:
+            received = relay.report("c2")[0].received
+            return received.malformed, received.auth_failures, received.packets
+
+        await _until(lambda: leg_a()[0] == 1)
+        counts = leg_a()
+    relay.close()
+    return set(first.values()) == set(second.values()), counts, relay.pool.free
+
+
+def test_relay_reused_sockets_carry_nothing_of_the_previous_call() -> None:
+    same_ports, counts, free = asyncio.run(_reused())
+    assert same_ports
+    assert counts == (1, 0, 0)  # only the marker: the old call's packets were drained
+    assert free == 2

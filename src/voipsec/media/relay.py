@@ -24,6 +24,12 @@ Hardening (lessons of rtpengine CVE-2025-53399 and FreeSWITCH CVE-2021-41105):
   by :meth:`MediaRelay.sweep`; the call layer then ends it.
 
 Crypto is libsrtp's, through pylibsrtp; nothing here touches AES or HMAC.
+
+The packet path is kept cheap (issue 15): each datagram is read with ``recvfrom_into``
+into the relay's one :class:`~.srtpsession.PacketBuffer`, unprotected and protected in
+place there (:mod:`.srtpsession`), and sent from a view of the same memory, so no bytes
+object is made per packet. A readiness callback reads at most ``READ_BATCH`` datagrams
+and reads the clock once.
 """
 
 from __future__ import annotations
@@ -33,13 +39,11 @@ import errno
 import logging
 import secrets
 import socket
+import struct
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-import pylibsrtp
-
-from ..qos import set_dscp
 from .destinations import MediaPeer, MediaPolicy
 from .errors import MediaRefused
 from .quality import StreamReport, StreamStats
@@ -54,13 +58,18 @@ from .sdes import (
     outbound_policy,
 )
 from .sdp import Crypto, Media, MediaAnswer, Sdp, SdpError, parse_sdp, rewrite
+from .sockets import SPARE_PAIRS, PortPool, SocketPool
+from .srtpsession import PacketBuffer, SrtpSession, is_replay
 
 log = logging.getLogger("voipsec.media")
 
 #: Largest datagram read; RTP over UDP stays well under the Ethernet MTU.
 MAX_PACKET = 2048
-#: Datagrams read per readiness callback before yielding to the event loop.
-READ_BATCH = 64
+#: Datagrams read per readiness callback before yielding to the event loop. The loop's
+#: readers are level-triggered, so a socket with more waiting is called again at once;
+#: reading on until EAGAIN costs a failed ``recvfrom`` per event at ordinary rates
+#: (docs/performance.md, "Cheap relay (issue 15)").
+READ_BATCH = 1
 #: Smallest valid RTP packet: the fixed header (RFC 3550 §5.1).
 RTP_HEADER = 12
 #: Packets kept per leg while its peer's key is not known yet (early media).
@@ -71,30 +80,8 @@ MAX_FINAL_REPORTS = 10_000
 DROP_LOG_INTERVAL = 10.0
 #: The peer of a leg whose signalling source is not known: only latching can open it.
 UNKNOWN_PEER = MediaPeer(source="")
-
-
-@dataclass(slots=True)
-class PortPool:
-    """Free RTP/RTCP port pairs (even RTP port) of a range, handed out at random."""
-
-    low: int
-    high: int
-    _free: list[int] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        start = self.low + (self.low % 2)
-        self._free = list(range(start, self.high, 2))
-        secrets.SystemRandom().shuffle(self._free)
-
-    def take(self) -> int | None:
-        return self._free.pop() if self._free else None
-
-    def give_back(self, port: int) -> None:
-        self._free.append(port)
-
-    @property
-    def free(self) -> int:
-        return len(self._free)
+#: The RTP sequence number and timestamp, after the first two octets (RFC 3550 §5.1).
+_SEQ_TIMESTAMP = struct.Struct("!HI")
 
 
 class _Drops:
@@ -114,7 +101,7 @@ class _Drops:
             self._pending = 0
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Leg:
     """One call leg's end of the relay: a port pair, keys, the latched peer."""
 
@@ -133,8 +120,8 @@ class Leg:
     plain: bool = False
     suite: Suite | None = None
     #: Decrypts what the peer sends (its key) / encrypts what we send it (our key).
-    rx: pylibsrtp.Session | None = None
-    tx: pylibsrtp.Session | None = None
+    rx: SrtpSession | None = None
+    tx: SrtpSession | None = None
     rx_master: bytes = field(default=b"", repr=False)
     tx_master: bytes = field(default=b"", repr=False)
     #: The crypto tag of the peer's offer (our answer must carry it) or of our offer.
@@ -149,6 +136,11 @@ class Leg:
     drops: _Drops = field(default_factory=_Drops)
     #: Where the leg's SIP came from: what its SDP may name and who may latch it.
     peer: MediaPeer = UNKNOWN_PEER
+    #: The call is over: the sockets went back to the pool (perhaps to another call).
+    closed: bool = False
+    #: The call's other leg, where this leg's packets go, and the call (set together).
+    partner: Leg | None = field(default=None, repr=False)
+    media: CallMedia | None = field(default=None, repr=False)
 
 
 @dataclass(eq=False)
@@ -212,9 +204,11 @@ class MediaRelay:
         own_addresses: Sequence[str] = (),
         own_ports: Sequence[int] = (),
         allowed_peers: Sequence[str] = (),
+        spare_pairs: int = SPARE_PAIRS,
     ) -> None:
         self.address = address
-        self.pool = PortPool(*ports)
+        #: Port pairs, ``spare_pairs`` of them bound ahead of the calls (issue 15).
+        self.pool = SocketPool(PortPool(*ports), address=address, dscp=dscp, spare=spare_pairs)
         self.srtp = srtp
         self.preference = tuple(suites)
         self.timeout = timeout
@@ -233,6 +227,8 @@ class MediaRelay:
         self._refused = 0
         self._timeouts = 0
         self._loop: asyncio.AbstractEventLoop | None = None
+        #: Where every datagram is read, decrypted, encrypted and sent from.
+        self._buffer = PacketBuffer(MAX_PACKET)
         #: Reports of released calls, until the call layer collects them.
         self._final: dict[str, list[LegReport]] = {}
 
@@ -335,7 +331,12 @@ class MediaRelay:
                 self._close(leg)
             raise
         media = CallMedia(call=call, legs=legs, session_id=secrets.randbelow(2**62))
+        legs["a"].partner, legs["b"].partner = legs["b"], legs["a"]
+        legs["a"].media = legs["b"].media = media
         self._calls[call] = media
+        if self.pool.ready < self.pool.spare:
+            # Bind the next calls' sockets after this offer, not on its path.
+            self._event_loop().call_soon(self.pool.fill)
         return media
 
     def _take_offer(self, leg: Leg, sdp: Sdp, audio: Media) -> None:
@@ -361,12 +362,12 @@ class MediaRelay:
         leg.plain = False
         leg.tag = chosen.tag
         if leg.suite is not suite or leg.rx_master != master:
-            leg.rx = pylibsrtp.Session(policy=inbound_policy(suite, master))
+            leg.rx = SrtpSession(inbound_policy(suite, master), self._buffer)
             leg.rx_master = master
         if leg.suite is not suite or leg.tx is None:
             leg.suite = suite
             leg.tx_master = new_master(suite)
-            leg.tx = pylibsrtp.Session(policy=outbound_policy(suite, leg.tx_master))
+            leg.tx = SrtpSession(outbound_policy(suite, leg.tx_master), self._buffer)
 
     def _offer_to(self, leg: Leg, audio: Media, first: Suite | None) -> MediaAnswer:
         """Our offer to the other leg: SRTP with fresh keys per suite, unless "off".
@@ -421,10 +422,10 @@ class MediaRelay:
         if leg.suite is not suite or leg.tx_master != ours:
             leg.suite = suite
             leg.tx_master = ours
-            leg.tx = pylibsrtp.Session(policy=outbound_policy(suite, ours))
+            leg.tx = SrtpSession(outbound_policy(suite, ours), self._buffer)
         if leg.rx_master != theirs:
             leg.rx_master = theirs
-            leg.rx = pylibsrtp.Session(policy=inbound_policy(suite, theirs))
+            leg.rx = SrtpSession(inbound_policy(suite, theirs), self._buffer)
 
     def _set_remote(
         self, media: CallMedia, leg: Leg, sdp: Sdp, audio: Media, peer: MediaPeer
@@ -464,39 +465,12 @@ class MediaRelay:
     # -- sockets ------------------------------------------------------------------
 
     def _open_leg(self, call: str, side: str) -> Leg:
-        for _ in range(16):
-            port = self.pool.take()
-            if port is None:
-                raise MediaRefused(503, "no media ports free")
-            try:
-                rtp = self._socket(port)
-            except OSError:
-                continue  # taken by someone else: it stays out of the pool
-            try:
-                rtcp = self._socket(port + 1)
-            except OSError:
-                rtp.close()
-                continue
-            leg = Leg(
-                name=f"{call[:8]}/{side}", call=call, side=side, port=port, rtp=rtp, rtcp=rtcp
-            )
-            loop = self._event_loop()
-            loop.add_reader(rtp.fileno(), self._readable, leg, rtp, False)
-            loop.add_reader(rtcp.fileno(), self._readable, leg, rtcp, True)
-            return leg
-        raise MediaRefused(503, "no media ports free")
-
-    def _socket(self, port: int) -> socket.socket:
-        family = socket.AF_INET6 if ":" in self.address else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_DGRAM)
-        try:
-            sock.setblocking(False)
-            set_dscp(sock, self.dscp)
-            sock.bind((self.address, port))
-        except OSError:
-            sock.close()
-            raise
-        return sock
+        port, rtp, rtcp = self.pool.take()
+        leg = Leg(name=f"{call[:8]}/{side}", call=call, side=side, port=port, rtp=rtp, rtcp=rtcp)
+        loop = self._event_loop()
+        loop.add_reader(rtp.fileno(), self._readable, leg, rtp, False)
+        loop.add_reader(rtcp.fileno(), self._readable, leg, rtcp, True)
+        return leg
 
     def _event_loop(self) -> asyncio.AbstractEventLoop:
         if self._loop is None:
@@ -504,35 +478,53 @@ class MediaRelay:
         return self._loop
 
     def _close(self, leg: Leg) -> None:
+        """The leg is over: its sockets go back to the pool, no longer read."""
+        if leg.closed:
+            return
+        leg.closed = True
         loop = self._loop
-        for sock in (leg.rtp, leg.rtcp):
-            if sock.fileno() >= 0:
-                if loop is not None:
-                    loop.remove_reader(sock.fileno())
-                sock.close()
-        self.pool.give_back(leg.port)
+        if loop is not None:
+            loop.remove_reader(leg.rtp.fileno())
+            loop.remove_reader(leg.rtcp.fileno())
+        self.pool.give_back((leg.port, leg.rtp, leg.rtcp))
 
     # -- packets ------------------------------------------------------------------
 
     def _readable(self, leg: Leg, sock: socket.socket, rtcp_port: bool) -> None:
+        data = self._buffer.data
+        now = self.clock()
         for _ in range(READ_BATCH):
             try:
-                data, source = sock.recvfrom(MAX_PACKET)
+                size, source = sock.recvfrom_into(data, MAX_PACKET)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as err:
                 if err.errno not in (errno.ECONNREFUSED, errno.EHOSTUNREACH):
                     log.debug("media %s: recv failed: %s", leg.name, err)
                 return
+            if len(source) != 2:  # IPv6: (host, port, flowinfo, scope id)
+                source = (source[0], source[1])
             try:
-                self.packet(leg, data, (str(source[0]), int(source[1])), rtcp_port)
+                self._relay(leg, size, source, rtcp_port, now)
             except Exception:  # one bad packet never ends the relay of a call
                 log.exception("media %s: packet handling failed", leg.name)
 
     def packet(self, leg: Leg, data: bytes, source: tuple[str, int], rtcp_port: bool) -> None:
         """One datagram that arrived on ``leg``: check, decrypt, re-encrypt, forward."""
         now = self.clock()
-        if len(data) < RTP_HEADER or data[0] >> 6 != 2:
+        if len(data) > MAX_PACKET:
+            leg.stats.malformed()
+            leg.drops.note("too long", leg.name, now)
+            return
+        self._buffer.view[: len(data)] = data
+        self._relay(leg, len(data), source, rtcp_port, now)
+
+    def _relay(
+        self, leg: Leg, size: int, source: tuple[str, int], rtcp_port: bool, now: float
+    ) -> None:
+        """The datagram of ``size`` bytes in the buffer: check, decrypt, re-encrypt, forward."""
+        data = self._buffer.data
+        if size < RTP_HEADER or data[0] >> 6 != 2:
             leg.stats.malformed()
             leg.drops.note("malformed", leg.name, now)
             return
@@ -542,8 +534,8 @@ class MediaRelay:
             leg.stats.wrong_source()
             leg.drops.note(f"from {source[0]}:{source[1]}, not the latched peer", leg.name, now)
             return
-        clear = self._decrypt(leg, data, rtcp, now, source)
-        if clear is None:
+        clear = self._decrypt(leg, size, rtcp, now, source)
+        if clear < 0:
             return
         if latched is None:
             decision = self.policy.latch(*source, leg.peer, authenticated=not leg.plain)
@@ -555,52 +547,51 @@ class MediaRelay:
                 leg.latched_rtcp = source
             else:
                 leg.latched_rtp = source
-        media = self._calls.get(leg.call)
-        if media is None:
+        media, partner = leg.media, leg.partner
+        if media is None or partner is None or leg.closed:
             return
         media.last_valid = now
         if rtcp:
             leg.rtcp_packets += 1
         else:
-            seq = int.from_bytes(clear[2:4], "big")
-            timestamp = int.from_bytes(clear[4:8], "big")
-            leg.stats.packet(seq=seq, timestamp=timestamp, size=len(clear), arrival=now)
-        self._forward(media.legs[other(leg.side)], clear, rtcp)
+            seq, timestamp = _SEQ_TIMESTAMP.unpack_from(data, 2)
+            leg.stats.rtp(seq, timestamp, clear, now)
+        self._forward(partner, clear, rtcp)
 
     def _replay_early(self, leg: Leg) -> None:
         """The leg's key is known now: its early packets go through the normal path."""
         early, leg.early = leg.early, []
         for data, source, rtcp in early:
-            if leg.rx is None or leg.rtp.fileno() < 0:
+            if leg.rx is None or leg.closed:
                 return
             self.packet(leg, data, source, rtcp)
 
-    def _decrypt(
-        self, leg: Leg, data: bytes, rtcp: bool, now: float, source: tuple[str, int]
-    ) -> bytes | None:
+    def _decrypt(self, leg: Leg, size: int, rtcp: bool, now: float, source: tuple[str, int]) -> int:
+        """The clear packet's length in the buffer, or -1 when it was dropped or kept."""
         if leg.plain:
-            return data
-        if leg.rx is None:
+            return size
+        rx = leg.rx
+        if rx is None:
             # SDES: the callee may send media before its answer (with its key) reaches
             # us. Keep a few packets and check them once the key is known.
             if len(leg.early) < MAX_EARLY_PACKETS:
-                leg.early.append((data, source, rtcp))
+                leg.early.append((bytes(self._buffer.view[:size]), source, rtcp))
             else:
                 leg.stats.auth_failure()
                 leg.drops.note("no key yet", leg.name, now)
-            return None
-        try:
-            return leg.rx.unprotect_rtcp(data) if rtcp else leg.rx.unprotect(data)
-        except pylibsrtp.Error as err:
-            if "replay" in str(err):
-                leg.stats.replay()
-                leg.drops.note("replayed", leg.name, now)
-            else:
-                leg.stats.auth_failure()
-                leg.drops.note("failed authentication", leg.name, now)
-            return None
+            return -1
+        clear = rx.unprotect_rtcp(size) if rtcp else rx.unprotect(size)
+        if clear >= 0:
+            return clear
+        if is_replay(clear):
+            leg.stats.replay()
+            leg.drops.note("replayed", leg.name, now)
+        else:
+            leg.stats.auth_failure()
+            leg.drops.note("failed authentication", leg.name, now)
+        return -1
 
-    def _forward(self, out: Leg, clear: bytes, rtcp: bool) -> None:
+    def _forward(self, out: Leg, clear: int, rtcp: bool) -> None:
         if rtcp:
             target = out.latched_rtcp or out.remote_rtcp
             if out.rtcp_mux:
@@ -610,17 +601,16 @@ class MediaRelay:
         if target is None:
             return  # the other side's address is not known yet (no answer)
         if out.plain:
-            packet = clear
+            size = clear
         elif out.tx is None:
             return
         else:
-            try:
-                packet = out.tx.protect_rtcp(clear) if rtcp else out.tx.protect(clear)
-            except pylibsrtp.Error:
+            size = out.tx.protect_rtcp(clear) if rtcp else out.tx.protect(clear)
+            if size < 0:
                 return  # libsrtp refuses to send a sequence number twice
         sock = out.rtp if (not rtcp or out.rtcp_mux) else out.rtcp
         try:
-            sock.sendto(packet, target)
+            sock.sendto(self._buffer.view[:size], target)
         except OSError:
             return
         self._relayed += 1
@@ -675,6 +665,7 @@ class MediaRelay:
     def close(self) -> None:
         for call in list(self._calls):
             self.release(call)
+        self.pool.close()
 
 
 def _first_audio(sdp: Sdp) -> Media:
