@@ -33,7 +33,7 @@ import ssl
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 import ifaddr
 
@@ -448,24 +448,26 @@ class _ClientDatagrams(asyncio.DatagramProtocol):
     def __init__(self, service: TurnService) -> None:
         self._service = service
         self._local: Address = ("", 0)
+        self._relay_channel_data = service.core.relay_channel_data
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._local = _address(transport.get_extra_info("sockname"))
 
-    def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
-        client = (str(addr[0]), cast(int, addr[1]))
+    def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
         service = self._service
+        # IPv4 addresses come as (host, port), IPv6 ones as (host, port, flow, scope).
+        client: Address = addr if len(addr) == 2 else (addr[0], addr[1])
         if service._banned is not None and service.is_banned(client[0]):
             return
-        actions = service.core.handle(service._clock(), FiveTuple("udp", client, self._local), data)
-        # The media path (one ChannelData or Send to one peer) without the dispatcher.
-        if len(actions) == 1 and type(actions[0]) is ToPeer:
-            allocation, peer, payload = actions[0]
-            relay = service._relays.get(allocation)
+        now = service._clock()
+        # The media path: ChannelData on a bound channel, straight to its relay socket.
+        route = self._relay_channel_data(now, client, self._local, data)
+        if route is not None:
+            relay = service._relays.get(route[0])
             if relay is not None:
-                relay.sendto(payload, peer)
+                relay.sendto(route[2], route[1])
             return
-        service._run(actions)
+        service._run(service.core.handle(now, FiveTuple("udp", client, self._local), data))
 
     def error_received(self, exc: Exception) -> None:
         # ICMP errors from clients that went away: nothing to do.
@@ -478,20 +480,28 @@ class _RelayDatagrams(asyncio.DatagramProtocol):
     def __init__(self, service: TurnService, allocation: int) -> None:
         self._service = service
         self._allocation = allocation
+        self._relay_to_channel = service.core.relay_to_channel
+        # Where the media path sends: the client's UDP listener, fixed for the
+        # allocation's life (None for a TCP or TLS client: the general path writes).
+        five = service.core.allocation_five(allocation)
+        self._client: Address = ("", 0)
+        self._listener: asyncio.DatagramTransport | None = None
+        if five is not None and five.protocol == "udp":
+            self._client = five.client
+            self._listener = service._udp.get(five.server)
 
-    def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
+    def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
         service = self._service
-        peer = (str(addr[0]), cast(int, addr[1]))
-        actions = service.core.handle_peer(service._clock(), self._allocation, peer, data)
-        # The media path (one datagram to one UDP client) without the dispatcher.
-        if len(actions) == 1 and type(actions[0]) is ToClient:
-            five, payload = actions[0]
-            if five.protocol == "udp":
-                udp = service._udp.get(five.server)
-                if udp is not None:
-                    udp.sendto(payload, five.client)
+        peer: Address = addr if len(addr) == 2 else (addr[0], addr[1])
+        now = service._clock()
+        listener = self._listener
+        if listener is not None:
+            # The media path: a bound channel's datagram as ChannelData to the client.
+            frame = self._relay_to_channel(now, self._allocation, peer, data)
+            if frame is not None:
+                listener.sendto(frame, self._client)
                 return
-        service._run(actions)
+        service._run(service.core.handle_peer(now, self._allocation, peer, data))
 
     def error_received(self, exc: Exception) -> None:
         # ICMP port unreachable from a peer: the client's media simply stops.
