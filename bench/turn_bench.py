@@ -453,8 +453,9 @@ def relay_cost(
     try:
         frames = {}
         for index, client in enumerate(clients):
-            if client.allocate().cls != MessageClass.SUCCESS:
-                raise SystemExit("Allocate refused")
+            answer = client.allocate()
+            if answer.cls != MessageClass.SUCCESS:
+                raise SystemExit(f"Allocate refused: {answer.error_code()}")
             _bind_channel(client, 0x4000 + index, peer.getsockname())
             client.sock.setblocking(False)
             frames[client.sock] = stun.encode_channel_data(0x4000 + index, bytes(length))
