@@ -444,7 +444,8 @@ class TurnServer:
         size = len(data)
         if alloc is None or size < CHANNEL_HEADER_SIZE:
             return None
-        # Only numbers in 0x4000-0x4FFF are ever bound: a STUN message finds no channel.
+        # Only numbers from CHANNEL_MIN (0x4000) up are ever bound: a STUN message
+        # (first byte below 0x40) finds no channel and goes to handle().
         channel = alloc.channels.get((data[0] << 8) | data[1])
         length = (data[2] << 8) | data[3]
         if channel is None or channel.expires <= now or CHANNEL_HEADER_SIZE + length > size:
