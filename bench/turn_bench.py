@@ -30,11 +30,21 @@ sessions built on voipsec's STUN codec each bind a channel to one echoing peer s
 and keep W ChannelData messages in flight (closed loop: nothing is ever dropped), N
 echoes in all; every echo is two relayed packets. The server's CPU seconds (from /proc)
 divided by the relayed packets is its cost per packet, user and system time apart. Run
-it several times and compare medians (``--repeat``).
+it several times and compare medians (``--repeat``). ``--strace`` also counts the
+server's system calls per relayed packet (``strace -c -f`` attached for the run): a
+count, not a time, so it holds on a busy machine.
+
+The Python path alone (``--path N``): N ChannelData datagrams handed to the UDP
+listener's protocol in this process, with a relay socket that only counts; prints
+CPU µs per datagram. For a count that does not depend on the machine's load, run it
+under callgrind twice and take the difference per datagram, e.g.
+``valgrind --tool=callgrind python bench/turn_bench.py --path 20000`` and ``40000``.
 
     python bench/turn_bench.py                       # both targets, default steps
     python bench/turn_bench.py --target voipsec --intervals 5,2,1 --json /tmp/turn.json
     python bench/turn_bench.py --cost 100000 --repeat 5   # CPU per relayed packet
+    python bench/turn_bench.py --target voipsec --cost 20000 --strace
+    python bench/turn_bench.py --path 200000              # the listener's Python path
 """
 
 from __future__ import annotations
@@ -45,6 +55,7 @@ import json
 import os
 import re
 import selectors
+import signal
 import socket
 import statistics
 import subprocess
@@ -533,6 +544,93 @@ def _echo(peer: socket.socket) -> None:
         peer.sendto(data, source)
 
 
+@contextlib.contextmanager
+def traced(pid: int, output: Path, *, enabled: bool) -> Iterator[dict[str, int]]:
+    """System calls of ``pid`` while the block runs (``strace -c -f``), by name."""
+    calls: dict[str, int] = {}
+    if not enabled:
+        yield calls
+        return
+    argv = [require("strace"), "-c", "-f", "-p", str(pid), "-o", str(output)]
+    tracer = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True)
+    assert tracer.stderr is not None
+    tracer.stderr.readline()  # "strace: Process N attached": tracing from here on
+    try:
+        yield calls
+    finally:
+        tracer.send_signal(signal.SIGINT)
+        tracer.wait(timeout=30)
+        for line in output.read_text().splitlines():
+            parts = line.split()
+            # "% time  seconds  usecs/call  calls  [errors]  syscall"
+            if len(parts) >= 5 and parts[3].isdigit() and parts[-1] != "total":
+                calls[parts[-1]] = int(parts[3])
+
+
+class _CountingRelay:
+    def __init__(self) -> None:
+        self.sent = 0
+
+    def sendto(self, data: bytes, peer: object) -> None:
+        self.sent += 1
+
+
+def path_cost(datagrams: int) -> float:
+    """CPU µs per ChannelData datagram through the UDP listener's protocol, in process."""
+    from voipsec.nat import service as shell
+
+    now = time.time()
+    turn = shell.TurnService(
+        listen=[f"udp:{HOST}:3478"],
+        realm=REALM,
+        lookup_key=lambda user: long_term_key(USER, REALM, PASSWORD) if user == USER else None,
+        rest_secret=None,
+        allowed_peers=[f"{HOST}/32"],
+        bandwidth=10**12,
+    )
+    client, server, peer = (HOST, 40000), (HOST, 3478), (HOST, 40002)
+    five = shell.FiveTuple("udp", client, server)
+    nonce = stun.parse_message(turn.core.handle(now, five, _request(Method.ALLOCATE))[0].data)
+    key_attrs = nonce.get(Attr.NONCE)
+    assert key_attrs is not None
+    for method in (Method.ALLOCATE, Method.CHANNEL_BIND):
+        actions = turn.core.handle(now, five, _request(method, key_attrs, peer))
+        for action in actions:
+            if isinstance(action, shell.OpenRelay):
+                turn.core.relay_opened(now, action.allocation, (HOST, 50000))
+    relay = _CountingRelay()
+    turn._relays[1] = relay  # type: ignore[assignment]
+    listener = shell._ClientDatagrams(turn)
+    listener._local = server
+    frame = stun.encode_channel_data(0x4000, bytes(160))
+    receive = listener.datagram_received
+    start = time.process_time()
+    for _ in range(datagrams):
+        receive(frame, client)
+    spent = time.process_time() - start
+    if relay.sent != datagrams:
+        raise SystemExit(f"only {relay.sent} of {datagrams} datagrams were relayed")
+    return 1e6 * spent / datagrams
+
+
+def _request(method: int, nonce: bytes | None = None, peer: tuple[str, int] = ("", 0)) -> bytes:
+    tid = os.urandom(12)
+    attrs: list[tuple[int, bytes]] = []
+    if method == Method.ALLOCATE:
+        attrs.append((Attr.REQUESTED_TRANSPORT, stun.encode_requested_transport()))
+    else:
+        attrs.append((Attr.CHANNEL_NUMBER, stun.encode_channel_number(0x4000)))
+        attrs.append((Attr.XOR_PEER_ADDRESS, stun.encode_xor_address(peer, tid)))
+    key = None
+    if nonce is not None:
+        attrs += [(Attr.USERNAME, USER.encode()), (Attr.REALM, REALM.encode()), (Attr.NONCE, nonce)]
+        key = long_term_key(USER, REALM, PASSWORD)
+    message = Message(
+        method=method, cls=MessageClass.REQUEST, transaction_id=tid, attributes=tuple(attrs)
+    )
+    return stun.encode(message, key=key)
+
+
 # -- the run ---------------------------------------------------------------------------------
 
 
@@ -543,14 +641,15 @@ def bench_target(
     with start_target(target, workdir) as (port, pid):
         if args.cost:
             for _ in range(args.repeat):
-                cost = relay_cost(
-                    port,
-                    pid,
-                    echoes=args.cost // 2,
-                    sessions=args.cost_sessions,
-                    window=args.cost_window,
-                    length=args.length,
-                )
+                with traced(pid, workdir / "strace.txt", enabled=args.strace) as calls:
+                    cost = relay_cost(
+                        port,
+                        pid,
+                        echoes=args.cost // 2,
+                        sessions=args.cost_sessions,
+                        window=args.cost_window,
+                        length=args.length,
+                    )
                 report.cost.append(cost)
                 print(
                     f"  {target}: {cost.us_per_packet:.2f} µs CPU per relayed packet"
@@ -559,6 +658,10 @@ def bench_target(
                     f" {cost.relayed / cost.seconds:,.0f} relayed/s, {cost.resent} resent",
                     flush=True,
                 )
+                if calls:
+                    shown = ", ".join(f"{n} {c / cost.relayed:.2f}" for n, c in calls.items())
+                    total = sum(calls.values()) / cost.relayed
+                    print(f"  {target}: {total:.2f} system calls per relayed packet: {shown}")
             return report
         report.allocation = allocation_cycles(
             port, pid, cycles=args.alloc_cycles, concurrency=args.alloc_concurrency, deadline=120
@@ -660,8 +763,13 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1, help="--cost runs per target")
     parser.add_argument("--cost-sessions", type=int, default=50)
     parser.add_argument("--cost-window", type=int, default=4, help="frames in flight each")
+    parser.add_argument("--strace", action="store_true", help="--cost: count system calls")
+    parser.add_argument("--path", type=int, default=0, help="the listener's Python path only")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
+    if args.path:
+        print(f"{path_cost(args.path):.3f} µs CPU per ChannelData datagram (Python path)")
+        return
     targets = ["voipsec", "coturn"] if args.target == "both" else [args.target]
     with tempfile.TemporaryDirectory(prefix="turn-bench-") as tmp:
         workdir = Path(tmp)
