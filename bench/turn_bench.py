@@ -24,8 +24,27 @@ Each phase is bounded in count and time. The client programs share the machine's
 with the server: both servers see the same clients. Server CPU seconds are read from
 /proc for every phase.
 
+CPU per relayed packet (``--cost N``): loss thresholds move with whatever else runs on
+the machine, so the relay path is also measured at a load that loses nothing. S
+sessions built on voipsec's STUN codec each bind a channel to one echoing peer socket
+and keep W ChannelData messages in flight (closed loop: nothing is ever dropped), N
+echoes in all; every echo is two relayed packets. The server's CPU seconds (from /proc)
+divided by the relayed packets is its cost per packet, user and system time apart. Run
+it several times and compare medians (``--repeat``). ``--strace`` also counts the
+server's system calls per relayed packet (``strace -c -f`` attached for the run): a
+count, not a time, so it holds on a busy machine.
+
+The Python path alone (``--path N``): N ChannelData datagrams handed to the UDP
+listener's protocol in this process, with a relay socket that only counts; prints
+CPU µs per datagram. For a count that does not depend on the machine's load, run it
+under callgrind twice and take the difference per datagram, e.g.
+``valgrind --tool=callgrind python bench/turn_bench.py --path 20000`` and ``40000``.
+
     python bench/turn_bench.py                       # both targets, default steps
     python bench/turn_bench.py --target voipsec --intervals 5,2,1 --json /tmp/turn.json
+    python bench/turn_bench.py --cost 100000 --repeat 5   # CPU per relayed packet
+    python bench/turn_bench.py --target voipsec --cost 20000 --strace
+    python bench/turn_bench.py --path 200000              # the listener's Python path
 """
 
 from __future__ import annotations
@@ -36,7 +55,9 @@ import json
 import os
 import re
 import selectors
+import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -50,7 +71,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "src"))
 
 from tests.peers.proc import free_port, require, running, wait_for  # noqa: E402
-from tests.peers.turn import binding, free_udp_tcp_port  # noqa: E402
+from tests.peers.turn import TurnClient, binding, free_udp_tcp_port  # noqa: E402
 
 from voipsec.nat import stun  # noqa: E402
 from voipsec.nat.credentials import long_term_key  # noqa: E402
@@ -116,6 +137,7 @@ class TargetReport:
     target: str
     relay: list[RelayStep] = field(default_factory=list)
     allocation: AllocationRun | None = None
+    cost: list[CostRun] = field(default_factory=list)
 
     @property
     def best_relay(self) -> RelayStep | None:
@@ -126,14 +148,20 @@ class TargetReport:
 # -- processes ---------------------------------------------------------------------------
 
 
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process and its threads, in seconds."""
+def cpu_split(pid: int) -> tuple[float, float]:
+    """(utime, stime) of a process and its threads, in seconds."""
     try:
         text = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
-        return 0.0
+        return 0.0, 0.0
     fields = text[text.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process and its threads, in seconds."""
+    return sum(cpu_split(pid))
 
 
 def voipsec(*args: str) -> None:
@@ -390,6 +418,219 @@ def allocation_cycles(
     )
 
 
+# -- CPU per relayed packet ------------------------------------------------------------------
+
+
+@dataclass
+class CostRun:
+    sessions: int
+    window: int
+    echoes: int
+    resent: int
+    seconds: float
+    user_cpu: float
+    system_cpu: float
+
+    @property
+    def relayed(self) -> int:
+        return 2 * self.echoes
+
+    @property
+    def us_per_packet(self) -> float:
+        return 1e6 * (self.user_cpu + self.system_cpu) / self.relayed if self.echoes else 0.0
+
+
+def _bind_channel(client: TurnClient, number: int, peer: tuple[str, int]) -> None:
+    answer = client.request(
+        Method.CHANNEL_BIND,
+        lambda tid: [
+            (Attr.CHANNEL_NUMBER, stun.encode_channel_number(number)),
+            (Attr.XOR_PEER_ADDRESS, stun.encode_xor_address(peer, tid)),
+        ],
+    )
+    if answer.cls != MessageClass.SUCCESS:
+        raise SystemExit(f"ChannelBind refused: {answer.error_code()}")
+
+
+def relay_cost(
+    port: int, pid: int, *, echoes: int, sessions: int, window: int, length: int
+) -> CostRun:
+    """``echoes`` ChannelData round trips through the server, ``window`` per session."""
+    peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    peer.bind((HOST, 0))
+    peer.setblocking(False)
+    clients = [TurnClient((HOST, port), USER, PASSWORD) for _ in range(sessions)]
+    selector = selectors.DefaultSelector()
+    try:
+        frames = {}
+        for index, client in enumerate(clients):
+            answer = client.allocate()
+            if answer.cls != MessageClass.SUCCESS:
+                raise SystemExit(f"Allocate refused: {answer.error_code()}")
+            _bind_channel(client, 0x4000 + index, peer.getsockname())
+            client.sock.setblocking(False)
+            frames[client.sock] = stun.encode_channel_data(0x4000 + index, bytes(length))
+            selector.register(client.sock, selectors.EVENT_READ)
+        selector.register(peer, selectors.EVENT_READ)
+        return _pump(selector, peer, frames, (HOST, port), pid, echoes=echoes, window=window)
+    finally:
+        selector.close()
+        peer.close()
+        for client in clients:
+            client.close()
+
+
+def _pump(
+    selector: selectors.BaseSelector,
+    peer: socket.socket,
+    frames: dict[socket.socket, bytes],
+    server: tuple[str, int],
+    pid: int,
+    *,
+    echoes: int,
+    window: int,
+) -> CostRun:
+    """Keep ``window`` frames in flight per session until ``echoes`` came back."""
+    received = sent = resent = 0
+    budget = echoes
+    user0, system0 = cpu_split(pid)
+    start = time.monotonic()
+    for sock, frame in frames.items():
+        for _ in range(window):
+            sock.sendto(frame, server)
+            sent += 1
+    while received < echoes:
+        events = selector.select(timeout=0.5)
+        if not events:
+            # Lost on the way (a kernel buffer overflowed): one more frame per session.
+            for sock, frame in frames.items():
+                sock.sendto(frame, server)
+                resent += 1
+            continue
+        for key, _ in events:
+            sock = key.fileobj
+            assert isinstance(sock, socket.socket)
+            if sock is peer:
+                _echo(peer)
+                continue
+            while True:
+                try:
+                    sock.recv(2048)
+                except BlockingIOError:
+                    break
+                received += 1
+                if sent < budget:
+                    sock.sendto(frames[sock], server)
+                    sent += 1
+    user1, system1 = cpu_split(pid)
+    return CostRun(
+        sessions=len(frames),
+        window=window,
+        echoes=received,
+        resent=resent,
+        seconds=time.monotonic() - start,
+        user_cpu=user1 - user0,
+        system_cpu=system1 - system0,
+    )
+
+
+def _echo(peer: socket.socket) -> None:
+    """Send back everything the peer socket has received (to the relay it came from)."""
+    while True:
+        try:
+            data, source = peer.recvfrom(2048)
+        except BlockingIOError:
+            return
+        peer.sendto(data, source)
+
+
+@contextlib.contextmanager
+def traced(pid: int, output: Path, *, enabled: bool) -> Iterator[dict[str, int]]:
+    """System calls of ``pid`` while the block runs (``strace -c -f``), by name."""
+    calls: dict[str, int] = {}
+    if not enabled:
+        yield calls
+        return
+    argv = [require("strace"), "-c", "-f", "-p", str(pid), "-o", str(output)]
+    tracer = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True)
+    assert tracer.stderr is not None
+    tracer.stderr.readline()  # "strace: Process N attached": tracing from here on
+    try:
+        yield calls
+    finally:
+        tracer.send_signal(signal.SIGINT)
+        tracer.wait(timeout=30)
+        for line in output.read_text().splitlines():
+            parts = line.split()
+            # "% time  seconds  usecs/call  calls  [errors]  syscall"
+            if len(parts) >= 5 and parts[3].isdigit() and parts[-1] != "total":
+                calls[parts[-1]] = int(parts[3])
+
+
+class _CountingRelay:
+    def __init__(self) -> None:
+        self.sent = 0
+
+    def sendto(self, data: bytes, peer: object) -> None:
+        self.sent += 1
+
+
+def path_cost(datagrams: int) -> float:
+    """CPU µs per ChannelData datagram through the UDP listener's protocol, in process."""
+    from voipsec.nat import service as shell
+
+    now = time.time()
+    turn = shell.TurnService(
+        listen=[f"udp:{HOST}:3478"],
+        realm=REALM,
+        lookup_key=lambda user: long_term_key(USER, REALM, PASSWORD) if user == USER else None,
+        rest_secret=None,
+        allowed_peers=[f"{HOST}/32"],
+        bandwidth=10**12,
+    )
+    client, server, peer = (HOST, 40000), (HOST, 3478), (HOST, 40002)
+    five = shell.FiveTuple("udp", client, server)
+    nonce = stun.parse_message(turn.core.handle(now, five, _request(Method.ALLOCATE))[0].data)
+    key_attrs = nonce.get(Attr.NONCE)
+    assert key_attrs is not None
+    for method in (Method.ALLOCATE, Method.CHANNEL_BIND):
+        actions = turn.core.handle(now, five, _request(method, key_attrs, peer))
+        for action in actions:
+            if isinstance(action, shell.OpenRelay):
+                turn.core.relay_opened(now, action.allocation, (HOST, 50000))
+    relay = _CountingRelay()
+    turn._relays[1] = relay  # type: ignore[assignment]
+    listener = shell._ClientDatagrams(turn)
+    listener._local = server
+    frame = stun.encode_channel_data(0x4000, bytes(160))
+    receive = listener.datagram_received
+    start = time.process_time()
+    for _ in range(datagrams):
+        receive(frame, client)
+    spent = time.process_time() - start
+    if relay.sent != datagrams:
+        raise SystemExit(f"only {relay.sent} of {datagrams} datagrams were relayed")
+    return 1e6 * spent / datagrams
+
+
+def _request(method: int, nonce: bytes | None = None, peer: tuple[str, int] = ("", 0)) -> bytes:
+    tid = os.urandom(12)
+    attrs: list[tuple[int, bytes]] = []
+    if method == Method.ALLOCATE:
+        attrs.append((Attr.REQUESTED_TRANSPORT, stun.encode_requested_transport()))
+    else:
+        attrs.append((Attr.CHANNEL_NUMBER, stun.encode_channel_number(0x4000)))
+        attrs.append((Attr.XOR_PEER_ADDRESS, stun.encode_xor_address(peer, tid)))
+    key = None
+    if nonce is not None:
+        attrs += [(Attr.USERNAME, USER.encode()), (Attr.REALM, REALM.encode()), (Attr.NONCE, nonce)]
+        key = long_term_key(USER, REALM, PASSWORD)
+    message = Message(
+        method=method, cls=MessageClass.REQUEST, transaction_id=tid, attributes=tuple(attrs)
+    )
+    return stun.encode(message, key=key)
+
+
 # -- the run ---------------------------------------------------------------------------------
 
 
@@ -398,6 +639,30 @@ def bench_target(
 ) -> TargetReport:
     report = TargetReport(target=target)
     with start_target(target, workdir) as (port, pid):
+        if args.cost:
+            for _ in range(args.repeat):
+                with traced(pid, workdir / "strace.txt", enabled=args.strace) as calls:
+                    cost = relay_cost(
+                        port,
+                        pid,
+                        echoes=args.cost // 2,
+                        sessions=args.cost_sessions,
+                        window=args.cost_window,
+                        length=args.length,
+                    )
+                report.cost.append(cost)
+                print(
+                    f"  {target}: {cost.us_per_packet:.2f} µs CPU per relayed packet"
+                    f" (user {1e6 * cost.user_cpu / cost.relayed:.2f},"
+                    f" system {1e6 * cost.system_cpu / cost.relayed:.2f});"
+                    f" {cost.relayed / cost.seconds:,.0f} relayed/s, {cost.resent} resent",
+                    flush=True,
+                )
+                if calls:
+                    shown = ", ".join(f"{n} {c / cost.relayed:.2f}" for n, c in calls.items())
+                    total = sum(calls.values()) / cost.relayed
+                    print(f"  {target}: {total:.2f} system calls per relayed packet: {shown}")
+            return report
         report.allocation = allocation_cycles(
             port, pid, cycles=args.alloc_cycles, concurrency=args.alloc_concurrency, deadline=120
         )
@@ -431,7 +696,23 @@ def bench_target(
     return report
 
 
+def cost_summary(reports: Sequence[TargetReport]) -> str:
+    """Median CPU per relayed packet of each target (and voipsec's over coturn's)."""
+    lines = ["", f"{'target':<10}{'µs CPU per relayed packet, median (runs)':>44}"]
+    medians = {}
+    for report in reports:
+        if report.cost:
+            medians[report.target] = statistics.median(c.us_per_packet for c in report.cost)
+            runs = ", ".join(f"{c.us_per_packet:.2f}" for c in report.cost)
+            lines.append(f"{report.target:<10}{medians[report.target]:>10.2f}  ({runs})")
+    if "voipsec" in medians and medians.get("coturn"):
+        lines.append(f"CPU per packet voipsec/coturn: {medians['voipsec'] / medians['coturn']:.2f}")
+    return "\n".join(lines)
+
+
 def summary(reports: Sequence[TargetReport]) -> str:
+    if any(r.cost for r in reports):
+        return cost_summary(reports)
     lines = [
         "",
         f"{'target':<10}{'relayed pkt/s (0 lost)':>24}{'at -z':>7}{'server CPU %':>14}"
@@ -476,8 +757,19 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0, help="sending time per step")
     parser.add_argument("--alloc-cycles", type=int, default=5000)
     parser.add_argument("--alloc-concurrency", type=int, default=50)
+    parser.add_argument(
+        "--cost", type=int, default=0, help="measure CPU per relayed packet over N packets"
+    )
+    parser.add_argument("--repeat", type=int, default=1, help="--cost runs per target")
+    parser.add_argument("--cost-sessions", type=int, default=50)
+    parser.add_argument("--cost-window", type=int, default=4, help="frames in flight each")
+    parser.add_argument("--strace", action="store_true", help="--cost: count system calls")
+    parser.add_argument("--path", type=int, default=0, help="the listener's Python path only")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
+    if args.path:
+        print(f"{path_cost(args.path):.3f} µs CPU per ChannelData datagram (Python path)")
+        return
     targets = ["voipsec", "coturn"] if args.target == "both" else [args.target]
     with tempfile.TemporaryDirectory(prefix="turn-bench-") as tmp:
         workdir = Path(tmp)
@@ -492,6 +784,7 @@ def main() -> None:
             {
                 "target": r.target,
                 "relay": [asdict(s) | {"passed": s.passed} for s in r.relay],
+                "cost": [asdict(c) | {"us_per_packet": c.us_per_packet} for c in r.cost],
                 "allocation": asdict(r.allocation) | {"per_second": r.allocation.per_second}
                 if r.allocation
                 else None,

@@ -20,10 +20,11 @@ import pytest
 
 from tests.peers.turn import TurnClient, binding, error_code, free_udp_tcp_port
 from voipsec.nat import service as service_module
+from voipsec.nat import stun
 from voipsec.nat.credentials import long_term_key
 from voipsec.nat.keystore import UserKeys, read_or_create_secret
 from voipsec.nat.service import TurnService
-from voipsec.nat.stun import MessageClass
+from voipsec.nat.stun import Attr, MessageClass, Method
 from voipsec.pki.ca import CaPaths, ServerPaths, create_ca, create_server_certificate
 from voipsec.storage import Store
 
@@ -98,6 +99,52 @@ async def test_nat_service_start_binding_allocate_statistics_and_stop(
     await service.stop()
     assert service.statistics().relays == 0
     assert service.addresses == []
+
+
+def channel_round_trip(port: int, peer: socket.socket) -> tuple[bytes, object, object, bytes]:
+    """Allocate, bind channel 0x4001 to ``peer``, send ChannelData, let the peer answer."""
+    with TurnClient(("127.0.0.1", port), USER, PASSWORD) as client:
+        relayed = client.allocate().xor_address(Attr.XOR_RELAYED_ADDRESS)
+        bound = client.request(
+            Method.CHANNEL_BIND,
+            lambda tid: [
+                (Attr.CHANNEL_NUMBER, stun.encode_channel_number(0x4001)),
+                (Attr.XOR_PEER_ADDRESS, stun.encode_xor_address(peer.getsockname(), tid)),
+            ],
+        )
+        assert bound.cls == MessageClass.SUCCESS
+        client.sock.sendto(stun.encode_channel_data(0x4001, b"to-peer"), client.server)
+        data, source = peer.recvfrom(2048)
+        peer.sendto(b"to-client", source)
+        frame, _ = client.sock.recvfrom(2048)
+        return data, source, relayed, frame
+
+
+async def test_nat_service_relays_channel_data_both_ways_on_the_media_path(
+    turn_service: tuple[TurnService, int],
+) -> None:
+    service, port = turn_service
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as peer:
+        peer.bind(("127.0.0.1", 0))
+        peer.settimeout(DEADLINE)
+        data, source, relayed, frame = await asyncio.to_thread(channel_round_trip, port, peer)
+    assert (data, source) == (b"to-peer", relayed)
+    assert frame == b"\x40\x01\x00\x09to-client"
+    stats = service.statistics()
+    assert (stats.turn.packets_to_peers, stats.turn.bytes_to_peers) == (1, 7)
+    assert (stats.turn.packets_from_peers, stats.turn.bytes_from_peers) == (1, 9)
+    assert stats.send_errors == 0
+
+
+async def test_nat_service_relay_send_error_is_counted_not_raised(
+    turn_service: tuple[TurnService, int],
+) -> None:
+    service, port = turn_service
+    with TurnClient(("127.0.0.1", port), USER, PASSWORD) as client:
+        assert (await asyncio.to_thread(client.allocate)).cls == MessageClass.SUCCESS
+        [relay] = service._relays.values()
+        relay.sendto(b"x", ("::1", 9))  # an IPv6 destination on an IPv4 socket: OSError
+        assert service.statistics().send_errors == 1
 
 
 async def test_nat_service_start_fails_cleanly_when_the_port_is_taken() -> None:

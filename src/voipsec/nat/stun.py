@@ -64,6 +64,8 @@ FINGERPRINT_XOR = 0x5354554E
 CHANNEL_MIN = 0x4000
 CHANNEL_MAX = 0x7FFE
 CHANNEL_HEADER_SIZE = 4
+#: The ChannelData header itself: channel number, then data length (RFC 8656 §12.4).
+CHANNEL_HEADER = struct.Struct("!HH")
 #: REQUESTED-TRANSPORT protocol number for UDP (RFC 8656 §18.7, IANA protocol 17).
 TRANSPORT_UDP = 17
 #: Address families of the address attributes (RFC 8489 §14.1).

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from .stun import Integrity
+from .stun import Attr, Integrity, Method
 
 # -- limits and timers (each named, each with a test that exceeds it) ---------------------
 
@@ -54,6 +54,37 @@ MAX_TRACKED_SOURCES = 10_000
 DEFAULT_BANDWIDTH = 1_000_000
 #: The bandwidth bucket holds this many seconds' worth, absorbing bursts of packets.
 BANDWIDTH_BURST_SECONDS = 1.0
+
+
+#: Attributes understood in requests (the comprehension-required ones matter, §6.3.1).
+AUTH_ATTRIBUTES = frozenset(
+    {
+        Attr.USERNAME,
+        Attr.REALM,
+        Attr.NONCE,
+        Attr.MESSAGE_INTEGRITY,
+        Attr.MESSAGE_INTEGRITY_SHA256,
+    }
+)
+KNOWN_ATTRIBUTES: dict[int, frozenset[int]] = {
+    Method.BINDING: AUTH_ATTRIBUTES | {Attr.PRIORITY, Attr.USE_CANDIDATE},
+    Method.ALLOCATE: AUTH_ATTRIBUTES
+    | {
+        Attr.REQUESTED_TRANSPORT,
+        Attr.LIFETIME,
+        Attr.EVEN_PORT,
+        Attr.RESERVATION_TOKEN,
+        Attr.REQUESTED_ADDRESS_FAMILY,
+        Attr.DONT_FRAGMENT,
+    },
+    Method.REFRESH: AUTH_ATTRIBUTES | {Attr.LIFETIME, Attr.REQUESTED_ADDRESS_FAMILY},
+    Method.CREATE_PERMISSION: AUTH_ATTRIBUTES | {Attr.XOR_PEER_ADDRESS},
+    Method.CHANNEL_BIND: AUTH_ATTRIBUTES | {Attr.CHANNEL_NUMBER, Attr.XOR_PEER_ADDRESS},
+}
+SEND_ATTRIBUTES = frozenset({Attr.XOR_PEER_ADDRESS, Attr.DATA, Attr.DONT_FRAGMENT})
+#: Classic RFC 3489 Binding attributes. RESPONSE-ADDRESS is *refused* (never send to a
+#: third address: that is a reflection attack), CHANGE-REQUEST only with no change.
+CLASSIC_ATTRIBUTES = frozenset({Attr.CHANGE_REQUEST, Attr.USERNAME, Attr.MESSAGE_INTEGRITY})
 
 
 Address = tuple[str, int]
