@@ -785,6 +785,19 @@ class Server:
             log.info("IDS rules reloaded: %d rules", len(rules))
 
     async def stop(self) -> None:
+        if self.size > 1:
+            h, c = self.handoff.statistics(), self.cluster.statistics()
+            log.info(
+                "signaling worker %d: %d message(s) handed over, %d taken, %d refused mark(s),"
+                " %d dropped; %d frame(s) sent, %d received",
+                self.index,
+                h.forwarded,
+                h.received,
+                h.refused,
+                h.dropped,
+                c.sent,
+                c.received,
+            )
         if self.workers is not None:
             await self.workers.stop()  # the children first: no orphan, ever
         if self.link is not None:
