@@ -656,6 +656,8 @@ class Server:
             self.workers = SignalingWorkers(self.cluster, self.data_dir)
             await self.workers.start()
         else:
+            # Before the hello: worker 0 passes SIGHUP on to the workers that joined.
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self.reload)
             self.link = WorkerLink(
                 self.cluster, socket_path(self.data_dir), on_closed=self._stopping.set
             )
@@ -773,7 +775,10 @@ class Server:
         metrics.set_gauge("cdr_writes_dropped", cdr.overflowed)
 
     def reload(self) -> None:
-        """SIGHUP: new server certificate and key for new connections; users re-read."""
+        """SIGHUP: new server certificate and key for new connections; users re-read
+        (worker 0 passes the signal on to the other signaling workers)."""
+        if self.workers is not None:
+            self.workers.forward_signal(signal.SIGHUP)
         self.listeners.reload_certificate()
         self.service.reload_users()
 
