@@ -191,7 +191,9 @@ def _use_uvloop() -> None:
 @app.command()
 def serve(dir: DirOption = DEFAULT_DIR) -> None:
     """Run every service; initialises DIR on first run."""
+    from .app.supervisor import RunDirError
     from .edge.ids_loader import RuleError
+    from .media.pool import MediaPoolError
     from .server import Server
 
     initialise(dir)
@@ -212,6 +214,8 @@ def serve(dir: DirOption = DEFAULT_DIR) -> None:
         _fail(f"cannot listen: {err.strerror or err}")
     except RuleError as err:
         _fail(f"IDS rules: {err}")
+    except (RunDirError, MediaPoolError) as err:
+        _fail(f"media relay workers: {err}")
 
 
 # -- users --------------------------------------------------------------------------

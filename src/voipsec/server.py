@@ -27,6 +27,7 @@ from .app.listeners import Listeners
 from .app.periodic import Periodic
 from .app.registration import RegistrationShell
 from .app.replies import answer_to
+from .app.supervisor import Supervisor, secure_run_dir, worker_spec
 from .app.transactions import TransactionDriver, publish_message
 from .app.watch import Revocations, RuleFiles
 from .calls import CallService
@@ -60,6 +61,9 @@ from .events import (
     MessageSeen,
     RequestHandled,
 )
+from .media.performer import MediaDriver
+from .media.pool import MediaPool
+from .media.worker import port_slices, socket_path
 from .monitor.service import MonitorService
 from .nat.keepalive import answer_binding, looks_like_stun
 from .pki.ca import ServerPaths, warn_if_expiring
@@ -487,9 +491,11 @@ def build_sip_service(
     data_dir: Path | None = None,
     events: EventBus | None = None,
     writes: StoreWrites | None = None,
+    media: MediaDriver | None = None,
 ) -> tuple[SipService, CallService]:
     """The SIP service and its call control, each handed the other's parts as ports
-    (voipsec.ports), never ``self``: what ``Server`` runs, and what tests drive."""
+    (voipsec.ports), never ``self``: what ``Server`` runs, and what tests drive.
+    ``media`` is the relay workers' pool; None runs the relay in this process."""
     service = SipService(
         config=config,
         store=store,
@@ -511,6 +517,7 @@ def build_sip_service(
         store=store,
         events=service.events,
         clock=clock,
+        media=media,
     )
     service.attach_calls(calls)
     return service, calls
@@ -539,6 +546,16 @@ class Server:
             self.store.path, on_overflow=self._store_overflow, clock=time.time
         )
         self._store_overflow_alerted = -STORE_OVERFLOW_ALERT_INTERVAL
+        #: The relay worker processes (media/worker.py) and this process's channels
+        #: to them; the supervisor restarts a worker that dies (app/supervisor.py).
+        self.supervisor = Supervisor()
+        self.media_workers = len(
+            port_slices(config.media.port_range(), config.media.worker_count())
+        )
+        self.media_pool = MediaPool(
+            paths=[socket_path(data_dir, k) for k in range(self.media_workers)],
+            timeout=config.media.timeout,
+        )
         self.service, self.calls = build_sip_service(
             config=config,
             store=self.store,
@@ -546,6 +563,7 @@ class Server:
             data_dir=data_dir,
             events=self.events,
             writes=self.store_writer,
+            media=self.media_pool,
         )
         #: The SIP service's connection table (the guard screens it); the listeners,
         #: the CRL check and the sweep use it too.
@@ -598,11 +616,22 @@ class Server:
         self._raise_open_file_limit()
         self.revocations.check()
         warn_if_expiring(ServerPaths.in_dir(self.data_dir).cert, time.time())
+        await self._start_media_workers()
         await self.listeners.start()
         if self.calls.udp_sender is None:
             self.calls.udp_sender = self.listeners.udp_sender
         await self.monitor.start()
         self.calls.start_trunk_registrations()
+
+    async def _start_media_workers(self) -> None:
+        """Every relay worker started and connected before a call can arrive (RunDirError
+        when ``DIR/run`` is not ours alone, MediaPoolError when a worker never listens)."""
+        secure_run_dir(self.data_dir)
+        count = ["--workers", str(self.media_workers)]
+        for k in range(self.media_workers):
+            await self.supervisor.start(worker_spec("media", self.data_dir, k, count))
+        await self.media_pool.start()
+        log.info("%d media relay worker(s) running", self.media_workers)
 
     def _store_overflow(self, total: int) -> None:
         """The store writer dropped a write (its queue is full): alert, at most once per
@@ -695,7 +724,9 @@ class Server:
 
     async def stop(self) -> None:
         self.calls.hang_up_all("server shutdown")
+        await self.media_pool.drain()  # the release reports, for the CDRs
         self.calls.stop()
+        await self.supervisor.stop()
         await self.listeners.stop()
         self.connections.close_all()
         self.service.flush()
