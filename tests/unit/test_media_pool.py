@@ -285,6 +285,10 @@ async def test_media_pool_lost_worker_refuses_pending_and_ends_its_calls(
     assert sorted(pool.sweep()) == [("c1", LOST_REASON), ("c2", LOST_REASON)]
     assert pool.sweep() == []
     assert pool.pool_statistics().lost_calls == 2
+    # A lost call is refused until it is released, never moved to another worker.
+    pool.perform(_offer("c1", key=3), results)
+    assert results.got[-1].warning == "media relay worker lost"  # type: ignore[union-attr]
+    pool.perform(ReleaseMedia("c1"), results)
     # The pool connects again by itself; new calls go there.
     await _until(lambda: len(worker.writers) == 2 and pool.pool_statistics().connected == 1)
 

@@ -118,6 +118,9 @@ class MediaPool:
         self._turn = 0
         self._ended: list[tuple[str, str]] = []
         self._reports: dict[str, ReportCallback] = {}
+        #: Calls of a lost worker, until the call layer releases them: refused, never
+        #: moved to another worker half-way (their legs are gone with the worker).
+        self._lost_calls: set[str] = set()
         #: Calls whose release was sent and not answered yet.
         self._releasing: set[str] = set()
         self._closed = False
@@ -181,6 +184,7 @@ class MediaPool:
             log.warning("media worker %d lost", worker.index)
         for call in sorted(worker.calls):
             self._owner.pop(call, None)
+            self._lost_calls.add(call)
             self._ended.append((call, LOST_REASON))
             self._lost += 1
         worker.calls.clear()
@@ -226,6 +230,8 @@ class MediaPool:
         worker = self._owner.get(action.call)
         if worker is not None:
             return worker
+        if action.call in self._lost_calls:
+            return MediaRefused(503, "media relay worker lost")
         if isinstance(action, AnswerMedia):
             return MediaRefused(488, "no offer for this answer")  # as the relay says
         return self._choose() or MediaRefused(503, "no media relay worker available")
@@ -259,6 +265,7 @@ class MediaPool:
             worker.writer.write(data)
 
     def _release(self, call: str) -> None:
+        self._lost_calls.discard(call)
         worker = self._owner.pop(call, None)
         if worker is None:
             return
