@@ -13,14 +13,22 @@ clock), and CPU per call of this process and of the worker process (from
 /proc/PID/stat), so the control channel's overhead is CPU per call (both sides)
 minus the in-process CPU per call.
 
+``--profile`` instead counts Python function calls per call (cProfile: deterministic,
+unlike CPU time on a shared machine): the relay in process, against the pool and a
+:class:`voipsec.media.worker.RelayWorker` on a Unix socket in this same process (both
+ends of the channel counted; the kernel's side of the socket is not).
+
     PYTHONPATH=src .venv/bin/python bench/media_control_bench.py --calls 2000
+    PYTHONPATH=src .venv/bin/python bench/media_control_bench.py --calls 500 --profile
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
 import os
+import pstats
 import statistics
 import sys
 import tempfile
@@ -37,7 +45,7 @@ from voipsec.media.performer import LocalMedia, MediaDriver
 from voipsec.media.pool import MediaPool
 from voipsec.media.relay import LegReport
 from voipsec.media.sdes import SUITES, crypto_line, new_master
-from voipsec.media.worker import build_relay, socket_path
+from voipsec.media.worker import RelayWorker, build_relay, port_slices, socket_path
 
 SUITE = SUITES["AES_CM_128_HMAC_SHA1_80"]
 PEER = MediaPeer(source="127.0.0.1")
@@ -97,6 +105,41 @@ async def measure(
     )
 
 
+async def function_calls(media: MediaDriver, calls: int) -> float:
+    """Python function calls per call (cProfile), after a warm-up."""
+    for n in range(50):
+        await one_call(media, f"warm-{n}")
+    profile = cProfile.Profile()
+    profile.enable()
+    for n in range(calls):
+        await one_call(media, f"call-{n}")
+    profile.disable()
+    return float(pstats.Stats(profile).total_calls) / calls  # type: ignore[attr-defined]
+
+
+async def profile_main(calls: int, ports: str) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        data_dir = Path(tmp)
+        (data_dir / CONFIG_NAME).write_text(f'[media]\nports = "{ports}"\nworkers = 1\n')
+        config = load(data_dir / CONFIG_NAME)
+        local = LocalMedia(build_relay(config))
+        in_process = await function_calls(local, calls)
+        local.close()
+        (ports_slice,) = port_slices(config.media.port_range(), 1)
+        worker = RelayWorker(build_relay(config, ports_slice))
+        path = data_dir / "media-0.sock"
+        server = await asyncio.start_unix_server(worker.serve_channel, path=str(path))
+        pool = MediaPool(paths=[path], timeout=config.media.timeout)
+        await pool.start()
+        channel = await function_calls(pool, calls)
+        pool.close()
+        server.close()
+        worker.close()
+    print(f"{calls} calls: Python function calls per call (offer, answer, release+report)")
+    print(f"  relay in process          {in_process:>8.0f}")
+    print(f"  pool + worker, one loop   {channel:>8.0f}  (+{channel - in_process:.0f})")
+
+
 async def main(calls: int, ports: str) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = Path(tmp)
@@ -126,6 +169,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=2000)
     parser.add_argument("--ports", default="40000-40099")
+    parser.add_argument("--profile", action="store_true", help="count function calls")
     args = parser.parse_args()
     try:
         import uvloop
@@ -133,5 +177,5 @@ if __name__ == "__main__":
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     except ImportError:
         pass
-    asyncio.run(main(args.calls, args.ports))
+    asyncio.run((profile_main if args.profile else main)(args.calls, args.ports))
     sys.exit(0)
