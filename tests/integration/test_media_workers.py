@@ -170,3 +170,20 @@ def test_media_workers_refuse_a_run_dir_others_may_enter(tmp_path: Path) -> None
     assert done.returncode != 0
     assert f"{run} is accessible to group or others (mode 755)" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_media_workers_exit_when_serve_is_killed(tmp_path: Path) -> None:
+    # SIGKILL gives serve no chance to stop them: each worker sees its stdin (a pipe
+    # only serve held) end, and exits on its own. No orphan keeps the relay ports.
+    prepared = prepare(tmp_path / "data", users=[ALICE, BOB])
+    with serving(prepared) as server:
+        pids = worker_pids(server)
+        assert pids and all(alive(pid) for pid in pids.values())
+        assert server.proc is not None
+        server.proc.kill()
+        server.proc.wait(timeout=DEADLINE)
+        wait_for(
+            lambda: not any(alive(pid) for pid in pids.values()),
+            deadline=DEADLINE,
+            what=f"relay workers {sorted(pids.values())} to exit",
+        )
