@@ -117,7 +117,10 @@ class FraudFeedPort(Protocol):
 class CallRecords:
     """The CDR rows and fraud counters of the calls of one server.
 
-    ``media_report`` gives the relay's statistics of a call's legs when it ends.
+    ``media_report`` hands a callback the relay's statistics of a call's legs when it
+    ends: at once from the relay in this process, with the release reply of a relay
+    worker (media/pool.py); the row is closed and ``CallEnded`` published then, after
+    the ``MediaStats``, as with the relay in process.
     """
 
     def __init__(
@@ -128,7 +131,7 @@ class CallRecords:
         store: CallStore,
         events: EventBus,
         clock: Clock,
-        media_report: Callable[[str], Sequence[LegReport]],
+        media_report: Callable[[str, Callable[[Sequence[LegReport]], None]], None],
     ) -> None:
         self._store = store
         self._data_dir = data_dir
@@ -313,7 +316,11 @@ class CallRecords:
         info = self._calls.pop(action.call, None)
         if info is None:
             return
-        self._media_report(info, action.call, action.time)
+        self._media_report_of(action.call, lambda legs: self._finish(info, action, legs))
+
+    def _finish(self, info: CallRecord, action: Ended, legs: Sequence[LegReport]) -> None:
+        """The call's media report is in: store it, close the row, book and publish."""
+        self._media_report(info, legs, action.time)
         self.close(
             info.ticket,
             info.a_call_id,
@@ -341,9 +348,8 @@ class CallRecords:
             )
         )
 
-    def _media_report(self, info: CallRecord, call: str, now: float) -> None:
+    def _media_report(self, info: CallRecord, legs: Sequence[LegReport], now: float) -> None:
         """The relay's statistics of both legs: into the CDR and onto the events stream."""
-        legs = self._media_report_of(call)
         if not legs:
             return
         report = [_leg_json(leg) for leg in legs]

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from .call_records import CallRecord, CallRecords
 from .call_trunks import TrunkConnector
-from .config import Config, ConfigError, TrunkSection, parse_listen
+from .config import Config, ConfigError, TrunkSection
 from .core.b2bua import (
     AllocateMedia,
     Answered,
@@ -64,8 +64,8 @@ from .core.routing import (
 )
 from .events import CallStarted, EventBus
 from .media.destinations import MediaPeer
-from .media.performer import MediaAction, perform
-from .media.relay import MediaRelay
+from .media.performer import LocalMedia, MediaAction, MediaDriver
+from .media.worker import build_relay
 from .ports import Authenticate, Bindings, CallStore, Clock, Signaling, Zones
 from .sip.dialog import new_tag
 from .sip.errors import SipParseError
@@ -120,6 +120,7 @@ class CallService:
         store: CallStore,
         events: EventBus,
         clock: Clock,
+        media: MediaDriver | None = None,
     ) -> None:
         self.signaling = signaling
         self.connections = connections
@@ -131,19 +132,8 @@ class CallService:
         self.clock = clock
         self.config = config
         calls = config.calls
-        media = config.media
-        own_addresses, own_ports = _own_endpoints(config)
-        self.media = MediaRelay(
-            address=media.address,
-            ports=media.port_range(),
-            srtp=media.srtp,
-            suites=media.suites,
-            timeout=media.timeout,
-            dscp=media.dscp,
-            own_addresses=own_addresses,
-            own_ports=own_ports,
-            allowed_peers=media.allowed_peers,
-        )
+        #: The relay workers (``Server``'s pool), or the relay in this process.
+        self.media: MediaDriver = media or LocalMedia(build_relay(config))
         self.b2bua = B2bua(
             CallPolicy(
                 ring_timeout=calls.ring_timeout,
@@ -486,11 +476,16 @@ class CallService:
                 self._media_action(action)
 
     def _media_action(self, action: MediaAction) -> None:
-        """The relay runs in this process: a request's result goes back to the B2BUA
-        at once (it puts a media request last among its actions)."""
-        result = perform(self.media, action)
-        if result is not None and isinstance(action, AllocateMedia | AnswerMedia):
-            self.run(self.b2bua.on_media(action.key, result, self.clock()))
+        """A request's result goes back to the B2BUA when it arrives: at once from the
+        relay in this process, after a round trip from a relay worker (the B2BUA puts
+        a media request last among its actions and waits under its key)."""
+        if isinstance(action, AllocateMedia | AnswerMedia):
+            key = action.key
+            self.media.perform(
+                action, lambda result: self.run(self.b2bua.on_media(key, result, self.clock()))
+            )
+        else:
+            self.media.perform(action, _no_result)
 
     def _send(self, action: SendRequest) -> None:
         target = action.target
@@ -532,9 +527,12 @@ class CallService:
     def check_media(self) -> None:
         """End answered calls whose media stopped (housekeeping, once a second)."""
         now = self.clock()
-        for call in self.media.sweep():
-            log.info("call %s: no media for %.0f s, ending it", call[:8], self.media.timeout)
-            self.run(self.b2bua.hang_up(call, now, "media timeout"))
+        for call, reason in self.media.sweep():
+            if reason == "media timeout":
+                log.info("call %s: no media for %.0f s, ending it", call[:8], self.media.timeout)
+            else:
+                log.warning("call %s: %s, ending it", call[:8], reason)
+            self.run(self.b2bua.hang_up(call, now, reason))
 
     def save_fraud_state(self) -> None:
         """Write the fraud engine's counters (they persist across restarts)."""
@@ -552,10 +550,8 @@ class CallService:
 # -- helpers --------------------------------------------------------------------------
 
 
-def _own_endpoints(config: Config) -> tuple[tuple[str, ...], tuple[int, ...]]:
-    """The SIP and TURN listeners: media never goes to them (nor to the relay's ports)."""
-    listens = [*config.sip.listeners(), *(parse_listen(x) for x in config.turn.listen)]
-    return tuple(sorted({x.host for x in listens})), tuple(sorted({x.port for x in listens}))
+def _no_result(result: object) -> None:
+    """Answered and release actions have no result to deliver."""
 
 
 def _bad(err: SipParseError, callee: str = "") -> Refusal:

@@ -194,6 +194,7 @@ def serve(dir: DirOption = DEFAULT_DIR) -> None:
     from .app.cluster import ClusterStartError
     from .app.supervisor import RunDirError
     from .edge.ids_loader import RuleError
+    from .media.pool import MediaPoolError
     from .server import Server
 
     initialise(dir)
@@ -220,8 +221,12 @@ def serve(dir: DirOption = DEFAULT_DIR) -> None:
         _fail(f"cannot listen: {err.strerror or err}")
     except RuleError as err:
         _fail(f"IDS rules: {err}")
-    except (ClusterStartError, RunDirError) as err:
+    except RunDirError as err:
+        _fail(f"run directory: {err}")
+    except ClusterStartError as err:
         _fail(f"signaling workers: {err}")
+    except MediaPoolError as err:
+        _fail(f"media relay workers: {err}")
 
 
 # -- users --------------------------------------------------------------------------

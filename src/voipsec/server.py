@@ -30,6 +30,7 @@ from .app.periodic import Periodic
 from .app.registration import RegistrationShell
 from .app.replies import answer_to
 from .app.shared import SharedState
+from .app.supervisor import Supervisor, secure_run_dir, worker_spec
 from .app.transactions import TransactionDriver, publish_message
 from .app.watch import Revocations, RuleFiles
 from .calls import CallService
@@ -63,6 +64,10 @@ from .events import (
     MessageSeen,
     RequestHandled,
 )
+from .media.performer import MediaDriver
+from .media.pool import MediaPool
+from .media.worker import port_slices
+from .media.worker import socket_path as media_socket_path
 from .monitor.service import MonitorService
 from .nat.keepalive import answer_binding, looks_like_stun
 from .pki.ca import ServerPaths, warn_if_expiring
@@ -502,9 +507,11 @@ def build_sip_service(
     data_dir: Path | None = None,
     events: EventBus | None = None,
     writes: StoreWrites | None = None,
+    media: MediaDriver | None = None,
 ) -> tuple[SipService, CallService]:
     """The SIP service and its call control, each handed the other's parts as ports
-    (voipsec.ports), never ``self``: what ``Server`` runs, and what tests drive."""
+    (voipsec.ports), never ``self``: what ``Server`` runs, and what tests drive.
+    ``media`` is the relay workers' pool; None runs the relay in this process."""
     service = SipService(
         config=config,
         store=store,
@@ -526,6 +533,7 @@ def build_sip_service(
         store=store,
         events=service.events,
         clock=clock,
+        media=media,
     )
     service.attach_calls(calls)
     return service, calls
@@ -563,6 +571,16 @@ class Server:
             self.store.path, on_overflow=self._store_overflow, clock=time.time
         )
         self._store_overflow_alerted = -STORE_OVERFLOW_ALERT_INTERVAL
+        #: The relay worker processes (media/worker.py) and this process's channels
+        #: to them; the supervisor restarts a worker that dies (app/supervisor.py).
+        self.supervisor = Supervisor()
+        self.media_workers = len(
+            port_slices(config.media.port_range(), config.media.worker_count())
+        )
+        self.media_pool = MediaPool(
+            paths=[media_socket_path(data_dir, k) for k in range(self.media_workers)],
+            timeout=config.media.timeout,
+        )
         self.service, self.calls = build_sip_service(
             config=config,
             store=self.store,
@@ -570,6 +588,7 @@ class Server:
             data_dir=data_dir,
             events=self.events,
             writes=self.store_writer,
+            media=self.media_pool,
         )
         #: The SIP service's connection table (the guard screens it); the listeners,
         #: the CRL check and the sweep use it too.
@@ -655,6 +674,7 @@ class Server:
         self._raise_open_file_limit()
         self.revocations.check()
         warn_if_expiring(ServerPaths.in_dir(self.data_dir).cert, time.time())
+        await self._start_media_workers()
         await self.listeners.start()
         if self.calls.udp_sender is None:
             self.calls.udp_sender = self.listeners.udp_sender
@@ -697,6 +717,18 @@ class Server:
     def _close_lost_rows(self, cdr_ids: list[int], reason: str) -> int:
         """Worker 0: close the CDR rows of a lost worker's calls (a rare, small UPDATE)."""
         return self.store.cdr_db.close_lost(cdr_ids, time.time(), reason)
+
+    async def _start_media_workers(self) -> None:
+        """Every relay worker started (by worker 0, before any other signaling worker)
+        and connected before a call can arrive (RunDirError when ``DIR/run`` is not ours
+        alone, MediaPoolError when a worker never listens)."""
+        if self.index == 0:
+            secure_run_dir(self.data_dir)
+            count = ["--workers", str(self.media_workers)]
+            for k in range(self.media_workers):
+                await self.supervisor.start(worker_spec("media", self.data_dir, k, count))
+        await self.media_pool.start()
+        log.info("connected to %d media relay worker(s)", self.media_workers)
 
     def _store_overflow(self, total: int) -> None:
         """The store writer dropped a write (its queue is full): alert, at most once per
@@ -825,7 +857,9 @@ class Server:
         if self.link is not None:
             await self.link.stop()
         self.calls.hang_up_all("server shutdown")
+        await self.media_pool.drain()  # the release reports, for the CDRs
         self.calls.stop()
+        await self.supervisor.stop()
         await self.listeners.stop()
         self.connections.close_all()
         self.service.flush()

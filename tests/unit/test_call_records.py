@@ -39,7 +39,7 @@ def _records(
         store=store,
         events=bus,
         clock=clock,
-        media_report=lambda call: [],
+        media_report=lambda call, done: done([]),
     )
 
 

@@ -21,6 +21,7 @@ import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
+from ..config import CONFIG_NAME, ConfigError, load
 from ..logfmt import SafeFormatter
 from .supervisor import WorkerArgs
 
@@ -56,11 +57,17 @@ def parse_args(argv: Sequence[str]) -> WorkerArgs:
     return WorkerArgs(role=known.role, data_dir=known.dir, index=known.index, extra=tuple(extra))
 
 
-def _configure_logging(name: str) -> None:
+def _configure_logging(args: WorkerArgs) -> None:
+    """Log as ``serve`` does (``[log] level``), each line naming the worker."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(SafeFormatter(f"%(asctime)s %(levelname)s [{name}] %(name)s: %(message)s"))
+    line = f"%(asctime)s %(levelname)s [{args.name}] %(name)s: %(message)s"
+    handler.setFormatter(SafeFormatter(line))
     root = logging.getLogger()
     root.handlers[:] = [handler]
+    try:
+        root.setLevel(load(args.data_dir / CONFIG_NAME).log.level.upper())
+    except ConfigError as err:
+        log.error("%s: %s", args.name, err)
 
 
 async def _stdin_closed(stopping: asyncio.Event) -> None:
@@ -88,7 +95,7 @@ async def serve(args: WorkerArgs) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    _configure_logging(args.name)
+    _configure_logging(args)
     try:
         import uvloop
 

@@ -117,6 +117,11 @@ class StatsNotice:
     stats: MediaStatistics
 
 
+#: Field names of the report types, computed once (dataclasses.asdict deep-copies and
+#: dataclasses.fields() rebuilds a tuple on every call: both cost per message).
+_REPORT_FIELDS = tuple(f.name for f in dataclasses.fields(StreamReport))
+_STATS_FIELDS = tuple(f.name for f in dataclasses.fields(MediaStatistics))
+
 #: What the signaling side sends.
 Request = OfferRequest | AnswerRequest | AnsweredNotice | ReleaseRequest
 #: What a worker sends: replies (with the request's id) and notices.
@@ -149,7 +154,8 @@ def encode(message: Message) -> bytes:
         return encode_frame("released", {"id": message.id, "legs": legs})
     if isinstance(message, TimeoutNotice):
         return encode_frame("timeout", {"calls": list(message.calls)})
-    return encode_frame("stats", {"stats": dataclasses.asdict(message.stats)})
+    stats = message.stats
+    return encode_frame("stats", {"stats": {n: getattr(stats, n) for n in _STATS_FIELDS}})
 
 
 def _leg_fields(leg: LegReport) -> dict[str, Any]:
@@ -157,7 +163,7 @@ def _leg_fields(leg: LegReport) -> dict[str, Any]:
         "leg": leg.leg,
         "suite": leg.suite,
         "rtcp_packets": leg.rtcp_packets,
-        "received": dataclasses.asdict(leg.received),
+        "received": {name: getattr(leg.received, name) for name in _REPORT_FIELDS},
         "local": list(leg.local),
         "remote": None if leg.remote is None else list(leg.remote),
     }
@@ -225,8 +231,7 @@ def _stats(frame: Frame) -> StatsNotice:
     fields = frame.header.get("stats")
     if not isinstance(fields, dict):
         raise ChannelError("stats must be an object")
-    names = {f.name for f in dataclasses.fields(MediaStatistics)}
-    if set(fields) != names or not all(_is_int(v) for v in fields.values()):
+    if fields.keys() != set(_STATS_FIELDS) or not all(_is_int(v) for v in fields.values()):
         raise ChannelError("stats must hold exactly the relay's integer counters")
     return StatsNotice(stats=MediaStatistics(**fields))
 
@@ -309,9 +314,8 @@ def _address(value: object) -> tuple[str, int]:
 
 
 def _stream_report(fields: dict[str, Any]) -> StreamReport:
-    names = {f.name for f in dataclasses.fields(StreamReport)}
     numbers = all(isinstance(v, int | float) and not isinstance(v, bool) for v in fields.values())
-    if set(fields) != names or not numbers:
+    if fields.keys() != set(_REPORT_FIELDS) or not numbers:
         raise ChannelError("received must hold exactly a stream report's numbers")
     return StreamReport(**fields)
 
