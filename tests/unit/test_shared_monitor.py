@@ -3,7 +3,10 @@ every worker's metrics and delivers every worker's alerts once."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+
+import pytest
 
 from voipsec.app.shared.monitor import MAX_SAMPLES, MonitorRelay
 from voipsec.app.shared.port import METRICS, SharedCounters
@@ -125,3 +128,34 @@ def test_shared_monitor_malformed_snapshots_are_ignored_and_counted() -> None:
         pair.inject(0, METRICS, payload, origin=1)
     assert counters[0].rejected == 7
     assert _line(monitors[0].metrics.render(), "voipsec_bans_total") == "voipsec_bans_total 0.0"
+
+
+def test_shared_monitor_a_scrape_pulls_every_workers_samples_first() -> None:
+    pair, monitors, _, _ = _workers()
+    monitors[1].metrics.on_registration(accepted=True)  # no tick since
+
+    async def scrape() -> bytes:
+        waiting = asyncio.ensure_future(monitors[0].metrics.refresh())
+        await asyncio.sleep(0)  # the pull request is queued
+        assert pair.flush() == 2  # worker 1 answers, worker 0 takes it in
+        await waiting
+        return monitors[0].metrics.render()
+
+    text = asyncio.run(scrape())
+    assert _line(text, 'voipsec_registrations_total{result="accepted"}').endswith(" 1.0")
+
+
+def test_shared_monitor_a_worker_that_does_not_answer_costs_the_timeout_only(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("voipsec.app.shared.monitor.PULL_TIMEOUT", 0.01)
+    pair, monitors, _, _ = _workers()
+    asyncio.run(monitors[0].metrics.refresh())  # nobody delivers: times out
+    assert [frame.kind for _, _, frame in pair.queued] == ["state.metrics.pull"]
+
+
+def test_shared_monitor_pull_answers_only_worker_0_with_a_number() -> None:
+    pair, _, _, counters = _workers()
+    pair.inject(1, "state.metrics.pull", b"", origin=0)  # no number
+    assert pair.queued == []
+    assert counters[1].frames_sent == 0

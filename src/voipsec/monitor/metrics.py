@@ -37,7 +37,7 @@ import hmac
 import ipaddress
 import logging
 import ssl
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -190,6 +190,9 @@ class Metrics:
         self._active_calls = 0
         #: Other workers' latest samples, by worker index (worker 0 only).
         self._remote: dict[int, dict[tuple[str, tuple[tuple[str, str], ...]], float]] = {}
+        #: Worker 0 with sip.workers > 1: fetches every other worker's samples now, so a
+        #: scrape counts what every worker did before it (app/shared/monitor.py).
+        self.refresher: Callable[[], Awaitable[None]] | None = None
         # Known label values start at 0, so rate() and alerts see a series from the
         # first scrape instead of from the first event.
         for result in ("accepted", "rejected"):
@@ -275,6 +278,11 @@ class Metrics:
         return generate_latest(_Summed(self.registry, list(self._remote.values())))
 
     # -- several workers -------------------------------------------------------------------
+
+    async def refresh(self) -> None:
+        """Before a scrape: the other workers' samples brought up to date (if any)."""
+        if self.refresher is not None:
+            await self.refresher()
 
     def snapshot(self) -> list[Sample]:
         """This worker's samples that worker 0 adds up (not the process's, not the
@@ -514,6 +522,9 @@ class MetricsServer:
                 self._aborted += 1
                 return
             status, extra, body = self._route(head)
+            if status == 200:  # authorized: only then may a scrape cost the workers a frame
+                await self._metrics.refresh()
+                body = self._metrics.render()
             await self._respond(reader, writer, status, body, extra, head.startswith(b"HEAD "))
         except (OSError, ssl.SSLError, TimeoutError) as exc:
             self._aborted += 1
@@ -555,7 +566,7 @@ class MetricsServer:
             return 401, ['WWW-Authenticate: Bearer realm="voipsec metrics"'], b"unauthorized\n"
         if target.partition("?")[0] != "/metrics":
             return 404, [], b"not found\n"
-        return 200, [], self._metrics.render()
+        return 200, [], b""  # rendered by the caller, after refresh()
 
     def _authorized(self, authorization: str | None) -> bool:
         assert self._token is not None

@@ -25,6 +25,7 @@ BUCKETS = "state.buckets"
 IDS_MATCHES = "state.ids"
 FRAUD = "state.fraud"
 METRICS = "state.metrics"
+METRICS_PULL = "state.metrics.pull"
 
 FrameHandler = Callable[[int, Frame], None]
 
@@ -37,6 +38,9 @@ class ClusterPort(Protocol):
 
     @property
     def size(self) -> int: ...
+
+    @property
+    def alive(self) -> frozenset[int]: ...
 
     def replicate(self, *event_types: type) -> None: ...
 
