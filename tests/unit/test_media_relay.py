@@ -271,3 +271,34 @@ def test_relay_reused_sockets_carry_nothing_of_the_previous_call() -> None:
     assert same_ports
     assert counts == (1, 0, 0)  # only the marker: the old call's packets were drained
     assert free == 2
+
+
+# -- replays and forgeries in the in-place SRTP path (issue 15) -----------------------------
+
+
+async def _replayed_and_forged() -> tuple[int, int, int]:
+    relay = _relay()
+    alice_master = new_master(SUITE)
+    sender = pylibsrtp.Session(policy=outbound_policy(SUITE, alice_master))
+    with _udp() as alice:
+        relay.offer("c1", "a", _sdp(alice.getsockname()[1], alice_master), ALICE_PEER)
+        a_port = relay.ports_of("c1")["a"]
+        valid = sender.protect(_rtp(1))
+        forged = bytearray(sender.protect(_rtp(2)))
+        forged[20] ^= 1
+        for packet in (valid, valid, bytes(forged)):
+            alice.sendto(packet, ("127.0.0.1", a_port))
+
+        def leg_a() -> tuple[int, int, int]:
+            received = relay.report("c1")[0].received
+            return received.packets, received.replays, received.auth_failures
+
+        await _until(lambda: sum(leg_a()) == 3)
+        counts = leg_a()
+    relay.close()
+    return counts
+
+
+def test_relay_counts_a_replay_and_a_forgery_apart_and_accepts_neither() -> None:
+    """RFC 3711 §3.3: the copy fails the replay check, the flipped bit authentication."""
+    assert asyncio.run(_replayed_and_forged()) == (1, 1, 1)
