@@ -477,7 +477,16 @@ def relay_cost(
         selector.close()
         peer.close()
         for client in clients:
-            client.close()
+            _release(client)
+
+
+def _release(client: TurnClient) -> None:
+    """Refresh(0), then close: the next run's clients may get the same ports, and a
+    5-tuple that still holds an allocation gets 437 (RFC 8656 §7.2)."""
+    client.sock.settimeout(REQUEST_TIMEOUT)
+    with contextlib.suppress(AssertionError, OSError):
+        client.request(Method.REFRESH, lambda tid: [(Attr.LIFETIME, stun.encode_uint32(0))])
+    client.close()
 
 
 def _pump(

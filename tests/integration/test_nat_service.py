@@ -101,7 +101,9 @@ async def test_nat_service_start_binding_allocate_statistics_and_stop(
     assert service.addresses == []
 
 
-def channel_round_trip(port: int, peer: socket.socket) -> tuple[bytes, object, object, bytes]:
+def channel_round_trip(
+    port: int, peer: socket.socket, answer: bytes = b"to-client"
+) -> tuple[bytes, object, object, bytes]:
     """Allocate, bind channel 0x4001 to ``peer``, send ChannelData, let the peer answer."""
     with TurnClient(("127.0.0.1", port), USER, PASSWORD) as client:
         relayed = client.allocate().xor_address(Attr.XOR_RELAYED_ADDRESS)
@@ -115,8 +117,8 @@ def channel_round_trip(port: int, peer: socket.socket) -> tuple[bytes, object, o
         assert bound.cls == MessageClass.SUCCESS
         client.sock.sendto(stun.encode_channel_data(0x4001, b"to-peer"), client.server)
         data, source = peer.recvfrom(2048)
-        peer.sendto(b"to-client", source)
-        frame, _ = client.sock.recvfrom(2048)
+        peer.sendto(answer, source)
+        frame, _ = client.sock.recvfrom(65535)
         return data, source, relayed, frame
 
 
@@ -134,6 +136,21 @@ async def test_nat_service_relays_channel_data_both_ways_on_the_media_path(
     assert (stats.turn.packets_to_peers, stats.turn.bytes_to_peers) == (1, 7)
     assert (stats.turn.packets_from_peers, stats.turn.bytes_from_peers) == (1, 9)
     assert stats.send_errors == 0
+
+
+async def test_nat_service_relays_a_peer_datagram_far_larger_than_media_whole(
+    turn_service: tuple[TurnService, int],
+) -> None:
+    # The relay socket reads MAX_PEER_DATAGRAM at once: 60,000 bytes arrive uncut.
+    service, port = turn_service
+    large = bytes(range(256)) * 234 + bytes(96)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as peer:
+        peer.bind(("127.0.0.1", 0))
+        peer.settimeout(DEADLINE)
+        *_, frame = await asyncio.to_thread(channel_round_trip, port, peer, large)
+    assert frame == stun.encode_channel_data(0x4001, large)
+    assert service.statistics().turn.bytes_from_peers == len(large) == 60_000
+    assert service_module.MAX_PEER_DATAGRAM >= 65_527  # the largest IPv6 UDP payload
 
 
 async def test_nat_service_relay_send_error_is_counted_not_raised(

@@ -89,9 +89,10 @@ MAX_BIND_ATTEMPTS = 64
 #: sockets keep the kernel default (each carries one media stream, and there may be
 #: thousands of them).
 LISTENER_BUFFER = 4 << 20
-#: Bytes read from a relay socket at once: the largest UDP payload (65,535 minus the
-#: IPv4 and UDP headers), so no datagram a peer may send is ever cut short.
-MAX_PEER_DATAGRAM = 65_507
+#: Bytes read from a relay socket at once: what a UDP length field can say (65,527
+#: bytes of payload over IPv6, 65,507 over IPv4 fit), so no datagram a peer may send is
+#: ever cut short.
+MAX_PEER_DATAGRAM = 65_535
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
