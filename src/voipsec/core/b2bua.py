@@ -36,7 +36,6 @@ from ..media.errors import MediaRefused
 from ..sip.dialog import Dialog, new_branch, new_tag, uac_dialog, uas_dialog
 from ..sip.digest import answer_challenge
 from ..sip.errors import SipParseError
-from ..sip.headers import Headers
 from ..sip.layer import TxKey, client_key
 from ..sip.message import Request, Response, response_to
 from ..sip.uac import cancel_for, in_dialog, make_request
@@ -75,6 +74,7 @@ from .callmodel import (
     Target,
     best_failure,
     check_invite,
+    compact,
     crossing_headers,
     crossing_value,
     disposition_of,
@@ -128,13 +128,6 @@ RELAYED_METHODS = frozenset({"INVITE", "UPDATE", "INFO"})
 #: Max-Forwards of a B-leg INVITE never exceeds this (RFC 3261 §8.1.1.6), and is one
 #: less than the A-leg's so a loop through B2BUAs still ends (§16.6 step 3 in spirit).
 MAX_FORWARDS = 70
-#: What an answered or ended call still reads from its INVITEs: the headers an answer
-#: copies (RFC 3261 §8.2.6.2) and a UAS copies into it (Record-Route, §12.1.1), those a
-#: CANCEL or a dialog names (§9.1, §12.1.2: Via, Route, From, To, Call-ID, CSeq), and
-#: the credentials the ACK of a 2xx repeats (§13.2.2.4, §22.3).
-_KEPT_HEADERS = frozenset(
-    {"via", "from", "to", "call-id", "cseq", "route", "record-route", *_CREDENTIALS}
-)
 
 
 @dataclass(slots=True)
@@ -501,7 +494,7 @@ class B2bua:
         self._counters.answered += 1
         actions.append(Respond(call.a_tx, self._a_response(call, response, result)))
         actions += self._cancel_other_forks(call, leg)
-        _compact(call)
+        compact(call)
         actions += [
             CancelCallTimer(call.id, RING),
             Answered(call.id, now),
@@ -928,7 +921,7 @@ class B2bua:
     ) -> list[CallAction]:
         settled = self._abandon(call)
         call.phase = Phase.ENDED
-        _compact(call)
+        compact(call)
         self._calls.pop(call.id, None)
         self._by_a_tx.pop(call.a_tx, None)
         self._by_dialog.pop((call.a_invite.call_id, call.a_tag), None)
@@ -992,32 +985,6 @@ def _contact(call: Call, side: Side, method: str) -> tuple[tuple[str, str], ...]
         secure = dialog.secure if dialog is not None else False
         return (("Contact", call.local(side).contact(secure=secure)),)
     return ()
-
-
-def _compact(call: Call) -> None:
-    """Free what an answered or ended call no longer reads (issue 15: memory per call).
-
-    A call stays in memory as long as it lasts, and an ended one until its last
-    client transaction ends (Timer M, 64*T1 after a 2xx: RFC 6026 §7.2). Neither
-    looks for a callee any more, so only :data:`_KEPT_HEADERS` of its INVITEs, and no
-    failure responses or B-leg offer, are kept: a CANCEL, an ACK or BYE for a late 2xx,
-    and an answer to the caller are still built exactly as before.
-    """
-    call.a_invite = _slim(call.a_invite)
-    for leg in call.forks:
-        leg.invite = _slim(leg.invite)
-    call.failures.clear()
-    call.b_offer = b""
-
-
-def _slim(request: Request) -> Request:
-    """``request`` with only :data:`_KEPT_HEADERS` and none of its parsed forms cached.
-
-    Never sent as it is: CANCEL, ACK and responses are built anew from it."""
-    kept = tuple(h for h in request.headers if h.key in _KEPT_HEADERS)
-    if len(kept) == len(request.headers):
-        return request  # already slim (an ended call that was answered)
-    return request.with_headers(Headers(kept))
 
 
 def _searching(call: Call) -> bool:
