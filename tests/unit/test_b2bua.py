@@ -1974,3 +1974,28 @@ def test_b2bua_late_offer_reinvite_ack_carries_the_reinvites_cseq() -> None:
     sent = _only_send(ack)
     assert sent.target == BOB1.target
     assert (sent.request.method, sent.request.cseq.seq, sent.request.body) == ("ACK", 2, ANSWER)
+
+
+# -- memory per call (issue 15) ------------------------------------------------------
+
+
+def test_b2bua_answered_call_keeps_only_the_invite_headers_it_still_reads() -> None:
+    extra = ("Record-Route: <sip:p1.example.com;lr>", "User-Agent: AlicePhone/1.0")
+    _, call, sent, _ = _answered(invite=_a_invite(extra=extra))
+    kept = ["via", "from", "to", "call-id", "cseq"]
+    assert [h.key for h in call.a_invite.headers] == [*kept[:5], "record-route"]
+    assert [h.key for h in call.forks[0].invite.headers] == kept
+    assert call.a_invite.body == OFFER
+    assert (call.b_offer, call.failures) == (b"", [])
+    assert {"max-forwards", "contact"} <= {h.key for h in sent.headers}  # what was sent
+
+
+def test_b2bua_ended_call_keeps_only_the_invite_headers_it_still_reads() -> None:
+    b2b, call, (one, two) = _start(BOB1, BOB2)
+    b2b.on_response(_key(one), _reply(one, 486, "Busy Here"), NOW + 1)
+    assert len(call.failures) == 1
+    b2b.on_response(_key(two), _bob2_reply(two, 603, "Decline"), NOW + 2)
+    assert call.phase is Phase.ENDED
+    assert [h.key for h in call.a_invite.headers] == ["via", "from", "to", "call-id", "cseq"]
+    assert all(len(leg.invite.headers) == 5 for leg in call.forks)
+    assert (call.b_offer, call.failures) == (b"", [])

@@ -12,7 +12,7 @@ from voipsec.sip.layer import (
     server_key,
 )
 from voipsec.sip.message import Request, Response, parse_message, response_to
-from voipsec.sip.transaction import CancelTimer, PassUp, Send, StartTimer, Terminated
+from voipsec.sip.transaction import CancelTimer, Kind, PassUp, Send, StartTimer, Terminated
 
 
 def _request(
@@ -370,3 +370,31 @@ def test_layer_expiry_spares_a_newer_transaction_with_the_same_key() -> None:
     assert layer.expire(MAX_NON_INVITE_TU_WAIT) == []
     assert len(layer) == 1
     assert len(layer.expire(10.0 + MAX_NON_INVITE_TU_WAIT)) == 1
+
+
+# -- what the layer keeps per transaction (issue 15: memory per call) -----------------
+
+
+def test_layer_accepted_invite_client_forgets_its_invite() -> None:
+    layer = TransactionLayer()
+    request = _request()
+    key, _ = layer.send_request(request, 0.0, reliable=True)
+    assert layer._invites == {key: request}
+    ok = _response(request, 200, "OK")
+    layer.receive_response(ok, 1.0)
+    # RFC 6026 §7.2: the TU ACKs a 2xx; the INVITE is not kept for Timer M.
+    assert layer._invites == {}
+    assert _actions(layer.receive_response(ok, 2.0)) == [PassUp(ok)]
+    assert _actions(layer.timer_fired(key, "M", 32.0)) == [Terminated("accepted, timer M")]
+
+
+def test_layer_answered_transactions_leave_the_deadline_queue() -> None:
+    layer = TransactionLayer()
+    for i in range(3):
+        request = _request(branch=f"z9hG4bK-{i}")
+        key, _ = layer.receive_request(request, float(i), reliable=True)
+        assert key is not None
+        layer.send_response(key, _response(request, 486, "Busy Here"), float(i))
+    # Each new transaction drops the answered ones ahead of it, not after 660 s.
+    assert [k[1] for _, k in layer._due[Kind.INVITE_SERVER]] == ["z9hG4bK-2"]
+    assert layer.expire(MAX_INVITE_TU_WAIT + 10) == []

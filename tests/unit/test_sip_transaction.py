@@ -443,3 +443,37 @@ def test_transaction_tables_every_state_is_reachable() -> None:
     for kind, table in TABLES.items():
         states = {s.value for s, _ in table} | {nxt.value for nxt, _ in table.values()}
         assert states == expected[kind]
+
+
+# -- what a transaction keeps once it no longer resends it (issue 15: memory) --------
+
+
+def test_transaction_ict_accepted_keeps_no_request_bytes() -> None:
+    tx = Transaction(Kind.INVITE_CLIENT, reliable=False)
+    tx.start(0.0, REQUEST)
+    tx.process("2xx", 1.0, "200")
+    # RFC 6026 §7.2: no Timer A in Accepted; a late timer event is absorbed, not resent.
+    assert tx._last == b""
+    assert tx.process("timer_A", 1.5) == []
+
+
+def test_transaction_nict_completed_keeps_no_request_bytes() -> None:
+    tx = Transaction(Kind.NON_INVITE_CLIENT, reliable=False)
+    tx.start(0.0, REQUEST)
+    tx.process("2xx", 1.0, "200")
+    assert tx._last == b""
+    assert tx.process("timer_E", 1.5) == []
+
+
+def test_transaction_ist_accepted_and_confirmed_keep_no_response_bytes() -> None:
+    accepted = Transaction(Kind.INVITE_SERVER, reliable=False)
+    accepted.process("tu_1xx", 0.0, PROVISIONAL)
+    accepted.process("tu_2xx", 1.0, OK)
+    assert accepted._last == b""
+    assert accepted.process("request", 1.5) == []  # RFC 6026 §7.1: the TU resends
+    confirmed = Transaction(Kind.INVITE_SERVER, reliable=False)
+    confirmed.process("tu_final", 0.0, BUSY)
+    assert confirmed.process("request", 0.5) == [Send(BUSY)]  # Completed still resends
+    confirmed.process("ack", 1.0)
+    assert confirmed._last == b""
+    assert confirmed.process("ack", 1.5) == []

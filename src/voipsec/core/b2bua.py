@@ -75,6 +75,7 @@ from .callmodel import (
     Target,
     best_failure,
     check_invite,
+    compact,
     crossing_headers,
     crossing_value,
     disposition_of,
@@ -494,6 +495,7 @@ class B2bua:
         self._counters.answered += 1
         actions.append(Respond(call.a_tx, self._a_response(call, response, result)))
         actions += self._cancel_other_forks(call, leg)
+        compact(call)
         actions += [
             CancelCallTimer(call.id, RING),
             Answered(call.id, now),
@@ -563,9 +565,9 @@ class B2bua:
         self, call: Call, leg: ForkLeg, response: Response, now: float
     ) -> list[CallAction]:
         leg.done = True
-        call.failures.append(response)
         if not _searching(call):
             return []  # answered (or being answered) elsewhere, or over
+        call.failures.append(response)
         cancels: list[CallAction] = []
         if response.status >= 600:
             # §16.7 step 5: a global failure ends the search; CANCEL the other forks.
@@ -920,6 +922,7 @@ class B2bua:
     ) -> list[CallAction]:
         settled = self._abandon(call)
         call.phase = Phase.ENDED
+        compact(call)
         self._calls.pop(call.id, None)
         self._by_a_tx.pop(call.a_tx, None)
         self._by_dialog.pop((call.a_invite.call_id, call.a_tag), None)

@@ -19,6 +19,7 @@ from enum import Enum
 from ..media.destinations import MediaPeer
 from ..media.errors import MediaRefused
 from ..sip.dialog import Dialog, uas_dialog
+from ..sip.headers import Headers
 from ..sip.layer import TxKey
 from ..sip.message import Request, Response
 from ..sip.uac import LocalAddress
@@ -433,3 +434,39 @@ def disposition_of(status: int) -> str:
     if status in (408, 480, 487):
         return "no_answer"
     return "failed"
+
+
+#: What an answered or ended call still reads from its INVITEs: the headers an answer
+#: copies (RFC 3261 §8.2.6.2) and a UAS copies into it (Record-Route, §12.1.1), those a
+#: CANCEL or a dialog names (§9.1, §12.1.2: Via, Route, From, To, Call-ID, CSeq), and
+#: the credentials the ACK of a 2xx repeats (§13.2.2.4, §22.3).
+KEPT_HEADERS = frozenset(
+    {"via", "from", "to", "call-id", "cseq", "route", "record-route"}
+    | {"authorization", "proxy-authorization"}
+)
+
+
+def compact(call: Call) -> None:
+    """Free what an answered or ended call no longer reads (issue 15: memory per call).
+
+    A call stays in memory as long as it lasts, and an ended one until its last
+    client transaction ends (Timer M, 64*T1 after a 2xx: RFC 6026 §7.2). Neither
+    looks for a callee any more, so only :data:`KEPT_HEADERS` of its INVITEs, and no
+    failure responses or B-leg offer, are kept: a CANCEL, an ACK or BYE for a late 2xx,
+    and an answer to the caller are still built exactly as before.
+    """
+    call.a_invite = _slim(call.a_invite)
+    for leg in call.forks:
+        leg.invite = _slim(leg.invite)
+    call.failures.clear()
+    call.b_offer = b""
+
+
+def _slim(request: Request) -> Request:
+    """``request`` with only :data:`KEPT_HEADERS` and none of its parsed forms cached.
+
+    Never sent as it is: CANCEL, ACK and responses are built anew from it."""
+    kept = tuple(h for h in request.headers if h.key in KEPT_HEADERS)
+    if len(kept) == len(request.headers):
+        return request  # already slim (an ended call that was answered)
+    return request.with_headers(Headers(kept))

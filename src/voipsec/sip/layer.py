@@ -147,7 +147,12 @@ class TransactionLayer:
         self._server[key] = Transaction(kind, reliable=reliable)
         wait = MAX_INVITE_TU_WAIT if kind is Kind.INVITE_SERVER else MAX_NON_INVITE_TU_WAIT
         self._tu_deadline[key] = now + wait
-        self._due[kind].append((now + wait, key))
+        due = self._due[kind]
+        due.append((now + wait, key))
+        while self._tu_deadline.get(due[0][1]) != due[0][0]:
+            # Answered long before its deadline (nearly every one): forget it now, not
+            # after MAX_INVITE_TU_WAIT, so its key does not outlive its call by minutes.
+            due.popleft()
         return key, []
 
     def send_response(self, key: TxKey, response: Response, now: float) -> list[KeyedAction]:
@@ -213,7 +218,12 @@ class TransactionLayer:
         invite = self._invites.get(key)
         if event == "final" and invite is not None:
             payload = (response, ack_for_failure(invite, response).to_bytes())
-        return self._run(self._client, key, tx, event, now, payload)
+        actions = self._run(self._client, key, tx, event, now, payload)
+        if tx.state is State.ACCEPTED:
+            # RFC 6026 §7.2: after a 2xx no ACK is built from the INVITE here (the TU
+            # ACKs 2xx), so it is not kept for Timer M's 32 s.
+            self._invites.pop(key, None)
+        return actions
 
     # -- timers and errors ----------------------------------------------------------
 

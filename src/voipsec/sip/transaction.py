@@ -206,6 +206,7 @@ def _ict_provisional(t: Transaction, now: float, payload: object) -> list[Action
 
 
 def _ict_accepted(t: Transaction, now: float, payload: object) -> list[Action]:
+    t._last = b""  # RFC 6026 §7.2: never retransmitted after a 2xx; free it meanwhile
     return [CancelTimer("A"), CancelTimer("B"), PassUp(payload), StartTimer("M", now + 64 * T1)]
 
 
@@ -238,6 +239,7 @@ def _nict_retransmit(t: Transaction, now: float, payload: object) -> list[Action
 
 
 def _nict_final(t: Transaction, now: float, payload: object) -> list[Action]:
+    t._last = b""  # §17.1.2.2: Completed only absorbs retransmitted responses
     wait = 0.0 if t.reliable else T4
     return [CancelTimer("E"), CancelTimer("F"), PassUp(payload), StartTimer("K", now + wait)]
 
@@ -255,6 +257,7 @@ def _ist_resend(t: Transaction, now: float, payload: object) -> list[Action]:
 
 
 def _ist_accept(t: Transaction, now: float, payload: object) -> list[Action]:
+    t._last = b""  # RFC 6026 §7.1: the TU, not the transaction, resends its 2xx
     return [Send(_as_bytes(payload)), StartTimer("L", now + 64 * T1)]
 
 
@@ -278,6 +281,7 @@ def _ist_retransmit(t: Transaction, now: float, payload: object) -> list[Action]
 
 
 def _ist_confirmed(t: Transaction, now: float, payload: object) -> list[Action]:
+    t._last = b""  # §17.2.1: Confirmed only absorbs ACKs; the final is not resent
     wait = 0.0 if t.reliable else T4
     return [CancelTimer("G"), CancelTimer("H"), StartTimer("I", now + wait)]
 
