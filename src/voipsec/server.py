@@ -678,9 +678,10 @@ class Server:
         await self.listeners.start()
         if self.calls.udp_sender is None:
             self.calls.udp_sender = self.listeners.udp_sender
+        # Every worker exports its own messages (SIP log, HEP); only worker 0 serves
+        # /metrics and delivers alerts (app/shared/monitor.py), and registers to trunks.
+        await self.monitor.start()
         if self.index == 0:
-            # The singletons: metrics/HTTP, alert delivery, HEP, trunk registrations.
-            await self.monitor.start()
             self.calls.start_trunk_registrations()
         await self._start_cluster()
 

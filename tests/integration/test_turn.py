@@ -88,8 +88,11 @@ def test_turn_stunclient_gets_its_reflexive_address(data_dir: Path) -> None:
 
 
 def test_turn_classic_rfc3489_stun_client_gets_its_mapped_address(data_dir: Path) -> None:
+    # Its own source port from this worker's slice: left to itself, the client picks a
+    # random one, which another test's server may hold (one flaky run in 1,000).
+    source = free_port("127.0.0.1", socket.SOCK_DGRAM)
     with turn_running(data_dir) as runner:
-        out = run([require("stun"), f"127.0.0.1:{runner.port}", "1", "-v"])
+        out = run([require("stun"), f"127.0.0.1:{runner.port}", "1", "-v", "-p", str(source)])
     opened = re.search(r"Opened port (\d+) with fd", out)
     mapped = re.search(r"MappedAddress = ([\d.]+):(\d+)", out)
     assert opened and mapped, out

@@ -153,7 +153,7 @@ class MonitorService:
                     " clear: hep.redact = false is for labs only"
                 )
             await self.hep.start()
-        if self.dispatcher is not None:
+        if self.dispatcher is not None and self.delivers_alerts:
             await self.dispatcher.start()
         listen = self.config.metrics.listen
         if listen and self.serves_metrics:

@@ -144,7 +144,7 @@ class ConnectionTable:
     def claim(self, ip: str) -> Slot | None:
         """A TCP connection from ``ip`` was just accepted: its slot, or None to close it."""
         ip = canonical_ip(ip)
-        if self.screen is not None and not self.screen(ip):
+        if not self._screened(ip):
             self._counts["refused_banned"] += 1
             return None
         if not self._fits(ip):
@@ -152,6 +152,15 @@ class ConnectionTable:
         self._per_ip[ip] = self._per_ip.get(ip, 0) + 1
         self._open += 1
         return Slot(self, ip)
+
+    def _screened(self, ip: str) -> bool:
+        """The guard's word at accept. A worker k > 0 only asks whether ``ip`` is banned:
+        worker 0 takes the connection rate's token in :meth:`claim_for`, once for every
+        worker's accepts (taking one here too would count each connection twice once
+        the rate buckets are shared, app/shared/)."""
+        if self.global_claim is not None:
+            return self.banned is None or not self.banned(ip)
+        return self.screen is None or self.screen(ip)
 
     def _fits(self, ip: str) -> bool:
         """Room for one more connection from ``ip``: ours plus, on worker 0, the places
