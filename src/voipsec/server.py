@@ -774,12 +774,17 @@ class Server:
                 after,
             )
 
-    async def run_started(self) -> None:
-        """Serve (after :meth:`start`) until SIGINT/SIGTERM; then flush and close."""
+    def install_signal_handlers(self) -> None:
+        """SIGINT/SIGTERM stop, SIGHUP reloads: set before the banner, so a stop asked
+        for as soon as the banner shows is a clean stop (children included)."""
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self._stopping.set)
         loop.add_signal_handler(signal.SIGHUP, self.reload)
+
+    async def run_started(self) -> None:
+        """Serve (after :meth:`start`) until SIGINT/SIGTERM; then flush and close."""
+        self.install_signal_handlers()
         self.periodic.start()
         try:
             await self._stopping.wait()

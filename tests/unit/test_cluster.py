@@ -13,7 +13,7 @@ from voipsec.app.cluster import Cluster, Hub, WorkerLink, socket_path
 from voipsec.events import BanLifted, Event, EventBus, RemoteEvent, RequestHandled
 from voipsec.ipc import Frame, encode_frame
 
-DEADLINE = 5.0
+DEADLINE = 20.0  # generous: the machine may be busy; a pass is usually instant
 
 
 async def until(condition: Callable[[], object], what: str) -> None:
