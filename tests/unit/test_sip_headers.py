@@ -148,3 +148,17 @@ def test_headers_equality_and_hash() -> None:
     assert _headers() != "not headers"
     assert list(_headers()) == list(_headers().fields)
     assert repr(Headers(())) == "Headers([])"
+
+
+def test_headers_indexed_by_the_parser_answer_like_constructed_ones() -> None:
+    fields = (
+        header("Via", "SIP/2.0/TLS a;branch=z9hG4bK1"),
+        header("v", "SIP/2.0/TLS b;branch=z9hG4bK2"),
+        header("Call-ID", "x"),
+    )
+    indexed = Headers.indexed(fields, {"via": [0, 1], "call-id": [2]})
+    built = Headers(fields)
+    assert indexed == built
+    assert indexed.lines("VIA") == built.lines("VIA") == [f.value for f in fields[:2]]
+    assert indexed.get("i") == "x"
+    assert (indexed.count_key("via"), indexed.count_key("contact")) == (2, 0)

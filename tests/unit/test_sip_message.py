@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from voipsec.sip import limits
 from voipsec.sip.errors import SipParseError
 from voipsec.sip.headers import Header
 from voipsec.sip.message import (
+    VIA_CACHE_SIZE,
     CSeq,
     Request,
     Response,
@@ -699,3 +701,84 @@ def test_message_empty_via_header_line_is_400() -> None:
     with pytest.raises(SipParseError) as info:
         parse_message(data).top_via  # noqa: B018
     assert (info.value.status, info.value.reason) == (400, "empty Via header")
+
+
+# -- parsed once (issue 15) ---------------------------------------------------------
+
+
+def test_message_header_bodies_parsed_once_per_message() -> None:
+    request = _request(INVITE)
+    assert request.vias is request.vias
+    assert request.top_via is request.vias[0]
+    assert request.cseq is request.cseq
+    assert request.from_ is request.from_
+    assert request.contacts is request.contacts
+
+
+def test_message_response_to_shares_parsed_bodies_with_its_request() -> None:
+    request = _request(INVITE)
+    response = response_to(request, 180, "Ringing", to_tag="b1")
+    assert response.vias is request.vias
+    assert response.cseq is request.cseq
+    assert response.from_ is request.from_
+    # The To got a tag: parsed from the response's own header, not inherited.
+    assert response.to.tag == "b1"
+    assert request.to.tag is None
+    assert response.to.uri == request.to.uri
+
+
+def test_message_response_to_100_shares_the_untagged_to() -> None:
+    request = _request(INVITE)
+    assert response_to(request, 100, "Trying", to_tag="b1").to is request.to
+
+
+def test_message_response_to_inherits_only_what_its_request_parsed() -> None:
+    request = _request(REGISTER)
+    assert "contacts" not in request.__dict__
+    response = response_to(request, 200, "OK")
+    assert "contacts" not in response.__dict__
+    assert response.contacts == ()
+
+
+def test_message_top_via_with_received_keeps_the_other_parsed_vias() -> None:
+    data = _with(
+        REGISTER,
+        b"Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKnashds7\r\n",
+        b"Via: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKx;rport\r\n"
+        b"Via: SIP/2.0/UDP p;branch=z9hG4bKy\r\n",
+    )
+    request = _request(data)
+    stamped = top_via_with_received(request, "192.0.2.1", 40000)
+    assert stamped.vias[1] is request.vias[1]
+    assert stamped.top_via == parse_via(stamped.headers.values("via")[0])
+    assert stamped.top_via.params == (
+        ("branch", "z9hG4bKx"),
+        ("rport", "40000"),
+        ("received", "192.0.2.1"),
+    )
+    assert stamped.cseq is request.cseq
+
+
+def test_message_via_cache_is_bounded_by_via_cache_size() -> None:
+    parse_via.cache_clear()
+    for i in range(VIA_CACHE_SIZE + 10):
+        parse_via(f"SIP/2.0/TLS 192.0.2.1:5061;branch=z9hG4bK{i}")
+    assert parse_via.cache_info().currsize == VIA_CACHE_SIZE
+    parse_via.cache_clear()
+
+
+def test_message_via_cache_never_caches_an_error() -> None:
+    for _ in range(2):
+        with pytest.raises(SipParseError) as info:
+            parse_via("SIP/2.0/TLS bad host;branch=z9hG4bK1")
+        assert (info.value.status, info.value.reason) == (400, "malformed Via host")
+
+
+def test_message_too_many_vias_counted_in_one_pass() -> None:
+    vias = b"".join(
+        b"Via: SIP/2.0/UDP h%d;branch=z9hG4bK%d\r\n" % (i, i) for i in range(limits.MAX_VIA + 1)
+    )
+    data = _with(REGISTER, b"Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKnashds7\r\n", vias)
+    with pytest.raises(SipParseError) as info:
+        parse_message(data)
+    assert (info.value.status, info.value.reason) == (483, "too many Via headers")

@@ -146,12 +146,33 @@ class Headers:
 
     __slots__ = ("_fields", "_index")
 
-    def __init__(self, fields: tuple[Header, ...]) -> None:
+    def __init__(
+        self, fields: tuple[Header, ...], index: dict[str, list[int]] | None = None
+    ) -> None:
         self._fields = fields
-        index: dict[str, list[int]] = {}
-        for i, f in enumerate(fields):
-            index.setdefault(f.key, []).append(i)
+        if index is None:
+            index = {}
+            for i, f in enumerate(fields):
+                found = index.get(f.key)
+                if found is None:
+                    index[f.key] = [i]
+                else:
+                    found.append(i)
         self._index = index
+
+    @classmethod
+    def indexed(cls, fields: tuple[Header, ...], index: dict[str, list[int]]) -> Headers:
+        """Headers whose index the parser built while reading the fields (no second pass).
+
+        ``index`` maps each key to the positions of its fields, in order; the caller
+        hands it over and does not change it afterwards.
+        """
+        return cls(fields, index)
+
+    def count_key(self, key: str) -> int:
+        """:meth:`count` for a name already in canonical form (no name mapping)."""
+        found = self._index.get(key)
+        return len(found) if found else 0
 
     def __iter__(self) -> Iterator[Header]:
         return iter(self._fields)

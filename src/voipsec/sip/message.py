@@ -20,7 +20,7 @@ from typing import Any, Generic, TypeVar, overload
 
 from . import limits
 from .errors import SipParseError
-from .headers import Header, Headers, canonical_name, is_token, split_list
+from .headers import Header, Headers, _canonical_memo, canonical_name, is_token, split_list
 from .uri import NameAddr, SipUri, Uri, parse_name_addr, parse_uri
 
 SIP_VERSION = "SIP/2.0"
@@ -28,6 +28,8 @@ SIP_VERSION = "SIP/2.0"
 BRANCH_COOKIE = "z9hG4bK"
 
 _REQUIRED_HEADERS = ("call-id", "cseq", "from", "to", "via")
+#: Headers a message carries at most once (RFC 3261 §20: not lists).
+_SINGLE_HEADERS = ("call-id", "cseq", "from", "to", "max-forwards")
 
 _T = TypeVar("_T")
 
@@ -111,13 +113,19 @@ class _Message:
 
     @_Lazy
     def vias(self) -> tuple[Via, ...]:
-        if any(not line.strip() for line in self.headers.lines("via")):
-            # RFC 3261 §20.42: Via = 1#via-parm, so an empty Via header is malformed.
-            raise SipParseError(400, "empty Via header")
-        values = self.headers.values("via")
+        values: list[str] = []
+        for line in self.headers.lines("via"):
+            single = line.strip()
+            if not single:
+                # RFC 3261 §20.42: Via = 1#via-parm, so an empty Via header is malformed.
+                raise SipParseError(400, "empty Via header")
+            if "," in single or '"' in single:
+                values.extend(split_list(single))
+            else:
+                values.append(single)
         if len(values) > limits.MAX_VIA:
             raise SipParseError(483, "too many Via headers")
-        return tuple(parse_via(v) for v in values)
+        return tuple(map(parse_via, values))
 
     @property
     def top_via(self) -> Via:
@@ -156,14 +164,14 @@ class _Message:
             raise SipParseError(400, f"missing {key} header")
         return value
 
-    def _head_lines(self) -> list[str]:
+    def _start_line(self) -> str:
         raise NotImplementedError
 
     def to_bytes(self) -> bytes:
         """Serialize with headers in their stored order and names."""
-        lines = self._head_lines()
-        lines.extend(f"{h.name}: {h.value}" for h in self.headers)
-        return ("\r\n".join(lines) + "\r\n\r\n").encode() + self.body
+        lines = [f"{name}: {value}" for name, _, value in self.headers.fields]
+        head = "\r\n".join([self._start_line(), *lines, "", ""])
+        return head.encode() + self.body if self.body else head.encode()
 
 
 @dataclass(frozen=True, kw_only=True, eq=True)
@@ -177,8 +185,8 @@ class Request(_Message):
     body: bytes = b""
     version: str = SIP_VERSION
 
-    def _head_lines(self) -> list[str]:
-        return [f"{self.method} {self.raw_uri} {self.version}"]
+    def _start_line(self) -> str:
+        return f"{self.method} {self.raw_uri} {self.version}"
 
     def with_headers(self, headers: Headers) -> Request:
         return Request(
@@ -201,8 +209,8 @@ class Response(_Message):
     body: bytes = b""
     version: str = SIP_VERSION
 
-    def _head_lines(self) -> list[str]:
-        return [f"{self.version} {self.status} {self.reason}"]
+    def _start_line(self) -> str:
+        return f"{self.version} {self.status} {self.reason}"
 
 
 Message = Request | Response
@@ -273,12 +281,17 @@ def _join_spaced_protocol(text: str) -> tuple[str, str]:
     return proto, " ".join(tokens[i:])
 
 
+#: Characters a Via host never holds (RFC 3261 §25.1 ``host``); seen, they mean the
+#: sent-by swallowed a neighbouring element.
+_BAD_VIA_HOST = re.compile(r'[ \t,<>"]')
+
+
 def _via_hostport(text: str) -> tuple[str, int | None]:
     host, colon, port = text.rpartition(":") if not text.endswith("]") else (text, "", "")
     if not colon:
         host, port = text, ""
     host, port = host.strip(), port.strip()
-    if not host or any(c in host for c in ' \t,<>"'):
+    if not host or _BAD_VIA_HOST.search(host) is not None:
         raise SipParseError(400, "malformed Via host")
     if not port:
         return host, None
@@ -343,10 +356,11 @@ def parse_message(data: bytes, *, datagram: bool = True) -> Message:
         # RFC 3261 §7: the empty line MUST be present even when there is no body
         # (RFC 4475 §3.1.2.15: the archived "baddn" ends without it).
         raise SipParseError(400, "header section not terminated by an empty line")
-    lines = _decode(head).replace("\r\n", "\n").split("\n")
+    text = _decode(head).replace("\r\n", "\n")
+    lines = text.split("\n")
     start = lines[0]
-    fields = _parse_fields(lines[1:])
-    headers = Headers(fields)
+    # RFC 3261 §7.3.1: a line starting with blanks continues the previous field.
+    headers = _parse_fields(lines[1:], folded="\n " in text or "\n\t" in text)
     body = _frame_body(headers, body, datagram)
     if start.startswith("SIP/"):
         return _parse_response(start, headers, body)
@@ -361,17 +375,21 @@ _FIELD = re.compile(r"([A-Za-z0-9\-.!%*_+`'~]+)[ \t]*:[ \t]*(.*)")
 _new_header = tuple.__new__
 
 
-def _parse_fields(lines: list[str]) -> tuple[Header, ...]:
-    if any(line[:1] in (" ", "\t") for line in lines):
+def _parse_fields(lines: list[str], *, folded: bool) -> Headers:
+    """The header fields in wire order, indexed by canonical name in the same pass."""
+    if folded:
         lines = _unfold(lines)
     if len(lines) > limits.MAX_HEADERS:
         raise SipParseError(400, "too many headers")
     fields: list[Header] = []
     append = fields.append
+    index: dict[str, list[int]] = {}
     via_count = 0
     match = _FIELD.fullmatch
-    for line in lines:
-        if len(line) > limits.MAX_HEADER_LENGTH:
+    memo = _canonical_memo
+    max_length = limits.MAX_HEADER_LENGTH
+    for position, line in enumerate(lines):
+        if len(line) > max_length:
             raise SipParseError(400, "header too long")
         found = match(line)
         if found is None:
@@ -380,13 +398,21 @@ def _parse_fields(lines: list[str]) -> tuple[Header, ...]:
             raise SipParseError(400, "malformed header line")
         name, value = found.groups()
         value = value.rstrip(" \t")
-        key = canonical_name(name)
+        key = memo.get(name) or canonical_name(name)
         if key == "via":
-            via_count += len(split_list(value))
+            if "," in value or '"' in value:
+                via_count += len(split_list(value))
+            elif value:
+                via_count += 1
             if via_count > limits.MAX_VIA:
                 raise SipParseError(483, "too many Via headers")
         append(_new_header(Header, (name, key, value)))
-    return tuple(fields)
+        positions = index.get(key)
+        if positions is None:
+            index[key] = [position]
+        else:
+            positions.append(position)
+    return Headers.indexed(tuple(fields), index)
 
 
 def _unfold(lines: list[str]) -> list[str]:
@@ -445,8 +471,9 @@ def _parse_request(start: str, headers: Headers, body: bytes) -> Request:
 
 def _check_common_headers(message: Request | Response) -> None:
     """Checks of the headers every request and response carries (RFC 3261 §8.1.1)."""
-    for key in ("call-id", "cseq", "from", "to", "max-forwards"):
-        if message.headers.count(key) > 1:
+    count = message.headers.count_key
+    for key in _SINGLE_HEADERS:
+        if count(key) > 1:
             raise SipParseError(400, f"multiple {key} headers")
     if not message.call_id:
         raise SipParseError(400, "empty Call-ID")
@@ -462,10 +489,9 @@ def _check_request_headers(request: Request) -> None:
     # RFC 3261 §8.1.1.5: the CSeq method MUST match the request (RFC 4475 mismatch01).
     if request.cseq.method != request.method:
         raise SipParseError(400, "CSeq method does not match Request-Line")
-    if request.int_header("max-forwards") is not None:
-        mf = request.int_header("max-forwards")
-        if mf is not None and mf > 255:
-            raise SipParseError(400, "Max-Forwards out of range")
+    mf = request.int_header("max-forwards")
+    if mf is not None and mf > 255:
+        raise SipParseError(400, "Max-Forwards out of range")
     if "expires" in request.headers:
         request.int_header("expires")
 
@@ -516,25 +542,43 @@ def response_to(
 ) -> Response:
     """Build a response that copies Via, From, To, Call-ID and CSeq (RFC 3261 §8.2.6.2)."""
     fields: list[Header] = []
+    append = fields.append
+    index: dict[str, list[int]] = {}
+    tagged = False
     for f in request.headers:
-        if f.key in ("via", "from", "call-id", "cseq"):
-            fields.append(Header(name=f.name, key=f.key, value=f.value))
-        elif f.key == "to":
-            value = f.value
-            if to_tag is not None and status > 100 and request.to.tag is None:
-                value = f"{value};tag={to_tag}"
-            fields.append(Header(name=f.name, key=f.key, value=value))
-    fields.extend(Header(name=n, key=canonical_name(n), value=v) for n, v in extra)
-    fields.append(Header(name="Content-Length", key="content-length", value=str(len(body))))
-    response = Response(status=status, reason=reason, headers=Headers(tuple(fields)), body=body)
-    _inherit(response, request, _COPIED_BODIES)
-    if response.headers.get("to") == request.headers.get("to"):
-        _inherit(response, request, ("to",))
+        key = f.key
+        if key in _ECHOED:
+            if key == "to" and to_tag is not None and status > 100 and request.to.tag is None:
+                f = _new_header(Header, (f.name, key, f"{f.value};tag={to_tag}"))
+                tagged = True
+            _index_add(index, key, len(fields))
+            append(f)
+    for n, v in extra:
+        key = canonical_name(n)
+        _index_add(index, key, len(fields))
+        append(_new_header(Header, (n, key, v)))
+    _index_add(index, "content-length", len(fields))
+    append(_new_header(Header, ("Content-Length", "content-length", str(len(body)))))
+    headers = Headers.indexed(tuple(fields), index)
+    response = Response(status=status, reason=reason, headers=headers, body=body)
+    _inherit(response, request, _COPIED_BODIES if tagged else _COPIED_BODIES_AND_TO)
     return response
 
 
+#: The headers a response copies from its request (RFC 3261 §8.2.6.2).
+_ECHOED = frozenset({"via", "from", "to", "call-id", "cseq"})
+
 #: The header bodies a response copies unchanged from its request (§8.2.6.2).
 _COPIED_BODIES = ("vias", "cseq", "from_")
+_COPIED_BODIES_AND_TO = (*_COPIED_BODIES, "to")
+
+
+def _index_add(index: dict[str, list[int]], key: str, position: int) -> None:
+    positions = index.get(key)
+    if positions is None:
+        index[key] = [position]
+    else:
+        positions.append(position)
 
 
 def _inherit(target: _Message, source: _Message, names: tuple[str, ...]) -> None:
