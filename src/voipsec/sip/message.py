@@ -3,7 +3,7 @@
 How this works: :func:`parse_message` splits the start line and the header fields,
 checks the named limits and the few headers every request must carry, and keeps
 every header value as text. Header *bodies* (Via, CSeq, From/To, Contact) are parsed
-on first use and remembered on the message (:class:`_Lazy`), so a message whose
+on first use and remembered on the message (:class:`_Parsed`), so a message whose
 decision needs only the Call-ID and CSeq never parses its Contact, and none is parsed
 twice. A message built from another (a response, a request with a stamped Via)
 inherits the bodies it shares with it instead of parsing them again. Every failure
@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, Generic, TypeVar, overload
+from dataclasses import dataclass, field
 
 from . import limits
 from .errors import SipParseError
@@ -30,40 +28,6 @@ BRANCH_COOKIE = "z9hG4bK"
 _REQUIRED_HEADERS = ("call-id", "cseq", "from", "to", "via")
 #: Headers a message carries at most once (RFC 3261 §20: not lists).
 _SINGLE_HEADERS = ("call-id", "cseq", "from", "to", "max-forwards")
-
-_T = TypeVar("_T")
-
-
-class _Lazy(Generic[_T]):
-    """A header body parsed on first use and stored on the message.
-
-    Like :func:`functools.cached_property` without its lock: Python 3.11's takes an
-    RLock on every first access, which cost ≈ 3 % of the call path (82 first
-    accesses per call). Messages are used by one thread. The value lands in the
-    instance ``__dict__``, which shadows this non-data descriptor from then on.
-    """
-
-    __slots__ = ("_func", "_name")
-
-    def __init__(self, func: Callable[[Any], _T]) -> None:
-        self._func = func
-        self._name = func.__name__
-
-    def __set_name__(self, owner: type, name: str) -> None:
-        self._name = name
-
-    @overload
-    def __get__(self, obj: None, owner: type | None = None) -> _Lazy[_T]: ...
-
-    @overload
-    def __get__(self, obj: object, owner: type | None = None) -> _T: ...
-
-    def __get__(self, obj: object | None, owner: type | None = None) -> _T | _Lazy[_T]:
-        if obj is None:
-            return self
-        value = self._func(obj)
-        obj.__dict__[self._name] = value
-        return value
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -94,11 +58,30 @@ class CSeq:
     method: str
 
 
+class _Parsed:
+    """The header bodies of one message parsed so far (None: not yet).
+
+    Plain attributes rather than :func:`functools.cached_property`: Python 3.11's
+    takes an RLock on every first access (82 per call), and a class compiled with
+    mypyc has no instance ``__dict__`` to cache in. A message is used by one thread.
+    """
+
+    __slots__ = ("contacts", "cseq", "from_", "to", "vias")
+
+    def __init__(self) -> None:
+        self.cseq: CSeq | None = None
+        self.vias: tuple[Via, ...] | None = None
+        self.from_: NameAddr | None = None
+        self.to: NameAddr | None = None
+        self.contacts: tuple[NameAddr, ...] | None = None
+
+
 class _Message:
     """Shared behaviour of requests and responses: lazy header bodies and bytes."""
 
     headers: Headers
     body: bytes
+    _parsed: _Parsed
 
     @property
     def call_id(self) -> str:
@@ -107,25 +90,19 @@ class _Message:
             raise SipParseError(400, "missing Call-ID")
         return value
 
-    @_Lazy
+    @property
     def cseq(self) -> CSeq:
-        return parse_cseq(self._required("cseq"))
+        parsed = self._parsed
+        if parsed.cseq is None:
+            parsed.cseq = parse_cseq(self._required("cseq"))
+        return parsed.cseq
 
-    @_Lazy
+    @property
     def vias(self) -> tuple[Via, ...]:
-        values: list[str] = []
-        for line in self.headers.lines("via"):
-            single = line.strip()
-            if not single:
-                # RFC 3261 §20.42: Via = 1#via-parm, so an empty Via header is malformed.
-                raise SipParseError(400, "empty Via header")
-            if "," in single or '"' in single:
-                values.extend(split_list(single))
-            else:
-                values.append(single)
-        if len(values) > limits.MAX_VIA:
-            raise SipParseError(483, "too many Via headers")
-        return tuple(map(parse_via, values))
+        parsed = self._parsed
+        if parsed.vias is None:
+            parsed.vias = _parse_vias(self.headers.lines("via"))
+        return parsed.vias
 
     @property
     def top_via(self) -> Via:
@@ -134,18 +111,28 @@ class _Message:
             raise SipParseError(400, "missing Via")
         return vias[0]
 
-    @_Lazy
+    @property
     def from_(self) -> NameAddr:
-        return parse_name_addr(self._required("from"))
+        parsed = self._parsed
+        if parsed.from_ is None:
+            parsed.from_ = parse_name_addr(self._required("from"))
+        return parsed.from_
 
-    @_Lazy
+    @property
     def to(self) -> NameAddr:
-        return parse_name_addr(self._required("to"))
+        parsed = self._parsed
+        if parsed.to is None:
+            parsed.to = parse_name_addr(self._required("to"))
+        return parsed.to
 
-    @_Lazy
+    @property
     def contacts(self) -> tuple[NameAddr, ...]:
         """Contact values; a wildcard ``*`` contact is reported by :attr:`wildcard_contact`."""
-        return tuple(parse_name_addr(v) for v in self.headers.values("contact") if v != "*")
+        parsed = self._parsed
+        if parsed.contacts is None:
+            values = self.headers.values("contact")
+            parsed.contacts = tuple(parse_name_addr(v) for v in values if v != "*")
+        return parsed.contacts
 
     @property
     def wildcard_contact(self) -> bool:
@@ -184,6 +171,7 @@ class Request(_Message):
     headers: Headers
     body: bytes = b""
     version: str = SIP_VERSION
+    _parsed: _Parsed = field(default_factory=_Parsed, init=False, repr=False, compare=False)
 
     def _start_line(self) -> str:
         return f"{self.method} {self.raw_uri} {self.version}"
@@ -208,12 +196,30 @@ class Response(_Message):
     headers: Headers
     body: bytes = b""
     version: str = SIP_VERSION
+    _parsed: _Parsed = field(default_factory=_Parsed, init=False, repr=False, compare=False)
 
     def _start_line(self) -> str:
         return f"{self.version} {self.status} {self.reason}"
 
 
 Message = Request | Response
+
+
+def _parse_vias(lines: list[str]) -> tuple[Via, ...]:
+    """Every Via value of a message's Via lines, top first (RFC 3261 §20.42)."""
+    values: list[str] = []
+    for line in lines:
+        single = line.strip()
+        if not single:
+            # RFC 3261 §20.42: Via = 1#via-parm, so an empty Via header is malformed.
+            raise SipParseError(400, "empty Via header")
+        if "," in single or '"' in single:
+            values.extend(split_list(single))
+        else:
+            values.append(single)
+    if len(values) > limits.MAX_VIA:
+        raise SipParseError(483, "too many Via headers")
+    return tuple(map(parse_via, values))
 
 
 def parse_cseq(value: str) -> CSeq:
@@ -561,16 +567,12 @@ def response_to(
     append(_new_header(Header, ("Content-Length", "content-length", str(len(body)))))
     headers = Headers.indexed(tuple(fields), index)
     response = Response(status=status, reason=reason, headers=headers, body=body)
-    _inherit(response, request, _COPIED_BODIES if tagged else _COPIED_BODIES_AND_TO)
+    _inherit(response._parsed, request._parsed, to=not tagged)
     return response
 
 
 #: The headers a response copies from its request (RFC 3261 §8.2.6.2).
 _ECHOED = frozenset({"via", "from", "to", "call-id", "cseq"})
-
-#: The header bodies a response copies unchanged from its request (§8.2.6.2).
-_COPIED_BODIES = ("vias", "cseq", "from_")
-_COPIED_BODIES_AND_TO = (*_COPIED_BODIES, "to")
 
 
 def _index_add(index: dict[str, list[int]], key: str, position: int) -> None:
@@ -581,13 +583,19 @@ def _index_add(index: dict[str, list[int]], key: str, position: int) -> None:
         positions.append(position)
 
 
-def _inherit(target: _Message, source: _Message, names: tuple[str, ...]) -> None:
-    """Give ``target`` the bodies ``source`` has already parsed, for identical headers."""
-    parsed = source.__dict__
-    own = target.__dict__
-    for name in names:
-        if name in parsed:
-            own[name] = parsed[name]
+def _inherit(target: _Parsed, source: _Parsed, *, to: bool, contacts: bool = False) -> None:
+    """Give a message built from another the bodies of the headers it copied unchanged.
+
+    Via, CSeq and From always are (§8.2.6.2); To unless a tag was added; Contact only
+    when the whole header section but the top Via was kept.
+    """
+    target.vias = source.vias
+    target.cseq = source.cseq
+    target.from_ = source.from_
+    if to:
+        target.to = source.to
+    if contacts:
+        target.contacts = source.contacts
 
 
 def top_via_with_received(request: Request, host: str, port: int) -> Request:
@@ -604,8 +612,8 @@ def top_via_with_received(request: Request, host: str, port: int) -> Request:
             fields.append(f)
     stamped = request.with_headers(Headers(tuple(fields)))
     # Only the top Via changed: every other parsed body stays valid.
-    _inherit(stamped, request, ("cseq", "from_", "to", "contacts"))
-    stamped.__dict__["vias"] = (parse_via(new_top), *request.vias[1:])
+    _inherit(stamped._parsed, request._parsed, to=True, contacts=True)
+    stamped._parsed.vias = (parse_via(new_top), *request.vias[1:])
     return stamped
 
 
