@@ -781,3 +781,21 @@ def test_message_too_many_vias_counted_in_one_pass() -> None:
     with pytest.raises(SipParseError) as info:
         parse_message(data)
     assert (info.value.status, info.value.reason) == (483, "too many Via headers")
+
+
+@pytest.mark.parametrize(
+    "via",
+    [
+        "SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKx;rport",
+        "SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKx; RPORT ;received=203.0.113.9",
+        "SIP/2.0/UDP 10.0.0.1;rport=;branch=z9hG4bKx",
+        "SIP/2.0/TLS 192.0.2.1:5061;branch=z9hG4bKx;rport;Received=1.2.3.4;x",
+        "SIP/2.0/TLS [2001:db8::1]:5061;branch=z9hG4bKx",
+        "SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKnashds7",
+    ],
+)
+def test_message_stamped_top_via_equals_the_stamped_text_parsed(via: str) -> None:
+    data = _with(REGISTER, b"SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKnashds7", via.encode())
+    for host, port in (("192.0.2.1", 40000), ("10.0.0.1", 5060), ("::1", 5061)):
+        stamped = top_via_with_received(_request(data), host, port)
+        assert stamped.top_via == parse_via(stamped.headers.values("via")[0])

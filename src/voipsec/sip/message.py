@@ -613,8 +613,21 @@ def top_via_with_received(request: Request, host: str, port: int) -> Request:
     stamped = request.with_headers(Headers(tuple(fields)))
     # Only the top Via changed: every other parsed body stays valid.
     _inherit(stamped._parsed, request._parsed, to=True, contacts=True)
-    stamped._parsed.vias = (parse_via(new_top), *request.vias[1:])
+    stamped._parsed.vias = (_stamped(top, host, port), *request.vias[1:])
     return stamped
+
+
+def _stamped(via: Via, host: str, port: int) -> Via:
+    """What :func:`_stamp_via`'s text parses to, built from the parsed Via instead."""
+    params: list[tuple[str, str | None]] = []
+    for name, value in via.params:
+        if name == "rport" and value is None:
+            params.append((name, str(port)))
+        elif name != "received":
+            params.append((name, value))
+    if via.host != host or via.param("rport") is not None:
+        params.append(("received", host))
+    return Via(transport=via.transport, host=via.host, port=via.port, params=tuple(params))
 
 
 def _stamp_via(value: str, via: Via, host: str, port: int) -> str:
