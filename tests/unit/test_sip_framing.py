@@ -148,3 +148,11 @@ def test_framing_error_is_sticky_about_pending_bytes() -> None:
         framer.feed(data)
     # The broken request can still be answered from what was buffered.
     assert framer.pending() == data
+
+
+@pytest.mark.parametrize(
+    "name", [b"CONTENT-LENGTH", b"content-length", b"L", b"l", b"Content-Length "]
+)
+def test_framing_content_length_found_under_any_spelling(name: bytes) -> None:
+    data = MESSAGE.replace(b"l: 12", name + b": 12").replace(b"CSeq:", b"X-Long-Header: 7\r\nCSeq:")
+    assert StreamFramer().feed(data + OPTIONS) == [FramedMessage(data), FramedMessage(OPTIONS)]

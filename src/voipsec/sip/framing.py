@@ -132,7 +132,9 @@ class StreamFramer:
         found: int | None = None
         for raw in head.split(b"\n"):
             name, colon, value = raw.partition(b":")
-            if not colon or name[:1] in (b" ", b"\t"):
+            # Both names of Content-Length ("content-length", compact "l") hold an
+            # "l": a name without one is skipped before any decoding.
+            if not colon or name[:1] in (b" ", b"\t") or (b"l" not in name and b"L" not in name):
                 continue
             try:
                 key = canonical_name(name.decode("ascii").strip())
