@@ -134,6 +134,13 @@ class _Message:
             parsed.contacts = tuple(parse_name_addr(v) for v in values if v != "*")
         return parsed.contacts
 
+    def known_bodies(self, *, vias: tuple[Via, ...], cseq: CSeq) -> None:
+        """Record the bodies of a message this element built itself, so they are not
+        parsed back from the text it just wrote. The caller vouches that they equal
+        what its Via and CSeq headers parse to (tests check each builder)."""
+        self._parsed.vias = vias
+        self._parsed.cseq = cseq
+
     @property
     def wildcard_contact(self) -> bool:
         return "*" in self.headers.values("contact")
