@@ -474,9 +474,9 @@ def _parse_request(start: str, headers: Headers, body: bytes) -> Request:
             raise SipParseError(505, "SIP version not supported")
         raise SipParseError(400, "malformed Request-Line")
     uri = parse_uri(raw_uri)
-    for key in _REQUIRED_HEADERS:
-        if key not in headers:
-            raise SipParseError(400, f"missing {key} header")
+    missing = headers.first_missing(_REQUIRED_HEADERS)
+    if missing is not None:
+        raise SipParseError(400, f"missing {missing} header")
     request = Request(method=method, raw_uri=raw_uri, uri=uri, headers=headers, body=body)
     _check_request_headers(request)
     return request
@@ -516,9 +516,9 @@ def _parse_response(start: str, headers: Headers, body: bytes) -> Response:
         raise SipParseError(505, "SIP version not supported")
     if len(code) != 3 or not code.isdigit() or not code.isascii() or not 100 <= int(code) <= 699:
         raise SipParseError(400, "malformed status code")
-    for key in _REQUIRED_HEADERS:
-        if key not in headers:
-            raise SipParseError(400, f"missing {key} header")
+    missing = headers.first_missing(_REQUIRED_HEADERS)
+    if missing is not None:
+        raise SipParseError(400, f"missing {missing} header")
     response = Response(status=int(code), reason=reason, headers=headers, body=body)
     # A response whose Via or CSeq cannot be read cannot be matched to a transaction;
     # refusing it here means it is dropped (RFC 4475 §3.1.2.5 "scalarlg").
