@@ -162,3 +162,9 @@ def test_headers_indexed_by_the_parser_answer_like_constructed_ones() -> None:
     assert indexed.lines("VIA") == built.lines("VIA") == [f.value for f in fields[:2]]
     assert indexed.get("i") == "x"
     assert (indexed.count_key("via"), indexed.count_key("contact")) == (2, 0)
+
+
+def test_headers_first_missing_names_the_first_absent_key_in_order() -> None:
+    headers = Headers((header("v", "SIP/2.0/TLS a"), header("CSeq", "1 BYE")))
+    assert headers.first_missing(("via", "cseq")) is None
+    assert headers.first_missing(("via", "call-id", "from")) == "call-id"

@@ -461,3 +461,23 @@ def test_uac_in_dialog_request_parses_back() -> None:
 )
 def test_uac_routes_first_uri(route: str, uri: str) -> None:
     assert routes_first_uri(route) == uri
+
+
+@pytest.mark.parametrize("method", ["BYE", "ACK", "INVITE", "OPTIONS"])
+@pytest.mark.parametrize(
+    "local",
+    [LOCAL, LocalAddress(transport="tcp", host="2001:db8::1", port=5060)],
+)
+def test_uac_in_dialog_known_bodies_equal_the_parsed_ones(method: str, local: LocalAddress) -> None:
+    # The Via and CSeq in_dialog records without parsing are what its text parses to.
+    request, _ = in_dialog(_dialog(), method, local, seq=7 if method == "ACK" else None)
+    parsed = _request(request.to_bytes())
+    assert request.vias == parsed.vias
+    assert request.cseq == parsed.cseq
+
+
+def test_uac_in_dialog_extra_via_is_parsed_not_assumed() -> None:
+    extra = (("Via", "SIP/2.0/TLS 192.0.2.9;branch=z9hG4bKx"),)
+    request, _ = in_dialog(_dialog(), "INFO", LOCAL, extra=extra)
+    assert len(request.vias) == 2
+    assert request.vias == _request(request.to_bytes()).vias

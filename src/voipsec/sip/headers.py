@@ -169,6 +169,14 @@ class Headers:
         """
         return cls(fields, index)
 
+    def first_missing(self, keys: tuple[str, ...]) -> str | None:
+        """The first of ``keys`` (canonical names) with no header line, or None."""
+        index = self._index
+        for key in keys:
+            if key not in index:
+                return key
+        return None
+
     def count_key(self, key: str) -> int:
         """:meth:`count` for a name already in canonical form (no name mapping)."""
         found = self._index.get(key)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from .dialog import Dialog, new_branch
 from .headers import Header, Headers, canonical_name
-from .message import Request, Response
+from .message import CSeq, Request, Response, Via
 from .uri import parse_uri
 
 #: Max-Forwards of the requests we originate (RFC 3261 §8.1.1.6 recommends 70).
@@ -32,6 +32,16 @@ class LocalAddress:
         """A Via value with ``rport`` so NATed peers answer to the source (RFC 3581)."""
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"SIP/2.0/{self.transport.upper()} {host}:{self.port};branch={branch};rport"
+
+    def parsed_via(self, branch: str) -> Via:
+        """What :meth:`via` parses to, built directly (the layer reads its branch)."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return Via(
+            transport=self.transport.upper(),
+            host=host,
+            port=self.port,
+            params=(("branch", branch), ("rport", None)),
+        )
 
     def contact(self, user: str = "voipsec", *, secure: bool = False) -> str:
         """Our Contact; a SIPS URI when the dialog is secure (§8.1.1.8, §12.1.1)."""
@@ -107,7 +117,8 @@ def in_dialog(
         # §12.2.1.1 strict routing: the first route becomes the Request-URI.
         routes = [*routes[1:], f"<{uri}>"]
         uri = routes_first_uri(dialog.route_set[0])
-    headers: list[tuple[str, str]] = [("Via", local.via(new_branch()))]
+    branch = new_branch()
+    headers: list[tuple[str, str]] = [("Via", local.via(branch))]
     headers += [("Route", r) for r in routes]
     headers += [
         ("Max-Forwards", str(DEFAULT_MAX_FORWARDS)),
@@ -118,8 +129,14 @@ def in_dialog(
     ]
     if method not in ("ACK", "BYE", "CANCEL"):
         headers.append(("Contact", local.contact(secure=dialog.secure)))
-    headers += list(extra)
-    return make_request(method, uri, headers, body), dialog
+    added = list(extra)
+    headers += added
+    request = make_request(method, uri, headers, body)
+    if not any(canonical_name(name) in ("via", "cseq") for name, _ in added):
+        # Built here, so known without parsing: the layer keys the transaction on them.
+        via = local.parsed_via(branch)
+        request.known_bodies(vias=(via,), cseq=CSeq(seq=seq, method=cseq_method))
+    return request, dialog
 
 
 def routes_first_uri(route: str) -> str:
