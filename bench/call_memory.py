@@ -9,13 +9,18 @@ The media relay is off (``media.srtp = "off"`` still relays; ``--relay`` keeps i
 process): with ``media.workers`` the relay's state lives in the relay processes, so
 what is counted here is the signaling process's share of a call.
 
-Usage: .venv/bin/python bench/call_memory.py [N] [--relay] [--lines] [--top K]
+``--rss`` measures the process's resident memory instead (no tracemalloc, so C
+allocations such as libsrtp's count too): run it with and without ``--relay`` to see
+the relay's share.
+
+Usage: .venv/bin/python bench/call_memory.py [N] [--relay] [--rss] [--lines] [--top K]
 """
 
 from __future__ import annotations
 
 import asyncio
 import gc
+import os
 import sys
 import tempfile
 import time
@@ -156,7 +161,13 @@ def _service(tmp: Path, relay: bool) -> tuple[SipService, Store]:
     return service, store
 
 
-async def run(n: int, relay: bool, lines: bool, top: int) -> None:
+def rss_kib() -> int:
+    """Resident memory of this process (Linux /proc), KiB."""
+    fields = Path("/proc/self/statm").read_text().split()
+    return int(fields[1]) * os.sysconf("SC_PAGE_SIZE") // 1024
+
+
+async def run(n: int, relay: bool, lines: bool, top: int, rss: bool) -> None:
     tmp = Path(tempfile.mkdtemp())
     service, store = _service(tmp, relay)
     alice, bob = Flow(40000), Flow(40001)
@@ -176,6 +187,16 @@ async def run(n: int, relay: bool, lines: bool, top: int) -> None:
     await _settle()
     expire_transactions(service)
     gc.collect()
+    if rss:
+        before = rss_kib()
+        tags = [held_call(service, alice, bob, i) for i in range(n)]
+        await _settle()
+        expire_transactions(service)
+        gc.collect()
+        grown = rss_kib() - before
+        print(f"{n} calls held past 64*T1: RSS +{grown:,} KiB, {grown / n:.1f} KiB per call")
+        store.close()
+        return
     tracemalloc.start(25)
     idle = tracemalloc.take_snapshot()
     tags = [held_call(service, alice, bob, i) for i in range(n)]
@@ -205,7 +226,7 @@ def main() -> None:
     args = sys.argv[1:]
     n = int(args[0]) if args and args[0].isdigit() else 1000
     top = int(args[args.index("--top") + 1]) if "--top" in args else 25
-    asyncio.run(run(n, "--relay" in args, "--lines" in args, top))
+    asyncio.run(run(n, "--relay" in args, "--lines" in args, top, "--rss" in args))
 
 
 if __name__ == "__main__":

@@ -175,3 +175,14 @@ def test_dialog_new_tag_and_branch() -> None:
     assert re.fullmatch(r"z9hG4bK[0-9a-f]{20}\.w0", new_branch())
     assert new_tag() != new_tag()
     assert new_branch() != new_branch()
+
+
+def test_dialog_uris_repeated_by_many_dialogs_are_one_copy() -> None:
+    # Issue 15 (memory per call): every call of a user or phone repeats these URIs.
+    one, two = uas_dialog(_request(), "t1"), uas_dialog(_request(), "t2")
+    assert one.local_uri is two.local_uri
+    assert one.remote_uri is two.remote_uri
+    assert one.remote_target is two.remote_target
+    a, b = uac_dialog(_request(), _response()), uac_dialog(_request(), _response())
+    assert (a.local_uri, a.remote_uri) == (one.remote_uri, one.local_uri)
+    assert a.remote_target is b.remote_target

@@ -395,3 +395,15 @@ def test_digest_parse_authorization_errors_are_400(value: str, reason: str) -> N
     with pytest.raises(SipParseError) as info:
         parse_authorization(value)
     assert (info.value.status, info.value.reason) == (400, reason)
+
+
+def test_digest_nonce_counts_are_forgotten_with_their_nonce_lifetime() -> None:
+    # The tracked entry holds only the count; the issue time comes from the nonce.
+    auth = _auth(nonce_lifetime=10)
+    old, young = _nonce(auth, now=T0), _nonce(auth, now=T0 + 5)
+    assert _verify(auth, _creds(old), now=T0 + 6).verdict is DigestVerdict.OK
+    assert _verify(auth, _creds(young), now=T0 + 7).verdict is DigestVerdict.OK
+    assert auth.statistics().tracked_nonces == 2
+    assert _verify(auth, _creds(young, nc=2), now=T0 + 11).verdict is DigestVerdict.OK
+    assert auth.statistics().tracked_nonces == 1  # the old one passed its 10 s
+    assert _verify(auth, _creds(young, nc=2), now=T0 + 12).detail == "nonce count replayed"

@@ -8,6 +8,7 @@ current value per leg. The B2BUA (calls issue) builds on this.
 from __future__ import annotations
 
 import secrets
+import sys
 from dataclasses import dataclass, replace
 
 from .errors import SipParseError
@@ -66,9 +67,9 @@ def uas_dialog(request: Request, local_tag: str) -> Dialog:
         raise SipParseError(400, "dialog-creating request without Contact")
     return Dialog(
         id=DialogId(call_id=request.call_id, local_tag=local_tag, remote_tag=remote_tag),
-        local_uri=str(request.to.uri),
-        remote_uri=str(request.from_.uri),
-        remote_target=str(request.contacts[0].uri),
+        local_uri=_shared(str(request.to.uri)),
+        remote_uri=_shared(str(request.from_.uri)),
+        remote_target=_shared(str(request.contacts[0].uri)),
         local_seq=None,
         remote_seq=request.cseq.seq,
         route_set=tuple(request.headers.values("record-route")),
@@ -86,12 +87,18 @@ def uac_dialog(request: Request, response: Response) -> Dialog:
         raise SipParseError(400, "dialog-creating response without Contact")
     return Dialog(
         id=DialogId(call_id=request.call_id, local_tag=local_tag, remote_tag=remote_tag),
-        local_uri=str(request.from_.uri),
-        remote_uri=str(request.to.uri),
-        remote_target=str(response.contacts[0].uri),
+        local_uri=_shared(str(request.from_.uri)),
+        remote_uri=_shared(str(request.to.uri)),
+        remote_target=_shared(str(response.contacts[0].uri)),
         local_seq=request.cseq.seq,
         remote_seq=None,
         # §12.1.2: the UAC's route set is the Record-Route list in reverse order.
         route_set=tuple(reversed(response.headers.values("record-route"))),
         secure=request.uri.secure,
     )
+
+
+def _shared(uri: str) -> str:
+    """One copy of a URI every dialog of a user or phone repeats (issue 15: memory per
+    call). Interned strings are freed with their last dialog, so peers cannot grow it."""
+    return sys.intern(uri)

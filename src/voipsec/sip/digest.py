@@ -221,7 +221,9 @@ class DigestAuthenticator:
         self._max_tracked = max_tracked_nonces
         #: This signaling worker's index, marked in every nonce it issues (0..255).
         self._worker = worker.to_bytes(1, "big")
-        self._nc_seen: OrderedDict[str, tuple[int, float]] = OrderedDict()
+        #: The highest nonce-count seen per nonce, least recently used first. The issue
+        #: time is not stored: every nonce carries it (issue 15: memory per call).
+        self._nc_seen: OrderedDict[str, int] = OrderedDict()
         self._dummy_ha1 = {a: _h(a, os.urandom(16).hex()) for a in ALGORITHMS}
         self._opaque = base64.urlsafe_b64encode(os.urandom(9)).decode()
         self._counts = {"challenges": 0, "accepted": 0, "failed": 0, "stale": 0, "replays": 0}
@@ -281,11 +283,9 @@ class DigestAuthenticator:
         if now - issued > self._lifetime:
             self._counts["stale"] += 1
             return AuthResult(verdict=DigestVerdict.STALE, detail="nonce expired")
-        return self._check_count(creds.nonce, nc, issued, now, creds.username)
+        return self._check_count(creds.nonce, nc, now, creds.username)
 
-    def _check_count(
-        self, nonce: str, nc: int, issued: float, now: float, username: str
-    ) -> AuthResult:
+    def _check_count(self, nonce: str, nc: int, now: float, username: str) -> AuthResult:
         """RFC 7616 §3.4: the nonce-count must grow; a repeat is a replay."""
         self._expire_counts(now)
         seen = self._nc_seen.get(nonce)
@@ -293,11 +293,11 @@ class DigestAuthenticator:
             # The count was evicted (or never seen): fail safe with a fresh nonce.
             self._counts["stale"] += 1
             return AuthResult(verdict=DigestVerdict.STALE, detail="nonce count unknown")
-        if seen is not None and nc <= seen[0]:
+        if seen is not None and nc <= seen:
             self._counts["replays"] += 1
             self._counts["failed"] += 1
             return AuthResult(verdict=DigestVerdict.FAILED, detail="nonce count replayed")
-        self._nc_seen[nonce] = (nc, issued)
+        self._nc_seen[nonce] = nc
         self._nc_seen.move_to_end(nonce)
         while len(self._nc_seen) > self._max_tracked:
             self._nc_seen.popitem(last=False)
@@ -306,8 +306,8 @@ class DigestAuthenticator:
 
     def _expire_counts(self, now: float) -> None:
         while self._nc_seen:
-            nonce, (_, issued) = next(iter(self._nc_seen.items()))
-            if now - issued <= self._lifetime:
+            nonce = next(iter(self._nc_seen))
+            if now - _issued(nonce) <= self._lifetime:
                 break
             del self._nc_seen[nonce]
 
@@ -331,6 +331,12 @@ class DigestAuthenticator:
 
     def statistics(self) -> DigestStatistics:
         return DigestStatistics(tracked_nonces=len(self._nc_seen), **self._counts)
+
+
+def _issued(nonce: str) -> float:
+    """The issue time in a tracked nonce's first 8 bytes (see ``make_nonce``): 12
+    base64 characters are 9 bytes. Only verified nonces are tracked, so it decodes."""
+    return float(int.from_bytes(base64.urlsafe_b64decode(nonce[:12])[:8], "big"))
 
 
 def _canonical_algorithm(name: str) -> str:
