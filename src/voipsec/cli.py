@@ -203,6 +203,7 @@ def serve(dir: DirOption = DEFAULT_DIR) -> None:
 
     async def main() -> None:
         server = Server(config=config, data_dir=dir)
+        server.install_signal_handlers()
         try:
             # With sip.workers > 1 this returns once every worker is listening.
             await server.start()

@@ -673,6 +673,8 @@ class Server:
             self.workers = SignalingWorkers(self.cluster, self.data_dir)
             await self.workers.start()
         else:
+            # Before the hello: worker 0 passes SIGHUP on to the workers that joined.
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self.reload)
             self.link = WorkerLink(
                 self.cluster, socket_path(self.data_dir), on_closed=self._stopping.set
             )
@@ -739,12 +741,17 @@ class Server:
                 after,
             )
 
-    async def run_started(self) -> None:
-        """Serve (after :meth:`start`) until SIGINT/SIGTERM; then flush and close."""
+    def install_signal_handlers(self) -> None:
+        """SIGINT/SIGTERM stop, SIGHUP reloads: set before the banner, so a stop asked
+        for as soon as the banner shows is a clean stop (children included)."""
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self._stopping.set)
         loop.add_signal_handler(signal.SIGHUP, self.reload)
+
+    async def run_started(self) -> None:
+        """Serve (after :meth:`start`) until SIGINT/SIGTERM; then flush and close."""
+        self.install_signal_handlers()
         self.periodic.start()
         try:
             await self._stopping.wait()
@@ -790,7 +797,10 @@ class Server:
         metrics.set_gauge("cdr_writes_dropped", cdr.overflowed)
 
     def reload(self) -> None:
-        """SIGHUP: new server certificate and key for new connections; users re-read."""
+        """SIGHUP: new server certificate and key for new connections; users re-read
+        (worker 0 passes the signal on to the other signaling workers)."""
+        if self.workers is not None:
+            self.workers.forward_signal(signal.SIGHUP)
         self.listeners.reload_certificate()
         self.service.reload_users()
 
@@ -802,6 +812,19 @@ class Server:
             log.info("IDS rules reloaded: %d rules", len(rules))
 
     async def stop(self) -> None:
+        if self.size > 1:
+            h, c = self.handoff.statistics(), self.cluster.statistics()
+            log.info(
+                "signaling worker %d: %d message(s) handed over, %d taken, %d refused mark(s),"
+                " %d dropped; %d frame(s) sent, %d received",
+                self.index,
+                h.forwarded,
+                h.received,
+                h.refused,
+                h.dropped,
+                c.sent,
+                c.received,
+            )
         if self.workers is not None:
             await self.workers.stop()  # the children first: no orphan, ever
         if self.link is not None:

@@ -6,11 +6,12 @@ frame at once, so every test sees the exact frames and their effect on both side
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable
 from typing import Any
 
 from voipsec.app.cluster import Cluster
-from voipsec.app.handoff import LOST_REASON, Handoff
+from voipsec.app.handoff import LOST_REASON, MAX_PENDING_CLAIMS, SNAPSHOT_BYTES, Handoff
 from voipsec.app.registration import RegistrationShell
 from voipsec.core.auth import Role
 from voipsec.core.registrar import Registrar, RegistrarPolicy
@@ -234,3 +235,50 @@ def test_handoff_snapshot_on_join() -> None:
     assert [b.contact for b in zero.registration.registrar.lookup(f"bob@{DOMAIN}", NOW)] == [
         "sip:bob@192.0.2.3:7000"
     ]
+
+
+#: Bindings for a snapshot over SNAPSHOT_BYTES (each 75-80 bytes of JSON here).
+COUNT = SNAPSHOT_BYTES // 50
+
+
+def test_handoff_snapshot_over_the_batch_size_takes_several_frames() -> None:
+    zero, one = _pair()
+    sent: list[str] = []
+    write = one.cluster._write
+    assert write is not None
+    one.cluster.attach(lambda to, data: (sent.append(to), write(to, data)))  # type: ignore[func-returns-value]
+    one.registration.registrar.load(
+        Binding(
+            aor=f"u{i}@{DOMAIN}",
+            contact=f"sip:u{i}@192.0.2.9:{i + 1}",
+            expires_at=NOW + 60,
+            call_id="x",
+            cseq=1,
+            source="udp:192.0.2.9:5060",
+            user_agent="ua",
+        )
+        for i in range(COUNT)
+    )
+    one.cluster.joined(0)
+    # More than SNAPSHOT_BYTES of bindings in all, less than twice that: two frames.
+    assert len(sent) == 2
+    assert len(zero.registration.registrar.bindings()) == COUNT
+
+
+def test_handoff_claims_over_the_pending_limit_are_refused() -> None:
+    _zero, one = _pair()
+    one.cluster.attach(lambda to, data: None)  # worker 0 never answers
+
+    async def run() -> list[bool]:
+        waiting = [
+            asyncio.ensure_future(one.handoff._claim("192.0.2.1"))
+            for _ in range(MAX_PENDING_CLAIMS)
+        ]
+        await asyncio.sleep(0)  # every claim is now waiting for its answer
+        over = await one.handoff._claim("192.0.2.1")
+        for claim in waiting:
+            claim.cancel()
+        await asyncio.gather(*waiting, return_exceptions=True)
+        return [over]
+
+    assert asyncio.run(run()) == [False]

@@ -470,6 +470,15 @@ class SignalingWorkers:
         """The process id of signaling worker ``index`` (> 0), None between lives."""
         return self.supervisor.pid(f"sip-{index}")
 
+    def forward_signal(self, signum: int) -> None:
+        """Pass ``signum`` (SIGHUP: reload certificate and users) to every child."""
+        for index in range(1, self.cluster.size):
+            pid = self.pid(index)
+            # Only a worker that said hello has its handler (SIGHUP would end it before).
+            if pid is not None and self.cluster.is_alive(index):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signum)
+
     async def stop(self) -> None:
         """Every child stopped (SIGTERM, then SIGKILL), then the hub closed."""
         self.hub.stopping = True

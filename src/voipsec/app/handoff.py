@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -55,9 +56,10 @@ log = logging.getLogger("voipsec.cluster")
 
 #: The reason a CDR row of a lost worker's call is closed with.
 LOST_REASON = "signaling worker lost"
-#: Connections or bindings per snapshot frame: a binding is ~300 bytes of JSON, so a
-#: frame stays far below ipc.MAX_FRAME (256 KiB).
-SNAPSHOT_BATCH = 200
+#: Bytes of JSON rows (connections or bindings) per snapshot frame, in its payload: a
+#: binding is ~300 bytes, so a frame holds hundreds and stays within ipc.MAX_FRAME
+#: (256 KiB) whatever the rows (one row is at most a SIP message's size, 64 KiB).
+SNAPSHOT_BYTES = 128 * 1024
 
 #: Seconds a worker waits for worker 0's answer on a new connection's place in the
 #: global limits; no answer refuses the connection (fails closed).
@@ -236,17 +238,25 @@ class Handoff:
         """Worker ``index`` (re)joined: our connections and bindings, in batches."""
         keys = [list(key) for key in self.connections.local_keys()]
         for batch in _batches(keys):
-            self.cluster.send(index, "snapshot", {"connections": batch})
+            self.cluster.send(index, "snapshot", {"what": "connections"}, batch)
         bindings = [_binding_fields(b) for b in self.registration.registrar.bindings()]
         for batch in _batches(bindings):
-            self.cluster.send(index, "snapshot", {"bindings": batch})
+            self.cluster.send(index, "snapshot", {"what": "bindings"}, batch)
 
     def _on_snapshot(self, origin: int, frame: Frame) -> None:
-        for key in frame.header.get("connections") or ():
-            if isinstance(key, list) and len(key) == 3:
-                transport, host, port = key
-                self.connections.adopt_remote(origin, str(transport), (str(host), int(port)))
-        rows = frame.header.get("bindings") or ()
+        try:
+            rows = json.loads(frame.payload)
+        except ValueError:
+            rows = None
+        if not isinstance(rows, list):
+            self._counts["dropped"] += 1
+            return
+        if frame.header.get("what") == "connections":
+            for key in rows:
+                if isinstance(key, list) and len(key) == 3:
+                    transport, host, port = key
+                    self.connections.adopt_remote(origin, str(transport), (str(host), int(port)))
+            return
         self.registration.registrar.replicate(
             (_binding(row) for row in rows if isinstance(row, list) and len(row) == 7), ()
         )
@@ -372,9 +382,19 @@ def _binding(row: list[Any]) -> Binding:
     )
 
 
-def _batches(items: list[Any]) -> Iterable[list[Any]]:
-    for start in range(0, len(items), SNAPSHOT_BATCH):
-        yield items[start : start + SNAPSHOT_BATCH]
+def _batches(rows: list[Any]) -> Iterable[bytes]:
+    """JSON arrays of ``rows``, each at most about SNAPSHOT_BYTES."""
+    batch: list[bytes] = []
+    size = 0
+    for row in rows:
+        text = json.dumps(row, separators=(",", ":")).encode()
+        if batch and size + len(text) > SNAPSHOT_BYTES:
+            yield b"[" + b",".join(batch) + b"]"
+            batch, size = [], 0
+        batch.append(text)
+        size += len(text) + 1
+    if batch:
+        yield b"[" + b",".join(batch) + b"]"
 
 
 def _peer(peer: tuple[str, int]) -> tuple[str, int]:
