@@ -29,10 +29,14 @@ lint: venv
 # workers than cores pay; --dist loadfile keeps a module's tests (and its
 # module-scoped server) on one worker. `make test WORKERS=0` runs serially. Tests
 # marked `alone` (legitimate load at a fixed rate) run afterwards, by themselves.
+# The integration suite runs twice: with the defaults (sip.workers and media.workers
+# one per core), then with VOIPSEC_TEST_WORKERS=1 (one signaling process, one relay).
 WORKERS ?= 4
 
 test: venv peers lint
 	$(BIN)/pytest -q -p no:cacheprovider -n $(WORKERS) --dist loadfile -m "not alone" tests
+	VOIPSEC_TEST_WORKERS=1 $(BIN)/pytest -q -p no:cacheprovider -n $(WORKERS) --dist loadfile \
+		-m "not alone" tests/integration
 	$(BIN)/pytest -q -p no:cacheprovider -m alone tests/integration
 
 bench: venv peers

@@ -30,7 +30,7 @@ from .app.periodic import Periodic
 from .app.registration import RegistrationShell
 from .app.replies import answer_to
 from .app.shared import SharedState
-from .app.supervisor import Supervisor, secure_run_dir, worker_spec
+from .app.supervisor import Supervisor, leave_at_once, secure_run_dir, worker_spec
 from .app.transactions import TransactionDriver, publish_message
 from .app.watch import Revocations, RuleFiles
 from .calls import CallService
@@ -647,6 +647,8 @@ class Server:
         self.periodic = Periodic(tick=FLUSH_INTERVAL)
         self._schedule()
         self._stopping = asyncio.Event()
+        #: A child's SIGTERM (set by app/worker_main.py; see :meth:`run_until`).
+        self._terminating = asyncio.Event()
 
     @property
     def bound(self) -> list[Listen]:
@@ -697,7 +699,7 @@ class Server:
             # Before the hello: worker 0 passes SIGHUP on to the workers that joined.
             asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self.reload)
             self.link = WorkerLink(
-                self.cluster, socket_path(self.data_dir), on_closed=self._stopping.set
+                self.cluster, socket_path(self.data_dir), on_closed=self._hub_lost
             )
             await self.link.start()
 
@@ -792,9 +794,19 @@ class Server:
             await self.periodic.stop()
             await self.stop()
 
+    def _hub_lost(self) -> None:
+        """A child's link to the hub closed. After its SIGTERM that is the parent's
+        normal stop; otherwise the parent is gone and this worker leaves at once, as
+        after ``kill -9`` of serve (its calls' CDR rows stay open for the next start)."""
+        if self._terminating.is_set() or self._stopping.is_set():
+            self._stopping.set()
+            return
+        leave_at_once(f"sip-{self.index}")
+
     async def run_until(self, stopping: asyncio.Event) -> None:
         """A child signaling worker (after :meth:`start`): serve until ``stopping`` (its
-        SIGTERM or the parent gone) or the hub link closes; then flush and close."""
+        SIGTERM) or the hub link closes; then flush and close."""
+        self._terminating = stopping
         self.periodic.start()
         waits = [
             asyncio.ensure_future(stopping.wait()),

@@ -252,9 +252,14 @@ def test_workers_state_password_guessing_spread_over_workers_is_banned(
         clients = [_client_on(server, worker, source) for worker in (0, 1)]
         for client in clients:
             stack.callback(client.close)
-        for client in clients:
-            for _ in range(3):
-                assert client.register("bob", "not-bobs-password").status == 403
+        for i, client in enumerate(clients):
+            for n in range(3):
+                try:
+                    assert client.register("bob", "not-bobs-password").status == 403
+                except ConnectionError:
+                    # The sixth failure may ban at once: the other worker's three had
+                    # reached this one's window (a batch every 0.2 s) before it.
+                    assert (i, n) == (1, 2)
         wait_for(
             lambda: source in voipsec("bans", "list", data_dir=server.data_dir).stdout,
             what=f"a ban of {source}",

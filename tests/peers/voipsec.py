@@ -173,6 +173,9 @@ def prepare(
 def serving(server: VoipsecServer) -> Iterator[VoipsecServer]:
     """Run ``voipsec serve`` until the with-block ends; waits for the TLS port."""
     env = {"PYTHONUNBUFFERED": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
+    # The log is appended to: only this run's banner counts (a restarted server's log
+    # still holds the one before, whose old processes may still be leaving).
+    start = len(server.log_text())
     with running(
         [*VOIPSEC, "serve", "--dir", str(server.data_dir)], log=server.log, env=env
     ) as proc:
@@ -180,7 +183,10 @@ def serving(server: VoipsecServer) -> Iterator[VoipsecServer]:
         # The banner is printed once every listener is bound (TLS, UDP, TURN...):
         # the TLS port alone can accept before a UDP listener exists.
         wait_for(
-            lambda: proc.poll() is not None or (BANNER in server.log_text() and _accepting(server)),
+            lambda: (
+                proc.poll() is not None
+                or (BANNER in server.log_text()[start:] and _accepting(server))
+            ),
             what="voipsec serve to listen",
         )
         if proc.poll() is not None:

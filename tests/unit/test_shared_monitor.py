@@ -159,3 +159,12 @@ def test_shared_monitor_pull_answers_only_worker_0_with_a_number() -> None:
     pair.inject(1, "state.metrics.pull", b"", origin=0)  # no number
     assert pair.queued == []
     assert counters[1].frames_sent == 0
+
+
+def test_shared_monitor_scrapes_past_max_pulls_show_the_last_snapshots(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("voipsec.app.shared.monitor.MAX_PULLS", 0)
+    pair, monitors, _, _ = _workers()
+    asyncio.run(monitors[0].metrics.refresh())
+    assert pair.queued == []

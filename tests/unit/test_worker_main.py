@@ -5,6 +5,7 @@ parent's lifeline), removing both."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from voipsec.app.supervisor import WorkerArgs
+from voipsec.app.supervisor import EXIT_PARENT_GONE, WorkerArgs
 from voipsec.app.worker_main import parse_args
 from voipsec.config import CONFIG_NAME
 from voipsec.media.worker import pid_path, socket_path
@@ -39,7 +40,7 @@ def _wait(condition: Callable[[], object], deadline: float = 20.0) -> None:
         time.sleep(0.02)
 
 
-def test_worker_main_media_worker_exits_when_stdin_ends(tmp_path: Path) -> None:
+def _start_media_worker(tmp_path: Path) -> subprocess.Popen[bytes]:
     low = _free_low_port()
     (tmp_path / CONFIG_NAME).write_text(f'[media]\nports = "{low}-{low + PORTS - 1}"\n')
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
@@ -50,13 +51,25 @@ def test_worker_main_media_worker_exits_when_stdin_ends(tmp_path: Path) -> None:
         stderr=subprocess.PIPE,
         env=env,
     )
+    _wait(lambda: pid_path(tmp_path, 0).exists() or proc.poll() is not None)
+    assert proc.poll() is None
+    assert pid_path(tmp_path, 0).read_text() == f"{proc.pid}\n"
+    assert socket_path(tmp_path, 0).stat().st_mode & 0o777 == 0o600
+    return proc
+
+
+def _log_of(proc: subprocess.Popen[bytes]) -> str:
+    assert proc.stderr is not None
+    log = proc.stderr.read().decode()
+    assert "[media-0] voipsec.media.worker: relay on 127.0.0.1" in log
+    assert "Traceback" not in log
+    return log
+
+
+def test_worker_main_media_worker_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
+    proc = _start_media_worker(tmp_path)
     try:
-        _wait(lambda: pid_path(tmp_path, 0).exists() or proc.poll() is not None)
-        assert proc.poll() is None
-        assert pid_path(tmp_path, 0).read_text() == f"{proc.pid}\n"
-        assert socket_path(tmp_path, 0).stat().st_mode & 0o777 == 0o600
-        assert proc.stdin is not None
-        proc.stdin.close()
+        proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 0
     finally:
         if proc.poll() is None:
@@ -64,7 +77,21 @@ def test_worker_main_media_worker_exits_when_stdin_ends(tmp_path: Path) -> None:
             proc.wait()
     assert not socket_path(tmp_path, 0).exists()
     assert not pid_path(tmp_path, 0).exists()
-    assert proc.stderr is not None
-    log = proc.stderr.read().decode()
-    assert "[media-0] voipsec.media.worker: relay on 127.0.0.1" in log
-    assert "Traceback" not in log
+    assert "stopped" in _log_of(proc)
+
+
+def test_worker_main_media_worker_leaves_at_once_when_stdin_ends(tmp_path: Path) -> None:
+    """Its stdin ended with no SIGTERM first: the parent is gone (killed), so the worker
+    ends at once, as if killed with it; the next start replaces its stale socket."""
+    proc = _start_media_worker(tmp_path)
+    try:
+        assert proc.stdin is not None
+        proc.stdin.close()
+        assert proc.wait(timeout=20) == EXIT_PARENT_GONE
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    log = _log_of(proc)
+    assert "media-0: parent process gone: exiting at once" in log
+    assert "stopped" not in log

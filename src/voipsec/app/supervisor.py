@@ -32,6 +32,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NoReturn
 
 log = logging.getLogger("voipsec.supervisor")
 
@@ -200,7 +201,7 @@ class Supervisor:
         return child.process.pid
 
     async def stop(self) -> None:
-        """SIGTERM every child (and end its stdin), SIGKILL after STOP_GRACE; reap all."""
+        """SIGTERM every child, SIGKILL after STOP_GRACE; reap all (stdin ends with each)."""
         self._stopping = True
         children = list(self._children.values())
         for child in children:
@@ -239,19 +240,38 @@ class Supervisor:
 
 
 def _terminate(process: asyncio.subprocess.Process) -> None:
-    if process.stdin is not None:
-        process.stdin.close()
+    """SIGTERM only: the child's stdin stays open until it has exited (``_watch``), so a
+    child told the end of its stdin knows its parent is gone (:func:`leave_at_once`)."""
     if process.returncode is None:
         with contextlib.suppress(ProcessLookupError):
             process.send_signal(signal.SIGTERM)
 
 
+#: A child's exit status when its parent vanished (its stdin or its hub link ended
+#: without a SIGTERM first).
+EXIT_PARENT_GONE = 3
+
+
+def leave_at_once(name: str) -> NoReturn:
+    """A child whose parent is gone (killed, SIGKILL included) ends at once, as if it
+    had been killed with it: no hang-up, no CDR closed. ``serve`` is one service; after
+    ``kill -9`` of it every call's CDR row stays open and the next start closes it as
+    incomplete (docs/storage.md), whichever process held the call."""
+    log.error("%s: parent process gone: exiting at once", name)
+    for handler in logging.getLogger().handlers:
+        with contextlib.suppress(Exception):
+            handler.flush()
+    os._exit(EXIT_PARENT_GONE)
+
+
 __all__ = [
+    "EXIT_PARENT_GONE",
     "ChildSpec",
     "RunDirError",
     "Supervisor",
     "SupervisorStatistics",
     "WorkerArgs",
+    "leave_at_once",
     "secure_run_dir",
     "worker_spec",
 ]

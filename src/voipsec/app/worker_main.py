@@ -23,7 +23,7 @@ from pathlib import Path
 
 from ..config import CONFIG_NAME, ConfigError, load
 from ..logfmt import SafeFormatter
-from .supervisor import WorkerArgs
+from .supervisor import WorkerArgs, leave_at_once
 
 log = logging.getLogger("voipsec.worker")
 
@@ -70,14 +70,16 @@ def _configure_logging(args: WorkerArgs) -> None:
         log.error("%s: %s", args.name, err)
 
 
-async def _stdin_closed(stopping: asyncio.Event) -> None:
-    """Set ``stopping`` when the parent's end of our stdin is gone."""
+async def _stdin_closed(name: str, stopping: asyncio.Event) -> None:
+    """The parent's end of our stdin is gone: after a SIGTERM that is the parent's
+    normal stop (we are stopping already); otherwise the parent died: leave at once."""
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
     while await reader.read(4096):
         pass
-    stopping.set()
+    if not stopping.is_set():
+        leave_at_once(name)
 
 
 async def serve(args: WorkerArgs) -> None:
@@ -86,7 +88,7 @@ async def serve(args: WorkerArgs) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stopping.set)
-    watch = loop.create_task(_stdin_closed(stopping), name="stdin watch")
+    watch = loop.create_task(_stdin_closed(args.name, stopping), name="stdin watch")
     try:
         await ROLES[args.role]()(args, stopping)
     finally:
