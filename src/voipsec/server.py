@@ -287,8 +287,10 @@ class SipService:
 
     # -- parsing --------------------------------------------------------------------
 
-    def _on_bytes(self, flow: Flow, data: bytes, *, datagram: bool) -> None:
-        if self.events.wanted(MessageSeen):
+    def _on_bytes(self, flow: Flow, data: bytes, *, datagram: bool, handed: bool = False) -> None:
+        # A handed-over message was logged and exported (SIP log, HEP) by the worker
+        # that read it off the wire: once per message, whichever worker handles it.
+        if not handed and self.events.wanted(MessageSeen):
             publish_message(self.events, "in", flow, data)
         try:
             message = parse_message(data, datagram=datagram)
@@ -314,7 +316,7 @@ class SipService:
 
     def on_handed_over(self, flow: Flow, data: bytes, datagram: bool) -> None:
         """A message another signaling worker received for us (its guard admitted it)."""
-        self._on_bytes(flow, data, datagram=datagram)
+        self._on_bytes(flow, data, datagram=datagram, handed=True)
 
     def _answer_unparsed(self, flow: Flow, data: bytes, err: SipParseError) -> None:
         self.intrusion.observe_malformed(flow)

@@ -5,54 +5,8 @@ Two layers: :mod:`.stun` (message codec), :mod:`.turn` (the TURN state machine) 
 :mod:`.service` is the asyncio shell with the UDP/TCP listeners and relay sockets.
 :mod:`.peerfilter` keeps the relay out of internal networks and :mod:`.credentials`
 makes and checks TURN REST credentials.
+
+Import the modules themselves (``from voipsec.nat import stun``): the package imports
+nothing, so a relay worker that needs only :mod:`.peerfilter` does not load the TURN
+server with it (issue 15: a worker process starts in half the time).
 """
-
-from __future__ import annotations
-
-from .credentials import long_term_key, parse_rest_username, rest_credentials, rest_password
-from .peerfilter import PeerDecision, PeerFilter, normalise
-from .service import TurnService, TurnServiceStatistics, interface_addresses, own_addresses
-from .stun import (
-    Attr,
-    Integrity,
-    Message,
-    MessageClass,
-    Method,
-    StunFramingError,
-    StunParseError,
-    StunStreamFramer,
-    encode,
-    parse_channel_data,
-    parse_message,
-    verify_integrity,
-)
-from .turn import FiveTuple, TurnServer, TurnStatistics
-
-__all__ = [
-    "Attr",
-    "FiveTuple",
-    "Integrity",
-    "Message",
-    "MessageClass",
-    "Method",
-    "PeerDecision",
-    "PeerFilter",
-    "StunFramingError",
-    "StunParseError",
-    "StunStreamFramer",
-    "TurnServer",
-    "TurnService",
-    "TurnServiceStatistics",
-    "TurnStatistics",
-    "encode",
-    "interface_addresses",
-    "long_term_key",
-    "normalise",
-    "own_addresses",
-    "parse_channel_data",
-    "parse_message",
-    "parse_rest_username",
-    "rest_credentials",
-    "rest_password",
-    "verify_integrity",
-]
