@@ -8,6 +8,7 @@ loop keeps serving it. Waiting is polling with a deadline, never a bare sleep.
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import ssl
 import subprocess
@@ -330,9 +331,15 @@ def test_nat_runner_without_configuration_fails_with_one_line(tmp_path: Path) ->
     assert proc.stderr.startswith("error: ") and "voipsec.toml" in proc.stderr
 
 
-def test_nat_public_api_exports_every_name() -> None:
-    import voipsec.nat
-
-    for name in voipsec.nat.__all__:
-        assert getattr(voipsec.nat, name) is not None, name
-    assert sorted(voipsec.nat.__all__) == voipsec.nat.__all__
+def test_nat_package_loads_no_module_of_its_own() -> None:
+    """A relay worker imports voipsec.nat.peerfilter: the package must not drag the TURN
+    server in with it (issue 15: a worker's start time). Checked in a fresh interpreter."""
+    code = (
+        "import sys, voipsec.nat.peerfilter; "
+        "print(sorted(m for m in sys.modules if m.startswith('voipsec.nat')))"
+    )
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
+    )
+    assert out.stdout.strip() == "['voipsec.nat', 'voipsec.nat.peerfilter']"
