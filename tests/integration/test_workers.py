@@ -26,7 +26,7 @@ from tests.conftest import ALICE, BOB
 from tests.integration.test_media import ALICE_PAYLOAD, BOB_PAYLOAD, DEADLINE, Phone
 from tests.peers.proc import running, wait_for
 from tests.peers.sipclient import TlsSipClient
-from tests.peers.voipsec import VOIPSEC, VoipsecServer, prepare, serving, voipsec
+from tests.peers.voipsec import VOIPSEC, VoipsecServer, prepare, serving, voipsec, worker_holding
 from voipsec.sip.digest import client_response, parse_challenge
 
 pytestmark = pytest.mark.peers
@@ -46,28 +46,13 @@ def server(tmp_path: Path) -> Iterator[VoipsecServer]:
         yield running
 
 
-def holder(server: VoipsecServer, port: int) -> int:
-    """The worker that accepted our connection from local ``port`` (from its log line)."""
-    pattern = re.compile(rf"signaling worker (\d+) holds tls:127\.0\.0\.1:{port}\b")
-    found: list[int] = []
-
-    def logged() -> bool:
-        match = pattern.search(server.log_text())
-        if match:
-            found.append(int(match.group(1)))
-        return bool(match)
-
-    wait_for(logged, what=f"the worker holding port {port}")
-    return found[0]
-
-
 def on_worker(
     server: VoipsecServer, worker: int, open_one: Callable[[], T], port: Callable[[T], int]
 ) -> T:
     """A connection (made by ``open_one``) that worker ``worker`` accepted."""
     for _ in range(MAX_ATTEMPTS):
         candidate = open_one()
-        if holder(server, port(candidate)) == worker:
+        if worker_holding(server, port(candidate)) == worker:
             return candidate
         candidate.close()  # type: ignore[attr-defined]
     raise AssertionError(f"no connection landed on worker {worker} in {MAX_ATTEMPTS} tries")

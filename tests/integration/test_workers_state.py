@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import re
 import ssl
 import threading
 from collections.abc import Iterator
@@ -34,6 +33,7 @@ from tests.peers.voipsec import (
     set_zones,
     stored_listing,
     voipsec,
+    worker_holding,
 )
 
 pytestmark = pytest.mark.peers
@@ -63,26 +63,11 @@ def _prepare(tmp_path: Path, settings: list[tuple[str, str]] | None = None) -> V
     return prepared
 
 
-def _holder(server: VoipsecServer, source: str, port: int) -> int:
-    """The worker that accepted the connection from ``source``:``port`` (its log line)."""
-    pattern = re.compile(rf"signaling worker (\d+) holds tls:{re.escape(source)}:{port}\b")
-    found: list[int] = []
-
-    def logged() -> bool:
-        match = pattern.search(server.log_text())
-        if match:
-            found.append(int(match.group(1)))
-        return bool(match)
-
-    wait_for(logged, what=f"the worker holding {source}:{port}")
-    return found[0]
-
-
 def _client_on(server: VoipsecServer, worker: int, source: str) -> TlsSipClient:
     """A TLS connection from ``source`` that worker ``worker`` accepted."""
     for _ in range(MAX_ATTEMPTS):
         client = TlsSipClient(server.host, server.port, server.ca, source=source)
-        if _holder(server, source, client.local[1]) == worker:
+        if worker_holding(server, client.local[1], source) == worker:
             return client
         client.close()
     raise AssertionError(f"no connection landed on worker {worker} in {MAX_ATTEMPTS} tries")
@@ -91,7 +76,7 @@ def _client_on(server: VoipsecServer, worker: int, source: str) -> TlsSipClient:
 def _phone_on(server: VoipsecServer, worker: int, user: tuple[str, str], payload: bytes) -> Phone:
     for _ in range(MAX_ATTEMPTS):
         phone = Phone(server, *user, payload=payload)
-        if _holder(server, "127.0.0.1", phone.port) == worker:
+        if worker_holding(server, phone.port) == worker:
             return phone
         phone.close()
     raise AssertionError(f"no phone landed on worker {worker} in {MAX_ATTEMPTS} tries")

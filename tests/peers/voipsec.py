@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import subprocess
 import sys
 import traceback
@@ -238,3 +239,19 @@ def stored_listing(
 
     wait_for(ready, deadline=deadline, what=f"`voipsec {kind} list` to show it")
     return out
+
+
+def worker_holding(server: VoipsecServer, port: int, source: str = "127.0.0.1") -> int:
+    """The signaling worker that accepted our TLS connection from ``source``:``port``
+    (sip.workers > 1: each worker logs "signaling worker K holds tls:HOST:PORT")."""
+    pattern = re.compile(rf"signaling worker (\d+) holds tls:{re.escape(source)}:{port}\b")
+    found: list[int] = []
+
+    def logged() -> bool:
+        match = pattern.search(server.log_text())
+        if match:
+            found.append(int(match.group(1)))
+        return bool(match)
+
+    wait_for(logged, what=f"the worker holding {source}:{port}")
+    return found[0]
