@@ -42,7 +42,7 @@ import pytest
 from tests.conftest import ALICE, BOB
 from tests.peers.baresip import Baresip, account_line, free_sip_ports
 from tests.peers.hepjs import hep_js_collector
-from tests.peers.proc import require, stop, wait_for
+from tests.peers.proc import relay_ports, require, stop, wait_for
 from tests.peers.sipclient import TlsSipClient, response_bytes
 from tests.peers.sipp import run_sipp, write_csv
 from tests.peers.stunnel import stunnel_client
@@ -63,7 +63,7 @@ pytestmark = pytest.mark.peers
 
 BENCH = Path(__file__).resolve().parents[2] / "bench" / "sipp"
 DEADLINE = 15.0
-RELAY_PORTS = (20000, 20999)
+RELAY_PORTS = relay_ports()
 SUITE: Suite = SUITES["AES_CM_128_HMAC_SHA1_80"]
 #: SRTP adds the 80-bit auth tag to each RTP packet (RFC 3711 §4.2).
 AUTH_TAG = 10

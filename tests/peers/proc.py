@@ -57,6 +57,27 @@ TEST_PORTS_FIRST = 21000
 TEST_PORTS_PER_WORKER = 1500
 TEST_PORTS_WORKERS = 7
 _handed_out: set[tuple[int, int]] = set()
+#: Media relay ports of the servers a worker starts: 300 per xdist worker above the test
+#: ports (31500-32699 for gw0-gw3), so a phone of one worker's test that still sends
+#: to a relay port after its call never reaches another worker's relay (a stray packet
+#: on an unlatched leg counts as an authentication failure there).
+RELAY_PORTS_FIRST = TEST_PORTS_FIRST + TEST_PORTS_WORKERS * TEST_PORTS_PER_WORKER
+RELAY_PORTS_PER_WORKER = 300
+RELAY_PORTS_WORKERS = 4
+#: voipsec's own default (media.ports), outside xdist.
+DEFAULT_RELAY_PORTS = (20000, 20999)
+
+
+def relay_ports() -> tuple[int, int]:
+    """The media.ports range (low, high) of this xdist worker's servers."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if not worker.startswith("gw") or not worker[2:].isdigit():
+        return DEFAULT_RELAY_PORTS
+    index = int(worker[2:])
+    if index >= RELAY_PORTS_WORKERS:
+        return DEFAULT_RELAY_PORTS
+    first = RELAY_PORTS_FIRST + index * RELAY_PORTS_PER_WORKER
+    return (first, first + RELAY_PORTS_PER_WORKER - 1)
 
 
 def _worker_slice() -> range | None:

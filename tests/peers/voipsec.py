@@ -25,7 +25,7 @@ from click.testing import CliRunner
 
 from voipsec.cli import main as cli_main
 
-from .proc import free_port, running, wait_for, wait_port
+from .proc import DEFAULT_RELAY_PORTS, free_port, relay_ports, running, wait_for, wait_port
 
 VOIPSEC = [sys.executable, "-m", "voipsec"]
 #: The first line ``voipsec serve`` prints when it has started every listener.
@@ -163,6 +163,9 @@ def prepare(
     # and with VOIPSEC_TEST_WORKERS=1 (one signaling process, one relay process).
     for key, value in worker_settings():
         run("config", "set", key, value, data_dir=data_dir)
+    low, high = relay_ports()
+    if (low, high) != DEFAULT_RELAY_PORTS:
+        run("config", "set", "media.ports", f'"{low}-{high}"', data_dir=data_dir)
     for key, value in settings:
         run("config", "set", key, value, data_dir=data_dir)
     for name, password in users:
