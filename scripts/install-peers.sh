@@ -14,6 +14,13 @@ have turnutils_uclient || need+=(coturn)
 have stun || need+=(stun-client)
 have tshark || need+=(tshark)
 have sngrep || need+=(sngrep)
+# Interop (issue 16): linphone's console client, Jami's daemon (driven over D-Bus on a
+# private session bus, hence dbus-daemon) and sox to check recorded audio.
+have linphonec || need+=(linphone-cli)
+[ -x /usr/libexec/jamid ] || need+=(jami-daemon)
+have dbus-daemon || need+=(dbus-daemon)
+have sox || need+=(sox)
+have ip || need+=(iproute2)
 # The CDR tests start their own PostgreSQL cluster from Debian's server binaries.
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql)
 # Node.js runs sipcapture's HEP decoder (hep-js, below).
