@@ -277,7 +277,8 @@ def phones(server: VoipsecServer, workdir: Path, tone: Path) -> Iterator[tuple[L
         )
         event = bob.wait_event("REGISTER_OK", "REGISTER_FAIL", deadline=DEADLINE)
         assert event["type"] == "REGISTER_OK", (event, bob.log_text()[-3000:])
-        alice.wait_registered(deadline=DEADLINE)
+        status = alice.wait_registered(deadline=DEADLINE)
+        assert status == "registered, identity=sip:alice@localhost duration=600", status
         server.wait_bindings("alice", 1, deadline=DEADLINE)
         server.wait_bindings("bob", 1, deadline=DEADLINE)
         alice.use_files(play=tone)

@@ -193,6 +193,8 @@ class Linphone:
         self.home = workdir / "home"
         self.config = workdir / "linphonerc"
         self.log = workdir / "linphone.log"
+        #: Everything linphonec printed on stdout (its prompts and answers).
+        self.transcript = workdir / "linphonec.out"
         self.rtp_port = 0
         self.proc: subprocess.Popen[bytes] | None = None
         self._reader: threading.Thread | None = None
@@ -235,6 +237,10 @@ class Linphone:
         self.write_config()
         env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "PULSE_SERVER")}
         env["HOME"] = str(self.home)
+        # linphonec reads stdin with readline, which wraps its echo of a long line at
+        # the terminal width (80 without a terminal) unless told otherwise.
+        env["COLUMNS"] = "4096"
+        env["TERM"] = "dumb"
         argv = [binary, "-c", str(self.config), "-d", "6", "-l", str(self.log)]
         self.proc = subprocess.Popen(
             argv,
@@ -283,6 +289,8 @@ class Linphone:
                 data = os.read(fd, 65536)
                 if not data:
                     break
+                with open(self.transcript, "ab") as transcript:
+                    transcript.write(data)
                 with self._cond:
                     self._output += data.decode(errors="replace")
                     self._answer_cert_prompts()
@@ -341,22 +349,30 @@ class Linphone:
     def command(self, command: str, *, deadline: float = DEFAULT_DEADLINE) -> str:
         """Run ``command`` and return what linphonec printed before its next prompt."""
         mark = self.send(command)
-        found = self.expect(r"\nlinphonec> ", after=mark, deadline=deadline)
-        answer = self.output()[mark : found.start()]
-        # linphonec echoes what it reads from a pipe.
-        return answer.removeprefix(command).strip("\n")
+        # linphonec echoes each line it reads from a pipe: its answer follows the echo
+        # (a prompt printed after an event may come between the two).
+        echo = self.expect(re.escape(command) + "\n", after=mark, deadline=deadline)
+        found = self.expect(r"\nlinphonec> ", after=echo.end() - 1, deadline=deadline)
+        return self.output()[echo.end() : found.start()].strip("\n")
 
     def wait_registered(self, *, deadline: float = DEFAULT_DEADLINE) -> str:
-        """Poll ``status register`` until the account is registered; returns its answer."""
-        answer = ""
+        """Wait for the account to register; returns ``status register``'s answer.
 
-        def registered() -> bool:
-            nonlocal answer
-            answer = self.command("status register").strip()
-            return answer.startswith("registered,")
-
-        wait_for(registered, deadline=deadline, what="linphonec to register")
-        return answer
+        The log is watched rather than stdin polled: a command typed while the
+        client-certificate prompt is open would be read as that password.
+        """
+        state = re.compile(
+            rf"identity \[sip:{re.escape(self.user)}@{re.escape(self.domain)}\] moving from "
+            r"state \[\w+\] to \[LinphoneRegistration(Ok|Failed)\]"
+        )
+        found = wait_for(
+            lambda: state.search(self.log_text()) or not self.running,
+            deadline=deadline,
+            what=f"linphonec to register {self.user}",
+        )
+        if not isinstance(found, re.Match) or found.group(1) != "Ok":
+            raise LinphoneError(f"{self.user} did not register: {self.log_text()[-3000:]}")
+        return self.command("status register")
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
@@ -384,9 +400,11 @@ class Linphone:
 
     def use_files(self, *, play: Path) -> None:
         """No sound card: read ``play`` (a 16-bit WAV) as the microphone."""
-        assert self.command("soundcard use files") == "Using wav files instead of soundcard."
-        assert self.command(f"play {play}") == ""
+        answer = self.command("soundcard use files")
+        if "Using wav files instead of soundcard." not in answer:
+            raise LinphoneError(f"soundcard use files: {answer!r}")
+        self.command(f"play {play}")
 
     def record(self, path: Path) -> None:
         """Write what the next call receives to ``path`` (WAV, 16-bit mono)."""
-        assert self.command(f"record {path}") == ""
+        self.command(f"record {path}")
