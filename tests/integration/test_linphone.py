@@ -470,3 +470,23 @@ def test_linphone_without_srtp_is_refused(
     ), row
     assert "SRTP required" in str(row["reason"]), row
     assert len([e for e in bob.events() if e.get("type") == "CALL_INCOMING"]) == rang
+
+
+def test_linphone_with_a_wrong_password_is_refused(
+    server: VoipsecServer, workdir: Path, baresip_calls: Call
+) -> None:
+    """Attack: a SHA-256 digest computed with the wrong password gets 403 and no binding
+    (alice's own phone keeps its one binding)."""
+    with Linphone(
+        workdir / "mallory",
+        user=ALICE[0],
+        password="not-alice-secret",
+        server_port=server.port,
+        ca_file=server.ca,
+    ) as mallory:
+        assert mallory.registration(deadline=DEADLINE) == "Failed"
+        (credentials,) = [r for r in mallory.sent("REGISTER ") if r.headers("Authorization")]
+        assert "algorithm=SHA-256" in credentials.headers("Authorization")[0]
+        statuses = [r.start_line for r in mallory.received("SIP/2.0 ")]
+        assert statuses == ["SIP/2.0 401 Unauthorized", "SIP/2.0 403 Forbidden"], statuses
+    assert len(server.bindings("alice")) == 1

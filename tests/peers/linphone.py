@@ -43,12 +43,12 @@ from .proc import DEFAULT_DEADLINE, free_port, require, stop, wait_for
 
 #: linphonec's answer to a server asking for a client certificate it has none for.
 _CERT_PROMPT = re.compile(r"Password for \(null\) on \(null\): ")
-#: Seconds linphonec may take to unregister and exit after ``quit``.
-QUIT_GRACE = 5.0
 #: What the driver types at that prompt. An empty line makes linphonec ask again at
 #: once, forever; any other line is kept as a password with no user name or realm,
 #: which no digest challenge matches. liblinphone's loop stops while the prompt waits.
 CERT_PROMPT_ANSWER = "no-certificate"
+#: Seconds linphonec may take to unregister and exit after ``quit``.
+QUIT_GRACE = 5.0
 
 
 #: One SIP message in liblinphone's ``-d 6`` log: a belle-sip channel line naming the
@@ -295,8 +295,8 @@ class Linphone:
                     self._output += data.decode(errors="replace")
                     self._answer_cert_prompts()
                     self._cond.notify_all()
-        except OSError:
-            pass
+        except (OSError, LinphoneError):
+            pass  # linphonec went away: expect() reports it
         finally:
             with self._cond:
                 self._closed = True
@@ -355,8 +355,8 @@ class Linphone:
         found = self.expect(r"\nlinphonec> ", after=echo.end() - 1, deadline=deadline)
         return self.output()[echo.end() : found.start()].strip("\n")
 
-    def wait_registered(self, *, deadline: float = DEFAULT_DEADLINE) -> str:
-        """Wait for the account to register; returns ``status register``'s answer.
+    def registration(self, *, deadline: float = DEFAULT_DEADLINE) -> str:
+        """The account's first final registration state: ``"Ok"`` or ``"Failed"``.
 
         The log is watched rather than stdin polled: a command typed while the
         client-certificate prompt is open would be read as that password.
@@ -370,7 +370,13 @@ class Linphone:
             deadline=deadline,
             what=f"linphonec to register {self.user}",
         )
-        if not isinstance(found, re.Match) or found.group(1) != "Ok":
+        if not isinstance(found, re.Match):
+            raise LinphoneError(f"linphonec exited: {self.log_text()[-3000:]}")
+        return found.group(1)
+
+    def wait_registered(self, *, deadline: float = DEFAULT_DEADLINE) -> str:
+        """Wait for the account to register; returns ``status register``'s answer."""
+        if self.registration(deadline=deadline) != "Ok":
             raise LinphoneError(f"{self.user} did not register: {self.log_text()[-3000:]}")
         return self.command("status register")
 
