@@ -348,7 +348,7 @@ class MediaRelay:
             if self.srtp == "required":
                 self._refused += 1
                 raise MediaRefused(488, "SRTP required: offer RTP/SAVP with a=crypto")
-            leg.plain = True
+            self._go_plain(leg)
             return
         if self.srtp == "off":
             self._refused += 1
@@ -369,6 +369,18 @@ class MediaRelay:
             leg.tx_master = new_master(suite)
             leg.tx = SrtpSession(outbound_policy(suite, leg.tx_master), self._buffer)
 
+    def _go_plain(self, leg: Leg) -> None:
+        """``leg`` carries plain RTP from now on (``srtp = "optional"``/``"off"``).
+
+        Optional mode warns once per leg: the call is not encrypted end to end
+        (docs/media.md, "Optional SRTP"); "off" is the operator's explicit choice.
+        """
+        if self.srtp == "optional" and not leg.plain:
+            log.warning("media %s: plain RTP, not encrypted (srtp = optional)", leg.name)
+        leg.plain = True
+        leg.suite = None
+        leg.tx = leg.rx = None
+
     def _offer_to(self, leg: Leg, audio: Media, first: Suite | None) -> MediaAnswer:
         """Our offer to the other leg: SRTP with fresh keys per suite, unless "off".
 
@@ -376,7 +388,9 @@ class MediaRelay:
         the same strength when the far end can; the others follow in preference order.
         """
         leg.rtcp_mux = audio.rtcp_mux
-        if self.srtp == "off":
+        if self.srtp == "off" or leg.plain:
+            # A leg that went plain in optional mode stays plain on re-offers: its
+            # phone refused SRTP once (core/srtpfallback.py) or offered none.
             leg.plain = True
             leg.proto = "RTP/AVP"
             return MediaAnswer(port=leg.port, proto="RTP/AVP", crypto=(), rtcp_mux=audio.rtcp_mux)
@@ -407,8 +421,15 @@ class MediaRelay:
         if leg.plain:
             return
         if not audio.secure:
-            self._refused += 1
-            raise MediaRefused(488, "the callee answered without SRTP")
+            if self.srtp != "optional":
+                self._refused += 1
+                raise MediaRefused(488, "the callee answered without SRTP")
+            # Optional mode: an RTP/AVP answer to our plain retry (core/srtpfallback.py)
+            # or, from a lenient phone, to the SRTP offer itself. Our keys are dropped.
+            leg.offered.clear()
+            leg.proto = audio.proto
+            self._go_plain(leg)
+            return
         picked = next((c for c in audio.crypto if c.tag in leg.offered), None)
         if picked is None:
             self._refused += 1
