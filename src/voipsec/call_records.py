@@ -355,7 +355,10 @@ class CallRecords:
         report = [_leg_json(leg) for leg in legs]
         try:
             text = json.dumps(report, separators=(",", ":"))
-            self.cdr.media(info.ticket, text, media_encryption(legs))
+            # Only an answered call negotiated both legs' media; an unanswered one's
+            # callee leg never had a suite (its report says "RTP").
+            encryption = media_encryption(legs) if info.answer is not None else ""
+            self.cdr.media(info.ticket, text, encryption)
         except StoreError:
             log.exception("could not store the media report of call %s", info.a_call_id[:64])
         for leg in legs:
