@@ -234,3 +234,42 @@ def test_srtp_required_never_downgrades_to_the_plain_callee(tmp_path: Path) -> N
     assert (row["disposition"], row["status"]) == ("failed", 488), row
     assert row["media_encryption"] == "", row  # no media was negotiated with bob
     assert WARNING not in server.log_text()
+
+
+def test_srtp_best_effort_offer_gives_a_best_effort_callee_srtp(tmp_path: Path) -> None:
+    """``media.srtp_offer = "avp-crypto"``: bob, a baresip with best-effort SRTP
+    (``mediaenc=srtp``: RTP/AVP with a=crypto), takes the RTP/AVP offer's keys at the
+    first INVITE; both legs are SRTP, under the default ``required``."""
+    settings = [MD5_ONLY, ("media.srtp_offer", '"avp-crypto"')]
+    prepared = prepare(tmp_path / "data", users=[ALICE, BOB], settings=settings)
+    bob_settings = f"mediaenc=srtp;{BOB_SETTINGS}"
+    with serving(prepared) as server, ExitStack() as stack:
+        alice = stack.enter_context(_phone(tmp_path / "alice", server, ALICE, ALICE_SETTINGS))
+        bob = stack.enter_context(_phone(tmp_path / "bob", server, BOB, bob_settings))
+        for ua in (alice, bob):
+            event = ua.wait_event("REGISTER_OK", "REGISTER_FAIL", deadline=DEADLINE)
+            assert event["type"] == "REGISTER_OK", event
+        server.wait_bindings("bob", 1, deadline=DEADLINE)
+        alice.send("dial", "sip:bob@localhost")
+        bob.wait_event("CALL_INCOMING", deadline=DEADLINE)
+        bob.send("accept")
+        event = alice.wait_event("CALL_ESTABLISHED", "CALL_CLOSED", deadline=DEADLINE)
+        assert event["type"] == "CALL_ESTABLISHED", (event, alice.log_text()[-3000:])
+        menc = {
+            ua.workdir.name: ua.wait_event("CALL_MENC", deadline=DEADLINE) for ua in (alice, bob)
+        }
+        wait_for(lambda: _heard(bob) >= 1.0, deadline=DEADLINE, what="1 s of audio heard by bob")
+        alice.send("hangup")
+        bob.wait_event("CALL_CLOSED", deadline=DEADLINE)
+        row = _ended_cdr(server)
+        invites, responses = _sent_to_bob(bob, server)
+
+    (invite,) = invites
+    audio = parse_sdp(_body(invite)).media[0]
+    assert audio.proto == "RTP/AVP" and audio.crypto, invite.text
+    assert responses[-1] == "SIP/2.0 200 Answering", responses
+    for name, event in menc.items():
+        assert str(event["param"]).startswith("0,audio,"), (name, event)
+    rms, hz = _tone(bob)
+    assert rms > 3000 and 430 <= hz <= 450, (rms, hz)
+    assert row["media_encryption"] == "a:srtp b:srtp", row

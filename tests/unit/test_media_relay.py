@@ -359,3 +359,54 @@ def test_relay_required_mode_refuses_a_plain_rtp_answer() -> None:
     with pytest.raises(MediaRefused) as err:
         asyncio.run(_plain_callee("required"))
     assert (err.value.status, err.value.warning) == (488, "the callee answered without SRTP")
+
+
+# -- best-effort SRTP offers (media.srtp_offer = "avp-crypto") ------------------------------
+
+
+def _best_effort(srtp: str, keys: bool) -> tuple[str, tuple[str, ...], list[str]]:
+    """Alice offers SRTP; the relay offers bob RTP/AVP with a=crypto, bob answers
+    RTP/AVP with his key (``keys``) or without. Returns our offer's profile and suites,
+    and the legs' suites."""
+
+    async def run() -> tuple[str, tuple[str, ...], list[str]]:
+        low = _free_pair()
+        relay = MediaRelay(
+            address="127.0.0.1",
+            ports=(low, low + 4),
+            srtp=srtp,
+            srtp_offer="avp-crypto",
+            suites=["AES_CM_128_HMAC_SHA1_80"],
+            timeout=30,
+            dscp=0,
+        )
+        try:
+            sdp = _sdp(4000, new_master(SUITE))
+            (audio,) = parse_sdp(relay.offer("c1", "a", sdp, ALICE_PEER)).media
+            answer = _plain_sdp("127.0.0.1", 4002)
+            if keys:
+                line = crypto_line(audio.crypto[0].tag, SUITE, new_master(SUITE))
+                answer += f"a=crypto:{line.tag} {line.suite} {line.key_params}\r\n".encode()
+            relay.answer("c1", "b", answer, ALICE_PEER)
+            suites = [leg.suite for leg in relay.report("c1")]
+        finally:
+            relay.close()
+        return audio.proto, tuple(c.suite for c in audio.crypto), suites
+
+    return asyncio.run(run())
+
+
+@pytest.mark.parametrize("srtp", ["required", "optional"])
+def test_relay_best_effort_offer_is_rtp_avp_with_keys_and_an_answer_with_keys_is_srtp(
+    srtp: str,
+) -> None:
+    proto, offered, suites = _best_effort(srtp, keys=True)
+    assert (proto, offered) == ("RTP/AVP", ("AES_CM_128_HMAC_SHA1_80",))
+    assert suites == ["AES_CM_128_HMAC_SHA1_80", "AES_CM_128_HMAC_SHA1_80"]
+
+
+def test_relay_best_effort_answer_without_keys_is_plain_only_in_optional_mode() -> None:
+    assert _best_effort("optional", keys=False)[2] == ["AES_CM_128_HMAC_SHA1_80", "RTP"]
+    with pytest.raises(MediaRefused) as err:
+        _best_effort("required", keys=False)
+    assert (err.value.status, err.value.warning) == (488, "the callee answered without SRTP")

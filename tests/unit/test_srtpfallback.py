@@ -69,6 +69,12 @@ def test_srtpfallback_plain_offer_exact() -> None:
     assert not any(m.secure or m.crypto for m in parse_sdp(PLAIN_OFFER).media)
 
 
+def test_srtpfallback_best_effort_offer_loses_its_keys() -> None:
+    """media.srtp_offer = "avp-crypto": RTP/AVP with a=crypto, retried without keys."""
+    best_effort = SRTP_OFFER.replace(b"RTP/SAVP", b"RTP/AVP")
+    assert plain_retry_offer(OPTIONAL, BOB1, 488, best_effort) == PLAIN_OFFER
+
+
 @pytest.mark.parametrize("status", sorted(REFUSED_OFFER_STATUSES))
 def test_srtpfallback_statuses_that_refuse_the_offer(status: int) -> None:
     assert plain_retry_offer(OPTIONAL, BOB1, status, SRTP_OFFER) == PLAIN_OFFER
@@ -95,7 +101,7 @@ def test_srtpfallback_a_plain_retry_is_not_retried_again() -> None:
         PLAIN_OFFER,  # nothing to downgrade ("off" mode, or already plain)
         b"not sdp",
         SRTP_OFFER.replace(b"c=IN IP4 192.0.2.100\r\n", b""),  # not the relay's
-        SRTP_OFFER.replace(b"m=audio 20000", b"m=audio 0").replace(b"RTP/SAVPF", b"RTP/AVPF"),
+        PLAIN_OFFER.replace(b"m=audio 20000 RTP/AVP", b"m=audio 0 RTP/SAVP"),  # refused
     ],
 )
 def test_srtpfallback_offers_without_srtp_to_downgrade(offer: bytes) -> None:

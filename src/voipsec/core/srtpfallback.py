@@ -56,13 +56,14 @@ def plain_retry_offer(policy: CallPolicy, fork: Fork, status: int, offer: bytes)
         sdp = parse_sdp(offer)
     except SdpError:
         return None
-    if not any(m.secure and m.port for m in sdp.media):
+    if not any((m.secure or m.crypto) and m.port for m in sdp.media):
         return None
     media = [
         MediaAnswer(
             port=m.port,
-            proto=plain_profile(m.proto) if m.secure else m.proto,
-            crypto=() if m.secure else m.crypto,
+            # Best-effort offers (RTP/AVP with a=crypto) lose their keys too.
+            proto=plain_profile(m.proto),
+            crypto=(),
             rtcp_mux=m.rtcp_mux,
         )
         if m.port

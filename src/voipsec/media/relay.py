@@ -198,6 +198,7 @@ class MediaRelay:
         ports: tuple[int, int],
         srtp: str,
         suites: Sequence[str],
+        srtp_offer: str = "savp",
         timeout: float,
         dscp: int = 46,
         clock: Callable[[], float] = time.monotonic,
@@ -210,6 +211,9 @@ class MediaRelay:
         #: Port pairs, ``spare_pairs`` of them bound ahead of the calls (issue 15).
         self.pool = SocketPool(PortPool(*ports), address=address, dscp=dscp, spare=spare_pairs)
         self.srtp = srtp
+        #: "savp" or "avp-crypto": the profile our SRTP offers carry (RFC 4568 §3 vs.
+        #: best effort, docs/media.md "Optional SRTP").
+        self.offer_proto = "RTP/AVP" if srtp_offer == "avp-crypto" else "RTP/SAVP"
         self.preference = tuple(suites)
         self.timeout = timeout
         self.dscp = dscp
@@ -394,7 +398,7 @@ class MediaRelay:
             leg.plain = True
             leg.proto = "RTP/AVP"
             return MediaAnswer(port=leg.port, proto="RTP/AVP", crypto=(), rtcp_mux=audio.rtcp_mux)
-        leg.proto = "RTP/SAVP"
+        leg.proto = self.offer_proto
         if leg.suite is not None and leg.tx is not None:
             # A re-offer keeps the suite and key the leg already uses.
             leg.offered = {leg.tag: (leg.suite, leg.tx_master)}
@@ -410,7 +414,9 @@ class MediaRelay:
         crypto = tuple(
             crypto_line(tag, suite, master) for tag, (suite, master) in leg.offered.items()
         )
-        return MediaAnswer(port=leg.port, proto="RTP/SAVP", crypto=crypto, rtcp_mux=audio.rtcp_mux)
+        return MediaAnswer(
+            port=leg.port, proto=self.offer_proto, crypto=crypto, rtcp_mux=audio.rtcp_mux
+        )
 
     def _take_answer(self, leg: Leg, sdp: Sdp, audio: Media) -> None:
         if audio.port == 0:
@@ -420,7 +426,9 @@ class MediaRelay:
         leg.rtcp_mux = leg.rtcp_mux and audio.rtcp_mux
         if leg.plain:
             return
-        if not audio.secure:
+        # Best effort (avp-crypto): an RTP/AVP answer with a=crypto takes our SRTP.
+        best_effort = leg.proto == "RTP/AVP" and bool(audio.crypto)
+        if not audio.secure and not best_effort:
             if self.srtp != "optional":
                 self._refused += 1
                 raise MediaRefused(488, "the callee answered without SRTP")
