@@ -21,8 +21,10 @@ from .test_b2bua import (
     BOB2,
     NOW,
     POLICY,
+    TRUNK,
     _a_invite,
     _a_response,
+    _authenticator,
     _bob2_reply,
     _branch,
     _ends,
@@ -191,3 +193,30 @@ def test_srtpfallback_b2bua_no_retry_after_the_call_is_over() -> None:
 
 def test_srtpfallback_policy_default_is_off() -> None:
     assert CallPolicy().srtp_fallback is False
+
+
+def test_srtpfallback_b2bua_trunk_challenge_of_the_retry_keeps_the_plain_offer() -> None:
+    """A trunk that challenges every INVITE: the plain retry is authenticated again
+    (RFC 3261 §22.2) and still offers RTP/AVP; its 488 then ends the call."""
+    (challenge,) = _authenticator("SHA-256").challenge(NOW, "trunk")
+    header = (f"Proxy-Authenticate: {challenge}",)
+    b2b, call, (invite,) = _optional_start(TRUNK)
+
+    def reply(request: Request, status: int, reason: str, extra: tuple[str, ...] = ()) -> Request:
+        actions = b2b.on_response(
+            _key(request), _reply(request, status, reason, contact=None, extra=extra), NOW + 1
+        )
+        return _only_send(actions[0]).request
+
+    authenticated = reply(invite, 407, "Proxy Authentication Required", header)
+    assert authenticated.body == SRTP_OFFER
+    plain = reply(authenticated, 488, "Not Acceptable Here")
+    assert (plain.body, plain.headers.get("proxy-authorization")) == (PLAIN_OFFER, None)
+    plain_authenticated = reply(plain, 407, "Proxy Authentication Required", header)
+    assert plain_authenticated.body == PLAIN_OFFER
+    assert plain_authenticated.headers.get("proxy-authorization") is not None
+    assert [r.cseq.seq for r in (invite, authenticated, plain, plain_authenticated)] == [1, 2, 3, 4]
+    refused = _reply(plain_authenticated, 488, "Not Acceptable Here", contact=None)
+    actions = b2b.on_response(_key(plain_authenticated), refused, NOW + 2)
+    assert _only_respond(actions[0]).response.status == 488
+    assert call.phase is Phase.ENDED
