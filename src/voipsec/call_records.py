@@ -354,7 +354,11 @@ class CallRecords:
             return
         report = [_leg_json(leg) for leg in legs]
         try:
-            self.cdr.media(info.ticket, json.dumps(report, separators=(",", ":")))
+            text = json.dumps(report, separators=(",", ":"))
+            # Only an answered call negotiated both legs' media; an unanswered one's
+            # callee leg never had a suite (its report says "RTP").
+            encryption = media_encryption(legs) if info.answer is not None else ""
+            self.cdr.media(info.ticket, text, encryption)
         except StoreError:
             log.exception("could not store the media report of call %s", info.a_call_id[:64])
         for leg in legs:
@@ -494,6 +498,12 @@ class CallRecords:
         log.warning("fraud: %d call(s) of the previous run ended at restart", len(pending))
 
 
+def media_encryption(legs: Sequence[LegReport]) -> str:
+    """The CDR's media_encryption: each leg and whether its media was SRTP, e.g.
+    "a:srtp b:rtp" for an SRTP caller bridged to a plain-RTP callee (issue 16)."""
+    return " ".join(f"{leg.leg}:{'rtp' if leg.suite == 'RTP' else 'srtp'}" for leg in legs)
+
+
 def _leg_json(leg: LegReport) -> dict[str, object]:
     r = leg.received
     return {
@@ -520,4 +530,5 @@ __all__ = [
     "CallRecord",
     "CallRecords",
     "FraudFeedPort",
+    "media_encryption",
 ]

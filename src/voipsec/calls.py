@@ -140,6 +140,7 @@ class CallService:
                 max_duration=calls.max_duration,
                 probe_interval=calls.probe_interval,
                 warn_agent=config.sip.domain,
+                srtp_fallback=config.media.srtp == "optional",
             ),
             relay_media=True,
         )

@@ -14,6 +14,7 @@ __all__ = [
     "CDR_FIELDS",
     "DISPOSITIONS",
     "HANGUP_BY",
+    "MAX_CDR_ENCRYPTION",
     "MAX_CDR_FIELD",
     "MAX_CDR_MEDIA",
     "RESTART_DISPOSITION",
@@ -28,6 +29,7 @@ __all__ = [
     "StoreError",
     "StoreUnavailable",
     "cdr_text",
+    "check_media",
 ]
 
 
@@ -52,6 +54,10 @@ MAX_CDR_FIELD = 256
 
 #: Longest media report (JSON) stored with a CDR.
 MAX_CDR_MEDIA = 4096
+
+#: Longest media_encryption value: "a:srtp b:srtp" is 13 characters; 64 leaves room
+#: for more legs of one call.
+MAX_CDR_ENCRYPTION = 64
 
 #: Final states of a CDR row; '' (not listed) marks a call still in progress.
 DISPOSITIONS = frozenset({"answered", "no_answer", "busy", "failed", "rejected", "incomplete"})
@@ -119,6 +125,9 @@ class CdrRecord:
     hangup_by: str
     #: Media quality per leg as JSON (docs/media.md), '' when no media was relayed.
     media: str = ""
+    #: Which legs were encrypted, e.g. "a:srtp b:rtp" (docs/cdr.md); '' when no media
+    #: was relayed.
+    media_encryption: str = ""
 
 
 #: CdrRecord's field names: the keys of `voipsec cdr list --format json` and the csv header.
@@ -134,6 +143,15 @@ def cdr_text(text: str) -> str:
     return "".join(
         _REPLACEMENT if unicodedata.category(ch) in _UNSAFE_CATEGORIES else ch for ch in text
     )
+
+
+def check_media(report: str, encryption: str) -> None:
+    """Raise StoreError for a media report or media_encryption value over its limit
+    (the one check of the writer's queue and of the database)."""
+    if len(report) > MAX_CDR_MEDIA:
+        raise StoreError(f"media report of {len(report)} characters is too long")
+    if len(encryption) > MAX_CDR_ENCRYPTION:
+        raise StoreError(f"media_encryption of {len(encryption)} characters is too long")
 
 
 # -- registrar, bans, alerts, certificates (voipsec.db) ------------------------------

@@ -9,10 +9,17 @@ from pathlib import Path
 
 import pytest
 
-from voipsec.call_records import CDR_OVERFLOW_ALERT_INTERVAL, FRAUD_STATE, CallRecords
+from voipsec.call_records import (
+    CDR_OVERFLOW_ALERT_INTERVAL,
+    FRAUD_STATE,
+    CallRecords,
+    media_encryption,
+)
 from voipsec.config import Config
 from voipsec.core.routing import Refusal, user_caller
 from voipsec.events import AlertRaised, Event, EventBus
+from voipsec.media.quality import StreamStats
+from voipsec.media.relay import LegReport
 from voipsec.sip.message import Request, parse_message
 from voipsec.storage import CdrStart, Store
 
@@ -154,3 +161,27 @@ def test_call_records_without_fraud_checks_nothing(store: Store, tmp_path: Path)
     assert records.fraud is None
     records.save_fraud_state()
     assert not (tmp_path / FRAUD_STATE).exists()
+
+
+def _leg(side: str, suite: str) -> LegReport:
+    return LegReport(
+        leg=side,
+        suite=suite,
+        rtcp_packets=0,
+        received=StreamStats().snapshot(),
+        local=("127.0.0.1", 20000),
+        remote=None,
+    )
+
+
+@pytest.mark.parametrize(
+    ("suites", "text"),
+    [
+        (("AES_CM_128_HMAC_SHA1_80", "RTP"), "a:srtp b:rtp"),
+        (("RTP", "AEAD_AES_256_GCM"), "a:rtp b:srtp"),
+        (("AEAD_AES_128_GCM", "AES_CM_128_HMAC_SHA1_32"), "a:srtp b:srtp"),
+        (("RTP", "RTP"), "a:rtp b:rtp"),
+    ],
+)
+def test_call_records_media_encryption_names_each_leg(suites: tuple[str, str], text: str) -> None:
+    assert media_encryption([_leg("a", suites[0]), _leg("b", suites[1])]) == text

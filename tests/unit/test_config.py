@@ -44,6 +44,7 @@ def test_config_defaults_are_secure() -> None:
     assert config.sip.listeners() == [Listen(transport="tls", host="127.0.0.1", port=5061)]
     assert config.auth.algorithms == ["SHA-256"]
     assert config.media.srtp == "required"
+    assert config.media.srtp_offer == "savp"
     assert config.tls.min_version == "1.2"
     assert config.turn.listen == ["udp:127.0.0.1:3478", "tcp:127.0.0.1:3478"]
     assert config.turn.allowed_peers == []
@@ -115,6 +116,10 @@ def test_config_every_problem_is_reported(tmp_path: Path) -> None:
         (
             '[media]\nsrtp = "maybe"\n',
             "media.srtp: Input should be 'required', 'optional' or 'off'",
+        ),
+        (
+            '[media]\nsrtp_offer = "avp"\n',
+            "media.srtp_offer: Input should be 'savp' or 'avp-crypto'",
         ),
         ("[tls]\nhandshake_timeout = 0\n", "tls.handshake_timeout: Input should be greater than 0"),
         ("[auth]\nalgorithms = []\n", "auth.algorithms: at least one algorithm is required"),

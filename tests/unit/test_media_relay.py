@@ -13,8 +13,16 @@ import pylibsrtp
 import pytest
 
 from voipsec.media.destinations import MediaPeer
+from voipsec.media.errors import MediaRefused
 from voipsec.media.relay import MAX_EARLY_PACKETS, MediaRelay
-from voipsec.media.sdes import SUITES, crypto_line, new_master, outbound_policy
+from voipsec.media.sdes import (
+    SUITES,
+    crypto_line,
+    inbound_policy,
+    master_of,
+    new_master,
+    outbound_policy,
+)
 from voipsec.media.sdp import parse_sdp
 
 SUITE = SUITES["AES_CM_128_HMAC_SHA1_80"]
@@ -302,3 +310,103 @@ async def _replayed_and_forged() -> tuple[int, int, int]:
 def test_relay_counts_a_replay_and_a_forgery_apart_and_accepts_neither() -> None:
     """RFC 3711 §3.3: the copy fails the replay check, the flipped bit authentication."""
     assert asyncio.run(_replayed_and_forged()) == (1, 1, 1)
+
+
+# -- optional SRTP: a callee that answers plain RTP/AVP (issue 16 item 6) -------------------
+
+
+async def _plain_callee(srtp: str) -> tuple[list[str], bytes, bytes]:
+    """Alice offers SRTP, bob answers RTP/AVP; bob's plain packets reach alice as SRTP.
+
+    Returns the legs' suites, the payload alice decrypted and the offer a re-INVITE
+    of alice's makes for bob."""
+    relay = _relay(srtp)
+    alice_master = new_master(SUITE)
+    try:
+        with _udp() as alice, _udp() as bob:
+            relay.offer("c1", "a", _sdp(alice.getsockname()[1], alice_master), ALICE_PEER)
+            plain = _plain_sdp("127.0.0.1", bob.getsockname()[1])
+            answer = parse_sdp(relay.answer("c1", "b", plain, ALICE_PEER))
+            (crypto,) = answer.media[0].crypto  # alice's leg stays SRTP
+            receiver = pylibsrtp.Session(policy=inbound_policy(SUITE, master_of(crypto)))
+            bob.sendto(_rtp(1), ("127.0.0.1", relay.ports_of("c1")["b"]))
+            loop = asyncio.get_running_loop()
+            packet = await asyncio.wait_for(loop.sock_recv(alice, 4096), 5)
+            again = _sdp(alice.getsockname()[1], alice_master)
+            reoffer = relay.offer("c1", "a", again, ALICE_PEER)
+            suites = [leg.suite for leg in relay.report("c1")]
+    finally:
+        relay.close()
+    return suites, receiver.unprotect(packet), reoffer
+
+
+def test_relay_optional_mode_bridges_a_plain_rtp_callee_to_an_srtp_caller(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="voipsec.media")
+    suites, clear, reoffer = asyncio.run(_plain_callee("optional"))
+    assert suites == ["AES_CM_128_HMAC_SHA1_80", "RTP"]
+    assert clear == _rtp(1)
+    # The re-INVITE's offer to bob stays plain: his phone refused SRTP once.
+    (audio,) = parse_sdp(reoffer).media
+    assert (audio.proto, audio.crypto) == ("RTP/AVP", ())
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1, warnings
+    assert warnings[0].endswith("/b: plain RTP, not encrypted (srtp = optional)")
+
+
+def test_relay_required_mode_refuses_a_plain_rtp_answer() -> None:
+    with pytest.raises(MediaRefused) as err:
+        asyncio.run(_plain_callee("required"))
+    assert (err.value.status, err.value.warning) == (488, "the callee answered without SRTP")
+
+
+# -- best-effort SRTP offers (media.srtp_offer = "avp-crypto") ------------------------------
+
+
+def _best_effort(srtp: str, keys: bool) -> tuple[str, tuple[str, ...], list[str]]:
+    """Alice offers SRTP; the relay offers bob RTP/AVP with a=crypto, bob answers
+    RTP/AVP with his key (``keys``) or without. Returns our offer's profile and suites,
+    and the legs' suites."""
+
+    async def run() -> tuple[str, tuple[str, ...], list[str]]:
+        low = _free_pair()
+        relay = MediaRelay(
+            address="127.0.0.1",
+            ports=(low, low + 4),
+            srtp=srtp,
+            srtp_offer="avp-crypto",
+            suites=["AES_CM_128_HMAC_SHA1_80"],
+            timeout=30,
+            dscp=0,
+        )
+        try:
+            sdp = _sdp(4000, new_master(SUITE))
+            (audio,) = parse_sdp(relay.offer("c1", "a", sdp, ALICE_PEER)).media
+            answer = _plain_sdp("127.0.0.1", 4002)
+            if keys:
+                line = crypto_line(audio.crypto[0].tag, SUITE, new_master(SUITE))
+                answer += f"a=crypto:{line.tag} {line.suite} {line.key_params}\r\n".encode()
+            relay.answer("c1", "b", answer, ALICE_PEER)
+            suites = [leg.suite for leg in relay.report("c1")]
+        finally:
+            relay.close()
+        return audio.proto, tuple(c.suite for c in audio.crypto), suites
+
+    return asyncio.run(run())
+
+
+@pytest.mark.parametrize("srtp", ["required", "optional"])
+def test_relay_best_effort_offer_is_rtp_avp_with_keys_and_an_answer_with_keys_is_srtp(
+    srtp: str,
+) -> None:
+    proto, offered, suites = _best_effort(srtp, keys=True)
+    assert (proto, offered) == ("RTP/AVP", ("AES_CM_128_HMAC_SHA1_80",))
+    assert suites == ["AES_CM_128_HMAC_SHA1_80", "AES_CM_128_HMAC_SHA1_80"]
+
+
+def test_relay_best_effort_answer_without_keys_is_plain_only_in_optional_mode() -> None:
+    assert _best_effort("optional", keys=False)[2] == ["AES_CM_128_HMAC_SHA1_80", "RTP"]
+    with pytest.raises(MediaRefused) as err:
+        _best_effort("required", keys=False)
+    assert (err.value.status, err.value.warning) == (488, "the callee answered without SRTP")

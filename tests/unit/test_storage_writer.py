@@ -10,7 +10,14 @@ from pathlib import Path
 import pytest
 
 from tests.peers.proc import wait_for
-from voipsec.storage import CdrStart, CdrWriter, Store, StoreError, WriterStatistics
+from voipsec.storage import (
+    MAX_CDR_ENCRYPTION,
+    CdrStart,
+    CdrWriter,
+    Store,
+    StoreError,
+    WriterStatistics,
+)
 from voipsec.storage.cdr import open_writer_database
 
 
@@ -105,6 +112,21 @@ def test_storage_writer_refuses_a_bad_end_in_the_caller(store: Store) -> None:
     with pytest.raises(StoreError, match="invalid CDR end 'lost'/'caller'"):
         writer.end(1, end=1.0, disposition="lost", status=0, reason="", hangup_by="caller")
     assert writer.statistics().pending == 0
+
+
+def test_storage_writer_media_encryption_written_and_its_limit_refused_in_the_caller(
+    store: Store,
+) -> None:
+    writer = _writer(store)
+    ticket = writer.open(_start("plain-callee"))
+    writer.media(ticket, "[]", "a:srtp b:rtp")
+    too_long = "b" * (MAX_CDR_ENCRYPTION + 1)
+    with pytest.raises(StoreError, match=r"^media_encryption of 65 characters is too long$"):
+        writer.media(ticket, "[]", too_long)
+    writer.start()
+    assert writer.stop() == 0
+    [row] = store.cdrs()
+    assert (row.media, row.media_encryption) == ("[]", "a:srtp b:rtp")
 
 
 def test_storage_writer_locked_database_queues_then_writes(store: Store) -> None:

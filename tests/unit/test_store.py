@@ -6,6 +6,7 @@ server (tests/peers/postgres.py), through the same Store methods.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import sqlite3
 import stat
@@ -21,6 +22,7 @@ from voipsec.storage import (
     CDR_FIELDS,
     DB_NAME,
     DEFAULT_CLASS,
+    MAX_CDR_ENCRYPTION,
     MAX_CDR_FIELD,
     MAX_CDR_MEDIA,
     CdrRecord,
@@ -334,6 +336,18 @@ def test_store_cdr_media_report_round_trip_and_limit(store: Store) -> None:
     assert store.cdr(cdr_id).media == report
 
 
+def test_store_cdr_media_encryption_round_trip_and_limit(store: Store) -> None:
+    cdr_id = store.cdr_start(_start())
+    assert store.cdr(cdr_id).media_encryption == ""
+    store.cdr_media(cdr_id, "[]", "a:srtp b:rtp")
+    assert (store.cdr(cdr_id).media, store.cdr(cdr_id).media_encryption) == ("[]", "a:srtp b:rtp")
+    too_long = "a:srtp " * 10
+    assert len(too_long) > MAX_CDR_ENCRYPTION
+    with pytest.raises(StoreError, match=r"^media_encryption of 70 characters is too long$"):
+        store.cdr_media(cdr_id, "[]", too_long)
+    assert store.cdr(cdr_id).media_encryption == "a:srtp b:rtp"
+
+
 def test_store_cdr_times_keep_microseconds(store: Store) -> None:
     # Epoch seconds need 8-byte floats: PostgreSQL's REAL (4 bytes) would round them
     # to 128 s.
@@ -359,6 +373,29 @@ def test_store_cdr_ids_increase_across_reopen(tmp_path: Path, cdr_url: str) -> N
     finally:
         again.close()
     assert ids == sorted(set(ids))
+
+
+def test_store_migrates_cdr_table_without_media_encryption(tmp_path: Path, cdr_url: str) -> None:
+    """A cdrs table of the version before issue 16 (media, no media_encryption) is
+    upgraded in SQLite and PostgreSQL alike; its rows keep their values."""
+    first = Store(tmp_path / DB_NAME, cdr_url=cdr_url)
+    cdr_id = first.cdr_start(_start())
+    first.cdr_media(cdr_id, "[]")
+    first.close()
+    if cdr_url:
+        with psycopg.connect(cdr_url) as conn:
+            conn.execute("ALTER TABLE cdrs DROP COLUMN media_encryption")
+    else:
+        with contextlib.closing(sqlite3.connect(tmp_path / DB_NAME)) as db:
+            db.execute("ALTER TABLE cdrs DROP COLUMN media_encryption")
+            db.commit()
+    store = Store(tmp_path / DB_NAME, cdr_url=cdr_url)
+    try:
+        assert tuple(store.cdr_db.columns()) == CDR_FIELDS
+        (record,) = store.cdrs()
+        assert (record.id, record.media, record.media_encryption) == (cdr_id, "[]", "")
+    finally:
+        store.close()
 
 
 def test_store_migrates_cdr_table_without_media(tmp_path: Path) -> None:

@@ -193,6 +193,9 @@ SRTP_SUITES: tuple[SrtpSuite, ...] = (
 
 class MediaSection(_Section):
     srtp: Literal["required", "optional", "off"] = "required"
+    #: How SRTP is offered to the callee: "savp" (RTP/SAVP + a=crypto, RFC 4568) or
+    #: "avp-crypto" (best effort: RTP/AVP + a=crypto; docs/media.md, "Optional SRTP").
+    srtp_offer: Literal["savp", "avp-crypto"] = "savp"
     ports: str = "20000-20999"
     #: Address the relay binds and writes into SDP (c=, o=).
     address: str = "127.0.0.1"
@@ -644,6 +647,10 @@ max_contacts_per_aor = 10
 # SRTP: "required" (RTP/AVP offers get 488 with a Warning) | "optional" (an RTP leg is
 # bridged to an SRTP leg) | "off" (plain RTP on both legs, still relayed).
 srtp = "required"
+# How SRTP is offered to callees: "savp" (RTP/SAVP with a=crypto) | "avp-crypto" (best
+# effort: RTP/AVP with a=crypto; a phone that ignores the keys answers plain RTP, which
+# only "optional" accepts).
+srtp_offer = "savp"
 # UDP ports of the media relay (a pair per call leg: RTP even, RTCP odd).
 ports = "20000-20999"
 # Address the relay binds and writes into SDP.

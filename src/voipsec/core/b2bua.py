@@ -82,6 +82,7 @@ from .callmodel import (
     map_failure,
     reason_of,
 )
+from .srtpfallback import plain_retry_offer
 
 #: The call model is part of this module's interface (the shell and tests import it here).
 __all__ = [
@@ -361,7 +362,7 @@ class B2bua:
         if authorization is not None:
             headers.append(authorization)
         headers += crossing_headers(call.a_invite, REQUEST_HEADERS_CROSSING)
-        request = make_request("INVITE", fork.request_uri, headers, call.b_offer)
+        request = make_request("INVITE", fork.request_uri, headers, fork.offer or call.b_offer)
         leg = ForkLeg(fork=fork, invite=request, authenticated=authorization is not None)
         call.forks.append(leg)
         self._client[client_key(branch, "INVITE")] = (call, leg)
@@ -424,6 +425,10 @@ class B2bua:
             if retry is not None:
                 leg.done = True
                 return [retry]
+        plain = plain_retry_offer(self.policy, leg.fork, status, call.b_offer)
+        if plain is not None and not leg.done and _searching(call):
+            leg.done, call.b_cseq = True, call.b_cseq + 1  # §8.1.3.5: a new CSeq
+            return [self._send_fork(call, replace(leg.fork, offer=plain), now)]
         return self._fork_failure(call, leg, response, now)
 
     def _fork_provisional(self, call: Call, leg: ForkLeg, response: Response) -> list[CallAction]:

@@ -100,6 +100,9 @@ class Fork:
     credentials: tuple[str, str] | None = None
     #: Where the callee's media may go before it latches; None: ``target.host``.
     media_peer: MediaPeer | None = None
+    #: The SDP offered instead of the call's: the RTP/AVP offer of a plain retry
+    #: (core/srtpfallback.py); None for the call's own offer.
+    offer: bytes | None = field(default=None, repr=False)
 
 
 # -- actions ---------------------------------------------------------------------
@@ -322,6 +325,9 @@ class CallPolicy:
     probe_interval: float = 300.0
     #: The warn-agent of Warning headers (RFC 3261 §20.43): our domain.
     warn_agent: str = "voipsec"
+    #: ``media.srtp = "optional"``: a fork refusing the SRTP offer is retried once with
+    #: RTP/AVP (core/srtpfallback.py).
+    srtp_fallback: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -198,6 +198,7 @@ class MediaRelay:
         ports: tuple[int, int],
         srtp: str,
         suites: Sequence[str],
+        srtp_offer: str = "savp",
         timeout: float,
         dscp: int = 46,
         clock: Callable[[], float] = time.monotonic,
@@ -210,6 +211,9 @@ class MediaRelay:
         #: Port pairs, ``spare_pairs`` of them bound ahead of the calls (issue 15).
         self.pool = SocketPool(PortPool(*ports), address=address, dscp=dscp, spare=spare_pairs)
         self.srtp = srtp
+        #: "savp" or "avp-crypto": the profile our SRTP offers carry (RFC 4568 §3 vs.
+        #: best effort, docs/media.md "Optional SRTP").
+        self.offer_proto = "RTP/AVP" if srtp_offer == "avp-crypto" else "RTP/SAVP"
         self.preference = tuple(suites)
         self.timeout = timeout
         self.dscp = dscp
@@ -348,7 +352,7 @@ class MediaRelay:
             if self.srtp == "required":
                 self._refused += 1
                 raise MediaRefused(488, "SRTP required: offer RTP/SAVP with a=crypto")
-            leg.plain = True
+            self._go_plain(leg)
             return
         if self.srtp == "off":
             self._refused += 1
@@ -369,6 +373,18 @@ class MediaRelay:
             leg.tx_master = new_master(suite)
             leg.tx = SrtpSession(outbound_policy(suite, leg.tx_master), self._buffer)
 
+    def _go_plain(self, leg: Leg) -> None:
+        """``leg`` carries plain RTP from now on (``srtp = "optional"``/``"off"``).
+
+        Optional mode warns once per leg: the call is not encrypted end to end
+        (docs/media.md, "Optional SRTP"); "off" is the operator's explicit choice.
+        """
+        if self.srtp == "optional" and not leg.plain:
+            log.warning("media %s: plain RTP, not encrypted (srtp = optional)", leg.name)
+        leg.plain = True
+        leg.suite = None
+        leg.tx = leg.rx = None
+
     def _offer_to(self, leg: Leg, audio: Media, first: Suite | None) -> MediaAnswer:
         """Our offer to the other leg: SRTP with fresh keys per suite, unless "off".
 
@@ -376,11 +392,13 @@ class MediaRelay:
         the same strength when the far end can; the others follow in preference order.
         """
         leg.rtcp_mux = audio.rtcp_mux
-        if self.srtp == "off":
+        if self.srtp == "off" or leg.plain:
+            # A leg that went plain in optional mode stays plain on re-offers: its
+            # phone refused SRTP once (core/srtpfallback.py) or offered none.
             leg.plain = True
             leg.proto = "RTP/AVP"
             return MediaAnswer(port=leg.port, proto="RTP/AVP", crypto=(), rtcp_mux=audio.rtcp_mux)
-        leg.proto = "RTP/SAVP"
+        leg.proto = self.offer_proto
         if leg.suite is not None and leg.tx is not None:
             # A re-offer keeps the suite and key the leg already uses.
             leg.offered = {leg.tag: (leg.suite, leg.tx_master)}
@@ -396,7 +414,9 @@ class MediaRelay:
         crypto = tuple(
             crypto_line(tag, suite, master) for tag, (suite, master) in leg.offered.items()
         )
-        return MediaAnswer(port=leg.port, proto="RTP/SAVP", crypto=crypto, rtcp_mux=audio.rtcp_mux)
+        return MediaAnswer(
+            port=leg.port, proto=self.offer_proto, crypto=crypto, rtcp_mux=audio.rtcp_mux
+        )
 
     def _take_answer(self, leg: Leg, sdp: Sdp, audio: Media) -> None:
         if audio.port == 0:
@@ -406,9 +426,18 @@ class MediaRelay:
         leg.rtcp_mux = leg.rtcp_mux and audio.rtcp_mux
         if leg.plain:
             return
-        if not audio.secure:
-            self._refused += 1
-            raise MediaRefused(488, "the callee answered without SRTP")
+        # Best effort (avp-crypto): an RTP/AVP answer with a=crypto takes our SRTP.
+        best_effort = leg.proto == "RTP/AVP" and bool(audio.crypto)
+        if not audio.secure and not best_effort:
+            if self.srtp != "optional":
+                self._refused += 1
+                raise MediaRefused(488, "the callee answered without SRTP")
+            # Optional mode: an RTP/AVP answer to our plain retry (core/srtpfallback.py)
+            # or, from a lenient phone, to the SRTP offer itself. Our keys are dropped.
+            leg.offered.clear()
+            leg.proto = audio.proto
+            self._go_plain(leg)
+            return
         picked = next((c for c in audio.crypto if c.tag in leg.offered), None)
         if picked is None:
             self._refused += 1

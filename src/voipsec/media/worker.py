@@ -103,6 +103,7 @@ def build_relay(config: Config, ports: tuple[int, int] | None = None) -> MediaRe
         address=media.address,
         ports=ports or media.port_range(),
         srtp=media.srtp,
+        srtp_offer=media.srtp_offer,
         suites=media.suites,
         timeout=media.timeout,
         dscp=media.dscp,

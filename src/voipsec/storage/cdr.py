@@ -41,7 +41,6 @@ from ..records import (
     CDR_FIELDS,
     DISPOSITIONS,
     HANGUP_BY,
-    MAX_CDR_MEDIA,
     RESTART_DISPOSITION,
     RESTART_HANGUP_BY,
     RESTART_REASON,
@@ -50,6 +49,7 @@ from ..records import (
     StoreError,
     StoreUnavailable,
     cdr_text,
+    check_media,
 )
 
 if TYPE_CHECKING:
@@ -174,7 +174,8 @@ _SCHEMA = (
     status INTEGER,
     reason TEXT NOT NULL DEFAULT '',
     hangup_by TEXT NOT NULL DEFAULT '',
-    media TEXT NOT NULL DEFAULT ''
+    media TEXT NOT NULL DEFAULT '',
+    media_encryption TEXT NOT NULL DEFAULT ''
 )""",
     'CREATE INDEX IF NOT EXISTS cdrs_start ON cdrs ("start")',
     # Only calls in progress (or left open by a crash): keeps close_open_cdrs cheap.
@@ -183,6 +184,8 @@ _SCHEMA = (
 
 #: Added to a cdrs table made by a version before media reports.
 _ADD_MEDIA = "ALTER TABLE cdrs ADD COLUMN media TEXT NOT NULL DEFAULT ''"
+#: Added to a cdrs table made by a version before media_encryption (issue 16).
+_ADD_ENCRYPTION = "ALTER TABLE cdrs ADD COLUMN media_encryption TEXT NOT NULL DEFAULT ''"
 
 _INSERT = (
     'INSERT INTO cdrs (call_id, caller, callee_dialled, callee, "user", source, '
@@ -203,12 +206,12 @@ _CLOSE = (
 _END = _CLOSE + "WHERE id = ? AND disposition = ''"
 _CLOSE_OPEN = _CLOSE + "WHERE disposition = ''"
 
-_MEDIA = "UPDATE cdrs SET media = ? WHERE id = ?"
+_MEDIA = "UPDATE cdrs SET media = ?, media_encryption = ? WHERE id = ?"
 
 _SELECT = (
     'SELECT id, call_id, caller, callee_dialled, callee, "user", source, transport, '
     'tls_identity, trunk, user_agent, "start", answer, "end", duration, billable, '
-    "disposition, status, reason, hangup_by, media FROM cdrs "
+    "disposition, status, reason, hangup_by, media, media_encryption FROM cdrs "
 )
 _BY_ID = _SELECT + "WHERE id = ?"
 _SINCE = _SELECT + 'WHERE "start" >= ? ORDER BY "start", id'
@@ -437,6 +440,8 @@ class CdrDatabase:
                 self._conn.run(statement)
             if "media" not in self.columns():
                 self._conn.run(_ADD_MEDIA)
+            if "media_encryption" not in self.columns():
+                self._conn.run(_ADD_ENCRYPTION)
 
     def columns(self) -> list[str]:
         """Column names of the cdrs table, in order."""
@@ -496,11 +501,11 @@ class CdrDatabase:
         if self._conn.run(self._end, params).rowcount == 0:
             self._check_exists(cdr_id)
 
-    def media(self, cdr_id: int, report: str) -> None:
-        """Attach the media quality report (JSON text, at most MAX_CDR_MEDIA characters)."""
-        if len(report) > MAX_CDR_MEDIA:
-            raise StoreError(f"media report of {len(report)} characters is too long")
-        if self._conn.run(self._media, (report, cdr_id)).rowcount == 0:
+    def media(self, cdr_id: int, report: str, encryption: str = "") -> None:
+        """Attach the media quality report (JSON text, at most MAX_CDR_MEDIA characters)
+        and which legs were encrypted (at most MAX_CDR_ENCRYPTION characters)."""
+        check_media(report, encryption)
+        if self._conn.run(self._media, (report, encryption, cdr_id)).rowcount == 0:
             self._check_exists(cdr_id)
 
     def close_open(self, now: float) -> int:

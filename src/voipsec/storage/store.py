@@ -432,9 +432,10 @@ class Store:
             hangup_by=hangup_by,
         )
 
-    def cdr_media(self, cdr_id: int, report: str) -> None:
-        """Attach the media quality report (JSON text, at most MAX_CDR_MEDIA characters)."""
-        self.cdr_db.media(cdr_id, report)
+    def cdr_media(self, cdr_id: int, report: str, encryption: str = "") -> None:
+        """Attach the media quality report (JSON text, at most MAX_CDR_MEDIA characters)
+        and which legs were encrypted ("a:srtp b:rtp", at most MAX_CDR_ENCRYPTION)."""
+        self.cdr_db.media(cdr_id, report, encryption)
 
     def close_open_cdrs(self, now: float) -> int:
         """Close the rows a crash left open (call server start before taking calls).

@@ -34,7 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..config import CDR_MAX_PENDING
-from ..records import DISPOSITIONS, HANGUP_BY, MAX_CDR_MEDIA, CdrStart, StoreError
+from ..records import DISPOSITIONS, HANGUP_BY, CdrStart, StoreError, check_media
 from .batchwriter import (
     MAX_BATCH,
     RETRY_INTERVAL,
@@ -87,6 +87,7 @@ class _End:
 class _Media:
     ticket: int
     report: str
+    encryption: str = ""
 
 
 _Op = _Open | _Answer | _End | _Media
@@ -199,11 +200,10 @@ class CdrWriter(BatchWriter[_Op, CdrDatabase, _Result]):
         )
         self._put(op)
 
-    def media(self, ticket: int, report: str) -> None:
-        """Queue the media report of the row of ``ticket``."""
-        if len(report) > MAX_CDR_MEDIA:
-            raise StoreError(f"media report of {len(report)} characters is too long")
-        self._put(_Media(ticket, report))
+    def media(self, ticket: int, report: str, encryption: str = "") -> None:
+        """Queue the media report of the row of ``ticket`` and which legs were encrypted."""
+        check_media(report, encryption)
+        self._put(_Media(ticket, report, encryption))
 
     # -- the writer thread ------------------------------------------------------------
 
@@ -249,7 +249,7 @@ class CdrWriter(BatchWriter[_Op, CdrDatabase, _Result]):
                 if isinstance(op, _Answer):
                     db.answer(row, op.when)
                 elif isinstance(op, _Media):
-                    db.media(row, op.report)
+                    db.media(row, op.report, op.encryption)
                 else:
                     self._end(db, row, op)
                     ended.append(op.ticket)
