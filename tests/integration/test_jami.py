@@ -16,7 +16,6 @@ import re
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
@@ -24,7 +23,9 @@ from tests.conftest import ALICE, BOB
 from tests.peers import netns
 from tests.peers.jami import Jami, Registration, sip_account
 from tests.peers.proc import free_port
+from tests.peers.sipclient import TlsSipClient
 from tests.peers.voipsec import VoipsecServer, prepare, serving
+from voipsec.sip.digest import client_response, parse_challenge
 
 pytestmark = pytest.mark.peers
 
@@ -81,7 +82,57 @@ def test_jami_registers_over_tls13_with_md5_digest(setup: Setup) -> None:
     assert str(binding["contact"]).startswith("sips:alice@127.0.0.1:"), binding
 
 
-def test_jami_account_uses_tls_and_checks_the_server(setup: Setup, tmp_path: Path) -> None:
+def test_jami_account_uses_tls_and_checks_the_server(setup: Setup) -> None:
     details = setup.jami.account_details(setup.account)
     assert (details["TLS.enable"], details["TLS.verifyServer"]) == ("true", "true")
     assert details["TLS.certificateListFile"] == str(setup.server.ca)
+
+
+# -- the digest change Jami needed, attacked (RFC 7616 §3.4) ------------------------------
+
+
+def _client(server: VoipsecServer) -> TlsSipClient:
+    return TlsSipClient(server.host, server.port, server.ca)
+
+
+def _md5_challenge(client: TlsSipClient) -> dict[str, str]:
+    """The MD5 challenge voipsec answers an unauthenticated REGISTER with on ``client``."""
+    challenge = client.request_register(BOB[0], "localhost", 0, "jami-nc", 1, None)
+    assert challenge.status == 401, challenge
+    offered = [parse_challenge(v) for v in challenge.headers.lines("www-authenticate")]
+    return next(c for c in offered if c.get("algorithm") == "MD5")
+
+
+def _answer(challenge: dict[str, str], nc: int) -> str:
+    """Bob's valid MD5 answer to ``challenge`` with nonce-count ``nc``."""
+    return client_response(
+        username=BOB[0],
+        password=BOB[1],
+        realm=challenge["realm"],
+        nonce=challenge["nonce"],
+        method="REGISTER",
+        uri="sip:localhost",
+        algorithm="MD5",
+        nc=nc,
+        opaque=challenge.get("opaque"),
+    )
+
+
+def test_jami_style_first_count_two_accepted_and_its_replay_refused(setup: Setup) -> None:
+    """A fresh nonce may start at nc=2 (as Jami does); the same header again, from
+    another connection (possibly another signaling worker), or a valid answer with a
+    count that does not grow, is a replay: 403. A growing count is fine."""
+    server = setup.server
+
+    def status(client: TlsSipClient, cseq: int, auth: str) -> int:
+        # Expires: 0 binds nothing: only the digest decision is looked at.
+        return client.request_register(BOB[0], "localhost", 0, "jami-nc", cseq, auth).status
+
+    with _client(server) as first, _client(server) as second:
+        challenge = _md5_challenge(first)
+        two = _answer(challenge, 2)
+        assert status(first, 2, two) == 200
+        assert status(second, 3, two) == 403
+        assert status(first, 4, _answer(challenge, 1)) == 403
+        assert status(first, 5, _answer(challenge, 2)) == 403
+        assert status(first, 6, _answer(challenge, 3)) == 200

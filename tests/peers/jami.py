@@ -45,6 +45,25 @@ CALLS = "CallManager"
 CALL_TIMEOUT = 10
 
 
+#: The private bus: a session bus with no service directories. The system's
+#: ``cx.ring.Ring.service`` would let the first call to the name *start* a jamid of its
+#: own (D-Bus activation, without our arguments, outliving the bus); ours then finds
+#: "another daemon" and exits.
+BUS_CONFIG = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>session</type>
+  <listen>{address}</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow send_destination="*" eavesdrop="true"/>
+    <allow eavesdrop="true"/>
+    <allow own="*"/>
+  </policy>
+</busconfig>
+"""
+
+
 def _object_path(interface: str) -> str:
     return f"/cx/ring/Ring/{interface}"
 
@@ -248,14 +267,10 @@ class Jami:
         self.workdir.mkdir(parents=True, exist_ok=True)
         env = self._env()
         try:
+            config = self.workdir / "bus.conf"
+            config.write_text(BUS_CONFIG.format(address=self.address))
             self._dbus = subprocess.Popen(
-                [
-                    require("dbus-daemon"),
-                    "--session",
-                    "--nofork",
-                    "--nopidfile",
-                    f"--address={self.address}",
-                ],
+                [require("dbus-daemon"), f"--config-file={config}", "--nofork", "--nopidfile"],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
                 env=env,
