@@ -242,6 +242,8 @@ class Jami:
             "XDG_CACHE_HOME": str(home / ".cache"),
             "XDG_RUNTIME_DIR": str(home / "run"),
             "DBUS_SESSION_BUS_ADDRESS": self.address,
+            # PJSIP's own log (transports, transactions, TLS) in jamid.log, for diagnosis.
+            "SIPLOGLEVEL": "5",
         }
         for key in ("XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_CACHE_HOME", "XDG_RUNTIME_DIR"):
             Path(env[key]).mkdir(parents=True, exist_ok=True, mode=0o700)
