@@ -2,11 +2,11 @@
 
 jamid is Jami without its GUI: it owns ``cx.ring.Ring`` on a session bus and is told
 what to do through the interfaces in ``/usr/share/dbus-1/interfaces/cx.ring.Ring.*``.
-Each :class:`Jami` starts a private ``dbus-daemon --session`` (its socket in the work
-directory) and a jamid with its own HOME and XDG directories, so nothing of the
-machine's user leaks in and nothing is left behind. Methods are called with ``gdbus
-call`` (no D-Bus binding in the venv); its GVariant text answers are read by
-:func:`parse_gvariant`.
+Each :class:`Jami` starts a private ``dbus-daemon`` (a session bus with no service
+directories, its socket in the work directory) and a jamid with its own HOME and XDG
+directories, so nothing of the machine's user leaks in and nothing is left behind.
+Methods are called with ``gdbus call`` (no D-Bus binding in the venv); its GVariant
+text answers are read by :func:`parse_gvariant`.
 
 jamid looks up names and probes the network interfaces on its own: run it inside a
 network namespace with loopback only (tests/peers/netns.py).
@@ -21,6 +21,9 @@ What jamid 13.7 does that a caller must know (found by running it):
   ``TRYING``, ``ERROR_AUTH``, ...) and the TLS suite in ``TLS_CIPHER``.
 * It answers a fresh digest challenge with ``nc=00000002`` and MD5 only; after TLS 1.3
   post-handshake session tickets it loses the next message (issue 16).
+* Calls do not work here yet: ``placeCallWithMedia`` blocks in PJNATH's ICE set-up
+  until jamid is killed, and the deprecated ``placeCall`` offers an SDP without media
+  (docs/interop.md).
 """
 
 from __future__ import annotations
@@ -279,7 +282,7 @@ class Jami:
             )
             wait_for(self.bus.exists, deadline=deadline, what="the private D-Bus socket")
             with open(self.log, "wb") as out:
-                # -c: log to the console (here the log file), -d: debug (SIP traces),
+                # -c: log to the console (here the log file), -d: debug messages,
                 # -p: stay up when no client is connected to the bus.
                 self._jamid = subprocess.Popen(
                     [str(JAMID), "-c", "-d", "-p"],
