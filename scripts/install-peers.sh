@@ -20,6 +20,7 @@ have linphonec || need+=(linphone-cli)
 [ -x /usr/libexec/jamid ] || need+=(jami-daemon)
 have dbus-daemon || need+=(dbus-daemon)
 have sox || need+=(sox)
+have gdbus || need+=(libglib2.0-bin)
 have ip || need+=(iproute2)
 # The CDR tests start their own PostgreSQL cluster from Debian's server binaries.
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql)

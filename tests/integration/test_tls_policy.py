@@ -115,3 +115,36 @@ def test_plaintext_listener_only_when_configured(tmp_path) -> None:  # type: ign
     )
     with serving(prepared):
         assert port_open("127.0.0.1", tcp)
+
+
+# -- TLS 1.3 session tickets (issue 16 item 2) ------------------------------------------
+
+#: Any SIP request: the answer comes after whatever the server sent once the handshake
+#: finished, so reading up to it sees every post-handshake ticket.
+OPTIONS = (
+    b"OPTIONS sip:localhost SIP/2.0\r\n"
+    b"Via: SIP/2.0/TLS 127.0.0.1:5999;branch=z9hG4bKtickets\r\n"
+    b"From: <sip:probe@localhost>;tag=t\r\nTo: <sip:localhost>\r\n"
+    b"Call-ID: tickets@127.0.0.1\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\n"
+    b"Content-Length: 0\r\n\r\n"
+)
+
+
+def _tickets(server: VoipsecServer) -> int:
+    result = s_client(
+        server.host, server.port, options=["-tls1_3", "-msg"], ca=server.ca, send=OPTIONS
+    )
+    assert result.protocol == "TLSv1.3"
+    assert "\nSIP/2.0 " in result.output or result.output.startswith("SIP/2.0 ")
+    return result.output.count("NewSessionTicket")
+
+
+def test_tls13_default_sends_no_session_ticket(shared_server: VoipsecServer) -> None:
+    # PJSIP/GnuTLS (Jami) loses the message after post-handshake tickets.
+    assert _tickets(shared_server) == 0
+
+
+def test_tls13_session_tickets_setting_sends_them(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    prepared = prepare(tmp_path / "d", settings=[("tls.session_tickets", "2")])
+    with serving(prepared) as server:
+        assert _tickets(server) == 2

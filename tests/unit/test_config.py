@@ -9,6 +9,7 @@ import pytest
 
 from voipsec.config import (
     DEFAULT_TOML,
+    MAX_SESSION_TICKETS,
     AlertsSection,
     Config,
     ConfigError,
@@ -46,6 +47,7 @@ def test_config_defaults_are_secure() -> None:
     assert config.media.srtp == "required"
     assert config.media.srtp_offer == "savp"
     assert config.tls.min_version == "1.2"
+    assert config.tls.session_tickets == 0  # issue 16: Jami loses a message after tickets
     assert config.turn.listen == ["udp:127.0.0.1:3478", "tcp:127.0.0.1:3478"]
     assert config.turn.allowed_peers == []
 
@@ -122,6 +124,14 @@ def test_config_every_problem_is_reported(tmp_path: Path) -> None:
             "media.srtp_offer: Input should be 'savp' or 'avp-crypto'",
         ),
         ("[tls]\nhandshake_timeout = 0\n", "tls.handshake_timeout: Input should be greater than 0"),
+        (
+            f"[tls]\nsession_tickets = {MAX_SESSION_TICKETS + 1}\n",
+            f"tls.session_tickets: Input should be less than or equal to {MAX_SESSION_TICKETS}",
+        ),
+        (
+            "[tls]\nsession_tickets = -1\n",
+            "tls.session_tickets: Input should be greater than or equal to 0",
+        ),
         ("[auth]\nalgorithms = []\n", "auth.algorithms: at least one algorithm is required"),
         (
             "[auth]\nnonce_lifetime = 5\n",

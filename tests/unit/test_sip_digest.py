@@ -260,10 +260,32 @@ def test_digest_increasing_nonce_count_ok() -> None:
     assert _verify(auth, _creds(nonce, nc=4)).detail == "nonce count replayed"
 
 
-def test_digest_first_use_with_count_above_one_is_stale() -> None:
+def test_digest_fresh_nonce_first_count_above_one_ok() -> None:
+    # Jami (PJSIP) answers a new challenge with nc=00000002 (issue 16); RFC 7616 §3.4
+    # only asks that the count grows.
     auth = _auth()
     assert _verify(auth, _creds(_nonce(auth), nc=2)) == AuthResult(
-        verdict=DigestVerdict.STALE, detail="nonce count unknown"
+        verdict=DigestVerdict.OK, username="alice"
+    )
+
+
+def test_digest_fresh_nonce_count_that_does_not_grow_is_replay() -> None:
+    auth = _auth()
+    nonce = _nonce(auth)
+    assert _verify(auth, _creds(nonce, nc=7)).verdict is DigestVerdict.OK
+    for nc in (7, 6, 1):
+        assert _verify(auth, _creds(nonce, nc=nc)) == AuthResult(
+            verdict=DigestVerdict.FAILED, detail="nonce count replayed"
+        )
+    assert _verify(auth, _creds(nonce, nc=8)).verdict is DigestVerdict.OK
+    assert auth.statistics().replays == 3
+
+
+def test_digest_nonce_count_zero_is_malformed() -> None:
+    auth = _auth()
+    creds = replace(_creds(_nonce(auth)), nc="00000000")
+    assert _verify(auth, creds) == AuthResult(
+        verdict=DigestVerdict.MALFORMED, detail="malformed nc"
     )
 
 
@@ -274,6 +296,18 @@ def test_digest_evicted_nonce_count_is_stale() -> None:
     assert _verify(auth, _creds(second)).verdict is DigestVerdict.OK
     assert auth.statistics().tracked_nonces == 1
     assert _verify(auth, _creds(first, nc=2)).detail == "nonce count unknown"
+    # The replay of the evicted nonce's first answer is refused too.
+    assert _verify(auth, _creds(first)).detail == "nonce count unknown"
+
+
+def test_digest_nonce_issued_after_an_eviction_may_start_above_one() -> None:
+    auth = _auth(max_tracked_nonces=1)
+    first, second = _nonce(auth), _nonce(auth)
+    _verify(auth, _creds(first))
+    _verify(auth, _creds(second))  # evicts first, issued at T0
+    later = _nonce(auth, now=T0 + 1)
+    assert _verify(auth, _creds(later, nc=2), now=T0 + 1).verdict is DigestVerdict.OK
+    assert _verify(auth, _creds(later, nc=2), now=T0 + 1).detail == "nonce count replayed"
 
 
 def test_digest_md5_refused_when_only_sha256_enabled() -> None:

@@ -113,6 +113,7 @@ class Listeners:
                 client_ca=CaPaths.in_dir(self.data_dir).cert,
                 client_cert=listen.client_cert or self.config.tls.client_cert,
                 min_version=self.config.tls.min_version,
+                session_tickets=self.config.tls.session_tickets,
             )
             self._contexts.append(ssl_ctx)
         # TCP is accepted plain and counted per source before the TLS handshake, which

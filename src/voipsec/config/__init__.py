@@ -145,9 +145,22 @@ class SipSection(_Section):
         return [parse_listen(x) for x in self.listen]
 
 
+#: TLS 1.3 session tickets sent after a handshake by default: none. OpenSSL sends two
+#: NewSessionTicket messages right after the handshake, and PJSIP/GnuTLS phones (Jami
+#: 13.7) then lose the next SIP message and their REGISTER times out (issue 16). Phones
+#: keep their connection open for hours, so resumption saves them little.
+SESSION_TICKETS = 0
+
+#: Most TLS 1.3 tickets a server may send per handshake: a client uses one ticket per
+#: resumed connection, and OpenSSL's own default is 2; more only costs bytes.
+MAX_SESSION_TICKETS = 8
+
+
 class TlsSection(_Section):
     client_cert: Literal["required", "optional", "off"] = "optional"
     min_version: Literal["1.2", "1.3"] = "1.2"
+    #: TLS 1.3 tickets sent after each handshake (0: none; see pki/tls.py).
+    session_tickets: Annotated[int, Field(ge=0, le=MAX_SESSION_TICKETS)] = SESSION_TICKETS
     handshake_timeout: Annotated[float, Field(gt=0, le=120)] = 10.0
     idle_timeout: Annotated[float, Field(gt=0, le=86_400)] = 900.0
     message_timeout: Annotated[float, Field(gt=0, le=600)] = 30.0
@@ -613,6 +626,10 @@ workers = 0
 client_cert = "optional"
 # Lowest TLS version accepted: "1.2" or "1.3". Only ECDHE with AEAD ciphers are offered.
 min_version = "1.2"
+# TLS 1.3 session tickets sent after each handshake (0-8). 0: none, so no TLS 1.3
+# resumption; PJSIP/GnuTLS phones (Jami) lose the next message after tickets, and
+# phones keep their connection open anyway. TLS 1.2 resumption is not affected.
+session_tickets = 0
 # Seconds a client has to finish the TLS handshake.
 handshake_timeout = 10.0
 # Seconds a connection may stay silent before it is closed (phones send keep-alives).

@@ -165,6 +165,7 @@ class MonitorService:
                 client_ca=None,
                 client_cert="off",
                 min_version=self.config.tls.min_version,
+                session_tickets=self.config.tls.session_tickets,
             )
             self.metrics_server = MetricsServer(
                 self.metrics,

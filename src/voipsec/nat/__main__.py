@@ -79,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
                 client_ca=None,
                 client_cert="off",
                 min_version=config.tls.min_version,
+                session_tickets=config.tls.session_tickets,
             )
             if tls
             else None

@@ -1,13 +1,16 @@
 """The TLS policy every voipsec listener uses (RFC 7525 / BCP 195 recommendations).
 
 TLS 1.2 minimum (1.3 preferred by OpenSSL's negotiation), ECDHE key exchange with
-AEAD ciphers only, no compression, no renegotiation, server cipher preference.
+AEAD ciphers only, no compression, no renegotiation, server cipher preference, and
+no TLS 1.3 session tickets unless configured (``tls.session_tickets``, issue 16).
 """
 
 from __future__ import annotations
 
 import ssl
 from pathlib import Path
+
+from ..config import MAX_SESSION_TICKETS, SESSION_TICKETS
 
 #: TLS 1.2 suites: forward secrecy and AEAD only (no CBC, no RSA key exchange).
 TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
@@ -26,9 +29,18 @@ def server_context(
     client_ca: Path | None,
     client_cert: str = "optional",
     min_version: str = "1.2",
+    session_tickets: int = SESSION_TICKETS,
 ) -> ssl.SSLContext:
-    """A server-side SSLContext that enforces voipsec's TLS policy."""
+    """A server-side SSLContext that enforces voipsec's TLS policy.
+
+    ``session_tickets`` is the number of TLS 1.3 tickets sent after each handshake
+    (RFC 8446 §4.6.1); 0 means no TLS 1.3 resumption. TLS 1.2 clients still resume
+    with the session tickets or ids of their handshake, which no phone has tripped on.
+    """
+    if not 0 <= session_tickets <= MAX_SESSION_TICKETS:
+        raise ValueError(f"session_tickets must be 0..{MAX_SESSION_TICKETS}, not {session_tickets}")
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.num_tickets = session_tickets
     ctx.minimum_version = ssl.TLSVersion.TLSv1_3 if min_version == "1.3" else ssl.TLSVersion.TLSv1_2
     ctx.set_ciphers(TLS12_CIPHERS)
     ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE

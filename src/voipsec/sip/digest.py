@@ -8,7 +8,8 @@ HA1 (the password itself is never stored) and comparing in constant time. A user
 who does not exist is checked against a dummy HA1 so that unknown and known users
 take the same path and get the same answer (no enumeration). The nonce-count of
 every accepted nonce is remembered for the nonce's lifetime so a replayed
-Authorization header is refused.
+Authorization header is refused; a fresh nonce may start at any count >= 1, but
+one issued before a nonce whose count was evicted is answered ``stale``.
 
 Nothing here reads the clock: ``now`` is an argument.
 """
@@ -224,6 +225,10 @@ class DigestAuthenticator:
         #: The highest nonce-count seen per nonce, least recently used first. The issue
         #: time is not stored: every nonce carries it (issue 15: memory per call).
         self._nc_seen: OrderedDict[str, int] = OrderedDict()
+        #: The newest issue time of a nonce evicted from ``_nc_seen`` before it expired:
+        #: an untracked nonce issued no later than this may be one whose count was
+        #: forgotten, so it is refused as stale rather than taken as fresh.
+        self._forgotten_upto = float("-inf")
         self._dummy_ha1 = {a: _h(a, os.urandom(16).hex()) for a in ALGORITHMS}
         self._opaque = base64.urlsafe_b64encode(os.urandom(9)).decode()
         self._counts = {"challenges": 0, "accepted": 0, "failed": 0, "stale": 0, "replays": 0}
@@ -289,10 +294,14 @@ class DigestAuthenticator:
         """RFC 7616 §3.4: the nonce-count must grow; a repeat is a replay."""
         self._expire_counts(now)
         seen = self._nc_seen.get(nonce)
-        if seen is None and nc != 1:
-            # The count was evicted (or never seen): fail safe with a fresh nonce.
+        if seen is None and _issued(nonce) <= self._forgotten_upto:
+            # The count may have been evicted: a replay would look fresh, so fail safe
+            # with a fresh nonce (the client retries once; no call is lost).
             self._counts["stale"] += 1
             return AuthResult(verdict=DigestVerdict.STALE, detail="nonce count unknown")
+        # A nonce never seen may start at any count >= 1: RFC 7616 §3.4 only asks that
+        # the count grows per nonce, and Jami (PJSIP) answers a fresh challenge with
+        # nc=00000002 (issue 16).
         if seen is not None and nc <= seen:
             self._counts["replays"] += 1
             self._counts["failed"] += 1
@@ -300,7 +309,8 @@ class DigestAuthenticator:
         self._nc_seen[nonce] = nc
         self._nc_seen.move_to_end(nonce)
         while len(self._nc_seen) > self._max_tracked:
-            self._nc_seen.popitem(last=False)
+            evicted, _ = self._nc_seen.popitem(last=False)
+            self._forgotten_upto = max(self._forgotten_upto, _issued(evicted))
         self._counts["accepted"] += 1
         return AuthResult(verdict=DigestVerdict.OK, username=username)
 
@@ -350,9 +360,11 @@ _HEX = frozenset("0123456789abcdefABCDEF")
 def _parse_nc(text: str) -> int | None:
     # RFC 7616 §3.4: nc-value = 8LHEX. int(text, 16) alone would also take "0x000001",
     # "+0000001" or "0000_001".
+    # The count includes the request it is on, so it starts at 00000001.
     if len(text) != 8 or not set(text) <= _HEX:
         return None
-    return int(text, 16)
+    count = int(text, 16)
+    return count if count >= 1 else None
 
 
 def client_response(
