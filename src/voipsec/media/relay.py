@@ -20,6 +20,10 @@ Hardening (lessons of rtpengine CVE-2025-53399 and FreeSWITCH CVE-2021-41105):
   From then on, packets from any other source are dropped (strict source).
 - Unauthenticated, replayed and malformed packets are dropped and counted, never
   relayed, and never end a call. Their log lines are rate-limited.
+- STUN on a leg's ports (ICE connectivity and consent checks) is told apart from
+  RTP before any SRTP processing (RFC 7983) and handled by :mod:`.icelite`: a valid
+  check of a leg whose phone offered ICE is answered (rate-limited), the rest is
+  dropped; both are counted apart from malformed packets, and STUN never latches.
 - An answered call with no valid packet for ``[media] timeout`` seconds is reported
   by :meth:`MediaRelay.sweep`; the call layer then ends it.
 
@@ -42,10 +46,12 @@ import socket
 import struct
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from .destinations import MediaPeer, MediaPolicy
 from .errors import MediaRefused
+from .icelite import IceLite, answer_check, looks_like_stun, new_credentials, remote_credentials
+from .icelite import sdp_lines as ice_sdp_lines
 from .quality import StreamReport, StreamStats
 from .sdes import (
     SUITES,
@@ -138,6 +144,8 @@ class Leg:
     peer: MediaPeer = UNKNOWN_PEER
     #: The call is over: the sockets went back to the pool (perhaps to another call).
     closed: bool = False
+    #: ICE-lite state while the leg's phone does ICE (its SDP had a=ice-ufrag).
+    ice: IceLite | None = field(default=None, repr=False)
     #: The call's other leg, where this leg's packets go, and the call (set together).
     partner: Leg | None = field(default=None, repr=False)
     media: CallMedia | None = field(default=None, repr=False)
@@ -251,7 +259,7 @@ class MediaRelay:
         self._take_offer(here, sdp, audio)
         self._set_remote(media, here, sdp, audio, peer)
         media.offers[side] = sdp
-        answer = self._offer_to(there, audio, first=here.suite)
+        answer = replace(self._offer_to(there, audio, first=here.suite), ice=self._ice_lines(there))
         media.version += 1
         return rewrite(
             sdp,
@@ -282,6 +290,7 @@ class MediaRelay:
             if there.plain or there.suite is None
             else (crypto_line(there.tag, there.suite, there.tx_master),),
             rtcp_mux=there.rtcp_mux,
+            ice=self._ice_lines(there),
         )
         media.version += 1
         return rewrite(
@@ -438,10 +447,20 @@ class MediaRelay:
         leg.peer = peer
         if leg.plain:
             leg.latched_rtp = leg.latched_rtcp = None
+        _take_ice(leg, sdp, audio)
         address = sdp.address(audio) or ""
         rtcp_port = audio.port if audio.rtcp_mux else audio.port + 1
         leg.remote_rtp = self._destination(media, leg, address, audio.port)
         leg.remote_rtcp = self._destination(media, leg, address, rtcp_port)
+
+    def _ice_lines(self, leg: Leg) -> tuple[str, ...]:
+        """Our ICE-lite attributes for the SDP to ``leg``: only when its phone's own
+        SDP offered ICE, so a phone that never asked sees no ICE (docs/media.md)."""
+        if leg.ice is None:
+            return ()
+        return ice_sdp_lines(
+            leg.ice.local, self.address, leg.port, None if leg.rtcp_mux else leg.port + 1
+        )
 
     def _destination(
         self, media: CallMedia, leg: Leg, host: str, port: int
@@ -525,6 +544,9 @@ class MediaRelay:
         """The datagram of ``size`` bytes in the buffer: check, decrypt, re-encrypt, forward."""
         data = self._buffer.data
         if size < RTP_HEADER or data[0] >> 6 != 2:
+            if looks_like_stun(data, size):  # RFC 7983 §7: before any SRTP processing
+                self._stun(leg, size, source, rtcp_port, now)
+                return
             leg.stats.malformed()
             leg.drops.note("malformed", leg.name, now)
             return
@@ -557,6 +579,30 @@ class MediaRelay:
             seq, timestamp = _SEQ_TIMESTAMP.unpack_from(data, 2)
             leg.stats.rtp(seq, timestamp, clear, now)
         self._forward(partner, clear, rtcp)
+
+    def _stun(
+        self, leg: Leg, size: int, source: tuple[str, int], rtcp_port: bool, now: float
+    ) -> None:
+        """A STUN message on ``leg``: answer a valid ICE check (rate-limited) from the
+        port it came to, drop anything else. It never latches and never counts as
+        media for the timeout: consent checks alone do not keep a call up."""
+        verdict = answer_check(bytes(self._buffer.view[:size]), source, leg.ice)
+        reason = verdict.reason
+        if verdict.response is not None:
+            if leg.ice is None or not leg.ice.allow(now):
+                reason = "answer rate limit"
+            elif not self.policy.latch(*source, leg.peer, authenticated=True).allowed:
+                reason = "source may not receive media"
+        if reason or verdict.response is None:
+            leg.stats.stun_dropped()
+            leg.drops.note(f"STUN: {reason}", leg.name, now)
+            return
+        sock = leg.rtcp if rtcp_port else leg.rtp
+        try:
+            sock.sendto(verdict.response, source)
+        except OSError:
+            return
+        leg.stats.stun_answered()
 
     def _replay_early(self, leg: Leg) -> None:
         """The leg's key is known now: its early packets go through the normal path."""
@@ -673,6 +719,17 @@ def _first_audio(sdp: Sdp) -> Media:
         if media.kind == "audio" and media.port != 0:
             return media
     raise MediaRefused(488, "no audio stream in the SDP")
+
+
+def _take_ice(leg: Leg, sdp: Sdp, audio: Media) -> None:
+    """Remember the phone's ICE credentials from its SDP. New ones (an ICE restart,
+    RFC 8445 §9) get new credentials of ours too; an SDP without ICE ends ICE on
+    the leg, so its STUN is dropped from then on."""
+    remote = remote_credentials(sdp.session_attributes, audio.attributes)
+    if remote is None:
+        leg.ice = None
+    elif leg.ice is None or leg.ice.remote != remote:
+        leg.ice = IceLite(local=new_credentials(), remote=remote)
 
 
 def _check_remote(sdp: Sdp, audio: Media) -> None:
