@@ -228,7 +228,7 @@ def answer_check(request: bytes, source: tuple[str, int], ice: IceLite | None) -
     tid = message.transaction_id
     try:
         mapped = stun.encode_xor_address(source, tid)
-    except ValueError:  # a scoped IPv6 source ("fe80::1%eth0") has no STUN encoding
+    except ValueError:  # not an IP address: the shell passes what recvfrom gave it
         return _drop("source address cannot be encoded")
     answer = stun.Message(
         method=stun.Method.BINDING,
