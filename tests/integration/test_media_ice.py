@@ -13,8 +13,8 @@ ports; they used to be counted as malformed media. Here:
 * Attack: from another address, checks with a wrong password, a wrong username,
   without integrity, and STUN-looking junk get no answer; a flood of valid checks is
   answered only up to the per-leg budget. All of it is counted as STUN dropped, never
-  as malformed, and none of it latches the leg: alice's SRTP from her own address
-  still reaches bob.
+  as malformed, and none of it latches the leg, though the valid checks nominate the
+  attacker's address: alice's SRTP from her own address latches it and reaches bob.
 """
 
 from __future__ import annotations
@@ -191,10 +191,16 @@ def test_media_ice_aioice_check_to_the_relay_port_succeeds_and_is_counted(
 
 
 def check(username: str, key: bytes | None, *, cls: aio.Class = aio.Class.REQUEST) -> bytes:
+    """A check that nominates its pair (USE-CANDIDATE), as aggressive nomination does."""
     message = aio.Message(
         message_method=aio.Method.BINDING,
         message_class=cls,
-        attributes={"USERNAME": username, "PRIORITY": 1, "ICE-CONTROLLING": 9},
+        attributes={
+            "USERNAME": username,
+            "PRIORITY": 1,
+            "ICE-CONTROLLING": 9,
+            "USE-CANDIDATE": None,
+        },
     )
     if key is None:
         message.add_fingerprint()

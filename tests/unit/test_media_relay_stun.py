@@ -13,23 +13,24 @@ import asyncio
 import socket
 from collections.abc import Callable
 
+import pylibsrtp
 from aioice import stun as aio
 
 from voipsec.media.icelite import STUN_ANSWER_BURST
 from voipsec.media.quality import StreamReport
 from voipsec.media.relay import MediaRelay
-from voipsec.media.sdes import SUITES, crypto_line, new_master
+from voipsec.media.sdes import SUITES, crypto_line, new_master, outbound_policy
 from voipsec.media.sdp import Sdp, parse_sdp, rewrite
 
-from .test_media_relay import ALICE_PEER, _free_pair, _udp, _until
+from .test_media_relay import ALICE_PEER, _free_pair, _rtp, _udp, _until
 
 SUITE = SUITES["AES_CM_128_HMAC_SHA1_80"]
 PHONE_UFRAG = "Phn1"
 PHONE_PWD = "phonePassword0123456789x"
 
 
-def _sdp(port: int, *, ice: bool, mux: bool = True) -> bytes:
-    crypto = crypto_line(1, SUITE, new_master(SUITE))
+def _sdp(port: int, *, ice: bool, mux: bool = True, master: bytes | None = None) -> bytes:
+    crypto = crypto_line(1, SUITE, new_master(SUITE) if master is None else master)
     lines = [
         "v=0",
         "o=- 7 1 IN IP4 127.0.0.1",
@@ -60,11 +61,16 @@ def _ice_of(sdp: Sdp) -> dict[str, list[str]]:
     return out
 
 
-def _check(ufrag: str, pwd: str, *, remote: str = PHONE_UFRAG) -> bytes:
+def _check(ufrag: str, pwd: str, *, remote: str = PHONE_UFRAG, nominate: bool = False) -> bytes:
+    attributes: dict[str, object] = {
+        "USERNAME": f"{ufrag}:{remote}",
+        "PRIORITY": 1,
+        "ICE-CONTROLLING": 7,
+    }
+    if nominate:
+        attributes["USE-CANDIDATE"] = None
     message = aio.Message(
-        message_method=aio.Method.BINDING,
-        message_class=aio.Class.REQUEST,
-        attributes={"USERNAME": f"{ufrag}:{remote}", "PRIORITY": 1, "ICE-CONTROLLING": 7},
+        message_method=aio.Method.BINDING, message_class=aio.Class.REQUEST, attributes=attributes
     )
     message.add_message_integrity(pwd.encode())
     return bytes(message)
@@ -218,3 +224,50 @@ def test_relay_stun_rewrite_adds_nothing_without_ice() -> None:
     sdp = parse_sdp(_sdp(4000, ice=True))
     plain = parse_sdp(rewrite(sdp, address="127.0.0.1", session_id=1, version=1, media=[None]))
     assert _ice_of(plain) == {}  # the phone's own ICE attributes never pass
+
+
+def test_relay_stun_nomination_lets_authenticated_media_move_the_latch_and_nothing_else() -> None:
+    """ICE may select another local address of the phone than the one its first media
+    came from (linphone: 127.0.0.1 first, then its interface address). The latch moves
+    there only on SRTP that authenticates from the source of a nominating check."""
+
+    async def run() -> tuple[list[tuple[str, int] | None], StreamReport]:
+        relay = _relay()
+        master = new_master(SUITE)
+        srtp = pylibsrtp.Session(policy=outbound_policy(SUITE, master))
+        seq = iter(range(1, 100))
+        with _udp() as first, _udp() as moved, _udp() as stranger, _udp() as bob:
+            port = first.getsockname()[1]
+            relay.offer("c1", "a", _sdp(port, ice=True, master=master), ALICE_PEER)
+            answer = parse_sdp(relay.answer("c1", "b", _sdp(bob.getsockname()[1], ice=False)))
+            ice = _ice_of(answer)
+            ufrag, pwd = ice["ice-ufrag"][0], ice["ice-pwd"][0]
+            target = ("127.0.0.1", answer.media[0].port)
+            leg = relay._calls["c1"].legs["a"]  # the latch is not reported
+            latches: list[tuple[str, int] | None] = []
+            a_leg = lambda: relay.report("c1")[0].received  # noqa: E731
+
+            async def send(sock: socket.socket, data: bytes, until: Callable[[], bool]) -> None:
+                sock.sendto(data, target)
+                await _until(until)
+                latches.append(leg.latched_rtp)
+
+            await send(first, srtp.protect(_rtp(next(seq))), lambda: a_leg().packets == 1)
+            await send(moved, _check(ufrag, pwd), lambda: a_leg().stun_answered == 1)
+            await send(moved, srtp.protect(_rtp(next(seq))), lambda: a_leg().wrong_source == 1)
+            await send(moved, _check(ufrag, pwd, nominate=True), lambda: a_leg().stun_answered == 2)
+            await send(stranger, srtp.protect(_rtp(next(seq))), lambda: a_leg().wrong_source == 2)
+            await send(moved, b"\x80\x00" + bytes(30), lambda: a_leg().auth_failures == 1)
+            await send(moved, srtp.protect(_rtp(next(seq))), lambda: a_leg().packets == 2)
+            await send(first, srtp.protect(_rtp(next(seq))), lambda: a_leg().wrong_source == 3)
+            report = a_leg()
+            relay.close()
+            names = [sock.getsockname() for sock in (first, moved)]
+        return [names.index(latch) if latch in names else latch for latch in latches], report
+
+    latches, report = asyncio.run(run())
+    # first latches; a check without USE-CANDIDATE and a stranger move nothing; a forged
+    # packet from the nominated source moves nothing; its authenticated packet does.
+    assert latches == [0, 0, 0, 0, 0, 0, 1, 1]
+    assert (report.packets, report.wrong_source, report.auth_failures) == (2, 3, 1)
+    assert (report.stun_answered, report.stun_dropped, report.malformed) == (2, 0, 0)

@@ -25,7 +25,10 @@ relay is a lite agent (RFC 8445 §2.5): it gathers one host candidate per compon
   (RFC 8839 §5.1, §5.3, §5.4).
 
 A STUN message never latches a leg: the latch stays "after SRTP authentication"
-(docs/media.md). Nothing here reads a socket or the clock; callers pass ``now``.
+(docs/media.md). A check that nominates (USE-CANDIDATE, RFC 8445 §7.3.1.5) records its
+source, and only an SRTP packet that then authenticates from that source may move a
+leg's latch there: the phone's media moving to the pair ICE selected. Nothing here
+reads a socket or the clock; callers pass ``now``.
 """
 
 from __future__ import annotations
@@ -141,6 +144,21 @@ class IceLite:
     #: Token bucket of answers (``STUN_ANSWER_BURST``, ``STUN_ANSWER_RATE``).
     tokens: float = float(STUN_ANSWER_BURST)
     refilled: float | None = None
+    #: The source of the last answered nominating check, per component (RTP, RTCP).
+    nominated_rtp: tuple[str, int] | None = None
+    nominated_rtcp: tuple[str, int] | None = None
+
+    def nominate(self, source: tuple[str, int], rtcp_port: bool) -> None:
+        """An answered check with USE-CANDIDATE came from ``source`` (RFC 8445 §8.2.1:
+        a lite agent takes the nominated pair as the selected one)."""
+        if rtcp_port:
+            self.nominated_rtcp = source
+        else:
+            self.nominated_rtp = source
+
+    def nominated(self, source: tuple[str, int], rtcp_port: bool) -> bool:
+        """May an authenticated packet from ``source`` move the latch of that port?"""
+        return source == (self.nominated_rtcp if rtcp_port else self.nominated_rtp)
 
     def allow(self, now: float) -> bool:
         """Take one answer from the bucket; False when the leg's budget is spent."""
@@ -161,6 +179,8 @@ class StunVerdict:
 
     response: bytes | None = None
     reason: str = ""
+    #: The check carried USE-CANDIDATE (it nominates its pair).
+    nominate: bool = False
 
 
 def looks_like_stun(data: bytes | bytearray | memoryview, size: int) -> bool:
@@ -239,7 +259,7 @@ def answer_check(request: bytes, source: tuple[str, int], ice: IceLite | None) -
     response = stun.encode(answer, key=ice.local.pwd.encode(), fingerprint=True)
     if len(response) > len(request) + MAX_RESPONSE_GROWTH:
         return _drop("the answer would be larger than the request")
-    return StunVerdict(response=response)
+    return StunVerdict(response=response, nominate=message.has(stun.Attr.USE_CANDIDATE))
 
 
 __all__ = [

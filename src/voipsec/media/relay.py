@@ -552,14 +552,15 @@ class MediaRelay:
             return
         rtcp = rtcp_port or (leg.rtcp_mux and 192 <= data[1] <= 223)
         latched = leg.latched_rtcp if rtcp else leg.latched_rtp
-        if latched is not None and latched != source:
+        moving = latched is not None and latched != source
+        if moving and not _ice_moves(leg, source, rtcp_port):
             leg.stats.wrong_source()
             leg.drops.note(f"from {source[0]}:{source[1]}, not the latched peer", leg.name, now)
             return
         clear = self._decrypt(leg, size, rtcp, now, source)
         if clear < 0:
             return
-        if latched is None:
+        if latched is None or moving:
             decision = self.policy.latch(*source, leg.peer, authenticated=not leg.plain)
             if not decision.allowed:
                 leg.stats.wrong_source()
@@ -603,6 +604,8 @@ class MediaRelay:
         except OSError:
             return
         leg.stats.stun_answered()
+        if verdict.nominate and leg.ice is not None:
+            leg.ice.nominate(source, rtcp_port)
 
     def _replay_early(self, leg: Leg) -> None:
         """The leg's key is known now: its early packets go through the normal path."""
@@ -719,6 +722,13 @@ def _first_audio(sdp: Sdp) -> Media:
         if media.kind == "audio" and media.port != 0:
             return media
     raise MediaRefused(488, "no audio stream in the SDP")
+
+
+def _ice_moves(leg: Leg, source: tuple[str, int], rtcp_port: bool) -> bool:
+    """May a packet from ``source`` move the leg's latch, if it authenticates? Only on
+    an SRTP leg, from the source of a check that nominated this port's pair: ICE moved
+    the phone's media there (RFC 8445 §8.2.1). STUN alone never latches."""
+    return not leg.plain and leg.ice is not None and leg.ice.nominated(source, rtcp_port)
 
 
 def _take_ice(leg: Leg, sdp: Sdp, audio: Media) -> None:
