@@ -15,6 +15,7 @@ from aioice import stun as aio
 from hypothesis import given
 from hypothesis import strategies as st
 
+from voipsec.media import icelite
 from voipsec.media.icelite import (
     MAX_PWD,
     MAX_RESPONSE_GROWTH,
@@ -25,6 +26,7 @@ from voipsec.media.icelite import (
     STUN_ANSWER_RATE,
     IceCredentials,
     IceLite,
+    StunVerdict,
     answer_check,
     candidate_priority,
     looks_like_stun,
@@ -176,6 +178,30 @@ def test_icelite_answer_drops_a_bad_fingerprint_and_a_leg_without_ice() -> None:
     assert _reason(_check(ice), None) == "the leg does not do ICE"
 
 
+def test_icelite_answer_larger_than_request_plus_growth_is_not_sent(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The guard cannot trip with our 12-character ufrag (the smallest valid check is
+    as large as our largest answer), so shrink the allowance to show that it holds."""
+    ice = IceLite(
+        local=IceCredentials(ufrag="abcd", pwd="p" * MIN_PWD),
+        remote=IceCredentials(ufrag="efgh", pwd="q" * MIN_PWD),
+    )
+    bare = aio.Message(
+        message_method=aio.Method.BINDING,
+        message_class=aio.Class.REQUEST,
+        attributes={"USERNAME": "abcd:efgh"},
+    )
+    bare.add_message_integrity(ice.local.pwd.encode())
+    request = bytes(bare)
+    assert len(request) == 68
+    monkeypatch.setattr(icelite, "MAX_RESPONSE_GROWTH", 0)
+    assert answer_check(request, SOURCE, ice).response is not None  # IPv4: 64 bytes
+    assert answer_check(request, ("::1", 40000), ice) == StunVerdict(
+        reason="the answer would be larger than the request"
+    )  # IPv6: 76 bytes
+
+
 def test_icelite_answer_drops_a_request_over_the_size_limit() -> None:
     ice = _ice()
     padding = "p" * (MAX_STUN_REQUEST - 100)
@@ -190,7 +216,7 @@ def test_icelite_answer_drops_a_request_over_the_size_limit() -> None:
 def test_icelite_answer_drops_a_source_it_cannot_encode() -> None:
     ice = _ice()
     verdict = answer_check(_check(ice), ("not-an-address", 40000), ice)
-    assert verdict == type(verdict)(reason="source address cannot be encoded")
+    assert verdict == StunVerdict(reason="source address cannot be encoded")
 
 
 @given(st.binary(max_size=200))

@@ -76,12 +76,12 @@ def _check(ufrag: str, pwd: str, *, remote: str = PHONE_UFRAG, nominate: bool = 
     return bytes(message)
 
 
-def _relay(clock: Callable[[], float] = lambda: 100.0) -> MediaRelay:
+def _relay(clock: Callable[[], float] = lambda: 100.0, srtp: str = "required") -> MediaRelay:
     low = _free_pair()
     return MediaRelay(
         address="127.0.0.1",
         ports=(low, low + 4),
-        srtp="required",
+        srtp=srtp,
         suites=[SUITE.name],
         timeout=30,
         dscp=0,
@@ -271,3 +271,33 @@ def test_relay_stun_nomination_lets_authenticated_media_move_the_latch_and_nothi
     assert latches == [0, 0, 0, 0, 0, 0, 1, 1]
     assert (report.packets, report.wrong_source, report.auth_failures) == (2, 3, 1)
     assert (report.stun_answered, report.stun_dropped, report.malformed) == (2, 0, 0)
+
+
+def test_relay_stun_nomination_never_moves_a_plain_rtp_leg() -> None:
+    """A plain RTP leg has no authentication: it latches once per SDP, on an allowed
+    address, and a nominating check (anyone who saw the SDP can make one) changes
+    nothing."""
+
+    async def run() -> tuple[tuple[str, int] | None, tuple[str, int], StreamReport]:
+        relay = _relay(srtp="optional")
+        with _udp() as first, _udp() as moved:
+            offer = _sdp(first.getsockname()[1], ice=True).replace(b"RTP/SAVP", b"RTP/AVP")
+            relay.offer("c1", "a", offer, ALICE_PEER)
+            answer = parse_sdp(relay.answer("c1", "b", _sdp(4002, ice=False)))
+            ice = _ice_of(answer)
+            target = ("127.0.0.1", answer.media[0].port)
+            a_leg = lambda: relay.report("c1")[0].received  # noqa: E731
+            first.sendto(_rtp(1), target)
+            await _until(lambda: a_leg().packets == 1)
+            moved.sendto(_check(ice["ice-ufrag"][0], ice["ice-pwd"][0], nominate=True), target)
+            await _until(lambda: a_leg().stun_answered == 1)
+            moved.sendto(_rtp(2), target)
+            await _until(lambda: a_leg().wrong_source == 1)
+            latched = relay._calls["c1"].legs["a"].latched_rtp  # the latch is not reported
+            report = a_leg()
+            relay.close()
+            return latched, first.getsockname(), report
+
+    latched, first, report = asyncio.run(run())
+    assert latched == first
+    assert (report.packets, report.wrong_source, report.stun_answered) == (1, 1, 1)
