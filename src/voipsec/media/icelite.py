@@ -160,15 +160,24 @@ class IceLite:
         """May an authenticated packet from ``source`` move the latch of that port?"""
         return source == (self.nominated_rtcp if rtcp_port else self.nominated_rtp)
 
-    def allow(self, now: float) -> bool:
-        """Take one answer from the bucket; False when the leg's budget is spent."""
+    def available(self, now: float) -> bool:
+        """Is there an answer left in the bucket? Asked before a check is verified, so
+        that once a flood has spent the budget its checks cost no HMAC."""
         if self.refilled is not None:
             elapsed = max(0.0, now - self.refilled)
             self.tokens = min(float(STUN_ANSWER_BURST), self.tokens + elapsed * STUN_ANSWER_RATE)
         self.refilled = now
-        if self.tokens < 1.0:
+        return self.tokens >= 1.0
+
+    def take(self) -> None:
+        """Spend one answer (after :meth:`available` said there is one)."""
+        self.tokens = max(0.0, self.tokens - 1.0)
+
+    def allow(self, now: float) -> bool:
+        """:meth:`available`, then :meth:`take`: one answer, or False when spent."""
+        if not self.available(now):
             return False
-        self.tokens -= 1.0
+        self.take()
         return True
 
 
@@ -232,12 +241,16 @@ def answer_check(request: bytes, source: tuple[str, int], ice: IceLite | None) -
 
     The response is an RFC 8445 §7.3.1 success response: XOR-MAPPED-ADDRESS of the
     source, MESSAGE-INTEGRITY with our password, FINGERPRINT. The caller still applies
-    the leg's rate limit (:meth:`IceLite.allow`) before sending it.
+    the leg's rate limit (:meth:`IceLite.available`, :meth:`IceLite.take`).
     """
     if ice is None:
         return _drop("the leg does not do ICE")
     if len(request) > MAX_STUN_REQUEST:
         return _drop(f"larger than {MAX_STUN_REQUEST} bytes")
+    if f"{ice.local.ufrag}:".encode() not in request:
+        # Cheap first: whoever does not know our ufrag (it is only in the SDP sent to
+        # the phone) costs no parse and no HMAC. The USERNAME check below is exact.
+        return _drop("wrong USERNAME")
     try:
         message = stun.parse_message(request)  # checks a FINGERPRINT it carries
         why = _check_request(message, ice)

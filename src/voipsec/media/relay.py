@@ -587,14 +587,16 @@ class MediaRelay:
         """A STUN message on ``leg``: answer a valid ICE check (rate-limited) from the
         port it came to, drop anything else. It never latches and never counts as
         media for the timeout: consent checks alone do not keep a call up."""
-        verdict = answer_check(bytes(self._buffer.view[:size]), source, leg.ice)
+        ice = leg.ice
+        if ice is not None and not ice.available(now):
+            leg.stats.stun_dropped()
+            leg.drops.note("STUN: answer rate limit", leg.name, now)
+            return
+        verdict = answer_check(bytes(self._buffer.view[:size]), source, ice)
         reason = verdict.reason
-        if verdict.response is not None:
-            if leg.ice is None or not leg.ice.allow(now):
-                reason = "answer rate limit"
-            elif not self.policy.latch(*source, leg.peer, authenticated=True).allowed:
-                reason = "source may not receive media"
-        if reason or verdict.response is None:
+        if not reason and not self.policy.latch(*source, leg.peer, authenticated=True).allowed:
+            reason = "source may not receive media"
+        if ice is None or reason or verdict.response is None:
             leg.stats.stun_dropped()
             leg.drops.note(f"STUN: {reason}", leg.name, now)
             return
@@ -603,9 +605,10 @@ class MediaRelay:
             sock.sendto(verdict.response, source)
         except OSError:
             return
+        ice.take()
         leg.stats.stun_answered()
-        if verdict.nominate and leg.ice is not None:
-            leg.ice.nominate(source, rtcp_port)
+        if verdict.nominate:
+            ice.nominate(source, rtcp_port)
 
     def _replay_early(self, leg: Leg) -> None:
         """The leg's key is known now: its early packets go through the normal path."""
