@@ -380,6 +380,8 @@ class CallRecords:
                     mos=r.mos,
                     local=leg.local,
                     remote=leg.remote,
+                    stun_answered=r.stun_answered,
+                    stun_dropped=r.stun_dropped,
                 )
             )
 
@@ -518,6 +520,8 @@ def _leg_json(leg: LegReport) -> dict[str, object]:
         "replays": r.replays,
         "wrong_source": r.wrong_source,
         "malformed": r.malformed,
+        "stun_answered": r.stun_answered,
+        "stun_dropped": r.stun_dropped,
         "rtcp_packets": leg.rtcp_packets,
         "mos": round(r.mos, 2),
     }

@@ -114,6 +114,9 @@ class MediaStats:
     #: The relay's RTP address for this leg and the peer's (None when never known).
     local: tuple[str, int]
     remote: tuple[str, int] | None
+    #: STUN checks answered and STUN messages dropped (ICE-lite, docs/media.md).
+    stun_answered: int = 0
+    stun_dropped: int = 0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

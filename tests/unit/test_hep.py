@@ -173,7 +173,7 @@ def test_hep_quality_report_json_names_the_leg_and_its_counters() -> None:
     stats = MediaStats(call_id="c-1@x", cdr_id=7, time=9.0, leg="b", suite="AEAD_AES_256_GCM",
                        packets=500, lost=3, jitter_ms=1.234, auth_failures=1, replays=2,
                        wrong_source=4, malformed=5, mos=4.3911, local=("127.0.0.1", 30002),
-                       remote=("127.0.0.5", 4000))  # fmt: skip
+                       remote=("127.0.0.5", 4000), stun_answered=6, stun_dropped=8)  # fmt: skip
     assert json.loads(quality_report(stats)) == {
         "type": "voipsec.media",
         "call_id": "c-1@x",
@@ -188,6 +188,8 @@ def test_hep_quality_report_json_names_the_leg_and_its_counters() -> None:
         "replays": 2,
         "wrong_source": 4,
         "malformed": 5,
+        "stun_answered": 6,
+        "stun_dropped": 8,
     }
     silent = dataclasses.replace(stats, packets=0)
     assert json.loads(quality_report(silent))["mos"] is None

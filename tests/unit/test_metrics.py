@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime
 import logging
 import socket
@@ -120,6 +121,16 @@ def test_metrics_move_with_call_events() -> None:
     assert value(metrics, "voipsec_media_mos_count") == 1
     assert value(metrics, "voipsec_media_mos_bucket", le="4.2") == 0
     assert value(metrics, "voipsec_media_mos_bucket", le="4.4") == 1
+
+
+def test_metrics_count_stun_on_relay_ports_by_result() -> None:
+    metrics = Metrics(process=False)
+    assert value(metrics, "voipsec_media_stun_total", result="answered") == 0
+    assert value(metrics, "voipsec_media_stun_total", result="dropped") == 0
+    stun = dataclasses.replace(media(packets=10, lost=0, mos=4.3), stun_answered=5, stun_dropped=7)
+    metrics.on_event(stun)
+    assert value(metrics, "voipsec_media_stun_total", result="answered") == 5
+    assert value(metrics, "voipsec_media_stun_total", result="dropped") == 7
 
 
 def test_metrics_other_counters() -> None:

@@ -77,7 +77,16 @@ def test_package_layout_config_imports_no_feature_module() -> None:
 
 
 #: The sans-IO cores (DESIGN.md): they take parsed data and read no file.
-SANS_IO = ("core/", "sip/", "edge/", "monitor/fraud/", "nat/stun.py", "nat/turn", "media/sdp.py")
+SANS_IO = (
+    "core/",
+    "sip/",
+    "edge/",
+    "monitor/fraud/",
+    "nat/stun.py",
+    "nat/turn",
+    "media/sdp.py",
+    "media/icelite.py",
+)
 #: The shell's loaders that live beside their cores: they are the ones that read.
 LOADERS = frozenset({"core/dialplan_loader.py", "edge/ids_loader.py", "monitor/fraud/loader.py"})
 _READS = frozenset({"open", "read_text", "read_bytes", "files"})

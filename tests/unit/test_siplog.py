@@ -176,6 +176,8 @@ def test_siplog_redact_sdp_keys_keep_lifetime_and_mki() -> None:
         b";inline:QUJjZGVmMTIzNDU2Nzg5QUJDREUwMTIzNDU2Nzg5|2^20|2:4 FEC_ORDER=FEC_SRTP\n"
         b"a=crypto:2 F8_128_HMAC_SHA1_80 unknown-method:abc\n"
         b"a=key-mgmt:mikey AQAFgM0XflABAAAAAAAAAAAAAAsAyO\n"
+        b"a=ice-ufrag:0230c78b\n"
+        b"a=ice-pwd:d45c6daf0236fdbcb4cddf55\r\n"
     )
     assert redact(b"INVITE sip:x SIP/2.0\n\n" + body) == (
         b"INVITE sip:x SIP/2.0\n\n"
@@ -186,6 +188,8 @@ def test_siplog_redact_sdp_keys_keep_lifetime_and_mki() -> None:
         b";inline:<redacted>|2^20|2:4 FEC_ORDER=FEC_SRTP\n"
         b"a=crypto:2 F8_128_HMAC_SHA1_80 <redacted>\n"
         b"a=key-mgmt:mikey <redacted>\n"
+        b"a=ice-ufrag:0230c78b\n"
+        b"a=ice-pwd:<redacted>\r\n"
     )
 
 

@@ -171,6 +171,10 @@ class StreamReport:
     wrong_source: int
     loss_percent: float
     mos: float
+    #: STUN on the leg's ports (ICE checks, docs/media.md): answered, and dropped
+    #: (bad credentials, no ICE on the leg, over the rate limit). Never malformed.
+    stun_answered: int = 0
+    stun_dropped: int = 0
 
 
 @dataclass(slots=True)
@@ -193,6 +197,8 @@ class StreamStats:
     _replays: int = field(default=0, init=False, repr=False)
     _malformed: int = field(default=0, init=False, repr=False)
     _wrong_source: int = field(default=0, init=False, repr=False)
+    _stun_answered: int = field(default=0, init=False, repr=False)
+    _stun_dropped: int = field(default=0, init=False, repr=False)
 
     # RFC 3550 A.1 state. The extended sequence number is kept as one int (cycles +
     # seq); it may go below zero if a packet older than the first one turns up late.
@@ -334,6 +340,14 @@ class StreamStats:
         """Count a packet from an address other than the latched one."""
         self._wrong_source += 1
 
+    def stun_answered(self) -> None:
+        """Count a STUN check the relay answered (ICE-lite)."""
+        self._stun_answered += 1
+
+    def stun_dropped(self) -> None:
+        """Count a STUN message the relay dropped without an answer."""
+        self._stun_dropped += 1
+
     # -- reporting -----------------------------------------------------------------
 
     def snapshot(self) -> StreamReport:
@@ -362,4 +376,6 @@ class StreamStats:
             wrong_source=self._wrong_source,
             loss_percent=loss_percent,
             mos=score,
+            stun_answered=self._stun_answered,
+            stun_dropped=self._stun_dropped,
         )

@@ -20,6 +20,10 @@ Hardening (lessons of rtpengine CVE-2025-53399 and FreeSWITCH CVE-2021-41105):
   From then on, packets from any other source are dropped (strict source).
 - Unauthenticated, replayed and malformed packets are dropped and counted, never
   relayed, and never end a call. Their log lines are rate-limited.
+- STUN on a leg's ports (ICE connectivity and consent checks) is told apart from
+  RTP before any SRTP processing (RFC 7983) and handled by :mod:`.icelite`: a valid
+  check of a leg whose phone offered ICE is answered (rate-limited), the rest is
+  dropped; both are counted apart from malformed packets, and STUN never latches.
 - An answered call with no valid packet for ``[media] timeout`` seconds is reported
   by :meth:`MediaRelay.sweep`; the call layer then ends it.
 
@@ -42,10 +46,12 @@ import socket
 import struct
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from .destinations import MediaPeer, MediaPolicy
 from .errors import MediaRefused
+from .icelite import IceLite, answer_check, looks_like_stun, new_credentials, remote_credentials
+from .icelite import sdp_lines as ice_sdp_lines
 from .quality import StreamReport, StreamStats
 from .sdes import (
     SUITES,
@@ -138,6 +144,8 @@ class Leg:
     peer: MediaPeer = UNKNOWN_PEER
     #: The call is over: the sockets went back to the pool (perhaps to another call).
     closed: bool = False
+    #: ICE-lite state while the leg's phone does ICE (its SDP had a=ice-ufrag).
+    ice: IceLite | None = field(default=None, repr=False)
     #: The call's other leg, where this leg's packets go, and the call (set together).
     partner: Leg | None = field(default=None, repr=False)
     media: CallMedia | None = field(default=None, repr=False)
@@ -255,7 +263,7 @@ class MediaRelay:
         self._take_offer(here, sdp, audio)
         self._set_remote(media, here, sdp, audio, peer)
         media.offers[side] = sdp
-        answer = self._offer_to(there, audio, first=here.suite)
+        answer = replace(self._offer_to(there, audio, first=here.suite), ice=self._ice_lines(there))
         media.version += 1
         return rewrite(
             sdp,
@@ -286,6 +294,7 @@ class MediaRelay:
             if there.plain or there.suite is None
             else (crypto_line(there.tag, there.suite, there.tx_master),),
             rtcp_mux=there.rtcp_mux,
+            ice=self._ice_lines(there),
         )
         media.version += 1
         return rewrite(
@@ -467,10 +476,20 @@ class MediaRelay:
         leg.peer = peer
         if leg.plain:
             leg.latched_rtp = leg.latched_rtcp = None
+        _take_ice(leg, sdp, audio)
         address = sdp.address(audio) or ""
         rtcp_port = audio.port if audio.rtcp_mux else audio.port + 1
         leg.remote_rtp = self._destination(media, leg, address, audio.port)
         leg.remote_rtcp = self._destination(media, leg, address, rtcp_port)
+
+    def _ice_lines(self, leg: Leg) -> tuple[str, ...]:
+        """Our ICE-lite attributes for the SDP to ``leg``: only when its phone's own
+        SDP offered ICE, so a phone that never asked sees no ICE (docs/media.md)."""
+        if leg.ice is None:
+            return ()
+        return ice_sdp_lines(
+            leg.ice.local, self.address, leg.port, None if leg.rtcp_mux else leg.port + 1
+        )
 
     def _destination(
         self, media: CallMedia, leg: Leg, host: str, port: int
@@ -554,19 +573,23 @@ class MediaRelay:
         """The datagram of ``size`` bytes in the buffer: check, decrypt, re-encrypt, forward."""
         data = self._buffer.data
         if size < RTP_HEADER or data[0] >> 6 != 2:
+            if looks_like_stun(data, size):  # RFC 7983 §7: before any SRTP processing
+                self._stun(leg, size, source, rtcp_port, now)
+                return
             leg.stats.malformed()
             leg.drops.note("malformed", leg.name, now)
             return
         rtcp = rtcp_port or (leg.rtcp_mux and 192 <= data[1] <= 223)
         latched = leg.latched_rtcp if rtcp else leg.latched_rtp
-        if latched is not None and latched != source:
+        moving = latched is not None and latched != source
+        if moving and not _ice_moves(leg, source, rtcp_port):
             leg.stats.wrong_source()
             leg.drops.note(f"from {source[0]}:{source[1]}, not the latched peer", leg.name, now)
             return
         clear = self._decrypt(leg, size, rtcp, now, source)
         if clear < 0:
             return
-        if latched is None:
+        if latched is None or moving:
             decision = self.policy.latch(*source, leg.peer, authenticated=not leg.plain)
             if not decision.allowed:
                 leg.stats.wrong_source()
@@ -586,6 +609,35 @@ class MediaRelay:
             seq, timestamp = _SEQ_TIMESTAMP.unpack_from(data, 2)
             leg.stats.rtp(seq, timestamp, clear, now)
         self._forward(partner, clear, rtcp)
+
+    def _stun(
+        self, leg: Leg, size: int, source: tuple[str, int], rtcp_port: bool, now: float
+    ) -> None:
+        """A STUN message on ``leg``: answer a valid ICE check (rate-limited) from the
+        port it came to, drop anything else. It never latches and never counts as
+        media for the timeout: consent checks alone do not keep a call up."""
+        ice = leg.ice
+        if ice is not None and not ice.available(now):
+            leg.stats.stun_dropped()
+            leg.drops.note("STUN: answer rate limit", leg.name, now)
+            return
+        verdict = answer_check(bytes(self._buffer.view[:size]), source, ice)
+        reason = verdict.reason
+        if not reason and not self.policy.latch(*source, leg.peer, authenticated=True).allowed:
+            reason = "source may not receive media"
+        if ice is None or reason or verdict.response is None:
+            leg.stats.stun_dropped()
+            leg.drops.note(f"STUN: {reason}", leg.name, now)
+            return
+        sock = leg.rtcp if rtcp_port else leg.rtp
+        try:
+            sock.sendto(verdict.response, source)
+        except OSError:
+            return
+        ice.take()
+        leg.stats.stun_answered()
+        if verdict.nominate:
+            ice.nominate(source, rtcp_port)
 
     def _replay_early(self, leg: Leg) -> None:
         """The leg's key is known now: its early packets go through the normal path."""
@@ -702,6 +754,24 @@ def _first_audio(sdp: Sdp) -> Media:
         if media.kind == "audio" and media.port != 0:
             return media
     raise MediaRefused(488, "no audio stream in the SDP")
+
+
+def _ice_moves(leg: Leg, source: tuple[str, int], rtcp_port: bool) -> bool:
+    """May a packet from ``source`` move the leg's latch, if it authenticates? Only on
+    an SRTP leg, from the source of a check that nominated this port's pair: ICE moved
+    the phone's media there (RFC 8445 §8.2.1). STUN alone never latches."""
+    return not leg.plain and leg.ice is not None and leg.ice.nominated(source, rtcp_port)
+
+
+def _take_ice(leg: Leg, sdp: Sdp, audio: Media) -> None:
+    """Remember the phone's ICE credentials from its SDP. New ones (an ICE restart,
+    RFC 8445 §9) get new credentials of ours too; an SDP without ICE ends ICE on
+    the leg, so its STUN is dropped from then on."""
+    remote = remote_credentials(sdp.session_attributes, audio.attributes)
+    if remote is None:
+        leg.ice = None
+    elif leg.ice is None or leg.ice.remote != remote:
+        leg.ice = IceLite(local=new_credentials(), remote=remote)
 
 
 def _check_remote(sdp: Sdp, audio: Media) -> None:

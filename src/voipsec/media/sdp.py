@@ -375,6 +375,10 @@ class MediaAnswer:
     crypto: tuple[Crypto, ...] = ()
     #: Whether a=rtcp-mux is present (RFC 5761 §5.1.1).
     rtcp_mux: bool = False
+    #: The relay's own ICE-lite attributes for this section (values without "a=",
+    #: from :func:`voipsec.media.icelite.sdp_lines`), appended at its end; with any,
+    #: the session gets ``a=ice-lite`` (RFC 8839 §5.3). () for a leg without ICE.
+    ice: tuple[str, ...] = ()
 
 
 def _hidden(name: str) -> bool:
@@ -441,9 +445,16 @@ def rewrite(
             out.append(f"{t}={v}")
     if not has_session_c:
         out.append(f"c={conn}")
+    out.extend(_ice_session_lines(media))
     for section, answer in zip(sdp.media, media, strict=True):
         out.extend(_rewrite_media(section, answer, conn))
     return ("\r\n".join(out) + "\r\n").encode("utf-8")
+
+
+def _ice_session_lines(media: Sequence[MediaAnswer | None]) -> list[str]:
+    """``a=ice-lite`` when the relay speaks ICE on any section: it is session-level
+    only (RFC 8839 §5.3); the phone's own ICE attributes were dropped as hidden."""
+    return ["a=ice-lite"] if any(answer is not None and answer.ice for answer in media) else []
 
 
 def _rewrite_media(section: Media, answer: MediaAnswer | None, conn: str) -> list[str]:
@@ -483,4 +494,6 @@ def _rewrite_media(section: Media, answer: MediaAnswer | None, conn: str) -> lis
         out.extend(f"a=crypto:{c}" for c in cryptos)
     if mux and not mux_done:
         out.append("a=rtcp-mux")
+    if answer is not None:
+        out.extend(f"a={value}" for value in answer.ice)
     return out

@@ -172,6 +172,10 @@ class Metrics:
             "media_srtp_auth_failures", "SRTP packets that failed authentication.",
             namespace=ns, registry=r,
         )  # fmt: skip
+        self.media_stun = Counter(
+            "media_stun", "STUN messages on relay ports by result (answered, dropped).",
+            ["result"], namespace=ns, registry=r,
+        )  # fmt: skip
         self.media_mos = Histogram(
             "media_mos", "Estimated MOS of each call leg.", buckets=_MOS_BUCKETS,
             namespace=ns, registry=r,
@@ -203,6 +207,8 @@ class Metrics:
             self.auth_failures.labels(service)
         for result in ("ok", "failed"):
             self.tls_handshakes.labels(result)
+        for result in ("answered", "dropped"):
+            self.media_stun.labels(result)
         if process:
             # Unprefixed (process_cpu_seconds_total...), as dashboards expect them.
             ProcessCollector(registry=r)
@@ -227,6 +233,8 @@ class Metrics:
             self.media_packets.inc(max(0, event.packets))
             self.media_packets_lost.inc(max(0, event.lost))
             self.media_srtp_auth_failures.inc(max(0, event.auth_failures))
+            self.media_stun.labels("answered").inc(max(0, event.stun_answered))
+            self.media_stun.labels("dropped").inc(max(0, event.stun_dropped))
             if event.packets > 0:
                 self.media_mos.observe(event.mos)
         elif isinstance(event, CredentialsRejected):

@@ -62,6 +62,8 @@ def quality_report(stats: MediaStats) -> bytes:
         "replays": stats.replays,
         "wrong_source": stats.wrong_source,
         "malformed": stats.malformed,
+        "stun_answered": stats.stun_answered,
+        "stun_dropped": stats.stun_dropped,
     }
     return json.dumps(report, separators=(",", ":")).encode()
 

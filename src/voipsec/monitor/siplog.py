@@ -12,7 +12,9 @@ and returns it with its secrets replaced by ``<redacted>``:
   log fails closed.
 * in any body, the key of every SDES key parameter (``a=crypto:... inline:KEY|...``,
   RFC 4568 §6.1: the lifetime and MKI after the key stay), ``k=`` lines (RFC 4566
-  §5.12) and the data of ``a=key-mgmt`` (RFC 4567). Every body line is checked, so
+  §5.12), the data of ``a=key-mgmt`` (RFC 4567) and ``a=ice-pwd`` (RFC 8839 §5.4: with
+  the relay's ICE-lite password, STUN gets answers from a relay port). Every body line
+  is checked, so
   SDP inside a multipart body is covered too.
 
 A redacted body is shorter or longer than the original: when the message had one
@@ -97,7 +99,7 @@ _AUTH_FIELD = re.compile(
 _CONTENT_LENGTH = re.compile(
     rb"^((?:content-length|l)[ \t]*:[ \t]*)([0-9]{1,9})(?=[ \t]*\r?$)", re.IGNORECASE | re.MULTILINE
 )
-_KEY_LINE = re.compile(rb"^(?:k=|a=crypto:|a=key-mgmt:).*", re.IGNORECASE | re.MULTILINE)
+_KEY_LINE = re.compile(rb"^(?:k=|a=crypto:|a=key-mgmt:|a=ice-pwd:).*", re.IGNORECASE | re.MULTILINE)
 
 
 class _Unreadable(Exception):
@@ -146,6 +148,8 @@ def _redact_body_line(line: bytes) -> bytes:
             return parts[0] + b" " + parts[1] + b" " + _INLINE_KEY.sub(rb"\1" + _REDACTED, parts[2])
         cr = b"\r" if line.endswith(b"\r") else b""
         return parts[0] + b" " + parts[1] + b" " + _REDACTED + cr
+    if lower.startswith(b"a=ice-pwd:"):
+        return line[:10] + _REDACTED + (b"\r" if line.endswith(b"\r") else b"")
     if lower.startswith(b"a=key-mgmt:"):
         # a=key-mgmt:<prtcl-id> <keymgmt-data> (RFC 4567 §3.1)
         protocol, space, _ = line.partition(b" ")
