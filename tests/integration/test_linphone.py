@@ -429,13 +429,15 @@ def test_baresip_calls_linphone_with_srtp_and_audio_both_ways(
     assert_srtp_leg(legs["b"], baresip=False)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 16 item 5: STUN counted as malformed")
 def test_linphone_stun_checks_are_not_counted_as_malformed_media(
     linphone_calls: Call, baresip_calls: Call
 ) -> None:
+    """linphone sends STUN binding requests to the relay ports it is given; without ICE
+    in its own SDP they are dropped and counted as STUN, never as malformed media."""
     for call in (linphone_calls, baresip_calls):
-        for leg in call.cdr["media"]:
-            assert leg["malformed"] == 0, call.cdr
+        legs = call.cdr["media"]
+        assert [leg["malformed"] for leg in legs] == [0, 0], call.cdr
+        assert sum(leg["stun_dropped"] + leg["stun_answered"] for leg in legs) > 0, call.cdr
 
 
 def test_linphone_without_srtp_is_refused(
