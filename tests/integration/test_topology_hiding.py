@@ -7,7 +7,8 @@ nothing else; ``media.sdp_allow_attributes = ["x-allowed"]``):
   what it is (User-Agent, ``a=tool:baresip``) and what it does (Allow with REFER,
   SUBSCRIBE, NOTIFY, MESSAGE; Supported). Each phone's SIP trace shows what voipsec
   wrote to it: voipsec's own Allow, and an SDP with voipsec's own o=, ``s=-`` and no
-  ``a=tool``.
+  ``a=tool``. alice puts bob on hold (a re-INVITE): each leg keeps its own session id
+  and its version grows by one (RFC 3264 §8).
 * carol, a registered SIPp over TLS (a stunnel client hop), answers alice with
   ``tests/data/sipp/call_uas_leaky.xml``: every header and SDP line a phone may leak.
   alice's trace shows none of it but what the allow-lists pass (``b=AS``, and the
@@ -16,7 +17,7 @@ nothing else; ``media.sdp_allow_attributes = ["x-allowed"]``):
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -24,7 +25,7 @@ import pytest
 
 from tests.conftest import ALICE, BOB
 from tests.peers.baresip import Baresip, TraceEntry, account_line, free_sip_ports
-from tests.peers.proc import free_port
+from tests.peers.proc import free_port, wait_for
 from tests.peers.sipp import start_sipp, write_csv
 from tests.peers.stunnel import stunnel_client
 from tests.peers.voipsec import VoipsecServer, prepare, serving
@@ -115,10 +116,12 @@ def _body(entry: TraceEntry) -> str:
     return entry.text.split("\n\n", 1)[1] if "\n\n" in entry.text else ""
 
 
-def _call(alice: Baresip, uri: str, answer: Baresip | None) -> None:
+def _call(
+    alice: Baresip, uri: str, answer: Baresip | None, during: Callable[[], None] | None = None
+) -> None:
     """alice calls ``uri``; ``answer`` (a baresip) accepts it, else the callee answers
-    on its own; alice hangs up once the call is up. The phones live for the module:
-    only events after this call's start count."""
+    on its own; once the call is up, ``during`` runs and alice hangs up. The phones live
+    for the module: only events after this call's start count."""
     seen = len(alice.events())
     answer_seen = len(answer.events()) if answer is not None else 0
     alice.send("dial", uri)
@@ -127,6 +130,8 @@ def _call(alice: Baresip, uri: str, answer: Baresip | None) -> None:
         answer.send("accept")
     event = alice.wait_event("CALL_ESTABLISHED", "CALL_CLOSED", deadline=DEADLINE, after=seen)
     assert event["type"] == "CALL_ESTABLISHED", (event, alice.log_text()[-3000:])
+    if during is not None:
+        during()
     alice.send("hangup")
     alice.wait_event("CALL_CLOSED", deadline=DEADLINE, after=seen)
     if answer is not None:
@@ -140,14 +145,21 @@ def _assert_ours(entry: TraceEntry) -> None:
         assert entry.headers(name) == [], (name, entry.text)
 
 
-def _assert_our_sdp(text: str) -> str:
-    """The SDP voipsec wrote: its own origin and session name; returns its session id."""
+def _assert_our_sdp(text: str) -> tuple[str, int]:
+    """The SDP voipsec wrote: its own origin and session name; returns its o= session
+    id and version."""
     sdp = parse_sdp(text.encode())
     assert sdp.origin.startswith("- "), text
     assert sdp.origin.endswith(" IN IP4 127.0.0.1"), text
     assert sdp.session_name == "-", text
     assert "a=tool" not in text, text
-    return sdp.session_id
+    return sdp.session_id, sdp.version
+
+
+def _invite_oks(entries: list[TraceEntry], server: VoipsecServer) -> list[TraceEntry]:
+    """The 200s to INVITEs voipsec sent to a phone."""
+    oks = _received(entries, server, "SIP/2.0 200 ")
+    return [r for r in oks if r.headers("CSeq")[0].endswith(" INVITE")]
 
 
 # -- tests ----------------------------------------------------------------------------
@@ -158,29 +170,45 @@ def test_baresip_call_each_phone_gets_voipsec_allow_and_sdp(
 ) -> None:
     alice, bob = phones
     a_since, b_since = len(alice.sip_trace()), len(bob.sip_trace())
-    _call(alice, "sip:bob@localhost", answer=bob)
+
+    def hold() -> None:
+        """alice puts bob on hold: a re-INVITE relayed to bob, its 200 back to alice."""
+        alice.send("hold")
+        wait_for(
+            lambda: (
+                len(_invite_oks(_traffic(alice, server, a_since), server)) == 2
+                and len(_received(_traffic(bob, server, b_since), server, "INVITE ")) == 2
+            ),
+            deadline=DEADLINE,
+            what="the hold re-INVITE and its answer",
+        )
+
+    _call(alice, "sip:bob@localhost", answer=bob, during=hold)
     a_leg, b_leg = _traffic(alice, server, a_since), _traffic(bob, server, b_since)
 
     # What the phones said of themselves (so the test shows something was withheld).
-    invite = _sent(a_leg, server, "INVITE ")[-1]
+    invite = _sent(a_leg, server, "INVITE ")[0]
     assert "REFER" in invite.headers("Allow")[0], invite.text
     assert invite.headers("User-Agent"), invite.text
     assert "a=tool:baresip" in _body(invite), invite.text
-    (answer,) = [r for r in _sent(b_leg, server, "SIP/2.0 200 ") if _body(r)]
+    answer = next(r for r in _sent(b_leg, server, "SIP/2.0 200 ") if _body(r))
     assert "REFER" in answer.headers("Allow")[0], answer.text
     assert "a=tool:baresip" in _body(answer), answer.text
 
     # What each phone got: voipsec's Allow and SDP, never the other phone's.
-    (b_invite,) = _received(b_leg, server, "INVITE ")
-    _assert_ours(b_invite)
-    b_session = _assert_our_sdp(_body(b_invite))
+    b_invite, b_hold = _received(b_leg, server, "INVITE ")
     ringing = _received(a_leg, server, "SIP/2.0 180 ")
-    ok = [r for r in _received(a_leg, server, "SIP/2.0 200 ") if "INVITE" in r.headers("CSeq")[0]]
-    assert ringing and ok, [e.start_line for e in a_leg]
-    for response in (*ringing, *ok):
-        _assert_ours(response)
-    a_session = _assert_our_sdp(_body(ok[-1]))
-    assert a_session != b_session  # each leg is a session of voipsec's own
+    a_ok, a_hold_ok = _invite_oks(a_leg, server)
+    assert ringing, [e.start_line for e in a_leg]
+    for written in (b_invite, b_hold, *ringing, a_ok, a_hold_ok):
+        _assert_ours(written)
+    b_origin = _assert_our_sdp(_body(b_invite))
+    a_origin = _assert_our_sdp(_body(a_ok))
+    assert a_origin[0] != b_origin[0]  # each leg is a session of voipsec's own
+    # RFC 3264 §8: the hold changed each leg's SDP, so each leg's version grew by one.
+    assert _assert_our_sdp(_body(b_hold)) == (b_origin[0], b_origin[1] + 1)
+    assert _assert_our_sdp(_body(a_hold_ok)) == (a_origin[0], a_origin[1] + 1)
+    assert "a=sendonly" in _body(b_hold).splitlines(), b_hold.text
 
 
 def test_leaky_sipp_callee_reaches_the_caller_only_through_the_allow_lists(
@@ -218,7 +246,7 @@ def test_leaky_sipp_callee_reaches_the_caller_only_through_the_allow_lists(
 
     a_leg = _traffic(alice, server, since)
     ringing = _received(a_leg, server, "SIP/2.0 180 ")
-    ok = [r for r in _received(a_leg, server, "SIP/2.0 200 ") if "INVITE" in r.headers("CSeq")[0]]
+    ok = _invite_oks(a_leg, server)
     assert ringing and ok, [e.start_line for e in a_leg]
     for response in (*ringing, *ok):
         _assert_ours(response)
