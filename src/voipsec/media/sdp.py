@@ -440,12 +440,12 @@ def rewrite(
 
     - o= becomes ``- <session_id> <version> IN IP4|IP6 <address>``: the endpoint's
       origin would leak its address and user name (topology hiding).
-    - s= becomes ``-`` and the first t= ``0 0`` (RFC 3264 §5); i=, u=, e=, p=, r=, z=
+    - s= becomes ``-`` and t= one ``t=0 0`` (RFC 3264 §5); i=, u=, e=, p=, r=, z=
       (title, URI, e-mail, phone, repeat times, time zones: about the endpoint or its
       user, nothing a call's media needs) are dropped; b= is kept for
       :data:`BANDWIDTH_TYPES` only.
-    - Every c= (session and media) becomes ``address``; a session-level c= is added
-      when there was none, so every section has an address (RFC 8866 §5.7).
+    - Every c= (session and media) becomes ``address``; a session-level c= is always
+      written, so every section has an address (RFC 8866 §5.7).
     - Each m= gets the port and proto of its :class:`MediaAnswer`; None refuses the
       stream with port 0 (RFC 3264 §6) and strips its keys.
     - a=crypto lines are replaced by the answer's (at the first one's position, else at
