@@ -537,11 +537,13 @@ def test_b2bua_start_over_long_values_stay_behind() -> None:
 
 def test_b2bua_callee_reason_phrase_and_headers_are_sanitised_for_the_caller() -> None:
     b2b, call, sent = _start()
-    ringing = _reply(sent[0], 180, "Ring\x1b[2Jing", extra=("Retry-After: 5\x00",))
+    # A 1xx/2xx gets its standard phrase: the phone's own says nothing more, and may
+    # name the phone (issue 16).
+    ringing = _reply(sent[0], 180, "Ring\x1b[2Jing BobPhone", extra=("Retry-After: 5\x00",))
     (respond,) = b2b.on_response(_key(sent[0]), ringing, NOW + 1)
     assert _only_respond(respond).response.to_bytes() == _a_response(
         180,
-        "Ring [2Jing",
+        "Ringing",
         f"Contact: {A_OUR_CONTACT}",
         OUR_ALLOW,
         "Retry-After: 5 ",
@@ -551,6 +553,11 @@ def test_b2bua_callee_reason_phrase_and_headers_are_sanitised_for_the_caller() -
     actions = b2b.on_response(_key(sent[0]), busy, NOW + 2)
     assert _only_respond(actions[0]).response.status == 486
     assert _only_respond(actions[0]).response.reason == "Client Error"
+    # A failure's own phrase tells the caller why: it crosses, cleaned.
+    b2b, call, sent = _start()
+    declined = _reply(sent[0], 603, "Declined\x1b[2J by user")
+    actions = b2b.on_response(_key(sent[0]), declined, NOW + 2)
+    assert _only_respond(actions[0]).response.reason == "Declined [2J by user"
 
 
 def test_b2bua_check_invite_accepts_a_good_invite() -> None:

@@ -419,10 +419,29 @@ _DIALOG_SETTERS = frozenset({"INVITE", "UPDATE"})
 
 
 def reason_of(response: Response) -> str:
-    """The reason phrase of ``response`` for the other leg: its own when it may cross,
-    else its class's name (RFC 3261 §7.2: the phrase is for humans only)."""
+    """The reason phrase of ``response`` for the other leg (RFC 3261 §7.2: the phrase is
+    for humans only). A 1xx or 2xx gets the standard phrase of its code: it says
+    nothing the code does not, and a phone's own ("OK - SecretPhone 9.9") would name
+    it to the other phone (issue 16). A failure keeps the phone's phrase when it may
+    cross ("Declined by user" tells the caller why), else its class's name."""
+    if response.status < 300:
+        return _STANDARD_PHRASES.get(response.status, _CLASS_PHRASES[response.status // 100])
     reason = crossing_value(response.reason)
     return reason if reason is not None else _CLASS_PHRASES.get(response.status // 100, "")
+
+
+#: RFC 3261 §21.1, §21.2; 199 RFC 6228, 202 RFC 6665, 204 RFC 5839.
+_STANDARD_PHRASES = {
+    100: "Trying",
+    180: "Ringing",
+    181: "Call Is Being Forwarded",
+    182: "Queued",
+    183: "Session Progress",
+    199: "Early Dialog Terminated",
+    200: "OK",
+    202: "Accepted",
+    204: "No Notification",
+}
 
 
 _CLASS_PHRASES = {
