@@ -39,6 +39,7 @@ from voipsec.core.b2bua import (
     disposition_of,
     map_failure,
 )
+from voipsec.core.dispatch import DIALOG_ALLOW
 from voipsec.media.destinations import MediaPeer
 from voipsec.sip.digest import (
     DigestAuthenticator,
@@ -53,6 +54,8 @@ from voipsec.sip.message import Request, Response, parse_message
 from voipsec.sip.uac import LocalAddress
 
 NOW = 1_000.0
+#: voipsec's own Allow, on every INVITE/UPDATE it writes and their 1xx/2xx (issue 16).
+OUR_ALLOW = f"Allow: {DIALOG_ALLOW}"
 POLICY = CallPolicy(ring_timeout=60.0, max_duration=3_600.0, probe_interval=300.0)
 
 #: Our side towards the caller, and towards callees and trunks.
@@ -384,6 +387,7 @@ def test_b2bua_start_b_leg_invite_exact() -> None:
         f"Call-ID: {call.b_call_id}",
         "CSeq: 1 INVITE",
         f"Contact: {B_OUR_CONTACT}",
+        OUR_ALLOW,
         "Content-Type: application/sdp",
         body=OFFER,
     )
@@ -410,7 +414,13 @@ def test_b2bua_start_topology_hiding() -> None:
             "P-Asserted-Identity: <sip:+15551230000@pai.internal.example>",
             "X-Internal-Route: rack-17-secret",
             "Call-Info: <http://wallpaper.internal.example/a.png>;purpose=icon",
-            "Allow: INVITE, ACK, BYE, CANCEL, OPTIONS",
+            "Allow: INVITE, ACK, BYE, CANCEL, OPTIONS, REFER, SUBSCRIBE, MESSAGE",
+            "Supported: replaces, 100rel, norefersub",
+            "Allow-Events: talk, hold, presence",
+            "Accept: application/sdp, application/x-secret-phone+xml",
+            "Organization: Secret Corp",
+            "Reply-To: <sip:boss@secret.example>",
+            "Server: SecretPhone/9.9",
             "Subject: lunch",
         )
     )
@@ -434,6 +444,19 @@ def test_b2bua_start_topology_hiding() -> None:
         "Call-Info",
         "wallpaper",
         "CSeq: 101",
+        "REFER",
+        "SUBSCRIBE",
+        "MESSAGE",
+        "Supported",
+        "replaces",
+        "100rel",
+        "Allow-Events",
+        "Accept",
+        "x-secret-phone",
+        "Organization",
+        "Secret Corp",
+        "Reply-To",
+        "Server",
     ):
         assert secret.encode() not in data, secret
     assert [h.name for h in sent[0].headers] == [
@@ -449,7 +472,7 @@ def test_b2bua_start_topology_hiding() -> None:
         "Content-Type",
         "Content-Length",
     ]
-    assert sent[0].headers.get("allow") == "INVITE, ACK, BYE, CANCEL, OPTIONS"
+    assert sent[0].headers.get("allow") == DIALOG_ALLOW
     assert sent[0].headers.get("subject") == "lunch"
 
 
@@ -479,9 +502,7 @@ def test_b2bua_crossing_value_at_and_over_max_length() -> None:
 
 
 def test_b2bua_start_sanitises_what_crosses_to_the_callee() -> None:
-    invite = _a_invite(
-        extra=("Subject: hi\rthere\x1b[31m\x00x", "Priority: urgent\x1b", "Accept: a/b\x00")
-    )
+    invite = _a_invite(extra=("Subject: hi\rthere\x1b[31m\x00x", "Priority: urgent\x1b"))
     origin = Origin(
         target=A_TARGET,
         local=A_LOCAL,
@@ -494,7 +515,6 @@ def test_b2bua_start_sanitises_what_crosses_to_the_callee() -> None:
     assert b_invite.headers.get("from") == f"{display} <sip:alice@example.com>;tag={call.b_tag}"
     assert b_invite.headers.get("subject") == "hi there [31m x"
     assert b_invite.headers.get("priority") == "urgent "
-    assert b_invite.headers.get("accept") == "a/b "
     wire = b_invite.to_bytes()
     assert not any(b < 0x20 and b not in b"\t\r\n" for b in wire)
     assert wire.count(b"\r") == wire.count(b"\r\n")
@@ -517,15 +537,27 @@ def test_b2bua_start_over_long_values_stay_behind() -> None:
 
 def test_b2bua_callee_reason_phrase_and_headers_are_sanitised_for_the_caller() -> None:
     b2b, call, sent = _start()
-    ringing = _reply(sent[0], 180, "Ring\x1b[2Jing", extra=("Allow: BYE\x00",))
+    # A 1xx/2xx gets its standard phrase: the phone's own says nothing more, and may
+    # name the phone (issue 16).
+    ringing = _reply(sent[0], 180, "Ring\x1b[2Jing BobPhone", extra=("Retry-After: 5\x00",))
     (respond,) = b2b.on_response(_key(sent[0]), ringing, NOW + 1)
     assert _only_respond(respond).response.to_bytes() == _a_response(
-        180, "Ring [2Jing", f"Contact: {A_OUR_CONTACT}", "Allow: BYE ", tag=call.a_tag
+        180,
+        "Ringing",
+        f"Contact: {A_OUR_CONTACT}",
+        OUR_ALLOW,
+        "Retry-After: 5 ",
+        tag=call.a_tag,
     )
     busy = _reply(sent[0], 486, "B" * (MAX_CROSSING_VALUE + 1))
     actions = b2b.on_response(_key(sent[0]), busy, NOW + 2)
     assert _only_respond(actions[0]).response.status == 486
     assert _only_respond(actions[0]).response.reason == "Client Error"
+    # A failure's own phrase tells the caller why: it crosses, cleaned.
+    b2b, call, sent = _start()
+    declined = _reply(sent[0], 603, "Declined\x1b[2J by user")
+    actions = b2b.on_response(_key(sent[0]), declined, NOW + 2)
+    assert _only_respond(actions[0]).response.reason == "Declined [2J by user"
 
 
 def test_b2bua_check_invite_accepts_a_good_invite() -> None:
@@ -618,14 +650,23 @@ def test_b2bua_100_from_callee_is_not_relayed() -> None:
 def test_b2bua_180_relayed_with_our_tag_and_contact() -> None:
     b2b, call, sent = _start()
     ringing = _reply(
-        sent[0], 180, "Ringing", extra=("Server: BobPhone/1.0", "X-Bob-Secret: 42", "Allow: BYE")
+        sent[0],
+        180,
+        "Ringing",
+        extra=(
+            "Server: BobPhone/1.0",
+            "X-Bob-Secret: 42",
+            "Allow: BYE, REFER",
+            "Supported: 100rel",
+        ),
     )
     actions = b2b.on_response(_key(sent[0]), ringing, NOW + 1)
     assert len(actions) == 1
     respond = _only_respond(actions[0])
     assert respond.tx == A_TX
+    # voipsec's Allow, not bob's (issue 16); nothing of bob's phone crosses.
     assert respond.response.to_bytes() == _a_response(
-        180, "Ringing", f"Contact: {A_OUR_CONTACT}", "Allow: BYE", tag=call.a_tag
+        180, "Ringing", f"Contact: {A_OUR_CONTACT}", OUR_ALLOW, tag=call.a_tag
     )
     assert call.phase is Phase.EARLY
     assert re.fullmatch(r"[0-9a-f]{16}\.w0", call.a_tag) is not None
@@ -639,6 +680,7 @@ def test_b2bua_183_with_early_media_relays_body_and_content_type() -> None:
         183,
         "Session Progress",
         f"Contact: {A_OUR_CONTACT}",
+        OUR_ALLOW,
         "Content-Type: application/sdp",
         tag=call.a_tag,
         body=ANSWER,
@@ -671,6 +713,7 @@ def test_b2bua_200_answers_the_call() -> None:
         200,
         "OK",
         f"Contact: {A_OUR_CONTACT}",
+        OUR_ALLOW,
         "Content-Type: application/sdp",
         tag=call.a_tag,
         body=ANSWER,
@@ -1081,6 +1124,7 @@ def test_b2bua_trunk_challenge_is_answered_once(
         "CSeq: 2 INVITE",
         f"Contact: {B_OUR_CONTACT}",
         f"{answer_header}: {value}",
+        OUR_ALLOW,
         "Content-Type: application/sdp",
         body=OFFER,
     )
@@ -1490,6 +1534,8 @@ def test_b2bua_options_in_dialog_answered_here() -> None:
         f"To: <sip:alice@example.com>;tag={call.b_tag}",
         f"Call-ID: {call.b_call_id}",
         "CSeq: 1 OPTIONS",
+        OUR_ALLOW,
+        "Accept: application/sdp",
     )
     assert b2b.statistics().relayed_requests == 0
 
@@ -1557,6 +1603,7 @@ def test_b2bua_reinvite_from_caller_is_relayed() -> None:
         f"Call-ID: {call.b_call_id}",
         "CSeq: 2 INVITE",
         f"Contact: {B_OUR_CONTACT}",
+        OUR_ALLOW,
         "Content-Type: application/sdp",
         body=OFFER,
     )
@@ -1588,6 +1635,7 @@ def test_b2bua_reinvite_from_caller_is_relayed() -> None:
         f"Call-ID: {A_CALL_ID}",
         "CSeq: 102 INVITE",
         f"Contact: {A_OUR_CONTACT}",
+        OUR_ALLOW,
         "Content-Type: application/sdp",
         body=ANSWER,
     )
@@ -1615,6 +1663,7 @@ def test_b2bua_reinvite_from_callee_is_relayed_to_caller() -> None:
         f"Call-ID: {A_CALL_ID}",
         "CSeq: 1 INVITE",
         f"Contact: {A_OUR_CONTACT}",
+        OUR_ALLOW,
         "Content-Type: application/sdp",
         body=OFFER,
     )

@@ -136,7 +136,6 @@ def test_sdp_rewrite_baresip_offer() -> None:
         "s=-\r\n"
         "c=IN IP4 198.51.100.10\r\n"
         "t=0 0\r\n"
-        "a=tool:baresip 3.10.1\r\n"
         "m=audio 30000 RTP/SAVP 96 0 8 101\r\n"
         "b=AS:128\r\n"
         "a=rtpmap:96 opus/48000/2\r\n"
@@ -148,7 +147,6 @@ def test_sdp_rewrite_baresip_offer() -> None:
         "a=rtcp-mux\r\n"
         "a=ptime:20\r\n"
         "a=sendrecv\r\n"
-        "a=label:1\r\n"
         f"a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{KEY_32}\r\n"
         "m=video 0 RTP/SAVP 97\r\n"
         "c=IN IP4 198.51.100.10\r\n"
@@ -156,8 +154,18 @@ def test_sdp_rewrite_baresip_offer() -> None:
         "a=fmtp:97 packetization-mode=0;profile-level-id=42e01f\r\n"
         "a=recvonly\r\n"
     )
-    # Nothing of the endpoint's addresses or keys survives.
-    for leaked in ("192.168.1.2", "203.0.113.7", KEY_256, KEY_128, KEY_80, "ice-", "candidate"):
+    # Nothing of the endpoint's addresses, keys or software survives (issue 16).
+    for leaked in (
+        "192.168.1.2",
+        "203.0.113.7",
+        KEY_256,
+        KEY_128,
+        KEY_80,
+        "ice-",
+        "candidate",
+        "baresip",
+        "label",
+    ):
         assert leaked not in out.decode()
 
 
@@ -208,7 +216,7 @@ def test_sdp_rewrite_small_example_byte_exact() -> None:
     assert out == (
         b"v=0\r\n"
         b"o=- 5 6 IN IP4 198.51.100.1\r\n"
-        b"s=call\r\n"
+        b"s=-\r\n"
         b"c=IN IP4 198.51.100.1\r\n"
         b"t=0 0\r\n"
         b"m=audio 40000 RTP/SAVP 0\r\n"

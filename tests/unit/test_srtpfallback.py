@@ -10,6 +10,7 @@ import dataclasses
 import pytest
 
 from voipsec.core.b2bua import B2bua, Call, CallPolicy, Fork, Phase, Respond, SendRequest
+from voipsec.core.dispatch import DIALOG_ALLOW
 from voipsec.core.srtpfallback import REFUSED_OFFER_STATUSES, plain_profile, plain_retry_offer
 from voipsec.media.sdp import parse_sdp
 from voipsec.sip.message import Request
@@ -140,6 +141,7 @@ def test_srtpfallback_b2bua_488_is_retried_once_with_rtp_avp() -> None:
         f"Call-ID: {call.b_call_id}",
         "CSeq: 2 INVITE",
         f"Contact: {B_OUR_CONTACT}",
+        f"Allow: {DIALOG_ALLOW}",
         "Content-Type: application/sdp",
         body=PLAIN_OFFER,
     )

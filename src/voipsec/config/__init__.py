@@ -25,7 +25,13 @@ from pydantic import (
     field_validator,
 )
 
-from .checks import MAX_EMAIL_RECIPIENTS, check_email_address, check_url, parse_smtp_server
+from .checks import (
+    MAX_EMAIL_RECIPIENTS,
+    check_email_address,
+    check_sdp_attribute_names,
+    check_url,
+    parse_smtp_server,
+)
 
 CONFIG_NAME = "voipsec.toml"
 
@@ -222,6 +228,9 @@ class MediaSection(_Section):
     allowed_peers: list[str] = Field(default_factory=list)
     #: Relay processes; 0 = one per core.
     workers: Annotated[int, Field(ge=0, le=MAX_WORKERS)] = 0
+    #: SDP attribute names let through the B2BUA besides the built-in allow-list
+    #: (media/sdp.py SDP_ATTRIBUTES_CROSSING), e.g. "extmap" or "ssrc".
+    sdp_allow_attributes: list[str] = Field(default_factory=list)
 
     def worker_count(self) -> int:
         """How many relay processes ``serve`` runs (0 resolved to the cores)."""
@@ -231,6 +240,11 @@ class MediaSection(_Section):
     @classmethod
     def _peers(cls, value: list[str]) -> list[str]:
         return check_cidrs(value)
+
+    @field_validator("sdp_allow_attributes")
+    @classmethod
+    def _sdp_attributes(cls, value: list[str]) -> list[str]:
+        return check_sdp_attribute_names(value)
 
     @field_validator("address")
     @classmethod
@@ -689,6 +703,10 @@ dscp = 46
 allowed_peers = []
 # Media relay processes (each takes an equal share of the ports): 0 = one per core.
 workers = 0
+# SDP attributes let through to the other leg besides the built-in allow-list (rtpmap,
+# fmtp, ptime, maxptime, direction, rtcp-fb, mid, framerate...; docs/media.md "What
+# crosses in SDP"), e.g. ["extmap", "ssrc"]. Addresses, ICE and keys never cross.
+sdp_allow_attributes = []
 
 [turn]
 listen = ["udp:127.0.0.1:3478", "tcp:127.0.0.1:3478"]

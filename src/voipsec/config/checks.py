@@ -16,9 +16,13 @@ from urllib.parse import urlsplit
 __all__ = [
     "MAX_EMAIL_ADDRESS",
     "MAX_EMAIL_RECIPIENTS",
+    "MAX_SDP_ALLOW_ATTRIBUTES",
     "POSTGRES_SCHEMES",
+    "SDP_NEVER_CROSSING",
     "check_email_address",
+    "check_sdp_attribute_names",
     "check_url",
+    "never_crossing",
     "parse_smtp_server",
 ]
 
@@ -106,3 +110,50 @@ def parse_smtp_server(text: str) -> tuple[str, int | None]:
     if not 0 < int(port_text) < 65536:
         raise ValueError(f"{text!r}: port must be 1-65535")
     return host, int(port_text)
+
+
+# -- SDP attributes an admin lets through the B2BUA (media.sdp_allow_attributes) -------
+
+#: Extra attribute names an admin may allow. The media path needs about a dozen
+#: (media/sdp.py SDP_ATTRIBUTES_CROSSING); video/WebRTC adds perhaps ten more.
+MAX_SDP_ALLOW_ATTRIBUTES = 32
+#: Attributes no configuration lets cross from one leg's SDP to the other's: they name
+#: an endpoint's addresses or transport candidates (RFC 3605 a=rtcp, RFC 8839 ICE), or
+#: they belong to the relay, which terminates media and writes its own: the SRTP keys
+#: (RFC 4568 a=crypto), RTCP multiplexing (RFC 5761) and DTLS-SRTP's certificate and
+#: role (RFC 8122 a=fingerprint, RFC 4145 a=setup), which the relay does not speak.
+SDP_NEVER_CROSSING = frozenset(
+    {
+        "rtcp",
+        "candidate",
+        "remote-candidates",
+        "end-of-candidates",
+        "crypto",
+        "rtcp-mux",
+        "rtcp-mux-only",
+        "fingerprint",
+        "setup",
+        "tls-id",
+    }
+)
+#: RFC 8866 §9 token: an attribute name.
+_SDP_TOKEN = re.compile(r"[!#$%&'*+\-.0-9A-Z^_`a-z{|}~]{1,64}")
+
+
+def never_crossing(name: str) -> bool:
+    """Whether attribute ``name`` may never cross (:data:`SDP_NEVER_CROSSING`, ice-*)."""
+    return name in SDP_NEVER_CROSSING or name.startswith("ice-")
+
+
+def check_sdp_attribute_names(names: list[str]) -> list[str]:
+    """``names`` if each is an attribute name that may be allowed across the B2BUA."""
+    if len(names) > MAX_SDP_ALLOW_ATTRIBUTES:
+        raise ValueError(f"at most {MAX_SDP_ALLOW_ATTRIBUTES} attribute names")
+    for name in names:
+        if not _SDP_TOKEN.fullmatch(name):
+            raise ValueError(f"{name!r} is not an SDP attribute name (without a= or :)")
+        if never_crossing(name):
+            raise ValueError(
+                f"{name!r} never crosses: it names an endpoint's address or the relay's own"
+            )
+    return names

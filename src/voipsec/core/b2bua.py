@@ -4,7 +4,8 @@ Every call has an A-leg (the caller's dialog, where voipsec is the UAS) and a B-
 (voipsec's own dialog towards the callee, where it is the UAC). The legs share
 nothing on the wire: the B-leg has its own Call-ID, tags, CSeq, Via and Contact, and
 only the headers in :data:`REQUEST_HEADERS_CROSSING` / :data:`RESPONSE_HEADERS_CROSSING`
-are copied from one leg to the other (topology hiding by construction). Every text that
+are copied from one leg to the other (topology hiding by construction); each leg is
+told voipsec's own Allow and Supported. Every text that
 crosses (those headers, the caller's display name, a response's reason phrase) goes
 through :func:`crossing_value`: control characters become spaces and an over-long value
 is left behind, so one leg cannot inject bytes into the other leg's phone or logs.
@@ -42,7 +43,9 @@ from ..sip.ownership import mark
 from ..sip.uac import cancel_for, in_dialog, make_request
 from .callmodel import (
     DURATION,
+    LEG_CAPABILITIES,
     MAX_CROSSING_VALUE,
+    OPTIONS_CAPABILITIES,
     PROBE,
     REQUEST_HEADERS_CROSSING,
     RESPONSE_HEADERS_CROSSING,
@@ -76,9 +79,9 @@ from .callmodel import (
     best_failure,
     check_invite,
     compact,
-    crossing_headers,
     crossing_value,
     disposition_of,
+    leg_headers,
     map_failure,
     reason_of,
 )
@@ -361,7 +364,7 @@ class B2bua:
         ]
         if authorization is not None:
             headers.append(authorization)
-        headers += crossing_headers(call.a_invite, REQUEST_HEADERS_CROSSING)
+        headers += leg_headers(call.a_invite, REQUEST_HEADERS_CROSSING)
         request = make_request("INVITE", fork.request_uri, headers, fork.offer or call.b_offer)
         leg = ForkLeg(fork=fork, invite=request, authenticated=authorization is not None)
         call.forks.append(leg)
@@ -586,9 +589,7 @@ class B2bua:
             status,
             reason,
             to_tag=call.a_tag,
-            extra=crossing_headers(final, RESPONSE_HEADERS_CROSSING)
-            if status == final.status
-            else (),
+            extra=leg_headers(final, RESPONSE_HEADERS_CROSSING) if status == final.status else (),
         )
         actions: list[CallAction] = [*cancels, Respond(call.a_tx, response_out)]
         return actions + self._finish(
@@ -681,7 +682,7 @@ class B2bua:
         if method == "BYE":
             return self._bye(tx, request, call, side, now)
         if method == "OPTIONS":
-            return [Respond(tx, response_to(request, 200, "OK"))]
+            return [Respond(tx, response_to(request, 200, "OK", extra=OPTIONS_CAPABILITIES))]
         if method in RELAYED_METHODS:
             return self._relay(tx, request, call, side)
         return [
@@ -691,7 +692,7 @@ class B2bua:
                     request,
                     405,
                     "Method Not Allowed",
-                    extra=(("Allow", "INVITE, ACK, BYE, CANCEL, OPTIONS, UPDATE, INFO"),),
+                    extra=LEG_CAPABILITIES,
                 ),
             )
         ]
@@ -799,7 +800,7 @@ class B2bua:
             dialog,
             request.method,
             call.local(other),
-            extra=crossing_headers(request, REQUEST_HEADERS_CROSSING),
+            extra=leg_headers(request, REQUEST_HEADERS_CROSSING),
             body=body,
         )
         call.set_dialog(other, dialog)
@@ -854,7 +855,7 @@ class B2bua:
             reason_of(response),
             extra=(
                 *_contact(call, relay.side, relay.method),
-                *crossing_headers(response, RESPONSE_HEADERS_CROSSING),
+                *leg_headers(response, RESPONSE_HEADERS_CROSSING),
             ),
             body=body,
         )
@@ -958,7 +959,7 @@ class B2bua:
             extra=(
                 *record_route,
                 ("Contact", call.origin.local.contact(secure=secure)),
-                *crossing_headers(response, RESPONSE_HEADERS_CROSSING),
+                *leg_headers(response, RESPONSE_HEADERS_CROSSING),
             ),
             body=body,
         )

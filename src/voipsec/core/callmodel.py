@@ -23,25 +23,37 @@ from ..sip.headers import Headers
 from ..sip.layer import TxKey
 from ..sip.message import Request, Response
 from ..sip.uac import LocalAddress
+from .dispatch import DIALOG_ALLOW, DIALOG_SUPPORTED
 
-#: Headers of a request copied onto the other leg; everything else (Via, Contact,
-#: Record-Route, User-Agent, P-* headers, Call-Info...) stays on its own leg.
+#: Headers of a request copied onto the other leg; everything else stays on its own
+#: leg (issue 16: nothing of one phone identifies it to the other unless this list
+#: says so): Via, Contact, Record-Route, User-Agent, Server, Organization, Call-Info,
+#: Reply-To, P-* and X- headers, and the phone's capabilities (Allow, Supported,
+#: Allow-Events, Accept), which describe that phone and not voipsec: each leg gets
+#: voipsec's own Allow and Supported instead (:data:`LEG_CAPABILITIES`). Accept is not
+#: written: without it a body is application/sdp (RFC 3261 §20.1), all a call needs.
 REQUEST_HEADERS_CROSSING = (
     "content-type",
     "content-disposition",
-    "allow",
-    "accept",
     "subject",
     "priority",
 )
-#: Headers of a response copied onto the other leg.
+#: Headers of a response copied onto the other leg (the same rule).
 RESPONSE_HEADERS_CROSSING = (
     "content-type",
     "content-disposition",
-    "allow",
-    "accept",
     "retry-after",
 )
+#: What voipsec tells each leg it allows and supports (RFC 3261 §20.5, §20.37) in the
+#: INVITEs and UPDATEs it writes, their 1xx/2xx answers and any 405 (:func:`leg_headers`).
+#: It is voipsec that answers the phone's next request, so the phone must learn
+#: voipsec's methods: a phone told the other side's "REFER, SUBSCRIBE, MESSAGE" sends
+#: them and gets 405.
+LEG_CAPABILITIES: tuple[tuple[str, str], ...] = (("Allow", DIALOG_ALLOW),) + (
+    (("Supported", ", ".join(DIALOG_SUPPORTED)),) if DIALOG_SUPPORTED else ()
+)
+#: An OPTIONS inside a dialog is answered with what the dialog takes (RFC 3261 §11.2).
+OPTIONS_CAPABILITIES = (*LEG_CAPABILITIES, ("Accept", "application/sdp"))
 #: The longest header value, display name or reason phrase copied onto the other leg.
 #: Subjects, display names and content types of real phones are far shorter; a longer
 #: value is dropped (not cut: a cut quoted string or parameter may mean something else).
@@ -385,11 +397,57 @@ def crossing_headers(
     return tuple(out)
 
 
+def leg_headers(
+    message: Request | Response, allowed: tuple[str, ...]
+) -> tuple[tuple[str, str], ...]:
+    """The headers a message written on one leg takes from ``message`` of the other
+    leg (:func:`crossing_headers`), followed by voipsec's own :data:`LEG_CAPABILITIES`
+    where a message says what its sender takes (see :func:`_tells_capabilities`)."""
+    crossing = crossing_headers(message, allowed)
+    if _tells_capabilities(message):
+        return (*LEG_CAPABILITIES, *crossing)
+    return crossing
+
+
+def _tells_capabilities(message: Request | Response) -> bool:
+    """Whether the message written from ``message`` carries Allow and Supported: an
+    INVITE (RFC 3261 §13.2.1) or UPDATE (RFC 3311 §5.1) and their 1xx/2xx answers
+    (§13.3.1.4: the callee's 2xx SHOULD), which set up or refresh a dialog, and a 405,
+    which MUST list what is allowed (§8.2.1)."""
+    if isinstance(message, Request):
+        return message.method in _DIALOG_SETTERS
+    if message.status == 405:
+        return True
+    return message.status < 300 and message.cseq.method in _DIALOG_SETTERS
+
+
+_DIALOG_SETTERS = frozenset({"INVITE", "UPDATE"})
+
+
 def reason_of(response: Response) -> str:
-    """The reason phrase of ``response`` for the other leg: its own when it may cross,
-    else its class's name (RFC 3261 §7.2: the phrase is for humans only)."""
+    """The reason phrase of ``response`` for the other leg (RFC 3261 §7.2: the phrase is
+    for humans only). A 1xx or 2xx gets the standard phrase of its code: it says
+    nothing the code does not, and a phone's own ("OK - SecretPhone 9.9") would name
+    it to the other phone (issue 16). A failure keeps the phone's phrase when it may
+    cross ("Declined by user" tells the caller why), else its class's name."""
+    if response.status < 300:
+        return _STANDARD_PHRASES.get(response.status, _CLASS_PHRASES[response.status // 100])
     reason = crossing_value(response.reason)
     return reason if reason is not None else _CLASS_PHRASES.get(response.status // 100, "")
+
+
+#: RFC 3261 §21.1, §21.2; 199 RFC 6228, 202 RFC 6665, 204 RFC 5839.
+_STANDARD_PHRASES = {
+    100: "Trying",
+    180: "Ringing",
+    181: "Call Is Being Forwarded",
+    182: "Queued",
+    183: "Session Progress",
+    199: "Early Dialog Terminated",
+    200: "OK",
+    202: "Accepted",
+    204: "No Notification",
+}
 
 
 _CLASS_PHRASES = {

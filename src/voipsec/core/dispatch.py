@@ -23,10 +23,20 @@ from enum import Enum
 
 from ..edge.sanity import SanityFailure
 
-#: The methods we answer (RFC 3261 §8.2.1: a 405 lists them in Allow; so does OPTIONS).
-ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS, REGISTER, UPDATE, INFO"
+#: The methods we answer, in the order Allow lists them: the one place a method voipsec
+#: learns is added (RFC 3261 §8.2.1: a 405 lists them in Allow; so does OPTIONS).
+METHODS = ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "UPDATE", "INFO")
+ALLOW = ", ".join(METHODS)
+#: Methods a call's dialogs take, voipsec's own Allow on each leg of a call (issue 16:
+#: never the other phone's). REGISTER is the registrar's, not a dialog's.
+DIALOG_ALLOW = ", ".join(m for m in METHODS if m != "REGISTER")
 #: Option tags we support (RFC 3261 §8.2.2.3); a Require with others gets 420.
 SUPPORTED: frozenset[str] = frozenset({"path", "outbound"})
+#: Option tags voipsec supports inside a call's dialogs (RFC 3261 §20.37), told to each
+#: leg in Supported. path and outbound (RFC 3327, RFC 5626) concern registrations; the
+#: B2BUA does no 100rel, timer or replaces, so the list is empty and no Supported goes
+#: out (its absence means the same, §8.2.2.3) until the B2BUA learns an extension.
+DIALOG_SUPPORTED: tuple[str, ...] = ()
 #: Methods some RFC defines that we do not serve: 405, not 501 (RFC 3261 §21.5.6).
 KNOWN_METHODS: frozenset[str] = frozenset(
     {

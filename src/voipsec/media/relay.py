@@ -63,7 +63,7 @@ from .sdes import (
     new_master,
     outbound_policy,
 )
-from .sdp import Crypto, Media, MediaAnswer, Sdp, SdpError, parse_sdp, rewrite
+from .sdp import Crypto, Media, MediaAnswer, Sdp, SdpError, SentSdp, parse_sdp, rewrite_for
 from .sockets import SPARE_PAIRS, PortPool, SocketPool
 from .srtpsession import PacketBuffer, SrtpSession, is_replay
 
@@ -157,8 +157,8 @@ class CallMedia:
 
     call: str
     legs: dict[str, Leg]
-    session_id: int
-    version: int = 0
+    #: voipsec's o= towards each side and the SDP it last sent there (RFC 3264 §8).
+    sent: dict[str, SentSdp]
     answered_at: float | None = None
     last_valid: float = 0.0
     #: The SDP last offered, by side, to build the rewritten answer on.
@@ -214,6 +214,7 @@ class MediaRelay:
         own_ports: Sequence[int] = (),
         allowed_peers: Sequence[str] = (),
         spare_pairs: int = SPARE_PAIRS,
+        sdp_allow_attributes: Sequence[str] = (),
     ) -> None:
         self.address = address
         #: Port pairs, ``spare_pairs`` of them bound ahead of the calls (issue 15).
@@ -226,6 +227,8 @@ class MediaRelay:
         self.timeout = timeout
         self.dscp = dscp
         self.clock = clock
+        #: Attribute names let through besides sdp.SDP_ATTRIBUTES_CROSSING (issue 16).
+        self.sdp_allow = frozenset(sdp_allow_attributes)
         #: Where media may go before latching (SSRF, issue 13): never our own ports.
         self.policy = MediaPolicy(
             own_addresses=(address, *own_addresses),
@@ -264,13 +267,8 @@ class MediaRelay:
         self._set_remote(media, here, sdp, audio, peer)
         media.offers[side] = sdp
         answer = replace(self._offer_to(there, audio, first=here.suite), ice=self._ice_lines(there))
-        media.version += 1
-        return rewrite(
-            sdp,
-            address=self.address,
-            session_id=media.session_id,
-            version=media.version,
-            media=[answer if m is audio else None for m in sdp.media],
+        return self._write(
+            media, other(side), sdp, [answer if m is audio else None for m in sdp.media]
         )
 
     def answer(self, call: str, side: str, body: bytes, peer: MediaPeer = UNKNOWN_PEER) -> bytes:
@@ -296,14 +294,19 @@ class MediaRelay:
             rtcp_mux=there.rtcp_mux,
             ice=self._ice_lines(there),
         )
-        media.version += 1
-        return rewrite(
-            sdp,
-            address=self.address,
-            session_id=media.session_id,
-            version=media.version,
-            media=[reply if m is audio else None for m in sdp.media],
+        return self._write(
+            media, other(side), sdp, [reply if m is audio else None for m in sdp.media]
         )
+
+    def _write(
+        self, media: CallMedia, side: str, sdp: Sdp, answers: list[MediaAnswer | None]
+    ) -> bytes:
+        """``sdp`` as ``side`` gets it: through the relay, with that leg's own o=."""
+        sent = rewrite_for(
+            media.sent[side], sdp, address=self.address, media=answers, allow=self.sdp_allow
+        )
+        media.sent[side] = sent
+        return sent.body
 
     def answered(self, call: str) -> None:
         """The call was answered: the media timeout starts counting."""
@@ -343,7 +346,9 @@ class MediaRelay:
             for leg in legs.values():
                 self._close(leg)
             raise
-        media = CallMedia(call=call, legs=legs, session_id=secrets.randbelow(2**62))
+        # RFC 3264 §5: a session id and version below 2**62, a session per leg.
+        sent = {s: SentSdp(session_id=secrets.randbelow(2**62), version=1) for s in legs}
+        media = CallMedia(call=call, legs=legs, sent=sent)
         legs["a"].partner, legs["b"].partner = legs["b"], legs["a"]
         legs["a"].media = legs["b"].media = media
         self._calls[call] = media

@@ -5,9 +5,14 @@ body into ``<type>=<value>`` lines (CRLF or bare LF), and groups them into the s
 part and one :class:`Media` per ``m=`` line. Every line is kept in order, so
 :func:`rewrite` can re-serialize a description changing only what the relay must
 change: the origin and every connection address (topology hiding), each ``m=`` port
-and protocol, the ``a=crypto`` keys (RFC 4568) and ``a=rtcp-mux`` (RFC 5761). Lines
-that name an endpoint's addresses (``a=rtcp``, ICE) or carry keys in clear (``k=``)
-are dropped; everything else (codecs, direction, bandwidth, timing) passes through.
+and protocol, the ``a=crypto`` keys (RFC 4568) and ``a=rtcp-mux`` (RFC 5761). What
+else crosses is an allow-list (issue 16: nothing of one phone identifies it to the
+other unless a list says so): the attributes the media path needs
+(:data:`SDP_ATTRIBUTES_CROSSING`, plus the names an admin adds in
+``media.sdp_allow_attributes``) and the bandwidth lines (:data:`BANDWIDTH_TYPES`).
+The session name becomes ``-``, timing ``0 0``; ``i=``, ``u=``, ``e=``, ``p=``,
+``r=``, ``z=``, ``k=``, ``a=tool`` and every other attribute stay behind.
+:func:`rewrite_for` keeps voipsec's own o= session id and version per leg.
 
 Untrusted bytes either parse or raise :class:`SdpError`; its ``reason`` names the
 offending element and never echoes a value (a=crypto lines carry master keys).
@@ -19,6 +24,8 @@ import ipaddress
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+
+from ..config.checks import never_crossing
 
 #: Whole body. Real offers are 0.5-3 KiB (audio+video with a dozen codecs and a few
 #: crypto lines); 8 KiB is generous and half the SIP body limit (MAX_BODY_SIZE).
@@ -47,10 +54,33 @@ _PORT_RE = re.compile(r"([0-9]{1,5})(?:/([0-9]{1,5}))?")
 #: RFC 4568 §9.1: tag = 1*9DIGIT; the rest are whitespace-free fields.
 _CRYPTO_RE = re.compile(r"([0-9]{1,9}) ([^ ]+) ([^ ]+)(?: (.*))?")
 
-#: Attributes that name an endpoint's internal addresses or transport candidates:
-#: RFC 3605 a=rtcp and the RFC 8839 ICE attributes. The relay terminates media, so
-#: the other leg must never see them.
-_ADDRESS_ATTRIBUTES = frozenset({"rtcp", "candidate", "remote-candidates", "end-of-candidates"})
+#: Attributes passed from one leg's SDP to the other's: what the media path needs and
+#: nothing that names a product, a person or an address. Codecs (RFC 8866 §6.6 rtpmap,
+#: §6.15 fmtp), packetisation (§6.4 ptime, §6.5 maxptime), direction (§6.7), RTCP
+#: feedback (RFC 4585 rtcp-fb), the media stream's label (RFC 5888 mid) and video frame
+#: rate (§6.3 framerate). a=crypto and a=rtcp-mux are the relay's own (rewritten, not
+#: passed); a=tool (§6.3: names the software), a=ssrc (RFC 5576: its cname is often
+#: user@host), a=extmap, a=group, a=rtcp, ICE and every unknown attribute stay behind
+#: unless an admin names them in ``media.sdp_allow_attributes`` (never the addresses,
+#: ICE or keys: voipsec.config.checks.SDP_NEVER_CROSSING).
+SDP_ATTRIBUTES_CROSSING = frozenset(
+    {
+        "rtpmap",
+        "fmtp",
+        "ptime",
+        "maxptime",
+        "sendrecv",
+        "sendonly",
+        "recvonly",
+        "inactive",
+        "rtcp-fb",
+        "mid",
+        "framerate",
+    }
+)
+#: Bandwidth types kept on b= lines: bandwidth is media-relevant (a codec's rate, RTCP's
+#: share). CT and AS (RFC 8866 §5.8), TIAS (RFC 3890), RS and RR (RFC 3556).
+BANDWIDTH_TYPES = frozenset({"CT", "AS", "TIAS", "RS", "RR"})
 
 _DIRECTIONS = frozenset({"sendrecv", "sendonly", "recvonly", "inactive"})
 
@@ -381,9 +411,16 @@ class MediaAnswer:
     ice: tuple[str, ...] = ()
 
 
-def _hidden(name: str) -> bool:
-    """Attributes never passed to the other leg (addresses, ICE credentials)."""
-    return name in _ADDRESS_ATTRIBUTES or name.startswith("ice-")
+def _crosses(name: str, allow: frozenset[str]) -> bool:
+    """Whether attribute ``name`` passes to the other leg: on the allow-list (built-in
+    or the admin's ``allow``), and never an address, ICE or key attribute."""
+    return (name in SDP_ATTRIBUTES_CROSSING or name in allow) and not never_crossing(name)
+
+
+def _bandwidth_crosses(value: str) -> bool:
+    """b=<bwtype>:<bandwidth> (RFC 8866 §5.8) of a known type with a numeric value."""
+    bwtype, colon, amount = value.partition(":")
+    return bool(colon) and bwtype in BANDWIDTH_TYPES and _DIGITS_RE.fullmatch(amount) is not None
 
 
 def _addr_line(address: str) -> str:
@@ -401,19 +438,25 @@ def rewrite(
     session_id: int,
     version: int,
     media: Sequence[MediaAnswer | None],
+    allow: frozenset[str] = frozenset(),
 ) -> bytes:
     """Re-serialize ``sdp`` so all media flows through the relay at ``address``.
 
     - o= becomes ``- <session_id> <version> IN IP4|IP6 <address>``: the endpoint's
       origin would leak its address and user name (topology hiding).
-    - Every c= (session and media) becomes ``address``; a session-level c= is added
-      when there was none, so every section has an address (RFC 8866 §5.7).
+    - s= becomes ``-`` and t= one ``t=0 0`` (RFC 3264 §5); i=, u=, e=, p=, r=, z=
+      (title, URI, e-mail, phone, repeat times, time zones: about the endpoint or its
+      user, nothing a call's media needs) are dropped; b= is kept for
+      :data:`BANDWIDTH_TYPES` only.
+    - Every c= (session and media) becomes ``address``; a session-level c= is always
+      written, so every section has an address (RFC 8866 §5.7).
     - Each m= gets the port and proto of its :class:`MediaAnswer`; None refuses the
       stream with port 0 (RFC 3264 §6) and strips its keys.
     - a=crypto lines are replaced by the answer's (at the first one's position, else at
       the end of the section); a=rtcp-mux is kept, added or removed.
-    - a=rtcp (RFC 3605), ICE attributes (RFC 8839), session-level a=crypto and k=
-      (RFC 8866 §5.12, obsolete, keys in clear) are dropped; everything else is kept.
+    - Only attributes on the allow-list cross (:data:`SDP_ATTRIBUTES_CROSSING` and the
+      admin's ``allow``); a=rtcp (RFC 3605), ICE (RFC 8839), a=tool and unknown
+      attributes, session-level a=crypto and k= (RFC 8866 §5.12, keys in clear) do not.
 
     Raises ValueError (a programming error, not peer input) when ``media`` does not
     have one entry per m= section or ``address`` is not an IP literal.
@@ -423,31 +466,10 @@ def rewrite(
     if session_id < 0 or version < 0:
         raise ValueError("session_id and version must be non-negative")
     conn = _addr_line(address)
-    out: list[str] = []
-    has_session_c = any(t == "c" for t, _ in sdp.lines)
-    for t, v in sdp.lines:
-        if not has_session_c and t in "btrzka":
-            # RFC 8866 §5: c= goes after s=/i=/u=/e=/p= and before b=/t=.
-            out.append(f"c={conn}")
-            has_session_c = True
-        if t == "o":
-            out.append(f"o=- {session_id} {version} {conn}")
-        elif t == "c":
-            out.append(f"c={conn}")
-        elif t == "k":
-            continue
-        elif t == "a":
-            name = v.partition(":")[0]
-            if name == "crypto" or _hidden(name):
-                continue
-            out.append(f"a={v}")
-        else:
-            out.append(f"{t}={v}")
-    if not has_session_c:
-        out.append(f"c={conn}")
+    out = _rewrite_session(sdp, f"o=- {session_id} {version} {conn}", conn, allow)
     out.extend(_ice_session_lines(media))
     for section, answer in zip(sdp.media, media, strict=True):
-        out.extend(_rewrite_media(section, answer, conn))
+        out.extend(_rewrite_media(section, answer, conn, allow))
     return ("\r\n".join(out) + "\r\n").encode("utf-8")
 
 
@@ -457,7 +479,20 @@ def _ice_session_lines(media: Sequence[MediaAnswer | None]) -> list[str]:
     return ["a=ice-lite"] if any(answer is not None and answer.ice for answer in media) else []
 
 
-def _rewrite_media(section: Media, answer: MediaAnswer | None, conn: str) -> list[str]:
+def _rewrite_session(sdp: Sdp, origin: str, conn: str, allow: frozenset[str]) -> list[str]:
+    """The session part: RFC 8866 §5 order (v o s c b t a), only what may cross."""
+    out = ["v=0", origin, "s=-", f"c={conn}"]
+    out += [f"b={v}" for t, v in sdp.lines if t == "b" and _bandwidth_crosses(v)]
+    out.append("t=0 0")
+    for t, v in sdp.lines:
+        if t == "a" and _crosses(v.partition(":")[0], allow):
+            out.append(f"a={v}")
+    return out
+
+
+def _rewrite_media(
+    section: Media, answer: MediaAnswer | None, conn: str, allow: frozenset[str]
+) -> list[str]:
     cryptos: tuple[Crypto, ...]
     if answer is None:
         port, proto, cryptos, mux = 0, section.proto, (), False
@@ -471,8 +506,9 @@ def _rewrite_media(section: Media, answer: MediaAnswer | None, conn: str) -> lis
     for t, v in section.lines:
         if t == "c":
             out.append(f"c={conn}")
-        elif t == "k":
-            continue
+        elif t == "b":
+            if _bandwidth_crosses(v):
+                out.append(f"b={v}")
         elif t == "a":
             name = v.partition(":")[0]
             if name == "crypto":
@@ -486,10 +522,9 @@ def _rewrite_media(section: Media, answer: MediaAnswer | None, conn: str) -> lis
                     mux_done = True
                 elif mux and name == "rtcp-mux-only":
                     out.append(f"a={v}")
-            elif not _hidden(name):
+            elif _crosses(name, allow):
                 out.append(f"a={v}")
-        else:
-            out.append(f"{t}={v}")
+        # i= and k= (a stream's title, keys in clear) stay behind.
     if not crypto_done:
         out.extend(f"a=crypto:{c}" for c in cryptos)
     if mux and not mux_done:
@@ -497,3 +532,49 @@ def _rewrite_media(section: Media, answer: MediaAnswer | None, conn: str) -> lis
     if answer is not None:
         out.extend(f"a={value}" for value in answer.ice)
     return out
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SentSdp:
+    """voipsec's o= towards one leg (RFC 3264 §5, §8) and the last description sent.
+
+    Each leg has a session id of its own (nothing ties the two phones' sessions
+    together), and its version counts the changes that leg was sent.
+    """
+
+    session_id: int
+    #: The version of ``body`` (the next description's when nothing was sent yet).
+    version: int
+    #: The last description sent on the leg; empty before the first.
+    body: bytes = field(default=b"", repr=False)
+
+
+def rewrite_for(
+    sent: SentSdp,
+    sdp: Sdp,
+    *,
+    address: str,
+    media: Sequence[MediaAnswer | None],
+    allow: frozenset[str] = frozenset(),
+) -> SentSdp:
+    """:func:`rewrite` for the leg whose last description is ``sent``: the new one in
+    ``.body``. RFC 3264 §8: the same o= but for the version, which is one more than
+    the last when the description changed, and the same when it did not (a phone may
+    then skip it: a session refresh)."""
+    body = rewrite(
+        sdp,
+        address=address,
+        session_id=sent.session_id,
+        version=sent.version,
+        media=media,
+        allow=allow,
+    )
+    if not sent.body:
+        return SentSdp(session_id=sent.session_id, version=sent.version, body=body)
+    if body == sent.body:
+        return sent
+    version = sent.version + 1
+    body = rewrite(
+        sdp, address=address, session_id=sent.session_id, version=version, media=media, allow=allow
+    )
+    return SentSdp(session_id=sent.session_id, version=version, body=body)

@@ -110,6 +110,7 @@ def build_relay(config: Config, ports: tuple[int, int] | None = None) -> MediaRe
         own_addresses=own_addresses,
         own_ports=own_ports,
         allowed_peers=media.allowed_peers,
+        sdp_allow_attributes=media.sdp_allow_attributes,
     )
     if ports is not None:
         relay.policy = MediaPolicy(
