@@ -194,6 +194,8 @@ class TransactionLayer:
 
     def _ack_for_2xx(self, ack: Request, now: float) -> list[KeyedAction]:
         """Feed an ACK to the INVITE server transaction whose 2xx it acknowledges."""
+        if not self._awaiting_ack:
+            return []  # TLS/TCP only, or every 2xx ACKed: no header to parse
         key = self._awaiting_ack.pop((ack.call_id, ack.cseq.seq, ack.to.tag or ""), None)
         if key is None:
             return []
