@@ -64,9 +64,10 @@ HEP datagrams and SIP log lines per call.
     .venv/bin/python bench/call_bench.py --target voipsec --monitor full \\
         --rates 100 --duration 20 --retries 1      # CPU per call with all monitoring on
 
-``--transport udp`` (voipsec only, issue 16) runs the same calls over UDP: voipsec gets a
-UDP listener next to its TLS one (``sip.udp_buffer`` at its default), the caller and
-callee SIPps talk to it directly with ``-t u1`` (no stunnel hops; a caller SIPp is one
+``--transport udp`` (issue 16) runs the same calls over UDP: the server gets a UDP
+listener next to its TLS one (voipsec: ``sip.udp_buffer`` at its default; Kamailio: a
+``listen=udp:`` line added to its config), the caller and callee SIPps talk to it
+directly with ``-t u1`` (no stunnel hops; a caller SIPp is one
 UDP socket), the callees register with a plain ``sip:`` Contact and answer with
 ``bench_call_uas_answer_udp.xml`` (the 200 retransmitted until the ACK, as a UDP UAS
 must). After the last step the kernel's drop counter of voipsec's UDP sockets and the
@@ -277,12 +278,12 @@ class TargetReport:
     def of(cls, args: argparse.Namespace) -> TargetReport:
         if args.target == "voipsec":
             return cls(args.target, args.edge, args.monitor, args.transport)
-        return cls(args.target, "-", "-")
+        return cls(args.target, "-", "-", args.transport)
 
     @property
     def name(self) -> str:
         if self.target != "voipsec":
-            return self.target
+            return self.target + ("" if self.transport == "tls" else f"/{self.transport}")
         monitor = "" if self.monitor == "default" else f"/mon-{self.monitor}"
         transport = "" if self.transport == "tls" else f"/{self.transport}"
         return f"{self.target}/{self.edge}{monitor}{transport}"
@@ -319,23 +320,32 @@ def bench_users(callers: int, callees: int) -> tuple[list[tuple[str, str]], list
     )
 
 
-def kamailio_config(workdir: Path, port: int, users: Sequence[tuple[str, str]]) -> Path:
-    """kamailio-calls.cfg, tls.cfg, users.cfg and a throwaway PKI in workdir."""
+def kamailio_config(
+    workdir: Path, port: int, users: Sequence[tuple[str, str]], udp_port: int | None = None
+) -> Path:
+    """kamailio-calls.cfg, tls.cfg, users.cfg and a throwaway PKI in workdir; with
+    ``udp_port``, a UDP listener next to the TLS one (``--transport udp``)."""
     _ca, cert, key = rb.make_pki(workdir)
     tls_cfg = rb._fill(KAMAILIO_TLS_CFG, workdir / "tls.cfg", {"CERT": str(cert), "KEY": str(key)})
     users_cfg = workdir / "users.cfg"
     loads = "".join(f'\t$sht(passwords=>{u}) = "{p}";\n' for u, p in users)
     users_cfg.write_text("event_route[htable:mod-init] {\n" + loads + "}\n", encoding="utf-8")
     values = {"TLS_PORT": str(port), "TLS_CFG": str(tls_cfg), "USERS_CFG": str(users_cfg)}
-    return rb._fill(KAMAILIO_CFG, workdir / "kamailio.cfg", values)
+    cfg = rb._fill(KAMAILIO_CFG, workdir / "kamailio.cfg", values)
+    if udp_port is not None:
+        tls = f"listen=tls:127.0.0.1:{port}\n"
+        text = cfg.read_text(encoding="utf-8")
+        cfg.write_text(text.replace(tls, f"{tls}listen=udp:127.0.0.1:{udp_port}\n", 1))
+    return cfg
 
 
 @contextlib.contextmanager
 def kamailio_server(
-    workdir: Path, users: Sequence[tuple[str, str]], children: int
+    workdir: Path, users: Sequence[tuple[str, str]], children: int, transport: str = "tls"
 ) -> Iterator[Server]:
     port = free_port()
-    cfg = kamailio_config(workdir, port, users)
+    udp_port = free_port(kind=socket.SOCK_DGRAM) if transport == "udp" else None
+    cfg = kamailio_config(workdir, port, users, udp_port)
     check = subprocess.run(
         [require("kamailio"), "-c", "-f", str(cfg)], capture_output=True, text=True, check=False
     )
@@ -352,7 +362,7 @@ def kamailio_server(
     log = workdir / "kamailio.log"
     with running(argv, cwd=workdir, log=log) as proc:
         rb._wait_listening(proc, port, log, "kamailio")
-        yield Server("kamailio", proc, port, workdir / "ca.crt")
+        yield Server("kamailio", proc, port, workdir / "ca.crt", udp_port=udp_port)
 
 
 BENCH_RULES = """\
@@ -463,7 +473,7 @@ def start_server(
     args: argparse.Namespace, work: Path, users: Sequence[tuple[str, str]], hep_port: int | None
 ) -> Iterator[Server]:
     if args.target == "kamailio":
-        with kamailio_server(work, users, args.children) as server:
+        with kamailio_server(work, users, args.children, args.transport) as server:
             yield server
     else:
         env = server_env(work / LAG_FILE) if args.loop_lag else None
@@ -993,15 +1003,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )  # fmt: skip
     parser.add_argument(
         "--transport", choices=("tls", "udp"), default="tls",
-        help="voipsec only: the SIPps reach voipsec over TLS (stunnel hops) or UDP (issue 16)",
+        help="the SIPps reach the server over TLS (stunnel hops) or UDP (issue 16)",
     )  # fmt: skip
     parser.add_argument("--json", type=Path, help="write the results to this file")
     parser.add_argument("--keep", action="store_true", help="keep the working directory")
     args = parser.parse_args(argv)
     if args.callers < 1 or args.callees < 1 or args.duration <= 0 or args.hold_ms < 0:
         parser.error("--callers, --callees and --duration must be positive, --hold-ms >= 0")
-    if args.target != "voipsec" and (args.loop_lag or args.src or args.transport != "tls"):
-        parser.error("--loop-lag, --src and --transport udp are for --target voipsec")
+    if args.target != "voipsec" and (args.loop_lag or args.src):
+        parser.error("--loop-lag and --src are for --target voipsec")
     if args.src and not (args.src / "voipsec" / "__init__.py").is_file():
         parser.error(f"--src {args.src}: no voipsec package there")
     return args
