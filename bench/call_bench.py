@@ -64,6 +64,18 @@ HEP datagrams and SIP log lines per call.
     .venv/bin/python bench/call_bench.py --target voipsec --monitor full \\
         --rates 100 --duration 20 --retries 1      # CPU per call with all monitoring on
 
+``--transport udp`` (issue 16) runs the same calls over UDP: the server gets a UDP
+listener next to its TLS one (voipsec: ``sip.udp_buffer`` at its default; Kamailio: a
+``listen=udp:`` line added to its config), the caller and callee SIPps talk to it
+directly with ``-t u1`` (no stunnel hops; a caller SIPp is one
+UDP socket), the callees register with a plain ``sip:`` Contact and answer with
+``bench_call_uas_answer_udp.xml`` (the 200 retransmitted until the ACK, as a UDP UAS
+must). After the last step the kernel's drop counter of voipsec's UDP sockets and the
+2xx never ACKed are read from /metrics and printed:
+
+    .venv/bin/python bench/call_bench.py --target voipsec --transport udp \
+        --rates 150,200,250,300 --duration 8 --retries 1
+
 ``--loop-lag`` (voipsec only) runs the server with the event-loop lag probe
 (``bench/looplag/sitecustomize.py``, first on the server's PYTHONPATH; src/ is not
 changed): a callback every 5 ms records how late it ran, and each step reports the
@@ -125,6 +137,7 @@ SIPP_DIR = BENCH / "sipp"
 UAC_XML = SIPP_DIR / "bench_call_uac.xml"
 UAS_REGISTER_XML = SIPP_DIR / "call_uas_register.xml"
 UAS_ANSWER_XML = SIPP_DIR / "bench_call_uas_answer.xml"
+UAS_ANSWER_UDP_XML = SIPP_DIR / "bench_call_uas_answer_udp.xml"
 KAMAILIO_CFG = BENCH / "kamailio" / "kamailio-calls.cfg"
 KAMAILIO_TLS_CFG = BENCH / "kamailio" / "tls.cfg"
 #: Kamailio's memory manager for shared and private memory. Its default here, q_malloc
@@ -146,6 +159,9 @@ NEVER = "1000000000"
 LAG_FILE = "loop-lag.jsonl"
 #: The /metrics sample that counts completed calls.
 ANSWERED_CALLS = 'voipsec_calls_total{disposition="answered"}'
+#: The /metrics samples a UDP run reports (issue 16): kernel drops, 2xx never ACKed.
+UDP_DROPS = "voipsec_sip_udp_receive_drops"
+UNACKED_2XX = "voipsec_sip_2xx_unacknowledged"
 
 
 # -- data ----------------------------------------------------------------------------
@@ -253,6 +269,7 @@ class TargetReport:
     target: str
     edge: str
     monitor: str = "default"
+    transport: str = "tls"
     check_ok: bool = False
     steps: list[Step] = field(default_factory=list)
     monitor_check: MonitorCheck | None = None
@@ -260,15 +277,16 @@ class TargetReport:
     @classmethod
     def of(cls, args: argparse.Namespace) -> TargetReport:
         if args.target == "voipsec":
-            return cls(args.target, args.edge, args.monitor)
-        return cls(args.target, "-", "-")
+            return cls(args.target, args.edge, args.monitor, args.transport)
+        return cls(args.target, "-", "-", args.transport)
 
     @property
     def name(self) -> str:
         if self.target != "voipsec":
-            return self.target
+            return self.target + ("" if self.transport == "tls" else f"/{self.transport}")
         monitor = "" if self.monitor == "default" else f"/mon-{self.monitor}"
-        return f"{self.target}/{self.edge}{monitor}"
+        transport = "" if self.transport == "tls" else f"/{self.transport}"
+        return f"{self.target}/{self.edge}{monitor}{transport}"
 
     @property
     def best(self) -> Step | None:
@@ -287,6 +305,8 @@ class Server:
     metrics_port: int | None = None
     #: voipsec's SIP log, when it is on.
     siplog: Path | None = None
+    #: voipsec's UDP listener (``--transport udp``).
+    udp_port: int | None = None
 
 
 # -- servers -----------------------------------------------------------------------------
@@ -300,23 +320,32 @@ def bench_users(callers: int, callees: int) -> tuple[list[tuple[str, str]], list
     )
 
 
-def kamailio_config(workdir: Path, port: int, users: Sequence[tuple[str, str]]) -> Path:
-    """kamailio-calls.cfg, tls.cfg, users.cfg and a throwaway PKI in workdir."""
+def kamailio_config(
+    workdir: Path, port: int, users: Sequence[tuple[str, str]], udp_port: int | None = None
+) -> Path:
+    """kamailio-calls.cfg, tls.cfg, users.cfg and a throwaway PKI in workdir; with
+    ``udp_port``, a UDP listener next to the TLS one (``--transport udp``)."""
     _ca, cert, key = rb.make_pki(workdir)
     tls_cfg = rb._fill(KAMAILIO_TLS_CFG, workdir / "tls.cfg", {"CERT": str(cert), "KEY": str(key)})
     users_cfg = workdir / "users.cfg"
     loads = "".join(f'\t$sht(passwords=>{u}) = "{p}";\n' for u, p in users)
     users_cfg.write_text("event_route[htable:mod-init] {\n" + loads + "}\n", encoding="utf-8")
     values = {"TLS_PORT": str(port), "TLS_CFG": str(tls_cfg), "USERS_CFG": str(users_cfg)}
-    return rb._fill(KAMAILIO_CFG, workdir / "kamailio.cfg", values)
+    cfg = rb._fill(KAMAILIO_CFG, workdir / "kamailio.cfg", values)
+    if udp_port is not None:
+        tls = f"listen=tls:127.0.0.1:{port}\n"
+        text = cfg.read_text(encoding="utf-8")
+        cfg.write_text(text.replace(tls, f"{tls}listen=udp:127.0.0.1:{udp_port}\n", 1))
+    return cfg
 
 
 @contextlib.contextmanager
 def kamailio_server(
-    workdir: Path, users: Sequence[tuple[str, str]], children: int
+    workdir: Path, users: Sequence[tuple[str, str]], children: int, transport: str = "tls"
 ) -> Iterator[Server]:
     port = free_port()
-    cfg = kamailio_config(workdir, port, users)
+    udp_port = free_port(kind=socket.SOCK_DGRAM) if transport == "udp" else None
+    cfg = kamailio_config(workdir, port, users, udp_port)
     check = subprocess.run(
         [require("kamailio"), "-c", "-f", str(cfg)], capture_output=True, text=True, check=False
     )
@@ -333,7 +362,7 @@ def kamailio_server(
     log = workdir / "kamailio.log"
     with running(argv, cwd=workdir, log=log) as proc:
         rb._wait_listening(proc, port, log, "kamailio")
-        yield Server("kamailio", proc, port, workdir / "ca.crt")
+        yield Server("kamailio", proc, port, workdir / "ca.crt", udp_port=udp_port)
 
 
 BENCH_RULES = """\
@@ -364,16 +393,19 @@ def voipsec_server(
     hep_port: int | None = None,
     env: dict[str, str] | None = None,
     sip_workers: int | None = None,
+    transport: str = "tls",
 ) -> Iterator[Server]:
-    """``voipsec serve`` on a free TLS port, MD5 digest only, no TURN listener; users
-    through ``Store.add_user``; loopback trusted or an untrusted zone, and monitoring
-    as ``monitor`` says, HEP to ``hep_port`` for "full" (see the doc); ``env`` is added
-    to the server's environment only."""
+    """``voipsec serve`` on a free TLS port (and a UDP one for ``transport`` "udp"), MD5
+    digest only, no TURN listener; users through ``Store.add_user``; loopback trusted or
+    an untrusted zone, and monitoring as ``monitor`` says, HEP to ``hep_port`` for "full"
+    (see the doc); ``env`` is added to the server's environment only."""
     storage = _storage()
     port = free_port()
     data = workdir / "voipsec-data"
     rb._voipsec("init", data=data)
-    rb._voipsec("config", "set", "sip.listen", f'["tls:127.0.0.1:{port}"]', data=data)
+    udp_port = free_port(kind=socket.SOCK_DGRAM) if transport == "udp" else None
+    listen = f'"tls:127.0.0.1:{port}"' + (f', "udp:127.0.0.1:{udp_port}"' if udp_port else "")
+    rb._voipsec("config", "set", "sip.listen", f"[{listen}]", data=data)
     rb._voipsec("config", "set", "auth.algorithms", '["MD5"]', data=data)
     rb._voipsec("config", "set", "turn.listen", "[]", data=data)
     if sip_workers is not None:  # signaling processes (default: one per core)
@@ -425,7 +457,7 @@ def voipsec_server(
     argv = [*rb.voipsec_argv(), "serve", "--dir", str(data)]
     with running(argv, cwd=workdir, log=log, env=env) as proc:
         rb._wait_listening(proc, port, log, "voipsec")
-        yield Server("voipsec", proc, port, data / "ca" / "ca.crt", metrics_port, siplog)
+        yield Server("voipsec", proc, port, data / "ca" / "ca.crt", metrics_port, siplog, udp_port)
 
 
 def _storage() -> ModuleType:
@@ -441,12 +473,12 @@ def start_server(
     args: argparse.Namespace, work: Path, users: Sequence[tuple[str, str]], hep_port: int | None
 ) -> Iterator[Server]:
     if args.target == "kamailio":
-        with kamailio_server(work, users, args.children) as server:
+        with kamailio_server(work, users, args.children, args.transport) as server:
             yield server
     else:
         env = server_env(work / LAG_FILE) if args.loop_lag else None
         with voipsec_server(
-            work, users, args.edge, args.monitor, hep_port, env, args.sip_workers
+            work, users, args.edge, args.monitor, hep_port, env, args.sip_workers, args.transport
         ) as server:
             yield server
 
@@ -539,6 +571,8 @@ class Load:
     hop: str
     csvs: tuple[Path, ...]
     callee_of: tuple[str, ...]
+    #: SIPp's -t: "t1" (TCP to a stunnel hop) or "u1" (UDP straight to voipsec).
+    sipp_transport: str = "t1"
 
 
 @contextlib.contextmanager
@@ -547,29 +581,37 @@ def callees_registered(
     callees: Sequence[tuple[str, str]],
     work: Path,
     budget: float,
-) -> Iterator[tuple[subprocess.Popen[bytes], list[SippProcess]]]:
-    """One SIPp per callee over one stunnel hop: registered, answering every call.
-    Yields the hop's stunnel process and the callee SIPps."""
+) -> Iterator[tuple[subprocess.Popen[bytes] | None, list[SippProcess]]]:
+    """One SIPp per callee over one stunnel hop (over UDP straight to voipsec when it has
+    a UDP listener): registered, answering every call. Yields the hop's stunnel process
+    (None over UDP) and the callee SIPps."""
     hop = free_port()
+    udp = server.udp_port
     with contextlib.ExitStack() as stack:
-        tunnel = stack.enter_context(
-            stunnel_client(hop, "127.0.0.1", server.port, server.ca_file, work / "stunnel-callee")
-        )
+        tunnel = None
+        if udp is None:
+            tunnel = stack.enter_context(
+                stunnel_client(
+                    hop, "127.0.0.1", server.port, server.ca_file, work / "stunnel-callee"
+                )
+            )
         procs = []
         for user, password in callees:
-            port = free_port()
+            port = free_port(kind=socket.SOCK_DGRAM) if udp else free_port()
             inf = write_csv(work / f"{user}.csv", [(user, password, DOMAIN, NEVER)])
+            contact = f"sip:{user}@127.0.0.1:{port}" + ("" if udp else ";transport=tls")
             procs.append(
                 stack.enter_context(
                     start_sipp(
                         UAS_REGISTER_XML,
-                        f"127.0.0.1:{hop}",
+                        f"127.0.0.1:{udp or hop}",
                         workdir=work / f"sipp-{user}",
                         inf_csv=inf,
                         calls=1,
+                        transport="u1" if udp else "t1",
                         local_port=port,
-                        ooc_scenario=UAS_ANSWER_XML,
-                        keys={"uas_contact": f"sip:{user}@127.0.0.1:{port};transport=tls"},
+                        ooc_scenario=UAS_ANSWER_UDP_XML if udp else UAS_ANSWER_XML,
+                        keys={"uas_contact": contact},
                         extra=["-auth_uri", DOMAIN],
                         timeout=budget,
                         trace_logs=True,
@@ -600,7 +642,7 @@ def _caller(
 ) -> SippResult:
     return run_sipp(
         UAC_XML, load.hop, workdir=work, inf_csv=load.csvs[index], rate=rate, calls=calls,
-        transport="t1", extra=["-auth_uri", f"{load.callee_of[index]}@{DOMAIN}"],
+        transport=load.sipp_transport, extra=["-auth_uri", f"{load.callee_of[index]}@{DOMAIN}"],
         call_length_ms=hold_ms, timeout=timeout,
     )  # fmt: skip
 
@@ -700,7 +742,9 @@ def bench(args: argparse.Namespace, root: Path) -> TargetReport:
             start_server(args, work, [*callers, *callees], sink.port if sink else None)
         )
         hop = free_port()
+        over_udp = server.udp_port is not None
         with (
+            contextlib.nullcontext(None) if over_udp else
             stunnel_client(hop, "127.0.0.1", server.port, server.ca_file, work / "stunnel-caller")
             as caller_hop,
             callees_registered(server, callees, work, budget) as (callee_hop, callee_procs),
@@ -711,10 +755,13 @@ def bench(args: argparse.Namespace, root: Path) -> TargetReport:
                 write_csv(work / f"{u}.csv", [(u, p, DOMAIN, t)])
                 for (u, p), t in zip(callers, targets, strict=True)
             )
-            load = Load(f"127.0.0.1:{hop}", csvs, tuple(targets))
+            if over_udp:
+                load = Load(f"127.0.0.1:{server.udp_port}", csvs, tuple(targets), "u1")
+            else:
+                load = Load(f"127.0.0.1:{hop}", csvs, tuple(targets))
             pids = Pids(
                 server.proc.pid,
-                (caller_hop.pid, callee_hop.pid),
+                tuple(h.pid for h in (caller_hop, callee_hop) if h is not None),
                 tuple(p.proc.pid for p in callee_procs),
                 work / LAG_FILE if args.loop_lag else None,
             )
@@ -736,6 +783,13 @@ def bench(args: argparse.Namespace, root: Path) -> TargetReport:
             if report.target == "voipsec" and report.monitor != "off":
                 completed = CHECK_CALLS + sum(s.successful for s in report.steps)
                 report.monitor_check = check_monitoring(server, completed, sink)
+                if over_udp:
+                    samples = scrape_metrics(server)
+                    print(
+                        f"{report.name}: /metrics {UDP_DROPS} {samples.get(UDP_DROPS, 0):.0f}, "
+                        f"{UNACKED_2XX} {samples.get(UNACKED_2XX, 0):.0f}",
+                        flush=True,
+                    )
     return report
 
 
@@ -946,6 +1000,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--sip-workers", type=int,
         help="voipsec only: sip.workers (signaling processes; default: the config's, one per core)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--transport", choices=("tls", "udp"), default="tls",
+        help="the SIPps reach the server over TLS (stunnel hops) or UDP (issue 16)",
     )  # fmt: skip
     parser.add_argument("--json", type=Path, help="write the results to this file")
     parser.add_argument("--keep", action="store_true", help="keep the working directory")

@@ -84,6 +84,8 @@ TIMER_SLACK = 0.005
 #: anyway (the row stays queued): a healthy database commits in milliseconds, and a
 #: caller's phone retransmits the INVITE after 0.5 s (RFC 3261 T1), answered by 100.
 CDR_OPEN_WAIT = 0.5
+#: The CDR reason of a call whose 2xx was never ACKed (RFC 3261 §13.3.1.4).
+NO_ACK_REASON = "no ACK"
 
 
 @dataclass(slots=True)
@@ -454,6 +456,16 @@ class CallService:
 
     def client_done(self, key: TxKey) -> None:
         self.b2bua.client_done(key)
+
+    def on_no_ack(self, key: TxKey, response: Response) -> None:
+        """RFC 3261 §13.3.1.4: our 2xx was resent for 64*T1 and no ACK came; "the
+        session SHOULD be terminated": BYE both legs, the CDR says "no ACK"."""
+        found = self.b2bua.find(response)
+        if found is None:
+            return  # the call ended meanwhile
+        call, _ = found
+        log.warning("call %s: no ACK for our 2xx after 64*T1, ending it", call.id[:8])
+        self.run(self.b2bua.hang_up(call.id, self.clock(), NO_ACK_REASON))
 
     # -- carrying out actions -------------------------------------------------------
 

@@ -95,6 +95,10 @@ class CallHandler(Protocol):
 
     def client_done(self, key: TxKey) -> None: ...
 
+    def on_no_ack(self, key: TxKey, response: Response) -> None:
+        """Our 2xx to ``key`` was resent for 64*T1 and never ACKed (RFC 3261 §13.3.1.4)."""
+        ...
+
     def reload_users(self) -> None:
         """The user table changed (``voipsec user add`` while serving): re-read it."""
         ...

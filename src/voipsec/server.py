@@ -842,6 +842,21 @@ class Server:
         cdr = self.calls.cdr.statistics()
         metrics.set_gauge("cdr_writes_pending", cdr.pending)
         metrics.set_gauge("cdr_writes_dropped", cdr.overflowed)
+        self._update_udp_gauges()
+
+    def _update_udp_gauges(self) -> None:
+        """UDP drops and buffers (issue 16): each worker's own sockets, summed at /metrics."""
+        metrics = self.monitor.metrics
+        metrics.set_gauge(
+            "sip_2xx_unacknowledged", self.service.layer.statistics().unacknowledged_2xx
+        )
+        drops = self.listeners.udp_drops()
+        if drops is not None:
+            metrics.set_gauge("sip_udp_receive_drops", drops)
+        buffers = self.listeners.udp_buffers
+        if buffers is not None:
+            metrics.set_gauge("sip_udp_receive_buffer_bytes", buffers.receive)
+            metrics.set_gauge("sip_udp_send_buffer_bytes", buffers.send)
 
     def reload(self) -> None:
         """SIGHUP: new server certificate and key for new connections; users re-read

@@ -10,6 +10,8 @@ import pytest
 from voipsec.config import (
     DEFAULT_TOML,
     MAX_SESSION_TICKETS,
+    MAX_UDP_BUFFER,
+    MIN_UDP_BUFFER,
     AlertsSection,
     Config,
     ConfigError,
@@ -153,6 +155,14 @@ def test_config_every_problem_is_reported(tmp_path: Path) -> None:
         (
             "[cdr]\nmax_pending = 10000001\n",
             "cdr.max_pending: Input should be less than or equal to 10000000",
+        ),
+        (
+            f"[sip]\nudp_buffer = {MIN_UDP_BUFFER - 1}\n",
+            "sip.udp_buffer: Input should be greater than or equal to 131072",
+        ),
+        (
+            f"[sip]\nudp_buffer = {MAX_UDP_BUFFER + 1}\n",
+            "sip.udp_buffer: Input should be less than or equal to 268435456",
         ),
     ],
 )

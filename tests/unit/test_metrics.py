@@ -207,8 +207,9 @@ def test_metrics_unknown_gauge_is_a_value_error() -> None:
         Metrics(process=False).set_gauge("calls", 1)
     assert str(error.value) == (
         "unknown gauge 'calls'; known: active_bans, active_calls, cdr_writes_dropped, "
-        "cdr_writes_pending, media_sessions, registered_contacts, sip_transactions, "
-        "tls_connections"
+        "cdr_writes_pending, media_sessions, registered_contacts, sip_2xx_unacknowledged, "
+        "sip_transactions, sip_udp_receive_buffer_bytes, sip_udp_receive_drops, "
+        "sip_udp_send_buffer_bytes, tls_connections"
     )
 
 

@@ -7,12 +7,22 @@ from voipsec.sip.layer import (
     MAX_NON_INVITE_TU_WAIT,
     KeyedAction,
     LayerStatistics,
+    NoAck,
     TransactionLayer,
     client_key,
     server_key,
 )
 from voipsec.sip.message import Request, Response, parse_message, response_to
-from voipsec.sip.transaction import CancelTimer, Kind, PassUp, Send, StartTimer, Terminated
+from voipsec.sip.transaction import (
+    T1,
+    T2,
+    CancelTimer,
+    Kind,
+    PassUp,
+    Send,
+    StartTimer,
+    Terminated,
+)
 
 
 def _request(
@@ -398,3 +408,98 @@ def test_layer_answered_transactions_leave_the_deadline_queue() -> None:
     # Each new transaction drops the answered ones ahead of it, not after 660 s.
     assert [k[1] for _, k in layer._due[Kind.INVITE_SERVER]] == ["z9hG4bK-2"]
     assert layer.expire(MAX_INVITE_TU_WAIT + 10) == []
+
+
+# -- 2xx retransmission over UDP (RFC 3261 §13.3.1.4) -----------------------------------
+
+
+def _answered_invite(layer: TransactionLayer) -> tuple[tuple[str, ...], Response]:
+    invite = _request()
+    key, _ = layer.receive_request(invite, 0.0, reliable=False)
+    assert key is not None
+    ok = _response(invite, 200, "OK")
+    assert _actions(layer.send_response(key, ok, 1.0)) == [
+        Send(ok.to_bytes()),
+        StartTimer("L", 1.0 + 64 * T1),
+        StartTimer("G", 1.0 + T1),
+    ]
+    return key, ok
+
+
+def test_layer_2xx_over_udp_resent_until_its_ack_with_a_branch_of_its_own() -> None:
+    layer = TransactionLayer()
+    key, ok = _answered_invite(layer)
+    assert _actions(layer.timer_fired(key, "G", 1.5)) == [
+        Send(ok.to_bytes()),
+        StartTimer("G", 1.5 + 2 * T1),
+    ]
+    # §17.1.1.3: the ACK for a 2xx is a new transaction (its own branch): the layer
+    # matches it by Call-ID, CSeq number and To tag, stops the 2xx and still hands the
+    # ACK to the TU (it may carry an answer).
+    ack = _request("ACK", branch="z9hG4bKack1", to_tag="314159")
+    tu_key, actions = layer.receive_request(ack, 2.0, reliable=False)
+    assert tu_key == server_key(ack)
+    assert actions == [
+        KeyedAction(key=key, action=CancelTimer("G")),
+        KeyedAction(key=key, action=PassUp(ack)),
+    ]
+    assert layer.statistics().acks_matched == 1
+    # A retransmitted ACK finds nothing more to stop and goes to the TU alone.
+    assert layer.receive_request(ack, 2.1, reliable=False) == (server_key(ack), [])
+    assert _actions(layer.timer_fired(key, "L", 33.0)) == [Terminated("accepted, timer L")]
+    assert layer.statistics().unacknowledged_2xx == 0
+
+
+def test_layer_ack_of_another_dialog_or_cseq_does_not_stop_the_2xx() -> None:
+    layer = TransactionLayer()
+    key, ok = _answered_invite(layer)
+    other_tag = _request("ACK", branch="z9hG4bKack2", to_tag="271828")
+    assert layer.receive_request(other_tag, 1.2, reliable=False)[1] == []
+    assert _actions(layer.timer_fired(key, "G", 1.5))[0] == Send(ok.to_bytes())
+
+
+def test_layer_2xx_never_acked_passes_up_no_ack_with_the_response() -> None:
+    layer = TransactionLayer()
+    key, ok = _answered_invite(layer)
+    now, interval = 1.0, T1
+    sends = 0
+    while now + interval < 1.0 + 64 * T1:
+        now += interval
+        actions = _actions(layer.timer_fired(key, "G", now))
+        assert actions[0] == Send(ok.to_bytes())
+        sends += 1
+        interval = min(interval * 2, T2)
+    assert sends == 10  # 0.5 1 2 4 4 4 4 4 4 4 (§13.3.1.4's schedule within 64*T1)
+    assert _actions(layer.timer_fired(key, "L", 1.0 + 64 * T1)) == [
+        CancelTimer("G"),
+        PassUp(NoAck(response=ok)),
+        Terminated("no ACK for the 2xx (timer L)"),
+    ]
+    assert layer.statistics().unacknowledged_2xx == 1
+    assert len(layer) == 0
+    # Its ACK id is forgotten with it: a late ACK only goes to the TU.
+    late = _request("ACK", branch="z9hG4bKack3", to_tag="314159")
+    assert layer.receive_request(late, 40.0, reliable=False)[1] == []
+
+
+def test_layer_2xx_over_reliable_transport_waits_for_no_ack() -> None:
+    layer = TransactionLayer()
+    invite = _request()
+    key, _ = layer.receive_request(invite, 0.0, reliable=True)
+    assert key is not None
+    ok = _response(invite, 200, "OK")
+    assert _actions(layer.send_response(key, ok, 1.0)) == [
+        Send(ok.to_bytes()),
+        StartTimer("L", 1.0 + 64 * T1),
+    ]
+    assert _actions(layer.timer_fired(key, "L", 33.0)) == [Terminated("accepted, timer L")]
+    assert layer.statistics().unacknowledged_2xx == 0
+
+
+def test_layer_discarded_answered_transaction_forgets_its_ack_id() -> None:
+    layer = TransactionLayer()
+    key, _ = _answered_invite(layer)
+    layer.discard(key)
+    ack = _request("ACK", branch="z9hG4bKack4", to_tag="314159")
+    assert layer.receive_request(ack, 2.0, reliable=False)[1] == []
+    assert layer._awaiting_ack == {} and layer._answers == {}

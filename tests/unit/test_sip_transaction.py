@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 
 from voipsec.sip.transaction import (
+    NO_ACK,
     T1,
     T2,
     T4,
@@ -322,10 +323,10 @@ def test_transaction_ist_timer_h_without_ack() -> None:
 
 
 def test_transaction_ist_2xx_accepted_then_timer_l() -> None:
-    tx = Transaction(Kind.INVITE_SERVER, reliable=False)
+    tx = Transaction(Kind.INVITE_SERVER, reliable=True)
     assert tx.process("tu_2xx", 0.0, OK) == [Send(OK), StartTimer("L", 32.0)]
     assert tx.state is State.ACCEPTED
-    # RFC 6026 §7.1: the TU retransmits its 2xx; INVITE retransmissions are absorbed;
+    # RFC 6026 §7.1: the TU may resend its 2xx; INVITE retransmissions are absorbed;
     # ACKs for the 2xx go to the TU.
     assert tx.process("tu_2xx", 0.5, OK) == [Send(OK)]
     assert tx.process("request", 0.6) == []
@@ -333,12 +334,52 @@ def test_transaction_ist_2xx_accepted_then_timer_l() -> None:
     assert tx.process("timer_L", 32.0) == [Terminated("accepted, timer L")]
 
 
+def test_transaction_ist_2xx_over_udp_resent_t1_doubling_to_t2_until_ack() -> None:
+    # RFC 3261 §13.3.1.4: T1, 2*T1, 4*T1... capped at T2, until the ACK.
+    tx = Transaction(Kind.INVITE_SERVER, reliable=False)
+    actions = tx.process("tu_2xx", 0.0, OK)
+    assert actions == [Send(OK), StartTimer("L", 32.0), StartTimer("G", T1)]
+    assert _retransmission_schedule(tx, actions, "G", 5, OK) == [0.5, 1.0, 2.0, 4.0, 4.0, 4.0]
+    assert tx.process("ack", 12.0, "ACK") == [CancelTimer("G"), PassUp("ACK")]
+    assert tx.process("timer_G", 15.5) == []  # a timer that raced the ACK sends nothing
+    assert tx.process("ack", 16.0, "ACK") == [PassUp("ACK")]  # a resent ACK: once more up
+    assert tx.process("timer_L", 32.0) == [Terminated("accepted, timer L")]
+
+
+def test_transaction_ist_2xx_over_udp_never_acked_passes_up_no_ack() -> None:
+    # §13.3.1.4: 64*T1 without an ACK: the session SHOULD be terminated (by the TU).
+    tx = Transaction(Kind.INVITE_SERVER, reliable=False)
+    tx.process("tu_2xx", 0.0, OK)
+    assert tx.process("timer_G", T1) == [Send(OK), StartTimer("G", T1 + 2 * T1)]
+    assert tx.process("timer_L", 64 * T1) == [
+        CancelTimer("G"),
+        PassUp(NO_ACK),
+        Terminated("no ACK for the 2xx (timer L)"),
+    ]
+    assert tx.terminated
+
+
+def test_transaction_ist_2xx_resent_by_tu_is_the_copy_the_timer_resends() -> None:
+    other = OK.replace(b"OK", b"Fine")
+    tx = Transaction(Kind.INVITE_SERVER, reliable=False)
+    tx.process("tu_2xx", 0.0, OK)
+    assert tx.process("tu_2xx", 0.2, other) == [Send(other)]
+    assert tx.process("timer_G", T1) == [Send(other), StartTimer("G", T1 + 2 * T1)]
+
+
+def test_transaction_ist_2xx_over_tls_not_resent_and_no_ack_not_reported() -> None:
+    tx = Transaction(Kind.INVITE_SERVER, reliable=True)
+    tx.process("tu_2xx", 0.0, OK)
+    assert tx.process("timer_G", T1) == []
+    assert tx.process("timer_L", 64 * T1) == [Terminated("accepted, timer L")]
+
+
 def test_transaction_ist_payload_message_is_serialized() -> None:
     class Message:
         def to_bytes(self) -> bytes:
             return OK
 
-    tx = Transaction(Kind.INVITE_SERVER, reliable=False)
+    tx = Transaction(Kind.INVITE_SERVER, reliable=True)
     assert tx.process("tu_2xx", 0.0, Message()) == [Send(OK), StartTimer("L", 32.0)]
 
 
@@ -466,11 +507,16 @@ def test_transaction_nict_completed_keeps_no_request_bytes() -> None:
 
 
 def test_transaction_ist_accepted_and_confirmed_keep_no_response_bytes() -> None:
-    accepted = Transaction(Kind.INVITE_SERVER, reliable=False)
+    accepted = Transaction(Kind.INVITE_SERVER, reliable=True)
     accepted.process("tu_1xx", 0.0, PROVISIONAL)
     accepted.process("tu_2xx", 1.0, OK)
     assert accepted._last == b""
-    assert accepted.process("request", 1.5) == []  # RFC 6026 §7.1: the TU resends
+    assert accepted.process("request", 1.5) == []  # RFC 6026 §7.1: absorbed
+    over_udp = Transaction(Kind.INVITE_SERVER, reliable=False)
+    over_udp.process("tu_2xx", 1.0, OK)
+    assert over_udp._last == OK  # resent until the ACK (§13.3.1.4), then freed
+    over_udp.process("ack", 1.2, "ACK")
+    assert over_udp._last == b""
     confirmed = Transaction(Kind.INVITE_SERVER, reliable=False)
     confirmed.process("tu_final", 0.0, BUSY)
     assert confirmed.process("request", 0.5) == [Send(BUSY)]  # Completed still resends

@@ -30,7 +30,14 @@ from ..qos import set_dscp
 from ..storage import Store
 from ..transport.connections import ConnectionTable, Flow
 from ..transport.stream import MessageSink, StreamListener
-from ..transport.udp import DatagramProtocol, DatagramSink, UdpFlow
+from ..transport.udp import (
+    BufferSizes,
+    DatagramProtocol,
+    DatagramSink,
+    UdpFlow,
+    receive_drops,
+    size_buffers,
+)
 
 log = logging.getLogger("voipsec.sip")
 
@@ -79,6 +86,8 @@ class Listeners:
         self._contexts: list[ssl.SSLContext] = []
         self._streams: list[StreamListener] = []
         self._udp: list[asyncio.DatagramTransport] = []
+        #: What the kernel granted the (last) UDP listener's socket buffers.
+        self.udp_buffers: BufferSizes | None = None
 
     async def start(self) -> None:
         """Bind every SIP listener, then STUN/TURN."""
@@ -95,6 +104,7 @@ class Listeners:
                 )
                 self._udp.append(tx)
                 set_dscp(tx.get_extra_info("socket"), self.config.sip.dscp)
+                self.udp_buffers = self._size_buffers(tx, listen)
                 if self.udp_sender is None:
                     self.udp_sender = _udp_sender(tx, (listen.host, listen.port))
             else:
@@ -102,6 +112,28 @@ class Listeners:
             self.bound.append(listen)
             log.info("listening on %s", listen)
         await self._start_turn()
+
+    def _size_buffers(self, tx: asyncio.DatagramTransport, listen: Listen) -> BufferSizes:
+        """sip.udp_buffer on the socket; a short grant is logged (datagrams will be
+        dropped under load, docs/sip.md "UDP under load") but is no reason to stop."""
+        sizes = size_buffers(tx.get_extra_info("socket"), self.config.sip.udp_buffer)
+        log.info(
+            "%s: UDP buffers granted receive %d, send %d bytes (asked %d; Linux reports double)",
+            listen, sizes.receive, sizes.send, sizes.requested,
+        )  # fmt: skip
+        if sizes.short:
+            log.warning(
+                "%s: the kernel granted less UDP buffer than sip.udp_buffer = %d: raise "
+                "net.core.rmem_max and net.core.wmem_max", listen, sizes.requested,
+            )  # fmt: skip
+        return sizes
+
+    def udp_drops(self) -> int | None:
+        """Datagrams the kernel dropped on this process's SIP UDP sockets (receive
+        buffer full); None without UDP listeners or without SO_MEMINFO."""
+        counts = [receive_drops(tx.get_extra_info("socket")) for tx in self._udp]
+        known = [c for c in counts if c is not None]
+        return sum(known) if known else None
 
     async def _start_stream(self, listen: Listen) -> None:
         ssl_ctx = None

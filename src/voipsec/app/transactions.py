@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import Literal, Protocol
 
 from ..events import EventBus, MessageSeen
-from ..sip.layer import KeyedAction, TransactionLayer, TxKey
+from ..sip.layer import KeyedAction, NoAck, TransactionLayer, TxKey
 from ..sip.message import Request, Response
 from ..sip.transaction import CancelTimer, PassUp, Send, StartTimer, Terminated
 from ..transport.connections import Flow
@@ -38,6 +38,10 @@ class ClientUser(Protocol):
     def on_client_failure(self, key: TxKey) -> None: ...
 
     def client_done(self, key: TxKey) -> None: ...
+
+    def on_no_ack(self, key: TxKey, response: Response) -> None:
+        """Our 2xx ``response`` to server transaction ``key`` was never ACKed."""
+        ...
 
 
 class TransactionDriver:
@@ -127,7 +131,11 @@ class TransactionDriver:
     def _pass_up(self, key: TxKey, message: object) -> None:
         """What a transaction hands its user: responses and failures of client ones."""
         if key[0] != "c":
-            return  # server side: an ACK in Accepted (absorbed) or Timer H (no ACK)
+            # Server side: a 2xx never ACKed (§13.3.1.4) ends its session; an ACK in
+            # Accepted (it reaches the TU on its own) or Timer H (no ACK) is absorbed.
+            if isinstance(message, NoAck):
+                self.client.on_no_ack(key, message.response)
+            return
         if isinstance(message, Response):
             self.client.on_response(key, message)
         elif message in ("timeout", "transport_error"):

@@ -40,6 +40,14 @@ TRANSPORTS = ("tls", "tcp", "udp")
 
 #: At most this many signaling or relay processes (sip.workers, media.workers).
 MAX_WORKERS = 64
+#: Bytes of socket buffer (SO_RCVBUF and SO_SNDBUF) each SIP UDP listener asks for.
+#: 4 MiB holds about two seconds of 250 calls/s (7 messages of ~1 kB each per call,
+#: both legs) while a worker is busy; the kernel's default (~208 KiB) overflowed in
+#: issue 16. The lowest value holds one largest datagram with the kernel's overhead;
+#: the highest is far beyond what any net.core.rmem_max allows.
+DEFAULT_UDP_BUFFER = 4 * 1024 * 1024
+MIN_UDP_BUFFER = 128 * 1024
+MAX_UDP_BUFFER = 256 * 1024 * 1024
 
 
 def resolve_workers(setting: int) -> int:
@@ -126,6 +134,8 @@ class SipSection(_Section):
     dscp: Annotated[int, Field(ge=0, le=63)] = 24
     #: Signaling processes sharing the listeners; 0 = one per core, 1 = one process.
     workers: Annotated[int, Field(ge=0, le=MAX_WORKERS)] = 0
+    #: Socket buffer bytes asked for on each UDP listener (receive and send).
+    udp_buffer: Annotated[int, Field(ge=MIN_UDP_BUFFER, le=MAX_UDP_BUFFER)] = DEFAULT_UDP_BUFFER
 
     def worker_count(self) -> int:
         """How many signaling processes ``serve`` runs (0 resolved to the cores)."""
@@ -634,6 +644,10 @@ aliases = []
 dscp = 24
 # Signaling processes sharing the listeners: 0 = one per core, 1 = a single process.
 workers = 0
+# Bytes of receive and send buffer each UDP listener asks for (131072..268435456).
+# The kernel grants at most net.core.rmem_max / wmem_max (more as root); the log
+# says what it granted. Too small a buffer drops datagrams under load.
+udp_buffer = 4194304
 
 [tls]
 # Client certificates: "required" | "optional" | "off"; checked against voipsec's CA.

@@ -652,8 +652,8 @@ class B2bua:
 
     # -- requests inside a call's dialogs ---------------------------------------------
 
-    def find(self, request: Request) -> tuple[Call, Side] | None:
-        """The call and leg a request belongs to, by Call-ID and our tag (never the URI)."""
+    def find(self, request: Request | Response) -> tuple[Call, Side] | None:
+        """The call and leg a request (or our response) belongs to, by Call-ID and our tag."""
         tag = request.to.tag
         if tag is None:
             return None

@@ -119,11 +119,25 @@ GAUGES = {
     "sip_transactions": "Live SIP transactions, server and client.",
     "cdr_writes_pending": "CDR writes queued for the database (docs/storage.md).",
     "cdr_writes_dropped": "CDR writes dropped since start: queue full ([cdr] max_pending).",
+    "sip_udp_receive_drops": "SIP datagrams the kernel dropped since start (UDP receive "
+    "buffer full: raise sip.udp_buffer or net.core.rmem_max).",
+    "sip_udp_receive_buffer_bytes": "Receive buffer the kernel granted a SIP UDP listener.",
+    "sip_udp_send_buffer_bytes": "Send buffer the kernel granted a SIP UDP listener.",
+    "sip_2xx_unacknowledged": "2xx to INVITE resent over UDP for 64*T1 and never ACKed "
+    "since start (the call was ended, RFC 3261 §13.3.1.4).",
 }
 
 #: Gauges of state every signaling worker holds whole (bans and bindings are
 #: replicated): worker 0's value is the server's; a sum would count each once per worker.
-GLOBAL_GAUGES = frozenset({"active_bans", "registered_contacts"})
+GLOBAL_GAUGES = frozenset(
+    {
+        "active_bans",
+        "registered_contacts",
+        # Every worker's socket gets the same size: the size, not a sum, is the news.
+        "sip_udp_receive_buffer_bytes",
+        "sip_udp_send_buffer_bytes",
+    }
+)
 #: Sample name endings of a metric family (counters, histograms); "_created" samples are
 #: each process's own start times and are never added up.
 _SUFFIXES = ("_total", "_bucket", "_count", "_sum", "")

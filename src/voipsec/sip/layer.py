@@ -13,9 +13,11 @@ from dataclasses import dataclass
 
 from .message import Request, Response, is_rfc3261_branch
 from .transaction import (
+    NO_ACK,
     T1,
     Action,
     Kind,
+    PassUp,
     StartTimer,
     State,
     Terminated,
@@ -44,6 +46,17 @@ MAX_INVITE_TU_WAIT = 660.0
 _WAITING_FOR_TU = frozenset({State.TRYING, State.PROCEEDING})
 
 TxKey = tuple[str, ...]
+#: What an ACK for a 2xx shares with the 2xx (RFC 3261 §13.2.2.4, §17.1.1.3): Call-ID,
+#: CSeq number and To tag. It has a branch of its own, so no server key matches it.
+AckId = tuple[str, int, str]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NoAck:
+    """Passed up for a server transaction whose 2xx was never ACKed (§13.3.1.4): the
+    TU finds the dialog from ``response`` (Call-ID and tags) and ends the session."""
+
+    response: Response
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -61,6 +74,9 @@ class LayerStatistics:
     retransmissions_absorbed: int
     overloaded: int
     expired: int
+    #: ACKs that stopped a 2xx's retransmissions, and 2xx never ACKed (§13.3.1.4).
+    acks_matched: int = 0
+    unacknowledged_2xx: int = 0
 
 
 def server_key(request: Request, *, method: str | None = None) -> TxKey:
@@ -112,6 +128,12 @@ class TransactionLayer:
             Kind.INVITE_SERVER: deque(),
             Kind.NON_INVITE_SERVER: deque(),
         }
+        #: INVITE server transactions resending a 2xx over UDP until its ACK
+        #: (§13.3.1.4): the ACK's id leads to the transaction, which keeps the 2xx.
+        self._awaiting_ack: dict[AckId, TxKey] = {}
+        self._answers: dict[TxKey, Response] = {}
+        self._acks_matched = 0
+        self._unacknowledged = 0
 
     # -- server side --------------------------------------------------------------
 
@@ -139,7 +161,8 @@ class TransactionLayer:
             return None, self._run(self._server, key, tx, event, now, request)
         if request.method == "ACK":
             # An ACK for a 2xx is its own transaction-less request (§17.2.3): the TU's.
-            return key, []
+            # It stops the 2xx's retransmissions first (§13.3.1.4).
+            return key, self._ack_for_2xx(request, now)
         if len(self._server) >= self._max_server:
             self._overloaded += 1
             return None, []
@@ -162,12 +185,31 @@ class TransactionLayer:
             return []
         if response.status >= 200:
             self._tu_deadline.pop(key, None)
-        return self._run(self._server, key, tx, tu_event(response.status), now, response)
+        actions = self._run(self._server, key, tx, tu_event(response.status), now, response)
+        if tx.state is State.ACCEPTED and not tx.reliable and key not in self._answers:
+            ack_id = (response.call_id, response.cseq.seq, response.to.tag or "")
+            self._awaiting_ack[ack_id] = key
+            self._answers[key] = response
+        return actions
+
+    def _ack_for_2xx(self, ack: Request, now: float) -> list[KeyedAction]:
+        """Feed an ACK to the INVITE server transaction whose 2xx it acknowledges."""
+        if not self._awaiting_ack:
+            return []  # TLS/TCP only, or every 2xx ACKed: no header to parse
+        key = self._awaiting_ack.pop((ack.call_id, ack.cseq.seq, ack.to.tag or ""), None)
+        if key is None:
+            return []
+        self._answers.pop(key, None)
+        tx = self._server.get(key)
+        if tx is None:
+            return []
+        self._acks_matched += 1
+        return self._run(self._server, key, tx, "ack", now, ack)
 
     def discard(self, key: TxKey) -> None:
         """Forget a server transaction the TU will never answer (a dropped request)."""
         self._server.pop(key, None)
-        self._tu_deadline.pop(key, None)
+        self._forget_server(key)
 
     def expire(self, now: float) -> list[KeyedAction]:
         """Terminate server transactions whose TU never answered in time.
@@ -266,13 +308,27 @@ class TransactionLayer:
             if isinstance(action, StartTimer) and action.at <= now:
                 out.extend(self._run(table, key, tx, f"timer_{action.name}", now, None))
                 continue
+            if isinstance(action, PassUp) and action.message == NO_ACK:
+                self._unacknowledged += 1
+                answer = self._answers.get(key)
+                if answer is None:
+                    continue
+                action = PassUp(NoAck(response=answer))
             if isinstance(action, Terminated):
                 table.pop(key, None)
                 self._invites.pop(key, None)
                 if table is self._server:
-                    self._tu_deadline.pop(key, None)
+                    self._forget_server(key)
             out.append(KeyedAction(key=key, action=action))
         return out
+
+    def _forget_server(self, key: TxKey) -> None:
+        self._tu_deadline.pop(key, None)
+        answer = self._answers.pop(key, None)
+        if answer is not None:
+            ack_id = (answer.call_id, answer.cseq.seq, answer.to.tag or "")
+            if self._awaiting_ack.get(ack_id) == key:
+                del self._awaiting_ack[ack_id]
 
     def statistics(self) -> LayerStatistics:
         return LayerStatistics(
@@ -281,6 +337,8 @@ class TransactionLayer:
             retransmissions_absorbed=self._absorbed,
             overloaded=self._overloaded,
             expired=self._expired,
+            acks_matched=self._acks_matched,
+            unacknowledged_2xx=self._unacknowledged,
         )
 
     def __len__(self) -> int:

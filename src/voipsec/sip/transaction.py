@@ -80,6 +80,11 @@ class Terminated:
 Action = Send | PassUp | StartTimer | CancelTimer | Terminated
 
 
+#: What an INVITE server transaction passes up when its 2xx was resent for 64*T1 and no
+#: ACK came (RFC 3261 §13.3.1.4): the TU ends the session.
+NO_ACK = "no_ack"
+
+
 class InvalidTransition(Exception):
     """The transaction user asked for something the current state does not allow."""
 
@@ -257,13 +262,50 @@ def _ist_resend(t: Transaction, now: float, payload: object) -> list[Action]:
 
 
 def _ist_accept(t: Transaction, now: float, payload: object) -> list[Action]:
-    t._last = b""  # RFC 6026 §7.1: the TU, not the transaction, resends its 2xx
-    return [Send(_as_bytes(payload)), StartTimer("L", now + 64 * T1)]
+    data = _as_bytes(payload)
+    actions: list[Action] = [Send(data), StartTimer("L", now + 64 * T1)]
+    if t.reliable:
+        t._last = b""  # nothing to resend: the transport delivers the 2xx or fails
+        return actions
+    # RFC 3261 §13.3.1.4: over an unreliable transport the UAS core resends its 2xx,
+    # T1 doubling up to T2, until the ACK comes (the layer matches the ACK, which has
+    # a branch of its own); Timer G's name and schedule, in the Accepted state.
+    t._last = data
+    t._interval = T1
+    return [*actions, StartTimer("G", now + T1)]
 
 
 def _ist_send_2xx_again(t: Transaction, now: float, payload: object) -> list[Action]:
     # RFC 6026 §7.1: the TU retransmits its 2xx through the Accepted state.
-    return [Send(_as_bytes(payload))]
+    data = _as_bytes(payload)
+    if t._last:
+        t._last = data  # the copy the timer resends, until the ACK
+    return [Send(data)]
+
+
+def _ist_resend_2xx(t: Transaction, now: float, payload: object) -> list[Action]:
+    if not t._last:
+        return []  # ACKed meanwhile (its CancelTimer raced the timer)
+    t._interval = min(t._interval * 2, T2)
+    return [Send(t._last), StartTimer("G", now + t._interval)]
+
+
+def _ist_2xx_acked(t: Transaction, now: float, payload: object) -> list[Action]:
+    # §13.3.1.4: "Response retransmissions cease when an ACK request for the response
+    # is received." The ACK still goes to the TU (it may carry a late-offer answer).
+    if not t._last:
+        return [PassUp(payload)]
+    t._last = b""
+    return [CancelTimer("G"), PassUp(payload)]
+
+
+def _ist_accepted_over(t: Transaction, now: float, payload: object) -> list[Action]:
+    if not t._last:
+        return [Terminated("accepted, timer L")]
+    # §13.3.1.4: 64*T1 of retransmissions and no ACK: "the dialog is confirmed, but
+    # the session SHOULD be terminated" -- the TU hears of it and sends the BYE.
+    t._last = b""
+    return [CancelTimer("G"), PassUp(NO_ACK), Terminated("no ACK for the 2xx (timer L)")]
 
 
 def _ist_final(t: Transaction, now: float, payload: object) -> list[Action]:
@@ -365,8 +407,9 @@ TABLES: dict[Kind, dict[tuple[State, str], tuple[State, Effect]]] = {
         (P, "tu_2xx"): (A, _ist_accept),
         (A, "tu_2xx"): (A, _ist_send_2xx_again),
         (A, "request"): (A, _nothing),
-        (A, "ack"): (A, _pass_up),
-        (A, "timer_L"): (X, _terminate("accepted, timer L")),
+        (A, "ack"): (A, _ist_2xx_acked),
+        (A, "timer_G"): (A, _ist_resend_2xx),
+        (A, "timer_L"): (X, _ist_accepted_over),
         (P, "tu_final"): (CO, _ist_final),
         (CO, "request"): (CO, _ist_resend),
         (CO, "timer_G"): (CO, _ist_retransmit),
