@@ -97,6 +97,25 @@ class Admission:
     tracked: str = ""
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TransferRow:
+    """What the CDR row of a transferred call says (calls.py gathers it when it
+    authorises the REFER; core/transfer.py carries the transfer out)."""
+
+    #: The Call-ID of the original call's row: both rows carry it.
+    cdr_call_id: str
+    #: The transferee, as the target sees the call.
+    caller: str
+    #: The transferor: the call is placed, counted and billed as this user's.
+    user: str
+    dialled: str
+    callee: str
+    trunk: str
+    #: The id the fraud engine tracks the transferred call under.
+    fraud_id: str
+    transport: str
+
+
 class FraudFeedPort(Protocol):
     """Where this worker's fraud decisions and call outcomes go for the other signaling
     workers' engines (app/shared/fraud.py); None with one worker."""
@@ -199,16 +218,19 @@ class CallRecords:
         routed: Route,
         source: str,
         now: float,
+        *,
+        call_id: str | None = None,
     ) -> Admission:
         """Ask the fraud engine about a routed call (a user's call is checked before
         it goes anywhere; a trunk's call is only counted) and alert on what it found;
-        ``source`` is the caller's address, for the alerts."""
+        ``source`` is the caller's address, for the alerts; ``call_id`` the id the
+        engine tracks the call under when it is not the request's (a transfer's)."""
         if self.fraud is None:
             return Admission()
         destination = routed.destination
         if caller.user is not None and destination is not None:
             attempt = Attempt(
-                call_id=request.call_id,
+                call_id=call_id or request.call_id,
                 user=caller.user,
                 dialled=dialled,
                 e164=destination.e164,
@@ -317,6 +339,45 @@ class CallRecords:
         if info is None:
             return
         self._media_report_of(action.call, lambda legs: self._finish(info, action, legs))
+
+    def transferred(self, call: str, row: TransferRow, now: float) -> None:
+        """``call`` was transferred (core/transfer.py): its row ends, answered, with the
+        reason ``transferred to <callee>``, booked with the fraud engine as it stands;
+        a new row opens for the rest of the call, answered now and linked to the first:
+        the same ``call_id``, and ``source`` ``refer:<id of the first row>``. The
+        media report goes into the new row when the call ends (one relay, both rows)."""
+        old = self._calls.pop(call, None)
+        if old is None:
+            return
+        reason = f"transferred to {row.callee}"
+        self._finish(old, Ended(call, now, "answered", 200, reason, "callee"), ())
+        ticket = self.cdr.open(
+            CdrStart(
+                call_id=row.cdr_call_id,
+                caller=row.caller,
+                callee_dialled=row.dialled,
+                callee=row.callee,
+                user=row.user,
+                source=f"refer:{old.cdr_id}",
+                transport=row.transport,
+                tls_identity="",
+                trunk=row.trunk,
+                user_agent="",
+                start=now,
+            ),
+            None,
+        )
+        tracked = "out" if self.fraud is not None else ""
+        record = CallRecord(
+            ticket=ticket,
+            a_call_id=row.fraud_id,
+            start=now,
+            user=row.user,
+            source="",
+            fraud=tracked,
+        )
+        self._calls[call] = record
+        self.answered(Answered(call, now))
 
     def _finish(self, info: CallRecord, action: Ended, legs: Sequence[LegReport]) -> None:
         """The call's media report is in: store it, close the row, book and publish."""
@@ -520,4 +581,5 @@ __all__ = [
     "CallRecord",
     "CallRecords",
     "FraudFeedPort",
+    "TransferRow",
 ]

@@ -24,14 +24,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from .call_records import CallRecord, CallRecords
+from .call_records import CallRecord, CallRecords, TransferRow
 from .call_trunks import TrunkConnector
 from .config import Config, ConfigError, TrunkSection
 from .core.b2bua import (
     AllocateMedia,
     Answered,
     AnswerMedia,
-    B2bua,
     CallAction,
     CallPolicy,
     CancelCallTimer,
@@ -44,6 +43,7 @@ from .core.b2bua import (
     check_invite,
     disposition_of,
 )
+from .core.callmodel import Call, Side, TransferEnded
 from .core.dialplan import DialplanConfigError
 from .core.dialplan_loader import load_dialplan
 from .core.routing import (
@@ -62,6 +62,7 @@ from .core.routing import (
     trunk_for,
     user_caller,
 )
+from .core.transfer import ReferRefused, TransferB2bua
 from .events import CallStarted, EventBus
 from .media.destinations import MediaPeer
 from .media.performer import LocalMedia, MediaAction, MediaDriver
@@ -72,7 +73,7 @@ from .sip.errors import SipParseError
 from .sip.layer import TxKey, client_key, server_key
 from .sip.message import Request, Response, response_to
 from .sip.uac import LocalAddress
-from .sip.uri import SipUri
+from .sip.uri import SipUri, parse_uri
 from .transport.connections import ConnectionTable, Flow
 from .transport.udp import UdpFlow
 
@@ -134,7 +135,7 @@ class CallService:
         calls = config.calls
         #: The relay workers (``Server``'s pool), or the relay in this process.
         self.media: MediaDriver = media or LocalMedia(build_relay(config))
-        self.b2bua = B2bua(
+        self.b2bua = TransferB2bua(
             CallPolicy(
                 ring_timeout=calls.ring_timeout,
                 max_duration=calls.max_duration,
@@ -177,6 +178,8 @@ class CallService:
             unreachable=self._unreachable,
         )
         self._opening: dict[TxKey, _Opening] = {}
+        #: Transfers in progress, by call: what the new CDR row will say.
+        self._transfers: dict[str, TransferRow] = {}
 
     # -- a new INVITE ------------------------------------------------------------------
 
@@ -408,8 +411,86 @@ class CallService:
         if found is None:
             return response_to(request, 481, "Call/Transaction Does Not Exist")
         call, side = found
+        if request.method == "REFER":
+            self.run(self._refer(flow, tx, request, call, side, now))
+            return None
         self.run(self.b2bua.in_dialog(tx, request, call, side, now))
         return None
+
+    # -- blind transfer (core/transfer.py) -------------------------------------------
+
+    def _refer(
+        self, flow: Flow, tx: TxKey, request: Request, call: Call, side: Side, now: float
+    ) -> list[CallAction]:
+        """A REFER: carried out only as a call the transferor could make itself.
+
+        The transferor is the voipsec user on the leg the REFER came on, reached on
+        that leg's own connection; the target is routed and checked by the fraud
+        engine as that user's call (class of service, premium-rate blocking, limits).
+        A refusal gets a final response to the REFER (never a 202 and a failing
+        NOTIFY: the phone shows it at once, and nothing was started)."""
+        verdict = self.b2bua.check_refer(request, call, side, self.domains)
+        if isinstance(verdict, ReferRefused):
+            return [Respond(tx, response_to(request, verdict.status, verdict.reason))]
+        target = call.target(side)
+        if (flow.transport, flow.peer[0], flow.peer[1]) != (
+            target.transport,
+            target.host,
+            target.port,
+        ):
+            # The dialog's tags are no credential: only the leg's own phone transfers.
+            log.info("refused REFER from %s: not the phone of that call leg", flow.peer[0])
+            return [Respond(tx, response_to(request, 403, "Not From This Call Leg"))]
+        user = _transferor(call)
+        if user is None:
+            return [Respond(tx, response_to(request, 403, "Transfer By A Trunk Not Allowed"))]
+        caller = user_caller(user, self.routing.domain)
+        routed = route(
+            caller,
+            verdict.user,
+            policy=self.routing,
+            dialplan=self.dialplan,
+            lookups=self._lookups(now),
+        )
+        fraud_id = f"{request.call_id}/refer/{request.cseq.seq}"
+        if not isinstance(routed, Refusal):
+            admission = self.records.admit(
+                request, caller, verdict.user, routed, flow.peer[0], now, call_id=fraud_id
+            )
+            routed = admission.refusal or routed
+        if isinstance(routed, Refusal):
+            log.info("refused transfer by %s to %r: %s", user, verdict.user[:64], routed.reason)
+            return [Respond(tx, self._refuse(flow, request, caller, verdict.user, routed, now))]
+        actions = self.b2bua.transfer(tx, request, call, side, verdict, routed.forks[0], now)
+        if not self.b2bua.transferring(call.id):
+            self.records.discard(fraud_id)
+            return actions
+        self._transfers[call.id] = TransferRow(
+            cdr_call_id=call.a_invite.call_id,
+            caller=caller.uri,
+            user=user,
+            dialled=verdict.user,
+            callee=routed.callee,
+            trunk=routed.trunk or "",
+            fraud_id=fraud_id,
+            transport=routed.forks[0].target.transport,
+        )
+        log.info("call %s: %s transfers it to %r", call.id[:8], user, verdict.user[:64])
+        return actions
+
+    def _transfer_ended(self, action: TransferEnded) -> None:
+        """A transfer is over: on success the CDR is split (the new row linked to the
+        original one), otherwise the fraud engine forgets the attempt."""
+        pending = self._transfers.pop(action.call, None)
+        if pending is None:
+            return
+        if action.status != 200:
+            log.info(
+                "call %s: transfer failed (%d %s)", action.call[:8], action.status, action.reason
+            )
+            self.records.discard(pending.fraud_id)
+            return
+        self.records.transferred(action.call, pending, action.time)
 
     def cancel(self, tx: TxKey, request: Request, now: float) -> None:
         invite_tx = server_key(request, method="INVITE")
@@ -472,6 +553,8 @@ class CallService:
                 self.records.answered(action)
             elif isinstance(action, Ended):
                 self.records.ended(action)
+            elif isinstance(action, TransferEnded):
+                self._transfer_ended(action)
             else:
                 self._media_action(action)
 
@@ -548,6 +631,19 @@ class CallService:
 
 
 # -- helpers --------------------------------------------------------------------------
+
+
+def _transferor(call: Call) -> str | None:
+    """The voipsec user on the callee's leg (the one side that may transfer), or None
+    when that leg is a trunk's (its REFER would place calls nobody authenticated)."""
+    leg = call.b_leg
+    if leg is None or leg.fork.target.trunk is not None:
+        return None
+    try:
+        uri = parse_uri(leg.fork.to_uri)
+    except SipParseError:
+        return None
+    return uri.user if isinstance(uri, SipUri) else None
 
 
 def _no_result(result: object) -> None:

@@ -24,7 +24,7 @@ from enum import Enum
 from ..edge.sanity import SanityFailure
 
 #: The methods we answer (RFC 3261 §8.2.1: a 405 lists them in Allow; so does OPTIONS).
-ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS, REGISTER, UPDATE, INFO"
+ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS, REGISTER, UPDATE, INFO, REFER"
 #: Option tags we support (RFC 3261 §8.2.2.3); a Require with others gets 420.
 SUPPORTED: frozenset[str] = frozenset({"path", "outbound"})
 #: Methods some RFC defines that we do not serve: 405, not 501 (RFC 3261 §21.5.6).
@@ -44,8 +44,10 @@ KNOWN_METHODS: frozenset[str] = frozenset(
         "PUBLISH",
     }
 )
-#: Methods that only make sense inside a dialog: outside one they get 481.
-DIALOG_ONLY: frozenset[str] = frozenset({"BYE", "UPDATE", "INFO", "PRACK"})
+#: Methods that only make sense inside a dialog: outside one they get 481. REFER is
+#: a transfer of a call in progress (core/transfer.py); one outside a call would make
+#: voipsec place a call for whoever asks (RFC 3515 §2.4.2 lets us refuse it).
+DIALOG_ONLY: frozenset[str] = frozenset({"BYE", "UPDATE", "INFO", "PRACK", "REFER"})
 #: Seconds an overloaded server asks a client to wait (RFC 3261 §21.5.4, §20.33).
 OVERLOAD_RETRY_AFTER = 5
 

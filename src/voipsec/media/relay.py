@@ -426,6 +426,9 @@ class MediaRelay:
         if leg.rx_master != theirs:
             leg.rx_master = theirs
             leg.rx = SrtpSession(inbound_policy(suite, theirs), self._buffer)
+            # A new key may be a new phone (a transferred call, core/transfer.py): the
+            # leg latches again on the first packet that authenticates with it.
+            leg.latched_rtp = leg.latched_rtcp = None
 
     def _set_remote(
         self, media: CallMedia, leg: Leg, sdp: Sdp, audio: Media, peer: MediaPeer

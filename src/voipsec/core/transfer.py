@@ -1,0 +1,452 @@
+"""Blind call transfer with REFER (RFC 3515; RFC 5589 §6 "basic transfer"), sans-IO.
+
+How this works. A phone in an answered call sends REFER on its own leg (the
+*transferor*); the party on the other leg is the *transferee*. The shell first asks
+:func:`check_refer` whether the request is one we carry out at all, then authorises
+the target as if the transferor dialled it (dial plan, class of service, fraud
+engine: ``calls.py``), and only then calls :meth:`TransferB2bua.transfer`:
+
+1. ``202 Accepted`` to the REFER and a NOTIFY ``SIP/2.0 100 Trying`` (RFC 3515
+   §2.4.4, §2.4.5: the implicit subscription, ``Event: refer``, ``message/sipfrag``);
+2. voipsec's own INVITE to the target, offering the SDP the transferor's leg was
+   offered (the relay's port and key of that leg), so the transferee's leg, port and
+   key do not change and need no re-INVITE;
+3. when the target answers, its SDP answer goes to the relay for the transferor's
+   side (the leg gets the target's key and re-latches on its first authenticated
+   packet), the target's dialog takes the transferor's place in the call, the
+   transferor gets NOTIFY ``SIP/2.0 200 OK`` (``Subscription-State:
+   terminated;reason=noresource``) and a BYE;
+4. when it fails (any final status >= 300, no answer within ``calls.ring_timeout``,
+   media the relay cannot carry), the transferor gets a NOTIFY with that status and
+   the original call goes on untouched (RFC 5589 §6: the transferor may take it
+   back). A transferor that hung up meanwhile (many phones send BYE right after the
+   202) leaves the transferee alone: the call ends.
+
+Only the callee's side (the B-leg) can transfer: replacing the caller's leg would
+need a new offer for a leg whose keys were answered, not offered (see
+docs/calls.md). Attended transfer (``Replaces``, RFC 3891) is refused with 501.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+
+from ..media.destinations import MediaPeer
+from ..media.errors import MediaRefused
+from ..sip.dialog import Dialog, new_branch, new_tag, uac_dialog
+from ..sip.errors import SipParseError
+from ..sip.layer import TxKey, client_key
+from ..sip.message import Request, Response, response_to
+from ..sip.ownership import mark
+from ..sip.uac import cancel_for, in_dialog, make_request
+from ..sip.uri import SipUri, parse_name_addr
+from .b2bua import MAX_FORWARDS, B2bua
+from .callmodel import (
+    AnswerMedia,
+    Call,
+    CallAction,
+    CallPolicy,
+    CancelCallTimer,
+    Fork,
+    ForkLeg,
+    Ignored,
+    MediaResult,
+    Phase,
+    Respond,
+    SendRequest,
+    Side,
+    StartCallTimer,
+    TransferEnded,
+    crossing_value,
+    reason_of,
+)
+
+__all__ = [
+    "MAX_REFER_TO",
+    "MAX_TRANSFERS_PER_CALL",
+    "SIPFRAG",
+    "TRANSFER",
+    "ReferRefused",
+    "ReferTarget",
+    "TransferB2bua",
+    "check_refer",
+]
+
+#: The longest Refer-To value we read. A transfer target is a user or a number at one
+#: of our domains (``<sip:+44 20 7123 4567@voipsec.example>`` is ~40 characters); the
+#: dial plan refuses more than 32 characters of number anyway.
+MAX_REFER_TO = 256
+#: Transfers in progress per call. RFC 3515 §2.4.6 lets a phone send several REFERs;
+#: a second one while the first is still ringing gets 491 (§14.1 in spirit).
+MAX_TRANSFERS_PER_CALL = 1
+#: The call timer of a transfer's INVITE (no answer within ``calls.ring_timeout``).
+TRANSFER = "transfer"
+#: RFC 3515 §2.4.5: the body of every NOTIFY of a REFER's implicit subscription.
+SIPFRAG = "message/sipfrag;version=2.0"
+#: How long the implicit subscription lasts while the target rings (RFC 6665 §4.1.3;
+#: our final NOTIFY ends it long before).
+SUBSCRIPTION_EXPIRES = 300
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReferTarget:
+    """A REFER we may carry out: the target as the transferor would have dialled it."""
+
+    uri: str
+    #: The Refer-To URI's user part, for the dial plan (a user name or a number).
+    user: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReferRefused:
+    """The final response to a REFER we do not carry out."""
+
+    status: int
+    reason: str
+
+
+def check_refer(
+    request: Request, call: Call, side: Side, domains: frozenset[str]
+) -> ReferTarget | ReferRefused:
+    """Whether the REFER ``request`` on ``side`` of ``call`` names a target we may try.
+
+    Refused: a call not answered yet; a REFER from the caller's side; no Refer-To or
+    several (RFC 3515 §2.4.1); one longer than :data:`MAX_REFER_TO`; one that does not
+    parse; a non-SIP URI (416, RFC 3261 §8.2.2.1); ``Replaces`` (attended transfer,
+    RFC 3891: 501); no user part; a host that is not one of our domains (a transfer
+    goes where the transferor could dial, never to an address of its choosing)."""
+    if call.phase is not Phase.CONFIRMED:
+        return ReferRefused(status=403, reason="Transfer Only In An Answered Call")
+    if side is Side.A:
+        return ReferRefused(status=501, reason="Transfer By The Caller Not Supported")
+    values = request.headers.values("refer-to")
+    if len(values) != 1:
+        return ReferRefused(status=400, reason="Exactly One Refer-To Required")
+    value = values[0]
+    if len(value) > MAX_REFER_TO:
+        return ReferRefused(status=400, reason="Refer-To Too Long")
+    try:
+        uri = parse_name_addr(value).uri
+    except SipParseError:
+        return ReferRefused(status=400, reason="Malformed Refer-To")
+    if not isinstance(uri, SipUri):
+        return ReferRefused(status=416, reason="Unsupported URI Scheme")
+    if uri.headers is not None and "replaces" in uri.headers.lower():
+        return ReferRefused(status=501, reason="Attended Transfer (Replaces) Not Supported")
+    if not uri.user:
+        return ReferRefused(status=404, reason="Refer-To Names No User")
+    if uri.host.lower() not in domains:
+        return ReferRefused(status=403, reason="Transfer Outside This Domain")
+    return ReferTarget(uri=str(uri), user=uri.user)
+
+
+@dataclass(slots=True)
+class _Transfer:
+    """One transfer in progress: the transferor's side and the target's leg."""
+
+    call: Call
+    side: Side
+    leg: ForkLeg
+    tag: str
+    target: str
+    dialog: Dialog | None = None
+    #: The transferor hung up after the 202: nobody to NOTIFY, nobody to go back to.
+    gone: bool = False
+    #: The transfer succeeded, failed or was dropped; late answers get ACK and BYE.
+    over: bool = False
+    media_key: int | None = None
+
+
+class TransferB2bua(B2bua):
+    """The B2BUA with blind transfer (everything else as :class:`B2bua`)."""
+
+    def __init__(self, policy: CallPolicy, *, relay_media: bool = False) -> None:
+        super().__init__(policy, relay_media=relay_media)
+        self._transfers: dict[str, _Transfer] = {}
+        self._transfer_tx: dict[TxKey, _Transfer] = {}
+        self._transfer_media: dict[int, _Transfer] = {}
+        #: The SDP the B-leg was offered, kept from the answer on (step 2 above).
+        self._b_offers: dict[str, bytes] = {}
+
+    def check_refer(
+        self, request: Request, call: Call, side: Side, domains: frozenset[str]
+    ) -> ReferTarget | ReferRefused:
+        """:func:`check_refer`, and at most :data:`MAX_TRANSFERS_PER_CALL` at a time."""
+        busy = 1 if call.id in self._transfers else 0
+        if busy >= MAX_TRANSFERS_PER_CALL:
+            return ReferRefused(status=491, reason="Transfer In Progress")
+        if self.relay_media and not self._b_offers.get(call.id):
+            return ReferRefused(status=488, reason="Transfer Needs An Early Offer")
+        return check_refer(request, call, side, domains)
+
+    def transferring(self, call_id: str) -> bool:
+        return call_id in self._transfers
+
+    # -- starting ------------------------------------------------------------------
+
+    def transfer(
+        self,
+        tx: TxKey,
+        request: Request,
+        call: Call,
+        side: Side,
+        target: ReferTarget,
+        fork: Fork,
+        now: float,
+    ) -> list[CallAction]:
+        """Carry out an authorised REFER: 202, NOTIFY 100, INVITE to ``fork``, timer."""
+        dialog = call.dialog(side)
+        if dialog is None or call.phase is not Phase.CONFIRMED:
+            return [Respond(tx, response_to(request, 481, "Call/Transaction Does Not Exist"))]
+        try:
+            call.set_dialog(side, dialog.accept_remote_cseq(request.cseq.seq))
+        except SipParseError as err:
+            return [Respond(tx, response_to(request, err.status, err.reason))]
+        tag = new_tag()
+        invite = self._transfer_invite(call, fork, tag)
+        leg = ForkLeg(fork=fork, invite=invite)
+        t = _Transfer(call=call, side=side, leg=leg, tag=tag, target=target.uri)
+        self._transfers[call.id] = t
+        self._transfer_tx[client_key(invite.top_via.branch or "", "INVITE")] = t
+        return [
+            Respond(tx, response_to(request, 202, "Accepted")),
+            *self._notify(t, "SIP/2.0 100 Trying", final=False),
+            SendRequest(invite, fork.target),
+            StartCallTimer(call.id, TRANSFER, now + self.policy.ring_timeout),
+        ]
+
+    def _transfer_invite(self, call: Call, fork: Fork, tag: str) -> Request:
+        """The target's INVITE: from the transferee (whom the target will talk to), with
+        the SDP the transferor's leg was offered; a new Call-ID and tags of its own."""
+        caller_display = crossing_value(call.origin.caller_display or "")
+        display = f"{caller_display} " if caller_display else ""
+        headers = [
+            ("Via", fork.local.via(new_branch())),
+            ("Max-Forwards", str(MAX_FORWARDS)),
+            ("From", f"{display}<{call.origin.caller_uri}>;tag={tag}"),
+            ("To", f"<{fork.to_uri}>"),
+            ("Call-ID", mark(secrets.token_hex(16))),
+            ("CSeq", "1 INVITE"),
+            ("Contact", fork.local.contact(secure=fork.request_uri.startswith("sips:"))),
+        ]
+        offer = self._b_offers.get(call.id, b"")
+        if offer:
+            headers.append(("Content-Type", "application/sdp"))
+        return make_request("INVITE", fork.request_uri, headers, offer)
+
+    def _notify(self, t: _Transfer, sipfrag: str, *, final: bool) -> list[CallAction]:
+        """RFC 3515 §2.4.4-5: the transferor learns how its REFER goes."""
+        call = t.call
+        dialog = call.dialog(t.side)
+        if t.gone or dialog is None:
+            return []
+        state = (
+            "terminated;reason=noresource" if final else f"active;expires={SUBSCRIPTION_EXPIRES}"
+        )
+        local = call.local(t.side)
+        notify, dialog = in_dialog(
+            dialog,
+            "NOTIFY",
+            local,
+            extra=[
+                ("Contact", local.contact(secure=dialog.secure)),
+                ("Event", "refer"),
+                ("Subscription-State", state),
+                ("Content-Type", SIPFRAG),
+            ],
+            body=f"{sipfrag}\r\n".encode(),
+        )
+        call.set_dialog(t.side, dialog)
+        self._client[client_key(notify.top_via.branch or "", "NOTIFY")] = (call, Ignored())
+        return [SendRequest(notify, call.target(t.side))]
+
+    # -- the target's answers --------------------------------------------------------
+
+    def on_response(self, key: TxKey, response: Response, now: float) -> list[CallAction]:
+        t = self._transfer_tx.get(key)
+        if t is None:
+            return super().on_response(key, response, now)
+        if response.status < 200:
+            return self._target_provisional(t)
+        if response.status < 300:
+            return self._target_answered(t, response, now)
+        t.leg.done = True
+        if t.over:
+            return []
+        status, reason = response.status, reason_of(response)
+        return self._failed(t, status, reason, now)
+
+    def on_client_failure(self, key: TxKey, now: float) -> list[CallAction]:
+        t = self._transfer_tx.pop(key, None)
+        if t is None:
+            return super().on_client_failure(key, now)
+        t.leg.done = True
+        return [] if t.over else self._failed(t, 408, "Request Timeout", now)
+
+    def client_done(self, key: TxKey) -> None:
+        self._transfer_tx.pop(key, None)
+        super().client_done(key)
+
+    def _target_provisional(self, t: _Transfer) -> list[CallAction]:
+        t.leg.provisional = True
+        if t.leg.cancel_when_provisional:
+            t.leg.cancel_when_provisional = False
+            return [self._cancel_target(t)]
+        return []
+
+    def _cancel_target(self, t: _Transfer) -> SendRequest:
+        cancel = cancel_for(t.leg.invite)
+        self._client[client_key(cancel.top_via.branch or "", "CANCEL")] = (t.call, Ignored())
+        return SendRequest(cancel, t.leg.fork.target)
+
+    def _target_answered(self, t: _Transfer, response: Response, now: float) -> list[CallAction]:
+        try:
+            dialog = uac_dialog(t.leg.invite, response)
+        except SipParseError:
+            return []  # nothing to ACK; the transfer timer ends it
+        ack = self._ack(dialog, t.leg)
+        if t.dialog is not None and t.dialog.id == dialog.id:
+            return [ack]  # a retransmitted 2xx (RFC 3261 §13.2.2.4)
+        if t.over or t.dialog is not None:
+            return [ack, self._bye_target(t, dialog)]
+        t.dialog = dialog
+        t.leg.done = True
+        if self.relay_media:
+            if not response.body:
+                return [
+                    ack,
+                    *self._target_media_failed(t, "the transfer target answered without SDP", now),
+                ]
+            self._last_key += 1
+            t.media_key = self._last_key
+            self._transfer_media[t.media_key] = t
+            peer = t.leg.fork.media_peer or MediaPeer(source=t.leg.fork.target.host)
+            call = t.call
+            return [ack, AnswerMedia(t.media_key, call.id, t.side, response.body, peer)]
+        return [ack, *self._completed(t, now)]
+
+    def on_media(self, key: int, result: MediaResult, now: float) -> list[CallAction]:
+        t = self._transfer_media.pop(key, None)
+        if t is None:
+            return super().on_media(key, result, now)
+        t.media_key = None
+        if t.over:
+            return []  # the call ended meanwhile; _finish sent the target its BYE
+        if isinstance(result, MediaRefused):
+            return self._target_media_failed(t, result.warning, now)
+        return self._completed(t, now)
+
+    def _target_media_failed(self, t: _Transfer, why: str, now: float) -> list[CallAction]:
+        assert t.dialog is not None
+        bye = self._bye_target(t, t.dialog)
+        return [bye, *self._failed(t, 488, "Not Acceptable Here", now, detail=why)]
+
+    def _bye_target(self, t: _Transfer, dialog: Dialog) -> SendRequest:
+        bye, _ = in_dialog(dialog, "BYE", t.leg.fork.local)
+        self._client[client_key(bye.top_via.branch or "", "BYE")] = (t.call, Ignored())
+        return SendRequest(bye, t.leg.fork.target)
+
+    # -- the outcome ----------------------------------------------------------------
+
+    def _completed(self, t: _Transfer, now: float) -> list[CallAction]:
+        """The target answered and its media is set: it takes the transferor's place."""
+        call = t.call
+        t.over = True
+        del self._transfers[call.id]
+        actions: list[CallAction] = [CancelCallTimer(call.id, TRANSFER)]
+        actions += self._notify(t, "SIP/2.0 200 OK", final=True)
+        if not t.gone:
+            actions += self._send_bye(call, t.side)
+        assert t.dialog is not None
+        self._by_dialog.pop((call.b_call_id, call.b_tag), None)
+        call.b_call_id = t.dialog.id.call_id
+        call.b_tag = t.tag
+        call.b_dialog = t.dialog
+        call.b_leg = t.leg
+        call.forks = [t.leg]
+        call.relaying = None
+        call.deferred_ack.pop(Side.B, None)
+        self._by_dialog[(call.b_call_id, call.b_tag)] = (call, Side.B)
+        actions.append(TransferEnded(call.id, now, 200, t.target, ""))
+        return actions
+
+    def _failed(
+        self, t: _Transfer, status: int, reason: str, now: float, detail: str = ""
+    ) -> list[CallAction]:
+        """RFC 5589 §6: the transferor hears why; the original call goes on, unless
+        the transferor has gone, when the transferee is left alone and the call ends."""
+        call = t.call
+        t.over = True
+        self._transfers.pop(call.id, None)
+        actions: list[CallAction] = [CancelCallTimer(call.id, TRANSFER)]
+        actions += self._notify(t, f"SIP/2.0 {status} {reason}", final=True)
+        actions.append(TransferEnded(call.id, now, status, t.target, detail or reason))
+        if t.gone and call.phase is Phase.CONFIRMED:
+            call.b_dialog = None  # already BYEd by the transferor
+            actions += self._hang_up(call, now, reason="transfer failed", by="callee")
+        return actions
+
+    # -- what the base B2BUA does differently during a transfer ---------------------------
+
+    def on_timer(self, call_id: str, name: str, now: float) -> list[CallAction]:
+        if name != TRANSFER:
+            return super().on_timer(call_id, name, now)
+        t = self._transfers.get(call_id)
+        if t is None:
+            return []
+        return [*self._stop_target(t), *self._failed(t, 408, "Request Timeout", now)]
+
+    def _stop_target(self, t: _Transfer) -> list[CallAction]:
+        """CANCEL the target's INVITE (§9.1: not before a provisional response), or BYE
+        its dialog if it answered."""
+        leg = t.leg
+        if t.dialog is not None:
+            return [self._bye_target(t, t.dialog)]
+        if leg.done:
+            return []
+        leg.done = True
+        if leg.provisional:
+            return [self._cancel_target(t)]
+        leg.cancel_when_provisional = True
+        return []
+
+    def _bye(
+        self, tx: TxKey, request: Request, call: Call, side: Side, now: float
+    ) -> list[CallAction]:
+        """The transferor hanging up after its REFER (RFC 5589 §6 allows it at once)
+        ends only its own leg; the transfer goes on."""
+        t = self._transfers.get(call.id)
+        if t is None or side is not t.side:
+            return super()._bye(tx, request, call, side, now)
+        t.gone = True
+        return [Respond(tx, response_to(request, 200, "OK"))]
+
+    def _answered(
+        self, call: Call, response: Response, result: MediaResult, now: float
+    ) -> list[CallAction]:
+        offer = call.b_offer  # compact() below frees it: keep it for a transfer
+        actions = super()._answered(call, response, result, now)
+        if call.phase is Phase.CONFIRMED and offer:
+            self._b_offers[call.id] = offer
+        return actions
+
+    def _finish(
+        self,
+        call: Call,
+        now: float,
+        disposition: str,
+        status: int,
+        reason: str,
+        hangup_by: str,
+    ) -> list[CallAction]:
+        """A call ending during its transfer stops the target's leg first."""
+        self._b_offers.pop(call.id, None)
+        t = self._transfers.pop(call.id, None)
+        actions: list[CallAction] = []
+        if t is not None:
+            t.over = True
+            actions += self._stop_target(t)
+            actions.append(CancelCallTimer(call.id, TRANSFER))
+            actions.append(TransferEnded(call.id, now, 487, t.target, "call ended"))
+        return actions + super()._finish(call, now, disposition, status, reason, hangup_by)
