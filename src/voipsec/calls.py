@@ -467,7 +467,7 @@ class CallService:
             return actions
         self._transfers[call.id] = TransferRow(
             cdr_call_id=call.a_invite.call_id,
-            caller=caller.uri,
+            caller=call.origin.caller_uri,
             user=user,
             dialled=verdict.user,
             callee=routed.callee,

@@ -150,6 +150,8 @@ class _Transfer:
     leg: ForkLeg
     tag: str
     target: str
+    #: The REFER's CSeq number: the subscription's ``id`` (RFC 3515 §2.4.6).
+    refer_seq: int
     dialog: Dialog | None = None
     #: The transferor hung up after the 202: nobody to NOTIFY, nobody to go back to.
     gone: bool = False
@@ -206,7 +208,14 @@ class TransferB2bua(B2bua):
         tag = new_tag()
         invite = self._transfer_invite(call, fork, tag)
         leg = ForkLeg(fork=fork, invite=invite)
-        t = _Transfer(call=call, side=side, leg=leg, tag=tag, target=target.uri)
+        t = _Transfer(
+            call=call,
+            side=side,
+            leg=leg,
+            tag=tag,
+            target=target.uri,
+            refer_seq=request.cseq.seq,
+        )
         self._transfers[call.id] = t
         self._transfer_tx[client_key(invite.top_via.branch or "", "INVITE")] = t
         return [
@@ -251,7 +260,7 @@ class TransferB2bua(B2bua):
             local,
             extra=[
                 ("Contact", local.contact(secure=dialog.secure)),
-                ("Event", "refer"),
+                ("Event", f"refer;id={t.refer_seq}"),
                 ("Subscription-State", state),
                 ("Content-Type", SIPFRAG),
             ],
