@@ -24,6 +24,7 @@ import pytest
 from tests.conftest import ALICE, BOB
 from tests.peers.baresip import Baresip, TraceEntry, account_line, free_sip_ports
 from tests.peers.proc import wait_for
+from tests.peers.sipclient import TlsSipClient
 from tests.peers.voipsec import VoipsecServer, prepare, serving, voipsec
 
 pytestmark = pytest.mark.peers
@@ -236,6 +237,64 @@ def test_transfer_to_carol_connects_alice_and_carol_and_links_cdrs(
     assert (second["disposition"], second["reason"]) == ("answered", "normal clearing"), second
     assert second["hangup_by"] == "caller", second
     assert second["start"] == second["answer"] >= first["end"] - 1e-3, (first, second)
+
+
+def _tag(value: str) -> str:
+    return value.split(";tag=", 1)[1].split(";", 1)[0]
+
+
+def _refer_bytes(call_id: str, ours: str, theirs: str, local: tuple[str, int]) -> bytes:
+    """A REFER in bob's dialog (voipsec's tag ``ours``, bob's ``theirs``) to carol."""
+    lines = [
+        "REFER sip:voipsec@127.0.0.1 SIP/2.0",
+        f"Via: SIP/2.0/TLS {local[0]}:{local[1]};branch=z9hG4bKattack{theirs[:6]}{ours[:6]}",
+        "Max-Forwards: 70",
+        f"From: <sip:bob@localhost>;tag={theirs}" if theirs else "From: <sip:bob@localhost>;tag=x1",
+        f"To: <sip:alice@localhost>;tag={ours}" if ours else "To: <sip:alice@localhost>",
+        f"Call-ID: {call_id}",
+        "CSeq: 900 REFER",
+        f"Contact: <sip:bob@{local[0]}:{local[1]};transport=tls>",
+        "Refer-To: <sip:carol@localhost>",
+        "Content-Length: 0",
+    ]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+def test_attack_refer_with_the_calls_tags_from_another_connection_is_refused(
+    server: VoipsecServer, phones: Phones
+) -> None:
+    """The dialog's Call-ID and tags are no credential: a REFER carrying bob's dialog
+    identifiers from another TLS connection gets 403, and one outside any dialog 481.
+    Nothing is placed (carol never rings), bob is not notified, the call goes on."""
+    alice, bob, carol = phones.all()
+    address = server_address(server)
+    before = marks(phones)
+    rows_before = len(cdrs(server))
+    alice_calls_bob(phones, before)
+    invite = traced(bob, "INVITE ", src=address)[-1]
+    (ok,) = [
+        e for e in traced(bob, "SIP/2.0 200", dst=address)[-3:] if "INVITE" in e.headers("CSeq")[0]
+    ]
+    call_id = invite.headers("Call-ID")[0]
+    ours, theirs = _tag(invite.headers("From")[0]), _tag(ok.headers("To")[0])
+    notifies = len(traced(bob, "NOTIFY ", src=address))
+
+    with TlsSipClient(server.host, server.port, server.ca) as attacker:
+        attacker.send(_refer_bytes(call_id, ours, theirs, attacker.local))
+        hijack = attacker.receive()
+        attacker.send(_refer_bytes("no-such-call", "", "", attacker.local))
+        outside = attacker.receive()
+    assert (hijack.status, hijack.reason) == (403, "Not From This Call Leg")
+    assert (outside.status, outside.reason) == (481, "Call/Transaction Does Not Exist")
+
+    assert all(e["type"] != "CALL_INCOMING" for e in carol.events()[before[2] :])
+    assert len(traced(bob, "NOTIFY ", src=address)) == notifies
+    assert all(e["type"] != "CALL_CLOSED" for e in alice.events()[before[0] :])
+    alice.send("hangup")
+    assert closed(alice, before[0]) == "Connection reset by user"
+    assert closed(bob, before[1]) == "Connection reset by peer"
+    (row,) = ended_cdrs(server, rows_before + 1)[rows_before:]
+    assert (row["user"], row["callee"], row["reason"]) == ("alice", "bob", "normal clearing")
 
 
 def test_transfer_to_premium_number_is_refused_and_call_is_left_up(
