@@ -453,15 +453,17 @@ class CallService:
             lookups=self._lookups(now),
         )
         fraud_id = f"{request.call_id}/refer/{request.cseq.seq}"
+        max_duration: float | None = None
         if not isinstance(routed, Refusal):
             admission = self.records.admit(
                 request, caller, verdict.user, routed, flow.peer[0], now, call_id=fraud_id
             )
-            routed = admission.refusal or routed
+            routed, max_duration = admission.refusal or routed, admission.max_duration
         if isinstance(routed, Refusal):
             log.info("refused transfer by %s to %r: %s", user, verdict.user[:64], routed.reason)
             return [Respond(tx, self._refuse(flow, request, caller, verdict.user, routed, now))]
-        actions = self.b2bua.transfer(tx, request, call, side, verdict, routed.forks[0], now)
+        fork = routed.forks[0]
+        actions = self.b2bua.transfer(tx, request, call, side, verdict, fork, now, max_duration)
         if not self.b2bua.transferring(call.id):
             self.records.discard(fraud_id)
             return actions
@@ -473,7 +475,7 @@ class CallService:
             callee=routed.callee,
             trunk=routed.trunk or "",
             fraud_id=fraud_id,
-            transport=routed.forks[0].target.transport,
+            transport=fork.target.transport,
         )
         log.info("call %s: %s transfers it to %r", call.id[:8], user, verdict.user[:64])
         return actions

@@ -316,7 +316,11 @@ def test_transfer_target_answers_and_takes_the_transferors_place() -> None:
     assert notify.headers.get("subscription-state") == "terminated;reason=noresource"
     assert (bye.method, bye.call_id) == ("BYE", old_b_call_id)
     assert CancelCallTimer(call.id, TRANSFER) in actions
-    assert actions[-1] == TransferEnded(call.id, NOW + 15, 200, "sip:carol@example.com", "")
+    # The new call is the transferor's: the maximum duration counts from now.
+    assert actions[-2:] == [
+        StartCallTimer(call.id, DURATION, NOW + 15 + 3_600),
+        TransferEnded(call.id, NOW + 15, 200, "sip:carol@example.com", ""),
+    ]
     assert (call.b_call_id, call.b_leg and call.b_leg.fork) == (invite.call_id, CAROL)
     assert not b2b.transferring(call.id)
     # bob's old dialog is gone; carol's BYE now ends the call with alice.
@@ -338,6 +342,20 @@ def test_transfer_target_answers_and_takes_the_transferors_place() -> None:
     (to_alice,) = _sends(actions)
     assert (to_alice.method, to_alice.call_id) == ("BYE", "a-call@198.51.100.7")
     assert actions[-1] == Ended(call.id, NOW + 20, "answered", 200, "normal clearing", "callee")
+
+
+def test_transfer_fraud_limit_of_the_transferor_applies_to_the_new_call() -> None:
+    b2b, call = _answered_call()
+    refer = _refer(call)
+    target = b2b.check_refer(refer, call, Side.B, DOMAINS)
+    assert isinstance(target, ReferTarget)
+    actions = b2b.transfer(server_key(refer), refer, call, Side.B, target, CAROL, NOW + 10, 120.0)
+    (invite,) = [r for r in _sends(actions) if r.method == "INVITE"]
+    done = b2b.on_response(_key(invite), _carol_reply(invite, 200, "OK", CAROL_SDP), NOW + 15)
+    assert StartCallTimer(call.id, DURATION, NOW + 15 + 120) in done
+    assert b2b.on_timer(call.id, DURATION, NOW + 135)[-1] == Ended(
+        call.id, NOW + 135, "answered", 200, "duration limit of a fraud rule", "system"
+    )
 
 
 def test_transfer_transferor_hanging_up_after_202_does_not_end_the_call() -> None:

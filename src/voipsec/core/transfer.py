@@ -41,7 +41,7 @@ from ..sip.message import Request, Response, response_to
 from ..sip.ownership import mark
 from ..sip.uac import cancel_for, in_dialog, make_request
 from ..sip.uri import SipUri, parse_name_addr
-from .b2bua import MAX_FORWARDS, B2bua
+from .b2bua import DURATION, MAX_FORWARDS, B2bua
 from .callmodel import (
     AnswerMedia,
     Call,
@@ -158,6 +158,7 @@ class _Transfer:
     #: The transfer succeeded, failed or was dropped; late answers get ACK and BYE.
     over: bool = False
     media_key: int | None = None
+    max_duration: float | None = None
 
 
 class TransferB2bua(B2bua):
@@ -196,8 +197,12 @@ class TransferB2bua(B2bua):
         target: ReferTarget,
         fork: Fork,
         now: float,
+        max_duration: float | None = None,
     ) -> list[CallAction]:
-        """Carry out an authorised REFER: 202, NOTIFY 100, INVITE to ``fork``, timer."""
+        """Carry out an authorised REFER: 202, NOTIFY 100, INVITE to ``fork``, timer.
+
+        ``max_duration`` is the fraud engine's limit on the transferor's new call (a
+        throttle); it replaces the original call's from the moment the target answers."""
         dialog = call.dialog(side)
         if dialog is None or call.phase is not Phase.CONFIRMED:
             return [Respond(tx, response_to(request, 481, "Call/Transaction Does Not Exist"))]
@@ -215,6 +220,7 @@ class TransferB2bua(B2bua):
             tag=tag,
             target=target.uri,
             refer_seq=request.cseq.seq,
+            max_duration=max_duration,
         )
         self._transfers[call.id] = t
         self._transfer_tx[client_key(invite.top_via.branch or "", "INVITE")] = t
@@ -377,6 +383,9 @@ class TransferB2bua(B2bua):
         call.relaying = None
         call.deferred_ack.pop(Side.B, None)
         self._by_dialog[(call.b_call_id, call.b_tag)] = (call, Side.B)
+        # The new call is the transferor's: its duration counts (and is limited) anew.
+        call.max_duration = t.max_duration
+        actions.append(StartCallTimer(call.id, DURATION, now + self._duration_of(call)))
         actions.append(TransferEnded(call.id, now, 200, t.target, ""))
         return actions
 
