@@ -114,6 +114,8 @@ class TransferRow:
     #: The id the fraud engine tracks the transferred call under.
     fraud_id: str
     transport: str
+    #: Who left the first part of the call: the transferor, ``caller`` or ``callee``.
+    ended_by: str
 
 
 class FraudFeedPort(Protocol):
@@ -350,7 +352,7 @@ class CallRecords:
         if old is None:
             return
         reason = f"transferred to {row.callee}"
-        self._finish(old, Ended(call, now, "answered", 200, reason, "callee"), ())
+        self._finish(old, Ended(call, now, "answered", 200, reason, row.ended_by), ())
         ticket = self.cdr.open(
             CdrStart(
                 call_id=row.cdr_call_id,

@@ -62,7 +62,7 @@ from .core.routing import (
     trunk_for,
     user_caller,
 )
-from .core.transfer import ReferRefused, TransferB2bua
+from .core.transfer import ReferRefused, TransferB2bua, fork_user
 from .events import CallStarted, EventBus
 from .media.destinations import MediaPeer
 from .media.performer import LocalMedia, MediaAction, MediaDriver
@@ -73,7 +73,7 @@ from .sip.errors import SipParseError
 from .sip.layer import TxKey, client_key, server_key
 from .sip.message import Request, Response, response_to
 from .sip.uac import LocalAddress
-from .sip.uri import SipUri, parse_uri
+from .sip.uri import SipUri
 from .transport.connections import ConnectionTable, Flow
 from .transport.udp import UdpFlow
 
@@ -304,6 +304,7 @@ class CallService:
             caller_uri=caller.uri,
             caller_display=display,
             media_peer=self._media_peer(flow.peer[0], caller.trunk),
+            user=caller.user,
         )
         try:
             call, actions = self.b2bua.start(
@@ -441,7 +442,7 @@ class CallService:
             # The dialog's tags are no credential: only the leg's own phone transfers.
             log.info("refused REFER from %s: not the phone of that call leg", flow.peer[0])
             return [Respond(tx, response_to(request, 403, "Not From This Call Leg"))]
-        user = _transferor(call)
+        user = _transferor(call, side)
         if user is None:
             return [Respond(tx, response_to(request, 403, "Transfer By A Trunk Not Allowed"))]
         caller = user_caller(user, self.routing.domain)
@@ -469,13 +470,14 @@ class CallService:
             return actions
         self._transfers[call.id] = TransferRow(
             cdr_call_id=call.a_invite.call_id,
-            caller=call.origin.caller_uri,
+            caller=_transferee(call, side),
             user=user,
             dialled=verdict.user,
             callee=routed.callee,
             trunk=routed.trunk or "",
             fraud_id=fraud_id,
             transport=fork.target.transport,
+            ended_by="caller" if side is Side.A else "callee",
         )
         log.info("call %s: %s transfers it to %r", call.id[:8], user, verdict.user[:64])
         return actions
@@ -635,17 +637,19 @@ class CallService:
 # -- helpers --------------------------------------------------------------------------
 
 
-def _transferor(call: Call) -> str | None:
-    """The voipsec user on the callee's leg (the one side that may transfer), or None
-    when that leg is a trunk's (its REFER would place calls nobody authenticated)."""
-    leg = call.b_leg
-    if leg is None or leg.fork.target.trunk is not None:
-        return None
-    try:
-        uri = parse_uri(leg.fork.to_uri)
-    except SipParseError:
-        return None
-    return uri.user if isinstance(uri, SipUri) else None
+def _transferor(call: Call, side: Side) -> str | None:
+    """The voipsec user on ``side`` of the call, who may transfer it; None when that
+    side is a trunk's (its REFER would place calls nobody authenticated)."""
+    if side is Side.A:
+        return call.origin.user
+    return None if call.b_leg is None else fork_user(call.b_leg.fork)
+
+
+def _transferee(call: Call, side: Side) -> str:
+    """The party the transfer target will talk to, as the CDR's ``caller``."""
+    if side is Side.B or call.b_leg is None:
+        return call.origin.caller_uri
+    return call.b_leg.fork.to_uri
 
 
 def _no_result(result: object) -> None:

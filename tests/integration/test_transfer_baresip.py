@@ -195,6 +195,8 @@ def test_transfer_to_carol_connects_alice_and_carol_and_links_cdrs(
     before = marks(phones)
     rows_before = len(cdrs(server))
     alice_calls_bob(phones, before)
+    # (baresip 1.0.0 plays a stream whose SSRC changes only once it has played one.)
+    wait_for(lambda: last_tone(alice) == 440, deadline=DEADLINE, what="alice to hear bob")
     bob.send("transfer", "sip:carol@localhost")
     incoming = carol.wait_event("CALL_INCOMING", deadline=DEADLINE, after=before[2])
     assert incoming["peeruri"] == "sip:alice@localhost", incoming
@@ -239,6 +241,44 @@ def test_transfer_to_carol_connects_alice_and_carol_and_links_cdrs(
     assert second["start"] == second["answer"] >= first["end"] - 1e-3, (first, second)
 
 
+def test_caller_transfers_bob_to_carol(server: VoipsecServer, phones: Phones) -> None:
+    """alice (the caller) transfers bob to carol: carol is called by bob, and bob and
+    carol hear each other; carol's dialog is the call's caller leg from then on."""
+    alice, bob, carol = phones.all()
+    address = server_address(server)
+    before = marks(phones)
+    rows_before = len(cdrs(server))
+    alice_calls_bob(phones, before)
+    # (baresip 1.0.0 plays a stream whose SSRC changes only once it has played one.)
+    wait_for(lambda: last_tone(bob) == 440, deadline=DEADLINE, what="bob to hear alice")
+    alice.send("transfer", "sip:carol@localhost")
+    incoming = carol.wait_event("CALL_INCOMING", deadline=DEADLINE, after=before[2])
+    assert incoming["peeruri"] == "sip:bob@localhost", incoming
+    carol.send("accept")
+    established(carol, before[2])
+    assert closed(alice, before[0]) == "Call transfered"  # (sic) baresip 1.0.0
+    wait_for(
+        lambda: last_tone(carol) == 440 and last_tone(bob) == 880,
+        deadline=2 * DEADLINE,
+        what="bob and carol to hear each other",
+    )
+    notifies = traced(alice, "NOTIFY ", src=address)[-2:]
+    assert [body(n).strip() for n in notifies] == ["SIP/2.0 100 Trying", "SIP/2.0 200 OK"]
+    carol.send("hangup")
+    assert closed(carol, before[2]) == "Connection reset by user"
+    assert closed(bob, before[1]) == "Connection reset by peer"
+
+    first, second = sorted(ended_cdrs(server, rows_before + 2)[rows_before:], key=lambda r: r["id"])
+    assert (first["reason"], first["hangup_by"]) == ("transferred to carol", "caller"), first
+    assert (second["user"], second["caller"], second["callee"]) == (
+        "alice",
+        "sip:bob@localhost",
+        "carol",
+    ), second
+    assert (second["source"], second["call_id"]) == (f"refer:{first['id']}", first["call_id"])
+    assert (second["reason"], second["hangup_by"]) == ("normal clearing", "caller"), second
+
+
 def _tag(value: str) -> str:
     return value.split(";tag=", 1)[1].split(";", 1)[0]
 
@@ -272,10 +312,12 @@ def test_attack_refer_with_the_calls_tags_from_another_connection_is_refused(
     rows_before = len(cdrs(server))
     alice_calls_bob(phones, before)
     invite = traced(bob, "INVITE ", src=address)[-1]
-    (ok,) = [
-        e for e in traced(bob, "SIP/2.0 200", dst=address)[-3:] if "INVITE" in e.headers("CSeq")[0]
-    ]
     call_id = invite.headers("Call-ID")[0]
+    ok = next(
+        e
+        for e in traced(bob, "SIP/2.0 200", dst=address)
+        if e.headers("Call-ID") == [call_id] and "INVITE" in e.headers("CSeq")[0]
+    )
     ours, theirs = _tag(invite.headers("From")[0]), _tag(ok.headers("To")[0])
     notifies = len(traced(bob, "NOTIFY ", src=address))
 

@@ -237,14 +237,6 @@ def test_transfer_check_refer_at_and_over_max_refer_to() -> None:
     )
 
 
-def test_transfer_check_refer_from_the_caller_is_501() -> None:
-    _, call = _answered_call()
-    refer = _refer(call)
-    assert check_refer(refer, call, Side.A, DOMAINS) == ReferRefused(
-        status=501, reason="Transfer By The Caller Not Supported"
-    )
-
-
 def test_transfer_check_refer_before_answer_is_403() -> None:
     b2b = TransferB2bua(POLICY)
     call, _ = b2b.start(
@@ -505,5 +497,64 @@ def test_transfer_with_relay_call_ending_releases_what_it_kept() -> None:
     assert ReleaseMedia(call.id) in actions
     refer = _refer(call)
     assert b2b.check_refer(refer, call, Side.B, DOMAINS) == ReferRefused(
-        status=488, reason="Transfer Needs An Early Offer"
+        status=488, reason="Transfer Needs The Leg's SDP"
     )
+
+
+# -- the caller transfers ------------------------------------------------------------------
+
+
+def _from_alice(call: Call, method: str, cseq: int, *extra: str) -> Request:
+    return _request(
+        [
+            f"{method} sip:voipsec@192.0.2.100:5061;transport=tls SIP/2.0",
+            "Via: SIP/2.0/TLS 198.51.100.7:40001;branch=z9hG4bKa7;rport",
+            "Max-Forwards: 70",
+            "From: <sip:alice@example.com>;tag=atag",
+            f"To: <sip:bob@example.com>;tag={call.a_tag}",
+            "Call-ID: a-call@198.51.100.7",
+            f"CSeq: {cseq} {method}",
+            "Contact: <sip:alice@198.51.100.7:40001;transport=tls>",
+            *extra,
+        ]
+    )
+
+
+def test_transfer_by_the_caller_makes_the_targets_dialog_the_a_leg() -> None:
+    b2b, call = _answered_call(relay=True)
+    refer = _from_alice(call, "REFER", 2, "Refer-To: <sip:carol@example.com>")
+    target = b2b.check_refer(refer, call, Side.A, DOMAINS)
+    assert target == ReferTarget(uri="sip:carol@example.com", user="carol")
+    actions = b2b.transfer(server_key(refer), refer, call, Side.A, target, CAROL, NOW + 10)
+    notify, invite = _sends(actions)
+    assert (notify.method, notify.call_id) == ("NOTIFY", "a-call@198.51.100.7")
+    assert str(notify.uri) == "sip:alice@198.51.100.7:40001;transport=tls"
+    # carol is called by bob (the transferee), offered what alice's leg was given.
+    assert invite.headers.get("from", "").startswith("<sip:bob@example.com>;tag=")
+    assert invite.body == b"relay answer for alice"
+    actions = b2b.on_response(_key(invite), _carol_reply(invite, 200, "OK", CAROL_SDP), NOW + 15)
+    media = actions[-1]
+    assert isinstance(media, AnswerMedia) and media.side is Side.A
+    done = b2b.on_media(media.key, b"unused", NOW + 15)
+    final, bye = _sends(done)
+    assert final.body == b"SIP/2.0 200 OK\r\n" and bye.method == "BYE"
+    assert bye.call_id == "a-call@198.51.100.7"
+    assert (call.origin.target, call.origin.user) == (CAROL.target, "carol")
+    assert b2b.find(_from_alice(call, "BYE", 3)) is None
+    # carol is the A-leg now: her BYE ends the call with a BYE to bob.
+    carol_bye = _request(
+        [
+            "BYE sip:voipsec@192.0.2.100:5061;transport=tls SIP/2.0",
+            "Via: SIP/2.0/TLS 192.0.2.31:50003;branch=z9hG4bKc8",
+            "Max-Forwards: 70",
+            "From: <sip:carol@example.com>;tag=caroltag",
+            f"To: {invite.headers.get('from')}",
+            f"Call-ID: {invite.call_id}",
+            "CSeq: 2 BYE",
+        ]
+    )
+    assert b2b.find(carol_bye) == (call, Side.A)
+    actions = b2b.in_dialog(server_key(carol_bye), carol_bye, call, Side.A, NOW + 20)
+    (to_bob,) = _sends(actions)
+    assert (to_bob.method, to_bob.call_id) == ("BYE", call.b_call_id)
+    assert actions[-1] == Ended(call.id, NOW + 20, "answered", 200, "normal clearing", "caller")

@@ -86,6 +86,9 @@ class Origin:
     caller_display: str | None = None
     #: Where the caller's media may go before it latches; None: ``target.host``.
     media_peer: MediaPeer | None = None
+    #: The authenticated user on this side (None for a trunk's call): who may transfer
+    #: it (core/transfer.py).
+    user: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

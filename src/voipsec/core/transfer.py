@@ -9,8 +9,9 @@ engine: ``calls.py``), and only then calls :meth:`TransferB2bua.transfer`:
 1. ``202 Accepted`` to the REFER and a NOTIFY ``SIP/2.0 100 Trying`` (RFC 3515
    §2.4.4, §2.4.5: the implicit subscription, ``Event: refer``, ``message/sipfrag``);
 2. voipsec's own INVITE to the target, offering the SDP the transferor's leg was
-   offered (the relay's port and key of that leg), so the transferee's leg, port and
-   key do not change and need no re-INVITE;
+   given (the relay's port and key of that leg: our offer to a callee, our answer to
+   a caller), so the transferee's leg, port and key do not change and need no
+   re-INVITE;
 3. when the target answers, its SDP answer goes to the relay for the transferor's
    side (the leg gets the target's key and re-latches on its first authenticated
    packet), the target's dialog takes the transferor's place in the call, the
@@ -22,15 +23,17 @@ engine: ``calls.py``), and only then calls :meth:`TransferB2bua.transfer`:
    back). A transferor that hung up meanwhile (many phones send BYE right after the
    202) leaves the transferee alone: the call ends.
 
-Only the callee's side (the B-leg) can transfer: replacing the caller's leg would
-need a new offer for a leg whose keys were answered, not offered (see
-docs/calls.md). Attended transfer (``Replaces``, RFC 3891) is refused with 501.
+Either side may transfer. When the caller does, the target's dialog (where voipsec is
+the UAC) becomes the call's A-leg: the B2BUA reads every leg through its
+:class:`~voipsec.sip.dialog.Dialog`, ``Call.origin`` and the A-leg's Call-ID and tag,
+and those are replaced together. Attended transfer (``Replaces``, RFC 3891) is
+refused with 501.
 """
 
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ..media.destinations import MediaPeer
 from ..media.errors import MediaRefused
@@ -71,6 +74,7 @@ __all__ = [
     "ReferTarget",
     "TransferB2bua",
     "check_refer",
+    "fork_user",
 ]
 
 #: The longest Refer-To value we read. A transfer target is a user or a number at one
@@ -111,15 +115,13 @@ def check_refer(
 ) -> ReferTarget | ReferRefused:
     """Whether the REFER ``request`` on ``side`` of ``call`` names a target we may try.
 
-    Refused: a call not answered yet; a REFER from the caller's side; no Refer-To or
+    Refused: a call not answered yet; no Refer-To or
     several (RFC 3515 §2.4.1); one longer than :data:`MAX_REFER_TO`; one that does not
     parse; a non-SIP URI (416, RFC 3261 §8.2.2.1); ``Replaces`` (attended transfer,
     RFC 3891: 501); no user part; a host that is not one of our domains (a transfer
     goes where the transferor could dial, never to an address of its choosing)."""
     if call.phase is not Phase.CONFIRMED:
         return ReferRefused(status=403, reason="Transfer Only In An Answered Call")
-    if side is Side.A:
-        return ReferRefused(status=501, reason="Transfer By The Caller Not Supported")
     values = request.headers.values("refer-to")
     if len(values) != 1:
         return ReferRefused(status=400, reason="Exactly One Refer-To Required")
@@ -169,8 +171,9 @@ class TransferB2bua(B2bua):
         self._transfers: dict[str, _Transfer] = {}
         self._transfer_tx: dict[TxKey, _Transfer] = {}
         self._transfer_media: dict[int, _Transfer] = {}
-        #: The SDP the B-leg was offered, kept from the answer on (step 2 above).
-        self._b_offers: dict[str, bytes] = {}
+        #: The SDP each leg was given (our offer to B, our answer to A), kept from the
+        #: answer on (step 2 above).
+        self._given: dict[tuple[str, Side], bytes] = {}
 
     def check_refer(
         self, request: Request, call: Call, side: Side, domains: frozenset[str]
@@ -179,8 +182,8 @@ class TransferB2bua(B2bua):
         busy = 1 if call.id in self._transfers else 0
         if busy >= MAX_TRANSFERS_PER_CALL:
             return ReferRefused(status=491, reason="Transfer In Progress")
-        if self.relay_media and not self._b_offers.get(call.id):
-            return ReferRefused(status=488, reason="Transfer Needs An Early Offer")
+        if self.relay_media and not self._given.get((call.id, side)):
+            return ReferRefused(status=488, reason="Transfer Needs The Leg's SDP")
         return check_refer(request, call, side, domains)
 
     def transferring(self, call_id: str) -> bool:
@@ -211,7 +214,7 @@ class TransferB2bua(B2bua):
         except SipParseError as err:
             return [Respond(tx, response_to(request, err.status, err.reason))]
         tag = new_tag()
-        invite = self._transfer_invite(call, fork, tag)
+        invite = self._transfer_invite(call, side, fork, tag)
         leg = ForkLeg(fork=fork, invite=invite)
         t = _Transfer(
             call=call,
@@ -231,21 +234,26 @@ class TransferB2bua(B2bua):
             StartCallTimer(call.id, TRANSFER, now + self.policy.ring_timeout),
         ]
 
-    def _transfer_invite(self, call: Call, fork: Fork, tag: str) -> Request:
+    def _transfer_invite(self, call: Call, side: Side, fork: Fork, tag: str) -> Request:
         """The target's INVITE: from the transferee (whom the target will talk to), with
-        the SDP the transferor's leg was offered; a new Call-ID and tags of its own."""
-        caller_display = crossing_value(call.origin.caller_display or "")
-        display = f"{caller_display} " if caller_display else ""
+        the SDP the transferor's leg was given; a new Call-ID and tags of its own."""
+        if side is Side.B:
+            caller_display = crossing_value(call.origin.caller_display or "")
+            display = f"{caller_display} " if caller_display else ""
+            transferee = call.origin.caller_uri
+        else:
+            assert call.b_leg is not None  # an answered call
+            display, transferee = "", call.b_leg.fork.to_uri
         headers = [
             ("Via", fork.local.via(new_branch())),
             ("Max-Forwards", str(MAX_FORWARDS)),
-            ("From", f"{display}<{call.origin.caller_uri}>;tag={tag}"),
+            ("From", f"{display}<{transferee}>;tag={tag}"),
             ("To", f"<{fork.to_uri}>"),
             ("Call-ID", mark(secrets.token_hex(16))),
             ("CSeq", "1 INVITE"),
             ("Contact", fork.local.contact(secure=fork.request_uri.startswith("sips:"))),
         ]
-        offer = self._b_offers.get(call.id, b"")
+        offer = self._given.get((call.id, side), b"")
         if offer:
             headers.append(("Content-Type", "application/sdp"))
         return make_request("INVITE", fork.request_uri, headers, offer)
@@ -374,20 +382,39 @@ class TransferB2bua(B2bua):
         if not t.gone:
             actions += self._send_bye(call, t.side)
         assert t.dialog is not None
-        self._by_dialog.pop((call.b_call_id, call.b_tag), None)
-        call.b_call_id = t.dialog.id.call_id
-        call.b_tag = t.tag
-        call.b_dialog = t.dialog
-        call.b_leg = t.leg
-        call.forks = [t.leg]
+        if t.side is Side.B:
+            self._take_b_leg(call, t.leg, t.dialog, t.tag)
+        else:
+            self._take_a_leg(call, t.leg, t.dialog, t.tag)
         call.relaying = None
-        call.deferred_ack.pop(Side.B, None)
-        self._by_dialog[(call.b_call_id, call.b_tag)] = (call, Side.B)
+        call.deferred_ack.pop(t.side, None)
         # The new call is the transferor's: its duration counts (and is limited) anew.
         call.max_duration = t.max_duration
         actions.append(StartCallTimer(call.id, DURATION, now + self._duration_of(call)))
         actions.append(TransferEnded(call.id, now, 200, t.target, ""))
         return actions
+
+    def _take_b_leg(self, call: Call, leg: ForkLeg, dialog: Dialog, tag: str) -> None:
+        """The target's dialog is the call's B-leg from now on."""
+        self._by_dialog.pop((call.b_call_id, call.b_tag), None)
+        call.b_call_id, call.b_tag, call.b_dialog = dialog.id.call_id, tag, dialog
+        call.b_leg, call.forks = leg, [leg]
+        self._by_dialog[(call.b_call_id, call.b_tag)] = (call, Side.B)
+
+    def _take_a_leg(self, call: Call, leg: ForkLeg, dialog: Dialog, tag: str) -> None:
+        """The target's dialog is the call's A-leg from now on (voipsec its UAC): its
+        requests are found by its Call-ID and our tag, and go to the target's flow."""
+        self._by_dialog.pop((call.a_invite.call_id, call.a_tag), None)
+        call.a_invite, call.a_tag, call.a_dialog = leg.invite, tag, dialog
+        fork = leg.fork
+        call.origin = replace(
+            call.origin,
+            target=fork.target,
+            local=fork.local,
+            media_peer=fork.media_peer or MediaPeer(source=fork.target.host),
+            user=fork_user(fork),
+        )
+        self._by_dialog[(call.a_invite.call_id, call.a_tag)] = (call, Side.A)
 
     def _failed(
         self, t: _Transfer, status: int, reason: str, now: float, detail: str = ""
@@ -401,8 +428,10 @@ class TransferB2bua(B2bua):
         actions += self._notify(t, f"SIP/2.0 {status} {reason}", final=True)
         actions.append(TransferEnded(call.id, now, status, t.target, detail or reason))
         if t.gone and call.phase is Phase.CONFIRMED:
-            call.b_dialog = None  # already BYEd by the transferor
-            actions += self._hang_up(call, now, reason="transfer failed", by="callee")
+            # Only the transferee is left; the transferor's leg was BYEd already.
+            by = "callee" if t.side is Side.B else "caller"
+            actions += self._send_bye(call, t.side.other)
+            actions += self._finish(call, now, "answered", 200, "transfer failed", by)
         return actions
 
     # -- what the base B2BUA does differently during a transfer ---------------------------
@@ -445,8 +474,11 @@ class TransferB2bua(B2bua):
     ) -> list[CallAction]:
         offer = call.b_offer  # compact() below frees it: keep it for a transfer
         actions = super()._answered(call, response, result, now)
-        if call.phase is Phase.CONFIRMED and offer:
-            self._b_offers[call.id] = offer
+        if call.phase is Phase.CONFIRMED:
+            answer = result if isinstance(result, bytes) else b""
+            for side, sdp in ((Side.B, offer), (Side.A, answer)):
+                if sdp:
+                    self._given[(call.id, side)] = sdp
         return actions
 
     def _finish(
@@ -459,7 +491,8 @@ class TransferB2bua(B2bua):
         hangup_by: str,
     ) -> list[CallAction]:
         """A call ending during its transfer stops the target's leg first."""
-        self._b_offers.pop(call.id, None)
+        self._given.pop((call.id, Side.A), None)
+        self._given.pop((call.id, Side.B), None)
         t = self._transfers.pop(call.id, None)
         actions: list[CallAction] = []
         if t is not None:
@@ -468,3 +501,14 @@ class TransferB2bua(B2bua):
             actions.append(CancelCallTimer(call.id, TRANSFER))
             actions.append(TransferEnded(call.id, now, 487, t.target, "call ended"))
         return actions + super()._finish(call, now, disposition, status, reason, hangup_by)
+
+
+def fork_user(fork: Fork) -> str | None:
+    """The voipsec user a fork reaches (``sip:carol@domain``), None for a trunk's."""
+    if fork.target.trunk is not None:
+        return None
+    try:
+        uri = parse_name_addr(f"<{fork.to_uri}>").uri
+    except SipParseError:
+        return None
+    return uri.user if isinstance(uri, SipUri) else None

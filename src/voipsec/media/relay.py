@@ -409,11 +409,16 @@ class MediaRelay:
         if not audio.secure:
             self._refused += 1
             raise MediaRefused(488, "the callee answered without SRTP")
-        picked = next((c for c in audio.crypto if c.tag in leg.offered), None)
+        # A leg we only ever answered (a caller's) is offered again what it was given:
+        # its suite and our key (a transfer of the call, core/transfer.py).
+        offered = leg.offered or (
+            {leg.tag: (leg.suite, leg.tx_master)} if leg.suite is not None else {}
+        )
+        picked = next((c for c in audio.crypto if c.tag in offered), None)
         if picked is None:
             self._refused += 1
             raise MediaRefused(488, "the callee's crypto answer matches none offered")
-        suite, ours = leg.offered[picked.tag]
+        suite, ours = offered[picked.tag]
         if picked.suite != suite.name:
             self._refused += 1
             raise MediaRefused(488, "the callee's crypto answer changed the suite")
