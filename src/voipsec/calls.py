@@ -430,18 +430,19 @@ class CallService:
         engine as that user's call (class of service, premium-rate blocking, limits).
         A refusal gets a final response to the REFER (never a 202 and a failing
         NOTIFY: the phone shows it at once, and nothing was started)."""
-        verdict = self.b2bua.check_refer(request, call, side, self.domains)
-        if isinstance(verdict, ReferRefused):
-            return [Respond(tx, response_to(request, verdict.status, verdict.reason))]
         target = call.target(side)
         if (flow.transport, flow.peer[0], flow.peer[1]) != (
             target.transport,
             target.host,
             target.port,
         ):
-            # The dialog's tags are no credential: only the leg's own phone transfers.
+            # The dialog's tags are no credential: only the leg's own phone transfers,
+            # and anyone else learns nothing more about the call (checked first).
             log.info("refused REFER from %s: not the phone of that call leg", flow.peer[0])
             return [Respond(tx, response_to(request, 403, "Not From This Call Leg"))]
+        verdict = self.b2bua.check_refer(request, call, side, self.domains)
+        if isinstance(verdict, ReferRefused):
+            return [Respond(tx, response_to(request, verdict.status, verdict.reason))]
         user = _transferor(call, side)
         if user is None:
             return [Respond(tx, response_to(request, 403, "Transfer By A Trunk Not Allowed"))]

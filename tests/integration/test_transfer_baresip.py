@@ -26,6 +26,7 @@ from tests.peers.baresip import Baresip, TraceEntry, account_line, free_sip_port
 from tests.peers.proc import wait_for
 from tests.peers.sipclient import TlsSipClient
 from tests.peers.voipsec import VoipsecServer, prepare, serving, voipsec
+from voipsec.core.transfer import MAX_REFER_TO
 
 pytestmark = pytest.mark.peers
 
@@ -283,8 +284,15 @@ def _tag(value: str) -> str:
     return value.split(";tag=", 1)[1].split(";", 1)[0]
 
 
-def _refer_bytes(call_id: str, ours: str, theirs: str, local: tuple[str, int]) -> bytes:
-    """A REFER in bob's dialog (voipsec's tag ``ours``, bob's ``theirs``) to carol."""
+def _refer_bytes(
+    call_id: str,
+    ours: str,
+    theirs: str,
+    local: tuple[str, int],
+    refer_to: str = "<sip:carol@localhost>",
+    cseq: int = 900,
+) -> bytes:
+    """A REFER in bob's dialog (voipsec's tag ``ours``, bob's ``theirs``)."""
     lines = [
         "REFER sip:voipsec@127.0.0.1 SIP/2.0",
         f"Via: SIP/2.0/TLS {local[0]}:{local[1]};branch=z9hG4bKattack{theirs[:6]}{ours[:6]}",
@@ -292,9 +300,9 @@ def _refer_bytes(call_id: str, ours: str, theirs: str, local: tuple[str, int]) -
         f"From: <sip:bob@localhost>;tag={theirs}" if theirs else "From: <sip:bob@localhost>;tag=x1",
         f"To: <sip:alice@localhost>;tag={ours}" if ours else "To: <sip:alice@localhost>",
         f"Call-ID: {call_id}",
-        "CSeq: 900 REFER",
+        f"CSeq: {cseq} REFER",
         f"Contact: <sip:bob@{local[0]}:{local[1]};transport=tls>",
-        "Refer-To: <sip:carol@localhost>",
+        f"Refer-To: {refer_to}",
         "Content-Length: 0",
     ]
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
@@ -324,9 +332,14 @@ def test_attack_refer_with_the_calls_tags_from_another_connection_is_refused(
     with TlsSipClient(server.host, server.port, server.ca) as attacker:
         attacker.send(_refer_bytes(call_id, ours, theirs, attacker.local))
         hijack = attacker.receive()
+        # Nothing else about the call is checked (or told) for a stranger.
+        long_target = f"<sip:{'9' * MAX_REFER_TO}@localhost>"
+        attacker.send(_refer_bytes(call_id, ours, theirs, attacker.local, long_target, 901))
+        too_long = attacker.receive()
         attacker.send(_refer_bytes("no-such-call", "", "", attacker.local))
         outside = attacker.receive()
     assert (hijack.status, hijack.reason) == (403, "Not From This Call Leg")
+    assert (too_long.status, too_long.reason) == (403, "Not From This Call Leg")
     assert (outside.status, outside.reason) == (481, "Call/Transaction Does Not Exist")
 
     assert all(e["type"] != "CALL_INCOMING" for e in carol.events()[before[2] :])

@@ -23,7 +23,6 @@ from voipsec.core.b2bua import (
     Fork,
     Origin,
     Phase,
-    ReleaseMedia,
     Respond,
     SendRequest,
     Side,
@@ -39,6 +38,7 @@ from voipsec.core.transfer import (
     ReferRefused,
     ReferTarget,
     TransferB2bua,
+    TransferStatistics,
     check_refer,
 )
 from voipsec.media.errors import MediaRefused
@@ -491,12 +491,31 @@ def test_transfer_with_relay_media_refused_byes_the_target_and_notifies_488() ->
     assert call.b_leg is not None and call.b_leg.fork == BOB
 
 
-def test_transfer_with_relay_call_ending_releases_what_it_kept() -> None:
-    b2b, call = _answered_call(relay=True)
-    actions = b2b.hang_up(call.id, NOW + 20, "shutdown")
-    assert ReleaseMedia(call.id) in actions
-    refer = _refer(call)
-    assert b2b.check_refer(refer, call, Side.B, DOMAINS) == ReferRefused(
+def test_transfer_by_the_callee_of_a_late_offer_call_is_488() -> None:
+    """No offer went to bob (the caller sent none): nothing to offer carol in its place."""
+    b2b = TransferB2bua(POLICY, relay_media=True)
+    invite = _request(
+        [
+            "INVITE sip:bob@example.com SIP/2.0",
+            "Via: SIP/2.0/TLS 198.51.100.7:40001;branch=z9hG4bKa1;rport",
+            "Max-Forwards: 70",
+            "From: <sip:alice@example.com>;tag=atag",
+            "To: <sip:bob@example.com>",
+            "Call-ID: a-call@198.51.100.7",
+            "CSeq: 1 INVITE",
+            "Contact: <sip:alice@198.51.100.7:40001;transport=tls>",
+        ]
+    )
+    call, actions = b2b.start(
+        tx=server_key(invite), invite=invite, origin=ORIGIN, forks=(BOB,), now=NOW
+    )
+    (to_bob,) = _sends(actions)
+    ok = _reply(to_bob, 200, "OK", tag="bobtag", contact="<sip:bob@192.0.2.21:50001>", body=BOB_SDP)
+    offer = b2b.on_response(_key(to_bob), ok, NOW + 5)[-1]
+    assert isinstance(offer, AllocateMedia) and offer.side is Side.B
+    b2b.on_media(offer.key, b"relay offer for alice", NOW + 5)
+    assert call.phase is Phase.CONFIRMED
+    assert b2b.check_refer(_refer(call), call, Side.B, DOMAINS) == ReferRefused(
         status=488, reason="Transfer Needs The Leg's SDP"
     )
 
@@ -558,3 +577,17 @@ def test_transfer_by_the_caller_makes_the_targets_dialog_the_a_leg() -> None:
     (to_bob,) = _sends(actions)
     assert (to_bob.method, to_bob.call_id) == ("BYE", call.b_call_id)
     assert actions[-1] == Ended(call.id, NOW + 20, "answered", 200, "normal clearing", "caller")
+
+
+def test_transfer_statistics_count_outcomes_and_kept_sdps() -> None:
+    b2b, call = _answered_call(relay=True)
+    assert b2b.transfer_statistics() == TransferStatistics(
+        in_progress=0, started=0, completed=0, failed=0, kept_sdps=2
+    )
+    _, invite = _transfer(b2b, call)
+    assert b2b.transfer_statistics().in_progress == 1
+    b2b.on_response(_key(invite), _carol_reply(invite, 486, "Busy Here"), NOW + 12)
+    b2b.hang_up(call.id, NOW + 20, "shutdown")
+    assert b2b.transfer_statistics() == TransferStatistics(
+        in_progress=0, started=1, completed=0, failed=1, kept_sdps=0
+    )

@@ -73,6 +73,7 @@ __all__ = [
     "ReferRefused",
     "ReferTarget",
     "TransferB2bua",
+    "TransferStatistics",
     "check_refer",
     "fork_user",
 ]
@@ -143,6 +144,18 @@ def check_refer(
     return ReferTarget(uri=str(uri), user=uri.user)
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TransferStatistics:
+    """Transfers of this B2BUA: how many are ringing, and how they went."""
+
+    in_progress: int
+    started: int
+    completed: int
+    failed: int
+    #: SDPs kept for a transfer (two per answered call, freed when it ends).
+    kept_sdps: int
+
+
 @dataclass(slots=True)
 class _Transfer:
     """One transfer in progress: the transferor's side and the target's leg."""
@@ -174,20 +187,34 @@ class TransferB2bua(B2bua):
         #: The SDP each leg was given (our offer to B, our answer to A), kept from the
         #: answer on (step 2 above).
         self._given: dict[tuple[str, Side], bytes] = {}
+        self._started = self._completed_count = self._failed_count = 0
 
     def check_refer(
         self, request: Request, call: Call, side: Side, domains: frozenset[str]
     ) -> ReferTarget | ReferRefused:
-        """:func:`check_refer`, and at most :data:`MAX_TRANSFERS_PER_CALL` at a time."""
+        """:func:`check_refer`; then at most :data:`MAX_TRANSFERS_PER_CALL` at a time,
+        and only with the SDP the transferor's leg was given (none after a late offer)."""
+        verdict = check_refer(request, call, side, domains)
+        if isinstance(verdict, ReferRefused):
+            return verdict
         busy = 1 if call.id in self._transfers else 0
         if busy >= MAX_TRANSFERS_PER_CALL:
             return ReferRefused(status=491, reason="Transfer In Progress")
         if self.relay_media and not self._given.get((call.id, side)):
             return ReferRefused(status=488, reason="Transfer Needs The Leg's SDP")
-        return check_refer(request, call, side, domains)
+        return verdict
 
     def transferring(self, call_id: str) -> bool:
         return call_id in self._transfers
+
+    def transfer_statistics(self) -> TransferStatistics:
+        return TransferStatistics(
+            in_progress=len(self._transfers),
+            started=self._started,
+            completed=self._completed_count,
+            failed=self._failed_count,
+            kept_sdps=len(self._given),
+        )
 
     # -- starting ------------------------------------------------------------------
 
@@ -226,6 +253,7 @@ class TransferB2bua(B2bua):
             max_duration=max_duration,
         )
         self._transfers[call.id] = t
+        self._started += 1
         self._transfer_tx[client_key(invite.top_via.branch or "", "INVITE")] = t
         return [
             Respond(tx, response_to(request, 202, "Accepted")),
@@ -377,6 +405,7 @@ class TransferB2bua(B2bua):
         call = t.call
         t.over = True
         del self._transfers[call.id]
+        self._completed_count += 1
         actions: list[CallAction] = [CancelCallTimer(call.id, TRANSFER)]
         actions += self._notify(t, "SIP/2.0 200 OK", final=True)
         if not t.gone:
@@ -424,6 +453,7 @@ class TransferB2bua(B2bua):
         call = t.call
         t.over = True
         self._transfers.pop(call.id, None)
+        self._failed_count += 1
         actions: list[CallAction] = [CancelCallTimer(call.id, TRANSFER)]
         actions += self._notify(t, f"SIP/2.0 {status} {reason}", final=True)
         actions.append(TransferEnded(call.id, now, status, t.target, detail or reason))
@@ -497,6 +527,7 @@ class TransferB2bua(B2bua):
         actions: list[CallAction] = []
         if t is not None:
             t.over = True
+            self._failed_count += 1
             actions += self._stop_target(t)
             actions.append(CancelCallTimer(call.id, TRANSFER))
             actions.append(TransferEnded(call.id, now, 487, t.target, "call ended"))
