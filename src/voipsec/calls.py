@@ -447,23 +447,13 @@ class CallService:
         if user is None:
             return [Respond(tx, response_to(request, 403, "Transfer By A Trunk Not Allowed"))]
         caller = user_caller(user, self.routing.domain)
-        routed = route(
-            caller,
-            verdict.user,
-            policy=self.routing,
-            dialplan=self.dialplan,
-            lookups=self._lookups(now),
-        )
         fraud_id = f"{request.call_id}/refer/{request.cseq.seq}"
-        max_duration: float | None = None
-        if not isinstance(routed, Refusal):
-            admission = self.records.admit(
-                request, caller, verdict.user, routed, flow.peer[0], now, call_id=fraud_id
-            )
-            routed, max_duration = admission.refusal or routed, admission.max_duration
-        if isinstance(routed, Refusal):
-            log.info("refused transfer by %s to %r: %s", user, verdict.user[:64], routed.reason)
-            return [Respond(tx, self._refuse(flow, request, caller, verdict.user, routed, now))]
+        authorised = self._authorise_transfer(flow, request, caller, verdict.user, fraud_id, now)
+        if isinstance(authorised, Refusal):
+            reason = authorised.reason
+            log.info("refused transfer by %s to %r: %s", user, verdict.user[:64], reason)
+            return [Respond(tx, self._refuse(flow, request, caller, verdict.user, authorised, now))]
+        routed, max_duration = authorised
         fork = routed.forks[0]
         actions = self.b2bua.transfer(tx, request, call, side, verdict, fork, now, max_duration)
         if not self.b2bua.transferring(call.id):
@@ -482,6 +472,27 @@ class CallService:
         )
         log.info("call %s: %s transfers it to %r", call.id[:8], user, verdict.user[:64])
         return actions
+
+    def _authorise_transfer(
+        self,
+        flow: Flow,
+        request: Request,
+        caller: Caller,
+        dialled: str,
+        fraud_id: str,
+        now: float,
+    ) -> tuple[Route, float | None] | Refusal:
+        """Route ``dialled`` as ``caller``'s own call, then ask the fraud engine about
+        it (under ``fraud_id``): the route and the engine's duration limit, or why not."""
+        routed = route(
+            caller, dialled, policy=self.routing, dialplan=self.dialplan, lookups=self._lookups(now)
+        )
+        if isinstance(routed, Refusal):
+            return routed
+        admission = self.records.admit(
+            request, caller, dialled, routed, flow.peer[0], now, call_id=fraud_id
+        )
+        return admission.refusal or (routed, admission.max_duration)
 
     def _transfer_ended(self, action: TransferEnded) -> None:
         """A transfer is over: on success the CDR is split (the new row linked to the
