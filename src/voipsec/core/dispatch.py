@@ -24,6 +24,8 @@ from enum import Enum
 from ..edge.sanity import SanityFailure
 
 #: The methods we answer (RFC 3261 §8.2.1: a 405 lists them in Allow; so does OPTIONS).
+#: REFER is a blind transfer (core/transfer.py); NOTIFY is not listed: voipsec sends
+#: the NOTIFYs of a transfer but subscribes to nothing, so it takes none.
 ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS, REGISTER, UPDATE, INFO, REFER"
 #: Option tags we support (RFC 3261 §8.2.2.3); a Require with others gets 420.
 SUPPORTED: frozenset[str] = frozenset({"path", "outbound"})
