@@ -591,3 +591,54 @@ def test_transfer_statistics_count_outcomes_and_kept_sdps() -> None:
     assert b2b.transfer_statistics() == TransferStatistics(
         in_progress=0, started=1, completed=0, failed=1, kept_sdps=0
     )
+
+
+# -- a target behind a trunk -----------------------------------------------------------
+
+TRUNK = Fork(
+    request_uri="sip:+442071234567@trunk.example.net",
+    to_uri="sip:+442071234567@trunk.example.net",
+    target=Target(transport="tls", host="trunk.example.net", port=5061, trunk="carrier"),
+    local=LOCAL,
+    credentials=("acct42", "trunk-pass-9"),
+)
+
+
+def _challenge(invite: Request) -> Response:
+    message = parse_message(
+        _wire(
+            "SIP/2.0 407 Proxy Authentication Required",
+            *(f"Via: {v}" for v in invite.headers.values("via")),
+            f"From: {invite.headers.get('from')}",
+            f"To: {invite.headers.get('to')};tag=trunk1",
+            f"Call-ID: {invite.call_id}",
+            f"CSeq: {invite.headers.get('cseq')}",
+            'Proxy-Authenticate: Digest realm="carrier.example.net", nonce="n0nce1",'
+            ' algorithm=MD5, qop="auth"',
+        )
+    )
+    assert isinstance(message, Response)
+    return message
+
+
+def test_transfer_to_a_trunk_answers_its_challenge_once() -> None:
+    b2b, call = _answered_call()
+    refer = _refer(call, "<sip:02071234567@example.com>")
+    target = b2b.check_refer(refer, call, Side.B, DOMAINS)
+    assert isinstance(target, ReferTarget)
+    actions = b2b.transfer(server_key(refer), refer, call, Side.B, target, TRUNK, NOW + 10)
+    (invite,) = [r for r in _sends(actions) if r.method == "INVITE"]
+    (retry,) = _sends(b2b.on_response(_key(invite), _challenge(invite), NOW + 11))
+    assert (retry.method, retry.call_id, retry.cseq.seq) == ("INVITE", invite.call_id, 2)
+    assert retry.headers.get("from") == invite.headers.get("from")
+    assert retry.top_via.branch != invite.top_via.branch
+    credentials = retry.headers.get("proxy-authorization") or ""
+    assert credentials.startswith('Digest username="acct42", realm="carrier.example.net"')
+    assert "trunk-pass-9" not in credentials
+    assert retry.body == invite.body
+    # A second challenge is not answered again: the transfer fails with it.
+    failed = b2b.on_response(_key(retry), _challenge(retry), NOW + 12)
+    assert _notify_of(failed).body == b"SIP/2.0 403 Forbidden\r\n"  # mapped, as for a caller
+    assert failed[-1] == TransferEnded(
+        call.id, NOW + 12, 403, "sip:02071234567@example.com", "Forbidden"
+    )

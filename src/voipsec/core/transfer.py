@@ -38,6 +38,7 @@ from dataclasses import dataclass, replace
 from ..media.destinations import MediaPeer
 from ..media.errors import MediaRefused
 from ..sip.dialog import Dialog, new_branch, new_tag, uac_dialog
+from ..sip.digest import answer_challenge
 from ..sip.errors import SipParseError
 from ..sip.layer import TxKey, client_key
 from ..sip.message import Request, Response, response_to
@@ -62,6 +63,7 @@ from .callmodel import (
     StartCallTimer,
     TransferEnded,
     crossing_value,
+    map_failure,
     reason_of,
 )
 
@@ -87,6 +89,8 @@ MAX_REFER_TO = 256
 MAX_TRANSFERS_PER_CALL = 1
 #: The call timer of a transfer's INVITE (no answer within ``calls.ring_timeout``).
 TRANSFER = "transfer"
+#: Headers of the target's INVITE that its authenticated retry writes anew.
+_RENEWED = frozenset({"via", "cseq", "content-length"})
 #: RFC 3515 §2.4.5: the body of every NOTIFY of a REFER's implicit subscription.
 SIPFRAG = "message/sipfrag;version=2.0"
 #: How long the implicit subscription lasts while the target rings (RFC 6665 §4.1.3;
@@ -322,11 +326,43 @@ class TransferB2bua(B2bua):
             return self._target_provisional(t)
         if response.status < 300:
             return self._target_answered(t, response, now)
+        retry = self._challenged(t, response)
+        if retry is not None:
+            return [retry]
         t.leg.done = True
         if t.over:
             return []
-        status, reason = response.status, reason_of(response)
+        # As a caller would hear it: a trunk's challenge or overload is not the
+        # transferor's business (docs/calls.md "Failure mapping").
+        status, reason = map_failure(response.status, reason_of(response))
         return self._failed(t, status, reason, now)
+
+    def _challenged(self, t: _Transfer, response: Response) -> SendRequest | None:
+        """A trunk's 401/407 to the target's INVITE, answered once with the trunk's
+        credentials (RFC 3261 §22.2), as for any call routed there; None otherwise."""
+        leg, fork = t.leg, t.leg.fork
+        if response.status not in (401, 407) or fork.credentials is None:
+            return None
+        if leg.authenticated or t.over:
+            return None
+        user, password = fork.credentials
+        authorization = answer_challenge(
+            response, username=user, password=password, method="INVITE", uri=fork.request_uri
+        )
+        if authorization is None:
+            return None
+        invite = leg.invite
+        kept = [(h.name, h.value) for h in invite.headers if h.key not in _RENEWED]
+        headers = [
+            ("Via", fork.local.via(new_branch())),
+            *kept,
+            ("CSeq", f"{invite.cseq.seq + 1} INVITE"),
+            authorization,
+        ]
+        retry = make_request("INVITE", fork.request_uri, headers, invite.body)
+        t.leg = ForkLeg(fork=fork, invite=retry, authenticated=True)
+        self._transfer_tx[client_key(retry.top_via.branch or "", "INVITE")] = t
+        return SendRequest(retry, fork.target)
 
     def on_client_failure(self, key: TxKey, now: float) -> list[CallAction]:
         t = self._transfer_tx.pop(key, None)
