@@ -454,8 +454,8 @@ class CallService:
             log.info("refused transfer by %s to %r: %s", user, verdict.user[:64], reason)
             return [Respond(tx, self._refuse(flow, request, caller, verdict.user, authorised, now))]
         routed, max_duration = authorised
-        fork = routed.forks[0]
-        actions = self.b2bua.transfer(tx, request, call, side, verdict, fork, now, max_duration)
+        forks = routed.forks
+        actions = self.b2bua.transfer(tx, request, call, side, verdict, forks, now, max_duration)
         if not self.b2bua.transferring(call.id):
             self.records.discard(fraud_id)
             return actions
@@ -467,7 +467,7 @@ class CallService:
             callee=routed.callee,
             trunk=routed.trunk or "",
             fraud_id=fraud_id,
-            transport=fork.target.transport,
+            transport=forks[0].target.transport,
             ended_by="caller" if side is Side.A else "callee",
         )
         log.info("call %s: %s transfers it to %r", call.id[:8], user, verdict.user[:64])

@@ -190,7 +190,7 @@ def _transfer(
     refer = _refer(call)
     target = b2b.check_refer(refer, call, Side.B, DOMAINS)
     assert target == ReferTarget(uri="sip:carol@example.com", user="carol")
-    actions = b2b.transfer(server_key(refer), refer, call, Side.B, target, CAROL, at)
+    actions = b2b.transfer(server_key(refer), refer, call, Side.B, target, (CAROL,), at)
     invites = [r for r in _sends(actions) if r.method == "INVITE"]
     return actions, invites[0]
 
@@ -341,7 +341,9 @@ def test_transfer_fraud_limit_of_the_transferor_applies_to_the_new_call() -> Non
     refer = _refer(call)
     target = b2b.check_refer(refer, call, Side.B, DOMAINS)
     assert isinstance(target, ReferTarget)
-    actions = b2b.transfer(server_key(refer), refer, call, Side.B, target, CAROL, NOW + 10, 120.0)
+    actions = b2b.transfer(
+        server_key(refer), refer, call, Side.B, target, (CAROL,), NOW + 10, 120.0
+    )
     (invite,) = [r for r in _sends(actions) if r.method == "INVITE"]
     done = b2b.on_response(_key(invite), _carol_reply(invite, 200, "OK", CAROL_SDP), NOW + 15)
     assert StartCallTimer(call.id, DURATION, NOW + 15 + 120) in done
@@ -544,7 +546,7 @@ def test_transfer_by_the_caller_makes_the_targets_dialog_the_a_leg() -> None:
     refer = _from_alice(call, "REFER", 2, "Refer-To: <sip:carol@example.com>")
     target = b2b.check_refer(refer, call, Side.A, DOMAINS)
     assert target == ReferTarget(uri="sip:carol@example.com", user="carol")
-    actions = b2b.transfer(server_key(refer), refer, call, Side.A, target, CAROL, NOW + 10)
+    actions = b2b.transfer(server_key(refer), refer, call, Side.A, target, (CAROL,), NOW + 10)
     notify, invite = _sends(actions)
     assert (notify.method, notify.call_id) == ("NOTIFY", "a-call@198.51.100.7")
     assert str(notify.uri) == "sip:alice@198.51.100.7:40001;transport=tls"
@@ -626,7 +628,7 @@ def test_transfer_to_a_trunk_answers_its_challenge_once() -> None:
     refer = _refer(call, "<sip:02071234567@example.com>")
     target = b2b.check_refer(refer, call, Side.B, DOMAINS)
     assert isinstance(target, ReferTarget)
-    actions = b2b.transfer(server_key(refer), refer, call, Side.B, target, TRUNK, NOW + 10)
+    actions = b2b.transfer(server_key(refer), refer, call, Side.B, target, (TRUNK,), NOW + 10)
     (invite,) = [r for r in _sends(actions) if r.method == "INVITE"]
     (retry,) = _sends(b2b.on_response(_key(invite), _challenge(invite), NOW + 11))
     assert (retry.method, retry.call_id, retry.cseq.seq) == ("INVITE", invite.call_id, 2)
@@ -642,3 +644,57 @@ def test_transfer_to_a_trunk_answers_its_challenge_once() -> None:
     assert failed[-1] == TransferEnded(
         call.id, NOW + 12, 403, "sip:02071234567@example.com", "Forbidden"
     )
+
+
+# -- a target with several registered contacts ----------------------------------------------
+
+CAROL2 = Fork(
+    request_uri="sip:carol@192.0.2.32:50004;transport=tls",
+    to_uri="sip:carol@example.com",
+    target=Target(transport="tls", host="192.0.2.32", port=50004),
+    local=LOCAL,
+)
+
+
+def _carol2_reply(invite: Request, status: int, reason: str, body: bytes = b"") -> Response:
+    return _reply(
+        invite, status, reason, tag="carol2tag", contact="<sip:carol@192.0.2.32:50004>", body=body
+    )
+
+
+def _forked(b2b: TransferB2bua, call: Call) -> tuple[Request, Request]:
+    refer = _refer(call)
+    target = b2b.check_refer(refer, call, Side.B, DOMAINS)
+    assert isinstance(target, ReferTarget)
+    actions = b2b.transfer(server_key(refer), refer, call, Side.B, target, (CAROL, CAROL2), NOW)
+    first, second = [r for r in _sends(actions) if r.method == "INVITE"]
+    return first, second
+
+
+def test_transfer_rings_every_contact_and_the_first_answer_wins() -> None:
+    b2b, call = _answered_call()
+    first, second = _forked(b2b, call)
+    assert first.call_id == second.call_id
+    assert first.headers.get("from") == second.headers.get("from")
+    assert (str(first.uri), str(second.uri)) == (CAROL.request_uri, CAROL2.request_uri)
+    b2b.on_response(_key(second), _carol2_reply(second, 180, "Ringing"), NOW + 1)
+    won = b2b.on_response(_key(first), _carol_reply(first, 200, "OK", CAROL_SDP), NOW + 2)
+    assert [(r.method, str(r.uri)) for r in _sends(won)][:2] == [
+        ("ACK", "sip:carol@192.0.2.31:50003"),
+        ("CANCEL", CAROL2.request_uri),
+    ]
+    assert call.b_leg is not None and call.b_leg.fork == CAROL
+    late = b2b.on_response(_key(second), _carol2_reply(second, 200, "OK", CAROL_SDP), NOW + 3)
+    assert [(r.method, str(r.uri)) for r in _sends(late)] == [
+        ("ACK", "sip:carol@192.0.2.32:50004"),
+        ("BYE", "sip:carol@192.0.2.32:50004"),
+    ]
+
+
+def test_transfer_fails_with_the_best_failure_once_every_contact_failed() -> None:
+    b2b, call = _answered_call()
+    first, second = _forked(b2b, call)
+    assert b2b.on_response(_key(first), _carol_reply(first, 480, "Unavailable"), NOW + 1) == []
+    failed = b2b.on_response(_key(second), _carol2_reply(second, 486, "Busy Here"), NOW + 2)
+    assert _notify_of(failed).body == b"SIP/2.0 486 Busy Here\r\n"
+    assert failed[-1] == TransferEnded(call.id, NOW + 2, 486, "sip:carol@example.com", "Busy Here")

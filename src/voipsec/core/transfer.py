@@ -33,7 +33,8 @@ refused with 501.
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass, replace
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 
 from ..media.destinations import MediaPeer
 from ..media.errors import MediaRefused
@@ -62,6 +63,7 @@ from .callmodel import (
     Side,
     StartCallTimer,
     TransferEnded,
+    best_failure,
     crossing_value,
     map_failure,
     reason_of,
@@ -166,7 +168,10 @@ class _Transfer:
 
     call: Call
     side: Side
+    #: The leg that answered; before that, the first of ``legs``.
     leg: ForkLeg
+    #: One INVITE per fork of the target's route (its registered contacts, or a trunk).
+    legs: list[ForkLeg]
     tag: str
     target: str
     #: The REFER's CSeq number: the subscription's ``id`` (RFC 3515 §2.4.6).
@@ -178,6 +183,7 @@ class _Transfer:
     over: bool = False
     media_key: int | None = None
     max_duration: float | None = None
+    failures: list[Response] = field(default_factory=list)
 
 
 class TransferB2bua(B2bua):
@@ -186,7 +192,7 @@ class TransferB2bua(B2bua):
     def __init__(self, policy: CallPolicy, *, relay_media: bool = False) -> None:
         super().__init__(policy, relay_media=relay_media)
         self._transfers: dict[str, _Transfer] = {}
-        self._transfer_tx: dict[TxKey, _Transfer] = {}
+        self._transfer_tx: dict[TxKey, tuple[_Transfer, ForkLeg]] = {}
         self._transfer_media: dict[int, _Transfer] = {}
         #: The SDP each leg was given (our offer to B, our answer to A), kept from the
         #: answer on (step 2 above).
@@ -229,11 +235,12 @@ class TransferB2bua(B2bua):
         call: Call,
         side: Side,
         target: ReferTarget,
-        fork: Fork,
+        forks: Sequence[Fork],
         now: float,
         max_duration: float | None = None,
     ) -> list[CallAction]:
-        """Carry out an authorised REFER: 202, NOTIFY 100, INVITE to ``fork``, timer.
+        """Carry out an authorised REFER: 202, NOTIFY 100, an INVITE to each of
+        ``forks`` (the first 2xx wins, as for a call: RFC 3261 §16.7), timer.
 
         ``max_duration`` is the fraud engine's limit on the transferor's new call (a
         throttle); it replaces the original call's from the moment the target answers."""
@@ -244,13 +251,16 @@ class TransferB2bua(B2bua):
             call.set_dialog(side, dialog.accept_remote_cseq(request.cseq.seq))
         except SipParseError as err:
             return [Respond(tx, response_to(request, err.status, err.reason))]
-        tag = new_tag()
-        invite = self._transfer_invite(call, side, fork, tag)
-        leg = ForkLeg(fork=fork, invite=invite)
+        tag, call_id = new_tag(), mark(secrets.token_hex(16))
+        legs = [
+            ForkLeg(fork=fork, invite=self._transfer_invite(call, side, fork, tag, call_id))
+            for fork in forks
+        ]
         t = _Transfer(
             call=call,
             side=side,
-            leg=leg,
+            leg=legs[0],
+            legs=legs,
             tag=tag,
             target=target.uri,
             refer_seq=request.cseq.seq,
@@ -258,17 +268,21 @@ class TransferB2bua(B2bua):
         )
         self._transfers[call.id] = t
         self._started += 1
-        self._transfer_tx[client_key(invite.top_via.branch or "", "INVITE")] = t
+        for leg in legs:
+            self._transfer_tx[client_key(leg.invite.top_via.branch or "", "INVITE")] = (t, leg)
         return [
             Respond(tx, response_to(request, 202, "Accepted")),
             *self._notify(t, "SIP/2.0 100 Trying", final=False),
-            SendRequest(invite, fork.target),
+            *(SendRequest(leg.invite, leg.fork.target) for leg in legs),
             StartCallTimer(call.id, TRANSFER, now + self.policy.ring_timeout),
         ]
 
-    def _transfer_invite(self, call: Call, side: Side, fork: Fork, tag: str) -> Request:
+    def _transfer_invite(
+        self, call: Call, side: Side, fork: Fork, tag: str, call_id: str
+    ) -> Request:
         """The target's INVITE: from the transferee (whom the target will talk to), with
-        the SDP the transferor's leg was given; a new Call-ID and tags of its own."""
+        the SDP the transferor's leg was given; a Call-ID and tag of its own, shared by
+        the forks (each answer is a dialog of its own: §12.1.2)."""
         if side is Side.B:
             caller_display = crossing_value(call.origin.caller_display or "")
             display = f"{caller_display} " if caller_display else ""
@@ -281,7 +295,7 @@ class TransferB2bua(B2bua):
             ("Max-Forwards", str(MAX_FORWARDS)),
             ("From", f"{display}<{transferee}>;tag={tag}"),
             ("To", f"<{fork.to_uri}>"),
-            ("Call-ID", mark(secrets.token_hex(16))),
+            ("Call-ID", call_id),
             ("CSeq", "1 INVITE"),
             ("Contact", fork.local.contact(secure=fork.request_uri.startswith("sips:"))),
         ]
@@ -319,31 +333,42 @@ class TransferB2bua(B2bua):
     # -- the target's answers --------------------------------------------------------
 
     def on_response(self, key: TxKey, response: Response, now: float) -> list[CallAction]:
-        t = self._transfer_tx.get(key)
-        if t is None:
+        entry = self._transfer_tx.get(key)
+        if entry is None:
             return super().on_response(key, response, now)
+        t, leg = entry
         if response.status < 200:
-            return self._target_provisional(t)
+            return self._target_provisional(t, leg)
         if response.status < 300:
-            return self._target_answered(t, response, now)
-        retry = self._challenged(t, response)
+            return self._target_answered(t, leg, response, now)
+        retry = self._challenged(t, leg, response)
         if retry is not None:
             return [retry]
-        t.leg.done = True
-        if t.over:
+        return self._target_failed(t, leg, response, now)
+
+    def _target_failed(
+        self, t: _Transfer, leg: ForkLeg, response: Response, now: float
+    ) -> list[CallAction]:
+        """A fork failed; when every fork has, the transfer fails with the best failure
+        (§16.7 in spirit), mapped as a caller would hear it: a trunk's challenge or
+        overload is not the transferor's business (docs/calls.md "Failure mapping")."""
+        leg.done = True
+        if t.over or t.dialog is not None:
             return []
-        # As a caller would hear it: a trunk's challenge or overload is not the
-        # transferor's business (docs/calls.md "Failure mapping").
-        status, reason = map_failure(response.status, reason_of(response))
+        t.failures.append(response)
+        if any(not other.done for other in t.legs):
+            return []
+        final = best_failure(t.failures)
+        status, reason = map_failure(final.status, reason_of(final))
         return self._failed(t, status, reason, now)
 
-    def _challenged(self, t: _Transfer, response: Response) -> SendRequest | None:
+    def _challenged(self, t: _Transfer, leg: ForkLeg, response: Response) -> SendRequest | None:
         """A trunk's 401/407 to the target's INVITE, answered once with the trunk's
         credentials (RFC 3261 §22.2), as for any call routed there; None otherwise."""
-        leg, fork = t.leg, t.leg.fork
+        fork = leg.fork
         if response.status not in (401, 407) or fork.credentials is None:
             return None
-        if leg.authenticated or t.over:
+        if leg.authenticated or leg.done or t.over or t.dialog is not None:
             return None
         user, password = fork.credentials
         authorization = answer_challenge(
@@ -360,58 +385,65 @@ class TransferB2bua(B2bua):
             authorization,
         ]
         retry = make_request("INVITE", fork.request_uri, headers, invite.body)
-        t.leg = ForkLeg(fork=fork, invite=retry, authenticated=True)
-        self._transfer_tx[client_key(retry.top_via.branch or "", "INVITE")] = t
+        leg.done = True  # this INVITE is over; its retry takes its place
+        renewed = ForkLeg(fork=fork, invite=retry, authenticated=True)
+        t.legs[t.legs.index(leg)] = renewed
+        if t.leg is leg:
+            t.leg = renewed
+        self._transfer_tx[client_key(retry.top_via.branch or "", "INVITE")] = (t, renewed)
         return SendRequest(retry, fork.target)
 
     def on_client_failure(self, key: TxKey, now: float) -> list[CallAction]:
-        t = self._transfer_tx.pop(key, None)
-        if t is None:
+        entry = self._transfer_tx.pop(key, None)
+        if entry is None:
             return super().on_client_failure(key, now)
-        t.leg.done = True
-        return [] if t.over else self._failed(t, 408, "Request Timeout", now)
+        t, leg = entry
+        timeout = response_to(leg.invite, 408, "Request Timeout")  # §8.1.3.1
+        return self._target_failed(t, leg, timeout, now)
 
     def client_done(self, key: TxKey) -> None:
         self._transfer_tx.pop(key, None)
         super().client_done(key)
 
-    def _target_provisional(self, t: _Transfer) -> list[CallAction]:
-        t.leg.provisional = True
-        if t.leg.cancel_when_provisional:
-            t.leg.cancel_when_provisional = False
-            return [self._cancel_target(t)]
+    def _target_provisional(self, t: _Transfer, leg: ForkLeg) -> list[CallAction]:
+        leg.provisional = True
+        if leg.cancel_when_provisional:
+            leg.cancel_when_provisional = False
+            return [self._cancel_target(t, leg)]
         return []
 
-    def _cancel_target(self, t: _Transfer) -> SendRequest:
-        cancel = cancel_for(t.leg.invite)
+    def _cancel_target(self, t: _Transfer, leg: ForkLeg) -> SendRequest:
+        cancel = cancel_for(leg.invite)
         self._client[client_key(cancel.top_via.branch or "", "CANCEL")] = (t.call, Ignored())
-        return SendRequest(cancel, t.leg.fork.target)
+        return SendRequest(cancel, leg.fork.target)
 
-    def _target_answered(self, t: _Transfer, response: Response, now: float) -> list[CallAction]:
+    def _target_answered(
+        self, t: _Transfer, leg: ForkLeg, response: Response, now: float
+    ) -> list[CallAction]:
         try:
-            dialog = uac_dialog(t.leg.invite, response)
+            dialog = uac_dialog(leg.invite, response)
         except SipParseError:
             return []  # nothing to ACK; the transfer timer ends it
-        ack = self._ack(dialog, t.leg)
+        ack = self._ack(dialog, leg)
         if t.dialog is not None and t.dialog.id == dialog.id:
             return [ack]  # a retransmitted 2xx (RFC 3261 §13.2.2.4)
         if t.over or t.dialog is not None:
-            return [ack, self._bye_target(t, dialog)]
-        t.dialog = dialog
-        t.leg.done = True
+            # Over, or another fork answered first: this dialog is unwanted.
+            return [ack, self._bye_target(t, leg, dialog)]
+        t.dialog, t.leg = dialog, leg
+        leg.done = True
+        cancels = self._stop_forks(t)
         if self.relay_media:
             if not response.body:
-                return [
-                    ack,
-                    *self._target_media_failed(t, "the transfer target answered without SDP", now),
-                ]
+                why = "the transfer target answered without SDP"
+                return [ack, *cancels, *self._target_media_failed(t, why, now)]
             self._last_key += 1
             t.media_key = self._last_key
             self._transfer_media[t.media_key] = t
             peer = t.leg.fork.media_peer or MediaPeer(source=t.leg.fork.target.host)
             call = t.call
-            return [ack, AnswerMedia(t.media_key, call.id, t.side, response.body, peer)]
-        return [ack, *self._completed(t, now)]
+            return [ack, *cancels, AnswerMedia(t.media_key, call.id, t.side, response.body, peer)]
+        return [ack, *cancels, *self._completed(t, now)]
 
     def on_media(self, key: int, result: MediaResult, now: float) -> list[CallAction]:
         t = self._transfer_media.pop(key, None)
@@ -426,13 +458,13 @@ class TransferB2bua(B2bua):
 
     def _target_media_failed(self, t: _Transfer, why: str, now: float) -> list[CallAction]:
         assert t.dialog is not None
-        bye = self._bye_target(t, t.dialog)
+        bye = self._bye_target(t, t.leg, t.dialog)
         return [bye, *self._failed(t, 488, "Not Acceptable Here", now, detail=why)]
 
-    def _bye_target(self, t: _Transfer, dialog: Dialog) -> SendRequest:
-        bye, _ = in_dialog(dialog, "BYE", t.leg.fork.local)
+    def _bye_target(self, t: _Transfer, leg: ForkLeg, dialog: Dialog) -> SendRequest:
+        bye, _ = in_dialog(dialog, "BYE", leg.fork.local)
         self._client[client_key(bye.top_via.branch or "", "BYE")] = (t.call, Ignored())
-        return SendRequest(bye, t.leg.fork.target)
+        return SendRequest(bye, leg.fork.target)
 
     # -- the outcome ----------------------------------------------------------------
 
@@ -511,18 +543,25 @@ class TransferB2bua(B2bua):
         return [*self._stop_target(t), *self._failed(t, 408, "Request Timeout", now)]
 
     def _stop_target(self, t: _Transfer) -> list[CallAction]:
-        """CANCEL the target's INVITE (§9.1: not before a provisional response), or BYE
-        its dialog if it answered."""
-        leg = t.leg
+        """BYE the target's dialog if it answered, CANCEL the forks still ringing."""
+        actions: list[CallAction] = []
         if t.dialog is not None:
-            return [self._bye_target(t, t.dialog)]
-        if leg.done:
-            return []
-        leg.done = True
-        if leg.provisional:
-            return [self._cancel_target(t)]
-        leg.cancel_when_provisional = True
-        return []
+            actions.append(self._bye_target(t, t.leg, t.dialog))
+        return actions + self._stop_forks(t)
+
+    def _stop_forks(self, t: _Transfer) -> list[CallAction]:
+        """CANCEL every fork still ringing (§9.1: not before its provisional response;
+        one that has sent none is CANCELled when it does)."""
+        actions: list[CallAction] = []
+        for leg in t.legs:
+            if leg.done:
+                continue
+            leg.done = True
+            if leg.provisional:
+                actions.append(self._cancel_target(t, leg))
+            else:
+                leg.cancel_when_provisional = True
+        return actions
 
     def _bye(
         self, tx: TxKey, request: Request, call: Call, side: Side, now: float
