@@ -8,7 +8,8 @@ engine: ``calls.py``), and only then calls :meth:`TransferB2bua.transfer`:
 
 1. ``202 Accepted`` to the REFER and a NOTIFY ``SIP/2.0 100 Trying`` (RFC 3515
    §2.4.4, §2.4.5: the implicit subscription, ``Event: refer``, ``message/sipfrag``);
-2. voipsec's own INVITE to the target, offering the SDP the transferor's leg was
+2. voipsec's own INVITE to each of the target's forks (its registered contacts, or a
+   trunk; the first 2xx wins, as for a call), offering the SDP the transferor's leg was
    given (the relay's port and key of that leg: our offer to a callee, our answer to
    a caller), so the transferee's leg, port and key do not change and need no
    re-INVITE;
