@@ -28,7 +28,7 @@ from typing import Protocol
 from .config import Config, ConfigError
 from .core.b2bua import Answered, Ended
 from .core.routing import Caller, Refusal, Route
-from .events import AlertRaised, CallAnswered, CallEnded, EventBus, MediaStats
+from .events import AlertRaised, CallAnswered, CallEnded, CallStarted, EventBus, MediaStats
 from .media.relay import LegReport
 from .monitor.fraud import (
     Attempt,
@@ -342,17 +342,27 @@ class CallRecords:
             return
         self._media_report_of(action.call, lambda legs: self._finish(info, action, legs))
 
-    def transferred(self, call: str, row: TransferRow, now: float) -> None:
+    def transferred(
+        self,
+        call: str,
+        row: TransferRow,
+        now: float,
+        on_written: Callable[[int], None] | None = None,
+    ) -> None:
         """``call`` was transferred (core/transfer.py): its row ends, answered, with the
         reason ``transferred to <callee>``, booked with the fraud engine as it stands;
         a new row opens for the rest of the call, answered now and linked to the first:
         the same ``call_id``, and ``source`` ``refer:<id of the first row>``. The
-        media report goes into the new row when the call ends (one relay, both rows)."""
+        media report goes into the new row when the call ends (one relay, both rows).
+        ``CallEnded`` of the first part and ``CallStarted`` (``cdr_id`` 0: the row is
+        queued; ``on_written`` gets its id) and ``CallAnswered`` of the second are
+        published, so a call in progress is counted once throughout."""
         old = self._calls.pop(call, None)
         if old is None:
             return
         reason = f"transferred to {row.callee}"
         self._finish(old, Ended(call, now, "answered", 200, reason, row.ended_by), ())
+        source = f"refer:{old.cdr_id}"
         ticket = self.cdr.open(
             CdrStart(
                 call_id=row.cdr_call_id,
@@ -360,14 +370,14 @@ class CallRecords:
                 callee_dialled=row.dialled,
                 callee=row.callee,
                 user=row.user,
-                source=f"refer:{old.cdr_id}",
+                source=source,
                 transport=row.transport,
                 tls_identity="",
                 trunk=row.trunk,
                 user_agent="",
                 start=now,
             ),
-            None,
+            on_written,
         )
         tracked = "out" if self.fraud is not None else ""
         record = CallRecord(
@@ -379,6 +389,18 @@ class CallRecords:
             fraud=tracked,
         )
         self._calls[call] = record
+        self.events.publish(
+            CallStarted(
+                call_id=row.fraud_id,
+                cdr_id=0,
+                caller=row.caller,
+                callee=row.callee,
+                user=row.user,
+                source=source,
+                trunk=row.trunk or None,
+                time=now,
+            )
+        )
         self.answered(Answered(call, now))
 
     def _finish(self, info: CallRecord, action: Ended, legs: Sequence[LegReport]) -> None:

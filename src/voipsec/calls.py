@@ -506,7 +506,19 @@ class CallService:
             )
             self.records.discard(pending.fraud_id)
             return
-        self.records.transferred(action.call, pending, action.time)
+        self.records.transferred(action.call, pending, action.time, self._on_written(action.call))
+
+    def _on_written(self, call: str) -> Callable[[int], None] | None:
+        """A CDR row's commit reported back on the loop: later events of ``call`` carry
+        the row's id (None when no writer runs)."""
+        if not self.cdr.running:
+            return None
+        loop = asyncio.get_running_loop()
+
+        def written(row_id: int) -> None:
+            loop.call_soon_threadsafe(self.records.row_written, call, row_id)
+
+        return written
 
     def cancel(self, tx: TxKey, request: Request, now: float) -> None:
         invite_tx = server_key(request, method="INVITE")
