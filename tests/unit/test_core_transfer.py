@@ -40,6 +40,7 @@ from voipsec.core.transfer import (
     TransferB2bua,
     TransferStatistics,
     check_refer,
+    fork_user,
 )
 from voipsec.media.errors import MediaRefused
 from voipsec.sip.layer import TxKey, client_key, server_key
@@ -698,3 +699,8 @@ def test_transfer_fails_with_the_best_failure_once_every_contact_failed() -> Non
     failed = b2b.on_response(_key(second), _carol2_reply(second, 486, "Busy Here"), NOW + 2)
     assert _notify_of(failed).body == b"SIP/2.0 486 Busy Here\r\n"
     assert failed[-1] == TransferEnded(call.id, NOW + 2, 486, "sip:carol@example.com", "Busy Here")
+
+
+def test_transfer_fork_user_is_the_user_a_fork_reaches_never_a_trunk() -> None:
+    assert fork_user(CAROL) == "carol"
+    assert fork_user(TRUNK) is None  # a trunk's leg never transfers: nobody authenticated
