@@ -1,10 +1,18 @@
 """Blind transfer (REFER, RFC 3515) between three baresip 1.0.0 phones through voipsec.
 
-alice calls bob; bob transfers the call with baresip's ``transfer`` command (a REFER
-on bob's leg). voipsec places the new call to the target as bob's call (bob's class
-of service), so a premium-rate target is refused (403 to the REFER, the call stays
-up), while carol rings, answers and talks to alice; bob gets NOTIFY ``SIP/2.0 200 OK``
-and a BYE, and the CDRs link the two parts of the call.
+alice calls bob; bob (or alice) transfers the call with baresip's ``transfer``
+command (a REFER on its own leg). voipsec places the new call to the target as the
+transferor's call (class of service, fraud engine), so a premium-rate target is
+refused (403 to the REFER, nothing placed), while carol rings, answers and talks to
+the transferee through the relay; the transferor gets NOTIFY ``SIP/2.0 100 Trying``
+then ``SIP/2.0 200 OK`` and its leg ends, and the CDRs link the two parts of the call.
+A REFER carrying the call's tags from another connection is refused.
+
+What baresip 1.0.0 does here: it closes its call on the 200 NOTIFY ("Call
+transfered"); after a refused transfer it hangs up by itself and reports no
+CALL_CLOSED (so that test runs last); a phone plays a stream whose SSRC changes only
+once it has played the first one (so each test lets the first party be heard before
+transferring).
 
 One server and three phones for the module (each test leaves the phones idle).
 """
