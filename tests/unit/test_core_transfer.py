@@ -704,3 +704,19 @@ def test_transfer_fails_with_the_best_failure_once_every_contact_failed() -> Non
 def test_transfer_fork_user_is_the_user_a_fork_reaches_never_a_trunk() -> None:
     assert fork_user(CAROL) == "carol"
     assert fork_user(TRUNK) is None  # a trunk's leg never transfers: nobody authenticated
+
+
+def test_transfer_refer_sub_false_gets_no_notifies() -> None:
+    """RFC 4488: the transferor asked for no implicit subscription; the 202 says it is
+    honoured and no NOTIFY follows, neither now nor at the end."""
+    b2b, call = _answered_call()
+    refer = _refer(call, "<sip:carol@example.com>", "Refer-Sub: false")
+    target = b2b.check_refer(refer, call, Side.B, DOMAINS)
+    assert isinstance(target, ReferTarget)
+    actions = b2b.transfer(server_key(refer), refer, call, Side.B, target, (CAROL,), NOW)
+    accepted = actions[0]
+    assert isinstance(accepted, Respond) and accepted.response.status == 202
+    assert accepted.response.headers.get("refer-sub") == "false"
+    (invite,) = _sends(actions)
+    done = b2b.on_response(_key(invite), _carol_reply(invite, 200, "OK", CAROL_SDP), NOW + 5)
+    assert [r.method for r in _sends(done)] == ["ACK", "BYE"]

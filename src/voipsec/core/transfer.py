@@ -180,6 +180,8 @@ class _Transfer:
     dialog: Dialog | None = None
     #: The transferor hung up after the 202: nobody to NOTIFY, nobody to go back to.
     gone: bool = False
+    #: ``Refer-Sub: false`` (RFC 4488 §4): the transferor wants no NOTIFYs.
+    quiet: bool = False
     #: The transfer succeeded, failed or was dropped; late answers get ACK and BYE.
     over: bool = False
     media_key: int | None = None
@@ -266,13 +268,16 @@ class TransferB2bua(B2bua):
             target=target.uri,
             refer_seq=request.cseq.seq,
             max_duration=max_duration,
+            quiet=(request.headers.get("refer-sub") or "").strip().lower() == "false",
         )
         self._transfers[call.id] = t
         self._started += 1
         for leg in legs:
             self._transfer_tx[client_key(leg.invite.top_via.branch or "", "INVITE")] = (t, leg)
+        # RFC 4488 §4: a REFER-recipient honouring Refer-Sub: false says so in the 202.
+        quiet = (("Refer-Sub", "false"),) if t.quiet else ()
         return [
-            Respond(tx, response_to(request, 202, "Accepted")),
+            Respond(tx, response_to(request, 202, "Accepted", extra=quiet)),
             *self._notify(t, "SIP/2.0 100 Trying", final=False),
             *(SendRequest(leg.invite, leg.fork.target) for leg in legs),
             StartCallTimer(call.id, TRANSFER, now + self.policy.ring_timeout),
@@ -309,7 +314,7 @@ class TransferB2bua(B2bua):
         """RFC 3515 §2.4.4-5: the transferor learns how its REFER goes."""
         call = t.call
         dialog = call.dialog(t.side)
-        if t.gone or dialog is None:
+        if t.gone or t.quiet or dialog is None:
             return []
         state = (
             "terminated;reason=noresource" if final else f"active;expires={SUBSCRIPTION_EXPIRES}"
