@@ -720,3 +720,13 @@ def test_transfer_refer_sub_false_gets_no_notifies() -> None:
     (invite,) = _sends(actions)
     done = b2b.on_response(_key(invite), _carol_reply(invite, 200, "OK", CAROL_SDP), NOW + 5)
     assert [r.method for r in _sends(done)] == ["ACK", "BYE"]
+
+
+def test_transfer_to_no_fork_is_480_and_starts_nothing() -> None:
+    b2b, call = _answered_call()
+    refer = _refer(call)
+    target = b2b.check_refer(refer, call, Side.B, DOMAINS)
+    assert isinstance(target, ReferTarget)
+    (refused,) = b2b.transfer(server_key(refer), refer, call, Side.B, target, (), NOW)
+    assert isinstance(refused, Respond) and refused.response.status == 480
+    assert not b2b.transferring(call.id)

@@ -250,6 +250,8 @@ class TransferB2bua(B2bua):
         dialog = call.dialog(side)
         if dialog is None or call.phase is not Phase.CONFIRMED:
             return [Respond(tx, response_to(request, 481, "Call/Transaction Does Not Exist"))]
+        if not forks:  # routing answers 480 itself; never a transfer to nobody
+            return [Respond(tx, response_to(request, 480, "Temporarily Unavailable"))]
         try:
             call.set_dialog(side, dialog.accept_remote_cseq(request.cseq.seq))
         except SipParseError as err:
