@@ -28,7 +28,7 @@ from typing import Protocol
 from .config import Config, ConfigError
 from .core.b2bua import Answered, Ended
 from .core.routing import Caller, Refusal, Route
-from .events import AlertRaised, CallAnswered, CallEnded, EventBus, MediaStats
+from .events import AlertRaised, CallAnswered, CallEnded, CallStarted, EventBus, MediaStats
 from .media.relay import LegReport
 from .monitor.fraud import (
     Attempt,
@@ -95,6 +95,27 @@ class Admission:
     max_duration: float | None = None
     #: What the engine tracks: "out", "in" or "" (see CallRecord.fraud).
     tracked: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TransferRow:
+    """What the CDR row of a transferred call says (calls.py gathers it when it
+    authorises the REFER; core/transfer.py carries the transfer out)."""
+
+    #: The Call-ID of the original call's row: both rows carry it.
+    cdr_call_id: str
+    #: The transferee, as the target sees the call.
+    caller: str
+    #: The transferor: the call is placed, counted and billed as this user's.
+    user: str
+    dialled: str
+    callee: str
+    trunk: str
+    #: The id the fraud engine tracks the transferred call under.
+    fraud_id: str
+    transport: str
+    #: Who left the first part of the call: the transferor, ``caller`` or ``callee``.
+    ended_by: str
 
 
 class FraudFeedPort(Protocol):
@@ -199,16 +220,19 @@ class CallRecords:
         routed: Route,
         source: str,
         now: float,
+        *,
+        call_id: str | None = None,
     ) -> Admission:
         """Ask the fraud engine about a routed call (a user's call is checked before
         it goes anywhere; a trunk's call is only counted) and alert on what it found;
-        ``source`` is the caller's address, for the alerts."""
+        ``source`` is the caller's address, for the alerts; ``call_id`` the id the
+        engine tracks the call under when it is not the request's (a transfer's)."""
         if self.fraud is None:
             return Admission()
         destination = routed.destination
         if caller.user is not None and destination is not None:
             attempt = Attempt(
-                call_id=request.call_id,
+                call_id=call_id or request.call_id,
                 user=caller.user,
                 dialled=dialled,
                 e164=destination.e164,
@@ -317,6 +341,67 @@ class CallRecords:
         if info is None:
             return
         self._media_report_of(action.call, lambda legs: self._finish(info, action, legs))
+
+    def transferred(
+        self,
+        call: str,
+        row: TransferRow,
+        now: float,
+        on_written: Callable[[int], None] | None = None,
+    ) -> None:
+        """``call`` was transferred (core/transfer.py): its row ends, answered, with the
+        reason ``transferred to <callee>``, booked with the fraud engine as it stands;
+        a new row opens for the rest of the call, answered now and linked to the first:
+        the same ``call_id``, and ``source`` ``refer:<id of the first row>``. The
+        media report goes into the new row when the call ends (one relay, both rows).
+        ``CallEnded`` of the first part and ``CallStarted`` (``cdr_id`` 0: the row is
+        queued; ``on_written`` gets its id) and ``CallAnswered`` of the second are
+        published, so a call in progress is counted once throughout."""
+        old = self._calls.pop(call, None)
+        if old is None:
+            return
+        reason = f"transferred to {row.callee}"
+        self._finish(old, Ended(call, now, "answered", 200, reason, row.ended_by), ())
+        source = f"refer:{old.cdr_id}"
+        ticket = self.cdr.open(
+            CdrStart(
+                call_id=row.cdr_call_id,
+                caller=row.caller,
+                callee_dialled=row.dialled,
+                callee=row.callee,
+                user=row.user,
+                source=source,
+                transport=row.transport,
+                tls_identity="",
+                trunk=row.trunk,
+                user_agent="",
+                start=now,
+            ),
+            on_written,
+        )
+        tracked = "out" if self.fraud is not None else ""
+        record = CallRecord(
+            ticket=ticket,
+            a_call_id=row.fraud_id,
+            start=now,
+            user=row.user,
+            source="",
+            fraud=tracked,
+        )
+        self._calls[call] = record
+        self.events.publish(
+            CallStarted(
+                call_id=row.fraud_id,
+                cdr_id=0,
+                caller=row.caller,
+                callee=row.callee,
+                user=row.user,
+                source=source,
+                trunk=row.trunk or None,
+                time=now,
+            )
+        )
+        self.answered(Answered(call, now))
 
     def _finish(self, info: CallRecord, action: Ended, legs: Sequence[LegReport]) -> None:
         """The call's media report is in: store it, close the row, book and publish."""
@@ -534,5 +619,6 @@ __all__ = [
     "CallRecord",
     "CallRecords",
     "FraudFeedPort",
+    "TransferRow",
     "media_encryption",
 ]

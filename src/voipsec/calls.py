@@ -24,14 +24,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from .call_records import CallRecord, CallRecords
+from .call_records import CallRecord, CallRecords, TransferRow
 from .call_trunks import TrunkConnector
 from .config import Config, ConfigError, TrunkSection
 from .core.b2bua import (
     AllocateMedia,
     Answered,
     AnswerMedia,
-    B2bua,
     CallAction,
     CallPolicy,
     CancelCallTimer,
@@ -44,6 +43,7 @@ from .core.b2bua import (
     check_invite,
     disposition_of,
 )
+from .core.callmodel import Call, Side, TransferEnded
 from .core.dialplan import DialplanConfigError
 from .core.dialplan_loader import load_dialplan
 from .core.routing import (
@@ -62,6 +62,7 @@ from .core.routing import (
     trunk_for,
     user_caller,
 )
+from .core.transfer import ReferRefused, TransferB2bua, fork_user
 from .events import CallStarted, EventBus
 from .media.destinations import MediaPeer
 from .media.performer import LocalMedia, MediaAction, MediaDriver
@@ -136,7 +137,7 @@ class CallService:
         calls = config.calls
         #: The relay workers (``Server``'s pool), or the relay in this process.
         self.media: MediaDriver = media or LocalMedia(build_relay(config))
-        self.b2bua = B2bua(
+        self.b2bua = TransferB2bua(
             CallPolicy(
                 ring_timeout=calls.ring_timeout,
                 max_duration=calls.max_duration,
@@ -180,6 +181,8 @@ class CallService:
             unreachable=self._unreachable,
         )
         self._opening: dict[TxKey, _Opening] = {}
+        #: Transfers in progress, by call: what the new CDR row will say.
+        self._transfers: dict[str, TransferRow] = {}
 
     # -- a new INVITE ------------------------------------------------------------------
 
@@ -304,6 +307,7 @@ class CallService:
             caller_uri=caller.uri,
             caller_display=display,
             media_peer=self._media_peer(flow.peer[0], caller.trunk),
+            user=caller.user,
         )
         try:
             call, actions = self.b2bua.start(
@@ -411,8 +415,113 @@ class CallService:
         if found is None:
             return response_to(request, 481, "Call/Transaction Does Not Exist")
         call, side = found
+        if request.method == "REFER":
+            self.run(self._refer(flow, tx, request, call, side, now))
+            return None
         self.run(self.b2bua.in_dialog(tx, request, call, side, now))
         return None
+
+    # -- blind transfer (core/transfer.py) -------------------------------------------
+
+    def _refer(
+        self, flow: Flow, tx: TxKey, request: Request, call: Call, side: Side, now: float
+    ) -> list[CallAction]:
+        """A REFER: carried out only as a call the transferor could make itself.
+
+        The transferor is the voipsec user on the leg the REFER came on, reached on
+        that leg's own connection; the target is routed and checked by the fraud
+        engine as that user's call (class of service, premium-rate blocking, limits).
+        A refusal gets a final response to the REFER (never a 202 and a failing
+        NOTIFY: the phone shows it at once, and nothing was started)."""
+        target = call.target(side)
+        if (flow.transport, flow.peer[0], flow.peer[1]) != (
+            target.transport,
+            target.host,
+            target.port,
+        ):
+            # The dialog's tags are no credential: only the leg's own phone transfers,
+            # and anyone else learns nothing more about the call (checked first).
+            log.info("refused REFER from %s: not the phone of that call leg", flow.peer[0])
+            return [Respond(tx, response_to(request, 403, "Not From This Call Leg"))]
+        verdict = self.b2bua.check_refer(request, call, side, self.domains)
+        if isinstance(verdict, ReferRefused):
+            return [Respond(tx, response_to(request, verdict.status, verdict.reason))]
+        user = _transferor(call, side)
+        if user is None:
+            return [Respond(tx, response_to(request, 403, "Transfer By A Trunk Not Allowed"))]
+        caller = user_caller(user, self.routing.domain)
+        fraud_id = f"{request.call_id}/refer/{request.cseq.seq}"
+        authorised = self._authorise_transfer(flow, request, caller, verdict.user, fraud_id, now)
+        if isinstance(authorised, Refusal):
+            reason = authorised.reason
+            log.info("refused transfer by %s to %r: %s", user, verdict.user[:64], reason)
+            return [Respond(tx, self._refuse(flow, request, caller, verdict.user, authorised, now))]
+        routed, max_duration = authorised
+        forks = routed.forks
+        actions = self.b2bua.transfer(tx, request, call, side, verdict, forks, now, max_duration)
+        if not self.b2bua.transferring(call.id):
+            self.records.discard(fraud_id)
+            return actions
+        self._transfers[call.id] = TransferRow(
+            cdr_call_id=call.a_invite.call_id,
+            caller=_transferee(call, side),
+            user=user,
+            dialled=verdict.user,
+            callee=routed.callee,
+            trunk=routed.trunk or "",
+            fraud_id=fraud_id,
+            transport=forks[0].target.transport,
+            ended_by="caller" if side is Side.A else "callee",
+        )
+        log.info("call %s: %s transfers it to %r", call.id[:8], user, verdict.user[:64])
+        return actions
+
+    def _authorise_transfer(
+        self,
+        flow: Flow,
+        request: Request,
+        caller: Caller,
+        dialled: str,
+        fraud_id: str,
+        now: float,
+    ) -> tuple[Route, float | None] | Refusal:
+        """Route ``dialled`` as ``caller``'s own call, then ask the fraud engine about
+        it (under ``fraud_id``): the route and the engine's duration limit, or why not."""
+        routed = route(
+            caller, dialled, policy=self.routing, dialplan=self.dialplan, lookups=self._lookups(now)
+        )
+        if isinstance(routed, Refusal):
+            return routed
+        admission = self.records.admit(
+            request, caller, dialled, routed, flow.peer[0], now, call_id=fraud_id
+        )
+        return admission.refusal or (routed, admission.max_duration)
+
+    def _transfer_ended(self, action: TransferEnded) -> None:
+        """A transfer is over: on success the CDR is split (the new row linked to the
+        original one), otherwise the fraud engine forgets the attempt."""
+        pending = self._transfers.pop(action.call, None)
+        if pending is None:
+            return
+        if action.status != 200:
+            log.info(
+                "call %s: transfer failed (%d %s)", action.call[:8], action.status, action.reason
+            )
+            self.records.discard(pending.fraud_id)
+            return
+        self.records.transferred(action.call, pending, action.time, self._on_written(action.call))
+
+    def _on_written(self, call: str) -> Callable[[int], None] | None:
+        """A CDR row's commit reported back on the loop: later events of ``call`` carry
+        the row's id (None when no writer runs)."""
+        if not self.cdr.running:
+            return None
+        loop = asyncio.get_running_loop()
+
+        def written(row_id: int) -> None:
+            loop.call_soon_threadsafe(self.records.row_written, call, row_id)
+
+        return written
 
     def cancel(self, tx: TxKey, request: Request, now: float) -> None:
         invite_tx = server_key(request, method="INVITE")
@@ -485,6 +594,8 @@ class CallService:
                 self.records.answered(action)
             elif isinstance(action, Ended):
                 self.records.ended(action)
+            elif isinstance(action, TransferEnded):
+                self._transfer_ended(action)
             else:
                 self._media_action(action)
 
@@ -561,6 +672,21 @@ class CallService:
 
 
 # -- helpers --------------------------------------------------------------------------
+
+
+def _transferor(call: Call, side: Side) -> str | None:
+    """The voipsec user on ``side`` of the call, who may transfer it; None when that
+    side is a trunk's (its REFER would place calls nobody authenticated)."""
+    if side is Side.A:
+        return call.origin.user
+    return None if call.b_leg is None else fork_user(call.b_leg.fork)
+
+
+def _transferee(call: Call, side: Side) -> str:
+    """The party the transfer target will talk to, as the CDR's ``caller``."""
+    if side is Side.B or call.b_leg is None:
+        return call.origin.caller_uri
+    return call.b_leg.fork.to_uri
 
 
 def _no_result(result: object) -> None:

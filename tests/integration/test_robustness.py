@@ -143,7 +143,8 @@ def test_slow_sender_message_still_answered_when_complete(server: VoipsecServer)
         response = client.receive()
     assert (response.status, response.reason) == (200, "OK")
     assert (
-        response.headers.get("allow") == "INVITE, ACK, BYE, CANCEL, OPTIONS, REGISTER, UPDATE, INFO"
+        response.headers.get("allow")
+        == "INVITE, ACK, BYE, CANCEL, OPTIONS, REGISTER, UPDATE, INFO, REFER"
     )
 
 

@@ -12,10 +12,13 @@ import pytest
 from voipsec.call_records import (
     CDR_OVERFLOW_ALERT_INTERVAL,
     FRAUD_STATE,
+    CallRecord,
     CallRecords,
+    TransferRow,
     media_encryption,
 )
 from voipsec.config import Config
+from voipsec.core.b2bua import Answered, Ended
 from voipsec.core.routing import Refusal, user_caller
 from voipsec.events import AlertRaised, Event, EventBus
 from voipsec.media.quality import StreamStats
@@ -185,3 +188,49 @@ def _leg(side: str, suite: str) -> LegReport:
 )
 def test_call_records_media_encryption_names_each_leg(suites: tuple[str, str], text: str) -> None:
     assert media_encryption([_leg("a", suites[0]), _leg("b", suites[1])]) == text
+
+
+def test_call_records_transferred_call_splits_and_links_its_rows(
+    store: Store, tmp_path: Path
+) -> None:
+    """A transfer ends the first row ("transferred to carol") and opens a second, the
+    transferor's, answered at once, with the same call_id and source refer:<first id>;
+    the events count the call in progress once throughout."""
+    clock = FakeClock()
+    events: list[Event] = []
+    records = _records(store, tmp_path, clock, events, fraud={"enabled": False})
+    records.cdr.start()
+    caller = user_caller("alice", DOMAIN)
+    ticket = records.open(FakeFlow(), _invite(), caller, "bob", "bob", None, clock.now)
+    records.track("c1", CallRecord(ticket=ticket, a_call_id="refused-1", start=clock.now,
+                                   user="alice", source="192.0.2.10:40000"))  # fmt: skip
+    records.row_written("c1", 1)
+    records.answered(Answered("c1", clock.now + 1))
+    row = TransferRow(
+        cdr_call_id="refused-1",
+        caller=f"sip:alice@{DOMAIN}",
+        user="bob",
+        dialled="carol",
+        callee="carol",
+        trunk="",
+        fraud_id="b-leg/refer/7",
+        transport="tls",
+        ended_by="callee",
+    )
+    records.transferred("c1", row, clock.now + 10)
+    records.ended(Ended("c1", clock.now + 30, "answered", 200, "normal clearing", "caller"))
+    assert records.cdr.stop() == 0
+    first, second = store.cdrs()
+    assert (first.reason, first.hangup_by, first.billable) == ("transferred to carol", "callee", 9)
+    assert (second.call_id, second.source, second.user) == ("refused-1", "refer:1", "bob")
+    assert (second.caller, second.callee_dialled, second.callee) == (row.caller, "carol", "carol")
+    assert (second.start, second.answer, second.billable) == (clock.now + 10, clock.now + 10, 20)
+    assert (second.reason, second.hangup_by) == ("normal clearing", "caller")
+    kinds = [(type(e).__name__, getattr(e, "call_id", "")) for e in events]
+    assert kinds == [
+        ("CallAnswered", "refused-1"),
+        ("CallEnded", "refused-1"),
+        ("CallStarted", "b-leg/refer/7"),
+        ("CallAnswered", "b-leg/refer/7"),
+        ("CallEnded", "b-leg/refer/7"),
+    ]

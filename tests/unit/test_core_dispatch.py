@@ -158,21 +158,21 @@ def test_core_dispatch_options_is_answered_200_in_or_out_of_dialog(in_dialog: bo
         status=200,
         reason="OK",
         headers=(
-            ("Allow", "INVITE, ACK, BYE, CANCEL, OPTIONS, REGISTER, UPDATE, INFO"),
+            ("Allow", "INVITE, ACK, BYE, CANCEL, OPTIONS, REGISTER, UPDATE, INFO, REFER"),
             ("Accept", "application/sdp"),
             ("Supported", "outbound, path"),
         ),
     )
 
 
-@pytest.mark.parametrize("method", ["BYE", "UPDATE", "INFO", "PRACK"])
+@pytest.mark.parametrize("method", ["BYE", "UPDATE", "INFO", "PRACK", "REFER"])
 def test_core_dispatch_dialog_method_outside_a_dialog_is_481(method: str) -> None:
     assert dispatch(_facts(method), POLICY) == Answer(
         status=481, reason="Call/Transaction Does Not Exist"
     )
 
 
-@pytest.mark.parametrize("method", ["SUBSCRIBE", "NOTIFY", "MESSAGE", "REFER", "PUBLISH"])
+@pytest.mark.parametrize("method", ["SUBSCRIBE", "NOTIFY", "MESSAGE", "PUBLISH"])
 def test_core_dispatch_known_unserved_method_is_405_with_allow(method: str) -> None:
     assert dispatch(_facts(method), POLICY) == Answer(
         status=405, reason="Method Not Allowed", headers=(("Allow", ALLOW),)

@@ -18,7 +18,7 @@ from voipsec.storage import Store
 from .fakes import FakeClock, FakeFlow
 
 DOMAIN = "example.test"
-ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS, REGISTER, UPDATE, INFO"
+ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS, REGISTER, UPDATE, INFO, REFER"
 
 
 def _service(tmp_path: Path, **config: Any) -> SipService:

@@ -98,6 +98,9 @@ class Origin:
     caller_display: str | None = None
     #: Where the caller's media may go before it latches; None: ``target.host``.
     media_peer: MediaPeer | None = None
+    #: The authenticated user on this side (None for a trunk's call): who may transfer
+    #: it (core/transfer.py).
+    user: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -206,6 +209,18 @@ class ReleaseMedia:
     call: str
 
 
+@dataclass(frozen=True, slots=True)
+class TransferEnded:
+    """A blind transfer of ``call`` is over (core/transfer.py): ``status`` 200 when the
+    target took the transferor's place (the CDR is split and linked), else why not."""
+
+    call: str
+    time: float
+    status: int
+    target: str
+    reason: str
+
+
 #: A media request: the B2BUA waits for its result (:meth:`.b2bua.B2bua.on_media`).
 MediaRequest = AllocateMedia | AnswerMedia
 #: What a media request gives back: the rewritten SDP, or why it cannot be carried.
@@ -223,6 +238,7 @@ CallAction = (
     | AnswerMedia
     | MediaAnswered
     | ReleaseMedia
+    | TransferEnded
 )
 
 #: The call timers, their names as the shell sees them.

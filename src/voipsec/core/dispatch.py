@@ -25,10 +25,12 @@ from ..edge.sanity import SanityFailure
 
 #: The methods we answer, in the order Allow lists them: the one place a method voipsec
 #: learns is added (RFC 3261 §8.2.1: a 405 lists them in Allow; so does OPTIONS).
-METHODS = ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "UPDATE", "INFO")
+METHODS = ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "UPDATE", "INFO", "REFER")
 ALLOW = ", ".join(METHODS)
 #: Methods a call's dialogs take, voipsec's own Allow on each leg of a call (issue 16:
 #: never the other phone's). REGISTER is the registrar's, not a dialog's.
+#: REFER is a blind transfer (core/transfer.py); NOTIFY is not listed: voipsec sends
+#: the NOTIFYs of a transfer but subscribes to nothing, so it takes none.
 DIALOG_ALLOW = ", ".join(m for m in METHODS if m != "REGISTER")
 #: Option tags we support (RFC 3261 §8.2.2.3); a Require with others gets 420.
 SUPPORTED: frozenset[str] = frozenset({"path", "outbound"})
@@ -54,8 +56,10 @@ KNOWN_METHODS: frozenset[str] = frozenset(
         "PUBLISH",
     }
 )
-#: Methods that only make sense inside a dialog: outside one they get 481.
-DIALOG_ONLY: frozenset[str] = frozenset({"BYE", "UPDATE", "INFO", "PRACK"})
+#: Methods that only make sense inside a dialog: outside one they get 481. REFER is
+#: a transfer of a call in progress (core/transfer.py); one outside a call would make
+#: voipsec place a call for whoever asks (RFC 3515 §2.4.2 lets us refuse it).
+DIALOG_ONLY: frozenset[str] = frozenset({"BYE", "UPDATE", "INFO", "PRACK", "REFER"})
 #: Seconds an overloaded server asks a client to wait (RFC 3261 §21.5.4, §20.33).
 OVERLOAD_RETRY_AFTER = 5
 

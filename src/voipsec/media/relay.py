@@ -452,11 +452,16 @@ class MediaRelay:
             leg.proto = audio.proto
             self._go_plain(leg)
             return
-        picked = next((c for c in audio.crypto if c.tag in leg.offered), None)
+        # A leg we only ever answered (a caller's) is offered again what it was given:
+        # its suite and our key (a transfer of the call, core/transfer.py).
+        offered = leg.offered or (
+            {leg.tag: (leg.suite, leg.tx_master)} if leg.suite is not None else {}
+        )
+        picked = next((c for c in audio.crypto if c.tag in offered), None)
         if picked is None:
             self._refused += 1
             raise MediaRefused(488, "the callee's crypto answer matches none offered")
-        suite, ours = leg.offered[picked.tag]
+        suite, ours = offered[picked.tag]
         if picked.suite != suite.name:
             self._refused += 1
             raise MediaRefused(488, "the callee's crypto answer changed the suite")
@@ -469,6 +474,9 @@ class MediaRelay:
         if leg.rx_master != theirs:
             leg.rx_master = theirs
             leg.rx = SrtpSession(inbound_policy(suite, theirs), self._buffer)
+            # A new key may be a new phone (a transferred call, core/transfer.py): the
+            # leg latches again on the first packet that authenticates with it.
+            leg.latched_rtp = leg.latched_rtcp = None
 
     def _set_remote(
         self, media: CallMedia, leg: Leg, sdp: Sdp, audio: Media, peer: MediaPeer
