@@ -67,6 +67,16 @@ def socket_path(data_dir: Path, index: int) -> Path:
     return data_dir / "run" / f"media-{index}.sock"
 
 
+def _write_pid(path: Path) -> None:
+    """Our process id in ``path``, 0600 from the start, appearing whole: written to a
+    temporary name and renamed, so a reader never sees an empty or partial file."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(f"{os.getpid()}\n")
+    os.replace(temporary, path)
+
+
 def pid_path(data_dir: Path, index: int) -> Path:
     """The file holding the process id of media worker ``index``."""
     return data_dir / "run" / f"media-{index}.pid"
@@ -251,8 +261,7 @@ async def run(args: WorkerArgs, stopping: asyncio.Event) -> None:
     path = socket_path(args.data_dir, args.index)
     server = await _listen(worker, path)
     pid_file = pid_path(args.data_dir, args.index)
-    pid_file.write_text(f"{os.getpid()}\n")
-    pid_file.chmod(0o600)
+    _write_pid(pid_file)
     log.info("relay on %s ports %d-%d, control %s", config.media.address, *ports, path.name)
     try:
         while not stopping.is_set():
