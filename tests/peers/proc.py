@@ -114,6 +114,40 @@ def free_port(host: str = "127.0.0.1", kind: int = socket.SOCK_STREAM) -> int:
         return int(s.getsockname()[1])
 
 
+def free_udp_ports(count: int, host: str = "127.0.0.1") -> int:
+    """The first of ``count`` consecutive UDP ports (the first even, as RTP/RTCP pairs
+    want) that are all free right now, from this xdist worker's slice of test ports
+    (below the ephemeral range, so no outgoing socket takes one meanwhile), never
+    handed out twice by this process while the slice lasts."""
+    ports = _worker_slice() or range(
+        TEST_PORTS_FIRST, TEST_PORTS_FIRST + TEST_PORTS_WORKERS * TEST_PORTS_PER_WORKER
+    )
+    step = count + count % 2
+    for first in range(ports.start + ports.start % 2, ports.stop - count + 1, step):
+        block = range(first, first + count)
+        if any((socket.SOCK_DGRAM, port) in _handed_out for port in block):
+            continue
+        if _all_bind(host, block):
+            _handed_out.update((socket.SOCK_DGRAM, port) for port in block)
+            return first
+    raise AssertionError(f"no {count} free UDP ports in a row in {ports}")
+
+
+def _all_bind(host: str, block: range) -> bool:
+    sockets: list[socket.socket] = []
+    try:
+        for port in block:
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            sockets.append(s)
+            s.bind((host, port))
+    except OSError:
+        return False
+    finally:
+        for s in sockets:
+            s.close()
+    return True
+
+
 def require(program: str) -> str:
     """Path of a peer program; fails (not skips) when it is missing."""
     path = shutil.which(program)

@@ -9,12 +9,12 @@ gets 488 with its Warning; every end leaves the relay with no call.
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.peers.proc import free_udp_ports
 from voipsec.calls import CallService
 from voipsec.config import Config
 from voipsec.media.sdes import SUITES, crypto_line, new_master
@@ -36,21 +36,6 @@ def store(tmp_path: Path) -> Iterator[Store]:
     s = call_store(tmp_path / "voipsec.db", DOMAIN, ALICE)
     yield s
     s.close()
-
-
-def _free_low_port() -> int:
-    for low in range(43000, 45000, PORTS):
-        try:
-            with (
-                socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as a,
-                socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as b,
-            ):
-                a.bind(("127.0.0.1", low))
-                b.bind(("127.0.0.1", low + 1))
-        except OSError:
-            continue
-        return low
-    raise AssertionError("no free media ports")
 
 
 def _offer(proto: str = "RTP/SAVP") -> bytes:
@@ -100,7 +85,7 @@ def _responses(flow: FakeFlow) -> list[Response]:
 
 def _call(store: Store, body: bytes) -> tuple[SipService, CallService, FakeFlow, FakeFlow, int]:
     """alice's INVITE with ``body``, challenged and sent again with credentials."""
-    low = _free_low_port()
+    low = free_udp_ports(PORTS)
     config = {"sip": {"domain": DOMAIN}, "media": {"ports": f"{low}-{low + PORTS}"}}
     service, calls = build_sip_service(
         config=Config.model_validate(config), store=store, clock=FakeClock(), ids_rules=[]

@@ -8,13 +8,13 @@ and reconnects. Conditions are awaited with a deadline, never slept for."""
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
+from tests.peers.proc import free_udp_ports
 from voipsec.config import Config
 from voipsec.core.callmodel import AllocateMedia, AnswerMedia, ReleaseMedia, Side
 from voipsec.ipc import FrameDecoder
@@ -31,21 +31,6 @@ from voipsec.media.worker import RelayWorker, build_relay, port_slices
 PORTS = 16
 PEER = MediaPeer(source="192.0.2.10")
 SUITE = SUITES["AES_CM_128_HMAC_SHA1_80"]
-
-
-def _free_low_port() -> int:
-    for low in range(45000, 47000, PORTS):
-        try:
-            with (
-                socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as a,
-                socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as b,
-            ):
-                a.bind(("127.0.0.1", low))
-                b.bind(("127.0.0.1", low + 1))
-        except OSError:
-            continue
-        return low
-    raise AssertionError("no free media ports")
 
 
 def _sdp(port: int = 4000) -> bytes:
@@ -94,7 +79,7 @@ class Workers:
 
 
 async def _workers(tmp_path: Path, count: int) -> Workers:
-    low = _free_low_port()
+    low = free_udp_ports(PORTS)
     config = Config.model_validate({"media": {"ports": f"{low}-{low + PORTS - 1}"}})
     slices = port_slices(config.media.port_range(), count)
     workers = Workers(paths=[], relays=[], servers=[])

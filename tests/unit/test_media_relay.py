@@ -12,6 +12,7 @@ from collections.abc import Callable
 import pylibsrtp
 import pytest
 
+from tests.peers.proc import free_udp_ports
 from voipsec.media.destinations import MediaPeer
 from voipsec.media.errors import MediaRefused
 from voipsec.media.relay import MAX_EARLY_PACKETS, MediaRelay
@@ -38,21 +39,6 @@ def _sdp(port: int, master: bytes) -> bytes:
     ).encode()
 
 
-def _free_pair() -> int:
-    for port in range(41000, 42000, 2):
-        try:
-            with (
-                socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as a,
-                socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as b,
-            ):
-                a.bind(("127.0.0.1", port))
-                b.bind(("127.0.0.1", port + 1))
-        except OSError:
-            continue
-        return port
-    raise AssertionError("no free port pair")
-
-
 async def _until(predicate: Callable[[], bool], deadline: float = 5.0) -> None:
     loop = asyncio.get_running_loop()
     end = loop.time() + deadline
@@ -62,7 +48,7 @@ async def _until(predicate: Callable[[], bool], deadline: float = 5.0) -> None:
 
 
 async def _early_media() -> tuple[int, int, int]:
-    low = _free_pair()
+    low = free_udp_ports(2)
     relay = MediaRelay(
         address="127.0.0.1",
         ports=(low, low + 4),
@@ -109,7 +95,7 @@ ALICE_PEER = MediaPeer(source="127.0.0.1")
 
 
 def _relay(srtp: str = "required") -> MediaRelay:
-    low = _free_pair()
+    low = free_udp_ports(2)
     return MediaRelay(
         address="127.0.0.1",
         ports=(low, low + 4),
@@ -370,7 +356,7 @@ def _best_effort(srtp: str, keys: bool) -> tuple[str, tuple[str, ...], list[str]
     and the legs' suites."""
 
     async def run() -> tuple[str, tuple[str, ...], list[str]]:
-        low = _free_pair()
+        low = free_udp_ports(2)
         relay = MediaRelay(
             address="127.0.0.1",
             ports=(low, low + 4),

@@ -16,13 +16,14 @@ from collections.abc import Callable
 import pylibsrtp
 from aioice import stun as aio
 
+from tests.peers.proc import free_udp_ports
 from voipsec.media.icelite import STUN_ANSWER_BURST
 from voipsec.media.quality import StreamReport
 from voipsec.media.relay import MediaRelay
 from voipsec.media.sdes import SUITES, crypto_line, new_master, outbound_policy
 from voipsec.media.sdp import Sdp, parse_sdp, rewrite
 
-from .test_media_relay import ALICE_PEER, _free_pair, _rtp, _udp, _until
+from .test_media_relay import ALICE_PEER, _rtp, _udp, _until
 
 SUITE = SUITES["AES_CM_128_HMAC_SHA1_80"]
 PHONE_UFRAG = "Phn1"
@@ -77,7 +78,7 @@ def _check(ufrag: str, pwd: str, *, remote: str = PHONE_UFRAG, nominate: bool = 
 
 
 def _relay(clock: Callable[[], float] = lambda: 100.0, srtp: str = "required") -> MediaRelay:
-    low = _free_pair()
+    low = free_udp_ports(2)
     return MediaRelay(
         address="127.0.0.1",
         ports=(low, low + 4),

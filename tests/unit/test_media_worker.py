@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.peers.proc import free_udp_ports
 from voipsec.app.supervisor import RunDirError, secure_run_dir
 from voipsec.config import Config
 from voipsec.ipc import FrameDecoder
@@ -24,7 +25,7 @@ from voipsec.media.control import (
 from voipsec.media.destinations import MediaPeer
 from voipsec.media.worker import RelayWorker, build_relay, port_slices
 
-from .test_media_pool import PORTS, _free_low_port, _sdp
+from .test_media_pool import PORTS, _sdp
 
 
 def test_media_worker_port_slices_are_disjoint_whole_pairs() -> None:
@@ -66,7 +67,7 @@ async def _until(condition: Callable[[], object], deadline: float = 5.0) -> None
 
 
 async def _worker(tmp_path: Path) -> tuple[RelayWorker, asyncio.AbstractServer, Path]:
-    low = _free_low_port()
+    low = free_udp_ports(PORTS)
     config = Config.model_validate({"media": {"ports": f"{low}-{low + PORTS - 1}"}})
     worker = RelayWorker(build_relay(config, (low, low + 3)))
     path = tmp_path / "media-0.sock"
@@ -107,7 +108,7 @@ async def test_media_worker_bad_frame_closes_the_channel(tmp_path: Path) -> None
 async def test_media_worker_timeout_goes_to_the_owner_and_stats_to_all(
     tmp_path: Path,
 ) -> None:
-    low = _free_low_port()
+    low = free_udp_ports(PORTS)
     config = Config.model_validate({"media": {"ports": f"{low}-{low + PORTS - 1}", "timeout": 1.0}})
     clock = [1000.0]
     relay = build_relay(config, (low, low + 3))

@@ -6,11 +6,11 @@ voipsec's own per leg whose version follows RFC 3264 §8. Also the config key
 from __future__ import annotations
 
 import asyncio
-import socket
 from pathlib import Path
 
 import pytest
 
+from tests.peers.proc import free_udp_ports
 from voipsec.config import ConfigError, load
 from voipsec.config.checks import MAX_SDP_ALLOW_ATTRIBUTES, SDP_NEVER_CROSSING
 from voipsec.media.relay import MediaRelay
@@ -175,21 +175,6 @@ def test_sdp_rewrite_for_version_grows_by_one_only_when_the_description_changes(
     assert resume.body == first.body.replace(b" 99 5 ", b" 99 7 ")
 
 
-def _free_pair() -> int:
-    for port in range(42000, 43000, 2):
-        try:
-            with (
-                socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as a,
-                socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as b,
-            ):
-                a.bind(("127.0.0.1", port))
-                b.bind(("127.0.0.1", port + 1))
-        except OSError:
-            continue
-        return port
-    raise AssertionError("no free port pair")
-
-
 def _origin(body: bytes) -> tuple[str, int]:
     sdp = parse_sdp(body)
     assert sdp.origin.startswith("- ")
@@ -197,7 +182,7 @@ def _origin(body: bytes) -> tuple[str, int]:
 
 
 async def _relay_origins() -> list[tuple[str, int]]:
-    low = _free_pair()
+    low = free_udp_ports(2)
     relay = MediaRelay(
         address="127.0.0.1",
         ports=(low, low + 4),

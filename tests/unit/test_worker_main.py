@@ -14,12 +14,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.peers.proc import free_udp_ports
 from voipsec.app.supervisor import EXIT_PARENT_GONE, WorkerArgs
 from voipsec.app.worker_main import parse_args
 from voipsec.config import CONFIG_NAME
 from voipsec.media.worker import pid_path, socket_path
 
-from .test_media_pool import PORTS, _free_low_port
+from .test_media_pool import PORTS
 
 
 def test_worker_main_parse_args_keeps_role_options() -> None:
@@ -41,7 +42,7 @@ def _wait(condition: Callable[[], object], deadline: float = 20.0) -> None:
 
 
 def _start_media_worker(tmp_path: Path) -> subprocess.Popen[bytes]:
-    low = _free_low_port()
+    low = free_udp_ports(PORTS)
     (tmp_path / CONFIG_NAME).write_text(f'[media]\nports = "{low}-{low + PORTS - 1}"\n')
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
     argv = [sys.executable, "-m", "voipsec.app.worker_main", "media", "--dir", str(tmp_path)]
