@@ -4,8 +4,9 @@ alice calls bob; bob (or alice) transfers the call with baresip's ``transfer``
 command (a REFER on its own leg). voipsec places the new call to the target as the
 transferor's call (class of service, fraud engine), so a premium-rate target is
 refused (403 to the REFER, nothing placed), while carol rings, answers and talks to
-the transferee through the relay; the transferor gets NOTIFY ``SIP/2.0 100 Trying``
-then ``SIP/2.0 200 OK`` and its leg ends, and the CDRs link the two parts of the call.
+the transferee through the relay, with SRTP keys of her own (none the transferor was
+given); the transferor gets NOTIFY ``SIP/2.0 100 Trying`` then ``SIP/2.0 200 OK``
+and its leg ends, and the CDRs link the two parts of the call.
 A REFER carrying the call's tags from another connection is refused.
 
 What baresip 1.0.0 does here: it closes its call on the 200 NOTIFY ("Call
@@ -130,6 +131,39 @@ def body(entry: TraceEntry) -> str:
     return entry.text.split("\n\n", 1)[1] if "\n\n" in entry.text else ""
 
 
+def srtp_keys(entry: TraceEntry) -> set[str]:
+    """The key-params (``inline:<master key and salt>``) of each a=crypto line of a
+    traced message's SDP (RFC 4568 §9.1)."""
+    lines = body(entry).splitlines()
+    return {line.split()[2] for line in lines if line.startswith("a=crypto:")}
+
+
+def audio_port(entry: TraceEntry) -> str:
+    return next(line.split()[1] for line in body(entry).splitlines() if line.startswith("m=audio"))
+
+
+def given_sdp(ua: Baresip, server: VoipsecServer, *, caller: bool) -> TraceEntry:
+    """The last SDP voipsec gave ``ua`` for a call: its INVITE to a callee, its 200 to
+    a caller's INVITE."""
+    address = server_address(server)
+    if not caller:
+        return traced(ua, "INVITE ", src=address)[-1]
+    return next(
+        e
+        for e in reversed(traced(ua, "SIP/2.0 200", src=address))
+        if "INVITE" in (e.headers("CSeq") or [""])[0]
+    )
+
+
+def assert_fresh_key(carol: Baresip, transferor: TraceEntry, server: VoipsecServer) -> None:
+    """carol's INVITE offers the transferor's leg of the relay (its port) with keys of
+    its own: none the transferor was given (it could decrypt what carol receives)."""
+    offered = traced(carol, "INVITE ", src=server_address(server))[-1]
+    assert srtp_keys(offered) and srtp_keys(transferor), (offered.text, transferor.text)
+    assert not srtp_keys(offered) & srtp_keys(transferor), (offered.text, transferor.text)
+    assert audio_port(offered) == audio_port(transferor)
+
+
 def marks(phones: Phones) -> tuple[int, int, int]:
     return len(phones.alice.events()), len(phones.bob.events()), len(phones.carol.events())
 
@@ -211,9 +245,10 @@ def test_transfer_to_carol_connects_alice_and_carol_and_links_cdrs(
     assert incoming["peeruri"] == "sip:alice@localhost", incoming
     carol.send("accept")
     established(carol, before[2])
+    assert_fresh_key(carol, given_sdp(bob, server, caller=False), server)
     bob_closed = closed(bob, before[1])
     # Each phone hears the other's tone through the relay: alice's leg kept its port and
-    # key; carol's is bob's leg, re-keyed and re-latched. (baresip 1.0.0 takes a few
+    # key; carol's is bob's leg, with fresh keys both ways, re-latched. (baresip 1.0.0 takes a few
     # seconds to play a stream whose SSRC and timestamps jumped: alice's does.)
     wait_for(
         lambda: last_tone(carol) == 440 and last_tone(alice) == 880,
@@ -265,6 +300,7 @@ def test_caller_transfers_bob_to_carol(server: VoipsecServer, phones: Phones) ->
     assert incoming["peeruri"] == "sip:bob@localhost", incoming
     carol.send("accept")
     established(carol, before[2])
+    assert_fresh_key(carol, given_sdp(alice, server, caller=True), server)
     assert closed(alice, before[0]) == "Call transfered"  # (sic) baresip 1.0.0
     wait_for(
         lambda: last_tone(carol) == 440 and last_tone(bob) == 880,

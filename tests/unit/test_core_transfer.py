@@ -192,6 +192,10 @@ def _transfer(
     target = b2b.check_refer(refer, call, Side.B, DOMAINS)
     assert target == ReferTarget(uri="sip:carol@example.com", user="carol")
     actions = b2b.transfer(server_key(refer), refer, call, Side.B, target, (CAROL,), at)
+    if b2b.relay_media:  # the relay's rekeyed offer first; carol rings with it
+        offer = actions[-1]
+        assert isinstance(offer, AllocateMedia) and offer.rekey
+        actions = [*actions, *b2b.on_media(offer.key, b"relay offer for carol", at)]
     invites = [r for r in _sends(actions) if r.method == "INVITE"]
     return actions, invites[0]
 
@@ -463,10 +467,63 @@ def test_transfer_caller_hanging_up_during_the_transfer_stops_the_target() -> No
 # -- with the media relay ----------------------------------------------------------------
 
 
-def test_transfer_with_relay_offers_bobs_sdp_and_answers_through_the_relay() -> None:
+def test_transfer_with_relay_asks_for_a_rekeyed_offer_before_carol_rings() -> None:
+    """Not the SDP bob was given (the relay's key towards bob, which bob knows): the
+    relay writes carol a fresh offer on alice's SDP; nothing rings until it has."""
+    b2b, call = _answered_call(relay=True)
+    refer = _refer(call)
+    target = b2b.check_refer(refer, call, Side.B, DOMAINS)
+    assert isinstance(target, ReferTarget)
+    actions = b2b.transfer(server_key(refer), refer, call, Side.B, target, (CAROL,), NOW + 10)
+    assert [r.method for r in _sends(actions)] == ["NOTIFY"]
+    assert actions[-2] == StartCallTimer(call.id, TRANSFER, NOW + 10 + 60)
+    offer = actions[-1]
+    assert offer == AllocateMedia(offer.key, call.id, Side.A, OFFER, call.media_peer(Side.A), True)
+    (invite,) = _sends(b2b.on_media(offer.key, b"relay offer for carol", NOW + 10))
+    assert (invite.method, str(invite.uri), invite.body) == (
+        "INVITE",
+        CAROL.request_uri,
+        b"relay offer for carol",
+    )
+
+
+def test_transfer_with_relay_offer_refused_notifies_and_rings_nobody() -> None:
+    for status, heard in (
+        (488, b"SIP/2.0 488 Not Acceptable Here\r\n"),
+        (503, b"SIP/2.0 480 Temporarily Unavailable\r\n"),
+    ):
+        b2b, call = _answered_call(relay=True)
+        refer = _refer(call)
+        target = b2b.check_refer(refer, call, Side.B, DOMAINS)
+        assert isinstance(target, ReferTarget)
+        actions = b2b.transfer(server_key(refer), refer, call, Side.B, target, (CAROL,), NOW + 10)
+        offer = actions[-1]
+        assert isinstance(offer, AllocateMedia)
+        refused = b2b.on_media(offer.key, MediaRefused(status, "no port pair"), NOW + 10)
+        (notify,) = _sends(refused)
+        assert notify.body == heard
+        assert refused[-1] == TransferEnded(
+            call.id, NOW + 10, int(heard[8:11]), "sip:carol@example.com", "no port pair"
+        )
+        assert not b2b.transferring(call.id) and call.phase is Phase.CONFIRMED
+
+
+def test_transfer_with_relay_timer_before_the_offer_fails_and_ignores_it_later() -> None:
+    b2b, call = _answered_call(relay=True)
+    refer = _refer(call)
+    target = b2b.check_refer(refer, call, Side.B, DOMAINS)
+    assert isinstance(target, ReferTarget)
+    offer = b2b.transfer(server_key(refer), refer, call, Side.B, target, (CAROL,), NOW + 10)[-1]
+    assert isinstance(offer, AllocateMedia)
+    timed_out = b2b.on_timer(call.id, TRANSFER, NOW + 70)
+    assert _notify_of(timed_out).body == b"SIP/2.0 408 Request Timeout\r\n"
+    assert b2b.on_media(offer.key, b"relay offer for carol", NOW + 71) == []
+
+
+def test_transfer_with_relay_answers_through_the_relay() -> None:
     b2b, call = _answered_call(relay=True)
     _, invite = _transfer(b2b, call)
-    assert invite.body == b"relay offer for bob"  # the relay's port and key of bob's leg
+    assert invite.body == b"relay offer for carol"
     actions = b2b.on_response(_key(invite), _carol_reply(invite, 200, "OK", CAROL_SDP), NOW + 15)
     assert [r.method for r in _sends(actions)] == ["ACK"]
     media = actions[-1]
@@ -548,12 +605,18 @@ def test_transfer_by_the_caller_makes_the_targets_dialog_the_a_leg() -> None:
     target = b2b.check_refer(refer, call, Side.A, DOMAINS)
     assert target == ReferTarget(uri="sip:carol@example.com", user="carol")
     actions = b2b.transfer(server_key(refer), refer, call, Side.A, target, (CAROL,), NOW + 10)
-    notify, invite = _sends(actions)
+    (notify,) = _sends(actions)
     assert (notify.method, notify.call_id) == ("NOTIFY", "a-call@198.51.100.7")
     assert str(notify.uri) == "sip:alice@198.51.100.7:40001;transport=tls"
-    # carol is called by bob (the transferee), offered what alice's leg was given.
+    # The relay writes carol an offer for alice's leg (fresh keys) on bob's answer.
+    offer = actions[-1]
+    assert offer == AllocateMedia(
+        offer.key, call.id, Side.B, BOB_SDP, call.media_peer(Side.B), True
+    )
+    (invite,) = _sends(b2b.on_media(offer.key, b"relay offer for carol", NOW + 10))
+    # carol is called by bob (the transferee).
     assert invite.headers.get("from", "").startswith("<sip:bob@example.com>;tag=")
-    assert invite.body == b"relay answer for alice"
+    assert invite.body == b"relay offer for carol"
     actions = b2b.on_response(_key(invite), _carol_reply(invite, 200, "OK", CAROL_SDP), NOW + 15)
     media = actions[-1]
     assert isinstance(media, AnswerMedia) and media.side is Side.A

@@ -71,6 +71,7 @@ STATS = MediaStatistics(
 
 MESSAGES: list[Message] = [
     OfferRequest(id=1, call="c1", side="a", sdp=SDP, peer=PEER),
+    OfferRequest(id=5, call="c1", side="b", sdp=SDP, peer=PEER, rekey=True),
     AnswerRequest(id=2, call="c1", side="b", sdp=SDP, peer=MediaPeer(source="")),
     AnsweredNotice(call="c1"),
     ReleaseRequest(id=MAX_REQUEST_ID, call="c1"),
@@ -128,6 +129,8 @@ def test_media_control_unknown_kind_is_refused() -> None:
             f"call must be a string of at most {MAX_CALL_KEY} characters",
         ),
         ({**OFFER, "side": "c"}, "side must be 'a' or 'b'"),
+        ({**OFFER, "rekey": 1}, "rekey must be true or false"),
+        ({**OFFER, "rekey": "true"}, "rekey must be true or false"),
         ({**OFFER, "peer": "192.0.2.1"}, "peer must be an object"),
         (
             {**OFFER, "peer": {"source": "192.0.2.1", "networks": "10.0.0.0/8"}},
@@ -153,6 +156,16 @@ def test_media_control_peer_networks_at_the_limit_pass() -> None:
     peer = MediaPeer(source="192.0.2.1", networks=("10.0.0.0/8",) * MAX_PEER_NETWORKS)
     offer = OfferRequest(id=1, call="c", side="a", sdp=SDP, peer=peer)
     assert _round_trip(offer) == offer
+
+
+def test_media_control_offer_without_rekey_is_a_plain_offer_both_ways() -> None:
+    """The flag is sent only when set: a plain offer's frame is what it was before
+    (a worker of the previous release reads it), and one without it decodes false."""
+    (frame,) = FrameDecoder().feed(encode(MESSAGES[0]))
+    assert "rekey" not in frame.header
+    (flagged,) = FrameDecoder().feed(encode(MESSAGES[1]))
+    assert flagged.header["rekey"] is True
+    assert decode(frame) == OfferRequest(id=1, call="c1", side="a", sdp=SDP, peer=PEER)
 
 
 def test_media_control_refusal_limits() -> None:

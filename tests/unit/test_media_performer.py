@@ -28,8 +28,10 @@ class _Relay:
             raise MediaRefused(488, "SRTP required")
         return body.upper()
 
-    def offer(self, call: str, side: str, body: bytes, peer: MediaPeer) -> bytes:
-        return self._rewrite("offer", call, side, body, peer)
+    def offer(
+        self, call: str, side: str, body: bytes, peer: MediaPeer, *, rekey: bool = False
+    ) -> bytes:
+        return self._rewrite("rekey" if rekey else "offer", call, side, body, peer)
 
     def answer(self, call: str, side: str, body: bytes, peer: MediaPeer) -> bytes:
         return self._rewrite("answer", call, side, body, peer)
@@ -45,7 +47,12 @@ def test_media_performer_requests_return_the_rewritten_sdp() -> None:
     relay = _Relay()
     assert perform(relay, AllocateMedia(1, "c1", Side.A, b"offer", PEER)) == b"OFFER"
     assert perform(relay, AnswerMedia(2, "c1", Side.B, b"answer", PEER)) == b"ANSWER"
-    assert relay.calls == [("offer", "c1", "a", "192.0.2.7"), ("answer", "c1", "b", "192.0.2.7")]
+    assert perform(relay, AllocateMedia(3, "c1", Side.B, b"again", PEER, rekey=True)) == b"AGAIN"
+    assert relay.calls == [
+        ("offer", "c1", "a", "192.0.2.7"),
+        ("answer", "c1", "b", "192.0.2.7"),
+        ("rekey", "c1", "b", "192.0.2.7"),
+    ]
 
 
 def test_media_performer_refusal_is_a_result_not_an_exception() -> None:

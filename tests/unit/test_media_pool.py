@@ -24,7 +24,8 @@ from voipsec.media.destinations import MediaPeer
 from voipsec.media.errors import MediaRefused
 from voipsec.media.pool import LOST_REASON, TIMEOUT_REASON, MediaPool
 from voipsec.media.relay import LegReport
-from voipsec.media.sdes import SUITES, crypto_line, new_master
+from voipsec.media.sdes import SUITES, crypto_line, master_of, new_master
+from voipsec.media.sdp import parse_sdp
 from voipsec.media.worker import RelayWorker, build_relay, port_slices
 
 #: Media ports per test (pairs are taken lazily, on an offer).
@@ -133,6 +134,31 @@ async def test_media_pool_offer_answer_release_round_trip(
     assert len(results.got) == 2  # the release has no result of its own
 
 
+async def test_media_pool_rekeyed_offer_reaches_the_relay_with_its_flag(
+    two: tuple[MediaPool, Workers],
+) -> None:
+    """A transfer's offer (rekey) crosses the control channel: the worker's relay
+    offers bob's leg anew with a fresh key, not the one bob was given."""
+    pool, _ = two
+    results = Results()
+    alice = _sdp()
+    pool.perform(AllocateMedia(key=1, call="c1", side=Side.A, sdp=alice, peer=PEER), results)
+    to_bob = await results.next()
+    assert isinstance(to_bob, bytes)
+    bob_crypto = parse_sdp(to_bob).media[0].crypto[0]  # alice's suite, tag 1: bob's pick
+    assert (bob_crypto.tag, bob_crypto.suite) == (1, SUITE.name)
+    answer = AnswerMedia(key=2, call="c1", side=Side.B, sdp=_sdp(5000), peer=PEER)
+    pool.perform(answer, results)
+    assert isinstance(await results.next(), bytes)
+    rekeyed = AllocateMedia(key=3, call="c1", side=Side.A, sdp=alice, peer=PEER, rekey=True)
+    pool.perform(rekeyed, results)
+    to_carol = await results.next()
+    assert isinstance(to_carol, bytes)
+    keys = [master_of(c) for c in parse_sdp(to_carol).media[0].crypto]
+    assert keys and master_of(bob_crypto) not in keys
+    assert parse_sdp(to_carol).media[0].port == parse_sdp(to_bob).media[0].port
+
+
 async def test_media_pool_spreads_calls_to_the_least_busy_worker(
     two: tuple[MediaPool, Workers],
 ) -> None:
@@ -164,12 +190,18 @@ async def test_media_pool_relays_the_workers_refusal(two: tuple[MediaPool, Worke
 async def test_media_pool_answer_for_an_unknown_call_is_refused_488(
     two: tuple[MediaPool, Workers],
 ) -> None:
-    pool, _ = two
+    pool, workers = two
     results = Results()
     pool.perform(AnswerMedia(key=1, call="nope", side=Side.B, sdp=_sdp(), peer=PEER), results)
     refused = results.got[0]
     assert isinstance(refused, MediaRefused)
     assert (refused.status, refused.warning) == (488, "no offer for this answer")
+    rekey = AllocateMedia(key=2, call="nope", side=Side.A, sdp=_sdp(), peer=PEER, rekey=True)
+    pool.perform(rekey, results)
+    unknown = results.got[1]
+    assert isinstance(unknown, MediaRefused)
+    assert (unknown.status, unknown.warning) == (488, "no call to transfer")
+    assert _active(workers) == [0, 0]  # no worker took a call that is not there
 
 
 async def test_media_pool_without_a_worker_refuses_503(tmp_path: Path) -> None:

@@ -174,13 +174,18 @@ class AllocateMedia:
     the call's port pairs on its first offer. The result comes back under ``key``.
 
     ``peer`` is where that side's SIP comes from, the only address its SDP may name
-    (SSRF, issue 13)."""
+    (SSRF, issue 13).
+
+    ``rekey``: the other side's leg goes to a new phone (a blind transfer,
+    core/transfer.py); ``sdp`` is this side's last SDP, which leaves its leg as it is,
+    and the offer carries fresh keys for the other leg (media/relay.py)."""
 
     key: int
     call: str
     side: Side
     sdp: bytes
     peer: MediaPeer
+    rekey: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,17 +8,20 @@ engine: ``calls.py``), and only then calls :meth:`TransferB2bua.transfer`:
 
 1. ``202 Accepted`` to the REFER and a NOTIFY ``SIP/2.0 100 Trying`` (RFC 3515
    §2.4.4, §2.4.5: the implicit subscription, ``Event: refer``, ``message/sipfrag``);
-2. voipsec's own INVITE to each of the target's forks (its registered contacts, or a
-   trunk; the first 2xx wins, as for a call), offering the SDP the transferor's leg was
-   given (the relay's port and key of that leg: our offer to a callee, our answer to
-   a caller), so the transferee's leg, port and key do not change and need no
-   re-INVITE;
-3. when the target answers, its SDP answer goes to the relay for the transferor's
-   side (the leg gets the target's key and re-latches on its first authenticated
-   packet), the target's dialog takes the transferor's place in the call, the
-   transferor gets NOTIFY ``SIP/2.0 200 OK`` (``Subscription-State:
+2. with the media relay, a rekeyed offer (:class:`AllocateMedia` with ``rekey``):
+   the relay writes, on the transferee's own SDP, an offer of the transferor's leg
+   (its port) with FRESH keys, never the key the transferor knows; the transferee's
+   leg, port and key do not change and need no re-INVITE, and the transferor's leg
+   keeps its sessions until the target answers (a failed transfer changes nothing);
+3. voipsec's own INVITE to each of the target's forks (its registered contacts, or a
+   trunk; the first 2xx wins, as for a call) with that offer (without the relay: the
+   transferee's own SDP);
+4. when the target answers, its SDP answer goes to the relay for the transferor's
+   side (the leg sends with the new key, takes the target's and re-latches on its
+   first authenticated packet), the target's dialog takes the transferor's place in
+   the call, the transferor gets NOTIFY ``SIP/2.0 200 OK`` (``Subscription-State:
    terminated;reason=noresource``) and a BYE;
-4. when it fails (any final status >= 300, no answer within ``calls.ring_timeout``,
+5. when it fails (any final status >= 300, no answer within ``calls.ring_timeout``,
    media the relay cannot carry), the transferor gets a NOTIFY with that status and
    the original call goes on untouched (RFC 5589 §6: the transferor may take it
    back). A transferor that hung up meanwhile (many phones send BYE right after the
@@ -49,6 +52,7 @@ from ..sip.uac import cancel_for, in_dialog, make_request
 from ..sip.uri import SipUri, parse_name_addr
 from .b2bua import DURATION, MAX_FORWARDS, B2bua
 from .callmodel import (
+    AllocateMedia,
     AnswerMedia,
     Call,
     CallAction,
@@ -169,14 +173,17 @@ class _Transfer:
 
     call: Call
     side: Side
-    #: The leg that answered; before that, the first of ``legs``.
-    leg: ForkLeg
-    #: One INVITE per fork of the target's route (its registered contacts, or a trunk).
-    legs: list[ForkLeg]
+    #: The target's route (its registered contacts, or a trunk).
+    forks: tuple[Fork, ...]
     tag: str
+    call_id: str
     target: str
     #: The REFER's CSeq number: the subscription's ``id`` (RFC 3515 §2.4.6).
     refer_seq: int
+    #: One INVITE per fork, once the offer is known (with the relay: its result).
+    legs: list[ForkLeg] = field(default_factory=list)
+    #: The leg that answered (set with ``dialog``).
+    leg: ForkLeg | None = None
     dialog: Dialog | None = None
     #: The transferor hung up after the 202: nobody to NOTIFY, nobody to go back to.
     gone: bool = False
@@ -197,8 +204,11 @@ class TransferB2bua(B2bua):
         self._transfers: dict[str, _Transfer] = {}
         self._transfer_tx: dict[TxKey, tuple[_Transfer, ForkLeg]] = {}
         self._transfer_media: dict[int, _Transfer] = {}
-        #: The SDP each leg was given (our offer to B, our answer to A), kept from the
-        #: answer on (step 2 above).
+        #: Rekeyed offers awaited from the relay (step 2 above), by media key.
+        self._transfer_offers: dict[int, _Transfer] = {}
+        #: What a transfer by a side offers from: the other side's own SDP (alice's
+        #: offer for a transfer by bob, bob's answer for one by alice), kept from the
+        #: answer on.
         self._given: dict[tuple[str, Side], bytes] = {}
         self._started = self._completed_count = self._failed_count = 0
 
@@ -206,7 +216,7 @@ class TransferB2bua(B2bua):
         self, request: Request, call: Call, side: Side, domains: frozenset[str]
     ) -> ReferTarget | ReferRefused:
         """:func:`check_refer`; then at most :data:`MAX_TRANSFERS_PER_CALL` at a time,
-        and only with the SDP the transferor's leg was given (none after a late offer)."""
+        and only with the transferee's SDP (none from a caller's late offer)."""
         verdict = check_refer(request, call, side, domains)
         if isinstance(verdict, ReferRefused):
             return verdict
@@ -256,17 +266,12 @@ class TransferB2bua(B2bua):
             call.set_dialog(side, dialog.accept_remote_cseq(request.cseq.seq))
         except SipParseError as err:
             return [Respond(tx, response_to(request, err.status, err.reason))]
-        tag, call_id = new_tag(), mark(secrets.token_hex(16))
-        legs = [
-            ForkLeg(fork=fork, invite=self._transfer_invite(call, side, fork, tag, call_id))
-            for fork in forks
-        ]
         t = _Transfer(
             call=call,
             side=side,
-            leg=legs[0],
-            legs=legs,
-            tag=tag,
+            forks=tuple(forks),
+            tag=new_tag(),
+            call_id=mark(secrets.token_hex(16)),
             target=target.uri,
             refer_seq=request.cseq.seq,
             max_duration=max_duration,
@@ -274,23 +279,52 @@ class TransferB2bua(B2bua):
         )
         self._transfers[call.id] = t
         self._started += 1
-        for leg in legs:
-            self._transfer_tx[client_key(leg.invite.top_via.branch or "", "INVITE")] = (t, leg)
         # RFC 4488 §4: a REFER-recipient honouring Refer-Sub: false says so in the 202.
         quiet = (("Refer-Sub", "false"),) if t.quiet else ()
-        return [
+        actions: list[CallAction] = [
             Respond(tx, response_to(request, 202, "Accepted", extra=quiet)),
             *self._notify(t, "SIP/2.0 100 Trying", final=False),
-            *(SendRequest(leg.invite, leg.fork.target) for leg in legs),
-            StartCallTimer(call.id, TRANSFER, now + self.policy.ring_timeout),
         ]
+        timer = StartCallTimer(call.id, TRANSFER, now + self.policy.ring_timeout)
+        sdp = self._given.get((call.id, side), b"")
+        if not self.relay_media:
+            return [*actions, *self._ring(t, sdp), timer]
+        # The relay's rekeyed offer comes back in on_media; the target rings then.
+        self._last_key += 1
+        self._transfer_offers[self._last_key] = t
+        peer = call.media_peer(side.other)
+        offer = AllocateMedia(self._last_key, call.id, side.other, sdp, peer, rekey=True)
+        return [*actions, timer, offer]
 
-    def _transfer_invite(
-        self, call: Call, side: Side, fork: Fork, tag: str, call_id: str
-    ) -> Request:
+    def _ring(self, t: _Transfer, offer: bytes) -> list[CallAction]:
+        """An INVITE with ``offer`` to each of the target's forks (the first 2xx wins)."""
+        t.legs = [
+            ForkLeg(fork=fork, invite=self._transfer_invite(t, fork, offer)) for fork in t.forks
+        ]
+        for leg in t.legs:
+            self._transfer_tx[client_key(leg.invite.top_via.branch or "", "INVITE")] = (t, leg)
+        return [SendRequest(leg.invite, leg.fork.target) for leg in t.legs]
+
+    def _offered(self, t: _Transfer, result: MediaResult, now: float) -> list[CallAction]:
+        """The relay's rekeyed offer for the target: it rings now. A refusal (an SDP
+        the relay cannot carry: 488; no relay worker: 480, as a caller would hear
+        it) fails the transfer; the call goes on as it was."""
+        if t.over:
+            return []  # the timer fired or the call ended meanwhile
+        if isinstance(result, MediaRefused):
+            status, reason = (
+                (488, "Not Acceptable Here")
+                if result.status == 488
+                else (480, "Temporarily Unavailable")
+            )
+            return self._failed(t, status, reason, now, detail=result.warning)
+        return self._ring(t, result)
+
+    def _transfer_invite(self, t: _Transfer, fork: Fork, offer: bytes) -> Request:
         """The target's INVITE: from the transferee (whom the target will talk to), with
-        the SDP the transferor's leg was given; a Call-ID and tag of its own, shared by
-        the forks (each answer is a dialog of its own: §12.1.2)."""
+        ``offer``; a Call-ID and tag of its own, shared by the forks (each answer is a
+        dialog of its own: §12.1.2)."""
+        call, side, tag, call_id = t.call, t.side, t.tag, t.call_id
         if side is Side.B:
             caller_display = crossing_value(call.origin.caller_display or "")
             display = f"{caller_display} " if caller_display else ""
@@ -307,7 +341,6 @@ class TransferB2bua(B2bua):
             ("CSeq", "1 INVITE"),
             ("Contact", fork.local.contact(secure=fork.request_uri.startswith("sips:"))),
         ]
-        offer = self._given.get((call.id, side), b"")
         if offer:
             headers.append(("Content-Type", "application/sdp"))
         return make_request("INVITE", fork.request_uri, headers, offer)
@@ -396,8 +429,6 @@ class TransferB2bua(B2bua):
         leg.done = True  # this INVITE is over; its retry takes its place
         renewed = ForkLeg(fork=fork, invite=retry, authenticated=True)
         t.legs[t.legs.index(leg)] = renewed
-        if t.leg is leg:
-            t.leg = renewed
         self._transfer_tx[client_key(retry.top_via.branch or "", "INVITE")] = (t, renewed)
         return SendRequest(retry, fork.target)
 
@@ -448,12 +479,15 @@ class TransferB2bua(B2bua):
             self._last_key += 1
             t.media_key = self._last_key
             self._transfer_media[t.media_key] = t
-            peer = t.leg.fork.media_peer or MediaPeer(source=t.leg.fork.target.host)
+            peer = leg.fork.media_peer or MediaPeer(source=leg.fork.target.host)
             call = t.call
             return [ack, *cancels, AnswerMedia(t.media_key, call.id, t.side, response.body, peer)]
         return [ack, *cancels, *self._completed(t, now)]
 
     def on_media(self, key: int, result: MediaResult, now: float) -> list[CallAction]:
+        offering = self._transfer_offers.pop(key, None)
+        if offering is not None:
+            return self._offered(offering, result, now)
         t = self._transfer_media.pop(key, None)
         if t is None:
             return super().on_media(key, result, now)
@@ -465,7 +499,7 @@ class TransferB2bua(B2bua):
         return self._completed(t, now)
 
     def _target_media_failed(self, t: _Transfer, why: str, now: float) -> list[CallAction]:
-        assert t.dialog is not None
+        assert t.dialog is not None and t.leg is not None  # set together on the 2xx
         bye = self._bye_target(t, t.leg, t.dialog)
         return [bye, *self._failed(t, 488, "Not Acceptable Here", now, detail=why)]
 
@@ -486,7 +520,7 @@ class TransferB2bua(B2bua):
         actions += self._notify(t, "SIP/2.0 200 OK", final=True)
         if not t.gone:
             actions += self._send_bye(call, t.side)
-        assert t.dialog is not None
+        assert t.dialog is not None and t.leg is not None  # set together on the 2xx
         if t.side is Side.B:
             self._take_b_leg(call, t.leg, t.dialog, t.tag)
         else:
@@ -553,7 +587,7 @@ class TransferB2bua(B2bua):
     def _stop_target(self, t: _Transfer) -> list[CallAction]:
         """BYE the target's dialog if it answered, CANCEL the forks still ringing."""
         actions: list[CallAction] = []
-        if t.dialog is not None:
+        if t.dialog is not None and t.leg is not None:
             actions.append(self._bye_target(t, t.leg, t.dialog))
         return actions + self._stop_forks(t)
 
@@ -585,11 +619,11 @@ class TransferB2bua(B2bua):
     def _answered(
         self, call: Call, response: Response, result: MediaResult, now: float
     ) -> list[CallAction]:
-        offer = call.b_offer  # compact() below frees it: keep it for a transfer
+        alices = call.a_invite.body  # compact() below drops it: keep it for a transfer
         actions = super()._answered(call, response, result, now)
         if call.phase is Phase.CONFIRMED:
-            answer = result if isinstance(result, bytes) else b""
-            for side, sdp in ((Side.B, offer), (Side.A, answer)):
+            # A transfer by bob offers from alice's SDP, one by alice from bob's.
+            for side, sdp in ((Side.B, alices), (Side.A, response.body)):
                 if sdp:
                     self._given[(call.id, side)] = sdp
         return actions

@@ -7,7 +7,8 @@ the signaling side chose; the worker answers it once, with the same id:
 ==================  =======================  ===========================================
 kind                direction                meaning
 ==================  =======================  ===========================================
-``offer``           signaling → worker       an SDP offer of a call leg (payload: SDP)
+``offer``           signaling → worker       an SDP offer of a call leg (payload: SDP;
+                                             ``"rekey": true`` for a transfer's offer)
 ``answer``          signaling → worker       an SDP answer of a call leg (payload: SDP)
 ``answered``        signaling → worker       the call was answered (no reply)
 ``release``         signaling → worker       the call is over: free its ports
@@ -66,6 +67,9 @@ class OfferRequest:
     side: str
     sdp: bytes
     peer: MediaPeer
+    #: A blind transfer's offer: fresh keys for the other leg (MediaRelay.offer). Sent
+    #: only when true, so an offer reads the same as before to a worker without it.
+    rekey: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -139,6 +143,8 @@ def encode(message: Message) -> bytes:
         kind = "offer" if isinstance(message, OfferRequest) else "answer"
         header = {"id": message.id, "call": message.call, "side": message.side}
         header["peer"] = {"source": message.peer.source, "networks": list(message.peer.networks)}
+        if isinstance(message, OfferRequest) and message.rekey:
+            header["rekey"] = True
         return encode_frame(kind, header, message.sdp)
     if isinstance(message, AnsweredNotice):
         return encode_frame("answered", {"call": message.call})
@@ -185,14 +191,20 @@ def decode(frame: Frame) -> Message:
 
 def _rewrite(frame: Frame) -> OfferRequest | AnswerRequest:
     h = frame.header
-    kind = OfferRequest if frame.kind == "offer" else AnswerRequest
-    return kind(
-        id=_request_id(h),
-        call=_call(h),
-        side=_side(h),
-        sdp=frame.payload,
-        peer=_peer(h.get("peer")),
+    request_id, call, side, peer = _request_id(h), _call(h), _side(h), _peer(h.get("peer"))
+    if frame.kind == "answer":
+        return AnswerRequest(id=request_id, call=call, side=side, sdp=frame.payload, peer=peer)
+    return OfferRequest(
+        id=request_id, call=call, side=side, sdp=frame.payload, peer=peer, rekey=_rekey(h)
     )
+
+
+def _rekey(header: dict[str, Any]) -> bool:
+    """An offer's ``rekey`` flag: absent is false; anything but a JSON boolean fails."""
+    value = header.get("rekey", False)
+    if not isinstance(value, bool):
+        raise ChannelError("rekey must be true or false")
+    return value
 
 
 def _answered(frame: Frame) -> AnsweredNotice:

@@ -46,7 +46,9 @@ class MediaHandler(Protocol):
     raise :class:`MediaRefused` for an SDP that cannot be carried (488 with a Warning).
     """
 
-    def offer(self, call: str, side: str, body: bytes, peer: MediaPeer) -> bytes: ...
+    def offer(
+        self, call: str, side: str, body: bytes, peer: MediaPeer, *, rekey: bool = False
+    ) -> bytes: ...
 
     def answer(self, call: str, side: str, body: bytes, peer: MediaPeer) -> bytes: ...
 
@@ -64,9 +66,11 @@ def perform(media: MediaHandler, action: MediaAction) -> MediaResult | None:
     if isinstance(action, ReleaseMedia):
         media.release(action.call)
         return None
-    rewrite = media.offer if isinstance(action, AllocateMedia) else media.answer
     try:
-        return rewrite(action.call, action.side.value, action.sdp, action.peer)
+        if isinstance(action, AllocateMedia):
+            side = action.side.value
+            return media.offer(action.call, side, action.sdp, action.peer, rekey=action.rekey)
+        return media.answer(action.call, action.side.value, action.sdp, action.peer)
     except MediaRefused as err:
         return err
 

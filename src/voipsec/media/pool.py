@@ -219,9 +219,14 @@ class MediaPool:
             done(worker)
             return
         request_id = self._request(worker, action.call, done)
-        kind = OfferRequest if isinstance(action, AllocateMedia) else AnswerRequest
-        side = action.side.value
-        message = kind(id=request_id, call=action.call, side=side, sdp=action.sdp, peer=action.peer)
+        side, sdp, peer = action.side.value, action.sdp, action.peer
+        message: OfferRequest | AnswerRequest = (
+            OfferRequest(
+                id=request_id, call=action.call, side=side, sdp=sdp, peer=peer, rekey=action.rekey
+            )
+            if isinstance(action, AllocateMedia)
+            else AnswerRequest(id=request_id, call=action.call, side=side, sdp=sdp, peer=peer)
+        )
         self._own_call(worker, action.call)
         self._send(worker, encode(message))
 
@@ -234,6 +239,8 @@ class MediaPool:
             return MediaRefused(503, "media relay worker lost")
         if isinstance(action, AnswerMedia):
             return MediaRefused(488, "no offer for this answer")  # as the relay says
+        if action.rekey:
+            return MediaRefused(488, "no call to transfer")  # as the relay says
         return self._choose() or MediaRefused(503, "no media relay worker available")
 
     def _choose(self) -> _Worker | None:

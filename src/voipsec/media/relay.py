@@ -165,6 +165,9 @@ class CallMedia:
     offers: dict[str, Sdp] = field(default_factory=dict)
     #: A refused SDP destination was logged for this call (once per call).
     refusal_logged: bool = False
+    #: A rekeyed offer's o= and SDP, by side, until that side's new phone answers it
+    #: (a transfer: its dialog is a new session, RFC 3264 §5).
+    rekeyed: dict[str, SentSdp] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -249,15 +252,28 @@ class MediaRelay:
 
     # -- signalling: offers and answers -------------------------------------------
 
-    def offer(self, call: str, side: str, body: bytes, peer: MediaPeer = UNKNOWN_PEER) -> bytes:
+    def offer(
+        self,
+        call: str,
+        side: str,
+        body: bytes,
+        peer: MediaPeer = UNKNOWN_PEER,
+        *,
+        rekey: bool = False,
+    ) -> bytes:
         """An SDP offer from ``side`` ("a" or "b"): returns the offer for the other side.
 
         ``peer`` is where the offer's SIP came from: the SDP may name only its address
         (see :mod:`.destinations`); the default allows nothing before latching.
 
+        With ``rekey``, the other side's leg is being handed to a new phone (a blind
+        transfer, core/transfer.py): see :meth:`_rekeyed_offer`.
+
         Raises :class:`MediaRefused` (488) when the offer cannot be carried under the
         SRTP policy, or when no port pair is free (503).
         """
+        if rekey:
+            return self._rekeyed_offer(call, side, body)
         sdp = self._parse(body)
         audio = _first_audio(sdp)
         media = self._call(call)
@@ -266,6 +282,7 @@ class MediaRelay:
         self._take_offer(here, sdp, audio)
         self._set_remote(media, here, sdp, audio, peer)
         media.offers[side] = sdp
+        media.rekeyed.pop(other(side), None)  # this offer to the other side replaces it
         answer = replace(self._offer_to(there, audio, first=here.suite), ice=self._ice_lines(there))
         return self._write(
             media, other(side), sdp, [answer if m is audio else None for m in sdp.media]
@@ -282,9 +299,15 @@ class MediaRelay:
         there = media.legs[other(side)]
         self._take_answer(here, sdp, audio)
         self._set_remote(media, here, sdp, audio, peer)
+        rekeyed = media.rekeyed.pop(side, None)
+        if rekeyed is not None:
+            media.sent[side] = rekeyed  # the new phone's session from now on
         if here.early:
             # After the answer has gone on to the offerer, who then knows our key too.
             self._event_loop().call_soon(self._replay_early, here)
+        # After a rekeyed offer the transferee gets nothing (its leg did not change):
+        # the reply is not its new description.
+        keep = rekeyed is None
         reply = MediaAnswer(
             port=there.port,
             proto=there.proto,
@@ -295,17 +318,78 @@ class MediaRelay:
             ice=self._ice_lines(there),
         )
         return self._write(
-            media, other(side), sdp, [reply if m is audio else None for m in sdp.media]
+            media, other(side), sdp, [reply if m is audio else None for m in sdp.media], keep
         )
 
+    def _rekeyed_offer(self, call: str, side: str, body: bytes) -> bytes:
+        """The offer for a new phone taking over the leg opposite ``side`` (a blind
+        transfer: the transferor's leg), built on ``body``, the last SDP of ``side``
+        (the transferee's), for its codecs and attributes.
+
+        The taken-over leg is offered fresh keys, never the ones the transferor
+        knows (each leg and direction its own key, as for any call). Until the new
+        phone's answer (:meth:`answer`, :meth:`_take_answer`), the leg keeps the
+        transferor's sessions, latch and addresses (a failed transfer leaves the call
+        as it was). ``side``'s own leg is not touched: its
+        SDP is not taken again, so its key, latch and addresses stay as they are. The
+        offer carries no ICE (the transferor's credentials are not the new phone's)
+        and a new o= session (RFC 3264 §5), the leg's once the answer comes.
+        """
+        media = self._calls.get(call)
+        if media is None:
+            raise MediaRefused(488, "no call to transfer")
+        sdp = self._parse(body)
+        audio = _first_audio(sdp)
+        here, there = media.legs[side], media.legs[other(side)]
+        offer = self._fresh_offer(there, first=here.suite)
+        fresh = SentSdp(session_id=secrets.randbelow(2**62), version=1)
+        answers = [offer if m is audio else None for m in sdp.media]
+        sent = rewrite_for(fresh, sdp, address=self.address, media=answers, allow=self.sdp_allow)
+        media.rekeyed[other(side)] = sent
+        return sent.body
+
+    def _fresh_offer(self, leg: Leg, first: Suite | None) -> MediaAnswer:
+        """A rekeyed offer's m= section for ``leg``: new keys in ``leg.offered``, and
+        nothing else of the leg changed (its rtcp-mux, sessions and latch are the
+        transferor's until the answer; :meth:`_take_answer` narrows rtcp-mux to what
+        the new phone accepts). A plain leg is offered plain RTP again."""
+        if self.srtp == "off" or leg.plain:
+            return MediaAnswer(port=leg.port, proto="RTP/AVP", rtcp_mux=leg.rtcp_mux)
+        leg.proto = self.offer_proto  # what the answer answers (best effort, avp-crypto)
+        leg.offered = self._new_keys(first)
+        crypto = tuple(
+            crypto_line(tag, suite, master) for tag, (suite, master) in leg.offered.items()
+        )
+        return MediaAnswer(
+            port=leg.port, proto=self.offer_proto, crypto=crypto, rtcp_mux=leg.rtcp_mux
+        )
+
+    def _new_keys(self, first: Suite | None) -> dict[int, tuple[Suite, bytes]]:
+        """A fresh master key per suite we accept, by crypto tag; ``first`` (the other
+        leg's suite) gets tag 1, so both legs use the same strength when they can."""
+        names = list(self.preference)
+        if first is not None and first.name in names:
+            names.remove(first.name)
+            names.insert(0, first.name)
+        return {
+            tag: (SUITES[name], new_master(SUITES[name])) for tag, name in enumerate(names, start=1)
+        }
+
     def _write(
-        self, media: CallMedia, side: str, sdp: Sdp, answers: list[MediaAnswer | None]
+        self,
+        media: CallMedia,
+        side: str,
+        sdp: Sdp,
+        answers: list[MediaAnswer | None],
+        keep: bool = True,
     ) -> bytes:
-        """``sdp`` as ``side`` gets it: through the relay, with that leg's own o=."""
+        """``sdp`` as ``side`` gets it: through the relay, with that leg's own o=
+        (remembered as its last description unless ``keep`` is false)."""
         sent = rewrite_for(
             media.sent[side], sdp, address=self.address, media=answers, allow=self.sdp_allow
         )
-        media.sent[side] = sent
+        if keep:
+            media.sent[side] = sent
         return sent.body
 
     def answered(self, call: str) -> None:
@@ -417,14 +501,7 @@ class MediaRelay:
             # A re-offer keeps the suite and key the leg already uses.
             leg.offered = {leg.tag: (leg.suite, leg.tx_master)}
         else:
-            names = list(self.preference)
-            if first is not None and first.name in names:
-                names.remove(first.name)
-                names.insert(0, first.name)
-            leg.offered = {
-                tag: (SUITES[name], new_master(SUITES[name]))
-                for tag, name in enumerate(names, start=1)
-            }
+            leg.offered = self._new_keys(first)
         crypto = tuple(
             crypto_line(tag, suite, master) for tag, (suite, master) in leg.offered.items()
         )
@@ -452,11 +529,9 @@ class MediaRelay:
             leg.proto = audio.proto
             self._go_plain(leg)
             return
-        # A leg we only ever answered (a caller's) is offered again what it was given:
-        # its suite and our key (a transfer of the call, core/transfer.py).
-        offered = leg.offered or (
-            {leg.tag: (leg.suite, leg.tx_master)} if leg.suite is not None else {}
-        )
+        # Only what we offered: a caller's leg, which we only ever answered, gets an
+        # answer only after a rekeyed offer (a transfer, _rekeyed_offer).
+        offered = leg.offered
         picked = next((c for c in audio.crypto if c.tag in offered), None)
         if picked is None:
             self._refused += 1

@@ -191,9 +191,12 @@ class RelayWorker:
     def _rewrite(
         self, channel: _Channel, request: OfferRequest | AnswerRequest
     ) -> SdpReply | RefusalReply:
-        rewrite = self.relay.offer if isinstance(request, OfferRequest) else self.relay.answer
+        call, side = request.call, request.side
         try:
-            sdp = rewrite(request.call, request.side, request.sdp, request.peer)
+            if isinstance(request, OfferRequest):
+                sdp = self.relay.offer(call, side, request.sdp, request.peer, rekey=request.rekey)
+            else:
+                sdp = self.relay.answer(call, side, request.sdp, request.peer)
         except MediaRefused as err:
             return RefusalReply(id=request.id, status=err.status, warning=err.warning)
         except Exception:
