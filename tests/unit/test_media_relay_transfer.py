@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import pylibsrtp
 import pytest
 
+from tests.peers.proc import free_udp_ports
 from voipsec.media.destinations import MediaPeer
 from voipsec.media.errors import MediaRefused
 from voipsec.media.relay import MediaRelay
@@ -51,23 +52,8 @@ def _origin(sdp: bytes) -> tuple[str, str]:
     return session, version
 
 
-def _free_pair() -> int:
-    for port in range(42000, 43000, 2):
-        try:
-            with (
-                socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as a,
-                socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as b,
-            ):
-                a.bind(("127.0.0.1", port))
-                b.bind(("127.0.0.1", port + 1))
-        except OSError:
-            continue
-        return port
-    raise AssertionError("no free port pair")
-
-
 def _relay() -> MediaRelay:
-    low = _free_pair()
+    low = free_udp_ports(2)
     return MediaRelay(
         address="127.0.0.1",
         ports=(low, low + 4),
