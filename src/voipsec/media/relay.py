@@ -49,6 +49,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 from .destinations import MediaPeer, MediaPolicy
+from .direction import INITIAL, Expectation, declared, expected, silent, update
 from .errors import MediaRefused
 from .icelite import IceLite, answer_check, looks_like_stun, new_credentials, remote_credentials
 from .icelite import sdp_lines as ice_sdp_lines
@@ -149,6 +150,11 @@ class Leg:
     #: The call's other leg, where this leg's packets go, and the call (set together).
     partner: Leg | None = field(default=None, repr=False)
     media: CallMedia | None = field(default=None, repr=False)
+    #: The direction the leg's phone last declared, whether it must be sending now,
+    #: and when its last valid packet passed: its own media timeout (.direction).
+    said: str = "sendrecv"
+    expect: Expectation = INITIAL
+    heard: float = 0.0
 
 
 @dataclass(eq=False)
@@ -265,6 +271,7 @@ class MediaRelay:
         there = media.legs[other(side)]
         self._take_offer(here, sdp, audio)
         self._set_remote(media, here, sdp, audio, peer)
+        self._declared(media, here, declared(sdp, audio))
         media.offers[side] = sdp
         answer = replace(self._offer_to(there, audio, first=here.suite), ice=self._ice_lines(there))
         return self._write(
@@ -282,6 +289,7 @@ class MediaRelay:
         there = media.legs[other(side)]
         self._take_answer(here, sdp, audio)
         self._set_remote(media, here, sdp, audio, peer)
+        self._declared(media, here, declared(sdp, audio))
         if here.early:
             # After the answer has gone on to the offerer, who then knows our key too.
             self._event_loop().call_soon(self._replay_early, here)
@@ -307,6 +315,14 @@ class MediaRelay:
         )
         media.sent[side] = sent
         return sent.body
+
+    def _declared(self, media: CallMedia, leg: Leg, direction: str) -> None:
+        """``leg``'s phone declared ``direction`` (RFC 3264 §6.1): who must send now."""
+        leg.said = direction
+        now = self.clock()
+        for one in media.legs.values():
+            partner = media.legs[other(one.side)]
+            one.expect = update(one.expect, expected(one.said, partner.said), now)
 
     def answered(self, call: str) -> None:
         """The call was answered: the media timeout starts counting."""
@@ -615,7 +631,7 @@ class MediaRelay:
         media, partner = leg.media, leg.partner
         if media is None or partner is None or leg.closed:
             return
-        media.last_valid = now
+        media.last_valid = leg.heard = now
         if rtcp:
             leg.rtcp_packets += 1
         else:
@@ -712,15 +728,25 @@ class MediaRelay:
     # -- timeouts and reports -------------------------------------------------------
 
     def sweep(self) -> list[str]:
-        """Answered calls whose media stopped for longer than the timeout."""
+        """Answered calls with a leg that should be sending (.direction: not on hold)
+        and sent nothing valid for longer than the timeout."""
         now = self.clock()
         stopped = [
             media.call
             for media in self._calls.values()
-            if media.answered_at is not None and now - media.last_valid > self.timeout
+            if any(self._silent(media, leg, now) for leg in media.legs.values())
         ]
         self._timeouts += len(stopped)
         return stopped
+
+    def _silent(self, media: CallMedia, leg: Leg, now: float) -> bool:
+        return silent(
+            leg.expect,
+            heard=leg.heard,
+            answered_at=media.answered_at,
+            now=now,
+            timeout=self.timeout,
+        )
 
     def report(self, call: str) -> list[LegReport]:
         """The call's per-leg statistics; after ``release``, the final ones (once)."""
