@@ -159,14 +159,13 @@ class Leg:
 
 @dataclass(eq=False)
 class CallMedia:
-    """Both legs of one call, and when a valid packet last passed."""
+    """Both legs of one call, and when it was answered."""
 
     call: str
     legs: dict[str, Leg]
     #: voipsec's o= towards each side and the SDP it last sent there (RFC 3264 §8).
     sent: dict[str, SentSdp]
     answered_at: float | None = None
-    last_valid: float = 0.0
     #: The SDP last offered, by side, to build the rewritten answer on.
     offers: dict[str, Sdp] = field(default_factory=dict)
     #: A refused SDP destination was logged for this call (once per call).
@@ -328,9 +327,7 @@ class MediaRelay:
         """The call was answered: the media timeout starts counting."""
         media = self._calls.get(call)
         if media is not None:
-            now = self.clock()
-            media.answered_at = now
-            media.last_valid = max(media.last_valid, now)
+            media.answered_at = self.clock()
 
     def release(self, call: str) -> None:
         """The call is over: close its sockets, return its ports to the pool."""
@@ -631,7 +628,7 @@ class MediaRelay:
         media, partner = leg.media, leg.partner
         if media is None or partner is None or leg.closed:
             return
-        media.last_valid = leg.heard = now
+        leg.heard = now
         if rtcp:
             leg.rtcp_packets += 1
         else:
