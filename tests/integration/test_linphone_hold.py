@@ -4,8 +4,8 @@ Two linphonec 5.1.65 phones (tests/peers/linphone.py) register with SHA-256 dige
 TLS 1.2 and call each other with SDES-SRTP on both relay legs. Then both hold the
 call (linphonec's ``pause``), the media timeout is given twice its length of silence,
 both resume (``resume``): the call is still up, and the tone each phone plays is heard
-by the other again. The server runs with ``media.timeout`` at its minimum, 1 s is the
-floor; 2 s here so that a loaded machine's sweep interval does not blur the margin.
+by the other again. The server's ``media.timeout`` is 2 s: the config allows 1 s,
+but the worker sweeps once a second, and 2 s keeps the hold well past two sweeps.
 
 What linphonec does on hold, found by running it (each phone's log, with every SIP
 message, is in the module's temporary directory):
