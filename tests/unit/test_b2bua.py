@@ -1935,6 +1935,30 @@ def test_b2bua_probe_failure_ends_the_call(side: int, status: int) -> None:
     assert b2b.on_response(_key(other), late, NOW + 307) == []
 
 
+def test_b2bua_probe_still_covers_a_call_both_sides_hold() -> None:
+    """Hold is not silence (issue 17 item 2): the relay no longer times out a held call
+    (media/direction.py), so the in-dialog probe is what ends one whose far end
+    vanished. Both phones hold (a=inactive re-INVITEs, relayed and answered); the probe
+    still goes to both legs, and a 408 on one ends the call."""
+    b2b, call, _, _ = _answered()
+    held_offer, held_answer = OFFER + b"a=inactive\r\n", ANSWER + b"a=inactive\r\n"
+    from_a = _from_a(call, "INVITE", 102, body=held_offer)
+    to_b = _only_send(b2b.in_dialog(server_key(from_a), from_a, call, Side.A, NOW + 10)[0])
+    ok_b = _reply(to_b.request, 200, "OK", body=held_answer)
+    assert len(b2b.on_response(_key(to_b.request), ok_b, NOW + 11)) == 2  # ACK, 200 to alice
+    assert b2b.ack(_from_a(call, "ACK", 102, contact=None), NOW + 12) == []
+    from_b = _from_b(call, "INVITE", 1, branch="z9hG4bKbhold", body=held_offer)
+    to_a = _only_send(b2b.in_dialog(("s", "bh"), from_b, call, Side.B, NOW + 20)[0])
+    ok_a = _reply(to_a.request, 200, "OK", to_tag=None, contact=A_CONTACT, body=held_answer)
+    assert len(b2b.on_response(_key(to_a.request), ok_a, NOW + 21)) == 2
+    assert call.phase is Phase.CONFIRMED
+    probes = _sends(b2b.on_timer(call.id, PROBE, NOW + 305))
+    assert [p.request.method for p in probes] == ["OPTIONS", "OPTIONS"]
+    gone = _reply(probes[1].request, 408, "Request Timeout", to_tag=None, contact=None)
+    actions = b2b.on_response(_key(probes[1].request), gone, NOW + 306)
+    assert actions[2:] == _ends(call, NOW + 306, "answered", 200, "far end vanished", "system")
+
+
 def test_b2bua_probe_transaction_failure_ends_the_call() -> None:
     b2b, call, _, _ = _answered()
     probes = _sends(b2b.on_timer(call.id, PROBE, NOW + 305))

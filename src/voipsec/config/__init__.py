@@ -230,7 +230,8 @@ class MediaSection(_Section):
     address: str = "127.0.0.1"
     #: SDES suites voipsec accepts and offers, most preferred first.
     suites: list[SrtpSuite] = Field(default_factory=lambda: list[SrtpSuite](SRTP_SUITES))
-    #: Seconds without one valid media packet before an answered call is ended.
+    #: Seconds without one valid media packet, from a leg that must be sending (not
+    #: on hold: media/direction.py), before an answered call is ended.
     timeout: Annotated[float, Field(ge=1, le=3600)] = 30.0
     #: DSCP of media packets (46 = EF, RFC 3246); 0 leaves the default.
     dscp: Annotated[int, Field(ge=0, le=63)] = 46
@@ -707,7 +708,8 @@ suites = [
     "AES_CM_128_HMAC_SHA1_80",
     "AES_CM_128_HMAC_SHA1_32",
 ]
-# Seconds without a valid media packet before an answered call is ended (BYE both legs).
+# Seconds without a valid media packet from a leg that must be sending (calls on hold
+# are not timed out) before an answered call is ended (BYE both legs).
 timeout = 30.0
 # DSCP on media packets: 46 = EF (expedited forwarding). 0 leaves the default.
 dscp = 46

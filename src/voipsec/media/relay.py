@@ -49,6 +49,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 from .destinations import MediaPeer, MediaPolicy
+from .direction import INITIAL, Expectation, declared, expected, silent, update
 from .errors import MediaRefused
 from .icelite import IceLite, answer_check, looks_like_stun, new_credentials, remote_credentials
 from .icelite import sdp_lines as ice_sdp_lines
@@ -149,18 +150,22 @@ class Leg:
     #: The call's other leg, where this leg's packets go, and the call (set together).
     partner: Leg | None = field(default=None, repr=False)
     media: CallMedia | None = field(default=None, repr=False)
+    #: The direction the leg's phone last declared, whether it must be sending now,
+    #: and when its last valid packet passed: its own media timeout (.direction).
+    said: str = "sendrecv"
+    expect: Expectation = INITIAL
+    heard: float = 0.0
 
 
 @dataclass(eq=False)
 class CallMedia:
-    """Both legs of one call, and when a valid packet last passed."""
+    """Both legs of one call, and when it was answered."""
 
     call: str
     legs: dict[str, Leg]
     #: voipsec's o= towards each side and the SDP it last sent there (RFC 3264 §8).
     sent: dict[str, SentSdp]
     answered_at: float | None = None
-    last_valid: float = 0.0
     #: The SDP last offered, by side, to build the rewritten answer on.
     offers: dict[str, Sdp] = field(default_factory=dict)
     #: A refused SDP destination was logged for this call (once per call).
@@ -281,6 +286,7 @@ class MediaRelay:
         there = media.legs[other(side)]
         self._take_offer(here, sdp, audio)
         self._set_remote(media, here, sdp, audio, peer)
+        self._declared(media, here, declared(sdp, audio))
         media.offers[side] = sdp
         media.rekeyed.pop(other(side), None)  # this offer to the other side replaces it
         answer = replace(self._offer_to(there, audio, first=here.suite), ice=self._ice_lines(there))
@@ -302,6 +308,7 @@ class MediaRelay:
         rekeyed = media.rekeyed.pop(side, None)
         if rekeyed is not None:
             media.sent[side] = rekeyed  # the new phone's session from now on
+        self._declared(media, here, declared(sdp, audio))
         if here.early:
             # After the answer has gone on to the offerer, who then knows our key too.
             self._event_loop().call_soon(self._replay_early, here)
@@ -392,13 +399,19 @@ class MediaRelay:
             media.sent[side] = sent
         return sent.body
 
+    def _declared(self, media: CallMedia, leg: Leg, direction: str) -> None:
+        """``leg``'s phone declared ``direction`` (RFC 3264 §6.1): who must send now."""
+        leg.said = direction
+        now = self.clock()
+        for one in media.legs.values():
+            partner = media.legs[other(one.side)]
+            one.expect = update(one.expect, expected(one.said, partner.said), now)
+
     def answered(self, call: str) -> None:
         """The call was answered: the media timeout starts counting."""
         media = self._calls.get(call)
         if media is not None:
-            now = self.clock()
-            media.answered_at = now
-            media.last_valid = max(media.last_valid, now)
+            media.answered_at = self.clock()
 
     def release(self, call: str) -> None:
         """The call is over: close its sockets, return its ports to the pool."""
@@ -690,7 +703,7 @@ class MediaRelay:
         media, partner = leg.media, leg.partner
         if media is None or partner is None or leg.closed:
             return
-        media.last_valid = now
+        leg.heard = now
         if rtcp:
             leg.rtcp_packets += 1
         else:
@@ -787,15 +800,25 @@ class MediaRelay:
     # -- timeouts and reports -------------------------------------------------------
 
     def sweep(self) -> list[str]:
-        """Answered calls whose media stopped for longer than the timeout."""
+        """Answered calls with a leg that should be sending (.direction: not on hold)
+        and sent nothing valid for longer than the timeout."""
         now = self.clock()
         stopped = [
             media.call
             for media in self._calls.values()
-            if media.answered_at is not None and now - media.last_valid > self.timeout
+            if any(self._silent(media, leg, now) for leg in media.legs.values())
         ]
         self._timeouts += len(stopped)
         return stopped
+
+    def _silent(self, media: CallMedia, leg: Leg, now: float) -> bool:
+        return silent(
+            leg.expect,
+            heard=leg.heard,
+            answered_at=media.answered_at,
+            now=now,
+            timeout=self.timeout,
+        )
 
     def report(self, call: str) -> list[LegReport]:
         """The call's per-leg statistics; after ``release``, the final ones (once)."""
