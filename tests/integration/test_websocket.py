@@ -1,15 +1,17 @@
 """SIP over secure WebSocket (RFC 7118) against a running ``voipsec serve``.
 
 One server for the file, listening on TLS and on ``wss:``, its origin allow-list
-naming one page origin. The WebSocket clients are real implementations: the
-``websockets`` library (handshake, masking, fragmentation and close are its own) with
-SIP written by the test, and baresip calling a user registered over WSS.
+naming two page origins. The WebSocket clients are real implementations: JsSIP (the
+browser SIP stack, from npm) in Debian's headless Chromium, and the ``websockets``
+library (handshake, masking, fragmentation and close are its own) with SIP written by
+the test for what a browser never sends; baresip calls users registered over WSS.
 """
 
 from __future__ import annotations
 
 import socket
 import ssl
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,30 +21,37 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from tests.conftest import ALICE, BOB
 from tests.peers.baresip import Baresip, account_line, free_sip_ports
+from tests.peers.jssip import chromium, page_server
 from tests.peers.proc import free_port, wait_for
 from tests.peers.voipsec import VoipsecServer, prepare, serving
 from tests.peers.wsclient import CLIENT_HOST, WsSipClient, ws_connect
+from voipsec.pki.ca import ServerPaths
 from voipsec.sip import Request
 from voipsec.sip.websocket import CLOSE_TOO_BIG, MAX_HANDSHAKE_BYTES, MAX_WS_MESSAGE
 
 pytestmark = pytest.mark.peers
 
 DEADLINE = 15.0
-#: The one page origin the server lets in.
+#: A page origin the server lets in (the JsSIP page's is the other).
 PAGE_ORIGIN = "https://127.0.0.1:8443"
+#: The user of the JsSIP phone.
+CAROL = ("carol", "carol-secret-333")
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VoipsecServer]:
     data = tmp_path_factory.mktemp("wss") / "data"
-    tls_port, wss_port = free_port(), free_port()
+    tls_port, wss_port, page_port = free_port(), free_port(), free_port()
     prepared = prepare(
         data,
-        users=[ALICE, BOB],
+        users=[ALICE, BOB, CAROL],
         port=tls_port,
         settings=[
             ("sip.listen", f'["tls:127.0.0.1:{tls_port}", "wss:127.0.0.1:{wss_port}"]'),
-            ("sip.websocket_origins", f'["{PAGE_ORIGIN}"]'),
+            (
+                "sip.websocket_origins",
+                f'["{PAGE_ORIGIN}", "https://127.0.0.1:{page_port}"]',
+            ),
             # baresip 1.0.0 (the caller) fails on any SHA-256 challenge and JsSIP answers
             # MD5 only: this server challenges with MD5 alone (docs/webrtc.md).
             ("auth.algorithms", '["MD5"]'),
@@ -50,12 +59,60 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VoipsecServer]:
     )
     with serving(prepared) as running:
         running.wss_port = wss_port  # type: ignore[attr-defined]
+        running.page_port = page_port  # type: ignore[attr-defined]
         yield running
 
 
 def wss_port(server: VoipsecServer) -> int:
     port: int = server.wss_port  # type: ignore[attr-defined]
     return port
+
+
+def caller_phone(server: VoipsecServer, workdir: Path) -> Baresip:
+    sip_port, ctrl_port = free_sip_ports()
+    return Baresip(
+        workdir,
+        account_line=account_line(
+            *ALICE,
+            server_port=server.port,
+            extra="mediaenc=srtp-mand;answermode=manual;audio_codecs=PCMU",
+        ),
+        ca_file=server.ca,
+        sip_port=sip_port,
+        ctrl_port=ctrl_port,
+    )
+
+
+def test_websocket_jssip_in_chromium_registers_and_is_called(
+    server: VoipsecServer, tmp_path: Path
+) -> None:
+    """JsSIP in headless Chromium, served from an allowed origin, registers carol over
+    WSS with digest (MD5: all JsSIP answers); baresip's call to carol reaches the
+    browser over its WebSocket and the browser's 486 comes back to baresip."""
+    paths = ServerPaths.in_dir(server.data_dir)
+    port = server.page_port  # type: ignore[attr-defined]
+    query = urllib.parse.urlencode(
+        {
+            "wss": f"wss://localhost:{wss_port(server)}",
+            "user": CAROL[0],
+            "password": CAROL[1],
+            "domain": "localhost",
+        }
+    )
+    with (
+        page_server(paths.cert, paths.key, port) as browser,
+        chromium(f"https://127.0.0.1:{port}/?{query}", tmp_path / "chromium", paths.cert),
+    ):
+        assert browser.wait_event("registered") == "registered", browser.events()
+        bindings = server.wait_bindings("carol", 1)
+        assert str(bindings[0]["source"]).startswith("wss:127.0.0.1:"), bindings
+        assert str(bindings[0]["contact"]).endswith(";transport=ws"), bindings
+        with caller_phone(server, tmp_path / "alice") as caller:
+            caller.wait_event("REGISTER_OK", deadline=DEADLINE)
+            caller.send("dial", "sip:carol@localhost")
+            assert browser.wait_event("invited") == "invited alice", browser.events()
+            closed = caller.wait_event("CALL_CLOSED", deadline=DEADLINE)
+            assert "486" in str(closed.get("param")), closed
 
 
 def test_websocket_register_with_digest_binds_the_connection(server: VoipsecServer) -> None:
@@ -79,18 +136,7 @@ def test_websocket_call_reaches_the_wss_user_over_its_connection(
 ) -> None:
     """baresip (TLS) calls bob, registered over WSS: the INVITE arrives on bob's
     WebSocket with voipsec's WSS Via and a ws Contact; bob's 486 reaches baresip."""
-    sip_port, ctrl_port = free_sip_ports()
-    caller = Baresip(
-        tmp_path,
-        account_line=account_line(
-            *ALICE,
-            server_port=server.port,
-            extra="mediaenc=srtp-mand;answermode=manual;audio_codecs=PCMU",
-        ),
-        ca_file=server.ca,
-        sip_port=sip_port,
-        ctrl_port=ctrl_port,
-    )
+    caller = caller_phone(server, tmp_path)
     with WsSipClient(wss_port(server), server.ca) as bob, caller:
         assert bob.register(*BOB, algorithm="MD5").status == 200
         caller.wait_event("REGISTER_OK", deadline=DEADLINE)
