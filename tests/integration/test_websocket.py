@@ -115,6 +115,30 @@ def test_websocket_jssip_in_chromium_registers_and_is_called(
             assert "486" in str(closed.get("param")), closed
 
 
+def test_websocket_jssip_from_a_foreign_origin_is_refused(
+    server: VoipsecServer, tmp_path: Path
+) -> None:
+    """The same JsSIP page served from an origin not in sip.websocket_origins: Chromium
+    gets 403 for the WebSocket, JsSIP never registers, the refusal names the page."""
+    paths = ServerPaths.in_dir(server.data_dir)
+    port = free_port()
+    query = urllib.parse.urlencode(
+        {"wss": f"wss://localhost:{wss_port(server)}", "user": CAROL[0]}
+        | {"password": CAROL[1], "domain": "localhost"}
+    )
+    with (
+        page_server(paths.cert, paths.key, port) as browser,
+        chromium(f"https://127.0.0.1:{port}/?{query}", tmp_path / "chromium", paths.cert),
+    ):
+        browser.wait_event("disconnected")
+        wait_for(
+            lambda: f"origin not allowed: 'https://127.0.0.1:{port}'" in server.log_text(),
+            deadline=DEADLINE,
+            what="the refusal logged",
+        )
+        assert not [e for e in browser.events() if e.startswith(("registered", "connected"))]
+
+
 def test_websocket_register_with_digest_binds_the_connection(server: VoipsecServer) -> None:
     with WsSipClient(wss_port(server), server.ca, origin=PAGE_ORIGIN) as client:
         assert client.ws.subprotocol == "sip"
@@ -155,7 +179,9 @@ def test_websocket_foreign_origin_is_refused(server: VoipsecServer) -> None:
     """Cross-site WebSocket hijacking: a page of another site gets 403, no upgrade."""
     assert _refused(server, origin="https://evil.example") == 403
     wait_for(
-        lambda: "handshake refused: origin not allowed" in server.log_text(),
+        lambda: (
+            "handshake refused: origin not allowed: 'https://evil.example'" in server.log_text()
+        ),
         deadline=DEADLINE,
         what="the refusal logged",
     )
@@ -226,3 +252,37 @@ def _answer(request: Request, status: int, reason: str) -> bytes:
         "",
     ]
     return "\r\n".join(lines).encode()
+
+
+def test_websocket_connections_meet_the_tls_limits(tmp_path: Path) -> None:
+    """Per-source limit and handshake time limit of TLS hold for WSS: a third WebSocket
+    from one address is closed before its handshake, and a TLS connection that never
+    sends its Upgrade is dropped after tls.handshake_timeout."""
+    tls_port, port = free_port(), free_port()
+    limited = prepare(
+        tmp_path / "data",
+        port=tls_port,
+        settings=[
+            ("sip.listen", f'["tls:127.0.0.1:{tls_port}", "wss:127.0.0.1:{port}"]'),
+            ("tls.max_connections_per_ip", "2"),
+            ("tls.handshake_timeout", "1.0"),
+        ],
+    )
+    with serving(limited) as running:
+        with ws_connect(port, running.ca), ws_connect(port, running.ca):
+            with pytest.raises((OSError, ssl.SSLError)), ws_connect(port, running.ca):
+                pass
+            wait_for(
+                lambda: "refused connection from 127.0.0.1" in running.log_text(),
+                deadline=DEADLINE,
+                what="the refusal logged",
+            )
+        ctx = ssl.create_default_context(cafile=str(running.ca))
+        raw = socket.create_connection(("127.0.0.1", port), timeout=DEADLINE)
+        with ctx.wrap_socket(raw, server_hostname="localhost") as silent:
+            assert silent.recv(10) == b""  # dropped by the server, no Upgrade in time
+        wait_for(
+            lambda: "no upgrade in time" in running.log_text(),
+            deadline=DEADLINE,
+            what="the timeout logged",
+        )

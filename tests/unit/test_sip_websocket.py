@@ -24,6 +24,7 @@ from voipsec.config.checks import check_origin
 from voipsec.sip.websocket import (
     CLOSE_TOO_BIG,
     MAX_HANDSHAKE_BYTES,
+    MAX_LOGGED_ORIGIN,
     MAX_WS_MESSAGE,
     WebSocketOutcome,
     WebSocketSession,
@@ -87,14 +88,14 @@ def test_websocket_handshake_foreign_origin_gets_403() -> None:
     session = WebSocketSession(origins=ORIGINS)
     outcome = session.receive(data)
     assert outcome.send.startswith(b"HTTP/1.1 403 Forbidden\r\n")
-    assert outcome.close and outcome.refused == "origin not allowed"
+    assert outcome.close and outcome.refused == "origin not allowed: 'https://evil.example'"
     assert not session.upgraded
 
 
 def test_websocket_handshake_default_refuses_every_browser() -> None:
     _, data = handshake()
     outcome = WebSocketSession(origins=frozenset()).receive(data)
-    assert outcome.refused == "origin not allowed"
+    assert outcome.refused == f"origin not allowed: {PAGE!r}"
 
 
 def test_websocket_handshake_two_origins_refused() -> None:
@@ -256,3 +257,10 @@ def test_websocket_origins_setting_default_empty_and_lower_cased(tmp_path: Path)
     assert load(path).sip.websocket_origins == ["https://phone.example.com"]
     path.write_text("")
     assert load(path).sip.websocket_origins == []
+
+
+def test_websocket_refused_origin_logged_cut_and_escaped() -> None:
+    origin = "https://" + "a" * 200 + "\x1b[31m"
+    _, data = handshake(origin=origin)
+    outcome = WebSocketSession(origins=ORIGINS).receive(data)
+    assert outcome.refused == f"origin not allowed: {origin[:MAX_LOGGED_ORIGIN]!r}"

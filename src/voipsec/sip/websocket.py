@@ -50,6 +50,9 @@ MAX_WS_MESSAGE = MAX_MESSAGE_SIZE
 #: large_client_header_buffers line and Apache's LimitRequestFieldSize.
 MAX_HANDSHAKE_BYTES = 8_192
 
+#: Characters of a refused Origin written to the log (a real one is under 100).
+MAX_LOGGED_ORIGIN = 120
+
 #: Close codes (RFC 6455 §7.4.1).
 CLOSE_NORMAL = 1000
 CLOSE_TOO_BIG = 1009
@@ -103,8 +106,9 @@ def check_handshake(request: Request, allowed: frozenset[str]) -> None:
     if len(origins) > 1:
         raise WebSocketRefusal(403, "more than one Origin")
     origin = origins[0].decode("latin-1") if origins else None
-    if not origin_allowed(origin, allowed):
-        raise WebSocketRefusal(403, "origin not allowed")
+    if origin is not None and not origin_allowed(origin, allowed):
+        # The log names the page (repr: no control characters reach the log).
+        raise WebSocketRefusal(403, f"origin not allowed: {origin[:MAX_LOGGED_ORIGIN]!r}")
 
 
 def http_refusal(status: int) -> bytes:
@@ -249,6 +253,7 @@ class WebSocketSession:
 __all__ = [
     "CLOSE_TOO_BIG",
     "MAX_HANDSHAKE_BYTES",
+    "MAX_LOGGED_ORIGIN",
     "MAX_WS_MESSAGE",
     "SUBPROTOCOL",
     "WebSocketOutcome",
