@@ -9,6 +9,7 @@ the test for what a browser never sends; baresip calls users registered over WSS
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import ssl
 import urllib.parse
@@ -18,6 +19,9 @@ from typing import Any
 
 import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import AcceptConnection, TextMessage
+from wsproto.events import Request as WsRequest
 
 from tests.conftest import ALICE, BOB
 from tests.peers.baresip import Baresip, account_line, free_sip_ports
@@ -150,6 +154,14 @@ def test_websocket_register_with_digest_binds_the_connection(server: VoipsecServ
         assert bindings[0]["contact"] == f"sip:alice@{CLIENT_HOST};transport=ws"
 
 
+def test_websocket_crlf_keepalive_is_answered(server: VoipsecServer) -> None:
+    """SIP.js's keep-alive over WebSocket: CRLFCRLF in a message, CRLF back."""
+    with ws_connect(wss_port(server), server.ca) as ws:
+        ws.send("\r\n\r\n")
+        assert ws.recv(timeout=DEADLINE) == "\r\n"
+        ws.ping(b"alive").wait(DEADLINE)  # RFC 6455 §5.5.2: the pong comes back
+
+
 def test_websocket_wrong_password_is_refused(server: VoipsecServer) -> None:
     with WsSipClient(wss_port(server), server.ca) as client:
         assert client.register("bob", "not-bobs-password", algorithm="MD5").status == 403
@@ -255,9 +267,10 @@ def _answer(request: Request, status: int, reason: str) -> bytes:
 
 
 def test_websocket_connections_meet_the_tls_limits(tmp_path: Path) -> None:
-    """Per-source limit and handshake time limit of TLS hold for WSS: a third WebSocket
-    from one address is closed before its handshake, and a TLS connection that never
-    sends its Upgrade is dropped after tls.handshake_timeout."""
+    """Per-source limit, handshake and message time limits of TLS hold for WSS: a third
+    WebSocket from one address is closed before its handshake, a TLS connection that
+    never sends its Upgrade is dropped after tls.handshake_timeout, and a message left
+    in fragments is cut off after tls.message_timeout (slowloris)."""
     tls_port, port = free_port(), free_port()
     limited = prepare(
         tmp_path / "data",
@@ -266,6 +279,7 @@ def test_websocket_connections_meet_the_tls_limits(tmp_path: Path) -> None:
             ("sip.listen", f'["tls:127.0.0.1:{tls_port}", "wss:127.0.0.1:{port}"]'),
             ("tls.max_connections_per_ip", "2"),
             ("tls.handshake_timeout", "1.0"),
+            ("tls.message_timeout", "1.0"),
         ],
     )
     with serving(limited) as running:
@@ -286,3 +300,24 @@ def test_websocket_connections_meet_the_tls_limits(tmp_path: Path) -> None:
             deadline=DEADLINE,
             what="the timeout logged",
         )
+        with _upgraded_raw(port, running.ca) as (sock, client):
+            sock.sendall(client.send(TextMessage(data="REGISTER", message_finished=False)))
+            assert sock.recv(10) == b""  # aborted: the message never completed
+        wait_for(
+            lambda: "message incomplete too long" in running.log_text(),
+            deadline=DEADLINE,
+            what="the slow message logged",
+        )
+
+
+@contextlib.contextmanager
+def _upgraded_raw(port: int, ca: Path) -> Iterator[tuple[ssl.SSLSocket, WSConnection]]:
+    """A WebSocket driven frame by frame (wsproto's client) over a TLS socket."""
+    ctx = ssl.create_default_context(cafile=str(ca))
+    raw = socket.create_connection(("127.0.0.1", port), timeout=DEADLINE)
+    with ctx.wrap_socket(raw, server_hostname="localhost") as sock:
+        client = WSConnection(ConnectionType.CLIENT)
+        sock.sendall(client.send(WsRequest(host="localhost", target="/", subprotocols=["sip"])))
+        while not any(isinstance(e, AcceptConnection) for e in client.events()):
+            client.receive_data(sock.recv(4096))
+        yield sock, client

@@ -150,9 +150,9 @@ def test_websocket_text_and_binary_frames_are_one_message_each() -> None:
 def test_websocket_fragments_reassembled() -> None:
     client, session = upgraded()
     first = session.receive(client.send(TextMessage(data=REGISTER[:10], message_finished=False)))
-    assert first.messages == ()
+    assert first.messages == () and session.buffered
     second = session.receive(client.send(TextMessage(data=REGISTER[10:])))
-    assert second.messages == (REGISTER.encode(),)
+    assert second.messages == (REGISTER.encode(),) and not session.buffered
 
 
 def test_websocket_message_at_the_limit_passes() -> None:

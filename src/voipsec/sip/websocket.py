@@ -150,6 +150,11 @@ class WebSocketSession:
             return self._refuse(400, "malformed handshake")
         return outcome
 
+    @property
+    def buffered(self) -> bool:
+        """True while a message is only partly received (its fragments so far)."""
+        return bool(self._parts)
+
     def frame(self, message: bytes) -> bytes:
         """One outgoing SIP message as one text frame (RFC 7118 §5: SIP is UTF-8
         text; browsers' SIP stacks read text frames); b"" once the session is over."""

@@ -30,6 +30,8 @@ log = logging.getLogger("voipsec.transport")
 
 #: The transport name of SIP over secure WebSocket (Via "WSS", RFC 7118 §5).
 WSS = "wss"
+#: The answer to a CRLFCRLF keep-alive message (RFC 5626 §4.4.1), in its own frame.
+KEEPALIVE_PONG = b"\r\n"
 
 
 class WebSocketProtocol(StreamProtocol):
@@ -60,6 +62,9 @@ class WebSocketProtocol(StreamProtocol):
             return
         self.last_activity = time.monotonic()
         outcome = self._session.receive(data)
+        # A message still in fragments must complete in time, as on TLS (slowloris).
+        now = self.last_activity
+        self.partial_since = (self.partial_since or now) if self._session.buffered else None
         if self._session.upgraded and self._upgrade_timer is not None:
             self._upgrade_timer.cancel()
             self._upgrade_timer = None
@@ -69,6 +74,10 @@ class WebSocketProtocol(StreamProtocol):
         self._outbox = []
         try:
             for message in outcome.messages:
+                if not message.strip(b"\r\n"):
+                    # RFC 5626 §4.4.1 keep-alive, as SIP.js sends it over WebSocket too.
+                    self.send(KEEPALIVE_PONG)
+                    continue
                 self._sink.on_stream_message(self, message)
                 if self._closing:
                     return
@@ -118,4 +127,4 @@ class WebSocketProtocol(StreamProtocol):
             self.abort()
 
 
-__all__ = ["WSS", "WebSocketProtocol"]
+__all__ = ["KEEPALIVE_PONG", "WSS", "WebSocketProtocol"]
