@@ -10,6 +10,7 @@ the test for what a browser never sends; baresip calls users registered over WSS
 from __future__ import annotations
 
 import contextlib
+import json
 import socket
 import ssl
 import urllib.parse
@@ -26,6 +27,7 @@ from wsproto.events import Request as WsRequest
 from tests.conftest import ALICE, BOB
 from tests.peers.baresip import Baresip, account_line, free_sip_ports
 from tests.peers.jssip import chromium, page_server
+from tests.peers.metrics import scrape
 from tests.peers.proc import free_port, wait_for
 from tests.peers.voipsec import VoipsecServer, prepare, serving
 from tests.peers.wsclient import CLIENT_HOST, WsSipClient, ws_connect
@@ -38,6 +40,7 @@ pytestmark = pytest.mark.peers
 DEADLINE = 15.0
 #: A page origin the server lets in (the JsSIP page's is the other).
 PAGE_ORIGIN = "https://127.0.0.1:8443"
+METRICS_TOKEN = "metrics-token-wss-51"
 #: The user of the JsSIP phone.
 CAROL = ("carol", "carol-secret-333")
 
@@ -45,7 +48,7 @@ CAROL = ("carol", "carol-secret-333")
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VoipsecServer]:
     data = tmp_path_factory.mktemp("wss") / "data"
-    tls_port, wss_port, page_port = free_port(), free_port(), free_port()
+    tls_port, wss_port, page_port, metrics_port = (free_port() for _ in range(4))
     prepared = prepare(
         data,
         users=[ALICE, BOB, CAROL],
@@ -59,11 +62,14 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VoipsecServer]:
             # baresip 1.0.0 (the caller) fails on any SHA-256 challenge and JsSIP answers
             # MD5 only: this server challenges with MD5 alone (docs/webrtc.md).
             ("auth.algorithms", '["MD5"]'),
+            ("metrics.listen", f'"127.0.0.1:{metrics_port}"'),
+            ("metrics.token", json.dumps(METRICS_TOKEN)),
         ],
     )
     with serving(prepared) as running:
         running.wss_port = wss_port  # type: ignore[attr-defined]
         running.page_port = page_port  # type: ignore[attr-defined]
+        running.metrics_port = metrics_port  # type: ignore[attr-defined]
         yield running
 
 
@@ -188,7 +194,8 @@ def test_websocket_call_reaches_the_wss_user_over_its_connection(
 
 
 def test_websocket_foreign_origin_is_refused(server: VoipsecServer) -> None:
-    """Cross-site WebSocket hijacking: a page of another site gets 403, no upgrade."""
+    """Cross-site WebSocket hijacking: a page of another site gets 403, no upgrade;
+    logged and counted in /metrics (sip_websocket_refused)."""
     assert _refused(server, origin="https://evil.example") == 403
     wait_for(
         lambda: (
@@ -197,6 +204,7 @@ def test_websocket_foreign_origin_is_refused(server: VoipsecServer) -> None:
         deadline=DEADLINE,
         what="the refusal logged",
     )
+    _counted(server, "voipsec_sip_websocket_refused", "handshake refused: ")
 
 
 def test_websocket_without_sip_subprotocol_is_refused(server: VoipsecServer) -> None:
@@ -209,7 +217,8 @@ def test_websocket_without_sip_subprotocol_is_refused(server: VoipsecServer) -> 
 
 
 def test_websocket_oversized_message_closes_the_connection(server: VoipsecServer) -> None:
-    """One byte over MAX_WS_MESSAGE, sent in fragments: closed with 1009, logged."""
+    """One byte over MAX_WS_MESSAGE, sent in fragments: closed with 1009, logged and
+    counted in /metrics (sip_websocket_broken)."""
     half = MAX_WS_MESSAGE // 2 + 1
     with ws_connect(wss_port(server), server.ca) as ws, pytest.raises(ConnectionClosed) as closed:
         ws.send(iter(["R" * half, "R" * half]))
@@ -220,6 +229,7 @@ def test_websocket_oversized_message_closes_the_connection(server: VoipsecServer
         deadline=DEADLINE,
         what="the close logged",
     )
+    _counted(server, "voipsec_sip_websocket_broken", "closed: ")
 
 
 def test_websocket_oversized_handshake_is_refused(server: VoipsecServer) -> None:
@@ -236,6 +246,19 @@ def test_websocket_plain_tls_without_upgrade_is_closed(server: VoipsecServer) ->
         while chunk := sock.recv(4096):
             answer += chunk
     assert answer.startswith(b"HTTP/1.1 400 "), answer
+
+
+def _counted(server: VoipsecServer, gauge: str, logged: str) -> None:
+    """/metrics ``gauge`` comes to the number of "websocket from ... <logged>" lines in
+    the log (the gauges are published every second, summed over the workers)."""
+    port: int = server.metrics_port  # type: ignore[attr-defined]
+
+    def agree() -> bool:
+        lines = [x for x in server.log_text().splitlines() if "websocket from" in x]
+        count = sum(logged in x for x in lines)
+        return count > 0 and scrape(port, server.ca, METRICS_TOKEN)[(gauge, ())] == count
+
+    wait_for(agree, deadline=DEADLINE, what=f"{gauge} to count every {logged!r}")
 
 
 def _refused(server: VoipsecServer, **options: Any) -> int:

@@ -38,7 +38,7 @@ from ..transport.udp import (
     receive_drops,
     size_buffers,
 )
-from ..transport.websocket import WebSocketProtocol
+from ..transport.websocket import WebSocketCounts, WebSocketProtocol
 
 log = logging.getLogger("voipsec.sip")
 
@@ -89,6 +89,8 @@ class Listeners:
         self._udp: list[asyncio.DatagramTransport] = []
         #: What the kernel granted the (last) UDP listener's socket buffers.
         self.udp_buffers: BufferSizes | None = None
+        #: Refused and broken WebSockets of every wss listener (for /metrics).
+        self.websocket = WebSocketCounts()
 
     async def start(self) -> None:
         """Bind every SIP listener, then STUN/TURN."""
@@ -178,6 +180,7 @@ class Listeners:
             slot,
             origins=frozenset(self.config.sip.websocket_origins),
             upgrade_timeout=self.config.tls.handshake_timeout,
+            counts=self.websocket,
         )
 
     async def _start_turn(self) -> None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import dataclass
 
 from ..sip.errors import FramingError
 from ..sip.websocket import WebSocketOutcome, WebSocketSession
@@ -34,6 +35,17 @@ WSS = "wss"
 KEEPALIVE_PONG = b"\r\n"
 
 
+@dataclass(slots=True)
+class WebSocketCounts:
+    """A listener's WebSocket failures since start (the /metrics gauges
+    ``sip_websocket_refused`` and ``sip_websocket_broken``)."""
+
+    #: Handshakes refused: Origin, no sip subprotocol, too large, not an Upgrade.
+    refused: int = 0
+    #: Upgraded connections closed for a broken limit or a protocol error.
+    broken: int = 0
+
+
 class WebSocketProtocol(StreamProtocol):
     """One WSS connection: TLS, an HTTP Upgrade, then one SIP message per frame."""
 
@@ -45,11 +57,13 @@ class WebSocketProtocol(StreamProtocol):
         *,
         origins: frozenset[str],
         upgrade_timeout: float,
+        counts: WebSocketCounts,
     ) -> None:
         super().__init__(sink, table, WSS, slot)
         self._session = WebSocketSession(origins=origins)
         self._upgrade_timeout = upgrade_timeout
         self._upgrade_timer: asyncio.TimerHandle | None = None
+        self._counts = counts
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -115,6 +129,10 @@ class WebSocketProtocol(StreamProtocol):
         problem = outcome.refused or outcome.error
         if problem is not None:
             what = "handshake refused" if outcome.refused else "closed"
+            if outcome.refused:
+                self._counts.refused += 1
+            else:
+                self._counts.broken += 1
             log.info("websocket from %s:%d %s: %s", *self.peer, what, problem)
             self._closing = True
             self._sink.on_framing_error(self, b"", FramingError(400, f"websocket: {problem}"))
@@ -127,4 +145,4 @@ class WebSocketProtocol(StreamProtocol):
             self.abort()
 
 
-__all__ = ["KEEPALIVE_PONG", "WSS", "WebSocketProtocol"]
+__all__ = ["KEEPALIVE_PONG", "WSS", "WebSocketCounts", "WebSocketProtocol"]
