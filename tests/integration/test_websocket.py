@@ -41,8 +41,9 @@ DEADLINE = 15.0
 #: A page origin the server lets in (the JsSIP page's is the other).
 PAGE_ORIGIN = "https://127.0.0.1:8443"
 METRICS_TOKEN = "metrics-token-wss-51"
-#: The user of the JsSIP phone.
+#: The user of the JsSIP phone, and one only the WebSocket registration test uses.
 CAROL = ("carol", "carol-secret-333")
+DAVE = ("dave", "dave-secret-4444")
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +52,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VoipsecServer]:
     tls_port, wss_port, page_port, metrics_port = (free_port() for _ in range(4))
     prepared = prepare(
         data,
-        users=[ALICE, BOB, CAROL],
+        users=[ALICE, BOB, CAROL, DAVE],
         port=tls_port,
         settings=[
             ("sip.listen", f'["tls:127.0.0.1:{tls_port}", "wss:127.0.0.1:{wss_port}"]'),
@@ -152,12 +153,29 @@ def test_websocket_jssip_from_a_foreign_origin_is_refused(
 def test_websocket_register_with_digest_binds_the_connection(server: VoipsecServer) -> None:
     with WsSipClient(wss_port(server), server.ca, origin=PAGE_ORIGIN) as client:
         assert client.ws.subprotocol == "sip"
-        assert client.register(*ALICE, algorithm="MD5").status == 200
+        assert client.register(*DAVE, algorithm="MD5").status == 200
         local = client.ws.socket.getsockname()
         # RFC 7118 §5: reachable only over this connection, which the binding names.
-        bindings = server.wait_bindings("alice", 1)
+        bindings = server.wait_bindings("dave", 1)
         assert bindings[0]["source"] == f"wss:127.0.0.1:{local[1]}", bindings
-        assert bindings[0]["contact"] == f"sip:alice@{CLIENT_HOST};transport=ws"
+        assert bindings[0]["contact"] == f"sip:dave@{CLIENT_HOST};transport=ws"
+
+
+def test_websocket_contact_is_gone_with_its_connection(
+    server: VoipsecServer, tmp_path: Path
+) -> None:
+    """RFC 7118 §5: a WebSocket contact is reachable over its connection only. bob
+    registers over WSS and closes it; baresip's call to bob then gets 480, nothing is
+    sent anywhere else."""
+    with WsSipClient(wss_port(server), server.ca) as bob:
+        assert bob.register(*BOB, algorithm="MD5").status == 200
+        source = f"wss:127.0.0.1:{bob.ws.socket.getsockname()[1]}"
+    with caller_phone(server, tmp_path) as caller:
+        caller.wait_event("REGISTER_OK", deadline=DEADLINE)
+        caller.send("dial", "sip:bob@localhost")
+        closed = caller.wait_event("CALL_CLOSED", deadline=DEADLINE)
+        assert "480" in str(closed.get("param")), closed
+    assert source in {str(b["source"]) for b in server.bindings("bob")}
 
 
 def test_websocket_crlf_keepalive_is_answered(server: VoipsecServer) -> None:
