@@ -201,6 +201,13 @@ def test_websocket_frame_is_one_text_frame_and_nothing_before_upgrade() -> None:
     assert WebSocketSession(origins=ORIGINS).frame(b"x") == b""
 
 
+def test_websocket_frame_not_utf8_goes_binary_unaltered() -> None:
+    client, session = upgraded()
+    message = b"MESSAGE sip:a@b SIP/2.0\r\nContent-Length: 2\r\n\r\n\xff\xfe"
+    client.receive_data(session.frame(message))
+    assert next(client.events()) == BytesMessage(data=message)
+
+
 def test_websocket_close_frame_once() -> None:
     client, session = upgraded()
     client.receive_data(session.close_frame())
@@ -264,3 +271,9 @@ def test_websocket_refused_origin_logged_cut_and_escaped() -> None:
     _, data = handshake(origin=origin)
     outcome = WebSocketSession(origins=ORIGINS).receive(data)
     assert outcome.refused == f"origin not allowed: {origin[:MAX_LOGGED_ORIGIN]!r}"
+
+
+def test_websocket_zones_hear_wss_by_default(tmp_path: Path) -> None:
+    path = tmp_path / "voipsec.toml"
+    path.write_text('[[zones]]\nname = "office"\ncidrs = ["10.0.0.0/8"]\n')
+    assert "wss" in load(path).zones[0].transports

@@ -156,13 +156,20 @@ class WebSocketSession:
         return bool(self._parts)
 
     def frame(self, message: bytes) -> bytes:
-        """One outgoing SIP message as one text frame (RFC 7118 §5: SIP is UTF-8
-        text; browsers' SIP stacks read text frames); b"" once the session is over."""
+        """One outgoing SIP message in one frame (RFC 7118 §5): text, which browsers'
+        SIP stacks read, unless it is not UTF-8 (a binary body): then binary, unaltered.
+        b"" before the upgrade and once the session is over."""
         if not self.upgraded or self.finished:
             return b""
         try:
-            return self._ws.send(TextMessage(data=message.decode("utf-8", "replace")))
-        except LocalProtocolError:
+            text = message.decode("utf-8")
+        except UnicodeDecodeError:
+            event: TextMessage | BytesMessage = BytesMessage(data=message)
+        else:
+            event = TextMessage(data=text)
+        try:
+            return self._ws.send(event)
+        except LocalProtocolError:  # the peer is closing: nothing more goes out
             return b""
 
     def close_frame(self, code: int = CLOSE_NORMAL) -> bytes:
