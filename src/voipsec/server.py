@@ -842,6 +842,9 @@ class Server:
         cdr = self.calls.cdr.statistics()
         metrics.set_gauge("cdr_writes_pending", cdr.pending)
         metrics.set_gauge("cdr_writes_dropped", cdr.overflowed)
+        # Each worker's own wss connections, summed at /metrics (docs/webrtc.md).
+        metrics.set_gauge("sip_websocket_refused", self.listeners.websocket.refused)
+        metrics.set_gauge("sip_websocket_broken", self.listeners.websocket.broken)
         self._update_udp_gauges()
 
     def _update_udp_gauges(self) -> None:

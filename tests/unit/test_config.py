@@ -85,7 +85,10 @@ def test_config_values_are_read(tmp_path: Path) -> None:
         ("tls:127.0.0.1:0", "'tls:127.0.0.1:0': port must be 1-65535"),
         ("tls:127.0.0.1:65536", "'tls:127.0.0.1:65536': port must be 1-65535"),
         ("tls:127.0.0.1", "'tls:127.0.0.1': host must be an IP address"),
-        ("sctp:127.0.0.1:5060", "'sctp:127.0.0.1:5060': transport must be one of tls, tcp, udp"),
+        (
+            "sctp:127.0.0.1:5060",
+            "'sctp:127.0.0.1:5060': transport must be one of tls, tcp, udp, wss",
+        ),
     ],
 )
 def test_config_bad_listen_is_one_exact_line(tmp_path: Path, listen: str, problem: str) -> None:

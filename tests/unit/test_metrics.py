@@ -209,7 +209,8 @@ def test_metrics_unknown_gauge_is_a_value_error() -> None:
         "unknown gauge 'calls'; known: active_bans, active_calls, cdr_writes_dropped, "
         "cdr_writes_pending, media_sessions, registered_contacts, sip_2xx_unacknowledged, "
         "sip_transactions, sip_udp_receive_buffer_bytes, sip_udp_receive_drops, "
-        "sip_udp_send_buffer_bytes, tls_connections"
+        "sip_udp_send_buffer_bytes, sip_websocket_broken, sip_websocket_refused, "
+        "tls_connections"
     )
 
 

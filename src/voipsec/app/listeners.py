@@ -1,4 +1,4 @@
-"""The listeners of ``voipsec serve``: SIP on UDP, TCP and TLS, and STUN/TURN.
+"""The listeners of ``voipsec serve``: SIP on UDP, TCP, TLS and WSS, and STUN/TURN.
 
 Opens every ``[sip]`` listener with its DSCP marking and TLS context, hands what they
 receive to the SIP service (the transports' ``MessageSink``/``DatagramSink``), starts
@@ -28,7 +28,7 @@ from ..pki.ca import CaPaths, ServerPaths, warn_if_expiring
 from ..pki.tls import server_context
 from ..qos import set_dscp
 from ..storage import Store
-from ..transport.connections import ConnectionTable, Flow
+from ..transport.connections import ConnectionTable, Flow, Slot
 from ..transport.stream import MessageSink, StreamListener
 from ..transport.udp import (
     BufferSizes,
@@ -38,6 +38,7 @@ from ..transport.udp import (
     receive_drops,
     size_buffers,
 )
+from ..transport.websocket import WebSocketCounts, WebSocketProtocol
 
 log = logging.getLogger("voipsec.sip")
 
@@ -88,6 +89,8 @@ class Listeners:
         self._udp: list[asyncio.DatagramTransport] = []
         #: What the kernel granted the (last) UDP listener's socket buffers.
         self.udp_buffers: BufferSizes | None = None
+        #: Refused and broken WebSockets of every wss listener (for /metrics).
+        self.websocket = WebSocketCounts()
 
     async def start(self) -> None:
         """Bind every SIP listener, then STUN/TURN."""
@@ -137,13 +140,16 @@ class Listeners:
 
     async def _start_stream(self, listen: Listen) -> None:
         ssl_ctx = None
-        if listen.transport == "tls":
+        if listen.transport in ("tls", "wss"):
             server_paths = ServerPaths.in_dir(self.data_dir)
+            # A browser asked for a client certificate may prompt its user: WSS asks
+            # for none, its clients authenticate with digest (docs/webrtc.md).
+            client_cert = listen.client_cert or self.config.tls.client_cert
             ssl_ctx = server_context(
                 cert=server_paths.cert,
                 key=server_paths.key,
                 client_ca=CaPaths.in_dir(self.data_dir).cert,
-                client_cert=listen.client_cert or self.config.tls.client_cert,
+                client_cert="off" if listen.transport == "wss" else client_cert,
                 min_version=self.config.tls.min_version,
                 session_tickets=self.config.tls.session_tickets,
             )
@@ -158,12 +164,24 @@ class Listeners:
             handshake_timeout=self.config.tls.handshake_timeout,
             # A peer that never answers our close_notify must not hold the socket long.
             shutdown_timeout=TLS_SHUTDOWN_TIMEOUT,
+            protocol=self._websocket if listen.transport == "wss" else None,
         )
         listener.start(listen.host, listen.port, backlog=1024, reuse_port=self.shared)
         self._streams.append(listener)
         if listener.listening_socket is not None:
             # Accepted connections inherit the listening socket's TOS byte on Linux.
             set_dscp(listener.listening_socket, self.config.sip.dscp)
+
+    def _websocket(self, slot: Slot) -> WebSocketProtocol:
+        """A WSS connection: the Upgrade must finish within the TLS handshake time."""
+        return WebSocketProtocol(
+            self.sink,
+            self.connections,
+            slot,
+            origins=frozenset(self.config.sip.websocket_origins),
+            upgrade_timeout=self.config.tls.handshake_timeout,
+            counts=self.websocket,
+        )
 
     async def _start_turn(self) -> None:
         """STUN/TURN on [turn] listen (default 127.0.0.1:3478, UDP and TCP)."""

@@ -27,6 +27,7 @@ from pydantic import (
 
 from .checks import (
     MAX_EMAIL_RECIPIENTS,
+    WebOrigin,
     check_email_address,
     check_sdp_attribute_names,
     check_url,
@@ -35,7 +36,8 @@ from .checks import (
 
 CONFIG_NAME = "voipsec.toml"
 
-TRANSPORTS = ("tls", "tcp", "udp")
+TRANSPORTS = ("tls", "tcp", "udp", "wss")
+ZoneTransport = Literal["tls", "tcp", "udp", "wss"]
 
 
 #: At most this many signaling or relay processes (sip.workers, media.workers).
@@ -136,6 +138,7 @@ class SipSection(_Section):
     workers: Annotated[int, Field(ge=0, le=MAX_WORKERS)] = 0
     #: Socket buffer bytes asked for on each UDP listener (receive and send).
     udp_buffer: Annotated[int, Field(ge=MIN_UDP_BUFFER, le=MAX_UDP_BUFFER)] = DEFAULT_UDP_BUFFER
+    websocket_origins: list[WebOrigin] = Field(default_factory=list)
 
     def worker_count(self) -> int:
         """How many signaling processes ``serve`` runs (0 resolved to the cores)."""
@@ -305,8 +308,8 @@ class ZoneSection(_Section):
     rate_ban: Annotated[int, Field(ge=1, le=31_536_000)] = 300
     methods: list[str] = Field(default_factory=list)
     may_register: bool = True
-    transports: list[Literal["tls", "tcp", "udp"]] = Field(
-        default_factory=lambda: list[Literal["tls", "tcp", "udp"]](["tls", "tcp", "udp"])
+    transports: list[ZoneTransport] = Field(
+        default_factory=lambda: list[ZoneTransport](["tls", "tcp", "udp", "wss"])
     )
     #: Phones of this zone may name any address of its CIDRs in SDP, not only their own.
     media_in_zone: bool = False
@@ -649,6 +652,8 @@ workers = 0
 # The kernel grants at most net.core.rmem_max / wmem_max (more as root); the log
 # says what it granted. Too small a buffer drops datagrams under load.
 udp_buffer = 4194304
+# Pages ("https://host:port") that may use a "wss:" listener; none: 403 (docs/webrtc.md).
+websocket_origins = []
 
 [tls]
 # Client certificates: "required" | "optional" | "off"; checked against voipsec's CA.
@@ -763,7 +768,7 @@ rate_window = 2.0
 rate_ban = 300
 methods = []          # empty: every method
 may_register = true
-transports = ["tls", "tcp", "udp"]
+transports = ["tls", "tcp", "udp", "wss"]
 media_in_zone = false  # true: SDP may name any address of the zone, not only the phone's
 
 [calls]

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from typing import Annotated
 from urllib.parse import urlsplit
+
+from pydantic import AfterValidator
 
 __all__ = [
     "MAX_EMAIL_ADDRESS",
@@ -19,7 +22,9 @@ __all__ = [
     "MAX_SDP_ALLOW_ATTRIBUTES",
     "POSTGRES_SCHEMES",
     "SDP_NEVER_CROSSING",
+    "WebOrigin",
     "check_email_address",
+    "check_origin",
     "check_sdp_attribute_names",
     "check_url",
     "never_crossing",
@@ -157,3 +162,19 @@ def check_sdp_attribute_names(names: list[str]) -> list[str]:
                 f"{name!r} never crosses: it names an endpoint's address or the relay's own"
             )
     return names
+
+
+# -- WebSocket origins (sip.websocket_origins) -----------------------------------------
+
+
+def check_origin(text: str) -> str:
+    """A web origin as browsers send it (RFC 6454 §6.1): ``https://host[:port]``,
+    lower-cased; no path, no trailing slash, no wildcard (each page is named)."""
+    origin = text.lower()
+    if re.fullmatch(r"https?://([a-z0-9.-]+|\[[0-9a-f:.]+\])(:[0-9]{1,5})?", origin) is None:
+        raise ValueError(f"{text!r} is not an origin like https://example.com or https://host:8443")
+    return origin
+
+
+#: One entry of sip.websocket_origins, checked and lower-cased when the file is loaded.
+WebOrigin = Annotated[str, AfterValidator(check_origin)]

@@ -125,6 +125,10 @@ GAUGES = {
     "sip_udp_send_buffer_bytes": "Send buffer the kernel granted a SIP UDP listener.",
     "sip_2xx_unacknowledged": "2xx to INVITE resent over UDP for 64*T1 and never ACKed "
     "since start (the call was ended, RFC 3261 §13.3.1.4).",
+    "sip_websocket_refused": "WebSocket handshakes refused since start (Origin, no sip "
+    "subprotocol, too large, not an Upgrade: docs/webrtc.md).",
+    "sip_websocket_broken": "SIP WebSockets closed since start for a message too big or "
+    "a protocol error.",
 }
 
 #: Gauges of state every signaling worker holds whole (bans and bindings are

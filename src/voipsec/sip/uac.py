@@ -48,7 +48,9 @@ class LocalAddress:
         host = f"[{self.host}]" if ":" in self.host else self.host
         if secure:
             return f"<sips:{user}@{host}:{self.port}>"
-        return f"<sip:{user}@{host}:{self.port};transport={self.transport}>"
+        # RFC 7118 §5: the URI parameter is "ws" for WS and WSS alike (Via says WSS).
+        param = "ws" if self.transport == "wss" else self.transport
+        return f"<sip:{user}@{host}:{self.port};transport={param}>"
 
 
 def make_request(

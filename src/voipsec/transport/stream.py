@@ -22,6 +22,7 @@ import logging
 import socket
 import ssl
 import time
+from collections.abc import Callable
 from typing import Protocol, cast
 
 from ..pki.identity import PeerIdentity, peer_identity
@@ -195,18 +196,25 @@ class StreamListener:
         ssl_context: ssl.SSLContext | None,
         handshake_timeout: float,
         shutdown_timeout: float,
+        protocol: Callable[[Slot], StreamProtocol] | None = None,
     ) -> None:
+        """``protocol``: builds the protocol of an admitted connection (WSS:
+        transport/websocket.py); None: a SIP stream (:class:`StreamProtocol`)."""
         self._sink = sink
         self._table = table
         self._name = transport_name
         self._ssl = ssl_context
         self._handshake_timeout = handshake_timeout
         self._shutdown_timeout = shutdown_timeout
+        self._protocol = protocol or self._stream_protocol
         self._sock: socket.socket | None = None
         self._accepting: asyncio.Task[None] | None = None
         self._handshakes: set[asyncio.Task[None]] = set()
         #: Handshakes that failed, timed out or were abandoned by the peer.
         self.handshakes_failed = 0
+
+    def _stream_protocol(self, slot: Slot) -> StreamProtocol:
+        return StreamProtocol(self._sink, self._table, self._name, slot)
 
     @property
     def listening_socket(self) -> socket.socket | None:
@@ -269,7 +277,7 @@ class StreamListener:
             }
         try:
             await loop.connect_accepted_socket(
-                lambda: StreamProtocol(self._sink, self._table, self._name, slot),
+                lambda: self._protocol(slot),
                 conn,
                 ssl=self._ssl,
                 **ssl_options,
