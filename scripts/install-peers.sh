@@ -21,6 +21,8 @@ have linphonec || need+=(linphone-cli)
 have dbus-daemon || need+=(dbus-daemon)
 have sox || need+=(sox)
 have gdbus || need+=(libglib2.0-bin)
+# SIP over WebSocket (issue 17): JsSIP runs in Debian's headless Chromium.
+have chromium || need+=(chromium)
 have ip || need+=(iproute2)
 # The CDR tests start their own PostgreSQL cluster from Debian's server binaries.
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql)
@@ -47,3 +49,6 @@ if ! grep -qs "\"version\": \"$HEP_JS_VERSION\"" "$hep_js/node_modules/hep-js/pa
     mkdir -p "$hep_js"
     npm install --prefix "$hep_js" --no-audit --no-fund --silent "hep-js@$HEP_JS_VERSION"
 fi
+
+# JsSIP (and esbuild to bundle it for a page), from the npm registry, into .cache/jssip.
+sh tests/peers/install_jssip.sh
