@@ -36,6 +36,7 @@ from types import TracebackType
 from typing import Any
 
 from .proc import DEFAULT_DEADLINE, free_port, require, stop, wait_for
+from .siptext import SipText
 
 MODULE_PATH = Path("/usr/lib/baresip/modules")
 #: Loaded in this order; enough to register, call and carry SRTP audio headless.
@@ -57,23 +58,13 @@ _TRACE = re.compile(
 
 
 @dataclass(frozen=True)
-class TraceEntry:
+class TraceEntry(SipText):
     """A SIP message baresip sent or received, as its ``-s`` trace printed it."""
 
     transport: str
     src: str
     dst: str
     text: str
-
-    @property
-    def start_line(self) -> str:
-        return self.text.split("\n", 1)[0]
-
-    def headers(self, name: str) -> list[str]:
-        """Values of header ``name`` (case-insensitive; no compact forms)."""
-        head = self.text.split("\n\n", 1)[0].split("\n")[1:]
-        prefix = name.lower() + ":"
-        return [h.split(":", 1)[1].strip() for h in head if h.lower().startswith(prefix)]
 
 
 class BaresipError(AssertionError):

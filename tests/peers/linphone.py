@@ -40,6 +40,7 @@ from pathlib import Path
 from types import TracebackType
 
 from .proc import DEFAULT_DEADLINE, free_port, require, stop, wait_for
+from .siptext import SipText
 
 #: linphonec's answer to a server asking for a client certificate it has none for.
 _CERT_PROMPT = re.compile(r"Password for \(null\) on \(null\): ")
@@ -64,22 +65,12 @@ _SIP_LOG = re.compile(
 
 
 @dataclass(frozen=True)
-class SipLogEntry:
+class SipLogEntry(SipText):
     """A SIP message linphonec sent (``sent``) to, or received from, ``peer``."""
 
     sent: bool
     peer: str
     text: str
-
-    @property
-    def start_line(self) -> str:
-        return self.text.split("\n", 1)[0]
-
-    def headers(self, name: str) -> list[str]:
-        """Values of header ``name`` (case-insensitive; no compact forms)."""
-        head = self.text.split("\n\n", 1)[0].split("\n")[1:]
-        prefix = name.lower() + ":"
-        return [h.split(":", 1)[1].strip() for h in head if h.lower().startswith(prefix)]
 
     @property
     def body(self) -> str:
