@@ -242,39 +242,37 @@ def test_mtls_cert_and_digest_demands_both(tmp_path: Path) -> None:
 RESUME_ATTEMPTS = 24
 
 
-def test_mtls_session_resumption_reported_as_reused(
-    tmp_path: Path, shared_server: VoipsecServer
-) -> None:
-    """TLS 1.2 sessions resume (a phone reconnecting after a network change skips the
-    full handshake). TLS 1.3 sends no session tickets by default (tls.session_tickets =
-    0, issue 16: PJSIP/GnuTLS phones lose the message after them), so a TLS 1.3 client
-    has nothing to resume: test_tls_policy.py shows both sides of that setting."""
+def test_mtls_session_resumption_reported_as_reused(tmp_path: Path) -> None:
+    """With tickets switched on (tls.session_tickets; the default 0 sends none, in TLS
+    1.3 or 1.2: test_tls_policy.py and tests/unit/test_pki_tls.py), a session resumes."""
+    prepared = prepare(tmp_path / "data", settings=[("tls.session_tickets", "2")])
     session = tmp_path / "session.pem"
-    first = s_client(
-        shared_server.host,
-        shared_server.port,
-        ca=shared_server.ca,
-        options=["-tls1_2", "-sess_out", str(session)],
-        send=OPTIONS,
-    )
-    assert _answered(first.output)
-    # With several signaling workers (docs/workers.md) a session resumes on the worker
-    # that issued its ticket (each worker's TLS context has its own ticket keys: the
-    # standard ssl module cannot share them), and the kernel spreads connections over
-    # the workers by source port: a bounded number of tries lands on it (1/2 each with
-    # two workers; one try with one worker).
-    outputs: list[str] = []
-    for _ in range(RESUME_ATTEMPTS):
-        second = s_client(
-            shared_server.host,
-            shared_server.port,
-            ca=shared_server.ca,
-            options=["-tls1_2", "-sess_in", str(session)],
+    with serving(prepared) as server:
+        first = s_client(
+            server.host,
+            server.port,
+            ca=server.ca,
+            options=["-tls1_3", "-sess_out", str(session)],
+            send=OPTIONS,
         )
-        outputs.append(second.output)
-        if "Reused, TLSv1.2" in second.output:
-            break
-    assert "Reused, TLSv1.2" in outputs[-1], outputs[-1]
+        assert _answered(first.output)
+        # With several signaling workers (docs/workers.md) a session resumes on the
+        # worker that issued its ticket (each worker's TLS context has its own ticket
+        # keys: the standard ssl module cannot share them), and the kernel spreads
+        # connections over the workers by source port: a bounded number of tries lands
+        # on it (1/2 each with two workers; one try with one worker).
+        outputs: list[str] = []
+        for _ in range(RESUME_ATTEMPTS):
+            second = s_client(
+                server.host,
+                server.port,
+                ca=server.ca,
+                options=["-tls1_3", "-sess_in", str(session)],
+            )
+            outputs.append(second.output)
+            if "Reused, TLSv1.3" in second.output:
+                break
+    assert "Reused, TLSv1.3" in outputs[-1], outputs[-1]
 
 
 def test_mtls_sighup_new_certificate_for_new_connections_old_ones_continue(tmp_path: Path) -> None:

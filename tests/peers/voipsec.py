@@ -25,7 +25,7 @@ from click.testing import CliRunner
 
 from voipsec.cli import main as cli_main
 
-from .proc import DEFAULT_RELAY_PORTS, free_port, relay_ports, running, wait_for, wait_port
+from .proc import DEFAULT_RELAY_PORTS, free_port, relay_ports, running, wait_for
 
 VOIPSEC = [sys.executable, "-m", "voipsec"]
 #: The first line ``voipsec serve`` prints when it has started every listener.
@@ -184,27 +184,18 @@ def serving(server: VoipsecServer) -> Iterator[VoipsecServer]:
         [*VOIPSEC, "serve", "--dir", str(server.data_dir)], log=server.log, env=env
     ) as proc:
         server.proc = proc
-        # The banner is printed once every listener is bound (TLS, UDP, TURN...):
-        # the TLS port alone can accept before a UDP listener exists.
+        # The banner is printed once every listener of every worker is bound (TLS,
+        # UDP, TURN...): the TLS port alone can accept before a UDP listener exists.
+        # No probe connection: it would count against the per-source connection
+        # limit until the server saw it close (test_connection_limits.py).
         wait_for(
-            lambda: (
-                proc.poll() is not None
-                or (BANNER in server.log_text()[start:] and _accepting(server))
-            ),
+            lambda: proc.poll() is not None or BANNER in server.log_text()[start:],
             what="voipsec serve to listen",
         )
         if proc.poll() is not None:
             raise AssertionError(f"voipsec serve exited: {server.log_text()[-2000:]}")
         yield server
     server.proc = None
-
-
-def _accepting(server: VoipsecServer) -> bool:
-    try:
-        wait_port(server.host, server.port, deadline=0.05)
-    except AssertionError:
-        return False
-    return True
 
 
 def set_zones(data_dir: Path, zones_toml: str) -> None:

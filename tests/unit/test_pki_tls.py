@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import socket
+import ssl
+import threading
 from pathlib import Path
 
 import pytest
@@ -39,3 +42,48 @@ def test_pki_tls_server_context_session_tickets_out_of_range(
         server_context(
             cert=Path("unused.crt"), key=Path("unused.key"), client_ca=None, session_tickets=tickets
         )
+
+
+def _tls12_handshakes(ctx: ssl.SSLContext) -> tuple[bool, bool]:
+    """Two TLS 1.2 handshakes over loopback, the second resuming the first's session:
+    (whether the first session carried a ticket, whether the second was resumed)."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(2)
+
+        def serve() -> None:
+            for _ in range(2):
+                conn, _ = listener.accept()
+                with ctx.wrap_socket(conn, server_side=True) as tls:
+                    tls.recv(1)
+
+        server = threading.Thread(target=serve, daemon=True)
+        server.start()
+        client = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        client.check_hostname = False
+        client.verify_mode = ssl.CERT_NONE
+        client.maximum_version = ssl.TLSVersion.TLSv1_2
+        address = listener.getsockname()
+        with client.wrap_socket(socket.create_connection(address)) as first:
+            first.send(b"x")
+            session = first.session
+        assert session is not None
+        with client.wrap_socket(socket.create_connection(address), session=session) as second:
+            second.send(b"x")
+            reused = second.session_reused
+        server.join(timeout=10)
+    return session.has_ticket, reused
+
+
+def test_pki_tls_default_gives_tls12_no_ticket_and_no_resumption(paths: ServerPaths) -> None:
+    """No ticket key outlives a connection by default (forward secrecy); the standard
+    ssl module keeps no server-side session-id cache either, so nothing resumes."""
+    ctx = server_context(cert=paths.cert, key=paths.key, client_ca=None, client_cert="off")
+    assert _tls12_handshakes(ctx) == (False, False)
+
+
+def test_pki_tls_session_tickets_setting_gives_tls12_tickets(paths: ServerPaths) -> None:
+    ctx = server_context(
+        cert=paths.cert, key=paths.key, client_ca=None, client_cert="off", session_tickets=2
+    )
+    assert _tls12_handshakes(ctx) == (True, True)

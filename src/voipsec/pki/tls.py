@@ -34,13 +34,18 @@ def server_context(
     """A server-side SSLContext that enforces voipsec's TLS policy.
 
     ``session_tickets`` is the number of TLS 1.3 tickets sent after each handshake
-    (RFC 8446 §4.6.1); 0 means no TLS 1.3 resumption. TLS 1.2 clients still resume
-    with the session tickets or ids of their handshake, which no phone has tripped on.
+    (RFC 8446 §4.6.1); 0 means no TLS 1.2 tickets either (OP_NO_TICKET), so no session
+    resumes; a positive value sends that many TLS 1.3 tickets and TLS 1.2 tickets.
     """
     if not 0 <= session_tickets <= MAX_SESSION_TICKETS:
         raise ValueError(f"session_tickets must be 0..{MAX_SESSION_TICKETS}, not {session_tickets}")
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.num_tickets = session_tickets
+    if session_tickets == 0:
+        # No tickets in TLS 1.2 either (RFC 5077): a ticket key lives as long as the
+        # process, so a ticket weakens forward secrecy. Phones keep their connection
+        # open, so a full handshake on the rare reconnect costs little.
+        ctx.options |= ssl.OP_NO_TICKET
     ctx.minimum_version = ssl.TLSVersion.TLSv1_3 if min_version == "1.3" else ssl.TLSVersion.TLSv1_2
     ctx.set_ciphers(TLS12_CIPHERS)
     ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE

@@ -135,7 +135,13 @@ class WebSocketProtocol(StreamProtocol):
                 self._counts.broken += 1
             log.info("websocket from %s:%d %s: %s", *self.peer, what, problem)
             self._closing = True
-            self._sink.on_framing_error(self, b"", FramingError(400, f"websocket: {problem}"))
+            if not outcome.refused:
+                # A refused handshake is not fed to the IDS as malformed SIP: any web
+                # page can make its visitors' browsers open refused WebSockets (a
+                # foreign Origin, no "sip" subprotocol), which would get the visitors'
+                # shared NAT address banned on every transport. It is counted
+                # (voipsec_sip_websocket_refused) and logged; connection limits bound it.
+                self._sink.on_framing_error(self, b"", FramingError(400, f"websocket: {problem}"))
         super().close()
 
     def _upgrade_expired(self) -> None:
