@@ -577,3 +577,20 @@ def test_config_metrics_token_or_loopback_or_explicit_opt_out_accepted(
 
 def test_config_metrics_allow_no_token_default_off() -> None:
     assert Config().metrics.allow_no_token is False
+
+
+def test_config_wss_listener_refused_beside_required_client_certificates(tmp_path: Path) -> None:
+    """Security review, issue 17: a wss listener asks for no client certificate, so
+    with tls.client_cert = "required" it would let devices in without one."""
+    path = _write(
+        tmp_path,
+        '[sip]\nlisten = ["tls:127.0.0.1:5061", "wss:127.0.0.1:8443"]\n'
+        '[tls]\nclient_cert = "required"\n',
+    )
+    assert _problems(path) == [
+        f"{path}: (top level): sip.listen: wss:127.0.0.1:8443 takes no client certificate, "
+        'which tls.client_cert = "required" demands of every device: remove the wss '
+        "listener or relax tls.client_cert"
+    ]
+    path.write_text('[sip]\nlisten = ["tls:127.0.0.1:5061", "wss:127.0.0.1:8443"]\n')
+    assert load(path).sip.listeners()[1].transport == "wss"

@@ -23,6 +23,7 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 
 from .checks import (
@@ -629,6 +630,20 @@ class Config(_Section):
         if len(set(names)) != len(names):
             raise ValueError("trunk names must be unique")
         return value
+
+    @model_validator(mode="after")
+    def _wss_without_required_certificates(self) -> Config:
+        """A wss listener asks for no client certificate (a browser would prompt its
+        user), so beside tls.client_cert = "required" it would let devices in without
+        one: refused rather than silently weaker (fails closed)."""
+        wss = [x for x in self.sip.listen if parse_listen(x).transport == "wss"]
+        if wss and self.tls.client_cert == "required":
+            raise ValueError(
+                f"sip.listen: {wss[0]} takes no client certificate, which "
+                'tls.client_cert = "required" demands of every device: remove the wss '
+                "listener or relax tls.client_cert"
+            )
+        return self
 
 
 def _format_errors(path: Path, err: ValidationError) -> list[str]:
