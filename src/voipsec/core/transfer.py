@@ -211,7 +211,8 @@ class TransferB2bua(B2bua):
         self._transfer_offers: dict[int, _Transfer] = {}
         #: What a transfer by a side offers from: the other side's own SDP (alice's
         #: offer for a transfer by bob, bob's answer for one by alice), kept from the
-        #: answer on.
+        #: answer on; a completed transfer puts its target's answer in place of the
+        #: SDP of the phone that left (``_completed``).
         self._given: dict[tuple[str, Side], bytes] = {}
         #: When each answered call's DURATION timer fires (a caller's transfer never
         #: moves it later: :meth:`_limit_after`).
