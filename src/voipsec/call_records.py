@@ -21,7 +21,7 @@ import logging
 import os
 import sqlite3
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -83,6 +83,9 @@ class CallRecord:
     #: The row's database id once the writer reported it (0 until then), for events.
     cdr_id: int = 0
     answer: float | None = None
+    #: The row's trunk ("" between users). A caller's transfer leaves the B-leg up:
+    #: the new row names the trunk that leg goes through.
+    trunk: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -160,6 +163,9 @@ class CallRecords:
         self._media_report_of = media_report
         self.events = events
         self._calls: dict[str, CallRecord] = {}
+        #: A caller's transfer leaves the B-leg up: the record of the call it belongs
+        #: to stays counted by the fraud engine until that leg ends (``transferred``).
+        self._held: dict[str, CallRecord] = {}
         self.fraud = self._load_fraud(config, data_dir)
         #: CDR rows leave the event loop through this writer (the server starts it).
         self.cdr = CdrWriter(
@@ -337,6 +343,9 @@ class CallRecords:
 
     def ended(self, action: Ended) -> None:
         """The call is over: close its row, book it with the fraud engine, publish it."""
+        held = self._held.pop(action.call, None)
+        if held is not None:
+            self._book(held, action)
         info = self._calls.pop(action.call, None)
         if info is None:
             return
@@ -356,12 +365,29 @@ class CallRecords:
         media report goes into the new row when the call ends (one relay, both rows).
         ``CallEnded`` of the first part and ``CallStarted`` (``cdr_id`` 0: the row is
         queued; ``on_written`` gets its id) and ``CallAnswered`` of the second are
-        published, so a call in progress is counted once throughout."""
+        published, so a call in progress is counted once throughout.
+
+        A caller's transfer leaves the B-leg up (a trunk to +X, say): the fraud engine
+        keeps counting the record that leg belongs to, as out and concurrent, until it
+        ends (never freed by a REFER to a phone of one's own), and the new row names
+        its trunk. A callee's transfer ends that leg: its record is booked now."""
         old = self._calls.pop(call, None)
         if old is None:
             return
-        reason = f"transferred to {row.callee}"
-        self._finish(old, Ended(call, now, "answered", 200, reason, row.ended_by), ())
+        ended = Ended(call, now, "answered", 200, f"transferred to {row.callee}", row.ended_by)
+        held = self._held.pop(call, None)
+        by_caller = row.ended_by == "caller"
+        if by_caller and held is None:
+            self._held[call] = held = old
+            self._finish(replace(old, fraud=""), ended, ())  # row and events, not fraud
+        else:
+            if held is not None and not by_caller:
+                self._book(held, ended)  # the held record's leg has left now
+                held = None
+            elif held is not None:
+                self._held[call] = held
+            self._finish(old, ended, ())
+        trunk = (held.trunk if held is not None else "") or row.trunk
         source = f"refer:{old.cdr_id}"
         ticket = self.cdr.open(
             CdrStart(
@@ -373,7 +399,7 @@ class CallRecords:
                 source=source,
                 transport=row.transport,
                 tls_identity="",
-                trunk=row.trunk,
+                trunk=trunk,
                 user_agent="",
                 start=now,
             ),
@@ -387,6 +413,7 @@ class CallRecords:
             user=row.user,
             source="",
             fraud=tracked,
+            trunk=trunk,
         )
         self._calls[call] = record
         self.events.publish(
@@ -397,7 +424,7 @@ class CallRecords:
                 callee=row.callee,
                 user=row.user,
                 source=source,
-                trunk=row.trunk or None,
+                trunk=trunk or None,
                 time=now,
             )
         )
@@ -492,6 +519,13 @@ class CallRecords:
             source="",
         )
         self.events.publish(alert)
+
+    def _book(self, info: CallRecord, action: Ended) -> None:
+        """Book a held record (its row closed at the transfer) with the fraud engine
+        when its leg ends: billed up to ``action.time``."""
+        duration = max(action.time - info.start, 0.0)
+        billable = max(action.time - info.answer, 0.0) if info.answer is not None else 0.0
+        self._fraud_ended(info, action, duration, billable)
 
     def _fraud_ended(
         self, info: CallRecord, action: Ended, duration: float, billable: float

@@ -356,6 +356,7 @@ class CallService:
                 user=caller.user or "",
                 source=source,
                 fraud=admission.tracked,
+                trunk=trunk or "",
             ),
         )
         if on_written is None:

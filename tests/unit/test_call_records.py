@@ -23,6 +23,7 @@ from voipsec.core.routing import Refusal, user_caller
 from voipsec.events import AlertRaised, Event, EventBus
 from voipsec.media.quality import StreamStats
 from voipsec.media.relay import LegReport
+from voipsec.monitor.fraud.model import Attempt
 from voipsec.sip.message import Request, parse_message
 from voipsec.storage import CdrStart, Store
 
@@ -234,3 +235,75 @@ def test_call_records_transferred_call_splits_and_links_its_rows(
         ("CallAnswered", "b-leg/refer/7"),
         ("CallEnded", "b-leg/refer/7"),
     ]
+
+
+def _call(records: CallRecords, clock: FakeClock, *, trunk: str = "carrier") -> None:
+    """alice's call "c1" (to +49 30 1234567 through ``trunk``; to bob without one),
+    counted by the fraud engine as hers (out), answered at now + 1."""
+    assert records.fraud is not None
+    e164, kind = ("+49301234567", "international") if trunk else (None, "internal")
+    _check(records, "refused-1", "alice", e164, kind, clock.now)
+    caller = user_caller("alice", DOMAIN)
+    callee = e164 or "bob"
+    ticket = records.open(FakeFlow(), _invite(), caller, callee, callee, trunk or None, clock.now)
+    records.track("c1", CallRecord(ticket=ticket, a_call_id="refused-1", start=clock.now,
+                                   user="alice", source="192.0.2.10:40000", fraud="out",
+                                   trunk=trunk))  # fmt: skip
+    records.row_written("c1", 1)
+    records.answered(Answered("c1", clock.now + 1))
+
+
+def _check(
+    records: CallRecords, call_id: str, user: str, e164: str | None, kind: str, now: float
+) -> None:
+    assert records.fraud is not None
+    attempt = Attempt(call_id=call_id, user=user, dialled=e164 or "someone", e164=e164,
+                      kind=kind, time=now)  # fmt: skip
+    assert records.fraud.check(attempt).allowed
+
+
+def _row(fraud_id: str, user: str, ended_by: str) -> TransferRow:
+    return TransferRow(cdr_call_id="refused-1", caller="sip:+49301234567@example.com",
+                       user=user, dialled="carol", callee="carol", trunk="",
+                       fraud_id=fraud_id, transport="tls", ended_by=ended_by)  # fmt: skip
+
+
+def test_call_records_caller_transfer_keeps_the_paid_leg_counted(
+    store: Store, tmp_path: Path
+) -> None:
+    """Security review, HIGH: alice REFERs her own leg of an international call to a
+    local phone. The trunk leg to +49 stays up, so the fraud engine keeps counting her
+    call (out, concurrent) until it ends and books it whole; the new row names the
+    trunk of that leg, not the local target's ("")."""
+    clock = FakeClock()
+    records = _records(store, tmp_path, clock, [])
+    assert records.fraud is not None
+    records.cdr.start()
+    _call(records, clock)
+    _check(records, "a/refer/2", "alice", None, "internal", clock.now + 9)
+    records.transferred("c1", _row("a/refer/2", "alice", "caller"), clock.now + 10)
+    assert set(records.fraud.pending_calls()) == {"refused-1", "a/refer/2"}
+    records.ended(Ended("c1", clock.now + 30, "answered", 200, "normal clearing", "callee"))
+    assert records.fraud.pending_calls() == ()
+    assert records.cdr.stop() == 0
+    first, second = store.cdrs()
+    assert (first.trunk, first.reason, first.billable) == ("carrier", "transferred to carol", 9)
+    assert (second.trunk, second.source, second.billable) == ("carrier", "refer:1", 20)
+
+
+def test_call_records_callee_transfer_books_the_leg_that_left(store: Store, tmp_path: Path) -> None:
+    """A callee's transfer ends the B-leg: a record held for it by an earlier caller's
+    transfer is booked then, with the first part (as before the review's fix); only
+    the callee's own new call stays counted."""
+    clock = FakeClock()
+    records = _records(store, tmp_path, clock, [])
+    assert records.fraud is not None
+    _call(records, clock, trunk="")
+    _check(records, "a/refer/2", "alice", None, "internal", clock.now + 9)
+    records.transferred("c1", _row("a/refer/2", "alice", "caller"), clock.now + 10)
+    assert set(records.fraud.pending_calls()) == {"refused-1", "a/refer/2"}
+    _check(records, "b/refer/3", "bob", None, "internal", clock.now + 11)
+    records.transferred("c1", _row("b/refer/3", "bob", "callee"), clock.now + 12)
+    assert records.fraud.pending_calls() == ("b/refer/3",)
+    records.ended(Ended("c1", clock.now + 30, "answered", 200, "normal clearing", "callee"))
+    assert records.fraud.pending_calls() == ()

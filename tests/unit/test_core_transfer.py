@@ -69,6 +69,12 @@ CAROL = Fork(
     target=Target(transport="tls", host="192.0.2.31", port=50003),
     local=LOCAL,
 )
+DAVE = Fork(
+    request_uri="sip:dave@192.0.2.41:50004;transport=tls",
+    to_uri="sip:dave@example.com",
+    target=Target(transport="tls", host="192.0.2.41", port=50004),
+    local=LOCAL,
+)
 OFFER = b"v=0\r\no=- 1 1 IN IP4 198.51.100.7\r\ns=-\r\nc=IN IP4 198.51.100.7\r\nt=0 0\r\n"
 BOB_SDP = b"v=0\r\no=- 2 2 IN IP4 192.0.2.21\r\ns=-\r\nc=IN IP4 192.0.2.21\r\nt=0 0\r\n"
 CAROL_SDP = b"v=0\r\no=- 3 3 IN IP4 192.0.2.31\r\ns=-\r\nc=IN IP4 192.0.2.31\r\nt=0 0\r\n"
@@ -163,11 +169,19 @@ def _key(request: Request) -> TxKey:
     return client_key(request.top_via.branch or "", request.method)
 
 
-def _answered_call(*, relay: bool = False) -> tuple[TransferB2bua, Call]:
-    """alice → bob, answered at NOW + 5 (media results fed back at once with relay)."""
+def _answered_call(
+    *, relay: bool = False, max_duration: float | None = None
+) -> tuple[TransferB2bua, Call]:
+    """alice → bob, answered at NOW + 5 (media results fed back at once with relay);
+    ``max_duration``: the fraud engine's limit on alice's call."""
     b2b = TransferB2bua(POLICY, relay_media=relay)
     call, actions = b2b.start(
-        tx=server_key(_invite()), invite=_invite(), origin=ORIGIN, forks=(BOB,), now=NOW
+        tx=server_key(_invite()),
+        invite=_invite(),
+        origin=ORIGIN,
+        forks=(BOB,),
+        now=NOW,
+        max_duration=max_duration,
     )
     if relay:
         allocate = actions[-1]
@@ -643,6 +657,120 @@ def test_transfer_by_the_caller_makes_the_targets_dialog_the_a_leg() -> None:
     (to_bob,) = _sends(actions)
     assert (to_bob.method, to_bob.call_id) == ("BYE", call.b_call_id)
     assert actions[-1] == Ended(call.id, NOW + 20, "answered", 200, "normal clearing", "caller")
+
+
+def _caller_transfer(
+    b2b: TransferB2bua, call: Call, limit: float | None, at: float, fork: Fork = CAROL
+) -> tuple[Request, list[CallAction]]:
+    """alice REFERs her own leg to carol (``fork``) at ``at``, the transfer authorised
+    with the fraud engine's ``limit``; carol answers 50 s later (no relay): her INVITE
+    and the actions of her answer."""
+    refer = _from_alice(call, "REFER", 2, "Refer-To: <sip:carol@example.com>")
+    target = b2b.check_refer(refer, call, Side.A, DOMAINS)
+    assert isinstance(target, ReferTarget)
+    actions = b2b.transfer(server_key(refer), refer, call, Side.A, target, (fork,), at, limit)
+    (invite,) = [r for r in _sends(actions) if r.method == "INVITE"]
+    reply = _carol_reply(invite, 200, "OK", CAROL_SDP)
+    return invite, b2b.on_response(_key(invite), reply, at + 50)
+
+
+def _duration_timers(actions: Sequence[CallAction]) -> list[StartCallTimer]:
+    return [a for a in actions if isinstance(a, StartCallTimer) and a.name == DURATION]
+
+
+def test_transfer_by_the_caller_never_lifts_the_fraud_limit_of_the_b_leg() -> None:
+    """Security review, HIGH: alice's call to bob (a trunk to +X, say) is throttled to
+    600 s; she REFERs her own leg to a phone with no limit at NOW + 500. bob's leg
+    stays up: no new DURATION timer, the original deadline (NOW + 605) ends it, as
+    a fraud rule's limit."""
+    b2b, call = _answered_call(max_duration=600.0)
+    _, done = _caller_transfer(b2b, call, None, NOW + 500)
+    assert TransferEnded(call.id, NOW + 550, 200, "sip:carol@example.com", "") in done
+    assert _duration_timers(done) == []
+    assert call.max_duration == 55.0  # what remains of the 600 s
+    assert b2b.on_timer(call.id, DURATION, NOW + 605)[-1] == Ended(
+        call.id, NOW + 605, "answered", 200, "duration limit of a fraud rule", "system"
+    )
+
+
+def test_transfer_by_the_caller_takes_the_targets_limit_when_it_is_less() -> None:
+    """The target's own limit (alice's new call, 20 s) applies when it ends earlier."""
+    b2b, call = _answered_call(max_duration=600.0)
+    _, done = _caller_transfer(b2b, call, 20.0, NOW + 500)
+    assert _duration_timers(done) == [StartCallTimer(call.id, DURATION, NOW + 570)]
+    assert call.max_duration == 20.0
+
+
+def test_transfer_by_the_caller_without_limits_keeps_the_policys_deadline() -> None:
+    """No fraud limit on either call: calls.max_duration still counts from the answer
+    (never a fresh 3,600 s by a REFER), and the hang-up says so."""
+    b2b, call = _answered_call()
+    _, done = _caller_transfer(b2b, call, None, NOW + 500)
+    assert _duration_timers(done) == []
+    assert call.max_duration is None
+    assert b2b.on_timer(call.id, DURATION, NOW + 3_605)[-1] == Ended(
+        call.id, NOW + 3_605, "answered", 200, "maximum call duration", "system"
+    )
+
+
+def test_transfer_limits_of_two_caller_transfers_only_ever_tighten() -> None:
+    """carol, at the A-leg now, transfers again: the deadline of the first (NOW + 570)
+    stays, though her target has no limit."""
+    b2b, call = _answered_call(max_duration=600.0)
+    invite, _ = _caller_transfer(b2b, call, 20.0, NOW + 500)
+    refer = _request(
+        [
+            "REFER sip:voipsec@192.0.2.100:5061;transport=tls SIP/2.0",
+            "Via: SIP/2.0/TLS 192.0.2.31:50003;branch=z9hG4bKc5",
+            "Max-Forwards: 70",
+            "From: <sip:carol@example.com>;tag=caroltag",
+            f"To: {invite.headers.get('from')}",
+            f"Call-ID: {invite.call_id}",
+            "CSeq: 2 REFER",
+            "Refer-To: <sip:dave@example.com>",
+        ]
+    )
+    assert b2b.find(refer) == (call, Side.A)
+    target = b2b.check_refer(refer, call, Side.A, DOMAINS)
+    assert isinstance(target, ReferTarget)
+    actions = b2b.transfer(server_key(refer), refer, call, Side.A, target, (DAVE,), NOW + 555)
+    (to_dave,) = [r for r in _sends(actions) if r.method == "INVITE"]
+    done = b2b.on_response(_key(to_dave), _carol_reply(to_dave, 200, "OK"), NOW + 560)
+    assert _duration_timers(done) == []
+    assert call.max_duration == 10.0
+
+
+def test_transfer_by_the_callee_counts_the_new_calls_duration_anew() -> None:
+    """bob's transfer: alice's call to bob is over, bob's call to carol is his own and
+    its duration counts from carol's answer (docs/calls.md)."""
+    b2b, call = _answered_call(max_duration=600.0)
+    _, invite = _transfer(b2b, call, NOW + 500)
+    done = b2b.on_response(_key(invite), _carol_reply(invite, 200, "OK", CAROL_SDP), NOW + 550)
+    assert _duration_timers(done) == [StartCallTimer(call.id, DURATION, NOW + 550 + 3_600)]
+    assert call.max_duration is None
+
+
+def test_transfer_after_a_transfer_offers_the_targets_sdp() -> None:
+    """Security review, LOW: bob transfers to carol, then alice transfers: her target
+    gets carol's SDP (the phone on the B-leg now), never bob's, who has left."""
+    b2b, call = _answered_call()
+    _, invite = _transfer(b2b, call)
+    b2b.on_response(_key(invite), _carol_reply(invite, 200, "OK", CAROL_SDP), NOW + 15)
+    to_dave, _ = _caller_transfer(b2b, call, None, NOW + 20, DAVE)
+    assert to_dave.body == CAROL_SDP
+
+
+def test_transfer_by_the_caller_then_the_callee_offers_the_targets_sdp() -> None:
+    """alice transfers to carol, then bob does: his target gets carol's SDP (the A-leg
+    now), never alice's."""
+    b2b, call = _answered_call()
+    _caller_transfer(b2b, call, None, NOW + 10)
+    refer = _refer(call, "<sip:dave@example.com>")
+    target = b2b.check_refer(refer, call, Side.B, DOMAINS)
+    assert isinstance(target, ReferTarget)
+    actions = b2b.transfer(server_key(refer), refer, call, Side.B, target, (DAVE,), NOW + 70)
+    (to_dave,) = [r for r in _sends(actions) if r.method == "INVITE"]
+    assert to_dave.body == CAROL_SDP
 
 
 def test_transfer_statistics_count_outcomes_and_kept_sdps() -> None:

@@ -194,6 +194,9 @@ class _Transfer:
     media_key: int | None = None
     max_duration: float | None = None
     failures: list[Response] = field(default_factory=list)
+    #: The target's own SDP (its 2xx body): what a later transfer by the other side
+    #: offers from, once the target has taken the transferor's place.
+    answer: bytes = b""
 
 
 class TransferB2bua(B2bua):
@@ -208,8 +211,12 @@ class TransferB2bua(B2bua):
         self._transfer_offers: dict[int, _Transfer] = {}
         #: What a transfer by a side offers from: the other side's own SDP (alice's
         #: offer for a transfer by bob, bob's answer for one by alice), kept from the
-        #: answer on.
+        #: answer on; a completed transfer puts its target's answer in place of the
+        #: SDP of the phone that left (``_completed``).
         self._given: dict[tuple[str, Side], bytes] = {}
+        #: When each answered call's DURATION timer fires (a caller's transfer never
+        #: moves it later: :meth:`_limit_after`).
+        self._deadlines: dict[str, float] = {}
         self._started = self._completed_count = self._failed_count = 0
 
     def check_refer(
@@ -256,7 +263,8 @@ class TransferB2bua(B2bua):
         ``forks`` (the first 2xx wins, as for a call: RFC 3261 §16.7), timer.
 
         ``max_duration`` is the fraud engine's limit on the transferor's new call (a
-        throttle); it replaces the original call's from the moment the target answers."""
+        throttle); from the moment the target answers it replaces the original call's
+        limit (a callee's transfer) or tightens it (a caller's: :meth:`_limit_after`)."""
         dialog = call.dialog(side)
         if dialog is None or call.phase is not Phase.CONFIRMED:
             return [Respond(tx, response_to(request, 481, "Call/Transaction Does Not Exist"))]
@@ -469,7 +477,7 @@ class TransferB2bua(B2bua):
         if t.over or t.dialog is not None:
             # Over, or another fork answered first: this dialog is unwanted.
             return [ack, self._bye_target(t, leg, dialog)]
-        t.dialog, t.leg = dialog, leg
+        t.dialog, t.leg, t.answer = dialog, leg, response.body
         leg.done = True
         cancels = self._stop_forks(t)
         if self.relay_media:
@@ -527,11 +535,42 @@ class TransferB2bua(B2bua):
             self._take_a_leg(call, t.leg, t.dialog, t.tag)
         call.relaying = None
         call.deferred_ack.pop(t.side, None)
-        # The new call is the transferor's: its duration counts (and is limited) anew.
-        call.max_duration = t.max_duration
-        actions.append(StartCallTimer(call.id, DURATION, now + self._duration_of(call)))
+        if t.answer:
+            # The next transfer by the side that stayed offers from the target's SDP,
+            # never from that of the phone that has left (see ``_given``).
+            self._given[(call.id, t.side.other)] = t.answer
+        actions += self._limit_after(call, t, now)
         actions.append(TransferEnded(call.id, now, 200, t.target, ""))
         return actions
+
+    def _limit_after(self, call: Call, t: _Transfer, now: float) -> list[CallAction]:
+        """The call's duration limit once the target has answered.
+
+        A callee's transfer: the caller's call to the callee is over, the target's is
+        the transferor's new call; its duration counts (and is limited) anew.
+
+        A caller's transfer: the B-leg the caller paid for (a trunk to +X, say) stays
+        up, so its limit must never loosen through a transfer (else a throttled call
+        gets a fresh timer, and the target's limit, often none, by a REFER to a phone
+        of one's own). The limit is what remains of the call's, or the target's
+        call's (``t.max_duration``) if that is less; the timer never moves later."""
+        if t.side is Side.B:
+            call.max_duration = t.max_duration
+            self._deadlines[call.id] = now + self._duration_of(call)
+            return [StartCallTimer(call.id, DURATION, self._deadlines[call.id])]
+        policy = self.policy.max_duration
+        old = self._deadlines.get(call.id, now + self._duration_of(call))
+        new = now + min(policy, t.max_duration if t.max_duration is not None else policy)
+        deadline = min(old, new)
+        limited = call.max_duration is not None and call.max_duration < policy
+        if limited or deadline < old:
+            # A fraud rule's limit stays one; the policy's alone leaves None (the
+            # hang-up reason tells them apart: B2bua.on_timer).
+            call.max_duration = deadline - now
+        if deadline >= old:
+            return []  # the DURATION timer already running ends the call in time
+        self._deadlines[call.id] = deadline
+        return [StartCallTimer(call.id, DURATION, deadline)]
 
     def _take_b_leg(self, call: Call, leg: ForkLeg, dialog: Dialog, tag: str) -> None:
         """The target's dialog is the call's B-leg from now on."""
@@ -622,6 +661,7 @@ class TransferB2bua(B2bua):
         alices = call.a_invite.body  # compact() below drops it: keep it for a transfer
         actions = super()._answered(call, response, result, now)
         if call.phase is Phase.CONFIRMED:
+            self._deadlines[call.id] = now + self._duration_of(call)
             # A transfer by bob offers from alice's SDP, one by alice from bob's.
             for side, sdp in ((Side.B, alices), (Side.A, response.body)):
                 if sdp:
@@ -640,6 +680,7 @@ class TransferB2bua(B2bua):
         """A call ending during its transfer stops the target's leg first."""
         self._given.pop((call.id, Side.A), None)
         self._given.pop((call.id, Side.B), None)
+        self._deadlines.pop(call.id, None)
         t = self._transfers.pop(call.id, None)
         actions: list[CallAction] = []
         if t is not None:
