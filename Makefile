@@ -36,7 +36,8 @@ lint: venv
 WORKERS ?= 4
 PROCESS_TESTS = $(addprefix tests/integration/,test_workers.py test_workers_state.py \
 	test_media_workers.py test_calls.py test_media.py test_security_media.py \
-	test_security_sip.py test_connection_limits.py test_monitor.py test_cdr_postgres.py)
+	test_security_sip.py test_connection_limits.py test_monitor.py test_monitor_exports.py \
+	test_cdr_postgres.py)
 
 test: venv peers lint
 	$(BIN)/pytest -q -p no:cacheprovider -n $(WORKERS) --dist loadfile -m "not alone" tests

@@ -15,7 +15,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.integration.test_monitor import NATIONAL, _killed_during_a_call, _prepare
+from tests.integration.test_monitor import NATIONAL, _prepare
+from tests.integration.test_monitor_exports import _killed_during_a_call
 from tests.peers import postgres
 from tests.peers.phone import SDP, ScriptedPhone
 from tests.peers.postgres import PASSWORD
