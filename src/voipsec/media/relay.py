@@ -364,9 +364,7 @@ class MediaRelay:
             return MediaAnswer(port=leg.port, proto="RTP/AVP", rtcp_mux=leg.rtcp_mux)
         leg.proto = self.offer_proto  # what the answer answers (best effort, avp-crypto)
         leg.offered = self._new_keys(first)
-        crypto = tuple(
-            crypto_line(tag, suite, master) for tag, (suite, master) in leg.offered.items()
-        )
+        crypto = _offered_crypto(leg)
         return MediaAnswer(
             port=leg.port, proto=self.offer_proto, crypto=crypto, rtcp_mux=leg.rtcp_mux
         )
@@ -515,9 +513,7 @@ class MediaRelay:
             leg.offered = {leg.tag: (leg.suite, leg.tx_master)}
         else:
             leg.offered = self._new_keys(first)
-        crypto = tuple(
-            crypto_line(tag, suite, master) for tag, (suite, master) in leg.offered.items()
-        )
+        crypto = _offered_crypto(leg)
         return MediaAnswer(
             port=leg.port, proto=self.offer_proto, crypto=crypto, rtcp_mux=audio.rtcp_mux
         )
@@ -544,12 +540,11 @@ class MediaRelay:
             return
         # Only what we offered: a caller's leg, which we only ever answered, gets an
         # answer only after a rekeyed offer (a transfer, _rekeyed_offer).
-        offered = leg.offered
-        picked = next((c for c in audio.crypto if c.tag in offered), None)
+        picked = next((c for c in audio.crypto if c.tag in leg.offered), None)
         if picked is None:
             self._refused += 1
             raise MediaRefused(488, "the callee's crypto answer matches none offered")
-        suite, ours = offered[picked.tag]
+        suite, ours = leg.offered[picked.tag]
         if picked.suite != suite.name:
             self._refused += 1
             raise MediaRefused(488, "the callee's crypto answer changed the suite")
@@ -891,3 +886,8 @@ def _check_remote(sdp: Sdp, audio: Media) -> None:
 
 
 __all__ = ["Crypto", "MediaPeer", "MediaRefused", "MediaRelay", "PortPool"]
+
+
+def _offered_crypto(leg: Leg) -> tuple[Crypto, ...]:
+    """The a=crypto lines of the keys ``leg`` is offered (RFC 4568 §9.1), by tag."""
+    return tuple(crypto_line(tag, suite, master) for tag, (suite, master) in leg.offered.items())

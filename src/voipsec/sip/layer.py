@@ -51,6 +51,10 @@ TxKey = tuple[str, ...]
 AckId = tuple[str, int, str]
 
 
+def _ack_id(message: Request | Response) -> AckId:
+    return (message.call_id, message.cseq.seq, message.to.tag or "")
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class NoAck:
     """Passed up for a server transaction whose 2xx was never ACKed (§13.3.1.4): the
@@ -187,7 +191,7 @@ class TransactionLayer:
             self._tu_deadline.pop(key, None)
         actions = self._run(self._server, key, tx, tu_event(response.status), now, response)
         if tx.state is State.ACCEPTED and not tx.reliable and key not in self._answers:
-            ack_id = (response.call_id, response.cseq.seq, response.to.tag or "")
+            ack_id = _ack_id(response)
             self._awaiting_ack[ack_id] = key
             self._answers[key] = response
         return actions
@@ -196,7 +200,7 @@ class TransactionLayer:
         """Feed an ACK to the INVITE server transaction whose 2xx it acknowledges."""
         if not self._awaiting_ack:
             return []  # TLS/TCP only, or every 2xx ACKed: no header to parse
-        key = self._awaiting_ack.pop((ack.call_id, ack.cseq.seq, ack.to.tag or ""), None)
+        key = self._awaiting_ack.pop(_ack_id(ack), None)
         if key is None:
             return []
         self._answers.pop(key, None)
@@ -326,7 +330,7 @@ class TransactionLayer:
         self._tu_deadline.pop(key, None)
         answer = self._answers.pop(key, None)
         if answer is not None:
-            ack_id = (answer.call_id, answer.cseq.seq, answer.to.tag or "")
+            ack_id = _ack_id(answer)
             if self._awaiting_ack.get(ack_id) == key:
                 del self._awaiting_ack[ack_id]
 
