@@ -73,6 +73,9 @@ class OfferRequest:
     #: A blind transfer's offer: fresh keys for the other leg (MediaRelay.offer). Sent
     #: only when true, so an offer reads the same as before to a worker without it.
     rekey: bool = False
+    #: The other side is a browser: offer it DTLS-SRTP (MediaRelay.offer). Sent only
+    #: when true, like ``rekey``.
+    webrtc: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -148,6 +151,8 @@ def encode(message: Message) -> bytes:
         header["peer"] = {"source": message.peer.source, "networks": list(message.peer.networks)}
         if isinstance(message, OfferRequest) and message.rekey:
             header["rekey"] = True
+        if isinstance(message, OfferRequest) and message.webrtc:
+            header["webrtc"] = True
         return encode_frame(kind, header, message.sdp)
     if isinstance(message, AnsweredNotice):
         return encode_frame("answered", {"call": message.call})
@@ -200,15 +205,22 @@ def _rewrite(frame: Frame) -> OfferRequest | AnswerRequest:
     if frame.kind == "answer":
         return AnswerRequest(id=request_id, call=call, side=side, sdp=frame.payload, peer=peer)
     return OfferRequest(
-        id=request_id, call=call, side=side, sdp=frame.payload, peer=peer, rekey=_rekey(h)
+        id=request_id,
+        call=call,
+        side=side,
+        sdp=frame.payload,
+        peer=peer,
+        rekey=_flag(h, "rekey"),
+        webrtc=_flag(h, "webrtc"),
     )
 
 
-def _rekey(header: dict[str, Any]) -> bool:
-    """An offer's ``rekey`` flag: absent is false; anything but a JSON boolean fails."""
-    value = header.get("rekey", False)
+def _flag(header: dict[str, Any], name: str) -> bool:
+    """An offer's flag (``rekey``, ``webrtc``): absent is false; anything but a JSON
+    boolean fails."""
+    value = header.get(name, False)
     if not isinstance(value, bool):
-        raise ChannelError("rekey must be true or false")
+        raise ChannelError(f"{name} must be true or false")
     return value
 
 

@@ -222,7 +222,13 @@ class MediaPool:
         side, sdp, peer = action.side.value, action.sdp, action.peer
         message: OfferRequest | AnswerRequest = (
             OfferRequest(
-                id=request_id, call=action.call, side=side, sdp=sdp, peer=peer, rekey=action.rekey
+                id=request_id,
+                call=action.call,
+                side=side,
+                sdp=sdp,
+                peer=peer,
+                rekey=action.rekey,
+                webrtc=action.webrtc,
             )
             if isinstance(action, AllocateMedia)
             else AnswerRequest(id=request_id, call=action.call, side=side, sdp=sdp, peer=peer)

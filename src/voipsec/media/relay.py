@@ -164,6 +164,7 @@ class MediaRelay:
         peer: MediaPeer = UNKNOWN_PEER,
         *,
         rekey: bool = False,
+        webrtc: bool = False,
     ) -> bytes:
         """An SDP offer from ``side`` ("a" or "b"): returns the offer for the other side.
 

@@ -195,7 +195,9 @@ class RelayWorker:
         call, side = request.call, request.side
         try:
             if isinstance(request, OfferRequest):
-                sdp = self.relay.offer(call, side, request.sdp, request.peer, rekey=request.rekey)
+                sdp = self.relay.offer(
+                    call, side, request.sdp, request.peer, rekey=request.rekey, webrtc=request.webrtc
+                )
             else:
                 sdp = self.relay.answer(call, side, request.sdp, request.peer)
         except MediaRefused as err:
