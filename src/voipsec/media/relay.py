@@ -53,8 +53,24 @@ from dataclasses import replace
 
 from .destinations import MediaPeer, MediaPolicy
 from .direction import declared, expected, silent, update
+from .dtls import is_dtls
+from .dtlsleg import (
+    LegDtls,
+    fingerprints,
+    is_dtls_section,
+    sdp_lines,
+    setup_after_answer,
+)
+from .dtlsrelay import DtlsRelay
 from .errors import MediaRefused
-from .icelite import IceLite, answer_check, looks_like_stun, new_credentials, remote_credentials
+from .icelite import (
+    PENDING_REMOTE,
+    IceLite,
+    answer_check,
+    looks_like_stun,
+    new_credentials,
+    remote_credentials,
+)
 from .icelite import sdp_lines as ice_sdp_lines
 from .legs import (
     MAX_RETIRED_LEGS,
@@ -100,7 +116,7 @@ MAX_FINAL_REPORTS = 10_000
 _SEQ_TIMESTAMP = struct.Struct("!HI")
 
 
-class MediaRelay:
+class MediaRelay(DtlsRelay):
     """The relay of every call: SDP rewriting on the signalling path, packets on the loop."""
 
     def __init__(
@@ -153,6 +169,7 @@ class MediaRelay:
         self._buffer = PacketBuffer(MAX_PACKET)
         #: Reports of released calls, until the call layer collects them.
         self._final: dict[str, list[LegReport]] = {}
+        DtlsRelay.__init__(self)
 
     # -- signalling: offers and answers -------------------------------------------
 
@@ -188,6 +205,8 @@ class MediaRelay:
                 answers.append(None)
                 continue
             here, there = stream.legs[side], stream.legs[other(side)]
+            if webrtc and there.dtls is None:
+                there.dtls = LegDtls()  # a browser: DTLS-SRTP, never SDES (dtlsleg)
             self._take_offer(here, sdp, section)
             self._set_remote(media, here, sdp, section, peer)
             self._declared(here, declared(sdp, section))
@@ -250,6 +269,15 @@ class MediaRelay:
         if here.early:
             # After the answer has gone on to the offerer, who then knows our key too.
             self._event_loop().call_soon(self._replay_early, here)
+        if there.dtls is not None:
+            return MediaAnswer(
+                port=there.port,
+                proto=there.proto,
+                rtcp_mux=there.rtcp_mux,
+                ice=self._ice_lines(there),
+                dtls=sdp_lines(self.identity, there.dtls.setup),
+                mid=there.dtls.mid,
+            )
         return MediaAnswer(
             port=there.port,
             proto=there.proto,
@@ -449,6 +477,10 @@ class MediaRelay:
         _check_remote(sdp, audio)
         leg.proto = audio.proto
         leg.rtcp_mux = audio.rtcp_mux  # our answer accepts the offered rtcp-mux
+        if is_dtls_section(audio):
+            self._take_dtls_offer(leg, sdp, audio)
+            return
+        leg.dtls = None
         if not audio.secure:
             if self.srtp == "required":
                 self._refused += 1
@@ -492,6 +524,8 @@ class MediaRelay:
         The suite the offerer's leg uses comes first (tag 1), so that both legs use
         the same strength when the far end can; the others follow in preference order.
         """
+        if leg.dtls is not None:
+            return self._dtls_offer(leg, audio)
         leg.rtcp_mux = audio.rtcp_mux
         if self.srtp == "off" or leg.plain:
             # A leg that went plain in optional mode stays plain on re-offers: its
@@ -513,6 +547,14 @@ class MediaRelay:
     def _take_answer(self, leg: Leg, sdp: Sdp, audio: Media) -> None:
         _check_remote(sdp, audio)
         leg.rtcp_mux = leg.rtcp_mux and audio.rtcp_mux
+        if leg.dtls is not None:
+            if not is_dtls_section(audio):
+                self._refused += 1
+                raise MediaRefused(488, "the browser answered without DTLS-SRTP")
+            self._dtls_start(
+                leg, leg.dtls, fingerprints(sdp, audio), setup_after_answer(sdp, audio)
+            )
+            return
         if leg.plain:
             return
         # Best effort (avp-crypto): an RTP/AVP answer with a=crypto takes our SRTP.
@@ -665,6 +707,9 @@ class MediaRelay:
             if looks_like_stun(data, size):  # RFC 7983 §7: before any SRTP processing
                 self._stun(leg, size, source, rtcp_port, now)
                 return
+            if leg.dtls is not None and size and is_dtls(data[0]):
+                self._dtls_packet(leg, leg.dtls, size, source, rtcp_port, now)
+                return
             leg.stats.malformed()
             leg.drops.note("malformed", leg.name, now)
             return
@@ -724,6 +769,7 @@ class MediaRelay:
         except OSError:
             return
         ice.take()
+        ice.answered(source)
         leg.stats.stun_answered()
         if verdict.nominate:
             ice.nominate(source, rtcp_port)
@@ -789,8 +835,10 @@ class MediaRelay:
 
     def sweep(self) -> list[str]:
         """Answered calls with a leg that should be sending (.direction: not on hold)
-        and sent nothing valid for longer than the timeout."""
+        and sent nothing valid for longer than the timeout. DTLS handshakes' timers
+        run here too (once a second in the workers; see :meth:`failures`)."""
         now = self.clock()
+        self._dtls_timers(now)
         stopped = [
             media.call
             for media in self._calls.values()
@@ -824,7 +872,7 @@ class MediaRelay:
         return [
             LegReport(
                 leg=side,
-                suite="RTP" if leg.plain or leg.suite is None else leg.suite.name,
+                suite=_suite_name(leg),
                 rtcp_packets=leg.rtcp_packets,
                 received=leg.stats.snapshot(),
                 local=(self.address, leg.port),
@@ -855,6 +903,14 @@ class MediaRelay:
         self.pool.close()
 
 
+def _suite_name(leg: Leg) -> str:
+    """A leg's keying for reports: "RTP", the SDES suite, or "DTLS/<suite>" (before
+    a DTLS leg's handshake completes: "DTLS/none")."""
+    if leg.dtls is not None:
+        return f"DTLS/{'none' if leg.suite is None else leg.suite.name}"
+    return "RTP" if leg.plain or leg.suite is None else leg.suite.name
+
+
 def _ice_moves(leg: Leg, source: tuple[str, int], rtcp_port: bool) -> bool:
     """May a packet from ``source`` move the leg's latch, if it authenticates? Only on
     an SRTP leg, from the source of a check that nominated this port's pair: ICE moved
@@ -869,6 +925,8 @@ def _take_ice(leg: Leg, sdp: Sdp, audio: Media) -> None:
     remote = remote_credentials(sdp.session_attributes, audio.attributes)
     if remote is None:
         leg.ice = None
+    elif leg.ice is not None and leg.ice.remote is PENDING_REMOTE:
+        leg.ice = IceLite(local=leg.ice.local, remote=remote)  # the answer to our offer
     elif leg.ice is None or leg.ice.remote != remote:
         leg.ice = IceLite(local=new_credentials(), remote=remote)
 

@@ -196,7 +196,12 @@ class RelayWorker:
         try:
             if isinstance(request, OfferRequest):
                 sdp = self.relay.offer(
-                    call, side, request.sdp, request.peer, rekey=request.rekey, webrtc=request.webrtc
+                    call,
+                    side,
+                    request.sdp,
+                    request.peer,
+                    rekey=request.rekey,
+                    webrtc=request.webrtc,
                 )
             else:
                 sdp = self.relay.answer(call, side, request.sdp, request.peer)
