@@ -133,8 +133,20 @@ class _RawClient:
     """A pyOpenSSL DTLS client the endpoint cannot be made into: no certificate, no
     use_srtp, or one chosen SRTP profile."""
 
-    def __init__(self, *, certificate: bool = True, srtp: bytes | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        certificate: bool = True,
+        srtp: bytes | None = None,
+        ciphers: bytes | None = None,
+        version: int | None = None,
+    ) -> None:
         context = SSL.Context(SSL.DTLS_METHOD)
+        if ciphers is not None:
+            context.set_cipher_list(ciphers)
+        if version is not None:
+            context.set_min_proto_version(version)
+            context.set_max_proto_version(version)
         if certificate:
             cert, key = _certificate()
             context.use_certificate(cert)
@@ -164,7 +176,8 @@ class _RawClient:
         return self._step()
 
     def receive(self, datagram: bytes, now: float) -> list[bytes]:
-        self.connection.bio_write(datagram)
+        if datagram:
+            self.connection.bio_write(datagram)
         return self._step()
 
 
@@ -200,6 +213,17 @@ def _srtp_round_trip(sender: dtls.SrtpKeys, receiver: dtls.SrtpKeys) -> bytes:
     protect = pylibsrtp.Session(outbound_policy(sender.suite, sender.local_master))
     unprotect = pylibsrtp.Session(inbound_policy(receiver.suite, receiver.remote_master))
     return unprotect.unprotect(protect.protect(RTP_PACKET))
+
+
+def test_dtls_receive_takes_a_view_of_a_packet_buffer(
+    ours: DtlsIdentity, theirs: DtlsIdentity
+) -> None:
+    client, server = _pair(ours, theirs)
+    hello = client.start(0.0)[0]
+    buffer = bytearray(hello + b"junk beyond the datagram")
+    flight = server.receive(memoryview(buffer)[: len(hello)], 0.0)
+    _Wire().run(server, client, flight, 0.0)
+    assert (client.state, server.state) == ("established", "established")
 
 
 def test_dtls_keys_protect_and_unprotect_srtp_both_ways(
@@ -256,6 +280,45 @@ def test_dtls_client_without_certificate_fails(theirs: DtlsIdentity) -> None:
     assert server.state == "failed"
     assert server.failure == "DTLS handshake failed: peer did not return a certificate"
     assert server.keys is None
+
+
+@pytest.mark.parametrize(
+    "ciphers",
+    [
+        b"AES128-SHA",  # RSA key transport: no forward secrecy
+        b"ECDHE-ECDSA-AES128-SHA",  # CBC with HMAC-SHA1, not AEAD
+        b"DHE-RSA-AES128-GCM-SHA256",  # finite-field DH
+    ],
+)
+def test_dtls_downgrade_to_weak_cipher_refused(ciphers: bytes, theirs: DtlsIdentity) -> None:
+    peer = _RawClient(srtp=b"SRTP_AES128_CM_SHA1_80", ciphers=ciphers)
+    server = DtlsEndpoint(theirs, "server", [peer.fingerprint], 0.0)
+    _Wire().run(peer, server, peer.start(0.0), 0.0)
+    assert (server.state, server.failure) == ("failed", "DTLS handshake failed: no shared cipher")
+
+
+def test_dtls_1_0_refused(theirs: DtlsIdentity) -> None:
+    peer = _RawClient(srtp=b"SRTP_AES128_CM_SHA1_80", version=0xFEFF)  # DTLS 1.0
+    server = DtlsEndpoint(theirs, "server", [peer.fingerprint], 0.0)
+    _Wire().run(peer, server, peer.start(0.0), 0.0)
+    assert server.state == "failed"
+    assert server.failure == "DTLS handshake failed: tlsv1 alert protocol version"
+
+
+def test_dtls_renegotiation_refused(theirs: DtlsIdentity) -> None:
+    peer = _RawClient(srtp=b"SRTP_AES128_CM_SHA1_80")
+    server = DtlsEndpoint(theirs, "server", [peer.fingerprint], 0.0)
+    _Wire().run(peer, server, peer.start(0.0), 0.0)
+    assert server.keys is not None
+    keys = server.keys
+    peer.connection.renegotiate()
+    hello = peer.receive(b"", 1.0)  # the new ClientHello
+    assert len(hello) == 1
+    answer = server.receive(hello[0], 1.0)  # a no_renegotiation alert, nothing more
+    assert (server.state, server.keys) == ("established", keys)
+    peer.connection.bio_write(answer[0])
+    with pytest.raises(SSL.Error, match="no renegotiation"):
+        peer.connection.recv(100)
 
 
 # -- fingerprints checked -------------------------------------------------------------
@@ -409,6 +472,9 @@ def test_dtls_handshake_flood_fails(theirs: DtlsIdentity) -> None:
     assert server.statistics().dropped == 1
 
 
+_GARBAGE_IDENTITY = DtlsIdentity.generate(NOW)
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.binary(min_size=0, max_size=300), max_size=5), st.integers(20, 63))
 def test_dtls_garbage_never_raises(chunks: list[bytes], first: int) -> None:
@@ -419,9 +485,6 @@ def test_dtls_garbage_never_raises(chunks: list[bytes], first: int) -> None:
         assert server.state in ("handshaking", "failed")
     assert server.keys is None
     assert server.statistics().datagrams_in == len(chunks)
-
-
-_GARBAGE_IDENTITY = DtlsIdentity.generate(NOW)
 
 
 def test_dtls_corrupted_handshake_never_established(

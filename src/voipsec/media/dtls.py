@@ -122,8 +122,11 @@ _MAX_REASON: Final = 120
 
 #: RFC 7983 §7: a first byte of 20-63 is DTLS (0-3 STUN, 128-191 RTP/RTCP).
 _DTLS_FIRST_BYTE: Final = range(20, 64)
-#: DTLS 1.2 on the wire (RFC 6347 §4.1: {254, 253}). OpenSSL negotiates DTLS 1.3 only
-#: in no browser today; WebRTC stacks speak 1.2, so the version is pinned.
+#: DTLS 1.2 on the wire (RFC 6347 §4.1: {254, 253}), pinned as minimum and maximum.
+#: DTLS 1.0 is refused (RFC 8996). DTLS 1.3 is not allowed either: the OpenSSL that
+#: pyOpenSSL ships has none (no DTLS1_3_VERSION), Chrome and Firefox negotiate 1.2 for
+#: WebRTC, and a later OpenSSL must not move to a 1.3 whose use_srtp path (RFC 9147
+#: keeps it) nobody here has tested against a browser.
 _DTLS1_2_VERSION: Final = 0xFEFD
 #: RFC 5764 §4.2 / RFC 5705: the exporter label for SRTP keys.
 _EXPORTER_LABEL: Final = b"EXTRACTOR-dtls_srtp"
@@ -449,8 +452,11 @@ class DtlsEndpoint:
             return []
         return self._advance(now)
 
-    def receive(self, datagram: bytes, now: float) -> list[bytes]:
-        """Feed one datagram from the peer; the datagrams to send back. Never raises."""
+    def receive(self, datagram: bytes | bytearray | memoryview, now: float) -> list[bytes]:
+        """Feed one datagram from the peer; the datagrams to send back. Never raises.
+
+        The relay may pass a view of its packet buffer: OpenSSL copies what it is given.
+        """
         self._in += 1
         if self.state in (FAILED, CLOSED):
             self._dropped += 1
