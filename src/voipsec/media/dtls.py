@@ -377,7 +377,15 @@ class DtlsEndpoint:
     ``role`` is ``"server"`` when our a=setup is passive (the peer sends the ClientHello)
     and ``"client"`` when it is active (see :func:`role_of_setup`). ``remote`` is the
     peer's a=fingerprint list from its SDP. Time is a float in seconds (any monotonic
-    origin), passed to every call.
+    origin), passed to every call. A shell drives it like this::
+
+        endpoint = DtlsEndpoint(identity, role_of_setup(our_setup), fingerprints, now)
+        send(endpoint.start(now))                    # when the leg's SDP is settled
+        send(endpoint.receive(datagram, now))        # each datagram with is_dtls(first byte)
+        send(endpoint.poll(now))                     # at endpoint.next_timer(now)
+        # state "established": endpoint.keys -> sdes.outbound_policy(keys.suite,
+        # keys.local_master) and inbound_policy(keys.suite, keys.remote_master);
+        # state "failed": end the leg with endpoint.failure as the reason.
     """
 
     __slots__ = (
