@@ -8,10 +8,10 @@ time and sends what it returns to the leg's latched address; it calls :meth:`pol
 :meth:`next_timer` says. Nothing here reads a socket or the clock: OpenSSL runs on
 memory BIOs (``bio_write`` in, ``bio_read`` out) and time is an argument.
 
-- **Handshake**: DTLS 1.2 only, ECDHE with AEAD ciphers, no compression, no
-  renegotiation, no session cache or tickets (a resumed session would skip the
-  certificate, and with it the fingerprint check). ``use_srtp`` (RFC 5764 §4.1.1)
-  offers the SRTP profiles of :data:`SRTP_PROFILES`; a peer that negotiates none fails.
+- **Handshake** (the policy is :mod:`.dtlsidentity`'s): DTLS 1.2 only, ECDHE with AEAD
+  ciphers, no compression, no renegotiation, no session cache or tickets (a resumed
+  session would skip the certificate, and with it the fingerprint check). ``use_srtp``
+  (RFC 5764 §4.1.1) offers :data:`SRTP_PROFILES`; a peer that negotiates none fails.
 - **Authentication**: both sides must present a certificate (VERIFY_PEER and
   FAIL_IF_NO_PEER_CERT); it is self-signed and only its fingerprint counts: it must
   match one a=fingerprint of the peer's SDP (RFC 8122 §5, RFC 5763 §6.5), checked in the
@@ -40,31 +40,25 @@ yields keys unless the handshake completed with a matching certificate.
 from __future__ import annotations
 
 import contextlib
-import datetime
-import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives import serialization
 from OpenSSL import SSL
-from OpenSSL.crypto import X509
 
+from .dtlsidentity import DTLS_CERT_VALIDITY, SRTP_PROFILES, DtlsIdentity, FingerprintPin
 from .fingerprint import (
     FINGERPRINT_HASHES,
     MAX_REMOTE_FINGERPRINTS,
     DtlsError,
     Fingerprint,
-    fingerprint_of,
     parse_fingerprint,
     parse_fingerprints,
     role_of_setup,
     setup_answer,
 )
-from .sdes import SUITES, Suite
+from .sdes import Suite
 
 __all__ = [
     "DTLS_CERT_VALIDITY",
@@ -110,11 +104,6 @@ MAX_HANDSHAKE_DATAGRAMS: Final = 64
 #: header too (the size QUIC chose, RFC 9000 §14, and WebRTC's own DTLS MTU). OpenSSL
 #: fragments handshake messages to fit it.
 DTLS_MTU: Final = 1200
-#: Lifetime of the relay's certificate. It is pinned by fingerprint, never checked
-#: against a CA, so short is fine; browsers make theirs for 30 days. Start one day back
-#: for peers whose clock is behind (as Chrome does).
-DTLS_CERT_VALIDITY: Final = datetime.timedelta(days=30)
-_CERT_BACKDATE: Final = datetime.timedelta(days=1)
 #: Longest failure reason kept from an OpenSSL error (its reason strings are short).
 _MAX_REASON: Final = 120
 
@@ -122,33 +111,12 @@ _MAX_REASON: Final = 120
 
 #: RFC 7983 §7: a first byte of 20-63 is DTLS (0-3 STUN, 128-191 RTP/RTCP).
 _DTLS_FIRST_BYTE: Final = range(20, 64)
-#: DTLS 1.2 on the wire (RFC 6347 §4.1: {254, 253}), pinned as minimum and maximum.
-#: DTLS 1.0 is refused (RFC 8996). DTLS 1.3 is not allowed either: the OpenSSL that
-#: pyOpenSSL ships has none (no DTLS1_3_VERSION), Chrome and Firefox negotiate 1.2 for
-#: WebRTC, and a later OpenSSL must not move to a 1.3 whose use_srtp path (RFC 9147
-#: keeps it) nobody here has tested against a browser.
-_DTLS1_2_VERSION: Final = 0xFEFD
 #: RFC 5764 §4.2 / RFC 5705: the exporter label for SRTP keys.
 _EXPORTER_LABEL: Final = b"EXTRACTOR-dtls_srtp"
 #: RFC 6347 §4.2.4.1: initial retransmission timer 1 s, doubled each time, at most 60 s
 #: (OpenSSL's own values, so both timers agree).
 _INITIAL_RETRANSMIT: Final = 1.0
 _MAX_RETRANSMIT: Final = 60.0
-#: ECDHE only (forward secrecy) with AEAD; ECDSA first (our certificate and the
-#: browsers'), RSA for a peer whose certificate is RSA when we are the client.
-_CIPHERS: Final = (
-    b"ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:"
-    b"ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-AES128-GCM-SHA256:"
-    b"ECDHE-RSA-AES256-GCM-SHA384:ECDHE-RSA-CHACHA20-POLY1305"
-)
-#: use_srtp profiles (OpenSSL names, RFC 5764 §4.1.2, RFC 7714 §14.2) in our order of
-#: preference and the :mod:`.sdes` suite each maps to: AEAD first, as for SDES. The
-#: 32-bit-tag profile is not offered: every WebRTC stack does GCM or the 80-bit tag.
-SRTP_PROFILES: Final[dict[str, Suite]] = {
-    "SRTP_AEAD_AES_256_GCM": SUITES["AEAD_AES_256_GCM"],
-    "SRTP_AEAD_AES_128_GCM": SUITES["AEAD_AES_128_GCM"],
-    "SRTP_AES128_CM_SHA1_80": SUITES["AES_CM_128_HMAC_SHA1_80"],
-}
 _ROLES: Final = frozenset({"client", "server"})
 #: DTLS record header (RFC 6347 §4.1): type, version, epoch, sequence, length.
 _RECORD_HEADER: Final = 13
@@ -177,119 +145,6 @@ FAILURE_PREFIX: Final = "DTLS handshake failed: "
 def is_dtls(first_byte: int) -> bool:
     """Whether a datagram starting with ``first_byte`` is DTLS (RFC 7983 §7: 20-63)."""
     return first_byte in _DTLS_FIRST_BYTE
-
-
-# -- identity ----------------------------------------------------------------------
-
-
-def _context(certificate: x509.Certificate, key: ec.EllipticCurvePrivateKey) -> SSL.Context:
-    """The OpenSSL context every endpoint of one identity shares (client or server)."""
-    context = SSL.Context(SSL.DTLS_METHOD)
-    context.set_min_proto_version(_DTLS1_2_VERSION)
-    context.set_max_proto_version(_DTLS1_2_VERSION)
-    context.set_options(
-        SSL.OP_NO_COMPRESSION
-        | SSL.OP_NO_TICKET
-        | SSL.OP_NO_RENEGOTIATION
-        | SSL.OP_CIPHER_SERVER_PREFERENCE
-        # set_ciphertext_mtu is ignored unless OpenSSL is told not to ask the BIO.
-        | SSL.OP_NO_QUERY_MTU
-    )
-    context.set_session_cache_mode(SSL.SESS_CACHE_OFF)
-    context.set_cipher_list(_CIPHERS)
-    context.set_tlsext_use_srtp(":".join(SRTP_PROFILES).encode("ascii"))
-    context.use_certificate(certificate)
-    context.use_privatekey(key)
-    context.check_privatekey()
-    context.set_verify(SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT, _verify)
-    return context
-
-
-class DtlsIdentity:
-    """The relay's DTLS certificate: ECDSA P-256, self-signed, random CN, 30 days.
-
-    Made with ``cryptography`` in memory and never written to disk: only its
-    fingerprint leaves the process (in SDP). The private key lives inside the OpenSSL
-    context alone; nothing here can print it.
-    """
-
-    __slots__ = ("_context", "certificate", "fingerprint")
-
-    def __init__(self, certificate: x509.Certificate, key: ec.EllipticCurvePrivateKey) -> None:
-        self.certificate = certificate
-        #: sha-256 of the DER certificate, for our a=fingerprint (RFC 8122 §5).
-        self.fingerprint: Fingerprint = fingerprint_of(
-            certificate.public_bytes(serialization.Encoding.DER)
-        )
-        self._context = _context(certificate, key)
-
-    @classmethod
-    def generate(cls, now: datetime.datetime) -> DtlsIdentity:
-        """A fresh identity valid from a day before ``now`` (timezone-aware) for 30 days."""
-        if now.tzinfo is None:
-            raise ValueError("now must be timezone-aware")
-        key = ec.generate_private_key(ec.SECP256R1())
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, secrets.token_hex(8))])
-        certificate = (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - _CERT_BACKDATE)
-            .not_valid_after(now + DTLS_CERT_VALIDITY)
-            .sign(key, hashes.SHA256())
-        )
-        return cls(certificate, key)
-
-    @property
-    def not_after(self) -> datetime.datetime:
-        """When the certificate expires: the caller makes a new identity before then."""
-        return self.certificate.not_valid_after_utc
-
-    def __repr__(self) -> str:
-        return f"DtlsIdentity(fingerprint={self.fingerprint}, not_after={self.not_after})"
-
-
-# -- peer verification ---------------------------------------------------------------
-
-
-class _Pin:
-    """What the verify callback needs of one connection: the peer's fingerprints."""
-
-    __slots__ = ("mismatch", "remote")
-
-    def __init__(self, remote: tuple[Fingerprint, ...]) -> None:
-        self.remote = remote
-        self.mismatch = False
-
-    def check(self, der: bytes) -> bool:
-        """Whether ``der`` matches one of the fingerprints (RFC 8122 §5: any one)."""
-        if any(fingerprint.matches(der) for fingerprint in self.remote):
-            return True
-        self.mismatch = True
-        return False
-
-
-def _verify(connection: SSL.Connection, cert: X509, error: int, depth: int, ok: int) -> bool:
-    """OpenSSL's verify callback: the leaf certificate must match the SDP fingerprint.
-
-    Chain errors (self-signed, unknown issuer, validity dates) are ignored on purpose:
-    WebRTC certificates are self-signed and authenticated by the fingerprint alone
-    (RFC 5763 §6.5, RFC 8122 §5). Certificates above the leaf (depth > 0) are not what
-    the fingerprint names and are passed. Never raises: pyOpenSSL would store it.
-    """
-    pin = connection.get_app_data()
-    if not isinstance(pin, _Pin):
-        return False
-    if depth > 0:
-        return True
-    try:
-        der = cert.to_cryptography().public_bytes(serialization.Encoding.DER)
-    except Exception:  # a certificate cryptography cannot read is refused
-        pin.mismatch = True
-        return False
-    return pin.check(der)
 
 
 # -- endpoint ------------------------------------------------------------------------
@@ -430,9 +285,8 @@ class DtlsEndpoint:
         self.failure = ""
         #: the SRTP masters once established, else None
         self.keys: SrtpKeys | None = None
-        self._pin = _Pin(tuple(remote))
-        self._connection = SSL.Connection(identity._context, None)
-        self._connection.set_app_data(self._pin)
+        self._pin = FingerprintPin(tuple(remote))
+        self._connection = identity.connection(self._pin)
         self._connection.set_ciphertext_mtu(DTLS_MTU)
         if role == "client":
             self._connection.set_connect_state()
