@@ -212,7 +212,12 @@ def test_dtls_handshake_establishes_with_mirrored_keys(
 def _srtp_round_trip(sender: dtls.SrtpKeys, receiver: dtls.SrtpKeys) -> bytes:
     protect = pylibsrtp.Session(outbound_policy(sender.suite, sender.local_master))
     unprotect = pylibsrtp.Session(inbound_policy(receiver.suite, receiver.remote_master))
-    return unprotect.unprotect(protect.protect(RTP_PACKET))
+    packet = unprotect.unprotect(protect.protect(RTP_PACKET))
+    # The keys' own policies are the same ones.
+    rtcp = bytes.fromhex("80c8000612345678") + bytes(20)
+    protected = pylibsrtp.Session(sender.outbound()).protect_rtcp(rtcp)
+    assert pylibsrtp.Session(receiver.inbound()).unprotect_rtcp(protected) == rtcp
+    return packet
 
 
 def test_dtls_receive_takes_a_view_of_a_packet_buffer(

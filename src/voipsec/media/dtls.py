@@ -44,6 +44,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
+import pylibsrtp
 from cryptography.hazmat.primitives import serialization
 from OpenSSL import SSL
 
@@ -58,7 +59,7 @@ from .fingerprint import (
     role_of_setup,
     setup_answer,
 )
-from .sdes import Suite
+from .sdes import Suite, inbound_policy, outbound_policy
 
 __all__ = [
     "DTLS_CERT_VALIDITY",
@@ -162,6 +163,14 @@ class SrtpKeys:
     suite: Suite
     local_master: bytes = field(repr=False)
     remote_master: bytes = field(repr=False)
+
+    def outbound(self) -> pylibsrtp.Policy:
+        """libsrtp policy for what we send (:func:`.sdes.outbound_policy`)."""
+        return outbound_policy(self.suite, self.local_master)
+
+    def inbound(self) -> pylibsrtp.Policy:
+        """libsrtp policy for what the peer sends, replay window included."""
+        return inbound_policy(self.suite, self.remote_master)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
