@@ -207,6 +207,7 @@ def test_dtls_handshake_establishes_with_mirrored_keys(
         datagrams_in=2, datagrams_out=2, retransmits=0, dropped=0
     )
     assert client.next_timer(0.0) is None and server.next_timer(0.0) is None
+    assert (client.created, client.established_at) == (0.0, 0.0)
 
 
 def _srtp_round_trip(sender: dtls.SrtpKeys, receiver: dtls.SrtpKeys) -> bytes:
@@ -324,6 +325,11 @@ def test_dtls_renegotiation_refused(theirs: DtlsIdentity) -> None:
     peer.connection.bio_write(answer[0])
     with pytest.raises(SSL.Error, match="no renegotiation"):
         peer.connection.recv(100)
+    # The peer gives up with a fatal alert: the association is over, its keys gone.
+    alert = peer.receive(b"", 2.0)
+    assert server.receive(alert[0], 2.0) == []
+    assert (server.state, server.keys) == ("failed", None)
+    assert server.failure == "DTLS association failed: tls alert handshake failure"
 
 
 # -- fingerprints checked -------------------------------------------------------------

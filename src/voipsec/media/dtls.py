@@ -141,6 +141,7 @@ FAILURE_FLOOD: Final = "DTLS handshake flooded"
 FAILURE_NO_SRTP: Final = "DTLS peer negotiated no SRTP profile"
 FAILURE_NO_CERT: Final = "DTLS peer presented no certificate"
 FAILURE_PREFIX: Final = "DTLS handshake failed: "
+FAILURE_BROKEN: Final = "DTLS association failed: "
 
 
 def is_dtls(first_byte: int) -> bool:
@@ -247,9 +248,9 @@ class DtlsEndpoint:
         send(endpoint.start(now))                    # when the leg's SDP is settled
         send(endpoint.receive(datagram, now))        # each datagram with is_dtls(first byte)
         send(endpoint.poll(now))                     # at endpoint.next_timer(now)
-        # state "established": endpoint.keys -> sdes.outbound_policy(keys.suite,
-        # keys.local_master) and inbound_policy(keys.suite, keys.remote_master);
-        # state "failed": end the leg with endpoint.failure as the reason.
+        # "established": SrtpSession(endpoint.keys.outbound(), ...) for what we send,
+        # SrtpSession(endpoint.keys.inbound(), ...) for what the browser sends;
+        # "failed": end the leg with endpoint.failure as the reason.
     """
 
     __slots__ = (
@@ -266,6 +267,7 @@ class DtlsEndpoint:
         "_retransmits",
         "_timer",
         "created",
+        "established_at",
         "failure",
         "keys",
         "role",
@@ -288,7 +290,10 @@ class DtlsEndpoint:
         if len(remote) > MAX_REMOTE_FINGERPRINTS:
             raise DtlsError("too many peer fingerprints")
         self.role = role
+        #: when the endpoint was made and when its handshake completed (None before):
+        #: the difference is the handshake time for statistics
         self.created = now
+        self.established_at: float | None = None
         self.state: str = HANDSHAKING
         #: why the endpoint failed, one line for the CDR and the log; "" otherwise
         self.failure = ""
@@ -342,7 +347,11 @@ class DtlsEndpoint:
         if not datagram or len(datagram) > MAX_DTLS_DATAGRAM or not is_dtls(datagram[0]):
             self._dropped += 1
             return []
-        self._connection.bio_write(datagram)
+        try:
+            self._connection.bio_write(datagram)
+        except SSL.Error:  # a memory BIO refuses only when memory runs out
+            self._dropped += 1
+            return []
         if self.state == HANDSHAKING:
             return self._advance(now)
         return self._read()
@@ -434,6 +443,7 @@ class DtlsEndpoint:
         out = self._drain()
         self._established()
         if self.state == ESTABLISHED:
+            self.established_at = now
             out += self._read()
         else:
             out += self._goodbye()
@@ -489,9 +499,9 @@ class DtlsEndpoint:
                 out = self._goodbye()
                 self._move(CLOSED)
                 return out
-            except SSL.Error as error:
+            except SSL.Error as error:  # a fatal alert from the peer, or a broken record
                 out = self._drain()
-                self._fail(FAILURE_PREFIX + _reason(error))
+                self._fail(FAILURE_BROKEN + _reason(error))
                 return out
         return self._drain()
 
