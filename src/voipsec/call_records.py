@@ -620,13 +620,28 @@ class CallRecords:
 
 
 def media_encryption(legs: Sequence[LegReport]) -> str:
-    """The CDR's media_encryption: each side and whether its media was SRTP, e.g.
-    "a:srtp b:rtp" for an SRTP caller bridged to a plain-RTP callee (issue 16). A side
-    is "srtp" only when every stream of it was (issue 17: video has legs too)."""
-    plain: dict[str, bool] = {}
+    """The CDR's media_encryption: each side and how its media was keyed, e.g.
+    "a:srtp b:rtp" for an SRTP caller bridged to a plain-RTP callee (issue 16), or
+    "a:dtls-srtp b:srtp" for a browser calling a desk phone (issue 17). With several
+    streams (video, issue 17) a side gets the weakest of them; "none" is a DTLS-SRTP
+    leg whose handshake never completed (no media could pass)."""
+    kinds: dict[str, str] = {}
     for leg in legs:
-        plain[leg.leg] = plain.get(leg.leg, False) or leg.suite == "RTP"
-    return " ".join(f"{side}:{'rtp' if rtp else 'srtp'}" for side, rtp in plain.items())
+        kind = _keying(leg.suite)
+        kinds[leg.leg] = min(kinds.get(leg.leg, kind), kind, key=_KEYING_RANK.__getitem__)
+    return " ".join(f"{side}:{kind}" for side, kind in kinds.items())
+
+
+#: Keyings from the weakest: what a side with several streams is reported as.
+_KEYING_RANK = {"none": 0, "rtp": 1, "dtls-srtp": 2, "srtp": 3}
+
+
+def _keying(suite: str) -> str:
+    if suite == "RTP":
+        return "rtp"
+    if suite == "DTLS/none":
+        return "none"
+    return "dtls-srtp" if suite.startswith("DTLS/") else "srtp"
 
 
 def _leg_json(leg: LegReport) -> dict[str, object]:

@@ -24,10 +24,10 @@ from ..sip.headers import Headers
 from ..sip.layer import TxKey
 from ..sip.message import Request, Response
 from ..sip.uac import LocalAddress
+from .dispatch import DIALOG_ALLOW, DIALOG_SUPPORTED
 
 #: Transports of a browser's SIP (RFC 7118): its calls take DTLS-SRTP (webrtc_forks).
 WEBSOCKET_TRANSPORTS = frozenset({"ws", "wss"})
-from .dispatch import DIALOG_ALLOW, DIALOG_SUPPORTED
 
 #: Headers of a request copied onto the other leg; everything else stays on its own
 #: leg (issue 16: nothing of one phone identifies it to the other unless this list

@@ -120,6 +120,9 @@ class ReleaseReply:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TimeoutNotice:
     calls: tuple[str, ...]
+    #: Why their media ended, the CDR reason: empty for the media timeout, else e.g.
+    #: "DTLS fingerprint mismatch" (MediaRelay.failures). Sent only when not empty.
+    reason: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -167,7 +170,10 @@ def encode(message: Message) -> bytes:
         legs = [_leg_fields(leg) for leg in message.legs]
         return encode_frame("released", {"id": message.id, "legs": legs})
     if isinstance(message, TimeoutNotice):
-        return encode_frame("timeout", {"calls": list(message.calls)})
+        notice: dict[str, Any] = {"calls": list(message.calls)}
+        if message.reason:
+            notice["reason"] = message.reason
+        return encode_frame("timeout", notice)
     stats = message.stats
     return encode_frame("stats", {"stats": {n: getattr(stats, n) for n in _STATS_FIELDS}})
 
@@ -253,7 +259,8 @@ def _timeout(frame: Frame) -> TimeoutNotice:
     calls = frame.header.get("calls")
     if not isinstance(calls, list) or len(calls) > MAX_TIMEOUT_CALLS:
         raise ChannelError(f"calls must be a list of at most {MAX_TIMEOUT_CALLS}")
-    return TimeoutNotice(calls=tuple(_call({"call": c}) for c in calls))
+    reason = _text(frame.header, "reason", MAX_WARNING) if "reason" in frame.header else ""
+    return TimeoutNotice(calls=tuple(_call({"call": c}) for c in calls), reason=reason)
 
 
 def _stats(frame: Frame) -> StatsNotice:

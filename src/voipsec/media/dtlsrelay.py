@@ -38,6 +38,9 @@ from .srtpsession import PacketBuffer, SrtpSession
 
 log = logging.getLogger("voipsec.media")
 
+#: How long before its end the relay's DTLS certificate is replaced for new legs.
+IDENTITY_RENEWAL = datetime.timedelta(days=1)
+
 
 class DtlsRelay:
     """DTLS-SRTP legs of :class:`~.relay.MediaRelay` (which sets what is declared here)."""
@@ -66,8 +69,10 @@ class DtlsRelay:
     @property
     def identity(self) -> DtlsIdentity:
         """The relay's DTLS certificate: one per process, made on first use."""
-        if self._identity is None:
-            self._identity = DtlsIdentity.generate(datetime.datetime.now(datetime.UTC))
+        now = datetime.datetime.now(datetime.UTC)
+        if self._identity is None or now >= self._identity.not_after - IDENTITY_RENEWAL:
+            # A new one for new legs; running handshakes keep theirs (it is pinned).
+            self._identity = DtlsIdentity.generate(now)
         return self._identity
 
     def _take_dtls_offer(self, leg: Leg, sdp: Sdp, section: Media) -> None:
@@ -196,4 +201,4 @@ class DtlsRelay:
         return failed
 
 
-__all__ = ["DtlsRelay"]
+__all__ = ["IDENTITY_RENEWAL", "DtlsRelay"]

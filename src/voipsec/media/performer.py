@@ -124,7 +124,8 @@ class LocalMedia:
         done(self.relay.report(call))
 
     def sweep(self) -> list[tuple[str, str]]:
-        return [(call, "media timeout") for call in self.relay.sweep()]
+        timed_out = [(call, "media timeout") for call in self.relay.sweep()]
+        return timed_out + self.relay.failures()
 
     def statistics(self) -> MediaStatistics:
         return self.relay.statistics()

@@ -329,7 +329,8 @@ class MediaPool:
             worker.stats = message.stats
         elif isinstance(message, TimeoutNotice):
             stopped = [c for c in message.calls if c in worker.calls]
-            self._ended.extend((call, TIMEOUT_REASON) for call in stopped)
+            reason = message.reason or TIMEOUT_REASON
+            self._ended.extend((call, reason) for call in stopped)
         elif isinstance(message, SdpReply | RefusalReply | ReleaseReply):
             self._reply(worker, message)
         else:
