@@ -904,11 +904,14 @@ class MediaRelay(DtlsRelay):
 
 
 def _suite_name(leg: Leg) -> str:
-    """A leg's keying for reports: "RTP", the SDES suite, or "DTLS/<suite>" (before
-    a DTLS leg's handshake completes: "DTLS/none")."""
+    """A leg's keying for reports: "RTP" (plain), the SDES suite, "DTLS/<suite>", or
+    "none" for a leg never keyed (a callee that did not answer, a refused stream;
+    before a DTLS leg's handshake completes: "DTLS/none")."""
     if leg.dtls is not None:
         return f"DTLS/{'none' if leg.suite is None else leg.suite.name}"
-    return "RTP" if leg.plain or leg.suite is None else leg.suite.name
+    if leg.plain:
+        return "RTP"
+    return "none" if leg.suite is None else leg.suite.name
 
 
 def _ice_moves(leg: Leg, source: tuple[str, int], rtcp_port: bool) -> bool:
