@@ -668,6 +668,10 @@ def _leg_json(leg: LegReport) -> dict[str, object]:
         "stun_dropped": r.stun_dropped,
         "rtcp_packets": leg.rtcp_packets,
         "mos": round(r.mos, 2),
+        "far_reports": r.far_reports,
+        "far_lost": r.far_lost,
+        "far_fraction_lost": round(r.far_fraction_lost, 3),
+        "far_jitter_ms": round(r.far_jitter_ms, 2),
     }
 
 

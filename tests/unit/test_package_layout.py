@@ -87,6 +87,7 @@ SANS_IO = (
     "media/sdp.py",
     "media/icelite.py",
     "media/streams.py",
+    "media/rtcp.py",
     "media/dtls.py",
     "media/dtlsidentity.py",
     "media/dtlsleg.py",

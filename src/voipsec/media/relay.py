@@ -82,6 +82,8 @@ from .legs import (
     Stream,
     other,
 )
+from .quality import StreamStats
+from .rtcp import report_blocks
 from .sdes import (
     SUITES,
     Suite,
@@ -106,6 +108,8 @@ MAX_PACKET = 2048
 #: reading on until EAGAIN costs a failed ``recvfrom`` per event at ordinary rates
 #: (docs/performance.md, "Cheap relay (issue 15)").
 READ_BATCH = 1
+#: The RTP clock of video payloads (RFC 3551 §5: 90 kHz for every video encoding).
+VIDEO_CLOCK_RATE = 90_000
 #: Smallest valid RTP packet: the fixed header (RFC 3550 §5.1).
 RTP_HEADER = 12
 #: Packets kept per leg while its peer's key is not known yet (early media).
@@ -646,6 +650,8 @@ class MediaRelay(DtlsRelay):
         leg = Leg(
             name=name, call=call, side=side, port=port, rtp=rtp, rtcp=rtcp, index=index, kind=kind
         )
+        if kind == "video":
+            leg.stats = StreamStats(clock_rate=VIDEO_CLOCK_RATE)  # for jitter in ms
         loop = self._event_loop()
         loop.add_reader(rtp.fileno(), self._readable, leg, rtp, False)
         loop.add_reader(rtcp.fileno(), self._readable, leg, rtcp, True)
@@ -739,6 +745,7 @@ class MediaRelay(DtlsRelay):
         leg.heard = now
         if rtcp:
             leg.rtcp_packets += 1
+            _far_end(leg, data, clear)
         else:
             seq, timestamp = _SEQ_TIMESTAMP.unpack_from(data, 2)
             leg.stats.rtp(seq, timestamp, clear, now)
@@ -901,6 +908,20 @@ class MediaRelay(DtlsRelay):
         for call in list(self._calls):
             self.release(call)
         self.pool.close()
+
+
+def _far_end(leg: Leg, data: bytearray, size: int) -> None:
+    """The phone's RTCP reception report about the stream we send it, into its leg's
+    statistics (media/rtcp.py): the first block (a phone receives one stream from us
+    per leg)."""
+    blocks = report_blocks(data, size)
+    if blocks:
+        first = blocks[0]
+        leg.stats.far_end(
+            cumulative_lost=first.cumulative_lost,
+            fraction_lost=first.fraction_lost,
+            jitter=first.jitter,
+        )
 
 
 def _suite_name(leg: Leg) -> str:
