@@ -1,0 +1,497 @@
+"""Every stream relayed (issue 17 item 1): linphonec video through ``voipsec serve``.
+
+Two linphonec 5.1.65 phones (tests/peers/linphone.py, ``video=True``: the static picture
+as camera, VP8, no display) register with SHA-256 digest over TLS 1.2 and call each
+other with audio and video, SDES-SRTP on every stream of both relay legs. tshark on the
+relay's port range shows the video RTP (payload type 96, one SSRC per sender) arriving on
+both legs in both directions, the same packets (SSRC, sequence number, length) with
+different bytes on each leg: re-encrypted with the other leg's keys, which the SDP shows
+differ per leg and from the audio keys. A third phone, baresip 1.0.0 with no video codec
+(tests/peers/baresip.py), is offered the video by the relay, refuses it with port 0, and
+linphonec's video is refused in turn (RFC 3264 §6) while the audio flows. Last, an
+audio-only call gets video added by a re-INVITE (linphonec's ``camera on``).
+
+What linphonec does with video, found by running it (docs/interop.md):
+
+* It needs ``-C`` (or ``-V``/``-D``) besides ``[video] enabled=1``; the driver passes
+  ``-C``, capture without a display.
+* It offers ``m=video PORT RTP/SAVP 96`` (VP8/90000) with four SDES keys of its own,
+  separate RTCP (no ``a=rtcp-mux``), and sends the picture at ``staticpic fps``
+  frames a second from its ``video_rtp_port``.
+* ``camera on`` in a call without video re-INVITEs with ``m=video`` added; the other
+  linphonec (``automatically_accept=1``) takes it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import subprocess
+from collections.abc import Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import ALICE, BOB
+from tests.integration.test_linphone import (
+    BARESIP_SETTINGS,
+    CAROL,
+    CERT_OR_DIGEST,
+    SUITE,
+    assert_audible,
+    cdrs,
+    ended_cdr,
+    new_recording,
+    wav_seconds,
+)
+from tests.integration.test_media import Capture, capturing
+from tests.peers.baresip import Baresip, free_sip_ports
+from tests.peers.linphone import Linphone, SipLogEntry
+from tests.peers.proc import relay_ports, require, wait_for
+from tests.peers.voipsec import VoipsecServer, prepare, serving, voipsec
+
+pytestmark = pytest.mark.peers
+
+DEADLINE = 15.0
+#: linphonec's VP8 payload type (its only video codec; it numbers it 96 like Opus).
+VP8_PAYLOAD_TYPE = 96
+#: Video RTP packets each of the four flows (phone → relay and relay → phone, on
+#: each leg) must carry: two seconds of the static picture at 5 frames a second.
+MIN_VIDEO_PACKETS = 10
+#: RTP version 2 (RFC 3550 §5.1) in the first two bits.
+RTP_VERSION = 2
+#: Fixed RTP header (RFC 3550 §5.1): what SRTP leaves in the clear (RFC 3711 §3.1).
+RTP_HEADER_BYTES = 12
+#: Received audio baresip must have recorded before the call to it ends.
+AUDIO_SECONDS = 2.0
+#: The tone linphonec plays, long enough for every call of the module.
+TONE_SECONDS = 60
+
+Cdr = dict[str, Any]
+
+
+# -- SDP and packets ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Media:
+    """One m= section of an SDP: port, proto and the inline keys of its a=crypto lines."""
+
+    kind: str
+    port: int
+    proto: str
+    suites: tuple[str, ...]
+    keys: frozenset[str]
+
+
+def media(body: str) -> dict[str, Media]:
+    """The m= sections of ``body`` by kind (each kind appears once in these calls)."""
+    found: dict[str, Media] = {}
+    for section in re.split(r"^(?=m=)", body, flags=re.MULTILINE)[1:]:
+        kind, port, proto = section.split("\n", 1)[0][2:].split()[:3]
+        crypto = re.findall(r"^a=crypto:\d+ (\S+) inline:([^|\s]+)", section, re.MULTILINE)
+        assert kind not in found, body
+        found[kind] = Media(
+            kind=kind,
+            port=int(port),
+            proto=proto,
+            suites=tuple(suite for suite, _ in crypto),
+            keys=frozenset(key for _, key in crypto),
+        )
+    return found
+
+
+def invite_sdp(messages: list[SipLogEntry]) -> dict[str, Media]:
+    """The SDP of the last INVITE (or 200 OK to an INVITE) among ``messages``."""
+    with_sdp = [m for m in messages if "m=audio" in m.body]
+    assert with_sdp, [m.text for m in messages]
+    return media(with_sdp[-1].body)
+
+
+def ok_to_invite(messages: list[SipLogEntry]) -> list[SipLogEntry]:
+    return [m for m in messages if any(c.endswith(" INVITE") for c in m.headers("CSeq"))]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Rtp:
+    """What SRTP leaves readable of a packet, and its encrypted rest."""
+
+    payload_type: int
+    seq: int
+    ssrc: int
+    size: int
+    rest: bytes
+
+
+def rtp_packets(capture: Capture, src: int, dst: int) -> list[Rtp]:
+    """RTP packets captured from port ``src`` to port ``dst`` (STUN and RTCP left out:
+    RTCP's packet types 200-204 read as payload types 72-76)."""
+    found: list[Rtp] = []
+    for source, destination, payload in capture.packets():
+        if (source, destination) != (src, dst) or len(payload) < RTP_HEADER_BYTES:
+            continue
+        if payload[0] >> 6 != RTP_VERSION or payload[1] & 0x7F in range(72, 77):
+            continue
+        found.append(
+            Rtp(
+                payload_type=payload[1] & 0x7F,
+                seq=int.from_bytes(payload[2:4], "big"),
+                ssrc=int.from_bytes(payload[8:12], "big"),
+                size=len(payload),
+                rest=payload[RTP_HEADER_BYTES:],
+            )
+        )
+    return found
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Flow:
+    """One direction of one stream between a phone's port and the relay's."""
+
+    name: str
+    src: int
+    dst: int
+
+
+def flows(caller: Linphone, callee: Linphone, answer_a: Media, offer_b: Media) -> list[Flow]:
+    """The four video flows of a call: the relay's port is in the SDP each phone got."""
+    relay_a, relay_b = answer_a.port, offer_b.port
+    return [
+        Flow(name="caller → relay", src=caller.video_rtp_port, dst=relay_a),
+        Flow(name="relay → callee", src=relay_b, dst=callee.video_rtp_port),
+        Flow(name="callee → relay", src=callee.video_rtp_port, dst=relay_b),
+        Flow(name="relay → caller", src=relay_a, dst=caller.video_rtp_port),
+    ]
+
+
+def wait_video(capture: Capture, video: list[Flow]) -> dict[str, list[Rtp]]:
+    """Wait until each flow carried MIN_VIDEO_PACKETS VP8 packets; returns them all."""
+    seen: dict[str, list[Rtp]] = {}
+
+    def enough() -> bool:
+        for flow in video:
+            packets = rtp_packets(capture, flow.src, flow.dst)
+            seen[flow.name] = [p for p in packets if p.payload_type == VP8_PAYLOAD_TYPE]
+        return all(len(p) >= MIN_VIDEO_PACKETS for p in seen.values())
+
+    wait_for(enough, deadline=DEADLINE, what=f"{MIN_VIDEO_PACKETS} VP8 packets on each flow")
+    return seen
+
+
+def assert_relayed(sent: list[Rtp], relayed: list[Rtp]) -> None:
+    """``relayed`` are packets of ``sent`` (same SSRC, sequence number and length: the
+    same SRTP suite on both legs) whose encrypted bytes all differ: new keys."""
+    (ssrc,) = {p.ssrc for p in sent}
+    assert {p.ssrc for p in relayed} == {ssrc}, (ssrc, relayed[:3])
+    by_seq = {p.seq: p for p in sent}
+    common = [p for p in relayed if p.seq in by_seq]
+    assert len(common) >= MIN_VIDEO_PACKETS // 2, (len(common), len(relayed))
+    assert [p.size for p in common] == [by_seq[p.seq].size for p in common]
+    assert all(p.rest != by_seq[p.seq].rest for p in common)
+
+
+def assert_video_relayed(seen: dict[str, list[Rtp]]) -> set[int]:
+    """Each phone's video reached the other through the relay; returns the two SSRCs."""
+    assert_relayed(seen["caller → relay"], seen["relay → callee"])
+    assert_relayed(seen["callee → relay"], seen["relay → caller"])
+    ssrcs = {p.ssrc for packets in seen.values() for p in packets}
+    assert len(ssrcs) == 2, ssrcs  # one video SSRC per phone
+    return ssrcs
+
+
+def audio_ssrcs(capture: Capture, phone: Linphone) -> set[int]:
+    """SSRCs of the RTP ``phone`` sent from its audio port."""
+    low, high = relay_ports()
+    return {
+        p.ssrc
+        for port in range(low, high + 1, 2)
+        for p in rtp_packets(capture, phone.rtp_port, port)
+    }
+
+
+def assert_keys_differ(offer_a: Media, offer_b: Media, answer_b: Media, answer_a: Media) -> None:
+    """Every SDP of the call holds its own video keys: the relay's towards each phone
+    are its own (RFC 4568 §6.1), on each leg and in each direction."""
+    for sdp in (offer_a, offer_b, answer_b, answer_a):
+        assert sdp.proto == "RTP/SAVP" and sdp.keys, sdp
+    assert answer_a.suites == (SUITE,), answer_a  # voipsec picks one of linphone's four
+    keys = [offer_a.keys, offer_b.keys, answer_b.keys, answer_a.keys]
+    for i, some in enumerate(keys):
+        for other in keys[i + 1 :]:
+            assert not some & other, keys
+
+
+# -- fixtures ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("linphone-video")
+
+
+@pytest.fixture(scope="module")
+def server(workdir: Path) -> Iterator[VoipsecServer]:
+    prepared = prepare(workdir / "data", users=[ALICE, BOB, CAROL], settings=[CERT_OR_DIGEST])
+    with serving(prepared) as running_server:
+        yield running_server
+
+
+@pytest.fixture(scope="module")
+def tone(workdir: Path) -> Path:
+    """A 440 Hz tone in 16-bit samples (linphonec plays sox's 32-bit default as noise)."""
+    path = workdir / "tone.wav"
+    synth = ["-n", "-r", "8000", "-c", "1", "-b", "16", str(path)]
+    subprocess.run(
+        [require("sox"), *synth, "synth", str(TONE_SECONDS), "sine", "440"], check=True, timeout=30
+    )
+    return path
+
+
+def baresip_carol(server: VoipsecServer, workdir: Path) -> Baresip:
+    """carol on baresip (no video codec), logged in by a device certificate: baresip
+    answers MD5 digest only (test_linphone.py)."""
+    device = workdir / "carol-device"
+    voipsec(
+        "ca", "issue", "carol", "--out", str(device), "--p12-password", "p12-secret-1",
+        data_dir=server.data_dir,
+    )  # fmt: skip
+    bundle = workdir / "carol.pem"  # baresip's sip_certificate: certificate + key
+    bundle.write_bytes((device / "carol.crt").read_bytes() + (device / "carol.key").read_bytes())
+    sip_port, ctrl_port = free_sip_ports()
+    account = (
+        f'<sip:carol@localhost;transport=tls>;outbound="sip:127.0.0.1:{server.port};'
+        f'transport=tls";regint=600;{BARESIP_SETTINGS}'
+    )
+    return Baresip(
+        workdir / "carol",
+        account_line=account,
+        ca_file=server.ca,
+        sip_port=sip_port,
+        ctrl_port=ctrl_port,
+        cert_file=bundle,
+        record_dir=workdir / "carol-heard",
+    )
+
+
+@dataclass(frozen=True)
+class Phones:
+    alice: Linphone
+    bob: Linphone
+    carol: Baresip
+
+
+@pytest.fixture(scope="module")
+def phones(server: VoipsecServer, workdir: Path, tone: Path) -> Iterator[Phones]:
+    """alice and bob on linphonec with video on, carol on baresip; all registered."""
+    with ExitStack() as stack:
+        alice, bob = (
+            stack.enter_context(
+                Linphone(
+                    workdir / name,
+                    user=name,
+                    password=password,
+                    server_port=server.port,
+                    ca_file=server.ca,
+                    video=True,
+                )
+            )
+            for name, password in (ALICE, BOB)
+        )
+        carol = stack.enter_context(baresip_carol(server, workdir))
+        event = carol.wait_event("REGISTER_OK", "REGISTER_FAIL", deadline=DEADLINE)
+        assert event["type"] == "REGISTER_OK", (event, carol.log_text()[-3000:])
+        for phone in (alice, bob):
+            phone.wait_registered(deadline=DEADLINE)
+            phone.use_files(play=tone)
+            phone.use_static_camera()
+        for user in ("alice", "bob", "carol"):
+            server.wait_bindings(user, 1, deadline=DEADLINE)
+        yield Phones(alice=alice, bob=bob, carol=carol)
+
+
+def end_calls(phone: Linphone) -> None:
+    """Terminate whatever calls ``phone`` still has."""
+    if phone.command("calls") == "No active call.":
+        return
+    phone.command("terminate all")
+    wait_for(
+        lambda: phone.command("calls") == "No active call.",
+        deadline=DEADLINE,
+        what=f"{phone.user}'s calls to end",
+    )
+
+
+@pytest.fixture(autouse=True)
+def no_call_left(phones: Phones) -> Iterator[None]:
+    """A test that failed mid-call leaves no call behind for the next one."""
+    yield
+    for phone in (phones.alice, phones.bob):
+        if phone.running:
+            end_calls(phone)
+    if phones.carol.running:
+        with contextlib.suppress(AssertionError):
+            phones.carol.send("hangup")
+
+
+def call_up(caller: Linphone, callee: Linphone, *, options: str = "") -> tuple[int, int]:
+    """``caller`` calls ``callee``, who answers; returns both output marks."""
+    mark_a, mark_b = len(caller.output()), len(callee.output())
+    caller.send(f"call sip:{callee.user}@localhost{options}")
+    callee.expect(rf"Receiving new incoming call from sip:{caller.user}@localhost", after=mark_b)
+    callee.send("answer")
+    caller.expect(rf"Call \d+ with sip:{callee.user}@localhost connected\.", after=mark_a)
+    callee.expect(rf"Call \d+ with sip:{caller.user}@localhost connected\.", after=mark_b)
+    return mark_a, mark_b
+
+
+def hang_up(server: VoipsecServer, caller: Linphone, callee: str, calls: int) -> Cdr:
+    """``caller`` hangs up; returns the call's CDR (``calls`` CDRs were there before)."""
+    mark = caller.send("terminate")
+    caller.expect(rf"Call \d+ with sip:{callee}@localhost ended \(No error\)\.", after=mark)
+    return ended_cdr(server, calls + 1)
+
+
+def streams_established(phone: Linphone, peer: str, kind: str, after: int) -> None:
+    phone.expect(
+        rf"Media streams established with sip:{peer}@localhost for call \d+ \({kind}\)\.",
+        after=after,
+        deadline=DEADLINE,
+    )
+
+
+@dataclass(frozen=True)
+class CallSdp:
+    """The four SDPs of one offer/answer through the relay, by m= kind."""
+
+    offer_a: dict[str, Media]
+    offer_b: dict[str, Media]
+    answer_b: dict[str, Media]
+    answer_a: dict[str, Media]
+
+
+def call_sdp(caller: Linphone, callee: Linphone, marks: dict[Linphone, int]) -> CallSdp:
+    """The last offer/answer: ``marks`` count the SIP messages each phone had before."""
+    new_a = caller.sip_messages()[marks[caller] :]
+    new_b = callee.sip_messages()[marks[callee] :]
+
+    def pick(messages: list[SipLogEntry], *, sent: bool, start: str) -> list[SipLogEntry]:
+        return [m for m in messages if m.sent == sent and m.start_line.startswith(start)]
+
+    return CallSdp(
+        offer_a=invite_sdp(pick(new_a, sent=True, start="INVITE ")),
+        offer_b=invite_sdp(pick(new_b, sent=False, start="INVITE ")),
+        answer_b=invite_sdp(ok_to_invite(pick(new_b, sent=True, start="SIP/2.0 200 "))),
+        answer_a=invite_sdp(ok_to_invite(pick(new_a, sent=False, start="SIP/2.0 200 "))),
+    )
+
+
+def assert_video_offered(sdp: CallSdp, caller: Linphone, callee: Linphone) -> None:
+    """The relay passed the video on with its own port on each leg (before issue 17 it
+    reached the callee as ``m=video 0``)."""
+    low, high = relay_ports()
+    assert sdp.offer_a["video"].port == caller.video_rtp_port, sdp.offer_a
+    assert low <= sdp.offer_b["video"].port <= high, sdp.offer_b
+    assert sdp.answer_b["video"].port == callee.video_rtp_port, sdp.answer_b
+    assert low <= sdp.answer_a["video"].port <= high, sdp.answer_a
+    assert sdp.offer_b["video"].port != sdp.offer_b["audio"].port, sdp.offer_b
+    assert sdp.answer_a["video"].port != sdp.answer_a["audio"].port, sdp.answer_a
+
+
+# -- tests -------------------------------------------------------------------------------
+
+
+def test_linphone_video_call_relays_srtp_video_both_ways_with_new_keys_per_leg(
+    server: VoipsecServer, phones: Phones, workdir: Path
+) -> None:
+    alice, bob = phones.alice, phones.bob
+    calls = len(cdrs(server))
+    marks = {alice: len(alice.sip_messages()), bob: len(bob.sip_messages())}
+    with capturing(workdir / "video-call") as capture:
+        mark_a, mark_b = call_up(alice, bob)
+        sdp = call_sdp(alice, bob, marks)
+        assert_video_offered(sdp, alice, bob)
+        streams_established(alice, "bob", "video", mark_a)
+        streams_established(bob, "alice", "video", mark_b)
+        video = flows(alice, bob, sdp.answer_a["video"], sdp.offer_b["video"])
+        seen = wait_video(capture, video)
+        cdr = hang_up(server, alice, "bob", calls)
+    video_ssrcs = assert_video_relayed(seen)
+    assert not video_ssrcs & (audio_ssrcs(capture, alice) | audio_ssrcs(capture, bob))
+    assert_keys_differ(*(s["video"] for s in vars(sdp).values()))
+    for side in vars(sdp).values():  # each SDP: the video keys are not the audio keys
+        assert not side["video"].keys & side["audio"].keys, side
+    assert (cdr["disposition"], cdr["reason"]) == ("answered", "normal clearing"), cdr
+
+
+def test_linphone_video_to_baresip_is_refused_and_the_call_runs_on_audio(
+    server: VoipsecServer, phones: Phones, workdir: Path
+) -> None:
+    """baresip has no video codec: the relay offers it the video, baresip refuses it
+    with port 0, linphonec gets ``m=video 0`` (RFC 3264 §6) and the audio flows."""
+    alice, carol = phones.alice, phones.carol
+    calls = len(cdrs(server))
+    before = set(carol.recordings("dec"))
+    mark = alice.send("call sip:carol@localhost")
+    incoming = carol.wait_event("CALL_INCOMING", deadline=DEADLINE)
+    assert incoming["peeruri"] == "sip:alice@localhost", incoming
+    carol.send("accept")
+    alice.expect(r"Call \d+ with sip:carol@localhost connected\.", after=mark, deadline=DEADLINE)
+    streams_established(alice, "carol", "audio", mark)
+    heard = new_recording(carol, before)
+    wait_for(
+        lambda: wav_seconds(heard) >= AUDIO_SECONDS,
+        deadline=DEADLINE,
+        what=f"{AUDIO_SECONDS} s of linphonec's audio recorded by baresip",
+    )
+    cdr = hang_up(server, alice, "carol", calls)
+    assert_audible(heard)  # linphonec's tone, through the relay
+
+    (offer,) = [media(e.text.split("\n\n", 1)[1]) for e in carol.requests("INVITE")]
+    low, high = relay_ports()
+    assert low <= offer["video"].port <= high and offer["video"].keys, offer
+    answers = [
+        media(e.text.split("\n\n", 1)[1])
+        for e in carol.responses()
+        if e.start_line.startswith("SIP/2.0 200 ") and "m=audio" in e.text
+    ]
+    assert [a["video"].port for a in answers] == [0], answers
+    answer_a = invite_sdp(ok_to_invite(alice.received("SIP/2.0 200 ")))
+    assert answer_a["video"].port == 0 and not answer_a["video"].keys, answer_a
+    assert answer_a["audio"].port != 0 and answer_a["audio"].suites == (SUITE,), answer_a
+    assert "(video)" not in alice.output()[mark:]
+    assert (cdr["disposition"], cdr["callee"], cdr["reason"]) == (
+        "answered",
+        "carol",
+        "normal clearing",
+    ), cdr
+
+
+def test_linphone_camera_on_adds_video_mid_call_and_it_flows(
+    server: VoipsecServer, phones: Phones, workdir: Path
+) -> None:
+    """An audio-only call gets video by re-INVITE (linphonec's ``camera on``): the
+    relay opens the video legs then, and the video flows both ways."""
+    alice, bob = phones.alice, phones.bob
+    calls = len(cdrs(server))
+    _, mark_b = call_up(alice, bob, options=" --audio-only")
+    first = invite_sdp(alice.received("SIP/2.0 200 "))
+    assert sorted(first) == ["audio"], first
+    marks = {alice: len(alice.sip_messages()), bob: len(bob.sip_messages())}
+    with capturing(workdir / "video-added") as capture:
+        mark = alice.send("camera on")
+        alice.expect(r"Camera is allowed for current call\.", after=mark)
+        # The re-INVITE's answer arrived once the streams restart, with video or not.
+        streams_established(alice, "bob", "(?:audio|video)", mark)
+        sdp = call_sdp(alice, bob, marks)
+        assert_video_offered(sdp, alice, bob)
+        streams_established(alice, "bob", "video", mark)
+        streams_established(bob, "alice", "video", mark_b)
+        video = flows(alice, bob, sdp.answer_a["video"], sdp.offer_b["video"])
+        seen = wait_video(capture, video)
+        cdr = hang_up(server, alice, "bob", calls)
+    assert_video_relayed(seen)
+    assert_keys_differ(*(s["video"] for s in vars(sdp).values()))
+    assert (cdr["disposition"], cdr["reason"]) == ("answered", "normal clearing"), cdr
