@@ -67,6 +67,9 @@ RTP_VERSION = 2
 RTP_HEADER_BYTES = 12
 #: Received audio baresip must have recorded before the call to it ends.
 AUDIO_SECONDS = 2.0
+#: Audio packets the relay must have received on each leg of that call: 20 ms PCMU,
+#: 50 a second.
+MIN_AUDIO_PACKETS = 50
 #: The tone linphonec plays, long enough for every call of the module.
 TONE_SECONDS = 60
 
@@ -228,6 +231,26 @@ def assert_keys_differ(offer_a: Media, offer_b: Media, answer_b: Media, answer_a
     for i, some in enumerate(keys):
         for other in keys[i + 1 :]:
             assert not some & other, keys
+
+
+def cdr_legs(cdr: Cdr) -> dict[tuple[str, str], dict[str, Any]]:
+    """The CDR's media entries by (leg, kind): one per leg and stream (docs/media.md)."""
+    legs = {(str(m["leg"]), str(m["kind"])): m for m in cdr["media"]}
+    assert sorted(legs) == [("a", "audio"), ("a", "video"), ("b", "audio"), ("b", "video")], cdr
+    assert [legs["a", kind]["stream"] for kind in ("audio", "video")] == [0, 1], cdr
+    return legs
+
+
+def assert_video_counted(cdr: Cdr) -> None:
+    """The relay received at least the captured video on each leg, all of it SRTP that
+    authenticated, from the latched source, with no replays."""
+    legs = cdr_legs(cdr)
+    for side in "ab":
+        video = legs[side, "video"]
+        assert video["suite"] == SUITE and video["packets"] >= MIN_VIDEO_PACKETS, cdr
+        checks = ("auth_failures", "replays", "wrong_source", "malformed")
+        assert [video[name] for name in checks] == [0, 0, 0, 0], cdr
+    assert cdr["media_encryption"] == "a:srtp b:srtp", cdr
 
 
 # -- fixtures ----------------------------------------------------------------------------
@@ -431,13 +454,27 @@ def test_linphone_video_call_relays_srtp_video_both_ways_with_new_keys_per_leg(
     for side in vars(sdp).values():  # each SDP: the video keys are not the audio keys
         assert not side["video"].keys & side["audio"].keys, side
     assert (cdr["disposition"], cdr["reason"]) == ("answered", "normal clearing"), cdr
+    assert_video_counted(cdr)
 
 
-def test_linphone_video_to_baresip_is_refused_and_the_call_runs_on_audio(
-    server: VoipsecServer, phones: Phones, workdir: Path
-) -> None:
-    """baresip has no video codec: the relay offers it the video, baresip refuses it
-    with port 0, linphonec gets ``m=video 0`` (RFC 3264 §6) and the audio flows."""
+@dataclass(frozen=True)
+class BaresipCall:
+    """What linphonec's audio+video call to baresip left behind."""
+
+    cdr: Cdr
+    #: What baresip recorded of linphonec's tone.
+    heard: Path
+    #: The SDP baresip was offered, baresip's answer(s), and the answer linphonec got.
+    offer_b: dict[str, Media]
+    answers_b: list[dict[str, Media]]
+    answer_a: dict[str, Media]
+    linphone_output: str
+
+
+@pytest.fixture(scope="module")
+def baresip_call(server: VoipsecServer, phones: Phones) -> BaresipCall:
+    """alice (linphonec, audio and video) calls carol (baresip, audio only), carol
+    answers, alice hangs up once baresip recorded AUDIO_SECONDS of her tone."""
     alice, carol = phones.alice, phones.carol
     calls = len(cdrs(server))
     before = set(carol.recordings("dec"))
@@ -454,26 +491,57 @@ def test_linphone_video_to_baresip_is_refused_and_the_call_runs_on_audio(
         what=f"{AUDIO_SECONDS} s of linphonec's audio recorded by baresip",
     )
     cdr = hang_up(server, alice, "carol", calls)
-    assert_audible(heard)  # linphonec's tone, through the relay
+    (offer_b,) = [media(e.text.split("\n\n", 1)[1]) for e in carol.requests("INVITE")]
+    return BaresipCall(
+        cdr=cdr,
+        heard=heard,
+        offer_b=offer_b,
+        answers_b=[
+            media(e.text.split("\n\n", 1)[1])
+            for e in carol.responses()
+            if e.start_line.startswith("SIP/2.0 200 ") and "m=audio" in e.text
+        ],
+        answer_a=invite_sdp(ok_to_invite(alice.received("SIP/2.0 200 "))),
+        linphone_output=alice.output()[mark:],
+    )
 
-    (offer,) = [media(e.text.split("\n\n", 1)[1]) for e in carol.requests("INVITE")]
+
+def test_linphone_video_to_baresip_is_refused_and_the_call_runs_on_audio(
+    baresip_call: BaresipCall,
+) -> None:
+    """baresip has no video codec: the relay offers it the video, baresip refuses it
+    with port 0, linphonec gets ``m=video 0`` (RFC 3264 §6) and the audio flows."""
+    call = baresip_call
+    assert_audible(call.heard)  # linphonec's tone, through the relay
     low, high = relay_ports()
-    assert low <= offer["video"].port <= high and offer["video"].keys, offer
-    answers = [
-        media(e.text.split("\n\n", 1)[1])
-        for e in carol.responses()
-        if e.start_line.startswith("SIP/2.0 200 ") and "m=audio" in e.text
-    ]
-    assert [a["video"].port for a in answers] == [0], answers
-    answer_a = invite_sdp(ok_to_invite(alice.received("SIP/2.0 200 ")))
+    offer_b = call.offer_b
+    assert low <= offer_b["video"].port <= high and offer_b["video"].keys, offer_b
+    assert [a["video"].port for a in call.answers_b] == [0], call.answers_b
+    answer_a = call.answer_a
     assert answer_a["video"].port == 0 and not answer_a["video"].keys, answer_a
     assert answer_a["audio"].port != 0 and answer_a["audio"].suites == (SUITE,), answer_a
-    assert "(video)" not in alice.output()[mark:]
+    assert "(video)" not in call.linphone_output
+    cdr = call.cdr
     assert (cdr["disposition"], cdr["callee"], cdr["reason"]) == (
         "answered",
         "carol",
         "normal clearing",
     ), cdr
+    legs = cdr_legs(cdr)
+    assert [legs[side, "audio"]["suite"] for side in "ab"] == [SUITE, SUITE], cdr
+    assert min(legs[side, "audio"]["packets"] for side in "ab") >= MIN_AUDIO_PACKETS, cdr
+    # The refused stream carried nothing (its entries stay in the CDR, docs/media.md).
+    assert [legs[side, "video"]["packets"] for side in "ab"] == [0, 0], cdr
+
+
+def test_linphone_video_refused_by_baresip_leaves_both_sides_reported_as_srtp(
+    baresip_call: BaresipCall,
+) -> None:
+    """Both sides' media was SRTP (baresip's account is ``srtp-mand``): a stream baresip
+    refused (``m=video 0 RTP/SAVP 0``, no key: nothing to key) must not mark its side
+    plain RTP in the CDR's ``media_encryption``."""
+    cdr = baresip_call.cdr
+    assert cdr["media_encryption"] == "a:srtp b:srtp", cdr
 
 
 def test_linphone_camera_on_adds_video_mid_call_and_it_flows(
@@ -502,3 +570,4 @@ def test_linphone_camera_on_adds_video_mid_call_and_it_flows(
     assert_video_relayed(seen)
     assert_keys_differ(*(s["video"] for s in vars(sdp).values()))
     assert (cdr["disposition"], cdr["reason"]) == ("answered", "normal clearing"), cdr
+    assert_video_counted(cdr)
