@@ -26,6 +26,9 @@ from __future__ import annotations
 
 import contextlib
 import re
+import secrets
+import socket
+import struct
 import subprocess
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -65,6 +68,9 @@ MIN_VIDEO_PACKETS = 10
 RTP_VERSION = 2
 #: Fixed RTP header (RFC 3550 §5.1): what SRTP leaves in the clear (RFC 3711 §3.1).
 RTP_HEADER_BYTES = 12
+#: Forged video packets sent to the relay from a foreign port, and their SSRC.
+FORGED_PACKETS = 20
+FORGED_SSRC = 0xDEADBEEF
 #: Received audio baresip must have recorded before the call to it ends.
 AUDIO_SECONDS = 2.0
 #: Audio packets the relay must have received on each leg of that call: 20 ms PCMU,
@@ -241,16 +247,27 @@ def cdr_legs(cdr: Cdr) -> dict[tuple[str, str], dict[str, Any]]:
     return legs
 
 
-def assert_video_counted(cdr: Cdr) -> None:
+def assert_video_counted(cdr: Cdr, *, forged: int = 0) -> None:
     """The relay received at least the captured video on each leg, all of it SRTP that
-    authenticated, from the latched source, with no replays."""
+    authenticated, with no replays; ``forged`` packets from a foreign source on leg a."""
     legs = cdr_legs(cdr)
     for side in "ab":
         video = legs[side, "video"]
         assert video["suite"] == SUITE and video["packets"] >= MIN_VIDEO_PACKETS, cdr
         checks = ("auth_failures", "replays", "wrong_source", "malformed")
-        assert [video[name] for name in checks] == [0, 0, 0, 0], cdr
+        wrong = forged if side == "a" else 0
+        assert [video[name] for name in checks] == [0, 0, wrong, 0], cdr
     assert cdr["media_encryption"] == "a:srtp b:srtp", cdr
+
+
+def send_forged(relay_port: int) -> None:
+    """FORGED_PACKETS VP8-looking SRTP packets (random payload, a 10-byte tag) to the
+    relay's ``relay_port`` from a fresh socket: a source the relay has not latched."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        for seq in range(FORGED_PACKETS):
+            header = struct.pack("!BBHII", 0x80, VP8_PAYLOAD_TYPE, seq, seq * 3000, FORGED_SSRC)
+            sock.sendto(header + secrets.token_bytes(100 + 10), ("127.0.0.1", relay_port))
 
 
 # -- fixtures ----------------------------------------------------------------------------
@@ -432,9 +449,24 @@ def assert_video_offered(sdp: CallSdp, caller: Linphone, callee: Linphone) -> No
 # -- tests -------------------------------------------------------------------------------
 
 
-def test_linphone_video_call_relays_srtp_video_both_ways_with_new_keys_per_leg(
-    server: VoipsecServer, phones: Phones, workdir: Path
-) -> None:
+@dataclass(frozen=True)
+class VideoCall:
+    """What alice's audio+video call to bob left behind."""
+
+    cdr: Cdr
+    sdp: CallSdp
+    #: The VP8 packets of each video flow (see :func:`flows`) once all four carried
+    #: MIN_VIDEO_PACKETS, and every packet captured on the relay's ports.
+    seen: dict[str, list[Rtp]]
+    packets: list[Packet]
+    audio_ssrcs: set[int]
+
+
+@pytest.fixture(scope="module")
+def video_call(server: VoipsecServer, phones: Phones, workdir: Path) -> VideoCall:
+    """alice calls bob, both with video; once the video flows both ways on both legs,
+    FORGED_PACKETS forged video packets go to the relay's caller-side video port from
+    a port that is not alice's; then alice hangs up."""
     alice, bob = phones.alice, phones.bob
     calls = len(cdrs(server))
     marks = {alice: len(alice.sip_messages()), bob: len(bob.sip_messages())}
@@ -446,15 +478,48 @@ def test_linphone_video_call_relays_srtp_video_both_ways_with_new_keys_per_leg(
         streams_established(bob, "alice", "video", mark_b)
         video = flows(alice, bob, sdp.answer_a["video"], sdp.offer_b["video"])
         seen = wait_video(capture, video)
+        send_forged(sdp.answer_a["video"].port)
         cdr = hang_up(server, alice, "bob", calls)
-    video_ssrcs = assert_video_relayed(seen)
-    sent_audio = audio_ssrcs(capture.packets(), alice, bob)
-    assert len(sent_audio) == 2 and not video_ssrcs & sent_audio, (sent_audio, video_ssrcs)
+    packets = capture.packets()
+    return VideoCall(
+        cdr=cdr,
+        sdp=sdp,
+        seen=seen,
+        packets=packets,
+        audio_ssrcs=audio_ssrcs(packets, alice, bob),
+    )
+
+
+def test_linphone_video_call_relays_srtp_video_both_ways_with_new_keys_per_leg(
+    video_call: VideoCall,
+) -> None:
+    call, sdp = video_call, video_call.sdp
+    video_ssrcs = assert_video_relayed(call.seen)
+    assert len(call.audio_ssrcs) == 2, call.audio_ssrcs  # one per phone
+    assert not video_ssrcs & call.audio_ssrcs, (call.audio_ssrcs, video_ssrcs)
     assert_keys_differ(*(s["video"] for s in vars(sdp).values()))
     for side in vars(sdp).values():  # each SDP: the video keys are not the audio keys
         assert not side["video"].keys & side["audio"].keys, side
+    cdr = call.cdr
     assert (cdr["disposition"], cdr["reason"]) == ("answered", "normal clearing"), cdr
-    assert_video_counted(cdr)
+    assert_video_counted(cdr, forged=FORGED_PACKETS)
+
+
+def test_linphone_video_forged_packets_from_another_source_are_dropped(
+    video_call: VideoCall, phones: Phones
+) -> None:
+    """Attack: video packets sent to the relay's video port from a source other than the
+    latched phone are dropped and counted as ``wrong_source`` on that video leg (the
+    same strict-source rule as audio), and none reaches the callee."""
+    legs = cdr_legs(video_call.cdr)
+    assert legs["a", "video"]["wrong_source"] == FORGED_PACKETS, video_call.cdr
+    assert [legs[side, "audio"]["wrong_source"] for side in "ab"] == [0, 0], video_call.cdr
+    to_bob = [
+        p
+        for source, destination, payload in video_call.packets
+        if destination == phones.bob.video_rtp_port and (p := rtp(payload)) is not None
+    ]
+    assert to_bob and FORGED_SSRC not in {p.ssrc for p in to_bob}, to_bob[:3]
 
 
 @dataclass(frozen=True)
