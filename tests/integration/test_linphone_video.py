@@ -184,12 +184,21 @@ def flows(caller: Linphone, callee: Linphone, answer_a: Media, offer_b: Media) -
     ]
 
 
+def live_packets(capture: Capture) -> list[Packet]:
+    """What tshark captured so far; empty while it reads the file's last packet half
+    written (tshark then exits with status 2): a poll just tries again."""
+    try:
+        return capture.packets()
+    except subprocess.CalledProcessError:
+        return []
+
+
 def wait_video(capture: Capture, video: list[Flow]) -> dict[str, list[Rtp]]:
     """Wait until each flow carried MIN_VIDEO_PACKETS VP8 packets; returns them all."""
     seen: dict[str, list[Rtp]] = {}
 
     def enough() -> bool:
-        packets = capture.packets()
+        packets = live_packets(capture)
         for flow in video:
             found = rtp_from(packets, flow.src, flow.dst)
             seen[flow.name] = [p for p in found if p.payload_type == VP8_PAYLOAD_TYPE]
@@ -197,6 +206,26 @@ def wait_video(capture: Capture, video: list[Flow]) -> dict[str, list[Rtp]]:
 
     wait_for(enough, deadline=DEADLINE, what=f"{MIN_VIDEO_PACKETS} VP8 packets on each flow")
     return seen
+
+
+def wait_forged_read(capture: Capture, forged_port: int, video: list[Flow]) -> None:
+    """Wait until the relay has read every forged packet: a packet the caller sent to
+    the same relay port after them (the socket's queue is first in, first out) has
+    reached the callee. The CDR then counts them all, whenever the call ends."""
+    into, out = video[0], video[1]  # caller → relay, relay → callee
+
+    def read() -> bool:
+        packets = live_packets(capture)
+        forged = [
+            i for i, (src, dst, _) in enumerate(packets) if (src, dst) == (forged_port, into.dst)
+        ]
+        if not forged:
+            return False
+        later = rtp_from(packets[forged[-1] :], into.src, into.dst)
+        relayed = {p.seq for p in rtp_from(packets, out.src, out.dst)}
+        return any(p.seq in relayed for p in later)
+
+    wait_for(read, deadline=DEADLINE, what="the relay to read the forged packets")
 
 
 def assert_relayed(sent: list[Rtp], relayed: list[Rtp]) -> None:
@@ -260,14 +289,16 @@ def assert_video_counted(cdr: Cdr, *, forged: int = 0) -> None:
     assert cdr["media_encryption"] == "a:srtp b:srtp", cdr
 
 
-def send_forged(relay_port: int) -> None:
+def send_forged(relay_port: int) -> int:
     """FORGED_PACKETS VP8-looking SRTP packets (random payload, a 10-byte tag) to the
-    relay's ``relay_port`` from a fresh socket: a source the relay has not latched."""
+    relay's ``relay_port`` from a fresh socket: a source the relay has not latched.
+    Returns the port they came from."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.bind(("127.0.0.1", 0))
         for seq in range(FORGED_PACKETS):
             header = struct.pack("!BBHII", 0x80, VP8_PAYLOAD_TYPE, seq, seq * 3000, FORGED_SSRC)
             sock.sendto(header + secrets.token_bytes(100 + 10), ("127.0.0.1", relay_port))
+        return int(sock.getsockname()[1])
 
 
 # -- fixtures ----------------------------------------------------------------------------
@@ -478,7 +509,8 @@ def video_call(server: VoipsecServer, phones: Phones, workdir: Path) -> VideoCal
         streams_established(bob, "alice", "video", mark_b)
         video = flows(alice, bob, sdp.answer_a["video"], sdp.offer_b["video"])
         seen = wait_video(capture, video)
-        send_forged(sdp.answer_a["video"].port)
+        forged_port = send_forged(sdp.answer_a["video"].port)
+        wait_forged_read(capture, forged_port, video)
         cdr = hang_up(server, alice, "bob", calls)
     packets = capture.packets()
     return VideoCall(
