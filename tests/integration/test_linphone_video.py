@@ -68,6 +68,8 @@ MIN_VIDEO_PACKETS = 10
 RTP_VERSION = 2
 #: Fixed RTP header (RFC 3550 §5.1): what SRTP leaves in the clear (RFC 3711 §3.1).
 RTP_HEADER_BYTES = 12
+#: RTCP header and sender SSRC (RFC 3550 §6.4.1): what SRTCP leaves in the clear.
+RTCP_HEADER_BYTES = 8
 #: Forged video packets sent to the relay from a foreign port, and their SSRC.
 FORGED_PACKETS = 20
 FORGED_SSRC = 0xDEADBEEF
@@ -154,6 +156,37 @@ def rtp(payload: bytes) -> Rtp | None:
     )
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Rtcp:
+    """What SRTCP leaves readable of a compound packet (RFC 3711 §3.4: the first
+    header and sender SSRC), and its encrypted rest."""
+
+    packet_type: int
+    ssrc: int
+    size: int
+    rest: bytes
+
+
+def rtcp(payload: bytes) -> Rtcp | None:
+    """The RTCP packet in a UDP payload (SR, RR, SDES, BYE, APP: RFC 3550 §12.1); None
+    for anything else."""
+    if len(payload) < RTCP_HEADER_BYTES or payload[0] >> 6 != RTP_VERSION:
+        return None
+    if payload[1] not in range(200, 205):
+        return None
+    return Rtcp(
+        packet_type=payload[1],
+        ssrc=int.from_bytes(payload[4:8], "big"),
+        size=len(payload),
+        rest=payload[RTCP_HEADER_BYTES:],
+    )
+
+
+def rtcp_from(packets: list[Packet], src: int, dst: int) -> list[Rtcp]:
+    found = (rtcp(p) for source, destination, p in packets if (source, destination) == (src, dst))
+    return [p for p in found if p is not None]
+
+
 def rtp_from(packets: list[Packet], src: int, dst: int | None = None) -> list[Rtp]:
     """RTP sent from port ``src`` (to port ``dst``, or to any port)."""
     found = (
@@ -193,18 +226,34 @@ def live_packets(capture: Capture) -> list[Packet]:
         return []
 
 
-def wait_video(capture: Capture, video: list[Flow]) -> dict[str, list[Rtp]]:
-    """Wait until each flow carried MIN_VIDEO_PACKETS VP8 packets; returns them all."""
-    seen: dict[str, list[Rtp]] = {}
+@dataclass(frozen=True)
+class Seen:
+    """The VP8 RTP packets and the RTCP packets of each flow (by :class:`Flow` name)."""
+
+    rtp: dict[str, list[Rtp]]
+    rtcp: dict[str, list[Rtcp]]
+
+
+def wait_video(capture: Capture, video: list[Flow]) -> Seen:
+    """Wait until each flow carried MIN_VIDEO_PACKETS VP8 packets and its RTCP port
+    (the next one up: linphone uses no rtcp-mux) an RTCP packet; returns them all."""
+    seen = Seen(rtp={}, rtcp={})
 
     def enough() -> bool:
         packets = live_packets(capture)
         for flow in video:
             found = rtp_from(packets, flow.src, flow.dst)
-            seen[flow.name] = [p for p in found if p.payload_type == VP8_PAYLOAD_TYPE]
-        return all(len(p) >= MIN_VIDEO_PACKETS for p in seen.values())
+            seen.rtp[flow.name] = [p for p in found if p.payload_type == VP8_PAYLOAD_TYPE]
+            seen.rtcp[flow.name] = rtcp_from(packets, flow.src + 1, flow.dst + 1)
+        return all(len(p) >= MIN_VIDEO_PACKETS for p in seen.rtp.values()) and all(
+            seen.rtcp.values()
+        )
 
-    wait_for(enough, deadline=DEADLINE, what=f"{MIN_VIDEO_PACKETS} VP8 packets on each flow")
+    wait_for(
+        enough,
+        deadline=DEADLINE,
+        what=f"{MIN_VIDEO_PACKETS} VP8 packets and an RTCP packet on each flow",
+    )
     return seen
 
 
@@ -240,11 +289,22 @@ def assert_relayed(sent: list[Rtp], relayed: list[Rtp]) -> None:
     assert all(p.rest != by_seq[p.seq].rest for p in common)
 
 
-def assert_video_relayed(seen: dict[str, list[Rtp]]) -> set[int]:
-    """Each phone's video reached the other through the relay; returns the two SSRCs."""
-    assert_relayed(seen["caller → relay"], seen["relay → callee"])
-    assert_relayed(seen["callee → relay"], seen["relay → caller"])
-    ssrcs = {p.ssrc for packets in seen.values() for p in packets}
+def assert_rtcp_relayed(sent: list[Rtcp], relayed: list[Rtcp], ssrc: int) -> None:
+    """The sender's video RTCP (its video SSRC) reached the other phone re-encrypted:
+    SRTCP re-keyed per leg like SRTP (same packet types and sizes, other bytes)."""
+    assert {p.ssrc for p in sent} == {p.ssrc for p in relayed} == {ssrc}, (sent, relayed)
+    assert {(p.packet_type, p.size) for p in relayed} <= {(p.packet_type, p.size) for p in sent}
+    assert not {p.rest for p in relayed} & {p.rest for p in sent}
+
+
+def assert_video_relayed(seen: Seen) -> set[int]:
+    """Each phone's video and its RTCP reached the other through the relay; returns the
+    two video SSRCs."""
+    for into, out in (("caller → relay", "relay → callee"), ("callee → relay", "relay → caller")):
+        assert_relayed(seen.rtp[into], seen.rtp[out])
+        (ssrc,) = {p.ssrc for p in seen.rtp[into]}
+        assert_rtcp_relayed(seen.rtcp[into], seen.rtcp[out], ssrc)
+    ssrcs = {p.ssrc for packets in seen.rtp.values() for p in packets}
     assert len(ssrcs) == 2, ssrcs  # one video SSRC per phone
     return ssrcs
 
@@ -486,9 +546,9 @@ class VideoCall:
 
     cdr: Cdr
     sdp: CallSdp
-    #: The VP8 packets of each video flow (see :func:`flows`) once all four carried
-    #: MIN_VIDEO_PACKETS, and every packet captured on the relay's ports.
-    seen: dict[str, list[Rtp]]
+    #: The VP8 and RTCP packets of each video flow (see :func:`flows`) once all four
+    #: carried enough, and every packet captured on the relay's ports.
+    seen: Seen
     packets: list[Packet]
     audio_ssrcs: set[int]
 
