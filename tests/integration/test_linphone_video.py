@@ -343,6 +343,7 @@ def assert_video_counted(cdr: Cdr, *, forged: int = 0) -> None:
     for side in "ab":
         video = legs[side, "video"]
         assert video["suite"] == SUITE and video["packets"] >= MIN_VIDEO_PACKETS, cdr
+        assert video["rtcp_packets"] >= 1, cdr  # the SRTCP seen on the wire authenticated
         checks = ("auth_failures", "replays", "wrong_source", "malformed")
         wrong = forged if side == "a" else 0
         assert [video[name] for name in checks] == [0, 0, wrong, 0], cdr
@@ -687,8 +688,10 @@ def test_linphone_video_to_baresip_is_refused_and_the_call_runs_on_audio(
     legs = cdr_legs(cdr)
     assert [legs[side, "audio"]["suite"] for side in "ab"] == [SUITE, SUITE], cdr
     assert min(legs[side, "audio"]["packets"] for side in "ab") >= MIN_AUDIO_PACKETS, cdr
-    # The refused stream carried nothing (its entries stay in the CDR, docs/media.md).
+    # The refused stream carried nothing (its entries stay in the CDR, docs/media.md);
+    # baresip's leg of it was never keyed.
     assert [legs[side, "video"]["packets"] for side in "ab"] == [0, 0], cdr
+    assert [legs[side, "video"]["suite"] for side in "ab"] == [SUITE, "none"], cdr
 
 
 def test_linphone_video_refused_by_baresip_leaves_both_sides_reported_as_srtp(
