@@ -68,6 +68,7 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "src"))
@@ -254,9 +255,10 @@ def browser_sdp(port: int, fingerprint: str, session: int) -> bytes:
     ).encode()
 
 
-def dtls_side(body: bytes) -> tuple[int, str]:
-    """(port, fingerprint) of the relay's DTLS-SRTP answer to a browser-like offer; it
-    must be passive (RFC 5763 §5: the answerer to actpass; the browser is the client)."""
+def dtls_side(body: bytes, *, passive: bool = True) -> tuple[int, str, str]:
+    """(port, fingerprint, our DTLS role) of the relay's DTLS-SRTP answer to a
+    browser-like offer. voipsec must answer passive (docs/webrtc.md: the browser is the
+    client); rtpengine answers an actpass offer active (``passive=False`` allows it)."""
     from voipsec.media.dtlsleg import DTLS_PROTO, attribute
     from voipsec.media.sdp import parse_sdp
 
@@ -264,12 +266,13 @@ def dtls_side(body: bytes) -> tuple[int, str]:
     audio = next(m for m in sdp.media if m.kind == "audio")
     fingerprint = attribute(sdp, audio, "fingerprint")
     setup = attribute(sdp, audio, "setup")
-    if audio.proto != DTLS_PROTO or audio.crypto or not fingerprint or setup != "passive":
+    roles = ("passive", "active") if not passive else ("passive",)
+    if audio.proto != DTLS_PROTO or audio.crypto or not fingerprint or setup not in roles:
         raise RuntimeError(
             f"the relay's answer to a browser is not passive DTLS-SRTP: {audio.proto}, "
             f"setup {setup}, {len(audio.crypto)} a=crypto"
         )
-    return audio.port, fingerprint
+    return audio.port, fingerprint, "client" if setup == "passive" else "server"
 
 
 def relay_side(body: bytes, suite: str) -> tuple[int, int, bytes]:
@@ -457,6 +460,7 @@ def cost_main(args: argparse.Namespace) -> None:
     import pylibsrtp
 
     from voipsec.media import relay as relay_module
+    from voipsec.media.destinations import MediaPeer
     from voipsec.media.relay import MediaRelay
     from voipsec.media.sdes import SUITES, inbound_policy, outbound_policy
 
@@ -478,17 +482,27 @@ def cost_main(args: argparse.Namespace) -> None:
         a.bind((HOST, 0))
         b.bind((HOST, 0))
         a_master, b_master = os.urandom(30), os.urandom(30)
-        offer = relay.offer(
-            "cost", "a", endpoint_sdp(a.getsockname()[1], args.suite, 1, a_master, 1)
-        )
+        browser = browser_identities(1, args.suite)[0] if args.keying == "dtls" else None
+        if browser is None:
+            a_sdp = endpoint_sdp(a.getsockname()[1], args.suite, 1, a_master, 1)
+            offer = relay.offer("cost", "a", a_sdp)
+        else:
+            a_sdp = browser_sdp(a.getsockname()[1], str(browser.fingerprint), 1)
+            offer = relay.offer("cost", "a", a_sdp, MediaPeer(source=HOST))
         _, tag, b_rx = relay_side(offer, args.suite)
         answer = relay.answer(
             "cost", "b", endpoint_sdp(b.getsockname()[1], args.suite, tag, b_master, 2)
         )
-        port_a, _, _ = relay_side(answer, args.suite)
         relay.answered("cost")
         leg = relay._calls["cost"].legs["a"]
-        sender = pylibsrtp.Session(outbound_policy(suite, a_master))
+        if browser is None:
+            port_a, _, _ = relay_side(answer, args.suite)
+            sender = pylibsrtp.Session(outbound_policy(suite, a_master))
+        else:
+            port_a, fingerprint, _ = dtls_side(answer)
+            keys = handshake_by_hand(relay, leg, a, port_a, browser, fingerprint)
+            a_master = keys.local_master  # what --no-relay checks B's packets with
+            sender = pylibsrtp.Session(keys.outbound())
         header = bytes([0x80, 0])
         a.settimeout(5.0)
         b.settimeout(5.0)
@@ -541,6 +555,39 @@ def cost_main(args: argparse.Namespace) -> None:
 
 def _nothing(*_: object) -> None:
     """The relay's readiness callback, left out (``cost --no-relay``)."""
+
+
+def handshake_by_hand(
+    relay: Any, leg: Any, sock: socket.socket, port: int, identity: Any, fp: str
+) -> Any:
+    """``cost --keying dtls``: A's DTLS handshake (client) with the relay's leg, the
+    relay's readiness callback called by hand as for the packets; A's SrtpKeys.
+
+    The handshake happens before the measured packets, so it is in both callgrind
+    runs (``--packets 0`` and ``--packets N``) and cancels out of the difference."""
+    from voipsec.media.dtls import ESTABLISHED, HANDSHAKING, DtlsEndpoint
+    from voipsec.media.fingerprint import parse_fingerprint
+
+    endpoint = DtlsEndpoint(identity, "client", [parse_fingerprint(fp)], time.monotonic())
+    sock.settimeout(1.0)  # a lost flight: the endpoint's timer sends it again
+    out = endpoint.start(time.monotonic())
+    deadline = time.monotonic() + HANDSHAKE_LIMIT
+    while endpoint.state == HANDSHAKING and time.monotonic() < deadline:
+        for datagram in out:
+            sock.sendto(datagram, (HOST, port))
+        relay._readable(leg, leg.rtp, False)
+        try:
+            out = endpoint.receive(sock.recv(4096), time.monotonic())
+        except TimeoutError:
+            out = endpoint.poll(time.monotonic())
+    if endpoint.state != ESTABLISHED or endpoint.keys is None:
+        raise SystemExit(f"DTLS handshake with the relay failed: {endpoint.failure}")
+    sock.settimeout(0.05)  # the relay's last flight may have come in more datagrams
+    with contextlib.suppress(TimeoutError):
+        while True:
+            sock.recv(4096)
+    sock.settimeout(5.0)
+    return endpoint.keys
 
 
 # -- rtpengine, through its ng protocol ----------------------------------------------------
@@ -659,7 +706,8 @@ class Rtpengine:
                     raise RuntimeError(f"rtpengine: {reply.get('error-reason')!r}")
                 return reply
 
-    def offer(self, calls: Sequence[tuple[str, str]]) -> dict[str, str]:
+    def offer(self, calls: Sequence[tuple[str, str]], *, dtls: bool = False) -> dict[str, str]:
+        """``dtls``: A is a browser (DTLS-SRTP); B is offered SDES (RTP/SAVP)."""
         out = {}
         for call, sdp in calls:
             reply = self.command(
@@ -671,12 +719,16 @@ class Rtpengine:
                     "ICE": "remove",
                     "replace": ["origin", "session-connection"],
                 }
+                | ({"transport-protocol": "RTP/SAVP"} if dtls else {})
             )
             out[call] = reply["sdp"].decode()
             self.calls.append(call)
         return out
 
-    def answer(self, calls: Sequence[tuple[str, str]]) -> dict[str, str]:
+    def answer(self, calls: Sequence[tuple[str, str]], *, dtls: bool = False) -> dict[str, str]:
+        """``dtls``: the answer to A goes back as DTLS-SRTP. rtpengine 10.5 answers an
+        actpass offer ``active`` and opens the handshake itself (with ``DTLS: passive``
+        it still sent a ClientHello while writing passive), so A is the DTLS server."""
         out = {}
         for call, sdp in calls:
             reply = self.command(
@@ -689,6 +741,7 @@ class Rtpengine:
                     "ICE": "remove",
                     "replace": ["origin", "session-connection"],
                 }
+                | ({"transport-protocol": "UDP/TLS/RTP/SAVPF"} if dtls else {})
             )
             out[call] = reply["sdp"].decode()
         return out
@@ -737,8 +790,9 @@ def browser_identities(calls: int, suite: str) -> dict:
 
 
 def handshake_all(socks: list[socket.socket], identities: dict, remote: dict) -> tuple[dict, dict]:
-    """Every browser socket's DTLS handshake with the relay (we are the client: the
-    relay answered passive), all at once, retransmitting on the endpoints' timers.
+    """Every browser socket's DTLS handshake with the relay, all at once, retransmitting
+    on the endpoints' timers. ``remote``: socket -> (the relay's fingerprint, our role);
+    client when the relay answered passive (voipsec), server when active (rtpengine).
 
     Returns each socket's :class:`SrtpKeys` and what the setup took: wall seconds from
     the first ClientHello to the last handshake settled, this process's CPU, failures.
@@ -749,7 +803,7 @@ def handshake_all(socks: list[socket.socket], identities: dict, remote: dict) ->
     clock = time.monotonic
     start, cpu0 = clock(), time.process_time()
     endpoints = {
-        j: DtlsEndpoint(ident, "client", [parse_fingerprint(remote[j])], start)
+        j: DtlsEndpoint(ident, remote[j][1], [parse_fingerprint(remote[j][0])], start)
         for j, ident in identities.items()
     }
     ep = select.epoll()
@@ -835,8 +889,8 @@ def generate_main(args: argparse.Namespace) -> None:
     )
 
     # {"op": "peer", "to": [port per socket], "rx_keys": [b64 per socket], "seconds": s,
-    #  "dtls": {socket: the relay's fingerprint}} (no rx key for a DTLS socket: the
-    #  handshake makes it)
+    #  "dtls": {socket: [the relay's fingerprint, our role]}} (no rx key for a DTLS
+    #  socket: the handshake makes it)
     cmd = read()
     seconds = float(cmd["seconds"])
     per_stream = round(seconds * PPS)
@@ -847,7 +901,7 @@ def generate_main(args: argparse.Namespace) -> None:
     rx_policy = [inbound_policy(suite, base64.b64decode(k)) if k else None for k in cmd["rx_keys"]]
     setup: dict = {"handshakes": 0}
     if browsers:
-        remote = {int(j): fp for j, fp in cmd["dtls"].items()}
+        remote = {int(j): (fp, role) for j, (fp, role) in cmd["dtls"].items()}
         done, setup = handshake_all(socks, browsers, remote)
         if len(done) != len(browsers):
             reply({"error": f"DTLS handshakes failed: {setup['failed']}"})
@@ -1162,17 +1216,17 @@ class Relay:
         return out
 
     def offer(self, calls: list[tuple[str, str]], *, dtls: bool = False) -> dict[str, str]:
-        """The relay's offers to B; ``dtls``: A's are browser offers (voipsec only)."""
+        """The relay's offers to B; ``dtls``: A's are browser offers."""
         if self.voipsec:
             return self._spread("offer", calls, dtls)
-        assert self.rtpengine and not dtls
-        return self.rtpengine.offer(calls)
+        assert self.rtpengine
+        return self.rtpengine.offer(calls, dtls=dtls)
 
-    def answer(self, calls: list[tuple[str, str]]) -> dict[str, str]:
+    def answer(self, calls: list[tuple[str, str]], *, dtls: bool = False) -> dict[str, str]:
         if self.voipsec:
             return self._spread("answer", calls)
         assert self.rtpengine
-        return self.rtpengine.answer(calls)
+        return self.rtpengine.answer(calls, dtls=dtls)
 
     def release(self) -> tuple[dict, dict]:
         """The legs' receive counters and how many legs had each keying."""
@@ -1191,7 +1245,7 @@ class Relay:
     def dtls_counters(self) -> dict:
         """Handshakes the voipsec relay started and failed, and its failure reasons."""
         totals: Counter[str] = Counter()
-        for child in self.voipsec:
+        for child in self.voipsec:  # none for rtpengine: see its log
             got = child.request({"op": "stats"})
             totals.update(
                 handshakes=got["dtls_handshakes"], failures=got["dtls_failures"], **got["failures"]
@@ -1212,7 +1266,7 @@ class Relay:
 
 def set_up_calls(
     relay: Relay, g: int, info: dict, suite: str
-) -> tuple[list[int], list[str], dict[str, str]]:
+) -> tuple[list[int], list[str], dict[str, list[str]]]:
     """Generator ``g``'s calls through the relay: where each socket sends, the SDES key
     it receives with ("" for a DTLS socket), the relay's fingerprint per DTLS socket.
 
@@ -1228,7 +1282,8 @@ def set_up_calls(
             return browser_sdp(ports[2 * c], browsers[str(2 * c)], 1000 + c)
         return endpoint_sdp(ports[2 * c], suite, 1, base64.b64decode(keys[2 * c]), 1000 + c)
 
-    offers = relay.offer([(ids[c], a_offer(c).decode()) for c in range(n)], dtls=bool(browsers))
+    dtls_a = bool(browsers)
+    offers = relay.offer([(ids[c], a_offer(c).decode()) for c in range(n)], dtls=dtls_a)
     to = [0] * (2 * n)
     rx_keys = [""] * (2 * n)
     answers = []
@@ -1239,11 +1294,12 @@ def set_up_calls(
         b_master = base64.b64decode(keys[2 * c + 1])
         b_sdp = endpoint_sdp(ports[2 * c + 1], suite, tag, b_master, 2000 + c)
         answers.append((ids[c], b_sdp.decode()))
-    replies = relay.answer(answers)
-    dtls: dict[str, str] = {}
+    replies = relay.answer(answers, dtls=dtls_a)
+    dtls: dict[str, list[str]] = {}
     for c in range(n):
         if browsers:
-            to[2 * c], dtls[str(2 * c)] = dtls_side(replies[ids[c]].encode())
+            port, fp, role = dtls_side(replies[ids[c]].encode(), passive=relay.voipsec != [])
+            to[2 * c], dtls[str(2 * c)] = port, [fp, role]
             continue
         port_a, _, master = relay_side(replies[ids[c]].encode(), suite)
         to[2 * c] = port_a
@@ -1296,7 +1352,7 @@ def run_step(
         for g, info in enumerate(opened):
             ports, keys = info["ports"], info["keys"]
             n = len(ports) // 2
-            dtls: dict[str, str] = {}
+            dtls: dict[str, list[str]] = {}
             if relay is None:
                 # A and B send to each other; each decrypts with the other's key.
                 to = [ports[j ^ 1] for j in range(2 * n)]
@@ -1526,7 +1582,7 @@ def main_orchestrate(args: argparse.Namespace) -> None:
                     failed = 0 if passed else failed + 1
                     if failed >= MAX_FAILED_STEPS:
                         break
-                if "dtls" in keyings:
+                if "dtls" in keyings and relay.voipsec:
                     print(f"          relay's DTLS counters: {relay.dtls_counters()}", flush=True)
                 if target == "voipsec" and args.profile_calls:
                     step = measured(relay, args.profile_calls, args.profile_seconds, profile=True)
@@ -1545,12 +1601,12 @@ def main_orchestrate(args: argparse.Namespace) -> None:
 
 
 def keyings_for(target: str, keying: str) -> list[str]:
-    """The keyings run against ``target``: rtpengine is driven with SDES only (its
-    DTLS-SRTP is not driven by this bench: see docs/performance.md)."""
+    """The keyings run against ``target``. rtpengine-passthrough is SDES only: with a
+    DTLS leg there is nothing to pass through (the keys differ), it is "rtpengine"."""
     wanted = list(KEYINGS) if keying == "both" else [keying]
-    if target != "voipsec":
+    if target == "rtpengine-passthrough":
         if "dtls" in wanted:
-            print(f"          ({target}: SDES legs only; --keying dtls applies to voipsec)")
+            print(f"          ({target}: SDES legs only; a DTLS leg always recrypts)")
         return ["sdes"]
     return wanted
 
@@ -1561,6 +1617,7 @@ def summary(report: dict) -> str:
         ("voipsec", "sdes"),
         ("voipsec", "dtls"),
         ("rtpengine", "sdes"),
+        ("rtpengine", "dtls"),
         ("rtpengine-passthrough", "sdes"),
     ):
         mine = [s for s in report["steps"] if s["target"] == target and s.get("keying") == keying]
@@ -1584,20 +1641,26 @@ def summary(report: dict) -> str:
 
 
 def side_by_side(steps: list[dict]) -> list[str]:
-    """SDES-SDES and DTLS-SDES through voipsec at each call count (--keying both).
+    """SDES-SDES and DTLS-SDES through each relay at each call count (--keying both).
 
     Once a DTLS leg has its keys it is an SRTP leg like any (libsrtp both ways), so
     the relay CPU per packet should match; the handshakes are a setup cost apart."""
+    out: list[str] = []
+    for target in ("voipsec", "rtpengine"):
+        out += pair_table(target, [s for s in steps if s["target"] == target])
+    return out
+
+
+def pair_table(target: str, steps: list[dict]) -> list[str]:
+    """One target's SDES-SDES and DTLS-SDES steps, row by row at each call count."""
     pairs: dict[int, dict[str, dict]] = {}
     for s in steps:
-        if s["target"] == "voipsec":
-            pairs.setdefault(s["calls"], {})[s["keying"]] = s
-    rows = [p for p in pairs.values() if len(p) == 2]
-    if not rows:
+        pairs.setdefault(s["calls"], {})[s["keying"]] = s
+    if not [p for p in pairs.values() if len(p) == 2]:
         return []
     out = [
         "",
-        "voipsec, SDES-SDES vs DTLS-SDES (relay CPU per relayed packet; DTLS setup):",
+        f"{target}, SDES-SDES vs DTLS-SDES (relay CPU per relayed packet; DTLS setup):",
         f"  {'calls':>5}  {'keying':<9} {'relayed/s':>9}  {'lost':>5}  {'relay CPU':>9}  "
         f"{'us/pkt':>6}  {'handshakes/s':>12}  {'relay ms/hs':>11}  pass (latch losses apart)",
     ]
@@ -1643,6 +1706,7 @@ def main() -> None:
     cost.add_argument("--suite", default=DEFAULT_SUITE)
     cost.add_argument("--read-batch", type=int, default=0)
     cost.add_argument("--no-relay", action="store_true", help="the harness alone")
+    cost.add_argument("--keying", choices=KEYINGS, default="sdes", help="A's keying")
     parser.add_argument(
         "--target",
         choices=("voipsec", "rtpengine", "rtpengine-passthrough", "both", "all"),
