@@ -482,7 +482,8 @@ def cost_main(args: argparse.Namespace) -> None:
         a.bind((HOST, 0))
         b.bind((HOST, 0))
         a_master, b_master = os.urandom(30), os.urandom(30)
-        browser = browser_identities(1, args.suite)[0] if args.keying == "dtls" else None
+        dtls_suite = args.dtls_suite or args.suite
+        browser = browser_identities(1, dtls_suite)[0] if args.keying == "dtls" else None
         if browser is None:
             a_sdp = endpoint_sdp(a.getsockname()[1], args.suite, 1, a_master, 1)
             offer = relay.offer("cost", "a", a_sdp)
@@ -879,7 +880,8 @@ def generate_main(args: argparse.Namespace) -> None:
         socks.append(s)
     keys = [secrets.token_bytes(suite.master_length) for _ in socks]
     # Browser-like A endpoints: a certificate each, as each RTCPeerConnection has.
-    browsers = browser_identities(calls, cmd["suite"]) if cmd.get("keying") == "dtls" else {}
+    dtls_suite = cmd.get("dtls_suite") or cmd["suite"]
+    browsers = browser_identities(calls, dtls_suite) if cmd.get("keying") == "dtls" else {}
     reply(
         {
             "ports": [s.getsockname()[1] for s in socks],
@@ -1317,13 +1319,15 @@ def run_step(
     *,
     profile: bool = False,
     keying: str = "sdes",
+    dtls_suite: str = "",
 ) -> Step:
     """One step: ``calls`` calls for ``seconds``, through ``relay`` (None: direct).
 
     ``profile``: the voipsec relay runs under cProfile from the start of the traffic to
     its end (call setup excluded); the report lands in ``step.profile``. ``keying``
     "dtls": A is a browser-like DTLS-SRTP endpoint whose handshakes run during setup
-    (their rate and the relay's CPU for them land in the step).
+    (their rate and the relay's CPU for them land in the step); its browser offers
+    only ``dtls_suite``'s use_srtp profile ("": ``suite``'s).
     """
     target = relay.target if relay else "direct"
     step = Step(
@@ -1345,7 +1349,15 @@ def run_step(
     ]
     try:
         opened = [
-            g.request({"op": "open", "calls": n, "suite": suite, "keying": step.keying})
+            g.request(
+                {
+                    "op": "open",
+                    "calls": n,
+                    "suite": suite,
+                    "keying": step.keying,
+                    "dtls_suite": dtls_suite,
+                }
+            )
             for g, n in zip(gens, shares, strict=True)
         ]
         peers = []
@@ -1500,6 +1512,7 @@ def main_orchestrate(args: argparse.Namespace) -> None:
     report: dict = {
         "suite": args.suite,
         "keying": args.keying,
+        "dtls_suite": args.dtls_suite or args.suite,
         "seconds": args.seconds,
         "generators": args.generators,
         "workers": args.workers,
@@ -1527,6 +1540,7 @@ def main_orchestrate(args: argparse.Namespace) -> None:
                 workdir,
                 profile=profile,
                 keying=keying,
+                dtls_suite=args.dtls_suite,
             )
             if not step.disturbed or attempt == args.retries:
                 return step
@@ -1707,6 +1721,7 @@ def main() -> None:
     cost.add_argument("--read-batch", type=int, default=0)
     cost.add_argument("--no-relay", action="store_true", help="the harness alone")
     cost.add_argument("--keying", choices=KEYINGS, default="sdes", help="A's keying")
+    cost.add_argument("--dtls-suite", default="", help="A's DTLS profile (default: --suite)")
     parser.add_argument(
         "--target",
         choices=("voipsec", "rtpengine", "rtpengine-passthrough", "both", "all"),
@@ -1728,6 +1743,12 @@ def main() -> None:
         help="A's keying against voipsec: sdes (a desk phone), dtls (a browser: "
         "DTLS-SRTP, handshakes during setup), both (each step with either, side by side); "
         "B is always SDES",
+    )
+    parser.add_argument(
+        "--dtls-suite",
+        default="",
+        help="the one use_srtp profile the browser-like A offers, as an SDES suite name "
+        "(default: --suite; Chromium offers AEAD_AES_256_GCM first)",
     )
     parser.add_argument("--generators", type=int, default=1, help="load generator processes")
     parser.add_argument(
