@@ -496,13 +496,14 @@ def cost_main(args: argparse.Namespace) -> None:
         )
         relay.answered("cost")
         leg = relay._calls["cost"].legs["a"]
+        a_suite = suite
         if browser is None:
             port_a, _, _ = relay_side(answer, args.suite)
             sender = pylibsrtp.Session(outbound_policy(suite, a_master))
         else:
             port_a, fingerprint, _ = dtls_side(answer)
             keys = handshake_by_hand(relay, leg, a, port_a, browser, fingerprint)
-            a_master = keys.local_master  # what --no-relay checks B's packets with
+            a_master, a_suite = keys.local_master, keys.suite  # for --no-relay's check
             sender = pylibsrtp.Session(keys.outbound())
         header = bytes([0x80, 0])
         a.settimeout(5.0)
@@ -527,8 +528,9 @@ def cost_main(args: argparse.Namespace) -> None:
         a.recv(2048)
         readable = relay._readable
         target = (HOST, port_a)
+        b_suite = suite
         if args.no_relay:  # the harness alone: A sends straight to B, B checks A's key
-            readable, target, b_rx = _nothing, b.getsockname(), a_master
+            readable, target, b_rx, b_suite = _nothing, b.getsockname(), a_master, a_suite
         got = []
         started = time.process_time()
         for packet in packets:
@@ -536,7 +538,7 @@ def cost_main(args: argparse.Namespace) -> None:
             readable(leg, leg.rtp, False)
             got.append(b.recv(2048))
         spent = time.process_time() - started
-        receiver = pylibsrtp.Session(inbound_policy(suite, b_rx))
+        receiver = pylibsrtp.Session(inbound_policy(b_suite, b_rx))
         ok = sum(receiver.unprotect(g) == c for g, c in zip(got, clear, strict=True))
         relay.close()
         print(
