@@ -37,8 +37,25 @@ Per step of N calls (N x 100 packets/s relayed), for a bounded duration:
   generator + loopback baseline, so "added" latency = through the relay - direct;
 - relay CPU % of one core over the steady window; packets per relay CPU-second.
 
+**DTLS-SRTP legs** (``--keying dtls``, or ``both`` for each step with either, side by
+side; issue 17): A is then browser-like: its offer is ``UDP/TLS/RTP/SAVPF`` with the
+fingerprint of its own certificate (one per call, as per RTCPeerConnection),
+``a=setup:actpass`` and rtcp-mux, no ICE (so the voipsec relay takes the handshake
+from the leg's SIP source, 127.0.0.1, which the relay process is given). The relay
+answers with its fingerprint; the generator runs every call's handshake at once, in
+the role the answer gave it (client to voipsec's ``passive``, server to rtpengine's
+``active``), before the timed run, and protects and checks A's packets with the
+handshake's keys. B stays an SDES desk phone. The handshakes' wall time, failures,
+retransmissions and the relay's CPU meanwhile are the step's setup figures. A offers
+one use_srtp profile, ``--suite``'s unless ``--dtls-suite`` names another, so both
+legs run the same libsrtp transform by default. The relay process sweeps once a
+second, as a media worker does: DTLS retransmissions and deadlines run there.
+
 A step passes with 0 lost, 0 bad packets, the generator reaching >= 99 % of the
-asked send rate, and the relay below 100 % of a core. The load generator and the
+asked send rate, and the relay below 100 % of a core. voipsec also loses each call's
+first packet (sent before the far leg latched, which the relay then does not
+forward: docs/media.md); they are counted apart ("first"), and the side-by-side
+table's verdict leaves them out. The load generator and the
 relay share the machine's cores; the generators' CPU and the machine's busy share
 are reported for that reason.
 
@@ -46,6 +63,9 @@ are reported for that reason.
     python bench/media_bench.py --target both --json /tmp/media.json
     python bench/media_bench.py --calls 50,100 --seconds 5 --no-direct --profile-calls 0
     python bench/media_bench.py --workers 2 --calls 400,500 --no-direct --profile-calls 0
+    python bench/media_bench.py --target both --keying both --calls 50,100 --seconds 5 \
+        --no-direct --profile-calls 0                             # SDES-SDES vs DTLS-SDES
+    python bench/media_bench.py cost --packets 5000 --keying dtls  # under callgrind
 """
 
 from __future__ import annotations
