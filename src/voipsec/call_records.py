@@ -5,7 +5,9 @@ ended); it writes the CDR row through the writer thread (storage/writer.py, so t
 event loop never waits on a database), publishes ``CallAnswered``, ``CallEnded``,
 ``MediaStats`` and ``AlertRaised`` on the event stream, and keeps the fraud engine's
 counters (checked before a call is routed, booked when it ends, saved across
-restarts).
+restarts). An emergency call (core/emergency.py) is shown to the fraud engine like any
+other, but nothing it decides refuses or shortens the call; the call raises its own
+``emergency_call`` alert.
 
 Failure mode: a CDR database that is slow or gone never stops calls. Writes queue up
 to ``[cdr] max_pending``; beyond that they are dropped, counted and alerted (at most
@@ -27,6 +29,8 @@ from typing import Protocol
 
 from .config import Config, ConfigError
 from .core.b2bua import Answered, Ended
+from .core.dialplan import CallKind
+from .core.emergency import exempt
 from .core.routing import Caller, Refusal, Route
 from .events import AlertRaised, CallAnswered, CallEnded, CallStarted, EventBus, MediaStats
 from .media.relay import LegReport
@@ -58,6 +62,10 @@ _ACTION_DONE = {
     "block": "blocked",
     "suspend": "user suspended",
 }
+#: The alert rule of every emergency call (docs/calls.md "Emergency calls").
+EMERGENCY_RULE = "emergency_call"
+#: What the alert of a fraud rule an emergency call violated says was done.
+EXEMPT_DONE = "allowed (emergency call)"
 #: Seconds between two alerts about CDR writes dropped on a full queue.
 CDR_OVERFLOW_ALERT_INTERVAL = 60.0
 #: Days of CDRs read at start to book the calls a crash left in the fraud state.
@@ -193,7 +201,9 @@ class CallRecords:
         now: float,
     ) -> None:
         """A call refused before routing: one CDR row, opened and closed at once."""
-        ticket = self.open(flow, request, caller, dialled, refusal.callee, None, now)
+        ticket = self.open(
+            flow, request, caller, dialled, refusal.callee, None, now, kind=refusal.kind
+        )
         self.close(
             ticket,
             request.call_id,
@@ -248,6 +258,11 @@ class CallRecords:
             decision = self.fraud.check(attempt)
             if self.fraud_feed is not None:
                 self.fraud_feed.checked(attempt, allowed=decision.allowed)
+            if exempt(destination.kind):
+                # Seen and counted, never refused nor cut short (issue 18: emergency
+                # calls always go through); a refused attempt is not tracked as a call.
+                self._fraud_alerts(decision.violations, caller.user, source, now, EXEMPT_DONE)
+                return Admission(tracked="out" if decision.allowed else "")
             self._fraud_alerts(decision.violations, caller.user, source, now)
             if not decision.allowed:
                 refusal = Refusal(
@@ -283,8 +298,11 @@ class CallRecords:
         trunk: str | None,
         now: float,
         on_written: Callable[[int], None] | None = None,
+        *,
+        kind: CallKind | None = None,
     ) -> int:
-        """Queue the open row of a call; returns the writer's ticket."""
+        """Queue the open row of a call (``kind``: the dial plan's, None when unknown);
+        returns the writer's ticket."""
         identity = flow.identity
         return self.cdr.open(
             CdrStart(
@@ -299,8 +317,38 @@ class CallRecords:
                 trunk=trunk or (caller.trunk.name if caller.trunk else ""),
                 user_agent=request.headers.get("user-agent") or "",
                 start=now,
+                kind=kind or "",
             ),
             on_written,
+        )
+
+    def emergency(
+        self, caller: Caller, number: str, peer: tuple[str, int], now: float, *, trunk: str | None
+    ) -> None:
+        """An emergency call: alerted at once (webhook, syslog, e-mail as configured,
+        and stored) with the caller, its source address and the number; logged
+        WARNING when it goes to ``trunk``, CRITICAL when no trunk routes it."""
+        who = caller.user or caller.uri
+        source = f"{peer[0]}:{peer[1]}"
+        if trunk is None:
+            log.critical("emergency call from %s (%s) to %s FAILED: no trunk routes it "
+                         "(set calls.emergency_trunk)", who, source, number)  # fmt: skip
+            why, action = f"dialled {number} from {source}; no trunk routes it", "failed (503)"
+        else:
+            log.warning(
+                "emergency call from %s (%s) to %s via trunk %s", who, source, number, trunk
+            )
+            why, action = f"dialled {number} from {source}", f"routed to trunk {trunk}"
+        self.events.publish(
+            AlertRaised(
+                what="emergency call",
+                who=who,
+                why=why,
+                action=action,
+                rule=EMERGENCY_RULE,
+                time=now,
+                source=peer[0],
+            )
         )
 
     def close(
@@ -545,15 +593,22 @@ class CallRecords:
                 self.fraud_feed.inbound_ended(info.a_call_id, action.time, billable > 0, duration)
 
     def _fraud_alerts(
-        self, violations: Sequence[Violation], user: str, source: str, now: float
+        self,
+        violations: Sequence[Violation],
+        user: str,
+        source: str,
+        now: float,
+        done: str | None = None,
     ) -> None:
+        """One alert per violation; ``done`` overrides what the alert says was done
+        (an emergency call's violations are only reported)."""
         for v in violations:
             self.events.publish(
                 AlertRaised(
                     what=f"fraud check {v.check} ({v.level})",
                     who=user,
                     why=v.detail.removeprefix(f"{user}: "),
-                    action=_ACTION_DONE.get(v.action, v.action),
+                    action=done or _ACTION_DONE.get(v.action, v.action),
                     rule=v.rule,
                     time=now,
                     source=source,
@@ -677,6 +732,7 @@ def _leg_json(leg: LegReport) -> dict[str, object]:
 
 __all__ = [
     "CDR_OVERFLOW_ALERT_INTERVAL",
+    "EMERGENCY_RULE",
     "FRAUD_STATE",
     "Admission",
     "CallRecord",

@@ -44,7 +44,7 @@ from .core.b2bua import (
     disposition_of,
 )
 from .core.callmodel import Call, Side, TransferEnded
-from .core.dialplan import DialplanConfigError
+from .core.dialplan import EMERGENCY, DialplanConfigError
 from .core.dialplan_loader import load_dialplan
 from .core.routing import (
     MAX_ASSERTED_IDENTITIES,
@@ -188,14 +188,18 @@ class CallService:
 
     def invite(self, flow: Flow, tx: TxKey, request: Request, now: float) -> Response | None:
         """A dialog-creating INVITE: a final refusal, or None when the B2BUA took it."""
-        if len(self.b2bua) >= self.config.calls.max_calls:
+        user_part = request.uri.user if isinstance(request.uri, SipUri) else None
+        if len(self.b2bua) >= self.config.calls.max_calls and not (
+            # An emergency call is never turned away for capacity (core/emergency.py);
+            # it still has to authenticate below.
+            user_part and self.routing.emergency.is_emergency(user_part)
+        ):
             return response_to(
                 request, 503, "Too Many Calls", to_tag=new_tag(), extra=(("Retry-After", "10"),)
             )
         caller = self._caller(flow, request, now)
         if isinstance(caller, Response):
             return caller
-        user_part = request.uri.user if isinstance(request.uri, SipUri) else None
         try:
             # Before the fraud engine counts the call: a header the B2BUA cannot parse
             # fails here, with a CDR row (the attempt passed authentication).
@@ -211,11 +215,22 @@ class CallService:
             dialplan=self.dialplan,
             lookups=self._lookups(now),
         )
+        self._emergency_alert(routed, caller, flow, now)
         if isinstance(routed, Refusal):
             if routed.detail:
                 log.info("refused call: %s", routed.detail)
             return self._refuse(flow, request, caller, user_part, routed, now)
         return self._start(flow, tx, request, caller, user_part, routed, now)
+
+    def _emergency_alert(
+        self, routed: Route | Refusal, caller: Caller, flow: Flow, now: float
+    ) -> None:
+        """Every emergency call is alerted at once, routed or not (docs/calls.md)."""
+        if isinstance(routed, Refusal):
+            if routed.kind == EMERGENCY:
+                self.records.emergency(caller, routed.callee, flow.peer, now, trunk=None)
+        elif routed.destination is not None and routed.destination.kind == EMERGENCY:
+            self.records.emergency(caller, routed.callee, flow.peer, now, trunk=routed.trunk)
 
     def _caller(self, flow: Flow, request: Request, now: float) -> Caller | Response:
         trunk = trunk_for(self.routing.trunk_sources, flow.peer[0])
@@ -346,7 +361,10 @@ class CallService:
         self.run(trying)
         opening = _Opening(call=call.id, actions=rest, started=started, deferred=[])
         on_written = self._hold(tx, opening)
-        ticket = self.records.open(flow, request, caller, dialled, callee, trunk, now, on_written)
+        kind = routed.destination.kind if routed.destination is not None else None
+        ticket = self.records.open(
+            flow, request, caller, dialled, callee, trunk, now, on_written, kind=kind
+        )
         self.records.track(
             call.id,
             CallRecord(
@@ -491,6 +509,7 @@ class CallService:
         routed = route(
             caller, dialled, policy=self.routing, dialplan=self.dialplan, lookups=self._lookups(now)
         )
+        self._emergency_alert(routed, caller, flow, now)
         if isinstance(routed, Refusal):
             return routed
         admission = self.records.admit(

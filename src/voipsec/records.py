@@ -12,6 +12,7 @@ from dataclasses import dataclass, fields
 __all__ = [
     "BAN_SCOPES",
     "CDR_FIELDS",
+    "CDR_KINDS",
     "DISPOSITIONS",
     "HANGUP_BY",
     "MAX_CDR_ENCRYPTION",
@@ -59,6 +60,8 @@ MAX_CDR_MEDIA = 4096
 #: for more legs of one call.
 MAX_CDR_ENCRYPTION = 64
 
+#: Values of the CDR's ``kind``: the dial plan's kinds (core/dialplan.py CallKind).
+CDR_KINDS = frozenset({"", "internal", "national", "international", "premium-rate", "emergency"})
 #: Final states of a CDR row; '' (not listed) marks a call still in progress.
 DISPOSITIONS = frozenset({"answered", "no_answer", "busy", "failed", "rejected", "incomplete"})
 #: Who ended the call; '' when it was never answered.
@@ -96,6 +99,8 @@ class CdrStart:
     trunk: str
     user_agent: str
     start: float
+    #: What the dial plan made of the call (one of CDR_KINDS); "" when unknown.
+    kind: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -128,6 +133,10 @@ class CdrRecord:
     #: Which legs were encrypted, e.g. "a:srtp b:rtp" (docs/cdr.md); '' when no media
     #: was relayed.
     media_encryption: str = ""
+    #: A user's call: "internal", "national", "international", "premium-rate" or
+    #: "emergency" (docs/calls.md); "" for a call from a trunk or refused before the
+    #: dial plan.
+    kind: str = ""
 
 
 #: CdrRecord's field names: the keys of `voipsec cdr list --format json` and the csv header.

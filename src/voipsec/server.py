@@ -687,6 +687,7 @@ class Server:
         await self.monitor.start()
         if self.index == 0:
             self.calls.start_trunk_registrations()
+            _warn_without_emergency_numbers(self.config)
         await self._start_cluster()
 
     async def _start_cluster(self) -> None:
@@ -907,3 +908,14 @@ class Server:
         await asyncio.to_thread(self.store_writer.stop)
         self.store.close()
         log.info("stopped")
+
+
+def _warn_without_emergency_numbers(config: Config) -> None:
+    """An empty calls.emergency_numbers is allowed (a lab, a site whose PBX behind us
+    handles them) but must never go unnoticed: emergency calls then obey classes of
+    service and fraud limits like any call (docs/calls.md "Emergency calls")."""
+    if not config.calls.emergency_numbers:
+        log.warning(
+            "calls.emergency_numbers is empty: emergency calls get no bypass of classes "
+            "of service, fraud limits or device restrictions"
+        )

@@ -252,6 +252,7 @@ def test_core_routing_number_beyond_the_class_of_service_is_403_with_warning() -
         reason="international calls not allowed for class national",
         callee="+49301234567",
         detail="alice -> 0049301234567: international calls not allowed for class national",
+        kind="international",
     )
     assert isinstance(refusal, Refusal)
     response = refusal_response(_invite(), refusal, DOMAIN)

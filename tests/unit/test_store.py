@@ -375,27 +375,52 @@ def test_store_cdr_ids_increase_across_reopen(tmp_path: Path, cdr_url: str) -> N
     assert ids == sorted(set(ids))
 
 
-def test_store_migrates_cdr_table_without_media_encryption(tmp_path: Path, cdr_url: str) -> None:
-    """A cdrs table of the version before issue 16 (media, no media_encryption) is
-    upgraded in SQLite and PostgreSQL alike; its rows keep their values."""
+@pytest.mark.parametrize(
+    "dropped",
+    [("kind", "media_encryption"), ("kind",)],
+    ids=["before-issue-16", "before-issue-18"],
+)
+def test_store_migrates_cdr_table_without_media_encryption(
+    tmp_path: Path, cdr_url: str, dropped: tuple[str, ...]
+) -> None:
+    """A cdrs table of the version before issue 16 (media, no media_encryption nor
+    kind) or before issue 18 (no kind) is upgraded in SQLite and PostgreSQL alike; its
+    rows keep their values."""
     first = Store(tmp_path / DB_NAME, cdr_url=cdr_url)
     cdr_id = first.cdr_start(_start())
     first.cdr_media(cdr_id, "[]")
     first.close()
     if cdr_url:
         with psycopg.connect(cdr_url) as conn:
-            conn.execute("ALTER TABLE cdrs DROP COLUMN media_encryption")
+            for column in dropped:
+                conn.execute(f"ALTER TABLE cdrs DROP COLUMN {column}")
     else:
         with contextlib.closing(sqlite3.connect(tmp_path / DB_NAME)) as db:
-            db.execute("ALTER TABLE cdrs DROP COLUMN media_encryption")
+            for column in dropped:
+                db.execute(f"ALTER TABLE cdrs DROP COLUMN {column}")
             db.commit()
     store = Store(tmp_path / DB_NAME, cdr_url=cdr_url)
     try:
         assert tuple(store.cdr_db.columns()) == CDR_FIELDS
         (record,) = store.cdrs()
-        assert (record.id, record.media, record.media_encryption) == (cdr_id, "[]", "")
+        assert (record.id, record.media, record.media_encryption, record.kind) == (
+            cdr_id,
+            "[]",
+            "",
+            "",
+        )
     finally:
         store.close()
+
+
+def test_store_cdr_kind_round_trip_and_unknown_kind_refused(store: Store) -> None:
+    """The call's kind (issue 18: "emergency" marks an emergency call) is stored as
+    given; a kind the dial plan never makes is refused, not stored."""
+    cdr_id = store.cdr_start(dataclasses.replace(_start(), kind="emergency"))
+    assert store.cdr(cdr_id).kind == "emergency"
+    assert store.cdr(store.cdr_start(_start())).kind == ""
+    with pytest.raises(StoreError, match=r"^invalid CDR kind 'urgent'$"):
+        store.cdr_start(dataclasses.replace(_start(), kind="urgent"))
 
 
 def test_store_migrates_cdr_table_without_media(tmp_path: Path) -> None:

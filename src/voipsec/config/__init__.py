@@ -27,9 +27,11 @@ from pydantic import (
 )
 
 from .checks import (
+    DEFAULT_EMERGENCY_NUMBERS,
     MAX_EMAIL_RECIPIENTS,
     WebOrigin,
     check_email_address,
+    check_emergency_numbers,
     check_sdp_attribute_names,
     check_url,
     parse_smtp_server,
@@ -381,6 +383,17 @@ class CallsSection(_Section):
     #: Seconds between in-dialog OPTIONS probes on both legs of an answered call; a
     #: leg answering 408/481 or nothing ends the call (the far end vanished). 0: off.
     probe_interval: Annotated[int, Field(ge=0, le=86_400)] = 300
+    #: Dialled exactly (separators aside), these reach a trunk for every authenticated
+    #: caller whatever its class of service or fraud limits (core/emergency.py); they
+    #: must be the country's own. Empty: none (`serve` warns).
+    emergency_numbers: list[str] = Field(default_factory=lambda: list(DEFAULT_EMERGENCY_NUMBERS))
+    #: The trunk emergency calls go to; "": the dial plan's route of +<country code><number>.
+    emergency_trunk: str = ""
+
+    @field_validator("emergency_numbers")
+    @classmethod
+    def _emergency_numbers(cls, value: list[str]) -> list[str]:
+        return check_emergency_numbers(value)
 
 
 class DialplanSection(_Section):
@@ -642,6 +655,15 @@ class Config(_Section):
         if len(set(names)) != len(names):
             raise ValueError("trunk names must be unique")
         return value
+
+    @model_validator(mode="after")
+    def _emergency_trunk(self) -> Config:
+        """calls.emergency_trunk names a configured trunk: a typo found at the first
+        emergency call would fail it (fails closed at load instead)."""
+        name = self.calls.emergency_trunk
+        if name and name not in {t.name for t in self.trunks}:
+            raise ValueError(f"calls.emergency_trunk: no trunk named {name[:64]!r}")
+        return self
 
     @model_validator(mode="after")
     def _wss_without_required_certificates(self) -> Config:

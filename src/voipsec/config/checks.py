@@ -17,13 +17,18 @@ from urllib.parse import urlsplit
 from pydantic import AfterValidator
 
 __all__ = [
+    "DEFAULT_EMERGENCY_NUMBERS",
     "MAX_EMAIL_ADDRESS",
     "MAX_EMAIL_RECIPIENTS",
+    "MAX_EMERGENCY_DIGITS",
+    "MAX_EMERGENCY_NUMBERS",
     "MAX_SDP_ALLOW_ATTRIBUTES",
+    "MIN_EMERGENCY_DIGITS",
     "POSTGRES_SCHEMES",
     "SDP_NEVER_CROSSING",
     "WebOrigin",
     "check_email_address",
+    "check_emergency_numbers",
     "check_origin",
     "check_sdp_attribute_names",
     "check_url",
@@ -178,3 +183,38 @@ def check_origin(text: str) -> str:
 
 #: One entry of sip.websocket_origins, checked and lower-cased when the file is loaded.
 WebOrigin = Annotated[str, AfterValidator(check_origin)]
+
+
+# -- emergency numbers (calls.emergency_numbers; core/emergency.py) --------------------
+
+#: The common short emergency numbers: 112 (EU-wide and GSM, ETSI TS 122 101 §10.1),
+#: 911 (NANP), 999 (UK and others), 000 (Australia). A site sets its country's own.
+DEFAULT_EMERGENCY_NUMBERS = ("112", "911", "999", "000")
+#: Short codes are at least 2 digits (Germany's 110, Belgium's 100 have 3; a few
+#: countries use 2-digit codes such as 17 or 18 in France).
+MIN_EMERGENCY_DIGITS = 2
+#: 8 digits covers every service short code in ITU-T E.164 Supplement 4 / national
+#: plans we know of (116xxx in the EU is 6); longer is a subscriber number, which must
+#: go through the class of service like any other.
+MAX_EMERGENCY_DIGITS = 8
+#: More than a country's emergency and urgent-care codes, fewer than a list that
+#: would turn the class-of-service bypass into a loophole.
+MAX_EMERGENCY_NUMBERS = 16
+_EMERGENCY_NUMBER = re.compile(f"[0-9]{{{MIN_EMERGENCY_DIGITS},{MAX_EMERGENCY_DIGITS}}}")
+
+
+def check_emergency_numbers(numbers: list[str]) -> list[str]:
+    """``numbers`` if each is 2 to 8 ASCII digits, none twice, at most
+    :data:`MAX_EMERGENCY_NUMBERS` of them. These bypass every class of service and
+    fraud limit, so anything unexpected is refused rather than guessed at."""
+    if len(numbers) > MAX_EMERGENCY_NUMBERS:
+        raise ValueError(f"at most {MAX_EMERGENCY_NUMBERS} emergency numbers")
+    for number in numbers:
+        if _EMERGENCY_NUMBER.fullmatch(number) is None:
+            raise ValueError(
+                f"{number[:16]!r} is not an emergency number "
+                f"({MIN_EMERGENCY_DIGITS} to {MAX_EMERGENCY_DIGITS} digits, no '+')"
+            )
+    if len(set(numbers)) != len(numbers):
+        raise ValueError("an emergency number is listed twice")
+    return numbers

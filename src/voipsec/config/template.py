@@ -157,6 +157,13 @@ max_duration = 14400
 # Seconds between in-dialog OPTIONS probes to both legs of an answered call; a leg
 # that answers 408/481 or nothing ends the call and closes its CDR. 0 turns it off.
 probe_interval = 300
+# Emergency numbers: dialled exactly (separators aside), they reach a trunk for every
+# authenticated caller whatever its class of service, fraud limits or device
+# restriction, and each call raises an alert. They MUST be your country's own
+# (docs/calls.md "Emergency calls"); [] turns the bypass off (serve warns).
+emergency_numbers = ["112", "911", "999", "000"]
+# The trunk they go to; "": the dial plan's route of +<country_code><number>.
+emergency_trunk = ""
 
 [dialplan]
 # Dialled numbers become E.164: "+..." stays, the international prefix becomes "+",

@@ -7,7 +7,9 @@ premium prefix matches, national under our country code, international otherwise
 and given the trunk whose E.164 prefix matches longest. :func:`allows` then says
 whether the caller's class of service may make the call; each class allows the
 classes before it in ``CLASSES_OF_SERVICE``. Calls that come in from a trunk are
-mapped to users by their DID with :meth:`Dialplan.inbound_user`.
+mapped to users by their DID with :meth:`Dialplan.inbound_user`. An emergency number
+(core/emergency.py) is recognised before any of this and is of kind ``"emergency"``,
+which every class of service allows.
 
 Normalisation (:meth:`Dialplan.normalise`), in this order:
 
@@ -60,13 +62,16 @@ import re
 import urllib.parse
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Final, Literal
 
 from ..config import CLASSES_OF_SERVICE, ClassOfService, Config
 
 __all__ = [
+    "EMERGENCY",
     "MAX_DIALLED_LENGTH",
     "MAX_E164_DIGITS",
     "PREMIUM_RATE_FILE",
+    "CallKind",
     "Destination",
     "Dialplan",
     "DialplanConfigError",
@@ -74,6 +79,11 @@ __all__ = [
     "allows",
     "refusal_reason",
 ]
+
+#: What a destination is: a class of service, or an emergency number, which no class
+#: of service may refuse (core/emergency.py).
+CallKind = Literal["internal", "national", "international", "premium-rate", "emergency"]
+EMERGENCY: Final = "emergency"
 
 #: ITU-T E.164 §6: an international number has at most 15 digits, country code included.
 MAX_E164_DIGITS = 15
@@ -135,7 +145,7 @@ class Destination:
     dialled: str
     #: The E.164 number, ``None`` for a local user.
     e164: str | None
-    kind: ClassOfService
+    kind: CallKind
     #: The local user when ``kind`` is ``"internal"``.
     user: str | None
     #: The trunk with the longest matching prefix; ``None`` for a local user or when no
@@ -259,6 +269,12 @@ class Dialplan:
                 return trunk
         return None
 
+    def national_route(self, digits: str) -> str | None:
+        """The trunk of ``+<country code><digits>`` (longest prefix), without the
+        normalisation rules: an emergency number such as "000" is no valid national
+        number, yet the trunk that takes this country's calls is where it goes."""
+        return self._route(f"+{self._country_code}{digits}")
+
     def inbound_user(self, dialled: str) -> str | None:
         """The user a call from a trunk to ``dialled`` is for, ``None`` when it is not
         one of our DIDs or not a number at all (the caller answers 404).
@@ -362,9 +378,13 @@ def _merge_dids(
     return merged
 
 
-def allows(user_class: ClassOfService, kind: ClassOfService) -> bool:
+def allows(user_class: ClassOfService, kind: CallKind) -> bool:
     """Whether a user of ``user_class`` may call a destination of ``kind``: each class
-    allows itself and the classes before it. An unknown class or kind allows nothing."""
+    allows itself and the classes before it; every class, even one we do not know,
+    allows an emergency call (a safety rule, issue 18). An unknown class or kind
+    allows nothing else."""
+    if kind == EMERGENCY:
+        return True
     user_rank = _rank(user_class)
     kind_rank = _rank(kind)
     return user_rank is not None and kind_rank is not None and kind_rank <= user_rank

@@ -8,8 +8,9 @@ decides, in the order DESIGN.md gives ("How a request flows"):
 
 1. caller identity: a trunk's call by its source address, never by From; a user's
    From and P-Asserted-Identity must name the authenticated user (RFC 3325 §5, §9.1);
-2. the dial plan: a local user, or an E.164 number with its kind and trunk
-   (core/dialplan.py), refused by the caller's class of service;
+2. an emergency number (core/emergency.py): to its trunk, whatever the caller's class
+   of service; else the dial plan: a local user, or an E.164 number with its kind and
+   trunk (core/dialplan.py), refused by the caller's class of service;
 3. the forks: one per registered contact still reachable (RFC 3261 §16.6, RFC 5626),
    or the trunk's TLS address.
 
@@ -22,7 +23,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..config import ClassOfService, Config, TrunkSection
 from ..media.destinations import MediaPeer
@@ -35,7 +36,8 @@ from ..sip.message import Request, Response, response_to
 from ..sip.uac import LocalAddress
 from ..sip.uri import SipUri, parse_name_addr, parse_uri
 from .b2bua import Fork, Target
-from .dialplan import Destination, Dialplan, DialplanError, refusal_reason
+from .dialplan import EMERGENCY, CallKind, Destination, Dialplan, DialplanError, refusal_reason
+from .emergency import EmergencyNumbers
 
 #: A trunk's source network, as configured.
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -73,6 +75,9 @@ class Refusal:
     disposition: str = "rejected"
     #: For the log only (it may name the caller's claims), never sent.
     detail: str = ""
+    #: The destination's kind when the dial plan got that far (the CDR's ``kind``);
+    #: "emergency" for an emergency call that could not be routed.
+    kind: CallKind | None = None
 
     @property
     def warning_text(self) -> str | None:
@@ -111,6 +116,8 @@ class RoutingPolicy:
     #: Our address on connections we open to trunks (the first TLS listener).
     tls_local: LocalAddress
     default_class: ClassOfService
+    #: Numbers that reach a trunk whatever the caller's class (core/emergency.py).
+    emergency: EmergencyNumbers = field(default_factory=EmergencyNumbers)
 
     @classmethod
     def from_config(cls, config: Config, domains: frozenset[str]) -> RoutingPolicy:
@@ -124,6 +131,7 @@ class RoutingPolicy:
             media_zones={z.name: tuple(z.cidrs) for z in config.zones if z.media_in_zone},
             tls_local=_tls_local(config),
             default_class=config.dialplan.default_class,
+            emergency=EmergencyNumbers.from_config(config),
         )
 
 
@@ -259,6 +267,11 @@ def _from_user(
     dialplan: Dialplan,
     lookups: Lookups,
 ) -> Route | Refusal:
+    number = policy.emergency.match(dialled)
+    if number is not None:
+        # Before the dial plan and any class of service: the dial plan would make 112
+        # a national number, and a local user named "112" must not take the call.
+        return emergency_route(caller, dialled, number, policy, dialplan)
     try:
         destination = dialplan.classify(dialled, is_user=lookups.is_user)
     except DialplanError as err:
@@ -271,6 +284,7 @@ def _from_user(
             reason=reason,
             callee=callee_of(destination),
             detail=f"{caller.user} -> {dialled}: {reason}",
+            kind=destination.kind,
         )
     if destination.user is not None:
         forks = user_forks(destination.user, policy, lookups)
@@ -282,6 +296,30 @@ def _from_user(
         return Refusal(status=404, reason="No Route", callee=callee_of(destination))
     fork = trunk_fork(trunk, destination.e164, policy)
     return Route(callee=destination.e164, trunk=trunk.name, forks=(fork,), destination=destination)
+
+
+def emergency_route(
+    caller: Caller, dialled: str, number: str, policy: RoutingPolicy, dialplan: Dialplan
+) -> Route | Refusal:
+    """An emergency call of an authenticated user: to ``calls.emergency_trunk``, else
+    the trunk of ``+<country code><number>``; the Request-URI carries the number as
+    dialled (``sip:112@trunk``), which is what carriers expect of a short code. With no
+    such trunk: 503 (RFC 3261 §21.5.4, the service cannot be had here now), and
+    ``kind`` "emergency" tells the shell to log it CRITICAL and alert."""
+    name = policy.emergency.trunk or dialplan.national_route(number)
+    trunk = policy.trunks.get(name or "")
+    destination = Destination(dialled=dialled, e164=None, kind=EMERGENCY, user=None, trunk=name)
+    if trunk is None:
+        return Refusal(
+            status=503,
+            reason="Emergency Call Not Routable",
+            callee=number,
+            disposition="failed",
+            detail=f"{caller.user} -> emergency {number}: no trunk routes it",
+            kind=EMERGENCY,
+        )
+    fork = trunk_fork(trunk, number, policy)
+    return Route(callee=number, trunk=trunk.name, forks=(fork,), destination=destination)
 
 
 def _from_trunk(
@@ -408,6 +446,7 @@ __all__ = [
     "RoutingPolicy",
     "caller_number",
     "class_of",
+    "emergency_route",
     "identity_mismatch",
     "identity_refusal",
     "media_peer",

@@ -39,6 +39,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 from ..config.checks import check_url
 from ..records import (
     CDR_FIELDS,
+    CDR_KINDS,
     DISPOSITIONS,
     HANGUP_BY,
     RESTART_DISPOSITION,
@@ -68,6 +69,13 @@ __all__ = [
 
 #: Error texts cut to this many characters (dispositions echoed back).
 _ECHO = 64
+
+
+def _kind(kind: str) -> str:
+    """A CDR kind as stored: one of CDR_KINDS (the call path's own words, never a peer's)."""
+    if kind not in CDR_KINDS:
+        raise StoreError(f"invalid CDR kind {kind[:_ECHO]!r}")
+    return kind
 
 
 def _cdr_record(row: Sequence[Any]) -> CdrRecord:
@@ -175,7 +183,8 @@ _SCHEMA = (
     reason TEXT NOT NULL DEFAULT '',
     hangup_by TEXT NOT NULL DEFAULT '',
     media TEXT NOT NULL DEFAULT '',
-    media_encryption TEXT NOT NULL DEFAULT ''
+    media_encryption TEXT NOT NULL DEFAULT '',
+    kind TEXT NOT NULL DEFAULT ''
 )""",
     'CREATE INDEX IF NOT EXISTS cdrs_start ON cdrs ("start")',
     # Only calls in progress (or left open by a crash): keeps close_open_cdrs cheap.
@@ -186,11 +195,13 @@ _SCHEMA = (
 _ADD_MEDIA = "ALTER TABLE cdrs ADD COLUMN media TEXT NOT NULL DEFAULT ''"
 #: Added to a cdrs table made by a version before media_encryption (issue 16).
 _ADD_ENCRYPTION = "ALTER TABLE cdrs ADD COLUMN media_encryption TEXT NOT NULL DEFAULT ''"
+#: Added to a cdrs table made by a version before the call kind (issue 18).
+_ADD_KIND = "ALTER TABLE cdrs ADD COLUMN kind TEXT NOT NULL DEFAULT ''"
 
 _INSERT = (
     'INSERT INTO cdrs (call_id, caller, callee_dialled, callee, "user", source, '
-    'transport, tls_identity, trunk, user_agent, "start") '
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    'transport, tls_identity, trunk, user_agent, "start", kind) '
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _RETURNING = " RETURNING id"
 
@@ -211,7 +222,7 @@ _MEDIA = "UPDATE cdrs SET media = ?, media_encryption = ? WHERE id = ?"
 _SELECT = (
     'SELECT id, call_id, caller, callee_dialled, callee, "user", source, transport, '
     'tls_identity, trunk, user_agent, "start", answer, "end", duration, billable, '
-    "disposition, status, reason, hangup_by, media, media_encryption FROM cdrs "
+    "disposition, status, reason, hangup_by, media, media_encryption, kind FROM cdrs "
 )
 _BY_ID = _SELECT + "WHERE id = ?"
 _SINCE = _SELECT + 'WHERE "start" >= ? ORDER BY "start", id'
@@ -442,6 +453,8 @@ class CdrDatabase:
                 self._conn.run(_ADD_MEDIA)
             if "media_encryption" not in self.columns():
                 self._conn.run(_ADD_ENCRYPTION)
+            if "kind" not in self.columns():
+                self._conn.run(_ADD_KIND)
 
     def columns(self) -> list[str]:
         """Column names of the cdrs table, in order."""
@@ -470,6 +483,7 @@ class CdrDatabase:
                 cdr_text(start.trunk),
                 cdr_text(start.user_agent),
                 start.start,
+                _kind(start.kind),
             ),
         )
         row_id = result.rows[0][0] if result.rows else result.lastrowid
