@@ -250,17 +250,23 @@ def _trunk_callee(
 
 
 def _place_calls(
-    server: VoipsecServer, tmp_path: Path, flow: Flow, dialled: str, calls: int
+    server: VoipsecServer,
+    tmp_path: Path,
+    flow: Flow,
+    dialled: str,
+    calls: int,
+    name: str = "caller",
 ) -> SippResult:
-    """alice calls ``dialled`` ``calls`` times with ``flow.uac`` over TLS."""
+    """alice calls ``dialled`` ``calls`` times with ``flow.uac`` over TLS (``name``: of
+    the SIPp and stunnel directories, for a second caller against the same server)."""
     hop = free_port()
     user, password = ALICE
-    inf = write_csv(tmp_path / "caller.csv", [(user, password, DOMAIN, dialled)])
-    with stunnel_client(hop, server.host, server.port, server.ca, tmp_path / "stunnel-caller"):
+    inf = write_csv(tmp_path / f"{name}.csv", [(user, password, DOMAIN, dialled)])
+    with stunnel_client(hop, server.host, server.port, server.ca, tmp_path / f"stunnel-{name}"):
         return run_sipp(
             BENCH / flow.uac,
             f"127.0.0.1:{hop}",
-            workdir=tmp_path / "sipp-caller",
+            workdir=tmp_path / f"sipp-{name}",
             inf_csv=inf,
             rate=RATE,
             calls=calls,
@@ -445,3 +451,56 @@ def test_calls_voipsec_refuses_itself(tmp_path: Path, name: str) -> None:
         a_leg_ids = _caller_call_ids(caller, flow, calls)
         rows = _wait_cdrs(server, calls)
     _assert_cdrs(rows, flow, a_leg_ids, dialled=dialled, callee=callee, trunk="")
+
+
+def test_emergency_call_of_an_internal_user_reaches_the_trunk_and_is_alerted(
+    tmp_path: Path,
+) -> None:
+    """Issue 18 item 4, a safety requirement: alice, of the most restricted class
+    ("internal"), dials 112; the call reaches the trunk (a SIPp UAS as the PSAP) as
+    ``sip:112@trunk`` (not +44112), is answered, alerted (``emergency_call``) and
+    marked "emergency" in its CDR. The same alice dialling a national number gets 403."""
+    flow = FLOWS["caller_hangs_up"]
+    tls_port = free_port()
+    prepared = _server(tmp_path, alice_class="internal", trunk_port=tls_port)
+    with (
+        serving(prepared) as server,
+        _trunk_callee(server, tmp_path, flow, 1, tls_port) as callee_run,
+    ):
+        caller = _place_calls(server, tmp_path, flow, "112", 1)
+        callee = callee_run.wait(SIPP_TIMEOUT)
+        _assert_sipp_clean(caller, 1, "caller", server)
+        _assert_sipp_clean(callee, 1, "trunk", server)
+        a_leg_ids = _caller_call_ids(caller, flow, 1)
+        (invite,) = _b_leg_invites(callee, flow, 1)
+        _assert_b_leg(invite, a_leg_ids, f"sip:112@{TRUNK_DOMAIN}", f"<sip:112@{TRUNK_DOMAIN}>")
+        forbidden = Flow("call_uac_forbidden.xml", "", "FORBIDDEN", "", "rejected", 403, "")
+        refused = _place_calls(server, tmp_path, forbidden, NATIONAL[0], 1, name="national")
+        _assert_sipp_clean(refused, 1, "national caller", server)
+        refused_ids = _caller_call_ids(refused, forbidden, 1)
+        rows = _wait_cdrs(server, 2)
+        alerts: list[str] = []
+
+        def alerted() -> bool:
+            out = voipsec("alerts", "list", data_dir=server.data_dir).stdout
+            alerts[:] = [line for line in out.splitlines() if "  emergency_call  " in line]
+            return bool(alerts)
+
+        wait_for(alerted, deadline=10, what="the emergency_call alert")
+        log = server.log_text()
+    assert "emergency call from alice (127.0.0.1:" in log, log[-3000:]
+    (line,) = alerts
+    assert line.split("  ", 1)[1].startswith(
+        "emergency_call  127.0.0.1  emergency call: alice: dialled 112 from 127.0.0.1:"
+    ), line
+    assert line.endswith("; routed to trunk carrier"), line
+    emergency = [r for r in rows if r["call_id"] in a_leg_ids]
+    national = [r for r in rows if r["call_id"] in refused_ids]
+    _assert_cdrs(emergency, flow, a_leg_ids, dialled="112", callee="112", trunk=TRUNK)
+    _assert_cdrs(
+        national, forbidden, refused_ids, dialled=NATIONAL[0], callee=NATIONAL[1], trunk=""
+    )
+    assert [(r["kind"], r["reason"]) for r in emergency + national] == [
+        ("emergency", "normal clearing"),
+        ("national", "national calls not allowed for class internal"),
+    ]
