@@ -381,6 +381,7 @@ def test_cli_cdr_list_json_keys_are_the_record_fields(cdr_dir: CdrDir) -> None:
         "hangup_by": "callee",
         "media": None,
         "media_encryption": "",
+        "kind": "",
     }
     assert (rows[2]["disposition"], rows[2]["end"], rows[2]["status"]) == ("", None, None)
     limited = json.loads(
