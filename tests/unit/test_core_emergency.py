@@ -9,6 +9,7 @@ call but cannot refuse it; every emergency call is alerted and marked in the CDR
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -401,4 +402,21 @@ def test_emergency_unroutable_call_cdr_is_marked_emergency(store: Store, tmp_pat
         "112",
         "failed",
         503,
+    )
+
+
+def test_emergency_serve_warns_at_start_only_when_the_list_is_empty(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from voipsec.server import _warn_without_emergency_numbers
+
+    with caplog.at_level(logging.WARNING, logger="voipsec"):
+        _warn_without_emergency_numbers(_config())
+        assert caplog.records == []
+        _warn_without_emergency_numbers(_config(emergency_numbers=[]))
+    [record] = caplog.records
+    assert (record.levelname, record.getMessage()) == (
+        "WARNING",
+        "calls.emergency_numbers is empty: emergency calls get no bypass of classes "
+        "of service, fraud limits or device restrictions",
     )
