@@ -38,6 +38,7 @@ __all__ = [
     "MAX_CPE_MATCHES",
     "MAX_FEED_BYTES",
     "MAX_FEED_ENTRIES",
+    "NVD_NOTE",
     "PHONE_CPE_VENDORS",
     "CpeRange",
     "FeedError",
@@ -45,6 +46,7 @@ __all__ = [
     "KevEntry",
     "NvdCve",
     "advisories_from_nvd",
+    "kev_phone_entries",
     "mark_kev",
     "parse_kev",
     "parse_nvd",
@@ -153,6 +155,21 @@ PHONE_CPE_VENDORS: Mapping[str, PhoneVendor] = {
 }
 
 
+#: The ``notes`` of an advisory made from an NVD record, so that a later import knows
+#: which entries it wrote (and may replace) and which were written by people.
+NVD_NOTE = "Imported from the NVD CVE API 2.0"
+
+#: KEV products that are phones, adapters or VoIP software ("Cisco IP Phones",
+#: "Mitel SIP Phones"): KEV names vendors broadly (Cisco has hundreds of entries).
+_PHONE_PRODUCT = re.compile(r"phone|voip|\bsip\b|\bata\b|handset|dect|\bpbx\b", re.IGNORECASE)
+
+
+def kev_phone_entries(catalog: KevCatalog) -> list[KevEntry]:
+    """The KEV entries about phones and VoIP products (by product name), so an import
+    can say which of them no advisory covers yet."""
+    return [e for e in catalog.entries if _PHONE_PRODUCT.search(e.product)]
+
+
 def parse_kev(data: bytes) -> KevCatalog:
     """The KEV catalog in ``data``; raises :class:`FeedError`."""
     doc = _json(data)
@@ -204,6 +221,7 @@ def advisories_from_nvd(
                     cvss_version=cve.cvss_version,
                     summary=cve.summary,
                     source=f"https://nvd.nist.gov/vuln/detail/{cve.id}",
+                    notes=NVD_NOTE,
                 )
             )
     return out

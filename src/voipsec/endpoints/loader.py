@@ -24,7 +24,7 @@ from __future__ import annotations
 import os
 import re
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
@@ -171,27 +171,28 @@ def advisory_to_dict(a: Advisory) -> dict[str, Any]:
     return out
 
 
-def write_advisories(path: Path, advisories: Sequence[Advisory], header: str) -> None:
-    """Write ``advisories`` to ``path`` (the admin file) whole and atomically: a
-    temporary file in the same directory, then a rename, so a running server never
-    reads half a file. Mode 0644: advisories are public data, not secrets. ``header``
-    becomes comment lines at the top (what was imported from which feed)."""
+def write_advisories(path: Path, items: Sequence[Mapping[str, Any]], header: str) -> None:
+    """Write the advisory mappings ``items`` (as :func:`advisory_to_dict` makes them,
+    or as read from the admin file) to ``path``, whole and atomically: a temporary
+    file in the same directory, checked to load, then renamed over ``path`` — so a
+    running server never reads half a file and a bad result never replaces a good
+    one. Mode 0644: advisories are public data, not secrets. ``header`` becomes
+    comment lines at the top (what was imported from which feed)."""
     path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
     body = yaml.safe_dump(
-        {"advisories": [advisory_to_dict(a) for a in advisories]},
-        sort_keys=False,
-        allow_unicode=True,
-        width=100,
+        {"advisories": [dict(i) for i in items]}, sort_keys=False, allow_unicode=True, width=100
     )
     text = "".join(f"# {line}\n" for line in header.splitlines()) + body
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = Path(name)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as out:
             out.write(text)
-        os.chmod(tmp, 0o644)
+        _load([tmp], _AdvisoryReader, "id", "advisories", MAX_ADVISORIES)
+        tmp.chmod(0o644)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 
