@@ -207,7 +207,8 @@ def advisories_from_nvd(
     out: list[Advisory] = []
     for cve in cves:
         groups = _group_ranges(cve, vendors)
-        for n, ((vendor, low, fixed, last), models) in enumerate(sorted(groups.items()), 1):
+        ordered = sorted(groups.items(), key=lambda kv: tuple(x or "" for x in kv[0]))
+        for n, ((vendor, low, fixed, last), models) in enumerate(ordered, 1):
             out.append(
                 Advisory(
                     id=cve.id if len(groups) == 1 else f"{cve.id}#{n}",
@@ -255,7 +256,9 @@ def _json(data: bytes) -> dict[str, Any]:
     if len(data) > MAX_FEED_BYTES:
         raise FeedError(f"larger than {MAX_FEED_BYTES} bytes")
     try:
-        doc = json.loads(data)
+        # RFC 8259 §8.1: JSON exchanged between systems is UTF-8 (json.loads would
+        # guess UTF-16 or UTF-32 from the first bytes).
+        doc = json.loads(data.decode("utf-8"))
     except UnicodeDecodeError as exc:
         raise FeedError(f"not UTF-8: {exc.reason} at byte {exc.start}") from None
     except json.JSONDecodeError as exc:
