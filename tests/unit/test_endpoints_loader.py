@@ -148,13 +148,15 @@ def test_loader_admin_advisories_extend_replace_and_switch_off(tmp_path: Path) -
         ),
         (
             {"colour": "red"},
-            "fingerprint 'acme': colour: unknown key (allowed: enabled, examples, family, kind, model, name, pattern, source, vendor)",
+            "fingerprint 'acme': colour: unknown key "
+            "(allowed: enabled, examples, family, kind, model, name, pattern, source, vendor)",
         ),
         ({"enabled": "no"}, "fingerprint 'acme': enabled: must be true or false"),
         ({"pattern": "Acme"}, "fingerprint 'acme': pattern: must be anchored with '^'"),
         (
             {"pattern": r"^(Acme +)+(?P<model>A)(?P<version>1)"},
-            "fingerprint 'acme': pattern: a quantified group holds a quantifier (catastrophic backtracking)",
+            "fingerprint 'acme': pattern: "
+            "a quantified group holds a quantifier (catastrophic backtracking)",
         ),
         ({"vendor": ""}, "fingerprint 'acme': vendor: must be a non-empty string"),
         ({"source": None}, "fingerprint 'acme': source: must be a non-empty string"),
@@ -172,7 +174,8 @@ def test_loader_admin_advisories_extend_replace_and_switch_off(tmp_path: Path) -
         ),
         (
             {"examples": [{"ua": "Acme A1/1.2", "model": "A1", "version": "1.3"}]},
-            "fingerprint 'acme': examples: #1: 'Acme A1/1.2' gives ('A1', '1.2'), expected ('A1', '1.3')",
+            "fingerprint 'acme': examples: #1: "
+            "'Acme A1/1.2' gives ('A1', '1.2'), expected ('A1', '1.3')",
         ),
         (
             {"examples": [{"ua": "Acme B1/1.2", "model": "B1", "version": "1.2"}]},
@@ -235,7 +238,7 @@ def test_loader_same_id_twice_in_one_file(tmp_path: Path) -> None:
         ("advisories: {}\n", "advisories: must be a list"),
         (
             "advisories: [\n",
-            "line 2: invalid YAML: expected the node content, but found '<stream end>'",
+            "line 2: invalid YAML: did not find expected node content",
         ),
         ("advisories:\n  - 3\n", "advisory #1: must be a mapping"),
     ],

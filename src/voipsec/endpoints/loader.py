@@ -7,7 +7,8 @@ The shipped files are ``voipsec/endpoints/data/fingerprints.yaml`` and
 advisory) of a shipped one replaces it, ``enabled: false`` switches it off, others
 are added (an admin's new fingerprints are tried before the shipped ones, so a
 site-specific pattern wins). Files are read by :mod:`voipsec.rulefile` (size limit,
-safe YAML), each entry validated field by field here; every problem raises the one
+libyaml's safe loader: an NVD import can make the advisory file large), each entry
+validated field by field here; every problem raises the one
 :class:`~voipsec.rulefile.RuleFileError`, one line naming the file, the entry and the
 key (``advisories.yaml: advisory 'CVE-2026-2329': fixed: ...``).
 
@@ -31,7 +32,7 @@ from typing import Any
 
 import yaml
 
-from ..rulefile import SAFE_YAML_LOADER, RuleFileError, RuleReader, load_rule_files, load_rule_items
+from ..rulefile import FAST_YAML_LOADER, RuleFileError, RuleReader, load_rule_files, load_rule_items
 from .advisories import Advisory
 from .useragent import Fingerprint, FingerprintError, check_pattern, identify
 from .versions import try_parse_version
@@ -147,7 +148,7 @@ def load_admin_advisories(data_dir: Path) -> list[Advisory]:
 
 def _load(paths: Sequence[Path], reader: Any, name_key: str, key: str, limit: int) -> list[Any]:
     result: list[Any] = load_rule_files(
-        paths, reader, name_key=name_key, loader=SAFE_YAML_LOADER, max_rules=limit, key=key
+        paths, reader, name_key=name_key, loader=FAST_YAML_LOADER, max_rules=limit, key=key
     )
     return result
 
