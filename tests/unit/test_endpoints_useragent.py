@@ -13,7 +13,7 @@ from voipsec.endpoints.useragent import (
     MAX_PATTERN_LENGTH,
     MAX_USER_AGENT,
     Device,
-    Fingerprint,
+    DeviceFingerprint,
     FingerprintError,
     check_pattern,
     identify,
@@ -140,7 +140,7 @@ def test_useragent_unknown_is_none(ua: str) -> None:
 
 
 def test_useragent_without_version_gives_none_version() -> None:
-    fp = Fingerprint(
+    fp = DeviceFingerprint(
         name="t",
         vendor="V",
         model="M",
@@ -166,10 +166,10 @@ def test_useragent_hostile_user_agent_is_not_identified() -> None:
 
 
 def test_useragent_first_matching_fingerprint_wins() -> None:
-    general = Fingerprint(
+    general = DeviceFingerprint(
         name="g", vendor="G", pattern=check_pattern("^(?P<model>X)(?P<version>1)")
     )
-    special = Fingerprint(
+    special = DeviceFingerprint(
         name="s", vendor="S", pattern=check_pattern("^(?P<model>X)(?P<version>1)")
     )
     assert identify("X1", [special, general]).fingerprint == "s"  # type: ignore[union-attr]

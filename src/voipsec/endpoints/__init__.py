@@ -13,14 +13,14 @@ The inventory, the firmware policy and the compliance report build on these
 """
 
 from .advisories import Advisory, affects_version, covers_model, matching
-from .useragent import MAX_USER_AGENT, Device, Fingerprint, FingerprintError, identify
+from .useragent import MAX_USER_AGENT, Device, DeviceFingerprint, FingerprintError, identify
 from .versions import VersionError, VersionKey, compare_versions, parse_version, try_parse_version
 
 __all__ = [
     "MAX_USER_AGENT",
     "Advisory",
     "Device",
-    "Fingerprint",
+    "DeviceFingerprint",
     "FingerprintError",
     "VersionError",
     "VersionKey",

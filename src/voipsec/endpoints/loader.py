@@ -34,7 +34,7 @@ import yaml
 
 from ..rulefile import FAST_YAML_LOADER, RuleFileError, RuleReader, load_rule_files, load_rule_items
 from .advisories import Advisory
-from .useragent import Fingerprint, FingerprintError, check_pattern, identify
+from .useragent import DeviceFingerprint, FingerprintError, check_pattern, identify
 from .versions import try_parse_version
 
 __all__ = [
@@ -120,7 +120,7 @@ def _paths(data_dir: Path | None, name: str) -> list[Path]:
     return paths
 
 
-def load_fingerprints(data_dir: Path | None = None) -> list[Fingerprint]:
+def load_fingerprints(data_dir: Path | None = None) -> list[DeviceFingerprint]:
     """The shipped fingerprints extended by ``DIR/endpoints/fingerprints.yaml``, in
     matching order. Raises :class:`RuleFileError`."""
     paths = _paths(data_dir, FINGERPRINTS_FILE)
@@ -264,7 +264,7 @@ class _Reader(RuleReader[Any]):
 class _FingerprintReader(_Reader):
     kind = "fingerprint"
 
-    def read(self) -> tuple[str, Fingerprint | None]:
+    def read(self) -> tuple[str, DeviceFingerprint | None]:
         item = self.mapping()
         name = self.name(item, "name")
         self.keys(item, _FP_KEYS)
@@ -280,7 +280,7 @@ class _FingerprintReader(_Reader):
         kind = self.text(item, "kind") or "phone"
         if kind not in _KINDS:
             raise self.fail("kind", f"must be one of {', '.join(sorted(_KINDS))}")
-        fp = Fingerprint(
+        fp = DeviceFingerprint(
             name=name,
             vendor=self.text(item, "vendor", limit=MAX_NAME, required=True),
             pattern=pattern,
@@ -292,7 +292,7 @@ class _FingerprintReader(_Reader):
         self._examples(item, fp)
         return name, fp
 
-    def _examples(self, item: dict[Any, Any], fp: Fingerprint) -> None:
+    def _examples(self, item: dict[Any, Any], fp: DeviceFingerprint) -> None:
         """Every example must give its model and version with this fingerprint."""
         examples = item.get("examples")
         if not isinstance(examples, list) or not examples:

@@ -1,6 +1,6 @@
 """Which device sent a request: vendor, model and firmware version from its User-Agent.
 
-How this works: a :class:`Fingerprint` is an anchored regular expression over the
+How this works: a :class:`DeviceFingerprint` is an anchored regular expression over the
 User-Agent header's value (RFC 3261 §20.41: ``product [/ version]`` and comments),
 with the named groups ``model`` and ``version`` (and optionally ``family``), written
 from the vendor's real User-Agent format (the data file names a source for each).
@@ -23,7 +23,7 @@ __all__ = [
     "MAX_PATTERN_LENGTH",
     "MAX_USER_AGENT",
     "Device",
-    "Fingerprint",
+    "DeviceFingerprint",
     "FingerprintError",
     "check_pattern",
     "identify",
@@ -64,7 +64,7 @@ class FingerprintError(ValueError):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Fingerprint:
+class DeviceFingerprint:
     """One vendor's User-Agent format. ``family`` is used when the pattern has no
     ``family`` group; ``model`` likewise when it has no ``model`` group (a product
     with one model, such as a softphone)."""
@@ -118,7 +118,7 @@ def check_pattern(pattern: str, *, fixed_model: bool = False) -> re.Pattern[str]
     return compiled
 
 
-def identify(user_agent: str, fingerprints: Iterable[Fingerprint]) -> Device | None:
+def identify(user_agent: str, fingerprints: Iterable[DeviceFingerprint]) -> Device | None:
     """The device ``user_agent`` names, from the first fingerprint that matches, or
     None. The value is cut to :data:`MAX_USER_AGENT` characters and stripped first."""
     text = user_agent[:MAX_USER_AGENT].strip()
@@ -131,7 +131,7 @@ def identify(user_agent: str, fingerprints: Iterable[Fingerprint]) -> Device | N
     return None
 
 
-def _device(fp: Fingerprint, found: re.Match[str]) -> Device:
+def _device(fp: DeviceFingerprint, found: re.Match[str]) -> Device:
     groups = found.groupdict()
     version = groups.get("version") or None
     return Device(
