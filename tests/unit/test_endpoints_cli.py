@@ -10,8 +10,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from typer.testing import CliRunner
 
 from tests.peers.voipsec import voipsec, voipsec_cli
+from voipsec.cli import app
 from voipsec.endpoints.advisories import matching
 from voipsec.endpoints.cli import ImportFailed, read_feed
 from voipsec.endpoints.feeds import MAX_FEED_BYTES
@@ -200,3 +202,12 @@ def test_endpoints_cli_feed_size_limit(tmp_path: Path) -> None:
     with pytest.raises(ImportFailed) as err:
         read_feed(feed)
     assert str(err.value) == f"{feed}: larger than {MAX_FEED_BYTES} bytes"
+
+
+def test_endpoints_cli_help() -> None:
+    runner = CliRunner()
+    for args in (["endpoints"], ["endpoints", "import-kev"], ["endpoints", "import-nvd"]):
+        result = runner.invoke(app, [*args, "--help"])
+        assert result.exit_code == 0, args
+        assert "Usage:" in result.output and args[-1] in result.output
+    assert "import-nvd" in runner.invoke(app, ["endpoints", "--help"]).output
