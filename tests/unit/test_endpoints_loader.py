@@ -70,7 +70,7 @@ def _adv_error(tmp_path: Path, **fields: object) -> str:
 
 def test_loader_shipped_files(tmp_path: Path) -> None:
     assert shipped_path("fingerprints.yaml").is_file()
-    assert len(load_fingerprints()) == len(load_fingerprints(tmp_path)) == 21
+    assert len(load_fingerprints()) == len(load_fingerprints(tmp_path)) == 22
     assert len(load_advisories()) == len(load_advisories(tmp_path)) == 7
     assert load_admin_advisories(tmp_path) == []
 
@@ -102,7 +102,7 @@ def test_loader_admin_fingerprint_replaces_shipped_one(tmp_path: Path) -> None:
         tmp_path, "fingerprints.yaml", "fingerprints", [{**FP, "name": "baresip", "vendor": "Acme"}]
     )
     fps = load_fingerprints(tmp_path)
-    assert len(fps) == 21
+    assert len(fps) == 22
     assert identify("baresip v1.0.0", fps) is None
     assert identify("Acme A1/1.2", fps).fingerprint == "baresip"  # type: ignore[union-attr]
 

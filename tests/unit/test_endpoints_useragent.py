@@ -76,6 +76,14 @@ REAL = [
         "softphone",
     ),
     ("baresip v1.0.0 (x86_64/linux)", "baresip", "baresip", "baresip", "1.0.0", "softphone"),
+    (
+        "Jami Daemon 13.7.0 (linux)",
+        "Savoir-faire Linux",
+        "Jami",
+        "Jami Daemon",
+        "13.7.0",
+        "softphone",
+    ),
     ("MicroSIP/3.21.5", "MicroSIP", "MicroSIP", "MicroSIP", "3.21.5", "softphone"),
     ("Zoiper v2.10.20.4_1", "Zoiper", "Zoiper", "Zoiper", "2.10.20.4", "softphone"),
     ("Bria 3 release 3.5.5 stamp 71243", "CounterPath", "Bria", "3", "3.5.5", "softphone"),
@@ -107,8 +115,8 @@ def test_useragent_identifies_real_user_agents(
 
 
 def test_useragent_shipped_vendors() -> None:
-    # The list, Poly as one vendor; Jami and Groundwire wait for a public sample
-    # of their User-Agent (fingerprints.yaml says so).
+    # The list, Poly as one vendor; Groundwire waits for a public sample of its
+    # User-Agent (fingerprints.yaml says so).
     assert {fp.vendor for fp in FINGERPRINTS} == {
         "Yealink",
         "Poly",
@@ -124,6 +132,7 @@ def test_useragent_shipped_vendors() -> None:
         "Belledonne Communications",
         "baresip",
         "MicroSIP",
+        "Savoir-faire Linux",
         "Zoiper",
         "CounterPath",
         "Sangoma",
