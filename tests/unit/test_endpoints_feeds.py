@@ -312,3 +312,15 @@ def test_feeds_random_json_raise_only_feed_error(doc: object) -> None:
     for parse in (parse_kev, parse_nvd):
         with contextlib.suppress(FeedError):
             parse(data)
+
+
+def test_feeds_nvd_exclusive_start_becomes_introduced() -> None:
+    data = _nvd(
+        _match(
+            "cpe:2.3:o:grandstream:ht801_firmware:*:*:*:*:*:*:*:*",
+            versionStartExcluding="1.0.3",
+            versionEndExcluding="1.0.9",
+        )
+    )
+    (advisory,) = advisories_from_nvd(parse_nvd(data))
+    assert (advisory.models, advisory.introduced, advisory.fixed) == (("ht801",), "1.0.3", "1.0.9")

@@ -23,7 +23,7 @@ FINGERPRINTS = load_fingerprints()
 
 #: (User-Agent as published, vendor, family, model, version, kind)
 REAL = [
-    ("Yealink SIP-T21P_E2 52.83.0.35", "Yealink", "T", "SIP-T21P_E2", "52.83.0.35", "phone"),
+    ("Yealink SIP-T21P_E2 52.83.0.35", "Yealink", "SIP-T", "SIP-T21P_E2", "52.83.0.35", "phone"),
     ("Yealink W60B 77.83.0.85", "Yealink", "W", "W60B", "77.83.0.85", "phone"),
     ("PolycomVVX-VVX_250-UA/6.4.3.5156", "Poly", "VVX", "VVX_250", "6.4.3.5156", "phone"),
     ("Cisco-CP8845/14.2", "Cisco", "Enterprise", "CP8845", "14.2", "phone"),

@@ -16,8 +16,11 @@ are ignored, so newer feed versions with more fields still load.
   ``vulnerabilities[].cve`` with ``id``, ``descriptions``, ``metrics``
   (``cvssMetricV40``, ``cvssMetricV31``, ``cvssMetricV30``, ``cvssMetricV2``) and
   ``configurations[].nodes[].cpeMatch[]`` (``vulnerable``, ``criteria`` — a CPE 2.3
-  name — and ``versionStartIncluding``, ``versionEndExcluding``,
-  ``versionEndIncluding``). :func:`advisories_from_nvd` turns the vulnerable CPE
+  name — and ``versionStartIncluding``, ``versionStartExcluding``,
+  ``versionEndExcluding``, ``versionEndIncluding``). An advisory has no exclusive
+  lower bound, so ``versionStartExcluding`` becomes ``introduced``: the one version
+  named is marked too (rare in NVD; erring towards a warning, never away from one).
+  :func:`advisories_from_nvd` turns the vulnerable CPE
   matches of known phone vendors (:data:`PHONE_CPE_VENDORS`) into advisories.
 
 Sans-IO: bytes in, records out; the CLI (``endpoints/cli.py``) reads and writes files.
@@ -45,6 +48,7 @@ __all__ = [
     "KevCatalog",
     "KevEntry",
     "NvdCve",
+    "PhoneVendor",
     "advisories_from_nvd",
     "kev_phone_entries",
     "mark_kev",
@@ -385,10 +389,15 @@ def _cpe_range(match: Mapping[str, Any], at: str) -> CpeRange | None:
         vendor=vendor,
         product=product,
         version=None if version in ("*", "-", "") else version,
-        introduced=bound["versionStartIncluding"],
+        introduced=bound["versionStartIncluding"] or bound["versionStartExcluding"],
         fixed=bound["versionEndExcluding"],
         last_affected=bound["versionEndIncluding"],
     )
 
 
-_BOUNDS = ("versionStartIncluding", "versionEndExcluding", "versionEndIncluding")
+_BOUNDS = (
+    "versionStartIncluding",
+    "versionStartExcluding",
+    "versionEndExcluding",
+    "versionEndIncluding",
+)

@@ -56,7 +56,7 @@ __all__ = [
 ADMIN_DIR = "endpoints"
 FINGERPRINTS_FILE = "fingerprints.yaml"
 ADVISORIES_FILE = "advisories.yaml"
-#: Fingerprints in all files together (the shipped file has about 30; a site adds a
+#: Fingerprints in all files together (the shipped file has 22; a site adds a
 #: few; each costs one regex match per unknown User-Agent).
 MAX_FINGERPRINTS = 1_000
 #: Advisories in all files together (NVD lists a few hundred phone CVEs in all; an
