@@ -10,6 +10,7 @@ import pytest
 
 from voipsec.endpoints.loader import load_fingerprints
 from voipsec.endpoints.useragent import (
+    MAX_MODEL_LENGTH,
     MAX_PATTERN_LENGTH,
     MAX_USER_AGENT,
     Device,
@@ -210,3 +211,16 @@ def test_useragent_pattern_checks(pattern: str, message: str) -> None:
 def test_useragent_bounded_repeats_are_allowed() -> None:
     compiled = check_pattern(r"^(?P<model>[A-Z]{2,4})(?P<version>[0-9]{1,3}(?:\.[0-9]{1,4}){2,4})")
     assert compiled.groupindex.keys() == {"model", "version"}
+
+
+def test_useragent_model_and_family_are_cut_to_max_model_length() -> None:
+    fp = DeviceFingerprint(
+        name="t",
+        vendor="V",
+        pattern=check_pattern(
+            r"^(?P<family>[a-z]{1,100}) (?P<model>[A-Z]{1,100}) (?P<version>[0-9])"
+        ),
+    )
+    device = identify(f"{'f' * 100} {'M' * 100} 1", [fp])
+    assert device is not None
+    assert (device.family, device.model) == ("f" * MAX_MODEL_LENGTH, "M" * MAX_MODEL_LENGTH)

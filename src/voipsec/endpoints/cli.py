@@ -12,7 +12,7 @@ stderr and exit status 1, and the admin file is left as it was.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
@@ -79,7 +79,7 @@ def import_nvd_command(file: FeedArgument, dir: DirOption = DEFAULT_DIR) -> None
     _run(lambda: import_nvd(file, dir))
 
 
-def _run(action: Any) -> None:
+def _run(action: Callable[[], list[str]]) -> None:
     try:
         for line in action():
             typer.echo(line)

@@ -20,6 +20,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 __all__ = [
+    "MAX_MODEL_LENGTH",
     "MAX_PATTERN_LENGTH",
     "MAX_USER_AGENT",
     "Device",
