@@ -86,9 +86,6 @@ def _run(action: Callable[[], list[str]]) -> None:
     except (ImportFailed, RuleFileError) as err:
         typer.echo(f"voipsec: error: {err}", err=True)
         raise typer.Exit(1) from None
-    except FeedError as err:
-        typer.echo(f"voipsec: error: feed: {err}", err=True)
-        raise typer.Exit(1) from None
 
 
 def import_kev(file: Path, data_dir: Path) -> list[str]:
