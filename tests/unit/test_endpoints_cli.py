@@ -211,3 +211,13 @@ def test_endpoints_cli_help() -> None:
         assert result.exit_code == 0, args
         assert "Usage:" in result.output and args[-1] in result.output
     assert "import-nvd" in runner.invoke(app, ["endpoints", "--help"]).output
+
+
+def test_endpoints_cli_needs_an_existing_data_directory(tmp_path: Path) -> None:
+    missing = tmp_path / "none"
+    out = voipsec("endpoints", "import-nvd", str(NVD), data_dir=missing, check=False)
+    assert (out.returncode, out.stdout) == (1, "")
+    assert out.stderr.splitlines() == [
+        f"voipsec: error: {missing}: no such data directory (run `voipsec init` first)"
+    ]
+    assert not missing.exists()

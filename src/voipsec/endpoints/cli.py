@@ -142,6 +142,8 @@ def _save(data_dir: Path, updates: Sequence[Advisory], what: str, drop: Iterable
     """Merge ``updates`` into the admin file: an entry with the same id is replaced in
     place, the ids in ``drop`` are removed, others are appended. Entries the admin
     wrote are kept as they are (their YAML, including ``enabled: false``)."""
+    if not data_dir.is_dir():
+        raise ImportFailed(f"{data_dir}: no such data directory (run `voipsec init` first)")
     path = admin_path(data_dir, ADVISORIES_FILE)
     items: list[Any] = load_rule_items(path, key="advisories") if path.exists() else []
     new = {a.id: advisory_to_dict(a) for a in updates}

@@ -179,7 +179,8 @@ def write_advisories(path: Path, items: Sequence[Mapping[str, Any]], header: str
     running server never reads half a file and a bad result never replaces a good
     one. Mode 0644: advisories are public data, not secrets. ``header`` becomes
     comment lines at the top (what was imported from which feed)."""
-    path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+    # Only DIR/endpoints is created: the data directory itself is made (0700) by init.
+    path.parent.mkdir(mode=0o755, exist_ok=True)
     body = yaml.safe_dump(
         {"advisories": [dict(i) for i in items]}, sort_keys=False, allow_unicode=True, width=100
     )
