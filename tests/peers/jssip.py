@@ -38,7 +38,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from .proc import require, running, wait_for
+from .proc import DeadlineExceeded, require, running, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 PAGE = Path(__file__).with_name("jssip_page.html")
@@ -56,6 +56,10 @@ CHROMIUM_FLAGS = (
     "--disable-background-networking",
     "--disable-component-update",
     "--disable-sync",
+    # The page's console (its errors; JsSIP's trace with the page's ``debug=1``) goes
+    # to chromium.log in the test's directory.
+    "--enable-logging=stderr",
+    "--log-level=0",
 )
 #: Flags for a browser that calls with media on this machine. Fake devices without a
 #: permission prompt; WebRTC gathers no candidates on loopback interfaces unless told
@@ -105,15 +109,21 @@ class JsSipPhone:
         with self._lock:
             self._events.append(event)
 
-    def wait_event(self, prefix: str, deadline: float = 30.0, *, after: int = 0) -> str:
-        """The first reported event starting with ``prefix`` (from index ``after``)."""
+    def wait_event(
+        self, prefix: str | tuple[str, ...], deadline: float = 30.0, *, after: int = 0
+    ) -> str:
+        """The first reported event starting with ``prefix`` (or one of several), from
+        event index ``after`` on."""
         found: list[str] = []
 
         def seen() -> bool:
             found[:] = [e for e in self.events()[after:] if e.startswith(prefix)]
             return bool(found)
 
-        wait_for(seen, deadline=deadline, what=f"JsSIP {prefix!r} (so far {self.short()})")
+        try:
+            wait_for(seen, deadline=deadline, what=f"JsSIP {prefix!r}")
+        except DeadlineExceeded as exc:
+            raise DeadlineExceeded(f"{exc} (events: {self.short()})") from None
         return found[0]
 
     def short(self) -> list[str]:
