@@ -64,15 +64,13 @@ CHROMIUM_FLAGS = (
 #: Flags for a browser that calls with media on this machine. Fake devices without a
 #: permission prompt; WebRTC gathers no candidates on loopback interfaces unless told
 #: to (the relay is on 127.0.0.1), and hides host addresses behind mDNS ``.local``
-#: names unless that feature is off (voipsec would not resolve them); muted media
-#: elements play without a user gesture (the page plays what it receives, so Chromium
-#: decodes it).
+#: names unless that feature is off (voipsec would not resolve them). Received video
+#: is decoded (framesDecoded counts) without an element playing it.
 MEDIA_FLAGS = (
     "--use-fake-ui-for-media-stream",
     "--use-fake-device-for-media-stream",
     "--allow-loopback-in-peer-connection",
     "--disable-features=WebRtcHideLocalIpsWithMdns",
-    "--autoplay-policy=no-user-gesture-required",
 )
 
 
