@@ -620,15 +620,21 @@ class CallRecords:
 
 
 def media_encryption(legs: Sequence[LegReport]) -> str:
-    """The CDR's media_encryption: each leg and whether its media was SRTP, e.g.
-    "a:srtp b:rtp" for an SRTP caller bridged to a plain-RTP callee (issue 16)."""
-    return " ".join(f"{leg.leg}:{'rtp' if leg.suite == 'RTP' else 'srtp'}" for leg in legs)
+    """The CDR's media_encryption: each side and whether its media was SRTP, e.g.
+    "a:srtp b:rtp" for an SRTP caller bridged to a plain-RTP callee (issue 16). A side
+    is "srtp" only when every stream of it was (issue 17: video has legs too)."""
+    plain: dict[str, bool] = {}
+    for leg in legs:
+        plain[leg.leg] = plain.get(leg.leg, False) or leg.suite == "RTP"
+    return " ".join(f"{side}:{'rtp' if rtp else 'srtp'}" for side, rtp in plain.items())
 
 
 def _leg_json(leg: LegReport) -> dict[str, object]:
     r = leg.received
     return {
         "leg": leg.leg,
+        "stream": leg.stream,
+        "kind": leg.kind,
         "suite": leg.suite,
         "packets": r.packets,
         "bytes": r.bytes,

@@ -217,6 +217,12 @@ class RegistrarSection(_Section):
 SrtpSuite = Literal[
     "AEAD_AES_256_GCM", "AEAD_AES_128_GCM", "AES_CM_128_HMAC_SHA1_80", "AES_CM_128_HMAC_SHA1_32"
 ]
+#: ``media.max_streams``: its default and ceiling, media/streams.py's
+#: DEFAULT_MAX_STREAMS and MAX_STREAMS (config does not import the relay; a unit
+#: test holds them equal).
+DEFAULT_MAX_STREAMS = 4
+MAX_STREAMS = 8
+
 SRTP_SUITES: tuple[SrtpSuite, ...] = (
     "AEAD_AES_256_GCM",
     "AEAD_AES_128_GCM",
@@ -247,6 +253,9 @@ class MediaSection(_Section):
     #: SDP attribute names let through the B2BUA besides the built-in allow-list
     #: (media/sdp.py SDP_ATTRIBUTES_CROSSING), e.g. "extmap" or "ssrc".
     sdp_allow_attributes: list[str] = Field(default_factory=list)
+    #: Media streams (m= lines) one call may have relayed; more are refused with
+    #: port 0 (media/streams.py).
+    max_streams: Annotated[int, Field(ge=1, le=MAX_STREAMS)] = DEFAULT_MAX_STREAMS
 
     def worker_count(self) -> int:
         """How many relay processes ``serve`` runs (0 resolved to the cores)."""

@@ -99,6 +99,9 @@ workers = 0
 # fmtp, ptime, maxptime, direction, rtcp-fb, mid, framerate...; docs/media.md "What
 # crosses in SDP"), e.g. ["extmap", "ssrc"]. Addresses, ICE and keys never cross.
 sdp_allow_attributes = []
+# Media streams (m= lines: audio, video...) one call may have relayed, 1-8; further
+# streams are refused with port 0. Each stream takes a port pair per leg.
+max_streams = 4
 
 [turn]
 listen = ["udp:127.0.0.1:3478", "tcp:127.0.0.1:3478"]

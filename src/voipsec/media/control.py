@@ -41,8 +41,9 @@ from typing import Any
 
 from ..ipc import ChannelError, Frame, encode_frame
 from .destinations import MediaPeer
+from .legs import MAX_RETIRED_LEGS, LegReport, MediaStatistics
 from .quality import StreamReport
-from .relay import LegReport, MediaStatistics
+from .streams import MAX_STREAMS
 
 #: Longest call key (the B2BUA's call id: 32 hex characters today; headroom).
 MAX_CALL_KEY = 128
@@ -50,8 +51,10 @@ MAX_CALL_KEY = 128
 MAX_WARNING = 512
 #: Networks of one MediaPeer (a zone's or trunk's CIDRs; config lists are short).
 MAX_PEER_NETWORKS = 64
-#: Leg reports of one call (two legs; headroom for more streams).
-MAX_LEGS = 8
+#: Leg reports of one call: two per stream, and the closed streams' kept ones.
+MAX_LEGS = 2 * MAX_STREAMS + MAX_RETIRED_LEGS
+#: Longest media kind named in a leg report (an m= line's media token).
+MAX_KIND = 32
 #: Calls named by one timeout notice (the worker splits longer lists).
 MAX_TIMEOUT_CALLS = 1024
 #: Largest request id: JSON numbers are exact up to 2**53.
@@ -172,6 +175,8 @@ def _leg_fields(leg: LegReport) -> dict[str, Any]:
         "received": {name: getattr(leg.received, name) for name in _REPORT_FIELDS},
         "local": list(leg.local),
         "remote": None if leg.remote is None else list(leg.remote),
+        "stream": leg.stream,
+        "kind": leg.kind,
     }
 
 
@@ -346,6 +351,8 @@ def _leg(value: object) -> LegReport:
         received=_stream_report(received),
         local=_address(value.get("local")),
         remote=None if remote is None else _address(remote),
+        stream=_int(value, "stream", 0, MAX_STREAMS - 1),
+        kind=_text(value, "kind", MAX_KIND),
     )
 
 

@@ -1,7 +1,10 @@
 """The SRTP media relay: every call's media passes through voipsec, re-keyed per leg.
 
-Each call leg gets a UDP port pair from ``[media] ports`` (RTP on the even port, RTCP
-on the odd one; RTCP may also arrive on the RTP port with rtcp-mux, RFC 5761 §4).
+Every m= line the relay carries (audio, video, any RTP stream: :mod:`.streams`, issue
+17) gets a leg per side (:mod:`.legs`), and each leg a UDP port pair from ``[media]
+ports`` (RTP on the even port, RTCP on the odd one; RTCP may also arrive on the RTP port
+with rtcp-mux, RFC 5761 §4). SRTCP is decrypted and re-encrypted like SRTP, on the
+same leg's keys (RFC 3711 §3.4).
 voipsec rewrites each SDP so that both endpoints send to it, and gives each leg and
 each direction its own fresh SDES master key (RFC 4568). A packet from the caller is
 authenticated and decrypted with the caller's key, encrypted with voipsec's key for
@@ -46,14 +49,23 @@ import socket
 import struct
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
 from .destinations import MediaPeer, MediaPolicy
-from .direction import INITIAL, Expectation, declared, expected, silent, update
+from .direction import declared, expected, silent, update
 from .errors import MediaRefused
 from .icelite import IceLite, answer_check, looks_like_stun, new_credentials, remote_credentials
 from .icelite import sdp_lines as ice_sdp_lines
-from .quality import StreamReport, StreamStats
+from .legs import (
+    MAX_RETIRED_LEGS,
+    UNKNOWN_PEER,
+    CallMedia,
+    Leg,
+    LegReport,
+    MediaStatistics,
+    Stream,
+    other,
+)
 from .sdes import (
     SUITES,
     Suite,
@@ -67,6 +79,7 @@ from .sdes import (
 from .sdp import Crypto, Media, MediaAnswer, Sdp, SdpError, SentSdp, parse_sdp, rewrite_for
 from .sockets import SPARE_PAIRS, PortPool, SocketPool
 from .srtpsession import PacketBuffer, SrtpSession, is_replay
+from .streams import DEFAULT_MAX_STREAMS, Verdict, decide
 
 log = logging.getLogger("voipsec.media")
 
@@ -83,125 +96,8 @@ RTP_HEADER = 12
 MAX_EARLY_PACKETS = 32
 #: Final reports of released calls kept for the call layer to collect.
 MAX_FINAL_REPORTS = 10_000
-#: Least seconds between two log lines about dropped packets of one leg.
-DROP_LOG_INTERVAL = 10.0
-#: The peer of a leg whose signalling source is not known: only latching can open it.
-UNKNOWN_PEER = MediaPeer(source="")
 #: The RTP sequence number and timestamp, after the first two octets (RFC 3550 §5.1).
 _SEQ_TIMESTAMP = struct.Struct("!HI")
-
-
-class _Drops:
-    """Rate-limited logging of dropped packets for one leg."""
-
-    __slots__ = ("_last", "_pending")
-
-    def __init__(self) -> None:
-        self._last = 0.0
-        self._pending = 0
-
-    def note(self, what: str, leg: str, now: float) -> None:
-        self._pending += 1
-        if now - self._last >= DROP_LOG_INTERVAL:
-            log.info("media %s: dropped %d packet(s), last: %s", leg, self._pending, what)
-            self._last = now
-            self._pending = 0
-
-
-@dataclass(eq=False, slots=True)
-class Leg:
-    """One call leg's end of the relay: a port pair, keys, the latched peer."""
-
-    name: str
-    call: str
-    side: str
-    port: int
-    rtp: socket.socket
-    rtcp: socket.socket
-    #: Where the SDP says this leg's peer receives (RTP, RTCP); used until latched.
-    remote_rtp: tuple[str, int] | None = None
-    remote_rtcp: tuple[str, int] | None = None
-    latched_rtp: tuple[str, int] | None = None
-    latched_rtcp: tuple[str, int] | None = None
-    rtcp_mux: bool = False
-    plain: bool = False
-    suite: Suite | None = None
-    #: Decrypts what the peer sends (its key) / encrypts what we send it (our key).
-    rx: SrtpSession | None = None
-    tx: SrtpSession | None = None
-    rx_master: bytes = field(default=b"", repr=False)
-    tx_master: bytes = field(default=b"", repr=False)
-    #: The crypto tag of the peer's offer (our answer must carry it) or of our offer.
-    tag: int = 1
-    proto: str = "RTP/SAVP"
-    #: Our offered keys by tag, while our offer to this leg awaits its answer.
-    offered: dict[int, tuple[Suite, bytes]] = field(default_factory=dict, repr=False)
-    stats: StreamStats = field(default_factory=StreamStats)
-    rtcp_packets: int = 0
-    #: Packets that came before the peer's key (its answer still on the way).
-    early: list[tuple[bytes, tuple[str, int], bool]] = field(default_factory=list, repr=False)
-    drops: _Drops = field(default_factory=_Drops)
-    #: Where the leg's SIP came from: what its SDP may name and who may latch it.
-    peer: MediaPeer = UNKNOWN_PEER
-    #: The call is over: the sockets went back to the pool (perhaps to another call).
-    closed: bool = False
-    #: ICE-lite state while the leg's phone does ICE (its SDP had a=ice-ufrag).
-    ice: IceLite | None = field(default=None, repr=False)
-    #: The call's other leg, where this leg's packets go, and the call (set together).
-    partner: Leg | None = field(default=None, repr=False)
-    media: CallMedia | None = field(default=None, repr=False)
-    #: The direction the leg's phone last declared, whether it must be sending now,
-    #: and when its last valid packet passed: its own media timeout (.direction).
-    said: str = "sendrecv"
-    expect: Expectation = INITIAL
-    heard: float = 0.0
-
-
-@dataclass(eq=False)
-class CallMedia:
-    """Both legs of one call, and when it was answered."""
-
-    call: str
-    legs: dict[str, Leg]
-    #: voipsec's o= towards each side and the SDP it last sent there (RFC 3264 §8).
-    sent: dict[str, SentSdp]
-    answered_at: float | None = None
-    #: The SDP last offered, by side, to build the rewritten answer on.
-    offers: dict[str, Sdp] = field(default_factory=dict)
-    #: A refused SDP destination was logged for this call (once per call).
-    refusal_logged: bool = False
-    #: A rekeyed offer's o= and SDP, by side, until that side's new phone answers it
-    #: (a transfer: its dialog is a new session, RFC 3264 §5).
-    rekeyed: dict[str, SentSdp] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class MediaStatistics:
-    active_calls: int
-    free_port_pairs: int
-    relayed_packets: int
-    refused_offers: int
-    timeouts: int
-    #: SDP addresses (RTP and RTCP apart) the relay refused to send to before latching.
-    refused_destinations: int = 0
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class LegReport:
-    """What one direction of a call's media did, for CDRs and events."""
-
-    leg: str
-    suite: str
-    rtcp_packets: int
-    received: StreamReport
-    #: The relay's RTP address for this leg, and the peer's (latched, else from its
-    #: SDP; None when neither is known): what a HEP quality report names.
-    local: tuple[str, int]
-    remote: tuple[str, int] | None
-
-
-def other(side: str) -> str:
-    return "b" if side == "a" else "a"
 
 
 class MediaRelay:
@@ -223,6 +119,7 @@ class MediaRelay:
         allowed_peers: Sequence[str] = (),
         spare_pairs: int = SPARE_PAIRS,
         sdp_allow_attributes: Sequence[str] = (),
+        max_streams: int = DEFAULT_MAX_STREAMS,
     ) -> None:
         self.address = address
         #: Port pairs, ``spare_pairs`` of them bound ahead of the calls (issue 15).
@@ -237,6 +134,8 @@ class MediaRelay:
         self.clock = clock
         #: Attribute names let through besides sdp.SDP_ATTRIBUTES_CROSSING (issue 16).
         self.sdp_allow = frozenset(sdp_allow_attributes)
+        #: Streams one call may have open (``media.max_streams``, .streams).
+        self.max_streams = max_streams
         #: Where media may go before latching (SSRF, issue 13): never our own ports.
         self.policy = MediaPolicy(
             own_addresses=(address, *own_addresses),
@@ -280,42 +179,77 @@ class MediaRelay:
         if rekey:
             return self._rekeyed_offer(call, side, body)
         sdp = self._parse(body)
-        audio = _first_audio(sdp)
         media = self._call(call)
-        here = media.legs[side]
-        there = media.legs[other(side)]
-        self._take_offer(here, sdp, audio)
-        self._set_remote(media, here, sdp, audio, peer)
-        self._declared(media, here, declared(sdp, audio))
+        answers: list[MediaAnswer | None] = []
+        for index, section in enumerate(sdp.media):
+            stream = self._stream_for_offer(media, index, section)
+            if stream is None:
+                answers.append(None)
+                continue
+            here, there = stream.legs[side], stream.legs[other(side)]
+            self._take_offer(here, sdp, section)
+            self._set_remote(media, here, sdp, section, peer)
+            self._declared(here, declared(sdp, section))
+            offer = self._offer_to(there, section, first=here.suite)
+            answers.append(replace(offer, ice=self._ice_lines(there)))
+        self._retire(media, len(sdp.media))
+        if not media.open_streams:
+            self._refused += 1
+            raise MediaRefused(488, "no media stream the relay can carry in the SDP")
         media.offers[side] = sdp
         media.rekeyed.pop(other(side), None)  # this offer to the other side replaces it
-        answer = replace(self._offer_to(there, audio, first=here.suite), ice=self._ice_lines(there))
-        return self._write(
-            media, other(side), sdp, [answer if m is audio else None for m in sdp.media]
-        )
+        return self._write(media, other(side), sdp, answers)
 
     def answer(self, call: str, side: str, body: bytes, peer: MediaPeer = UNKNOWN_PEER) -> bytes:
-        """The SDP answer from ``side`` to our offer: returns the answer for the offerer."""
+        """The SDP answer from ``side`` to our offer: returns the answer for the offerer.
+
+        RFC 3264 §6: the answer has the offer's m= lines, in order; a stream it
+        refuses (port 0) is closed and refused towards the offerer too.
+        """
         media = self._calls.get(call)
         if media is None:
             raise MediaRefused(488, "no offer for this answer")
         sdp = self._parse(body)
-        audio = _first_audio(sdp)
-        here = media.legs[side]
-        there = media.legs[other(side)]
-        self._take_answer(here, sdp, audio)
-        self._set_remote(media, here, sdp, audio, peer)
+        if len(sdp.media) != len(media.streams):
+            self._refused += 1
+            raise MediaRefused(
+                488, f"the answer has {len(sdp.media)} m= lines, the offer {len(media.streams)}"
+            )
+        replies: list[MediaAnswer | None] = []
+        for index, section in enumerate(sdp.media):
+            stream = media.streams[index]
+            if stream is not None and section.port == 0:
+                log.info("media %s: answer refused stream %d (%s)", call[:8], index, stream.kind)
+                self._close_stream(media, index)
+                stream = None
+            if stream is None:
+                replies.append(None)
+                continue
+            replies.append(self._answered_stream(stream, side, sdp, section, peer))
+        if not media.open_streams:
+            self._refused += 1
+            raise MediaRefused(488, "the callee refused every media stream")
         rekeyed = media.rekeyed.pop(side, None)
         if rekeyed is not None:
             media.sent[side] = rekeyed  # the new phone's session from now on
-        self._declared(media, here, declared(sdp, audio))
+        # After a rekeyed offer the transferee gets nothing (its leg did not change):
+        # the reply is not its new description.
+        return self._write(media, other(side), sdp, replies, rekeyed is None)
+
+    def _answered_stream(
+        self, stream: Stream, side: str, sdp: Sdp, section: Media, peer: MediaPeer
+    ) -> MediaAnswer:
+        """Take ``side``'s answer for one stream; the m= section for the offerer."""
+        here, there = stream.legs[side], stream.legs[other(side)]
+        media = here.media
+        assert media is not None
+        self._take_answer(here, sdp, section)
+        self._set_remote(media, here, sdp, section, peer)
+        self._declared(here, declared(sdp, section))
         if here.early:
             # After the answer has gone on to the offerer, who then knows our key too.
             self._event_loop().call_soon(self._replay_early, here)
-        # After a rekeyed offer the transferee gets nothing (its leg did not change):
-        # the reply is not its new description.
-        keep = rekeyed is None
-        reply = MediaAnswer(
+        return MediaAnswer(
             port=there.port,
             proto=there.proto,
             crypto=()
@@ -324,21 +258,83 @@ class MediaRelay:
             rtcp_mux=there.rtcp_mux,
             ice=self._ice_lines(there),
         )
-        return self._write(
-            media, other(side), sdp, [reply if m is audio else None for m in sdp.media], keep
+
+    def _stream_for_offer(self, media: CallMedia, index: int, section: Media) -> Stream | None:
+        """The stream at ``index`` for the offer's m= line ``section`` (.streams):
+        kept, opened or refused (None). The call's first stream takes its ports or
+        the offer fails (503); a further one is refused when none are free."""
+        while len(media.streams) <= index:
+            media.streams.append(None)
+        current = media.streams[index]
+        decision = decide(
+            section,
+            None if current is None else current.kind,
+            len(media.open_streams),
+            self.max_streams,
         )
+        if decision.verdict is Verdict.KEEP:
+            return current
+        if current is not None:
+            self._close_stream(media, index)
+        if decision.verdict is Verdict.REFUSE:
+            if section.port != 0:
+                log.info("media %s: stream %d refused: %s", media.call[:8], index, decision.reason)
+            return None
+        try:
+            stream = self._open_stream(media, index, section.kind)
+        except MediaRefused:
+            if not media.open_streams:
+                raise
+            log.warning("media %s: stream %d refused: no free port pair", media.call[:8], index)
+            return None
+        media.streams[index] = stream
+        return stream
+
+    def _open_stream(self, media: CallMedia, index: int, kind: str) -> Stream:
+        legs: dict[str, Leg] = {}
+        try:
+            for side in ("a", "b"):
+                legs[side] = self._open_leg(media.call, side, index, kind)
+        except MediaRefused:
+            for leg in legs.values():
+                self._close(leg)
+            raise
+        legs["a"].partner, legs["b"].partner = legs["b"], legs["a"]
+        legs["a"].media = legs["b"].media = media
+        if self.pool.ready < self.pool.spare:
+            # Bind the next calls' sockets after this offer, not on its path.
+            self._event_loop().call_soon(self.pool.fill)
+        return Stream(index=index, kind=kind, legs=legs)
+
+    def _close_stream(self, media: CallMedia, index: int) -> None:
+        """The stream at ``index`` is removed: its report is kept, its ports freed."""
+        stream = media.streams[index]
+        if stream is None:
+            return
+        media.streams[index] = None
+        media.retired.extend(self._stream_reports(stream))
+        del media.retired[:-MAX_RETIRED_LEGS]
+        for leg in stream.legs.values():
+            self._close(leg)
+
+    def _retire(self, media: CallMedia, lines: int) -> None:
+        """An offer with fewer m= lines than the session had (RFC 3264 §8 forbids it,
+        phones do it): the streams past its end are closed, and forgotten."""
+        for index in range(lines, len(media.streams)):
+            self._close_stream(media, index)
+        del media.streams[lines:]
 
     def _rekeyed_offer(self, call: str, side: str, body: bytes) -> bytes:
-        """The offer for a new phone taking over the leg opposite ``side`` (a blind
-        transfer: the transferor's leg), built on ``body``, the last SDP of ``side``
+        """The offer for a new phone taking over the legs opposite ``side`` (a blind
+        transfer: the transferor's legs), built on ``body``, the last SDP of ``side``
         (the transferee's), for its codecs and attributes.
 
-        The taken-over leg is offered fresh keys, never the ones the transferor
+        The taken-over legs are offered fresh keys, never the ones the transferor
         knows (each leg and direction its own key, as for any call). Until the new
-        phone's answer (:meth:`answer`, :meth:`_take_answer`), the leg keeps the
+        phone's answer (:meth:`answer`, :meth:`_take_answer`), the legs keep the
         transferor's sessions, latch and addresses (a failed transfer leaves the call
-        as it was). ``side``'s own leg is not touched: its
-        SDP is not taken again, so its key, latch and addresses stay as they are. The
+        as it was). ``side``'s own legs are not touched: its
+        SDP is not taken again, so its keys, latch and addresses stay as they are. The
         offer carries no ICE (the transferor's credentials are not the new phone's)
         and a new o= session (RFC 3264 §5), the leg's once the answer comes.
         """
@@ -346,12 +342,16 @@ class MediaRelay:
         if media is None:
             raise MediaRefused(488, "no call to transfer")
         sdp = self._parse(body)
-        audio = _first_audio(sdp)
-        here, there = media.legs[side], media.legs[other(side)]
-        offer = self._fresh_offer(there, first=here.suite)
+        offers: list[MediaAnswer | None] = []
+        for index in range(len(sdp.media)):
+            stream = media.streams[index] if index < len(media.streams) else None
+            if stream is None:
+                offers.append(None)
+                continue
+            here, there = stream.legs[side], stream.legs[other(side)]
+            offers.append(self._fresh_offer(there, first=here.suite))
         fresh = SentSdp(session_id=secrets.randbelow(2**62), version=1)
-        answers = [offer if m is audio else None for m in sdp.media]
-        sent = rewrite_for(fresh, sdp, address=self.address, media=answers, allow=self.sdp_allow)
+        sent = rewrite_for(fresh, sdp, address=self.address, media=offers, allow=self.sdp_allow)
         media.rekeyed[other(side)] = sent
         return sent.body
 
@@ -397,13 +397,16 @@ class MediaRelay:
             media.sent[side] = sent
         return sent.body
 
-    def _declared(self, media: CallMedia, leg: Leg, direction: str) -> None:
-        """``leg``'s phone declared ``direction`` (RFC 3264 §6.1): who must send now."""
+    def _declared(self, leg: Leg, direction: str) -> None:
+        """``leg``'s phone declared ``direction`` for its stream (RFC 3264 §6.1): who
+        must send on that stream now."""
         leg.said = direction
         now = self.clock()
-        for one in media.legs.values():
-            partner = media.legs[other(one.side)]
-            one.expect = update(one.expect, expected(one.said, partner.said), now)
+        partner = leg.partner
+        if partner is None:
+            return
+        for one, two in ((leg, partner), (partner, leg)):
+            one.expect = update(one.expect, expected(one.said, two.said), now)
 
     def answered(self, call: str) -> None:
         """The call was answered: the media timeout starts counting."""
@@ -419,8 +422,9 @@ class MediaRelay:
         if len(self._final) >= MAX_FINAL_REPORTS:
             self._final.pop(next(iter(self._final)))
         self._final[call] = self._reports(media)
-        for leg in media.legs.values():
-            self._close(leg)
+        for stream in media.open_streams:
+            for leg in stream.legs.values():
+                self._close(leg)
 
     def _parse(self, body: bytes) -> Sdp:
         try:
@@ -433,23 +437,10 @@ class MediaRelay:
         media = self._calls.get(call)
         if media is not None:
             return media
-        legs: dict[str, Leg] = {}
-        try:
-            for side in ("a", "b"):
-                legs[side] = self._open_leg(call, side)
-        except MediaRefused:
-            for leg in legs.values():
-                self._close(leg)
-            raise
         # RFC 3264 §5: a session id and version below 2**62, a session per leg.
-        sent = {s: SentSdp(session_id=secrets.randbelow(2**62), version=1) for s in legs}
-        media = CallMedia(call=call, legs=legs, sent=sent)
-        legs["a"].partner, legs["b"].partner = legs["b"], legs["a"]
-        legs["a"].media = legs["b"].media = media
+        sent = {s: SentSdp(session_id=secrets.randbelow(2**62), version=1) for s in ("a", "b")}
+        media = CallMedia(call=call, sent=sent)
         self._calls[call] = media
-        if self.pool.ready < self.pool.spare:
-            # Bind the next calls' sockets after this offer, not on its path.
-            self._event_loop().call_soon(self.pool.fill)
         return media
 
     def _take_offer(self, leg: Leg, sdp: Sdp, audio: Media) -> None:
@@ -519,9 +510,6 @@ class MediaRelay:
         )
 
     def _take_answer(self, leg: Leg, sdp: Sdp, audio: Media) -> None:
-        if audio.port == 0:
-            self._refused += 1
-            raise MediaRefused(488, "the callee refused the audio stream")
         _check_remote(sdp, audio)
         leg.rtcp_mux = leg.rtcp_mux and audio.rtcp_mux
         if leg.plain:
@@ -608,9 +596,13 @@ class MediaRelay:
 
     # -- sockets ------------------------------------------------------------------
 
-    def _open_leg(self, call: str, side: str) -> Leg:
+    def _open_leg(self, call: str, side: str, index: int = 0, kind: str = "audio") -> Leg:
         port, rtp, rtcp = self.pool.take()
-        leg = Leg(name=f"{call[:8]}/{side}", call=call, side=side, port=port, rtp=rtp, rtcp=rtcp)
+        # The first stream's legs keep the names they always had: "<call>/a".
+        name = f"{call[:8]}/{side}" if index == 0 else f"{call[:8]}/{side}{index}"
+        leg = Leg(
+            name=name, call=call, side=side, port=port, rtp=rtp, rtcp=rtcp, index=index, kind=kind
+        )
         loop = self._event_loop()
         loop.add_reader(rtp.fileno(), self._readable, leg, rtp, False)
         loop.add_reader(rtcp.fileno(), self._readable, leg, rtcp, True)
@@ -801,7 +793,7 @@ class MediaRelay:
         stopped = [
             media.call
             for media in self._calls.values()
-            if any(self._silent(media, leg, now) for leg in media.legs.values())
+            if any(self._silent(media, leg, now) for leg in media.timed_legs())
         ]
         self._timeouts += len(stopped)
         return stopped
@@ -823,6 +815,11 @@ class MediaRelay:
         return self._reports(media)
 
     def _reports(self, media: CallMedia) -> list[LegReport]:
+        """Every leg's report: the open streams' in m= line order, then the closed ones'."""
+        live = [r for stream in media.open_streams for r in self._stream_reports(stream)]
+        return live + media.retired
+
+    def _stream_reports(self, stream: Stream) -> list[LegReport]:
         return [
             LegReport(
                 leg=side,
@@ -831,8 +828,10 @@ class MediaRelay:
                 received=leg.stats.snapshot(),
                 local=(self.address, leg.port),
                 remote=leg.latched_rtp or leg.remote_rtp,
+                stream=stream.index,
+                kind=stream.kind,
             )
-            for side, leg in media.legs.items()
+            for side, leg in stream.legs.items()
         ]
 
     def ports_of(self, call: str) -> dict[str, int]:
@@ -855,13 +854,6 @@ class MediaRelay:
         self.pool.close()
 
 
-def _first_audio(sdp: Sdp) -> Media:
-    for media in sdp.media:
-        if media.kind == "audio" and media.port != 0:
-            return media
-    raise MediaRefused(488, "no audio stream in the SDP")
-
-
 def _ice_moves(leg: Leg, source: tuple[str, int], rtcp_port: bool) -> bool:
     """May a packet from ``source`` move the leg's latch, if it authenticates? Only on
     an SRTP leg, from the source of a check that nominated this port's pair: ICE moved
@@ -880,12 +872,23 @@ def _take_ice(leg: Leg, sdp: Sdp, audio: Media) -> None:
         leg.ice = IceLite(local=new_credentials(), remote=remote)
 
 
-def _check_remote(sdp: Sdp, audio: Media) -> None:
-    if sdp.address(audio) is None or audio.port == 0:
-        raise MediaRefused(488, "no connection address for the audio stream")
+def _check_remote(sdp: Sdp, section: Media) -> None:
+    if sdp.address(section) is None or section.port == 0:
+        raise MediaRefused(488, f"no connection address for the {section.kind} stream")
 
 
-__all__ = ["Crypto", "MediaPeer", "MediaRefused", "MediaRelay", "PortPool"]
+__all__ = [
+    "CallMedia",
+    "Crypto",
+    "Leg",
+    "LegReport",
+    "MediaPeer",
+    "MediaRefused",
+    "MediaRelay",
+    "MediaStatistics",
+    "PortPool",
+    "Stream",
+]
 
 
 def _offered_crypto(leg: Leg) -> tuple[Crypto, ...]:

@@ -121,6 +121,7 @@ def build_relay(config: Config, ports: tuple[int, int] | None = None) -> MediaRe
         own_ports=own_ports,
         allowed_peers=media.allowed_peers,
         sdp_allow_attributes=media.sdp_allow_attributes,
+        max_streams=media.max_streams,
     )
     if ports is not None:
         relay.policy = MediaPolicy(
