@@ -468,7 +468,7 @@ class CallRecords:
         try:
             text = json.dumps(report, separators=(",", ":"))
             # Only an answered call negotiated both legs' media; an unanswered one's
-            # callee leg never had a suite (its report says "RTP").
+            # callee leg never had a suite (its report says "none").
             encryption = media_encryption(legs) if info.answer is not None else ""
             self.cdr.media(info.ticket, text, encryption)
         except StoreError:
@@ -620,13 +620,32 @@ class CallRecords:
 
 
 def media_encryption(legs: Sequence[LegReport]) -> str:
-    """The CDR's media_encryption: each side and whether its media was SRTP, e.g.
-    "a:srtp b:rtp" for an SRTP caller bridged to a plain-RTP callee (issue 16). A side
-    is "srtp" only when every stream of it was (issue 17: video has legs too)."""
-    plain: dict[str, bool] = {}
+    """The CDR's media_encryption: each side and how its media was keyed, e.g.
+    "a:srtp b:rtp" for an SRTP caller bridged to a plain-RTP callee (issue 16), or
+    "a:dtls-srtp b:srtp" for a browser calling a desk phone (issue 17). With several
+    streams (video, issue 17) a side gets the weakest of those that were keyed; a leg
+    never keyed (a stream the callee refused, a DTLS handshake that never completed)
+    counts only when the side has nothing else: "none"."""
+    kinds: dict[str, set[str]] = {}
     for leg in legs:
-        plain[leg.leg] = plain.get(leg.leg, False) or leg.suite == "RTP"
-    return " ".join(f"{side}:{'rtp' if rtp else 'srtp'}" for side, rtp in plain.items())
+        kinds.setdefault(leg.leg, set()).add(_keying(leg.suite))
+    return " ".join(f"{side}:{_weakest(found)}" for side, found in kinds.items())
+
+
+#: Keyings from the weakest: what a side with several streams is reported as.
+_KEYING_RANK = ("rtp", "dtls-srtp", "srtp")
+
+
+def _keying(suite: str) -> str:
+    if suite == "RTP":
+        return "rtp"
+    if suite in ("none", "DTLS/none"):
+        return "none"
+    return "dtls-srtp" if suite.startswith("DTLS/") else "srtp"
+
+
+def _weakest(found: set[str]) -> str:
+    return next((kind for kind in _KEYING_RANK if kind in found), "none")
 
 
 def _leg_json(leg: LegReport) -> dict[str, object]:
@@ -649,6 +668,10 @@ def _leg_json(leg: LegReport) -> dict[str, object]:
         "stun_dropped": r.stun_dropped,
         "rtcp_packets": leg.rtcp_packets,
         "mos": round(r.mos, 2),
+        "far_reports": r.far_reports,
+        "far_lost": r.far_lost,
+        "far_fraction_lost": round(r.far_fraction_lost, 3),
+        "far_jitter_ms": round(r.far_jitter_ms, 2),
     }
 
 

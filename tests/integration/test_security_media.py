@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import contextlib
+import datetime
 import secrets
 import socket
 import threading
@@ -42,6 +43,9 @@ from tests.integration.test_media import (
 )
 from tests.peers.proc import wait_for
 from tests.peers.voipsec import VoipsecServer, prepare, serving
+from voipsec.media.dtls import DtlsEndpoint
+from voipsec.media.dtlsidentity import DtlsIdentity
+from voipsec.media.fingerprint import parse_fingerprint
 from voipsec.media.sdes import crypto_line
 from voipsec.media.sdp import parse_sdp
 from voipsec.sip.message import Response
@@ -245,3 +249,52 @@ def test_plain_rtp_leg_is_not_hijacked_by_another_address(tmp_path: Path) -> Non
     assert len(bob.media.received) >= PACKETS and set(bob.media.payloads()) == {ALICE_PAYLOAD}
     legs = media_legs(row)
     assert legs["a"]["suite"] == "RTP" and legs["a"]["wrong_source"] > 0, legs
+
+
+# -- issue 17: a DTLS-SRTP client whose certificate the SDP does not name -------------------
+
+
+def dtls_offer(port: int, identity: DtlsIdentity) -> bytes:
+    """A browser-style DTLS-SRTP offer without ICE (so the relay takes the handshake
+    from the SIP source address, 127.0.0.1), naming ``identity``'s fingerprint."""
+    return (
+        "v=0\r\no=- 7 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+        f"m=audio {port} UDP/TLS/RTP/SAVPF 0\r\na=rtpmap:0 PCMU/8000\r\n"
+        f"a=fingerprint:{identity.fingerprint}\r\na=setup:actpass\r\na=mid:0\r\n"
+        "a=rtcp-mux\r\na=sendrecv\r\n"
+    ).encode()
+
+
+def test_dtls_client_with_a_certificate_the_sdp_does_not_name_ends_the_call(
+    server: VoipsecServer,
+) -> None:
+    """alice offers DTLS-SRTP with one certificate's fingerprint and handshakes with
+    another (a stolen SDP, a man in the middle): the relay refuses the handshake, the
+    call ends with the reason in the CDR, and bob gets a BYE. Without the fingerprint
+    check the handshake would complete and alice's media would flow."""
+    now = datetime.datetime.now(datetime.UTC)
+    announced, presented = DtlsIdentity.generate(now), DtlsIdentity.generate(now)
+    with call_with_offer(server, lambda a: dtls_offer(a.media.port, announced)) as (alice, bob, ok):
+        answer = parse_sdp(ok.body).media[0]
+        attributes = dict(answer.attributes)
+        assert (answer.proto, attributes["setup"]) == ("UDP/TLS/RTP/SAVPF", "passive")
+        relay = ("127.0.0.1", answer.port)
+        relay_fingerprint = parse_fingerprint(attributes["fingerprint"] or "")
+        client = DtlsEndpoint(presented, "client", [relay_fingerprint], time.monotonic())
+        sock = alice.media.sock
+        for datagram in client.start(time.monotonic()):
+            sock.sendto(datagram, relay)
+
+        def refused() -> bool:
+            for datagram in drain(sock):
+                for reply in client.receive(datagram, time.monotonic()):
+                    sock.sendto(reply, relay)
+            return client.state != "handshaking"
+
+        wait_for(refused, deadline=DEADLINE, what="the relay's answer to the handshake")
+        assert client.state == "failed", client.failure  # the relay sent an alert
+        bob.wait_bye()
+        row = closed_cdr(server, alice.call_id)
+        assert row["reason"] == "DTLS fingerprint mismatch (sha-256)", row
+        suites = {str(leg["leg"]): leg["suite"] for leg in row["media"]}
+        assert suites["a"] == "DTLS/none", row

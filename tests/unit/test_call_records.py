@@ -191,6 +191,31 @@ def test_call_records_media_encryption_names_each_leg(suites: tuple[str, str], t
     assert media_encryption([_leg("a", suites[0]), _leg("b", suites[1])]) == text
 
 
+@pytest.mark.parametrize(
+    ("legs", "text"),
+    [
+        # A browser (DTLS-SRTP) calling a desk phone (SDES), issue 17.
+        ((("a", "DTLS/AEAD_AES_128_GCM"), ("b", "AES_CM_128_HMAC_SHA1_80")), "a:dtls-srtp b:srtp"),
+        # Video the callee refused: its never-keyed legs do not lower the side.
+        (
+            (("a", "AEAD_AES_256_GCM"), ("b", "AEAD_AES_256_GCM"), ("a", "none"), ("b", "none")),
+            "a:srtp b:srtp",
+        ),
+        # Several streams: the weakest keyed one names the side.
+        (
+            (("a", "AEAD_AES_256_GCM"), ("a", "RTP"), ("b", "DTLS/AEAD_AES_128_GCM")),
+            "a:rtp b:dtls-srtp",
+        ),
+        # A DTLS handshake that never completed, and nothing else on that side.
+        ((("a", "DTLS/none"), ("b", "AES_CM_128_HMAC_SHA1_80")), "a:none b:srtp"),
+    ],
+)
+def test_call_records_media_encryption_with_streams_and_dtls(
+    legs: tuple[tuple[str, str], ...], text: str
+) -> None:
+    assert media_encryption([_leg(side, suite) for side, suite in legs]) == text
+
+
 def test_call_records_transferred_call_splits_and_links_its_rows(
     store: Store, tmp_path: Path
 ) -> None:

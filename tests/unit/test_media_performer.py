@@ -29,9 +29,17 @@ class _Relay:
         return body.upper()
 
     def offer(
-        self, call: str, side: str, body: bytes, peer: MediaPeer, *, rekey: bool = False
+        self,
+        call: str,
+        side: str,
+        body: bytes,
+        peer: MediaPeer,
+        *,
+        rekey: bool = False,
+        webrtc: bool = False,
     ) -> bytes:
-        return self._rewrite("rekey" if rekey else "offer", call, side, body, peer)
+        kind = "rekey" if rekey else "webrtc" if webrtc else "offer"
+        return self._rewrite(kind, call, side, body, peer)
 
     def answer(self, call: str, side: str, body: bytes, peer: MediaPeer) -> bytes:
         return self._rewrite("answer", call, side, body, peer)

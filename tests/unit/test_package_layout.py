@@ -86,6 +86,12 @@ SANS_IO = (
     "nat/turn",
     "media/sdp.py",
     "media/icelite.py",
+    "media/streams.py",
+    "media/rtcp.py",
+    "media/dtls.py",
+    "media/dtlsidentity.py",
+    "media/dtlsleg.py",
+    "media/fingerprint.py",
 )
 #: The shell's loaders that live beside their cores: they are the ones that read.
 LOADERS = frozenset({"core/dialplan_loader.py", "edge/ids_loader.py", "monitor/fraud/loader.py"})

@@ -84,6 +84,7 @@ from .callmodel import (
     leg_headers,
     map_failure,
     reason_of,
+    webrtc_forks,
 )
 from .srtpfallback import plain_retry_offer
 
@@ -234,7 +235,6 @@ class B2bua:
         max_duration: float | None = None,
     ) -> tuple[Call, list[CallAction]]:
         """A new authorized INVITE: 100 Trying to the caller, an INVITE to each fork.
-
         The 100 Trying goes first, before the caller's offer is rewritten: the relay may
         take longer than the 200 ms after which §17.2.1 wants it sent."""
         a_tag = new_tag()
@@ -296,14 +296,13 @@ class B2bua:
         call.parked.append(key)
         peer = call.media_peer(side, leg)
         if offer:
-            return AllocateMedia(key, call.id, side, sdp, peer)
+            browser = isinstance(step, _Routing) and webrtc_forks(step.forks)
+            return AllocateMedia(key, call.id, side, sdp, peer, webrtc=browser)
         return AnswerMedia(key, call.id, side, sdp, peer)
 
     def on_media(self, key: int, result: MediaResult, now: float) -> list[CallAction]:
-        """The result of the media request ``key``: its parked step goes on.
-
-        A key that is not parked belongs to a call that ended meanwhile (its media was
-        released then) or to no request at all: nothing happens."""
+        """The result of the media request ``key``: its parked step goes on (a key not
+        parked is of a call that ended meanwhile, or of none: nothing happens)."""
         entry = self._parked.pop(key, None)
         if entry is None:
             return []

@@ -13,6 +13,7 @@ or :class:`MediaRefused` with the status and Warning the request gets.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -24,6 +25,9 @@ from ..sip.layer import TxKey
 from ..sip.message import Request, Response
 from ..sip.uac import LocalAddress
 from .dispatch import DIALOG_ALLOW, DIALOG_SUPPORTED
+
+#: Transports of a browser's SIP (RFC 7118): its calls take DTLS-SRTP (webrtc_forks).
+WEBSOCKET_TRANSPORTS = frozenset({"ws", "wss"})
 
 #: Headers of a request copied onto the other leg; everything else stays on its own
 #: leg (issue 16: nothing of one phone identifies it to the other unless this list
@@ -178,7 +182,10 @@ class AllocateMedia:
 
     ``rekey``: the other side's leg goes to a new phone (a blind transfer,
     core/transfer.py); ``sdp`` is this side's last SDP, which leaves its leg as it is,
-    and the offer carries fresh keys for the other leg (media/relay.py)."""
+    and the offer carries fresh keys for the other leg (media/relay.py).
+
+    ``webrtc``: the other side is a browser (every fork a WebSocket contact,
+    :func:`webrtc_forks`): it is offered DTLS-SRTP with ICE, not SDES (RFC 8827 §6.5)."""
 
     key: int
     call: str
@@ -186,6 +193,7 @@ class AllocateMedia:
     sdp: bytes
     peer: MediaPeer
     rekey: bool = False
+    webrtc: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -348,6 +356,13 @@ class Call:
         if chosen is None:
             return MediaPeer(source="")
         return chosen.fork.media_peer or MediaPeer(source=chosen.fork.target.host)
+
+
+def webrtc_forks(forks: Sequence[Fork]) -> bool:
+    """Are all ``forks`` browsers, reached over a WebSocket (RFC 7118)? Then the callee
+    leg is offered DTLS-SRTP (docs/webrtc.md). Mixed forks get the SDES offer: one
+    relay leg serves them all, and desk phones do not speak DTLS-SRTP."""
+    return bool(forks) and all(fork.target.transport in WEBSOCKET_TRANSPORTS for fork in forks)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -73,6 +73,9 @@ class OfferRequest:
     #: A blind transfer's offer: fresh keys for the other leg (MediaRelay.offer). Sent
     #: only when true, so an offer reads the same as before to a worker without it.
     rekey: bool = False
+    #: The other side is a browser: offer it DTLS-SRTP (MediaRelay.offer). Sent only
+    #: when true, like ``rekey``.
+    webrtc: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -117,6 +120,9 @@ class ReleaseReply:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TimeoutNotice:
     calls: tuple[str, ...]
+    #: Why their media ended, the CDR reason: empty for the media timeout, else e.g.
+    #: "DTLS fingerprint mismatch" (MediaRelay.failures). Sent only when not empty.
+    reason: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -148,6 +154,8 @@ def encode(message: Message) -> bytes:
         header["peer"] = {"source": message.peer.source, "networks": list(message.peer.networks)}
         if isinstance(message, OfferRequest) and message.rekey:
             header["rekey"] = True
+        if isinstance(message, OfferRequest) and message.webrtc:
+            header["webrtc"] = True
         return encode_frame(kind, header, message.sdp)
     if isinstance(message, AnsweredNotice):
         return encode_frame("answered", {"call": message.call})
@@ -162,7 +170,10 @@ def encode(message: Message) -> bytes:
         legs = [_leg_fields(leg) for leg in message.legs]
         return encode_frame("released", {"id": message.id, "legs": legs})
     if isinstance(message, TimeoutNotice):
-        return encode_frame("timeout", {"calls": list(message.calls)})
+        notice: dict[str, Any] = {"calls": list(message.calls)}
+        if message.reason:
+            notice["reason"] = message.reason
+        return encode_frame("timeout", notice)
     stats = message.stats
     return encode_frame("stats", {"stats": {n: getattr(stats, n) for n in _STATS_FIELDS}})
 
@@ -200,15 +211,22 @@ def _rewrite(frame: Frame) -> OfferRequest | AnswerRequest:
     if frame.kind == "answer":
         return AnswerRequest(id=request_id, call=call, side=side, sdp=frame.payload, peer=peer)
     return OfferRequest(
-        id=request_id, call=call, side=side, sdp=frame.payload, peer=peer, rekey=_rekey(h)
+        id=request_id,
+        call=call,
+        side=side,
+        sdp=frame.payload,
+        peer=peer,
+        rekey=_flag(h, "rekey"),
+        webrtc=_flag(h, "webrtc"),
     )
 
 
-def _rekey(header: dict[str, Any]) -> bool:
-    """An offer's ``rekey`` flag: absent is false; anything but a JSON boolean fails."""
-    value = header.get("rekey", False)
+def _flag(header: dict[str, Any], name: str) -> bool:
+    """An offer's flag (``rekey``, ``webrtc``): absent is false; anything but a JSON
+    boolean fails."""
+    value = header.get(name, False)
     if not isinstance(value, bool):
-        raise ChannelError("rekey must be true or false")
+        raise ChannelError(f"{name} must be true or false")
     return value
 
 
@@ -241,7 +259,8 @@ def _timeout(frame: Frame) -> TimeoutNotice:
     calls = frame.header.get("calls")
     if not isinstance(calls, list) or len(calls) > MAX_TIMEOUT_CALLS:
         raise ChannelError(f"calls must be a list of at most {MAX_TIMEOUT_CALLS}")
-    return TimeoutNotice(calls=tuple(_call({"call": c}) for c in calls))
+    reason = _text(frame.header, "reason", MAX_WARNING) if "reason" in frame.header else ""
+    return TimeoutNotice(calls=tuple(_call({"call": c}) for c in calls), reason=reason)
 
 
 def _stats(frame: Frame) -> StatsNotice:

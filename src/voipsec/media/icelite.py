@@ -135,6 +135,14 @@ def sdp_lines(
     return tuple(lines)
 
 
+#: The peer's credentials while our offer to it (a browser, media/dtlsleg.py) awaits its
+#: answer: no check verifies against them, and the answer's replace them.
+PENDING_REMOTE = IceCredentials(ufrag="", pwd="")
+#: Sources of answered checks an ICE leg remembers (a browser checks from one or two
+#: candidates on loopback or a LAN; more are forgotten oldest first).
+MAX_CHECKED_SOURCES = 4
+
+
 @dataclass(slots=True)
 class IceLite:
     """One leg's ICE-lite state: both sides' credentials and the answer budget."""
@@ -147,6 +155,14 @@ class IceLite:
     #: The source of the last answered nominating check, per component (RTP, RTCP).
     nominated_rtp: tuple[str, int] | None = None
     nominated_rtcp: tuple[str, int] | None = None
+    #: Sources of recently answered checks (at most MAX_CHECKED_SOURCES): they knew
+    #: our password, so a DTLS handshake may come from them (media/dtlsleg.py).
+    checked: tuple[tuple[str, int], ...] = ()
+
+    def answered(self, source: tuple[str, int]) -> None:
+        """A valid check from ``source`` was answered."""
+        if source not in self.checked:
+            self.checked = (*self.checked, source)[-MAX_CHECKED_SOURCES:]
 
     def nominate(self, source: tuple[str, int], rtcp_port: bool) -> None:
         """An answered check with USE-CANDIDATE came from ``source`` (RFC 8445 §8.2.1:
@@ -205,6 +221,8 @@ def _drop(reason: str) -> StunVerdict:
 
 def _check_username(message: stun.Message, ice: IceLite) -> str:
     """Why the USERNAME is not ``<our ufrag>:<their ufrag>`` (RFC 8445 §7.3), or ""."""
+    if ice.remote is PENDING_REMOTE:
+        return "the peer's ICE credentials are not known yet"
     username = message.text(stun.Attr.USERNAME)
     if username is None:
         return "no USERNAME"
@@ -276,8 +294,10 @@ def answer_check(request: bytes, source: tuple[str, int], ice: IceLite | None) -
 
 
 __all__ = [
+    "MAX_CHECKED_SOURCES",
     "MAX_RESPONSE_GROWTH",
     "MAX_STUN_REQUEST",
+    "PENDING_REMOTE",
     "STUN_ANSWER_BURST",
     "STUN_ANSWER_RATE",
     "IceCredentials",

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from .destinations import MediaPeer
 from .direction import INITIAL, Expectation
+from .dtlsleg import LegDtls
 from .icelite import IceLite
 from .quality import StreamReport, StreamStats
 from .sdes import Suite
@@ -90,6 +91,8 @@ class Leg:
     closed: bool = False
     #: ICE-lite state while the leg's phone does ICE (its SDP had a=ice-ufrag).
     ice: IceLite | None = field(default=None, repr=False)
+    #: DTLS-SRTP state of a leg towards a browser (media/dtlsleg.py); None for SDES.
+    dtls: LegDtls | None = field(default=None, repr=False)
     #: The call's other leg, where this leg's packets go, and the call (set together).
     partner: Leg | None = field(default=None, repr=False)
     media: CallMedia | None = field(default=None, repr=False)

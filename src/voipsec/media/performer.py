@@ -47,7 +47,14 @@ class MediaHandler(Protocol):
     """
 
     def offer(
-        self, call: str, side: str, body: bytes, peer: MediaPeer, *, rekey: bool = False
+        self,
+        call: str,
+        side: str,
+        body: bytes,
+        peer: MediaPeer,
+        *,
+        rekey: bool = False,
+        webrtc: bool = False,
     ) -> bytes: ...
 
     def answer(self, call: str, side: str, body: bytes, peer: MediaPeer) -> bytes: ...
@@ -69,7 +76,9 @@ def perform(media: MediaHandler, action: MediaAction) -> MediaResult | None:
     try:
         if isinstance(action, AllocateMedia):
             side = action.side.value
-            return media.offer(action.call, side, action.sdp, action.peer, rekey=action.rekey)
+            return media.offer(
+                action.call, side, action.sdp, action.peer, rekey=action.rekey, webrtc=action.webrtc
+            )
         return media.answer(action.call, action.side.value, action.sdp, action.peer)
     except MediaRefused as err:
         return err
@@ -115,7 +124,8 @@ class LocalMedia:
         done(self.relay.report(call))
 
     def sweep(self) -> list[tuple[str, str]]:
-        return [(call, "media timeout") for call in self.relay.sweep()]
+        timed_out = [(call, "media timeout") for call in self.relay.sweep()]
+        return timed_out + self.relay.failures()
 
     def statistics(self) -> MediaStatistics:
         return self.relay.statistics()

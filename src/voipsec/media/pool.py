@@ -222,7 +222,13 @@ class MediaPool:
         side, sdp, peer = action.side.value, action.sdp, action.peer
         message: OfferRequest | AnswerRequest = (
             OfferRequest(
-                id=request_id, call=action.call, side=side, sdp=sdp, peer=peer, rekey=action.rekey
+                id=request_id,
+                call=action.call,
+                side=side,
+                sdp=sdp,
+                peer=peer,
+                rekey=action.rekey,
+                webrtc=action.webrtc,
             )
             if isinstance(action, AllocateMedia)
             else AnswerRequest(id=request_id, call=action.call, side=side, sdp=sdp, peer=peer)
@@ -323,7 +329,8 @@ class MediaPool:
             worker.stats = message.stats
         elif isinstance(message, TimeoutNotice):
             stopped = [c for c in message.calls if c in worker.calls]
-            self._ended.extend((call, TIMEOUT_REASON) for call in stopped)
+            reason = message.reason or TIMEOUT_REASON
+            self._ended.extend((call, reason) for call in stopped)
         elif isinstance(message, SdpReply | RefusalReply | ReleaseReply):
             self._reply(worker, message)
         else:

@@ -175,6 +175,13 @@ class StreamReport:
     #: (bad credentials, no ICE on the leg, over the rate limit). Never malformed.
     stun_answered: int = 0
     stun_dropped: int = 0
+    #: The far end's own view (RFC 3550 §6.4, media/rtcp.py): the RTCP reception
+    #: reports this leg's phone sent about the stream the relay sends it. The count,
+    #: and from the latest: cumulative lost, fraction lost (0.0-1.0), jitter in ms.
+    far_reports: int = 0
+    far_lost: int = 0
+    far_fraction_lost: float = 0.0
+    far_jitter_ms: float = 0.0
 
 
 @dataclass(slots=True)
@@ -199,6 +206,10 @@ class StreamStats:
     _wrong_source: int = field(default=0, init=False, repr=False)
     _stun_answered: int = field(default=0, init=False, repr=False)
     _stun_dropped: int = field(default=0, init=False, repr=False)
+    _far_reports: int = field(default=0, init=False, repr=False)
+    _far_lost: int = field(default=0, init=False, repr=False)
+    _far_fraction_lost: float = field(default=0.0, init=False, repr=False)
+    _far_jitter: int = field(default=0, init=False, repr=False)
 
     # RFC 3550 A.1 state. The extended sequence number is kept as one int (cycles +
     # seq); it may go below zero if a packet older than the first one turns up late.
@@ -348,6 +359,14 @@ class StreamStats:
         """Count a STUN message the relay dropped without an answer."""
         self._stun_dropped += 1
 
+    def far_end(self, *, cumulative_lost: int, fraction_lost: float, jitter: int) -> None:
+        """The phone's RTCP reception report about what the relay sends it (RFC 3550
+        §6.4.1: lost, fraction lost, jitter in timestamp units): the latest is kept."""
+        self._far_reports += 1
+        self._far_lost = cumulative_lost
+        self._far_fraction_lost = fraction_lost
+        self._far_jitter = jitter
+
     # -- reporting -----------------------------------------------------------------
 
     def snapshot(self) -> StreamReport:
@@ -378,4 +397,8 @@ class StreamStats:
             mos=score,
             stun_answered=self._stun_answered,
             stun_dropped=self._stun_dropped,
+            far_reports=self._far_reports,
+            far_lost=self._far_lost,
+            far_fraction_lost=self._far_fraction_lost,
+            far_jitter_ms=self._far_jitter * 1000.0 / self.clock_rate,
         )

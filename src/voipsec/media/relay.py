@@ -53,8 +53,24 @@ from dataclasses import replace
 
 from .destinations import MediaPeer, MediaPolicy
 from .direction import declared, expected, silent, update
+from .dtls import is_dtls
+from .dtlsleg import (
+    LegDtls,
+    fingerprints,
+    is_dtls_section,
+    sdp_lines,
+    setup_after_answer,
+)
+from .dtlsrelay import DtlsRelay
 from .errors import MediaRefused
-from .icelite import IceLite, answer_check, looks_like_stun, new_credentials, remote_credentials
+from .icelite import (
+    PENDING_REMOTE,
+    IceLite,
+    answer_check,
+    looks_like_stun,
+    new_credentials,
+    remote_credentials,
+)
 from .icelite import sdp_lines as ice_sdp_lines
 from .legs import (
     MAX_RETIRED_LEGS,
@@ -66,6 +82,8 @@ from .legs import (
     Stream,
     other,
 )
+from .quality import StreamStats
+from .rtcp import report_blocks
 from .sdes import (
     SUITES,
     Suite,
@@ -90,6 +108,8 @@ MAX_PACKET = 2048
 #: reading on until EAGAIN costs a failed ``recvfrom`` per event at ordinary rates
 #: (docs/performance.md, "Cheap relay (issue 15)").
 READ_BATCH = 1
+#: The RTP clock of video payloads (RFC 3551 §5: 90 kHz for every video encoding).
+VIDEO_CLOCK_RATE = 90_000
 #: Smallest valid RTP packet: the fixed header (RFC 3550 §5.1).
 RTP_HEADER = 12
 #: Packets kept per leg while its peer's key is not known yet (early media).
@@ -100,7 +120,7 @@ MAX_FINAL_REPORTS = 10_000
 _SEQ_TIMESTAMP = struct.Struct("!HI")
 
 
-class MediaRelay:
+class MediaRelay(DtlsRelay):
     """The relay of every call: SDP rewriting on the signalling path, packets on the loop."""
 
     def __init__(
@@ -153,6 +173,7 @@ class MediaRelay:
         self._buffer = PacketBuffer(MAX_PACKET)
         #: Reports of released calls, until the call layer collects them.
         self._final: dict[str, list[LegReport]] = {}
+        DtlsRelay.__init__(self)
 
     # -- signalling: offers and answers -------------------------------------------
 
@@ -164,6 +185,7 @@ class MediaRelay:
         peer: MediaPeer = UNKNOWN_PEER,
         *,
         rekey: bool = False,
+        webrtc: bool = False,
     ) -> bytes:
         """An SDP offer from ``side`` ("a" or "b"): returns the offer for the other side.
 
@@ -187,6 +209,8 @@ class MediaRelay:
                 answers.append(None)
                 continue
             here, there = stream.legs[side], stream.legs[other(side)]
+            if webrtc and there.dtls is None:
+                there.dtls = LegDtls()  # a browser: DTLS-SRTP, never SDES (dtlsleg)
             self._take_offer(here, sdp, section)
             self._set_remote(media, here, sdp, section, peer)
             self._declared(here, declared(sdp, section))
@@ -249,6 +273,15 @@ class MediaRelay:
         if here.early:
             # After the answer has gone on to the offerer, who then knows our key too.
             self._event_loop().call_soon(self._replay_early, here)
+        if there.dtls is not None:
+            return MediaAnswer(
+                port=there.port,
+                proto=there.proto,
+                rtcp_mux=there.rtcp_mux,
+                ice=self._ice_lines(there),
+                dtls=sdp_lines(self.identity, there.dtls.setup),
+                mid=there.dtls.mid,
+            )
         return MediaAnswer(
             port=there.port,
             proto=there.proto,
@@ -448,6 +481,10 @@ class MediaRelay:
         _check_remote(sdp, audio)
         leg.proto = audio.proto
         leg.rtcp_mux = audio.rtcp_mux  # our answer accepts the offered rtcp-mux
+        if is_dtls_section(audio):
+            self._take_dtls_offer(leg, sdp, audio)
+            return
+        leg.dtls = None
         if not audio.secure:
             if self.srtp == "required":
                 self._refused += 1
@@ -491,6 +528,8 @@ class MediaRelay:
         The suite the offerer's leg uses comes first (tag 1), so that both legs use
         the same strength when the far end can; the others follow in preference order.
         """
+        if leg.dtls is not None:
+            return self._dtls_offer(leg, audio)
         leg.rtcp_mux = audio.rtcp_mux
         if self.srtp == "off" or leg.plain:
             # A leg that went plain in optional mode stays plain on re-offers: its
@@ -512,6 +551,14 @@ class MediaRelay:
     def _take_answer(self, leg: Leg, sdp: Sdp, audio: Media) -> None:
         _check_remote(sdp, audio)
         leg.rtcp_mux = leg.rtcp_mux and audio.rtcp_mux
+        if leg.dtls is not None:
+            if not is_dtls_section(audio):
+                self._refused += 1
+                raise MediaRefused(488, "the browser answered without DTLS-SRTP")
+            self._dtls_start(
+                leg, leg.dtls, fingerprints(sdp, audio), setup_after_answer(sdp, audio)
+            )
+            return
         if leg.plain:
             return
         # Best effort (avp-crypto): an RTP/AVP answer with a=crypto takes our SRTP.
@@ -603,6 +650,8 @@ class MediaRelay:
         leg = Leg(
             name=name, call=call, side=side, port=port, rtp=rtp, rtcp=rtcp, index=index, kind=kind
         )
+        if kind == "video":
+            leg.stats = StreamStats(clock_rate=VIDEO_CLOCK_RATE)  # for jitter in ms
         loop = self._event_loop()
         loop.add_reader(rtp.fileno(), self._readable, leg, rtp, False)
         loop.add_reader(rtcp.fileno(), self._readable, leg, rtcp, True)
@@ -664,6 +713,9 @@ class MediaRelay:
             if looks_like_stun(data, size):  # RFC 7983 §7: before any SRTP processing
                 self._stun(leg, size, source, rtcp_port, now)
                 return
+            if leg.dtls is not None and size and is_dtls(data[0]):
+                self._dtls_packet(leg, leg.dtls, size, source, rtcp_port, now)
+                return
             leg.stats.malformed()
             leg.drops.note("malformed", leg.name, now)
             return
@@ -693,6 +745,7 @@ class MediaRelay:
         leg.heard = now
         if rtcp:
             leg.rtcp_packets += 1
+            _far_end(leg, data, clear)
         else:
             seq, timestamp = _SEQ_TIMESTAMP.unpack_from(data, 2)
             leg.stats.rtp(seq, timestamp, clear, now)
@@ -723,6 +776,7 @@ class MediaRelay:
         except OSError:
             return
         ice.take()
+        ice.answered(source)
         leg.stats.stun_answered()
         if verdict.nominate:
             ice.nominate(source, rtcp_port)
@@ -788,8 +842,10 @@ class MediaRelay:
 
     def sweep(self) -> list[str]:
         """Answered calls with a leg that should be sending (.direction: not on hold)
-        and sent nothing valid for longer than the timeout."""
+        and sent nothing valid for longer than the timeout. DTLS handshakes' timers
+        run here too (once a second in the workers; see :meth:`failures`)."""
         now = self.clock()
+        self._dtls_timers(now)
         stopped = [
             media.call
             for media in self._calls.values()
@@ -823,7 +879,7 @@ class MediaRelay:
         return [
             LegReport(
                 leg=side,
-                suite="RTP" if leg.plain or leg.suite is None else leg.suite.name,
+                suite=_suite_name(leg),
                 rtcp_packets=leg.rtcp_packets,
                 received=leg.stats.snapshot(),
                 local=(self.address, leg.port),
@@ -854,6 +910,31 @@ class MediaRelay:
         self.pool.close()
 
 
+def _far_end(leg: Leg, data: bytearray, size: int) -> None:
+    """The phone's RTCP reception report about the stream we send it, into its leg's
+    statistics (media/rtcp.py): the first block (a phone receives one stream from us
+    per leg)."""
+    blocks = report_blocks(data, size)
+    if blocks:
+        first = blocks[0]
+        leg.stats.far_end(
+            cumulative_lost=first.cumulative_lost,
+            fraction_lost=first.fraction_lost,
+            jitter=first.jitter,
+        )
+
+
+def _suite_name(leg: Leg) -> str:
+    """A leg's keying for reports: "RTP" (plain), the SDES suite, "DTLS/<suite>", or
+    "none" for a leg never keyed (a callee that did not answer, a refused stream;
+    before a DTLS leg's handshake completes: "DTLS/none")."""
+    if leg.dtls is not None:
+        return f"DTLS/{'none' if leg.suite is None else leg.suite.name}"
+    if leg.plain:
+        return "RTP"
+    return "none" if leg.suite is None else leg.suite.name
+
+
 def _ice_moves(leg: Leg, source: tuple[str, int], rtcp_port: bool) -> bool:
     """May a packet from ``source`` move the leg's latch, if it authenticates? Only on
     an SRTP leg, from the source of a check that nominated this port's pair: ICE moved
@@ -868,6 +949,8 @@ def _take_ice(leg: Leg, sdp: Sdp, audio: Media) -> None:
     remote = remote_credentials(sdp.session_attributes, audio.attributes)
     if remote is None:
         leg.ice = None
+    elif leg.ice is not None and leg.ice.remote is PENDING_REMOTE:
+        leg.ice = IceLite(local=leg.ice.local, remote=remote)  # the answer to our offer
     elif leg.ice is None or leg.ice.remote != remote:
         leg.ice = IceLite(local=new_credentials(), remote=remote)
 

@@ -409,6 +409,12 @@ class MediaAnswer:
     #: from :func:`voipsec.media.icelite.sdp_lines`), appended at its end; with any,
     #: the session gets ``a=ice-lite`` (RFC 8839 §5.3). () for a leg without ICE.
     ice: tuple[str, ...] = ()
+    #: The relay's a=fingerprint and a=setup towards a DTLS-SRTP leg (values without
+    #: "a=", media/dtlsleg.py), appended like ``ice``; () for an SDES or plain leg.
+    dtls: tuple[str, ...] = ()
+    #: The a=mid this section gets instead of any that crossed (RFC 5888): a browser
+    #: must find its own mid in the answer to it; None leaves a=mid as it crossed.
+    mid: str | None = None
 
 
 def _crosses(name: str, allow: frozenset[str]) -> bool:
@@ -522,6 +528,8 @@ def _rewrite_media(
                     mux_done = True
                 elif mux and name == "rtcp-mux-only":
                     out.append(f"a={v}")
+            elif name == "mid" and answer is not None and answer.mid is not None:
+                continue  # ours is written below
             elif _crosses(name, allow):
                 out.append(f"a={v}")
         # i= and k= (a stream's title, keys in clear) stay behind.
@@ -530,7 +538,9 @@ def _rewrite_media(
     if mux and not mux_done:
         out.append("a=rtcp-mux")
     if answer is not None:
-        out.extend(f"a={value}" for value in answer.ice)
+        if answer.mid is not None:
+            out.append(f"a=mid:{answer.mid}")
+        out.extend(f"a={value}" for value in (*answer.dtls, *answer.ice))
     return out
 
 

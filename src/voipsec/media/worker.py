@@ -195,7 +195,14 @@ class RelayWorker:
         call, side = request.call, request.side
         try:
             if isinstance(request, OfferRequest):
-                sdp = self.relay.offer(call, side, request.sdp, request.peer, rekey=request.rekey)
+                sdp = self.relay.offer(
+                    call,
+                    side,
+                    request.sdp,
+                    request.peer,
+                    rekey=request.rekey,
+                    webrtc=request.webrtc,
+                )
             else:
                 sdp = self.relay.answer(call, side, request.sdp, request.peer)
         except MediaRefused as err:
@@ -224,15 +231,16 @@ class RelayWorker:
 
     def notify(self) -> None:
         """Send timed-out calls to their owners and statistics to every channel."""
-        stopped: dict[_Channel, list[str]] = {}
-        for call in self.relay.sweep():
+        stopped: dict[tuple[_Channel, str], list[str]] = {}
+        ended = [(call, "") for call in self.relay.sweep()] + self.relay.failures()
+        for call, reason in ended:
             owner = self._owner.get(call)
             if owner is not None:
-                stopped.setdefault(owner, []).append(call)
-        for channel, calls in stopped.items():
+                stopped.setdefault((owner, reason), []).append(call)
+        for (channel, reason), calls in stopped.items():
             for start in range(0, len(calls), MAX_TIMEOUT_CALLS):
                 chunk = tuple(calls[start : start + MAX_TIMEOUT_CALLS])
-                channel.send(encode(TimeoutNotice(calls=chunk)))
+                channel.send(encode(TimeoutNotice(calls=chunk, reason=reason)))
         stats = encode(StatsNotice(stats=self.relay.statistics()))
         for channel in self._channels:
             channel.send(stats)
