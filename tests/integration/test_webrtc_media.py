@@ -59,6 +59,9 @@ TONE_HZ = (430, 450)
 BROWSER_CALLS_PHONE = "a:dtls-srtp b:srtp"
 PHONE_CALLS_BROWSER = "a:srtp b:dtls-srtp"
 BROWSER_CALLS_BROWSER = "a:dtls-srtp b:dtls-srtp"
+#: The CDR reason of a call whose browser presented another certificate than its SDP
+#: named (docs/webrtc.md, Media for browsers).
+FINGERPRINT_MISMATCH = "DTLS fingerprint mismatch (sha-256)"
 #: The page's events that settle a call's fate.
 CALL_STATES = ("confirmed", "failed", "ended")
 #: The DTLS-SRTP protection profile every leg uses, as getStats() names it (the IANA
@@ -355,3 +358,23 @@ def test_webrtc_two_browsers_video_call(
     row = ended_cdr(server, calls + 1)
     assert row["media_encryption"] == BROWSER_CALLS_BROWSER, row
     assert_dtls_legs(row, "ab", kinds=("audio", "video"))
+
+
+def test_webrtc_browser_whose_offer_names_another_certificate_is_refused(
+    server: VoipsecServer, carol: JsSipPhone, alice: Baresip
+) -> None:
+    """Attack: carol's offer names a certificate her browser does not have (each
+    fingerprint's first byte inverted after Chromium wrote it: what a man in the
+    middle of the signaling does to put his own certificate in). The relay refuses the
+    browser's real certificate (RFC 5763 §5): the call ends with the reason in the CDR,
+    both phones get a BYE, and not one packet of the browser's media was relayed."""
+    calls = len(cdrs(server))
+    start = carol.command("call sip:alice@localhost tamper")
+    offered = sdp_event(carol, "localsdp", start)
+    assert offered.count("a=fingerprint:sha-256 ") == 1, offered
+    assert carol.wait_event(("ended", "failed"), after=start) == "ended Terminated", carol.short()
+    alice.wait_event("CALL_CLOSED", deadline=DEADLINE)
+    row = ended_cdr(server, calls + 1)
+    assert row["reason"] == FINGERPRINT_MISMATCH, row
+    browser_leg = [m for m in row["media"] if m["leg"] == "a"]
+    assert [(m["suite"], m["packets"]) for m in browser_leg] == [("DTLS/none", 0)], row
