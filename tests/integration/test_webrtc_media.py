@@ -128,8 +128,9 @@ def browser(
         page_server(paths.cert, paths.key, port) as phone,
         chromium(f"https://127.0.0.1:{port}/call?{query}", workdir, paths.cert, audio=tone),
     ):
+        # JsSIP reports "registered" on the 200 OK: the binding is stored. (Not a count
+        # of bindings: one of an earlier browser of the user stays until it expires.)
         assert phone.wait_event("registered") == "registered", phone.short()
-        server.wait_bindings(user[0], 1)
         yield phone
 
 
