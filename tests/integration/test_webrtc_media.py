@@ -74,8 +74,9 @@ CDR_DTLS_SUITE = "DTLS/AEAD_AES_256_GCM"
 
 @pytest.fixture(scope="module")
 def tone(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The browser's microphone: 440 Hz, 48 kHz, 16-bit mono PCM (Chromium's WAV reader
-    takes 16-bit PCM; sox writes 32-bit unless told)."""
+    """The browser's microphone: 440 Hz at 0.7 of full scale, 48 kHz, mono PCM WAV.
+    16-bit like every WAV the suite plays; Chromium 156 reads sox's default 32-bit too
+    (its getStats media-source audioLevel is 0.7 for either)."""
     path = tmp_path_factory.mktemp("tone") / "tone.wav"
     synth = [str(path), "synth", str(TONE_SECONDS), "sine", "440", "vol", "0.7"]
     subprocess.run(

@@ -223,7 +223,7 @@ def page_server(cert: Path, key: Path, port: int) -> Iterator[JsSipPhone]:
 @contextlib.contextmanager
 def chromium(url: str, workdir: Path, cert: Path, *, audio: Path | None = None) -> Iterator[None]:
     """Headless Chromium on ``url`` until the block ends; its log in workdir. With
-    ``audio`` (a 16-bit PCM WAV, played in a loop) it has fake media devices."""
+    ``audio`` (a PCM WAV, played in a loop) it has fake media devices."""
     workdir.mkdir(parents=True, exist_ok=True)
     media = () if audio is None else (*MEDIA_FLAGS, f"--use-file-for-fake-audio-capture={audio}")
     argv = [
