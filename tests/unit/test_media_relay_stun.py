@@ -227,10 +227,11 @@ def test_relay_stun_rewrite_adds_nothing_without_ice() -> None:
     assert _ice_of(plain) == {}  # the phone's own ICE attributes never pass
 
 
-def test_relay_stun_nomination_lets_authenticated_media_move_the_latch_and_nothing_else() -> None:
+def test_relay_stun_a_checked_source_lets_authenticated_media_move_the_latch() -> None:
     """ICE may select another local address of the phone than the one its first media
-    came from (linphone: 127.0.0.1 first, then its interface address). The latch moves
-    there only on SRTP that authenticates from the source of a nominating check."""
+    came from (linphone: 127.0.0.1 first, then its interface address; Chromium moves a
+    second after its handshake, before it nominates: RFC 8445 §12.1). The latch moves
+    there only on SRTP that authenticates, from a source whose check we answered."""
 
     async def run() -> tuple[list[tuple[str, int] | None], StreamReport]:
         relay = _relay()
@@ -254,23 +255,25 @@ def test_relay_stun_nomination_lets_authenticated_media_move_the_latch_and_nothi
                 latches.append(leg.latched_rtp)
 
             await send(first, srtp.protect(_rtp(next(seq))), lambda: a_leg().packets == 1)
-            await send(moved, _check(ufrag, pwd), lambda: a_leg().stun_answered == 1)
             await send(moved, srtp.protect(_rtp(next(seq))), lambda: a_leg().wrong_source == 1)
-            await send(moved, _check(ufrag, pwd, nominate=True), lambda: a_leg().stun_answered == 2)
+            await send(moved, _check(ufrag, pwd), lambda: a_leg().stun_answered == 1)
             await send(stranger, srtp.protect(_rtp(next(seq))), lambda: a_leg().wrong_source == 2)
             await send(moved, b"\x80\x00" + bytes(30), lambda: a_leg().auth_failures == 1)
             await send(moved, srtp.protect(_rtp(next(seq))), lambda: a_leg().packets == 2)
             await send(first, srtp.protect(_rtp(next(seq))), lambda: a_leg().wrong_source == 3)
+            await send(first, _check(ufrag, pwd, nominate=True), lambda: a_leg().stun_answered == 2)
+            await send(first, srtp.protect(_rtp(next(seq))), lambda: a_leg().packets == 3)
             report = a_leg()
             relay.close()
             names = [sock.getsockname() for sock in (first, moved)]
         return [names.index(latch) if latch in names else latch for latch in latches], report
 
     latches, report = asyncio.run(run())
-    # first latches; a check without USE-CANDIDATE and a stranger move nothing; a forged
-    # packet from the nominated source moves nothing; its authenticated packet does.
-    assert latches == [0, 0, 0, 0, 0, 0, 1, 1]
-    assert (report.packets, report.wrong_source, report.auth_failures) == (2, 3, 1)
+    # first latches; an unchecked source and a stranger move nothing; a forged packet
+    # from the checked source moves nothing; its authenticated packet does; the first
+    # address, unchecked since, is refused until it checks (and nominates) again.
+    assert latches == [0, 0, 0, 0, 0, 1, 1, 1, 0]
+    assert (report.packets, report.wrong_source, report.auth_failures) == (3, 3, 1)
     assert (report.stun_answered, report.stun_dropped, report.malformed) == (2, 0, 0)
 
 

@@ -952,9 +952,14 @@ class MediaRelay(DtlsRelay):
 
 def _ice_moves(leg: Leg, source: tuple[str, int], rtcp_port: bool) -> bool:
     """May a packet from ``source`` move the leg's latch, if it authenticates? Only on
-    an SRTP leg, from the source of a check that nominated this port's pair: ICE moved
-    the phone's media there (RFC 8445 §8.2.1). STUN alone never latches."""
-    return not leg.plain and leg.ice is not None and leg.ice.nominated(source, rtcp_port)
+    an SRTP leg, from the source of a check that nominated this port's pair (RFC 8445
+    §8.2.1) or of any check we answered: a full agent may send on any valid pair before
+    it nominates one (§12.1; Chromium moves a second after its handshake), and that
+    source proved it knows our password. STUN alone never latches."""
+    ice = leg.ice
+    if leg.plain or ice is None:
+        return False
+    return ice.nominated(source, rtcp_port) or source in ice.checked
 
 
 def _check_remote(sdp: Sdp, section: Media) -> None:
