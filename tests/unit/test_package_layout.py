@@ -92,6 +92,7 @@ SANS_IO = (
     "media/dtlsidentity.py",
     "media/dtlsleg.py",
     "media/fingerprint.py",
+    "pki/lifecycle.py",
 )
 #: The shell's loaders that live beside their cores: they are the ones that read.
 LOADERS = frozenset({"core/dialplan_loader.py", "edge/ids_loader.py", "monitor/fraud/loader.py"})

@@ -56,13 +56,17 @@ class ClientCertificateRefused(ssl.SSLCertVerificationError):
     handshake fails with this, and the listener logs its message."""
 
     def __init__(self, *, reason: str, serial: int, subject: str, not_after: str) -> None:
-        super().__init__(f"client certificate {reason} (serial {serial:x}, subject {subject})")
+        self.message = f"client certificate {reason} (serial {serial:x}, subject {subject})"
+        super().__init__(self.message)
         self.reason = reason
         self.serial = serial
         self.subject = subject
         self.not_after = not_after
         self.verify_code = _VERIFY_CODES[reason]
         self.verify_message = f"certificate has {reason}" if reason == "expired" else reason
+
+    def __str__(self) -> str:
+        return self.message  # SSLError's own would show the args tuple
 
 
 def check_peer_validity(
