@@ -5,7 +5,9 @@ certificate is issued for 3 days: it is listed as expiring and alerted, renewed 
 ``voipsec ca renew`` and the phone registers with the new one. bob's certificate
 expired yesterday (issued through the pki API with a past ``now``: no waiting): the
 handshake is refused and the log names its serial and subject. Real peers: openssl
-s_client and the voipsec command; the REGISTER goes over Python's ssl.
+s_client, baresip (the phone that registers with the renewed certificate; with
+``auth.policy = "cert_or_digest"`` the certificate is its credential) and the voipsec
+command.
 """
 
 from __future__ import annotations
@@ -19,9 +21,9 @@ import pytest
 from cryptography import x509
 
 from tests.conftest import ALICE, BOB
+from tests.peers.baresip import Baresip, account_line, free_sip_ports
 from tests.peers.openssl import s_client
 from tests.peers.proc import wait_for
-from tests.peers.sipclient import TlsSipClient
 from tests.peers.voipsec import VoipsecServer, prepare, serving, voipsec
 from voipsec.pki.ca import CaPaths, issue_certificate
 
@@ -37,7 +39,9 @@ OPTIONS = (
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VoipsecServer]:
     tmp = tmp_path_factory.mktemp("lifecycle")
-    prepared = prepare(tmp / "data", users=[ALICE, BOB])
+    prepared = prepare(
+        tmp / "data", users=[ALICE, BOB], settings=[("auth.policy", '"cert_or_digest"')]
+    )
     voipsec(
         "config",
         "set",
@@ -129,11 +133,22 @@ def test_cert_lifecycle_renewed_certificate_registers(
     assert f"serial {old.serial_number:x}  expiring in 3 days" in listing[0]
     assert listing[0].endswith(f"  renewed by {new.serial_number:x}")
     assert f"serial {new.serial_number:x}  ok  until " in listing[1]
-    with TlsSipClient(
-        server.host, server.port, server.ca, cert=tmp_path / "alice.crt", key=tmp_path / "alice.key"
+    bundle = tmp_path / "alice-bundle.pem"  # baresip's sip_certificate: certificate + key
+    bundle.write_bytes(
+        (tmp_path / "alice.crt").read_bytes() + (tmp_path / "alice.key").read_bytes()
+    )
+    sip_port, ctrl_port = free_sip_ports()
+    with Baresip(
+        tmp_path / "baresip",
+        account_line=account_line(ALICE[0], ALICE[1], server_port=server.port),
+        ca_file=server.ca,
+        sip_port=sip_port,
+        ctrl_port=ctrl_port,
+        cert_file=bundle,
     ) as phone:
-        assert phone.register(*ALICE).status == 200
-    server.wait_bindings("alice", 1)
+        event = phone.wait_event("REGISTER_OK", "REGISTER_FAIL", deadline=15.0)
+        assert event["type"] == "REGISTER_OK", (event, phone.log_text()[-3000:])
+        server.wait_bindings("alice", 1)
 
 
 def test_cert_lifecycle_expired_certificate_refused_at_handshake(server: VoipsecServer) -> None:
