@@ -835,6 +835,7 @@ class Server:
 
     def _sweep_connections(self) -> None:
         self.connections.sweep(time.monotonic())
+        self.connections.close_expired(time.time())
 
     def _flush_bindings(self) -> None:
         try:

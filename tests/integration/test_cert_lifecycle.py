@@ -24,6 +24,7 @@ from tests.conftest import ALICE, BOB
 from tests.peers.baresip import Baresip, account_line, free_sip_ports
 from tests.peers.openssl import s_client
 from tests.peers.proc import wait_for
+from tests.peers.sipclient import TlsSipClient
 from tests.peers.voipsec import VoipsecServer, prepare, serving, voipsec
 from voipsec.pki.ca import CaPaths, issue_certificate
 
@@ -61,12 +62,17 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VoipsecServer]:
 def _expired_certificate(ca: CaPaths, out: Path) -> None:
     """bob's certificate, valid for one day from two days ago."""
     past = datetime.datetime.now(datetime.UTC) - datetime.timedelta(days=2)
+    _write_certificate(ca, out, "bob", past)
+
+
+def _write_certificate(ca: CaPaths, out: Path, name: str, now: datetime.datetime) -> None:
+    """NAME's one-day certificate issued at ``now`` (a past one: expired or expiring)."""
     cert, key = issue_certificate(
-        ca, common_name="bob", uris=("sip:bob@localhost",), server=False, days=1, now=past
+        ca, common_name=name, uris=(f"sip:{name}@localhost",), server=False, days=1, now=now
     )
     out.mkdir()
-    (out / "bob.crt").write_bytes(cert)
-    (out / "bob.key").write_bytes(key)
+    (out / f"{name}.crt").write_bytes(cert)
+    (out / f"{name}.key").write_bytes(key)
 
 
 def _files(directory: Path, name: str) -> list[str]:
@@ -162,3 +168,29 @@ def test_cert_lifecycle_expired_certificate_refused_at_handshake(server: Voipsec
     wait_for(lambda: expected in server.log_text(), what="the refusal logged")
     [line] = [x for x in server.log_text().splitlines() if expected in x]
     assert re.search(r"refused TLS connection from 127\.0\.0\.1:\d+: client certificate", line)
+
+
+def test_cert_lifecycle_open_connection_closed_when_its_certificate_expires(
+    server: VoipsecServer, tmp_path: Path
+) -> None:
+    """A phone keeps its connection for days: the handshake is not the only check."""
+    expires_in = 5.0  # seconds: time enough for the handshake on a loaded machine
+    now = datetime.datetime.now(datetime.UTC)
+    issued = now - datetime.timedelta(days=1) + datetime.timedelta(seconds=expires_in)
+    _write_certificate(CaPaths.in_dir(server.data_dir), tmp_path / "carol", "carol", issued)
+    serial = _load(tmp_path / "carol" / "carol.crt").serial_number
+    with TlsSipClient(
+        server.host,
+        server.port,
+        server.ca,
+        cert=tmp_path / "carol" / "carol.crt",
+        key=tmp_path / "carol" / "carol.key",
+    ) as phone:
+        assert phone.ping() == b"\r\n"
+        phone.sock.settimeout(expires_in + 10)
+        assert phone.sock.recv(10) == b""  # closed by the server once expired
+    expected = f"client certificate expired (serial {serial:x}, subject commonName=carol)"
+    line = re.compile(
+        rf"INFO voipsec\.transport: closing 127\.0\.0\.1:\d+: {re.escape(expected)}\n"
+    )
+    wait_for(lambda: line.search(server.log_text()) is not None, what="the closing logged")

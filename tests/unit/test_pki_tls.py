@@ -20,6 +20,7 @@ from voipsec.pki.ca import (
     create_server_certificate,
     issue_certificate,
 )
+from voipsec.pki.identity import PeerIdentity, peer_identity
 from voipsec.pki.tls import (
     X509_V_FLAG_NO_CHECK_TIME,
     ClientCertificateRefused,
@@ -267,3 +268,22 @@ def test_pki_tls_context_without_client_certificates_keeps_openssl_time_checks(
     ctx = server_context(cert=paths.cert, key=paths.key, client_ca=None)
     assert not ctx.verify_flags & X509_V_FLAG_NO_CHECK_TIME
     assert _mtls_context(paths).verify_flags & X509_V_FLAG_NO_CHECK_TIME
+
+
+def test_pki_tls_peer_identity_reads_not_after() -> None:
+    cert = _peer("Dec  1 00:00:00 2026 GMT", "Dec  5 00:00:00 2026 GMT")
+    cert["subjectAltName"] = (("URI", "sip:alice@example.test"),)
+    identity = peer_identity(cert)
+    assert identity == PeerIdentity(
+        serial=0xAB1,
+        aor="alice@example.test",
+        subject="commonName=alice",
+        not_after=ssl.cert_time_to_seconds("Dec  5 00:00:00 2026 GMT"),
+    )
+    for odd in ("Dec  5 00:00:00 2026 CET", "Dez  5 00:00:00 2026 GMT", "5 Dec 2026"):
+        cert["notAfter"] = odd
+        unknown = peer_identity(cert)
+        assert unknown is not None and unknown.not_after is None
+    del cert["notAfter"]
+    unknown = peer_identity(cert)
+    assert unknown is not None and unknown.not_after is None
