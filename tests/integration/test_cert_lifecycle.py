@@ -194,3 +194,19 @@ def test_cert_lifecycle_open_connection_closed_when_its_certificate_expires(
         rf"INFO voipsec\.transport: closing 127\.0\.0\.1:\d+: {re.escape(expected)}\n"
     )
     wait_for(lambda: line.search(server.log_text()) is not None, what="the closing logged")
+
+
+def test_cert_lifecycle_cli_refusals(server: VoipsecServer) -> None:
+    data = server.data_dir
+    before = _listing(server)
+    renew = voipsec("ca", "renew", "nobody", data_dir=data, check=False)
+    assert (renew.returncode, renew.stderr) == (
+        1,
+        "voipsec: error: no certificate for 'nobody' to renew (issue one with `voipsec ca "
+        "issue`)\n",
+    )
+    for days in ("0", "826"):
+        issue = voipsec("ca", "issue", "alice", "--days", days, data_dir=data, check=False)
+        assert issue.returncode == 2
+        assert "Invalid value for '--days'" in issue.stderr
+    assert _listing(server) == before  # nothing issued
