@@ -159,9 +159,11 @@ def test_pki_lifecycle_expired_alerts_for_a_week_then_stop() -> None:
     assert [(a.what, a.why) for _, a in alerts] == [
         (
             "device certificate expired",
-            "serial ab expired 0 day(s) ago; renew it with `voipsec ca renew alice`",
+            "serial ab expired today; renew it with `voipsec ca renew alice`",
         )
     ]
+    two_days = _alerts(certs, NOW + 2 * DAY, frozenset())
+    assert two_days[0][1].why.startswith("serial ab expired 2 day(s) ago; ")
     later = [
         _alerts(certs, NOW + d * DAY, frozenset()) != [] for d in range(EXPIRED_ALERT_DAYS + 2)
     ]

@@ -208,7 +208,9 @@ def _alerts(status: CertStatus) -> bool:
 def _alert(status: CertStatus, now: float) -> AlertRaised:
     if status.state is CertState.EXPIRED:
         what = "device certificate expired"
-        why = f"serial {status.serial:x} expired {-status.days_left} day(s) ago"
+        ago = -status.days_left
+        when = "today" if ago == 0 else f"{ago} day(s) ago"
+        why = f"serial {status.serial:x} expired {when}"
     else:
         what = "device certificate expiring"
         why = f"serial {status.serial:x} expires in {status.days_left} day(s)"
