@@ -37,8 +37,25 @@ Per step of N calls (N x 100 packets/s relayed), for a bounded duration:
   generator + loopback baseline, so "added" latency = through the relay - direct;
 - relay CPU % of one core over the steady window; packets per relay CPU-second.
 
+**DTLS-SRTP legs** (``--keying dtls``, or ``both`` for each step with either, side by
+side; issue 17): A is then browser-like: its offer is ``UDP/TLS/RTP/SAVPF`` with the
+fingerprint of its own certificate (one per call, as per RTCPeerConnection),
+``a=setup:actpass`` and rtcp-mux, no ICE (so the voipsec relay takes the handshake
+from the leg's SIP source, 127.0.0.1, which the relay process is given). The relay
+answers with its fingerprint; the generator runs every call's handshake at once, in
+the role the answer gave it (client to voipsec's ``passive``, server to rtpengine's
+``active``), before the timed run, and protects and checks A's packets with the
+handshake's keys. B stays an SDES desk phone. The handshakes' wall time, failures,
+retransmissions and the relay's CPU meanwhile are the step's setup figures. A offers
+one use_srtp profile, ``--suite``'s unless ``--dtls-suite`` names another, so both
+legs run the same libsrtp transform by default. The relay process sweeps once a
+second, as a media worker does: DTLS retransmissions and deadlines run there.
+
 A step passes with 0 lost, 0 bad packets, the generator reaching >= 99 % of the
-asked send rate, and the relay below 100 % of a core. The load generator and the
+asked send rate, and the relay below 100 % of a core. voipsec also loses each call's
+first packet (sent before the far leg latched, which the relay then does not
+forward: docs/media.md); they are counted apart ("first"), and the side-by-side
+table's verdict leaves them out. The load generator and the
 relay share the machine's cores; the generators' CPU and the machine's busy share
 are reported for that reason.
 
@@ -46,6 +63,9 @@ are reported for that reason.
     python bench/media_bench.py --target both --json /tmp/media.json
     python bench/media_bench.py --calls 50,100 --seconds 5 --no-direct --profile-calls 0
     python bench/media_bench.py --workers 2 --calls 400,500 --no-direct --profile-calls 0
+    python bench/media_bench.py --target both --keying both --calls 50,100 --seconds 5 \
+        --no-direct --profile-calls 0                             # SDES-SDES vs DTLS-SDES
+    python bench/media_bench.py cost --packets 5000 --keying dtls  # under callgrind
 """
 
 from __future__ import annotations
@@ -68,6 +88,7 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "src"))
@@ -95,6 +116,15 @@ RATE_TOLERANCE = 0.99
 DISTURBED = 0.15
 #: Generous bound on any control request (setting up hundreds of calls included).
 REQUEST_TIMEOUT = 60.0
+#: How A is keyed (--keying): "sdes" as a desk phone, "dtls" as a browser
+#: (UDP/TLS/RTP/SAVPF, RFC 5763/5764, no ICE); B is always an SDES desk phone.
+KEYINGS = ("sdes", "dtls")
+#: Seconds between the bench relay's sweeps, as the media workers' NOTICE_INTERVAL:
+#: DTLS handshake retransmissions and deadlines run in MediaRelay.sweep().
+SWEEP_INTERVAL = 1.0
+#: Seconds the generator waits for all its calls' DTLS handshakes: the relay's own
+#: deadline (media.dtls.DTLS_HANDSHAKE_TIMEOUT, 10 s) plus margin.
+HANDSHAKE_LIMIT = 15.0
 
 
 # -- child processes: JSON lines over pipes, every read bounded ---------------------------
@@ -231,6 +261,40 @@ def endpoint_sdp(port: int, suite: str, tag: int, master: bytes, session: int) -
     ).encode()
 
 
+def browser_sdp(port: int, fingerprint: str, session: int) -> bytes:
+    """A WebRTC-like offer without ICE (RFC 5763 §5, RFC 8842): DTLS-SRTP with AVPF,
+    our certificate's fingerprint, actpass as an offerer must say, rtcp-mux.
+
+    Without ICE the relay takes the handshake only from the address the leg's SIP came
+    from (media/dtlsleg.py): the relay process is told that is 127.0.0.1."""
+    return (
+        f"v=0\r\no=- {session} 2 IN IP4 {HOST}\r\ns=-\r\nt=0 0\r\n"
+        f"m=audio {port} UDP/TLS/RTP/SAVPF 0\r\nc=IN IP4 {HOST}\r\n"
+        f"a=rtpmap:0 PCMU/8000\r\na=ptime:20\r\na=fingerprint:{fingerprint}\r\n"
+        "a=setup:actpass\r\na=mid:0\r\na=sendrecv\r\na=rtcp-mux\r\n"
+    ).encode()
+
+
+def dtls_side(body: bytes, *, passive: bool = True) -> tuple[int, str, str]:
+    """(port, fingerprint, our DTLS role) of the relay's DTLS-SRTP answer to a
+    browser-like offer. voipsec must answer passive (docs/webrtc.md: the browser is the
+    client); rtpengine answers an actpass offer active (``passive=False`` allows it)."""
+    from voipsec.media.dtlsleg import DTLS_PROTO, attribute
+    from voipsec.media.sdp import parse_sdp
+
+    sdp = parse_sdp(body)
+    audio = next(m for m in sdp.media if m.kind == "audio")
+    fingerprint = attribute(sdp, audio, "fingerprint")
+    setup = attribute(sdp, audio, "setup")
+    roles = ("passive", "active") if not passive else ("passive",)
+    if audio.proto != DTLS_PROTO or audio.crypto or not fingerprint or setup not in roles:
+        raise RuntimeError(
+            f"the relay's answer to a browser is not passive DTLS-SRTP: {audio.proto}, "
+            f"setup {setup}, {len(audio.crypto)} a=crypto"
+        )
+    return audio.port, fingerprint, "client" if setup == "passive" else "server"
+
+
 def relay_side(body: bytes, suite: str) -> tuple[int, int, bytes]:
     """(port, crypto tag, master key) of the relay's SDP for ``suite``."""
     from voipsec.media.sdes import master_of
@@ -259,11 +323,17 @@ def relay_main(args: argparse.Namespace) -> None:
         loop_name = "asyncio"
 
     from voipsec.media import relay as relay_module
+    from voipsec.media.destinations import MediaPeer
+    from voipsec.media.legs import UNKNOWN_PEER
     from voipsec.media.relay import MediaRelay
 
     if args.read_batch:
         relay_module.READ_BATCH = args.read_batch
     from voipsec.media.sdes import DEFAULT_PREFERENCE
+
+    # A browser leg without ICE handshakes only from its SIP source (dtlsleg); SDES
+    # legs keep the default (nothing sent before latching), as in every earlier run.
+    sip_source = MediaPeer(source=HOST)
 
     low, high = (int(p) for p in args.ports.split("-"))
 
@@ -279,6 +349,16 @@ def relay_main(args: argparse.Namespace) -> None:
         done = loop.create_future()
         buf = bytearray()
         profiler = None
+        failures: Counter[str] = Counter()
+
+        async def sweeping() -> None:
+            """The media workers' periodic sweep: DTLS retransmissions and deadlines."""
+            while True:
+                await asyncio.sleep(SWEEP_INTERVAL)
+                relay.sweep()
+                failures.update(why for _, why in relay.failures())
+
+        sweeper = asyncio.create_task(sweeping())
 
         def reply(obj: object) -> None:
             sys.stdout.write(json.dumps(obj) + "\n")
@@ -290,7 +370,10 @@ def relay_main(args: argparse.Namespace) -> None:
             if op == "hello":
                 reply({"loop": loop_name})
             elif op == "offer":
-                out = {c: relay.offer(c, "a", sdp.encode()).decode() for c, sdp in cmd["calls"]}
+                peer = sip_source if cmd.get("dtls") else UNKNOWN_PEER
+                out = {
+                    c: relay.offer(c, "a", sdp.encode(), peer).decode() for c, sdp in cmd["calls"]
+                }
                 reply({"sdp": out})
             elif op == "answer":
                 out = {}
@@ -299,11 +382,20 @@ def relay_main(args: argparse.Namespace) -> None:
                     relay.answered(c)
                 reply({"sdp": out})
             elif op == "stats":
-                reply({"relayed": relay.statistics().relayed_packets})
+                reply(
+                    {
+                        "relayed": relay.statistics().relayed_packets,
+                        "dtls_handshakes": relay.dtls_handshakes,
+                        "dtls_failures": relay.dtls_failures,
+                        "failures": dict(failures),
+                    }
+                )
             elif op == "release":
                 totals: Counter[str] = Counter()
+                suites: Counter[str] = Counter()
                 for c in list(relay._calls):
                     for leg in relay.report(c):
+                        suites[leg.suite] += 1
                         r = leg.received
                         totals.update(
                             packets=r.packets,
@@ -315,7 +407,13 @@ def relay_main(args: argparse.Namespace) -> None:
                         )
                     relay.release(c)
                     relay.report(c)  # collect the final report: none is kept
-                reply({"legs": dict(totals), "relayed": relay.statistics().relayed_packets})
+                reply(
+                    {
+                        "legs": dict(totals),
+                        "suites": dict(suites),
+                        "relayed": relay.statistics().relayed_packets,
+                    }
+                )
             elif op == "profile_start":
                 import cProfile
 
@@ -356,6 +454,9 @@ def relay_main(args: argparse.Namespace) -> None:
 
         loop.add_reader(0, readable)
         await done
+        sweeper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sweeper
         relay.close()
 
     asyncio.run(serve())
@@ -379,6 +480,7 @@ def cost_main(args: argparse.Namespace) -> None:
     import pylibsrtp
 
     from voipsec.media import relay as relay_module
+    from voipsec.media.destinations import MediaPeer
     from voipsec.media.relay import MediaRelay
     from voipsec.media.sdes import SUITES, inbound_policy, outbound_policy
 
@@ -400,17 +502,29 @@ def cost_main(args: argparse.Namespace) -> None:
         a.bind((HOST, 0))
         b.bind((HOST, 0))
         a_master, b_master = os.urandom(30), os.urandom(30)
-        offer = relay.offer(
-            "cost", "a", endpoint_sdp(a.getsockname()[1], args.suite, 1, a_master, 1)
-        )
+        dtls_suite = args.dtls_suite or args.suite
+        browser = browser_identities(1, dtls_suite)[0] if args.keying == "dtls" else None
+        if browser is None:
+            a_sdp = endpoint_sdp(a.getsockname()[1], args.suite, 1, a_master, 1)
+            offer = relay.offer("cost", "a", a_sdp)
+        else:
+            a_sdp = browser_sdp(a.getsockname()[1], str(browser.fingerprint), 1)
+            offer = relay.offer("cost", "a", a_sdp, MediaPeer(source=HOST))
         _, tag, b_rx = relay_side(offer, args.suite)
         answer = relay.answer(
             "cost", "b", endpoint_sdp(b.getsockname()[1], args.suite, tag, b_master, 2)
         )
-        port_a, _, _ = relay_side(answer, args.suite)
         relay.answered("cost")
         leg = relay._calls["cost"].legs["a"]
-        sender = pylibsrtp.Session(outbound_policy(suite, a_master))
+        a_suite = suite
+        if browser is None:
+            port_a, _, _ = relay_side(answer, args.suite)
+            sender = pylibsrtp.Session(outbound_policy(suite, a_master))
+        else:
+            port_a, fingerprint, _ = dtls_side(answer)
+            keys = handshake_by_hand(relay, leg, a, port_a, browser, fingerprint)
+            a_master, a_suite = keys.local_master, keys.suite  # for --no-relay's check
+            sender = pylibsrtp.Session(keys.outbound())
         header = bytes([0x80, 0])
         a.settimeout(5.0)
         b.settimeout(5.0)
@@ -434,8 +548,9 @@ def cost_main(args: argparse.Namespace) -> None:
         a.recv(2048)
         readable = relay._readable
         target = (HOST, port_a)
+        b_suite = suite
         if args.no_relay:  # the harness alone: A sends straight to B, B checks A's key
-            readable, target, b_rx = _nothing, b.getsockname(), a_master
+            readable, target, b_rx, b_suite = _nothing, b.getsockname(), a_master, a_suite
         got = []
         started = time.process_time()
         for packet in packets:
@@ -443,7 +558,7 @@ def cost_main(args: argparse.Namespace) -> None:
             readable(leg, leg.rtp, False)
             got.append(b.recv(2048))
         spent = time.process_time() - started
-        receiver = pylibsrtp.Session(inbound_policy(suite, b_rx))
+        receiver = pylibsrtp.Session(inbound_policy(b_suite, b_rx))
         ok = sum(receiver.unprotect(g) == c for g, c in zip(got, clear, strict=True))
         relay.close()
         print(
@@ -463,6 +578,39 @@ def cost_main(args: argparse.Namespace) -> None:
 
 def _nothing(*_: object) -> None:
     """The relay's readiness callback, left out (``cost --no-relay``)."""
+
+
+def handshake_by_hand(
+    relay: Any, leg: Any, sock: socket.socket, port: int, identity: Any, fp: str
+) -> Any:
+    """``cost --keying dtls``: A's DTLS handshake (client) with the relay's leg, the
+    relay's readiness callback called by hand as for the packets; A's SrtpKeys.
+
+    The handshake happens before the measured packets, so it is in both callgrind
+    runs (``--packets 0`` and ``--packets N``) and cancels out of the difference."""
+    from voipsec.media.dtls import ESTABLISHED, HANDSHAKING, DtlsEndpoint
+    from voipsec.media.fingerprint import parse_fingerprint
+
+    endpoint = DtlsEndpoint(identity, "client", [parse_fingerprint(fp)], time.monotonic())
+    sock.settimeout(1.0)  # a lost flight: the endpoint's timer sends it again
+    out = endpoint.start(time.monotonic())
+    deadline = time.monotonic() + HANDSHAKE_LIMIT
+    while endpoint.state == HANDSHAKING and time.monotonic() < deadline:
+        for datagram in out:
+            sock.sendto(datagram, (HOST, port))
+        relay._readable(leg, leg.rtp, False)
+        try:
+            out = endpoint.receive(sock.recv(4096), time.monotonic())
+        except TimeoutError:
+            out = endpoint.poll(time.monotonic())
+    if endpoint.state != ESTABLISHED or endpoint.keys is None:
+        raise SystemExit(f"DTLS handshake with the relay failed: {endpoint.failure}")
+    sock.settimeout(0.05)  # the relay's last flight may have come in more datagrams
+    with contextlib.suppress(TimeoutError):
+        while True:
+            sock.recv(4096)
+    sock.settimeout(5.0)
+    return endpoint.keys
 
 
 # -- rtpengine, through its ng protocol ----------------------------------------------------
@@ -581,7 +729,8 @@ class Rtpengine:
                     raise RuntimeError(f"rtpengine: {reply.get('error-reason')!r}")
                 return reply
 
-    def offer(self, calls: Sequence[tuple[str, str]]) -> dict[str, str]:
+    def offer(self, calls: Sequence[tuple[str, str]], *, dtls: bool = False) -> dict[str, str]:
+        """``dtls``: A is a browser (DTLS-SRTP); B is offered SDES (RTP/SAVP)."""
         out = {}
         for call, sdp in calls:
             reply = self.command(
@@ -593,12 +742,16 @@ class Rtpengine:
                     "ICE": "remove",
                     "replace": ["origin", "session-connection"],
                 }
+                | ({"transport-protocol": "RTP/SAVP"} if dtls else {})
             )
             out[call] = reply["sdp"].decode()
             self.calls.append(call)
         return out
 
-    def answer(self, calls: Sequence[tuple[str, str]]) -> dict[str, str]:
+    def answer(self, calls: Sequence[tuple[str, str]], *, dtls: bool = False) -> dict[str, str]:
+        """``dtls``: the answer to A goes back as DTLS-SRTP. rtpengine 10.5 answers an
+        actpass offer ``active`` and opens the handshake itself (with ``DTLS: passive``
+        it still sent a ClientHello while writing passive), so A is the DTLS server."""
         out = {}
         for call, sdp in calls:
             reply = self.command(
@@ -611,6 +764,7 @@ class Rtpengine:
                     "ICE": "remove",
                     "replace": ["origin", "session-connection"],
                 }
+                | ({"transport-protocol": "UDP/TLS/RTP/SAVPF"} if dtls else {})
             )
             out[call] = reply["sdp"].decode()
         return out
@@ -635,6 +789,93 @@ class Rtpengine:
 # -- the load generator process -------------------------------------------------------------
 
 
+def browser_identities(calls: int, suite: str) -> dict:
+    """A DTLS identity per A socket (socket 2c of call c), offering only ``suite``.
+
+    A browser offers several use_srtp profiles and the relay takes the first it
+    prefers (AES-256-GCM); offering only the SDES legs' suite keeps the comparison
+    per packet like for like (both legs run the same libsrtp transform)."""
+    import datetime
+
+    from voipsec.media.dtlsidentity import SRTP_PROFILES, DtlsIdentity
+
+    profile = next((name for name, s in SRTP_PROFILES.items() if s.name == suite), None)
+    if profile is None:
+        raise SystemExit(f"--keying dtls: no DTLS-SRTP profile for {suite} (RFC 5764 §4.1.2)")
+    now = datetime.datetime.now(datetime.UTC)
+    out = {}
+    for c in range(calls):
+        identity = DtlsIdentity.generate(now)
+        # The bench's own restriction, on the bench's side only (see the docstring).
+        identity._context.set_tlsext_use_srtp(profile.encode("ascii"))
+        out[2 * c] = identity
+    return out
+
+
+def handshake_all(socks: list[socket.socket], identities: dict, remote: dict) -> tuple[dict, dict]:
+    """Every browser socket's DTLS handshake with the relay, all at once, retransmitting
+    on the endpoints' timers. ``remote``: socket -> (the relay's fingerprint, our role);
+    client when the relay answered passive (voipsec), server when active (rtpengine).
+
+    Returns each socket's :class:`SrtpKeys` and what the setup took: wall seconds from
+    the first ClientHello to the last handshake settled, this process's CPU, failures.
+    """
+    from voipsec.media.dtls import ESTABLISHED, HANDSHAKING, DtlsEndpoint
+    from voipsec.media.fingerprint import parse_fingerprint
+
+    clock = time.monotonic
+    start, cpu0 = clock(), time.process_time()
+    endpoints = {
+        j: DtlsEndpoint(ident, remote[j][1], [parse_fingerprint(remote[j][0])], start)
+        for j, ident in identities.items()
+    }
+    ep = select.epoll()
+    by_fd = {socks[j].fileno(): j for j in endpoints}
+    for fd in by_fd:
+        ep.register(fd, select.EPOLLIN)
+
+    def send(j: int, datagrams: list[bytes]) -> None:
+        for d in datagrams:
+            with contextlib.suppress(BlockingIOError, ConnectionRefusedError):
+                socks[j].send(d)  # a lost flight is sent again on the endpoint's timer
+
+    for j, endpoint in endpoints.items():
+        send(j, endpoint.start(clock()))
+    pending = set(endpoints)
+    while pending and clock() - start < HANDSHAKE_LIMIT:
+        now = clock()
+        due = min((endpoints[j].next_timer(now) or now + 0.1 for j in pending), default=now)
+        for fd, _ in ep.poll(min(0.1, max(0.0, due - now))):
+            j = by_fd[fd]
+            while True:
+                try:
+                    data = socks[j].recv(4096)
+                except BlockingIOError:
+                    break
+                except ConnectionRefusedError:
+                    continue
+                send(j, endpoints[j].receive(data, clock()))
+        now = clock()
+        for j in list(pending):
+            endpoint = endpoints[j]
+            timer = endpoint.next_timer(now)
+            if timer is not None and timer <= now:
+                send(j, endpoint.poll(now))
+            if endpoint.state != HANDSHAKING:
+                pending.discard(j)
+    wall, cpu = clock() - start, time.process_time() - cpu0
+    ep.close()
+    done = {j: e.keys for j, e in endpoints.items() if e.state == ESTABLISHED and e.keys}
+    failed = Counter(e.failure or e.state for e in endpoints.values() if e.state != ESTABLISHED)
+    return done, {
+        "handshakes": len(done),
+        "failed": dict(failed),
+        "seconds": wall,
+        "cpu": cpu,
+        "retransmits": sum(e.statistics().retransmits for e in endpoints.values()),
+    }
+
+
 def generate_main(args: argparse.Namespace) -> None:
     import pylibsrtp
 
@@ -650,7 +891,7 @@ def generate_main(args: argparse.Namespace) -> None:
             sys.exit(0)
         return json.loads(line)
 
-    cmd = read()  # {"op": "open", "calls": n, "suite": name}
+    cmd = read()  # {"op": "open", "calls": n, "suite": name, "keying": "sdes" | "dtls"}
     suite = SUITES[cmd["suite"]]
     calls = cmd["calls"]
     socks: list[socket.socket] = []  # 2c: A of call c, 2c + 1: B of call c
@@ -660,23 +901,42 @@ def generate_main(args: argparse.Namespace) -> None:
         s.bind((HOST, 0))
         socks.append(s)
     keys = [secrets.token_bytes(suite.master_length) for _ in socks]
+    # Browser-like A endpoints: a certificate each, as each RTCPeerConnection has.
+    dtls_suite = cmd.get("dtls_suite") or cmd["suite"]
+    browsers = browser_identities(calls, dtls_suite) if cmd.get("keying") == "dtls" else {}
     reply(
         {
             "ports": [s.getsockname()[1] for s in socks],
             "keys": [base64.b64encode(k).decode() for k in keys],
+            "fingerprints": {str(j): str(ident.fingerprint) for j, ident in browsers.items()},
         }
     )
 
-    # {"op": "peer", "to": [port per socket], "rx_keys": [b64 per socket], "seconds": s}
+    # {"op": "peer", "to": [port per socket], "rx_keys": [b64 per socket], "seconds": s,
+    #  "dtls": {socket: [the relay's fingerprint, our role]}} (no rx key for a DTLS
+    #  socket: the handshake makes it)
     cmd = read()
     seconds = float(cmd["seconds"])
     per_stream = round(seconds * PPS)
     streams = len(socks)  # stream i is sent by socket i to its peer socket i ^ 1
     for s, port in zip(socks, cmd["to"], strict=True):
         s.connect((HOST, port))
-    rx = [
-        pylibsrtp.Session(policy=inbound_policy(suite, base64.b64decode(k))) for k in cmd["rx_keys"]
-    ]
+    tx_policy = [outbound_policy(suite, k) for k in keys]
+    rx_policy = [inbound_policy(suite, base64.b64decode(k)) if k else None for k in cmd["rx_keys"]]
+    setup: dict = {"handshakes": 0}
+    if browsers:
+        remote = {int(j): (fp, role) for j, (fp, role) in cmd["dtls"].items()}
+        done, setup = handshake_all(socks, browsers, remote)
+        if len(done) != len(browsers):
+            reply({"error": f"DTLS handshakes failed: {setup['failed']}"})
+            sys.exit(1)
+        sdes = set(keys) | {base64.b64decode(k) for k in cmd["rx_keys"] if k}
+        setup["shared_keys"] = 0
+        for j, got in done.items():
+            tx_policy[j], rx_policy[j] = got.outbound(), got.inbound()
+            setup["shared_keys"] += len({got.local_master, got.remote_master} & sdes)
+            setup["suite"] = got.suite.name
+    rx = [pylibsrtp.Session(policy=p) for p in rx_policy]
 
     # Everything sent is made and protected now, out of the timed run.
     ssrcs = [secrets.randbits(32) for _ in range(streams)]
@@ -684,7 +944,7 @@ def generate_main(args: argparse.Namespace) -> None:
     fillers = [bytes((i * 7 + j) & 0xFF for j in range(PAYLOAD - 6)) for i in range(streams)]
     packets: list[list[bytes]] = []
     for i in range(streams):
-        tx = pylibsrtp.Session(policy=outbound_policy(suite, keys[i]))
+        tx = pylibsrtp.Session(policy=tx_policy[i])
         ts0 = secrets.randbits(31)
         packets.append(
             [
@@ -698,7 +958,7 @@ def generate_main(args: argparse.Namespace) -> None:
                 for k in range(per_stream)
             ]
         )
-    reply({"ready": True})
+    reply({"ready": True, "setup": setup})
 
     cmd = read()  # {"op": "go", "t0": monotonic ns}
     t0 = int(cmd["t0"])
@@ -798,6 +1058,9 @@ def generate_main(args: argparse.Namespace) -> None:
             "send_seconds": (last_send - t0) / 1e9,
             "received": received,
             "lost": sent - received,
+            # A stream's first packet may reach the relay before the far leg latched;
+            # the relay sends nothing to a leg before that (docs/media.md, issue 13).
+            "first_lost": sum(1 for row in lat if row and row[0] < 0),
             "bad": bad,
             "mismatch": mismatch,
             "duplicate": duplicate,
@@ -824,6 +1087,9 @@ class Step:
     sent: int = 0
     received: int = 0
     lost: int = 0
+    #: Of ``lost``, streams' first packets: sent before the far leg latched, which the
+    #: relay then does not forward (issue 13); at most one per call is expected.
+    first_lost: int = 0
     bad: int = 0
     mismatch: int = 0
     duplicate: int = 0
@@ -845,7 +1111,24 @@ class Step:
     #: p99 latency of the packets sent in each second of the run.
     latency_p99_by_second_us: list = field(default_factory=list)
     relay_legs: dict = field(default_factory=dict)
+    #: Legs per keying as the relay reports them ("DTLS/<suite>" for a DTLS leg).
+    relay_suites: dict = field(default_factory=dict)
     profile: str = ""
+    #: "sdes": both legs SDES; "dtls": A a browser-like DTLS-SRTP leg, B SDES.
+    keying: str = "sdes"
+    #: DTLS setup (keying "dtls"): handshakes completed, wall seconds from the first
+    #: ClientHello to the last handshake done (the slowest generator's), failures,
+    #: retransmitted flights, the generators' and the relay's CPU seconds for them.
+    handshakes: int = 0
+    handshake_seconds: float = 0.0
+    handshake_failures: int = 0
+    handshake_retransmits: int = 0
+    handshake_generator_cpu: float = 0.0
+    setup_relay_cpu: float = 0.0
+    #: The suite the handshakes negotiated (use_srtp, RFC 5764 §4.1.2).
+    dtls_suite: str = ""
+    #: DTLS masters equal to an SDES key of the same calls (must be 0).
+    shared_keys: int = 0
 
     @property
     def passed(self) -> bool:
@@ -866,6 +1149,27 @@ class Step:
     @property
     def per_cpu_second(self) -> float:
         return self.relayed_pps / self.relay_cpu if self.relay_cpu else 0.0
+
+    @property
+    def label(self) -> str:
+        """The target, with "dtls-sdes" when A is a DTLS-SRTP leg."""
+        return self.target if self.keying == "sdes" else f"{self.target} dtls-sdes"
+
+    @property
+    def handshakes_per_second(self) -> float:
+        return self.handshakes / self.handshake_seconds if self.handshake_seconds else 0.0
+
+    def add_setup(self, setup: dict) -> None:
+        """One generator's DTLS setup figures (the generators handshake in parallel)."""
+        self.handshakes += setup["handshakes"]
+        if not setup["handshakes"]:
+            return
+        self.handshake_seconds = max(self.handshake_seconds, setup["seconds"])
+        self.handshake_failures += sum(setup["failed"].values())
+        self.handshake_retransmits += setup["retransmits"]
+        self.handshake_generator_cpu += setup["cpu"]
+        self.dtls_suite = setup.get("suite", "")
+        self.shared_keys += setup["shared_keys"]
 
 
 def percentile(hist: Counter[int], q: float) -> float:
@@ -925,37 +1229,52 @@ class Relay:
             )
             self.pids = [self.rtpengine.pid]
 
-    def _spread(self, op: str, calls: list[tuple[str, str]]) -> dict[str, str]:
+    def _spread(self, op: str, calls: list[tuple[str, str]], dtls: bool = False) -> dict[str, str]:
         """``op`` for each call on its worker; the workers work on their shares at once."""
         shares = [calls[i :: self.workers] for i in range(self.workers)]
         for child, share in zip(self.voipsec, shares, strict=True):
-            child.send({"op": op, "calls": share})
+            child.send({"op": op, "calls": share, "dtls": dtls})
         out: dict[str, str] = {}
         for child in self.voipsec:
             out.update(child.read()["sdp"])
         return out
 
-    def offer(self, calls: list[tuple[str, str]]) -> dict[str, str]:
+    def offer(self, calls: list[tuple[str, str]], *, dtls: bool = False) -> dict[str, str]:
+        """The relay's offers to B; ``dtls``: A's are browser offers."""
         if self.voipsec:
-            return self._spread("offer", calls)
+            return self._spread("offer", calls, dtls)
         assert self.rtpengine
-        return self.rtpengine.offer(calls)
+        return self.rtpengine.offer(calls, dtls=dtls)
 
-    def answer(self, calls: list[tuple[str, str]]) -> dict[str, str]:
+    def answer(self, calls: list[tuple[str, str]], *, dtls: bool = False) -> dict[str, str]:
         if self.voipsec:
             return self._spread("answer", calls)
         assert self.rtpengine
-        return self.rtpengine.answer(calls)
+        return self.rtpengine.answer(calls, dtls=dtls)
 
-    def release(self) -> dict:
+    def release(self) -> tuple[dict, dict]:
+        """The legs' receive counters and how many legs had each keying."""
         if self.voipsec:
             totals: Counter[str] = Counter()
+            suites: Counter[str] = Counter()
             for child in self.voipsec:
-                totals.update(child.request({"op": "release"})["legs"])
-            return dict(totals)
+                got = child.request({"op": "release"})
+                totals.update(got["legs"])
+                suites.update(got["suites"])
+            return dict(totals), dict(suites)
         assert self.rtpengine
         self.rtpengine.release()
-        return {}
+        return {}, {}
+
+    def dtls_counters(self) -> dict:
+        """Handshakes the voipsec relay started and failed, and its failure reasons."""
+        totals: Counter[str] = Counter()
+        for child in self.voipsec:  # none for rtpengine: see its log
+            got = child.request({"op": "stats"})
+            totals.update(
+                handshakes=got["dtls_handshakes"], failures=got["dtls_failures"], **got["failures"]
+            )
+        return dict(totals)
 
     def profile(self, start: bool) -> dict:
         """cProfile of the first worker (the others carry the same kind of load)."""
@@ -969,6 +1288,49 @@ class Relay:
             self.rtpengine.close()
 
 
+def set_up_calls(
+    relay: Relay, g: int, info: dict, suite: str
+) -> tuple[list[int], list[str], dict[str, list[str]]]:
+    """Generator ``g``'s calls through the relay: where each socket sends, the SDES key
+    it receives with ("" for a DTLS socket), the relay's fingerprint per DTLS socket.
+
+    With ``info["fingerprints"]`` (``--keying dtls``) A offers as a browser would
+    (:func:`browser_sdp`) and gets the relay's passive DTLS-SRTP answer; B is an SDES
+    desk phone either way."""
+    ports, keys, browsers = info["ports"], info["keys"], info.get("fingerprints") or {}
+    n = len(ports) // 2
+    ids = [f"bench-{g}-{c}-{secrets.token_hex(4)}" for c in range(n)]
+
+    def a_offer(c: int) -> bytes:
+        if browsers:
+            return browser_sdp(ports[2 * c], browsers[str(2 * c)], 1000 + c)
+        return endpoint_sdp(ports[2 * c], suite, 1, base64.b64decode(keys[2 * c]), 1000 + c)
+
+    dtls_a = bool(browsers)
+    offers = relay.offer([(ids[c], a_offer(c).decode()) for c in range(n)], dtls=dtls_a)
+    to = [0] * (2 * n)
+    rx_keys = [""] * (2 * n)
+    answers = []
+    for c in range(n):
+        port_b, tag, master = relay_side(offers[ids[c]].encode(), suite)
+        to[2 * c + 1] = port_b
+        rx_keys[2 * c + 1] = base64.b64encode(master).decode()
+        b_master = base64.b64decode(keys[2 * c + 1])
+        b_sdp = endpoint_sdp(ports[2 * c + 1], suite, tag, b_master, 2000 + c)
+        answers.append((ids[c], b_sdp.decode()))
+    replies = relay.answer(answers, dtls=dtls_a)
+    dtls: dict[str, list[str]] = {}
+    for c in range(n):
+        if browsers:
+            port, fp, role = dtls_side(replies[ids[c]].encode(), passive=relay.voipsec != [])
+            to[2 * c], dtls[str(2 * c)] = port, [fp, role]
+            continue
+        port_a, _, master = relay_side(replies[ids[c]].encode(), suite)
+        to[2 * c] = port_a
+        rx_keys[2 * c] = base64.b64encode(master).decode()
+    return to, rx_keys, dtls
+
+
 def run_step(
     relay: Relay | None,
     calls: int,
@@ -978,11 +1340,16 @@ def run_step(
     workdir: Path,
     *,
     profile: bool = False,
+    keying: str = "sdes",
+    dtls_suite: str = "",
 ) -> Step:
     """One step: ``calls`` calls for ``seconds``, through ``relay`` (None: direct).
 
     ``profile``: the voipsec relay runs under cProfile from the start of the traffic to
-    its end (call setup excluded); the report lands in ``step.profile``.
+    its end (call setup excluded); the report lands in ``step.profile``. ``keying``
+    "dtls": A is a browser-like DTLS-SRTP endpoint whose handshakes run during setup
+    (their rate and the relay's CPU for them land in the step); its browser offers
+    only ``dtls_suite``'s use_srtp profile ("": ``suite``'s).
     """
     target = relay.target if relay else "direct"
     step = Step(
@@ -991,6 +1358,7 @@ def run_step(
         seconds=seconds,
         asked_pps=calls * 2 * PPS,
         workers=relay.workers if relay else 1,
+        keying=keying if relay else "sdes",
     )
     shares = [calls // generators + (1 if g < calls % generators else 0) for g in range(generators)]
     shares = [s for s in shares if s]
@@ -1003,54 +1371,28 @@ def run_step(
     ]
     try:
         opened = [
-            g.request({"op": "open", "calls": n, "suite": suite})
+            g.request(
+                {
+                    "op": "open",
+                    "calls": n,
+                    "suite": suite,
+                    "keying": step.keying,
+                    "dtls_suite": dtls_suite,
+                }
+            )
             for g, n in zip(gens, shares, strict=True)
         ]
         peers = []
         for g, info in enumerate(opened):
             ports, keys = info["ports"], info["keys"]
             n = len(ports) // 2
+            dtls: dict[str, list[str]] = {}
             if relay is None:
                 # A and B send to each other; each decrypts with the other's key.
                 to = [ports[j ^ 1] for j in range(2 * n)]
                 rx_keys = [keys[j ^ 1] for j in range(2 * n)]
             else:
-                ids = [f"bench-{g}-{c}-{secrets.token_hex(4)}" for c in range(n)]
-                offers = relay.offer(
-                    [
-                        (
-                            ids[c],
-                            endpoint_sdp(
-                                ports[2 * c], suite, 1, base64.b64decode(keys[2 * c]), 1000 + c
-                            ).decode(),
-                        )
-                        for c in range(n)
-                    ]
-                )
-                to = [0] * (2 * n)
-                rx_keys = [""] * (2 * n)
-                answers = []
-                for c in range(n):
-                    port_b, tag, master = relay_side(offers[ids[c]].encode(), suite)
-                    to[2 * c + 1] = port_b
-                    rx_keys[2 * c + 1] = base64.b64encode(master).decode()
-                    answers.append(
-                        (
-                            ids[c],
-                            endpoint_sdp(
-                                ports[2 * c + 1],
-                                suite,
-                                tag,
-                                base64.b64decode(keys[2 * c + 1]),
-                                2000 + c,
-                            ).decode(),
-                        )
-                    )
-                replies = relay.answer(answers)
-                for c in range(n):
-                    port_a, _, master = relay_side(replies[ids[c]].encode(), suite)
-                    to[2 * c] = port_a
-                    rx_keys[2 * c] = base64.b64encode(master).decode()
+                to, rx_keys, dtls = set_up_calls(relay, g, info, suite)
                 # Per-leg keys: no endpoint receives with a key it or its peer sent
                 # with. rtpengine copies the offerer's key to the other leg when both
                 # use the same suite (see Rtpengine); voipsec must never do that.
@@ -1058,11 +1400,20 @@ def run_step(
                     step.rekeyed = False
                     if relay.target == "voipsec":
                         raise RuntimeError("voipsec passed an SRTP key to the other leg")
-            peers.append({"op": "peer", "to": to, "rx_keys": rx_keys, "seconds": seconds})
+            peers.append(
+                {"op": "peer", "to": to, "rx_keys": rx_keys, "seconds": seconds, "dtls": dtls}
+            )
+        r_setup = relay_times(relay)
         for gen, peer in zip(gens, peers, strict=True):
             gen.send(peer)
         for gen in gens:
-            gen.read(timeout=REQUEST_TIMEOUT + 10 * seconds)
+            setup = gen.read(timeout=REQUEST_TIMEOUT + 10 * seconds)["setup"]
+            step.add_setup(setup)
+        # The relay did nothing else meanwhile (the generators protect their packets):
+        # with DTLS this is the relay's CPU for the handshakes.
+        step.setup_relay_cpu = sum(relay_times(relay)) - sum(r_setup)
+        if step.shared_keys and relay is not None and relay.target == "voipsec":
+            raise RuntimeError("voipsec gave a DTLS leg a key of the SDES leg")
         if profile and relay:
             relay.profile(True)
         t0 = time.monotonic_ns() + 300_000_000
@@ -1105,6 +1456,7 @@ def run_step(
             step.sent += r["sent"]
             step.received += r["received"]
             step.lost += r["lost"]
+            step.first_lost += r["first_lost"]
             step.bad += r["bad"]
             step.mismatch += r["mismatch"]
             step.duplicate += r["duplicate"]
@@ -1116,7 +1468,7 @@ def run_step(
         step.latency_max_us = float(max(hist)) if hist else 0.0
         step.latency_p99_by_second_us = [percentile(h, 0.99) for h in seconds_hist]
         if relay:
-            step.relay_legs = relay.release()
+            step.relay_legs, step.relay_suites = relay.release()
     finally:
         for gen in gens:
             gen.close()
@@ -1131,8 +1483,8 @@ def show(step: Step, direct: Step | None) -> str:
             f"{step.latency_p99_us - direct.latency_p99_us:+.0f} us"
         )
     return (
-        f"{step.target:<21} calls {step.calls:>4}  asked {step.asked_pps:>6}/s  "
-        f"relayed {step.relayed_pps:>8,.0f}/s  lost {step.lost:>5}  "
+        f"{step.label:<21} calls {step.calls:>4}  asked {step.asked_pps:>6}/s  "
+        f"relayed {step.relayed_pps:>8,.0f}/s  lost {step.lost:>5} ({step.first_lost} first)  "
         f"bad {step.bad + step.mismatch}  "
         f"lat med {step.latency_median_us:>5.0f} p99 {step.latency_p99_us:>6.0f} us{added}  "
         f"relay CPU {100 * step.relay_cpu:>5.1f} % (sys {100 * step.relay_kernel_cpu:.0f})  "
@@ -1141,6 +1493,21 @@ def show(step: Step, direct: Step | None) -> str:
         f"rcvbuf drops {step.udp_rcvbuf_errors}  "
         f"{'PASS' if step.passed else 'FAIL'}{' (disturbed)' if step.disturbed else ''}\n"
         f"          p99 by second (us): {[int(v) for v in step.latency_p99_by_second_us]}"
+        f"{show_setup(step)}"
+    )
+
+
+def show_setup(step: Step) -> str:
+    """The DTLS setup of a dtls-sdes step (empty for the others)."""
+    if step.keying != "dtls":
+        return ""
+    return (
+        f"\n          DTLS setup: {step.handshakes} handshakes ({step.dtls_suite}) in "
+        f"{step.handshake_seconds:.2f} s = {step.handshakes_per_second:,.0f}/s, "
+        f"{step.handshake_failures} failed, {step.handshake_retransmits} retransmitted "
+        f"flights; relay CPU {1e3 * step.setup_relay_cpu / max(1, step.handshakes):.2f} ms "
+        f"per handshake, generator "
+        f"{1e3 * step.handshake_generator_cpu / max(1, step.handshakes):.2f} ms"
     )
 
 
@@ -1166,6 +1533,8 @@ def main_orchestrate(args: argparse.Namespace) -> None:
         PIN["generator"] = ["taskset", "-c", "0"]
     report: dict = {
         "suite": args.suite,
+        "keying": args.keying,
+        "dtls_suite": args.dtls_suite or args.suite,
         "seconds": args.seconds,
         "generators": args.generators,
         "workers": args.workers,
@@ -1175,7 +1544,9 @@ def main_orchestrate(args: argparse.Namespace) -> None:
         "profile": None,
     }
 
-    def measured(relay: Relay | None, n: int, seconds: float, *, profile: bool = False) -> Step:
+    def measured(
+        relay: Relay | None, n: int, seconds: float, *, profile: bool = False, keying: str = "sdes"
+    ) -> Step:
         """A step, run again (up to --retries times) when other work disturbed it."""
         for attempt in range(args.retries + 1):
             if args.wait_idle:
@@ -1183,12 +1554,20 @@ def main_orchestrate(args: argparse.Namespace) -> None:
                 if waited > 5:
                     print(f"          (waited {waited:.0f} s for the machine to be idle)")
             step = run_step(
-                relay, n, seconds, args.suite, args.generators, workdir, profile=profile
+                relay,
+                n,
+                seconds,
+                args.suite,
+                args.generators,
+                workdir,
+                profile=profile,
+                keying=keying,
+                dtls_suite=args.dtls_suite,
             )
             if not step.disturbed or attempt == args.retries:
                 return step
             print(
-                f"          ({step.target} {n} calls disturbed: other work used "
+                f"          ({step.label} {n} calls disturbed: other work used "
                 f"{step.other_cpu:.2f} cores; again)",
                 flush=True,
             )
@@ -1209,22 +1588,38 @@ def main_orchestrate(args: argparse.Namespace) -> None:
                     f"{', relay pinned to CPU 1, generators to CPU 0' if PIN['relay'] else ''}",
                     flush=True,
                 )
+                keyings = keyings_for(target, args.keying)
                 for n in calls:
                     if args.direct and n not in directs:
                         directs[n] = measured(None, n, args.seconds)
                         print(show(directs[n], None), flush=True)
                         report["steps"].append(asdict(directs[n]) | {"passed": directs[n].passed})
-                    step = measured(relay, n, args.seconds)
-                    print(show(step, directs.get(n)), flush=True)
-                    if step.relay_legs:
-                        print(f"          relay's legs: {step.relay_legs}", flush=True)
-                    report["steps"].append(
-                        asdict(step)
-                        | {"passed": step.passed, "per_cpu_second": step.per_cpu_second}
-                    )
-                    failed = 0 if step.passed else failed + 1
+                    # With --keying both the two keyings run back to back at each N, so
+                    # the pair shares the machine's state as far as it can.
+                    passed = False
+                    for keying in keyings:
+                        step = measured(relay, n, args.seconds, keying=keying)
+                        print(show(step, directs.get(n)), flush=True)
+                        if step.relay_legs:
+                            print(
+                                f"          relay's legs: {step.relay_legs} "
+                                f"keyed {step.relay_suites}",
+                                flush=True,
+                            )
+                        report["steps"].append(
+                            asdict(step)
+                            | {
+                                "passed": step.passed,
+                                "per_cpu_second": step.per_cpu_second,
+                                "handshakes_per_second": step.handshakes_per_second,
+                            }
+                        )
+                        passed = passed or step.passed
+                    failed = 0 if passed else failed + 1
                     if failed >= MAX_FAILED_STEPS:
                         break
+                if "dtls" in keyings and relay.voipsec:
+                    print(f"          relay's DTLS counters: {relay.dtls_counters()}", flush=True)
                 if target == "voipsec" and args.profile_calls:
                     step = measured(relay, args.profile_calls, args.profile_seconds, profile=True)
                     print(
@@ -1241,28 +1636,98 @@ def main_orchestrate(args: argparse.Namespace) -> None:
         Path(args.json).write_text(json.dumps(report, indent=2))
 
 
+def keyings_for(target: str, keying: str) -> list[str]:
+    """The keyings run against ``target``. rtpengine-passthrough is SDES only: with a
+    DTLS leg there is nothing to pass through (the keys differ), it is "rtpengine"."""
+    wanted = list(KEYINGS) if keying == "both" else [keying]
+    if target == "rtpengine-passthrough":
+        if "dtls" in wanted:
+            print(f"          ({target}: SDES legs only; a DTLS leg always recrypts)")
+        return ["sdes"]
+    return wanted
+
+
 def summary(report: dict) -> str:
     lines = ["", "best step with 0 loss, relay < 100 % of a core:"]
-    for target in ("voipsec", "rtpengine", "rtpengine-passthrough"):
-        steps = [
-            s
-            for s in report["steps"]
-            if s["target"] == target and s["passed"] and s["other_cpu"] <= DISTURBED
-        ]
-        if not [s for s in report["steps"] if s["target"] == target]:
+    for target, keying in (
+        ("voipsec", "sdes"),
+        ("voipsec", "dtls"),
+        ("rtpengine", "sdes"),
+        ("rtpengine", "dtls"),
+        ("rtpengine-passthrough", "sdes"),
+    ):
+        mine = [s for s in report["steps"] if s["target"] == target and s.get("keying") == keying]
+        steps = [s for s in mine if s["passed"] and s["other_cpu"] <= DISTURBED]
+        name = target if keying == "sdes" else f"{target} dtls-sdes"
+        if not mine:
             continue
         if not steps:
-            lines.append(f"  {target}: no step passed")
+            lines.append(f"  {name}: no step passed")
             continue
         best = max(steps, key=lambda s: s["relayed_pps"])
         lines.append(
-            f"  {target}: {best['relayed_pps']:,.0f} relayed packets/s ({best['calls']} calls) at "
+            f"  {name}: {best['relayed_pps']:,.0f} relayed packets/s ({best['calls']} calls) at "
             f"{100 * best['relay_cpu']:.0f} % of a core = {best['per_cpu_second']:,.0f} "
             f"packets per relay CPU-second; latency median {best['latency_median_us']:.0f} us, "
             f"p99 {best['latency_p99_us']:.0f} us"
         )
+    lines += side_by_side(report["steps"])
     lines.append(f"load average before {report['load_before']}, after {report['load_after']}")
     return "\n".join(lines)
+
+
+def side_by_side(steps: list[dict]) -> list[str]:
+    """SDES-SDES and DTLS-SDES through each relay at each call count (--keying both).
+
+    Once a DTLS leg has its keys it is an SRTP leg like any (libsrtp both ways), so
+    the relay CPU per packet should match; the handshakes are a setup cost apart."""
+    out: list[str] = []
+    for target in ("voipsec", "rtpengine"):
+        out += pair_table(target, [s for s in steps if s["target"] == target])
+    return out
+
+
+def pair_table(target: str, steps: list[dict]) -> list[str]:
+    """One target's SDES-SDES and DTLS-SDES steps, row by row at each call count."""
+    pairs: dict[int, dict[str, dict]] = {}
+    for s in steps:
+        pairs.setdefault(s["calls"], {})[s["keying"]] = s
+    if not [p for p in pairs.values() if len(p) == 2]:
+        return []
+    out = [
+        "",
+        f"{target}, SDES-SDES vs DTLS-SDES (relay CPU per relayed packet; DTLS setup):",
+        f"  {'calls':>5}  {'keying':<9} {'relayed/s':>9}  {'lost':>5}  {'relay CPU':>9}  "
+        f"{'us/pkt':>6}  {'handshakes/s':>12}  {'relay ms/hs':>11}  pass (latch losses apart)",
+    ]
+    for calls in sorted(pairs):
+        for keying in KEYINGS:
+            s = pairs[calls].get(keying)
+            if s is None:
+                continue
+            us = 1e6 * s["relay_cpu"] / s["relayed_pps"] if s["relayed_pps"] else 0.0
+            hs = s["handshakes"]
+            setup = (
+                f"{s['handshakes_per_second']:>12,.0f}  {1e3 * s['setup_relay_cpu'] / hs:>11.2f}"
+                if hs
+                else f"{'-':>12}  {'-':>11}"
+            )
+            out.append(
+                f"  {calls:>5}  {keying + '-sdes':<9} {s['relayed_pps']:>9,.0f}  {s['lost']:>5}  "
+                f"{100 * s['relay_cpu']:>8.1f}%  {us:>6.1f}  {setup}  "
+                f"{'PASS' if latch_only(s) else 'FAIL'}"
+            )
+    return out
+
+
+def latch_only(step: dict) -> bool:
+    """Passed but for streams' first packets lost before latching (one per call at
+    most): the rule of docs/performance.md "Issue 15: the table, refilled"."""
+    rest = dict(step, lost=step["lost"] - step["first_lost"])
+    return (
+        step["first_lost"] <= step["calls"]
+        and Step(**{k: v for k, v in rest.items() if k in Step.__dataclass_fields__}).passed
+    )
 
 
 def main() -> None:
@@ -1277,6 +1742,8 @@ def main() -> None:
     cost.add_argument("--suite", default=DEFAULT_SUITE)
     cost.add_argument("--read-batch", type=int, default=0)
     cost.add_argument("--no-relay", action="store_true", help="the harness alone")
+    cost.add_argument("--keying", choices=KEYINGS, default="sdes", help="A's keying")
+    cost.add_argument("--dtls-suite", default="", help="A's DTLS profile (default: --suite)")
     parser.add_argument(
         "--target",
         choices=("voipsec", "rtpengine", "rtpengine-passthrough", "both", "all"),
@@ -1291,6 +1758,20 @@ def main() -> None:
     )
     parser.add_argument("--seconds", type=float, default=10.0, help="sending time per step")
     parser.add_argument("--suite", default=DEFAULT_SUITE)
+    parser.add_argument(
+        "--keying",
+        choices=(*KEYINGS, "both"),
+        default="sdes",
+        help="A's keying against voipsec: sdes (a desk phone), dtls (a browser: "
+        "DTLS-SRTP, handshakes during setup), both (each step with either, side by side); "
+        "B is always SDES",
+    )
+    parser.add_argument(
+        "--dtls-suite",
+        default="",
+        help="the one use_srtp profile the browser-like A offers, as an SDES suite name "
+        "(default: --suite; Chromium offers AEAD_AES_256_GCM first)",
+    )
     parser.add_argument("--generators", type=int, default=1, help="load generator processes")
     parser.add_argument(
         "--direct",

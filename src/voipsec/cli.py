@@ -35,6 +35,7 @@ from .config import (
     load,
     set_key,
 )
+from .endpoints.cli import endpoints_app
 from .netaddr import IPV6_RATE_PREFIX
 from .pki.ca import (
     LEAF_DAYS,
@@ -74,6 +75,7 @@ turn_app = typer.Typer(help="STUN/TURN relay.", no_args_is_help=True)
 app.add_typer(turn_app, name="turn")
 cdr_app = typer.Typer(help="Call detail records.", no_args_is_help=True)
 app.add_typer(cdr_app, name="cdr")
+app.add_typer(endpoints_app, name="endpoints")
 
 DirOption = Annotated[Path, typer.Option("--dir", help="Data directory.", show_default=True)]
 DEFAULT_DIR = Path("./voipsec-data")

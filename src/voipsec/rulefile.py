@@ -87,11 +87,16 @@ def read_text(path: Path, limit: int = MAX_RULE_FILE_BYTES) -> str:
 
 
 def load_rule_items(
-    path: Path, *, loader: type[yaml.SafeLoader] = FAST_YAML_LOADER, max_rules: int | None = None
+    path: Path,
+    *,
+    loader: type[yaml.SafeLoader] = FAST_YAML_LOADER,
+    max_rules: int | None = None,
+    key: str = "rules",
 ) -> list[Any]:
-    """The items of the ``rules`` list of the YAML file ``path``, not yet validated.
-    Raises :class:`RuleFileError` for a file that cannot be read, invalid YAML, any
-    other shape than ``{rules: [...]}`` or more than ``max_rules`` items."""
+    """The items of the ``rules`` list (or ``key``'s) of the YAML file ``path``, not
+    yet validated. Raises :class:`RuleFileError` for a file that cannot be read,
+    invalid YAML, any other shape than ``{rules: [...]}`` or more than ``max_rules``
+    items."""
     text = read_text(path)
     try:
         document = yaml.load(text, Loader=loader)  # noqa: S506 (only safe loaders)
@@ -101,11 +106,11 @@ def load_rule_items(
         raise RuleFileError(f"{path}: {where}invalid YAML: {exc.problem}") from None
     except yaml.YAMLError as exc:
         raise RuleFileError(f"{path}: invalid YAML: {exc}") from None
-    if not isinstance(document, dict) or set(document) != {"rules"}:
-        raise RuleFileError(f"{path}: the file must be a mapping with one key, 'rules'")
-    items = document["rules"]
+    if not isinstance(document, dict) or set(document) != {key}:
+        raise RuleFileError(f"{path}: the file must be a mapping with one key, {key!r}")
+    items = document[key]
     if not isinstance(items, list):
-        raise RuleFileError(f"{path}: rules: must be a list")
+        raise RuleFileError(f"{path}: {key}: must be a list")
     if max_rules is not None and len(items) > max_rules:
         raise RuleFileError(f"{path}: more than {max_rules} rules")
     return items
@@ -142,15 +147,18 @@ def load_rule_files(
     name_key: str,
     loader: type[yaml.SafeLoader] = FAST_YAML_LOADER,
     max_rules: int | None = None,
+    key: str = "rules",
 ) -> list[R]:
     """The rules of ``paths`` read in order, each item validated by ``reader``. A rule
     named like an earlier one replaces it in the earlier one's place, so a site file
     can retune a shipped rule or switch it off (``enabled: false``); switched-off rules
     are left out. Raises :class:`RuleFileError` for the first problem: a name twice in
-    one file (``name_key`` says which field names a rule), more than ``max_rules``."""
+    one file (``name_key`` says which field names a rule), more than ``max_rules``.
+    ``key`` is the file's one top-level key (``rules`` unless a data file says what
+    it holds, such as ``advisories``)."""
     merged: dict[str, R | None] = {}
     for path in map(Path, paths):
-        for name, rule in _read_rules(path, reader, name_key, loader, max_rules):
+        for name, rule in _read_rules(path, reader, name_key, loader, max_rules, key):
             merged[name] = rule
             if max_rules is not None and len(merged) > max_rules:
                 raise RuleFileError(f"{path}: more than {max_rules} rules")
@@ -163,11 +171,12 @@ def _read_rules(
     name_key: str,
     loader: type[yaml.SafeLoader],
     max_rules: int | None,
+    key: str = "rules",
 ) -> list[tuple[str, R | None]]:
     """Every rule of one file, validated whole before any is merged."""
     out: list[tuple[str, R | None]] = []
     seen: set[str] = set()
-    items = load_rule_items(path, loader=loader, max_rules=max_rules)
+    items = load_rule_items(path, loader=loader, max_rules=max_rules, key=key)
     for index, item in enumerate(items, start=1):
         name, rule = reader(path, index, item).read()
         if name in seen:

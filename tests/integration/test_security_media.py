@@ -136,7 +136,12 @@ def hang_up(alice: Phone, bob: Phone) -> None:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VoipsecServer]:
-    prepared = prepare(tmp_path_factory.mktemp("ssrf") / "data", users=[ALICE, BOB])
+    # A short DTLS deadline: the forged handshake ends its call only at the deadline.
+    prepared = prepare(
+        tmp_path_factory.mktemp("ssrf") / "data",
+        users=[ALICE, BOB],
+        settings=[("media.dtls_timeout", "2.0")],
+    )
     with serving(prepared) as running:
         yield running
 
@@ -269,8 +274,9 @@ def test_dtls_client_with_a_certificate_the_sdp_does_not_name_ends_the_call(
     server: VoipsecServer,
 ) -> None:
     """alice offers DTLS-SRTP with one certificate's fingerprint and handshakes with
-    another (a stolen SDP, a man in the middle): the relay refuses the handshake, the
-    call ends with the reason in the CDR, and bob gets a BYE. Without the fingerprint
+    another (a stolen SDP, a man in the middle): the relay refuses the handshake; no
+    other comes before the deadline (media.dtls_timeout, 2 s here), so the call ends
+    with the forgery as the CDR reason and bob gets a BYE. Without the fingerprint
     check the handshake would complete and alice's media would flow."""
     now = datetime.datetime.now(datetime.UTC)
     announced, presented = DtlsIdentity.generate(now), DtlsIdentity.generate(now)

@@ -24,6 +24,15 @@ Things linphonec 5.1.65 does that a caller must know, found by running it:
 * An ``[auth_info]`` section without ``algorithm`` is an MD5 one: it is not offered to
   a SHA-256 challenge (RFC 8760), and the password is rewritten as an MD5 HA1 unless
   ``store_ha1_passwd=0``. :func:`config_text` sets both.
+* Video (``video=True``): linphonec ignores ``[video] enabled=1`` ("video is disabled
+  in linphonec, use -V or -C or -D") unless started with one of those flags. ``-V``
+  also turns the display on (and writes ``display=1`` back into the config), so the
+  driver passes ``-C``: capture only. The one camera it lists without a webcam is
+  ``StaticImage: Static picture`` (a built-in image, 1 frame a second unless
+  ``staticpic fps`` says otherwise), encoded as VP8 (the only video codec of this
+  build) and offered as ``m=video PORT RTP/SAVP 96`` with its own four SDES keys.
+  ``call URI --audio-only`` leaves video out of one call; ``camera on`` in an
+  audio-only call re-INVITEs with ``m=video`` added.
 """
 
 from __future__ import annotations
@@ -50,6 +59,12 @@ _CERT_PROMPT = re.compile(r"Password for \(null\) on \(null\): ")
 CERT_PROMPT_ANSWER = "no-certificate"
 #: Seconds linphonec may take to unregister and exit after ``quit``.
 QUIT_GRACE = 5.0
+#: The camera linphonec offers when no webcam exists (``webcam list``).
+STATIC_CAMERA = "StaticImage: Static picture"
+#: Frames a second the static picture is sent at with video on (linphonec's default
+#: is 1): enough packets to see a video stream flow within a second or two, still
+#: cheap to encode at QCIF (176x144) on a loaded 2-core machine.
+STATIC_PICTURE_FPS = 5
 
 
 #: One SIP message in liblinphone's ``-d 6`` log: a belle-sip channel line naming the
@@ -90,13 +105,36 @@ def _udp_free(port: int) -> bool:
     return True
 
 
-def free_rtp_port() -> int:
-    """An even UDP port P with P + 1 free too (RTP and RTCP, RFC 3550 §11)."""
+def free_rtp_port(*, besides: tuple[int, ...] = ()) -> int:
+    """An even UDP port P with P + 1 free too (RTP and RTCP, RFC 3550 §11), not the
+    pair of any port in ``besides`` (nothing is bound yet, so a second call could
+    find the same pair)."""
+    taken = {p for b in besides for p in (b, b + 1)}
     for _ in range(200):
         port = free_port(kind=socket.SOCK_DGRAM)
-        if port % 2 == 0 and port < 65535 and _udp_free(port) and _udp_free(port + 1):
+        if port % 2 or port >= 65535 or port in taken or port + 1 in taken:
+            continue
+        if _udp_free(port) and _udp_free(port + 1):
             return port
     raise AssertionError("no free pair of UDP ports for RTP on 127.0.0.1")
+
+
+def video_section(*, video: bool) -> list[str]:
+    """linphonerc's ``[video]`` lines: off, or the static picture as camera (QCIF, no
+    display, no preview), offered in every call and accepted when offered."""
+    if not video:
+        return ["[video]", "enabled=0", "capture=0", "display=0"]
+    return [
+        "[video]",
+        "enabled=1",
+        "capture=1",
+        "display=0",
+        "show_local=0",
+        "automatically_initiate=1",
+        "automatically_accept=1",
+        f"device={STATIC_CAMERA}",
+        "size=qcif",
+    ]
 
 
 def config_text(
@@ -110,9 +148,11 @@ def config_text(
     server_name: str = "localhost",
     algorithm: str = "SHA-256",
     srtp: bool = True,
+    video_rtp_port: int = 0,
 ) -> str:
-    """A linphonerc: one account over TLS to ``server_name``, audio only; SDES-SRTP
-    mandatory (RFC 4568), or plain RTP/AVP when ``srtp`` is false.
+    """A linphonerc: one account over TLS to ``server_name``, audio only unless
+    ``video_rtp_port`` is given; SDES-SRTP mandatory (RFC 4568), or plain RTP/AVP when
+    ``srtp`` is false.
 
     ``server_name`` must be a DNS name in the server certificate (mbedTLS ignores IP
     SANs). SIP listens on TLS only (port -1: any free one), bound to 127.0.0.1.
@@ -136,11 +176,9 @@ def config_text(
             "",
             "[rtp]",
             f"audio_rtp_port={rtp_port}",
+            *([f"video_rtp_port={video_rtp_port}"] if video_rtp_port else []),
             "",
-            "[video]",
-            "enabled=0",
-            "capture=0",
-            "display=0",
+            *video_section(video=bool(video_rtp_port)),
             "",
             "[proxy_0]",
             f"reg_proxy=<sip:{server_name}:{server_port};transport=tls>",
@@ -173,9 +211,11 @@ class Linphone:
         ca_file: Path,
         domain: str = "localhost",
         srtp: bool = True,
+        video: bool = False,
     ) -> None:
         self.workdir = workdir
         self.srtp = srtp
+        self.video = video
         self.user = user
         self.password = password
         self.server_port = server_port
@@ -187,6 +227,8 @@ class Linphone:
         #: Everything linphonec printed on stdout (its prompts and answers).
         self.transcript = workdir / "linphonec.out"
         self.rtp_port = 0
+        #: linphonec's own video RTP port (0: video off).
+        self.video_rtp_port = 0
         self.proc: subprocess.Popen[bytes] | None = None
         self._reader: threading.Thread | None = None
         self._cond = threading.Condition()
@@ -211,6 +253,8 @@ class Linphone:
     def write_config(self) -> None:
         (self.home / ".local" / "share" / "linphone").mkdir(parents=True, exist_ok=True)
         self.rtp_port = free_rtp_port()
+        if self.video:
+            self.video_rtp_port = free_rtp_port(besides=(self.rtp_port,))
         self.config.write_text(
             config_text(
                 user=self.user,
@@ -220,6 +264,7 @@ class Linphone:
                 rtp_port=self.rtp_port,
                 domain=self.domain,
                 srtp=self.srtp,
+                video_rtp_port=self.video_rtp_port,
             )
         )
 
@@ -233,6 +278,8 @@ class Linphone:
         env["COLUMNS"] = "4096"
         env["TERM"] = "dumb"
         argv = [binary, "-c", str(self.config), "-d", "6", "-l", str(self.log)]
+        if self.video:
+            argv.append("-C")  # video capture without a display (see the module doc)
         self.proc = subprocess.Popen(
             argv,
             stdin=subprocess.PIPE,
@@ -405,3 +452,13 @@ class Linphone:
     def record(self, path: Path) -> None:
         """Write what the next call receives to ``path`` (WAV, 16-bit mono)."""
         self.command(f"record {path}")
+
+    def use_static_camera(self) -> None:
+        """Send the static picture as camera, :data:`STATIC_PICTURE_FPS` frames a second
+        (video must be on: ``video=True``)."""
+        cameras = self.command("webcam list")
+        found = re.search(rf"^(\d+): {re.escape(STATIC_CAMERA)}$", cameras, re.MULTILINE)
+        if not self.video or found is None:
+            raise LinphoneError(f"no static camera (video={self.video}): {cameras!r}")
+        self.command(f"webcam use {found.group(1)}")
+        self.command(f"staticpic fps {STATIC_PICTURE_FPS}")

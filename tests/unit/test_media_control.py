@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 from typing import Any
 
 import pytest
@@ -178,24 +179,44 @@ def test_media_control_refusal_limits() -> None:
     assert _round_trip(long) == long
 
 
+def _bad_legs(legs: object) -> str:
+    """A release reply whose legs (in the payload, issue 17) are ``legs``."""
+    return _bad("released", {"id": 1}, json.dumps(legs).encode())
+
+
 def test_media_control_release_report_limits() -> None:
     leg = control._leg_fields(LEG)
-    assert _bad("released", {"id": 1, "legs": [leg] * (MAX_LEGS + 1)}) == (
-        f"legs must be a list of at most {MAX_LEGS}"
-    )
-    assert _bad("released", {"id": 1, "legs": [{**leg, "leg": "x"}]}) == "side must be 'a' or 'b'"
-    assert _bad("released", {"id": 1, "legs": [{**leg, "local": ["127.0.0.1"]}]}) == (
-        "an address must be [host, port]"
-    )
+    assert _bad_legs([leg] * (MAX_LEGS + 1)) == f"legs must be a list of at most {MAX_LEGS}"
+    assert _bad_legs([{**leg, "leg": "x"}]) == "side must be 'a' or 'b'"
+    assert _bad_legs([{**leg, "local": ["127.0.0.1"]}]) == "an address must be [host, port]"
     received = {**leg["received"], "packets": "10"}
-    assert _bad("released", {"id": 1, "legs": [{**leg, "received": received}]}) == (
+    assert _bad_legs([{**leg, "received": received}]) == (
         "received must hold exactly a stream report's numbers"
     )
     extra = {**leg["received"], "secret": 1}
-    assert _bad("released", {"id": 1, "legs": [{**leg, "received": extra}]}) == (
+    assert _bad_legs([{**leg, "received": extra}]) == (
         "received must hold exactly a stream report's numbers"
     )
-    assert _bad("released", {"id": 1, "legs": ["a"]}) == "a leg report must be an object"
+    assert _bad_legs(["a"]) == "a leg report must be an object"
+    assert (
+        _bad_legs([{**leg, "kind": "x" * 33}]) == "kind must be a string of at most 32 characters"
+    )
+    assert _bad("released", {"id": 1}, b"{not json") == "a release reply's legs must be JSON"
+
+
+def test_media_control_a_release_reply_at_max_legs_fits_a_frame() -> None:
+    """The worst case: MAX_LEGS reports with IPv6 addresses, long-kind free (kinds are
+    audio/video/text), every counter at its largest: one frame carries them."""
+    big = dataclasses.replace(
+        LEG,
+        local=("2001:db8:ffff:ffff:ffff:ffff:ffff:ffff", 65535),
+        remote=("2001:db8:ffff:ffff:ffff:ffff:ffff:fffe", 65535),
+        rtcp_packets=2**62,
+        stream=7,
+        kind="video",
+    )
+    reply = ReleaseReply(id=MAX_REQUEST_ID, legs=(big,) * MAX_LEGS)
+    assert _round_trip(reply) == reply
 
 
 def test_media_control_timeout_notice_limit() -> None:

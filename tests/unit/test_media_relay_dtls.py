@@ -41,15 +41,16 @@ BROWSER_UFRAG = "Brws"
 BROWSER_PWD = "browserPassword012345678"
 
 
-def _relay() -> MediaRelay:
+def _relay(dtls_timeout: float = 10.0, suites: tuple[str, ...] = (SUITE.name,)) -> MediaRelay:
     low = free_udp_ports(8)
     return MediaRelay(
         address="127.0.0.1",
         ports=(low, low + 7),
         srtp="required",
-        suites=["AES_CM_128_HMAC_SHA1_80"],
+        suites=list(suites),
         timeout=30,
         dscp=0,
+        dtls_timeout=dtls_timeout,
     )
 
 
@@ -227,8 +228,8 @@ def test_dtls_browser_calls_a_desk_phone_through_the_relay() -> None:
     assert call.encryption == "a:dtls-srtp b:srtp"
 
 
-async def _mismatch() -> tuple[list[tuple[str, str]], str]:
-    relay = _relay()
+async def _mismatch() -> tuple[list[tuple[str, str]], str, int]:
+    relay = _relay(dtls_timeout=1.0)
     browser = _udp()
     announced, presented = _identity(), _identity()
     try:
@@ -237,23 +238,31 @@ async def _mismatch() -> tuple[list[tuple[str, str]], str]:
         # An attacker (or a broken browser) handshakes with another certificate.
         endpoint = DtlsEndpoint(presented, "client", [relay.identity.fingerprint], 0.0)
         await _handshake(endpoint, browser, answer.media[0].port, relay)
+        # The forged handshake does not end the call at once (a stray cannot): the
+        # leg starts over for the browser's own, and the call ends at the deadline
+        # with the forgery as its reason.
+        assert relay.failures() == []
         failed: list[tuple[str, str]] = []
 
         def collected() -> bool:
+            relay.sweep()
             failed.extend(relay.failures())
             return bool(failed)
 
         await _until(collected)
-        return failed, relay.report("c1")[0].suite
+        leg = relay._calls["c1"].legs["a"]
+        assert leg.dtls is not None
+        return failed, relay.report("c1")[0].suite, leg.dtls.resets
     finally:
         relay.close()
         browser.close()
 
 
-def test_dtls_a_certificate_not_named_by_the_sdp_ends_the_call() -> None:
-    failed, suite = asyncio.run(_mismatch())
+def test_dtls_a_certificate_not_named_by_the_sdp_ends_the_call_at_the_deadline() -> None:
+    failed, suite, resets = asyncio.run(_mismatch())
     assert failed == [("c1", "DTLS fingerprint mismatch (sha-256)")]
     assert suite == "DTLS/none"  # no SRTP keys were ever set up on the leg
+    assert resets == 1
 
 
 async def _callee_browser() -> dict[str, object]:
@@ -374,3 +383,151 @@ def test_dtls_an_offer_without_fingerprint_or_with_holdconn_is_488() -> None:
         "488 DTLS-SRTP: no usable a=fingerprint",
         "488 DTLS-SRTP: a=setup is not actpass, active or passive",
     ]
+
+
+async def _stray_then_browser() -> tuple[str, list[tuple[str, str]]]:
+    """Without ICE, a stray from another port of the browser's address handshakes
+    first with its own certificate; the browser's own handshake still completes."""
+    relay = _relay()
+    browser, stray = _udp(), _udp()
+    browser_id = _identity()
+    try:
+        relay.offer("c1", "a", _browser_sdp(browser.getsockname()[1], browser_id, "actpass"), PEER)
+        answer = parse_sdp(relay.answer("c1", "b", _phone_sdp(4000, new_master(SUITE)), PEER))
+        port = answer.media[0].port
+        forged = DtlsEndpoint(_identity(), "client", [relay.identity.fingerprint], 0.0)
+        await _handshake(forged, stray, port, relay)
+        endpoint = DtlsEndpoint(browser_id, "client", [relay.identity.fingerprint], 0.0)
+        await _handshake(endpoint, browser, port, relay)
+        relay.sweep()
+        return endpoint.state, relay.failures()
+    finally:
+        relay.close()
+        browser.close()
+        stray.close()
+
+
+def test_dtls_a_stray_handshake_first_does_not_end_the_call() -> None:
+    assert asyncio.run(_stray_then_browser()) == (ESTABLISHED, [])
+
+
+async def _ringing() -> tuple[list[tuple[str, str]], str]:
+    """The deadline starts with our answer to the browser, not with its offer: a
+    call may ring for longer than the handshake may take."""
+    now = [100.0]
+    relay = _relay(dtls_timeout=2.0)
+    relay.clock = lambda: now[0]
+    browser = _udp()
+    browser_id = _identity()
+    try:
+        relay.offer("c1", "a", _browser_sdp(browser.getsockname()[1], browser_id, "actpass"), PEER)
+        now[0] += 30  # ringing
+        relay.sweep()
+        during = relay.failures()
+        answer = parse_sdp(relay.answer("c1", "b", _phone_sdp(4000, new_master(SUITE)), PEER))
+        endpoint = DtlsEndpoint(browser_id, "client", [relay.identity.fingerprint], 0.0)
+        await _handshake(endpoint, browser, answer.media[0].port, relay)
+        return during, endpoint.state
+    finally:
+        relay.close()
+        browser.close()
+
+
+def test_dtls_a_long_ringing_call_still_gets_its_handshake() -> None:
+    assert asyncio.run(_ringing()) == ([], ESTABLISHED)
+
+
+def test_dtls_a_leg_switching_to_sdes_never_publishes_the_handshake_keys() -> None:
+    async def run() -> bool:
+        relay = _relay()
+        browser = _udp()
+        browser_id = _identity()
+        try:
+            relay.offer(
+                "c1", "a", _browser_sdp(browser.getsockname()[1], browser_id, "actpass"), PEER
+            )
+            answer = parse_sdp(relay.answer("c1", "b", _phone_sdp(4000, new_master(SUITE)), PEER))
+            endpoint = DtlsEndpoint(browser_id, "client", [relay.identity.fingerprint], 0.0)
+            await _handshake(endpoint, browser, answer.media[0].port, relay)
+            assert endpoint.keys is not None
+            dtls_keys = {endpoint.keys.local_master, endpoint.keys.remote_master}
+            # The same side now re-offers SDES (the same suite): new keys, not the DTLS ones.
+            relay.offer("c1", "a", _phone_sdp(browser.getsockname()[1], new_master(SUITE)), PEER)
+            reply = parse_sdp(relay.answer("c1", "b", _phone_sdp(4000, new_master(SUITE)), PEER))
+            return master_of(reply.media[0].crypto[0]) not in dtls_keys
+        finally:
+            relay.close()
+            browser.close()
+
+    assert asyncio.run(run())
+
+
+def test_dtls_profiles_follow_media_suites() -> None:
+    async def run() -> list[str]:
+        out = []
+        # GCM only: the browser's identity context offers GCM profiles only.
+        relay = _relay(suites=("AEAD_AES_128_GCM",))
+        browser = _udp()
+        try:
+            browser_id = _identity()
+            relay.offer(
+                "c1", "a", _browser_sdp(browser.getsockname()[1], browser_id, "actpass"), PEER
+            )
+            answer = parse_sdp(relay.answer("c1", "b", _phone_sdp_gcm(4000), PEER))
+            endpoint = DtlsEndpoint(browser_id, "client", [relay.identity.fingerprint], 0.0)
+            await _handshake(endpoint, browser, answer.media[0].port, relay)
+            out.append(endpoint.keys.suite.name if endpoint.keys else endpoint.failure)
+        finally:
+            relay.close()
+            browser.close()
+        # AES_CM_128_HMAC_SHA1_32 has no DTLS profile: DTLS offers are refused.
+        only32 = _relay(suites=("AES_CM_128_HMAC_SHA1_32",))
+        try:
+            only32.offer("c1", "a", _browser_sdp(5000, _identity(), "actpass"), PEER)
+        except Exception as err:
+            out.append(str(err))
+        finally:
+            only32.close()
+        return out
+
+    assert asyncio.run(run()) == [
+        "AEAD_AES_128_GCM",
+        "no suite of media.suites is usable with DTLS-SRTP",
+    ]
+
+
+def _phone_sdp_gcm(port: int) -> bytes:
+    gcm = SUITES["AEAD_AES_128_GCM"]
+    crypto = crypto_line(1, gcm, new_master(gcm))
+    return (
+        "v=0\r\no=- 7 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+        f"m=audio {port} RTP/SAVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
+        f"a=crypto:1 {crypto.suite} {crypto.key_params}\r\n"
+    ).encode()
+
+
+async def _video_added_towards_a_browser() -> str:
+    relay = _relay()
+    browser = _udp()
+    try:
+        offer = _phone_sdp(4000, new_master(SUITE))
+        relay.offer("c1", "a", offer, PEER, webrtc=True)
+        relay.answer("c1", "b", _browser_sdp(browser.getsockname()[1], _identity(), "active"), PEER)
+        video = new_master(SUITE)
+        crypto = crypto_line(1, SUITE, video)
+        with_video = (
+            offer
+            + (
+                f"m=video 4002 RTP/SAVP 96\r\na=rtpmap:96 VP8/90000\r\n"
+                f"a=crypto:1 {crypto.suite} {crypto.key_params}\r\n"
+            ).encode()
+        )
+        reoffer = parse_sdp(relay.offer("c1", "a", with_video, PEER))  # no webrtc flag now
+        return reoffer.media[1].proto + f" crypto={len(reoffer.media[1].crypto)}"
+    finally:
+        relay.close()
+        browser.close()
+
+
+def test_dtls_video_added_mid_call_towards_a_browser_is_offered_dtls() -> None:
+    assert asyncio.run(_video_added_towards_a_browser()) == "UDP/TLS/RTP/SAVPF crypto=0"

@@ -37,6 +37,7 @@ from voipsec.media.streams import (
     RTP_PROTOS,
     Verdict,
     carried,
+    clock_rate,
     decide,
 )
 
@@ -60,7 +61,12 @@ def test_streams_rtp_profiles_are_carried_and_others_refused() -> None:
         assert carried(_section(proto=proto)) == ""
     assert carried(_section(proto="udptl")) == "udptl is not RTP"
     assert carried(_section(kind="application", proto="UDP/DTLS/SCTP")) == (
-        "UDP/DTLS/SCTP is not RTP"
+        "media 'application' is not relayed"
+    )
+    # Only audio, video and text are carried: another token (however long) is refused
+    # and never reaches a report (a long kind once broke the workers' channel).
+    assert (
+        carried(_section(kind="x" * 40, proto="RTP/SAVP")) == f"media {'x' * 32!r} is not relayed"
     )
     assert carried(_section(port=0)) == "refused by the offerer (port 0)"
 
@@ -414,3 +420,66 @@ def test_streams_silent_video_does_not_end_the_call_but_silent_audio_does() -> N
             relay.close()
 
     assert asyncio.run(run()) == ([], ["c1"])
+
+
+def _plain_video(port: int) -> str:
+    return f"m=video {port} RTP/AVP 96\r\na=rtpmap:96 VP8/90000\r\n"
+
+
+async def _policy_per_stream() -> tuple[list[int], str, bytes, bytes]:
+    relay = _relay(pairs=4)
+    aa, ba = new_master(SUITE), new_master(SUITE)
+    try:
+        # A new plain video stream under srtp=required is refused alone (port 0).
+        first = parse_sdp(
+            relay.offer("c1", "a", _av(4000, None, aa, b"", _plain_video(4002)), PEER)
+        )
+        answer = relay.answer("c1", "b", _av(5000, 0, ba, b""), PEER)
+        # A re-offer that would make the open audio stream plain is refused whole, and
+        # the session stays as it was (RFC 3264 §8): the same answer, the same keys.
+        plain_audio = _av(4000, None, aa, b"").replace(b"RTP/SAVP 0", b"RTP/AVP 0")
+        plain_audio = b"\r\n".join(
+            line for line in plain_audio.split(b"\r\n") if not line.startswith(b"a=crypto")
+        )
+        with pytest.raises(MediaRefused) as refused:
+            relay.offer("c1", "a", plain_audio, PEER)
+        again = relay.answer("c1", "b", _av(5000, 0, ba, b""), PEER)
+        return [m.port for m in first.media], refused.value.warning, answer, again
+    finally:
+        relay.close()
+
+
+def test_streams_policy_refuses_a_new_stream_alone_and_a_degrading_reoffer_whole() -> None:
+    ports, warning, answer, again = asyncio.run(_policy_per_stream())
+    assert ports[0] != 0 and ports[1] == 0
+    assert warning == "SRTP required: offer RTP/SAVP with a=crypto"
+    assert again == answer  # unchanged: same o= version, same key
+
+
+def test_streams_clock_rate_of_the_first_format() -> None:
+    opus = parse_sdp(
+        b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+        b"m=audio 5000 RTP/SAVP 111 0\r\na=rtpmap:111 opus/48000/2\r\n"
+    ).media[0]
+    assert clock_rate(opus) == 48000
+    assert (
+        clock_rate(_section(kind="audio").__class__(**{**_fields(opus), "formats": ("0",)})) == 8000
+    )
+    assert clock_rate(_section()) is None  # 96 without an rtpmap
+    huge = parse_sdp(
+        b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+        b"m=audio 5000 RTP/SAVP 96\r\na=rtpmap:96 x/999999999\r\n"
+    ).media[0]
+    assert clock_rate(huge) is None  # above MAX_CLOCK_RATE: not believed
+
+
+def _fields(media: Media) -> dict[str, object]:
+    return {name: getattr(media, name) for name in media.__dataclass_fields__}
+
+
+def test_streams_an_sdp_address_with_a_zone_id_is_not_an_address() -> None:
+    sdp = parse_sdp(
+        b"v=0\r\no=- 1 1 IN IP6 ::1\r\ns=-\r\nc=IN IP6 fe80::1%" + b"x" * 200 + b"\r\nt=0 0\r\n"
+        b"m=audio 5000 RTP/SAVP 0\r\n"
+    )
+    assert sdp.address(sdp.media[0]) is None

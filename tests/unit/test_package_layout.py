@@ -92,6 +92,10 @@ SANS_IO = (
     "media/dtlsidentity.py",
     "media/dtlsleg.py",
     "media/fingerprint.py",
+    "endpoints/useragent.py",
+    "endpoints/versions.py",
+    "endpoints/advisories.py",
+    "endpoints/feeds.py",
     "pki/lifecycle.py",
 )
 #: The shell's loaders that live beside their cores: they are the ones that read.

@@ -271,6 +271,9 @@ class MediaSection(_Section):
     #: Media streams (m= lines) one call may have relayed; more are refused with
     #: port 0 (media/streams.py).
     max_streams: Annotated[int, Field(ge=1, le=MAX_STREAMS)] = DEFAULT_MAX_STREAMS
+    #: Seconds a browser leg's DTLS-SRTP handshake may take from our SDP reaching it;
+    #: then the call ends (docs/webrtc.md "Media for browsers").
+    dtls_timeout: Annotated[float, Field(ge=1, le=60)] = 10.0
 
     def worker_count(self) -> int:
         """How many relay processes ``serve`` runs (0 resolved to the cores)."""

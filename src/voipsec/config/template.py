@@ -107,6 +107,8 @@ sdp_allow_attributes = []
 # Media streams (m= lines: audio, video...) one call may have relayed, 1-8; further
 # streams are refused with port 0. Each stream takes a port pair per leg.
 max_streams = 4
+# Seconds a browser's DTLS-SRTP handshake may take (1-60); then the call ends.
+dtls_timeout = 10.0
 
 [turn]
 listen = ["udp:127.0.0.1:3478", "tcp:127.0.0.1:3478"]

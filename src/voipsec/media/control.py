@@ -36,6 +36,7 @@ limits below raises :class:`~voipsec.ipc.ChannelError`; the shell closes the cha
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -168,7 +169,10 @@ def encode(message: Message) -> bytes:
         return encode_frame("refused", fields)
     if isinstance(message, ReleaseReply):
         legs = [_leg_fields(leg) for leg in message.legs]
-        return encode_frame("released", {"id": message.id, "legs": legs})
+        # In the payload, not the header: a call's reports (up to MAX_LEGS of them)
+        # outgrow the 16 KiB header limit; the frame's 256 KiB holds them (issue 17).
+        body = json.dumps(legs, separators=(",", ":")).encode()
+        return encode_frame("released", {"id": message.id}, body)
     if isinstance(message, TimeoutNotice):
         notice: dict[str, Any] = {"calls": list(message.calls)}
         if message.reason:
@@ -249,7 +253,10 @@ def _refused(frame: Frame) -> RefusalReply:
 
 
 def _released(frame: Frame) -> ReleaseReply:
-    legs = frame.header.get("legs")
+    try:
+        legs = json.loads(frame.payload or b"[]")
+    except ValueError:
+        raise ChannelError("a release reply's legs must be JSON") from None
     if not isinstance(legs, list) or len(legs) > MAX_LEGS:
         raise ChannelError(f"legs must be a list of at most {MAX_LEGS}")
     return ReleaseReply(id=_request_id(frame.header), legs=tuple(_leg(x) for x in legs))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime
 import secrets
+from collections.abc import Sequence
 from typing import Final
 
 from cryptography import x509
@@ -30,6 +31,7 @@ __all__ = [
     "SRTP_PROFILES",
     "DtlsIdentity",
     "FingerprintPin",
+    "profiles_for",
 ]
 
 #: Lifetime of the relay's certificate. It is pinned by fingerprint, never checked
@@ -60,8 +62,19 @@ SRTP_PROFILES: Final[dict[str, Suite]] = {
 }
 
 
-def _context(certificate: x509.Certificate, key: ec.EllipticCurvePrivateKey) -> SSL.Context:
+def profiles_for(suites: Sequence[str]) -> tuple[str, ...]:
+    """The use_srtp profiles (RFC 5764 §4.1.2) of the SRTP ``suites`` an operator
+    allows (``media.suites``), in their order: DTLS legs obey the same list as SDES."""
+    by_suite = {suite.name: profile for profile, suite in SRTP_PROFILES.items()}
+    return tuple(by_suite[name] for name in suites if name in by_suite)
+
+
+def _context(
+    certificate: x509.Certificate, key: ec.EllipticCurvePrivateKey, profiles: Sequence[str]
+) -> SSL.Context:
     """The OpenSSL context every endpoint of one identity shares (client or server)."""
+    if not profiles:
+        raise ValueError("no SRTP profile for DTLS-SRTP")
     context = SSL.Context(SSL.DTLS_METHOD)
     context.set_min_proto_version(_DTLS1_2_VERSION)
     context.set_max_proto_version(_DTLS1_2_VERSION)
@@ -75,7 +88,7 @@ def _context(certificate: x509.Certificate, key: ec.EllipticCurvePrivateKey) -> 
     )
     context.set_session_cache_mode(SSL.SESS_CACHE_OFF)
     context.set_cipher_list(_CIPHERS)
-    context.set_tlsext_use_srtp(":".join(SRTP_PROFILES).encode("ascii"))
+    context.set_tlsext_use_srtp(":".join(profiles).encode("ascii"))
     context.use_certificate(certificate)
     context.use_privatekey(key)
     context.check_privatekey()
@@ -93,17 +106,25 @@ class DtlsIdentity:
 
     __slots__ = ("_context", "certificate", "fingerprint")
 
-    def __init__(self, certificate: x509.Certificate, key: ec.EllipticCurvePrivateKey) -> None:
+    def __init__(
+        self,
+        certificate: x509.Certificate,
+        key: ec.EllipticCurvePrivateKey,
+        profiles: Sequence[str] = tuple(SRTP_PROFILES),
+    ) -> None:
         self.certificate = certificate
         #: sha-256 of the DER certificate, for our a=fingerprint (RFC 8122 §5).
         self.fingerprint: Fingerprint = fingerprint_of(
             certificate.public_bytes(serialization.Encoding.DER)
         )
-        self._context = _context(certificate, key)
+        self._context = _context(certificate, key, profiles)
 
     @classmethod
-    def generate(cls, now: datetime.datetime) -> DtlsIdentity:
-        """A fresh identity valid from a day before ``now`` (timezone-aware) for 30 days."""
+    def generate(
+        cls, now: datetime.datetime, profiles: Sequence[str] = tuple(SRTP_PROFILES)
+    ) -> DtlsIdentity:
+        """A fresh identity valid from a day before ``now`` (timezone-aware) for 30 days,
+        offering the use_srtp ``profiles`` (names of :data:`SRTP_PROFILES`), in order."""
         if now.tzinfo is None:
             raise ValueError("now must be timezone-aware")
         key = ec.generate_private_key(ec.SECP256R1())
@@ -118,7 +139,7 @@ class DtlsIdentity:
             .not_valid_after(now + DTLS_CERT_VALIDITY)
             .sign(key, hashes.SHA256())
         )
-        return cls(certificate, key)
+        return cls(certificate, key, profiles)
 
     def connection(self, pin: FingerprintPin) -> SSL.Connection:
         """A new memory-BIO connection of this identity that checks the peer with ``pin``."""

@@ -44,6 +44,9 @@ DTLS_PROTO = "UDP/TLS/RTP/SAVPF"
 OFFER_SETUP = "actpass"
 #: Longest a=mid value carried back to a browser (RFC 5888 identification-tag).
 MAX_MID = 32
+#: Handshakes a leg restarts after one failed before completing (a stray ClientHello,
+#: a certificate its SDP does not name) before the call ends at once.
+MAX_DTLS_RESETS = 8
 
 
 def is_dtls_section(section: Media) -> bool:
@@ -63,6 +66,13 @@ class LegDtls:
     peer: tuple[str, int] | None = None
     #: The browser's own a=mid for this stream, written back in our answers to it.
     mid: str | None = None
+    #: When the handshake must be done (armed when our SDP reached the browser: the
+    #: answer to it, or its answer to us); None before.
+    deadline: float | None = None
+    #: Why the last attempt failed before completing: a stray or forged handshake
+    #: restarts the endpoint (``resets``), and this is the call's reason at the deadline.
+    last_failure: str = ""
+    resets: int = 0
 
 
 def attribute(sdp: Sdp, section: Media, name: str) -> str | None:
@@ -132,6 +142,7 @@ def keeps(state: LegDtls, remote: tuple[Fingerprint, ...], setup: str) -> bool:
 
 __all__ = [
     "DTLS_PROTO",
+    "MAX_DTLS_RESETS",
     "MAX_MID",
     "OFFER_SETUP",
     "LegDtls",

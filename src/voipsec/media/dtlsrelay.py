@@ -17,10 +17,11 @@ import logging
 from collections.abc import Callable, Sequence
 
 from .destinations import MediaPolicy
-from .dtls import ESTABLISHED, FAILED, HANDSHAKING, DtlsEndpoint
-from .dtlsidentity import DtlsIdentity
+from .dtls import ESTABLISHED, FAILED, FAILURE_TIMEOUT, HANDSHAKING, DtlsEndpoint
+from .dtlsidentity import DtlsIdentity, profiles_for
 from .dtlsleg import (
     DTLS_PROTO,
+    MAX_DTLS_RESETS,
     OFFER_SETUP,
     LegDtls,
     answer_setup,
@@ -47,6 +48,10 @@ class DtlsRelay:
 
     clock: Callable[[], float]
     srtp: str
+    preference: tuple[str, ...]
+    #: Seconds a DTLS leg's handshake may take from our SDP reaching the browser
+    #: (``media.dtls_timeout``).
+    dtls_timeout: float
     policy: MediaPolicy
     _buffer: PacketBuffer
     _calls: dict[str, CallMedia]
@@ -68,15 +73,20 @@ class DtlsRelay:
 
     @property
     def identity(self) -> DtlsIdentity:
-        """The relay's DTLS certificate: one per process, made on first use."""
+        """The relay's DTLS certificate: one per process, made on first use, offering
+        the SRTP profiles of ``media.suites`` (488 when none of them has one)."""
         now = datetime.datetime.now(datetime.UTC)
         if self._identity is None or now >= self._identity.not_after - IDENTITY_RENEWAL:
+            profiles = profiles_for(self.preference)
+            if not profiles:
+                raise MediaRefused(488, "no suite of media.suites is usable with DTLS-SRTP")
             # A new one for new legs; running handshakes keep theirs (it is pinned).
-            self._identity = DtlsIdentity.generate(now)
+            self._identity = DtlsIdentity.generate(now, profiles)
         return self._identity
 
     def _take_dtls_offer(self, leg: Leg, sdp: Sdp, section: Media) -> None:
-        """A browser's offer (RFC 5763 §5): its fingerprints, and our role in answer."""
+        """A browser's offer (RFC 5763 §5): its fingerprints, and our role in answer.
+        The handshake's deadline starts when our answer is written (:meth:`_dtls_answered`)."""
         if self.srtp == "off":
             self._refused += 1
             raise MediaRefused(488, "SRTP is switched off here: offer RTP/AVP")
@@ -99,22 +109,55 @@ class DtlsRelay:
             mid=mid_of(section) or str(leg.index),
         )
 
+    def _dtls_answered(self, leg: Leg, state: LegDtls) -> None:
+        """Our answer goes to the browser now: its handshake may start, and its deadline
+        runs (not before: a call may ring for long before the browser can send)."""
+        if state.deadline is None and state.endpoint is not None:
+            self._arm(leg, state, self.clock())
+
     def _dtls_start(
-        self, leg: Leg, state: LegDtls, remote: tuple[Fingerprint, ...], setup: str
+        self,
+        leg: Leg,
+        state: LegDtls,
+        remote: tuple[Fingerprint, ...],
+        setup: str,
+        *,
+        arm: bool = False,
     ) -> None:
         """Our role is ``setup``: a new handshake unless the association is kept."""
-        if keeps(state, remote, setup):
-            return
-        now = self.clock()
-        endpoint = DtlsEndpoint(self.identity, role_of_setup(setup), remote, now)
-        state.remote, state.setup, state.peer, state.endpoint = remote, setup, None, endpoint
+        if not keeps(state, remote, setup):
+            state.remote, state.setup = remote, setup
+            state.deadline, state.last_failure, state.resets = None, "", 0
+            self._new_endpoint(leg, state)
+        if arm and state.deadline is None:
+            self._arm(leg, state, self.clock())
+
+    def _new_endpoint(self, leg: Leg, state: LegDtls) -> DtlsEndpoint:
+        """A fresh handshake for ``leg``, bound to no source yet, its keys gone."""
+        endpoint = DtlsEndpoint(
+            self.identity,
+            role_of_setup(state.setup),
+            state.remote,
+            self.clock(),
+            handshake_timeout=self.dtls_timeout,
+        )
+        state.endpoint, state.peer = endpoint, None
         leg.rx = leg.tx = None
         leg.suite = None
+        leg.tx_master = leg.rx_master = b""
         leg.latched_rtp = leg.latched_rtcp = None
         self.dtls_handshakes += 1
-        first = endpoint.start(now)  # the ClientHello when we are active
-        if first:
-            self._event_loop().call_soon(self._dtls_send, leg, state, first, None)
+        return endpoint
+
+    def _arm(self, leg: Leg, state: LegDtls, now: float) -> None:
+        """Start the deadline; as the client, send the ClientHello (after the SDP's
+        address or the ICE check is known: on the next loop turn, and by the timers)."""
+        state.deadline = now + self.dtls_timeout
+        endpoint = state.endpoint
+        if endpoint is not None:
+            first = endpoint.start(now)
+            if first:
+                self._event_loop().call_soon(self._dtls_send, leg, state, first, None)
 
     def _dtls_packet(
         self,
@@ -134,7 +177,7 @@ class DtlsRelay:
         state.peer = source
         replies = endpoint.receive(bytes(self._buffer.view[:size]), now)
         self._dtls_send(leg, state, replies, source)
-        self._dtls_progress(leg, endpoint)
+        self._dtls_progress(leg, state, endpoint, now)
 
     def _dtls_source(self, leg: Leg, state: LegDtls, source: tuple[str, int]) -> bool:
         """May ``source`` handshake? The bound one; else one that passed an ICE check
@@ -152,7 +195,8 @@ class DtlsRelay:
         datagrams: Sequence[bytes],
         to: tuple[str, int] | None,
     ) -> None:
-        target = to or state.peer or leg.latched_rtp or leg.remote_rtp
+        checked = leg.ice.checked[-1] if leg.ice is not None and leg.ice.checked else None
+        target = to or state.peer or checked or leg.latched_rtp or leg.remote_rtp
         if target is None or leg.closed:
             return
         for datagram in datagrams:
@@ -161,8 +205,11 @@ class DtlsRelay:
             except OSError:
                 return
 
-    def _dtls_progress(self, leg: Leg, endpoint: DtlsEndpoint) -> None:
-        """Established: the leg gets its SRTP sessions. Failed: the call ends."""
+    def _dtls_progress(self, leg: Leg, state: LegDtls, endpoint: DtlsEndpoint, now: float) -> None:
+        """Established: the leg gets its SRTP sessions. Failed after that: the call
+        ends. Failed before (a stray or forged handshake): a fresh endpoint for the
+        browser's own, until the deadline or MAX_DTLS_RESETS (then the call ends with
+        the last failure's reason)."""
         keys = endpoint.keys
         if endpoint.state == ESTABLISHED and keys is not None and leg.rx is None:
             leg.suite, leg.tx_master, leg.rx_master = (
@@ -174,24 +221,41 @@ class DtlsRelay:
             leg.tx = SrtpSession(keys.outbound(), self._buffer)
             if leg.early:
                 self._event_loop().call_soon(self._replay_early, leg)
-        elif endpoint.state == FAILED and leg.call not in self._failed and not leg.closed:
-            log.warning("media %s: %s; the call ends", leg.name, endpoint.failure)
-            self._failed[leg.call] = endpoint.failure
+        elif endpoint.state == FAILED and endpoint is state.endpoint:
+            if endpoint.established_at is not None or state.resets >= MAX_DTLS_RESETS:
+                self._end_leg(leg, endpoint.failure)
+                return
+            state.last_failure = endpoint.failure
+            state.resets += 1
+            log.info("media %s: %s; the handshake starts again", leg.name, endpoint.failure)
+            fresh = self._new_endpoint(leg, state)
+            if state.deadline is not None:
+                first = fresh.start(now)
+                self._dtls_send(leg, state, first, None)
+
+    def _end_leg(self, leg: Leg, reason: str) -> None:
+        """The leg's media cannot go on: its call ends with ``reason`` (:meth:`failures`)."""
+        if leg.call not in self._failed and not leg.closed:
+            log.warning("media %s: %s; the call ends", leg.name, reason)
+            self._failed[leg.call] = reason
             self.dtls_failures += 1
 
     def _dtls_timers(self, now: float) -> None:
-        """Retransmit handshake flights, fail handshakes past their deadline."""
+        """Retransmit handshake flights; at a leg's deadline, end its call."""
         for media in self._calls.values():
             for stream in media.open_streams:
                 for leg in stream.legs.values():
                     state = leg.dtls
                     endpoint = None if state is None else state.endpoint
-                    if state is None or endpoint is None or endpoint.state != HANDSHAKING:
+                    if state is None or endpoint is None or endpoint.state == ESTABLISHED:
+                        continue
+                    if state.deadline is not None and now >= state.deadline:
+                        self._end_leg(leg, state.last_failure or FAILURE_TIMEOUT)
                         continue
                     due = endpoint.next_timer(now)
-                    if due is not None and due <= now:
+                    if endpoint.state == HANDSHAKING and due is not None and due <= now:
                         self._dtls_send(leg, state, endpoint.poll(now), None)
-                        self._dtls_progress(leg, endpoint)
+                        self._dtls_progress(leg, state, endpoint, now)
 
     def failures(self) -> list[tuple[str, str]]:
         """Calls whose media failed since the last call (a DTLS handshake: a

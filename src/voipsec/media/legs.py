@@ -15,10 +15,11 @@ from dataclasses import dataclass, field
 from .destinations import MediaPeer
 from .direction import INITIAL, Expectation
 from .dtlsleg import LegDtls
-from .icelite import IceLite
+from .icelite import PENDING_REMOTE, IceLite, new_credentials, remote_credentials
 from .quality import StreamReport, StreamStats
+from .rtcp import report_blocks
 from .sdes import Suite
-from .sdp import Sdp, SentSdp
+from .sdp import Media, Sdp, SentSdp
 from .srtpsession import SrtpSession
 
 log = logging.getLogger("voipsec.media")
@@ -131,6 +132,9 @@ class CallMedia:
     #: A rekeyed offer's o= and SDP, by side, until that side's new phone answers it
     #: (a transfer: its dialog is a new session, RFC 3264 §5).
     rekeyed: dict[str, SentSdp] = field(default_factory=dict)
+    #: Sides that are browsers: every stream towards them is DTLS-SRTP (a callee
+    #: reached over a WebSocket, or a side that offered DTLS-SRTP itself).
+    browsers: set[str] = field(default_factory=set)
 
     @property
     def open_streams(self) -> list[Stream]:
@@ -183,6 +187,44 @@ def other(side: str) -> str:
     return "b" if side == "a" else "a"
 
 
+def far_end(leg: Leg, data: bytearray, size: int) -> None:
+    """The phone's RTCP reception report about the stream we send it, into its leg's
+    statistics (media/rtcp.py): the first block (a phone receives one stream from us
+    per leg)."""
+    blocks = report_blocks(data, size)
+    if blocks:
+        first = blocks[0]
+        leg.stats.far_end(
+            cumulative_lost=first.cumulative_lost,
+            fraction_lost=first.fraction_lost,
+            jitter=first.jitter,
+        )
+
+
+def suite_name(leg: Leg) -> str:
+    """A leg's keying for reports: "RTP" (plain), the SDES suite, "DTLS/<suite>", or
+    "none" for a leg never keyed (a callee that did not answer, a refused stream;
+    before a DTLS leg's handshake completes: "DTLS/none")."""
+    if leg.dtls is not None:
+        return f"DTLS/{'none' if leg.suite is None else leg.suite.name}"
+    if leg.plain:
+        return "RTP"
+    return "none" if leg.suite is None else leg.suite.name
+
+
+def take_ice(leg: Leg, sdp: Sdp, audio: Media) -> None:
+    """Remember the phone's ICE credentials from its SDP. New ones (an ICE restart,
+    RFC 8445 §9) get new credentials of ours too; an SDP without ICE ends ICE on
+    the leg, so its STUN is dropped from then on."""
+    remote = remote_credentials(sdp.session_attributes, audio.attributes)
+    if remote is None:
+        leg.ice = None
+    elif leg.ice is not None and leg.ice.remote is PENDING_REMOTE:
+        leg.ice = IceLite(local=leg.ice.local, remote=remote)  # the answer to our offer
+    elif leg.ice is None or leg.ice.remote != remote:
+        leg.ice = IceLite(local=new_credentials(), remote=remote)
+
+
 __all__ = [
     "DROP_LOG_INTERVAL",
     "MAX_RETIRED_LEGS",
@@ -192,5 +234,8 @@ __all__ = [
     "LegReport",
     "MediaStatistics",
     "Stream",
+    "far_end",
     "other",
+    "suite_name",
+    "take_ice",
 ]

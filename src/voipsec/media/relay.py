@@ -53,7 +53,7 @@ from dataclasses import replace
 
 from .destinations import MediaPeer, MediaPolicy
 from .direction import declared, expected, silent, update
-from .dtls import is_dtls
+from .dtls import DTLS_HANDSHAKE_TIMEOUT, is_dtls
 from .dtlsleg import (
     LegDtls,
     fingerprints,
@@ -64,12 +64,8 @@ from .dtlsleg import (
 from .dtlsrelay import DtlsRelay
 from .errors import MediaRefused
 from .icelite import (
-    PENDING_REMOTE,
-    IceLite,
     answer_check,
     looks_like_stun,
-    new_credentials,
-    remote_credentials,
 )
 from .icelite import sdp_lines as ice_sdp_lines
 from .legs import (
@@ -80,10 +76,12 @@ from .legs import (
     LegReport,
     MediaStatistics,
     Stream,
+    far_end,
     other,
+    suite_name,
+    take_ice,
 )
 from .quality import StreamStats
-from .rtcp import report_blocks
 from .sdes import (
     SUITES,
     Suite,
@@ -97,7 +95,14 @@ from .sdes import (
 from .sdp import Crypto, Media, MediaAnswer, Sdp, SdpError, SentSdp, parse_sdp, rewrite_for
 from .sockets import SPARE_PAIRS, PortPool, SocketPool
 from .srtpsession import PacketBuffer, SrtpSession, is_replay
-from .streams import DEFAULT_MAX_STREAMS, Verdict, decide
+from .streams import (
+    DEFAULT_MAX_STREAMS,
+    Verdict,
+    carried,
+    clock_rate,
+    decide,
+    offer_refusal,
+)
 
 log = logging.getLogger("voipsec.media")
 
@@ -140,6 +145,7 @@ class MediaRelay(DtlsRelay):
         spare_pairs: int = SPARE_PAIRS,
         sdp_allow_attributes: Sequence[str] = (),
         max_streams: int = DEFAULT_MAX_STREAMS,
+        dtls_timeout: float = DTLS_HANDSHAKE_TIMEOUT,
     ) -> None:
         self.address = address
         #: Port pairs, ``spare_pairs`` of them bound ahead of the calls (issue 15).
@@ -156,6 +162,7 @@ class MediaRelay(DtlsRelay):
         self.sdp_allow = frozenset(sdp_allow_attributes)
         #: Streams one call may have open (``media.max_streams``, .streams).
         self.max_streams = max_streams
+        self.dtls_timeout = dtls_timeout
         #: Where media may go before latching (SSRF, issue 13): never our own ports.
         self.policy = MediaPolicy(
             own_addresses=(address, *own_addresses),
@@ -202,15 +209,22 @@ class MediaRelay(DtlsRelay):
             return self._rekeyed_offer(call, side, body)
         sdp = self._parse(body)
         media = self._call(call)
+        refusals = self._refusals(media, sdp)
+        if webrtc:
+            media.browsers.add(other(side))  # a browser: DTLS-SRTP, never SDES (dtlsleg)
         answers: list[MediaAnswer | None] = []
         for index, section in enumerate(sdp.media):
-            stream = self._stream_for_offer(media, index, section)
+            stream = None if refusals[index] else self._stream_for_offer(media, index, section)
             if stream is None:
+                if refusals[index] is not None:
+                    self._close_stream(media, index)
                 answers.append(None)
                 continue
             here, there = stream.legs[side], stream.legs[other(side)]
-            if webrtc and there.dtls is None:
-                there.dtls = LegDtls()  # a browser: DTLS-SRTP, never SDES (dtlsleg)
+            if is_dtls_section(section):
+                media.browsers.add(side)
+            if other(side) in media.browsers and there.dtls is None:
+                there.dtls = LegDtls()
             self._take_offer(here, sdp, section)
             self._set_remote(media, here, sdp, section, peer)
             self._declared(here, declared(sdp, section))
@@ -219,7 +233,8 @@ class MediaRelay(DtlsRelay):
         self._retire(media, len(sdp.media))
         if not media.open_streams:
             self._refused += 1
-            raise MediaRefused(488, "no media stream the relay can carry in the SDP")
+            first = next((r for r in refusals if r is not None), None)
+            raise first or MediaRefused(488, "no media stream the relay can carry in the SDP")
         media.offers[side] = sdp
         media.rekeyed.pop(other(side), None)  # this offer to the other side replaces it
         return self._write(media, other(side), sdp, answers)
@@ -269,11 +284,15 @@ class MediaRelay(DtlsRelay):
         assert media is not None
         self._take_answer(here, sdp, section)
         self._set_remote(media, here, sdp, section, peer)
+        rate = clock_rate(section)  # both directions' codec (RFC 3264 §6.1): for jitter
+        if rate is not None:
+            here.stats.clock_rate = there.stats.clock_rate = rate
         self._declared(here, declared(sdp, section))
         if here.early:
             # After the answer has gone on to the offerer, who then knows our key too.
             self._event_loop().call_soon(self._replay_early, here)
         if there.dtls is not None:
+            self._dtls_answered(there, there.dtls)
             return MediaAnswer(
                 port=there.port,
                 proto=there.proto,
@@ -291,6 +310,22 @@ class MediaRelay(DtlsRelay):
             rtcp_mux=there.rtcp_mux,
             ice=self._ice_lines(there),
         )
+
+    def _refusals(self, media: CallMedia, sdp: Sdp) -> list[MediaRefused | None]:
+        """Each carried m= line's refusal under the policy (.streams.offer_refusal),
+        before anything is applied: one that would degrade an open stream of the same
+        kind refuses the whole offer, and the session stays as it was."""
+        refusals: list[MediaRefused | None] = []
+        for index, section in enumerate(sdp.media):
+            refusal = None
+            if not carried(section):
+                refusal = offer_refusal(sdp, section, self.srtp, self.preference)
+            open_here = media.streams[index] if index < len(media.streams) else None
+            if refusal is not None and open_here is not None and open_here.kind == section.kind:
+                self._refused += 1
+                raise refusal
+            refusals.append(refusal)
+        return refusals
 
     def _stream_for_offer(self, media: CallMedia, index: int, section: Media) -> Stream | None:
         """The stream at ``index`` for the offer's m= line ``section`` (.streams):
@@ -341,7 +376,7 @@ class MediaRelay(DtlsRelay):
 
     def _close_stream(self, media: CallMedia, index: int) -> None:
         """The stream at ``index`` is removed: its report is kept, its ports freed."""
-        stream = media.streams[index]
+        stream = media.streams[index] if index < len(media.streams) else None
         if stream is None:
             return
         media.streams[index] = None
@@ -356,6 +391,7 @@ class MediaRelay(DtlsRelay):
         for index in range(lines, len(media.streams)):
             self._close_stream(media, index)
         del media.streams[lines:]
+        media.streams.extend([None] * (lines - len(media.streams)))  # refused lines too
 
     def _rekeyed_offer(self, call: str, side: str, body: bytes) -> bytes:
         """The offer for a new phone taking over the legs opposite ``side`` (a blind
@@ -484,7 +520,12 @@ class MediaRelay(DtlsRelay):
         if is_dtls_section(audio):
             self._take_dtls_offer(leg, sdp, audio)
             return
-        leg.dtls = None
+        if leg.dtls is not None:
+            # From DTLS-SRTP to SDES: the handshake's keys must never go into an
+            # a=crypto line (they would reveal what was recorded before): new ones.
+            leg.dtls = None
+            leg.suite, leg.tx, leg.rx = None, None, None
+            leg.tx_master = leg.rx_master = b""
         if not audio.secure:
             if self.srtp == "required":
                 self._refused += 1
@@ -555,9 +596,8 @@ class MediaRelay(DtlsRelay):
             if not is_dtls_section(audio):
                 self._refused += 1
                 raise MediaRefused(488, "the browser answered without DTLS-SRTP")
-            self._dtls_start(
-                leg, leg.dtls, fingerprints(sdp, audio), setup_after_answer(sdp, audio)
-            )
+            remote, setup = fingerprints(sdp, audio), setup_after_answer(sdp, audio)
+            self._dtls_start(leg, leg.dtls, remote, setup, arm=True)
             return
         if leg.plain:
             return
@@ -607,7 +647,7 @@ class MediaRelay(DtlsRelay):
         leg.peer = peer
         if leg.plain:
             leg.latched_rtp = leg.latched_rtcp = None
-        _take_ice(leg, sdp, audio)
+        take_ice(leg, sdp, audio)
         address = sdp.address(audio) or ""
         rtcp_port = audio.port if audio.rtcp_mux else audio.port + 1
         leg.remote_rtp = self._destination(media, leg, address, audio.port)
@@ -745,7 +785,7 @@ class MediaRelay(DtlsRelay):
         leg.heard = now
         if rtcp:
             leg.rtcp_packets += 1
-            _far_end(leg, data, clear)
+            far_end(leg, data, clear)
         else:
             seq, timestamp = _SEQ_TIMESTAMP.unpack_from(data, 2)
             leg.stats.rtp(seq, timestamp, clear, now)
@@ -879,7 +919,7 @@ class MediaRelay(DtlsRelay):
         return [
             LegReport(
                 leg=side,
-                suite=_suite_name(leg),
+                suite=suite_name(leg),
                 rtcp_packets=leg.rtcp_packets,
                 received=leg.stats.snapshot(),
                 local=(self.address, leg.port),
@@ -910,49 +950,11 @@ class MediaRelay(DtlsRelay):
         self.pool.close()
 
 
-def _far_end(leg: Leg, data: bytearray, size: int) -> None:
-    """The phone's RTCP reception report about the stream we send it, into its leg's
-    statistics (media/rtcp.py): the first block (a phone receives one stream from us
-    per leg)."""
-    blocks = report_blocks(data, size)
-    if blocks:
-        first = blocks[0]
-        leg.stats.far_end(
-            cumulative_lost=first.cumulative_lost,
-            fraction_lost=first.fraction_lost,
-            jitter=first.jitter,
-        )
-
-
-def _suite_name(leg: Leg) -> str:
-    """A leg's keying for reports: "RTP" (plain), the SDES suite, "DTLS/<suite>", or
-    "none" for a leg never keyed (a callee that did not answer, a refused stream;
-    before a DTLS leg's handshake completes: "DTLS/none")."""
-    if leg.dtls is not None:
-        return f"DTLS/{'none' if leg.suite is None else leg.suite.name}"
-    if leg.plain:
-        return "RTP"
-    return "none" if leg.suite is None else leg.suite.name
-
-
 def _ice_moves(leg: Leg, source: tuple[str, int], rtcp_port: bool) -> bool:
     """May a packet from ``source`` move the leg's latch, if it authenticates? Only on
     an SRTP leg, from the source of a check that nominated this port's pair: ICE moved
     the phone's media there (RFC 8445 §8.2.1). STUN alone never latches."""
     return not leg.plain and leg.ice is not None and leg.ice.nominated(source, rtcp_port)
-
-
-def _take_ice(leg: Leg, sdp: Sdp, audio: Media) -> None:
-    """Remember the phone's ICE credentials from its SDP. New ones (an ICE restart,
-    RFC 8445 §9) get new credentials of ours too; an SDP without ICE ends ICE on
-    the leg, so its STUN is dropped from then on."""
-    remote = remote_credentials(sdp.session_attributes, audio.attributes)
-    if remote is None:
-        leg.ice = None
-    elif leg.ice is not None and leg.ice.remote is PENDING_REMOTE:
-        leg.ice = IceLite(local=leg.ice.local, remote=remote)  # the answer to our offer
-    elif leg.ice is None or leg.ice.remote != remote:
-        leg.ice = IceLite(local=new_credentials(), remote=remote)
 
 
 def _check_remote(sdp: Sdp, section: Media) -> None:

@@ -222,6 +222,8 @@ class Sdp:
         if addrtype not in ("IP4", "IP6"):
             return None
         addr = addr.split("/")[0]  # RFC 8866 §5.7: multicast "/ttl/count"
+        if "%" in addr:
+            return None  # a zone id names an interface of the sender's, not an address
         try:
             ip = ipaddress.ip_address(addr)
         except ValueError:

@@ -37,6 +37,7 @@ from ..app.supervisor import WorkerArgs, secure_run_dir
 from ..config import CONFIG_NAME, Config, load, parse_listen
 from ..ipc import ChannelError, FrameDecoder
 from .control import (
+    MAX_LEGS,
     MAX_TIMEOUT_CALLS,
     AnsweredNotice,
     AnswerRequest,
@@ -122,6 +123,7 @@ def build_relay(config: Config, ports: tuple[int, int] | None = None) -> MediaRe
         allowed_peers=media.allowed_peers,
         sdp_allow_attributes=media.sdp_allow_attributes,
         max_streams=media.max_streams,
+        dtls_timeout=media.dtls_timeout,
     )
     if ports is not None:
         relay.policy = MediaPolicy(
@@ -184,8 +186,13 @@ class RelayWorker:
         elif isinstance(message, ReleaseRequest):
             self.relay.release(message.call)
             self._forget(message.call)
-            legs = tuple(self.relay.report(message.call))
-            channel.send(encode(ReleaseReply(id=message.id, legs=legs)))
+            legs = tuple(self.relay.report(message.call))[:MAX_LEGS]
+            try:
+                reply = encode(ReleaseReply(id=message.id, legs=legs))
+            except ChannelError:  # never the channel for one call's report
+                log.exception("the media report of call %s does not fit", message.call[:64])
+                reply = encode(ReleaseReply(id=message.id, legs=()))
+            channel.send(reply)
         else:
             raise ChannelError(f"{type(message).__name__} is not a request")
 

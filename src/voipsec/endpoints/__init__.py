@@ -1,0 +1,34 @@
+"""Endpoint security data: which device sent a request and which advisories its
+firmware falls under.
+
+* :mod:`.useragent` (sans-IO): :func:`identify` a User-Agent with the fingerprints;
+* :mod:`.versions` (sans-IO): firmware versions compared as versions;
+* :mod:`.advisories` (sans-IO): :func:`matching` advisories for a :class:`Device`;
+* :mod:`.feeds` (sans-IO): CISA KEV and NVD CVE API 2.0 files turned into advisories;
+* :mod:`.loader` (shell): the shipped and admin data files, read and written;
+* :mod:`.cli` (shell): ``voipsec endpoints import-kev|import-nvd``.
+
+The inventory, the firmware policy and the compliance report build on these
+(docs/endpoints.md).
+"""
+
+from .advisories import Advisory, affects_version, covers_model, matching
+from .useragent import MAX_USER_AGENT, Device, DeviceFingerprint, FingerprintError, identify
+from .versions import VersionError, VersionKey, compare_versions, parse_version, try_parse_version
+
+__all__ = [
+    "MAX_USER_AGENT",
+    "Advisory",
+    "Device",
+    "DeviceFingerprint",
+    "FingerprintError",
+    "VersionError",
+    "VersionKey",
+    "affects_version",
+    "compare_versions",
+    "covers_model",
+    "identify",
+    "matching",
+    "parse_version",
+    "try_parse_version",
+]
