@@ -38,6 +38,7 @@ from .config import (
 from .endpoints.cli import endpoints_app
 from .netaddr import IPV6_RATE_PREFIX
 from .pki.ca import (
+    LEAF_DAYS,
     CaPaths,
     ServerPaths,
     create_ca,
@@ -45,6 +46,12 @@ from .pki.ca import (
     issue_device,
     write_crl,
     write_private,
+)
+from .pki.lifecycle import (
+    MAX_VALIDITY_DAYS,
+    MIN_VALIDITY_DAYS,
+    certificate_statuses,
+    latest_certificate,
 )
 from .storage import CDR_FIELDS, DB_NAME, CdrRecord, Store, StoreError
 
@@ -361,42 +368,106 @@ def user_list(
 
 
 def _issue(
-    dir: Path, config: Config, store: Store, name: str, out: Path | None, p12_password: str | None
-) -> None:
+    dir: Path,
+    config: Config,
+    store: Store,
+    name: str,
+    out: Path | None,
+    p12_password: str | None,
+    *,
+    days: int = LEAF_DAYS,
+    aor: str | None = None,
+) -> int:
+    """Issue NAME's certificate (for ``aor``, default NAME@domain); its serial."""
     if name not in store.users():
         _fail(f"no user {name!r} (add it with `voipsec user add {name}`)")
     target = out if out is not None else dir / "devices" / name
     password = p12_password or secrets.token_urlsafe(12)
-    aor = f"{name}@{config.sip.domain}"
+    aor = aor or f"{name}@{config.sip.domain}"
     bundle = issue_device(
-        CaPaths.in_dir(dir), name=name, aor=aor, out_dir=target, p12_password=password
+        CaPaths.in_dir(dir), name=name, aor=aor, out_dir=target, p12_password=password, days=days
     )
     store.add_certificate(
         serial=bundle.serial, name=name, aor=aor, not_after=bundle.not_after.timestamp()
     )
-    typer.echo(f"issued certificate for sip:{aor} (serial {bundle.serial:x})")
+    until = bundle.not_after.date().isoformat()
+    typer.echo(f"issued certificate for sip:{aor} (serial {bundle.serial:x}, until {until})")
     typer.echo(f"  {bundle.cert}\n  {bundle.key}\n  {bundle.p12}\n  {bundle.ca}")
     if p12_password is None:
         typer.echo(f"PKCS#12 password: {password}")
+    return bundle.serial
+
+
+OutOption = Annotated[Path | None, typer.Option(help="Directory for NAME.crt/.key/.p12, ca.crt.")]
+P12Option = Annotated[
+    str | None, typer.Option(help="PKCS#12 password; random and printed if absent.")
+]
+DaysOption = Annotated[
+    int,
+    typer.Option(
+        min=MIN_VALIDITY_DAYS,
+        max=MAX_VALIDITY_DAYS,
+        help=f"Validity in days ({MIN_VALIDITY_DAYS}-{MAX_VALIDITY_DAYS}).",
+    ),
+]
 
 
 @ca_app.command("issue")
 def ca_issue(
     name: str,
-    out: Annotated[
-        Path | None, typer.Option(help="Directory for NAME.crt/.key/.p12, ca.crt.")
-    ] = None,
-    p12_password: Annotated[
-        str | None, typer.Option(help="PKCS#12 password; random and printed if absent.")
-    ] = None,
+    out: OutOption = None,
+    p12_password: P12Option = None,
+    days: DaysOption = LEAF_DAYS,
     dir: DirOption = DEFAULT_DIR,
 ) -> None:
     """Issue a device certificate for user NAME (SAN sip:NAME@domain)."""
     config, store = _open(dir)
     try:
-        _issue(dir, config, store, name, out, p12_password)
+        _issue(dir, config, store, name, out, p12_password, days=days)
     finally:
         store.close()
+
+
+@ca_app.command("renew")
+def ca_renew(
+    name: str,
+    out: OutOption = None,
+    p12_password: P12Option = None,
+    days: DaysOption = LEAF_DAYS,
+    revoke_old: Annotated[
+        bool,
+        typer.Option(
+            "--revoke-old",
+            help="Revoke NAME's other certificates at once (after a compromise); by "
+            "default they stay valid until they expire.",
+        ),
+    ] = False,
+    dir: DirOption = DEFAULT_DIR,
+) -> None:
+    """A new certificate for NAME: same identity (CN, SAN), a new key and serial."""
+    config, store = _open(dir)
+    try:
+        latest = latest_certificate(store.certificates(), name)
+        if latest is None:
+            _fail(f"no certificate for {name!r} to renew (issue one with `voipsec ca issue`)")
+            return
+        serial = _issue(dir, config, store, name, out, p12_password, days=days, aor=latest.aor)
+        revoked = store.revoke_certificates(name, except_serial=serial) if revoke_old else []
+        all_revoked = store.revoked_certificates()
+    finally:
+        store.close()
+    if revoked:
+        _write_crl(dir, all_revoked)
+    for old in revoked:
+        typer.echo(f"revoked {name} (serial {old:x})")
+
+
+def _write_crl(dir: Path, revoked: list[tuple[int, float]]) -> None:
+    write_crl(
+        CaPaths.in_dir(dir),
+        crl_path(dir),
+        [(s, datetime.datetime.fromtimestamp(t, datetime.UTC)) for s, t in revoked],
+    )
 
 
 @ca_app.command("revoke")
@@ -408,30 +479,29 @@ def ca_revoke(name: str, dir: DirOption = DEFAULT_DIR) -> None:
         revoked = store.revoked_certificates()
     finally:
         store.close()
-    write_crl(
-        CaPaths.in_dir(dir),
-        crl_path(dir),
-        [(s, datetime.datetime.fromtimestamp(t, datetime.UTC)) for s, t in revoked],
-    )
+    _write_crl(dir, revoked)
     for serial in serials:
         typer.echo(f"revoked {name} (serial {serial:x})")
 
 
 @ca_app.command("list")
 def ca_list(dir: DirOption = DEFAULT_DIR) -> None:
-    """Issued device certificates and their state."""
-    _, store = _open(dir)
+    """Issued device certificates and their status: ok, expiring in N days (within
+    pki.expiry_warning_days), expired or revoked; "renewed by" names a newer one."""
+    config, store = _open(dir)
     try:
         records = store.certificates()
     finally:
         store.close()
-    now = time.time()
-    for r in records:
-        state = (
-            "revoked" if r.revoked is not None else ("expired" if r.not_after < now else "valid")
+    statuses = certificate_statuses(
+        records, now=time.time(), warning_days=config.pki.expiry_warning_days
+    )
+    for st in statuses:
+        until = datetime.datetime.fromtimestamp(st.not_after, datetime.UTC).date().isoformat()
+        renewed = f"  renewed by {st.renewed_by:x}" if st.renewed_by is not None else ""
+        typer.echo(
+            f"{st.name}  sip:{st.aor}  serial {st.serial:x}  {st.label}  until {until}{renewed}"
         )
-        until = datetime.datetime.fromtimestamp(r.not_after, datetime.UTC).date().isoformat()
-        typer.echo(f"{r.name}  sip:{r.aor}  serial {r.serial:x}  {state}  until {until}")
 
 
 def crl_path(dir: Path) -> Path:

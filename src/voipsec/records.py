@@ -206,3 +206,5 @@ class CertificateRecord:
     aor: str
     not_after: float
     revoked: float | None
+    #: When the CA issued it (orders a device's renewals).
+    issued: float

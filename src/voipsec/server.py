@@ -22,6 +22,7 @@ from pathlib import Path
 
 from .app.authn import AuthShell, UserDigests
 from .app.bans import BanKeeper
+from .app.certexpiry import CERT_EXPIRY_INTERVAL, CertificateExpiry
 from .app.cluster import Cluster, SignalingWorkers, WorkerLink, socket_path
 from .app.handoff import Handoff
 from .app.intrusion import IntrusionShell
@@ -645,6 +646,10 @@ class Server:
         #: Workers 1..N-1: their link to the hub.
         self.link: WorkerLink | None = None
         self.revocations = Revocations(data_dir=data_dir, connections=self.connections)
+        #: Device-certificate expiry alerts (worker 0 only: one alert per server).
+        self.cert_expiry = CertificateExpiry(
+            store=self.store, events=self.events, warning_days=config.pki.expiry_warning_days
+        )
         #: The one owner of every periodic job (app/periodic.py).
         self.periodic = Periodic(tick=FLUSH_INTERVAL)
         self._schedule()
@@ -671,13 +676,19 @@ class Server:
         every(FLUSH_INTERVAL, "bindings", self._flush_bindings)
         every(FLUSH_INTERVAL, "shared counters", self.shared.tick)
         every(SWEEP_INTERVAL, "shared metrics", self.shared.report)
+        if self.index == 0:
+            every(CERT_EXPIRY_INTERVAL, "certificate expiry", self.cert_expiry.check)
 
     async def start(self) -> None:
         self.calls.cdr.start()
         self.store_writer.start()
         self._raise_open_file_limit()
         self.revocations.check()
-        warn_if_expiring(ServerPaths.in_dir(self.data_dir).cert, time.time())
+        warn_if_expiring(
+            ServerPaths.in_dir(self.data_dir).cert,
+            time.time(),
+            self.config.pki.expiry_warning_days,
+        )
         await self._start_media_workers()
         await self.listeners.start()
         if self.calls.udp_sender is None:
@@ -825,6 +836,7 @@ class Server:
 
     def _sweep_connections(self) -> None:
         self.connections.sweep(time.monotonic())
+        self.connections.close_expired(time.time())
 
     def _flush_bindings(self) -> None:
         try:
@@ -846,6 +858,7 @@ class Server:
         # Each worker's own wss connections, summed at /metrics (docs/webrtc.md).
         metrics.set_gauge("sip_websocket_refused", self.listeners.websocket.refused)
         metrics.set_gauge("sip_websocket_broken", self.listeners.websocket.broken)
+        metrics.set_gauge("tls_client_certificates_refused", self.listeners.certificates_refused())
         self._update_udp_gauges()
 
     def _update_udp_gauges(self) -> None:

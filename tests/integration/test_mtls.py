@@ -121,7 +121,7 @@ def test_mtls_ca_issue_writes_bundle(required: Running) -> None:
     assert bundle.cert is not None and bundle.cert.certificate == cert
     listing = voipsec("ca", "list", data_dir=server.data_dir).stdout.splitlines()
     assert [line.split()[0] for line in listing] == ["alice", "bob"]
-    assert all(" valid " in line for line in listing)
+    assert all(" ok " in line for line in listing)
 
 
 def test_mtls_required_without_certificate_never_reaches_sip(required: Running) -> None:

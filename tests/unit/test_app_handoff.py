@@ -17,6 +17,7 @@ from voipsec.core.auth import Role
 from voipsec.core.registrar import Registrar, RegistrarPolicy
 from voipsec.events import CallEnded, CallStarted, ConnectionAdmitted, EventBus
 from voipsec.ipc import FrameDecoder
+from voipsec.pki.identity import PeerIdentity
 from voipsec.records import Binding
 from voipsec.sip.message import Request, Response, parse_message
 from voipsec.transport.connections import ConnectionLimits, ConnectionTable, Flow
@@ -282,3 +283,16 @@ def test_handoff_claims_over_the_pending_limit_are_refused() -> None:
         return [over]
 
     assert asyncio.run(run()) == [False]
+
+
+def test_handoff_carries_the_client_certificate_identity_with_its_expiry() -> None:
+    zero, one = _pair()
+    phone = FakeFlow(peer=("192.0.2.1", 5000))
+    identity = PeerIdentity(
+        serial=0xAB, aor="alice@example.test", subject="commonName=alice", not_after=1.8e9
+    )
+    phone.identity = identity  # type: ignore[assignment]
+    zero.local[("tls", phone.peer)] = phone
+    assert _route(zero, phone, _bye("ours.w1")) is True
+    [(flow, _, _)] = one.handled
+    assert flow.identity == identity

@@ -9,6 +9,7 @@ import pytest
 
 from voipsec.config import (
     DEFAULT_TOML,
+    MAX_EXPIRY_WARNING_DAYS,
     MAX_SESSION_TICKETS,
     MAX_UDP_BUFFER,
     MIN_UDP_BUFFER,
@@ -136,6 +137,14 @@ def test_config_every_problem_is_reported(tmp_path: Path) -> None:
         (
             "[tls]\nsession_tickets = -1\n",
             "tls.session_tickets: Input should be greater than or equal to 0",
+        ),
+        (
+            "[pki]\nexpiry_warning_days = 0\n",
+            "pki.expiry_warning_days: Input should be greater than or equal to 1",
+        ),
+        (
+            f"[pki]\nexpiry_warning_days = {MAX_EXPIRY_WARNING_DAYS + 1}\n",
+            "pki.expiry_warning_days: Input should be less than or equal to 365",
         ),
         ("[auth]\nalgorithms = []\n", "auth.algorithms: at least one algorithm is required"),
         (

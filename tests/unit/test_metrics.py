@@ -210,7 +210,7 @@ def test_metrics_unknown_gauge_is_a_value_error() -> None:
         "cdr_writes_pending, media_sessions, registered_contacts, sip_2xx_unacknowledged, "
         "sip_transactions, sip_udp_receive_buffer_bytes, sip_udp_receive_drops, "
         "sip_udp_send_buffer_bytes, sip_websocket_broken, sip_websocket_refused, "
-        "tls_connections"
+        "tls_client_certificates_refused, tls_connections"
     )
 
 

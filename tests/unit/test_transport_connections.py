@@ -223,3 +223,22 @@ def test_connections_directory_finds_other_workers_connections() -> None:
     assert table.admit(flow)
     table.forget(flow)
     assert [type(e).__name__ for e in seen] == ["ConnectionAdmitted", "ConnectionClosed"]
+
+
+def test_connections_close_expired_closes_only_expired_certificates() -> None:
+    table = _table(per_ip=10)
+
+    def admitted(port: int, not_after: float | None) -> FakeFlow:
+        identity = PeerIdentity(serial=port, aor=None, subject="CN=x", not_after=not_after)
+        flow = FakeFlow(peer=("192.0.2.1", port), identity=identity)
+        assert table.claim("192.0.2.1") is not None
+        assert table.admit(flow)
+        return flow
+
+    expired, valid, unknown = admitted(1, 1000.0), admitted(2, 2000.0), admitted(3, None)
+    plain = FakeFlow(peer=("192.0.2.1", 4))
+    assert table.claim("192.0.2.1") is not None and table.admit(plain)
+    assert table.close_expired(1000.0) == 0  # notAfter itself is still valid
+    assert table.close_expired(1000.5) == 1
+    assert (expired.aborted, valid.aborted, unknown.aborted, plain.aborted) == ([True], [], [], [])
+    assert table.statistics().closed_expired == 1

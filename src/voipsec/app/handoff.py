@@ -352,17 +352,22 @@ def _address(value: Any) -> tuple[str, int] | None:
 def _identity_fields(identity: PeerIdentity | None) -> list[Any] | None:
     if identity is None:
         return None
-    return [identity.serial, identity.aor, identity.subject]
+    return [identity.serial, identity.aor, identity.subject, identity.not_after]
 
 
 def _identity(value: Any) -> PeerIdentity | None:
     """The verified client identity the owning worker's TLS layer saw."""
-    if not isinstance(value, list) or len(value) != 3:
+    if not isinstance(value, list) or len(value) != 4:
         return None
-    serial, aor, subject = value
+    serial, aor, subject, not_after = value
     if not isinstance(serial, int) or not isinstance(subject, str):
         return None
-    return PeerIdentity(serial=serial, aor=aor if isinstance(aor, str) else None, subject=subject)
+    return PeerIdentity(
+        serial=serial,
+        aor=aor if isinstance(aor, str) else None,
+        subject=subject,
+        not_after=float(not_after) if isinstance(not_after, int | float) else None,
+    )
 
 
 def _binding_fields(b: Binding) -> list[Any]:

@@ -131,6 +131,11 @@ class Listeners:
             )  # fmt: skip
         return sizes
 
+    def certificates_refused(self) -> int:
+        """Handshakes refused since start for a client certificate out of its validity
+        period, on every TLS listener of this process."""
+        return sum(listener.certificates_refused for listener in self._streams)
+
     def udp_drops(self) -> int | None:
         """Datagrams the kernel dropped on this process's SIP UDP sockets (receive
         buffer full); None without UDP listeners or without SO_MEMINFO."""
@@ -218,7 +223,7 @@ class Listeners:
         for ctx in self._contexts:
             ctx.load_cert_chain(paths.cert, paths.key)
         log.info("SIGHUP: server certificate reloaded from %s", paths.cert)
-        warn_if_expiring(paths.cert, time.time())
+        warn_if_expiring(paths.cert, time.time(), self.config.pki.expiry_warning_days)
 
     async def stop(self) -> None:
         """Close TURN, then every SIP listener."""

@@ -191,6 +191,21 @@ class TlsSection(_Section):
     max_connections: Annotated[int, Field(ge=1, le=1_000_000)] = 20_000
 
 
+#: Days before a certificate (device or server) expires from which it is listed as
+#: expiring and alerted: a month leaves time to reach a desk phone.
+EXPIRY_WARNING_DAYS = 30
+#: Most warning days accepted: a year; more would warn about every certificate.
+MAX_EXPIRY_WARNING_DAYS = 365
+
+
+class PkiSection(_Section):
+    #: Device certificates expiring within this many days are listed as expiring by
+    #: ``voipsec ca list`` and alerted once a day (pki/lifecycle.py).
+    expiry_warning_days: Annotated[int, Field(ge=1, le=MAX_EXPIRY_WARNING_DAYS)] = (
+        EXPIRY_WARNING_DAYS
+    )
+
+
 class AuthSection(_Section):
     #: "digest": always digest (a presented certificate must still match the AOR);
     #: "cert_or_digest": a valid device certificate for the AOR replaces digest;
@@ -622,6 +637,7 @@ class CdrSection(_Section):
 class Config(_Section):
     sip: SipSection = Field(default_factory=SipSection)
     tls: TlsSection = Field(default_factory=TlsSection)
+    pki: PkiSection = Field(default_factory=PkiSection)
     auth: AuthSection = Field(default_factory=AuthSection)
     registrar: RegistrarSection = Field(default_factory=RegistrarSection)
     media: MediaSection = Field(default_factory=MediaSection)

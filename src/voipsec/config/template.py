@@ -45,6 +45,11 @@ message_timeout = 30.0
 max_connections_per_ip = 256
 max_connections = 20000
 
+[pki]
+# Device certificates expiring within this many days (1-365) are listed as expiring by
+# `voipsec ca list` and raise an alert once a day; renew with `voipsec ca renew NAME`.
+expiry_warning_days = 30
+
 [auth]
 # "digest" (always ask for the password; a device certificate, when presented, must
 # match the AOR), "cert_or_digest" (a device certificate for the AOR is enough) or

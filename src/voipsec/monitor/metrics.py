@@ -129,6 +129,8 @@ GAUGES = {
     "subprotocol, too large, not an Upgrade: docs/webrtc.md).",
     "sip_websocket_broken": "SIP WebSockets closed since start for a message too big or "
     "a protocol error.",
+    "tls_client_certificates_refused": "TLS handshakes refused since start for a client "
+    "certificate out of its validity period (expired or not yet valid; docs/pki.md).",
 }
 
 #: Gauges of state every signaling worker holds whole (bans and bindings are

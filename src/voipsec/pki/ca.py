@@ -18,15 +18,15 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from ..config import EXPIRY_WARNING_DAYS
+from .lifecycle import MAX_VALIDITY_DAYS, check_validity_days
+
 #: Root lifetime: ten years, like most private PKIs for phones.
 CA_DAYS = 3650
-#: Days before the server certificate expires from which every start and reload
-#: logs a warning.
-EXPIRY_WARNING_DAYS = 30
 
 #: Leaf lifetime: 825 days, the CA/Browser Forum's old maximum, kept for phones
-#: that cannot renew often.
-LEAF_DAYS = 825
+#: that cannot renew often (the default of ``voipsec ca issue --days``).
+LEAF_DAYS = MAX_VALIDITY_DAYS
 
 
 log = logging.getLogger("voipsec.pki")
@@ -128,15 +128,23 @@ def issue_certificate(
     uris: tuple[str, ...] = (),
     server: bool,
     days: int = LEAF_DAYS,
+    now: datetime.datetime | None = None,
 ) -> tuple[bytes, bytes]:
-    """A leaf certificate signed by the CA: (certificate PEM, private key PEM)."""
+    """A leaf certificate signed by the CA: (certificate PEM, private key PEM).
+
+    Valid from five minutes before ``now`` (clocks differ) for ``days`` days
+    (:data:`~voipsec.pki.lifecycle.MIN_VALIDITY_DAYS`..``MAX_VALIDITY_DAYS``, else
+    ValueError). ``now`` defaults to the clock; tests pass a past one to make a
+    certificate that has already expired without waiting for it.
+    """
+    check_validity_days(days)
     ca_cert, ca_key = load_ca(ca)
     key = ec.generate_private_key(ec.SECP256R1())
     sans: list[x509.GeneralName] = [x509.DNSName(n) for n in dns_names]
     sans += [x509.IPAddress(ipaddress.ip_address(a)) for a in ip_addresses]
     sans += [x509.UniformResourceIdentifier(u) for u in uris]
     usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
-    now = _now()
+    now = now or _now()
     builder = (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
@@ -186,15 +194,26 @@ class DeviceBundle:
 
 
 def issue_device(
-    ca: CaPaths, *, name: str, aor: str, out_dir: Path, p12_password: str
+    ca: CaPaths,
+    *,
+    name: str,
+    aor: str,
+    out_dir: Path,
+    p12_password: str,
+    days: int = LEAF_DAYS,
+    now: datetime.datetime | None = None,
 ) -> DeviceBundle:
     """A client certificate whose SAN is the user's SIP URI, plus a PKCS#12 bundle.
 
     Writes NAME.crt, NAME.key (0600), NAME.p12 (0600, password-protected) and ca.crt.
+    Every call makes a new key and a new serial: a renewal is an issue for the same
+    name and AOR (``voipsec ca renew``), never a re-signing of the old key.
     """
     from cryptography.hazmat.primitives.serialization import pkcs12
 
-    cert_pem, key_pem = issue_certificate(ca, common_name=name, uris=(f"sip:{aor}",), server=False)
+    cert_pem, key_pem = issue_certificate(
+        ca, common_name=name, uris=(f"sip:{aor}",), server=False, days=days, now=now
+    )
     cert = x509.load_pem_x509_certificate(cert_pem)
     key = serialization.load_pem_private_key(key_pem, password=None)
     if not isinstance(key, ec.EllipticCurvePrivateKey):
@@ -257,11 +276,11 @@ def read_crl_serials(crl_path: Path, ca: CaPaths) -> frozenset[int]:
     return frozenset(r.serial_number for r in crl)
 
 
-def warn_if_expiring(cert_path: Path, now: float) -> float:
-    """Log a warning when the certificate expires within EXPIRY_WARNING_DAYS; days left."""
+def warn_if_expiring(cert_path: Path, now: float, warning_days: int = EXPIRY_WARNING_DAYS) -> float:
+    """Log a warning when the certificate expires within ``warning_days``; days left."""
     cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
     days = (cert.not_valid_after_utc.timestamp() - now) / 86400
-    if days < EXPIRY_WARNING_DAYS:
+    if days < warning_days:
         log.warning(
             "server certificate %s expires in %.0f days (%s): renew it and send SIGHUP",
             cert_path,

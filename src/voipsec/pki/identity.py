@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
+
+#: Month names as OpenSSL prints them (ASN1_TIME_print), whatever the locale.
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -13,6 +17,9 @@ class PeerIdentity:
     serial: int
     aor: str | None
     subject: str
+    #: Its notAfter (seconds since the epoch): an open connection is closed when it
+    #: passes (ConnectionTable.close_expired); None when unknown.
+    not_after: float | None = None
 
 
 def peer_identity(cert: dict[str, Any] | None) -> PeerIdentity | None:
@@ -28,4 +35,22 @@ def peer_identity(cert: dict[str, Any] | None) -> PeerIdentity | None:
             aor = value[4:]
             break
     subject = ",".join(f"{k}={v}" for rdn in cert.get("subject", ()) for k, v in rdn)
-    return PeerIdentity(serial=int(serial_text, 16), aor=aor, subject=subject)
+    return PeerIdentity(
+        serial=int(serial_text, 16), aor=aor, subject=subject, not_after=_not_after(cert)
+    )
+
+
+def _not_after(cert: dict[str, Any]) -> float | None:
+    """``notAfter`` as getpeercert() gives it ("Dec  5 19:34:31 2026 GMT"), parsed here
+    rather than with ``ssl.cert_time_to_seconds``: core/auth.py imports this module, and
+    the sans-IO cores import no ssl. None when absent or in another form."""
+    try:
+        month, day, clock, year, zone = str(cert.get("notAfter")).split()
+        hour, minute, second = clock.split(":")
+        when = datetime(
+            int(year), _MONTHS.index(month) + 1, int(day), int(hour), int(minute), int(second),
+            tzinfo=UTC,
+        )  # fmt: skip
+    except ValueError:
+        return None
+    return when.timestamp() if zone == "GMT" else None

@@ -340,16 +340,20 @@ class Store:
             (str(serial), name, aor, not_after, time.time()),
         )
 
-    def revoke_certificates(self, name: str) -> list[int]:
-        """Revoke every unrevoked certificate of ``name``; returns their serials."""
+    def revoke_certificates(self, name: str, *, except_serial: int | None = None) -> list[int]:
+        """Revoke every unrevoked certificate of ``name`` (but ``except_serial``: the one
+        ``ca renew --revoke-old`` just issued); returns their serials."""
+        keep = "" if except_serial is None else str(except_serial)
         rows = self.db.execute(
-            "SELECT serial FROM certificates WHERE name = ? AND revoked IS NULL", (name,)
+            "SELECT serial FROM certificates WHERE name = ? AND revoked IS NULL AND serial != ?",
+            (name, keep),
         ).fetchall()
         if not rows:
             raise StoreError(f"no valid certificate for {name!r}")
         self.db.execute(
-            "UPDATE certificates SET revoked = ? WHERE name = ? AND revoked IS NULL",
-            (time.time(), name),
+            "UPDATE certificates SET revoked = ? "
+            "WHERE name = ? AND revoked IS NULL AND serial != ?",
+            (time.time(), name, keep),
         )
         return [int(r[0]) for r in rows]
 
@@ -364,10 +368,15 @@ class Store:
     def certificates(self) -> list[CertificateRecord]:
         return [
             CertificateRecord(
-                serial=int(serial), name=name, aor=aor, not_after=not_after, revoked=revoked
+                serial=int(serial),
+                name=name,
+                aor=aor,
+                not_after=not_after,
+                revoked=revoked,
+                issued=issued,
             )
-            for serial, name, aor, not_after, revoked in self.db.execute(
-                "SELECT serial, name, aor, not_after, revoked FROM certificates "
+            for serial, name, aor, not_after, revoked, issued in self.db.execute(
+                "SELECT serial, name, aor, not_after, revoked, issued FROM certificates "
                 "ORDER BY name, issued"
             )
         ]

@@ -68,6 +68,8 @@ class ConnectionStatistics:
     closed_idle: int
     closed_slow: int
     closed_revoked: int
+    #: Open connections closed because their client certificate expired meanwhile.
+    closed_expired: int
 
 
 class Slot:
@@ -119,6 +121,7 @@ class ConnectionTable:
             "closed_idle": 0,
             "closed_slow": 0,
             "closed_revoked": 0,
+            "closed_expired": 0,
         }
         #: sip.workers > 1: connections other workers hold, (transport, ip, port) ->
         #: owner (app/handoff.py keeps it from their ConnectionAdmitted/Closed), and how
@@ -316,6 +319,23 @@ class ConnectionTable:
                 flow.abort()
                 closed += 1
         self._counts["closed_revoked"] += closed
+        return closed
+
+    def close_expired(self, now: float) -> int:
+        """Close the open connections whose client certificate expired (``now``: wall
+        clock seconds): a phone keeps its connection for days, and the handshake is the
+        only other place a certificate's dates are checked (pki/tls.py)."""
+        closed = 0
+        for flow in list(self._by_peer.values()):
+            identity = flow.identity
+            if identity is not None and identity.not_after is not None and now > identity.not_after:
+                log.info(
+                    "closing %s:%d: client certificate expired (serial %x, subject %s)",
+                    *flow.peer, identity.serial, identity.subject,
+                )  # fmt: skip
+                flow.abort()
+                closed += 1
+        self._counts["closed_expired"] += closed
         return closed
 
     def abort_source(self, ip: str) -> int:

@@ -26,6 +26,7 @@ from collections.abc import Callable
 from typing import Protocol, cast
 
 from ..pki.identity import PeerIdentity, peer_identity
+from ..pki.tls import ClientCertificateRefused
 from ..sip.errors import FramingError
 from ..sip.framing import FramedMessage, StreamFramer
 from .connections import ConnectionTable, Slot
@@ -212,6 +213,9 @@ class StreamListener:
         self._handshakes: set[asyncio.Task[None]] = set()
         #: Handshakes that failed, timed out or were abandoned by the peer.
         self.handshakes_failed = 0
+        #: Of those, the ones refused for a client certificate out of its validity
+        #: period (expired or not yet valid; pki/tls.py).
+        self.certificates_refused = 0
 
     def _stream_protocol(self, slot: Slot) -> StreamProtocol:
         return StreamProtocol(self._sink, self._table, self._name, slot)
@@ -252,11 +256,11 @@ class StreamListener:
             log.info("refused connection from %s:%d", ip, port)
             conn.close()
             return
-        task = asyncio.get_running_loop().create_task(self._connect(conn, slot))
+        task = asyncio.get_running_loop().create_task(self._connect(conn, slot, port))
         self._handshakes.add(task)
         task.add_done_callback(self._handshakes.discard)
 
-    async def _connect(self, conn: socket.socket, slot: Slot) -> None:
+    async def _connect(self, conn: socket.socket, slot: Slot, port: int) -> None:
         loop = asyncio.get_running_loop()
         try:
             # sip.workers > 1: the per-address and total limits hold for the server.
@@ -288,7 +292,16 @@ class StreamListener:
             raise
         except Exception as exc:  # a failed handshake must never escape
             self.handshakes_failed += 1
-            log.debug("TLS handshake failed: %r", exc)
+            if isinstance(exc, ClientCertificateRefused):
+                # Worth an info line, unlike scanners' failed handshakes: a device of
+                # ours is locked out until its certificate is renewed.
+                self.certificates_refused += 1
+                log.info(
+                    "refused TLS connection from %s:%d: %s, not after %s",
+                    slot.ip, port, exc, exc.not_after,
+                )  # fmt: skip
+            else:
+                log.debug("TLS handshake failed: %r", exc)
             slot.release()
             conn.close()
 
