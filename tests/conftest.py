@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import compileall
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,6 +28,13 @@ def pytest_configure(config: pytest.Config) -> None:
     """
     if not hasattr(config, "workerinput"):
         compileall.compile_dir(SRC, quiet=1)
+
+
+# pydantic looks for plugins in every installed distribution's entry points the first time
+# a model is built: ~25 ms of CPU in each process that loads the config (four per server,
+# one per real CLI command). voipsec uses no pydantic plugin; the test processes inherit
+# this (tests/peers/proc.py `running` passes os.environ on).
+os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
 
 
 ALICE = ("alice", "alice-secret-1")
