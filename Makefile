@@ -33,11 +33,21 @@ lint: venv
 # integration files where the number of processes matters run again with
 # VOIPSEC_TEST_WORKERS=1 (one signaling process, one relay process). `make test-single`
 # runs the whole integration suite that way.
+# PROCESS_TESTS, and what one process changes for each: test_media_workers (the one
+# relay worker killed is the whole relay), test_calls (both legs in one process, no
+# handoff), test_media and test_security_media (one relay worker owns the whole port
+# range), test_security_sip and test_connection_limits (bans, IDS and per-source counts
+# held by the only worker, on a listener without SO_REUSEPORT), test_monitor and
+# test_monitor_exports (fraud counters, metrics and exports with no cross-worker feed;
+# kill -9 of a server with no signaling child). Not rerun: test_workers and
+# test_workers_state set sip.workers = 2 themselves (the second pass only changed
+# media.workers, which none of their assertions is about); test_cdr_postgres (each
+# process has its own CDR writer, the same code in both modes: one process changes only
+# which writer inserts the row).
 WORKERS ?= 4
-PROCESS_TESTS = $(addprefix tests/integration/,test_workers.py test_workers_state.py \
-	test_media_workers.py test_calls.py test_media.py test_security_media.py \
-	test_security_sip.py test_connection_limits.py test_monitor.py test_monitor_exports.py \
-	test_cdr_postgres.py)
+PROCESS_TESTS = $(addprefix tests/integration/,test_media_workers.py test_calls.py \
+	test_media.py test_security_media.py test_security_sip.py test_connection_limits.py \
+	test_monitor.py test_monitor_exports.py)
 
 test: venv peers lint
 	$(BIN)/pytest -q -p no:cacheprovider -n $(WORKERS) --dist loadfile -m "not alone" tests

@@ -211,26 +211,32 @@ def test_untrusted_server_ca_fails_the_handshake(md5_server: VoipsecServer, tmp_
         assert md5_server.bindings("alice") == []
 
 
-@pytest.mark.parametrize("certificate", ["none", "foreign-ca"])
-def test_server_requiring_client_certs_drops_untrusted_client(
-    tmp_path: Path, certificate: str
-) -> None:
-    """``tls.client_cert = "required"``: without a certificate from voipsec's CA the TLS
-    handshake fails; the connection is closed before any SIP is answered."""
+@pytest.fixture(scope="module")
+def cert_required_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VoipsecServer]:
+    """``tls.client_cert = "required"`` for both untrusted clients below: neither gets a
+    binding, so one server serves both."""
     prepared = prepare(
-        tmp_path / "data",
+        tmp_path_factory.mktemp("cert_required") / "data",
         users=[ALICE],
         settings=[MD5_ONLY, ("tls.client_cert", '"required"')],
     )
+    with serving(prepared) as running_server:
+        yield running_server
+
+
+@pytest.mark.parametrize("certificate", ["none", "foreign-ca"])
+def test_server_requiring_client_certs_drops_untrusted_client(
+    cert_required_server: VoipsecServer, tmp_path: Path, certificate: str
+) -> None:
+    """``tls.client_cert = "required"``: without a certificate from voipsec's CA the TLS
+    handshake fails; the connection is closed before any SIP is answered."""
+    server = cert_required_server
     cert_file = None
     if certificate == "foreign-ca":
         other_cert, other_key = make_ca(tmp_path / "other-ca", "Some Other CA")
         cert_file = client_certificate(other_cert, other_key, tmp_path / "alice.pem", "alice")
-    address = server_address(prepared)
-    with (
-        serving(prepared) as server,
-        start_baresip(tmp_path / "baresip", server, cert_file=cert_file) as ua,
-    ):
+    address = server_address(server)
+    with start_baresip(tmp_path / "baresip", server, cert_file=cert_file) as ua:
         wait_for(
             lambda: ua.dropped_by(address),
             deadline=DEADLINE,

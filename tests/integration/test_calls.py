@@ -11,7 +11,6 @@ import json
 import secrets
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -28,6 +27,8 @@ RELAY = relay_ports()
 
 ALICE = ("alice", "alice-password")
 BOB = ("bob", "bob-password")
+#: A user who never registers (the offline callee): bob has bindings from other tests.
+CAROL = ("carol", "carol-password")
 SECRET_HEADERS = (
     "User-Agent: alice-phone/9.9 internal-build",
     "X-Internal-Route: pbx-7.corp.example",
@@ -47,34 +48,40 @@ def _cdrs(server: VoipsecServer) -> list[dict[str, object]]:
 
 
 def _wait_cdr(
-    server: VoipsecServer, count: int, *, deadline: float = 15.0
+    server: VoipsecServer, call_ids: list[str], *, deadline: float = 15.0
 ) -> list[dict[str, object]]:
+    """The CDR rows of ``call_ids`` (in the listing's order) once there is exactly one
+    for each and every one is closed; the module's other tests add rows of their own."""
     found: list[dict[str, object]] = []
 
     def closed() -> bool:
-        found[:] = _cdrs(server)
-        return len(found) == count and all(r["disposition"] for r in found)
+        found[:] = [r for r in _cdrs(server) if r["call_id"] in call_ids]
+        return len(found) == len(call_ids) and all(r["disposition"] for r in found)
 
-    wait_for(closed, deadline=deadline, what=f"{count} closed CDR(s)")
+    wait_for(closed, deadline=deadline, what=f"closed CDR(s) of {call_ids}")
     return found
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[VoipsecServer]:
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VoipsecServer]:
+    """One server for the module: each test uses its own Call-IDs and reads only their
+    CDR rows; the offline callee is a user no test registers."""
     prepared = prepare(
-        tmp_path / "data",
-        users=[ALICE, BOB],
+        tmp_path_factory.mktemp("calls") / "data",
+        users=[ALICE, BOB, CAROL],
         settings=[("calls.probe_interval", "1"), ("calls.ring_timeout", "5")],
     )
     with serving(prepared) as running:
         yield running
 
 
-def _answered_call(server: VoipsecServer) -> tuple[Phone, Phone, Request, Response]:
+def _answered_call(
+    server: VoipsecServer, call_id: str = "call-topology@10.9.8.7"
+) -> tuple[Phone, Phone, Request, Response]:
     bob = Phone(server, *BOB)
     bob.register()
     alice = Phone(server, *ALICE)
-    trying = alice.invite("bob", "call-topology@10.9.8.7", extra=SECRET_HEADERS)
+    trying = alice.invite("bob", call_id, extra=SECRET_HEADERS)
     assert trying.status == 100
     b_invite = bob.request()
     bob.answer(b_invite, 200, "OK", SDP)
@@ -127,7 +134,7 @@ def test_spoofed_from_is_refused_with_403(server: VoipsecServer) -> None:
     assert (refused.status, refused.reason) == (403, "Caller Identity Does Not Match")
     pai = alice.invite("bob", "spoof-2", extra=("P-Asserted-Identity: <sip:bob@localhost>",))
     assert (pai.status, pai.reason) == (403, "Caller Identity Does Not Match")
-    rows = _wait_cdr(server, 2)
+    rows = _wait_cdr(server, ["spoof-1", "spoof-2"])
     assert [(r["call_id"], r["disposition"], r["status"]) for r in rows] == [
         ("spoof-1", "rejected", 403),
         ("spoof-2", "rejected", 403),
@@ -145,7 +152,7 @@ def test_a_call_beyond_the_class_of_service_is_refused(server: VoipsecServer) ->
     )
     premium = alice.invite("09001234567", "premium-1")
     assert premium.reason == "premium-rate calls not allowed for class national"
-    rows = _wait_cdr(server, 2)
+    rows = _wait_cdr(server, ["intl-1", "premium-1"])
     assert [(r["callee_dialled"], r["callee"], r["disposition"], r["status"]) for r in rows] == [
         ("0049301234567", "+49301234567", "rejected", 403),
         ("09001234567", "+449001234567", "rejected", 403),
@@ -158,7 +165,7 @@ def test_a_call_beyond_the_class_of_service_is_refused(server: VoipsecServer) ->
 
 
 def test_a_call_whose_callee_vanished_is_ended_by_the_probe(server: VoipsecServer) -> None:
-    alice, bob, _, ok = _answered_call(server)
+    alice, bob, _, ok = _answered_call(server, "vanished-1")
     started = time.monotonic()
     bob.close()  # bob's phone is gone: no BYE, no connection
     probes = 0
@@ -172,7 +179,7 @@ def test_a_call_whose_callee_vanished_is_ended_by_the_probe(server: VoipsecServe
     assert bye.to.tag == "caller-tag" and bye.call_id == ok.call_id
     alice.answer(bye, 200, "OK")
     assert time.monotonic() - started < 10
-    (row,) = _wait_cdr(server, 1)
+    (row,) = _wait_cdr(server, [ok.call_id])
     assert (row["disposition"], row["reason"], row["hangup_by"]) == (
         "answered",
         "far end vanished",
@@ -193,7 +200,7 @@ def test_an_unanswered_call_ends_at_the_ring_timeout(server: VoipsecServer) -> N
     assert (timeout.status, timeout.reason) == (408, "Request Timeout")
     cancel = bob.request()
     assert cancel.method == "CANCEL" and cancel.call_id == b_invite.call_id
-    (row,) = _wait_cdr(server, 1)
+    (row,) = _wait_cdr(server, ["ring-1"])
     assert (row["disposition"], row["status"], row["reason"], row["hangup_by"]) == (
         "no_answer",
         408,
@@ -206,7 +213,7 @@ def test_an_unanswered_call_ends_at_the_ring_timeout(server: VoipsecServer) -> N
 
 def test_an_offline_callee_gets_480_and_a_cdr(server: VoipsecServer) -> None:
     alice = Phone(server, *ALICE)
-    offline = alice.invite("bob", "offline-1")
+    offline = alice.invite("carol", "offline-1")
     assert (offline.status, offline.reason) == (480, "Temporarily Unavailable")
     unknown = alice.invite("nobody", "unknown-1")
     assert unknown.status == 404
@@ -216,7 +223,7 @@ def test_an_offline_callee_gets_480_and_a_cdr(server: VoipsecServer) -> None:
 def test_requests_in_a_dialog_are_routed_by_the_dialog_not_the_uri(
     server: VoipsecServer,
 ) -> None:
-    alice, bob, _, ok = _answered_call(server)
+    alice, bob, _, ok = _answered_call(server, "dialog-1")
     tag = ok.to.tag
     # A BYE whose Request-URI names someone else still ends *this* call ...
     alice.send_raw(

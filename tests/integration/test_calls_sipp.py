@@ -155,13 +155,18 @@ def _cdrs(server: VoipsecServer) -> list[dict[str, object]]:
 
 
 def _wait_cdrs(
-    server: VoipsecServer, count: int, deadline: float = 15.0
+    server: VoipsecServer,
+    count: int,
+    deadline: float = 15.0,
+    *,
+    call_ids: set[str] | None = None,
 ) -> list[dict[str, object]]:
-    """The CDR rows once ``count`` of them exist and every one is closed."""
+    """The CDR rows once ``count`` of them exist and every one is closed; with
+    ``call_ids``, only those calls' rows (a server shared with another test)."""
     rows: list[dict[str, object]] = []
 
     def closed() -> bool:
-        rows[:] = _cdrs(server)
+        rows[:] = [r for r in _cdrs(server) if call_ids is None or r["call_id"] in call_ids]
         return len(rows) >= count and all(row["disposition"] for row in rows)
 
     try:
@@ -439,17 +444,28 @@ REFUSALS = {
 }
 
 
+@pytest.fixture(scope="module")
+def refusing_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VoipsecServer]:
+    """One server for both refusals: alice keeps the class national and bob never
+    registers in either, and each reads only its own calls' CDR rows."""
+    prepared = _server(tmp_path_factory.mktemp("refusals"), trunk_port=free_port())
+    with serving(prepared) as server:
+        yield server
+
+
 @pytest.mark.parametrize("name", list(REFUSALS))
-def test_calls_voipsec_refuses_itself(tmp_path: Path, name: str) -> None:
+def test_calls_voipsec_refuses_itself(
+    refusing_server: VoipsecServer, tmp_path: Path, name: str
+) -> None:
     """Calls voipsec answers itself: nothing is sent on (the trunk's port has no
     listener, so a call wrongly routed there would fail differently), one CDR each."""
+    server = refusing_server
     flow, (dialled, callee) = REFUSALS[name]
     calls = 3
-    with serving(_server(tmp_path, trunk_port=free_port())) as server:
-        caller = _place_calls(server, tmp_path, flow, dialled, calls)
-        _assert_sipp_clean(caller, calls, "caller", server)
-        a_leg_ids = _caller_call_ids(caller, flow, calls)
-        rows = _wait_cdrs(server, calls)
+    caller = _place_calls(server, tmp_path, flow, dialled, calls)
+    _assert_sipp_clean(caller, calls, "caller", server)
+    a_leg_ids = _caller_call_ids(caller, flow, calls)
+    rows = _wait_cdrs(server, calls, call_ids=a_leg_ids)
     _assert_cdrs(rows, flow, a_leg_ids, dialled=dialled, callee=callee, trunk="")
 
 

@@ -6,6 +6,7 @@ import select
 import socket
 import ssl
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -73,25 +74,36 @@ def test_limit_handshake_timeout_closes_silent_tcp(tmp_path: Path) -> None:
         raw.close()
 
 
-def test_limit_idle_timeout_closes_silent_tls(tmp_path: Path) -> None:
-    with serving(_limited(tmp_path, idle_timeout="2.0")) as server:
-        with TlsSipClient(server.host, server.port, server.ca) as client:
-            assert client.register(*ALICE).status == 200
-            assert _closed_by_server(client.sock)
-        wait_for(lambda: server.proc is not None and server.proc.poll() is None, what="alive")
+@pytest.fixture(scope="module")
+def timeouts_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VoipsecServer]:
+    """Idle and message timeouts of 2 s, one server for both tests: a silent complete
+    connection meets only the idle one, and a connection mid-message meets the message
+    one first (its partial_since is never later than its last activity, and the sweep
+    checks it first: transport/connections.py ``sweep``)."""
+    prepared = _limited(
+        tmp_path_factory.mktemp("timeouts"), idle_timeout="2.0", message_timeout="2.0"
+    )
+    with serving(prepared) as server:
+        yield server
 
 
-def test_limit_message_timeout_cuts_a_slow_sender(tmp_path: Path) -> None:
-    with serving(_limited(tmp_path, message_timeout="2.0")) as server:
-        slow = _tls(server)
-        slow.sendall(b"OPTIONS sip:localhost SIP/2.0\r\nVia: SIP/2.0/TLS 127.0.0.1:1")
-        assert _closed_by_server(slow)
-        slow.close()
-        wait_for(
-            lambda: "message incomplete too long" in server.log_text(), what="slow close logged"
-        )
-        with TlsSipClient(server.host, server.port, server.ca) as client:
-            assert client.register(*ALICE).status == 200
+def test_limit_idle_timeout_closes_silent_tls(timeouts_server: VoipsecServer) -> None:
+    server = timeouts_server
+    with TlsSipClient(server.host, server.port, server.ca) as client:
+        assert client.register(*ALICE).status == 200
+        assert _closed_by_server(client.sock)
+    wait_for(lambda: server.proc is not None and server.proc.poll() is None, what="alive")
+
+
+def test_limit_message_timeout_cuts_a_slow_sender(timeouts_server: VoipsecServer) -> None:
+    server = timeouts_server
+    slow = _tls(server)
+    slow.sendall(b"OPTIONS sip:localhost SIP/2.0\r\nVia: SIP/2.0/TLS 127.0.0.1:1")
+    assert _closed_by_server(slow)
+    slow.close()
+    wait_for(lambda: "message incomplete too long" in server.log_text(), what="slow close logged")
+    with TlsSipClient(server.host, server.port, server.ca) as client:
+        assert client.register(*ALICE).status == 200
 
 
 def test_limit_write_buffer_peer_that_never_reads_does_not_hurt_others(

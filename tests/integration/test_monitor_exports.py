@@ -8,6 +8,7 @@ import contextlib
 import json
 import re
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -43,15 +44,36 @@ from tests.peers.voipsec import VoipsecServer, serving
 pytestmark = pytest.mark.peers
 
 
-def test_hep_export_to_sngrep_tshark_reads_both_legs(tmp_path: Path) -> None:
-    """One call with hep.target set: sngrep (checking the auth key) unwraps voipsec's
-    HEP packets, and tshark finds the SIP of both legs by their Call-IDs."""
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ExportedCall:
+    """One call through a server exporting HEP to sngrep and writing DATA/sip.log."""
+
+    caller: SippResult
+    trunk: SippResult
+    #: (Call-ID, method or status) of each SIP message tshark found in sngrep's pcap.
+    hep_rows: list[tuple[str, str]]
+    #: DATA/sip.log once voipsec has stopped, and its file mode.
+    sip_log: str
+    sip_log_mode: int
+    #: The caller's workdir (SIPp's own message trace is under sipp-caller/).
+    workdir: Path
+
+
+@pytest.fixture(scope="module")
+def exported_call(tmp_path_factory: pytest.TempPathFactory) -> ExportedCall:
+    """One call with hep.target and siplog.enabled both set.
+
+    Module scope: the HEP test and the SIP log test read different exports of the same
+    call (neither export changes the other), so one server, trunk and caller serve both.
+    """
+    tmp_path = tmp_path_factory.mktemp("exported_call")
     dialled, _ = NATIONAL
     tls_port = free_port()
     with _sngrep_collector(tmp_path / "sngrep", HEP_KEY) as (hep_port, pcap):
         settings = [
             ("hep.target", f'"udp:127.0.0.1:{hep_port}"'),
             ("hep.auth_key", json.dumps(HEP_KEY)),
+            ("siplog.enabled", "true"),
         ]
         prepared = _prepare(tmp_path, trunk_port=tls_port, settings=settings)
         with (
@@ -65,9 +87,24 @@ def test_hep_export_to_sngrep_tshark_reads_both_legs(tmp_path: Path) -> None:
             _wait_cdrs(server, 1)
         # voipsec has stopped (its last packets are sent); sngrep has read them all.
         wait_for(lambda: _udp_unread(hep_port) == 0, what="sngrep to read its socket")
-    (a_leg,) = _outcomes(caller)
-    (b_leg,) = _b_leg_call_ids(trunk)
-    rows = _tshark_sip(pcap)
+    # voipsec has stopped: everything it logged is in the file.
+    path = server.data_dir / "sip.log"
+    return ExportedCall(
+        caller=caller,
+        trunk=trunk,
+        hep_rows=_tshark_sip(pcap),
+        sip_log=path.read_text(encoding="utf-8"),
+        sip_log_mode=path.stat().st_mode & 0o777,
+        workdir=tmp_path / "call",
+    )
+
+
+def test_hep_export_to_sngrep_tshark_reads_both_legs(exported_call: ExportedCall) -> None:
+    """One call with hep.target set: sngrep (checking the auth key) unwraps voipsec's
+    HEP packets, and tshark finds the SIP of both legs by their Call-IDs."""
+    (a_leg,) = _outcomes(exported_call.caller)
+    (b_leg,) = _b_leg_call_ids(exported_call.trunk)
+    rows = exported_call.hep_rows
     by_call: dict[str, set[str]] = {}
     for call_id, what in rows:
         by_call.setdefault(call_id, set()).add(what)
@@ -118,30 +155,64 @@ def _register_wrong_password(server: VoipsecServer, workdir: Path) -> SippResult
         )
 
 
-def test_metrics_parse_and_counters_move_with_the_calls(tmp_path: Path) -> None:
-    """/metrics over TLS with the bearer token parses with prometheus_client; N calls
-    move the call counters by exactly N; a wrong password moves the auth failures;
-    no token or a wrong one gets 401."""
-    calls = 3
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MetricsRun:
+    """/metrics of one server: without a token and with a wrong one (statuses), then
+    scraped before CALLS calls, after them and after one wrong-password REGISTER."""
+
+    unauthorized: tuple[int, int]
+    before: Samples
+    after_calls: Samples
+    after_register: Samples
+
+
+#: The calls of the metrics run.
+CALLS = 3
+
+
+@pytest.fixture(scope="module")
+def metrics_run(tmp_path_factory: pytest.TempPathFactory) -> MetricsRun:
+    """Module scope: the tests below read different series of the same run (the calls
+    move the call counters, the REGISTER after them moves the issue-7 ones), so one
+    server, trunk and caller serve all of them."""
+    tmp_path = tmp_path_factory.mktemp("metrics_run")
     dialled, _ = NATIONAL
     tls_port = free_port()
     prepared, port = _metrics_server(tmp_path, tls_port)
     with (
         serving(prepared) as server,
-        _trunk(server, tmp_path, tls_port, calls=calls) as trunk_run,
+        _trunk(server, tmp_path, tls_port, calls=CALLS) as trunk_run,
     ):
         wait_for(lambda: _listening(port), deadline=10, what="the metrics port")
-        assert get_metrics(port, server.ca, None)[0] == 401
-        assert get_metrics(port, server.ca, "not-the-token")[0] == 401
+        unauthorized = (
+            get_metrics(port, server.ca, None)[0],
+            get_metrics(port, server.ca, "not-the-token")[0],
+        )
         before = _scrape(server, port)
-        caller = _call(server, tmp_path / "calls", dialled, calls=calls)
-        _assert_clean(caller, calls, "caller", server)
-        _assert_clean(trunk_run.wait(SIPP_TIMEOUT), calls, "trunk", server)
-        _wait_cdrs(server, calls)
+        caller = _call(server, tmp_path / "calls", dialled, calls=CALLS)
+        _assert_clean(caller, CALLS, "caller", server)
+        _assert_clean(trunk_run.wait(SIPP_TIMEOUT), CALLS, "trunk", server)
+        _wait_cdrs(server, CALLS)
         after_calls = _scrape(server, port)
         refused = _register_wrong_password(server, tmp_path / "register")
         assert (refused.successful, refused.failed) == (1, 0), refused.error_tail()
         after_register = _scrape(server, port)
+    return MetricsRun(
+        unauthorized=unauthorized,
+        before=before,
+        after_calls=after_calls,
+        after_register=after_register,
+    )
+
+
+def test_metrics_parse_and_counters_move_with_the_calls(metrics_run: MetricsRun) -> None:
+    """/metrics over TLS with the bearer token parses with prometheus_client; N calls
+    move the call counters by exactly N; a wrong password moves the auth failures;
+    no token or a wrong one gets 401."""
+    calls = CALLS
+    assert metrics_run.unauthorized == (401, 401)
+    before, after_calls = metrics_run.before, metrics_run.after_calls
+    after_register = metrics_run.after_register
 
     def moved(name: str, old: Samples, new: Samples, **labels: str) -> float:
         return _value(new, name, **labels) - _value(old, name, **labels)
@@ -167,17 +238,12 @@ UNWIRED_METRICS = {
 
 @pytest.mark.parametrize("name", list(UNWIRED_METRICS))
 def test_metrics_count_registrations_handshakes_and_request_latency(
-    tmp_path: Path, name: str
+    metrics_run: MetricsRun, name: str
 ) -> None:
-    """issue 7: metrics of registrations, TLS handshakes and request-handling latency."""
+    """issue 7: metrics of registrations, TLS handshakes and request-handling latency
+    (moved by the run's one wrong-password REGISTER, the server's only auth failure)."""
     sample, labels = UNWIRED_METRICS[name]
-    prepared, port = _metrics_server(tmp_path, free_port())
-    with serving(prepared) as server:
-        wait_for(lambda: _listening(port), deadline=10, what="the metrics port")
-        before = _scrape(server, port)
-        refused = _register_wrong_password(server, tmp_path / "register")
-        assert (refused.successful, refused.failed) == (1, 0), refused.error_tail()
-        after = _scrape(server, port)
+    before, after = metrics_run.after_calls, metrics_run.after_register
     assert _value(after, "voipsec_auth_failures_total", service="sip") == 1
     assert _value(after, sample, **labels) - _value(before, sample, **labels) >= 1
 
@@ -308,26 +374,13 @@ _DIGEST_RESPONSE = re.compile(r'\bresponse="([0-9a-f]{32})"')
 SIPP_KEYS = ("AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0e", "HyAhIiMkJSYnKCkqKywtLi8wMTIzNDU2Nzg5Ojs8")
 
 
-def test_sip_log_has_both_directions_with_secrets_redacted(tmp_path: Path) -> None:
+def test_sip_log_has_both_directions_with_secrets_redacted(exported_call: ExportedCall) -> None:
     """siplog.enabled: after one authenticated call DATA/sip.log (0600) has the A-leg's
     and the B-leg's messages in and out, the digest responses and every SDP key
     redacted."""
-    dialled, _ = NATIONAL
-    tls_port = free_port()
-    prepared = _prepare(tmp_path, trunk_port=tls_port, settings=[("siplog.enabled", "true")])
-    with (
-        serving(prepared) as server,
-        _trunk(server, tmp_path, tls_port, calls=1) as trunk_run,
-    ):
-        caller = _call(server, tmp_path / "call", dialled)
-        trunk = trunk_run.wait(SIPP_TIMEOUT)
-        _assert_clean(caller, 1, "caller", server)
-        _assert_clean(trunk, 1, "trunk", server)
-        _wait_cdrs(server, 1)
-    # voipsec has stopped: everything it logged is in the file.
-    path = server.data_dir / "sip.log"
-    assert path.stat().st_mode & 0o777 == 0o600
-    text = path.read_text(encoding="utf-8")
+    caller, trunk = exported_call.caller, exported_call.trunk
+    assert exported_call.sip_log_mode == 0o600
+    text = exported_call.sip_log
     records = [json.loads(line) for line in text.splitlines()]
     (a_leg,) = _outcomes(caller)
     (b_leg,) = _b_leg_call_ids(trunk)
@@ -345,7 +398,7 @@ def test_sip_log_has_both_directions_with_secrets_redacted(tmp_path: Path) -> No
     # The real responses (SIPp's own message trace) appear nowhere in the log.
     trace = "".join(
         p.read_text(errors="replace")
-        for p in (tmp_path / "call" / "sipp-caller").glob("*_messages.log")
+        for p in (exported_call.workdir / "sipp-caller").glob("*_messages.log")
     )
     responses = set(_DIGEST_RESPONSE.findall(trace))
     assert responses, "no digest response in SIPp's message trace"

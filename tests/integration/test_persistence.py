@@ -31,7 +31,8 @@ def test_bindings_survive_restart(server_dir: VoipsecServer) -> None:
         assert len(response.headers.values("contact")) == 2
 
 
-def test_unregister_removes_stored_binding(server: VoipsecServer) -> None:
+def test_unregister_removes_stored_binding(shared_server: VoipsecServer) -> None:
+    server = shared_server
     with TlsSipClient(server.host, server.port, server.ca) as client:
         assert client.register(*BOB, expires=600).status == 200
         server.wait_bindings("bob", 1)
@@ -40,7 +41,8 @@ def test_unregister_removes_stored_binding(server: VoipsecServer) -> None:
     server.wait_bindings("bob", 0)
 
 
-def test_database_and_keys_are_private(server: VoipsecServer) -> None:
+def test_database_and_keys_are_private(shared_server: VoipsecServer) -> None:
+    server = shared_server
     for path in (
         server.data_dir / "voipsec.db",
         server.data_dir / "ca" / "ca.key",

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import socket
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -29,23 +30,30 @@ def _udp_server(tmp_path: Path) -> tuple[object, int]:
     return prepared, udp
 
 
-def test_stun_binding_answered_on_the_sip_udp_port(tmp_path: Path) -> None:
-    prepared, udp = _udp_server(tmp_path)
+@pytest.fixture(scope="module")
+def udp_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    """One TLS+UDP server for both tests (a STUN binding and an OPTIONS, neither of
+    which leaves state behind); its UDP port."""
+    prepared, udp = _udp_server(tmp_path_factory.mktemp("nat"))
     with serving(prepared):  # type: ignore[arg-type]
-        out = subprocess.run(
-            [require("turnutils_stunclient"), "-p", str(udp), "127.0.0.1"],
-            capture_output=True,
-            text=True,
-            timeout=20,
-            check=False,
-        )
-        text = out.stdout + out.stderr
-        assert re.search(r"UDP reflexive addr: 127\.0\.0\.1:\d+", text), text
+        yield udp
 
 
-def test_rport_and_received_filled_in_udp_response(tmp_path: Path) -> None:
-    prepared, udp = _udp_server(tmp_path)
-    with serving(prepared), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:  # type: ignore[arg-type]
+def test_stun_binding_answered_on_the_sip_udp_port(udp_port: int) -> None:
+    out = subprocess.run(
+        [require("turnutils_stunclient"), "-p", str(udp_port), "127.0.0.1"],
+        capture_output=True,
+        text=True,
+        timeout=20,
+        check=False,
+    )
+    text = out.stdout + out.stderr
+    assert re.search(r"UDP reflexive addr: 127\.0\.0\.1:\d+", text), text
+
+
+def test_rport_and_received_filled_in_udp_response(udp_port: int) -> None:
+    udp = udp_port
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.bind(("127.0.0.1", 0))
         sock.settimeout(5)
         port = sock.getsockname()[1]

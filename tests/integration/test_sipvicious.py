@@ -109,36 +109,48 @@ def _banned_within(server: VoipsecServer, source: str, started: float, seconds: 
     return reason
 
 
-def test_svmap_detected_and_banned_within_2s(tmp_path: Path) -> None:
-    prepared, udp = _attack_server(tmp_path)
+@pytest.fixture(scope="module")
+def attacked(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[VoipsecServer, int]]:
+    """One server for the scans that each come from a source no other one uses (svmap
+    from 127.0.0.2, svmap -c from 127.0.0.4, then svwar from 127.0.0.1). svcrack comes
+    from 127.0.0.1 too, so it gets a server of its own: on this one that source would
+    already be banned and its ban time would prove nothing."""
+    prepared, udp = _attack_server(tmp_path_factory.mktemp("attacked"))
     with serving(prepared) as server:
-        started, _ = _sv("svmap", "-p", str(udp), "127.0.0.1", "-b", "127.0.0.2")
-        assert _banned_within(server, "127.0.0.2", started, 2.0) == "ids: scanner-user-agent"
-        expected = (
-            "scanner-user-agent  127.0.0.2  IDS rule matched: 127.0.0.2: "
-            "user agent 'friendly-scanner'; alerted"
-        )
-        alerts = stored_listing(server.data_dir, "alerts", lambda out: expected in out)
-        assert expected in alerts, alerts
+        yield server, udp
 
 
-def test_svmap_compact_without_user_agent_caught_by_fingerprint(tmp_path: Path) -> None:
-    prepared, udp = _attack_server(tmp_path)
-    with serving(prepared) as server:
-        started, _ = _sv("svmap", "-c", "-p", str(udp), "127.0.0.1", "-b", "127.0.0.4")
-        reason = _banned_within(server, "127.0.0.4", started, 2.0)
-        assert reason == "ids: sipvicious-from-tag"
-        alerts = voipsec("alerts", "list", data_dir=server.data_dir).stdout
-        assert "user agent" not in alerts  # no User-Agent was sent: the fingerprint caught it
+def test_svmap_detected_and_banned_within_2s(attacked: tuple[VoipsecServer, int]) -> None:
+    server, udp = attacked
+    started, _ = _sv("svmap", "-p", str(udp), "127.0.0.1", "-b", "127.0.0.2")
+    assert _banned_within(server, "127.0.0.2", started, 2.0) == "ids: scanner-user-agent"
+    expected = (
+        "scanner-user-agent  127.0.0.2  IDS rule matched: 127.0.0.2: "
+        "user agent 'friendly-scanner'; alerted"
+    )
+    alerts = stored_listing(server.data_dir, "alerts", lambda out: expected in out)
+    assert expected in alerts, alerts
 
 
-def test_svwar_banned_and_finds_no_extension(tmp_path: Path) -> None:
-    prepared, udp = _attack_server(tmp_path)
-    with serving(prepared) as server:
-        started, out = _sv("svwar", "-e100-300", "-p", str(udp), "127.0.0.1")
-        _banned_within(server, "127.0.0.1", started, 2.0)
-        assert "found nothing" in out
-        assert "alice" not in out and "user0" not in out
+def test_svmap_compact_without_user_agent_caught_by_fingerprint(
+    attacked: tuple[VoipsecServer, int],
+) -> None:
+    server, udp = attacked
+    started, _ = _sv("svmap", "-c", "-p", str(udp), "127.0.0.1", "-b", "127.0.0.4")
+    reason = _banned_within(server, "127.0.0.4", started, 2.0)
+    assert reason == "ids: sipvicious-from-tag"
+    alerts = voipsec("alerts", "list", data_dir=server.data_dir).stdout
+    # The alerts naming this scan's source (the shared server holds the svmap test's too).
+    ours = "\n".join(line for line in alerts.splitlines() if "127.0.0.4" in line)
+    assert "user agent" not in ours  # no User-Agent was sent: the fingerprint caught it
+
+
+def test_svwar_banned_and_finds_no_extension(attacked: tuple[VoipsecServer, int]) -> None:
+    server, udp = attacked
+    started, out = _sv("svwar", "-e100-300", "-p", str(udp), "127.0.0.1")
+    _banned_within(server, "127.0.0.1", started, 2.0)
+    assert "found nothing" in out
+    assert "alice" not in out and "user0" not in out
 
 
 def test_svcrack_banned_and_finds_no_password(tmp_path: Path) -> None:

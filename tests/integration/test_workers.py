@@ -39,11 +39,23 @@ LOST_REASON = "signaling worker lost"
 T = TypeVar("T")
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[VoipsecServer]:
-    prepared = prepare(tmp_path / "data", users=[ALICE, BOB], settings=[("sip.workers", "2")])
+def _workers_server(data_dir: Path) -> Iterator[VoipsecServer]:
+    prepared = prepare(data_dir, users=[ALICE, BOB], settings=[("sip.workers", "2")])
     with serving(prepared) as running:
         yield running
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VoipsecServer]:
+    """One server for the calls and the nonce replay: each call test reads only its own
+    call's CDR row."""
+    yield from _workers_server(tmp_path_factory.mktemp("workers") / "data")
+
+
+@pytest.fixture
+def own_server(tmp_path: Path) -> Iterator[VoipsecServer]:
+    """A server of the test's own: SIGKILL restarts its worker 1 and it counts every CDR."""
+    yield from _workers_server(tmp_path / "data")
 
 
 def on_worker(
@@ -90,9 +102,9 @@ def cdrs(server: VoipsecServer) -> list[dict[str, object]]:
     return rows
 
 
-def call(alice: Phone, bob: Phone) -> None:
+def call(alice: Phone, bob: Phone) -> str:
     """alice calls bob, who answers; media flows both ways through the relay, alice
-    hangs up."""
+    hangs up. Returns the call's (A-leg) Call-ID."""
     answered: list[object] = []
     callee = threading.Thread(target=lambda: answered.append(bob.answer_call()), daemon=True)
     callee.start()
@@ -110,6 +122,7 @@ def call(alice: Phone, bob: Phone) -> None:
     assert set(alice.media.payloads()) == {BOB_PAYLOAD}
     assert alice.hang_up().status == 200
     assert bob.wait_bye().method == "BYE"
+    return ok.call_id
 
 
 # -- 1: a call between users whose connections live in different processes -------------
@@ -125,9 +138,13 @@ def test_workers_call_between_connections_of_two_processes(
         bob.register()
         alice = phone_on(server, caller_worker, ALICE, ALICE_PAYLOAD)
         stack.callback(alice.close)
-        call(alice, bob)
-    wait_for(lambda: [r["disposition"] for r in cdrs(server)] == ["answered"], what="the CDR")
-    (row,) = cdrs(server)
+        call_id = call(alice, bob)
+
+    def mine() -> list[dict[str, object]]:
+        return [r for r in cdrs(server) if r["call_id"] == call_id]
+
+    wait_for(lambda: [r["disposition"] for r in mine()] == ["answered"], what="the CDR")
+    (row,) = mine()
     assert (row["caller"], row["user"], row["hangup_by"]) == (
         "sip:alice@localhost",
         "alice",
@@ -195,8 +212,9 @@ def test_workers_nonce_replayed_on_the_other_workers_connection_is_refused(
 
 
 def test_workers_sigkill_mid_call_closes_its_cdr_and_it_comes_back(
-    server: VoipsecServer,
+    own_server: VoipsecServer,
 ) -> None:
+    server = own_server
     first_pid = child_pid(server)
     with ExitStack() as stack:
         bob = phone_on(server, 0, BOB, BOB_PAYLOAD)

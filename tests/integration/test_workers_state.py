@@ -118,9 +118,11 @@ def _options(local: tuple[str, int], n: int) -> bytes:
     ).encode()
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[VoipsecServer]:
-    with serving(_prepare(tmp_path)) as running:
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VoipsecServer]:
+    """One server for the ban and password-guessing tests: each comes from a source of
+    its own (127.0.0.20, .21, .30) and reads only that source's bans and alerts."""
+    with serving(_prepare(tmp_path_factory.mktemp("state"))) as running:
         yield running
 
 

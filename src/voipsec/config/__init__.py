@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-import tomlkit
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -788,6 +787,8 @@ def set_key(path: Path, key: str, literal: str) -> None:
         raise ConfigError(
             [f"{path}: {key}: {literal!r} is not a TOML literal (quote strings)"]
         ) from None
+    import tomlkit  # only `config set` edits the file: no serving process pays its import
+
     doc = tomlkit.parse(path.read_text(encoding="utf-8"))
     table = doc.get(section)
     if table is None:
@@ -813,6 +814,8 @@ def _set_table_array(path: Path, key: str, literal: str) -> None:
         ) from None
     if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
         raise ConfigError([f"{path}: {key}: expected an array of tables, e.g. [{{name = ...}}]"])
+    import tomlkit  # as in set_key
+
     doc = tomlkit.parse(path.read_text(encoding="utf-8"))
     tables = tomlkit.aot()
     for item in value:

@@ -21,11 +21,14 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ..sip.errors import FramingError
-from ..sip.websocket import WebSocketOutcome, WebSocketSession
 from .connections import ConnectionTable, Slot
 from .stream import MessageSink, StreamProtocol
+
+if TYPE_CHECKING:
+    from ..sip.websocket import WebSocketOutcome
 
 log = logging.getLogger("voipsec.transport")
 
@@ -60,6 +63,10 @@ class WebSocketProtocol(StreamProtocol):
         counts: WebSocketCounts,
     ) -> None:
         super().__init__(sink, table, WSS, slot)
+        # Imported here: wsproto (and h11) cost each signaling process ~25 ms at start,
+        # and only a server with a wss listener ever accepts a WebSocket connection.
+        from ..sip.websocket import WebSocketSession
+
         self._session = WebSocketSession(origins=origins)
         self._upgrade_timeout = upgrade_timeout
         self._upgrade_timer: asyncio.TimerHandle | None = None
