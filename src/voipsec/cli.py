@@ -194,6 +194,7 @@ def _use_uvloop() -> None:
 def serve(dir: DirOption = DEFAULT_DIR) -> None:
     """Run every service; initialises DIR on first run."""
     from .app.cluster import ClusterStartError
+    from .app.devices import EndpointDataError
     from .app.supervisor import RunDirError
     from .edge.ids_loader import RuleError
     from .media.pool import MediaPoolError
@@ -224,6 +225,8 @@ def serve(dir: DirOption = DEFAULT_DIR) -> None:
         _fail(f"cannot listen: {err.strerror or err}")
     except RuleError as err:
         _fail(f"IDS rules: {err}")
+    except EndpointDataError as err:
+        _fail(f"endpoint data: {err}")
     except RunDirError as err:
         _fail(f"run directory: {err}")
     except ClusterStartError as err:

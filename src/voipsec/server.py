@@ -23,6 +23,7 @@ from pathlib import Path
 from .app.authn import AuthShell, UserDigests
 from .app.bans import BanKeeper
 from .app.cluster import Cluster, SignalingWorkers, WorkerLink, socket_path
+from .app.devices import DeviceGate, build_device_gate
 from .app.handoff import Handoff
 from .app.intrusion import IntrusionShell
 from .app.listeners import Listeners
@@ -140,7 +141,10 @@ class SipService:
         connections: ConnectionTable | None = None,
         events: EventBus | None = None,
         writes: StoreWrites | None = None,
+        devices: DeviceGate | None = None,
     ) -> None:
+        """``devices``: the endpoint policy at REGISTER and the inventory
+        (app/devices.py); None registers every authenticated device unrecorded."""
         self.config = config
         #: Where the service tells everything else what happened (metrics, alerts, the
         #: SIP log and HEP, the IDS's TURN feed subscribe); one bus per server.
@@ -182,7 +186,11 @@ class SipService:
         )
         self.authn = AuthShell(authenticator=self.authenticator, events=self.events)
         self.registration = RegistrationShell(
-            registrar=self.registrar, auth=self.authn, store=self.writes, events=self.events
+            registrar=self.registrar,
+            auth=self.authn,
+            store=self.writes,
+            events=self.events,
+            devices=devices,
         )
         self.layer = TransactionLayer()
         self.guard = Guard(build_zone_map(config))
@@ -514,6 +522,21 @@ def build_sip_service(
     """The SIP service and its call control, each handed the other's parts as ports
     (voipsec.ports), never ``self``: what ``Server`` runs, and what tests drive.
     ``media`` is the relay workers' pool; None runs the relay in this process."""
+    events = events if events is not None else EventBus()
+    # The endpoint policy and inventory read DIR/endpoints: built when there is a DIR
+    # (serve, integration tests); unit tests hand SipService a gate of their own.
+    zones = build_zone_map(config)
+    devices = (
+        build_device_gate(
+            section=config.endpoints,
+            data_dir=data_dir,
+            zone_of=lambda ip: zones.zone_for(ip).name,
+            writes=writes if writes is not None else store,
+            events=events,
+        )
+        if data_dir is not None
+        else None
+    )
     service = SipService(
         config=config,
         store=store,
@@ -522,6 +545,7 @@ def build_sip_service(
         connections=connections,
         events=events,
         writes=writes,
+        devices=devices,
     )
     calls = CallService(
         config=config,
