@@ -36,6 +36,7 @@ from .config import (
     set_key,
 )
 from .endpoints.cli import endpoints_app
+from .endpoints.devices_cli import devices_app
 from .netaddr import IPV6_RATE_PREFIX
 from .pki.ca import (
     CaPaths,
@@ -69,6 +70,7 @@ app.add_typer(turn_app, name="turn")
 cdr_app = typer.Typer(help="Call detail records.", no_args_is_help=True)
 app.add_typer(cdr_app, name="cdr")
 app.add_typer(endpoints_app, name="endpoints")
+app.add_typer(devices_app, name="devices")
 
 DirOption = Annotated[Path, typer.Option("--dir", help="Data directory.", show_default=True)]
 DEFAULT_DIR = Path("./voipsec-data")
