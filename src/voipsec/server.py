@@ -289,6 +289,11 @@ class SipService:
         self.users.reload()
         self.calls.reload_users()
 
+    def reload_endpoints(self, data_dir: Path) -> None:
+        """Re-read the fingerprint and advisory files (app/devices.py; SIGHUP)."""
+        if self.registration.devices is not None:
+            self.registration.devices.reload(data_dir)
+
     def reload_rules(self, rules: list[Rule]) -> None:
         """New rule set from the rule files (app/watch.py)."""
         self.intrusion.reload_rules(rules)
@@ -886,12 +891,14 @@ class Server:
             metrics.set_gauge("sip_udp_send_buffer_bytes", buffers.send)
 
     def reload(self) -> None:
-        """SIGHUP: new server certificate and key for new connections; users re-read
-        (worker 0 passes the signal on to the other signaling workers)."""
+        """SIGHUP: new server certificate and key for new connections; users and the
+        endpoint data files re-read (worker 0 passes the signal on to the other
+        signaling workers)."""
         if self.workers is not None:
             self.workers.forward_signal(signal.SIGHUP)
         self.listeners.reload_certificate()
         self.service.reload_users()
+        self.service.reload_endpoints(self.data_dir)
 
     def check_rules(self) -> None:
         """Re-read the IDS rule files when one changed; a bad file keeps the old rules."""

@@ -233,3 +233,28 @@ def test_app_devices_bad_admin_file_is_one_error(tmp_path: Path) -> None:
             events=EventBus(),
         )
     assert str(info.value).startswith(f"{tmp_path}/endpoints/advisories.yaml: ")
+
+
+def test_app_devices_statistics_count_decisions_and_alerts() -> None:
+    shell, _, _ = _shell(PolicySettings(advisory="refuse"))
+    shell.register(TlsFlow(), _register(VULNERABLE), NOW)  # type: ignore[arg-type]
+    shell.register(TlsFlow(), _register(VULNERABLE, cseq=2), NOW + 1)  # type: ignore[arg-type]
+    shell.register(TlsFlow(), _register(FIXED, cseq=3), NOW + 2)  # type: ignore[arg-type]
+    assert shell.devices is not None
+    stats = shell.devices.statistics()
+    assert (stats.ok, stats.refused, stats.alerts, stats.dropped) == (1, 2, 1, 0)
+    assert (stats.fingerprints, stats.advisories) == (len(FINGERPRINTS), len(ADVISORIES))
+
+
+def test_app_devices_reload_takes_new_data_or_keeps_the_old(tmp_path: Path) -> None:
+    shell, _, _ = _shell()
+    gate = shell.devices
+    assert gate is not None
+    (tmp_path / "endpoints").mkdir()
+    admin = tmp_path / "endpoints" / "advisories.yaml"
+    admin.write_text("advisories:\n  - id: CVE-2026-2329\n    enabled: false\n", encoding="utf-8")
+    assert gate.reload(tmp_path) is True
+    assert len(gate.advisories) == len(ADVISORIES) - 1
+    admin.write_text("advisories: 3\n", encoding="utf-8")
+    assert gate.reload(tmp_path) is False
+    assert len(gate.advisories) == len(ADVISORIES) - 1

@@ -115,6 +115,18 @@ class DeviceWrites(Protocol):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class DeviceGateStatistics:
+    ok: int
+    warn: int
+    restricted: int
+    refused: int
+    alerts: int
+    dropped: int
+    fingerprints: int
+    advisories: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class DeviceCheck:
     """One REGISTER's decision and the sighting to record with it."""
 
@@ -145,8 +157,41 @@ class DeviceGate:
         self._events = events
         self._pending: list[DeviceSighting] = []
         self._alerted: dict[tuple[str, str], int] = {}
+        self._decided = dict.fromkeys(STATUS.values(), 0)
+        self._alerts = 0
         #: Sightings dropped because the queue was full.
         self.dropped = 0
+
+    def statistics(self) -> DeviceGateStatistics:
+        """REGISTERs decided by status, alerts raised, sightings dropped."""
+        return DeviceGateStatistics(
+            ok=self._decided["ok"],
+            warn=self._decided["warn"],
+            restricted=self._decided["restricted"],
+            refused=self._decided["refused"],
+            alerts=self._alerts,
+            dropped=self.dropped,
+            fingerprints=len(self.fingerprints),
+            advisories=len(self.advisories),
+        )
+
+    def reload(self, data_dir: Path | None) -> bool:
+        """SIGHUP: read the fingerprint and advisory files again (after an import). A
+        file with a problem keeps the data in use, logged as an error; returns whether
+        the new data was taken."""
+        try:
+            fingerprints = load_fingerprints(data_dir)
+            advisories = load_advisories(data_dir)
+        except RuleFileError as err:
+            log.error("endpoint data not reloaded, keeping the previous: %s", err)
+            return False
+        self.fingerprints, self.advisories = fingerprints, advisories
+        log.info(
+            "endpoint data reloaded: %d fingerprints, %d advisories",
+            len(fingerprints),
+            len(advisories),
+        )
+        return True
 
     def check(self, flow: Flow, request: Request, auth: Authenticated, now: float) -> DeviceCheck:
         """The policy's decision for the device behind ``request`` (authenticated as
@@ -192,6 +237,7 @@ class DeviceGate:
 
     def record(self, check: DeviceCheck) -> None:
         """Queue the sighting for the inventory; alert and log once per device a day."""
+        self._decided[check.sighting.status] += 1
         if len(self._pending) >= MAX_PENDING_SIGHTINGS:
             self.dropped += 1
         else:
@@ -208,6 +254,7 @@ class DeviceGate:
         if len(self._alerted) >= MAX_ALERT_MEMORY:
             self._alerted.clear()
         self._alerted[key] = day
+        self._alerts += 1
         why = "; ".join(r.text for r in check.decision.reasons)
         device = f"{seen.vendor} {seen.model} {seen.version}".strip() or seen.user_agent
         # Control characters a User-Agent may hold are escaped by logfmt's formatter.
