@@ -163,3 +163,25 @@ def test_devices_baresip_with_certificate_listed(
     assert row["status"] == "warn"
     shown = voipsec("devices", "show", str(row["id"]), data_dir=server.data_dir).stdout
     assert json.loads(shown) == row
+
+
+def test_devices_policy_alerts_stored_and_refusal_logged(
+    server: VoipsecServer, registered: dict[str, dict[str, Any]]
+) -> None:
+    found: list[str] = []
+
+    def three_alerts() -> bool:
+        out = voipsec("alerts", "list", data_dir=server.data_dir).stdout
+        found[:] = [line for line in out.splitlines() if "  endpoint_policy  " in line]
+        return len(found) == 3
+
+    wait_for(three_alerts, deadline=DEADLINE, what="three endpoint_policy alerts")
+    refused = [line for line in found if "device policy: refused" in line]
+    assert len(refused) == 1
+    assert refused[0].endswith(
+        "  endpoint_policy  127.0.0.1  device policy: refused: gxp: Grandstream GXP1625 "
+        "1.0.2.25: firmware 1.0.2.25 affected by CVE-2026-2329; upgrade to 1.0.7.81; "
+        "firmware 1.0.2.25 affected by CVE-2020-5738; upgrade past 1.0.4.152; MD5 digest; "
+        "configure SHA-256 (RFC 8760); refused"
+    )
+    assert "REGISTER of gxp from tls:127.0.0.1:" in server.log_text()

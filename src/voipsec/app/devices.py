@@ -9,7 +9,8 @@ shell answers a ``refuse`` with 403 and the decision's Warning header and stores
 binding; anything else registers. :meth:`DeviceGate.record` then carries the decision
 out: the device's sighting queued for the inventory (written by the store writer's
 thread on :meth:`flush`, never on the event loop), and for ``warn``, ``restrict`` and
-``refuse`` one :class:`~voipsec.events.AlertRaised` and one log line per device per day.
+``refuse`` one :class:`~voipsec.events.AlertRaised` per device per day (the monitor
+stores, logs and delivers it); every refusal is also logged.
 
 ``restrict`` registers the device and marks it ``restricted`` in the inventory; what a
 restricted device may call (internal users and emergency numbers) is enforced on
@@ -237,7 +238,17 @@ class DeviceGate:
 
     def record(self, check: DeviceCheck) -> None:
         """Queue the sighting for the inventory; alert and log once per device a day."""
-        self._decided[check.sighting.status] += 1
+        seen = check.sighting
+        self._decided[seen.status] += 1
+        if seen.status == "refused":
+            # Every refusal, like a failed authentication (the alert is once a day).
+            # Control characters a User-Agent may hold are escaped by logfmt.
+            log.info(
+                "REGISTER of %s from %s refused: %s",
+                seen.user,
+                seen.source,
+                "; ".join(r.text for r in check.decision.grave()),
+            )
         if len(self._pending) >= MAX_PENDING_SIGHTINGS:
             self.dropped += 1
         else:
@@ -257,10 +268,6 @@ class DeviceGate:
         self._alerts += 1
         why = "; ".join(r.text for r in check.decision.reasons)
         device = f"{seen.vendor} {seen.model} {seen.version}".strip() or seen.user_agent
-        # Control characters a User-Agent may hold are escaped by logfmt's formatter.
-        log.warning(
-            "device %s of %s from %s: %s: %s", device, seen.user, seen.source, seen.status, why
-        )
         self._events.publish(
             AlertRaised(
                 what=f"device policy: {seen.status}",
