@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from voipsec.app import devices as devices_module
 from voipsec.app.devices import (
     MAX_PENDING_SIGHTINGS,
     DeviceGate,
@@ -258,3 +259,16 @@ def test_app_devices_reload_takes_new_data_or_keeps_the_old(tmp_path: Path) -> N
     admin.write_text("advisories: 3\n", encoding="utf-8")
     assert gate.reload(tmp_path) is False
     assert len(gate.advisories) == len(ADVISORIES) - 1
+
+
+def test_app_devices_alert_memory_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past MAX_ALERT_MEMORY devices the memory starts afresh: at worst one more alert
+    that day for a device seen before."""
+    monkeypatch.setattr(devices_module, "MAX_ALERT_MEMORY", 2)
+    shell, _, alerts = _shell()
+    gate = shell.devices
+    assert gate is not None
+    for n, ua in enumerate(["Acme 1", "Acme 2", "Acme 3", "Acme 1"]):
+        auth = Authenticated(user="alice", by="digest")
+        gate.record(gate.check(FakeFlow(), _register(ua), auth, NOW + n))  # type: ignore[arg-type]
+    assert [a.time for a in alerts] == [NOW, NOW + 1, NOW + 2, NOW + 3]
