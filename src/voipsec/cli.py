@@ -36,6 +36,7 @@ from .config import (
     set_key,
 )
 from .endpoints.cli import endpoints_app
+from .endpoints.devices_cli import devices_app
 from .netaddr import IPV6_RATE_PREFIX
 from .pki.ca import (
     LEAF_DAYS,
@@ -76,6 +77,7 @@ app.add_typer(turn_app, name="turn")
 cdr_app = typer.Typer(help="Call detail records.", no_args_is_help=True)
 app.add_typer(cdr_app, name="cdr")
 app.add_typer(endpoints_app, name="endpoints")
+app.add_typer(devices_app, name="devices")
 
 DirOption = Annotated[Path, typer.Option("--dir", help="Data directory.", show_default=True)]
 DEFAULT_DIR = Path("./voipsec-data")
@@ -201,6 +203,7 @@ def _use_uvloop() -> None:
 def serve(dir: DirOption = DEFAULT_DIR) -> None:
     """Run every service; initialises DIR on first run."""
     from .app.cluster import ClusterStartError
+    from .app.devices import EndpointDataError
     from .app.supervisor import RunDirError
     from .edge.ids_loader import RuleError
     from .media.pool import MediaPoolError
@@ -231,6 +234,8 @@ def serve(dir: DirOption = DEFAULT_DIR) -> None:
         _fail(f"cannot listen: {err.strerror or err}")
     except RuleError as err:
         _fail(f"IDS rules: {err}")
+    except EndpointDataError as err:
+        _fail(f"endpoint data: {err}")
     except RunDirError as err:
         _fail(f"run directory: {err}")
     except ClusterStartError as err:

@@ -208,3 +208,46 @@ class CertificateRecord:
     revoked: float | None
     #: When the CA issued it (orders a device's renewals).
     issued: float
+
+
+#: Statuses of a device in the inventory (endpoints/policy.py's actions as states).
+DEVICE_STATUSES = ("ok", "warn", "restricted", "refused")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeviceSighting:
+    """What one REGISTER told about a device (a row of the inventory, as last seen).
+
+    ``key`` tells devices of one user apart: the Contact's ``+sip.instance`` (RFC 5626
+    §4.1) when it has one, else its User-Agent and source address."""
+
+    user: str
+    key: str
+    aor: str
+    contact: str
+    source: str
+    zone: str
+    transport: str
+    tls_version: str = ""
+    tls_cipher: str = ""
+    cert_subject: str = ""
+    cert_serial: str = ""
+    cert_expiry: float | None = None
+    digest_algorithm: str = ""
+    user_agent: str = ""
+    vendor: str = ""
+    model: str = ""
+    version: str = ""
+    status: str = "ok"
+    reasons: tuple[str, ...] = ()
+    time: float = 0.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeviceRecord:
+    """One device of the inventory: its last sighting, first seen and how often."""
+
+    id: int
+    seen: DeviceSighting
+    first_seen: float
+    registrations: int

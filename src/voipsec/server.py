@@ -24,6 +24,7 @@ from .app.authn import AuthShell, UserDigests
 from .app.bans import BanKeeper
 from .app.certexpiry import CERT_EXPIRY_INTERVAL, CertificateExpiry
 from .app.cluster import Cluster, SignalingWorkers, WorkerLink, socket_path
+from .app.devices import DeviceGate, build_device_gate
 from .app.handoff import Handoff
 from .app.intrusion import IntrusionShell
 from .app.listeners import Listeners
@@ -141,7 +142,10 @@ class SipService:
         connections: ConnectionTable | None = None,
         events: EventBus | None = None,
         writes: StoreWrites | None = None,
+        devices: DeviceGate | None = None,
     ) -> None:
+        """``devices``: the endpoint policy at REGISTER and the inventory
+        (app/devices.py); None registers every authenticated device unrecorded."""
         self.config = config
         #: Where the service tells everything else what happened (metrics, alerts, the
         #: SIP log and HEP, the IDS's TURN feed subscribe); one bus per server.
@@ -183,7 +187,11 @@ class SipService:
         )
         self.authn = AuthShell(authenticator=self.authenticator, events=self.events)
         self.registration = RegistrationShell(
-            registrar=self.registrar, auth=self.authn, store=self.writes, events=self.events
+            registrar=self.registrar,
+            auth=self.authn,
+            store=self.writes,
+            events=self.events,
+            devices=devices,
         )
         self.layer = TransactionLayer()
         self.guard = Guard(build_zone_map(config))
@@ -281,6 +289,11 @@ class SipService:
         """Re-read password digests and classes (after `voipsec user` while serving)."""
         self.users.reload()
         self.calls.reload_users()
+
+    def reload_endpoints(self, data_dir: Path) -> None:
+        """Re-read the fingerprint and advisory files (app/devices.py; SIGHUP)."""
+        if self.registration.devices is not None:
+            self.registration.devices.reload(data_dir)
 
     def reload_rules(self, rules: list[Rule]) -> None:
         """New rule set from the rule files (app/watch.py)."""
@@ -515,6 +528,21 @@ def build_sip_service(
     """The SIP service and its call control, each handed the other's parts as ports
     (voipsec.ports), never ``self``: what ``Server`` runs, and what tests drive.
     ``media`` is the relay workers' pool; None runs the relay in this process."""
+    events = events if events is not None else EventBus()
+    # The endpoint policy and inventory read DIR/endpoints: built when there is a DIR
+    # (serve, integration tests); unit tests hand SipService a gate of their own.
+    zones = build_zone_map(config)
+    devices = (
+        build_device_gate(
+            section=config.endpoints,
+            data_dir=data_dir,
+            zone_of=lambda ip: zones.zone_for(ip).name,
+            writes=writes if writes is not None else store,
+            events=events,
+        )
+        if data_dir is not None
+        else None
+    )
     service = SipService(
         config=config,
         store=store,
@@ -523,6 +551,7 @@ def build_sip_service(
         connections=connections,
         events=events,
         writes=writes,
+        devices=devices,
     )
     calls = CallService(
         config=config,
@@ -876,12 +905,14 @@ class Server:
             metrics.set_gauge("sip_udp_send_buffer_bytes", buffers.send)
 
     def reload(self) -> None:
-        """SIGHUP: new server certificate and key for new connections; users re-read
-        (worker 0 passes the signal on to the other signaling workers)."""
+        """SIGHUP: new server certificate and key for new connections; users and the
+        endpoint data files re-read (worker 0 passes the signal on to the other
+        signaling workers)."""
         if self.workers is not None:
             self.workers.forward_signal(signal.SIGHUP)
         self.listeners.reload_certificate()
         self.service.reload_users()
+        self.service.reload_endpoints(self.data_dir)
 
     def check_rules(self) -> None:
         """Re-read the IDS rule files when one changed; a bad file keeps the old rules."""

@@ -13,7 +13,7 @@ from typing import Any
 from voipsec.app.cluster import Cluster
 from voipsec.app.handoff import LOST_REASON, MAX_PENDING_CLAIMS, SNAPSHOT_BYTES, Handoff
 from voipsec.app.registration import RegistrationShell
-from voipsec.core.auth import Role
+from voipsec.core.auth import Authenticated, Role
 from voipsec.core.registrar import Registrar, RegistrarPolicy
 from voipsec.events import CallEnded, CallStarted, ConnectionAdmitted, EventBus
 from voipsec.ipc import FrameDecoder
@@ -30,8 +30,10 @@ NOW = 1_000.0
 
 
 class NoAuth:
-    def authenticate(self, flow: Flow, request: Request, role: Role, now: float) -> str | Response:
-        return "alice"
+    def authenticate_as(
+        self, flow: Flow, request: Request, role: Role, now: float
+    ) -> Authenticated | Response:
+        return Authenticated(user="alice", by="digest")
 
 
 class NoStore:

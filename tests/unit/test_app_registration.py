@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from voipsec.app.registration import RegistrationShell
-from voipsec.core.auth import Role
+from voipsec.core.auth import Authenticated, Role
 from voipsec.core.registrar import Registrar, RegistrarPolicy
 from voipsec.events import Event, EventBus, RegistrationChanged
 from voipsec.records import Binding
@@ -24,11 +24,13 @@ class FakeAuth:
     def __init__(self, user: str | None) -> None:
         self.user = user
 
-    def authenticate(self, flow: Flow, request: Request, role: Role, now: float) -> str | Response:
+    def authenticate_as(
+        self, flow: Flow, request: Request, role: Role, now: float
+    ) -> Authenticated | Response:
         assert role == "registrar"
         if self.user is None:
             return response_to(request, 401, "Unauthorized", to_tag="t")
-        return self.user
+        return Authenticated(user=self.user, by="digest", algorithm="SHA-256")
 
 
 class FakeBindingStore:

@@ -106,7 +106,7 @@ def test_core_auth_right_password_authenticates(role: Role) -> None:
         source=SOURCE,
         now=NOW + 1,
     )
-    assert decision == Authenticated(user="alice", by="digest")
+    assert decision == Authenticated(user="alice", by="digest", algorithm="SHA-256")
 
 
 @pytest.mark.parametrize("role", ["registrar", "proxy"])

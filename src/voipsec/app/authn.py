@@ -77,7 +77,15 @@ class AuthShell:
         self.failures = 0
 
     def authenticate(self, flow: Flow, request: Request, role: Role, now: float) -> str | Response:
-        """Who sent ``request`` (core/auth.py decides), or the response refusing it.
+        """Who sent ``request`` (its user name), or the response refusing it."""
+        found = self.authenticate_as(flow, request, role, now)
+        return found.user if isinstance(found, Authenticated) else found
+
+    def authenticate_as(
+        self, flow: Flow, request: Request, role: Role, now: float
+    ) -> Authenticated | Response:
+        """Who sent ``request`` and how (core/auth.py decides: the digest algorithm
+        feeds the endpoint policy), or the response refusing it.
 
         Carries out what the decision implies: counts challenges and failures, logs a
         wrong password and publishes it (the metric; the IDS sees the 403 it answers).
@@ -87,7 +95,7 @@ class AuthShell:
             request, role=role, identity=flow.identity, source=source, now=now
         )
         if isinstance(decision, Authenticated):
-            return decision.user
+            return decision
         if decision.challenge:
             self.challenges += 1
         elif decision.credentials_failed:

@@ -16,8 +16,9 @@ import email.utils
 from collections.abc import Iterable
 from typing import Protocol
 
-from ..core.auth import Role
+from ..core.auth import Authenticated, Role
 from ..core.registrar import Registrar
+from ..endpoints.policy import warning_value
 from ..events import (
     BindingFields,
     BindingsChanged,
@@ -29,15 +30,16 @@ from ..events import (
 from ..records import Binding
 from ..sip.message import Request, Response, response_to
 from ..transport.connections import Flow
+from .devices import DeviceGate
 from .replies import flow_text, new_tag
 
 
 class Authenticates(Protocol):
-    """Who sent a request, or the response refusing it (app/authn.py)."""
+    """Who sent a request and how, or the response refusing it (app/authn.py)."""
 
-    def authenticate(
+    def authenticate_as(
         self, flow: Flow, request: Request, role: Role, now: float
-    ) -> str | Response: ...
+    ) -> Authenticated | Response: ...
 
 
 class BindingStore(Protocol):
@@ -58,20 +60,38 @@ class RegistrationShell:
         auth: Authenticates,
         store: BindingStore,
         events: EventBus,
+        devices: DeviceGate | None = None,
     ) -> None:
+        """``devices``: the endpoint policy and inventory (app/devices.py); None when
+        ``endpoints.enabled`` is off."""
         self.registrar = registrar
         self.auth = auth
         self.store = store
         self.events = events
+        self.devices = devices
         self._pending_upserts: dict[tuple[str, str], Binding] = {}
         self._pending_removals: set[tuple[str, str]] = set()
 
     def register(self, flow: Flow, request: Request, now: float) -> Response:
         """The answer to a REGISTER core/dispatch.py routed to the registrar."""
-        user = self.auth.authenticate(flow, request, "registrar", now)
-        if isinstance(user, Response):
-            return user
-        return self._apply(flow, request, user, now)
+        found = self.auth.authenticate_as(flow, request, "registrar", now)
+        if isinstance(found, Response):
+            return found
+        if self.devices is None:
+            return self._apply(flow, request, found.user, now)
+        check = self.devices.check(flow, request, found, now)
+        if check.decision.action == "refuse":
+            # Issue 18: 403 naming the reason and the fix (RFC 3261 §20.43 Warning);
+            # no binding is stored, the refused device is in the inventory.
+            self.devices.record(check)
+            warning = warning_value(check.decision)
+            return response_to(
+                request, 403, "Forbidden", to_tag=new_tag(), extra=(("Warning", warning),)
+            )
+        response = self._apply(flow, request, found.user, now)
+        if response.status == 200:
+            self.devices.record(check)
+        return response
 
     def _apply(self, flow: Flow, request: Request, user: str, now: float) -> Response:
         source = flow_text(flow)
@@ -119,7 +139,10 @@ class RegistrationShell:
             self._pending_removals.add(gone)
 
     def flush(self) -> None:
-        """Write pending binding changes in one transaction."""
+        """Write pending binding changes in one transaction (and hand the devices seen
+        to the inventory's writer)."""
+        if self.devices is not None:
+            self.devices.flush()
         if not self._pending_upserts and not self._pending_removals:
             return
         upserts = list(self._pending_upserts.values())

@@ -633,6 +633,44 @@ class CdrSection(_Section):
         return value
 
 
+#: Graded actions of the endpoint policy (endpoints/policy.py), mildest first.
+PolicyAction = Literal["allow", "warn", "restrict", "refuse"]
+#: Entries of endpoints.minimum_firmware (a site lists its phone models: tens).
+MAX_MINIMUM_FIRMWARE = 500
+_FIRMWARE_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._-]{0,63}(?:/[A-Za-z0-9*?._-]{1,64})?$")
+# A version as endpoints/versions.py reads it: starts with a number, at most 64 chars.
+_FIRMWARE_VERSION = re.compile(r"^[0-9][0-9A-Za-z.()+_-]{0,63}$")
+
+
+class EndpointsSection(_Section):
+    """The endpoint policy at REGISTER (docs/endpoints.md "Policy"). Safe defaults:
+    only a KEV-listed advisory refuses; the rest warns or is allowed."""
+
+    enabled: bool = True
+    kev_advisory: PolicyAction = "refuse"
+    advisory: PolicyAction = "warn"
+    unknown_user_agent: PolicyAction = "warn"
+    md5_digest: PolicyAction = "warn"
+    tls12: PolicyAction = "allow"
+    below_minimum: PolicyAction = "warn"
+    minimum_firmware: dict[str, str] = Field(default_factory=dict)
+    missing_certificate: PolicyAction = "allow"
+    expiring_certificate: PolicyAction = "warn"
+    certificate_days: Annotated[int, Field(ge=1, le=365)] = 30
+
+    @field_validator("minimum_firmware")
+    @classmethod
+    def _minimum_firmware(cls, value: dict[str, str]) -> dict[str, str]:
+        if len(value) > MAX_MINIMUM_FIRMWARE:
+            raise ValueError(f"at most {MAX_MINIMUM_FIRMWARE} entries")
+        for key, version in value.items():
+            if not _FIRMWARE_KEY.match(key):
+                raise ValueError(f"{key[:80]!r} is not 'Vendor' or 'Vendor/MODEL-PATTERN'")
+            if not _FIRMWARE_VERSION.match(version):
+                raise ValueError(f"{key!r}: {version[:80]!r} is not a version (e.g. 1.0.7.81)")
+        return value
+
+
 class Config(_Section):
     sip: SipSection = Field(default_factory=SipSection)
     tls: TlsSection = Field(default_factory=TlsSection)
@@ -654,6 +692,7 @@ class Config(_Section):
     hep: HepSection = Field(default_factory=HepSection)
     metrics: MetricsSection = Field(default_factory=MetricsSection)
     cdr: CdrSection = Field(default_factory=CdrSection)
+    endpoints: EndpointsSection = Field(default_factory=EndpointsSection)
 
     @field_validator("zones")
     @classmethod

@@ -245,6 +245,25 @@ url = ""
 # alerted (docs/storage.md).
 max_pending = 100000
 
+[endpoints]
+# What to do with a device at REGISTER (docs/endpoints.md "Policy"). Per check, one of
+# "allow", "warn" (alert once a day, registers), "restrict" (registers, marked
+# restricted in the inventory) or "refuse" (403 with a Warning naming the reason and
+# the fix). Defaults never lock a site out: only KEV-listed advisories refuse.
+enabled = true
+kev_advisory = "refuse"       # firmware in an advisory CISA lists as exploited
+advisory = "warn"             # firmware in any other advisory
+unknown_user_agent = "warn"   # no fingerprint matches its User-Agent
+md5_digest = "warn"           # answered the challenge with MD5 (auth.algorithms)
+tls12 = "allow"               # TLS 1.2 (AEAD suites only); tls.min_version forbids it
+below_minimum = "warn"        # firmware below minimum_firmware for its vendor/model
+missing_certificate = "allow" # no client certificate
+expiring_certificate = "warn" # client certificate expiring within certificate_days
+certificate_days = 30
+# Lowest firmware per "Vendor" or "Vendor/MODEL-PATTERN", e.g.
+# minimum_firmware = { "Grandstream/GXP16??" = "1.0.7.81" }
+minimum_firmware = {}
+
 # SIP trunks (none by default). Calls whose E.164 number starts with one of a trunk's
 # prefixes go to it over TLS; calls from its source CIDRs are mapped by DID to users.
 # [[trunks]]

@@ -70,6 +70,9 @@ class Authenticated:
     user: str
     #: "certificate" when the device certificate alone identified the user.
     by: Literal["certificate", "digest"]
+    #: The digest algorithm the credentials used ("SHA-256", "MD5"...); "" when the
+    #: certificate alone identified the user. The endpoint policy grades MD5.
+    algorithm: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -182,7 +185,8 @@ class RequestAuthenticator:
         if result.verdict is DigestVerdict.OK and result.username is not None:
             if cert_user is not None and cert_user != result.username:
                 return Refused(status=403, reason="Certificate Does Not Match User")
-            return Authenticated(user=result.username, by="digest")
+            algorithm = creds.algorithm.strip('"').upper()
+            return Authenticated(user=result.username, by="digest", algorithm=algorithm)
         if result.verdict is DigestVerdict.FAILED:
             return Refused(
                 status=403,

@@ -28,10 +28,13 @@ from ..records import (
     CdrRecord,
     CdrStart,
     CertificateRecord,
+    DeviceRecord,
+    DeviceSighting,
     StoreError,
 )
 from ..sip.digest import ALGORITHMS, ha1
 from .cdr import CdrDatabase, open_cdr_database, open_fast_database, open_writer_database
+from .devices import DEVICES_SCHEMA, device, devices, write_devices
 
 __all__ = [
     "DB_NAME",
@@ -188,6 +191,8 @@ class Store:
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.execute("PRAGMA busy_timeout=5000")
             self.db.executescript(_SCHEMA)
+            # The inventory's table (storage/devices.py): added to older files on open.
+            self.db.executescript(DEVICES_SCHEMA)
             self._migrate()
             self.cdr_db: CdrDatabase = open_cdr_database(cdr_url, self.db)
         except BaseException:
@@ -402,6 +407,23 @@ class Store:
             Binding(aor=a, contact=c, expires_at=e, call_id=i, cseq=s, source=src, user_agent=ua)
             for a, c, e, i, s, src, ua in rows
         ]
+
+    # -- device inventory (storage/devices.py) -----------------------------------------
+
+    def save_devices(self, sightings: Iterable[DeviceSighting]) -> None:
+        """Upsert devices seen at REGISTER, in one transaction (tests and tools; the
+        server queues them through the StoreWriter)."""
+        with self.db:
+            self.db.execute("BEGIN")
+            write_devices(self.db, sightings)
+
+    def devices(self, user: str | None = None) -> list[DeviceRecord]:
+        """The device inventory, or one user's devices."""
+        return devices(self.db, user)
+
+    def device(self, device_id: int) -> DeviceRecord | None:
+        """One device of the inventory by id."""
+        return device(self.db, device_id)
 
     # -- call detail records (voipsec.storage.cdr: SQLite or PostgreSQL) ------------------
 

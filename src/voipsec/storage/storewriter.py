@@ -1,5 +1,5 @@
-"""The store writer: bans, registrar bindings and alerts leave the event loop through one
-bounded queue.
+"""The store writer: bans, registrar bindings, alerts and the devices seen (the
+inventory) leave the event loop through one bounded queue.
 
 How this works: while ``voipsec serve`` runs, its writes to ``voipsec.db`` — a ban the
 guard imposes, the registrar's batch of binding changes (one every
@@ -29,9 +29,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from ..records import AlertRecord, BanRecord, Binding, StoreError, StoreUnavailable
+from ..records import (
+    AlertRecord,
+    BanRecord,
+    Binding,
+    DeviceSighting,
+    StoreError,
+    StoreUnavailable,
+)
 from .batchwriter import RETRY_INTERVAL, BatchWriter
 from .cdr import WRITER_BUSY_TIMEOUT_MS
+from .devices import write_devices
 from .store import check_ban_scope, write_alert, write_ban, write_bindings
 
 __all__ = ["STORE_MAX_PENDING", "StoreWriter", "StoreWrites"]
@@ -59,6 +67,8 @@ class StoreWrites(Protocol):
 
     def queued_bans(self) -> list[BanRecord]: ...
 
+    def save_devices(self, sightings: Iterable[DeviceSighting]) -> None: ...
+
 
 @dataclass(frozen=True, slots=True)
 class _Ban:
@@ -77,7 +87,12 @@ class _Bindings:
     now: float
 
 
-_Op = _Ban | _Alert | _Bindings
+@dataclass(frozen=True, slots=True)
+class _Devices:
+    sightings: tuple[DeviceSighting, ...]
+
+
+_Op = _Ban | _Alert | _Bindings | _Devices
 
 
 class StoreWriter(BatchWriter[_Op, sqlite3.Connection, None]):
@@ -131,6 +146,10 @@ class StoreWriter(BatchWriter[_Op, sqlite3.Connection, None]):
         """Queue one alert."""
         self._put(_Alert(AlertRecord(time=when, rule=rule, source=source, detail=detail)))
 
+    def save_devices(self, sightings: Iterable[DeviceSighting]) -> None:
+        """Queue the devices seen at REGISTER since the last flush (the inventory)."""
+        self._put(_Devices(tuple(sightings)))
+
     def queued_bans(self) -> list[BanRecord]:
         """Bans queued and not yet committed, oldest first: the server adds them to the
         stored ones when it re-reads the bans, so a ban holds while it waits."""
@@ -161,6 +180,8 @@ class StoreWriter(BatchWriter[_Op, sqlite3.Connection, None]):
                     write_ban(db, op.ban)
                 elif isinstance(op, _Alert):
                     write_alert(db, op.alert)
+                elif isinstance(op, _Devices):
+                    write_devices(db, op.sightings)
                 else:
                     write_bindings(db, op.upserts, op.removals, op.now)
             db.execute("COMMIT")

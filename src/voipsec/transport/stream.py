@@ -23,7 +23,8 @@ import socket
 import ssl
 import time
 from collections.abc import Callable
-from typing import Protocol, cast
+from dataclasses import dataclass
+from typing import Any, Protocol, cast
 
 from ..pki.identity import PeerIdentity, peer_identity
 from ..pki.tls import ClientCertificateRefused
@@ -38,6 +39,32 @@ log = logging.getLogger("voipsec.transport")
 MAX_WRITE_BUFFER = 256 * 1024
 
 _KEEPALIVE_PONG = b"\r\n"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TlsInfo:
+    """What the handshake settled, for the device inventory: "TLSv1.3", the cipher
+    suite's OpenSSL name, and the verified client certificate's notAfter (epoch
+    seconds; None without one)."""
+
+    version: str
+    cipher: str
+    cert_not_after: float | None
+
+
+def tls_info(ssl_object: ssl.SSLObject, cert: dict[str, Any] | None) -> TlsInfo:
+    """The :class:`TlsInfo` of a finished handshake."""
+    cipher = ssl_object.cipher()
+    not_after = cert.get("notAfter") if cert else None
+    expiry: float | None = None
+    if isinstance(not_after, str):
+        with contextlib.suppress(ValueError):
+            expiry = float(ssl.cert_time_to_seconds(not_after))
+    return TlsInfo(
+        version=ssl_object.version() or "",
+        cipher=cipher[0] if cipher else "",
+        cert_not_after=expiry,
+    )
 
 
 class MessageSink(Protocol):
@@ -73,6 +100,8 @@ class StreamProtocol(asyncio.Protocol):
         self.last_activity = time.monotonic()
         self.partial_since: float | None = None
         self.identity: PeerIdentity | None = None
+        #: TLS version, cipher and client certificate expiry (the device inventory).
+        self.tls: TlsInfo | None = None
         self._admitted = False
         self._closing = False
         #: While a read is being handled, what it answers collects here.
@@ -91,7 +120,9 @@ class StreamProtocol(asyncio.Protocol):
         transport.set_write_buffer_limits(high=MAX_WRITE_BUFFER)
         ssl_object = transport.get_extra_info("ssl_object")
         if ssl_object is not None:
-            self.identity = peer_identity(ssl_object.getpeercert())
+            cert = ssl_object.getpeercert()
+            self.identity = peer_identity(cert)
+            self.tls = tls_info(ssl_object, cert)
         if not self._table.admit(self):
             log.info("refused connection from %s:%d", *self.peer)
             self._closing = True

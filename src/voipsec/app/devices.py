@@ -1,0 +1,314 @@
+"""The endpoint policy at REGISTER and the device inventory (issue 18).
+
+How this works: after a REGISTER authenticated, :meth:`DeviceGate.check` gathers what
+the request and its connection say about the device — its User-Agent identified by
+the fingerprints (``endpoints/useragent.py``), the advisories of its firmware
+(``endpoints/advisories.py``), the digest algorithm, the TLS version, cipher and client
+certificate of the connection — and ``endpoints/policy.py`` decides. The registration
+shell answers a ``refuse`` with 403 and the decision's Warning header and stores no
+binding; anything else registers. :meth:`DeviceGate.record` then carries the decision
+out: the device's sighting queued for the inventory (written by the store writer's
+thread on :meth:`flush`, never on the event loop), and for ``warn``, ``restrict`` and
+``refuse`` one :class:`~voipsec.events.AlertRaised` per device per day (the monitor
+stores, logs and delivers it); every refusal is also logged.
+
+``restrict`` registers the device and marks it ``restricted`` in the inventory; what a
+restricted device may call (internal users and emergency numbers) is enforced on
+INVITE by a later part of issue 18.
+
+Failure mode: the policy fails closed at start (bad fingerprint or advisory files stop
+``serve`` with one error line, endpoints/loader.py) and is a pure function while
+serving; the inventory fails open (a write that cannot be made is the store writer's
+to retry, drop and alert; the REGISTER never waits for it).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from ..config import EndpointsSection
+from ..core.auth import Authenticated
+from ..endpoints.advisories import Advisory, matching
+from ..endpoints.loader import load_advisories, load_fingerprints
+from ..endpoints.policy import DeviceFacts, PolicyDecision, PolicySettings, decide
+from ..endpoints.useragent import MAX_USER_AGENT, DeviceFingerprint, identify
+from ..events import AlertRaised, EventBus
+from ..records import DeviceSighting
+from ..rulefile import RuleFileError
+from ..sip.message import Request
+from ..sip.uri import SipUri
+from ..transport.connections import Flow
+from ..transport.stream import TlsInfo
+from .replies import flow_text
+
+log = logging.getLogger("voipsec.endpoints")
+
+#: Devices whose last alert day is remembered; past it the memory starts afresh (at
+#: worst one more alert per device that day). A site has thousands of devices.
+MAX_ALERT_MEMORY = 100_000
+
+#: Sightings queued between two flushes (0.2 s apart); past it they are dropped and
+#: counted: the inventory is a record, never a reason to hold memory under a flood.
+MAX_PENDING_SIGHTINGS = 10_000
+
+#: The inventory status of each action.
+STATUS = {"allow": "ok", "warn": "warn", "restrict": "restricted", "refuse": "refused"}
+
+_DAY = 86_400.0
+
+
+class EndpointDataError(Exception):
+    """The fingerprint or advisory files cannot be used: ``serve`` stops with this one
+    line (the policy fails closed rather than run without its data)."""
+
+
+def policy_settings(section: EndpointsSection) -> PolicySettings:
+    """The policy's settings from the ``[endpoints]`` section."""
+    return PolicySettings(
+        kev_advisory=section.kev_advisory,
+        advisory=section.advisory,
+        unknown_user_agent=section.unknown_user_agent,
+        md5_digest=section.md5_digest,
+        tls12=section.tls12,
+        below_minimum=section.below_minimum,
+        minimum_firmware=dict(section.minimum_firmware),
+        missing_certificate=section.missing_certificate,
+        expiring_certificate=section.expiring_certificate,
+        certificate_days=section.certificate_days,
+    )
+
+
+def build_device_gate(
+    *,
+    section: EndpointsSection,
+    data_dir: Path | None,
+    zone_of: Callable[[str], str],
+    writes: DeviceWrites,
+    events: EventBus,
+) -> DeviceGate | None:
+    """The gate with the shipped and ``DIR/endpoints`` data files, or None when
+    ``endpoints.enabled`` is off. Raises :class:`EndpointDataError`."""
+    if not section.enabled:
+        return None
+    try:
+        fingerprints = load_fingerprints(data_dir)
+        advisories = load_advisories(data_dir)
+    except RuleFileError as err:
+        raise EndpointDataError(str(err)) from None
+    return DeviceGate(
+        settings=policy_settings(section),
+        fingerprints=fingerprints,
+        advisories=advisories,
+        zone_of=zone_of,
+        writes=writes,
+        events=events,
+    )
+
+
+class DeviceWrites(Protocol):
+    """Where sightings go (the StoreWriter while serving, the Store in tests)."""
+
+    def save_devices(self, sightings: Iterable[DeviceSighting]) -> None: ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeviceGateStatistics:
+    ok: int
+    warn: int
+    restricted: int
+    refused: int
+    alerts: int
+    dropped: int
+    fingerprints: int
+    advisories: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeviceCheck:
+    """One REGISTER's decision and the sighting to record with it."""
+
+    decision: PolicyDecision
+    sighting: DeviceSighting
+    #: The address the REGISTER came from (the alert's source).
+    source_ip: str
+
+
+class DeviceGate:
+    """The endpoint policy at REGISTER and the queue of inventory writes."""
+
+    def __init__(
+        self,
+        *,
+        settings: PolicySettings,
+        fingerprints: Sequence[DeviceFingerprint],
+        advisories: Sequence[Advisory],
+        zone_of: Callable[[str], str],
+        writes: DeviceWrites,
+        events: EventBus,
+    ) -> None:
+        self.settings = settings
+        self.fingerprints = fingerprints
+        self.advisories = advisories
+        self._zone_of = zone_of
+        self._writes = writes
+        self._events = events
+        self._pending: list[DeviceSighting] = []
+        self._alerted: dict[tuple[str, str], int] = {}
+        self._decided = dict.fromkeys(STATUS.values(), 0)
+        self._alerts = 0
+        #: Sightings dropped because the queue was full.
+        self.dropped = 0
+
+    def statistics(self) -> DeviceGateStatistics:
+        """REGISTERs decided by status, alerts raised, sightings dropped."""
+        return DeviceGateStatistics(
+            ok=self._decided["ok"],
+            warn=self._decided["warn"],
+            restricted=self._decided["restricted"],
+            refused=self._decided["refused"],
+            alerts=self._alerts,
+            dropped=self.dropped,
+            fingerprints=len(self.fingerprints),
+            advisories=len(self.advisories),
+        )
+
+    def reload(self, data_dir: Path | None) -> bool:
+        """SIGHUP: read the fingerprint and advisory files again (after an import). A
+        file with a problem keeps the data in use, logged as an error; returns whether
+        the new data was taken."""
+        try:
+            fingerprints = load_fingerprints(data_dir)
+            advisories = load_advisories(data_dir)
+        except RuleFileError as err:
+            log.error("endpoint data not reloaded, keeping the previous: %s", err)
+            return False
+        self.fingerprints, self.advisories = fingerprints, advisories
+        log.info(
+            "endpoint data reloaded: %d fingerprints, %d advisories",
+            len(fingerprints),
+            len(advisories),
+        )
+        return True
+
+    def check(self, flow: Flow, request: Request, auth: Authenticated, now: float) -> DeviceCheck:
+        """The policy's decision for the device behind ``request`` (authenticated as
+        ``auth``), and its sighting."""
+        user_agent = (request.headers.get("user-agent") or "")[:MAX_USER_AGENT]
+        device = identify(user_agent, self.fingerprints)
+        tls = _tls(flow)
+        identity = flow.identity
+        facts = DeviceFacts(
+            user_agent=user_agent,
+            device=device,
+            advisories=matching(device, self.advisories) if device is not None else (),
+            digest_algorithm=auth.algorithm or None,
+            tls_version=tls.version if tls is not None else None,
+            certificate=identity is not None,
+            certificate_expiry=tls.cert_not_after if tls is not None else None,
+            now=now,
+        )
+        decision = decide(facts, self.settings)
+        sighting = DeviceSighting(
+            user=auth.user,
+            key=_device_key(request, user_agent, flow.peer[0]),
+            aor=_aor(request),
+            contact=_contact(request),
+            source=flow_text(flow),
+            zone=self._zone_of(flow.peer[0]),
+            transport=flow.transport,
+            tls_version=tls.version if tls is not None else "",
+            tls_cipher=tls.cipher if tls is not None else "",
+            cert_subject=identity.subject if identity is not None else "",
+            cert_serial=f"{identity.serial:x}" if identity is not None else "",
+            cert_expiry=tls.cert_not_after if tls is not None and identity is not None else None,
+            digest_algorithm=auth.algorithm,
+            user_agent=user_agent,
+            vendor=device.vendor if device is not None else "",
+            model=device.model if device is not None else "",
+            version=(device.version or "") if device is not None else "",
+            status=STATUS[decision.action],
+            reasons=tuple(r.text for r in decision.reasons),
+            time=now,
+        )
+        return DeviceCheck(decision=decision, sighting=sighting, source_ip=flow.peer[0])
+
+    def record(self, check: DeviceCheck) -> None:
+        """Queue the sighting for the inventory; alert and log once per device a day."""
+        seen = check.sighting
+        self._decided[seen.status] += 1
+        if seen.status == "refused":
+            # Every refusal, like a failed authentication (the alert is once a day).
+            # Control characters a User-Agent may hold are escaped by logfmt.
+            log.info(
+                "REGISTER of %s from %s refused: %s",
+                seen.user,
+                seen.source,
+                "; ".join(r.text for r in check.decision.grave()),
+            )
+        if len(self._pending) >= MAX_PENDING_SIGHTINGS:
+            self.dropped += 1
+        else:
+            self._pending.append(check.sighting)
+        if check.decision.action != "allow":
+            self._alert(check)
+
+    def _alert(self, check: DeviceCheck) -> None:
+        seen = check.sighting
+        day = int(seen.time // _DAY)
+        key = (seen.user, seen.key)
+        if self._alerted.get(key) == day:
+            return
+        if len(self._alerted) >= MAX_ALERT_MEMORY:
+            self._alerted.clear()
+        self._alerted[key] = day
+        self._alerts += 1
+        why = "; ".join(r.text for r in check.decision.reasons)
+        device = f"{seen.vendor} {seen.model} {seen.version}".strip() or seen.user_agent
+        self._events.publish(
+            AlertRaised(
+                what=f"device policy: {seen.status}",
+                who=seen.user,
+                why=f"{device}: {why}",
+                action=seen.status,
+                rule="endpoint_policy",
+                time=seen.time,
+                source=check.source_ip,
+            )
+        )
+
+    def flush(self) -> None:
+        """Hand the queued sightings to the writer (one batch)."""
+        if self._pending:
+            batch, self._pending = self._pending, []
+            self._writes.save_devices(batch)
+
+
+def _tls(flow: Flow) -> TlsInfo | None:
+    # Only TLS connections accepted here carry it (transport/stream.py); UDP, TCP and
+    # connections owned by another worker have none.
+    tls = getattr(flow, "tls", None)
+    return tls if isinstance(tls, TlsInfo) else None
+
+
+def _aor(request: Request) -> str:
+    uri = request.to.uri
+    return f"{uri.user}@{uri.host}" if isinstance(uri, SipUri) else str(uri)
+
+
+def _contact(request: Request) -> str:
+    contacts = request.contacts
+    return str(contacts[0].uri) if contacts else ""
+
+
+def _device_key(request: Request, user_agent: str, source_ip: str) -> str:
+    """RFC 5626 §4.1 ``+sip.instance`` when the device sends one (stable across
+    addresses); else its User-Agent at its source address."""
+    for contact in request.contacts:
+        instance = contact.param("+sip.instance")
+        if instance:
+            return instance.strip('"<>')
+    return f"{user_agent} @ {source_ip}"

@@ -1,0 +1,187 @@
+"""The endpoint policy and the device inventory against real peers (issue 18).
+
+One server (module scope, auth.algorithms = ["MD5"]: SIPp 3.6.1 and baresip 1.0.0 answer
+MD5 only, bench/sipp/register_digest.xml) with ``endpoints.advisory = "refuse"`` (the
+shipped advisories of the Grandstream GXP16xx are not KEV-listed; the default refuses
+KEV only). SIPp, through a stunnel TLS hop, registers with the User-Agent of a
+vulnerable firmware (``Grandstream GXP1625 1.0.2.25``, the format Greenbone quotes,
+docs/endpoints.md) and gets 403 whose Warning names CVE-2026-2329 and 1.0.7.81 (the
+scenario checks it), then with the fixed firmware and gets 200; baresip registers
+over TLS with a device certificate from ``voipsec ca issue``. ``voipsec devices list
+--format json`` then shows the three devices as the policy saw them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.peers.baresip import Baresip, account_line, free_sip_ports
+from tests.peers.proc import free_port, wait_for
+from tests.peers.sipp import run_sipp, write_csv
+from tests.peers.stunnel import stunnel_client
+from tests.peers.voipsec import VoipsecServer, prepare, serving, voipsec
+
+pytestmark = pytest.mark.peers
+
+SIPP = Path(__file__).resolve().parents[1] / "data" / "sipp"
+GXP = ("gxp", "gxp-secret-1")
+ALICE = ("alice", "alice-secret-1")
+VULNERABLE = "Grandstream GXP1625 1.0.2.25"
+FIXED = "Grandstream GXP1625 1.0.7.81"
+DEADLINE = 20.0
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VoipsecServer]:
+    prepared = prepare(
+        tmp_path_factory.mktemp("devices") / "data",
+        users=[GXP, ALICE],
+        settings=[("auth.algorithms", '["MD5"]'), ("endpoints.advisory", '"refuse"')],
+    )
+    with serving(prepared) as running:
+        yield running
+
+
+def _sipp_register(server: VoipsecServer, workdir: Path, scenario: str, user_agent: str) -> int:
+    workdir.mkdir(parents=True, exist_ok=True)
+    csv = write_csv(workdir / "users.csv", [(*GXP, "localhost", user_agent)])
+    hop = free_port()
+    with stunnel_client(hop, server.host, server.port, server.ca, workdir):
+        result = run_sipp(
+            SIPP / scenario,
+            f"127.0.0.1:{hop}",
+            workdir=workdir / "sipp",
+            inf_csv=csv,
+            calls=1,
+            transport="t1",
+            extra=["-auth_uri", "localhost"],
+        )
+    assert (result.successful, result.failed) == (1, 0), result.error_tail()
+    return result.returncode
+
+
+def _devices(server: VoipsecServer) -> list[dict[str, Any]]:
+    out = voipsec("devices", "list", "--format", "json", data_dir=server.data_dir).stdout
+    return list(json.loads(out))
+
+
+@pytest.fixture(scope="module")
+def registered(
+    server: VoipsecServer, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, dict[str, Any]]:
+    """Each peer registered once; the inventory's rows by User-Agent start."""
+    work = tmp_path_factory.mktemp("peers")
+    _sipp_register(server, work / "refused", "register_device_refused.xml", VULNERABLE)
+    _sipp_register(server, work / "fixed", "register_device_ok.xml", FIXED)
+    certs = work / "certs"
+    voipsec("ca", "issue", ALICE[0], "--out", str(certs), data_dir=server.data_dir)
+    pem = certs / "alice.pem"
+    pem.write_bytes((certs / "alice.crt").read_bytes() + (certs / "alice.key").read_bytes())
+    sip_port, ctrl_port = free_sip_ports()
+    with Baresip(
+        work / "baresip",
+        account_line=account_line(*ALICE, server_port=server.port),
+        ca_file=server.ca,
+        sip_port=sip_port,
+        ctrl_port=ctrl_port,
+        cert_file=pem,
+    ) as ua:
+        event = ua.wait_event("REGISTER_OK", "REGISTER_FAIL", deadline=DEADLINE)
+        assert event["type"] == "REGISTER_OK", (event, ua.log_text()[-3000:])
+        found: list[dict[str, Any]] = []
+
+        def three() -> bool:
+            found[:] = _devices(server)
+            return len(found) == 3
+
+        wait_for(three, deadline=DEADLINE, what="three devices in the inventory")
+    return {row["user_agent"].split(" (")[0]: row for row in found}
+
+
+def test_devices_vulnerable_firmware_refused_and_listed(
+    server: VoipsecServer, registered: dict[str, dict[str, Any]]
+) -> None:
+    row = registered[VULNERABLE]
+    assert (row["user"], row["aor"], row["status"]) == ("gxp", "gxp@localhost", "refused")
+    assert (row["vendor"], row["model"], row["version"]) == ("Grandstream", "GXP1625", "1.0.2.25")
+    assert row["reasons"][:2] == [
+        "firmware 1.0.2.25 affected by CVE-2026-2329; upgrade to 1.0.7.81",
+        "firmware 1.0.2.25 affected by CVE-2020-5738; upgrade past 1.0.4.152",
+    ]
+    assert (row["transport"], row["tls_version"], row["digest_algorithm"]) == (
+        "tls",
+        "TLSv1.3",
+        "MD5",
+    )
+    assert (row["cert_subject"], row["cert_expiry"]) == ("", None)
+    # No binding from the refused REGISTER; the fixed firmware's one only.
+    assert len(server.bindings("gxp")) == 1
+
+
+def test_devices_fixed_firmware_registered_and_listed(
+    registered: dict[str, dict[str, Any]],
+) -> None:
+    row = registered[FIXED]
+    assert (row["user"], row["vendor"], row["model"], row["version"]) == (
+        "gxp",
+        "Grandstream",
+        "GXP1625",
+        "1.0.7.81",
+    )
+    assert (row["status"], row["reasons"]) == ("warn", ["MD5 digest; configure SHA-256 (RFC 8760)"])
+    assert (row["tls_version"], row["digest_algorithm"], row["registrations"]) == (
+        "TLSv1.3",
+        "MD5",
+        1,
+    )
+
+
+def test_devices_baresip_with_certificate_listed(
+    server: VoipsecServer, registered: dict[str, dict[str, Any]]
+) -> None:
+    row = registered["baresip v1.0.0"]
+    assert (row["user"], row["vendor"], row["model"], row["version"]) == (
+        "alice",
+        "baresip",
+        "baresip",
+        "1.0.0",
+    )
+    assert (row["transport"], row["tls_version"], row["digest_algorithm"]) == (
+        "tls",
+        "TLSv1.3",
+        "MD5",
+    )
+    assert row["tls_cipher"].startswith("TLS_")
+    assert "CN=alice" in row["cert_subject"] or "commonName=alice" in row["cert_subject"]
+    assert row["cert_serial"] != ""
+    assert isinstance(row["cert_expiry"], float)
+    assert row["status"] == "warn"
+    shown = voipsec("devices", "show", str(row["id"]), data_dir=server.data_dir).stdout
+    assert json.loads(shown) == row
+
+
+def test_devices_policy_alerts_stored_and_refusal_logged(
+    server: VoipsecServer, registered: dict[str, dict[str, Any]]
+) -> None:
+    found: list[str] = []
+
+    def three_alerts() -> bool:
+        out = voipsec("alerts", "list", data_dir=server.data_dir).stdout
+        found[:] = [line for line in out.splitlines() if "  endpoint_policy  " in line]
+        return len(found) == 3
+
+    wait_for(three_alerts, deadline=DEADLINE, what="three endpoint_policy alerts")
+    refused = [line for line in found if "device policy: refused" in line]
+    assert len(refused) == 1
+    assert refused[0].endswith(
+        "  endpoint_policy  127.0.0.1  device policy: refused: gxp: Grandstream GXP1625 "
+        "1.0.2.25: firmware 1.0.2.25 affected by CVE-2026-2329; upgrade to 1.0.7.81; "
+        "firmware 1.0.2.25 affected by CVE-2020-5738; upgrade past 1.0.4.152; MD5 digest; "
+        "configure SHA-256 (RFC 8760); refused"
+    )
+    assert "REGISTER of gxp from tls:127.0.0.1:" in server.log_text()

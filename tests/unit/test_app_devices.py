@@ -1,0 +1,274 @@
+"""app/devices.py with app/registration.py: the endpoint policy carried out at REGISTER
+(403 with the Warning and no binding for refuse; registered and recorded for warn and
+restrict; one alert per device a day), the sightings queued for the inventory, and
+the gate built from the data files (or one error)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+import pytest
+
+from voipsec.app import devices as devices_module
+from voipsec.app.devices import (
+    MAX_PENDING_SIGHTINGS,
+    DeviceGate,
+    EndpointDataError,
+    build_device_gate,
+)
+from voipsec.app.registration import RegistrationShell
+from voipsec.config import EndpointsSection
+from voipsec.core.auth import Authenticated, Role
+from voipsec.core.registrar import Registrar, RegistrarPolicy
+from voipsec.endpoints.loader import load_advisories, load_fingerprints
+from voipsec.endpoints.policy import PolicySettings
+from voipsec.events import AlertRaised, EventBus
+from voipsec.records import Binding, DeviceSighting
+from voipsec.sip.message import Request, Response, parse_message
+from voipsec.transport.connections import Flow
+from voipsec.transport.stream import TlsInfo
+
+from .fakes import FakeFlow
+
+NOW = 1_800_000_000.0
+DAY = 86_400.0
+DOMAIN = "example.com"
+FINGERPRINTS = load_fingerprints()
+ADVISORIES = load_advisories()
+VULNERABLE = "Grandstream GXP1625 1.0.2.25"
+FIXED = "Grandstream GXP1625 1.0.7.81"
+
+
+class Auth:
+    def __init__(self, algorithm: str = "SHA-256") -> None:
+        self.algorithm = algorithm
+
+    def authenticate_as(
+        self, flow: Flow, request: Request, role: Role, now: float
+    ) -> Authenticated | Response:
+        return Authenticated(user="alice", by="digest", algorithm=self.algorithm)
+
+
+class Writes:
+    def __init__(self) -> None:
+        self.bindings: list[Binding] = []
+        self.devices: list[DeviceSighting] = []
+
+    def save_bindings(
+        self, upserts: Iterable[Binding], removals: Iterable[tuple[str, str]]
+    ) -> None:
+        self.bindings.extend(upserts)
+
+    def save_devices(self, sightings: Iterable[DeviceSighting]) -> None:
+        self.devices.extend(sightings)
+
+
+class TlsFlow(FakeFlow):
+    def __init__(self) -> None:
+        super().__init__()
+        self.tls = TlsInfo(version="TLSv1.3", cipher="TLS_AES_256_GCM_SHA384", cert_not_after=None)
+
+
+def _register(user_agent: str, instance: str = "", cseq: int = 1) -> Request:
+    params = f';+sip.instance="<urn:uuid:{instance}>"' if instance else ""
+    data = (
+        f"REGISTER sip:{DOMAIN} SIP/2.0\r\n"
+        "Via: SIP/2.0/TLS 192.0.2.10:40000;branch=z9hG4bKreg\r\n"
+        "Max-Forwards: 70\r\n"
+        f"To: <sip:alice@{DOMAIN}>\r\n"
+        f"From: <sip:alice@{DOMAIN}>;tag=f1\r\n"
+        "Call-ID: reg-1\r\n"
+        f"CSeq: {cseq} REGISTER\r\n"
+        f"Contact: <sip:alice@192.0.2.10:40000;transport=tls>{params};expires=600\r\n"
+        f"User-Agent: {user_agent}\r\n"
+        "Content-Length: 0\r\n\r\n"
+    ).encode()
+    message = parse_message(data)
+    assert isinstance(message, Request)
+    return message
+
+
+def _shell(
+    settings: PolicySettings | None = None, algorithm: str = "SHA-256"
+) -> tuple[RegistrationShell, Writes, list[AlertRaised]]:
+    events = EventBus()
+    alerts: list[AlertRaised] = []
+    events.subscribe(alerts.append, AlertRaised)
+    writes = Writes()
+    gate = DeviceGate(
+        settings=settings or PolicySettings(),
+        fingerprints=FINGERPRINTS,
+        advisories=ADVISORIES,
+        zone_of=lambda ip: "internet",
+        writes=writes,
+        events=events,
+    )
+    registrar = Registrar(RegistrarPolicy(domain=DOMAIN, domains=frozenset({DOMAIN})))
+    shell = RegistrationShell(
+        registrar=registrar, auth=Auth(algorithm), store=writes, events=events, devices=gate
+    )
+    return shell, writes, alerts
+
+
+def test_app_devices_refuse_is_403_with_warning_and_no_binding() -> None:
+    shell, writes, alerts = _shell(PolicySettings(advisory="refuse"))
+    response = shell.register(TlsFlow(), _register(VULNERABLE), NOW)  # type: ignore[arg-type]
+    assert (response.status, response.reason) == (403, "Forbidden")
+    assert response.headers.get("warning") == (
+        '399 voipsec "firmware 1.0.2.25 affected by CVE-2026-2329; upgrade to 1.0.7.81", '
+        '399 voipsec "firmware 1.0.2.25 affected by CVE-2020-5738; upgrade past 1.0.4.152"'
+    )
+    assert shell.registrar.bindings() == []
+    shell.flush()
+    assert writes.bindings == []
+    [seen] = writes.devices
+    assert (seen.status, seen.vendor, seen.model, seen.version) == (
+        "refused",
+        "Grandstream",
+        "GXP1625",
+        "1.0.2.25",
+    )
+    assert (seen.tls_version, seen.tls_cipher, seen.digest_algorithm) == (
+        "TLSv1.3",
+        "TLS_AES_256_GCM_SHA384",
+        "SHA-256",
+    )
+    assert seen.reasons[0] == "firmware 1.0.2.25 affected by CVE-2026-2329; upgrade to 1.0.7.81"
+    assert [(a.what, a.who, a.action, a.source) for a in alerts] == [
+        ("device policy: refused", "alice", "refused", "192.0.2.10")
+    ]
+
+
+def test_app_devices_fixed_firmware_registers_ok_without_alert() -> None:
+    shell, writes, alerts = _shell(PolicySettings(advisory="refuse"))
+    response = shell.register(TlsFlow(), _register(FIXED), NOW)  # type: ignore[arg-type]
+    assert response.status == 200
+    shell.flush()
+    assert [(d.status, d.reasons, d.version) for d in writes.devices] == [("ok", (), "1.0.7.81")]
+    assert len(writes.bindings) == 1
+    assert alerts == []
+
+
+def test_app_devices_warn_registers_and_alerts_once_a_day() -> None:
+    shell, writes, alerts = _shell()
+    for cseq, when in enumerate((NOW, NOW + 60, NOW + DAY), start=1):
+        response = shell.register(TlsFlow(), _register(VULNERABLE, cseq=cseq), when)  # type: ignore[arg-type]
+        assert response.status == 200
+    shell.flush()
+    assert [d.status for d in writes.devices] == ["warn", "warn", "warn"]
+    assert [a.time for a in alerts] == [NOW, NOW + DAY]
+    assert alerts[0].why == (
+        "Grandstream GXP1625 1.0.2.25: firmware 1.0.2.25 affected by CVE-2026-2329; upgrade to "
+        "1.0.7.81; firmware 1.0.2.25 affected by CVE-2020-5738; upgrade past 1.0.4.152"
+    )
+
+
+def test_app_devices_restrict_registers_marked_restricted() -> None:
+    shell, writes, _ = _shell(PolicySettings(md5_digest="restrict"), algorithm="MD5")
+    response = shell.register(TlsFlow(), _register(FIXED), NOW)  # type: ignore[arg-type]
+    assert response.status == 200
+    shell.flush()
+    assert [(d.status, d.digest_algorithm, d.reasons) for d in writes.devices] == [
+        ("restricted", "MD5", ("MD5 digest; configure SHA-256 (RFC 8760)",))
+    ]
+
+
+def test_app_devices_unknown_user_agent_and_no_tls() -> None:
+    shell, writes, _ = _shell()
+    response = shell.register(FakeFlow(), _register("Acme Phone 9"), NOW)  # type: ignore[arg-type]
+    assert response.status == 200
+    shell.flush()
+    [seen] = writes.devices
+    assert (seen.status, seen.vendor, seen.tls_version, seen.zone, seen.key) == (
+        "warn",
+        "",
+        "",
+        "internet",
+        "Acme Phone 9 @ 192.0.2.10",
+    )
+    assert seen.aor == "alice@example.com"
+    assert seen.contact == "sip:alice@192.0.2.10:40000;transport=tls"
+
+
+def test_app_devices_instance_id_is_the_device_key() -> None:
+    shell, writes, _ = _shell()
+    uuid = "00000000-0000-1000-8000-000a95a0e128"
+    shell.register(FakeFlow(), _register(FIXED, uuid), NOW)  # type: ignore[arg-type]
+    shell.flush()
+    assert [d.key for d in writes.devices] == [f"urn:uuid:{uuid}"]
+
+
+def test_app_devices_pending_sightings_bounded() -> None:
+    shell, writes, _ = _shell()
+    gate = shell.devices
+    assert gate is not None
+    check = gate.check(FakeFlow(), _register(FIXED), Authenticated(user="a", by="digest"), NOW)  # type: ignore[arg-type]
+    for _ in range(MAX_PENDING_SIGHTINGS + 3):
+        gate.record(check)
+    assert gate.dropped == 3
+    gate.flush()
+    assert len(writes.devices) == MAX_PENDING_SIGHTINGS
+
+
+def test_app_devices_gate_disabled_is_none() -> None:
+    gate = build_device_gate(
+        section=EndpointsSection(enabled=False),
+        data_dir=None,
+        zone_of=lambda ip: "internet",
+        writes=Writes(),
+        events=EventBus(),
+    )
+    assert gate is None
+
+
+def test_app_devices_bad_admin_file_is_one_error(tmp_path: Path) -> None:
+    (tmp_path / "endpoints").mkdir()
+    (tmp_path / "endpoints" / "advisories.yaml").write_text("advisories: 3\n", encoding="utf-8")
+    with pytest.raises(EndpointDataError) as info:
+        build_device_gate(
+            section=EndpointsSection(),
+            data_dir=tmp_path,
+            zone_of=lambda ip: "internet",
+            writes=Writes(),
+            events=EventBus(),
+        )
+    assert str(info.value).startswith(f"{tmp_path}/endpoints/advisories.yaml: ")
+
+
+def test_app_devices_statistics_count_decisions_and_alerts() -> None:
+    shell, _, _ = _shell(PolicySettings(advisory="refuse"))
+    shell.register(TlsFlow(), _register(VULNERABLE), NOW)  # type: ignore[arg-type]
+    shell.register(TlsFlow(), _register(VULNERABLE, cseq=2), NOW + 1)  # type: ignore[arg-type]
+    shell.register(TlsFlow(), _register(FIXED, cseq=3), NOW + 2)  # type: ignore[arg-type]
+    assert shell.devices is not None
+    stats = shell.devices.statistics()
+    assert (stats.ok, stats.refused, stats.alerts, stats.dropped) == (1, 2, 1, 0)
+    assert (stats.fingerprints, stats.advisories) == (len(FINGERPRINTS), len(ADVISORIES))
+
+
+def test_app_devices_reload_takes_new_data_or_keeps_the_old(tmp_path: Path) -> None:
+    shell, _, _ = _shell()
+    gate = shell.devices
+    assert gate is not None
+    (tmp_path / "endpoints").mkdir()
+    admin = tmp_path / "endpoints" / "advisories.yaml"
+    admin.write_text("advisories:\n  - id: CVE-2026-2329\n    enabled: false\n", encoding="utf-8")
+    assert gate.reload(tmp_path) is True
+    assert len(gate.advisories) == len(ADVISORIES) - 1
+    admin.write_text("advisories: 3\n", encoding="utf-8")
+    assert gate.reload(tmp_path) is False
+    assert len(gate.advisories) == len(ADVISORIES) - 1
+
+
+def test_app_devices_alert_memory_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past MAX_ALERT_MEMORY devices the memory starts afresh: at worst one more alert
+    that day for a device seen before."""
+    monkeypatch.setattr(devices_module, "MAX_ALERT_MEMORY", 2)
+    shell, _, alerts = _shell()
+    gate = shell.devices
+    assert gate is not None
+    for n, ua in enumerate(["Acme 1", "Acme 2", "Acme 3", "Acme 1"]):
+        auth = Authenticated(user="alice", by="digest")
+        gate.record(gate.check(FakeFlow(), _register(ua), auth, NOW + n))  # type: ignore[arg-type]
+    assert [a.time for a in alerts] == [NOW, NOW + 1, NOW + 2, NOW + 3]

@@ -1,0 +1,81 @@
+"""The [endpoints] section: safe defaults, actions, minimum firmware validated (one
+exact line per problem), its limit exceeded."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from voipsec.config import MAX_MINIMUM_FIRMWARE, Config, ConfigError, load
+
+
+def _problems(tmp_path: Path, text: str) -> tuple[Path, list[str]]:
+    path = tmp_path / "voipsec.toml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        load(path)
+    return path, info.value.problems
+
+
+def test_config_endpoints_defaults_refuse_only_kev() -> None:
+    e = Config().endpoints
+    actions = {
+        "kev_advisory": e.kev_advisory,
+        "advisory": e.advisory,
+        "unknown_user_agent": e.unknown_user_agent,
+        "md5_digest": e.md5_digest,
+        "tls12": e.tls12,
+        "below_minimum": e.below_minimum,
+        "missing_certificate": e.missing_certificate,
+        "expiring_certificate": e.expiring_certificate,
+    }
+    assert [k for k, v in actions.items() if v == "refuse"] == ["kev_advisory"]
+    assert (e.enabled, e.minimum_firmware, e.certificate_days) == (True, {}, 30)
+
+
+def test_config_endpoints_values_are_read(tmp_path: Path) -> None:
+    path = tmp_path / "voipsec.toml"
+    path.write_text(
+        '[endpoints]\nadvisory = "refuse"\nminimum_firmware = { "Grandstream/GXP16??" = '
+        '"1.0.7.81", "Cisco" = "14.2(1)" }\n',
+        encoding="utf-8",
+    )
+    e = load(path).endpoints
+    assert e.advisory == "refuse"
+    assert e.minimum_firmware == {"Grandstream/GXP16??": "1.0.7.81", "Cisco": "14.2(1)"}
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        (
+            '[endpoints]\nadvisory = "block"\n',
+            "endpoints.advisory: Input should be 'allow', 'warn', 'restrict' or 'refuse'",
+        ),
+        (
+            '[endpoints]\nminimum_firmware = { "Grandstream/GXP 16" = "1.0" }\n',
+            "endpoints.minimum_firmware: 'Grandstream/GXP 16' is not 'Vendor' or "
+            "'Vendor/MODEL-PATTERN'",
+        ),
+        (
+            '[endpoints]\nminimum_firmware = { "Grandstream" = "v1.0" }\n',
+            "endpoints.minimum_firmware: 'Grandstream': 'v1.0' is not a version (e.g. 1.0.7.81)",
+        ),
+        (
+            "[endpoints]\ncertificate_days = 0\n",
+            "endpoints.certificate_days: Input should be greater than or equal to 1",
+        ),
+    ],
+)
+def test_config_endpoints_bad_value_is_one_exact_line(
+    tmp_path: Path, text: str, problem: str
+) -> None:
+    path, problems = _problems(tmp_path, text)
+    assert problems == [f"{path}: {problem}"]
+
+
+def test_config_endpoints_minimum_firmware_over_limit(tmp_path: Path) -> None:
+    entries = ", ".join(f'"V{n}" = "1"' for n in range(MAX_MINIMUM_FIRMWARE + 1))
+    path, problems = _problems(tmp_path, f"[endpoints]\nminimum_firmware = {{ {entries} }}\n")
+    assert problems == [f"{path}: endpoints.minimum_firmware: at most 500 entries"]
