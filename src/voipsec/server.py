@@ -535,6 +535,7 @@ def build_sip_service(
     devices = (
         build_device_gate(
             section=config.endpoints,
+            certificate_days=config.pki.expiry_warning_days,
             data_dir=data_dir,
             zone_of=lambda ip: zones.zone_for(ip).name,
             writes=writes if writes is not None else store,

@@ -31,7 +31,7 @@ def test_config_endpoints_defaults_refuse_only_kev() -> None:
         "expiring_certificate": e.expiring_certificate,
     }
     assert [k for k, v in actions.items() if v == "refuse"] == ["kev_advisory"]
-    assert (e.enabled, e.minimum_firmware, e.certificate_days) == (True, {}, 30)
+    assert (e.enabled, e.minimum_firmware) == (True, {})
 
 
 def test_config_endpoints_values_are_read(tmp_path: Path) -> None:
@@ -61,10 +61,6 @@ def test_config_endpoints_values_are_read(tmp_path: Path) -> None:
         (
             '[endpoints]\nminimum_firmware = { "Grandstream" = "v1.0" }\n',
             "endpoints.minimum_firmware: 'Grandstream': 'v1.0' is not a version (e.g. 1.0.7.81)",
-        ),
-        (
-            "[endpoints]\ncertificate_days = 0\n",
-            "endpoints.certificate_days: Input should be greater than or equal to 1",
         ),
     ],
 )

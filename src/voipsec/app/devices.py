@@ -66,7 +66,7 @@ class EndpointDataError(Exception):
     line (the policy fails closed rather than run without its data)."""
 
 
-def policy_settings(section: EndpointsSection) -> PolicySettings:
+def policy_settings(section: EndpointsSection, certificate_days: int = 30) -> PolicySettings:
     """The policy's settings from the ``[endpoints]`` section."""
     return PolicySettings(
         kev_advisory=section.kev_advisory,
@@ -78,13 +78,14 @@ def policy_settings(section: EndpointsSection) -> PolicySettings:
         minimum_firmware=dict(section.minimum_firmware),
         missing_certificate=section.missing_certificate,
         expiring_certificate=section.expiring_certificate,
-        certificate_days=section.certificate_days,
+        certificate_days=certificate_days,
     )
 
 
 def build_device_gate(
     *,
     section: EndpointsSection,
+    certificate_days: int = 30,
     data_dir: Path | None,
     zone_of: Callable[[str], str],
     writes: DeviceWrites,
@@ -100,7 +101,7 @@ def build_device_gate(
     except RuleFileError as err:
         raise EndpointDataError(str(err)) from None
     return DeviceGate(
-        settings=policy_settings(section),
+        settings=policy_settings(section, certificate_days),
         fingerprints=fingerprints,
         advisories=advisories,
         zone_of=zone_of,

@@ -655,8 +655,9 @@ class EndpointsSection(_Section):
     below_minimum: PolicyAction = "warn"
     minimum_firmware: dict[str, str] = Field(default_factory=dict)
     missing_certificate: PolicyAction = "allow"
+    #: "Expiring" means within ``pki.expiry_warning_days`` (one setting for the CA's
+    #: alerts and this policy).
     expiring_certificate: PolicyAction = "warn"
-    certificate_days: Annotated[int, Field(ge=1, le=365)] = 30
 
     @field_validator("minimum_firmware")
     @classmethod

@@ -258,8 +258,7 @@ md5_digest = "warn"           # answered the challenge with MD5 (auth.algorithms
 tls12 = "allow"               # TLS 1.2 (AEAD suites only); tls.min_version forbids it
 below_minimum = "warn"        # firmware below minimum_firmware for its vendor/model
 missing_certificate = "allow" # no client certificate
-expiring_certificate = "warn" # client certificate expiring within certificate_days
-certificate_days = 30
+expiring_certificate = "warn" # client certificate expiring within pki.expiry_warning_days
 # Lowest firmware per "Vendor" or "Vendor/MODEL-PATTERN", e.g.
 # minimum_firmware = { "Grandstream/GXP16??" = "1.0.7.81" }
 minimum_firmware = {}
