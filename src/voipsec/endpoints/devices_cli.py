@@ -23,10 +23,15 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from ..config import CONFIG_NAME, ConfigError, load
 from ..records import DeviceRecord
+from ..rulefile import RuleFileError
 from ..storage import DB_NAME, Store
+from .loader import load_advisories
+from .report import DevicePosture, compliance_report
+from .report_format import REPORT_FORMATS, report_csv, report_json, report_md
 
-__all__ = ["device_fields", "devices_app", "devices_csv", "devices_json"]
+__all__ = ["device_fields", "devices_app", "devices_csv", "devices_json", "report_devices"]
 
 devices_app = typer.Typer(
     help="The device inventory: every device that registered (refused ones too).",
@@ -211,3 +216,55 @@ def show_command(
         typer.echo(f"voipsec: error: {err}", err=True)
         raise typer.Exit(1) from None
     typer.echo(json.dumps(device_fields(record), indent=2))
+
+
+def report_devices(data_dir: Path, now: float) -> list[DevicePosture]:
+    """The compliance report of ``data_dir``: its inventory judged against the
+    advisories in use (shipped and admin files), its config's minimum firmware and
+    ``pki.expiry_warning_days``, and its CA's certificate records."""
+    try:
+        config = load(data_dir / CONFIG_NAME)
+    except ConfigError as err:
+        raise DevicesFailed(err.problems[0] if err.problems else "bad config") from None
+    try:
+        advisories = load_advisories(data_dir)
+    except RuleFileError as err:
+        raise DevicesFailed(f"endpoint data: {err}") from None
+    store = _open_store(data_dir)
+    try:
+        records = store.devices(None)
+        certificates = store.certificates()
+    finally:
+        store.close()
+    return compliance_report(
+        records,
+        advisories=advisories,
+        now=now,
+        warning_days=config.pki.expiry_warning_days,
+        minimum_firmware=config.endpoints.minimum_firmware,
+        certificates=certificates,
+    )
+
+
+@devices_app.command("report")
+def report_command(
+    format: Annotated[str, typer.Option(help="md, json or csv.")] = "md",
+    dir: DirOption = DEFAULT_DIR,
+) -> None:
+    """The compliance report: every device's firmware (advisories: CVE, CVSS, KEV,
+    fixed version), client certificate, TLS, digest and status, with what to do,
+    grouped by severity (critical, high, medium, low, ok)."""
+    now = time.time()
+    try:
+        if format not in REPORT_FORMATS:
+            raise DevicesFailed("--format must be md, json or csv")
+        postures = report_devices(dir, now)
+    except DevicesFailed as err:
+        typer.echo(f"voipsec: error: {err}", err=True)
+        raise typer.Exit(1) from None
+    if format == "json":
+        typer.echo(report_json(postures))
+    elif format == "csv":
+        typer.echo(report_csv(postures), nl=False)
+    else:
+        typer.echo(report_md(postures, now=now), nl=False)
