@@ -120,3 +120,81 @@ def test_devices_cli_bad_format_is_one_error(tmp_path: Path) -> None:
         1,
         "voipsec: error: --format must be table, json or csv\n",
     )
+
+
+def _report_data(tmp_path: Path) -> Path:
+    """An inventory with a vulnerable Grandstream (shipped advisories), a baresip below
+    the configured minimum and one with an expired certificate."""
+    (tmp_path / "voipsec.toml").write_text(
+        '[pki]\nexpiry_warning_days = 10\n[endpoints]\nminimum_firmware = { "baresip" = "2.0" }\n',
+        encoding="utf-8",
+    )
+    store = Store(tmp_path / "voipsec.db")
+    try:
+        store.save_devices(
+            [
+                _seen(
+                    "gxp",
+                    user_agent="Grandstream GXP1625 1.0.2.25",
+                    vendor="Grandstream",
+                    model="GXP1625",
+                    version="1.0.2.25",
+                ),
+                _seen("old"),
+                _seen("cert", version="3.0.0", cert_serial="ab", cert_expiry=1_000_000_000.0),
+                _seen("fine", version="3.0.0", cert_serial="cd", cert_expiry=4_000_000_000.0),
+            ]
+        )
+    finally:
+        store.close()
+    return tmp_path
+
+
+def test_devices_cli_report_json(tmp_path: Path) -> None:
+    result = RUNNER.invoke(
+        app, ["devices", "report", "--format", "json", "--dir", str(_report_data(tmp_path))]
+    )
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)
+    assert [(r["user"], r["severity"], r["firmware"], r["certificate"]) for r in rows] == [
+        ("cert", "critical", "up to date", "expired"),
+        ("gxp", "high", "affected by advisories", "none"),
+        ("old", "medium", "below minimum 2.0", "none"),
+        ("fine", "ok", "up to date", "ok"),
+    ]
+    assert [(a["id"], a["cvss"], a["kev"], a["fixed"]) for a in rows[1]["advisories"]] == [
+        ("CVE-2026-2329", 9.3, False, "1.0.7.81"),
+        ("CVE-2020-5738", 8.8, False, None),
+    ]
+    assert rows[0]["actions"] == ["renew the certificate: voipsec ca renew cert"]
+
+
+def test_devices_cli_report_md_and_csv(tmp_path: Path) -> None:
+    data = str(_report_data(tmp_path))
+    md = RUNNER.invoke(app, ["devices", "report", "--dir", data])
+    assert md.exit_code == 0, md.output
+    assert [line for line in md.stdout.splitlines() if line.startswith("## ")] == [
+        "## critical (1)",
+        "## high (1)",
+        "## medium (1)",
+        "## ok (1)",
+    ]
+    out = RUNNER.invoke(app, ["devices", "report", "--format", "csv", "--dir", data])
+    assert out.exit_code == 0, out.output
+    rows = list(csv.DictReader(io.StringIO(out.stdout)))
+    assert [(r["user"], r["severity"]) for r in rows] == [
+        ("cert", "critical"),
+        ("gxp", "high"),
+        ("old", "medium"),
+        ("fine", "ok"),
+    ]
+
+
+def test_devices_cli_report_errors_are_one_line(tmp_path: Path) -> None:
+    bad = RUNNER.invoke(app, ["devices", "report", "--format", "xml", "--dir", str(tmp_path)])
+    assert (bad.exit_code, bad.stderr) == (1, "voipsec: error: --format must be md, json or csv\n")
+    missing = RUNNER.invoke(app, ["devices", "report", "--dir", str(tmp_path)])
+    assert (missing.exit_code, missing.stderr) == (
+        1,
+        f"voipsec: error: {tmp_path}/voipsec.toml: file not found (run `voipsec init`)\n",
+    )
