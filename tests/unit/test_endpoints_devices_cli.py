@@ -198,3 +198,19 @@ def test_devices_cli_report_errors_are_one_line(tmp_path: Path) -> None:
         1,
         f"voipsec: error: {tmp_path}/voipsec.toml: file not found (run `voipsec init`)\n",
     )
+
+
+def test_devices_cli_report_bad_advisory_file_is_one_line(tmp_path: Path) -> None:
+    data = _report_data(tmp_path)
+    (data / "endpoints").mkdir()
+    (data / "endpoints" / "advisories.yaml").write_text(
+        "advisories:\n  - id: X\n    vendor: Acme\n    models: [A]\n    cves: [CVE-2000-1]\n"
+        "    fixed: 1.10\n",
+        encoding="utf-8",
+    )
+    result = RUNNER.invoke(app, ["devices", "report", "--dir", str(data)])
+    assert result.exit_code == 1
+    assert result.stderr.startswith(
+        f"voipsec: error: endpoint data: {data}/endpoints/advisories.yaml"
+    )
+    assert result.stderr.count("\n") == 1
