@@ -66,6 +66,11 @@ _ACTION_DONE = {
 EMERGENCY_RULE = "emergency_call"
 #: What the alert of a fraud rule an emergency call violated says was done.
 EXEMPT_DONE = "allowed (emergency call)"
+#: Emergency calls one user may have in progress at once. Emergency calls pass every
+#: limit of the caller's (class, fraud, budget, concurrency), so one stolen credential
+#: could otherwise hold any number of them: a PSAP flood that also takes the trunk
+#: channels other people's emergency calls need. Two allow a call and its redial.
+MAX_EMERGENCY_CALLS_PER_USER = 2
 #: Seconds between two alerts about CDR writes dropped on a full queue.
 CDR_OVERFLOW_ALERT_INTERVAL = 60.0
 #: Days of CDRs read at start to book the calls a crash left in the fraud state.
@@ -94,6 +99,9 @@ class CallRecord:
     #: The row's trunk ("" between users). A caller's transfer leaves the B-leg up:
     #: the new row names the trunk that leg goes through.
     trunk: str = ""
+    #: An emergency call (core/emergency.py): counted against its user's
+    #: MAX_EMERGENCY_CALLS_PER_USER.
+    emergency: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -214,6 +222,10 @@ class CallRecords:
             "",
         )
 
+    def emergency_calls(self, user: str) -> int:
+        """The emergency calls ``user`` has in progress."""
+        return sum(1 for r in self._calls.values() if r.emergency and r.user == user)
+
     def track(self, call: str, record: CallRecord) -> None:
         """``call`` (the B2BUA's id) is routed; its row is ``record.ticket``."""
         self._calls[call] = record
@@ -259,6 +271,11 @@ class CallRecords:
             if self.fraud_feed is not None:
                 self.fraud_feed.checked(attempt, allowed=decision.allowed)
             if exempt(destination.kind):
+                if self.emergency_calls(caller.user) >= MAX_EMERGENCY_CALLS_PER_USER:
+                    reason = "too many emergency calls in progress for this user"
+                    log.warning("emergency call of %s refused: %s", caller.user, reason)
+                    refusal = Refusal(status=486, reason=reason, callee=routed.callee)
+                    return Admission(refusal=refusal)
                 # Seen and counted, never refused nor cut short (issue 18: emergency
                 # calls always go through); a refused attempt is not tracked as a call.
                 self._fraud_alerts(decision.violations, caller.user, source, now, EXEMPT_DONE)

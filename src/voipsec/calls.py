@@ -101,6 +101,11 @@ class _Opening:
     timer: asyncio.TimerHandle | None = None
 
 
+#: Calls above ``calls.max_calls`` kept for emergency numbers only: enough for a
+#: site's emergencies, not a way round the relay's capacity limit.
+EMERGENCY_RESERVE = 16
+
+
 class CallService:
     """Calls of one ``voipsec serve``: INVITE in, two legs out, CDRs written.
 
@@ -189,10 +194,13 @@ class CallService:
     def invite(self, flow: Flow, tx: TxKey, request: Request, now: float) -> Response | None:
         """A dialog-creating INVITE: a final refusal, or None when the B2BUA took it."""
         user_part = request.uri.user if isinstance(request.uri, SipUri) else None
-        if len(self.b2bua) >= self.config.calls.max_calls and not (
-            # An emergency call is never turned away for capacity (core/emergency.py);
-            # it still has to authenticate below.
-            user_part and self.routing.emergency.is_emergency(user_part)
+        busy = len(self.b2bua)
+        if busy >= self.config.calls.max_calls and not (
+            # An emergency call is not turned away for capacity (core/emergency.py),
+            # within a reserve above it; it still has to authenticate below.
+            busy < self.config.calls.max_calls + EMERGENCY_RESERVE
+            and user_part
+            and self.routing.emergency.is_emergency(user_part)
         ):
             return response_to(
                 request, 503, "Too Many Calls", to_tag=new_tag(), extra=(("Retry-After", "10"),)
@@ -375,6 +383,7 @@ class CallService:
                 source=source,
                 fraud=admission.tracked,
                 trunk=trunk or "",
+                emergency=kind == "emergency",
             ),
         )
         if on_written is None:

@@ -15,11 +15,14 @@ from pathlib import Path
 
 import pytest
 
+from voipsec.call_records import MAX_EMERGENCY_CALLS_PER_USER, Admission, CallRecord
 from voipsec.config import Config
+from voipsec.core.dialplan import Destination
+from voipsec.core.routing import Route, user_caller
 from voipsec.events import AlertRaised, Event
 from voipsec.server import SipService, build_sip_service
 from voipsec.sip.digest import answer_challenge
-from voipsec.sip.message import Response, parse_message
+from voipsec.sip.message import Request, Response, parse_message
 from voipsec.storage import Store
 
 from .fakes import PEER, FakeClock, FakeFlow, call_store
@@ -119,3 +122,45 @@ async def test_calls_emergency_call_passes_max_calls_and_fails_loudly_without_a_
         503,
         "112",
     )
+
+
+def test_calls_emergency_calls_per_user_are_bounded(store: Store) -> None:
+    """Emergency calls pass every limit of the caller's, so one user may not hold more
+    than MAX_EMERGENCY_CALLS_PER_USER at once (a stolen credential flooding the PSAP
+    and the trunk's channels); another user's emergency call still goes through."""
+    service, _ = build_sip_service(
+        config=Config.model_validate({"sip": {"domain": DOMAIN}}),
+        store=store,
+        clock=FakeClock(),
+        ids_rules=[],
+    )
+    records = service.calls.records
+    request = parse_message(_invite("112", "e-next", 1))
+    assert isinstance(request, Request)
+    emergency = Route(
+        callee="112",
+        trunk="psap",
+        forks=(),
+        destination=Destination(
+            dialled="112", e164=None, kind="emergency", user=None, trunk="psap"
+        ),
+    )
+
+    def admit(user: str) -> Admission:
+        return records.admit(request, user_caller(user, DOMAIN), "112", emergency, PEER[0], 0.0)
+
+    for n in range(MAX_EMERGENCY_CALLS_PER_USER):
+        assert admit("alice").refusal is None
+        records.track(
+            f"e{n}",
+            CallRecord(
+                ticket=n, a_call_id=f"e{n}", start=0.0, user="alice", source="", emergency=True
+            ),
+        )
+    refused = admit("alice").refusal
+    assert refused is not None
+    assert (refused.status, refused.reason) == (
+        486,
+        "too many emergency calls in progress for this user",
+    )
+    assert admit("bob").refusal is None

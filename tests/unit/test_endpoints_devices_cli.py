@@ -214,3 +214,39 @@ def test_devices_cli_report_bad_advisory_file_is_one_line(tmp_path: Path) -> Non
         f"voipsec: error: endpoint data: {data}/endpoints/advisories.yaml"
     )
     assert result.stderr.count("\n") == 1
+
+
+def _hostile(tmp_path: Path) -> Path:
+    """A device whose User-Agent is rich markup and whose contact is a formula."""
+    store = Store(tmp_path / "voipsec.db")
+    try:
+        store.save_devices(
+            [
+                _seen(
+                    "mallory",
+                    user_agent="[link=https://evil.example]Yealink fixed[/link] [/x]",
+                    vendor="",
+                    model="",
+                    version="",
+                    contact='=HYPERLINK("https://evil.example","phone")',
+                )
+            ]
+        )
+    finally:
+        store.close()
+    return tmp_path
+
+
+def test_devices_cli_table_shows_a_hostile_user_agent_as_text(tmp_path: Path) -> None:
+    result = RUNNER.invoke(app, ["devices", "list", "--dir", str(_hostile(tmp_path))])
+    assert result.exit_code == 0, result.output
+    assert "[link=https://evil.example]Yealink" in result.stdout  # shown, not obeyed
+
+
+def test_devices_cli_csv_defuses_a_formula(tmp_path: Path) -> None:
+    result = RUNNER.invoke(
+        app, ["devices", "list", "--format", "csv", "--dir", str(_hostile(tmp_path))]
+    )
+    assert result.exit_code == 0, result.output
+    (row,) = list(csv.DictReader(io.StringIO(result.stdout)))
+    assert row["contact"] == '\'=HYPERLINK("https://evil.example","phone")'

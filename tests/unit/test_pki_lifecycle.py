@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from voipsec.events import AlertRaised
-from voipsec.pki.ca import CaPaths, create_ca, issue_certificate
+from voipsec.pki.ca import CaPaths, create_ca, issue_certificate, write_private
 from voipsec.pki.lifecycle import (
     DAY,
     EXPIRED_ALERT_DAYS,
@@ -177,3 +177,18 @@ def test_pki_lifecycle_no_alert_for_renewed_or_revoked() -> None:
         cert(3, name="bob", expires_in=5 * DAY, revoked=NOW - 60),
     ]
     assert _alerts(certs, NOW, frozenset()) == []
+
+
+def test_pki_write_private_never_follows_a_planted_symlink(tmp_path: Path) -> None:
+    """A key written into a shared --out directory replaces a symlink planted at its
+    name instead of writing through it, and ends up 0600 and ours."""
+    target = tmp_path / "elsewhere.txt"
+    target.write_text("untouched")
+    planted = tmp_path / "alice.key"
+    planted.symlink_to(target)
+    write_private(planted, b"secret")
+    assert target.read_text() == "untouched"
+    assert not planted.is_symlink()
+    assert planted.read_bytes() == b"secret"
+    assert planted.stat().st_mode & 0o777 == 0o600
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []

@@ -22,6 +22,7 @@ import typer
 from rich import box
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from ..config import CONFIG_NAME, ConfigError, load
 from ..records import DeviceRecord
@@ -29,7 +30,7 @@ from ..rulefile import RuleFileError
 from ..storage import DB_NAME, Store
 from .loader import load_advisories
 from .report import DevicePosture, compliance_report
-from .report_format import REPORT_FORMATS, report_csv, report_json, report_md
+from .report_format import REPORT_FORMATS, csv_cell, report_csv, report_json, report_md
 
 __all__ = ["device_fields", "devices_app", "devices_csv", "devices_json", "report_devices"]
 
@@ -116,7 +117,7 @@ def devices_csv(records: Sequence[DeviceRecord]) -> str:
     for r in records:
         row = device_fields(r)
         row["reasons"] = " | ".join(row["reasons"])
-        writer.writerow(["" if row[f] is None else row[f] for f in FIELDS])
+        writer.writerow([csv_cell(row[f]) for f in FIELDS])
     return out.getvalue()
 
 
@@ -133,15 +134,22 @@ def _table(records: Sequence[DeviceRecord]) -> Table:
     for r in records:
         s = r.seen
         device = f"{s.vendor} {s.model} {s.version}".strip() or s.user_agent or "(no User-Agent)"
+        # Text, not str: a User-Agent is the device's own words, never rich markup
+        # ("[/x]" would end the listing, "[link=...]" would hide a link in it).
         table.add_row(
-            str(r.id),
-            s.user,
-            device,
-            s.status,
-            s.tls_version or s.transport,
-            s.digest_algorithm or "certificate",
-            _when(s.time),
-            str(r.registrations),
+            *(
+                Text(cell)
+                for cell in (
+                    str(r.id),
+                    s.user,
+                    device,
+                    s.status,
+                    s.tls_version or s.transport,
+                    s.digest_algorithm or "certificate",
+                    _when(s.time),
+                    str(r.registrations),
+                )
+            )
         )
     return table
 

@@ -20,7 +20,9 @@ from .report import SEVERITIES, DevicePosture
 
 __all__ = [
     "CSV_FIELDS",
+    "FORMULA_STARTS",
     "REPORT_FORMATS",
+    "csv_cell",
     "posture_fields",
     "report_csv",
     "report_json",
@@ -99,9 +101,15 @@ def report_json(postures: Sequence[DevicePosture]) -> str:
     return json.dumps([posture_fields(p) for p in postures], indent=2)
 
 
-def _cell(value: object) -> str:
+#: First characters a spreadsheet reads as the start of a formula (CSV injection).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: object) -> str:
+    """A CSV cell that a spreadsheet shows as text: a device's User-Agent or contact
+    starting like a formula (``=HYPERLINK(...)``) gets a leading apostrophe."""
     text = "" if value is None else str(value)
-    if text[:1] in ("=", "+", "-", "@"):
+    if text[:1] in FORMULA_STARTS:
         return "'" + text
     return text
 
@@ -115,7 +123,7 @@ def report_csv(postures: Sequence[DevicePosture]) -> str:
         row["cves"] = " | ".join(c for a in p.advisories for c in a.cves)
         row["findings"] = " | ".join(f"{f.severity}: {f.text}" for f in p.findings)
         row["actions"] = " | ".join(p.actions)
-        writer.writerow([_cell(row[f]) for f in CSV_FIELDS])
+        writer.writerow([csv_cell(row[f]) for f in CSV_FIELDS])
     return out.getvalue()
 
 

@@ -10,6 +10,7 @@ import datetime
 import ipaddress
 import logging
 import os
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,12 +54,22 @@ class ServerPaths:
 
 
 def write_private(path: Path, data: bytes) -> None:
-    """Write a secret file created 0600 (never world-readable, not even briefly)."""
+    """Write a secret file created 0600 (never world-readable, not even briefly).
+
+    Through a new temporary name (O_EXCL | O_NOFOLLOW: never a file or symlink someone
+    planted in a shared ``--out`` directory) renamed over ``path``: the result is a file
+    of ours, whoever owned what was there before."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.chmod(path, 0o600)
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+    fd = os.open(temporary, flags, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
 
 
 def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
