@@ -22,6 +22,7 @@ from voipsec.records import Binding
 from voipsec.sip.message import Request, Response, parse_message
 from voipsec.transport.connections import ConnectionLimits, ConnectionTable, Flow
 from voipsec.transport.remote import RemoteFlow
+from voipsec.transport.stream import TlsInfo
 
 from .fakes import FakeFlow
 
@@ -298,3 +299,17 @@ def test_handoff_carries_the_client_certificate_identity_with_its_expiry() -> No
     assert _route(zero, phone, _bye("ours.w1")) is True
     [(flow, _, _)] = one.handled
     assert flow.identity == identity
+
+
+def test_handoff_carries_the_tls_details_the_endpoint_policy_checks() -> None:
+    """A REGISTER handed to another worker is judged on its connection's TLS version
+    and certificate expiry too (endpoints.tls12 / expiring_certificate = "refuse"
+    must not be escaped by picking a nonce of another worker)."""
+    zero, one = _pair()
+    phone = FakeFlow(peer=("192.0.2.1", 5000))
+    tls = TlsInfo(version="TLSv1.2", cipher="ECDHE-ECDSA-AES128-GCM-SHA256", cert_not_after=1.8e9)
+    phone.tls = tls  # type: ignore[attr-defined]
+    zero.local[("tls", phone.peer)] = phone
+    assert _route(zero, phone, _bye("ours.w1")) is True
+    [(flow, _, _)] = one.handled
+    assert flow.tls == tls  # type: ignore[attr-defined]

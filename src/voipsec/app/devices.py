@@ -209,7 +209,9 @@ class DeviceGate:
             digest_algorithm=auth.algorithm or None,
             tls_version=tls.version if tls is not None else None,
             certificate=identity is not None,
-            certificate_expiry=tls.cert_not_after if tls is not None else None,
+            certificate_expiry=tls.cert_not_after
+            if tls is not None
+            else (identity.not_after if identity is not None else None),
             now=now,
         )
         decision = decide(facts, self.settings)

@@ -49,6 +49,7 @@ from ..sip.message import Request, Response
 from ..sip.ownership import Reason, owner
 from ..transport.connections import ConnectionTable, Flow
 from ..transport.remote import RemoteFlow
+from ..transport.stream import TlsInfo
 from .cluster import Cluster
 from .registration import RegistrationShell
 
@@ -158,6 +159,7 @@ class Handoff:
             "p": list(flow.peer),
             "l": list(flow.local),
             "i": _identity_fields(flow.identity),
+            "s": _tls_fields(getattr(flow, "tls", None)),
             "d": datagram,
         }
         if not self.cluster.send(decision.worker, "sip", header, data):
@@ -179,6 +181,7 @@ class Handoff:
             local=local,
             identity=_identity(header.get("i")),
             send=self._send_out,
+            tls=_tls(header.get("s")),
         )
         self._counts["received"] += 1
         self._process(flow, frame.payload, header.get("d") is True)
@@ -368,6 +371,30 @@ def _identity(value: Any) -> PeerIdentity | None:
         subject=subject,
         not_after=float(not_after) if isinstance(not_after, int | float) else None,
     )
+
+
+#: Longest TLS version or cipher name taken from a hand-off frame.
+MAX_TLS_NAME = 64
+
+
+def _tls_fields(tls: object) -> list[Any] | None:
+    """The TLS version, cipher and certificate expiry the owner's handshake settled:
+    the endpoint policy's TLS checks hold for messages handed over too."""
+    if not isinstance(tls, TlsInfo):
+        return None
+    return [tls.version, tls.cipher, tls.cert_not_after]
+
+
+def _tls(value: Any) -> TlsInfo | None:
+    if not isinstance(value, list) or len(value) != 3:
+        return None
+    version, cipher, not_after = value
+    if not isinstance(version, str) or not isinstance(cipher, str):
+        return None
+    if len(version) > MAX_TLS_NAME or len(cipher) > MAX_TLS_NAME:
+        return None
+    expiry = float(not_after) if isinstance(not_after, int | float) else None
+    return TlsInfo(version=version, cipher=cipher, cert_not_after=expiry)
 
 
 def _binding_fields(b: Binding) -> list[Any]:

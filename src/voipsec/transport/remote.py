@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ..pki.identity import PeerIdentity
+from .stream import TlsInfo
 
 #: ``send(owner, transport, peer, data)``: the bytes to the worker that owns the flow.
 RemoteSend = Callable[[int, str, tuple[str, int], bytes], None]
@@ -22,7 +23,7 @@ RemoteSend = Callable[[int, str, tuple[str, int], bytes], None]
 class RemoteFlow:
     """The Flow of a connection worker ``owner`` holds (transport/connections.Flow)."""
 
-    __slots__ = ("_send", "identity", "local", "owner", "peer", "transport")
+    __slots__ = ("_send", "identity", "local", "owner", "peer", "tls", "transport")
 
     def __init__(
         self,
@@ -33,12 +34,15 @@ class RemoteFlow:
         local: tuple[str, int],
         identity: PeerIdentity | None,
         send: RemoteSend,
+        tls: TlsInfo | None = None,
     ) -> None:
         self.owner = owner
         self.transport = transport
         self.peer = peer
         self.local = local
         self.identity = identity
+        #: What the owner's handshake settled (the endpoint policy reads it).
+        self.tls = tls
         self._send = send
 
     def send(self, data: bytes) -> None:
