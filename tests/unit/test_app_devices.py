@@ -23,7 +23,8 @@ from voipsec.core.auth import Authenticated, Role
 from voipsec.core.registrar import Registrar, RegistrarPolicy
 from voipsec.endpoints.loader import load_advisories, load_fingerprints
 from voipsec.endpoints.policy import PolicySettings
-from voipsec.events import AlertRaised, EventBus
+from voipsec.events import AlertRaised, DeviceRestrictionChanged, Event, EventBus, RemoteEvent
+from voipsec.ipc import decode_event, encode_event
 from voipsec.records import Binding, DeviceSighting
 from voipsec.sip.message import Request, Response, parse_message
 from voipsec.transport.connections import Flow
@@ -372,3 +373,26 @@ def test_app_devices_restriction_memory_bounded(monkeypatch: pytest.MonkeyPatch)
         gate.restriction("alice", _invite(ua), "192.0.2.10")
         for ua in ("Acme 1", "Acme 2", "Acme 3")
     ] == [None, MD5_REASON, MD5_REASON]
+
+
+def test_app_devices_restriction_changes_published_once_and_adopted_by_another_worker() -> None:
+    shell, gate = _restricting_gate()
+    published: list[Event] = []
+    shell.events.subscribe(published.append, DeviceRestrictionChanged)
+    shell.register(FakeFlow(), _register(FIXED), NOW)  # type: ignore[arg-type]
+    shell.register(FakeFlow(), _register(FIXED, cseq=2), NOW + 1)  # type: ignore[arg-type]
+    restricted = DeviceRestrictionChanged(
+        user="alice", keys=(f"{FIXED} @ 192.0.2.10",), reason=MD5_REASON
+    )
+    assert published == [restricted]  # a refresh that changes nothing is not sent
+    gate.settings = PolicySettings()
+    shell.register(FakeFlow(), _register(FIXED, cseq=3), NOW + 2)  # type: ignore[arg-type]
+    lifted = DeviceRestrictionChanged(user="alice", keys=restricted.keys, reason="")
+    assert published == [restricted, lifted]
+    # Another signaling worker's gate, handed the events as the cluster carries them.
+    other_shell, other = _restricting_gate()
+    for event in (restricted, lifted):
+        wire = decode_event(encode_event(event))
+        other_shell.events.publish(RemoteEvent(origin=1, event=wire))
+        expected = event.reason or None
+        assert other.restriction("alice", _invite(FIXED), "192.0.2.10") == expected

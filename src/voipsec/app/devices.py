@@ -41,7 +41,7 @@ from ..endpoints.advisories import Advisory, matching
 from ..endpoints.loader import load_advisories, load_fingerprints
 from ..endpoints.policy import DeviceFacts, PolicyDecision, PolicySettings, decide
 from ..endpoints.useragent import MAX_USER_AGENT, DeviceFingerprint, identify
-from ..events import AlertRaised, EventBus
+from ..events import AlertRaised, DeviceRestrictionChanged, Event, EventBus, RemoteEvent
 from ..records import DeviceSighting
 from ..rulefile import RuleFileError
 from ..sip.message import Request
@@ -171,6 +171,8 @@ class DeviceGate:
         self._alerted: dict[tuple[str, str], int] = {}
         #: (user, device key) -> why its last REGISTER was restricted.
         self._restricted: OrderedDict[tuple[str, str], str] = OrderedDict()
+        # Another signaling worker's REGISTERs (sip.workers > 1, app/handoff.py).
+        events.subscribe(self._adopt, RemoteEvent)
         self._decided = dict.fromkeys(STATUS.values(), 0)
         self._alerts = 0
         #: Sightings dropped because the queue was full.
@@ -273,19 +275,35 @@ class DeviceGate:
     def _remember(self, check: DeviceCheck) -> None:
         """Keep the restriction of a device (or forget it when its REGISTER is no longer
         restricted), under its key and under its User-Agent at its address: an INVITE's
-        Contact does not always carry the ``+sip.instance`` its REGISTER had."""
+        Contact does not always carry the ``+sip.instance`` its REGISTER had. A change
+        is published for the other signaling workers."""
         seen = check.sighting
-        keys = {(seen.user, seen.key), (seen.user, _fallback_key(seen.user_agent, check.source_ip))}
-        if seen.status != "restricted":
-            for key in keys:
-                self._restricted.pop(key, None)
-            return
-        why = "; ".join(r.text for r in check.decision.grave())
+        keys = tuple(sorted({seen.key, _fallback_key(seen.user_agent, check.source_ip)}))
+        reason = ""
+        if seen.status == "restricted":
+            reason = "; ".join(r.text for r in check.decision.grave())
+        if self._apply(seen.user, keys, reason):
+            self._events.publish(DeviceRestrictionChanged(user=seen.user, keys=keys, reason=reason))
+
+    def _adopt(self, event: Event) -> None:
+        if isinstance(event, RemoteEvent) and isinstance(event.event, DeviceRestrictionChanged):
+            changed = event.event
+            self._apply(changed.user, changed.keys, changed.reason)
+
+    def _apply(self, user: str, keys: Iterable[str], reason: str) -> bool:
+        """Restrict (``reason``) or lift ("") the device's keys; whether anything changed."""
+        changed = False
         for key in keys:
-            self._restricted[key] = why
-            self._restricted.move_to_end(key)
+            entry = (user, key)
+            if not reason:
+                changed |= self._restricted.pop(entry, None) is not None
+                continue
+            changed |= self._restricted.get(entry) != reason
+            self._restricted[entry] = reason
+            self._restricted.move_to_end(entry)
         while len(self._restricted) > MAX_RESTRICTED_MEMORY:
             self._restricted.popitem(last=False)
+        return changed
 
     def restriction(self, user: str, request: Request, source_ip: str) -> str | None:
         """Why the device placing ``request`` (an INVITE authenticated as ``user`` from
