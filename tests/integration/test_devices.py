@@ -205,7 +205,12 @@ def test_devices_baresip_with_certificate_listed(
     assert isinstance(row["cert_expiry"], float)
     assert row["status"] == "warn"
     shown = voipsec("devices", "show", str(row["id"]), data_dir=server.data_dir).stdout
-    assert json.loads(shown) == row
+    # baresip may register again meanwhile (seen under VOIPSEC_TEST_WORKERS=1): the
+    # count and the last sighting move, the rest is the row listed.
+    volatile = ("registrations", "last_seen")
+    assert {k: v for k, v in json.loads(shown).items() if k not in volatile} == {
+        k: v for k, v in row.items() if k not in volatile
+    }
 
 
 def test_devices_policy_alerts_stored_and_refusal_logged(
