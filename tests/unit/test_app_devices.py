@@ -310,6 +310,7 @@ def test_app_devices_restriction_of_the_registered_device_is_its_reason() -> Non
     assert gate.restriction("alice", _invite(FIXED), "192.0.2.10") is None
     shell.register(FakeFlow(), _register(FIXED), NOW)  # type: ignore[arg-type]
     assert gate.restriction("alice", _invite(FIXED), "192.0.2.10") == MD5_REASON
+    assert gate.statistics().restricted_remembered == 1  # one key: no instance
     # Another device: another User-Agent, another address, another user.
     assert gate.restriction("alice", _invite(VULNERABLE), "192.0.2.10") is None
     assert gate.restriction("alice", _invite(FIXED), "192.0.2.11") is None

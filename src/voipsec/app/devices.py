@@ -136,6 +136,8 @@ class DeviceGateStatistics:
     dropped: int
     fingerprints: int
     advisories: int
+    #: Entries in the restriction memory (at most two per restricted device).
+    restricted_remembered: int = 0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -189,6 +191,7 @@ class DeviceGate:
             dropped=self.dropped,
             fingerprints=len(self.fingerprints),
             advisories=len(self.advisories),
+            restricted_remembered=len(self._restricted),
         )
 
     def reload(self, data_dir: Path | None) -> bool:
