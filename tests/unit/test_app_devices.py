@@ -341,6 +341,12 @@ def test_app_devices_refused_device_is_not_remembered_as_restricted() -> None:
     response = shell.register(FakeFlow(), _register(VULNERABLE), NOW)  # type: ignore[arg-type]
     assert response.status == 403
     assert shell.devices.restriction("alice", _invite(VULNERABLE), "192.0.2.10") is None
+    # Nor does a refusal lift the restriction an earlier REGISTER of the device had.
+    shell.devices.settings = PolicySettings(md5_digest="restrict")
+    assert shell.register(FakeFlow(), _register(VULNERABLE, cseq=2), NOW + 1).status == 200  # type: ignore[arg-type]
+    shell.devices.settings = PolicySettings(advisory="refuse", md5_digest="restrict")
+    assert shell.register(FakeFlow(), _register(VULNERABLE, cseq=3), NOW + 2).status == 403  # type: ignore[arg-type]
+    assert shell.devices.restriction("alice", _invite(VULNERABLE), "192.0.2.10") == MD5_REASON
 
 
 def test_app_devices_restriction_names_every_grave_reason() -> None:

@@ -279,8 +279,11 @@ class DeviceGate:
         """Keep the restriction of a device (or forget it when its REGISTER is no longer
         restricted), under its key and under its User-Agent at its address: an INVITE's
         Contact does not always carry the ``+sip.instance`` its REGISTER had. A change
-        is published for the other signaling workers."""
+        is published for the other signaling workers. A refused REGISTER changes
+        nothing: it stores no binding, and must not lift a restriction."""
         seen = check.sighting
+        if seen.status == "refused":
+            return
         keys = tuple(sorted({seen.key, _fallback_key(seen.user_agent, check.source_ip)}))
         reason = ""
         if seen.status == "restricted":
