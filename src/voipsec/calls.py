@@ -12,8 +12,9 @@ and :mod:`voipsec.call_records` (CDR rows, media reports, the fraud engine).
 
 Order of checks for a new INVITE (DESIGN.md "How a request flows"): trunk source →
 authentication (digest, device certificate) → caller identity (From and
-P-Asserted-Identity must be the authenticated user) → dial plan and class of
-service → route (registered contacts of a user, or a trunk) → B2BUA.
+P-Asserted-Identity must be the authenticated user) → emergency numbers → dial plan,
+device restriction (issue 18) and class of service → route (registered contacts of a
+user, or a trunk) → B2BUA.
 """
 
 from __future__ import annotations
@@ -67,7 +68,15 @@ from .events import CallStarted, EventBus
 from .media.destinations import MediaPeer
 from .media.performer import LocalMedia, MediaAction, MediaDriver
 from .media.worker import build_relay
-from .ports import Authenticate, Bindings, CallStore, Clock, Signaling, Zones
+from .ports import (
+    Authenticate,
+    Bindings,
+    CallStore,
+    Clock,
+    DeviceRestrictions,
+    Signaling,
+    Zones,
+)
 from .sip.dialog import new_tag
 from .sip.errors import SipParseError
 from .sip.layer import TxKey, client_key, server_key
@@ -129,8 +138,12 @@ class CallService:
         events: EventBus,
         clock: Clock,
         media: MediaDriver | None = None,
+        devices: DeviceRestrictions | None = None,
     ) -> None:
+        """``devices``: the endpoint policy's restricted devices (app/devices.py); None
+        when ``endpoints.enabled`` is off (no device is restricted)."""
         self.signaling = signaling
+        self._devices = devices
         self.connections = connections
         self._authenticate = authenticate
         self.domains = domains
@@ -253,7 +266,15 @@ class CallService:
             log.info("refused call from %s: %s", flow.peer[0], refusal.detail)
             dialled = request.uri.user if isinstance(request.uri, SipUri) else None
             return self._refuse(flow, request, caller, dialled or "", refusal, now)
-        return caller
+        return self._device_restricted(caller, user, flow, request)
+
+    def _device_restricted(self, caller: Caller, user: str, flow: Flow, request: Request) -> Caller:
+        """Issue 18 ``restrict``: the caller with the reason its device is restricted,
+        for routing to allow internal users and emergency numbers only."""
+        if self._devices is None:
+            return caller
+        restricted = self._devices.restriction(user, request, flow.peer[0])
+        return caller if restricted is None else replace(caller, restricted=restricted)
 
     def _lookups(self, now: float) -> Lookups:
         """What routing may ask while it decides, answered from our tables."""
@@ -477,7 +498,10 @@ class CallService:
         user = _transferor(call, side)
         if user is None:
             return [Respond(tx, response_to(request, 403, "Transfer By A Trunk Not Allowed"))]
-        caller = user_caller(user, self.routing.domain)
+        # A transfer is the transferor's own call: its device's restriction applies.
+        caller = self._device_restricted(
+            user_caller(user, self.routing.domain), user, flow, request
+        )
         fraud_id = f"{request.call_id}/refer/{request.cseq.seq}"
         authorised = self._authorise_transfer(flow, request, caller, verdict.user, fraud_id, now)
         if isinstance(authorised, Refusal):

@@ -32,6 +32,7 @@ __all__ = [
     "CallStarted",
     "ConnectionClosed",
     "CredentialsRejected",
+    "DeviceRestrictionChanged",
     "Event",
     "EventBus",
     "EventBusStatistics",
@@ -258,6 +259,18 @@ class BindingsChanged:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class DeviceRestrictionChanged:
+    """The endpoint policy restricted a device at REGISTER (issue 18 ``restrict``), or
+    no longer does (``reason`` ""); replicated so every worker's device gate restricts
+    the device's calls whichever connection they come on (sip.workers > 1)."""
+
+    user: str
+    #: The device's keys in the gate (app/devices.py): its key, its User-Agent at its address.
+    keys: tuple[str, ...]
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RemoteEvent:
     """An event another signaling worker published (sip.workers > 1), as it arrives on
     this worker's bus: replicas (bans, bindings, counters) subscribe to it; the stores
@@ -283,6 +296,7 @@ Event = (
     | ConnectionAdmitted
     | ConnectionClosed
     | BindingsChanged
+    | DeviceRestrictionChanged
     | RemoteEvent
 )
 Subscriber = Callable[[Event], None]

@@ -52,6 +52,15 @@ class Bindings(Protocol):
     def lookup(self, aor: str, now: float) -> list[Binding]: ...
 
 
+class DeviceRestrictions(Protocol):
+    """Whether the endpoint policy restricts the device placing a call (issue 18
+    ``restrict``; app/devices.py ``DeviceGate``)."""
+
+    def restriction(self, user: str, request: Request, source_ip: str) -> str | None:
+        """Why the device is restricted, None when it is not."""
+        ...
+
+
 class Zones(Protocol):
     """The zone a source address belongs to (edge/zones.py)."""
 
@@ -110,6 +119,7 @@ __all__ = [
     "CallHandler",
     "CallStore",
     "Clock",
+    "DeviceRestrictions",
     "Signaling",
     "Zones",
 ]

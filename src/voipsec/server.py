@@ -567,6 +567,7 @@ def build_sip_service(
         events=service.events,
         clock=clock,
         media=media,
+        devices=devices,
     )
     service.attach_calls(calls)
     return service, calls

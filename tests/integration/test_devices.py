@@ -10,10 +10,19 @@ scenario checks it), then with the fixed firmware and gets 200; baresip register
 over TLS with a device certificate from ``voipsec ca issue``. ``voipsec devices list
 --format json`` then shows the three devices as the policy saw them, and ``voipsec
 devices report --format json`` grades them (advisories with CVSS, certificate, digest).
+
+The same server restricts a User-Agent no fingerprint matches
+(``endpoints.unknown_user_agent = "restrict"``: the SIPp call scenarios' own
+``voipsec-test-uac``, which none of the devices above sends) and has a trunk (prefix
+"+", a SIPp UAS behind a stunnel server hop, as in test_calls_sipp.py): carol's SIPp
+phone registers (200, ``restricted``), then calls bob (a registered SIPp UAS: answered),
+112 (the trunk: answered, alerted) and a national number (403 whose Warning SIPp
+checks), each with its CDR row.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,34 +32,68 @@ import pytest
 
 from tests.peers.baresip import Baresip, account_line, free_sip_ports
 from tests.peers.proc import free_port, wait_for
-from tests.peers.sipp import run_sipp, write_csv
-from tests.peers.stunnel import stunnel_client
+from tests.peers.sipp import SippProcess, SippResult, run_sipp, start_sipp, write_csv
+from tests.peers.stunnel import stunnel_client, stunnel_server
 from tests.peers.voipsec import VoipsecServer, prepare, serving, voipsec
 
 pytestmark = pytest.mark.peers
 
 SIPP = Path(__file__).resolve().parents[1] / "data" / "sipp"
+BENCH = Path(__file__).resolve().parents[2] / "bench" / "sipp"
 GXP = ("gxp", "gxp-secret-1")
 ALICE = ("alice", "alice-secret-1")
+CAROL = ("carol", "carol-secret-1")
+BOB = ("bob", "bob-secret-22")
+#: What bench/sipp/call_uac*.xml send: no fingerprint matches it, so the policy
+#: restricts it (unknown_user_agent = "restrict").
+UNKNOWN = "voipsec-test-uac"
+NATIONAL = ("02071234567", "+442071234567")  # country code 44 is the config default
+TRUNK_DOMAIN = "trunk.test"
+CALL_MS = 300
+SIPP_TIMEOUT = 30.0
 VULNERABLE = "Grandstream GXP1625 1.0.2.25"
 FIXED = "Grandstream GXP1625 1.0.7.81"
 DEADLINE = 20.0
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VoipsecServer]:
+def trunk_port() -> int:
+    """The trunk's TLS port: a stunnel server hop listens there only while the test of
+    restricted calls runs (nothing else routes to the trunk)."""
+    return free_port()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, trunk_port: int) -> Iterator[VoipsecServer]:
     prepared = prepare(
         tmp_path_factory.mktemp("devices") / "data",
-        users=[GXP, ALICE],
-        settings=[("auth.algorithms", '["MD5"]'), ("endpoints.advisory", '"refuse"')],
+        users=[GXP, ALICE, CAROL, BOB],
+        settings=[
+            ("auth.algorithms", '["MD5"]'),
+            ("endpoints.advisory", '"refuse"'),
+            ("endpoints.unknown_user_agent", '"restrict"'),
+        ],
     )
+    # `config set` edits keys, not arrays of tables: the trunk is appended, then checked.
+    with (prepared.data_dir / "voipsec.toml").open("a", encoding="utf-8") as handle:
+        handle.write(
+            f'\n[[trunks]]\nname = "carrier"\naddress = "tls:127.0.0.1:{trunk_port}"\n'
+            f'domain = "{TRUNK_DOMAIN}"\nprefixes = ["+"]\n'
+        )
+    voipsec("config", "get", "sip.domain", data_dir=prepared.data_dir)
     with serving(prepared) as running:
         yield running
 
 
-def _sipp_register(server: VoipsecServer, workdir: Path, scenario: str, user_agent: str) -> int:
+def _sipp_register(
+    server: VoipsecServer,
+    workdir: Path,
+    scenario: str,
+    user_agent: str,
+    account: tuple[str, str] = GXP,
+) -> int:
     workdir.mkdir(parents=True, exist_ok=True)
-    csv = write_csv(workdir / "users.csv", [(*GXP, "localhost", user_agent)])
+    csv = write_csv(workdir / "users.csv", [(*account, "localhost", user_agent)])
     hop = free_port()
     with stunnel_client(hop, server.host, server.port, server.ca, workdir):
         result = run_sipp(
@@ -178,7 +221,12 @@ def test_devices_policy_alerts_stored_and_refusal_logged(
 
     def three_alerts() -> bool:
         out = voipsec("alerts", "list", data_dir=server.data_dir).stdout
-        found[:] = [line for line in out.splitlines() if "  endpoint_policy  " in line]
+        # The registered devices' alerts (the restricted phones' are another test's).
+        found[:] = [
+            line
+            for line in out.splitlines()
+            if "  endpoint_policy  " in line and (": gxp: " in line or ": alice: " in line)
+        ]
         return len(found) == 3
 
     wait_for(three_alerts, deadline=DEADLINE, what="three endpoint_policy alerts")
@@ -217,3 +265,139 @@ def test_devices_report_grades_real_registrations(
     assert alice["cert_serial"] == registered["baresip v1.0.0"]["cert_serial"]
     assert (alice["tls_version"], fixed["firmware"]) == ("TLSv1.3", "up to date")
     assert alice["actions"] == fixed["actions"] == ["switch the phone to SHA-256 digest (RFC 8760)"]
+
+
+# -- a restricted device's calls (issue 18 `restrict`) ----------------------------------
+
+
+def _listening(port: int) -> bool:
+    """True when something listens on TCP 127.0.0.1:port (read from /proc, so that no
+    probe connection reaches the listener)."""
+    wanted = f"0100007F:{port:04X}"
+    with open("/proc/net/tcp", encoding="ascii") as handle:
+        for line in handle.readlines()[1:]:
+            parts = line.split()
+            if parts[1] == wanted and parts[3] == "0A":  # 0A: LISTEN
+                return True
+    return False
+
+
+@contextlib.contextmanager
+def _callees(server: VoipsecServer, work: Path, trunk_port: int) -> Iterator[list[SippProcess]]:
+    """bob registered from a SIPp UAS over TLS, and a SIPp UAS as the trunk behind a
+    stunnel server hop: each answers one call (bench/sipp/call_uas_answer.xml)."""
+    hop, bob_port, trunk_sipp = free_port(), free_port(), free_port()
+    inf = write_csv(work / "bob.csv", [(*BOB, "localhost", "1")])
+    tls = server.data_dir / "tls"
+    with (
+        stunnel_client(hop, server.host, server.port, server.ca, work / "stunnel-bob"),
+        start_sipp(
+            BENCH / "call_uas_register.xml",
+            f"127.0.0.1:{hop}",
+            workdir=work / "sipp-bob",
+            inf_csv=inf,
+            local_port=bob_port,
+            ooc_scenario=BENCH / "call_uas_answer.xml",
+            keys={"uas_contact": f"sip:bob@127.0.0.1:{bob_port};transport=tls"},
+            extra=["-auth_uri", "localhost"],
+            call_length_ms=CALL_MS,
+            timeout=SIPP_TIMEOUT,
+        ) as bob,
+        start_sipp(
+            BENCH / "call_uas_answer.xml",
+            "",
+            workdir=work / "sipp-trunk",
+            local_port=trunk_sipp,
+            keys={"uas_contact": f"sip:carrier@127.0.0.1:{trunk_port};transport=tls"},
+            call_length_ms=CALL_MS,
+            timeout=SIPP_TIMEOUT,
+        ) as trunk,
+    ):
+        wait_for(
+            lambda: not trunk.running() or _listening(trunk_sipp),
+            deadline=DEADLINE,
+            what="the SIPp trunk listening",
+        )
+        assert trunk.running(), trunk.wait(0).error_tail()
+        with stunnel_server(
+            trunk_port, trunk_sipp, tls / "server.crt", tls / "server.key", work / "stunnel-trunk"
+        ):
+            server.wait_bindings(BOB[0], 1)
+            yield [bob, trunk]
+
+
+def _carol_calls(
+    server: VoipsecServer, work: Path, scenario: Path, dialled: str, name: str
+) -> SippResult:
+    """carol's SIPp phone (User-Agent voipsec-test-uac) calls ``dialled`` once over TLS."""
+    hop = free_port()
+    inf = write_csv(work / f"{name}.csv", [(*CAROL, "localhost", dialled)])
+    with stunnel_client(hop, server.host, server.port, server.ca, work / f"stunnel-{name}"):
+        result = run_sipp(
+            scenario,
+            f"127.0.0.1:{hop}",
+            workdir=work / f"sipp-{name}",
+            inf_csv=inf,
+            calls=1,
+            extra=["-auth_uri", f"{dialled}@localhost"],
+            call_length_ms=CALL_MS,
+            timeout=SIPP_TIMEOUT,
+        )
+    assert (result.successful, result.failed) == (1, 0), (
+        f"{name}: {result.error_tail()}\n--- voipsec\n{server.log_text()[-3000:]}"
+    )
+    return result
+
+
+def test_devices_restricted_phone_calls_internal_users_and_112_only(
+    server: VoipsecServer, trunk_port: int, tmp_path: Path
+) -> None:
+    _sipp_register(server, tmp_path / "carol", "register_device_ok.xml", UNKNOWN, CAROL)
+    carol: list[dict[str, Any]] = []
+
+    def listed() -> bool:
+        carol[:] = [r for r in _devices(server) if r["user"] == "carol"]
+        return bool(carol)
+
+    wait_for(listed, deadline=DEADLINE, what="carol's phone in the inventory")
+    assert [(r["status"], r["user_agent"]) for r in carol] == [("restricted", UNKNOWN)]
+    with _callees(server, tmp_path, trunk_port) as (bob, trunk):
+        _carol_calls(server, tmp_path, BENCH / "call_uac.xml", BOB[0], "internal")
+        _carol_calls(server, tmp_path, BENCH / "call_uac.xml", "112", "emergency")
+        # The Warning naming the reason and what the device may call: SIPp checks it.
+        _carol_calls(server, tmp_path, SIPP / "call_device_restricted.xml", NATIONAL[0], "national")
+        for who, callee in (("bob", bob), ("trunk", trunk)):
+            done = callee.wait(SIPP_TIMEOUT)
+            assert (done.successful, done.failed) == (1, 0), f"{who}: {done.error_tail()}"
+    rows: list[dict[str, Any]] = []
+
+    def three_rows() -> bool:
+        out = voipsec("cdr", "list", "--format", "json", data_dir=server.data_dir).stdout
+        rows[:] = [r for r in json.loads(out) if r["user"] == "carol" and r["disposition"]]
+        return len(rows) == 3
+
+    wait_for(three_rows, deadline=DEADLINE, what="carol's three CDR rows")
+    found = sorted(
+        (r["kind"], r["callee"], r["trunk"], r["disposition"], r["status"], r["reason"])
+        for r in rows
+    )
+    assert found == [
+        ("emergency", "112", "carrier", "answered", 200, "normal clearing"),
+        ("internal", "bob", "", "answered", 200, "normal clearing"),
+        ("national", NATIONAL[1], "", "rejected", 403, "Device Restricted"),
+    ]
+    alerts: list[str] = []
+
+    def alerted() -> bool:
+        out = voipsec("alerts", "list", data_dir=server.data_dir).stdout
+        alerts[:] = [line for line in out.splitlines() if "  emergency_call  " in line]
+        return bool(alerts)
+
+    wait_for(alerted, deadline=DEADLINE, what="the emergency_call alert")
+    (line,) = alerts
+    assert "emergency call: carol: dialled 112 from 127.0.0.1:" in line, line
+    assert line.endswith("; routed to trunk carrier"), line
+    assert (
+        "carol -> 02071234567: device restricted (unknown User-Agent voipsec-test-uac; "
+        "add a fingerprint to endpoints/fingerprints.yaml)" in server.log_text()
+    )

@@ -23,7 +23,8 @@ from voipsec.core.auth import Authenticated, Role
 from voipsec.core.registrar import Registrar, RegistrarPolicy
 from voipsec.endpoints.loader import load_advisories, load_fingerprints
 from voipsec.endpoints.policy import PolicySettings
-from voipsec.events import AlertRaised, EventBus
+from voipsec.events import AlertRaised, DeviceRestrictionChanged, Event, EventBus, RemoteEvent
+from voipsec.ipc import decode_event, encode_event
 from voipsec.records import Binding, DeviceSighting
 from voipsec.sip.message import Request, Response, parse_message
 from voipsec.transport.connections import Flow
@@ -272,3 +273,133 @@ def test_app_devices_alert_memory_bounded(monkeypatch: pytest.MonkeyPatch) -> No
         auth = Authenticated(user="alice", by="digest")
         gate.record(gate.check(FakeFlow(), _register(ua), auth, NOW + n))  # type: ignore[arg-type]
     assert [a.time for a in alerts] == [NOW, NOW + 1, NOW + 2, NOW + 3]
+
+
+# -- the restriction on INVITE (issue 18 `restrict`) -----------------------------------
+
+MD5_REASON = "MD5 digest; configure SHA-256 (RFC 8760)"
+
+
+def _invite(user_agent: str, instance: str = "") -> Request:
+    params = f';+sip.instance="<urn:uuid:{instance}>"' if instance else ""
+    data = (
+        f"INVITE sip:bob@{DOMAIN} SIP/2.0\r\n"
+        "Via: SIP/2.0/TLS 192.0.2.10:40000;branch=z9hG4bKinv\r\n"
+        "Max-Forwards: 70\r\n"
+        f"To: <sip:bob@{DOMAIN}>\r\n"
+        f"From: <sip:alice@{DOMAIN}>;tag=f1\r\n"
+        "Call-ID: inv-1\r\n"
+        "CSeq: 1 INVITE\r\n"
+        f"Contact: <sip:alice@192.0.2.10:40000;transport=tls>{params}\r\n"
+        f"User-Agent: {user_agent}\r\n"
+        "Content-Length: 0\r\n\r\n"
+    ).encode()
+    message = parse_message(data)
+    assert isinstance(message, Request)
+    return message
+
+
+def _restricting_gate() -> tuple[RegistrationShell, DeviceGate]:
+    shell, _, _ = _shell(PolicySettings(md5_digest="restrict"), algorithm="MD5")
+    assert shell.devices is not None
+    return shell, shell.devices
+
+
+def test_app_devices_restriction_of_the_registered_device_is_its_reason() -> None:
+    shell, gate = _restricting_gate()
+    assert gate.restriction("alice", _invite(FIXED), "192.0.2.10") is None
+    shell.register(FakeFlow(), _register(FIXED), NOW)  # type: ignore[arg-type]
+    assert gate.restriction("alice", _invite(FIXED), "192.0.2.10") == MD5_REASON
+    assert gate.statistics().restricted_remembered == 1  # one key: no instance
+    # Another device: another User-Agent, another address, another user.
+    assert gate.restriction("alice", _invite(VULNERABLE), "192.0.2.10") is None
+    assert gate.restriction("alice", _invite(FIXED), "192.0.2.11") is None
+    assert gate.restriction("bob", _invite(FIXED), "192.0.2.10") is None
+
+
+def test_app_devices_restriction_found_by_instance_or_by_user_agent_and_address() -> None:
+    shell, gate = _restricting_gate()
+    uuid = "00000000-0000-1000-8000-000a95a0e128"
+    shell.register(FakeFlow(), _register(FIXED, uuid), NOW)  # type: ignore[arg-type]
+    # The INVITE's Contact has the instance (from anywhere), or has none.
+    assert gate.restriction("alice", _invite("Other 1.0", uuid), "198.51.100.1") == MD5_REASON
+    assert gate.restriction("alice", _invite(FIXED), "192.0.2.10") == MD5_REASON
+    assert gate.restriction("alice", _invite("Other 1.0"), "192.0.2.10") is None
+
+
+def test_app_devices_restriction_lifted_when_a_register_is_no_longer_restricted() -> None:
+    shell, gate = _restricting_gate()
+    shell.register(FakeFlow(), _register(FIXED), NOW)  # type: ignore[arg-type]
+    gate.settings = PolicySettings()  # e.g. SIGHUP after the site allowed MD5
+    shell.register(FakeFlow(), _register(FIXED, cseq=2), NOW + 1)  # type: ignore[arg-type]
+    assert gate.restriction("alice", _invite(FIXED), "192.0.2.10") is None
+
+
+def test_app_devices_refused_device_is_not_remembered_as_restricted() -> None:
+    shell, _, _ = _shell(PolicySettings(advisory="refuse", md5_digest="restrict"), "MD5")
+    assert shell.devices is not None
+    response = shell.register(FakeFlow(), _register(VULNERABLE), NOW)  # type: ignore[arg-type]
+    assert response.status == 403
+    assert shell.devices.restriction("alice", _invite(VULNERABLE), "192.0.2.10") is None
+    # Nor does a refusal lift the restriction an earlier REGISTER of the device had.
+    shell.devices.settings = PolicySettings(md5_digest="restrict")
+    assert shell.register(FakeFlow(), _register(VULNERABLE, cseq=2), NOW + 1).status == 200  # type: ignore[arg-type]
+    shell.devices.settings = PolicySettings(advisory="refuse", md5_digest="restrict")
+    assert shell.register(FakeFlow(), _register(VULNERABLE, cseq=3), NOW + 2).status == 403  # type: ignore[arg-type]
+    assert shell.devices.restriction("alice", _invite(VULNERABLE), "192.0.2.10") == MD5_REASON
+
+
+def test_app_devices_restriction_names_every_grave_reason() -> None:
+    settings = PolicySettings(advisory="restrict", md5_digest="restrict", tls12="warn")
+    shell, _, _ = _shell(settings, algorithm="MD5")
+    assert shell.devices is not None
+    shell.register(FakeFlow(), _register(VULNERABLE), NOW)  # type: ignore[arg-type]
+    assert shell.devices.restriction("alice", _invite(VULNERABLE), "192.0.2.10") == (
+        "firmware 1.0.2.25 affected by CVE-2026-2329; upgrade to 1.0.7.81; "
+        "firmware 1.0.2.25 affected by CVE-2020-5738; upgrade past 1.0.4.152; " + MD5_REASON
+    )
+
+
+def test_app_devices_restriction_memory_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past MAX_RESTRICTED_MEMORY entries the least recently registered device is
+    forgotten (fails open until its next REGISTER)."""
+    monkeypatch.setattr(devices_module, "MAX_RESTRICTED_MEMORY", 2)
+    shell, gate = _restricting_gate()
+    for n, ua in enumerate(["Acme 1", "Acme 2"]):
+        shell.register(FakeFlow(), _register(ua, cseq=n + 1), NOW + n)  # type: ignore[arg-type]
+    # Each device without an instance is one entry (its key is its User-Agent at its
+    # address): two fit.
+    assert [
+        gate.restriction("alice", _invite(ua), "192.0.2.10") for ua in ("Acme 1", "Acme 2")
+    ] == [
+        MD5_REASON,
+        MD5_REASON,
+    ]
+    shell.register(FakeFlow(), _register("Acme 3", cseq=3), NOW + 2)  # type: ignore[arg-type]
+    assert [
+        gate.restriction("alice", _invite(ua), "192.0.2.10")
+        for ua in ("Acme 1", "Acme 2", "Acme 3")
+    ] == [None, MD5_REASON, MD5_REASON]
+
+
+def test_app_devices_restriction_changes_published_once_and_adopted_by_another_worker() -> None:
+    shell, gate = _restricting_gate()
+    published: list[Event] = []
+    shell.events.subscribe(published.append, DeviceRestrictionChanged)
+    shell.register(FakeFlow(), _register(FIXED), NOW)  # type: ignore[arg-type]
+    shell.register(FakeFlow(), _register(FIXED, cseq=2), NOW + 1)  # type: ignore[arg-type]
+    restricted = DeviceRestrictionChanged(
+        user="alice", keys=(f"{FIXED} @ 192.0.2.10",), reason=MD5_REASON
+    )
+    assert published == [restricted]  # a refresh that changes nothing is not sent
+    gate.settings = PolicySettings()
+    shell.register(FakeFlow(), _register(FIXED, cseq=3), NOW + 2)  # type: ignore[arg-type]
+    lifted = DeviceRestrictionChanged(user="alice", keys=restricted.keys, reason="")
+    assert published == [restricted, lifted]
+    # Another signaling worker's gate, handed the events as the cluster carries them.
+    other_shell, other = _restricting_gate()
+    for event in (restricted, lifted):
+        wire = decode_event(encode_event(event))
+        other_shell.events.publish(RemoteEvent(origin=1, event=wire))
+        expected = event.reason or None
+        assert other.restriction("alice", _invite(FIXED), "192.0.2.10") == expected

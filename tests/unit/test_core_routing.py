@@ -8,6 +8,7 @@ contacts (reachable ones only), a trunk for a number, a trunk's call to a DID.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 import pytest
 
@@ -15,6 +16,8 @@ from voipsec.config import Config, TrunkSection
 from voipsec.core.b2bua import Fork, Target
 from voipsec.core.dialplan import Dialplan
 from voipsec.core.routing import (
+    MAX_PHRASE,
+    MAX_WARNING_TEXT,
     Caller,
     Lookups,
     Refusal,
@@ -293,6 +296,77 @@ def test_core_routing_not_a_number_is_refused_with_the_rule_as_warning(
     assert response.headers.get("warning") == f'399 {DOMAIN} "{warning}"'
 
 
+# -- a device restricted by the endpoint policy (issue 18 `restrict`) ----------------
+
+CVE = "firmware 1.0.2.25 affected by CVE-2026-2329; upgrade to 1.0.7.81"
+RESTRICTED = replace(ALICE, restricted=CVE)
+
+
+def test_core_routing_restricted_device_still_calls_an_internal_user() -> None:
+    routed = _route(RESTRICTED, "bob")
+    assert isinstance(routed, Route)
+    assert (routed.callee, routed.trunk, len(routed.forks)) == ("bob", None, 2)
+    assert routed == _route(ALICE, "bob")
+
+
+def test_core_routing_restricted_device_still_calls_an_emergency_number() -> None:
+    routed = _route(RESTRICTED, "112")
+    assert isinstance(routed, Route)
+    assert routed.destination is not None and routed.destination.kind == "emergency"
+    assert (routed.callee, routed.trunk) == ("112", "carrier")
+    assert routed.forks[0].request_uri == "sip:112@sip.carrier.example"
+
+
+@pytest.mark.parametrize(
+    ("dialled", "callee", "kind"),
+    [
+        ("02071234000", "+442071234000", "national"),
+        ("0049301234567", "+49301234567", "international"),
+        ("09001234567", "+449001234567", "premium-rate"),
+        ("+44112", "+44112", "national"),
+    ],
+)
+def test_core_routing_restricted_device_calling_out_is_403_naming_the_reason(
+    dialled: str, callee: str, kind: str
+) -> None:
+    refusal = _route(RESTRICTED, dialled)
+    warning = f"device restricted by the endpoint policy: {CVE}; only internal and emergency calls"
+    assert refusal == Refusal(
+        status=403,
+        reason="Device Restricted",
+        callee=callee,
+        warning=warning,
+        detail=f"alice -> {dialled}: device restricted ({CVE})",
+        kind=kind,  # type: ignore[arg-type]
+    )
+    assert isinstance(refusal, Refusal)
+    response = refusal_response(_invite(), refusal, DOMAIN)
+    assert (response.status, response.reason) == (403, "Device Restricted")
+    assert response.headers.get("warning") == f'399 {DOMAIN} "{warning}"'
+
+
+def test_core_routing_unrestricted_device_calls_out_as_its_class_allows() -> None:
+    routed = _route(replace(ALICE, restricted=None), "02071234000")
+    assert isinstance(routed, Route) and routed.trunk == "carrier"
+
+
+def test_core_routing_restriction_reason_past_max_warning_text_keeps_the_rule() -> None:
+    reason = "x" * (MAX_WARNING_TEXT + 50)
+    refusal = _route(replace(ALICE, restricted=reason), "02071234000")
+    assert isinstance(refusal, Refusal) and refusal.warning is not None
+    prefix = "device restricted by the endpoint policy: "
+    suffix = "; only internal and emergency calls"
+    assert refusal.warning == prefix + "x" * (MAX_WARNING_TEXT - len(prefix) - len(suffix)) + suffix
+    assert len(refusal.warning) == MAX_WARNING_TEXT
+    response = refusal_response(_invite(), refusal, DOMAIN)
+    assert response.headers.get("warning") == f'399 {DOMAIN} "{refusal.warning}"'
+    # Any Warning text is cut at the limit (a reason phrase at MAX_PHRASE).
+    longer = Refusal(status=403, reason="r" * 200, warning="w" * (MAX_WARNING_TEXT + 1))
+    cut = refusal_response(_invite(), longer, DOMAIN)
+    assert cut.reason == "r" * MAX_PHRASE
+    assert cut.headers.get("warning") == f'399 {DOMAIN} "{"w" * MAX_WARNING_TEXT}"'
+
+
 # -- a trunk's calls ------------------------------------------------------------------
 
 
@@ -342,8 +416,8 @@ def test_core_routing_trunk_call_to_an_offline_did_user_is_480() -> None:
 def test_core_routing_refusal_words_are_one_safe_line_with_no_double_quote() -> None:
     refusal = Refusal(status=403, reason='blocked: "premium"\r\nX-Evil: 1' + "x" * 200)
     response = refusal_response(_invite(), refusal, DOMAIN)
-    assert response.reason == ('blocked: "premium"X-Evil: 1' + "x" * 200)[:96]
-    text = ("blocked: 'premium'X-Evil: 1" + "x" * 200)[:96]
+    assert response.reason == ('blocked: "premium"X-Evil: 1' + "x" * 200)[:MAX_PHRASE]
+    text = ("blocked: 'premium'X-Evil: 1" + "x" * 200)[:MAX_WARNING_TEXT]
     assert response.headers.get("warning") == f'399 {DOMAIN} "{text}"'
 
 

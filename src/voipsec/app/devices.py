@@ -12,19 +12,24 @@ thread on :meth:`flush`, never on the event loop), and for ``warn``, ``restrict`
 ``refuse`` one :class:`~voipsec.events.AlertRaised` per device per day (the monitor
 stores, logs and delivers it); every refusal is also logged.
 
-``restrict`` registers the device and marks it ``restricted`` in the inventory; what a
-restricted device may call (internal users and emergency numbers) is enforced on
-INVITE by a later part of issue 18.
+``restrict`` registers the device and marks it ``restricted`` in the inventory; the gate
+also remembers, in memory, the devices whose last REGISTER it restricted, and
+:meth:`DeviceGate.restriction` answers the call shell for each INVITE (no database read
+on the call path): routing then lets the device call internal users and emergency
+numbers only (core/routing.py, core/emergency.py ``restricted_allows``).
 
 Failure mode: the policy fails closed at start (bad fingerprint or advisory files stop
 ``serve`` with one error line, endpoints/loader.py) and is a pure function while
 serving; the inventory fails open (a write that cannot be made is the store writer's
-to retry, drop and alert; the REGISTER never waits for it).
+to retry, drop and alert; the REGISTER never waits for it). The restriction memory
+fails open: a device it forgot (past MAX_RESTRICTED_MEMORY, a restart, another
+signaling worker) calls unrestricted until its next REGISTER is graded again.
 """
 
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +41,7 @@ from ..endpoints.advisories import Advisory, matching
 from ..endpoints.loader import load_advisories, load_fingerprints
 from ..endpoints.policy import DeviceFacts, PolicyDecision, PolicySettings, decide
 from ..endpoints.useragent import MAX_USER_AGENT, DeviceFingerprint, identify
-from ..events import AlertRaised, EventBus
+from ..events import AlertRaised, DeviceRestrictionChanged, Event, EventBus, RemoteEvent
 from ..records import DeviceSighting
 from ..rulefile import RuleFileError
 from ..sip.message import Request
@@ -54,6 +59,11 @@ MAX_ALERT_MEMORY = 100_000
 #: Sightings queued between two flushes (0.2 s apart); past it they are dropped and
 #: counted: the inventory is a record, never a reason to hold memory under a flood.
 MAX_PENDING_SIGHTINGS = 10_000
+
+#: Restricted devices remembered for INVITE (each under its key and its User-Agent at
+#: its address: at most two entries); past it the least recently registered are
+#: forgotten. Every device of a large site fits (its inventory holds MAX_DEVICES).
+MAX_RESTRICTED_MEMORY = 200_000
 
 #: The inventory status of each action.
 STATUS = {"allow": "ok", "warn": "warn", "restrict": "restricted", "refuse": "refused"}
@@ -126,6 +136,8 @@ class DeviceGateStatistics:
     dropped: int
     fingerprints: int
     advisories: int
+    #: Entries in the restriction memory (at most two per restricted device).
+    restricted_remembered: int = 0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -159,6 +171,10 @@ class DeviceGate:
         self._events = events
         self._pending: list[DeviceSighting] = []
         self._alerted: dict[tuple[str, str], int] = {}
+        #: (user, device key) -> why its last REGISTER was restricted.
+        self._restricted: OrderedDict[tuple[str, str], str] = OrderedDict()
+        # Another signaling worker's REGISTERs (sip.workers > 1, app/handoff.py).
+        events.subscribe(self._adopt, RemoteEvent)
         self._decided = dict.fromkeys(STATUS.values(), 0)
         self._alerts = 0
         #: Sightings dropped because the queue was full.
@@ -175,6 +191,7 @@ class DeviceGate:
             dropped=self.dropped,
             fingerprints=len(self.fingerprints),
             advisories=len(self.advisories),
+            restricted_remembered=len(self._restricted),
         )
 
     def reload(self, data_dir: Path | None) -> bool:
@@ -258,6 +275,58 @@ class DeviceGate:
             self._pending.append(check.sighting)
         if check.decision.action != "allow":
             self._alert(check)
+        self._remember(check)
+
+    def _remember(self, check: DeviceCheck) -> None:
+        """Keep the restriction of a device (or forget it when its REGISTER is no longer
+        restricted), under its key and under its User-Agent at its address: an INVITE's
+        Contact does not always carry the ``+sip.instance`` its REGISTER had. A change
+        is published for the other signaling workers. A refused REGISTER changes
+        nothing: it stores no binding, and must not lift a restriction."""
+        seen = check.sighting
+        if seen.status == "refused":
+            return
+        keys = tuple(sorted({seen.key, _fallback_key(seen.user_agent, check.source_ip)}))
+        reason = ""
+        if seen.status == "restricted":
+            reason = "; ".join(r.text for r in check.decision.grave())
+        if self._apply(seen.user, keys, reason):
+            self._events.publish(DeviceRestrictionChanged(user=seen.user, keys=keys, reason=reason))
+
+    def _adopt(self, event: Event) -> None:
+        if isinstance(event, RemoteEvent) and isinstance(event.event, DeviceRestrictionChanged):
+            changed = event.event
+            self._apply(changed.user, changed.keys, changed.reason)
+
+    def _apply(self, user: str, keys: Iterable[str], reason: str) -> bool:
+        """Restrict (``reason``) or lift ("") the device's keys; whether anything changed."""
+        changed = False
+        for key in keys:
+            entry = (user, key)
+            if not reason:
+                changed |= self._restricted.pop(entry, None) is not None
+                continue
+            changed |= self._restricted.get(entry) != reason
+            self._restricted[entry] = reason
+            self._restricted.move_to_end(entry)
+        while len(self._restricted) > MAX_RESTRICTED_MEMORY:
+            self._restricted.popitem(last=False)
+        return changed
+
+    def restriction(self, user: str, request: Request, source_ip: str) -> str | None:
+        """Why the device placing ``request`` (an INVITE authenticated as ``user`` from
+        ``source_ip``) is restricted by the policy, as its last REGISTER was graded;
+        None when it is not (or is unknown here). Found the way REGISTER keys devices:
+        the Contact's ``+sip.instance``, else its User-Agent at its address."""
+        user_agent = (request.headers.get("user-agent") or "")[:MAX_USER_AGENT]
+        for key in (
+            _device_key(request, user_agent, source_ip),
+            _fallback_key(user_agent, source_ip),
+        ):
+            why = self._restricted.get((user, key))
+            if why is not None:
+                return why
+        return None
 
     def _alert(self, check: DeviceCheck) -> None:
         seen = check.sighting
@@ -314,4 +383,8 @@ def _device_key(request: Request, user_agent: str, source_ip: str) -> str:
         instance = contact.param("+sip.instance")
         if instance:
             return instance.strip('"<>')
+    return _fallback_key(user_agent, source_ip)
+
+
+def _fallback_key(user_agent: str, source_ip: str) -> str:
     return f"{user_agent} @ {source_ip}"

@@ -39,6 +39,7 @@ from ..events import (
     CallStarted,
     ConnectionAdmitted,
     ConnectionClosed,
+    DeviceRestrictionChanged,
     Event,
     RemoteEvent,
 )
@@ -118,7 +119,9 @@ class Handoff:
 
     def _wire(self) -> None:
         cluster = self.cluster
-        cluster.replicate(ConnectionAdmitted, ConnectionClosed, BindingsChanged)
+        cluster.replicate(
+            ConnectionAdmitted, ConnectionClosed, BindingsChanged, DeviceRestrictionChanged
+        )
         events = cluster.events
         events.subscribe(self._remote_event, RemoteEvent)
         events.subscribe(self._admitted, ConnectionAdmitted)

@@ -248,8 +248,9 @@ max_pending = 100000
 [endpoints]
 # What to do with a device at REGISTER (docs/endpoints.md "Policy"). Per check, one of
 # "allow", "warn" (alert once a day, registers), "restrict" (registers, marked
-# restricted in the inventory) or "refuse" (403 with a Warning naming the reason and
-# the fix). Defaults never lock a site out: only KEV-listed advisories refuse.
+# restricted in the inventory, calls internal users and emergency numbers only) or
+# "refuse" (403 with a Warning naming the reason and the fix). Defaults never lock a
+# site out: only KEV-listed advisories refuse.
 enabled = true
 kev_advisory = "refuse"       # firmware in an advisory CISA lists as exploited
 advisory = "warn"             # firmware in any other advisory

@@ -9,8 +9,10 @@ decides, in the order DESIGN.md gives ("How a request flows"):
 1. caller identity: a trunk's call by its source address, never by From; a user's
    From and P-Asserted-Identity must name the authenticated user (RFC 3325 §5, §9.1);
 2. an emergency number (core/emergency.py): to its trunk, whatever the caller's class
-   of service; else the dial plan: a local user, or an E.164 number with its kind and
-   trunk (core/dialplan.py), refused by the caller's class of service;
+   of service or device restriction; else the dial plan: a local user, or an E.164
+   number with its kind and trunk (core/dialplan.py), refused when the caller's device
+   is restricted by the endpoint policy (issue 18 ``restrict``: internal calls only,
+   :func:`~voipsec.core.emergency.restricted_allows`) or by its class of service;
 3. the forks: one per registered contact still reachable (RFC 3261 §16.6, RFC 5626),
    or the trunk's TLS address.
 
@@ -37,7 +39,7 @@ from ..sip.uac import LocalAddress
 from ..sip.uri import SipUri, parse_name_addr, parse_uri
 from .b2bua import Fork, Target
 from .dialplan import EMERGENCY, CallKind, Destination, Dialplan, DialplanError, refusal_reason
-from .emergency import EmergencyNumbers
+from .emergency import EmergencyNumbers, restricted_allows
 
 #: A trunk's source network, as configured.
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -47,8 +49,14 @@ MAX_ASSERTED_IDENTITIES = 2
 #: Characters a caller ID from a trunk may keep; anything else makes it "anonymous"
 #: (at most 32: longer than any E.164 number, RFC 3966 global numbers included).
 _CALLER_ID = re.compile(r"\+?[0-9A-Za-z._-]{1,32}")
-#: Longest reason phrase or Warning text we send (our words, never the peer's).
+#: Longest reason phrase we send (our words, never the peer's).
 MAX_PHRASE = 96
+#: Longest Warning text we send: a device restriction names the policy's reason (a
+#: CVE and the firmware to upgrade to, about 70 characters) within its sentence.
+MAX_WARNING_TEXT = 200
+#: The Warning of a call refused because the caller's device is restricted.
+RESTRICTED_PREFIX = "device restricted by the endpoint policy: "
+RESTRICTED_SUFFIX = "; only internal and emergency calls"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -59,6 +67,9 @@ class Caller:
     trunk: TrunkSection | None
     #: The caller as the callee sees it (``sip:alice@domain``, ``sip:+4420…@domain``).
     uri: str
+    #: Why the endpoint policy restricts the device placing the call (issue 18
+    #: ``restrict``, the shell's lookup of the device's last REGISTER); None: it does not.
+    restricted: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -276,6 +287,8 @@ def _from_user(
         destination = dialplan.classify(dialled, is_user=lookups.is_user)
     except DialplanError as err:
         return Refusal(status=err.status, reason=err.reason, warning=err.detail)
+    if caller.restricted is not None and not restricted_allows(destination.kind):
+        return restricted_refusal(caller, destination)
     user_class = class_of(lookups.stored_class(caller.user or ""), policy.default_class)
     reason = refusal_reason(user_class, destination)
     if reason is not None:
@@ -296,6 +309,22 @@ def _from_user(
         return Refusal(status=404, reason="No Route", callee=callee_of(destination))
     fork = trunk_fork(trunk, destination.e164, policy)
     return Route(callee=destination.e164, trunk=trunk.name, forks=(fork,), destination=destination)
+
+
+def restricted_refusal(caller: Caller, destination: Destination) -> Refusal:
+    """403 for a restricted device's call to anything but an internal user (the
+    emergency numbers are routed before this is asked): the Warning says why the device
+    is restricted and what it may still call (RFC 3261 §20.43)."""
+    reason = caller.restricted or ""
+    room = MAX_WARNING_TEXT - len(RESTRICTED_PREFIX) - len(RESTRICTED_SUFFIX)
+    return Refusal(
+        status=403,
+        reason="Device Restricted",
+        callee=callee_of(destination),
+        warning=f"{RESTRICTED_PREFIX}{reason[:room]}{RESTRICTED_SUFFIX}",
+        detail=f"{caller.user} -> {destination.dialled}: device restricted ({reason})",
+        kind=destination.kind,
+    )
 
 
 def emergency_route(
@@ -408,10 +437,10 @@ def callee_of(destination: Destination) -> str:
 # -- answering a refusal -----------------------------------------------------------
 
 
-def phrase(text: str) -> str:
+def phrase(text: str, limit: int = MAX_PHRASE) -> str:
     """A reason phrase or Warning text: our words, kept to printable characters on
-    one line (RFC 3261 §25.1 Reason-Phrase), at most MAX_PHRASE of them."""
-    return "".join(c for c in text if c.isprintable() and c not in "\r\n")[:MAX_PHRASE]
+    one line (RFC 3261 §25.1 Reason-Phrase), at most ``limit`` of them."""
+    return "".join(c for c in text if c.isprintable() and c not in "\r\n")[:limit]
 
 
 def refusal_response(request: Request, refusal: Refusal, domain: str) -> Response:
@@ -421,7 +450,7 @@ def refusal_response(request: Request, refusal: Refusal, domain: str) -> Respons
     extra: tuple[tuple[str, str], ...] = ()
     warning = refusal.warning_text
     if warning is not None:
-        text = phrase(warning).replace('"', "'")
+        text = phrase(warning, MAX_WARNING_TEXT).replace('"', "'")
         extra = (("Warning", f'399 {domain} "{text}"'),)
     return response_to(
         request, refusal.status, phrase(refusal.reason), to_tag=new_tag(), extra=extra
@@ -438,6 +467,8 @@ def _tls_local(config: Config) -> LocalAddress:
 
 __all__ = [
     "MAX_ASSERTED_IDENTITIES",
+    "MAX_PHRASE",
+    "MAX_WARNING_TEXT",
     "Caller",
     "IPNetwork",
     "Lookups",
@@ -451,6 +482,7 @@ __all__ = [
     "identity_refusal",
     "media_peer",
     "refusal_response",
+    "restricted_refusal",
     "route",
     "trunk_caller",
     "trunk_for",
