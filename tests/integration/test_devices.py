@@ -245,7 +245,8 @@ def test_devices_report_grades_real_registrations(
     server: VoipsecServer, registered: dict[str, dict[str, Any]]
 ) -> None:
     out = voipsec("devices", "report", "--format", "json", data_dir=server.data_dir).stdout
-    rows = json.loads(out)
+    # The registered devices of this part (the restricted phones are another test's).
+    rows = [r for r in json.loads(out) if r["user"] in ("gxp", "alice")]
     assert [(r["severity"], r["user"], r["version"], r["certificate"]) for r in rows] == [
         ("high", "gxp", "1.0.2.25", "none"),
         ("medium", "alice", "1.0.0", "ok"),
