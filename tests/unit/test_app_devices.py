@@ -403,3 +403,26 @@ def test_app_devices_restriction_changes_published_once_and_adopted_by_another_w
         other_shell.events.publish(RemoteEvent(origin=1, event=wire))
         expected = event.reason or None
         assert other.restriction("alice", _invite(FIXED), "192.0.2.10") == expected
+
+
+def test_app_devices_restriction_of_an_unparsable_contact_is_by_user_agent() -> None:
+    """An INVITE whose Contact does not parse is the call layer's to refuse with its
+    own reason (400 "unterminated <URI>"): the lookup falls back to the User-Agent and
+    address, and never raises."""
+    shell, gate = _restricting_gate()
+    shell.register(FakeFlow(), _register(FIXED), NOW)  # type: ignore[arg-type]
+    raw = (
+        f"INVITE sip:bob@{DOMAIN} SIP/2.0\r\n"
+        "Via: SIP/2.0/TLS 192.0.2.10:40000;branch=z9hG4bKbad\r\n"
+        "Max-Forwards: 70\r\n"
+        f"To: <sip:bob@{DOMAIN}>\r\n"
+        f"From: <sip:alice@{DOMAIN}>;tag=f1\r\n"
+        "Call-ID: inv-bad\r\n"
+        "CSeq: 1 INVITE\r\n"
+        "Contact: <sip:alice@\r\n"
+        f"User-Agent: {FIXED}\r\n"
+        "Content-Length: 0\r\n\r\n"
+    ).encode()
+    message = parse_message(raw)
+    assert isinstance(message, Request)
+    assert gate.restriction("alice", message, "192.0.2.10") == MD5_REASON

@@ -44,6 +44,7 @@ from ..endpoints.useragent import MAX_USER_AGENT, DeviceFingerprint, identify
 from ..events import AlertRaised, DeviceRestrictionChanged, Event, EventBus, RemoteEvent
 from ..records import DeviceSighting
 from ..rulefile import RuleFileError
+from ..sip.errors import SipParseError
 from ..sip.message import Request
 from ..sip.uri import SipUri
 from ..transport.connections import Flow
@@ -379,7 +380,13 @@ def _contact(request: Request) -> str:
 def _device_key(request: Request, user_agent: str, source_ip: str) -> str:
     """RFC 5626 §4.1 ``+sip.instance`` when the device sends one (stable across
     addresses); else its User-Agent at its source address."""
-    for contact in request.contacts:
+    try:
+        contacts = request.contacts
+    except SipParseError:
+        # An unparsable Contact is the call layer's to refuse, with its own reason
+        # (400 "unterminated <URI>"...): here it only means no instance id.
+        contacts = ()
+    for contact in contacts:
         instance = contact.param("+sip.instance")
         if instance:
             return instance.strip('"<>')
