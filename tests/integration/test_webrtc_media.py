@@ -256,7 +256,9 @@ def assert_through_relay(stats: dict[str, Any]) -> None:
         assert transport["dtlsState"] == "connected", stats
         assert transport["srtpCipher"] == SRTP_CIPHER, stats
         assert transport["dtlsRole"] == "client", stats  # a=setup:active: voipsec serves
-        assert transport["pair"]["state"] == "succeeded", stats
+        # The selected pair carried the handshake and the media; Chromium shows it
+        # "in-progress" while a consent check on it is in flight (seen under load).
+        assert transport["pair"]["state"] in ("succeeded", "in-progress"), stats
         remote = transport["pair"]["remote"]
         assert remote["address"] == "127.0.0.1", stats
         assert low <= int(remote["port"]) <= high, (stats, low, high)
