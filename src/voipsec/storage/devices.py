@@ -5,7 +5,10 @@ How this works: one row per (user, device key) — :class:`~voipsec.records.Devi
 the last sighting, the first time it was seen and a registration count. The table is
 created when voipsec.db is opened (``CREATE TABLE IF NOT EXISTS``: an older database
 gains it on open, like the CDR columns). The writes run in the store writer's thread
-(storage/storewriter.py), never on the event loop.
+(storage/storewriter.py), never on the event loop. The statements are written once,
+in the SQL SQLite and PostgreSQL both speak (``?`` placeholders, ``{id}``/``{float}`` in
+the schema, respelled by storage/cdr.py's Dialect): storage/devices_db.py runs them in
+PostgreSQL when ``cdr.url`` names one.
 
 Bounds: MAX_DEVICES_PER_USER rows per user and MAX_DEVICES in all; the least recently
 seen go first. Every text is cut to its limit before it is stored.
