@@ -75,8 +75,10 @@ def test_devices_db_bounds_drop_the_least_recently_seen(database: DevicesDatabas
 class _Flaky(DeviceWriter):
     """A DeviceWriter on SQLite whose first connect fails like an unreachable server."""
 
-    def __init__(self, path: Path, **kw: object) -> None:
-        super().__init__("postgresql://unused", **kw)  # type: ignore[arg-type]
+    def __init__(
+        self, path: Path, *, max_pending: int = MAX_PENDING_DEVICE_WRITES, retry: float = 0.5
+    ) -> None:
+        super().__init__("postgresql://unused", max_pending=max_pending, retry_interval=retry)
         self.path = path
         self.attempts = 0
 
@@ -89,7 +91,7 @@ class _Flaky(DeviceWriter):
 
 
 def test_device_writer_outage_keeps_the_batch_and_writes_it_later(tmp_path: Path) -> None:
-    writer = _Flaky(tmp_path / "inventory.db", retry_interval=0.0)
+    writer = _Flaky(tmp_path / "inventory.db", retry=0.0)
     writer.save_devices([_seen("alice", "k1"), _seen("bob", "k1")])
     writer.start()
     assert writer.stop() == 0
