@@ -24,7 +24,7 @@ from .app.authn import AuthShell, UserDigests
 from .app.bans import BanKeeper
 from .app.certexpiry import CERT_EXPIRY_INTERVAL, CertificateExpiry
 from .app.cluster import Cluster, SignalingWorkers, WorkerLink, socket_path
-from .app.devices import DeviceGate, build_device_gate
+from .app.devices import DeviceGate, DeviceWrites, build_device_gate
 from .app.handoff import Handoff
 from .app.intrusion import IntrusionShell
 from .app.listeners import Listeners
@@ -87,6 +87,7 @@ from .sip.message import (
 )
 from .sip.uri import SipUri
 from .storage import Store, StoreWriter, StoreWrites
+from .storage.devices_db import DeviceWriter
 from .transport.connections import (
     ConnectionLimits,
     ConnectionTable,
@@ -524,6 +525,7 @@ def build_sip_service(
     events: EventBus | None = None,
     writes: StoreWrites | None = None,
     media: MediaDriver | None = None,
+    device_writes: DeviceWrites | None = None,
 ) -> tuple[SipService, CallService]:
     """The SIP service and its call control, each handed the other's parts as ports
     (voipsec.ports), never ``self``: what ``Server`` runs, and what tests drive.
@@ -538,7 +540,8 @@ def build_sip_service(
             certificate_days=config.pki.expiry_warning_days,
             data_dir=data_dir,
             zone_of=lambda ip: zones.zone_for(ip).name,
-            writes=writes if writes is not None else store,
+            # The inventory's own writer when it is in PostgreSQL (storage/devices_db.py).
+            writes=device_writes or (writes if writes is not None else store),
             events=events,
         )
         if data_dir is not None
@@ -605,6 +608,9 @@ class Server:
             self.store.path, on_overflow=self._store_overflow, clock=time.time
         )
         self._store_overflow_alerted = -STORE_OVERFLOW_ALERT_INTERVAL
+        #: The device inventory's writer when it is in PostgreSQL (cdr.url), else None
+        #: (the store writer writes it to voipsec.db with the bindings).
+        self.device_writer = DeviceWriter(config.cdr.url) if config.cdr.url else None
         #: The relay worker processes (media/worker.py) and this process's channels
         #: to them; the supervisor restarts a worker that dies (app/supervisor.py).
         self.supervisor = Supervisor()
@@ -623,6 +629,7 @@ class Server:
             events=self.events,
             writes=self.store_writer,
             media=self.media_pool,
+            device_writes=self.device_writer,
         )
         #: The SIP service's connection table (the guard screens it); the listeners,
         #: the CRL check and the sweep use it too.
@@ -713,6 +720,8 @@ class Server:
     async def start(self) -> None:
         self.calls.cdr.start()
         self.store_writer.start()
+        if self.device_writer is not None:
+            self.device_writer.start()
         self._raise_open_file_limit()
         self.revocations.check()
         warn_if_expiring(
@@ -952,6 +961,8 @@ class Server:
         # Queued CDR writes: drained in a thread, with a bounded wait (docs/storage.md).
         await asyncio.to_thread(self.calls.cdr.stop)
         await asyncio.to_thread(self.store_writer.stop)
+        if self.device_writer is not None:
+            await asyncio.to_thread(self.device_writer.stop)
         self.store.close()
         log.info("stopped")
 

@@ -58,9 +58,14 @@ def _final(phone: ScriptedPhone, method: str) -> Response:
 
 def _sqlite_cdr_count(data_dir: Path) -> int:
     """Rows in the cdrs table of voipsec.db (0 when CDRs go to PostgreSQL)."""
+    return _sqlite_count(data_dir, "cdrs")
+
+
+def _sqlite_count(data_dir: Path, table: str) -> int:
+    """Rows in ``table`` of voipsec.db (cdrs, devices: 0 when they go to PostgreSQL)."""
     local = sqlite3.connect(data_dir / "voipsec.db")
     try:
-        (count,) = local.execute("SELECT COUNT(*) FROM cdrs").fetchone()
+        (count,) = local.execute(f"SELECT COUNT(*) FROM {table}").fetchone()  # noqa: S608
     finally:
         local.close()
     return int(count)
@@ -127,6 +132,23 @@ def test_cdr_postgres_a_call_is_listed_from_postgres(
         in_pg = conn.execute('SELECT id, call_id, disposition, "user" FROM cdrs').fetchall()
     assert in_pg == [(row["id"], "pg-call-1", "answered", "alice")]
     assert _sqlite_cdr_count(server.data_dir) == 0
+
+    # The device inventory went there too (storage/devices_db.py): bob's REGISTER is
+    # listed by `voipsec devices list`, read from PostgreSQL; voipsec.db has no row.
+    devices: list[dict[str, object]] = []
+
+    def listed() -> bool:
+        out = voipsec("devices", "list", "--format", "json", data_dir=server.data_dir).stdout
+        devices[:] = json.loads(out)
+        return len(devices) == 1
+
+    wait_for(listed, deadline=15.0, what="bob's device in the inventory")
+    (device,) = devices
+    assert (device["user"], device["transport"], device["registrations"]) == ("bob", "tls", 1)
+    with psycopg.connect(postgres_url) as conn:
+        in_pg = conn.execute('SELECT id, "user", status, registrations FROM devices').fetchall()
+    assert in_pg == [(device["id"], "bob", device["status"], 1)]
+    assert _sqlite_count(server.data_dir, "devices") == 0
 
 
 def test_cdr_postgres_kill_9_during_a_call_cdr_incomplete(

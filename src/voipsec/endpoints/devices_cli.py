@@ -1,5 +1,6 @@
 """``voipsec devices list [--user U] [--format table|json|csv]`` and ``devices show ID``:
-the device inventory the server keeps in voipsec.db (storage/devices.py).
+the device inventory the server keeps in voipsec.db (storage/devices.py), or in
+PostgreSQL when the config's ``cdr.url`` sends the CDRs there (storage/devices_db.py).
 
 JSON and CSV keys are the fields of :func:`device_fields` (one flat object per device:
 ``id``, the last sighting's fields, ``first_seen``, ``last_seen``, ``registrations``;
@@ -25,7 +26,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..config import CONFIG_NAME, ConfigError, load
-from ..records import DeviceRecord
+from ..records import DeviceRecord, StoreError
 from ..rulefile import RuleFileError
 from ..storage import DB_NAME, Store
 from .loader import load_advisories
@@ -155,10 +156,21 @@ def _table(records: Sequence[DeviceRecord]) -> Table:
 
 
 def _open_store(data_dir: Path) -> Store:
+    """voipsec.db with the inventory where the server keeps it: PostgreSQL when the
+    config's ``cdr.url`` names one (storage/devices_db.py), else voipsec.db."""
     path = data_dir / DB_NAME
     if not path.is_file():
         raise DevicesFailed(f"{path}: no database (run `voipsec init --dir {data_dir}`)")
-    return Store(path)
+    url = ""
+    if (data_dir / CONFIG_NAME).is_file():
+        try:
+            url = load(data_dir / CONFIG_NAME).cdr.url
+        except ConfigError as err:
+            raise DevicesFailed(err.problems[0] if err.problems else "bad config") from None
+    try:
+        return Store(path, cdr_url=url)
+    except StoreError as err:
+        raise DevicesFailed(str(err)) from None
 
 
 def list_devices(data_dir: Path, user: str | None) -> list[DeviceRecord]:

@@ -59,10 +59,12 @@ if TYPE_CHECKING:
 __all__ = [
     "POSTGRESQL",
     "SQLITE",
+    "CdrConnection",
     "CdrDatabase",
     "Dialect",
     "check_url",
     "open_cdr_database",
+    "open_postgres_connection",
     "open_writer_database",
     "redact_url",
 ]
@@ -264,6 +266,10 @@ def _sqlite_error(err: sqlite3.Error) -> StoreError:
     return kind(f"CDR database: {err}")
 
 
+#: The connection adapters' interface, for the inventory in PostgreSQL (devices_db.py).
+CdrConnection = _Connection
+
+
 class _SqliteConnection:
     """A sqlite3 connection in autocommit mode (WAL): the Store's own, which the Store
     closes, or one the writer thread opened for itself (``owned``), closed here."""
@@ -463,6 +469,11 @@ class CdrDatabase:
     def close(self) -> None:
         self._conn.close()
 
+    @property
+    def connection(self) -> CdrConnection:
+        """The connection (the Store reads the PostgreSQL inventory over it)."""
+        return self._conn
+
     def transaction(self) -> contextlib.AbstractContextManager[None]:
         """One commit for several statements (the writer's batches); all or none."""
         return self._conn.transaction()
@@ -565,6 +576,12 @@ def open_cdr_database(url: str, sqlite: sqlite3.Connection) -> CdrDatabase:
     if not url:
         return CdrDatabase(_SqliteConnection(sqlite), SQLITE)
     return _open_postgres(url)
+
+
+def open_postgres_connection(url: str) -> CdrConnection:
+    """A connection of its own to the PostgreSQL server of ``url`` (the inventory's
+    writer thread); StoreUnavailable when unreachable."""
+    return _PostgresConnection(url)
 
 
 def _open_postgres(url: str) -> CdrDatabase:

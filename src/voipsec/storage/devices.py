@@ -5,7 +5,10 @@ How this works: one row per (user, device key) — :class:`~voipsec.records.Devi
 the last sighting, the first time it was seen and a registration count. The table is
 created when voipsec.db is opened (``CREATE TABLE IF NOT EXISTS``: an older database
 gains it on open, like the CDR columns). The writes run in the store writer's thread
-(storage/storewriter.py), never on the event loop.
+(storage/storewriter.py), never on the event loop. The statements are written once,
+in the SQL SQLite and PostgreSQL both speak (``?`` placeholders, ``{id}``/``{float}`` in
+the schema, respelled by storage/cdr.py's Dialect): storage/devices_db.py runs them in
+PostgreSQL when ``cdr.url`` names one.
 
 Bounds: MAX_DEVICES_PER_USER rows per user and MAX_DEVICES in all; the least recently
 seen go first. Every text is cut to its limit before it is stored.
@@ -18,20 +21,30 @@ policy decision at REGISTER never waits for it.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from ..records import DeviceRecord, DeviceSighting
 
 __all__ = [
+    "COUNT_DEVICES",
+    "DELETE_OVER_TOTAL",
+    "DELETE_OVER_USER",
     "DEVICES_SCHEMA",
+    "DEVICES_STATEMENTS",
     "MAX_DEVICES",
     "MAX_DEVICES_PER_USER",
     "MAX_DEVICE_REASONS",
     "MAX_DEVICE_TEXT",
+    "SELECT_DEVICES",
+    "UPSERT_DEVICE",
+    "Run",
     "device",
+    "device_record",
+    "device_row",
     "devices",
     "write_devices",
+    "write_rows",
 ]
 
 #: Devices kept per user: a person has a desk phone, a softphone or two and a mobile
@@ -49,9 +62,11 @@ MAX_DEVICE_TEXT = 512
 #: Reasons kept per device (a phone under many advisories keeps the gravest first).
 MAX_DEVICE_REASONS = 20
 
-DEVICES_SCHEMA = """
-CREATE TABLE IF NOT EXISTS devices (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
+#: The table in the SQL both databases speak: ``{id}`` and ``{float}`` are the
+#: dialect's (storage/cdr.py Dialect), one statement per item.
+DEVICES_STATEMENTS = (
+    """CREATE TABLE IF NOT EXISTS devices (
+    id {id},
     "user" TEXT NOT NULL,
     device_key TEXT NOT NULL,
     aor TEXT NOT NULL,
@@ -63,7 +78,7 @@ CREATE TABLE IF NOT EXISTS devices (
     tls_cipher TEXT NOT NULL,
     cert_subject TEXT NOT NULL,
     cert_serial TEXT NOT NULL,
-    cert_expiry REAL,
+    cert_expiry {float},
     digest_algorithm TEXT NOT NULL,
     user_agent TEXT NOT NULL,
     vendor TEXT NOT NULL,
@@ -71,13 +86,19 @@ CREATE TABLE IF NOT EXISTS devices (
     version TEXT NOT NULL,
     status TEXT NOT NULL,
     reasons TEXT NOT NULL,
-    first_seen REAL NOT NULL,
-    last_seen REAL NOT NULL,
+    first_seen {float} NOT NULL,
+    last_seen {float} NOT NULL,
     registrations INTEGER NOT NULL,
     UNIQUE ("user", device_key)
-);
-CREATE INDEX IF NOT EXISTS devices_last_seen ON devices (last_seen);
-"""
+)""",
+    "CREATE INDEX IF NOT EXISTS devices_last_seen ON devices (last_seen)",
+)
+
+#: SQLite's spelling (voipsec.db; the Store runs it as one script).
+DEVICES_SCHEMA = "".join(
+    s.format(id="INTEGER PRIMARY KEY AUTOINCREMENT", float="REAL") + ";\n"
+    for s in DEVICES_STATEMENTS
+)
 
 _TEXT = (
     "aor",
@@ -99,7 +120,7 @@ _UPSERT = (
     f"VALUES ({', '.join('?' for _ in _COLUMNS)}, ?, ?, 1) "
     'ON CONFLICT ("user", device_key) DO UPDATE SET '
     + ", ".join(f"{c} = excluded.{c}" for c in _COLUMNS[2:])
-    + ", last_seen = excluded.last_seen, registrations = registrations + 1"
+    + ", last_seen = excluded.last_seen, registrations = devices.registrations + 1"
 )
 
 _SELECT = f"SELECT id, {', '.join(_COLUMNS)}, first_seen, last_seen, registrations FROM devices"  # noqa: S608
@@ -113,7 +134,7 @@ def _cut(text: str) -> str:
     return "".join(" " if ord(c) < 32 else c for c in text[:MAX_DEVICE_TEXT])
 
 
-def _row(s: DeviceSighting) -> tuple[object, ...]:
+def device_row(s: DeviceSighting) -> tuple[object, ...]:
     reasons = _SEPARATOR.join(_cut(r) for r in s.reasons[:MAX_DEVICE_REASONS])
     return (
         _cut(s.user),
@@ -127,6 +148,46 @@ def _row(s: DeviceSighting) -> tuple[object, ...]:
     )
 
 
+#: Runs one statement with its parameters and returns its rows ([] for a write).
+Run = Callable[[str, Sequence[object]], Sequence[Sequence[Any]]]
+
+# The statements below, with "?" placeholders (storage/cdr.py Dialect.sql respells them).
+UPSERT_DEVICE = _UPSERT
+DELETE_OVER_USER = (
+    'DELETE FROM devices WHERE "user" = ? AND id NOT IN (SELECT id FROM devices '
+    'WHERE "user" = ? ORDER BY last_seen DESC, id DESC LIMIT ?)'
+)
+COUNT_DEVICES = "SELECT COUNT(*) FROM devices"
+DELETE_OVER_TOTAL = (
+    "DELETE FROM devices WHERE id IN (SELECT id FROM devices ORDER BY last_seen, id LIMIT ?)"
+)
+SELECT_DEVICES = _SELECT
+
+
+def write_rows(
+    run: Run,
+    sightings: Iterable[DeviceSighting],
+    *,
+    sql: Callable[[str], str] = str,
+    max_per_user: int = MAX_DEVICES_PER_USER,
+    max_total: int = MAX_DEVICES,
+) -> None:
+    """Upsert ``sightings`` and drop what is over the bounds, through ``run`` (inside
+    the caller's transaction); ``sql`` spells a statement for the database."""
+    rows = [device_row(s) for s in sightings]
+    if not rows:
+        return
+    upsert = sql(UPSERT_DEVICE)
+    for row in rows:
+        run(upsert, row)
+    over_user = sql(DELETE_OVER_USER)
+    for user in sorted({str(r[0]) for r in rows}):
+        run(over_user, (user, user, max_per_user))
+    ((count,),) = run(sql(COUNT_DEVICES), ())
+    if count > max_total:
+        run(sql(DELETE_OVER_TOTAL), (count - max_total,))
+
+
 def write_devices(
     db: sqlite3.Connection,
     sightings: Iterable[DeviceSighting],
@@ -135,27 +196,16 @@ def write_devices(
     max_total: int = MAX_DEVICES,
 ) -> None:
     """Upsert ``sightings`` and drop what is over the bounds (inside the caller's
-    transaction)."""
-    rows = [_row(s) for s in sightings]
-    if not rows:
-        return
-    db.executemany(_UPSERT, rows)
-    for user in {str(r[0]) for r in rows}:
-        db.execute(
-            'DELETE FROM devices WHERE "user" = ? AND id NOT IN (SELECT id FROM devices '
-            'WHERE "user" = ? ORDER BY last_seen DESC, id DESC LIMIT ?)',
-            (user, user, max_per_user),
-        )
-    (count,) = db.execute("SELECT COUNT(*) FROM devices").fetchone()
-    if count > max_total:
-        db.execute(
-            "DELETE FROM devices WHERE id IN (SELECT id FROM devices "
-            "ORDER BY last_seen, id LIMIT ?)",
-            (count - max_total,),
-        )
+    SQLite transaction)."""
+    write_rows(
+        lambda sql, params: db.execute(sql, tuple(params)).fetchall(),
+        sightings,
+        max_per_user=max_per_user,
+        max_total=max_total,
+    )
 
 
-def _record(row: Sequence[Any]) -> DeviceRecord:
+def device_record(row: Sequence[Any]) -> DeviceRecord:
     (rid, user, key, *rest) = row
     text = dict(zip(_TEXT, rest[: len(_TEXT)], strict=True))
     expiry = rest[len(_TEXT)]
@@ -181,10 +231,10 @@ def devices(db: sqlite3.Connection, user: str | None = None) -> list[DeviceRecor
         rows = db.execute(f'{_SELECT} ORDER BY "user", id')
     else:
         rows = db.execute(f'{_SELECT} WHERE "user" = ? ORDER BY id', (user,))
-    return [_record(r) for r in rows]
+    return [device_record(r) for r in rows]
 
 
 def device(db: sqlite3.Connection, device_id: int) -> DeviceRecord | None:
     """One device by id, or None."""
     row = db.execute(f"{_SELECT} WHERE id = ?", (device_id,)).fetchone()
-    return _record(row) if row is not None else None
+    return device_record(row) if row is not None else None

@@ -35,6 +35,7 @@ from ..records import (
 from ..sip.digest import ALGORITHMS, ha1
 from .cdr import CdrDatabase, open_cdr_database, open_fast_database, open_writer_database
 from .devices import DEVICES_SCHEMA, device, devices, write_devices
+from .devices_db import DevicesDatabase
 
 __all__ = [
     "DB_NAME",
@@ -196,6 +197,16 @@ class Store:
             self._migrate()
             self.cdr_db: CdrDatabase = open_cdr_database(cdr_url, self.db)
         except BaseException:
+            self.db.close()
+            raise
+        try:
+            #: The inventory in PostgreSQL when the CDRs go there (storage/devices_db.py),
+            #: on the CDR connection; None keeps it in voipsec.db.
+            self.devices_db = (
+                DevicesDatabase(self.cdr_db.connection, self.cdr_db.dialect) if cdr_url else None
+            )
+        except BaseException:
+            self.cdr_db.close()
             self.db.close()
             raise
         for suffix in ("-wal", "-shm"):
@@ -412,17 +423,24 @@ class Store:
 
     def save_devices(self, sightings: Iterable[DeviceSighting]) -> None:
         """Upsert devices seen at REGISTER, in one transaction (tests and tools; the
-        server queues them through the StoreWriter)."""
+        server queues them through the StoreWriter, or the DeviceWriter to PostgreSQL)."""
+        if self.devices_db is not None:
+            self.devices_db.write(sightings)
+            return
         with self.db:
             self.db.execute("BEGIN")
             write_devices(self.db, sightings)
 
     def devices(self, user: str | None = None) -> list[DeviceRecord]:
         """The device inventory, or one user's devices."""
+        if self.devices_db is not None:
+            return self.devices_db.devices(user)
         return devices(self.db, user)
 
     def device(self, device_id: int) -> DeviceRecord | None:
         """One device of the inventory by id."""
+        if self.devices_db is not None:
+            return self.devices_db.device(device_id)
         return device(self.db, device_id)
 
     # -- call detail records (voipsec.storage.cdr: SQLite or PostgreSQL) ------------------
