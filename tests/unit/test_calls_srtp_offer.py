@@ -32,6 +32,7 @@ WARNING = (
     f'399 {DOMAIN} "no SRTP in the offer; offer SRTP: enable SRTP (SDES a=crypto or '
     'DTLS-SRTP) on the device"'
 )
+NATIONAL = "02071234567"
 KEY = "inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVzcyAoc2VuZGluZ3M="
 
 
@@ -132,3 +133,58 @@ async def test_calls_no_srtp_offer_refused_by_class_except_emergency(
         488,
         "bob",
     )
+
+
+def _service(
+    store: Store, tmp_path: Path, srtp: str, endpoints: dict[str, object]
+) -> tuple[SipService, list[Event]]:
+    config = Config.model_validate(
+        {"sip": {"domain": DOMAIN}, "media": {"srtp": srtp}, "endpoints": endpoints}
+    )
+    service, calls = build_sip_service(
+        config=config, store=store, clock=FakeClock(), ids_rules=[], data_dir=tmp_path
+    )
+    events: list[Event] = []
+    calls.events.subscribe(events.append)
+    bob = FakeFlow(peer=("192.0.2.20", 5060))
+    bob.transport = "udp"
+    calls.udp_sender = lambda _address: bob  # type: ignore[assignment,return-value]
+    return service, events
+
+
+async def test_calls_no_srtp_offer_restrict_by_zone_routes_as_restricted(
+    store: Store, tmp_path: Path
+) -> None:
+    # The fake flow's address is in the default "internet" zone.
+    service, events = _service(
+        store, tmp_path, "off", {"zones": {"internet": {"no_srtp_offer": "restrict"}}}
+    )
+    flow = FakeFlow()
+    assert _send(service, flow, "REGISTER", "alice", "reg").status == 200
+    refused = _send(service, flow, "INVITE", NATIONAL, "national", PLAIN)
+    assert (refused.status, refused.reason) == (403, "Device Restricted")
+    assert refused.headers.get("warning") == (
+        f'399 {DOMAIN} "device restricted by the endpoint policy: no SRTP in the offer; '
+        "offer SRTP: enable SRTP (SDES a=crypto or DTLS-SRTP) on the device; only "
+        'internal and emergency calls"'
+    )
+    # An SRTP offer from the same phone is not restricted: its class decides.
+    secure = _send(service, flow, "INVITE", NATIONAL, "secure", SRTP)
+    assert (secure.status, secure.reason) == (404, "No Route")  # no trunk: not restricted
+    assert [e.action for e in events if isinstance(e, AlertRaised)] == ["restrict"]
+
+
+async def test_calls_no_srtp_offer_skipped_where_media_requires_srtp(
+    store: Store, tmp_path: Path
+) -> None:
+    service, events = _service(store, tmp_path, "required", {"no_srtp_offer": "refuse"})
+    flow = FakeFlow()
+    assert _send(service, flow, "REGISTER", "alice", "reg").status == 200
+    plain = _send(service, flow, "INVITE", "bob", "plain", PLAIN)
+    # The media layer's own 488 (media/streams.py), not the policy's.
+    assert (plain.status, plain.reason, plain.headers.get("warning")) == (
+        488,
+        "Not Acceptable Here",
+        f'399 {DOMAIN} "SRTP required: offer RTP/SAVP with a=crypto"',
+    )
+    assert [e for e in events if isinstance(e, AlertRaised)] == []
