@@ -7,7 +7,9 @@ no_srtp_offer = "refuse"`` — alice's class, read through the call shell's clas
 Her plain-RTP call to bob gets 488 with the Warning naming the fix and a CDR row
 ``rejected``; her SRTP call goes to the B2BUA; her plain-RTP call to 112 is not refused
 for its media (503 Emergency Call Not Routable here, no trunk). One policy alert for
-the day, whatever the calls.
+the day, whatever the calls. A zone's ``restrict`` routes the plain call as a
+restricted device's; with ``media.srtp = "required"`` the check is skipped (the media
+layer's own 488, no policy alert).
 """
 
 from __future__ import annotations

@@ -18,6 +18,11 @@ also remembers, in memory, the devices whose last REGISTER it restricted, and
 on the call path): routing then lets the device call internal users and emergency
 numbers only (core/routing.py, core/emergency.py ``restricted_allows``).
 
+The policy of one device is the global ``[endpoints]`` made stricter by its zone's and
+its user's class's tables (:meth:`DeviceGate.settings_for`, ``effective_settings``),
+cached per (zone, class). At INVITE :meth:`DeviceGate.srtp_offer` grades the offer
+(``no_srtp_offer``) with the same settings and alerts once per device a day.
+
 Failure mode: the policy fails closed at start (bad fingerprint or advisory files stop
 ``serve`` with one error line, endpoints/loader.py) and is a pure function while
 serving; the inventory fails open (a write that cannot be made is the store writer's
