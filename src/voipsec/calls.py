@@ -47,6 +47,7 @@ from .core.b2bua import (
 from .core.callmodel import Call, Side, TransferEnded
 from .core.dialplan import EMERGENCY, DialplanConfigError
 from .core.dialplan_loader import load_dialplan
+from .core.emergency import exempt
 from .core.routing import (
     MAX_ASSERTED_IDENTITIES,
     Caller,
@@ -54,6 +55,7 @@ from .core.routing import (
     Refusal,
     Route,
     RoutingPolicy,
+    class_of,
     identity_mismatch,
     identity_refusal,
     media_peer,
@@ -64,6 +66,7 @@ from .core.routing import (
     user_caller,
 )
 from .core.transfer import ReferRefused, TransferB2bua, fork_user
+from .endpoints.policy import PolicyReason
 from .events import CallStarted, EventBus
 from .media.destinations import MediaPeer
 from .media.performer import LocalMedia, MediaAction, MediaDriver
@@ -229,6 +232,9 @@ class CallService:
             return self._refuse(flow, request, caller, user_part or "", _bad(err), now)
         if not user_part:
             return response_to(request, 404, "Not Found", to_tag=new_tag())
+        srtp = self._srtp_offer(flow, request, caller, now)
+        if srtp is not None and srtp.action == "restrict":
+            caller = replace(caller, restricted=caller.restricted or srtp.text)
         routed = route(
             caller,
             user_part,
@@ -237,6 +243,8 @@ class CallService:
             lookups=self._lookups(now),
         )
         self._emergency_alert(routed, caller, flow, now)
+        if srtp is not None and srtp.action == "refuse" and isinstance(routed, Route):
+            routed = _no_srtp_refusal(routed, srtp.text)
         if isinstance(routed, Refusal):
             if routed.detail:
                 log.info("refused call: %s", routed.detail)
@@ -275,6 +283,22 @@ class CallService:
             return caller
         restricted = self._devices.restriction(user, request, flow.peer[0])
         return caller if restricted is None else replace(caller, restricted=restricted)
+
+    def _srtp_offer(
+        self, flow: Flow, request: Request, caller: Caller, now: float
+    ) -> PolicyReason | None:
+        """Issue 18 ``no_srtp_offer``: the reason when a registered user's device offers
+        no SRTP (trunks are not devices: their media policy is the trunk's). Checked
+        where ``media.srtp`` is ``optional`` or ``off``."""
+        if self._devices is None or caller.user is None or caller.trunk is not None:
+            return None
+        if self.config.media.srtp == "required":
+            return None  # the media layer refuses a plain offer with 488 already
+        return self._devices.srtp_offer(caller.user, request, flow.peer[0], now)
+
+    def user_class(self, user: str) -> str:
+        """``user``'s class of service (the endpoint policy's per-class overrides)."""
+        return class_of(self._stored_class(user), self.routing.default_class)
 
     def _lookups(self, now: float) -> Lookups:
         """What routing may ask while it decides, answered from our tables."""
@@ -759,3 +783,18 @@ __all__ = [
     "identity_mismatch",
     "trunk_for",
 ]
+
+
+def _no_srtp_refusal(routed: Route, text: str) -> Route | Refusal:
+    """The 488 of ``no_srtp_offer = "refuse"``; an emergency call is never refused for
+    its media (core/emergency.py: emergency numbers are always routed)."""
+    destination = routed.destination
+    if destination is not None and exempt(destination.kind):
+        return routed
+    return Refusal(
+        status=488,
+        reason="Not Acceptable Here",
+        callee=routed.callee,
+        warning=text,
+        detail=text,
+    )

@@ -13,6 +13,7 @@ from typing import Protocol
 
 from .core.auth import Role
 from .edge.zones import Zone
+from .endpoints.policy import PolicyReason
 from .records import Binding, CdrRecord
 from .sip.layer import TxKey
 from .sip.message import Request, Response
@@ -58,6 +59,12 @@ class DeviceRestrictions(Protocol):
 
     def restriction(self, user: str, request: Request, source_ip: str) -> str | None:
         """Why the device is restricted, None when it is not."""
+        ...
+
+    def srtp_offer(
+        self, user: str, request: Request, source_ip: str, now: float
+    ) -> PolicyReason | None:
+        """The ``no_srtp_offer`` reason when the INVITE's offer carries no SRTP."""
         ...
 
 

@@ -572,6 +572,9 @@ def build_sip_service(
         media=media,
         devices=devices,
     )
+    if devices is not None:
+        # Per-class policy overrides read the call shell's cached class table.
+        devices.class_of = calls.user_class
     service.attach_calls(calls)
     return service, calls
 

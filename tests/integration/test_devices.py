@@ -18,6 +18,11 @@ The same server restricts a User-Agent no fingerprint matches
 phone registers (200, ``restricted``), then calls bob (a registered SIPp UAS: answered),
 112 (the trunk: answered, alerted) and a national number (403 whose Warning SIPp
 checks), each with its CDR row.
+
+Per class of service (issue 18 item 3): ``[endpoints.classes.premium-rate] md5_digest =
+"refuse"`` and dave in that class. gxp's MD5 REGISTER only warns (global policy); dave's
+gets 403 whose Warning names MD5 and the fix (the class read through the running call
+shell's class table), and no binding.
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ GXP = ("gxp", "gxp-secret-1")
 ALICE = ("alice", "alice-secret-1")
 CAROL = ("carol", "carol-secret-1")
 BOB = ("bob", "bob-secret-22")
+DAVE = ("dave", "dave-secret-1")
 #: What bench/sipp/call_uac*.xml send: no fingerprint matches it, so the policy
 #: restricts it (unknown_user_agent = "restrict").
 UNKNOWN = "voipsec-test-uac"
@@ -67,7 +73,7 @@ def trunk_port() -> int:
 def server(tmp_path_factory: pytest.TempPathFactory, trunk_port: int) -> Iterator[VoipsecServer]:
     prepared = prepare(
         tmp_path_factory.mktemp("devices") / "data",
-        users=[GXP, ALICE, CAROL, BOB],
+        users=[GXP, ALICE, CAROL, BOB, DAVE],
         settings=[
             ("auth.algorithms", '["MD5"]'),
             ("endpoints.advisory", '"refuse"'),
@@ -79,7 +85,9 @@ def server(tmp_path_factory: pytest.TempPathFactory, trunk_port: int) -> Iterato
         handle.write(
             f'\n[[trunks]]\nname = "carrier"\naddress = "tls:127.0.0.1:{trunk_port}"\n'
             f'domain = "{TRUNK_DOMAIN}"\nprefixes = ["+"]\n'
+            '\n[endpoints.classes.premium-rate]\nmd5_digest = "refuse"\n'
         )
+    voipsec("user", "class", DAVE[0], "premium-rate", data_dir=prepared.data_dir)
     voipsec("config", "get", "sip.domain", data_dir=prepared.data_dir)
     with serving(prepared) as running:
         yield running
@@ -402,3 +410,12 @@ def test_devices_restricted_phone_calls_internal_users_and_112_only(
         "carol -> 02071234567: device restricted (unknown User-Agent voipsec-test-uac; "
         "add a fingerprint to endpoints/fingerprints.yaml)" in server.log_text()
     )
+
+
+def test_devices_class_override_refuses_md5_for_its_users(
+    server: VoipsecServer, registered: dict[str, dict[str, Any]], tmp_path: Path
+) -> None:
+    # gxp's class is the default: its MD5 REGISTER only warned (the fixed-firmware test).
+    assert registered[FIXED]["status"] == "warn"
+    _sipp_register(server, tmp_path / "dave", "register_device_md5_refused.xml", FIXED, DAVE)
+    assert server.bindings("dave") == []

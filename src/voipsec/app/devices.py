@@ -18,6 +18,11 @@ also remembers, in memory, the devices whose last REGISTER it restricted, and
 on the call path): routing then lets the device call internal users and emergency
 numbers only (core/routing.py, core/emergency.py ``restricted_allows``).
 
+The policy of one device is the global ``[endpoints]`` made stricter by its zone's and
+its user's class's tables (:meth:`DeviceGate.settings_for`, ``effective_settings``),
+cached per (zone, class). At INVITE :meth:`DeviceGate.srtp_offer` grades the offer
+(``no_srtp_offer``) with the same settings and alerts once per device a day.
+
 Failure mode: the policy fails closed at start (bad fingerprint or advisory files stop
 ``serve`` with one error line, endpoints/loader.py) and is a pure function while
 serving; the inventory fails open (a write that cannot be made is the store writer's
@@ -30,18 +35,31 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from ..config import EndpointsSection
+from ..config import EndpointsOverrideSection, EndpointsSection
 from ..core.auth import Authenticated
 from ..endpoints.advisories import Advisory, matching
 from ..endpoints.loader import load_advisories, load_fingerprints
-from ..endpoints.policy import DeviceFacts, PolicyDecision, PolicySettings, decide
+from ..endpoints.policy import (
+    CHECKS,
+    MAX_WARNING_UA,
+    Action,
+    DeviceFacts,
+    PolicyDecision,
+    PolicyOverride,
+    PolicyReason,
+    PolicySettings,
+    decide,
+    effective_settings,
+    srtp_offer_reason,
+)
 from ..endpoints.useragent import MAX_USER_AGENT, DeviceFingerprint, identify
 from ..events import AlertRaised, DeviceRestrictionChanged, Event, EventBus, RemoteEvent
+from ..media.sdp import SdpError, parse_sdp
 from ..records import DeviceSighting
 from ..rulefile import RuleFileError
 from ..sip.errors import SipParseError
@@ -90,6 +108,35 @@ def policy_settings(section: EndpointsSection, certificate_days: int = 30) -> Po
         missing_certificate=section.missing_certificate,
         expiring_certificate=section.expiring_certificate,
         certificate_days=certificate_days,
+        no_srtp_offer=section.no_srtp_offer,
+    )
+
+
+def policy_override(section: EndpointsOverrideSection) -> PolicyOverride:
+    """One ``[endpoints.zones.*]`` or ``[endpoints.classes.*]`` table: the keys given."""
+    actions: dict[str, Action] = {}
+    for check in CHECKS:
+        action: Action | None = getattr(section, check)
+        if action is not None:
+            actions[check] = action
+    return PolicyOverride(actions=actions, minimum_firmware=dict(section.minimum_firmware))
+
+
+def srtp_offered(body: bytes) -> bool | None:
+    """Whether an INVITE's offer carries SRTP in every active media section (an m= line
+    RTP/SAVP(F) with a=crypto, or UDP/TLS/RTP/SAVP(F): DTLS-SRTP); None when there is
+    no offer to judge (no body: a late offer; or SDP the call layer will refuse)."""
+    if not body:
+        return None
+    try:
+        sdp = parse_sdp(body)
+    except SdpError:
+        return None
+    active = [m for m in sdp.media if m.port != 0]
+    if not active:
+        return None
+    return all(
+        m.secure and (bool(m.crypto) or m.proto.upper().startswith("UDP/TLS/")) for m in active
     )
 
 
@@ -113,6 +160,8 @@ def build_device_gate(
         raise EndpointDataError(str(err)) from None
     return DeviceGate(
         settings=policy_settings(section, certificate_days),
+        zone_overrides={k: policy_override(v) for k, v in section.zones.items()},
+        class_overrides={k: policy_override(v) for k, v in section.classes.items()},
         fingerprints=fingerprints,
         advisories=advisories,
         zone_of=zone_of,
@@ -163,8 +212,17 @@ class DeviceGate:
         zone_of: Callable[[str], str],
         writes: DeviceWrites,
         events: EventBus,
+        zone_overrides: Mapping[str, PolicyOverride] | None = None,
+        class_overrides: Mapping[str, PolicyOverride] | None = None,
     ) -> None:
         self.settings = settings
+        self._zone_overrides = dict(zone_overrides or {})
+        self._class_overrides = dict(class_overrides or {})
+        #: A user's class of service (the call shell's cached table, server.py); only
+        #: asked when a class override is configured.
+        self.class_of: Callable[[str], str] = lambda user: ""
+        #: (zone, class) -> the effective settings (at most zones x classes entries).
+        self._effective: dict[tuple[str, str], PolicySettings] = {}
         self.fingerprints = fingerprints
         self.advisories = advisories
         self._zone_of = zone_of
@@ -232,14 +290,15 @@ class DeviceGate:
             else (identity.not_after if identity is not None else None),
             now=now,
         )
-        decision = decide(facts, self.settings)
+        zone = self._zone_of(flow.peer[0])
+        decision = decide(facts, self.settings_for(auth.user, zone))
         sighting = DeviceSighting(
             user=auth.user,
             key=_device_key(request, user_agent, flow.peer[0]),
             aor=_aor(request),
             contact=_contact(request),
             source=flow_text(flow),
-            zone=self._zone_of(flow.peer[0]),
+            zone=zone,
             transport=flow.transport,
             tls_version=tls.version if tls is not None else "",
             tls_cipher=tls.cipher if tls is not None else "",
@@ -256,6 +315,63 @@ class DeviceGate:
             time=now,
         )
         return DeviceCheck(decision=decision, sighting=sighting, source_ip=flow.peer[0])
+
+    def settings_for(self, user: str, zone: str) -> PolicySettings:
+        """The policy for ``user``'s device in ``zone``: the global settings with the
+        zone's and the user's class's overrides, the stricter of them."""
+        if not self._zone_overrides and not self._class_overrides:
+            return self.settings
+        cos = self.class_of(user) if self._class_overrides else ""
+        settings = self._effective.get((zone, cos))
+        if settings is None:
+            applying = [
+                o
+                for o in (self._zone_overrides.get(zone), self._class_overrides.get(cos))
+                if o is not None
+            ]
+            settings = effective_settings(self.settings, *applying)
+            self._effective[(zone, cos)] = settings
+        return settings
+
+    def srtp_offer(
+        self, user: str, request: Request, source_ip: str, now: float
+    ) -> PolicyReason | None:
+        """The ``no_srtp_offer`` check of an INVITE from ``user``'s device: None when
+        the offer carries SRTP (or there is none, or it is allowed); else the reason,
+        alerted once per device a day. The call shell refuses (488), restricts or
+        lets the call go."""
+        offered = srtp_offered(request.body)
+        if offered is None:
+            return None
+        reason = srtp_offer_reason(offered, self.settings_for(user, self._zone_of(source_ip)))
+        if reason is None:
+            return None
+        user_agent = (request.headers.get("user-agent") or "")[:MAX_USER_AGENT]
+        key = "no_srtp_offer " + _device_key(request, user_agent, source_ip)
+        if self._first_today((user, key), now):
+            self._events.publish(
+                AlertRaised(
+                    what=f"device policy: no SRTP offer ({reason.action})",
+                    who=user,
+                    why=f"{user_agent[:MAX_WARNING_UA] or '(no User-Agent)'}: {reason.text}",
+                    action=reason.action,
+                    rule="endpoint_policy",
+                    time=now,
+                    source=source_ip,
+                )
+            )
+        return reason
+
+    def _first_today(self, key: tuple[str, str], now: float) -> bool:
+        """Whether ``key`` was not alerted yet today (and remember it was)."""
+        day = int(now // _DAY)
+        if self._alerted.get(key) == day:
+            return False
+        if len(self._alerted) >= MAX_ALERT_MEMORY:
+            self._alerted.clear()
+        self._alerted[key] = day
+        self._alerts += 1
+        return True
 
     def record(self, check: DeviceCheck) -> None:
         """Queue the sighting for the inventory; alert and log once per device a day."""
@@ -331,14 +447,8 @@ class DeviceGate:
 
     def _alert(self, check: DeviceCheck) -> None:
         seen = check.sighting
-        day = int(seen.time // _DAY)
-        key = (seen.user, seen.key)
-        if self._alerted.get(key) == day:
+        if not self._first_today((seen.user, seen.key), seen.time):
             return
-        if len(self._alerted) >= MAX_ALERT_MEMORY:
-            self._alerted.clear()
-        self._alerted[key] = day
-        self._alerts += 1
         why = "; ".join(r.text for r in check.decision.reasons)
         device = f"{seen.vendor} {seen.model} {seen.version}".strip() or seen.user_agent
         self._events.publish(

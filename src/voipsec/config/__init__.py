@@ -642,9 +642,47 @@ _FIRMWARE_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._-]{0,63}(?:/[A-Za-z0-9*?._
 _FIRMWARE_VERSION = re.compile(r"^[0-9][0-9A-Za-z.()+_-]{0,63}$")
 
 
+#: ``[endpoints.zones.*]`` and ``[endpoints.classes.*]`` tables together: one per zone
+#: and class is plenty; the bound keeps the per-device resolution cheap.
+MAX_POLICY_OVERRIDES = 64
+
+
+def _check_minimum_firmware(value: dict[str, str]) -> dict[str, str]:
+    if len(value) > MAX_MINIMUM_FIRMWARE:
+        raise ValueError(f"at most {MAX_MINIMUM_FIRMWARE} entries")
+    for key, version in value.items():
+        if not _FIRMWARE_KEY.match(key):
+            raise ValueError(f"{key[:80]!r} is not 'Vendor' or 'Vendor/MODEL-PATTERN'")
+        if not _FIRMWARE_VERSION.match(version):
+            raise ValueError(f"{key!r}: {version[:80]!r} is not a version (e.g. 1.0.7.81)")
+    return value
+
+
+class EndpointsOverrideSection(_Section):
+    """``[endpoints.zones.<zone>]`` / ``[endpoints.classes.<class>]``: only the keys
+    given apply, and only where stricter than ``[endpoints]`` (endpoints/policy.py
+    ``effective_settings``)."""
+
+    kev_advisory: PolicyAction | None = None
+    advisory: PolicyAction | None = None
+    unknown_user_agent: PolicyAction | None = None
+    md5_digest: PolicyAction | None = None
+    tls12: PolicyAction | None = None
+    below_minimum: PolicyAction | None = None
+    minimum_firmware: dict[str, str] = Field(default_factory=dict)
+    missing_certificate: PolicyAction | None = None
+    expiring_certificate: PolicyAction | None = None
+    no_srtp_offer: PolicyAction | None = None
+
+    @field_validator("minimum_firmware")
+    @classmethod
+    def _minimum_firmware(cls, value: dict[str, str]) -> dict[str, str]:
+        return _check_minimum_firmware(value)
+
+
 class EndpointsSection(_Section):
-    """The endpoint policy at REGISTER (docs/endpoints.md "Policy"). Safe defaults:
-    only a KEV-listed advisory refuses; the rest warns or is allowed."""
+    """The endpoint policy at REGISTER and INVITE (docs/endpoints.md "Policy"). Safe
+    defaults: only a KEV-listed advisory refuses; the rest warns or is allowed."""
 
     enabled: bool = True
     kev_advisory: PolicyAction = "refuse"
@@ -658,18 +696,36 @@ class EndpointsSection(_Section):
     #: "Expiring" means within ``pki.expiry_warning_days`` (one setting for the CA's
     #: alerts and this policy).
     expiring_certificate: PolicyAction = "warn"
+    #: At INVITE from a registered device: an offer with no SRTP. ``restrict`` routes
+    #: that call as a restricted device's (internal users and emergency numbers).
+    no_srtp_offer: PolicyAction = "warn"
+    #: Per zone (a ``[[zones]]`` name) and per class of service: stricter actions.
+    zones: dict[str, EndpointsOverrideSection] = Field(default_factory=dict)
+    classes: dict[str, EndpointsOverrideSection] = Field(default_factory=dict)
 
     @field_validator("minimum_firmware")
     @classmethod
     def _minimum_firmware(cls, value: dict[str, str]) -> dict[str, str]:
-        if len(value) > MAX_MINIMUM_FIRMWARE:
-            raise ValueError(f"at most {MAX_MINIMUM_FIRMWARE} entries")
-        for key, version in value.items():
-            if not _FIRMWARE_KEY.match(key):
-                raise ValueError(f"{key[:80]!r} is not 'Vendor' or 'Vendor/MODEL-PATTERN'")
-            if not _FIRMWARE_VERSION.match(version):
-                raise ValueError(f"{key!r}: {version[:80]!r} is not a version (e.g. 1.0.7.81)")
+        return _check_minimum_firmware(value)
+
+    @field_validator("classes")
+    @classmethod
+    def _classes(
+        cls, value: dict[str, EndpointsOverrideSection]
+    ) -> dict[str, EndpointsOverrideSection]:
+        for name in value:
+            if name not in CLASSES_OF_SERVICE:
+                raise ValueError(
+                    f"no class of service named {name[:64]!r} "
+                    f"(one of {', '.join(CLASSES_OF_SERVICE)})"
+                )
         return value
+
+    @model_validator(mode="after")
+    def _overrides(self) -> EndpointsSection:
+        if len(self.zones) + len(self.classes) > MAX_POLICY_OVERRIDES:
+            raise ValueError(f"at most {MAX_POLICY_OVERRIDES} zone and class tables in all")
+        return self
 
 
 class Config(_Section):
@@ -710,6 +766,16 @@ class Config(_Section):
         if len(set(names)) != len(names):
             raise ValueError("trunk names must be unique")
         return value
+
+    @model_validator(mode="after")
+    def _endpoint_zones(self) -> Config:
+        """Each ``[endpoints.zones.<zone>]`` names a configured zone (a typo would leave
+        the zone on the global policy unnoticed)."""
+        names = {z.name for z in self.zones}
+        for name in self.endpoints.zones:
+            if name not in names:
+                raise ValueError(f"endpoints.zones: no zone named {name[:64]!r}")
+        return self
 
     @model_validator(mode="after")
     def _emergency_trunk(self) -> Config:

@@ -260,9 +260,15 @@ tls12 = "allow"               # TLS 1.2 (AEAD suites only); tls.min_version forb
 below_minimum = "warn"        # firmware below minimum_firmware for its vendor/model
 missing_certificate = "allow" # no client certificate
 expiring_certificate = "warn" # client certificate expiring within pki.expiry_warning_days
+no_srtp_offer = "warn"        # at INVITE, an offer without SRTP (media.srtp optional/off)
 # Lowest firmware per "Vendor" or "Vendor/MODEL-PATTERN", e.g.
 # minimum_firmware = { "Grandstream/GXP16??" = "1.0.7.81" }
 minimum_firmware = {}
+# Per zone and per class of service, stricter actions (the stricter always wins):
+# [endpoints.zones.internet]
+# unknown_user_agent = "refuse"
+# [endpoints.classes.premium-rate]
+# advisory = "refuse"
 
 # SIP trunks (none by default). Calls whose E.164 number starts with one of a trunk's
 # prefixes go to it over TLS; calls from its source CIDRs are mapped by DID to users.

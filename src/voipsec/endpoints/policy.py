@@ -15,7 +15,17 @@ speak (linphone's mbedTLS 2.28 is TLS 1.2 only, PEERS.md) and voipsec's TLS 1.2
 suites are AEAD with forward secrecy only (pki/); a site that requires 1.3 sets
 ``tls.min_version``, or ``endpoints.tls12`` to grade it.
 
-SRTP offers are not known at REGISTER: that check belongs to the INVITE path.
+SRTP offers are not known at REGISTER: :func:`srtp_offer_reason` is the INVITE path's
+check (``no_srtp_offer``), on the same settings.
+
+Per zone and per class of service (``[endpoints.zones.<zone>]``,
+``[endpoints.classes.<class>]``), a :class:`PolicyOverride` names some actions and
+minimums; :func:`effective_settings` resolves the settings of one device as **the
+stricter** of the global settings and every override that applies (the gravest action
+per check; every minimum-firmware table is checked and the highest minimum that
+applies wins). An override can tighten the policy, never loosen it: a device in a
+strict zone stays held to it whatever its user's class says, and a typo'd or
+forgotten override can only leave the global policy in force.
 
 Sans-IO: facts and time come in as arguments.
 """
@@ -24,7 +34,7 @@ from __future__ import annotations
 
 import fnmatch
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from .advisories import Advisory
@@ -33,16 +43,20 @@ from .versions import compare_versions, try_parse_version
 
 __all__ = [
     "ACTIONS",
+    "CHECKS",
     "MAX_REASON_TEXT",
     "MAX_WARNING_UA",
     "Action",
     "DeviceFacts",
     "PolicyDecision",
+    "PolicyOverride",
     "PolicyReason",
     "PolicySettings",
     "decide",
+    "effective_settings",
     "minimum_for",
     "quote_warning_text",
+    "srtp_offer_reason",
     "warning_value",
 ]
 
@@ -58,6 +72,19 @@ MAX_WARNING_UA = 64
 #: Characters of one reason's text (a long CVE list is cut): the Warning header and
 #: the inventory's reasons column stay bounded.
 MAX_REASON_TEXT = 300
+
+#: The checks that take an action (the settings' and an override's keys).
+CHECKS = (
+    "kev_advisory",
+    "advisory",
+    "unknown_user_agent",
+    "md5_digest",
+    "tls12",
+    "below_minimum",
+    "missing_certificate",
+    "expiring_certificate",
+    "no_srtp_offer",
+)
 
 _DAY = 86_400.0
 
@@ -80,6 +107,30 @@ class PolicySettings:
     expiring_certificate: Action = "warn"
     #: A client certificate expiring within this many days is "expiring".
     certificate_days: int = 30
+    #: At INVITE: an offer with no SRTP (srtp_offer_reason).
+    no_srtp_offer: Action = "warn"
+    #: The minimum-firmware tables of the overrides that apply: each is checked like
+    #: ``minimum_firmware`` and the highest minimum found wins.
+    more_minimums: tuple[Mapping[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PolicyOverride:
+    """One zone's or class's ``[endpoints.*.<name>]`` table: only the keys it gives."""
+
+    actions: Mapping[str, Action] = field(default_factory=dict)
+    minimum_firmware: Mapping[str, str] = field(default_factory=dict)
+
+
+def effective_settings(base: PolicySettings, *overrides: PolicyOverride) -> PolicySettings:
+    """The settings for a device that ``overrides`` apply to: per check the gravest of
+    ``base`` and the overrides' actions; their minimum tables added to those checked."""
+    actions: dict[str, Action] = {}
+    for check in CHECKS:
+        given = [o.actions[check] for o in overrides if check in o.actions]
+        actions[check] = max([getattr(base, check), *given], key=ACTIONS.index)
+    more = tuple(o.minimum_firmware for o in overrides if o.minimum_firmware)
+    return replace(base, **actions, more_minimums=base.more_minimums + more)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -197,9 +248,13 @@ def minimum_for(device: Device, minimums: Mapping[str, str]) -> str | None:
 
 def _minimum_reasons(facts: DeviceFacts, settings: PolicySettings) -> list[PolicyReason]:
     device = facts.device
-    if device is None or not settings.minimum_firmware:
+    if device is None:
         return []
-    minimum = minimum_for(device, settings.minimum_firmware)
+    minimum: str | None = None
+    for table in (settings.minimum_firmware, *settings.more_minimums):
+        found = minimum_for(device, table)
+        if found is not None and (minimum is None or compare_versions(found, minimum) > 0):
+            minimum = found
     if minimum is None:
         return []
     label = f"{device.vendor} {device.model}"
@@ -246,6 +301,18 @@ def _certificate_reasons(facts: DeviceFacts, settings: PolicySettings) -> list[P
             f"client certificate expires in {days} days; renew it (voipsec ca renew)",
         )
     ]
+
+
+def srtp_offer_reason(offered: bool, settings: PolicySettings) -> PolicyReason | None:
+    """The ``no_srtp_offer`` check of an INVITE whose offer did (not) carry SRTP; None
+    when it passes or is allowed."""
+    if offered or settings.no_srtp_offer == "allow":
+        return None
+    return _reason(
+        "no_srtp_offer",
+        settings.no_srtp_offer,
+        "no SRTP in the offer; offer SRTP: enable SRTP (SDES a=crypto or DTLS-SRTP) on the device",
+    )
 
 
 def quote_warning_text(text: str) -> str:
