@@ -17,7 +17,7 @@ import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich import box
@@ -201,6 +201,12 @@ def _print_table(table: Table) -> None:
     console.print(table)
 
 
+def _exit_with(err: DevicesFailed) -> NoReturn:
+    """The one error line and exit status 1 of every voipsec command."""
+    typer.echo(f"voipsec: error: {err}", err=True)
+    raise typer.Exit(1) from None
+
+
 @devices_app.command("list")
 def list_command(
     user: Annotated[str | None, typer.Option(metavar="U", help="Only this user's.")] = None,
@@ -214,8 +220,7 @@ def list_command(
             raise DevicesFailed("--format must be table, json or csv")
         records = list_devices(dir, user)
     except DevicesFailed as err:
-        typer.echo(f"voipsec: error: {err}", err=True)
-        raise typer.Exit(1) from None
+        _exit_with(err)
     if format == "json":
         typer.echo(devices_json(records))
     elif format == "csv":
@@ -233,8 +238,7 @@ def show_command(
     try:
         record = show_device(dir, id)
     except DevicesFailed as err:
-        typer.echo(f"voipsec: error: {err}", err=True)
-        raise typer.Exit(1) from None
+        _exit_with(err)
     typer.echo(json.dumps(device_fields(record), indent=2))
 
 
@@ -280,8 +284,7 @@ def report_command(
             raise DevicesFailed("--format must be md, json or csv")
         postures = report_devices(dir, now)
     except DevicesFailed as err:
-        typer.echo(f"voipsec: error: {err}", err=True)
-        raise typer.Exit(1) from None
+        _exit_with(err)
     if format == "json":
         typer.echo(report_json(postures))
     elif format == "csv":

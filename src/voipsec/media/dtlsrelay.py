@@ -86,10 +86,8 @@ class DtlsRelay:
 
     def _take_dtls_offer(self, leg: Leg, sdp: Sdp, section: Media) -> None:
         """A browser's offer (RFC 5763 §5): its fingerprints, and our role in answer.
-        The handshake's deadline starts when our answer is written (:meth:`_dtls_answered`)."""
-        if self.srtp == "off":
-            self._refused += 1
-            raise MediaRefused(488, "SRTP is switched off here: offer RTP/AVP")
+        The handshake's deadline starts when our answer is written (:meth:`_dtls_answered`);
+        ``srtp = "off"`` refused the offer before (.streams.offer_refusal)."""
         state = leg.dtls or LegDtls()
         leg.dtls, leg.plain = state, False
         state.mid = mid_of(section)

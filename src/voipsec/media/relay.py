@@ -513,8 +513,9 @@ class MediaRelay(DtlsRelay):
         return media
 
     def _take_offer(self, leg: Leg, sdp: Sdp, audio: Media) -> None:
-        """The peer's offer: where it receives, and the key it sends with."""
-        _check_remote(sdp, audio)
+        """The peer's offer: where it receives, and the key it sends with. The policy
+        (address, SRTP required or off, an acceptable suite) was checked for the whole
+        offer first (:meth:`_refusals`, .streams.offer_refusal): here it is taken."""
         leg.proto = audio.proto
         leg.rtcp_mux = audio.rtcp_mux  # our answer accepts the offered rtcp-mux
         if is_dtls_section(audio):
@@ -527,18 +528,10 @@ class MediaRelay(DtlsRelay):
             leg.suite, leg.tx, leg.rx = None, None, None
             leg.tx_master = leg.rx_master = b""
         if not audio.secure:
-            if self.srtp == "required":
-                self._refused += 1
-                raise MediaRefused(488, "SRTP required: offer RTP/SAVP with a=crypto")
             self._go_plain(leg)
             return
-        if self.srtp == "off":
-            self._refused += 1
-            raise MediaRefused(488, "SRTP is switched off here: offer RTP/AVP")
         chosen = choose(audio.crypto, self.preference)
-        if chosen is None:
-            self._refused += 1
-            raise MediaRefused(488, "no acceptable SRTP crypto suite offered")
+        assert chosen is not None  # offer_refusal refused the offer otherwise
         suite = SUITES[chosen.suite]
         master = master_of(chosen)
         leg.plain = False
