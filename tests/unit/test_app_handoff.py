@@ -313,3 +313,13 @@ def test_handoff_carries_the_tls_details_the_endpoint_policy_checks() -> None:
     assert _route(zero, phone, _bye("ours.w1")) is True
     [(flow, _, _)] = one.handled
     assert flow.tls == tls  # type: ignore[attr-defined]
+
+
+def test_handoff_tls_names_beyond_max_tls_name_are_dropped() -> None:
+    from voipsec.app.handoff import MAX_TLS_NAME, _tls
+
+    assert _tls(["TLSv1.3", "c" * MAX_TLS_NAME, None]) == TlsInfo(
+        version="TLSv1.3", cipher="c" * MAX_TLS_NAME, cert_not_after=None
+    )
+    assert _tls(["TLSv1.3", "c" * (MAX_TLS_NAME + 1), None]) is None
+    assert _tls(["TLSv1.3", 7, None]) is None

@@ -164,3 +164,32 @@ def test_calls_emergency_calls_per_user_are_bounded(store: Store) -> None:
         "too many emergency calls in progress for this user",
     )
     assert admit("bob").refusal is None
+
+
+async def test_calls_emergency_calls_past_the_reserve_are_turned_away(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Above calls.max_calls only EMERGENCY_RESERVE more calls are let in, emergency
+    ones only: past it, 112 too gets 503 Too Many Calls (the relay's capacity holds)."""
+    from voipsec import calls as calls_module
+
+    service, _ = build_sip_service(
+        config=Config.model_validate({"sip": {"domain": DOMAIN}, "calls": {"max_calls": 1}}),
+        store=store,
+        clock=FakeClock(),
+        ids_rules=[],
+    )
+    service.calls.cdr.start()
+    bob = FakeFlow(peer=("192.0.2.20", 5060))
+    bob.transport = "udp"
+    service.calls.udp_sender = lambda _address: bob  # type: ignore[assignment,return-value]
+    flow = FakeFlow()
+    assert _call(service, flow, "bob", "first").status == 100
+    monkeypatch.setattr(calls_module, "EMERGENCY_RESERVE", 0)
+    service.on_stream_message(flow, _invite("112", "over", 1))  # type: ignore[arg-type]
+    busy = _last(flow)
+    assert (busy.status, busy.reason) == (503, "Too Many Calls")
+    monkeypatch.setattr(calls_module, "EMERGENCY_RESERVE", 1)
+    within = _call(service, flow, "112", "within")  # let in; no trunk routes it here
+    assert (within.status, within.reason) == (503, "Emergency Call Not Routable")
+    service.calls.cdr.stop()

@@ -531,3 +531,62 @@ async def _video_added_towards_a_browser() -> str:
 
 def test_dtls_video_added_mid_call_towards_a_browser_is_offered_dtls() -> None:
     assert asyncio.run(_video_added_towards_a_browser()) == "UDP/TLS/RTP/SAVPF crypto=0"
+
+
+def test_dtls_leg_mid_beyond_max_mid_is_not_written_back() -> None:
+    from voipsec.media.dtlsleg import MAX_MID, mid_of
+
+    def section(mid: str) -> Media:
+        body = _browser_sdp(5000, _identity(), "actpass").replace(
+            b"a=mid:0", f"a=mid:{mid}".encode()
+        )
+        return parse_sdp(body).media[0]
+
+    assert mid_of(section("a" * MAX_MID)) == "a" * MAX_MID
+    assert mid_of(section("a" * (MAX_MID + 1))) is None
+
+
+def test_dtls_icelite_remembers_at_most_max_checked_sources() -> None:
+    from voipsec.media.icelite import MAX_CHECKED_SOURCES, IceCredentials, IceLite
+
+    ice = IceLite(
+        local=IceCredentials(ufrag="ours", pwd="p" * 22),
+        remote=IceCredentials(ufrag="them", pwd="q" * 22),
+    )
+    sources = [("127.0.0.1", 5000 + n) for n in range(MAX_CHECKED_SOURCES + 1)]
+    for source in sources:
+        ice.answered(source)
+    ice.answered(sources[-1])  # again: not remembered twice
+    assert ice.checked == tuple(sources[1:])  # the oldest is forgotten
+
+
+async def _stray_flood() -> tuple[list[tuple[str, str]], int]:
+    """Without ICE, forged handshakes from the leg's own address, one after another:
+    past MAX_DTLS_RESETS restarts the call ends at once (no need to wait the deadline)."""
+    from voipsec.media.dtlsleg import MAX_DTLS_RESETS
+
+    relay = _relay(dtls_timeout=60.0)
+    browser = _udp()
+    try:
+        relay.offer("c1", "a", _browser_sdp(browser.getsockname()[1], _identity(), "actpass"), PEER)
+        answer = parse_sdp(relay.answer("c1", "b", _phone_sdp(4000, new_master(SUITE)), PEER))
+        failed: list[tuple[str, str]] = []
+        for _ in range(MAX_DTLS_RESETS + 1):
+            with _udp() as stray:
+                forged = DtlsEndpoint(_identity(), "client", [relay.identity.fingerprint], 0.0)
+                await _handshake(forged, stray, answer.media[0].port, relay)
+            failed.extend(relay.failures())
+        leg = relay._calls["c1"].legs["a"]
+        assert leg.dtls is not None
+        return failed, leg.dtls.resets
+    finally:
+        relay.close()
+        browser.close()
+
+
+def test_dtls_restarts_are_bounded_by_max_dtls_resets() -> None:
+    from voipsec.media.dtlsleg import MAX_DTLS_RESETS
+
+    failed, resets = asyncio.run(_stray_flood())
+    assert failed == [("c1", "DTLS fingerprint mismatch (sha-256)")]
+    assert resets == MAX_DTLS_RESETS

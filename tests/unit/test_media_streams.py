@@ -483,3 +483,26 @@ def test_streams_an_sdp_address_with_a_zone_id_is_not_an_address() -> None:
         b"m=audio 5000 RTP/SAVP 0\r\n"
     )
     assert sdp.address(sdp.media[0]) is None
+
+
+def test_streams_retired_reports_are_bounded_by_max_retired_legs() -> None:
+    """Video added and removed by re-INVITE, again and again: the closed streams'
+    reports kept for the CDR stop at MAX_RETIRED_LEGS (the newest)."""
+    from voipsec.media.legs import MAX_RETIRED_LEGS
+
+    async def run() -> int:
+        relay = _relay(pairs=4)
+        aa, ba = new_master(SUITE), new_master(SUITE)
+        try:
+            relay.offer("c1", "a", _av(4000, None, aa, b""), PEER)
+            relay.answer("c1", "b", _av(5000, None, ba, b""), PEER)
+            for _ in range(MAX_RETIRED_LEGS):  # each round retires two legs
+                relay.offer("c1", "a", _av(4000, 4002, aa, new_master(SUITE)), PEER)
+                relay.answer("c1", "b", _av(5000, 5002, ba, new_master(SUITE)), PEER)
+                relay.offer("c1", "a", _av(4000, 0, aa, b""), PEER)
+                relay.answer("c1", "b", _av(5000, 0, ba, b""), PEER)
+            return len(relay._calls["c1"].retired)
+        finally:
+            relay.close()
+
+    assert asyncio.run(run()) == MAX_RETIRED_LEGS
