@@ -561,6 +561,7 @@ def test_relay_re_encrypts_a_known_payload_never_in_clear(
         with scripted_call(server) as (alice, bob):
             a_relay, b_relay = alice.media.target, bob.media.target
             assert a_relay is not None and b_relay is not None and a_relay != b_relay
+            a_phone, b_phone = alice.media.port, bob.media.port
             talk_then_hang_up(alice, bob, 100)
             a_sent, b_sent = len(alice.media.sent), len(bob.media.sent)
 
@@ -570,13 +571,17 @@ def test_relay_re_encrypts_a_known_payload_never_in_clear(
         assert bob.media.undecryptable == alice.media.undecryptable == 0
 
     packets = capture.packets()
-    relay_ports = {a_relay[1], b_relay[1]}
-    # The capture's start probes went to a free port of the range, which the relay may
-    # have taken for this call's legs afterwards: they are not media.
+    # This call's flows only: each phone and its relay leg, both ways. A peer of an
+    # earlier test on this worker may still send to a port the relay now gave this
+    # call (seen in CI: a 320-byte datagram), and the capture's start probes went to a
+    # free port of the range, which the relay may have taken for these legs: neither
+    # is this call's media.
+    flows = {
+        frozenset((a_phone, a_relay[1])),
+        frozenset((b_phone, b_relay[1])),
+    }
     relayed = [
-        p
-        for p in packets
-        if (p[0] in relay_ports or p[1] in relay_ports) and not p[2].startswith(PROBE)
+        p for p in packets if frozenset((p[0], p[1])) in flows and not p[2].startswith(PROBE)
     ]
     # Both directions on both legs: phone -> relay and relay -> phone.
     assert len(relayed) >= 4 * 100, len(relayed)
