@@ -25,6 +25,7 @@ from rich.table import Table
 from rich.text import Text
 
 from . import __version__, logfmt
+from .audit.cli import AuditFailed, audit
 from .config import (
     CLASSES_OF_SERVICE,
     CONFIG_NAME,
@@ -78,6 +79,7 @@ cdr_app = typer.Typer(help="Call detail records.", no_args_is_help=True)
 app.add_typer(cdr_app, name="cdr")
 app.add_typer(endpoints_app, name="endpoints")
 app.add_typer(devices_app, name="devices")
+app.command("audit")(audit)
 
 DirOption = Annotated[Path, typer.Option("--dir", help="Data directory.", show_default=True)]
 DEFAULT_DIR = Path("./voipsec-data")
@@ -784,7 +786,7 @@ def main() -> None:
     """Entry point: run the app, turning known errors into one line and exit 1."""
     try:
         app(standalone_mode=True)
-    except (CliError, StoreError, FileExistsError) as err:
+    except (CliError, StoreError, FileExistsError, AuditFailed) as err:
         typer.echo(f"voipsec: error: {err}", err=True)
         sys.exit(1)
     except ConfigError as err:

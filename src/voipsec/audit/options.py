@@ -1,0 +1,34 @@
+"""What a live probe may use: credentials, the installation's own settings, bounds."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..config import Config
+
+__all__ = ["PROBE_TIMEOUT", "ProbeOptions"]
+
+#: Seconds a probe waits for one answer before calling the target silent.
+PROBE_TIMEOUT = 3.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProbeOptions:
+    """Inputs of the live probes.
+
+    ``own`` is set when the target is this installation (``voipsec audit --dir DIR``
+    without ``--target``): fixes are then ``voipsec config set`` lines, and credentials
+    a probe needs for TURN are made from ``data_dir``'s keys. ``user``/``password``
+    are a test user's (``--user``/``--password``) for the media and authentication
+    probes, ``turn_user``/``turn_password`` a TURN server's long-term credentials
+    (``--turn-user``/``--turn-password``); never printed.
+    """
+
+    user: str | None = None
+    password: str | None = field(default=None, repr=False)
+    turn_user: str | None = None
+    turn_password: str | None = field(default=None, repr=False)
+    own: Config | None = None
+    data_dir: Path | None = None
+    timeout: float = PROBE_TIMEOUT
