@@ -98,6 +98,7 @@ SANS_IO = (
     "endpoints/feeds.py",
     "pki/lifecycle.py",
     "endpoints/policy.py",
+    "endpoints/offer.py",
 )
 #: The shell's loaders that live beside their cores: they are the ones that read.
 LOADERS = frozenset({"core/dialplan_loader.py", "edge/ids_loader.py", "monitor/fraud/loader.py"})
