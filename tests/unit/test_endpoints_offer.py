@@ -24,7 +24,7 @@ def _crypto(*suites: str) -> list[str]:
 
 
 def test_offer_sdes_suites_in_offer_order() -> None:
-    # The two suites baresip's srtp module offers for mediaenc=srtp-mand (RFC 6188 first).
+    # RFC 6188's 256-bit suite preferred to RFC 4568's AES_CM_128_HMAC_SHA1_80.
     body = _sdp(
         "m=audio 4000 RTP/SAVP 0",
         *_crypto("AES_256_CM_HMAC_SHA1_80", "AES_CM_128_HMAC_SHA1_80"),
