@@ -288,13 +288,14 @@ class CallService:
         self, flow: Flow, request: Request, caller: Caller, now: float
     ) -> PolicyReason | None:
         """Issue 18 ``no_srtp_offer``: the reason when a registered user's device offers
-        no SRTP (trunks are not devices: their media policy is the trunk's). Checked
-        where ``media.srtp`` is ``optional`` or ``off``."""
+        no SRTP (trunks are not devices: their media policy is the trunk's). Graded
+        where ``media.srtp`` is ``optional`` or ``off``; the suites offered go to the
+        device's inventory row whatever ``media.srtp`` is."""
         if self._devices is None or caller.user is None or caller.trunk is not None:
             return None
-        if self.config.media.srtp == "required":
-            return None  # the media layer refuses a plain offer with 488 already
-        return self._devices.srtp_offer(caller.user, request, flow.peer[0], now)
+        # With "required" the media layer refuses a plain offer with 488 already.
+        graded = self.config.media.srtp != "required"
+        return self._devices.srtp_offer(caller.user, request, flow.peer[0], now, graded=graded)
 
     def user_class(self, user: str) -> str:
         """``user``'s class of service (the endpoint policy's per-class overrides)."""

@@ -62,9 +62,10 @@ class DeviceRestrictions(Protocol):
         ...
 
     def srtp_offer(
-        self, user: str, request: Request, source_ip: str, now: float
+        self, user: str, request: Request, source_ip: str, now: float, *, graded: bool = True
     ) -> PolicyReason | None:
-        """The ``no_srtp_offer`` reason when the INVITE's offer carries no SRTP."""
+        """Record the SRTP suites the INVITE offers for the device's inventory row; when
+        ``graded``, the ``no_srtp_offer`` reason if the offer carries no SRTP."""
         ...
 
 

@@ -251,3 +251,22 @@ class DeviceRecord:
     seen: DeviceSighting
     first_seen: float
     registrations: int
+    #: The SRTP its last INVITE offered (endpoints/offer.py: ``AES_CM_128_HMAC_SHA1_80
+    #: dtls``..., ``none`` for plain RTP); "" before its first INVITE with an offer.
+    srtp_suites: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeviceSrtpOffer:
+    """What one INVITE offered of SRTP, for the inventory row of ``user``'s device
+    ``key`` (the key its REGISTER was recorded under, DeviceSighting.key)."""
+
+    user: str
+    key: str
+    suites: str
+    time: float = 0.0
+
+
+#: What the gate queues for the inventory, written in order (a REGISTER's row before
+#: the SRTP offer of the INVITE that followed it).
+DeviceWrite = DeviceSighting | DeviceSrtpOffer

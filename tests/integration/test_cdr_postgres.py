@@ -85,6 +85,7 @@ def test_cdr_postgres_a_call_is_listed_from_postgres(
     bob = ScriptedPhone(server, *BOB)
     bob.register()
     alice = ScriptedPhone(server, *ALICE)
+    alice.register()  # a device of the inventory: its INVITE's SRTP offer is recorded
     assert alice.invite("bob", "pg-call-1").status == 100
     b_invite = bob.request()
     bob.answer(b_invite, 200, "OK", SDP)
@@ -133,21 +134,28 @@ def test_cdr_postgres_a_call_is_listed_from_postgres(
     assert in_pg == [(row["id"], "pg-call-1", "answered", "alice")]
     assert _sqlite_cdr_count(server.data_dir) == 0
 
-    # The device inventory went there too (storage/devices_db.py): bob's REGISTER is
-    # listed by `voipsec devices list`, read from PostgreSQL; voipsec.db has no row.
+    # The device inventory went there too (storage/devices_db.py): the REGISTERs are
+    # listed by `voipsec devices list`, read from PostgreSQL, with the SRTP suites of
+    # alice's offer (tests/peers/phone.py SDP); voipsec.db has no row.
     devices: list[dict[str, object]] = []
 
     def listed() -> bool:
         out = voipsec("devices", "list", "--format", "json", data_dir=server.data_dir).stdout
         devices[:] = json.loads(out)
-        return len(devices) == 1
+        return len(devices) == 2 and bool(devices[0]["srtp_suites"])
 
-    wait_for(listed, deadline=15.0, what="bob's device in the inventory")
-    (device,) = devices
+    wait_for(listed, deadline=15.0, what="the two devices, alice's with its SRTP offer")
+    a_device, device = devices
     assert (device["user"], device["transport"], device["registrations"]) == ("bob", "tls", 1)
+    assert (a_device["user"], a_device["srtp_suites"]) == ("alice", "AES_CM_128_HMAC_SHA1_80")
     with psycopg.connect(postgres_url) as conn:
-        in_pg = conn.execute('SELECT id, "user", status, registrations FROM devices').fetchall()
-    assert in_pg == [(device["id"], "bob", device["status"], 1)]
+        in_pg = conn.execute(
+            'SELECT id, "user", status, registrations, srtp_suites FROM devices ORDER BY id'
+        ).fetchall()
+    assert in_pg == [
+        (device["id"], "bob", device["status"], 1, ""),
+        (a_device["id"], "alice", a_device["status"], 1, "AES_CM_128_HMAC_SHA1_80"),
+    ]
     assert _sqlite_count(server.data_dir, "devices") == 0
 
 

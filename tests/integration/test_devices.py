@@ -7,9 +7,11 @@ KEV only). SIPp, through a stunnel TLS hop, registers with the User-Agent of a
 vulnerable firmware (``Grandstream GXP1625 1.0.2.25``, the format Greenbone quotes,
 docs/endpoints.md) and gets 403 whose Warning names CVE-2026-2329 and 1.0.7.81 (the
 scenario checks it), then with the fixed firmware and gets 200; baresip registers
-over TLS with a device certificate from ``voipsec ca issue``. ``voipsec devices list
---format json`` then shows the three devices as the policy saw them, and ``voipsec
-devices report --format json`` grades them (advisories with CVSS, certificate, digest).
+over TLS with a device certificate from ``voipsec ca issue`` and calls carol (not
+registered yet: 480) with an SRTP offer. ``voipsec devices list --format json`` then
+shows the three devices as the policy saw them, baresip's with the SRTP suite its
+INVITE offered, and ``voipsec devices report --format json`` grades them (advisories
+with CVSS, certificate, digest, SRTP).
 
 The same server restricts a User-Agent no fingerprint matches
 (``endpoints.unknown_user_agent = "restrict"``: the SIPp call scenarios' own
@@ -17,7 +19,7 @@ The same server restricts a User-Agent no fingerprint matches
 "+", a SIPp UAS behind a stunnel server hop, as in test_calls_sipp.py): carol's SIPp
 phone registers (200, ``restricted``), then calls bob (a registered SIPp UAS: answered),
 112 (the trunk: answered, alerted) and a national number (403 whose Warning SIPp
-checks), each with its CDR row.
+checks), each with its CDR row; carol's row has the SRTP suite of SIPp's offers.
 
 Per class of service (issue 18 item 3): ``[endpoints.classes.premium-rate] md5_digest =
 "refuse"`` and dave in that class. gxp's MD5 REGISTER only warns (global policy); dave's
@@ -137,7 +139,7 @@ def registered(
     sip_port, ctrl_port = free_sip_ports()
     with Baresip(
         work / "baresip",
-        account_line=account_line(*ALICE, server_port=server.port),
+        account_line=account_line(*ALICE, server_port=server.port, extra="mediaenc=srtp-mand"),
         ca_file=server.ca,
         sip_port=sip_port,
         ctrl_port=ctrl_port,
@@ -145,13 +147,18 @@ def registered(
     ) as ua:
         event = ua.wait_event("REGISTER_OK", "REGISTER_FAIL", deadline=DEADLINE)
         assert event["type"] == "REGISTER_OK", (event, ua.log_text()[-3000:])
+        # A call to carol, not registered yet (480): its INVITE's SRTP offer is what
+        # the inventory records for alice's phone.
+        ua.send("dial", f"sip:{CAROL[0]}@localhost")
+        closed = ua.wait_event("CALL_CLOSED", deadline=DEADLINE)
+        assert "480" in str(closed["param"]), (closed, ua.log_text()[-3000:])
         found: list[dict[str, Any]] = []
 
         def three() -> bool:
             found[:] = _devices(server)
-            return len(found) == 3
+            return len(found) == 3 and any(r["srtp_suites"] for r in found)
 
-        wait_for(three, deadline=DEADLINE, what="three devices in the inventory")
+        wait_for(three, deadline=DEADLINE, what="three devices, alice's with its SRTP offer")
     return {row["user_agent"].split(" (")[0]: row for row in found}
 
 
@@ -213,6 +220,8 @@ def test_devices_baresip_with_certificate_listed(
     assert row["cert_serial"] != ""
     assert isinstance(row["cert_expiry"], float)
     assert row["status"] == "warn"
+    # The suite of its INVITE's offer (mediaenc=srtp-mand: RTP/SAVP with a=crypto).
+    assert row["srtp_suites"] == "AES_CM_128_HMAC_SHA1_80"
     shown = json.loads(voipsec("devices", "show", str(row["id"]), data_dir=server.data_dir).stdout)
     # baresip's de-REGISTER when it stops (after the fixture's snapshot) may land before
     # this read: it updates last_seen and the count, nothing else.
@@ -272,6 +281,8 @@ def test_devices_report_grades_real_registrations(
         "switch the phone to SHA-256 digest (RFC 8760)",
     ]
     assert alice["cert_serial"] == registered["baresip v1.0.0"]["cert_serial"]
+    # SRTP offered (alice's call) or not seen (the SIPp phones only registered): no finding.
+    assert [r["srtp_suites"] for r in rows] == ["", "AES_CM_128_HMAC_SHA1_80", ""]
     assert (alice["tls_version"], fixed["firmware"]) == ("TLSv1.3", "up to date")
     assert alice["actions"] == fixed["actions"] == ["switch the phone to SHA-256 digest (RFC 8760)"]
 
@@ -403,6 +414,10 @@ def test_devices_restricted_phone_calls_internal_users_and_112_only(
         return bool(alerts)
 
     wait_for(alerted, deadline=DEADLINE, what="the emergency_call alert")
+    # The SRTP suite SIPp's offers name (bench/sipp/call_uac.xml), on carol's row.
+    assert [r["srtp_suites"] for r in _devices(server) if r["user"] == "carol"] == [
+        "AES_CM_128_HMAC_SHA1_80"
+    ]
     (line,) = alerts
     assert "emergency call: carol: dialled 112 from 127.0.0.1:" in line, line
     assert line.endswith("; routed to trunk carrier"), line

@@ -25,7 +25,7 @@ from voipsec.endpoints.loader import load_advisories, load_fingerprints
 from voipsec.endpoints.policy import PolicySettings
 from voipsec.events import AlertRaised, DeviceRestrictionChanged, Event, EventBus, RemoteEvent
 from voipsec.ipc import decode_event, encode_event
-from voipsec.records import Binding, DeviceSighting
+from voipsec.records import Binding, DeviceSrtpOffer, DeviceWrite
 from voipsec.sip.message import Request, Response, parse_message
 from voipsec.transport.connections import Flow
 from voipsec.transport.stream import TlsInfo
@@ -54,14 +54,14 @@ class Auth:
 class Writes:
     def __init__(self) -> None:
         self.bindings: list[Binding] = []
-        self.devices: list[DeviceSighting] = []
+        self.devices: list[DeviceWrite] = []
 
     def save_bindings(
         self, upserts: Iterable[Binding], removals: Iterable[tuple[str, str]]
     ) -> None:
         self.bindings.extend(upserts)
 
-    def save_devices(self, sightings: Iterable[DeviceSighting]) -> None:
+    def save_devices(self, sightings: Iterable[DeviceWrite]) -> None:
         self.devices.extend(sightings)
 
 
@@ -280,8 +280,9 @@ def test_app_devices_alert_memory_bounded(monkeypatch: pytest.MonkeyPatch) -> No
 MD5_REASON = "MD5 digest; configure SHA-256 (RFC 8760)"
 
 
-def _invite(user_agent: str, instance: str = "") -> Request:
+def _invite(user_agent: str, instance: str = "", body: bytes = b"") -> Request:
     params = f';+sip.instance="<urn:uuid:{instance}>"' if instance else ""
+    content = "Content-Type: application/sdp\r\n" if body else ""
     data = (
         f"INVITE sip:bob@{DOMAIN} SIP/2.0\r\n"
         "Via: SIP/2.0/TLS 192.0.2.10:40000;branch=z9hG4bKinv\r\n"
@@ -292,8 +293,8 @@ def _invite(user_agent: str, instance: str = "") -> Request:
         "CSeq: 1 INVITE\r\n"
         f"Contact: <sip:alice@192.0.2.10:40000;transport=tls>{params}\r\n"
         f"User-Agent: {user_agent}\r\n"
-        "Content-Length: 0\r\n\r\n"
-    ).encode()
+        f"{content}Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
     message = parse_message(data)
     assert isinstance(message, Request)
     return message
@@ -426,3 +427,118 @@ def test_app_devices_restriction_of_an_unparsable_contact_is_by_user_agent() -> 
     message = parse_message(raw)
     assert isinstance(message, Request)
     assert gate.restriction("alice", message, "192.0.2.10") == MD5_REASON
+
+
+# -- the SRTP suites an INVITE offers (issue 18 item 1) ---------------------------------
+
+KEY = "AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0e"
+
+
+def _offer(*crypto: str, proto: str = "RTP/SAVP") -> bytes:
+    lines = [
+        "v=0",
+        "o=- 1 1 IN IP4 192.0.2.10",
+        "s=-",
+        "c=IN IP4 192.0.2.10",
+        "t=0 0",
+        f"m=audio 4000 {proto} 0",
+        *(f"a=crypto:{n} {suite} inline:{KEY}" for n, suite in enumerate(crypto, 1)),
+    ]
+    return ("\r\n".join(lines) + "\r\n").encode()
+
+
+def _offers(writes: Writes) -> list[tuple[str, str, str]]:
+    return [(w.user, w.key, w.suites) for w in writes.devices if isinstance(w, DeviceSrtpOffer)]
+
+
+def test_app_devices_srtp_offer_queued_after_the_sighting_once_per_change() -> None:
+    shell, writes, alerts = _shell()
+    gate = shell.devices
+    assert gate is not None
+    shell.register(FakeFlow(), _register(FIXED), NOW)  # type: ignore[arg-type]
+    key = f"{FIXED} @ 192.0.2.10"
+    sdes = _invite(FIXED, body=_offer("AES_256_CM_HMAC_SHA1_80", "AES_CM_128_HMAC_SHA1_80"))
+    for n in range(3):  # the same offer again: nothing more to write
+        assert gate.srtp_offer("alice", sdes, "192.0.2.10", NOW + n) is None
+    shell.flush()
+    assert [type(w).__name__ for w in writes.devices] == ["DeviceSighting", "DeviceSrtpOffer"]
+    assert _offers(writes) == [("alice", key, "AES_256_CM_HMAC_SHA1_80 AES_CM_128_HMAC_SHA1_80")]
+    # A plain offer changes it (and is graded: warn); a late offer (no body) is no offer.
+    plain = _invite(FIXED, body=_offer(proto="RTP/AVP"))
+    assert gate.srtp_offer("alice", plain, "192.0.2.10", NOW + 5) is not None
+    assert gate.srtp_offer("alice", _invite(FIXED), "192.0.2.10", NOW + 6) is None
+    shell.flush()
+    assert _offers(writes)[1:] == [("alice", key, "none")]
+    assert len(alerts) == 1
+    assert gate.statistics().offers_remembered == 1
+
+
+def test_app_devices_srtp_offer_recorded_ungraded() -> None:
+    """With ``media.srtp = "required"`` the call shell does not grade (the media layer
+    refuses a plain offer): the suites are recorded all the same, and nothing alerts."""
+    shell, writes, alerts = _shell()
+    gate = shell.devices
+    assert gate is not None
+    plain = _invite(FIXED, body=_offer(proto="RTP/AVP"))
+    assert gate.srtp_offer("alice", plain, "192.0.2.10", NOW, graded=False) is None
+    gate.flush()
+    assert (_offers(writes), alerts) == ([("alice", f"{FIXED} @ 192.0.2.10", "none")], [])
+
+
+def test_app_devices_srtp_offer_finds_the_row_of_the_register_instance() -> None:
+    """A REGISTER with ``+sip.instance`` keys the row by it; an INVITE whose Contact
+    lacks it still lands on that row (found by its User-Agent at its address)."""
+    shell, writes, _ = _shell()
+    gate = shell.devices
+    assert gate is not None
+    uuid = "00000000-0000-1000-8000-000a95a0e128"
+    shell.register(FakeFlow(), _register(FIXED, uuid), NOW)  # type: ignore[arg-type]
+    dtls = _offer(proto="UDP/TLS/RTP/SAVPF")
+    gate.srtp_offer("alice", _invite(FIXED, body=dtls), "192.0.2.10", NOW)
+    gate.srtp_offer("alice", _invite(FIXED, uuid, body=dtls), "198.51.100.7", NOW)
+    gate.srtp_offer("alice", _invite(FIXED, body=dtls), "198.51.100.7", NOW)
+    gate.flush()
+    instance = f"urn:uuid:{uuid}"
+    # The first two are one device (one write); from another address without the
+    # instance it is a device the inventory does not know under that key.
+    assert _offers(writes) == [
+        ("alice", instance, "dtls"),
+        ("alice", f"{FIXED} @ 198.51.100.7", "dtls"),
+    ]
+
+
+def test_app_devices_srtp_offer_memory_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past MAX_OFFER_MEMORY devices the least recently seen is forgotten: its next
+    offer is written once more."""
+    monkeypatch.setattr(devices_module, "MAX_OFFER_MEMORY", 2)
+    shell, writes, _ = _shell()
+    gate = shell.devices
+    assert gate is not None
+    sdes = _offer("AES_CM_128_HMAC_SHA1_80")
+    for ua in ("Acme 1", "Acme 2", "Acme 1", "Acme 3", "Acme 1", "Acme 2"):
+        gate.srtp_offer("alice", _invite(ua, body=sdes), "192.0.2.10", NOW)
+    gate.flush()
+    assert [key.split(" @ ")[0] for _, key, _ in _offers(writes)] == [
+        "Acme 1",
+        "Acme 2",
+        "Acme 3",
+        "Acme 2",
+    ]
+    assert gate.statistics().offers_remembered == 2
+
+
+def test_app_devices_srtp_offer_past_the_queue_is_dropped_and_retried() -> None:
+    shell, writes, _ = _shell()
+    gate = shell.devices
+    assert gate is not None
+    check = gate.check(FakeFlow(), _register(FIXED), Authenticated(user="a", by="digest"), NOW)  # type: ignore[arg-type]
+    for _ in range(MAX_PENDING_SIGHTINGS):
+        gate.record(check)
+    sdes = _invite(FIXED, body=_offer("AES_CM_128_HMAC_SHA1_80"))
+    gate.srtp_offer("alice", sdes, "192.0.2.10", NOW)
+    assert (gate.dropped, _offers(writes)) == (1, [])
+    gate.flush()
+    # Not remembered as written: the next INVITE queues it.
+    gate.srtp_offer("alice", sdes, "192.0.2.10", NOW + 1)
+    gate.flush()
+    assert _offers(writes) == [("alice", f"{FIXED} @ 192.0.2.10", "AES_CM_128_HMAC_SHA1_80")]

@@ -154,7 +154,7 @@ def test_endpoints_cli_import_nvd_keeps_kev_and_leaves_shipped_cves(tmp_path: Pa
     (imported,) = load_admin_advisories(tmp_path)
     assert (imported.vendor, imported.models, imported.kev) == (
         "Grandstream",
-        ("gxp1610", "gxp1625"),
+        ("gxp1610", "gxp1615", "gxp1620", "gxp1625", "gxp1628", "gxp1630"),
         True,
     )
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from voipsec.cli import app
-from voipsec.records import DeviceSighting
+from voipsec.records import DeviceSighting, DeviceSrtpOffer
 from voipsec.storage import Store
 
 T0 = 1_800_000_000.0
@@ -40,6 +40,9 @@ def _seen(user: str, **more: object) -> DeviceSighting:
     return DeviceSighting(**{**base, **more})  # type: ignore[arg-type]
 
 
+BOB_SUITES = "AES_256_CM_HMAC_SHA1_80 AES_CM_128_HMAC_SHA1_80"
+
+
 def _data(tmp_path: Path) -> Path:
     store = Store(tmp_path / "voipsec.db")
     try:
@@ -51,6 +54,8 @@ def _data(tmp_path: Path) -> Path:
                     status="refused",
                     reasons=("firmware 1.0.2.25 affected by CVE-2026-2329; upgrade to 1.0.7.81",),
                 ),
+                # The SRTP bob's phone offered in an INVITE (app/devices.py).
+                DeviceSrtpOffer(user="bob", key="k-bob", suites=BOB_SUITES),
             ]
         )
     finally:
@@ -72,6 +77,7 @@ def test_devices_cli_list_json(tmp_path: Path) -> None:
         "firmware 1.0.2.25 affected by CVE-2026-2329; upgrade to 1.0.7.81"
     ]
     assert (rows[0]["first_seen"], rows[0]["last_seen"], rows[0]["registrations"]) == (T0, T0, 1)
+    assert [r["srtp_suites"] for r in rows] == ["", BOB_SUITES]
 
 
 def test_devices_cli_list_one_user_csv(tmp_path: Path) -> None:
@@ -81,7 +87,9 @@ def test_devices_cli_list_one_user_csv(tmp_path: Path) -> None:
     )
     assert result.exit_code == 0, result.output
     rows = list(csv.DictReader(io.StringIO(result.stdout)))
-    assert [(r["user"], r["status"], r["cert_expiry"]) for r in rows] == [("bob", "refused", "")]
+    assert [(r["user"], r["status"], r["cert_expiry"], r["srtp_suites"]) for r in rows] == [
+        ("bob", "refused", "", BOB_SUITES)
+    ]
     assert rows[0]["reasons"] == (
         "firmware 1.0.2.25 affected by CVE-2026-2329; upgrade to 1.0.7.81"
     )
@@ -92,12 +100,15 @@ def test_devices_cli_list_table(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "baresip baresip 1.0.0" in result.stdout
     assert "refused" in result.stdout
+    assert "srtp" in result.stdout.splitlines()[0]
+    assert "AES_256_CM_HMAC_SHA1_80" in result.stdout
 
 
 def test_devices_cli_show(tmp_path: Path) -> None:
     result = RUNNER.invoke(app, ["devices", "show", "2", "--dir", str(_data(tmp_path))])
     assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout)["user"] == "bob"
+    shown = json.loads(result.stdout)
+    assert (shown["user"], shown["srtp_suites"]) == ("bob", BOB_SUITES)
 
 
 def test_devices_cli_unknown_id_is_one_error(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ from them, every limit and the one error type."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 from pathlib import Path
 
@@ -32,6 +33,8 @@ from voipsec.endpoints.feeds import (
 DATA = Path(__file__).parent.parent / "data" / "endpoints"
 KEV = (DATA / "kev-excerpt.json").read_bytes()
 NVD = (DATA / "nvd-cve-2020-5739.json").read_bytes()
+#: The six firmware CPEs of the real NVD record, in its order.
+GXP16XX = ("gxp1610", "gxp1615", "gxp1620", "gxp1625", "gxp1628", "gxp1630")
 
 MITEL = KevEntry(
     cve="CVE-2024-41710",
@@ -63,23 +66,36 @@ def test_feeds_mark_kev() -> None:
     assert [(a.id, a.kev) for a in marked] == [("CVE-2024-41710", True), ("CVE-2026-2329", False)]
 
 
+def test_feeds_nvd_record_is_the_published_one() -> None:
+    # The record inside the API wrapper is fkie-cad/nvd-json-data-feeds' file byte for
+    # byte (tests/data/endpoints/README.md names the commit and these digests).
+    start = NVD.index(b'"cve": ') + len(b'"cve": ')
+    record = NVD[start : NVD.rindex(b"\n    }\n  ]\n}")]
+    assert len(record) == 7955
+    assert hashlib.sha256(record).hexdigest() == (
+        "8c48d7380030dd9875f90c5d845afd317c6f8d439d5c6fd4720602c7ac0b69ab"
+    )
+    assert json.loads(NVD)["vulnerabilities"][0]["cve"] == json.loads(record)
+
+
 def test_feeds_nvd_excerpt() -> None:
     assert parse_nvd(NVD) == [
         NvdCve(
             id="CVE-2020-5739",
             summary=(
                 "Grandstream GXP1600 series firmware 1.0.4.152 and below is vulnerable to "
-                "authenticated remote command execution via an OpenVPN configuration file."
+                "authenticated remote command execution when an attacker adds an OpenVPN up "
+                'script to the phone\'s VPN settings via the "Additional Settings" field in '
+                "the web interface. When the VPN's connection is established, the user "
+                "defined script is executed with root privileges."
             ),
             cvss=8.8,
             cvss_version="3.1",
-            ranges=(
+            ranges=tuple(
                 CpeRange(
-                    vendor="grandstream", product="gxp1610_firmware", last_affected="1.0.4.152"
-                ),
-                CpeRange(
-                    vendor="grandstream", product="gxp1625_firmware", last_affected="1.0.4.152"
-                ),
+                    vendor="grandstream", product=f"{model}_firmware", last_affected="1.0.4.152"
+                )
+                for model in GXP16XX
             ),
         )
     ]
@@ -90,7 +106,7 @@ def test_feeds_advisories_from_nvd_excerpt() -> None:
         Advisory(
             id="CVE-2020-5739",
             vendor="Grandstream",
-            models=("gxp1610", "gxp1625"),
+            models=GXP16XX,
             cves=("CVE-2020-5739",),
             last_affected="1.0.4.152",
             cvss=8.8,

@@ -13,6 +13,7 @@ from voipsec.endpoints.report import (
     HIGH_CVSS,
     SEVERITIES,
     DevicePosture,
+    Finding,
     compliance_report,
 )
 from voipsec.endpoints.report_format import CSV_FIELDS, report_csv, report_json, report_md
@@ -44,7 +45,7 @@ VVX = Advisory(
 ADVISORIES = (GXP, OLD_GXP, VVX)
 
 
-def _record(id: int, user: str, **more: object) -> DeviceRecord:
+def _record(id: int, user: str, srtp_suites: str = "", **more: object) -> DeviceRecord:
     base: dict[str, object] = {
         "user": user,
         "key": f"k{id}",
@@ -63,7 +64,9 @@ def _record(id: int, user: str, **more: object) -> DeviceRecord:
         "time": NOW - 60,
     }
     seen = DeviceSighting(**{**base, **more})  # type: ignore[arg-type]
-    return DeviceRecord(id=id, seen=seen, first_seen=NOW - DAY, registrations=3)
+    return DeviceRecord(
+        id=id, seen=seen, first_seen=NOW - DAY, registrations=3, srtp_suites=srtp_suites
+    )
 
 
 def _gxp(id: int, user: str, version: str, **more: object) -> DeviceRecord:
@@ -247,7 +250,7 @@ def _mixed() -> list[DevicePosture]:
             _gxp(3, "bob", "1.0.7.40"),
             _record(4, "cy", cert_serial="1", cert_expiry=NOW - 1),
             _record(5, "al", tls_version="TLSv1.2"),
-            _record(6, "ab"),
+            _record(6, "ab", srtp_suites="AES_256_CM_HMAC_SHA1_80 AES_CM_128_HMAC_SHA1_80"),
         ],
         advisories=ADVISORIES,
         now=NOW,
@@ -267,6 +270,30 @@ def test_report_ordered_by_severity_then_user() -> None:
     assert SEVERITIES == ("critical", "high", "medium", "low", "ok")
 
 
+def test_report_no_srtp_offer_is_a_medium_finding() -> None:
+    plain = _one(_record(1, "alice", srtp_suites="none"))
+    assert (plain.severity, plain.srtp_suites, plain.findings) == (
+        "medium",
+        "none",
+        (
+            Finding(
+                severity="medium",
+                check="no_srtp_offer",
+                text="offered no SRTP",
+                action="enable SRTP (SDES a=crypto or DTLS-SRTP) on the device",
+            ),
+        ),
+    )
+    # An offer with one stream in the clear (video over RTP/AVP beside SRTP audio).
+    mixed = _one(_record(2, "bob", srtp_suites="AES_CM_128_HMAC_SHA1_80 none"))
+    assert [f.text for f in mixed.findings] == [
+        "offered media without SRTP (AES_CM_128_HMAC_SHA1_80 none)"
+    ]
+    # SDES, DTLS-SRTP, or no INVITE seen yet: nothing to report.
+    for suites in ("AES_CM_128_HMAC_SHA1_80", "dtls", ""):
+        assert _one(_record(3, "carol", srtp_suites=suites)).findings == ()
+
+
 def test_report_md_grouped_by_severity() -> None:
     text = report_md(_mixed(), now=NOW)
     lines = text.splitlines()
@@ -284,10 +311,12 @@ def test_report_md_grouped_by_severity() -> None:
     ]
     assert (
         "| 3 | bob | Grandstream GXP1625 1.0.7.40 | affected by advisories: CVE-2026-2329 "
-        "(CVSS 9.3, fixed in 1.0.7.81) | none | TLSv1.3 | SHA-256 | ok | upgrade to 1.0.7.81 |"
+        "(CVSS 9.3, fixed in 1.0.7.81) | none | TLSv1.3 | SHA-256 | not seen | ok "
+        "| upgrade to 1.0.7.81 |"
     ) in lines
     assert (
-        "| 6 | ab | baresip baresip 3.10.0 | up to date | none | TLSv1.3 | SHA-256 | ok | nothing |"
+        "| 6 | ab | baresip baresip 3.10.0 | up to date | none | TLSv1.3 | SHA-256 | "
+        "AES\\_256\\_CM\\_HMAC\\_SHA1\\_80 AES\\_CM\\_128\\_HMAC\\_SHA1\\_80 | ok | nothing |"
         in lines
     )
 
@@ -313,7 +342,8 @@ def test_report_md_escapes_hostile_user_agent() -> None:
     )
     row = report_md(postures, now=NOW).splitlines()[-1]
     assert row == (
-        "| 1 | eve | x \\| y \\<b>\\`z\\` | unknown device | none | none (udp) | MD5 | ok | "
+        "| 1 | eve | x \\| y \\<b>\\`z\\` | unknown device | none | none (udp) | MD5 | not seen "
+        "| ok | "
         "switch the phone to SHA-256 digest (RFC 8760); "
         "add a fingerprint to DIR/endpoints/fingerprints.yaml |"
     )

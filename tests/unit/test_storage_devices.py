@@ -1,7 +1,8 @@
 """The device inventory's table (voipsec.storage.devices): upsert counts and keeps the
 first sighting, reasons round-trip, per-user and total bounds drop the least recently
-seen, long texts are cut, an older voipsec.db gains the table on open, and the store
-writer writes devices off the event loop."""
+seen, long texts are cut, an older voipsec.db gains the table on open (and an older
+table the ``srtp_suites`` column), an INVITE's SRTP offer lands on its device's row and
+a REGISTER keeps it, and the store writer writes devices off the event loop."""
 
 from __future__ import annotations
 
@@ -12,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from voipsec.records import DeviceSighting
+from voipsec.records import DeviceSighting, DeviceSrtpOffer
 from voipsec.storage import Store, StoreWriter
 from voipsec.storage.devices import (
+    DEVICES_STATEMENTS,
     MAX_DEVICE_REASONS,
     MAX_DEVICE_TEXT,
     MAX_DEVICES_PER_USER,
@@ -125,6 +127,74 @@ def test_storage_devices_table_added_to_an_older_database(tmp_path: Path) -> Non
 def test_storage_devices_written_by_the_store_writer(store: Store) -> None:
     writer = StoreWriter(store.path, clock=lambda: T0)
     writer.start()
-    writer.save_devices([_seen(), dataclasses.replace(_seen(), key="k2")])
+    offer = DeviceSrtpOffer(user="alice", key="k2", suites="dtls", time=T0)
+    writer.save_devices([_seen(), dataclasses.replace(_seen(), key="k2"), offer])
     assert writer.stop() == 0
-    assert [d.seen.key for d in store.devices()] == ["k1", "k2"]
+    assert [(d.seen.key, d.srtp_suites) for d in store.devices()] == [("k1", ""), ("k2", "dtls")]
+
+
+SUITES = "AES_256_CM_HMAC_SHA1_80 AES_CM_128_HMAC_SHA1_80"
+
+
+def test_storage_devices_srtp_offer_on_the_row_kept_by_register(store: Store) -> None:
+    store.save_devices(
+        [_seen(), _seen(key="k2"), DeviceSrtpOffer(user="alice", key="k1", suites=SUITES)]
+    )
+    assert [(d.seen.key, d.srtp_suites) for d in store.devices()] == [("k1", SUITES), ("k2", "")]
+    # A re-REGISTER updates the sighting, never the offer; a later offer replaces it.
+    store.save_devices([_seen(time=T0 + 60)])
+    [k1, _] = store.devices()
+    assert (k1.registrations, k1.srtp_suites) == (2, SUITES)
+    store.save_devices([DeviceSrtpOffer(user="alice", key="k1", suites="none")])
+    assert store.devices()[0].srtp_suites == "none"
+
+
+def test_storage_devices_srtp_offer_without_a_row_writes_nothing(store: Store) -> None:
+    store.save_devices([_seen()])
+    store.save_devices(
+        [
+            DeviceSrtpOffer(user="alice", key="other", suites="dtls"),
+            DeviceSrtpOffer(user="bob", key="k1", suites="dtls"),
+        ]
+    )
+    assert [(d.seen.user, d.seen.key, d.srtp_suites) for d in store.devices()] == [
+        ("alice", "k1", "")
+    ]
+
+
+def test_storage_devices_srtp_suites_cut(store: Store) -> None:
+    store.save_devices(
+        [_seen(), DeviceSrtpOffer(user="alice", key="k1", suites="S" * (MAX_DEVICE_TEXT + 1))]
+    )
+    assert store.devices()[0].srtp_suites == "S" * MAX_DEVICE_TEXT
+
+
+def test_storage_devices_srtp_column_added_to_an_older_table(tmp_path: Path) -> None:
+    path = tmp_path / "voipsec.db"
+    Store(path).close()
+    db = sqlite3.connect(path)
+    db.execute("DROP TABLE devices")
+    # The table as the inventory made it before the SRTP offers were recorded.
+    old = DEVICES_STATEMENTS[0].replace("    srtp_suites TEXT NOT NULL DEFAULT '',\n", "")
+    assert "srtp_suites" not in old
+    db.execute(old.format(id="INTEGER PRIMARY KEY AUTOINCREMENT", float="REAL"))
+    db.execute(
+        'INSERT INTO devices ("user", device_key, aor, contact, source, zone, transport, '
+        "tls_version, tls_cipher, cert_subject, cert_serial, digest_algorithm, user_agent, "
+        "vendor, model, version, status, reasons, first_seen, last_seen, registrations) "
+        "VALUES ('alice', 'k1', '', '', '', '', 'udp', '', '', '', '', 'MD5', '', '', '', '', "
+        "'ok', '', ?, ?, 4)",
+        (T0, T0),
+    )
+    db.commit()
+    db.close()
+    reopened = Store(path)
+    try:
+        [old_row] = reopened.devices()
+        assert (old_row.seen.key, old_row.registrations, old_row.srtp_suites) == ("k1", 4, "")
+        reopened.save_devices([DeviceSrtpOffer(user="alice", key="k1", suites="dtls")])
+        assert reopened.devices()[0].srtp_suites == "dtls"
+    finally:
+        reopened.close()
+    # Opening it again finds the column and changes nothing.
+    Store(path).close()

@@ -18,9 +18,9 @@ from typer.testing import CliRunner
 
 from tests.unit.test_storage_devices import T0, _seen
 from voipsec.cli import app
-from voipsec.records import StoreUnavailable
+from voipsec.records import DeviceSrtpOffer, StoreUnavailable
 from voipsec.storage.cdr import POSTGRESQL, SQLITE, _SqliteConnection
-from voipsec.storage.devices import DEVICES_STATEMENTS, UPSERT_DEVICE
+from voipsec.storage.devices import DEVICES_STATEMENTS, UPDATE_SRTP_SUITES, UPSERT_DEVICE
 from voipsec.storage.devices_db import MAX_PENDING_DEVICE_WRITES, DevicesDatabase, DeviceWriter
 
 
@@ -40,6 +40,10 @@ def test_devices_db_postgresql_spelling() -> None:
     upsert = POSTGRESQL.sql(UPSERT_DEVICE)
     assert "?" not in upsert and upsert.count("%s") == 21
     assert "registrations = devices.registrations + 1" in upsert
+    assert "srtp_suites TEXT NOT NULL DEFAULT ''," in table
+    assert POSTGRESQL.sql(UPDATE_SRTP_SUITES) == (
+        'UPDATE devices SET srtp_suites = %s WHERE "user" = %s AND device_key = %s'
+    )
 
 
 def test_devices_db_round_trip_and_upsert(database: DevicesDatabase) -> None:
@@ -70,6 +74,26 @@ def test_devices_db_bounds_drop_the_least_recently_seen(database: DevicesDatabas
         ("alice", "k2"),
         ("bob", "k0"),
     ]
+
+
+def test_devices_db_srtp_offer_and_the_column_added_to_an_older_table(tmp_path: Path) -> None:
+    path = tmp_path / "pg-like.db"
+    db = sqlite3.connect(path, isolation_level=None)
+    # The table as the inventory made it before the SRTP offers were recorded.
+    old = DEVICES_STATEMENTS[0].replace("    srtp_suites TEXT NOT NULL DEFAULT '',\n", "")
+    db.execute(SQLITE.sql(old))
+    db.close()
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    database = DevicesDatabase(_SqliteConnection(conn, owned=True), SQLITE)
+    try:
+        database.write(
+            [_seen("alice", "k1"), DeviceSrtpOffer(user="alice", key="k1", suites="dtls")]
+        )
+        database.write([_seen("alice", "k1", time=T0 + 60)])
+        [row] = database.devices()
+        assert (row.registrations, row.srtp_suites) == (2, "dtls")
+    finally:
+        database.close()
 
 
 class _Flaky(DeviceWriter):

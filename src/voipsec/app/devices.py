@@ -20,15 +20,23 @@ numbers only (core/routing.py, core/emergency.py ``restricted_allows``).
 
 The policy of one device is the global ``[endpoints]`` made stricter by its zone's and
 its user's class's tables (:meth:`DeviceGate.settings_for`, ``effective_settings``),
-cached per (zone, class). At INVITE :meth:`DeviceGate.srtp_offer` grades the offer
-(``no_srtp_offer``) with the same settings and alerts once per device a day.
+cached per (zone, class). At INVITE :meth:`DeviceGate.srtp_offer` reads the offer once
+(``endpoints/offer.py``): the SRTP suites it offers go to the device's inventory row
+(``srtp_suites``, queued with the sightings, in order, and only when they changed for
+that device: an in-memory memory of the last suites per device, MAX_OFFER_MEMORY),
+and it grades the offer (``no_srtp_offer``) with the same settings and alerts once per
+device a day.
 
 Failure mode: the policy fails closed at start (bad fingerprint or advisory files stop
 ``serve`` with one error line, endpoints/loader.py) and is a pure function while
 serving; the inventory fails open (a write that cannot be made is the store writer's
 to retry, drop and alert; the REGISTER never waits for it). The restriction memory
 fails open: a device it forgot (past MAX_RESTRICTED_MEMORY, a restart, another
-signaling worker) calls unrestricted until its next REGISTER is graded again.
+signaling worker) calls unrestricted until its next REGISTER is graded again. The
+offer memory fails open too: after a restart each device's next offer is written once
+more; an offer that names no row (an INVITE on another signaling worker than the
+device's REGISTER, whose Contact lacks the REGISTER's ``+sip.instance``; a row the
+inventory's bounds removed) updates nothing until the suites change.
 """
 
 from __future__ import annotations
@@ -44,6 +52,7 @@ from ..config import EndpointsOverrideSection, EndpointsSection
 from ..core.auth import Authenticated
 from ..endpoints.advisories import Advisory, matching
 from ..endpoints.loader import load_advisories, load_fingerprints
+from ..endpoints.offer import srtp_offer_of
 from ..endpoints.policy import (
     CHECKS,
     MAX_WARNING_UA,
@@ -59,8 +68,7 @@ from ..endpoints.policy import (
 )
 from ..endpoints.useragent import MAX_USER_AGENT, DeviceFingerprint, identify
 from ..events import AlertRaised, DeviceRestrictionChanged, Event, EventBus, RemoteEvent
-from ..media.sdp import SdpError, parse_sdp
-from ..records import DeviceSighting
+from ..records import DeviceSighting, DeviceSrtpOffer, DeviceWrite
 from ..rulefile import RuleFileError
 from ..sip.errors import SipParseError
 from ..sip.message import Request
@@ -83,6 +91,13 @@ MAX_PENDING_SIGHTINGS = 10_000
 #: its address: at most two entries); past it the least recently registered are
 #: forgotten. Every device of a large site fits (its inventory holds MAX_DEVICES).
 MAX_RESTRICTED_MEMORY = 200_000
+
+#: Devices whose last SRTP offer is remembered (an INVITE writes only when its device's
+#: suites changed), and devices whose REGISTER key differs from their User-Agent at
+#: their address (a Contact with ``+sip.instance``); past it the least recently seen
+#: are forgotten (at worst one more write when such a device calls). As
+#: MAX_RESTRICTED_MEMORY: every device of a large site fits.
+MAX_OFFER_MEMORY = 200_000
 
 #: The inventory status of each action.
 STATUS = {"allow": "ok", "warn": "warn", "restrict": "restricted", "refuse": "refused"}
@@ -126,18 +141,8 @@ def srtp_offered(body: bytes) -> bool | None:
     """Whether an INVITE's offer carries SRTP in every active media section (an m= line
     RTP/SAVP(F) with a=crypto, or UDP/TLS/RTP/SAVP(F): DTLS-SRTP); None when there is
     no offer to judge (no body: a late offer; or SDP the call layer will refuse)."""
-    if not body:
-        return None
-    try:
-        sdp = parse_sdp(body)
-    except SdpError:
-        return None
-    active = [m for m in sdp.media if m.port != 0]
-    if not active:
-        return None
-    return all(
-        m.secure and (bool(m.crypto) or m.proto.upper().startswith("UDP/TLS/")) for m in active
-    )
+    offer = srtp_offer_of(body)
+    return offer.secure if offer is not None else None
 
 
 def build_device_gate(
@@ -173,7 +178,7 @@ def build_device_gate(
 class DeviceWrites(Protocol):
     """Where sightings go (the StoreWriter while serving, the Store in tests)."""
 
-    def save_devices(self, sightings: Iterable[DeviceSighting]) -> None: ...
+    def save_devices(self, sightings: Iterable[DeviceWrite]) -> None: ...
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -188,6 +193,8 @@ class DeviceGateStatistics:
     advisories: int
     #: Entries in the restriction memory (at most two per restricted device).
     restricted_remembered: int = 0
+    #: Devices whose last SRTP offer is remembered.
+    offers_remembered: int = 0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -228,7 +235,12 @@ class DeviceGate:
         self._zone_of = zone_of
         self._writes = writes
         self._events = events
-        self._pending: list[DeviceSighting] = []
+        self._pending: list[DeviceWrite] = []
+        #: (user, device key) -> the SRTP suites last queued for its row.
+        self._offers: OrderedDict[tuple[str, str], str] = OrderedDict()
+        #: (user, User-Agent @ address) -> the key its REGISTER was recorded under,
+        #: for an INVITE whose Contact lacks the REGISTER's ``+sip.instance``.
+        self._row_keys: OrderedDict[tuple[str, str], str] = OrderedDict()
         self._alerted: dict[tuple[str, str], int] = {}
         #: (user, device key) -> why its last REGISTER was restricted.
         self._restricted: OrderedDict[tuple[str, str], str] = OrderedDict()
@@ -251,6 +263,7 @@ class DeviceGate:
             fingerprints=len(self.fingerprints),
             advisories=len(self.advisories),
             restricted_remembered=len(self._restricted),
+            offers_remembered=len(self._offers),
         )
 
     def reload(self, data_dir: Path | None) -> bool:
@@ -334,20 +347,25 @@ class DeviceGate:
         return settings
 
     def srtp_offer(
-        self, user: str, request: Request, source_ip: str, now: float
+        self, user: str, request: Request, source_ip: str, now: float, *, graded: bool = True
     ) -> PolicyReason | None:
-        """The ``no_srtp_offer`` check of an INVITE from ``user``'s device: None when
-        the offer carries SRTP (or there is none, or it is allowed); else the reason,
-        alerted once per device a day. The call shell refuses (488), restricts or
-        lets the call go."""
-        offered = srtp_offered(request.body)
-        if offered is None:
-            return None
-        reason = srtp_offer_reason(offered, self.settings_for(user, self._zone_of(source_ip)))
-        if reason is None:
+        """The SRTP an INVITE from ``user``'s device offers: its suites queued for the
+        device's inventory row when they changed, and, when ``graded``, the
+        ``no_srtp_offer`` check: None when the offer carries SRTP (or there is none, or
+        it is allowed); else the reason, alerted once per device a day. The call shell
+        refuses (488), restricts or lets the call go."""
+        offer = srtp_offer_of(request.body)
+        if offer is None:
             return None
         user_agent = (request.headers.get("user-agent") or "")[:MAX_USER_AGENT]
-        key = "no_srtp_offer " + _device_key(request, user_agent, source_ip)
+        device_key = _device_key(request, user_agent, source_ip)
+        self._note_offer(user, device_key, offer.suites, now)
+        if not graded:
+            return None
+        reason = srtp_offer_reason(offer.secure, self.settings_for(user, self._zone_of(source_ip)))
+        if reason is None:
+            return None
+        key = "no_srtp_offer " + device_key
         if self._first_today((user, key), now):
             self._events.publish(
                 AlertRaised(
@@ -361,6 +379,35 @@ class DeviceGate:
                 )
             )
         return reason
+
+    def _note_offer(self, user: str, device_key: str, suites: str, now: float) -> None:
+        """Queue ``suites`` for the row of ``user``'s device when they are not what was
+        last queued for it: one write per device and change, not per INVITE. The row
+        is found under the key its REGISTER had (``_row_keys``)."""
+        key = self._row_keys.get((user, device_key), device_key)
+        entry = (user, key)
+        if self._offers.get(entry) == suites:
+            self._offers.move_to_end(entry)
+            return
+        if len(self._pending) >= MAX_PENDING_SIGHTINGS:
+            self.dropped += 1  # not remembered: the next INVITE tries again
+            return
+        self._pending.append(DeviceSrtpOffer(user=user, key=key, suites=suites, time=now))
+        self._offers[entry] = suites
+        self._offers.move_to_end(entry)
+        while len(self._offers) > MAX_OFFER_MEMORY:
+            self._offers.popitem(last=False)
+
+    def _remember_key(self, seen: DeviceSighting, source_ip: str) -> None:
+        """Where an INVITE without the REGISTER's ``+sip.instance`` finds its row."""
+        fallback = _fallback_key(seen.user_agent, source_ip)
+        if fallback == seen.key:
+            return
+        entry = (seen.user, fallback)
+        self._row_keys[entry] = seen.key
+        self._row_keys.move_to_end(entry)
+        while len(self._row_keys) > MAX_OFFER_MEMORY:
+            self._row_keys.popitem(last=False)
 
     def _first_today(self, key: tuple[str, str], now: float) -> bool:
         """Whether ``key`` was not alerted yet today (and remember it was)."""
@@ -390,6 +437,7 @@ class DeviceGate:
             self.dropped += 1
         else:
             self._pending.append(check.sighting)
+        self._remember_key(seen, check.source_ip)
         if check.decision.action != "allow":
             self._alert(check)
         self._remember(check)

@@ -65,6 +65,7 @@ FIELDS = (
     "cert_serial",
     "cert_expiry",
     "digest_algorithm",
+    "srtp_suites",
     "first_seen",
     "last_seen",
     "registrations",
@@ -99,6 +100,7 @@ def device_fields(record: DeviceRecord) -> dict[str, Any]:
         "cert_serial": s.cert_serial,
         "cert_expiry": s.cert_expiry,
         "digest_algorithm": s.digest_algorithm,
+        "srtp_suites": record.srtp_suites,
         "first_seen": record.first_seen,
         "last_seen": s.time,
         "registrations": record.registrations,
@@ -130,7 +132,7 @@ def _when(seconds: float | None) -> str:
 
 def _table(records: Sequence[DeviceRecord]) -> Table:
     table = Table(box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 1, 0, 0))
-    for name in ("id", "user", "device", "status", "tls", "digest", "last seen", "regs"):
+    for name in ("id", "user", "device", "status", "tls", "digest", "srtp", "last seen", "regs"):
         table.add_column(name)
     for r in records:
         s = r.seen
@@ -147,6 +149,7 @@ def _table(records: Sequence[DeviceRecord]) -> Table:
                     s.status,
                     s.tls_version or s.transport,
                     s.digest_algorithm or "certificate",
+                    r.srtp_suites or "-",
                     _when(s.time),
                     str(r.registrations),
                 )

@@ -6,8 +6,9 @@ records, the minimum firmware settings and ``now``, and returns one
 :class:`DevicePosture` per device: firmware status (up to date, below the minimum,
 affected by advisories with their CVE, CVSS, KEV mark and fixed version, or unknown),
 client certificate (none, ok, expiring in N days, expired, revoked — one rule with the
-CA's alerts: ``pki.lifecycle.validity_state``), TLS version, digest algorithm, the
-policy's status and reasons, and the :class:`Finding` list, each with what to do.
+CA's alerts: ``pki.lifecycle.validity_state``), TLS version, digest algorithm, the SRTP
+its last INVITE offered, the policy's status and reasons, and the :class:`Finding`
+list, each with what to do.
 
 A device's severity is its gravest finding (issue 18 item 6):
 
@@ -16,7 +17,8 @@ A device's severity is its gravest finding (issue 18 item 6):
 * ``high``: an advisory with CVSS >= 7.0 (or no CVSS published);
 * ``medium``: an advisory with CVSS < 7.0; MD5 digest; certificate expiring within
   ``pki.expiry_warning_days``; firmware below ``endpoints.minimum_firmware`` (or
-  unreadable where a minimum applies);
+  unreadable where a minimum applies); an INVITE offer with a stream without SRTP
+  (``srtp_suites`` holds ``none``);
 * ``low``: unknown User-Agent; firmware version not named; TLS 1.2;
 * ``ok``: none of these.
 
@@ -37,6 +39,7 @@ from typing import Literal
 from ..pki.lifecycle import CertState, days_left, validity_state
 from ..records import CertificateRecord, DeviceRecord
 from .advisories import Advisory, matching
+from .offer import NO_SUITE
 from .policy import minimum_for
 from .useragent import Device
 from .versions import compare_versions, try_parse_version
@@ -108,6 +111,9 @@ class DevicePosture:
     transport: str
     tls_version: str
     digest_algorithm: str
+    #: The SRTP its last INVITE offered (records.DeviceRecord.srtp_suites): suite
+    #: names, ``dtls``, ``none``; "" before its first offer.
+    srtp_suites: str
     #: The policy's status at the last REGISTER (``ok``, ``warn``, ``restricted``,
     #: ``refused``) and its reasons.
     status: str
@@ -196,6 +202,7 @@ def device_posture(
         transport=s.transport,
         tls_version=s.tls_version,
         digest_algorithm=s.digest_algorithm,
+        srtp_suites=record.srtp_suites,
         status=s.status,
         reasons=s.reasons,
         last_seen=s.time,
@@ -203,6 +210,7 @@ def device_posture(
             *firmware_findings,
             *cert_findings,
             *_transport(s.tls_version, s.digest_algorithm),
+            *_srtp(record.srtp_suites),
         ),
     )
 
@@ -360,6 +368,22 @@ def _certificate(
             Finding(severity="medium", check="expiring_certificate", text=text, action=renew)
         ]
     return "ok", []
+
+
+def _srtp(suites: str) -> list[Finding]:
+    """An offer with a media stream in the clear (``none``, endpoints/offer.py): its
+    calls' audio is readable on every network it crosses (RFC 3711 §1)."""
+    if NO_SUITE not in suites.split():
+        return []
+    text = "offered no SRTP" if suites == NO_SUITE else f"offered media without SRTP ({suites})"
+    return [
+        Finding(
+            severity="medium",
+            check="no_srtp_offer",
+            text=text,
+            action="enable SRTP (SDES a=crypto or DTLS-SRTP) on the device",
+        )
+    ]
 
 
 def _transport(tls_version: str, digest_algorithm: str) -> list[Finding]:

@@ -48,6 +48,7 @@ CSV_FIELDS = (
     "transport",
     "tls_version",
     "digest_algorithm",
+    "srtp_suites",
     "status",
     "findings",
     "actions",
@@ -86,6 +87,7 @@ def posture_fields(p: DevicePosture) -> dict[str, Any]:
         "transport": p.transport,
         "tls_version": p.tls_version,
         "digest_algorithm": p.digest_algorithm,
+        "srtp_suites": p.srtp_suites,
         "status": p.status,
         "reasons": list(p.reasons),
         "findings": [
@@ -168,8 +170,9 @@ def report_md(postures: Sequence[DevicePosture], *, now: float) -> str:
             "",
             f"## {severity} ({len(group)})",
             "",
-            "| id | user | device | firmware | certificate | TLS | digest | status | what to do |",
-            "|---|---|---|---|---|---|---|---|---|",
+            "| id | user | device | firmware | certificate | TLS | digest | SRTP | status "
+            "| what to do |",
+            "|---|---|---|---|---|---|---|---|---|---|",
         ]
         for p in group:
             cells = (
@@ -180,6 +183,7 @@ def report_md(postures: Sequence[DevicePosture], *, now: float) -> str:
                 p.certificate,
                 p.tls_version or f"none ({p.transport})",
                 p.digest_algorithm or "certificate",
+                p.srtp_suites or "not seen",
                 p.status,
                 "; ".join(p.actions) or "nothing",
             )

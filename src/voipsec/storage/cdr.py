@@ -245,8 +245,9 @@ class _Result:
 class _Connection(Protocol):
     def run(self, sql: str, params: Sequence[object] = ()) -> _Result: ...
 
-    def columns(self) -> list[str]:
-        """Column names of the cdrs table in order; [] when it does not exist."""
+    def columns(self, table: str = "cdrs") -> list[str]:
+        """Column names of ``table`` (cdrs, devices: a constant, never data) in order;
+        [] when it does not exist."""
         ...
 
     def schema_lock(self) -> contextlib.AbstractContextManager[None]:
@@ -297,8 +298,8 @@ class _SqliteConnection:
             raise
         self.run("COMMIT")
 
-    def columns(self) -> list[str]:
-        return [row[1] for row in self.run("PRAGMA table_info(cdrs)").rows]
+    def columns(self, table: str = "cdrs") -> list[str]:
+        return [row[1] for row in self.run(f"PRAGMA table_info({table})").rows]
 
     @contextlib.contextmanager
     def schema_lock(self) -> Iterator[None]:
@@ -383,11 +384,12 @@ class _PostgresConnection:
             raise self._fail("CDR database", err) from None
         return _Result(cur.rowcount, rows, None)
 
-    def columns(self) -> list[str]:
+    def columns(self, table: str = "cdrs") -> list[str]:
         rows = self.run(
             "SELECT column_name FROM information_schema.columns "
-            "WHERE table_schema = current_schema() AND table_name = 'cdrs' "
-            "ORDER BY ordinal_position"
+            "WHERE table_schema = current_schema() AND table_name = %s "
+            "ORDER BY ordinal_position",
+            (table,),
         ).rows
         return [str(row[0]) for row in rows]
 

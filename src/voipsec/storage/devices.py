@@ -2,9 +2,12 @@
 
 How this works: one row per (user, device key) — :class:`~voipsec.records.DeviceSighting`
 — upserted by each REGISTER the policy looked at (refused ones too): the row keeps
-the last sighting, the first time it was seen and a registration count. The table is
+the last sighting, the first time it was seen and a registration count. The SRTP an
+INVITE of the device offered (:class:`~voipsec.records.DeviceSrtpOffer`, queued by the
+gate only when it changed) updates its ``srtp_suites``; a REGISTER leaves it. The table is
 created when voipsec.db is opened (``CREATE TABLE IF NOT EXISTS``: an older database
-gains it on open, like the CDR columns). The writes run in the store writer's thread
+gains it on open, like the CDR columns; one made before ``srtp_suites`` gains the
+column, ADD_SRTP_SUITES). The writes run in the store writer's thread
 (storage/storewriter.py), never on the event loop. The statements are written once,
 in the SQL SQLite and PostgreSQL both speak (``?`` placeholders, ``{id}``/``{float}`` in
 the schema, respelled by storage/cdr.py's Dialect): storage/devices_db.py runs them in
@@ -24,9 +27,10 @@ import sqlite3
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from ..records import DeviceRecord, DeviceSighting
+from ..records import DeviceRecord, DeviceSighting, DeviceSrtpOffer, DeviceWrite
 
 __all__ = [
+    "ADD_SRTP_SUITES",
     "COUNT_DEVICES",
     "DELETE_OVER_TOTAL",
     "DELETE_OVER_USER",
@@ -37,6 +41,8 @@ __all__ = [
     "MAX_DEVICE_REASONS",
     "MAX_DEVICE_TEXT",
     "SELECT_DEVICES",
+    "SRTP_SUITES_COLUMN",
+    "UPDATE_SRTP_SUITES",
     "UPSERT_DEVICE",
     "Run",
     "device",
@@ -89,10 +95,16 @@ DEVICES_STATEMENTS = (
     first_seen {float} NOT NULL,
     last_seen {float} NOT NULL,
     registrations INTEGER NOT NULL,
+    srtp_suites TEXT NOT NULL DEFAULT '',
     UNIQUE ("user", device_key)
 )""",
     "CREATE INDEX IF NOT EXISTS devices_last_seen ON devices (last_seen)",
 )
+
+#: The column an inventory made before the SRTP offers were recorded lacks (issue 18
+#: item 1): added on open, in both databases (Store._migrate, DevicesDatabase).
+SRTP_SUITES_COLUMN = "srtp_suites"
+ADD_SRTP_SUITES = "ALTER TABLE devices ADD COLUMN srtp_suites TEXT NOT NULL DEFAULT ''"
 
 #: SQLite's spelling (voipsec.db; the Store runs it as one script).
 DEVICES_SCHEMA = "".join(
@@ -123,7 +135,10 @@ _UPSERT = (
     + ", last_seen = excluded.last_seen, registrations = devices.registrations + 1"
 )
 
-_SELECT = f"SELECT id, {', '.join(_COLUMNS)}, first_seen, last_seen, registrations FROM devices"  # noqa: S608
+_SELECT = (
+    f"SELECT id, {', '.join(_COLUMNS)}, first_seen, last_seen, registrations, "  # noqa: S608
+    "srtp_suites FROM devices"
+)
 
 #: Reasons are stored one per line (a reason text never holds a newline: the
 #: policy's texts are one line, and control characters are replaced here).
@@ -153,6 +168,9 @@ Run = Callable[[str, Sequence[object]], Sequence[Sequence[Any]]]
 
 # The statements below, with "?" placeholders (storage/cdr.py Dialect.sql respells them).
 UPSERT_DEVICE = _UPSERT
+#: An INVITE's SRTP offer on its device's row (no row yet: nothing; a REGISTER's
+#: upsert leaves the column as it is).
+UPDATE_SRTP_SUITES = 'UPDATE devices SET srtp_suites = ? WHERE "user" = ? AND device_key = ?'
 DELETE_OVER_USER = (
     'DELETE FROM devices WHERE "user" = ? AND id NOT IN (SELECT id FROM devices '
     'WHERE "user" = ? ORDER BY last_seen DESC, id DESC LIMIT ?)'
@@ -166,20 +184,26 @@ SELECT_DEVICES = _SELECT
 
 def write_rows(
     run: Run,
-    sightings: Iterable[DeviceSighting],
+    sightings: Iterable[DeviceWrite],
     *,
     sql: Callable[[str], str] = str,
     max_per_user: int = MAX_DEVICES_PER_USER,
     max_total: int = MAX_DEVICES,
 ) -> None:
-    """Upsert ``sightings`` and drop what is over the bounds, through ``run`` (inside
-    the caller's transaction); ``sql`` spells a statement for the database."""
-    rows = [device_row(s) for s in sightings]
+    """Upsert ``sightings`` (and set the SRTP offers among them, in order) and drop
+    what is over the bounds, through ``run`` (inside the caller's transaction); ``sql``
+    spells a statement for the database."""
+    upsert, offer = sql(UPSERT_DEVICE), sql(UPDATE_SRTP_SUITES)
+    rows: list[tuple[object, ...]] = []
+    for item in sightings:
+        if isinstance(item, DeviceSrtpOffer):
+            run(offer, (_cut(item.suites), _cut(item.user), _cut(item.key)))
+            continue
+        row = device_row(item)
+        run(upsert, row)
+        rows.append(row)
     if not rows:
         return
-    upsert = sql(UPSERT_DEVICE)
-    for row in rows:
-        run(upsert, row)
     over_user = sql(DELETE_OVER_USER)
     for user in sorted({str(r[0]) for r in rows}):
         run(over_user, (user, user, max_per_user))
@@ -190,7 +214,7 @@ def write_rows(
 
 def write_devices(
     db: sqlite3.Connection,
-    sightings: Iterable[DeviceSighting],
+    sightings: Iterable[DeviceWrite],
     *,
     max_per_user: int = MAX_DEVICES_PER_USER,
     max_total: int = MAX_DEVICES,
@@ -212,7 +236,9 @@ def device_record(row: Sequence[Any]) -> DeviceRecord:
     more = dict(
         zip(_MORE_TEXT, rest[len(_TEXT) + 1 : len(_TEXT) + 1 + len(_MORE_TEXT)], strict=True)
     )
-    reasons, first_seen, last_seen, registrations = rest[len(_TEXT) + 1 + len(_MORE_TEXT) :]
+    reasons, first_seen, last_seen, registrations, srtp_suites = rest[
+        len(_TEXT) + 1 + len(_MORE_TEXT) :
+    ]
     seen = DeviceSighting(
         user=user,
         key=key,
@@ -222,7 +248,13 @@ def device_record(row: Sequence[Any]) -> DeviceRecord:
         **text,
         **more,
     )
-    return DeviceRecord(id=rid, seen=seen, first_seen=first_seen, registrations=registrations)
+    return DeviceRecord(
+        id=rid,
+        seen=seen,
+        first_seen=first_seen,
+        registrations=registrations,
+        srtp_suites=srtp_suites,
+    )
 
 
 def devices(db: sqlite3.Connection, user: str | None = None) -> list[DeviceRecord]:

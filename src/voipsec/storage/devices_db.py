@@ -5,8 +5,9 @@ columns, limits and bounds as in voipsec.db) over storage/cdr.py's connection ad
 and :class:`~voipsec.storage.cdr.Dialect`: ``%s`` placeholders, ``BIGSERIAL`` ids and
 ``DOUBLE PRECISION`` times in PostgreSQL. The ``devices`` table is created when the
 database is opened (``serve`` start and the ``devices`` commands), under the schema
-lock the CDR table takes. The Store reads the inventory from it (``devices list``,
-``show``, ``report``); :class:`DeviceWriter` writes it.
+lock the CDR table takes; a table made before ``srtp_suites`` gains the column there.
+The Store reads the inventory from it (``devices list``, ``show``, ``report``);
+:class:`DeviceWriter` writes it.
 
 Writes leave the event loop through :class:`DeviceWriter`, a writer thread of its own
 (a :class:`~voipsec.storage.batchwriter.BatchWriter`), not the store writer: the store
@@ -25,14 +26,16 @@ import logging
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from ..records import DeviceRecord, DeviceSighting
+from ..records import DeviceRecord, DeviceWrite
 from .batchwriter import RETRY_INTERVAL, BatchWriter
 from .cdr import POSTGRESQL, CdrConnection, Dialect, open_postgres_connection
 from .devices import (
+    ADD_SRTP_SUITES,
     DEVICES_STATEMENTS,
     MAX_DEVICES,
     MAX_DEVICES_PER_USER,
     SELECT_DEVICES,
+    SRTP_SUITES_COLUMN,
     device_record,
     write_rows,
 )
@@ -66,13 +69,16 @@ class DevicesDatabase:
         with self._conn.schema_lock():
             for statement in schema:
                 self._conn.run(statement)
+            # A table made before the SRTP offers were recorded (storage/devices.py).
+            if SRTP_SUITES_COLUMN not in self._conn.columns("devices"):
+                self._conn.run(ADD_SRTP_SUITES)
 
     def _run(self, sql: str, params: Sequence[object]) -> Sequence[Sequence[Any]]:
         return self._conn.run(sql, params).rows
 
     def write(
         self,
-        sightings: Iterable[DeviceSighting],
+        sightings: Iterable[DeviceWrite],
         *,
         max_per_user: int = MAX_DEVICES_PER_USER,
         max_total: int = MAX_DEVICES,
@@ -116,7 +122,7 @@ def open_devices_database(url: str) -> DevicesDatabase:
         raise
 
 
-class DeviceWriter(BatchWriter[DeviceSighting, DevicesDatabase, None]):
+class DeviceWriter(BatchWriter[DeviceWrite, DevicesDatabase, None]):
     """Sightings to the PostgreSQL inventory, from a thread of its own."""
 
     def __init__(
@@ -138,7 +144,7 @@ class DeviceWriter(BatchWriter[DeviceSighting, DevicesDatabase, None]):
     def start(self, name: str = "device-writer") -> None:
         super().start(name)
 
-    def save_devices(self, sightings: Iterable[DeviceSighting]) -> None:
+    def save_devices(self, sightings: Iterable[DeviceWrite]) -> None:
         """Queue the devices seen since the gate's last flush (returns at once)."""
         for sighting in sightings:
             self._put(sighting)
@@ -150,5 +156,5 @@ class DeviceWriter(BatchWriter[DeviceSighting, DevicesDatabase, None]):
         with contextlib.suppress(Exception):
             db.close()
 
-    def _commit(self, db: DevicesDatabase, batch: list[DeviceSighting]) -> None:
+    def _commit(self, db: DevicesDatabase, batch: list[DeviceWrite]) -> None:
         db.write(batch)

@@ -29,12 +29,19 @@ from ..records import (
     CdrStart,
     CertificateRecord,
     DeviceRecord,
-    DeviceSighting,
+    DeviceWrite,
     StoreError,
 )
 from ..sip.digest import ALGORITHMS, ha1
 from .cdr import CdrDatabase, open_cdr_database, open_fast_database, open_writer_database
-from .devices import DEVICES_SCHEMA, device, devices, write_devices
+from .devices import (
+    ADD_SRTP_SUITES,
+    DEVICES_SCHEMA,
+    SRTP_SUITES_COLUMN,
+    device,
+    devices,
+    write_devices,
+)
 from .devices_db import DevicesDatabase
 
 __all__ = [
@@ -222,7 +229,8 @@ class Store:
         BEGIN IMMEDIATE so that a ``serve`` and a CLI command opening the same old file
         at once do not both add the column; an up-to-date file takes no write lock.
         """
-        if self._has_column("users", "class") and self._has_column("bans", "scope"):
+        wanted = (("users", "class"), ("bans", "scope"), ("devices", SRTP_SUITES_COLUMN))
+        if all(self._has_column(table, column) for table, column in wanted):
             return
         with self.db:
             self.db.execute("BEGIN IMMEDIATE")
@@ -234,6 +242,9 @@ class Store:
             if not self._has_column("bans", "scope"):
                 # Bans stored before scopes existed keep blocking everything.
                 self.db.execute("ALTER TABLE bans ADD COLUMN scope TEXT NOT NULL DEFAULT 'all'")
+            if not self._has_column("devices", SRTP_SUITES_COLUMN):
+                # Devices recorded before SRTP offers were: "" (no offer seen yet).
+                self.db.execute(ADD_SRTP_SUITES)
 
     def _has_column(self, table: str, column: str) -> bool:
         return any(row[1] == column for row in self.db.execute(f"PRAGMA table_info({table})"))
@@ -421,7 +432,7 @@ class Store:
 
     # -- device inventory (storage/devices.py) -----------------------------------------
 
-    def save_devices(self, sightings: Iterable[DeviceSighting]) -> None:
+    def save_devices(self, sightings: Iterable[DeviceWrite]) -> None:
         """Upsert devices seen at REGISTER, in one transaction (tests and tools; the
         server queues them through the StoreWriter, or the DeviceWriter to PostgreSQL)."""
         if self.devices_db is not None:

@@ -33,7 +33,7 @@ from ..records import (
     AlertRecord,
     BanRecord,
     Binding,
-    DeviceSighting,
+    DeviceWrite,
     StoreError,
     StoreUnavailable,
 )
@@ -67,7 +67,7 @@ class StoreWrites(Protocol):
 
     def queued_bans(self) -> list[BanRecord]: ...
 
-    def save_devices(self, sightings: Iterable[DeviceSighting]) -> None: ...
+    def save_devices(self, sightings: Iterable[DeviceWrite]) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +89,7 @@ class _Bindings:
 
 @dataclass(frozen=True, slots=True)
 class _Devices:
-    sightings: tuple[DeviceSighting, ...]
+    sightings: tuple[DeviceWrite, ...]
 
 
 _Op = _Ban | _Alert | _Bindings | _Devices
@@ -146,7 +146,7 @@ class StoreWriter(BatchWriter[_Op, sqlite3.Connection, None]):
         """Queue one alert."""
         self._put(_Alert(AlertRecord(time=when, rule=rule, source=source, detail=detail)))
 
-    def save_devices(self, sightings: Iterable[DeviceSighting]) -> None:
+    def save_devices(self, sightings: Iterable[DeviceWrite]) -> None:
         """Queue the devices seen at REGISTER since the last flush (the inventory)."""
         self._put(_Devices(tuple(sightings)))
 
