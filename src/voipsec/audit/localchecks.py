@@ -382,8 +382,13 @@ def check_tls_version(config: Config) -> CheckResult:
     )
 
 
+def _count(n: int, what: str) -> str:
+    """``1 user``, ``2 users``."""
+    return f"{n} {what}" if n == 1 else f"{n} {what}s"
+
+
 def _days(n: int) -> str:
-    return f"{n} day" if n == 1 else f"{n} days"
+    return _count(n, "day")
 
 
 def _cert_fix(cert: CertFact, data_dir: str) -> str:
@@ -435,7 +440,7 @@ def check_certificate_expiry(config: Config, facts: LocalFacts, now: float) -> C
     if errors:
         return errored(CERTIFICATE_EXPIRY, LOCAL, "; ".join(errors))
     valid = sum(s.state is CertState.OK for s in current)
-    ok.append(f"{valid} device certificates valid")
+    ok.append(f"{_count(valid, 'device certificate')} valid")
     return passed(CERTIFICATE_EXPIRY, LOCAL, ", ".join(ok))
 
 
@@ -460,7 +465,11 @@ def check_file_permissions(facts: LocalFacts) -> CheckResult:
             found.append(f"{label} is {f.mode:04o}")
             (chmod_dir if f.directory else chmod_file).append(shlex.quote(f.path))
     if not found:
-        return passed(FILE_PERMISSIONS, LOCAL, f"{present} files and directories owner-only")
+        return passed(
+            FILE_PERMISSIONS,
+            LOCAL,
+            f"{_count(present, 'file')} owner-only (data directory included)",
+        )
     fixes = []
     if chmod_dir:
         fixes.append(f"chmod 700 {' '.join(chmod_dir)}")
@@ -487,7 +496,9 @@ def check_client_certificates(config: Config) -> CheckResult:
         fixes.append(config_fix("sip.listen", keep))
     if found:
         return failed(CLIENT_CERTIFICATES, LOCAL, "; ".join(found), _joined(fixes))
-    return passed(CLIENT_CERTIFICATES, LOCAL, f"tls.client_cert {config.tls.client_cert!r}")
+    return passed(
+        CLIENT_CERTIFICATES, LOCAL, f"tls.client_cert {toml_literal(config.tls.client_cert)}"
+    )
 
 
 def check_digest_md5(config: Config) -> CheckResult:
@@ -524,10 +535,12 @@ def check_weak_password(config: Config, facts: LocalFacts) -> CheckResult:
         return errored(
             WEAK_PASSWORD,
             LOCAL,
-            f"{scan.checked} users checked against {candidates}; {scan.unchecked} more "
+            f"{_count(scan.checked, 'user')} checked against {candidates}; {scan.unchecked} more "
             "not checked (MAX_PASSWORD_USERS)",
         )
-    return passed(WEAK_PASSWORD, LOCAL, f"{scan.checked} users checked against {candidates}")
+    return passed(
+        WEAK_PASSWORD, LOCAL, f"{_count(scan.checked, 'user')} checked against {candidates}"
+    )
 
 
 # -- M, E ----------------------------------------------------------------------------------
@@ -561,14 +574,19 @@ def check_endpoint_policy(facts: LocalFacts) -> CheckResult:
     bad = [p for p in facts.devices if p.advisories or p.status in ("restricted", "refused")]
     if not bad:
         return passed(
-            ENDPOINT_POLICY, LOCAL, f"{len(facts.devices)} devices, none under an advisory"
+            ENDPOINT_POLICY,
+            LOCAL,
+            f"{_count(len(facts.devices), 'device')}, none under an advisory",
         )
-    actions = [a for p in bad for a in p.actions]
+    fixes = [
+        f"device {p.id}: {', '.join(p.actions) or f'voipsec devices show {p.id}'}"
+        for p in bad[:MAX_LISTED]
+    ]
     return failed(
         ENDPOINT_POLICY,
         LOCAL,
         _listed([_device_label(p) for p in bad]),
-        _joined([*actions, "voipsec devices report"]),
+        _joined([*fixes, "voipsec devices report"]),
     )
 
 
@@ -655,7 +673,7 @@ def check_alerts(config: Config, facts: LocalFacts) -> CheckResult:
             found.append(f"alerts.syslog sends in clear over UDP to {host}")
             fixes.append(config_fix("alerts.syslog", "unix:/dev/log"))
     if a.email_to:
-        channels.append(f"e-mail to {len(a.email_to)} addresses")
+        channels.append(f"e-mail to {_count(len(a.email_to), 'recipient')}")
         if facts.smtp_ca_present is False:
             found.append(f"alerts.smtp_ca {a.smtp_ca} not found: no e-mail can be sent")
             fixes.append(config_fix("alerts.smtp_ca", ""))
@@ -710,10 +728,12 @@ _INTERNAL = tuple(
 def _internal_overlap(cidr: str) -> str | None:
     """Why ``cidr`` reaches internal peers, or None."""
     net = ipaddress.ip_network(cidr, strict=False)
-    for denied, why in _INTERNAL:
-        if denied.version == net.version and net.overlaps(denied):
-            return f"{denied} {why}" if net.prefixlen < denied.prefixlen else why
-    return None
+    hits = [
+        why for denied, why in _INTERNAL if denied.version == net.version and net.overlaps(denied)
+    ]
+    if not hits:
+        return None
+    return hits[0] if len(hits) == 1 else f"{len(hits)} internal ranges: {hits[0]}..."
 
 
 def check_turn_peer_filter(config: Config) -> CheckResult:
