@@ -84,7 +84,7 @@ PLAINTEXT_SIP = _spec(
     Severity.HIGH,
     "No plaintext SIP listener (UDP/TCP)",
     "RFC 3261 §26.2.1",
-    "RFC 5630 §3",
+    "RFC 5630",
     f"{_NIST} §5",
 )
 TLS_VERSION = _spec(
@@ -110,7 +110,6 @@ FILE_PERMISSIONS = _spec(
     Control.S,
     Severity.HIGH,
     "Private keys and databases readable by the owner only",
-    "RFC 5280 §1",
     "CWE-732",
     f"{_NIST} §10",
 )
@@ -119,7 +118,7 @@ CLIENT_CERTIFICATES = _spec(
     Control.A,
     Severity.LOW,
     "Client certificates checked against the CA",
-    "RFC 5922 §7.4",
+    "RFC 5922",
     "RFC 5246 §7.4.6",
     "RFC 8446 §4.4.2.4",
 )
@@ -128,7 +127,7 @@ DIGEST_MD5 = _spec(
     Control.A,
     Severity.HIGH,
     "Digest with SHA-256, not MD5",
-    "RFC 8760 §2",
+    "RFC 8760",
     "RFC 6151",
     f"{_NIST} §5",
 )
@@ -137,7 +136,7 @@ WEAK_PASSWORD = _spec(
     Control.A,
     Severity.CRITICAL,
     "No user with a common or guessable password",
-    "RFC 7616 §5.13",
+    "RFC 7616 §5",
     "NIST SP 800-63B §5.1.1.2",
     f"{_NIST} §10",
 )
@@ -182,7 +181,7 @@ ALERTS = _spec(
     "Alerts reach an administrator",
     "RFC 5424",
     "RFC 5425",
-    "RFC 5426 §8",
+    "RFC 5426",
     "RFC 9110 §4.2.2",
 )
 METRICS_EXPOSURE = _spec(
@@ -218,7 +217,7 @@ DSCP = _spec(
     Control.W,
     Severity.LOW,
     "SIP and media marked with DSCP",
-    "RFC 4594 §4",
+    "RFC 4594",
     "RFC 3246",
     "RFC 2474",
     f"{_NIST} §3",
@@ -483,7 +482,7 @@ def check_file_permissions(facts: LocalFacts) -> CheckResult:
 
 def check_client_certificates(config: Config) -> CheckResult:
     """tls.client_cert "off" (or a TLS listener's ;client_cert=off) fails: presented
-    device certificates would not be checked against the CA (RFC 5922 §7.4)."""
+    device certificates would not be checked against the CA (RFC 5922)."""
     found: list[str] = []
     fixes: list[str] = []
     if config.tls.client_cert == "off":
@@ -814,7 +813,7 @@ def check_trusted_zone(config: Config) -> CheckResult:
 
 def check_dscp(config: Config) -> CheckResult:
     """sip.dscp or media.dscp 0 (unmarked) fails: CS3 for signaling and EF for voice
-    (RFC 4594 §4, RFC 3246) let the network queue them ahead of bulk data."""
+    (RFC 4594, RFC 3246) let the network queue them ahead of bulk data."""
     found: list[str] = []
     fixes: list[str] = []
     for key, value, section in (
