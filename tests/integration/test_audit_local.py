@@ -202,6 +202,12 @@ WEAKENINGS: list[tuple[str, Callable[[Path], None], str, str]] = [
         "chmod 600 {d}/voipsec.db",
     ),
     (
+        "config-0644",
+        _chmod("voipsec.toml", 0o644),
+        "S-file-permissions",
+        "chmod 600 {d}/voipsec.toml",
+    ),
+    (
         "trusted-internet",
         _config("zones", _TRUSTED_INTERNET),
         "W-trusted-zone",
