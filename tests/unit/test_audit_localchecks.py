@@ -376,12 +376,14 @@ def _posture(id: int, *, advisory: bool = False, status: str = "ok") -> DevicePo
 
 
 def test_localchecks_endpoint_policy() -> None:
-    empty = lc.check_endpoint_policy(_facts())
+    empty = lc.check_endpoint_policy(_config(), _facts())
     assert (empty.outcome, empty.observed) == (Outcome.PASSED, "no device in the inventory")
-    fine = lc.check_endpoint_policy(_facts(devices=(_posture(1), _posture(2, status="warn"))))
+    fine = lc.check_endpoint_policy(
+        _config(), _facts(devices=(_posture(1), _posture(2, status="warn")))
+    )
     assert fine.observed == "2 devices, none under an advisory"
     bad = lc.check_endpoint_policy(
-        _facts(devices=(_posture(1, advisory=True), _posture(2, status="restricted")))
+        _config(), _facts(devices=(_posture(1, advisory=True), _posture(2, status="restricted")))
     )
     assert (bad.outcome, bad.observed, bad.fix) == (
         Outcome.FAILED,
@@ -389,13 +391,22 @@ def test_localchecks_endpoint_policy() -> None:
         "device 2 (alice, Grandstream GXP1625 1.0.4.1): status restricted",
         "device 1: upgrade to 1.0.7.81; device 2: voipsec devices show 2; voipsec devices report",
     )
-    error = lc.check_endpoint_policy(_facts(devices_error="advisories.yaml: bad"))
+    error = lc.check_endpoint_policy(_config(), _facts(devices_error="advisories.yaml: bad"))
     assert (error.outcome, error.observed) == (Outcome.ERROR, "inventory: advisories.yaml: bad")
+
+
+def test_localchecks_endpoint_policy_off_fails() -> None:
+    assert _failed(_run({"endpoints": {"enabled": False}})) == {
+        "E-endpoint-policy": (
+            "endpoints.enabled false: no device is judged at REGISTER",
+            "voipsec config set endpoints.enabled true",
+        )
+    }
 
 
 def test_localchecks_endpoint_policy_lists_at_most_max_listed() -> None:
     devices = tuple(_posture(i, status="refused") for i in range(MAX_LISTED + 2))
-    result = lc.check_endpoint_policy(_facts(devices=devices))
+    result = lc.check_endpoint_policy(_config(), _facts(devices=devices))
     assert result.observed.endswith(": status refused and 2 more")
     assert result.fix.count("voipsec devices show") == MAX_LISTED
 

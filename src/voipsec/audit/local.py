@@ -18,6 +18,7 @@ import stat
 from dataclasses import replace
 from importlib.resources import files
 from pathlib import Path
+from typing import Literal
 
 from cryptography import x509
 
@@ -85,7 +86,7 @@ def _files(data_dir: Path) -> tuple[FileFact, ...]:
     return tuple(facts)
 
 
-def _certificate(kind: str, path: Path) -> CertFact:
+def _certificate(kind: Literal["server", "ca"], path: Path) -> CertFact:
     try:
         cert = x509.load_pem_x509_certificate(path.read_bytes())
     except FileNotFoundError:

@@ -22,7 +22,7 @@ import json
 import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from ..config import (
@@ -264,7 +264,7 @@ class CertFact:
     """The server's or the CA's certificate: ``kind`` ``server`` or ``ca``; ``not_after``
     its last valid second (None with ``error`` when it could not be read)."""
 
-    kind: str
+    kind: Literal["server", "ca"]
     path: str
     not_after: float | None
     error: str = ""
@@ -303,7 +303,8 @@ def toml_literal(value: Any) -> str:
     if isinstance(value, int | float):
         return repr(value)
     if isinstance(value, str):
-        return json.dumps(value)  # a TOML basic string: the same escapes
+        # A TOML basic string: JSON's escapes (\" \\ \n \uXXXX) are TOML's too.
+        return json.dumps(value, ensure_ascii=False)
     if isinstance(value, list | tuple):
         return "[" + ", ".join(toml_literal(v) for v in value) + "]"
     if isinstance(value, dict):
@@ -390,6 +391,9 @@ def _days(n: int) -> str:
     return _count(n, "day")
 
 
+_CERT_LABELS = {"server": "server certificate", "ca": "CA certificate"}
+
+
 def _cert_fix(cert: CertFact, data_dir: str) -> str:
     if cert.kind == "server":
         return (
@@ -411,7 +415,7 @@ def check_certificate_expiry(config: Config, facts: LocalFacts, now: float) -> C
     errors: list[str] = []
     ok: list[str] = []
     for cert in facts.certificates:
-        label = f"{cert.kind.replace('ca', 'CA')} certificate"
+        label = _CERT_LABELS[cert.kind]
         if cert.not_after is None:
             errors.append(f"{label}: {cert.error}")
             continue
@@ -561,9 +565,17 @@ def _device_label(p: DevicePosture) -> str:
     return f"device {p.id} ({p.user}, {what}): {', '.join(notes)}"
 
 
-def check_endpoint_policy(facts: LocalFacts) -> CheckResult:
-    """Devices of the inventory whose firmware falls under an advisory, or that the
-    policy restricted or refused, fail with the report's actions; none: passed."""
+def check_endpoint_policy(config: Config, facts: LocalFacts) -> CheckResult:
+    """endpoints.enabled false (no policy at REGISTER) fails; so do devices of the
+    inventory whose firmware falls under an advisory, or that the policy restricted or
+    refused, with the report's actions; an empty inventory passes."""
+    if not config.endpoints.enabled:
+        return failed(
+            ENDPOINT_POLICY,
+            LOCAL,
+            "endpoints.enabled false: no device is judged at REGISTER",
+            config_fix("endpoints.enabled", True),
+        )
     if facts.store_error or facts.devices_error:
         return errored(
             ENDPOINT_POLICY, LOCAL, f"inventory: {facts.store_error or facts.devices_error}"
@@ -839,7 +851,7 @@ def local_checks(config: Config, facts: LocalFacts, now: float) -> list[CheckRes
         check_digest_md5(config),
         check_weak_password(config, facts),
         check_srtp_required(config),
-        check_endpoint_policy(facts),
+        check_endpoint_policy(config, facts),
         check_ids(config),
         check_fraud(config),
         check_alerts(config, facts),
