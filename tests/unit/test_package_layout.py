@@ -103,6 +103,8 @@ SANS_IO = (
     "audit/report.py",
     "audit/specs.py",
     "endpoints/offer.py",
+    "audit/localchecks.py",
+    "audit/localpasswords.py",
 )
 #: The shell's loaders that live beside their cores: they are the ones that read.
 LOADERS = frozenset({"core/dialplan_loader.py", "edge/ids_loader.py", "monitor/fraud/loader.py"})

@@ -1,18 +1,161 @@
-"""Local checks of an installation: configuration and files (issue 19 item 2)."""
+"""Local checks of an installation: configuration and files (issue 19 item 2).
+
+The shell: it reads what :mod:`.localchecks` decides on — the modes of the keys, the
+database, the config and the data directory (``lstat``: a symbolic link is seen as
+one), the server's and the CA's certificates, and from the database the users' HA1
+digests, the CA's records and the device inventory judged by the compliance report
+(endpoints/report.py, as ``voipsec devices report``). Modes are read before the
+database is opened: opening it through the store sets voipsec.db to 0600, so a later
+read would hide a loose mode. The audit changes nothing else. A file that cannot be
+read makes its check an error (counted against the score), never a pass.
+"""
 
 from __future__ import annotations
 
+import os
+import sqlite3
+import stat
+from dataclasses import replace
+from importlib.resources import files
 from pathlib import Path
+from typing import Literal
 
-from ..config import Config
-from .model import CheckResult, CheckSpec
+from cryptography import x509
 
-__all__ = ["SPECS", "local_results"]
+from ..config import CONFIG_NAME, Config
+from ..endpoints.loader import load_advisories
+from ..endpoints.report import compliance_report
+from ..pki.ca import CaPaths, ServerPaths
+from ..records import StoreError
+from ..rulefile import RuleFileError
+from ..storage import DB_NAME, Store
+from .localchecks import SPECS, CertFact, FileFact, LocalFacts, local_checks
+from .localpasswords import StoredUser, parse_password_list
+from .model import CheckResult
 
-SPECS: tuple[CheckSpec, ...] = ()
+__all__ = ["COMMON_LIST_FILE", "MAX_DEVICE_KEY_FILES", "SPECS", "gather_facts", "local_results"]
+
+#: The shipped list of common passwords (its source is in its header).
+COMMON_LIST_FILE = "common-passwords.txt"
+#: Device key files (DIR/devices/*/*.key, *.p12) looked at: ``ca issue`` writes two per
+#: device; a site has hundreds. Past this the rest is not stat'ed (sorted by name).
+MAX_DEVICE_KEY_FILES = 10_000
+#: The demo user's password file that ``voipsec init`` writes.
+DEMO_FILE = "demo-user.txt"
+
+
+def _file_fact(data_dir: Path, name: str) -> FileFact:
+    path = data_dir / name
+    try:
+        info = os.lstat(path)
+    except OSError:
+        return FileFact(name=name, path=str(path), mode=None)
+    return FileFact(
+        name=name,
+        path=str(path),
+        mode=stat.S_IMODE(info.st_mode),
+        symlink=stat.S_ISLNK(info.st_mode),
+    )
+
+
+def _files(data_dir: Path) -> tuple[FileFact, ...]:
+    facts: list[FileFact] = []
+    try:
+        mode: int | None = stat.S_IMODE(os.stat(data_dir).st_mode)
+    except OSError:
+        mode = None
+    facts.append(FileFact(name="", path=str(data_dir), mode=mode, directory=True))
+    names = [
+        str(CaPaths.in_dir(Path()).key),
+        str(ServerPaths.in_dir(Path()).key),
+        DB_NAME,
+        f"{DB_NAME}-wal",
+        f"{DB_NAME}-shm",
+        CONFIG_NAME,
+        DEMO_FILE,
+    ]
+    devices = data_dir / "devices"
+    if devices.is_dir():
+        found = sorted(
+            p.relative_to(data_dir).as_posix()
+            for pattern in ("*/*.key", "*/*.p12")
+            for p in devices.glob(pattern)
+        )
+        names += found[:MAX_DEVICE_KEY_FILES]
+    facts += [_file_fact(data_dir, n) for n in names]
+    return tuple(facts)
+
+
+def _certificate(kind: Literal["server", "ca"], path: Path) -> CertFact:
+    try:
+        cert = x509.load_pem_x509_certificate(path.read_bytes())
+    except FileNotFoundError:
+        return CertFact(kind=kind, path=str(path), not_after=None, error=f"{path} not found")
+    except (OSError, ValueError) as err:
+        return CertFact(kind=kind, path=str(path), not_after=None, error=f"{path}: {err}")
+    return CertFact(kind=kind, path=str(path), not_after=cert.not_valid_after_utc.timestamp())
+
+
+def _common_passwords() -> tuple[str, ...]:
+    text = files("voipsec.audit").joinpath("data", COMMON_LIST_FILE).read_text(encoding="utf-8")
+    return parse_password_list(text)
+
+
+def gather_facts(data_dir: Path, config: Config, now: float) -> LocalFacts:
+    """Everything the local checks judge, read from ``data_dir`` (modes first)."""
+    file_facts = _files(data_dir)
+    certificates = (
+        _certificate("server", ServerPaths.in_dir(data_dir).cert),
+        _certificate("ca", CaPaths.in_dir(data_dir).cert),
+    )
+    smtp_ca = config.alerts.smtp_ca
+    base = LocalFacts(
+        data_dir=str(data_dir),
+        files=file_facts,
+        certificates=certificates,
+        common_passwords=_common_passwords(),
+        smtp_ca_present=(data_dir / smtp_ca).is_file() if smtp_ca else None,
+    )
+    db = data_dir / DB_NAME
+    if not db.is_file():
+        return replace(base, store_error=f"{db} not found (run `voipsec init`)")
+    try:
+        store = Store(db, cdr_url=config.cdr.url)
+    except (StoreError, sqlite3.Error) as err:
+        return replace(base, store_error=str(err))
+    try:
+        digests = store.user_digests(config.sip.domain)
+        classes = store.user_classes()
+        issued = tuple(store.certificates())
+        records = store.devices(None)
+    except (StoreError, sqlite3.Error) as err:
+        return replace(base, store_error=str(err))
+    finally:
+        store.close()
+    users = tuple(
+        StoredUser(
+            name=name,
+            sha256=digests.get((name, "SHA-256"), ""),
+            md5=digests.get((name, "MD5"), ""),
+            cos=classes.get(name, ""),
+        )
+        for name in sorted({n for n, _ in digests})
+    )
+    try:
+        advisories = load_advisories(data_dir)
+    except RuleFileError as err:
+        return replace(base, issued=issued, users=users, devices_error=str(err))
+    devices = compliance_report(
+        records,
+        advisories=advisories,
+        now=now,
+        warning_days=config.pki.expiry_warning_days,
+        minimum_firmware=config.endpoints.minimum_firmware,
+        certificates=issued,
+    )
+    return replace(base, issued=issued, users=users, devices=tuple(devices))
 
 
 def local_results(data_dir: Path, config: Config, now: float) -> list[CheckResult]:
     """Every local check's result for the installation in ``data_dir``."""
-    del data_dir, config, now
-    return []
+    return local_checks(config, gather_facts(data_dir, config, now), now)

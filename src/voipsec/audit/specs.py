@@ -24,12 +24,18 @@ PLAINTEXT_SIP = _spec(
     Control.S,
     _H,
     "No plaintext SIP listener (UDP/TCP)",
-    "RFC 3261 §26.2",
     "RFC 5630",
     NIST,
+    "RFC 3261 §26.2.1",
 )
 TLS_VERSION = _spec(
-    "S-tls-version", Control.S, _H, "TLS 1.2 or newer only", "RFC 8996", "RFC 9325 §3.1.1"
+    "S-tls-version",
+    Control.S,
+    _H,
+    "TLS 1.2 or newer only",
+    "RFC 8996",
+    "RFC 9325 §3.1.1",
+    NIST,
 )
 TLS_CIPHERS = _spec(
     "S-tls-ciphers",
@@ -56,6 +62,7 @@ CERTIFICATE_EXPIRY = _spec(
     "Certificates valid and not near expiry",
     "RFC 5280 §4.1.2.5",
     NIST,
+    "RFC 5922",
 )
 FILE_PERMISSIONS = _spec(
     "S-file-permissions",
@@ -63,24 +70,34 @@ FILE_PERMISSIONS = _spec(
     _H,
     "Private keys and databases readable by the owner only",
     "CWE-732",
+    NIST,
 )
 CLIENT_CERTIFICATES = _spec(
     "A-client-certificates",
     Control.A,
     _L,
     "Client certificates checked against the CA",
-    "RFC 5630 §3.1",
+    "RFC 5630",
     NIST,
+    "RFC 5922",
+    "RFC 5246 §7.4.6",
+    "RFC 8446 §4.4.2.4",
 )
 DIGEST_MD5 = _spec(
-    "A-digest-md5", Control.A, _H, "Digest with SHA-256, not MD5", "RFC 8760 §2.1", "RFC 6151"
+    "A-digest-md5",
+    Control.A,
+    _H,
+    "Digest with SHA-256, not MD5",
+    "RFC 6151",
+    "RFC 8760",
+    NIST,
 )
 DIGEST_QOP = _spec(
     "A-digest-qop",
     Control.A,
     _M,
     "Digest challenges with qop=auth",
-    "RFC 8760 §2.4",
+    "RFC 8760",
     "RFC 7616 §3.3",
 )
 NONCE_REUSE = _spec(
@@ -89,7 +106,7 @@ NONCE_REUSE = _spec(
     _H,
     "A used nonce is not accepted again",
     "RFC 7616 §5.5",
-    "RFC 8760 §2.4",
+    "RFC 8760",
 )
 WEAK_PASSWORD = _spec(
     "A-weak-password",
@@ -98,13 +115,14 @@ WEAK_PASSWORD = _spec(
     "No user with a common or guessable password",
     "NIST SP 800-63B §5.1.1.2",
     NIST,
+    "RFC 7616 §5",
 )
 USER_ENUMERATION = _spec(
     "A-user-enumeration",
     Control.A,
     _M,
     "Existing and unknown users answered alike",
-    "RFC 3261 §26.4.5",
+    "CWE-203",
     "CWE-204",
 )
 UNAUTHENTICATED_CALL = _spec(
@@ -141,8 +159,17 @@ ENDPOINT_POLICY = _spec(
     _H,
     "No device under a known advisory or in quarantine",
     NIST,
+    "CISA KEV catalog",
 )
-IDS = _spec("F-ids", Control.F, _H, "IDS and bans on", NIST)
+IDS = _spec(
+    "F-ids",
+    Control.F,
+    _H,
+    "IDS and bans on",
+    NIST,
+    "RFC 3261 §26.1.5",
+    "RFC 5390",
+)
 RATE_LIMIT = _spec("F-rate-limit", Control.F, _M, "A burst of requests is limited", "RFC 5390")
 INFO_LEAK = _spec(
     "F-info-leak",
@@ -159,27 +186,64 @@ AMPLIFICATION = _spec(
     "UDP answers not larger than 3x the request",
     "RFC 3261 §18.1.1",
 )
-FRAUD = _spec("L-fraud", Control.L, _H, "Fraud detection on", NIST)
-ALERTS = _spec("L-alerts", Control.L, _L, "Alerts reach an administrator", NIST)
+FRAUD = _spec(
+    "L-fraud",
+    Control.L,
+    _H,
+    "Fraud detection on",
+    NIST,
+    "ITU-T E.409",
+)
+ALERTS = _spec(
+    "L-alerts",
+    Control.L,
+    _L,
+    "Alerts reach an administrator",
+    NIST,
+    "RFC 5424",
+    "RFC 5425",
+    "RFC 5426",
+    "RFC 9110 §4.2.2",
+)
 METRICS_EXPOSURE = _spec(
     "L-metrics-exposure",
     Control.L,
     _H,
     "Metrics not exposed without a token or client certificate",
     "CWE-200",
+    "RFC 6750",
+    NIST,
 )
 TURN_PEER_FILTER = _spec(
     "O-turn-peer-filter",
     Control.O,
     _C,
     "TURN refuses internal peers",
-    "RFC 8656 §21.1",
     "CVE-2020-26262",
+    "RFC 8656 §21",
+    "RFC 6890",
+    NIST,
 )
 TRUSTED_ZONE = _spec(
-    "W-trusted-zone", Control.W, _C, "No trusted zone covers public addresses", NIST
+    "W-trusted-zone",
+    Control.W,
+    _C,
+    "No trusted zone covers public addresses",
+    NIST,
+    "RFC 6890",
+    "RFC 6177",
 )
-DSCP = _spec("W-dscp", Control.W, _L, "SIP and media marked with DSCP", "RFC 4594", "RFC 5865")
+DSCP = _spec(
+    "W-dscp",
+    Control.W,
+    _L,
+    "SIP and media marked with DSCP",
+    "RFC 4594",
+    "RFC 5865",
+    "RFC 3246",
+    "RFC 2474",
+    NIST,
+)
 
 ALL_SPECS: tuple[CheckSpec, ...] = (
     PLAINTEXT_SIP,

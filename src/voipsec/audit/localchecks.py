@@ -1,0 +1,728 @@
+"""The local checks' decisions: a configuration and what was read from disk, judged.
+
+How this works: the shell (:mod:`.local`) reads what the checks need into a
+:class:`LocalFacts` — file modes, certificate expiry dates, the users' stored digests,
+the CA's records and the device inventory's postures — and :func:`local_checks` turns
+the configuration, the facts and ``now`` into one :class:`CheckResult` per check, in
+:data:`SPECS` order. Every failure carries its fix: an exact ``voipsec config set KEY
+VALUE`` line (VALUE a TOML literal, shell-quoted), or a command (``chmod 600 PATH``).
+Commands of voipsec take ``--dir DIR`` like every command; the fixes leave it out.
+Observed text names users, files and settings, never a secret (a weak password is
+named by its user; a webhook URL by its host).
+
+The rules for each check, and why, are in docs/audit.md "Local checks".
+
+Sans-IO: values in, results out.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import shlex
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from ..config import (
+    SANITY_CHECKS,
+    Config,
+    MediaSection,
+    SipSection,
+    ZoneSection,
+    parse_listen,
+)
+from ..endpoints.report import DevicePosture
+from ..nat.peerfilter import DENIED_IPV4, DENIED_IPV6
+from ..pki.lifecycle import CertState, certificate_statuses, days_left, validity_state
+from ..records import CertificateRecord
+from .localpasswords import PasswordScan, StoredUser, scan_passwords
+from .model import CheckResult, CheckSpec, errored, failed, passed
+from .specs import (
+    ALERTS,
+    CERTIFICATE_EXPIRY,
+    CLIENT_CERTIFICATES,
+    DIGEST_MD5,
+    DSCP,
+    ENDPOINT_POLICY,
+    FILE_PERMISSIONS,
+    FRAUD,
+    IDS,
+    METRICS_EXPOSURE,
+    PLAINTEXT_SIP,
+    SRTP_REQUIRED,
+    TLS_VERSION,
+    TRUSTED_ZONE,
+    TURN_PEER_FILTER,
+    WEAK_PASSWORD,
+)
+
+__all__ = [
+    "LOCAL",
+    "MAX_LISTED",
+    "MAX_REQUESTS_PER_SECOND",
+    "MIN_BAN_SECONDS",
+    "MIN_V4_PREFIX",
+    "MIN_V6_PREFIX",
+    "SPECS",
+    "CertFact",
+    "FileFact",
+    "LocalFacts",
+    "config_fix",
+    "local_checks",
+    "toml_literal",
+]
+
+#: The target of every local result (SARIF locates it in voipsec.toml).
+LOCAL = "local"
+#: Items named in one observed text (devices, users, files); more are counted.
+MAX_LISTED = 10
+#: Shortest ban an untrusted zone may set: a scanner banned for less than a minute
+#: resumes after a pause (the shipped zones ban for 300 s, pike-like).
+MIN_BAN_SECONDS = 60
+#: Fastest request rate per source an untrusted zone may allow before banning: no phone
+#: sends 100 requests a second, a scanner (SIPVicious svwar) does.
+MAX_REQUESTS_PER_SECOND = 100.0
+#: A trusted zone may cover public addresses only in small blocks: prefixes of at least
+#: /24 (IPv4) and /48 (IPv6, one site: RFC 6177) pass with an observation.
+MIN_V4_PREFIX = 24
+MIN_V6_PREFIX = 48
+
+SPECS: tuple[CheckSpec, ...] = (
+    PLAINTEXT_SIP,
+    TLS_VERSION,
+    CERTIFICATE_EXPIRY,
+    FILE_PERMISSIONS,
+    CLIENT_CERTIFICATES,
+    DIGEST_MD5,
+    WEAK_PASSWORD,
+    SRTP_REQUIRED,
+    ENDPOINT_POLICY,
+    IDS,
+    FRAUD,
+    ALERTS,
+    METRICS_EXPOSURE,
+    TURN_PEER_FILTER,
+    TRUSTED_ZONE,
+    DSCP,
+)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FileFact:
+    """One file (or the data directory) that must be its owner's only.
+
+    ``name`` is relative to the data directory (``""`` for the directory itself),
+    ``path`` as the fix names it; ``mode`` the permission bits (None: not there);
+    ``symlink``: the name is a symbolic link (its target's mode says nothing of who can
+    replace the link)."""
+
+    name: str
+    path: str
+    mode: int | None
+    directory: bool = False
+    symlink: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CertFact:
+    """The server's or the CA's certificate: ``kind`` ``server`` or ``ca``; ``not_after``
+    its last valid second (None with ``error`` when it could not be read)."""
+
+    kind: Literal["server", "ca"]
+    path: str
+    not_after: float | None
+    error: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LocalFacts:
+    """What the shell read for the checks. ``store_error`` says why the database (users,
+    the CA's records, the inventory) could not be read; ``devices_error`` the same of
+    the inventory's report alone (the advisories did not load)."""
+
+    data_dir: str
+    files: tuple[FileFact, ...] = ()
+    certificates: tuple[CertFact, ...] = ()
+    issued: tuple[CertificateRecord, ...] = ()
+    users: tuple[StoredUser, ...] = ()
+    common_passwords: tuple[str, ...] = ()
+    devices: tuple[DevicePosture, ...] = ()
+    store_error: str = ""
+    devices_error: str = ""
+    #: Whether alerts.smtp_ca names an existing file (None: not set).
+    smtp_ca_present: bool | None = None
+
+
+# -- fix lines ------------------------------------------------------------------------
+
+
+def _key(name: str) -> str:
+    return name if name and all(c.isalnum() or c in "_-" for c in name) else json.dumps(name)
+
+
+def toml_literal(value: Any) -> str:
+    """``value`` as a TOML literal on one line (inline tables for dicts)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        # A TOML basic string: JSON's escapes (\" \\ \n \uXXXX) are TOML's too.
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(toml_literal(v) for v in value) + "]"
+    if isinstance(value, dict):
+        inner = ", ".join(f"{_key(str(k))} = {toml_literal(v)}" for k, v in value.items())
+        return "{" + inner + "}"
+    raise TypeError(f"no TOML literal for {type(value).__name__}")
+
+
+def config_fix(key: str, value: Any) -> str:
+    """The exact ``voipsec config set KEY VALUE`` line."""
+    return f"voipsec config set {key} {shlex.quote(toml_literal(value))}"
+
+
+def _zones_fix(zones: Sequence[ZoneSection]) -> str:
+    return config_fix("zones", [z.model_dump(exclude_defaults=True) for z in zones])
+
+
+def _listed(items: Sequence[str]) -> str:
+    shown = ", ".join(items[:MAX_LISTED])
+    more = len(items) - MAX_LISTED
+    return f"{shown} and {more} more" if more > 0 else shown
+
+
+def _joined(fixes: Sequence[str]) -> str:
+    return "; ".join(dict.fromkeys(f for f in fixes if f))
+
+
+# -- S: signaling -----------------------------------------------------------------------
+
+
+def _untrusted_zones(config: Config) -> list[ZoneSection]:
+    """Untrusted zones, and the implicit "internet" one when none is named so
+    (server.build_zone_map: addresses in no zone get it, with every transport)."""
+    zones = [z for z in config.zones if z.trust != "trusted"]
+    if not any(z.name == "internet" for z in config.zones):
+        zones.append(ZoneSection(name="internet", cidrs=["0.0.0.0/0", "::/0"]))
+    return zones
+
+
+def check_plaintext_sip(config: Config) -> CheckResult:
+    """UDP/TCP listeners fail when an untrusted zone accepts their transport (RFC 3261
+    §26.2.1: TLS for signaling); confined to trusted zones they pass, said so."""
+    plain = [x for x in config.sip.listen if parse_listen(x).transport in ("udp", "tcp")]
+    if not plain:
+        return passed(PLAINTEXT_SIP, LOCAL, f"sip.listen: {', '.join(config.sip.listen)}")
+    transports = {parse_listen(x).transport for x in plain}
+    exposed = [z.name for z in _untrusted_zones(config) if transports & set(z.transports)]
+    if not exposed:
+        trusted = [z.name for z in config.zones if z.trust == "trusted"]
+        return passed(
+            PLAINTEXT_SIP,
+            LOCAL,
+            f"{', '.join(plain)} accepted from trusted zones only ({', '.join(trusted)})",
+        )
+    keep = [x for x in config.sip.listen if x not in plain]
+    if not keep:
+        host = parse_listen(plain[0]).host
+        keep = [f"tls:{f'[{host}]' if ':' in host else host}:5061"]
+    return failed(
+        PLAINTEXT_SIP,
+        LOCAL,
+        f"plaintext SIP on {', '.join(plain)}, accepted from zone {', '.join(exposed)}",
+        config_fix("sip.listen", keep),
+    )
+
+
+def check_tls_version(config: Config) -> CheckResult:
+    """tls.min_version: TLS 1.0/1.1 are deprecated (RFC 8996); the setting can only say
+    1.2 or 1.3, so it passes with the value observed."""
+    version = config.tls.min_version
+    if version in ("1.2", "1.3"):
+        return passed(TLS_VERSION, LOCAL, f"tls.min_version {version} (TLS {version} and newer)")
+    return failed(  # pragma: no cover - the settings model allows only 1.2 and 1.3
+        TLS_VERSION, LOCAL, f"tls.min_version {version}", config_fix("tls.min_version", "1.2")
+    )
+
+
+def _count(n: int, what: str) -> str:
+    """``1 user``, ``2 users``."""
+    return f"{n} {what}" if n == 1 else f"{n} {what}s"
+
+
+def _days(n: int) -> str:
+    return _count(n, "day")
+
+
+_CERT_LABELS = {"server": "server certificate", "ca": "CA certificate"}
+
+
+def _cert_fix(cert: CertFact, data_dir: str) -> str:
+    if cert.kind == "server":
+        return (
+            f"rm {shlex.quote(cert.path)} && voipsec init --dir {shlex.quote(data_dir)}"
+            " (a new server certificate from the CA), then send SIGHUP to voipsec serve"
+        )
+    return (
+        "the CA cannot be renewed in place: voipsec init a new data directory, move the "
+        "users to it and issue every device a certificate from its CA"
+    )
+
+
+def check_certificate_expiry(config: Config, facts: LocalFacts, now: float) -> CheckResult:
+    """Server and CA certificates, and the CA's issued device certificates that are
+    neither revoked nor renewed: expired, or within pki.expiry_warning_days, fails."""
+    warn = config.pki.expiry_warning_days
+    found: list[str] = []
+    fixes: list[str] = []
+    errors: list[str] = []
+    ok: list[str] = []
+    for cert in facts.certificates:
+        label = _CERT_LABELS[cert.kind]
+        if cert.not_after is None:
+            errors.append(f"{label}: {cert.error}")
+            continue
+        state = validity_state(not_after=cert.not_after, now=now, warning_days=warn)
+        left = days_left(cert.not_after, now)
+        if state is CertState.OK:
+            ok.append(f"{label} valid {_days(left)}")
+            continue
+        found.append(
+            f"{label} expired"
+            if state is CertState.EXPIRED
+            else f"{label} expires in {_days(left)}"
+        )
+        fixes.append(_cert_fix(cert, facts.data_dir))
+    statuses = certificate_statuses(facts.issued, now=now, warning_days=warn)
+    current = [s for s in statuses if s.renewed_by is None]
+    for s in current:
+        if s.state in (CertState.EXPIRED, CertState.EXPIRING):
+            found.append(f"device certificate {s.name} (serial {s.serial:x}) {s.label}")
+            fixes.append(f"voipsec ca renew {shlex.quote(s.name)}")
+    if facts.store_error:
+        errors.append(f"device certificates: {facts.store_error}")
+    if found:
+        return failed(CERTIFICATE_EXPIRY, LOCAL, _listed(found), _joined(fixes))
+    if errors:
+        return errored(CERTIFICATE_EXPIRY, LOCAL, "; ".join(errors))
+    valid = sum(s.state is CertState.OK for s in current)
+    ok.append(f"{_count(valid, 'device certificate')} valid")
+    return passed(CERTIFICATE_EXPIRY, LOCAL, ", ".join(ok))
+
+
+def check_file_permissions(facts: LocalFacts) -> CheckResult:
+    """Keys, the database, the config and the demo user's file: any group or other
+    permission bit fails (chmod 600; the directory chmod 700), and so does a key that
+    is a symbolic link. Files that are not there are not checked."""
+    found: list[str] = []
+    chmod_dir: list[str] = []
+    chmod_file: list[str] = []
+    links: list[str] = []
+    present = 0
+    for f in facts.files:
+        if f.mode is None:
+            continue
+        present += 1
+        label = f.name or "the data directory"
+        if f.symlink:
+            found.append(f"{label} is a symbolic link")
+            links.append(f"replace the link {shlex.quote(f.path)} with the file itself, mode 0600")
+        elif f.mode & 0o077:
+            found.append(f"{label} is {f.mode:04o}")
+            (chmod_dir if f.directory else chmod_file).append(shlex.quote(f.path))
+    if not found:
+        return passed(
+            FILE_PERMISSIONS,
+            LOCAL,
+            f"{_count(present, 'file')} owner-only (data directory included)",
+        )
+    fixes = []
+    if chmod_dir:
+        fixes.append(f"chmod 700 {' '.join(chmod_dir)}")
+    if chmod_file:
+        fixes.append(f"chmod 600 {' '.join(chmod_file)}")
+    return failed(FILE_PERMISSIONS, LOCAL, _listed(found), _joined([*fixes, *links]))
+
+
+# -- A: authentication ----------------------------------------------------------------------
+
+
+def check_client_certificates(config: Config) -> CheckResult:
+    """tls.client_cert "off" (or a TLS listener's ;client_cert=off) fails: presented
+    device certificates would not be checked against the CA (RFC 5922)."""
+    found: list[str] = []
+    fixes: list[str] = []
+    if config.tls.client_cert == "off":
+        found.append('tls.client_cert "off"')
+        fixes.append(config_fix("tls.client_cert", "optional"))
+    off = [x for x in config.sip.listen if parse_listen(x).client_cert == "off"]
+    if off:
+        found.append(f"{', '.join(off)} asks no certificate")
+        keep = [x.partition(";")[0] if x in off else x for x in config.sip.listen]
+        fixes.append(config_fix("sip.listen", keep))
+    if found:
+        return failed(CLIENT_CERTIFICATES, LOCAL, "; ".join(found), _joined(fixes))
+    return passed(
+        CLIENT_CERTIFICATES, LOCAL, f"tls.client_cert {toml_literal(config.tls.client_cert)}"
+    )
+
+
+def check_digest_md5(config: Config) -> CheckResult:
+    """MD5 among auth.algorithms fails (RFC 8760: SHA-256 for SIP; RFC 6151)."""
+    algorithms = config.auth.algorithms
+    observed = f"auth.algorithms {toml_literal(algorithms)}"
+    if "MD5" in algorithms:
+        return failed(DIGEST_MD5, LOCAL, observed, config_fix("auth.algorithms", ["SHA-256"]))
+    return passed(DIGEST_MD5, LOCAL, observed)
+
+
+def _user_fix(user: StoredUser) -> str:
+    name = shlex.quote(user.name)
+    cos = f" --class {shlex.quote(user.cos)}" if user.cos else ""
+    return f"voipsec user remove {name} && voipsec user add {name}{cos}"
+
+
+def check_weak_password(config: Config, facts: LocalFacts) -> CheckResult:
+    """Users whose stored HA1 is that of a listed or name-derived password fail; the
+    fix replaces the user with a random password (``user add`` prints it)."""
+    if facts.store_error:
+        return errored(WEAK_PASSWORD, LOCAL, f"users: {facts.store_error}")
+    scan: PasswordScan = scan_passwords(facts.users, config.sip.domain, facts.common_passwords)
+    if scan.weak:
+        by_name = {u.name: u for u in facts.users}
+        return failed(
+            WEAK_PASSWORD,
+            LOCAL,
+            f"common or guessable password: user {_listed(list(scan.weak))}",
+            _joined([_user_fix(by_name[n]) for n in scan.weak]),
+        )
+    candidates = f"{len(facts.common_passwords)} common passwords and name guesses"
+    if scan.unchecked:
+        return errored(
+            WEAK_PASSWORD,
+            LOCAL,
+            f"{_count(scan.checked, 'user')} checked against {candidates}; {scan.unchecked} more "
+            "not checked (MAX_PASSWORD_USERS)",
+        )
+    return passed(
+        WEAK_PASSWORD, LOCAL, f"{_count(scan.checked, 'user')} checked against {candidates}"
+    )
+
+
+# -- M, E ----------------------------------------------------------------------------------
+
+
+def check_srtp_required(config: Config) -> CheckResult:
+    """media.srtp other than "required" fails (RFC 3711; NIST SP 800-58 §9)."""
+    observed = f"media.srtp {toml_literal(config.media.srtp)}"
+    if config.media.srtp != "required":
+        return failed(SRTP_REQUIRED, LOCAL, observed, config_fix("media.srtp", "required"))
+    return passed(SRTP_REQUIRED, LOCAL, observed)
+
+
+def _device_label(p: DevicePosture) -> str:
+    what = " ".join(x for x in (p.vendor, p.model, p.version) if x) or "unknown device"
+    notes = [a.id + (" (KEV)" if a.kev else "") for a in p.advisories]
+    if p.status in ("restricted", "refused"):
+        notes.append(f"status {p.status}")
+    return f"device {p.id} ({p.user}, {what}): {', '.join(notes)}"
+
+
+def check_endpoint_policy(config: Config, facts: LocalFacts) -> CheckResult:
+    """endpoints.enabled false (no policy at REGISTER) fails; so do devices of the
+    inventory whose firmware falls under an advisory, or that the policy restricted or
+    refused, with the report's actions; an empty inventory passes."""
+    if not config.endpoints.enabled:
+        return failed(
+            ENDPOINT_POLICY,
+            LOCAL,
+            "endpoints.enabled false: no device is judged at REGISTER",
+            config_fix("endpoints.enabled", True),
+        )
+    if facts.store_error or facts.devices_error:
+        return errored(
+            ENDPOINT_POLICY, LOCAL, f"inventory: {facts.store_error or facts.devices_error}"
+        )
+    if not facts.devices:
+        return passed(ENDPOINT_POLICY, LOCAL, "no device in the inventory")
+    bad = [p for p in facts.devices if p.advisories or p.status in ("restricted", "refused")]
+    if not bad:
+        return passed(
+            ENDPOINT_POLICY,
+            LOCAL,
+            f"{_count(len(facts.devices), 'device')}, none under an advisory",
+        )
+    fixes = [
+        f"device {p.id}: {', '.join(p.actions) or f'voipsec devices show {p.id}'}"
+        for p in bad[:MAX_LISTED]
+    ]
+    return failed(
+        ENDPOINT_POLICY,
+        LOCAL,
+        _listed([_device_label(p) for p in bad]),
+        _joined([*fixes, "voipsec devices report"]),
+    )
+
+
+# -- F, L ----------------------------------------------------------------------------------
+
+
+def _zone_defaults() -> dict[str, Any]:
+    fields = ZoneSection.model_fields
+    return {k: fields[k].default for k in ("rate_requests", "rate_window", "rate_ban")}
+
+
+def check_ids(config: Config) -> CheckResult:
+    """ids.enabled off, a sanity check removed, or an untrusted zone whose ban is
+    shorter than MIN_BAN_SECONDS or whose limit allows more than
+    MAX_REQUESTS_PER_SECOND per source: failed."""
+    found: list[str] = []
+    fixes: list[str] = []
+    if not config.ids.enabled:
+        found.append("ids.enabled false")
+        fixes.append(config_fix("ids.enabled", True))
+    missing = [c for c in SANITY_CHECKS if c not in config.sanity.checks]
+    if missing:
+        found.append(f"sanity checks off: {', '.join(missing)}")
+        fixes.append(config_fix("sanity.checks", list(SANITY_CHECKS)))
+    weak: set[str] = set()
+    for z in config.zones:
+        if z.trust == "trusted":
+            continue
+        rate = z.rate_requests / z.rate_window
+        if z.rate_ban < MIN_BAN_SECONDS:
+            found.append(f"zone {z.name} bans for {z.rate_ban} s only")
+            weak.add(z.name)
+        if rate > MAX_REQUESTS_PER_SECOND:
+            found.append(f"zone {z.name} allows {rate:g} requests/s per source")
+            weak.add(z.name)
+    if weak:
+        defaults = _zone_defaults()
+        zones = [z.model_copy(update=defaults) if z.name in weak else z for z in config.zones]
+        fixes.append(_zones_fix(zones))
+    if found:
+        return failed(IDS, LOCAL, "; ".join(found), _joined(fixes))
+    return passed(IDS, LOCAL, "IDS on, every sanity check on, untrusted zones ban")
+
+
+def check_fraud(config: Config) -> CheckResult:
+    """fraud.enabled false fails."""
+    if not config.fraud.enabled:
+        return failed(FRAUD, LOCAL, "fraud.enabled false", config_fix("fraud.enabled", True))
+    return passed(FRAUD, LOCAL, "fraud.enabled true")
+
+
+def _loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_alerts(config: Config, facts: LocalFacts) -> CheckResult:
+    """Alerts are always stored (``voipsec alerts list``), so no channel passes; a
+    channel that leaves the host in clear (an http:// webhook, syslog over UDP to
+    another host) or cannot work (alerts.smtp_ca not found) fails."""
+    a = config.alerts
+    found: list[str] = []
+    fixes: list[str] = []
+    channels = ["stored (voipsec alerts list)"]
+    if a.webhook:
+        url = urlsplit(a.webhook)
+        host = url.hostname or ""
+        channels.append(f"webhook {url.scheme}://{host}")
+        if url.scheme == "http" and not _loopback(host):
+            found.append(f"alerts.webhook is plain http to {host}")
+            fixes.append(
+                f"voipsec config set alerts.webhook '\"https://{host}/...\"' (the same URL "
+                "over https)"
+            )
+    if a.syslog:
+        kind, _, rest = a.syslog.partition(":")
+        channels.append(f"syslog {kind}")
+        host = rest.rpartition(":")[0]
+        if kind == "udp" and not _loopback(host):
+            found.append(f"alerts.syslog sends in clear over UDP to {host}")
+            fixes.append(config_fix("alerts.syslog", "unix:/dev/log"))
+    if a.email_to:
+        channels.append(f"e-mail to {_count(len(a.email_to), 'recipient')}")
+        if facts.smtp_ca_present is False:
+            found.append(f"alerts.smtp_ca {a.smtp_ca} not found: no e-mail can be sent")
+            fixes.append(config_fix("alerts.smtp_ca", ""))
+    if found:
+        return failed(ALERTS, LOCAL, "; ".join(found), _joined(fixes))
+    return passed(ALERTS, LOCAL, f"alerts {', '.join(channels)}")
+
+
+_METRICS_FIX = 'voipsec config set metrics.token "\\"$(openssl rand -hex 32)\\""'
+
+
+def check_metrics_exposure(config: Config) -> CheckResult:
+    """/metrics beyond loopback without a token fails (the metrics server asks no client
+    certificate); so does allow_no_token without a token, wherever it listens."""
+    m = config.metrics
+    if not m.listen:
+        return passed(METRICS_EXPOSURE, LOCAL, "metrics off")
+    host = parse_listen(f"tls:{m.listen}").host
+    address = ipaddress.ip_address(host)
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    if m.token:
+        return passed(METRICS_EXPOSURE, LOCAL, f"metrics on {m.listen} with a token")
+    found: list[str] = []
+    fixes: list[str] = []
+    if not address.is_loopback:
+        found.append(f"metrics on {m.listen} without a token")
+        fixes.append(_METRICS_FIX)
+    if m.allow_no_token:
+        found.append("metrics.allow_no_token true")
+        fixes.append(config_fix("metrics.allow_no_token", False))
+    if found:
+        return failed(METRICS_EXPOSURE, LOCAL, "; ".join(found), _joined(fixes))
+    return passed(METRICS_EXPOSURE, LOCAL, f"metrics on loopback {m.listen}")
+
+
+# -- O, W ----------------------------------------------------------------------------------
+
+#: IPv6 forms that embed an IPv4 address (nat/peerfilter.py normalises them): an
+#: allowed_peers entry covering one is an exemption of internal IPv4 peers too.
+_EMBEDDING: tuple[tuple[str, str], ...] = (
+    ("::ffff:0:0/96", "IPv4-mapped (RFC 4291)"),
+    ("::/96", "IPv4-compatible (RFC 4291)"),
+    ("64:ff9b::/96", "NAT64 (RFC 6052)"),
+    ("2002::/16", "6to4 (RFC 3056)"),
+)
+_INTERNAL = tuple(
+    (ipaddress.ip_network(cidr), why) for cidr, why in (*DENIED_IPV4, *DENIED_IPV6, *_EMBEDDING)
+)
+
+
+def _internal_overlap(cidr: str) -> str | None:
+    """Why ``cidr`` reaches internal peers, or None."""
+    net = ipaddress.ip_network(cidr, strict=False)
+    hits = [
+        why for denied, why in _INTERNAL if denied.version == net.version and net.overlaps(denied)
+    ]
+    if not hits:
+        return None
+    return hits[0] if len(hits) == 1 else f"{len(hits)} internal ranges: {hits[0]}..."
+
+
+def check_turn_peer_filter(config: Config) -> CheckResult:
+    """turn.allowed_peers entries that overlap a denied special-purpose range (RFC 6890:
+    loopback, RFC 1918, link-local and metadata, CGNAT, ULA...) or an IPv4-embedding
+    IPv6 prefix fail (RFC 8656 §21); the fix keeps the others."""
+    if not config.turn.listen:
+        return passed(TURN_PEER_FILTER, LOCAL, "no TURN listener")
+    opened = [(c, why) for c in config.turn.allowed_peers if (why := _internal_overlap(c))]
+    if not opened:
+        return passed(
+            TURN_PEER_FILTER,
+            LOCAL,
+            f"turn.allowed_peers {toml_literal(config.turn.allowed_peers)}: no internal range",
+        )
+    bad = {c for c, _ in opened}
+    keep = [c for c in config.turn.allowed_peers if c not in bad]
+    return failed(
+        TURN_PEER_FILTER,
+        LOCAL,
+        "turn.allowed_peers exempts " + _listed([f"{c} ({why})" for c, why in opened]),
+        config_fix("turn.allowed_peers", keep),
+    )
+
+
+_GLOBAL_V6 = ipaddress.IPv6Network("2000::/3")
+_SPECIAL_V4 = tuple(ipaddress.IPv4Network(c) for c, _ in DENIED_IPV4)
+_SPECIAL_V6 = tuple(ipaddress.IPv6Network(c) for c, _ in DENIED_IPV6)
+
+
+def _public(cidr: str) -> bool:
+    """True when ``cidr`` holds a globally routable address: not inside a
+    special-purpose range (RFC 6890), and for IPv6 inside global unicast 2000::/3."""
+    net = ipaddress.ip_network(cidr, strict=False)
+    if isinstance(net, ipaddress.IPv4Network):
+        return not any(net.subnet_of(s) for s in _SPECIAL_V4)
+    if not net.overlaps(_GLOBAL_V6):
+        return False
+    return not any(net.subnet_of(s) for s in _SPECIAL_V6)
+
+
+def _large(cidr: str) -> bool:
+    net = ipaddress.ip_network(cidr, strict=False)
+    return net.prefixlen < (MIN_V4_PREFIX if net.version == 4 else MIN_V6_PREFIX)
+
+
+def check_trusted_zone(config: Config) -> CheckResult:
+    """A trusted zone (never rate limited or banned) with a public CIDR shorter than
+    /24 (IPv4) or /48 (IPv6) fails; smaller public blocks pass, named. The fix drops
+    those CIDRs from the zone, or makes it untrusted when nothing else is left."""
+    found: list[str] = []
+    small: list[str] = []
+    zones: list[ZoneSection] = []
+    for z in config.zones:
+        public = [c for c in z.cidrs if _public(c)] if z.trust == "trusted" else []
+        large = [c for c in public if _large(c)]
+        small += [f"{z.name} {c}" for c in public if not _large(c)]
+        if not large:
+            zones.append(z)
+            continue
+        found.append(f"trusted zone {z.name} covers {', '.join(large)}")
+        rest = [c for c in z.cidrs if c not in large]
+        zones.append(
+            z.model_copy(update={"cidrs": rest})
+            if rest
+            else z.model_copy(update={"trust": "untrusted"})
+        )
+    if found:
+        return failed(TRUSTED_ZONE, LOCAL, "; ".join(found), _zones_fix(zones))
+    trusted = [z.name for z in config.zones if z.trust == "trusted"]
+    observed = (
+        f"trusted zones {', '.join(trusted)}: no public range" if trusted else "no trusted zone"
+    )
+    if small:
+        observed = f"trusted zones hold small public blocks only: {_listed(small)}"
+    return passed(TRUSTED_ZONE, LOCAL, observed)
+
+
+def check_dscp(config: Config) -> CheckResult:
+    """sip.dscp or media.dscp 0 (unmarked) fails: CS3 for signaling and EF for voice
+    (RFC 4594, RFC 3246) let the network queue them ahead of bulk data."""
+    found: list[str] = []
+    fixes: list[str] = []
+    for key, value, section in (
+        ("sip.dscp", config.sip.dscp, SipSection),
+        ("media.dscp", config.media.dscp, MediaSection),
+    ):
+        if value == 0:
+            found.append(f"{key} 0")
+            fixes.append(config_fix(key, section.model_fields["dscp"].default))
+    if found:
+        return failed(DSCP, LOCAL, ", ".join(found) + " (unmarked)", _joined(fixes))
+    return passed(DSCP, LOCAL, f"sip.dscp {config.sip.dscp}, media.dscp {config.media.dscp}")
+
+
+def local_checks(config: Config, facts: LocalFacts, now: float) -> list[CheckResult]:
+    """Every local check's result, in :data:`SPECS` order."""
+    return [
+        check_plaintext_sip(config),
+        check_tls_version(config),
+        check_certificate_expiry(config, facts, now),
+        check_file_permissions(facts),
+        check_client_certificates(config),
+        check_digest_md5(config),
+        check_weak_password(config, facts),
+        check_srtp_required(config),
+        check_endpoint_policy(config, facts),
+        check_ids(config),
+        check_fraud(config),
+        check_alerts(config, facts),
+        check_metrics_exposure(config),
+        check_turn_peer_filter(config),
+        check_trusted_zone(config),
+        check_dscp(config),
+    ]

@@ -1,0 +1,120 @@
+"""The local checks' shell: what it reads from a data directory (modes before the
+database is opened, symbolic links, certificates, digests) and its bounds."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from voipsec.audit import local
+from voipsec.audit.local import gather_facts, local_results
+from voipsec.audit.model import Outcome
+from voipsec.cli import initialise
+from voipsec.config import CONFIG_NAME, load
+from voipsec.storage import DB_NAME, Store
+
+
+@pytest.fixture(scope="module")
+def fresh(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    data = tmp_path_factory.mktemp("local") / "d"
+    initialise(data)
+    return data
+
+
+def test_local_gather_reads_modes_certificates_and_users(fresh: Path) -> None:
+    config = load(fresh / CONFIG_NAME)
+    facts = gather_facts(fresh, config, time.time())
+    modes = {f.name: f.mode for f in facts.files}
+    # voipsec.db-wal and -shm exist only while a connection is open (checked when there).
+    assert set(modes) == {
+        "",
+        "ca/ca.key",
+        "tls/server.key",
+        DB_NAME,
+        f"{DB_NAME}-wal",
+        f"{DB_NAME}-shm",
+        CONFIG_NAME,
+        "demo-user.txt",
+    }
+    assert {n: m for n, m in modes.items() if m is not None} == {
+        "": 0o700,
+        "ca/ca.key": 0o600,
+        "tls/server.key": 0o600,
+        DB_NAME: 0o600,
+        CONFIG_NAME: 0o600,
+        "demo-user.txt": 0o600,
+    }
+    assert [(c.kind, c.error) for c in facts.certificates] == [("server", ""), ("ca", "")]
+    assert [u.name for u in facts.users] == ["demo"]
+    assert len(facts.users[0].sha256) == 64
+    assert len(facts.common_passwords) == 1001
+    assert (facts.store_error, facts.devices_error, facts.devices) == ("", "", ())
+
+
+def test_local_loose_database_mode_is_read_before_the_store_tightens_it(
+    fresh: Path, tmp_path: Path
+) -> None:
+    data = tmp_path / "d"
+    shutil.copytree(fresh, data, symlinks=True)
+    (data / DB_NAME).chmod(0o644)
+    results = local_results(data, load(data / CONFIG_NAME), time.time())
+    (perms,) = [r for r in results if r.spec.id == "S-file-permissions"]
+    assert (perms.outcome, perms.observed) == (Outcome.FAILED, "voipsec.db is 0644")
+
+
+def test_local_symlinked_key_and_missing_database(tmp_path: Path) -> None:
+    data = tmp_path / "d"
+    initialise(data)
+    key = data / "tls" / "server.key"
+    real = tmp_path / "server.key"
+    key.rename(real)
+    key.symlink_to(real)
+    (data / DB_NAME).unlink()
+    config = load(data / CONFIG_NAME)
+    facts = gather_facts(data, config, time.time())
+    (fact,) = [f for f in facts.files if f.name == "tls/server.key"]
+    assert (fact.symlink, fact.mode) == (True, 0o777)
+    assert facts.store_error == f"{data / DB_NAME} not found (run `voipsec init`)"
+    outcomes = {r.spec.id: r.outcome for r in local_results(data, config, time.time())}
+    assert outcomes["S-file-permissions"] is Outcome.FAILED
+    assert outcomes["A-weak-password"] is Outcome.ERROR
+
+
+def test_local_unreadable_certificate_is_an_error(tmp_path: Path) -> None:
+    data = tmp_path / "d"
+    initialise(data)
+    (data / "tls" / "server.crt").write_text("not a certificate\n")
+    config = load(data / CONFIG_NAME)
+    (server, _) = gather_facts(data, config, time.time()).certificates
+    assert server.not_after is None
+    assert server.error.startswith(f"{data / 'tls' / 'server.crt'}: ")
+
+
+def test_local_device_key_files_stop_at_the_bound(
+    fresh: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = tmp_path / "d"
+    shutil.copytree(fresh, data, symlinks=True)
+    for name in ("alice", "bob"):
+        (data / "devices" / name).mkdir(parents=True)
+        for suffix in (".key", ".p12"):
+            (data / "devices" / name / f"{name}{suffix}").write_bytes(b"x")
+    monkeypatch.setattr(local, "MAX_DEVICE_KEY_FILES", 3)
+    facts = gather_facts(data, load(data / CONFIG_NAME), time.time())
+    devices = [f.name for f in facts.files if f.name.startswith("devices/")]
+    assert devices == ["devices/alice/alice.key", "devices/alice/alice.p12", "devices/bob/bob.key"]
+
+
+def test_local_users_of_another_realm_are_not_checked(tmp_path: Path) -> None:
+    data = tmp_path / "d"
+    initialise(data)
+    store = Store(data / DB_NAME)
+    try:
+        store.add_user("old", "123456", "old.example")  # digests of a former sip.domain
+    finally:
+        store.close()
+    facts = gather_facts(data, load(data / CONFIG_NAME), time.time())
+    assert [u.name for u in facts.users] == ["demo"]

@@ -1,0 +1,86 @@
+"""The weak-password scan: stored HA1 digests against common and name-derived passwords."""
+
+from __future__ import annotations
+
+from importlib.resources import files
+
+from voipsec.audit.local import COMMON_LIST_FILE
+from voipsec.audit.localpasswords import (
+    MAX_COMMON_PASSWORDS,
+    MAX_PASSWORD_USERS,
+    PasswordScan,
+    StoredUser,
+    name_guesses,
+    parse_password_list,
+    scan_passwords,
+)
+from voipsec.sip.digest import ha1
+
+REALM = "example.test"
+
+
+def _user(name: str, password: str, *, md5_only: bool = False) -> StoredUser:
+    return StoredUser(
+        name=name,
+        sha256="" if md5_only else ha1("SHA-256", name, REALM, password),
+        md5=ha1("MD5", name, REALM, password),
+        cos="national",
+    )
+
+
+def test_localpasswords_shipped_list_is_seclists_top_1000() -> None:
+    text = files("voipsec.audit").joinpath("data", COMMON_LIST_FILE).read_text(encoding="utf-8")
+    assert "10-million-password-list-top-1000.txt" in text  # the source, named in the header
+    common = parse_password_list(text)
+    assert len(common) == 1001
+    assert common[:4] == ("123456", "password", "12345678", "qwerty")
+    assert common[-1] == "freepass"
+    assert not any(p.startswith("#") for p in common)
+
+
+def test_localpasswords_parse_skips_comments_blanks_and_duplicates() -> None:
+    assert parse_password_list("# header\n\nabc\nabc\n#x\nxyz\n") == ("abc", "xyz")
+
+
+def test_localpasswords_parse_stops_at_max_common_passwords() -> None:
+    text = "\n".join(f"pw{i}" for i in range(MAX_COMMON_PASSWORDS + 5))
+    parsed = parse_password_list(text)
+    assert len(parsed) == MAX_COMMON_PASSWORDS
+    assert parsed[-1] == f"pw{MAX_COMMON_PASSWORDS - 1}"
+
+
+def test_localpasswords_name_guesses() -> None:
+    guesses = name_guesses("ext201", REALM)
+    for expected in ("ext201", "Ext201", "ext201123", "102txe", "201", "201201", "1234", REALM):
+        assert expected in guesses
+    assert len(guesses) == len(set(guesses))
+
+
+def test_localpasswords_scan_finds_listed_and_guessed_passwords() -> None:
+    users = [
+        _user("alice", "123456"),
+        _user("bob", "bob123"),
+        _user("carol", "Xq7-long-and-random"),
+        _user("dave", "password", md5_only=True),
+        _user("2001", "20012001"),
+    ]
+    scan = scan_passwords(users, REALM, ("123456", "password"))
+    assert scan == PasswordScan(weak=("2001", "alice", "bob", "dave"), checked=5, unchecked=0)
+
+
+def test_localpasswords_other_realm_digest_does_not_match() -> None:
+    user = StoredUser(name="alice", sha256=ha1("SHA-256", "alice", "other", "123456"))
+    assert scan_passwords([user], REALM, ("123456",)).weak == ()
+
+
+def test_localpasswords_user_without_digest_is_not_weak() -> None:
+    assert scan_passwords([StoredUser(name="x")], REALM, ("123456",)).weak == ()
+
+
+def test_localpasswords_scan_stops_at_max_password_users() -> None:
+    stub = StoredUser(name="u", sha256="0" * 64)
+    users = [
+        StoredUser(name=f"u{i:06d}", sha256=stub.sha256) for i in range(MAX_PASSWORD_USERS + 3)
+    ]
+    scan = scan_passwords(users, REALM, ())
+    assert (scan.checked, scan.unchecked) == (MAX_PASSWORD_USERS, 3)
