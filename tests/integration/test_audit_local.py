@@ -104,6 +104,14 @@ def _chmod(name: str, mode: int) -> Callable[[Path], None]:
     return apply
 
 
+def _then(*steps: Callable[[Path], None]) -> Callable[[Path], None]:
+    def apply(data: Path) -> None:
+        for step in steps:
+            step(data)
+
+    return apply
+
+
 def _server_certificate(days: int) -> Callable[[Path], None]:
     """A server certificate from the directory's CA that expires in ``days`` days."""
 
@@ -204,6 +212,13 @@ WEAKENINGS: list[tuple[str, Callable[[Path], None], str, str]] = [
     (
         "config-0644",
         _chmod("voipsec.toml", 0o644),
+        "S-file-permissions",
+        "chmod 600 {d}/voipsec.toml",
+    ),
+    (
+        # serve refuses this file (it holds a secret others may read); the audit reports it
+        "config-with-secret-0644",
+        _then(_config("metrics.token", '"' + "ab" * 16 + '"'), _chmod("voipsec.toml", 0o644)),
         "S-file-permissions",
         "chmod 600 {d}/voipsec.toml",
     ),

@@ -151,7 +151,7 @@ def audit(
         raise AuditFailed(str(err)) from None
     config_path = dir / CONFIG_NAME
     own = not (sips or turns) or config_path.exists()
-    config = load(config_path) if own else None
+    config = load(config_path, refuse_readable_secrets=False) if own else None
     options = ProbeOptions(
         user=user,
         password=password,

@@ -821,8 +821,12 @@ def validate(data: dict[str, Any], path: Path) -> Config:
         raise ConfigError(_format_errors(path, err)) from None
 
 
-def load(path: Path) -> Config:
-    """Read and validate a config file; ConfigError with one line per problem."""
+def load(path: Path, *, refuse_readable_secrets: bool = True) -> Config:
+    """Read and validate a config file; ConfigError with one line per problem.
+
+    A file holding secrets that others may read is refused, unless
+    ``refuse_readable_secrets`` is False (``voipsec audit`` reads it to report it).
+    """
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -834,7 +838,8 @@ def load(path: Path) -> Config:
     except tomllib.TOMLDecodeError as err:
         raise ConfigError([f"{path}: not valid TOML: {err}"]) from None
     config = validate(data, path)
-    _check_secrets_private(path, config)
+    if refuse_readable_secrets:
+        _check_secrets_private(path, config)
     return config
 
 
