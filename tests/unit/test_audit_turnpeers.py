@@ -23,11 +23,11 @@ from voipsec.audit.targets import TurnTarget
 from voipsec.audit.turnpeers import (
     PEER_PORT,
     SPEC,
-    Answer,
-    AnswerKind,
     LongTerm,
     PeerAnswer,
-    Verdict,
+    PeerVerdict,
+    TurnAnswer,
+    TurnAnswerKind,
     allocate_attributes,
     allocation_for,
     build_request,
@@ -130,17 +130,17 @@ def test_turnpeers_allocation_for_prefers_own_family() -> None:
 
 def test_turnpeers_success_needs_valid_integrity() -> None:
     key = CHALLENGED.key()
-    assert read_answer(_answer(MessageClass.SUCCESS, key=key), CHALLENGED) == Answer(
-        kind=AnswerKind.SUCCESS
+    assert read_answer(_answer(MessageClass.SUCCESS, key=key), CHALLENGED) == TurnAnswer(
+        kind=TurnAnswerKind.SUCCESS
     )
     forged = read_answer(_answer(MessageClass.SUCCESS, key=b"x" * 16), CHALLENGED)
-    assert forged.kind is AnswerKind.FORGED
-    assert read_answer(_answer(MessageClass.SUCCESS), CHALLENGED).kind is AnswerKind.FORGED
+    assert forged.kind is TurnAnswerKind.FORGED
+    assert read_answer(_answer(MessageClass.SUCCESS), CHALLENGED).kind is TurnAnswerKind.FORGED
 
 
 def test_turnpeers_401_then_438_then_final_401() -> None:
     first = read_answer(_error(401, "audit.test", "n1"), BARE)
-    assert first == Answer(kind=AnswerKind.ERROR, code=401, realm="audit.test", nonce="n1")
+    assert first == TurnAnswer(kind=TurnAnswerKind.ERROR, code=401, realm="audit.test", nonce="n1")
     assert retry_credentials(first, BARE) == CHALLENGED
     stale = read_answer(_error(438, "audit.test", "n2"), CHALLENGED)
     retried = retry_credentials(stale, CHALLENGED)
@@ -160,22 +160,22 @@ def test_turnpeers_password_not_in_repr() -> None:
 
 
 def test_turnpeers_permission_verdicts() -> None:
-    ok = Answer(kind=AnswerKind.SUCCESS)
+    ok = TurnAnswer(kind=TurnAnswerKind.SUCCESS)
     assert permission_verdict("10.0.0.1", ok) == PeerAnswer(
-        peer="10.0.0.1", verdict=Verdict.GRANTED
+        peer="10.0.0.1", verdict=PeerVerdict.GRANTED
     )
-    refused = Answer(kind=AnswerKind.ERROR, code=403)
-    assert permission_verdict("::1", refused).verdict is Verdict.REFUSED
-    mismatch = Answer(kind=AnswerKind.ERROR, code=443)
+    refused = TurnAnswer(kind=TurnAnswerKind.ERROR, code=403)
+    assert permission_verdict("::1", refused).verdict is PeerVerdict.REFUSED
+    mismatch = TurnAnswer(kind=TurnAnswerKind.ERROR, code=443)
     assert permission_verdict("::1", mismatch, note="no IPv6 allocation: 440; ") == PeerAnswer(
         peer="::1",
-        verdict=Verdict.UNTESTED,
+        verdict=PeerVerdict.UNTESTED,
         detail="no IPv6 allocation: 440; 443 Peer Address Family Mismatch",
     )
     assert permission_verdict("::1", None).detail == "no answer"
-    forged = permission_verdict("::1", Answer(kind=AnswerKind.FORGED))
+    forged = permission_verdict("::1", TurnAnswer(kind=TurnAnswerKind.FORGED))
     assert (forged.verdict, forged.detail) == (
-        Verdict.UNTESTED,
+        PeerVerdict.UNTESTED,
         "a success without valid MESSAGE-INTEGRITY",
     )
 
@@ -185,10 +185,10 @@ def test_turnpeers_permission_verdicts() -> None:
 
 def test_turnpeers_judge_fails_on_any_grant_with_coturn_fix() -> None:
     answers = [
-        PeerAnswer(peer="127.0.0.1", verdict=Verdict.GRANTED),
-        PeerAnswer(peer="10.0.0.1", verdict=Verdict.REFUSED),
-        PeerAnswer(peer="::ffff:127.0.0.1", verdict=Verdict.GRANTED),
-        PeerAnswer(peer="fe80::1", verdict=Verdict.UNTESTED, detail="no answer"),
+        PeerAnswer(peer="127.0.0.1", verdict=PeerVerdict.GRANTED),
+        PeerAnswer(peer="10.0.0.1", verdict=PeerVerdict.REFUSED),
+        PeerAnswer(peer="::ffff:127.0.0.1", verdict=PeerVerdict.GRANTED),
+        PeerAnswer(peer="fe80::1", verdict=PeerVerdict.UNTESTED, detail="no answer"),
     ]
     result = judge(TARGET, answers, allowed=None)
     assert (result.spec, result.outcome, result.target) == (SPEC, Outcome.FAILED, TARGET)
@@ -203,9 +203,11 @@ def test_turnpeers_judge_fails_on_any_grant_with_coturn_fix() -> None:
 
 
 def test_turnpeers_judge_passes_only_with_a_refusal() -> None:
-    refused = [PeerAnswer(peer="10.0.0.1", verdict=Verdict.REFUSED)]
+    refused = [PeerAnswer(peer="10.0.0.1", verdict=PeerVerdict.REFUSED)]
     untested = [
-        PeerAnswer(peer="::1", verdict=Verdict.UNTESTED, detail="443 Peer Address Family Mismatch")
+        PeerAnswer(
+            peer="::1", verdict=PeerVerdict.UNTESTED, detail="443 Peer Address Family Mismatch"
+        )
     ]
     result = judge(TARGET, refused + untested, allowed=[])
     assert (result.outcome, result.fix) == (Outcome.PASSED, "")
@@ -239,7 +241,7 @@ def test_turnpeers_own_fix_keeps_only_public_entries() -> None:
 
 
 def test_turnpeers_judge_own_installation_gives_config_line() -> None:
-    answers = [PeerAnswer(peer="10.0.0.1", verdict=Verdict.GRANTED)]
+    answers = [PeerAnswer(peer="10.0.0.1", verdict=PeerVerdict.GRANTED)]
     result = judge(TARGET, answers, allowed=["10.0.0.0/8"])
     assert result.fix == "voipsec config set turn.allowed_peers '[]'"
 

@@ -50,12 +50,12 @@ __all__ = [
     "PEER_PORT",
     "PROBED_PEERS",
     "SPEC",
-    "Answer",
-    "AnswerKind",
     "LongTerm",
     "PeerAnswer",
+    "PeerVerdict",
     "ProbePeer",
-    "Verdict",
+    "TurnAnswer",
+    "TurnAnswerKind",
     "allocate_attributes",
     "allocation_for",
     "build_request",
@@ -197,7 +197,7 @@ def build_request(
 # -- answers ------------------------------------------------------------------------------
 
 
-class AnswerKind(StrEnum):
+class TurnAnswerKind(StrEnum):
     SUCCESS = "success"
     ERROR = "error"
     #: A success response whose MESSAGE-INTEGRITY does not check: not the server's.
@@ -205,24 +205,24 @@ class AnswerKind(StrEnum):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Answer:
+class TurnAnswer:
     """What a response says: success, or an error with its code, REALM and NONCE."""
 
-    kind: AnswerKind
+    kind: TurnAnswerKind
     code: int = 0
     realm: str = ""
     nonce: str = ""
 
     def describe(self) -> str:
         """``403 Forbidden`` (the code's standard name, never the server's own text)."""
-        if self.kind is AnswerKind.SUCCESS:
+        if self.kind is TurnAnswerKind.SUCCESS:
             return "success"
-        if self.kind is AnswerKind.FORGED:
+        if self.kind is TurnAnswerKind.FORGED:
             return "a success without valid MESSAGE-INTEGRITY"
         return f"{self.code} {REASONS.get(self.code, 'Error')}".strip()
 
 
-def read_answer(message: Message, credentials: LongTerm) -> Answer:
+def read_answer(message: Message, credentials: LongTerm) -> TurnAnswer:
     """Read a response to a request sent with ``credentials``.
 
     A success must carry a MESSAGE-INTEGRITY that checks with the key (RFC 8489
@@ -231,25 +231,25 @@ def read_answer(message: Message, credentials: LongTerm) -> Answer:
     """
     if message.cls == MessageClass.SUCCESS:
         if credentials.challenged and not verify_integrity(message, credentials.key()):
-            return Answer(kind=AnswerKind.FORGED)
-        return Answer(kind=AnswerKind.SUCCESS)
+            return TurnAnswer(kind=TurnAnswerKind.FORGED)
+        return TurnAnswer(kind=TurnAnswerKind.SUCCESS)
     error = message.error_code()
-    return Answer(
-        kind=AnswerKind.ERROR,
+    return TurnAnswer(
+        kind=TurnAnswerKind.ERROR,
         code=error[0] if error is not None else 0,
         realm=message.text(Attr.REALM) or "",
         nonce=message.text(Attr.NONCE) or "",
     )
 
 
-def retry_credentials(answer: Answer, credentials: LongTerm) -> LongTerm | None:
+def retry_credentials(answer: TurnAnswer, credentials: LongTerm) -> LongTerm | None:
     """The credentials to send the request again with, or None when it is answered.
 
     RFC 8489 §9.2.5: a 401 to a request without credentials brings REALM and NONCE;
     a 438 (stale nonce) a new NONCE. A 401 to a request that had credentials is final
     (they are wrong).
     """
-    if answer.kind is not AnswerKind.ERROR or not answer.nonce:
+    if answer.kind is not TurnAnswerKind.ERROR or not answer.nonce:
         return None
     if answer.code == 401 and not credentials.challenged and answer.realm:
         return replace(credentials, realm=answer.realm, nonce=answer.nonce)
@@ -258,7 +258,7 @@ def retry_credentials(answer: Answer, credentials: LongTerm) -> LongTerm | None:
     return None
 
 
-class Verdict(StrEnum):
+class PeerVerdict(StrEnum):
     GRANTED = "granted"
     REFUSED = "refused"
     UNTESTED = "not testable"
@@ -269,11 +269,11 @@ class PeerAnswer:
     """One peer's outcome; ``detail`` says why it could not be tested."""
 
     peer: str
-    verdict: Verdict
+    verdict: PeerVerdict
     detail: str = ""
 
 
-def permission_verdict(peer: str, answer: Answer | None, *, note: str = "") -> PeerAnswer:
+def permission_verdict(peer: str, answer: TurnAnswer | None, *, note: str = "") -> PeerAnswer:
     """A CreatePermission answer read: success granted, 403 refused (RFC 8656 §9.2).
 
     ``None`` is no answer. Any other error (443 family mismatch, 400, 508...) proves
@@ -281,21 +281,21 @@ def permission_verdict(peer: str, answer: Answer | None, *, note: str = "") -> P
     of the other family.
     """
     if answer is None:
-        return PeerAnswer(peer=peer, verdict=Verdict.UNTESTED, detail="no answer")
-    if answer.kind is AnswerKind.SUCCESS:
-        return PeerAnswer(peer=peer, verdict=Verdict.GRANTED)
-    if answer.kind is AnswerKind.ERROR and answer.code == 403:
-        return PeerAnswer(peer=peer, verdict=Verdict.REFUSED)
+        return PeerAnswer(peer=peer, verdict=PeerVerdict.UNTESTED, detail="no answer")
+    if answer.kind is TurnAnswerKind.SUCCESS:
+        return PeerAnswer(peer=peer, verdict=PeerVerdict.GRANTED)
+    if answer.kind is TurnAnswerKind.ERROR and answer.code == 403:
+        return PeerAnswer(peer=peer, verdict=PeerVerdict.REFUSED)
     detail = answer.describe()
-    return PeerAnswer(peer=peer, verdict=Verdict.UNTESTED, detail=f"{note}{detail}")
+    return PeerAnswer(peer=peer, verdict=PeerVerdict.UNTESTED, detail=f"{note}{detail}")
 
 
 # -- the verdict --------------------------------------------------------------------------
 
 
 def _observed(answers: Sequence[PeerAnswer]) -> str:
-    granted = [a.peer for a in answers if a.verdict is Verdict.GRANTED]
-    refused = [a.peer for a in answers if a.verdict is Verdict.REFUSED]
+    granted = [a.peer for a in answers if a.verdict is PeerVerdict.GRANTED]
+    refused = [a.peer for a in answers if a.verdict is PeerVerdict.REFUSED]
     parts = []
     if granted:
         parts.append("granted: " + ", ".join(granted))
@@ -303,7 +303,7 @@ def _observed(answers: Sequence[PeerAnswer]) -> str:
         parts.append("refused: " + ", ".join(refused))
     details: dict[str, list[str]] = {}
     for a in answers:
-        if a.verdict is Verdict.UNTESTED:
+        if a.verdict is PeerVerdict.UNTESTED:
             details.setdefault(a.detail, []).append(a.peer)
     for detail, peers in details.items():
         parts.append(f"not testable ({detail}): " + ", ".join(peers))
@@ -380,10 +380,10 @@ def judge(
     ``voipsec config set`` fix), None for a third-party server (coturn's lines).
     """
     observed = _observed(answers)
-    granted = [a.peer for a in answers if a.verdict is Verdict.GRANTED]
+    granted = [a.peer for a in answers if a.verdict is PeerVerdict.GRANTED]
     if granted:
         fix = own_fix(allowed) if allowed is not None else coturn_fix(granted)
         return failed(SPEC, target, observed, fix)
-    if any(a.verdict is Verdict.REFUSED for a in answers):
+    if any(a.verdict is PeerVerdict.REFUSED for a in answers):
         return passed(SPEC, target, observed)
     return errored(SPEC, target, observed or "no peer asked")

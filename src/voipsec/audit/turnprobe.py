@@ -44,10 +44,10 @@ from .turnpeers import (
     FAMILY_NAMES,
     PROBED_PEERS,
     SPEC,
-    Answer,
-    AnswerKind,
     LongTerm,
     PeerAnswer,
+    TurnAnswer,
+    TurnAnswerKind,
     allocate_attributes,
     allocation_for,
     build_request,
@@ -111,7 +111,7 @@ class _Budget:
         self.sent += 1
 
 
-class _Channel:
+class _TurnSocket:
     """One UDP socket to the server (one 5-tuple, at most one allocation)."""
 
     def __init__(
@@ -127,7 +127,7 @@ class _Channel:
     def close(self) -> None:
         self.sock.close()
 
-    def _exchange(self, transaction_id: bytes, data: bytes) -> Answer | None:
+    def _exchange(self, transaction_id: bytes, data: bytes) -> TurnAnswer | None:
         """Send with retransmissions until the answer with this transaction ID."""
         start = time.monotonic()
         deadline = start + self.timeout
@@ -171,9 +171,9 @@ class _Channel:
         attributes: Callable[[bytes], Sequence[tuple[int, bytes]]],
         *,
         release: bool = False,
-    ) -> Answer | None:
+    ) -> TurnAnswer | None:
         """One request, answered (with credentials) after a 401/438; None if silent."""
-        answer: Answer | None = None
+        answer: TurnAnswer | None = None
         for _ in range(1 + MAX_CHALLENGES):
             if not release:
                 budget.spend()
@@ -233,17 +233,17 @@ def _allocate(
     credentials: LongTerm,
     options: ProbeOptions,
     budget: _Budget,
-    channels: list[_Channel],
-) -> tuple[dict[int, _Channel], dict[int, str]]:
+    channels: list[_TurnSocket],
+) -> tuple[dict[int, _TurnSocket], dict[int, str]]:
     """An allocation per family the server grants; why not, for the others."""
-    allocated: dict[int, _Channel] = {}
+    allocated: dict[int, _TurnSocket] = {}
     refused: dict[int, str] = {}
     for family in (FAMILY_IPV4, FAMILY_IPV6):
         name = FAMILY_NAMES[family]
-        channel = _Channel(address, credentials, options.timeout)
+        channel = _TurnSocket(address, credentials, options.timeout)
         channels.append(channel)
         answer = channel.transact(budget, Method.ALLOCATE, _fixed(allocate_attributes(family)))
-        if answer is not None and answer.kind is AnswerKind.SUCCESS:
+        if answer is not None and answer.kind is TurnAnswerKind.SUCCESS:
             channel.allocated = True
             allocated[family] = channel
             continue
@@ -259,7 +259,7 @@ def _allocate(
 
 
 def _ask_peers(
-    allocated: dict[int, _Channel], refused: dict[int, str], budget: _Budget
+    allocated: dict[int, _TurnSocket], refused: dict[int, str], budget: _Budget
 ) -> list[PeerAnswer]:
     answers: list[PeerAnswer] = []
     for peer in PROBED_PEERS:
@@ -279,7 +279,7 @@ def _ask_peers(
     return answers
 
 
-def _release(channels: list[_Channel], budget: _Budget) -> None:
+def _release(channels: list[_TurnSocket], budget: _Budget) -> None:
     """Refresh with lifetime 0 on every allocation (RFC 8656 §7.3), then close."""
     for channel in channels:
         try:
@@ -299,7 +299,7 @@ def turn_results(
     """The TURN peer-filter check's result at ``target`` (module docstring)."""
     name = str(target)
     budget = _Budget(max_requests)
-    channels: list[_Channel] = []
+    channels: list[_TurnSocket] = []
     try:
         credentials = _credentials(options)
         if isinstance(credentials, str):
