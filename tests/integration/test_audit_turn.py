@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -40,7 +41,7 @@ from voipsec.audit.targets import TurnTarget
 from voipsec.audit.turnpeers import PROBED_PEERS, SPEC
 from voipsec.audit.turnprobe import turn_results
 from voipsec.nat import stun
-from voipsec.nat.stun import Attr, MessageClass, Method
+from voipsec.nat.stun import Attr, Message, MessageClass, Method
 
 pytestmark = pytest.mark.peers
 
@@ -79,24 +80,47 @@ def _only(results: list[dict[str, object]]) -> dict[str, object]:
 # -- coturn in a namespace ----------------------------------------------------------------
 
 
+def _answered_from(port: int) -> int | None:
+    """Send a Binding request to ``port`` from a fresh socket; its port once answered."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.settimeout(0.1)
+        request = Message(
+            method=Method.BINDING, cls=MessageClass.REQUEST, transaction_id=os.urandom(12)
+        )
+        try:
+            sock.sendto(stun.encode(request), ("127.0.0.1", port))
+            sock.recvfrom(2048)
+        except OSError:
+            return None
+        return int(sock.getsockname()[1])
+
+
 @contextlib.contextmanager
 def _capturing(pcap: Path, port: int) -> Iterator[None]:
     """tshark on the namespace's lo, written to ``pcap`` until the block ends. The block
     starts once a Binding request to ``port`` shows in tshark's live output (its
-    "Capturing on" line can come before packets are captured)."""
+    "Capturing on" line can come before packets are captured), and ends once the answer
+    to a last one does (so that every packet before it was taken)."""
     live = pcap.with_suffix(".txt")
     argv = [
         require("tshark"), "-i", "lo", "-f", "udp or icmp", "-w", str(pcap),
         "-a", "duration:120", "-P", "-l", "-T", "fields", "-e", "udp.dstport",
     ]  # fmt: skip
+
+    def shown(marker: int) -> bool:
+        return str(marker) in live.read_text(errors="replace").split()
+
     with running(argv, log=live):
-
-        def seen() -> bool:
-            binding("127.0.0.1", port, timeout=0.1)
-            return str(port) in live.read_text(errors="replace").split()
-
-        wait_for(seen, deadline=30, what="tshark to capture on lo")
+        wait_for(
+            lambda: shown(port) if binding("127.0.0.1", port, timeout=0.1) else False,
+            deadline=30,
+            what="tshark to capture on lo",
+        )
         yield
+        marker = wait_for(lambda: _answered_from(port), what="a last Binding answer")
+        assert isinstance(marker, int)
+        wait_for(lambda: shown(marker), what="tshark to show the last packet")
 
 
 def _captured(pcap: Path) -> list[tuple[str, int, str, int, bytes]]:
