@@ -78,8 +78,9 @@ SPECS: tuple[CheckSpec, ...] = (SPEC,)
 PROBE_USER = "voipsec-audit"
 #: Seconds those credentials stay valid: the probe takes a few seconds at most.
 CREDENTIAL_TTL = 300
-#: Requests per target: two Allocates and twelve CreatePermissions, each possibly sent
-#: again after a 401 or 438 challenge, fit in 34; the Refreshes are on top.
+#: Requests per target: two Allocates answered after their 401 (4) and twelve
+#: CreatePermissions make 16; 40 leaves room for stale-nonce (438) retries. The
+#: Refreshes that free the allocations are on top.
 MAX_REQUESTS = 40
 #: The first retransmission timeout, doubled after each send (RFC 8489 §6.2.1: 500 ms).
 REQUEST_RTO = 0.5
