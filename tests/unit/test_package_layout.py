@@ -105,6 +105,7 @@ SANS_IO = (
     "endpoints/offer.py",
     "audit/localchecks.py",
     "audit/localpasswords.py",
+    "audit/turnpeers.py",
 )
 #: The shell's loaders that live beside their cores: they are the ones that read.
 LOADERS = frozenset({"core/dialplan_loader.py", "edge/ids_loader.py", "monitor/fraud/loader.py"})

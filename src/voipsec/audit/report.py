@@ -1,12 +1,17 @@
 """An audit report as text, JSON, Markdown or SARIF 2.1.0 (issue 19 item 1).
 
 SARIF (OASIS SARIF 2.1.0, §3.27 result, §3.49 reportingDescriptor): one rule per check
-that ran, one result per check and place, ``kind`` ``fail``/``pass``/
-``notApplicable``/``open`` (an error: not proven either way, §3.27.9) and, for a failure,
-``level`` ``error`` (critical, high), ``warning`` (medium) or ``note`` (low); any other
-kind has level ``none`` (§3.27.10). ``properties.security-severity`` carries a CVSS-like
-number that code scanning ranks by. Every result has a location: ``voipsec.toml`` for
-the local checks, the target's URI for live ones. Sans-IO: a report in, text out.
+that ran, one result per *problem*: a failed check (``kind`` ``fail``, ``level``
+``error`` for critical and high, ``warning`` for medium, ``note`` for low) or one that
+could not run (``kind`` ``open``: not proven either way, §3.27.9, with level ``none``,
+§3.27.10). Passed and skipped checks are left out of the results, because GitHub code
+scanning turns every result into an alert whatever its ``kind``; their count is in the
+run's properties with the score. ``properties.security-severity`` carries a CVSS-like
+number code scanning ranks by. Every result has one location with a relative URI, as
+code scanning requires (an absolute one of another scheme than the checkout's is
+refused): ``voipsec.toml`` for the local checks, the target percent-encoded into one
+path segment (``sips%3A127.0.0.1%3A5061``) for live ones, which a logical location
+names as written. Sans-IO: a report in, text out.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from __future__ import annotations
 import datetime
 import json
 from typing import Any
+from urllib.parse import quote
 
 from .model import CONTROL_TITLES, AuditReport, CheckResult, CheckSpec, Outcome, Severity
 
@@ -175,8 +181,13 @@ def _rule(spec: CheckSpec) -> dict[str, Any]:
 
 
 def _location(target: str) -> dict[str, Any]:
-    uri = "voipsec.toml" if target == "local" else target
-    return {"physicalLocation": {"artifactLocation": {"uri": uri}}}
+    """One location with a relative URI (module docstring)."""
+    if target == "local":
+        return {"physicalLocation": {"artifactLocation": {"uri": "voipsec.toml"}}}
+    return {
+        "physicalLocation": {"artifactLocation": {"uri": quote(target, safe="")}},
+        "logicalLocations": [{"fullyQualifiedName": target, "kind": "resource"}],
+    }
 
 
 def to_sarif(report: AuditReport, version: str) -> str:
@@ -187,6 +198,8 @@ def to_sarif(report: AuditReport, version: str) -> str:
     index = {spec_id: i for i, spec_id in enumerate(specs)}
     results = []
     for r in report.results:
+        if r.outcome not in (Outcome.FAILED, Outcome.ERROR):
+            continue
         text = r.observed if not r.fix else f"{r.observed} Fix: {r.fix}"
         results.append(
             {
@@ -199,6 +212,9 @@ def to_sarif(report: AuditReport, version: str) -> str:
                 "properties": {"target": r.target, "control": r.spec.control.value},
             }
         )
+    counts = {
+        outcome.value: sum(r.outcome is outcome for r in report.results) for outcome in Outcome
+    }
     log = {
         "$schema": SARIF_SCHEMA,
         "version": "2.1.0",
@@ -219,7 +235,11 @@ def to_sarif(report: AuditReport, version: str) -> str:
                     }
                 ],
                 "results": results,
-                "properties": {"score": report.overall},
+                "properties": {
+                    "score": report.overall,
+                    "targets": list(report.targets),
+                    "outcomes": counts,
+                },
             }
         ],
     }

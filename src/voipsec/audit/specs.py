@@ -220,6 +220,7 @@ TURN_PEER_FILTER = _spec(
     _C,
     "TURN refuses internal peers",
     "CVE-2020-26262",
+    "RFC 8656 §9",
     "RFC 8656 §21",
     "RFC 6890",
     NIST,
