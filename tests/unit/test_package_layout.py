@@ -101,6 +101,8 @@ SANS_IO = (
     "audit/model.py",
     "audit/targets.py",
     "audit/report.py",
+    "audit/livechecks.py",
+    "audit/liverequests.py",
 )
 #: The shell's loaders that live beside their cores: they are the ones that read.
 LOADERS = frozenset({"core/dialplan_loader.py", "edge/ids_loader.py", "monitor/fraud/loader.py"})
