@@ -15,21 +15,38 @@ call is ended with BYE and the registration removed.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
+import random
 import secrets
 import socket
+import struct
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
-from ..media.sdes import SUITES
+import pylibsrtp
+
+from ..media.sdes import SUITES, crypto_line, inbound_policy, master_of, new_master, outbound_policy
+from ..media.sdp import SdpError, parse_sdp
 from ..sip import Request, Response, response_to
-from ..sip.dialog import new_tag
+from ..sip.dialog import new_tag, uac_dialog
 from ..sip.digest import answer_challenge
-from ..sip.uac import ack_for_failure, cancel_for
+from ..sip.uac import ack_for_failure, cancel_for, in_dialog
 from . import livechecks as lc
 from .liverequests import Party, audio_offer, request
-from .model import CheckResult, skipped
+from .model import CheckResult, errored, skipped
 from .sipprobe import ProbeRun, SipStream
 
-__all__ = ["JUNK_PACKETS", "LEARN_PACKETS", "STRANGER_PACKETS", "media_results"]
+__all__ = [
+    "JUNK_PACKETS",
+    "LEARN_PACKETS",
+    "QUIET_WINDOW",
+    "STRANGER_PACKETS",
+    "media_results",
+]
+
+#: What the probe answers a forked INVITE with: an SDP body, or None for 488.
+Answerer = Callable[[Request], "bytes | None"]
 
 #: Valid SRTP packets the caller sends for the relay to learn its address.
 LEARN_PACKETS = 10
@@ -41,7 +58,11 @@ JUNK_PACKETS = 10
 PACKET_INTERVAL = 0.02
 #: Registration lifetime of the probe (removed at the end anyway).
 REGISTER_EXPIRES = 60
+#: Seconds the probe listens for media that must not come (bleed, junk).
+QUIET_WINDOW = 0.6
 _SUITE = SUITES["AES_CM_128_HMAC_SHA1_80"]
+#: RTP payload type 0 (PCMU, RFC 3551 §6) with the version bits of RFC 3550 §5.1.
+_RTP_V2 = 0x80
 _PAYLOAD = 160
 
 
@@ -67,10 +88,7 @@ def media_results(run: ProbeRun) -> list[CheckResult]:
         try:
             status, forwarded = _plain_offer(run, stream, party)
             results = [lc.judge_srtp_required(run.name, status, forwarded, own=run.own)]
-            results += [
-                skipped(specs[1], run.name, "not probed"),
-                skipped(specs[2], run.name, "not probed"),
-            ]
+            results += _srtp_call(run, stream, party)
         finally:
             with contextlib.suppress(OSError):
                 _authed(run, stream, "REGISTER", party, [("Contact", contact), ("Expires", "0")])
@@ -123,7 +141,7 @@ def _invite(
     contact: str,
     body: bytes,
     *,
-    answer: bytes | None,
+    answer: Answerer | None,
 ) -> tuple[Request, list[Response], Request | None]:
     """INVITE with credentials; a fork to us is answered ``answer`` (200 with that SDP)
     or 488. Returns the INVITE sent, its responses and the forked INVITE if any."""
@@ -151,7 +169,7 @@ def _invite(
 
 
 def _invite_round(
-    run: ProbeRun, stream: SipStream, req: Request, answer: bytes | None
+    run: ProbeRun, stream: SipStream, req: Request, answer: Answerer | None
 ) -> tuple[list[Response], Request | None]:
     run.pace()
     stream.send(req)
@@ -167,12 +185,14 @@ def _invite_round(
             if msg.method == "INVITE":
                 forked = msg
             continue
-        if msg.call_id != req.call_id or msg.cseq.method != "INVITE":
+        if msg.call_id != req.call_id or msg.cseq.method != req.method:
             continue
         run.seen.append(msg)
         got.append(msg)
         if msg.status >= 200:
             break
+    if req.method != "INVITE":
+        return got, forked
     if not got or got[-1].status < 200:
         # No final answer in time: CANCEL (§9.1).
         stream.send(cancel_for(req))
@@ -183,9 +203,10 @@ def _invite_round(
     return got, forked
 
 
-def _serve(stream: SipStream, msg: Request, answer: bytes | None) -> None:
+def _serve(stream: SipStream, msg: Request, answerer: Answerer | None) -> None:
     """Answer what the server sends the probe's registration."""
     if msg.method == "INVITE":
+        answer = answerer(msg) if answerer is not None else None
         if answer is None:
             stream.send(response_to(msg, 488, "Not Acceptable Here", to_tag=new_tag()))
         else:
@@ -210,3 +231,165 @@ def _free_even_port(host: str) -> int:
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind((host, 0))
         return int(s.getsockname()[1]) & ~1
+
+
+@dataclass(slots=True)
+class _Leg:
+    """One side of the probe's call: its RTP socket, keys, and the relay's port."""
+
+    sock: socket.socket
+    master: bytes = field(default_factory=lambda: new_master(_SUITE), repr=False)
+    relay: tuple[str, int] | None = None
+    peer_master: bytes | None = field(default=None, repr=False)
+    seq: int = 1
+    ssrc: int = field(default_factory=lambda: secrets.randbits(32))
+
+    @property
+    def port(self) -> int:
+        return int(self.sock.getsockname()[1])
+
+    def crypto(self, tag: int = 1) -> str:
+        return str(crypto_line(tag, _SUITE, self.master))
+
+
+def _rtp(leg: _Leg, payload: bytes) -> bytes:
+    header = struct.pack("!BBHII", _RTP_V2, 0, leg.seq & 0xFFFF, leg.seq * 160, leg.ssrc)
+    leg.seq += 1
+    return header + payload
+
+
+def _relay_of(body: bytes) -> tuple[tuple[str, int], bytes | None, int] | None:
+    """The relay's address and port in an SDP, its AES_CM_128_HMAC_SHA1_80 key and tag."""
+    try:
+        sdp = parse_sdp(body)
+        media = sdp.media[0]
+        address = media.connection or sdp.connection
+        for crypto in media.crypto:
+            if crypto.suite == _SUITE.name:
+                return (address or "", media.port), master_of(crypto), crypto.tag
+    except (SdpError, IndexError, ValueError):
+        return None
+    return ((address or "", media.port), None, 0) if address else None
+
+
+def _udp(host: str) -> socket.socket:
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind((host, 0))
+    return sock
+
+
+def _stranger_host(host: str) -> str:
+    """An unlearned source: another loopback address (127.0.0.2-127), else the same
+    host (another port is unlearned too)."""
+    with contextlib.suppress(ValueError):
+        addr = ipaddress.ip_address(host)
+        if addr.version == 4 and addr.is_loopback:
+            return f"127.0.0.{random.randrange(2, 128)}"
+    return host
+
+
+def _receive(sock: socket.socket, window: float, session: pylibsrtp.Session | None) -> list[bytes]:
+    """What arrives on ``sock`` within ``window`` seconds (decrypted when a session is
+    given; packets that fail to decrypt are kept as b"")."""
+    got: list[bytes] = []
+    deadline = time.monotonic() + window
+    while len(got) < 4 * (LEARN_PACKETS + STRANGER_PACKETS + JUNK_PACKETS):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        sock.settimeout(left)
+        try:
+            data = sock.recv(2048)
+        except (TimeoutError, OSError):
+            break
+        if session is None:
+            got.append(data)
+            continue
+        try:
+            got.append(session.unprotect(data))
+        except pylibsrtp.Error:
+            got.append(b"")
+    return got
+
+
+def _send(sock: socket.socket, to: tuple[str, int], packets: list[bytes]) -> None:
+    for packet in packets:
+        sock.sendto(packet, to)
+        time.sleep(PACKET_INTERVAL)  # one voice frame apart: a paced stream, not a flood
+
+
+def _srtp_call(run: ProbeRun, stream: SipStream, party: Party) -> list[CheckResult]:
+    """M-rtp-bleed and M-srtp-junk on an SDES-SRTP call to the test user itself."""
+    bleed, junk = lc.SPEC_BY_ID["M-rtp-bleed"], lc.SPEC_BY_ID["M-srtp-junk"]
+    host = stream.local.host
+    with _udp(host) as a, _udp(host) as b, _udp(_stranger_host(host)) as s:
+        caller, callee = _Leg(a), _Leg(b)
+
+        def answer(forked: Request) -> bytes | None:
+            found = _relay_of(forked.body)
+            if found is None or found[1] is None:
+                return None
+            callee.relay, callee.peer_master, tag = found
+            return audio_offer(host, callee.port, crypto=callee.crypto(tag))
+
+        body = audio_offer(host, caller.port, crypto=caller.crypto())
+        contact = stream.local.contact(run.user or "audit")
+        invite, got, forked = _invite(run, stream, party, contact, body, answer=answer)
+        ok = got[-1] if got and 200 <= got[-1].status < 300 else None
+        if ok is None or forked is None or callee.relay is None:
+            why = f"no SRTP call to the test user itself ({_last(got)})"
+            return [errored(bleed, run.name, why), errored(junk, run.name, why)]
+        found = _relay_of(ok.body)
+        dialog = uac_dialog(invite, ok)
+        ack, dialog = in_dialog(dialog, "ACK", stream.local, seq=invite.cseq.seq)
+        stream.send(ack)
+        try:
+            if found is None:
+                why = "the 200 OK had no usable SDP"
+                return [errored(bleed, run.name, why), errored(junk, run.name, why)]
+            caller.relay = found[0]
+            return _media_checks(run, caller, callee, s)
+        finally:
+            bye, _ = in_dialog(dialog, "BYE", stream.local)
+            with contextlib.suppress(OSError):
+                _invite_round(run, stream, bye, None)
+
+
+def _media_checks(
+    run: ProbeRun, caller: _Leg, callee: _Leg, stranger_sock: socket.socket
+) -> list[CheckResult]:
+    assert caller.relay is not None and callee.relay is not None
+    assert callee.peer_master is not None
+    bleed, junk = lc.SPEC_BY_ID["M-rtp-bleed"], lc.SPEC_BY_ID["M-srtp-junk"]
+    caller_out = pylibsrtp.Session(outbound_policy(_SUITE, caller.master))
+    callee_in = pylibsrtp.Session(inbound_policy(_SUITE, callee.peer_master))
+    callee_out = pylibsrtp.Session(outbound_policy(_SUITE, callee.master))
+    learn = [caller_out.protect(_rtp(caller, b"L" * _PAYLOAD)) for _ in range(LEARN_PACKETS)]
+    _send(caller.sock, caller.relay, learn)
+    heard = _receive(callee.sock, run.options.timeout, callee_in)
+    if not any(p[12:].startswith(b"L") for p in heard if p):
+        why = "no SRTP came through the relay from the caller's leg"
+        return [errored(bleed, run.name, why), errored(junk, run.name, why)]
+    # The stranger: valid SRTP with the caller's key, from an unlearned address.
+    strange = [caller_out.protect(_rtp(caller, b"S" * _PAYLOAD)) for _ in range(STRANGER_PACKETS)]
+    _send(stranger_sock, caller.relay, strange)
+    heard = _receive(callee.sock, QUIET_WINDOW, callee_in)
+    relayed = sum(1 for p in heard if p[12:].startswith(b"S"))
+    # ... and the callee's media must not go to the stranger.
+    back = [callee_out.protect(_rtp(callee, b"B" * _PAYLOAD)) for _ in range(STRANGER_PACKETS)]
+    _send(callee.sock, callee.relay, back)
+    leaked = len(_receive(stranger_sock, QUIET_WINDOW, None))
+    where = stranger_sock.getsockname()[0]
+    detail = (
+        f"{STRANGER_PACKETS} SRTP packets from {where}: {relayed} relayed to the callee, "
+        f"{leaked} of the callee's sent to {where}"
+    )
+    results = [lc.judge_rtp_bleed(run.name, bool(relayed or leaked), detail)]
+    # Junk: SRTP-shaped packets (valid RTP header, random payload and tag) from the caller.
+    _receive(callee.sock, 0.05, None)
+    junk_packets = [_rtp(caller, secrets.token_bytes(_PAYLOAD + 10)) for _ in range(JUNK_PACKETS)]
+    _send(caller.sock, caller.relay, junk_packets)
+    forwarded = len(_receive(callee.sock, QUIET_WINDOW, None))
+    detail = f"{JUNK_PACKETS} packets with a bad SRTP tag from the caller: {forwarded} forwarded"
+    results.append(lc.judge_srtp_junk(run.name, forwarded > 0, detail))
+    return results
