@@ -337,8 +337,9 @@ def _srtp_call(run: ProbeRun, stream: SipStream, party: Party) -> list[CheckResu
         invite, got, forked = _invite(run, stream, party, contact, body, answer=answer)
         ok = got[-1] if got and 200 <= got[-1].status < 300 else None
         if ok is None or forked is None or callee.relay is None:
+            # Not applicable: the server routes no call from the test user to itself.
             why = f"no SRTP call to the test user itself ({_last(got)})"
-            return [errored(bleed, run.name, why), errored(junk, run.name, why)]
+            return [skipped(bleed, run.name, why), skipped(junk, run.name, why)]
         found = _relay_of(ok.body)
         dialog = uac_dialog(invite, ok)
         ack, dialog = in_dialog(dialog, "ACK", stream.local, seq=invite.cseq.seq)
