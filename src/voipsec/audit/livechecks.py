@@ -593,13 +593,10 @@ def leaks_in(response: Response, *, allowed: frozenset[str]) -> list[str]:
         value = response.headers.get(name)
         if value and _VERSION.search(value):
             found.append(f"{name.title()}: {value}")
-    addresses: list[str] = []
-    for via in response.vias[1:]:
-        addresses.append(via.host)
-    for via in response.vias[:1]:
-        received = via.param("received")
-        if received:
-            addresses.append(received)
+    # The top Via is the probe's own, and its received= (RFC 3261 §18.2.1) is where the
+    # probe's request came from: neither discloses the server. Further Vias do (hops
+    # inside the server's network, left in a response).
+    addresses: list[str] = [via.host for via in response.vias[1:]]
     for name in ("contact", "record-route"):
         for value in response.headers.values(name):
             addresses += _URI_HOST.findall(value)
