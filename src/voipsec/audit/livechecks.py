@@ -64,7 +64,7 @@ TLS_VERSIONS = ("TLS 1.0", "TLS 1.1", "TLS 1.2", "TLS 1.3")
 #: A certificate expiring within this many days fails (pki.expiry_warning_days when own).
 EXPIRY_DAYS = 30
 #: Requests per user in the enumeration probe (each side: the median is compared).
-ENUM_SAMPLES = 5
+ENUM_SAMPLES = 3
 #: Timing differences fail only beyond both: this many seconds of median difference...
 ENUM_TIME_MARGIN = 0.050
 #: ... and this ratio of the slower median to the faster (a loaded machine jitters).

@@ -1,0 +1,103 @@
+"""``voipsec audit`` live probes against a default ``voipsec serve`` (issue 19 item 3).
+
+One fresh ``voipsec init`` (the demo user in demo-user.txt, nothing else added) serving
+on a free TLS port, one audit run shared by the tests. Both run inside a network
+namespace the module creates (tests/peers/netns.py): the plaintext probe asks
+127.0.0.1:5060 over UDP and TCP, and on the shared loopback another test's server (or
+a peer such as svmap's target) may hold that port — in a namespace of its own only
+this server's listeners exist, so "no SIP answer on 5060" proves something.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from tests.peers import netns
+from tests.peers.voipsec import VoipsecServer, prepare, serving, voipsec_cli
+from voipsec.audit.live import SPECS
+
+pytestmark = pytest.mark.peers
+
+
+@dataclass(frozen=True)
+class Audited:
+    server: VoipsecServer
+    status: int
+    report: dict[str, Any]
+
+    @property
+    def target(self) -> str:
+        return f"sips:{self.server.host}:{self.server.port}"
+
+    def live(self) -> dict[str, dict[str, Any]]:
+        return {r["id"]: r for r in self.report["results"] if r["target"] == self.target}
+
+
+@pytest.fixture(scope="module")
+def audited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Audited]:
+    base = tmp_path_factory.mktemp("audit-live")
+    with ExitStack() as stack:
+        stack.enter_context(netns.entered("vsaudit"))
+        server = stack.enter_context(serving(prepare(base / "data")))
+        proc = voipsec_cli(
+            "audit",
+            "--format",
+            "json",
+            "--fail-under",
+            "100",
+            data_dir=server.data_dir,
+            check=False,
+        )
+        assert proc.stdout, proc.stderr
+        yield Audited(server=server, status=proc.returncode, report=json.loads(proc.stdout))
+
+
+def test_audit_live_default_install_scores_100(audited: Audited) -> None:
+    bad = [r for r in audited.report["results"] if r["outcome"] in ("failed", "error")]
+    assert bad == []
+    assert audited.report["score"] == 100.0
+    assert audited.status == 0
+
+
+def test_audit_live_every_check_runs_with_the_demo_user(audited: Audited) -> None:
+    live = audited.live()
+    assert sorted(live) == sorted(s.id for s in SPECS)
+    outcomes = {k: v["outcome"] for k, v in live.items()}
+    # The loopback zone is trusted (never rate limited), so the burst proves nothing.
+    assert outcomes.pop("F-rate-limit") == "skipped"
+    assert set(outcomes.values()) == {"passed"}
+    assert re.fullmatch(
+        r"the probe's source 127\.0\.0\.\d+ is in the trusted zone 'loopback', "
+        r"which is never rate limited",
+        live["F-rate-limit"]["observed"],
+    )
+
+
+def test_audit_live_observations(audited: Audited) -> None:
+    seen = {k: v["observed"] for k, v in audited.live().items()}
+    assert seen["S-tls-version"] == "accepted: TLS 1.2, TLS 1.3"
+    assert seen["S-tls-ciphers"] == "refused a TLS 1.2 handshake offering only weak suites"
+    assert seen["S-tls-renegotiation"] == "renegotiation refused, no compression"
+    assert re.fullmatch(r"CN=localhost: \d+ days left", seen["S-certificate-expiry"])
+    assert seen["S-plaintext-sip"] == "no SIP answer on udp:127.0.0.1:5060, tcp:127.0.0.1:5060"
+    assert seen["A-digest-md5"] == "challenged with SHA-256"
+    assert seen["A-digest-qop"] == "2 challenge(s), all with qop=auth"
+    assert seen["A-unauthenticated-call"] == "INVITE without credentials refused (407)"
+    assert seen["A-user-enumeration"].startswith("same answers; median ")
+    assert seen["A-nonce-reuse"] == "accepted once (200), refused on replay (403)"
+    assert seen["M-srtp-required"] == "an RTP/AVP offer was refused (488)"
+    assert re.fullmatch(
+        r"10 SRTP packets from 127\.0\.0\.\d+: 0 relayed to the callee, "
+        r"0 of the callee's sent to 127\.0\.0\.\d+",
+        seen["M-rtp-bleed"],
+    )
+    assert seen["M-srtp-junk"] == "10 packets with a bad SRTP tag from the caller: 0 forwarded"
+    assert re.fullmatch(r"\d+ answer\(s\) read, nothing disclosed", seen["F-info-leak"])
+    assert seen["F-amplification"] == "no UDP SIP listener answered"
