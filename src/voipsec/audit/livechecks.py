@@ -166,7 +166,7 @@ SPECS: tuple[CheckSpec, ...] = (
         control=Control.M,
         severity=Severity.HIGH,
         title="Media from an unlearned source not relayed",
-        references=("CVE-2017-14099", "CVE-2017-17670", "rtpengine strict-source"),
+        references=("CVE-2017-14099", "AST-2017-005", "AST-2017-008", "Enable Security RTP Bleed"),
     ),
     CheckSpec(
         id="M-srtp-junk",
