@@ -20,8 +20,11 @@ from typing import Any
 import pytest
 
 from tests.peers import netns
+from tests.peers.proc import free_port
 from tests.peers.voipsec import VoipsecServer, prepare, serving, voipsec_cli
-from voipsec.audit.live import SPECS
+from voipsec.audit.live import SPECS, live_results
+from voipsec.audit.options import ProbeOptions
+from voipsec.audit.targets import SipTarget
 
 pytestmark = pytest.mark.peers
 
@@ -101,3 +104,21 @@ def test_audit_live_observations(audited: Audited) -> None:
     assert seen["M-srtp-junk"] == "10 packets with a bad SRTP tag from the caller: 0 forwarded"
     assert re.fullmatch(r"\d+ answer\(s\) read, nothing disclosed", seen["F-info-leak"])
     assert seen["F-amplification"] == "no UDP SIP listener answered"
+
+
+def test_audit_live_silent_target_is_an_error_per_check() -> None:
+    """Nothing listens (in a namespace of its own): every probe that needs the target
+    is an ERROR, none raises; no UDP listener is a pass of F-amplification."""
+    with netns.entered("vsaudnil"):
+        port = free_port()
+        options = ProbeOptions(user="alice", password="not-used", timeout=1.0)
+        results = live_results(SipTarget("127.0.0.1", port), options)
+    outcomes = {r.spec.id: r.outcome.value for r in results}
+    assert outcomes == {
+        **{s.id: "error" for s in SPECS},
+        "S-plaintext-sip": "passed",
+        "F-info-leak": "skipped",
+        "F-amplification": "passed",
+    }
+    tls = next(r for r in results if r.spec.id == "S-tls-version")
+    assert tls.observed == f"could not probe: no TLS handshake succeeded with sips:127.0.0.1:{port}"

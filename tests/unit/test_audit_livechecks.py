@@ -283,6 +283,8 @@ def test_audit_livechecks_info_leaks() -> None:
     )
     ok = lc.judge_info_leak(T, [quiet], allowed=frozenset(), own=True)
     assert (ok.outcome, ok.observed) == (Outcome.PASSED, "1 answer(s) read, nothing disclosed")
+    none = lc.judge_info_leak(T, [], allowed=frozenset(), own=False)
+    assert (none.outcome, none.observed) == (Outcome.SKIPPED, "no answer to read")
 
 
 def test_audit_livechecks_trusted_zone_most_specific_wins() -> None:

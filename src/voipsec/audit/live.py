@@ -22,6 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from cryptography import x509
+from OpenSSL import SSL
 
 from ..config import Config
 from ..sip import Request, Response, parse_message
@@ -54,6 +55,9 @@ SPECS: tuple[CheckSpec, ...] = lc.SPECS
 #: never the admin's 127.0.0.1.
 BURST_NETWORK = ipaddress.ip_network("127.0.0.128/25")
 DEMO_FILE = "demo-user.txt"
+_TLS_IDS = ("S-tls-version", "S-tls-ciphers", "S-tls-renegotiation")
+_CHALLENGE_IDS = ("A-digest-md5", "A-digest-qop", "A-unauthenticated-call")
+_MEDIA_IDS = ("M-srtp-required", "M-rtp-bleed", "M-srtp-junk")
 
 
 def own_credentials(data_dir: Path | None) -> tuple[str, str] | None:
@@ -71,14 +75,22 @@ def own_credentials(data_dir: Path | None) -> tuple[str, str] | None:
 
 
 def _guarded(
-    spec_id: str, run: ProbeRun, probe: Callable[[], list[CheckResult]]
+    spec_ids: str | tuple[str, ...], run: ProbeRun, probe: Callable[[], list[CheckResult]]
 ) -> list[CheckResult]:
-    """A probe's results, or one ERROR result when it could not run."""
+    """A probe's results, or one ERROR result per check it owns when it could not run."""
     try:
         return probe()
-    except (OSError, ssl.SSLError, SipParseError, ProbeBudgetExceeded, ValueError) as err:
+    except (
+        OSError,
+        ssl.SSLError,
+        SSL.Error,
+        SipParseError,
+        ProbeBudgetExceeded,
+        ValueError,
+    ) as err:
         text = str(err) or type(err).__name__
-        return [errored(lc.SPEC_BY_ID[spec_id], run.name, f"could not probe: {text}")]
+        ids = (spec_ids,) if isinstance(spec_ids, str) else spec_ids
+        return [errored(lc.SPEC_BY_ID[i], run.name, f"could not probe: {text}") for i in ids]
 
 
 def live_results(target: SipTarget, options: ProbeOptions) -> list[CheckResult]:
@@ -99,14 +111,14 @@ def live_results(target: SipTarget, options: ProbeOptions) -> list[CheckResult]:
         password=password,
     )
     results: list[CheckResult] = []
-    results += _guarded("S-tls-version", run, lambda: _tls(run))
+    results += _guarded(_TLS_IDS, run, lambda: _tls(run))
     results += _guarded("S-certificate-expiry", run, lambda: _certificate(run))
     udp: dict[str, tuple[int, int]] = {}
     results += _guarded("S-plaintext-sip", run, lambda: [_plaintext(run, udp)])
-    results += _guarded("A-digest-md5", run, lambda: _challenges(run))
+    results += _guarded(_CHALLENGE_IDS, run, lambda: _challenges(run))
     results += _guarded("A-user-enumeration", run, lambda: [_enumeration(run)])
     results += _guarded("A-nonce-reuse", run, lambda: [_nonce_reuse(run)])
-    results += _guarded("M-srtp-required", run, lambda: media_results(run))
+    results += _guarded(_MEDIA_IDS, run, lambda: media_results(run))
     allowed = frozenset({target.host, *(_own_hosts(own))})
     results.append(
         lc.judge_info_leak(

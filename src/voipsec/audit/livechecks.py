@@ -617,6 +617,8 @@ def judge_info_leak(
     """RFC 3261 §20.35: the Server header SHOULD be configurable (§26.4 names it a
     disclosure); scanners (SIPVicious svmap, sippts) fingerprint by it."""
     spec = _SPEC["F-info-leak"]
+    if not responses:
+        return skipped(spec, target, "no answer to read")
     found: list[str] = []
     for r in responses:
         for item in leaks_in(r, allowed=allowed):

@@ -14,6 +14,7 @@ import select
 import socket
 import ssl
 import time
+import warnings
 from dataclasses import dataclass, field
 
 from OpenSSL import SSL
@@ -48,9 +49,12 @@ MAX_ANSWER_BYTES = 65_536
 #: Messages read for one request (provisionals, retransmissions, in-between requests).
 MAX_MESSAGES = 16
 
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", DeprecationWarning)
+    _OLD = (ssl.TLSVersion.TLSv1, ssl.TLSVersion.TLSv1_1)
 _VERSIONS = {
-    "TLS 1.0": ssl.TLSVersion.TLSv1,
-    "TLS 1.1": ssl.TLSVersion.TLSv1_1,
+    "TLS 1.0": _OLD[0],
+    "TLS 1.1": _OLD[1],
     "TLS 1.2": ssl.TLSVersion.TLSv1_2,
     "TLS 1.3": ssl.TLSVersion.TLSv1_3,
 }
@@ -75,8 +79,11 @@ def _connect(host: str, port: int, timeout: float, source: str | None = None) ->
 def tls_version_accepted(host: str, port: int, version: str, timeout: float) -> bool:
     """One handshake with min = max = ``version`` (one of livechecks.TLS_VERSIONS)."""
     ctx = _client_context()
-    ctx.minimum_version = _VERSIONS[version]
-    ctx.maximum_version = _VERSIONS[version]
+    with warnings.catch_warnings():
+        # Python deprecates naming TLS 1.0/1.1; offering them is what this probe is for.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        ctx.minimum_version = _VERSIONS[version]
+        ctx.maximum_version = _VERSIONS[version]
     try:
         with _connect(host, port, timeout) as raw, ctx.wrap_socket(raw):
             return True
@@ -91,12 +98,13 @@ def weak_suite_accepted(host: str, port: int, timeout: float) -> str | None:
     ctx.set_ciphers("ALL:COMPLEMENTOFALL:@SECLEVEL=0")
     names = weak_suites(ctx.get_ciphers())
     ctx.set_ciphers(":".join(names) + ":@SECLEVEL=0")
-    try:
-        with _connect(host, port, timeout) as raw, ctx.wrap_socket(raw) as tls:
-            chosen = tls.cipher()
-            return chosen[0] if chosen else "?"
-    except (ssl.SSLError, OSError):
-        return None
+    with _connect(host, port, timeout) as raw:  # not reachable: an error, not a pass
+        try:
+            with ctx.wrap_socket(raw) as tls:
+                chosen = tls.cipher()
+                return chosen[0] if chosen else "?"
+        except (ssl.SSLError, ConnectionResetError, BrokenPipeError):
+            return None
 
 
 def peer_certificate(host: str, port: int, timeout: float) -> tuple[bytes | None, str | None]:
@@ -135,7 +143,10 @@ def renegotiation(host: str, port: int, timeout: float) -> bool:
         raw.setblocking(False)
         conn = SSL.Connection(ctx, raw)
         conn.set_connect_state()
-        _blocking(conn.do_handshake, raw, deadline)
+        try:
+            _blocking(conn.do_handshake, raw, deadline)
+        except SSL.Error as err:
+            raise OSError(f"TLS 1.2 handshake failed: {err}") from None
         if not conn.renegotiate():
             return False
         try:
