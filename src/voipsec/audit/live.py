@@ -122,7 +122,7 @@ def live_results(target: SipTarget, options: ProbeOptions) -> list[CheckResult]:
     allowed = frozenset({target.host, *(_own_hosts(own))})
     results.append(
         lc.judge_info_leak(
-            run.name, run.seen, allowed=allowed | _local_hosts(), own=own is not None
+            run.name, run.seen, allowed=allowed | _local_hosts() | run.sources, own=own is not None
         )
     )
     results.append(
@@ -139,24 +139,31 @@ def live_results(target: SipTarget, options: ProbeOptions) -> list[CheckResult]:
 
 def _tls(run: ProbeRun) -> list[CheckResult]:
     host, port, timeout = run.target.host, run.target.port, run.options.timeout
-    accepted = {v: tls_version_accepted(host, port, v, timeout) for v in lc.TLS_VERSIONS}
+    src = run.fresh_source()
+    accepted = {
+        v: tls_version_accepted(host, port, v, timeout, source=src) for v in lc.TLS_VERSIONS
+    }
     if not any(accepted.values()):
         raise OSError(f"no TLS handshake succeeded with {run.name}")
     results = [lc.judge_tls_versions(run.name, accepted, own=run.own)]
     results += _guarded(
         "S-tls-ciphers",
         run,
-        lambda: [lc.judge_ciphers(run.name, weak_suite_accepted(host, port, timeout), own=run.own)],
+        lambda: [
+            lc.judge_ciphers(
+                run.name, weak_suite_accepted(host, port, timeout, source=src), own=run.own
+            )
+        ],
     )
     if not accepted["TLS 1.2"] and not accepted["TLS 1.1"] and not accepted["TLS 1.0"]:
         # TLS 1.3 only: no renegotiation exists (RFC 8446 §4.6 has none).
-        _, compression = peer_certificate(host, port, timeout)
+        _, compression = peer_certificate(host, port, timeout, source=src)
         results.append(lc.judge_renegotiation(run.name, False, compression, own=run.own))
         return results
 
     def reneg() -> list[CheckResult]:
-        _, compression = peer_certificate(host, port, timeout)
-        renegotiated = renegotiation(host, port, timeout)
+        _, compression = peer_certificate(host, port, timeout, source=src)
+        renegotiated = renegotiation(host, port, timeout, source=src)
         return [lc.judge_renegotiation(run.name, renegotiated, compression, own=run.own)]
 
     results += _guarded("S-tls-renegotiation", run, reneg)
@@ -164,7 +171,9 @@ def _tls(run: ProbeRun) -> list[CheckResult]:
 
 
 def _certificate(run: ProbeRun) -> list[CheckResult]:
-    der, _ = peer_certificate(run.target.host, run.target.port, run.options.timeout)
+    der, _ = peer_certificate(
+        run.target.host, run.target.port, run.options.timeout, source=run.fresh_source()
+    )
     if der is None:
         raise OSError("no certificate presented")
     cert = x509.load_der_x509_certificate(der)
@@ -227,6 +236,7 @@ def _plaintext(run: ProbeRun, udp: dict[str, tuple[int, int]]) -> CheckResult:
     """OPTIONS over UDP and TCP (RFC 3261 §11) to each plaintext place; ``udp`` gets
     the bytes sent and answered per UDP listener (for F-amplification)."""
     answers: dict[str, str | None] = {}
+    source = run.fresh_source()
     for transport, host, port in _plain_listeners(run):
         where = f"{transport}:{host}:{port}"
         family_any = "::" if ":" in host else "0.0.0.0"  # noqa: S104 - Via host only
@@ -235,12 +245,12 @@ def _plaintext(run: ProbeRun, udp: dict[str, tuple[int, int]]) -> CheckResult:
         data = req.to_bytes()
         run.pace()
         if transport == "udp":
-            got = udp_exchange(host, port, data, run.options.timeout)
+            got = udp_exchange(host, port, data, run.options.timeout, source=source)
             if got:
                 udp[where] = (len(data), sum(len(g) for g in got))
             raw = got[-1] if got else b""
         else:
-            raw = stream_exchange(host, port, data, run.options.timeout)
+            raw = stream_exchange(host, port, data, run.options.timeout, source=source)
         answers[where] = _status_line(raw, run)
     return lc.judge_plaintext(
         run.name, answers, own=run.own, tls_listeners=_tls_listeners(run.options.own)

@@ -15,8 +15,6 @@ call is ended with BYE and the registration removed.
 from __future__ import annotations
 
 import contextlib
-import ipaddress
-import random
 import secrets
 import socket
 import struct
@@ -278,16 +276,6 @@ def _udp(host: str) -> socket.socket:
     return sock
 
 
-def _stranger_host(host: str) -> str:
-    """An unlearned source: another loopback address (127.0.0.2-127), else the same
-    host (another port is unlearned too)."""
-    with contextlib.suppress(ValueError):
-        addr = ipaddress.ip_address(host)
-        if addr.version == 4 and addr.is_loopback:
-            return f"127.0.0.{random.randrange(2, 128)}"
-    return host
-
-
 def _receive(sock: socket.socket, window: float, session: pylibsrtp.Session | None) -> list[bytes]:
     """What arrives on ``sock`` within ``window`` seconds (decrypted when a session is
     given; packets that fail to decrypt are kept as b"")."""
@@ -322,7 +310,7 @@ def _srtp_call(run: ProbeRun, stream: SipStream, party: Party) -> list[CheckResu
     """M-rtp-bleed and M-srtp-junk on an SDES-SRTP call to the test user itself."""
     bleed, junk = lc.SPEC_BY_ID["M-rtp-bleed"], lc.SPEC_BY_ID["M-srtp-junk"]
     host = stream.local.host
-    with _udp(host) as a, _udp(host) as b, _udp(_stranger_host(host)) as s:
+    with _udp(host) as a, _udp(host) as b, _udp(run.fresh_source() or host) as s:
         caller, callee = _Leg(a), _Leg(b)
 
         def answer(forked: Request) -> bytes | None:

@@ -10,6 +10,8 @@ credentials the admin gave. Decisions live in :mod:`.livechecks`.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
+import random
 import select
 import socket
 import ssl
@@ -76,7 +78,9 @@ def _connect(host: str, port: int, timeout: float, source: str | None = None) ->
     )
 
 
-def tls_version_accepted(host: str, port: int, version: str, timeout: float) -> bool:
+def tls_version_accepted(
+    host: str, port: int, version: str, timeout: float, *, source: str | None = None
+) -> bool:
     """One handshake with min = max = ``version`` (one of livechecks.TLS_VERSIONS)."""
     ctx = _client_context()
     with warnings.catch_warnings():
@@ -85,20 +89,22 @@ def tls_version_accepted(host: str, port: int, version: str, timeout: float) -> 
         ctx.minimum_version = _VERSIONS[version]
         ctx.maximum_version = _VERSIONS[version]
     try:
-        with _connect(host, port, timeout) as raw, ctx.wrap_socket(raw):
+        with _connect(host, port, timeout, source) as raw, ctx.wrap_socket(raw):
             return True
     except (ssl.SSLError, OSError):
         return False
 
 
-def weak_suite_accepted(host: str, port: int, timeout: float) -> str | None:
+def weak_suite_accepted(
+    host: str, port: int, timeout: float, *, source: str | None = None
+) -> str | None:
     """A TLS 1.2 handshake offering only weak suites: the suite taken, or None."""
     ctx = _client_context()
     ctx.maximum_version = ssl.TLSVersion.TLSv1_2
     ctx.set_ciphers("ALL:COMPLEMENTOFALL:@SECLEVEL=0")
     names = weak_suites(ctx.get_ciphers())
     ctx.set_ciphers(":".join(names) + ":@SECLEVEL=0")
-    with _connect(host, port, timeout) as raw:  # not reachable: an error, not a pass
+    with _connect(host, port, timeout, source) as raw:  # not reachable: an error, not a pass
         try:
             with ctx.wrap_socket(raw) as tls:
                 chosen = tls.cipher()
@@ -107,10 +113,12 @@ def weak_suite_accepted(host: str, port: int, timeout: float) -> str | None:
             return None
 
 
-def peer_certificate(host: str, port: int, timeout: float) -> tuple[bytes | None, str | None]:
+def peer_certificate(
+    host: str, port: int, timeout: float, *, source: str | None = None
+) -> tuple[bytes | None, str | None]:
     """The leaf certificate (DER) the server presents, and TLS compression if any."""
     ctx = _client_context()
-    with _connect(host, port, timeout) as raw, ctx.wrap_socket(raw) as tls:
+    with _connect(host, port, timeout, source) as raw, ctx.wrap_socket(raw) as tls:
         return tls.getpeercert(binary_form=True), tls.compression()
 
 
@@ -129,7 +137,7 @@ def _blocking(op: object, sock: socket.socket, deadline: float) -> object:
             select.select([], [sock], [], max(deadline - time.monotonic(), 0))
 
 
-def renegotiation(host: str, port: int, timeout: float) -> bool:
+def renegotiation(host: str, port: int, timeout: float, *, source: str | None = None) -> bool:
     """RFC 5746 aside, does the server complete a renegotiation the client asks for?
 
     TLS 1.2 (1.3 has none), then ``renegotiate()`` and a second handshake: refused
@@ -139,7 +147,7 @@ def renegotiation(host: str, port: int, timeout: float) -> bool:
     ctx.set_max_proto_version(SSL.TLS1_2_VERSION)
     ctx.set_cipher_list(b"DEFAULT:@SECLEVEL=0")
     deadline = time.monotonic() + timeout
-    with _connect(host, port, timeout) as raw:
+    with _connect(host, port, timeout, source) as raw:
         raw.setblocking(False)
         conn = SSL.Connection(ctx, raw)
         conn.set_connect_state()
@@ -183,10 +191,12 @@ def udp_exchange(
     return answers
 
 
-def stream_exchange(host: str, port: int, data: bytes, timeout: float) -> bytes:
+def stream_exchange(
+    host: str, port: int, data: bytes, timeout: float, *, source: str | None = None
+) -> bytes:
     """Plain TCP: send ``data``, return the first whole SIP message (b"" when none)."""
     try:
-        with _connect(host, port, timeout) as sock:
+        with _connect(host, port, timeout, source) as sock:
             sock.sendall(data)
             framer = StreamFramer()
             deadline = time.monotonic() + timeout
@@ -310,6 +320,7 @@ class ProbeRun:
     #: Seconds the last :meth:`ask` waited for its answers (pacing not included).
     last_seconds: float = 0.0
     _last: float = 0.0
+    _sources: set[str] = field(default_factory=set)
 
     @property
     def own(self) -> bool:
@@ -329,7 +340,31 @@ class ProbeRun:
             time.sleep(wait)
         self._last = time.monotonic()
 
+    def fresh_source(self) -> str | None:
+        """A source address of its own for the next probe on a loopback target, so
+        that an IDS ban earned by one probe does not spoil the next, and never
+        127.0.0.1 (the admin's own): 127.0.0.2-127 (the burst has 127.0.0.128/25).
+        None (the system's choice) for any other target."""
+        try:
+            addr = ipaddress.ip_address(self.target.host)
+        except ValueError:
+            return None
+        if addr.version != 4 or not addr.is_loopback:
+            return None
+        while True:
+            source = f"127.0.0.{random.randrange(2, 128)}"
+            if source not in self._sources:
+                self._sources.add(source)
+                return source
+
+    @property
+    def sources(self) -> frozenset[str]:
+        """The source addresses the probes used (their own, in what answers echo)."""
+        return frozenset(self._sources)
+
     def stream(self, *, source: str | None = None) -> SipStream:
+        """A SIP-over-TLS connection from ``source`` (default: a fresh one)."""
+        source = source or self.fresh_source()
         return SipStream(self.target.host, self.target.port, self.options.timeout, source=source)
 
     def ask(self, stream: SipStream, req: Request) -> list[Response]:
