@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pylibsrtp
 from cryptography import x509
 from OpenSSL import SSL
 
@@ -55,6 +56,16 @@ SPECS: tuple[CheckSpec, ...] = lc.SPECS
 #: never the admin's 127.0.0.1.
 BURST_NETWORK = ipaddress.ip_network("127.0.0.128/25")
 DEMO_FILE = "demo-user.txt"
+#: What a probe that cannot run raises: the network, TLS, a malformed answer, the budget.
+_PROBE_ERRORS = (
+    OSError,
+    ssl.SSLError,
+    SSL.Error,
+    SipParseError,
+    ProbeBudgetExceeded,
+    ValueError,
+    pylibsrtp.Error,
+)
 _TLS_IDS = ("S-tls-version", "S-tls-ciphers", "S-tls-renegotiation")
 _CHALLENGE_IDS = ("A-digest-md5", "A-digest-qop", "A-unauthenticated-call")
 _MEDIA_IDS = ("M-srtp-required", "M-rtp-bleed", "M-srtp-junk")
@@ -80,14 +91,7 @@ def _guarded(
     """A probe's results, or one ERROR result per check it owns when it could not run."""
     try:
         return probe()
-    except (
-        OSError,
-        ssl.SSLError,
-        SSL.Error,
-        SipParseError,
-        ProbeBudgetExceeded,
-        ValueError,
-    ) as err:
+    except _PROBE_ERRORS as err:
         text = str(err) or type(err).__name__
         ids = (spec_ids,) if isinstance(spec_ids, str) else spec_ids
         return [errored(lc.SPEC_BY_ID[i], run.name, f"could not probe: {text}") for i in ids]

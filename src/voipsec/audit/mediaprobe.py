@@ -276,9 +276,15 @@ def _udp(host: str) -> socket.socket:
     return sock
 
 
-def _receive(sock: socket.socket, window: float, session: pylibsrtp.Session | None) -> list[bytes]:
-    """What arrives on ``sock`` within ``window`` seconds (decrypted when a session is
-    given; packets that fail to decrypt are kept as b"")."""
+def _receive(
+    sock: socket.socket,
+    window: float,
+    session: pylibsrtp.Session | None,
+    until: Callable[[bytes], bool] | None = None,
+) -> list[bytes]:
+    """What arrives on ``sock`` within ``window`` seconds, or until a packet satisfies
+    ``until`` (decrypted when a session is given; packets that fail to decrypt are kept
+    as b"")."""
     got: list[bytes] = []
     deadline = time.monotonic() + window
     while len(got) < 4 * (LEARN_PACKETS + STRANGER_PACKETS + JUNK_PACKETS):
@@ -297,7 +303,15 @@ def _receive(sock: socket.socket, window: float, session: pylibsrtp.Session | No
             got.append(session.unprotect(data))
         except pylibsrtp.Error:
             got.append(b"")
+        if until is not None and until(got[-1]):
+            break
     return got
+
+
+def _marked(mark: bytes) -> Callable[[bytes], bool]:
+    """Whether a decrypted RTP packet carries the payload ``mark`` (after the 12-byte
+    header of RFC 3550 §5.1: no CSRC, no extension in what the probe sends)."""
+    return lambda packet: packet[12:13] == mark
 
 
 def _send(sock: socket.socket, to: tuple[str, int], packets: list[bytes]) -> None:
@@ -355,15 +369,15 @@ def _media_checks(
     callee_out = pylibsrtp.Session(outbound_policy(_SUITE, callee.master))
     learn = [caller_out.protect(_rtp(caller, b"L" * _PAYLOAD)) for _ in range(LEARN_PACKETS)]
     _send(caller.sock, caller.relay, learn)
-    heard = _receive(callee.sock, run.options.timeout, callee_in)
-    if not any(p[12:].startswith(b"L") for p in heard if p):
+    heard = _receive(callee.sock, run.options.timeout, callee_in, _marked(b"L"))
+    if not any(_marked(b"L")(p) for p in heard):
         why = "no SRTP came through the relay from the caller's leg"
         return [errored(bleed, run.name, why), errored(junk, run.name, why)]
     # The stranger: valid SRTP with the caller's key, from an unlearned address.
     strange = [caller_out.protect(_rtp(caller, b"S" * _PAYLOAD)) for _ in range(STRANGER_PACKETS)]
     _send(stranger_sock, caller.relay, strange)
     heard = _receive(callee.sock, QUIET_WINDOW, callee_in)
-    relayed = sum(1 for p in heard if p[12:].startswith(b"S"))
+    relayed = sum(1 for p in heard if _marked(b"S")(p))
     # ... and the callee's media must not go to the stranger.
     back = [callee_out.protect(_rtp(callee, b"B" * _PAYLOAD)) for _ in range(STRANGER_PACKETS)]
     _send(callee.sock, callee.relay, back)
