@@ -20,8 +20,9 @@ from typing import Any
 import pytest
 
 from tests.peers import netns
-from tests.peers.proc import free_port
-from tests.peers.voipsec import VoipsecServer, prepare, serving, voipsec_cli
+from tests.peers.proc import free_port, stop
+from tests.peers.voipsec import VoipsecServer, prepare, serving, voipsec, voipsec_cli
+from voipsec.audit.cli import EXIT_UNDER
 from voipsec.audit.live import SPECS, live_results
 from voipsec.audit.options import ProbeOptions
 from voipsec.audit.targets import SipTarget
@@ -49,6 +50,39 @@ def audited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Audited]:
     with ExitStack() as stack:
         stack.enter_context(netns.entered("vsaudit"))
         server = stack.enter_context(serving(prepare(base / "data")))
+        proc = voipsec_cli(
+            "audit",
+            "--format",
+            "json",
+            "--fail-under",
+            "100",
+            data_dir=server.data_dir,
+            check=False,
+        )
+        assert proc.stdout, proc.stderr
+        yield Audited(server=server, status=proc.returncode, report=json.loads(proc.stdout))
+
+
+#: Weakenings only a running server shows on the wire, each of which must fail exactly
+#: its own live check (issue 19's bar), applied together to save a server start.
+WEAKENINGS = (
+    ("sip.listen", None),  # the TLS listener plus udp:127.0.0.1:5060, set below
+    ("auth.algorithms", '["MD5"]'),
+    ("media.srtp", '"optional"'),
+)
+
+
+@pytest.fixture(scope="module")
+def weakened(audited: Audited) -> Iterator[Audited]:
+    """The same installation restarted with WEAKENINGS, audited again."""
+    server = audited.server
+    assert server.proc is not None
+    stop(server.proc)
+    for key, value in WEAKENINGS:
+        if value is None:
+            value = f'["tls:{server.host}:{server.port}", "udp:127.0.0.1:5060"]'
+        voipsec("config", "set", key, value, data_dir=server.data_dir)
+    with serving(server):
         proc = voipsec_cli(
             "audit",
             "--format",
@@ -122,3 +156,30 @@ def test_audit_live_silent_target_is_an_error_per_check() -> None:
     }
     tls = next(r for r in results if r.spec.id == "S-tls-version")
     assert tls.observed == f"could not probe: no TLS handshake succeeded with sips:127.0.0.1:{port}"
+
+
+def test_audit_live_each_weakening_fails_its_own_check(weakened: Audited) -> None:
+    live = weakened.live()
+    failed = {k: (v["observed"], v["fix"]) for k, v in live.items() if v["outcome"] != "passed"}
+    port = weakened.server.port
+    assert failed == {
+        "S-plaintext-sip": (
+            "udp:127.0.0.1:5060 answered 200 OK",
+            f"voipsec config set sip.listen '[\"tls:127.0.0.1:{port}\"]'",
+        ),
+        "A-digest-md5": (
+            "challenged with MD5",
+            "voipsec config set auth.algorithms '[\"SHA-256\"]'",
+        ),
+        "M-srtp-required": (
+            "an RTP/AVP offer was forwarded to the callee",
+            "voipsec config set media.srtp '\"required\"'",
+        ),
+        "F-rate-limit": (live["F-rate-limit"]["observed"], ""),  # skipped: trusted loopback
+    }
+    assert live["F-rate-limit"]["outcome"] == "skipped"
+    assert re.fullmatch(
+        r"udp:127\.0\.0\.1:5060: \d+ bytes answered to \d+ \(1\.\d\dx\)",
+        live["F-amplification"]["observed"],
+    )
+    assert weakened.status == EXIT_UNDER
