@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import re
+import socket
+import threading
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -25,6 +27,7 @@ from tests.peers.voipsec import VoipsecServer, prepare, serving, voipsec, voipse
 from voipsec.audit.cli import EXIT_UNDER
 from voipsec.audit.live import SPECS, live_results
 from voipsec.audit.options import ProbeOptions
+from voipsec.audit.sipprobe import MAX_MESSAGES, udp_exchange
 from voipsec.audit.targets import SipTarget
 
 pytestmark = pytest.mark.peers
@@ -183,3 +186,24 @@ def test_audit_live_each_weakening_fails_its_own_check(weakened: Audited) -> Non
         live["F-amplification"]["observed"],
     )
     assert weakened.status == EXIT_UNDER
+
+
+def test_audit_live_udp_answers_read_at_most_max_messages() -> None:
+    """A server that keeps sending provisionals: the probe reads MAX_MESSAGES, no more."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as server:
+        server.bind(("127.0.0.1", 0))
+        port = server.getsockname()[1]
+        done = threading.Event()
+
+        def flood() -> None:
+            _, peer = server.recvfrom(4096)
+            for _ in range(MAX_MESSAGES + 4):
+                server.sendto(b"SIP/2.0 183 Session Progress\r\n\r\n", peer)
+            done.set()
+
+        thread = threading.Thread(target=flood)
+        thread.start()
+        got = udp_exchange("127.0.0.1", port, b"OPTIONS", 2.0)
+        thread.join(timeout=5)
+    assert done.is_set()
+    assert len(got) == MAX_MESSAGES

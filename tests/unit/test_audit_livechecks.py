@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import ipaddress
+
 import pytest
 
 from voipsec.audit import livechecks as lc
+from voipsec.audit.live import BURST_NETWORK, burst_source
 from voipsec.audit.liverequests import Party, audio_offer, request
 from voipsec.audit.model import Outcome
 from voipsec.audit.options import ProbeOptions
@@ -333,3 +336,36 @@ def test_audit_sipprobe_request_budget_exceeded() -> None:
     run.pace()
     with pytest.raises(ProbeBudgetExceeded, match=f"more than {MAX_REQUESTS} requests"):
         run.pace()
+
+
+def _run(host: str) -> ProbeRun:
+    return ProbeRun(
+        target=SipTarget(host, 5061),
+        options=ProbeOptions(),
+        party=Party(domain=host),
+        user=None,
+        password=None,
+    )
+
+
+def test_audit_sipprobe_fresh_sources_never_the_admins_loopback() -> None:
+    run = _run("127.0.0.1")
+    sources = [run.fresh_source() for _ in range(40)]
+    assert len(set(sources)) == 40
+    for source in sources:
+        assert source is not None
+        last = int(source.rsplit(".", 1)[1])
+        assert source.startswith("127.0.0.") and 2 <= last <= 127
+    assert run.sources == frozenset(sources)
+    assert _run("192.0.2.10").fresh_source() is None
+    assert _run("::1").fresh_source() is None
+    assert _run("pbx.example.com").fresh_source() is None
+
+
+def test_audit_liveburst_source_in_its_own_range() -> None:
+    for _ in range(20):
+        source = burst_source("127.0.0.1")
+        assert source is not None
+        assert ipaddress.ip_address(source) in BURST_NETWORK
+        assert source != "127.0.0.128"
+    assert burst_source("192.0.2.10") is None

@@ -27,9 +27,11 @@ from OpenSSL import SSL
 
 from ..config import Config
 from ..sip import Request, Response, parse_message
+from ..sip.dialog import uac_dialog
 from ..sip.digest import answer_challenge
 from ..sip.errors import SipParseError
-from ..sip.uac import LocalAddress, ack_for_failure, cancel_for
+from ..sip.uac import LocalAddress, ack_for_failure, cancel_for, in_dialog
+from ..storage.store import DB_NAME, Store
 from . import livechecks as lc
 from .liverequests import PROBE_USER, Party, audio_offer, request
 from .mediaprobe import media_results
@@ -48,7 +50,7 @@ from .sipprobe import (
 )
 from .targets import PLAIN_SIP_PORT, SipTarget
 
-__all__ = ["BURST_NETWORK", "SPECS", "live_results", "own_credentials"]
+__all__ = ["BURST_NETWORK", "SPECS", "burst_source", "live_results", "own_credentials"]
 
 SPECS: tuple[CheckSpec, ...] = lc.SPECS
 
@@ -123,7 +125,7 @@ def live_results(target: SipTarget, options: ProbeOptions) -> list[CheckResult]:
     results += _guarded("A-user-enumeration", run, lambda: [_enumeration(run)])
     results += _guarded("A-nonce-reuse", run, lambda: [_nonce_reuse(run)])
     results += _guarded(_MEDIA_IDS, run, lambda: media_results(run))
-    allowed = frozenset({target.host, *(_own_hosts(own))})
+    allowed = frozenset({target.host, *_own_hosts(own)})
     results.append(
         lc.judge_info_leak(
             run.name, run.seen, allowed=allowed | _local_hosts() | run.sources, own=own is not None
@@ -307,9 +309,6 @@ def _invite_fiction(run: ProbeRun, stream: SipStream, from_user: str) -> list[Re
 
 def _hang_up(run: ProbeRun, stream: SipStream, req: Request, ok: Response) -> None:
     """ACK and BYE a call that should not have been answered (§13.2.2.4, §15.1.1)."""
-    from ..sip.dialog import uac_dialog
-    from ..sip.uac import in_dialog
-
     dialog = uac_dialog(req, ok)
     ack, dialog = in_dialog(dialog, "ACK", stream.local, seq=req.cseq.seq)
     stream.send(ack)
@@ -337,8 +336,6 @@ def _existing_user(run: ProbeRun) -> str | None:
     own, data_dir = run.options.own, run.options.data_dir
     if own is None or data_dir is None:
         return None
-    from ..storage.store import DB_NAME, Store
-
     store = Store(data_dir / DB_NAME)
     try:
         users = store.users()
@@ -401,7 +398,7 @@ def _last(got: list[Response]) -> str:
 # -- rate limit ------------------------------------------------------------------------------
 
 
-def _burst_source(host: str) -> str | None:
+def burst_source(host: str) -> str | None:
     try:
         addr = ipaddress.ip_address(host)
     except ValueError:
@@ -417,7 +414,7 @@ def _burst_source(host: str) -> str | None:
 def _rate_limit(run: ProbeRun) -> CheckResult:
     """RATE_BURST OPTIONS within RATE_WINDOW on one TLS connection of their own."""
     spec = lc.SPEC_BY_ID["F-rate-limit"]
-    source = _burst_source(run.target.host)
+    source = burst_source(run.target.host)
     own = run.options.own
     if own is not None:
         zones = [(z.name, z.cidrs, z.trust == "trusted") for z in own.zones]
