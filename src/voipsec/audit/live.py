@@ -57,6 +57,8 @@ SPECS: tuple[CheckSpec, ...] = lc.SPECS
 #: Where the burst comes from on a loopback target: a random address in 127.0.0.128/25,
 #: never the admin's 127.0.0.1.
 BURST_NETWORK = ipaddress.ip_network("127.0.0.128/25")
+#: The demo user's credentials ``voipsec init`` writes (cli.DEMO_FILE; not imported:
+#: the CLI imports this package).
 DEMO_FILE = "demo-user.txt"
 #: What a probe that cannot run raises: the network, TLS, a malformed answer, the budget.
 _PROBE_ERRORS = (
@@ -399,6 +401,8 @@ def _last(got: list[Response]) -> str:
 
 
 def burst_source(host: str) -> str | None:
+    """The burst's source on an IPv4 loopback target: a random address of
+    BURST_NETWORK other than its first; None (the system's choice) elsewhere."""
     try:
         addr = ipaddress.ip_address(host)
     except ValueError:
