@@ -13,21 +13,23 @@ from __future__ import annotations
 import json
 import re
 import socket
+import subprocess
 import threading
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.peers import netns
-from tests.peers.proc import free_port, stop
+from tests.peers.proc import free_port, port_open, require, stop, wait_for
 from tests.peers.voipsec import VoipsecServer, prepare, serving, voipsec, voipsec_cli
 from voipsec.audit.cli import EXIT_UNDER
 from voipsec.audit.live import SPECS, live_results
 from voipsec.audit.options import ProbeOptions
-from voipsec.audit.sipprobe import MAX_MESSAGES, udp_exchange
+from voipsec.audit.sipprobe import MAX_MESSAGES, renegotiation, udp_exchange
 from voipsec.audit.targets import SipTarget
 
 pytestmark = pytest.mark.peers
@@ -207,3 +209,32 @@ def test_audit_live_udp_answers_read_at_most_max_messages() -> None:
         thread.join(timeout=5)
     assert done.is_set()
     assert len(got) == MAX_MESSAGES
+
+
+@pytest.mark.parametrize(("flags", "accepted"), [([], False), (["-client_renegotiation"], True)])
+def test_audit_live_renegotiation_probe_against_openssl(
+    tmp_path: Path, flags: list[str], accepted: bool
+) -> None:
+    """OpenSSL 3's s_server refuses client-initiated renegotiation unless told to allow
+    it: the probe must tell the two apart (TLS 1.2, RFC 9325 §3.5)."""
+    openssl = require("openssl")
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    req = [openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"]
+    subprocess.run(
+        [*req, "-nodes", "-days", "1", "-subj", "/CN=s", "-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )
+    port = free_port()
+    argv = [openssl, "s_server", "-accept", f"127.0.0.1:{port}", "-cert", str(cert)]
+    argv += ["-key", str(key), "-quiet", *flags]
+    # s_server ends a connection when its stdin ends: keep a pipe open.
+    server = subprocess.Popen(
+        argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        wait_for(lambda: port_open("127.0.0.1", port), what="openssl s_server to listen")
+        assert renegotiation("127.0.0.1", port, 3.0) is accepted
+    finally:
+        stop(server)
