@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+import select
 import socket
 import subprocess
 import threading
@@ -28,8 +29,10 @@ from tests.peers.proc import free_port, port_open, require, stop, wait_for
 from tests.peers.voipsec import VoipsecServer, prepare, serving, voipsec, voipsec_cli
 from voipsec.audit.cli import EXIT_UNDER
 from voipsec.audit.live import SPECS, live_results
+from voipsec.audit.liverequests import Party
+from voipsec.audit.mediaprobe import ProbeLeg, media_checks
 from voipsec.audit.options import ProbeOptions
-from voipsec.audit.sipprobe import MAX_MESSAGES, renegotiation, udp_exchange
+from voipsec.audit.sipprobe import MAX_MESSAGES, ProbeRun, renegotiation, udp_exchange
 from voipsec.audit.targets import SipTarget
 
 pytestmark = pytest.mark.peers
@@ -238,3 +241,64 @@ def test_audit_live_renegotiation_probe_against_openssl(
         assert renegotiation("127.0.0.1", port, 3.0) is accepted
     finally:
         stop(server)
+
+
+def test_audit_live_media_checks_catch_a_latching_pass_through_relay() -> None:
+    """A relay that forwards SRTP untouched and latches onto the latest source (RTP
+    Bleed): the stranger's packets reach the callee, the callee's reach the stranger,
+    and junk goes through — both media checks fail."""
+    run = ProbeRun(
+        target=SipTarget("127.0.0.1", 5061),
+        options=ProbeOptions(timeout=2.0),
+        party=Party(domain="127.0.0.1"),
+        user=None,
+        password=None,
+    )
+    stranger_host = run.fresh_source()
+    assert stranger_host is not None
+    with ExitStack() as stack:
+        socks = [
+            stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_DGRAM)) for _ in range(5)
+        ]
+        for sock in socks[:4]:
+            sock.bind(("127.0.0.1", 0))
+        socks[4].bind((stranger_host, 0))
+        a_side, b_side, caller_sock, callee_sock, stranger = socks
+        caller, callee = ProbeLeg(caller_sock), ProbeLeg(callee_sock)
+        caller.relay = a_side.getsockname()
+        callee.relay = b_side.getsockname()
+        callee.peer_master = caller.master  # pass-through: the caller's key end to end
+        done = threading.Event()
+
+        def relay() -> None:
+            latched: tuple[str, int] | None = None
+            while not done.is_set():
+                ready, _, _ = select.select([a_side, b_side], [], [], 0.05)
+                for sock in ready:
+                    data, source = sock.recvfrom(2048)
+                    if sock is a_side:
+                        latched = source  # the latest source wins: the bleed
+                        b_side.sendto(data, ("127.0.0.1", callee.port))
+                    elif latched is not None:
+                        a_side.sendto(data, latched)
+
+        thread = threading.Thread(target=relay)
+        thread.start()
+        try:
+            results = media_checks(run, caller, callee, stranger)
+        finally:
+            done.set()
+            thread.join(timeout=5)
+    assert [(r.spec.id, r.outcome.value, r.observed) for r in results] == [
+        (
+            "M-rtp-bleed",
+            "failed",
+            f"10 SRTP packets from {stranger_host}: 10 relayed to the callee, "
+            f"10 of the callee's sent to {stranger_host}",
+        ),
+        (
+            "M-srtp-junk",
+            "failed",
+            "10 packets with a bad SRTP tag from the caller: 10 forwarded",
+        ),
+    ]

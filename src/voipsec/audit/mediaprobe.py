@@ -40,6 +40,8 @@ __all__ = [
     "LEARN_PACKETS",
     "QUIET_WINDOW",
     "STRANGER_PACKETS",
+    "ProbeLeg",
+    "media_checks",
     "media_results",
 ]
 
@@ -232,7 +234,7 @@ def _free_even_port(host: str) -> int:
 
 
 @dataclass(slots=True)
-class _Leg:
+class ProbeLeg:
     """One side of the probe's call: its RTP socket, keys, and the relay's port."""
 
     sock: socket.socket
@@ -250,7 +252,7 @@ class _Leg:
         return str(crypto_line(tag, _SUITE, self.master))
 
 
-def _rtp(leg: _Leg, payload: bytes) -> bytes:
+def _rtp(leg: ProbeLeg, payload: bytes) -> bytes:
     header = struct.pack("!BBHII", _RTP_V2, 0, leg.seq & 0xFFFF, leg.seq * 160, leg.ssrc)
     leg.seq += 1
     return header + payload
@@ -325,7 +327,7 @@ def _srtp_call(run: ProbeRun, stream: SipStream, party: Party) -> list[CheckResu
     bleed, junk = lc.SPEC_BY_ID["M-rtp-bleed"], lc.SPEC_BY_ID["M-srtp-junk"]
     host = stream.local.host
     with _udp(host) as a, _udp(host) as b, _udp(run.fresh_source() or host) as s:
-        caller, callee = _Leg(a), _Leg(b)
+        caller, callee = ProbeLeg(a), ProbeLeg(b)
 
         def answer(forked: Request) -> bytes | None:
             found = _relay_of(forked.body)
@@ -351,16 +353,18 @@ def _srtp_call(run: ProbeRun, stream: SipStream, party: Party) -> list[CheckResu
                 why = "the 200 OK had no usable SDP"
                 return [errored(bleed, run.name, why), errored(junk, run.name, why)]
             caller.relay = found[0]
-            return _media_checks(run, caller, callee, s)
+            return media_checks(run, caller, callee, s)
         finally:
             bye, _ = in_dialog(dialog, "BYE", stream.local)
             with contextlib.suppress(OSError):
                 _invite_round(run, stream, bye, None)
 
 
-def _media_checks(
-    run: ProbeRun, caller: _Leg, callee: _Leg, stranger_sock: socket.socket
+def media_checks(
+    run: ProbeRun, caller: ProbeLeg, callee: ProbeLeg, stranger_sock: socket.socket
 ) -> list[CheckResult]:
+    """M-rtp-bleed and M-srtp-junk on a call whose legs know their relay ports and the
+    key the relay sends the callee with (``callee.peer_master``)."""
     assert caller.relay is not None and callee.relay is not None
     assert callee.peer_master is not None
     bleed, junk = lc.SPEC_BY_ID["M-rtp-bleed"], lc.SPEC_BY_ID["M-srtp-junk"]
