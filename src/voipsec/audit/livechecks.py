@@ -80,8 +80,7 @@ AMPLIFICATION_LIMIT = 3.0
 #: 020 7946 0xxx for fiction, so a routed call rings no one.
 FICTION_NUMBER = "+442079460000"
 
-_RFC3261 = "RFC 3261 §26.2"
-_TLS_REFS = ("RFC 9325 §3.1", "RFC 8996", "NIST SP 800-58 §6.1")
+_TLS_REFS = ("RFC 9325 §3.1", "RFC 8996", "NIST SP 800-58 §9")
 
 SPECS: tuple[CheckSpec, ...] = (
     CheckSpec(
@@ -89,7 +88,7 @@ SPECS: tuple[CheckSpec, ...] = (
         control=Control.S,
         severity=Severity.HIGH,
         title="No plaintext SIP listener (UDP/TCP)",
-        references=("RFC 3261 §26.2.1", "RFC 5630 §3", "NIST SP 800-58 §5.1"),
+        references=("RFC 3261 §26.2.1", "RFC 5630", "NIST SP 800-58 §5"),
     ),
     CheckSpec(
         id="S-tls-version",
@@ -117,21 +116,21 @@ SPECS: tuple[CheckSpec, ...] = (
         control=Control.S,
         severity=Severity.HIGH,
         title="Certificates valid and not near expiry",
-        references=("RFC 5280 §4.1.2.5", "RFC 5922 §7"),
+        references=("RFC 5280 §4.1.2.5", "RFC 5922"),
     ),
     CheckSpec(
         id="A-digest-md5",
         control=Control.A,
         severity=Severity.HIGH,
         title="Digest with SHA-256, not MD5",
-        references=("RFC 8760 §2", "RFC 7616 §3.7", "RFC 3261 §22.4"),
+        references=("RFC 8760", "RFC 7616 §3.3", "RFC 3261 §22.4"),
     ),
     CheckSpec(
         id="A-digest-qop",
         control=Control.A,
         severity=Severity.MEDIUM,
         title="Digest challenges with qop=auth",
-        references=("RFC 8760 §2.3", "RFC 7616 §3.3"),
+        references=("RFC 8760", "RFC 7616 §3.3"),
     ),
     CheckSpec(
         id="A-nonce-reuse",
@@ -145,21 +144,21 @@ SPECS: tuple[CheckSpec, ...] = (
         control=Control.A,
         severity=Severity.MEDIUM,
         title="Existing and unknown users answered alike",
-        references=("RFC 3261 §26.3.2.4", "SIPVicious svwar", "NIST SP 800-58 §5.2"),
+        references=("CWE-204", "CWE-208", "SIPVicious svwar", "NIST SP 800-58 §5"),
     ),
     CheckSpec(
         id="A-unauthenticated-call",
         control=Control.A,
         severity=Severity.CRITICAL,
         title="No call routed without authentication",
-        references=("RFC 3261 §22.3", "RFC 3261 §26.1.5", "NIST SP 800-58 §5.2"),
+        references=("RFC 3261 §22.3", "CWE-306", "NIST SP 800-58 §5"),
     ),
     CheckSpec(
         id="M-srtp-required",
         control=Control.M,
         severity=Severity.HIGH,
         title="SRTP required (RTP/AVP offers refused)",
-        references=("RFC 3711", "RFC 4568", "NIST SP 800-58 §6.2"),
+        references=("RFC 3711", "RFC 4568", "NIST SP 800-58 §9"),
     ),
     CheckSpec(
         id="M-rtp-bleed",
@@ -180,21 +179,21 @@ SPECS: tuple[CheckSpec, ...] = (
         control=Control.F,
         severity=Severity.MEDIUM,
         title="A burst of requests is limited",
-        references=("RFC 5390", "Kamailio pike", "NIST SP 800-58 §7"),
+        references=("RFC 3261 §26.3.2.4", "RFC 5390", "Kamailio pike", "NIST SP 800-58 §7"),
     ),
     CheckSpec(
         id="F-info-leak",
         control=Control.F,
         severity=Severity.LOW,
         title="No software versions or internal addresses disclosed",
-        references=(_RFC3261, "RFC 3261 §20.35", "sippts sipscan"),
+        references=("RFC 3261 §20.35", "RFC 3261 §20.41", "SIPVicious svmap", "sippts"),
     ),
     CheckSpec(
         id="F-amplification",
         control=Control.F,
         severity=Severity.MEDIUM,
         title="UDP answers not larger than 3x the request",
-        references=("RFC 3261 §18.1.1", "RFC 9000 §8", "US-CERT TA14-017A"),
+        references=("RFC 3261 §26.1.5", "RFC 9000 §8", "US-CERT TA14-017A"),
     ),
 )
 SPEC_BY_ID = {spec.id: spec for spec in SPECS}
@@ -351,7 +350,7 @@ def _challenges(responses: Sequence[Response]) -> list[dict[str, str]]:
 
 
 def judge_digest_md5(target: str, responses: Sequence[Response], *, own: bool) -> CheckResult:
-    """RFC 8760 §2: SHA-256 challenges; a challenge with no algorithm means MD5
+    """RFC 8760: SHA-256 challenges; a challenge with no algorithm means MD5
     (RFC 3261 §22.4, RFC 7616 §3.3)."""
     spec = _SPEC["A-digest-md5"]
     found = _challenges(responses)
@@ -614,8 +613,8 @@ def leaks_in(response: Response, *, allowed: frozenset[str]) -> list[str]:
 def judge_info_leak(
     target: str, responses: Sequence[Response], *, allowed: frozenset[str], own: bool
 ) -> CheckResult:
-    """RFC 3261 §20.35: the Server header SHOULD be configurable (§26.4 names it a
-    disclosure); scanners (SIPVicious svmap, sippts) fingerprint by it."""
+    """RFC 3261 §20.35/§20.41: a software version in Server or User-Agent makes a
+    target of known holes; scanners (SIPVicious svmap, sippts) fingerprint by it."""
     spec = _SPEC["F-info-leak"]
     if not responses:
         return skipped(spec, target, "no answer to read")
