@@ -119,8 +119,14 @@ def test_audit_livechecks_certificate_expiry_days() -> None:
         "CN=x: expires in 4 day(s) (warning at 30 days)",
         "renew the server certificate",
     )
-    gone = lc.judge_certificate_expiry(T, now - 1, now, subject="CN=x", warning_days=7)
-    assert gone.observed == "CN=x: expired (warning at 7 days)"
+    gone = lc.judge_certificate_expiry(
+        T, now - 1, now, subject="CN=x", warning_days=7, fix_own=lc.certificate_fix("/srv/v")
+    )
+    assert (gone.observed, gone.fix) == (
+        "CN=x: expired (warning at 7 days)",
+        "rm /srv/v/tls/server.crt && voipsec init --dir /srv/v (a new server certificate "
+        "from the CA), then SIGHUP to voipsec serve",
+    )
     ok = lc.judge_certificate_expiry(T, now + 31 * 86400, now, subject="CN=x")
     assert (ok.outcome, ok.observed) == (Outcome.PASSED, "CN=x: 31 days left")
 
@@ -166,9 +172,13 @@ def test_audit_livechecks_digest_md5_when_named_or_implied() -> None:
 
 
 def test_audit_livechecks_digest_qop() -> None:
-    r = lc.judge_digest_qop(T, [_response("401 Unauthorized", MD5_BARE, SHA)], own=False)
-    assert (r.outcome, r.observed) == (Outcome.FAILED, "1 of 2 challenge(s) without qop=auth")
-    ok = lc.judge_digest_qop(T, [_response("401 Unauthorized", SHA)], own=False)
+    r = lc.judge_digest_qop(T, [_response("401 Unauthorized", MD5_BARE, SHA)])
+    assert (r.outcome, r.observed, r.fix) == (
+        Outcome.FAILED,
+        "1 of 2 challenge(s) without qop=auth",
+        'send qop="auth" in every digest challenge (RFC 7616 §3.3)',
+    )
+    ok = lc.judge_digest_qop(T, [_response("401 Unauthorized", SHA)])
     assert (ok.outcome, ok.observed) == (Outcome.PASSED, "1 challenge(s), all with qop=auth")
 
 

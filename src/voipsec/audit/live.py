@@ -191,12 +191,7 @@ def _certificate(run: ProbeRun) -> list[CheckResult]:
     days = own.pki.expiry_warning_days if own is not None else lc.EXPIRY_DAYS
     fix = None
     if own is not None and run.options.data_dir is not None:
-        d = run.options.data_dir
-        fix = (
-            f"mv {d}/tls/server.crt {d}/tls/server.crt.old && mv {d}/tls/server.key "
-            f"{d}/tls/server.key.old && voipsec init --dir {d} (a new server certificate), "
-            "then restart voipsec serve"
-        )
+        fix = lc.certificate_fix(str(run.options.data_dir))
     return [
         lc.judge_certificate_expiry(
             run.name,
@@ -327,7 +322,7 @@ def _challenges(run: ProbeRun) -> list[CheckResult]:
     challenged = [r for r in reg + inv if r.status in (401, 407)]
     return [
         lc.judge_digest_md5(run.name, challenged or reg + inv, own=run.own),
-        lc.judge_digest_qop(run.name, challenged, own=run.own),
+        lc.judge_digest_qop(run.name, challenged),
         lc.judge_unauthenticated_call(run.name, [r.status for r in inv]),
     ]
 

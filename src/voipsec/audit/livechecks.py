@@ -36,6 +36,7 @@ __all__ = [
     "TLS_VERSIONS",
     "Exchange",
     "answer_signature",
+    "certificate_fix",
     "judge_amplification",
     "judge_certificate_expiry",
     "judge_ciphers",
@@ -273,6 +274,15 @@ def judge_renegotiation(
     return failed(spec, target, "; ".join(found), fix)
 
 
+def certificate_fix(data_dir: str) -> str:
+    """The own installation's server certificate renewed: ``voipsec init`` makes a new
+    one from the CA when the file is gone (cli.initialise), SIGHUP loads it."""
+    return (
+        f"rm {data_dir}/tls/server.crt && voipsec init --dir {data_dir} (a new server "
+        "certificate from the CA), then SIGHUP to voipsec serve"
+    )
+
+
 def judge_certificate_expiry(
     target: str,
     not_after: float,
@@ -369,7 +379,7 @@ def judge_digest_md5(target: str, responses: Sequence[Response], *, own: bool) -
     return passed(spec, target, observed)
 
 
-def judge_digest_qop(target: str, responses: Sequence[Response], *, own: bool) -> CheckResult:
+def judge_digest_qop(target: str, responses: Sequence[Response]) -> CheckResult:
     """RFC 7616 §3.3: qop=auth binds the response to a client nonce and a count."""
     spec = _SPEC["A-digest-qop"]
     found = _challenges(responses)
@@ -377,11 +387,7 @@ def judge_digest_qop(target: str, responses: Sequence[Response], *, own: bool) -
         return skipped(spec, target, "no digest challenge to read")
     without = [c for c in found if "auth" not in c.get("qop", "").replace(" ", "").split(",")]
     if without:
-        fix = _fix(
-            own,
-            "voipsec config set auth.algorithms '[\"SHA-256\"]'",
-            'send qop="auth" in every digest challenge',
-        )
+        fix = 'send qop="auth" in every digest challenge (RFC 7616 §3.3)'
         return failed(
             spec, target, f"{len(without)} of {len(found)} challenge(s) without qop=auth", fix
         )
