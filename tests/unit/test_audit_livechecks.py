@@ -213,7 +213,9 @@ def test_audit_livechecks_enumeration_ignores_per_transaction_values() -> None:
 def test_audit_livechecks_enumeration_fails_on_status_headers_or_time() -> None:
     a = _response("401 Unauthorized", SHA)
     r = lc.judge_user_enumeration(
-        T, [_ex("REGISTER", a, 0.01)], [_ex("REGISTER", _response("404 Not Found"), 0.01)]
+        T,
+        [_ex("REGISTER", a, 0.01), _ex("INVITE", a, 0.01)],
+        [_ex("REGISTER", _response("404 Not Found"), 0.01), _ex("INVITE", None, 3.0)],
     )
     assert (r.outcome, r.observed) == (
         Outcome.FAILED,
@@ -379,3 +381,20 @@ def test_audit_liveburst_source_in_its_own_range() -> None:
         assert ipaddress.ip_address(source) in BURST_NETWORK
         assert source != "127.0.0.128"
     assert burst_source("192.0.2.10") is None
+
+
+def test_audit_livechecks_enumeration_leaves_out_unanswered_pairs() -> None:
+    """An IDS ban silences whoever asks next: unanswered pairs are not compared."""
+    a = _response("401 Unauthorized", SHA)
+    existing = [_ex("REGISTER", a, 0.010), _ex("INVITE", None, 3.0)]
+    unknown = [_ex("REGISTER", a, 0.011), _ex("INVITE", a, 0.010)]
+    r = lc.judge_user_enumeration(T, existing, unknown)
+    assert (r.outcome, r.observed) == (
+        Outcome.PASSED,
+        "same answers; median 10 ms existing, 11 ms unknown (1 pair(s) unanswered)",
+    )
+    silent = lc.judge_user_enumeration(T, [_ex("REGISTER", None, 3.0)], [_ex("REGISTER", a, 0.01)])
+    assert (silent.outcome, silent.observed) == (
+        Outcome.ERROR,
+        "no answered pair of requests to compare",
+    )

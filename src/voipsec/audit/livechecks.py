@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from ..sip import Response
 from ..sip.digest import parse_challenge
 from ..sip.errors import SipParseError
-from .model import CheckResult, CheckSpec, Control, Severity, failed, passed, skipped
+from .model import CheckResult, CheckSpec, Control, Severity, errored, failed, passed, skipped
 
 __all__ = [
     "AMPLIFICATION_LIMIT",
@@ -454,13 +454,25 @@ def judge_user_enumeration(
     target: str, existing: Sequence[Exchange], unknown: Sequence[Exchange]
 ) -> CheckResult:
     """Answers for an existing and an unknown user must not differ (SIPVicious svwar
-    tells them apart by status, by headers, or by time)."""
+    tells them apart by status, by headers, or by time).
+
+    Only pairs where both requests were answered are compared: a server that stops
+    answering (an IDS ban after so many requests) does so for whoever asks next, which
+    says nothing about the user. No such pair at all: an error (nothing was compared).
+    """
     spec = _SPEC["A-user-enumeration"]
     advice = (
         "answer unknown users exactly like existing ones: the same challenge, "
         "status and headers, in the same time"
     )
-    for a, b in zip(existing, unknown, strict=False):
+    pairs = [
+        (a, b)
+        for a, b in zip(existing, unknown, strict=False)
+        if a.response is not None and b.response is not None
+    ]
+    if not pairs:
+        return errored(spec, target, "no answered pair of requests to compare")
+    for a, b in pairs:
         sa, sb = answer_signature(a.response), answer_signature(b.response)
         if sa != sb:
             return failed(
@@ -470,12 +482,13 @@ def judge_user_enumeration(
                 f"{_status(b.response)}" + ("" if sa[:2] != sb[:2] else " (headers differ)"),
                 advice,
             )
-    if not existing or not unknown:
-        return skipped(spec, target, "no samples")
-    fast = statistics.median(e.seconds for e in existing)
-    slow = statistics.median(e.seconds for e in unknown)
+    fast = statistics.median(a.seconds for a, _ in pairs)
+    slow = statistics.median(b.seconds for _, b in pairs)
     low, high = sorted((fast, slow))
     observed = f"same answers; median {fast * 1000:.0f} ms existing, {slow * 1000:.0f} ms unknown"
+    unanswered = min(len(existing), len(unknown)) - len(pairs)
+    if unanswered:
+        observed += f" ({unanswered} pair(s) unanswered)"
     if high - low > ENUM_TIME_MARGIN and high > ENUM_TIME_FACTOR * max(low, 1e-6):
         return failed(spec, target, observed, advice)
     return passed(spec, target, observed)
