@@ -106,6 +106,8 @@ SANS_IO = (
     "audit/localchecks.py",
     "audit/localpasswords.py",
     "audit/turnpeers.py",
+    "audit/livechecks.py",
+    "audit/liverequests.py",
 )
 #: The shell's loaders that live beside their cores: they are the ones that read.
 LOADERS = frozenset({"core/dialplan_loader.py", "edge/ids_loader.py", "monitor/fraud/loader.py"})

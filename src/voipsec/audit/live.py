@@ -1,17 +1,454 @@
-"""Live SIP probes of a target (issue 19 item 3)."""
+"""Live SIP probes of a target (issue 19 item 3): what a scanner on the network sees.
+
+How this works: :func:`live_results` probes one ``sips:HOST:PORT`` in a fixed order —
+TLS (versions, weak suites, renegotiation and compression, the certificate), plaintext
+SIP on HOST:5060 (and the installation's own UDP/TCP listeners), digest challenges,
+an unauthenticated call, user enumeration, nonce replay and the media probes with the
+test user's credentials, what the answers disclose, UDP amplification, and last the
+rate-limit burst (from a source address of its own, so a ban hits only the burst).
+Requests other than the burst are paced at :data:`PROBE_RATE` per second and counted
+against :data:`MAX_REQUESTS`. Judgements are in :mod:`.livechecks`; a probe that could
+not run is an ERROR result, never an exception out of here.
+"""
 
 from __future__ import annotations
 
-from .model import CheckResult, CheckSpec
+import ipaddress
+import random
+import secrets
+import ssl
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pylibsrtp
+from cryptography import x509
+from OpenSSL import SSL
+
+from ..config import Config
+from ..sip import Request, Response, parse_message
+from ..sip.dialog import uac_dialog
+from ..sip.digest import answer_challenge
+from ..sip.errors import SipParseError
+from ..sip.uac import LocalAddress, ack_for_failure, cancel_for, in_dialog
+from ..storage.store import DB_NAME, Store
+from . import livechecks as lc
+from .liverequests import PROBE_USER, Party, audio_offer, request
+from .mediaprobe import media_results
+from .model import CheckResult, CheckSpec, errored, skipped
 from .options import ProbeOptions
-from .targets import SipTarget
+from .sipprobe import (
+    ProbeBudgetExceeded,
+    ProbeRun,
+    SipStream,
+    peer_certificate,
+    renegotiation,
+    stream_exchange,
+    tls_version_accepted,
+    udp_exchange,
+    weak_suite_accepted,
+)
+from .targets import PLAIN_SIP_PORT, SipTarget
 
-__all__ = ["SPECS", "live_results"]
+__all__ = ["BURST_NETWORK", "SPECS", "burst_source", "live_results", "own_credentials"]
 
-SPECS: tuple[CheckSpec, ...] = ()
+SPECS: tuple[CheckSpec, ...] = lc.SPECS
+
+#: Where the burst comes from on a loopback target: a random address in 127.0.0.128/25,
+#: never the admin's 127.0.0.1.
+BURST_NETWORK = ipaddress.ip_network("127.0.0.128/25")
+#: The demo user's credentials ``voipsec init`` writes (cli.DEMO_FILE; not imported:
+#: the CLI imports this package).
+DEMO_FILE = "demo-user.txt"
+#: What a probe that cannot run raises: the network, TLS, a malformed answer, the budget.
+_PROBE_ERRORS = (
+    OSError,
+    ssl.SSLError,
+    SSL.Error,
+    SipParseError,
+    ProbeBudgetExceeded,
+    ValueError,
+    pylibsrtp.Error,
+)
+_TLS_IDS = ("S-tls-version", "S-tls-ciphers", "S-tls-renegotiation")
+_CHALLENGE_IDS = ("A-digest-md5", "A-digest-qop", "A-unauthenticated-call")
+_MEDIA_IDS = ("M-srtp-required", "M-rtp-bleed", "M-srtp-junk")
+
+
+def own_credentials(data_dir: Path | None) -> tuple[str, str] | None:
+    """The demo user's credentials from DIR/demo-user.txt (``user=``/``password=``)."""
+    if data_dir is None:
+        return None
+    path = data_dir / DEMO_FILE
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError:
+        return None
+    values = dict(line.partition("=")[::2] for line in text.splitlines() if "=" in line)
+    user, password = values.get("user"), values.get("password")
+    return (user, password) if user and password else None
+
+
+def _guarded(
+    spec_ids: str | tuple[str, ...], run: ProbeRun, probe: Callable[[], list[CheckResult]]
+) -> list[CheckResult]:
+    """A probe's results, or one ERROR result per check it owns when it could not run."""
+    try:
+        return probe()
+    except _PROBE_ERRORS as err:
+        text = str(err) or type(err).__name__
+        ids = (spec_ids,) if isinstance(spec_ids, str) else spec_ids
+        return [errored(lc.SPEC_BY_ID[i], run.name, f"could not probe: {text}") for i in ids]
 
 
 def live_results(target: SipTarget, options: ProbeOptions) -> list[CheckResult]:
-    """Every live SIP check's result at ``target``."""
-    del target, options
-    return []
+    """Every live SIP check's result at ``target`` (module docstring for the order)."""
+    own = options.own
+    creds = (
+        (options.user, options.password)
+        if options.user and options.password
+        else (own_credentials(options.data_dir) if own is not None else None)
+    )
+    user, password = creds if creds else (None, None)
+    domain = own.sip.domain if own is not None else target.host
+    run = ProbeRun(
+        target=target,
+        options=options,
+        party=Party(domain=domain),
+        user=user,
+        password=password,
+    )
+    results: list[CheckResult] = []
+    results += _guarded(_TLS_IDS, run, lambda: _tls(run))
+    results += _guarded("S-certificate-expiry", run, lambda: _certificate(run))
+    udp: dict[str, tuple[int, int]] = {}
+    results += _guarded("S-plaintext-sip", run, lambda: [_plaintext(run, udp)])
+    results += _guarded(_CHALLENGE_IDS, run, lambda: _challenges(run))
+    results += _guarded("A-user-enumeration", run, lambda: [_enumeration(run)])
+    results += _guarded("A-nonce-reuse", run, lambda: [_nonce_reuse(run)])
+    results += _guarded(_MEDIA_IDS, run, lambda: media_results(run))
+    allowed = frozenset({target.host, *_own_hosts(own)})
+    results.append(
+        lc.judge_info_leak(
+            run.name, run.seen, allowed=allowed | _local_hosts() | run.sources, own=own is not None
+        )
+    )
+    results.append(
+        lc.judge_amplification(
+            run.name, udp, own=own is not None, tls_listeners=_tls_listeners(own)
+        )
+    )
+    results += _guarded("F-rate-limit", run, lambda: [_rate_limit(run)])
+    return results
+
+
+# -- TLS ---------------------------------------------------------------------------------
+
+
+def _tls(run: ProbeRun) -> list[CheckResult]:
+    host, port, timeout = run.target.host, run.target.port, run.options.timeout
+    src = run.fresh_source()
+    accepted = {
+        v: tls_version_accepted(host, port, v, timeout, source=src) for v in lc.TLS_VERSIONS
+    }
+    if not any(accepted.values()):
+        raise OSError(f"no TLS handshake succeeded with {run.name}")
+    results = [lc.judge_tls_versions(run.name, accepted, own=run.own)]
+    results += _guarded(
+        "S-tls-ciphers",
+        run,
+        lambda: [
+            lc.judge_ciphers(
+                run.name, weak_suite_accepted(host, port, timeout, source=src), own=run.own
+            )
+        ],
+    )
+    if not accepted["TLS 1.2"] and not accepted["TLS 1.1"] and not accepted["TLS 1.0"]:
+        # TLS 1.3 only: no renegotiation exists (RFC 8446 §4.6 has none).
+        _, compression = peer_certificate(host, port, timeout, source=src)
+        results.append(lc.judge_renegotiation(run.name, False, compression, own=run.own))
+        return results
+
+    def reneg() -> list[CheckResult]:
+        _, compression = peer_certificate(host, port, timeout, source=src)
+        renegotiated = renegotiation(host, port, timeout, source=src)
+        return [lc.judge_renegotiation(run.name, renegotiated, compression, own=run.own)]
+
+    results += _guarded("S-tls-renegotiation", run, reneg)
+    return results
+
+
+def _certificate(run: ProbeRun) -> list[CheckResult]:
+    der, _ = peer_certificate(
+        run.target.host, run.target.port, run.options.timeout, source=run.fresh_source()
+    )
+    if der is None:
+        raise OSError("no certificate presented")
+    cert = x509.load_der_x509_certificate(der)
+    names = cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
+    subject = f"CN={names[0].value!s}" if names else cert.subject.rfc4514_string() or "leaf"
+    own = run.options.own
+    days = own.pki.expiry_warning_days if own is not None else lc.EXPIRY_DAYS
+    fix = None
+    if own is not None and run.options.data_dir is not None:
+        fix = lc.certificate_fix(str(run.options.data_dir))
+    return [
+        lc.judge_certificate_expiry(
+            run.name,
+            cert.not_valid_after_utc.timestamp(),
+            time.time(),
+            subject=subject,
+            warning_days=days,
+            fix_own=fix,
+        )
+    ]
+
+
+# -- plaintext ----------------------------------------------------------------------------
+
+
+def _tls_listeners(own: Config | None) -> list[str]:
+    if own is None:
+        return []
+    return [x for x in own.sip.listen if x.partition(":")[0] == "tls"] or ["tls:127.0.0.1:5061"]
+
+
+def _own_hosts(own: Config | None) -> list[str]:
+    if own is None:
+        return []
+    return [x.host for x in own.sip.listeners()] + [own.media.address]
+
+
+def _local_hosts() -> frozenset[str]:
+    return frozenset({"127.0.0.1", "::1"})
+
+
+def _plain_listeners(run: ProbeRun) -> list[tuple[str, str, int]]:
+    host = run.target.host
+    found = [("udp", host, PLAIN_SIP_PORT), ("tcp", host, PLAIN_SIP_PORT)]
+    own = run.options.own
+    if own is not None:
+        for x in own.sip.listeners():
+            item = (x.transport, x.host, x.port)
+            if x.transport in ("udp", "tcp") and item not in found:
+                found.append(item)
+    return found
+
+
+def _plaintext(run: ProbeRun, udp: dict[str, tuple[int, int]]) -> CheckResult:
+    """OPTIONS over UDP and TCP (RFC 3261 §11) to each plaintext place; ``udp`` gets
+    the bytes sent and answered per UDP listener (for F-amplification)."""
+    answers: dict[str, str | None] = {}
+    source = run.fresh_source()
+    for transport, host, port in _plain_listeners(run):
+        where = f"{transport}:{host}:{port}"
+        family_any = "::" if ":" in host else "0.0.0.0"  # noqa: S104 - Via host only
+        local = LocalAddress(transport=transport, host=family_any, port=5060)
+        req = request("OPTIONS", Party(domain=run.party.domain), local, uri=f"sip:{host}:{port}")
+        data = req.to_bytes()
+        run.pace()
+        if transport == "udp":
+            got = udp_exchange(host, port, data, run.options.timeout, source=source)
+            if got:
+                udp[where] = (len(data), sum(len(g) for g in got))
+            raw = got[-1] if got else b""
+        else:
+            raw = stream_exchange(host, port, data, run.options.timeout, source=source)
+        answers[where] = _status_line(raw, run)
+    return lc.judge_plaintext(
+        run.name, answers, own=run.own, tls_listeners=_tls_listeners(run.options.own)
+    )
+
+
+def _status_line(raw: bytes, run: ProbeRun) -> str | None:
+    if not raw:
+        return None
+    try:
+        msg = parse_message(raw, datagram=True)
+    except SipParseError:
+        return raw[:40].decode("ascii", "replace") if raw.startswith(b"SIP/2.0") else None
+    if isinstance(msg, Response):
+        run.seen.append(msg)
+        return f"{msg.status} {msg.reason}"
+    return None
+
+
+# -- digest, calls, enumeration --------------------------------------------------------------
+
+
+def _register(run: ProbeRun, stream: SipStream, user: str, **kw: object) -> list[Response]:
+    party = Party(domain=run.party.domain, from_user=user)
+    req = request("REGISTER", party, stream.local, **kw)  # type: ignore[arg-type]
+    return run.ask(stream, req)
+
+
+def _invite_fiction(run: ProbeRun, stream: SipStream, from_user: str) -> list[Response]:
+    """INVITE to the fiction number without credentials; CANCEL/BYE what got through."""
+    party = Party(domain=run.party.domain, from_user=from_user, to_user=lc.FICTION_NUMBER)
+    body = audio_offer(stream.local.host, 9, crypto=None)
+    contact = stream.local.contact(from_user)
+    req = request("INVITE", party, stream.local, extra=[("Contact", contact)], body=body)
+    got = run.ask(stream, req)
+    final = got[-1] if got and got[-1].status >= 200 else None
+    if final is None and got:
+        # Ringing and no final answer: CANCEL (§9.1), read its 200 and the 487.
+        run.pace()
+        stream.send(cancel_for(req))
+        more = stream.responses_to(req)
+        run.seen += more
+        if more and more[-1].status >= 300:
+            stream.send(ack_for_failure(req, more[-1]))
+        got += more
+    elif final is not None and final.status < 300:
+        _hang_up(run, stream, req, final)
+    return got
+
+
+def _hang_up(run: ProbeRun, stream: SipStream, req: Request, ok: Response) -> None:
+    """ACK and BYE a call that should not have been answered (§13.2.2.4, §15.1.1)."""
+    dialog = uac_dialog(req, ok)
+    ack, dialog = in_dialog(dialog, "ACK", stream.local, seq=req.cseq.seq)
+    stream.send(ack)
+    bye, _ = in_dialog(dialog, "BYE", stream.local)
+    run.ask(stream, bye)
+
+
+def _challenges(run: ProbeRun) -> list[CheckResult]:
+    """REGISTER and INVITE without credentials: the challenges, and whether the call
+    was routed (A-unauthenticated-call)."""
+    with run.stream() as stream:
+        reg = _register(run, stream, PROBE_USER)
+        inv = _invite_fiction(run, stream, PROBE_USER)
+    challenged = [r for r in reg + inv if r.status in (401, 407)]
+    return [
+        lc.judge_digest_md5(run.name, challenged or reg + inv, own=run.own),
+        lc.judge_digest_qop(run.name, challenged),
+        lc.judge_unauthenticated_call(run.name, [r.status for r in inv]),
+    ]
+
+
+def _existing_user(run: ProbeRun) -> str | None:
+    if run.user:
+        return run.user
+    own, data_dir = run.options.own, run.options.data_dir
+    if own is None or data_dir is None:
+        return None
+    store = Store(data_dir / DB_NAME)
+    try:
+        users = store.users()
+    finally:
+        store.close()
+    return users[0] if users else None
+
+
+def _enumeration(run: ProbeRun) -> CheckResult:
+    spec = lc.SPEC_BY_ID["A-user-enumeration"]
+    existing = _existing_user(run)
+    if existing is None:
+        return skipped(spec, run.name, "no existing user known (give --user/--password)")
+    unknown = f"u{secrets.token_hex(6)}"
+    samples: dict[str, list[lc.Exchange]] = {existing: [], unknown: []}
+    with run.stream() as stream:
+        for _ in range(lc.ENUM_SAMPLES):
+            for user in (existing, unknown):
+                for method in ("REGISTER", "INVITE"):
+                    if method == "REGISTER":
+                        got = _register(run, stream, user)
+                    else:
+                        got = _invite_fiction(run, stream, user)
+                    took = run.last_seconds
+                    final = got[-1] if got else None
+                    samples[user].append(lc.Exchange(method=method, response=final, seconds=took))
+    return lc.judge_user_enumeration(run.name, samples[existing], samples[unknown])
+
+
+def _nonce_reuse(run: ProbeRun) -> CheckResult:
+    """REGISTER (a binding query: no Contact, §10.2.3) answered with the test user's
+    credentials, then the same Authorization again on a new transaction."""
+    spec = lc.SPEC_BY_ID["A-nonce-reuse"]
+    if not run.user or not run.password:
+        return skipped(spec, run.name, "needs a test user (--user/--password)")
+    uri = f"sip:{run.party.domain}"
+    call_id = secrets.token_hex(12)
+    with run.stream() as stream:
+        first = _register(run, stream, run.user, call_id=call_id, cseq=1)
+        if not first or first[-1].status not in (401, 407):
+            return skipped(spec, run.name, f"REGISTER was not challenged ({_last(first)})")
+        auth = answer_challenge(
+            first[-1], username=run.user, password=run.password, method="REGISTER", uri=uri
+        )
+        if auth is None:
+            return skipped(spec, run.name, "the challenge could not be answered")
+        ok = _register(run, stream, run.user, call_id=call_id, cseq=2, extra=[auth])
+        again = _register(run, stream, run.user, call_id=call_id, cseq=3, extra=[auth])
+    return lc.judge_nonce_reuse(run.name, _final(ok), _final(again))
+
+
+def _final(got: list[Response]) -> int | None:
+    return got[-1].status if got and got[-1].status >= 200 else None
+
+
+def _last(got: list[Response]) -> str:
+    return f"{got[-1].status} {got[-1].reason}" if got else "no answer"
+
+
+# -- rate limit ------------------------------------------------------------------------------
+
+
+def burst_source(host: str) -> str | None:
+    """The burst's source on an IPv4 loopback target: a random address of
+    BURST_NETWORK other than its first; None (the system's choice) elsewhere."""
+    try:
+        addr = ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    if addr.version == 4 and addr.is_loopback:
+        first = int(BURST_NETWORK.network_address)
+        return str(
+            ipaddress.ip_address(first + random.randrange(BURST_NETWORK.num_addresses - 1) + 1)
+        )
+    return None
+
+
+def _rate_limit(run: ProbeRun) -> CheckResult:
+    """RATE_BURST OPTIONS within RATE_WINDOW on one TLS connection of their own."""
+    spec = lc.SPEC_BY_ID["F-rate-limit"]
+    source = burst_source(run.target.host)
+    own = run.options.own
+    if own is not None:
+        zones = [(z.name, z.cidrs, z.trust == "trusted") for z in own.zones]
+        zone = lc.trusted_zone_of(source or run.target.host, zones)
+        if zone is not None:
+            return skipped(
+                spec,
+                run.name,
+                f"the probe's source {source or run.target.host} is in the trusted zone "
+                f"{zone!r}, which is never rate limited",
+            )
+    with run.stream(source=source) as stream:
+        sent: list[Request] = []
+        started = time.monotonic()
+        for i in range(lc.RATE_BURST):
+            req = request("OPTIONS", run.party, stream.local)
+            try:
+                stream.send(req)
+            except OSError:
+                break
+            sent.append(req)
+            wait = started + (i + 1) * lc.RATE_WINDOW / lc.RATE_BURST - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
+        ids = {r.call_id for r in sent}
+        answered: set[str] = set()
+        limited: list[int] = []
+        deadline = time.monotonic() + run.options.timeout
+        while len(answered) < len(ids) and time.monotonic() < deadline:
+            msg = stream.next_message(max(deadline - time.monotonic(), 0.01))
+            if msg is None:
+                break
+            if isinstance(msg, Response) and msg.call_id in ids and msg.status >= 200:
+                answered.add(msg.call_id)
+                if msg.status in (429, 503):
+                    limited.append(msg.status)
+        closed = stream.closed or len(sent) < lc.RATE_BURST
+    return lc.judge_rate_limit(run.name, lc.RATE_BURST, len(answered), limited, closed)

@@ -34,16 +34,17 @@ TLS_VERSION = _spec(
     _H,
     "TLS 1.2 or newer only",
     "RFC 8996",
-    "RFC 9325 §3.1.1",
     NIST,
+    "RFC 9325 §3.1",
 )
 TLS_CIPHERS = _spec(
     "S-tls-ciphers",
     Control.S,
     _M,
     "Forward-secret AEAD cipher suites only",
-    "RFC 9325 §4.1",
     "RFC 7465",
+    "RFC 9325 §4.2",
+    "RFC 7457 §2",
 )
 TLS_RENEGOTIATION = _spec(
     "S-tls-renegotiation",
@@ -54,6 +55,7 @@ TLS_RENEGOTIATION = _spec(
     "RFC 9325 §3.3",
     "CVE-2011-1473",
     "CVE-2012-4929",
+    "RFC 9325 §3.5",
 )
 CERTIFICATE_EXPIRY = _spec(
     "S-certificate-expiry",
@@ -91,6 +93,8 @@ DIGEST_MD5 = _spec(
     "RFC 6151",
     "RFC 8760",
     NIST,
+    "RFC 7616 §3.3",
+    "RFC 3261 §22.4",
 )
 DIGEST_QOP = _spec(
     "A-digest-qop",
@@ -107,6 +111,8 @@ NONCE_REUSE = _spec(
     "A used nonce is not accepted again",
     "RFC 7616 §5.5",
     "RFC 8760",
+    "RFC 7616 §3.3",
+    "RFC 3261 §22.4",
 )
 WEAK_PASSWORD = _spec(
     "A-weak-password",
@@ -124,14 +130,18 @@ USER_ENUMERATION = _spec(
     "Existing and unknown users answered alike",
     "CWE-203",
     "CWE-204",
+    "CWE-208",
+    "SIPVicious svwar",
+    NIST,
 )
 UNAUTHENTICATED_CALL = _spec(
     "A-unauthenticated-call",
     Control.A,
     _C,
     "No call routed without authentication",
-    "RFC 3261 §22",
     NIST,
+    "RFC 3261 §22.3",
+    "CWE-306",
 )
 SRTP_REQUIRED = _spec(
     "M-srtp-required",
@@ -148,10 +158,17 @@ RTP_BLEED = _spec(
     _H,
     "Media from an unlearned source not relayed",
     "CVE-2017-14099",
-    "CVE-2017-14603",
+    "AST-2017-005",
+    "AST-2017-008",
+    "Enable Security RTP Bleed",
 )
 SRTP_JUNK = _spec(
-    "M-srtp-junk", Control.M, _M, "Unauthenticated SRTP not forwarded", "RFC 3711 §3.3"
+    "M-srtp-junk",
+    Control.M,
+    _M,
+    "Unauthenticated SRTP not forwarded",
+    "RFC 3711 §3.3",
+    "CVE-2017-14099",
 )
 ENDPOINT_POLICY = _spec(
     "E-endpoint-policy",
@@ -170,7 +187,16 @@ IDS = _spec(
     "RFC 3261 §26.1.5",
     "RFC 5390",
 )
-RATE_LIMIT = _spec("F-rate-limit", Control.F, _M, "A burst of requests is limited", "RFC 5390")
+RATE_LIMIT = _spec(
+    "F-rate-limit",
+    Control.F,
+    _M,
+    "A burst of requests is limited",
+    "RFC 5390",
+    "RFC 3261 §26.3.2.4",
+    "Kamailio pike",
+    NIST,
+)
 INFO_LEAK = _spec(
     "F-info-leak",
     Control.F,
@@ -178,6 +204,9 @@ INFO_LEAK = _spec(
     "No software versions or internal addresses disclosed",
     "RFC 3261 §20.35",
     "RFC 3323",
+    "RFC 3261 §20.41",
+    "SIPVicious svmap",
+    "sippts",
 )
 AMPLIFICATION = _spec(
     "F-amplification",
@@ -185,6 +214,9 @@ AMPLIFICATION = _spec(
     _M,
     "UDP answers not larger than 3x the request",
     "RFC 3261 §18.1.1",
+    "RFC 3261 §26.1.5",
+    "RFC 9000 §8",
+    "US-CERT TA14-017A",
 )
 FRAUD = _spec(
     "L-fraud",

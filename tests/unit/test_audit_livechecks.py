@@ -1,0 +1,400 @@
+"""The live probes' judgements (audit/livechecks.py) and request builders, as units."""
+
+from __future__ import annotations
+
+import ipaddress
+
+import pytest
+
+from voipsec.audit import livechecks as lc
+from voipsec.audit.live import BURST_NETWORK, burst_source
+from voipsec.audit.liverequests import Party, audio_offer, request
+from voipsec.audit.model import Outcome
+from voipsec.audit.options import ProbeOptions
+from voipsec.audit.sipprobe import MAX_REQUESTS, ProbeBudgetExceeded, ProbeRun
+from voipsec.audit.targets import SipTarget
+from voipsec.sip import Response, parse_message
+from voipsec.sip.uac import LocalAddress
+
+T = "sips:192.0.2.10:5061"
+TLS = ["tls:127.0.0.1:5061"]
+
+
+def _response(status: str, *headers: str, body: str = "") -> Response:
+    lines = [
+        f"SIP/2.0 {status}",
+        "Via: SIP/2.0/TLS 10.0.0.9:5061;branch=z9hG4bKabc;rport=5061;received=203.0.113.5",
+        "From: <sip:audit@example.com>;tag=aa",
+        "To: <sip:audit@example.com>;tag=bb",
+        "Call-ID: c1",
+        "CSeq: 1 REGISTER",
+        *headers,
+        f"Content-Length: {len(body)}",
+        "",
+        body,
+    ]
+    msg = parse_message("\r\n".join(lines).encode())
+    assert isinstance(msg, Response)
+    return msg
+
+
+SHA = 'WWW-Authenticate: Digest realm="example.com", nonce="n1", algorithm=SHA-256, qop="auth"'
+MD5_BARE = 'WWW-Authenticate: Digest realm="example.com", nonce="n1"'
+
+
+def test_audit_livechecks_specs_are_the_shared_table() -> None:
+    ids = [s.id for s in lc.SPECS]
+    assert ids == [
+        "S-plaintext-sip",
+        "S-tls-version",
+        "S-tls-ciphers",
+        "S-tls-renegotiation",
+        "S-certificate-expiry",
+        "A-digest-md5",
+        "A-digest-qop",
+        "A-nonce-reuse",
+        "A-user-enumeration",
+        "A-unauthenticated-call",
+        "M-srtp-required",
+        "M-rtp-bleed",
+        "M-srtp-junk",
+        "F-rate-limit",
+        "F-info-leak",
+        "F-amplification",
+    ]
+    crit = {s.id for s in lc.SPECS if s.severity.value == "critical"}
+    assert crit == {"A-unauthenticated-call"}
+    assert lc.SPEC_BY_ID["F-info-leak"].title == (
+        "No software versions or internal addresses disclosed"
+    )
+
+
+def test_audit_livechecks_tls_versions_below_12_fail_with_the_own_fix() -> None:
+    r = lc.judge_tls_versions(T, {"TLS 1.0": True, "TLS 1.2": True, "TLS 1.3": False}, own=True)
+    assert (r.outcome, r.observed, r.fix) == (
+        Outcome.FAILED,
+        "accepted: TLS 1.0, TLS 1.2",
+        "voipsec config set tls.min_version '\"1.2\"'",
+    )
+    ok = lc.judge_tls_versions(T, {"TLS 1.2": True, "TLS 1.3": True}, own=False)
+    assert (ok.outcome, ok.observed, ok.fix) == (Outcome.PASSED, "accepted: TLS 1.2, TLS 1.3", "")
+
+
+def test_audit_livechecks_weak_suites_are_all_but_forward_secret_aead() -> None:
+    ciphers = [
+        {
+            "name": "ECDHE-RSA-AES128-GCM-SHA256",
+            "protocol": "TLSv1.2",
+            "kea": "kx-ecdhe",
+            "aead": True,
+        },
+        {"name": "DHE-RSA-CHACHA20-POLY1305", "protocol": "TLSv1.2", "kea": "kx-dhe", "aead": True},
+        {"name": "AES128-GCM-SHA256", "protocol": "TLSv1.2", "kea": "kx-rsa", "aead": True},
+        {"name": "ECDHE-RSA-AES128-SHA", "protocol": "TLSv1", "kea": "kx-ecdhe", "aead": False},
+        {"name": "PSK-AES128-GCM-SHA256", "protocol": "TLSv1.2", "kea": "kx-psk", "aead": True},
+        {"name": "TLS_AES_128_GCM_SHA256", "protocol": "TLSv1.3", "kea": "kx-any", "aead": True},
+    ]
+    assert lc.weak_suites(ciphers) == ["AES128-GCM-SHA256", "ECDHE-RSA-AES128-SHA"]
+
+
+def test_audit_livechecks_ciphers_and_renegotiation() -> None:
+    r = lc.judge_ciphers(T, "AES256-SHA", own=False)
+    assert (r.outcome, r.observed) == (Outcome.FAILED, "accepted the weak suite AES256-SHA")
+    assert lc.judge_ciphers(T, None, own=True).outcome is Outcome.PASSED
+    r = lc.judge_renegotiation(T, True, "zlib", own=True)
+    assert (r.outcome, r.observed, r.fix) == (
+        Outcome.FAILED,
+        "client-initiated renegotiation accepted; TLS compression zlib",
+        "voipsec config set tls.min_version '\"1.3\"'",
+    )
+    ok = lc.judge_renegotiation(T, False, None, own=True)
+    assert (ok.outcome, ok.observed) == (Outcome.PASSED, "renegotiation refused, no compression")
+
+
+def test_audit_livechecks_certificate_expiry_days() -> None:
+    now = 1_000_000_000.0
+    r = lc.judge_certificate_expiry(T, now + 5 * 86400 - 10, now, subject="CN=x")
+    assert (r.outcome, r.observed, r.fix) == (
+        Outcome.FAILED,
+        "CN=x: expires in 4 day(s) (warning at 30 days)",
+        "renew the server certificate",
+    )
+    gone = lc.judge_certificate_expiry(
+        T, now - 1, now, subject="CN=x", warning_days=7, fix_own=lc.certificate_fix("/srv/v")
+    )
+    assert (gone.observed, gone.fix) == (
+        "CN=x: expired (warning at 7 days)",
+        "rm /srv/v/tls/server.crt && voipsec init --dir /srv/v (a new server certificate "
+        "from the CA), then SIGHUP to voipsec serve",
+    )
+    ok = lc.judge_certificate_expiry(T, now + 31 * 86400, now, subject="CN=x")
+    assert (ok.outcome, ok.observed) == (Outcome.PASSED, "CN=x: 31 days left")
+
+
+def test_audit_livechecks_plaintext_and_amplification() -> None:
+    r = lc.judge_plaintext(
+        T, {"udp:h:5060": "200 OK", "tcp:h:5060": None}, own=True, tls_listeners=TLS
+    )
+    assert (r.outcome, r.observed, r.fix) == (
+        Outcome.FAILED,
+        "udp:h:5060 answered 200 OK",
+        "voipsec config set sip.listen '[\"tls:127.0.0.1:5061\"]'",
+    )
+    ok = lc.judge_plaintext(T, {"udp:h:5060": None}, own=False, tls_listeners=[])
+    assert (ok.outcome, ok.observed) == (Outcome.PASSED, "no SIP answer on udp:h:5060")
+    big = lc.judge_amplification(T, {"udp:h:5060": (100, 301)}, own=False, tls_listeners=[])
+    assert (big.outcome, big.observed) == (
+        Outcome.FAILED,
+        "udp:h:5060: 301 bytes answered to 100 (3.01x)",
+    )
+    at = lc.judge_amplification(T, {"udp:h:5060": (100, 300)}, own=False, tls_listeners=[])
+    assert at.outcome is Outcome.PASSED
+    none = lc.judge_amplification(T, {}, own=False, tls_listeners=[])
+    assert (none.outcome, none.observed) == (Outcome.PASSED, "no UDP SIP listener answered")
+
+
+def test_audit_livechecks_digest_md5_when_named_or_implied() -> None:
+    bare = lc.judge_digest_md5(T, [_response("401 Unauthorized", MD5_BARE)], own=True)
+    assert (bare.outcome, bare.observed, bare.fix) == (
+        Outcome.FAILED,
+        "challenged with MD5 (no algorithm)",
+        "voipsec config set auth.algorithms '[\"SHA-256\"]'",
+    )
+    both = _response("401 Unauthorized", SHA, MD5_BARE.replace('"n1"', '"n2", algorithm=MD5'))
+    assert lc.judge_digest_md5(T, [both], own=False).observed == "challenged with MD5, SHA-256"
+    ok = lc.judge_digest_md5(T, [_response("401 Unauthorized", SHA)], own=False)
+    assert (ok.outcome, ok.observed) == (Outcome.PASSED, "challenged with SHA-256")
+    none = lc.judge_digest_md5(T, [_response("403 Forbidden")], own=False)
+    assert (none.outcome, none.observed) == (
+        Outcome.SKIPPED,
+        "no digest challenge to read (403)",
+    )
+
+
+def test_audit_livechecks_digest_qop() -> None:
+    r = lc.judge_digest_qop(T, [_response("401 Unauthorized", MD5_BARE, SHA)])
+    assert (r.outcome, r.observed, r.fix) == (
+        Outcome.FAILED,
+        "1 of 2 challenge(s) without qop=auth",
+        'send qop="auth" in every digest challenge (RFC 7616 §3.3)',
+    )
+    ok = lc.judge_digest_qop(T, [_response("401 Unauthorized", SHA)])
+    assert (ok.outcome, ok.observed) == (Outcome.PASSED, "1 challenge(s), all with qop=auth")
+
+
+def test_audit_livechecks_nonce_reuse() -> None:
+    r = lc.judge_nonce_reuse(T, 200, 200)
+    assert (r.outcome, r.observed) == (
+        Outcome.FAILED,
+        "the same Authorization (nonce, nc) was accepted again (200)",
+    )
+    ok = lc.judge_nonce_reuse(T, 200, 401)
+    assert (ok.outcome, ok.observed) == (
+        Outcome.PASSED,
+        "accepted once (200), refused on replay (401)",
+    )
+    assert lc.judge_nonce_reuse(T, 403, None).outcome is Outcome.SKIPPED
+
+
+def _ex(method: str, response: Response | None, seconds: float) -> lc.Exchange:
+    return lc.Exchange(method=method, response=response, seconds=seconds)
+
+
+def test_audit_livechecks_enumeration_ignores_per_transaction_values() -> None:
+    a = _response("401 Unauthorized", SHA)
+    b = _response("401 Unauthorized", SHA.replace('"n1"', '"other-nonce"'))
+    r = lc.judge_user_enumeration(T, [_ex("REGISTER", a, 0.010)], [_ex("REGISTER", b, 0.012)])
+    assert (r.outcome, r.observed) == (
+        Outcome.PASSED,
+        "same answers; median 10 ms existing, 12 ms unknown",
+    )
+
+
+def test_audit_livechecks_enumeration_fails_on_status_headers_or_time() -> None:
+    a = _response("401 Unauthorized", SHA)
+    r = lc.judge_user_enumeration(
+        T,
+        [_ex("REGISTER", a, 0.01), _ex("INVITE", a, 0.01)],
+        [_ex("REGISTER", _response("404 Not Found"), 0.01), _ex("INVITE", None, 3.0)],
+    )
+    assert (r.outcome, r.observed) == (
+        Outcome.FAILED,
+        "REGISTER: existing user 401 Unauthorized, unknown user 404 Not Found",
+    )
+    c = _response("401 Unauthorized", SHA, 'Warning: 399 x "unknown user"')
+    r = lc.judge_user_enumeration(T, [_ex("REGISTER", a, 0.01)], [_ex("REGISTER", c, 0.01)])
+    assert r.observed.endswith("(headers differ)")
+    # Timing: beyond both the margin and the factor only.
+    slow = [_ex("REGISTER", a, 0.200)] * 3
+    fast = [_ex("REGISTER", a, 0.020)] * 3
+    assert lc.judge_user_enumeration(T, slow, fast).outcome is Outcome.FAILED
+    jitter = [_ex("REGISTER", a, 0.045)] * 3
+    quick = [_ex("REGISTER", a, 0.001)] * 3
+    assert lc.judge_user_enumeration(T, jitter, quick).outcome is Outcome.PASSED
+    twice = [_ex("REGISTER", a, 0.200)] * 3
+    assert lc.judge_user_enumeration(T, twice, [_ex("REGISTER", a, 0.100)] * 3).outcome is (
+        Outcome.PASSED
+    )
+
+
+def test_audit_livechecks_unauthenticated_call() -> None:
+    r = lc.judge_unauthenticated_call(T, [100, 183, 200])
+    assert (r.outcome, r.observed) == (
+        Outcome.FAILED,
+        "INVITE to +442079460000 without credentials got 100, 183, 200",
+    )
+    for status in (401, 407, 403, 404, 480, 488):
+        assert lc.judge_unauthenticated_call(T, [100, status]).outcome is Outcome.PASSED
+    assert lc.judge_unauthenticated_call(T, [302]).outcome is Outcome.FAILED
+    assert lc.judge_unauthenticated_call(T, []).outcome is Outcome.SKIPPED
+
+
+def test_audit_livechecks_media_judgements() -> None:
+    r = lc.judge_srtp_required(T, 200, False, own=True)
+    assert (r.outcome, r.fix) == (Outcome.FAILED, "voipsec config set media.srtp '\"required\"'")
+    assert lc.judge_srtp_required(T, 486, True, own=False).observed == (
+        "an RTP/AVP offer was forwarded to the callee"
+    )
+    assert lc.judge_srtp_required(T, 488, False, own=False).outcome is Outcome.PASSED
+    assert lc.judge_srtp_required(T, 404, False, own=False).outcome is Outcome.SKIPPED
+    assert lc.judge_rtp_bleed(T, True, "x").outcome is Outcome.FAILED
+    assert lc.judge_rtp_bleed(T, False, "x").outcome is Outcome.PASSED
+    assert lc.judge_srtp_junk(T, True, "x").outcome is Outcome.FAILED
+    assert lc.judge_srtp_junk(T, None, "no call").outcome is Outcome.SKIPPED
+
+
+def test_audit_livechecks_rate_limit() -> None:
+    r = lc.judge_rate_limit(T, 60, 60, [], False)
+    assert (r.outcome, r.observed) == (Outcome.FAILED, "all 60 OPTIONS in 1 s answered")
+    ok = lc.judge_rate_limit(T, 60, 60, [503] * 44, False)
+    assert (ok.outcome, ok.observed) == (Outcome.PASSED, "60 OPTIONS in 1 s: 44 answered 503")
+    cut = lc.judge_rate_limit(T, 60, 16, [], True)
+    assert cut.observed == "60 OPTIONS in 1 s: 44 unanswered, connection closed"
+
+
+def test_audit_livechecks_info_leaks() -> None:
+    sdp = "v=0\r\no=- 1 1 IN IP4 10.1.2.3\r\nc=IN IP4 192.0.2.10\r\na=tool:pbx 1.0\r\n"
+    r = _response(
+        "200 OK",
+        "Server: Asterisk PBX 18.2.0",
+        "Contact: <sip:pbx@172.16.0.5:5060>",
+        "Content-Type: application/sdp",
+        body=sdp,
+    )
+    assert lc.leaks_in(r, allowed=frozenset({"192.0.2.10"})) == [
+        "Server: Asterisk PBX 18.2.0",
+        "internal address 172.16.0.5",
+        "internal address 10.1.2.3",
+        "a=tool:pbx 1.0",
+    ]
+    quiet = _response("200 OK", "Server: voipsec")
+    assert lc.leaks_in(quiet, allowed=frozenset()) == []  # the probe's own Via aside
+    hop = _response("200 OK", "Via: SIP/2.0/UDP 192.168.7.7:5060;branch=z9hG4bKinner")
+    assert lc.leaks_in(hop, allowed=frozenset()) == ["internal address 192.168.7.7"]
+    result = lc.judge_info_leak(T, [r, quiet], allowed=frozenset(), own=True)
+    assert (result.outcome, result.fix) == (
+        Outcome.FAILED,
+        "voipsec config set ids.server_header '\"\"'",
+    )
+    ok = lc.judge_info_leak(T, [quiet], allowed=frozenset(), own=True)
+    assert (ok.outcome, ok.observed) == (Outcome.PASSED, "1 answer(s) read, nothing disclosed")
+    none = lc.judge_info_leak(T, [], allowed=frozenset(), own=False)
+    assert (none.outcome, none.observed) == (Outcome.SKIPPED, "no answer to read")
+
+
+def test_audit_livechecks_trusted_zone_most_specific_wins() -> None:
+    zones = [
+        ("loopback", ["127.0.0.0/8"], True),
+        ("probe", ["127.0.0.128/25"], False),
+        ("internet", ["0.0.0.0/0"], False),
+    ]
+    assert lc.trusted_zone_of("127.0.0.1", zones) == "loopback"
+    assert lc.trusted_zone_of("127.0.0.200", zones) is None
+    assert lc.trusted_zone_of("198.51.100.1", zones) is None
+    assert lc.trusted_zone_of("not-an-address", zones) is None
+
+
+def test_audit_liverequests_register_and_offer() -> None:
+    local = LocalAddress(transport="tls", host="127.0.0.1", port=40000)
+    req = request("REGISTER", Party(domain="example.com", from_user="alice"), local, cseq=2)
+    assert (req.raw_uri, req.cseq.seq, req.to.uri.user, req.from_.uri.user) == (
+        "sip:example.com",
+        2,
+        "alice",
+        "alice",
+    )
+    assert req.from_.tag
+    invite = request(
+        "INVITE",
+        Party(domain="example.com", to_user=lc.FICTION_NUMBER),
+        local,
+        body=audio_offer("127.0.0.1", 4000, crypto=None),
+    )
+    assert invite.raw_uri == "sip:+442079460000@example.com"
+    assert invite.headers.get("content-type") == "application/sdp"
+    assert b"m=audio 4000 RTP/AVP 0\r\n" in invite.body
+    assert b"RTP/SAVP" in audio_offer("::1", 4000, crypto="1 AES_CM_128_HMAC_SHA1_80 inline:x")
+
+
+def test_audit_sipprobe_request_budget_exceeded() -> None:
+    run = ProbeRun(
+        target=SipTarget("127.0.0.1", 5061),
+        options=ProbeOptions(),
+        party=Party(domain="127.0.0.1"),
+        user=None,
+        password=None,
+    )
+    run.sent = MAX_REQUESTS - 1
+    run.pace()
+    with pytest.raises(ProbeBudgetExceeded, match=f"more than {MAX_REQUESTS} requests"):
+        run.pace()
+
+
+def _run(host: str) -> ProbeRun:
+    return ProbeRun(
+        target=SipTarget(host, 5061),
+        options=ProbeOptions(),
+        party=Party(domain=host),
+        user=None,
+        password=None,
+    )
+
+
+def test_audit_sipprobe_fresh_sources_never_the_admins_loopback() -> None:
+    run = _run("127.0.0.1")
+    sources = [run.fresh_source() for _ in range(40)]
+    assert len(set(sources)) == 40
+    for source in sources:
+        assert source is not None
+        last = int(source.rsplit(".", 1)[1])
+        assert source.startswith("127.0.0.") and 2 <= last <= 127
+    assert run.sources == frozenset(sources)
+    assert _run("192.0.2.10").fresh_source() is None
+    assert _run("::1").fresh_source() is None
+    assert _run("pbx.example.com").fresh_source() is None
+
+
+def test_audit_liveburst_source_in_its_own_range() -> None:
+    for _ in range(20):
+        source = burst_source("127.0.0.1")
+        assert source is not None
+        assert ipaddress.ip_address(source) in BURST_NETWORK
+        assert source != "127.0.0.128"
+    assert burst_source("192.0.2.10") is None
+
+
+def test_audit_livechecks_enumeration_leaves_out_unanswered_pairs() -> None:
+    """An IDS ban silences whoever asks next: unanswered pairs are not compared."""
+    a = _response("401 Unauthorized", SHA)
+    existing = [_ex("REGISTER", a, 0.010), _ex("INVITE", None, 3.0)]
+    unknown = [_ex("REGISTER", a, 0.011), _ex("INVITE", a, 0.010)]
+    r = lc.judge_user_enumeration(T, existing, unknown)
+    assert (r.outcome, r.observed) == (
+        Outcome.PASSED,
+        "same answers; median 10 ms existing, 11 ms unknown (1 pair(s) unanswered)",
+    )
+    silent = lc.judge_user_enumeration(T, [_ex("REGISTER", None, 3.0)], [_ex("REGISTER", a, 0.01)])
+    assert (silent.outcome, silent.observed) == (
+        Outcome.ERROR,
+        "no answered pair of requests to compare",
+    )
