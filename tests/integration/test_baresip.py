@@ -29,6 +29,9 @@ pytestmark = pytest.mark.peers
 
 ALICE = ("alice", "alice-secret-1")
 BOB = ("bob", "bob-secret-22")
+#: The user of the untrusted-CA test on the shared ``md5_server`` (baresip 1.0 does
+#: register there: its binding must not be alice's).
+CAROL = ("carol", "carol-secret-333")
 DEADLINE = 15.0
 MD5_ONLY = ("auth.algorithms", '["MD5"]')
 SHA256_AND_MD5 = ("auth.algorithms", '["SHA-256", "MD5"]')
@@ -41,6 +44,7 @@ def start_baresip(
     workdir: Path,
     server: VoipsecServer,
     *,
+    user: str = ALICE[0],
     password: str = ALICE[1],
     ca_file: Path | None = None,
     cert_file: Path | None = None,
@@ -48,7 +52,7 @@ def start_baresip(
     sip_port, ctrl_port = free_sip_ports()
     return Baresip(
         workdir,
-        account_line=account_line(ALICE[0], password, server_port=server.port),
+        account_line=account_line(user, password, server_port=server.port),
         ca_file=ca_file or server.ca,
         sip_port=sip_port,
         ctrl_port=ctrl_port,
@@ -91,10 +95,14 @@ def client_certificate(ca_cert: Path, ca_key: Path, out: Path, user: str) -> Pat
     return out
 
 
-@pytest.fixture
-def md5_server(tmp_path: Path) -> Iterator[VoipsecServer]:
-    """voipsec with MD5 as the only digest algorithm: the one baresip 1.0.0 can answer."""
-    prepared = prepare(tmp_path / "data", users=[ALICE, BOB], settings=[MD5_ONLY])
+@pytest.fixture(scope="module")
+def md5_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VoipsecServer]:
+    """voipsec with MD5 as the only digest algorithm: the one baresip 1.0.0 can answer.
+    Shared by the module's tests, each as a user of its own (alice registers, bob's
+    password is wrong, carol's phone trusts another CA)."""
+    prepared = prepare(
+        tmp_path_factory.mktemp("md5") / "data", users=[ALICE, BOB, CAROL], settings=[MD5_ONLY]
+    )
     with serving(prepared) as running_server:
         yield running_server
 
@@ -168,14 +176,16 @@ def test_md5_offered_after_sha256_is_not_enough_for_baresip_1_0(tmp_path: Path) 
 
 
 def test_wrong_password_is_refused(md5_server: VoipsecServer, tmp_path: Path) -> None:
-    with start_baresip(tmp_path / "baresip", md5_server, password="not-alice-secret") as ua:
+    with start_baresip(
+        tmp_path / "baresip", md5_server, user=BOB[0], password="not-bobs-secret"
+    ) as ua:
         event = register_result(ua)
         assert event["type"] == "REGISTER_FAIL", (event, ua.log_text()[-3000:])
         assert event["param"] == "403 Forbidden"
         registers = ua.requests("REGISTER")
         assert len(registers) == 2, [r.text for r in registers]
         assert registers[1].headers("Authorization")
-        assert md5_server.bindings("alice") == []
+        assert md5_server.bindings(BOB[0]) == []
 
 
 # -- TLS trust ----------------------------------------------------------------------------
@@ -195,7 +205,9 @@ class ServerCertificateNotVerified(AssertionError):
 def test_untrusted_server_ca_fails_the_handshake(md5_server: VoipsecServer, tmp_path: Path) -> None:
     other_ca, _ = make_ca(tmp_path / "other-ca", "Some Other CA")
     address = server_address(md5_server)
-    with start_baresip(tmp_path / "baresip", md5_server, ca_file=other_ca) as ua:
+    with start_baresip(
+        tmp_path / "baresip", md5_server, user=CAROL[0], password=CAROL[1], ca_file=other_ca
+    ) as ua:
 
         def settled() -> bool:
             events = {e["type"] for e in ua.events()}
@@ -206,9 +218,9 @@ def test_untrusted_server_ca_fails_the_handshake(md5_server: VoipsecServer, tmp_
             raise ServerCertificateNotVerified(
                 f"baresip spoke SIP to a server signed by a CA it does not trust: "
                 f"{[r.start_line for r in ua.responses()]}, bindings "
-                f"{md5_server.bindings('alice')}"
+                f"{md5_server.bindings(CAROL[0])}"
             )
-        assert md5_server.bindings("alice") == []
+        assert md5_server.bindings(CAROL[0]) == []
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,7 @@ import signal
 import socket
 import ssl
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Set
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -79,22 +79,30 @@ def server_address(server: VoipsecServer) -> str:
     return f"{server.host}:{server.port}"
 
 
-def cdrs(server: VoipsecServer) -> list[Cdr]:
+def cdrs(server: VoipsecServer, seen: Set[str] = frozenset()) -> list[Cdr]:
+    """The CDR rows whose Call-ID is not in ``seen`` (:func:`call_ids` before a test's
+    call: the module's shared server holds the other tests' rows too)."""
     out = voipsec("cdr", "list", "--format", "json", data_dir=server.data_dir).stdout
     rows: list[Cdr] = json.loads(out)
-    return rows
+    return [row for row in rows if str(row["call_id"]) not in seen]
 
 
-def ended_cdrs(server: VoipsecServer, count: int = 1) -> list[Cdr]:
-    """The CDRs once ``count`` of them are complete (voipsec closes a row when the call
-    ends, which may be a moment after the phones report it)."""
+def call_ids(server: VoipsecServer) -> set[str]:
+    return {str(row["call_id"]) for row in cdrs(server)}
+
+
+def ended_cdrs(server: VoipsecServer, seen: Set[str], count: int = 1) -> list[Cdr]:
+    """The rows not in ``seen`` once ``count`` of them are complete (voipsec closes a row
+    when the call ends, which may be a moment after the phones report it): exactly
+    ``count``."""
     rows: list[Cdr] = []
 
     def done() -> bool:
-        rows[:] = cdrs(server)
+        rows[:] = cdrs(server, seen)
         return len(rows) >= count and all(r["disposition"] for r in rows)
 
     wait_for(done, deadline=DEADLINE, what=f"{count} completed CDR(s)")
+    assert len(rows) == count, rows
     return rows
 
 
@@ -212,10 +220,14 @@ def only_connection(ua: Baresip, server: VoipsecServer) -> str:
 # -- fixtures ----------------------------------------------------------------------------
 
 
-@pytest.fixture
-def md5_server(tmp_path: Path) -> Iterator[VoipsecServer]:
-    """voipsec with MD5 as the only digest algorithm: the one baresip 1.0.0 can answer."""
-    prepared = prepare(tmp_path / "data", users=[ALICE, BOB], settings=[MD5_ONLY])
+@pytest.fixture(scope="module")
+def md5_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VoipsecServer]:
+    """voipsec with MD5 as the only digest algorithm: the one baresip 1.0.0 can answer.
+    Shared by the module's tests: each reads only its own call's CDR row, and ``phones``
+    waits for exactly one binding of each phone (the last test's phones are gone)."""
+    prepared = prepare(
+        tmp_path_factory.mktemp("md5") / "data", users=[ALICE, BOB], settings=[MD5_ONLY]
+    )
     with serving(prepared) as running_server:
         yield running_server
 
@@ -228,6 +240,7 @@ def phones(md5_server: VoipsecServer, tmp_path: Path) -> Iterator[tuple[Baresip,
         bob = stack.enter_context(phone(tmp_path / "bob", md5_server, BOB))
         registered(alice)
         registered(bob)
+        md5_server.wait_bindings("alice", 1, deadline=DEADLINE)
         md5_server.wait_bindings("bob", 1, deadline=DEADLINE)
         yield alice, bob
 
@@ -239,6 +252,7 @@ def test_call_answered_and_caller_hangs_up(
     md5_server: VoipsecServer, phones: tuple[Baresip, Baresip]
 ) -> None:
     alice, bob = phones
+    seen = call_ids(md5_server)
     established = establish(alice, bob)
     # Each phone agreed on SDES-SRTP with the relay.
     for ua in (alice, bob):
@@ -266,7 +280,7 @@ def test_call_answered_and_caller_hangs_up(
     assert received(bob, md5_server, "ACK ")
     assert received(bob, md5_server, "BYE ")
 
-    (row,) = ended_cdrs(md5_server)
+    (row,) = ended_cdrs(md5_server, seen)
     assert row["call_id"] == invites[1].headers("Call-ID")[0]
     assert_answered_cdr(row, held=held, hangup_by="caller")
 
@@ -278,6 +292,7 @@ def test_sighup_new_certificate_for_new_connections_established_call_continues(
     the new certificate, while the call set up over the old connections goes on and
     still hangs up end to end (bob this time)."""
     alice, bob = phones
+    seen = call_ids(md5_server)
     established = establish(alice, bob)
     before = served_certificate(md5_server)
     paths = ServerPaths.in_dir(md5_server.data_dir)
@@ -312,13 +327,14 @@ def test_sighup_new_certificate_for_new_connections_established_call_continues(
         assert "CALL_CLOSED" not in types(ua), types(ua)
     assert only_connection(alice, md5_server) == connections["alice"]
     assert only_connection(bob, md5_server) == connections["bob"]
-    assert cdrs(md5_server)[0]["disposition"] == ""  # still in progress
+    (open_row,) = cdrs(md5_server, seen)
+    assert open_row["disposition"] == ""  # still in progress
 
     bob.send("hangup")
     assert closed(bob) == "Connection reset by user"
     assert closed(alice) == "Connection reset by peer"
     assert received(alice, md5_server, "BYE ")
-    (row,) = ended_cdrs(md5_server)
+    (row,) = ended_cdrs(md5_server, seen)
     assert_answered_cdr(row, held=held, hangup_by="callee")
 
 
@@ -326,6 +342,7 @@ def test_callee_rejects_call_is_busy(
     md5_server: VoipsecServer, phones: tuple[Baresip, Baresip]
 ) -> None:
     alice, bob = phones
+    seen = call_ids(md5_server)
     ring(alice, bob)
     bob.send("hangup")  # on an unanswered incoming call: a rejection
     assert closed(bob) == "Connection reset by user"
@@ -346,7 +363,7 @@ def test_callee_rejects_call_is_busy(
         lambda: sent(alice, md5_server, "ACK "), deadline=DEADLINE, what="alice to ACK the 486"
     )
 
-    (row,) = ended_cdrs(md5_server)
+    (row,) = ended_cdrs(md5_server, seen)
     assert row["disposition"] == "busy", row  # 486 (also 600, 603) means busy
     assert row["status"] == 486, row
     assert row["reason"] == "Rejected", row

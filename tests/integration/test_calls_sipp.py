@@ -31,7 +31,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -119,17 +119,23 @@ FLOWS = {
 
 
 def _server(
-    tmp_path: Path, *, alice_class: str = "national", trunk_port: int | None = None
+    tmp_path: Path,
+    *,
+    alice_class: str = "national",
+    trunk_port: int | None = None,
+    users: Sequence[tuple[tuple[str, str], str]] = (),
 ) -> VoipsecServer:
+    """alice (of ``alice_class``), bob, the trunk for "+" when ``trunk_port`` is given
+    and ``users``: more users, each as ((name, password), class)."""
     prepared = prepare(tmp_path / "data", settings=[MD5_ONLY])
     if trunk_port is not None:
         _add_trunk(prepared.data_dir, trunk_port)
     store = Store(prepared.data_dir / "voipsec.db")
     try:
-        store.add_user(*ALICE, DOMAIN)
-        store.add_user(*BOB, DOMAIN)
-        if alice_class != "national":
-            store.set_user_class(ALICE[0], alice_class)
+        for (name, password), user_class in [(ALICE, alice_class), (BOB, "national"), *users]:
+            store.add_user(name, password, DOMAIN)
+            if user_class != "national":
+                store.set_user_class(name, user_class)
     finally:
         store.close()
     return prepared
@@ -194,12 +200,16 @@ def _listening(port: int) -> bool:
 
 @contextlib.contextmanager
 def _registered_callee(
-    server: VoipsecServer, tmp_path: Path, flow: Flow, calls: int
+    server: VoipsecServer,
+    tmp_path: Path,
+    flow: Flow,
+    calls: int,
+    callee: tuple[str, str] = BOB,
 ) -> Iterator[tuple[SippProcess, str]]:
-    """bob as a registered SIPp over TLS, running ``flow.uas`` for each call; yields
-    the running SIPp and bob's contact as voipsec stored it."""
+    """``callee`` (bob) as a registered SIPp over TLS, running ``flow.uas`` for each
+    call; yields the running SIPp and the callee's contact as voipsec stored it."""
     hop, port = free_port(), free_port()
-    user, password = BOB
+    user, password = callee
     contact = f"sip:{user}@127.0.0.1:{port};transport=tls"
     inf = write_csv(tmp_path / "callee.csv", [(user, password, DOMAIN, str(calls))])
     with (
@@ -217,10 +227,10 @@ def _registered_callee(
             call_length_ms=CALL_MS,
             timeout=SIPP_TIMEOUT,
             trace_logs=True,
-        ) as callee,
+        ) as sipp,
     ):
         bindings = server.wait_bindings(user, 1)
-        yield callee, str(bindings[0]["contact"])
+        yield sipp, str(bindings[0]["contact"])
 
 
 @contextlib.contextmanager
@@ -261,11 +271,13 @@ def _place_calls(
     dialled: str,
     calls: int,
     name: str = "caller",
+    caller: tuple[str, str] = ALICE,
 ) -> SippResult:
-    """alice calls ``dialled`` ``calls`` times with ``flow.uac`` over TLS (``name``: of
-    the SIPp and stunnel directories, for a second caller against the same server)."""
+    """``caller`` (alice) calls ``dialled`` ``calls`` times with ``flow.uac`` over TLS
+    (``name``: of the SIPp and stunnel directories, for a second caller against the
+    same server)."""
     hop = free_port()
-    user, password = ALICE
+    user, password = caller
     inf = write_csv(tmp_path / f"{name}.csv", [(user, password, DOMAIN, dialled)])
     with stunnel_client(hop, server.host, server.port, server.ca, tmp_path / f"stunnel-{name}"):
         return run_sipp(
@@ -317,10 +329,12 @@ def _b_leg_invites(callee: SippResult, flow: Flow, calls: int) -> list[dict[str,
     return invites
 
 
-def _assert_b_leg(invite: dict[str, str], a_leg_ids: set[str], ruri: str, to: str) -> None:
+def _assert_b_leg(
+    invite: dict[str, str], a_leg_ids: set[str], ruri: str, to: str, caller: str = ALICE[0]
+) -> None:
     assert invite["call_id"] not in a_leg_ids, invite
     assert invite["ruri"] == ruri, invite
-    assert invite["from"].startswith(f"<sip:{ALICE[0]}@{DOMAIN}>;tag="), invite
+    assert invite["from"].startswith(f"<sip:{caller}@{DOMAIN}>;tag="), invite
     assert "SIPpTag00" not in invite["from"], invite  # not the caller's From tag
     assert invite["to"].startswith(to), invite
     assert invite["via"].count("SIP/2.0/") == 1, invite  # voipsec's Via only
@@ -334,6 +348,7 @@ def _assert_cdrs(
     dialled: str,
     callee: str,
     trunk: str,
+    user: str = ALICE[0],
 ) -> None:
     assert len(rows) == len(a_leg_ids), rows
     assert {row["call_id"] for row in rows} == a_leg_ids, rows
@@ -341,7 +356,7 @@ def _assert_cdrs(
         expected = {
             "callee_dialled": dialled,
             "callee": callee,
-            "user": ALICE[0],
+            "user": user,
             "transport": "tls",
             "trunk": trunk,
             "disposition": flow.disposition,
@@ -349,7 +364,7 @@ def _assert_cdrs(
             "hangup_by": flow.hangup_by,
         }
         assert {key: row[key] for key in expected} == expected, row
-        assert ALICE[0] in str(row["caller"]), row
+        assert user in str(row["caller"]), row
         start, end = float(str(row["start"])), float(str(row["end"]))
         assert end >= start, row
         billable = float(str(row["billable"]))
@@ -364,60 +379,98 @@ def _assert_cdrs(
 
 # -- tests ----------------------------------------------------------------------------
 
+#: The international callers of ``calls_server``, one per flow: the shipped fraud rule
+#: international-burst blocks a user's sixth international call in a minute, and each
+#: flow makes CALLS of them (fraud state is per rule and user).
+INTERNATIONAL_CALLERS = {name: (f"intl-{name.replace('_', '-')}", f"{name}-pw-1") for name in FLOWS}
+#: The registered callees of ``calls_server``, one per flow: a binding the previous
+#: flow's SIPp has not yet removed must not take this flow's calls.
+CALLEES = {name: (f"bob-{name.replace('_', '-')}", f"{name}-pw-2") for name in FLOWS}
+#: The emergency test's caller, of the most restricted class.
+IVY = ("ivy", "ivy-secret-333")
+
+
+@dataclass(frozen=True)
+class CallsServer:
+    """The module's shared server and the port its trunk is reached on (each test runs
+    its own SIPp trunk there, one after the other)."""
+
+    server: VoipsecServer
+    trunk_port: int
+
+
+@pytest.fixture(scope="module")
+def calls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CallsServer]:
+    """One server for the flows, the national call and the emergency call: the same
+    configuration (MD5, the trunk for "+"), a caller per test where the fraud rules
+    count per user (INTERNATIONAL_CALLERS, IVY) and a callee per registered flow
+    (CALLEES), each test reading only its own calls' CDR rows."""
+    tls_port = free_port()
+    users = [(caller, "international") for caller in INTERNATIONAL_CALLERS.values()]
+    users += [(callee, "national") for callee in CALLEES.values()]
+    prepared = _server(
+        tmp_path_factory.mktemp("calls"),
+        trunk_port=tls_port,
+        users=[*users, (IVY, "internal")],
+    )
+    with serving(prepared) as server:
+        yield CallsServer(server, tls_port)
+
 
 @pytest.mark.parametrize("name", list(FLOWS))
-def test_registered_users_call_over_tls(tmp_path: Path, name: str) -> None:
-    """alice (SIPp UAC) calls bob (registered SIPp UAS), both over TLS, CALLS times."""
+def test_registered_users_call_over_tls(
+    calls_server: CallsServer, tmp_path: Path, name: str
+) -> None:
+    """alice (SIPp UAC) calls a user (registered SIPp UAS, like bob), both over TLS,
+    CALLS times."""
     flow = FLOWS[name]
-    with (
-        serving(_server(tmp_path)) as server,
-        _registered_callee(server, tmp_path, flow, CALLS) as (callee_run, contact),
+    server = calls_server.server
+    user = CALLEES[name][0]
+    with _registered_callee(server, tmp_path, flow, CALLS, CALLEES[name]) as (
+        callee_run,
+        contact,
     ):
-        caller = _place_calls(server, tmp_path, flow, BOB[0], CALLS)
+        caller = _place_calls(server, tmp_path, flow, user, CALLS)
         callee = callee_run.wait(SIPP_TIMEOUT)
         _assert_sipp_clean(caller, CALLS, "caller", server)
         _assert_sipp_clean(callee, 1, "callee", server)  # its one call: the registration
         a_leg_ids = _caller_call_ids(caller, flow, CALLS)
         for invite in _b_leg_invites(callee, flow, CALLS):
-            _assert_b_leg(invite, a_leg_ids, contact, f"<sip:{BOB[0]}@{DOMAIN}>")
-        rows = _wait_cdrs(server, CALLS)
-    _assert_cdrs(rows, flow, a_leg_ids, dialled=BOB[0], callee=BOB[0], trunk="")
+            _assert_b_leg(invite, a_leg_ids, contact, f"<sip:{user}@{DOMAIN}>")
+        rows = _wait_cdrs(server, CALLS, call_ids=a_leg_ids)
+    _assert_cdrs(rows, flow, a_leg_ids, dialled=user, callee=user, trunk="")
 
 
 @pytest.mark.parametrize("name", list(FLOWS))
-def test_user_calls_trunk_over_tls(tmp_path: Path, name: str) -> None:
-    """alice (class international) dials an international number: the call goes to the
-    trunk over TLS, to a SIPp UAS behind stunnel."""
+def test_user_calls_trunk_over_tls(calls_server: CallsServer, tmp_path: Path, name: str) -> None:
+    """A user of class international dials an international number: the call goes to
+    the trunk over TLS, to a SIPp UAS behind stunnel."""
     flow = FLOWS[name]
     dialled, e164 = INTERNATIONAL
-    tls_port = free_port()
-    prepared = _server(tmp_path, alice_class="international", trunk_port=tls_port)
-    with (
-        serving(prepared) as server,
-        _trunk_callee(server, tmp_path, flow, CALLS, tls_port) as callee_run,
-    ):
-        caller = _place_calls(server, tmp_path, flow, dialled, CALLS)
+    server, tls_port = calls_server.server, calls_server.trunk_port
+    user = INTERNATIONAL_CALLERS[name]
+    with _trunk_callee(server, tmp_path, flow, CALLS, tls_port) as callee_run:
+        caller = _place_calls(server, tmp_path, flow, dialled, CALLS, caller=user)
         callee = callee_run.wait(SIPP_TIMEOUT)
         _assert_sipp_clean(caller, CALLS, "caller", server)
         _assert_sipp_clean(callee, CALLS, "trunk", server)
         a_leg_ids = _caller_call_ids(caller, flow, CALLS)
         for invite in _b_leg_invites(callee, flow, CALLS):
             ruri = f"sip:{e164}@{TRUNK_DOMAIN}"
-            _assert_b_leg(invite, a_leg_ids, ruri, f"<sip:{e164}@{TRUNK_DOMAIN}>")
-        rows = _wait_cdrs(server, CALLS)
-    _assert_cdrs(rows, flow, a_leg_ids, dialled=dialled, callee=e164, trunk=TRUNK)
+            _assert_b_leg(invite, a_leg_ids, ruri, f"<sip:{e164}@{TRUNK_DOMAIN}>", user[0])
+        rows = _wait_cdrs(server, CALLS, call_ids=a_leg_ids)
+    _assert_cdrs(rows, flow, a_leg_ids, dialled=dialled, callee=e164, trunk=TRUNK, user=user[0])
 
 
-def test_national_number_to_trunk_with_default_class(tmp_path: Path) -> None:
+def test_national_number_to_trunk_with_default_class(
+    calls_server: CallsServer, tmp_path: Path
+) -> None:
     """A national number needs no more than the default class ("national")."""
     flow = FLOWS["caller_hangs_up"]
     dialled, e164 = NATIONAL
-    tls_port = free_port()
+    server, tls_port = calls_server.server, calls_server.trunk_port
     calls = 3
-    with (
-        serving(_server(tmp_path, trunk_port=tls_port)) as server,
-        _trunk_callee(server, tmp_path, flow, calls, tls_port) as callee_run,
-    ):
+    with _trunk_callee(server, tmp_path, flow, calls, tls_port) as callee_run:
         caller = _place_calls(server, tmp_path, flow, dialled, calls)
         callee = callee_run.wait(SIPP_TIMEOUT)
         _assert_sipp_clean(caller, calls, "caller", server)
@@ -426,7 +479,7 @@ def test_national_number_to_trunk_with_default_class(tmp_path: Path) -> None:
         for invite in _b_leg_invites(callee, flow, calls):
             ruri = f"sip:{e164}@{TRUNK_DOMAIN}"
             _assert_b_leg(invite, a_leg_ids, ruri, f"<sip:{e164}@{TRUNK_DOMAIN}>")
-        rows = _wait_cdrs(server, calls)
+        rows = _wait_cdrs(server, calls, call_ids=a_leg_ids)
     _assert_cdrs(rows, flow, a_leg_ids, dialled=dialled, callee=e164, trunk=TRUNK)
 
 
@@ -470,31 +523,33 @@ def test_calls_voipsec_refuses_itself(
 
 
 def test_emergency_call_of_an_internal_user_reaches_the_trunk_and_is_alerted(
-    tmp_path: Path,
+    calls_server: CallsServer, tmp_path: Path
 ) -> None:
-    """Issue 18 item 4, a safety requirement: alice, of the most restricted class
+    """Issue 18 item 4, a safety requirement: a user of the most restricted class
     ("internal"), dials 112; the call reaches the trunk (a SIPp UAS as the PSAP) as
     ``sip:112@trunk`` (not +44112), is answered, alerted (``emergency_call``) and
-    marked "emergency" in its CDR. The same alice dialling a national number gets 403."""
+    marked "emergency" in its CDR. The same user dialling a national number gets 403."""
     flow = FLOWS["caller_hangs_up"]
-    tls_port = free_port()
-    prepared = _server(tmp_path, alice_class="internal", trunk_port=tls_port)
-    with (
-        serving(prepared) as server,
-        _trunk_callee(server, tmp_path, flow, 1, tls_port) as callee_run,
-    ):
-        caller = _place_calls(server, tmp_path, flow, "112", 1)
+    server, tls_port = calls_server.server, calls_server.trunk_port
+    user = IVY[0]
+    with _trunk_callee(server, tmp_path, flow, 1, tls_port) as callee_run:
+        caller = _place_calls(server, tmp_path, flow, "112", 1, caller=IVY)
         callee = callee_run.wait(SIPP_TIMEOUT)
         _assert_sipp_clean(caller, 1, "caller", server)
         _assert_sipp_clean(callee, 1, "trunk", server)
         a_leg_ids = _caller_call_ids(caller, flow, 1)
         (invite,) = _b_leg_invites(callee, flow, 1)
-        _assert_b_leg(invite, a_leg_ids, f"sip:112@{TRUNK_DOMAIN}", f"<sip:112@{TRUNK_DOMAIN}>")
+        _assert_b_leg(
+            invite, a_leg_ids, f"sip:112@{TRUNK_DOMAIN}", f"<sip:112@{TRUNK_DOMAIN}>", user
+        )
         forbidden = Flow("call_uac_forbidden.xml", "", "FORBIDDEN", "", "rejected", 403, "")
-        refused = _place_calls(server, tmp_path, forbidden, NATIONAL[0], 1, name="national")
+        refused = _place_calls(
+            server, tmp_path, forbidden, NATIONAL[0], 1, name="national", caller=IVY
+        )
         _assert_sipp_clean(refused, 1, "national caller", server)
         refused_ids = _caller_call_ids(refused, forbidden, 1)
-        rows = _wait_cdrs(server, 2)
+        # Only this test's calls (the module's other tests share the server).
+        rows = _wait_cdrs(server, 2, call_ids=a_leg_ids | refused_ids)
         alerts: list[str] = []
 
         def alerted() -> bool:
@@ -504,17 +559,23 @@ def test_emergency_call_of_an_internal_user_reaches_the_trunk_and_is_alerted(
 
         wait_for(alerted, deadline=10, what="the emergency_call alert")
         log = server.log_text()
-    assert "emergency call from alice (127.0.0.1:" in log, log[-3000:]
+    assert f"emergency call from {user} (127.0.0.1:" in log, log[-3000:]
     (line,) = alerts
     assert line.split("  ", 1)[1].startswith(
-        "emergency_call  127.0.0.1  emergency call: alice: dialled 112 from 127.0.0.1:"
+        f"emergency_call  127.0.0.1  emergency call: {user}: dialled 112 from 127.0.0.1:"
     ), line
     assert line.endswith("; routed to trunk carrier"), line
     emergency = [r for r in rows if r["call_id"] in a_leg_ids]
     national = [r for r in rows if r["call_id"] in refused_ids]
-    _assert_cdrs(emergency, flow, a_leg_ids, dialled="112", callee="112", trunk=TRUNK)
+    _assert_cdrs(emergency, flow, a_leg_ids, dialled="112", callee="112", trunk=TRUNK, user=user)
     _assert_cdrs(
-        national, forbidden, refused_ids, dialled=NATIONAL[0], callee=NATIONAL[1], trunk=""
+        national,
+        forbidden,
+        refused_ids,
+        dialled=NATIONAL[0],
+        callee=NATIONAL[1],
+        trunk="",
+        user=user,
     )
     assert [(r["kind"], r["reason"]) for r in emergency + national] == [
         ("emergency", "normal clearing"),

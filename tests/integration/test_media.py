@@ -105,6 +105,26 @@ def ended_cdrs(server: VoipsecServer, count: int = 1) -> list[Cdr]:
     return rows
 
 
+def call_ids(server: VoipsecServer) -> set[str]:
+    """The Call-IDs of the server's CDR rows so far (for :func:`new_cdrs`)."""
+    return {str(row["call_id"]) for row in cdrs(server)}
+
+
+def new_cdrs(server: VoipsecServer, seen: set[str], count: int = 1) -> list[Cdr]:
+    """The rows not in ``seen`` (:func:`call_ids` before a test's calls) once ``count``
+    of them exist and are closed: exactly ``count``. A module's shared server holds the
+    rows of its other tests too."""
+    rows: list[Cdr] = []
+
+    def done() -> bool:
+        rows[:] = [r for r in cdrs(server) if str(r["call_id"]) not in seen]
+        return len(rows) >= count and all(r["disposition"] for r in rows)
+
+    wait_for(done, deadline=DEADLINE, what=f"{count} new closed CDR(s)")
+    assert len(rows) == count, rows
+    return rows
+
+
 def media_legs(row: Cdr) -> dict[str, dict[str, Any]]:
     legs = row["media"]
     assert isinstance(legs, list) and len(legs) == 2, row
@@ -534,9 +554,30 @@ def talk_then_hang_up(alice: Phone, bob: Phone, packets: int) -> Request:
     return bob.wait_bye()
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[VoipsecServer]:
-    with serving(prepare(tmp_path / "data", users=[ALICE, BOB])) as running:
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VoipsecServer]:
+    """The default configuration, shared by the module's tests that need nothing else:
+    each reads only the CDR row its own call added (:func:`new_cdrs`)."""
+    prepared = prepare(tmp_path_factory.mktemp("media") / "data", users=[ALICE, BOB])
+    with serving(prepared) as running:
+        yield running
+
+
+#: The baresip phones' users on ``md5_server`` (alice and bob are the SIPp test's: a
+#: binding of bob's left from it must not take the phones' call).
+CAROL = ("carol", "carol-secret-333")
+DAVE = ("dave", "dave-secret-4444")
+
+
+@pytest.fixture(scope="module")
+def md5_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VoipsecServer]:
+    """auth.algorithms ["MD5"] (what SIPp and baresip answer), shared like ``server``."""
+    prepared = prepare(
+        tmp_path_factory.mktemp("media-md5") / "data",
+        users=[ALICE, BOB, CAROL, DAVE],
+        settings=[("auth.algorithms", '["MD5"]')],
+    )
+    with serving(prepared) as running:
         yield running
 
 
@@ -546,6 +587,7 @@ def server(tmp_path: Path) -> Iterator[VoipsecServer]:
 def test_relay_re_encrypts_a_known_payload_never_in_clear(
     server: VoipsecServer, tmp_path: Path
 ) -> None:
+    seen = call_ids(server)
     with capturing(tmp_path / "capture") as capture:
         # A positive control: the plaintext, sent in the clear to a port of the range,
         # must show up in the capture exactly once.
@@ -593,7 +635,7 @@ def test_relay_re_encrypts_a_known_payload_never_in_clear(
         (control_port, ALICE_PAYLOAD + BOB_PAYLOAD)
     ], in_clear[:3]
 
-    (row,) = ended_cdrs(server)
+    (row,) = new_cdrs(server, seen)
     legs = media_legs(row)
     for name, sent in (("a", a_sent), ("b", b_sent)):
         leg = legs[name]
@@ -614,7 +656,10 @@ def test_hep_quality_reports_and_sip_decoded_by_hep_js(tmp_path: Path) -> None:
     """hep.target set: sipcapture's hep-js decodes every packet. Each SIP packet has its
     Call-ID as correlation id; each leg's quality report (payload type 0x22, JSON) has
     the A-leg Call-ID, the phone's and the relay's media addresses, the CDR's counters
-    and the MOS chunk."""
+    and the MOS chunk.
+
+    A server of its own: the collector must see this call's SIP and nothing else (the
+    exact set of correlation ids below)."""
     with hep_js_collector(tmp_path / "hep") as collector:
         settings = [
             ("hep.target", f'"udp:127.0.0.1:{collector.port}"'),
@@ -702,6 +747,7 @@ def flood(alice: Phone, bob: Phone, stranger: socket.socket) -> float:
 
 
 def test_a_flood_of_junk_changes_nothing_audible(server: VoipsecServer) -> None:
+    seen = call_ids(server)
     with (
         scripted_call(server) as (alice, bob),
         socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as stranger,
@@ -729,7 +775,7 @@ def test_a_flood_of_junk_changes_nothing_audible(server: VoipsecServer) -> None:
     assert set(alice.media.payloads()) == {BOB_PAYLOAD}
     assert bob.media.undecryptable == alice.media.undecryptable == 0
 
-    (row,) = ended_cdrs(server)
+    (row,) = new_cdrs(server, seen)
     assert (row["disposition"], row["reason"], row["hangup_by"]) == (
         "answered",
         "normal clearing",
@@ -745,6 +791,8 @@ def test_a_flood_of_junk_changes_nothing_audible(server: VoipsecServer) -> None:
 
 
 def test_media_timeout_ends_the_call_and_frees_its_ports(tmp_path: Path) -> None:
+    # A server of its own: a 2 s media timeout would end a call of another test that
+    # a loaded machine kept from sending for that long.
     timeout = 2.0
     prepared = prepare(
         tmp_path / "data", users=[ALICE, BOB], settings=[("media.timeout", str(timeout))]
@@ -792,13 +840,11 @@ def test_media_timeout_ends_the_call_and_frees_its_ports(tmp_path: Path) -> None
 # -- 3: an RTP/AVP offer is refused under the default policy -------------------------------
 
 
-def test_rtp_avp_offer_gets_488_srtp_required(tmp_path: Path) -> None:
-    prepared = prepare(
-        tmp_path / "data", users=[ALICE, BOB], settings=[("auth.algorithms", '["MD5"]')]
-    )
+def test_rtp_avp_offer_gets_488_srtp_required(md5_server: VoipsecServer, tmp_path: Path) -> None:
+    server = md5_server
+    seen = call_ids(server)
     hop = free_tcp_port()
     with (
-        serving(prepared) as server,
         TlsSipClient(server.host, server.port, server.ca) as bob,
         stunnel_client(hop, server.host, server.port, server.ca, tmp_path / "stunnel"),
     ):
@@ -819,7 +865,7 @@ def test_rtp_avp_offer_gets_488_srtp_required(tmp_path: Path) -> None:
         assert result.error_events() == [], detail
         (line,) = result.log_lines("REFUSED ")
         assert "status=488" in line and "SRTP required" in line, line
-        (row,) = ended_cdrs(server)
+        (row,) = new_cdrs(server, seen)
         # Nothing reached bob: his connection carries no INVITE.
         bob.sock.settimeout(0.5)
         with pytest.raises(TimeoutError):
@@ -902,18 +948,20 @@ def tone_hz(path: Path) -> float:
     return crossings / 2 / (len(samples) / rate) if samples else 0.0
 
 
-def test_two_baresip_phones_talk_srtp_through_the_relay(tmp_path: Path) -> None:
-    prepared = prepare(
-        tmp_path / "data", users=[ALICE, BOB], settings=[("auth.algorithms", '["MD5"]')]
-    )
-    with serving(prepared) as server, ExitStack() as stack:
-        alice = stack.enter_context(baresip_phone(tmp_path / "alice", server, ALICE))
-        bob = stack.enter_context(baresip_phone(tmp_path / "bob", server, BOB))
+def test_two_baresip_phones_talk_srtp_through_the_relay(
+    md5_server: VoipsecServer, tmp_path: Path
+) -> None:
+    # carol's phone is "alice", dave's "bob": the A and B legs.
+    server = md5_server
+    seen = call_ids(server)
+    with ExitStack() as stack:
+        alice = stack.enter_context(baresip_phone(tmp_path / "alice", server, CAROL))
+        bob = stack.enter_context(baresip_phone(tmp_path / "bob", server, DAVE))
         for ua in (alice, bob):
             event = ua.wait_event("REGISTER_OK", "REGISTER_FAIL", deadline=DEADLINE)
             assert event["type"] == "REGISTER_OK", event
-        server.wait_bindings("bob", 1, deadline=DEADLINE)
-        alice.send("dial", "sip:bob@localhost")
+        server.wait_bindings(DAVE[0], 1, deadline=DEADLINE)
+        alice.send("dial", f"sip:{DAVE[0]}@localhost")
         bob.wait_event("CALL_INCOMING", deadline=DEADLINE)
         bob.send("accept")
         for ua in (alice, bob):
@@ -934,7 +982,7 @@ def test_two_baresip_phones_talk_srtp_through_the_relay(tmp_path: Path) -> None:
         alice.send("hangup")
         alice.wait_event("CALL_CLOSED", deadline=DEADLINE)
         bob.wait_event("CALL_CLOSED", deadline=DEADLINE)
-        (row,) = ended_cdrs(server)
+        (row,) = new_cdrs(server, seen)
         recordings = {"alice": alice.recordings("dec"), "bob": bob.recordings("dec")}
 
     legs = media_legs(row)

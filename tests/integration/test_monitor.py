@@ -22,6 +22,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -68,9 +69,11 @@ def _prepare(
     trunk_port: int | None = None,
     rules: str | None = None,
     settings: Sequence[tuple[str, str]] = (),
+    users: Sequence[tuple[tuple[str, str], str]] = (),
 ) -> VoipsecServer:
     """A data directory with alice (of ``alice_class``), the trunk for "+" when
-    ``trunk_port`` is given, and ``rules`` as the site's fraud rule file."""
+    ``trunk_port`` is given, and ``rules`` as the site's fraud rule file; ``users``:
+    more users, each as ((name, password), class)."""
     prepared = prepare(tmp_path / "data", settings=[MD5_ONLY, *settings])
     data_dir = prepared.data_dir
     if rules is not None:
@@ -85,29 +88,33 @@ def _prepare(
         voipsec("config", "get", "sip.domain", data_dir=data_dir)  # validates the file
     store = Store(data_dir / "voipsec.db")
     try:
-        store.add_user(*ALICE, DOMAIN)
-        if alice_class != "national":
-            store.set_user_class(ALICE[0], alice_class)
+        for (name, password), user_class in [(ALICE, alice_class), *users]:
+            store.add_user(name, password, DOMAIN)
+            if user_class != "national":
+                store.set_user_class(name, user_class)
     finally:
         store.close()
     return prepared
 
 
-def _cdrs(server: VoipsecServer) -> list[dict[str, object]]:
+def _cdrs(server: VoipsecServer, user: str | None = None) -> list[dict[str, object]]:
+    """The CDR rows; with ``user``, only the rows of that user's calls."""
     out = voipsec("cdr", "list", "--format", "json", data_dir=server.data_dir).stdout
     rows = json.loads(out)
     assert isinstance(rows, list)
-    return rows
+    return [row for row in rows if user is None or row["user"] == user]
 
 
 def _wait_cdrs(
-    server: VoipsecServer, count: int, deadline: float = 15.0
+    server: VoipsecServer, count: int, deadline: float = 15.0, *, user: str | None = None
 ) -> dict[str, dict[str, object]]:
-    """The CDR rows by Call-ID once ``count`` of them exist and every one is closed."""
+    """The CDR rows by Call-ID once ``count`` of them exist and every one is closed
+    (with ``user``: the rows of that user's calls, the only ones its test makes on a
+    server shared by the module, see ``fraud_server``)."""
     rows: list[dict[str, object]] = []
 
     def closed() -> bool:
-        rows[:] = _cdrs(server)
+        rows[:] = _cdrs(server, user)
         return len(rows) >= count and all(row["disposition"] for row in rows)
 
     try:
@@ -118,13 +125,15 @@ def _wait_cdrs(
     return {str(row["call_id"]): row for row in rows}
 
 
-def _alerts(server: VoipsecServer) -> list[str]:
-    """``voipsec alerts list``: one line per alert (time, rule, source, detail)."""
-    return voipsec("alerts", "list", data_dir=server.data_dir).stdout.splitlines()
+def _alerts(server: VoipsecServer, user: str | None = None) -> list[str]:
+    """``voipsec alerts list``: one line per alert (time, rule, source, detail); with
+    ``user``, only the lines whose detail ("WHAT: WHO: WHY; ACTION") names that user."""
+    lines = voipsec("alerts", "list", data_dir=server.data_dir).stdout.splitlines()
+    return [line for line in lines if user is None or f": {user}: " in line]
 
 
-def _alert_rules(server: VoipsecServer) -> list[str]:
-    return [line.split()[1] for line in _alerts(server) if len(line.split()) > 1]
+def _alert_rules(server: VoipsecServer, user: str | None = None) -> list[str]:
+    return [line.split()[1] for line in _alerts(server, user) if len(line.split()) > 1]
 
 
 # -- SIPp peers -----------------------------------------------------------------------
@@ -189,10 +198,12 @@ def _calling(
     rate: float = 5.0,
     call_length_ms: int = CALL_MS,
     extra: Sequence[str] = (),
+    caller: tuple[str, str] = ALICE,
 ) -> Iterator[SippProcess]:
-    """alice calls ``dialled`` ``calls`` times over TLS, SIPp in the background."""
+    """``caller`` (alice) calls ``dialled`` ``calls`` times over TLS, SIPp in the
+    background."""
     hop = free_port()
-    user, password = ALICE
+    user, password = caller
     workdir.mkdir(parents=True, exist_ok=True)
     inf = write_csv(workdir / "caller.csv", [(user, password, DOMAIN, dialled)])
     with (
@@ -209,9 +220,9 @@ def _calling(
             call_length_ms=call_length_ms,
             timeout=SIPP_TIMEOUT,
             trace_logs=True,
-        ) as caller,
+        ) as sipp,
     ):
-        yield caller
+        yield sipp
 
 
 def _call(
@@ -224,8 +235,10 @@ def _call(
     rate: float = 5.0,
     call_length_ms: int = CALL_MS,
     extra: Sequence[str] = (),
+    caller: tuple[str, str] = ALICE,
 ) -> SippResult:
-    """alice calls ``dialled`` ``calls`` times over TLS; SIPp's result once it ends."""
+    """``caller`` (alice) calls ``dialled`` ``calls`` times over TLS; SIPp's result
+    once it ends."""
     with _calling(
         server,
         workdir,
@@ -235,8 +248,9 @@ def _call(
         rate=rate,
         call_length_ms=call_length_ms,
         extra=extra,
-    ) as caller:
-        return caller.wait(SIPP_TIMEOUT + 15)
+        caller=caller,
+    ) as sipp:
+        return sipp.wait(SIPP_TIMEOUT + 15)
 
 
 def _assert_clean(result: SippResult, calls: int, who: str, server: VoipsecServer) -> None:
@@ -282,24 +296,80 @@ rules:
     critical: {threshold: 2, action: block}
 """
 
+#: The callers of the module's shared server (``fraud_server``), one per test, each as
+#: ((name, password), class): the fraud engine keeps its state per (rule, user), so
+#: one test's calls never count towards another's rules.
+BURSTER = ("burster", "burster-secret-1")
+STEPPER = ("stepper", "stepper-secret-1")
+TRAVELLER = ("traveller", "traveller-secret-1")
+JUGGLER = ("juggler", "juggler-secret-1")
+HOOKED = ("hooked", "hooked-secret-1")
+FRAUD_USERS = (
+    (BURSTER, "premium-rate"),
+    (STEPPER, "national"),
+    (TRAVELLER, "international"),
+    (JUGGLER, "national"),
+    (HOOKED, "international"),
+)
 
-def test_premium_rate_burst_blocked_from_the_third_call(tmp_path: Path) -> None:
+
+@dataclass(frozen=True, slots=True)
+class FraudServer:
+    """The module's shared server, the port its trunk ("+") is reached on (each test
+    runs its own SIPp trunk there, one after the other) and what its webhook got."""
+
+    server: VoipsecServer
+    trunk_port: int
+    webhook: list[tuple[str, str, bytes]]
+
+
+@pytest.fixture(scope="module")
+def fraud_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FraudServer]:
+    """One server for the fraud scenarios below but the duration limit (it would cut
+    the concurrent test's 3 s calls): the burst and concurrent-call rules together
+    (each is hit only by the calls of its own test: the other tests call one at a
+    time and no premium-rate number), the webhook set, and a user per test
+    (FRAUD_USERS): each test reads only its user's CDR rows and alerts, which only
+    its own calls make."""
+    tmp_path = tmp_path_factory.mktemp("fraud")
+    tls_port = free_port()
+    rules = PREMIUM_BURST_RULES + CONCURRENT_RULES.removeprefix("rules:\n")
+    with _webhook_receiver() as (url, received):
+        prepared = _prepare(
+            tmp_path,
+            trunk_port=tls_port,
+            rules=rules,
+            settings=[("alerts.webhook", json.dumps(url))],
+            users=FRAUD_USERS,
+        )
+        with serving(prepared) as server:
+            yield FraudServer(server, tls_port, received)
+
+
+def test_premium_rate_burst_blocked_from_the_third_call(
+    fraud_server: FraudServer, tmp_path: Path
+) -> None:
     """Four calls in a row to a premium-rate number: two are routed and answered, the
     third and fourth get 403 naming the rule, and the alert names it too."""
     dialled, e164 = PREMIUM
-    tls_port = free_port()
-    prepared = _prepare(
-        tmp_path, alice_class="premium-rate", trunk_port=tls_port, rules=PREMIUM_BURST_RULES
-    )
-    with serving(prepared) as server, _trunk(server, tmp_path, tls_port, calls=2) as trunk_run:
+    server, user = fraud_server.server, BURSTER[0]
+    with _trunk(server, tmp_path, fraud_server.trunk_port, calls=2) as trunk_run:
         # -l 1: one call at a time, so "the third" is the third attempt voipsec sees.
-        caller = _call(server, tmp_path / "burst", dialled, calls=4, rate=5, extra=["-l", "1"])
+        caller = _call(
+            server,
+            tmp_path / "burst",
+            dialled,
+            calls=4,
+            rate=5,
+            extra=["-l", "1"],
+            caller=BURSTER,
+        )
         trunk = trunk_run.wait(SIPP_TIMEOUT)
         _assert_clean(caller, 4, "caller", server)
         _assert_clean(trunk, 2, "trunk", server)
         outcomes = _outcomes(caller)
-        rows = _wait_cdrs(server, 4)
-        alerts = _alerts(server)
+        rows = _wait_cdrs(server, 4, user=user)
+        alerts = _alerts(server, user)
     by_number = {_call_number(call_id): words for call_id, words in outcomes.items()}
     assert by_number == {
         1: ["ANSWERED", "HANGUP"],
@@ -318,7 +388,7 @@ def test_premium_rate_burst_blocked_from_the_third_call(tmp_path: Path) -> None:
     burst = [line for line in alerts if " test-premium-burst " in line]
     # One alert per violating attempt (the third and the fourth), each saying blocked.
     assert len(burst) == 2, alerts
-    assert all("blocked" in line and "alice" in line for line in burst), burst
+    assert all("blocked" in line and user in line for line in burst), burst
 
 
 DURATION_RULES = """\
@@ -388,45 +458,45 @@ def test_call_cut_by_a_duration_rule_raises_its_alert(
     assert any(" test-duration " in line for line in alerts), (row["billable"], alerts)
 
 
-def test_incrementing_numbers_flagged(tmp_path: Path) -> None:
+def test_incrementing_numbers_flagged(fraud_server: FraudServer, tmp_path: Path) -> None:
     """Calls to ...001, ...002, ...003 (the shipped incrementing-numbers rule: more
     than 2 in a row): all are routed (the rule alerts), the third raises the alert."""
     numbers = ["02071234001", "02071234002", "02071234003"]
-    tls_port = free_port()
-    prepared = _prepare(tmp_path, trunk_port=tls_port)
-    with serving(prepared) as server, _trunk(server, tmp_path, tls_port, calls=3) as trunk_run:
+    server, user = fraud_server.server, STEPPER[0]
+    with _trunk(server, tmp_path, fraud_server.trunk_port, calls=3) as trunk_run:
         counts = []
         for index, dialled in enumerate(numbers):
             # One SIPp per number: the digest uri (-auth_uri) must be its Request-URI.
-            caller = _call(server, tmp_path / f"call-{index}", dialled)
+            caller = _call(server, tmp_path / f"call-{index}", dialled, caller=STEPPER)
             _assert_clean(caller, 1, f"caller of {dialled}", server)
             assert [w for ws in _outcomes(caller).values() for w in ws] == ["ANSWERED", "HANGUP"]
-            _wait_cdrs(server, index + 1)
-            counts.append(_alert_rules(server).count("incrementing-numbers"))
+            _wait_cdrs(server, index + 1, user=user)
+            counts.append(_alert_rules(server, user).count("incrementing-numbers"))
         trunk = trunk_run.wait(SIPP_TIMEOUT)
         _assert_clean(trunk, 3, "trunk", server)
-        alerts = _alerts(server)
+        alerts = _alerts(server, user)
     assert counts == [0, 0, 1], alerts
     (line,) = [line for line in alerts if " incrementing-numbers " in line]
-    assert "alice" in line and "alerted" in line, line
+    assert user in line and "alerted" in line, line
 
 
-def test_first_call_to_a_new_country_alerts(tmp_path: Path) -> None:
-    """The shipped new-country rule: alice's first call to Germany alerts, her second
-    does not; her first call to France alerts again."""
-    tls_port = free_port()
-    prepared = _prepare(tmp_path, alice_class="international", trunk_port=tls_port)
-    with serving(prepared) as server, _trunk(server, tmp_path, tls_port, calls=3) as trunk_run:
-        germany = _call(server, tmp_path / "germany", GERMANY[0], calls=2, extra=["-l", "1"])
+def test_first_call_to_a_new_country_alerts(fraud_server: FraudServer, tmp_path: Path) -> None:
+    """The shipped new-country rule: a user's first call to Germany alerts, the second
+    does not; the first call to France alerts again."""
+    server, user = fraud_server.server, TRAVELLER[0]
+    with _trunk(server, tmp_path, fraud_server.trunk_port, calls=3) as trunk_run:
+        germany = _call(
+            server, tmp_path / "germany", GERMANY[0], calls=2, extra=["-l", "1"], caller=TRAVELLER
+        )
         _assert_clean(germany, 2, "caller (Germany)", server)
-        _wait_cdrs(server, 2)
-        after_germany = [line for line in _alerts(server) if " new-country " in line]
-        france = _call(server, tmp_path / "france", FRANCE[0])
+        _wait_cdrs(server, 2, user=user)
+        after_germany = [line for line in _alerts(server, user) if " new-country " in line]
+        france = _call(server, tmp_path / "france", FRANCE[0], caller=TRAVELLER)
         _assert_clean(france, 1, "caller (France)", server)
-        rows = _wait_cdrs(server, 3)
+        rows = _wait_cdrs(server, 3, user=user)
         trunk = trunk_run.wait(SIPP_TIMEOUT)
         _assert_clean(trunk, 3, "trunk", server)
-        after_france = [line for line in _alerts(server) if " new-country " in line]
+        after_france = [line for line in _alerts(server, user) if " new-country " in line]
     assert all(row["disposition"] == "answered" for row in rows.values()), rows
     assert len(after_germany) == 1, after_germany
     assert "first call to country code +49" in after_germany[0], after_germany
@@ -445,20 +515,21 @@ rules:
 HOLD_MS = 3000
 
 
-def test_concurrent_call_limit_holds(tmp_path: Path) -> None:
+def test_concurrent_call_limit_holds(fraud_server: FraudServer, tmp_path: Path) -> None:
     """Three calls placed 0.2 s apart and held 3 s: two are answered, the third (two
     already open) gets 403 naming the rule."""
     dialled, _ = NATIONAL
-    tls_port = free_port()
-    prepared = _prepare(tmp_path, trunk_port=tls_port, rules=CONCURRENT_RULES)
-    with serving(prepared) as server, _trunk(server, tmp_path, tls_port, calls=2) as trunk_run:
-        caller = _call(server, tmp_path / "held", dialled, calls=3, call_length_ms=HOLD_MS)
+    server, user = fraud_server.server, JUGGLER[0]
+    with _trunk(server, tmp_path, fraud_server.trunk_port, calls=2) as trunk_run:
+        caller = _call(
+            server, tmp_path / "held", dialled, calls=3, call_length_ms=HOLD_MS, caller=JUGGLER
+        )
         trunk = trunk_run.wait(SIPP_TIMEOUT)
         _assert_clean(caller, 3, "caller", server)
         _assert_clean(trunk, 2, "trunk", server)
         outcomes = _outcomes(caller)
-        rows = _wait_cdrs(server, 3)
-        alerts = _alerts(server)
+        rows = _wait_cdrs(server, 3, user=user)
+        alerts = _alerts(server, user)
     by_number = {_call_number(call_id): words for call_id, words in outcomes.items()}
     assert by_number == {
         1: ["ANSWERED", "HANGUP"],
@@ -507,37 +578,29 @@ def _webhook_receiver() -> Iterator[tuple[str, list[tuple[str, str, bytes]]]]:
         thread.join(timeout=10)
 
 
-def test_webhook_receives_the_alert_json(tmp_path: Path) -> None:
-    """alice's first call to Germany: the new-country alert is POSTed as JSON."""
-    tls_port = free_port()
-    with _webhook_receiver() as (url, received):
-        prepared = _prepare(
-            tmp_path,
-            alice_class="international",
-            trunk_port=tls_port,
-            settings=[("alerts.webhook", json.dumps(url))],
-        )
-        with (
-            serving(prepared) as server,
-            _trunk(server, tmp_path, tls_port, calls=1) as trunk_run,
-        ):
-            before = time.time()
-            caller = _call(server, tmp_path / "germany", GERMANY[0])
-            _assert_clean(caller, 1, "caller", server)
-            _assert_clean(trunk_run.wait(SIPP_TIMEOUT), 1, "trunk", server)
-            _wait_cdrs(server, 1)
+def test_webhook_receives_the_alert_json(fraud_server: FraudServer, tmp_path: Path) -> None:
+    """A user's first call to Germany: the new-country alert is POSTed as JSON."""
+    server, user, received = fraud_server.server, HOOKED[0], fraud_server.webhook
+    with _trunk(server, tmp_path, fraud_server.trunk_port, calls=1) as trunk_run:
+        before = time.time()
+        caller = _call(server, tmp_path / "germany", GERMANY[0], caller=HOOKED)
+        _assert_clean(caller, 1, "caller", server)
+        _assert_clean(trunk_run.wait(SIPP_TIMEOUT), 1, "trunk", server)
+        _wait_cdrs(server, 1, user=user)
 
-            def new_country() -> list[dict[str, object]]:
-                alerts = [json.loads(body) for _, _, body in received]
-                return [a for a in alerts if a.get("rule") == "new-country"]
+        def new_country() -> list[dict[str, object]]:
+            # The webhook gets the alerts of every test's user: this one's only.
+            alerts = [json.loads(body) for _, _, body in received]
+            return [a for a in alerts if a.get("rule") == "new-country" and a.get("who") == user]
 
-            wait_for(new_country, deadline=15, what="the new-country alert at the webhook")
+        wait_for(new_country, deadline=15, what="the new-country alert at the webhook")
     (alert,) = new_country()
-    path, content_type, _ = received[0]
-    assert path == "/hook"
-    assert content_type.startswith("application/json"), content_type
+    # Every POST (this test's alert among them) went to the URL's path, as JSON.
+    for path, content_type, _ in list(received):
+        assert path == "/hook"
+        assert content_type.startswith("application/json"), content_type
     assert {"rule", "what", "who", "why", "action", "source", "time"} <= set(alert), alert
-    assert (alert["who"], alert["action"], alert["source"]) == ("alice", "alerted", "127.0.0.1")
+    assert (alert["who"], alert["action"], alert["source"]) == (user, "alerted", "127.0.0.1")
     assert "first call to country code +49" in str(alert["why"]), alert
     assert "new_country" in str(alert["what"]), alert
     assert before - 1 <= float(str(alert["time"])) <= time.time(), alert

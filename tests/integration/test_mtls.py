@@ -33,6 +33,10 @@ OPTIONS = (
 )
 
 
+#: The user whose certificate the revocation test revokes on the shared ``required``.
+CAROL = ("carol", "carol-secret-333")
+
+
 def _mtls_server(
     tmp_path: Path, *, policy: str = "digest", mode: str = "required"
 ) -> VoipsecServer:
@@ -66,18 +70,23 @@ class Running:
 
     server: VoipsecServer
     certs: Path
+    #: ``voipsec ca list`` once alice's and bob's certificates were issued, before
+    #: any test ran (a test may issue and revoke one of its own).
+    issued: list[str]
 
 
 @contextlib.contextmanager
 def _running(tmp_path: Path, *, policy: str = "digest") -> Iterator[Running]:
     with serving(_mtls_server(tmp_path, policy=policy)) as server:
-        yield Running(server, tmp_path)
+        listing = voipsec("ca", "list", data_dir=server.data_dir).stdout.splitlines()
+        yield Running(server, tmp_path, listing)
 
 
 @pytest.fixture(scope="module")
 def required(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
-    """client_cert=required, auth.policy digest: shared by the tests that only connect
-    and register (none revokes a certificate or changes the configuration)."""
+    """client_cert=required, auth.policy digest: shared by the tests that connect and
+    register as alice and bob, and by the revocation test (it revokes a certificate
+    of a user of its own, carol)."""
     with _running(tmp_path_factory.mktemp("required")) as running:
         yield running
 
@@ -103,7 +112,6 @@ def _answered(result_output: str) -> bool:
 
 
 def test_mtls_ca_issue_writes_bundle(required: Running) -> None:
-    server = required.server
     out = required.certs / "alice"
     assert sorted(p.name for p in out.iterdir()) == [
         "alice.crt",
@@ -119,7 +127,7 @@ def test_mtls_ca_issue_writes_bundle(required: Running) -> None:
 
     bundle = pkcs12.load_pkcs12((out / "alice.p12").read_bytes(), b"p12-secret")
     assert bundle.cert is not None and bundle.cert.certificate == cert
-    listing = voipsec("ca", "list", data_dir=server.data_dir).stdout.splitlines()
+    listing = required.issued
     assert [line.split()[0] for line in listing] == ["alice", "bob"]
     assert all(" ok " in line for line in listing)
 
@@ -158,31 +166,37 @@ def test_mtls_certificate_from_another_ca_refused(tmp_path: Path, required: Runn
     assert not _answered(result.output)
 
 
-def test_mtls_revoked_certificate_refused_and_open_connection_closed(tmp_path: Path) -> None:
-    with serving(_mtls_server(tmp_path)) as server:
-        alice = tmp_path / "alice"
-        client = TlsSipClient(
-            server.host, server.port, server.ca, cert=alice / "alice.crt", key=alice / "alice.key"
-        )
-        assert client.ping() == b"\r\n"
-        revoked = voipsec("ca", "revoke", "alice", data_dir=server.data_dir)
-        assert revoked.stdout.startswith("revoked alice (serial ")
-        client.sock.settimeout(10)
-        # The server closes the open connection of the revoked device within seconds.
-        assert client.sock.recv(10) == b""
-        client.close()
-        again = s_client(
-            server.host, server.port, ca=server.ca, send=OPTIONS, options=_cert(tmp_path, "alice")
-        )
-        assert not _answered(again.output)
-        bob = s_client(
-            server.host, server.port, ca=server.ca, send=OPTIONS, options=_cert(tmp_path, "bob")
-        )
-        assert _answered(bob.output)
-        wait_for(
-            lambda: "certificate" in server.log_text() and "was revoked" in server.log_text(),
-            what="revocation logged",
-        )
+def test_mtls_revoked_certificate_refused_and_open_connection_closed(
+    tmp_path: Path, required: Running
+) -> None:
+    # On the shared server: carol, a user of this test's own, gets the certificate
+    # that is revoked (the other tests connect as alice and bob).
+    server = required.server
+    voipsec("user", "add", CAROL[0], "--password", CAROL[1], data_dir=server.data_dir)
+    voipsec("ca", "issue", "carol", "--out", str(tmp_path / "carol"), data_dir=server.data_dir)
+    carol = tmp_path / "carol"
+    client = TlsSipClient(
+        server.host, server.port, server.ca, cert=carol / "carol.crt", key=carol / "carol.key"
+    )
+    assert client.ping() == b"\r\n"
+    revoked = voipsec("ca", "revoke", "carol", data_dir=server.data_dir)
+    assert revoked.stdout.startswith("revoked carol (serial ")
+    client.sock.settimeout(10)
+    # The server closes the open connection of the revoked device within seconds.
+    assert client.sock.recv(10) == b""
+    client.close()
+    again = s_client(
+        server.host, server.port, ca=server.ca, send=OPTIONS, options=_cert(tmp_path, "carol")
+    )
+    assert not _answered(again.output)
+    bob = s_client(
+        server.host, server.port, ca=server.ca, send=OPTIONS, options=_cert(required.certs, "bob")
+    )
+    assert _answered(bob.output)
+    wait_for(
+        lambda: "certificate" in server.log_text() and "was revoked" in server.log_text(),
+        what="revocation logged",
+    )
 
 
 def test_mtls_alice_certificate_cannot_register_bob(required: Running) -> None:
@@ -225,6 +239,8 @@ def test_mtls_cert_or_digest_certificate_does_not_register_another_case(
 
 
 def test_mtls_cert_and_digest_demands_both(tmp_path: Path) -> None:
+    # A server of its own: client_cert=optional with auth.policy cert_and_digest is a
+    # configuration no other test here runs under.
     with serving(_mtls_server(tmp_path, policy="cert_and_digest", mode="optional")) as server:
         with TlsSipClient(server.host, server.port, server.ca) as no_cert:
             refused = no_cert.register(*ALICE)
@@ -237,76 +253,22 @@ def test_mtls_cert_and_digest_demands_both(tmp_path: Path) -> None:
             assert client.register(*ALICE).status == 200
 
 
-#: Resumption attempts at most (each lands on the ticket's worker with probability
-#: 1/sip.workers: with two, 24 misses in a row happen once in 16 million runs).
-RESUME_ATTEMPTS = 24
+#: The days of the ``tls_server``'s server certificate: under pki.expiry_warning_days.
+EXPIRING_DAYS = 10
 
 
-def test_mtls_session_resumption_reported_as_reused(tmp_path: Path) -> None:
-    """With tickets switched on (tls.session_tickets; the default 0 sends none, in TLS
-    1.3 or 1.2: test_tls_policy.py and tests/unit/test_pki_tls.py), a session resumes."""
-    prepared = prepare(tmp_path / "data", settings=[("tls.session_tickets", "2")])
-    session = tmp_path / "session.pem"
-    with serving(prepared) as server:
-        first = s_client(
-            server.host,
-            server.port,
-            ca=server.ca,
-            options=["-tls1_3", "-sess_out", str(session)],
-            send=OPTIONS,
-        )
-        assert _answered(first.output)
-        # With several signaling workers (docs/workers.md) a session resumes on the
-        # worker that issued its ticket (each worker's TLS context has its own ticket
-        # keys: the standard ssl module cannot share them), and the kernel spreads
-        # connections over the workers by source port: a bounded number of tries lands
-        # on it (1/2 each with two workers; one try with one worker).
-        outputs: list[str] = []
-        for _ in range(RESUME_ATTEMPTS):
-            second = s_client(
-                server.host,
-                server.port,
-                ca=server.ca,
-                options=["-tls1_3", "-sess_in", str(session)],
-            )
-            outputs.append(second.output)
-            if "Reused, TLSv1.3" in second.output:
-                break
-    assert "Reused, TLSv1.3" in outputs[-1], outputs[-1]
-
-
-def test_mtls_sighup_new_certificate_for_new_connections_old_ones_continue(tmp_path: Path) -> None:
-    prepared = prepare(tmp_path / "data", users=[ALICE])
-    with serving(prepared) as server:
-        established = TlsSipClient(server.host, server.port, server.ca)
-        assert established.register(*ALICE).status == 200
-        old_serial = established.sock.getpeercert()["serialNumber"]  # type: ignore[index]
-        ca = CaPaths.in_dir(server.data_dir)
-        cert_pem, key_pem = issue_certificate(
-            ca,
-            common_name="localhost",
-            dns_names=("localhost",),
-            ip_addresses=("127.0.0.1",),
-            server=True,
-        )
-        (server.data_dir / "tls" / "server.crt").write_bytes(cert_pem)
-        (server.data_dir / "tls" / "server.key").write_bytes(key_pem)
-        assert server.proc is not None
-        server.proc.send_signal(signal.SIGHUP)
-        wait_for(lambda: "server certificate reloaded" in server.log_text(), what="reload")
-        new_pem = ssl.get_server_certificate((server.host, server.port))
-        assert x509.load_pem_x509_certificate(new_pem.encode()) == (
-            x509.load_pem_x509_certificate(cert_pem)
-        )
-        # The connection established before the reload still works.
-        assert established.ping() == b"\r\n"
-        assert established.register(*ALICE).status == 200
-        assert established.sock.getpeercert()["serialNumber"] == old_serial  # type: ignore[index]
-        established.close()
-
-
-def test_mtls_expiring_server_certificate_warns(tmp_path: Path) -> None:
-    prepared = prepare(tmp_path / "data")
+@pytest.fixture(scope="module")
+def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VoipsecServer]:
+    """No client certificates; alice; tls.session_tickets = 2 (for the resumption
+    test) and a server certificate that expires in EXPIRING_DAYS (for the warning
+    test). Shared by the three tests below: none of them depends on what another
+    changes (the SIGHUP test's new certificate is from the same CA; the warning is
+    logged at the start; the resumption test makes the session it resumes)."""
+    prepared = prepare(
+        tmp_path_factory.mktemp("tls") / "data",
+        users=[ALICE],
+        settings=[("tls.session_tickets", "2")],
+    )
     ca = CaPaths.in_dir(prepared.data_dir)
     cert_pem, key_pem = issue_certificate(
         ca,
@@ -314,10 +276,88 @@ def test_mtls_expiring_server_certificate_warns(tmp_path: Path) -> None:
         dns_names=("localhost",),
         ip_addresses=("127.0.0.1",),
         server=True,
-        days=10,
+        days=EXPIRING_DAYS,
     )
     (prepared.data_dir / "tls" / "server.crt").write_bytes(cert_pem)
     (prepared.data_dir / "tls" / "server.key").write_bytes(key_pem)
     with serving(prepared) as server:
-        wait_for(lambda: "expires in 10 days" in server.log_text(), what="expiry warning")
-        assert "WARNING voipsec.pki: server certificate" in server.log_text()
+        yield server
+
+
+#: Resumption attempts at most (each lands on the ticket's worker with probability
+#: 1/sip.workers: with two, 24 misses in a row happen once in 16 million runs).
+RESUME_ATTEMPTS = 24
+
+
+def test_mtls_session_resumption_reported_as_reused(
+    tmp_path: Path, tls_server: VoipsecServer
+) -> None:
+    """With tickets switched on (tls.session_tickets; the default 0 sends none, in TLS
+    1.3 or 1.2: test_tls_policy.py and tests/unit/test_pki_tls.py), a session resumes."""
+    server = tls_server
+    session = tmp_path / "session.pem"
+    first = s_client(
+        server.host,
+        server.port,
+        ca=server.ca,
+        options=["-tls1_3", "-sess_out", str(session)],
+        send=OPTIONS,
+    )
+    assert _answered(first.output)
+    # With several signaling workers (docs/workers.md) a session resumes on the
+    # worker that issued its ticket (each worker's TLS context has its own ticket
+    # keys: the standard ssl module cannot share them), and the kernel spreads
+    # connections over the workers by source port: a bounded number of tries lands
+    # on it (1/2 each with two workers; one try with one worker).
+    outputs: list[str] = []
+    for _ in range(RESUME_ATTEMPTS):
+        second = s_client(
+            server.host,
+            server.port,
+            ca=server.ca,
+            options=["-tls1_3", "-sess_in", str(session)],
+        )
+        outputs.append(second.output)
+        if "Reused, TLSv1.3" in second.output:
+            break
+    assert "Reused, TLSv1.3" in outputs[-1], outputs[-1]
+
+
+def test_mtls_sighup_new_certificate_for_new_connections_old_ones_continue(
+    tls_server: VoipsecServer,
+) -> None:
+    server = tls_server
+    established = TlsSipClient(server.host, server.port, server.ca)
+    assert established.register(*ALICE).status == 200
+    old_serial = established.sock.getpeercert()["serialNumber"]  # type: ignore[index]
+    ca = CaPaths.in_dir(server.data_dir)
+    cert_pem, key_pem = issue_certificate(
+        ca,
+        common_name="localhost",
+        dns_names=("localhost",),
+        ip_addresses=("127.0.0.1",),
+        server=True,
+    )
+    (server.data_dir / "tls" / "server.crt").write_bytes(cert_pem)
+    (server.data_dir / "tls" / "server.key").write_bytes(key_pem)
+    reloads = server.log_text().count("server certificate reloaded")
+    assert server.proc is not None
+    server.proc.send_signal(signal.SIGHUP)
+    wait_for(
+        lambda: server.log_text().count("server certificate reloaded") > reloads, what="reload"
+    )
+    new_pem = ssl.get_server_certificate((server.host, server.port))
+    assert x509.load_pem_x509_certificate(new_pem.encode()) == (
+        x509.load_pem_x509_certificate(cert_pem)
+    )
+    # The connection established before the reload still works.
+    assert established.ping() == b"\r\n"
+    assert established.register(*ALICE).status == 200
+    assert established.sock.getpeercert()["serialNumber"] == old_serial  # type: ignore[index]
+    established.close()
+
+
+def test_mtls_expiring_server_certificate_warns(tls_server: VoipsecServer) -> None:
+    server = tls_server
+    wait_for(lambda: f"expires in {EXPIRING_DAYS} days" in server.log_text(), what="expiry warning")
+    assert "WARNING voipsec.pki: server certificate" in server.log_text()
