@@ -21,7 +21,7 @@ from voipsec.audit.localchecks import (
 )
 from voipsec.audit.localpasswords import StoredUser
 from voipsec.audit.model import CheckResult, Outcome
-from voipsec.config import Config, validate
+from voipsec.config import Config, validate, zone_cidrs
 from voipsec.endpoints.report import AdvisoryFinding, DevicePosture, Finding
 from voipsec.pki.lifecycle import DAY
 from voipsec.records import CertificateRecord
@@ -585,4 +585,65 @@ def test_localchecks_dscp_zero_fails() -> None:
     }
     assert lc.check_dscp(_config({"media": {"dscp": 34}})).observed == (
         "sip.dscp 24, media.dscp 34"
+    )
+
+
+def test_localchecks_trusted_zone_named_internet_covers_every_address() -> None:
+    # server.build_zone_map gives every unlisted address the zone named "internet",
+    # whatever CIDRs it lists: trusted, it trusts the internet.
+    zones = [
+        {"name": "loopback", "cidrs": ["127.0.0.0/8", "::1/128"], "trust": "trusted"},
+        {"name": "internet", "cidrs": ["10.0.0.0/8"], "trust": "trusted"},
+    ]
+    listen = ["tls:0.0.0.0:5061", "udp:0.0.0.0:5060"]
+    assert _failed(_run({"zones": zones, "sip": {"listen": listen}})) == {
+        "S-plaintext-sip": (
+            "plaintext SIP on udp:0.0.0.0:5060, accepted from zone internet",
+            "voipsec config set sip.listen '[\"tls:0.0.0.0:5061\"]'",
+        ),
+        "W-trusted-zone": (
+            "trusted zone internet covers every address no other zone lists (0.0.0.0/0, ::/0)",
+            'voipsec config set zones \'[{name = "loopback", cidrs = ["127.0.0.0/8", '
+            '"::1/128"], trust = "trusted"}, {name = "internet", cidrs = ["10.0.0.0/8"]}]\'',
+        ),
+    }
+    assert zone_cidrs(_config({"zones": zones}).zones[1]) == ("10.0.0.0/8", "0.0.0.0/0", "::/0")
+    assert zone_cidrs(_config({"zones": zones}).zones[0]) == ("127.0.0.0/8", "::1/128")
+
+
+@pytest.mark.parametrize(
+    ("cidrs", "outcome"),
+    [
+        (["8.8.8.0/24"], Outcome.PASSED),
+        (["8.8.8.0/23"], Outcome.FAILED),
+        (["2a00:1::/48"], Outcome.PASSED),
+        (["2a00:1::/47"], Outcome.FAILED),
+        (["8.8.8.0/24", "8.8.8.128/25"], Outcome.PASSED),  # overlaps counted once
+        (["8.8.8.0/24", "10.0.0.0/8", "192.0.2.0/24"], Outcome.PASSED),  # special ones free
+    ],
+)
+def test_localchecks_trusted_zone_prefix_thresholds(cidrs: list[str], outcome: Outcome) -> None:
+    zones = [{"name": "t", "cidrs": cidrs, "trust": "trusted"}]
+    assert lc.check_trusted_zone(_config({"zones": zones})).outcome is outcome
+    assert (lc.MAX_TRUSTED_PUBLIC_V4, lc.MAX_TRUSTED_PUBLIC_V6) == (256, 2**80)
+
+
+def test_localchecks_trusted_zone_small_blocks_add_up() -> None:
+    many = [f"{a}.{b}.0.0/24" for a in (11, 12) for b in range(50)]
+    zones = [
+        {"name": "a", "cidrs": ["8.8.8.0/24"], "trust": "trusted"},
+        {"name": "b", "cidrs": many, "trust": "trusted"},
+    ]
+    result = lc.check_trusted_zone(_config({"zones": zones}))
+    assert result.outcome is Outcome.FAILED
+    assert result.observed == f"trusted zone b covers {', '.join(many)}"
+    assert result.fix == (
+        'voipsec config set zones \'[{name = "a", cidrs = ["8.8.8.0/24"], trust = "trusted"}, '
+        f'{{name = "b", cidrs = {toml_literal(many)}}}]\''
+    )
+    two = [{"name": "t", "cidrs": ["8.8.8.0/24", "9.9.9.0/24"], "trust": "trusted"}]
+    result = lc.check_trusted_zone(_config({"zones": two}))
+    assert (result.observed, result.fix) == (
+        "trusted zone t covers 9.9.9.0/24",
+        'voipsec config set zones \'[{name = "t", cidrs = ["8.8.8.0/24"], trust = "trusted"}]\'',
     )

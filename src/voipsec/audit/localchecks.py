@@ -26,12 +26,14 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from ..config import (
+    DEFAULT_ZONE,
     SANITY_CHECKS,
     Config,
     MediaSection,
     SipSection,
     ZoneSection,
     parse_listen,
+    zone_cidrs,
 )
 from ..endpoints.report import DevicePosture
 from ..nat.peerfilter import DENIED_IPV4, DENIED_IPV6
@@ -62,6 +64,8 @@ __all__ = [
     "LOCAL",
     "MAX_LISTED",
     "MAX_REQUESTS_PER_SECOND",
+    "MAX_TRUSTED_PUBLIC_V4",
+    "MAX_TRUSTED_PUBLIC_V6",
     "MIN_BAN_SECONDS",
     "MIN_V4_PREFIX",
     "MIN_V6_PREFIX",
@@ -84,10 +88,13 @@ MIN_BAN_SECONDS = 60
 #: Fastest request rate per source an untrusted zone may allow before banning: no phone
 #: sends 100 requests a second, a scanner (SIPVicious svwar) does.
 MAX_REQUESTS_PER_SECOND = 100.0
-#: A trusted zone may cover public addresses only in small blocks: prefixes of at least
-#: /24 (IPv4) and /48 (IPv6, one site: RFC 6177) pass with an observation.
+#: Trusted zones may cover public addresses only in small blocks: all trusted zones
+#: together at most one /24 of public IPv4 addresses and one /48 of IPv6 (one site:
+#: RFC 6177), counted after merging overlaps; within that they pass with an observation.
 MIN_V4_PREFIX = 24
 MIN_V6_PREFIX = 48
+MAX_TRUSTED_PUBLIC_V4 = 2 ** (32 - MIN_V4_PREFIX)
+MAX_TRUSTED_PUBLIC_V6 = 2 ** (128 - MIN_V6_PREFIX)
 
 SPECS: tuple[CheckSpec, ...] = (
     PLAINTEXT_SIP,
@@ -201,23 +208,30 @@ def _joined(fixes: Sequence[str]) -> str:
 # -- S: signaling -----------------------------------------------------------------------
 
 
-def _untrusted_zones(config: Config) -> list[ZoneSection]:
-    """Untrusted zones, and the implicit "internet" one when none is named so
-    (server.build_zone_map: addresses in no zone get it, with every transport)."""
-    zones = [z for z in config.zones if z.trust != "trusted"]
-    if not any(z.name == "internet" for z in config.zones):
-        zones.append(ZoneSection(name="internet", cidrs=["0.0.0.0/0", "::/0"]))
+def _exposed_zones(config: Config) -> list[ZoneSection]:
+    """Zones that hold the internet: untrusted zones, the implicit "internet" one when
+    none is named so (server.build_zone_map: addresses in no zone get it, with every
+    transport), and trusted zones covering more public addresses than a trusted zone
+    may (:func:`check_trusted_zone`; the zone named "internet" covers every address)."""
+    zones = [
+        z
+        for z in config.zones
+        if z.trust != "trusted" or any(_over_budget(_public_counts(zone_cidrs(z))))
+    ]
+    if not any(z.name == DEFAULT_ZONE for z in config.zones):
+        zones.append(ZoneSection(name=DEFAULT_ZONE, cidrs=["0.0.0.0/0", "::/0"]))
     return zones
 
 
 def check_plaintext_sip(config: Config) -> CheckResult:
-    """UDP/TCP listeners fail when an untrusted zone accepts their transport (RFC 3261
-    §26.2.1: TLS for signaling); confined to trusted zones they pass, said so."""
+    """UDP/TCP listeners fail when a zone that holds the internet accepts their transport
+    (RFC 3261 §26.2.1: TLS for signaling); confined to trusted zones of private or
+    small public blocks they pass, said so."""
     plain = [x for x in config.sip.listen if parse_listen(x).transport in ("udp", "tcp")]
     if not plain:
         return passed(PLAINTEXT_SIP, LOCAL, f"sip.listen: {', '.join(config.sip.listen)}")
     transports = {parse_listen(x).transport for x in plain}
-    exposed = [z.name for z in _untrusted_zones(config) if transports & set(z.transports)]
+    exposed = [z.name for z in _exposed_zones(config) if transports & set(z.transports)]
     if not exposed:
         trusted = [z.name for z in config.zones if z.trust == "trusted"]
         return passed(
@@ -488,21 +502,19 @@ def check_ids(config: Config) -> CheckResult:
     if missing:
         found.append(f"sanity checks off: {', '.join(missing)}")
         fixes.append(config_fix("sanity.checks", list(SANITY_CHECKS)))
-    weak: set[str] = set()
+    weak = False
     for z in config.zones:
         if z.trust == "trusted":
             continue
         rate = z.rate_requests / z.rate_window
         if z.rate_ban < MIN_BAN_SECONDS:
             found.append(f"zone {z.name} bans for {z.rate_ban} s only")
-            weak.add(z.name)
+            weak = True
         if rate > MAX_REQUESTS_PER_SECOND:
             found.append(f"zone {z.name} allows {rate:g} requests/s per source")
-            weak.add(z.name)
+            weak = True
     if weak:
-        defaults = _zone_defaults()
-        zones = [z.model_copy(update=defaults) if z.name in weak else z for z in config.zones]
-        fixes.append(_zones_fix(zones))
+        fixes.append(_zones_fix(repaired_zones(config)))
     if found:
         return failed(IDS, LOCAL, "; ".join(found), _joined(fixes))
     return passed(IDS, LOCAL, "IDS on, every sanity check on, untrusted zones ban")
@@ -637,49 +649,114 @@ def check_turn_peer_filter(config: Config) -> CheckResult:
 
 
 _GLOBAL_V6 = ipaddress.IPv6Network("2000::/3")
-_SPECIAL_V4 = tuple(ipaddress.IPv4Network(c) for c, _ in DENIED_IPV4)
-_SPECIAL_V6 = tuple(ipaddress.IPv6Network(c) for c, _ in DENIED_IPV6)
+_SPECIAL_V4 = tuple(ipaddress.collapse_addresses(ipaddress.IPv4Network(c) for c, _ in DENIED_IPV4))
+_SPECIAL_V6 = tuple(ipaddress.collapse_addresses(ipaddress.IPv6Network(c) for c, _ in DENIED_IPV6))
+_Net = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
-def _public(cidr: str) -> bool:
-    """True when ``cidr`` holds a globally routable address: not inside a
-    special-purpose range (RFC 6890), and for IPv6 inside global unicast 2000::/3."""
-    net = ipaddress.ip_network(cidr, strict=False)
+def _public_in(net: _Net) -> int:
+    """How many globally routable addresses ``net`` holds: outside the special-purpose
+    ranges (RFC 6890), and for IPv6 inside global unicast 2000::/3."""
+    special: tuple[_Net, ...]
     if isinstance(net, ipaddress.IPv4Network):
-        return not any(net.subnet_of(s) for s in _SPECIAL_V4)
-    if not net.overlaps(_GLOBAL_V6):
-        return False
-    return not any(net.subnet_of(s) for s in _SPECIAL_V6)
+        base: _Net = net
+        special = _SPECIAL_V4
+    elif net.subnet_of(_GLOBAL_V6):
+        base, special = net, _SPECIAL_V6
+    elif _GLOBAL_V6.subnet_of(net):
+        base, special = _GLOBAL_V6, _SPECIAL_V6
+    else:
+        return 0
+    total = base.num_addresses
+    for s in special:
+        if s.version != base.version:
+            continue
+        if base.subnet_of(s):  # type: ignore[arg-type]
+            return 0
+        if s.subnet_of(base):  # type: ignore[arg-type]
+            total -= s.num_addresses
+    return total
 
 
-def _large(cidr: str) -> bool:
-    net = ipaddress.ip_network(cidr, strict=False)
-    return net.prefixlen < (MIN_V4_PREFIX if net.version == 4 else MIN_V6_PREFIX)
+def _public_counts(cidrs: Sequence[str]) -> tuple[int, int]:
+    """Public IPv4 and IPv6 addresses ``cidrs`` cover together (overlaps merged)."""
+    nets = [ipaddress.ip_network(c, strict=False) for c in cidrs]
+    v4 = ipaddress.collapse_addresses(n for n in nets if isinstance(n, ipaddress.IPv4Network))
+    v6 = ipaddress.collapse_addresses(n for n in nets if isinstance(n, ipaddress.IPv6Network))
+    return sum(map(_public_in, v4)), sum(map(_public_in, v6))
+
+
+def _over_budget(counts: tuple[int, int]) -> tuple[bool, bool]:
+    return counts[0] > MAX_TRUSTED_PUBLIC_V4, counts[1] > MAX_TRUSTED_PUBLIC_V6
+
+
+def _trust_repair(config: Config) -> tuple[list[ZoneSection], list[str], list[str]]:
+    """The zones with public CIDRs dropped from trusted zones, in order, once the public
+    addresses kept would exceed the budget (a zone left with nothing, or the "internet"
+    zone, which covers every address whatever it lists, becomes untrusted); what was
+    found; the small public blocks kept."""
+    zones: list[ZoneSection] = []
+    found: list[str] = []
+    small: list[str] = []
+    kept: list[str] = []
+    for z in config.zones:
+        if z.trust != "trusted":
+            zones.append(z)
+            continue
+        dropped: list[str] = []
+        for cidr in zone_cidrs(z):
+            if not any(_public_counts([cidr])):
+                continue
+            if any(_over_budget(_public_counts([*kept, cidr]))):
+                dropped.append(cidr)
+            else:
+                kept.append(cidr)
+                small.append(f"{z.name} {cidr}")
+        if not dropped:
+            zones.append(z)
+            continue
+        implicit = z.name == DEFAULT_ZONE and not set(dropped) <= set(z.cidrs)
+        what = ", ".join(dropped)
+        if implicit:
+            what = f"every address no other zone lists ({what})"
+        found.append(f"trusted zone {z.name} covers {what}")
+        rest = [c for c in z.cidrs if c not in dropped]
+        untrust = implicit or not rest or z.name == DEFAULT_ZONE
+        zones.append(
+            z.model_copy(update={"trust": "untrusted"})
+            if untrust
+            else z.model_copy(update={"cidrs": rest})
+        )
+    return zones, found, small
+
+
+def repaired_zones(config: Config) -> list[ZoneSection]:
+    """One repair of the zones for W-trusted-zone and F-ids together, so that running
+    either printed line fixes both: trusted zones cut to the budget, then untrusted
+    zones that ban too briefly or allow too much given the defaults."""
+    zones, _, _ = _trust_repair(config)
+    defaults = _zone_defaults()
+    return [
+        z.model_copy(update=defaults)
+        if z.trust != "trusted"
+        and (
+            z.rate_ban < MIN_BAN_SECONDS
+            or z.rate_requests / z.rate_window > MAX_REQUESTS_PER_SECOND
+        )
+        else z
+        for z in zones
+    ]
 
 
 def check_trusted_zone(config: Config) -> CheckResult:
-    """A trusted zone (never rate limited or banned) with a public CIDR shorter than
-    /24 (IPv4) or /48 (IPv6) fails; smaller public blocks pass, named. The fix drops
-    those CIDRs from the zone, or makes it untrusted when nothing else is left."""
-    found: list[str] = []
-    small: list[str] = []
-    zones: list[ZoneSection] = []
-    for z in config.zones:
-        public = [c for c in z.cidrs if _public(c)] if z.trust == "trusted" else []
-        large = [c for c in public if _large(c)]
-        small += [f"{z.name} {c}" for c in public if not _large(c)]
-        if not large:
-            zones.append(z)
-            continue
-        found.append(f"trusted zone {z.name} covers {', '.join(large)}")
-        rest = [c for c in z.cidrs if c not in large]
-        zones.append(
-            z.model_copy(update={"cidrs": rest})
-            if rest
-            else z.model_copy(update={"trust": "untrusted"})
-        )
+    """Trusted zones (never rate limited or banned) covering more public addresses
+    together than :data:`MAX_TRUSTED_PUBLIC_V4` / :data:`MAX_TRUSTED_PUBLIC_V6` fail (the
+    zone named "internet" covers every address); within that they pass, named. The fix
+    drops the CIDRs past the budget, or makes the zone untrusted (the same line as
+    F-ids', both repairs in one)."""
+    _, found, small = _trust_repair(config)
     if found:
-        return failed(TRUSTED_ZONE, LOCAL, "; ".join(found), _zones_fix(zones))
+        return failed(TRUSTED_ZONE, LOCAL, "; ".join(found), _zones_fix(repaired_zones(config)))
     trusted = [z.name for z in config.zones if z.trust == "trusted"]
     observed = (
         f"trusted zones {', '.join(trusted)}: no public range" if trusted else "no trusted zone"

@@ -352,10 +352,24 @@ class ZoneSection(_Section):
         return check_cidrs(value)
 
 
+#: The zone every address in no listed zone gets (server.build_zone_map), whatever
+#: CIDRs it lists itself: in effect it covers 0.0.0.0/0 and ::/0.
+DEFAULT_ZONE = "internet"
+_EVERYWHERE = ("0.0.0.0/0", "::/0")
+
+
+def zone_cidrs(zone: ZoneSection) -> tuple[str, ...]:
+    """The CIDRs ``zone`` in effect covers: its own, and for :data:`DEFAULT_ZONE` every
+    address (it gets each address that no other zone lists)."""
+    if zone.name == DEFAULT_ZONE:
+        return tuple(dict.fromkeys((*zone.cidrs, *_EVERYWHERE)))
+    return tuple(zone.cidrs)
+
+
 def _default_zones() -> list[ZoneSection]:
     return [
         ZoneSection(name="loopback", cidrs=["127.0.0.0/8", "::1/128"], trust="trusted"),
-        ZoneSection(name="internet", cidrs=["0.0.0.0/0", "::/0"]),
+        ZoneSection(name=DEFAULT_ZONE, cidrs=list(_EVERYWHERE)),
     ]
 
 
