@@ -3,6 +3,7 @@ database is opened, symbolic links, certificates, digests) and its bounds."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from pathlib import Path
@@ -27,10 +28,16 @@ def fresh(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_local_gather_reads_modes_certificates_and_users(fresh: Path) -> None:
     config = load(fresh / CONFIG_NAME)
     facts = gather_facts(fresh, config, time.time())
-    modes = {f.name: f.mode for f in facts.files}
+    modes = {f.name: f.mode for f in facts.files if not f.parent}
     # voipsec.db-wal and -shm exist only while a connection is open (checked when there).
     assert set(modes) == {
         "",
+        "ca",
+        "tls",
+        "devices",
+        "ca/ca.crt",
+        "tls/server.crt",
+        "turn-secret",
         "ca/ca.key",
         "tls/server.key",
         DB_NAME,
@@ -41,12 +48,18 @@ def test_local_gather_reads_modes_certificates_and_users(fresh: Path) -> None:
     }
     assert {n: m for n, m in modes.items() if m is not None} == {
         "": 0o700,
+        "ca": 0o755,
+        "tls": 0o755,
+        "ca/ca.crt": 0o644,
+        "tls/server.crt": 0o644,
         "ca/ca.key": 0o600,
         "tls/server.key": 0o600,
         DB_NAME: 0o600,
         CONFIG_NAME: 0o600,
         "demo-user.txt": 0o600,
     }
+    assert facts.owner == os.getuid()
+    assert [f.name for f in facts.files if f.parent][-1] == "/"
     assert [(c.kind, c.error) for c in facts.certificates] == [("server", ""), ("ca", "")]
     assert [u.name for u in facts.users] == ["demo"]
     assert len(facts.users[0].sha256) == 64
@@ -118,3 +131,33 @@ def test_local_users_of_another_realm_are_not_checked(tmp_path: Path) -> None:
         store.close()
     facts = gather_facts(data, load(data / CONFIG_NAME), time.time())
     assert [u.name for u in facts.users] == ["demo"]
+
+
+def test_local_subdirectories_certificates_secret_links_and_parents(tmp_path: Path) -> None:
+    data = tmp_path / "open" / "d"
+    initialise(data)
+    (data / "turn-secret").write_bytes(b"x" * 32)
+    os.chmod(data / "turn-secret", 0o644)
+    os.chmod(data / "ca", 0o777)  # noqa: S103 - the weakening under test
+    os.chmod(data / "ca" / "ca.crt", 0o666)  # noqa: S103 - the weakening under test
+    os.link(data / "ca" / "ca.key", tmp_path / "leaked.key")
+    real = tmp_path / "tls-real"
+    (data / "tls").rename(real)
+    (data / "tls").symlink_to(real)
+    os.chmod(tmp_path / "open", 0o777)  # noqa: S103 - the weakening under test
+    config = load(data / CONFIG_NAME)
+    (perms,) = [
+        r for r in local_results(data, config, time.time()) if r.spec.id == "S-file-permissions"
+    ]
+    d = str(data)
+    assert (perms.outcome, perms.observed) == (
+        Outcome.FAILED,
+        "ca is 0777, tls is a symbolic link, ca/ca.crt is 0666, ca/ca.key has 2 hard links, "
+        f"turn-secret is 0644, parent directory {tmp_path / 'open'} is 0777",
+    )
+    assert perms.fix == (
+        f't="$(readlink -f {d}/tls)" && rm {d}/tls && cp -a "$t" {d}/tls && chmod 700 {d}/tls; '
+        f"cp -p {d}/ca/ca.key {d}/ca/ca.key.new && mv {d}/ca/ca.key.new {d}/ca/ca.key; "
+        f"chmod 600 {d}/turn-secret; chmod go-w {d}/ca {d}/ca/ca.crt; "
+        f"chmod o-w {tmp_path / 'open'}"
+    )

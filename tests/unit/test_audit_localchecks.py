@@ -237,9 +237,10 @@ def test_localchecks_file_permissions_exact_fixes() -> None:
     assert (result.observed, result.fix) == (
         "the data directory is 0755, tls/server.key is 0644, voipsec.db is 0640, "
         "ca/ca.key is a symbolic link",
+        "t=\"$(readlink -f '/srv/voip data/ca/ca.key')\" && rm '/srv/voip data/ca/ca.key'"
+        " && cp -a \"$t\" '/srv/voip data/ca/ca.key' && chmod 600 '/srv/voip data/ca/ca.key'; "
         "chmod 700 '/srv/voip data'; chmod 600 '/srv/voip data/tls/server.key' "
-        "'/srv/voip data/voipsec.db'; replace the link '/srv/voip data/ca/ca.key' with the "
-        "file itself, mode 0600",
+        "'/srv/voip data/voipsec.db'",
     )
 
 
@@ -646,4 +647,27 @@ def test_localchecks_trusted_zone_small_blocks_add_up() -> None:
     assert (result.observed, result.fix) == (
         "trusted zone t covers 9.9.9.0/24",
         'voipsec config set zones \'[{name = "t", cidrs = ["8.8.8.0/24"], trust = "trusted"}]\'',
+    )
+
+
+def test_localchecks_file_permissions_owner_links_public_and_parents() -> None:
+    files = (
+        FileFact(name="", path="/d", mode=0o700, directory=True, uid=1000),
+        FileFact(name="ca", path="/d/ca", mode=0o755, directory=True, public=True, uid=1000),
+        FileFact(name="tls", path="/d/tls", mode=0o775, directory=True, public=True, uid=1000),
+        FileFact(name="ca/ca.crt", path="/d/ca/ca.crt", mode=0o644, public=True, uid=1000),
+        FileFact(name="ca/ca.key", path="/d/ca/ca.key", mode=0o600, uid=65534),
+        FileFact(name="tls/server.key", path="/d/tls/server.key", mode=0o600, nlink=2),
+        FileFact(name="/tmp", path="/tmp", mode=0o1777, parent=True),
+        FileFact(name="/srv", path="/srv", mode=0o757, parent=True),
+        FileFact(name="/", path="/", mode=0o775, parent=True),
+    )
+    result = lc.check_file_permissions(_facts(files=files, data_dir="/d", owner=1000))
+    assert (result.outcome, result.observed, result.fix) == (
+        Outcome.FAILED,
+        "tls is 0775, ca/ca.key is owned by uid 65534, not the data directory's owner, "
+        "tls/server.key has 2 hard links, parent directory /srv is 0757",
+        "cp -p /d/tls/server.key /d/tls/server.key.new && mv /d/tls/server.key.new "
+        "/d/tls/server.key; chown --reference=/d /d/ca/ca.key; chmod go-w /d/tls; "
+        "chmod o-w /srv",
     )

@@ -25,6 +25,7 @@ from cryptography import x509
 from ..config import CONFIG_NAME, Config
 from ..endpoints.loader import load_advisories
 from ..endpoints.report import compliance_report
+from ..nat.keystore import SECRET_NAME
 from ..pki.ca import CaPaths, ServerPaths
 from ..records import StoreError
 from ..rulefile import RuleFileError
@@ -44,27 +45,57 @@ MAX_DEVICE_KEY_FILES = 10_000
 DEMO_FILE = "demo-user.txt"
 
 
-def _file_fact(data_dir: Path, name: str) -> FileFact:
+def _file_fact(
+    data_dir: Path, name: str, *, directory: bool = False, public: bool = False
+) -> FileFact:
     path = data_dir / name
     try:
         info = os.lstat(path)
     except OSError:
-        return FileFact(name=name, path=str(path), mode=None)
+        return FileFact(name=name, path=str(path), mode=None, directory=directory)
     return FileFact(
         name=name,
         path=str(path),
         mode=stat.S_IMODE(info.st_mode),
+        directory=directory,
         symlink=stat.S_ISLNK(info.st_mode),
+        uid=info.st_uid,
+        nlink=info.st_nlink,
+        public=public,
     )
 
 
-def _files(data_dir: Path) -> tuple[FileFact, ...]:
+def _parents(data_dir: Path) -> list[FileFact]:
+    """The directories above ``data_dir`` up to ``/`` (resolved: the real ones)."""
     facts: list[FileFact] = []
     try:
-        mode: int | None = stat.S_IMODE(os.stat(data_dir).st_mode)
-    except OSError:
-        mode = None
-    facts.append(FileFact(name="", path=str(data_dir), mode=mode, directory=True))
+        real = data_dir.resolve()
+    except (OSError, RuntimeError):
+        return facts
+    for parent in real.parents:
+        try:
+            mode: int | None = stat.S_IMODE(os.stat(parent).st_mode)
+        except OSError:
+            mode = None
+        facts.append(FileFact(name=str(parent), path=str(parent), mode=mode, parent=True))
+    return facts
+
+
+def _files(data_dir: Path) -> tuple[FileFact, ...]:
+    facts = [_file_fact(data_dir, "", directory=True)]
+    facts[0] = replace(facts[0], path=str(data_dir), symlink=False)
+    facts += [
+        _file_fact(data_dir, d, directory=True, public=True)
+        for d in (
+            CaPaths.in_dir(Path()).key.parent.name,
+            ServerPaths.in_dir(Path()).key.parent.name,
+            "devices",
+        )
+    ]
+    facts += [
+        _file_fact(data_dir, str(CaPaths.in_dir(Path()).cert), public=True),
+        _file_fact(data_dir, str(ServerPaths.in_dir(Path()).cert), public=True),
+    ]
     names = [
         str(CaPaths.in_dir(Path()).key),
         str(ServerPaths.in_dir(Path()).key),
@@ -73,9 +104,10 @@ def _files(data_dir: Path) -> tuple[FileFact, ...]:
         f"{DB_NAME}-shm",
         CONFIG_NAME,
         DEMO_FILE,
+        SECRET_NAME,
     ]
     devices = data_dir / "devices"
-    if devices.is_dir():
+    if devices.is_dir() and not devices.is_symlink():
         found = sorted(
             p.relative_to(data_dir).as_posix()
             for pattern in ("*/*.key", "*/*.p12")
@@ -83,6 +115,7 @@ def _files(data_dir: Path) -> tuple[FileFact, ...]:
         )
         names += found[:MAX_DEVICE_KEY_FILES]
     facts += [_file_fact(data_dir, n) for n in names]
+    facts += _parents(data_dir)
     return tuple(facts)
 
 
@@ -109,8 +142,13 @@ def gather_facts(data_dir: Path, config: Config, now: float) -> LocalFacts:
         _certificate("ca", CaPaths.in_dir(data_dir).cert),
     )
     smtp_ca = config.alerts.smtp_ca
+    try:
+        owner: int | None = os.stat(data_dir).st_uid
+    except OSError:
+        owner = None
     base = LocalFacts(
         data_dir=str(data_dir),
+        owner=owner,
         files=file_facts,
         certificates=certificates,
         common_passwords=_common_passwords(),

@@ -130,6 +130,16 @@ class FileFact:
     mode: int | None
     directory: bool = False
     symlink: bool = False
+    #: Its owner's uid (None: not read): it must be the data directory's owner.
+    uid: int | None = None
+    #: Hard links to it: a second one (outside DIR, say) keeps the key where its mode
+    #: and owner are not checked.
+    nlink: int = 1
+    #: A certificate or a subdirectory: others may read it, no one else may write it.
+    public: bool = False
+    #: A directory above the data directory: whoever may write it may rename DIR away
+    #: and put another in its place, unless its sticky bit is set.
+    parent: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -160,6 +170,8 @@ class LocalFacts:
     devices_error: str = ""
     #: Whether alerts.smtp_ca names an existing file (None: not set).
     smtp_ca_present: bool | None = None
+    #: The data directory owner's uid (None: not read).
+    owner: int | None = None
 
 
 # -- fix lines ------------------------------------------------------------------------
@@ -327,38 +339,73 @@ def check_certificate_expiry(config: Config, facts: LocalFacts, now: float) -> C
     return passed(CERTIFICATE_EXPIRY, LOCAL, ", ".join(ok))
 
 
+def _relink_fix(f: FileFact) -> str:
+    """A command that puts the file (or directory) a link points to in its place."""
+    path = shlex.quote(f.path)
+    mode = "700" if f.directory else "600"
+    return f't="$(readlink -f {path})" && rm {path} && cp -a "$t" {path} && chmod {mode} {path}'
+
+
 def check_file_permissions(facts: LocalFacts) -> CheckResult:
-    """Keys, the database, the config and the demo user's file: any group or other
-    permission bit fails (chmod 600; the directory chmod 700), and so does a key that
-    is a symbolic link. Files that are not there are not checked."""
+    """Keys, the database, the config, the TURN secret and the demo user's file: any
+    group or other permission bit fails (chmod 600; the directory chmod 700), and so do
+    a symbolic link, a second hard link and another owner than the data directory's;
+    certificates and subdirectories must not be writable by group or others (chmod
+    go-w); a directory above DIR writable by others without its sticky bit fails
+    (chmod o-w). Files that are not there are not checked."""
     found: list[str] = []
     chmod_dir: list[str] = []
     chmod_file: list[str] = []
-    links: list[str] = []
+    chmod_public: list[str] = []
+    parents: list[str] = []
+    owners: list[str] = []
+    relinks: list[str] = []
     present = 0
     for f in facts.files:
         if f.mode is None:
+            continue
+        path = shlex.quote(f.path)
+        if f.parent:
+            if f.mode & 0o002 and not f.mode & 0o1000:
+                found.append(f"parent directory {f.path} is {f.mode & 0o777:04o}")
+                parents.append(path)
             continue
         present += 1
         label = f.name or "the data directory"
         if f.symlink:
             found.append(f"{label} is a symbolic link")
-            links.append(f"replace the link {shlex.quote(f.path)} with the file itself, mode 0600")
-        elif f.mode & 0o077:
-            found.append(f"{label} is {f.mode:04o}")
-            (chmod_dir if f.directory else chmod_file).append(shlex.quote(f.path))
+            relinks.append(_relink_fix(f))
+            continue
+        if facts.owner is not None and f.uid is not None and f.uid != facts.owner:
+            found.append(f"{label} is owned by uid {f.uid}, not the data directory's owner")
+            owners.append(path)
+        if f.nlink > 1 and not f.directory:
+            found.append(f"{label} has {f.nlink} hard links")
+            relinks.append(f"cp -p {path} {path}.new && mv {path}.new {path}")
+        if f.mode & (0o022 if f.public else 0o077):
+            found.append(f"{label} is {f.mode & 0o777:04o}")
+            if f.public:
+                chmod_public.append(path)
+            else:
+                (chmod_dir if f.directory else chmod_file).append(path)
     if not found:
         return passed(
             FILE_PERMISSIONS,
             LOCAL,
             f"{_count(present, 'file')} owner-only (data directory included)",
         )
-    fixes = []
+    fixes = list(relinks)
+    if owners:
+        fixes.append(f"chown --reference={shlex.quote(facts.data_dir)} {' '.join(owners)}")
     if chmod_dir:
         fixes.append(f"chmod 700 {' '.join(chmod_dir)}")
     if chmod_file:
         fixes.append(f"chmod 600 {' '.join(chmod_file)}")
-    return failed(FILE_PERMISSIONS, LOCAL, _listed(found), _joined([*fixes, *links]))
+    if chmod_public:
+        fixes.append(f"chmod go-w {' '.join(chmod_public)}")
+    if parents:
+        fixes.append(f"chmod o-w {' '.join(parents)}")
+    return failed(FILE_PERMISSIONS, LOCAL, _listed(found), _joined(fixes))
 
 
 # -- A: authentication ----------------------------------------------------------------------
