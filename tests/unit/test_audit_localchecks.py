@@ -23,6 +23,7 @@ from voipsec.audit.localpasswords import StoredUser
 from voipsec.audit.model import CheckResult, Outcome
 from voipsec.config import Config, validate, zone_cidrs
 from voipsec.endpoints.report import AdvisoryFinding, DevicePosture, Finding
+from voipsec.nat.peerfilter import PeerFilter
 from voipsec.pki.lifecycle import DAY
 from voipsec.records import CertificateRecord
 from voipsec.sip.digest import ha1
@@ -671,3 +672,34 @@ def test_localchecks_file_permissions_owner_links_public_and_parents() -> None:
         "/d/tls/server.key; chown --reference=/d /d/ca/ca.key; chmod go-w /d/tls; "
         "chmod o-w /srv",
     )
+
+
+@pytest.mark.parametrize(
+    ("cidr", "why", "inside"),
+    [
+        ("::ffff:0:0:0/96", "SIIT IPv4-translated (RFC 2765)", "::ffff:0:a00:1"),
+        ("::ffff:8.0.0.0/102", "IPv4-mapped (RFC 4291)", "::ffff:10.0.0.1"),
+        ("64:ff9b::a00:0/104", "NAT64 (RFC 6052)", "64:ff9b::a00:1"),
+        ("2002:a9fe:a9fe::/48", "6to4 (RFC 3056)", "2002:a9fe:a9fe::1"),
+        ("::a00:0/104", "IPv4-compatible (RFC 4291)", "::a00:1"),
+    ],
+)
+def test_localchecks_turn_peer_filter_embedded_ipv4_forms(cidr: str, why: str, inside: str) -> None:
+    # What the peer filter itself lets through with this entry: an internal IPv4 peer.
+    assert PeerFilter(allowed=[cidr]).allows(inside)
+    assert not PeerFilter().allows(inside)
+    result = lc.check_turn_peer_filter(_config({"turn": {"allowed_peers": [cidr]}}))
+    assert (result.outcome, result.observed, result.fix) == (
+        Outcome.FAILED,
+        f"turn.allowed_peers exempts {cidr} ({why})",
+        "voipsec config set turn.allowed_peers '[]'",
+    )
+
+
+@pytest.mark.parametrize(
+    "cidr",
+    ["::ffff:8.8.8.0/120", "64:ff9b::808:808/128", "2002:808:808::/48", "::ffff:0:808:0/112"],
+)
+def test_localchecks_turn_peer_filter_embedded_public_forms_pass(cidr: str) -> None:
+    result = lc.check_turn_peer_filter(_config({"turn": {"allowed_peers": [cidr]}}))
+    assert result.outcome is Outcome.PASSED

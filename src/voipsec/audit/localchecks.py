@@ -59,6 +59,7 @@ from .specs import (
     TURN_PEER_FILTER,
     WEAK_PASSWORD,
 )
+from .turnpeers import internal_reasons
 
 __all__ = [
     "LOCAL",
@@ -648,25 +649,11 @@ def check_metrics_exposure(config: Config) -> CheckResult:
 
 # -- O, W ----------------------------------------------------------------------------------
 
-#: IPv6 forms that embed an IPv4 address (nat/peerfilter.py normalises them): an
-#: allowed_peers entry covering one is an exemption of internal IPv4 peers too.
-_EMBEDDING: tuple[tuple[str, str], ...] = (
-    ("::ffff:0:0/96", "IPv4-mapped (RFC 4291)"),
-    ("::/96", "IPv4-compatible (RFC 4291)"),
-    ("64:ff9b::/96", "NAT64 (RFC 6052)"),
-    ("2002::/16", "6to4 (RFC 3056)"),
-)
-_INTERNAL = tuple(
-    (ipaddress.ip_network(cidr), why) for cidr, why in (*DENIED_IPV4, *DENIED_IPV6, *_EMBEDDING)
-)
-
 
 def _internal_overlap(cidr: str) -> str | None:
-    """Why ``cidr`` reaches internal peers, or None."""
-    net = ipaddress.ip_network(cidr, strict=False)
-    hits = [
-        why for denied, why in _INTERNAL if denied.version == net.version and net.overlaps(denied)
-    ]
+    """Why ``cidr`` reaches internal peers, or None (turnpeers.internal_reasons: the
+    same rule as the live probe's fix, built on nat/peerfilter's normalisation)."""
+    hits = internal_reasons(cidr)
     if not hits:
         return None
     return hits[0] if len(hits) == 1 else f"{len(hits)} internal ranges: {hits[0]}..."

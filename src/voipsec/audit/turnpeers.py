@@ -47,6 +47,7 @@ from .model import CheckResult, errored, failed, passed
 from .specs import TURN_PEER_FILTER
 
 __all__ = [
+    "EMBEDDING_PREFIXES",
     "FAMILY_NAMES",
     "PEER_PORT",
     "PROBED_PEERS",
@@ -61,6 +62,7 @@ __all__ = [
     "allocation_for",
     "build_request",
     "coturn_fix",
+    "internal_reasons",
     "judge",
     "own_fix",
     "peer_family",
@@ -301,29 +303,61 @@ def _observed(answers: Sequence[PeerAnswer]) -> str:
     return "; ".join(parts)
 
 
-def _internal(cidr: str) -> bool:
-    """Whether ``cidr`` overlaps a special-purpose range the peer filter refuses."""
+#: IPv6 prefixes that embed an IPv4 address, as nat/peerfilter.normalise reads them: an
+#: allowed_peers entry overlapping one exempts the IPv4 peers it embeds.
+EMBEDDING_PREFIXES: tuple[tuple[ipaddress.IPv6Network, str], ...] = tuple(
+    (ipaddress.IPv6Network(cidr), why)
+    for cidr, why in (
+        ("::ffff:0:0/96", "IPv4-mapped (RFC 4291)"),
+        ("::ffff:0:0:0/96", "SIIT IPv4-translated (RFC 2765)"),
+        ("::/96", "IPv4-compatible (RFC 4291)"),
+        ("64:ff9b::/96", "NAT64 (RFC 6052)"),
+        ("2002::/16", "6to4 (RFC 3056)"),
+    )
+)
+_DENIED = tuple(
+    (ipaddress.ip_network(cidr), why)
+    for cidr, why in (*peerfilter.DENIED_IPV4, *peerfilter.DENIED_IPV6)
+)
+
+
+def _v4(address: ipaddress.IPv6Address) -> int:
+    """The IPv4 address (as an int) ``address`` stands for after normalisation (:: and
+    ::1, which stand for themselves, as 0.0.0.0 and 0.0.0.1: internal either way)."""
+    return int(peerfilter.normalise(address)) & 0xFFFFFFFF
+
+
+def internal_reasons(cidr: str) -> list[str]:
+    """Why an allowed_peers entry ``cidr`` lets the relay reach internal peers: each
+    denied special-purpose range it overlaps (RFC 6890), and each IPv4-embedding prefix
+    through which it covers a denied IPv4 range (the embedded addresses of one prefix
+    are contiguous: both ends of the overlap, normalised, bound them). Empty: none."""
     net = ipaddress.ip_network(cidr, strict=False)
-    for denied, _ in (*peerfilter.DENIED_IPV4, *peerfilter.DENIED_IPV6):
-        other = ipaddress.ip_network(denied)
-        if other.version == net.version and net.overlaps(other):
-            return True
-    if net.version == 6:
-        # An IPv4-embedding form (::ffff:0:0/96, 64:ff9b::/96...) is internal when what it
-        # embeds is: check both ends after normalisation.
-        ends = (net.network_address, net.broadcast_address)
-        return any(
-            isinstance(peerfilter.normalise(end), ipaddress.IPv4Address)
-            and _internal(str(peerfilter.normalise(end)))
-            for end in ends
-        )
-    return False
+    hits = [
+        why for denied, why in _DENIED if denied.version == net.version and net.overlaps(denied)
+    ]
+    if isinstance(net, ipaddress.IPv6Network):
+        for prefix, why in EMBEDDING_PREFIXES:
+            if not net.overlaps(prefix):
+                continue
+            first = max(int(net.network_address), int(prefix.network_address))
+            last = min(int(net.broadcast_address), int(prefix.broadcast_address))
+            lo = _v4(ipaddress.IPv6Address(first))
+            hi = _v4(ipaddress.IPv6Address(last))
+            if any(
+                denied.version == 4
+                and lo <= int(denied.broadcast_address)
+                and int(denied.network_address) <= hi
+                for denied, _ in _DENIED
+            ):
+                hits.append(why)
+    return hits
 
 
 def own_fix(allowed: Sequence[str]) -> str:
     """The ``voipsec config set`` line that keeps turn.allowed_peers without the
     entries that open internal ranges (RFC 6890 special-purpose addresses)."""
-    kept = [cidr for cidr in allowed if not _internal(cidr)]
+    kept = [cidr for cidr in allowed if not internal_reasons(cidr)]
     if len(kept) == len(allowed):
         # No entry explains it: the running server's configuration is not this file's.
         return "restart voipsec serve: voipsec.toml's turn.allowed_peers opens no internal range"
