@@ -240,8 +240,7 @@ WEAKENINGS: list[tuple[str, Callable[[Path], None], str, str]] = [
         "server-cert-5-days",
         _server_certificate(5),
         "S-certificate-expiry",
-        "rm {d}/tls/server.crt && voipsec init --dir {d} (a new server certificate from "
-        "the CA), then send SIGHUP to voipsec serve",
+        "rm {d}/tls/server.crt && voipsec init --dir {d}",
     ),
     (
         "client-cert-off",

@@ -3,12 +3,17 @@ database is opened, symbolic links, certificates, digests) and its bounds."""
 
 from __future__ import annotations
 
+import datetime
 import os
 import shutil
 import time
 from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from voipsec.audit import local
 from voipsec.audit.local import gather_facts, local_results
@@ -160,4 +165,77 @@ def test_local_subdirectories_certificates_secret_links_and_parents(tmp_path: Pa
         f"cp -p {d}/ca/ca.key {d}/ca/ca.key.new && mv {d}/ca/ca.key.new {d}/ca/ca.key; "
         f"chmod 600 {d}/turn-secret; chmod go-w {d}/ca {d}/ca/ca.crt; "
         f"chmod o-w {tmp_path / 'open'}"
+    )
+
+
+def _self_signed(path: Path, *, start_days: int, days: int) -> None:
+    """A self-signed certificate of a key of its own (not the installation's)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "evil")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now + datetime.timedelta(days=start_days))
+        .not_valid_after(now + datetime.timedelta(days=days))
+        .sign(key, hashes.SHA256())
+    )
+    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+
+
+def _expiry(data: Path) -> tuple[Outcome, str]:
+    config = load(data / CONFIG_NAME)
+    results = local_results(data, config, time.time())
+    (found,) = [r for r in results if r.spec.id == "S-certificate-expiry"]
+    return found.outcome, found.observed
+
+
+def test_local_foreign_and_not_yet_valid_server_certificates(fresh: Path, tmp_path: Path) -> None:
+    data = tmp_path / "d"
+    shutil.copytree(fresh, data)
+    cert = data / "tls" / "server.crt"
+    _self_signed(cert, start_days=-1, days=800)
+    assert _expiry(data) == (Outcome.FAILED, "server certificate does not match tls/server.key")
+    # The key matches (the installation's own key), but the CA did not sign it.
+    key = serialization.load_pem_private_key((data / "tls" / "server.key").read_bytes(), None)
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    own = x509.load_pem_x509_certificate(cert.read_bytes())
+    now = datetime.datetime.now(datetime.UTC)
+    resigned = (
+        x509.CertificateBuilder()
+        .subject_name(own.subject)
+        .issuer_name(own.issuer)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=800))
+        .sign(key, hashes.SHA256())
+    )
+    cert.write_bytes(resigned.public_bytes(serialization.Encoding.PEM))
+    assert _expiry(data) == (Outcome.FAILED, "server certificate is not signed by ca/ca.crt")
+    shutil.copy(fresh / "tls" / "server.crt", cert)
+    assert _expiry(data)[0] is Outcome.PASSED
+
+
+def test_local_certificate_not_a_regular_file_is_an_error(fresh: Path, tmp_path: Path) -> None:
+    data = tmp_path / "d"
+    shutil.copytree(fresh, data)
+    cert = data / "tls" / "server.crt"
+    cert.unlink()
+    cert.symlink_to("/dev/zero")
+    assert _expiry(data) == (
+        Outcome.ERROR,
+        f"server certificate: [Errno 40] Too many levels of symbolic links: '{cert}'",
+    )
+    cert.unlink()
+    os.mkfifo(cert)
+    assert _expiry(data) == (Outcome.ERROR, f"server certificate: {cert}: not a regular file")
+    cert.unlink()
+    cert.write_bytes(b"x" * (local.MAX_CERTIFICATE_BYTES + 1))
+    assert _expiry(data) == (
+        Outcome.ERROR,
+        f"server certificate: {cert}: larger than {local.MAX_CERTIFICATE_BYTES} bytes",
     )

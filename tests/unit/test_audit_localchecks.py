@@ -170,8 +170,7 @@ def test_localchecks_server_certificate_expiring_fails_with_init_line() -> None:
     assert _failed(_run(certificates=certs)) == {
         "S-certificate-expiry": (
             "server certificate expires in 5 days",
-            "rm '/srv/voip data/tls/server.crt' && voipsec init --dir '/srv/voip data'"
-            " (a new server certificate from the CA), then send SIGHUP to voipsec serve",
+            "rm '/srv/voip data/tls/server.crt' && voipsec init --dir '/srv/voip data'",
         )
     }
 
@@ -703,3 +702,27 @@ def test_localchecks_turn_peer_filter_embedded_ipv4_forms(cidr: str, why: str, i
 def test_localchecks_turn_peer_filter_embedded_public_forms_pass(cidr: str) -> None:
     result = lc.check_turn_peer_filter(_config({"turn": {"allowed_peers": [cidr]}}))
     assert result.outcome is Outcome.PASSED
+
+
+def test_localchecks_server_certificate_foreign_or_not_yet_valid_fails() -> None:
+    fix = "rm '/srv/voip data/tls/server.crt' && voipsec init --dir '/srv/voip data'"
+    ca = CertFact(kind="ca", path=f"{DIR}/ca/ca.crt", not_after=NOW + 3000 * DAY)
+    for foreign in ("does not match tls/server.key", "is not signed by ca/ca.crt"):
+        server = CertFact(
+            kind="server",
+            path=f"{DIR}/tls/server.crt",
+            not_after=NOW + 800 * DAY,
+            foreign=foreign,
+        )
+        assert _failed(_run(certificates=(server, ca))) == {
+            "S-certificate-expiry": (f"server certificate {foreign}", fix)
+        }
+    early = CertFact(
+        kind="server",
+        path=f"{DIR}/tls/server.crt",
+        not_after=NOW + 800 * DAY,
+        not_before=NOW + 3 * DAY,
+    )
+    assert _failed(_run(certificates=(early, ca))) == {
+        "S-certificate-expiry": ("server certificate not valid for 3 days yet", fix)
+    }

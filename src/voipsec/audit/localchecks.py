@@ -152,6 +152,11 @@ class CertFact:
     path: str
     not_after: float | None
     error: str = ""
+    #: Its first valid second (None: not read).
+    not_before: float | None = None
+    #: Why the server certificate is not this installation's: its key is not
+    #: tls/server.key's, or the CA did not sign it ("" when it is).
+    foreign: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -289,10 +294,9 @@ _CERT_LABELS = {"server": "server certificate", "ca": "CA certificate"}
 
 def _cert_fix(cert: CertFact, data_dir: str) -> str:
     if cert.kind == "server":
-        return (
-            f"rm {shlex.quote(cert.path)} && voipsec init --dir {shlex.quote(data_dir)}"
-            " (a new server certificate from the CA), then send SIGHUP to voipsec serve"
-        )
+        # voipsec init issues a new key and certificate from the CA when server.crt is
+        # gone; voipsec serve loads them on SIGHUP (docs/audit.md).
+        return f"rm {shlex.quote(cert.path)} && voipsec init --dir {shlex.quote(data_dir)}"
     return (
         "the CA cannot be renewed in place: voipsec init a new data directory, move the "
         "users to it and issue every device a certificate from its CA"
@@ -311,6 +315,14 @@ def check_certificate_expiry(config: Config, facts: LocalFacts, now: float) -> C
         label = _CERT_LABELS[cert.kind]
         if cert.not_after is None:
             errors.append(f"{label}: {cert.error}")
+            continue
+        if cert.foreign:
+            found.append(f"{label} {cert.foreign}")
+            fixes.append(_cert_fix(cert, facts.data_dir))
+            continue
+        if cert.not_before is not None and cert.not_before > now:
+            found.append(f"{label} not valid for {_days(days_left(cert.not_before, now))} yet")
+            fixes.append(_cert_fix(cert, facts.data_dir))
             continue
         state = validity_state(not_after=cert.not_after, now=now, warning_days=warn)
         left = days_left(cert.not_after, now)
