@@ -610,10 +610,7 @@ def check_alerts(config: Config, facts: LocalFacts) -> CheckResult:
         channels.append(f"webhook {url.scheme}://{host}")
         if url.scheme == "http" and not _loopback(host):
             found.append(f"alerts.webhook is plain http to {host}")
-            fixes.append(
-                f"voipsec config set alerts.webhook '\"https://{host}/...\"' (the same URL "
-                "over https)"
-            )
+            fixes.append(_WEBHOOK_FIX)
     if a.syslog:
         kind, _, rest = a.syslog.partition(":")
         channels.append(f"syslog {kind}")
@@ -631,6 +628,11 @@ def check_alerts(config: Config, facts: LocalFacts) -> CheckResult:
     return passed(ALERTS, LOCAL, f"alerts {', '.join(channels)}")
 
 
+#: The same webhook URL over https, without printing it (it may hold a token).
+_WEBHOOK_FIX = (
+    'voipsec config set alerts.webhook "\\"$(voipsec config get alerts.webhook'
+    ' | sed s,^http:,https:,)\\""'
+)
 _METRICS_FIX = 'voipsec config set metrics.token "\\"$(openssl rand -hex 32)\\""'
 
 
