@@ -382,3 +382,23 @@ def test_audit_local_every_printed_fix_runs_and_repairs(fresh: Path, tmp_path: P
         )
         assert (done.returncode, done.stderr) == (0, ""), fix
     assert _not_passed(_report(data)) == {}
+
+
+def test_audit_local_unsavable_latest_prints_the_report_then_one_line(copy: Path) -> None:
+    (copy / "audit").mkdir()
+    (copy / "audit" / "latest.json").mkdir()
+    out = voipsec(*AUDIT, data_dir=copy, check=False)
+    assert out.returncode == 1
+    assert json.loads(out.stdout)["score"] == 100.0
+    assert out.stderr == (
+        f"voipsec: error: cannot save {copy / 'audit' / 'latest.json'}: Is a directory\n"
+    )
+    (copy / "audit" / "latest.json").rmdir()
+    (copy / "audit" / "latest.tmp").symlink_to(copy / "elsewhere")
+    out = voipsec(*AUDIT, data_dir=copy, check=False)
+    assert (out.returncode, out.stderr) == (
+        1,
+        f"voipsec: error: cannot save {copy / 'audit' / 'latest.json'}: "
+        "Too many levels of symbolic links\n",
+    )
+    assert not (copy / "elsewhere").exists()

@@ -360,3 +360,21 @@ def test_turnprobe_closed_port_is_an_error() -> None:
         Outcome.ERROR,
         "port unreachable: no TURN server there",
     )
+
+
+def test_turnprobe_secret_not_a_small_regular_file_is_an_error(tmp_path: Path) -> None:
+    options = ProbeOptions(own=Config(), data_dir=tmp_path)
+    secret = tmp_path / "turn-secret"
+    secret.symlink_to("/dev/zero")
+    [result] = turnprobe.turn_results(TurnTarget("127.0.0.1", 9), options)
+    assert (result.outcome, result.observed) == (
+        Outcome.ERROR,
+        f"cannot read {secret}: Too many levels of symbolic links",
+    )
+    secret.unlink()
+    secret.write_bytes(b"a" * (turnprobe.MAX_SECRET_BYTES + 1))
+    [result] = turnprobe.turn_results(TurnTarget("127.0.0.1", 9), options)
+    assert (result.outcome, result.observed) == (
+        Outcome.ERROR,
+        f"cannot read {secret}: {secret}: larger than {turnprobe.MAX_SECRET_BYTES} bytes",
+    )
