@@ -81,8 +81,8 @@ PROBE_USER = "voipsec-audit"
 MAX_SECRET_BYTES = 4096
 #: Seconds those credentials stay valid: the probe takes a few seconds at most.
 CREDENTIAL_TTL = 300
-#: Requests per target: two Allocates answered after their 401 (4) and twelve
-#: CreatePermissions make 16; 40 leaves room for stale-nonce (438) retries. The
+#: Requests per target: two Allocates answered after their 401 (4) and sixteen
+#: CreatePermissions make 20; 40 leaves room for stale-nonce (438) retries. The
 #: Refreshes that free the allocations are on top.
 MAX_REQUESTS = 40
 #: The first retransmission timeout, doubled after each send (RFC 8489 §6.2.1: 500 ms).
