@@ -360,6 +360,7 @@ def test_audit_local_every_printed_fix_runs_and_repairs(fresh: Path, tmp_path: P
             apply(data)
     _config("zones", _WEAK_ZONES)(data)
     _config("turn.allowed_peers", '["::ffff:0:0:0/96"]')(data)
+    _config("metrics.token", '"a"')(data)
     _loose_files(data)
     found = _not_passed(_report(data))
     expected = {c for n, _, c, _ in WEAKENINGS if n not in skip} | {"W-trusted-zone"}

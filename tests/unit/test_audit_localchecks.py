@@ -726,3 +726,16 @@ def test_localchecks_server_certificate_foreign_or_not_yet_valid_fails() -> None
     assert _failed(_run(certificates=(early, ca))) == {
         "S-certificate-expiry": ("server certificate not valid for 3 days yet", fix)
     }
+
+
+def test_localchecks_metrics_token_shorter_than_the_minimum_fails() -> None:
+    short = "t" * (lc.MIN_METRICS_TOKEN_LENGTH - 1)
+    for listen in ("127.0.0.1:9100", "0.0.0.0:8443"):
+        result = lc.check_metrics_exposure(_config({"metrics": {"listen": listen, "token": short}}))
+        assert (result.outcome, result.observed, result.fix) == (
+            Outcome.FAILED,
+            "metrics.token is 31 characters, fewer than 32: guessable",
+            'voipsec config set metrics.token "\\"$(openssl rand -hex 32)\\""',
+        )
+    one = lc.check_metrics_exposure(_config({"metrics": {"listen": "0.0.0.0:8443", "token": "a"}}))
+    assert one.observed == "metrics.token is 1 character, fewer than 32: guessable"

@@ -68,6 +68,7 @@ __all__ = [
     "MAX_TRUSTED_PUBLIC_V4",
     "MAX_TRUSTED_PUBLIC_V6",
     "MIN_BAN_SECONDS",
+    "MIN_METRICS_TOKEN_LENGTH",
     "MIN_V4_PREFIX",
     "MIN_V6_PREFIX",
     "SPECS",
@@ -89,6 +90,9 @@ MIN_BAN_SECONDS = 60
 #: Fastest request rate per source an untrusted zone may allow before banning: no phone
 #: sends 100 requests a second, a scanner (SIPVicious svwar) does.
 MAX_REQUESTS_PER_SECOND = 100.0
+#: Shortest metrics.token that passes: 32 characters (128 bits as hex, the fix's
+#: ``openssl rand -hex 32`` gives 64), beyond guessing at any request rate.
+MIN_METRICS_TOKEN_LENGTH = 32
 #: Trusted zones may cover public addresses only in small blocks: all trusted zones
 #: together at most one /24 of public IPv4 addresses and one /48 of IPv6 (one site:
 #: RFC 6177), counted after merging overlaps; within that they pass with an observation.
@@ -637,7 +641,8 @@ _METRICS_FIX = 'voipsec config set metrics.token "\\"$(openssl rand -hex 32)\\""
 
 
 def check_metrics_exposure(config: Config) -> CheckResult:
-    """/metrics beyond loopback without a token fails (the metrics server asks no client
+    """A metrics.token shorter than MIN_METRICS_TOKEN_LENGTH fails (the fix makes 64 hex
+    digits); /metrics beyond loopback without a token fails (the metrics server asks no client
     certificate); so does allow_no_token without a token, wherever it listens."""
     m = config.metrics
     if not m.listen:
@@ -646,6 +651,14 @@ def check_metrics_exposure(config: Config) -> CheckResult:
     address = ipaddress.ip_address(host)
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         address = address.ipv4_mapped
+    if m.token and len(m.token) < MIN_METRICS_TOKEN_LENGTH:
+        return failed(
+            METRICS_EXPOSURE,
+            LOCAL,
+            f"metrics.token is {_count(len(m.token), 'character')}, fewer than "
+            f"{MIN_METRICS_TOKEN_LENGTH}: guessable",
+            _METRICS_FIX,
+        )
     if m.token:
         return passed(METRICS_EXPOSURE, LOCAL, f"metrics on {m.listen} with a token")
     found: list[str] = []

@@ -12,7 +12,8 @@ MD5. The hash of ``user:realm:`` is computed once per user and copied per candid
 
 The work is bounded: at most :data:`MAX_COMMON_PASSWORDS` list entries,
 :data:`MAX_MUTATED_BASES` of them mutated, and :data:`MAX_PASSWORD_USERS` users (about
-a microsecond per candidate, ~9,000 candidates: ten milliseconds per user). The result names users, never a password.
+a microsecond per candidate, ~9,000 candidates: ten milliseconds per user). The
+result names users, never a password.
 
 Sans-IO: the list's text, the digests and the realm come in as arguments.
 """
