@@ -494,7 +494,7 @@ def check_weak_password(config: Config, facts: LocalFacts) -> CheckResult:
 
 
 def check_srtp_required(config: Config) -> CheckResult:
-    """media.srtp other than "required" fails (RFC 3711; NIST SP 800-58 §9)."""
+    """media.srtp other than "required" fails (RFC 3711; NIST SP 800-58)."""
     observed = f"media.srtp {toml_literal(config.media.srtp)}"
     if config.media.srtp != "required":
         return failed(SRTP_REQUIRED, LOCAL, observed, config_fix("media.srtp", "required"))
