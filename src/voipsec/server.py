@@ -36,7 +36,7 @@ from .app.supervisor import Supervisor, leave_at_once, secure_run_dir, worker_sp
 from .app.transactions import TransactionDriver, publish_message
 from .app.watch import Revocations, RuleFiles
 from .calls import CallService
-from .config import Config, Listen
+from .config import DEFAULT_ZONE, Config, Listen
 from .core.auth import RequestAuthenticator, Role
 from .core.dispatch import (
     Answer,
@@ -492,7 +492,9 @@ def build_zone_map(config: Config) -> ZoneMap:
         )
         for z in config.zones
     ]
-    default = next((z for z in zones if z.name == "internet"), Zone(name="internet", networks=()))
+    default = next(
+        (z for z in zones if z.name == DEFAULT_ZONE), Zone(name=DEFAULT_ZONE, networks=())
+    )
     return ZoneMap(zones, default)
 
 

@@ -12,7 +12,10 @@ processes (``voipsec_cli``).
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -240,8 +243,7 @@ WEAKENINGS: list[tuple[str, Callable[[Path], None], str, str]] = [
         "server-cert-5-days",
         _server_certificate(5),
         "S-certificate-expiry",
-        "rm {d}/tls/server.crt && voipsec init --dir {d} (a new server certificate from "
-        "the CA), then send SIGHUP to voipsec serve",
+        "rm {d}/tls/server.crt && voipsec init --dir {d}",
     ),
     (
         "client-cert-off",
@@ -267,8 +269,8 @@ WEAKENINGS: list[tuple[str, Callable[[Path], None], str, str]] = [
         "webhook-http",
         _config("alerts.webhook", '"http://hooks.example.com/T0/not-shown"'),
         "L-alerts",
-        "voipsec config set alerts.webhook '\"https://hooks.example.com/...\"' (the same URL "
-        "over https)",
+        'voipsec config set alerts.webhook "\\"$(voipsec config get alerts.webhook'
+        ' | sed s,^http:,https:,)\\""',
     ),
     (
         "device-advisory",
@@ -326,3 +328,80 @@ def test_audit_local_fail_under_and_sarif_on_a_weakened_dir(copy: Path) -> None:
     assert failing == ["A-digest-md5"]
     passing = voipsec(*AUDIT, "--fail-under", "90", data_dir=copy)
     assert json.loads(passing.stdout)["score"] >= 90
+
+
+_WEAK_ZONES = (
+    '[{name = "loopback", cidrs = ["127.0.0.0/8", "::1/128"], trust = "trusted"}, '
+    '{name = "office", cidrs = ["192.168.0.0/16"], rate_ban = 1}, '
+    '{name = "internet", cidrs = ["10.0.0.0/8"], trust = "trusted", rate_ban = 1}]'
+)
+
+
+def _loose_files(data: Path) -> None:
+    """A world-writable CA directory, a TURN secret others may read, a hard link to the
+    CA key outside DIR and tls/ a symbolic link to a directory outside it."""
+    (data / "ca").chmod(0o777)
+    (data / "turn-secret").write_bytes(b"ab" * 16)
+    (data / "turn-secret").chmod(0o644)
+    (data.parent / "leaked.key").hardlink_to(data / "ca" / "ca.key")
+    real = data.parent / "tls-real"
+    (data / "tls").rename(real)
+    (data / "tls").symlink_to(real)
+
+
+def test_audit_local_every_printed_fix_runs_and_repairs(fresh: Path, tmp_path: Path) -> None:
+    """Every weakening at once, then every printed fix run as printed by a shell in the
+    directory above DIR (voipsec's default --dir is ./voipsec-data): all checks pass."""
+    data = tmp_path / "voipsec-data"
+    shutil.copytree(fresh, data, symlinks=True)
+    skip = {"device-advisory", "trusted-internet", "config-with-secret-0644"}
+    for name, apply, _, _ in WEAKENINGS:
+        if name not in skip:
+            apply(data)
+    _config("zones", _WEAK_ZONES)(data)
+    _config("turn.allowed_peers", '["::ffff:0:0:0/96"]')(data)
+    _config("metrics.token", '"a"')(data)
+    _loose_files(data)
+    found = _not_passed(_report(data))
+    expected = {c for n, _, c, _ in WEAKENINGS if n not in skip} | {"W-trusted-zone"}
+    assert {k: v[0] for k, v in found.items()} == dict.fromkeys(sorted(expected), "failed")
+    assert found["W-trusted-zone"][2] == found["F-ids"][2].split("; ")[-1]
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    shim = bin_dir / "voipsec"
+    shim.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m voipsec "$@"\n')
+    shim.chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    for _, _, fix in found.values():
+        done = subprocess.run(
+            ["/bin/bash", "-e", "-o", "pipefail", "-c", fix],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert (done.returncode, done.stderr) == (0, ""), fix
+    assert _not_passed(_report(data)) == {}
+
+
+def test_audit_local_unsavable_latest_prints_the_report_then_one_line(copy: Path) -> None:
+    # The fresh directory's own audit may have saved one already (test order).
+    (copy / "audit").mkdir(exist_ok=True)
+    (copy / "audit" / "latest.json").unlink(missing_ok=True)
+    (copy / "audit" / "latest.json").mkdir()
+    out = voipsec(*AUDIT, data_dir=copy, check=False)
+    assert out.returncode == 1
+    assert json.loads(out.stdout)["score"] == 100.0
+    assert out.stderr == (
+        f"voipsec: error: cannot save {copy / 'audit' / 'latest.json'}: Is a directory\n"
+    )
+    (copy / "audit" / "latest.json").rmdir()
+    (copy / "audit" / "latest.tmp").symlink_to(copy / "elsewhere")
+    out = voipsec(*AUDIT, data_dir=copy, check=False)
+    assert (out.returncode, out.stderr) == (
+        1,
+        f"voipsec: error: cannot save {copy / 'audit' / 'latest.json'}: "
+        "Too many levels of symbolic links\n",
+    )
+    assert not (copy / "elsewhere").exists()

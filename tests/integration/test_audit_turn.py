@@ -46,7 +46,10 @@ from voipsec.nat.stun import Attr, Message, MessageClass, Method
 pytestmark = pytest.mark.peers
 
 PEERS = [peer.address for peer in PROBED_PEERS]
-IPV6_PEERS = "::1, ::ffff:127.0.0.1, fe80::1, fc00::1"
+IPV6_PEERS = (
+    "::1, ::ffff:127.0.0.1, ::ffff:0:7f00:1, ::7f00:1, 64:ff9b::7f00:1, 2002:7f00:1::,"
+    " fe80::1, fc00::1"
+)
 COTURN_USER = ("probe", "secret")
 COTURN_OBSERVED = (
     "granted: 10.0.0.1, 172.16.0.1, 192.168.0.1, 169.254.169.254, 100.64.0.1,"

@@ -21,8 +21,9 @@ from voipsec.audit.localchecks import (
 )
 from voipsec.audit.localpasswords import StoredUser
 from voipsec.audit.model import CheckResult, Outcome
-from voipsec.config import Config, validate
+from voipsec.config import Config, validate, zone_cidrs
 from voipsec.endpoints.report import AdvisoryFinding, DevicePosture, Finding
+from voipsec.nat.peerfilter import PeerFilter
 from voipsec.pki.lifecycle import DAY
 from voipsec.records import CertificateRecord
 from voipsec.sip.digest import ha1
@@ -169,8 +170,7 @@ def test_localchecks_server_certificate_expiring_fails_with_init_line() -> None:
     assert _failed(_run(certificates=certs)) == {
         "S-certificate-expiry": (
             "server certificate expires in 5 days",
-            "rm '/srv/voip data/tls/server.crt' && voipsec init --dir '/srv/voip data'"
-            " (a new server certificate from the CA), then send SIGHUP to voipsec serve",
+            "rm '/srv/voip data/tls/server.crt' && voipsec init --dir '/srv/voip data'",
         )
     }
 
@@ -237,9 +237,10 @@ def test_localchecks_file_permissions_exact_fixes() -> None:
     assert (result.observed, result.fix) == (
         "the data directory is 0755, tls/server.key is 0644, voipsec.db is 0640, "
         "ca/ca.key is a symbolic link",
+        "t=\"$(readlink -f '/srv/voip data/ca/ca.key')\" && rm '/srv/voip data/ca/ca.key'"
+        " && cp -a \"$t\" '/srv/voip data/ca/ca.key' && chmod 600 '/srv/voip data/ca/ca.key'; "
         "chmod 700 '/srv/voip data'; chmod 600 '/srv/voip data/tls/server.key' "
-        "'/srv/voip data/voipsec.db'; replace the link '/srv/voip data/ca/ca.key' with the "
-        "file itself, mode 0600",
+        "'/srv/voip data/voipsec.db'",
     )
 
 
@@ -452,8 +453,8 @@ def test_localchecks_alerts_channels() -> None:
     result = lc.check_alerts(_config(webhook), _facts())
     assert (result.observed, result.fix) == (
         "alerts.webhook is plain http to hooks.example.com",
-        "voipsec config set alerts.webhook '\"https://hooks.example.com/...\"' "
-        "(the same URL over https)",
+        'voipsec config set alerts.webhook "\\"$(voipsec config get alerts.webhook'
+        ' | sed s,^http:,https:,)\\""',
     )
     assert "secret" not in result.observed + result.fix
     local = lc.check_alerts(_config({"alerts": {"webhook": "http://127.0.0.1:9000/a"}}), _facts())
@@ -586,3 +587,162 @@ def test_localchecks_dscp_zero_fails() -> None:
     assert lc.check_dscp(_config({"media": {"dscp": 34}})).observed == (
         "sip.dscp 24, media.dscp 34"
     )
+
+
+def test_localchecks_trusted_zone_named_internet_covers_every_address() -> None:
+    # server.build_zone_map gives every unlisted address the zone named "internet",
+    # whatever CIDRs it lists: trusted, it trusts the internet.
+    zones = [
+        {"name": "loopback", "cidrs": ["127.0.0.0/8", "::1/128"], "trust": "trusted"},
+        {"name": "internet", "cidrs": ["10.0.0.0/8"], "trust": "trusted"},
+    ]
+    listen = ["tls:0.0.0.0:5061", "udp:0.0.0.0:5060"]
+    assert _failed(_run({"zones": zones, "sip": {"listen": listen}})) == {
+        "S-plaintext-sip": (
+            "plaintext SIP on udp:0.0.0.0:5060, accepted from zone internet",
+            "voipsec config set sip.listen '[\"tls:0.0.0.0:5061\"]'",
+        ),
+        "W-trusted-zone": (
+            "trusted zone internet covers every address no other zone lists (0.0.0.0/0, ::/0)",
+            'voipsec config set zones \'[{name = "loopback", cidrs = ["127.0.0.0/8", '
+            '"::1/128"], trust = "trusted"}, {name = "internet", cidrs = ["10.0.0.0/8"]}]\'',
+        ),
+    }
+    assert zone_cidrs(_config({"zones": zones}).zones[1]) == ("10.0.0.0/8", "0.0.0.0/0", "::/0")
+    assert zone_cidrs(_config({"zones": zones}).zones[0]) == ("127.0.0.0/8", "::1/128")
+
+
+@pytest.mark.parametrize(
+    ("cidrs", "outcome"),
+    [
+        (["8.8.8.0/24"], Outcome.PASSED),
+        (["8.8.8.0/23"], Outcome.FAILED),
+        (["2a00:1::/48"], Outcome.PASSED),
+        (["2a00:1::/47"], Outcome.FAILED),
+        (["8.8.8.0/24", "8.8.8.128/25"], Outcome.PASSED),  # overlaps counted once
+        (["8.8.8.0/24", "10.0.0.0/8", "192.0.2.0/24"], Outcome.PASSED),  # special ones free
+    ],
+)
+def test_localchecks_trusted_zone_prefix_thresholds(cidrs: list[str], outcome: Outcome) -> None:
+    zones = [{"name": "t", "cidrs": cidrs, "trust": "trusted"}]
+    assert lc.check_trusted_zone(_config({"zones": zones})).outcome is outcome
+    assert (lc.MAX_TRUSTED_PUBLIC_V4, lc.MAX_TRUSTED_PUBLIC_V6) == (256, 2**80)
+
+
+def test_localchecks_trusted_zone_small_blocks_add_up() -> None:
+    many = [f"{a}.{b}.0.0/24" for a in (11, 12) for b in range(50)]
+    zones = [
+        {"name": "a", "cidrs": ["8.8.8.0/24"], "trust": "trusted"},
+        {"name": "b", "cidrs": many, "trust": "trusted"},
+    ]
+    result = lc.check_trusted_zone(_config({"zones": zones}))
+    assert result.outcome is Outcome.FAILED
+    assert result.observed == f"trusted zone b covers {', '.join(many)}"
+    assert result.fix == (
+        'voipsec config set zones \'[{name = "a", cidrs = ["8.8.8.0/24"], trust = "trusted"}, '
+        f'{{name = "b", cidrs = {toml_literal(many)}}}]\''
+    )
+    two = [{"name": "t", "cidrs": ["8.8.8.0/24", "9.9.9.0/24"], "trust": "trusted"}]
+    result = lc.check_trusted_zone(_config({"zones": two}))
+    assert (result.observed, result.fix) == (
+        "trusted zone t covers 9.9.9.0/24",
+        'voipsec config set zones \'[{name = "t", cidrs = ["8.8.8.0/24"], trust = "trusted"}]\'',
+    )
+
+
+def test_localchecks_file_permissions_owner_links_public_and_parents() -> None:
+    files = (
+        FileFact(name="", path="/d", mode=0o700, directory=True, uid=1000),
+        FileFact(name="ca", path="/d/ca", mode=0o755, directory=True, public=True, uid=1000),
+        FileFact(name="tls", path="/d/tls", mode=0o775, directory=True, public=True, uid=1000),
+        FileFact(name="ca/ca.crt", path="/d/ca/ca.crt", mode=0o644, public=True, uid=1000),
+        FileFact(name="ca/ca.key", path="/d/ca/ca.key", mode=0o600, uid=65534),
+        FileFact(name="tls/server.key", path="/d/tls/server.key", mode=0o600, nlink=2),
+        FileFact(name="/tmp", path="/tmp", mode=0o1777, parent=True),
+        FileFact(name="/srv", path="/srv", mode=0o757, parent=True),
+        FileFact(name="/", path="/", mode=0o775, parent=True),
+    )
+    result = lc.check_file_permissions(_facts(files=files, data_dir="/d", owner=1000))
+    assert (result.outcome, result.observed, result.fix) == (
+        Outcome.FAILED,
+        "tls is 0775, ca/ca.key is owned by uid 65534, not the data directory's owner, "
+        "tls/server.key has 2 hard links, parent directory /srv is 0757",
+        "cp -p /d/tls/server.key /d/tls/server.key.new && mv /d/tls/server.key.new "
+        "/d/tls/server.key; chown --reference=/d /d/ca/ca.key; chmod go-w /d/tls; "
+        "chmod o-w /srv",
+    )
+
+
+@pytest.mark.parametrize(
+    ("cidr", "why", "inside"),
+    [
+        ("::ffff:0:0:0/96", "SIIT IPv4-translated (RFC 2765)", "::ffff:0:a00:1"),
+        ("::ffff:8.0.0.0/102", "IPv4-mapped (RFC 4291)", "::ffff:10.0.0.1"),
+        ("64:ff9b::a00:0/104", "NAT64 (RFC 6052)", "64:ff9b::a00:1"),
+        ("2002:a9fe:a9fe::/48", "6to4 (RFC 3056)", "2002:a9fe:a9fe::1"),
+        ("::a00:0/104", "IPv4-compatible (RFC 4291)", "::a00:1"),
+    ],
+)
+def test_localchecks_turn_peer_filter_embedded_ipv4_forms(cidr: str, why: str, inside: str) -> None:
+    # What the peer filter itself lets through with this entry: an internal IPv4 peer.
+    assert PeerFilter(allowed=[cidr]).allows(inside)
+    assert not PeerFilter().allows(inside)
+    result = lc.check_turn_peer_filter(_config({"turn": {"allowed_peers": [cidr]}}))
+    assert (result.outcome, result.observed, result.fix) == (
+        Outcome.FAILED,
+        f"turn.allowed_peers exempts {cidr} ({why})",
+        "voipsec config set turn.allowed_peers '[]'",
+    )
+
+
+@pytest.mark.parametrize(
+    "cidr",
+    ["::ffff:8.8.8.0/120", "64:ff9b::808:808/128", "2002:808:808::/48", "::ffff:0:808:0/112"],
+)
+def test_localchecks_turn_peer_filter_embedded_public_forms_pass(cidr: str) -> None:
+    result = lc.check_turn_peer_filter(_config({"turn": {"allowed_peers": [cidr]}}))
+    assert result.outcome is Outcome.PASSED
+
+
+def test_localchecks_server_certificate_foreign_or_not_yet_valid_fails() -> None:
+    fix = "rm '/srv/voip data/tls/server.crt' && voipsec init --dir '/srv/voip data'"
+    ca = CertFact(kind="ca", path=f"{DIR}/ca/ca.crt", not_after=NOW + 3000 * DAY)
+    for foreign in ("does not match tls/server.key", "is not signed by ca/ca.crt"):
+        server = CertFact(
+            kind="server",
+            path=f"{DIR}/tls/server.crt",
+            not_after=NOW + 800 * DAY,
+            foreign=foreign,
+        )
+        assert _failed(_run(certificates=(server, ca))) == {
+            "S-certificate-expiry": (f"server certificate {foreign}", fix)
+        }
+    early = CertFact(
+        kind="server",
+        path=f"{DIR}/tls/server.crt",
+        not_after=NOW + 800 * DAY,
+        not_before=NOW + 3 * DAY,
+    )
+    assert _failed(_run(certificates=(early, ca))) == {
+        "S-certificate-expiry": ("server certificate not valid for 3 days yet", fix)
+    }
+
+
+def test_localchecks_metrics_token_shorter_than_the_minimum_fails() -> None:
+    short = "t" * (lc.MIN_METRICS_TOKEN_LENGTH - 1)
+    for listen in ("127.0.0.1:9100", "0.0.0.0:8443"):
+        result = lc.check_metrics_exposure(_config({"metrics": {"listen": listen, "token": short}}))
+        assert (result.outcome, result.observed, result.fix) == (
+            Outcome.FAILED,
+            "metrics.token is 31 characters, fewer than 32: guessable",
+            'voipsec config set metrics.token "\\"$(openssl rand -hex 32)\\""',
+        )
+    one = lc.check_metrics_exposure(_config({"metrics": {"listen": "0.0.0.0:8443", "token": "a"}}))
+    assert one.observed == "metrics.token is 1 character, fewer than 32: guessable"
+
+
+def test_localchecks_cite_nist_sp_800_58_by_name_only() -> None:
+    # Its section numbers could not be verified: the document is cited by name.
+    source = Path(lc.__file__).read_text(encoding="utf-8")
+    assert "800-58 §" not in source
+    assert "800-58 section" not in source.lower()

@@ -7,9 +7,12 @@ from importlib.resources import files
 from voipsec.audit.local import COMMON_LIST_FILE
 from voipsec.audit.localpasswords import (
     MAX_COMMON_PASSWORDS,
+    MAX_MUTATED_BASES,
     MAX_PASSWORD_USERS,
+    MIN_MUTATED_LENGTH,
     PasswordScan,
     StoredUser,
+    mutations,
     name_guesses,
     parse_password_list,
     scan_passwords,
@@ -84,3 +87,37 @@ def test_localpasswords_scan_stops_at_max_password_users() -> None:
     ]
     scan = scan_passwords(users, REALM, ())
     assert (scan.checked, scan.unchecked) == (MAX_PASSWORD_USERS, 3)
+
+
+def test_localpasswords_mutated_common_words_and_realm_are_found() -> None:
+    # Each accepted by `voipsec user add` (8 characters or more), none in the list itself.
+    cases = {
+        "carol": "Password1",
+        "eve": "Qwerty123",
+        "ivy": "iloveyou1",
+        "oli": "welcome1",
+        "mia": "letmein!",
+        "ned": "Summer2024!",
+        "wes": "Example1",  # the realm's first label, capitalised, + 1
+        "zed": "example.test1",  # the realm + 1
+    }
+    text = files("voipsec.audit").joinpath("data", COMMON_LIST_FILE).read_text(encoding="utf-8")
+    common = parse_password_list(text)
+    assert not set(cases.values()) & set(common)
+    users = [_user(n, p) for n, p in cases.items()] + [_user("ok", "v7-Qp2x-Lm9a")]
+    scan = scan_passwords(users, REALM, common)
+    assert scan == PasswordScan(weak=tuple(sorted(cases)), checked=9, unchecked=0)
+
+
+def test_localpasswords_mutations_bounded() -> None:
+    forms = mutations(["qwerty"])
+    assert forms[:4] == ("qwerty12", "qwerty123", "qwerty1234", "qwerty1!")
+    assert "Qwerty2029!" in forms and "Qwerty2030" not in forms
+    assert all(len(f) >= MIN_MUTATED_LENGTH for f in forms)
+    assert len(mutations(["x" * 8])) == 2 * 32  # 32 suffixes, two cases
+    text = "\n".join(f"w{i:07d}" for i in range(MAX_MUTATED_BASES + 1))
+    common = parse_password_list(text)
+    # The entry past MAX_MUTATED_BASES is tried as it is, never mutated.
+    last = common[MAX_MUTATED_BASES]
+    users = [_user("a", last), _user("b", last + "1"), _user("c", common[0] + "1")]
+    assert scan_passwords(users, REALM, common).weak == ("a", "c")

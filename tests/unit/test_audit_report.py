@@ -183,3 +183,15 @@ def test_report_render_every_format() -> None:
     assert render(report, "text", "x") == to_text(report)
     assert render(report, "md", "x") == to_markdown(report)
     assert render(report, "sarif", "x") == to_sarif(report, "x")
+
+
+def test_report_markdown_cells_escape_html_code_and_pipes() -> None:
+    hostile = failed(
+        TLS, "sips:h:5061", "Server: <img src=x onerror=alert(1)> & `rm` | x", "a && b"
+    )
+    report = score([hostile], started=0.0, targets=["sips:h:5061"])
+    row = [line for line in to_markdown(report).splitlines() if "onerror" in line]
+    assert row == [
+        "| FAIL | S-tls-version | high | sips:h:5061 | Server: &lt;img src=x onerror=alert(1)&gt;"
+        " &amp; &#96;rm&#96; \\| x | a &amp;&amp; b |"
+    ]

@@ -12,6 +12,7 @@ import contextlib
 import socket
 import threading
 from collections.abc import Iterator
+from ipaddress import ip_address
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,7 @@ from voipsec.audit.options import ProbeOptions
 from voipsec.audit.targets import TurnTarget
 from voipsec.audit.turnpeers import (
     PEER_PORT,
+    PROBED_PEERS,
     SPEC,
     LongTerm,
     PeerAnswer,
@@ -31,6 +33,7 @@ from voipsec.audit.turnpeers import (
     allocate_attributes,
     allocation_for,
     build_request,
+    coturn_fix,
     judge,
     own_fix,
     permission_attributes,
@@ -40,7 +43,7 @@ from voipsec.audit.turnpeers import (
     retry_credentials,
 )
 from voipsec.config import Config
-from voipsec.nat import stun
+from voipsec.nat import peerfilter, stun
 from voipsec.nat.credentials import long_term_key
 from voipsec.nat.stun import (
     FAMILY_IPV4,
@@ -172,11 +175,19 @@ def test_turnpeers_permission_verdicts() -> None:
         verdict=PeerVerdict.UNTESTED,
         detail="no IPv6 allocation: 440; 443 Peer Address Family Mismatch",
     )
-    assert permission_verdict("::1", None).detail == "no answer"
+    assert permission_verdict("::1", None) == PeerAnswer(
+        peer="::1", verdict=PeerVerdict.UNEXPECTED, detail="no answer"
+    )
     forged = permission_verdict("::1", TurnAnswer(kind=TurnAnswerKind.FORGED))
     assert (forged.verdict, forged.detail) == (
-        PeerVerdict.UNTESTED,
+        PeerVerdict.UNEXPECTED,
         "a success without valid MESSAGE-INTEGRITY",
+    )
+    # A family mismatch on the peer's own family, or another error, is unexpected.
+    assert permission_verdict("::1", mismatch).verdict is PeerVerdict.UNEXPECTED
+    bad = TurnAnswer(kind=TurnAnswerKind.ERROR, code=400)
+    assert permission_verdict("10.0.0.1", bad) == PeerAnswer(
+        peer="10.0.0.1", verdict=PeerVerdict.UNEXPECTED, detail="400 Bad Request"
     )
 
 
@@ -188,12 +199,13 @@ def test_turnpeers_judge_fails_on_any_grant_with_coturn_fix() -> None:
         PeerAnswer(peer="127.0.0.1", verdict=PeerVerdict.GRANTED),
         PeerAnswer(peer="10.0.0.1", verdict=PeerVerdict.REFUSED),
         PeerAnswer(peer="::ffff:127.0.0.1", verdict=PeerVerdict.GRANTED),
-        PeerAnswer(peer="fe80::1", verdict=PeerVerdict.UNTESTED, detail="no answer"),
+        PeerAnswer(peer="fe80::1", verdict=PeerVerdict.UNEXPECTED, detail="no answer"),
     ]
     result = judge(TARGET, answers, allowed=None)
     assert (result.spec, result.outcome, result.target) == (SPEC, Outcome.FAILED, TARGET)
     assert result.observed == (
-        "granted: 127.0.0.1, ::ffff:127.0.0.1; refused: 10.0.0.1; not testable (no answer): fe80::1"
+        "granted: 127.0.0.1, ::ffff:127.0.0.1; refused: 10.0.0.1;"
+        " unexpected answer (no answer): fe80::1"
     )
     assert result.fix == (
         "refuse internal peers in the TURN server's relay policy (RFC 8656 §21); for coturn:"
@@ -220,6 +232,24 @@ def test_turnpeers_judge_passes_only_with_a_refusal() -> None:
         "not testable (443 Peer Address Family Mismatch): ::1",
     )
     assert judge(TARGET, [], allowed=None).observed == "no peer asked"
+
+
+def test_turnpeers_judge_unexpected_answers_are_an_error() -> None:
+    # A hostile server: 403 for loopback, a forged success or a 400/508 for the others.
+    answers = [
+        permission_verdict("127.0.0.1", TurnAnswer(kind=TurnAnswerKind.ERROR, code=403)),
+        permission_verdict("10.0.0.1", TurnAnswer(kind=TurnAnswerKind.FORGED)),
+        permission_verdict("172.16.0.1", TurnAnswer(kind=TurnAnswerKind.ERROR, code=400)),
+        permission_verdict("192.168.0.1", TurnAnswer(kind=TurnAnswerKind.ERROR, code=508)),
+    ]
+    result = judge(TARGET, answers, allowed=None)
+    assert (result.outcome, result.observed, result.fix) == (
+        Outcome.ERROR,
+        "refused: 127.0.0.1; unexpected answer (a success without valid MESSAGE-INTEGRITY):"
+        " 10.0.0.1; unexpected answer (400 Bad Request): 172.16.0.1;"
+        " unexpected answer (508 Insufficient Capacity): 192.168.0.1",
+        "",
+    )
 
 
 def test_turnpeers_own_fix_keeps_only_public_entries() -> None:
@@ -360,3 +390,86 @@ def test_turnprobe_closed_port_is_an_error() -> None:
         Outcome.ERROR,
         "port unreachable: no TURN server there",
     )
+
+
+def test_turnprobe_secret_not_a_small_regular_file_is_an_error(tmp_path: Path) -> None:
+    options = ProbeOptions(own=Config(), data_dir=tmp_path)
+    secret = tmp_path / "turn-secret"
+    secret.symlink_to("/dev/zero")
+    [result] = turnprobe.turn_results(TurnTarget("127.0.0.1", 9), options)
+    assert (result.outcome, result.observed) == (
+        Outcome.ERROR,
+        f"cannot read {secret}: Too many levels of symbolic links",
+    )
+    secret.unlink()
+    secret.write_bytes(b"a" * (turnprobe.MAX_SECRET_BYTES + 1))
+    [result] = turnprobe.turn_results(TurnTarget("127.0.0.1", 9), options)
+    assert (result.outcome, result.observed) == (
+        Outcome.ERROR,
+        f"cannot read {secret}: {secret}: larger than {turnprobe.MAX_SECRET_BYTES} bytes",
+    )
+
+
+def test_turnpeers_probed_peers_include_every_embedded_loopback_form() -> None:
+    embedded = [
+        "::ffff:127.0.0.1",
+        "::ffff:0:7f00:1",
+        "::7f00:1",
+        "64:ff9b::7f00:1",
+        "2002:7f00:1::",
+    ]
+    assert [p.address for p in PROBED_PEERS if p.address in embedded] == embedded
+    for address in embedded:
+        assert str(peerfilter.normalise(ip_address(address))) == "127.0.0.1"
+        assert not peerfilter.PeerFilter().allows(address)
+    # Room for them all within MAX_REQUESTS: two challenged Allocates and every peer.
+    assert 4 + len(PROBED_PEERS) <= turnprobe.MAX_REQUESTS
+    assert coturn_fix(["64:ff9b::7f00:1", "2002:7f00:1::"]) == (
+        "refuse internal peers in the TURN server's relay policy (RFC 8656 §21); for coturn:"
+        " denied-peer-ip=64:ff9b::-64:ff9b::ffff:ffff,"
+        " denied-peer-ip=2002::-2002:ffff:ffff:ffff:ffff:ffff:ffff:ffff;"
+        " remove allow-loopback-peers"
+    )
+
+
+def test_turnprobe_endless_stale_nonces_stop_after_max_challenges() -> None:
+    """A server that answers every Allocate with 438 and a new NONCE: the probe gives up
+    after 1 + MAX_CHALLENGES requests for it, an error."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.settimeout(0.05)
+    seen: list[Message] = []
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                data, peer = sock.recvfrom(2048)
+            except TimeoutError:
+                continue
+            request = stun.parse_message(data)
+            seen.append(request)
+            code = 438 if request.has(Attr.MESSAGE_INTEGRITY) else 401
+            reply = Message(
+                method=request.method,
+                cls=MessageClass.ERROR,
+                transaction_id=request.transaction_id,
+                attributes=(
+                    (Attr.ERROR_CODE, stun.encode_error_code(code)),
+                    (Attr.REALM, b"audit.test"),
+                    (Attr.NONCE, f"n{len(seen)}".encode()),
+                ),
+            )
+            sock.sendto(stun.encode(reply), peer)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        options = ProbeOptions(turn_user="probe", turn_password="secret", timeout=1.0)
+        [result] = turnprobe.turn_results(TurnTarget("127.0.0.1", sock.getsockname()[1]), options)
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+        sock.close()
+    assert (result.outcome, result.observed) == (Outcome.ERROR, "IPv4 Allocate: 438 Stale Nonce")
+    assert len(seen) == 1 + turnprobe.MAX_CHALLENGES

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import tomllib
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import pytest
 
 from voipsec.config import (
     DEFAULT_TOML,
+    MAX_CONFIG_BYTES,
     MAX_EXPIRY_WARNING_DAYS,
     MAX_SESSION_TICKETS,
     MAX_UDP_BUFFER,
@@ -603,3 +605,21 @@ def test_config_wss_listener_refused_beside_required_client_certificates(tmp_pat
     ]
     path.write_text('[sip]\nlisten = ["tls:127.0.0.1:5061", "wss:127.0.0.1:8443"]\n')
     assert load(path).sip.listeners()[1].transport == "wss"
+
+
+def test_config_load_refuses_a_device_a_fifo_and_a_file_over_the_limit(tmp_path: Path) -> None:
+    reason = f"not a regular file of at most {MAX_CONFIG_BYTES} bytes"
+    zero = tmp_path / "zero.toml"
+    zero.symlink_to("/dev/zero")
+    fifo = tmp_path / "fifo.toml"
+    os.mkfifo(fifo)
+    big = tmp_path / "big.toml"
+    big.write_bytes(b"#" * (MAX_CONFIG_BYTES + 1))
+    for path in (zero, fifo, big):
+        with pytest.raises(ConfigError) as info:
+            load(path)
+        assert info.value.problems == [f"{path}: {reason}"]
+    fits = tmp_path / "fits.toml"
+    fits.write_bytes(b"#" * MAX_CONFIG_BYTES)
+    fits.chmod(0o600)
+    assert load(fits) == load(fits)

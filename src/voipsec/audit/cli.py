@@ -95,14 +95,22 @@ def run_audit(
 
 
 def _save_latest(data_dir: Path, report: AuditReport) -> None:
-    """``DIR/audit/latest.json``, written 0600 through a temporary and renamed."""
+    """``DIR/audit/latest.json``, written 0600 through a temporary and renamed; an
+    error is one line (AuditFailed)."""
     path = data_dir / LATEST_FILE
-    path.parent.mkdir(mode=0o700, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump(report_dict(report), handle, indent=2)
-    os.replace(tmp, path)
+    try:
+        path.parent.mkdir(mode=0o700, exist_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    except OSError as err:
+        raise AuditFailed(f"cannot save {path}: {err.strerror or err}") from None
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(report_dict(report), handle, indent=2)
+        os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise AuditFailed(f"cannot save {path}: {err.strerror or err}") from None
 
 
 def audit(
@@ -166,8 +174,9 @@ def audit(
         options=options,
         live_own=live,
     )
+    # The report is printed first: a broken DIR/audit must not lose it.
+    typer.echo(render(report, fmt, __version__), nl=False)
     if own:
         _save_latest(dir, report)
-    typer.echo(render(report, fmt, __version__), nl=False)
     if fail_under is not None and report.overall < fail_under:
         raise typer.Exit(EXIT_UNDER)

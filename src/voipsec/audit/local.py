@@ -21,10 +21,13 @@ from pathlib import Path
 from typing import Literal
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
 
 from ..config import CONFIG_NAME, Config
 from ..endpoints.loader import load_advisories
 from ..endpoints.report import compliance_report
+from ..nat.keystore import SECRET_NAME
 from ..pki.ca import CaPaths, ServerPaths
 from ..records import StoreError
 from ..rulefile import RuleFileError
@@ -32,39 +35,80 @@ from ..storage import DB_NAME, Store
 from .localchecks import SPECS, CertFact, FileFact, LocalFacts, local_checks
 from .localpasswords import StoredUser, parse_password_list
 from .model import CheckResult
+from .options import read_bounded
 
-__all__ = ["COMMON_LIST_FILE", "MAX_DEVICE_KEY_FILES", "SPECS", "gather_facts", "local_results"]
+__all__ = [
+    "COMMON_LIST_FILE",
+    "MAX_CERTIFICATE_BYTES",
+    "MAX_DEVICE_KEY_FILES",
+    "SPECS",
+    "gather_facts",
+    "local_results",
+]
 
 #: The shipped list of common passwords (its source is in its header).
 COMMON_LIST_FILE = "common-passwords.txt"
 #: Device key files (DIR/devices/*/*.key, *.p12) looked at: ``ca issue`` writes two per
 #: device; a site has hundreds. Past this the rest is not stat'ed (sorted by name).
 MAX_DEVICE_KEY_FILES = 10_000
+#: Bytes read of a certificate or a key file: a PEM certificate or EC/RSA key is one
+#: to a few KiB; anything larger is not voipsec's (a link to /dev/zero, say).
+MAX_CERTIFICATE_BYTES = 64 * 1024
 #: The demo user's password file that ``voipsec init`` writes.
 DEMO_FILE = "demo-user.txt"
 
 
-def _file_fact(data_dir: Path, name: str) -> FileFact:
+def _file_fact(
+    data_dir: Path, name: str, *, directory: bool = False, public: bool = False
+) -> FileFact:
     path = data_dir / name
     try:
         info = os.lstat(path)
     except OSError:
-        return FileFact(name=name, path=str(path), mode=None)
+        return FileFact(name=name, path=str(path), mode=None, directory=directory)
     return FileFact(
         name=name,
         path=str(path),
         mode=stat.S_IMODE(info.st_mode),
+        directory=directory,
         symlink=stat.S_ISLNK(info.st_mode),
+        uid=info.st_uid,
+        nlink=info.st_nlink,
+        public=public,
     )
 
 
-def _files(data_dir: Path) -> tuple[FileFact, ...]:
+def _parents(data_dir: Path) -> list[FileFact]:
+    """The directories above ``data_dir`` up to ``/`` (resolved: the real ones)."""
     facts: list[FileFact] = []
     try:
-        mode: int | None = stat.S_IMODE(os.stat(data_dir).st_mode)
-    except OSError:
-        mode = None
-    facts.append(FileFact(name="", path=str(data_dir), mode=mode, directory=True))
+        real = data_dir.resolve()
+    except (OSError, RuntimeError):
+        return facts
+    for parent in real.parents:
+        try:
+            mode: int | None = stat.S_IMODE(os.stat(parent).st_mode)
+        except OSError:
+            mode = None
+        facts.append(FileFact(name=str(parent), path=str(parent), mode=mode, parent=True))
+    return facts
+
+
+def _files(data_dir: Path) -> tuple[FileFact, ...]:
+    facts = [_file_fact(data_dir, "", directory=True)]
+    facts[0] = replace(facts[0], path=str(data_dir), symlink=False)
+    facts += [
+        _file_fact(data_dir, d, directory=True, public=True)
+        for d in (
+            CaPaths.in_dir(Path()).key.parent.name,
+            ServerPaths.in_dir(Path()).key.parent.name,
+            "devices",
+        )
+    ]
+    facts += [
+        _file_fact(data_dir, str(CaPaths.in_dir(Path()).cert), public=True),
+        _file_fact(data_dir, str(ServerPaths.in_dir(Path()).cert), public=True),
+    ]
     names = [
         str(CaPaths.in_dir(Path()).key),
         str(ServerPaths.in_dir(Path()).key),
@@ -73,9 +117,10 @@ def _files(data_dir: Path) -> tuple[FileFact, ...]:
         f"{DB_NAME}-shm",
         CONFIG_NAME,
         DEMO_FILE,
+        SECRET_NAME,
     ]
     devices = data_dir / "devices"
-    if devices.is_dir():
+    if devices.is_dir() and not devices.is_symlink():
         found = sorted(
             p.relative_to(data_dir).as_posix()
             for pattern in ("*/*.key", "*/*.p12")
@@ -83,17 +128,53 @@ def _files(data_dir: Path) -> tuple[FileFact, ...]:
         )
         names += found[:MAX_DEVICE_KEY_FILES]
     facts += [_file_fact(data_dir, n) for n in names]
+    facts += _parents(data_dir)
     return tuple(facts)
+
+
+def _load_certificate(path: Path) -> x509.Certificate:
+    return x509.load_pem_x509_certificate(read_bounded(path, MAX_CERTIFICATE_BYTES))
 
 
 def _certificate(kind: Literal["server", "ca"], path: Path) -> CertFact:
     try:
-        cert = x509.load_pem_x509_certificate(path.read_bytes())
+        cert = _load_certificate(path)
     except FileNotFoundError:
         return CertFact(kind=kind, path=str(path), not_after=None, error=f"{path} not found")
-    except (OSError, ValueError) as err:
+    except OSError as err:
+        return CertFact(kind=kind, path=str(path), not_after=None, error=str(err))
+    except ValueError as err:
         return CertFact(kind=kind, path=str(path), not_after=None, error=f"{path}: {err}")
-    return CertFact(kind=kind, path=str(path), not_after=cert.not_valid_after_utc.timestamp())
+    return CertFact(
+        kind=kind,
+        path=str(path),
+        not_after=cert.not_valid_after_utc.timestamp(),
+        not_before=cert.not_valid_before_utc.timestamp(),
+    )
+
+
+def _foreign(data_dir: Path) -> str:
+    """Why tls/server.crt is not this installation's, or "" (also when a file cannot be
+    read: that is the certificate's or the key's own finding)."""
+    server = ServerPaths.in_dir(data_dir)
+    ca = CaPaths.in_dir(data_dir)
+    try:
+        cert = _load_certificate(server.cert)
+        ca_cert = _load_certificate(ca.cert)
+        key = serialization.load_pem_private_key(
+            read_bounded(server.key, MAX_CERTIFICATE_BYTES), password=None
+        )
+    except (OSError, ValueError, TypeError):
+        return ""
+    der = serialization.Encoding.DER
+    spki = serialization.PublicFormat.SubjectPublicKeyInfo
+    if cert.public_key().public_bytes(der, spki) != key.public_key().public_bytes(der, spki):
+        return f"does not match {server.key.relative_to(data_dir)}"
+    try:
+        cert.verify_directly_issued_by(ca_cert)
+    except (ValueError, TypeError, InvalidSignature):
+        return f"is not signed by {ca.cert.relative_to(data_dir)}"
+    return ""
 
 
 def _common_passwords() -> tuple[str, ...]:
@@ -104,13 +185,18 @@ def _common_passwords() -> tuple[str, ...]:
 def gather_facts(data_dir: Path, config: Config, now: float) -> LocalFacts:
     """Everything the local checks judge, read from ``data_dir`` (modes first)."""
     file_facts = _files(data_dir)
-    certificates = (
-        _certificate("server", ServerPaths.in_dir(data_dir).cert),
-        _certificate("ca", CaPaths.in_dir(data_dir).cert),
-    )
+    server = _certificate("server", ServerPaths.in_dir(data_dir).cert)
+    if server.not_after is not None:
+        server = replace(server, foreign=_foreign(data_dir))
+    certificates = (server, _certificate("ca", CaPaths.in_dir(data_dir).cert))
     smtp_ca = config.alerts.smtp_ca
+    try:
+        owner: int | None = os.stat(data_dir).st_uid
+    except OSError:
+        owner = None
     base = LocalFacts(
         data_dir=str(data_dir),
+        owner=owner,
         files=file_facts,
         certificates=certificates,
         common_passwords=_common_passwords(),

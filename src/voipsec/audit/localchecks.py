@@ -26,12 +26,14 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from ..config import (
+    DEFAULT_ZONE,
     SANITY_CHECKS,
     Config,
     MediaSection,
     SipSection,
     ZoneSection,
     parse_listen,
+    zone_cidrs,
 )
 from ..endpoints.report import DevicePosture
 from ..nat.peerfilter import DENIED_IPV4, DENIED_IPV6
@@ -57,12 +59,16 @@ from .specs import (
     TURN_PEER_FILTER,
     WEAK_PASSWORD,
 )
+from .turnpeers import internal_reasons
 
 __all__ = [
     "LOCAL",
     "MAX_LISTED",
     "MAX_REQUESTS_PER_SECOND",
+    "MAX_TRUSTED_PUBLIC_V4",
+    "MAX_TRUSTED_PUBLIC_V6",
     "MIN_BAN_SECONDS",
+    "MIN_METRICS_TOKEN_LENGTH",
     "MIN_V4_PREFIX",
     "MIN_V6_PREFIX",
     "SPECS",
@@ -84,10 +90,16 @@ MIN_BAN_SECONDS = 60
 #: Fastest request rate per source an untrusted zone may allow before banning: no phone
 #: sends 100 requests a second, a scanner (SIPVicious svwar) does.
 MAX_REQUESTS_PER_SECOND = 100.0
-#: A trusted zone may cover public addresses only in small blocks: prefixes of at least
-#: /24 (IPv4) and /48 (IPv6, one site: RFC 6177) pass with an observation.
+#: Shortest metrics.token that passes: 32 characters (128 bits as hex, the fix's
+#: ``openssl rand -hex 32`` gives 64), beyond guessing at any request rate.
+MIN_METRICS_TOKEN_LENGTH = 32
+#: Trusted zones may cover public addresses only in small blocks: all trusted zones
+#: together at most one /24 of public IPv4 addresses and one /48 of IPv6 (one site:
+#: RFC 6177), counted after merging overlaps; within that they pass with an observation.
 MIN_V4_PREFIX = 24
 MIN_V6_PREFIX = 48
+MAX_TRUSTED_PUBLIC_V4 = 2 ** (32 - MIN_V4_PREFIX)
+MAX_TRUSTED_PUBLIC_V6 = 2 ** (128 - MIN_V6_PREFIX)
 
 SPECS: tuple[CheckSpec, ...] = (
     PLAINTEXT_SIP,
@@ -123,6 +135,16 @@ class FileFact:
     mode: int | None
     directory: bool = False
     symlink: bool = False
+    #: Its owner's uid (None: not read): it must be the data directory's owner.
+    uid: int | None = None
+    #: Hard links to it: a second one (outside DIR, say) keeps the key where its mode
+    #: and owner are not checked.
+    nlink: int = 1
+    #: A certificate or a subdirectory: others may read it, no one else may write it.
+    public: bool = False
+    #: A directory above the data directory: whoever may write it may rename DIR away
+    #: and put another in its place, unless its sticky bit is set.
+    parent: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -134,6 +156,11 @@ class CertFact:
     path: str
     not_after: float | None
     error: str = ""
+    #: Its first valid second (None: not read).
+    not_before: float | None = None
+    #: Why the server certificate is not this installation's: its key is not
+    #: tls/server.key's, or the CA did not sign it ("" when it is).
+    foreign: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -153,6 +180,8 @@ class LocalFacts:
     devices_error: str = ""
     #: Whether alerts.smtp_ca names an existing file (None: not set).
     smtp_ca_present: bool | None = None
+    #: The data directory owner's uid (None: not read).
+    owner: int | None = None
 
 
 # -- fix lines ------------------------------------------------------------------------
@@ -201,23 +230,30 @@ def _joined(fixes: Sequence[str]) -> str:
 # -- S: signaling -----------------------------------------------------------------------
 
 
-def _untrusted_zones(config: Config) -> list[ZoneSection]:
-    """Untrusted zones, and the implicit "internet" one when none is named so
-    (server.build_zone_map: addresses in no zone get it, with every transport)."""
-    zones = [z for z in config.zones if z.trust != "trusted"]
-    if not any(z.name == "internet" for z in config.zones):
-        zones.append(ZoneSection(name="internet", cidrs=["0.0.0.0/0", "::/0"]))
+def _exposed_zones(config: Config) -> list[ZoneSection]:
+    """Zones that hold the internet: untrusted zones, the implicit "internet" one when
+    none is named so (server.build_zone_map: addresses in no zone get it, with every
+    transport), and trusted zones covering more public addresses than a trusted zone
+    may (:func:`check_trusted_zone`; the zone named "internet" covers every address)."""
+    zones = [
+        z
+        for z in config.zones
+        if z.trust != "trusted" or any(_over_budget(_public_counts(zone_cidrs(z))))
+    ]
+    if not any(z.name == DEFAULT_ZONE for z in config.zones):
+        zones.append(ZoneSection(name=DEFAULT_ZONE, cidrs=["0.0.0.0/0", "::/0"]))
     return zones
 
 
 def check_plaintext_sip(config: Config) -> CheckResult:
-    """UDP/TCP listeners fail when an untrusted zone accepts their transport (RFC 3261
-    §26.2.1: TLS for signaling); confined to trusted zones they pass, said so."""
+    """UDP/TCP listeners fail when a zone that holds the internet accepts their transport
+    (RFC 3261 §26.2.1: TLS for signaling); confined to trusted zones of private or
+    small public blocks they pass, said so."""
     plain = [x for x in config.sip.listen if parse_listen(x).transport in ("udp", "tcp")]
     if not plain:
         return passed(PLAINTEXT_SIP, LOCAL, f"sip.listen: {', '.join(config.sip.listen)}")
     transports = {parse_listen(x).transport for x in plain}
-    exposed = [z.name for z in _untrusted_zones(config) if transports & set(z.transports)]
+    exposed = [z.name for z in _exposed_zones(config) if transports & set(z.transports)]
     if not exposed:
         trusted = [z.name for z in config.zones if z.trust == "trusted"]
         return passed(
@@ -262,10 +298,9 @@ _CERT_LABELS = {"server": "server certificate", "ca": "CA certificate"}
 
 def _cert_fix(cert: CertFact, data_dir: str) -> str:
     if cert.kind == "server":
-        return (
-            f"rm {shlex.quote(cert.path)} && voipsec init --dir {shlex.quote(data_dir)}"
-            " (a new server certificate from the CA), then send SIGHUP to voipsec serve"
-        )
+        # voipsec init issues a new key and certificate from the CA when server.crt is
+        # gone; voipsec serve loads them on SIGHUP (docs/audit.md).
+        return f"rm {shlex.quote(cert.path)} && voipsec init --dir {shlex.quote(data_dir)}"
     return (
         "the CA cannot be renewed in place: voipsec init a new data directory, move the "
         "users to it and issue every device a certificate from its CA"
@@ -284,6 +319,14 @@ def check_certificate_expiry(config: Config, facts: LocalFacts, now: float) -> C
         label = _CERT_LABELS[cert.kind]
         if cert.not_after is None:
             errors.append(f"{label}: {cert.error}")
+            continue
+        if cert.foreign:
+            found.append(f"{label} {cert.foreign}")
+            fixes.append(_cert_fix(cert, facts.data_dir))
+            continue
+        if cert.not_before is not None and cert.not_before > now:
+            found.append(f"{label} not valid for {_days(days_left(cert.not_before, now))} yet")
+            fixes.append(_cert_fix(cert, facts.data_dir))
             continue
         state = validity_state(not_after=cert.not_after, now=now, warning_days=warn)
         left = days_left(cert.not_after, now)
@@ -313,38 +356,73 @@ def check_certificate_expiry(config: Config, facts: LocalFacts, now: float) -> C
     return passed(CERTIFICATE_EXPIRY, LOCAL, ", ".join(ok))
 
 
+def _relink_fix(f: FileFact) -> str:
+    """A command that puts the file (or directory) a link points to in its place."""
+    path = shlex.quote(f.path)
+    mode = "700" if f.directory else "600"
+    return f't="$(readlink -f {path})" && rm {path} && cp -a "$t" {path} && chmod {mode} {path}'
+
+
 def check_file_permissions(facts: LocalFacts) -> CheckResult:
-    """Keys, the database, the config and the demo user's file: any group or other
-    permission bit fails (chmod 600; the directory chmod 700), and so does a key that
-    is a symbolic link. Files that are not there are not checked."""
+    """Keys, the database, the config, the TURN secret and the demo user's file: any
+    group or other permission bit fails (chmod 600; the directory chmod 700), and so do
+    a symbolic link, a second hard link and another owner than the data directory's;
+    certificates and subdirectories must not be writable by group or others (chmod
+    go-w); a directory above DIR writable by others without its sticky bit fails
+    (chmod o-w). Files that are not there are not checked."""
     found: list[str] = []
     chmod_dir: list[str] = []
     chmod_file: list[str] = []
-    links: list[str] = []
+    chmod_public: list[str] = []
+    parents: list[str] = []
+    owners: list[str] = []
+    relinks: list[str] = []
     present = 0
     for f in facts.files:
         if f.mode is None:
+            continue
+        path = shlex.quote(f.path)
+        if f.parent:
+            if f.mode & 0o002 and not f.mode & 0o1000:
+                found.append(f"parent directory {f.path} is {f.mode & 0o777:04o}")
+                parents.append(path)
             continue
         present += 1
         label = f.name or "the data directory"
         if f.symlink:
             found.append(f"{label} is a symbolic link")
-            links.append(f"replace the link {shlex.quote(f.path)} with the file itself, mode 0600")
-        elif f.mode & 0o077:
-            found.append(f"{label} is {f.mode:04o}")
-            (chmod_dir if f.directory else chmod_file).append(shlex.quote(f.path))
+            relinks.append(_relink_fix(f))
+            continue
+        if facts.owner is not None and f.uid is not None and f.uid != facts.owner:
+            found.append(f"{label} is owned by uid {f.uid}, not the data directory's owner")
+            owners.append(path)
+        if f.nlink > 1 and not f.directory:
+            found.append(f"{label} has {f.nlink} hard links")
+            relinks.append(f"cp -p {path} {path}.new && mv {path}.new {path}")
+        if f.mode & (0o022 if f.public else 0o077):
+            found.append(f"{label} is {f.mode & 0o777:04o}")
+            if f.public:
+                chmod_public.append(path)
+            else:
+                (chmod_dir if f.directory else chmod_file).append(path)
     if not found:
         return passed(
             FILE_PERMISSIONS,
             LOCAL,
             f"{_count(present, 'file')} owner-only (data directory included)",
         )
-    fixes = []
+    fixes = list(relinks)
+    if owners:
+        fixes.append(f"chown --reference={shlex.quote(facts.data_dir)} {' '.join(owners)}")
     if chmod_dir:
         fixes.append(f"chmod 700 {' '.join(chmod_dir)}")
     if chmod_file:
         fixes.append(f"chmod 600 {' '.join(chmod_file)}")
-    return failed(FILE_PERMISSIONS, LOCAL, _listed(found), _joined([*fixes, *links]))
+    if chmod_public:
+        fixes.append(f"chmod go-w {' '.join(chmod_public)}")
+    if parents:
+        fixes.append(f"chmod o-w {' '.join(parents)}")
+    return failed(FILE_PERMISSIONS, LOCAL, _listed(found), _joined(fixes))
 
 
 # -- A: authentication ----------------------------------------------------------------------
@@ -416,7 +494,7 @@ def check_weak_password(config: Config, facts: LocalFacts) -> CheckResult:
 
 
 def check_srtp_required(config: Config) -> CheckResult:
-    """media.srtp other than "required" fails (RFC 3711; NIST SP 800-58 §9)."""
+    """media.srtp other than "required" fails (RFC 3711; NIST SP 800-58)."""
     observed = f"media.srtp {toml_literal(config.media.srtp)}"
     if config.media.srtp != "required":
         return failed(SRTP_REQUIRED, LOCAL, observed, config_fix("media.srtp", "required"))
@@ -488,21 +566,19 @@ def check_ids(config: Config) -> CheckResult:
     if missing:
         found.append(f"sanity checks off: {', '.join(missing)}")
         fixes.append(config_fix("sanity.checks", list(SANITY_CHECKS)))
-    weak: set[str] = set()
+    weak = False
     for z in config.zones:
         if z.trust == "trusted":
             continue
         rate = z.rate_requests / z.rate_window
         if z.rate_ban < MIN_BAN_SECONDS:
             found.append(f"zone {z.name} bans for {z.rate_ban} s only")
-            weak.add(z.name)
+            weak = True
         if rate > MAX_REQUESTS_PER_SECOND:
             found.append(f"zone {z.name} allows {rate:g} requests/s per source")
-            weak.add(z.name)
+            weak = True
     if weak:
-        defaults = _zone_defaults()
-        zones = [z.model_copy(update=defaults) if z.name in weak else z for z in config.zones]
-        fixes.append(_zones_fix(zones))
+        fixes.append(_zones_fix(repaired_zones(config)))
     if found:
         return failed(IDS, LOCAL, "; ".join(found), _joined(fixes))
     return passed(IDS, LOCAL, "IDS on, every sanity check on, untrusted zones ban")
@@ -538,10 +614,7 @@ def check_alerts(config: Config, facts: LocalFacts) -> CheckResult:
         channels.append(f"webhook {url.scheme}://{host}")
         if url.scheme == "http" and not _loopback(host):
             found.append(f"alerts.webhook is plain http to {host}")
-            fixes.append(
-                f"voipsec config set alerts.webhook '\"https://{host}/...\"' (the same URL "
-                "over https)"
-            )
+            fixes.append(_WEBHOOK_FIX)
     if a.syslog:
         kind, _, rest = a.syslog.partition(":")
         channels.append(f"syslog {kind}")
@@ -559,11 +632,17 @@ def check_alerts(config: Config, facts: LocalFacts) -> CheckResult:
     return passed(ALERTS, LOCAL, f"alerts {', '.join(channels)}")
 
 
+#: The same webhook URL over https, without printing it (it may hold a token).
+_WEBHOOK_FIX = (
+    'voipsec config set alerts.webhook "\\"$(voipsec config get alerts.webhook'
+    ' | sed s,^http:,https:,)\\""'
+)
 _METRICS_FIX = 'voipsec config set metrics.token "\\"$(openssl rand -hex 32)\\""'
 
 
 def check_metrics_exposure(config: Config) -> CheckResult:
-    """/metrics beyond loopback without a token fails (the metrics server asks no client
+    """A metrics.token shorter than MIN_METRICS_TOKEN_LENGTH fails (the fix makes 64 hex
+    digits); /metrics beyond loopback without a token fails (the metrics server asks no client
     certificate); so does allow_no_token without a token, wherever it listens."""
     m = config.metrics
     if not m.listen:
@@ -572,6 +651,14 @@ def check_metrics_exposure(config: Config) -> CheckResult:
     address = ipaddress.ip_address(host)
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         address = address.ipv4_mapped
+    if m.token and len(m.token) < MIN_METRICS_TOKEN_LENGTH:
+        return failed(
+            METRICS_EXPOSURE,
+            LOCAL,
+            f"metrics.token is {_count(len(m.token), 'character')}, fewer than "
+            f"{MIN_METRICS_TOKEN_LENGTH}: guessable",
+            _METRICS_FIX,
+        )
     if m.token:
         return passed(METRICS_EXPOSURE, LOCAL, f"metrics on {m.listen} with a token")
     found: list[str] = []
@@ -589,25 +676,11 @@ def check_metrics_exposure(config: Config) -> CheckResult:
 
 # -- O, W ----------------------------------------------------------------------------------
 
-#: IPv6 forms that embed an IPv4 address (nat/peerfilter.py normalises them): an
-#: allowed_peers entry covering one is an exemption of internal IPv4 peers too.
-_EMBEDDING: tuple[tuple[str, str], ...] = (
-    ("::ffff:0:0/96", "IPv4-mapped (RFC 4291)"),
-    ("::/96", "IPv4-compatible (RFC 4291)"),
-    ("64:ff9b::/96", "NAT64 (RFC 6052)"),
-    ("2002::/16", "6to4 (RFC 3056)"),
-)
-_INTERNAL = tuple(
-    (ipaddress.ip_network(cidr), why) for cidr, why in (*DENIED_IPV4, *DENIED_IPV6, *_EMBEDDING)
-)
-
 
 def _internal_overlap(cidr: str) -> str | None:
-    """Why ``cidr`` reaches internal peers, or None."""
-    net = ipaddress.ip_network(cidr, strict=False)
-    hits = [
-        why for denied, why in _INTERNAL if denied.version == net.version and net.overlaps(denied)
-    ]
+    """Why ``cidr`` reaches internal peers, or None (turnpeers.internal_reasons: the
+    same rule as the live probe's fix, built on nat/peerfilter's normalisation)."""
+    hits = internal_reasons(cidr)
     if not hits:
         return None
     return hits[0] if len(hits) == 1 else f"{len(hits)} internal ranges: {hits[0]}..."
@@ -637,49 +710,114 @@ def check_turn_peer_filter(config: Config) -> CheckResult:
 
 
 _GLOBAL_V6 = ipaddress.IPv6Network("2000::/3")
-_SPECIAL_V4 = tuple(ipaddress.IPv4Network(c) for c, _ in DENIED_IPV4)
-_SPECIAL_V6 = tuple(ipaddress.IPv6Network(c) for c, _ in DENIED_IPV6)
+_SPECIAL_V4 = tuple(ipaddress.collapse_addresses(ipaddress.IPv4Network(c) for c, _ in DENIED_IPV4))
+_SPECIAL_V6 = tuple(ipaddress.collapse_addresses(ipaddress.IPv6Network(c) for c, _ in DENIED_IPV6))
+_Net = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
-def _public(cidr: str) -> bool:
-    """True when ``cidr`` holds a globally routable address: not inside a
-    special-purpose range (RFC 6890), and for IPv6 inside global unicast 2000::/3."""
-    net = ipaddress.ip_network(cidr, strict=False)
+def _public_in(net: _Net) -> int:
+    """How many globally routable addresses ``net`` holds: outside the special-purpose
+    ranges (RFC 6890), and for IPv6 inside global unicast 2000::/3."""
+    special: tuple[_Net, ...]
     if isinstance(net, ipaddress.IPv4Network):
-        return not any(net.subnet_of(s) for s in _SPECIAL_V4)
-    if not net.overlaps(_GLOBAL_V6):
-        return False
-    return not any(net.subnet_of(s) for s in _SPECIAL_V6)
+        base: _Net = net
+        special = _SPECIAL_V4
+    elif net.subnet_of(_GLOBAL_V6):
+        base, special = net, _SPECIAL_V6
+    elif _GLOBAL_V6.subnet_of(net):
+        base, special = _GLOBAL_V6, _SPECIAL_V6
+    else:
+        return 0
+    total = base.num_addresses
+    for s in special:
+        if s.version != base.version:
+            continue
+        if base.subnet_of(s):  # type: ignore[arg-type]
+            return 0
+        if s.subnet_of(base):  # type: ignore[arg-type]
+            total -= s.num_addresses
+    return total
 
 
-def _large(cidr: str) -> bool:
-    net = ipaddress.ip_network(cidr, strict=False)
-    return net.prefixlen < (MIN_V4_PREFIX if net.version == 4 else MIN_V6_PREFIX)
+def _public_counts(cidrs: Sequence[str]) -> tuple[int, int]:
+    """Public IPv4 and IPv6 addresses ``cidrs`` cover together (overlaps merged)."""
+    nets = [ipaddress.ip_network(c, strict=False) for c in cidrs]
+    v4 = ipaddress.collapse_addresses(n for n in nets if isinstance(n, ipaddress.IPv4Network))
+    v6 = ipaddress.collapse_addresses(n for n in nets if isinstance(n, ipaddress.IPv6Network))
+    return sum(map(_public_in, v4)), sum(map(_public_in, v6))
+
+
+def _over_budget(counts: tuple[int, int]) -> tuple[bool, bool]:
+    return counts[0] > MAX_TRUSTED_PUBLIC_V4, counts[1] > MAX_TRUSTED_PUBLIC_V6
+
+
+def _trust_repair(config: Config) -> tuple[list[ZoneSection], list[str], list[str]]:
+    """The zones with public CIDRs dropped from trusted zones, in order, once the public
+    addresses kept would exceed the budget (a zone left with nothing, or the "internet"
+    zone, which covers every address whatever it lists, becomes untrusted); what was
+    found; the small public blocks kept."""
+    zones: list[ZoneSection] = []
+    found: list[str] = []
+    small: list[str] = []
+    kept: list[str] = []
+    for z in config.zones:
+        if z.trust != "trusted":
+            zones.append(z)
+            continue
+        dropped: list[str] = []
+        for cidr in zone_cidrs(z):
+            if not any(_public_counts([cidr])):
+                continue
+            if any(_over_budget(_public_counts([*kept, cidr]))):
+                dropped.append(cidr)
+            else:
+                kept.append(cidr)
+                small.append(f"{z.name} {cidr}")
+        if not dropped:
+            zones.append(z)
+            continue
+        implicit = z.name == DEFAULT_ZONE and not set(dropped) <= set(z.cidrs)
+        what = ", ".join(dropped)
+        if implicit:
+            what = f"every address no other zone lists ({what})"
+        found.append(f"trusted zone {z.name} covers {what}")
+        rest = [c for c in z.cidrs if c not in dropped]
+        untrust = implicit or not rest or z.name == DEFAULT_ZONE
+        zones.append(
+            z.model_copy(update={"trust": "untrusted"})
+            if untrust
+            else z.model_copy(update={"cidrs": rest})
+        )
+    return zones, found, small
+
+
+def repaired_zones(config: Config) -> list[ZoneSection]:
+    """One repair of the zones for W-trusted-zone and F-ids together, so that running
+    either printed line fixes both: trusted zones cut to the budget, then untrusted
+    zones that ban too briefly or allow too much given the defaults."""
+    zones, _, _ = _trust_repair(config)
+    defaults = _zone_defaults()
+    return [
+        z.model_copy(update=defaults)
+        if z.trust != "trusted"
+        and (
+            z.rate_ban < MIN_BAN_SECONDS
+            or z.rate_requests / z.rate_window > MAX_REQUESTS_PER_SECOND
+        )
+        else z
+        for z in zones
+    ]
 
 
 def check_trusted_zone(config: Config) -> CheckResult:
-    """A trusted zone (never rate limited or banned) with a public CIDR shorter than
-    /24 (IPv4) or /48 (IPv6) fails; smaller public blocks pass, named. The fix drops
-    those CIDRs from the zone, or makes it untrusted when nothing else is left."""
-    found: list[str] = []
-    small: list[str] = []
-    zones: list[ZoneSection] = []
-    for z in config.zones:
-        public = [c for c in z.cidrs if _public(c)] if z.trust == "trusted" else []
-        large = [c for c in public if _large(c)]
-        small += [f"{z.name} {c}" for c in public if not _large(c)]
-        if not large:
-            zones.append(z)
-            continue
-        found.append(f"trusted zone {z.name} covers {', '.join(large)}")
-        rest = [c for c in z.cidrs if c not in large]
-        zones.append(
-            z.model_copy(update={"cidrs": rest})
-            if rest
-            else z.model_copy(update={"trust": "untrusted"})
-        )
+    """Trusted zones (never rate limited or banned) covering more public addresses
+    together than :data:`MAX_TRUSTED_PUBLIC_V4` / :data:`MAX_TRUSTED_PUBLIC_V6` fail (the
+    zone named "internet" covers every address); within that they pass, named. The fix
+    drops the CIDRs past the budget, or makes the zone untrusted (the same line as
+    F-ids', both repairs in one)."""
+    _, found, small = _trust_repair(config)
     if found:
-        return failed(TRUSTED_ZONE, LOCAL, "; ".join(found), _zones_fix(zones))
+        return failed(TRUSTED_ZONE, LOCAL, "; ".join(found), _zones_fix(repaired_zones(config)))
     trusted = [z.name for z in config.zones if z.trust == "trusted"]
     observed = (
         f"trusted zones {', '.join(trusted)}: no public range" if trusted else "no trusted zone"

@@ -131,8 +131,14 @@ def to_json(report: AuditReport) -> str:
     return json.dumps(report_dict(report), indent=2) + "\n"
 
 
+#: Characters a Markdown renderer would read as HTML or code in a table cell; the text
+#: comes from targets (a Server header, a certificate name) and must stay text.
+_MD_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", "`": "&#96;", "|": "\\|"})
+
+
 def _cell(text: str) -> str:
-    return _one_line(text).replace("|", "\\|")
+    """``text`` as one Markdown table cell: one line, HTML, code spans and pipes escaped."""
+    return _one_line(text).translate(_MD_ESCAPES)
 
 
 def to_markdown(report: AuditReport) -> str:

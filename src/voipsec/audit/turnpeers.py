@@ -47,6 +47,7 @@ from .model import CheckResult, errored, failed, passed
 from .specs import TURN_PEER_FILTER
 
 __all__ = [
+    "EMBEDDING_PREFIXES",
     "FAMILY_NAMES",
     "PEER_PORT",
     "PROBED_PEERS",
@@ -61,6 +62,7 @@ __all__ = [
     "allocation_for",
     "build_request",
     "coturn_fix",
+    "internal_reasons",
     "judge",
     "own_fix",
     "peer_family",
@@ -95,6 +97,10 @@ PROBED_PEERS: tuple[ProbePeer, ...] = (
     ProbePeer("255.255.255.255", "limited broadcast"),
     ProbePeer("::1", "IPv6 loopback"),
     ProbePeer("::ffff:127.0.0.1", "IPv4-mapped loopback"),
+    ProbePeer("::ffff:0:7f00:1", "SIIT IPv4-translated loopback (RFC 2765)"),
+    ProbePeer("::7f00:1", "IPv4-compatible loopback (RFC 4291)"),
+    ProbePeer("64:ff9b::7f00:1", "NAT64 loopback (RFC 6052)"),
+    ProbePeer("2002:7f00:1::", "6to4 loopback (RFC 3056)"),
     ProbePeer("fe80::1", "IPv6 link-local"),
     ProbePeer("fc00::1", "IPv6 unique local (RFC 4193)"),
 )
@@ -252,7 +258,10 @@ def retry_credentials(answer: TurnAnswer, credentials: LongTerm) -> LongTerm | N
 class PeerVerdict(StrEnum):
     GRANTED = "granted"
     REFUSED = "refused"
+    #: Asked on the allocation of the other family and answered 440/443: says nothing.
     UNTESTED = "not testable"
+    #: No answer, a forged success or another error: the filter was not seen at work.
+    UNEXPECTED = "unexpected answer"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -264,21 +273,29 @@ class PeerAnswer:
     detail: str = ""
 
 
+#: Errors that only say the peer's family is not the allocation's (RFC 8656 §9.2, §7.2):
+#: expected when a peer is asked on the allocation of the other family.
+_FAMILY_MISMATCH = frozenset({440, 443})
+
+
 def permission_verdict(peer: str, answer: TurnAnswer | None, *, note: str = "") -> PeerAnswer:
     """A CreatePermission answer read: success granted, 403 refused (RFC 8656 §9.2).
 
-    ``None`` is no answer. Any other error (443 family mismatch, 400, 508...) proves
-    nothing about the filter. ``note`` says why the peer was asked on the allocation
-    of the other family.
+    ``note`` (non-empty) says the peer was asked on the allocation of the other family:
+    there a 440/443 family mismatch leaves it not testable. Anything else — no answer,
+    a success whose MESSAGE-INTEGRITY does not check, another error (400, 508...) — is
+    unexpected: the filter was not seen refusing that peer.
     """
     if answer is None:
-        return PeerAnswer(peer=peer, verdict=PeerVerdict.UNTESTED, detail="no answer")
+        return PeerAnswer(peer=peer, verdict=PeerVerdict.UNEXPECTED, detail="no answer")
     if answer.kind is TurnAnswerKind.SUCCESS:
         return PeerAnswer(peer=peer, verdict=PeerVerdict.GRANTED)
     if answer.kind is TurnAnswerKind.ERROR and answer.code == 403:
         return PeerAnswer(peer=peer, verdict=PeerVerdict.REFUSED)
-    detail = answer.describe()
-    return PeerAnswer(peer=peer, verdict=PeerVerdict.UNTESTED, detail=f"{note}{detail}")
+    detail = f"{note}{answer.describe()}"
+    if note and answer.kind is TurnAnswerKind.ERROR and answer.code in _FAMILY_MISMATCH:
+        return PeerAnswer(peer=peer, verdict=PeerVerdict.UNTESTED, detail=detail)
+    return PeerAnswer(peer=peer, verdict=PeerVerdict.UNEXPECTED, detail=detail)
 
 
 # -- the verdict --------------------------------------------------------------------------
@@ -292,38 +309,70 @@ def _observed(answers: Sequence[PeerAnswer]) -> str:
         parts.append("granted: " + ", ".join(granted))
     if refused:
         parts.append("refused: " + ", ".join(refused))
-    details: dict[str, list[str]] = {}
+    details: dict[tuple[PeerVerdict, str], list[str]] = {}
     for a in answers:
-        if a.verdict is PeerVerdict.UNTESTED:
-            details.setdefault(a.detail, []).append(a.peer)
-    for detail, peers in details.items():
-        parts.append(f"not testable ({detail}): " + ", ".join(peers))
+        if a.verdict in (PeerVerdict.UNTESTED, PeerVerdict.UNEXPECTED):
+            details.setdefault((a.verdict, a.detail), []).append(a.peer)
+    for (verdict, detail), peers in details.items():
+        parts.append(f"{verdict.value} ({detail}): " + ", ".join(peers))
     return "; ".join(parts)
 
 
-def _internal(cidr: str) -> bool:
-    """Whether ``cidr`` overlaps a special-purpose range the peer filter refuses."""
+#: IPv6 prefixes that embed an IPv4 address, as nat/peerfilter.normalise reads them: an
+#: allowed_peers entry overlapping one exempts the IPv4 peers it embeds.
+EMBEDDING_PREFIXES: tuple[tuple[ipaddress.IPv6Network, str], ...] = tuple(
+    (ipaddress.IPv6Network(cidr), why)
+    for cidr, why in (
+        ("::ffff:0:0/96", "IPv4-mapped (RFC 4291)"),
+        ("::ffff:0:0:0/96", "SIIT IPv4-translated (RFC 2765)"),
+        ("::/96", "IPv4-compatible (RFC 4291)"),
+        ("64:ff9b::/96", "NAT64 (RFC 6052)"),
+        ("2002::/16", "6to4 (RFC 3056)"),
+    )
+)
+_DENIED = tuple(
+    (ipaddress.ip_network(cidr), why)
+    for cidr, why in (*peerfilter.DENIED_IPV4, *peerfilter.DENIED_IPV6)
+)
+
+
+def _v4(address: ipaddress.IPv6Address) -> int:
+    """The IPv4 address (as an int) ``address`` stands for after normalisation (:: and
+    ::1, which stand for themselves, as 0.0.0.0 and 0.0.0.1: internal either way)."""
+    return int(peerfilter.normalise(address)) & 0xFFFFFFFF
+
+
+def internal_reasons(cidr: str) -> list[str]:
+    """Why an allowed_peers entry ``cidr`` lets the relay reach internal peers: each
+    denied special-purpose range it overlaps (RFC 6890), and each IPv4-embedding prefix
+    through which it covers a denied IPv4 range (the embedded addresses of one prefix
+    are contiguous: both ends of the overlap, normalised, bound them). Empty: none."""
     net = ipaddress.ip_network(cidr, strict=False)
-    for denied, _ in (*peerfilter.DENIED_IPV4, *peerfilter.DENIED_IPV6):
-        other = ipaddress.ip_network(denied)
-        if other.version == net.version and net.overlaps(other):
-            return True
-    if net.version == 6:
-        # An IPv4-embedding form (::ffff:0:0/96, 64:ff9b::/96...) is internal when what it
-        # embeds is: check both ends after normalisation.
-        ends = (net.network_address, net.broadcast_address)
-        return any(
-            isinstance(peerfilter.normalise(end), ipaddress.IPv4Address)
-            and _internal(str(peerfilter.normalise(end)))
-            for end in ends
-        )
-    return False
+    hits = [
+        why for denied, why in _DENIED if denied.version == net.version and net.overlaps(denied)
+    ]
+    if isinstance(net, ipaddress.IPv6Network):
+        for prefix, why in EMBEDDING_PREFIXES:
+            if not net.overlaps(prefix):
+                continue
+            first = max(int(net.network_address), int(prefix.network_address))
+            last = min(int(net.broadcast_address), int(prefix.broadcast_address))
+            lo = _v4(ipaddress.IPv6Address(first))
+            hi = _v4(ipaddress.IPv6Address(last))
+            if any(
+                denied.version == 4
+                and lo <= int(denied.broadcast_address)
+                and int(denied.network_address) <= hi
+                for denied, _ in _DENIED
+            ):
+                hits.append(why)
+    return hits
 
 
 def own_fix(allowed: Sequence[str]) -> str:
     """The ``voipsec config set`` line that keeps turn.allowed_peers without the
     entries that open internal ranges (RFC 6890 special-purpose addresses)."""
-    kept = [cidr for cidr in allowed if not _internal(cidr)]
+    kept = [cidr for cidr in allowed if not internal_reasons(cidr)]
     if len(kept) == len(allowed):
         # No entry explains it: the running server's configuration is not this file's.
         return "restart voipsec serve: voipsec.toml's turn.allowed_peers opens no internal range"
@@ -334,8 +383,12 @@ def _denied_range(address: str) -> str:
     """The special-purpose range ``address`` is in, as coturn's ``FIRST-LAST``."""
     raw = ipaddress.ip_address(address)
     checked = peerfilter.normalise(raw)
+    if isinstance(raw, ipaddress.IPv6Address) and raw.ipv4_mapped is not None:
+        return "::ffff:0.0.0.0-::ffff:255.255.255.255"  # coturn's own spelling
     if raw.version == 6 and checked.version == 4:
-        return "::ffff:0.0.0.0-::ffff:255.255.255.255"
+        for prefix, _ in EMBEDDING_PREFIXES:
+            if raw in prefix:
+                return f"{prefix.network_address}-{prefix.broadcast_address}"
     for cidr, _ in (*peerfilter.DENIED_IPV4, *peerfilter.DENIED_IPV6):
         net = ipaddress.ip_network(cidr)
         if net.version == checked.version and checked in net:
@@ -365,16 +418,20 @@ def judge(
 ) -> CheckResult:
     """The check's result from every peer's answer.
 
-    Any granted peer fails; else a refusal of every testable peer passes (peers that
-    could not be tested are named, never counted as refused); no peer tested at all is
-    an error. ``allowed`` is the own installation's turn.allowed_peers (a
-    ``voipsec config set`` fix), None for a third-party server (coturn's lines).
+    Any granted peer fails; else a refusal (403) of every peer of an allocated family
+    passes (peers asked on the other family's allocation and answered 440/443 are
+    named, never counted as refused); an unexpected answer (no answer, a forged success,
+    another error) or no refusal at all is an error. ``allowed`` is the own
+    installation's turn.allowed_peers (a ``voipsec config set`` fix), None for a
+    third-party server (coturn's lines).
     """
     observed = _observed(answers)
     granted = [a.peer for a in answers if a.verdict is PeerVerdict.GRANTED]
     if granted:
         fix = own_fix(allowed) if allowed is not None else coturn_fix(granted)
         return failed(SPEC, target, observed, fix)
+    if any(a.verdict is PeerVerdict.UNEXPECTED for a in answers):
+        return errored(SPEC, target, observed)
     if any(a.verdict is PeerVerdict.REFUSED for a in answers):
         return passed(SPEC, target, observed)
     return errored(SPEC, target, observed or "no peer asked")

@@ -38,7 +38,7 @@ from ..nat.stun import (
     parse_message,
 )
 from .model import CheckResult, CheckSpec, errored, skipped
-from .options import ProbeOptions
+from .options import ProbeOptions, read_bounded
 from .targets import TurnTarget
 from .turnpeers import (
     FAMILY_NAMES,
@@ -64,6 +64,7 @@ __all__ = [
     "CREDENTIAL_TTL",
     "MAX_CHALLENGES",
     "MAX_REQUESTS",
+    "MAX_SECRET_BYTES",
     "MAX_SILENT",
     "PROBE_USER",
     "REQUEST_RTO",
@@ -76,10 +77,12 @@ SPECS: tuple[CheckSpec, ...] = (SPEC,)
 
 #: The user name in the own installation's REST credentials (shown in its TURN log).
 PROBE_USER = "voipsec-audit"
+#: Bytes read of DIR/turn-secret: voipsec writes 32 random bytes, hex; more is not its.
+MAX_SECRET_BYTES = 4096
 #: Seconds those credentials stay valid: the probe takes a few seconds at most.
 CREDENTIAL_TTL = 300
-#: Requests per target: two Allocates answered after their 401 (4) and twelve
-#: CreatePermissions make 16; 40 leaves room for stale-nonce (438) retries. The
+#: Requests per target: two Allocates answered after their 401 (4) and sixteen
+#: CreatePermissions make 20; 40 leaves room for stale-nonce (438) retries. The
 #: Refreshes that free the allocations are on top.
 MAX_REQUESTS = 40
 #: The first retransmission timeout, doubled after each send (RFC 8489 §6.2.1: 500 ms).
@@ -208,9 +211,11 @@ def _credentials(options: ProbeOptions) -> LongTerm | str:
     if options.own is not None and options.data_dir is not None:
         path = options.data_dir / SECRET_NAME
         try:
-            secret = path.read_bytes().strip()
-        except OSError:
+            secret = read_bounded(path, MAX_SECRET_BYTES).strip()
+        except FileNotFoundError:
             secret = b""
+        except OSError as err:
+            raise _Stopped(f"cannot read {path}: {err.strerror or err}") from None
         if not secret:
             raise _Stopped(f"cannot read {path} (voipsec serve creates it)")
         username, password = rest_credentials(secret, PROBE_USER, CREDENTIAL_TTL, time.time())

@@ -7,9 +7,11 @@ writes. A bad file gives one line per problem — file, key, why — and
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import os
 import re
+import stat
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -352,10 +354,24 @@ class ZoneSection(_Section):
         return check_cidrs(value)
 
 
+#: The zone every address in no listed zone gets (server.build_zone_map), whatever
+#: CIDRs it lists itself: in effect it covers 0.0.0.0/0 and ::/0.
+DEFAULT_ZONE = "internet"
+_EVERYWHERE = ("0.0.0.0/0", "::/0")
+
+
+def zone_cidrs(zone: ZoneSection) -> tuple[str, ...]:
+    """The CIDRs ``zone`` in effect covers: its own, and for :data:`DEFAULT_ZONE` every
+    address (it gets each address that no other zone lists)."""
+    if zone.name == DEFAULT_ZONE:
+        return tuple(dict.fromkeys((*zone.cidrs, *_EVERYWHERE)))
+    return tuple(zone.cidrs)
+
+
 def _default_zones() -> list[ZoneSection]:
     return [
         ZoneSection(name="loopback", cidrs=["127.0.0.0/8", "::1/128"], trust="trusted"),
-        ZoneSection(name="internet", cidrs=["0.0.0.0/0", "::/0"]),
+        ZoneSection(name=DEFAULT_ZONE, cidrs=list(_EVERYWHERE)),
     ]
 
 
@@ -821,6 +837,34 @@ def validate(data: dict[str, Any], path: Path) -> Config:
         raise ConfigError(_format_errors(path, err)) from None
 
 
+#: Bytes of voipsec.toml read: the shipped one is a few KiB, a site's with trunks and
+#: zones a few dozen; a link to /dev/zero must not exhaust memory.
+MAX_CONFIG_BYTES = 1024 * 1024
+
+
+def _read_config_bytes(path: Path) -> bytes | None:
+    """The file's bytes, or None when it is not a regular file (a FIFO is opened
+    without blocking) or is larger than MAX_CONFIG_BYTES."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR))
+        if not stat.S_ISREG(mode):
+            return None
+        chunks: list[bytes] = []
+        size = 0
+        while size <= MAX_CONFIG_BYTES:
+            chunk = os.read(fd, MAX_CONFIG_BYTES + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    finally:
+        os.close(fd)
+    return None if size > MAX_CONFIG_BYTES else b"".join(chunks)
+
+
 def load(path: Path, *, refuse_readable_secrets: bool = True) -> Config:
     """Read and validate a config file; ConfigError with one line per problem.
 
@@ -828,11 +872,17 @@ def load(path: Path, *, refuse_readable_secrets: bool = True) -> Config:
     ``refuse_readable_secrets`` is False (``voipsec audit`` reads it to report it).
     """
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = _read_config_bytes(path)
     except FileNotFoundError:
         raise ConfigError([f"{path}: file not found (run `voipsec init`)"]) from None
     except OSError as err:
         raise ConfigError([f"{path}: cannot read: {err.strerror}"]) from None
+    if raw is None:
+        raise ConfigError([f"{path}: not a regular file of at most {MAX_CONFIG_BYTES} bytes"])
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError([f"{path}: not UTF-8"]) from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
