@@ -14,6 +14,7 @@ from voipsec.audit.liverequests import USER_AGENT, Party, audio_offer, request
 from voipsec.audit.model import Outcome
 from voipsec.audit.options import ProbeOptions
 from voipsec.audit.sipprobe import (
+    AUTH_SOURCE,
     MAX_REQUESTS,
     MAX_SILENT,
     MAX_TARGET_SECONDS,
@@ -367,7 +368,10 @@ def test_audit_livechecks_digest_no_answer_is_an_error() -> None:
         lambda: lc.judge_digest_qop(T, []),
     ):
         r = judge()
-        assert (r.outcome, r.observed) == (Outcome.ERROR, "no answer to REGISTER or INVITE")
+        assert (r.outcome, r.observed) == (Outcome.ERROR, "no final answer to REGISTER or INVITE")
+    # A target dripping 100 Trying has not answered either.
+    r = lc.judge_digest_md5(T, [_response("100 Trying")] * 3, own=False)
+    assert (r.outcome, r.observed) == (Outcome.ERROR, "no final answer to REGISTER or INVITE")
     r = lc.judge_digest_md5(T, [_response("200 OK")], own=False)
     assert (r.outcome, r.observed) == (Outcome.SKIPPED, "no digest challenge to read (200)")
     r = lc.judge_srtp_required(T, None, False, own=False)
@@ -537,16 +541,19 @@ def test_audit_livechecks_enumeration_leaves_out_unanswered_pairs() -> None:
 
 
 def test_audit_sipprobe_sources_run_out_and_repeat_per_run() -> None:
-    """126 loopback sources (127.0.0.2-127), the same order each run; the 127th raises
-    instead of looping for ever; the authenticated probes share one."""
+    """125 loopback sources (127.0.0.3-127), the same order each run; the 126th raises
+    instead of looping for ever; the authenticated probes share 127.0.0.2, every run."""
     run = _run("127.0.0.1")
-    sources = [run.fresh_source() for _ in range(126)]
-    assert sources == [f"127.0.0.{i}" for i in range(2, 128)]
-    with pytest.raises(ProbeBudgetExceeded, match="all 126 loopback sources used"):
+    sources = [run.fresh_source() for _ in range(125)]
+    assert sources == [f"127.0.0.{i}" for i in range(3, 128)]
+    with pytest.raises(ProbeBudgetExceeded, match="all 125 loopback sources used"):
         run.fresh_source()
     again = _run("127.0.0.1")
-    assert again.auth_source() == again.auth_source() == "127.0.0.2"
     assert again.fresh_source() == "127.0.0.3"
+    assert again.auth_source() == again.auth_source() == AUTH_SOURCE == "127.0.0.2"
+    assert again.fresh_source() == "127.0.0.4"
+    assert again.sources == frozenset({"127.0.0.2", "127.0.0.3", "127.0.0.4"})
+    assert _run("192.0.2.10").auth_source() is None
 
 
 def test_audit_sipprobe_time_budget_exceeded() -> None:
@@ -580,12 +587,16 @@ def test_audit_liverequests_user_agent_is_the_audits() -> None:
 
 def test_audit_sipprobe_silent_target_ends_the_run() -> None:
     run = _run("127.0.0.1")
-    for _ in range(MAX_SILENT - 1):
+    for _ in range(MAX_SILENT - 2):
         run.answered([])
     run.check_time()
-    run.answered([_response("200 OK")])  # an answer resets the count
+    run.answered([_response("100 Trying")])  # a provisional is no answer
+    assert run.unanswered == MAX_SILENT - 1
+    run.answered([_response("100 Trying"), _response("200 OK")])  # a final one resets
     assert run.unanswered == 0
     for _ in range(MAX_SILENT):
         run.answered([])
-    with pytest.raises(ProbeBudgetExceeded, match=f"no answer to {MAX_SILENT} requests in a row"):
+    with pytest.raises(
+        ProbeBudgetExceeded, match=f"no final answer to {MAX_SILENT} requests in a row"
+    ):
         run.pace()

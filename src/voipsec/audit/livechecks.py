@@ -203,8 +203,8 @@ def judge_certificate_expiry(
     untrusted: str | None = None,
 ) -> CheckResult:
     """The leaf certificate the server presented (RFC 5280 §4.1.2.5 validity), and
-    ``untrusted``: why its chain or name did not verify (RFC 5280 §6, RFC 6125 §6;
-    RFC 5922 §7 for SIP), None when it did."""
+    ``untrusted``: why its chain or name did not verify (RFC 5280 §6, RFC 6125 §6,
+    RFC 5922 for SIP), None when it did."""
     spec = _SPEC["S-certificate-expiry"]
     days = (not_after - now) / 86400
     if days > warning_days and untrusted is None:
@@ -284,8 +284,8 @@ def judge_digest_md5(target: str, responses: Sequence[Response], *, own: bool) -
     (RFC 3261 §22.4, RFC 7616 §3.3)."""
     spec = _SPEC["A-digest-md5"]
     found = _challenges(responses)
-    if not responses:
-        return errored(spec, target, "no answer to REGISTER or INVITE")
+    if not any(r.status >= 200 for r in responses):
+        return errored(spec, target, "no final answer to REGISTER or INVITE")
     if not found:
         statuses = ", ".join(str(r.status) for r in responses)
         return skipped(spec, target, f"no digest challenge to read ({statuses})")
@@ -305,8 +305,8 @@ def judge_digest_qop(target: str, responses: Sequence[Response]) -> CheckResult:
     """RFC 7616 §3.3: qop=auth binds the response to a client nonce and a count."""
     spec = _SPEC["A-digest-qop"]
     found = _challenges(responses)
-    if not responses:
-        return errored(spec, target, "no answer to REGISTER or INVITE")
+    if not any(r.status >= 200 for r in responses):
+        return errored(spec, target, "no final answer to REGISTER or INVITE")
     if not found:
         return skipped(spec, target, "no digest challenge to read")
     without = [c for c in found if "auth" not in c.get("qop", "").replace(" ", "").split(",")]
@@ -481,7 +481,7 @@ def relay_allowed(address: str, allowed: frozenset[str]) -> bool:
     """Whether the probe may send media to ``address`` (an SDP c= of the target): only
     when it is one of ``allowed`` (the target's own addresses, the installation's
     media.address). Anything else — a third host, an unspecified or empty address —
-    would make the probe a reflector (RFC 3264 §5.1 lets an SDP name any address)."""
+    would make the probe a reflector (an SDP c= may name any address, RFC 4566 §5.7)."""
     try:
         addr = ipaddress.ip_address(address.strip("[]"))
     except ValueError:

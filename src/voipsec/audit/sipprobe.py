@@ -31,12 +31,14 @@ from .options import ProbeOptions
 from .targets import SipTarget
 
 __all__ = [
+    "AUTH_SOURCE",
     "MAX_ANSWER_BYTES",
     "MAX_MESSAGES",
     "MAX_REQUESTS",
     "MAX_SILENT",
     "MAX_TARGET_SECONDS",
     "PROBE_RATE",
+    "TRANSACTION_TIMEOUTS",
     "ProbeBudgetExceeded",
     "ProbeRun",
     "SipStream",
@@ -53,6 +55,9 @@ __all__ = [
 MAX_ANSWER_BYTES = 65_536
 #: Messages read for one request (provisionals, retransmissions, in-between requests).
 MAX_MESSAGES = 16
+#: Probe timeouts one transaction may wait in all, provisionals or not: a target that
+#: drips 100 Trying holds a probe this long, not MAX_MESSAGES timeouts.
+TRANSACTION_TIMEOUTS = 2
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -348,8 +353,10 @@ class SipStream:
 
     def responses_to(self, req: Request, *, timeout: float | None = None) -> list[Response]:
         got: list[Response] = []
+        each = self.timeout if timeout is None else timeout
+        deadline = time.monotonic() + each * TRANSACTION_TIMEOUTS
         for _ in range(MAX_MESSAGES):
-            msg = self.next_message(timeout)
+            msg = self.next_message(min(each, max(deadline - time.monotonic(), 0.0)))
             if msg is None:
                 break
             if isinstance(msg, Request):
@@ -378,12 +385,15 @@ MAX_REQUESTS = 120
 #: this every probe not yet run is an ERROR, and no read waits beyond it. A silent or
 #: dripping target ends here instead of costing each probe its full timeouts.
 MAX_TARGET_SECONDS = 30.0
-#: Requests in a row left unanswered after which the target counts as silent: every
+#: Requests in a row left without a final answer after which the target counts as silent: every
 #: probe not yet run is an ERROR at once instead of waiting out its own timeouts.
 MAX_SILENT = 3
-#: Loopback source addresses the probes take from (127.0.0.2-127; the burst has
+#: The loopback source of every probe that logs in as the test user, each run: the
+#: own installation's devices table keys a device by User-Agent and source address.
+AUTH_SOURCE = "127.0.0.2"
+#: Loopback source addresses the other probes take from (127.0.0.3-127; the burst has
 #: 127.0.0.128/25), in this order: the same ones every run.
-_SOURCES = tuple(f"127.0.0.{i}" for i in range(2, 128))
+_SOURCES = tuple(f"127.0.0.{i}" for i in range(3, 128))
 
 
 class ProbeBudgetExceeded(Exception):
@@ -406,7 +416,7 @@ class ProbeRun:
     last_seconds: float = 0.0
     #: When (time.monotonic()) the run's MAX_TARGET_SECONDS are spent.
     deadline: float = field(default_factory=lambda: time.monotonic() + MAX_TARGET_SECONDS)
-    #: Requests in a row that got no answer at all (MAX_SILENT).
+    #: Requests in a row that got no final answer (MAX_SILENT).
     unanswered: int = 0
     _last: float = 0.0
     _sources: list[str] = field(default_factory=list)
@@ -424,15 +434,17 @@ class ProbeRun:
         """Raise ProbeBudgetExceeded once MAX_TARGET_SECONDS are spent or the target
         left MAX_SILENT requests in a row unanswered."""
         if self.unanswered >= MAX_SILENT:
-            raise ProbeBudgetExceeded(f"no answer to {MAX_SILENT} requests in a row")
+            raise ProbeBudgetExceeded(f"no final answer to {MAX_SILENT} requests in a row")
         if time.monotonic() >= self.deadline:
             raise ProbeBudgetExceeded(
                 f"the probes of one target may take {MAX_TARGET_SECONDS:g} s, all spent"
             )
 
     def answered(self, got: list[Response]) -> None:
-        """Note whether a request got any answer (MAX_SILENT)."""
-        self.unanswered = 0 if got else self.unanswered + 1
+        """Note whether a request got a final answer (MAX_SILENT): provisionals only
+        (a target dripping 100 Trying) count as none."""
+        final = any(r.status >= 200 for r in got)
+        self.unanswered = 0 if final else self.unanswered + 1
 
     def wait(self, seconds: float) -> float:
         """``seconds``, or less when the run's time budget ends sooner (never < 0)."""
@@ -452,28 +464,35 @@ class ProbeRun:
     def fresh_source(self) -> str | None:
         """A source address of its own for the next probe on a loopback target, so
         that an IDS ban earned by one probe does not spoil the next, and never
-        127.0.0.1 (the admin's own): the next of 127.0.0.2-127 (the burst has
+        127.0.0.1 (the admin's own): the next of 127.0.0.3-127 (the burst has
         127.0.0.128/25) — the same ones each run, so a run adds no new devices.
         None (the system's choice) for any other target. Raises ProbeBudgetExceeded
         when all are used."""
-        try:
-            addr = ipaddress.ip_address(self.target.host)
-        except ValueError:
+        if not self.fresh_source_applies():
             return None
-        if addr.version != 4 or not addr.is_loopback:
-            return None
-        if len(self._sources) >= len(_SOURCES):
+        used = len(self._sources) - (self._auth_source is not None)
+        if used >= len(_SOURCES):
             raise ProbeBudgetExceeded(f"all {len(_SOURCES)} loopback sources used")
-        source = _SOURCES[len(self._sources)]
+        source = _SOURCES[used]
         self._sources.append(source)
         return source
 
     def auth_source(self) -> str | None:
         """The one source of every probe that logs in as the test user (nonce replay,
-        media): one device and one policy alert per run, not one per probe."""
-        if self._auth_source is None:
-            self._auth_source = self.fresh_source()
+        media) on a loopback target, AUTH_SOURCE: one device row and its policy alerts
+        for all runs, not new ones per probe and run. None for other targets."""
+        if self._auth_source is None and self.fresh_source_applies():
+            self._auth_source = AUTH_SOURCE
+            self._sources.append(AUTH_SOURCE)
         return self._auth_source
+
+    def fresh_source_applies(self) -> bool:
+        """Whether the target is IPv4 loopback (the probes pick their sources)."""
+        try:
+            addr = ipaddress.ip_address(self.target.host)
+        except ValueError:
+            return False
+        return addr.version == 4 and addr.is_loopback
 
     def media_hosts(self) -> frozenset[str]:
         """Where the media probes may send: the target's addresses and the own
