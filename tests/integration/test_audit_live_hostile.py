@@ -28,7 +28,7 @@ import pytest
 
 from tests.peers import netns
 from tests.peers.proc import wait_for
-from voipsec.audit import live
+from voipsec.audit import live, mediaprobe
 from voipsec.audit.live import live_results
 from voipsec.audit.liverequests import Party
 from voipsec.audit.mediaprobe import (
@@ -519,3 +519,12 @@ def test_audit_hostile_provisionals_read_at_most_max_messages(hostile: Fixture) 
         got = run.ask(stream, live.request("OPTIONS", run.party, stream.local))
     assert len(got) == MAX_MESSAGES
     assert {r.status for r in got} == {100}
+
+
+def test_audit_hostile_sdp_without_connection_names_no_relay() -> None:
+    """No c= line: no relay at all — never "" (which sendto takes for this host)."""
+    body = _sdp("127.0.0.1", 4000).replace(b"c=IN IP4 127.0.0.1\r\n", b"")
+    assert b"c=" not in body
+    assert mediaprobe._relay_of(body) is None
+    found = mediaprobe._relay_of(_sdp("127.0.0.1", 4000))
+    assert found is not None and found[0] == ("127.0.0.1", 4000)
