@@ -154,7 +154,8 @@ def test_audit_kamailio_tls10_is_found(audited: Audited) -> None:
     cert = audited.result("S-certificate-expiry")
     assert (cert["outcome"], cert["observed"]) == (
         "failed",
-        "CN=kamailio: expires in 4 day(s) (warning at 30 days)",
+        "CN=kamailio: expires in 4 day(s) (warning at 30 days); "
+        "not trusted: self-signed certificate",
     )
     assert audited.result("S-tls-renegotiation")["outcome"] == "passed"
 

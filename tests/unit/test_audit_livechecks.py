@@ -3,15 +3,25 @@
 from __future__ import annotations
 
 import ipaddress
+import time
 
 import pytest
 
+import voipsec
 from voipsec.audit import livechecks as lc
 from voipsec.audit.live import BURST_NETWORK, burst_source
-from voipsec.audit.liverequests import Party, audio_offer, request
+from voipsec.audit.liverequests import USER_AGENT, Party, audio_offer, request
 from voipsec.audit.model import Outcome
 from voipsec.audit.options import ProbeOptions
-from voipsec.audit.sipprobe import MAX_REQUESTS, ProbeBudgetExceeded, ProbeRun
+from voipsec.audit.sipprobe import (
+    AUTH_SOURCE,
+    MAX_REQUESTS,
+    MAX_SILENT,
+    MAX_TARGET_SECONDS,
+    PROBE_RATE,
+    ProbeBudgetExceeded,
+    ProbeRun,
+)
 from voipsec.audit.targets import SipTarget
 from voipsec.sip import Response, parse_message
 from voipsec.sip.uac import LocalAddress
@@ -101,14 +111,17 @@ def test_audit_livechecks_ciphers_and_renegotiation() -> None:
     r = lc.judge_ciphers(T, "AES256-SHA", own=False)
     assert (r.outcome, r.observed) == (Outcome.FAILED, "accepted the weak suite AES256-SHA")
     assert lc.judge_ciphers(T, None, own=True).outcome is Outcome.PASSED
-    r = lc.judge_renegotiation(T, True, "zlib", own=True)
+    r = lc.judge_renegotiation(T, True, own=True)
     assert (r.outcome, r.observed, r.fix) == (
         Outcome.FAILED,
-        "client-initiated renegotiation accepted; TLS compression zlib",
+        "client-initiated renegotiation accepted",
         "voipsec config set tls.min_version '\"1.3\"'",
     )
-    ok = lc.judge_renegotiation(T, False, None, own=True)
-    assert (ok.outcome, ok.observed) == (Outcome.PASSED, "renegotiation refused, no compression")
+    ok = lc.judge_renegotiation(T, False, own=True)
+    assert (ok.outcome, ok.observed) == (
+        Outcome.PASSED,
+        "client-initiated renegotiation refused (compression not probed)",
+    )
 
 
 def test_audit_livechecks_certificate_expiry_days() -> None:
@@ -128,7 +141,24 @@ def test_audit_livechecks_certificate_expiry_days() -> None:
         "from the CA), then SIGHUP to voipsec serve",
     )
     ok = lc.judge_certificate_expiry(T, now + 31 * 86400, now, subject="CN=x")
-    assert (ok.outcome, ok.observed) == (Outcome.PASSED, "CN=x: 31 days left")
+    assert (ok.outcome, ok.observed) == (
+        Outcome.PASSED,
+        "CN=x: 31 days left, chain and name verified",
+    )
+    self_signed = lc.judge_certificate_expiry(
+        T, now + 300 * 86400, now, subject="CN=x", untrusted="self-signed certificate"
+    )
+    assert (self_signed.outcome, self_signed.observed, self_signed.fix) == (
+        Outcome.FAILED,
+        "CN=x: 300 days left; not trusted: self-signed certificate",
+        "use a certificate from a CA the clients trust, naming the server, valid for long",
+    )
+    both = lc.judge_certificate_expiry(
+        T, now + 4 * 86400, now, subject="CN=x", untrusted="Hostname mismatch"
+    )
+    assert both.observed == (
+        "CN=x: expires in 4 day(s) (warning at 30 days); not trusted: Hostname mismatch"
+    )
 
 
 def test_audit_livechecks_plaintext_and_amplification() -> None:
@@ -194,6 +224,22 @@ def test_audit_livechecks_nonce_reuse() -> None:
         "accepted once (200), refused on replay (401)",
     )
     assert lc.judge_nonce_reuse(T, 403, None).outcome is Outcome.SKIPPED
+    # Silence, or an answer that is not a refusal, proves nothing (a slow 200 may follow).
+    slow = lc.judge_nonce_reuse(T, 200, None)
+    assert (slow.outcome, slow.observed) == (
+        Outcome.ERROR,
+        "accepted once (200), replay got no answer: not a refusal",
+    )
+    odd = lc.judge_nonce_reuse(T, 200, 500)
+    assert (odd.outcome, odd.observed) == (
+        Outcome.ERROR,
+        "accepted once (200), replay got 500: not a refusal",
+    )
+    none = lc.judge_nonce_reuse(T, None, None)
+    assert (none.outcome, none.observed) == (
+        Outcome.ERROR,
+        "no answer to the test user's authorized REGISTER",
+    )
 
 
 def _ex(method: str, response: Response | None, seconds: float) -> lc.Exchange:
@@ -243,10 +289,28 @@ def test_audit_livechecks_unauthenticated_call() -> None:
         Outcome.FAILED,
         "INVITE to +442079460000 without credentials got 100, 183, 200",
     )
-    for status in (401, 407, 403, 404, 480, 488):
+    for status in (401, 407, 403):
         assert lc.judge_unauthenticated_call(T, [100, status]).outcome is Outcome.PASSED
+    # A 488 may be an SRTP policy behind routing, a 404 a routed call's: no proof either way.
+    for status in (404, 480, 488, 500):
+        r = lc.judge_unauthenticated_call(T, [100, status])
+        assert (r.outcome, r.observed) == (
+            Outcome.ERROR,
+            f"INVITE without credentials got 100, {status}: neither a challenge nor routed",
+        )
     assert lc.judge_unauthenticated_call(T, [302]).outcome is Outcome.FAILED
-    assert lc.judge_unauthenticated_call(T, []).outcome is Outcome.SKIPPED
+    # Ringing before a challenge is routing too.
+    assert lc.judge_unauthenticated_call(T, [183, 407]).outcome is Outcome.FAILED
+    # 100, then nothing: the probe CANCELs; a 487 shows the call was going somewhere.
+    r = lc.judge_unauthenticated_call(T, [100, 487], cancelled=True)
+    assert (r.outcome, r.observed) == (
+        Outcome.FAILED,
+        "INVITE to +442079460000 without credentials got 100, 487 (CANCELled)",
+    )
+    r = lc.judge_unauthenticated_call(T, [])
+    assert (r.outcome, r.observed) == (Outcome.ERROR, "no final answer to the INVITE (no answer)")
+    r = lc.judge_unauthenticated_call(T, [100], cancelled=True)
+    assert (r.outcome, r.observed) == (Outcome.ERROR, "no final answer to the INVITE (100)")
 
 
 def test_audit_livechecks_media_judgements() -> None:
@@ -269,7 +333,83 @@ def test_audit_livechecks_rate_limit() -> None:
     ok = lc.judge_rate_limit(T, 60, 60, [503] * 44, False)
     assert (ok.outcome, ok.observed) == (Outcome.PASSED, "60 OPTIONS in 1 s: 44 answered 503")
     cut = lc.judge_rate_limit(T, 60, 16, [], True)
-    assert cut.observed == "60 OPTIONS in 1 s: 44 unanswered, connection closed"
+    assert (cut.outcome, cut.observed) == (
+        Outcome.PASSED,
+        "60 OPTIONS in 1 s: 44 unanswered, connection closed",
+    )
+    # Silence is not a limit: nothing answered, or answers that just stop.
+    silent = lc.judge_rate_limit(T, 60, 0, [], False)
+    assert (silent.outcome, silent.observed) == (
+        Outcome.ERROR,
+        "60 OPTIONS in 1 s: 0 answered, no 429/503 and no close after answers — no limit shown",
+    )
+    dropped = lc.judge_rate_limit(T, 60, 30, [], False)
+    assert dropped.outcome is Outcome.ERROR
+    shut = lc.judge_rate_limit(T, 60, 0, [], True)
+    assert (shut.outcome, shut.observed) == (
+        Outcome.ERROR,
+        "60 OPTIONS in 1 s: connection closed, 0 answered, no 429/503 and no close after "
+        "answers — no limit shown",
+    )
+    assert lc.judge_rate_limit(T, 60, 20, [429], False).outcome is Outcome.PASSED
+
+
+def test_audit_livechecks_relay_address_must_be_the_targets() -> None:
+    allowed = frozenset({"192.0.2.10", "2001:db8::1"})
+    assert lc.relay_allowed("192.0.2.10", allowed)
+    assert lc.relay_allowed("[2001:db8:0::1]", allowed)
+    for address in ("127.0.0.66", "", "0.0.0.0", "::", "pbx.example.com", "192.0.2.11"):
+        assert not lc.relay_allowed(address, allowed), address
+
+
+def test_audit_livechecks_digest_no_answer_is_an_error() -> None:
+    for judge in (
+        lambda: lc.judge_digest_md5(T, [], own=False),
+        lambda: lc.judge_digest_qop(T, []),
+    ):
+        r = judge()
+        assert (r.outcome, r.observed) == (Outcome.ERROR, "no final answer to REGISTER or INVITE")
+    # A target dripping 100 Trying has not answered either.
+    r = lc.judge_digest_md5(T, [_response("100 Trying")] * 3, own=False)
+    assert (r.outcome, r.observed) == (Outcome.ERROR, "no final answer to REGISTER or INVITE")
+    r = lc.judge_digest_md5(T, [_response("200 OK")], own=False)
+    assert (r.outcome, r.observed) == (Outcome.SKIPPED, "no digest challenge to read (200)")
+    r = lc.judge_srtp_required(T, None, False, own=False)
+    assert (r.outcome, r.observed) == (Outcome.ERROR, "no answer to an RTP/AVP offer")
+
+
+def test_audit_livechecks_enumeration_by_silence() -> None:
+    """svwar reads silence too: the unknown user unanswered while the existing user's
+    next request is answered is a tell; both silent (a ban) is not."""
+    a = _response("401 Unauthorized", SHA)
+    ex = [_ex("REGISTER", a, 0.01), _ex("REGISTER", a, 0.01)]
+    r = lc.judge_user_enumeration(T, ex, [_ex("REGISTER", None, 3.0)] * 2)
+    assert (r.outcome, r.observed) == (
+        Outcome.FAILED,
+        "REGISTER: existing user 401 Unauthorized, unknown user no answer "
+        "(the existing user's next request was answered)",
+    )
+    banned = [_ex("REGISTER", a, 0.01), _ex("REGISTER", None, 3.0)]
+    r = lc.judge_user_enumeration(T, banned, [_ex("REGISTER", a, 0.01), _ex("REGISTER", None, 3.0)])
+    assert r.outcome is Outcome.PASSED
+
+
+def test_audit_livechecks_warning_headers_leak() -> None:
+    """Kamailio's sip_warning=1: the agent's internal address and a debugging text."""
+    r = _response(
+        "401 Unauthorized",
+        'Warning: 392 10.20.30.40:5060 "Noisy feedback tells: pid=4242 req_src_ip=1.2.3.4 '
+        'in_uri=sip:x via_cnt==1"',
+    )
+    assert lc.leaks_in(r, allowed=frozenset()) == [
+        'Warning: 392 10.20.30.40:5060 "Noisy feedback tells: pid=4242 '
+        'req_src_ip=1.2.3.4 in_uri=sip"',
+        "internal address 10.20.30.40",
+    ]
+    inside = _response("488 Not Acceptable Here", 'Warning: 305 pbx "see 192.168.7.7"')
+    assert lc.leaks_in(inside, allowed=frozenset()) == ["internal address 192.168.7.7"]
+    plain = _response("488 Not Acceptable Here", 'Warning: 305 sip.example.com "Incompatible"')
+    assert lc.leaks_in(plain, allowed=frozenset()) == []
 
 
 def test_audit_livechecks_info_leaks() -> None:
@@ -299,7 +439,7 @@ def test_audit_livechecks_info_leaks() -> None:
     ok = lc.judge_info_leak(T, [quiet], allowed=frozenset(), own=True)
     assert (ok.outcome, ok.observed) == (Outcome.PASSED, "1 answer(s) read, nothing disclosed")
     none = lc.judge_info_leak(T, [], allowed=frozenset(), own=False)
-    assert (none.outcome, none.observed) == (Outcome.SKIPPED, "no answer to read")
+    assert (none.outcome, none.observed) == (Outcome.ERROR, "no answer to read")
 
 
 def test_audit_livechecks_trusted_zone_most_specific_wins() -> None:
@@ -398,3 +538,65 @@ def test_audit_livechecks_enumeration_leaves_out_unanswered_pairs() -> None:
         Outcome.ERROR,
         "no answered pair of requests to compare",
     )
+
+
+def test_audit_sipprobe_sources_run_out_and_repeat_per_run() -> None:
+    """125 loopback sources (127.0.0.3-127), the same order each run; the 126th raises
+    instead of looping for ever; the authenticated probes share 127.0.0.2, every run."""
+    run = _run("127.0.0.1")
+    sources = [run.fresh_source() for _ in range(125)]
+    assert sources == [f"127.0.0.{i}" for i in range(3, 128)]
+    with pytest.raises(ProbeBudgetExceeded, match="all 125 loopback sources used"):
+        run.fresh_source()
+    again = _run("127.0.0.1")
+    assert again.fresh_source() == "127.0.0.3"
+    assert again.auth_source() == again.auth_source() == AUTH_SOURCE == "127.0.0.2"
+    assert again.fresh_source() == "127.0.0.4"
+    assert again.sources == frozenset({"127.0.0.2", "127.0.0.3", "127.0.0.4"})
+    assert _run("192.0.2.10").auth_source() is None
+
+
+def test_audit_sipprobe_time_budget_exceeded() -> None:
+    run = _run("127.0.0.1")
+    run.deadline = time.monotonic() + 5.0
+    assert 0 < run.wait(10.0) <= 5.0
+    run.pace()
+    run.deadline = time.monotonic()  # spent
+    assert run.wait(10.0) == 0.0
+    with pytest.raises(
+        ProbeBudgetExceeded,
+        match=f"the probes of one target may take {MAX_TARGET_SECONDS:g} s, all spent",
+    ):
+        run.pace()
+
+
+def test_audit_sipprobe_pace_keeps_probe_rate() -> None:
+    run = _run("127.0.0.1")
+    started = time.monotonic()
+    for _ in range(4):
+        run.pace()
+    assert time.monotonic() - started >= 3 / PROBE_RATE - 0.01
+    assert run.sent == 4
+
+
+def test_audit_liverequests_user_agent_is_the_audits() -> None:
+    local = LocalAddress(transport="tls", host="127.0.0.1", port=40000)
+    req = request("OPTIONS", Party(domain="example.com"), local)
+    assert req.headers.get("user-agent") == USER_AGENT == f"voipsec-audit/{voipsec.__version__}"
+
+
+def test_audit_sipprobe_silent_target_ends_the_run() -> None:
+    run = _run("127.0.0.1")
+    for _ in range(MAX_SILENT - 2):
+        run.answered([])
+    run.check_time()
+    run.answered([_response("100 Trying")])  # a provisional is no answer
+    assert run.unanswered == MAX_SILENT - 1
+    run.answered([_response("100 Trying"), _response("200 OK")])  # a final one resets
+    assert run.unanswered == 0
+    for _ in range(MAX_SILENT):
+        run.answered([])
+    with pytest.raises(
+        ProbeBudgetExceeded, match=f"no final answer to {MAX_SILENT} requests in a row"
+    ):
+        run.pace()

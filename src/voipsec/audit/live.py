@@ -26,6 +26,7 @@ from cryptography import x509
 from OpenSSL import SSL
 
 from ..config import Config
+from ..media.sdes import SUITES, crypto_line, new_master
 from ..sip import Request, Response, parse_message
 from ..sip.dialog import uac_dialog
 from ..sip.digest import answer_challenge
@@ -38,9 +39,11 @@ from .mediaprobe import media_results
 from .model import CheckResult, CheckSpec, errored, skipped
 from .options import ProbeOptions
 from .sipprobe import (
+    MAX_TARGET_SECONDS,
     ProbeBudgetExceeded,
     ProbeRun,
     SipStream,
+    certificate_trust,
     peer_certificate,
     renegotiation,
     stream_exchange,
@@ -101,8 +104,11 @@ def _guarded(
         return [errored(lc.SPEC_BY_ID[i], run.name, f"could not probe: {text}") for i in ids]
 
 
-def live_results(target: SipTarget, options: ProbeOptions) -> list[CheckResult]:
-    """Every live SIP check's result at ``target`` (module docstring for the order)."""
+def live_results(
+    target: SipTarget, options: ProbeOptions, *, budget: float = MAX_TARGET_SECONDS
+) -> list[CheckResult]:
+    """Every live SIP check's result at ``target`` (module docstring for the order),
+    within ``budget`` seconds (MAX_TARGET_SECONDS; past it, what is left is an ERROR)."""
     own = options.own
     creds = (
         (options.user, options.password)
@@ -117,6 +123,7 @@ def live_results(target: SipTarget, options: ProbeOptions) -> list[CheckResult]:
         party=Party(domain=domain),
         user=user,
         password=password,
+        deadline=time.monotonic() + budget,
     )
     results: list[CheckResult] = []
     results += _guarded(_TLS_IDS, run, lambda: _tls(run))
@@ -124,7 +131,10 @@ def live_results(target: SipTarget, options: ProbeOptions) -> list[CheckResult]:
     udp: dict[str, tuple[int, int]] = {}
     results += _guarded("S-plaintext-sip", run, lambda: [_plaintext(run, udp)])
     results += _guarded(_CHALLENGE_IDS, run, lambda: _challenges(run))
-    results += _guarded("A-user-enumeration", run, lambda: [_enumeration(run)])
+    refused = any(
+        r.spec.id == "A-unauthenticated-call" and r.outcome.value == "passed" for r in results
+    )
+    results += _guarded("A-user-enumeration", run, lambda: [_enumeration(run, refused)])
     results += _guarded("A-nonce-reuse", run, lambda: [_nonce_reuse(run)])
     results += _guarded(_MEDIA_IDS, run, lambda: media_results(run))
     allowed = frozenset({target.host, *_own_hosts(own)})
@@ -165,23 +175,23 @@ def _tls(run: ProbeRun) -> list[CheckResult]:
     )
     if not accepted["TLS 1.2"] and not accepted["TLS 1.1"] and not accepted["TLS 1.0"]:
         # TLS 1.3 only: no renegotiation exists (RFC 8446 §4.6 has none).
-        _, compression = peer_certificate(host, port, timeout, source=src)
-        results.append(lc.judge_renegotiation(run.name, False, compression, own=run.own))
+        results.append(lc.judge_renegotiation(run.name, False, own=run.own))
         return results
 
     def reneg() -> list[CheckResult]:
-        _, compression = peer_certificate(host, port, timeout, source=src)
         renegotiated = renegotiation(host, port, timeout, source=src)
-        return [lc.judge_renegotiation(run.name, renegotiated, compression, own=run.own)]
+        return [lc.judge_renegotiation(run.name, renegotiated, own=run.own)]
 
     results += _guarded("S-tls-renegotiation", run, reneg)
     return results
 
 
 def _certificate(run: ProbeRun) -> list[CheckResult]:
-    der, _ = peer_certificate(
-        run.target.host, run.target.port, run.options.timeout, source=run.fresh_source()
-    )
+    """The leaf's expiry, and its chain and name: against the own CA (DIR/ca/ca.crt)
+    for the own installation, the system's CAs for any other target."""
+    source = run.fresh_source()
+    host, port, timeout = run.target.host, run.target.port, run.options.timeout
+    der, _ = peer_certificate(host, port, timeout, source=source)
     if der is None:
         raise OSError("no certificate presented")
     cert = x509.load_der_x509_certificate(der)
@@ -189,9 +199,11 @@ def _certificate(run: ProbeRun) -> list[CheckResult]:
     subject = f"CN={names[0].value!s}" if names else cert.subject.rfc4514_string() or "leaf"
     own = run.options.own
     days = own.pki.expiry_warning_days if own is not None else lc.EXPIRY_DAYS
-    fix = None
+    fix, cafile = None, None
     if own is not None and run.options.data_dir is not None:
         fix = lc.certificate_fix(str(run.options.data_dir))
+        cafile = str(run.options.data_dir / "ca" / "ca.crt")
+    untrusted = certificate_trust(host, port, timeout, cafile=cafile, source=source)
     return [
         lc.judge_certificate_expiry(
             run.name,
@@ -200,6 +212,7 @@ def _certificate(run: ProbeRun) -> list[CheckResult]:
             subject=subject,
             warning_days=days,
             fix_own=fix,
+            untrusted=untrusted,
         )
     ]
 
@@ -242,18 +255,27 @@ def _plaintext(run: ProbeRun, udp: dict[str, tuple[int, int]]) -> CheckResult:
     source = run.fresh_source()
     for transport, host, port in _plain_listeners(run):
         where = f"{transport}:{host}:{port}"
-        family_any = "::" if ":" in host else "0.0.0.0"  # noqa: S104 - Via host only
-        local = LocalAddress(transport=transport, host=family_any, port=5060)
-        req = request("OPTIONS", Party(domain=run.party.domain), local, uri=f"sip:{host}:{port}")
-        data = req.to_bytes()
+        sent: list[bytes] = []
+
+        def build(
+            local: LocalAddress, host: str = host, port: int = port, sent: list[bytes] = sent
+        ) -> bytes:
+            # The Via names the socket's real address and port (RFC 3261 §18.1.1): a
+            # server without rport (RFC 3581) answers there (§18.2.2), not to 5060.
+            party = Party(domain=run.party.domain)
+            data = request("OPTIONS", party, local, uri=f"sip:{host}:{port}").to_bytes()
+            sent.append(data)
+            return data
+
         run.pace()
+        timeout = run.wait(run.options.timeout)
         if transport == "udp":
-            got = udp_exchange(host, port, data, run.options.timeout, source=source)
-            if got:
-                udp[where] = (len(data), sum(len(g) for g in got))
+            got = udp_exchange(host, port, build, timeout, source=source)
+            if got and sent:
+                udp[where] = (len(sent[0]), sum(len(g) for g in got))
             raw = got[-1] if got else b""
         else:
-            raw = stream_exchange(host, port, data, run.options.timeout, source=source)
+            raw = stream_exchange(host, port, build, timeout, source=source)
         answers[where] = _status_line(raw, run)
     return lc.judge_plaintext(
         run.name, answers, own=run.own, tls_listeners=_tls_listeners(run.options.own)
@@ -282,17 +304,29 @@ def _register(run: ProbeRun, stream: SipStream, user: str, **kw: object) -> list
     return run.ask(stream, req)
 
 
-def _invite_fiction(run: ProbeRun, stream: SipStream, from_user: str) -> list[Response]:
-    """INVITE to the fiction number without credentials; CANCEL/BYE what got through."""
-    party = Party(domain=run.party.domain, from_user=from_user, to_user=lc.FICTION_NUMBER)
-    body = audio_offer(stream.local.host, 9, crypto=None)
+def _srtp_offer(host: str) -> bytes:
+    """An SDES-SRTP offer (RFC 4568) with a throwaway key: a server that routes without
+    authentication but requires SRTP must not get to refuse it 488 and pass."""
+    suite = SUITES["AES_CM_128_HMAC_SHA1_80"]
+    return audio_offer(host, 9, crypto=str(crypto_line(1, suite, new_master(suite))))
+
+
+def _invite_unauthenticated(
+    run: ProbeRun, stream: SipStream, from_user: str, to_user: str = lc.FICTION_NUMBER
+) -> tuple[list[Response], bool]:
+    """INVITE without credentials; CANCEL/BYE what got through. The responses, and
+    whether the probe had to CANCEL (no final answer in time)."""
+    party = Party(domain=run.party.domain, from_user=from_user, to_user=to_user)
     contact = stream.local.contact(from_user)
+    body = _srtp_offer(stream.local.host)
     req = request("INVITE", party, stream.local, extra=[("Contact", contact)], body=body)
     got = run.ask(stream, req)
     final = got[-1] if got and got[-1].status >= 200 else None
+    cancelled = False
     if final is None and got:
         # Ringing and no final answer: CANCEL (§9.1), read its 200 and the 487.
         run.pace()
+        cancelled = True
         stream.send(cancel_for(req))
         more = stream.responses_to(req)
         run.seen += more
@@ -301,16 +335,21 @@ def _invite_fiction(run: ProbeRun, stream: SipStream, from_user: str) -> list[Re
         got += more
     elif final is not None and final.status < 300:
         _hang_up(run, stream, req, final)
-    return got
+    return got, cancelled
 
 
 def _hang_up(run: ProbeRun, stream: SipStream, req: Request, ok: Response) -> None:
-    """ACK and BYE a call that should not have been answered (§13.2.2.4, §15.1.1)."""
-    dialog = uac_dialog(req, ok)
-    ack, dialog = in_dialog(dialog, "ACK", stream.local, seq=req.cseq.seq)
-    stream.send(ack)
-    bye, _ = in_dialog(dialog, "BYE", stream.local)
-    run.ask(stream, bye)
+    """ACK and BYE a call that should not have been answered (§13.2.2.4, §15.1.1);
+    best effort: a 200 the probe cannot make a dialog of (no To tag) is left alone,
+    its judgement is made from the status already."""
+    try:
+        dialog = uac_dialog(req, ok)
+        ack, dialog = in_dialog(dialog, "ACK", stream.local, seq=req.cseq.seq)
+        stream.send(ack)
+        bye, _ = in_dialog(dialog, "BYE", stream.local)
+        run.ask(stream, bye)
+    except (*_PROBE_ERRORS,):
+        return
 
 
 def _challenges(run: ProbeRun) -> list[CheckResult]:
@@ -318,12 +357,12 @@ def _challenges(run: ProbeRun) -> list[CheckResult]:
     was routed (A-unauthenticated-call)."""
     with run.stream() as stream:
         reg = _register(run, stream, PROBE_USER)
-        inv = _invite_fiction(run, stream, PROBE_USER)
+        inv, cancelled = _invite_unauthenticated(run, stream, PROBE_USER)
     challenged = [r for r in reg + inv if r.status in (401, 407)]
     return [
         lc.judge_digest_md5(run.name, challenged or reg + inv, own=run.own),
-        lc.judge_digest_qop(run.name, challenged),
-        lc.judge_unauthenticated_call(run.name, [r.status for r in inv]),
+        lc.judge_digest_qop(run.name, challenged or reg + inv),
+        lc.judge_unauthenticated_call(run.name, [r.status for r in inv], cancelled=cancelled),
     ]
 
 
@@ -341,7 +380,11 @@ def _existing_user(run: ProbeRun) -> str | None:
     return users[0] if users else None
 
 
-def _enumeration(run: ProbeRun) -> CheckResult:
+def _enumeration(run: ProbeRun, refused: bool) -> CheckResult:
+    """REGISTER, INVITE and OPTIONS (svwar's three modes) for the existing and an unknown
+    user, alternating, each with the user in From, To and the request-URI. The INVITE
+    goes to the user only when unauthenticated calls are refused (a routed one would
+    ring a real phone); else to the fiction number."""
     spec = lc.SPEC_BY_ID["A-user-enumeration"]
     existing = _existing_user(run)
     if existing is None:
@@ -350,12 +393,16 @@ def _enumeration(run: ProbeRun) -> CheckResult:
     samples: dict[str, list[lc.Exchange]] = {existing: [], unknown: []}
     with run.stream() as stream:
         for _ in range(lc.ENUM_SAMPLES):
-            for user in (existing, unknown):
-                for method in ("REGISTER", "INVITE"):
+            for method in lc.ENUM_METHODS:
+                for user in (existing, unknown):
                     if method == "REGISTER":
                         got = _register(run, stream, user)
+                    elif method == "INVITE":
+                        to = user if refused else lc.FICTION_NUMBER
+                        got, _ = _invite_unauthenticated(run, stream, user, to)
                     else:
-                        got = _invite_fiction(run, stream, user)
+                        party = Party(domain=run.party.domain, from_user=user, to_user=user)
+                        got = run.ask(stream, request("OPTIONS", party, stream.local))
                     took = run.last_seconds
                     final = got[-1] if got else None
                     samples[user].append(lc.Exchange(method=method, response=final, seconds=took))
@@ -370,9 +417,11 @@ def _nonce_reuse(run: ProbeRun) -> CheckResult:
         return skipped(spec, run.name, "needs a test user (--user/--password)")
     uri = f"sip:{run.party.domain}"
     call_id = secrets.token_hex(12)
-    with run.stream() as stream:
+    with run.stream(source=run.auth_source()) as stream:
         first = _register(run, stream, run.user, call_id=call_id, cseq=1)
-        if not first or first[-1].status not in (401, 407):
+        if not first:
+            return errored(spec, run.name, "no answer to REGISTER")
+        if first[-1].status not in (401, 407):
             return skipped(spec, run.name, f"REGISTER was not challenged ({_last(first)})")
         auth = answer_challenge(
             first[-1], username=run.user, password=run.password, method="REGISTER", uri=uri
@@ -425,6 +474,7 @@ def _rate_limit(run: ProbeRun) -> CheckResult:
                 f"the probe's source {source or run.target.host} is in the trusted zone "
                 f"{zone!r}, which is never rate limited",
             )
+    run.check_time()
     with run.stream(source=source) as stream:
         sent: list[Request] = []
         started = time.monotonic()
@@ -441,7 +491,7 @@ def _rate_limit(run: ProbeRun) -> CheckResult:
         ids = {r.call_id for r in sent}
         answered: set[str] = set()
         limited: list[int] = []
-        deadline = time.monotonic() + run.options.timeout
+        deadline = time.monotonic() + run.wait(run.options.timeout)
         while len(answered) < len(ids) and time.monotonic() < deadline:
             msg = stream.next_message(max(deadline - time.monotonic(), 0.01))
             if msg is None:

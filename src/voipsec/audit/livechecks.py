@@ -25,6 +25,7 @@ from .specs import spec_by_id
 
 __all__ = [
     "AMPLIFICATION_LIMIT",
+    "ENUM_METHODS",
     "ENUM_SAMPLES",
     "ENUM_TIME_FACTOR",
     "ENUM_TIME_MARGIN",
@@ -32,6 +33,7 @@ __all__ = [
     "FICTION_NUMBER",
     "RATE_BURST",
     "RATE_WINDOW",
+    "REFUSALS",
     "SPECS",
     "SPEC_BY_ID",
     "TLS_VERSIONS",
@@ -55,6 +57,7 @@ __all__ = [
     "judge_unauthenticated_call",
     "judge_user_enumeration",
     "leaks_in",
+    "relay_allowed",
     "trusted_zone_of",
     "weak_suites",
 ]
@@ -67,6 +70,9 @@ TLS_VERSIONS = ("TLS 1.0", "TLS 1.1", "TLS 1.2", "TLS 1.3")
 EXPIRY_DAYS = 30
 #: Requests per user in the enumeration probe (each side: the median is compared).
 ENUM_SAMPLES = 3
+#: The requests each sample asks for both users (SIPVicious svwar's REGISTER, INVITE
+#: and OPTIONS modes).
+ENUM_METHODS = ("REGISTER", "INVITE", "OPTIONS")
 #: Timing differences fail only beyond both: this many seconds of median difference...
 ENUM_TIME_MARGIN = 0.050
 #: ... and this ratio of the slower median to the faster (a loaded machine jitters).
@@ -160,25 +166,21 @@ def judge_ciphers(target: str, chosen: str | None, *, own: bool) -> CheckResult:
     return failed(spec, target, f"accepted the weak suite {chosen}", fix)
 
 
-def judge_renegotiation(
-    target: str, renegotiated: bool, compression: str | None, *, own: bool
-) -> CheckResult:
-    """RFC 9325 §3.3 (no compression) and §3.5 (renegotiation only with RFC 5746;
-    client-initiated renegotiation is a denial-of-service lever, CVE-2011-1473)."""
+def judge_renegotiation(target: str, renegotiated: bool, *, own: bool) -> CheckResult:
+    """RFC 9325 §3.5 (renegotiation only with RFC 5746; client-initiated renegotiation
+    is a denial-of-service lever, CVE-2011-1473). TLS compression (§3.3) is not
+    probed: the client's OpenSSL cannot offer it, so no server could be seen using it."""
     spec = _SPEC["S-tls-renegotiation"]
-    found = []
-    if renegotiated:
-        found.append("client-initiated renegotiation accepted")
-    if compression:
-        found.append(f"TLS compression {compression}")
-    if not found:
-        return passed(spec, target, "renegotiation refused, no compression")
+    if not renegotiated:
+        return passed(
+            spec, target, "client-initiated renegotiation refused (compression not probed)"
+        )
     fix = _fix(
         own,
         "voipsec config set tls.min_version '\"1.3\"'",
-        "refuse client-initiated renegotiation and TLS compression (or require TLS 1.3)",
+        "refuse client-initiated renegotiation (or require TLS 1.3)",
     )
-    return failed(spec, target, "; ".join(found), fix)
+    return failed(spec, target, "client-initiated renegotiation accepted", fix)
 
 
 def certificate_fix(data_dir: str) -> str:
@@ -198,15 +200,26 @@ def judge_certificate_expiry(
     subject: str,
     warning_days: int = EXPIRY_DAYS,
     fix_own: str | None = None,
+    untrusted: str | None = None,
 ) -> CheckResult:
-    """The leaf certificate the server presented (RFC 5280 §4.1.2.5 validity)."""
+    """The leaf certificate the server presented (RFC 5280 §4.1.2.5 validity), and
+    ``untrusted``: why its chain or name did not verify (RFC 5280 §6, RFC 6125 §6,
+    RFC 5922 for SIP), None when it did."""
     spec = _SPEC["S-certificate-expiry"]
     days = (not_after - now) / 86400
+    if days > warning_days and untrusted is None:
+        return passed(spec, target, f"{subject}: {int(days)} days left, chain and name verified")
     if days > warning_days:
-        return passed(spec, target, f"{subject}: {int(days)} days left")
-    state = "expired" if days <= 0 else f"expires in {max(int(days), 0)} day(s)"
-    observed = f"{subject}: {state} (warning at {warning_days} days)"
-    return failed(spec, target, observed, fix_own or "renew the server certificate")
+        state = f"{int(days)} days left"
+    else:
+        expiry = "expired" if days <= 0 else f"expires in {max(int(days), 0)} day(s)"
+        state = f"{expiry} (warning at {warning_days} days)"
+    observed = f"{subject}: {state}"
+    advice = "renew the server certificate"
+    if untrusted is not None:
+        observed += f"; not trusted: {untrusted}"
+        advice = "use a certificate from a CA the clients trust, naming the server, valid for long"
+    return failed(spec, target, observed, fix_own or advice)
 
 
 # -- plaintext and amplification --------------------------------------------------------
@@ -271,8 +284,10 @@ def judge_digest_md5(target: str, responses: Sequence[Response], *, own: bool) -
     (RFC 3261 §22.4, RFC 7616 §3.3)."""
     spec = _SPEC["A-digest-md5"]
     found = _challenges(responses)
+    if not any(r.status >= 200 for r in responses):
+        return errored(spec, target, "no final answer to REGISTER or INVITE")
     if not found:
-        statuses = ", ".join(str(r.status) for r in responses) or "no answer"
+        statuses = ", ".join(str(r.status) for r in responses)
         return skipped(spec, target, f"no digest challenge to read ({statuses})")
     algorithms = sorted({c.get("algorithm", "MD5 (no algorithm)") for c in found})
     observed = f"challenged with {', '.join(algorithms)}"
@@ -290,6 +305,8 @@ def judge_digest_qop(target: str, responses: Sequence[Response]) -> CheckResult:
     """RFC 7616 §3.3: qop=auth binds the response to a client nonce and a count."""
     spec = _SPEC["A-digest-qop"]
     found = _challenges(responses)
+    if not any(r.status >= 200 for r in responses):
+        return errored(spec, target, "no final answer to REGISTER or INVITE")
     if not found:
         return skipped(spec, target, "no digest challenge to read")
     without = [c for c in found if "auth" not in c.get("qop", "").replace(" ", "").split(",")]
@@ -302,9 +319,12 @@ def judge_digest_qop(target: str, responses: Sequence[Response]) -> CheckResult:
 
 
 def judge_nonce_reuse(target: str, first: int | None, replay: int | None) -> CheckResult:
-    """RFC 7616 §3.3 (nc), §5.5: a replayed Authorization must not be accepted."""
+    """RFC 7616 §3.3 (nc), §5.5: a replayed Authorization must not be accepted; only an
+    explicit refusal (401, 403, 407) passes — silence proves nothing."""
     spec = _SPEC["A-nonce-reuse"]
-    if first is None or not 200 <= first < 300:
+    if first is None:
+        return errored(spec, target, "no answer to the test user's authorized REGISTER")
+    if not 200 <= first < 300:
         return skipped(spec, target, f"the test user's request was not accepted ({first})")
     if replay is not None and 200 <= replay < 300:
         return failed(
@@ -314,6 +334,9 @@ def judge_nonce_reuse(target: str, first: int | None, replay: int | None) -> Che
             "track nonce counts: refuse a repeated nc (RFC 7616 §3.3), e.g. Kamailio "
             "auth nonce_count=1 or one_time_nonce=1",
         )
+    if replay not in (401, 403, 407):
+        got = "no answer" if replay is None else str(replay)
+        return errored(spec, target, f"accepted once ({first}), replay got {got}: not a refusal")
     return passed(spec, target, f"accepted once ({first}), refused on replay ({replay})")
 
 
@@ -363,9 +386,12 @@ def judge_user_enumeration(
     """Answers for an existing and an unknown user must not differ (SIPVicious svwar
     tells them apart by status, by headers, or by time).
 
-    Only pairs where both requests were answered are compared: a server that stops
+    ``existing[i]``, ``unknown[i]`` and ``existing[i + 1]`` were asked in this order.
+    Pairs where both requests were answered are compared. A server that stops
     answering (an IDS ban after so many requests) does so for whoever asks next, which
-    says nothing about the user. No such pair at all: an error (nothing was compared).
+    says nothing about the user — but an unknown user's request left unanswered while
+    the existing user's next one is answered is the tell (svwar reads silence too).
+    No answered pair at all: an error (nothing was compared).
     """
     spec = _SPEC["A-user-enumeration"]
     advice = (
@@ -377,6 +403,16 @@ def judge_user_enumeration(
         for a, b in zip(existing, unknown, strict=False)
         if a.response is not None and b.response is not None
     ]
+    for i, (a, b) in enumerate(zip(existing, unknown, strict=False)):
+        after = existing[i + 1].response if i + 1 < len(existing) else None
+        if a.response is not None and b.response is None and after is not None:
+            return failed(
+                spec,
+                target,
+                f"{a.method}: existing user {_status(a.response)}, unknown user no answer "
+                "(the existing user's next request was answered)",
+                advice,
+            )
     if not pairs:
         return errored(spec, target, "no answered pair of requests to compare")
     for a, b in pairs:
@@ -408,22 +444,58 @@ def _status(response: Response | None) -> str:
 # -- calls ---------------------------------------------------------------------------------
 
 
-def judge_unauthenticated_call(target: str, statuses: Sequence[int]) -> CheckResult:
-    """RFC 3261 §22.3: a proxy challenges (407) before it routes; a ringing (18x),
-    answered (2xx) or redirected (3xx) call without credentials is toll fraud."""
+#: Final answers that refuse an unauthenticated INVITE (RFC 3261 §22.3, §21.4.4).
+REFUSALS = (401, 403, 407)
+
+
+def judge_unauthenticated_call(
+    target: str, statuses: Sequence[int], *, cancelled: bool = False
+) -> CheckResult:
+    """RFC 3261 §22.3: a proxy challenges (407) before it routes. Passes only on a
+    final 401/403/407 with no provisional above 100; a ringing (18x), answered (2xx)
+    or redirected (3xx) call, or one the probe had to CANCEL that ended 487 (it was
+    going somewhere), is toll fraud; anything else proves nothing (an error).
+    ``cancelled``: the probe sent CANCEL after waiting for a final answer."""
     spec = _SPEC["A-unauthenticated-call"]
-    routed = [s for s in statuses if 100 < s < 400]
     seen = ", ".join(map(str, statuses)) or "no answer"
-    if routed:
+    final = statuses[-1] if statuses and statuses[-1] >= 200 else None
+    routed = [s for s in statuses if 100 < s < 400]
+    if routed or (cancelled and final == 487):
+        how = " (CANCELled)" if cancelled else ""
         return failed(
             spec,
             target,
-            f"INVITE to {FICTION_NUMBER} without credentials got {seen}",
+            f"INVITE to {FICTION_NUMBER} without credentials got {seen}{how}",
             "challenge every INVITE (407) before routing it; route only authenticated callers",
         )
-    if not statuses:
-        return skipped(spec, target, "no answer to the INVITE")
-    return passed(spec, target, f"INVITE without credentials refused ({seen})")
+    if final in REFUSALS:
+        return passed(spec, target, f"INVITE without credentials refused ({seen})")
+    if final is None:
+        return errored(spec, target, f"no final answer to the INVITE ({seen})")
+    return errored(
+        spec, target, f"INVITE without credentials got {seen}: neither a challenge nor routed"
+    )
+
+
+def relay_allowed(address: str, allowed: frozenset[str]) -> bool:
+    """Whether the probe may send media to ``address`` (an SDP c= of the target): only
+    when it is one of ``allowed`` (the target's own addresses, the installation's
+    media.address). Anything else — a third host, an unspecified or empty address —
+    would make the probe a reflector (an SDP c= may name any address, RFC 4566 §5.7)."""
+    try:
+        addr = ipaddress.ip_address(address.strip("[]"))
+    except ValueError:
+        return False
+    if addr.is_unspecified:
+        return False
+    return any(_same_address(addr, a) for a in allowed)
+
+
+def _same_address(addr: ipaddress.IPv4Address | ipaddress.IPv6Address, other: str) -> bool:
+    try:
+        return addr == ipaddress.ip_address(other.strip("[]"))
+    except ValueError:
+        return False
 
 
 def judge_srtp_required(
@@ -442,6 +514,8 @@ def judge_srtp_required(
         return failed(spec, target, f"an RTP/AVP offer was answered {status}", fix)
     if status == 488:
         return passed(spec, target, "an RTP/AVP offer was refused (488)")
+    if status is None:
+        return errored(spec, target, "no answer to an RTP/AVP offer")
     return skipped(spec, target, f"an RTP/AVP offer got {status}: no call to judge")
 
 
@@ -475,10 +549,12 @@ def judge_srtp_junk(target: str, forwarded: bool | None, detail: str) -> CheckRe
 def judge_rate_limit(
     target: str, sent: int, answered: int, limited: Sequence[int], closed: bool
 ) -> CheckResult:
-    """A burst of ``sent`` OPTIONS: 503/429 answers, unanswered requests or a closed
-    connection show a limit (Kamailio pike, voipsec's zone buckets)."""
+    """A burst of ``sent`` OPTIONS: 503/429 answers (RFC 3261 §21.5.4, RFC 6585 §4),
+    or a connection closed after some were answered, show a limit (Kamailio pike,
+    voipsec's zone buckets). Silence alone shows nothing: a server that answers
+    nobody is broken or not SIP, not rate limited — an error."""
     spec = _SPEC["F-rate-limit"]
-    if limited or closed or answered < sent:
+    if limited or (closed and answered):
         how = []
         if limited:
             how.append(f"{len(limited)} answered {sorted(set(limited))[0]}")
@@ -487,6 +563,14 @@ def judge_rate_limit(
         if closed:
             how.append("connection closed")
         return passed(spec, target, f"{sent} OPTIONS in {RATE_WINDOW:g} s: {', '.join(how)}")
+    if answered < sent:
+        shut = "connection closed, " if closed else ""
+        return errored(
+            spec,
+            target,
+            f"{sent} OPTIONS in {RATE_WINDOW:g} s: {shut}{answered} answered, no 429/503 "
+            "and no close after answers — no limit shown",
+        )
     return failed(
         spec,
         target,
@@ -500,6 +584,19 @@ def judge_rate_limit(
 _VERSION = re.compile(r"\d+\.\d+")
 _SDP_ADDR = re.compile(r"^(?:c=IN IP[46] |o=\S+ \S+ \S+ IN IP[46] )(\S+)", re.M)
 _URI_HOST = re.compile(r"sips?:(?:[^@;>\s]*@)?(\[[0-9a-fA-F:.]+\]|[0-9.]+)")
+#: A Warning value (RFC 3261 §20.43): warn-code SP warn-agent SP quoted warn-text.
+_WARNING = re.compile(r'(\d{3})\s+(\S+)\s+"((?:[^"\\]|\\.)*)"')
+_IPV4 = re.compile(r"(?<![\d.])\d{1,3}(?:\.\d{1,3}){3}(?![\d.])")
+#: Warning text that tells about the server's insides (Kamailio's "Noisy feedback
+#: tells: pid=..." of sip_warning=1, versions).
+_TELLTALE = re.compile(r"pid=|noisy feedback|version", re.I)
+
+
+def _warning_agent_host(agent: str) -> str:
+    """The host of a warn-agent (hostport or pseudonym, §20.43)."""
+    if agent.startswith("["):
+        return agent[1:].partition("]")[0]
+    return agent.rpartition(":")[0] if agent.count(":") == 1 else agent
 
 
 def _internal(text: str) -> bool:
@@ -512,7 +609,8 @@ def _internal(text: str) -> bool:
 
 def leaks_in(response: Response, *, allowed: frozenset[str]) -> list[str]:
     """What one answer discloses: product versions, internal addresses other than
-    ``allowed`` (the target's own and the probe's), ``a=tool`` in SDP."""
+    ``allowed`` (the target's own and the probe's) — in Via, Contact, Record-Route,
+    Warning agents and texts, SDP —, debugging Warning texts, ``a=tool`` in SDP."""
     found = []
     for name in ("server", "user-agent"):
         value = response.headers.get(name)
@@ -525,6 +623,12 @@ def leaks_in(response: Response, *, allowed: frozenset[str]) -> list[str]:
     for name in ("contact", "record-route"):
         for value in response.headers.values(name):
             addresses += _URI_HOST.findall(value)
+    for value in response.headers.lines("warning"):
+        for code, agent, text in _WARNING.findall(value):
+            addresses.append(_warning_agent_host(agent))
+            addresses += _IPV4.findall(text)
+            if _TELLTALE.search(text):
+                found.append(f'Warning: {code} {agent} "{text[:60]}"')
     body = response.body.decode("utf-8", "replace")
     addresses += _SDP_ADDR.findall(body)
     for addr in addresses:
@@ -543,7 +647,7 @@ def judge_info_leak(
     target of known holes; scanners (SIPVicious svmap, sippts) fingerprint by it."""
     spec = _SPEC["F-info-leak"]
     if not responses:
-        return skipped(spec, target, "no answer to read")
+        return errored(spec, target, "no answer to read")
     found: list[str] = []
     for r in responses:
         for item in leaks_in(r, allowed=allowed):

@@ -1,8 +1,9 @@
 """The SIP requests and SDP the live probes send, built with voipsec's own SIP package.
 
 Every request is a fresh transaction (RFC 3261 §8.1.1: new branch, From tag, Call-ID
-unless a probe continues a registration's). The probe names itself ``audit`` and sends
-no User-Agent: nothing here imitates a phone's fingerprint. Sans-IO.
+unless a probe continues a registration's). The probe names itself ``audit`` and says
+what it is in :data:`USER_AGENT` — an admin reading devices, CDRs or alerts sees the
+audit, and it imitates no phone's fingerprint. Sans-IO.
 """
 
 from __future__ import annotations
@@ -11,14 +12,17 @@ import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from .. import __version__
 from ..sip import Request
 from ..sip.dialog import new_branch, new_tag
 from ..sip.uac import LocalAddress, make_request
 
-__all__ = ["PROBE_USER", "Party", "audio_offer", "bracket", "request"]
+__all__ = ["PROBE_USER", "USER_AGENT", "Party", "audio_offer", "bracket", "request"]
 
 #: The user part of the probe's From when it has no test user.
 PROBE_USER = "audit"
+#: The User-Agent of every probe request (RFC 3261 §20.41): the same each run.
+USER_AGENT = f"voipsec-audit/{__version__}"
 
 
 def bracket(host: str) -> str:
@@ -60,6 +64,7 @@ def request(
         ("To", f"<{to_uri}>"),
         ("Call-ID", call_id or secrets.token_hex(12)),
         ("CSeq", f"{cseq} {method}"),
+        ("User-Agent", USER_AGENT),
     ]
     headers += list(extra)
     if body:

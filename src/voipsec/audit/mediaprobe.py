@@ -29,15 +29,17 @@ from ..media.sdp import SdpError, parse_sdp
 from ..sip import Request, Response, response_to
 from ..sip.dialog import new_tag, uac_dialog
 from ..sip.digest import answer_challenge
+from ..sip.errors import SipParseError
 from ..sip.uac import ack_for_failure, cancel_for, in_dialog
 from . import livechecks as lc
 from .liverequests import Party, audio_offer, request
 from .model import CheckResult, errored, skipped
-from .sipprobe import ProbeRun, SipStream
+from .sipprobe import ProbeBudgetExceeded, ProbeRun, SipStream
 
 __all__ = [
     "JUNK_PACKETS",
     "LEARN_PACKETS",
+    "MAX_ROUND_MESSAGES",
     "QUIET_WINDOW",
     "STRANGER_PACKETS",
     "ProbeLeg",
@@ -50,8 +52,9 @@ Answerer = Callable[[Request], "bytes | None"]
 
 #: Valid SRTP packets the caller sends for the relay to learn its address.
 LEARN_PACKETS = 10
-#: Valid SRTP packets the stranger sends from an unlearned source.
-STRANGER_PACKETS = 10
+#: Valid SRTP packets the stranger sends from an unlearned source: one second of voice,
+#: more than a relay that re-latches after a run of packets from a new source waits.
+STRANGER_PACKETS = 50
 #: SRTP-shaped packets with a bad tag the caller sends.
 JUNK_PACKETS = 10
 #: Seconds between two media packets (20 ms, one voice frame).
@@ -60,6 +63,8 @@ PACKET_INTERVAL = 0.02
 REGISTER_EXPIRES = 60
 #: Seconds the probe listens for media that must not come (bleed, junk).
 QUIET_WINDOW = 0.6
+#: Messages read in one INVITE round (responses, forks, in-between requests answered).
+MAX_ROUND_MESSAGES = 16
 _SUITE = SUITES["AES_CM_128_HMAC_SHA1_80"]
 #: RTP payload type 0 (PCMU, RFC 3551 §6) with the version bits of RFC 3550 §5.1.
 _RTP_V2 = 0x80
@@ -72,7 +77,7 @@ def media_results(run: ProbeRun) -> list[CheckResult]:
     if not run.user or not run.password:
         why = "needs a test user (--user/--password)"
         return [skipped(spec, run.name, why) for spec in specs]
-    with run.stream() as stream:
+    with run.stream(source=run.auth_source()) as stream:
         party = Party(domain=run.party.domain, from_user=run.user, to_user=run.user)
         contact = stream.local.contact(run.user)
         reg = _authed(
@@ -82,7 +87,10 @@ def media_results(run: ProbeRun) -> list[CheckResult]:
             party,
             [("Contact", contact), ("Expires", str(REGISTER_EXPIRES))],
         )
-        if not reg or reg[-1].status >= 300:
+        if not reg:
+            why = "no answer to the test user's REGISTER"
+            return [errored(spec, run.name, why) for spec in specs]
+        if reg[-1].status >= 300:
             why = f"the test user could not register ({_last(reg)})"
             return [skipped(spec, run.name, why) for spec in specs]
         try:
@@ -175,12 +183,14 @@ def _invite_round(
     stream.send(req)
     got: list[Response] = []
     forked: Request | None = None
-    deadline = time.monotonic() + run.options.timeout * 2
-    while time.monotonic() < deadline:
+    deadline = time.monotonic() + run.wait(run.options.timeout * 2)
+    for _ in range(MAX_ROUND_MESSAGES):
         msg = stream.next_message(max(deadline - time.monotonic(), 0.01))
         if msg is None:
             break
         if isinstance(msg, Request):
+            if msg.method == "INVITE" and forked is not None:
+                continue  # one fork is the call; more are not answered
             _serve(stream, msg, answer)
             if msg.method == "INVITE":
                 forked = msg
@@ -191,10 +201,12 @@ def _invite_round(
         got.append(msg)
         if msg.status >= 200:
             break
+    run.answered(got)
     if req.method != "INVITE":
         return got, forked
     if not got or got[-1].status < 200:
-        # No final answer in time: CANCEL (§9.1).
+        # No final answer in time: CANCEL (§9.1), a request like any other (paced).
+        run.pace()
         stream.send(cancel_for(req))
         more = stream.responses_to(req)
         got += more
@@ -264,12 +276,14 @@ def _relay_of(body: bytes) -> tuple[tuple[str, int], bytes | None, int] | None:
         sdp = parse_sdp(body)
         media = sdp.media[0]
         address = media.connection or sdp.connection
+        if not address:
+            return None  # no c= (RFC 4566 §5.7): nowhere to send, never "" (this host)
         for crypto in media.crypto:
             if crypto.suite == _SUITE.name:
-                return (address or "", media.port), master_of(crypto), crypto.tag
+                return (address, media.port), master_of(crypto), crypto.tag
     except (SdpError, IndexError, ValueError):
         return None
-    return ((address or "", media.port), None, 0) if address else None
+    return (address, media.port), None, 0
 
 
 def _udp(host: str) -> socket.socket:
@@ -323,15 +337,28 @@ def _send(sock: socket.socket, to: tuple[str, int], packets: list[bytes]) -> Non
 
 
 def _srtp_call(run: ProbeRun, stream: SipStream, party: Party) -> list[CheckResult]:
-    """M-rtp-bleed and M-srtp-junk on an SDES-SRTP call to the test user itself."""
+    """M-rtp-bleed and M-srtp-junk on an SDES-SRTP call to the test user itself.
+
+    Media goes only to a relay address that is the target's own (or the installation's
+    media.address): an SDP naming any other host would make the probe send packets to
+    a third party (reflection), so such a call is not probed."""
     bleed, junk = lc.SPEC_BY_ID["M-rtp-bleed"], lc.SPEC_BY_ID["M-srtp-junk"]
     host = stream.local.host
+    allowed = run.media_hosts()
+    foreign: list[str] = []
+
+    def not_ours(why: str) -> list[CheckResult]:
+        return [skipped(bleed, run.name, why), skipped(junk, run.name, why)]
+
     with _udp(host) as a, _udp(host) as b, _udp(run.fresh_source() or host) as s:
         caller, callee = ProbeLeg(a), ProbeLeg(b)
 
         def answer(forked: Request) -> bytes | None:
             found = _relay_of(forked.body)
             if found is None or found[1] is None:
+                return None
+            if not lc.relay_allowed(found[0][0], allowed):
+                foreign.append(found[0][0])
                 return None
             callee.relay, callee.peer_master, tag = found
             return audio_offer(host, callee.port, crypto=callee.crypto(tag))
@@ -340,24 +367,38 @@ def _srtp_call(run: ProbeRun, stream: SipStream, party: Party) -> list[CheckResu
         contact = stream.local.contact(run.user or "audit")
         invite, got, forked = _invite(run, stream, party, contact, body, answer=answer)
         ok = got[-1] if got and 200 <= got[-1].status < 300 else None
-        if ok is None or forked is None or callee.relay is None:
-            # Not applicable: the server routes no call from the test user to itself.
-            why = f"no SRTP call to the test user itself ({_last(got)})"
-            return [skipped(bleed, run.name, why), skipped(junk, run.name, why)]
-        found = _relay_of(ok.body)
-        dialog = uac_dialog(invite, ok)
-        ack, dialog = in_dialog(dialog, "ACK", stream.local, seq=invite.cseq.seq)
-        stream.send(ack)
+        found = _relay_of(ok.body) if ok is not None else None
+        if found is not None and not lc.relay_allowed(found[0][0], allowed):
+            foreign.append(found[0][0])
         try:
+            if foreign:
+                return not_ours(f"relay address {foreign[0]} not the target's")
+            if not got:
+                why = "no answer to the test user's SRTP call"
+                return [errored(bleed, run.name, why), errored(junk, run.name, why)]
+            if ok is None or forked is None or callee.relay is None:
+                # Not applicable: the server routes no call from the test user to itself.
+                return not_ours(f"no SRTP call to the test user itself ({_last(got)})")
             if found is None:
                 why = "the 200 OK had no usable SDP"
                 return [errored(bleed, run.name, why), errored(junk, run.name, why)]
             caller.relay = found[0]
             return media_checks(run, caller, callee, s)
         finally:
-            bye, _ = in_dialog(dialog, "BYE", stream.local)
-            with contextlib.suppress(OSError):
-                _invite_round(run, stream, bye, None)
+            if ok is not None:
+                _hang_up(run, stream, invite, ok)
+
+
+def _hang_up(run: ProbeRun, stream: SipStream, invite: Request, ok: Response) -> None:
+    """ACK and BYE the probe's call (§13.2.2.4, §15.1.1); best effort."""
+    try:
+        dialog = uac_dialog(invite, ok)
+        ack, dialog = in_dialog(dialog, "ACK", stream.local, seq=invite.cseq.seq)
+        stream.send(ack)
+        bye, _ = in_dialog(dialog, "BYE", stream.local)
+        _invite_round(run, stream, bye, None)
+    except (OSError, SipParseError, ValueError, ProbeBudgetExceeded):
+        return
 
 
 def media_checks(

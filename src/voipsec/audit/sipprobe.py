@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
-import random
 import select
 import socket
 import ssl
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from OpenSSL import SSL
@@ -31,13 +31,18 @@ from .options import ProbeOptions
 from .targets import SipTarget
 
 __all__ = [
+    "AUTH_SOURCE",
     "MAX_ANSWER_BYTES",
     "MAX_MESSAGES",
     "MAX_REQUESTS",
+    "MAX_SILENT",
+    "MAX_TARGET_SECONDS",
     "PROBE_RATE",
+    "TRANSACTION_TIMEOUTS",
     "ProbeBudgetExceeded",
     "ProbeRun",
     "SipStream",
+    "certificate_trust",
     "peer_certificate",
     "renegotiation",
     "stream_exchange",
@@ -50,6 +55,9 @@ __all__ = [
 MAX_ANSWER_BYTES = 65_536
 #: Messages read for one request (provisionals, retransmissions, in-between requests).
 MAX_MESSAGES = 16
+#: Probe timeouts one transaction may wait in all, provisionals or not: a target that
+#: drips 100 Trying holds a probe this long, not MAX_MESSAGES timeouts.
+TRANSACTION_TIMEOUTS = 2
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -78,6 +86,16 @@ def _connect(host: str, port: int, timeout: float, source: str | None = None) ->
     )
 
 
+def server_name(host: str) -> str | None:
+    """The SNI a client sends for ``host`` (RFC 6066 §3: a DNS name, never a literal
+    address)."""
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return host
+    return None
+
+
 def tls_version_accepted(
     host: str, port: int, version: str, timeout: float, *, source: str | None = None
 ) -> bool:
@@ -89,7 +107,10 @@ def tls_version_accepted(
         ctx.minimum_version = _VERSIONS[version]
         ctx.maximum_version = _VERSIONS[version]
     try:
-        with _connect(host, port, timeout, source) as raw, ctx.wrap_socket(raw):
+        with (
+            _connect(host, port, timeout, source) as raw,
+            ctx.wrap_socket(raw, server_hostname=server_name(host)),
+        ):
             return True
     except (ssl.SSLError, OSError):
         return False
@@ -106,7 +127,7 @@ def weak_suite_accepted(
     ctx.set_ciphers(":".join(names) + ":@SECLEVEL=0")
     with _connect(host, port, timeout, source) as raw:  # not reachable: an error, not a pass
         try:
-            with ctx.wrap_socket(raw) as tls:
+            with ctx.wrap_socket(raw, server_hostname=server_name(host)) as tls:
                 chosen = tls.cipher()
                 return chosen[0] if chosen else "?"
         except (ssl.SSLError, ConnectionResetError, BrokenPipeError):
@@ -118,8 +139,32 @@ def peer_certificate(
 ) -> tuple[bytes | None, str | None]:
     """The leaf certificate (DER) the server presents, and TLS compression if any."""
     ctx = _client_context()
-    with _connect(host, port, timeout, source) as raw, ctx.wrap_socket(raw) as tls:
+    with (
+        _connect(host, port, timeout, source) as raw,
+        ctx.wrap_socket(raw, server_hostname=server_name(host)) as tls,
+    ):
         return tls.getpeercert(binary_form=True), tls.compression()
+
+
+def certificate_trust(
+    host: str, port: int, timeout: float, *, cafile: str | None, source: str | None = None
+) -> str | None:
+    """Why the server's chain or name does not verify (against ``cafile``, else the
+    system's CAs; the name is ``host``, a DNS name or an address), None when it does.
+    Any TLS version and suite is allowed here: the other probes judge those."""
+    ctx = ssl.create_default_context(cafile=cafile)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        ctx.minimum_version = _OLD[0]
+    ctx.set_ciphers("DEFAULT:@SECLEVEL=0")
+    try:
+        with (
+            _connect(host, port, timeout, source) as raw,
+            ctx.wrap_socket(raw, server_hostname=host),
+        ):
+            return None
+    except ssl.SSLCertVerificationError as err:
+        return str(err.verify_message or err.reason or err)
 
 
 def _blocking(op: object, sock: socket.socket, deadline: float) -> object:
@@ -150,6 +195,9 @@ def renegotiation(host: str, port: int, timeout: float, *, source: str | None = 
     with _connect(host, port, timeout, source) as raw:
         raw.setblocking(False)
         conn = SSL.Connection(ctx, raw)
+        name = server_name(host)
+        if name is not None:
+            conn.set_tlsext_host_name(name.encode("idna"))
         conn.set_connect_state()
         try:
             _blocking(conn.do_handshake, raw, deadline)
@@ -164,8 +212,20 @@ def renegotiation(host: str, port: int, timeout: float, *, source: str | None = 
         return not conn.renegotiate_pending()
 
 
+#: What a plaintext probe sends: bytes, or a request built once the socket knows its
+#: own address (RFC 3261 §18.1.1: the Via names where the answer is to go).
+Payload = bytes | Callable[[LocalAddress], bytes]
+
+
+def _payload(data: Payload, transport: str, sock: socket.socket) -> bytes:
+    if isinstance(data, bytes):
+        return data
+    name = sock.getsockname()
+    return data(LocalAddress(transport=transport, host=name[0], port=name[1]))
+
+
 def udp_exchange(
-    host: str, port: int, data: bytes, timeout: float, *, source: str | None = None
+    host: str, port: int, data: Payload, timeout: float, *, source: str | None = None
 ) -> list[bytes]:
     """Send one datagram; every datagram answered within ``timeout`` (bounded)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -174,7 +234,7 @@ def udp_exchange(
         if source:
             sock.bind((source, 0))
         sock.connect((host, port))
-        sock.send(data)
+        sock.send(_payload(data, "udp", sock))
         deadline = time.monotonic() + timeout
         while len(answers) < MAX_MESSAGES:
             left = deadline - time.monotonic()
@@ -192,12 +252,12 @@ def udp_exchange(
 
 
 def stream_exchange(
-    host: str, port: int, data: bytes, timeout: float, *, source: str | None = None
+    host: str, port: int, data: Payload, timeout: float, *, source: str | None = None
 ) -> bytes:
     """Plain TCP: send ``data``, return the first whole SIP message (b"" when none)."""
     try:
         with _connect(host, port, timeout, source) as sock:
-            sock.sendall(data)
+            sock.sendall(_payload(data, "tcp", sock))
             framer = StreamFramer()
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline:
@@ -216,15 +276,27 @@ def stream_exchange(
 class SipStream:
     """A SIP-over-TLS connection of the probe: send requests, read what comes back."""
 
-    def __init__(self, host: str, port: int, timeout: float, *, source: str | None = None) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        timeout: float,
+        *,
+        source: str | None = None,
+        deadline: float | None = None,
+    ) -> None:
         ctx = _client_context()
         raw = _connect(host, port, timeout, source)
         try:
-            self.sock = ctx.wrap_socket(raw)
+            self.sock = ctx.wrap_socket(raw, server_hostname=server_name(host))
         except BaseException:
             raw.close()
             raise
         self.timeout = timeout
+        #: No read waits past this (time.monotonic()): the run's time budget.
+        self.deadline = deadline
+        #: Whole messages that did not parse (skipped: the next one may be the answer).
+        self.unparsed = 0
         name = self.sock.getsockname()
         self.local = LocalAddress(transport="tls", host=name[0], port=name[1])
         self._framer = StreamFramer()
@@ -243,28 +315,35 @@ class SipStream:
     def next_message(self, timeout: float | None = None) -> Request | Response | None:
         """The next whole message, or None on timeout or close (``closed`` tells)."""
         deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
-        while not self._pending:
-            left = deadline - time.monotonic()
-            if left <= 0 or self.closed:
-                return None
-            self.sock.settimeout(left)
+        if self.deadline is not None:
+            deadline = min(deadline, self.deadline)
+        while True:
+            while not self._pending:
+                left = deadline - time.monotonic()
+                if left <= 0 or self.closed:
+                    return None
+                self.sock.settimeout(left)
+                try:
+                    chunk = self.sock.recv(MAX_ANSWER_BYTES)
+                except (TimeoutError, ssl.SSLError):
+                    return None
+                except OSError:  # reset: as good as closed
+                    self.closed = True
+                    return None
+                if not chunk:
+                    self.closed = True
+                    return None
+                try:
+                    items = self._framer.feed(chunk)
+                except FramingError:
+                    self.closed = True
+                    return None
+                self._pending += [i.data for i in items if isinstance(i, FramedMessage)]
             try:
-                chunk = self.sock.recv(MAX_ANSWER_BYTES)
-            except (TimeoutError, ssl.SSLError, OSError):
-                return None
-            if not chunk:
-                self.closed = True
-                return None
-            try:
-                items = self._framer.feed(chunk)
-            except FramingError:
-                self.closed = True
-                return None
-            self._pending += [i.data for i in items if isinstance(i, FramedMessage)]
-        try:
-            return parse_message(self._pending.pop(0), datagram=False)
-        except SipParseError:
-            return None
+                return parse_message(self._pending.pop(0), datagram=False)
+            except SipParseError:
+                # Junk in between is skipped, not taken for silence: the answer may follow.
+                self.unparsed += 1
 
     def transaction(self, req: Request, *, timeout: float | None = None) -> list[Response]:
         """Send ``req``; its responses up to the final one (requests in between are
@@ -274,8 +353,10 @@ class SipStream:
 
     def responses_to(self, req: Request, *, timeout: float | None = None) -> list[Response]:
         got: list[Response] = []
+        each = self.timeout if timeout is None else timeout
+        deadline = time.monotonic() + each * TRANSACTION_TIMEOUTS
         for _ in range(MAX_MESSAGES):
-            msg = self.next_message(timeout)
+            msg = self.next_message(min(each, max(deadline - time.monotonic(), 0.0)))
             if msg is None:
                 break
             if isinstance(msg, Request):
@@ -300,10 +381,24 @@ class SipStream:
 PROBE_RATE = 6.0
 #: SIP requests per target outside the burst; more is a bug of the probes.
 MAX_REQUESTS = 120
+#: Seconds all probes of one target may take (the rate-limit burst included): past
+#: this every probe not yet run is an ERROR, and no read waits beyond it. A silent or
+#: dripping target ends here instead of costing each probe its full timeouts.
+MAX_TARGET_SECONDS = 30.0
+#: Requests in a row left without a final answer after which the target counts as silent: every
+#: probe not yet run is an ERROR at once instead of waiting out its own timeouts.
+MAX_SILENT = 3
+#: The loopback source of every probe that logs in as the test user, each run: the
+#: own installation's devices table keys a device by User-Agent and source address.
+AUTH_SOURCE = "127.0.0.2"
+#: Loopback source addresses the other probes take from (127.0.0.3-127; the burst has
+#: 127.0.0.128/25), in this order: the same ones every run.
+_SOURCES = tuple(f"127.0.0.{i}" for i in range(3, 128))
 
 
 class ProbeBudgetExceeded(Exception):
-    """More than MAX_REQUESTS requests: a probe loops."""
+    """More than MAX_REQUESTS requests, or MAX_TARGET_SECONDS spent: a probe loops or
+    the target holds it."""
 
 
 @dataclass(slots=True)
@@ -319,8 +414,13 @@ class ProbeRun:
     sent: int = 0
     #: Seconds the last :meth:`ask` waited for its answers (pacing not included).
     last_seconds: float = 0.0
+    #: When (time.monotonic()) the run's MAX_TARGET_SECONDS are spent.
+    deadline: float = field(default_factory=lambda: time.monotonic() + MAX_TARGET_SECONDS)
+    #: Requests in a row that got no final answer (MAX_SILENT).
+    unanswered: int = 0
     _last: float = 0.0
-    _sources: set[str] = field(default_factory=set)
+    _sources: list[str] = field(default_factory=list)
+    _auth_source: str | None = None
 
     @property
     def own(self) -> bool:
@@ -330,8 +430,29 @@ class ProbeRun:
     def name(self) -> str:
         return str(self.target)
 
+    def check_time(self) -> None:
+        """Raise ProbeBudgetExceeded once MAX_TARGET_SECONDS are spent or the target
+        left MAX_SILENT requests in a row unanswered."""
+        if self.unanswered >= MAX_SILENT:
+            raise ProbeBudgetExceeded(f"no final answer to {MAX_SILENT} requests in a row")
+        if time.monotonic() >= self.deadline:
+            raise ProbeBudgetExceeded(
+                f"the probes of one target may take {MAX_TARGET_SECONDS:g} s, all spent"
+            )
+
+    def answered(self, got: list[Response]) -> None:
+        """Note whether a request got a final answer (MAX_SILENT): provisionals only
+        (a target dripping 100 Trying) count as none."""
+        final = any(r.status >= 200 for r in got)
+        self.unanswered = 0 if final else self.unanswered + 1
+
+    def wait(self, seconds: float) -> float:
+        """``seconds``, or less when the run's time budget ends sooner (never < 0)."""
+        return max(min(seconds, self.deadline - time.monotonic()), 0.0)
+
     def pace(self) -> None:
         """Wait for the next request's slot (PROBE_RATE), count it (MAX_REQUESTS)."""
+        self.check_time()
         self.sent += 1
         if self.sent > MAX_REQUESTS:
             raise ProbeBudgetExceeded(f"more than {MAX_REQUESTS} requests")
@@ -343,19 +464,48 @@ class ProbeRun:
     def fresh_source(self) -> str | None:
         """A source address of its own for the next probe on a loopback target, so
         that an IDS ban earned by one probe does not spoil the next, and never
-        127.0.0.1 (the admin's own): 127.0.0.2-127 (the burst has 127.0.0.128/25).
-        None (the system's choice) for any other target."""
+        127.0.0.1 (the admin's own): the next of 127.0.0.3-127 (the burst has
+        127.0.0.128/25) — the same ones each run, so a run adds no new devices.
+        None (the system's choice) for any other target. Raises ProbeBudgetExceeded
+        when all are used."""
+        if not self.fresh_source_applies():
+            return None
+        used = len(self._sources) - (self._auth_source is not None)
+        if used >= len(_SOURCES):
+            raise ProbeBudgetExceeded(f"all {len(_SOURCES)} loopback sources used")
+        source = _SOURCES[used]
+        self._sources.append(source)
+        return source
+
+    def auth_source(self) -> str | None:
+        """The one source of every probe that logs in as the test user (nonce replay,
+        media) on a loopback target, AUTH_SOURCE: one device row and its policy alerts
+        for all runs, not new ones per probe and run. None for other targets."""
+        if self._auth_source is None and self.fresh_source_applies():
+            self._auth_source = AUTH_SOURCE
+            self._sources.append(AUTH_SOURCE)
+        return self._auth_source
+
+    def fresh_source_applies(self) -> bool:
+        """Whether the target is IPv4 loopback (the probes pick their sources)."""
         try:
             addr = ipaddress.ip_address(self.target.host)
         except ValueError:
-            return None
-        if addr.version != 4 or not addr.is_loopback:
-            return None
-        while True:
-            source = f"127.0.0.{random.randrange(2, 128)}"
-            if source not in self._sources:
-                self._sources.add(source)
-                return source
+            return False
+        return addr.version == 4 and addr.is_loopback
+
+    def media_hosts(self) -> frozenset[str]:
+        """Where the media probes may send: the target's addresses and the own
+        installation's media.address (nothing else, see mediaprobe)."""
+        found: set[str] = set()
+        with contextlib.suppress(OSError, UnicodeError):
+            for info in socket.getaddrinfo(self.target.host, None, type=socket.SOCK_DGRAM):
+                found.add(str(info[4][0]))
+        with contextlib.suppress(ValueError):
+            found.add(str(ipaddress.ip_address(self.target.host.strip("[]"))))
+        if self.options.own is not None:
+            found.add(self.options.own.media.address)
+        return frozenset(found)
 
     @property
     def sources(self) -> frozenset[str]:
@@ -363,9 +513,17 @@ class ProbeRun:
         return frozenset(self._sources)
 
     def stream(self, *, source: str | None = None) -> SipStream:
-        """A SIP-over-TLS connection from ``source`` (default: a fresh one)."""
+        """A SIP-over-TLS connection from ``source`` (default: a fresh one), whose
+        reads end with the run's time budget."""
+        self.check_time()
         source = source or self.fresh_source()
-        return SipStream(self.target.host, self.target.port, self.options.timeout, source=source)
+        return SipStream(
+            self.target.host,
+            self.target.port,
+            self.options.timeout,
+            source=source,
+            deadline=self.deadline,
+        )
 
     def ask(self, stream: SipStream, req: Request) -> list[Response]:
         """One paced transaction; a non-2xx final INVITE answer is ACKed (§17.1.1.3)."""
@@ -373,6 +531,7 @@ class ProbeRun:
         started = time.monotonic()
         got = stream.transaction(req)
         self.last_seconds = time.monotonic() - started
+        self.answered(got)
         self.seen += got
         if req.method == "INVITE" and got and got[-1].status >= 300:
             stream.send(ack_for_failure(req, got[-1]))
