@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import shlex
 import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -185,11 +186,11 @@ def judge_renegotiation(target: str, renegotiated: bool, *, own: bool) -> CheckR
 
 def certificate_fix(data_dir: str) -> str:
     """The own installation's server certificate renewed: ``voipsec init`` makes a new
-    one from the CA when the file is gone (cli.initialise), SIGHUP loads it."""
-    return (
-        f"rm {data_dir}/tls/server.crt && voipsec init --dir {data_dir} (a new server "
-        "certificate from the CA), then SIGHUP to voipsec serve"
-    )
+    one from the CA when the file is gone (cli.initialise), and ``voipsec serve`` loads
+    it on SIGHUP (docs/audit.md). The same command as the local check's: a fix line is
+    a command the admin can paste."""
+    cert = shlex.quote(f"{data_dir}/tls/server.crt")
+    return f"rm {cert} && voipsec init --dir {shlex.quote(data_dir)}"
 
 
 def judge_certificate_expiry(
