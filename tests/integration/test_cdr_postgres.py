@@ -142,19 +142,22 @@ def test_cdr_postgres_a_call_is_listed_from_postgres(
     def listed() -> bool:
         out = voipsec("devices", "list", "--format", "json", data_dir=server.data_dir).stdout
         devices[:] = json.loads(out)
-        return len(devices) == 2 and bool(devices[0]["srtp_suites"])
+        by_user = {d["user"]: d for d in devices}
+        return len(devices) == 2 and bool(by_user.get("alice", {}).get("srtp_suites"))
 
     wait_for(listed, deadline=15.0, what="the two devices, alice's with its SRTP offer")
-    a_device, device = devices
+    # Which REGISTER reached the writer first decides ids and listing order: by user.
+    by_user = {d["user"]: d for d in devices}
+    a_device, device = by_user["alice"], by_user["bob"]
     assert (device["user"], device["transport"], device["registrations"]) == ("bob", "tls", 1)
     assert (a_device["user"], a_device["srtp_suites"]) == ("alice", "AES_CM_128_HMAC_SHA1_80")
     with psycopg.connect(postgres_url) as conn:
         in_pg = conn.execute(
-            'SELECT id, "user", status, registrations, srtp_suites FROM devices ORDER BY id'
+            'SELECT id, "user", status, registrations, srtp_suites FROM devices ORDER BY "user"'
         ).fetchall()
     assert in_pg == [
-        (device["id"], "bob", device["status"], 1, ""),
         (a_device["id"], "alice", a_device["status"], 1, "AES_CM_128_HMAC_SHA1_80"),
+        (device["id"], "bob", device["status"], 1, ""),
     ]
     assert _sqlite_count(server.data_dir, "devices") == 0
 
