@@ -76,3 +76,21 @@ def test_cli_audit_bad_target_and_format_are_one_line(tmp_path: Path) -> None:
     )
     under = voipsec("audit", "--fail-under", "101", data_dir=tmp_path, check=False)
     assert (under.returncode, under.stderr) == (1, "voipsec: error: --fail-under must be 0-100\n")
+
+
+def test_own_targets_probe_any_address_listeners_on_loopback() -> None:
+    """Review 3 #1: a listener on 0.0.0.0 or :: is probed on 127.0.0.1 or ::1 (the
+    certificate names loopback, and the server's zones see the probes' real source)."""
+    from voipsec.audit.cli import own_targets
+    from voipsec.config import Config
+
+    config = Config.model_validate(
+        {
+            "sip": {"listen": ["udp:0.0.0.0:5060", "tls:0.0.0.0:5095"]},
+            "turn": {"listen": ["tcp:0.0.0.0:3478", "udp:[::]:3479"]},
+        }
+    )
+    assert own_targets(config) == ([SipTarget("127.0.0.1", 5095)], [TurnTarget("::1", 3479)])
+    six = Config.model_validate({"sip": {"listen": ["tls:[::]:5061"]}})
+    assert own_targets(six)[0] == [SipTarget("::1", 5061)]
+    assert own_targets(Config())[0] == [SipTarget("127.0.0.1", 5061)]

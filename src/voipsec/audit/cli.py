@@ -29,7 +29,15 @@ from .report import FORMATS, render, report_dict
 from .targets import MAX_TARGETS, SipTarget, TargetError, TurnTarget, parse_target, parse_turn
 from .turnprobe import turn_results
 
-__all__ = ["EXIT_UNDER", "LATEST_FILE", "AuditFailed", "audit", "own_targets", "run_audit"]
+__all__ = [
+    "ANY_TO_LOOPBACK",
+    "EXIT_UNDER",
+    "LATEST_FILE",
+    "AuditFailed",
+    "audit",
+    "own_targets",
+    "run_audit",
+]
 
 #: Exit status when the score is under ``--fail-under`` (1 is an error, 2 a usage error).
 EXIT_UNDER = 3
@@ -40,15 +48,31 @@ class AuditFailed(Exception):
     """A failure of the audit itself: one line, exit status 1."""
 
 
+#: A listener on an any-address is probed on the loopback address of its family: the
+#: any-address is no destination (its certificate does not name it, and the probes' own
+#: loopback sources must be what the server sees, so that its zones and bans apply to
+#: them as the audit expects).
+ANY_TO_LOOPBACK = {"0.0.0.0": "127.0.0.1", "::": "::1"}  # noqa: S104
+
+
+def _probe_host(host: str) -> str:
+    return ANY_TO_LOOPBACK.get(host, host)
+
+
 def own_targets(config: Config) -> tuple[list[SipTarget], list[TurnTarget]]:
-    """This installation's first TLS SIP listener and first UDP TURN listener."""
-    sips = [SipTarget(x.host, x.port) for x in config.sip.listeners() if x.transport == "tls"]
+    """This installation's first TLS SIP listener and first UDP TURN listener; an
+    any-address listener is probed on loopback (:data:`ANY_TO_LOOPBACK`)."""
+    sips = [
+        SipTarget(_probe_host(x.host), x.port)
+        for x in config.sip.listeners()
+        if x.transport == "tls"
+    ]
     turns: list[TurnTarget] = []
     for item in config.turn.listen:
         transport, _, rest = item.partition(":")
         if transport == "udp":
             host, _, port = rest.rpartition(":")
-            turns.append(TurnTarget(host.strip("[]"), int(port)))
+            turns.append(TurnTarget(_probe_host(host.strip("[]")), int(port)))
     return sips[:1], turns[:1]
 
 
