@@ -157,7 +157,7 @@ class FakeSip:
                 send(response_to(req, 407, "Proxy Auth Required", to_tag=new_tag(), extra=(proxy,)))
         elif mode == "enumdrop" and m == "REGISTER" and req.from_.uri.user != USER:
             return  # unknown users: silence
-        elif m == "OPTIONS" or (mode in ("ssrf", "reqflood") and m == "REGISTER"):
+        elif m == "OPTIONS" or (mode in ("ssrf", "reqflood", "openreg") and m == "REGISTER"):
             send(response_to(req, 200, "OK", to_tag=new_tag()))
         elif mode == "reqflood" and m == "INVITE":
             for i in range(3 * MAX_ROUND_MESSAGES):
@@ -326,7 +326,7 @@ def test_audit_hostile_silent_target_within_budget(hostile: Fixture) -> None:
         k: v[0] for k, v in _outcomes(results).items() if k[0] in "AMF" and k != "F-amplification"
     }
     assert set(sip.values()) == {"error"}, sip
-    assert len(sip) == 10
+    assert len(sip) == 11
 
 
 # -- 2 and 7: unauthenticated calls -----------------------------------------------------
@@ -356,9 +356,32 @@ def test_audit_hostile_call_routed_behind_an_srtp_policy(hostile: Fixture) -> No
             "failed",
             "INVITE to +442079460000 without credentials got 200",
         ),
+        "A-unauthenticated-register": ("passed", "REGISTER without credentials refused (401)"),
     }
     (invite,) = [r for r in hostile.fake.requests if r.method == "INVITE"]
     assert b"m=audio 9 RTP/SAVP 0" in invite.body
+
+
+def test_audit_hostile_register_accepted_without_credentials(hostile: Fixture) -> None:
+    """Review 3 #3: a registrar that binds anyone (REGISTER 200 without credentials)
+    while INVITEs are challenged: A-unauthenticated-register fails — nothing else would
+    (the digest checks read the INVITE's challenge, the replay probe skips)."""
+    results = live._challenges(hostile.run("openreg"))
+    assert _outcomes(results) == {
+        "A-digest-md5": ("passed", "challenged with SHA-256"),
+        "A-digest-qop": ("passed", "1 challenge(s), all with qop=auth"),
+        "A-unauthenticated-call": ("passed", "INVITE without credentials refused (407)"),
+        "A-unauthenticated-register": (
+            "failed",
+            "REGISTER accepted without credentials (200)",
+        ),
+    }
+    assert results[-1].fix == "challenge every REGISTER (401) and bind only authenticated users"
+    replay = live._nonce_reuse(hostile.run("openreg"))
+    assert (replay.outcome.value, replay.observed) == (
+        "skipped",
+        "REGISTER was not challenged (200 OK)",
+    )
 
 
 # -- 4: user enumeration ---------------------------------------------------------------

@@ -65,6 +65,7 @@ def test_audit_livechecks_specs_are_the_shared_table() -> None:
         "A-nonce-reuse",
         "A-user-enumeration",
         "A-unauthenticated-call",
+        "A-unauthenticated-register",
         "M-srtp-required",
         "M-rtp-bleed",
         "M-srtp-junk",
@@ -73,7 +74,7 @@ def test_audit_livechecks_specs_are_the_shared_table() -> None:
         "F-amplification",
     ]
     crit = {s.id for s in lc.SPECS if s.severity.value == "critical"}
-    assert crit == {"A-unauthenticated-call"}
+    assert crit == {"A-unauthenticated-call", "A-unauthenticated-register"}
     assert lc.SPEC_BY_ID["F-info-leak"].title == (
         "No software versions or internal addresses disclosed"
     )

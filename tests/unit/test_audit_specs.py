@@ -14,7 +14,7 @@ DOC = Path(__file__).resolve().parents[2] / "docs" / "audit.md"
 
 def test_audit_specs_ids_are_unique_and_shaped() -> None:
     ids = [s.id for s in ALL_SPECS]
-    assert len(ids) == len(set(ids)) == 27
+    assert len(ids) == len(set(ids)) == 28
     assert all(re.fullmatch(r"[SAMEFLOW]-[a-z0-9]+(-[a-z0-9]+)*", i) for i in ids)
     assert all(s.id[0] == s.control.value for s in ALL_SPECS)
     assert all(s.references for s in ALL_SPECS)

@@ -74,7 +74,12 @@ _PROBE_ERRORS = (
     pylibsrtp.Error,
 )
 _TLS_IDS = ("S-tls-version", "S-tls-ciphers", "S-tls-renegotiation")
-_CHALLENGE_IDS = ("A-digest-md5", "A-digest-qop", "A-unauthenticated-call")
+_CHALLENGE_IDS = (
+    "A-digest-md5",
+    "A-digest-qop",
+    "A-unauthenticated-call",
+    "A-unauthenticated-register",
+)
 _MEDIA_IDS = ("M-srtp-required", "M-rtp-bleed", "M-srtp-junk")
 
 
@@ -353,8 +358,10 @@ def _hang_up(run: ProbeRun, stream: SipStream, req: Request, ok: Response) -> No
 
 
 def _challenges(run: ProbeRun) -> list[CheckResult]:
-    """REGISTER and INVITE without credentials: the challenges, and whether the call
-    was routed (A-unauthenticated-call)."""
+    """REGISTER and INVITE without credentials: the challenges, whether the call was
+    routed (A-unauthenticated-call) and whether the REGISTER was accepted
+    (A-unauthenticated-register: then nothing is challenged, and the digest checks
+    would otherwise only skip)."""
     with run.stream() as stream:
         reg = _register(run, stream, PROBE_USER)
         inv, cancelled = _invite_unauthenticated(run, stream, PROBE_USER)
@@ -363,6 +370,7 @@ def _challenges(run: ProbeRun) -> list[CheckResult]:
         lc.judge_digest_md5(run.name, challenged or reg + inv, own=run.own),
         lc.judge_digest_qop(run.name, challenged or reg + inv),
         lc.judge_unauthenticated_call(run.name, [r.status for r in inv], cancelled=cancelled),
+        lc.judge_unauthenticated_register(run.name, [r.status for r in reg]),
     ]
 
 

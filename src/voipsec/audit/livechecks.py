@@ -56,6 +56,7 @@ __all__ = [
     "judge_srtp_required",
     "judge_tls_versions",
     "judge_unauthenticated_call",
+    "judge_unauthenticated_register",
     "judge_user_enumeration",
     "leaks_in",
     "relay_allowed",
@@ -103,6 +104,7 @@ SPECS: tuple[CheckSpec, ...] = tuple(
         "A-nonce-reuse",
         "A-user-enumeration",
         "A-unauthenticated-call",
+        "A-unauthenticated-register",
         "M-srtp-required",
         "M-rtp-bleed",
         "M-srtp-junk",
@@ -476,6 +478,26 @@ def judge_unauthenticated_call(
     return errored(
         spec, target, f"INVITE without credentials got {seen}: neither a challenge nor routed"
     )
+
+
+def judge_unauthenticated_register(target: str, statuses: Sequence[int]) -> CheckResult:
+    """RFC 3261 §10.3: a registrar authenticates the UAC before it binds an address of
+    record. A 2xx to a REGISTER without credentials lets anyone take over a user's
+    calls (and makes the digest checks moot: nothing was challenged); any other final
+    answer refuses it; no final answer proves nothing (an error)."""
+    spec = _SPEC["A-unauthenticated-register"]
+    seen = ", ".join(map(str, statuses)) or "no answer"
+    final = statuses[-1] if statuses and statuses[-1] >= 200 else None
+    if final is None:
+        return errored(spec, target, f"no final answer to the REGISTER ({seen})")
+    if final < 300:
+        return failed(
+            spec,
+            target,
+            f"REGISTER accepted without credentials ({final})",
+            "challenge every REGISTER (401) and bind only authenticated users",
+        )
+    return passed(spec, target, f"REGISTER without credentials refused ({final})")
 
 
 def relay_allowed(address: str, allowed: frozenset[str]) -> bool:

@@ -143,6 +143,15 @@ UNAUTHENTICATED_CALL = _spec(
     "RFC 3261 §22.3",
     "CWE-306",
 )
+UNAUTHENTICATED_REGISTER = _spec(
+    "A-unauthenticated-register",
+    Control.A,
+    _C,
+    "No registration accepted without authentication",
+    NIST,
+    "RFC 3261 §10.3",
+    "CWE-306",
+)
 SRTP_REQUIRED = _spec(
     "M-srtp-required",
     Control.M,
@@ -292,6 +301,7 @@ ALL_SPECS: tuple[CheckSpec, ...] = (
     WEAK_PASSWORD,
     USER_ENUMERATION,
     UNAUTHENTICATED_CALL,
+    UNAUTHENTICATED_REGISTER,
     SRTP_REQUIRED,
     RTP_BLEED,
     SRTP_JUNK,
