@@ -173,19 +173,19 @@ def test_audit_live_silent_target_is_an_error_per_check() -> None:
 def test_audit_live_each_weakening_fails_its_own_check(weakened: Audited) -> None:
     live = weakened.live()
     failed = {k: (v["observed"], v["fix"]) for k, v in live.items() if v["outcome"] != "passed"}
-    port = weakened.server.port
+    port, d = weakened.server.port, weakened.server.data_dir
     assert failed == {
         "S-plaintext-sip": (
             "udp:127.0.0.1:5060 answered 200 OK",
-            f"voipsec config set sip.listen '[\"tls:127.0.0.1:{port}\"]'",
+            f"voipsec config set --dir {d} sip.listen '[\"tls:127.0.0.1:{port}\"]'",
         ),
         "A-digest-md5": (
             "challenged with MD5",
-            "voipsec config set auth.algorithms '[\"SHA-256\"]'",
+            f"voipsec config set --dir {d} auth.algorithms '[\"SHA-256\"]'",
         ),
         "M-srtp-required": (
             "an RTP/AVP offer was forwarded to the callee",
-            "voipsec config set media.srtp '\"required\"'",
+            f"voipsec config set --dir {d} media.srtp '\"required\"'",
         ),
         "F-rate-limit": (live["F-rate-limit"]["observed"], ""),  # skipped: trusted loopback
     }

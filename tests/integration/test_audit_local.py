@@ -174,31 +174,31 @@ WEAKENINGS: list[tuple[str, Callable[[Path], None], str, str]] = [
         "udp-listener",
         _config("sip.listen", '["tls:127.0.0.1:5061", "udp:127.0.0.1:5060"]'),
         "S-plaintext-sip",
-        "voipsec config set sip.listen '[\"tls:127.0.0.1:5061\"]'",
+        "voipsec config set --dir {d} sip.listen '[\"tls:127.0.0.1:5061\"]'",
     ),
     (
         "md5",
         _config("auth.algorithms", '["MD5"]'),
         "A-digest-md5",
-        "voipsec config set auth.algorithms '[\"SHA-256\"]'",
+        "voipsec config set --dir {d} auth.algorithms '[\"SHA-256\"]'",
     ),
     (
         "srtp-optional",
         _config("media.srtp", '"optional"'),
         "M-srtp-required",
-        "voipsec config set media.srtp '\"required\"'",
+        "voipsec config set --dir {d} media.srtp '\"required\"'",
     ),
     (
         "user-123456",
         _store_user("alice", "123456"),
         "A-weak-password",
-        "voipsec user remove alice && voipsec user add alice --class national",
+        "voipsec user remove --dir {d} alice && voipsec user add --dir {d} alice --class national",
     ),
     (
         "user-name-password",
         _cli_user("carol", "carol123"),
         "A-weak-password",
-        "voipsec user remove carol && voipsec user add carol --class national",
+        "voipsec user remove --dir {d} carol && voipsec user add --dir {d} carol --class national",
     ),
     (
         "key-0644",
@@ -229,7 +229,7 @@ WEAKENINGS: list[tuple[str, Callable[[Path], None], str, str]] = [
         "trusted-internet",
         _config("zones", _TRUSTED_INTERNET),
         "W-trusted-zone",
-        'voipsec config set zones \'[{name = "loopback", cidrs = ["127.0.0.0/8", '
+        'voipsec config set --dir {d} zones \'[{name = "loopback", cidrs = ["127.0.0.0/8", '
         '"::1/128"], trust = "trusted"}, {name = "internet", cidrs = ["0.0.0.0/0", '
         '"::/0"]}]\'',
     ),
@@ -237,7 +237,7 @@ WEAKENINGS: list[tuple[str, Callable[[Path], None], str, str]] = [
         "turn-peers-open",
         _config("turn.allowed_peers", '["10.0.0.0/8", "169.254.169.254/32"]'),
         "O-turn-peer-filter",
-        "voipsec config set turn.allowed_peers '[]'",
+        "voipsec config set --dir {d} turn.allowed_peers '[]'",
     ),
     (
         "server-cert-5-days",
@@ -249,34 +249,39 @@ WEAKENINGS: list[tuple[str, Callable[[Path], None], str, str]] = [
         "client-cert-off",
         _config("tls.client_cert", '"off"'),
         "A-client-certificates",
-        "voipsec config set tls.client_cert '\"optional\"'",
+        "voipsec config set --dir {d} tls.client_cert '\"optional\"'",
     ),
-    ("ids-off", _config("ids.enabled", "false"), "F-ids", "voipsec config set ids.enabled true"),
+    (
+        "ids-off",
+        _config("ids.enabled", "false"),
+        "F-ids",
+        "voipsec config set --dir {d} ids.enabled true",
+    ),
     (
         "fraud-off",
         _config("fraud.enabled", "false"),
         "L-fraud",
-        "voipsec config set fraud.enabled true",
+        "voipsec config set --dir {d} fraud.enabled true",
     ),
     (
         "metrics-no-token",
         _config("metrics.allow_no_token", "true"),
         "L-metrics-exposure",
-        "voipsec config set metrics.allow_no_token false",
+        "voipsec config set --dir {d} metrics.allow_no_token false",
     ),
-    ("dscp-0", _config("media.dscp", "0"), "W-dscp", "voipsec config set media.dscp 46"),
+    ("dscp-0", _config("media.dscp", "0"), "W-dscp", "voipsec config set --dir {d} media.dscp 46"),
     (
         "webhook-http",
         _config("alerts.webhook", '"http://hooks.example.com/T0/not-shown"'),
         "L-alerts",
-        'voipsec config set alerts.webhook "\\"$(voipsec config get alerts.webhook'
-        ' | sed s,^http:,https:,)\\""',
+        "voipsec config set --dir {d} alerts.webhook "
+        '"\\"$(voipsec config get --dir {d} alerts.webhook | sed s,^http:,https:,)\\""',
     ),
     (
         "device-advisory",
         _device_under_advisory,
         "E-endpoint-policy",
-        "device 1: upgrade to 1.0.7.81, upgrade past 1.0.4.152; voipsec devices report",
+        "device 1: upgrade to 1.0.7.81, upgrade past 1.0.4.152; voipsec devices report --dir {d}",
     ),
 ]
 
@@ -302,7 +307,7 @@ def test_audit_local_device_certificate_expiring(copy: Path) -> None:
     found = _not_passed(_report(copy))
     assert list(found) == ["S-certificate-expiry"]
     outcome, observed, fix = found["S-certificate-expiry"]
-    assert (outcome, fix) == ("failed", "voipsec ca renew demo")
+    assert (outcome, fix) == ("failed", f"voipsec ca renew --dir {copy} demo")
     assert observed.startswith("device certificate demo (serial ")
     assert observed.endswith(") expiring in 5 days")
 
@@ -350,9 +355,10 @@ def _loose_files(data: Path) -> None:
 
 
 def test_audit_local_every_printed_fix_runs_and_repairs(fresh: Path, tmp_path: Path) -> None:
-    """Every weakening at once, then every printed fix run as printed by a shell in the
-    directory above DIR (voipsec's default --dir is ./voipsec-data): all checks pass."""
-    data = tmp_path / "voipsec-data"
+    """Every weakening at once, then every printed fix run as printed by a shell in a
+    directory of its own (each voipsec command of a fix names --dir DIR; DIR is not the
+    default ./voipsec-data, so a fix without it would fail): all checks pass."""
+    data = tmp_path / "d"
     shutil.copytree(fresh, data, symlinks=True)
     skip = {"device-advisory", "trusted-internet", "config-with-secret-0644"}
     for name, apply, _, _ in WEAKENINGS:
@@ -375,7 +381,7 @@ def test_audit_local_every_printed_fix_runs_and_repairs(fresh: Path, tmp_path: P
     for _, _, fix in found.values():
         done = subprocess.run(
             ["/bin/bash", "-e", "-o", "pipefail", "-c", fix],
-            cwd=tmp_path,
+            cwd=bin_dir,
             env=env,
             capture_output=True,
             text=True,

@@ -303,7 +303,8 @@ def test_audit_own_turn_opened_names_granted_peer_and_fix(own_turn: OwnTurn) -> 
     result = own_turn.audit("--format", "json")
     assert (result.returncode, result.stderr) == (0, "")
     refused = [p for p in PEERS if p != "10.0.0.1"]
-    fix = """voipsec config set turn.allowed_peers '["192.0.3.0/24"]'"""
+    d = own_turn.server.data_dir
+    fix = f"""voipsec config set --dir {d} turn.allowed_peers '["192.0.3.0/24"]'"""
     report = json.loads(result.stdout)
     # The local check reads the same setting and gives the same fix.
     local = _only(report["results"], "local")

@@ -75,3 +75,35 @@ def test_model_helpers_set_outcome_and_fix() -> None:
     assert failed(TLS, "local", "1.0", "fix it").outcome is Outcome.FAILED
     assert skipped(TLS, "local", "why").outcome is Outcome.SKIPPED
     assert errored(TLS, "local", "why").outcome is Outcome.ERROR
+
+
+def test_audit_model_fixes_name_the_data_directory() -> None:
+    """Review 3 #8: every voipsec command of an own installation's fix gets --dir DIR
+    (shell-quoted); voipsec init (which names it already), prose and others do not."""
+    from voipsec.audit.model import with_data_dir
+
+    fixes = [
+        "voipsec config set media.dscp 46",
+        "voipsec user remove bob && voipsec user add bob --class national",
+        'voipsec config set alerts.webhook "\\"$(voipsec config get alerts.webhook | sed x)\\""',
+        "device 1: voipsec devices show 1; voipsec devices report",
+        "rm /d/tls/server.crt && voipsec init --dir /d",
+        "voipsec config set --dir /d sip.dscp 24",
+        "chmod 600 /d/voipsec.db",
+        "the CA cannot be renewed in place: voipsec init a new data directory",
+    ]
+    results = [failed(PLAIN, "local", "x", f) for f in fixes] + [passed(PLAIN, "local", "ok")]
+    assert [r.fix for r in with_data_dir(results, "/my data")] == [
+        "voipsec config set --dir '/my data' media.dscp 46",
+        "voipsec user remove --dir '/my data' bob && "
+        "voipsec user add --dir '/my data' bob --class national",
+        "voipsec config set --dir '/my data' alerts.webhook "
+        '"\\"$(voipsec config get --dir \'/my data\' alerts.webhook | sed x)\\""',
+        "device 1: voipsec devices show --dir '/my data' 1; "
+        "voipsec devices report --dir '/my data'",
+        "rm /d/tls/server.crt && voipsec init --dir /d",
+        "voipsec config set --dir /d sip.dscp 24",
+        "chmod 600 /d/voipsec.db",
+        "the CA cannot be renewed in place: voipsec init a new data directory",
+        "",
+    ]

@@ -36,7 +36,7 @@ from ..storage.store import DB_NAME, Store
 from . import livechecks as lc
 from .liverequests import PROBE_USER, Party, audio_offer, request
 from .mediaprobe import media_results
-from .model import CheckResult, CheckSpec, errored, skipped
+from .model import CheckResult, CheckSpec, errored, skipped, with_data_dir
 from .options import ProbeOptions
 from .sipprobe import (
     MAX_TARGET_SECONDS,
@@ -154,6 +154,8 @@ def live_results(
         )
     )
     results += _guarded("F-rate-limit", run, lambda: [_rate_limit(run)])
+    if own is not None and options.data_dir is not None:
+        return with_data_dir(results, str(options.data_dir))
     return results
 
 

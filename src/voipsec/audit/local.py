@@ -34,7 +34,7 @@ from ..rulefile import RuleFileError
 from ..storage import DB_NAME, Store
 from .localchecks import SPECS, CertFact, FileFact, LocalFacts, local_checks
 from .localpasswords import StoredUser, parse_password_list
-from .model import CheckResult
+from .model import CheckResult, with_data_dir
 from .options import read_bounded
 
 __all__ = [
@@ -244,4 +244,5 @@ def gather_facts(data_dir: Path, config: Config, now: float) -> LocalFacts:
 
 def local_results(data_dir: Path, config: Config, now: float) -> list[CheckResult]:
     """Every local check's result for the installation in ``data_dir``."""
-    return local_checks(config, gather_facts(data_dir, config, now), now)
+    results = local_checks(config, gather_facts(data_dir, config, now), now)
+    return with_data_dir(results, str(data_dir))

@@ -18,8 +18,10 @@ Sans-IO: values in, values out.
 
 from __future__ import annotations
 
+import re
+import shlex
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 __all__ = [
@@ -37,6 +39,7 @@ __all__ = [
     "passed",
     "score",
     "skipped",
+    "with_data_dir",
 ]
 
 
@@ -117,6 +120,26 @@ class CheckResult:
     target: str
     observed: str
     fix: str = ""
+
+
+#: A voipsec command in a fix line that works on a data directory: ``voipsec GROUP
+#: COMMAND`` (``voipsec init`` fixes name their --dir already, and prose such as "voipsec
+#: init a new directory" must stay as it is).
+_DIR_COMMAND = re.compile(
+    r"\bvoipsec (?:config|user|ca|bans|alerts|turn|cdr|endpoints|devices) [a-z][a-z-]*"
+    r"(?![a-z-])(?! --dir )"
+)
+
+
+def with_data_dir(results: Iterable[CheckResult], data_dir: str) -> list[CheckResult]:
+    """``results`` with ``--dir DATA_DIR`` (shell-quoted, as given) after every voipsec
+    command of their fixes: a fix runs on the audited directory from any working
+    directory, not on ./voipsec-data (review 3 #8; docs/audit.md, "Fix lines")."""
+    option = f" --dir {shlex.quote(data_dir)}"
+    return [
+        replace(r, fix=_DIR_COMMAND.sub(lambda m: m.group(0) + option, r.fix)) if r.fix else r
+        for r in results
+    ]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

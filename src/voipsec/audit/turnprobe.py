@@ -37,7 +37,7 @@ from ..nat.stun import (
     is_stun,
     parse_message,
 )
-from .model import CheckResult, CheckSpec, errored, skipped
+from .model import CheckResult, CheckSpec, errored, skipped, with_data_dir
 from .options import ProbeOptions, read_bounded
 from .targets import TurnTarget
 from .turnpeers import (
@@ -319,5 +319,9 @@ def turn_results(
         return [errored(SPEC, name, f"socket error: {err.strerror or err}")]
     finally:
         _release(channels, budget)
-    allowed = list(options.own.turn.allowed_peers) if options.own is not None else None
-    return [judge(name, answers, allowed=allowed)]
+    if options.own is None:
+        return [judge(name, answers, allowed=None)]
+    result = judge(name, answers, allowed=list(options.own.turn.allowed_peers))
+    if options.data_dir is None:
+        return [result]
+    return with_data_dir([result], str(options.data_dir))
