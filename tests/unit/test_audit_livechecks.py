@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import time
+from pathlib import Path
 
 import pytest
 
@@ -600,3 +601,30 @@ def test_audit_sipprobe_silent_target_ends_the_run() -> None:
         ProbeBudgetExceeded, match=f"no final answer to {MAX_SILENT} requests in a row"
     ):
         run.pace()
+
+
+def test_audit_sipprobe_fresh_sources_skip_banned_ones(tmp_path: Path) -> None:
+    """Review 3 #2: a source the own installation bans now (a ban the last run earned)
+    is not used again; the burst avoids banned ones too, unless all are banned."""
+    from voipsec.audit.live import own_bans
+    from voipsec.storage.store import DB_NAME, Store
+
+    store = Store(tmp_path / DB_NAME)
+    try:
+        store.add_ban("127.0.0.3", time.time() + 3600, "ids: extension-enumeration")
+        store.add_ban("127.0.0.5", time.time() + 3600, "ids: extension-enumeration")
+        store.add_ban("127.0.0.4", time.time() - 1, "expired")
+    finally:
+        store.close()
+    banned = own_bans(tmp_path)
+    assert banned == frozenset({"127.0.0.3", "127.0.0.5"})
+    assert own_bans(tmp_path / "missing") == frozenset()
+    run = _run("127.0.0.1")
+    run.banned = banned
+    assert [run.fresh_source() for _ in range(3)] == ["127.0.0.4", "127.0.0.6", "127.0.0.7"]
+    assert [_run("127.0.0.1").fresh_source() for _ in range(1)] == ["127.0.0.3"]
+    all_but_one = frozenset(str(a) for a in BURST_NETWORK) - {"127.0.0.200"}
+    assert {burst_source("127.0.0.1", all_but_one) for _ in range(5)} == {"127.0.0.200"}
+    everything = frozenset(str(a) for a in BURST_NETWORK)
+    source = burst_source("127.0.0.1", everything)
+    assert source is not None and ipaddress.ip_address(source) in BURST_NETWORK

@@ -16,6 +16,7 @@ from __future__ import annotations
 import ipaddress
 import random
 import secrets
+import sqlite3
 import ssl
 import time
 from collections.abc import Callable
@@ -27,6 +28,7 @@ from OpenSSL import SSL
 
 from ..config import Config
 from ..media.sdes import SUITES, crypto_line, new_master
+from ..records import StoreError
 from ..sip import Request, Response, parse_message
 from ..sip.dialog import uac_dialog
 from ..sip.digest import answer_challenge
@@ -53,7 +55,14 @@ from .sipprobe import (
 )
 from .targets import PLAIN_SIP_PORT, SipTarget
 
-__all__ = ["BURST_NETWORK", "SPECS", "burst_source", "live_results", "own_credentials"]
+__all__ = [
+    "BURST_NETWORK",
+    "SPECS",
+    "burst_source",
+    "live_results",
+    "own_bans",
+    "own_credentials",
+]
 
 SPECS: tuple[CheckSpec, ...] = lc.SPECS
 
@@ -97,6 +106,23 @@ def own_credentials(data_dir: Path | None) -> tuple[str, str] | None:
     return (user, password) if user and password else None
 
 
+def own_bans(data_dir: Path | None) -> frozenset[str]:
+    """The sources the own installation bans now (its store): the probes take others.
+    Nothing when the store cannot be read (the probes then meet the ban, an error)."""
+    if data_dir is None or not (data_dir / DB_NAME).exists():
+        return frozenset()
+    try:
+        store = Store(data_dir / DB_NAME)
+    except (OSError, StoreError, sqlite3.Error):
+        return frozenset()
+    try:
+        return frozenset(b.source for b in store.bans(time.time()))
+    except (StoreError, sqlite3.Error):
+        return frozenset()
+    finally:
+        store.close()
+
+
 def _guarded(
     spec_ids: str | tuple[str, ...], run: ProbeRun, probe: Callable[[], list[CheckResult]]
 ) -> list[CheckResult]:
@@ -129,6 +155,7 @@ def live_results(
         user=user,
         password=password,
         deadline=time.monotonic() + budget,
+        banned=own_bans(options.data_dir) if own is not None else frozenset(),
     )
     results: list[CheckResult] = []
     results += _guarded(_TLS_IDS, run, lambda: _tls(run))
@@ -454,25 +481,27 @@ def _last(got: list[Response]) -> str:
 # -- rate limit ------------------------------------------------------------------------------
 
 
-def burst_source(host: str) -> str | None:
+def burst_source(host: str, banned: frozenset[str] = frozenset()) -> str | None:
     """The burst's source on an IPv4 loopback target: a random address of
-    BURST_NETWORK other than its first; None (the system's choice) elsewhere."""
+    BURST_NETWORK other than its first, not ``banned`` unless all are (never 127.0.0.1);
+    None (the system's choice) elsewhere."""
     try:
         addr = ipaddress.ip_address(host)
     except ValueError:
         return None
     if addr.version == 4 and addr.is_loopback:
         first = int(BURST_NETWORK.network_address)
-        return str(
-            ipaddress.ip_address(first + random.randrange(BURST_NETWORK.num_addresses - 1) + 1)
-        )
+        every = [
+            str(ipaddress.ip_address(first + i)) for i in range(1, BURST_NETWORK.num_addresses)
+        ]
+        return random.choice([a for a in every if a not in banned] or every)
     return None
 
 
 def _rate_limit(run: ProbeRun) -> CheckResult:
     """RATE_BURST OPTIONS within RATE_WINDOW on one TLS connection of their own."""
     spec = lc.SPEC_BY_ID["F-rate-limit"]
-    source = burst_source(run.target.host)
+    source = burst_source(run.target.host, run.banned)
     own = run.options.own
     if own is not None:
         zones = [(z.name, z.cidrs, z.trust == "trusted") for z in own.zones]

@@ -418,9 +418,13 @@ class ProbeRun:
     deadline: float = field(default_factory=lambda: time.monotonic() + MAX_TARGET_SECONDS)
     #: Requests in a row that got no final answer (MAX_SILENT).
     unanswered: int = 0
+    #: Sources banned now by the own installation (its store's bans): never used, so a
+    #: ban one run earned does not spoil the next run's probe from the same address.
+    banned: frozenset[str] = frozenset()
     _last: float = 0.0
     _sources: list[str] = field(default_factory=list)
     _auth_source: str | None = None
+    _next: int = 0
 
     @property
     def own(self) -> bool:
@@ -465,15 +469,17 @@ class ProbeRun:
         """A source address of its own for the next probe on a loopback target, so
         that an IDS ban earned by one probe does not spoil the next, and never
         127.0.0.1 (the admin's own): the next of 127.0.0.3-127 (the burst has
-        127.0.0.128/25) — the same ones each run, so a run adds no new devices.
-        None (the system's choice) for any other target. Raises ProbeBudgetExceeded
-        when all are used."""
+        127.0.0.128/25) that is not :attr:`banned` — the same ones each run, so a run
+        adds no new devices. None (the system's choice) for any other target. Raises
+        ProbeBudgetExceeded when all are used."""
         if not self.fresh_source_applies():
             return None
-        used = len(self._sources) - (self._auth_source is not None)
-        if used >= len(_SOURCES):
-            raise ProbeBudgetExceeded(f"all {len(_SOURCES)} loopback sources used")
-        source = _SOURCES[used]
+        while self._next < len(_SOURCES) and _SOURCES[self._next] in self.banned:
+            self._next += 1
+        if self._next >= len(_SOURCES):
+            raise ProbeBudgetExceeded(f"all {len(_SOURCES)} loopback sources used or banned")
+        source = _SOURCES[self._next]
+        self._next += 1
         self._sources.append(source)
         return source
 
