@@ -353,6 +353,28 @@ def test_audit_livechecks_rate_limit() -> None:
         "answers — no limit shown",
     )
     assert lc.judge_rate_limit(T, 60, 20, [429], False).outcome is Outcome.PASSED
+    # Review 3 #4: a 503 for everything, or one 503 among 59 answers, is no limit.
+    all503 = lc.judge_rate_limit(T, 60, 60, [503] * 60, False)
+    assert (all503.outcome, all503.observed) == (
+        Outcome.ERROR,
+        "60 OPTIONS in 1 s: 60 answered 503; none answered normally first — no limit shown",
+    )
+    one = lc.judge_rate_limit(T, 60, 60, [503], False)
+    assert (one.outcome, one.observed, one.fix) == (
+        Outcome.FAILED,
+        "60 OPTIONS in 1 s: 1 answered 503; 59 answered normally: under 25% held back — no limit",
+        "limit requests per source (e.g. Kamailio pike, fail2ban) and ban floods",
+    )
+    assert lc.RATE_LIMITED_SHARE == 0.25
+    edge = lc.judge_rate_limit(T, 60, 60, [503] * 15, False)
+    assert edge.outcome is Outcome.PASSED
+    assert lc.judge_rate_limit(T, 60, 60, [503] * 14, False).outcome is Outcome.FAILED
+    late_close = lc.judge_rate_limit(T, 60, 55, [], True)
+    assert (late_close.outcome, late_close.observed) == (
+        Outcome.FAILED,
+        "60 OPTIONS in 1 s: 5 unanswered, connection closed; 55 answered normally: "
+        "under 25% held back — no limit",
+    )
 
 
 def test_audit_livechecks_relay_address_must_be_the_targets() -> None:

@@ -33,6 +33,7 @@ __all__ = [
     "EXPIRY_DAYS",
     "FICTION_NUMBER",
     "RATE_BURST",
+    "RATE_LIMITED_SHARE",
     "RATE_WINDOW",
     "REFUSALS",
     "SPECS",
@@ -83,6 +84,11 @@ ENUM_TIME_FACTOR = 3.0
 #: default limit is 16 per 2 s; voipsec's untrusted zones the same).
 RATE_BURST = 60
 RATE_WINDOW = 1.0
+#: The share of the burst a limit must hold back (answered 429/503, or left unanswered
+#: after a close) for F-rate-limit to pass: one 503 among 59 answers is no limit. And
+#: at least one request must be answered normally first (all 503: overloaded or
+#: broken, not a limit shown).
+RATE_LIMITED_SHARE = 0.25
 #: Bytes answered per byte asked over UDP above which a listener amplifies (the
 #: QUIC anti-amplification limit of RFC 9000 §8 is the same 3x).
 AMPLIFICATION_LIMIT = 3.0
@@ -574,9 +580,11 @@ def judge_rate_limit(
 ) -> CheckResult:
     """A burst of ``sent`` OPTIONS: 503/429 answers (RFC 3261 §21.5.4, RFC 6585 §4),
     or a connection closed after some were answered, show a limit (Kamailio pike,
-    voipsec's zone buckets). Silence alone shows nothing: a server that answers
-    nobody is broken or not SIP, not rate limited — an error."""
+    voipsec's zone buckets) when some were answered normally first and the limit held
+    back at least RATE_LIMITED_SHARE of the burst. Silence alone shows nothing: a
+    server that answers nobody is broken or not SIP, not rate limited — an error."""
     spec = _SPEC["F-rate-limit"]
+    fix = "limit requests per source (e.g. Kamailio pike, fail2ban) and ban floods"
     if limited or (closed and answered):
         how = []
         if limited:
@@ -585,7 +593,22 @@ def judge_rate_limit(
             how.append(f"{sent - answered} unanswered")
         if closed:
             how.append("connection closed")
-        return passed(spec, target, f"{sent} OPTIONS in {RATE_WINDOW:g} s: {', '.join(how)}")
+        observed = f"{sent} OPTIONS in {RATE_WINDOW:g} s: {', '.join(how)}"
+        normal = answered - len(limited)
+        held = len(limited) + sent - answered
+        if normal < 1:
+            return errored(
+                spec, target, f"{observed}; none answered normally first — no limit shown"
+            )
+        if held < RATE_LIMITED_SHARE * sent:
+            return failed(
+                spec,
+                target,
+                f"{observed}; {normal} answered normally: under "
+                f"{RATE_LIMITED_SHARE:.0%} held back — no limit",
+                fix,
+            )
+        return passed(spec, target, observed)
     if answered < sent:
         shut = "connection closed, " if closed else ""
         return errored(
@@ -594,12 +617,7 @@ def judge_rate_limit(
             f"{sent} OPTIONS in {RATE_WINDOW:g} s: {shut}{answered} answered, no 429/503 "
             "and no close after answers — no limit shown",
         )
-    return failed(
-        spec,
-        target,
-        f"all {sent} OPTIONS in {RATE_WINDOW:g} s answered",
-        "limit requests per source (e.g. Kamailio pike, fail2ban) and ban floods",
-    )
+    return failed(spec, target, f"all {sent} OPTIONS in {RATE_WINDOW:g} s answered", fix)
 
 
 # -- information leaks -------------------------------------------------------------------------
