@@ -44,6 +44,7 @@ from voipsec.audit.targets import SipTarget
 from voipsec.pki.ca import CaPaths, create_ca, issue_certificate
 from voipsec.sip import Request, Response, StreamFramer, parse_message, response_to
 from voipsec.sip.dialog import new_tag
+from voipsec.sip.errors import SipParseError
 from voipsec.sip.framing import FramedMessage
 
 #: Seconds a probe waits for one answer here (the fakes answer at once or never).
@@ -441,6 +442,37 @@ def test_audit_hostile_plaintext_answered_to_the_via_port(hostile: Fixture) -> N
         f"udp:{host}:5060 answered 200 OK",
     )
     assert list(udp) == [f"udp:{host}:5060"]
+
+
+def test_audit_hostile_plaintext_on_an_ipv6_target(hostile: Fixture) -> None:
+    """Review 3 #7: target [::1]: the OPTIONS names sip:[::1]:5060 (RFC 3261 §25.1,
+    brackets), so a server that parses it answers — and the answer is reported."""
+    with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as server:
+        server.bind(("::1", 5060))
+        uris: list[str] = []
+        done = threading.Event()
+
+        def answer() -> None:
+            ready, _, _ = select.select([server], [], [], 5)
+            if ready:
+                data, (source, port, *_) = server.recvfrom(4096)
+                with contextlib.suppress(SipParseError):
+                    req = parse_message(data, datagram=True)
+                    assert isinstance(req, Request)
+                    uris.append(str(req.uri))
+                    ok = response_to(req, 200, "OK", to_tag=new_tag())
+                    server.sendto(ok.to_bytes(), (source, port))
+            done.set()
+
+        thread = threading.Thread(target=answer)
+        thread.start()
+        udp: dict[str, tuple[int, int]] = {}
+        result = live._plaintext(hostile.run("silent", host="::1"), udp)
+        thread.join(timeout=5)
+    assert done.is_set()
+    assert uris == ["sip:[::1]:5060"]
+    assert (result.outcome.value, result.observed) == ("failed", "udp:[::1]:5060 answered 200 OK")
+    assert list(udp) == ["udp:[::1]:5060"]
 
 
 # -- 6: TLS name, chain, SNI ----------------------------------------------------------------

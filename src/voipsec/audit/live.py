@@ -36,7 +36,7 @@ from ..sip.errors import SipParseError
 from ..sip.uac import LocalAddress, ack_for_failure, cancel_for, in_dialog
 from ..storage.store import DB_NAME, Store
 from . import livechecks as lc
-from .liverequests import PROBE_USER, Party, audio_offer, request
+from .liverequests import PROBE_USER, Party, audio_offer, bracket, request
 from .mediaprobe import media_results
 from .model import CheckResult, CheckSpec, errored, skipped, with_data_dir
 from .options import ProbeOptions
@@ -288,7 +288,7 @@ def _plaintext(run: ProbeRun, udp: dict[str, tuple[int, int]]) -> CheckResult:
     answers: dict[str, str | None] = {}
     source = run.fresh_source()
     for transport, host, port in _plain_listeners(run):
-        where = f"{transport}:{host}:{port}"
+        where = f"{transport}:{bracket(host)}:{port}"
         sent: list[bytes] = []
 
         def build(
@@ -297,7 +297,9 @@ def _plaintext(run: ProbeRun, udp: dict[str, tuple[int, int]]) -> CheckResult:
             # The Via names the socket's real address and port (RFC 3261 §18.1.1): a
             # server without rport (RFC 3581) answers there (§18.2.2), not to 5060.
             party = Party(domain=run.party.domain)
-            data = request("OPTIONS", party, local, uri=f"sip:{host}:{port}").to_bytes()
+            # An IPv6 host in brackets (RFC 3261 §25.1), as in every URI and Via.
+            uri = f"sip:{bracket(host)}:{port}"
+            data = request("OPTIONS", party, local, uri=uri).to_bytes()
             sent.append(data)
             return data
 
@@ -452,7 +454,7 @@ def _nonce_reuse(run: ProbeRun) -> CheckResult:
     spec = lc.SPEC_BY_ID["A-nonce-reuse"]
     if not run.user or not run.password:
         return skipped(spec, run.name, "needs a test user (--user/--password)")
-    uri = f"sip:{run.party.domain}"
+    uri = f"sip:{bracket(run.party.domain)}"  # the REGISTER's request-URI
     call_id = secrets.token_hex(12)
     with run.stream(source=run.auth_source()) as stream:
         first = _register(run, stream, run.user, call_id=call_id, cseq=1)
