@@ -195,3 +195,14 @@ def test_report_markdown_cells_escape_html_code_and_pipes() -> None:
         "| FAIL | S-tls-version | high | sips:h:5061 | Server: &lt;img src=x onerror=alert(1)&gt;"
         " &amp; &#96;rm&#96; \\| x | a &amp;&amp; b |"
     ]
+
+
+def test_report_markdown_cells_escape_backslashes() -> None:
+    """Review 3 #6: a fix line's backslashes survive rendering (escaped, doubled)."""
+    fix = 'voipsec config set metrics.token "\\"$(openssl rand -hex 32)\\""'
+    report = score([failed(TLS, "local", "a\\|b", fix)], started=0.0, targets=["local"])
+    row = [line for line in to_markdown(report).splitlines() if "openssl" in line]
+    assert row == [
+        "| FAIL | S-tls-version | high | local | a\\\\\\|b |"
+        ' voipsec config set metrics.token "\\\\"$(openssl rand -hex 32)\\\\"" |'
+    ]

@@ -131,13 +131,18 @@ def to_json(report: AuditReport) -> str:
     return json.dumps(report_dict(report), indent=2) + "\n"
 
 
-#: Characters a Markdown renderer would read as HTML or code in a table cell; the text
-#: comes from targets (a Server header, a certificate name) and must stay text.
-_MD_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", "`": "&#96;", "|": "\\|"})
+#: Characters a Markdown renderer would read as HTML, code, a cell's end or an escape
+#: in a table cell; the text comes from targets (a Server header, a certificate name)
+#: and must stay text, and a fix line must render as the command it is (its ``\"``
+#: would render as ``"`` unless the backslash is escaped: CommonMark §2.4).
+_MD_ESCAPES = str.maketrans(
+    {"&": "&amp;", "<": "&lt;", ">": "&gt;", "`": "&#96;", "|": "\\|", "\\": "\\\\"}
+)
 
 
 def _cell(text: str) -> str:
-    """``text`` as one Markdown table cell: one line, HTML, code spans and pipes escaped."""
+    """``text`` as one Markdown table cell: one line, HTML, code spans, pipes and
+    backslashes escaped."""
     return _one_line(text).translate(_MD_ESCAPES)
 
 
