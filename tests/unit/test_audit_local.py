@@ -157,7 +157,8 @@ def test_local_subdirectories_certificates_secret_links_and_parents(tmp_path: Pa
     d = str(data)
     assert (perms.outcome, perms.observed) == (
         Outcome.FAILED,
-        "ca is 0777, tls is a symbolic link, ca/ca.crt is 0666, ca/ca.key has 2 hard links, "
+        "ca is 0777, tls is a symbolic link, ca/ca.crt is 0666, ca/ca.key has 2 hard links "
+        "(another keeps a copy: make a new key), "
         f"turn-secret is 0644, parent directory {tmp_path / 'open'} is 0777",
     )
     assert perms.fix == (
@@ -238,4 +239,27 @@ def test_local_certificate_not_a_regular_file_is_an_error(fresh: Path, tmp_path:
     assert _expiry(data) == (
         Outcome.ERROR,
         f"server certificate: {cert}: larger than {local.MAX_CERTIFICATE_BYTES} bytes",
+    )
+
+
+def test_local_device_links_and_fifos_are_not_regular_files(tmp_path: Path) -> None:
+    """Review 3 #5: tls/server.crt a link to /dev/zero and turn-secret a FIFO fail as
+    what they are (no cp -a of a device, no chmod of a FIFO)."""
+    data = tmp_path / "d"
+    initialise(data)
+    (data / "tls" / "server.key").unlink()
+    (data / "tls" / "server.key").symlink_to("/dev/zero")
+    (data / "turn-secret").unlink(missing_ok=True)
+    os.mkfifo(data / "turn-secret", 0o644)
+    config = load(data / CONFIG_NAME)
+    (perms,) = [
+        r for r in local_results(data, config, time.time()) if r.spec.id == "S-file-permissions"
+    ]
+    d = str(data)
+    assert (perms.outcome, perms.observed, perms.fix) == (
+        Outcome.FAILED,
+        "tls/server.key is a symbolic link to a character device, "
+        "turn-secret is a FIFO, not a regular file",
+        f"rm {d}/tls/server.key and put the real tls/server.key there (from a backup); "
+        f"rm {d}/turn-secret and put the real turn-secret there (from a backup)",
     )

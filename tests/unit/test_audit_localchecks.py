@@ -666,7 +666,8 @@ def test_localchecks_file_permissions_owner_links_public_and_parents() -> None:
     assert (result.outcome, result.observed, result.fix) == (
         Outcome.FAILED,
         "tls is 0775, ca/ca.key is owned by uid 65534, not the data directory's owner, "
-        "tls/server.key has 2 hard links, parent directory /srv is 0757",
+        "tls/server.key has 2 hard links (another keeps a copy: make a new key), "
+        "parent directory /srv is 0757",
         "cp -p /d/tls/server.key /d/tls/server.key.new && mv /d/tls/server.key.new "
         "/d/tls/server.key; chown --reference=/d /d/ca/ca.key; chmod go-w /d/tls; "
         "chmod o-w /srv",

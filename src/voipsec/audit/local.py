@@ -66,6 +66,12 @@ def _file_fact(
         info = os.lstat(path)
     except OSError:
         return FileFact(name=name, path=str(path), mode=None, directory=directory)
+    kind = info.st_mode
+    if stat.S_ISLNK(kind):
+        try:
+            kind = os.stat(path).st_mode
+        except OSError:
+            kind = stat.S_IFREG  # a dangling link: the link itself is the finding
     return FileFact(
         name=name,
         path=str(path),
@@ -75,7 +81,21 @@ def _file_fact(
         uid=info.st_uid,
         nlink=info.st_nlink,
         public=public,
+        special=_special_kind(kind),
     )
+
+
+def _special_kind(mode: int) -> str | None:
+    """What a file that is neither regular nor a directory is (None for those)."""
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return None
+    kinds = (
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISSOCK, "a socket"),
+    )
+    return next((name for test, name in kinds if test(mode)), "not a regular file")
 
 
 def _parents(data_dir: Path) -> list[FileFact]:

@@ -145,6 +145,10 @@ class FileFact:
     #: A directory above the data directory: whoever may write it may rename DIR away
     #: and put another in its place, unless its sticky bit is set.
     parent: bool = False
+    #: Not a regular file (or directory): "a FIFO", "a character device", ...; for a
+    #: symbolic link, what it points to when that is not one (review 3 #5: a link to
+    #: /dev/zero copied with cp -a stays a device, and a FIFO has no mode worth fixing).
+    special: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -356,6 +360,11 @@ def check_certificate_expiry(config: Config, facts: LocalFacts, now: float) -> C
     return passed(CERTIFICATE_EXPIRY, LOCAL, ", ".join(ok))
 
 
+def _special_fix(f: FileFact) -> str:
+    """Put the real file in place of a device, FIFO or socket (or a link to one)."""
+    return f"rm {shlex.quote(f.path)} and put the real {f.name} there (from a backup)"
+
+
 def _relink_fix(f: FileFact) -> str:
     """A command that puts the file (or directory) a link points to in its place."""
     path = shlex.quote(f.path)
@@ -389,15 +398,26 @@ def check_file_permissions(facts: LocalFacts) -> CheckResult:
             continue
         present += 1
         label = f.name or "the data directory"
+        if f.symlink and f.special:
+            found.append(f"{label} is a symbolic link to {f.special}")
+            relinks.append(_special_fix(f))
+            continue
         if f.symlink:
             found.append(f"{label} is a symbolic link")
             relinks.append(_relink_fix(f))
+            continue
+        if f.special:
+            found.append(f"{label} is {f.special}, not a regular file")
+            relinks.append(_special_fix(f))
             continue
         if facts.owner is not None and f.uid is not None and f.uid != facts.owner:
             found.append(f"{label} is owned by uid {f.uid}, not the data directory's owner")
             owners.append(path)
         if f.nlink > 1 and not f.directory:
-            found.append(f"{label} has {f.nlink} hard links")
+            # The other link keeps the key where no mode protects it: copying this
+            # one back in place does not take it back.
+            leak = " (another keeps a copy: make a new key)" if f.name.endswith(".key") else ""
+            found.append(f"{label} has {f.nlink} hard links{leak}")
             relinks.append(f"cp -p {path} {path}.new && mv {path}.new {path}")
         if f.mode & (0o022 if f.public else 0o077):
             found.append(f"{label} is {f.mode & 0o777:04o}")
