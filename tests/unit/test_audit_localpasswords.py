@@ -7,11 +7,13 @@ from importlib.resources import files
 from voipsec.audit.local import COMMON_LIST_FILE
 from voipsec.audit.localpasswords import (
     MAX_COMMON_PASSWORDS,
+    MAX_LEET_BASES,
     MAX_MUTATED_BASES,
     MAX_PASSWORD_USERS,
     MIN_MUTATED_LENGTH,
     PasswordScan,
     StoredUser,
+    leet_forms,
     mutations,
     name_guesses,
     parse_password_list,
@@ -121,3 +123,22 @@ def test_localpasswords_mutations_bounded() -> None:
     last = common[MAX_MUTATED_BASES]
     users = [_user("a", last), _user("b", last + "1"), _user("c", common[0] + "1")]
     assert scan_passwords(users, REALM, common).weak == ("a", "c")
+
+
+def test_localpasswords_look_alike_symbols_are_found() -> None:
+    """Review 3 #9: P@ssw0rd and friends (a->@, o->0, s->$, each or not) of the list's
+    first MAX_LEET_BASES entries, bounded; an entry past them is not made leet."""
+    text = files("voipsec.audit").joinpath("data", COMMON_LIST_FILE).read_text(encoding="utf-8")
+    common = parse_password_list(text)
+    cases = {"ann": "P@ssw0rd", "bob": "p@ssword1", "cat": "Pa$$w0rd!", "dan": "P@$$w0rd123"}
+    assert not set(cases.values()) & set(common)
+    users = [_user(n, p) for n, p in cases.items()] + [_user("ok", "v7-Qp2x-Lm9a")]
+    assert scan_passwords(users, REALM, common).weak == tuple(sorted(cases))
+    forms = leet_forms(["password"])
+    assert forms[:3] == ("p@ssword", "p@ssword1", "p@ssword!")
+    assert len(forms) == 2 * 7 * 6
+    assert leet_forms(["12345678"]) == ()
+    assert len(leet_forms(common[:MAX_LEET_BASES])) <= MAX_LEET_BASES * 2 * 7 * 6
+    fill = "\n".join(f"w{i:07d}" for i in range(MAX_LEET_BASES)) + "\npassword"
+    short = parse_password_list(fill)
+    assert scan_passwords([_user("x", "P@ssw0rd")], REALM, short).weak == ()
