@@ -361,6 +361,13 @@ def test_audit_hostile_call_routed_behind_an_srtp_policy(hostile: Fixture) -> No
     }
     (invite,) = [r for r in hostile.fake.requests if r.method == "INVITE"]
     assert b"m=audio 9 RTP/SAVP 0" in invite.body
+    # Review 3 #9: the untagged 200 is still ACKed and BYEd, with the To as received.
+    wait_for(lambda: "BYE" in [r.method for r in hostile.fake.requests], what="the BYE")
+    ack, bye = [r for r in hostile.fake.requests if r.method in ("ACK", "BYE")]
+    assert (ack.method, ack.cseq.seq, ack.call_id) == ("ACK", invite.cseq.seq, invite.call_id)
+    assert (bye.method, bye.cseq.seq, bye.call_id) == ("BYE", invite.cseq.seq + 1, invite.call_id)
+    assert ack.to.tag is None and bye.to.tag is None
+    assert bye.from_.tag == invite.from_.tag
 
 
 def test_audit_hostile_register_accepted_without_credentials(hostile: Fixture) -> None:

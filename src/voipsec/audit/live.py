@@ -30,13 +30,13 @@ from ..config import Config
 from ..media.sdes import SUITES, crypto_line, new_master
 from ..records import StoreError
 from ..sip import Request, Response, parse_message
-from ..sip.dialog import uac_dialog
+from ..sip.dialog import new_branch, uac_dialog
 from ..sip.digest import answer_challenge
 from ..sip.errors import SipParseError
-from ..sip.uac import LocalAddress, ack_for_failure, cancel_for, in_dialog
+from ..sip.uac import LocalAddress, ack_for_failure, cancel_for, in_dialog, make_request
 from ..storage.store import DB_NAME, Store
 from . import livechecks as lc
-from .liverequests import PROBE_USER, Party, audio_offer, bracket, request
+from .liverequests import PROBE_USER, USER_AGENT, Party, audio_offer, bracket, request
 from .mediaprobe import media_results
 from .model import CheckResult, CheckSpec, errored, skipped, with_data_dir
 from .options import ProbeOptions
@@ -376,9 +376,13 @@ def _invite_unauthenticated(
 
 def _hang_up(run: ProbeRun, stream: SipStream, req: Request, ok: Response) -> None:
     """ACK and BYE a call that should not have been answered (§13.2.2.4, §15.1.1);
-    best effort: a 200 the probe cannot make a dialog of (no To tag) is left alone,
-    its judgement is made from the status already."""
+    best effort: a 200 without a To tag (malformed, §8.2.6.2) cannot make a dialog, so
+    its ACK and BYE carry the To as received (:func:`_untagged_hang_up`). The
+    judgement is made from the status already."""
     try:
+        if ok.to.tag is None:
+            _untagged_hang_up(run, stream, req, ok)
+            return
         dialog = uac_dialog(req, ok)
         ack, dialog = in_dialog(dialog, "ACK", stream.local, seq=req.cseq.seq)
         stream.send(ack)
@@ -386,6 +390,27 @@ def _hang_up(run: ProbeRun, stream: SipStream, req: Request, ok: Response) -> No
         run.ask(stream, bye)
     except (*_PROBE_ERRORS,):
         return
+
+
+def _untagged_hang_up(run: ProbeRun, stream: SipStream, req: Request, ok: Response) -> None:
+    """ACK (the INVITE's CSeq) and BYE (the next) to the 200's Contact, else the
+    INVITE's request-URI, with the INVITE's From and Call-ID and the To as received."""
+    target = str(ok.contacts[0].uri) if ok.contacts else str(req.uri)
+
+    def build(method: str, seq: int) -> Request:
+        headers = [
+            ("Via", stream.local.via(new_branch())),
+            ("Max-Forwards", "70"),
+            ("From", req.headers.get("from") or ""),
+            ("To", ok.headers.get("to") or ""),
+            ("Call-ID", req.call_id),
+            ("CSeq", f"{seq} {method}"),
+            ("User-Agent", USER_AGENT),
+        ]
+        return make_request(method, target, headers)
+
+    stream.send(build("ACK", req.cseq.seq))
+    run.ask(stream, build("BYE", req.cseq.seq + 1))
 
 
 def _challenges(run: ProbeRun) -> list[CheckResult]:
