@@ -769,11 +769,33 @@ def config_get(key: str, dir: DirOption = DEFAULT_DIR) -> None:
     typer.echo(json.dumps(value) if not isinstance(value, str) else value)
 
 
+def _holds_secret(model: object) -> bool:
+    """A section model (or a list of them) with a field kept out of reprs: a secret."""
+    fields = getattr(model, "model_fields", None)
+    if fields is None:
+        return any(_holds_secret(arg) for arg in getattr(model, "__args__", ()))
+    return any(not f.repr or _holds_secret(f.annotation) for f in fields.values())
+
+
+def is_secret_key(key: str) -> bool:
+    """Does SECTION.KEY hold a secret (a password, token, auth key, a URL with a
+    password, or a list of trunks with their passwords)? Such values are not echoed."""
+    section, _, name = key.partition(".")
+    field = Config.model_fields.get(section)
+    if field is None:
+        return False
+    if not name:
+        return _holds_secret(field.annotation)
+    inner = getattr(field.annotation, "model_fields", {}).get(name)
+    return inner is not None and (not inner.repr or _holds_secret(inner.annotation))
+
+
 @config_app.command("set")
 def config_set(key: str, value: str, dir: DirOption = DEFAULT_DIR) -> None:
-    """Set SECTION.KEY to a TOML literal (validated before it is written)."""
+    """Set SECTION.KEY to a TOML literal (validated before it is written). A secret's
+    value is not echoed (terminal scrollback and CI logs keep what is printed)."""
     set_key(dir / CONFIG_NAME, key, value)
-    typer.echo(f"{key} = {value}")
+    typer.echo(f"{key} set (a secret: not shown)" if is_secret_key(key) else f"{key} = {value}")
 
 
 @app.command()

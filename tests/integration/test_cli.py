@@ -523,3 +523,29 @@ def test_cli_bans_list_marks_udp_only_and_remove_takes_an_ipv6_64(tmp_path: Path
         line.split("  ")[0]
         for line in voipsec_cli("bans", "list", data_dir=data).stdout.splitlines()
     ] == ["192.0.2.5"]
+
+
+def test_cli_config_set_does_not_echo_secrets(tmp_path: Path) -> None:
+    """A token, password or webhook URL set on the command line is not printed back
+    (scrollback and CI logs keep what is printed); other values are echoed as before."""
+    data = tmp_path / "d"
+    voipsec("init", data_dir=data)
+    token = "f" * 40
+    webhook = "https://hooks.example.test/T000/B000/s3cr3tpath"
+    for key, literal in (
+        ("metrics.token", f'"{token}"'),
+        ("alerts.webhook", f'"{webhook}"'),
+        ("hep.auth_key", '"hep-key-123"'),
+        ("cdr.url", '"postgresql://voipsec:pw-456@127.0.0.1/voipsec"'),
+    ):
+        out = voipsec_cli("config", "set", key, literal, data_dir=data)
+        assert (out.returncode, out.stdout, out.stderr) == (
+            0,
+            f"{key} set (a secret: not shown)\n",
+            "",
+        )
+    plain = voipsec_cli("config", "set", "media.timeout", "20.0", data_dir=data)
+    assert plain.stdout == "media.timeout = 20.0\n"
+    # Written all the same (config get is the admin asking for it).
+    assert voipsec_cli("config", "get", "metrics.token", data_dir=data).stdout == token + "\n"
+    assert voipsec_cli("config", "get", "alerts.webhook", data_dir=data).stdout == webhook + "\n"

@@ -499,7 +499,7 @@ class FraudSection(_Section):
 
 class AlertsSection(_Section):
     #: HTTP(S) URL alerts are POSTed to as JSON (retried); empty: none.
-    webhook: str = ""
+    webhook: str = Field(default="", repr=False)
     #: Syslog target, "udp:HOST:PORT" or "unix:/dev/log"; empty: none.
     syslog: str = ""
     #: Addresses alerts are e-mailed to (retried); empty: no e-mail. The keys after it
