@@ -30,6 +30,7 @@ from .config import (
     CLASSES_OF_SERVICE,
     CONFIG_NAME,
     DEFAULT_TOML,
+    DEMO_FILE,
     Config,
     ConfigError,
     get_key,
@@ -83,7 +84,6 @@ app.command("audit")(audit)
 
 DirOption = Annotated[Path, typer.Option("--dir", help="Data directory.", show_default=True)]
 DEFAULT_DIR = Path("./voipsec-data")
-DEMO_FILE = "demo-user.txt"
 
 
 class CliError(Exception):

@@ -2,7 +2,7 @@
 
 ``effective_settings`` is the stricter of the global settings and the overrides that
 apply (exact settings); the gate resolves a device's zone and its user's class and
-decides with them; ``srtp_offered`` reads an INVITE's offer; ``DeviceGate.srtp_offer``
+decides with them; ``srtp_offer_of`` reads an INVITE's offer; ``DeviceGate.srtp_offer``
 gives the reason and alerts once per device a day.
 """
 
@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from voipsec.app.devices import DeviceGate, policy_override, srtp_offered
+from voipsec.app.devices import DeviceGate, policy_override
 from voipsec.config import EndpointsOverrideSection
 from voipsec.core.auth import Authenticated
 from voipsec.endpoints.loader import load_advisories, load_fingerprints
+from voipsec.endpoints.offer import srtp_offer_of
 from voipsec.endpoints.policy import (
     DeviceFacts,
     PolicyOverride,
@@ -110,6 +111,12 @@ def _sdp(*media: str) -> bytes:
 SAVP = ("m=audio 4000 RTP/SAVP 0", f"a=crypto:1 AES_CM_128_HMAC_SHA1_80 {KEY}")
 AVP = ("m=audio 4000 RTP/AVP 0",)
 DTLS = ("m=audio 4000 UDP/TLS/RTP/SAVPF 0", "a=setup:actpass")
+
+
+def srtp_offered(body: bytes) -> bool | None:
+    """The no_srtp_offer check's view of an offer (None: no offer to judge)."""
+    offer = srtp_offer_of(body)
+    return offer.secure if offer is not None else None
 
 
 def test_srtp_offered_reads_the_offer() -> None:

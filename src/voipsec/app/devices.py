@@ -137,14 +137,6 @@ def policy_override(section: EndpointsOverrideSection) -> PolicyOverride:
     return PolicyOverride(actions=actions, minimum_firmware=dict(section.minimum_firmware))
 
 
-def srtp_offered(body: bytes) -> bool | None:
-    """Whether an INVITE's offer carries SRTP in every active media section (an m= line
-    RTP/SAVP(F) with a=crypto, or UDP/TLS/RTP/SAVP(F): DTLS-SRTP); None when there is
-    no offer to judge (no body: a late offer; or SDP the call layer will refuse)."""
-    offer = srtp_offer_of(body)
-    return offer.secure if offer is not None else None
-
-
 def build_device_gate(
     *,
     section: EndpointsSection,

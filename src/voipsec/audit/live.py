@@ -26,7 +26,7 @@ import pylibsrtp
 from cryptography import x509
 from OpenSSL import SSL
 
-from ..config import Config
+from ..config import DEMO_FILE, Config
 from ..media.sdes import SUITES, crypto_line, new_master
 from ..records import StoreError
 from ..sip import Request, Response, parse_message
@@ -69,9 +69,6 @@ SPECS: tuple[CheckSpec, ...] = lc.SPECS
 #: Where the burst comes from on a loopback target: a random address in 127.0.0.128/25,
 #: never the admin's 127.0.0.1.
 BURST_NETWORK = ipaddress.ip_network("127.0.0.128/25")
-#: The demo user's credentials ``voipsec init`` writes (cli.DEMO_FILE; not imported:
-#: the CLI imports this package).
-DEMO_FILE = "demo-user.txt"
 #: What a probe that cannot run raises: the network, TLS, a malformed answer, the budget.
 _PROBE_ERRORS = (
     OSError,

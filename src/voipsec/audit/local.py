@@ -24,7 +24,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 
-from ..config import CONFIG_NAME, Config
+from ..config import CONFIG_NAME, DEMO_FILE, Config
 from ..endpoints.loader import load_advisories
 from ..endpoints.report import compliance_report
 from ..nat.keystore import SECRET_NAME
@@ -54,8 +54,6 @@ MAX_DEVICE_KEY_FILES = 10_000
 #: Bytes read of a certificate or a key file: a PEM certificate or EC/RSA key is one
 #: to a few KiB; anything larger is not voipsec's (a link to /dev/zero, say).
 MAX_CERTIFICATE_BYTES = 64 * 1024
-#: The demo user's password file that ``voipsec init`` writes.
-DEMO_FILE = "demo-user.txt"
 
 
 def _file_fact(

@@ -40,6 +40,8 @@ from .checks import (
 from .template import DEFAULT_TOML as DEFAULT_TOML
 
 CONFIG_NAME = "voipsec.toml"
+#: The demo user's credentials `voipsec init` writes (0600); the audit reads them.
+DEMO_FILE = "demo-user.txt"
 
 TRANSPORTS = ("tls", "tcp", "udp", "wss")
 ZoneTransport = Literal["tls", "tcp", "udp", "wss"]
